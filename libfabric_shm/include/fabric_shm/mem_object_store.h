@@ -1,0 +1,95 @@
+// SPDX-License-Identifier: MIT
+// MemObjectStore: the object store inside the pool (an open-addressing table plus a payload
+// heap in leased regions), shared by every process that opens the same store name.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "fabric_shm/object_store.h"
+#include "fabric_shm/pool.h"
+
+namespace fabric_shm {
+
+struct StoreConfig {
+    std::string name = "default";   ///< store name within the pool (name rule)
+    uint32_t table_entries = 0;     ///< 0: derived from the pool size (documented in docs/store.md)
+    uint64_t heap_bytes = 0;        ///< 0: derived from the pool size
+    uint64_t max_object_bytes = 0;  ///< 0: derived (<= heap / 4, <= 16 MiB)
+    uint64_t ttl_ns = 0;            ///< region leases; 0: the pool's default TTL
+};
+
+struct StoreStats {
+    uint64_t objects = 0, table_entries = 0;
+    uint64_t heap_used_bytes = 0, heap_capacity_bytes = 0, largest_free_extent = 0;
+    uint64_t max_object_bytes = 0;
+    uint64_t loans_active = 0, pins_active = 0;
+};
+
+/// Zero-copy write: bytes reserved in the pool, filled in place, published by commit().
+/// Dropping an uncommitted loan frees it; a dead owner's loan is freed by the reaper.
+class ObjectLoan {
+public:
+    ObjectLoan();
+    ObjectLoan(ObjectLoan&&) noexcept;
+    ObjectLoan& operator=(ObjectLoan&&) noexcept;
+    ~ObjectLoan();
+    std::span<uint8_t> bytes() const;
+    bool valid() const;
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+/// Zero-copy read: the object's bytes in the pool, valid until the view is destroyed, even
+/// if the object is overwritten or removed meanwhile. verify() checks the stored CRC.
+class PinnedView {
+public:
+    PinnedView();
+    PinnedView(PinnedView&&) noexcept;
+    PinnedView& operator=(PinnedView&&) noexcept;
+    ~PinnedView();
+    std::span<const uint8_t> bytes() const;
+    const ObjectInfo& info() const;
+    Status verify() const;  ///< Errc::corrupt on CRC mismatch
+    bool valid() const;
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+class MemObjectStore final : public ObjectStore {
+public:
+    /// Opens the named store in the pool, creating it with `config` if absent. Opening an
+    /// existing store with different explicit parameters attaches to it; *note says so.
+    static Result<std::unique_ptr<MemObjectStore>> open(Pool& pool, const StoreConfig& config = {},
+                                                        std::string* note = nullptr);
+    /// Attach only (read paths: get/head/ls never create). NotFound if absent.
+    static Result<std::unique_ptr<MemObjectStore>> attach(const Pool& pool, std::string_view name = "default");
+    ~MemObjectStore() override;
+
+    Result<uint64_t> put(const FabricUri& uri, std::span<const uint8_t> data, const PutOptions& options = {}) override;
+    Result<std::optional<ObjectData>> get(const FabricUri& uri) override;
+    Result<std::optional<ObjectInfo>> head(const FabricUri& uri) override;
+    Result<bool> remove(const FabricUri& uri, const RemoveOptions& options = {}) override;
+    Result<std::vector<std::string>> list(std::string_view pool, std::string_view bucket, std::string_view prefix) override;
+
+    Result<ObjectLoan> loan(uint64_t size);
+    /// Publishes the loan under uri (same conditions and visibility as put); returns the version.
+    Result<uint64_t> commit(ObjectLoan&& loan, const FabricUri& uri, const PutOptions& options = {});
+    /// nullopt when absent.
+    Result<std::optional<PinnedView>> pin(const FabricUri& uri);
+
+    StoreStats stats() const;
+    /// Lease ids of the store's regions (register them with a RenewalManager).
+    std::vector<uint64_t> lease_ids() const;
+    const StoreConfig& config() const;
+
+    struct Impl;
+
+private:
+    explicit MemObjectStore(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fabric_shm

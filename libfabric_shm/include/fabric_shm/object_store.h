@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: MIT
+// The ObjectStore interface (grafos_store::ObjectStore, extended with versions, conditions
+// and fences). MemObjectStore (in the pool) and TieredObjectStore (pool + files) implement it.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "fabric_shm/result.h"
+#include "fabric_shm/uri.h"
+
+namespace fabric_shm {
+
+/// CRC-32 (gzip/zip polynomial, reflected): crc32("123456789") == 0xCBF43926. ISA-L.
+uint32_t crc32(const void* data, size_t length, uint32_t seed = 0) noexcept;
+
+enum class PutCondition : uint8_t {
+    none,              ///< overwrite
+    if_absent,         ///< only when no object exists under the URI
+    if_version_equals, ///< only when the current version equals expected_version
+    fence,             ///< only when fence_token >= the fence stored with the current object
+};
+
+constexpr size_t kMaxContentTypeLength = 64;
+constexpr size_t kMaxMetadataBytes = 512;  ///< sum of key and value lengths of user metadata
+
+struct PutOptions {
+    std::string content_type;                   ///< <= kMaxContentTypeLength
+    std::map<std::string, std::string> metadata; ///< small; <= kMaxMetadataBytes in all
+    uint64_t ttl_ns = 0;                        ///< per-object expiry (0 = none); expired objects read as absent
+    PutCondition condition = PutCondition::none;
+    uint64_t expected_version = 0;              ///< for if_version_equals
+    /// For fence: a caller-supplied monotonic token (e.g. a group epoch). Checked against the
+    /// token stored with the object in the same atomic step that publishes the new object;
+    /// a lower token fails with Errc::stale_epoch. The new object stores this token.
+    uint64_t fence_token = 0;
+};
+
+struct ObjectInfo {
+    uint64_t size = 0;
+    uint32_t crc32 = 0;
+    uint64_t version = 0;         ///< monotonic per key, starts at 1; survives overwrite and remove+put
+    uint64_t fence_token = 0;
+    std::string content_type;
+    std::map<std::string, std::string> metadata;
+    uint64_t created_wall_ns = 0; ///< when this version was published
+    uint64_t expires_wall_ns = 0; ///< 0 = no per-object TTL
+};
+
+struct ObjectData {
+    std::vector<uint8_t> data;
+    ObjectInfo info;
+};
+
+struct RemoveOptions {
+    std::optional<uint64_t> if_version;  ///< remove only this version (Errc::conflict otherwise)
+};
+
+class ObjectStore {
+public:
+    virtual ~ObjectStore() = default;
+    /// Returns the new version. Errors: invalid_uri, object_too_large, capacity_exceeded,
+    /// conflict (condition failed), stale_epoch (fence), lease_expired.
+    virtual Result<uint64_t> put(const FabricUri& uri, std::span<const uint8_t> data, const PutOptions& options = {}) = 0;
+    /// nullopt when absent. CRC verified: a mismatch is Errc::corrupt, never bad bytes.
+    virtual Result<std::optional<ObjectData>> get(const FabricUri& uri) = 0;
+    virtual Result<std::optional<ObjectInfo>> head(const FabricUri& uri) = 0;
+    /// True when an object was removed.
+    virtual Result<bool> remove(const FabricUri& uri, const RemoveOptions& options = {}) = 0;
+    /// Keys (not URIs) in the bucket starting with prefix, sorted bytewise.
+    virtual Result<std::vector<std::string>> list(std::string_view pool, std::string_view bucket,
+                                                  std::string_view prefix) = 0;
+};
+
+}  // namespace fabric_shm

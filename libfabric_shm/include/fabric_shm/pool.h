@@ -1,0 +1,244 @@
+// SPDX-License-Identifier: MIT
+// The pool: one POSIX shared-memory segment /dev/shm/fabric-shm.<name>, its header, process
+// registry, region directory with leases, and the reaper. Everything else lives in regions.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fabric_shm/clock.h"
+#include "fabric_shm/registry.h"
+#include "fabric_shm/result.h"
+
+namespace fabric_shm {
+
+namespace layout {
+struct PoolHeader;
+struct RegionEntry;
+struct ProcessSlot;
+}  // namespace layout
+
+constexpr uint64_t kDefaultPoolSize = 32ull << 20;  ///< fits twice in Docker's 64 MB /dev/shm
+constexpr uint64_t kMinPoolSize = 1ull << 20;
+constexpr uint64_t kMaxPoolSize = 1ull << 40;
+constexpr uint64_t kDefaultPoolTtlNs = 3600ull * kNsPerSec;  ///< the recipe's retention
+
+/// Region kinds. Numbers are part of the layout (stored in RegionEntry::kind).
+enum class RegionKind : uint32_t {
+    test = 1,          ///< used by tests only
+    store = 2,         ///< object store root (table)
+    store_heap = 3,    ///< object store payload heap (child of store)
+    topic = 10,        ///< topic root: config and groups
+    partition = 11,    ///< one partition ring (child of topic)
+    group = 12,        ///< consumer group table (child of topic)
+    job_outputs = 20,  ///< pool-backed JobOutputStore
+};
+std::string_view region_kind_name(uint32_t kind) noexcept;
+
+struct PoolOptions {
+    std::string name;
+    uint64_t size_bytes = kDefaultPoolSize;
+    uint64_t ttl_ns = kDefaultPoolTtlNs;
+    uint32_t mode = 0600;
+    int numa_node = -1;  ///< bind with libnuma; warns and continues on one node / invalid node
+};
+
+struct OpenOptions {
+    bool read_only = false;              ///< map PROT_READ, never register, never reap
+    bool create_if_missing = false;      ///< with `create`; re-creates a wholly expired pool
+    PoolOptions create;                  ///< used when creating (name is taken from open's argument)
+    uint64_t heartbeat_timeout_ns = 0;   ///< registry: heartbeat older than this = dead; 0 = pid only
+    bool reap_on_open = true;            ///< opportunistic reaping (dead processes, expired regions)
+};
+
+/// Identifies a region across processes: directory index + generation.
+struct RegionRef {
+    uint32_t index = 0;
+    uint32_t generation = 0;
+    uint64_t packed() const { return (uint64_t(generation) << 32) | (index + 1); }
+    static RegionRef unpack(uint64_t v) { return {uint32_t(v) - 1, uint32_t(v >> 32)}; }
+    bool valid() const { return generation != 0; }
+    friend bool operator==(RegionRef, RegionRef) = default;
+};
+
+struct LeaseInfo {
+    uint64_t lease_id = 0;
+    bool is_pool = false;
+    uint32_t kind = 0;
+    std::string name;          ///< region name ("" for the pool lease)
+    RegionRef region;
+    uint64_t created_ns = 0, expires_ns = 0, ttl_ns = 0, renewed_ns = 0, renew_count = 0;
+    bool revoked = false;
+    OwnerToken last_renewer = 0;
+    bool expired(uint64_t now_ns) const { return revoked || now_ns >= expires_ns; }
+};
+
+struct RegionInfo {
+    RegionRef ref;
+    std::string state;  ///< "creating", "live", "reclaiming"
+    uint32_t kind = 0;
+    std::string name;
+    uint64_t offset = 0, length = 0;
+    RegionRef parent;
+    OwnerToken owner = 0;
+    uint64_t params[3] = {0, 0, 0};
+    LeaseInfo lease;
+    uint32_t attached_processes = 0;  ///< live registrations holding a handle
+};
+
+class Region;
+
+struct RegionSpec {
+    RegionKind kind = RegionKind::test;
+    std::string name;          ///< unique per kind among non-free regions; <= 95 bytes
+    uint64_t length = 0;       ///< rounded up to the page size
+    uint64_t ttl_ns = 0;       ///< 0: the pool's default TTL
+    RegionRef parent;          ///< orphans (parent gone) are reclaimed
+    uint64_t params[3] = {0, 0, 0};
+    bool publish = true;       ///< false: stays CREATING until Region::publish() (for multi-region objects)
+    /// Initialises the zeroed region before it is published; an error frees the region.
+    std::function<Status(std::byte* data, uint64_t length)> init;
+};
+
+struct ReapReport {
+    uint32_t dead_processes = 0;
+    uint32_t repaired_entries = 0;    ///< CREATING/RECLAIMING entries of dead owners
+    uint32_t reclaimed_regions = 0;
+    uint32_t busy_regions = 0;        ///< expired but still attached by a live process
+    uint64_t reclaimed_bytes = 0;
+    uint64_t kind_items = 0;          ///< loans/pins/claims released by region-kind hooks
+    bool pool_removed = false;
+    std::vector<std::string> notes;   ///< one line per action, for --dry-run and logs
+};
+
+class Pool {
+public:
+    /// Creates a new pool; AlreadyExists if the name is taken. Atomic: built under a
+    /// temporary name and link()ed into place, so a killed creator leaves nothing.
+    static Result<Pool> create(const PoolOptions& options);
+    /// Attaches to an existing pool (or creates it, see OpenOptions). Validates the header
+    /// and every table offset before trusting any field.
+    static Result<Pool> open(std::string_view name, const OpenOptions& options = {});
+    /// Names of the pools present (sorted).
+    static std::vector<std::string> list();
+    /// Marks the pool gone and unlinks it. Refuses while other live processes are registered
+    /// unless `force`; with `force` also removes a segment that cannot be attached.
+    static Status remove(std::string_view name, bool force);
+    /// Path of a pool's segment: $FABRIC_SHM_DIR (default /dev/shm) + "/fabric-shm." + name.
+    static std::string segment_path(std::string_view name);
+
+    Pool(Pool&& other) noexcept;
+    Pool& operator=(Pool&& other) noexcept;
+    Pool(const Pool&) = delete;
+    ~Pool();
+
+    const std::string& name() const;
+    bool read_only() const;
+    uint64_t size() const;
+    std::byte* base() const;
+    const layout::PoolHeader& header() const;
+    OwnerToken self() const;  ///< this process's registration; 0 when read-only
+    ProcessRegistry registry() const { return ProcessRegistry(*this); }
+
+    /// Bounds check against the mapping (overflow-safe); every offset read from shm goes here.
+    bool in_bounds(uint64_t offset, uint64_t length) const noexcept;
+    template <class T>
+    T* at(uint64_t offset) const noexcept {
+        return in_bounds(offset, sizeof(T)) && offset % alignof(T) == 0
+                   ? reinterpret_cast<T*>(base() + offset) : nullptr;
+    }
+    /// Re-checks the file size (another process may have truncated it): Corrupt if shorter.
+    Status check_mapping() const;
+
+    /// Registry heartbeat (RenewalManager::tick and blocking loops call it).
+    void heartbeat(uint64_t now_ns = mono_now_ns()) const;
+    /// This process's counter shard, indexed by CounterId; nullptr when read-only.
+    std::atomic<uint64_t>* counters() const;
+    void count(uint32_t id, uint64_t n) const noexcept;
+
+    Result<Region> create_region(const RegionSpec& spec);
+    Result<Region> open_region(RegionKind kind, std::string_view name) const;
+    Result<Region> open_region(RegionRef ref) const;
+    /// Revokes the region's lease (accessors fail closed at once) and reclaims its memory
+    /// when no live process holds a handle (else the reaper does, later).
+    Status remove_region(RegionRef ref);
+    std::vector<RegionInfo> regions() const;
+    Result<RegionInfo> region_info(RegionRef ref) const;
+
+    std::vector<LeaseInfo> leases() const;
+    Result<LeaseInfo> lease(uint64_t lease_id) const;
+    uint64_t pool_lease_id() const;
+    /// Extends a live lease to now + ttl (ttl 0: its own TTL; a non-zero ttl also becomes its
+    /// TTL). LeaseExpired if it already ran out (fail closed), StaleGeneration if reclaimed.
+    Result<uint64_t> renew_lease(uint64_t lease_id, uint64_t now_ns, uint64_t ttl_ns = 0) const;
+
+    /// True when the pool lease and every region lease have run out.
+    bool wholly_expired(uint64_t now_ns) const;
+    /// Reaps dead processes, repairs half-made entries, reclaims expired or orphaned regions
+    /// not held by a live process, calls each region kind's hook, and unlinks the pool when
+    /// wholly expired. `dry_run` reports without changing anything.
+    ReapReport reap(uint64_t now_ns, bool dry_run = false, bool allow_pool_removal = true);
+    /// Pool lifecycle state as text: "live", "reclaiming", "gone".
+    std::string lifecycle() const;
+
+    struct Impl;
+
+private:
+    explicit Pool(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+    friend class Region;
+};
+
+/// A handle to a region: holds this process's attachment (so the memory is never reused
+/// while the handle lives) and checks lease and generation on demand.
+class Region {
+public:
+    Region() = default;
+    Region(Region&& other) noexcept;
+    Region& operator=(Region&& other) noexcept;
+    Region(const Region&) = delete;
+    ~Region();
+
+    bool valid() const { return pool_ != nullptr; }
+    RegionRef ref() const { return ref_; }
+    uint64_t offset() const { return offset_; }
+    uint64_t length() const { return length_; }
+    std::byte* data() const { return data_; }
+    uint64_t lease_id() const;
+    const Pool& pool() const { return *pool_; }
+    const layout::RegionEntry& entry() const { return *entry_; }
+    /// OK while the entry is live under this handle's generation and the lease has not run
+    /// out (coarse clock); else StaleGeneration / LeaseExpired naming the region.
+    Status check(uint64_t now_ns = mono_coarse_ns()) const;
+    /// CREATING -> LIVE for regions created with publish = false.
+    Status publish();
+
+private:
+    friend class Pool;
+    const Pool* pool_ = nullptr;
+    layout::RegionEntry* entry_ = nullptr;
+    RegionRef ref_;
+    uint64_t offset_ = 0, length_ = 0;
+    std::byte* data_ = nullptr;
+    void release() noexcept;
+};
+
+/// Hooks a data structure registers for its region kind: the reaper and dump call them.
+struct RegionKindOps {
+    /// Release what dead owners left inside a live region (loans, pins, slot claims).
+    std::function<uint64_t(const Pool&, const RegionInfo&, uint64_t now_ns, bool dry_run,
+                           std::vector<std::string>& notes)> reap;
+    /// Append invariant violations ("violation: ...") and in-progress states ("in progress: ...").
+    std::function<void(const Pool&, const RegionInfo&, std::vector<std::string>& violations,
+                       std::vector<std::string>& in_progress)> check;
+};
+void register_region_kind_ops(RegionKind kind, RegionKindOps ops);
+const RegionKindOps* region_kind_ops(uint32_t kind);
+
+}  // namespace fabric_shm

@@ -1,0 +1,64 @@
+// SPDX-License-Identifier: MIT
+// The process registry: who is attached to a pool, and whether an owner is certainly dead.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "fabric_shm/result.h"
+
+namespace fabric_shm {
+
+class Pool;
+using OwnerToken = uint32_t;  ///< (slot generation << 8) | slot; 0 = no owner
+
+/// One-sided answer, as in LMDB's reader check: only "certainly dead" permits a takeover.
+enum class Liveness : uint8_t { maybe_alive, certainly_dead };
+
+struct ProcessInfo {
+    uint32_t slot = 0;
+    OwnerToken token = 0;
+    bool claiming = false;       ///< killed between claiming the slot and publishing it
+    uint32_t pid = 0;
+    uint64_t start_time = 0;     ///< clock ticks since boot (/proc/<pid>/stat field 22)
+    uint64_t pidns = 0;
+    uint64_t heartbeat_ns = 0;   ///< monotonic
+    uint64_t timeout_ns = 0;     ///< 0: liveness by pid only
+    uint64_t registered_ns = 0;  ///< monotonic
+    std::string comm;
+    Liveness liveness = Liveness::maybe_alive;
+    std::string dead_reason;     ///< "pid gone", "pid reused", "zombie", "heartbeat 12s old (timeout 5s)"
+};
+
+/// What the OS says about a (pid, start time, pid namespace) triple. Exposed for tests.
+struct PidProbe {
+    bool exists = false;
+    bool zombie = false;
+    uint64_t start_time = 0;
+};
+PidProbe probe_pid(uint32_t pid);
+uint64_t self_start_time();
+uint64_t self_pidns();
+
+class ProcessRegistry {
+public:
+    explicit ProcessRegistry(const Pool& pool) : pool_(&pool) {}
+
+    /// certainly_dead when the token's registration is gone (slot freed or re-used), its pid
+    /// is gone, its pid was reused (start time differs), it is a zombie, or its heartbeat is
+    /// older than its declared timeout. Processes in another pid namespace are judged by
+    /// heartbeat alone. Costs a /proc read: call it on contention, not per message.
+    Liveness liveness(OwnerToken token, uint64_t now_ns, std::string* reason = nullptr) const;
+
+    std::vector<ProcessInfo> list(uint64_t now_ns) const;
+
+    /// Frees the slots of certainly-dead processes (folding their counter shards into the
+    /// pool's retired totals). Returns how many were freed. Needs a writable pool.
+    uint32_t reap_dead(uint64_t now_ns) const;
+
+private:
+    const Pool* pool_;
+};
+
+}  // namespace fabric_shm

@@ -1,0 +1,205 @@
+// SPDX-License-Identifier: MIT
+// The pool segment's fixed structures, as every process sees them. Plain data only: no
+// behaviour, no pointers (offsets from the segment start), every atomic lock-free and at
+// most 8 bytes, every field another process reads pinned by a static_assert below.
+// Any change here changes kLayoutFingerprint; incompatible changes bump kLayoutMajor.
+//
+// Segment map (offsets from the start of /dev/shm/fabric-shm.<pool>):
+//   0                      PoolHeader          4 KiB
+//   registry_offset        ProcessSlot[256]    256 KiB  (1 KiB each)
+//   directory_offset       RegionEntry[1024]   256 KiB  (256 B each)
+//   data_offset            region area: page-aligned extents described by RegionEntry
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace fabric_shm::layout {
+
+constexpr uint64_t kPoolMagic = 0x4853434952424146ULL;  ///< "FABRICSH" in little-endian bytes
+constexpr uint16_t kLayoutMajor = 1;  ///< differs: refuse (VersionMismatch)
+constexpr uint16_t kLayoutMinor = 0;  ///< higher minor: compatible additions in reserved space
+constexpr uint64_t kPageSize = 4096;
+constexpr uint64_t kCacheLine = 64;
+
+constexpr uint32_t kRegistrySlots = 256;
+constexpr uint32_t kDirectoryEntries = 1024;
+constexpr uint32_t kCounterCells = 64;
+constexpr uint32_t kAttachWords = kDirectoryEntries / 64;
+constexpr uint32_t kRegionNameBytes = 96;
+
+// ---- Owner tokens --------------------------------------------------------------------
+// A registration in the process registry: (slot generation << 8) | slot index. Every
+// ownership word elsewhere (locks, loans, pins, slot claims, group members) stores one,
+// so a survivor can ask the registry whether the owner is certainly dead. Generation
+// starts at 1, so a token is never 0 (0 = "no owner").
+using OwnerToken = uint32_t;
+constexpr uint32_t kTokenSlotBits = 8;
+static_assert((1u << kTokenSlotBits) == kRegistrySlots, "token slot field must cover the registry");
+constexpr uint32_t token_slot(OwnerToken t) { return t & ((1u << kTokenSlotBits) - 1); }
+constexpr uint32_t token_gen(OwnerToken t) { return t >> kTokenSlotBits; }
+constexpr OwnerToken make_token(uint32_t slot, uint32_t gen) { return (gen << kTokenSlotBits) | slot; }
+constexpr uint32_t kSlotGenMask = (1u << 24) - 1;
+
+// ---- Lease header (pool and every region) -----------------------------------------
+enum LeaseState : uint32_t { kLeaseActive = 1, kLeaseRevoked = 2 };
+
+struct LeaseHeader {
+    std::atomic<uint64_t> lease_id;     ///< immutable after publish; (generation << 32) | (entry index + 1), pool: gen << 32
+    std::atomic<uint64_t> created_ns;   ///< monotonic ns; immutable after publish
+    std::atomic<uint64_t> expires_ns;   ///< monotonic ns; renewers move it forward by CAS only (never back)
+    std::atomic<uint64_t> ttl_ns;       ///< extension per renewal; written by creator, `lease renew --ttl`
+    std::atomic<uint64_t> renewed_ns;   ///< monotonic ns of the last successful renewal; renewer
+    std::atomic<uint32_t> state;        ///< LeaseState; remover stores kLeaseRevoked (never back)
+    std::atomic<uint32_t> last_renewer; ///< OwnerToken of the last renewer; renewer
+    std::atomic<uint64_t> renew_count;  ///< renewer, fetch_add
+    uint64_t reserved[1];
+};
+static_assert(sizeof(LeaseHeader) == 64);
+static_assert(offsetof(LeaseHeader, expires_ns) == 16);
+
+// ---- Process registry ------------------------------------------------------------
+// word = (state << 56) | (generation(24) << 32) | pid(32)
+enum SlotState : uint64_t { kSlotFree = 0, kSlotClaiming = 1, kSlotLive = 2 };
+constexpr uint64_t make_slot_word(uint64_t state, uint32_t gen, uint32_t pid) {
+    return (state << 56) | (uint64_t(gen & kSlotGenMask) << 32) | pid;
+}
+constexpr uint64_t slot_word_state(uint64_t w) { return w >> 56; }
+constexpr uint32_t slot_word_gen(uint64_t w) { return uint32_t(w >> 32) & kSlotGenMask; }
+constexpr uint32_t slot_word_pid(uint64_t w) { return uint32_t(w); }
+
+struct alignas(kCacheLine) ProcessSlot {
+    std::atomic<uint64_t> word;          ///< claim/free by CAS: claimant FREE->CLAIMING->LIVE, reaper ->FREE(gen+1)
+    std::atomic<uint64_t> start_time;    ///< owner, before LIVE: /proc/<pid>/stat field 22 (clock ticks since boot)
+    std::atomic<uint64_t> pidns;         ///< owner, before LIVE: inode of /proc/self/ns/pid
+    std::atomic<uint64_t> heartbeat_ns;  ///< owner: monotonic ns of its last heartbeat
+    std::atomic<uint64_t> timeout_ns;    ///< owner, before LIVE: heartbeat older than this = dead; 0 = pid only
+    std::atomic<uint64_t> registered_ns; ///< owner, before LIVE: monotonic ns
+    std::atomic<uint64_t> comm[2];       ///< owner, before LIVE: process name, 16 bytes NUL-padded
+    uint64_t reserved0[8];
+    std::atomic<uint64_t> attached[kAttachWords];  ///< owner: bit e = "I hold a handle to region entry e" (seq_cst)
+    std::atomic<uint64_t> counters[kCounterCells]; ///< owner: per-process counter shard (CounterId), relaxed
+    uint64_t reserved1[32];
+};
+static_assert(sizeof(ProcessSlot) == 1024);
+static_assert(offsetof(ProcessSlot, attached) == 128);
+static_assert(offsetof(ProcessSlot, counters) == 256);
+
+// ---- Region directory ------------------------------------------------------------
+// word = (state << 56) | (generation(24) << 32) | owner token(32)
+//   FREE(g)            entry unused; fields may be garbage
+//   CREATING(g, o)     extent reserved by o (under the meta lock), memory being initialised
+//   LIVE(g, o)         published; o = creator (informational)
+//   RECLAIMING(g, o)   o is checking attachments before freeing; dead o -> anyone redoes it
+// Freeing stores FREE(g+1): every handle made under g then sees StaleGeneration.
+enum EntryState : uint64_t { kEntryFree = 0, kEntryCreating = 1, kEntryLive = 2, kEntryReclaiming = 3 };
+constexpr uint64_t make_entry_word(uint64_t state, uint32_t gen, OwnerToken owner) {
+    return (state << 56) | (uint64_t(gen & kSlotGenMask) << 32) | owner;
+}
+constexpr uint64_t entry_word_state(uint64_t w) { return w >> 56; }
+constexpr uint32_t entry_word_gen(uint64_t w) { return uint32_t(w >> 32) & kSlotGenMask; }
+constexpr OwnerToken entry_word_owner(uint64_t w) { return OwnerToken(w); }
+
+struct alignas(kCacheLine) RegionEntry {
+    std::atomic<uint64_t> word;        ///< state machine above; CAS only
+    std::atomic<uint64_t> offset;      ///< meta-lock holder while FREE; immutable while not FREE
+    std::atomic<uint64_t> length;      ///< same
+    std::atomic<uint32_t> kind;        ///< same (RegionKind)
+    std::atomic<uint32_t> flags;       ///< same
+    std::atomic<uint64_t> parent;      ///< same; (gen << 32) | (index + 1) of the parent entry, 0 = root
+    std::atomic<uint64_t> created_wall_ns; ///< same
+    std::atomic<uint64_t> params[3];   ///< same; kind-specific small immutable parameters
+    std::atomic<uint64_t> name[kRegionNameBytes / 8]; ///< same; NUL-padded
+    LeaseHeader lease;                 ///< see LeaseHeader
+};
+static_assert(sizeof(RegionEntry) == 256);
+static_assert(offsetof(RegionEntry, name) == 64);
+static_assert(offsetof(RegionEntry, lease) == 160);
+
+// ---- Pool header -------------------------------------------------------------------
+// Everything up to `lifecycle` is immutable once the segment is published under its final
+// name (it is written under a temporary name, then link()ed). `magic` is written last.
+enum PoolLifecycle : uint64_t { kPoolLive = 1, kPoolReclaiming = 3, kPoolGone = 4 };
+constexpr uint64_t make_lifecycle(uint64_t state, OwnerToken owner) { return (state << 56) | owner; }
+constexpr uint64_t lifecycle_state(uint64_t w) { return w >> 56; }
+constexpr OwnerToken lifecycle_owner(uint64_t w) { return OwnerToken(w); }
+
+struct alignas(kPageSize) PoolHeader {
+    std::atomic<uint64_t> magic;       ///< kPoolMagic, release-stored last by the creator
+    uint16_t version_major;
+    uint16_t version_minor;
+    uint32_t header_size;              ///< sizeof(PoolHeader)
+    uint64_t fingerprint;              ///< kLayoutFingerprint of the creator's build
+    uint64_t pool_size;                ///< bytes; must equal the file size
+    uint64_t registry_offset;
+    uint32_t registry_slots;
+    uint32_t registry_slot_size;
+    uint64_t directory_offset;
+    uint32_t directory_entries;
+    uint32_t directory_entry_size;
+    uint64_t data_offset;              ///< region area, page aligned
+    uint64_t data_size;
+    uint64_t incarnation;              ///< random per creation: tells a re-created pool from the old one
+    uint32_t creator_pid;
+    uint32_t mode;                     ///< permission bits requested at creation
+    uint64_t creator_start_time;       ///< /proc stat starttime of the creator
+    uint64_t creator_pidns;
+    uint64_t created_wall_ns;
+    uint64_t created_mono_ns;
+    uint64_t default_ttl_ns;           ///< TTL for the pool lease and regions created without one
+    int32_t numa_node;                 ///< -1: not bound
+    uint32_t flags;
+    char name[72];                     ///< pool name, NUL-terminated
+    uint64_t reserved_immutable[16];
+
+    std::atomic<uint64_t> lifecycle;   ///< PoolLifecycle word; CAS only (reaper, re-initialiser, pool rm)
+    std::atomic<uint64_t> meta_lock;   ///< owner-word lock for directory allocation (OwnerLock); 0 = free
+    std::atomic<uint64_t> reaped_processes;  ///< reaper, fetch_add
+    std::atomic<uint64_t> reclaimed_regions; ///< reaper, fetch_add
+    std::atomic<uint64_t> stolen_locks;      ///< lock stealers, fetch_add
+    std::atomic<uint64_t> repaired_entries;  ///< reaper, fetch_add
+    uint64_t reserved_mutable[10];
+    LeaseHeader lease;                 ///< the pool's own lease
+    std::atomic<uint64_t> retired_counters[kCounterCells]; ///< counter shards of reaped processes, folded in
+};
+static_assert(sizeof(PoolHeader) == kPageSize);
+static_assert(offsetof(PoolHeader, fingerprint) == 16);
+static_assert(offsetof(PoolHeader, lifecycle) == 344);
+
+// Every atomic type placed in the segment must be lock-free in every process: libatomic's
+// fallback lock for wider types is per-process and silently breaks across processes.
+static_assert(std::atomic<uint64_t>::is_always_lock_free);
+static_assert(std::atomic<uint32_t>::is_always_lock_free);
+static_assert(std::atomic<uint16_t>::is_always_lock_free);
+static_assert(std::atomic<uint8_t>::is_always_lock_free);
+static_assert(sizeof(std::atomic<uint64_t>) == 8 && alignof(std::atomic<uint64_t>) == 8);
+
+constexpr uint64_t kRegistryOffset = sizeof(PoolHeader);
+constexpr uint64_t kDirectoryOffset = kRegistryOffset + uint64_t(kRegistrySlots) * sizeof(ProcessSlot);
+constexpr uint64_t kDataOffset = kDirectoryOffset + uint64_t(kDirectoryEntries) * sizeof(RegionEntry);
+static_assert(kDataOffset % kPageSize == 0);
+
+constexpr uint64_t fnv1a_mix(uint64_t h, uint64_t v) {
+    for (int i = 0; i < 8; ++i) {
+        h ^= (v >> (8 * i)) & 0xff;
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+/// Changes whenever a structure above changes size or shape (LMDB's lock-format idea).
+constexpr uint64_t kLayoutFingerprint = [] {
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (uint64_t v : {uint64_t(kLayoutMajor), uint64_t(sizeof(PoolHeader)), uint64_t(sizeof(ProcessSlot)),
+                       uint64_t(sizeof(RegionEntry)), uint64_t(sizeof(LeaseHeader)), uint64_t(kRegistrySlots),
+                       uint64_t(kDirectoryEntries), uint64_t(kCounterCells), uint64_t(kCacheLine),
+                       uint64_t(offsetof(PoolHeader, lifecycle)), uint64_t(offsetof(RegionEntry, lease)),
+                       uint64_t(offsetof(ProcessSlot, counters)), uint64_t(sizeof(void*))})
+        h = fnv1a_mix(h, v);
+    return h;
+}();
+
+constexpr uint64_t make_region_ref(uint32_t index, uint32_t gen) { return (uint64_t(gen) << 32) | (index + 1); }
+constexpr uint64_t make_lease_id(uint32_t index_plus_one, uint32_t gen) { return (uint64_t(gen) << 32) | index_plus_one; }
+
+}  // namespace fabric_shm::layout

@@ -1,0 +1,43 @@
+// SPDX-License-Identifier: MIT
+// A lock word in shared memory whose holder is an OwnerToken, so survivors can take it over
+// from a certainly-dead holder. For rare, short critical sections (directory allocation,
+// group membership changes), never per message. What a holder changes under it must be
+// repairable by the next holder: acquire() reports a steal so the caller can repair.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "fabric_shm/pool.h"
+
+namespace fabric_shm::detail {
+
+struct LockAcquired {
+    bool stolen = false;  ///< the previous holder was certainly dead: repair before use
+};
+
+/// Acquire `word` (0 = free, else holder token in the low 32 bits). Spins briefly, then
+/// sleeps with backoff (50 us .. 2 ms); every ~2 ms it asks the registry whether the holder
+/// is certainly dead and, if so, takes the lock over by CAS (holder -> me), so a slow holder
+/// wrongly presumed dead finds its release failing rather than silently succeeding.
+/// Timeout -> Errc::busy naming the holder.
+Result<LockAcquired> owner_lock_acquire(std::atomic<uint64_t>& word, const Pool& pool, OwnerToken me,
+                                        uint64_t timeout_ns, const char* what);
+/// Releases if still held by `me`; false if it was taken over (the caller was presumed dead).
+bool owner_lock_release(std::atomic<uint64_t>& word, OwnerToken me) noexcept;
+
+/// RAII form.
+class OwnerLockGuard {
+public:
+    OwnerLockGuard(std::atomic<uint64_t>& word, OwnerToken me) : word_(&word), me_(me) {}
+    OwnerLockGuard(const OwnerLockGuard&) = delete;
+    ~OwnerLockGuard() {
+        if (word_) owner_lock_release(*word_, me_);
+    }
+
+private:
+    std::atomic<uint64_t>* word_;
+    OwnerToken me_;
+};
+
+}  // namespace fabric_shm::detail

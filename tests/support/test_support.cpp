@@ -1,0 +1,83 @@
+// SPDX-License-Identifier: MIT
+#include "test_support.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <thread>
+
+namespace fabric_shm::test {
+
+std::string unique_pool_name(const std::string& tag) {
+    static std::atomic<int> counter{0};
+    return "t-" + tag + "-" + std::to_string(getpid()) + "-" + std::to_string(counter.fetch_add(1));
+}
+
+PoolCleanup::~PoolCleanup() {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    fs::remove(Pool::segment_path(name_), ec);
+    const std::string prefix = fs::path(Pool::segment_path(name_)).filename().string() + ".tmp-";
+    fs::path dir = fs::path(Pool::segment_path(name_)).parent_path();
+    for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec))
+        if (it->path().filename().string().rfind(prefix, 0) == 0) fs::remove(it->path(), ec);
+}
+
+pid_t fork_child(const std::function<int()>& fn) {
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int rc = 99;
+        rc = fn();
+        _exit(rc);
+    }
+    return pid;
+}
+
+int wait_child(pid_t pid, int timeout_ms) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    for (;;) {
+        int status = 0;
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid) {
+            if (WIFEXITED(status)) return WEXITSTATUS(status);
+            if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+            return -2;
+        }
+        if (r < 0) return -3;
+        if (std::chrono::steady_clock::now() > deadline) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            return -1;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+}
+
+int run_command(const std::string& command, std::string* output) {
+    FILE* f = popen(command.c_str(), "r");
+    if (!f) return -1;
+    std::array<char, 4096> buf{};
+    size_t n;
+    while ((n = fread(buf.data(), 1, buf.size(), f)) > 0)
+        if (output) output->append(buf.data(), n);
+    int status = pclose(f);
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+    return -1;
+}
+
+std::string build_path(const std::string& relative) {
+    const char* root = std::getenv("FABRIC_SHM_TEST_BUILD_DIR");
+    return std::string(root ? root : ".") + "/" + relative;
+}
+
+}  // namespace fabric_shm::test

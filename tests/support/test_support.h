@@ -1,0 +1,40 @@
+// SPDX-License-Identifier: MIT
+// Helpers every test uses: unique pool names, pools removed even on failure, forked children.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "fabric_shm/pool.h"
+
+namespace fabric_shm::test {
+
+/// "t-<tag>-<pid>-<n>": unique per process and call, so parallel tests never collide.
+std::string unique_pool_name(const std::string& tag);
+
+/// Removes the pool's segment (and any temp files of it) when it goes out of scope.
+class PoolCleanup {
+public:
+    explicit PoolCleanup(std::string name) : name_(std::move(name)) {}
+    PoolCleanup(const PoolCleanup&) = delete;
+    ~PoolCleanup();
+    const std::string& name() const { return name_; }
+
+private:
+    std::string name_;
+};
+
+/// Forks; the child runs fn and leaves with _exit(fn()) (never returns into doctest).
+pid_t fork_child(const std::function<int()>& fn);
+/// Waits for a child at most timeout_ms; kills it on timeout. Returns the exit code, or
+/// 128 + signal number, or -1 on timeout.
+int wait_child(pid_t pid, int timeout_ms = 20000);
+/// Exit status of `sh -c command` (128+sig on signal), output captured into *output if given.
+int run_command(const std::string& command, std::string* output = nullptr);
+/// Build root (FABRIC_SHM_TEST_BUILD_DIR) for locating tools: build_path("tools/fabric-shm").
+std::string build_path(const std::string& relative);
+
+}  // namespace fabric_shm::test
