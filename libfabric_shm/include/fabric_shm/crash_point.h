@@ -7,6 +7,8 @@
 namespace fabric_shm::detail {
 extern bool g_crash_armed;  ///< set once at startup from the environment; read-only after
 void crash_point_hit(const char* name) noexcept;
+/// Re-reads FABRIC_SHM_CRASH_POINT (tests call it in a forked child after setenv).
+void crash_point_rearm() noexcept;
 }  // namespace fabric_shm::detail
 
 #if FABRIC_SHM_CRASH_POINTS
