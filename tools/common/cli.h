@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "fabric_shm/pool.h"
 #include "fabric_shm/result.h"
 
 namespace fabric_shm::cli {
@@ -56,7 +57,7 @@ void register_topic_commands(std::vector<Command>& commands);   ///< topic, send
 struct DumpSection {
     std::string name;  ///< JSON key ("store", "topics", ...)
     /// Fills `out` from the pool (read-only mapping); appends violations / in-progress notes.
-    std::function<void(const class fabric_shm::Pool& pool, nlohmann::json& out)> fill;
+    std::function<void(const Pool& pool, nlohmann::json& out)> fill;
     /// Human-readable rendering of `out`.
     std::function<void(const nlohmann::json& out, std::string& text)> render;
 };
