@@ -37,6 +37,7 @@ enum class Errc : uint16_t {
     back_pressure,      ///< a partition is full of messages a group has not committed
     unsupported,        ///< not available in this build or on this system
     skipped,            ///< a producer's claimed slot was turned into a skip record by a survivor
+    not_ready,          ///< segment exists but is not initialised (zeroed, or its creator died)
 };
 
 std::string_view errc_name(Errc code) noexcept;

@@ -112,10 +112,11 @@ struct alignas(kCacheLine) RegionEntry {
     std::atomic<uint64_t> params[3];   ///< same; kind-specific small immutable parameters
     std::atomic<uint64_t> name[kRegionNameBytes / 8]; ///< same; NUL-padded
     LeaseHeader lease;                 ///< see LeaseHeader
+    uint64_t reserved[3];
 };
 static_assert(sizeof(RegionEntry) == 256);
-static_assert(offsetof(RegionEntry, name) == 64);
-static_assert(offsetof(RegionEntry, lease) == 160);
+static_assert(offsetof(RegionEntry, name) == 72);
+static_assert(offsetof(RegionEntry, lease) == 168);
 
 // ---- Pool header -------------------------------------------------------------------
 // Everything up to `lifecycle` is immutable once the segment is published under its final

@@ -1,0 +1,43 @@
+// SPDX-License-Identifier: MIT
+#include "fabric_shm/counters.h"
+
+#include "pool_impl.h"
+
+namespace fabric_shm {
+
+std::string_view counter_name(CounterId id) noexcept {
+    switch (id) {
+    case CounterId::store_put_bytes: return "store_put_bytes";
+    case CounterId::store_get_bytes: return "store_get_bytes";
+    case CounterId::store_puts: return "store_puts";
+    case CounterId::store_gets: return "store_gets";
+    case CounterId::store_misses: return "store_misses";
+    case CounterId::store_removes: return "store_removes";
+    case CounterId::store_conflicts: return "store_conflicts";
+    case CounterId::store_corrupt: return "store_corrupt";
+    case CounterId::store_loans_reclaimed: return "store_loans_reclaimed";
+    case CounterId::store_pins_released: return "store_pins_released";
+    case CounterId::mq_messages_published: return "mq_messages_published";
+    case CounterId::mq_messages_consumed: return "mq_messages_consumed";
+    case CounterId::mq_messages_overwritten: return "mq_messages_overwritten";
+    case CounterId::mq_claims_skipped: return "mq_claims_skipped";
+    case CounterId::mq_back_pressure: return "mq_back_pressure";
+    case CounterId::mq_offset_resets: return "mq_offset_resets";
+    case CounterId::lease_renewals: return "lease_renewals";
+    case CounterId::lease_renewal_failures: return "lease_renewal_failures";
+    case CounterId::count_: break;
+    }
+    return "unknown";
+}
+
+uint64_t counter_total(const Pool& pool, CounterId id) noexcept {
+    const uint32_t cell = uint32_t(id);
+    if (cell >= layout::kCounterCells) return 0;
+    uint64_t total = pool.header().retired_counters[cell].load(std::memory_order_relaxed);
+    const auto* slots = reinterpret_cast<const layout::ProcessSlot*>(pool.base() + layout::kRegistryOffset);
+    for (uint32_t i = 0; i < layout::kRegistrySlots; ++i)
+        total += slots[i].counters[cell].load(std::memory_order_relaxed);
+    return total;
+}
+
+}  // namespace fabric_shm

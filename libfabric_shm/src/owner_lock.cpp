@@ -1,0 +1,70 @@
+// SPDX-License-Identifier: MIT
+#include "owner_lock.h"
+
+#include <sched.h>
+#include <time.h>
+
+#include "fabric_shm/clock.h"
+#include "layout/pool_layout.h"
+
+namespace fabric_shm::detail {
+
+namespace {
+void sleep_ns(uint64_t ns) {
+    timespec ts{time_t(ns / kNsPerSec), long(ns % kNsPerSec)};
+    nanosleep(&ts, nullptr);
+}
+}  // namespace
+
+Result<LockAcquired> owner_lock_acquire(std::atomic<uint64_t>& word, const Pool& pool, OwnerToken me,
+                                        uint64_t timeout_ns, const char* what) {
+    if (me == 0) return make_error(Errc::permission_denied, std::string(what) + ": a read-only pool cannot lock");
+    const uint64_t start = mono_now_ns();
+    uint64_t backoff = 50 * kNsPerUs;
+    uint64_t next_probe = start + 2 * kNsPerMs;
+    for (int spin = 0;; ++spin) {
+        uint64_t held = word.load(std::memory_order_relaxed);
+        if (held == 0) {
+            // Acquire: pairs with owner_lock_release's release store; the critical section
+            // of the previous holder happens-before ours.
+            if (word.compare_exchange_weak(held, me, std::memory_order_acquire, std::memory_order_relaxed))
+                return LockAcquired{false};
+            continue;
+        }
+        if (held == me) return make_error(Errc::busy, std::string(what) + ": already held by this registration");
+        if (spin < 64) {
+            __builtin_ia32_pause();
+            continue;
+        }
+        const uint64_t now = mono_now_ns();
+        if (now >= next_probe) {
+            next_probe = now + 2 * kNsPerMs;
+            if (pool.registry().liveness(OwnerToken(held), now) == Liveness::certainly_dead) {
+                // Takeover by CAS on the exact dead token: a holder wrongly presumed dead
+                // then fails its release instead of silently "succeeding".
+                if (word.compare_exchange_strong(held, me, std::memory_order_acquire, std::memory_order_relaxed)) {
+                    const_cast<layout::PoolHeader&>(pool.header()).stolen_locks.fetch_add(1, std::memory_order_relaxed);
+                    return LockAcquired{true};
+                }
+                continue;
+            }
+        }
+        if (timeout_ns != 0 && now - start >= timeout_ns)
+            return make_error(Errc::busy, std::string(what) + " is held by live process token " +
+                                              std::to_string(held) + " for more than " + format_duration_ns(timeout_ns));
+        if (spin < 128) {
+            sched_yield();
+            continue;
+        }
+        sleep_ns(backoff);
+        backoff = backoff * 2 > 2 * kNsPerMs ? 2 * kNsPerMs : backoff * 2;
+    }
+}
+
+bool owner_lock_release(std::atomic<uint64_t>& word, OwnerToken me) noexcept {
+    uint64_t expected = me;
+    // Release: publishes this critical section to the next acquirer.
+    return word.compare_exchange_strong(expected, 0, std::memory_order_release, std::memory_order_relaxed);
+}
+
+}  // namespace fabric_shm::detail
