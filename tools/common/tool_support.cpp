@@ -1,0 +1,175 @@
+// SPDX-License-Identifier: MIT
+// Helpers shared by the tool executables; see tool_support.h.
+#include "tool_support.h"
+
+#include <cstdio>
+#include <cstring>
+
+#include "fabric_shm/clock.h"
+
+namespace fabric_shm::cli {
+
+bool argv_has_json(int argc, char** argv) {
+    for (int i = 1; i < argc; ++i)
+        if (std::strcmp(argv[i], "--json") == 0) return true;
+    return false;
+}
+
+bool parse_options(cxxopts::Options& options, int argc, char** argv, const Output& out,
+                   cxxopts::ParseResult& result, int* exit_code) {
+    try {
+        result = options.parse(argc, argv);
+        return true;
+    } catch (const cxxopts::exceptions::exception& e) {
+        *exit_code = usage(out, e.what());
+        return false;
+    }
+}
+
+Error with_pool_list(Error error) {
+    if (error.code != Errc::not_found) return error;
+    // The library's own NotFound may already list them.
+    for (const char* marker : {"existing pools", "no pools exist", "pools present"})
+        if (error.message.find(marker) != std::string::npos) return error;
+    const std::vector<std::string> pools = Pool::list();
+    if (pools.empty()) {
+        error.message += " (no pools exist; create one with `fabric-shm pool create --pool NAME`)";
+    } else {
+        error.message += " (pools present:";
+        for (const auto& p : pools) error.message += " " + p;
+        error.message += ")";
+    }
+    return error;
+}
+
+Result<Pool> open_read_only(const std::string& name) {
+    OpenOptions options;
+    options.read_only = true;
+    options.create_if_missing = false;
+    options.reap_on_open = false;
+    Result<Pool> pool = Pool::open(name, options);
+    if (!pool) return with_pool_list(pool.error());
+    return pool;
+}
+
+Result<uint64_t> parse_duration_option(const std::string& option, const std::string& text) {
+    Result<uint64_t> v = parse_duration_ns(text);
+    if (!v) return make_error(Errc::invalid_argument, "--" + option + ": " + v.error().message);
+    return v;
+}
+
+Result<uint64_t> parse_size_option(const std::string& option, const std::string& text) {
+    Result<uint64_t> v = parse_size_bytes(text);
+    if (!v) return make_error(Errc::invalid_argument, "--" + option + ": " + v.error().message);
+    return v;
+}
+
+int64_t ttl_remaining_ns(uint64_t expires_ns, uint64_t now_ns) {
+    if (expires_ns >= now_ns) {
+        const uint64_t d = expires_ns - now_ns;
+        return d > uint64_t(INT64_MAX) ? INT64_MAX : int64_t(d);
+    }
+    const uint64_t d = now_ns - expires_ns;
+    return d > uint64_t(INT64_MAX) ? INT64_MIN : -int64_t(d);
+}
+
+std::string ttl_text(const LeaseInfo& lease, uint64_t now_ns) {
+    if (lease.revoked) return "revoked";
+    if (now_ns < lease.expires_ns) return format_duration_ns(lease.expires_ns - now_ns);
+    return "expired " + format_duration_ns(now_ns - lease.expires_ns) + " ago";
+}
+
+std::string hex(uint64_t value) {
+    char buf[24];
+    std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(value));
+    return buf;
+}
+
+nlohmann::json lease_json(const LeaseInfo& lease, uint64_t now_ns) {
+    return {
+        {"lease_id", lease.lease_id},
+        {"is_pool", lease.is_pool},
+        {"kind", lease.is_pool ? std::string("pool") : std::string(region_kind_name(lease.kind))},
+        {"name", lease.name},
+        {"region_index", lease.region.index},
+        {"generation", lease.region.generation},
+        {"created_ns", lease.created_ns},
+        {"expires_ns", lease.expires_ns},
+        {"expires_wall", format_wall_ns(mono_to_wall_ns(lease.expires_ns))},
+        {"ttl_ns", lease.ttl_ns},
+        {"ttl_remaining_ns", ttl_remaining_ns(lease.expires_ns, now_ns)},
+        {"ttl_remaining", ttl_text(lease, now_ns)},
+        {"renewed_ns", lease.renewed_ns},
+        {"renew_count", lease.renew_count},
+        {"revoked", lease.revoked},
+        {"expired", lease.expired(now_ns)},
+        {"last_renewer", lease.last_renewer},
+    };
+}
+
+nlohmann::json region_json(const RegionInfo& region, uint64_t now_ns) {
+    return {
+        {"index", region.ref.index},
+        {"generation", region.ref.generation},
+        {"ref", region.ref.packed()},
+        {"state", region.state},
+        {"kind", std::string(region_kind_name(region.kind))},
+        {"kind_id", region.kind},
+        {"name", region.name},
+        {"offset", region.offset},
+        {"length", region.length},
+        {"parent", region.parent.valid() ? nlohmann::json(region.parent.packed()) : nlohmann::json(nullptr)},
+        {"owner", region.owner},
+        {"params", {region.params[0], region.params[1], region.params[2]}},
+        {"attached_processes", region.attached_processes},
+        {"lease", lease_json(region.lease, now_ns)},
+    };
+}
+
+nlohmann::json process_json(const ProcessInfo& p, uint64_t now_ns) {
+    return {
+        {"slot", p.slot},
+        {"token", p.token},
+        {"pid", p.pid},
+        {"comm", p.comm},
+        {"start_time", p.start_time},
+        {"pidns", p.pidns},
+        {"claiming", p.claiming},
+        {"alive", p.liveness == Liveness::maybe_alive},
+        {"dead_reason", p.dead_reason},
+        {"heartbeat_ns", p.heartbeat_ns},
+        {"heartbeat_age_ns", p.heartbeat_ns <= now_ns ? now_ns - p.heartbeat_ns : 0},
+        {"timeout_ns", p.timeout_ns},
+        {"registered_ns", p.registered_ns},
+    };
+}
+
+void Table::render(std::string& out, const std::string& indent) const {
+    std::vector<size_t> widths;
+    for (const auto& row : rows_) {
+        if (widths.size() < row.size()) widths.resize(row.size(), 0);
+        for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+    }
+    for (const auto& row : rows_) {
+        std::string line = indent;
+        for (size_t i = 0; i < row.size(); ++i) {
+            line += row[i];
+            if (i + 1 < row.size()) line.append(widths[i] - row[i].size() + 2, ' ');
+        }
+        while (!line.empty() && line.back() == ' ') line.pop_back();
+        out += line + "\n";
+    }
+}
+
+Result<std::vector<std::string>> select_pools(const std::string& pool_flag, bool all) {
+    if (all) {
+        if (!pool_flag.empty())
+            return make_error(Errc::invalid_argument, "--pool " + pool_flag + " and --all are exclusive");
+        return Pool::list();
+    }
+    Result<std::string> name = resolve_pool(pool_flag);
+    if (!name) return name.error();
+    return std::vector<std::string>{name.value()};
+}
+
+}  // namespace fabric_shm::cli

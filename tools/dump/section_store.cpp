@@ -1,0 +1,111 @@
+// SPDX-License-Identifier: MIT
+// fabric-shm-dump section "store": every object store in the pool (regions of kind store),
+// attached read-only through MemObjectStore::attach, with its occupancy, heap use, largest
+// free extent, fragmentation and active loans/pins, plus the pool-wide store counters.
+#include <cstdio>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "cli.h"
+#include "fabric_shm/clock.h"
+#include "fabric_shm/counters.h"
+#include "fabric_shm/mem_object_store.h"
+#include "fabric_shm/pool.h"
+#include "tool_support.h"
+
+namespace fabric_shm::cli {
+namespace {
+
+/// 1 - largest free extent / free bytes: 0 when all free space is one extent, towards 1
+/// when it is splintered (a put larger than the largest extent fails even with room left).
+double fragmentation(const StoreStats& s) {
+    if (s.heap_capacity_bytes <= s.heap_used_bytes) return 0.0;
+    const uint64_t free_bytes = s.heap_capacity_bytes - s.heap_used_bytes;
+    if (s.largest_free_extent >= free_bytes) return 0.0;
+    return 1.0 - double(s.largest_free_extent) / double(free_bytes);
+}
+
+std::string percent(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f%%", v * 100.0);
+    return buf;
+}
+
+void fill_store(const Pool& pool, nlohmann::json& out) {
+    nlohmann::json stores = nlohmann::json::array();
+    nlohmann::json violations = nlohmann::json::array();
+    for (const RegionInfo& r : pool.regions()) {
+        if (r.kind != uint32_t(RegionKind::store) || r.state != "live") continue;
+        nlohmann::json doc = {{"name", r.name}, {"region", r.ref.index}};
+        auto store = MemObjectStore::attach(pool, r.name);
+        if (!store) {
+            doc["error"] = {{"code", std::string(errc_name(store.code()))}, {"message", store.error().message}};
+            if (store.code() == Errc::corrupt) violations.push_back("store '" + r.name + "': " + store.error().message);
+            stores.push_back(doc);
+            continue;
+        }
+        const StoreStats s = (*store)->stats();
+        doc["objects"] = s.objects;
+        doc["table_entries"] = s.table_entries;
+        doc["heap_used_bytes"] = s.heap_used_bytes;
+        doc["heap_capacity_bytes"] = s.heap_capacity_bytes;
+        doc["largest_free_extent"] = s.largest_free_extent;
+        doc["fragmentation"] = fragmentation(s);
+        doc["max_object_bytes"] = s.max_object_bytes;
+        doc["loans_active"] = s.loans_active;
+        doc["pins_active"] = s.pins_active;
+        if (s.objects > s.table_entries)
+            violations.push_back("store '" + r.name + "': " + std::to_string(s.objects) + " objects exceed " +
+                                 std::to_string(s.table_entries) + " table entries");
+        if (s.heap_used_bytes > s.heap_capacity_bytes)
+            violations.push_back("store '" + r.name + "': heap used " + std::to_string(s.heap_used_bytes) +
+                                 " bytes exceeds its capacity " + std::to_string(s.heap_capacity_bytes));
+        else if (s.largest_free_extent > s.heap_capacity_bytes - s.heap_used_bytes)
+            violations.push_back("store '" + r.name + "': largest free extent " + std::to_string(s.largest_free_extent) +
+                                 " exceeds the free bytes " + std::to_string(s.heap_capacity_bytes - s.heap_used_bytes));
+        stores.push_back(doc);
+    }
+    nlohmann::json counters = nlohmann::json::object();
+    for (CounterId id : {CounterId::store_puts, CounterId::store_gets, CounterId::store_misses, CounterId::store_removes,
+                         CounterId::store_conflicts, CounterId::store_corrupt, CounterId::store_put_bytes,
+                         CounterId::store_get_bytes, CounterId::store_loans_reclaimed, CounterId::store_pins_released})
+        counters[std::string(counter_name(id))] = counter_total(pool, id);
+    out["stores"] = stores;
+    out["counters"] = counters;
+    if (!violations.empty()) out["violations"] = violations;
+}
+
+void render_store(const nlohmann::json& out, std::string& text) {
+    const auto& stores = out["stores"];
+    if (stores.empty()) text += "  no object store in this pool (`fabric-shm put` creates one)\n";
+    Table t({"STORE", "OBJECTS", "ENTRIES", "HEAP USED", "CAPACITY", "LARGEST FREE", "FRAG", "MAX OBJECT", "LOANS",
+             "PINS"});
+    bool any = false;
+    for (const auto& s : stores) {
+        if (s.contains("error")) {
+            text += "  store '" + s["name"].get<std::string>() + "': " + s["error"]["code"].get<std::string>() + ": " +
+                    s["error"]["message"].get<std::string>() + "\n";
+            continue;
+        }
+        any = true;
+        t.add({s["name"].get<std::string>(), std::to_string(s["objects"].get<uint64_t>()),
+               std::to_string(s["table_entries"].get<uint64_t>()), format_bytes(s["heap_used_bytes"].get<uint64_t>()),
+               format_bytes(s["heap_capacity_bytes"].get<uint64_t>()),
+               format_bytes(s["largest_free_extent"].get<uint64_t>()), percent(s["fragmentation"].get<double>()),
+               format_bytes(s["max_object_bytes"].get<uint64_t>()), std::to_string(s["loans_active"].get<uint64_t>()),
+               std::to_string(s["pins_active"].get<uint64_t>())});
+    }
+    if (any) t.render(text, "  ");
+    std::string c = "  counters:";
+    for (const auto& [k, v] : out["counters"].items()) c += " " + k + "=" + std::to_string(v.get<uint64_t>());
+    text += c + "\n";
+}
+
+const bool registered = [] {
+    dump_sections().push_back({"store", fill_store, render_store});
+    return true;
+}();
+
+}  // namespace
+}  // namespace fabric_shm::cli

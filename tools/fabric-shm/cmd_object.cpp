@@ -1,0 +1,445 @@
+// SPDX-License-Identifier: MIT
+// `fabric-shm put|get|head|rm|ls`: the object store from the shell. Bytes travel on
+// stdin/stdout untouched; messages go to stderr (or stdout as JSON with --json).
+//
+// The pool comes from the URI. --pool is accepted for symmetry with the other commands, but
+// when it names a different pool than the URI that is a usage error (exit 2): the URI wins
+// and a silent choice between the two would surprise someone. `put` creates the pool (and
+// the store) when missing; get, head, rm and ls never create anything.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "cli.h"
+#include "fabric_shm/clock.h"
+#include "fabric_shm/mem_object_store.h"
+#include "fabric_shm/names.h"
+#include "fabric_shm/pool.h"
+#include "fabric_shm/uri.h"
+#include "tool_support.h"
+
+namespace fabric_shm::cli {
+namespace {
+
+void add_common(cxxopts::Options& o) {
+    o.add_options()("pool", "must match the URI's pool if given (the URI's pool wins)",
+                    cxxopts::value<std::string>()->default_value(""))(
+        "store", "store name within the pool", cxxopts::value<std::string>()->default_value("default"))(
+        "json", "machine-readable output; errors as {\"error\":{\"code\",\"message\"}}")("h,help", "show this help");
+}
+
+/// The URI's pool wins; a different --pool is a usage error.
+Status check_pool_flag(const std::string& flag, const std::string& uri_pool) {
+    if (!flag.empty() && flag != uri_pool)
+        return make_error(Errc::invalid_argument, "--pool '" + flag + "' differs from the URI's pool '" + uri_pool +
+                                                      "' (the URI names the pool; drop --pool)");
+    return {};
+}
+
+/// Positional arguments (cxxopts leaves them unmatched); flags it did not know were already
+/// refused by cxxopts.
+std::vector<std::string> positionals(const cxxopts::ParseResult& r) { return r.unmatched(); }
+
+Result<FabricUri> parse_uri_arg(const std::vector<std::string>& pos, const cxxopts::ParseResult& r) {
+    if (pos.empty()) return make_error(Errc::invalid_argument, "missing URI (fabric://POOL/BUCKET/KEY)");
+    auto uri = FabricUri::parse(pos[0]);
+    if (!uri) return uri;
+    FABRIC_TRY(check_pool_flag(r["pool"].as<std::string>(), uri->pool()));
+    return uri;
+}
+
+/// Attaches to an existing pool for writing (registers, never creates).
+Result<Pool> open_existing(const std::string& name) {
+    OpenOptions options;
+    options.create_if_missing = false;
+    Result<Pool> pool = Pool::open(name, options);
+    if (!pool) return with_pool_list(pool.error());
+    return pool;
+}
+
+int not_found(const Output& out, const std::string& uri) { return fail(out, Errc::not_found, "not found: " + uri); }
+
+/// Pulls every "--meta k=v" / "--meta=k=v" out of argv before cxxopts sees it (its vector
+/// values split on commas, and metadata values may contain commas).
+Result<std::map<std::string, std::string>> extract_meta(std::vector<char*>& args) {
+    std::map<std::string, std::string> meta;
+    std::vector<char*> rest;
+    for (size_t i = 0; i < args.size(); ++i) {
+        std::string_view a = args[i] ? std::string_view(args[i]) : std::string_view();
+        std::string kv;
+        if (a == "--meta") {
+            if (i + 1 >= args.size() || !args[i + 1])
+                return make_error(Errc::invalid_argument, "--meta needs a value k=v");
+            kv = args[++i];
+        } else if (a.substr(0, 7) == "--meta=") {
+            kv = std::string(a.substr(7));
+        } else {
+            rest.push_back(args[i]);
+            continue;
+        }
+        const size_t eq = kv.find('=');
+        if (eq == std::string::npos || eq == 0)
+            return make_error(Errc::invalid_argument, "--meta '" + kv + "' is not k=v with a non-empty key");
+        meta[kv.substr(0, eq)] = kv.substr(eq + 1);
+    }
+    args = std::move(rest);
+    return meta;
+}
+
+Result<std::vector<uint8_t>> read_input(const std::string& path) {
+    int fd = STDIN_FILENO;
+    if (path != "-") {
+        fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return errno_error(errno, "open " + path);
+    }
+    std::vector<uint8_t> data;
+    struct stat sb{};
+    if (::fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode)) data.reserve(size_t(sb.st_size));
+    uint8_t buf[1 << 16];
+    for (;;) {
+        ssize_t n = ::read(fd, buf, sizeof buf);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            const int err = errno;
+            if (fd != STDIN_FILENO) ::close(fd);
+            return errno_error(err, "read " + path);
+        }
+        if (n == 0) break;
+        data.insert(data.end(), buf, buf + n);
+    }
+    if (fd != STDIN_FILENO) ::close(fd);
+    return data;
+}
+
+Status write_output(int fd, std::span<const uint8_t> data, const std::string& what) {
+    size_t done = 0;
+    while (done < data.size()) {
+        ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return errno_error(errno, "write " + what);
+        }
+        done += size_t(n);
+    }
+    return {};
+}
+
+nlohmann::json info_json(const FabricUri& uri, const ObjectInfo& info) {
+    char crc[16];
+    std::snprintf(crc, sizeof crc, "0x%08x", info.crc32);
+    nlohmann::json meta = nlohmann::json::object();
+    for (const auto& [k, v] : info.metadata) meta[k] = v;
+    nlohmann::json doc = {
+        {"uri", uri.to_string()},
+        {"size", info.size},
+        {"version", info.version},
+        {"crc32", crc},
+        {"content_type", info.content_type},
+        {"metadata", meta},
+        {"created", format_wall_ns(info.created_wall_ns)},
+        {"created_wall_ns", info.created_wall_ns},
+    };
+    if (info.expires_wall_ns) {
+        doc["expires"] = format_wall_ns(info.expires_wall_ns);
+        doc["expires_wall_ns"] = info.expires_wall_ns;
+    }
+    if (info.fence_token) doc["fence_token"] = info.fence_token;
+    return doc;
+}
+
+// ---- put ---------------------------------------------------------------------------
+
+int cmd_put(int argc, char** argv) {
+    Output out{argv_has_json(argc, argv), "fabric-shm put"};
+    std::vector<char*> args(argv, argv + argc);
+    auto meta = extract_meta(args);
+    if (!meta) return fail(out, meta.error());
+    cxxopts::Options o(argv[0], "Stores FILE (or stdin with '-' or no FILE) under URI; prints the new version.\n"
+                                "  fabric-shm put fabric://POOL/BUCKET/KEY [FILE|-] [options]");
+    add_common(o);
+    o.add_options()("content-type", "content type stored with the object",
+                    cxxopts::value<std::string>()->default_value(""))(
+        "meta", "user metadata k=v (repeatable; values may contain commas)")(
+        "ttl", "per-object expiry (500ms, 30s, 5m, 1h, 2d); expired objects read as absent",
+        cxxopts::value<std::string>())("if-absent", "only if no object exists under URI (else exit 1, conflict)")(
+        "if-version", "only if the current version is N (else exit 1, conflict)", cxxopts::value<uint64_t>())(
+        "pool-size", "size of the pool when put creates it", cxxopts::value<std::string>()->default_value("32M"));
+    // --notify TOPIC (issue 4, topics): publish uri.to_string() on TOPIC after a successful put.
+    // Add the option above and the publish call at the NOTIFY point below.
+    cxxopts::ParseResult r;
+    int rc = 0;
+    if (!parse_options(o, int(args.size()), args.data(), out, r, &rc)) return rc;
+    if (r.count("help")) return std::cout << o.help(), kExitOk;
+    const auto pos = positionals(r);
+    if (pos.size() > 2) return usage(out, "unexpected argument '" + pos[2] + "'");
+    auto uri = parse_uri_arg(pos, r);
+    if (!uri) return fail(out, uri.error());
+    if (r.count("if-absent") && r.count("if-version"))
+        return usage(out, "--if-absent and --if-version exclude each other");
+    Status store_name = validate_name("store", r["store"].as<std::string>());
+    if (!store_name) return fail(out, store_name.error());
+
+    PutOptions options;
+    options.content_type = r["content-type"].as<std::string>();
+    options.metadata = std::move(*meta);
+    if (r.count("ttl")) {
+        auto ttl = parse_duration_option("ttl", r["ttl"].as<std::string>());
+        if (!ttl) return fail(out, ttl.error());
+        if (*ttl == 0) return fail(out, Errc::invalid_argument, "--ttl must be longer than 0");
+        options.ttl_ns = *ttl;
+    }
+    if (r.count("if-absent")) options.condition = PutCondition::if_absent;
+    if (r.count("if-version")) {
+        options.condition = PutCondition::if_version_equals;
+        options.expected_version = r["if-version"].as<uint64_t>();
+    }
+    auto pool_size = parse_size_option("pool-size", r["pool-size"].as<std::string>());
+    if (!pool_size) return fail(out, pool_size.error());
+
+    const std::string input = pos.size() > 1 ? pos[1] : "-";
+    if (input == "-" && isatty(STDIN_FILENO))
+        return usage(out, "no FILE given and stdin is a terminal (pipe the bytes in, or name a FILE)");
+    auto data = read_input(input);
+    if (!data) return fail(out, data.error());
+
+    OpenOptions open;
+    open.create_if_missing = true;
+    open.create.name = uri->pool();
+    open.create.size_bytes = *pool_size;
+    Result<Pool> pool = Pool::open(uri->pool(), open);
+    if (!pool) return fail(out, pool.error());
+    StoreConfig config;
+    config.name = r["store"].as<std::string>();
+    auto store = MemObjectStore::open(*pool, config);
+    if (!store) return fail(out, store.error());
+    auto version = (*store)->put(*uri, *data, options);
+    if (!version) return fail(out, version.error());
+    // NOTIFY: --notify TOPIC publishes here, after the object is visible (issue 4).
+    if (out.json) {
+        print_json({{"uri", uri->to_string()}, {"version", *version}, {"size", data->size()},
+                    {"crc32", crc32(data->data(), data->size())}});
+    } else {
+        std::cout << *version << "\n";
+    }
+    return kExitOk;
+}
+
+// ---- get ---------------------------------------------------------------------------
+
+int cmd_get(int argc, char** argv) {
+    Output out{argv_has_json(argc, argv), "fabric-shm get"};
+    cxxopts::Options o(argv[0], "Writes the object's bytes to stdout (or -o FILE); CRC-checked.\n"
+                                "  fabric-shm get fabric://POOL/BUCKET/KEY [-o FILE]");
+    add_common(o);
+    o.add_options()("o,output", "write to FILE instead of stdout", cxxopts::value<std::string>());
+    cxxopts::ParseResult r;
+    int rc = 0;
+    if (!parse_options(o, argc, argv, out, r, &rc)) return rc;
+    if (r.count("help")) return std::cout << o.help(), kExitOk;
+    const auto pos = positionals(r);
+    if (pos.size() > 1) return usage(out, "unexpected argument '" + pos[1] + "'");
+    auto uri = parse_uri_arg(pos, r);
+    if (!uri) return fail(out, uri.error());
+
+    Result<Pool> pool = open_existing(uri->pool());
+    if (!pool) return fail(out, pool.error());
+    auto store = MemObjectStore::attach(*pool, r["store"].as<std::string>());
+    if (!store) return store.code() == Errc::not_found ? not_found(out, uri->to_string()) : fail(out, store.error());
+    auto obj = (*store)->get(*uri);
+    if (!obj) return fail(out, obj.error());
+    if (!obj->has_value()) return not_found(out, uri->to_string());
+    const std::vector<uint8_t>& bytes = (**obj).data;
+    if (r.count("output")) {
+        const std::string path = r["output"].as<std::string>();
+        // Written beside the target and renamed over it: a reader never sees half a file.
+        const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
+        int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0) return fail(out, errno_error(errno, "create " + tmp));
+        Status w = write_output(fd, bytes, tmp);
+        if (::close(fd) != 0 && w) w = errno_error(errno, "close " + tmp);
+        if (w && ::rename(tmp.c_str(), path.c_str()) != 0) w = errno_error(errno, "rename to " + path);
+        if (!w) {
+            ::unlink(tmp.c_str());
+            return fail(out, w.error());
+        }
+        if (out.json) print_json(info_json(*uri, (**obj).info));
+        return kExitOk;
+    }
+    if (out.json) return usage(out, "--json needs -o FILE (the bytes go to stdout otherwise)");
+    Status w = write_output(STDOUT_FILENO, bytes, "stdout");
+    if (!w) return fail(out, w.error());
+    return kExitOk;
+}
+
+// ---- head --------------------------------------------------------------------------
+
+int cmd_head(int argc, char** argv) {
+    Output out{argv_has_json(argc, argv), "fabric-shm head"};
+    cxxopts::Options o(argv[0], "Prints the object's metadata (size, version, CRC, content type, metadata, times).\n"
+                                "  fabric-shm head fabric://POOL/BUCKET/KEY [--json]");
+    add_common(o);
+    cxxopts::ParseResult r;
+    int rc = 0;
+    if (!parse_options(o, argc, argv, out, r, &rc)) return rc;
+    if (r.count("help")) return std::cout << o.help(), kExitOk;
+    const auto pos = positionals(r);
+    if (pos.size() > 1) return usage(out, "unexpected argument '" + pos[1] + "'");
+    auto uri = parse_uri_arg(pos, r);
+    if (!uri) return fail(out, uri.error());
+
+    Result<Pool> pool = open_read_only(uri->pool());
+    if (!pool) return fail(out, pool.error());
+    auto store = MemObjectStore::attach(*pool, r["store"].as<std::string>());
+    if (!store) return store.code() == Errc::not_found ? not_found(out, uri->to_string()) : fail(out, store.error());
+    auto info = (*store)->head(*uri);
+    if (!info) return fail(out, info.error());
+    if (!info->has_value()) return not_found(out, uri->to_string());
+    const nlohmann::json doc = info_json(*uri, **info);
+    if (out.json) {
+        print_json(doc);
+        return kExitOk;
+    }
+    Table t({"FIELD", "VALUE"});
+    t.add({"uri", doc["uri"].get<std::string>()});
+    t.add({"size", std::to_string((**info).size) + " (" + format_bytes((**info).size) + ")"});
+    t.add({"version", std::to_string((**info).version)});
+    t.add({"crc32", doc["crc32"].get<std::string>()});
+    t.add({"content-type", (**info).content_type.empty() ? "-" : (**info).content_type});
+    t.add({"created", doc["created"].get<std::string>()});
+    t.add({"expires", (**info).expires_wall_ns ? doc["expires"].get<std::string>() : "-"});
+    if ((**info).fence_token) t.add({"fence", std::to_string((**info).fence_token)});
+    for (const auto& [k, v] : (**info).metadata) t.add({"meta." + k, v});
+    std::string text;
+    t.render(text);
+    // The header row is for the table helper's sake; drop it for a plain key/value listing.
+    const size_t nl = text.find('\n');
+    std::cout << (nl == std::string::npos ? text : text.substr(nl + 1));
+    return kExitOk;
+}
+
+// ---- rm ----------------------------------------------------------------------------
+
+int cmd_rm(int argc, char** argv) {
+    Output out{argv_has_json(argc, argv), "fabric-shm rm"};
+    cxxopts::Options o(argv[0], "Removes the object (exit 1 \"not found\" if absent).\n"
+                                "  fabric-shm rm fabric://POOL/BUCKET/KEY [--if-version N]");
+    add_common(o);
+    o.add_options()("if-version", "only if the current version is N (else exit 1, conflict)",
+                    cxxopts::value<uint64_t>());
+    cxxopts::ParseResult r;
+    int rc = 0;
+    if (!parse_options(o, argc, argv, out, r, &rc)) return rc;
+    if (r.count("help")) return std::cout << o.help(), kExitOk;
+    const auto pos = positionals(r);
+    if (pos.size() > 1) return usage(out, "unexpected argument '" + pos[1] + "'");
+    auto uri = parse_uri_arg(pos, r);
+    if (!uri) return fail(out, uri.error());
+
+    Result<Pool> pool = open_existing(uri->pool());
+    if (!pool) return fail(out, pool.error());
+    auto store = MemObjectStore::attach(*pool, r["store"].as<std::string>());
+    if (!store) return store.code() == Errc::not_found ? not_found(out, uri->to_string()) : fail(out, store.error());
+    RemoveOptions options;
+    if (r.count("if-version")) options.if_version = r["if-version"].as<uint64_t>();
+    auto removed = (*store)->remove(*uri, options);
+    if (!removed) return fail(out, removed.error());
+    if (!*removed) return not_found(out, uri->to_string());
+    if (out.json)
+        print_json({{"uri", uri->to_string()}, {"removed", true}});
+    else
+        std::cout << "removed " << uri->to_string() << "\n";
+    return kExitOk;
+}
+
+// ---- ls ----------------------------------------------------------------------------
+
+struct ListTarget {
+    std::string pool, bucket, prefix;
+};
+
+/// "fabric://POOL/BUCKET/[PREFIX]" (the trailing slash and the prefix are optional).
+Result<ListTarget> parse_list_target(const std::string& text) {
+    constexpr std::string_view scheme = "fabric://";
+    if (text.compare(0, scheme.size(), scheme) != 0)
+        return make_error(Errc::invalid_uri, "'" + text + "' is not fabric://POOL/BUCKET/[PREFIX]");
+    std::string_view rest = std::string_view(text).substr(scheme.size());
+    const size_t s1 = rest.find('/');
+    if (s1 == std::string_view::npos)
+        return make_error(Errc::invalid_uri, "'" + text + "' names no bucket (fabric://POOL/BUCKET/[PREFIX])");
+    ListTarget t;
+    t.pool = std::string(rest.substr(0, s1));
+    rest = rest.substr(s1 + 1);
+    const size_t s2 = rest.find('/');
+    t.bucket = std::string(rest.substr(0, s2));
+    if (s2 != std::string_view::npos) t.prefix = std::string(rest.substr(s2 + 1));
+    Status v = validate_name("pool", t.pool);
+    if (!v) return make_error(Errc::invalid_uri, "'" + text + "': " + v.error().message);
+    v = validate_name("bucket", t.bucket);
+    if (!v) return make_error(Errc::invalid_uri, "'" + text + "': " + v.error().message);
+    if (t.prefix.size() > kMaxKeyLength)
+        return make_error(Errc::invalid_uri, "prefix of " + std::to_string(t.prefix.size()) +
+                                                 " bytes exceeds the key limit " + std::to_string(kMaxKeyLength));
+    return t;
+}
+
+int cmd_ls(int argc, char** argv) {
+    Output out{argv_has_json(argc, argv), "fabric-shm ls"};
+    cxxopts::Options o(argv[0], "Lists the keys in a bucket starting with PREFIX, sorted bytewise.\n"
+                                "  fabric-shm ls fabric://POOL/BUCKET/[PREFIX] [--json]");
+    add_common(o);
+    cxxopts::ParseResult r;
+    int rc = 0;
+    if (!parse_options(o, argc, argv, out, r, &rc)) return rc;
+    if (r.count("help")) return std::cout << o.help(), kExitOk;
+    const auto pos = positionals(r);
+    if (pos.empty()) return usage(out, "missing fabric://POOL/BUCKET/[PREFIX]");
+    if (pos.size() > 1) return usage(out, "unexpected argument '" + pos[1] + "'");
+    auto target = parse_list_target(pos[0]);
+    if (!target) return fail(out, target.error());
+    Status flag = check_pool_flag(r["pool"].as<std::string>(), target->pool);
+    if (!flag) return fail(out, flag.error());
+
+    Result<Pool> pool = open_read_only(target->pool);
+    if (!pool) return fail(out, pool.error());
+    std::vector<std::string> keys;
+    auto store = MemObjectStore::attach(*pool, r["store"].as<std::string>());
+    if (!store && store.code() != Errc::not_found) return fail(out, store.error());
+    if (store) {  // no store yet: an empty listing
+        auto listed = (*store)->list(target->pool, target->bucket, target->prefix);
+        if (!listed) return fail(out, listed.error());
+        keys = std::move(*listed);
+    }
+    if (out.json) {
+        print_json({{"pool", target->pool}, {"bucket", target->bucket}, {"prefix", target->prefix}, {"keys", keys}});
+    } else {
+        std::string text;
+        for (const auto& k : keys) text += k + "\n";
+        std::fwrite(text.data(), 1, text.size(), stdout);
+    }
+    return kExitOk;
+}
+
+}  // namespace
+
+void register_object_commands(std::vector<Command>& commands) {
+    commands.push_back({"put", "store a file or stdin under fabric://POOL/BUCKET/KEY (creates the pool)",
+                        cmd_put});
+    commands.push_back({"get", "write an object's bytes to stdout or -o FILE",
+                        cmd_get});
+    commands.push_back({"head", "show an object's metadata",
+                        cmd_head});
+    commands.push_back({"rm", "remove an object",
+                        cmd_rm});
+    commands.push_back({"ls", "list keys: fabric://POOL/BUCKET/[PREFIX]",
+                        cmd_ls});
+}
+
+}  // namespace fabric_shm::cli
