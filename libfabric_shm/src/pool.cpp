@@ -964,6 +964,7 @@ Result<uint64_t> Pool::renew_lease(uint64_t lease_id, uint64_t now_ns, uint64_t 
             break;
         }
     }
+    FABRIC_CRASH_POINT("lease.renew.after_extend");
     if (entry) {
         const uint64_t w = entry->word.load(std::memory_order_seq_cst);
         if (entry_word_state(w) != kEntryLive && entry_word_state(w) != kEntryCreating)

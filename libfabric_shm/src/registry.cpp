@@ -75,8 +75,15 @@ PidProbe probe_pid(uint32_t pid) {
 }
 
 uint64_t self_start_time() {
-    static const uint64_t value = probe_pid(uint32_t(getpid())).start_time;
-    return value;
+    // Cached per pid: a forked child must not inherit its parent's start time (it would
+    // then look like a reused pid and be reaped as dead).
+    static std::atomic<uint64_t> cached_pid{0}, cached_start{0};
+    const uint64_t pid = uint64_t(getpid());
+    if (cached_pid.load(std::memory_order_acquire) != pid) {
+        cached_start.store(probe_pid(uint32_t(pid)).start_time, std::memory_order_relaxed);
+        cached_pid.store(pid, std::memory_order_release);
+    }
+    return cached_start.load(std::memory_order_relaxed);
 }
 
 uint64_t self_pidns() {

@@ -1,0 +1,177 @@
+// SPDX-License-Identifier: MIT
+// Leases: renewal schedule (injected time), fail-closed expiry, pool expiry and re-creation.
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "../support/test_support.h"
+#include "fabric_shm/crash_point.h"
+#include "fabric_shm/lease.h"
+#include "fabric_shm/pool.h"
+#include "layout/pool_layout.h"
+
+using namespace fabric_shm;
+namespace fs = std::filesystem;
+
+TEST_CASE("renewal policy: deadline is created + 75% of the TTL, moved by a bounded deterministic jitter") {
+    RenewalPolicy p;
+    const uint64_t created = 1000 * kNsPerSec, expires = created + 300 * kNsPerSec;
+    for (uint64_t seed = 0; seed < 5000; seed += 37) {
+        const uint64_t d = p.renewal_deadline(created, expires, seed);
+        CHECK(d >= created + 195 * kNsPerSec);  // 225 s - 30 s
+        CHECK(d <= created + 255 * kNsPerSec);  // 225 s + 30 s
+        CHECK(d == p.renewal_deadline(created, expires, seed));
+    }
+    CHECK(p.renewal_deadline(created, expires, 1000) == created + 225 * kNsPerSec);  // zero jitter
+    RenewalPolicy no_jitter;
+    no_jitter.jitter_fraction = 0;
+    CHECK(no_jitter.renewal_deadline(created, expires, 7) == created + 225 * kNsPerSec);
+}
+
+TEST_CASE("renewal manager: renews on schedule with an injected clock and nothing in between") {
+    test::PoolCleanup cleanup(test::unique_pool_name("renew"));
+    auto pool = Pool::create({cleanup.name(), 2 << 20, 4 * kNsPerSec});
+    REQUIRE(pool);
+    RenewalManager mgr(*pool);
+    RenewalPolicy policy;
+    policy.jitter_fraction = 0;
+    REQUIRE(mgr.register_lease(pool->pool_lease_id(), policy));
+    const LeaseInfo before = pool->lease(pool->pool_lease_id()).value();
+    ManualClock clock(before.created_ns);
+    // Before 75% of the 4 s TTL: nothing is due, nothing renewed, no allocation.
+    clock.advance(2 * kNsPerSec);
+    TickSummary early = mgr.tick(clock.now_ns());
+    CHECK(early.outcomes.empty());
+    CHECK(early.next_due_ns == before.created_ns + 3 * kNsPerSec);
+    clock.advance(1 * kNsPerSec + 1);
+    TickSummary due = mgr.tick(clock.now_ns());
+    REQUIRE(due.renewed == 1);
+    CHECK(due.outcomes[0].new_expires_ns == clock.now_ns() + 4 * kNsPerSec);
+    CHECK(pool->lease(pool->pool_lease_id())->expires_ns == clock.now_ns() + 4 * kNsPerSec);
+    // Next renewal 3 s after this one.
+    CHECK(due.next_due_ns == clock.now_ns() + 3 * kNsPerSec);
+}
+
+TEST_CASE("renewal manager: min_renew_secs rate-limits renewals but never lengthens a lease") {
+    test::PoolCleanup cleanup(test::unique_pool_name("minrenew"));
+    auto pool = Pool::create({cleanup.name(), 2 << 20, 10 * kNsPerSec});
+    REQUIRE(pool);
+    RenewalManager mgr(*pool);
+    RenewalPolicy eager;
+    eager.renew_at_fraction = 0.01;  // would renew every 100 ms
+    eager.jitter_fraction = 0;
+    eager.min_renew_secs = 2;
+    REQUIRE(mgr.register_lease(pool->pool_lease_id(), eager));
+    const uint64_t t0 = pool->lease(pool->pool_lease_id())->created_ns;
+    CHECK(mgr.next_due_ns() == t0 + 2 * kNsPerSec);
+    TickSummary s = mgr.tick(t0 + 2 * kNsPerSec);
+    REQUIRE(s.renewed == 1);
+    CHECK(s.outcomes[0].new_expires_ns == t0 + 12 * kNsPerSec);  // now + TTL, not now + 2 s
+}
+
+TEST_CASE("leases: an expired lease cannot be renewed and the manager drops it") {
+    test::PoolCleanup cleanup(test::unique_pool_name("expired"));
+    auto pool = Pool::create({cleanup.name(), 2 << 20, kNsPerSec});
+    REQUIRE(pool);
+    const LeaseInfo l = pool->lease(pool->pool_lease_id()).value();
+    auto late = pool->renew_lease(l.lease_id, l.expires_ns + 1);
+    CHECK(late.code() == Errc::lease_expired);
+    CHECK(late.error().message.find("expired") != std::string::npos);
+    RenewalManager mgr(*pool);
+    REQUIRE(mgr.register_lease(l.lease_id));
+    TickSummary s = mgr.tick(l.expires_ns + kNsPerSec);
+    CHECK(s.dropped == 1);
+    CHECK(mgr.size() == 0);
+}
+
+TEST_CASE("leases: a pool with a short TTL expires after its last renewal, and renewing keeps it") {
+    test::PoolCleanup cleanup(test::unique_pool_name("ttl"));
+    auto pool = Pool::create({cleanup.name(), 2 << 20, 300 * kNsPerMs});
+    REQUIRE(pool);
+    const uint64_t t0 = mono_now_ns();
+    CHECK_FALSE(pool->wholly_expired(t0));
+    REQUIRE(pool->renew_lease(pool->pool_lease_id(), t0 + 200 * kNsPerMs));
+    CHECK_FALSE(pool->wholly_expired(t0 + 400 * kNsPerMs));
+    CHECK(pool->wholly_expired(t0 + 600 * kNsPerMs));
+}
+
+TEST_CASE("leases: a wholly expired pool is refused on attach, removed by the reaper, re-created on open-or-create") {
+    test::PoolCleanup cleanup(test::unique_pool_name("reinit"));
+    uint64_t old_incarnation = 0;
+    {
+        auto pool = Pool::create({cleanup.name(), 2 << 20, 50 * kNsPerMs});
+        REQUIRE(pool);
+        old_incarnation = pool->header().incarnation;
+    }
+    usleep(80 * 1000);
+    auto refused = Pool::open(cleanup.name());
+    CHECK(refused.code() == Errc::lease_expired);
+    OpenOptions recreate;
+    recreate.create_if_missing = true;
+    recreate.create.size_bytes = 2 << 20;
+    auto fresh = Pool::open(cleanup.name(), recreate);
+    REQUIRE(fresh);
+    CHECK(fresh->header().incarnation != old_incarnation);
+    CHECK_FALSE(fresh->wholly_expired(mono_now_ns()));
+}
+
+TEST_CASE("leases: a process killed while renewing leaves a consistent lease") {
+    test::PoolCleanup cleanup(test::unique_pool_name("crashrenew"));
+    auto pool = Pool::create({cleanup.name(), 2 << 20, 5 * kNsPerSec});
+    REQUIRE(pool);
+    const uint64_t id = pool->pool_lease_id();
+    pid_t kid = test::fork_child([&] {
+        setenv("FABRIC_SHM_CRASH_POINT", "lease.renew.after_extend", 1);
+        detail::crash_point_rearm();
+        auto p = Pool::open(cleanup.name());
+        if (!p) return 1;
+        auto r = p->renew_lease(id, mono_now_ns());
+        return 0;
+    });
+    CHECK(test::wait_child(kid) == 128 + SIGKILL);
+    const LeaseInfo l = pool->lease(id).value();
+    CHECK(l.expires_ns > mono_now_ns());
+    CHECK(pool->renew_lease(id, mono_now_ns()));
+    ReapReport r = pool->reap(mono_now_ns());
+    CHECK(r.dead_processes == 1);
+    CHECK_FALSE(r.pool_removed);
+}
+
+TEST_CASE("leases: the reaper and re-initialisers racing on an expired pool never produce two pools") {
+    test::PoolCleanup cleanup(test::unique_pool_name("reaprace"));
+    const std::string name = cleanup.name();
+    for (int round = 0; round < 3; ++round) {
+        {
+            auto pool = Pool::create({name, 2 << 20, 30 * kNsPerMs});
+            REQUIRE(pool);
+        }
+        usleep(50 * 1000);
+        std::vector<pid_t> kids;
+        for (int i = 0; i < 4; ++i)
+            kids.push_back(test::fork_child([&, i] {
+                if (i % 2 == 0) {
+                    OpenOptions o;
+                    o.create_if_missing = true;
+                    o.create.size_bytes = 2 << 20;
+                    o.create.ttl_ns = 3600 * kNsPerSec;
+                    auto p = Pool::open(name, o);
+                    return p ? 0 : 1;
+                }
+                OpenOptions o;
+                o.allow_expired = true;
+                o.reap_on_open = false;
+                auto p = Pool::open(name, o);
+                if (p) p->reap(mono_now_ns());
+                return 0;
+            }));
+        for (pid_t k : kids) CHECK(test::wait_child(k) == 0);
+        // Exactly one live pool under the name, long-lived (created by an opener).
+        auto p = Pool::open(name);
+        REQUIRE(p);
+        CHECK(p->lifecycle() == "live");
+        CHECK_FALSE(p->wholly_expired(mono_now_ns()));
+        REQUIRE(Pool::remove(name, true));
+    }
+}

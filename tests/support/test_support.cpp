@@ -35,6 +35,7 @@ pid_t fork_child(const std::function<int()>& fn) {
     fflush(stderr);
     pid_t pid = fork();
     if (pid == 0) {
+        alarm(60);  // a child whose parent failed a REQUIRE must not linger forever
         int rc = 99;
         rc = fn();
         _exit(rc);
