@@ -30,10 +30,13 @@ const RegionKindOps* region_kind_ops(uint32_t kind) {
 
 namespace detail {
 
+void register_store_region_kinds();  // store/mem_object_store.cpp
+
 void register_builtin_region_kinds() {
     static std::once_flag once;
     std::call_once(once, [] {
         // Each data structure adds its registration call here (one line each).
+        register_store_region_kinds();  // object store (store/mem_object_store.cpp)
     });
 }
 

@@ -32,6 +32,8 @@ public:
     friend bool operator==(const FabricUri&, const FabricUri&) = default;
 
 private:
+    static Result<FabricUri> make_checked(std::string_view text, std::string_view pool, std::string_view bucket,
+                                          std::string_view key);
     std::string pool_, bucket_, key_;
 };
 

@@ -1,0 +1,590 @@
+// SPDX-License-Identifier: MIT
+// MemObjectStore: the public object-store API over StoreCore (store/store_core.cpp), plus
+// zero-copy loans and pinned views, and the store's reaper/check hooks.
+#include "fabric_shm/mem_object_store.h"
+
+#include <time.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "fabric_shm/clock.h"
+#include "fabric_shm/counters.h"
+#include "fabric_shm/crash_point.h"
+#include "fabric_shm/names.h"
+#include "store/store_core.h"
+
+namespace fabric_shm {
+
+using namespace store_layout;
+using detail::StoreCore;
+
+namespace {
+constexpr uint64_t align8(uint64_t v) { return (v + 7) & ~uint64_t(7); }
+}  // namespace
+
+/// What loans and pinned views share with the store object, so they may outlive it (the
+/// Pool must outlive all of them).
+struct StoreShared {
+    const Pool* pool = nullptr;
+    Region root, heap;
+    std::optional<StoreCore> core;
+    StoreConfig config;
+
+    Status check_leases() const {
+        // Fail closed: an expired or re-created region is never written or read.
+        FABRIC_TRY(root.check());
+        FABRIC_TRY(heap.check());
+        return {};
+    }
+    void count(CounterId id, uint64_t n) const noexcept { pool->count(uint32_t(id), n); }
+};
+
+struct MemObjectStore::Impl {
+    std::shared_ptr<StoreShared> s;
+};
+
+struct ObjectLoan::Impl {
+    std::shared_ptr<StoreShared> s;
+    uint32_t block = 0;
+    OwnerToken owner = 0;
+    std::span<uint8_t> bytes;
+};
+
+struct PinnedView::Impl {
+    std::shared_ptr<StoreShared> s;
+    uint32_t record = 0, block = 0;
+    OwnerToken owner = 0;
+    std::span<const uint8_t> bytes;
+    ObjectInfo info;
+};
+
+// ---- ObjectLoan / PinnedView ----------------------------------------------------------------
+
+ObjectLoan::ObjectLoan() = default;
+ObjectLoan::ObjectLoan(ObjectLoan&&) noexcept = default;
+ObjectLoan& ObjectLoan::operator=(ObjectLoan&& o) noexcept {
+    if (this != &o) {
+        ObjectLoan dropped(std::move(*this));
+        impl_ = std::move(o.impl_);
+    }
+    return *this;
+}
+ObjectLoan::~ObjectLoan() {
+    if (impl_ && impl_->s) impl_->s->core->free_loan(impl_->block, impl_->owner);
+}
+std::span<uint8_t> ObjectLoan::bytes() const { return impl_ ? impl_->bytes : std::span<uint8_t>{}; }
+bool ObjectLoan::valid() const { return impl_ != nullptr; }
+
+PinnedView::PinnedView() = default;
+PinnedView::PinnedView(PinnedView&&) noexcept = default;
+PinnedView& PinnedView::operator=(PinnedView&& o) noexcept {
+    if (this != &o) {
+        PinnedView dropped(std::move(*this));
+        impl_ = std::move(o.impl_);
+    }
+    return *this;
+}
+PinnedView::~PinnedView() {
+    if (impl_ && impl_->s) impl_->s->core->unpin(impl_->record, impl_->block, impl_->owner);
+}
+std::span<const uint8_t> PinnedView::bytes() const { return impl_ ? impl_->bytes : std::span<const uint8_t>{}; }
+const ObjectInfo& PinnedView::info() const {
+    static const ObjectInfo empty;
+    return impl_ ? impl_->info : empty;
+}
+Status PinnedView::verify() const {
+    if (!impl_) return make_error(Errc::invalid_argument, "verify of an empty PinnedView");
+    const uint32_t c = crc32(impl_->bytes.data(), impl_->bytes.size());
+    if (c != impl_->info.crc32) {
+        impl_->s->count(CounterId::store_corrupt, 1);
+        return make_error(Errc::corrupt, "pinned object version " + std::to_string(impl_->info.version) +
+                                             ": CRC mismatch (stored " + std::to_string(impl_->info.crc32) +
+                                             ", computed " + std::to_string(c) + ")");
+    }
+    return {};
+}
+bool PinnedView::valid() const { return impl_ != nullptr; }
+
+// ---- open / attach -------------------------------------------------------------------------
+
+namespace {
+
+Result<std::shared_ptr<StoreShared>> bind_store(const Pool& pool, Region root) {
+    auto s = std::make_shared<StoreShared>();
+    s->pool = &pool;
+    const auto* h = reinterpret_cast<const StoreHeader*>(root.data());
+    if (root.length() < sizeof(StoreHeader)) return make_error(Errc::too_small, "store root region too short");
+    // Acquire: pairs with open()'s release store of heap_ref before the root is published.
+    const uint64_t href = h->heap_ref.load(std::memory_order_acquire);
+    if (href == 0) return make_error(Errc::corrupt, "store has no heap region");
+    auto heap = pool.open_region(RegionRef::unpack(href));
+    if (!heap) return std::move(heap).error();
+    if (heap->entry().kind.load(std::memory_order_relaxed) != uint32_t(RegionKind::store_heap))
+        return make_error(Errc::corrupt, "store heap reference names a region of another kind");
+    auto core = StoreCore::bind(pool, root.data(), root.length(), heap->data(), heap->length());
+    if (!core) return std::move(core).error();
+    s->core.emplace(std::move(*core));
+    s->root = std::move(root);
+    s->heap = std::move(*heap);
+    s->config.table_entries = uint32_t(std::min<uint64_t>(s->core->table_slots(), UINT32_MAX));
+    s->config.heap_bytes = s->core->heap_bytes();
+    s->config.max_object_bytes = s->core->max_object_bytes();
+    if (auto l = pool.lease(s->root.lease_id()); l) s->config.ttl_ns = l->ttl_ns;
+    return s;
+}
+
+void nap_ms(int ms) {
+    timespec ts{0, long(ms) * 1000000L};
+    nanosleep(&ts, nullptr);
+}
+
+}  // namespace
+
+MemObjectStore::MemObjectStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+MemObjectStore::~MemObjectStore() = default;
+
+Result<std::unique_ptr<MemObjectStore>> MemObjectStore::open(Pool& pool, const StoreConfig& config, std::string* note) {
+    FABRIC_TRY(validate_name("store", config.name));
+    auto geo = detail::derive_store_geometry(pool.size(), config.table_entries, config.heap_bytes,
+                                             config.max_object_bytes);
+    if (!geo) return std::move(geo).error();
+    const detail::StoreGeometry g = *geo;
+    for (int attempt = 0; attempt < 2000; ++attempt) {
+        auto existing = pool.open_region(RegionKind::store, config.name);
+        if (existing) {
+            auto s = bind_store(pool, std::move(*existing));
+            if (!s) return std::move(s).error();
+            s.value()->config.name = config.name;
+            const StoreConfig& have = s.value()->config;
+            std::string diff;
+            if (config.table_entries && have.table_entries != g.bucket_count * kSlotsPerBucket)
+                diff += " table_entries=" + std::to_string(have.table_entries);
+            if (config.heap_bytes && have.heap_bytes != g.sb_bytes * g.sb_count)
+                diff += " heap_bytes=" + std::to_string(have.heap_bytes);
+            if (config.max_object_bytes && have.max_object_bytes != config.max_object_bytes)
+                diff += " max_object_bytes=" + std::to_string(have.max_object_bytes);
+            if (note)
+                *note = diff.empty() ? "" : "store '" + config.name + "' exists with" + diff +
+                                                "; attached to it (the requested parameters were not applied)";
+            auto impl = std::make_unique<Impl>();
+            impl->s = std::move(*s);
+            return std::unique_ptr<MemObjectStore>(new MemObjectStore(std::move(impl)));
+        }
+        if (existing.code() != Errc::not_found) return std::move(existing).error();
+        RegionSpec root_spec;
+        root_spec.kind = RegionKind::store;
+        root_spec.name = config.name;
+        root_spec.length = g.root_bytes();
+        root_spec.ttl_ns = config.ttl_ns;
+        root_spec.publish = false;  // published once the heap exists (attachers need both)
+        root_spec.init = [g](std::byte* data, uint64_t length) { return detail::init_store_root(data, length, g); };
+        auto root = pool.create_region(root_spec);
+        if (!root) {
+            if (root.code() == Errc::already_exists) {  // a concurrent creator: wait for it to publish
+                nap_ms(1);
+                continue;
+            }
+            Error e = std::move(root).error();
+            e.message += " (store table of " + std::to_string(g.bucket_count * kSlotsPerBucket) +
+                         " entries; lower --table-entries or raise the pool --size)";
+            return e;
+        }
+        FABRIC_CRASH_POINT("store.create.root");
+        RegionSpec heap_spec;
+        heap_spec.kind = RegionKind::store_heap;
+        heap_spec.name = config.name;
+        heap_spec.length = g.sb_bytes * g.sb_count;
+        heap_spec.ttl_ns = config.ttl_ns;
+        heap_spec.parent = root->ref();
+        auto heap = pool.create_region(heap_spec);
+        if (!heap) {
+            (void)pool.remove_region(root->ref());
+            Error e = std::move(heap).error();
+            e.message += " (store heap of " + std::to_string(heap_spec.length) +
+                         " bytes; lower --heap-size or raise the pool --size)";
+            return e;
+        }
+        auto* h = reinterpret_cast<StoreHeader*>(root->data());
+        // Release: pairs with bind_store's acquire load.
+        h->heap_ref.store(heap->ref().packed(), std::memory_order_release);
+        FABRIC_TRY(root->publish());
+        auto s = bind_store(pool, std::move(*root));
+        if (!s) return std::move(s).error();
+        s.value()->config.name = config.name;
+        if (note) note->clear();
+        auto impl = std::make_unique<Impl>();
+        impl->s = std::move(*s);
+        return std::unique_ptr<MemObjectStore>(new MemObjectStore(std::move(impl)));
+    }
+    return make_error(Errc::busy, "store '" + config.name + "' is being created by another process for more than 2s");
+}
+
+Result<std::unique_ptr<MemObjectStore>> MemObjectStore::attach(const Pool& pool, std::string_view name) {
+    FABRIC_TRY(validate_name("store", name));
+    auto root = pool.open_region(RegionKind::store, name);
+    if (!root) return std::move(root).error();
+    auto s = bind_store(pool, std::move(*root));
+    if (!s) return std::move(s).error();
+    s.value()->config.name = std::string(name);
+    auto impl = std::make_unique<Impl>();
+    impl->s = std::move(*s);
+    return std::unique_ptr<MemObjectStore>(new MemObjectStore(std::move(impl)));
+}
+
+// ---- operations ----------------------------------------------------------------------------
+
+namespace {
+
+Status check_uri_pool(const StoreShared& s, const FabricUri& uri) {
+    if (uri.pool() != s.pool->name())
+        return make_error(Errc::invalid_argument, "URI " + uri.to_string() + " names pool '" + uri.pool() +
+                                                      "', but this store is in pool '" + s.pool->name() + "'");
+    return {};
+}
+
+/// Validates content type and metadata; returns the encoded metadata length.
+Result<uint64_t> check_options(const PutOptions& o) {
+    if (o.content_type.size() > kMaxContentTypeLength)
+        return make_error(Errc::invalid_argument, "content type of " + std::to_string(o.content_type.size()) +
+                                                      " bytes exceeds " + std::to_string(kMaxContentTypeLength));
+    if (o.metadata.size() > kMaxMetaPairs)
+        return make_error(Errc::invalid_argument, std::to_string(o.metadata.size()) +
+                                                      " metadata entries exceed the limit of " +
+                                                      std::to_string(kMaxMetaPairs));
+    uint64_t sum = 0, enc = 0;
+    for (const auto& [k, v] : o.metadata) {
+        if (k.empty()) return make_error(Errc::invalid_argument, "empty metadata key");
+        sum += k.size() + v.size();
+        enc += 4 + k.size() + v.size();
+    }
+    if (sum > kMaxMetadataBytes)
+        return make_error(Errc::invalid_argument, "metadata of " + std::to_string(sum) + " bytes exceeds " +
+                                                      std::to_string(kMaxMetadataBytes));
+    return enc;
+}
+
+/// Writes header (except the fields publish() sets) and trailer into a loaned block.
+void write_header(std::byte* block, uint64_t size, uint32_t crc, const detail::StoreKey& key, const PutOptions& o,
+                  uint64_t meta_len) {
+    auto* h = reinterpret_cast<ObjectHeader*>(block);
+    h->magic = kObjectMagic;
+    h->crc32 = crc;
+    h->size = size;
+    h->key_len = uint16_t(key.len);
+    h->ctype_len = uint8_t(o.content_type.size());
+    h->meta_pairs = uint8_t(o.metadata.size());
+    h->meta_len = uint16_t(meta_len);
+    h->reserved = 0;
+    std::byte* t = block + kPayloadOffset + align8(size);
+    std::memcpy(t, key.bytes, key.len);
+    t += key.len;
+    if (!o.content_type.empty()) std::memcpy(t, o.content_type.data(), o.content_type.size());
+    t += o.content_type.size();
+    for (const auto& [k, v] : o.metadata) {
+        const uint16_t kl = uint16_t(k.size()), vl = uint16_t(v.size());
+        std::memcpy(t, &kl, 2);
+        std::memcpy(t + 2, &vl, 2);
+        std::memcpy(t + 4, k.data(), kl);
+        std::memcpy(t + 4 + kl, v.data(), vl);
+        t += 4 + kl + vl;
+    }
+}
+
+Error too_large(uint64_t size, uint64_t max) {
+    return make_error(Errc::object_too_large, "object of " + std::to_string(size) + " bytes exceeds max_object_bytes " +
+                                                  std::to_string(max) + " (raise with --max-object-size)");
+}
+
+}  // namespace
+
+Result<uint64_t> MemObjectStore::put(const FabricUri& uri, std::span<const uint8_t> data, const PutOptions& options) {
+    StoreShared& s = *impl_->s;
+    StoreCore& core = *s.core;
+    FABRIC_TRY(check_uri_pool(s, uri));
+    const OwnerToken me = s.pool->self();
+    if (me == 0) return make_error(Errc::permission_denied, "put: pool '" + s.pool->name() + "' is open read-only");
+    auto key = detail::make_store_key(uri);
+    if (!key) return std::move(key).error();
+    auto meta_len = check_options(options);
+    if (!meta_len) return std::move(meta_len).error();
+    if (data.size() > core.max_object_bytes()) return too_large(data.size(), core.max_object_bytes());
+    FABRIC_TRY(s.check_leases());
+    const uint64_t need = kPayloadOffset + align8(data.size()) + key->len + options.content_type.size() + *meta_len;
+    uint64_t word = 0;
+    auto block = core.alloc(need, me, &word);
+    if (!block) return std::move(block).error();
+    FABRIC_CRASH_POINT("store.put.after_alloc");
+    detail::BlockLoc loc;
+    core.locate(*block, loc);
+    if (!data.empty()) std::memcpy(loc.data + kPayloadOffset, data.data(), data.size());
+    write_header(loc.data, data.size(), crc32(data.data(), data.size()), *key, options, *meta_len);
+    FABRIC_CRASH_POINT("store.put.after_fill");
+    auto v = core.publish({&*key, *block, &options}, me);
+    if (!v) {
+        core.free_loan(*block, me);
+        if (v.code() == Errc::conflict || v.code() == Errc::stale_epoch) s.count(CounterId::store_conflicts, 1);
+        return v;
+    }
+    s.count(CounterId::store_puts, 1);
+    s.count(CounterId::store_put_bytes, data.size());
+    return v;
+}
+
+Result<std::optional<ObjectData>> MemObjectStore::get(const FabricUri& uri) {
+    StoreShared& s = *impl_->s;
+    StoreCore& core = *s.core;
+    FABRIC_TRY(check_uri_pool(s, uri));
+    auto key = detail::make_store_key(uri);
+    if (!key) return std::move(key).error();
+    FABRIC_TRY(s.check_leases());
+    s.count(CounterId::store_gets, 1);
+    for (int attempt = 0; attempt < 10000; ++attempt) {
+        auto f = core.lookup(*key);
+        if (!f) return std::move(f).error();
+        if (!f->has_value() ||
+            ((*f)->snap.h.expires_mono_ns && (*f)->snap.h.expires_mono_ns <= mono_now_ns())) {
+            s.count(CounterId::store_misses, 1);
+            return std::optional<ObjectData>{};
+        }
+        const detail::Found& found = **f;
+        ObjectData od;
+        od.info = core.info_of(found.snap);
+        od.data.resize(found.snap.h.size);
+        if (!core.copy_payload(found, od.data.data())) continue;  // overwritten while copying: look again
+        const uint32_t c = crc32(od.data.data(), od.data.size());
+        if (c != od.info.crc32) {
+            s.count(CounterId::store_corrupt, 1);
+            return make_error(Errc::corrupt, "object " + uri.to_string() + " version " +
+                                                 std::to_string(od.info.version) + ": CRC mismatch (stored " +
+                                                 std::to_string(od.info.crc32) + ", computed " + std::to_string(c) + ")");
+        }
+        s.count(CounterId::store_get_bytes, od.data.size());
+        return std::optional<ObjectData>(std::move(od));
+    }
+    return make_error(Errc::busy, "get " + uri.to_string() + ": overwritten 10000 times while copying");
+}
+
+Result<std::optional<ObjectInfo>> MemObjectStore::head(const FabricUri& uri) {
+    StoreShared& s = *impl_->s;
+    StoreCore& core = *s.core;
+    FABRIC_TRY(check_uri_pool(s, uri));
+    auto key = detail::make_store_key(uri);
+    if (!key) return std::move(key).error();
+    FABRIC_TRY(s.check_leases());
+    for (int attempt = 0; attempt < 10000; ++attempt) {
+        auto f = core.lookup(*key);
+        if (!f) return std::move(f).error();
+        if (!f->has_value() || ((*f)->snap.h.expires_mono_ns && (*f)->snap.h.expires_mono_ns <= mono_now_ns()))
+            return std::optional<ObjectInfo>{};
+        ObjectInfo info = core.info_of((*f)->snap);
+        if (!core.unchanged(**f))
+            continue;
+        return std::optional<ObjectInfo>(std::move(info));
+    }
+    return make_error(Errc::busy, "head " + uri.to_string() + ": overwritten 10000 times while reading");
+}
+
+Result<bool> MemObjectStore::remove(const FabricUri& uri, const RemoveOptions& options) {
+    StoreShared& s = *impl_->s;
+    FABRIC_TRY(check_uri_pool(s, uri));
+    const OwnerToken me = s.pool->self();
+    if (me == 0) return make_error(Errc::permission_denied, "remove: pool '" + s.pool->name() + "' is open read-only");
+    auto key = detail::make_store_key(uri);
+    if (!key) return std::move(key).error();
+    FABRIC_TRY(s.check_leases());
+    auto r = s.core->remove(*key, options.if_version, me);
+    if (!r && r.code() == Errc::conflict) s.count(CounterId::store_conflicts, 1);
+    if (r && *r) s.count(CounterId::store_removes, 1);
+    return r;
+}
+
+Result<std::vector<std::string>> MemObjectStore::list(std::string_view pool, std::string_view bucket,
+                                                      std::string_view prefix) {
+    StoreShared& s = *impl_->s;
+    if (pool != s.pool->name())
+        return make_error(Errc::invalid_argument,
+                          "list names pool '" + std::string(pool) + "', but this store is in pool '" + s.pool->name() + "'");
+    FABRIC_TRY(validate_name("bucket", bucket));
+    FABRIC_TRY(s.check_leases());
+    const std::string want = std::string(bucket) + "/" + std::string(prefix);
+    std::vector<std::string> out;
+    for (std::string& k : s.core->keys(mono_now_ns()))
+        if (k.compare(0, want.size(), want) == 0) out.push_back(k.substr(bucket.size() + 1));
+    std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
+    return out;
+}
+
+Result<ObjectLoan> MemObjectStore::loan(uint64_t size) {
+    StoreShared& s = *impl_->s;
+    const OwnerToken me = s.pool->self();
+    if (me == 0) return make_error(Errc::permission_denied, "loan: pool '" + s.pool->name() + "' is open read-only");
+    if (size > s.core->max_object_bytes()) return too_large(size, s.core->max_object_bytes());
+    FABRIC_TRY(s.check_leases());
+    uint64_t word = 0;
+    // The trailer (key, content type, metadata) goes after the payload, so its room is
+    // reserved at its maximum now: the key is only known at commit.
+    auto block = s.core->alloc(kPayloadOffset + align8(size) + kMaxTrailer, me, &word);
+    if (!block) return std::move(block).error();
+    FABRIC_CRASH_POINT("store.loan.after_alloc");
+    detail::BlockLoc loc;
+    s.core->locate(*block, loc);
+    ObjectLoan loan;
+    loan.impl_ = std::make_unique<ObjectLoan::Impl>();
+    loan.impl_->s = impl_->s;
+    loan.impl_->block = *block;
+    loan.impl_->owner = me;
+    loan.impl_->bytes = std::span<uint8_t>(reinterpret_cast<uint8_t*>(loc.data + kPayloadOffset), size);
+    return loan;
+}
+
+Result<uint64_t> MemObjectStore::commit(ObjectLoan&& loan, const FabricUri& uri, const PutOptions& options) {
+    StoreShared& s = *impl_->s;
+    if (!loan.impl_ || loan.impl_->s.get() != impl_->s.get())
+        return make_error(Errc::invalid_argument, "commit of a loan that is empty or from another store");
+    FABRIC_TRY(check_uri_pool(s, uri));
+    auto key = detail::make_store_key(uri);
+    if (!key) return std::move(key).error();
+    auto meta_len = check_options(options);
+    if (!meta_len) return std::move(meta_len).error();
+    FABRIC_TRY(s.check_leases());
+    const OwnerToken me = loan.impl_->owner;
+    if (me != s.pool->self()) return make_error(Errc::invalid_argument, "commit of a loan made by another process");
+    detail::BlockLoc loc;
+    if (!s.core->locate(loan.impl_->block, loc)) return make_error(Errc::corrupt, "loaned block vanished");
+    const std::span<uint8_t> bytes = loan.impl_->bytes;
+    // The only per-byte cost of the zero-copy path.
+    write_header(loc.data, bytes.size(), crc32(bytes.data(), bytes.size()), *key, options, *meta_len);
+    FABRIC_CRASH_POINT("store.commit.before_publish");
+    auto v = s.core->publish({&*key, loan.impl_->block, &options}, me);
+    if (!v) {  // the loan stays valid (still LOANED to us): the caller may retry or drop it
+        if (v.code() == Errc::conflict || v.code() == Errc::stale_epoch) s.count(CounterId::store_conflicts, 1);
+        return v;
+    }
+    loan.impl_.reset();  // published: nothing to free
+    s.count(CounterId::store_puts, 1);
+    s.count(CounterId::store_put_bytes, bytes.size());
+    return v;
+}
+
+Result<std::optional<PinnedView>> MemObjectStore::pin(const FabricUri& uri) {
+    StoreShared& s = *impl_->s;
+    StoreCore& core = *s.core;
+    FABRIC_TRY(check_uri_pool(s, uri));
+    const OwnerToken me = s.pool->self();
+    if (me == 0) return make_error(Errc::permission_denied, "pin: pool '" + s.pool->name() + "' is open read-only");
+    auto key = detail::make_store_key(uri);
+    if (!key) return std::move(key).error();
+    FABRIC_TRY(s.check_leases());
+    s.count(CounterId::store_gets, 1);
+    for (int attempt = 0; attempt < 10000; ++attempt) {
+        auto f = core.lookup(*key);
+        if (!f) return std::move(f).error();
+        if (!f->has_value() || ((*f)->snap.h.expires_mono_ns && (*f)->snap.h.expires_mono_ns <= mono_now_ns())) {
+            s.count(CounterId::store_misses, 1);
+            return std::optional<PinnedView>{};
+        }
+        auto rec = core.pin(**f, me);
+        if (!rec) return std::move(rec).error();
+        if (!rec->has_value()) continue;  // changed before the pin took: look again
+        PinnedView view;
+        view.impl_ = std::make_unique<PinnedView::Impl>();
+        view.impl_->s = impl_->s;
+        view.impl_->record = **rec;
+        view.impl_->block = (*f)->block;
+        view.impl_->owner = me;
+        // Pinned: the block can no longer be freed, so its header and bytes are stable.
+        view.impl_->info = core.info_of((*f)->snap);
+        view.impl_->bytes = std::span<const uint8_t>(
+            reinterpret_cast<const uint8_t*>((*f)->snap.loc.data + kPayloadOffset), (*f)->snap.h.size);
+        s.count(CounterId::store_get_bytes, (*f)->snap.h.size);
+        return std::optional<PinnedView>(std::move(view));
+    }
+    return make_error(Errc::busy, "pin " + uri.to_string() + ": overwritten 10000 times while pinning");
+}
+
+StoreStats MemObjectStore::stats() const {
+    const StoreShared& s = *impl_->s;
+    const StoreCore::Usage u = s.core->usage();
+    StoreStats st;
+    st.objects = u.objects;
+    st.table_entries = s.core->table_slots();
+    st.heap_used_bytes = u.used_bytes;
+    st.heap_capacity_bytes = s.core->heap_bytes();
+    st.largest_free_extent = u.largest_free_extent;
+    st.max_object_bytes = s.core->max_object_bytes();
+    st.loans_active = u.loans;
+    st.pins_active = u.pins;
+    return st;
+}
+
+std::vector<uint64_t> MemObjectStore::lease_ids() const {
+    return {impl_->s->root.lease_id(), impl_->s->heap.lease_id()};
+}
+
+const StoreConfig& MemObjectStore::config() const { return impl_->s->config; }
+
+// ---- region-kind hooks -------------------------------------------------------------------------
+
+namespace detail {
+
+namespace {
+/// Opens handles on the store's root and heap (so neither is reclaimed under us) and binds.
+struct BoundStore {
+    Region root, heap;
+    std::optional<StoreCore> core;
+};
+std::optional<BoundStore> bind_for_hook(const Pool& pool, const RegionInfo& info, std::string* why) {
+    auto root = pool.open_region(info.ref);
+    if (!root) {
+        if (why) *why = root.error().message;
+        return std::nullopt;
+    }
+    if (root->length() < sizeof(StoreHeader)) {
+        if (why) *why = "root region shorter than the store header";
+        return std::nullopt;
+    }
+    const auto* h = reinterpret_cast<const StoreHeader*>(root->data());
+    const uint64_t href = h->heap_ref.load(std::memory_order_acquire);
+    auto heap = pool.open_region(RegionRef::unpack(href));
+    if (!heap) {
+        if (why) *why = "heap: " + heap.error().message;
+        return std::nullopt;
+    }
+    auto core = StoreCore::bind(pool, root->data(), root->length(), heap->data(), heap->length());
+    if (!core) {
+        if (why) *why = core.error().message;
+        return std::nullopt;
+    }
+    BoundStore b;
+    b.root = std::move(*root);
+    b.heap = std::move(*heap);
+    b.core.emplace(std::move(*core));
+    return b;
+}
+}  // namespace
+
+void register_store_region_kinds() {
+    RegionKindOps ops;
+    ops.reap = [](const Pool& pool, const RegionInfo& info, uint64_t now, bool dry_run,
+                  std::vector<std::string>& notes) -> uint64_t {
+        auto b = bind_for_hook(pool, info, nullptr);
+        if (!b) return 0;
+        return b->core->repair(now, dry_run, pool.self(), &notes).total();
+    };
+    ops.check = [](const Pool& pool, const RegionInfo& info, std::vector<std::string>& violations,
+                   std::vector<std::string>& in_progress) {
+        std::string why;
+        auto b = bind_for_hook(pool, info, &why);
+        if (!b) {
+            violations.push_back("violation: store '" + info.name + "': " + why);
+            return;
+        }
+        b->core->check(violations, in_progress);
+    };
+    register_region_kind_ops(RegionKind::store, std::move(ops));
+}
+
+}  // namespace detail
+}  // namespace fabric_shm

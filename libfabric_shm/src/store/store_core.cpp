@@ -1,0 +1,1270 @@
+// SPDX-License-Identifier: MIT
+// The object store's shared-memory algorithms. Protocols, invariants and the crash analysis
+// per step are in docs/store.md; comments here name the partner of each acquire/release.
+#include "store/store_core.h"
+
+#include <sched.h>
+#include <time.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "fabric_shm/clock.h"
+#include "fabric_shm/counters.h"
+#include "fabric_shm/crash_point.h"
+#include "fabric_shm/registry.h"
+
+namespace fabric_shm::detail {
+
+using namespace store_layout;
+
+namespace {
+
+constexpr uint64_t align8(uint64_t v) { return (v + 7) & ~uint64_t(7); }
+constexpr uint64_t align64(uint64_t v) { return (v + 63) & ~uint64_t(63); }
+uint64_t pow2_ceil(uint64_t v) {
+    uint64_t p = 1;
+    while (p < v) p <<= 1;
+    return p;
+}
+
+/// Block sizes: powers of two with 4 sub-steps (128, 160, 192, 224, 256, 320, ...), up to
+/// sb_bytes / 4 (larger objects take runs of whole superblocks).
+uint32_t compute_classes(uint64_t sb_bytes, uint64_t* out) {
+    uint32_t n = 0;
+    for (uint32_t k = 0; k < kMaxClasses; ++k) {
+        const uint64_t size = uint64_t(4 + (k % 4)) * (uint64_t(32) << (k / 4));
+        if (size > sb_bytes / 4) break;
+        out[n++] = size;
+    }
+    return n;
+}
+
+/// A per-thread tag in the high half of a stripe-lock word: two threads of one process
+/// share an OwnerToken but must not both hold a stripe.
+uint64_t thread_tag() {
+    static std::atomic<uint32_t> next{1};
+    thread_local uint32_t tag = 0;
+    if (tag == 0) tag = next.fetch_add(1, std::memory_order_relaxed) | 1;  // relaxed: uniqueness only
+    return uint64_t(tag) << 32;
+}
+
+void nap_ns(uint64_t ns) {
+    timespec ts{time_t(ns / kNsPerSec), long(ns % kNsPerSec)};
+    nanosleep(&ts, nullptr);
+}
+
+std::string hex(uint64_t v) {
+    char buf[24];
+    std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+    return buf;
+}
+
+}  // namespace
+
+// ---- geometry ------------------------------------------------------------------------
+
+uint64_t StoreGeometry::root_bytes() const {
+    const uint64_t w = sb_bytes / kMinBlock;
+    return sizeof(StoreHeader) + bucket_count * sizeof(Bucket) + align64(sb_count * 8) + align64(sb_count * 8) +
+           align64(sb_count * w * 8) + align64(pin_slots * 8);
+}
+
+Result<StoreGeometry> derive_store_geometry(uint64_t pool_size, uint32_t table_entries, uint64_t heap_bytes,
+                                            uint64_t max_object_bytes) {
+    StoreGeometry g;
+    const uint64_t heap = heap_bytes ? heap_bytes : pool_size / 2;
+    g.sb_bytes = std::clamp<uint64_t>(pow2_ceil(std::max<uint64_t>(heap / 1024, 1)), kMinSbBytes, kMaxSbBytes);
+    g.sb_count = heap / g.sb_bytes;
+    if (g.sb_count < 4)
+        return make_error(Errc::invalid_argument, "store heap of " + std::to_string(heap) +
+                                                      " bytes is smaller than 4 superblocks of " +
+                                                      std::to_string(g.sb_bytes) + " (raise with --heap-size)");
+    if (g.sb_count * (g.sb_bytes / kMinBlock) >= (1ULL << 31))
+        return make_error(Errc::invalid_argument,
+                          "store heap of " + std::to_string(heap) + " bytes exceeds the 2^31-block limit");
+    const uint64_t entries =
+        table_entries ? table_entries : std::clamp<uint64_t>(g.sb_count * g.sb_bytes / 1024, 1024, 1ULL << 24);
+    if (entries > (1ULL << 28))
+        return make_error(Errc::invalid_argument,
+                          "store table of " + std::to_string(entries) + " entries exceeds the limit 268435456");
+    g.bucket_count = std::max<uint64_t>(2, pow2_ceil((entries + kSlotsPerBucket - 1) / kSlotsPerBucket));
+    const uint64_t heap_total = g.sb_count * g.sb_bytes;
+    g.max_object_bytes = max_object_bytes ? max_object_bytes : std::min<uint64_t>(heap_total / 4, 16ULL << 20);
+    if (g.max_object_bytes + kPayloadOffset + kMaxTrailer > heap_total)
+        return make_error(Errc::invalid_argument, "max object size " + std::to_string(g.max_object_bytes) +
+                                                      " does not fit the store heap of " + std::to_string(heap_total) +
+                                                      " bytes (raise --heap-size or lower --max-object-size)");
+    g.pin_slots = 1024;
+    return g;
+}
+
+Status init_store_root(std::byte* data, uint64_t length, const StoreGeometry& g) {
+    if (length < g.root_bytes())
+        return make_error(Errc::too_small, "store root region of " + std::to_string(length) + " bytes, need " +
+                                               std::to_string(g.root_bytes()));
+    auto* h = reinterpret_cast<StoreHeader*>(data);
+    const uint64_t w = g.sb_bytes / kMinBlock;
+    h->layout_version = kStoreLayoutVersion;
+    h->header_size = sizeof(StoreHeader);
+    h->bucket_count = g.bucket_count;
+    h->sb_bytes = g.sb_bytes;
+    h->sb_count = g.sb_count;
+    h->words_per_sb = w;
+    h->heap_bytes = g.sb_bytes * g.sb_count;
+    h->max_object_bytes = g.max_object_bytes;
+    h->pin_slots = g.pin_slots;
+    uint64_t classes[kMaxClasses];
+    h->class_count = compute_classes(g.sb_bytes, classes);
+    h->buckets_offset = sizeof(StoreHeader);
+    h->desc_offset = h->buckets_offset + g.bucket_count * sizeof(Bucket);
+    h->used_offset = h->desc_offset + align64(g.sb_count * 8);
+    h->words_offset = h->used_offset + align64(g.sb_count * 8);
+    h->pins_offset = h->words_offset + align64(g.sb_count * w * 8);
+    h->root_bytes = g.root_bytes();
+    h->created_wall_ns = wall_now_ns();
+    // Everything else is zero: empty slots, UNASSIGNED superblocks, uninitialised block
+    // words, free pin records and stripe locks. Release: pairs with bind()'s acquire load.
+    h->magic.store(kStoreMagic, std::memory_order_release);
+    return {};
+}
+
+// ---- keys ------------------------------------------------------------------------------
+
+uint64_t hash_store_key(const char* p, size_t n) noexcept {
+    // 8 bytes per step, multiply-xorshift; finalised with the murmur3 fmix64.
+    uint64_t h = 0x9E3779B97F4A7C15ULL ^ (n * 0xff51afd7ed558ccdULL);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v;
+        std::memcpy(&v, p + i, 8);
+        h = (h ^ (v * 0x87c37b91114253d5ULL)) * 0x4cf5ad432745937fULL;
+        h ^= h >> 31;
+    }
+    uint64_t tail = 0;
+    std::memcpy(&tail, p + i, n - i);
+    h = (h ^ (tail * 0x87c37b91114253d5ULL)) * 0x4cf5ad432745937fULL;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
+}
+
+Result<StoreKey> make_store_key(const FabricUri& uri) {
+    StoreKey k;
+    const size_t n = uri.bucket().size() + 1 + uri.key().size();
+    if (uri.bucket().empty() || uri.key().empty() || n > kMaxStoreKey)
+        return make_error(Errc::invalid_uri, "invalid URI '" + uri.to_string() + "': bucket/key of " +
+                                                 std::to_string(n) + " bytes (limit " + std::to_string(kMaxStoreKey) +
+                                                 ")");
+    std::memcpy(k.bytes, uri.bucket().data(), uri.bucket().size());
+    k.bytes[uri.bucket().size()] = '/';
+    std::memcpy(k.bytes + uri.bucket().size() + 1, uri.key().data(), uri.key().size());
+    k.len = uint32_t(n);
+    k.hash = hash_store_key(k.bytes, n);
+    return k;
+}
+
+// ---- binding ----------------------------------------------------------------------------
+
+Result<StoreCore> StoreCore::bind(const Pool& pool, std::byte* root, uint64_t root_len, std::byte* heap,
+                                  uint64_t heap_len) {
+    auto bad = [](const std::string& what) {
+        return make_error(Errc::corrupt, "store header: " + what);
+    };
+    if (root_len < sizeof(StoreHeader)) return make_error(Errc::too_small, "store root region shorter than its header");
+    auto* h = reinterpret_cast<StoreHeader*>(root);
+    // Acquire: pairs with init_store_root's release store of magic.
+    if (h->magic.load(std::memory_order_acquire) != kStoreMagic) return bad("bad magic");
+    if (h->layout_version != kStoreLayoutVersion)
+        return make_error(Errc::version_mismatch, "store layout version " + std::to_string(h->layout_version) +
+                                                      ", this build reads " + std::to_string(kStoreLayoutVersion));
+    if (h->header_size != sizeof(StoreHeader)) return bad("header size " + std::to_string(h->header_size));
+    const uint64_t sb = h->sb_bytes;
+    if (sb < kMinSbBytes || sb > kMaxSbBytes || (sb & (sb - 1)) != 0) return bad("superblock size " + std::to_string(sb));
+    if (h->words_per_sb != sb / kMinBlock) return bad("words per superblock");
+    if (h->sb_count == 0 || h->sb_count > (1ULL << 31) / h->words_per_sb) return bad("superblock count");
+    if (h->heap_bytes != sb * h->sb_count || heap_len < h->heap_bytes)
+        return bad("heap of " + std::to_string(h->heap_bytes) + " bytes, region " + std::to_string(heap_len));
+    const uint64_t bc = h->bucket_count;
+    if (bc < 2 || (bc & (bc - 1)) != 0 || bc > (1ULL << 28)) return bad("bucket count " + std::to_string(bc));
+    if (h->pin_slots == 0 || h->pin_slots > (1ULL << 20)) return bad("pin slots");
+    StoreCore c;
+    c.class_count_ = compute_classes(sb, c.class_sizes_);
+    if (h->class_count != c.class_count_) return bad("class count");
+    StoreGeometry g{bc, sb, h->sb_count, h->max_object_bytes, h->pin_slots};
+    if (h->root_bytes != g.root_bytes() || root_len < g.root_bytes()) return bad("root size");
+    if (h->buckets_offset != sizeof(StoreHeader) || h->desc_offset != h->buckets_offset + bc * sizeof(Bucket) ||
+        h->used_offset != h->desc_offset + align64(h->sb_count * 8) ||
+        h->words_offset != h->used_offset + align64(h->sb_count * 8) ||
+        h->pins_offset != h->words_offset + align64(h->sb_count * h->words_per_sb * 8))
+        return bad("table offsets");
+    if (h->max_object_bytes + kPayloadOffset + kMaxTrailer > h->heap_bytes) return bad("max object size");
+    c.pool_ = &pool;
+    c.hdr_ = h;
+    c.buckets_ = reinterpret_cast<Bucket*>(root + h->buckets_offset);
+    c.desc_ = reinterpret_cast<std::atomic<uint64_t>*>(root + h->desc_offset);
+    c.used_ = reinterpret_cast<std::atomic<uint32_t>*>(root + h->used_offset);
+    c.words_ = reinterpret_cast<std::atomic<uint64_t>*>(root + h->words_offset);
+    c.pins_ = reinterpret_cast<std::atomic<uint64_t>*>(root + h->pins_offset);
+    c.heap_ = heap;
+    c.mask_ = bc - 1;
+    c.sb_bytes_ = sb;
+    c.sb_count_ = h->sb_count;
+    c.words_per_sb_ = h->words_per_sb;
+    c.max_object_ = h->max_object_bytes;
+    c.pin_slots_ = h->pin_slots;
+    return c;
+}
+
+// ---- blocks -----------------------------------------------------------------------------
+
+bool StoreCore::locate(uint32_t block, BlockLoc& loc) const noexcept {
+    if (block >= block_count()) return false;
+    const uint64_t sb = block / words_per_sb_, i = block % words_per_sb_;
+    // Acquire: pairs with the release CAS that assigned the superblock (assign_sb/alloc_run).
+    const uint64_t d = desc_[sb].load(std::memory_order_acquire);
+    if (sb_state(d) == kSbSmall) {
+        const uint32_t c = sb_class(d);
+        if (c >= class_count_) return false;
+        const uint64_t cs = class_sizes_[c];
+        if ((i + 1) * cs > sb_bytes_) return false;
+        loc.data = heap_ + sb * sb_bytes_ + i * cs;
+        loc.capacity = cs;
+        return true;
+    }
+    if (sb_state(d) == kSbRunHead && i == 0) {
+        const uint64_t len = sb_aux(d);
+        if (len == 0 || sb + len > sb_count_) return false;
+        loc.data = heap_ + sb * sb_bytes_;
+        loc.capacity = len * sb_bytes_;
+        return true;
+    }
+    return false;
+}
+
+bool StoreCore::read_header(uint32_t block, uint64_t, HeaderSnapshot& snap) const noexcept {
+    if (!locate(block, snap.loc) || snap.loc.capacity < kPayloadOffset) return false;
+    std::memcpy(&snap.h, snap.loc.data, sizeof(ObjectHeader));
+    const ObjectHeader& h = snap.h;
+    if (h.magic != kObjectMagic) return false;
+    if (h.size > snap.loc.capacity - kPayloadOffset) return false;
+    snap.trailer_offset = kPayloadOffset + align8(h.size);
+    if (h.key_len == 0 || h.key_len > kMaxStoreKey || h.ctype_len > kMaxContentTypeLength ||
+        h.meta_pairs > kMaxMetaPairs || h.meta_len > kMaxMetadataBytes + 4 * kMaxMetaPairs)
+        return false;
+    return snap.trailer_offset + h.key_len + h.ctype_len + h.meta_len <= snap.loc.capacity;
+}
+
+bool StoreCore::key_matches(const HeaderSnapshot& snap, std::string_view key) const noexcept {
+    return snap.h.key_len == key.size() &&
+           std::memcmp(snap.loc.data + snap.trailer_offset, key.data(), key.size()) == 0;
+}
+
+Result<uint32_t> StoreCore::alloc(uint64_t bytes, OwnerToken me, uint64_t* word_out) {
+    uint32_t block = 0;
+    uint64_t w = 0;
+    if (bytes > sb_bytes_ / 4) {
+        const uint64_t n = (bytes + sb_bytes_ - 1) / sb_bytes_;
+        for (int pass = 0; pass < 2; ++pass) {
+            if (alloc_run(n, me, &block, &w)) {
+                *word_out = w;
+                return block;
+            }
+            if (pass == 0) repair(mono_now_ns(), false, me, nullptr);
+        }
+        return make_error(Errc::capacity_exceeded,
+                          "store heap full: no " + std::to_string(n) + " contiguous free superblocks of " +
+                              std::to_string(sb_bytes_) + " bytes for a block of " + std::to_string(bytes) +
+                              " bytes (heap capacity " + std::to_string(heap_bytes()) + " bytes; raise with --heap-size)");
+    }
+    uint32_t cls = 0;
+    while (cls < class_count_ && class_sizes_[cls] < bytes) ++cls;
+    const uint64_t nb = sb_bytes_ / class_sizes_[cls];
+    // Fast path: the class's current superblock.
+    uint32_t sb = hdr_->class_cursor[cls].load(std::memory_order_relaxed);  // relaxed: a hint
+    if (sb < sb_count_ && claim_in_sb(sb, cls, me, &block, &w)) {
+        *word_out = w;
+        return block;
+    }
+    for (int pass = 0; pass < 2; ++pass) {
+        for (uint32_t s = 0; s < sb_count_; ++s) {
+            const uint64_t d = desc_[s].load(std::memory_order_relaxed);  // relaxed: filter only; claim re-reads
+            if (sb_state(d) != kSbSmall || sb_class(d) != cls) continue;
+            if (pass == 0 && used_[2 * s].load(std::memory_order_relaxed) >= nb) continue;
+            if (claim_in_sb(s, cls, me, &block, &w)) {
+                hdr_->class_cursor[cls].store(s, std::memory_order_relaxed);
+                *word_out = w;
+                return block;
+            }
+        }
+        if (assign_sb(cls, me, &sb)) {
+            hdr_->class_cursor[cls].store(sb, std::memory_order_relaxed);
+            if (claim_in_sb(sb, cls, me, &block, &w)) {
+                *word_out = w;
+                return block;
+            }
+            --pass;  // someone took the whole new superblock: look again
+            continue;
+        }
+        if (pass == 0) repair(mono_now_ns(), false, me, nullptr);
+    }
+    return make_error(Errc::capacity_exceeded, "store heap full: no free block of " + std::to_string(class_sizes_[cls]) +
+                                                   " bytes and no free superblock (heap capacity " +
+                                                   std::to_string(heap_bytes()) + " bytes; raise with --heap-size)");
+}
+
+bool StoreCore::claim_in_sb(uint32_t sb, uint32_t cls, OwnerToken me, uint32_t* block, uint64_t* word) {
+    // Acquire: pairs with assign_sb's release CAS to SMALL (block words initialised before).
+    const uint64_t d = desc_[sb].load(std::memory_order_acquire);
+    if (sb_state(d) != kSbSmall || sb_class(d) != cls) return false;
+    const uint64_t nb = sb_bytes_ / class_sizes_[cls];
+    const uint64_t start = used_[2 * sb + 1].load(std::memory_order_relaxed) % nb;  // relaxed: a hint
+    for (uint64_t k = 0; k < nb; ++k) {
+        const uint64_t i = (start + k) % nb;
+        const uint32_t b = uint32_t(sb * words_per_sb_ + i);
+        uint64_t x = words_[b].load(std::memory_order_relaxed);
+        if (block_state(x) != kBlockFree) continue;
+        const uint64_t nw = make_block(kBlockLoaned, block_seq(x) + 1, me, false);
+        // acq_rel: acquire pairs with the release that freed the block (its last reader is
+        // done); release orders nothing yet. The owner token in the word is the loan record.
+        if (!words_[b].compare_exchange_strong(x, nw, std::memory_order_acq_rel, std::memory_order_relaxed)) continue;
+        // A stale descriptor read: the superblock may have been drained and re-assigned
+        // between our descriptor load and the claim. Re-check (docs/store.md "allocator").
+        if (desc_[sb].load(std::memory_order_acquire) != d) {
+            uint64_t mine = nw;
+            words_[b].compare_exchange_strong(mine, make_block(kBlockFree, block_seq(nw) + 1, 0, false),
+                                              std::memory_order_release, std::memory_order_relaxed);
+            return false;
+        }
+        FABRIC_CRASH_POINT("store.alloc.after_claim");
+        used_[2 * sb].fetch_add(1, std::memory_order_relaxed);  // relaxed: a hint for draining
+        used_[2 * sb + 1].store(uint32_t(i + 1), std::memory_order_relaxed);
+        *block = b;
+        *word = nw;
+        return true;
+    }
+    return false;
+}
+
+bool StoreCore::assign_sb(uint32_t cls, OwnerToken me, uint32_t* sb_out) {
+    const uint64_t nb = sb_bytes_ / class_sizes_[cls];
+    for (uint32_t s = 0; s < sb_count_; ++s) {  // small blocks from the bottom, runs from the top
+        uint64_t d = desc_[s].load(std::memory_order_relaxed);
+        if (sb_state(d) != kSbUnassigned) continue;
+        const uint64_t assigning = next_sb(d, kSbAssigning, cls, me);
+        if (!desc_[s].compare_exchange_strong(d, assigning, std::memory_order_acq_rel, std::memory_order_relaxed))
+            continue;
+        FABRIC_CRASH_POINT("store.alloc.assigning");
+        for (uint64_t i = 0; i < nb; ++i) {
+            std::atomic<uint64_t>& wd = words_[s * words_per_sb_ + i];
+            uint64_t x = wd.load(std::memory_order_relaxed);
+            // Release: a stale claimer that CASes this fresh FREE word acquires it and then
+            // sees the descriptor no longer matches (see claim_in_sb).
+            while (!wd.compare_exchange_weak(x, make_block(kBlockFree, block_seq(x) + 1, 0, false),
+                                             std::memory_order_acq_rel, std::memory_order_relaxed)) {
+            }
+        }
+        used_[2 * s].store(0, std::memory_order_relaxed);
+        used_[2 * s + 1].store(0, std::memory_order_relaxed);
+        uint64_t expect = assigning;
+        // Release: publishes the initialised block words to claim_in_sb's acquire load.
+        if (!desc_[s].compare_exchange_strong(expect, next_sb(assigning, kSbSmall, cls, 0), std::memory_order_release,
+                                              std::memory_order_relaxed))
+            continue;  // a reaper presumed us dead and reset it
+        *sb_out = s;
+        return true;
+    }
+    return false;
+}
+
+bool StoreCore::alloc_run(uint64_t n, OwnerToken me, uint32_t* block, uint64_t* word) {
+    if (n == 0 || n > sb_count_) return false;
+    for (uint64_t k1 = sb_count_ - n + 1; k1-- > 0;) {
+        const uint64_t k = k1;
+        bool all_free = true;
+        for (uint64_t j = k; j < k + n && all_free; ++j)
+            all_free = sb_state(desc_[j].load(std::memory_order_relaxed)) == kSbUnassigned;
+        if (!all_free) continue;
+        // Claim in order; release on failure.
+        uint64_t claimed = 0;
+        uint64_t claim_words[64];
+        bool ok = true;
+        for (uint64_t j = k; j < k + n; ++j) {
+            uint64_t d = desc_[j].load(std::memory_order_relaxed);
+            const uint64_t c = next_sb(d, kSbClaiming, 0, me);
+            if (sb_state(d) != kSbUnassigned ||
+                !desc_[j].compare_exchange_strong(d, c, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+                ok = false;
+                break;
+            }
+            if (claimed < 64) claim_words[claimed] = c;
+            ++claimed;
+        }
+        if (!ok) {
+            for (uint64_t j = k; j < k + claimed; ++j) {
+                uint64_t c = desc_[j].load(std::memory_order_relaxed);
+                if (sb_state(c) == kSbClaiming && sb_aux(c) == me)
+                    desc_[j].compare_exchange_strong(c, next_sb(c, kSbUnassigned, 0, 0), std::memory_order_release,
+                                                     std::memory_order_relaxed);
+            }
+            continue;
+        }
+        FABRIC_CRASH_POINT("store.alloc.run_claimed");
+        const uint32_t head = uint32_t(k * words_per_sb_);
+        uint64_t x = words_[head].load(std::memory_order_relaxed);
+        uint64_t nw;
+        do {
+            nw = make_block(kBlockLoaned, block_seq(x) + 1, me, false);
+        } while (!words_[head].compare_exchange_weak(x, nw, std::memory_order_acq_rel, std::memory_order_relaxed));
+        bool lost = false;
+        for (uint64_t j = k + 1; j < k + n; ++j) {
+            uint64_t c = desc_[j].load(std::memory_order_relaxed);
+            if (sb_state(c) != kSbClaiming || sb_aux(c) != me ||
+                !desc_[j].compare_exchange_strong(c, next_sb(c, kSbRunTail, 0, k), std::memory_order_release,
+                                                  std::memory_order_relaxed))
+                lost = true;
+        }
+        uint64_t hd = desc_[k].load(std::memory_order_relaxed);
+        // Release: publishes the run (and the LOANED head word) to locate()'s acquire load.
+        if (lost || sb_state(hd) != kSbClaiming || sb_aux(hd) != me ||
+            !desc_[k].compare_exchange_strong(hd, next_sb(hd, kSbRunHead, 0, n), std::memory_order_release,
+                                              std::memory_order_relaxed))
+            return false;  // a reaper presumed us dead; what is left is reset by the next repair
+        (void)claim_words;
+        *block = head;
+        *word = nw;
+        return true;
+    }
+    return false;
+}
+
+void StoreCore::free_loan(uint32_t block, OwnerToken me) noexcept {
+    if (block >= block_count()) return;
+    uint64_t w = words_[block].load(std::memory_order_relaxed);
+    while (block_state(w) == kBlockLoaned && block_owner(w) == me) {
+        // Release: our writes to the block happen-before the next claimer's acquire.
+        if (words_[block].compare_exchange_weak(w, make_block(kBlockFree, block_seq(w) + 1, 0, false),
+                                                std::memory_order_release, std::memory_order_relaxed)) {
+            after_free(block);
+            return;
+        }
+    }
+}
+
+void StoreCore::after_free(uint32_t block) noexcept {
+    const uint32_t sb = uint32_t(block / words_per_sb_);
+    const uint64_t d = desc_[sb].load(std::memory_order_acquire);
+    if (sb_state(d) == kSbRunHead && block % words_per_sb_ == 0) {
+        release_run(sb);
+        return;
+    }
+    if (sb_state(d) != kSbSmall) return;
+    uint32_t u = used_[2 * sb].load(std::memory_order_relaxed);
+    while (u > 0 && !used_[2 * sb].compare_exchange_weak(u, u - 1, std::memory_order_relaxed)) {
+    }
+    if (u == 1 && hdr_->class_cursor[sb_class(d)].load(std::memory_order_relaxed) != sb && pool_->self() != 0)
+        try_drain(sb, pool_->self());
+}
+
+void StoreCore::release_run(uint32_t head) noexcept {
+    const uint64_t d = desc_[head].load(std::memory_order_acquire);
+    if (sb_state(d) != kSbRunHead) return;
+    if (block_state(words_[uint64_t(head) * words_per_sb_].load(std::memory_order_acquire)) != kBlockFree) return;
+    const uint64_t len = sb_aux(d);
+    for (uint64_t j = head + 1; j < head + len && j < sb_count_; ++j) {
+        uint64_t t = desc_[j].load(std::memory_order_relaxed);
+        if (sb_state(t) == kSbRunTail && sb_aux(t) == head)
+            desc_[j].compare_exchange_strong(t, next_sb(t, kSbUnassigned, 0, 0), std::memory_order_release,
+                                             std::memory_order_relaxed);
+    }
+    uint64_t e = d;
+    desc_[head].compare_exchange_strong(e, next_sb(d, kSbUnassigned, 0, 0), std::memory_order_release,
+                                        std::memory_order_relaxed);
+}
+
+bool StoreCore::try_drain(uint32_t sb, OwnerToken me) noexcept {
+    uint64_t d = desc_[sb].load(std::memory_order_acquire);
+    if (sb_state(d) != kSbSmall || me == 0) return false;
+    const uint32_t cls = sb_class(d);
+    const uint64_t draining = next_sb(d, kSbDraining, cls, me);
+    if (!desc_[sb].compare_exchange_strong(d, draining, std::memory_order_acq_rel, std::memory_order_relaxed))
+        return false;
+    const uint64_t nb = sb_bytes_ / class_sizes_[cls];
+    bool ok = true;
+    for (uint64_t i = 0; i < nb && ok; ++i) {
+        std::atomic<uint64_t>& wd = words_[sb * words_per_sb_ + i];
+        uint64_t x = wd.load(std::memory_order_relaxed);
+        // FREE -> DRAINED by CAS: a claimer racing on the same word either wins (we see
+        // LOANED and roll back) or fails.
+        ok = block_state(x) == kBlockFree &&
+             wd.compare_exchange_strong(x, make_block(kBlockDrained, block_seq(x) + 1, 0, false),
+                                        std::memory_order_acq_rel, std::memory_order_relaxed);
+        if (i == 0) FABRIC_CRASH_POINT("store.drain.marking");
+    }
+    if (!ok) {
+        rollback_drain(sb, draining);
+        return false;
+    }
+    uint64_t e = draining;
+    return desc_[sb].compare_exchange_strong(e, next_sb(draining, kSbUnassigned, 0, 0), std::memory_order_release,
+                                             std::memory_order_relaxed);
+}
+
+void StoreCore::rollback_drain(uint32_t sb, uint64_t draining) noexcept {
+    const uint32_t cls = sb_class(draining);
+    if (cls >= class_count_) return;
+    const uint64_t nb = sb_bytes_ / class_sizes_[cls];
+    for (uint64_t i = 0; i < nb; ++i) {
+        std::atomic<uint64_t>& wd = words_[sb * words_per_sb_ + i];
+        uint64_t x = wd.load(std::memory_order_relaxed);
+        if (block_state(x) == kBlockDrained)
+            wd.compare_exchange_strong(x, make_block(kBlockFree, block_seq(x) + 1, 0, false), std::memory_order_acq_rel,
+                                       std::memory_order_relaxed);
+    }
+    uint64_t e = draining;
+    // Release: the FREE words above are visible to claimers that acquire the descriptor.
+    desc_[sb].compare_exchange_strong(e, next_sb(draining, kSbSmall, cls, 0), std::memory_order_release,
+                                      std::memory_order_relaxed);
+}
+
+// ---- retire / free / pins -----------------------------------------------------------------
+
+bool StoreCore::pinned_by_any(uint32_t block) const noexcept {
+    for (uint64_t i = 0; i < pin_slots_; ++i) {
+        // Acquire: pairs with pin()'s release CAS of the record.
+        const uint64_t p = pins_[i].load(std::memory_order_acquire);
+        if (p != 0 && pin_block(p) == block) return true;
+    }
+    return false;
+}
+
+void StoreCore::maybe_free_retired(uint32_t block) noexcept {
+    uint64_t w = words_[block].load(std::memory_order_acquire);
+    if (block_state(w) != kBlockRetired || !block_pinned(w)) return;
+    // A RETIRED block gains no new pins (pin() requires a live state), so if no record
+    // references it now, none will.
+    if (pinned_by_any(block)) return;
+    if (words_[block].compare_exchange_strong(w, make_block(kBlockFree, block_seq(w) + 1, 0, false),
+                                              std::memory_order_acq_rel, std::memory_order_relaxed))
+        after_free(block);
+}
+
+void StoreCore::retire(uint32_t block, uint64_t expect_seq, int depth) noexcept {
+    if (block >= block_count() || depth > 8) return;
+    bool pred_done = false;
+    for (;;) {
+        uint64_t w = words_[block].load(std::memory_order_acquire);
+        if (block_seq(w) != (expect_seq & ((1ULL << 27) - 1))) return;  // already moved on by someone
+        const uint64_t s = block_state(w);
+        if (s != kBlockCommitting && s != kBlockPublished && s != kBlockRemoving) return;
+        if (s == kBlockCommitting && !pred_done) {
+            // Its writer died between linking it and retiring what it replaced: do that
+            // first, or the predecessor would stay PUBLISHED and unreferenced.
+            HeaderSnapshot snap;
+            if (read_header(block, w, snap) && snap.h.replaces != 0)
+                retire(uint32_t(snap.h.replaces) - 1, snap.h.replaces >> 32, depth + 1);
+            pred_done = true;
+            continue;
+        }
+        if (!block_pinned(w)) {
+            // acq_rel: release publishes nothing new; acquire orders us after a pinner's CAS.
+            if (words_[block].compare_exchange_strong(w, make_block(kBlockFree, block_seq(w) + 1, 0, false),
+                                                      std::memory_order_acq_rel, std::memory_order_relaxed)) {
+                after_free(block);
+                return;
+            }
+            continue;
+        }
+        // Acquire: reads the pinners' word CASes, whose records were stored before them;
+        // maybe_free_retired's scan then sees those records.
+        if (words_[block].compare_exchange_strong(w, make_block(kBlockRetired, block_seq(w) + 1, 0, true),
+                                                  std::memory_order_acq_rel, std::memory_order_relaxed)) {
+            maybe_free_retired(block);
+            return;
+        }
+    }
+}
+
+void StoreCore::finish_commit(uint32_t block, uint64_t w, int depth) noexcept {
+    HeaderSnapshot snap;
+    if (read_header(block, w, snap) && snap.h.replaces != 0)
+        retire(uint32_t(snap.h.replaces) - 1, snap.h.replaces >> 32, depth + 1);
+    for (;;) {
+        uint64_t cur = words_[block].load(std::memory_order_acquire);
+        if (block_state(cur) != kBlockCommitting || block_seq(cur) != block_seq(w)) return;
+        if (words_[block].compare_exchange_weak(cur, next_block(cur, kBlockPublished, 0), std::memory_order_release,
+                                                std::memory_order_relaxed))
+            return;
+    }
+}
+
+Result<std::optional<uint32_t>> StoreCore::pin(const Found& f, OwnerToken me) {
+    if (me == 0) return make_error(Errc::permission_denied, "pin: a read-only pool cannot record pins");
+    // 1. The record first (owner + block), so the reaper can release it if we die.
+    const uint64_t rec = make_pin(me, f.block);
+    uint64_t start = hdr_->pin_cursor.fetch_add(1, std::memory_order_relaxed);  // relaxed: a spreading hint
+    uint32_t idx = UINT32_MAX;
+    for (uint64_t k = 0; k < pin_slots_; ++k) {
+        const uint64_t i = (start + k) % pin_slots_;
+        uint64_t z = 0;
+        if (pins_[i].load(std::memory_order_relaxed) == 0 &&
+            // Release: the record is visible before our word CAS below (see retire()).
+            pins_[i].compare_exchange_strong(z, rec, std::memory_order_release, std::memory_order_relaxed)) {
+            idx = uint32_t(i);
+            break;
+        }
+    }
+    if (idx == UINT32_MAX)
+        return make_error(Errc::capacity_exceeded, "all " + std::to_string(pin_slots_) +
+                                                       " pin records of the store are in use (release PinnedViews)");
+    FABRIC_CRASH_POINT("store.pin.after_record");
+    // 2. Set PINNED on the exact block version we found, while it is still live.
+    for (;;) {
+        uint64_t cur = words_[f.block].load(std::memory_order_acquire);
+        const uint64_t s = block_state(cur);
+        if (block_seq(cur) != block_seq(f.word) ||
+            (s != kBlockCommitting && s != kBlockPublished && s != kBlockRemoving)) {
+            unpin(idx, f.block, me);
+            return std::optional<uint32_t>{};
+        }
+        // acq_rel: release orders our record before the bit; the retirer acquires it.
+        if (words_[f.block].compare_exchange_weak(cur, cur | kBlockPinnedBit, std::memory_order_acq_rel,
+                                                  std::memory_order_relaxed))
+            break;
+    }
+    FABRIC_CRASH_POINT("store.pin.after_mark");
+    return std::optional<uint32_t>{idx};
+}
+
+void StoreCore::unpin(uint32_t record, uint32_t block, OwnerToken me) noexcept {
+    if (record >= pin_slots_) return;
+    uint64_t expect = make_pin(me, block);
+    // Release: our reads of the block happen-before whoever frees it after seeing the record gone.
+    if (!pins_[record].compare_exchange_strong(expect, 0, std::memory_order_release, std::memory_order_relaxed))
+        return;  // the reaper presumed us dead and released it
+    maybe_free_retired(block);
+}
+
+// ---- table ---------------------------------------------------------------------------------
+
+Result<std::optional<Found>> StoreCore::lookup(const StoreKey& key) const {
+    const uint64_t home = key.hash & mask_;
+    const uint32_t tag = uint32_t(key.hash >> 32);
+    for (int attempt = 0; attempt < 10000; ++attempt) {
+        bool restart = false;
+        for (uint64_t p = 0; p <= mask_ && !restart; ++p) {
+            const uint64_t bi = (home + p) & mask_;
+            Bucket& bk = buckets_[bi];
+            for (uint32_t j = 0; j < kSlotsPerBucket; ++j) {
+                // Acquire: pairs with publish()'s release CAS of the slot.
+                const uint64_t v = bk.slots[j].load(std::memory_order_acquire);
+                if (v == 0 || slot_tag(v) != tag) continue;
+                const uint32_t b = slot_block(v);
+                if (b >= block_count()) continue;  // reported by check()
+                // Acquire: pairs with the release store that made the block COMMITTING.
+                const uint64_t w1 = words_[b].load(std::memory_order_acquire);
+                const uint64_t s = block_state(w1);
+                if (s != kBlockCommitting && s != kBlockPublished && s != kBlockRemoving) {
+                    if (bk.slots[j].load(std::memory_order_acquire) != v) restart = true;
+                    if (restart) break;
+                    continue;
+                }
+                Found f;
+                const bool header_ok = read_header(b, w1, f.snap);
+                const bool match = header_ok && key_matches(f.snap, key.view());
+                // Seqlock-style validation: the block was not freed and reused while we read.
+                std::atomic_thread_fence(std::memory_order_acquire);
+                const uint64_t w2 = words_[b].load(std::memory_order_relaxed);
+                if (block_seq(w2) != block_seq(w1)) {
+                    restart = true;
+                    break;
+                }
+                if (!header_ok)
+                    return make_error(Errc::corrupt, "store: block " + std::to_string(b) +
+                                                         " referenced by the table has an invalid object header");
+                if (!match) continue;
+                f.slot = &bk.slots[j];
+                f.slot_value = v;
+                f.bucket = bi;
+                f.block = b;
+                f.word = w1;
+                return std::optional<Found>(f);
+            }
+            if (restart) break;
+            // Acquire: pairs with insert()'s release increment before it claims further on.
+            if (bk.overflow.load(std::memory_order_acquire) == 0) return std::optional<Found>{};
+        }
+        if (!restart) return std::optional<Found>{};
+    }
+    return make_error(Errc::busy, "store lookup restarted 10000 times under concurrent overwrites");
+}
+
+bool StoreCore::copy_payload(const Found& f, uint8_t* out) const noexcept {
+    return copy_payload_n(f, out, f.snap.h.size);
+}
+
+bool StoreCore::copy_payload_n(const Found& f, uint8_t* out, uint64_t n) const noexcept {
+    if (n) std::memcpy(out, f.snap.loc.data + kPayloadOffset, n);
+    std::atomic_thread_fence(std::memory_order_acquire);
+    return block_seq(words_[f.block].load(std::memory_order_relaxed)) == block_seq(f.word);
+}
+
+ObjectInfo StoreCore::info_of(const HeaderSnapshot& snap) const {
+    ObjectInfo info;
+    info.size = snap.h.size;
+    info.crc32 = snap.h.crc32;
+    info.version = snap.h.version;
+    info.fence_token = snap.h.fence_token;
+    info.created_wall_ns = snap.h.created_wall_ns;
+    info.expires_wall_ns = snap.h.expires_mono_ns ? mono_to_wall_ns(snap.h.expires_mono_ns) : 0;
+    const std::byte* t = snap.loc.data + snap.trailer_offset + snap.h.key_len;
+    if (snap.h.ctype_len) info.content_type.assign(reinterpret_cast<const char*>(t), snap.h.ctype_len);
+    t += snap.h.ctype_len;
+    uint64_t off = 0;
+    for (uint32_t i = 0; i < snap.h.meta_pairs; ++i) {
+        if (off + 4 > snap.h.meta_len) break;  // racy or corrupt: the caller validates
+        uint16_t kl, vl;
+        std::memcpy(&kl, t + off, 2);
+        std::memcpy(&vl, t + off + 2, 2);
+        if (off + 4 + kl + vl > snap.h.meta_len) break;
+        info.metadata.emplace(std::string(reinterpret_cast<const char*>(t + off + 4), kl),
+                              std::string(reinterpret_cast<const char*>(t + off + 4 + kl), vl));
+        off += 4 + kl + vl;
+    }
+    return info;
+}
+
+std::optional<Found> StoreCore::find_locked(const StoreKey& key) const {
+    for (;;) {
+        auto r = lookup(key);
+        if (r.ok()) return *r;
+        if (r.code() != Errc::busy) return std::nullopt;  // corrupt entry: treated as absent by writers
+    }
+}
+
+Result<uint64_t> StoreCore::lock_stripe(uint64_t hash, OwnerToken me) const {
+    std::atomic<uint64_t>& lw = hdr_->stripe_locks[(hash >> 20) % kStripes];
+    const uint64_t mine = thread_tag() | me;
+    uint64_t z = 0;
+    // Acquire: pairs with unlock_stripe's release; the previous holder's CASes happen-before ours.
+    if (lw.compare_exchange_strong(z, mine, std::memory_order_acquire, std::memory_order_relaxed)) return mine;
+    const uint64_t start = mono_now_ns();
+    uint64_t next_probe = start + 2 * kNsPerMs, backoff = 20 * kNsPerUs;
+    for (int spin = 0;; ++spin) {
+        uint64_t held = lw.load(std::memory_order_relaxed);
+        if (held == 0) {
+            if (lw.compare_exchange_weak(held, mine, std::memory_order_acquire, std::memory_order_relaxed)) return mine;
+            continue;
+        }
+        if (spin < 32) {
+            __builtin_ia32_pause();
+            continue;
+        }
+        if (spin < 64) {
+            sched_yield();
+            continue;
+        }
+        const uint64_t now = mono_now_ns();
+        if (now >= next_probe) {
+            next_probe = now + 2 * kNsPerMs;
+            const OwnerToken holder = OwnerToken(held);
+            // Takeover from a certainly-dead holder by CAS on its exact word. Nothing is
+            // half-done under this lock: each change made under it is one CAS (docs/store.md).
+            if (holder != me && pool_->registry().liveness(holder, now) == Liveness::certainly_dead &&
+                lw.compare_exchange_strong(held, mine, std::memory_order_acquire, std::memory_order_relaxed))
+                return mine;
+        }
+        if (now - start > 10 * kNsPerSec)
+            return make_error(Errc::busy, "store key stripe lock held by process token " +
+                                              std::to_string(OwnerToken(held)) + " for more than 10s");
+        nap_ns(backoff);
+        backoff = std::min<uint64_t>(backoff * 2, kNsPerMs);
+    }
+}
+
+void StoreCore::unlock_stripe(uint64_t hash, uint64_t held) const noexcept {
+    std::atomic<uint64_t>& lw = hdr_->stripe_locks[(hash >> 20) % kStripes];
+    // Release: publishes our critical section to the next holder's acquire.
+    lw.compare_exchange_strong(held, 0, std::memory_order_release, std::memory_order_relaxed);
+}
+
+void StoreCore::dec_overflow(uint64_t home, uint64_t bucket) noexcept {
+    for (uint64_t bi = home; bi != bucket; bi = (bi + 1) & mask_) {
+        std::atomic<uint64_t>& o = buckets_[bi].overflow;
+        uint64_t v = o.load(std::memory_order_relaxed);
+        // Never below zero: a count may only be too high (after a crash), never too low.
+        while (v > 0 && !o.compare_exchange_weak(v, v - 1, std::memory_order_release, std::memory_order_relaxed)) {
+        }
+    }
+}
+
+namespace {
+struct StripeGuard {
+    const StoreCore* core;
+    uint64_t hash, held;
+};
+}  // namespace
+
+Result<uint64_t> StoreCore::publish(const PublishArgs& a, OwnerToken me) {
+    const StoreKey& key = *a.key;
+    const PutOptions& opt = *a.options;
+    BlockLoc loc;
+    if (!locate(a.block, loc)) return make_error(Errc::corrupt, "store: loaned block " + std::to_string(a.block) + " vanished");
+    auto* H = reinterpret_cast<ObjectHeader*>(loc.data);
+    auto held = lock_stripe(key.hash, me);
+    if (!held) return std::move(held).error();
+    struct Unlock {
+        const StoreCore* c;
+        uint64_t h, v;
+        ~Unlock() { c->unlock_stripe(h, v); }
+    } unlock{this, key.hash, *held};
+    const uint64_t home = key.hash & mask_;
+    std::atomic<uint64_t>& wd = words_[a.block];
+    for (;;) {
+        std::optional<Found> f = find_locked(key);
+        const bool present = f && !(f->snap.h.expires_mono_ns && f->snap.h.expires_mono_ns <= mono_now_ns());
+        const uint64_t cur_version = present ? f->snap.h.version : 0;
+        const uint64_t cur_fence = present ? f->snap.h.fence_token : 0;
+        switch (opt.condition) {
+        case PutCondition::none: break;
+        case PutCondition::if_absent:
+            if (present)
+                return make_error(Errc::conflict, "if-absent: '" + std::string(key.view()) + "' exists at version " +
+                                                      std::to_string(cur_version));
+            break;
+        case PutCondition::if_version_equals:
+            if (cur_version != opt.expected_version)
+                return make_error(Errc::conflict, "if-version: '" + std::string(key.view()) + "' is at version " +
+                                                      std::to_string(cur_version) + ", expected " +
+                                                      std::to_string(opt.expected_version));
+            break;
+        case PutCondition::fence:
+            if (opt.fence_token < cur_fence)
+                return make_error(Errc::stale_epoch, "fence token " + std::to_string(opt.fence_token) +
+                                                         " is older than the stored token " + std::to_string(cur_fence) +
+                                                         " of '" + std::string(key.view()) + "'");
+            break;
+        }
+        // relaxed: uniqueness and monotonicity come from the RMW; the slot CAS publishes.
+        const uint64_t version = hdr_->version_counter.fetch_add(1, std::memory_order_relaxed) + 1;
+        H->version = version;
+        H->fence_token = opt.fence_token;
+        H->created_wall_ns = wall_now_ns();
+        H->expires_mono_ns = opt.ttl_ns ? mono_now_ns() + opt.ttl_ns : 0;
+        H->replaces = f ? (block_seq(f->word) << 32) | (uint64_t(f->block) + 1) : 0;
+        uint64_t w = wd.load(std::memory_order_relaxed);
+        if (block_state(w) != kBlockLoaned || block_owner(w) != me)
+            return make_error(Errc::corrupt, "store: our loan of block " + std::to_string(a.block) +
+                                                 " was taken over (were we presumed dead?)");
+        const uint64_t committing = next_block(w, kBlockCommitting, me);
+        // Release: header and payload happen-before any reader that acquires this word.
+        if (!wd.compare_exchange_strong(w, committing, std::memory_order_release, std::memory_order_relaxed))
+            continue;
+        FABRIC_CRASH_POINT("store.put.after_mark");
+        const uint64_t nv = make_slot(uint32_t(key.hash >> 32), a.block);
+        bool linked = false, full = false;
+        if (f) {
+            uint64_t expect = f->slot_value;
+            // Release: pairs with lookup()'s acquire load of the slot. This CAS is the atomic
+            // step that publishes: it fails if anything changed since the condition was read.
+            linked = f->slot->compare_exchange_strong(expect, nv, std::memory_order_acq_rel, std::memory_order_relaxed);
+        } else {
+            const uint64_t limit = std::min<uint64_t>(mask_ + 1, kMaxProbeBuckets);
+            uint64_t passed = 0;
+            for (; passed < limit && !linked; ++passed) {
+                Bucket& bk = buckets_[(home + passed) & mask_];
+                for (uint32_t j = 0; j < kSlotsPerBucket && !linked; ++j) {
+                    uint64_t z = 0;
+                    if (bk.slots[j].load(std::memory_order_relaxed) == 0)
+                        linked = bk.slots[j].compare_exchange_strong(z, nv, std::memory_order_acq_rel,
+                                                                     std::memory_order_relaxed);
+                }
+                if (!linked) {
+                    // Release: pairs with lookup()'s acquire; counted before we claim further on.
+                    bk.overflow.fetch_add(1, std::memory_order_release);
+                    FABRIC_CRASH_POINT("store.put.after_overflow");
+                }
+            }
+            if (!linked) {
+                full = true;
+                dec_overflow(home, (home + passed) & mask_);
+            }
+        }
+        if (!linked) {
+            uint64_t c = wd.load(std::memory_order_relaxed);
+            while (block_state(c) == kBlockCommitting &&
+                   !wd.compare_exchange_weak(c, next_block(c, kBlockLoaned, me), std::memory_order_relaxed)) {
+            }
+            if (full)
+                return make_error(Errc::capacity_exceeded,
+                                  "store table full: no free slot within " +
+                                      std::to_string(std::min<uint64_t>(mask_ + 1, kMaxProbeBuckets) * kSlotsPerBucket) +
+                                      " probes of " + std::to_string(table_slots()) +
+                                      " entries (raise with --table-entries)");
+            continue;
+        }
+        FABRIC_CRASH_POINT("store.put.after_link");
+        if (f) retire(f->block, block_seq(f->word), 0);
+        FABRIC_CRASH_POINT("store.put.after_retire");
+        for (uint64_t c = wd.load(std::memory_order_relaxed);
+             block_state(c) == kBlockCommitting && block_owner(c) == me;) {
+            if (wd.compare_exchange_weak(c, next_block(c, kBlockPublished, 0), std::memory_order_release,
+                                         std::memory_order_relaxed))
+                break;
+        }
+        return version;
+    }
+}
+
+Result<bool> StoreCore::remove(const StoreKey& key, std::optional<uint64_t> if_version, OwnerToken me,
+                               std::optional<uint32_t> only_block) {
+    auto held = lock_stripe(key.hash, me);
+    if (!held) return std::move(held).error();
+    struct Unlock {
+        const StoreCore* c;
+        uint64_t h, v;
+        ~Unlock() { c->unlock_stripe(h, v); }
+    } unlock{this, key.hash, *held};
+    for (;;) {
+        std::optional<Found> f = find_locked(key);
+        if (!f) return false;
+        if (only_block && f->block != *only_block) return false;
+        const bool expired = f->snap.h.expires_mono_ns && f->snap.h.expires_mono_ns <= mono_now_ns();
+        if (if_version && (expired || f->snap.h.version != *if_version))
+            return make_error(Errc::conflict, "remove if-version: '" + std::string(key.view()) + "' is at version " +
+                                                  std::to_string(expired ? 0 : f->snap.h.version) + ", expected " +
+                                                  std::to_string(*if_version));
+        std::atomic<uint64_t>& wd = words_[f->block];
+        uint64_t w = wd.load(std::memory_order_acquire);
+        if (block_seq(w) != block_seq(f->word)) continue;
+        if (block_state(w) == kBlockCommitting) {  // its writer died before finishing
+            finish_commit(f->block, w, 0);
+            continue;
+        }
+        const uint64_t removing = next_block(w, kBlockRemoving, me);
+        if (!wd.compare_exchange_strong(w, removing, std::memory_order_acq_rel, std::memory_order_relaxed)) continue;
+        FABRIC_CRASH_POINT("store.remove.after_mark");
+        uint64_t expect = f->slot_value;
+        if (!f->slot->compare_exchange_strong(expect, 0, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+            uint64_t c = removing;
+            wd.compare_exchange_strong(c, next_block(c, kBlockPublished, 0), std::memory_order_release,
+                                       std::memory_order_relaxed);
+            continue;
+        }
+        dec_overflow(key.hash & mask_, f->bucket);
+        FABRIC_CRASH_POINT("store.remove.after_unlink");
+        retire(f->block, block_seq(removing), 0);
+        return !expired;
+    }
+}
+
+// ---- maintenance -------------------------------------------------------------------------
+
+bool StoreCore::sb_live_owner(OwnerToken t, uint64_t now, std::map<OwnerToken, bool>& cache) const {
+    if (t == 0) return false;
+    if (t == pool_->self()) return true;
+    auto it = cache.find(t);
+    if (it != cache.end()) return it->second;
+    const bool alive = pool_->registry().liveness(t, now) != Liveness::certainly_dead;
+    cache.emplace(t, alive);
+    return alive;
+}
+
+RepairCounts StoreCore::repair(uint64_t now, bool dry, OwnerToken me, std::vector<std::string>* notes) {
+    RepairCounts rc;
+    std::map<OwnerToken, bool> live;
+    auto note = [&](const std::string& s) {
+        if (notes) notes->push_back(s);
+    };
+    if (me == 0) dry = true;
+    // 1. Pin records of dead pinners.
+    for (uint64_t i = 0; i < pin_slots_; ++i) {
+        uint64_t p = pins_[i].load(std::memory_order_acquire);
+        if (p == 0 || sb_live_owner(pin_owner(p), now, live)) continue;
+        ++rc.pins;
+        note("store: release pin of dead owner " + std::to_string(pin_owner(p)) + " on block " +
+             std::to_string(pin_block(p)));
+        if (dry) continue;
+        if (pins_[i].compare_exchange_strong(p, 0, std::memory_order_release, std::memory_order_relaxed)) {
+            pool_->count(uint32_t(CounterId::store_pins_released), 1);
+            if (pin_block(p) < block_count()) maybe_free_retired(pin_block(p));
+        }
+    }
+    // 2. Superblock transitions of dead owners.
+    for (uint32_t s = 0; s < sb_count_; ++s) {
+        uint64_t d = desc_[s].load(std::memory_order_acquire);
+        const uint64_t st = sb_state(d);
+        if ((st == kSbAssigning || st == kSbDraining || st == kSbClaiming) &&
+            !sb_live_owner(OwnerToken(sb_aux(d)), now, live)) {
+            ++rc.superblocks;
+            note("store: reset superblock " + std::to_string(s) + " left mid-transition by dead owner " +
+                 std::to_string(sb_aux(d)));
+            if (dry) continue;
+            if (st == kSbDraining)
+                rollback_drain(s, d);
+            else
+                desc_[s].compare_exchange_strong(d, next_sb(d, kSbUnassigned, 0, 0), std::memory_order_release,
+                                                 std::memory_order_relaxed);
+        } else if (st == kSbRunTail) {
+            const uint64_t h = sb_aux(d);
+            const uint64_t hd = h < sb_count_ ? desc_[h].load(std::memory_order_acquire) : 0;
+            const bool covered = h < s && ((sb_state(hd) == kSbRunHead && h + sb_aux(hd) > s) ||
+                                           (sb_state(hd) == kSbClaiming && sb_live_owner(OwnerToken(sb_aux(hd)), now, live)));
+            if (covered) continue;
+            ++rc.superblocks;
+            note("store: reset orphan run superblock " + std::to_string(s));
+            if (!dry)
+                desc_[s].compare_exchange_strong(d, next_sb(d, kSbUnassigned, 0, 0), std::memory_order_release,
+                                                 std::memory_order_relaxed);
+        }
+    }
+    // 3. Block words: dead loans, half-done commits/removes, retired blocks nobody pins.
+    for (uint32_t s = 0; s < sb_count_; ++s) {
+        const uint64_t d = desc_[s].load(std::memory_order_acquire);
+        uint64_t nb = 0;
+        if (sb_state(d) == kSbSmall && sb_class(d) < class_count_)
+            nb = sb_bytes_ / class_sizes_[sb_class(d)];
+        else if (sb_state(d) == kSbRunHead)
+            nb = 1;
+        for (uint64_t i = 0; i < nb; ++i) {
+            const uint32_t b = uint32_t(s * words_per_sb_ + i);
+            uint64_t w = words_[b].load(std::memory_order_acquire);
+            const uint64_t st = block_state(w);
+            if (st == kBlockFree && sb_state(d) == kSbRunHead) {
+                if (!dry) release_run(s);
+                continue;
+            }
+            if (st == kBlockRetired) {
+                if (!dry) maybe_free_retired(b);
+                continue;
+            }
+            if (st != kBlockLoaned && st != kBlockCommitting && st != kBlockRemoving) continue;
+            if (sb_live_owner(OwnerToken(block_owner(w)), now, live)) continue;
+            if (st == kBlockLoaned) {
+                ++rc.loans;
+                note("store: free block " + std::to_string(b) + " loaned by dead owner " + std::to_string(block_owner(w)));
+                if (dry) continue;
+                if (words_[b].compare_exchange_strong(w, make_block(kBlockFree, block_seq(w) + 1, 0, false),
+                                                      std::memory_order_release, std::memory_order_relaxed)) {
+                    pool_->count(uint32_t(CounterId::store_loans_reclaimed), 1);
+                    after_free(b);
+                }
+                continue;
+            }
+            // COMMITTING or REMOVING of a dead writer: decide by whether the table links it.
+            HeaderSnapshot snap;
+            if (!read_header(b, w, snap)) continue;  // reported by check()
+            StoreKey k;
+            k.len = snap.h.key_len;
+            std::memcpy(k.bytes, snap.loc.data + snap.trailer_offset, k.len);
+            k.hash = hash_store_key(k.bytes, k.len);
+            ++rc.blocks;
+            note(std::string("store: finish ") + (st == kBlockCommitting ? "commit" : "remove") + " of '" +
+                 std::string(k.view()) + "' left by dead owner " + std::to_string(block_owner(w)));
+            if (dry) continue;
+            auto held = lock_stripe(k.hash, me);
+            if (!held) continue;
+            std::optional<Found> f = find_locked(k);
+            const bool linked = f && f->block == b;
+            uint64_t cur = words_[b].load(std::memory_order_acquire);
+            if (block_seq(cur) == block_seq(w)) {
+                if (linked && st == kBlockCommitting) {
+                    finish_commit(b, cur, 0);
+                } else if (linked) {  // REMOVING never unlinked: the remove did not happen
+                    words_[b].compare_exchange_strong(cur, next_block(cur, kBlockPublished, 0),
+                                                      std::memory_order_release, std::memory_order_relaxed);
+                } else if (st == kBlockCommitting) {  // never linked: its predecessor stays current
+                    if (!block_pinned(cur) &&
+                        words_[b].compare_exchange_strong(cur, make_block(kBlockFree, block_seq(cur) + 1, 0, false),
+                                                          std::memory_order_release, std::memory_order_relaxed))
+                        after_free(b);
+                } else {
+                    retire(b, block_seq(cur), 0);
+                }
+            }
+            unlock_stripe(k.hash, *held);
+        }
+    }
+    // 4. Expired objects.
+    for (uint64_t bi = 0; bi <= mask_; ++bi) {
+        for (uint32_t j = 0; j < kSlotsPerBucket; ++j) {
+            const uint64_t v = buckets_[bi].slots[j].load(std::memory_order_acquire);
+            if (v == 0 || slot_block(v) >= block_count()) continue;
+            const uint32_t b = slot_block(v);
+            const uint64_t w = words_[b].load(std::memory_order_acquire);
+            if (block_state(w) != kBlockPublished) continue;
+            HeaderSnapshot snap;
+            if (!read_header(b, w, snap) || snap.h.expires_mono_ns == 0 || snap.h.expires_mono_ns > now) continue;
+            StoreKey k;
+            k.len = snap.h.key_len;
+            std::memcpy(k.bytes, snap.loc.data + snap.trailer_offset, k.len);
+            std::atomic_thread_fence(std::memory_order_acquire);
+            if (block_seq(words_[b].load(std::memory_order_relaxed)) != block_seq(w)) continue;
+            k.hash = hash_store_key(k.bytes, k.len);
+            ++rc.expired;
+            note("store: reclaim expired object '" + std::string(k.view()) + "'");
+            if (!dry) (void)remove(k, std::nullopt, me, b);
+        }
+    }
+    // 5. Empty superblocks back to the unassigned pool.
+    if (!dry) {
+        for (uint32_t s = 0; s < sb_count_; ++s) {
+            const uint64_t d = desc_[s].load(std::memory_order_acquire);
+            if (sb_state(d) != kSbSmall || sb_class(d) >= class_count_) continue;
+            const uint64_t nb = sb_bytes_ / class_sizes_[sb_class(d)];
+            bool empty = true;
+            for (uint64_t i = 0; i < nb && empty; ++i)
+                empty = block_state(words_[s * words_per_sb_ + i].load(std::memory_order_relaxed)) == kBlockFree;
+            if (empty && try_drain(s, me)) {
+                for (uint32_t c = 0; c < class_count_; ++c) {
+                    uint32_t cur = s;  // forget a cursor that pointed here
+                    hdr_->class_cursor[c].compare_exchange_strong(cur, UINT32_MAX, std::memory_order_relaxed);
+                }
+            }
+        }
+    }
+    return rc;
+}
+
+void StoreCore::check(std::vector<std::string>& violations, std::vector<std::string>& in_progress) const {
+    for (uint64_t bi = 0; bi <= mask_; ++bi) {
+        for (uint32_t j = 0; j < kSlotsPerBucket; ++j) {
+            const uint64_t v = buckets_[bi].slots[j].load(std::memory_order_acquire);
+            if (v == 0) continue;
+            const uint32_t b = slot_block(v);
+            if (b >= block_count()) {
+                violations.push_back("violation: store slot " + std::to_string(bi) + "." + std::to_string(j) +
+                                     " points to block " + std::to_string(b) + " outside the heap (" +
+                                     std::to_string(block_count()) + " blocks)");
+                continue;
+            }
+            const uint64_t w = words_[b].load(std::memory_order_acquire);
+            const uint64_t s = block_state(w);
+            if (s != kBlockPublished && s != kBlockCommitting && s != kBlockRemoving) {
+                violations.push_back("violation: store slot " + std::to_string(bi) + "." + std::to_string(j) +
+                                     " points to block " + std::to_string(b) + " in state " + std::to_string(s));
+                continue;
+            }
+            HeaderSnapshot snap;
+            if (!read_header(b, w, snap) &&
+                block_seq(words_[b].load(std::memory_order_acquire)) == block_seq(w))
+                violations.push_back("violation: store block " + std::to_string(b) + " is published with a bad header");
+        }
+    }
+    for (uint32_t s = 0; s < sb_count_; ++s) {
+        const uint64_t d = desc_[s].load(std::memory_order_acquire);
+        const uint64_t st = sb_state(d);
+        if (st == kSbAssigning || st == kSbDraining || st == kSbClaiming)
+            in_progress.push_back("in progress: store superblock " + std::to_string(s) + " state " +
+                                  std::to_string(st) + " by owner " + std::to_string(sb_aux(d)));
+        else if (st > kSbRunTail)
+            violations.push_back("violation: store superblock " + std::to_string(s) + " descriptor " + hex(d));
+        else if (st == kSbSmall && sb_class(d) >= class_count_)
+            violations.push_back("violation: store superblock " + std::to_string(s) + " has size class " +
+                                 std::to_string(sb_class(d)));
+        else if (st == kSbRunHead && (sb_aux(d) == 0 || s + sb_aux(d) > sb_count_))
+            violations.push_back("violation: store run at superblock " + std::to_string(s) + " of length " +
+                                 std::to_string(sb_aux(d)) + " overruns the heap");
+        uint64_t nb = 0;
+        if (st == kSbSmall && sb_class(d) < class_count_) nb = sb_bytes_ / class_sizes_[sb_class(d)];
+        if (st == kSbRunHead) nb = 1;
+        for (uint64_t i = 0; i < nb; ++i) {
+            const uint64_t w = words_[s * words_per_sb_ + i].load(std::memory_order_relaxed);
+            const uint64_t bs = block_state(w);
+            if (bs == kBlockLoaned || bs == kBlockCommitting || bs == kBlockRemoving)
+                in_progress.push_back("in progress: store block " + std::to_string(s * words_per_sb_ + i) +
+                                      " state " + std::to_string(bs) + " owner " + std::to_string(block_owner(w)));
+            else if (bs == kBlockNone || bs == kBlockDrained)
+                violations.push_back("violation: store block " + std::to_string(s * words_per_sb_ + i) +
+                                     " of an assigned superblock in state " + std::to_string(bs));
+        }
+    }
+    for (uint64_t i = 0; i < pin_slots_; ++i) {
+        const uint64_t p = pins_[i].load(std::memory_order_relaxed);
+        if (p == 0) continue;
+        if (pin_block(p) >= block_count())
+            violations.push_back("violation: store pin record " + std::to_string(i) + " names block " +
+                                 std::to_string(pin_block(p)) + " outside the heap");
+        else
+            in_progress.push_back("in progress: store pin of block " + std::to_string(pin_block(p)) + " by owner " +
+                                  std::to_string(pin_owner(p)));
+    }
+    for (uint32_t i = 0; i < kStripes; ++i) {
+        const uint64_t l = hdr_->stripe_locks[i].load(std::memory_order_relaxed);
+        if (l) in_progress.push_back("in progress: store stripe lock " + std::to_string(i) + " held by owner " +
+                                     std::to_string(OwnerToken(l)));
+    }
+}
+
+StoreCore::Usage StoreCore::usage() const {
+    Usage u;
+    uint64_t run = 0;
+    uint64_t largest_block = 0;
+    for (uint32_t s = 0; s < sb_count_; ++s) {
+        const uint64_t d = desc_[s].load(std::memory_order_acquire);
+        const uint64_t st = sb_state(d);
+        if (st == kSbUnassigned) {
+            ++u.superblocks_free;
+            run += sb_bytes_;
+            u.largest_free_extent = std::max(u.largest_free_extent, run);
+            continue;
+        }
+        run = 0;
+        if (st == kSbRunHead) {
+            ++u.superblocks_run;
+            u.used_bytes += sb_aux(d) * sb_bytes_;
+            if (block_state(words_[s * words_per_sb_].load(std::memory_order_relaxed)) == kBlockLoaned) ++u.loans;
+        } else if (st == kSbSmall && sb_class(d) < class_count_) {
+            ++u.superblocks_small;
+            const uint64_t cs = class_sizes_[sb_class(d)], nb = sb_bytes_ / cs;
+            for (uint64_t i = 0; i < nb; ++i) {
+                const uint64_t bs = block_state(words_[s * words_per_sb_ + i].load(std::memory_order_relaxed));
+                if (bs == kBlockFree)
+                    largest_block = std::max(largest_block, cs);
+                else
+                    u.used_bytes += cs;
+                if (bs == kBlockLoaned) ++u.loans;
+            }
+        }
+    }
+    u.largest_free_extent = std::max(u.largest_free_extent, largest_block);
+    for (uint64_t bi = 0; bi <= mask_; ++bi)
+        for (uint32_t j = 0; j < kSlotsPerBucket; ++j)
+            if (buckets_[bi].slots[j].load(std::memory_order_relaxed) != 0) ++u.objects;
+    for (uint64_t i = 0; i < pin_slots_; ++i)
+        if (pins_[i].load(std::memory_order_relaxed) != 0) ++u.pins;
+    return u;
+}
+
+std::vector<std::string> StoreCore::keys(uint64_t now_mono) const {
+    std::vector<std::string> out;
+    for (uint64_t bi = 0; bi <= mask_; ++bi) {
+        for (uint32_t j = 0; j < kSlotsPerBucket; ++j) {
+            for (int attempt = 0; attempt < 100; ++attempt) {
+                const uint64_t v = buckets_[bi].slots[j].load(std::memory_order_acquire);
+                if (v == 0 || slot_block(v) >= block_count()) break;
+                const uint32_t b = slot_block(v);
+                const uint64_t w = words_[b].load(std::memory_order_acquire);
+                const uint64_t s = block_state(w);
+                if (s != kBlockCommitting && s != kBlockPublished && s != kBlockRemoving) {
+                    if (buckets_[bi].slots[j].load(std::memory_order_acquire) == v) break;
+                    continue;
+                }
+                HeaderSnapshot snap;
+                const bool ok = read_header(b, w, snap);
+                std::string k;
+                if (ok) k.assign(reinterpret_cast<const char*>(snap.loc.data + snap.trailer_offset), snap.h.key_len);
+                std::atomic_thread_fence(std::memory_order_acquire);
+                if (block_seq(words_[b].load(std::memory_order_relaxed)) != block_seq(w)) continue;
+                if (ok && !(snap.h.expires_mono_ns && snap.h.expires_mono_ns <= now_mono)) out.push_back(std::move(k));
+                break;
+            }
+        }
+    }
+    return out;
+}
+
+}  // namespace fabric_shm::detail

@@ -1,0 +1,174 @@
+// SPDX-License-Identifier: MIT
+// StoreCore: the object store's shared-memory algorithms (allocator, table, pins, repair)
+// over one mapped store (root + heap). Used by MemObjectStore, the reaper hook and the dump
+// tool. Every offset and length read from shared memory is bounds-checked here.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fabric_shm/object_store.h"
+#include "fabric_shm/pool.h"
+#include "store/store_layout.h"
+
+namespace fabric_shm::detail {
+
+/// Parameters of a store to create (all derived and validated).
+struct StoreGeometry {
+    uint64_t bucket_count = 0, sb_bytes = 0, sb_count = 0, max_object_bytes = 0, pin_slots = 0;
+    uint64_t root_bytes() const;
+};
+/// Derives the geometry from a config (0 = default, from the pool size); errors name the option.
+Result<StoreGeometry> derive_store_geometry(uint64_t pool_size, uint32_t table_entries, uint64_t heap_bytes,
+                                            uint64_t max_object_bytes);
+/// Writes a fresh header into a zeroed root region (the create_region init callback).
+Status init_store_root(std::byte* data, uint64_t length, const StoreGeometry& g);
+
+/// "bucket/key" in a stack buffer, with its hash.
+struct StoreKey {
+    char bytes[store_layout::kMaxStoreKey];
+    uint32_t len = 0;
+    uint64_t hash = 0;
+    std::string_view view() const { return {bytes, len}; }
+};
+Result<StoreKey> make_store_key(const FabricUri& uri);
+uint64_t hash_store_key(const char* p, size_t n) noexcept;
+
+/// Where a block lives in the heap.
+struct BlockLoc {
+    std::byte* data = nullptr;
+    uint64_t capacity = 0;  ///< bytes of the block
+};
+
+/// A validated snapshot of an object's header (copied out of shared memory).
+struct HeaderSnapshot {
+    store_layout::ObjectHeader h{};
+    BlockLoc loc;
+    uint64_t trailer_offset = 0;  ///< from the block start
+};
+
+/// Result of a lookup: the slot, its value and the block's word when it was validated.
+struct Found {
+    std::atomic<uint64_t>* slot = nullptr;
+    uint64_t slot_value = 0;
+    uint64_t bucket = 0;     ///< bucket index of the slot
+    uint32_t block = 0;
+    uint64_t word = 0;       ///< block word at validation
+    HeaderSnapshot snap;
+};
+
+struct RepairCounts {
+    uint64_t loans = 0, pins = 0, blocks = 0, superblocks = 0, expired = 0;
+    uint64_t total() const { return loans + pins + blocks + superblocks + expired; }
+};
+
+class StoreCore {
+public:
+    /// Validates the header against the region lengths before trusting any field.
+    static Result<StoreCore> bind(const Pool& pool, std::byte* root, uint64_t root_len, std::byte* heap,
+                                  uint64_t heap_len);
+
+    const store_layout::StoreHeader& header() const { return *hdr_; }
+    uint64_t sb_bytes() const { return sb_bytes_; }
+    uint64_t sb_count() const { return sb_count_; }
+    uint64_t heap_bytes() const { return sb_bytes_ * sb_count_; }
+    uint64_t max_object_bytes() const { return max_object_; }
+    uint64_t table_slots() const { return (mask_ + 1) * store_layout::kSlotsPerBucket; }
+    uint64_t block_count() const { return sb_count_ * words_per_sb_; }
+
+    // ---- allocator ----
+    /// Claims a block of >= bytes for `me` (LOANED). Slow path repairs and reclaims before
+    /// giving up with capacity_exceeded.
+    Result<uint32_t> alloc(uint64_t bytes, OwnerToken me, uint64_t* word_out);
+    /// LOANED(me) -> FREE (a put that failed, a dropped loan).
+    void free_loan(uint32_t block, OwnerToken me) noexcept;
+    bool locate(uint32_t block, BlockLoc& loc) const noexcept;
+    std::atomic<uint64_t>& word(uint32_t block) const noexcept { return words_[block]; }
+
+    // ---- table ----
+    /// Lock-free lookup. Returns found (validated), nullopt (absent), or corrupt/busy.
+    Result<std::optional<Found>> lookup(const StoreKey& key) const;
+    /// Copies the payload of a found object into out (validated against reuse; restart on
+    /// false). The caller verifies the CRC.
+    bool copy_payload(const Found& f, uint8_t* out) const noexcept;
+    ObjectInfo info_of(const HeaderSnapshot& snap) const;
+    /// True when the found block was not reused since the lookup validated it.
+    bool unchanged(const Found& f) const noexcept { return copy_payload_n(f, nullptr, 0); }
+
+    /// Publishes block `b` (LOANED(me), header fields written by this call except those
+    /// given) under the key. Takes the key's stripe lock. On a failed condition returns
+    /// conflict/stale_epoch and leaves the block LOANED(me).
+    struct PublishArgs {
+        const StoreKey* key = nullptr;
+        uint32_t block = 0;
+        const PutOptions* options = nullptr;
+    };
+    Result<uint64_t> publish(const PublishArgs& args, OwnerToken me);
+    Result<bool> remove(const StoreKey& key, std::optional<uint64_t> if_version, OwnerToken me,
+                        std::optional<uint32_t> only_block = std::nullopt);
+
+    // ---- pins ----
+    /// Pins the found object; nullopt if it changed meanwhile (the caller looks up again).
+    Result<std::optional<uint32_t>> pin(const Found& f, OwnerToken me);
+    void unpin(uint32_t record, uint32_t block, OwnerToken me) noexcept;
+
+    // ---- maintenance ----
+    /// Releases what certainly-dead owners left (loans, pins, half-done commits/removes,
+    /// superblock transitions), drains empty superblocks, reclaims expired objects.
+    RepairCounts repair(uint64_t now_ns, bool dry_run, OwnerToken me, std::vector<std::string>* notes);
+    void check(std::vector<std::string>& violations, std::vector<std::string>& in_progress) const;
+
+    struct Usage {
+        uint64_t objects = 0, used_bytes = 0, largest_free_extent = 0, loans = 0, pins = 0;
+        uint64_t superblocks_small = 0, superblocks_run = 0, superblocks_free = 0;
+    };
+    Usage usage() const;
+    /// Keys (bucket/key) in the table, unsorted, expired ones skipped.
+    std::vector<std::string> keys(uint64_t now_mono) const;
+
+    uint64_t class_size(uint32_t c) const { return class_sizes_[c]; }
+
+private:
+    StoreCore() = default;
+    bool copy_payload_n(const Found& f, uint8_t* out, uint64_t n) const noexcept;
+    bool read_header(uint32_t block, uint64_t word, HeaderSnapshot& snap) const noexcept;
+    bool key_matches(const HeaderSnapshot& snap, std::string_view key) const noexcept;
+    bool claim_in_sb(uint32_t sb, uint32_t cls, OwnerToken me, uint32_t* block, uint64_t* word);
+    bool assign_sb(uint32_t cls, OwnerToken me, uint32_t* sb_out);
+    bool alloc_run(uint64_t n, OwnerToken me, uint32_t* block, uint64_t* word);
+    void after_free(uint32_t block) noexcept;
+    bool try_drain(uint32_t sb, OwnerToken me) noexcept;
+    void rollback_drain(uint32_t sb, uint64_t desc) noexcept;
+    void release_run(uint32_t head_sb) noexcept;
+    void retire(uint32_t block, uint64_t expect_seq, int depth) noexcept;
+    void maybe_free_retired(uint32_t block) noexcept;
+    bool pinned_by_any(uint32_t block) const noexcept;
+    void finish_commit(uint32_t block, uint64_t word, int depth) noexcept;
+    void dec_overflow(uint64_t home, uint64_t bucket) noexcept;
+    Result<uint64_t> lock_stripe(uint64_t hash, OwnerToken me) const;
+    void unlock_stripe(uint64_t hash, uint64_t held) const noexcept;
+    std::optional<Found> find_locked(const StoreKey& key) const;
+    bool sb_live_owner(OwnerToken t, uint64_t now, std::map<OwnerToken, bool>& cache) const;
+
+    const Pool* pool_ = nullptr;
+    store_layout::StoreHeader* hdr_ = nullptr;
+    store_layout::Bucket* buckets_ = nullptr;
+    std::atomic<uint64_t>* desc_ = nullptr;
+    std::atomic<uint32_t>* used_ = nullptr;  ///< [2 * sb]: used-block hint, next-search cursor
+    std::atomic<uint64_t>* words_ = nullptr;
+    std::atomic<uint64_t>* pins_ = nullptr;
+    std::byte* heap_ = nullptr;
+    uint64_t mask_ = 0, sb_bytes_ = 0, sb_count_ = 0, words_per_sb_ = 0, max_object_ = 0, pin_slots_ = 0;
+    uint32_t class_count_ = 0;
+    uint64_t class_sizes_[store_layout::kMaxClasses] = {};
+};
+
+/// Registers RegionKindOps for RegionKind::store (called from register_builtin_region_kinds).
+void register_store_region_kinds();
+
+}  // namespace fabric_shm::detail

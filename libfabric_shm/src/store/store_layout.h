@@ -1,0 +1,180 @@
+// SPDX-License-Identifier: MIT
+// The object store's shared-memory layout: the store root region (header, hash table,
+// superblock descriptors, block state words, pin table) and the payload heap region.
+// Plain data only; every word another process reads is a lock-free atomic of <= 8 bytes.
+// docs/store.md explains the protocols; this header is the single source of the layout.
+//
+// Root region (RegionKind::store, name = store name), offsets from the region start:
+//   0                StoreHeader                       4 KiB
+//   buckets_offset   Bucket[bucket_count]              64 B each (7 slots + overflow count)
+//   desc_offset      atomic<u64>[superblocks]          superblock descriptor words
+//   used_offset      atomic<u32>[superblocks]          approximate used-block counts (hints)
+//   words_offset     atomic<u64>[superblocks * W]      block state words, W = words_per_sb
+//   pins_offset      atomic<u64>[pin_slots]            pin records (owner, block)
+// Heap region (RegionKind::store_heap, child of the root): superblocks of sb_bytes each.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "layout/pool_layout.h"
+
+namespace fabric_shm::store_layout {
+
+constexpr uint64_t kStoreMagic = 0x3145524F54534246ULL;  ///< "FBSTORE1" little-endian
+constexpr uint32_t kStoreLayoutVersion = 1;
+constexpr uint32_t kObjectMagic = 0x4A424F46;            ///< "FOBJ"
+
+constexpr uint32_t kSlotsPerBucket = 7;
+constexpr uint32_t kStripes = 256;          ///< writer lock stripes (by key hash)
+constexpr uint64_t kMinBlock = 128;         ///< smallest size class; W = sb_bytes / kMinBlock
+constexpr uint64_t kMinSbBytes = 64 << 10;
+constexpr uint64_t kMaxSbBytes = 1 << 20;
+constexpr uint32_t kMaxClasses = 48;
+constexpr uint32_t kMaxProbeBuckets = 128;  ///< an insert that finds no empty slot this far: table full
+
+// ---- Block state word -----------------------------------------------------------------
+// bits 0..31 owner token (LOANED, COMMITTING, REMOVING), bits 32..35 state, bit 36 PINNED
+// ("a pin record may reference this block"), bits 37..63 seq (bumped on every state change,
+// so a word value never repeats within 2^27 changes: CASes from a stale read fail).
+enum BlockState : uint64_t {
+    kBlockNone = 0,        ///< never initialised under the current superblock assignment
+    kBlockFree = 1,        ///< allocatable
+    kBlockLoaned = 2,      ///< owned by `owner`, being filled (loan or put in progress)
+    kBlockCommitting = 3,  ///< header written; owner is linking it into the table (readable)
+    kBlockPublished = 4,   ///< referenced by a table slot (readable)
+    kBlockRemoving = 5,    ///< owner is unlinking it (readable until the slot is cleared)
+    kBlockRetired = 6,     ///< unlinked; freed as soon as no pin record references it (readable)
+    kBlockDrained = 7,     ///< superblock being returned to the unassigned pool
+};
+constexpr uint64_t kBlockPinnedBit = 1ULL << 36;
+constexpr uint64_t block_owner(uint64_t w) { return w & 0xffffffffULL; }
+constexpr uint64_t block_state(uint64_t w) { return (w >> 32) & 0xf; }
+constexpr bool block_pinned(uint64_t w) { return (w & kBlockPinnedBit) != 0; }
+constexpr uint64_t block_seq(uint64_t w) { return w >> 37; }
+constexpr uint64_t make_block(uint64_t state, uint64_t seq, uint64_t owner, bool pinned) {
+    return ((seq & ((1ULL << 27) - 1)) << 37) | (pinned ? kBlockPinnedBit : 0) | (state << 32) | owner;
+}
+/// The next word for a state change: seq + 1, PINNED preserved.
+constexpr uint64_t next_block(uint64_t w, uint64_t state, uint64_t owner) {
+    return make_block(state, block_seq(w) + 1, owner, block_pinned(w));
+}
+constexpr bool block_readable(uint64_t w) {
+    const uint64_t s = block_state(w);
+    return s == kBlockCommitting || s == kBlockPublished || s == kBlockRemoving || s == kBlockRetired;
+}
+
+// ---- Superblock descriptor word -------------------------------------------------------
+// bits 0..31 aux (owner token for ASSIGNING/DRAINING/CLAIMING, run length for RUN_HEAD,
+// head index for RUN_TAIL), bits 32..35 state, bits 36..41 size class (SMALL, DRAINING,
+// ASSIGNING), bits 42..63 gen (bumped on every change).
+enum SbState : uint64_t {
+    kSbUnassigned = 0,
+    kSbAssigning = 1,  ///< owner is initialising the block words for `class`
+    kSbSmall = 2,      ///< blocks of one size class
+    kSbDraining = 3,   ///< owner is marking every FREE block DRAINED before UNASSIGNED
+    kSbClaiming = 4,   ///< owner is claiming a run of contiguous superblocks
+    kSbRunHead = 5,    ///< first superblock of a large object; aux = run length
+    kSbRunTail = 6,    ///< further superblock of a run; aux = head index
+};
+constexpr uint64_t sb_aux(uint64_t d) { return d & 0xffffffffULL; }
+constexpr uint64_t sb_state(uint64_t d) { return (d >> 32) & 0xf; }
+constexpr uint32_t sb_class(uint64_t d) { return uint32_t((d >> 36) & 0x3f); }
+constexpr uint64_t sb_gen(uint64_t d) { return d >> 42; }
+constexpr uint64_t make_sb(uint64_t state, uint32_t cls, uint64_t gen, uint64_t aux) {
+    return ((gen & ((1ULL << 22) - 1)) << 42) | (uint64_t(cls & 0x3f) << 36) | (state << 32) | (aux & 0xffffffffULL);
+}
+constexpr uint64_t next_sb(uint64_t d, uint64_t state, uint32_t cls, uint64_t aux) {
+    return make_sb(state, cls, sb_gen(d) + 1, aux);
+}
+
+// ---- Table slot -------------------------------------------------------------------------
+// 0 = empty; else (hash tag << 32) | (block index + 1). Written only by the key's stripe-lock
+// holder (CAS), read by everyone.
+constexpr uint64_t make_slot(uint32_t tag, uint32_t block) { return (uint64_t(tag) << 32) | (uint64_t(block) + 1); }
+constexpr uint32_t slot_tag(uint64_t s) { return uint32_t(s >> 32); }
+constexpr uint32_t slot_block(uint64_t s) { return uint32_t(s) - 1; }
+
+// ---- Pin record -------------------------------------------------------------------------
+// 0 = free; else (owner token << 32) | (block index + 1).
+constexpr uint64_t make_pin(uint32_t owner, uint32_t block) { return (uint64_t(owner) << 32) | (uint64_t(block) + 1); }
+constexpr uint32_t pin_owner(uint64_t p) { return uint32_t(p >> 32); }
+constexpr uint32_t pin_block(uint64_t p) { return uint32_t(p) - 1; }
+
+struct alignas(64) Bucket {
+    std::atomic<uint64_t> slots[kSlotsPerBucket];  ///< see "Table slot"; key's lock holder CASes, readers load
+    /// Inserters passing this bucket (full) increment before claiming a slot further on;
+    /// removers decrement after clearing it. Never below the true count; lookups of a key
+    /// whose home is here stop when it is 0. Low 32 bits used.
+    std::atomic<uint64_t> overflow;
+};
+static_assert(sizeof(Bucket) == 64, "a bucket is one cache line: a lookup touches one line per bucket");
+
+struct alignas(layout::kPageSize) StoreHeader {
+    std::atomic<uint64_t> magic;          ///< kStoreMagic; creator, release-stored last in init
+    uint32_t layout_version;              ///< kStoreLayoutVersion; creator, immutable
+    uint32_t header_size;                 ///< sizeof(StoreHeader); creator, immutable
+    uint64_t bucket_count;                ///< power of two; creator, immutable
+    uint64_t sb_bytes;                    ///< superblock size (power of two); immutable
+    uint64_t sb_count;                    ///< superblocks in the heap; immutable
+    uint64_t words_per_sb;                ///< sb_bytes / kMinBlock; immutable
+    uint64_t heap_bytes;                  ///< sb_count * sb_bytes; immutable
+    uint64_t max_object_bytes;            ///< payload limit; immutable
+    uint64_t pin_slots;                   ///< pin records; immutable
+    uint64_t class_count;                 ///< size classes in use (block sizes <= sb_bytes / 4); immutable
+    uint64_t buckets_offset;              ///< from the root region start; immutable
+    uint64_t desc_offset;                 ///< immutable
+    uint64_t used_offset;                 ///< immutable
+    uint64_t words_offset;                ///< immutable
+    uint64_t pins_offset;                 ///< immutable
+    uint64_t root_bytes;                  ///< bytes of the root region used; immutable
+    uint64_t created_wall_ns;             ///< creator; immutable
+    uint64_t reserved0[12];
+    std::atomic<uint64_t> heap_ref;       ///< RegionRef::packed of the heap; creator, before the root is published
+    uint64_t reserved1[7];
+    alignas(64) std::atomic<uint64_t> version_counter;  ///< last version handed out; writers fetch_add
+    uint64_t reserved2[7];
+    alignas(64) std::atomic<uint32_t> class_cursor[64]; ///< per class: superblock to try first (hint); allocators
+    alignas(64) std::atomic<uint32_t> pin_cursor;       ///< next pin record to try (hint); pinners
+    uint32_t reserved3[15];
+    alignas(64) std::atomic<uint64_t> stripe_locks[kStripes];  ///< writer locks: (thread tag << 32) | holder token; 0 free
+};
+static_assert(sizeof(StoreHeader) == layout::kPageSize, "the store header is one page");
+static_assert(offsetof(StoreHeader, heap_ref) == 232, "heap_ref is read by every attacher and the dump tool");
+static_assert(offsetof(StoreHeader, version_counter) == 320, "version counter on its own line");
+static_assert(offsetof(StoreHeader, stripe_locks) == 704, "stripe locks after the hint lines");
+
+/// At the start of every object's block (heap). Written by the block's owner while LOANED;
+/// published by the release store that makes the block COMMITTING and by the slot CAS.
+/// Then immutable until the block is FREE again. Followed by the payload (size bytes) at
+/// offset 64, then, 8-aligned, the trailer: key ("bucket/key"), content type, metadata
+/// pairs (u16 key length, u16 value length, key, value).
+struct ObjectHeader {
+    uint32_t magic;            ///< kObjectMagic
+    uint32_t crc32;            ///< CRC-32 of the payload
+    uint64_t size;             ///< payload bytes
+    uint64_t version;          ///< store-wide monotonic
+    uint64_t fence_token;      ///< PutOptions::fence_token of the writer
+    uint64_t created_wall_ns;  ///< CLOCK_REALTIME ns at publication
+    uint64_t expires_mono_ns;  ///< CLOCK_MONOTONIC ns; 0 = no TTL
+    uint64_t replaces;         ///< (seq << 32) | (block + 1) of the object this one overwrote; 0 = none
+    uint16_t key_len;          ///< bytes of "bucket/key"
+    uint8_t ctype_len;         ///< bytes of the content type
+    uint8_t meta_pairs;        ///< metadata entries
+    uint16_t meta_len;         ///< encoded metadata bytes
+    uint16_t reserved;         ///< 0
+};
+static_assert(sizeof(ObjectHeader) == 64, "payload starts at offset 64 of a block");
+static_assert(offsetof(ObjectHeader, key_len) == 56);
+static_assert(std::is_standard_layout_v<ObjectHeader> && std::is_trivially_copyable_v<ObjectHeader>);
+
+constexpr uint64_t kPayloadOffset = sizeof(ObjectHeader);
+constexpr uint64_t kMaxStoreKey = 64 + 1 + 256;  ///< "bucket/key"
+constexpr uint64_t kMaxMetaPairs = 32;
+constexpr uint64_t kMaxTrailer = ((kMaxStoreKey + 64 + 512 + 4 * kMaxMetaPairs) + 7) / 8 * 8;
+
+static_assert(std::atomic<uint64_t>::is_always_lock_free && sizeof(std::atomic<uint64_t>) == 8);
+static_assert(std::atomic<uint32_t>::is_always_lock_free && sizeof(std::atomic<uint32_t>) == 4);
+
+}  // namespace fabric_shm::store_layout
