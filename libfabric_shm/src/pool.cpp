@@ -435,6 +435,12 @@ Result<Pool> Pool::open(std::string_view name_view, const OpenOptions& options) 
             if (report.pool_removed) continue;  // wholly expired: re-create it fresh
         }
         const uint64_t now = mono_now_ns();
+        if (options.create_if_missing && (pool.lifecycle() != "live" || pool.wholly_expired(now))) {
+            // Someone else is removing this expired pool (or just did): retry until the
+            // name is free or a fresh pool took it. Never hand out a gone pool.
+            usleep(1000);
+            continue;
+        }
         if (!options.allow_expired && !options.create_if_missing && pool.wholly_expired(now)) {
             const LeaseInfo l = lease_info_of(pool.header().lease);
             return make_error(Errc::lease_expired, "pool '" + name + "' expired " +
