@@ -6,6 +6,7 @@
 #include <mutex>
 
 #include "fabric_shm/pool.h"
+#include "fabric_shm/topic.h"  // register_mq_region_kinds (topics, issue 4)
 
 namespace fabric_shm {
 
@@ -37,6 +38,7 @@ void register_builtin_region_kinds() {
     std::call_once(once, [] {
         // Each data structure adds its registration call here (one line each).
         register_store_region_kinds();  // object store (store/mem_object_store.cpp)
+        register_mq_region_kinds();  // topic + partition (mq)
     });
 }
 

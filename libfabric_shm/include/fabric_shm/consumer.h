@@ -1,0 +1,141 @@
+// SPDX-License-Identifier: MIT
+// Consumer: reads assigned partitions of a topic in offset order, parks on a shared futex when
+// idle, commits the next offset to read (with an epoch) to an OffsetStore.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fabric_shm/offset_store.h"
+#include "fabric_shm/pool.h"
+#include "fabric_shm/result.h"
+#include "fabric_shm/topic.h"
+
+namespace fabric_shm {
+
+/// Where seek puts each assigned partition.
+struct SeekPolicy {
+    enum class Kind : uint8_t { earliest, latest, committed, offset, timestamp };
+    Kind kind = Kind::earliest;
+    uint64_t value = 0;              ///< offset for `offset`, wall-clock ns for `timestamp`
+    Kind fallback = Kind::earliest;  ///< for `committed` with nothing committed (or another incarnation)
+
+    static SeekPolicy Earliest() { return {Kind::earliest, 0, Kind::earliest}; }
+    static SeekPolicy Latest() { return {Kind::latest, 0, Kind::earliest}; }
+    static SeekPolicy Committed(Kind fallback = Kind::earliest) { return {Kind::committed, 0, fallback}; }
+    static SeekPolicy Offset(uint64_t offset) { return {Kind::offset, offset, Kind::earliest}; }
+    /// First retained message with a timestamp >= wall_ns (else the end).
+    static SeekPolicy Timestamp(uint64_t wall_ns) { return {Kind::timestamp, wall_ns, Kind::earliest}; }
+};
+
+/// A received message; spans point into the MessageBatch that holds it (valid until its next poll).
+struct Message {
+    uint32_t partition = 0;
+    uint64_t offset = 0;
+    uint64_t timestamp_ns = 0;  ///< wall clock at send
+    std::span<const uint8_t> key;
+    std::span<const uint8_t> value;
+    std::span<const uint8_t> headers_raw;  ///< encoded; iterate with header_count/header_at
+    size_t header_count() const;
+    MessageHeader header_at(size_t i) const;
+    /// First header with this name, or an empty view.
+    std::string_view header(std::string_view name) const;
+    std::string_view value_str() const { return {reinterpret_cast<const char*>(value.data()), value.size()}; }
+    std::string_view key_str() const { return {reinterpret_cast<const char*>(key.data()), key.size()}; }
+};
+
+/// Messages lost to overwriting, reported per poll.
+struct Gap {
+    uint32_t partition = 0;
+    uint64_t from = 0;  ///< first offset lost
+    uint64_t to = 0;    ///< first offset read again (exclusive end)
+};
+
+/// Reusable poll output: after the first polls it stops allocating (clear keeps capacity).
+class MessageBatch {
+public:
+    std::span<const Message> messages() const { return {messages_.data(), messages_.size()}; }
+    size_t size() const { return messages_.size(); }
+    bool empty() const { return messages_.empty(); }
+    const Message& operator[](size_t i) const { return messages_[i]; }
+    auto begin() const { return messages_.begin(); }
+    auto end() const { return messages_.end(); }
+    std::span<const Gap> gaps() const { return {gaps_.data(), gaps_.size()}; }
+    uint64_t lost() const { return lost_; }        ///< offsets overwritten before this poll could read them
+    uint64_t skipped() const { return skipped_; }  ///< skip records passed (dead or timed-out producers)
+    void clear();
+
+private:
+    friend class Consumer;
+    std::vector<Message> messages_;
+    std::vector<uint8_t> arena_;
+    std::vector<size_t> starts_;  ///< arena offset of each message's bytes (spans fixed after the poll)
+    std::vector<Gap> gaps_;
+    uint64_t lost_ = 0, skipped_ = 0;
+};
+
+enum class WaitMode : uint8_t {
+    park,            ///< spin for spin_ns, then sleep on the topic's shared futex
+    spin,            ///< busy-poll (lowest latency; burns a core)
+};
+
+struct ConsumerOptions {
+    /// nullptr: the in-pool group table (MemOffsetStore semantics). Must outlive the consumer.
+    OffsetStore* offset_store = nullptr;
+    GroupOptions group;                  ///< when the group is registered by this consumer
+    WaitMode wait = WaitMode::park;
+    uint64_t spin_ns = 20'000;           ///< park mode: busy-poll this long before sleeping
+    /// A slot claimed longer than this by a producer that may be alive becomes a skip record.
+    uint64_t claim_timeout_ns = 2'000'000'000ull;
+    uint64_t epoch = 0;                  ///< commit epoch; 0 outside a consumer group
+    /// Receives warnings (offset reset after an incarnation change); default: stderr.
+    std::function<void(std::string_view)> on_warning;
+};
+
+/// Reads a topic. group "" = an observer: no registration, never commits, never holds back
+/// producers. Not thread-safe: one per thread.
+class Consumer {
+public:
+    static Result<Consumer> open(const Pool& pool, std::string_view topic, std::string_view group,
+                                 const ConsumerOptions& options = {});
+    Consumer(Consumer&&) noexcept;
+    Consumer& operator=(Consumer&&) noexcept;
+    ~Consumer();
+
+    /// Partitions to read (each < num_partitions); positions start at Committed(earliest).
+    Status assign(std::span<const uint32_t> partitions);
+    Status assign_all();
+    Status seek(const SeekPolicy& policy);
+    Status seek(uint32_t partition, const SeekPolicy& policy);
+
+    /// Up to max messages, in offset order per partition. Waits up to timeout_ns when nothing
+    /// is ready (0: never waits); parked consumers wake at least every 50 ms to re-check.
+    /// Returns the number of messages in *batch (which is cleared first).
+    Result<size_t> poll(MessageBatch& batch, size_t max, uint64_t timeout_ns);
+
+    /// Stores each assigned partition's position (the next offset to read) with the epoch.
+    /// StaleEpoch if the store holds a higher epoch; invalid_argument for observers.
+    Status commit();
+    Status commit(uint32_t partition, uint64_t next_offset);
+
+    Result<uint64_t> position(uint32_t partition) const;
+    /// Next offset producers claim minus position (racy snapshot).
+    Result<uint64_t> lag(uint32_t partition) const;
+    void set_epoch(uint64_t epoch);
+    uint64_t incarnation() const;
+    uint32_t num_partitions() const;
+    const std::vector<uint32_t>& assignment() const;
+
+    struct Impl;
+
+private:
+    explicit Consumer(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fabric_shm

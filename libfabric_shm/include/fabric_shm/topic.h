@@ -1,0 +1,185 @@
+// SPDX-License-Identifier: MIT
+// Topics: N partitions, each a ring of fixed-stride slots in its own leased region of the
+// pool; TopicManager (lifecycle, groups, read-only inspection) and Producer.
+// Design, slot state machine and crash analysis: docs/topics.md.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fabric_shm/pool.h"
+#include "fabric_shm/result.h"
+
+namespace fabric_shm {
+
+/// What send does when a partition holds `capacity` messages the slowest registered group
+/// has not committed (with no group: when it holds `capacity` messages).
+enum class OnFull : uint32_t {
+    block = 0,      ///< wait for space up to the producer's timeout, then Errc::back_pressure
+    reject = 1,     ///< Errc::back_pressure at once
+    overwrite = 2,  ///< lossy: overwrite the oldest; lagging consumers detect and count the gap
+};
+std::string_view on_full_name(OnFull mode) noexcept;
+Result<OnFull> parse_on_full(std::string_view text);
+
+struct TopicConfig {
+    uint32_t num_partitions = 4;        ///< 1..64
+    uint32_t partition_capacity = 128;  ///< slots per partition; power of two, 2..2^20
+    uint32_t partition_stride = 512;    ///< bytes per slot incl. the 32-byte envelope; multiple of 64, 64..1 MiB
+    OnFull on_full = OnFull::block;
+    uint64_t ttl_ns = 0;                ///< region leases; 0: the pool's default TTL
+};
+/// Typed error (invalid_argument) naming the field and its limit, or OK.
+Status validate_topic_config(const TopicConfig& config);
+/// Largest key + encoded headers + value one slot of `stride` bytes holds.
+uint64_t max_message_bytes(uint32_t stride) noexcept;
+
+/// One small header of a message (name/value bytes; encoded as 4 + name + value bytes).
+struct MessageHeader {
+    std::string_view name;
+    std::string_view value;
+};
+
+/// Partitioning hash for keyed sends: 64-bit FNV-1a over the key bytes (offset basis
+/// 0xcbf29ce484222325, prime 0x100000001b3); partition = hash % num_partitions.
+/// Stable across processes, builds and versions.
+uint64_t key_hash(std::span<const uint8_t> key) noexcept;
+
+struct PartitionDescription {
+    uint32_t partition = 0;
+    uint64_t oldest = 0;          ///< earliest offset still readable (block/reject: head floor; overwrite: tail - capacity)
+    uint64_t next = 0;            ///< next offset a producer claims (tail)
+    uint64_t head = 0;            ///< block/reject: offsets below are released for overwriting
+    uint64_t fill = 0;            ///< messages held (block/reject: uncommitted by the slowest group)
+    uint64_t capacity = 0;
+    uint64_t skipped_claims = 0;  ///< claims turned into skip records
+    uint64_t quarantined = 0;     ///< of which timed out with a maybe-alive producer
+    uint32_t claims_in_progress = 0;
+};
+struct GroupPartitionDescription {
+    uint32_t partition = 0;
+    uint64_t committed = 0;  ///< next offset the group reads
+    uint64_t epoch = 0;      ///< epoch of the last commit
+    uint64_t lag = 0;        ///< next - committed (0 when committed is ahead)
+};
+struct GroupDescription {
+    std::string name;
+    uint64_t lease_expires_ns = 0;  ///< monotonic
+    uint64_t lease_ttl_ns = 0;
+    uint64_t registered_ns = 0;     ///< monotonic
+    bool expired = false;
+    std::vector<GroupPartitionDescription> partitions;
+};
+struct TopicDescription {
+    std::string name;
+    uint64_t incarnation = 0;
+    TopicConfig config;
+    uint64_t created_wall_ns = 0;
+    uint64_t lease_id = 0;  ///< root region's lease (partitions have their own; see lease_ids)
+    std::vector<uint64_t> lease_ids;  ///< root first, then partitions
+    std::vector<PartitionDescription> partitions;
+    std::vector<GroupDescription> groups;
+};
+
+/// Where a newly registered group starts reading.
+enum class GroupStart : uint8_t { earliest, latest };
+struct GroupOptions {
+    uint64_t ttl_ns = 60 * 1'000'000'000ull;  ///< group lease; renewed by its consumers' polls and commits
+    GroupStart start = GroupStart::earliest;
+};
+
+/// Topic lifecycle in one pool. Cheap to construct; holds no handles.
+class TopicManager {
+public:
+    explicit TopicManager(Pool& pool) : pool_(&pool) {}
+
+    /// AlreadyExists for a live topic of that name; invalid_argument naming the field for a
+    /// bad config; no_space when the pool has no room (naming the bytes needed).
+    Status create(std::string_view name, const TopicConfig& config = {});
+    /// Removes the root and its partitions (their leases are revoked: handles fail closed).
+    Status remove(std::string_view name);
+    /// Names of live topics, sorted.
+    std::vector<std::string> list() const;
+    /// Read-only snapshot (racy by nature: each field is read once, not all at one instant).
+    Result<TopicDescription> describe(std::string_view name) const;
+
+    /// Registers a group (idempotent: an existing live group is returned unchanged, its lease renewed).
+    Status register_group(std::string_view topic, std::string_view group, const GroupOptions& options = {});
+    /// Deregisters by hand (`fabric-shm group rm`); NotFound if absent. Wakes blocked producers.
+    Status remove_group(std::string_view topic, std::string_view group);
+
+private:
+    Pool* pool_;
+};
+
+struct SendResult {
+    uint32_t partition = 0;
+    uint64_t offset = 0;
+};
+
+/// One message of a batch send.
+struct OutgoingMessage {
+    std::span<const uint8_t> value;
+    std::span<const uint8_t> key;                  ///< empty: round-robin
+    std::span<const MessageHeader> headers;
+};
+
+struct ProducerOptions {
+    uint64_t block_timeout_ns = 5'000'000'000ull;  ///< on_full=block: longest wait for space
+};
+
+/// Sends to one topic. Not thread-safe (one per thread); many producers (threads or
+/// processes) may write the same partition. send never creates a topic.
+class Producer {
+public:
+    /// NotFound when the topic does not exist.
+    static Result<Producer> open(const Pool& pool, std::string_view topic, const ProducerOptions& options = {});
+    Producer(Producer&&) noexcept;
+    Producer& operator=(Producer&&) noexcept;
+    ~Producer();
+
+    /// Round-robin over partitions.
+    Result<SendResult> send(std::span<const uint8_t> value, std::span<const MessageHeader> headers = {});
+    Result<SendResult> send(std::string_view value) {
+        return send(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(value.data()), value.size()));
+    }
+    /// Partition = key_hash(key) % num_partitions: same key, same partition, in order.
+    Result<SendResult> send_keyed(std::span<const uint8_t> key, std::span<const uint8_t> value,
+                                  std::span<const MessageHeader> headers = {});
+    Result<SendResult> send_keyed(std::string_view key, std::string_view value) {
+        return send_keyed(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(key.data()), key.size()),
+                          std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(value.data()), value.size()));
+    }
+    /// Sends messages in order (one region check, one timestamp); results[i] for messages[i].
+    /// Stops at the first failure: returns how many were sent and the error via *error.
+    size_t send_batch(std::span<const OutgoingMessage> messages, std::span<SendResult> results, Error* error);
+    /// Sends to exactly `partition`.
+    Result<SendResult> send_to(uint32_t partition, const OutgoingMessage& message);
+
+    uint32_t num_partitions() const;
+    uint64_t incarnation() const;
+    const std::string& topic() const;
+
+    struct Impl;
+
+private:
+    explicit Producer(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+};
+
+/// Fan-out convenience: sends the same message through each producer; one result per
+/// producer, in order (a failure on one topic does not stop the others).
+std::vector<Result<SendResult>> send_to_each(std::span<Producer* const> producers, const OutgoingMessage& message);
+
+namespace detail {
+/// Registers the topic and partition RegionKindOps (reap and check); called once per process.
+void register_mq_region_kinds();
+/// Test hook: called between a send's claim and its envelope write when set.
+extern void (*g_mq_after_claim_hook)();
+}  // namespace detail
+
+}  // namespace fabric_shm

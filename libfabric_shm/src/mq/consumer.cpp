@@ -1,0 +1,468 @@
+// SPDX-License-Identifier: MIT
+// Consumer: seqlock-style copy out of the slots (state word before and after), gap detection
+// for overwritten offsets, skip records for dead or timed-out claims, shared-futex parking.
+#include "fabric_shm/consumer.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+#include "fabric_shm/clock.h"
+#include "fabric_shm/counters.h"
+#include "fabric_shm/names.h"
+#include "futex.h"
+#include "mq/topic_internal.h"
+
+namespace fabric_shm {
+
+using namespace mq;
+
+namespace {
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+constexpr uint64_t kMaxParkNs = 50 * kNsPerMs;    ///< parked consumers re-check at least this often
+constexpr uint64_t kStuckParkNs = 2 * kNsPerMs;   ///< ... and this often while a claim is stuck
+constexpr uint64_t kProbeIntervalNs = kNsPerMs;   ///< liveness probes of a stuck claim's owner
+constexpr uint64_t kProbeAfterNs = kNsPerMs;      ///< a claim younger than this is just being written
+
+}  // namespace
+
+// ---- Message / MessageBatch -------------------------------------------------------------
+
+size_t Message::header_count() const {
+    size_t n = 0, i = 0;
+    while (i + 4 <= headers_raw.size()) {
+        uint16_t nl, vl;
+        std::memcpy(&nl, headers_raw.data() + i, 2);
+        std::memcpy(&vl, headers_raw.data() + i + 2, 2);
+        if (i + 4 + nl + vl > headers_raw.size()) break;
+        i += 4 + nl + vl;
+        ++n;
+    }
+    return n;
+}
+
+MessageHeader Message::header_at(size_t k) const {
+    size_t n = 0, i = 0;
+    while (i + 4 <= headers_raw.size()) {
+        uint16_t nl, vl;
+        std::memcpy(&nl, headers_raw.data() + i, 2);
+        std::memcpy(&vl, headers_raw.data() + i + 2, 2);
+        if (i + 4 + nl + vl > headers_raw.size()) break;
+        if (n == k) {
+            const char* b = reinterpret_cast<const char*>(headers_raw.data() + i + 4);
+            return {std::string_view(b, nl), std::string_view(b + nl, vl)};
+        }
+        i += 4 + nl + vl;
+        ++n;
+    }
+    return {};
+}
+
+std::string_view Message::header(std::string_view name) const {
+    const size_t n = header_count();
+    for (size_t i = 0; i < n; ++i) {
+        MessageHeader h = header_at(i);
+        if (h.name == name) return h.value;
+    }
+    return {};
+}
+
+void MessageBatch::clear() {
+    messages_.clear();
+    gaps_.clear();
+    lost_ = skipped_ = 0;
+}
+
+// ---- Consumer ---------------------------------------------------------------------------
+
+struct Consumer::Impl {
+    const Pool* pool = nullptr;
+    std::unique_ptr<TopicHandle> t;
+    std::string group;  ///< empty: observer
+    GroupRef gref;
+    ConsumerOptions options;
+    struct PState {
+        uint64_t pos = 0;
+        uint64_t stuck_pos = UINT64_MAX, stuck_since = 0, last_probe = 0;
+    };
+    std::vector<PState> ps;
+    std::vector<uint32_t> assigned;
+    std::vector<OffsetCommit> commit_buf;
+    uint32_t rotate = 0;
+    bool stuck = false;  ///< some partition waits on a claimed slot (park briefly)
+
+    void warn(const std::string& text) {
+        if (options.on_warning) options.on_warning(text);
+        else std::fprintf(stderr, "fabric-shm: warning: %s\n", text.c_str());
+    }
+    Result<uint64_t> resolve(uint32_t p, const SeekPolicy& policy);
+    uint64_t clamp(uint32_t p, uint64_t offset) const;
+    uint64_t by_timestamp(uint32_t p, uint64_t wall_ns) const;
+    Result<size_t> drain(uint32_t p, MessageBatch& b, size_t limit, uint64_t payload_max);
+    bool resolve_stuck(uint32_t p, SlotHeader* s, uint64_t pos, uint64_t w);
+    bool any_ready() const;
+    void gap(uint32_t p, uint64_t& pos, MessageBatch& b);
+};
+
+Result<Consumer> Consumer::open(const Pool& pool, std::string_view topic, std::string_view group,
+                                const ConsumerOptions& options) {
+    auto t = open_topic(pool, topic);
+    if (!t) return std::move(t).error();
+    FABRIC_TRY(check_topic(**t));
+    auto impl = std::make_unique<Impl>();
+    impl->pool = &pool;
+    impl->options = options;
+    impl->group = std::string(group);
+    if (!group.empty()) {
+        auto g = register_group(**t, group, options.group);
+        if (!g) return std::move(g).error();
+        impl->gref = *g;
+    }
+    impl->ps.resize((*t)->num_partitions);
+    impl->t = std::move(t.value());
+    return Consumer(std::move(impl));
+}
+
+Consumer::Consumer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Consumer::Consumer(Consumer&&) noexcept = default;
+Consumer& Consumer::operator=(Consumer&&) noexcept = default;
+Consumer::~Consumer() = default;
+
+uint64_t Consumer::incarnation() const { return impl_->t->incarnation; }
+uint32_t Consumer::num_partitions() const { return impl_->t->num_partitions; }
+const std::vector<uint32_t>& Consumer::assignment() const { return impl_->assigned; }
+void Consumer::set_epoch(uint64_t epoch) { impl_->options.epoch = epoch; }
+
+uint64_t Consumer::Impl::clamp(uint32_t p, uint64_t offset) const {
+    const PartitionView& pv = t->parts[p];
+    const uint64_t tail = pv.hdr->tail.load(std::memory_order_acquire);  // pairs with the tail CAS
+    const uint64_t oldest = oldest_offset(*t, pv);
+    if (int64_t(offset - tail) > 0) return tail;
+    if (int64_t(offset - oldest) < 0) return oldest;
+    return offset;
+}
+
+uint64_t Consumer::Impl::by_timestamp(uint32_t p, uint64_t wall_ns) const {
+    const PartitionView& pv = t->parts[p];
+    const uint64_t tail = pv.hdr->tail.load(std::memory_order_acquire);  // pairs with the tail CAS
+    for (uint64_t o = oldest_offset(*t, pv); int64_t(tail - o) > 0; ++o) {
+        const SlotHeader* s = pv.slot(o);
+        const uint64_t w1 = s->state.load(std::memory_order_acquire);  // pairs with the publish CAS
+        if (slot_state(w1) != kSlotPublished || slot_lap(w1) != (pv.lap(o) & kLapMask)) continue;
+        const uint64_t ts = s->timestamp_ns, off = s->offset;
+        std::atomic_thread_fence(std::memory_order_acquire);  // seqlock: reads above before the re-check
+        if (s->state.load(std::memory_order_relaxed) != w1 || off != o) continue;
+        if (ts >= wall_ns) return o;
+    }
+    return tail;
+}
+
+Result<uint64_t> Consumer::Impl::resolve(uint32_t p, const SeekPolicy& policy) {
+    const PartitionView& pv = t->parts[p];
+    switch (policy.kind) {
+        case SeekPolicy::Kind::earliest: return oldest_offset(*t, pv);
+        case SeekPolicy::Kind::latest: return pv.hdr->tail.load(std::memory_order_acquire);  // pairs with tail CAS
+        case SeekPolicy::Kind::offset: return clamp(p, policy.value);
+        case SeekPolicy::Kind::timestamp: return by_timestamp(p, policy.value);
+        case SeekPolicy::Kind::committed: break;
+    }
+    SeekPolicy fb{policy.fallback, policy.value, SeekPolicy::Kind::earliest};
+    if (fb.kind == SeekPolicy::Kind::committed) fb.kind = SeekPolicy::Kind::earliest;
+    if (group.empty()) return resolve(p, fb);
+    if (options.offset_store) {
+        auto f = options.offset_store->fetch(t->name, t->incarnation, group, p);
+        if (!f) return std::move(f).error();
+        if (f->incarnation_mismatch) {
+            pool->count(uint32_t(CounterId::mq_offset_resets), 1);
+            warn("group '" + group + "' topic '" + t->name + "' partition " + std::to_string(p) +
+                 ": stored offsets belong to an earlier incarnation of the topic (it was removed and re-created); "
+                 "ignoring them and seeking by the fallback policy");
+            return resolve(p, fb);
+        }
+        if (!f->offset) return resolve(p, fb);
+        return clamp(p, *f->offset);
+    }
+    // The in-pool table: every registered group has a committed offset (set at registration).
+    const GroupSlot& g = t->groups[gref.index];
+    return clamp(p, g.parts[p].committed.load(std::memory_order_acquire));  // pairs with commit's store
+}
+
+Status Consumer::assign(std::span<const uint32_t> partitions) {
+    Impl& im = *impl_;
+    std::vector<uint32_t> next;
+    for (uint32_t p : partitions) {
+        if (p >= im.t->num_partitions)
+            return make_error(Errc::invalid_argument, "partition " + std::to_string(p) + " >= " +
+                                                          std::to_string(im.t->num_partitions) +
+                                                          " partitions of topic '" + im.t->name + "'");
+        if (std::find(next.begin(), next.end(), p) != next.end())
+            return make_error(Errc::invalid_argument, "partition " + std::to_string(p) + " assigned twice");
+        next.push_back(p);
+    }
+    for (uint32_t p : next) {
+        if (std::find(im.assigned.begin(), im.assigned.end(), p) != im.assigned.end()) continue;
+        auto pos = im.resolve(p, SeekPolicy::Committed());
+        if (!pos) return std::move(pos).error();
+        im.ps[p] = Impl::PState{};
+        im.ps[p].pos = *pos;
+    }
+    im.assigned = std::move(next);
+    return {};
+}
+
+Status Consumer::assign_all() {
+    std::vector<uint32_t> all(impl_->t->num_partitions);
+    for (uint32_t i = 0; i < all.size(); ++i) all[i] = i;
+    return assign(all);
+}
+
+Status Consumer::seek(const SeekPolicy& policy) {
+    for (uint32_t p : impl_->assigned) FABRIC_TRY(seek(p, policy));
+    return {};
+}
+
+Status Consumer::seek(uint32_t partition, const SeekPolicy& policy) {
+    Impl& im = *impl_;
+    if (partition >= im.t->num_partitions)
+        return make_error(Errc::invalid_argument, "partition " + std::to_string(partition) + " >= " +
+                                                      std::to_string(im.t->num_partitions) + " partitions");
+    FABRIC_TRY(check_topic(*im.t, int(partition)));
+    auto pos = im.resolve(partition, policy);
+    if (!pos) return std::move(pos).error();
+    im.ps[partition] = Impl::PState{};
+    im.ps[partition].pos = *pos;
+    return {};
+}
+
+Result<uint64_t> Consumer::position(uint32_t partition) const {
+    if (partition >= impl_->t->num_partitions)
+        return make_error(Errc::invalid_argument, "partition " + std::to_string(partition) + " out of range");
+    return impl_->ps[partition].pos;
+}
+
+Result<uint64_t> Consumer::lag(uint32_t partition) const {
+    if (partition >= impl_->t->num_partitions)
+        return make_error(Errc::invalid_argument, "partition " + std::to_string(partition) + " out of range");
+    const uint64_t tail = impl_->t->parts[partition].hdr->tail.load(std::memory_order_acquire);  // pairs with tail CAS
+    const uint64_t pos = impl_->ps[partition].pos;
+    return int64_t(tail - pos) > 0 ? tail - pos : 0;
+}
+
+void Consumer::Impl::gap(uint32_t p, uint64_t& pos, MessageBatch& b) {
+    const PartitionView& pv = t->parts[p];
+    // Acquire: pairs with the tail CAS. The slot holds offset >= pos + capacity, so pos is lost
+    // for certain; the tail may still lag that claim by one step, hence the max.
+    const uint64_t tail = pv.hdr->tail.load(std::memory_order_acquire);
+    uint64_t next = tail - pv.base > pv.capacity ? tail - pv.capacity : pv.base;
+    if (int64_t(next - pos) <= 0) next = pos + 1;
+    const uint64_t lost = next - pos;
+    b.lost_ += lost;
+    if (!b.gaps_.empty() && b.gaps_.back().partition == p && b.gaps_.back().to == pos) b.gaps_.back().to = next;
+    else b.gaps_.push_back(Gap{p, pos, next});
+    pool->count(uint32_t(CounterId::mq_messages_overwritten), lost);
+    pos = next;
+}
+
+bool Consumer::Impl::resolve_stuck(uint32_t p, SlotHeader* s, uint64_t pos, uint64_t w) {
+    PState& st = ps[p];
+    const uint64_t now = mono_now_ns();
+    if (st.stuck_pos != pos) {
+        st.stuck_pos = pos;
+        st.stuck_since = now;
+        st.last_probe = now;
+        return false;
+    }
+    if (now - st.stuck_since >= kProbeAfterNs && now - st.last_probe >= kProbeIntervalNs) {
+        st.last_probe = now;
+        if (owner_certainly_dead(*pool, slot_owner(w), now)) return skip_claim(*pool, t->parts[p], s, w, false);
+    }
+    if (now - st.stuck_since >= options.claim_timeout_ns) return skip_claim(*pool, t->parts[p], s, w, true);
+    return false;
+}
+
+Result<size_t> Consumer::Impl::drain(uint32_t p, MessageBatch& b, size_t limit, uint64_t payload_max) {
+    const PartitionView& pv = t->parts[p];
+    uint64_t pos = ps[p].pos;
+    size_t n = 0;
+    while (n < limit) {
+        SlotHeader* s = pv.slot(pos);
+        // Acquire: pairs with the producer's publish CAS (envelope visible) or a skip CAS.
+        const uint64_t w1 = s->state.load(std::memory_order_acquire);
+        const uint64_t st = slot_state(w1);
+        if (st == kSlotEmpty) break;  // first lap, not claimed yet
+        const int64_t d = lap_diff(slot_lap(w1), pv.lap(pos) & kLapMask);
+        if (d < 0) break;  // an older lap: offset pos not produced yet
+        if (d > 0) {       // overwritten by a later lap
+            gap(p, pos, b);
+            continue;
+        }
+        if (st == kSlotSkipped || st == kSlotQuarantined) {
+            ++pos;
+            ++b.skipped_;
+            continue;
+        }
+        if (st == kSlotClaimed) {
+            if (resolve_stuck(p, s, pos, w1)) continue;  // turned into a skip: re-read the word
+            stuck = true;
+            break;  // in order: nothing after a claim in progress is handed out
+        }
+        if (st != kSlotPublished)
+            return make_error(Errc::corrupt, "topic '" + t->name + "' partition " + std::to_string(p) + " slot " +
+                                                 std::to_string(pos & pv.mask) + " has state " + std::to_string(st));
+        // Seqlock copy: read the envelope and bytes, then re-read the word; a change means a
+        // producer claimed the slot for a later lap while we copied (overwrite mode, or an
+        // observer overtaken): discard and treat as a gap. Bytes are bounds-checked first.
+        const uint64_t off = s->offset, ts = s->timestamp_ns;
+        const uint32_t vl = s->value_len;
+        const uint16_t kl = s->key_len, hl = s->headers_len;
+        const uint64_t total = uint64_t(kl) + hl + vl;
+        const size_t at = b.starts_.empty() ? 0 : b.starts_.back();
+        const bool fits = total <= payload_max;
+        if (fits) std::memcpy(b.arena_.data() + at, s + 1, total);
+        std::atomic_thread_fence(std::memory_order_acquire);  // the copy above happens before the re-check
+        const uint64_t w2 = s->state.load(std::memory_order_relaxed);
+        if (w2 != w1) continue;  // re-evaluate: it now shows a later lap (gap) or a new claim
+        if (!fits)
+            return make_error(Errc::corrupt, "topic '" + t->name + "' partition " + std::to_string(p) + " offset " +
+                                                 std::to_string(pos) + ": envelope claims " + std::to_string(total) +
+                                                 " bytes, the slot payload is " + std::to_string(payload_max));
+        if (off != pos) {
+            if (int64_t(off - pos) > 0) {  // ABA across 2^29 laps: a much later message
+                gap(p, pos, b);
+                continue;
+            }
+            return make_error(Errc::corrupt, "topic '" + t->name + "' partition " + std::to_string(p) + " slot " +
+                                                 std::to_string(pos & pv.mask) + " holds offset " +
+                                                 std::to_string(off) + " where " + std::to_string(pos) +
+                                                 " was expected");
+        }
+        const uint8_t* base = b.arena_.data() + at;
+        Message m;
+        m.partition = p;
+        m.offset = pos;
+        m.timestamp_ns = ts;
+        m.key = std::span<const uint8_t>(base, kl);
+        m.headers_raw = std::span<const uint8_t>(base + kl, hl);
+        m.value = std::span<const uint8_t>(base + kl + hl, vl);
+        b.messages_.push_back(m);
+        b.starts_.push_back(at + size_t(total));
+        ++pos;
+        ++n;
+    }
+    ps[p].pos = pos;
+    return n;
+}
+
+bool Consumer::Impl::any_ready() const {
+    for (uint32_t p : assigned) {
+        const PartitionView& pv = t->parts[p];
+        const uint64_t pos = ps[p].pos;
+        // seq_cst: the load half of the parking handshake (after data_waiters++).
+        const uint64_t w = pv.slot(pos)->state.load(std::memory_order_seq_cst);
+        const uint64_t st = slot_state(w);
+        if (st == kSlotEmpty || st == kSlotClaimed) continue;
+        if (lap_diff(slot_lap(w), pv.lap(pos) & kLapMask) >= 0) return true;
+    }
+    return false;
+}
+
+// Parking handshake (Dekker): the consumer increments data_waiters (seq_cst), reads data_seq,
+// then re-checks its slots (seq_cst); a producer publishes (seq_cst CAS), then reads
+// data_waiters (seq_cst) and, if set, bumps data_seq and FUTEX_WAKEs. Either the consumer
+// sees the message, or the producer sees the waiter (then FUTEX_WAIT returns at once on the
+// changed data_seq, or is woken). Parking is bounded by 50 ms regardless.
+Result<size_t> Consumer::poll(MessageBatch& batch, size_t max, uint64_t timeout_ns) {
+    Impl& im = *impl_;
+    batch.clear();
+    batch.starts_.clear();
+    FABRIC_TRY(check_topic(*im.t));
+    if (!im.group.empty()) FABRIC_TRY(renew_group(*im.t, im.gref, im.group, mono_coarse_ns()));
+    if (im.assigned.empty() || max == 0) return size_t(0);
+    const uint64_t payload_max = im.t->stride - kEnvelopeBytes;
+    // Size the arena once for the largest poll possible: no allocation in the steady state.
+    const size_t cap_msgs = std::min<size_t>(max, im.assigned.size() * im.t->capacity);
+    if (batch.arena_.size() < cap_msgs * payload_max) batch.arena_.resize(cap_msgs * payload_max);
+    if (batch.messages_.capacity() < cap_msgs) batch.messages_.reserve(cap_msgs);
+    if (batch.starts_.capacity() < cap_msgs) batch.starts_.reserve(cap_msgs);
+    uint64_t start_ns = 0, deadline = 0;
+    for (;;) {
+        im.stuck = false;
+        size_t total = 0;
+        const size_t na = im.assigned.size();
+        for (size_t k = 0; k < na && total < cap_msgs; ++k) {
+            const uint32_t p = im.assigned[(im.rotate + k) % na];
+            const size_t limit = std::min<size_t>(cap_msgs - total, im.t->capacity);
+            auto r = im.drain(p, batch, limit, payload_max);
+            if (!r) return std::move(r).error();
+            total += *r;
+        }
+        im.rotate++;
+        if (total > 0 || batch.lost_ > 0 || timeout_ns == 0) {
+            if (total) im.pool->count(uint32_t(CounterId::mq_messages_consumed), total);
+            return total;
+        }
+        const uint64_t now = mono_now_ns();
+        if (!start_ns) {
+            start_ns = now;
+            deadline = timeout_ns > UINT64_MAX - now ? UINT64_MAX : now + timeout_ns;
+        }
+        if (now >= deadline) return size_t(0);
+        if (im.options.wait == WaitMode::spin || now - start_ns < im.options.spin_ns) {
+            cpu_relax();
+            continue;
+        }
+        TopicHeader* hdr = im.t->hdr;
+        hdr->data_waiters.fetch_add(1, std::memory_order_seq_cst);
+        const uint32_t seq = hdr->data_seq.load(std::memory_order_seq_cst);  // pairs with the producer's bump
+        if (!im.any_ready())
+            detail::futex_wait(hdr->data_seq, seq, std::min(im.stuck ? kStuckParkNs : kMaxParkNs, deadline - now));
+        hdr->data_waiters.fetch_sub(1, std::memory_order_release);  // a hint for producers; no partner
+        im.pool->heartbeat();
+        FABRIC_TRY(check_topic(*im.t));
+        if (!im.group.empty()) FABRIC_TRY(renew_group(*im.t, im.gref, im.group, mono_coarse_ns()));
+    }
+}
+
+Status Consumer::commit() {
+    Impl& im = *impl_;
+    if (im.group.empty())
+        return make_error(Errc::invalid_argument, "an observer (no group) of topic '" + im.t->name +
+                                                      "' has nothing to commit");
+    im.commit_buf.clear();
+    for (uint32_t p : im.assigned) im.commit_buf.push_back(OffsetCommit{p, im.ps[p].pos, im.options.epoch});
+    if (im.commit_buf.empty()) return {};
+    FABRIC_TRY(check_topic(*im.t));
+    // The in-pool table first: it is the fence (epochs) and what producers' back-pressure reads.
+    FABRIC_TRY(commit_in_pool(*im.t, im.gref, im.group, im.commit_buf));
+    if (im.options.offset_store)
+        FABRIC_TRY(im.options.offset_store->commit(im.t->name, im.t->incarnation, im.group, im.commit_buf));
+    return {};
+}
+
+Status Consumer::commit(uint32_t partition, uint64_t next_offset) {
+    Impl& im = *impl_;
+    if (im.group.empty())
+        return make_error(Errc::invalid_argument, "an observer (no group) has nothing to commit");
+    if (partition >= im.t->num_partitions)
+        return make_error(Errc::invalid_argument, "partition " + std::to_string(partition) + " out of range");
+    const uint64_t tail = im.t->parts[partition].hdr->tail.load(std::memory_order_acquire);  // pairs with tail CAS
+    if (int64_t(next_offset - tail) > 0)
+        return make_error(Errc::invalid_argument, "commit offset " + std::to_string(next_offset) +
+                                                      " is beyond partition " + std::to_string(partition) +
+                                                      "'s next offset " + std::to_string(tail));
+    const OffsetCommit c{partition, next_offset, im.options.epoch};
+    FABRIC_TRY(check_topic(*im.t));
+    FABRIC_TRY(commit_in_pool(*im.t, im.gref, im.group, std::span<const OffsetCommit>(&c, 1)));
+    if (im.options.offset_store)
+        FABRIC_TRY(im.options.offset_store->commit(im.t->name, im.t->incarnation, im.group,
+                                                   std::span<const OffsetCommit>(&c, 1)));
+    return {};
+}
+
+}  // namespace fabric_shm

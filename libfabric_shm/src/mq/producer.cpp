@@ -1,0 +1,339 @@
+// SPDX-License-Identifier: MIT
+// Producer: claim a slot (CAS on the slot's state word, then help the tail past it), write
+// the envelope, publish with one CAS of the state word. See docs/topics.md, "Send".
+#include <sched.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "fabric_shm/clock.h"
+#include "fabric_shm/counters.h"
+#include "fabric_shm/crash_point.h"
+#include "fabric_shm/topic.h"
+#include "futex.h"
+#include "mq/topic_internal.h"
+
+namespace fabric_shm {
+
+using namespace mq;
+
+namespace {
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/// A producer waits this long for a previous-lap claim (overwrite mode) before quarantining it.
+constexpr uint64_t kProducerClaimTimeoutNs = 2 * kNsPerSec;
+/// Parked waiters re-check at least this often.
+constexpr uint64_t kMaxParkNs = 50 * kNsPerMs;
+
+void raise_head(PartitionHeader* h, uint64_t value) {
+    uint64_t cur = h->head.load(std::memory_order_acquire);  // pairs with the CAS below (other raisers)
+    while (int64_t(value - cur) > 0 &&
+           !h->head.compare_exchange_weak(cur, value, std::memory_order_release, std::memory_order_acquire)) {
+    }
+}
+
+}  // namespace
+
+struct Producer::Impl {
+    std::unique_ptr<TopicHandle> t;
+    ProducerOptions options;
+    OwnerToken me = 0;
+    uint32_t rr = 0;
+    std::vector<uint64_t> head_cache;  ///< per partition: a floor below which overwriting is allowed
+
+    Status wait_for_space(uint32_t p, uint64_t tail, uint64_t deadline_ns, uint64_t started_ns);
+    Result<SendResult> send_one(uint32_t p, const OutgoingMessage& m, uint64_t ts);
+};
+
+Result<Producer> Producer::open(const Pool& pool, std::string_view topic, const ProducerOptions& options) {
+    if (pool.self() == 0)
+        return make_error(Errc::permission_denied, "a producer needs a writable pool (this handle is read-only)");
+    auto t = open_topic(pool, topic);
+    if (!t) return std::move(t).error();
+    FABRIC_TRY(check_topic(**t));
+    auto impl = std::make_unique<Impl>();
+    impl->me = pool.self();
+    impl->options = options;
+    impl->head_cache.resize((*t)->num_partitions);
+    for (uint32_t p = 0; p < (*t)->num_partitions; ++p)
+        impl->head_cache[p] = (*t)->parts[p].hdr->head.load(std::memory_order_acquire);  // pairs with raise_head
+    impl->t = std::move(t.value());
+    return Producer(std::move(impl));
+}
+
+Producer::Producer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Producer::Producer(Producer&&) noexcept = default;
+Producer& Producer::operator=(Producer&&) noexcept = default;
+Producer::~Producer() = default;
+
+uint32_t Producer::num_partitions() const { return impl_->t->num_partitions; }
+uint64_t Producer::incarnation() const { return impl_->t->incarnation; }
+const std::string& Producer::topic() const { return impl_->t->name; }
+
+// Blocked-producer handshake (Dekker): we increment space_waiters (seq_cst) and then re-read
+// the committed offsets (seq_cst); a committer stores committed (seq_cst) and then reads
+// space_waiters (seq_cst). At least one side sees the other, so no wake-up is lost; parking
+// is also bounded by kMaxParkNs.
+Status Producer::Impl::wait_for_space(uint32_t p, uint64_t tail, uint64_t deadline_ns, uint64_t started_ns) {
+    const PartitionView& pv = t->parts[p];
+    TopicHeader* hdr = t->hdr;
+    for (;;) {
+        const uint64_t now = mono_now_ns();
+        Slowest slow;
+        const uint64_t floor = min_committed(*t, p, now, &slow);
+        if (slow.any_group) raise_head(pv.hdr, floor);
+        head_cache[p] = floor;
+        // Signed: a tail read long ago (we were descheduled) can be below the floor.
+        if (int64_t(tail - floor) < int64_t(pv.capacity)) return {};
+        if (t->on_full == kOnFullReject || now >= deadline_ns) {
+            t->pool->count(uint32_t(CounterId::mq_back_pressure), 1);
+            const std::string where = "topic '" + t->name + "' partition " + std::to_string(p);
+            const std::string how = t->on_full == kOnFullReject
+                                        ? " (on_full=reject)"
+                                        : " (on_full=block; waited " + format_duration_ns(now - started_ns) + ")";
+            if (!slow.any_group)
+                return make_error(Errc::back_pressure,
+                                  where + " is full: it holds " + std::to_string(tail - floor) + " of " +
+                                      std::to_string(pv.capacity) +
+                                      " messages and no group is registered to consume them (a topic without "
+                                      "groups keeps its first messages until one registers and commits)" + how);
+            return make_error(Errc::back_pressure,
+                              where + " is full: slowest group '" + slow.group + "' has lag " +
+                                  std::to_string(tail - floor) + " (committed " + std::to_string(floor) + ", next " +
+                                  std::to_string(tail) + ", capacity " + std::to_string(pv.capacity) + ")" + how);
+        }
+        hdr->space_waiters.fetch_add(1, std::memory_order_seq_cst);  // Dekker with commit_in_pool
+        const uint32_t seq = hdr->space_seq.load(std::memory_order_seq_cst);  // pairs with wake_space's bump
+        const uint64_t again = min_committed(*t, p, now, nullptr);
+        if (int64_t(tail - again) >= int64_t(pv.capacity))
+            detail::futex_wait(hdr->space_seq, seq, std::min(kMaxParkNs, deadline_ns - now));
+        hdr->space_waiters.fetch_sub(1, std::memory_order_release);  // no partner: only a hint for wakers
+        t->pool->heartbeat();
+        FABRIC_TRY(check_topic(*t, int(p)));
+    }
+}
+
+Result<SendResult> Producer::Impl::send_one(uint32_t p, const OutgoingMessage& m, uint64_t ts) {
+    const PartitionView& pv = t->parts[p];
+    PartitionHeader* ph = pv.hdr;
+    // Size first: nothing is claimed for a message that cannot fit.
+    uint64_t headers_len = 0;
+    for (const MessageHeader& h : m.headers) {
+        if (h.name.size() > UINT16_MAX || h.value.size() > UINT16_MAX)
+            return make_error(Errc::message_too_large, "header '" + std::string(h.name.substr(0, 32)) +
+                                                           "' name or value exceeds 65535 bytes");
+        headers_len += 4 + h.name.size() + h.value.size();
+    }
+    const uint64_t payload = pv.stride - kEnvelopeBytes;
+    const uint64_t total = m.key.size() + headers_len + m.value.size();
+    if (total > payload || m.key.size() > UINT16_MAX || headers_len > UINT16_MAX)
+        return make_error(Errc::message_too_large,
+                          "message of " + std::to_string(total) + " bytes (key " + std::to_string(m.key.size()) +
+                              " + headers " + std::to_string(headers_len) + " + value " +
+                              std::to_string(m.value.size()) + ") exceeds the " + std::to_string(payload) +
+                              "-byte slot payload of topic '" + t->name + "' (stride " + std::to_string(pv.stride) +
+                              " minus the " + std::to_string(kEnvelopeBytes) + "-byte envelope)");
+    uint64_t wait_start = 0, stuck_since = 0, stuck_probe = 0;
+    uint64_t off = 0;
+    SlotHeader* s = nullptr;
+    uint64_t lap = 0;
+    for (;;) {
+        // Acquire: pairs with the release tail CAS of the previous claimer (or a helper).
+        off = ph->tail.load(std::memory_order_acquire);
+        if (t->on_full != kOnFullOverwrite && int64_t(off - head_cache[p]) >= int64_t(pv.capacity)) {
+            if (!wait_start) wait_start = mono_now_ns();
+            FABRIC_TRY(wait_for_space(p, off, wait_start + options.block_timeout_ns, wait_start));
+            continue;  // re-read the tail: it may have moved while we waited
+        }
+        s = pv.slot(off);
+        // Acquire: pairs with the previous occupant's publish/skip CAS (its bytes are done).
+        uint64_t w = s->state.load(std::memory_order_acquire);
+        const uint64_t st = slot_state(w);
+        lap = pv.lap(off);
+        const int64_t d = st == kSlotEmpty ? 0 : lap_diff(slot_lap(w), lap & kLapMask);
+        uint64_t expect_tail = off;
+        // Case analysis of the slot word for offset `off`:
+        if (st == kSlotEmpty) {
+            // (1) never written: only the first lap after base may claim it.
+            if (off - pv.base >= pv.capacity)
+                return make_error(Errc::corrupt, "topic '" + t->name + "' partition " + std::to_string(p) + " slot " +
+                                                     std::to_string(off & pv.mask) + " is empty at offset " +
+                                                     std::to_string(off) + ", past the first lap");
+        } else if (d == 0) {
+            // (2) this lap is already claimed (or a quarantine rolled onto it): help the tail on.
+            ph->tail.compare_exchange_strong(expect_tail, off + 1, std::memory_order_release,
+                                             std::memory_order_relaxed);
+            continue;
+        } else if (d > 0) {
+            continue;  // (3) the slot is ahead of the tail we read: reload
+        } else if (d == -1 && (st == kSlotPublished || st == kSlotSkipped)) {
+            // (4) the previous lap's occupant is finished: claimable.
+        } else if (d == -1 && st == kSlotQuarantined) {
+            // (5) a timed-out claim whose owner may still write these bytes: reuse them only once
+            // the owner is certainly dead; otherwise offset `off` becomes another skip record.
+            if (!owner_certainly_dead(*t->pool, slot_owner(w), mono_now_ns())) {
+                // acq_rel: the skip record is published to readers' acquire of the word.
+                if (s->state.compare_exchange_strong(w, make_slot_word(kSlotQuarantined, lap, slot_owner(w)),
+                                                     std::memory_order_acq_rel, std::memory_order_relaxed)) {
+                    ph->skipped_claims.fetch_add(1, std::memory_order_relaxed);
+                    t->pool->count(uint32_t(CounterId::mq_claims_skipped), 1);
+                    ph->tail.compare_exchange_strong(expect_tail, off + 1, std::memory_order_release,
+                                                     std::memory_order_relaxed);
+                }
+                continue;
+            }
+        } else if (d == -1 && st == kSlotClaimed) {
+            // (6) the previous lap is still being written (the ring lapped a slow producer):
+            // wait; a certainly-dead owner's claim becomes a skip, a timed-out one a quarantine.
+            const uint64_t now = mono_now_ns();
+            if (!stuck_since) stuck_since = now;
+            if (now - stuck_probe >= kNsPerMs) {
+                stuck_probe = now;
+                if (owner_certainly_dead(*t->pool, slot_owner(w), now)) {
+                    skip_claim(*t->pool, pv, s, w, false);
+                    continue;
+                }
+            }
+            if (now - stuck_since >= kProducerClaimTimeoutNs) skip_claim(*t->pool, pv, s, w, true);
+            sched_yield();
+            continue;
+        } else {
+            return make_error(Errc::corrupt, "topic '" + t->name + "' partition " + std::to_string(p) + " slot " +
+                                                 std::to_string(off & pv.mask) + " has lap tag " +
+                                                 std::to_string(slot_lap(w)) + " (state " + std::to_string(st) +
+                                                 "), impossible for offset " + std::to_string(off));
+        }
+        // Claim. Acquire (in acq_rel): the envelope writes below cannot move above the claim,
+        // so a seqlock reader of the old message sees the word change before any byte does.
+        if (!s->state.compare_exchange_strong(w, make_slot_word(kSlotClaimed, lap, me), std::memory_order_acq_rel,
+                                              std::memory_order_relaxed)) {
+            cpu_relax();
+            continue;
+        }
+        // Release: pairs with the tail acquire in other producers and in oldest_offset. A
+        // failure means a helper already advanced it.
+        ph->tail.compare_exchange_strong(expect_tail, off + 1, std::memory_order_release, std::memory_order_relaxed);
+        break;
+    }
+    FABRIC_CRASH_POINT("mq.send.after_claim");
+    if (detail::g_mq_after_claim_hook) detail::g_mq_after_claim_hook();
+    // Envelope: plain stores, ordered before the publish CAS (release).
+    s->offset = off;
+    s->timestamp_ns = ts;
+    s->value_len = uint32_t(m.value.size());
+    s->key_len = uint16_t(m.key.size());
+    s->headers_len = uint16_t(headers_len);
+    auto* dst = reinterpret_cast<uint8_t*>(s + 1);
+    if (!m.key.empty()) std::memcpy(dst, m.key.data(), m.key.size());
+    dst += m.key.size();
+    for (const MessageHeader& h : m.headers) {
+        const uint16_t nl = uint16_t(h.name.size()), vl = uint16_t(h.value.size());
+        std::memcpy(dst, &nl, 2);
+        std::memcpy(dst + 2, &vl, 2);
+        std::memcpy(dst + 4, h.name.data(), nl);
+        std::memcpy(dst + 4 + nl, h.value.data(), vl);
+        dst += 4 + nl + vl;
+    }
+    if (!m.value.empty()) std::memcpy(dst, m.value.data(), m.value.size());
+    FABRIC_CRASH_POINT("mq.send.before_publish");
+    uint64_t claimed = make_slot_word(kSlotClaimed, lap, me);
+    // Publish: seq_cst (a release for the envelope, pairing with readers' acquire of the word;
+    // and the store half of the Dekker handshake with parked consumers' data_waiters).
+    if (!s->state.compare_exchange_strong(claimed, make_slot_word(kSlotPublished, lap, me), std::memory_order_seq_cst,
+                                          std::memory_order_acquire)) {
+        // We lost the skip race: a consumer or the reaper turned our claim into a skip record.
+        // If it quarantined the slot (we looked alive), release it now that we stopped writing.
+        if (slot_state(claimed) == kSlotQuarantined && slot_owner(claimed) == me)
+            s->state.compare_exchange_strong(claimed, make_slot_word(kSlotSkipped, slot_lap(claimed), me),
+                                             std::memory_order_release, std::memory_order_relaxed);
+        return make_error(Errc::skipped, "topic '" + t->name + "' partition " + std::to_string(p) + " offset " +
+                                             std::to_string(off) +
+                                             ": the claim was turned into a skip record before it was published "
+                                             "(this producer looked dead or exceeded the claim timeout); the "
+                                             "message was NOT delivered, send it again");
+    }
+    // seq_cst: the load half of the Dekker handshake (see Consumer::poll).
+    if (t->hdr->data_waiters.load(std::memory_order_seq_cst) != 0) {
+        t->hdr->data_seq.fetch_add(1, std::memory_order_release);  // pairs with the parker's acquire load
+        detail::futex_wake(t->hdr->data_seq, INT32_MAX);
+    }
+    return SendResult{p, off};
+}
+
+Result<SendResult> Producer::send(std::span<const uint8_t> value, std::span<const MessageHeader> headers) {
+    const uint32_t p = impl_->rr++ % impl_->t->num_partitions;
+    return send_to(p, OutgoingMessage{value, {}, headers});
+}
+
+Result<SendResult> Producer::send_keyed(std::span<const uint8_t> key, std::span<const uint8_t> value,
+                                        std::span<const MessageHeader> headers) {
+    const uint32_t p = uint32_t(key_hash(key) % impl_->t->num_partitions);
+    return send_to(p, OutgoingMessage{value, key, headers});
+}
+
+Result<SendResult> Producer::send_to(uint32_t partition, const OutgoingMessage& message) {
+    Impl& im = *impl_;
+    if (partition >= im.t->num_partitions)
+        return make_error(Errc::invalid_argument, "partition " + std::to_string(partition) + " >= " +
+                                                      std::to_string(im.t->num_partitions) + " partitions of topic '" +
+                                                      im.t->name + "'");
+    // Fail closed once per send: the partition's lease and generation (coarse clock, no syscall).
+    FABRIC_TRY(im.t->part_regions[partition].check());
+    auto r = im.send_one(partition, message, wall_now_ns());
+    if (r) im.t->pool->count(uint32_t(CounterId::mq_messages_published), 1);
+    return r;
+}
+
+size_t Producer::send_batch(std::span<const OutgoingMessage> messages, std::span<SendResult> results, Error* error) {
+    Impl& im = *impl_;
+    if (results.size() < messages.size()) {
+        if (error) *error = make_error(Errc::invalid_argument, "send_batch: results holds " +
+                                                                   std::to_string(results.size()) + " entries for " +
+                                                                   std::to_string(messages.size()) + " messages");
+        return 0;
+    }
+    if (auto st = check_topic(*im.t); !st) {
+        if (error) *error = std::move(st).error();
+        return 0;
+    }
+    for (uint32_t p = 0; p < im.t->num_partitions; ++p)
+        if (auto st = im.t->part_regions[p].check(); !st) {
+            if (error) *error = std::move(st).error();
+            return 0;
+        }
+    const uint64_t ts = wall_now_ns();
+    size_t sent = 0;
+    for (const OutgoingMessage& m : messages) {
+        const uint32_t p = m.key.empty() ? im.rr++ % im.t->num_partitions
+                                         : uint32_t(key_hash(m.key) % im.t->num_partitions);
+        auto r = im.send_one(p, m, ts);
+        if (!r) {
+            if (error) *error = std::move(r).error();
+            break;
+        }
+        results[sent++] = *r;
+    }
+    if (sent) im.t->pool->count(uint32_t(CounterId::mq_messages_published), sent);
+    return sent;
+}
+
+std::vector<Result<SendResult>> send_to_each(std::span<Producer* const> producers, const OutgoingMessage& message) {
+    std::vector<Result<SendResult>> out;
+    out.reserve(producers.size());
+    for (Producer* p : producers) {
+        if (!p) {
+            out.emplace_back(make_error(Errc::invalid_argument, "send_to_each: null producer"));
+            continue;
+        }
+        out.push_back(message.key.empty() ? p->send(message.value, message.headers)
+                                          : p->send_keyed(message.key, message.value, message.headers));
+    }
+    return out;
+}
+
+}  // namespace fabric_shm

@@ -1,0 +1,807 @@
+// SPDX-License-Identifier: MIT
+// TopicManager, topic open/validation, the group table, and the reaper/check hooks for the
+// topic and partition region kinds. Layout: topic_layout.h; design: docs/topics.md.
+#include "fabric_shm/topic.h"
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
+#include <random>
+
+#include "fabric_shm/clock.h"
+#include "fabric_shm/counters.h"
+#include "fabric_shm/names.h"
+#include "futex.h"
+#include "layout/pool_layout.h"
+#include "mq/topic_internal.h"
+#include "owner_lock.h"
+
+namespace fabric_shm {
+
+void (*detail::g_mq_after_claim_hook)() = nullptr;
+
+std::string_view on_full_name(OnFull mode) noexcept {
+    switch (mode) {
+        case OnFull::block: return "block";
+        case OnFull::reject: return "reject";
+        case OnFull::overwrite: return "overwrite";
+    }
+    return "unknown";
+}
+
+Result<OnFull> parse_on_full(std::string_view text) {
+    if (text == "block") return OnFull::block;
+    if (text == "reject") return OnFull::reject;
+    if (text == "overwrite") return OnFull::overwrite;
+    return make_error(Errc::invalid_argument,
+                      "on_full '" + std::string(text) + "' is not one of block, reject, overwrite");
+}
+
+uint64_t max_message_bytes(uint32_t stride) noexcept {
+    return stride > mq::kEnvelopeBytes ? stride - mq::kEnvelopeBytes : 0;
+}
+
+Status validate_topic_config(const TopicConfig& c) {
+    using namespace mq;
+    if (c.num_partitions == 0 || c.num_partitions > kMaxPartitions)
+        return make_error(Errc::invalid_argument, "num_partitions " + std::to_string(c.num_partitions) +
+                                                      " is outside 1.." + std::to_string(kMaxPartitions));
+    if (c.partition_capacity < 2 || c.partition_capacity > kMaxCapacity || !std::has_single_bit(c.partition_capacity))
+        return make_error(Errc::invalid_argument,
+                          "partition_capacity " + std::to_string(c.partition_capacity) +
+                              " must be a power of two in 2.." + std::to_string(kMaxCapacity));
+    if (c.partition_stride < kMinStride || c.partition_stride > kMaxStride || c.partition_stride % 64 != 0)
+        return make_error(Errc::invalid_argument,
+                          "partition_stride " + std::to_string(c.partition_stride) +
+                              " must be a multiple of 64 in " + std::to_string(kMinStride) + ".." +
+                              std::to_string(kMaxStride) + " (the envelope takes " +
+                              std::to_string(kEnvelopeBytes) + " bytes of each slot)");
+    if (uint32_t(c.on_full) > 2)
+        return make_error(Errc::invalid_argument, "on_full " + std::to_string(uint32_t(c.on_full)) +
+                                                      " is not block(0), reject(1) or overwrite(2)");
+    return {};
+}
+
+uint64_t key_hash(std::span<const uint8_t> key) noexcept {
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (uint8_t b : key) {
+        h ^= b;
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+namespace mq {
+namespace {
+
+std::string partition_region_name(std::string_view topic, uint32_t i) {
+    return std::string(topic) + "." + std::to_string(i);
+}
+
+uint64_t new_incarnation() {
+    std::random_device rd;
+    uint64_t v = (uint64_t(rd()) << 32) ^ rd() ^ wall_now_ns();
+    return v ? v : 1;
+}
+
+Error corrupt(std::string_view topic, const std::string& what) {
+    return make_error(Errc::corrupt, "topic '" + std::string(topic) + "': " + what);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<TopicHandle>> open_topic(const Pool& pool, std::string_view name) {
+    FABRIC_TRY(validate_name("topic", name));
+    auto root = pool.open_region(RegionKind::topic, name);
+    if (!root) {
+        if (root.code() == Errc::not_found)
+            return make_error(Errc::not_found, "topic '" + std::string(name) + "' does not exist in pool '" +
+                                                   pool.name() + "' (create it with `fabric-shm topic create`)");
+        return std::move(root).error();
+    }
+    auto t = std::make_unique<TopicHandle>();
+    t->pool = &pool;
+    t->name = std::string(name);
+    t->root = std::move(root.value());
+    if (t->root.length() < kTopicRegionBytes)
+        return corrupt(name, "root region of " + std::to_string(t->root.length()) + " bytes is shorter than " +
+                                 std::to_string(kTopicRegionBytes));
+    t->hdr = reinterpret_cast<TopicHeader*>(t->root.data());
+    t->groups = reinterpret_cast<GroupSlot*>(t->root.data() + kGroupsOffset);
+    const TopicHeader& h = *t->hdr;
+    if (h.magic != kTopicMagic) return corrupt(name, "bad magic in the root region");
+    if (h.version != kTopicLayoutVersion)
+        return make_error(Errc::version_mismatch, "topic '" + std::string(name) + "' has layout version " +
+                                                      std::to_string(h.version) + ", this build reads " +
+                                                      std::to_string(kTopicLayoutVersion));
+    // Copy the immutable config out once and validate it before using any of it.
+    TopicConfig cfg;
+    cfg.num_partitions = h.num_partitions;
+    cfg.partition_capacity = uint32_t(std::min<uint64_t>(h.capacity, UINT32_MAX));
+    cfg.partition_stride = uint32_t(std::min<uint64_t>(h.stride, UINT32_MAX));
+    cfg.on_full = OnFull(h.on_full);
+    if (auto st = validate_topic_config(cfg); !st) return corrupt(name, st.error().message);
+    t->incarnation = h.incarnation;
+    t->num_partitions = cfg.num_partitions;
+    t->on_full = OnFullCode(cfg.on_full);
+    t->capacity = cfg.partition_capacity;
+    t->stride = cfg.partition_stride;
+    const uint64_t need = partition_region_bytes(t->capacity, t->stride);
+    for (uint32_t i = 0; i < t->num_partitions; ++i) {
+        const RegionRef ref = RegionRef::unpack(h.partition_refs[i]);
+        auto r = pool.open_region(ref);
+        if (!r) {
+            Error e = std::move(r).error();
+            e.message = "topic '" + std::string(name) + "' partition " + std::to_string(i) + ": " + e.message;
+            return e;
+        }
+        if (r->length() < need)
+            return corrupt(name, "partition " + std::to_string(i) + " region of " + std::to_string(r->length()) +
+                                     " bytes is shorter than " + std::to_string(need));
+        auto* ph = reinterpret_cast<PartitionHeader*>(r->data());
+        if (ph->magic != kPartitionMagic || ph->index != i || ph->capacity != t->capacity || ph->stride != t->stride ||
+            ph->incarnation != t->incarnation || ph->slots_offset != kSlotsOffset || ph->on_full != t->on_full)
+            return corrupt(name, "partition " + std::to_string(i) + " header does not match the topic");
+        PartitionView v;
+        v.hdr = ph;
+        v.slots = r->data() + kSlotsOffset;
+        v.capacity = t->capacity;
+        v.mask = t->capacity - 1;
+        v.stride = t->stride;
+        v.log2 = uint32_t(std::countr_zero(t->capacity));
+        v.base = ph->base_offset;
+        v.index = i;
+        t->parts.push_back(v);
+        t->part_regions.push_back(std::move(r.value()));
+    }
+    return t;
+}
+
+Status check_topic(const TopicHandle& t, int partition) {
+    FABRIC_TRY(t.root.check());
+    if (partition >= 0) FABRIC_TRY(t.part_regions[size_t(partition)].check());
+    return {};
+}
+
+uint64_t oldest_offset(const TopicHandle& t, const PartitionView& p) {
+    // Acquire: pairs with the tail CAS (release) of claimers and helpers.
+    const uint64_t tail = p.hdr->tail.load(std::memory_order_acquire);
+    if (t.on_full == kOnFullOverwrite) return tail - p.base > p.capacity ? tail - p.capacity : p.base;
+    // Acquire: pairs with raise_head's release CAS.
+    const uint64_t head = p.hdr->head.load(std::memory_order_acquire);
+    return std::min(head, tail);
+}
+
+// ---- groups ---------------------------------------------------------------------------
+
+std::string group_name(const GroupSlot& g) {
+    char buf[kGroupNameWords * 8 + 1] = {};
+    for (uint32_t i = 0; i < kGroupNameWords; ++i) {
+        const uint64_t w = g.name[i].load(std::memory_order_relaxed);  // immutable while LIVE
+        std::memcpy(buf + 8 * i, &w, 8);
+    }
+    return std::string(buf, strnlen(buf, sizeof buf - 1));
+}
+
+bool group_name_is(const GroupSlot& g, std::string_view name) { return group_name(g) == name; }
+
+int find_group(const TopicHandle& t, std::string_view name, uint64_t* word) {
+    for (uint32_t i = 0; i < kMaxGroups; ++i) {
+        // Acquire: pairs with the registrant's release store of LIVE (name written before).
+        const uint64_t w = t.groups[i].word.load(std::memory_order_acquire);
+        if (group_state(w) == kGroupLive && group_name_is(t.groups[i], name)) {
+            if (word) *word = w;
+            return int(i);
+        }
+    }
+    return -1;
+}
+
+bool deregister_group(TopicHandle& t, int index, bool force, uint64_t now_ns) {
+    GroupSlot& g = t.groups[index];
+    // Acquire: pairs with the registrant's release store of LIVE.
+    uint64_t w = g.word.load(std::memory_order_acquire);
+    if (group_state(w) != kGroupLive) return false;
+    // Step 1: expires -> 0 by CAS, so a renewer racing with us either wins (group stays) or
+    // finds 0 (group gone). A crash after this step leaves LIVE with expires 0 = expired.
+    uint64_t e = g.lease_expires_ns.load(std::memory_order_acquire);  // pairs with renew CAS
+    while (e != 0) {
+        if (!force && e > now_ns) return false;
+        if (g.lease_expires_ns.compare_exchange_weak(e, 0, std::memory_order_acq_rel, std::memory_order_acquire))
+            break;
+    }
+    // Step 2: LIVE(g) -> FREE(g+1); consumers holding the LIVE word see the group gone.
+    // Release: pairs with find_group/register's acquire of the word.
+    const bool removed = g.word.compare_exchange_strong(w, make_group_word(kGroupFree, group_gen(w) + 1, 0),
+                                                        std::memory_order_release, std::memory_order_relaxed);
+    if (removed) wake_space(t);
+    return removed;
+}
+
+Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const GroupOptions& options) {
+    FABRIC_TRY(validate_name("group", group));
+    if (options.ttl_ns == 0) return make_error(Errc::invalid_argument, "group ttl_ns 0 must be > 0");
+    const Pool& pool = *t.pool;
+    const OwnerToken me = pool.self();
+    if (me == 0)
+        return make_error(Errc::permission_denied, "registering group '" + std::string(group) +
+                                                       "' needs a writable pool (this handle is read-only)");
+    auto lk = detail::owner_lock_acquire(t.hdr->groups_lock, pool, me, 2 * kNsPerSec, "topic group lock");
+    if (!lk) return std::move(lk).error();
+    detail::OwnerLockGuard guard(t.hdr->groups_lock, me);
+    const uint64_t now = mono_now_ns();
+    // We hold the lock, so a CREATING slot belongs to a holder that died (stolen) or to us never.
+    for (uint32_t i = 0; i < kMaxGroups; ++i) {
+        uint64_t w = t.groups[i].word.load(std::memory_order_acquire);  // pairs with LIVE/FREE release stores
+        if (group_state(w) == kGroupCreating)
+            t.groups[i].word.compare_exchange_strong(w, make_group_word(kGroupFree, group_gen(w) + 1, 0),
+                                                     std::memory_order_release, std::memory_order_relaxed);
+    }
+    uint64_t w = 0;
+    int idx = find_group(t, group, &w);
+    if (idx >= 0) {
+        GroupSlot& g = t.groups[idx];
+        if (!group_expired(g, now)) {
+            uint64_t e = g.lease_expires_ns.load(std::memory_order_acquire);  // pairs with renew/deregister
+            const uint64_t ne = now + g.lease_ttl_ns.load(std::memory_order_relaxed);
+            if (e != 0 && e < ne)
+                g.lease_expires_ns.compare_exchange_strong(e, ne, std::memory_order_acq_rel, std::memory_order_relaxed);
+            return GroupRef{idx, w};
+        }
+        deregister_group(t, idx, false, now);
+    }
+    for (uint32_t i = 0; i < kMaxGroups; ++i) {
+        GroupSlot& g = t.groups[i];
+        uint64_t fw = g.word.load(std::memory_order_acquire);  // pairs with deregister's release
+        if (group_state(fw) == kGroupLive && group_expired(g, now)) {
+            deregister_group(t, int(i), false, now);
+            fw = g.word.load(std::memory_order_acquire);
+        }
+        if (group_state(fw) != kGroupFree) continue;
+        const uint32_t gen = group_gen(fw);
+        // Acquire: nothing of ours is written to the slot before we own it.
+        if (!g.word.compare_exchange_strong(fw, make_group_word(kGroupCreating, gen, me), std::memory_order_acquire,
+                                            std::memory_order_relaxed))
+            continue;
+        char name[kGroupNameWords * 8] = {};
+        std::memcpy(name, group.data(), std::min(group.size(), sizeof name));
+        for (uint32_t k = 0; k < kGroupNameWords; ++k) {
+            uint64_t v;
+            std::memcpy(&v, name + 8 * k, 8);
+            g.name[k].store(v, std::memory_order_relaxed);  // published by the LIVE release store
+        }
+        g.lease_ttl_ns.store(options.ttl_ns, std::memory_order_relaxed);
+        g.lease_expires_ns.store(now + options.ttl_ns, std::memory_order_relaxed);
+        g.registered_ns.store(now, std::memory_order_relaxed);
+        g.lock.store(0, std::memory_order_relaxed);
+        g.epoch.store(0, std::memory_order_relaxed);
+        g.flags.store(0, std::memory_order_relaxed);
+        for (auto& m : g.members) {
+            m.word.store(0, std::memory_order_relaxed);
+            m.heartbeat_ns.store(0, std::memory_order_relaxed);
+            m.epoch.store(0, std::memory_order_relaxed);
+            for (auto& x : m.id) x.store(0, std::memory_order_relaxed);
+        }
+        for (uint32_t p = 0; p < kMaxPartitions; ++p) {
+            uint64_t start = 0;
+            if (p < t.num_partitions) {
+                const PartitionView& pv = t.parts[p];
+                start = options.start == GroupStart::latest ? pv.hdr->tail.load(std::memory_order_acquire)
+                                                            : oldest_offset(t, pv);
+            }
+            g.parts[p].committed.store(start, std::memory_order_relaxed);
+            g.parts[p].commit_epoch.store(0, std::memory_order_relaxed);
+            g.parts[p].owner.store(0, std::memory_order_relaxed);
+            g.parts[p].attempt_offset.store(0, std::memory_order_relaxed);
+            g.parts[p].attempts.store(0, std::memory_order_relaxed);
+            g.parts[p].commits.store(0, std::memory_order_relaxed);
+        }
+        const uint64_t live = make_group_word(kGroupLive, gen, me);
+        // Release: publishes name, lease and offsets to find_group's acquire load.
+        g.word.store(live, std::memory_order_release);
+        return GroupRef{int(i), live};
+    }
+    return make_error(Errc::capacity_exceeded, "topic '" + t.name + "' already has " + std::to_string(kMaxGroups) +
+                                                   " groups registered (the limit); remove one with `fabric-shm group rm`");
+}
+
+Status renew_group(TopicHandle& t, const GroupRef& ref, std::string_view group, uint64_t now_ns) {
+    GroupSlot& g = t.groups[ref.index];
+    // Acquire: pairs with deregister's release store.
+    if (g.word.load(std::memory_order_acquire) != ref.word)
+        return make_error(Errc::not_found, "group '" + std::string(group) + "' on topic '" + t.name +
+                                               "' was deregistered (lease expired or removed); open a new consumer");
+    uint64_t e = g.lease_expires_ns.load(std::memory_order_acquire);  // pairs with the CASes below
+    const uint64_t ttl = g.lease_ttl_ns.load(std::memory_order_relaxed);
+    for (;;) {
+        if (e <= now_ns)
+            return make_error(Errc::lease_expired, "group '" + std::string(group) + "' on topic '" + t.name +
+                                                       "': lease ran out " + format_duration_ns(now_ns - e) +
+                                                       " ago (ttl " + format_duration_ns(ttl) + ")");
+        if (e - now_ns > ttl - ttl / 4) return {};  // more than 3/4 left: nothing to do
+        if (g.lease_expires_ns.compare_exchange_weak(e, now_ns + ttl, std::memory_order_acq_rel,
+                                                     std::memory_order_acquire))
+            return {};
+    }
+}
+
+Status commit_in_pool(TopicHandle& t, const GroupRef& ref, std::string_view group,
+                      std::span<const OffsetCommit> commits) {
+    const Pool& pool = *t.pool;
+    const OwnerToken me = pool.self();
+    if (me == 0) return make_error(Errc::permission_denied, "commit needs a writable pool");
+    FABRIC_TRY(renew_group(t, ref, group, mono_coarse_ns()));
+    GroupSlot& g = t.groups[ref.index];
+    for (const auto& c : commits)
+        if (c.partition >= t.num_partitions)
+            return make_error(Errc::invalid_argument, "partition " + std::to_string(c.partition) + " >= " +
+                                                          std::to_string(t.num_partitions) + " partitions of topic '" +
+                                                          t.name + "'");
+    auto lk = detail::owner_lock_acquire(g.lock, pool, me, 2 * kNsPerSec, "group commit lock");
+    if (!lk) return std::move(lk).error();
+    // A stolen lock needs no repair: each committer stores commit_epoch before committed, so a
+    // crash between the two leaves (new epoch, old offset): a re-commit, never a lost fence.
+    detail::OwnerLockGuard guard(g.lock, me);
+    if (g.word.load(std::memory_order_acquire) != ref.word)  // pairs with deregister's release
+        return make_error(Errc::not_found, "group '" + std::string(group) + "' was deregistered during commit");
+    for (const auto& c : commits) {
+        const uint64_t stored = g.parts[c.partition].commit_epoch.load(std::memory_order_relaxed);  // under lock
+        if (c.epoch < stored)
+            return make_error(Errc::stale_epoch, "commit to group '" + std::string(group) + "' topic '" + t.name +
+                                                     "' partition " + std::to_string(c.partition) + " under epoch " +
+                                                     std::to_string(c.epoch) + " < stored epoch " +
+                                                     std::to_string(stored));
+    }
+    for (const auto& c : commits) {
+        GroupPartition& gp = g.parts[c.partition];
+        gp.commit_epoch.store(c.epoch, std::memory_order_relaxed);  // under lock; before committed (see above)
+        // seq_cst: pairs with a blocked producer's seq_cst space_waiters increment and its
+        // seq_cst loads in min_committed (Dekker: one of us sees the other).
+        gp.committed.store(c.offset, std::memory_order_seq_cst);
+        gp.commits.fetch_add(1, std::memory_order_relaxed);
+    }
+    wake_space(t);
+    return {};
+}
+
+uint64_t min_committed(const TopicHandle& t, uint32_t p, uint64_t now_ns, Slowest* slowest) {
+    const PartitionView& pv = t.parts[p];
+    uint64_t best = 0;
+    bool any = false;
+    int best_idx = -1;
+    for (uint32_t i = 0; i < kMaxGroups; ++i) {
+        const GroupSlot& g = t.groups[i];
+        // seq_cst: see commit_in_pool.
+        if (group_state(g.word.load(std::memory_order_seq_cst)) != kGroupLive || group_expired(g, now_ns)) continue;
+        const uint64_t c = g.parts[p].committed.load(std::memory_order_seq_cst);
+        if (!any || int64_t(c - best) < 0) {
+            best = c;
+            best_idx = int(i);
+        }
+        any = true;
+    }
+    if (!any) best = pv.hdr->head.load(std::memory_order_seq_cst);
+    if (slowest) {
+        slowest->any_group = any;
+        slowest->group = any ? group_name(t.groups[best_idx]) : std::string();
+        slowest->committed = best;
+    }
+    return best;
+}
+
+void wake_space(const TopicHandle& t) {
+    // seq_cst: pairs with the blocked producer's seq_cst increment (Dekker with committed).
+    if (t.hdr->space_waiters.load(std::memory_order_seq_cst) != 0) {
+        t.hdr->space_seq.fetch_add(1, std::memory_order_release);  // pairs with the waiter's acquire load
+        detail::futex_wake(t.hdr->space_seq, INT32_MAX);
+    }
+}
+
+bool owner_certainly_dead(const Pool& pool, OwnerToken owner, uint64_t now_ns) {
+    if (owner == 0) return true;
+    return pool.registry().liveness(owner, now_ns) == Liveness::certainly_dead;
+}
+
+bool skip_claim(const Pool& pool, const PartitionView& p, SlotHeader* s, uint64_t word, bool quarantine) {
+    const uint64_t st = slot_state(word);
+    if (st != kSlotClaimed && st != kSlotQuarantined) return false;
+    const uint64_t next = make_slot_word(quarantine ? kSlotQuarantined : kSlotSkipped, slot_lap(word), slot_owner(word));
+    // Release: pairs with readers' acquire of the state word (nothing else to publish; the
+    // claimer's bytes are never read behind a skip record).
+    if (!s->state.compare_exchange_strong(word, next, std::memory_order_acq_rel, std::memory_order_relaxed))
+        return false;
+    if (st == kSlotClaimed) {
+        p.hdr->skipped_claims.fetch_add(1, std::memory_order_relaxed);
+        if (quarantine) p.hdr->quarantined.fetch_add(1, std::memory_order_relaxed);
+        pool.count(uint32_t(CounterId::mq_claims_skipped), 1);
+    }
+    return true;
+}
+
+}  // namespace mq
+
+// ---- TopicManager ---------------------------------------------------------------------
+
+using namespace mq;
+
+Status TopicManager::create(std::string_view name, const TopicConfig& config) {
+    FABRIC_TRY(validate_name("topic", name));
+    FABRIC_TRY(validate_topic_config(config));
+    Pool& pool = *pool_;
+    const uint64_t part_bytes = partition_region_bytes(config.partition_capacity, config.partition_stride);
+    const uint64_t total = kTopicRegionBytes + uint64_t(config.num_partitions) * part_bytes;
+    if (total > pool.size())
+        return make_error(Errc::invalid_argument,
+                          "topic '" + std::string(name) + "' needs " + format_bytes(total) + " (" +
+                              std::to_string(config.num_partitions) + " partitions x " + format_bytes(part_bytes) +
+                              " + " + format_bytes(kTopicRegionBytes) + " root) but pool '" + pool.name() + "' is " +
+                              format_bytes(pool.size()) + " (lower partition_capacity or partition_stride)");
+    if (auto existing = pool.open_region(RegionKind::topic, name); existing)
+        return make_error(Errc::already_exists, "topic '" + std::string(name) + "' already exists in pool '" +
+                                                    pool.name() + "'");
+    const uint64_t incarnation = new_incarnation();
+    RegionSpec rs;
+    rs.kind = RegionKind::topic;
+    rs.name = std::string(name);
+    rs.length = kTopicRegionBytes;
+    rs.ttl_ns = config.ttl_ns;
+    rs.params[0] = config.num_partitions;
+    rs.params[1] = config.partition_capacity;
+    rs.params[2] = config.partition_stride;
+    rs.publish = false;  // partitions first; openers never see a half-made topic
+    rs.init = [&](std::byte* data, uint64_t length) -> Status {
+        if (length < kTopicRegionBytes) return make_error(Errc::corrupt, "topic root region too short");
+        auto* h = reinterpret_cast<TopicHeader*>(data);
+        h->magic = kTopicMagic;
+        h->version = kTopicLayoutVersion;
+        h->header_size = sizeof(TopicHeader);
+        h->incarnation = incarnation;
+        h->num_partitions = config.num_partitions;
+        h->on_full = uint32_t(config.on_full);
+        h->capacity = config.partition_capacity;
+        h->stride = config.partition_stride;
+        h->created_wall_ns = wall_now_ns();
+        return {};
+    };
+    auto root = pool.create_region(rs);
+    if (!root) {
+        if (root.code() == Errc::already_exists)
+            return make_error(Errc::already_exists, "topic '" + std::string(name) + "' already exists in pool '" +
+                                                        pool.name() + "'");
+        return std::move(root).error();
+    }
+    auto* hdr = reinterpret_cast<TopicHeader*>(root->data());
+    std::vector<RegionRef> made;
+    for (uint32_t i = 0; i < config.num_partitions; ++i) {
+        RegionSpec ps;
+        ps.kind = RegionKind::partition;
+        ps.name = partition_region_name(name, i);
+        ps.length = part_bytes;
+        ps.ttl_ns = config.ttl_ns;
+        ps.parent = root->ref();
+        ps.params[0] = i;
+        ps.params[1] = config.partition_capacity;
+        ps.params[2] = config.partition_stride;
+        ps.init = [&, i](std::byte* data, uint64_t length) -> Status {
+            if (length < part_bytes) return make_error(Errc::corrupt, "partition region too short");
+            auto* ph = reinterpret_cast<PartitionHeader*>(data);
+            ph->magic = kPartitionMagic;
+            ph->version = kTopicLayoutVersion;
+            ph->index = i;
+            ph->capacity = config.partition_capacity;
+            ph->capacity_log2 = uint32_t(std::countr_zero(config.partition_capacity));
+            ph->on_full = uint32_t(config.on_full);
+            ph->stride = config.partition_stride;
+            ph->slots_offset = kSlotsOffset;
+            ph->base_offset = 0;
+            ph->incarnation = incarnation;
+            ph->tail.store(0, std::memory_order_relaxed);  // published by the region publish
+            ph->head.store(0, std::memory_order_relaxed);
+            return {};
+        };
+        auto pr = pool.create_region(ps);
+        if (!pr) {
+            for (RegionRef r : made) (void)pool.remove_region(r);
+            (void)pool.remove_region(root->ref());
+            Error e = std::move(pr).error();
+            e.message = "creating partition " + std::to_string(i) + " of topic '" + std::string(name) + "': " + e.message;
+            return e;
+        }
+        hdr->partition_refs[i] = pr->ref().packed();  // published by root.publish() below
+        made.push_back(pr->ref());
+    }
+    return root->publish();
+}
+
+Status TopicManager::remove(std::string_view name) {
+    auto t = open_topic(*pool_, name);
+    if (!t) return std::move(t).error();
+    std::vector<RegionRef> refs;
+    for (auto& r : (*t)->part_regions) refs.push_back(r.ref());
+    const RegionRef root = (*t)->root.ref();
+    t.value().reset();  // drop our handles so the memory can be reclaimed at once
+    FABRIC_TRY(pool_->remove_region(root));  // first: new opens fail from here on
+    for (RegionRef r : refs) (void)pool_->remove_region(r);
+    return {};
+}
+
+std::vector<std::string> TopicManager::list() const {
+    std::vector<std::string> names;
+    const uint64_t now = mono_now_ns();
+    for (const RegionInfo& r : pool_->regions())
+        if (r.kind == uint32_t(RegionKind::topic) && r.state == "live" && !r.lease.expired(now))
+            names.push_back(r.name);
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+Result<TopicDescription> TopicManager::describe(std::string_view name) const {
+    auto tr = open_topic(*pool_, name);
+    if (!tr) return std::move(tr).error();
+    TopicHandle& t = **tr;
+    TopicDescription d;
+    d.name = t.name;
+    d.incarnation = t.incarnation;
+    d.config.num_partitions = t.num_partitions;
+    d.config.partition_capacity = uint32_t(t.capacity);
+    d.config.partition_stride = uint32_t(t.stride);
+    d.config.on_full = OnFull(t.on_full);
+    d.created_wall_ns = t.hdr->created_wall_ns;
+    d.lease_id = t.root.lease_id();
+    d.lease_ids.push_back(d.lease_id);
+    for (auto& r : t.part_regions) d.lease_ids.push_back(r.lease_id());
+    const uint64_t now = mono_now_ns();
+    for (uint32_t p = 0; p < t.num_partitions; ++p) {
+        const PartitionView& pv = t.parts[p];
+        PartitionDescription pd;
+        pd.partition = p;
+        pd.next = pv.hdr->tail.load(std::memory_order_acquire);  // pairs with the tail CAS
+        pd.head = pv.hdr->head.load(std::memory_order_acquire);  // pairs with raise_head
+        pd.oldest = oldest_offset(t, pv);
+        pd.capacity = pv.capacity;
+        if (t.on_full == kOnFullOverwrite) {
+            pd.fill = pd.next - pd.oldest;
+        } else {
+            const uint64_t low = min_committed(t, p, now, nullptr);
+            pd.fill = int64_t(pd.next - low) > 0 ? pd.next - low : 0;
+        }
+        pd.skipped_claims = pv.hdr->skipped_claims.load(std::memory_order_relaxed);
+        pd.quarantined = pv.hdr->quarantined.load(std::memory_order_relaxed);
+        for (uint64_t i = 0; i < pv.capacity; ++i) {
+            const uint64_t w = pv.slot(i)->state.load(std::memory_order_relaxed);  // diagnostic snapshot
+            if (slot_state(w) == kSlotClaimed) ++pd.claims_in_progress;
+        }
+        d.partitions.push_back(pd);
+    }
+    for (uint32_t i = 0; i < kMaxGroups; ++i) {
+        const GroupSlot& g = t.groups[i];
+        if (group_state(g.word.load(std::memory_order_acquire)) != kGroupLive) continue;  // pairs with LIVE store
+        GroupDescription gd;
+        gd.name = group_name(g);
+        gd.lease_expires_ns = g.lease_expires_ns.load(std::memory_order_acquire);
+        gd.lease_ttl_ns = g.lease_ttl_ns.load(std::memory_order_relaxed);
+        gd.registered_ns = g.registered_ns.load(std::memory_order_relaxed);
+        gd.expired = gd.lease_expires_ns <= now;
+        for (uint32_t p = 0; p < t.num_partitions; ++p) {
+            GroupPartitionDescription gp;
+            gp.partition = p;
+            gp.committed = g.parts[p].committed.load(std::memory_order_acquire);
+            gp.epoch = g.parts[p].commit_epoch.load(std::memory_order_relaxed);
+            const uint64_t next = d.partitions[p].next;
+            gp.lag = int64_t(next - gp.committed) > 0 ? next - gp.committed : 0;
+            gd.partitions.push_back(gp);
+        }
+        d.groups.push_back(std::move(gd));
+    }
+    return d;
+}
+
+Status TopicManager::register_group(std::string_view topic, std::string_view group, const GroupOptions& options) {
+    auto t = open_topic(*pool_, topic);
+    if (!t) return std::move(t).error();
+    FABRIC_TRY(check_topic(**t));
+    auto r = mq::register_group(**t, group, options);
+    if (!r) return std::move(r).error();
+    return {};
+}
+
+Status TopicManager::remove_group(std::string_view topic, std::string_view group) {
+    FABRIC_TRY(validate_name("group", group));
+    auto t = open_topic(*pool_, topic);
+    if (!t) return std::move(t).error();
+    const int idx = find_group(**t, group);
+    if (idx < 0 || !deregister_group(**t, idx, true, mono_now_ns()))
+        return make_error(Errc::not_found, "group '" + std::string(group) + "' is not registered on topic '" +
+                                               std::string(topic) + "'");
+    return {};
+}
+
+// ---- reaper and --check hooks -----------------------------------------------------------
+
+namespace {
+
+PartitionHeader* partition_at(const Pool& pool, const RegionInfo& info, PartitionView* v, std::string* why) {
+    if (!pool.in_bounds(info.offset, info.length) || info.length < kSlotsOffset) {
+        *why = "region extent out of bounds";
+        return nullptr;
+    }
+    auto* ph = reinterpret_cast<PartitionHeader*>(pool.base() + info.offset);
+    const uint64_t cap = ph->capacity, stride = ph->stride;
+    if (ph->magic != kPartitionMagic) {
+        *why = "bad partition magic";
+        return nullptr;
+    }
+    if (cap < 2 || cap > kMaxCapacity || !std::has_single_bit(cap) || stride < kMinStride || stride > kMaxStride ||
+        stride % 64 != 0 || ph->slots_offset != kSlotsOffset || partition_region_bytes(cap, stride) > info.length) {
+        *why = "partition geometry (capacity " + std::to_string(cap) + ", stride " + std::to_string(stride) +
+               ") does not fit its region of " + std::to_string(info.length) + " bytes";
+        return nullptr;
+    }
+    v->hdr = ph;
+    v->slots = pool.base() + info.offset + kSlotsOffset;
+    v->capacity = cap;
+    v->mask = cap - 1;
+    v->stride = stride;
+    v->log2 = uint32_t(std::countr_zero(cap));
+    v->base = ph->base_offset;
+    v->index = ph->index;
+    return ph;
+}
+
+uint64_t reap_partition(const Pool& pool, const RegionInfo& info, uint64_t now_ns, bool dry_run,
+                        std::vector<std::string>& notes) {
+    PartitionView v;
+    std::string why;
+    if (!partition_at(pool, info, &v, &why)) return 0;
+    uint64_t n = 0;
+    for (uint64_t i = 0; i < v.capacity; ++i) {
+        SlotHeader* s = v.slot(i);
+        const uint64_t w = s->state.load(std::memory_order_acquire);  // pairs with claim/publish CAS
+        const uint64_t st = slot_state(w);
+        if ((st != kSlotClaimed && st != kSlotQuarantined) || !owner_certainly_dead(pool, slot_owner(w), now_ns))
+            continue;
+        notes.push_back("partition '" + info.name + "' slot " + std::to_string(i) + ": " +
+                        (st == kSlotClaimed ? "claim" : "quarantined claim") + " of dead owner " +
+                        std::to_string(slot_owner(w)) + " -> skip record");
+        if (dry_run) {
+            ++n;
+            continue;
+        }
+        // A dead owner writes nothing more: release a quarantine as a plain skip.
+        uint64_t expect = w;
+        const uint64_t next = make_slot_word(kSlotSkipped, slot_lap(w), slot_owner(w));
+        if (s->state.compare_exchange_strong(expect, next, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+            ++n;
+            if (st == kSlotClaimed) {
+                v.hdr->skipped_claims.fetch_add(1, std::memory_order_relaxed);
+                pool.count(uint32_t(CounterId::mq_claims_skipped), 1);
+            }
+        }
+    }
+    return n;
+}
+
+void check_partition(const Pool& pool, const RegionInfo& info, std::vector<std::string>& violations,
+                     std::vector<std::string>& in_progress) {
+    PartitionView v;
+    std::string why;
+    const std::string who = "partition '" + info.name + "'";
+    if (!partition_at(pool, info, &v, &why)) {
+        violations.push_back("violation: " + who + ": " + why);
+        return;
+    }
+    const uint64_t tail = v.hdr->tail.load(std::memory_order_acquire);  // pairs with the tail CAS
+    const uint64_t head = v.hdr->head.load(std::memory_order_acquire);  // pairs with raise_head
+    if (int64_t(tail - v.base) < 0)
+        violations.push_back("violation: " + who + ": tail " + std::to_string(tail) + " below base offset " +
+                             std::to_string(v.base));
+    if (v.hdr->on_full != kOnFullOverwrite) {
+        const int64_t fill = int64_t(tail - head);
+        if (fill < 0 || uint64_t(fill) > v.capacity)
+            violations.push_back("violation: " + who + ": fill " + std::to_string(fill) + " (tail " +
+                                 std::to_string(tail) + " - head " + std::to_string(head) + ") outside 0.." +
+                                 std::to_string(v.capacity));
+    }
+    for (uint64_t i = 0; i < v.capacity; ++i) {
+        const uint64_t w = v.slot(i)->state.load(std::memory_order_acquire);  // pairs with claim/publish CAS
+        const uint64_t st = slot_state(w);
+        if (st > kSlotQuarantined) {
+            violations.push_back("violation: " + who + " slot " + std::to_string(i) + ": state " + std::to_string(st));
+            continue;
+        }
+        if (st == kSlotClaimed)
+            in_progress.push_back("in progress: " + who + " slot " + std::to_string(i) + " claimed by owner " +
+                                  std::to_string(slot_owner(w)));
+        // Latest offset below the tail that maps to this slot.
+        if (tail == v.base || int64_t(tail - 1 - v.base) < 0) {
+            if (st != kSlotEmpty && !(st == kSlotClaimed && (tail & v.mask) == i))
+                violations.push_back("violation: " + who + " slot " + std::to_string(i) +
+                                     " is written but no offset was ever claimed");
+            continue;
+        }
+        const uint64_t o = tail - 1 - ((tail - 1 - i) & v.mask);
+        if (int64_t(o - v.base) < 0) {
+            if (st != kSlotEmpty && !((tail & v.mask) == i))
+                violations.push_back("violation: " + who + " slot " + std::to_string(i) + " written before base");
+            continue;
+        }
+        const int64_t d = lap_diff(slot_lap(w), v.lap(o));
+        // d == 1 is a claim at the tail not yet advanced, or a racing producer; more is impossible.
+        if (st == kSlotEmpty || d < 0 || d > 1)
+            violations.push_back("violation: " + who + " slot " + std::to_string(i) + ": tag lap " +
+                                 std::to_string(slot_lap(w)) + " (state " + std::to_string(st) +
+                                 ") impossible for offset " + std::to_string(o) + " (lap " +
+                                 std::to_string(v.lap(o) & kLapMask) + ")");
+    }
+}
+
+uint64_t reap_topic(const Pool& pool, const RegionInfo& info, uint64_t now_ns, bool dry_run,
+                    std::vector<std::string>& notes) {
+    if (!pool.in_bounds(info.offset, info.length) || info.length < kTopicRegionBytes) return 0;
+    auto* hdr = reinterpret_cast<TopicHeader*>(pool.base() + info.offset);
+    if (hdr->magic != kTopicMagic) return 0;
+    auto* groups = reinterpret_cast<GroupSlot*>(pool.base() + info.offset + kGroupsOffset);
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < kMaxGroups; ++i) {
+        GroupSlot& g = groups[i];
+        uint64_t w = g.word.load(std::memory_order_acquire);  // pairs with LIVE/FREE release stores
+        if (group_state(w) == kGroupCreating && owner_certainly_dead(pool, OwnerToken(w), now_ns)) {
+            notes.push_back("topic '" + info.name + "': group slot " + std::to_string(i) +
+                            " half-registered by a dead process -> free");
+            ++n;
+            if (!dry_run)
+                g.word.compare_exchange_strong(w, make_group_word(kGroupFree, group_gen(w) + 1, 0),
+                                               std::memory_order_release, std::memory_order_relaxed);
+            continue;
+        }
+        if (group_state(w) != kGroupLive || !group_expired(g, now_ns)) continue;
+        notes.push_back("topic '" + info.name + "': group '" + group_name(g) + "' lease expired -> deregistered");
+        ++n;
+        if (dry_run) continue;
+        uint64_t e = g.lease_expires_ns.load(std::memory_order_acquire);  // pairs with renew CAS
+        if (e != 0 && (e > now_ns || !g.lease_expires_ns.compare_exchange_strong(e, 0, std::memory_order_acq_rel,
+                                                                                 std::memory_order_relaxed)))
+            continue;  // renewed meanwhile
+        if (g.word.compare_exchange_strong(w, make_group_word(kGroupFree, group_gen(w) + 1, 0),
+                                           std::memory_order_release, std::memory_order_relaxed) &&
+            hdr->space_waiters.load(std::memory_order_seq_cst) != 0) {  // pairs with blocked producers
+            hdr->space_seq.fetch_add(1, std::memory_order_release);
+            detail::futex_wake(hdr->space_seq, INT32_MAX);
+        }
+    }
+    return n;
+}
+
+void check_topic_region(const Pool& pool, const RegionInfo& info, std::vector<std::string>& violations,
+                        std::vector<std::string>& in_progress) {
+    const std::string who = "topic '" + info.name + "'";
+    if (!pool.in_bounds(info.offset, info.length) || info.length < kTopicRegionBytes) {
+        violations.push_back("violation: " + who + ": root region too short or out of bounds");
+        return;
+    }
+    auto* hdr = reinterpret_cast<TopicHeader*>(pool.base() + info.offset);
+    if (hdr->magic != kTopicMagic) {
+        if (info.state == "live") violations.push_back("violation: " + who + ": bad magic");
+        return;
+    }
+    if (hdr->num_partitions == 0 || hdr->num_partitions > kMaxPartitions)
+        violations.push_back("violation: " + who + ": num_partitions " + std::to_string(hdr->num_partitions));
+    auto* groups = reinterpret_cast<GroupSlot*>(pool.base() + info.offset + kGroupsOffset);
+    for (uint32_t i = 0; i < kMaxGroups; ++i) {
+        const uint64_t w = groups[i].word.load(std::memory_order_acquire);  // pairs with LIVE/FREE stores
+        if (group_state(w) > kGroupLive)
+            violations.push_back("violation: " + who + " group slot " + std::to_string(i) + ": state " +
+                                 std::to_string(group_state(w)));
+        else if (group_state(w) == kGroupCreating)
+            in_progress.push_back("in progress: " + who + " group slot " + std::to_string(i) + " being registered");
+    }
+}
+
+}  // namespace
+
+void detail::register_mq_region_kinds() {
+    register_region_kind_ops(RegionKind::partition, RegionKindOps{reap_partition, check_partition});
+    register_region_kind_ops(RegionKind::topic, RegionKindOps{reap_topic, check_topic_region});
+}
+
+}  // namespace fabric_shm

@@ -1,0 +1,99 @@
+// SPDX-License-Identifier: MIT
+// Internal to the mq module: an opened topic (root + partition handles with geometry copied
+// out of shm once and validated), group-table helpers shared by TopicManager, Producer,
+// Consumer and MemOffsetStore.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fabric_shm/offset_store.h"
+#include "fabric_shm/pool.h"
+#include "fabric_shm/topic.h"
+#include "mq/topic_layout.h"
+
+namespace fabric_shm::mq {
+
+/// A partition's immutable geometry, copied from shm and validated at open; never re-read.
+struct PartitionView {
+    PartitionHeader* hdr = nullptr;
+    std::byte* slots = nullptr;
+    uint64_t capacity = 0, mask = 0, stride = 0, base = 0;
+    uint32_t log2 = 0, index = 0;
+    SlotHeader* slot(uint64_t offset) const {
+        return reinterpret_cast<SlotHeader*>(slots + (offset & mask) * stride);
+    }
+    uint64_t lap(uint64_t offset) const { return offset >> log2; }
+};
+
+struct TopicHandle {
+    const Pool* pool = nullptr;
+    std::string name;
+    Region root;
+    std::vector<Region> part_regions;
+    TopicHeader* hdr = nullptr;
+    GroupSlot* groups = nullptr;  ///< kMaxGroups entries
+    std::vector<PartitionView> parts;
+    uint64_t incarnation = 0;
+    uint32_t num_partitions = 0;
+    OnFullCode on_full = kOnFullBlock;
+    uint64_t capacity = 0, stride = 0;
+};
+
+/// Opens and validates a live topic: NotFound, or Corrupt naming the field that is wrong.
+Result<std::unique_ptr<TopicHandle>> open_topic(const Pool& pool, std::string_view name);
+/// Fail closed: lease and generation of the root and (when `partition` >= 0) that partition.
+Status check_topic(const TopicHandle& t, int partition = -1);
+
+/// Earliest offset still readable: block/reject: the head floor; overwrite: max(base, tail - capacity).
+uint64_t oldest_offset(const TopicHandle& t, const PartitionView& p);
+
+// ---- groups -----------------------------------------------------------------------------
+std::string group_name(const GroupSlot& g);
+bool group_name_is(const GroupSlot& g, std::string_view name);
+/// Index of the LIVE group with this name (expired or not), -1 if none; *word gets its state word.
+int find_group(const TopicHandle& t, std::string_view name, uint64_t* word = nullptr);
+/// Lease run out (0 = being deregistered).
+inline bool group_expired(const GroupSlot& g, uint64_t now_ns) {
+    return g.lease_expires_ns.load(std::memory_order_acquire) <= now_ns;  // pairs with renew/deregister CAS
+}
+
+struct GroupRef {
+    int index = -1;
+    uint64_t word = 0;  ///< LIVE word at registration: a later mismatch means deregistered
+};
+/// Registers (or returns the live registration of) `group` under the topic's group lock.
+Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const GroupOptions& options);
+/// Deregisters if the lease ran out (force: regardless). True if this call removed it.
+bool deregister_group(TopicHandle& t, int index, bool force, uint64_t now_ns);
+/// Moves the lease to now + ttl when less than 3/4 of it remains; LeaseExpired / NotFound
+/// (naming the group) when it already ran out or the slot changed hands.
+Status renew_group(TopicHandle& t, const GroupRef& ref, std::string_view group, uint64_t now_ns);
+/// Commits under the group's owner lock, all or nothing; StaleEpoch names both epochs.
+Status commit_in_pool(TopicHandle& t, const GroupRef& ref, std::string_view group,
+                      std::span<const OffsetCommit> commits);
+
+struct Slowest {
+    bool any_group = false;
+    std::string group;     ///< the slowest live group (empty when none)
+    uint64_t committed = 0;
+};
+/// Minimum committed offset over live (unexpired) groups for partition p; with no group, the
+/// partition's head. Loads are seq_cst: they pair with commit's seq_cst store in the
+/// blocked-producer handshake (see producer.cpp).
+uint64_t min_committed(const TopicHandle& t, uint32_t p, uint64_t now_ns, Slowest* slowest);
+
+/// Wakes producers blocked on a full partition (when any are parked).
+void wake_space(const TopicHandle& t);
+
+/// Liveness probe used by producers, consumers and the reaper for a claimed slot.
+bool owner_certainly_dead(const Pool& pool, OwnerToken owner, uint64_t now_ns);
+
+/// Converts a claimed/quarantined slot word into a skip record by CAS; counts it.
+/// `quarantine`: the owner may be alive (timeout), so the slot's bytes stay untouched.
+bool skip_claim(const Pool& pool, const PartitionView& p, SlotHeader* s, uint64_t word, bool quarantine);
+
+}  // namespace fabric_shm::mq

@@ -1,0 +1,202 @@
+// SPDX-License-Identifier: MIT
+// Shared-memory layout of a topic: the root region (RegionKind::topic: config, incarnation,
+// wake-up words, group table) and one ring per partition (RegionKind::partition). Plain data
+// only, offsets not pointers, every atomic lock-free and <= 8 bytes, every field another
+// process reads pinned below. See docs/topics.md for the state machines.
+//
+// Root region (one per topic, name = topic name):
+//   0        TopicHeader         4 KiB   config, incarnation, partition refs, futex words
+//   4096     GroupSlot[16]       16 x 6400 B
+//
+// Partition region (name = "<topic>.<n>", child of the root):
+//   0        PartitionHeader     1 KiB   immutable geometry, then tail / head lines
+//   1024     slots               capacity x stride bytes; slot i holds offsets o with o % capacity == i
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "fabric_shm/registry.h"
+
+namespace fabric_shm::mq {
+
+constexpr uint64_t kTopicMagic = 0x43504f5442414600ULL;      ///< "\0FABTOPC"
+constexpr uint64_t kPartitionMagic = 0x5452415042414600ULL;  ///< "\0FABPART"
+constexpr uint32_t kTopicLayoutVersion = 1;
+
+constexpr uint32_t kMaxPartitions = 64;
+constexpr uint32_t kMaxGroups = 16;
+constexpr uint32_t kMaxMembers = 32;        ///< reserved for consumer groups (issue 5)
+constexpr uint64_t kMaxCapacity = 1u << 20;  ///< slots per partition
+constexpr uint64_t kMinStride = 64;
+constexpr uint64_t kMaxStride = 1u << 20;
+constexpr uint64_t kLine = 64;
+
+// ---- Slot state word ----------------------------------------------------------------
+// word = state(3) << 61 | lap(29) << 32 | owner token(32)
+//   lap = (offset >> log2(capacity)) mod 2^29: which trip round the ring the word belongs to.
+//   EMPTY       never written (lap 0, token 0): the slot's first lap is claimable
+//   CLAIMED     a producer owns offset `lap` of this slot and is writing the envelope
+//   PUBLISHED   envelope complete; readers copy, then re-check the word (seqlock)
+//   SKIPPED     a skip record: the claimer died (or released its quarantined claim); reusable
+//   QUARANTINED a skip record whose claimer timed out but may be alive and still writing the
+//               slot bytes: nobody reuses the bytes; the next lap rolls it forward as another
+//               skip until the claimer releases it (-> SKIPPED) or is certainly dead.
+enum SlotState : uint64_t {
+    kSlotEmpty = 0,
+    kSlotClaimed = 1,
+    kSlotPublished = 2,
+    kSlotSkipped = 3,
+    kSlotQuarantined = 4,
+};
+constexpr uint32_t kLapBits = 29;
+constexpr uint64_t kLapMask = (1ull << kLapBits) - 1;
+constexpr uint64_t make_slot_word(uint64_t state, uint64_t lap, OwnerToken owner) {
+    return (state << 61) | ((lap & kLapMask) << 32) | owner;
+}
+constexpr uint64_t slot_state(uint64_t w) { return w >> 61; }
+constexpr uint64_t slot_lap(uint64_t w) { return (w >> 32) & kLapMask; }
+constexpr OwnerToken slot_owner(uint64_t w) { return OwnerToken(w); }
+/// Signed distance between two laps modulo 2^29 (a reader 2^28 laps behind is not
+/// distinguished; the full offset in the envelope catches that ABA).
+constexpr int64_t lap_diff(uint64_t a, uint64_t b) {
+    int64_t d = int64_t((a - b) & kLapMask);
+    return d >= int64_t(1ull << (kLapBits - 1)) ? d - int64_t(1ull << kLapBits) : d;
+}
+
+/// Envelope at the start of every slot; key, headers and value bytes follow it.
+/// Headers are encoded as repeated [u16 name_len][u16 value_len][name][value].
+struct SlotHeader {
+    std::atomic<uint64_t> state;  ///< slot state word above; producers CAS, consumers/reaper CAS claimed->skip
+    uint64_t offset;              ///< producer (while CLAIMED): the message's 64-bit offset
+    uint64_t timestamp_ns;        ///< producer: wall-clock ns at send
+    uint32_t value_len;           ///< producer: bytes
+    uint16_t key_len;             ///< producer: bytes (0 = no key)
+    uint16_t headers_len;         ///< producer: encoded header bytes
+};
+static_assert(sizeof(SlotHeader) == 32);
+static_assert(offsetof(SlotHeader, state) == 0 && offsetof(SlotHeader, offset) == 8);
+constexpr uint64_t kEnvelopeBytes = sizeof(SlotHeader);
+
+// ---- Partition header -----------------------------------------------------------------
+enum OnFullCode : uint32_t { kOnFullBlock = 0, kOnFullReject = 1, kOnFullOverwrite = 2 };
+
+struct alignas(kLine) PartitionHeader {
+    uint64_t magic;               ///< creator, before publish: kPartitionMagic
+    uint32_t version;             ///< creator: kTopicLayoutVersion
+    uint32_t index;               ///< creator: partition number in the topic
+    uint64_t capacity;            ///< creator: slots (power of two)
+    uint32_t capacity_log2;       ///< creator
+    uint32_t on_full;             ///< creator: OnFullCode
+    uint64_t stride;              ///< creator: bytes per slot (multiple of 64)
+    uint64_t slots_offset;        ///< creator: bytes from the region start to slot 0
+    uint64_t base_offset;         ///< creator (tests may forge it before the first send): first offset ever
+    uint64_t incarnation;         ///< creator: the topic's incarnation id
+    uint64_t reserved0[7];
+    alignas(128) std::atomic<uint64_t> tail;  ///< producers: next offset to claim (CAS; helpers advance it past a claimed slot)
+    uint64_t pad_tail[15];
+    alignas(128) std::atomic<uint64_t> head;  ///< producers (block/reject): offsets below are released (max of
+                                              ///< the slowest group's commit); only grows; new groups start here
+    uint64_t pad_head[15];
+    alignas(128) std::atomic<uint64_t> skipped_claims;  ///< consumers/producers/reaper: claims turned into skips (fetch_add)
+    std::atomic<uint64_t> quarantined;        ///< same: of which timed out with a maybe-alive owner
+    uint64_t reserved1[46];
+};
+static_assert(sizeof(PartitionHeader) == 768);
+static_assert(offsetof(PartitionHeader, tail) == 128, "tail on its own 128-byte line");
+static_assert(offsetof(PartitionHeader, head) - offsetof(PartitionHeader, tail) == 128, "no false sharing");
+static_assert(offsetof(PartitionHeader, skipped_claims) == 384);
+constexpr uint64_t kSlotsOffset = 1024;
+
+// ---- Groups ---------------------------------------------------------------------------
+// GroupSlot::word = state(8) << 56 | generation(24) << 32 | owner token(32)
+//   FREE(g)        unused
+//   CREATING(g,o)  o holds the topic's group lock and is filling the slot
+//   LIVE(g,o)      registered; o = registrant (informational)
+// Deregistration stores FREE(g+1): a handle remembering g sees the group gone.
+enum GroupState : uint64_t { kGroupFree = 0, kGroupCreating = 1, kGroupLive = 2 };
+constexpr uint64_t make_group_word(uint64_t state, uint32_t gen, OwnerToken owner) {
+    return (state << 56) | (uint64_t(gen & 0xffffff) << 32) | owner;
+}
+constexpr uint64_t group_state(uint64_t w) { return w >> 56; }
+constexpr uint32_t group_gen(uint64_t w) { return uint32_t(w >> 32) & 0xffffff; }
+constexpr uint32_t kGroupNameWords = 8;  ///< 64 bytes, NUL-padded (kMaxNameLength)
+
+/// Per (group, partition): committed offset and the fields issue 5 (consumer groups) uses.
+struct alignas(kLine) GroupPartition {
+    std::atomic<uint64_t> committed;      ///< committer under GroupSlot::lock: next offset to read
+    std::atomic<uint64_t> commit_epoch;   ///< committer under the lock, stored BEFORE committed: epoch of the last commit
+    std::atomic<uint64_t> owner;          ///< issue 5: (member index + 1) << 32 | member epoch, CAS only; 0 = unowned
+    std::atomic<uint64_t> attempt_offset; ///< issue 5: offset whose hand-outs `attempts` counts
+    std::atomic<uint64_t> attempts;       ///< issue 5: hand-outs of attempt_offset (counted at hand-out)
+    std::atomic<uint64_t> commits;        ///< committer: number of commits (diagnostics)
+    uint64_t reserved[2];
+};
+static_assert(sizeof(GroupPartition) == 64);
+
+/// Issue 5's membership row; registered here so the group table never changes shape.
+struct alignas(kLine) GroupMember {
+    std::atomic<uint64_t> word;           ///< issue 5: state/gen/owner token, CAS only
+    std::atomic<uint64_t> id[4];          ///< issue 5: member id, 32 bytes NUL-padded
+    std::atomic<uint64_t> heartbeat_ns;   ///< issue 5: member, monotonic ns
+    std::atomic<uint64_t> epoch;          ///< issue 5: epoch granted at join
+    uint64_t reserved[1];
+};
+static_assert(sizeof(GroupMember) == 64);
+
+struct alignas(kLine) GroupSlot {
+    std::atomic<uint64_t> word;                     ///< group state word above; CAS under the topic's group lock
+    std::atomic<uint64_t> name[kGroupNameWords];    ///< registrant while CREATING; immutable while LIVE
+    std::atomic<uint64_t> lease_expires_ns;         ///< consumers (poll/commit) move it forward; monotonic ns
+    std::atomic<uint64_t> lease_ttl_ns;             ///< registrant: extension per renewal
+    std::atomic<uint64_t> registered_ns;            ///< registrant: monotonic ns
+    std::atomic<uint64_t> lock;                     ///< owner-word lock (owner_lock.h) for commits and membership
+    std::atomic<uint64_t> epoch;                    ///< issue 5: group generation, bumped per membership change
+    std::atomic<uint64_t> flags;                    ///< reserved for issue 5
+    uint64_t reserved[17];
+    GroupMember members[kMaxMembers];               ///< issue 5
+    GroupPartition parts[kMaxPartitions];           ///< committed offsets, owners, attempts
+};
+static_assert(offsetof(GroupSlot, lease_expires_ns) == 72);
+static_assert(offsetof(GroupSlot, members) == 256);
+static_assert(offsetof(GroupSlot, parts) == 256 + 64 * kMaxMembers);
+static_assert(sizeof(GroupSlot) == 256 + 64 * kMaxMembers + 64 * kMaxPartitions);
+
+// ---- Topic header ---------------------------------------------------------------------
+struct alignas(4096) TopicHeader {
+    uint64_t magic;                      ///< creator, before publish: kTopicMagic
+    uint32_t version;                    ///< creator: kTopicLayoutVersion
+    uint32_t header_size;                ///< creator: sizeof(TopicHeader)
+    uint64_t incarnation;                ///< creator: random, never 0; differs for a re-created topic
+    uint32_t num_partitions;             ///< creator
+    uint32_t on_full;                    ///< creator: OnFullCode
+    uint64_t capacity;                   ///< creator: slots per partition
+    uint64_t stride;                     ///< creator: bytes per slot
+    uint64_t created_wall_ns;            ///< creator
+    uint64_t reserved0[9];
+    uint64_t partition_refs[kMaxPartitions];  ///< creator, before publish: packed RegionRef of each partition
+    alignas(128) std::atomic<uint32_t> data_seq;      ///< producers bump (+FUTEX_WAKE) after a publish when data_waiters != 0
+    std::atomic<uint32_t> data_waiters;               ///< consumers: ++ before parking, -- after
+    uint32_t pad_data[30];
+    alignas(128) std::atomic<uint32_t> space_seq;     ///< committers/deregistration bump (+wake) when space_waiters != 0
+    std::atomic<uint32_t> space_waiters;              ///< blocked producers: ++ before parking, -- after
+    uint32_t pad_space[30];
+    alignas(128) std::atomic<uint64_t> groups_lock;   ///< owner-word lock: group register/deregister
+    uint64_t reserved1[15];
+};
+static_assert(offsetof(TopicHeader, partition_refs) == 128);
+static_assert(offsetof(TopicHeader, data_seq) == 128 + 8 * kMaxPartitions);
+static_assert(offsetof(TopicHeader, space_seq) - offsetof(TopicHeader, data_seq) == 128);
+static_assert(sizeof(TopicHeader) == 4096);
+constexpr uint64_t kGroupsOffset = sizeof(TopicHeader);
+constexpr uint64_t kTopicRegionBytes = kGroupsOffset + uint64_t(kMaxGroups) * sizeof(GroupSlot);
+
+static_assert(std::atomic<uint64_t>::is_always_lock_free && std::atomic<uint32_t>::is_always_lock_free,
+              "shm atomics must be lock-free in every process");
+
+inline uint64_t partition_region_bytes(uint64_t capacity, uint64_t stride) {
+    return kSlotsOffset + capacity * stride;
+}
+
+}  // namespace fabric_shm::mq

@@ -1,0 +1,319 @@
+// SPDX-License-Identifier: MIT
+// Multi-process and crash behaviour: every message accounted for across producer and
+// consumer processes; a producer killed at the claim crash point or by a real SIGKILL never
+// stalls a partition; a slow producer that loses the skip race gets Errc::skipped; the reaper
+// and --check hooks.
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
+
+#include "fabric_shm/clock.h"
+#include "fabric_shm/consumer.h"
+#include "fabric_shm/counters.h"
+#include "fabric_shm/crash_point.h"
+#include "fabric_shm/topic.h"
+#include "mq/topic_layout.h"
+#include "mq_test_util.h"
+
+using namespace fabric_shm;
+using namespace mqtest;
+
+namespace {
+
+/// Shared anonymous memory for children to report what they saw (set up before fork).
+struct Ledger {
+    static constexpr uint32_t kProducers = 2, kPerProducer = 4000;
+    std::atomic<uint64_t> received;
+    std::atomic<uint64_t> duplicates;
+    std::atomic<uint64_t> out_of_order;
+    std::atomic<uint8_t> seen[kProducers * kPerProducer];
+};
+
+Ledger* make_ledger() {
+    void* p = mmap(nullptr, sizeof(Ledger), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(p != MAP_FAILED);
+    return new (p) Ledger{};
+}
+
+Pool open_child_pool(const std::string& name) {
+    auto p = Pool::open(name);
+    if (!p) _exit(90);
+    return std::move(p.value());
+}
+
+}  // namespace
+
+TEST_CASE("multi-process: two producer and two consumer processes, every message delivered once, in order") {
+    TestPool tp("mp", 8 << 20);
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(4, 32, OnFull::block, 128)).ok());
+    REQUIRE(mgr.register_group("t", "g").ok());
+    Ledger* led = make_ledger();
+    const std::string name = tp.cleanup.name();
+    std::vector<pid_t> kids;
+    for (uint32_t c = 0; c < 2; ++c)
+        kids.push_back(test::fork_child([&, c]() -> int {
+            Pool pool = open_child_pool(name);
+            auto cons = Consumer::open(pool, "t", "g");
+            if (!cons) return 91;
+            const uint32_t mine[] = {2 * c, 2 * c + 1};
+            if (!cons->assign(mine).ok()) return 92;
+            MessageBatch b;
+            int64_t last[Ledger::kProducers][4];
+            for (auto& row : last)
+                for (auto& x : row) x = -1;
+            const uint64_t total = uint64_t(Ledger::kProducers) * Ledger::kPerProducer;
+            const uint64_t deadline = mono_now_ns() + 15 * kNsPerSec;
+            while (led->received.load() < total && mono_now_ns() < deadline) {
+                auto n = cons->poll(b, 64, 20 * kNsPerMs);
+                if (!n) {
+                    std::fprintf(stderr, "consumer %u: %s\n", c, n.error().message.c_str());
+                    return 93;
+                }
+                for (const Message& m : b) {
+                    const uint32_t prod = uint32_t(m.key[0] - '0');
+                    const int64_t seq = std::atoll(std::string(m.value_str()).c_str());
+                    if (prod >= Ledger::kProducers || seq < 0 || seq >= int64_t(Ledger::kPerProducer)) return 94;
+                    if (seq <= last[prod][m.partition]) led->out_of_order.fetch_add(1);
+                    last[prod][m.partition] = seq;
+                    if (led->seen[prod * Ledger::kPerProducer + seq].exchange(1)) led->duplicates.fetch_add(1);
+                    led->received.fetch_add(1);
+                }
+                if (*n && !cons->commit().ok()) return 95;
+            }
+            return led->received.load() == total ? 0 : 96;
+        }));
+    for (uint32_t p = 0; p < Ledger::kProducers; ++p)
+        kids.push_back(test::fork_child([&, p]() -> int {
+            Pool pool = open_child_pool(name);
+            auto prod = Producer::open(pool, "t");
+            if (!prod) return 81;
+            const std::string key(1, char('0' + p));
+            for (uint32_t i = 0; i < Ledger::kPerProducer; ++i) {
+                // Keyed by sequence parity so both producers hit every partition.
+                const std::string k = key + (i % 4 == 0 ? "a" : i % 4 == 1 ? "b" : i % 4 == 2 ? "c" : "d");
+                auto r = prod->send_keyed(k, std::to_string(i));
+                if (!r) {
+                    std::fprintf(stderr, "producer %u: %s\n", p, r.error().message.c_str());
+                    return 82;
+                }
+            }
+            return 0;
+        }));
+    for (pid_t k : kids) CHECK(test::wait_child(k, 30000) == 0);
+    CHECK(led->received.load() == uint64_t(Ledger::kProducers) * Ledger::kPerProducer);
+    CHECK(led->duplicates.load() == 0);
+    CHECK(led->out_of_order.load() == 0);
+    uint64_t missing = 0;
+    for (auto& s : led->seen) missing += s.load() == 0;
+    CHECK(missing == 0);
+    munmap(led, sizeof(Ledger));
+}
+
+TEST_CASE("crash: a producer killed at the claim crash point does not stall the partition") {
+    TestPool tp("crashclaim");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 8)).ok());
+    auto cons = Consumer::open(tp.pool, "t", "g");
+    REQUIRE(cons->assign_all().ok());
+    const std::string name = tp.cleanup.name();
+    pid_t kid = test::fork_child([&]() -> int {
+        Pool pool = open_child_pool(name);
+        auto prod = Producer::open(pool, "t");
+        if (!prod) return 81;
+        setenv("FABRIC_SHM_CRASH_POINT", "mq.send.after_claim", 1);
+        detail::crash_point_rearm();
+        (void)prod->send("never published");
+        return 0;  // not reached
+    });
+    REQUIRE(test::wait_child(kid) == 128 + SIGKILL);
+    auto d = mgr.describe("t");
+    CHECK(d->partitions[0].claims_in_progress == 1);
+    CHECK(d->partitions[0].next == 1);
+    auto prod = Producer::open(tp.pool, "t");
+    for (int i = 0; i < 3; ++i) REQUIRE(prod->send("after" + std::to_string(i)).ok());
+    MessageBatch b;
+    std::vector<std::string> got;
+    const uint64_t deadline = mono_now_ns() + 5 * kNsPerSec;
+    while (got.size() < 3 && mono_now_ns() < deadline) {
+        auto n = cons->poll(b, 10, 100 * kNsPerMs);
+        REQUIRE(n.ok());
+        for (const Message& m : b) got.emplace_back(m.value_str());
+    }
+    CHECK(got == std::vector<std::string>{"after0", "after1", "after2"});
+    d = mgr.describe("t");
+    CHECK(d->partitions[0].skipped_claims == 1);
+    CHECK(d->partitions[0].claims_in_progress == 0);
+    CHECK(counter_total(tp.pool, CounterId::mq_claims_skipped) >= 1);
+}
+
+TEST_CASE("crash: the reaper turns a dead producer's claim into a skip record") {
+    TestPool tp("reapclaim");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 8)).ok());
+    const std::string name = tp.cleanup.name();
+    pid_t kid = test::fork_child([&]() -> int {
+        Pool pool = open_child_pool(name);
+        auto prod = Producer::open(pool, "t");
+        setenv("FABRIC_SHM_CRASH_POINT", "mq.send.before_publish", 1);
+        detail::crash_point_rearm();
+        (void)prod->send("never published");
+        return 0;
+    });
+    REQUIRE(test::wait_child(kid) == 128 + SIGKILL);
+    ReapReport rep = tp.pool.reap(mono_now_ns());
+    CHECK(rep.kind_items >= 1);
+    auto d = mgr.describe("t");
+    CHECK(d->partitions[0].skipped_claims == 1);
+    CHECK(d->partitions[0].claims_in_progress == 0);
+}
+
+TEST_CASE("crash: a producer SIGKILLed while sending; consumers keep progressing and later messages arrive") {
+    TestPool tp("sigkill");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(2, 16, OnFull::block, 128)).ok());
+    auto cons = Consumer::open(tp.pool, "t", "g");
+    REQUIRE(cons->assign_all().ok());
+    const std::string name = tp.cleanup.name();
+    pid_t kid = test::fork_child([&]() -> int {
+        Pool pool = open_child_pool(name);
+        auto prod = Producer::open(pool, "t");
+        if (!prod) return 81;
+        for (uint64_t i = 0;; ++i) (void)prod->send("k" + std::to_string(i));
+    });
+    MessageBatch b;
+    uint64_t before = 0;
+    const uint64_t deadline = mono_now_ns() + 10 * kNsPerSec;
+    while (before < 2000 && mono_now_ns() < deadline) {
+        auto n = cons->poll(b, 32, 50 * kNsPerMs);
+        REQUIRE(n.ok());
+        before += *n;
+        REQUIRE(cons->commit().ok());
+    }
+    REQUIRE(before >= 2000);
+    kill(kid, SIGKILL);
+    CHECK(test::wait_child(kid) == 128 + SIGKILL);
+    auto prod = Producer::open(tp.pool, "t");
+    // Drain the backlog the killed producer left (the partitions are full of it).
+    for (;;) {
+        auto n = cons->poll(b, 64, 20 * kNsPerMs);
+        REQUIRE(n.ok());
+        REQUIRE(cons->commit().ok());
+        if (*n == 0) break;
+    }
+    uint64_t after = 0;
+    for (int round = 0; round < 4; ++round) {
+        for (int i = 0; i < 10; ++i) {
+            auto r = prod->send_to(uint32_t(i % 2), {bytes("after"), {}, {}});
+            REQUIRE_MESSAGE(r.ok(), r.error().message);
+        }
+        while (after < 10u * (round + 1) && mono_now_ns() < deadline) {
+            auto n = cons->poll(b, 32, 50 * kNsPerMs);
+            REQUIRE(n.ok());
+            for (const Message& m : b) after += m.value_str() == "after";
+            REQUIRE(cons->commit().ok());
+        }
+    }
+    CHECK(after == 40);
+}
+
+namespace {
+std::atomic<bool> g_release_slow{false};
+std::atomic<bool> g_slow_claimed{false};
+std::thread::id g_slow_thread;
+void slow_hook() {
+    if (std::this_thread::get_id() != g_slow_thread) return;
+    g_slow_claimed = true;
+    while (!g_release_slow.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+}  // namespace
+
+TEST_CASE("skip race: a slow producer whose claim timed out gets Errc::skipped, never a skipped offset") {
+    TestPool tp("slow");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 4, OnFull::overwrite)).ok());
+    ConsumerOptions o;
+    o.claim_timeout_ns = 20 * kNsPerMs;
+    auto cons = Consumer::open(tp.pool, "t", "g", o);
+    REQUIRE(cons->assign_all().ok());
+    g_release_slow = false;
+    g_slow_claimed = false;
+    detail::g_mq_after_claim_hook = slow_hook;
+    Result<SendResult> slow_result = make_error(Errc::ok, "");
+    std::thread slow([&] {
+        g_slow_thread = std::this_thread::get_id();
+        auto prod = Producer::open(tp.pool, "t");
+        slow_result = prod->send("slow");
+    });
+    while (!g_slow_claimed.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    auto prod = Producer::open(tp.pool, "t");
+    // Offsets 1..6: offset 4 maps to the quarantined slot 0 and becomes a skip record too.
+    std::vector<uint64_t> offsets;
+    for (int i = 0; i < 5; ++i) {
+        auto r = prod->send("fast" + std::to_string(i));
+        REQUIRE(r.ok());
+        offsets.push_back(r->offset);
+    }
+    MessageBatch b;
+    std::vector<std::string> got;
+    const uint64_t deadline = mono_now_ns() + 5 * kNsPerSec;
+    while (got.size() < 3 && mono_now_ns() < deadline) {
+        auto n = cons->poll(b, 10, 50 * kNsPerMs);
+        REQUIRE(n.ok());
+        for (const Message& m : b) got.emplace_back(m.value_str());
+    }
+    g_release_slow = true;
+    slow.join();
+    detail::g_mq_after_claim_hook = nullptr;
+    CHECK(slow_result.code() == Errc::skipped);
+    CHECK(slow_result.error().message.find("NOT delivered") != std::string::npos);
+    for (const std::string& s : got) CHECK(s != "slow");
+    auto d = mgr.describe("t");
+    CHECK(d->partitions[0].quarantined == 1);
+    CHECK(d->partitions[0].skipped_claims >= 1);
+    // After the release, the slot is reusable: later sends and reads work normally.
+    auto r = prod->send("later");
+    REQUIRE(r.ok());
+    const uint64_t end = mono_now_ns() + 2 * kNsPerSec;
+    bool later = false;
+    while (!later && mono_now_ns() < end) {
+        auto n = cons->poll(b, 10, 50 * kNsPerMs);
+        REQUIRE(n.ok());
+        for (const Message& m : b) later |= m.value_str() == "later";
+    }
+    CHECK(later);
+}
+
+TEST_CASE("check hook: flags fill above capacity and slot tags impossible for their offset") {
+    TestPool tp("check");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 4)).ok());
+    auto prod = Producer::open(tp.pool, "t");
+    REQUIRE(prod->send("a").ok());
+    const RegionKindOps* ops = region_kind_ops(uint32_t(RegionKind::partition));
+    REQUIRE(ops);
+    RegionInfo info;
+    for (const RegionInfo& r : tp.pool.regions())
+        if (r.kind == uint32_t(RegionKind::partition)) info = r;
+    std::vector<std::string> violations, in_progress;
+    ops->check(tp.pool, info, violations, in_progress);
+    CHECK(violations.empty());
+    auto* h = partition_header(tp.pool, "t", 0);
+    h->tail.store(9, std::memory_order_relaxed);  // fill 9 > capacity 4
+    ops->check(tp.pool, info, violations, in_progress);
+    REQUIRE(!violations.empty());
+    bool fill = false, tag = false;
+    for (const auto& v : violations) {
+        fill |= v.find("fill 9") != std::string::npos;
+        tag |= v.find("impossible for offset") != std::string::npos;
+    }
+    CHECK(fill);
+    CHECK(tag);
+    h->tail.store(1, std::memory_order_relaxed);
+}

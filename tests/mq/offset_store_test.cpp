@@ -1,0 +1,125 @@
+// SPDX-License-Identifier: MIT
+// FileOffsetStore: commit/fetch, restart from the file, a torn write keeps the previous
+// commit, an incarnation change falls back to the seek policy with a warning and a counter.
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+
+#include "fabric_shm/consumer.h"
+#include "fabric_shm/counters.h"
+#include "fabric_shm/offset_store.h"
+#include "mq_test_util.h"
+
+using namespace fabric_shm;
+using namespace mqtest;
+
+namespace {
+struct TempDir {
+    std::string path;
+    TempDir() {
+        path = std::filesystem::temp_directory_path() / test::unique_pool_name("offsets");
+        std::filesystem::create_directories(path);
+    }
+    ~TempDir() {
+        std::error_code ec;
+        std::filesystem::remove_all(path, ec);
+    }
+};
+}  // namespace
+
+TEST_CASE("file offsets: commit then fetch; stale epochs refused; unknown partitions are empty") {
+    TempDir dir;
+    FileOffsetStore store(dir.path);
+    const OffsetCommit c[] = {{0, 10, 1}, {2, 30, 1}};
+    REQUIRE(store.commit("t", 77, "g", c).ok());
+    auto f = store.fetch("t", 77, "g", 2);
+    REQUIRE(f.ok());
+    CHECK(f->offset == 30u);
+    CHECK(f->epoch == 1);
+    CHECK(!store.fetch("t", 77, "g", 1)->offset.has_value());
+    CHECK(!store.fetch("t", 77, "other", 0)->offset.has_value());
+    const OffsetCommit stale[] = {{0, 12, 0}};
+    auto r = store.commit("t", 77, "g", stale);
+    CHECK(r.code() == Errc::stale_epoch);
+    CHECK(r.error().message.find("epoch 0 < stored epoch 1") != std::string::npos);
+    const OffsetCommit newer[] = {{0, 12, 2}};
+    REQUIRE(store.commit("t", 77, "g", newer).ok());
+    CHECK(store.fetch("t", 77, "g", 0)->offset == 12u);
+    CHECK(store.fetch("t", 77, "g", 2)->offset == 30u);  // untouched partitions carried over
+}
+
+TEST_CASE("file offsets: a torn write of the newest record leaves the previous commit readable") {
+    TempDir dir;
+    FileOffsetStore store(dir.path, FsyncPolicy::never);
+    const OffsetCommit c1[] = {{0, 100, 0}};
+    const OffsetCommit c2[] = {{0, 200, 0}};
+    REQUIRE(store.commit("t", 5, "g", c1).ok());  // seq 1 -> copy 1
+    REQUIRE(store.commit("t", 5, "g", c2).ok());  // seq 2 -> copy 0
+    CHECK(store.fetch("t", 5, "g", 0)->offset == 200u);
+    // Tear copy 0 (the newest): garbage over its middle, as a crash mid-write would leave.
+    const std::string p = store.path("t", "g");
+    int fd = ::open(p.c_str(), O_WRONLY);
+    REQUIRE(fd >= 0);
+    char junk[64];
+    std::memset(junk, 0x5a, sizeof junk);
+    REQUIRE(::pwrite(fd, junk, sizeof junk, 200) == ssize_t(sizeof junk));
+    ::close(fd);
+    auto f = store.fetch("t", 5, "g", 0);
+    REQUIRE(f.ok());
+    CHECK(f->offset == 100u);  // old, never garbage
+    // The next commit goes over the torn copy and wins again.
+    const OffsetCommit c3[] = {{0, 300, 0}};
+    REQUIRE(store.commit("t", 5, "g", c3).ok());
+    CHECK(store.fetch("t", 5, "g", 0)->offset == 300u);
+    // Both copies torn: nothing committed (the consumer falls back to its seek policy).
+    fd = ::open(p.c_str(), O_WRONLY);
+    REQUIRE(::pwrite(fd, junk, sizeof junk, 8) == ssize_t(sizeof junk));
+    REQUIRE(::pwrite(fd, junk, sizeof junk, 4096 + 8) == ssize_t(sizeof junk));
+    ::close(fd);
+    CHECK(!store.fetch("t", 5, "g", 0)->offset.has_value());
+}
+
+TEST_CASE("file offsets: a consumer resumes from the file; after the topic is re-created it falls back and counts") {
+    TempDir dir;
+    TestPool tp("fileoff");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 64)).ok());
+    auto prod = Producer::open(tp.pool, "t");
+    for (int i = 0; i < 20; ++i) REQUIRE(prod->send(std::to_string(i)).ok());
+    FileOffsetStore store(dir.path);
+    ConsumerOptions o;
+    o.offset_store = &store;
+    std::vector<std::string> warnings;
+    o.on_warning = [&](std::string_view w) { warnings.emplace_back(w); };
+    {
+        auto c = Consumer::open(tp.pool, "t", "g", o);
+        REQUIRE(c->assign_all().ok());
+        MessageBatch b;
+        REQUIRE(c->poll(b, 15, 0).value() == 15);
+        REQUIRE(c->commit().ok());
+    }
+    {
+        auto c = Consumer::open(tp.pool, "t", "g", o);
+        REQUIRE(c->assign_all().ok());
+        CHECK(c->position(0).value() == 15);
+    }
+    // Remove and re-create: offsets from the file must not be applied to the new ring.
+    REQUIRE(mgr.remove("t").ok());
+    REQUIRE(mgr.create("t", config(1, 64)).ok());
+    auto prod2 = Producer::open(tp.pool, "t");
+    for (int i = 0; i < 3; ++i) REQUIRE(prod2->send("n").ok());
+    const uint64_t resets = counter_total(tp.pool, CounterId::mq_offset_resets);
+    auto c = Consumer::open(tp.pool, "t", "g", o);
+    REQUIRE(c->assign_all().ok());
+    CHECK(c->position(0).value() == 0);  // fallback: earliest, not offset 15
+    CHECK(counter_total(tp.pool, CounterId::mq_offset_resets) == resets + 1);
+    REQUIRE(warnings.size() == 1);
+    CHECK(warnings[0].find("earlier incarnation") != std::string::npos);
+    MessageBatch b;
+    CHECK(c->poll(b, 10, 0).value() == 3);
+    REQUIRE(c->commit().ok());  // rewrites the file for the new incarnation
+    CHECK(store.fetch("t", c->incarnation(), "g", 0)->offset == 3u);
+}

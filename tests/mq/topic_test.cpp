@@ -1,0 +1,478 @@
+// SPDX-License-Identifier: MIT
+// Topics: config validation, lifecycle, the ring (empty/one/many/full/wrap, 2^32 and 2^63
+// positions), keyed ordering, headers, on_full policies, seek, commit/restart, epochs, groups.
+#include <doctest/doctest.h>
+
+#include <map>
+#include <thread>
+
+#include "fabric_shm/clock.h"
+#include "fabric_shm/consumer.h"
+#include "fabric_shm/counters.h"
+#include "fabric_shm/offset_store.h"
+#include "fabric_shm/topic.h"
+#include "mq_test_util.h"
+
+using namespace fabric_shm;
+using namespace mqtest;
+
+TEST_CASE("topics: invalid configs fail naming the field and its limit") {
+    TopicConfig c;
+    CHECK(validate_topic_config(c).ok());
+    c.num_partitions = 0;
+    auto st = validate_topic_config(c);
+    CHECK(st.code() == Errc::invalid_argument);
+    CHECK(st.error().message.find("num_partitions 0") != std::string::npos);
+    CHECK(st.error().message.find("1..64") != std::string::npos);
+    c = TopicConfig{};
+    c.partition_capacity = 100;
+    st = validate_topic_config(c);
+    CHECK(st.error().message.find("partition_capacity 100 must be a power of two") != std::string::npos);
+    c = TopicConfig{};
+    c.partition_stride = 32;
+    st = validate_topic_config(c);
+    CHECK(st.error().message.find("partition_stride 32") != std::string::npos);
+    CHECK(st.error().message.find("envelope") != std::string::npos);
+
+    TestPool tp("cfg", 4 << 20);
+    TopicManager mgr(tp.pool);
+    TopicConfig big = config(4, 1 << 20, OnFull::block, 4096);
+    auto r = mgr.create("big", big);
+    CHECK(r.code() == Errc::invalid_argument);
+    CHECK(r.error().message.find("needs") != std::string::npos);
+    CHECK(mgr.create("bad name!", TopicConfig{}).code() == Errc::invalid_name);
+}
+
+TEST_CASE("topics: create, list, describe, duplicate, remove; send never creates") {
+    TestPool tp("life");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("events").ok());
+    CHECK(mgr.create("events").code() == Errc::already_exists);
+    REQUIRE(mgr.create("alpha", config(2, 8)).ok());
+    CHECK(mgr.list() == std::vector<std::string>{"alpha", "events"});
+    auto d = mgr.describe("events");
+    REQUIRE(d.ok());
+    CHECK(d->config.num_partitions == 4);
+    CHECK(d->config.partition_capacity == 128);
+    CHECK(d->config.partition_stride == 512);
+    CHECK(d->config.on_full == OnFull::block);
+    CHECK(d->partitions.size() == 4);
+    CHECK(d->lease_ids.size() == 5);
+    const uint64_t inc1 = d->incarnation;
+    CHECK(inc1 != 0);
+
+    CHECK(Producer::open(tp.pool, "nope").code() == Errc::not_found);
+    CHECK(Consumer::open(tp.pool, "nope", "").code() == Errc::not_found);
+    CHECK(mgr.describe("nope").code() == Errc::not_found);
+    CHECK(mgr.remove("nope").code() == Errc::not_found);
+
+    auto prod = Producer::open(tp.pool, "events");
+    REQUIRE(prod.ok());
+    REQUIRE(prod->send("x").ok());
+    REQUIRE(mgr.remove("events").ok());
+    // The old handle fails closed; the name no longer exists.
+    auto late = prod->send("y");
+    CHECK(!late.ok());
+    CHECK((late.code() == Errc::lease_expired || late.code() == Errc::stale_generation));
+    CHECK(mgr.list() == std::vector<std::string>{"alpha"});
+    REQUIRE(mgr.create("events").ok());
+    auto d2 = mgr.describe("events");
+    REQUIRE(d2.ok());
+    CHECK(d2->incarnation != inc1);
+    CHECK(d2->partitions[0].next == 0);
+}
+
+TEST_CASE("ring: empty, one, many, full and wrap, in order per partition") {
+    TestPool tp("ring");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 8, OnFull::block)).ok());
+    auto prod = Producer::open(tp.pool, "t");
+    REQUIRE(prod.ok());
+    auto cons = Consumer::open(tp.pool, "t", "g");
+    REQUIRE(cons.ok());
+    REQUIRE(cons->assign_all().ok());
+    MessageBatch b;
+    // empty
+    auto n = cons->poll(b, 10, 0);
+    REQUIRE(n.ok());
+    CHECK(*n == 0);
+    // one
+    auto s = prod->send("m0");
+    REQUIRE(s.ok());
+    CHECK(s->partition == 0);
+    CHECK(s->offset == 0);
+    n = cons->poll(b, 10, 0);
+    REQUIRE(*n == 1);
+    CHECK(b[0].value_str() == "m0");
+    CHECK(b[0].offset == 0);
+    CHECK(b[0].timestamp_ns > 0);
+    REQUIRE(cons->commit().ok());
+    // many, across several laps (the group commits so block never triggers)
+    uint64_t expect = 1;
+    for (int lap = 0; lap < 5; ++lap) {
+        for (int i = 0; i < 8; ++i) {
+            auto r = prod->send("m" + std::to_string(expect + i));
+            REQUIRE_MESSAGE(r.ok(), r.error().message);
+        }
+        n = cons->poll(b, 100, 0);
+        REQUIRE(n.ok());
+        REQUIRE(*n == 8);
+        for (const Message& m : b) {
+            CHECK(m.offset == expect);
+            CHECK(m.value_str() == "m" + std::to_string(expect));
+            ++expect;
+        }
+        REQUIRE(cons->commit().ok());
+        if (lap == 0) CHECK(cons->lag(0).value() == 0);
+    }
+    // full: 8 uncommitted messages fill the partition; reject-like behaviour with a 0 timeout.
+    for (int i = 0; i < 8; ++i) REQUIRE(prod->send("f").ok());
+    auto d = mgr.describe("t");
+    CHECK(d->partitions[0].fill == 8);
+    CHECK(d->groups.size() == 1);
+    CHECK(d->groups[0].partitions[0].lag == 8);
+    CHECK(counter_total(tp.pool, CounterId::mq_messages_published) >= 49);
+    CHECK(counter_total(tp.pool, CounterId::mq_messages_consumed) >= 41);
+}
+
+TEST_CASE("ring: positions near 2^32 and 2^63 wrap without losing order") {
+    for (uint64_t start : {(1ull << 32) - 5, (1ull << 63) - 5, ~0ull - 5}) {
+        CAPTURE(start);
+        TestPool tp("pos");
+        TopicManager mgr(tp.pool);
+        REQUIRE(mgr.create("t", config(1, 4, OnFull::block)).ok());
+        forge_start(tp.pool, "t", 1, start);
+        auto prod = Producer::open(tp.pool, "t");
+        REQUIRE(prod.ok());
+        auto cons = Consumer::open(tp.pool, "t", "g");
+        REQUIRE(cons.ok());
+        REQUIRE(cons->assign_all().ok());
+        CHECK(cons->position(0).value() == start);
+        MessageBatch b;
+        uint64_t expect = start;
+        for (int round = 0; round < 6; ++round) {
+            for (int i = 0; i < 3; ++i) {
+                auto r = prod->send("v" + std::to_string(expect + i));
+                REQUIRE_MESSAGE(r.ok(), r.error().message);
+                CHECK(r->offset == expect + i);
+            }
+            auto n = cons->poll(b, 10, 0);
+            REQUIRE_MESSAGE(n.ok(), n.error().message);
+            REQUIRE(*n == 3);
+            for (const Message& m : b) CHECK(m.offset == expect++);
+            REQUIRE(cons->commit().ok());
+        }
+    }
+}
+
+TEST_CASE("producer: keyed sends keep per-key order on one partition; headers and key round-trip") {
+    TestPool tp("keyed");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(4, 64)).ok());
+    auto prod = Producer::open(tp.pool, "t");
+    REQUIRE(prod.ok());
+    std::map<std::string, uint32_t> part_of;
+    for (int i = 0; i < 40; ++i) {
+        const std::string key = "k" + std::to_string(i % 5);
+        auto r = prod->send_keyed(key, std::to_string(i));
+        REQUIRE(r.ok());
+        CHECK(r->partition == key_hash(bytes(key)) % 4);
+        if (part_of.count(key)) CHECK(part_of[key] == r->partition);
+        part_of[key] = r->partition;
+    }
+    // FNV-1a 64 is the documented hash: pin a known value so it never changes by accident.
+    CHECK(key_hash(bytes("a")) == 0xaf63dc4c8601ec8cULL);
+    MessageHeader hs[] = {{"uri", "fabric://p/b/k"}, {"version", "7"}};
+    OutgoingMessage om{bytes("payload"), bytes("kk"), hs};
+    auto r = prod->send_to(3, om);
+    REQUIRE(r.ok());
+    auto cons = Consumer::open(tp.pool, "t", "");
+    REQUIRE(cons.ok());
+    const uint32_t all[] = {0, 1, 2, 3};
+    REQUIRE(cons->assign(all).ok());
+    MessageBatch b;
+    auto n = cons->poll(b, 100, 0);
+    REQUIRE(*n == 41);
+    std::map<std::string, int> last;
+    bool saw_headers = false;
+    for (const Message& m : b) {
+        if (m.key_str() == "kk") {
+            saw_headers = true;
+            CHECK(m.header_count() == 2);
+            CHECK(m.header("uri") == "fabric://p/b/k");
+            CHECK(m.header("version") == "7");
+            CHECK(m.value_str() == "payload");
+            continue;
+        }
+        const int v = std::stoi(std::string(m.value_str()));
+        const std::string key(m.key_str());
+        if (last.count(key)) CHECK(last[key] < v);
+        last[key] = v;
+    }
+    CHECK(saw_headers);
+    // Observers never commit.
+    CHECK(cons->commit().code() == Errc::invalid_argument);
+}
+
+TEST_CASE("producer: a message larger than a slot fails naming both sizes") {
+    TestPool tp("large");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 4, OnFull::block, 128)).ok());
+    auto prod = Producer::open(tp.pool, "t");
+    std::string v(97, 'x');
+    auto r = prod->send(v);
+    CHECK(r.code() == Errc::message_too_large);
+    CHECK(r.error().message.find("97 bytes") != std::string::npos);
+    CHECK(r.error().message.find("96-byte slot payload") != std::string::npos);
+    CHECK(prod->send(std::string(96, 'x')).ok());
+    CHECK(max_message_bytes(128) == 96);
+}
+
+TEST_CASE("on_full=block: send waits, then fails with back_pressure naming the slowest group and its lag") {
+    TestPool tp("block");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 4, OnFull::block)).ok());
+    REQUIRE(mgr.register_group("t", "fast").ok());
+    REQUIRE(mgr.register_group("t", "slow").ok());
+    ProducerOptions po;
+    po.block_timeout_ns = 30 * kNsPerMs;
+    auto prod = Producer::open(tp.pool, "t", po);
+    for (int i = 0; i < 4; ++i) REQUIRE(prod->send("x").ok());
+    auto fast = Consumer::open(tp.pool, "t", "fast");
+    REQUIRE(fast->assign_all().ok());
+    MessageBatch b;
+    REQUIRE(fast->poll(b, 10, 0).value() == 4);
+    REQUIRE(fast->commit().ok());
+    const uint64_t t0 = mono_now_ns();
+    auto r = prod->send("y");
+    CHECK(mono_now_ns() - t0 >= 25 * kNsPerMs);
+    REQUIRE(r.code() == Errc::back_pressure);
+    CHECK(r.error().message.find("slowest group 'slow'") != std::string::npos);
+    CHECK(r.error().message.find("lag 4") != std::string::npos);
+    CHECK(counter_total(tp.pool, CounterId::mq_back_pressure) >= 1);
+
+    // A commit by the slow group, from another thread, releases a blocked send.
+    po.block_timeout_ns = 5 * kNsPerSec;
+    auto prod2 = Producer::open(tp.pool, "t", po);
+    auto slow = Consumer::open(tp.pool, "t", "slow");
+    REQUIRE(slow->assign_all().ok());
+    std::thread committer([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));  // let the send park first
+        MessageBatch b2;
+        (void)slow->poll(b2, 1, 0);
+        (void)slow->commit();
+    });
+    auto r2 = prod2->send("z");
+    committer.join();
+    REQUIRE_MESSAGE(r2.ok(), r2.error().message);
+    CHECK(r2->offset == 4);
+}
+
+TEST_CASE("on_full=block with no group keeps the first capacity messages, then back_pressure says so") {
+    TestPool tp("nogroup");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 4, OnFull::reject)).ok());
+    auto prod = Producer::open(tp.pool, "t");
+    for (int i = 0; i < 4; ++i) REQUIRE(prod->send("x").ok());
+    auto r = prod->send("y");
+    REQUIRE(r.code() == Errc::back_pressure);
+    CHECK(r.error().message.find("no group is registered") != std::string::npos);
+    CHECK(r.error().message.find("on_full=reject") != std::string::npos);
+    // A group registered now starts at the earliest retained offset: nothing submitted is skipped.
+    auto c = Consumer::open(tp.pool, "t", "workers");
+    REQUIRE(c->assign_all().ok());
+    CHECK(c->position(0).value() == 0);
+    MessageBatch b;
+    CHECK(c->poll(b, 10, 0).value() == 4);
+    REQUIRE(c->commit().ok());
+    CHECK(prod->send("y").ok());
+}
+
+TEST_CASE("on_full=overwrite: a slow consumer sees the gap, skips to the oldest retained offset, loss counted") {
+    TestPool tp("over");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 8, OnFull::overwrite)).ok());
+    auto cons = Consumer::open(tp.pool, "t", "g");
+    REQUIRE(cons->assign_all().ok());
+    auto prod = Producer::open(tp.pool, "t");
+    for (int i = 0; i < 20; ++i) REQUIRE(prod->send("m" + std::to_string(i)).ok());
+    MessageBatch b;
+    auto n = cons->poll(b, 100, 0);
+    REQUIRE(n.ok());
+    CHECK(*n == 8);
+    CHECK(b.lost() == 12);
+    REQUIRE(b.gaps().size() == 1);
+    CHECK(b.gaps()[0].from == 0);
+    CHECK(b.gaps()[0].to == 12);
+    CHECK(b[0].offset == 12);
+    CHECK(b[0].value_str() == "m12");
+    CHECK(b[7].value_str() == "m19");
+    CHECK(counter_total(tp.pool, CounterId::mq_messages_overwritten) == 12);
+}
+
+TEST_CASE("overwrite: a reader never returns a torn message while the slot is rewritten under it") {
+    TestPool tp("torn");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 2, OnFull::overwrite, 4096)).ok());
+    std::atomic<bool> stop{false};
+    std::thread writer([&] {
+        auto prod = Producer::open(tp.pool, "t");
+        std::string v(4000, 'a');
+        for (uint64_t i = 0; !stop.load(std::memory_order_relaxed); ++i) {
+            std::fill(v.begin(), v.end(), char('a' + i % 26));
+            (void)prod->send(v);
+        }
+    });
+    auto cons = Consumer::open(tp.pool, "t", "");
+    REQUIRE(cons->assign_all().ok());
+    MessageBatch b;
+    uint64_t seen = 0;
+    const uint64_t end = mono_now_ns() + 300 * kNsPerMs;
+    while (mono_now_ns() < end) {
+        auto n = cons->poll(b, 4, kNsPerMs);
+        REQUIRE(n.ok());
+        for (const Message& m : b) {
+            const auto v = m.value_str();
+            REQUIRE(v.size() == 4000);
+            CHECK(v.find_first_not_of(v[0]) == std::string_view::npos);  // one letter throughout
+            ++seen;
+        }
+    }
+    stop = true;
+    writer.join();
+    CHECK(seen > 0);
+}
+
+TEST_CASE("seek: earliest, latest, offset, timestamp, committed with fallback") {
+    TestPool tp("seek");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 16)).ok());
+    auto prod = Producer::open(tp.pool, "t");
+    for (int i = 0; i < 5; ++i) REQUIRE(prod->send("a" + std::to_string(i)).ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    const uint64_t mid = wall_now_ns();
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    for (int i = 5; i < 10; ++i) REQUIRE(prod->send("a" + std::to_string(i)).ok());
+    auto c = Consumer::open(tp.pool, "t", "g");
+    REQUIRE(c->assign_all().ok());
+    CHECK(c->position(0).value() == 0);  // new group: earliest
+    REQUIRE(c->seek(SeekPolicy::Latest()).ok());
+    CHECK(c->position(0).value() == 10);
+    REQUIRE(c->seek(SeekPolicy::Offset(3)).ok());
+    CHECK(c->position(0).value() == 3);
+    REQUIRE(c->seek(SeekPolicy::Offset(999)).ok());
+    CHECK(c->position(0).value() == 10);  // clamped to the end
+    REQUIRE(c->seek(SeekPolicy::Timestamp(mid)).ok());
+    CHECK(c->position(0).value() == 5);
+    REQUIRE(c->seek(SeekPolicy::Earliest()).ok());
+    CHECK(c->position(0).value() == 0);
+    REQUIRE(c->commit(0, 7).ok());
+    REQUIRE(c->seek(SeekPolicy::Committed()).ok());
+    CHECK(c->position(0).value() == 7);
+    CHECK(c->commit(0, 11).code() == Errc::invalid_argument);  // beyond the end
+    // A group registered with start=latest.
+    ConsumerOptions o;
+    o.group.start = GroupStart::latest;
+    auto late = Consumer::open(tp.pool, "t", "late", o);
+    REQUIRE(late->assign_all().ok());
+    CHECK(late->position(0).value() == 10);
+    // An observer's Committed falls back to its fallback policy.
+    auto obs = Consumer::open(tp.pool, "t", "");
+    REQUIRE(obs->assign_all().ok());
+    REQUIRE(obs->seek(SeekPolicy::Committed(SeekPolicy::Kind::latest)).ok());
+    CHECK(obs->position(0).value() == 10);
+}
+
+TEST_CASE("commit and restart: a new consumer of the group resumes at the committed offset") {
+    TestPool tp("restart");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(2, 16)).ok());
+    auto prod = Producer::open(tp.pool, "t");
+    for (int i = 0; i < 10; ++i) REQUIRE(prod->send(std::to_string(i)).ok());
+    {
+        auto c = Consumer::open(tp.pool, "t", "g");
+        REQUIRE(c->assign_all().ok());
+        MessageBatch b;
+        REQUIRE(c->poll(b, 4, 0).value() == 4);
+        REQUIRE(c->commit().ok());
+    }
+    auto c2 = Consumer::open(tp.pool, "t", "g");
+    REQUIRE(c2->assign_all().ok());
+    MessageBatch b;
+    REQUIRE(c2->poll(b, 100, 0).value() == 6);
+    MemOffsetStore store(tp.pool);
+    auto f = store.fetch("t", c2->incarnation(), "g", 0);
+    REQUIRE(f.ok());
+    REQUIRE(f->offset.has_value());
+    auto d = mgr.describe("t");
+    CHECK(d->groups[0].partitions[0].committed + d->groups[0].partitions[1].committed == 4);
+}
+
+TEST_CASE("epochs: a commit under an epoch lower than the stored one fails with stale_epoch") {
+    TestPool tp("epoch");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 16)).ok());
+    auto prod = Producer::open(tp.pool, "t");
+    for (int i = 0; i < 4; ++i) REQUIRE(prod->send("x").ok());
+    ConsumerOptions o;
+    o.epoch = 5;
+    auto a = Consumer::open(tp.pool, "t", "g", o);
+    REQUIRE(a->assign_all().ok());
+    REQUIRE(a->commit(0, 2).ok());
+    auto zombie = Consumer::open(tp.pool, "t", "g");  // epoch 0
+    REQUIRE(zombie->assign_all().ok());
+    auto r = zombie->commit(0, 4);
+    CHECK(r.code() == Errc::stale_epoch);
+    CHECK(r.error().message.find("epoch 0 < stored epoch 5") != std::string::npos);
+    zombie->set_epoch(6);
+    CHECK(zombie->commit(0, 4).ok());
+    CHECK(a->commit(0, 3).code() == Errc::stale_epoch);
+}
+
+TEST_CASE("groups: removed by hand, deregistered when the lease expires (reaper hook), wake blocked producers") {
+    TestPool tp("groups");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 4, OnFull::reject)).ok());
+    GroupOptions short_lease;
+    short_lease.ttl_ns = 20 * kNsPerMs;
+    REQUIRE(mgr.register_group("t", "brief", short_lease).ok());
+    REQUIRE(mgr.register_group("t", "manual").ok());
+    CHECK(mgr.describe("t")->groups.size() == 2);
+    REQUIRE(mgr.remove_group("t", "manual").ok());
+    CHECK(mgr.remove_group("t", "manual").code() == Errc::not_found);
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    auto d = mgr.describe("t");
+    REQUIRE(d->groups.size() == 1);
+    CHECK(d->groups[0].expired);
+    ReapReport rep = tp.pool.reap(mono_now_ns());
+    CHECK(rep.kind_items >= 1);
+    CHECK(mgr.describe("t")->groups.empty());
+    // An expired consumer's poll fails closed.
+    ConsumerOptions co;
+    co.group = short_lease;
+    auto c = Consumer::open(tp.pool, "t", "g2", co);
+    REQUIRE(c->assign_all().ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    MessageBatch b;
+    CHECK(c->poll(b, 1, 0).code() == Errc::lease_expired);
+}
+
+TEST_CASE("batch send and fan-out to several topics") {
+    TestPool tp("batch");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("a", config(2, 16)).ok());
+    REQUIRE(mgr.create("b", config(1, 16)).ok());
+    auto pa = Producer::open(tp.pool, "a");
+    auto pb = Producer::open(tp.pool, "b");
+    OutgoingMessage msgs[3] = {{bytes("1"), {}, {}}, {bytes("2"), {}, {}}, {bytes("3"), bytes("k"), {}}};
+    SendResult res[3];
+    Error err;
+    CHECK(pa->send_batch(msgs, res, &err) == 3);
+    CHECK(res[0].partition != res[1].partition);
+    Producer* both[] = {&pa.value(), &pb.value()};
+    auto out = send_to_each(both, OutgoingMessage{bytes("fan"), {}, {}});
+    REQUIRE(out.size() == 2);
+    CHECK(out[0].ok());
+    CHECK(out[1].ok());
+    CHECK(mgr.describe("b")->partitions[0].next == 1);
+}
