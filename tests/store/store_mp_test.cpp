@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstring>
 #include <random>
+#include <thread>
 
 #include "../support/test_support.h"
 #include "fabric_shm/counters.h"
@@ -377,4 +378,66 @@ TEST_CASE("store: writers SIGKILLed at random moments never leave torn objects o
     const StoreStats end = (*store)->stats();
     CHECK(end.heap_used_bytes == 0);
     CHECK(end.largest_free_extent == end.heap_capacity_bytes);
+}
+
+TEST_CASE("store: the reaper's dry run reports a dead owner's loan without freeing it") {
+    test::PoolCleanup cleanup(test::unique_pool_name("dry"));
+    auto pool = Pool::create({cleanup.name(), 16 << 20});
+    REQUIRE(pool);
+    auto store = MemObjectStore::open(*pool);
+    REQUIRE(store);
+    const pid_t kid = test::fork_child([&] {
+        Child me(cleanup.name());
+        auto loan = me.store->loan(3000);
+        if (!loan) return 2;
+        kill(getpid(), SIGKILL);  // die holding the loan
+        return 0;
+    });
+    CHECK(test::wait_child(kid) == 128 + SIGKILL);
+    CHECK((*store)->stats().loans_active == 1);
+    ReapReport dry = pool->reap(mono_now_ns(), true, false);
+    CHECK(dry.kind_items >= 1);
+    bool noted = false;
+    for (const auto& n : dry.notes) noted = noted || n.find("loaned by dead owner") != std::string::npos;
+    CHECK(noted);
+    CHECK((*store)->stats().loans_active == 1);
+    ReapReport real = pool->reap(mono_now_ns(), false, false);
+    CHECK(real.kind_items >= 1);
+    CHECK((*store)->stats().loans_active == 0);
+    CHECK((*store)->stats().heap_used_bytes == 0);
+    CHECK(counter_total(*pool, CounterId::store_loans_reclaimed) == 1);
+}
+
+TEST_CASE("store: threads of one process writing the same keys exclude each other per key") {
+    test::PoolCleanup cleanup(test::unique_pool_name("threads"));
+    auto pool = Pool::create({cleanup.name(), 16 << 20});
+    REQUIRE(pool);
+    auto store = MemObjectStore::open(*pool);
+    REQUIRE(store);
+    std::atomic<int> failures{0};
+    auto work = [&](int t) {
+        PutOptions absent;
+        absent.condition = PutCondition::if_absent;
+        for (int i = 0; i < 3000; ++i) {
+            const FabricUri u = at(cleanup.name(), "k" + std::to_string(i % 10));
+            if (i % 7 == 0) {
+                if (!(*store)->remove(u)) ++failures;
+            } else if (i % 5 == 0) {
+                auto r = (*store)->put(u, bytes_of("t" + std::to_string(t), 100), absent);
+                if (!r && r.code() != Errc::conflict) ++failures;
+            } else if (!(*store)->put(u, bytes_of("t" + std::to_string(t), 50 + i % 500))) {
+                ++failures;
+            }
+            auto g = (*store)->get(u);
+            if (!g) ++failures;
+        }
+    };
+    std::thread a(work, 0), b(work, 1);
+    a.join();
+    b.join();
+    CHECK(failures.load() == 0);
+    auto keys = (*store)->list(cleanup.name(), "b", "");
+    REQUIRE(keys);
+    CHECK((*store)->stats().objects == keys->size());  // no duplicate keys
+    require_clean(*pool);
 }

@@ -33,8 +33,9 @@ struct StoreShared {
 
     Status check_leases() const {
         // Fail closed: an expired or re-created region is never written or read.
-        FABRIC_TRY(root.check());
-        FABRIC_TRY(heap.check());
+        const uint64_t now = mono_coarse_ns();  // one coarse clock read for both
+        FABRIC_TRY(root.check(now));
+        FABRIC_TRY(heap.check(now));
         return {};
     }
     void count(CounterId id, uint64_t n) const noexcept { pool->count(uint32_t(id), n); }
@@ -350,8 +351,9 @@ Result<std::optional<ObjectData>> MemObjectStore::get(const FabricUri& uri) {
         const detail::Found& found = **f;
         ObjectData od;
         od.info = core.info_of(found.snap);
-        od.data.resize(found.snap.h.size);
-        if (!core.copy_payload(found, od.data.data())) continue;  // overwritten while copying: look again
+        const auto* src = reinterpret_cast<const uint8_t*>(found.snap.loc.data + kPayloadOffset);
+        od.data.assign(src, src + found.snap.h.size);  // the copy (no zero-fill first)
+        if (!core.unchanged(found)) continue;  // overwritten while copying: look again
         const uint32_t c = crc32(od.data.data(), od.data.size());
         if (c != od.info.crc32) {
             s.count(CounterId::store_corrupt, 1);

@@ -49,6 +49,14 @@ uint64_t thread_tag() {
     return uint64_t(tag) << 32;
 }
 
+uint64_t wall_coarse_ns() {
+    // CLOCK_REALTIME_COARSE: ~5 ns against ~70 ns for CLOCK_REALTIME on this VM; the
+    // creation time of an object is for display, so a few ms of resolution is enough.
+    timespec ts;
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+    return uint64_t(ts.tv_sec) * kNsPerSec + uint64_t(ts.tv_nsec);
+}
+
 void nap_ns(uint64_t ns) {
     timespec ts{time_t(ns / kNsPerSec), long(ns % kNsPerSec)};
     nanosleep(&ts, nullptr);
@@ -289,6 +297,7 @@ Result<uint32_t> StoreCore::alloc(uint64_t bytes, OwnerToken me, uint64_t* word_
         *word_out = w;
         return block;
     }
+    int assigned = 0;
     for (int pass = 0; pass < 2; ++pass) {
         for (uint32_t s = 0; s < sb_count_; ++s) {
             const uint64_t d = desc_[s].load(std::memory_order_relaxed);  // relaxed: filter only; claim re-reads
@@ -306,7 +315,7 @@ Result<uint32_t> StoreCore::alloc(uint64_t bytes, OwnerToken me, uint64_t* word_
                 *word_out = w;
                 return block;
             }
-            --pass;  // someone took the whole new superblock: look again
+            if (++assigned < 4) --pass;  // others took the whole new superblock: look again
             continue;
         }
         if (pass == 0) repair(mono_now_ns(), false, me, nullptr);
@@ -340,7 +349,9 @@ bool StoreCore::claim_in_sb(uint32_t sb, uint32_t cls, OwnerToken me, uint32_t* 
             return false;
         }
         FABRIC_CRASH_POINT("store.alloc.after_claim");
-        used_[2 * sb].fetch_add(1, std::memory_order_relaxed);  // relaxed: a hint for draining
+        // A hint for draining, not a count: a plain load/store (no locked RMW on the hot
+        // path); lost updates between racing processes only delay or waste a drain attempt.
+        used_[2 * sb].store(used_[2 * sb].load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
         used_[2 * sb + 1].store(uint32_t(i + 1), std::memory_order_relaxed);
         *block = b;
         *word = nw;
@@ -462,9 +473,8 @@ void StoreCore::after_free(uint32_t block) noexcept {
         return;
     }
     if (sb_state(d) != kSbSmall) return;
-    uint32_t u = used_[2 * sb].load(std::memory_order_relaxed);
-    while (u > 0 && !used_[2 * sb].compare_exchange_weak(u, u - 1, std::memory_order_relaxed)) {
-    }
+    const uint32_t u = used_[2 * sb].load(std::memory_order_relaxed);  // a hint (see claim_in_sb)
+    if (u > 0) used_[2 * sb].store(u - 1, std::memory_order_relaxed);
     if (u == 1 && hdr_->class_cursor[sb_class(d)].load(std::memory_order_relaxed) != sb && pool_->self() != 0)
         try_drain(sb, pool_->self());
 }
@@ -848,21 +858,25 @@ Result<uint64_t> StoreCore::publish(const PublishArgs& a, OwnerToken me) {
                                                          " of '" + std::string(key.view()) + "'");
             break;
         }
-        // relaxed: uniqueness and monotonicity come from the RMW; the slot CAS publishes.
-        const uint64_t version = hdr_->version_counter.fetch_add(1, std::memory_order_relaxed) + 1;
+        // Versions grow per key: an overwrite takes the old version + 1 (we hold the key's
+        // lock); a new key takes the store counter + 1, and remove() raises the counter to
+        // the removed version first, so a re-put after a remove still grows.
+        // relaxed: monotonicity comes from the RMW and the lock; the slot CAS publishes.
+        const uint64_t version =
+            f ? f->snap.h.version + 1 : hdr_->version_counter.fetch_add(1, std::memory_order_relaxed) + 1;
         H->version = version;
         H->fence_token = opt.fence_token;
-        H->created_wall_ns = wall_now_ns();
+        H->created_wall_ns = wall_coarse_ns();
         H->expires_mono_ns = opt.ttl_ns ? mono_now_ns() + opt.ttl_ns : 0;
         H->replaces = f ? (block_seq(f->word) << 32) | (uint64_t(f->block) + 1) : 0;
         uint64_t w = wd.load(std::memory_order_relaxed);
         if (block_state(w) != kBlockLoaned || block_owner(w) != me)
             return make_error(Errc::corrupt, "store: our loan of block " + std::to_string(a.block) +
                                                  " was taken over (were we presumed dead?)");
-        const uint64_t committing = next_block(w, kBlockCommitting, me);
-        // Release: header and payload happen-before any reader that acquires this word.
-        if (!wd.compare_exchange_strong(w, committing, std::memory_order_release, std::memory_order_relaxed))
-            continue;
+        // A LOANED(me) word is ours alone (claimers want FREE, pinners a live state, repair a
+        // dead owner), so a plain store suffices. Release: header and payload happen-before
+        // any reader that acquires this word.
+        wd.store(next_block(w, kBlockCommitting, me), std::memory_order_release);
         FABRIC_CRASH_POINT("store.put.after_mark");
         const uint64_t nv = make_slot(uint32_t(key.hash >> 32), a.block);
         bool linked = false, full = false;
@@ -947,6 +961,11 @@ Result<bool> StoreCore::remove(const StoreKey& key, std::optional<uint64_t> if_v
         const uint64_t removing = next_block(w, kBlockRemoving, me);
         if (!wd.compare_exchange_strong(w, removing, std::memory_order_acq_rel, std::memory_order_relaxed)) continue;
         FABRIC_CRASH_POINT("store.remove.after_mark");
+        // Before the key can vanish: a later put of it must get a higher version.
+        uint64_t vc = hdr_->version_counter.load(std::memory_order_relaxed);
+        while (vc < f->snap.h.version &&
+               !hdr_->version_counter.compare_exchange_weak(vc, f->snap.h.version, std::memory_order_relaxed)) {
+        }
         uint64_t expect = f->slot_value;
         if (!f->slot->compare_exchange_strong(expect, 0, std::memory_order_acq_rel, std::memory_order_relaxed)) {
             uint64_t c = removing;
