@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <ctime>
 #include <functional>
 #include <fstream>
 #include <random>
@@ -332,20 +333,28 @@ TEST_CASE("reaper: a healthy pool loses nothing; a wholly expired pool is remove
     CHECK_FALSE(exists(Pool::segment_path(name)));
 }
 
-TEST_CASE("reaper: removes the temporary segment of a dead creator, keeps a live one's") {
+TEST_CASE("reaper: removes the old temporary segment of a dead creator, keeps a live or fresh one") {
     const std::string name = test::unique_pool_name("tmp");
     test::PoolCleanup cleanup(name);
     const pid_t child = test::fork_child([] { return 0; });
     REQUIRE(test::wait_child(child) == 0);  // reaped: its pid is gone
     const std::string dead = Pool::segment_path(name) + ".tmp-" + std::to_string(child) + "-0123456789abcdef";
     const std::string live = Pool::segment_path(name) + ".tmp-" + std::to_string(getpid()) + "-fedcba9876543210";
+    const std::string young = Pool::segment_path(name) + ".tmp-" + std::to_string(child) + "-00000000000000aa";
     write_file(dead, std::vector<unsigned char>(4096, 0));
     write_file(live, std::vector<unsigned char>(4096, 0));
+    write_file(young, std::vector<unsigned char>(4096, 0));
+    // A killed creation is old news; a fresh one may belong to a creator in another pid namespace.
+    const struct timespec old_times[2] = {{::time(nullptr) - 60, 0}, {::time(nullptr) - 60, 0}};
+    REQUIRE(::utimensat(AT_FDCWD, dead.c_str(), old_times, 0) == 0);
+    REQUIRE(::utimensat(AT_FDCWD, live.c_str(), old_times, 0) == 0);
     const Run r = run_tool("fabric-shm-reaper", "--pool " + name + " --json");
     CHECK_MESSAGE(r.rc == 0, r.out);
     CHECK_FALSE(exists(dead));
     CHECK(exists(live));
+    CHECK(exists(young));
     ::unlink(live.c_str());
+    ::unlink(young.c_str());
 }
 
 TEST_CASE("dump: reading a segment truncated after mapping returns corrupt instead of crashing") {

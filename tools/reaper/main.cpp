@@ -34,6 +34,7 @@ void on_stop(int) { g_stop = 1; }
 
 constexpr std::string_view kSegmentPrefix = "fabric-shm.";
 constexpr std::string_view kTempMarker = ".tmp-";
+constexpr int64_t kTempGraceSeconds = 10;  ///< temp files younger than this are never removed
 
 struct TempFile {
     std::string path;
@@ -43,7 +44,7 @@ struct TempFile {
 
 /// Temporary segments "fabric-shm.<pool>.tmp-<pid>-<random>" (a creator builds a pool under
 /// such a name, then links it into place). Those of a creator that is certainly dead are
-/// leftovers of a killed creation.
+/// leftovers of a killed creation (once older than kTempGraceSeconds).
 std::vector<TempFile> dead_creators_temp_files(const std::vector<std::string>& only_pools, bool all) {
     std::vector<TempFile> found;
     const std::string probe = Pool::segment_path("x");
@@ -71,6 +72,12 @@ std::vector<TempFile> dead_creators_temp_files(const std::vector<std::string>& o
         }
         const PidProbe probe_result = probe_pid(t.pid);
         if (probe_result.exists && !probe_result.zombie) continue;  // creator may still be working
+        // A creator in another pid namespace sharing /dev/shm is invisible to probe_pid: only
+        // files untouched for a while are leftovers (a creation takes milliseconds).
+        struct stat st {};
+        if (::stat(t.path.c_str(), &st) != 0) continue;
+        const int64_t age_s = int64_t(::time(nullptr)) - int64_t(st.st_mtime);
+        if (age_s < kTempGraceSeconds) continue;
         found.push_back(std::move(t));
     }
     closedir(d);
@@ -104,14 +111,19 @@ std::string report_text(const std::string& name, const ReapReport& r, bool dry_r
 }
 
 /// Attaches writable without reaping (reap() below produces the report) and never creates.
-/// Pool::open refuses a wholly expired pool (LeaseExpired) unless create_if_missing is set,
-/// yet that pool is exactly what the reaper is for. The retry sets create_if_missing with a
-/// size of 0, which Pool::create rejects before any syscall: it can attach, never create.
+/// Pool::open refuses a wholly expired pool (LeaseExpired) and one whose remover died
+/// mid-way (NotFound "being removed") unless create_if_missing is set, yet those are exactly
+/// what the reaper is for (open then finishes an interrupted removal). The retry sets
+/// create_if_missing with a size of 0, which Pool::create rejects before any syscall: it
+/// can attach, never create.
 Result<Pool> attach_for_reaping(const std::string& name) {
     OpenOptions open;
     open.reap_on_open = false;
     Result<Pool> pool = Pool::open(name, open);
-    if (pool || pool.code() != Errc::lease_expired) return pool;
+    if (pool) return pool;
+    struct stat st {};
+    const bool still_there = ::stat(Pool::segment_path(name).c_str(), &st) == 0;
+    if (pool.code() != Errc::lease_expired && !(pool.code() == Errc::not_found && still_there)) return pool;
     open.create_if_missing = true;
     open.create.size_bytes = 0;
     pool = Pool::open(name, open);

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# Slower suites, not part of the 10-minute test command: every test under ThreadSanitizer
+# (`build-tsan`; TSan sees races between threads of one process, not across processes
+# through shm) and under valgrind memcheck (the `build` tree, children followed). Ends with
+# "<N> passed, <N> failed". Takes roughly 10-20 minutes on 2 vCPUs.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash scripts/install-deps.sh valgrind
+
+total_passed=0
+total_failed=0
+
+count() {
+    local counts
+    counts=$(python3 scripts/testlog-count.py "$1/meson-logs/testlog.json")
+    echo "=== $2: ${counts% *} passed, ${counts#* } failed"
+    total_passed=$((total_passed + ${counts% *}))
+    total_failed=$((total_failed + ${counts#* }))
+}
+
+echo "=== build-tsan"
+if bash scripts/build.sh build-tsan -Db_sanitize=thread -Db_lundef=false; then
+    rm -f build-tsan/meson-logs/testlog.json
+    TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+        meson test -C build-tsan --print-errorlogs --timeout-multiplier 3 || true
+    count build-tsan tsan
+else
+    total_failed=$((total_failed + 1))
+fi
+
+echo "=== valgrind (build)"
+if bash scripts/build.sh build; then
+    rm -f build/meson-logs/testlog.json
+    meson test -C build --print-errorlogs --timeout-multiplier 10 \
+        --wrapper 'valgrind --error-exitcode=1 --trace-children=yes --leak-check=full -q' || true
+    count build valgrind
+else
+    total_failed=$((total_failed + 1))
+fi
+
+echo "$total_passed passed, $total_failed failed"
+[ "$total_failed" -eq 0 ]
