@@ -1,0 +1,149 @@
+// SPDX-License-Identifier: MIT
+// Consumer groups without a coordinator: membership, partition ownership (one CAS-only owner
+// word per partition) and epoch fencing live in the topic's group table in the pool.
+// Design, state machines and crash analysis: docs/groups.md.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fabric_shm/consumer.h"
+#include "fabric_shm/pool.h"
+#include "fabric_shm/result.h"
+#include "fabric_shm/topic.h"
+
+namespace fabric_shm {
+
+/// Target assignment: a pure, deterministic function. `members` are the live member ids,
+/// sorted; previous[p] is the index (into members) of partition p's current live owner, or
+/// -1. Returns the owner index of every partition (all -1 when members is empty).
+/// Sticky: members keep what they own up to their quota (counts differ by at most one);
+/// so a join moves partitions only to the newcomer and a leave moves only the leaver's.
+std::vector<int> assign_partitions(uint32_t num_partitions, std::span<const std::string> members,
+                                   std::span<const int> previous);
+
+constexpr size_t kMaxMemberIdLength = 32;  ///< bytes; stored NUL-padded in the pool
+
+struct GroupConfig {
+    /// A member whose heartbeat is older than this loses its partitions (hung worker).
+    uint64_t session_timeout_ns = 10'000'000'000ull;
+    /// How often claim asks the registry whether members' processes are certainly dead
+    /// (a /proc read per member); a SIGKILLed member is noticed within about this long.
+    uint64_t liveness_probe_ns = 20'000'000ull;
+    GroupOptions registration;  ///< used when the group is not registered on the topic yet
+};
+
+/// What a member owns now.
+struct Claim {
+    std::vector<uint32_t> partitions;  ///< owned now, ascending
+    uint64_t epoch = 0;                ///< commit and result-write epoch (fence token)
+    uint32_t pending = 0;              ///< target partitions still held by a live member that has not released them
+    bool changed = false;              ///< partitions or epoch differ from this member's previous claim
+};
+
+struct MemberDescription {
+    uint32_t slot = 0;
+    std::string id;
+    OwnerToken owner = 0;
+    uint32_t pid = 0;
+    uint64_t epoch = 0;
+    uint64_t heartbeat_age_ns = 0;
+    bool alive = false;  ///< heartbeat fresh and process not certainly dead
+};
+struct PartitionOwnerDescription {
+    uint32_t partition = 0;
+    int member_slot = -1;  ///< -1: unowned or owned by a dead member
+    uint64_t owner_epoch = 0;
+    uint64_t committed = 0, commit_epoch = 0, lag = 0;
+    uint64_t attempt_offset = 0, attempts = 0;
+};
+struct ConsumerGroupDescription {
+    std::string group, topic;
+    uint64_t epoch = 0;  ///< last epoch drawn (grows at every partition acquisition)
+    std::vector<MemberDescription> members;
+    std::vector<PartitionOwnerDescription> partitions;
+};
+/// Read-only snapshot of a group (tools); racy by nature.
+Result<ConsumerGroupDescription> describe_consumer_group(const Pool& pool, std::string_view topic,
+                                                         std::string_view group);
+
+/// A process's handle on a consumer group; may host several members (each its own id).
+/// Not thread-safe. Every call is bounded: nothing blocks on another member.
+class ConsumerGroup {
+public:
+    /// Registers the group on the topic if needed. num_partitions must match the topic's.
+    static Result<ConsumerGroup> open(const Pool& pool, std::string_view group, std::string_view topic,
+                                      uint32_t num_partitions, const GroupConfig& config = {});
+    ConsumerGroup(ConsumerGroup&&) noexcept;
+    ConsumerGroup& operator=(ConsumerGroup&&) noexcept;
+    ~ConsumerGroup();  ///< does not leave: a dropped handle looks like a crashed member
+
+    /// Joins and claims. already_exists when a live member holds this id; capacity_exceeded
+    /// when 32 members are live.
+    Result<Claim> join(std::string_view member_id);
+    /// Heartbeats, evicts dead members, releases partitions the target gives to others and
+    /// takes unowned ones (CAS), fencing commits under older epochs. Commit before calling it:
+    /// a partition released here is redelivered from its last commit. stale_epoch when this
+    /// member was evicted (session timeout): join again.
+    Result<Claim> claim(std::string_view member_id);
+    /// Refreshes the heartbeat only (cheap; call it during long processing and backoff).
+    Status heartbeat(std::string_view member_id);
+    /// Releases every partition and the membership row.
+    Status leave(std::string_view member_id);
+
+    /// True when the member's owner word for `partition` is still the one it acquired (racy:
+    /// use the epoch fence for safety, this only avoids useless work).
+    bool owns(std::string_view member_id, uint32_t partition) const;
+    const std::string& group() const;
+    const std::string& topic() const;
+    uint32_t num_partitions() const;
+    const Pool& pool() const;
+
+    struct Impl;
+
+private:
+    explicit ConsumerGroup(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+};
+
+struct GroupConsumerOptions {
+    GroupConfig group;
+    ConsumerOptions consumer;  ///< its epoch and offset_store are managed by GroupConsumer
+};
+
+/// A member plus its Consumer: poll claims (rebalances), re-assigns and polls owned partitions
+/// with the member's epoch; commits are epoch-fenced.
+class GroupConsumer {
+public:
+    static Result<GroupConsumer> open(const Pool& pool, std::string_view topic, std::string_view group,
+                                      std::string_view member_id, const GroupConsumerOptions& options = {});
+    GroupConsumer(GroupConsumer&&) noexcept;
+    GroupConsumer& operator=(GroupConsumer&&) noexcept;
+    ~GroupConsumer();  ///< does not leave (see leave())
+
+    /// Claims, then polls owned partitions up to timeout_ns, re-claiming at least every 50 ms.
+    Result<size_t> poll(MessageBatch& batch, size_t max, uint64_t timeout_ns);
+    /// Commits offset + 1 of `message` under the member's epoch (stale_epoch once fenced).
+    Status commit(const Message& message);
+    Status commit();  ///< every owned partition's position
+    Status heartbeat();
+    Status leave();
+
+    uint64_t epoch() const;
+    const std::vector<uint32_t>& partitions() const;
+    const std::string& member_id() const;
+    Consumer& consumer();
+    ConsumerGroup& group();
+
+    struct Impl;
+
+private:
+    explicit GroupConsumer(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fabric_shm

@@ -1,0 +1,96 @@
+// SPDX-License-Identifier: MIT
+// DlqRouter: attempts counted in the pool at hand-out (so a message that kills every worker
+// still reaches the dead-letter topic), in-place retries with backoff, and routing of the
+// original value to "<topic>.dlq" with its source coordinates as headers. docs/groups.md.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fabric_shm/consumer.h"
+#include "fabric_shm/pool.h"
+#include "fabric_shm/result.h"
+#include "fabric_shm/topic.h"
+
+namespace fabric_shm {
+
+/// Header names on a dead letter (values are decimal text, except topic/group/reason).
+inline constexpr std::string_view kDlqHeaderTopic = "dlq.topic";
+inline constexpr std::string_view kDlqHeaderGroup = "dlq.group";
+inline constexpr std::string_view kDlqHeaderPartition = "dlq.partition";
+inline constexpr std::string_view kDlqHeaderOffset = "dlq.offset";
+inline constexpr std::string_view kDlqHeaderAttempts = "dlq.attempts";
+inline constexpr std::string_view kDlqHeaderReason = "dlq.reason";
+
+struct DlqPolicy {
+    /// Processing attempts before a message is dead-lettered (3: processed at most 3 times).
+    uint32_t max_attempts = 3;
+    uint64_t initial_backoff_ns = 100'000'000ull;  ///< before the 2nd attempt; doubles each time
+    uint64_t max_backoff_ns = 2'000'000'000ull;    ///< cap (defaults: 100 ms + 200 ms in all for 3 attempts)
+    std::string dlq_topic;                         ///< empty: "<topic>.dlq" (created when missing)
+    uint32_t max_reason_bytes = 200;               ///< reasons are truncated to this (and to what fits)
+    /// Errors that go to the DLQ at once, without retries (the input itself is bad).
+    std::vector<Errc> permanent = {Errc::not_found, Errc::invalid_argument, Errc::corrupt,
+                                   Errc::object_too_large, Errc::message_too_large, Errc::invalid_uri};
+    /// Backoff waits heartbeat this often (members must keep their session alive).
+    uint64_t heartbeat_interval_ns = 100'000'000ull;
+    bool is_permanent(Errc code) const;
+    uint64_t backoff_ns(uint64_t attempt) const;  ///< wait after failed attempt `attempt` (1-based)
+};
+
+/// How one message ended.
+struct Handled {
+    bool dead_lettered = false;
+    uint64_t attempts = 0;      ///< processing attempts counted for it (incl. crashed ones)
+    std::string reason;         ///< last failure (dead letters)
+};
+
+class DlqRouter {
+public:
+    /// The group must be registered on `topic` (a ConsumerGroup or Consumer did it). The DLQ
+    /// topic is created on first use: same partition count, 256 slots, stride = source + 512.
+    static Result<DlqRouter> open(Pool& pool, std::string_view topic, std::string_view group,
+                                  const DlqPolicy& policy = {});
+    DlqRouter(DlqRouter&&) noexcept;
+    DlqRouter& operator=(DlqRouter&&) noexcept;
+    ~DlqRouter();
+
+    /// Counts a hand-out of `message` in the pool; call right before processing it. Returns
+    /// the attempt number (1 = first). Greater than max_attempts: earlier attempts crashed
+    /// or timed out; dead-letter it without processing. A replay of offsets below the one
+    /// being counted (after a crash mid-batch) is not counted and returns 1.
+    Result<uint64_t> begin(const Message& message);
+    /// Processing succeeded: clears the partition's counter.
+    Status ack(const Message& message);
+    /// Processing failed: false with *backoff_ns set when attempts remain (retry in place
+    /// after the backoff); true when the message was dead-lettered (commit past it).
+    Result<bool> nack(const Message& message, std::string_view reason, uint64_t* backoff_ns);
+    /// Sends the original key/value/headers plus the dlq.* headers to the DLQ topic.
+    Result<SendResult> dead_letter(const Message& message, uint64_t attempts, std::string_view reason);
+
+    /// The whole per-message loop: begin, process, ack or nack, backoff (heartbeating), DLQ.
+    /// Permanent errors go to the DLQ at once. Errors returned are the router's own (DLQ send
+    /// failed, lease expired, heartbeat failed): then do not commit past the message.
+    Result<Handled> handle(const Message& message, const std::function<Status(const Message&)>& process,
+                           const std::function<Status()>& heartbeat);
+
+    const std::string& dlq_topic() const;
+    const DlqPolicy& policy() const;
+    uint64_t dead_lettered() const;  ///< by this router
+
+    struct Impl;
+
+private:
+    explicit DlqRouter(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+};
+
+/// Sleeps ns in slices of at most slice_ns, calling heartbeat between slices; stops at its
+/// first error.
+Status sleep_with_heartbeat(uint64_t ns, uint64_t slice_ns, const std::function<Status()>& heartbeat);
+
+}  // namespace fabric_shm

@@ -1,0 +1,173 @@
+// SPDX-License-Identifier: MIT
+// JobCoordinator (skip existing outputs, bounded retries of transient errors), the memory and
+// object-store output stores, and the result-identity helpers.
+#include "fabric_shm/jobs.h"
+
+#include <time.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <set>
+
+namespace fabric_shm {
+
+// ---- MemoryOutputStore --------------------------------------------------------------------
+
+Status MemoryOutputStore::put(ChunkId id, std::span<const uint8_t> output) {
+    outputs_[id].assign(output.begin(), output.end());
+    return {};
+}
+
+Result<std::optional<std::vector<uint8_t>>> MemoryOutputStore::get(ChunkId id) {
+    auto it = outputs_.find(id);
+    if (it == outputs_.end()) return std::optional<std::vector<uint8_t>>{};
+    return std::optional<std::vector<uint8_t>>{it->second};
+}
+
+Result<bool> MemoryOutputStore::contains(ChunkId id) { return outputs_.count(id) != 0; }
+
+Status MemoryOutputStore::clear() {
+    outputs_.clear();
+    return {};
+}
+
+// ---- ObjectOutputStore --------------------------------------------------------------------
+
+Result<FabricUri> ObjectOutputStore::uri(ChunkId id) const {
+    char digits[24];
+    std::snprintf(digits, sizeof digits, "%020llu", static_cast<unsigned long long>(id));
+    return FabricUri::make(pool_, bucket_, job_ + "/" + digits);
+}
+
+Status ObjectOutputStore::put(ChunkId id, std::span<const uint8_t> output) {
+    auto u = uri(id);
+    if (!u) return std::move(u).error();
+    PutOptions o;
+    o.condition = PutCondition::if_absent;
+    auto r = store_->put(*u, output, o);
+    if (!r && r.code() != Errc::conflict) return std::move(r).error();
+    return {};  // conflict: another run stored this chunk's output first; outputs are idempotent
+}
+
+Result<std::optional<std::vector<uint8_t>>> ObjectOutputStore::get(ChunkId id) {
+    auto u = uri(id);
+    if (!u) return std::move(u).error();
+    auto r = store_->get(*u);
+    if (!r) return std::move(r).error();
+    if (!*r) return std::optional<std::vector<uint8_t>>{};
+    return std::optional<std::vector<uint8_t>>{std::move((*r)->data)};
+}
+
+Result<bool> ObjectOutputStore::contains(ChunkId id) {
+    auto u = uri(id);
+    if (!u) return std::move(u).error();
+    auto r = store_->head(*u);
+    if (!r) return std::move(r).error();
+    return r->has_value();
+}
+
+Status ObjectOutputStore::clear() {
+    auto keys = store_->list(pool_, bucket_, job_ + "/");
+    if (!keys) return std::move(keys).error();
+    for (const auto& k : *keys) {
+        auto u = FabricUri::make(pool_, bucket_, k);
+        if (!u) return std::move(u).error();
+        auto r = store_->remove(*u);
+        if (!r) return std::move(r).error();
+    }
+    return {};
+}
+
+// ---- RetryPolicy / JobCoordinator -----------------------------------------------------------
+
+bool RetryPolicy::is_retryable(Errc code) const {
+    return std::find(retryable.begin(), retryable.end(), code) != retryable.end();
+}
+
+uint64_t RetryPolicy::backoff_ns(uint32_t attempt) const {
+    uint64_t b = initial_backoff_ns;
+    for (uint32_t i = 1; i < attempt && b < max_backoff_ns; ++i) b = b > max_backoff_ns / 2 ? max_backoff_ns : b * 2;
+    return std::min(b, max_backoff_ns);
+}
+
+namespace {
+void default_sleep(uint64_t ns) {
+    timespec ts{time_t(ns / 1'000'000'000ull), long(ns % 1'000'000'000ull)};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+}
+}  // namespace
+
+Result<JobResult> JobCoordinator::run(std::span<const WorkChunk> chunks, JobOutputStore& outputs, const Exec& exec,
+                                      const Aggregate& aggregate) {
+    if (policy_.max_attempts == 0) return make_error(Errc::invalid_argument, "RetryPolicy.max_attempts 0 must be >= 1");
+    std::set<ChunkId> ids;
+    for (const auto& c : chunks)
+        if (!ids.insert(c.id).second)
+            return make_error(Errc::invalid_argument, "chunk id " + std::to_string(c.id) + " appears twice");
+    const auto& sleep = policy_.sleep ? policy_.sleep : std::function<void(uint64_t)>(default_sleep);
+    JobResult res;
+    for (const auto& c : chunks) {
+        auto have = outputs.contains(c.id);
+        if (!have) return std::move(have).error();
+        if (*have) {
+            ++res.skipped;
+            continue;
+        }
+        ChunkFailure fail{c.id, {}, 0};
+        bool done = false;
+        for (uint32_t attempt = 1; attempt <= policy_.max_attempts; ++attempt) {
+            fail.attempts = attempt;
+            auto out = exec(c.data);
+            if (out) {
+                FABRIC_TRY(outputs.put(c.id, *out));
+                done = true;
+                break;
+            }
+            fail.error = std::move(out).error();
+            if (!policy_.is_retryable(fail.error.code) || attempt == policy_.max_attempts) break;
+            ++res.retries;
+            sleep(policy_.backoff_ns(attempt));
+        }
+        if (done)
+            ++res.executed;
+        else
+            res.failed.push_back(std::move(fail));
+    }
+    std::sort(res.failed.begin(), res.failed.end(), [](const ChunkFailure& a, const ChunkFailure& b) { return a.id < b.id; });
+    if (!res.failed.empty()) return res;
+    Outputs all;
+    all.reserve(chunks.size());
+    for (const auto& c : chunks) {
+        auto o = outputs.get(c.id);
+        if (!o) return std::move(o).error();
+        if (!*o)
+            return make_error(Errc::not_found, "output of chunk " + std::to_string(c.id) +
+                                                   " vanished from the output store before aggregation");
+        all.emplace_back(c.id, std::move(**o));
+    }
+    res.aggregate = aggregate(all);
+    res.complete = true;
+    return res;
+}
+
+// ---- result identity ---------------------------------------------------------------------------
+
+PutOptions result_put_options(std::string_view input_uri, uint64_t input_version, uint64_t epoch) {
+    PutOptions o;
+    o.condition = PutCondition::fence;
+    o.fence_token = epoch;
+    o.metadata[std::string(kResultInputUri)] = std::string(input_uri);
+    o.metadata[std::string(kResultInputVersion)] = std::to_string(input_version);
+    return o;
+}
+
+Result<bool> result_is_current(ObjectStore& store, const FabricUri& result, uint64_t input_version) {
+    auto h = store.head(result);
+    if (!h) return std::move(h).error();
+    if (!*h) return false;
+    auto it = (*h)->metadata.find(std::string(kResultInputVersion));
+    return it != (*h)->metadata.end() && it->second == std::to_string(input_version);
+}
+
+}  // namespace fabric_shm

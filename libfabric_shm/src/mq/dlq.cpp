@@ -1,0 +1,252 @@
+// SPDX-License-Identifier: MIT
+// DlqRouter: per-partition attempt counter in the group table (GroupPartition::attempt_offset
+// and ::attempts, written by the partition's owner), retries with backoff, dead letters.
+#include "fabric_shm/dlq.h"
+
+#include <time.h>
+
+#include <algorithm>
+#include <optional>
+
+#include "fabric_shm/clock.h"
+#include "fabric_shm/crash_point.h"
+#include "fabric_shm/names.h"
+#include "mq/group_internal.h"
+
+namespace fabric_shm {
+
+using namespace mq;
+
+bool DlqPolicy::is_permanent(Errc code) const {
+    return std::find(permanent.begin(), permanent.end(), code) != permanent.end();
+}
+
+uint64_t DlqPolicy::backoff_ns(uint64_t attempt) const {
+    uint64_t b = initial_backoff_ns;
+    for (uint64_t i = 1; i < attempt && b < max_backoff_ns; ++i) b = b > max_backoff_ns / 2 ? max_backoff_ns : b * 2;
+    return std::min(b, max_backoff_ns);
+}
+
+Status sleep_with_heartbeat(uint64_t ns, uint64_t slice_ns, const std::function<Status()>& heartbeat) {
+    const uint64_t end = mono_now_ns() + ns;
+    if (slice_ns == 0) slice_ns = ns;
+    for (;;) {
+        const uint64_t now = mono_now_ns();
+        if (now >= end) return {};
+        const uint64_t d = std::min(end - now, slice_ns);
+        timespec ts{time_t(d / kNsPerSec), long(d % kNsPerSec)};
+        nanosleep(&ts, nullptr);
+        if (heartbeat) FABRIC_TRY(heartbeat());
+    }
+}
+
+struct DlqRouter::Impl {
+    Pool* pool = nullptr;
+    std::string topic, group, dlq_name;
+    DlqPolicy policy;
+    std::unique_ptr<TopicHandle> t;
+    GroupRef gref;
+    std::optional<Producer> producer;
+    uint64_t dead = 0;
+
+    GroupPartition* part(uint32_t p) const { return p < t->num_partitions ? &t->groups[gref.index].parts[p] : nullptr; }
+
+    Status check() const {
+        FABRIC_TRY(check_topic(*t));
+        // Acquire: pairs with deregister's release store.
+        if (t->groups[gref.index].word.load(std::memory_order_acquire) != gref.word)
+            return make_error(Errc::not_found, "group '" + group + "' on topic '" + topic + "' was deregistered");
+        return {};
+    }
+
+    /// Current count for message (1 when not the counted offset).
+    uint64_t current(const Message& m) const {
+        const GroupPartition* gp = part(m.partition);
+        if (!gp) return 1;
+        const uint64_t ao = gp->attempt_offset.load(std::memory_order_seq_cst);  // pairs with begin's stores
+        const uint64_t a = gp->attempts.load(std::memory_order_seq_cst);
+        return ao == m.offset && a > 0 ? a : 1;
+    }
+
+    Status open_dlq() {
+        if (producer) return {};
+        TopicManager tm(*pool);
+        auto d = tm.describe(dlq_name);
+        if (!d) {
+            if (d.code() != Errc::not_found) return std::move(d).error();
+            TopicConfig cfg;
+            cfg.num_partitions = t->num_partitions;
+            cfg.partition_capacity = 256;
+            const uint64_t stride = (t->stride + 512 + 63) / 64 * 64;
+            cfg.partition_stride = uint32_t(std::min<uint64_t>(stride, kMaxStride));
+            cfg.on_full = OnFull::block;
+            auto st = tm.create(dlq_name, cfg);
+            if (!st && st.code() != Errc::already_exists) return std::move(st).error();
+        }
+        ProducerOptions po;
+        po.block_timeout_ns = 1'000'000'000ull;
+        auto pr = Producer::open(*pool, dlq_name, po);
+        if (!pr) return std::move(pr).error();
+        producer.emplace(std::move(*pr));
+        return {};
+    }
+};
+
+Result<DlqRouter> DlqRouter::open(Pool& pool, std::string_view topic, std::string_view group,
+                                  const DlqPolicy& policy) {
+    if (policy.max_attempts == 0) return make_error(Errc::invalid_argument, "max_attempts 0 must be >= 1");
+    auto t = open_topic(pool, topic);
+    if (!t) return std::move(t).error();
+    uint64_t word = 0;
+    const int idx = find_group(**t, group, &word);
+    if (idx < 0)
+        return make_error(Errc::not_found, "group '" + std::string(group) + "' is not registered on topic '" +
+                                               std::string(topic) + "' (open the ConsumerGroup first)");
+    std::string dlq = policy.dlq_topic.empty() ? std::string(topic) + ".dlq" : policy.dlq_topic;
+    FABRIC_TRY(validate_name("dead-letter topic", dlq));
+    if (dlq == topic) return make_error(Errc::invalid_argument, "dead-letter topic '" + dlq + "' is the source topic");
+    auto im = std::make_unique<Impl>();
+    im->pool = &pool;
+    im->topic = std::string(topic);
+    im->group = std::string(group);
+    im->dlq_name = std::move(dlq);
+    im->policy = policy;
+    im->t = std::move(*t);
+    im->gref = GroupRef{idx, word};
+    return DlqRouter(std::move(im));
+}
+
+DlqRouter::DlqRouter(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+DlqRouter::DlqRouter(DlqRouter&&) noexcept = default;
+DlqRouter& DlqRouter::operator=(DlqRouter&&) noexcept = default;
+DlqRouter::~DlqRouter() = default;
+
+const std::string& DlqRouter::dlq_topic() const { return impl_->dlq_name; }
+const DlqPolicy& DlqRouter::policy() const { return impl_->policy; }
+uint64_t DlqRouter::dead_lettered() const { return impl_->dead; }
+
+Result<uint64_t> DlqRouter::begin(const Message& m) {
+    Impl& im = *impl_;
+    FABRIC_TRY(im.check());
+    GroupPartition* gp = im.part(m.partition);
+    if (!gp)
+        return make_error(Errc::invalid_argument, "message partition " + std::to_string(m.partition) + " >= " +
+                                                      std::to_string(im.t->num_partitions));
+    // Single writer: the partition's owner (a zombie racing it can only skew a count).
+    // seq_cst stores in this order: attempts = 0, offset, attempts = 1 -- a crash in between
+    // leaves (old, 0) or (new, 0), never a stale count attributed to the new offset.
+    const uint64_t ao = gp->attempt_offset.load(std::memory_order_seq_cst);
+    const uint64_t a = gp->attempts.load(std::memory_order_seq_cst);
+    if (ao == m.offset && a > 0) {
+        FABRIC_CRASH_POINT("dlq.begin.before_count");
+        return gp->attempts.fetch_add(1, std::memory_order_seq_cst) + 1;
+    }
+    if (a > 0 && int64_t(m.offset - ao) < 0) return uint64_t(1);  // replay below the counted offset
+    gp->attempts.store(0, std::memory_order_seq_cst);
+    gp->attempt_offset.store(m.offset, std::memory_order_seq_cst);
+    gp->attempts.store(1, std::memory_order_seq_cst);
+    return uint64_t(1);
+}
+
+Status DlqRouter::ack(const Message& m) {
+    GroupPartition* gp = impl_->part(m.partition);
+    if (!gp) return make_error(Errc::invalid_argument, "message partition " + std::to_string(m.partition) + " out of range");
+    // Keep attempt_offset (so replays below it stay uncounted); zero the count.
+    if (gp->attempt_offset.load(std::memory_order_seq_cst) == m.offset) gp->attempts.store(0, std::memory_order_seq_cst);
+    return {};
+}
+
+Result<bool> DlqRouter::nack(const Message& m, std::string_view reason, uint64_t* backoff_ns) {
+    Impl& im = *impl_;
+    const uint64_t attempt = im.current(m);
+    if (attempt < im.policy.max_attempts) {
+        if (backoff_ns) *backoff_ns = im.policy.backoff_ns(attempt);
+        return false;
+    }
+    auto s = dead_letter(m, attempt, reason);
+    if (!s) return std::move(s).error();
+    return true;
+}
+
+Result<SendResult> DlqRouter::dead_letter(const Message& m, uint64_t attempts, std::string_view reason) {
+    Impl& im = *impl_;
+    FABRIC_TRY(im.open_dlq());
+    const std::string part = std::to_string(m.partition), off = std::to_string(m.offset),
+                      att = std::to_string(attempts);
+    std::vector<MessageHeader> headers;
+    for (size_t i = 0; i < m.header_count(); ++i) headers.push_back(m.header_at(i));
+    auto enc = [](std::string_view n, std::string_view v) { return 4 + n.size() + v.size(); };
+    auto d = TopicManager(*im.pool).describe(im.dlq_name);
+    if (!d) return std::move(d).error();
+    const uint64_t cap = max_message_bytes(d->config.partition_stride);
+    uint64_t fixed = m.key.size() + m.value.size() + enc(kDlqHeaderTopic, im.topic) + enc(kDlqHeaderGroup, im.group) +
+                     enc(kDlqHeaderPartition, part) + enc(kDlqHeaderOffset, off) + enc(kDlqHeaderAttempts, att) +
+                     enc(kDlqHeaderReason, "");
+    uint64_t orig = 0;
+    for (const auto& h : headers) orig += enc(h.name, h.value);
+    if (fixed + orig > cap) {
+        headers.clear();  // the source headers do not fit next to ours: drop them, keep the value
+        orig = 0;
+    }
+    if (fixed > cap)
+        return make_error(Errc::message_too_large, "dead letter of " + std::to_string(fixed) +
+                                                       " bytes (value, key and dlq headers) exceeds the " +
+                                                       std::to_string(cap) + " bytes a slot of DLQ topic '" +
+                                                       im.dlq_name + "' holds");
+    const uint64_t room = std::min<uint64_t>(cap - fixed - orig, im.policy.max_reason_bytes);
+    const std::string_view why = reason.substr(0, std::min<size_t>(reason.size(), room));
+    headers.push_back({kDlqHeaderTopic, im.topic});
+    headers.push_back({kDlqHeaderGroup, im.group});
+    headers.push_back({kDlqHeaderPartition, part});
+    headers.push_back({kDlqHeaderOffset, off});
+    headers.push_back({kDlqHeaderAttempts, att});
+    headers.push_back({kDlqHeaderReason, why});
+    OutgoingMessage out{m.value, m.key, headers};
+    auto r = im.producer->send_to(m.partition % im.producer->num_partitions(), out);
+    if (!r) return r;
+    ++im.dead;
+    FABRIC_TRY(ack(m));
+    return r;
+}
+
+Result<Handled> DlqRouter::handle(const Message& m, const std::function<Status(const Message&)>& process,
+                                  const std::function<Status()>& heartbeat) {
+    Impl& im = *impl_;
+    Handled h;
+    for (;;) {
+        auto a = begin(m);
+        if (!a) return std::move(a).error();
+        h.attempts = *a;
+        if (*a > im.policy.max_attempts) {
+            h.reason = "handed out " + std::to_string(*a - 1) +
+                       " times without an ack (the worker crashed or was presumed dead)";
+            auto s = dead_letter(m, *a - 1, h.reason);
+            if (!s) return std::move(s).error();
+            h.attempts = *a - 1;
+            h.dead_lettered = true;
+            return h;
+        }
+        auto st = process(m);
+        if (st) {
+            FABRIC_TRY(ack(m));
+            return h;
+        }
+        h.reason = std::string(errc_name(st.code())) + ": " + st.error().message;
+        if (im.policy.is_permanent(st.code())) {
+            auto s = dead_letter(m, *a, h.reason);
+            if (!s) return std::move(s).error();
+            h.dead_lettered = true;
+            return h;
+        }
+        uint64_t backoff = 0;
+        auto n = nack(m, h.reason, &backoff);
+        if (!n) return std::move(n).error();
+        if (*n) {
+            h.dead_lettered = true;
+            return h;
+        }
+        FABRIC_TRY(sleep_with_heartbeat(backoff, im.policy.heartbeat_interval_ns, heartbeat));
+    }
+}
+
+}  // namespace fabric_shm

@@ -1,0 +1,571 @@
+// SPDX-License-Identifier: MIT
+// ConsumerGroup: membership rows, CAS-only partition owner words and epoch fences in the
+// topic's group table (mq/topic_layout.h: GroupSlot::members, GroupPartition::owner).
+// No coordinator: every member's claim() evicts dead members, computes the same sticky
+// target and moves owner words by CAS. docs/groups.md has the state machines and proofs.
+#include "fabric_shm/consumer_group.h"
+
+#include <time.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+
+#include "fabric_shm/clock.h"
+#include "fabric_shm/crash_point.h"
+#include "fabric_shm/registry.h"
+#include "mq/group_internal.h"
+#include "owner_lock.h"
+
+namespace fabric_shm {
+
+using namespace mq;
+
+namespace mq {
+
+std::string member_id(const GroupMember& m) {
+    char buf[kMemberIdWords * 8 + 1] = {};
+    for (uint32_t i = 0; i < kMemberIdWords; ++i) {
+        const uint64_t w = m.id[i].load(std::memory_order_relaxed);  // written while FREE; re-check the word
+        std::memcpy(buf + 8 * i, &w, 8);
+    }
+    return std::string(buf, strnlen(buf, kMemberIdWords * 8));
+}
+
+Status validate_member_id(std::string_view id) {
+    if (id.empty() || id.size() > kMaxMemberIdLength)
+        return make_error(Errc::invalid_argument, "member id of " + std::to_string(id.size()) +
+                                                      " bytes must be 1.." + std::to_string(kMaxMemberIdLength) +
+                                                      " bytes");
+    for (char c : id)
+        if (static_cast<unsigned char>(c) < 0x21 || c == 0x7f)
+            return make_error(Errc::invalid_argument, "member id '" + std::string(id) +
+                                                          "' must be printable ASCII without spaces");
+    return {};
+}
+
+Result<std::pair<uint32_t, uint64_t>> raise_fences(const Pool& pool, GroupSlot& g, std::span<const uint32_t> parts,
+                                                   uint64_t epoch) {
+    bool needed = false;
+    for (uint32_t p : parts)
+        // Relaxed: only decides whether to take the lock; re-read under it.
+        if (g.parts[p].commit_epoch.load(std::memory_order_relaxed) < epoch) needed = true;
+    if (!needed) return std::pair<uint32_t, uint64_t>{0, 0};
+    const OwnerToken me = pool.self();
+    auto lk = detail::owner_lock_acquire(g.lock, pool, me, 2 * kNsPerSec, "group fence lock");
+    if (!lk) return std::move(lk).error();
+    // A stolen lock needs no repair: a fence is one store, and commit_in_pool's own crash
+    // window (epoch stored, offset not) is harmless (see there).
+    detail::OwnerLockGuard guard(g.lock, me);
+    uint32_t raised = 0;
+    for (uint32_t p : parts) {
+        auto& ce = g.parts[p].commit_epoch;
+        if (ce.load(std::memory_order_relaxed) < epoch) {  // under the lock, as commit_in_pool
+            ce.store(epoch, std::memory_order_relaxed);       // the lock's release publishes it
+            ++raised;
+        }
+    }
+    return std::pair<uint32_t, uint64_t>{raised, epoch};
+}
+
+}  // namespace mq
+
+namespace {
+
+struct LocalMember {
+    std::string id;
+    uint32_t row = 0;
+    uint32_t gen = 0;        ///< row generation at our LIVE store
+    uint64_t word = 0;       ///< our LIVE row word
+    uint64_t epoch = 0;      ///< our current epoch
+    std::vector<uint32_t> last_parts;
+    uint64_t last_epoch = 0;
+};
+
+struct Probe {
+    uint64_t word = 0;      ///< row word the verdict is for
+    uint64_t at_ns = 0;
+    bool dead = false;
+};
+
+}  // namespace
+
+struct ConsumerGroup::Impl {
+    const Pool* pool = nullptr;
+    std::string group, topic;
+    uint32_t num_partitions = 0;
+    GroupConfig config;
+    std::unique_ptr<TopicHandle> t;
+    GroupRef gref;
+    std::vector<LocalMember> members;
+    std::array<Probe, kMaxMembers> probes{};
+
+    GroupSlot& slot() const { return t->groups[gref.index]; }
+
+    Status check(uint64_t now) {
+        FABRIC_TRY(check_topic(*t));
+        return renew_group(*t, gref, group, now);
+    }
+
+    LocalMember* find(std::string_view id) {
+        for (auto& m : members)
+            if (m.id == id) return &m;
+        return nullptr;
+    }
+
+    Error not_member(std::string_view id) const {
+        return make_error(Errc::not_found, "member '" + std::string(id) + "' has not joined group '" + group +
+                                               "' through this handle");
+    }
+
+    Error evicted(const LocalMember& m) const {
+        return make_error(Errc::stale_epoch, "member '" + m.id + "' of group '" + group + "' (epoch " +
+                                                 std::to_string(m.epoch) +
+                                                 ") was evicted (heartbeat older than the session timeout " +
+                                                 format_duration_ns(config.session_timeout_ns) +
+                                                 ", or presumed dead); join again");
+    }
+
+    /// Alive = LIVE, heartbeat within the session timeout, process not certainly dead
+    /// (asked at most every liveness_probe_ns per row word).
+    bool alive(uint32_t row, uint64_t word, uint64_t now) {
+        if (member_state(word) != kMemberLive) return false;
+        for (const auto& m : members)
+            if (m.row == row && m.word == word) return true;  // ourselves (the word alone is not unique per row)
+        const GroupMember& gm = slot().members[row];
+        const uint64_t hb = gm.heartbeat_ns.load(std::memory_order_acquire);  // pairs with heartbeat's release
+        if (now > hb && now - hb > config.session_timeout_ns) return false;
+        Probe& pr = probes[row];
+        if (pr.word != word || now - pr.at_ns >= config.liveness_probe_ns) {
+            pr.word = word;
+            pr.at_ns = now;
+            pr.dead = owner_certainly_dead(*pool, member_owner(word), now);
+        }
+        return !pr.dead;
+    }
+
+    bool mine(const LocalMember& m, uint64_t owner) const {
+        return owner != 0 && owner_row(owner) == m.row + 1 && owner_gen(owner) == (m.gen & 0xffffff);
+    }
+
+    Status verify_row(const LocalMember& m) const {
+        // seq_cst: pairs with an evicter's seq_cst CAS then epoch draw (docs/groups.md, "zombies").
+        if (slot().members[m.row].word.load(std::memory_order_seq_cst) != m.word) return evicted(m);
+        return {};
+    }
+
+    Result<uint64_t> draw_epoch(const LocalMember& m) {
+        const uint64_t e = slot().epoch.fetch_add(1, std::memory_order_seq_cst) + 1;  // after our evictions
+        if (e > kMaxOwnerEpoch)
+            return make_error(Errc::capacity_exceeded, "group '" + group + "' epoch " + std::to_string(e) +
+                                                           " exceeds the owner word's limit " +
+                                                           std::to_string(kMaxOwnerEpoch) +
+                                                           "; remove and re-register the group");
+        FABRIC_TRY(verify_row(m));  // drawn after our eviction => every zombie epoch is lower
+        return e;
+    }
+
+    Result<Claim> claim(LocalMember& m);
+};
+
+Result<ConsumerGroup> ConsumerGroup::open(const Pool& pool, std::string_view group, std::string_view topic,
+                                          uint32_t num_partitions, const GroupConfig& config) {
+    if (pool.self() == 0)
+        return make_error(Errc::permission_denied, "consumer group '" + std::string(group) +
+                                                       "' needs a writable pool (this handle is read-only)");
+    if (config.session_timeout_ns == 0)
+        return make_error(Errc::invalid_argument, "session_timeout_ns 0 must be > 0");
+    auto t = open_topic(pool, topic);
+    if (!t) return std::move(t).error();
+    if ((*t)->num_partitions != num_partitions)
+        return make_error(Errc::invalid_argument, "consumer group '" + std::string(group) + "' expects " +
+                                                      std::to_string(num_partitions) + " partitions but topic '" +
+                                                      std::string(topic) + "' has " +
+                                                      std::to_string((*t)->num_partitions));
+    auto ref = register_group(**t, group, config.registration);
+    if (!ref) return std::move(ref).error();
+    auto im = std::make_unique<Impl>();
+    im->pool = &pool;
+    im->group = std::string(group);
+    im->topic = std::string(topic);
+    im->num_partitions = num_partitions;
+    im->config = config;
+    im->t = std::move(*t);
+    im->gref = *ref;
+    return ConsumerGroup(std::move(im));
+}
+
+ConsumerGroup::ConsumerGroup(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ConsumerGroup::ConsumerGroup(ConsumerGroup&&) noexcept = default;
+ConsumerGroup& ConsumerGroup::operator=(ConsumerGroup&&) noexcept = default;
+ConsumerGroup::~ConsumerGroup() = default;
+
+const std::string& ConsumerGroup::group() const { return impl_->group; }
+const std::string& ConsumerGroup::topic() const { return impl_->topic; }
+uint32_t ConsumerGroup::num_partitions() const { return impl_->num_partitions; }
+const Pool& ConsumerGroup::pool() const { return *impl_->pool; }
+
+Result<Claim> ConsumerGroup::join(std::string_view member_id) {
+    Impl& im = *impl_;
+    FABRIC_TRY(validate_member_id(member_id));
+    if (im.find(member_id))
+        return make_error(Errc::already_exists, "member '" + std::string(member_id) +
+                                                    "' already joined group '" + im.group + "' through this handle");
+    uint64_t now = mono_now_ns();
+    FABRIC_TRY(im.check(now));
+    const OwnerToken me = im.pool->self();
+    GroupSlot& g = im.slot();
+    LocalMember m;
+    {
+        auto lk = detail::owner_lock_acquire(g.lock, *im.pool, me, 2 * kNsPerSec, "group membership lock");
+        if (!lk) return std::move(lk).error();
+        // A stolen lock needs no repair: a joiner writes a FREE row's fields and publishes
+        // them with one CAS; a crash before it leaves the row FREE (fields ignored).
+        detail::OwnerLockGuard guard(g.lock, me);
+        now = mono_now_ns();
+        int free_row = -1;
+        for (uint32_t r = 0; r < kMaxMembers; ++r) {
+            GroupMember& gm = g.members[r];
+            uint64_t w = gm.word.load(std::memory_order_seq_cst);  // pairs with LIVE/FREE CASes
+            if (member_state(w) == kMemberLive) {
+                const bool same_id = mq::member_id(gm) == member_id;
+                if (im.alive(r, w, now)) {
+                    if (same_id)
+                        return make_error(Errc::already_exists,
+                                          "member id '" + std::string(member_id) + "' is already live in group '" +
+                                              im.group + "' (row " + std::to_string(r) + ", owner token " +
+                                              std::to_string(member_owner(w)) + "); choose another --id");
+                    continue;
+                }
+                // Dead: evict (CAS from the exact word) so the row and its partitions are freed.
+                if (!gm.word.compare_exchange_strong(w, make_member_word(kMemberFree, member_gen(w) + 1, 0),
+                                                     std::memory_order_seq_cst, std::memory_order_seq_cst))
+                    continue;
+                w = make_member_word(kMemberFree, member_gen(w) + 1, 0);
+            }
+            if (member_state(w) == kMemberFree && free_row < 0) free_row = int(r);
+        }
+        if (free_row < 0)
+            return make_error(Errc::capacity_exceeded, "group '" + im.group + "' already has " +
+                                                           std::to_string(kMaxMembers) + " live members (the limit)");
+        GroupMember& gm = g.members[free_row];
+        uint64_t fw = gm.word.load(std::memory_order_acquire);  // FREE: only joiners (under the lock) change it
+        char idbuf[kMemberIdWords * 8] = {};
+        std::memcpy(idbuf, member_id.data(), member_id.size());
+        for (uint32_t k = 0; k < kMemberIdWords; ++k) {
+            uint64_t v;
+            std::memcpy(&v, idbuf + 8 * k, 8);
+            gm.id[k].store(v, std::memory_order_relaxed);  // published by the LIVE CAS below
+        }
+        gm.heartbeat_ns.store(now, std::memory_order_relaxed);
+        gm.epoch.store(0, std::memory_order_relaxed);
+        FABRIC_CRASH_POINT("group.join.before_publish");
+        const uint32_t gen = member_gen(fw) + 1;
+        const uint64_t live = make_member_word(kMemberLive, gen, me);
+        // seq_cst (release part): publishes id/heartbeat to readers' acquire of the word.
+        if (!gm.word.compare_exchange_strong(fw, live, std::memory_order_seq_cst, std::memory_order_relaxed))
+            return make_error(Errc::corrupt, "group '" + im.group + "' member row " + std::to_string(free_row) +
+                                                 " changed while the membership lock was held");
+        m.id = std::string(member_id);
+        m.row = uint32_t(free_row);
+        m.gen = gen & 0xffffff;
+        m.word = live;
+    }
+    auto e = im.draw_epoch(m);
+    if (!e) return std::move(e).error();
+    m.epoch = *e;
+    g.members[m.row].epoch.store(m.epoch, std::memory_order_relaxed);  // diagnostics only
+    im.members.push_back(std::move(m));
+    return im.claim(im.members.back());
+}
+
+Result<Claim> ConsumerGroup::claim(std::string_view member_id) {
+    LocalMember* m = impl_->find(member_id);
+    if (!m) return impl_->not_member(member_id);
+    return impl_->claim(*m);
+}
+
+Result<Claim> ConsumerGroup::Impl::claim(LocalMember& m) {
+    const uint64_t now = mono_now_ns();
+    FABRIC_TRY(check(now));
+    FABRIC_TRY(verify_row(m));
+    GroupSlot& g = slot();
+    g.members[m.row].heartbeat_ns.store(now, std::memory_order_release);  // pairs with alive()'s acquire
+    pool->heartbeat(now);
+
+    // 1. Live members (evicting the dead: CAS from the exact word, so a wrongly presumed
+    //    member's own row check fails instead of two members sharing a row).
+    struct Live {
+        std::string id;
+        uint32_t row;
+        uint32_t gen;
+    };
+    std::vector<Live> live;
+    for (uint32_t r = 0; r < kMaxMembers; ++r) {
+        GroupMember& gm = g.members[r];
+        uint64_t w = gm.word.load(std::memory_order_seq_cst);  // pairs with join/leave/evict CASes
+        if (member_state(w) != kMemberLive) continue;
+        if (!alive(r, w, now)) {
+            gm.word.compare_exchange_strong(w, make_member_word(kMemberFree, member_gen(w) + 1, 0),
+                                            std::memory_order_seq_cst, std::memory_order_seq_cst);
+            continue;
+        }
+        std::string id = mq::member_id(gm);
+        if (gm.word.load(std::memory_order_acquire) != w) continue;  // row reused while reading the id
+        live.push_back(Live{std::move(id), r, member_gen(w) & 0xffffff});
+    }
+    std::sort(live.begin(), live.end(), [](const Live& a, const Live& b) { return a.id < b.id; });
+    int me_pos = -1;
+    std::vector<std::string> ids;
+    ids.reserve(live.size());
+    for (size_t i = 0; i < live.size(); ++i) {
+        ids.push_back(live[i].id);
+        if (live[i].row == m.row && live[i].gen == m.gen) me_pos = int(i);
+    }
+    if (me_pos < 0) return evicted(m);
+
+    // 2. Current owners -> positions in `live` (a dead or unknown owner counts as none).
+    std::vector<uint64_t> words(num_partitions);
+    std::vector<int> prev(num_partitions, -1);
+    for (uint32_t p = 0; p < num_partitions; ++p) {
+        words[p] = g.parts[p].owner.load(std::memory_order_seq_cst);  // pairs with owner CASes
+        const uint64_t w = words[p];
+        if (w == 0) continue;
+        for (size_t i = 0; i < live.size(); ++i)
+            if (owner_row(w) == live[i].row + 1 && owner_gen(w) == live[i].gen) prev[p] = int(i);
+    }
+    const std::vector<int> target = assign_partitions(num_partitions, ids, prev);
+
+    // 3. Release what the target gives to others (the caller committed before claiming).
+    for (uint32_t p = 0; p < num_partitions; ++p) {
+        if (!mine(m, words[p]) || target[p] == me_pos) continue;
+        uint64_t w = words[p];
+        g.parts[p].owner.compare_exchange_strong(w, 0, std::memory_order_seq_cst, std::memory_order_seq_cst);
+    }
+
+    // 4. Take target partitions that are unowned or owned by a dead member, under a fresh
+    //    epoch drawn after the evictions above.
+    Claim c;
+    std::vector<uint32_t> take;
+    for (uint32_t p = 0; p < num_partitions; ++p) {
+        if (target[p] != me_pos || mine(m, words[p])) continue;
+        if (prev[p] >= 0)
+            ++c.pending;  // a live member still holds it; it releases on its next claim
+        else
+            take.push_back(p);
+    }
+    if (!take.empty()) {
+        auto e = draw_epoch(m);
+        if (!e) return std::move(e).error();
+        bool any = false;
+        for (uint32_t p : take) {
+            uint64_t w = words[p];
+            const uint64_t next = make_owner_word(m.row, m.gen, *e);
+            if (g.parts[p].owner.compare_exchange_strong(w, next, std::memory_order_seq_cst,
+                                                         std::memory_order_seq_cst))
+                any = true;
+            else
+                ++c.pending;  // someone else moved it first; look again next claim
+        }
+        if (any) {
+            m.epoch = *e;
+            g.members[m.row].epoch.store(m.epoch, std::memory_order_relaxed);  // diagnostics only
+        }
+        FABRIC_CRASH_POINT("group.claim.after_take");
+    }
+
+    // 5. Owned now; fence every owned partition at our epoch (zombies' commits then fail).
+    for (uint32_t p = 0; p < num_partitions; ++p)
+        if (mine(m, g.parts[p].owner.load(std::memory_order_seq_cst))) c.partitions.push_back(p);
+    auto fenced = raise_fences(*pool, g, c.partitions, m.epoch);
+    if (!fenced) return std::move(fenced).error();
+    c.epoch = m.epoch;
+    c.changed = c.partitions != m.last_parts || c.epoch != m.last_epoch;
+    m.last_parts = c.partitions;
+    m.last_epoch = c.epoch;
+    return c;
+}
+
+Status ConsumerGroup::heartbeat(std::string_view member_id) {
+    Impl& im = *impl_;
+    LocalMember* m = im.find(member_id);
+    if (!m) return im.not_member(member_id);
+    const uint64_t now = mono_now_ns();
+    FABRIC_TRY(im.verify_row(*m));
+    im.slot().members[m->row].heartbeat_ns.store(now, std::memory_order_release);  // pairs with alive()
+    im.pool->heartbeat(now);
+    return {};
+}
+
+Status ConsumerGroup::leave(std::string_view member_id) {
+    Impl& im = *impl_;
+    LocalMember* m = im.find(member_id);
+    if (!m) return im.not_member(member_id);
+    GroupSlot& g = im.slot();
+    Status st;
+    if (g.word.load(std::memory_order_acquire) == im.gref.word) {  // group still registered
+        for (uint32_t p = 0; p < im.num_partitions; ++p) {
+            uint64_t w = g.parts[p].owner.load(std::memory_order_seq_cst);
+            if (im.mine(*m, w))
+                g.parts[p].owner.compare_exchange_strong(w, 0, std::memory_order_seq_cst, std::memory_order_seq_cst);
+        }
+        uint64_t w = m->word;
+        if (!g.members[m->row].word.compare_exchange_strong(w, make_member_word(kMemberFree, m->gen + 1, 0),
+                                                            std::memory_order_seq_cst, std::memory_order_seq_cst))
+            st = im.evicted(*m);
+    }
+    im.members.erase(im.members.begin() + (m - im.members.data()));
+    return st;
+}
+
+bool ConsumerGroup::owns(std::string_view member_id, uint32_t partition) const {
+    const Impl& im = *impl_;
+    if (partition >= im.num_partitions) return false;
+    for (const auto& m : im.members)
+        if (m.id == member_id)
+            return im.mine(m, im.slot().parts[partition].owner.load(std::memory_order_acquire));  // pairs with CASes
+    return false;
+}
+
+// ---- describe ---------------------------------------------------------------------------
+
+Result<ConsumerGroupDescription> describe_consumer_group(const Pool& pool, std::string_view topic,
+                                                         std::string_view group) {
+    auto t = open_topic(pool, topic);
+    if (!t) return std::move(t).error();
+    TopicHandle& th = **t;
+    const int idx = find_group(th, group);
+    if (idx < 0)
+        return make_error(Errc::not_found, "group '" + std::string(group) + "' is not registered on topic '" +
+                                               std::string(topic) + "'");
+    const GroupSlot& g = th.groups[idx];
+    ConsumerGroupDescription d;
+    d.group = std::string(group);
+    d.topic = std::string(topic);
+    d.epoch = g.epoch.load(std::memory_order_relaxed);
+    const uint64_t now = mono_now_ns();
+    const auto procs = pool.registry().list(now);
+    std::vector<uint32_t> live_gen(kMaxMembers, UINT32_MAX);
+    for (uint32_t r = 0; r < kMaxMembers; ++r) {
+        const GroupMember& gm = g.members[r];
+        const uint64_t w = gm.word.load(std::memory_order_acquire);  // pairs with the LIVE CAS
+        if (member_state(w) != kMemberLive) continue;
+        MemberDescription md;
+        md.slot = r;
+        md.id = member_id(gm);
+        md.owner = member_owner(w);
+        md.epoch = gm.epoch.load(std::memory_order_relaxed);
+        const uint64_t hb = gm.heartbeat_ns.load(std::memory_order_acquire);
+        md.heartbeat_age_ns = now > hb ? now - hb : 0;
+        for (const auto& pi : procs)
+            if (pi.token == md.owner) md.pid = pi.pid;
+        md.alive = !owner_certainly_dead(pool, md.owner, now);  // heartbeat age reported separately
+        live_gen[r] = member_gen(w) & 0xffffff;
+        d.members.push_back(std::move(md));
+    }
+    for (uint32_t p = 0; p < th.num_partitions; ++p) {
+        const GroupPartition& gp = g.parts[p];
+        PartitionOwnerDescription pd;
+        pd.partition = p;
+        const uint64_t w = gp.owner.load(std::memory_order_acquire);
+        if (w != 0 && owner_row(w) >= 1 && owner_row(w) <= kMaxMembers && live_gen[owner_row(w) - 1] == owner_gen(w))
+            pd.member_slot = int(owner_row(w) - 1);
+        pd.owner_epoch = w & kMaxOwnerEpoch;
+        pd.committed = gp.committed.load(std::memory_order_acquire);
+        pd.commit_epoch = gp.commit_epoch.load(std::memory_order_relaxed);
+        const uint64_t next = th.parts[p].hdr->tail.load(std::memory_order_acquire);
+        pd.lag = int64_t(next - pd.committed) > 0 ? next - pd.committed : 0;
+        pd.attempt_offset = gp.attempt_offset.load(std::memory_order_relaxed);
+        pd.attempts = gp.attempts.load(std::memory_order_relaxed);
+        d.partitions.push_back(pd);
+    }
+    return d;
+}
+
+// ---- GroupConsumer ------------------------------------------------------------------------
+
+struct GroupConsumer::Impl {
+    ConsumerGroup group;
+    Consumer consumer;
+    std::string id;
+    Claim claim;
+    bool joined = false;
+
+    Status apply(Result<Claim> c) {
+        if (!c) return std::move(c).error();
+        claim = std::move(*c);
+        if (!claim.changed) return {};
+        consumer.set_epoch(claim.epoch);
+        return consumer.assign(claim.partitions);
+    }
+};
+
+Result<GroupConsumer> GroupConsumer::open(const Pool& pool, std::string_view topic, std::string_view group,
+                                          std::string_view member_id, const GroupConsumerOptions& options) {
+    auto t = open_topic(pool, topic);
+    if (!t) return std::move(t).error();
+    auto g = ConsumerGroup::open(pool, group, topic, (*t)->num_partitions, options.group);
+    if (!g) return std::move(g).error();
+    ConsumerOptions co = options.consumer;
+    co.epoch = 0;
+    co.group = options.group.registration;
+    auto c = Consumer::open(pool, topic, group, co);
+    if (!c) return std::move(c).error();
+    auto im = std::unique_ptr<Impl>(new Impl{std::move(*g), std::move(*c), std::string(member_id), {}, false});
+    FABRIC_TRY(im->apply(im->group.join(member_id)));
+    im->joined = true;
+    return GroupConsumer(std::move(im));
+}
+
+GroupConsumer::GroupConsumer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+GroupConsumer::GroupConsumer(GroupConsumer&&) noexcept = default;
+GroupConsumer& GroupConsumer::operator=(GroupConsumer&&) noexcept = default;
+GroupConsumer::~GroupConsumer() = default;
+
+Result<size_t> GroupConsumer::poll(MessageBatch& batch, size_t max, uint64_t timeout_ns) {
+    Impl& im = *impl_;
+    const uint64_t start = mono_now_ns();
+    for (;;) {
+        FABRIC_TRY(im.apply(im.group.claim(im.id)));
+        const uint64_t now = mono_now_ns();
+        const uint64_t left = now - start >= timeout_ns ? 0 : timeout_ns - (now - start);
+        const uint64_t wait = std::min<uint64_t>(left, kGroupRecheckNs);
+        if (im.claim.partitions.empty()) {
+            batch.clear();
+            if (wait == 0) return size_t(0);
+            // Nothing owned: look again within 50 ms (a dead member's partitions may free up).
+            timespec ts{time_t(wait / kNsPerSec), long(wait % kNsPerSec)};
+            nanosleep(&ts, nullptr);
+            continue;
+        }
+        auto n = im.consumer.poll(batch, max, wait);
+        if (!n) return n;
+        if (*n > 0 || left == 0) return n;
+    }
+}
+
+Status GroupConsumer::commit(const Message& message) {
+    Impl& im = *impl_;
+    if (!im.group.owns(im.id, message.partition))
+        return make_error(Errc::stale_epoch, "member '" + im.id + "' no longer owns partition " +
+                                                 std::to_string(message.partition) + " of topic '" +
+                                                 im.group.topic() + "' (epoch " + std::to_string(im.claim.epoch) +
+                                                 "); not committing offset " + std::to_string(message.offset));
+    return im.consumer.commit(message.partition, message.offset + 1);
+}
+
+Status GroupConsumer::commit() { return impl_->consumer.commit(); }
+Status GroupConsumer::heartbeat() { return impl_->group.heartbeat(impl_->id); }
+Status GroupConsumer::leave() {
+    Impl& im = *impl_;
+    if (!im.joined) return {};
+    im.joined = false;
+    return im.group.leave(im.id);
+}
+uint64_t GroupConsumer::epoch() const { return impl_->claim.epoch; }
+const std::vector<uint32_t>& GroupConsumer::partitions() const { return impl_->claim.partitions; }
+const std::string& GroupConsumer::member_id() const { return impl_->id; }
+Consumer& GroupConsumer::consumer() { return impl_->consumer; }
+ConsumerGroup& GroupConsumer::group() { return impl_->group; }
+
+}  // namespace fabric_shm

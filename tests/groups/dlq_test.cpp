@@ -1,0 +1,189 @@
+// SPDX-License-Identifier: MIT
+// DlqRouter: retries then dead letter with headers, permanent errors without retries, and a
+// poison message that SIGKILLs every worker still reaching the DLQ (attempts counted at hand-out).
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "../mq/mq_test_util.h"
+#include "fabric_shm/clock.h"
+#include "fabric_shm/consumer_group.h"
+#include "fabric_shm/dlq.h"
+#include "fabric_shm/topic.h"
+
+using namespace fabric_shm;
+using namespace mqtest;
+
+namespace {
+
+DlqPolicy quick() {
+    DlqPolicy p;
+    p.initial_backoff_ns = 1'000'000ull;
+    p.max_backoff_ns = 4'000'000ull;
+    p.heartbeat_interval_ns = 1'000'000ull;
+    return p;
+}
+
+/// Reads every message of the DLQ topic (observer).
+std::vector<std::pair<std::string, std::map<std::string, std::string>>> read_dlq(const Pool& pool,
+                                                                                  const std::string& topic) {
+    std::vector<std::pair<std::string, std::map<std::string, std::string>>> out;
+    auto c = Consumer::open(pool, topic, "");
+    REQUIRE_MESSAGE(c.ok(), c.error().message);
+    REQUIRE(c->assign_all().ok());
+    REQUIRE(c->seek(SeekPolicy::Earliest()).ok());
+    MessageBatch b;
+    auto n = c->poll(b, 64, 0);
+    REQUIRE(n.ok());
+    for (const auto& m : b) {
+        std::map<std::string, std::string> h;
+        for (size_t i = 0; i < m.header_count(); ++i) {
+            auto x = m.header_at(i);
+            h[std::string(x.name)] = std::string(x.value);
+        }
+        out.emplace_back(std::string(m.value_str()), std::move(h));
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("dlq: backoff defaults double from 100 ms and stay well under the session timeout") {
+    DlqPolicy p;
+    CHECK(p.max_attempts == 3);
+    CHECK(p.backoff_ns(1) == 100'000'000ull);
+    CHECK(p.backoff_ns(2) == 200'000'000ull);
+    CHECK(p.backoff_ns(10) == 2'000'000'000ull);
+    CHECK(p.backoff_ns(1) + p.backoff_ns(2) < GroupConfig{}.session_timeout_ns);
+}
+
+TEST_CASE("dlq: a message failing every attempt is retried in place, then dead-lettered with headers") {
+    TestPool tp("dlq-retry");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("jobs", config(2, 16)).ok());
+    auto pr = Producer::open(tp.pool, "jobs");
+    REQUIRE(pr.ok());
+    const MessageHeader h[] = {{"uri", "fabric://p/b/k"}};
+    REQUIRE(pr->send(bytes("bad input"), h).ok());
+    GroupConsumerOptions o;
+    auto gc = GroupConsumer::open(tp.pool, "jobs", "g", "w", o);
+    REQUIRE(gc.ok());
+    auto router = DlqRouter::open(tp.pool, "jobs", "g", quick());
+    REQUIRE_MESSAGE(router.ok(), router.error().message);
+    CHECK(router->dlq_topic() == "jobs.dlq");
+    MessageBatch b;
+    REQUIRE(gc->poll(b, 8, 1'000'000'000ull).ok());
+    REQUIRE(b.size() == 1);
+    int calls = 0;
+    auto handled = router->handle(
+        b[0], [&](const Message&) { return Status(make_error(Errc::timeout, "converter took too long (call " +
+                                                                 std::to_string(++calls) + ")")); },
+        [&] { return gc->heartbeat(); });
+    REQUIRE_MESSAGE(handled.ok(), handled.error().message);
+    CHECK(handled->dead_lettered);
+    CHECK(calls == 3);
+    CHECK(handled->attempts == 3);
+    REQUIRE(gc->commit(b[0]).ok());  // the caller commits past it
+
+    auto dl = read_dlq(tp.pool, "jobs.dlq");
+    REQUIRE(dl.size() == 1);
+    CHECK(dl[0].first == "bad input");
+    auto& hd = dl[0].second;
+    CHECK(hd.at("uri") == "fabric://p/b/k");  // the source headers are kept
+    CHECK(hd.at(std::string(kDlqHeaderTopic)) == "jobs");
+    CHECK(hd.at(std::string(kDlqHeaderGroup)) == "g");
+    CHECK(hd.at(std::string(kDlqHeaderPartition)) == std::to_string(b[0].partition));
+    CHECK(hd.at(std::string(kDlqHeaderOffset)) == std::to_string(b[0].offset));
+    CHECK(hd.at(std::string(kDlqHeaderAttempts)) == "3");
+    CHECK(hd.at(std::string(kDlqHeaderReason)).find("call 3") != std::string::npos);
+}
+
+TEST_CASE("dlq: a permanent error goes to the DLQ at once; a long reason is truncated to fit the slot") {
+    TestPool tp("dlq-perm");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("in", config(1, 16)).ok());
+    auto pr = Producer::open(tp.pool, "in");
+    REQUIRE(pr.ok());
+    REQUIRE(pr->send(std::string(200, 'v')).ok());
+    auto gc = GroupConsumer::open(tp.pool, "in", "g", "w");
+    REQUIRE(gc.ok());
+    auto router = DlqRouter::open(tp.pool, "in", "g", quick());
+    REQUIRE(router.ok());
+    MessageBatch b;
+    REQUIRE(gc->poll(b, 8, 1'000'000'000ull).ok());
+    REQUIRE(b.size() == 1);
+    int calls = 0;
+    auto handled = router->handle(
+        b[0], [&](const Message&) { ++calls; return Status(make_error(Errc::not_found, std::string(5000, 'r'))); },
+        [&] { return gc->heartbeat(); });
+    REQUIRE(handled.ok());
+    CHECK(handled->dead_lettered);
+    CHECK(calls == 1);
+    auto dl = read_dlq(tp.pool, "in.dlq");
+    REQUIRE(dl.size() == 1);
+    CHECK(dl[0].first == std::string(200, 'v'));
+    CHECK(dl[0].second.at(std::string(kDlqHeaderReason)).size() <= quick().max_reason_bytes);
+    CHECK(dl[0].second.at(std::string(kDlqHeaderAttempts)) == "1");
+}
+
+TEST_CASE("dlq: a poison message that SIGKILLs every worker reaches the DLQ after max attempts") {
+    TestPool tp("dlq-poison");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 16)).ok());
+    REQUIRE(mgr.register_group("t", "g").ok());
+    {
+        auto pr = Producer::open(tp.pool, "t");
+        REQUIRE(pr.ok());
+        REQUIRE(pr->send("ok-1").ok());
+        REQUIRE(pr->send("poison").ok());
+        REQUIRE(pr->send("ok-2").ok());
+    }
+    const std::string name = tp.cleanup.name();
+    auto worker = [&] {
+        auto p = Pool::open(name);
+        if (!p) return 90;
+        auto gc = GroupConsumer::open(*p, "t", "g", "worker");
+        if (!gc) return 91;
+        auto router = DlqRouter::open(*p, "t", "g", quick());
+        if (!router) return 92;
+        MessageBatch b;
+        for (int idle = 0; idle < 3;) {
+            auto n = gc->poll(b, 8, 50'000'000ull);
+            if (!n) return 93;
+            if (*n == 0) {
+                ++idle;
+                continue;
+            }
+            for (const auto& m : b) {
+                auto h = router->handle(
+                    m,
+                    [](const Message& msg) {
+                        if (msg.value_str() == "poison") raise(SIGKILL);
+                        return Status{};
+                    },
+                    [&] { return gc->heartbeat(); });
+                if (!h) return 94;
+                if (!gc->commit(m)) return 95;
+            }
+        }
+        return 0;
+    };
+    int crashes = 0, exit_code = -1;
+    for (int run = 0; run < 6 && exit_code != 0; ++run) {
+        exit_code = test::wait_child(test::fork_child(worker));
+        if (exit_code == 128 + SIGKILL) ++crashes;
+    }
+    CHECK(crashes == 3);
+    CHECK(exit_code == 0);
+    auto dl = read_dlq(tp.pool, "t.dlq");
+    REQUIRE(dl.size() == 1);
+    CHECK(dl[0].first == "poison");
+    CHECK(dl[0].second.at(std::string(kDlqHeaderOffset)) == "1");
+    CHECK(dl[0].second.at(std::string(kDlqHeaderAttempts)) == "3");
+    CHECK(dl[0].second.at(std::string(kDlqHeaderReason)).find("without an ack") != std::string::npos);
+    auto d = describe_consumer_group(tp.pool, "t", "g");
+    REQUIRE(d.ok());
+    CHECK(d->partitions[0].committed == 3);  // ok-2 processed and committed after the poison
+}

@@ -1,0 +1,357 @@
+// SPDX-License-Identifier: MIT
+// ConsumerGroup: join/leave/rejoin, duplicate ids, CAS ownership, SIGKILL takeover time,
+// hung member via the session timeout, zombie commits and zombie result writes (stale_epoch),
+// and a multi-process run with member churn.
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "../mq/mq_test_util.h"
+#include "fabric_shm/clock.h"
+#include "fabric_shm/consumer_group.h"
+#include "fabric_shm/jobs.h"
+#include "fabric_shm/mem_object_store.h"
+#include "fabric_shm/topic.h"
+
+using namespace fabric_shm;
+using namespace mqtest;
+
+namespace {
+
+std::set<uint32_t> as_set(const std::vector<uint32_t>& v) { return {v.begin(), v.end()}; }
+
+GroupConfig fast(uint64_t session_ns = 10'000'000'000ull) {
+    GroupConfig c;
+    c.session_timeout_ns = session_ns;
+    c.liveness_probe_ns = 5'000'000ull;
+    return c;
+}
+
+Pool open_child_pool(const std::string& name) {
+    auto p = Pool::open(name);
+    if (!p) _exit(90);
+    return std::move(p.value());
+}
+
+template <class T>
+T* shared_new() {
+    void* p = mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(p != MAP_FAILED);
+    return new (p) T{};
+}
+
+}  // namespace
+
+TEST_CASE("group: join, second join splits, leave hands back, rejoin with the same id") {
+    TestPool tp("grp-join");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(4, 16)).ok());
+    auto g = ConsumerGroup::open(tp.pool, "g", "t", 4, fast());
+    REQUIRE_MESSAGE(g.ok(), g.error().message);
+
+    auto a = g->join("a");
+    REQUIRE_MESSAGE(a.ok(), a.error().message);
+    CHECK(a->partitions == std::vector<uint32_t>{0, 1, 2, 3});
+    CHECK(a->epoch > 0);
+
+    auto b = g->join("b");
+    REQUIRE(b.ok());
+    CHECK(b->partitions.empty());  // a still holds them: b waits for a's release
+    CHECK(b->pending == 2);
+    auto a2 = g->claim("a");  // a releases what the target gives b
+    REQUIRE(a2.ok());
+    CHECK(a2->partitions.size() == 2);
+    auto b2 = g->claim("b");
+    REQUIRE(b2.ok());
+    CHECK(b2->partitions.size() == 2);
+    CHECK(b2->epoch > a->epoch);
+    std::set<uint32_t> all = as_set(a2->partitions);
+    for (uint32_t p : b2->partitions) CHECK(all.insert(p).second);  // never two owners
+    CHECK(all.size() == 4);
+
+    REQUIRE(g->leave("b").ok());
+    auto a3 = g->claim("a");
+    REQUIRE(a3.ok());
+    CHECK(a3->partitions.size() == 4);
+    CHECK(a3->epoch > b2->epoch);  // taking b's partitions draws a new epoch
+
+    auto b3 = g->join("b");  // rejoin under the same id
+    REQUIRE(b3.ok());
+    CHECK(g->claim("a").ok());
+    auto b4 = g->claim("b");
+    REQUIRE(b4.ok());
+    CHECK(b4->partitions.size() == 2);
+    CHECK(g->claim("nobody").code() == Errc::not_found);
+}
+
+TEST_CASE("group: a second live member with the same id is refused; a dead one's id is reusable") {
+    TestPool tp("grp-dup");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(2, 16)).ok());
+    auto g1 = ConsumerGroup::open(tp.pool, "g", "t", 2, fast(200'000'000ull));
+    auto g2 = ConsumerGroup::open(tp.pool, "g", "t", 2, fast(200'000'000ull));
+    REQUIRE(g1.ok());
+    REQUIRE(g2.ok());
+    REQUIRE(g1->join("w").ok());
+    auto dup = g2->join("w");
+    CHECK(dup.code() == Errc::already_exists);
+    CHECK(dup.error().message.find("'w'") != std::string::npos);
+    CHECK(g1->join("w").code() == Errc::already_exists);
+    CHECK(g2->join("").code() == Errc::invalid_argument);
+    CHECK(g2->join(std::string(33, 'x')).code() == Errc::invalid_argument);
+    CHECK(ConsumerGroup::open(tp.pool, "g", "t", 3).code() == Errc::invalid_argument);
+
+    // A member whose process died: its id is free again at once (no session timeout wait).
+    const std::string name = tp.cleanup.name();
+    pid_t pid = test::fork_child([&] {
+        Pool p = open_child_pool(name);
+        auto g = ConsumerGroup::open(p, "g", "t", 2, fast());
+        if (!g) return 91;
+        return g->join("ghost").ok() ? 0 : 92;
+    });
+    REQUIRE(test::wait_child(pid) == 0);
+    auto again = g2->join("ghost");
+    CHECK_MESSAGE(again.ok(), again.error().message);
+}
+
+TEST_CASE("group: a SIGKILLed member's partitions are taken over by a polling member well within 2 s") {
+    TestPool tp("grp-kill");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(4, 16)).ok());
+    const std::string name = tp.cleanup.name();
+    auto* ready = shared_new<std::atomic<uint32_t>>();
+    pid_t pid = test::fork_child([&] {
+        Pool p = open_child_pool(name);
+        GroupConsumerOptions o;
+        o.group = fast();
+        auto gc = GroupConsumer::open(p, "t", "g", "victim", o);
+        if (!gc || gc->partitions().size() != 4) return 91;
+        ready->store(1, std::memory_order_release);  // pairs with the parent's acquire
+        for (;;) pause();
+    });
+    while (ready->load(std::memory_order_acquire) == 0) std::this_thread::yield();
+
+    GroupConsumerOptions o;
+    o.group = fast();  // 10 s session timeout: the takeover must come from the registry
+    auto gc = GroupConsumer::open(tp.pool, "t", "g", "survivor", o);
+    REQUIRE_MESSAGE(gc.ok(), gc.error().message);
+    CHECK(gc->partitions().empty());
+    MessageBatch batch;
+    REQUIRE(kill(pid, SIGKILL) == 0);
+    const uint64_t t0 = mono_now_ns();
+    uint64_t took = 0;
+    while (mono_now_ns() - t0 < 5'000'000'000ull) {
+        auto n = gc->poll(batch, 16, 10'000'000ull);
+        REQUIRE_MESSAGE(n.ok(), n.error().message);
+        if (gc->partitions().size() == 4) {
+            took = mono_now_ns() - t0;
+            break;
+        }
+    }
+    CHECK(test::wait_child(pid) == 128 + SIGKILL);
+    std::printf("group: SIGKILL takeover of 4 partitions took %.1f ms\n", double(took) / 1e6);
+    REQUIRE(took > 0);
+    CHECK(took <= 2'000'000'000ull);
+}
+
+TEST_CASE("group: a hung member loses its partitions after the session timeout; its commits and result writes fail") {
+    TestPool tp("grp-hung");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(2, 16)).ok());
+    auto store = MemObjectStore::open(tp.pool);
+    REQUIRE(store.ok());
+    {
+        auto pr = Producer::open(tp.pool, "t");
+        REQUIRE(pr.ok());
+        for (int i = 0; i < 4; ++i) REQUIRE(pr->send("m" + std::to_string(i)).ok());
+    }
+    GroupConsumerOptions o;
+    o.group = fast(300'000'000ull);
+    auto zombie = GroupConsumer::open(tp.pool, "t", "g", "zombie", o);
+    REQUIRE(zombie.ok());
+    REQUIRE(zombie->partitions().size() == 2);
+    const uint64_t zombie_epoch = zombie->epoch();
+    MessageBatch zb;
+    auto zn = zombie->poll(zb, 1, 0);
+    REQUIRE(zn.ok());
+    REQUIRE(*zn == 1);
+    const Message zm = zb[0];
+    auto result = FabricUri::make(tp.cleanup.name(), "results", "r-" + std::string(zm.value_str()));
+    REQUIRE(result.ok());
+
+    // The zombie stops heartbeating. The survivor takes over after the session timeout.
+    auto survivor = GroupConsumer::open(tp.pool, "t", "g", "survivor", o);
+    REQUIRE(survivor.ok());
+    CHECK(survivor->partitions().empty());
+    MessageBatch batch;
+    const uint64_t t0 = mono_now_ns();
+    while (survivor->partitions().size() < 2 && mono_now_ns() - t0 < 5'000'000'000ull)
+        REQUIRE(survivor->poll(batch, 16, 20'000'000ull).ok());
+    const uint64_t took = mono_now_ns() - t0;
+    REQUIRE(survivor->partitions().size() == 2);
+    CHECK(took >= 250'000'000ull);  // not before the session timeout (coarse clock slack)
+    CHECK(survivor->epoch() > zombie_epoch);
+    std::printf("group: hung member lost its partitions after %.0f ms (session timeout 300 ms)\n", double(took) / 1e6);
+
+    // The survivor handles the message and writes its result under its epoch.
+    const std::string payload = "by survivor";
+    auto put = (*store)->put(*result, bytes(payload),
+                             result_put_options("fabric://x/in/" + std::string(zm.value_str()), 1, survivor->epoch()));
+    REQUIRE_MESSAGE(put.ok(), put.error().message);
+
+    // The zombie wakes up: its commit (directly and through the group API) and its result
+    // write are rejected with stale_epoch; its claim says it was evicted.
+    auto direct = zombie->consumer().commit(zm.partition, zm.offset + 1);
+    CHECK(direct.code() == Errc::stale_epoch);
+    CHECK(zombie->commit(zm).code() == Errc::stale_epoch);
+    auto zput = (*store)->put(*result, bytes("by zombie"),
+                              result_put_options("fabric://x/in/" + std::string(zm.value_str()), 1, zombie_epoch));
+    CHECK(zput.code() == Errc::stale_epoch);
+    CHECK(zombie->poll(zb, 1, 0).code() == Errc::stale_epoch);
+    auto got = (*store)->get(*result);
+    REQUIRE(got.ok());
+    REQUIRE(got->has_value());
+    CHECK(std::string((*got)->data.begin(), (*got)->data.end()) == payload);
+
+    // Result identity: the same input version is current; a re-upload (version 2) is not.
+    auto cur = result_is_current(**store, *result, 1);
+    REQUIRE(cur.ok());
+    CHECK(*cur);
+    auto newer = result_is_current(**store, *result, 2);
+    REQUIRE(newer.ok());
+    CHECK_FALSE(*newer);
+
+    // The survivor commits fine and the zombie can rejoin under a fresh epoch.
+    REQUIRE(survivor->poll(batch, 16, 0).ok());
+    for (const auto& m : batch) CHECK(survivor->commit(m).ok());
+}
+
+namespace {
+
+/// Shared anonymous memory: per message, how often it was processed.
+struct ChurnLedger {
+    static constexpr uint32_t kMessages = 240;
+    std::atomic<uint32_t> processed[kMessages];
+    std::atomic<uint32_t> stale_rejections;
+};
+
+int churn_worker(const std::string& pool_name, const std::string& id, ChurnLedger* led) {
+    Pool p = open_child_pool(pool_name);
+    auto store = MemObjectStore::open(p);
+    if (!store) return 93;
+    GroupConsumerOptions o;
+    o.group = fast(2'000'000'000ull);
+    auto gc = GroupConsumer::open(p, "t", "g", id, o);
+    if (!gc) return 91;
+    MessageBatch batch;
+    uint64_t idle_since = mono_now_ns();
+    for (;;) {
+        auto n = gc->poll(batch, 8, 20'000'000ull);
+        if (!n) return 94;
+        if (*n == 0) {
+            if (mono_now_ns() - idle_since > 1'500'000'000ull) return 0;
+            continue;
+        }
+        idle_since = mono_now_ns();
+        for (const auto& m : batch) {
+            const std::string key(m.value_str());
+            const uint32_t idx = uint32_t(std::stoul(key.substr(1)));
+            auto r = FabricUri::make(pool_name, "results", key);
+            if (!r) return 95;
+            auto cur = result_is_current(**store, *r, 1);
+            if (!cur) return 96;
+            if (!*cur) {
+                led->processed[idx].fetch_add(1, std::memory_order_relaxed);
+                timespec work{0, 2'000'000};  // simulated processing, so the kills land mid-run
+                nanosleep(&work, nullptr);
+                const std::string out = "R" + key;
+                auto put = (*store)->put(*r, bytes(out), result_put_options("fabric://x/in/" + key, 1, gc->epoch()));
+                if (!put) {
+                    if (put.code() != Errc::stale_epoch) return 97;
+                    led->stale_rejections.fetch_add(1, std::memory_order_relaxed);
+                    break;  // fenced: do not commit; the next poll re-claims
+                }
+            }
+            auto c = gc->commit(m);
+            if (!c) {
+                if (c.code() != Errc::stale_epoch) return 98;
+                led->stale_rejections.fetch_add(1, std::memory_order_relaxed);
+                break;
+            }
+        }
+    }
+}
+
+}  // namespace
+
+TEST_CASE("multi-process: member churn with SIGKILLs; every message processed at least once, one result each") {
+    TestPool tp("grp-churn", 24 << 20);
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(4, 256)).ok());
+    REQUIRE(MemObjectStore::open(tp.pool).ok());
+    REQUIRE(mgr.register_group("t", "g").ok());
+    auto* led = shared_new<ChurnLedger>();
+    const std::string name = tp.cleanup.name();
+    {
+        auto pr = Producer::open(tp.pool, "t");
+        REQUIRE(pr.ok());
+        for (uint32_t i = 0; i < ChurnLedger::kMessages; ++i) {
+            const std::string v = "m" + std::to_string(i);
+            REQUIRE(pr->send_keyed(v, v).ok());  // keyed: every version of an input, one partition
+        }
+    }
+    std::mt19937 rng(7);
+    std::vector<pid_t> live;
+    int next_id = 0, killed = 0;
+    auto spawn = [&] {
+        const std::string id = "w" + std::to_string(next_id++);
+        live.push_back(test::fork_child([&, id] { return churn_worker(name, id, led); }));
+    };
+    spawn();
+    spawn();
+    // Churn: every ~40 ms of progress, kill a random worker and start a replacement.
+    const uint64_t t0 = mono_now_ns();
+    for (int round = 0; round < 8; ++round) {
+        timespec ts{0, 40'000'000};
+        nanosleep(&ts, nullptr);  // pacing of the churn, not synchronisation
+        const size_t k = rng() % live.size();
+        kill(live[k], SIGKILL);
+        CHECK(test::wait_child(live[k]) == 128 + SIGKILL);
+        live.erase(live.begin() + long(k));
+        ++killed;
+        spawn();
+    }
+    for (pid_t p : live) CHECK(test::wait_child(p, 30000) == 0);
+    const double secs = double(mono_now_ns() - t0) / 1e9;
+
+    auto store = MemObjectStore::open(tp.pool);
+    REQUIRE(store.ok());
+    uint32_t duplicates = 0;
+    for (uint32_t i = 0; i < ChurnLedger::kMessages; ++i) {
+        const std::string key = "m" + std::to_string(i);
+        CHECK_MESSAGE(led->processed[i].load() >= 1, key << " never processed");
+        if (led->processed[i].load() > 1) duplicates += led->processed[i].load() - 1;
+        auto r = FabricUri::make(name, "results", key);
+        REQUIRE(r.ok());
+        auto got = (*store)->get(*r);
+        REQUIRE(got.ok());
+        REQUIRE_MESSAGE(got->has_value(), key << " has no result");
+        CHECK(std::string((*got)->data.begin(), (*got)->data.end()) == "R" + key);
+        CHECK((*got)->info.metadata.at(std::string(kResultInputVersion)) == "1");
+    }
+    auto keys = (*store)->list(name, "results", "");
+    REQUIRE(keys.ok());
+    CHECK(keys->size() == ChurnLedger::kMessages);  // exactly one visible result per input
+    auto d = describe_consumer_group(tp.pool, "t", "g");
+    REQUIRE(d.ok());
+    for (const auto& p : d->partitions) CHECK(p.lag == 0);
+    std::printf("group churn: %u messages, %d SIGKILLs, %u reprocessed, %u fenced writes/commits, %.2f s\n",
+                ChurnLedger::kMessages, killed, duplicates, led->stale_rejections.load(), secs);
+}

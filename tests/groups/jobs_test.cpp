@@ -1,0 +1,157 @@
+// SPDX-License-Identifier: MIT
+// JobCoordinator: skip existing outputs, retry transient errors with backoff, never retry
+// permanent ones, aggregate only when complete, and an idempotent re-run after a killed process
+// with the pool-backed output store.
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <string>
+
+#include "../mq/mq_test_util.h"
+#include "fabric_shm/jobs.h"
+#include "fabric_shm/mem_object_store.h"
+
+using namespace fabric_shm;
+using namespace mqtest;
+
+namespace {
+
+std::vector<WorkChunk> make_chunks(uint32_t n) {
+    std::vector<WorkChunk> c;
+    for (uint32_t i = 0; i < n; ++i) {
+        const std::string s = "chunk" + std::to_string(i);
+        c.push_back(WorkChunk{100 + i, std::vector<uint8_t>(s.begin(), s.end())});
+    }
+    return c;
+}
+
+Result<std::vector<uint8_t>> upper(std::span<const uint8_t> in) {
+    std::vector<uint8_t> out(in.begin(), in.end());
+    for (auto& ch : out) ch = uint8_t(toupper(ch));
+    return out;
+}
+
+std::vector<uint8_t> concat(const JobCoordinator::Outputs& outs) {
+    std::vector<uint8_t> all;
+    for (const auto& [id, o] : outs) {
+        all.insert(all.end(), o.begin(), o.end());
+        all.push_back(',');
+    }
+    return all;
+}
+
+std::string str(const std::vector<uint8_t>& v) { return {v.begin(), v.end()}; }
+
+}  // namespace
+
+TEST_CASE("jobs: RetryPolicy defaults retry transient errors only, with doubling backoff") {
+    RetryPolicy p;
+    CHECK(p.max_attempts == 4);
+    CHECK(p.backoff_ns(1) == 50'000'000ull);
+    CHECK(p.backoff_ns(2) == 100'000'000ull);
+    CHECK(p.backoff_ns(30) == 2'000'000'000ull);
+    CHECK(p.is_retryable(Errc::lease_expired));
+    CHECK(p.is_retryable(Errc::timeout));
+    CHECK_FALSE(p.is_retryable(Errc::not_found));
+    CHECK_FALSE(p.is_retryable(Errc::invalid_argument));
+    CHECK_FALSE(p.is_retryable(Errc::corrupt));
+    CHECK_FALSE(p.is_retryable(Errc::stale_epoch));
+}
+
+TEST_CASE("jobs: a run executes every chunk, aggregates in chunk order, and a re-run skips them all") {
+    MemoryOutputStore out;
+    JobCoordinator jc;
+    const auto chunks = make_chunks(4);
+    int execs = 0;
+    auto exec = [&](std::span<const uint8_t> in) { ++execs; return upper(in); };
+    auto r = jc.run(chunks, out, exec, concat);
+    REQUIRE(r.ok());
+    CHECK(r->complete);
+    CHECK(r->executed == 4);
+    CHECK(str(r->aggregate) == "CHUNK0,CHUNK1,CHUNK2,CHUNK3,");
+    auto again = jc.run(chunks, out, exec, concat);
+    REQUIRE(again.ok());
+    CHECK(again->skipped == 4);
+    CHECK(execs == 4);
+    CHECK(str(again->aggregate) == str(r->aggregate));
+    std::vector<WorkChunk> dup = make_chunks(2);
+    dup[1].id = dup[0].id;
+    CHECK(jc.run(dup, out, exec, concat).code() == Errc::invalid_argument);
+}
+
+TEST_CASE("jobs: retryable errors are retried with backoff; permanent ones never; no aggregate on failure") {
+    std::vector<uint64_t> slept;
+    RetryPolicy p;
+    p.sleep = [&](uint64_t ns) { slept.push_back(ns); };
+    JobCoordinator jc(p);
+    MemoryOutputStore out;
+    const auto chunks = make_chunks(3);
+    std::map<ChunkId, int> calls;
+    bool aggregated = false;
+    auto exec = [&](std::span<const uint8_t> in) -> Result<std::vector<uint8_t>> {
+        const std::string s(in.begin(), in.end());
+        const int n = ++calls[s == "chunk0" ? 100 : s == "chunk1" ? 101 : 102];
+        if (s == "chunk0" && n < 3) return make_error(Errc::lease_expired, "lease ran out");  // transient, then ok
+        if (s == "chunk1") return make_error(Errc::not_found, "object gone");                 // permanent
+        if (s == "chunk2") return make_error(Errc::busy, "always busy");                      // exhausts retries
+        return upper(in);
+    };
+    auto r = jc.run(chunks, out, exec, [&](const JobCoordinator::Outputs& o) { aggregated = true; return concat(o); });
+    REQUIRE(r.ok());
+    CHECK_FALSE(r->complete);
+    CHECK_FALSE(aggregated);
+    CHECK(calls[100] == 3);
+    CHECK(calls[101] == 1);
+    CHECK(calls[102] == 4);
+    REQUIRE(r->failed.size() == 2);
+    CHECK(r->failed[0].id == 101);
+    CHECK(r->failed[0].error.code == Errc::not_found);
+    CHECK(r->failed[0].attempts == 1);
+    CHECK(r->failed[1].id == 102);
+    CHECK(r->failed[1].error.code == Errc::busy);
+    CHECK(r->failed[1].attempts == 4);
+    CHECK(slept == std::vector<uint64_t>{50'000'000ull, 100'000'000ull, 50'000'000ull, 100'000'000ull, 200'000'000ull});
+    CHECK(out.contains(100).value());
+}
+
+TEST_CASE("jobs: a killed process's replacement skips the chunks it finished (pool-backed outputs)") {
+    TestPool tp("jobs-kill");
+    REQUIRE(MemObjectStore::open(tp.pool).ok());
+    const std::string name = tp.cleanup.name();
+    const auto chunks = make_chunks(6);
+    auto* executed = static_cast<std::atomic<uint32_t>*>(
+        mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+    REQUIRE(executed != MAP_FAILED);
+    new (executed) std::atomic<uint32_t>(0);
+    auto run_job = [&](bool die_on_chunk3) {
+        auto p = Pool::open(name);
+        if (!p) return 90;
+        auto store = MemObjectStore::open(*p);
+        if (!store) return 91;
+        ObjectOutputStore out(**store, name, "job-1");
+        JobCoordinator jc;
+        auto r = jc.run(chunks, out,
+                        [&](std::span<const uint8_t> in) {
+                            if (die_on_chunk3 && std::string(in.begin(), in.end()) == "chunk3") raise(SIGKILL);
+                            executed->fetch_add(1, std::memory_order_relaxed);
+                            return upper(in);
+                        },
+                        concat);
+        if (!r || !r->complete) return 92;
+        return str(r->aggregate) == "CHUNK0,CHUNK1,CHUNK2,CHUNK3,CHUNK4,CHUNK5," && r->skipped == 3 ? 0 : 93;
+    };
+    CHECK(test::wait_child(test::fork_child([&] { return run_job(true); })) == 128 + SIGKILL);
+    CHECK(executed->load() == 3);
+    CHECK(test::wait_child(test::fork_child([&] { return run_job(false); })) == 0);
+    CHECK(executed->load() == 6);  // chunks 0-2 were not executed again
+    auto store = MemObjectStore::open(tp.pool);
+    REQUIRE(store.ok());
+    ObjectOutputStore out(**store, name, "job-1");
+    CHECK(out.contains(105).value());
+    REQUIRE(out.clear().ok());
+    CHECK_FALSE(out.contains(105).value());
+    munmap(executed, 4096);
+}
