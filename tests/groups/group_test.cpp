@@ -231,6 +231,9 @@ TEST_CASE("group: a hung member loses its partitions after the session timeout; 
     // The survivor commits fine and the zombie can rejoin under a fresh epoch.
     REQUIRE(survivor->poll(batch, 16, 0).ok());
     for (const auto& m : batch) CHECK(survivor->commit(m).ok());
+    REQUIRE(zombie->rejoin().ok());
+    CHECK(zombie->epoch() > zombie_epoch);
+    CHECK(zombie->partitions().empty());  // the survivor still holds both until it releases one
 }
 
 namespace {

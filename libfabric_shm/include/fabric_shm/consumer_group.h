@@ -125,11 +125,15 @@ public:
     GroupConsumer& operator=(GroupConsumer&&) noexcept;
     ~GroupConsumer();  ///< does not leave (see leave())
 
-    /// Claims, then polls owned partitions up to timeout_ns, re-claiming at least every 50 ms.
+    /// Claims (at most every 10 ms while busy), then polls owned partitions up to timeout_ns,
+    /// re-claiming at least every 50 ms. Commit what you processed before the next poll.
     Result<size_t> poll(MessageBatch& batch, size_t max, uint64_t timeout_ns);
     /// Commits offset + 1 of `message` under the member's epoch (stale_epoch once fenced).
     Status commit(const Message& message);
     Status commit();  ///< every owned partition's position
+    /// After poll/commit failed with stale_epoch (evicted: session timeout): join again
+    /// under the same id with a fresh epoch; positions restart from the committed offsets.
+    Status rejoin();
     Status heartbeat();
     Status leave();
 

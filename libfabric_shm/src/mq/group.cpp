@@ -490,9 +490,11 @@ struct GroupConsumer::Impl {
     std::string id;
     Claim claim;
     bool joined = false;
+    uint64_t last_claim_ns = 0;
 
     Status apply(Result<Claim> c) {
         if (!c) return std::move(c).error();
+        last_claim_ns = mono_now_ns();
         claim = std::move(*c);
         if (!claim.changed) return {};
         consumer.set_epoch(claim.epoch);
@@ -511,7 +513,7 @@ Result<GroupConsumer> GroupConsumer::open(const Pool& pool, std::string_view top
     co.group = options.group.registration;
     auto c = Consumer::open(pool, topic, group, co);
     if (!c) return std::move(c).error();
-    auto im = std::unique_ptr<Impl>(new Impl{std::move(*g), std::move(*c), std::string(member_id), {}, false});
+    auto im = std::unique_ptr<Impl>(new Impl{std::move(*g), std::move(*c), std::string(member_id), {}, false, 0});
     FABRIC_TRY(im->apply(im->group.join(member_id)));
     im->joined = true;
     return GroupConsumer(std::move(im));
@@ -526,7 +528,10 @@ Result<size_t> GroupConsumer::poll(MessageBatch& batch, size_t max, uint64_t tim
     Impl& im = *impl_;
     const uint64_t start = mono_now_ns();
     for (;;) {
-        FABRIC_TRY(im.apply(im.group.claim(im.id)));
+        // Claim (heartbeat + rebalance) at most every kClaimIntervalNs while busy, so a hot
+        // poll loop does not scan the member table per poll; always when owning nothing.
+        if (im.claim.partitions.empty() || mono_now_ns() - im.last_claim_ns >= kClaimIntervalNs)
+            FABRIC_TRY(im.apply(im.group.claim(im.id)));
         const uint64_t now = mono_now_ns();
         const uint64_t left = now - start >= timeout_ns ? 0 : timeout_ns - (now - start);
         const uint64_t wait = std::min<uint64_t>(left, kGroupRecheckNs);
@@ -555,6 +560,14 @@ Status GroupConsumer::commit(const Message& message) {
 }
 
 Status GroupConsumer::commit() { return impl_->consumer.commit(); }
+Status GroupConsumer::rejoin() {
+    Impl& im = *impl_;
+    if (im.joined) (void)im.group.leave(im.id);  // an evicted member's leave only drops local state
+    im.claim = Claim{};
+    FABRIC_TRY(im.apply(im.group.join(im.id)));
+    im.joined = true;
+    return {};
+}
 Status GroupConsumer::heartbeat() { return impl_->group.heartbeat(impl_->id); }
 Status GroupConsumer::leave() {
     Impl& im = *impl_;

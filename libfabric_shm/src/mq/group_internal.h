@@ -47,6 +47,8 @@ static_assert(kMaxMembers < 255, "row + 1 fits 8 bits");
 
 /// A member with nothing to read re-claims at least this often (the 50 ms takeover bound).
 constexpr uint64_t kGroupRecheckNs = 50'000'000ull;
+/// A busy GroupConsumer claims (heartbeat + rebalance) at most this often.
+constexpr uint64_t kClaimIntervalNs = 10'000'000ull;
 
 std::string member_id(const GroupMember& m);
 Status validate_member_id(std::string_view id);
