@@ -476,3 +476,26 @@ TEST_CASE("batch send and fan-out to several topics") {
     CHECK(out[1].ok());
     CHECK(mgr.describe("b")->partitions[0].next == 1);
 }
+
+TEST_CASE("commit: two threads of one process commit to the same group concurrently without busy errors") {
+    TestPool tp("threads");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(2, 16)).ok());
+    auto prod = Producer::open(tp.pool, "t");
+    for (int i = 0; i < 4; ++i) REQUIRE(prod->send("x").ok());
+    std::atomic<int> failures{0};
+    auto worker = [&](uint32_t p) {
+        auto c = Consumer::open(tp.pool, "t", "g");
+        const uint32_t mine[] = {p};
+        if (!c || !c->assign(mine).ok()) {
+            failures++;
+            return;
+        }
+        for (int i = 0; i < 2000; ++i)
+            if (!c->commit(p, uint64_t(i % 2)).ok()) failures++;
+    };
+    std::thread a(worker, 0), b(worker, 1);
+    a.join();
+    b.join();
+    CHECK(failures.load() == 0);
+}

@@ -381,8 +381,10 @@ Result<size_t> Consumer::poll(MessageBatch& batch, size_t max, uint64_t timeout_
     Impl& im = *impl_;
     batch.clear();
     batch.starts_.clear();
-    FABRIC_TRY(check_topic(*im.t));
-    if (!im.group.empty()) FABRIC_TRY(renew_group(*im.t, im.gref, im.group, mono_coarse_ns()));
+    // One coarse clock read per poll for both fail-closed checks (region lease, group lease).
+    const uint64_t coarse = mono_coarse_ns();
+    FABRIC_TRY(im.t->root.check(coarse));
+    if (!im.group.empty()) FABRIC_TRY(renew_group(*im.t, im.gref, im.group, coarse));
     if (im.assigned.empty() || max == 0) return size_t(0);
     const uint64_t payload_max = im.t->stride - kEnvelopeBytes;
     // Size the arena once for the largest poll possible: no allocation in the steady state.
@@ -390,7 +392,8 @@ Result<size_t> Consumer::poll(MessageBatch& batch, size_t max, uint64_t timeout_
     if (batch.arena_.size() < cap_msgs * payload_max) batch.arena_.resize(cap_msgs * payload_max);
     if (batch.messages_.capacity() < cap_msgs) batch.messages_.reserve(cap_msgs);
     if (batch.starts_.capacity() < cap_msgs) batch.starts_.reserve(cap_msgs);
-    uint64_t start_ns = 0, deadline = 0;
+    uint64_t start_ns = 0, deadline = 0, now = 0;
+    uint32_t spins = 0;
     for (;;) {
         im.stuck = false;
         size_t total = 0;
@@ -407,16 +410,20 @@ Result<size_t> Consumer::poll(MessageBatch& batch, size_t max, uint64_t timeout_
             if (total) im.pool->count(uint32_t(CounterId::mq_messages_consumed), total);
             return total;
         }
-        const uint64_t now = mono_now_ns();
-        if (!start_ns) {
-            start_ns = now;
-            deadline = timeout_ns > UINT64_MAX - now ? UINT64_MAX : now + timeout_ns;
+        // Spinning reads the clock only every 64 rounds (a clock read costs more than a round).
+        if (!start_ns || (++spins & 63) == 0) {
+            now = mono_now_ns();
+            if (!start_ns) {
+                start_ns = now;
+                deadline = timeout_ns > UINT64_MAX - now ? UINT64_MAX : now + timeout_ns;
+            }
+            if (now >= deadline) return size_t(0);
         }
-        if (now >= deadline) return size_t(0);
         if (im.options.wait == WaitMode::spin || now - start_ns < im.options.spin_ns) {
             cpu_relax();
             continue;
         }
+        now = mono_now_ns();
         TopicHeader* hdr = im.t->hdr;
         hdr->data_waiters.fetch_add(1, std::memory_order_seq_cst);
         const uint32_t seq = hdr->data_seq.load(std::memory_order_seq_cst);  // pairs with the producer's bump
@@ -424,8 +431,11 @@ Result<size_t> Consumer::poll(MessageBatch& batch, size_t max, uint64_t timeout_
             detail::futex_wait(hdr->data_seq, seq, std::min(im.stuck ? kStuckParkNs : kMaxParkNs, deadline - now));
         hdr->data_waiters.fetch_sub(1, std::memory_order_release);  // a hint for producers; no partner
         im.pool->heartbeat();
-        FABRIC_TRY(check_topic(*im.t));
-        if (!im.group.empty()) FABRIC_TRY(renew_group(*im.t, im.gref, im.group, mono_coarse_ns()));
+        const uint64_t c2 = mono_coarse_ns();
+        FABRIC_TRY(im.t->root.check(c2));
+        if (!im.group.empty()) FABRIC_TRY(renew_group(*im.t, im.gref, im.group, c2));
+        now = mono_now_ns();
+        if (now >= deadline) return size_t(0);
     }
 }
 
@@ -437,7 +447,6 @@ Status Consumer::commit() {
     im.commit_buf.clear();
     for (uint32_t p : im.assigned) im.commit_buf.push_back(OffsetCommit{p, im.ps[p].pos, im.options.epoch});
     if (im.commit_buf.empty()) return {};
-    FABRIC_TRY(check_topic(*im.t));
     // The in-pool table first: it is the fence (epochs) and what producers' back-pressure reads.
     FABRIC_TRY(commit_in_pool(*im.t, im.gref, im.group, im.commit_buf));
     if (im.options.offset_store)
@@ -457,7 +466,6 @@ Status Consumer::commit(uint32_t partition, uint64_t next_offset) {
                                                       " is beyond partition " + std::to_string(partition) +
                                                       "'s next offset " + std::to_string(tail));
     const OffsetCommit c{partition, next_offset, im.options.epoch};
-    FABRIC_TRY(check_topic(*im.t));
     FABRIC_TRY(commit_in_pool(*im.t, im.gref, im.group, std::span<const OffsetCommit>(&c, 1)));
     if (im.options.offset_store)
         FABRIC_TRY(im.options.offset_store->commit(im.t->name, im.t->incarnation, im.group,

@@ -2,6 +2,7 @@
 // Producer: claim a slot (CAS on the slot's state word, then help the tail past it), write
 // the envelope, publish with one CAS of the state word. See docs/topics.md, "Send".
 #include <sched.h>
+#include <time.h>
 
 #include <algorithm>
 #include <cstring>
@@ -46,6 +47,12 @@ struct Producer::Impl {
     uint32_t rr = 0;
     std::vector<uint64_t> head_cache;  ///< per partition: a floor below which overwriting is allowed
 
+    uint64_t timestamp() const {
+        if (!options.coarse_timestamps) return wall_now_ns();
+        timespec ts{};
+        clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+        return uint64_t(ts.tv_sec) * kNsPerSec + uint64_t(ts.tv_nsec);
+    }
     Status wait_for_space(uint32_t p, uint64_t tail, uint64_t deadline_ns, uint64_t started_ns);
     Result<SendResult> send_one(uint32_t p, const OutgoingMessage& m, uint64_t ts);
 };
@@ -284,7 +291,7 @@ Result<SendResult> Producer::send_to(uint32_t partition, const OutgoingMessage& 
                                                       im.t->name + "'");
     // Fail closed once per send: the partition's lease and generation (coarse clock, no syscall).
     FABRIC_TRY(im.t->part_regions[partition].check());
-    auto r = im.send_one(partition, message, wall_now_ns());
+    auto r = im.send_one(partition, message, im.timestamp());
     if (r) im.t->pool->count(uint32_t(CounterId::mq_messages_published), 1);
     return r;
 }
@@ -306,7 +313,7 @@ size_t Producer::send_batch(std::span<const OutgoingMessage> messages, std::span
             if (error) *error = std::move(st).error();
             return 0;
         }
-    const uint64_t ts = wall_now_ns();
+    const uint64_t ts = im.timestamp();
     size_t sent = 0;
     for (const OutgoingMessage& m : messages) {
         const uint32_t p = m.key.empty() ? im.rr++ % im.t->num_partitions

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <bit>
 #include <cstring>
+#include <mutex>
 #include <random>
 
 #include "fabric_shm/clock.h"
@@ -73,6 +74,10 @@ uint64_t key_hash(std::span<const uint8_t> key) noexcept {
 
 namespace mq {
 namespace {
+
+/// The owner-word locks identify a holder by its process token, so two threads of one process
+/// would see "already held by this registration": serialise them in-process first.
+std::mutex g_local_lock;
 
 std::string partition_region_name(std::string_view topic, uint32_t i) {
     return std::string(topic) + "." + std::to_string(i);
@@ -226,6 +231,7 @@ Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const Gr
     if (me == 0)
         return make_error(Errc::permission_denied, "registering group '" + std::string(group) +
                                                        "' needs a writable pool (this handle is read-only)");
+    std::lock_guard<std::mutex> local(g_local_lock);
     auto lk = detail::owner_lock_acquire(t.hdr->groups_lock, pool, me, 2 * kNsPerSec, "topic group lock");
     if (!lk) return std::move(lk).error();
     detail::OwnerLockGuard guard(t.hdr->groups_lock, me);
@@ -330,13 +336,16 @@ Status commit_in_pool(TopicHandle& t, const GroupRef& ref, std::string_view grou
     const Pool& pool = *t.pool;
     const OwnerToken me = pool.self();
     if (me == 0) return make_error(Errc::permission_denied, "commit needs a writable pool");
-    FABRIC_TRY(renew_group(t, ref, group, mono_coarse_ns()));
+    const uint64_t coarse = mono_coarse_ns();
+    FABRIC_TRY(t.root.check(coarse));  // fail closed: a removed topic takes no commits
+    FABRIC_TRY(renew_group(t, ref, group, coarse));
     GroupSlot& g = t.groups[ref.index];
     for (const auto& c : commits)
         if (c.partition >= t.num_partitions)
             return make_error(Errc::invalid_argument, "partition " + std::to_string(c.partition) + " >= " +
                                                           std::to_string(t.num_partitions) + " partitions of topic '" +
                                                           t.name + "'");
+    std::lock_guard<std::mutex> local(g_local_lock);
     auto lk = detail::owner_lock_acquire(g.lock, pool, me, 2 * kNsPerSec, "group commit lock");
     if (!lk) return std::move(lk).error();
     // A stolen lock needs no repair: each committer stores commit_epoch before committed, so a
