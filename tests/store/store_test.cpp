@@ -10,6 +10,7 @@
 #include "fabric_shm/counters.h"
 #include "fabric_shm/mem_object_store.h"
 #include "fabric_shm/pool.h"
+#include "store/store_layout.h"
 
 using namespace fabric_shm;
 
@@ -427,4 +428,50 @@ TEST_CASE("store: sustained overwrite and remove churn at a steady object count 
     f.pool->reap(mono_now_ns(), false, false);
     CHECK(f.store->stats().largest_free_extent == f.store->stats().heap_capacity_bytes);
     check_store_clean(*f.pool);
+}
+
+TEST_CASE("store: check reports a slot outside the heap and a damaged header; readers fail typed, never crash") {
+    Fixture f("forge", 8 << 20);
+    REQUIRE(f.store->put(f.at("b", "k"), pattern(100, 1)));
+    REQUIRE(f.store->put(f.at("b", "j"), pattern(100, 2)));
+    auto root = f.pool->open_region(RegionKind::store, "default");
+    REQUIRE(root);
+    auto* h = reinterpret_cast<store_layout::StoreHeader*>(root->data());
+    auto* buckets = reinterpret_cast<store_layout::Bucket*>(root->data() + h->buckets_offset);
+    // Forge a slot that points past the heap, in an empty slot.
+    std::atomic<uint64_t>* empty = nullptr;
+    for (uint64_t b = 0; b < h->bucket_count && !empty; ++b)
+        for (auto& s : buckets[b].slots)
+            if (s.load(std::memory_order_relaxed) == 0) {
+                empty = &s;
+                break;
+            }
+    REQUIRE(empty);
+    empty->store(store_layout::make_slot(0x1234, uint32_t(h->sb_count * h->words_per_sb + 5)), std::memory_order_relaxed);
+    std::vector<std::string> violations, in_progress;
+    const RegionKindOps* ops = region_kind_ops(uint32_t(RegionKind::store));
+    REQUIRE(ops);
+    RegionInfo info = f.pool->region_info(root->ref()).value();
+    ops->check(*f.pool, info, violations, in_progress);
+    REQUIRE(violations.size() == 1);
+    CHECK(violations[0].find("outside the heap") != std::string::npos);
+    CHECK(f.store->get(f.at("b", "k"))->has_value());
+    CHECK(f.store->list(f.cleanup.name(), "b", "")->size() == 2);
+    empty->store(0, std::memory_order_relaxed);
+
+    // Damage the header magic of "k": get is a typed Corrupt, check names the block.
+    auto pin = f.store->pin(f.at("b", "k"));
+    REQUIRE((pin && pin->has_value()));
+    auto* header = reinterpret_cast<store_layout::ObjectHeader*>(const_cast<uint8_t*>((*pin)->bytes().data()) -
+                                                                 store_layout::kPayloadOffset);
+    pin->reset();
+    const uint32_t magic = header->magic;
+    header->magic = 0xdeadbeef;
+    CHECK(f.store->get(f.at("b", "k")).code() == Errc::corrupt);
+    violations.clear();
+    ops->check(*f.pool, info, violations, in_progress);
+    REQUIRE(violations.size() == 1);
+    CHECK(violations[0].find("bad header") != std::string::npos);
+    header->magic = magic;
+    CHECK(f.store->get(f.at("b", "k"))->has_value());
 }

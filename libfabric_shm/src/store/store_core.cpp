@@ -209,7 +209,8 @@ Result<StoreCore> StoreCore::bind(const Pool& pool, std::byte* root, uint64_t ro
         h->words_offset != h->used_offset + align64(h->sb_count * 8) ||
         h->pins_offset != h->words_offset + align64(h->sb_count * h->words_per_sb * 8))
         return bad("table offsets");
-    if (h->max_object_bytes + kPayloadOffset + kMaxTrailer > h->heap_bytes) return bad("max object size");
+    if (h->max_object_bytes > h->heap_bytes || h->max_object_bytes + kPayloadOffset + kMaxTrailer > h->heap_bytes)
+        return bad("max object size");
     c.pool_ = &pool;
     c.hdr_ = h;
     c.buckets_ = reinterpret_cast<Bucket*>(root + h->buckets_offset);
@@ -401,7 +402,6 @@ bool StoreCore::alloc_run(uint64_t n, OwnerToken me, uint32_t* block, uint64_t* 
         if (!all_free) continue;
         // Claim in order; release on failure.
         uint64_t claimed = 0;
-        uint64_t claim_words[64];
         bool ok = true;
         for (uint64_t j = k; j < k + n; ++j) {
             uint64_t d = desc_[j].load(std::memory_order_relaxed);
@@ -411,7 +411,6 @@ bool StoreCore::alloc_run(uint64_t n, OwnerToken me, uint32_t* block, uint64_t* 
                 ok = false;
                 break;
             }
-            if (claimed < 64) claim_words[claimed] = c;
             ++claimed;
         }
         if (!ok) {
@@ -444,7 +443,6 @@ bool StoreCore::alloc_run(uint64_t n, OwnerToken me, uint32_t* block, uint64_t* 
             !desc_[k].compare_exchange_strong(hd, next_sb(hd, kSbRunHead, 0, n), std::memory_order_release,
                                               std::memory_order_relaxed))
             return false;  // a reaper presumed us dead; what is left is reset by the next repair
-        (void)claim_words;
         *block = head;
         *word = nw;
         return true;
