@@ -19,6 +19,7 @@ namespace {
 using Registration = void (*)(std::vector<cli::Command>&);
 const std::vector<Registration> kRegistrations = {
     cli::register_pool_commands,  // pool create|ls|rm, lease ls|renew
+    cli::register_object_commands,  // put, get, head, rm, ls
 };
 
 void print_help(const std::vector<cli::Command>& commands) {
