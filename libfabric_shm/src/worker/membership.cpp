@@ -1,0 +1,74 @@
+// SPDX-License-Identifier: MIT
+// GroupMembership: WorkerLoop's view of a ConsumerGroup member (docs/groups.md): join, cheap
+// heartbeats during processing, claim (rebalance) between batches, rejoin after eviction.
+#include "worker/membership.h"
+
+#include "fabric_shm/consumer_group.h"
+
+namespace fabric_shm::worker {
+
+namespace {
+
+class GroupMembership final : public Membership {
+public:
+    GroupMembership(ConsumerGroup group, std::string member_id)
+        : group_(std::move(group)), id_(std::move(member_id)) {}
+
+    Status join() override {
+        auto c = group_.join(id_);
+        if (!c) return std::move(c).error();
+        claim_ = std::move(c.value());
+        joined_ = true;
+        return {};
+    }
+    Status heartbeat(uint64_t) override { return joined_ ? group_.heartbeat(id_) : Status{}; }
+    Result<bool> rebalance(uint64_t) override {
+        auto c = group_.claim(id_);
+        if (!c && c.code() == Errc::stale_epoch) {
+            // Evicted (we were silent past the session timeout): everything we held was
+            // fenced; join again and resume from the committed offsets.
+            (void)group_.leave(id_);  // drops the local state of an evicted member
+            joined_ = false;
+            FABRIC_TRY(join());
+            return true;
+        }
+        if (!c) return std::move(c).error();
+        const bool changed = c->changed;
+        claim_ = std::move(c.value());
+        return changed;
+    }
+    const std::vector<uint32_t>& partitions() const override { return claim_.partitions; }
+    uint64_t epoch() const override { return claim_.epoch; }
+    void leave() override {
+        if (!joined_) return;
+        joined_ = false;
+        (void)group_.leave(id_);
+    }
+    std::string describe() const override {
+        std::string parts;
+        for (uint32_t p : claim_.partitions) parts += (parts.empty() ? "" : ",") + std::to_string(p);
+        return "group '" + group_.group() + "' member '" + id_ + "': partitions [" + parts + "] epoch " +
+               std::to_string(claim_.epoch) +
+               (claim_.pending ? " (" + std::to_string(claim_.pending) + " still held by others)" : "");
+    }
+
+private:
+    ConsumerGroup group_;
+    std::string id_;
+    Claim claim_;
+    bool joined_ = false;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Membership>> make_membership(Pool& pool, const std::string& topic, const std::string& group,
+                                                    const std::string& member_id, uint32_t num_partitions,
+                                                    uint64_t session_timeout_ns) {
+    GroupConfig gc;
+    gc.session_timeout_ns = session_timeout_ns;
+    auto g = ConsumerGroup::open(pool, group, topic, num_partitions, gc);
+    if (!g) return std::move(g).error();
+    return std::unique_ptr<Membership>(std::make_unique<GroupMembership>(std::move(g.value()), member_id));
+}
+
+}  // namespace fabric_shm::worker

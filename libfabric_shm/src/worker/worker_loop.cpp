@@ -1,0 +1,536 @@
+// SPDX-License-Identifier: MIT
+// WorkerLoop: notification -> get (pin) -> skip if done -> process -> fenced result put ->
+// forward -> commit. Delivery is at-least-once; a result is written once per input version
+// (a redelivered notification whose result exists for that version is skipped).
+#include "fabric_shm/worker_loop.h"
+
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <charconv>
+#include <cstring>
+#include <optional>
+
+#include "fabric_shm/clock.h"
+#include "fabric_shm/consumer.h"
+#include "fabric_shm/consumer_group.h"
+#include "fabric_shm/dlq.h"
+#include "fabric_shm/jobs.h"
+#include "fabric_shm/lease.h"
+#include "fabric_shm/mem_object_store.h"
+#include "fabric_shm/names.h"
+#include "fabric_shm/registry.h"
+#include "fabric_shm/topic.h"
+#include "worker/membership.h"
+
+namespace fabric_shm {
+
+namespace {
+
+constexpr uint64_t kPollTimeoutNs = 50 * kNsPerMs;  ///< idle members look for takeovers this often
+constexpr uint64_t kBackoffSliceNs = 50 * kNsPerMs;
+
+/// Log-linear latency histogram: 16 sub-buckets per power of two (~6 % precision), no
+/// allocation per sample.
+class LatencyHistogram {
+public:
+    void record(uint64_t ns) {
+        ++count_;
+        max_ = std::max(max_, ns);
+        ++buckets_[index(ns)];
+    }
+    LatencySummary summary() const {
+        LatencySummary s;
+        s.samples = count_;
+        s.max_ns = max_;
+        if (count_ == 0) return s;
+        s.p50_ns = std::min(max_, quantile(0.50));
+        s.p99_ns = std::min(max_, quantile(0.99));
+        s.p999_ns = std::min(max_, quantile(0.999));
+        return s;
+    }
+
+private:
+    static constexpr int kSub = 16;
+    static size_t index(uint64_t v) {
+        if (v < kSub) return size_t(v);
+        const int msb = 63 - __builtin_clzll(v);  // >= 4
+        const uint64_t sub = (v >> (msb - 4)) & (kSub - 1);
+        return size_t((msb - 3) * kSub + int(sub));
+    }
+    static uint64_t upper(size_t i) {  ///< largest value of bucket i
+        if (i < size_t(kSub)) return i;
+        const int msb = int(i / kSub) + 3;
+        const uint64_t sub = i % kSub;
+        return ((uint64_t(kSub) + sub + 1) << (msb - 4)) - 1;
+    }
+    uint64_t quantile(double q) const {
+        const uint64_t rank = uint64_t(q * double(count_ - 1)) + 1;
+        uint64_t seen = 0;
+        for (size_t i = 0; i < buckets_.size(); ++i) {
+            seen += buckets_[i];
+            if (seen >= rank) return upper(i);
+        }
+        return max_;
+    }
+    std::array<uint64_t, 61 * kSub> buckets_{};
+    uint64_t count_ = 0, max_ = 0;
+};
+
+uint64_t parse_u64(std::string_view text, uint64_t fallback) {
+    uint64_t v = 0;
+    auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+    return ec == std::errc() && p == text.data() + text.size() && !text.empty() ? v : fallback;
+}
+
+bool is_fatal(Errc code) { return code == Errc::lease_expired || code == Errc::stale_generation; }
+
+Status ensure_topic(Pool& pool, const std::string& name, uint32_t partitions) {
+    TopicManager tm(pool);
+    TopicConfig cfg;
+    cfg.num_partitions = partitions;
+    Status st = tm.create(name, cfg);
+    if (!st && st.code() != Errc::already_exists) return st;
+    return {};
+}
+
+std::span<const uint8_t> bytes_of(std::string_view s) {
+    return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+}  // namespace
+
+std::string default_member_id() {
+    char host[64] = {};
+    if (gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') std::strcpy(host, "host");
+    std::string h;
+    // Member ids are at most kMaxMemberIdLength (32) bytes: a short host part.
+    for (const char* c = host; *c && h.size() < 10; ++c)
+        h += (std::isalnum(static_cast<unsigned char>(*c)) || *c == '-') ? *c : '-';
+    return h + "-" + std::to_string(getpid()) + "-" + std::to_string(self_start_time());
+}
+
+/// What handling one message came to.
+enum class Outcome : uint8_t {
+    done,         ///< result written / skipped / dead-lettered: commit past it
+    interrupted,  ///< stop requested during a retry backoff: leave it uncommitted
+    lost,         ///< our epoch is stale (partitions moved): leave it uncommitted, rejoin
+    failed,       ///< one attempt failed (attempt_once only)
+};
+
+struct WorkerLoop::Impl {
+    Pool* pool = nullptr;
+    WorkerConfig cfg;
+    Processor processor;
+    std::function<void(std::string_view)> log;
+    std::unique_ptr<MemObjectStore> store;
+    std::optional<Consumer> consumer;
+    std::optional<Producer> next;
+    std::optional<DlqRouter> router;
+    std::unique_ptr<worker::Membership> membership;
+    std::unique_ptr<RenewalManager> renewals;
+    std::vector<uint64_t> pending;   ///< per partition: next offset to commit, UINT64_MAX = nothing
+    WorkerStats stats;
+    LatencyHistogram latency;
+    uint64_t handled = 0;
+    bool left = false;
+    std::function<bool()> should_stop;
+
+    void note(const std::string& line) const {
+        if (log) log(line);
+    }
+    Status register_topic_leases(const std::string& topic);
+    Status keep_alive();
+    Status apply_assignment();
+    Status commit_pending(bool* lost);
+    struct Failure {
+        std::string reason;
+        bool permanent = false;
+    };
+    Result<Outcome> handle(const Message& m);
+    Result<Outcome> attempt_once(const Message& m, const FabricUri& uri, const FabricUri& result_uri, uint32_t attempt,
+                                 Failure* failure);
+    Status dead_letter(const Message& m, uint64_t attempts, const std::string& reason);
+    Status note_dead_letter();
+    bool dlq_leases_registered = false;
+    Result<Outcome> backoff(uint64_t wait_ns);
+    void leave();
+};
+
+Status WorkerLoop::Impl::register_topic_leases(const std::string& topic) {
+    TopicManager tm(*pool);
+    auto d = tm.describe(topic);
+    if (!d) return std::move(d).error();
+    for (uint64_t id : d->lease_ids) FABRIC_TRY(renewals->register_lease(id));
+    return {};
+}
+
+// Renews due leases (a lease that ran out is fatal: fail closed), heartbeats the registry
+// and the group, and picks up a new assignment.
+Status WorkerLoop::Impl::keep_alive() {
+    const uint64_t now = mono_now_ns();
+    TickSummary t = renewals->tick(now);
+    for (const RenewalOutcome& o : t.outcomes)
+        if (o.kind == RenewalOutcomeKind::dropped)
+            return make_error(Errc::lease_expired,
+                              "lease " + std::to_string(o.lease_id) + " could not be renewed: " + o.error.message);
+    return membership->heartbeat(now);
+}
+
+Status WorkerLoop::Impl::apply_assignment() {
+    const auto& parts = membership->partitions();
+    consumer->set_epoch(membership->epoch());
+    FABRIC_TRY(consumer->assign(parts));  // positions start at the committed offsets
+    std::fill(pending.begin(), pending.end(), UINT64_MAX);
+    stats.partitions = parts;
+    stats.epoch = membership->epoch();
+    note("assigned: " + membership->describe());
+    return {};
+}
+
+Status WorkerLoop::Impl::commit_pending(bool* lost) {
+    for (uint32_t p = 0; p < pending.size(); ++p) {
+        if (pending[p] == UINT64_MAX) continue;
+        Status st = consumer->commit(p, pending[p]);
+        if (!st) {
+            if (st.code() == Errc::stale_epoch) {
+                *lost = true;
+                note("commit refused (partitions moved): " + st.error().message);
+                std::fill(pending.begin(), pending.end(), UINT64_MAX);
+                return {};
+            }
+            return st;
+        }
+        pending[p] = UINT64_MAX;
+    }
+    return {};
+}
+
+// Counts a dead letter; the first one also starts renewing the DLQ topic (the router creates it).
+Status WorkerLoop::Impl::note_dead_letter() {
+    ++stats.dead_lettered;
+    if (dlq_leases_registered) return {};
+    dlq_leases_registered = true;
+    return register_topic_leases(router->dlq_topic());
+}
+
+Status WorkerLoop::Impl::dead_letter(const Message& m, uint64_t attempts, const std::string& reason) {
+    auto sent = router->dead_letter(m, attempts, reason);
+    if (!sent) return std::move(sent).error();
+    FABRIC_TRY(note_dead_letter());
+    note("dead-lettered " + std::string(m.value_str()) + " (partition " + std::to_string(m.partition) + " offset " +
+         std::to_string(m.offset) + ", " + std::to_string(attempts) + " attempt(s)) to '" + router->dlq_topic() +
+         "': " + reason);
+    return {};
+}
+
+// Sleeps `wait` in slices, keeping the member alive; interrupted by a stop request.
+Result<Outcome> WorkerLoop::Impl::backoff(uint64_t wait) {
+    const uint64_t end = mono_now_ns() + wait;
+    for (uint64_t now = mono_now_ns(); now < end; now = mono_now_ns()) {
+        if (should_stop && should_stop()) return Outcome::interrupted;
+        FABRIC_TRY(keep_alive());
+        const uint64_t slice = std::min(kBackoffSliceNs, end - now);
+        timespec ts{time_t(slice / kNsPerSec), long(slice % kNsPerSec)};
+        nanosleep(&ts, nullptr);
+    }
+    return Outcome::done;
+}
+
+// One attempt: get (pin), skip if the result for this version exists, process, fenced put,
+// forward. Failures are returned in *failure (permanent or not); errors are fatal.
+Result<Outcome> WorkerLoop::Impl::attempt_once(const Message& m, const FabricUri& uri, const FabricUri& result_uri,
+                                                uint32_t attempt, Failure* failure) {
+    auto pinned = store->pin(uri);
+    if (!pinned) {
+        if (is_fatal(pinned.code())) return std::move(pinned).error();
+        *failure = {"get " + uri.to_string() + ": " + pinned.error().message, router->policy().is_permanent(pinned.code())};
+        return Outcome::failed;
+    }
+    if (!pinned->has_value()) {  // the recipe: object gone = permanent, never retried
+        *failure = {"object not found: " + uri.to_string(), true};
+        return Outcome::failed;
+    }
+    const PinnedView& view = **pinned;
+    if (Status v = view.verify(); !v) {
+        *failure = {v.error().message, false};
+        return Outcome::failed;
+    }
+    const ObjectInfo& info = view.info();
+
+    // Done already? (a redelivery after a crash between the result put and the commit)
+    auto current = result_is_current(*store, result_uri, info.version);
+    if (!current) {
+        if (is_fatal(current.code())) return std::move(current).error();
+        *failure = {"result lookup: " + current.error().message, false};
+        return Outcome::failed;
+    }
+    uint64_t result_version = 0;
+    if (*current) {
+        ++stats.skipped;
+        auto h = store->head(result_uri);
+        if (h && h->has_value()) result_version = (*h)->version;
+    } else {
+        WorkItem item;
+        item.uri = uri;
+        item.topic = cfg.topic;
+        item.partition = m.partition;
+        item.offset = m.offset;
+        item.version = info.version;
+        item.data = view.bytes();
+        item.info = &info;
+        item.attempt = attempt;
+        item.keep_alive = [this] { return keep_alive(); };
+        auto out = processor(item);
+        if (!out) {
+            if (is_fatal(out.code())) return std::move(out).error();
+            *failure = {out.error().message, router->policy().is_permanent(out.code())};
+            return Outcome::failed;
+        }
+        auto put = store->put(result_uri, *out, result_put_options(uri.to_string(), info.version, membership->epoch()));
+        if (!put) {
+            if (put.code() == Errc::stale_epoch) return Outcome::lost;  // a newer owner wrote it: not ours
+            if (is_fatal(put.code())) return std::move(put).error();
+            *failure = {"result put " + result_uri.to_string() + ": " + put.error().message,
+                        router->policy().is_permanent(put.code())};
+            return Outcome::failed;
+        }
+        result_version = *put;
+        ++stats.processed;
+        stats.bytes_in += view.bytes().size();
+        stats.bytes_out += out->size();
+        const uint64_t put_ts = parse_u64(m.header(kHeaderPutTime), 0);
+        const uint64_t now_wall = wall_now_ns();
+        if (put_ts != 0 && now_wall >= put_ts) latency.record(now_wall - put_ts);
+    }
+    // Forward (also after a skip: a crash may have come between the put and the forward; the
+    // next stage skips duplicates by version). At-least-once.
+    if (next) {
+        const uint64_t put_ts = parse_u64(m.header(kHeaderPutTime), 0);
+        const std::string_view origin_hdr = m.header(kHeaderOriginTime);
+        const std::string rv = std::to_string(result_version), ts = std::to_string(wall_now_ns()),
+                          origin = origin_hdr.empty() ? std::to_string(put_ts) : std::string(origin_hdr);
+        const MessageHeader headers[] = {{kHeaderVersion, rv}, {kHeaderPutTime, ts}, {kHeaderOriginTime, origin}};
+        const std::string ru = result_uri.to_string();
+        auto sent = m.key.empty() ? next->send(bytes_of(ru), headers) : next->send_keyed(m.key, bytes_of(ru), headers);
+        if (!sent) return std::move(sent).error();
+        ++stats.forwarded;
+    }
+    return Outcome::done;
+}
+
+// The DLQ protocol (docs/groups.md): begin counts the hand-out in the pool (so a message that
+// killed earlier workers is dead-lettered here without running again), ack on success, nack
+// -> backoff and retry in place, or the DLQ after max attempts; permanent failures go to the
+// DLQ at once.
+Result<Outcome> WorkerLoop::Impl::handle(const Message& m) {
+    auto uri = FabricUri::parse(m.value_str());
+    if (!uri) {
+        FABRIC_TRY(dead_letter(m, 1, "invalid notification: " + uri.error().message));
+        return Outcome::done;
+    }
+    auto result_uri = FabricUri::make(pool->name(), cfg.result_bucket, uri->key());
+    if (!result_uri) {
+        FABRIC_TRY(dead_letter(m, 1, "no result URI: " + result_uri.error().message));
+        return Outcome::done;
+    }
+    for (;;) {
+        auto a = router->begin(m);
+        if (!a) return std::move(a).error();
+        if (*a > cfg.max_attempts) {
+            FABRIC_TRY(dead_letter(m, *a - 1,
+                                   "handed out " + std::to_string(*a - 1) +
+                                       " times without an ack (the worker crashed or was presumed dead)"));
+            return Outcome::done;
+        }
+        Failure failure;
+        auto r = attempt_once(m, *uri, *result_uri, uint32_t(*a), &failure);
+        if (!r) return std::move(r).error();
+        if (*r == Outcome::done) {
+            FABRIC_TRY(router->ack(m));
+            return Outcome::done;
+        }
+        if (*r != Outcome::failed) return *r;
+        ++stats.failed_attempts;
+        if (failure.permanent) {
+            FABRIC_TRY(dead_letter(m, *a, failure.reason));
+            return Outcome::done;
+        }
+        note("attempt " + std::to_string(*a) + "/" + std::to_string(cfg.max_attempts) + " for " + uri->to_string() +
+             " failed: " + failure.reason);
+        uint64_t wait = 0;
+        auto dead = router->nack(m, failure.reason, &wait);
+        if (!dead) return std::move(dead).error();
+        if (*dead) {
+            FABRIC_TRY(note_dead_letter());
+            note("dead-lettered " + uri->to_string() + " to '" + router->dlq_topic() + "' after " +
+                 std::to_string(*a) + " attempts: " + failure.reason);
+            return Outcome::done;
+        }
+        auto b = backoff(wait);
+        if (!b) return std::move(b).error();
+        if (*b != Outcome::done) return *b;
+    }
+}
+
+void WorkerLoop::Impl::leave() {
+    if (left) return;
+    left = true;
+    if (membership) membership->leave();
+}
+
+Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config, Processor processor) {
+    FABRIC_TRY(validate_name("topic", config.topic));
+    FABRIC_TRY(validate_name("group", config.group));
+    FABRIC_TRY(validate_name("bucket", config.result_bucket));
+    if (!config.next_topic.empty()) FABRIC_TRY(validate_name("topic", config.next_topic));
+    if (!config.dlq_topic.empty()) FABRIC_TRY(validate_name("topic", config.dlq_topic));
+    if (config.max_attempts == 0)
+        return make_error(Errc::invalid_argument, "max attempts 0: at least 1 attempt is needed");
+    if (config.batch == 0) return make_error(Errc::invalid_argument, "batch 0: at least 1 message per poll");
+    if (!processor) return make_error(Errc::invalid_argument, "no processor given");
+
+    auto impl = std::make_unique<Impl>();
+    impl->pool = &pool;
+    impl->cfg = config;
+    if (impl->cfg.member_id.empty()) impl->cfg.member_id = default_member_id();
+    FABRIC_TRY(validate_name("member id", impl->cfg.member_id));
+    impl->processor = std::move(processor);
+    impl->stats.latency = {};
+
+    StoreConfig sc;
+    sc.name = config.store;
+    auto store = MemObjectStore::open(pool, sc);
+    if (!store) return std::move(store).error();
+    impl->store = std::move(store.value());
+
+    FABRIC_TRY(ensure_topic(pool, config.topic, config.partitions_if_created));
+    impl->renewals = std::make_unique<RenewalManager>(pool);
+    FABRIC_TRY(impl->renewals->register_lease(pool.pool_lease_id()));
+    for (uint64_t id : impl->store->lease_ids()) FABRIC_TRY(impl->renewals->register_lease(id));
+    FABRIC_TRY(impl->register_topic_leases(config.topic));
+    if (!config.next_topic.empty()) {
+        FABRIC_TRY(ensure_topic(pool, config.next_topic, config.partitions_if_created));
+        auto p = Producer::open(pool, config.next_topic);
+        if (!p) return std::move(p).error();
+        impl->next.emplace(std::move(p.value()));
+        FABRIC_TRY(impl->register_topic_leases(config.next_topic));
+    }
+
+    ConsumerOptions co;
+    co.group.ttl_ns = std::max<uint64_t>(60 * kNsPerSec, 2 * config.session_timeout_ns);
+    auto c = Consumer::open(pool, config.topic, config.group, co);
+    if (!c) return std::move(c).error();
+    impl->consumer.emplace(std::move(c.value()));
+    impl->pending.assign(impl->consumer->num_partitions(), UINT64_MAX);
+
+    DlqPolicy dp;
+    dp.max_attempts = config.max_attempts;
+    dp.initial_backoff_ns = config.backoff_initial_ns;
+    dp.max_backoff_ns = config.backoff_max_ns;
+    dp.dlq_topic = config.dlq_topic;
+    auto router = DlqRouter::open(pool, config.topic, config.group, dp);
+    if (!router) return std::move(router).error();
+    impl->router.emplace(std::move(router.value()));
+
+    auto membership = worker::make_membership(pool, config.topic, config.group, impl->cfg.member_id,
+                                              impl->consumer->num_partitions(), config.session_timeout_ns);
+    if (!membership) return std::move(membership).error();
+    impl->membership = std::move(membership.value());
+    FABRIC_TRY(impl->membership->join());
+    if (Status st = impl->apply_assignment(); !st) {
+        impl->leave();
+        return std::move(st).error();
+    }
+    return WorkerLoop(std::move(impl));
+}
+
+WorkerLoop::WorkerLoop(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+WorkerLoop::WorkerLoop(WorkerLoop&&) noexcept = default;
+WorkerLoop& WorkerLoop::operator=(WorkerLoop&&) noexcept = default;
+WorkerLoop::~WorkerLoop() {
+    if (impl_) impl_->leave();
+}
+
+const WorkerStats& WorkerLoop::stats() const {
+    impl_->stats.latency = impl_->latency.summary();
+    return impl_->stats;
+}
+const std::string& WorkerLoop::member_id() const { return impl_->cfg.member_id; }
+void WorkerLoop::set_log(std::function<void(std::string_view)> log) {
+    impl_->log = std::move(log);
+    impl_->note("joined: " + impl_->membership->describe());
+}
+
+Result<WorkerExit> WorkerLoop::run(const std::function<bool()>& should_stop) {
+    Impl& im = *impl_;
+    im.should_stop = should_stop;
+    MessageBatch batch;
+    uint64_t last_message_ns = mono_now_ns();
+    WorkerExit why = WorkerExit::stopped;
+    auto fail = [&](Error e) -> Result<WorkerExit> {
+        bool lost = false;
+        (void)im.commit_pending(&lost);  // best effort: what was done stays done
+        im.leave();
+        return e;
+    };
+    for (;;) {
+        if (should_stop && should_stop()) break;
+        if (im.cfg.count != 0 && im.handled >= im.cfg.count) {
+            why = WorkerExit::count_reached;
+            break;
+        }
+        if (Status st = im.keep_alive(); !st) return fail(std::move(st).error());
+        auto changed = im.membership->rebalance(mono_now_ns());  // nothing is uncommitted here
+        if (!changed) return fail(std::move(changed).error());
+        if (*changed) {
+            ++im.stats.rebalances;
+            if (Status st = im.apply_assignment(); !st) return fail(std::move(st).error());
+        }
+        size_t max = im.cfg.batch;
+        if (im.cfg.count != 0) max = size_t(std::min<uint64_t>(max, im.cfg.count - im.handled));
+        auto n = im.consumer->poll(batch, max, kPollTimeoutNs);
+        if (!n) return fail(std::move(n).error());
+        if (batch.lost() != 0)
+            im.note("lost " + std::to_string(batch.lost()) + " notification(s) to overwriting (topic too small)");
+        if (*n == 0) {
+            if (im.cfg.exit_when_idle_ns != 0 && mono_now_ns() - last_message_ns >= im.cfg.exit_when_idle_ns) {
+                why = WorkerExit::idle;
+                break;
+            }
+            continue;
+        }
+        last_message_ns = mono_now_ns();
+        bool lost = false;
+        for (const Message& m : batch) {
+            if (should_stop && should_stop()) break;  // the rest is redelivered (not committed)
+            auto r = im.handle(m);
+            if (!r) return fail(std::move(r).error());
+            if (*r == Outcome::lost) {
+                lost = true;
+                break;
+            }
+            if (*r == Outcome::interrupted) break;
+            im.pending[m.partition] = m.offset + 1;
+            ++im.handled;
+        }
+        if (Status st = im.commit_pending(&lost); !st) return fail(std::move(st).error());
+        if (lost) {
+            // Our epoch is stale: re-read the assignment and resume from the committed offsets.
+            ++im.stats.rebalances;
+            auto c = im.membership->rebalance(mono_now_ns());
+            if (!c) return fail(std::move(c).error());
+            if (Status st = im.apply_assignment(); !st) return fail(std::move(st).error());
+        }
+        last_message_ns = mono_now_ns();
+    }
+    bool lost = false;
+    if (Status st = im.commit_pending(&lost); !st) return fail(std::move(st).error());
+    im.leave();
+    return why;
+}
+
+}  // namespace fabric_shm

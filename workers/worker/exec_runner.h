@@ -1,0 +1,44 @@
+// SPDX-License-Identifier: MIT
+// Runs `/bin/sh -c CMD` with an object on stdin and collects stdout as the result: stdin,
+// stdout and stderr pumped together with poll(2) (no deadlock on objects larger than a pipe),
+// a result size cap, a timeout that kills the command's process group, and a keep-alive
+// callback called at least every 100 ms while the command runs.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "fabric_shm/result.h"
+
+namespace fabric_shm::workers {
+
+struct ExecSpec {
+    std::string command;                                      ///< given to /bin/sh -c
+    std::vector<std::pair<std::string, std::string>> env;     ///< added to the inherited environment
+    uint64_t timeout_ns = 0;                                  ///< 0: none
+    uint64_t max_result_bytes = 0;                            ///< 0: no cap
+    size_t stderr_tail_bytes = 512;                           ///< kept for failure reasons
+};
+
+struct ExecOutcome {
+    std::vector<uint8_t> stdout_bytes;
+    std::string stderr_tail;
+    int exit_code = -1;      ///< when exited normally
+    int signal = 0;          ///< when killed by a signal
+    bool timed_out = false;
+    bool result_too_large = false;
+    bool ok() const { return exit_code == 0 && signal == 0 && !timed_out && !result_too_large; }
+    /// "exit status 3; stderr: ..." / "killed by signal 9 (timeout 2s); stderr: ..."
+    std::string describe(const ExecSpec& spec) const;
+};
+
+/// Error only when the command could not be started (pipe/fork failure) or keep_alive
+/// failed (the command is then killed and the keep-alive error returned).
+Result<ExecOutcome> run_exec(const ExecSpec& spec, std::span<const uint8_t> input,
+                             const std::function<Status()>& keep_alive);
+
+}  // namespace fabric_shm::workers
