@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cli.h"
+#include "cmd_group.h"
 #include "tool_support.h"
 
 using namespace fabric_shm;
@@ -19,6 +20,7 @@ namespace {
 using Registration = void (*)(std::vector<cli::Command>&);
 const std::vector<Registration> kRegistrations = {
     cli::register_pool_commands,  // pool create|ls|rm, lease ls|renew
+    cli::register_group_commands,  // group ls|describe|rm|reset|skip (issue 5)
     cli::register_object_commands,  // put, get, head, rm, ls
 };
 

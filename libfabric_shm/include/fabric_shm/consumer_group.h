@@ -70,6 +70,19 @@ struct ConsumerGroupDescription {
 /// Read-only snapshot of a group (tools); racy by nature.
 Result<ConsumerGroupDescription> describe_consumer_group(const Pool& pool, std::string_view topic,
                                                          std::string_view group);
+/// Every registered group of a topic (registration order of the table slots).
+Result<std::vector<ConsumerGroupDescription>> describe_consumer_groups(const Pool& pool, std::string_view topic);
+
+/// Operator actions (`fabric-shm group reset|skip`). Both refuse with busy, naming the live
+/// members, unless force: a live owner's next commit would overwrite the change.
+enum class ResetTo : uint8_t { earliest, latest, offset };
+/// Moves the committed offset of `partition` (-1: every partition) to the earliest retained
+/// offset, the next offset producers claim, or `offset` (clamped to that range).
+Status reset_group_offsets(const Pool& pool, std::string_view topic, std::string_view group, ResetTo to,
+                           uint64_t offset = 0, int partition = -1, bool force = false);
+/// Commits past exactly one offset; conflict unless the committed offset equals `offset`.
+Status skip_group_offset(const Pool& pool, std::string_view topic, std::string_view group, uint32_t partition,
+                         uint64_t offset, bool force = false);
 
 /// A process's handle on a consumer group; may host several members (each its own id).
 /// Not thread-safe. Every call is bounded: nothing blocks on another member.

@@ -89,6 +89,9 @@ private:
     std::unique_ptr<Impl> impl_;
 };
 
+/// Dead letters retained in a DLQ topic (sum over partitions of next - oldest); tools.
+Result<uint64_t> dead_letter_count(const Pool& pool, std::string_view dlq_topic);
+
 /// Sleeps ns in slices of at most slice_ns, calling heartbeat between slices; stops at its
 /// first error.
 Status sleep_with_heartbeat(uint64_t ns, uint64_t slice_ns, const std::function<Status()>& heartbeat);

@@ -40,6 +40,18 @@ Status sleep_with_heartbeat(uint64_t ns, uint64_t slice_ns, const std::function<
     }
 }
 
+Result<uint64_t> dead_letter_count(const Pool& pool, std::string_view dlq_topic) {
+    auto t = open_topic(pool, dlq_topic);
+    if (!t) return std::move(t).error();
+    uint64_t n = 0;
+    for (const auto& pv : (*t)->parts) {
+        const uint64_t next = pv.hdr->tail.load(std::memory_order_acquire);  // pairs with the tail CAS
+        const uint64_t oldest = oldest_offset(**t, pv);
+        if (int64_t(next - oldest) > 0) n += next - oldest;
+    }
+    return n;
+}
+
 struct DlqRouter::Impl {
     Pool* pool = nullptr;
     std::string topic, group, dlq_name;

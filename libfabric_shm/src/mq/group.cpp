@@ -482,6 +482,105 @@ Result<ConsumerGroupDescription> describe_consumer_group(const Pool& pool, std::
     return d;
 }
 
+Result<std::vector<ConsumerGroupDescription>> describe_consumer_groups(const Pool& pool, std::string_view topic) {
+    auto t = open_topic(pool, topic);
+    if (!t) return std::move(t).error();
+    std::vector<std::string> names;
+    for (uint32_t i = 0; i < kMaxGroups; ++i)
+        // Acquire: pairs with the registrant's release store of LIVE (name written before).
+        if (group_state((*t)->groups[i].word.load(std::memory_order_acquire)) == kGroupLive)
+            names.push_back(group_name((*t)->groups[i]));
+    std::vector<ConsumerGroupDescription> out;
+    for (const auto& n : names) {
+        auto d = describe_consumer_group(pool, topic, n);
+        if (d) out.push_back(std::move(*d));  // a group deregistered meanwhile is simply absent
+    }
+    return out;
+}
+
+// ---- operator actions -----------------------------------------------------------------------
+
+namespace {
+
+struct OperatorTarget {
+    std::unique_ptr<TopicHandle> t;
+    GroupRef ref;
+};
+
+Result<OperatorTarget> operator_target(const Pool& pool, std::string_view topic, std::string_view group, bool force) {
+    if (pool.self() == 0)
+        return make_error(Errc::permission_denied, "changing group '" + std::string(group) +
+                                                       "' offsets needs a writable pool (this handle is read-only)");
+    auto t = open_topic(pool, topic);
+    if (!t) return std::move(t).error();
+    uint64_t word = 0;
+    const int idx = find_group(**t, group, &word);
+    if (idx < 0)
+        return make_error(Errc::not_found, "group '" + std::string(group) + "' is not registered on topic '" +
+                                               std::string(topic) + "'");
+    if (!force) {
+        auto d = describe_consumer_group(pool, topic, group);
+        if (!d) return std::move(d).error();
+        std::string live;
+        for (const auto& m : d->members)
+            if (m.alive) live += (live.empty() ? "" : ", ") + m.id + " (pid " + std::to_string(m.pid) + ")";
+        if (!live.empty())
+            return make_error(Errc::busy, "group '" + std::string(group) + "' has live members: " + live +
+                                              "; stop them first (their next commit would undo this) or use --force");
+    }
+    return OperatorTarget{std::move(*t), GroupRef{idx, word}};
+}
+
+}  // namespace
+
+Status reset_group_offsets(const Pool& pool, std::string_view topic, std::string_view group, ResetTo to,
+                           uint64_t offset, int partition, bool force) {
+    auto tg = operator_target(pool, topic, group, force);
+    if (!tg) return std::move(tg).error();
+    TopicHandle& t = *tg->t;
+    if (partition >= int(t.num_partitions))
+        return make_error(Errc::invalid_argument, "partition " + std::to_string(partition) + " >= " +
+                                                      std::to_string(t.num_partitions) + " partitions of topic '" +
+                                                      t.name + "'");
+    std::vector<OffsetCommit> commits;
+    const GroupSlot& g = t.groups[tg->ref.index];
+    for (uint32_t p = 0; p < t.num_partitions; ++p) {
+        if (partition >= 0 && p != uint32_t(partition)) continue;
+        const uint64_t oldest = oldest_offset(t, t.parts[p]);
+        const uint64_t next = t.parts[p].hdr->tail.load(std::memory_order_acquire);  // pairs with tail CAS
+        uint64_t o = to == ResetTo::earliest ? oldest : to == ResetTo::latest ? next : offset;
+        if (int64_t(o - oldest) < 0) o = oldest;
+        if (int64_t(o - next) > 0) o = next;
+        // The stored epoch passes the fence; a live member's later commit (higher or equal) wins.
+        commits.push_back({p, o, g.parts[p].commit_epoch.load(std::memory_order_relaxed)});
+    }
+    return commit_in_pool(t, tg->ref, group, commits);
+}
+
+Status skip_group_offset(const Pool& pool, std::string_view topic, std::string_view group, uint32_t partition,
+                         uint64_t offset, bool force) {
+    auto tg = operator_target(pool, topic, group, force);
+    if (!tg) return std::move(tg).error();
+    TopicHandle& t = *tg->t;
+    if (partition >= t.num_partitions)
+        return make_error(Errc::invalid_argument, "partition " + std::to_string(partition) + " >= " +
+                                                      std::to_string(t.num_partitions) + " partitions of topic '" +
+                                                      t.name + "'");
+    const GroupPartition& gp = t.groups[tg->ref.index].parts[partition];
+    const uint64_t committed = gp.committed.load(std::memory_order_acquire);  // pairs with commit_in_pool
+    if (committed != offset)
+        return make_error(Errc::conflict, "group '" + std::string(group) + "' partition " + std::to_string(partition) +
+                                              " is committed at " + std::to_string(committed) + ", not " +
+                                              std::to_string(offset) + "; only the next offset to read can be skipped");
+    const uint64_t next = t.parts[partition].hdr->tail.load(std::memory_order_acquire);  // pairs with tail CAS
+    if (int64_t(offset + 1 - next) > 0)
+        return make_error(Errc::invalid_argument, "offset " + std::to_string(offset) + " of partition " +
+                                                      std::to_string(partition) + " was never written (next " +
+                                                      std::to_string(next) + ")");
+    const OffsetCommit c{partition, offset + 1, gp.commit_epoch.load(std::memory_order_relaxed)};
+    return commit_in_pool(t, tg->ref, group, std::span<const OffsetCommit>(&c, 1));
+}
+
 // ---- GroupConsumer ------------------------------------------------------------------------
 
 struct GroupConsumer::Impl {
