@@ -7,7 +7,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <cstring>
 #include <ctime>
 #include <functional>
@@ -15,7 +14,6 @@
 #include <random>
 #include <set>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -313,17 +311,22 @@ TEST_CASE("fabric-shm: pool rm --force removes a segment that cannot be attached
 TEST_CASE("reaper: a healthy pool loses nothing; a wholly expired pool is removed") {
     const std::string name = test::unique_pool_name("reap");
     test::PoolCleanup cleanup(name);
-    Run r = run_tool("fabric-shm", "pool create --pool " + name + " --size 1M --ttl 300ms --json");
-    REQUIRE(r.rc == 0);
-    r = run_tool("fabric-shm-reaper", "--pool " + name + " --json");
-    CHECK_MESSAGE(r.rc == 0, r.out);
-    REQUIRE(r.doc.is_object());
-    CHECK(r.doc["pools"][0]["pool_removed"] == false);
-    CHECK(exists(Pool::segment_path(name)));
-
-    // Waiting out a 300 ms lease is the behaviour under test, not synchronisation.
-    std::this_thread::sleep_for(std::chrono::milliseconds(400));
-    r = run_tool("fabric-shm-reaper", "--pool " + name + " --dry-run --json");
+    {
+        PoolOptions o;
+        o.name = name;
+        o.size_bytes = kMinPoolSize;
+        Result<Pool> pool = Pool::create(o);
+        REQUIRE_MESSAGE(pool.ok(), pool.error().message);
+        Run r = run_tool("fabric-shm-reaper", "--pool " + name + " --json");
+        CHECK_MESSAGE(r.rc == 0, r.out);
+        REQUIRE(r.doc.is_object());
+        CHECK(r.doc["pools"][0]["pool_removed"] == false);
+        CHECK(exists(Pool::segment_path(name)));
+        // Forge the expiry in memory (no wall-clock wait): the pool lease ran out a second ago.
+        auto& lease = const_cast<layout::PoolHeader&>(pool->header()).lease;
+        lease.expires_ns.store(mono_now_ns() - kNsPerSec, std::memory_order_release);  // read by the reaper's acquire
+    }
+    Run r = run_tool("fabric-shm-reaper", "--pool " + name + " --dry-run --json");
     CHECK_MESSAGE(r.rc == 0, r.out);
     CHECK(r.doc["pools"][0]["pool_removed"] == true);  // would remove
     CHECK(exists(Pool::segment_path(name)));
