@@ -16,6 +16,8 @@
 #include "../mq/mq_test_util.h"
 #include "fabric_shm/clock.h"
 #include "fabric_shm/consumer_group.h"
+#include "fabric_shm/crash_point.h"
+#include "fabric_shm/offset_store.h"
 #include "fabric_shm/jobs.h"
 #include "fabric_shm/mem_object_store.h"
 #include "fabric_shm/topic.h"
@@ -357,4 +359,84 @@ TEST_CASE("multi-process: member churn with SIGKILLs; every message processed at
     for (const auto& p : d->partitions) CHECK(p.lag == 0);
     std::printf("group churn: %u messages, %d SIGKILLs, %u reprocessed, %u fenced writes/commits, %.2f s\n",
                 ChurnLedger::kMessages, killed, duplicates, led->stale_rejections.load(), secs);
+}
+
+TEST_CASE("crash: a joiner killed before publishing its row leaves nothing behind; the id is free") {
+    TestPool tp("grp-crash-join");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(2, 16)).ok());
+    REQUIRE(mgr.register_group("t", "g").ok());
+    const std::string name = tp.cleanup.name();
+    pid_t pid = test::fork_child([&] {
+        setenv("FABRIC_SHM_CRASH_POINT", "group.join.before_publish", 1);
+        detail::crash_point_rearm();
+        Pool p = open_child_pool(name);
+        auto g = ConsumerGroup::open(p, "g", "t", 2, fast());
+        if (!g) return 91;
+        (void)g->join("c");
+        return 92;  // not reached
+    });
+    REQUIRE(test::wait_child(pid) == 128 + SIGKILL);
+    auto d = describe_consumer_group(tp.pool, "t", "g");
+    REQUIRE(d.ok());
+    CHECK(d->members.empty());
+    auto g = ConsumerGroup::open(tp.pool, "g", "t", 2, fast());
+    REQUIRE(g.ok());
+    auto c = g->join("c");  // also steals the membership lock the child died holding
+    REQUIRE_MESSAGE(c.ok(), c.error().message);
+    CHECK(c->partitions.size() == 2);
+}
+
+TEST_CASE("crash: a member killed after taking a partition but before fencing it; the next owner fences") {
+    TestPool tp("grp-crash-take");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(2, 16)).ok());
+    auto g = ConsumerGroup::open(tp.pool, "g", "t", 2, fast());
+    REQUIRE(g.ok());
+    REQUIRE(g->join("a").ok());  // a owns both
+    const std::string name = tp.cleanup.name();
+    auto* step = shared_new<std::atomic<uint32_t>>();
+    pid_t pid = test::fork_child([&] {
+        Pool p = open_child_pool(name);
+        auto cg = ConsumerGroup::open(p, "g", "t", 2, fast());
+        if (!cg) return 91;
+        auto j = cg->join("b");  // pending: a still holds b's share
+        if (!j || !j->partitions.empty()) return 92;
+        setenv("FABRIC_SHM_CRASH_POINT", "group.claim.after_take", 1);
+        detail::crash_point_rearm();
+        step->store(1, std::memory_order_release);  // pairs with the parent's acquire
+        while (step->load(std::memory_order_acquire) != 2) std::this_thread::yield();
+        (void)cg->claim("b");  // takes the released partition, dies before fencing
+        return 93;
+    });
+    while (step->load(std::memory_order_acquire) != 1) std::this_thread::yield();
+    auto a1 = g->claim("a");  // releases b's share
+    REQUIRE(a1.ok());
+    REQUIRE(a1->partitions.size() == 1);
+    step->store(2, std::memory_order_release);
+    REQUIRE(test::wait_child(pid) == 128 + SIGKILL);
+
+    auto before = describe_consumer_group(tp.pool, "t", "g");
+    REQUIRE(before.ok());
+    const uint32_t taken = a1->partitions[0] == 0 ? 1 : 0;
+    const uint64_t dead_epoch = before->partitions[taken].owner_epoch;
+    CHECK(dead_epoch > 0);
+    CHECK(before->partitions[taken].commit_epoch < dead_epoch);  // taken, never fenced
+
+    auto a2 = g->claim("a");  // b is certainly dead: a takes the partition back and fences it
+    const uint64_t t0 = mono_now_ns();
+    while (a2.ok() && a2->partitions.size() < 2 && mono_now_ns() - t0 < 2'000'000'000ull)
+        a2 = g->claim("a");  // the liveness verdict may be cached for up to liveness_probe_ns
+    REQUIRE(a2.ok());
+    CHECK(a2->partitions.size() == 2);
+    CHECK(a2->epoch > dead_epoch);
+    auto after = describe_consumer_group(tp.pool, "t", "g");
+    REQUIRE(after.ok());
+    CHECK(after->partitions[taken].commit_epoch == a2->epoch);
+    MemOffsetStore offsets(tp.pool);
+    auto topic = TopicManager(tp.pool).describe("t");
+    REQUIRE(topic.ok());
+    const OffsetCommit stale{taken, 0, dead_epoch};
+    CHECK(offsets.commit("t", topic->incarnation, "g", std::span<const OffsetCommit>(&stale, 1)).code() ==
+          Errc::stale_epoch);
 }
