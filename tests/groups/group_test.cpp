@@ -21,6 +21,7 @@
 #include "fabric_shm/jobs.h"
 #include "fabric_shm/mem_object_store.h"
 #include "fabric_shm/topic.h"
+#include "layout/pool_layout.h"
 
 using namespace fabric_shm;
 using namespace mqtest;
@@ -439,4 +440,46 @@ TEST_CASE("crash: a member killed after taking a partition but before fencing it
     const OffsetCommit stale{taken, 0, dead_epoch};
     CHECK(offsets.commit("t", topic->incarnation, "g", std::span<const OffsetCommit>(&stale, 1)).code() ==
           Errc::stale_epoch);
+}
+
+TEST_CASE("group: a live paused member is not mistaken for dead; a reused pid is not mistaken for alive") {
+    TestPool tp("grp-pidreuse");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(4, 16)).ok());
+    const std::string name = tp.cleanup.name();
+    auto* token = shared_new<std::atomic<uint64_t>>();
+    pid_t pid = test::fork_child([&] {
+        Pool p = open_child_pool(name);
+        auto g = ConsumerGroup::open(p, "g", "t", 4, fast());
+        if (!g || !g->join("sleeper")) return 91;
+        token->store(p.self(), std::memory_order_release);  // pairs with the parent's acquire
+        for (;;) pause();
+    });
+    while (token->load(std::memory_order_acquire) == 0) std::this_thread::yield();
+    auto g = ConsumerGroup::open(tp.pool, "g", "t", 4, fast());
+    REQUIRE(g.ok());
+    auto c = g->join("watcher");
+    REQUIRE(c.ok());
+    // Several liveness probes (every 5 ms here) over 30 ms: the paused member stays a member.
+    const uint64_t t0 = mono_now_ns();
+    while (mono_now_ns() - t0 < 30'000'000ull) {
+        c = g->claim("watcher");
+        REQUIRE(c.ok());
+        REQUIRE(c->partitions.empty());
+        REQUIRE(c->pending == 2);
+    }
+    // Forge pid reuse: the registry slot's start time no longer matches the running pid.
+    const OwnerToken tok = OwnerToken(token->load());
+    auto* slot = reinterpret_cast<layout::ProcessSlot*>(tp.pool.base() + tp.pool.header().registry_offset +
+                                                        (tok & 0xff) * sizeof(layout::ProcessSlot));
+    slot->start_time.fetch_add(12345, std::memory_order_relaxed);
+    std::string reason;
+    CHECK(tp.pool.registry().liveness(tok, mono_now_ns(), &reason) == Liveness::certainly_dead);
+    const uint64_t t1 = mono_now_ns();
+    while (c.ok() && c->partitions.size() < 4 && mono_now_ns() - t1 < 2'000'000'000ull) c = g->claim("watcher");
+    REQUIRE(c.ok());
+    CHECK(c->partitions.size() == 4);
+    MESSAGE("pid-reuse verdict: " << reason);
+    kill(pid, SIGKILL);
+    CHECK(test::wait_child(pid) == 128 + SIGKILL);
 }
