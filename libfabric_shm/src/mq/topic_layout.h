@@ -82,7 +82,7 @@ constexpr uint64_t kEnvelopeBytes = sizeof(SlotHeader);
 // ---- Partition header -----------------------------------------------------------------
 enum OnFullCode : uint32_t { kOnFullBlock = 0, kOnFullReject = 1, kOnFullOverwrite = 2 };
 
-struct alignas(kLine) PartitionHeader {
+struct alignas(128) PartitionHeader {  // 128, not kLine: its members are alignas(128) (clang rejects a weaker alignas)
     uint64_t magic;               ///< creator, before publish: kPartitionMagic
     uint32_t version;             ///< creator: kTopicLayoutVersion
     uint32_t index;               ///< creator: partition number in the topic
