@@ -1,0 +1,269 @@
+// SPDX-License-Identifier: MIT
+// Permissions and names. Mode bits on the segment are the only access control, so:
+//  - a 0600 pool made by root cannot be attached (read-write or read-only) or removed by a
+//    process that dropped to uid/gid 65534 BEFORE attaching: Errc::permission_denied with a
+//    message naming the pool, and the segment is byte-for-byte unchanged (same mtime too);
+//  - a 0666 pool, and a 0660 pool whose group is the child's, are attachable by that child;
+//  - names with '/', "..", NUL, control characters or more than 64 characters are refused
+//    with invalid_name before any syscall: no file appears, nothing outside the directory
+//    is touched even where a traversal would resolve, and pointing $FABRIC_SHM_DIR at a
+//    directory that does not exist does not change the error.
+// The uid tests need root (to drop privileges); they are skipped with a message otherwise.
+#include <doctest/doctest.h>
+#include <dirent.h>
+#include <grp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "../support/test_support.h"
+#include "fabric_shm/mem_object_store.h"
+#include "fabric_shm/names.h"
+#include "fabric_shm/pool.h"
+
+using namespace fabric_shm;
+
+namespace {
+
+constexpr uid_t kNobody = 65534;
+constexpr gid_t kNogroup = 65534;
+
+std::vector<char> read_file(const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+/// In a forked child: drop every privilege to uid/gid 65534 (supplementary groups too).
+bool drop_to_nobody() {
+    if (setgroups(0, nullptr) != 0 || setgid(kNogroup) != 0 || setuid(kNobody) != 0) return false;
+    return getuid() == kNobody && geteuid() == kNobody && getgid() == kNogroup && setuid(0) != 0;
+}
+
+/// Child exit codes, named in the failure message.
+const char* child_reason(int rc) {
+    switch (rc) {
+        case 0: return "ok";
+        case 20: return "could not drop to uid 65534";
+        case 21: return "read-write open was not refused with permission_denied";
+        case 22: return "read-only open was not refused with permission_denied";
+        case 23: return "the refusal message does not name the pool and 'permission denied'";
+        case 24: return "pool remove --force was not refused";
+        case 25: return "open failed for a pool the child may attach";
+        case 26: return "could not create a region in an attachable pool";
+        default: return "crashed or unexpected exit";
+    }
+}
+
+Pool make_pool(const std::string& name, uint32_t mode) {
+    PoolOptions o;
+    o.name = name;
+    o.size_bytes = kMinPoolSize;
+    o.mode = mode;
+    auto p = Pool::create(o);
+    REQUIRE_MESSAGE(p, p.error().message);
+    return std::move(p.value());
+}
+
+std::vector<std::string> list_dir(const std::string& dir) {
+    std::vector<std::string> names;
+    if (DIR* d = opendir(dir.c_str())) {
+        while (dirent* e = readdir(d))
+            if (std::string(e->d_name) != "." && std::string(e->d_name) != "..") names.push_back(e->d_name);
+        closedir(d);
+    }
+    return names;
+}
+
+/// Sets $FABRIC_SHM_DIR for one scope and restores the previous value.
+class ShmDirOverride {
+public:
+    explicit ShmDirOverride(const std::string& dir) {
+        if (const char* v = std::getenv("FABRIC_SHM_DIR")) old_ = v, had_ = true;
+        setenv("FABRIC_SHM_DIR", dir.c_str(), 1);
+    }
+    ~ShmDirOverride() {
+        if (had_) setenv("FABRIC_SHM_DIR", old_.c_str(), 1);
+        else unsetenv("FABRIC_SHM_DIR");
+    }
+
+private:
+    std::string old_;
+    bool had_ = false;
+};
+
+}  // namespace
+
+TEST_CASE("permissions: a 0600 pool refuses another uid with permission_denied and stays unchanged") {
+    if (getuid() != 0) {
+        MESSAGE("skipped: dropping to uid 65534 needs root");
+        return;
+    }
+    const std::string name = test::unique_pool_name("perm600");
+    test::PoolCleanup cleanup(name);
+    Pool pool = make_pool(name, 0600);
+    RegionSpec spec;
+    spec.name = "owned";
+    spec.length = 4096;
+    auto region = pool.create_region(spec);
+    REQUIRE(region);
+    const std::string path = Pool::segment_path(name);
+    struct stat before {};
+    REQUIRE(::stat(path.c_str(), &before) == 0);
+    CHECK((before.st_mode & 0777) == 0600);
+    const std::vector<char> bytes_before = read_file(path);
+
+    const pid_t child = test::fork_child([&] {
+        if (!drop_to_nobody()) return 20;
+        auto rw = Pool::open(name);
+        if (rw || rw.code() != Errc::permission_denied) {
+            std::fprintf(stderr, "read-write open: %s\n", rw ? "succeeded" : rw.error().message.c_str());
+            return 21;
+        }
+        const std::string& msg = rw.error().message;
+        if (msg.find(name) == std::string::npos || msg.find("permission denied") == std::string::npos) {
+            std::fprintf(stderr, "message: %s\n", msg.c_str());
+            return 23;
+        }
+        OpenOptions ro;
+        ro.read_only = true;
+        auto r = Pool::open(name, ro);
+        if (r || r.code() != Errc::permission_denied) return 22;
+        if (Pool::remove(name, /*force=*/true)) return 24;
+        return 0;
+    });
+    const int rc = test::wait_child(child);
+    CHECK_MESSAGE(rc == 0, "child: " << child_reason(rc) << " (exit " << rc << ")");
+
+    struct stat after {};
+    REQUIRE_MESSAGE(::stat(path.c_str(), &after) == 0, "the segment was removed by the refused process");
+    CHECK(after.st_mtim.tv_sec == before.st_mtim.tv_sec);
+    CHECK(after.st_mtim.tv_nsec == before.st_mtim.tv_nsec);
+    CHECK(after.st_size == before.st_size);
+    CHECK(after.st_uid == before.st_uid);
+    CHECK((after.st_mode & 0777) == 0600);
+    CHECK_MESSAGE(read_file(path) == bytes_before, "the segment's bytes changed");
+    CHECK(region->check().ok());
+}
+
+TEST_CASE("permissions: a 0666 pool and a 0660 pool of the child's group are attachable after dropping privileges") {
+    if (getuid() != 0) {
+        MESSAGE("skipped: dropping to uid 65534 needs root");
+        return;
+    }
+    struct Case {
+        uint32_t mode;
+        gid_t group;
+        bool attachable;
+    };
+    for (const Case c : {Case{0666, 0, true}, Case{0660, kNogroup, true}, Case{0660, 0, false}, Case{0640, kNogroup, false}}) {
+        CAPTURE(c.mode);
+        CAPTURE(c.group);
+        const std::string name = test::unique_pool_name("perm" + std::to_string(c.mode));
+        test::PoolCleanup cleanup(name);
+        Pool pool = make_pool(name, c.mode);
+        REQUIRE(::chown(Pool::segment_path(name).c_str(), uid_t(-1), c.group) == 0);
+        const pid_t child = test::fork_child([&] {
+            if (!drop_to_nobody()) return 20;
+            auto p = Pool::open(name);
+            if (!c.attachable) return !p && p.code() == Errc::permission_denied ? 0 : 21;
+            if (!p) {
+                std::fprintf(stderr, "open: %s\n", p.error().message.c_str());
+                return 25;
+            }
+            RegionSpec spec;
+            spec.name = "from-nobody";
+            spec.length = 4096;
+            auto r = p->create_region(spec);
+            if (!r) {
+                std::fprintf(stderr, "create_region: %s\n", r.error().message.c_str());
+                return 26;
+            }
+            return 0;
+        });
+        const int rc = test::wait_child(child);
+        CHECK_MESSAGE(rc == 0, "child: " << child_reason(rc) << " (exit " << rc << ")");
+        if (c.attachable) {
+            auto r = pool.open_region(RegionKind::test, "from-nobody");
+            CHECK_MESSAGE(r, "the region the dropped child created is not visible");
+        }
+    }
+}
+
+TEST_CASE("names: '/', '..', NUL, control characters and over-long names are refused before any syscall") {
+    char tmpl[] = "/dev/shm/fabric-rel-names-XXXXXX";
+    REQUIRE(mkdtemp(tmpl));
+    const std::string top = tmpl;
+    const std::string dir = top + "/shm";
+    REQUIRE(::mkdir(dir.c_str(), 0700) == 0);
+    // Make traversals resolvable: dir/fabric-shm.x/../../escape would be top/escape.
+    REQUIRE(::mkdir((dir + "/fabric-shm.x").c_str(), 0700) == 0);
+    REQUIRE(::mkdir((dir + "/fabric-shm.").c_str(), 0700) == 0);
+
+    const std::vector<std::string> bad = {
+        "a/b", "x/../../escape", "..", "../escape", ".", "./x", "/abs", "x/", std::string("a\0b", 3),
+        std::string("\0", 1), "a\nb", "tab\there", "sp ace", std::string(65, 'n'), std::string(4096, 'n'), "",
+        "-dash", ".hidden", "\xc3\xa4", "x/../../../../../../tmp/escape",
+    };
+    for (const std::string& shm_dir : {dir, top + "/does-not-exist"}) {
+        ShmDirOverride override_dir(shm_dir);
+        for (const std::string& n : bad) {
+            CAPTURE(n);
+            CAPTURE(shm_dir);
+            PoolOptions po;
+            po.name = n;
+            po.size_bytes = kMinPoolSize;
+            CHECK(Pool::create(po).code() == Errc::invalid_name);
+            CHECK(Pool::open(n).code() == Errc::invalid_name);
+            OpenOptions oo;
+            oo.create_if_missing = true;
+            CHECK(Pool::open(n, oo).code() == Errc::invalid_name);
+            oo.read_only = true;
+            CHECK(Pool::open(n, oo).code() == Errc::invalid_name);
+            CHECK(Pool::remove(n, /*force=*/true).code() == Errc::invalid_name);
+            CHECK(FabricUri::make(n, "b", "k").code() != Errc::ok);
+            CHECK(FabricUri::make("p", n, "k").code() != Errc::ok);
+            // (With a '/', "fabric://a/b/b/k" is a different, valid URI: pool a, bucket b.)
+            if (n.find('/') == std::string::npos) CHECK(FabricUri::parse("fabric://" + n + "/b/k").code() != Errc::ok);
+            Status s = validate_name("pool", n);
+            CHECK(s.code() == Errc::invalid_name);
+            CHECK(!s.error().message.empty());
+        }
+    }
+    {
+        // A store name goes through the same rule (a store is a region named after it).
+        ShmDirOverride override_dir(dir);
+        Pool pool = make_pool("ok", 0600);
+        const size_t regions_before = pool.regions().size();
+        for (const std::string& n : bad) {
+            CAPTURE(n);
+            StoreConfig cfg;
+            cfg.name = n;
+            auto store = MemObjectStore::open(pool, cfg);
+            CHECK(store.code() == Errc::invalid_name);
+            CHECK(MemObjectStore::attach(pool, n).code() == Errc::invalid_name);
+        }
+        CHECK(pool.regions().size() == regions_before);
+    }
+    // Nothing was created anywhere: only the two directories made above, both still empty,
+    // the valid pool "ok" (now closed), and nothing next to or above them.
+    std::vector<std::string> in_dir = list_dir(dir);
+    std::sort(in_dir.begin(), in_dir.end());
+    CHECK(in_dir == std::vector<std::string>{"fabric-shm.", "fabric-shm.ok", "fabric-shm.x"});
+    CHECK(list_dir(dir + "/fabric-shm.x").empty());
+    CHECK(list_dir(dir + "/fabric-shm.").empty());
+    CHECK(list_dir(top) == std::vector<std::string>{"shm"});
+    struct stat st {};
+    CHECK(::stat("/tmp/escape", &st) != 0);
+
+    ::unlink((dir + "/fabric-shm.ok").c_str());
+    ::rmdir((dir + "/fabric-shm.x").c_str());
+    ::rmdir((dir + "/fabric-shm.").c_str());
+    ::rmdir(dir.c_str());
+    ::rmdir(top.c_str());
+}
