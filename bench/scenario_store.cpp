@@ -61,14 +61,15 @@ int run_store(Context& ctx) {
         PoolGuard guard;
         guard.name = "bench-store-" + std::to_string(getpid()) + "-" + std::to_string(n);
         // Heap: each object is a block of header (64) + value + key/metadata trailer, rounded
-        // up to a size class (at most 2x); doubled again so overwrites always find room.
+        // up to a size class, times two: room for every object plus overwrites in flight.
         const uint64_t block = round_up(64 + value_size + 64, 128);
         StoreConfig sc;
-        sc.heap_bytes = round_up(n * block * 4 + (16ull << 20), 1ull << 20);
+        sc.heap_bytes = round_up(n * block * 2 + (16ull << 20), 1ull << 20);
         sc.table_entries = uint32_t(std::min<uint64_t>(n * 2 + 1024, UINT32_MAX));
         PoolOptions po;
         po.name = guard.name;
-        po.size_bytes = round_up(sc.heap_bytes + uint64_t(sc.table_entries) * 32 + (64ull << 20), 1ull << 20);
+        // The root region also holds one 8-byte state word per 128-byte block (heap / 16).
+        po.size_bytes = round_up(sc.heap_bytes + sc.heap_bytes / 8 + uint64_t(sc.table_entries) * 32 + (64ull << 20), 1ull << 20);
         auto pool = Pool::create(po);
         if (!pool) {
             std::fprintf(stderr, "store: pool of %llu bytes for %llu objects: %s\n", (unsigned long long)po.size_bytes,

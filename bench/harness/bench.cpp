@@ -50,6 +50,10 @@ nlohmann::json machine_json() {
     if (uname(&u) == 0) m["kernel"] = std::string(u.sysname) + " " + u.release + " " + u.machine;
     m["page_size"] = sysconf(_SC_PAGESIZE);
     m["memory_bytes"] = uint64_t(sysconf(_SC_PHYS_PAGES)) * uint64_t(sysconf(_SC_PAGESIZE));
+    // Other processes' load skews every number: record it with the results.
+    std::ifstream load("/proc/loadavg");
+    std::string loadavg;
+    if (std::getline(load, loadavg)) m["loadavg"] = loadavg;
     char host[256] = {};
     if (gethostname(host, sizeof host - 1) == 0) m["hostname"] = host;
     return m;
@@ -160,7 +164,8 @@ std::string ns_text(uint64_t ns) {
 std::string Report::to_text() const {
     const nlohmann::json m = machine_json();
     std::string t = "scenario " + scenario_ + " on " + std::to_string(m["nproc"].get<long>()) + " x " +
-                    m.value("cpu_model", std::string("?")) + " (" + m.value("kernel", std::string("?")) + ")\n";
+                    m.value("cpu_model", std::string("?")) + " (" + m.value("kernel", std::string("?")) +
+                    "), loadavg " + m.value("loadavg", std::string("?")) + "\n";
     t += "config " + config_.dump() + "\n";
     std::vector<std::vector<std::string>> rows = {
         {"name", "ops", "ops/s", "p50", "p90", "p99", "p99.9", "max", "cpu/op", "GB/s"}};
