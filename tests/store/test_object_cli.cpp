@@ -183,3 +183,27 @@ TEST_CASE("object cli: usage errors exit 2: bad URI, a --pool that differs from 
     CHECK(run("get nonsense --json", &out) == 2);
     CHECK(nlohmann::json::parse(out).contains("error"));
 }
+
+TEST_CASE("object cli: fabric-shm-dump shows the store section with objects, heap and counters") {
+    test::PoolCleanup cleanup(test::unique_pool_name("cli-dump"));
+    TempFile in(std::string(3000, 'z'));
+    for (const char* k : {"a", "b", "c"}) REQUIRE(run("put fabric://" + cleanup.name() + "/b/" + k, nullptr, in.path()) == 0);
+    REQUIRE(run("rm fabric://" + cleanup.name() + "/b/c") == 0);
+    std::string out;
+    const std::string dump = test::build_path("tools/dump/fabric-shm-dump");
+    REQUIRE(test::run_command("'" + dump + "' --pool " + cleanup.name() + " --json 2>/dev/null", &out) == 0);
+    auto doc = nlohmann::json::parse(out);
+    REQUIRE(doc.contains("store"));
+    const auto& stores = doc["store"]["stores"];
+    REQUIRE(stores.size() == 1);
+    CHECK(stores[0]["name"] == "default");
+    CHECK(stores[0]["objects"] == 2);
+    CHECK(stores[0]["heap_used_bytes"].get<uint64_t>() >= 6000);
+    CHECK(stores[0]["largest_free_extent"].get<uint64_t>() <= stores[0]["heap_capacity_bytes"].get<uint64_t>());
+    CHECK(stores[0]["loans_active"] == 0);
+    CHECK(doc["store"]["counters"]["store_puts"] == 3);
+    CHECK(doc["store"]["counters"]["store_removes"] == 1);
+    out.clear();
+    REQUIRE(test::run_command("'" + dump + "' --pool " + cleanup.name() + " 2>/dev/null", &out) == 0);
+    CHECK(out.find("LARGEST FREE") != std::string::npos);
+}
