@@ -1,0 +1,225 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# The physical floor and the peer systems, same jobs, one run, one table.
+#
+#   scripts/bench-peers.sh [--seconds S] [--no-install] [--pin] [--only NAME]
+#
+# 1. Installs the peers from Debian when missing (not test dependencies; through
+#    scripts/install-deps.sh, which skips installed packages): redis-server, libhiredis-dev,
+#    iceoryx, libiceoryx-posh-dev, libzmq3-dev.
+# 2. Builds bench/floor/*.cpp and bench/peers/*.cpp with plain g++ lines into build-peers/
+#    (not meson: nothing here touches the project build or the test path).
+# 3. Starts redis-server on 127.0.0.1, a random free port, persistence off, --dir in a mktemp
+#    dir, and iox-roudi; runs every program (S seconds of measurement per run, default 2,
+#    after 0.2 s of warm-up); stops each server by its PID at the end, also on failure
+#    (trap EXIT), and removes what they leave: /tmp/roudi*, /tmp/iox-unique-roudi.lock, the
+#    per-app /tmp/fsb-* sockets, /dev/shm/iceoryx_mgmt and the RouDi user segment, zmq ipc
+#    files (kept in the mktemp dir), Boost message queues (/dev/shm/peer_bipmq_*).
+# 4. Writes every JSON line to bench-results/peers-<UTC date>.jsonl and prints a markdown
+#    table (scenario x system: throughput, p50, p99, ratio to the floor) on stdout.
+# A peer that fails to build or run is reported and skipped; the others still run.
+#   --pin     pin producer to CPU 0 and consumer to CPU 1 (floor and peer client processes)
+#   --only    run only the programs whose name contains NAME (e.g. floor, redis, iceoryx)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$(pwd)
+
+SECS=2
+INSTALL=1
+PIN_ARGS=()
+ONLY=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --seconds) SECS="$2"; shift 2 ;;
+        --no-install) INSTALL=0; shift ;;
+        --pin) PIN_ARGS=(--cpu-a 0 --cpu-b 1); shift ;;
+        --only) ONLY="$2"; shift 2 ;;
+        -h|--help) sed -n '3,25p' "$0"; exit 0 ;;
+        *) echo "bench-peers: unknown option $1" >&2; exit 2 ;;
+    esac
+done
+
+log() { echo "bench-peers: $*" >&2; }
+
+# ---------------------------------------------------------------- 1. install
+if [ "$INSTALL" -eq 1 ]; then
+    scripts/install-deps.sh redis-server libhiredis-dev iceoryx libiceoryx-posh-dev libzmq3-dev >&2
+fi
+
+# ---------------------------------------------------------------- 2. build
+BUILD="$ROOT/build-peers"
+mkdir -p "$BUILD"
+CXX=${CXX:-g++}
+CXXFLAGS=(-std=c++20 -O2 -Wall -Wextra)
+IOX_INC=$(ls -d /usr/include/iceoryx/v* 2>/dev/null | sort -V | tail -1 || true)
+declare -A BUILT=()
+build() {  # name source libs...
+    local name="$1" src="$2"; shift 2
+    if "$CXX" "${CXXFLAGS[@]}" "$src" "$BUILD/histogram.o" -o "$BUILD/$name" "$@" 2>"$BUILD/$name.build.log"; then
+        BUILT[$name]=1
+    else
+        log "BUILD FAILED: $name (see $BUILD/$name.build.log)"; tail -5 "$BUILD/$name.build.log" >&2
+    fi
+}
+log "building into $BUILD"
+"$CXX" "${CXXFLAGS[@]}" -c bench/harness/histogram.cpp -o "$BUILD/histogram.o"
+build floor_spin_pingpong  bench/floor/floor_spin_pingpong.cpp
+build floor_futex_pingpong bench/floor/floor_futex_pingpong.cpp
+build floor_memcpy         bench/floor/floor_memcpy.cpp -lisal
+build peer_redis           bench/peers/peer_redis.cpp -lhiredis -lisal
+build peer_zmq             bench/peers/peer_zmq.cpp $(pkg-config --libs libzmq 2>/dev/null || echo -lzmq)
+build peer_bipmq           bench/peers/peer_bipmq.cpp -pthread
+if [ -n "$IOX_INC" ]; then
+    build peer_iceoryx bench/peers/peer_iceoryx.cpp -I"$IOX_INC" \
+        -liceoryx_posh -liceoryx_hoofs -liceoryx_platform -lisal -pthread
+else
+    log "iceoryx headers not found under /usr/include/iceoryx: skipping peer_iceoryx"
+fi
+
+# ---------------------------------------------------------------- 3. servers + runs
+TMPD=$(mktemp -d /tmp/fsb-peers.XXXXXX)
+REDIS_PID=""
+ROUDI_PID=""
+STARTED_ROUDI=0
+cleanup() {
+    local rc=$?
+    if [ -n "$REDIS_PID" ] && kill -0 "$REDIS_PID" 2>/dev/null; then
+        kill -TERM "$REDIS_PID" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$REDIS_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$REDIS_PID" 2>/dev/null || true
+        wait "$REDIS_PID" 2>/dev/null || true
+    fi
+    if [ -n "$ROUDI_PID" ] && kill -0 "$ROUDI_PID" 2>/dev/null; then
+        kill -TERM "$ROUDI_PID" 2>/dev/null || true
+        for _ in $(seq 100); do kill -0 "$ROUDI_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$ROUDI_PID" 2>/dev/null || true
+        wait "$ROUDI_PID" 2>/dev/null || true
+    fi
+    if [ "$STARTED_ROUDI" -eq 1 ]; then
+        # What RouDi and its apps leave when killed; RouDi removes them itself on SIGTERM.
+        rm -f /tmp/roudi /tmp/roudi.lock /tmp/iox-unique-roudi.lock /dev/shm/iceoryx_mgmt \
+              "/dev/shm/$(id -un)" 2>/dev/null || true
+        rm -f /tmp/fsb-pub-[0-9]* /tmp/fsb-sub-[0-9]* /tmp/fsb-producer-[0-9]* /tmp/fsb-worker-[0-9]* 2>/dev/null || true
+    fi
+    rm -f /dev/shm/peer_bipmq_[0-9]* 2>/dev/null || true
+    rm -rf "$TMPD"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+mkdir -p bench-results
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT="bench-results/peers-$STAMP.jsonl"
+ERRLOG="bench-results/peers-$STAMP.log"
+: >"$OUT"
+: >"$ERRLOG"
+FAILED=()
+want() { [ -z "$ONLY" ] || [[ "$1" == *"$ONLY"* ]]; }
+run() {  # name args...  (env passed through)
+    local name="$1"; shift
+    want "$name" || return 0
+    if [ -z "${BUILT[$name]:-}" ]; then FAILED+=("$name (not built)"); return 0; fi
+    log "running $name"
+    echo "== $name $*" >>"$ERRLOG"
+    local rc=0
+    timeout --kill-after=5 $(( ${SECS%.*} * 10 + 60 )) "$BUILD/$name" --seconds "$SECS" "${PIN_ARGS[@]}" "$@" \
+        >"$TMPD/$name.out" 2>>"$ERRLOG" || rc=$?
+    grep '^{' "$TMPD/$name.out" >>"$OUT" || true
+    grep -v '^{' "$TMPD/$name.out" >>"$ERRLOG" || true
+    if [ "$rc" -ne 0 ]; then FAILED+=("$name (exit $rc)"); log "$name exited with $rc (see $ERRLOG)"; fi
+}
+
+run floor_spin_pingpong
+run floor_futex_pingpong
+run floor_memcpy --seconds 0.25
+
+# Redis: dedicated server, loopback, random free port, persistence off.
+if want peer_redis && [ -n "${BUILT[peer_redis]:-}" ]; then
+    if command -v redis-server >/dev/null; then
+        PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        redis-server --bind 127.0.0.1 --port "$PORT" --save '' --appendonly no --daemonize no \
+            --protected-mode yes --dir "$TMPD" --logfile "$TMPD/redis.log" &
+        REDIS_PID=$!
+        for _ in $(seq 50); do redis-cli -h 127.0.0.1 -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+        if redis-cli -h 127.0.0.1 -p "$PORT" ping >/dev/null 2>&1; then
+            PEER_REDIS_PORT="$PORT" run peer_redis
+        else
+            FAILED+=("peer_redis (redis-server did not start)")
+        fi
+        kill -TERM "$REDIS_PID" 2>/dev/null || true; wait "$REDIS_PID" 2>/dev/null || true; REDIS_PID=""
+    else
+        FAILED+=("peer_redis (no redis-server)")
+    fi
+fi
+
+# iceoryx: RouDi (only if none is running already: it is a per-host singleton).
+if want peer_iceoryx && [ -n "${BUILT[peer_iceoryx]:-}" ]; then
+    if pgrep -x iox-roudi >/dev/null 2>&1; then
+        FAILED+=("peer_iceoryx (another iox-roudi is running; not touching it)")
+    elif command -v iox-roudi >/dev/null; then
+        rm -f /tmp/roudi /tmp/roudi.lock /tmp/iox-unique-roudi.lock  # stale, no RouDi alive
+        STARTED_ROUDI=1
+        iox-roudi -l warning >"$TMPD/roudi.log" 2>&1 &
+        ROUDI_PID=$!
+        for _ in $(seq 100); do grep -q "RouDi is ready" "$TMPD/roudi.log" && break; sleep 0.1; done
+        if grep -q "RouDi is ready" "$TMPD/roudi.log"; then
+            run peer_iceoryx
+        else
+            FAILED+=("peer_iceoryx (iox-roudi did not start)"); cat "$TMPD/roudi.log" >>"$ERRLOG"
+        fi
+        kill -TERM "$ROUDI_PID" 2>/dev/null || true; wait "$ROUDI_PID" 2>/dev/null || true; ROUDI_PID=""
+        cat "$TMPD/roudi.log" >>"$ERRLOG"
+    else
+        FAILED+=("peer_iceoryx (no iox-roudi)")
+    fi
+fi
+
+PEER_ZMQ_DIR="$TMPD" run peer_zmq
+run peer_bipmq
+
+# ---------------------------------------------------------------- 4. table
+python3 - "$OUT" "$SECS" <<'PY'
+import json, os, platform, subprocess, sys
+path, secs = sys.argv[1], sys.argv[2]
+rows = [json.loads(l) for l in open(path) if l.strip()]
+model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+load = open("/proc/loadavg").read().split()[:3]
+print(f"Machine: {os.cpu_count()} vCPUs, {model}, kernel {platform.release()}, load average {' '.join(load)} at the start of the table")
+print(f"Run: scripts/bench-peers.sh --seconds {secs}  ({secs} s measured per run after 0.2 s warm-up); JSON: {path}\n")
+
+def ns(v):
+    if v is None: return "-"
+    return f"{v/1e6:.2f} ms" if v >= 1e6 else (f"{v/1e3:.1f} µs" if v >= 1e3 else f"{v} ns")
+def rate(v, unit):
+    if unit == "B/s": return f"{v/1e9:.2f} GB/s"
+    return f"{v/1e6:.2f} M/s" if v >= 1e6 else (f"{v/1e3:.1f} k/s" if v >= 1e3 else f"{v:.0f}/s")
+
+fl = {r["scenario"]: r for r in rows if r["system"] == "floor" and r["scenario"] in ("spin_pingpong", "futex_pingpong", "spin_stream")}
+print("Floor (this machine, this run):\n")
+print("| floor | size | throughput | p50 | p99 | max |")
+print("|---|---:|---:|---:|---:|---:|")
+for r in rows:
+    if r["system"] != "floor": continue
+    if r["scenario"] in ("memcpy", "crc32") and r["size"] not in (1024, 65536, 1048576, 16777216): continue
+    p = lambda k: ns(r.get(k)) if r.get("latency") != "none" else "-"
+    name = r["scenario"] + (" (one-way = RTT/2)" if r.get("latency") == "one_way=rtt/2" else "")
+    print(f"| {name} | {r['size']} B | {rate(r['throughput'], r['unit'])}{'' if r['unit']=='B/s' else ' (' + r['unit'].replace('/s', '') + ')'} | {p('p50_ns')} | {p('p99_ns')} | {p('max_ns')} |")
+
+print("\nPeers (throughput = consumer-side completions/s; latency = one-way for notify, end to end for pipeline):\n")
+print("| scenario | system | variant | mode | throughput | p50 | p99 | p50 ÷ floor p50 | floor throughput ÷ throughput |")
+print("|---|---|---|---|---:|---:|---:|---:|---:|")
+for r in sorted((r for r in rows if r["system"] != "floor"), key=lambda r: (r["scenario"], r["system"], r.get("window", 0), r["variant"])):
+    fk = "spin_pingpong" if r["mode"] == "spin" else "futex_pingpong"
+    f = fl.get(fk)
+    lat = f"{r['p50_ns']/f['p50_ns']:.3g}× ({'spin' if fk=='spin_pingpong' else 'futex'})" if f and f.get("p50_ns") else "-"
+    st = fl.get("spin_stream")
+    thr = f"{st['throughput']/r['throughput']:.3g}×" if st and r.get("throughput") else "-"
+    print(f"| {r['scenario']} {r['size']} B | {r['system']} | {r['variant']} | {r['mode']} | {rate(r['throughput'], r['unit'])} | {ns(r['p50_ns'])} | {ns(r['p99_ns'])} | {lat} | {thr} |")
+PY
+
+if [ "${#FAILED[@]}" -gt 0 ]; then
+    echo
+    echo "Failed or skipped: ${FAILED[*]}"
+    exit 1
+fi
