@@ -510,7 +510,6 @@ TEST_CASE("tiered: SIGKILL in the middle of a demotion's append keeps the object
     TempDir dir;
     Pool pool = make_pool(cleanup.name());
     const TieredConfig c = config_for(dir, 1);
-    open_tiered(pool, c).reset();  // the hot store exists before the child runs
     pid_t pid = test::fork_child([&] {
         return crash_child(cleanup.name(), c, "tiered.append.after_header", [](TieredObjectStore& t, const std::string& p) {
             (void)t.put(FabricUri::make(p, "b", "a").value(), pattern(20000, 1));
@@ -531,7 +530,6 @@ TEST_CASE("tiered: SIGKILL between the cold append and the hot removal leaves on
     TempDir dir;
     Pool pool = make_pool(cleanup.name());
     const TieredConfig c = config_for(dir, 1);
-    open_tiered(pool, c).reset();
     pid_t pid = test::fork_child([&] {
         return crash_child(cleanup.name(), c, "tiered.demote.before_hot_remove",
                            [](TieredObjectStore& t, const std::string& p) {
