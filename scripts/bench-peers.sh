@@ -20,6 +20,10 @@
 # A peer that fails to build or run is reported and skipped; the others still run.
 #   --pin     pin producer to CPU 0 and consumer to CPU 1 (floor and peer client processes)
 #   --only    run only the programs whose name contains NAME (e.g. floor, redis, iceoryx)
+#   --fabric-json FILE   (repeatable) a `fabric-shm-bench <notify|pipeline> --json` report
+#             from the same machine: its results join the table as system fabric-shm, and
+#             every peer row gets its ratio to the best fabric-shm row of the same scenario
+#             and mode (mode = the result's "mode" field, else "park" in its name -> parked).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
@@ -28,13 +32,15 @@ SECS=2
 INSTALL=1
 PIN_ARGS=()
 ONLY=""
+FABRIC_JSON=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --seconds) SECS="$2"; shift 2 ;;
         --no-install) INSTALL=0; shift ;;
         --pin) PIN_ARGS=(--cpu-a 0 --cpu-b 1); shift ;;
         --only) ONLY="$2"; shift 2 ;;
-        -h|--help) sed -n '3,25p' "$0"; exit 0 ;;
+        --fabric-json) FABRIC_JSON+=("$2"); shift 2 ;;
+        -h|--help) sed -n '3,29p' "$0"; exit 0 ;;
         *) echo "bench-peers: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -179,10 +185,27 @@ PEER_ZMQ_DIR="$TMPD" run peer_zmq
 run peer_bipmq
 
 # ---------------------------------------------------------------- 4. table
-python3 - "$OUT" "$SECS" <<'PY'
-import json, os, platform, subprocess, sys
+python3 - "$OUT" "$SECS" "${FABRIC_JSON[@]}" <<'PY'
+import json, os, platform, sys
 path, secs = sys.argv[1], sys.argv[2]
 rows = [json.loads(l) for l in open(path) if l.strip()]
+fabric = []
+for fp in sys.argv[3:]:  # fabric-shm-bench --json reports (harness format)
+    rep = json.load(open(fp))
+    for m in rep.get("results", []):
+        lat = m.get("latency_ns", {})
+        name = m.get("name", "?")
+        mode = m.get("mode") or ("parked" if "park" in name else "spin")
+        fabric.append({"system": "fabric-shm", "scenario": rep.get("scenario", "?"), "variant": name, "mode": mode,
+                       "size": m.get("bytes_per_op") or m.get("size") or (64 if rep.get("scenario") == "notify" else 1024),
+                       "throughput": m.get("throughput_ops_s", 0.0), "unit": "ops/s",
+                       "p50_ns": lat.get("p50"), "p99_ns": lat.get("p99")})
+best = {}
+for f in fabric:
+    k = (f["scenario"], f["mode"])
+    b = best.setdefault(k, {"p50": None, "thr": 0.0})
+    if f["p50_ns"] and (b["p50"] is None or f["p50_ns"] < b["p50"]): b["p50"] = f["p50_ns"]
+    b["thr"] = max(b["thr"], f["throughput"] or 0.0)
 model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 load = open("/proc/loadavg").read().split()[:3]
 print(f"Machine: {os.cpu_count()} vCPUs, {model}, kernel {platform.release()}, load average {' '.join(load)} at the start of the table")
@@ -207,15 +230,21 @@ for r in rows:
     print(f"| {name} | {r['size']} B | {rate(r['throughput'], r['unit'])}{'' if r['unit']=='B/s' else ' (' + r['unit'].replace('/s', '') + ')'} | {p('p50_ns')} | {p('p99_ns')} | {p('max_ns')} |")
 
 print("\nPeers (throughput = consumer-side completions/s; latency = one-way for notify, end to end for pipeline):\n")
-print("| scenario | system | variant | mode | throughput | p50 | p99 | p50 ÷ floor p50 | floor throughput ÷ throughput |")
-print("|---|---|---|---|---:|---:|---:|---:|---:|")
-for r in sorted((r for r in rows if r["system"] != "floor"), key=lambda r: (r["scenario"], r["system"], r.get("window", 0), r["variant"])):
+print("| scenario | system | variant | mode | throughput | p50 | p99 | p50 ÷ floor p50 | floor throughput ÷ throughput | p50 ÷ fabric-shm p50 | fabric-shm throughput ÷ throughput |")
+print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+for r in sorted([r for r in rows if r["system"] != "floor"] + fabric, key=lambda r: (r["scenario"], r["system"] != "fabric-shm", r["system"], r.get("window", 0), r["variant"])):
     fk = "spin_pingpong" if r["mode"] == "spin" else "futex_pingpong"
     f = fl.get(fk)
     lat = f"{r['p50_ns']/f['p50_ns']:.3g}× ({'spin' if fk=='spin_pingpong' else 'futex'})" if f and f.get("p50_ns") else "-"
     st = fl.get("spin_stream")
     thr = f"{st['throughput']/r['throughput']:.3g}×" if st and r.get("throughput") else "-"
-    print(f"| {r['scenario']} {r['size']} B | {r['system']} | {r['variant']} | {r['mode']} | {rate(r['throughput'], r['unit'])} | {ns(r['p50_ns'])} | {ns(r['p99_ns'])} | {lat} | {thr} |")
+    b = best.get((r["scenario"], r["mode"]))
+    fl50 = f"{r['p50_ns']/b['p50']:.3g}×" if b and b["p50"] and r.get("p50_ns") and r["system"] != "fabric-shm" else "-"
+    fthr = f"{b['thr']/r['throughput']:.3g}×" if b and b["thr"] and r.get("throughput") and r["system"] != "fabric-shm" else "-"
+    lat = lat if r.get("p50_ns") else "-"
+    print(f"| {r['scenario']} {r['size']} B | {r['system']} | {r['variant']} | {r['mode']} | {rate(r['throughput'], r['unit'])} | {ns(r['p50_ns'])} | {ns(r['p99_ns'])} | {lat} | {thr} | {fl50} | {fthr} |")
+if not fabric:
+    print("\n(no --fabric-json report given: the fabric-shm columns are empty)")
 PY
 
 if [ "${#FAILED[@]}" -gt 0 ]; then

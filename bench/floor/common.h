@@ -28,6 +28,8 @@
 
 #include <linux/futex.h>
 #include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -222,6 +224,9 @@ pid_t fork_child(Fn&& fn) {
     const pid_t pid = fork();
     if (pid < 0) { perror("fork"); std::exit(2); }
     if (pid == 0) {
+        // Die with the parent: a consumer blocked in recv() must not outlive a killed producer.
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() == 1) _exit(1);
         int rc = 1;
         rc = fn();
         std::fflush(stdout);
