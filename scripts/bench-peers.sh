@@ -28,6 +28,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
 
+ARGS="$*"
 SECS=2
 INSTALL=1
 PIN_ARGS=()
@@ -185,12 +186,12 @@ PEER_ZMQ_DIR="$TMPD" run peer_zmq
 run peer_bipmq
 
 # ---------------------------------------------------------------- 4. table
-python3 - "$OUT" "$SECS" "${FABRIC_JSON[@]}" <<'PY'
+python3 - "$OUT" "$SECS" "$ARGS" "${FABRIC_JSON[@]}" <<'PY'
 import json, os, platform, sys
-path, secs = sys.argv[1], sys.argv[2]
+path, secs, args = sys.argv[1], sys.argv[2], sys.argv[3]
 rows = [json.loads(l) for l in open(path) if l.strip()]
 fabric = []
-for fp in sys.argv[3:]:  # fabric-shm-bench --json reports (harness format)
+for fp in sys.argv[4:]:  # fabric-shm-bench --json reports (harness format)
     rep = json.load(open(fp))
     for m in rep.get("results", []):
         lat = m.get("latency_ns", {})
@@ -209,7 +210,7 @@ for f in fabric:
 model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 load = open("/proc/loadavg").read().split()[:3]
 print(f"Machine: {os.cpu_count()} vCPUs, {model}, kernel {platform.release()}, load average {' '.join(load)} at the start of the table")
-print(f"Run: scripts/bench-peers.sh --seconds {secs}  ({secs} s measured per run after 0.2 s warm-up); JSON: {path}\n")
+print(f"Run: scripts/bench-peers.sh {args}  ({secs} s measured per run after 0.2 s warm-up); JSON: {path}\n")
 
 def ns(v):
     if v is None: return "-"
