@@ -1043,8 +1043,15 @@ Result<std::vector<std::string>> TieredObjectStore::list(std::string_view pool, 
     if (!keys) return std::move(keys).error();
     std::vector<std::string> out = std::move(*keys);
     const std::string lead = std::string(bucket) + "/" + std::string(prefix);
-    for (const auto& [key, e] : m.cold)
-        if (key.compare(0, lead.size(), lead) == 0) out.push_back(key.substr(bucket.size() + 1));
+    const uint64_t now_wall = wall_now_ns();
+    for (const auto& [key, e] : m.cold) {
+        if (key.compare(0, lead.size(), lead) != 0) continue;
+        // Expired cold objects read as absent, so they are not listed; damaged ones are
+        // (they exist, and a get reports them Corrupt).
+        auto rec = m.read_cold(key, e, nullptr);
+        if (rec && Impl::expired(rec->info, now_wall)) continue;
+        out.push_back(key.substr(bucket.size() + 1));
+    }
     std::sort(out.begin(), out.end());
     out.erase(std::unique(out.begin(), out.end()), out.end());
     return out;
