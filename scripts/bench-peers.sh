@@ -199,7 +199,7 @@ for fp in sys.argv[4:]:  # fabric-shm-bench --json reports (harness format)
         mode = m.get("mode") or ("parked" if "park" in name else "spin")
         fabric.append({"system": "fabric-shm", "scenario": rep.get("scenario", "?"), "variant": name, "mode": mode,
                        "size": m.get("bytes_per_op") or m.get("size") or (64 if rep.get("scenario") == "notify" else 1024),
-                       "throughput": m.get("throughput_ops_s", 0.0), "unit": "ops/s",
+                       "throughput": m.get("throughput_ops_s", 0.0), "unit": "ops/s", "cpu_ns_per_op": m.get("cpu_ns_per_op"),
                        "p50_ns": lat.get("p50"), "p99_ns": lat.get("p99")})
 best = {}
 for f in fabric:
@@ -230,9 +230,10 @@ for r in rows:
     name = r["scenario"] + (" (one-way = RTT/2)" if r.get("latency") == "one_way=rtt/2" else "")
     print(f"| {name} | {r['size']} B | {rate(r['throughput'], r['unit'])}{'' if r['unit']=='B/s' else ' (' + r['unit'].replace('/s', '') + ')'} | {p('p50_ns')} | {p('p99_ns')} | {p('max_ns')} |")
 
-print("\nPeers (throughput = consumer-side completions/s; latency = one-way for notify, end to end for pipeline):\n")
-print("| scenario | system | variant | mode | throughput | p50 | p99 | p50 ÷ floor p50 | floor throughput ÷ throughput | p50 ÷ fabric-shm p50 | fabric-shm throughput ÷ throughput |")
-print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+print("\nPeers (throughput = consumer-side completions/s; latency = one-way for notify, end to end for pipeline;")
+print("client CPU/msg = producer + consumer process CPU time / messages, servers such as redis-server and RouDi not included):\n")
+print("| scenario | system | variant | mode | throughput | p50 | p99 | client CPU/msg | p50 ÷ floor p50 | floor throughput ÷ throughput | p50 ÷ fabric-shm p50 | fabric-shm throughput ÷ throughput |")
+print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for r in sorted([r for r in rows if r["system"] != "floor"] + fabric, key=lambda r: (r["scenario"], r["system"] != "fabric-shm", r["system"], r.get("window", 0), r["variant"])):
     fk = "spin_pingpong" if r["mode"] == "spin" else "futex_pingpong"
     f = fl.get(fk)
@@ -243,7 +244,9 @@ for r in sorted([r for r in rows if r["system"] != "floor"] + fabric, key=lambda
     fl50 = f"{r['p50_ns']/b['p50']:.3g}×" if b and b["p50"] and r.get("p50_ns") and r["system"] != "fabric-shm" else "-"
     fthr = f"{b['thr']/r['throughput']:.3g}×" if b and b["thr"] and r.get("throughput") and r["system"] != "fabric-shm" else "-"
     lat = lat if r.get("p50_ns") else "-"
-    print(f"| {r['scenario']} {r['size']} B | {r['system']} | {r['variant']} | {r['mode']} | {rate(r['throughput'], r['unit'])} | {ns(r['p50_ns'])} | {ns(r['p99_ns'])} | {lat} | {thr} | {fl50} | {fthr} |")
+    c = r.get("client_cpu_ns_per_msg", r.get("cpu_ns_per_op"))
+    cpu = ns(int(c)) if c else "-"
+    print(f"| {r['scenario']} {r['size']} B | {r['system']} | {r['variant']} | {r['mode']} | {rate(r['throughput'], r['unit'])} | {ns(r['p50_ns'])} | {ns(r['p99_ns'])} | {cpu} | {lat} | {thr} | {fl50} | {fthr} |")
 if not fabric:
     print("\n(no --fabric-json report given: the fabric-shm columns are empty)")
 PY

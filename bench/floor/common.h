@@ -30,6 +30,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -43,6 +44,14 @@ inline uint64_t now_ns() noexcept {
     timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);  // same clock in every process of the host
     return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+}
+
+/// User + system CPU time of this process so far (getrusage), ns.
+inline uint64_t cpu_ns_self() noexcept {
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    return (uint64_t(ru.ru_utime.tv_sec) + uint64_t(ru.ru_stime.tv_sec)) * 1000000000ull +
+           (uint64_t(ru.ru_utime.tv_usec) + uint64_t(ru.ru_stime.tv_usec)) * 1000ull;
 }
 
 inline void cpu_relax() noexcept { __builtin_ia32_pause(); }
@@ -89,7 +98,8 @@ struct alignas(64) Ctl {
     std::atomic<uint64_t> total;          ///< producer: total messages sent (set before the stop msg)
     std::atomic<uint32_t> ready;          ///< consumer: 1 once its endpoint is up (futex word)
     std::atomic<uint32_t> wake_at;        ///< producer: wake it once done_lo reaches this (mod 2^32)
-    char tail[64 - 32];
+    std::atomic<uint64_t> producer_cpu_ns;///< producer: its CPU time (ns) from start to its last send
+    char tail[64 - 40];
 };
 static_assert(sizeof(Ctl) == 64);
 
@@ -156,6 +166,13 @@ public:
     Json& hist(const Histogram& h) {
         return u("p50_ns", h.percentile(50)).u("p90_ns", h.percentile(90)).u("p99_ns", h.percentile(99))
             .u("p999_ns", h.percentile(99.9)).u("max_ns", h.max()).d("mean_ns", h.mean());
+    }
+    /// Client CPU per message: producer + consumer process CPU time over the run (servers
+    /// such as redis-server or RouDi not included) / messages sent.
+    Json& cpu(const Ctl* c, uint64_t consumer_cpu_ns, uint64_t messages) {
+        const uint64_t p = c->producer_cpu_ns.load(std::memory_order_relaxed);
+        return u("producer_cpu_ns", p).u("consumer_cpu_ns", consumer_cpu_ns)
+            .d("client_cpu_ns_per_msg", messages ? double(p + consumer_cpu_ns) / double(messages) : 0.0);
     }
     void print() {
         std::printf("%s}\n", out_.c_str());
@@ -277,6 +294,7 @@ int run_notify(const Opts& o, const char* system, const std::string& variant, co
         pin(o.cpu_b);
         auto c = mkc();
         ctl_set_ready(ctl);
+        const uint64_t cpu0 = cpu_ns_self();
         Meter m;
         Msg64 msg{};
         uint64_t n = 0;
@@ -286,15 +304,17 @@ int run_notify(const Opts& o, const char* system, const std::string& variant, co
             m.sample(ctl, msg.ts_ns, now_ns());
             ctl_done(ctl, ++n);
         }
+        const uint64_t cpu = cpu_ns_self() - cpu0;
         Json().s("system", system).s("scenario", "notify").s("variant", variant).s("mode", mode)
             .u("size", 64).u("count", m.measured).d("seconds", m.seconds()).d("throughput", m.rate())
             .s("unit", "msg/s").hist(m.hist).s("latency", "one_way_stamp_to_recv").u("window", window)
-            .u("received", n).u("sent", ctl->total.load()).print();
+            .u("received", n).u("sent", ctl->total.load()).cpu(ctl, cpu, n).print();
         return n == ctl->total.load() ? 0 : 4;
     });
     pin(o.cpu_a);
     auto p = mkp();
     ctl_wait_ready(ctl);
+    const uint64_t cpu0 = cpu_ns_self();
     Clock clk(o, ctl);
     Msg64 msg{};
     uint64_t sent = 0;
@@ -307,6 +327,7 @@ int run_notify(const Opts& o, const char* system, const std::string& variant, co
         if (clk.over(msg.ts_ns)) break;
     }
     ctl->total.store(sent, std::memory_order_relaxed);
+    ctl->producer_cpu_ns.store(cpu_ns_self() - cpu0, std::memory_order_relaxed);
     msg.seq = kStopSeq;
     p.send(msg);
     const int rc = wait_child(child);

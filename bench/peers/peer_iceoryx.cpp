@@ -104,6 +104,7 @@ int run_pipeline(const Opts& o, uint64_t window) {
         iox::popo::Subscriber<Job> jobs({"FabricBench", "Jobs", "Job1K"}, lossless_sub());
         iox::popo::Publisher<Result> results({"FabricBench", "Results", "Result"});
         ctl_set_ready(ctl);
+        const uint64_t cpu0 = cpu_ns_self();
         Meter meter;
         uint64_t n = 0;
         Backoff b;
@@ -129,11 +130,12 @@ int run_pipeline(const Opts& o, uint64_t window) {
             meter.sample(ctl, stamp, now_ns());
             ctl_done(ctl, ++n);
         }
+        const uint64_t cpu = cpu_ns_self() - cpu0;
         Json().s("system", "iceoryx").s("scenario", "pipeline").s("variant", variant).s("mode", "spin")
             .u("size", kObject).u("count", meter.measured).d("seconds", meter.seconds())
             .d("throughput", meter.rate()).s("unit", "objects/s").hist(meter.hist)
             .s("latency", "end_to_end_loan_start_to_result_published").u("window", window)
-            .u("received", n).u("sent", ctl->total.load()).s("crc", "crc32_gzip_refl(isa-l)").print();
+            .u("received", n).u("sent", ctl->total.load()).cpu(ctl, cpu, n).s("crc", "crc32_gzip_refl(isa-l)").print();
         return n == ctl->total.load() ? 0 : 4;
     });
     pin(o.cpu_a);
@@ -144,6 +146,7 @@ int run_pipeline(const Opts& o, uint64_t window) {
     for (uint64_t i = 0; i < kObject; ++i) object[i] = static_cast<unsigned char>('a' + i % 26);
     ctl_wait_ready(ctl);
     wait_matched(jobs);
+    const uint64_t cpu0 = cpu_ns_self();
     Clock clk(o, ctl);
     uint64_t sent = 0, got = 0;
     auto drain = [&] {
@@ -165,6 +168,7 @@ int run_pipeline(const Opts& o, uint64_t window) {
         if (clk.over(t0)) break;
     }
     ctl->total.store(sent, std::memory_order_relaxed);
+    ctl->producer_cpu_ns.store(cpu_ns_self() - cpu0, std::memory_order_relaxed);
     for (;;) {
         auto r = jobs.loan();
         if (r.has_error()) { drain(); continue; }

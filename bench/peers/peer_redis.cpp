@@ -99,6 +99,7 @@ int run(const Opts& o, const RunCfg& cfg) {
         pin(o.cpu_b);
         redisContext* c = connect_or_die();
         ctl_set_ready(ctl);
+        const uint64_t cpu0 = cpu_ns_self();
         Meter meter;
         std::vector<Entry> entries;
         uint64_t n = 0, crc_xor = 0;
@@ -167,12 +168,13 @@ int run(const Opts& o, const RunCfg& cfg) {
             if (stop) break;
         }
         redisFree(c);
+        const uint64_t cpu = cpu_ns_self() - cpu0;
         Json j;
         j.s("system", "redis").s("scenario", cfg.scenario).s("variant", variant).s("mode", "parked")
             .u("size", pipeline ? cfg.object_size : 64).u("count", meter.measured).d("seconds", meter.seconds())
             .d("throughput", meter.rate()).s("unit", pipeline ? "objects/s" : "msg/s").hist(meter.hist)
             .s("latency", pipeline ? "end_to_end_put_start_to_xack_reply" : "one_way_xadd_start_to_xreadgroup_reply")
-            .u("window", cfg.window).u("batch", uint64_t(batch)).u("received", n).u("sent", ctl->total.load());
+            .u("window", cfg.window).u("batch", uint64_t(batch)).u("received", n).u("sent", ctl->total.load()).cpu(ctl, cpu, n);
         if (pipeline) j.s("crc", "crc32_gzip_refl(isa-l)");
         j.print();
         (void)crc_xor;
@@ -184,6 +186,7 @@ int run(const Opts& o, const RunCfg& cfg) {
     ctl_wait_ready(ctl);
     std::string object(cfg.object_size, 'x');
     for (size_t i = 0; i < object.size(); ++i) object[i] = char('a' + i % 26);
+    const uint64_t cpu0 = cpu_ns_self();
     Clock clk(o, ctl);
     uint64_t sent = 0;
     Msg64 m{};
@@ -212,6 +215,7 @@ int run(const Opts& o, const RunCfg& cfg) {
         over = clk.over(now_ns());
     }
     ctl->total.store(sent, std::memory_order_relaxed);
+    ctl->producer_cpu_ns.store(cpu_ns_self() - cpu0, std::memory_order_relaxed);
     m.seq = kStopSeq;
     freeReplyObject(cmd_or_die(c, static_cast<redisReply*>(
         redisCommand(c, "XADD %s * k stop m %b", stream.c_str(), &m, sizeof m))));
