@@ -412,8 +412,9 @@ Result<Pool> Pool::open(std::string_view name_view, const OpenOptions& options) 
         }
         std::unique_ptr<Impl> impl = std::move(mapped.value());
         const uint64_t lc = impl->header()->lifecycle.load(std::memory_order_acquire);
-        if (lifecycle_state(lc) != kPoolLive) {
-            // Being removed: the name disappears shortly. Read-only callers may still look.
+        if (lifecycle_state(lc) != kPoolLive && !options.allow_expired) {
+            // Being removed: the name disappears shortly. Read-only callers may still look;
+            // allow_expired callers (the reaper) attach to finish an interrupted removal.
             if (options.read_only) return Pool(std::move(impl));
             if (!options.create_if_missing) return make_error(Errc::not_found, "pool '" + name + "' is being removed");
             Pool doomed(std::move(impl));  // not registered: its destructor only unmaps

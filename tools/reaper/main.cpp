@@ -111,25 +111,13 @@ std::string report_text(const std::string& name, const ReapReport& r, bool dry_r
 }
 
 /// Attaches writable without reaping (reap() below produces the report) and never creates.
-/// Pool::open refuses a wholly expired pool (LeaseExpired) and one whose remover died
-/// mid-way (NotFound "being removed") unless create_if_missing is set, yet those are exactly
-/// what the reaper is for (open then finishes an interrupted removal). The retry sets
-/// create_if_missing with a size of 0, which Pool::create rejects before any syscall: it
-/// can attach, never create.
+/// allow_expired: a wholly expired pool, or one whose remover died mid-way, is exactly what
+/// the reaper is for.
 Result<Pool> attach_for_reaping(const std::string& name) {
     OpenOptions open;
     open.reap_on_open = false;
-    Result<Pool> pool = Pool::open(name, open);
-    if (pool) return pool;
-    struct stat st {};
-    const bool still_there = ::stat(Pool::segment_path(name).c_str(), &st) == 0;
-    if (pool.code() != Errc::lease_expired && !(pool.code() == Errc::not_found && still_there)) return pool;
-    open.create_if_missing = true;
-    open.create.size_bytes = 0;
-    pool = Pool::open(name, open);
-    if (!pool && pool.code() == Errc::invalid_argument)
-        return make_error(Errc::not_found, "pool '" + name + "' disappeared while the reaper attached");
-    return pool;
+    open.allow_expired = true;
+    return Pool::open(name, open);
 }
 
 }  // namespace

@@ -55,7 +55,7 @@ struct OpenOptions {
     PoolOptions create;                  ///< used when creating (name is taken from open's argument)
     uint64_t heartbeat_timeout_ns = 0;   ///< registry: heartbeat older than this = dead; 0 = pid only
     bool reap_on_open = true;            ///< opportunistic reaping (dead processes, expired regions)
-    bool allow_expired = false;          ///< attach even when every lease ran out (reaper, lease tools)
+    bool allow_expired = false;          ///< attach even when every lease ran out or removal is under way (reaper, lease tools)
 };
 
 /// Identifies a region across processes: directory index + generation.
