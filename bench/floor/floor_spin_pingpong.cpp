@@ -3,7 +3,7 @@
 //  - spin_pingpong: two processes, one anonymous MAP_SHARED page, each owns one 8-byte
 //    sequence word in its own cache line; acquire/release spin. Records every round trip
 //    (one clock read per round trip); reports one-way = RTT/2 percentiles, and RTT.
-//    Waits PAUSE-spin, then sched_yield() after 4096 spins (see Backoff in common.h), so
+//    Waits PAUSE-spin, then sched_yield() after 256 spins (see Backoff in common.h), so
 //    an oversubscribed machine measures the hand-off rather than a lost time slice.
 //  - spin_stream: one-way throughput ceiling for 64-byte messages: an SPSC ring of 1024
 //    64-byte slots, each slot carrying its own sequence word (no timestamps, no batching).

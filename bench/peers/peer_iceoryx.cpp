@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // Peer: Eclipse iceoryx 2.0.3 (Debian; needs iox-roudi running), zero-copy loan/publish,
-// both sides busy-polling take() (spin mode; no WaitSet; PAUSE then sched_yield after 4096
+// both sides busy-polling take() (spin mode; no WaitSet; PAUSE then sched_yield after 256
 // empty polls, see Backoff in common.h):
 //  - notify: 64-byte chunks publisher -> subscriber, lossless (WAIT_FOR_CONSUMER /
 //    BLOCK_PRODUCER, queue capacity 256). Latency = stamp before loan -> take() returned.
