@@ -21,7 +21,10 @@ count() {
 }
 
 echo "=== build-tsan"
-if bash scripts/build.sh build-tsan -Db_sanitize=thread -Db_lundef=false; then
+# -Wno-tsan: g++ 12 refuses std::atomic_thread_fence under -fsanitize=thread with -Werror
+# ("not supported with -fsanitize=thread"); the store's seqlock readers use fences. TSan does
+# not model fences, so a report on a fence-ordered seqlock copy needs reading, not a blind fix.
+if bash scripts/build.sh build-tsan -Db_sanitize=thread -Db_lundef=false -Dcpp_args=-Wno-tsan; then
     rm -f build-tsan/meson-logs/testlog.json
     TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
         meson test -C build-tsan --print-errorlogs --timeout-multiplier 3 || true
@@ -29,6 +32,21 @@ if bash scripts/build.sh build-tsan -Db_sanitize=thread -Db_lundef=false; then
 else
     total_failed=$((total_failed + 1))
 fi
+
+# ---- Reliability (issue 8) ----------------------------------------------------------------
+# The TSan run above includes tests/reliability/test_threads: the pool registry, region
+# create/remove, lease renewal and the object store racing as THREADS that share one mapping
+# (TSan cannot see races between processes through shm, so this is where it can look).
+# To run only that test under TSan:
+#   meson setup build-tsan -Db_sanitize=thread -Db_lundef=false -Dcpp_args=-Wno-tsan
+#   ninja -C build-tsan tests/reliability/test_threads
+#   TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" build-tsan/tests/reliability/test_threads
+# Under valgrind (memcheck follows forked children), one suite or everything:
+#   meson test -C build --suite reliability --wrapper 'valgrind --error-exitcode=1 -q'
+#   meson test -C build --wrapper 'valgrind --error-exitcode=1 -q'
+# Longer fuzzing than the 10 s per target of scripts/test.sh: scripts/fuzz.sh 600
+# Longer corruption run: FABRIC_RELIABILITY_ITERATIONS=5000 FABRIC_RELIABILITY_SECONDS=1200 \
+#   build/tests/reliability/test_corruption
 
 echo "=== valgrind (build)"
 if bash scripts/build.sh build; then

@@ -40,6 +40,12 @@ run_build build
 # b_lundef=false: clang refuses -Wl,--no-undefined with sanitizers; harmless with gcc.
 run_build build-asan -Db_sanitize=address,undefined -Db_lundef=false
 
+# Fuzzing (issue 8, tests/fuzz; owner: reliability): each libFuzzer target 10 s in its own clang build
+# (build-fuzz, ~90 s in all); its "fuzz: <N> passed, <N> failed" line joins the totals below (no
+# such line, e.g. a build failure, counts as one failure). Longer runs: scripts/fuzz.sh 300.
+fuzz_line=$(bash scripts/fuzz.sh 10 | tee /dev/stderr | grep -E '^fuzz: [0-9]+ passed, [0-9]+ failed$' | tail -n 1) || true
+if [ -n "$fuzz_line" ]; then read -r _ fp _ ff _ <<<"$fuzz_line"; total_passed=$((total_passed + fp)); total_failed=$((total_failed + ff)); else total_failed=$((total_failed + 1)); fi
+
 echo "=== took $(( $(date +%s) - start )) s"
 leftover=$(ls /dev/shm 2>/dev/null | grep -c '^fabric-shm\.t-' || true)
 [ "$leftover" -eq 0 ] || echo "=== warning: $leftover test segments left in /dev/shm (fabric-shm.t-*)"

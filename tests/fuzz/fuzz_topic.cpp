@@ -1,0 +1,169 @@
+// SPDX-License-Identifier: MIT
+// Fuzzes message/envelope decoding: what a consumer does with a partition ring that another
+// (possibly malicious or crashed) process wrote. At start-up a real pool with one topic
+// (1 partition, 8 slots of 256 bytes, overwrite mode) is filled with keyed messages that
+// carry headers, and its bytes are kept. Each input is a list of 12-byte patches
+// {u24 offset, u8 length 1-8, 8 value bytes} applied inside the partition region (offset
+// modulo the region length: slot state words, envelope offsets, key/header/value lengths,
+// encoded headers) or, when the first byte is odd, anywhere in the topic's regions. Then an
+// observer Consumer seeks to the earliest offset and polls everything, decoding every header
+// of every message, and the topic's region-kind check runs as fabric-shm-dump --check would.
+// Properties: no crash, no sanitizer report, every returned span lies inside the batch.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "fabric_shm/consumer.h"
+#include "fabric_shm/pool.h"
+#include "fabric_shm/topic.h"
+
+using namespace fabric_shm;
+
+namespace {
+
+constexpr const char* kPool = "ft";
+std::string g_dir, g_path;
+std::vector<uint8_t> g_template;
+struct Span {
+    uint64_t begin, length;
+};
+std::vector<Span> g_partitions, g_topic;
+
+[[noreturn]] void die(const std::string& what) {
+    std::fprintf(stderr, "fuzz_topic: setup failed: %s\n", what.c_str());
+    std::abort();
+}
+
+void remove_dir() {
+    ::unlink(g_path.c_str());
+    ::rmdir(g_dir.c_str());
+}
+
+void write_file(const std::vector<uint8_t>& bytes) {
+    const int fd = ::open(g_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) die("write " + g_path);
+    if (::write(fd, bytes.data(), bytes.size()) != ssize_t(bytes.size())) die("short write");
+    ::close(fd);
+}
+
+void build_template() {
+    char tmpl[] = "/dev/shm/fabric-fuzz-topic-XXXXXX";
+    if (!mkdtemp(tmpl)) die("mkdtemp");
+    g_dir = tmpl;
+    setenv("FABRIC_SHM_DIR", g_dir.c_str(), 1);
+    g_path = Pool::segment_path(kPool);
+    std::atexit(remove_dir);
+    auto pool = Pool::create({kPool, 1 << 20});
+    if (!pool) die(pool.error().message);
+    TopicConfig tc;
+    tc.num_partitions = 1;
+    tc.partition_capacity = 8;
+    tc.partition_stride = 256;
+    tc.on_full = OnFull::overwrite;
+    if (Status s = TopicManager(*pool).create("t", tc); !s) die(s.error().message);
+    auto producer = Producer::open(*pool, "t");
+    if (!producer) die(producer.error().message);
+    for (int i = 0; i < 11; ++i) {  // wraps the 8-slot ring once
+        const std::string key = "key-" + std::to_string(i);
+        const std::string value = "fabric://" + std::string(kPool) + "/b/object-" + std::to_string(i);
+        const std::string attempt = std::to_string(i);
+        const MessageHeader headers[] = {{"content-type", "text/plain"}, {"attempt", attempt}};
+        OutgoingMessage m;
+        m.key = {reinterpret_cast<const uint8_t*>(key.data()), key.size()};
+        m.value = {reinterpret_cast<const uint8_t*>(value.data()), value.size()};
+        m.headers = headers;
+        auto r = producer->send_to(0, m);
+        if (!r) die(r.error().message);
+    }
+    for (const RegionInfo& r : pool->regions()) {
+        if (r.kind == uint32_t(RegionKind::partition)) g_partitions.push_back({r.offset, r.length});
+        if (r.kind == uint32_t(RegionKind::topic) || r.kind == uint32_t(RegionKind::partition) ||
+            r.kind == uint32_t(RegionKind::group))
+            g_topic.push_back({r.offset, r.length});
+    }
+    if (g_partitions.empty()) die("no partition region");
+    g_template.assign(reinterpret_cast<const uint8_t*>(pool->base()),
+                      reinterpret_cast<const uint8_t*>(pool->base()) + pool->size());
+}
+
+uint32_t le(const uint8_t* p, int n) {
+    uint32_t v = 0;
+    for (int i = 0; i < n; ++i) v |= uint32_t(p[i]) << (8 * i);
+    return v;
+}
+
+bool inside(std::span<const uint8_t> part, const uint8_t* lo, const uint8_t* hi) {
+    return part.empty() || (part.data() >= lo && part.data() + part.size() <= hi);
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+    build_template();
+    return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+    if (size == 0) return 0;
+    const std::vector<Span>& areas = (data[0] & 1) ? g_topic : g_partitions;
+    ++data;
+    --size;
+    std::vector<uint8_t> seg = g_template;
+    for (; size >= 12; data += 12, size -= 12) {
+        const uint32_t raw = le(data, 3);
+        const Span& area = areas[raw % areas.size()];
+        const uint64_t off = area.begin + (raw / areas.size()) % area.length;
+        const size_t n = std::min<uint64_t>(1 + data[3] % 8, area.begin + area.length - off);
+        std::memcpy(seg.data() + off, data + 4, n);
+    }
+    write_file(seg);
+
+    OpenOptions oo;
+    oo.reap_on_open = false;
+    auto pool = Pool::open(kPool, oo);
+    if (!pool) return 0;
+    for (const RegionInfo& r : pool->regions()) {
+        if (const RegionKindOps* ops = region_kind_ops(r.kind); ops && ops->check) {
+            std::vector<std::string> violations, in_progress;
+            ops->check(*pool, r, violations, in_progress);
+        }
+    }
+    (void)TopicManager(*pool).describe("t");
+    ConsumerOptions co;
+    co.on_warning = [](std::string_view) {};
+    auto consumer = Consumer::open(*pool, "t", "", co);
+    if (!consumer) return 0;
+    if (!consumer->assign_all() || !consumer->seek(SeekPolicy::Earliest())) return 0;
+    MessageBatch batch;
+    for (int round = 0; round < 4; ++round) {
+        auto n = consumer->poll(batch, 64, 0);
+        if (!n || *n == 0) break;
+        for (const Message& m : batch) {
+            (void)m.value_str();
+            (void)m.key_str();
+            const size_t hc = m.header_count();
+            for (size_t i = 0; i < hc; ++i) {
+                const MessageHeader h = m.header_at(i);
+                const auto* lo = m.headers_raw.data();
+                const auto* hi = lo + m.headers_raw.size();
+                if (!h.name.empty() && (reinterpret_cast<const uint8_t*>(h.name.data()) < lo ||
+                                        reinterpret_cast<const uint8_t*>(h.name.data() + h.name.size()) > hi))
+                    std::abort();
+                if (!h.value.empty() && (reinterpret_cast<const uint8_t*>(h.value.data()) < lo ||
+                                         reinterpret_cast<const uint8_t*>(h.value.data() + h.value.size()) > hi))
+                    std::abort();
+            }
+            (void)m.header("content-type");
+            // A message never exceeds its slot: key + headers + value <= stride - envelope.
+            if (m.key.size() + m.headers_raw.size() + m.value.size() > 256) std::abort();
+            (void)inside;
+        }
+    }
+    return 0;
+}
