@@ -250,6 +250,49 @@ void parked(const std::string& pool_name, Pool& pool, uint64_t rounds, Shared* s
                 topic_rtt / 2e3, topic_rtt / raw_rtt);
 }
 
+/// Per-side cost in one process (best of 30 rounds of 4096): what each side of the pipeline
+/// needs per message, independent of how the scheduler places two processes.
+void per_side_cost(Pool& pool, bool coarse) {
+    TopicManager mgr(pool);
+    TopicConfig cfg;
+    cfg.num_partitions = 1;
+    cfg.partition_capacity = 4096;
+    cfg.partition_stride = 128;
+    cfg.on_full = OnFull::overwrite;
+    const char* topic = coarse ? "costc" : "cost";
+    if (auto st = mgr.create(topic, cfg); !st) die("create", st.error());
+    ProducerOptions po;
+    po.coarse_timestamps = coarse;
+    auto prod = Producer::open(pool, topic, po);
+    ConsumerOptions co;
+    co.wait = WaitMode::spin;
+    auto cons = Consumer::open(pool, topic, "cost", co);
+    if (!prod || !cons || !cons->assign_all().ok()) std::abort();
+    MessageBatch b;
+    uint8_t msg[64] = {};
+    double best_send = 1e9, best_recv = 1e9;
+    for (int round = 0; round < 30; ++round) {
+        uint64_t t0 = mono_now_ns();
+        for (int i = 0; i < 4096; ++i)
+            if (!prod->send(std::span<const uint8_t>(msg, sizeof msg))) std::abort();
+        uint64_t t1 = mono_now_ns();
+        size_t got = 0;
+        while (got < 4096) {
+            auto n = cons->poll(b, 4096, 0);
+            if (!n) std::abort();
+            got += *n;
+        }
+        if (!cons->commit().ok()) std::abort();
+        uint64_t t2 = mono_now_ns();
+        best_send = std::min(best_send, double(t1 - t0) / 4096);
+        best_recv = std::min(best_recv, double(t2 - t1) / 4096);
+    }
+    std::printf("  %s timestamps: send %.0f ns/msg, poll %.0f ns/msg (best of 30 x 4096; one side each: "
+                "%.1f M msgs/s per core)\n",
+                coarse ? "coarse " : "precise", best_send, best_recv, 1e3 / std::max(best_send, best_recv));
+    (void)mgr.remove(topic);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -258,6 +301,9 @@ int main(int argc, char** argv) {
     auto pool = Pool::create(PoolOptions{name, 64ull << 20});
     if (!pool) die("create pool", pool.error());
     Shared* sh = shared_map();
+    std::printf("per-side cost (1 process, 64-byte messages):\n");
+    per_side_cost(*pool, false);
+    per_side_cost(*pool, true);
     std::printf("throughput (2 processes, 64-byte messages, spin mode, 1 partition x 4096 slots):\n");
     double best = 0;
     for (int rep = 0; rep < 3; ++rep) best = std::max(best, throughput(name, *pool, "tput", OnFull::block, n, sh));

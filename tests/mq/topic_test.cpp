@@ -180,6 +180,9 @@ TEST_CASE("producer: keyed sends keep per-key order on one partition; headers an
         if (part_of.count(key)) CHECK(part_of[key] == r->partition);
         part_of[key] = r->partition;
     }
+    auto kv = prod->send(std::string_view("k1"), std::string_view("1000"));
+    REQUIRE(kv.ok());
+    CHECK(kv->partition == part_of["k1"]);
     // FNV-1a 64 is the documented hash: pin a known value so it never changes by accident.
     CHECK(key_hash(bytes("a")) == 0xaf63dc4c8601ec8cULL);
     MessageHeader hs[] = {{"uri", "fabric://p/b/k"}, {"version", "7"}};
@@ -192,7 +195,7 @@ TEST_CASE("producer: keyed sends keep per-key order on one partition; headers an
     REQUIRE(cons->assign(all).ok());
     MessageBatch b;
     auto n = cons->poll(b, 100, 0);
-    REQUIRE(*n == 41);
+    REQUIRE(*n == 42);
     std::map<std::string, int> last;
     bool saw_headers = false;
     for (const Message& m : b) {

@@ -150,6 +150,8 @@ public:
     Result<SendResult> send(std::string_view value) {
         return send(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(value.data()), value.size()));
     }
+    /// send(key, value): keyed (see send_keyed).
+    Result<SendResult> send(std::string_view key, std::string_view value) { return send_keyed(key, value); }
     /// Partition = key_hash(key) % num_partitions: same key, same partition, in order.
     Result<SendResult> send_keyed(std::span<const uint8_t> key, std::span<const uint8_t> value,
                                   std::span<const MessageHeader> headers = {});
