@@ -1,20 +1,30 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# The main command (README): installs what is missing, builds, and runs what exists of the
-# pipeline. For now: create the pool ${FABRIC_SHM_POOL:-default} if missing (re-creating it
-# when an older build left an incompatible layout behind) and show it with fabric-shm-dump.
-# Later issues extend this to the recipe pipeline (producer -> topic -> worker group).
+# The main command (README): installs what is missing, builds, and runs the recipe end to end
+# on pool ${FABRIC_SHM_POOL:-default} (created if missing; re-created when an older build left
+# an incompatible layout behind): two workers join group 'processors' on topic 'object-events'
+# (the first creates the topic), the producer ingests scripts/samples/, the script waits for
+# every result, prints a few and the dump, and stops the workers with SIGTERM. A pool this
+# script created is removed at the end (FABRIC_SHM_KEEP=1 keeps it for fabric-shm-dump).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-bash scripts/install-deps.sh
-bash scripts/build.sh build
+# FABRIC_SHM_BUILD_DIR=DIR uses an existing build as is (the e2e tests run this script so).
+if [ -n "${FABRIC_SHM_BUILD_DIR:-}" ]; then
+    builddir="$FABRIC_SHM_BUILD_DIR"
+else
+    builddir="$PWD/build"
+    bash scripts/install-deps.sh
+    bash scripts/build.sh build
+fi
 
 pool="${FABRIC_SHM_POOL:-default}"
-cli=build/tools/fabric-shm
-dump=build/tools/dump/fabric-shm-dump
+cli="$builddir/tools/fabric-shm"
+dump="$builddir/tools/dump/fabric-shm-dump"
 
 create() { "$cli" pool create --exist-ok --pool "$pool" --json 2>&1; }
+existed=0
+"$cli" pool ls --json 2>/dev/null | grep -q "\"name\":\"$pool\"" && existed=1
 
 if out=$(create); then
     echo "run-demo: pool '$pool' is ready"
@@ -30,4 +40,44 @@ else
     exit 1
 fi
 
+# ---- The recipe: store -> topic -> worker group -> results ------------------------------
+# shellcheck source=scripts/demo-lib.sh
+source scripts/demo-lib.sh
+FABRIC_SHM_BUILD_DIR="$builddir" demo_init recipe "$pool"
+[ "$existed" = 1 ] || demo_created_pool=1  # made above: remove it at the end
+topic=object-events
+group=processors
+samples=scripts/samples
+mapfile -t keys < <(keys_of "$samples")
+
+say "1. two workers join group '$group' on topic '$topic' (the first creates it, 4 partitions);"
+say "   each runs \`tr a-z A-Z\` on every object (--exec: any program is the \"Lambda\")"
+start_worker worker-1 --topic "$topic" --group "$group" --exec 'tr a-z A-Z'
+w1=$last_pid
+wait_members "$topic" "$group" 1
+start_worker worker-2 --topic "$topic" --group "$group" --exec 'tr a-z A-Z'
+w2=$last_pid
+wait_members "$topic" "$group" 2
+
+say "2. the producer puts ${#keys[@]} files into fabric://$pool/uploads/ and notifies '$topic'"
+"$producer" --pool "$pool" --bucket uploads --topic "$topic" "$samples"
+
+say "3. waiting for every result in fabric://$pool/results/"
+wait_results uploads results 30 "${keys[@]}"
+say "   all ${#keys[@]} results written; a few of them:"
+for k in "${keys[@]:0:3}"; do
+    echo "--- fabric://$pool/results/$k"
+    "$cli" get "fabric://$pool/results/$k"
+done
+
+say "4. the pool (fabric-shm-dump):"
 "$dump" --pool "$pool"
+
+say "5. stopping the workers (SIGTERM: finish in-flight work, commit, leave the group)"
+for pid in "$w1" "$w2"; do stop_worker "$pid"; done
+for w in worker-1 worker-2; do summary_line "$w"; done
+if [ "$demo_created_pool" = 1 ] && [ "${FABRIC_SHM_KEEP:-0}" != 1 ]; then
+    say "done; pool '$pool' is removed on exit (FABRIC_SHM_KEEP=1 keeps it)"
+else
+    say "done; pool '$pool' is kept: $dump --pool $pool"
+fi

@@ -148,6 +148,7 @@ Result<ExecOutcome> run_exec(const ExecSpec& spec, std::span<const uint8_t> inpu
                 in_w.reset();
             }
         }
+        if (reaped && out_r.fd < 0 && err_r.fd < 0) break;
         if (reaped && now - exited_at > kDrainGraceNs) break;  // a straggler keeps the pipes open
         if (!killed && spec.timeout_ns != 0 && now - start >= spec.timeout_ns) {
             out.timed_out = true;
