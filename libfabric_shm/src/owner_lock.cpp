@@ -10,6 +10,14 @@
 namespace fabric_shm::detail {
 
 namespace {
+/// Distinguishes threads of one process (which share one OwnerToken): the lock word is
+/// (thread tag << 32) | token. Liveness is asked about the token alone.
+uint64_t thread_tag() noexcept {
+    static std::atomic<uint32_t> next{1};
+    thread_local const uint32_t tag = next.fetch_add(1, std::memory_order_relaxed);
+    return uint64_t(tag) << 32;
+}
+
 void sleep_ns(uint64_t ns) {
     timespec ts{time_t(ns / kNsPerSec), long(ns % kNsPerSec)};
     nanosleep(&ts, nullptr);
@@ -19,6 +27,7 @@ void sleep_ns(uint64_t ns) {
 Result<LockAcquired> owner_lock_acquire(std::atomic<uint64_t>& word, const Pool& pool, OwnerToken me,
                                         uint64_t timeout_ns, const char* what) {
     if (me == 0) return make_error(Errc::permission_denied, std::string(what) + ": a read-only pool cannot lock");
+    const uint64_t mine = thread_tag() | me;
     const uint64_t start = mono_now_ns();
     uint64_t backoff = 50 * kNsPerUs;
     uint64_t next_probe = start + 2 * kNsPerMs;
@@ -27,11 +36,12 @@ Result<LockAcquired> owner_lock_acquire(std::atomic<uint64_t>& word, const Pool&
         if (held == 0) {
             // Acquire: pairs with owner_lock_release's release store; the critical section
             // of the previous holder happens-before ours.
-            if (word.compare_exchange_weak(held, me, std::memory_order_acquire, std::memory_order_relaxed))
+            if (word.compare_exchange_weak(held, mine, std::memory_order_acquire, std::memory_order_relaxed))
                 return LockAcquired{false};
             continue;
         }
-        if (held == me) return make_error(Errc::busy, std::string(what) + ": already held by this registration");
+        if (held == mine) return make_error(Errc::busy, std::string(what) + ": already held by this thread");
+        const OwnerToken holder = OwnerToken(held);  // low 32 bits: the holder's registration
         if (spin < 64) {
             __builtin_ia32_pause();
             continue;
@@ -39,10 +49,10 @@ Result<LockAcquired> owner_lock_acquire(std::atomic<uint64_t>& word, const Pool&
         const uint64_t now = mono_now_ns();
         if (now >= next_probe) {
             next_probe = now + 2 * kNsPerMs;
-            if (pool.registry().liveness(OwnerToken(held), now) == Liveness::certainly_dead) {
+            if (holder != me && pool.registry().liveness(holder, now) == Liveness::certainly_dead) {
                 // Takeover by CAS on the exact dead token: a holder wrongly presumed dead
                 // then fails its release instead of silently "succeeding".
-                if (word.compare_exchange_strong(held, me, std::memory_order_acquire, std::memory_order_relaxed)) {
+                if (word.compare_exchange_strong(held, mine, std::memory_order_acquire, std::memory_order_relaxed)) {
                     const_cast<layout::PoolHeader&>(pool.header()).stolen_locks.fetch_add(1, std::memory_order_relaxed);
                     return LockAcquired{true};
                 }
@@ -51,7 +61,7 @@ Result<LockAcquired> owner_lock_acquire(std::atomic<uint64_t>& word, const Pool&
         }
         if (timeout_ns != 0 && now - start >= timeout_ns)
             return make_error(Errc::busy, std::string(what) + " is held by live process token " +
-                                              std::to_string(held) + " for more than " + format_duration_ns(timeout_ns));
+                                              std::to_string(holder) + " for more than " + format_duration_ns(timeout_ns));
         if (spin < 128) {
             sched_yield();
             continue;
@@ -62,7 +72,7 @@ Result<LockAcquired> owner_lock_acquire(std::atomic<uint64_t>& word, const Pool&
 }
 
 bool owner_lock_release(std::atomic<uint64_t>& word, OwnerToken me) noexcept {
-    uint64_t expected = me;
+    uint64_t expected = thread_tag() | me;
     // Release: publishes this critical section to the next acquirer.
     return word.compare_exchange_strong(expected, 0, std::memory_order_release, std::memory_order_relaxed);
 }

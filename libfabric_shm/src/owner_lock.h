@@ -16,7 +16,9 @@ struct LockAcquired {
     bool stolen = false;  ///< the previous holder was certainly dead: repair before use
 };
 
-/// Acquire `word` (0 = free, else holder token in the low 32 bits). Spins briefly, then
+/// Acquire `word` (0 = free, else (thread tag << 32) | holder token: threads of one process
+/// share a token and exclude each other through the tag). Must be released by the same
+/// thread. Spins briefly, then
 /// sleeps with backoff (50 us .. 2 ms); every ~2 ms it asks the registry whether the holder
 /// is certainly dead and, if so, takes the lock over by CAS (holder -> me), so a slow holder
 /// wrongly presumed dead finds its release failing rather than silently succeeding.

@@ -180,7 +180,7 @@ TEST_CASE("owner lock: a lock held by a dead process is taken over and the takeo
     auto got = detail::owner_lock_acquire(word, *pool, pool->self(), 5 * kNsPerSec, "test lock");
     REQUIRE(got);
     CHECK(got->stolen);
-    CHECK(word.load() == pool->self());
+    CHECK(OwnerToken(word.load()) == pool->self());
     // The presumed-dead holder's release now fails instead of releasing our lock.
     CHECK_FALSE(detail::owner_lock_release(word, dead));
     CHECK(detail::owner_lock_release(word, pool->self()));
