@@ -145,5 +145,18 @@ print(f"[{sys.argv[2]}] {d['member']}: {d['processed']} results, {d['skipped']} 
 PY
 }
 
+# wait_count BUCKET N TIMEOUT_S: until the bucket holds N keys (fresh pools: one `ls` per round).
+wait_count() {
+    local bucket="$1" want="$2" timeout="$3" n=0
+    local end=$((SECONDS + timeout))
+    while [ "$SECONDS" -lt "$end" ]; do
+        n=$("$cli" ls "fabric://$pool/$bucket/" --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["keys"]))')
+        [ "$n" -ge "$want" ] && return 0
+        sleep 0.1
+    done
+    say "timed out after ${timeout}s: $n of $want results in '$bucket'"
+    return 1
+}
+
 # keys_of DIR: the file names the producer will use as keys.
 keys_of() { (cd "$1" && find . -maxdepth 1 -type f -printf '%f\n' | sort); }
