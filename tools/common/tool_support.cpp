@@ -172,4 +172,19 @@ Result<std::vector<std::string>> select_pools(const std::string& pool_flag, bool
     return std::vector<std::string>{name.value()};
 }
 
+SubArgs split_action(int argc, char** argv) {
+    SubArgs s;
+    s.argv0 = argv[0];
+    int first = 1;
+    if (argc >= 2 && argv[1][0] != '-') {
+        s.action = argv[1];
+        s.argv0 += " " + s.action;
+        first = 2;
+    }
+    s.argv.push_back(s.argv0.data());
+    for (int i = first; i < argc; ++i) s.argv.push_back(argv[i]);
+    s.argv.push_back(nullptr);
+    return s;
+}
+
 }  // namespace fabric_shm::cli

@@ -57,6 +57,16 @@ private:
 };
 
 /// Pools to operate on: every pool present with --all, else the resolved --pool.
+/// Splits `fabric-shm <command> <action> ...` into the action and an argv for cxxopts whose
+/// argv[0] names the full command ("fabric-shm pool create").
+struct SubArgs {
+    std::string action;
+    std::string argv0;
+    std::vector<char*> argv;
+    int argc() const { return int(argv.size()) - 1; }
+};
+SubArgs split_action(int argc, char** argv);
+
 Result<std::vector<std::string>> select_pools(const std::string& pool_flag, bool all);
 
 }  // namespace fabric_shm::cli

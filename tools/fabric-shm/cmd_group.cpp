@@ -16,27 +16,6 @@
 namespace fabric_shm::cli {
 namespace {
 
-struct SubArgs {
-    std::string action;
-    std::string argv0;
-    std::vector<char*> argv;
-    int argc() const { return int(argv.size()) - 1; }
-};
-
-SubArgs split_action(int argc, char** argv) {
-    SubArgs s;
-    s.argv0 = argv[0];
-    int first = 1;
-    if (argc >= 2 && argv[1][0] != '-') {
-        s.action = argv[1];
-        s.argv0 += " " + s.action;
-        first = 2;
-    }
-    s.argv.push_back(s.argv0.data());
-    for (int i = first; i < argc; ++i) s.argv.push_back(argv[i]);
-    s.argv.push_back(nullptr);
-    return s;
-}
 
 void add_common(cxxopts::Options& o) {
     o.add_options()("pool", "pool name (default $FABRIC_SHM_POOL, else \"default\")",

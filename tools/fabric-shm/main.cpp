@@ -22,6 +22,7 @@ const std::vector<Registration> kRegistrations = {
     cli::register_pool_commands,  // pool create|ls|rm, lease ls|renew
     cli::register_group_commands,  // group ls|describe|rm|reset|skip (issue 5)
     cli::register_object_commands,  // put, get, head, rm, ls
+    cli::register_topic_commands,  // topic create|ls|describe|rm, send, tail (issue 4)
 };
 
 void print_help(const std::vector<cli::Command>& commands) {
