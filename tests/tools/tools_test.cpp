@@ -435,3 +435,29 @@ TEST_CASE("fabric-shm: topic create/ls/describe/rm, send and tail round-trip mes
     CHECK(run_tool("fabric-shm", "topic rm events --json" + pool).rc == 0);
     CHECK(error_code(run_tool("fabric-shm", "topic describe events --json" + pool)) == "not_found");
 }
+
+TEST_CASE("fabric-shm: put --notify fans out to every topic and names the topics it could not notify") {
+    const std::string name = test::unique_pool_name("notify");
+    test::PoolCleanup cleanup(name);
+    const std::string pool = " --pool " + name;
+    REQUIRE(run_tool("fabric-shm", "topic create a --json" + pool).rc == 0);
+    REQUIRE(run_tool("fabric-shm", "topic create b --json" + pool).rc == 0);
+    const std::string put = test::build_path("tools/fabric-shm") + " put fabric://" + name + "/uploads/k ";
+    std::string out;
+    REQUIRE(test::run_command("echo hi | " + put + "- --notify a --notify b --json", &out) == 0);
+    json doc = json::parse(out);
+    CHECK(doc["notified"].size() == 2);
+    out.clear();
+    CHECK(test::run_command("echo hi | " + put + "- --notify a --notify missing --json", &out) == 1);
+    doc = json::parse(out);
+    CHECK(doc["version"] == 2);  // the object stays
+    CHECK(doc["notified"][1]["error"]["code"] == "not_found");
+    out.clear();
+    REQUIRE(test::run_command(test::build_path("tools/fabric-shm") + " tail a --json" + pool, &out) == 0);
+    std::istringstream in(out);
+    std::vector<json> lines;
+    for (std::string line; std::getline(in, line);) lines.push_back(json::parse(line));
+    REQUIRE(lines.size() == 2);
+    CHECK(lines[1]["value"] == "fabric://" + name + "/uploads/k");
+    CHECK(lines[1]["headers"]["fabric-version"] == "2");
+}

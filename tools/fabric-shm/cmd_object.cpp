@@ -21,6 +21,8 @@
 #include "cli.h"
 #include "fabric_shm/clock.h"
 #include "fabric_shm/mem_object_store.h"
+#include "fabric_shm/topic.h"
+#include "fabric_shm/worker_loop.h"
 #include "fabric_shm/names.h"
 #include "fabric_shm/pool.h"
 #include "fabric_shm/uri.h"
@@ -171,9 +173,10 @@ int cmd_put(int argc, char** argv) {
         "ttl", "per-object expiry (500ms, 30s, 5m, 1h, 2d); expired objects read as absent",
         cxxopts::value<std::string>())("if-absent", "only if no object exists under URI (else exit 1, conflict)")(
         "if-version", "only if the current version is N (else exit 1, conflict)", cxxopts::value<uint64_t>())(
-        "pool-size", "size of the pool when put creates it", cxxopts::value<std::string>()->default_value("32M"));
-    // --notify TOPIC (issue 4, topics): publish uri.to_string() on TOPIC after a successful put.
-    // Add the option above and the publish call at the NOTIFY point below.
+        "pool-size", "size of the pool when put creates it", cxxopts::value<std::string>()->default_value("32M"))(
+        "notify", "after the put, send the URI (headers fabric-version, fabric-put-ts; keyed by the object key) "
+                  "on TOPIC (repeatable: fan-out)",
+        cxxopts::value<std::vector<std::string>>());
     cxxopts::ParseResult r;
     int rc = 0;
     if (!parse_options(o, int(args.size()), args.data(), out, r, &rc)) return rc;
@@ -222,12 +225,46 @@ int cmd_put(int argc, char** argv) {
     if (!store) return fail(out, store.error());
     auto version = (*store)->put(*uri, *data, options);
     if (!version) return fail(out, version.error());
-    // NOTIFY: --notify TOPIC publishes here, after the object is visible (issue 4).
+    // Notify after the object is visible. Each topic is tried; a failure is reported per topic
+    // and the object stays (at-least-once: re-running the put + notify is safe for workers).
+    nlohmann::json notified = nlohmann::json::array();
+    std::vector<std::string> failed;
+    if (r.count("notify")) {
+        const std::string uri_text = uri->to_string();
+        const std::string version_text = std::to_string(*version);
+        const std::string put_ts = std::to_string(wall_now_ns());
+        const MessageHeader headers[] = {{kHeaderVersion, version_text}, {kHeaderPutTime, put_ts}};
+        const auto key = std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(uri->key().data()), uri->key().size());
+        const auto value = std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(uri_text.data()), uri_text.size());
+        for (const std::string& topic : r["notify"].as<std::vector<std::string>>()) {
+            auto producer = Producer::open(*pool, topic);
+            Result<SendResult> sent = producer ? producer->send_keyed(key, value, headers)
+                                               : Result<SendResult>(std::move(producer).error());
+            if (sent) {
+                notified.push_back({{"topic", topic}, {"partition", sent->partition}, {"offset", sent->offset}});
+            } else {
+                failed.push_back(topic);
+                notified.push_back({{"topic", topic}, {"error", {{"code", std::string(errc_name(sent.code()))},
+                                                                 {"message", sent.error().message}}}});
+                if (!out.json) std::cerr << "fabric-shm put: notify '" << topic << "' failed: " << sent.error().message << "\n";
+            }
+        }
+    }
     if (out.json) {
-        print_json({{"uri", uri->to_string()}, {"version", *version}, {"size", data->size()},
-                    {"crc32", crc32(data->data(), data->size())}});
+        nlohmann::json doc = {{"uri", uri->to_string()}, {"version", *version}, {"size", data->size()},
+                              {"crc32", crc32(data->data(), data->size())}};
+        if (r.count("notify")) doc["notified"] = notified;
+        print_json(doc);
     } else {
         std::cout << *version << "\n";
+    }
+    if (!failed.empty()) {
+        std::string names;
+        for (const auto& t : failed) names += (names.empty() ? "" : ", ") + t;
+        if (!out.json)
+            std::cerr << "fabric-shm put: stored " << uri->to_string() << " version " << *version
+                      << " but did not notify: " << names << "\n";
+        return kExitRuntime;
     }
     return kExitOk;
 }
