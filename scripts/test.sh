@@ -43,7 +43,13 @@ run_build build-asan -Db_sanitize=address,undefined -Db_lundef=false
 # Fuzzing (issue 8, tests/fuzz; owner: reliability): each libFuzzer target 10 s in its own clang build
 # (build-fuzz, ~90 s in all); its "fuzz: <N> passed, <N> failed" line joins the totals below (no
 # such line, e.g. a build failure, counts as one failure). Longer runs: scripts/fuzz.sh 300.
-fuzz_line=$(bash scripts/fuzz.sh 10 | tee /dev/stderr | grep -E '^fuzz: [0-9]+ passed, [0-9]+ failed$' | tail -n 1) || true
+# (Output goes through a temp file, not `tee /dev/stderr`: re-opening stderr truncates it when
+# it is a regular file, e.g. `bash .ci/run > log 2>&1`.)
+fuzz_log=$(mktemp)
+bash scripts/fuzz.sh 10 >"$fuzz_log" 2>&1 || true
+cat "$fuzz_log"
+fuzz_line=$(grep -E '^fuzz: [0-9]+ passed, [0-9]+ failed$' "$fuzz_log" | tail -n 1) || true
+rm -f "$fuzz_log"
 if [ -n "$fuzz_line" ]; then read -r _ fp _ ff _ <<<"$fuzz_line"; total_passed=$((total_passed + fp)); total_failed=$((total_failed + ff)); else total_failed=$((total_failed + 1)); fi
 
 echo "=== took $(( $(date +%s) - start )) s"
