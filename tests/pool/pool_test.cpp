@@ -121,8 +121,8 @@ TEST_CASE("pool: attach to damaged segments yields distinct typed errors, never 
     }
     SUBCASE("bumped major version") {
         std::vector<char> bumped = good;
-        auto* h = reinterpret_cast<layout::PoolHeader*>(bumped.data());
-        h->version_major = layout::kLayoutMajor + 1;
+        const uint16_t major = layout::kLayoutMajor + 1;  // memcpy: the vector is not 4 KiB aligned
+        std::memcpy(bumped.data() + offsetof(layout::PoolHeader, version_major), &major, sizeof major);
         write_file(path, bumped);
         auto r = Pool::open(cleanup.name());
         CHECK(r.code() == Errc::version_mismatch);
@@ -130,8 +130,10 @@ TEST_CASE("pool: attach to damaged segments yields distinct typed errors, never 
     }
     SUBCASE("data area past the end") {
         std::vector<char> bad = good;
-        auto* h = reinterpret_cast<layout::PoolHeader*>(bad.data());
-        h->data_size = h->pool_size;  // data_offset + data_size > pool_size
+        uint64_t pool_size = 0;  // memcpy: the vector is not 4 KiB aligned
+        std::memcpy(&pool_size, bad.data() + offsetof(layout::PoolHeader, pool_size), sizeof pool_size);
+        // data_offset + data_size > pool_size
+        std::memcpy(bad.data() + offsetof(layout::PoolHeader, data_size), &pool_size, sizeof pool_size);
         write_file(path, bad);
         auto r = Pool::open(cleanup.name());
         CHECK(r.code() == Errc::corrupt);
