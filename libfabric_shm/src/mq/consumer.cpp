@@ -12,6 +12,7 @@
 #include "fabric_shm/names.h"
 #include "futex.h"
 #include "mq/topic_internal.h"
+#include "seqlock_copy.h"
 
 namespace fabric_shm {
 
@@ -324,7 +325,7 @@ Result<size_t> Consumer::Impl::drain(uint32_t p, MessageBatch& b, size_t limit, 
         const uint64_t total = uint64_t(kl) + hl + vl;
         const size_t at = b.starts_.empty() ? 0 : b.starts_.back();
         const bool fits = total <= payload_max;
-        if (fits) std::memcpy(b.arena_.data() + at, s + 1, total);
+        if (fits) detail::seqlock_copy_out(b.arena_.data() + at, s + 1, total);
         std::atomic_thread_fence(std::memory_order_acquire);  // the copy above happens before the re-check
         const uint64_t w2 = s->state.load(std::memory_order_relaxed);
         if (w2 != w1) continue;  // re-evaluate: it now shows a later lap (gap) or a new claim

@@ -13,6 +13,7 @@
 #include "fabric_shm/topic.h"
 #include "futex.h"
 #include "mq/topic_internal.h"
+#include "seqlock_copy.h"
 
 namespace fabric_shm {
 
@@ -236,17 +237,17 @@ Result<SendResult> Producer::Impl::send_one(uint32_t p, const OutgoingMessage& m
     s->key_len = uint16_t(m.key.size());
     s->headers_len = uint16_t(headers_len);
     auto* dst = reinterpret_cast<uint8_t*>(s + 1);
-    if (!m.key.empty()) std::memcpy(dst, m.key.data(), m.key.size());
+    detail::seqlock_copy_in(dst, m.key.data(), m.key.size());
     dst += m.key.size();
     for (const MessageHeader& h : m.headers) {
         const uint16_t nl = uint16_t(h.name.size()), vl = uint16_t(h.value.size());
-        std::memcpy(dst, &nl, 2);
-        std::memcpy(dst + 2, &vl, 2);
-        std::memcpy(dst + 4, h.name.data(), nl);
-        std::memcpy(dst + 4 + nl, h.value.data(), vl);
+        detail::seqlock_copy_in(dst, &nl, 2);
+        detail::seqlock_copy_in(dst + 2, &vl, 2);
+        detail::seqlock_copy_in(dst + 4, h.name.data(), nl);
+        detail::seqlock_copy_in(dst + 4 + nl, h.value.data(), vl);
         dst += 4 + nl + vl;
     }
-    if (!m.value.empty()) std::memcpy(dst, m.value.data(), m.value.size());
+    detail::seqlock_copy_in(dst, m.value.data(), m.value.size());
     FABRIC_CRASH_POINT("mq.send.before_publish");
     uint64_t claimed = make_slot_word(kSlotClaimed, lap, me);
     // Publish: seq_cst (a release for the envelope, pairing with readers' acquire of the word;

@@ -12,6 +12,7 @@
 #include "fabric_shm/counters.h"
 #include "fabric_shm/crash_point.h"
 #include "fabric_shm/names.h"
+#include "seqlock_copy.h"
 #include "store/store_core.h"
 
 namespace fabric_shm {
@@ -265,29 +266,32 @@ Result<uint64_t> check_options(const PutOptions& o) {
     return enc;
 }
 
-/// Writes header (except the fields publish() sets) and trailer into a loaned block.
+/// Writes header (except the fields publish() sets) and trailer into a loaned block. A stale
+/// reader may still be copying from this block (it was free a moment ago): the bytes go in
+/// through seqlock_copy_in (src/seqlock_copy.h).
 void write_header(std::byte* block, uint64_t size, uint32_t crc, const detail::StoreKey& key, const PutOptions& o,
                   uint64_t meta_len) {
-    auto* h = reinterpret_cast<ObjectHeader*>(block);
-    h->magic = kObjectMagic;
-    h->crc32 = crc;
-    h->size = size;
-    h->key_len = uint16_t(key.len);
-    h->ctype_len = uint8_t(o.content_type.size());
-    h->meta_pairs = uint8_t(o.metadata.size());
-    h->meta_len = uint16_t(meta_len);
-    h->reserved = 0;
+    ObjectHeader h{};
+    h.magic = kObjectMagic;
+    h.crc32 = crc;
+    h.size = size;
+    h.key_len = uint16_t(key.len);
+    h.ctype_len = uint8_t(o.content_type.size());
+    h.meta_pairs = uint8_t(o.metadata.size());
+    h.meta_len = uint16_t(meta_len);
+    h.reserved = 0;
+    detail::seqlock_copy_in(block, &h, sizeof h);
     std::byte* t = block + kPayloadOffset + align8(size);
-    std::memcpy(t, key.bytes, key.len);
+    detail::seqlock_copy_in(t, key.bytes, key.len);
     t += key.len;
-    if (!o.content_type.empty()) std::memcpy(t, o.content_type.data(), o.content_type.size());
+    detail::seqlock_copy_in(t, o.content_type.data(), o.content_type.size());
     t += o.content_type.size();
     for (const auto& [k, v] : o.metadata) {
         const uint16_t kl = uint16_t(k.size()), vl = uint16_t(v.size());
-        std::memcpy(t, &kl, 2);
-        std::memcpy(t + 2, &vl, 2);
-        std::memcpy(t + 4, k.data(), kl);
-        std::memcpy(t + 4 + kl, v.data(), vl);
+        detail::seqlock_copy_in(t, &kl, 2);
+        detail::seqlock_copy_in(t + 2, &vl, 2);
+        detail::seqlock_copy_in(t + 4, k.data(), kl);
+        detail::seqlock_copy_in(t + 4 + kl, v.data(), vl);
         t += 4 + kl + vl;
     }
 }
@@ -318,7 +322,7 @@ Result<uint64_t> MemObjectStore::put(const FabricUri& uri, std::span<const uint8
     FABRIC_CRASH_POINT("store.put.after_alloc");
     detail::BlockLoc loc;
     core.locate(*block, loc);
-    if (!data.empty()) std::memcpy(loc.data + kPayloadOffset, data.data(), data.size());
+    detail::seqlock_copy_in(loc.data + kPayloadOffset, data.data(), data.size());
     write_header(loc.data, data.size(), crc32(data.data(), data.size()), *key, options, *meta_len);
     FABRIC_CRASH_POINT("store.put.after_fill");
     auto v = core.publish({&*key, *block, &options}, me);
@@ -351,8 +355,7 @@ Result<std::optional<ObjectData>> MemObjectStore::get(const FabricUri& uri) {
         const detail::Found& found = **f;
         ObjectData od;
         od.info = core.info_of(found.snap);
-        const auto* src = reinterpret_cast<const uint8_t*>(found.snap.loc.data + kPayloadOffset);
-        od.data.assign(src, src + found.snap.h.size);  // the copy (no zero-fill first)
+        detail::seqlock_assign(od.data, found.snap.loc.data + kPayloadOffset, found.snap.h.size);  // no zero-fill first
         if (!core.unchanged(found)) continue;  // overwritten while copying: look again
         const uint32_t c = crc32(od.data.data(), od.data.size());
         if (c != od.info.crc32) {

@@ -2,6 +2,7 @@
 // The object store's shared-memory algorithms. Protocols, invariants and the crash analysis
 // per step are in docs/store.md; comments here name the partner of each acquire/release.
 #include "store/store_core.h"
+#include "seqlock_copy.h"
 
 #include <sched.h>
 #include <time.h>
@@ -256,7 +257,7 @@ bool StoreCore::locate(uint32_t block, BlockLoc& loc) const noexcept {
 
 bool StoreCore::read_header(uint32_t block, uint64_t, HeaderSnapshot& snap) const noexcept {
     if (!locate(block, snap.loc) || snap.loc.capacity < kPayloadOffset) return false;
-    std::memcpy(&snap.h, snap.loc.data, sizeof(ObjectHeader));
+    seqlock_copy_out(&snap.h, snap.loc.data, sizeof(ObjectHeader));
     const ObjectHeader& h = snap.h;
     if (h.magic != kObjectMagic) return false;
     if (h.size > snap.loc.capacity - kPayloadOffset) return false;
@@ -269,7 +270,7 @@ bool StoreCore::read_header(uint32_t block, uint64_t, HeaderSnapshot& snap) cons
 
 bool StoreCore::key_matches(const HeaderSnapshot& snap, std::string_view key) const noexcept {
     return snap.h.key_len == key.size() &&
-           std::memcmp(snap.loc.data + snap.trailer_offset, key.data(), key.size()) == 0;
+           seqlock_equal(snap.loc.data + snap.trailer_offset, key.data(), key.size());
 }
 
 Result<uint32_t> StoreCore::alloc(uint64_t bytes, OwnerToken me, uint64_t* word_out) {
@@ -715,7 +716,7 @@ bool StoreCore::copy_payload(const Found& f, uint8_t* out) const noexcept {
 }
 
 bool StoreCore::copy_payload_n(const Found& f, uint8_t* out, uint64_t n) const noexcept {
-    if (n) std::memcpy(out, f.snap.loc.data + kPayloadOffset, n);
+    seqlock_copy_out(out, f.snap.loc.data + kPayloadOffset, n);
     std::atomic_thread_fence(std::memory_order_acquire);
     return block_seq(words_[f.block].load(std::memory_order_relaxed)) == block_seq(f.word);
 }
@@ -728,8 +729,15 @@ ObjectInfo StoreCore::info_of(const HeaderSnapshot& snap) const {
     info.fence_token = snap.h.fence_token;
     info.created_wall_ns = snap.h.created_wall_ns;
     info.expires_wall_ns = snap.h.expires_mono_ns ? mono_to_wall_ns(snap.h.expires_mono_ns) : 0;
-    const std::byte* t = snap.loc.data + snap.trailer_offset + snap.h.key_len;
-    if (snap.h.ctype_len) info.content_type.assign(reinterpret_cast<const char*>(t), snap.h.ctype_len);
+    // One copy of content type + metadata out of the block (a seqlock read: the caller
+    // validates the block afterwards), then parse the private copy.
+    char trailer[kMaxContentTypeLength + kMaxMetadataBytes + 4 * kMaxMetaPairs];
+    static_assert(sizeof trailer <= 16384, "the trailer copy lives on the stack");
+    const uint64_t tlen = uint64_t(snap.h.ctype_len) + snap.h.meta_len;
+    if (tlen > sizeof trailer) return info;  // impossible after read_header's checks
+    seqlock_copy_out(trailer, snap.loc.data + snap.trailer_offset + snap.h.key_len, tlen);
+    const char* t = trailer;
+    if (snap.h.ctype_len) info.content_type.assign(t, snap.h.ctype_len);
     t += snap.h.ctype_len;
     uint64_t off = 0;
     for (uint32_t i = 0; i < snap.h.meta_pairs; ++i) {
@@ -738,8 +746,7 @@ ObjectInfo StoreCore::info_of(const HeaderSnapshot& snap) const {
         std::memcpy(&kl, t + off, 2);
         std::memcpy(&vl, t + off + 2, 2);
         if (off + 4 + kl + vl > snap.h.meta_len) break;
-        info.metadata.emplace(std::string(reinterpret_cast<const char*>(t + off + 4), kl),
-                              std::string(reinterpret_cast<const char*>(t + off + 4 + kl), vl));
+        info.metadata.emplace(std::string(t + off + 4, kl), std::string(t + off + 4 + kl, vl));
         off += 4 + kl + vl;
     }
     return info;
@@ -862,11 +869,14 @@ Result<uint64_t> StoreCore::publish(const PublishArgs& a, OwnerToken me) {
         // relaxed: monotonicity comes from the RMW and the lock; the slot CAS publishes.
         const uint64_t version =
             f ? f->snap.h.version + 1 : hdr_->version_counter.fetch_add(1, std::memory_order_relaxed) + 1;
-        H->version = version;
-        H->fence_token = opt.fence_token;
-        H->created_wall_ns = wall_coarse_ns();
-        H->expires_mono_ns = opt.ttl_ns ? mono_now_ns() + opt.ttl_ns : 0;
-        H->replaces = f ? (block_seq(f->word) << 32) | (uint64_t(f->block) + 1) : 0;
+        ObjectHeader head;
+        seqlock_copy_out(&head, H, sizeof head);  // the fields write_header() filled
+        head.version = version;
+        head.fence_token = opt.fence_token;
+        head.created_wall_ns = wall_coarse_ns();
+        head.expires_mono_ns = opt.ttl_ns ? mono_now_ns() + opt.ttl_ns : 0;
+        head.replaces = f ? (block_seq(f->word) << 32) | (uint64_t(f->block) + 1) : 0;
+        seqlock_copy_in(H, &head, sizeof head);
         uint64_t w = wd.load(std::memory_order_relaxed);
         if (block_state(w) != kBlockLoaned || block_owner(w) != me)
             return make_error(Errc::corrupt, "store: our loan of block " + std::to_string(a.block) +
@@ -1076,7 +1086,7 @@ RepairCounts StoreCore::repair(uint64_t now, bool dry, OwnerToken me, std::vecto
             if (!read_header(b, w, snap)) continue;  // reported by check()
             StoreKey k;
             k.len = snap.h.key_len;
-            std::memcpy(k.bytes, snap.loc.data + snap.trailer_offset, k.len);
+            seqlock_copy_out(k.bytes, snap.loc.data + snap.trailer_offset, k.len);
             k.hash = hash_store_key(k.bytes, k.len);
             ++rc.blocks;
             note(std::string("store: finish ") + (st == kBlockCommitting ? "commit" : "remove") + " of '" +
@@ -1117,7 +1127,7 @@ RepairCounts StoreCore::repair(uint64_t now, bool dry, OwnerToken me, std::vecto
             if (!read_header(b, w, snap) || snap.h.expires_mono_ns == 0 || snap.h.expires_mono_ns > now) continue;
             StoreKey k;
             k.len = snap.h.key_len;
-            std::memcpy(k.bytes, snap.loc.data + snap.trailer_offset, k.len);
+            seqlock_copy_out(k.bytes, snap.loc.data + snap.trailer_offset, k.len);
             std::atomic_thread_fence(std::memory_order_acquire);
             if (block_seq(words_[b].load(std::memory_order_relaxed)) != block_seq(w)) continue;
             k.hash = hash_store_key(k.bytes, k.len);
@@ -1273,7 +1283,10 @@ std::vector<std::string> StoreCore::keys(uint64_t now_mono) const {
                 HeaderSnapshot snap;
                 const bool ok = read_header(b, w, snap);
                 std::string k;
-                if (ok) k.assign(reinterpret_cast<const char*>(snap.loc.data + snap.trailer_offset), snap.h.key_len);
+                if (ok) {
+                    k.resize(snap.h.key_len);
+                    seqlock_copy_out(k.data(), snap.loc.data + snap.trailer_offset, snap.h.key_len);
+                }
                 std::atomic_thread_fence(std::memory_order_acquire);
                 if (block_seq(words_[b].load(std::memory_order_relaxed)) != block_seq(w)) continue;
                 if (ok && !(snap.h.expires_mono_ns && snap.h.expires_mono_ns <= now_mono)) out.push_back(std::move(k));
