@@ -468,16 +468,23 @@ int main(int argc, char** argv) {
         std::string text;
         bool any_error = false, any_violation = false;
         for (const std::string& name : pools.value()) {
-            // Leaked on a fault (siglongjmp skips destructors): one PoolDump per fault, in a tool.
+            // On the heap so that a fault can orphan it (siglongjmp skips destructors and may
+            // leave it half-written): one PoolDump per fault, in a tool that then leaves with
+            // _exit(). A typed error is not a fault: d is intact and freed like on success.
             auto* d = new PoolDump();
+            const unsigned faults_before = cli::fault_count();
             Status s = cli::read_guarded([&] { return dump_pool(name, check, *d); }, "pool '" + name + "'");
+            if (cli::fault_count() == faults_before && !s) {
+                delete d;
+                d = nullptr;
+            }
             if (!s) {
                 if (!all) return leave(cli::fail(out, s.error()));
                 any_error = true;
                 docs.push_back({{"pool", name},
                                 {"error", {{"code", std::string(errc_name(s.code()))}, {"message", s.error().message}}}});
                 text += "pool '" + name + "': error: " + s.error().message + "\n";
-                continue;  // d is deliberately leaked: a fault may have left it half-written
+                continue;  // after a fault d is deliberately leaked (see above)
             }
             any_violation |= !d->findings.violations.empty();
             docs.push_back(std::move(d->doc));
