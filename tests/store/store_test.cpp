@@ -374,6 +374,40 @@ TEST_CASE("store: loan, fill in place, commit and pin a 1 MiB object without a c
     CHECK(f.store->stats().heap_used_bytes == 0);
 }
 
+TEST_CASE("store: a pin in a high record keeps its object through overwrite; the scan stops at the high-water mark") {
+    // Pins take the lowest free record and the retirer scans only [0, pin_high_water): hold
+    // 40 pins, release the low 39, and the last one (record 39) must still protect its object
+    // when it is overwritten and the heap is churned; records reused later start from 0.
+    Fixture f("pinhw");
+    std::vector<std::optional<PinnedView>> pins;
+    for (int i = 0; i < 40; ++i) {
+        REQUIRE(f.store->put(f.at("b", "k" + std::to_string(i)), pattern(3000, uint8_t(i))));
+        auto pin = f.store->pin(f.at("b", "k" + std::to_string(i)));
+        REQUIRE((pin && pin->has_value()));
+        pins.push_back(std::move(**pin));
+    }
+    CHECK(f.store->stats().pins_active == 40);
+    for (int i = 0; i < 39; ++i) pins[size_t(i)].reset();
+    CHECK(f.store->stats().pins_active == 1);
+    const auto expect = pattern(3000, 39);
+    REQUIRE(f.store->put(f.at("b", "k39"), pattern(3000, 200)));  // retires the pinned block
+    for (int round = 0; round < 50; ++round)                      // reuse every free block
+        for (int i = 0; i < 39; ++i) REQUIRE(f.store->put(f.at("b", "k" + std::to_string(i)), pattern(3000, uint8_t(round))));
+    REQUIRE(std::memcmp(pins[39]->bytes().data(), expect.data(), expect.size()) == 0);
+    CHECK(pins[39]->verify());
+    // A new pin lands in a low record and is seen by the scan as well.
+    auto low = f.store->pin(f.at("b", "k0"));
+    REQUIRE((low && low->has_value()));
+    const std::vector<uint8_t> before((*low)->bytes().begin(), (*low)->bytes().end());
+    REQUIRE(f.store->put(f.at("b", "k0"), pattern(3000, 77)));
+    for (int i = 1; i < 39; ++i) REQUIRE(f.store->put(f.at("b", "k" + std::to_string(i)), pattern(3000, 78)));
+    CHECK(std::vector<uint8_t>((*low)->bytes().begin(), (*low)->bytes().end()) == before);
+    low->reset();
+    pins[39].reset();
+    CHECK(f.store->stats().pins_active == 0);
+    check_store_clean(*f.pool);
+}
+
 TEST_CASE("store: a dropped loan is freed, and a commit whose condition fails keeps the loan") {
     Fixture f("loan");
     {

@@ -542,7 +542,10 @@ void StoreCore::rollback_drain(uint32_t sb, uint64_t draining) noexcept {
 // ---- retire / free / pins -----------------------------------------------------------------
 
 bool StoreCore::pinned_by_any(uint32_t block) const noexcept {
-    for (uint64_t i = 0; i < pin_slots_; ++i) {
+    // Relaxed: the caller acquired the block word with PINNED set, and every pinner raised the
+    // high water before its release CAS of that bit (pin()). Clamped: shared memory is not trusted.
+    const uint64_t high = std::min<uint64_t>(hdr_->pin_high_water.load(std::memory_order_relaxed), pin_slots_);
+    for (uint64_t i = 0; i < high; ++i) {
         // Acquire: pairs with pin()'s release CAS of the record.
         const uint64_t p = pins_[i].load(std::memory_order_acquire);
         if (p != 0 && pin_block(p) == block) return true;
@@ -614,10 +617,10 @@ Result<std::optional<uint32_t>> StoreCore::pin(const Found& f, OwnerToken me) {
     if (me == 0) return make_error(Errc::permission_denied, "pin: a read-only pool cannot record pins");
     // 1. The record first (owner + block), so the reaper can release it if we die.
     const uint64_t rec = make_pin(me, f.block);
-    uint64_t start = hdr_->pin_cursor.fetch_add(1, std::memory_order_relaxed);  // relaxed: a spreading hint
+    // Lowest free record first: keeps pin_high_water (the retirers' scan length) near the
+    // number of pins held at once instead of the table size.
     uint32_t idx = UINT32_MAX;
-    for (uint64_t k = 0; k < pin_slots_; ++k) {
-        const uint64_t i = (start + k) % pin_slots_;
+    for (uint64_t i = 0; i < pin_slots_; ++i) {
         uint64_t z = 0;
         if (pins_[i].load(std::memory_order_relaxed) == 0 &&
             // Release: the record is visible before our word CAS below (see retire()).
@@ -629,6 +632,12 @@ Result<std::optional<uint32_t>> StoreCore::pin(const Found& f, OwnerToken me) {
     if (idx == UINT32_MAX)
         return make_error(Errc::capacity_exceeded, "all " + std::to_string(pin_slots_) +
                                                        " pin records of the store are in use (release PinnedViews)");
+    // Relaxed: published by the release CAS of the PINNED bit below (pinned_by_any's partner).
+    // A crash before that CAS leaves a record no PINNED bit depends on (the reaper frees it).
+    uint32_t high = hdr_->pin_high_water.load(std::memory_order_relaxed);
+    while (high < idx + 1 &&
+           !hdr_->pin_high_water.compare_exchange_weak(high, idx + 1, std::memory_order_relaxed)) {
+    }
     FABRIC_CRASH_POINT("store.pin.after_record");
     // 2. Set PINNED on the exact block version we found, while it is still live.
     for (;;) {

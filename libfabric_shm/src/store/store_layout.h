@@ -23,7 +23,7 @@
 namespace fabric_shm::store_layout {
 
 constexpr uint64_t kStoreMagic = 0x3145524F54534246ULL;  ///< "FBSTORE1" little-endian
-constexpr uint32_t kStoreLayoutVersion = 1;
+constexpr uint32_t kStoreLayoutVersion = 2;  ///< 2: pin_high_water replaced pin_cursor
 constexpr uint32_t kObjectMagic = 0x4A424F46;            ///< "FOBJ"
 
 constexpr uint32_t kSlotsPerBucket = 7;
@@ -136,7 +136,10 @@ struct alignas(layout::kPageSize) StoreHeader {
     alignas(64) std::atomic<uint64_t> version_counter;  ///< last version handed out; writers fetch_add
     uint64_t reserved2[7];
     alignas(64) std::atomic<uint32_t> class_cursor[64]; ///< per class: superblock to try first (hint); allocators
-    alignas(64) std::atomic<uint32_t> pin_cursor;       ///< next pin record to try (hint); pinners
+    /// 1 + the highest pin record index ever claimed (never lowered). Pinners claim the lowest
+    /// free record and raise this (relaxed) before their release CAS of the PINNED bit, so a
+    /// retirer that acquired a PINNED word scans only [0, pin_high_water) of the pin table.
+    alignas(64) std::atomic<uint32_t> pin_high_water;
     uint32_t reserved3[15];
     alignas(64) std::atomic<uint64_t> stripe_locks[kStripes];  ///< writer locks: (thread tag << 32) | holder token; 0 free
 };
