@@ -3,6 +3,8 @@
 // for overwritten offsets, skip records for dead or timed-out claims, shared-futex parking.
 #include "fabric_shm/consumer.h"
 
+#include <sched.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -26,6 +28,7 @@ inline void cpu_relax() {
 #endif
 }
 
+constexpr uint32_t kSpinRoundsBeforeYield = 256;  ///< empty polls before spinning also yields
 constexpr uint64_t kMaxParkNs = 50 * kNsPerMs;    ///< parked consumers re-check at least this often
 constexpr uint64_t kStuckParkNs = 2 * kNsPerMs;   ///< ... and this often while a claim is stuck
 constexpr uint64_t kProbeIntervalNs = kNsPerMs;   ///< liveness probes of a stuck claim's owner
@@ -394,7 +397,7 @@ Result<size_t> Consumer::poll(MessageBatch& batch, size_t max, uint64_t timeout_
     if (batch.messages_.capacity() < cap_msgs) batch.messages_.reserve(cap_msgs);
     if (batch.starts_.capacity() < cap_msgs) batch.starts_.reserve(cap_msgs);
     uint64_t start_ns = 0, deadline = 0, now = 0;
-    uint32_t spins = 0;
+    uint32_t spins = 0;  // empty rounds of this call (a wrap after 2^32 only means 256 more pauses)
     for (;;) {
         im.stuck = false;
         size_t total = 0;
@@ -421,7 +424,16 @@ Result<size_t> Consumer::poll(MessageBatch& batch, size_t max, uint64_t timeout_
             if (now >= deadline) return size_t(0);
         }
         if (im.options.wait == WaitMode::spin || now - start_ns < im.options.spin_ns) {
-            cpu_relax();
+            // After kSpinRoundsBeforeYield empty rounds, give the core away once per round.
+            // sched_yield() returns at once when nobody else wants the core (a dedicated core
+            // loses ~0.1-0.2 us of reaction), but when processes outnumber cores the producer
+            // we are waiting for gets to run: on 2 vCPUs with other load, a pure busy-poll
+            // left the consumer holding the core the producer needed (light-load notify p50
+            // 1.4-2.1 ms pure, 22-24 us yielding; docs/benchmarks.md). Idle path only.
+            if (spins >= kSpinRoundsBeforeYield)
+                sched_yield();
+            else
+                cpu_relax();
             continue;
         }
         now = mono_now_ns();
