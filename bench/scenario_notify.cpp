@@ -263,6 +263,7 @@ int run_notify(Context& ctx) {
     const double rate_fraction = o["rate-fraction"].as<double>();
     const double fixed_rate = o.count("rate") ? o["rate"].as<double>() : 0.0;
     const uint64_t park_spin_ns = o["park-spin-ns"].as<uint64_t>();
+    const double low_rate = o["low-rate"].as<double>();
     const uint64_t rounds = ctx.quick ? 2'000 : 20'000;
     std::vector<std::string> modes;
     const std::string mode_opt = o["modes"].as<std::string>();
@@ -278,6 +279,7 @@ int run_notify(Context& ctx) {
                            {"rate_fraction", rate_fraction},
                            {"fixed_rate", fixed_rate},
                            {"park_spin_ns", park_spin_ns},
+                           {"light_load_rate", low_rate},
                            {"pingpong_rounds", rounds},
                            {"topic", "1 partition x 4096 slots x 128 B, on_full=block, group commits every poll"},
                            {"processes", "producer and consumer are separate child processes"}};
@@ -321,6 +323,21 @@ int run_notify(Context& ctx) {
         if (!notify_run(*pool, r, open)) return 1;
         ctx.report.add(open);
 
+        if (low_rate > 0) {
+            // Light load: the latency of a message that finds the consumer idle (compare with
+            // the peers' window-1 rows), still open loop from the scheduled send time.
+            r.rate = std::min(low_rate, max_rate * 0.5);
+            r.count = std::max<uint64_t>(1000, uint64_t(r.rate * (ctx.quick ? 0.2 : 1.0)));
+            r.warmup = 1000;
+            r.topic = "n" + std::to_string(run_id++);
+            std::fprintf(stderr, "notify: %s light load at %.0f msgs/s\n", mode.c_str(), r.rate);
+            Measurement light;
+            std::snprintf(rate_txt, sizeof rate_txt, "%.3g", r.rate);
+            light.name = "notify 64B " + mode + " light-load @" + rate_txt + "/s";
+            if (!notify_run(*pool, r, light)) return 1;
+            light.extra["kind"] = "light-load";
+            ctx.report.add(light);
+        }
         if (!r.spin) {
             Measurement pp;
             pp.name = "notify 64B parked ping-pong (one-way = RTT/2)";
@@ -345,7 +362,9 @@ const bool registered = register_scenario(
              cxxopts::value<double>())("rate-fraction", "open-loop rate as a fraction of the closed-loop max",
                                        cxxopts::value<double>()->default_value("0.5"))(
              "park-spin-ns", "parked mode: the consumer's spin before it sleeps (library default 20000)",
-             cxxopts::value<uint64_t>()->default_value("20000"));
+             cxxopts::value<uint64_t>()->default_value("20000"))(
+             "low-rate", "also an open-loop run at this light rate, messages/s (0: none)",
+             cxxopts::value<double>()->default_value("10000"));
      },
      run_notify});
 

@@ -334,6 +334,7 @@ int run_pipeline(Context& ctx) {
     const double rate_fraction = o["rate-fraction"].as<double>();
     const double fixed_rate = o.count("rate") ? o["rate"].as<double>() : 0.0;
     const uint64_t park_spin_ns = o["park-spin-ns"].as<uint64_t>();
+    const double low_rate = o["low-rate"].as<double>();
     const uint64_t max_count = o.count("count") ? o["count"].as<uint64_t>() : (ctx.quick ? 5'000 : 300'000);
     const uint64_t budget = ctx.quick ? (64ull << 20) : (4ull << 30);  // bytes per closed-loop run
     std::vector<PipelineConfig> configs;
@@ -356,6 +357,7 @@ int run_pipeline(Context& ctx) {
                            {"rate_fraction", rate_fraction},
                            {"fixed_rate", fixed_rate},
                            {"park_spin_ns", park_spin_ns},
+                           {"light_load_rate", low_rate},
                            {"partitions", kPartitions},
                            {"worker_batch", 16},
                            {"job", "producer: put + send URI; worker: poll, parse URI, pin, crc32, put 4-byte "
@@ -415,6 +417,20 @@ int run_pipeline(Context& ctx) {
             open.name = tag + " open-loop @" + rate_txt + "/s";
             if (!pipeline_run(*pool, r, open)) return 1;
             ctx.report.add(open);
+            if (low_rate > 0) {
+                // Light load: an object that finds the workers idle (compare with the peers'
+                // window-1 rows); open loop from the scheduled put time.
+                r.rate = std::min(low_rate, max_rate * 0.1);
+                r.count = std::max<uint64_t>(300, uint64_t(r.rate * (ctx.quick ? 0.2 : 0.5)));
+                r.topic = "p" + std::to_string(run_id++);
+                std::snprintf(rate_txt, sizeof rate_txt, "%.3g", r.rate);
+                std::fprintf(stderr, "pipeline: %s light load at %s objects/s\n", tag.c_str(), rate_txt);
+                Measurement light;
+                light.name = tag + " light-load @" + rate_txt + "/s";
+                if (!pipeline_run(*pool, r, light)) return 1;
+                light.extra["kind"] = "light-load";
+                ctx.report.add(light);
+            }
         }
     }
     ctx.report.note("throughput = results committed per second (closed loop: from the end of the drained "
@@ -434,7 +450,9 @@ const bool registered = register_scenario(
              "rate-fraction", "open-loop rate as a fraction of the closed-loop max",
              cxxopts::value<double>()->default_value("0.5"))("no-open-loop", "closed-loop runs only")(
              "park-spin-ns", "parked mode: the workers' spin before they sleep (library default 20000)",
-             cxxopts::value<uint64_t>()->default_value("20000"));
+             cxxopts::value<uint64_t>()->default_value("20000"))(
+             "low-rate", "also an open-loop run at min(this, 10 % of max), objects/s (0: none)",
+             cxxopts::value<double>()->default_value("10000"));
      },
      run_pipeline});
 
