@@ -327,6 +327,102 @@ bool pipeline_run(Pool& pool, const PipelineRun& r, Measurement& m) {
     return true;
 }
 
+/// Per-step cost of the job in one process (no hand-off, no scheduler): each step over 4096
+/// objects, best round of `rounds`. Says where a pipeline object's time goes independently of
+/// how two processes share the CPUs.
+bool cost_breakdown(Context& ctx, Pool& pool, MemObjectStore& store, const std::string& pool_name, uint64_t size,
+                    int rounds) {
+    constexpr uint64_t kN = 4096;
+    std::vector<FabricUri> in, out;
+    std::vector<std::string> texts;
+    for (uint64_t k = 0; k < kN; ++k) {
+        in.push_back(FabricUri::make(pool_name, "cost-in", "obj-" + std::to_string(k)).value());
+        out.push_back(FabricUri::make(pool_name, "cost-out", "obj-" + std::to_string(k)).value());
+        texts.push_back(in.back().to_string());
+    }
+    std::vector<uint8_t> object(size);
+    for (uint64_t i = 0; i < size; ++i) object[i] = uint8_t(i * 131 + 7);
+    TopicManager mgr(pool);
+    TopicConfig tc;
+    tc.num_partitions = 1;
+    tc.partition_capacity = 8192;
+    tc.partition_stride = 256;
+    tc.on_full = OnFull::overwrite;
+    if (Status st = mgr.create("cost", tc); !st) return std::fprintf(stderr, "pipeline: cost topic: %s\n", st.error().message.c_str()), false;
+    auto prod = Producer::open(pool, "cost");
+    ConsumerOptions co;
+    co.wait = WaitMode::spin;
+    auto cons = Consumer::open(pool, "cost", "cost", co);
+    if (!prod || !cons || !cons->assign_all()) return std::fprintf(stderr, "pipeline: cost: open failed\n"), false;
+    MessageBatch batch;
+    const char* names[] = {"producer: put (copy in, CRC, publish)", "producer: send URI notification",
+                           "worker: poll 16 + commit", "worker: parse URI", "worker: pin + unpin",
+                           "worker: crc32 of the object", "worker: make result URI", "worker: put 4-byte result"};
+    constexpr int kSteps = 8;
+    double best[kSteps];
+    std::fill(best, best + kSteps, 1e18);
+    uint64_t failures = 0;
+    for (int round = 0; round < rounds; ++round) {
+        uint64_t t[kSteps + 1];
+        t[0] = now_ns();
+        for (uint64_t i = 0; i < kN; ++i) failures += store.put(in[i], object) ? 0 : 1;
+        t[1] = now_ns();
+        for (uint64_t i = 0; i < kN; ++i) failures += prod->send(texts[i]) ? 0 : 1;
+        t[2] = now_ns();
+        for (uint64_t got = 0; got < kN;) {
+            auto n = cons->poll(batch, 16, 0);
+            if (!n) return std::fprintf(stderr, "pipeline: cost poll: %s\n", n.error().message.c_str()), false;
+            got += *n;
+            failures += cons->commit() ? 0 : 1;
+        }
+        t[3] = now_ns();
+        for (uint64_t i = 0; i < kN; ++i) {
+            auto u = FabricUri::parse(texts[i]);
+            do_not_optimize(u);
+        }
+        t[4] = now_ns();
+        for (uint64_t i = 0; i < kN; ++i) {
+            auto p = store.pin(in[i]);
+            failures += (p && p->has_value()) ? 0 : 1;
+        }
+        t[5] = now_ns();
+        for (uint64_t i = 0; i < kN; ++i) {
+            uint32_t c = crc32(object.data(), object.size());
+            do_not_optimize(c);
+        }
+        t[6] = now_ns();
+        for (uint64_t i = 0; i < kN; ++i) {
+            auto u = FabricUri::make(pool_name, "results", in[i].key());
+            do_not_optimize(u);
+        }
+        t[7] = now_ns();
+        const uint32_t crc = 0x12345678;
+        for (uint64_t i = 0; i < kN; ++i)
+            failures += store.put(out[i], std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&crc), 4)) ? 0 : 1;
+        t[8] = now_ns();
+        for (int s = 0; s < kSteps; ++s) best[s] = std::min(best[s], double(t[s + 1] - t[s]));
+    }
+    (void)mgr.remove("cost");
+    double sum = 0;
+    for (int s = 0; s < kSteps; ++s) {
+        Measurement m;
+        m.name = "cost " + human_bytes(size) + " " + names[s];
+        m.ops = kN;
+        m.seconds = best[s] / 1e9;
+        m.extra["kind"] = "cost";
+        m.extra["size"] = size;
+        m.extra["ns_per_op"] = best[s] / double(kN);
+        sum += best[s] / double(kN);
+        ctx.report.add(m);
+    }
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "cost %s: sum of the steps %.0f ns per object (one core for both sides: %.2f M objects/s)",
+                  human_bytes(size).c_str(), sum, 1e3 / sum);
+    ctx.report.note(buf);
+    if (failures) ctx.report.note("cost breakdown: FAILED OPERATIONS: " + std::to_string(failures));
+    return failures == 0;
+}
+
 int run_pipeline(Context& ctx) {
     const auto& o = ctx.options;
     const std::vector<uint64_t> sizes =
@@ -342,7 +438,7 @@ int run_pipeline(Context& ctx) {
     for (const PipelineConfig& c : {PipelineConfig{"spin-1w", true, 1, false}, PipelineConfig{"parked-2w", false, 2, false},
                                     PipelineConfig{"loop-2w", false, 2, true}})
         if (want.find(c.name) != std::string::npos) configs.push_back(c);
-    if (configs.empty()) {
+    if (configs.empty() && want != "none") {
         std::fprintf(stderr, "pipeline: usage error: --configs '%s' names none of spin-1w, parked-2w, loop-2w\n",
                      want.c_str());
         return 2;
@@ -387,6 +483,10 @@ int run_pipeline(Context& ctx) {
         if (!store) {
             std::fprintf(stderr, "pipeline: open store: %s\n", store.error().message.c_str());
             return 1;
+        }
+        if (size == sizes.front() && !o.count("no-cost")) {
+            std::fprintf(stderr, "pipeline: per-step cost, %s, one process\n", human_bytes(size).c_str());
+            if (!cost_breakdown(ctx, *pool, **store, pool_name, size, ctx.quick ? 3 : 15)) return 1;
         }
         for (const PipelineConfig& c : configs) {
             PipelineRun r;
@@ -442,13 +542,13 @@ const bool registered = register_scenario(
     {"pipeline", "the recipe job across processes: put + notify -> worker poll, get, crc32, put result, commit",
      [](cxxopts::Options& o) {
          o.add_options()("sizes", "object sizes (default 1K,64K,1M)", cxxopts::value<std::string>())(
-             "configs", "spin-1w,parked-2w,loop-2w (default all three)",
+             "configs", "spin-1w,parked-2w,loop-2w (default all three; none: only the per-step cost)",
              cxxopts::value<std::string>()->default_value("spin-1w,parked-2w,loop-2w"))(
              "count", "most objects per closed-loop run (default 300000, fewer for large objects; --quick 5000)",
              cxxopts::value<uint64_t>())("rate", "open-loop offered rate, objects/s (default: --rate-fraction of max)",
                                          cxxopts::value<double>())(
              "rate-fraction", "open-loop rate as a fraction of the closed-loop max",
-             cxxopts::value<double>()->default_value("0.5"))("no-open-loop", "closed-loop runs only")(
+             cxxopts::value<double>()->default_value("0.5"))("no-open-loop", "closed-loop runs only")("no-cost", "skip the one-process per-step cost of the first size")(
              "park-spin-ns", "parked mode: the workers' spin before they sleep (library default 20000)",
              cxxopts::value<uint64_t>()->default_value("20000"))(
              "low-rate", "also an open-loop run at min(this, 10 % of max), objects/s (0: none)",
