@@ -258,7 +258,7 @@ bool pingpong_run(Pool& pool, const std::string& pool_name, uint64_t warmup, uin
 
 int run_notify(Context& ctx) {
     const auto& o = ctx.options;
-    const uint64_t count = o.count("count") ? o["count"].as<uint64_t>() : (ctx.quick ? 20'000 : 1'000'000);
+    const uint64_t count = o.count("count") ? o["count"].as<uint64_t>() : (ctx.quick ? 20'000 : 500'000);
     const uint64_t warmup = std::max<uint64_t>(1000, count / 10);
     const double rate_fraction = o["rate-fraction"].as<double>();
     const double fixed_rate = o.count("rate") ? o["rate"].as<double>() : 0.0;
@@ -355,7 +355,7 @@ int run_notify(Context& ctx) {
 const bool registered = register_scenario(
     {"notify", "64-byte messages producer -> consumer across processes: throughput and one-way latency",
      [](cxxopts::Options& o) {
-         o.add_options()("count", "messages per closed-loop run (default 1000000; --quick 20000)",
+         o.add_options()("count", "messages per closed-loop run (default 500000; --quick 20000)",
                          cxxopts::value<uint64_t>())(
              "modes", "spin,parked (default both)", cxxopts::value<std::string>()->default_value("spin,parked"))(
              "rate", "open-loop offered rate, messages/s (default: --rate-fraction of the closed-loop max)",

@@ -431,7 +431,7 @@ int run_pipeline(Context& ctx) {
     const double fixed_rate = o.count("rate") ? o["rate"].as<double>() : 0.0;
     const uint64_t park_spin_ns = o["park-spin-ns"].as<uint64_t>();
     const double low_rate = o["low-rate"].as<double>();
-    const uint64_t max_count = o.count("count") ? o["count"].as<uint64_t>() : (ctx.quick ? 5'000 : 300'000);
+    const uint64_t max_count = o.count("count") ? o["count"].as<uint64_t>() : (ctx.quick ? 5'000 : 200'000);
     const uint64_t budget = ctx.quick ? (64ull << 20) : (4ull << 30);  // bytes per closed-loop run
     std::vector<PipelineConfig> configs;
     const std::string want = o["configs"].as<std::string>();
@@ -544,7 +544,7 @@ const bool registered = register_scenario(
          o.add_options()("sizes", "object sizes (default 1K,64K,1M)", cxxopts::value<std::string>())(
              "configs", "spin-1w,parked-2w,loop-2w (default all three; none: only the per-step cost)",
              cxxopts::value<std::string>()->default_value("spin-1w,parked-2w,loop-2w"))(
-             "count", "most objects per closed-loop run (default 300000, fewer for large objects; --quick 5000)",
+             "count", "most objects per closed-loop run (default 200000, fewer for large objects; --quick 5000)",
              cxxopts::value<uint64_t>())("rate", "open-loop offered rate, objects/s (default: --rate-fraction of max)",
                                          cxxopts::value<double>())(
              "rate-fraction", "open-loop rate as a fraction of the closed-loop max",
