@@ -238,6 +238,15 @@ def main():
             print(f"| {size_text(r.size)} | {r.variant} | {rate(r.thr, 'B/s')} | {ns(r.p50)} | {ns(r.p99)} | "
                   f"{ratio(r.thr, memcpy.get(r.size))} |")
 
+    costs = [m for m in (reps["pipeline"] or {}).get("results", []) if m.get("kind") == "cost"]
+    if costs:
+        print("\nPipeline per-step cost (one process, no hand-off; best of 15 rounds x 4096 objects):\n")
+        print("| step | ns per object |")
+        print("|---|---:|")
+        for m in costs:
+            print(f"| {m['name']} | {m['ns_per_op']:.0f} |")
+        print(f"| sum | {sum(m['ns_per_op'] for m in costs):.0f} |")
+
     print("\nFloor (same run):\n")
     print("| floor | size | throughput | p50 | p99 |")
     print("|---|---:|---:|---:|---:|")

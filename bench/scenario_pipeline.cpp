@@ -67,6 +67,9 @@ struct PipelineConfig {
 
 struct PipelineRun {
     std::string pool, topic;
+    /// One bucket per run: results of an earlier run carry another group's epochs as fence
+    /// tokens, and WorkerLoop's fenced result put would refuse to overwrite them.
+    std::string result_bucket;
     PipelineConfig cfg;
     uint64_t size = 1024;
     uint64_t keys = 1024;
@@ -134,7 +137,7 @@ int group_worker_main(const PipelineRun& r, PipelineShared& sh, int w) {
                 sh.failures.fetch_add(1);
             }
             const Stamp st = read_stamp(view.bytes());
-            auto result_uri = FabricUri::make(r.pool, "results", uri->key());
+            auto result_uri = FabricUri::make(r.pool, r.result_bucket, uri->key());
             if (!result_uri) return fail(sh, "worker: result uri", result_uri.error()), 1;
             auto put = (*store)->put(*result_uri,
                                      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&crc), sizeof crc));
@@ -168,6 +171,7 @@ int loop_worker_main(const PipelineRun& r, PipelineShared& sh, int w) {
     wc.group = "workers";
     wc.member_id = "loop" + std::to_string(w) + "-" + std::to_string(getpid());
     wc.partitions_if_created = kPartitions;
+    wc.result_bucket = r.result_bucket;
     uint64_t handled = 0, cpu0 = 0;
     bool measuring = false;
     Processor proc = [&](const WorkItem& item) -> Result<std::vector<uint8_t>> {
@@ -468,8 +472,9 @@ int run_pipeline(Context& ctx) {
         const std::string pool_name = "bench-pipe-" + std::to_string(getpid()) + "-" + std::to_string(size);
         StoreConfig sc;
         sc.max_object_bytes = std::max<uint64_t>(size, 4096);
-        sc.heap_bytes = size * keys * 2 + keys * 2 * 512 + (32ull << 20);
-        sc.table_entries = uint32_t(std::bit_ceil(keys * 4));
+        sc.heap_bytes = size * keys * 2 + keys * 12 * 512 + (32ull << 20);
+        // Inputs plus one result bucket per run (up to 9 runs per size), at most half full.
+        sc.table_entries = uint32_t(std::bit_ceil(keys * 24));
         auto pool = Pool::create(PoolOptions{pool_name, sc.heap_bytes + (64ull << 20)});
         if (!pool) {
             std::fprintf(stderr, "pipeline: %s\n", pool.error().message.c_str());
@@ -498,6 +503,7 @@ int run_pipeline(Context& ctx) {
             r.count = count;
             r.park_spin_ns = park_spin_ns;
             r.topic = "p" + std::to_string(run_id++);
+            r.result_bucket = "results-" + r.topic;
             const std::string tag = "pipeline " + human_bytes(size) + " " + c.name;
             std::fprintf(stderr, "pipeline: %s closed-loop, %llu objects\n", tag.c_str(), (unsigned long long)count);
             Measurement closed;
@@ -510,6 +516,7 @@ int run_pipeline(Context& ctx) {
             r.count = std::max<uint64_t>(500, std::min<uint64_t>(count, uint64_t(r.rate * 0.5)));  // ~0.5 s
             r.warmup = std::max<uint64_t>(2 * keys, r.count / 10);
             r.topic = "p" + std::to_string(run_id++);
+            r.result_bucket = "results-" + r.topic;
             char rate_txt[32];
             std::snprintf(rate_txt, sizeof rate_txt, "%.3g", r.rate);
             std::fprintf(stderr, "pipeline: %s open-loop at %s objects/s\n", tag.c_str(), rate_txt);
@@ -523,6 +530,7 @@ int run_pipeline(Context& ctx) {
                 r.rate = std::min(low_rate, max_rate * 0.1);
                 r.count = std::max<uint64_t>(300, uint64_t(r.rate * (ctx.quick ? 0.2 : 0.5)));
                 r.topic = "p" + std::to_string(run_id++);
+            r.result_bucket = "results-" + r.topic;
                 std::snprintf(rate_txt, sizeof rate_txt, "%.3g", r.rate);
                 std::fprintf(stderr, "pipeline: %s light load at %s objects/s\n", tag.c_str(), rate_txt);
                 Measurement light;
