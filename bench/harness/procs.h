@@ -143,15 +143,18 @@ inline bool wait_for(const std::function<bool()>& cond, bool spin, uint64_t time
 }
 
 /// Waits until CLOCK_MONOTONIC reaches t: sleeps while more than 100 us remain (unless
-/// `spin`), then spins. Open-loop senders use it for each scheduled send time.
+/// `spin`), then spins (PAUSE, and sched_yield after 256 of them: on an oversubscribed
+/// machine the sender must not hold a CPU the measured consumer needs; on an idle one the
+/// yield returns at once). Open-loop senders use it for each scheduled send time.
 inline void wait_until_ns(uint64_t t, bool spin) {
+    SpinBackoff b;
     for (;;) {
         const uint64_t now = now_ns();
         if (now >= t) return;
         if (!spin && t - now > 100'000)
             sleep_ns(t - now - 60'000);
         else
-            __builtin_ia32_pause();
+            b.pause();
     }
 }
 
