@@ -47,6 +47,7 @@ struct NotifyRun {
     std::string pool;
     std::string topic;
     bool spin = true;
+    bool spin_yield = false;  ///< spin mode: poll(timeout 0) in a loop that yields after 256 empty polls
     uint64_t park_spin_ns = 20'000;
     uint64_t warmup = 0, count = 0;
     double rate = 0;  ///< 0: closed loop
@@ -71,10 +72,15 @@ int consumer_main(const NotifyRun& r, NotifyShared& sh) {
     const uint64_t total = r.warmup + r.count;
     const bool latency = r.rate > 0;
     uint64_t got = 0, lost = 0, cpu0 = 0;
+    SpinBackoff idle;
     while (got + lost < total) {
-        auto n = c->poll(b, 256, kNsPerSec);
+        auto n = c->poll(b, 256, r.spin_yield ? 0 : kNsPerSec);
         if (!n) return fail(sh, "consumer: poll", n.error()), 1;
-        if (*n == 0) continue;
+        if (*n == 0) {
+            if (r.spin_yield) idle.pause();
+            continue;
+        }
+        idle.n = 0;
         const uint64_t now = now_ns();  // one clock read per poll, as a real consumer would
         for (const Message& m : b) {
             uint64_t sched = 0, index = 0;
@@ -299,13 +305,16 @@ int run_notify(Context& ctx) {
         NotifyRun r;
         r.pool = pool_name;
         r.spin = mode == "spin";
+        r.spin_yield = r.spin && o.count("spin-yield") > 0;
         r.park_spin_ns = park_spin_ns;
         r.warmup = warmup;
         r.count = count;
         r.topic = "n" + std::to_string(run_id++);
+        std::string mode_label = mode;
         std::fprintf(stderr, "notify: %s closed-loop, %llu messages\n", mode.c_str(), (unsigned long long)count);
         Measurement closed;
-        closed.name = "notify 64B " + mode + " closed-loop";
+        if (r.spin_yield) mode_label = "spin-yield";
+        closed.name = "notify 64B " + mode_label + " closed-loop";
         if (!notify_run(*pool, r, closed)) return 1;
         const double max_rate = closed.seconds > 0 ? double(closed.ops) / closed.seconds : 0;
         ctx.report.add(closed);
@@ -319,7 +328,7 @@ int run_notify(Context& ctx) {
         Measurement open;
         char rate_txt[32];
         std::snprintf(rate_txt, sizeof rate_txt, "%.3g", r.rate);
-        open.name = "notify 64B " + mode + " open-loop @" + rate_txt + "/s";
+        open.name = "notify 64B " + mode_label + " open-loop @" + rate_txt + "/s";
         if (!notify_run(*pool, r, open)) return 1;
         ctx.report.add(open);
 
@@ -333,7 +342,7 @@ int run_notify(Context& ctx) {
             std::fprintf(stderr, "notify: %s light load at %.0f msgs/s\n", mode.c_str(), r.rate);
             Measurement light;
             std::snprintf(rate_txt, sizeof rate_txt, "%.3g", r.rate);
-            light.name = "notify 64B " + mode + " light-load @" + rate_txt + "/s";
+            light.name = "notify 64B " + mode_label + " light-load @" + rate_txt + "/s";
             if (!notify_run(*pool, r, light)) return 1;
             light.extra["kind"] = "light-load";
             ctx.report.add(light);
@@ -364,7 +373,9 @@ const bool registered = register_scenario(
              "park-spin-ns", "parked mode: the consumer's spin before it sleeps (library default 20000)",
              cxxopts::value<uint64_t>()->default_value("20000"))(
              "low-rate", "also an open-loop run at this light rate, messages/s (0: none)",
-             cxxopts::value<double>()->default_value("10000"));
+             cxxopts::value<double>()->default_value("10000"))(
+             "spin-yield", "spin mode: the consumer polls without waiting and sched_yield()s after 256 empty "
+                           "polls (an experiment: WaitMode::spin never yields)");
      },
      run_notify});
 
