@@ -503,7 +503,7 @@ int run_pipeline(Context& ctx) {
             r.count = count;
             r.park_spin_ns = park_spin_ns;
             r.topic = "p" + std::to_string(run_id++);
-            r.result_bucket = "results-" + r.topic;
+            r.result_bucket = o.count("result-bucket") ? o["result-bucket"].as<std::string>() : "results-" + r.topic;
             const std::string tag = "pipeline " + human_bytes(size) + " " + c.name;
             std::fprintf(stderr, "pipeline: %s closed-loop, %llu objects\n", tag.c_str(), (unsigned long long)count);
             Measurement closed;
@@ -516,7 +516,7 @@ int run_pipeline(Context& ctx) {
             r.count = std::max<uint64_t>(500, std::min<uint64_t>(count, uint64_t(r.rate * 0.5)));  // ~0.5 s
             r.warmup = std::max<uint64_t>(2 * keys, r.count / 10);
             r.topic = "p" + std::to_string(run_id++);
-            r.result_bucket = "results-" + r.topic;
+            r.result_bucket = o.count("result-bucket") ? o["result-bucket"].as<std::string>() : "results-" + r.topic;
             char rate_txt[32];
             std::snprintf(rate_txt, sizeof rate_txt, "%.3g", r.rate);
             std::fprintf(stderr, "pipeline: %s open-loop at %s objects/s\n", tag.c_str(), rate_txt);
@@ -530,7 +530,7 @@ int run_pipeline(Context& ctx) {
                 r.rate = std::min(low_rate, max_rate * 0.1);
                 r.count = std::max<uint64_t>(300, uint64_t(r.rate * (ctx.quick ? 0.2 : 0.5)));
                 r.topic = "p" + std::to_string(run_id++);
-            r.result_bucket = "results-" + r.topic;
+            r.result_bucket = o.count("result-bucket") ? o["result-bucket"].as<std::string>() : "results-" + r.topic;
                 std::snprintf(rate_txt, sizeof rate_txt, "%.3g", r.rate);
                 std::fprintf(stderr, "pipeline: %s light load at %s objects/s\n", tag.c_str(), rate_txt);
                 Measurement light;
@@ -557,6 +557,7 @@ const bool registered = register_scenario(
                                          cxxopts::value<double>())(
              "rate-fraction", "open-loop rate as a fraction of the closed-loop max",
              cxxopts::value<double>()->default_value("0.5"))("no-open-loop", "closed-loop runs only")("no-cost", "skip the one-process per-step cost of the first size")(
+             "result-bucket", "one result bucket for every run (default: one per run)", cxxopts::value<std::string>())(
              "park-spin-ns", "parked mode: the workers' spin before they sleep (library default 20000)",
              cxxopts::value<uint64_t>()->default_value("20000"))(
              "low-rate", "also an open-loop run at min(this, 10 % of max), objects/s (0: none)",
