@@ -24,6 +24,8 @@
 #             from the same machine: its results join the table as system fabric-shm, and
 #             every peer row gets its ratio to the best fabric-shm row of the same scenario
 #             and mode (mode = the result's "mode" field, else "park" in its name -> parked).
+#   --results DIR   write peers.jsonl, peers.log, peers-failed.txt and peers-load.txt into DIR
+#             (scripts/bench.sh uses it) instead of bench-results/peers-<UTC date>.*
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
@@ -34,6 +36,7 @@ INSTALL=1
 PIN_ARGS=()
 ONLY=""
 FABRIC_JSON=()
+RESULTS=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --seconds) SECS="$2"; shift 2 ;;
@@ -41,7 +44,8 @@ while [ $# -gt 0 ]; do
         --pin) PIN_ARGS=(--cpu-a 0 --cpu-b 1); shift ;;
         --only) ONLY="$2"; shift 2 ;;
         --fabric-json) FABRIC_JSON+=("$2"); shift 2 ;;
-        -h|--help) sed -n '3,29p' "$0"; exit 0 ;;
+        --results) RESULTS="$2"; shift 2 ;;
+        -h|--help) sed -n '3,31p' "$0"; exit 0 ;;
         *) echo "bench-peers: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -115,10 +119,17 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-mkdir -p bench-results
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-OUT="bench-results/peers-$STAMP.jsonl"
-ERRLOG="bench-results/peers-$STAMP.log"
+if [ -n "$RESULTS" ]; then
+    mkdir -p "$RESULTS"
+    OUT="$RESULTS/peers.jsonl"
+    ERRLOG="$RESULTS/peers.log"
+    echo "start $(cut -d' ' -f1-3 /proc/loadavg)" >"$RESULTS/peers-load.txt"
+else
+    mkdir -p bench-results
+    OUT="bench-results/peers-$STAMP.jsonl"
+    ERRLOG="bench-results/peers-$STAMP.log"
+fi
 : >"$OUT"
 : >"$ERRLOG"
 FAILED=()
@@ -186,6 +197,11 @@ PEER_ZMQ_DIR="$TMPD" run peer_zmq
 run peer_bipmq
 
 # ---------------------------------------------------------------- 4. table
+if [ -n "$RESULTS" ]; then
+    echo "end $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS/peers-load.txt"
+    : >"$RESULTS/peers-failed.txt"
+    for f in "${FAILED[@]}"; do echo "$f" >>"$RESULTS/peers-failed.txt"; done
+fi
 python3 - "$OUT" "$SECS" "$ARGS" "${FABRIC_JSON[@]}" <<'PY'
 import json, os, platform, sys
 path, secs, args = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -237,7 +253,7 @@ print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for r in sorted([r for r in rows if r["system"] != "floor"] + fabric, key=lambda r: (r["scenario"], r["system"] != "fabric-shm", r["system"], r.get("window", 0), r["variant"])):
     fk = "spin_pingpong" if r["mode"] == "spin" else "futex_pingpong"
     f = fl.get(fk)
-    lat = f"{r['p50_ns']/f['p50_ns']:.3g}× ({'spin' if fk=='spin_pingpong' else 'futex'})" if f and f.get("p50_ns") else "-"
+    lat = f"{r['p50_ns']/f['p50_ns']:.3g}× ({'spin' if fk=='spin_pingpong' else 'futex'})" if f and f.get("p50_ns") and r.get("p50_ns") else "-"
     st = fl.get("spin_stream")
     thr = f"{st['throughput']/r['throughput']:.3g}×" if st and r.get("throughput") else "-"
     b = best.get((r["scenario"], r["mode"]))

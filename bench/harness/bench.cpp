@@ -75,6 +75,12 @@ nlohmann::json Measurement::to_json() const {
                            {"mean", latency.mean()},        {"p50", latency.percentile(50)},
                            {"p90", latency.percentile(90)}, {"p99", latency.percentile(99)},
                            {"p99_9", latency.percentile(99.9)}, {"max", latency.max()}};
+        // Points of the latency CDF (percentile, ns) for plots.
+        nlohmann::json cdf = nlohmann::json::array();
+        for (double p : {0.1, 1.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.99,
+                         100.0})
+            cdf.push_back({p, latency.percentile(p)});
+        j["latency_cdf_ns"] = cdf;
     }
     for (const auto& [k, v] : extra.items()) j[k] = v;
     return j;

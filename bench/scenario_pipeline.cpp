@@ -1,0 +1,569 @@
+// SPDX-License-Identifier: MIT
+// Scenario "pipeline": the recipe job across processes.
+//   producer process  store.put(fabric://POOL/in/obj-K, object) then sends the URI string on
+//                     the topic (the notification), K cycling over a key ring larger than
+//                     everything the topic can hold in flight
+//   worker process(es) consumer-group members: poll the notification, parse the URI, pin the
+//                     object (zero-copy get), crc32 over its bytes (the processing; compared
+//                     with the stored CRC, so the read is verified too), put the 4-byte
+//                     result to fabric://POOL/results/obj-K, commit
+// Configurations (--configs):
+//   spin-1w     1 producer + 1 worker, GroupConsumer with WaitMode::spin
+//   parked-2w   1 producer + 2 workers, GroupConsumer with WaitMode::park (three spinning
+//               processes starve each other on 2 vCPUs)
+//   loop-2w     1 producer + 2 workers running the library's WorkerLoop (park mode, DLQ
+//               bookkeeping, epoch-fenced result puts with provenance metadata): what
+//               fabric-shm-worker costs per object
+// Each configuration runs closed-loop (the producer as fast as the topic lets it: max
+// objects/s, counted from the end of warm-up to the last result) and open-loop at a fixed
+// offered rate (default 50 % of that max): the object carries its scheduled put time and
+// the worker records result committed - scheduled time (coordinated omission corrected;
+// WorkerLoop: recorded in the processor, before its result put and commit).
+// CPU time: getrusage of the producer and each worker over the measured window.
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fabric_shm/clock.h"
+#include "fabric_shm/consumer.h"
+#include "fabric_shm/consumer_group.h"
+#include "fabric_shm/mem_object_store.h"
+#include "fabric_shm/object_store.h"
+#include "fabric_shm/pool.h"
+#include "fabric_shm/topic.h"
+#include "fabric_shm/uri.h"
+#include "fabric_shm/worker_loop.h"
+#include "harness/bench.h"
+#include "harness/procs.h"
+
+namespace fabric_shm::bench {
+namespace {
+
+constexpr int kMaxWorkers = 2;
+constexpr uint32_t kPartitions = 2;
+
+struct PipelineShared {
+    std::atomic<uint32_t> ready{0};
+    std::atomic<uint32_t> stop{0};
+    std::atomic<uint64_t> failures{0};
+    std::atomic<uint64_t> t_start{0}, t_end{0};       ///< producer: end of warm-up drained, all results in
+    std::atomic<uint64_t> producer_cpu_ns{0};
+    std::atomic<uint64_t> handled[kMaxWorkers] = {};  ///< per worker, warm-up included
+    std::atomic<uint64_t> worker_cpu_ns[kMaxWorkers] = {};
+    Histogram latency[kMaxWorkers];                   ///< each written by its worker only
+};
+static_assert(std::atomic<uint64_t>::is_always_lock_free && std::atomic<uint32_t>::is_always_lock_free);
+
+struct PipelineConfig {
+    std::string name;  ///< spin-1w, parked-2w, loop-2w
+    bool spin = false;
+    int workers = 1;
+    bool worker_loop = false;
+};
+
+struct PipelineRun {
+    std::string pool, topic;
+    /// One bucket per run: results of an earlier run carry another group's epochs as fence
+    /// tokens, and WorkerLoop's fenced result put would refuse to overwrite them.
+    std::string result_bucket;
+    PipelineConfig cfg;
+    uint64_t size = 1024;
+    uint64_t keys = 1024;
+    uint64_t warmup = 0, count = 0;
+    uint64_t park_spin_ns = 20'000;
+    double rate = 0;  ///< 0: closed loop
+};
+
+void fail(PipelineShared& sh, const char* what, const Error& e) {
+    std::fprintf(stderr, "pipeline: %s: %s\n", what, e.message.c_str());
+    sh.failures.fetch_add(1);
+}
+
+uint64_t total_handled(const PipelineShared& sh, int workers) {
+    uint64_t t = 0;
+    for (int w = 0; w < workers; ++w) t += sh.handled[w].load(std::memory_order_acquire);
+    return t;
+}
+
+/// The bytes a producer writes at offset 0 of every object: scheduled (or actual) put time
+/// and the object's sequence number.
+struct Stamp {
+    uint64_t sched_ns, index;
+};
+Stamp read_stamp(std::span<const uint8_t> bytes) {
+    Stamp s{0, 0};
+    if (bytes.size() >= sizeof s) std::memcpy(&s, bytes.data(), sizeof s);
+    return s;
+}
+
+int group_worker_main(const PipelineRun& r, PipelineShared& sh, int w) {
+    auto pool = Pool::open(r.pool);
+    if (!pool) return fail(sh, "worker: open pool", pool.error()), 1;
+    auto store = MemObjectStore::attach(*pool);
+    if (!store) return fail(sh, "worker: attach store", store.error()), 1;
+    GroupConsumerOptions go;
+    go.consumer.wait = r.cfg.spin ? WaitMode::spin : WaitMode::park;
+    go.consumer.spin_ns = r.park_spin_ns;
+    const std::string member = "w" + std::to_string(w) + "-" + std::to_string(getpid());
+    auto gc = GroupConsumer::open(*pool, r.topic, "workers", member, go);
+    if (!gc) return fail(sh, "worker: join", gc.error()), 1;
+    MessageBatch batch;
+    std::vector<uint64_t> sched(64);
+    uint64_t handled = 0, cpu0 = 0;
+    bool measuring = false;
+    sh.ready.fetch_add(1);
+    while (sh.stop.load(std::memory_order_acquire) == 0) {
+        auto n = gc->poll(batch, 16, 10 * kNsPerMs);
+        if (!n) return fail(sh, "worker: poll", n.error()), 1;
+        if (*n == 0) continue;
+        size_t timed = 0;
+        for (const Message& m : batch) {
+            auto uri = FabricUri::parse(m.value_str());
+            if (!uri) return fail(sh, "worker: notification", uri.error()), 1;
+            auto pinned = (*store)->pin(*uri);
+            if (!pinned || !pinned->has_value()) {
+                std::fprintf(stderr, "pipeline: worker: %s missing\n", std::string(m.value_str()).c_str());
+                sh.failures.fetch_add(1);
+                continue;
+            }
+            const PinnedView& view = **pinned;
+            const uint32_t crc = crc32(view.bytes().data(), view.bytes().size());
+            if (crc != view.info().crc32) {
+                std::fprintf(stderr, "pipeline: worker: CRC mismatch on %s\n", std::string(m.value_str()).c_str());
+                sh.failures.fetch_add(1);
+            }
+            const Stamp st = read_stamp(view.bytes());
+            auto result_uri = FabricUri::make(r.pool, r.result_bucket, uri->key());
+            if (!result_uri) return fail(sh, "worker: result uri", result_uri.error()), 1;
+            auto put = (*store)->put(*result_uri,
+                                     std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&crc), sizeof crc));
+            if (!put) return fail(sh, "worker: result put", put.error()), 1;
+            if (st.index >= r.warmup) {
+                if (!measuring) {
+                    measuring = true;
+                    cpu0 = process_cpu_ns();
+                }
+                if (timed < sched.size()) sched[timed++] = st.sched_ns;
+            }
+        }
+        if (Status c = gc->commit(); !c) return fail(sh, "worker: commit", c.error()), 1;
+        if (r.rate > 0 && timed) {
+            const uint64_t now = now_ns();
+            for (size_t i = 0; i < timed; ++i) sh.latency[w].record(now - sched[i]);
+        }
+        handled += *n;
+        sh.handled[w].store(handled, std::memory_order_release);
+    }
+    sh.worker_cpu_ns[w].store(measuring ? process_cpu_ns() - cpu0 : 0);
+    (void)gc->leave();
+    return 0;
+}
+
+int loop_worker_main(const PipelineRun& r, PipelineShared& sh, int w) {
+    auto pool = Pool::open(r.pool);
+    if (!pool) return fail(sh, "worker: open pool", pool.error()), 1;
+    WorkerConfig wc;
+    wc.topic = r.topic;
+    wc.group = "workers";
+    wc.member_id = "loop" + std::to_string(w) + "-" + std::to_string(getpid());
+    wc.partitions_if_created = kPartitions;
+    wc.result_bucket = r.result_bucket;
+    uint64_t handled = 0, cpu0 = 0;
+    bool measuring = false;
+    Processor proc = [&](const WorkItem& item) -> Result<std::vector<uint8_t>> {
+        const uint32_t crc = crc32(item.data.data(), item.data.size());
+        const Stamp st = read_stamp(item.data);
+        if (st.index >= r.warmup) {
+            if (!measuring) {
+                measuring = true;
+                cpu0 = process_cpu_ns();
+            }
+            if (r.rate > 0) sh.latency[w].record(now_ns() - st.sched_ns);
+        }
+        sh.handled[w].store(++handled, std::memory_order_release);
+        std::vector<uint8_t> out(sizeof crc);
+        std::memcpy(out.data(), &crc, sizeof crc);
+        return out;
+    };
+    auto loop = WorkerLoop::open(*pool, wc, proc);
+    if (!loop) return fail(sh, "worker loop: open", loop.error()), 1;
+    sh.ready.fetch_add(1);
+    auto why = loop->run([&] { return sh.stop.load(std::memory_order_acquire) != 0; });
+    if (!why) return fail(sh, "worker loop: run", why.error()), 1;
+    sh.worker_cpu_ns[w].store(measuring ? process_cpu_ns() - cpu0 : 0);
+    if (loop->stats().dead_lettered) {
+        std::fprintf(stderr, "pipeline: worker loop dead-lettered %llu objects\n",
+                     (unsigned long long)loop->stats().dead_lettered);
+        sh.failures.fetch_add(1);
+    }
+    return 0;
+}
+
+/// True when every partition of the topic has a live owner among `workers` live members.
+bool group_settled(const Pool& pool, const std::string& topic, int workers) {
+    auto d = describe_consumer_group(pool, topic, "workers");
+    if (!d) return false;
+    int alive = 0;
+    for (const auto& m : d->members) alive += m.alive ? 1 : 0;
+    if (alive != workers) return false;
+    for (const auto& p : d->partitions)
+        if (p.member_slot < 0) return false;
+    return true;
+}
+
+int producer_main(const PipelineRun& r, PipelineShared& sh) {
+    auto pool = Pool::open(r.pool);
+    if (!pool) return fail(sh, "producer: open pool", pool.error()), 1;
+    auto store = MemObjectStore::attach(*pool);
+    if (!store) return fail(sh, "producer: attach store", store.error()), 1;
+    auto prod = Producer::open(*pool, r.topic);
+    if (!prod) return fail(sh, "producer: open", prod.error()), 1;
+    // The producer's URIs (a real producer builds its own; not part of the measured cost).
+    std::vector<FabricUri> uris;
+    std::vector<std::string> texts;
+    for (uint64_t k = 0; k < r.keys; ++k) {
+        uris.push_back(FabricUri::make(r.pool, "in", "obj-" + std::to_string(k)).value());
+        texts.push_back(uris.back().to_string());
+    }
+    std::vector<uint8_t> object(r.size);
+    for (uint64_t i = 0; i < r.size; ++i) object[i] = uint8_t(i * 131 + 7);
+    const int nw = r.cfg.workers;
+    if (!wait_for([&] { return sh.ready.load() == uint32_t(nw) && group_settled(*pool, r.topic, nw); }, false,
+                  20 * kNsPerSec))
+        return std::fprintf(stderr, "pipeline: workers did not join in 20 s\n"), 1;
+    const uint64_t total = r.warmup + r.count;
+    const double interval = r.rate > 0 ? 1e9 / r.rate : 0;
+    uint64_t base = 0, cpu0 = 0;
+    for (uint64_t i = 0; i < total; ++i) {
+        if (i == r.warmup) {
+            // Let the warm-up drain: the measurement starts from an empty pipeline.
+            if (!wait_for([&] { return total_handled(sh, nw) >= r.warmup; }, r.cfg.spin, 60 * kNsPerSec))
+                return std::fprintf(stderr, "pipeline: warm-up did not drain\n"), 1;
+            cpu0 = process_cpu_ns();
+            base = now_ns() + 100 * kNsPerUs;
+            sh.t_start.store(interval > 0 ? base : now_ns());
+        }
+        Stamp st{0, i};
+        if (interval > 0 && i >= r.warmup) {
+            st.sched_ns = base + uint64_t(double(i - r.warmup) * interval);
+            wait_until_ns(st.sched_ns, r.cfg.spin);
+        } else {
+            st.sched_ns = now_ns();
+        }
+        std::memcpy(object.data(), &st, std::min<size_t>(sizeof st, object.size()));
+        const uint64_t k = i % r.keys;
+        auto put = (*store)->put(uris[k], object);
+        if (!put) return fail(sh, "producer: put", put.error()), 1;
+        auto sent = prod->send(texts[k]);
+        if (!sent) return fail(sh, "producer: send", sent.error()), 1;
+    }
+    sh.producer_cpu_ns.store(process_cpu_ns() - cpu0);
+    const bool drained = wait_for([&] { return total_handled(sh, nw) >= total; }, r.cfg.spin, 60 * kNsPerSec);
+    sh.t_end.store(now_ns());
+    sh.stop.store(1, std::memory_order_release);
+    if (!drained) return std::fprintf(stderr, "pipeline: results missing after 60 s\n"), 1;
+    return 0;
+}
+
+bool pipeline_run(Pool& pool, const PipelineRun& r, Measurement& m) {
+    TopicManager mgr(pool);
+    TopicConfig tc;
+    tc.num_partitions = kPartitions;
+    // In flight at most partitions x capacity notifications: well below the key ring, so an
+    // object is not overwritten before its worker read it.
+    tc.partition_capacity = uint32_t(std::clamp<uint64_t>(std::bit_floor(r.keys / (4 * kPartitions)), 2, 1024));
+    tc.partition_stride = 256;
+    tc.on_full = OnFull::block;
+    if (Status st = mgr.create(r.topic, tc); !st) {
+        std::fprintf(stderr, "pipeline: create topic: %s\n", st.error().message.c_str());
+        return false;
+    }
+    if (Status st = mgr.register_group(r.topic, "workers"); !st) {
+        std::fprintf(stderr, "pipeline: register group: %s\n", st.error().message.c_str());
+        return false;
+    }
+    SharedBlock<PipelineShared> sh;
+    std::vector<pid_t> kids;
+    for (int w = 0; w < r.cfg.workers; ++w)
+        kids.push_back(spawn_child([&, w] {
+            return r.cfg.worker_loop ? loop_worker_main(r, *sh, w) : group_worker_main(r, *sh, w);
+        }));
+    kids.push_back(spawn_child([&] { return producer_main(r, *sh); }));
+    bool ok = wait_children({kids.back()}, 180 * kNsPerSec);
+    sh->stop.store(1);  // also when the producer failed: let the workers leave
+    kids.pop_back();
+    ok = wait_children(kids, 10 * kNsPerSec) && ok && sh->failures.load() == 0;
+    (void)mgr.remove(r.topic);
+    if (!ok) return false;
+    m.ops = r.count;
+    m.seconds = double(sh->t_end.load() - sh->t_start.load()) / 1e9;
+    m.bytes_per_op = r.size;
+    uint64_t wc = 0;
+    for (int w = 0; w < r.cfg.workers; ++w) {
+        wc += sh->worker_cpu_ns[w].load();
+        m.latency.merge(sh->latency[w]);
+    }
+    const uint64_t pc = sh->producer_cpu_ns.load();
+    m.extra["mode"] = r.cfg.spin ? "spin" : "parked";
+    m.extra["size"] = r.size;
+    m.extra["config"] = r.cfg.name;
+    m.extra["workers"] = r.cfg.workers;
+    m.extra["worker_api"] = r.cfg.worker_loop ? "WorkerLoop" : "GroupConsumer";
+    m.extra["worker_cpu_ns_per_op"] = double(wc) / double(r.count);
+    m.extra["handled"] = total_handled(*sh, r.cfg.workers);
+    if (r.rate > 0) {
+        m.cpu_ns = wc;
+        m.extra["kind"] = "open-loop";
+        m.extra["offered_rate"] = r.rate;
+        m.extra["cpu_counted"] = "workers only (the producer waits for its send schedule)";
+        m.extra["latency"] = r.cfg.worker_loop ? "scheduled put time -> WorkerLoop processor call"
+                                               : "scheduled put time -> result put and committed";
+    } else {
+        m.cpu_ns = pc + wc;
+        m.extra["kind"] = "closed-loop";
+        m.extra["producer_cpu_ns_per_op"] = double(pc) / double(r.count);
+        m.extra["cpu_counted"] = "producer + workers";
+    }
+    return true;
+}
+
+/// Per-step cost of the job in one process (no hand-off, no scheduler): each step over 4096
+/// objects, best round of `rounds`. Says where a pipeline object's time goes independently of
+/// how two processes share the CPUs.
+bool cost_breakdown(Context& ctx, Pool& pool, MemObjectStore& store, const std::string& pool_name, uint64_t size,
+                    int rounds) {
+    constexpr uint64_t kN = 4096;
+    std::vector<FabricUri> in, out;
+    std::vector<std::string> texts;
+    for (uint64_t k = 0; k < kN; ++k) {
+        in.push_back(FabricUri::make(pool_name, "cost-in", "obj-" + std::to_string(k)).value());
+        out.push_back(FabricUri::make(pool_name, "cost-out", "obj-" + std::to_string(k)).value());
+        texts.push_back(in.back().to_string());
+    }
+    std::vector<uint8_t> object(size);
+    for (uint64_t i = 0; i < size; ++i) object[i] = uint8_t(i * 131 + 7);
+    TopicManager mgr(pool);
+    TopicConfig tc;
+    tc.num_partitions = 1;
+    tc.partition_capacity = 8192;
+    tc.partition_stride = 256;
+    tc.on_full = OnFull::overwrite;
+    if (Status st = mgr.create("cost", tc); !st) return std::fprintf(stderr, "pipeline: cost topic: %s\n", st.error().message.c_str()), false;
+    auto prod = Producer::open(pool, "cost");
+    ConsumerOptions co;
+    co.wait = WaitMode::spin;
+    auto cons = Consumer::open(pool, "cost", "cost", co);
+    if (!prod || !cons || !cons->assign_all()) return std::fprintf(stderr, "pipeline: cost: open failed\n"), false;
+    MessageBatch batch;
+    const char* names[] = {"producer: put (copy in, CRC, publish)", "producer: send URI notification",
+                           "worker: poll 16 + commit", "worker: parse URI", "worker: pin + unpin",
+                           "worker: crc32 of the object", "worker: make result URI", "worker: put 4-byte result"};
+    constexpr int kSteps = 8;
+    double best[kSteps];
+    std::fill(best, best + kSteps, 1e18);
+    uint64_t failures = 0;
+    for (int round = 0; round < rounds; ++round) {
+        uint64_t t[kSteps + 1];
+        t[0] = now_ns();
+        for (uint64_t i = 0; i < kN; ++i) failures += store.put(in[i], object) ? 0 : 1;
+        t[1] = now_ns();
+        for (uint64_t i = 0; i < kN; ++i) failures += prod->send(texts[i]) ? 0 : 1;
+        t[2] = now_ns();
+        for (uint64_t got = 0; got < kN;) {
+            auto n = cons->poll(batch, 16, 0);
+            if (!n) return std::fprintf(stderr, "pipeline: cost poll: %s\n", n.error().message.c_str()), false;
+            got += *n;
+            failures += cons->commit() ? 0 : 1;
+        }
+        t[3] = now_ns();
+        for (uint64_t i = 0; i < kN; ++i) {
+            auto u = FabricUri::parse(texts[i]);
+            do_not_optimize(u);
+        }
+        t[4] = now_ns();
+        for (uint64_t i = 0; i < kN; ++i) {
+            auto p = store.pin(in[i]);
+            failures += (p && p->has_value()) ? 0 : 1;
+        }
+        t[5] = now_ns();
+        for (uint64_t i = 0; i < kN; ++i) {
+            uint32_t c = crc32(object.data(), object.size());
+            do_not_optimize(c);
+        }
+        t[6] = now_ns();
+        for (uint64_t i = 0; i < kN; ++i) {
+            auto u = FabricUri::make(pool_name, "results", in[i].key());
+            do_not_optimize(u);
+        }
+        t[7] = now_ns();
+        const uint32_t crc = 0x12345678;
+        for (uint64_t i = 0; i < kN; ++i)
+            failures += store.put(out[i], std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&crc), 4)) ? 0 : 1;
+        t[8] = now_ns();
+        for (int s = 0; s < kSteps; ++s) best[s] = std::min(best[s], double(t[s + 1] - t[s]));
+    }
+    (void)mgr.remove("cost");
+    double sum = 0;
+    for (int s = 0; s < kSteps; ++s) {
+        Measurement m;
+        m.name = "cost " + human_bytes(size) + " " + names[s];
+        m.ops = kN;
+        m.seconds = best[s] / 1e9;
+        m.extra["kind"] = "cost";
+        m.extra["size"] = size;
+        m.extra["ns_per_op"] = best[s] / double(kN);
+        sum += best[s] / double(kN);
+        ctx.report.add(m);
+    }
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "cost %s: sum of the steps %.0f ns per object (one core for both sides: %.2f M objects/s)",
+                  human_bytes(size).c_str(), sum, 1e3 / sum);
+    ctx.report.note(buf);
+    if (failures) ctx.report.note("cost breakdown: FAILED OPERATIONS: " + std::to_string(failures));
+    return failures == 0;
+}
+
+int run_pipeline(Context& ctx) {
+    const auto& o = ctx.options;
+    const std::vector<uint64_t> sizes =
+        parse_size_list(o.count("sizes") ? o["sizes"].as<std::string>() : "1K,64K,1M");
+    const double rate_fraction = o["rate-fraction"].as<double>();
+    const double fixed_rate = o.count("rate") ? o["rate"].as<double>() : 0.0;
+    const uint64_t park_spin_ns = o["park-spin-ns"].as<uint64_t>();
+    const double low_rate = o["low-rate"].as<double>();
+    const uint64_t max_count = o.count("count") ? o["count"].as<uint64_t>() : (ctx.quick ? 5'000 : 200'000);
+    const uint64_t budget = ctx.quick ? (64ull << 20) : (4ull << 30);  // bytes per closed-loop run
+    std::vector<PipelineConfig> configs;
+    const std::string want = o["configs"].as<std::string>();
+    for (const PipelineConfig& c : {PipelineConfig{"spin-1w", true, 1, false}, PipelineConfig{"parked-2w", false, 2, false},
+                                    PipelineConfig{"loop-2w", false, 2, true}})
+        if (want.find(c.name) != std::string::npos) configs.push_back(c);
+    if (configs.empty() && want != "none") {
+        std::fprintf(stderr, "pipeline: usage error: --configs '%s' names none of spin-1w, parked-2w, loop-2w\n",
+                     want.c_str());
+        return 2;
+    }
+    const bool open_loop = !o.count("no-open-loop");
+    nlohmann::json cfg_names = nlohmann::json::array();
+    for (const auto& c : configs) cfg_names.push_back(c.name);
+    ctx.report.config() = {{"sizes", sizes},
+                           {"configs", cfg_names},
+                           {"max_count", max_count},
+                           {"bytes_per_closed_loop_run", budget},
+                           {"rate_fraction", rate_fraction},
+                           {"fixed_rate", fixed_rate},
+                           {"park_spin_ns", park_spin_ns},
+                           {"light_load_rate", low_rate},
+                           {"partitions", kPartitions},
+                           {"worker_batch", 16},
+                           {"job", "producer: put + send URI; worker: poll, parse URI, pin, crc32, put 4-byte "
+                                   "result, commit"}};
+    int run_id = 0;
+    for (const uint64_t size : sizes) {
+        const uint64_t count = std::clamp<uint64_t>(budget / size, 1000, max_count);
+        // Key ring: 32 MiB of objects (64..8192 keys). Every run starts fresh processes, whose
+        // first touch of each heap page is a page fault: the warm-up writes the ring twice.
+        const uint64_t keys = std::clamp<uint64_t>(std::bit_floor((32ull << 20) / size), 64, 8192);
+        const uint64_t warmup = std::max<uint64_t>(2 * keys, count / 10);
+        const std::string pool_name = "bench-pipe-" + std::to_string(getpid()) + "-" + std::to_string(size);
+        StoreConfig sc;
+        sc.max_object_bytes = std::max<uint64_t>(size, 4096);
+        sc.heap_bytes = size * keys * 2 + keys * 12 * 512 + (32ull << 20);
+        // Inputs plus one result bucket per run (up to 9 runs per size), at most half full.
+        sc.table_entries = uint32_t(std::bit_ceil(keys * 24));
+        auto pool = Pool::create(PoolOptions{pool_name, sc.heap_bytes + (64ull << 20)});
+        if (!pool) {
+            std::fprintf(stderr, "pipeline: %s\n", pool.error().message.c_str());
+            return 1;
+        }
+        struct Remove {
+            std::string n;
+            ~Remove() { (void)Pool::remove(n, true); }
+        } remove{pool_name};
+        auto store = MemObjectStore::open(*pool, sc);
+        if (!store) {
+            std::fprintf(stderr, "pipeline: open store: %s\n", store.error().message.c_str());
+            return 1;
+        }
+        if (size == sizes.front() && !o.count("no-cost")) {
+            std::fprintf(stderr, "pipeline: per-step cost, %s, one process\n", human_bytes(size).c_str());
+            if (!cost_breakdown(ctx, *pool, **store, pool_name, size, ctx.quick ? 3 : 15)) return 1;
+        }
+        for (const PipelineConfig& c : configs) {
+            PipelineRun r;
+            r.pool = pool_name;
+            r.cfg = c;
+            r.size = size;
+            r.keys = keys;
+            r.warmup = warmup;
+            r.count = count;
+            r.park_spin_ns = park_spin_ns;
+            r.topic = "p" + std::to_string(run_id++);
+            r.result_bucket = o.count("result-bucket") ? o["result-bucket"].as<std::string>() : "results-" + r.topic;
+            const std::string tag = "pipeline " + human_bytes(size) + " " + c.name;
+            std::fprintf(stderr, "pipeline: %s closed-loop, %llu objects\n", tag.c_str(), (unsigned long long)count);
+            Measurement closed;
+            closed.name = tag + " closed-loop";
+            if (!pipeline_run(*pool, r, closed)) return 1;
+            const double max_rate = closed.seconds > 0 ? double(closed.ops) / closed.seconds : 0;
+            ctx.report.add(closed);
+            if (!open_loop) continue;
+            r.rate = fixed_rate > 0 ? fixed_rate : max_rate * rate_fraction;
+            r.count = std::max<uint64_t>(500, std::min<uint64_t>(count, uint64_t(r.rate * 0.5)));  // ~0.5 s
+            r.warmup = std::max<uint64_t>(2 * keys, r.count / 10);
+            r.topic = "p" + std::to_string(run_id++);
+            r.result_bucket = o.count("result-bucket") ? o["result-bucket"].as<std::string>() : "results-" + r.topic;
+            char rate_txt[32];
+            std::snprintf(rate_txt, sizeof rate_txt, "%.3g", r.rate);
+            std::fprintf(stderr, "pipeline: %s open-loop at %s objects/s\n", tag.c_str(), rate_txt);
+            Measurement open;
+            open.name = tag + " open-loop @" + rate_txt + "/s";
+            if (!pipeline_run(*pool, r, open)) return 1;
+            ctx.report.add(open);
+            if (low_rate > 0) {
+                // Light load: an object that finds the workers idle (compare with the peers'
+                // window-1 rows); open loop from the scheduled put time.
+                r.rate = std::min(low_rate, max_rate * 0.1);
+                r.count = std::max<uint64_t>(300, uint64_t(r.rate * (ctx.quick ? 0.2 : 0.5)));
+                r.topic = "p" + std::to_string(run_id++);
+            r.result_bucket = o.count("result-bucket") ? o["result-bucket"].as<std::string>() : "results-" + r.topic;
+                std::snprintf(rate_txt, sizeof rate_txt, "%.3g", r.rate);
+                std::fprintf(stderr, "pipeline: %s light load at %s objects/s\n", tag.c_str(), rate_txt);
+                Measurement light;
+                light.name = tag + " light-load @" + rate_txt + "/s";
+                if (!pipeline_run(*pool, r, light)) return 1;
+                light.extra["kind"] = "light-load";
+                ctx.report.add(light);
+            }
+        }
+    }
+    ctx.report.note("throughput = results committed per second (closed loop: from the end of the drained "
+                    "warm-up to the last result); latency (open loop only) from the scheduled put time");
+    return 0;
+}
+
+const bool registered = register_scenario(
+    {"pipeline", "the recipe job across processes: put + notify -> worker poll, get, crc32, put result, commit",
+     [](cxxopts::Options& o) {
+         o.add_options()("sizes", "object sizes (default 1K,64K,1M)", cxxopts::value<std::string>())(
+             "configs", "spin-1w,parked-2w,loop-2w (default all three; none: only the per-step cost)",
+             cxxopts::value<std::string>()->default_value("spin-1w,parked-2w,loop-2w"))(
+             "count", "most objects per closed-loop run (default 200000, fewer for large objects; --quick 5000)",
+             cxxopts::value<uint64_t>())("rate", "open-loop offered rate, objects/s (default: --rate-fraction of max)",
+                                         cxxopts::value<double>())(
+             "rate-fraction", "open-loop rate as a fraction of the closed-loop max",
+             cxxopts::value<double>()->default_value("0.5"))("no-open-loop", "closed-loop runs only")("no-cost", "skip the one-process per-step cost of the first size")(
+             "result-bucket", "one result bucket for every run (default: one per run)", cxxopts::value<std::string>())(
+             "park-spin-ns", "parked mode: the workers' spin before they sleep (library default 20000)",
+             cxxopts::value<uint64_t>()->default_value("20000"))(
+             "low-rate", "also an open-loop run at min(this, 10 % of max), objects/s (0: none)",
+             cxxopts::value<double>()->default_value("10000"));
+     },
+     run_pipeline});
+
+}  // namespace
+}  // namespace fabric_shm::bench

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# Every benchmark in one run, one table: the fabric-shm scenarios (fabric-shm-bench notify,
+# pipeline, large), the floor and the peers (scripts/bench-peers.sh), on the same machine.
+#
+#   scripts/bench.sh [--quick] [--seconds S] [--no-peers] [--no-install] [--no-plots]
+#                    [--build DIR] [--results DIR] [--pipeline-args "..."] [--notify-args "..."]
+#
+# 1. Builds fabric-shm-bench in DIR (default build; `scripts/build.sh DIR` when missing).
+# 2. Runs notify, pipeline and large with --json into the results folder
+#    (default bench-results/<UTC date>/, git-ignored). --quick: each scenario's smoke sizes.
+# 3. Runs scripts/bench-peers.sh (floor + Redis, iceoryx, ZeroMQ, Boost message_queue; it
+#    installs the peers from Debian unless --no-install) into the same folder. A peer that
+#    cannot be installed, built or run gets a "not measured" row; the run goes on.
+# 4. Prints the combined markdown table (bench/report.py) on stdout and saves it as
+#    summary.md; writes gnuplot plots (throughput bars, latency CDFs) under plots/. gnuplot
+#    is installed here (apt, through scripts/install-deps.sh) only when missing and only
+#    for this script: it is not a build or test dependency.
+# Progress and the scenarios' own tables go to stderr and to <results>/*.log.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+QUICK=()
+SECS=1
+PEERS=1
+INSTALL=1
+PLOTS=1
+BUILD=build
+RESULTS=""
+PIPELINE_ARGS=""
+NOTIFY_ARGS=""
+ARGS="$*"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=(--quick); shift ;;
+        --seconds) SECS="$2"; shift 2 ;;
+        --no-peers) PEERS=0; shift ;;
+        --no-install) INSTALL=0; shift ;;
+        --no-plots) PLOTS=0; shift ;;
+        --build) BUILD="$2"; shift 2 ;;
+        --results) RESULTS="$2"; shift 2 ;;
+        --pipeline-args) PIPELINE_ARGS="$2"; shift 2 ;;
+        --notify-args) NOTIFY_ARGS="$2"; shift 2 ;;
+        -h|--help) sed -n '3,20p' "$0"; exit 0 ;;
+        *) echo "bench: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+log() { echo "bench: $*" >&2; }
+
+RESULTS=${RESULTS:-bench-results/$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$RESULTS"
+log "results in $RESULTS (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "scripts/bench.sh $ARGS" >"$RESULTS/command.txt"
+
+# ---------------------------------------------------------------- 1. build
+[ -f "$BUILD/build.ninja" ] || scripts/build.sh "$BUILD" >&2
+ninja -C "$BUILD" bench/fabric-shm-bench >&2
+BENCH="$BUILD/bench/fabric-shm-bench"
+BT=$(meson introspect "$BUILD" --buildoptions 2>/dev/null |
+     python3 -c 'import json,sys; print(next(o["value"] for o in json.load(sys.stdin) if o["name"]=="buildtype"))' \
+     2>/dev/null || echo "?")
+[ "$BT" = debug ] && log "WARNING: $BUILD is a debug build: numbers are not representative"
+
+# ---------------------------------------------------------------- 2. fabric-shm scenarios
+FAILED=0
+scenario() {  # name args...
+    local name="$1"; shift
+    log "fabric-shm-bench $name $* (load $(cut -d' ' -f1-3 /proc/loadavg))"
+    # word splitting of the extra args is intended
+    if ! "$BENCH" "$name" "${QUICK[@]}" --out "$RESULTS/$name.json" "$@" \
+            >"$RESULTS/$name.txt" 2>"$RESULTS/$name.log"; then
+        log "fabric-shm-bench $name FAILED (see $RESULTS/$name.log)"; tail -5 "$RESULTS/$name.log" >&2
+        FAILED=1
+    fi
+    cat "$RESULTS/$name.txt" >&2
+}
+# shellcheck disable=SC2086
+scenario notify $NOTIFY_ARGS
+# shellcheck disable=SC2086
+scenario pipeline $PIPELINE_ARGS
+if [ "${#QUICK[@]}" -gt 0 ]; then scenario large --sizes 64K,1M; else scenario large --sizes 64K,1M,16M; fi
+
+# ---------------------------------------------------------------- 3. floor + peers
+if [ "$PEERS" -eq 1 ]; then
+    PEER_ARGS=(--seconds "$SECS" --results "$RESULTS")
+    [ "$INSTALL" -eq 0 ] && PEER_ARGS+=(--no-install)
+    for s in notify pipeline; do
+        [ -f "$RESULTS/$s.json" ] && PEER_ARGS+=(--fabric-json "$RESULTS/$s.json")
+    done
+    log "scripts/bench-peers.sh ${PEER_ARGS[*]}"
+    # Exit 1 = some peer failed (listed in peers-failed.txt and shown in the table).
+    scripts/bench-peers.sh "${PEER_ARGS[@]}" >"$RESULTS/peers-table.md" 2>"$RESULTS/peers-run.log" ||
+        log "bench-peers reported failures (see $RESULTS/peers-failed.txt, $RESULTS/peers-run.log)"
+else
+    log "--no-peers: floor and peers not run"
+fi
+
+# ---------------------------------------------------------------- 4. table + plots
+PLOT_ARG=()
+if [ "$PLOTS" -eq 1 ]; then
+    if ! command -v gnuplot >/dev/null 2>&1 && [ "$INSTALL" -eq 1 ]; then
+        scripts/install-deps.sh gnuplot-nox >&2 || log "gnuplot could not be installed: no PNGs"
+    fi
+    PLOT_ARG=(--plots)
+fi
+python3 bench/report.py "$RESULTS" "${PLOT_ARG[@]}" | tee "$RESULTS/summary.md"
+log "table: $RESULTS/summary.md; JSON: $RESULTS/*.json, peers.jsonl; plots: $RESULTS/plots/"
+exit "$FAILED"
