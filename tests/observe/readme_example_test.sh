@@ -18,6 +18,8 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
+# As a user would: no path into the build tree (meson test sets LD_LIBRARY_PATH to it).
+unset LD_LIBRARY_PATH
 
 # 1. Install the build into a staging root.
 meson install -C "$build" --destdir "$tmp/root" --no-rebuild --quiet >"$tmp/install.log" 2>&1 ||
@@ -41,13 +43,15 @@ awk '/<!-- readme-example:library begin/{on=1; next} /<!-- readme-example:librar
 # shellcheck disable=SC2046
 ${CXX:-c++} -std=c++20 -o "$tmp/example" "$tmp/example.cpp" $(pkgconf --cflags --libs) -Wl,-rpath,"$libdir" \
     2>"$tmp/compile.log" || { cat "$tmp/compile.log" >&2; fail "the README example does not compile against fabric_shm.pc"; }
-ldd "$tmp/example" | grep -q "$libdir/libfabric_shm.so" || fail "the example is not linked to the installed library"
+# (ldd's output is captured first: `ldd | grep -q` under pipefail fails when grep exits early.)
+linked=$(ldd "$tmp/example")
+grep -q "$libdir/libfabric_shm.so" <<<"$linked" || { echo "$linked" >&2; fail "the example is not linked to the installed library in $libdir"; }
 
 # 4. Run it on a unique pool: 5 objects in, 5 results out, SIGTERM, its summary line.
 FABRIC_SHM_POOL="$pool" "$tmp/example" >"$tmp/out" 2>"$tmp/err" &
 example_pid=$!
 for _ in $(seq 100); do
-    "$build/tools/dump/fabric-shm-dump" --pool "$pool" --json 2>/dev/null | grep -q '"processors"' && break
+    grep -q '"processors"' <<<"$("$build/tools/dump/fabric-shm-dump" --pool "$pool" --json 2>/dev/null)" && break
     sleep 0.1
 done
 "$build/workers/fabric-shm-producer" --pool "$pool" --topic object-events --synthetic 5 --size 64 --quiet ||
