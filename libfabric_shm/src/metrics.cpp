@@ -440,7 +440,7 @@ void register_metrics_region_kind() {
         if (!pool.in_bounds(region.offset, region.length)) return;
         const std::byte* data = pool.base() + region.offset;
         if (Status st = check_region(data, region.length); !st) {
-            violations.push_back("violation: " + st.error().message);
+            violations.push_back(st.error().message);
             return;
         }
         const auto* shards = reinterpret_cast<const LatencyShard*>(data + kMetricsShardsOffset);
@@ -452,14 +452,14 @@ void register_metrics_region_kind() {
             if (state == kShardFree) continue;
             const std::string where = "latency shard " + std::to_string(s);
             if (state > kShardFolding) {
-                violations.push_back("violation: " + where + " word has no valid state");
+                violations.push_back(where + " word has no valid state");
                 continue;
             }
             const uint32_t k = shard_word_key(w);
             if (k >= kMetricsKeys || (keys[k].word.load(std::memory_order_acquire) >> 56) != kKeyLive)
-                violations.push_back("violation: " + where + " names key " + std::to_string(k) + ", which is not live");
+                violations.push_back(where + " names key " + std::to_string(k) + ", which is not live");
             else if (pool.registry().liveness(shard_word_token(w), now) == Liveness::certainly_dead)
-                in_progress.push_back("in progress: " + where + " of dead token " +
+                in_progress.push_back(where + " of dead token " +
                                       std::to_string(shard_word_token(w)) + " not yet folded (the reaper folds it)");
         }
     };

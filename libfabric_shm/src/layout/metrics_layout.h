@@ -96,6 +96,10 @@ struct alignas(kCacheLine) MetricsHeader {
 };
 static_assert(sizeof(MetricsHeader) == 64);
 
+// Every cell above is a 64-bit atomic shared between processes: it must never fall back to
+// libatomic's per-process lock.
+static_assert(std::atomic<uint64_t>::is_always_lock_free);
+
 constexpr uint64_t kMetricsKeysOffset = sizeof(MetricsHeader);
 constexpr uint64_t kMetricsShardsOffset = kMetricsKeysOffset + uint64_t(kMetricsKeys) * sizeof(MetricsKey);
 constexpr uint64_t kMetricsRegionBytes = kMetricsShardsOffset + uint64_t(kMetricsShards) * sizeof(LatencyShard);
