@@ -97,6 +97,9 @@ TEST_CASE("observe: --prometheus prints well-formed families with the values of 
             const std::vector<uint8_t> bytes(100, uint8_t('a'));
             REQUIRE((*store)->put(*uri, bytes));
         }
+        auto other = FabricUri::make(name, "more", "x");
+        REQUIRE(other);
+        REQUIRE((*store)->put(*other, std::vector<uint8_t>(10, uint8_t('b'))));
         TopicManager tm(pool);
         TopicConfig tc;
         tc.num_partitions = 2;
@@ -151,9 +154,11 @@ TEST_CASE("observe: --prometheus prints well-formed families with the values of 
 
     const auto s = samples_of(out);
     const std::string p = "pool=\"" + name + "\"";
-    CHECK(s.at("fabric_shm_store_puts_total{" + p + "}") == "3");
-    CHECK(s.at("fabric_shm_store_put_bytes_total{" + p + "}") == "300");
-    CHECK(s.at("fabric_shm_store_objects{" + p + ",store=\"default\"}") == "3");
+    CHECK(s.at("fabric_shm_store_puts_total{" + p + "}") == "4");
+    CHECK(s.at("fabric_shm_store_put_bytes_total{" + p + "}") == "310");
+    CHECK(s.at("fabric_shm_store_objects{" + p + ",store=\"default\"}") == "4");
+    CHECK(s.at("fabric_shm_bucket_objects{" + p + ",store=\"default\",bucket=\"uploads\"}") == "3");
+    CHECK(s.at("fabric_shm_bucket_objects{" + p + ",store=\"default\",bucket=\"more\"}") == "1");
     CHECK(s.at("fabric_shm_mq_messages_published_total{" + p + "}") == "5");
     CHECK(std::stoull(s.at("fabric_shm_topic_next_offset{" + p + ",topic=\"ev\",partition=\"0\"}")) +
               std::stoull(s.at("fabric_shm_topic_next_offset{" + p + ",topic=\"ev\",partition=\"1\"}")) ==

@@ -158,6 +158,10 @@ void add_pool(Exposition& e, const nlohmann::json& doc) {
                   u64(s, "largest_free_extent"));
             e.add("store_loans_active", "gauge", "Zero-copy write loans outstanding", sl, u64(s, "loans_active"));
             e.add("store_pins_active", "gauge", "Zero-copy read pins outstanding", sl, u64(s, "pins_active"));
+            if (s.contains("buckets"))
+                for (const auto& b : s["buckets"])
+                    e.add("bucket_objects", "gauge", "Objects in a bucket of the store (expired ones excluded)",
+                          with(sl, "bucket", str(b, "bucket")), u64(b, "objects"));
         }
     if (doc.contains("topics"))
         for (const auto& t : doc["topics"]["topics"])
