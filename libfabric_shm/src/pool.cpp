@@ -163,6 +163,7 @@ std::string_view region_kind_name(uint32_t kind) noexcept {
     case RegionKind::partition: return "partition";
     case RegionKind::group: return "group";
     case RegionKind::job_outputs: return "job-outputs";
+    case RegionKind::metrics: return "metrics";
     }
     return "unknown";
 }

@@ -32,6 +32,7 @@ const RegionKindOps* region_kind_ops(uint32_t kind) {
 namespace detail {
 
 void register_store_region_kinds();  // store/mem_object_store.cpp
+void register_metrics_region_kind();  // metrics.cpp (also declared in fabric_shm/metrics.h)
 
 void register_builtin_region_kinds() {
     static std::once_flag once;
@@ -39,6 +40,7 @@ void register_builtin_region_kinds() {
         // Each data structure adds its registration call here (one line each).
         register_store_region_kinds();  // object store (store/mem_object_store.cpp)
         register_mq_region_kinds();  // topic + partition (mq)
+        register_metrics_region_kind();  // latency histograms (metrics.cpp)
     });
 }
 

@@ -19,10 +19,12 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "cli.h"
+#include "exposition.h"
 #include "fabric_shm/clock.h"
 #include "fabric_shm/counters.h"
 #include "fabric_shm/pool.h"
@@ -430,7 +432,10 @@ int main(int argc, char** argv) {
                     cxxopts::value<std::string>()->default_value(""))("all", "every pool present")(
         "json", "machine-readable output; errors as {\"error\":{\"code\",\"message\"}}")(
         "check", "validate every known invariant; exit 3 on violations (in-progress states are listed apart)")(
-        "watch", "re-print every DURATION (500ms, 2s, ...) until interrupted", cxxopts::value<std::string>())(
+        "prometheus", "every counter and gauge in the Prometheus text format (fabric_shm_* metrics)")(
+        "watch", "refresh every DURATION (500ms, 2s, ...) until interrupted: a compact live view (rates, TTLs, "
+                 "lag and assignment per group, latency percentiles); with --full, --json or --prometheus, those",
+        cxxopts::value<std::string>())("full", "with --watch: re-print the full dump instead of the compact view")(
         "h,help", "show this help");
     cxxopts::ParseResult r;
     int rc = 0;
@@ -442,6 +447,9 @@ int main(int argc, char** argv) {
     if (!r.unmatched().empty()) return cli::usage(out, "unexpected argument '" + r.unmatched()[0] + "'");
     const bool all = r.count("all") > 0;
     const bool check = r.count("check") > 0;
+    const bool prometheus = r.count("prometheus") > 0;
+    const bool full = r.count("full") > 0;
+    if (prometheus && out.json) return cli::usage(out, "--prometheus and --json are exclusive");
     uint64_t watch_ns = 0;
     if (r.count("watch")) {
         Result<uint64_t> w = cli::parse_duration_option("watch", r["watch"].as<std::string>());
@@ -452,6 +460,7 @@ int main(int argc, char** argv) {
     // Validated before any syscall on the pool.
     const std::string pool_flag = r["pool"].as<std::string>();
     if (all && !pool_flag.empty()) return cli::usage(out, "--pool and --all are exclusive");
+    if (full && !watch_ns) return cli::usage(out, "--full only applies to --watch");
     if (!all) {
         Result<std::string> name = cli::resolve_pool(pool_flag);
         if (!name) return cli::fail(out, name.error());
@@ -461,6 +470,9 @@ int main(int argc, char** argv) {
     signal(SIGTERM, on_stop);
 
     int exit_code = cli::kExitOk;
+    const bool compact = watch_ns && !full && !out.json && !prometheus;
+    std::map<std::string, nlohmann::json> previous;  // --watch: last document per pool, for rates
+    uint64_t previous_ns = 0;
     for (;;) {
         Result<std::vector<std::string>> pools = cli::select_pools(pool_flag, all);
         if (!pools) return cli::fail(out, pools.error());
@@ -493,6 +505,21 @@ int main(int argc, char** argv) {
         }
         if (out.json) {
             cli::print_json(all ? nlohmann::json{{"pools", docs}} : docs.empty() ? nlohmann::json::object() : docs[0]);
+        } else if (prometheus) {
+            std::cout << cli::prometheus_text(docs.get<std::vector<nlohmann::json>>()) << std::flush;
+        } else if (compact) {
+            const uint64_t now = mono_now_ns();
+            std::string view;
+            for (const auto& doc : docs) {
+                const std::string name = doc.value("pool", "");
+                auto it = previous.find(name);
+                view += cli::watch_text(doc, it == previous.end() ? nlohmann::json() : it->second,
+                                        previous_ns ? now - previous_ns : 0);
+                previous[name] = doc;
+            }
+            if (all && docs.empty()) view = "no pools\n";
+            previous_ns = now;
+            std::cout << view << std::flush;
         } else {
             if (all && pools->empty()) text = "no pools\n";
             std::cout << text << std::flush;
@@ -503,7 +530,7 @@ int main(int argc, char** argv) {
         while (nanosleep(&ts, &ts) != 0 && !g_stop) {
         }
         if (g_stop) break;
-        if (!out.json) std::cout << "\n";
+        if (!out.json && !prometheus) std::cout << "\n";
     }
     return leave(exit_code);
 }

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MIT
 // fabric-shm-dump section "store": every object store in the pool (regions of kind store),
 // attached read-only through MemObjectStore::attach, with its occupancy, heap use, largest
-// free extent, fragmentation and active loans/pins, plus the pool-wide store counters.
+// free extent, fragmentation and active loans/pins, objects per bucket, plus the pool-wide
+// store counters.
 #include <cstdio>
+#include <map>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -12,6 +14,8 @@
 #include "fabric_shm/counters.h"
 #include "fabric_shm/mem_object_store.h"
 #include "fabric_shm/pool.h"
+#include "store/store_core.h"
+#include "store/store_layout.h"
 #include "tool_support.h"
 
 namespace fabric_shm::cli {
@@ -30,6 +34,31 @@ std::string percent(double v) {
     char buf[32];
     std::snprintf(buf, sizeof buf, "%.1f%%", v * 100.0);
     return buf;
+}
+
+/// Objects per bucket: the table's keys ("bucket/key", expired ones skipped) bound read-only
+/// the way MemObjectStore::attach binds them (the public API lists one bucket at a time only).
+Result<std::map<std::string, uint64_t>> bucket_objects(const Pool& pool, const RegionInfo& r) {
+    auto root = pool.open_region(r.ref);
+    if (!root) return std::move(root).error();
+    if (root->length() < sizeof(store_layout::StoreHeader))
+        return make_error(Errc::corrupt, "store root region is shorter than its header");
+    const auto* h = reinterpret_cast<const store_layout::StoreHeader*>(root->data());
+    // Acquire: pairs with the creator's release store of heap_ref before publishing the root.
+    const uint64_t href = h->heap_ref.load(std::memory_order_acquire);
+    if (href == 0) return make_error(Errc::corrupt, "store has no heap region");
+    auto heap = pool.open_region(RegionRef::unpack(href));
+    if (!heap) return std::move(heap).error();
+    if (heap->entry().kind.load(std::memory_order_relaxed) != uint32_t(RegionKind::store_heap))
+        return make_error(Errc::corrupt, "store heap reference names a region of another kind");
+    auto core = detail::StoreCore::bind(pool, root->data(), root->length(), heap->data(), heap->length());
+    if (!core) return std::move(core).error();
+    std::map<std::string, uint64_t> per_bucket;
+    for (const std::string& k : core->keys(mono_now_ns())) {
+        const size_t slash = k.find('/');
+        ++per_bucket[slash == std::string::npos ? std::string() : k.substr(0, slash)];
+    }
+    return per_bucket;
 }
 
 void fill_store(const Pool& pool, nlohmann::json& out) {
@@ -55,6 +84,10 @@ void fill_store(const Pool& pool, nlohmann::json& out) {
         doc["max_object_bytes"] = s.max_object_bytes;
         doc["loans_active"] = s.loans_active;
         doc["pins_active"] = s.pins_active;
+        nlohmann::json buckets = nlohmann::json::array();
+        if (auto per_bucket = bucket_objects(pool, r); per_bucket)
+            for (const auto& [bucket, n] : *per_bucket) buckets.push_back({{"bucket", bucket}, {"objects", n}});
+        doc["buckets"] = buckets;
         if (s.objects > s.table_entries)
             violations.push_back("store '" + r.name + "': " + std::to_string(s.objects) + " objects exceed " +
                                  std::to_string(s.table_entries) + " table entries");
@@ -97,6 +130,13 @@ void render_store(const nlohmann::json& out, std::string& text) {
                std::to_string(s["pins_active"].get<uint64_t>())});
     }
     if (any) t.render(text, "  ");
+    for (const auto& s : stores) {
+        if (!s.contains("buckets") || s["buckets"].empty()) continue;
+        std::string line = "  store '" + s["name"].get<std::string>() + "' objects per bucket:";
+        for (const auto& b : s["buckets"])
+            line += " " + b["bucket"].get<std::string>() + "=" + std::to_string(b["objects"].get<uint64_t>());
+        text += line + "\n";
+    }
     std::string c = "  counters:";
     for (const auto& [k, v] : out["counters"].items()) c += " " + k + "=" + std::to_string(v.get<uint64_t>());
     text += c + "\n";

@@ -38,6 +38,7 @@ enum class RegionKind : uint32_t {
     partition = 11,    ///< one partition ring (child of topic)
     group = 12,        ///< consumer group table (child of topic)
     job_outputs = 20,  ///< pool-backed JobOutputStore
+    metrics = 30,      ///< latency histograms (metrics.h), one per pool
 };
 std::string_view region_kind_name(uint32_t kind) noexcept;
 

@@ -21,7 +21,16 @@ public:
         joined_ = true;
         return {};
     }
-    Status heartbeat(uint64_t) override { return joined_ ? group_.heartbeat(id_) : Status{}; }
+    Status heartbeat(uint64_t) override {
+        if (!joined_) return {};
+        Status st = group_.heartbeat(id_);
+        // Evicted: we were silent past the session timeout (a scheduler stall on a loaded
+        // machine, SIGSTOP) and another member took our partitions. Not fatal: our epoch is
+        // fenced (result puts and commits fail with stale_epoch, handled as "lost"), and the
+        // next rebalance() joins again. Failing here made the worker exit 1 before that.
+        if (!st && st.code() == Errc::stale_epoch) return {};
+        return st;
+    }
     Result<bool> rebalance(uint64_t) override {
         auto c = group_.claim(id_);
         if (!c && c.code() == Errc::stale_epoch) {

@@ -21,6 +21,7 @@
 #include "fabric_shm/jobs.h"
 #include "fabric_shm/lease.h"
 #include "fabric_shm/mem_object_store.h"
+#include "fabric_shm/metrics.h"
 #include "fabric_shm/names.h"
 #include "fabric_shm/registry.h"
 #include "fabric_shm/topic.h"
@@ -32,53 +33,6 @@ namespace {
 
 constexpr uint64_t kPollTimeoutNs = 50 * kNsPerMs;  ///< idle members look for takeovers this often
 constexpr uint64_t kBackoffSliceNs = 50 * kNsPerMs;
-
-/// Log-linear latency histogram: 16 sub-buckets per power of two (~6 % precision), no
-/// allocation per sample.
-class LatencyHistogram {
-public:
-    void record(uint64_t ns) {
-        ++count_;
-        max_ = std::max(max_, ns);
-        ++buckets_[index(ns)];
-    }
-    LatencySummary summary() const {
-        LatencySummary s;
-        s.samples = count_;
-        s.max_ns = max_;
-        if (count_ == 0) return s;
-        s.p50_ns = std::min(max_, quantile(0.50));
-        s.p99_ns = std::min(max_, quantile(0.99));
-        s.p999_ns = std::min(max_, quantile(0.999));
-        return s;
-    }
-
-private:
-    static constexpr int kSub = 16;
-    static size_t index(uint64_t v) {
-        if (v < kSub) return size_t(v);
-        const int msb = 63 - __builtin_clzll(v);  // >= 4
-        const uint64_t sub = (v >> (msb - 4)) & (kSub - 1);
-        return size_t((msb - 3) * kSub + int(sub));
-    }
-    static uint64_t upper(size_t i) {  ///< largest value of bucket i
-        if (i < size_t(kSub)) return i;
-        const int msb = int(i / kSub) + 3;
-        const uint64_t sub = i % kSub;
-        return ((uint64_t(kSub) + sub + 1) << (msb - 4)) - 1;
-    }
-    uint64_t quantile(double q) const {
-        const uint64_t rank = uint64_t(q * double(count_ - 1)) + 1;
-        uint64_t seen = 0;
-        for (size_t i = 0; i < buckets_.size(); ++i) {
-            seen += buckets_[i];
-            if (seen >= rank) return upper(i);
-        }
-        return max_;
-    }
-    std::array<uint64_t, 61 * kSub> buckets_{};
-    uint64_t count_ = 0, max_ = 0;
-};
 
 uint64_t parse_u64(std::string_view text, uint64_t fallback) {
     uint64_t v = 0;
@@ -134,7 +88,9 @@ struct WorkerLoop::Impl {
     std::unique_ptr<RenewalManager> renewals;
     std::vector<uint64_t> pending;   ///< per partition: next offset to commit, UINT64_MAX = nothing
     WorkerStats stats;
-    LatencyHistogram latency;
+    LatencyHistogramData latency;    ///< this member's own samples (the summary)
+    LatencyRecorder recorder;        ///< the same samples into the pool (topic, group) histogram
+    std::string recorder_warning;    ///< why the pool histogram is not written ("" when it is)
     uint64_t handled = 0;
     bool left = false;
     std::function<bool()> should_stop;
@@ -304,7 +260,10 @@ Result<Outcome> WorkerLoop::Impl::attempt_once(const Message& m, const FabricUri
         stats.bytes_out += out->size();
         const uint64_t put_ts = parse_u64(m.header(kHeaderPutTime), 0);
         const uint64_t now_wall = wall_now_ns();
-        if (put_ts != 0 && now_wall >= put_ts) latency.record(now_wall - put_ts);
+        if (put_ts != 0 && now_wall >= put_ts) {
+            latency.record(now_wall - put_ts);
+            recorder.record(now_wall - put_ts);
+        }
     }
     // Forward (also after a skip: a crash may have come between the put and the forward; the
     // next stage skips duplicates by version). At-least-once.
@@ -412,6 +371,14 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config, Proc
     FABRIC_TRY(impl->renewals->register_lease(pool.pool_lease_id()));
     for (uint64_t id : impl->store->lease_ids()) FABRIC_TRY(impl->renewals->register_lease(id));
     FABRIC_TRY(impl->register_topic_leases(config.topic));
+    // The pool-wide latency view is best effort: a pool too small (or with every key taken)
+    // still processes, and says why once in the log.
+    if (auto rec = LatencyRecorder::open(pool, config.topic, config.group); rec) {
+        impl->recorder = std::move(rec.value());
+        FABRIC_TRY(impl->renewals->register_lease(impl->recorder.lease_id()));
+    } else {
+        impl->recorder_warning = "latency not recorded in the pool: " + rec.error().message;
+    }
     if (!config.next_topic.empty()) {
         FABRIC_TRY(ensure_topic(pool, config.next_topic, config.partitions_if_created));
         auto p = Producer::open(pool, config.next_topic);
@@ -456,13 +423,15 @@ WorkerLoop::~WorkerLoop() {
 }
 
 const WorkerStats& WorkerLoop::stats() const {
-    impl_->stats.latency = impl_->latency.summary();
+    const LatencyHistogramData& h = impl_->latency;
+    impl_->stats.latency = {h.count(), h.percentile(0.50), h.percentile(0.99), h.percentile(0.999), h.max_ns};
     return impl_->stats;
 }
 const std::string& WorkerLoop::member_id() const { return impl_->cfg.member_id; }
 void WorkerLoop::set_log(std::function<void(std::string_view)> log) {
     impl_->log = std::move(log);
     impl_->note("joined: " + impl_->membership->describe());
+    if (!impl_->recorder_warning.empty()) impl_->note(impl_->recorder_warning);
 }
 
 Result<WorkerExit> WorkerLoop::run(const std::function<bool()>& should_stop) {
