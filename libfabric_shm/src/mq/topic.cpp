@@ -696,18 +696,18 @@ void check_partition(const Pool& pool, const RegionInfo& info, std::vector<std::
     std::string why;
     const std::string who = "partition '" + info.name + "'";
     if (!partition_at(pool, info, &v, &why)) {
-        violations.push_back("violation: " + who + ": " + why);
+        violations.push_back(who + ": " + why);
         return;
     }
     const uint64_t tail = v.hdr->tail.load(std::memory_order_acquire);  // pairs with the tail CAS
     const uint64_t head = v.hdr->head.load(std::memory_order_acquire);  // pairs with raise_head
     if (int64_t(tail - v.base) < 0)
-        violations.push_back("violation: " + who + ": tail " + std::to_string(tail) + " below base offset " +
+        violations.push_back(who + ": tail " + std::to_string(tail) + " below base offset " +
                              std::to_string(v.base));
     if (v.hdr->on_full != kOnFullOverwrite) {
         const int64_t fill = int64_t(tail - head);
         if (fill < 0 || uint64_t(fill) > v.capacity)
-            violations.push_back("violation: " + who + ": fill " + std::to_string(fill) + " (tail " +
+            violations.push_back(who + ": fill " + std::to_string(fill) + " (tail " +
                                  std::to_string(tail) + " - head " + std::to_string(head) + ") outside 0.." +
                                  std::to_string(v.capacity));
     }
@@ -715,7 +715,7 @@ void check_partition(const Pool& pool, const RegionInfo& info, std::vector<std::
         const uint64_t w = v.slot(i)->state.load(std::memory_order_acquire);  // pairs with claim/publish CAS
         const uint64_t st = slot_state(w);
         if (st > kSlotQuarantined) {
-            violations.push_back("violation: " + who + " slot " + std::to_string(i) + ": state " + std::to_string(st));
+            violations.push_back(who + " slot " + std::to_string(i) + ": state " + std::to_string(st));
             continue;
         }
         if (st == kSlotClaimed)
@@ -724,20 +724,20 @@ void check_partition(const Pool& pool, const RegionInfo& info, std::vector<std::
         // Latest offset below the tail that maps to this slot.
         if (tail == v.base || int64_t(tail - 1 - v.base) < 0) {
             if (st != kSlotEmpty && !(st == kSlotClaimed && (tail & v.mask) == i))
-                violations.push_back("violation: " + who + " slot " + std::to_string(i) +
+                violations.push_back(who + " slot " + std::to_string(i) +
                                      " is written but no offset was ever claimed");
             continue;
         }
         const uint64_t o = tail - 1 - ((tail - 1 - i) & v.mask);
         if (int64_t(o - v.base) < 0) {
             if (st != kSlotEmpty && !((tail & v.mask) == i))
-                violations.push_back("violation: " + who + " slot " + std::to_string(i) + " written before base");
+                violations.push_back(who + " slot " + std::to_string(i) + " written before base");
             continue;
         }
         const int64_t d = lap_diff(slot_lap(w), v.lap(o));
         // d == 1 is a claim at the tail not yet advanced, or a racing producer; more is impossible.
         if (st == kSlotEmpty || d < 0 || d > 1)
-            violations.push_back("violation: " + who + " slot " + std::to_string(i) + ": tag lap " +
+            violations.push_back(who + " slot " + std::to_string(i) + ": tag lap " +
                                  std::to_string(slot_lap(w)) + " (state " + std::to_string(st) +
                                  ") impossible for offset " + std::to_string(o) + " (lap " +
                                  std::to_string(v.lap(o) & kLapMask) + ")");
@@ -785,21 +785,21 @@ void check_topic_region(const Pool& pool, const RegionInfo& info, std::vector<st
                         std::vector<std::string>& in_progress) {
     const std::string who = "topic '" + info.name + "'";
     if (!pool.in_bounds(info.offset, info.length) || info.length < kTopicRegionBytes) {
-        violations.push_back("violation: " + who + ": root region too short or out of bounds");
+        violations.push_back(who + ": root region too short or out of bounds");
         return;
     }
     auto* hdr = reinterpret_cast<TopicHeader*>(pool.base() + info.offset);
     if (hdr->magic != kTopicMagic) {
-        if (info.state == "live") violations.push_back("violation: " + who + ": bad magic");
+        if (info.state == "live") violations.push_back(who + ": bad magic");
         return;
     }
     if (hdr->num_partitions == 0 || hdr->num_partitions > kMaxPartitions)
-        violations.push_back("violation: " + who + ": num_partitions " + std::to_string(hdr->num_partitions));
+        violations.push_back(who + ": num_partitions " + std::to_string(hdr->num_partitions));
     auto* groups = reinterpret_cast<GroupSlot*>(pool.base() + info.offset + kGroupsOffset);
     for (uint32_t i = 0; i < kMaxGroups; ++i) {
         const uint64_t w = groups[i].word.load(std::memory_order_acquire);  // pairs with LIVE/FREE stores
         if (group_state(w) > kGroupLive)
-            violations.push_back("violation: " + who + " group slot " + std::to_string(i) + ": state " +
+            violations.push_back(who + " group slot " + std::to_string(i) + ": state " +
                                  std::to_string(group_state(w)));
         else if (group_state(w) == kGroupCreating)
             in_progress.push_back("in progress: " + who + " group slot " + std::to_string(i) + " being registered");
