@@ -232,7 +232,10 @@ Result<Outcome> WorkerLoop::Impl::backoff(uint64_t wait) {
     const uint64_t end = mono_now_ns() + wait;
     for (uint64_t now = mono_now_ns(); now < end; now = mono_now_ns()) {
         if (should_stop && should_stop()) return Outcome::interrupted;
-        FABRIC_TRY(keep_alive());
+        if (Status st = keep_alive(); !st) {
+            if (st.code() == Errc::stale_epoch) return Outcome::lost;  // evicted: the run loop joins again
+            return std::move(st).error();
+        }
         const uint64_t slice = std::min(kBackoffSliceNs, end - now);
         timespec ts{time_t(slice / kNsPerSec), long(slice % kNsPerSec)};
         nanosleep(&ts, nullptr);
@@ -286,6 +289,7 @@ Result<Outcome> WorkerLoop::Impl::attempt_once(const Message& m, const FabricUri
         item.keep_alive = [this] { return keep_alive(); };
         auto out = processor(item);
         if (!out) {
+            if (out.code() == Errc::stale_epoch) return Outcome::lost;  // keep_alive: evicted, not a failure
             if (is_fatal(out.code())) return std::move(out).error();
             *failure = {out.error().message, router->policy().is_permanent(out.code())};
             return Outcome::failed;
@@ -483,7 +487,9 @@ Result<WorkerExit> WorkerLoop::run(const std::function<bool()>& should_stop) {
             why = WorkerExit::count_reached;
             break;
         }
-        if (Status st = im.keep_alive(); !st) return fail(std::move(st).error());
+        // stale_epoch: evicted while descheduled past the session timeout (our partitions moved,
+        // our epoch is fenced); not fatal: rebalance() below joins again.
+        if (Status st = im.keep_alive(); !st && st.code() != Errc::stale_epoch) return fail(std::move(st).error());
         auto changed = im.membership->rebalance(mono_now_ns());  // nothing is uncommitted here
         if (!changed) return fail(std::move(changed).error());
         if (*changed) {
