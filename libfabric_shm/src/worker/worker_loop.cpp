@@ -154,6 +154,7 @@ struct WorkerLoop::Impl {
     Result<Outcome> attempt_once(const Message& m, const FabricUri& uri, const FabricUri& result_uri, uint32_t attempt,
                                  Failure* failure);
     Status dead_letter(const Message& m, uint64_t attempts, const std::string& reason);
+    Result<bool> evicted();
     Status note_dead_letter();
     bool dlq_leases_registered = false;
     Result<Outcome> backoff(uint64_t wait_ns);
@@ -225,6 +226,18 @@ Status WorkerLoop::Impl::dead_letter(const Message& m, uint64_t attempts, const 
          std::to_string(m.offset) + ", " + std::to_string(attempts) + " attempt(s)) to '" + router->dlq_topic() +
          "': " + reason);
     return {};
+}
+
+// A member evicted while stalled past the session timeout is a zombie: its partitions belong
+// to a newer owner, which handles (and may already have committed) the same messages. The
+// result put and the commit are fenced by the epoch; a dead letter is not, so every
+// dead-letter decision asks first. Racy like ConsumerGroup::owns, but it comes after the
+// stall, which is the window that matters.
+Result<bool> WorkerLoop::Impl::evicted() {
+    Status st = membership->heartbeat(mono_now_ns());
+    if (st) return false;
+    if (st.code() == Errc::stale_epoch) return true;
+    return std::move(st).error();
 }
 
 // Sleeps `wait` in slices, keeping the member alive; interrupted by a stop request.
@@ -331,13 +344,21 @@ Result<Outcome> WorkerLoop::Impl::attempt_once(const Message& m, const FabricUri
 // -> backoff and retry in place, or the DLQ after max attempts; permanent failures go to the
 // DLQ at once.
 Result<Outcome> WorkerLoop::Impl::handle(const Message& m) {
+#define FABRIC_UNLESS_EVICTED()                     \
+    do {                                            \
+        auto ev = evicted();                        \
+        if (!ev) return std::move(ev).error();      \
+        if (*ev) return Outcome::lost;              \
+    } while (0)
     auto uri = FabricUri::parse(m.value_str());
     if (!uri) {
+        FABRIC_UNLESS_EVICTED();
         FABRIC_TRY(dead_letter(m, 1, "invalid notification: " + uri.error().message));
         return Outcome::done;
     }
     auto result_uri = FabricUri::make(pool->name(), cfg.result_bucket, uri->key());
     if (!result_uri) {
+        FABRIC_UNLESS_EVICTED();
         FABRIC_TRY(dead_letter(m, 1, "no result URI: " + result_uri.error().message));
         return Outcome::done;
     }
@@ -345,6 +366,7 @@ Result<Outcome> WorkerLoop::Impl::handle(const Message& m) {
         auto a = router->begin(m);
         if (!a) return std::move(a).error();
         if (*a > cfg.max_attempts) {
+            FABRIC_UNLESS_EVICTED();
             FABRIC_TRY(dead_letter(m, *a - 1,
                                    "handed out " + std::to_string(*a - 1) +
                                        " times without an ack (the worker crashed or was presumed dead)"));
@@ -359,6 +381,7 @@ Result<Outcome> WorkerLoop::Impl::handle(const Message& m) {
         }
         if (*r != Outcome::failed) return *r;
         ++stats.failed_attempts;
+        FABRIC_UNLESS_EVICTED();  // before the DLQ and before nack (which may dead-letter)
         if (failure.permanent) {
             FABRIC_TRY(dead_letter(m, *a, failure.reason));
             return Outcome::done;
@@ -378,6 +401,7 @@ Result<Outcome> WorkerLoop::Impl::handle(const Message& m) {
         if (!b) return std::move(b).error();
         if (*b != Outcome::done) return *b;
     }
+#undef FABRIC_UNLESS_EVICTED
 }
 
 void WorkerLoop::Impl::leave() {
