@@ -182,6 +182,7 @@ struct Options {
     uint64_t objects_per_producer = 60;  ///< per incarnation; then it exits and is replaced
     int mean_interval_ms = 120;          ///< mean delay between kills
     int crash_point_percent = 35;        ///< replacements armed with a named crash point
+    int stall_percent = 0;               ///< events that SIGSTOP a worker past its session timeout instead of a kill
     bool keep = false;
     bool verbose = false;
 };
@@ -238,6 +239,8 @@ private:
     void spawn(Role role, int slot, bool may_arm);
     void reap_exited();
     bool kill_one();
+    void stall_one();
+    void resume_stalled(bool all);
     void finish_kill_phase();
     void ingest();
     bool verify_in(MemObjectStore& store, const std::string& key, const KeyState& k, bool need_result);
@@ -263,6 +266,8 @@ private:
     uint64_t incarnations_ = 0, random_kills_ = 0, crash_point_deaths_ = 0, armed_ = 0, clean_exits_ = 0;
     uint64_t failed_exits_ = 0, violations_ = 0;
     std::map<std::string, uint64_t> point_deaths_;
+    std::map<pid_t, uint64_t> stalled_;  ///< SIGSTOPped worker -> when to SIGCONT it
+    uint64_t stalls_ = 0;
     uint64_t last_kill_ns_ = 0;
     bool kill_phase_ = true;
 };
@@ -360,6 +365,7 @@ bool Harness::kill_one() {
     if (live_.empty()) return false;
     const size_t i = rng_.below(live_.size());
     Child c = live_[i];
+    stalled_.erase(c.pid);
     ::kill(c.pid, SIGKILL);
     int status = 0;
     ::waitpid(c.pid, &status, 0);
@@ -375,10 +381,38 @@ bool Harness::kill_one() {
     return true;
 }
 
+/// SIGSTOPs a random worker for 1 to 2 session timeouts: the group evicts it, a live member
+/// takes its partitions over, and when it resumes it is a zombie whose writes must be fenced.
+void Harness::stall_one() {
+    std::vector<pid_t> workers;
+    for (const Child& c : live_)
+        if (c.role == Role::worker && !stalled_.count(c.pid)) workers.push_back(c.pid);
+    if (workers.empty()) return;
+    const pid_t pid = workers[rng_.below(workers.size())];
+    const uint64_t ms = o_.session_timeout_ms + rng_.below(o_.session_timeout_ms + 1);
+    ::kill(pid, SIGSTOP);
+    stalled_[pid] = mono_now_ns() + ms * kNsPerMs;
+    ++stalls_;
+    if (o_.verbose) std::fprintf(stderr, "torture: SIGSTOP pid %d for %" PRIu64 " ms\n", int(pid), ms);
+}
+
+void Harness::resume_stalled(bool all) {
+    const uint64_t now = mono_now_ns();
+    for (auto it = stalled_.begin(); it != stalled_.end();) {
+        if (all || now >= it->second) {
+            ::kill(it->first, SIGCONT);
+            it = stalled_.erase(it);
+        } else {
+            ++it;
+        }
+    }
+}
+
 /// Ends the kill phase: processes still armed are killed (so no crash point fires after
 /// "the last kill") and workers are replaced unarmed; producers are asked to stop.
 void Harness::finish_kill_phase() {
     kill_phase_ = false;
+    resume_stalled(true);
     std::vector<Child> armed;
     for (const Child& c : live_)
         if (!c.crash_point.empty()) armed.push_back(c);
@@ -565,6 +599,14 @@ bool Harness::drained(Pool& pool, std::string* why) {
         *why = "group lag " + std::to_string(lag);
         return false;
     }
+    // Every worker running is a live member again (replacements joined, zombies rejoined).
+    size_t members = 0, workers = 0;
+    for (const auto& m : d->members) members += m.alive ? 1 : 0;
+    for (const Child& c : live_) workers += c.role == Role::worker ? 1 : 0;
+    if (members != workers) {
+        *why = std::to_string(members) + " live group members for " + std::to_string(workers) + " workers";
+        return false;
+    }
     ingest();
     auto store = MemObjectStore::attach(pool);
     if (!store) {
@@ -693,6 +735,13 @@ int Harness::run() {
         return 1;
     }
 
+    auto region_summary = [&] {
+        std::string out;
+        for (const RegionInfo& r : pool->regions())
+            out += std::string(region_kind_name(r.kind)) + " '" + r.name + "' " + r.state + " " + std::to_string(r.length) + " B; ";
+        return out;
+    };
+    const std::string regions_before = region_summary();
     const uint64_t start = mono_now_ns();
     for (int i = 0; i < o_.workers; ++i) spawn(Role::worker, i, false);
     for (int i = 0; i < o_.producers; ++i) spawn(Role::producer, i, false);
@@ -702,6 +751,7 @@ int Harness::run() {
         const uint64_t until = mono_now_ns() + uint64_t(delay) * kNsPerMs;
         while (mono_now_ns() < until) {
             reap_exited();
+            resume_stalled(false);
             ::usleep(5000);
         }
         if (mono_now_ns() - last_clean > 500 * kNsPerMs) {
@@ -709,7 +759,10 @@ int Harness::run() {
             last_clean = mono_now_ns();
         }
         reap_exited();
-        kill_one();
+        if (int(rng_.below(100)) < o_.stall_percent)
+            stall_one();
+        else
+            kill_one();
         if (failed_exits_ > 20) {
             fail("more than 20 processes failed on their own: stopping the kill phase");
             break;
@@ -752,6 +805,11 @@ int Harness::run() {
     const int rc = dump_check(pool_name_, &out);
     if (rc != 0) fail("fabric-shm-dump --check (before the reaper) exited " + std::to_string(rc) + ":\n" + out);
     check(*pool);
+    // The pool itself: after the reaper, exactly the regions made at setup, all live (no
+    // half-made region of a killed creator, no region left reclaiming, no DLQ topic).
+    const std::string regions_after = region_summary();
+    if (regions_after != regions_before)
+        fail("pool regions changed: before the kills " + regions_before + "after the reaper " + regions_after);
 
     std::printf("torture: kills %" PRIu64 " (%" PRIu64 " random SIGKILLs, %" PRIu64 " at crash points; %" PRIu64
                 " processes armed), processes started %" PRIu64 ", clean exits %" PRIu64 ", kill phase %.1f s\n",
@@ -760,6 +818,7 @@ int Harness::run() {
     std::string pts;
     for (const auto& [p, n] : point_deaths_) pts += " " + p + "=" + std::to_string(n);
     std::printf("torture: crash points hit:%s\n", pts.empty() ? " none" : pts.c_str());
+    if (o_.stall_percent) std::printf("torture: stalls (SIGSTOP past the session timeout) %" PRIu64 "\n", stalls_);
     std::printf("torture: drained %.1f s after the last kill (bound %.0f s = session timeout + 10 s)\n", drain_s,
                 double(bound_ns) / 1e9);
     std::printf("torture: violations %" PRIu64 "\n", violations_);
@@ -772,7 +831,8 @@ int Harness::run() {
 void usage() {
     std::fprintf(stderr,
                  "usage: torture [--seed N] [--kills N] [--producers N] [--workers N] [--session-timeout-ms N]\n"
-                 "               [--interval-ms N] [--objects N] [--crash-point-percent N] [--keep] [--verbose]\n"
+                 "               [--interval-ms N] [--objects N] [--crash-point-percent N] [--stall-percent N]\n"
+                 "               [--keep] [--verbose]\n"
                  "FABRIC_SHM_TORTURE_KILLS=N overrides --kills (CI sanitizer builds use a shorter run).\n");
 }
 
@@ -807,6 +867,7 @@ int main(int argc, char** argv) {
         else if (a == "--interval-ms" && num(v) && v >= 1) o.mean_interval_ms = int(v);
         else if (a == "--objects" && num(v) && v >= 1) o.objects_per_producer = v;
         else if (a == "--crash-point-percent" && num(v) && v <= 100) o.crash_point_percent = int(v);
+        else if (a == "--stall-percent" && num(v) && v <= 100) o.stall_percent = int(v);
         else {
             usage();
             return 2;
