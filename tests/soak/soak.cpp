@@ -214,7 +214,7 @@ int run(const Options& o, const std::string& exe) {
     for (int i = 0; i < o.workers; ++i)
         start("worker" + std::to_string(i),
               {e2e::worker_bin(), "--pool", pool_name, "--topic", kTopic, "--group", kGroup, "--builtin", "crc32",
-               "--quiet", "--json"});
+               "--json"});  // no --quiet: the event log (dead letters, rebalances) goes to the .out file
     for (int i = 0; i < o.churners; ++i)
         start("churn" + std::to_string(i), {exe, "--child-churn", pool_name, std::to_string(i),
                                             std::to_string(o.seed * 1000 + uint64_t(i)), std::to_string(o.keys),
@@ -295,6 +295,13 @@ int run(const Options& o, const std::string& exe) {
             ++failures;
         }
     }
+    // Nothing is removed from the "events" bucket, so no notification may be dead-lettered.
+    // (The 30-minute run of 2026-11-27 dead-lettered one after 20 minutes; this prints why.)
+    const auto dead = e2e::read_dlq(*pool, std::string(kTopic) + ".dlq");
+    for (const auto& d : dead)
+        std::fprintf(stderr, "soak: DEAD LETTER %s (partition %s offset %s, %s attempt(s)): %s\n", d.value.c_str(),
+                     d.partition.c_str(), d.offset.c_str(), d.attempts.c_str(), d.reason.c_str());
+    if (!dead.empty()) ++failures;
     std::string out;
     (void)test::run_command(test::build_path("tools/reaper/fabric-shm-reaper") + " --pool " + pool_name + " 2>&1", &out);
     const torture::Space end = torture::measure_space(*pool);
