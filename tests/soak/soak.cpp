@@ -97,6 +97,10 @@ int churn_child(const std::string& pool_name, int id, uint64_t seed, uint64_t ke
     torture::Rng rng(seed);
     uint64_t ops = 0, errors = 0;
     std::string data;
+    // Counts a failed call and prints the first ones (the parent shows the file on failure).
+    auto bad = [&](const char* what, const Error& e) {
+        if (++errors <= 5) std::fprintf(stderr, "churn %d: %s: %s: %s\n", id, what, std::string(errc_name(e.code)).c_str(), e.message.c_str());
+    };
     while (!g_stop) {
         for (int i = 0; i < 64 && !g_stop; ++i, ++ops) {
             const uint64_t r = rng.below(100);
@@ -108,34 +112,37 @@ int churn_child(const std::string& pool_name, int id, uint64_t seed, uint64_t ke
                 auto uri = FabricUri::make(pool->name(), "events", key);
                 auto v = (*store)->put(*uri, bytes_of(data));
                 if (!v) {
-                    ++errors;
+                    bad("put", v.error());
                     continue;
                 }
                 const std::string uri_s = uri->to_string(), ver = std::to_string(*v), ts = std::to_string(wall_now_ns());
                 const MessageHeader headers[] = {{kHeaderVersion, ver}, {kHeaderPutTime, ts}};
-                if (!producer->send_keyed(bytes_of(key), bytes_of(uri_s), headers)) ++errors;
+                if (auto sent = producer->send_keyed(bytes_of(key), bytes_of(uri_s), headers); !sent) bad("send", sent.error());
                 continue;
             }
             const std::string key = "c" + std::to_string(id) + "-" + std::to_string(rng.below(keys));
             auto uri = FabricUri::make(pool->name(), "churn", key);
             if (r < 45) {  // put / overwrite
                 data = torture::content(key, int(ops % 1000), size);
-                if (!(*store)->put(*uri, bytes_of(data))) ++errors;
+                if (auto v = (*store)->put(*uri, bytes_of(data)); !v) bad("put", v.error());
             } else if (r < 55) {  // zero-copy put
                 auto loan = (*store)->loan(size ? size : 1);
                 if (!loan) {
-                    ++errors;
+                    bad("loan", loan.error());
                     continue;
                 }
                 std::memset(loan->bytes().data(), 'x', loan->bytes().size());
-                if (!(*store)->commit(std::move(*loan), *uri)) ++errors;
+                if (auto v = (*store)->commit(std::move(*loan), *uri); !v) bad("commit", v.error());
             } else if (r < 80) {  // remove (absent is fine)
-                if (!(*store)->remove(*uri)) ++errors;
+                if (auto r = (*store)->remove(*uri); !r) bad("remove", r.error());
             } else if (r < 90) {  // get (CRC verified)
-                if (!(*store)->get(*uri)) ++errors;
+                if (auto g = (*store)->get(*uri); !g) bad("get", g.error());
             } else {  // pin, verify, unpin
                 auto p = (*store)->pin(*uri);
-                if (!p || (*p && !(*p)->verify())) ++errors;
+                if (!p)
+                    bad("pin", p.error());
+                else if (*p)
+                    if (Status v = (*p)->verify(); !v) bad("verify", v.error());
             }
         }
         ::usleep(2000);  // ~64 ops per 2 ms at most: leave CPU to others on 2 vCPUs
