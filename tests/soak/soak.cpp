@@ -279,10 +279,16 @@ int run(const Options& o, const std::string& exe) {
     }
     if (csv) std::fclose(csv);
 
-    // Stop: churners and workers finish, then the exact space check.
-    for (const Proc& p : procs) ::kill(p.pid, SIGTERM);
+    // Stop: churners first (a churner blocked on a full partition needs the workers), then
+    // the workers; then the exact space check.
     uint64_t ops = 0, errors = 0, processed = 0, skipped = 0;
-    for (const Proc& p : procs) {
+    std::vector<const Proc*> order;
+    for (const char* role : {"churn", "worker"})
+        for (const Proc& p : procs)
+            if (p.name.rfind(role, 0) == 0) order.push_back(&p);
+    for (const Proc* pp : order) {
+        const Proc& p = *pp;
+        ::kill(p.pid, SIGTERM);
         const int rc = test::wait_child(p.pid, 30000);
         std::string out;
         test::run_command("cat " + p.out, &out);
