@@ -110,6 +110,7 @@ struct WorkerLoop::Impl {
     Result<Outcome> attempt_once(const Message& m, const FabricUri& uri, const FabricUri& result_uri, uint32_t attempt,
                                  Failure* failure);
     Status dead_letter(const Message& m, uint64_t attempts, const std::string& reason);
+    Result<bool> evicted();
     Status note_dead_letter();
     bool dlq_leases_registered = false;
     Result<Outcome> backoff(uint64_t wait_ns);
@@ -183,12 +184,27 @@ Status WorkerLoop::Impl::dead_letter(const Message& m, uint64_t attempts, const 
     return {};
 }
 
+// A member evicted while stalled past the session timeout is a zombie: its partitions belong
+// to a newer owner, which handles (and may already have committed) the same messages. The
+// result put and the commit are fenced by the epoch; a dead letter is not, so every
+// dead-letter decision asks first. Racy like ConsumerGroup::owns, but it comes after the
+// stall, which is the window that matters.
+Result<bool> WorkerLoop::Impl::evicted() {
+    Status st = membership->heartbeat(mono_now_ns());
+    if (st) return false;
+    if (st.code() == Errc::stale_epoch) return true;
+    return std::move(st).error();
+}
+
 // Sleeps `wait` in slices, keeping the member alive; interrupted by a stop request.
 Result<Outcome> WorkerLoop::Impl::backoff(uint64_t wait) {
     const uint64_t end = mono_now_ns() + wait;
     for (uint64_t now = mono_now_ns(); now < end; now = mono_now_ns()) {
         if (should_stop && should_stop()) return Outcome::interrupted;
-        FABRIC_TRY(keep_alive());
+        if (Status st = keep_alive(); !st) {
+            if (st.code() == Errc::stale_epoch) return Outcome::lost;  // evicted: the run loop joins again
+            return std::move(st).error();
+        }
         const uint64_t slice = std::min(kBackoffSliceNs, end - now);
         timespec ts{time_t(slice / kNsPerSec), long(slice % kNsPerSec)};
         nanosleep(&ts, nullptr);
@@ -242,6 +258,7 @@ Result<Outcome> WorkerLoop::Impl::attempt_once(const Message& m, const FabricUri
         item.keep_alive = [this] { return keep_alive(); };
         auto out = processor(item);
         if (!out) {
+            if (out.code() == Errc::stale_epoch) return Outcome::lost;  // keep_alive: evicted, not a failure
             if (is_fatal(out.code())) return std::move(out).error();
             *failure = {out.error().message, router->policy().is_permanent(out.code())};
             return Outcome::failed;
@@ -286,13 +303,21 @@ Result<Outcome> WorkerLoop::Impl::attempt_once(const Message& m, const FabricUri
 // -> backoff and retry in place, or the DLQ after max attempts; permanent failures go to the
 // DLQ at once.
 Result<Outcome> WorkerLoop::Impl::handle(const Message& m) {
+#define FABRIC_UNLESS_EVICTED()                     \
+    do {                                            \
+        auto ev = evicted();                        \
+        if (!ev) return std::move(ev).error();      \
+        if (*ev) return Outcome::lost;              \
+    } while (0)
     auto uri = FabricUri::parse(m.value_str());
     if (!uri) {
+        FABRIC_UNLESS_EVICTED();
         FABRIC_TRY(dead_letter(m, 1, "invalid notification: " + uri.error().message));
         return Outcome::done;
     }
     auto result_uri = FabricUri::make(pool->name(), cfg.result_bucket, uri->key());
     if (!result_uri) {
+        FABRIC_UNLESS_EVICTED();
         FABRIC_TRY(dead_letter(m, 1, "no result URI: " + result_uri.error().message));
         return Outcome::done;
     }
@@ -300,6 +325,7 @@ Result<Outcome> WorkerLoop::Impl::handle(const Message& m) {
         auto a = router->begin(m);
         if (!a) return std::move(a).error();
         if (*a > cfg.max_attempts) {
+            FABRIC_UNLESS_EVICTED();
             FABRIC_TRY(dead_letter(m, *a - 1,
                                    "handed out " + std::to_string(*a - 1) +
                                        " times without an ack (the worker crashed or was presumed dead)"));
@@ -314,6 +340,7 @@ Result<Outcome> WorkerLoop::Impl::handle(const Message& m) {
         }
         if (*r != Outcome::failed) return *r;
         ++stats.failed_attempts;
+        FABRIC_UNLESS_EVICTED();  // before the DLQ and before nack (which may dead-letter)
         if (failure.permanent) {
             FABRIC_TRY(dead_letter(m, *a, failure.reason));
             return Outcome::done;
@@ -333,6 +360,7 @@ Result<Outcome> WorkerLoop::Impl::handle(const Message& m) {
         if (!b) return std::move(b).error();
         if (*b != Outcome::done) return *b;
     }
+#undef FABRIC_UNLESS_EVICTED
 }
 
 void WorkerLoop::Impl::leave() {
@@ -452,7 +480,9 @@ Result<WorkerExit> WorkerLoop::run(const std::function<bool()>& should_stop) {
             why = WorkerExit::count_reached;
             break;
         }
-        if (Status st = im.keep_alive(); !st) return fail(std::move(st).error());
+        // stale_epoch: evicted while descheduled past the session timeout (our partitions moved,
+        // our epoch is fenced); not fatal: rebalance() below joins again.
+        if (Status st = im.keep_alive(); !st && st.code() != Errc::stale_epoch) return fail(std::move(st).error());
         auto changed = im.membership->rebalance(mono_now_ns());  // nothing is uncommitted here
         if (!changed) return fail(std::move(changed).error());
         if (*changed) {
