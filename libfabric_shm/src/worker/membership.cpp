@@ -21,16 +21,10 @@ public:
         joined_ = true;
         return {};
     }
-    Status heartbeat(uint64_t) override {
-        if (!joined_) return {};
-        Status st = group_.heartbeat(id_);
-        // Evicted: we were silent past the session timeout (a scheduler stall on a loaded
-        // machine, SIGSTOP) and another member took our partitions. Not fatal: our epoch is
-        // fenced (result puts and commits fail with stale_epoch, handled as "lost"), and the
-        // next rebalance() joins again. Failing here made the worker exit 1 before that.
-        if (!st && st.code() == Errc::stale_epoch) return {};
-        return st;
-    }
+    // stale_epoch means evicted (silent past the session timeout: a stall, SIGSTOP). It is
+    // reported, not swallowed: WorkerLoop::Impl::evicted() relies on it to stop a zombie from
+    // dead-lettering messages it no longer owns, and WorkerLoop::run treats it as "join again".
+    Status heartbeat(uint64_t) override { return joined_ ? group_.heartbeat(id_) : Status{}; }
     Result<bool> rebalance(uint64_t) override {
         auto c = group_.claim(id_);
         if (!c && c.code() == Errc::stale_epoch) {
