@@ -7,6 +7,8 @@
 #include <time.h>
 
 #include <atomic>
+#include <cstdio>
+#include <vector>
 
 #include "../e2e/e2e_support.h"
 #include "../support/test_support.h"
@@ -186,4 +188,56 @@ TEST_CASE("an evicted worker resuming with a polled batch does not dead-letter m
     CHECK_MESSAGE(dead.empty(), dead.size() << " dead letter(s), first: " << (dead.empty() ? "" : dead[0].value + ": " + dead[0].reason));
     (void)owner->leave();
     ::munmap(started, 4096);
+}
+
+// Found by the torture helper's e2e runs (2 of 10 "two-stage pipeline" runs at load 5) and the
+// e2e-demos failure of demo-multistage.sh: workers of two stages started together both create
+// the topic between them (stage 1's --next-topic is stage 2's --topic). The loser's create said
+// already_exists while the winner's partitions were still unpublished, opening the topic then
+// said "does not exist", and the stage-1 worker exited 1. Now ensure_topic waits for it.
+TEST_CASE("workers racing to create the same next topic all open it") {
+    const std::string name = test::unique_pool_name("rg-topic");
+    test::PoolCleanup cleanup(name);
+    auto pool = Pool::create({name, 64ull << 20});
+    REQUIRE_MESSAGE(pool.ok(), pool.error().message);
+    auto store = MemObjectStore::open(*pool);
+    REQUIRE_MESSAGE(store.ok(), store.error().message);
+    TopicManager tm(*pool);
+    REQUIRE(tm.create("s1", TopicConfig{}).ok());
+
+    constexpr int kRounds = 12, kWorkers = 4;
+    for (int round = 0; round < kRounds; ++round) {
+        const std::string next = "s2-" + std::to_string(round);
+        auto* go = static_cast<std::atomic<int>*>(
+            ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+        REQUIRE(go != MAP_FAILED);
+        go->store(0);
+        std::vector<pid_t> children;
+        for (int w = 0; w < kWorkers; ++w) {
+            children.push_back(test::fork_child([&, w] {
+                auto p = Pool::open(name);
+                if (!p) return 10;
+                WorkerConfig cfg;
+                // Half are stage 1 (forward to `next`), half are stage 2 (consume `next`).
+                cfg.topic = (w % 2 == 0) ? "s1" : next;
+                cfg.group = (w % 2 == 0) ? "stage1" : "stage2";
+                cfg.member_id = "m" + std::to_string(w);
+                if (w % 2 == 0) cfg.next_topic = next;
+                while (go->load() == 0) {
+                }
+                auto loop = WorkerLoop::open(*p, cfg, [](const WorkItem& item) -> Result<std::vector<uint8_t>> {
+                    return std::vector<uint8_t>(item.data.begin(), item.data.end());
+                });
+                if (!loop) {
+                    std::fprintf(stderr, "worker %d: %s\n", w, loop.error().message.c_str());
+                    return 11;
+                }
+                return 0;
+            }));
+        }
+        go->store(1);
+        for (pid_t c : children) CHECK_MESSAGE(test::wait_child(c) == 0, "round " << round);
+        ::munmap(go, 4096);
+        CHECK(tm.describe(next).ok());
+    }
 }
