@@ -427,11 +427,7 @@ int main(int argc, char** argv) {
         }
     }
     if (const char* s = std::getenv("FABRIC_SHM_SOAK_SECONDS"); s && *s) o.seconds = std::strtoull(s, nullptr, 10);
-    char exe[4096];
-    const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0) return 1;
-    exe[n] = '\0';
-    if (!std::getenv("FABRIC_SHM_TEST_BUILD_DIR"))
-        ::setenv("FABRIC_SHM_TEST_BUILD_DIR", fs::path(exe).parent_path().parent_path().parent_path().c_str(), 1);
+    const std::string exe = test::self_exe_setting_build_dir();  // run by hand: finds the tools too
+    if (exe.empty()) return 1;
     return run(o, exe);
 }

@@ -81,4 +81,15 @@ std::string build_path(const std::string& relative) {
     return std::string(root ? root : ".") + "/" + relative;
 }
 
+std::string self_exe_setting_build_dir() {
+    char exe[4096];
+    const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return {};
+    exe[n] = '\0';
+    if (!std::getenv("FABRIC_SHM_TEST_BUILD_DIR"))
+        ::setenv("FABRIC_SHM_TEST_BUILD_DIR",
+                 std::filesystem::path(exe).parent_path().parent_path().parent_path().c_str(), 1);
+    return exe;
+}
+
 }  // namespace fabric_shm::test

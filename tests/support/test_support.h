@@ -37,4 +37,9 @@ int run_command(const std::string& command, std::string* output = nullptr);
 /// Build root (FABRIC_SHM_TEST_BUILD_DIR) for locating tools: build_path("tools/fabric-shm").
 std::string build_path(const std::string& relative);
 
+/// For test programs that are also run by hand and re-execute themselves (torture, soak): the
+/// path of this executable, and FABRIC_SHM_TEST_BUILD_DIR set (unless already set) to the build
+/// root three levels up (BUILD/tests/<suite>/<program>). "" when /proc/self/exe is unreadable.
+std::string self_exe_setting_build_dir();
+
 }  // namespace fabric_shm::test

@@ -885,13 +885,8 @@ int main(int argc, char** argv) {
         }
     }
     if (const char* k = std::getenv("FABRIC_SHM_TORTURE_KILLS"); k && *k) o.kills = std::strtoull(k, nullptr, 10);
-    char exe[4096];
-    const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0) return 1;
-    exe[n] = '\0';
-    // Run by hand (not by meson): the build root is three levels above tests/torture/torture.
-    if (!std::getenv("FABRIC_SHM_TEST_BUILD_DIR"))
-        ::setenv("FABRIC_SHM_TEST_BUILD_DIR", fs::path(exe).parent_path().parent_path().parent_path().c_str(), 1);
+    const std::string exe = test::self_exe_setting_build_dir();  // run by hand: finds the tools too
+    if (exe.empty()) return 1;
     for (const std::string& tool : {e2e::worker_bin(), test::build_path("tools/dump/fabric-shm-dump"),
                                     test::build_path("tools/reaper/fabric-shm-reaper")})
         if (::access(tool.c_str(), X_OK) != 0) {
