@@ -54,6 +54,7 @@ for _ in $(seq 100); do
     grep -q '"processors"' <<<"$("$build/tools/dump/fabric-shm-dump" --pool "$pool" --json 2>/dev/null)" && break
     sleep 0.1
 done
+kill -0 "$example_pid" 2>/dev/null || { cat "$tmp/err" >&2; fail "the example exited at start"; }
 "$build/workers/fabric-shm-producer" --pool "$pool" --topic object-events --synthetic 5 --size 64 --quiet ||
     fail "producer failed"
 for _ in $(seq 200); do
