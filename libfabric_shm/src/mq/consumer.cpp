@@ -294,7 +294,12 @@ Result<size_t> Consumer::Impl::drain(uint32_t p, MessageBatch& b, size_t limit, 
     const PartitionView& pv = t->parts[p];
     uint64_t pos = ps[p].pos;
     size_t n = 0;
-    while (n < limit) {
+    // Every round delivers, skips or gaps at least one offset, or re-reads a word that changed.
+    // Bounded anyway: on a damaged ring (a tail below slots that claim later laps) gap() advances
+    // one offset per round and a poll would otherwise spin for 2^64 offsets (fuzz_topic found
+    // it). Past the bound the round's progress is kept and the next poll goes on.
+    const uint64_t max_rounds = uint64_t(limit) + 2 * pv.capacity;
+    for (uint64_t rounds = 0; n < limit && rounds < max_rounds; ++rounds) {
         SlotHeader* s = pv.slot(pos);
         // Acquire: pairs with the producer's publish CAS (envelope visible) or a skip CAS.
         const uint64_t w1 = s->state.load(std::memory_order_acquire);
