@@ -31,6 +31,10 @@ ninja -C "$dir" -j "$(nproc)" "${targets[@]/#/tests/fuzz/}"
 echo "fuzz: built ${#targets[@]} targets in $(( $(date +%s) - start )) s"
 
 mkdir -p "$dir/fuzz-artifacts" "$dir/fuzz-logs"
+# Targets that map a pool make a private directory /dev/shm/fabric-fuzz-<target>-XXXXXX and
+# remove it at exit; libFuzzer's exit on a timeout or crash skips that. Whatever appeared while
+# a target ran is removed after it (targets run one at a time).
+shm_before=$(ls -d /dev/shm/fabric-fuzz-* 2>/dev/null || true)
 passed=0
 failed=0
 for t in "${targets[@]}"; do
@@ -43,6 +47,9 @@ for t in "${targets[@]}"; do
         "$dir/tests/fuzz/$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
         -print_final_stats=1 -artifact_prefix="$dir/fuzz-artifacts/$t-" \
         "$dir/fuzz-corpus/$t" "${seeds[@]}" >"$log" 2>&1 || rc=$?
+    for d in /dev/shm/fabric-fuzz-*; do
+        [ -e "$d" ] && ! grep -qxF "$d" <<<"$shm_before" && rm -rf "$d"
+    done
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     corpus=$(ls "$dir/fuzz-corpus/$t" | wc -l)
     if [ "$rc" -eq 0 ]; then
