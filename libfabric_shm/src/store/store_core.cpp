@@ -703,7 +703,17 @@ Result<std::optional<Found>> StoreCore::lookup(const StoreKey& key) const {
                 if (!header_ok)
                     return make_error(Errc::corrupt, "store: block " + std::to_string(b) +
                                                          " referenced by the table has an invalid object header");
-                if (!match) continue;
+                if (!match) {
+                    // The slot may have moved on: an overwrite linked our key's new block and the
+                    // old one was freed and reused for another key between our slot load and our
+                    // word load. Skipping the slot would then report a present key as absent
+                    // (a worker dead-lettered "object not found" under churn in the soak).
+                    if (bk.slots[j].load(std::memory_order_acquire) != v) {
+                        restart = true;
+                        break;
+                    }
+                    continue;
+                }
                 f.slot = &bk.slots[j];
                 f.slot_value = v;
                 f.bucket = bi;
