@@ -203,20 +203,7 @@ int run(const Options& o, const std::string& exe) {
     std::vector<Proc> procs;
     auto start = [&](const std::string& name, std::vector<std::string> args) {
         Proc p{-1, name, dir + "/" + name + ".out"};
-        std::fflush(stdout);
-        p.pid = ::fork();
-        if (p.pid == 0) {
-            const int fd = ::open(p.out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-            if (fd >= 0) {
-                ::dup2(fd, 1);
-                ::dup2(fd, 2);
-            }
-            std::vector<char*> argv;
-            for (auto& a : args) argv.push_back(a.data());
-            argv.push_back(nullptr);
-            ::execv(argv[0], argv.data());
-            _exit(127);
-        }
+        p.pid = test::spawn_program(std::move(args), p.out);
         procs.push_back(p);
     };
     for (int i = 0; i < o.workers; ++i)

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "test_support.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -79,6 +80,25 @@ int run_command(const std::string& command, std::string* output) {
 std::string build_path(const std::string& relative) {
     const char* root = std::getenv("FABRIC_SHM_TEST_BUILD_DIR");
     return std::string(root ? root : ".") + "/" + relative;
+}
+
+pid_t spawn_program(std::vector<std::string> args, const std::string& output,
+                    const std::function<void()>& in_child) {
+    std::fflush(stdout);
+    std::fflush(stderr);
+    const pid_t pid = ::fork();
+    if (pid != 0) return pid;
+    if (in_child) in_child();
+    const int fd = ::open(output.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd >= 0) {
+        ::dup2(fd, 1);
+        ::dup2(fd, 2);
+    }
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    _exit(127);
 }
 
 std::string self_exe_setting_build_dir() {

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "fabric_shm/pool.h"
 
@@ -41,5 +42,11 @@ std::string build_path(const std::string& relative);
 /// path of this executable, and FABRIC_SHM_TEST_BUILD_DIR set (unless already set) to the build
 /// root three levels up (BUILD/tests/<suite>/<program>). "" when /proc/self/exe is unreadable.
 std::string self_exe_setting_build_dir();
+
+/// Starts args[0] with args (execv, no shell), stdout and stderr to `output` (created 0600),
+/// after `in_child` ran in the child (e.g. setenv). Flushes stdio first. Returns the pid (-1
+/// when fork fails); an exec failure exits the child with 127.
+pid_t spawn_program(std::vector<std::string> args, const std::string& output,
+                    const std::function<void()>& in_child = {});
 
 }  // namespace fabric_shm::test

@@ -295,26 +295,12 @@ void Harness::spawn(Role role, int slot, bool may_arm) {
                 "--max-attempts", "1000000", "--session-timeout", std::to_string(o_.session_timeout_ms) + "ms",
                 "--batch", "8", "--quiet"};
     }
-    std::fflush(stdout);
-    std::fflush(stderr);
-    const pid_t pid = ::fork();
-    if (pid == 0) {
+    const pid_t pid = test::spawn_program(std::move(args), role == Role::worker ? c.log : "/dev/null", [&c] {
         if (c.crash_point.empty())
             ::unsetenv("FABRIC_SHM_CRASH_POINT");
         else
             ::setenv("FABRIC_SHM_CRASH_POINT", c.crash_point.c_str(), 1);
-        const std::string out = role == Role::worker ? c.log : "/dev/null";
-        const int fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (fd >= 0) {
-            ::dup2(fd, 1);
-            ::dup2(fd, 2);
-        }
-        std::vector<char*> argv;
-        for (auto& a : args) argv.push_back(a.data());
-        argv.push_back(nullptr);
-        ::execv(argv[0], argv.data());
-        _exit(127);
-    }
+    });
     c.pid = pid;
     if (o_.verbose)
         std::fprintf(stderr, "torture: start %s %d pid %d%s%s\n", role == Role::producer ? "producer" : "worker", slot,
