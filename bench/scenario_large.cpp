@@ -26,13 +26,6 @@
 namespace fabric_shm::bench {
 namespace {
 
-struct PoolGuard {
-    std::string name;
-    ~PoolGuard() {
-        if (!name.empty()) (void)Pool::remove(name, true);
-    }
-};
-
 int run_large(Context& ctx) {
     const auto& o = ctx.options;
     const std::vector<uint64_t> sizes = parse_size_list(
@@ -127,7 +120,7 @@ int run_large(Context& ctx) {
     return 0;
 }
 
-const bool registered = register_scenario(
+const bool large_scenario_registered = register_scenario(
     {"large", "copy put vs loan+commit, copy get vs pinned view, 4 KiB..16 MiB, next to memcpy and crc32",
      [](cxxopts::Options& o) {
          o.add_options()("sizes", "object sizes (default 4K,16K,64K,256K,1M,4M,16M; --quick 4K,64K,1M)",

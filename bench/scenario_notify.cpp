@@ -361,7 +361,7 @@ int run_notify(Context& ctx) {
     return 0;
 }
 
-const bool registered = register_scenario(
+const bool notify_scenario_registered = register_scenario(
     {"notify", "64-byte messages producer -> consumer across processes: throughput and one-way latency",
      [](cxxopts::Options& o) {
          o.add_options()("count", "messages per closed-loop run (default 500000; --quick 20000)",

@@ -546,7 +546,7 @@ int run_pipeline(Context& ctx) {
     return 0;
 }
 
-const bool registered = register_scenario(
+const bool pipeline_scenario_registered = register_scenario(
     {"pipeline", "the recipe job across processes: put + notify -> worker poll, get, crc32, put result, commit",
      [](cxxopts::Options& o) {
          o.add_options()("sizes", "object sizes (default 1K,64K,1M)", cxxopts::value<std::string>())(

@@ -30,13 +30,6 @@ struct Rng {
 };
 
 /// Removes the benchmark's pool on every exit path.
-struct PoolGuard {
-    std::string name;
-    ~PoolGuard() {
-        if (!name.empty()) (void)Pool::remove(name, true);
-    }
-};
-
 uint64_t round_up(uint64_t v, uint64_t to) { return (v + to - 1) / to * to; }
 
 int run_store(Context& ctx) {
@@ -169,7 +162,7 @@ int run_store(Context& ctx) {
     return 0;
 }
 
-const bool registered = register_scenario(
+const bool store_scenario_registered = register_scenario(
     {"store", "MemObjectStore put/get/remove mixes at 1e3..1e6 live objects (uniform random keys)",
      [](cxxopts::Options& o) {
          o.add_options()("live", "live object counts (default 1e3,1e4,1e5,1e6; --quick 1e3,1e4)",

@@ -13,6 +13,7 @@
 #include <iostream>
 
 #include "fabric_shm/clock.h"
+#include "fabric_shm/pool.h"
 
 namespace fabric_shm::bench {
 
@@ -257,6 +258,10 @@ std::string human_bytes(uint64_t bytes) {
     if (bytes >= (1ull << 20) && bytes % (1ull << 20) == 0) return std::to_string(bytes >> 20) + "MiB";
     if (bytes >= 1024 && bytes % 1024 == 0) return std::to_string(bytes >> 10) + "KiB";
     return std::to_string(bytes) + "B";
+}
+
+PoolGuard::~PoolGuard() {
+    if (!name.empty()) (void)Pool::remove(name, true);
 }
 
 }  // namespace fabric_shm::bench

@@ -103,4 +103,10 @@ std::vector<uint64_t> parse_size_list(const std::string& text);
 std::vector<uint64_t> parse_count_list(const std::string& text);
 std::string human_bytes(uint64_t bytes);
 
+/// Removes the named pool (if any) when the scenario leaves, also on an early return.
+struct PoolGuard {
+    std::string name;
+    ~PoolGuard();
+};
+
 }  // namespace fabric_shm::bench

@@ -96,7 +96,7 @@ void render_groups(const nlohmann::json& out, std::string& text) {
     }
 }
 
-const bool registered = [] {
+const bool groups_section_registered = [] {
     dump_sections().push_back({"groups", fill_groups, render_groups});
     return true;
 }();

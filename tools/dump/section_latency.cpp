@@ -71,7 +71,7 @@ void render_latency(const nlohmann::json& out, std::string& text) {
     t.render(text, "  ");
 }
 
-const bool registered = [] {
+const bool latency_section_registered = [] {
     dump_sections().push_back({"latency", fill_latency, render_latency});
     return true;
 }();

@@ -142,7 +142,7 @@ void render_store(const nlohmann::json& out, std::string& text) {
     text += c + "\n";
 }
 
-const bool registered = [] {
+const bool store_section_registered = [] {
     dump_sections().push_back({"store", fill_store, render_store});
     return true;
 }();

@@ -67,7 +67,7 @@ void render_topics(const nlohmann::json& out, std::string& text) {
     }
 }
 
-const bool registered = [] {
+const bool topics_section_registered = [] {
     dump_sections().push_back({"topics", fill_topics, render_topics});
     return true;
 }();

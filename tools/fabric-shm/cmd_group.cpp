@@ -17,7 +17,7 @@ namespace fabric_shm::cli {
 namespace {
 
 
-void add_common(cxxopts::Options& o) {
+void add_group_common(cxxopts::Options& o) {
     o.add_options()("pool", "pool name (default $FABRIC_SHM_POOL, else \"default\")",
                     cxxopts::value<std::string>()->default_value(""))(
         "topic", "the group's topic (describe/ls: default every topic)", cxxopts::value<std::string>()->default_value(""))(
@@ -96,7 +96,7 @@ int cmd_group(int argc, char** argv) {
                        "  fabric-shm group reset GROUP --topic T --to earliest|latest|OFFSET [--partition N] [--force]\n"
                        "  fabric-shm group skip GROUP --topic T --partition N --offset O [--force]\n"
                        "reset/skip refuse while members are alive (their next commit would undo it) unless --force.");
-    add_common(o);
+    add_group_common(o);
     o.add_options()("to", "reset: earliest, latest or an offset", cxxopts::value<std::string>()->default_value(""))(
         "partition", "reset/skip: partition number (reset default: all)", cxxopts::value<int>()->default_value("-1"))(
         "offset", "skip: the committed offset to move past", cxxopts::value<uint64_t>())(

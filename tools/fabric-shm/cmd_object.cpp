@@ -31,7 +31,7 @@
 namespace fabric_shm::cli {
 namespace {
 
-void add_common(cxxopts::Options& o) {
+void add_object_common(cxxopts::Options& o) {
     o.add_options()("pool", "must match the URI's pool if given (the URI's pool wins)",
                     cxxopts::value<std::string>()->default_value(""))(
         "store", "store name within the pool", cxxopts::value<std::string>()->default_value("default"))(
@@ -166,7 +166,7 @@ int cmd_put(int argc, char** argv) {
     if (!meta) return fail(out, meta.error());
     cxxopts::Options o(argv[0], "Stores FILE (or stdin with '-' or no FILE) under URI; prints the new version.\n"
                                 "  fabric-shm put fabric://POOL/BUCKET/KEY [FILE|-] [options]");
-    add_common(o);
+    add_object_common(o);
     o.add_options()("content-type", "content type stored with the object",
                     cxxopts::value<std::string>()->default_value(""))(
         "meta", "user metadata k=v (repeatable; values may contain commas)")(
@@ -275,7 +275,7 @@ int cmd_get(int argc, char** argv) {
     Output out{argv_has_json(argc, argv), "fabric-shm get"};
     cxxopts::Options o(argv[0], "Writes the object's bytes to stdout (or -o FILE); CRC-checked.\n"
                                 "  fabric-shm get fabric://POOL/BUCKET/KEY [-o FILE]");
-    add_common(o);
+    add_object_common(o);
     o.add_options()("o,output", "write to FILE instead of stdout", cxxopts::value<std::string>());
     cxxopts::ParseResult r;
     int rc = 0;
@@ -322,7 +322,7 @@ int cmd_head(int argc, char** argv) {
     Output out{argv_has_json(argc, argv), "fabric-shm head"};
     cxxopts::Options o(argv[0], "Prints the object's metadata (size, version, CRC, content type, metadata, times).\n"
                                 "  fabric-shm head fabric://POOL/BUCKET/KEY [--json]");
-    add_common(o);
+    add_object_common(o);
     cxxopts::ParseResult r;
     int rc = 0;
     if (!parse_options(o, argc, argv, out, r, &rc)) return rc;
@@ -368,7 +368,7 @@ int cmd_rm(int argc, char** argv) {
     Output out{argv_has_json(argc, argv), "fabric-shm rm"};
     cxxopts::Options o(argv[0], "Removes the object (exit 1 \"not found\" if absent).\n"
                                 "  fabric-shm rm fabric://POOL/BUCKET/KEY [--if-version N]");
-    add_common(o);
+    add_object_common(o);
     o.add_options()("if-version", "only if the current version is N (else exit 1, conflict)",
                     cxxopts::value<uint64_t>());
     cxxopts::ParseResult r;
@@ -431,7 +431,7 @@ int cmd_ls(int argc, char** argv) {
     Output out{argv_has_json(argc, argv), "fabric-shm ls"};
     cxxopts::Options o(argv[0], "Lists the keys in a bucket starting with PREFIX, sorted bytewise.\n"
                                 "  fabric-shm ls fabric://POOL/BUCKET/[PREFIX] [--json]");
-    add_common(o);
+    add_object_common(o);
     cxxopts::ParseResult r;
     int rc = 0;
     if (!parse_options(o, argc, argv, out, r, &rc)) return rc;

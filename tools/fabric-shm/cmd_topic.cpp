@@ -21,7 +21,7 @@ namespace {
 volatile std::sig_atomic_t g_stop = 0;
 void on_signal(int) { g_stop = 1; }
 
-void add_common(cxxopts::Options& o) {
+void add_topic_common(cxxopts::Options& o) {
     o.add_options()("pool", "pool name (default $FABRIC_SHM_POOL, else \"default\")",
                     cxxopts::value<std::string>()->default_value(""))(
         "json", "machine-readable output; errors as {\"error\":{\"code\",\"message\"}}")("h,help", "show this help");
@@ -105,7 +105,7 @@ int topic_cmd(int argc, char** argv) {
     Output out{argv_has_json(argc, argv), "fabric-shm"};
     SubArgs s = split_action(argc, argv);
     cxxopts::Options o(s.argv0, "Topics: create, ls, describe, rm (fabric-shm topic <action> --help)");
-    add_common(o);
+    add_topic_common(o);
     o.add_options()("partitions", "create: number of partitions (1-64)", cxxopts::value<std::string>()->default_value("4"))(
         "capacity", "create: slots per partition (power of two)", cxxopts::value<std::string>()->default_value("128"))(
         "stride", "create: bytes per slot incl. the envelope (multiple of 64)",
@@ -203,7 +203,7 @@ int topic_cmd(int argc, char** argv) {
 int send_cmd(int argc, char** argv) {
     Output out{argv_has_json(argc, argv), "fabric-shm"};
     cxxopts::Options o(argv[0], "Sends one message (MESSAGE, or stdin with '-' or nothing) to a topic");
-    add_common(o);
+    add_topic_common(o);
     o.add_options()("key", "partition by this key (same key, same partition, in order)", cxxopts::value<std::string>())(
         "header", "header name=value (repeatable)", cxxopts::value<std::vector<std::string>>())(
         "wait", "on a full partition (on_full=block): wait this long, then fail naming the lagging group",
@@ -256,7 +256,7 @@ int tail_cmd(int argc, char** argv) {
     Output out{argv_has_json(argc, argv), "fabric-shm"};
     cxxopts::Options o(argv[0],
                        "Reads messages from a topic: an observer (holds nothing back) unless --commit with --group");
-    add_common(o);
+    add_topic_common(o);
     o.add_options()("group", "read (and with --commit, commit) as this consumer group", cxxopts::value<std::string>())(
         "from", "earliest | latest | committed", cxxopts::value<std::string>()->default_value("earliest"))(
         "count", "stop after N messages (0: no limit)", cxxopts::value<std::string>()->default_value("0"))(
