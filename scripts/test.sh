@@ -14,24 +14,29 @@ bash scripts/install-deps.sh
 total_passed=0
 total_failed=0
 start=$(date +%s)
+failures=$(mktemp)  # testlog-count.py's FAILED lines of both builds, repeated at the end
+trap 'rm -f "$failures"' EXIT
+
+# Elapsed seconds since the start, for the "===" lines (where a slow CI run spent its time).
+at() { echo "[$(( $(date +%s) - start )) s]"; }
 
 # run_build DIR [meson options]: build, run all suites, add the case counts.
 run_build() {
     local dir="$1"
     shift
-    echo "=== $dir: build"
+    echo "=== $dir: build $(at)"
     if ! bash scripts/build.sh "$dir" "$@"; then
-        echo "=== $dir: BUILD FAILED"
+        echo "=== $dir: BUILD FAILED $(at)"
         total_failed=$((total_failed + 1))
         return
     fi
-    echo "=== $dir: meson test"
+    echo "=== $dir: meson test $(at)"
     rm -f "$dir/meson-logs/testlog.json"
     meson test -C "$dir" --print-errorlogs --num-processes "$(nproc)" || true
     local counts
-    counts=$(python3 scripts/testlog-count.py "$dir/meson-logs/testlog.json")
+    counts=$(python3 scripts/testlog-count.py "$dir/meson-logs/testlog.json" 2> >(tee -a "$failures" >&2))
     local p="${counts% *}" f="${counts#* }"
-    echo "=== $dir: $p passed, $f failed"
+    echo "=== $dir: $p passed, $f failed $(at)"
     total_passed=$((total_passed + p))
     total_failed=$((total_failed + f))
 }
@@ -51,14 +56,17 @@ run_build build-asan -Db_sanitize=address,undefined -Db_lundef=false \
 # (Output goes through a temp file, not `tee /dev/stderr`: re-opening stderr truncates it when
 # it is a regular file, e.g. `bash .ci/run > log 2>&1`.)
 fuzz_log=$(mktemp)
+echo "=== fuzz $(at)"
 bash scripts/fuzz.sh 10 >"$fuzz_log" 2>&1 || true
 cat "$fuzz_log"
 fuzz_line=$(grep -E '^fuzz: [0-9]+ passed, [0-9]+ failed$' "$fuzz_log" | tail -n 1) || true
+grep -E '^fuzz: .*FAILED' "$fuzz_log" >>"$failures" || true
 rm -f "$fuzz_log"
 if [ -n "$fuzz_line" ]; then read -r _ fp _ ff _ <<<"$fuzz_line"; total_passed=$((total_passed + fp)); total_failed=$((total_failed + ff)); else total_failed=$((total_failed + 1)); fi
 
 echo "=== took $(( $(date +%s) - start )) s"
 leftover=$(ls /dev/shm 2>/dev/null | grep -c '^fabric-shm\.t-' || true)
 [ "$leftover" -eq 0 ] || echo "=== warning: $leftover test segments left in /dev/shm (fabric-shm.t-*)"
+if [ -s "$failures" ]; then echo "=== failed tests:"; cat "$failures"; fi
 echo "$total_passed passed, $total_failed failed"
 [ "$total_failed" -eq 0 ]

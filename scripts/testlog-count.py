@@ -35,5 +35,7 @@ for line in lines:
     else:
         failed += 1
     if not ok:
-        print(f"FAILED: {test.get('name')} ({result})", file=sys.stderr)
+        # The last lines of its output name the reason (a CI log may show only its tail).
+        tail = [l for l in (test.get("stdout") or "").splitlines() if l.strip()][-3:]
+        print(f"FAILED: {test.get('name')} ({result})" + "".join(f"\n    | {l}" for l in tail), file=sys.stderr)
 print(passed, failed)
