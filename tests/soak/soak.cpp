@@ -373,8 +373,9 @@ int run(const Options& o, const std::string& exe) {
     // Free space must not shrink: report the negated largest free extent and free superblocks.
     const auto lfe = series([](const Sample& s) { return -double(s.sp.largest_free_extent); });
     report("-largest free extent", lfe, std::max(0.10 * -mean(lfe, a0, a1), 65536.0), "B");
-    // 4: one object of up to 160 KiB holds a run of 3 superblocks, and a size class may hold one more.
-    report("-free superblocks", series([](const Sample& s) { return -double(s.sp.superblocks_free); }), 4, "");
+    // 6: one object of up to 160 KiB holds a run of 3 superblocks, and the count still settles
+    // by about 1 per 30 s in the first minutes (docs/reliability.md, "Noise bound").
+    report("-free superblocks", series([](const Sample& s) { return -double(s.sp.superblocks_free); }), 6, "");
     report("table overflow counts", series([](const Sample& s) { return s.sp.overflow_counts; }), 8, "");
     report("pool regions", series([](const Sample& s) { return s.regions; }), 0, "");
     report("pool region bytes", series([](const Sample& s) { return s.region_bytes; }), 0, "B");
