@@ -5,7 +5,7 @@
 #include <signal.h>
 
 #include <map>
-#include <regex>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -44,7 +44,116 @@ std::map<std::string, std::string> samples_of(const std::string& text) {
     return out;
 }
 
+/// One line of the Prometheus text format (version 0.0.4), as a scraper reads it.
+struct ExpositionLine {
+    enum Kind { help, type, sample } kind;
+    std::string name;
+    std::string type_name;  ///< for `type`: counter, gauge or histogram
+};
+
+/// Takes `fabric_shm_[a-z0-9_]+` from the front of s.
+bool take_metric_name(std::string_view& s, std::string* name) {
+    constexpr std::string_view prefix = "fabric_shm_";
+    if (!s.starts_with(prefix)) return false;
+    size_t n = prefix.size();
+    while (n < s.size() && ((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= '0' && s[n] <= '9') || s[n] == '_')) ++n;
+    if (n == prefix.size()) return false;
+    *name = std::string(s.substr(0, n));
+    s.remove_prefix(n);
+    return true;
+}
+
+/// Takes `c+` of a character class from the front of s; false when there is none.
+template <class Pred>
+bool take_run(std::string_view& s, Pred in_class) {
+    size_t n = 0;
+    while (n < s.size() && in_class(s[n])) ++n;
+    s.remove_prefix(n);
+    return n > 0;
+}
+
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+/// `{name="value",...}` with the format's escapes (\\, \", \n) and nothing else unescaped.
+bool take_labels(std::string_view& s) {
+    if (!s.starts_with('{')) return true;  // no labels
+    s.remove_prefix(1);
+    for (;;) {
+        if (!take_run(s, [](char c) { return (c >= 'a' && c <= 'z') || c == '_'; })) return false;
+        if (!s.starts_with("=\"")) return false;
+        s.remove_prefix(2);
+        for (;;) {
+            if (s.empty() || s[0] == '\n') return false;
+            if (s[0] == '"') break;
+            if (s[0] == '\\') {
+                if (s.size() < 2 || (s[1] != '"' && s[1] != '\\' && s[1] != 'n')) return false;
+                s.remove_prefix(1);
+            }
+            s.remove_prefix(1);
+        }
+        s.remove_prefix(1);  // the closing quote
+        if (s.starts_with('}')) return s.remove_prefix(1), true;
+        if (!s.starts_with(',')) return false;
+        s.remove_prefix(1);
+    }
+}
+
+/// `-?[0-9]+(\.[0-9]+)?(e[-+]?[0-9]+)?` or `+Inf`, and nothing after it.
+bool is_sample_value(std::string_view s) {
+    if (s == "+Inf") return true;
+    if (s.starts_with('-')) s.remove_prefix(1);
+    if (!take_run(s, is_digit)) return false;
+    if (s.starts_with('.') && (s.remove_prefix(1), !take_run(s, is_digit))) return false;
+    if (s.starts_with('e')) {
+        s.remove_prefix(1);
+        if (s.starts_with('-') || s.starts_with('+')) s.remove_prefix(1);
+        if (!take_run(s, is_digit)) return false;
+    }
+    return s.empty();
+}
+
+/// `# HELP name text`, `# TYPE name counter|gauge|histogram`, or `name{labels} value`;
+/// nullopt for anything a scraper would reject.
+std::optional<ExpositionLine> parse_exposition_line(std::string_view s) {
+    ExpositionLine line{};
+    if (s.starts_with("# HELP ")) {
+        s.remove_prefix(7);
+        line.kind = ExpositionLine::help;
+        if (!take_metric_name(s, &line.name) || !s.starts_with(' ') || s.size() < 2 || s[1] == ' ') return std::nullopt;
+        return line;
+    }
+    if (s.starts_with("# TYPE ")) {
+        s.remove_prefix(7);
+        line.kind = ExpositionLine::type;
+        if (!take_metric_name(s, &line.name) || !s.starts_with(' ')) return std::nullopt;
+        line.type_name = std::string(s.substr(1));
+        if (line.type_name != "counter" && line.type_name != "gauge" && line.type_name != "histogram")
+            return std::nullopt;
+        return line;
+    }
+    line.kind = ExpositionLine::sample;
+    if (!take_metric_name(s, &line.name) || !take_labels(s) || !s.starts_with(' ')) return std::nullopt;
+    if (!is_sample_value(s.substr(1))) return std::nullopt;
+    return line;
+}
+
 }  // namespace
+
+TEST_CASE("observe: the exposition line checker accepts the format and rejects what a scraper would") {
+    CHECK(parse_exposition_line("# HELP fabric_shm_x_total Puts.")->kind == ExpositionLine::help);
+    CHECK(parse_exposition_line("# TYPE fabric_shm_x_total counter")->type_name == "counter");
+    CHECK(parse_exposition_line(R"(fabric_shm_x{pool="p",group="g \"q\" \\ \n"} 12)"));
+    CHECK(parse_exposition_line("fabric_shm_x 1.5e-06"));
+    CHECK(parse_exposition_line(R"(fabric_shm_x_bucket{le="+Inf"} +Inf)"));
+    CHECK_FALSE(parse_exposition_line("# HELP fabric_shm_x "));            // no text
+    CHECK_FALSE(parse_exposition_line("# TYPE fabric_shm_x summary"));     // not a type we emit
+    CHECK_FALSE(parse_exposition_line("redis_x 1"));                       // foreign name
+    CHECK_FALSE(parse_exposition_line(R"(fabric_shm_x{pool="a"b"} 1)"));  // unescaped quote
+    CHECK_FALSE(parse_exposition_line(R"(fabric_shm_x{pool="a\t"} 1)"));  // unknown escape
+    CHECK_FALSE(parse_exposition_line(R"(fabric_shm_x{Pool="a"} 1)"));    // label name case
+    CHECK_FALSE(parse_exposition_line("fabric_shm_x 1."));                 // bad number
+    CHECK_FALSE(parse_exposition_line("fabric_shm_x 1 2"));                // trailing text
+}
 
 TEST_CASE("observe: producer + worker leave a non-empty latency histogram that fabric-shm-dump --json shows") {
     const std::string name = test::unique_pool_name("obs-lat");
@@ -117,33 +226,29 @@ TEST_CASE("observe: --prometheus prints well-formed families with the values of 
     REQUIRE(sh(q(dump_bin()) + " --pool " + name + " --prometheus", &out) == 0);
 
     // Line by line: HELP, TYPE, then the family's samples, each family once, names fabric_shm_*.
-    const std::regex help(R"(^# HELP (fabric_shm_[a-z0-9_]+) \S.*$)");
-    const std::regex type(R"(^# TYPE (fabric_shm_[a-z0-9_]+) (counter|gauge|histogram)$)");
-    const std::regex sample(
-        R"re(^(fabric_shm_[a-z0-9_]+)(\{[a-z_]+="(?:[^"\\\n]|\\["\\n])*"(?:,[a-z_]+="(?:[^"\\\n]|\\["\\n])*")*\})? (-?[0-9]+(?:\.[0-9]+)?(?:e[-+]?[0-9]+)?|\+Inf)$)re");
     std::istringstream in(out);
     std::set<std::string> families;
     std::string family, family_type;
     bool expect_type = false;
     int lines = 0;
-    for (std::string line; std::getline(in, line); ++lines) {
-        CAPTURE(line);
-        std::smatch m;
-        if (std::regex_match(line, m, help)) {
+    for (std::string text; std::getline(in, text); ++lines) {
+        CAPTURE(text);
+        const auto line = parse_exposition_line(text);
+        REQUIRE(line);
+        if (line->kind == ExpositionLine::help) {
             REQUIRE_FALSE(expect_type);
-            family = m[1];
+            family = line->name;
             CHECK(families.insert(family).second);  // one HELP per family
             expect_type = true;
-        } else if (std::regex_match(line, m, type)) {
+        } else if (line->kind == ExpositionLine::type) {
             REQUIRE(expect_type);
-            CHECK(m[1] == family);
-            family_type = m[2];
+            CHECK(line->name == family);
+            family_type = line->type_name;
             if (family_type == "counter") CHECK(family.ends_with("_total"));
             expect_type = false;
         } else {
-            REQUIRE(std::regex_match(line, m, sample));
             REQUIRE_FALSE(expect_type);
-            const std::string n = m[1];
+            const std::string& n = line->name;
             if (family_type == "histogram")
                 CHECK((n == family + "_bucket" || n == family + "_sum" || n == family + "_count"));
             else
