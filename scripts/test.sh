@@ -51,7 +51,7 @@ run_build build-asan -Db_sanitize=address,undefined -Db_lundef=false \
     -Doptimization=1 -Ddebug=false -Dcpp_args=-g1 -Dbench=false
 
 # Fuzzing (issue 8, tests/fuzz; owner: reliability): each libFuzzer target 10 s in its own clang build
-# (build-fuzz, ~90 s in all); its "fuzz: <N> passed, <N> failed" line joins the totals below (no
+# (build-fuzz, ~80 s in all); its "fuzz: <N> passed, <N> failed" line joins the totals below (no
 # such line, e.g. a build failure, counts as one failure). Longer runs: scripts/fuzz.sh 300.
 # (Output goes through a temp file, not `tee /dev/stderr`: re-opening stderr truncates it when
 # it is a regular file, e.g. `bash .ci/run > log 2>&1`.)

@@ -79,7 +79,7 @@ void write_file(const std::vector<uint8_t>& bytes, size_t length) {
 }
 
 void build_template() {
-    char tmpl[] = "/dev/shm/fabric-fuzz-XXXXXX";
+    char tmpl[] = "/dev/shm/fabric-fuzz-pool-XXXXXX";
     if (!mkdtemp(tmpl)) die("mkdtemp");
     g_dir = tmpl;
     std::atexit(remove_dir);
