@@ -3,7 +3,7 @@
 # The test command (README, .ci/run): installs what is missing, builds, runs every test
 # suite in `build`, then again in an ASan+UBSan build (`build-asan`), and ends with one line
 # "<N> passed, <N> failed" counting test cases of both runs. Exit status non-zero on any
-# failure. Measured: 835 s on 2 vCPUs from a fresh clone without ccache (2026-11-27), 504 s of
+# failure. Measured: 688 s on 2 vCPUs from a fresh clone without ccache (2026-11-27), 372 s of
 # them in the two builds; issue 2 asked for 10 min. Phases and what was cut: docs/build.md.
 # Slower suites (TSan, valgrind) are in scripts/test-extended.sh.
 set -euo pipefail
