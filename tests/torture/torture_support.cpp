@@ -44,43 +44,38 @@ Space measure_space(const Pool& pool, const std::string& store_name) {
         return sp;
     }
     auto root = pool.open_region(root_info->ref);
-    if (!root || root->length() < sizeof(store_layout::StoreHeader)) {
-        sp.error = root ? "root region too short" : root.error().message;
+    if (!root) {
+        sp.error = root.error().message;
         return sp;
     }
-    const auto* h = reinterpret_cast<const store_layout::StoreHeader*>(root->data());
-    auto heap = pool.open_region(RegionRef::unpack(h->heap_ref.load(std::memory_order_acquire)));
-    if (!heap) {
-        sp.error = "heap: " + heap.error().message;
+    auto bound = detail::bind_store_regions(pool, std::move(*root));
+    if (!bound) {
+        sp.error = bound.error().message;
         return sp;
     }
-    auto core = detail::StoreCore::bind(pool, root->data(), root->length(), heap->data(), heap->length());
-    if (!core) {
-        sp.error = core.error().message;
-        return sp;
-    }
-    for (const std::string& bk : core->keys(mono_now_ns())) {
+    const detail::StoreCore& core = *bound->core;
+    for (const std::string& bk : core.keys(mono_now_ns())) {
         const size_t slash = bk.find('/');
         auto uri = FabricUri::make(pool.name(), bk.substr(0, slash), bk.substr(slash + 1));
         if (!uri) continue;
         auto key = detail::make_store_key(*uri);
         if (!key) continue;
-        auto f = core->lookup(*key);
+        auto f = core.lookup(*key);
         if (!f || !*f) continue;
         ++sp.objects;
         sp.live_block_bytes += (*f)->snap.loc.capacity;
         sp.payload_bytes += (*f)->snap.h.size;
     }
-    const auto u = core->usage();
+    const auto u = core.usage();
     sp.used_bytes = u.used_bytes;
     sp.largest_free_extent = u.largest_free_extent;
-    sp.capacity_bytes = core->heap_bytes();
+    sp.capacity_bytes = core.heap_bytes();
     sp.loans = u.loans;
     sp.pins = u.pins;
     sp.superblocks_small = u.superblocks_small;
     sp.superblocks_run = u.superblocks_run;
     sp.superblocks_free = u.superblocks_free;
-    const auto& hdr = core->header();
+    const auto& hdr = core.header();
     const auto* buckets = reinterpret_cast<const store_layout::Bucket*>(root->data() + hdr.buckets_offset);
     if (hdr.buckets_offset + hdr.bucket_count * sizeof(store_layout::Bucket) <= root->length())
         for (uint64_t b = 0; b < hdr.bucket_count; ++b)

@@ -37,24 +37,14 @@ std::string percent(double v) {
 }
 
 /// Objects per bucket: the table's keys ("bucket/key", expired ones skipped) bound read-only
-/// the way MemObjectStore::attach binds them (the public API lists one bucket at a time only).
+/// through the same binding as MemObjectStore::attach (the public API lists one bucket at a time only).
 Result<std::map<std::string, uint64_t>> bucket_objects(const Pool& pool, const RegionInfo& r) {
     auto root = pool.open_region(r.ref);
     if (!root) return std::move(root).error();
-    if (root->length() < sizeof(store_layout::StoreHeader))
-        return make_error(Errc::corrupt, "store root region is shorter than its header");
-    const auto* h = reinterpret_cast<const store_layout::StoreHeader*>(root->data());
-    // Acquire: pairs with the creator's release store of heap_ref before publishing the root.
-    const uint64_t href = h->heap_ref.load(std::memory_order_acquire);
-    if (href == 0) return make_error(Errc::corrupt, "store has no heap region");
-    auto heap = pool.open_region(RegionRef::unpack(href));
-    if (!heap) return std::move(heap).error();
-    if (heap->entry().kind.load(std::memory_order_relaxed) != uint32_t(RegionKind::store_heap))
-        return make_error(Errc::corrupt, "store heap reference names a region of another kind");
-    auto core = detail::StoreCore::bind(pool, root->data(), root->length(), heap->data(), heap->length());
-    if (!core) return std::move(core).error();
+    auto bound = detail::bind_store_regions(pool, std::move(*root));
+    if (!bound) return std::move(bound).error();
     std::map<std::string, uint64_t> per_bucket;
-    for (const std::string& k : core->keys(mono_now_ns())) {
+    for (const std::string& k : bound->core->keys(mono_now_ns())) {
         const size_t slash = k.find('/');
         ++per_bucket[slash == std::string::npos ? std::string() : k.substr(0, slash)];
     }

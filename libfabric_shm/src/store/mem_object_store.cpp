@@ -115,20 +115,11 @@ namespace {
 Result<std::shared_ptr<StoreShared>> bind_store(const Pool& pool, Region root) {
     auto s = std::make_shared<StoreShared>();
     s->pool = &pool;
-    const auto* h = reinterpret_cast<const StoreHeader*>(root.data());
-    if (root.length() < sizeof(StoreHeader)) return make_error(Errc::too_small, "store root region too short");
-    // Acquire: pairs with open()'s release store of heap_ref before the root is published.
-    const uint64_t href = h->heap_ref.load(std::memory_order_acquire);
-    if (href == 0) return make_error(Errc::corrupt, "store has no heap region");
-    auto heap = pool.open_region(RegionRef::unpack(href));
-    if (!heap) return std::move(heap).error();
-    if (heap->entry().kind.load(std::memory_order_relaxed) != uint32_t(RegionKind::store_heap))
-        return make_error(Errc::corrupt, "store heap reference names a region of another kind");
-    auto core = StoreCore::bind(pool, root.data(), root.length(), heap->data(), heap->length());
-    if (!core) return std::move(core).error();
-    s->core.emplace(std::move(*core));
-    s->root = std::move(root);
-    s->heap = std::move(*heap);
+    auto b = detail::bind_store_regions(pool, std::move(root));
+    if (!b) return std::move(b).error();
+    s->core.emplace(std::move(*b->core));
+    s->root = std::move(b->root);
+    s->heap = std::move(b->heap);
     s->config.table_entries = uint32_t(std::min<uint64_t>(s->core->table_slots(), UINT32_MAX));
     s->config.heap_bytes = s->core->heap_bytes();
     s->config.max_object_bytes = s->core->max_object_bytes();
@@ -535,38 +526,19 @@ const StoreConfig& MemObjectStore::config() const { return impl_->s->config; }
 namespace detail {
 
 namespace {
-/// Opens handles on the store's root and heap (so neither is reclaimed under us) and binds.
-struct BoundStore {
-    Region root, heap;
-    std::optional<StoreCore> core;
-};
+/// Binds the store behind a region-kind hook's region; *why gets the reason when it cannot.
 std::optional<BoundStore> bind_for_hook(const Pool& pool, const RegionInfo& info, std::string* why) {
     auto root = pool.open_region(info.ref);
     if (!root) {
         if (why) *why = root.error().message;
         return std::nullopt;
     }
-    if (root->length() < sizeof(StoreHeader)) {
-        if (why) *why = "root region shorter than the store header";
+    auto b = bind_store_regions(pool, std::move(*root));
+    if (!b) {
+        if (why) *why = b.error().message;
         return std::nullopt;
     }
-    const auto* h = reinterpret_cast<const StoreHeader*>(root->data());
-    const uint64_t href = h->heap_ref.load(std::memory_order_acquire);
-    auto heap = pool.open_region(RegionRef::unpack(href));
-    if (!heap) {
-        if (why) *why = "heap: " + heap.error().message;
-        return std::nullopt;
-    }
-    auto core = StoreCore::bind(pool, root->data(), root->length(), heap->data(), heap->length());
-    if (!core) {
-        if (why) *why = core.error().message;
-        return std::nullopt;
-    }
-    BoundStore b;
-    b.root = std::move(*root);
-    b.heap = std::move(*heap);
-    b.core.emplace(std::move(*core));
-    return b;
+    return std::move(*b);
 }
 }  // namespace
 

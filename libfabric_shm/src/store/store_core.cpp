@@ -178,6 +178,29 @@ Result<StoreKey> make_store_key(const FabricUri& uri) {
 
 // ---- binding ----------------------------------------------------------------------------
 
+Result<BoundStore> bind_store_regions(const Pool& pool, Region root) {
+    if (root.length() < sizeof(StoreHeader))
+        return make_error(Errc::too_small, "store root region of " + std::to_string(root.length()) +
+                                               " bytes is shorter than its " + std::to_string(sizeof(StoreHeader)) +
+                                               "-byte header");
+    const auto* h = reinterpret_cast<const StoreHeader*>(root.data());
+    // Acquire: pairs with MemObjectStore::open's release store of heap_ref before it
+    // publishes the root.
+    const uint64_t href = h->heap_ref.load(std::memory_order_acquire);
+    if (href == 0) return make_error(Errc::corrupt, "store has no heap region");
+    auto heap = pool.open_region(RegionRef::unpack(href));
+    if (!heap) return std::move(heap).error();
+    if (heap->entry().kind.load(std::memory_order_relaxed) != uint32_t(RegionKind::store_heap))
+        return make_error(Errc::corrupt, "store heap reference names a region of another kind");
+    auto core = StoreCore::bind(pool, root.data(), root.length(), heap->data(), heap->length());
+    if (!core) return std::move(core).error();
+    BoundStore b;
+    b.root = std::move(root);
+    b.heap = std::move(*heap);
+    b.core.emplace(std::move(*core));
+    return b;
+}
+
 Result<StoreCore> StoreCore::bind(const Pool& pool, std::byte* root, uint64_t root_len, std::byte* heap,
                                   uint64_t heap_len) {
     auto bad = [](const std::string& what) {

@@ -168,6 +168,17 @@ private:
     uint64_t class_sizes_[store_layout::kMaxClasses] = {};
 };
 
+/// A store's root and heap regions, held open (neither is reclaimed while held) and bound.
+struct BoundStore {
+    Region root, heap;
+    std::optional<StoreCore> core;  ///< set whenever bind_store_regions succeeded
+};
+
+/// Follows the root's heap reference to its heap region, which must be a store heap, and binds
+/// both. The one way to attach a store's memory: MemObjectStore, the region-kind hooks and the
+/// dump all come through here.
+Result<BoundStore> bind_store_regions(const Pool& pool, Region root);
+
 /// Registers RegionKindOps for RegionKind::store (called from register_builtin_region_kinds).
 void register_store_region_kinds();
 
