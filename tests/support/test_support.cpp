@@ -64,6 +64,23 @@ int wait_child(pid_t pid, int timeout_ms) {
     }
 }
 
+bool wait_stopped(pid_t pid, int timeout_ms, int* exit_code) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    for (;;) {
+        int status = 0;
+        const pid_t r = waitpid(pid, &status, WNOHANG | WUNTRACED);
+        if (r == pid) {
+            if (WIFSTOPPED(status)) return true;
+            if (exit_code) *exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+            return false;
+        }
+        if (r < 0 || std::chrono::steady_clock::now() > deadline) return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+}
+
+void resume(pid_t pid) { kill(pid, SIGCONT); }
+
 int run_command(const std::string& command, std::string* output) {
     FILE* f = popen(command.c_str(), "r");
     if (!f) return -1;

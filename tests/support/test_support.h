@@ -33,6 +33,12 @@ pid_t fork_child(const std::function<int()>& fn);
 /// Waits for a child at most timeout_ms; kills it on timeout. Returns the exit code, or
 /// 128 + signal number, or -1 on timeout.
 int wait_child(pid_t pid, int timeout_ms = 20000);
+/// Waits at most timeout_ms until child `pid` is stopped (SIGSTOP, e.g. at an armed
+/// FABRIC_SHM_PAUSE_POINT). True when it stopped; false on timeout or when it exited (its exit
+/// status then goes to *exit_code when given: the code, or 128 + signal).
+bool wait_stopped(pid_t pid, int timeout_ms = 20000, int* exit_code = nullptr);
+/// Resumes a stopped child (SIGCONT).
+void resume(pid_t pid);
 /// Exit status of `sh -c command` (128+sig on signal), output captured into *output if given.
 int run_command(const std::string& command, std::string* output = nullptr);
 /// Build root (FABRIC_SHM_TEST_BUILD_DIR) for locating tools: build_path("tools/fabric-shm").
