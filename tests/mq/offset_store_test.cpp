@@ -53,7 +53,7 @@ TEST_CASE("file offsets: commit then fetch; stale epochs refused; unknown partit
 
 TEST_CASE("file offsets: a torn write of the newest record leaves the previous commit readable") {
     TempDir dir;
-    FileOffsetStore store(dir.path, FsyncPolicy::never);
+    FileOffsetStore store(dir.path, OffsetFsync::never);
     const OffsetCommit c1[] = {{0, 100, 0}};
     const OffsetCommit c2[] = {{0, 200, 0}};
     REQUIRE(store.commit("t", 5, "g", c1).ok());  // seq 1 -> copy 1

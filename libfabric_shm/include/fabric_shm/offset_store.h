@@ -52,7 +52,9 @@ private:
     const Pool* pool_;
 };
 
-enum class FsyncPolicy : uint8_t {
+/// When FileOffsetStore syncs (its own name: tiered_object_store.h has a FsyncPolicy of its
+/// own, and one program may use both headers).
+enum class OffsetFsync : uint8_t {
     always,  ///< fdatasync after every commit: survives power loss (default)
     never,   ///< page cache only: survives process crashes, not power loss
 };
@@ -63,7 +65,7 @@ enum class FsyncPolicy : uint8_t {
 /// Commits from several processes are serialised with flock.
 class FileOffsetStore final : public OffsetStore {
 public:
-    explicit FileOffsetStore(std::string directory, FsyncPolicy fsync = FsyncPolicy::always)
+    explicit FileOffsetStore(std::string directory, OffsetFsync fsync = OffsetFsync::always)
         : directory_(std::move(directory)), fsync_(fsync) {}
     Result<FetchedOffset> fetch(std::string_view topic, uint64_t incarnation, std::string_view group,
                                 uint32_t partition) override;
@@ -73,7 +75,7 @@ public:
 
 private:
     std::string directory_;
-    FsyncPolicy fsync_;
+    OffsetFsync fsync_;
 };
 
 }  // namespace fabric_shm
