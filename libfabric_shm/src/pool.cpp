@@ -22,6 +22,7 @@
 #include "fabric_shm/counters.h"
 #include "fabric_shm/crash_point.h"
 #include "fabric_shm/names.h"
+#include "layout/fingerprint.h"
 #include "owner_lock.h"
 #include "pool_impl.h"
 #include "region_kinds.h"

@@ -38,10 +38,12 @@ void fill_groups(const Pool& pool, nlohmann::json& out) {
         if (has_dlq)
             if (auto n = dead_letter_count(pool, topic + ".dlq"); n) dead_letters = *n;
         for (const auto& d : *ds) {
+            // Epochs relative to the registration's era (the library reports fence tokens).
+            auto rel = [&d](uint64_t token) { return token >= d.era ? token - d.era : 0; };
             nlohmann::json members = nlohmann::json::array();
             for (const auto& m : d.members)
                 members.push_back({{"id", m.id}, {"slot", m.slot}, {"pid", m.pid}, {"alive", m.alive},
-                                   {"epoch", m.epoch}, {"heartbeat_age_ns", m.heartbeat_age_ns}});
+                                   {"epoch", rel(m.epoch)}, {"heartbeat_age_ns", m.heartbeat_age_ns}});
             nlohmann::json parts = nlohmann::json::array();
             for (const auto& p : d.partitions) {
                 nlohmann::json owner = nullptr;
@@ -50,13 +52,18 @@ void fill_groups(const Pool& pool, nlohmann::json& out) {
                 if (p.owner_epoch > d.epoch)
                     violations.push_back("group '" + d.group + "' topic '" + topic + "' partition " +
                                          std::to_string(p.partition) + ": owner epoch " +
-                                         std::to_string(p.owner_epoch) + " above the group epoch " +
-                                         std::to_string(d.epoch));
-                parts.push_back({{"partition", p.partition}, {"owner", owner}, {"owner_epoch", p.owner_epoch},
-                                 {"committed", p.committed}, {"commit_epoch", p.commit_epoch}, {"lag", p.lag},
+                                         std::to_string(rel(p.owner_epoch)) + " above the group epoch " +
+                                         std::to_string(rel(d.epoch)));
+                if (p.commit_epoch != 0 && p.commit_epoch < d.era)
+                    violations.push_back("group '" + d.group + "' topic '" + topic + "' partition " +
+                                         std::to_string(p.partition) + ": commit fence " +
+                                         std::to_string(p.commit_epoch) + " below the registration's era " +
+                                         std::to_string(d.era));
+                parts.push_back({{"partition", p.partition}, {"owner", owner}, {"owner_epoch", rel(p.owner_epoch)},
+                                 {"committed", p.committed}, {"commit_epoch", rel(p.commit_epoch)}, {"lag", p.lag},
                                  {"attempt_offset", p.attempt_offset}, {"attempts", p.attempts}});
             }
-            groups.push_back({{"topic", topic}, {"group", d.group}, {"epoch", d.epoch}, {"members", members},
+            groups.push_back({{"topic", topic}, {"group", d.group}, {"era", d.era}, {"epoch", rel(d.epoch)}, {"members", members},
                               {"partitions", parts}, {"dlq_topic", has_dlq ? topic + ".dlq" : ""},
                               {"dead_letters", dead_letters}});
         }

@@ -24,29 +24,35 @@ void add_group_common(cxxopts::Options& o) {
         "json", "machine-readable output; errors as {\"error\":{\"code\",\"message\"}}")("h,help", "show this help");
 }
 
+/// Epochs are shown relative to the registration's era (the library reports fence tokens,
+/// era + epoch: 19-digit numbers that say nothing more to a reader).
+uint64_t rel(const ConsumerGroupDescription& d, uint64_t token) { return token >= d.era ? token - d.era : 0; }
+
 nlohmann::json describe_json(const ConsumerGroupDescription& d) {
     nlohmann::json members = nlohmann::json::array();
     for (const auto& m : d.members)
-        members.push_back({{"slot", m.slot}, {"id", m.id}, {"owner_token", m.owner}, {"pid", m.pid}, {"epoch", m.epoch},
+        members.push_back({{"slot", m.slot}, {"id", m.id}, {"owner_token", m.owner}, {"pid", m.pid}, {"epoch", rel(d, m.epoch)},
                            {"heartbeat_age_ns", m.heartbeat_age_ns}, {"alive", m.alive}});
     nlohmann::json parts = nlohmann::json::array();
     for (const auto& p : d.partitions) {
         nlohmann::json owner = nullptr;
         for (const auto& m : d.members)
             if (int(m.slot) == p.member_slot) owner = m.id;
-        parts.push_back({{"partition", p.partition}, {"owner", owner}, {"owner_epoch", p.owner_epoch},
-                         {"committed", p.committed}, {"commit_epoch", p.commit_epoch}, {"lag", p.lag},
+        parts.push_back({{"partition", p.partition}, {"owner", owner}, {"owner_epoch", rel(d, p.owner_epoch)},
+                         {"committed", p.committed}, {"commit_epoch", rel(d, p.commit_epoch)}, {"lag", p.lag},
                          {"attempt_offset", p.attempt_offset}, {"attempts", p.attempts}});
     }
-    return {{"group", d.group}, {"topic", d.topic}, {"epoch", d.epoch}, {"members", members}, {"partitions", parts}};
+    return {{"group", d.group}, {"topic", d.topic}, {"era", d.era}, {"epoch", rel(d, d.epoch)}, {"members", members},
+            {"partitions", parts}};
 }
 
 void render(const ConsumerGroupDescription& d, std::string& text) {
-    text += "group '" + d.group + "' on topic '" + d.topic + "'  epoch " + std::to_string(d.epoch) + "\n";
+    text += "group '" + d.group + "' on topic '" + d.topic + "'  epoch " + std::to_string(rel(d, d.epoch)) + " (era " +
+            std::to_string(d.era) + ")\n";
     if (d.members.empty()) text += "  no members\n";
     Table mt({"MEMBER", "PID", "ALIVE", "EPOCH", "HEARTBEAT AGE"});
     for (const auto& m : d.members)
-        mt.add({m.id, std::to_string(m.pid), m.alive ? "yes" : "no", std::to_string(m.epoch),
+        mt.add({m.id, std::to_string(m.pid), m.alive ? "yes" : "no", std::to_string(rel(d, m.epoch)),
                 format_duration_ns(m.heartbeat_age_ns)});
     if (!d.members.empty()) mt.render(text, "  ");
     Table pt({"PARTITION", "OWNER", "OWNER EPOCH", "COMMITTED", "COMMIT EPOCH", "LAG", "ATTEMPTS"});
@@ -54,8 +60,8 @@ void render(const ConsumerGroupDescription& d, std::string& text) {
         std::string owner = "-";
         for (const auto& m : d.members)
             if (int(m.slot) == p.member_slot) owner = m.id;
-        pt.add({std::to_string(p.partition), owner, std::to_string(p.owner_epoch), std::to_string(p.committed),
-                std::to_string(p.commit_epoch), std::to_string(p.lag),
+        pt.add({std::to_string(p.partition), owner, std::to_string(rel(d, p.owner_epoch)), std::to_string(p.committed),
+                std::to_string(rel(d, p.commit_epoch)), std::to_string(p.lag),
                 p.attempts ? std::to_string(p.attempts) + " @" + std::to_string(p.attempt_offset) : "-"});
     }
     pt.render(text, "  ");

@@ -40,7 +40,11 @@ struct GroupConfig {
 /// What a member owns now.
 struct Claim {
     std::vector<uint32_t> partitions;  ///< owned now, ascending
-    uint64_t epoch = 0;                ///< commit and result-write epoch (fence token)
+    /// Commit, result-write and dead-letter fence token: the registration's era (above every
+    /// token issued before it in this pool, and at least the wall clock in ns at registration)
+    /// plus the member's epoch. Tokens of a later registration are always higher.
+    uint64_t epoch = 0;
+    uint64_t era = 0;                  ///< the registration's era: epoch - era counts its epochs (logs)
     uint32_t pending = 0;              ///< target partitions still held by a live member that has not released them
     bool changed = false;              ///< partitions or epoch differ from this member's previous claim
 };
@@ -61,9 +65,11 @@ struct PartitionOwnerDescription {
     uint64_t committed = 0, commit_epoch = 0, lag = 0;
     uint64_t attempt_offset = 0, attempts = 0;
 };
+/// Epochs below are fence tokens (era + epoch); subtract `era` for the per-registration count.
 struct ConsumerGroupDescription {
     std::string group, topic;
-    uint64_t epoch = 0;  ///< last epoch drawn (grows at every partition acquisition)
+    uint64_t era = 0;    ///< fence-token base of this registration
+    uint64_t epoch = 0;  ///< token of the last epoch drawn (grows at every join and acquisition)
     std::vector<MemberDescription> members;
     std::vector<PartitionOwnerDescription> partitions;
 };

@@ -2,7 +2,8 @@
 // The pool segment's fixed structures, as every process sees them. Plain data only: no
 // behaviour, no pointers (offsets from the segment start), every atomic lock-free and at
 // most 8 bytes, every field another process reads pinned by a static_assert below.
-// Any change here changes kLayoutFingerprint; incompatible changes bump kLayoutMajor.
+// Any change here changes kLayoutFingerprint (layout/fingerprint.h, which also covers the
+// topic and group tables); incompatible changes bump kLayoutMajor.
 //
 // Segment map (offsets from the start of /dev/shm/fabric-shm.<pool>):
 //   0                      PoolHeader          4 KiB
@@ -18,7 +19,7 @@
 namespace fabric_shm::layout {
 
 constexpr uint64_t kPoolMagic = 0x4853434952424146ULL;  ///< "FABRICSH" in little-endian bytes
-constexpr uint16_t kLayoutMajor = 1;  ///< differs: refuse (VersionMismatch)
+constexpr uint16_t kLayoutMajor = 2;  ///< differs: refuse (VersionMismatch); 2: fence eras (PoolHeader::fence_floor, GroupSlot::era)
 constexpr uint16_t kLayoutMinor = 1;  ///< higher minor: compatible additions (1: metrics region kind, layout/metrics_layout.h)
 constexpr uint64_t kPageSize = 4096;
 constexpr uint64_t kCacheLine = 64;
@@ -160,13 +161,20 @@ struct alignas(kPageSize) PoolHeader {
     std::atomic<uint64_t> reclaimed_regions; ///< reaper, fetch_add
     std::atomic<uint64_t> stolen_locks;      ///< lock stealers, fetch_add
     std::atomic<uint64_t> repaired_entries;  ///< reaper, fetch_add
-    uint64_t reserved_mutable[10];
+    /// Group registrants and epoch drawers (CAS max, never lowered): at least every fence token
+    /// (GroupSlot::era + epoch) issued in this pool. A new registration's era starts above it
+    /// (and at least at the wall clock), so its tokens fence out every earlier registration's
+    /// results, across `group rm` and a topic re-create. docs/groups.md, "Fence tokens".
+    std::atomic<uint64_t> fence_floor;
+    uint64_t reserved_mutable[9];
     LeaseHeader lease;                 ///< the pool's own lease
     std::atomic<uint64_t> retired_counters[kCounterCells]; ///< counter shards of reaped processes, folded in
 };
 static_assert(sizeof(PoolHeader) == kPageSize);
 static_assert(offsetof(PoolHeader, fingerprint) == 16);
 static_assert(offsetof(PoolHeader, lifecycle) == 344);
+static_assert(offsetof(PoolHeader, fence_floor) == 344 + 6 * 8,
+              "fence_floor is read and CAS-raised by every group registrant and epoch drawer");
 
 // Every atomic type placed in the segment must be lock-free in every process: libatomic's
 // fallback lock for wider types is per-process and silently breaks across processes.
@@ -188,17 +196,6 @@ constexpr uint64_t fnv1a_mix(uint64_t h, uint64_t v) {
     }
     return h;
 }
-/// Changes whenever a structure above changes size or shape (LMDB's lock-format idea).
-constexpr uint64_t kLayoutFingerprint = [] {
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (uint64_t v : {uint64_t(kLayoutMajor), uint64_t(sizeof(PoolHeader)), uint64_t(sizeof(ProcessSlot)),
-                       uint64_t(sizeof(RegionEntry)), uint64_t(sizeof(LeaseHeader)), uint64_t(kRegistrySlots),
-                       uint64_t(kDirectoryEntries), uint64_t(kCounterCells), uint64_t(kCacheLine),
-                       uint64_t(offsetof(PoolHeader, lifecycle)), uint64_t(offsetof(RegionEntry, lease)),
-                       uint64_t(offsetof(ProcessSlot, counters)), uint64_t(sizeof(void*))})
-        h = fnv1a_mix(h, v);
-    return h;
-}();
 
 constexpr uint64_t make_region_ref(uint32_t index, uint32_t gen) { return (uint64_t(gen) << 32) | (index + 1); }
 constexpr uint64_t make_lease_id(uint32_t index_plus_one, uint32_t gen) { return (uint64_t(gen) << 32) | index_plus_one; }

@@ -77,7 +77,7 @@ struct LocalMember {
     uint32_t row = 0;
     uint32_t gen = 0;        ///< row generation at our LIVE store
     uint64_t word = 0;       ///< our LIVE row word
-    uint64_t epoch = 0;      ///< our current epoch
+    uint64_t epoch = 0;      ///< our current epoch (relative to the era; the fence token is era + epoch)
     std::vector<uint32_t> last_parts;
     uint64_t last_epoch = 0;
 };
@@ -97,10 +97,12 @@ struct ConsumerGroup::Impl {
     GroupConfig config;
     std::unique_ptr<TopicHandle> t;
     GroupRef gref;
+    uint64_t era = 0;  ///< GroupSlot::era of our registration: fence tokens are era + epoch
     std::vector<LocalMember> members;
     std::array<Probe, kMaxMembers> probes{};
 
     GroupSlot& slot() const { return t->groups[gref.index]; }
+    uint64_t token(uint64_t epoch) const { return era + epoch; }
 
     Status check(uint64_t now) {
         FABRIC_TRY(check_topic(*t));
@@ -148,12 +150,23 @@ struct ConsumerGroup::Impl {
         return owner != 0 && owner_row(owner) == m.row + 1 && owner_gen(owner) == (m.gen & 0xffffff);
     }
 
+    /// Our owner word on p and no fence above our token (a new owner CASes the owner word
+    /// before it raises the fence, so one of the two shows it).
+    bool holds(const LocalMember& m, uint32_t p) const {
+        const GroupPartition& gp = slot().parts[p];
+        if (!mine(m, gp.owner.load(std::memory_order_seq_cst))) return false;  // pairs with owner CASes
+        return gp.commit_epoch.load(std::memory_order_acquire) <= token(m.epoch);
+    }
+
     Status verify_row(const LocalMember& m) const {
         // seq_cst: pairs with an evicter's seq_cst CAS then epoch draw (docs/groups.md, "zombies").
         if (slot().members[m.row].word.load(std::memory_order_seq_cst) != m.word) return evicted(m);
         return {};
     }
 
+    /// A fresh epoch (relative to the era). Its token is noted in the pool's fence floor
+    /// before the registration is re-checked, so the token is either refused here (the group
+    /// was deregistered) or below every later registration's era.
     Result<uint64_t> draw_epoch(const LocalMember& m) {
         const uint64_t e = slot().epoch.fetch_add(1, std::memory_order_seq_cst) + 1;  // after our evictions
         if (e > kMaxOwnerEpoch)
@@ -161,6 +174,11 @@ struct ConsumerGroup::Impl {
                                                            " exceeds the owner word's limit " +
                                                            std::to_string(kMaxOwnerEpoch) +
                                                            "; remove and re-register the group");
+        note_fence_token(*pool, token(e));
+        // seq_cst: pairs with deregister_group's seq_cst CAS (see note_fence_token).
+        if (slot().word.load(std::memory_order_seq_cst) != gref.word)
+            return make_error(Errc::not_found, "group '" + group + "' on topic '" + topic +
+                                                   "' was deregistered (lease expired or removed); open it again");
         FABRIC_TRY(verify_row(m));  // drawn after our eviction => every zombie epoch is lower
         return e;
     }
@@ -192,6 +210,9 @@ Result<ConsumerGroup> ConsumerGroup::open(const Pool& pool, std::string_view gro
     im->config = config;
     im->t = std::move(*t);
     im->gref = *ref;
+    // Relaxed: written while CREATING and published by the LIVE release store that
+    // register_group's find/CAS acquired; immutable while the registration lives.
+    im->era = im->t->groups[ref->index].era.load(std::memory_order_relaxed);
     return ConsumerGroup(std::move(im));
 }
 
@@ -259,7 +280,7 @@ Result<Claim> ConsumerGroup::join(std::string_view member_id) {
         }
         gm.heartbeat_ns.store(now, std::memory_order_relaxed);
         gm.epoch.store(0, std::memory_order_relaxed);
-        FABRIC_CRASH_POINT("group.join.before_publish");
+        FABRIC_PAUSE_POINT("group.join.before_publish");
         const uint32_t gen = member_gen(fw) + 1;
         const uint64_t live = make_member_word(kMemberLive, gen, me);
         // seq_cst (release part): publishes id/heartbeat to readers' acquire of the word.
@@ -274,7 +295,8 @@ Result<Claim> ConsumerGroup::join(std::string_view member_id) {
     auto e = im.draw_epoch(m);
     if (!e) return std::move(e).error();
     m.epoch = *e;
-    g.members[m.row].epoch.store(m.epoch, std::memory_order_relaxed);  // diagnostics only
+    g.members[m.row].epoch.store(im.token(m.epoch), std::memory_order_relaxed);  // diagnostics only
+    FABRIC_PAUSE_POINT("group.join.joined");
     im.members.push_back(std::move(m));
     return im.claim(im.members.back());
 }
@@ -306,6 +328,7 @@ Result<Claim> ConsumerGroup::Impl::claim(LocalMember& m) {
         uint64_t w = gm.word.load(std::memory_order_seq_cst);  // pairs with join/leave/evict CASes
         if (member_state(w) != kMemberLive) continue;
         if (!alive(r, w, now)) {
+            FABRIC_PAUSE_POINT("group.evict.before_cas");
             gm.word.compare_exchange_strong(w, make_member_word(kMemberFree, member_gen(w) + 1, 0),
                                             std::memory_order_seq_cst, std::memory_order_seq_cst);
             continue;
@@ -357,6 +380,7 @@ Result<Claim> ConsumerGroup::Impl::claim(LocalMember& m) {
     if (!take.empty()) {
         auto e = draw_epoch(m);
         if (!e) return std::move(e).error();
+        FABRIC_PAUSE_POINT("group.claim.before_take");
         bool any = false;
         for (uint32_t p : take) {
             uint64_t w = words[p];
@@ -369,7 +393,7 @@ Result<Claim> ConsumerGroup::Impl::claim(LocalMember& m) {
         }
         if (any) {
             m.epoch = *e;
-            g.members[m.row].epoch.store(m.epoch, std::memory_order_relaxed);  // diagnostics only
+            g.members[m.row].epoch.store(token(m.epoch), std::memory_order_relaxed);  // diagnostics only
         }
         FABRIC_CRASH_POINT("group.claim.after_take");
     }
@@ -377,9 +401,11 @@ Result<Claim> ConsumerGroup::Impl::claim(LocalMember& m) {
     // 5. Owned now; fence every owned partition at our epoch (zombies' commits then fail).
     for (uint32_t p = 0; p < num_partitions; ++p)
         if (mine(m, g.parts[p].owner.load(std::memory_order_seq_cst))) c.partitions.push_back(p);
-    auto fenced = raise_fences(*pool, g, c.partitions, m.epoch);
+    FABRIC_PAUSE_POINT("group.claim.before_fence");
+    auto fenced = raise_fences(*pool, g, c.partitions, token(m.epoch));
     if (!fenced) return std::move(fenced).error();
-    c.epoch = m.epoch;
+    c.epoch = token(m.epoch);
+    c.era = era;
     c.changed = c.partitions != m.last_parts || c.epoch != m.last_epoch;
     m.last_parts = c.partitions;
     m.last_epoch = c.epoch;
@@ -422,8 +448,7 @@ bool ConsumerGroup::owns(std::string_view member_id, uint32_t partition) const {
     const Impl& im = *impl_;
     if (partition >= im.num_partitions) return false;
     for (const auto& m : im.members)
-        if (m.id == member_id)
-            return im.mine(m, im.slot().parts[partition].owner.load(std::memory_order_acquire));  // pairs with CASes
+        if (m.id == member_id) return im.holds(m, partition);
     return false;
 }
 
@@ -442,7 +467,8 @@ Result<ConsumerGroupDescription> describe_consumer_group(const Pool& pool, std::
     ConsumerGroupDescription d;
     d.group = std::string(group);
     d.topic = std::string(topic);
-    d.epoch = g.epoch.load(std::memory_order_relaxed);
+    d.era = g.era.load(std::memory_order_relaxed);  // immutable while LIVE (find_group acquired the word)
+    d.epoch = d.era + g.epoch.load(std::memory_order_relaxed);
     const uint64_t now = mono_now_ns();
     const auto procs = pool.registry().list(now);
     std::vector<uint32_t> live_gen(kMaxMembers, UINT32_MAX);
@@ -470,7 +496,7 @@ Result<ConsumerGroupDescription> describe_consumer_group(const Pool& pool, std::
         const uint64_t w = gp.owner.load(std::memory_order_acquire);
         if (w != 0 && owner_row(w) >= 1 && owner_row(w) <= kMaxMembers && live_gen[owner_row(w) - 1] == owner_gen(w))
             pd.member_slot = int(owner_row(w) - 1);
-        pd.owner_epoch = w & kMaxOwnerEpoch;
+        pd.owner_epoch = w == 0 ? 0 : d.era + owner_epoch(w);
         pd.committed = gp.committed.load(std::memory_order_acquire);
         pd.commit_epoch = gp.commit_epoch.load(std::memory_order_relaxed);
         const uint64_t next = th.parts[p].hdr->tail.load(std::memory_order_acquire);

@@ -11,6 +11,7 @@
 
 #include "fabric_shm/clock.h"
 #include "fabric_shm/counters.h"
+#include "fabric_shm/crash_point.h"
 #include "fabric_shm/names.h"
 #include "futex.h"
 #include "layout/pool_layout.h"
@@ -215,12 +216,46 @@ bool deregister_group(TopicHandle& t, int index, bool force, uint64_t now_ns) {
         if (g.lease_expires_ns.compare_exchange_weak(e, 0, std::memory_order_acq_rel, std::memory_order_acquire))
             break;
     }
+    FABRIC_PAUSE_POINT("group.lease.expire");
     // Step 2: LIVE(g) -> FREE(g+1); consumers holding the LIVE word see the group gone.
-    // Release: pairs with find_group/register's acquire of the word.
+    // seq_cst: release pairs with find_group/register's acquire of the word; the total order
+    // pairs with an epoch drawer's note_fence_token then seq_cst re-check of the word (a token
+    // drawn by this registration is either refused or below the next registration's era).
     const bool removed = g.word.compare_exchange_strong(w, make_group_word(kGroupFree, group_gen(w) + 1, 0),
-                                                        std::memory_order_release, std::memory_order_relaxed);
+                                                        std::memory_order_seq_cst, std::memory_order_relaxed);
     if (removed) wake_space(t);
     return removed;
+}
+
+// ---- fence tokens -------------------------------------------------------------------------
+
+namespace {
+std::atomic<uint64_t>& fence_floor(const Pool& pool) {
+    // The pool header's mutable words are shared state (see stolen_locks in owner_lock.cpp).
+    return const_cast<layout::PoolHeader&>(pool.header()).fence_floor;
+}
+}  // namespace
+
+uint64_t allocate_fence_era(const Pool& pool) {
+    auto& floor = fence_floor(pool);
+    uint64_t cur = floor.load(std::memory_order_seq_cst);  // pairs with note_fence_token's CAS
+    for (;;) {
+        // Above every token issued here (the floor), and at least the wall clock: a pool that is
+        // new (re-created, its results kept by a TieredObjectStore) has no floor, but every token
+        // of the lost pool was drawn at an earlier wall-clock ns from an era at most that ns,
+        // plus fewer epochs than nanoseconds have passed since.
+        const uint64_t era = std::max<uint64_t>(wall_now_ns(), cur + 1);
+        // seq_cst: the next registration's load sees this era (no two registrations share one).
+        if (floor.compare_exchange_weak(cur, era, std::memory_order_seq_cst, std::memory_order_seq_cst)) return era;
+    }
+}
+
+void note_fence_token(const Pool& pool, uint64_t token) {
+    auto& floor = fence_floor(pool);
+    uint64_t cur = floor.load(std::memory_order_seq_cst);  // see allocate_fence_era
+    while (cur < token &&
+           !floor.compare_exchange_weak(cur, token, std::memory_order_seq_cst, std::memory_order_seq_cst)) {
+    }
 }
 
 Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const GroupOptions& options) {
@@ -282,6 +317,7 @@ Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const Gr
         g.lock.store(0, std::memory_order_relaxed);
         g.epoch.store(0, std::memory_order_relaxed);
         g.flags.store(0, std::memory_order_relaxed);
+        g.era.store(allocate_fence_era(pool), std::memory_order_relaxed);  // published by the LIVE release store
         for (auto& m : g.members) {
             m.word.store(0, std::memory_order_relaxed);
             m.heartbeat_ns.store(0, std::memory_order_relaxed);
@@ -301,6 +337,8 @@ Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const Gr
             g.parts[p].attempt_offset.store(0, std::memory_order_relaxed);
             g.parts[p].attempts.store(0, std::memory_order_relaxed);
             g.parts[p].commits.store(0, std::memory_order_relaxed);
+            g.parts[p].dead_letter_offset.store(0, std::memory_order_relaxed);
+            g.parts[p].dead_letter_epoch.store(0, std::memory_order_relaxed);
         }
         const uint64_t live = make_group_word(kGroupLive, gen, me);
         // Release: publishes name, lease and offsets to find_group's acquire load.
@@ -325,6 +363,7 @@ Status renew_group(TopicHandle& t, const GroupRef& ref, std::string_view group, 
                                                        "': lease ran out " + format_duration_ns(now_ns - e) +
                                                        " ago (ttl " + format_duration_ns(ttl) + ")");
         if (e - now_ns > ttl - ttl / 4) return {};  // more than 3/4 left: nothing to do
+        FABRIC_PAUSE_POINT("group.lease.renew");
         if (g.lease_expires_ns.compare_exchange_weak(e, now_ns + ttl, std::memory_order_acq_rel,
                                                      std::memory_order_acquire))
             return {};
@@ -345,6 +384,7 @@ Status commit_in_pool(TopicHandle& t, const GroupRef& ref, std::string_view grou
             return make_error(Errc::invalid_argument, "partition " + std::to_string(c.partition) + " >= " +
                                                           std::to_string(t.num_partitions) + " partitions of topic '" +
                                                           t.name + "'");
+    FABRIC_PAUSE_POINT("group.commit.before_lock");
     std::lock_guard<std::mutex> local(g_local_lock);
     auto lk = detail::owner_lock_acquire(g.lock, pool, me, 2 * kNsPerSec, "group commit lock");
     if (!lk) return std::move(lk).error();
@@ -371,6 +411,49 @@ Status commit_in_pool(TopicHandle& t, const GroupRef& ref, std::string_view grou
     }
     wake_space(t);
     return {};
+}
+
+Status record_dead_letter(TopicHandle& t, const GroupRef& ref, std::string_view group, uint32_t partition,
+                          uint64_t offset, uint64_t token) {
+    const Pool& pool = *t.pool;
+    const OwnerToken me = pool.self();
+    if (me == 0) return make_error(Errc::permission_denied, "dead-lettering needs a writable pool");
+    if (partition >= t.num_partitions)
+        return make_error(Errc::invalid_argument, "partition " + std::to_string(partition) + " >= " +
+                                                      std::to_string(t.num_partitions) + " partitions of topic '" +
+                                                      t.name + "'");
+    const uint64_t coarse = mono_coarse_ns();
+    FABRIC_TRY(t.root.check(coarse));
+    FABRIC_TRY(renew_group(t, ref, group, coarse));
+    GroupSlot& g = t.groups[ref.index];
+    std::lock_guard<std::mutex> local(g_local_lock);
+    // The lock commit_in_pool and raise_fences use: the fence check and the record are one
+    // step with respect to a new owner's fence, so a record exists only if it was written
+    // before that fence (and the new owner, which reads records after fencing, honours it).
+    auto lk = detail::owner_lock_acquire(g.lock, pool, me, 2 * kNsPerSec, "group dead-letter lock");
+    if (!lk) return std::move(lk).error();
+    // A stolen lock needs no repair: epoch is stored before offset, and a record is one
+    // decision that a later owner may honour or a new decision replace.
+    detail::OwnerLockGuard guard(g.lock, me);
+    if (g.word.load(std::memory_order_acquire) != ref.word)  // pairs with deregister's release
+        return make_error(Errc::not_found, "group '" + std::string(group) + "' was deregistered before dead-lettering");
+    GroupPartition& gp = g.parts[partition];
+    const uint64_t fence = gp.commit_epoch.load(std::memory_order_relaxed);  // under the lock
+    if (token < fence)
+        return make_error(Errc::stale_epoch, "dead letter for group '" + std::string(group) + "' topic '" + t.name +
+                                                 "' partition " + std::to_string(partition) + " offset " +
+                                                 std::to_string(offset) + " under fence token " +
+                                                 std::to_string(token) + " < " + std::to_string(fence) +
+                                                 ": the partition has a newer owner, which handles that message");
+    gp.dead_letter_epoch.store(token, std::memory_order_relaxed);       // before the offset (see the layout)
+    gp.dead_letter_offset.store(offset + 1, std::memory_order_release);  // pairs with dead_letter_recorded
+    return {};
+}
+
+bool dead_letter_recorded(const TopicHandle& t, const GroupRef& ref, uint32_t partition, uint64_t offset) {
+    if (partition >= t.num_partitions) return false;
+    // Acquire: pairs with record_dead_letter's release store (and its lock release).
+    return t.groups[ref.index].parts[partition].dead_letter_offset.load(std::memory_order_acquire) == offset + 1;
 }
 
 uint64_t min_committed(const TopicHandle& t, uint32_t p, uint64_t now_ns, Slowest* slowest) {

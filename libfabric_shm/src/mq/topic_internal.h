@@ -76,6 +76,21 @@ Status renew_group(TopicHandle& t, const GroupRef& ref, std::string_view group, 
 Status commit_in_pool(TopicHandle& t, const GroupRef& ref, std::string_view group,
                       std::span<const OffsetCommit> commits);
 
+/// Records, under the group's lock and only if `token` is not below the partition's fence,
+/// that `offset` is decided for the dead-letter topic. StaleEpoch when a newer owner fenced
+/// the partition (the caller must not send the dead letter).
+Status record_dead_letter(TopicHandle& t, const GroupRef& ref, std::string_view group, uint32_t partition,
+                          uint64_t offset, uint64_t token);
+/// True when the partition's dead-letter record names `offset` (an earlier owner decided it).
+bool dead_letter_recorded(const TopicHandle& t, const GroupRef& ref, uint32_t partition, uint64_t offset);
+
+// ---- fence tokens (docs/groups.md, "Fence tokens") ----------------------------------------
+/// A new registration's era: above PoolHeader::fence_floor and at least the wall clock in ns;
+/// raises the floor to it.
+uint64_t allocate_fence_era(const Pool& pool);
+/// Raises PoolHeader::fence_floor to at least `token` (seq_cst), before the token is used.
+void note_fence_token(const Pool& pool, uint64_t token);
+
 struct Slowest {
     bool any_group = false;
     std::string group;     ///< the slowest live group (empty when none)

@@ -23,7 +23,7 @@ namespace fabric_shm::mq {
 
 constexpr uint64_t kTopicMagic = 0x43504f5442414600ULL;      ///< "\0FABTOPC"
 constexpr uint64_t kPartitionMagic = 0x5452415042414600ULL;  ///< "\0FABPART"
-constexpr uint32_t kTopicLayoutVersion = 1;
+constexpr uint32_t kTopicLayoutVersion = 2;  ///< 2: GroupSlot::era, GroupPartition dead-letter record
 
 constexpr uint32_t kMaxPartitions = 64;
 constexpr uint32_t kMaxGroups = 16;
@@ -123,17 +123,22 @@ constexpr uint64_t group_state(uint64_t w) { return w >> 56; }
 constexpr uint32_t group_gen(uint64_t w) { return uint32_t(w >> 32) & 0xffffff; }
 constexpr uint32_t kGroupNameWords = 8;  ///< 64 bytes, NUL-padded (kMaxNameLength)
 
-/// Per (group, partition): committed offset and the fields issue 5 (consumer groups) uses.
+/// Per (group, partition): committed offset, its fence, the owner word, the DLQ attempt
+/// counter and the dead-letter decision record. Epochs stored here are fence tokens
+/// (GroupSlot::era + the member's epoch), comparable across registrations.
 struct alignas(kLine) GroupPartition {
     std::atomic<uint64_t> committed;      ///< committer under GroupSlot::lock: next offset to read
-    std::atomic<uint64_t> commit_epoch;   ///< committer under the lock, stored BEFORE committed: epoch of the last commit
-    std::atomic<uint64_t> owner;          ///< issue 5: (member index + 1) << 32 | member epoch, CAS only; 0 = unowned
-    std::atomic<uint64_t> attempt_offset; ///< issue 5: offset whose hand-outs `attempts` counts
-    std::atomic<uint64_t> attempts;       ///< issue 5: hand-outs of attempt_offset (counted at hand-out)
+    std::atomic<uint64_t> commit_epoch;   ///< committer / fence raiser under the lock, stored BEFORE committed: the fence token
+    std::atomic<uint64_t> owner;          ///< (member row gen, row + 1) << 32 | member epoch (relative to the era), CAS only; 0 = unowned
+    std::atomic<uint64_t> attempt_offset; ///< the owner (DlqRouter::begin): offset whose hand-outs `attempts` counts
+    std::atomic<uint64_t> attempts;       ///< the owner: hand-outs of attempt_offset (counted at hand-out)
     std::atomic<uint64_t> commits;        ///< committer: number of commits (diagnostics)
-    uint64_t reserved[2];
+    std::atomic<uint64_t> dead_letter_offset;  ///< dead-letterer under GroupSlot::lock, fence checked: offset + 1 decided for the DLQ; 0 = none
+    std::atomic<uint64_t> dead_letter_epoch;   ///< same, stored before dead_letter_offset: the fence token of the decision
 };
 static_assert(sizeof(GroupPartition) == 64);
+static_assert(offsetof(GroupPartition, dead_letter_offset) == 48,
+              "the dead-letter record is read by every later owner of the partition before it processes");
 
 /// Issue 5's membership row; registered here so the group table never changes shape.
 struct alignas(kLine) GroupMember {
@@ -152,13 +157,19 @@ struct alignas(kLine) GroupSlot {
     std::atomic<uint64_t> lease_ttl_ns;             ///< registrant: extension per renewal
     std::atomic<uint64_t> registered_ns;            ///< registrant: monotonic ns
     std::atomic<uint64_t> lock;                     ///< owner-word lock (owner_lock.h) for commits and membership
-    std::atomic<uint64_t> epoch;                    ///< issue 5: group generation, bumped per membership change
-    std::atomic<uint64_t> flags;                    ///< reserved for issue 5
-    uint64_t reserved[17];
+    std::atomic<uint64_t> epoch;                    ///< epoch counter (relative to era): fetch_add per join and acquisition
+    std::atomic<uint64_t> flags;                    ///< reserved
+    /// Registrant while CREATING, immutable while LIVE: the fence-token base of this
+    /// registration. Tokens are era + epoch (epoch < 2^32); the era is above every token the
+    /// pool issued before (PoolHeader::fence_floor) and at least the wall clock in ns, so a
+    /// re-registered group (or a re-created topic or pool) fences above every older result.
+    std::atomic<uint64_t> era;
+    uint64_t reserved[16];
     GroupMember members[kMaxMembers];               ///< issue 5
     GroupPartition parts[kMaxPartitions];           ///< committed offsets, owners, attempts
 };
 static_assert(offsetof(GroupSlot, lease_expires_ns) == 72);
+static_assert(offsetof(GroupSlot, era) == 120, "members read the era once at open: it must not move");
 static_assert(offsetof(GroupSlot, members) == 256);
 static_assert(offsetof(GroupSlot, parts) == 256 + 64 * kMaxMembers);
 static_assert(sizeof(GroupSlot) == 256 + 64 * kMaxMembers + 64 * kMaxPartitions);

@@ -51,7 +51,7 @@ public:
         std::string parts;
         for (uint32_t p : claim_.partitions) parts += (parts.empty() ? "" : ",") + std::to_string(p);
         return "group '" + group_.group() + "' member '" + id_ + "': partitions [" + parts + "] epoch " +
-               std::to_string(claim_.epoch) +
+               std::to_string(claim_.epoch - claim_.era) +
                (claim_.pending ? " (" + std::to_string(claim_.pending) + " still held by others)" : "");
     }
 
