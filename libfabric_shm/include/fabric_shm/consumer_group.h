@@ -109,13 +109,16 @@ public:
     /// a partition released here is redelivered from its last commit. stale_epoch when this
     /// member was evicted (session timeout): join again.
     Result<Claim> claim(std::string_view member_id);
-    /// Refreshes the heartbeat only (cheap; call it during long processing and backoff).
+    /// Refreshes the heartbeat and keeps the group's registration (its lease) alive; cheap, call
+    /// it during long processing and backoff. stale_epoch when evicted, lease_expired when the
+    /// group's lease already ran out, not_found when the group was removed.
     Status heartbeat(std::string_view member_id);
     /// Releases every partition and the membership row.
     Status leave(std::string_view member_id);
 
-    /// True when the member's owner word for `partition` is still the one it acquired (racy:
-    /// use the epoch fence for safety, this only avoids useless work).
+    /// True when the member's owner word for `partition` is still its own and no newer owner
+    /// fenced the partition above its token (racy: the fences are what make writes safe; this
+    /// tells a refused write by a newer owner from one refused for another reason).
     bool owns(std::string_view member_id, uint32_t partition) const;
     const std::string& group() const;
     const std::string& topic() const;

@@ -418,9 +418,13 @@ Status ConsumerGroup::heartbeat(std::string_view member_id) {
     if (!m) return im.not_member(member_id);
     const uint64_t now = mono_now_ns();
     FABRIC_TRY(im.verify_row(*m));
+    FABRIC_PAUSE_POINT("group.heartbeat.before_store");
     im.slot().members[m->row].heartbeat_ns.store(now, std::memory_order_release);  // pairs with alive()
     im.pool->heartbeat(now);
-    return {};
+    // A member alive enough to heartbeat keeps its group registered: without this a member
+    // heartbeating through a long message let the group lease run out, producers stopped
+    // counting the group (on_full=block) and overwrote what it had not committed.
+    return im.check(mono_coarse_ns());
 }
 
 Status ConsumerGroup::leave(std::string_view member_id) {
