@@ -59,6 +59,18 @@ public:
     DlqRouter& operator=(DlqRouter&&) noexcept;
     ~DlqRouter();
 
+    /// The member's fence token (Claim::epoch, GroupConsumer::epoch(); set it again after every
+    /// claim that changed it). With it, dead letters are fenced like commits: dead_letter()
+    /// records the decision in the group table only while no newer owner fenced the partition
+    /// (else stale_epoch, nothing sent), and begin() refuses hand-outs of fenced partitions.
+    /// 0 (the default): unfenced -- a member paused past its session timeout may then
+    /// dead-letter a message its successor processed.
+    void set_epoch(uint64_t fence_token);
+    /// True when an earlier owner recorded a dead-letter decision for `message` (and may have
+    /// stopped before sending it): dead-letter it without processing (handle() does). The DLQ
+    /// may then hold it twice (at-least-once). Always false while unfenced.
+    bool decided(const Message& message) const;
+
     /// Counts a hand-out of `message` in the pool; call right before processing it. Returns
     /// the attempt number (1 = first). Greater than max_attempts: earlier attempts crashed
     /// or timed out; dead-letter it without processing. A replay of offsets below the one
@@ -69,7 +81,9 @@ public:
     /// Processing failed: false with *backoff_ns set when attempts remain (retry in place
     /// after the backoff); true when the message was dead-lettered (commit past it).
     Result<bool> nack(const Message& message, std::string_view reason, uint64_t* backoff_ns);
-    /// Sends the original key/value/headers plus the dlq.* headers to the DLQ topic.
+    /// Sends the original key/value/headers plus the dlq.* headers to the DLQ topic, after
+    /// recording the decision under the fence token (see set_epoch). stale_epoch: a newer
+    /// owner has the partition; do not commit, do not retry.
     Result<SendResult> dead_letter(const Message& message, uint64_t attempts, std::string_view reason);
 
     /// The whole per-message loop: begin, process, ack or nack, backoff (heartbeating), DLQ.

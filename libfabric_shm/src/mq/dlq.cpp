@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: MIT
 // DlqRouter: per-partition attempt counter in the group table (GroupPartition::attempt_offset
-// and ::attempts, written by the partition's owner), retries with backoff, dead letters.
+// and ::attempts, written by the partition's owner), retries with backoff, dead letters. A
+// dead letter is fenced like a commit: the decision is recorded in the group table under the
+// member's fence token (refused once a newer owner fenced the partition) before it is sent,
+// and a later owner that finds the record dead-letters the message instead of processing it.
 #include "fabric_shm/dlq.h"
 
 #include <time.h>
@@ -60,6 +63,7 @@ struct DlqRouter::Impl {
     GroupRef gref;
     std::optional<Producer> producer;
     uint64_t dead = 0;
+    uint64_t epoch = 0;  ///< the member's fence token; 0: unfenced
 
     GroupPartition* part(uint32_t p) const { return p < t->num_partitions ? &t->groups[gref.index].parts[p] : nullptr; }
 
@@ -69,6 +73,20 @@ struct DlqRouter::Impl {
         if (t->groups[gref.index].word.load(std::memory_order_acquire) != gref.word)
             return make_error(Errc::not_found, "group '" + group + "' on topic '" + topic + "' was deregistered");
         return {};
+    }
+
+    /// stale_epoch when a newer owner fenced the message's partition above our token.
+    Status check_fence(const Message& m, std::string_view what) const {
+        const GroupPartition* gp = part(m.partition);
+        if (epoch == 0 || !gp) return {};
+        // Acquire: pairs with the fence raiser's lock release (a plain check: the decisive
+        // one is record_dead_letter's, under the lock).
+        const uint64_t fence = gp->commit_epoch.load(std::memory_order_acquire);
+        if (fence <= epoch) return {};
+        return make_error(Errc::stale_epoch, std::string(what) + " of topic '" + topic + "' partition " +
+                                                 std::to_string(m.partition) + " offset " + std::to_string(m.offset) +
+                                                 " refused: fence token " + std::to_string(epoch) + " < " +
+                                                 std::to_string(fence) + " (a newer owner has the partition)");
     }
 
     /// Current count for message (1 when not the counted offset).
@@ -133,6 +151,13 @@ DlqRouter::DlqRouter(DlqRouter&&) noexcept = default;
 DlqRouter& DlqRouter::operator=(DlqRouter&&) noexcept = default;
 DlqRouter::~DlqRouter() = default;
 
+void DlqRouter::set_epoch(uint64_t fence_token) { impl_->epoch = fence_token; }
+
+bool DlqRouter::decided(const Message& m) const {
+    const Impl& im = *impl_;
+    return im.epoch != 0 && dead_letter_recorded(*im.t, im.gref, m.partition, m.offset);
+}
+
 const std::string& DlqRouter::dlq_topic() const { return impl_->dlq_name; }
 const DlqPolicy& DlqRouter::policy() const { return impl_->policy; }
 uint64_t DlqRouter::dead_lettered() const { return impl_->dead; }
@@ -144,6 +169,9 @@ Result<uint64_t> DlqRouter::begin(const Message& m) {
     if (!gp)
         return make_error(Errc::invalid_argument, "message partition " + std::to_string(m.partition) + " >= " +
                                                       std::to_string(im.t->num_partitions));
+    // A zombie (evicted, its partition fenced) does not count hand-outs of messages its
+    // successor owns. Racy by one count (a pause between this check and the store).
+    FABRIC_TRY(im.check_fence(m, "hand-out"));
     // Single writer: the partition's owner (a zombie racing it can only skew a count).
     // seq_cst stores in this order: attempts = 0, offset, attempts = 1 -- a crash in between
     // leaves (old, 0) or (new, 0), never a stale count attributed to the new offset.
@@ -182,6 +210,20 @@ Result<bool> DlqRouter::nack(const Message& m, std::string_view reason, uint64_t
 
 Result<SendResult> DlqRouter::dead_letter(const Message& m, uint64_t attempts, std::string_view reason) {
     Impl& im = *impl_;
+    // Between the caller's decision and the record: a member paused here past its session
+    // timeout finds its record refused (the new owner fenced the partition first).
+    FABRIC_PAUSE_POINT("dlq.dead_letter.decided");
+    FABRIC_TRY(im.check());
+    // The decision, fenced: recorded only while no newer owner fenced the partition (before
+    // anything else, so a refused zombie does not even create the DLQ topic). From here the
+    // dead letter is owed: if we stop before sending it, the next owner finds the record and
+    // sends it (decided()), so the message is never processed after this point.
+    if (im.epoch != 0)
+        FABRIC_TRY(record_dead_letter(*im.t, im.gref, im.group, m.partition, m.offset, im.epoch));
+    FABRIC_PAUSE_POINT("dlq.dead_letter.recorded");
+    // Fenced out since the record (we paused)? The new owner read the record after fencing and
+    // sends it; sending too would only duplicate it.
+    FABRIC_TRY(im.check_fence(m, "dead letter"));
     FABRIC_TRY(im.open_dlq());
     const std::string part = std::to_string(m.partition), off = std::to_string(m.offset),
                       att = std::to_string(attempts);
@@ -225,6 +267,14 @@ Result<Handled> DlqRouter::handle(const Message& m, const std::function<Status(c
                                   const std::function<Status()>& heartbeat) {
     Impl& im = *impl_;
     Handled h;
+    if (decided(m)) {
+        h.attempts = im.current(m);
+        h.reason = "an earlier owner decided to dead-letter it and stopped before confirming the send";
+        auto s = dead_letter(m, h.attempts, h.reason);
+        if (!s) return std::move(s).error();
+        h.dead_lettered = true;
+        return h;
+    }
     for (;;) {
         auto a = begin(m);
         if (!a) return std::move(a).error();
