@@ -108,7 +108,9 @@ public:
     Consumer& operator=(Consumer&&) noexcept;
     ~Consumer();
 
-    /// Partitions to read (each < num_partitions); positions start at Committed(earliest).
+    /// Partitions to read (each < num_partitions); positions of added partitions start at
+    /// Committed(earliest). After set_epoch changed the epoch, every partition restarts from
+    /// its committed offset (a partition kept across an eviction may have moved meanwhile).
     Status assign(std::span<const uint32_t> partitions);
     Status assign_all();
     Status seek(const SeekPolicy& policy);

@@ -97,6 +97,7 @@ struct Consumer::Impl {
     };
     std::vector<PState> ps;
     std::vector<uint32_t> assigned;
+    uint64_t assigned_epoch = 0;  ///< options.epoch when the positions of `assigned` were resolved
     std::vector<OffsetCommit> commit_buf;
     uint32_t rotate = 0;
     bool stuck = false;  ///< some partition waits on a claimed slot (park briefly)
@@ -209,14 +210,20 @@ Status Consumer::assign(std::span<const uint32_t> partitions) {
             return make_error(Errc::invalid_argument, "partition " + std::to_string(p) + " assigned twice");
         next.push_back(p);
     }
+    // Under a new epoch every partition restarts from its committed offset, kept ones too: a
+    // member that was evicted (or fenced) and got a partition back may find it handled and
+    // committed past its old position by another member, or committed below it (its own
+    // refused work) -- an old position would skip messages or commit past them.
+    const bool new_epoch = im.options.epoch != im.assigned_epoch;
     for (uint32_t p : next) {
-        if (std::find(im.assigned.begin(), im.assigned.end(), p) != im.assigned.end()) continue;
+        if (!new_epoch && std::find(im.assigned.begin(), im.assigned.end(), p) != im.assigned.end()) continue;
         auto pos = im.resolve(p, SeekPolicy::Committed());
         if (!pos) return std::move(pos).error();
         im.ps[p] = Impl::PState{};
         im.ps[p].pos = *pos;
     }
     im.assigned = std::move(next);
+    im.assigned_epoch = im.options.epoch;
     return {};
 }
 

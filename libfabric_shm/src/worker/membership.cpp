@@ -22,8 +22,7 @@ public:
         return {};
     }
     // stale_epoch means evicted (silent past the session timeout: a stall, SIGSTOP). It is
-    // reported, not swallowed: WorkerLoop::Impl::evicted() relies on it to stop a zombie from
-    // dead-lettering messages it no longer owns, and WorkerLoop::run treats it as "join again".
+    // reported, not swallowed: WorkerLoop abandons the message in hand and joins again.
     Status heartbeat(uint64_t) override { return joined_ ? group_.heartbeat(id_) : Status{}; }
     Result<bool> rebalance(uint64_t) override {
         auto c = group_.claim(id_);
@@ -42,6 +41,7 @@ public:
     }
     const std::vector<uint32_t>& partitions() const override { return claim_.partitions; }
     uint64_t epoch() const override { return claim_.epoch; }
+    bool owns(uint32_t partition) const override { return joined_ && group_.owns(id_, partition); }
     void leave() override {
         if (!joined_) return;
         joined_ = false;

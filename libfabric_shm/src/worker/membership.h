@@ -24,7 +24,11 @@ public:
     /// only with nothing uncommitted. True when the partitions or the epoch changed.
     virtual Result<bool> rebalance(uint64_t now_ns) = 0;
     virtual const std::vector<uint32_t>& partitions() const = 0;
+    /// The fence token of results, commits and dead letters (era + epoch, docs/groups.md).
     virtual uint64_t epoch() const = 0;
+    /// Still the owner of `partition` with no newer fence above our token (racy: tells a write
+    /// refused by a newer owner from one refused for another reason).
+    virtual bool owns(uint32_t partition) const = 0;
     /// Leaves the group (idempotent; never fails loudly: a dead member is detected anyway).
     virtual void leave() = 0;
     /// One line for logs: "group G member M: partitions 0,1 epoch 3".

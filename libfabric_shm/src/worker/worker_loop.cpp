@@ -2,6 +2,11 @@
 // WorkerLoop: notification -> get (pin) -> skip if done -> process -> fenced result put ->
 // forward -> commit. Delivery is at-least-once; a result is written once per input version
 // (a redelivered notification whose result exists for that version is skipped).
+//
+// The position invariant: a partition's committed offset (and this member's in-memory
+// position at every poll) never passes a message that was neither processed, skipped as a
+// duplicate, nor dead-lettered. Any other outcome ends the batch, commits the handled prefix
+// and rewinds the consumer to the first unhandled message before the next poll.
 #include "fabric_shm/worker_loop.h"
 
 #include <time.h>
@@ -24,7 +29,9 @@
 #include "fabric_shm/metrics.h"
 #include "fabric_shm/names.h"
 #include "fabric_shm/registry.h"
+#include "fabric_shm/crash_point.h"
 #include "fabric_shm/topic.h"
+#include "mq/topic_internal.h"
 #include "worker/membership.h"
 
 namespace fabric_shm {
@@ -41,6 +48,15 @@ uint64_t parse_u64(std::string_view text, uint64_t fallback) {
 }
 
 bool is_fatal(Errc code) { return code == Errc::lease_expired || code == Errc::stale_generation; }
+
+void sleep_ns(uint64_t ns) {
+    timespec ts{time_t(ns / kNsPerSec), long(ns % kNsPerSec)};
+    nanosleep(&ts, nullptr);
+}
+
+/// A lock held by a live but paused process (busy after the lock's timeout) delays our step;
+/// it must not end the worker. We keep heartbeating and try again.
+constexpr uint64_t kBusyRetryNs = 10 * kNsPerMs;
 
 /// Creates the topic, or waits until another process's creation of it is complete.
 /// Workers of two stages started together both create the topic between them (stage 1's
@@ -89,7 +105,8 @@ std::string default_member_id() {
 enum class Outcome : uint8_t {
     done,         ///< result written / skipped / dead-lettered: commit past it
     interrupted,  ///< stop requested during a retry backoff: leave it uncommitted
-    lost,         ///< our epoch is stale (partitions moved): leave it uncommitted, rejoin
+    lost,         ///< a newer owner has the partition (evicted or fenced): leave it, rejoin
+    deferred,     ///< a group lock is held by a live (paused) process: leave it, try again
     failed,       ///< one attempt failed (attempt_once only)
 };
 
@@ -120,6 +137,10 @@ struct WorkerLoop::Impl {
     Status keep_alive();
     Status apply_assignment();
     Status commit_pending(bool* lost);
+    Status rewind();
+    bool any_pending() const {
+        return std::any_of(pending.begin(), pending.end(), [](uint64_t o) { return o != UINT64_MAX; });
+    }
     struct Failure {
         std::string reason;
         bool permanent = false;
@@ -127,9 +148,10 @@ struct WorkerLoop::Impl {
     Result<Outcome> handle(const Message& m);
     Result<Outcome> attempt_once(const Message& m, const FabricUri& uri, const FabricUri& result_uri, uint32_t attempt,
                                  Failure* failure);
-    Status dead_letter(const Message& m, uint64_t attempts, const std::string& reason);
-    Result<bool> evicted();
+    Result<Outcome> dead_letter(const Message& m, uint64_t attempts, const std::string& reason);
+    Result<Outcome> refused(const Error& e, std::string_view what);
     Status note_dead_letter();
+    Error fatal(Error e) const;
     bool dlq_leases_registered = false;
     Result<Outcome> backoff(uint64_t wait_ns);
     void leave();
@@ -150,15 +172,22 @@ Status WorkerLoop::Impl::keep_alive() {
     TickSummary t = renewals->tick(now);
     for (const RenewalOutcome& o : t.outcomes)
         if (o.kind == RenewalOutcomeKind::dropped)
-            return make_error(Errc::lease_expired,
+            return make_error(o.error.code == Errc::stale_generation ? Errc::stale_generation : Errc::lease_expired,
                               "lease " + std::to_string(o.lease_id) + " could not be renewed: " + o.error.message);
+    // Also renews the group's registration: a member that heartbeats through a long message
+    // keeps its group counted by on_full=block producers.
     return membership->heartbeat(now);
 }
 
+// Every (re)assignment restarts every owned partition from its committed offset: a partition
+// kept across an eviction may have been handled and committed by another member meanwhile.
+// Nothing is uncommitted here (run() commits before it rebalances).
 Status WorkerLoop::Impl::apply_assignment() {
     const auto& parts = membership->partitions();
     consumer->set_epoch(membership->epoch());
-    FABRIC_TRY(consumer->assign(parts));  // positions start at the committed offsets
+    router->set_epoch(membership->epoch());
+    FABRIC_TRY(consumer->assign(parts));
+    for (uint32_t p : parts) FABRIC_TRY(consumer->seek(p, SeekPolicy::Committed()));
     std::fill(pending.begin(), pending.end(), UINT64_MAX);
     stats.partitions = parts;
     stats.epoch = membership->epoch();
@@ -166,9 +195,12 @@ Status WorkerLoop::Impl::apply_assignment() {
     return {};
 }
 
+// Commits what was handled. stale_epoch: a newer owner fenced us (*lost; the work is redone
+// by it); busy: the group lock is held by a live paused process, the offsets stay pending.
 Status WorkerLoop::Impl::commit_pending(bool* lost) {
     for (uint32_t p = 0; p < pending.size(); ++p) {
         if (pending[p] == UINT64_MAX) continue;
+        FABRIC_PAUSE_POINT("worker.commit.before");
         Status st = consumer->commit(p, pending[p]);
         if (!st) {
             if (st.code() == Errc::stale_epoch) {
@@ -177,11 +209,30 @@ Status WorkerLoop::Impl::commit_pending(bool* lost) {
                 std::fill(pending.begin(), pending.end(), UINT64_MAX);
                 return {};
             }
+            if (st.code() == Errc::busy) {
+                note("commit delayed: " + st.error().message);
+                return {};
+            }
             return st;
         }
         pending[p] = UINT64_MAX;
     }
     return {};
+}
+
+// Moves each owned partition back to its first unhandled message: the pending offset (handled,
+// commit delayed) or the committed one. poll() had moved past the whole batch.
+Status WorkerLoop::Impl::rewind() {
+    for (uint32_t p : consumer->assignment())
+        FABRIC_TRY(consumer->seek(p, pending[p] != UINT64_MAX ? SeekPolicy::Offset(pending[p]) : SeekPolicy::Committed()));
+    return {};
+}
+
+// A fatal error: say so plainly when the pool itself was removed under us.
+Error WorkerLoop::Impl::fatal(Error e) const {
+    if (pool->lifecycle() != "live")
+        note("pool '" + pool->name() + "' was removed (fabric-shm pool rm) while this worker ran; stopping");
+    return e;
 }
 
 // Counts a dead letter; the first one also starts renewing the DLQ topic (the router creates it).
@@ -192,26 +243,31 @@ Status WorkerLoop::Impl::note_dead_letter() {
     return register_topic_leases(router->dlq_topic());
 }
 
-Status WorkerLoop::Impl::dead_letter(const Message& m, uint64_t attempts, const std::string& reason) {
+// The DLQ router's refusals: a newer owner fenced the partition (lost), or a group lock is
+// held by a live paused process (deferred); anything else is an error.
+Result<Outcome> WorkerLoop::Impl::refused(const Error& e, std::string_view what) {
+    if (e.code == Errc::stale_epoch) {
+        note(std::string(what) + " refused (a newer owner has the partition): " + e.message);
+        return Outcome::lost;
+    }
+    if (e.code == Errc::busy) {
+        note(std::string(what) + " delayed: " + e.message);
+        return Outcome::deferred;
+    }
+    return e;
+}
+
+// Dead letters are fenced like result puts and commits: the router records the decision
+// under our fence token and refuses it once a newer owner fenced the partition (a member that
+// paused after deciding, past its session timeout, cannot dead-letter what its successor owns).
+Result<Outcome> WorkerLoop::Impl::dead_letter(const Message& m, uint64_t attempts, const std::string& reason) {
     auto sent = router->dead_letter(m, attempts, reason);
-    if (!sent) return std::move(sent).error();
+    if (!sent) return refused(sent.error(), "dead letter");
     FABRIC_TRY(note_dead_letter());
     note("dead-lettered " + std::string(m.value_str()) + " (partition " + std::to_string(m.partition) + " offset " +
          std::to_string(m.offset) + ", " + std::to_string(attempts) + " attempt(s)) to '" + router->dlq_topic() +
          "': " + reason);
-    return {};
-}
-
-// A member evicted while stalled past the session timeout is a zombie: its partitions belong
-// to a newer owner, which handles (and may already have committed) the same messages. The
-// result put and the commit are fenced by the epoch; a dead letter is not, so every
-// dead-letter decision asks first. Racy like ConsumerGroup::owns, but it comes after the
-// stall, which is the window that matters.
-Result<bool> WorkerLoop::Impl::evicted() {
-    Status st = membership->heartbeat(mono_now_ns());
-    if (st) return false;
-    if (st.code() == Errc::stale_epoch) return true;
-    return std::move(st).error();
+    return Outcome::done;
 }
 
 // Sleeps `wait` in slices, keeping the member alive; interrupted by a stop request.
@@ -223,9 +279,7 @@ Result<Outcome> WorkerLoop::Impl::backoff(uint64_t wait) {
             if (st.code() == Errc::stale_epoch) return Outcome::lost;  // evicted: the run loop joins again
             return std::move(st).error();
         }
-        const uint64_t slice = std::min(kBackoffSliceNs, end - now);
-        timespec ts{time_t(slice / kNsPerSec), long(slice % kNsPerSec)};
-        nanosleep(&ts, nullptr);
+        sleep_ns(std::min(kBackoffSliceNs, end - now));
     }
     return Outcome::done;
 }
@@ -281,14 +335,34 @@ Result<Outcome> WorkerLoop::Impl::attempt_once(const Message& m, const FabricUri
             *failure = {out.error().message, router->policy().is_permanent(out.code())};
             return Outcome::failed;
         }
-        auto put = store->put(result_uri, *out, result_put_options(uri.to_string(), info.version, membership->epoch()));
+        FABRIC_PAUSE_POINT("worker.result.before_put");
+        const uint64_t token = membership->epoch();
+        auto put = store->put(result_uri, *out, result_put_options(uri.to_string(), info.version, token));
+        if (!put && put.code() == Errc::stale_epoch) {
+            // A newer owner wrote it (we were evicted or fenced): not ours. Its owner word or
+            // fence shows it, since it took the partition before it wrote.
+            if (!membership->owns(m.partition)) return Outcome::lost;
+            // Still ours: the stored result carries a token from outside this registration (the
+            // fence floor keeps every later registration above it).
+            uint64_t stored = 0;
+            if (auto h = store->head(result_uri); h && h->has_value()) stored = (*h)->fence_token;
+            mq::note_fence_token(*pool, stored);
+            *failure = {"result put " + result_uri.to_string() + " refused: the stored result is fenced at token " +
+                            std::to_string(stored) + ", above this member's " + std::to_string(token) +
+                            ", by a writer outside group '" + cfg.group +
+                            "' (another group writing the same result bucket, or a result kept from a pool whose "
+                            "clock ran ahead); give each group its own result bucket, or remove the result, or "
+                            "re-register the group (fabric-shm group rm) so its tokens start above it",
+                        true};
+            return Outcome::failed;
+        }
         if (!put) {
-            if (put.code() == Errc::stale_epoch) return Outcome::lost;  // a newer owner wrote it: not ours
             if (is_fatal(put.code())) return std::move(put).error();
             *failure = {"result put " + result_uri.to_string() + ": " + put.error().message,
                         router->policy().is_permanent(put.code())};
             return Outcome::failed;
         }
+        FABRIC_PAUSE_POINT("worker.result.after_put");
         result_version = *put;
         ++stats.processed;
         stats.bytes_in += view.bytes().size();
@@ -319,36 +393,22 @@ Result<Outcome> WorkerLoop::Impl::attempt_once(const Message& m, const FabricUri
 // The DLQ protocol (docs/groups.md): begin counts the hand-out in the pool (so a message that
 // killed earlier workers is dead-lettered here without running again), ack on success, nack
 // -> backoff and retry in place, or the DLQ after max attempts; permanent failures go to the
-// DLQ at once.
+// DLQ at once. Dead letters are fenced (dead_letter above); a message an earlier owner decided
+// to dead-letter (and maybe did not send) is dead-lettered, never processed.
 Result<Outcome> WorkerLoop::Impl::handle(const Message& m) {
-#define FABRIC_UNLESS_EVICTED()                     \
-    do {                                            \
-        auto ev = evicted();                        \
-        if (!ev) return std::move(ev).error();      \
-        if (*ev) return Outcome::lost;              \
-    } while (0)
     auto uri = FabricUri::parse(m.value_str());
-    if (!uri) {
-        FABRIC_UNLESS_EVICTED();
-        FABRIC_TRY(dead_letter(m, 1, "invalid notification: " + uri.error().message));
-        return Outcome::done;
-    }
+    if (!uri) return dead_letter(m, 1, "invalid notification: " + uri.error().message);
     auto result_uri = FabricUri::make(pool->name(), cfg.result_bucket, uri->key());
-    if (!result_uri) {
-        FABRIC_UNLESS_EVICTED();
-        FABRIC_TRY(dead_letter(m, 1, "no result URI: " + result_uri.error().message));
-        return Outcome::done;
-    }
+    if (!result_uri) return dead_letter(m, 1, "no result URI: " + result_uri.error().message);
+    if (router->decided(m))
+        return dead_letter(m, 1, "an earlier owner decided to dead-letter it and stopped before confirming the send");
     for (;;) {
         auto a = router->begin(m);
-        if (!a) return std::move(a).error();
-        if (*a > cfg.max_attempts) {
-            FABRIC_UNLESS_EVICTED();
-            FABRIC_TRY(dead_letter(m, *a - 1,
-                                   "handed out " + std::to_string(*a - 1) +
-                                       " times without an ack (the worker crashed or was presumed dead)"));
-            return Outcome::done;
-        }
+        if (!a) return refused(a.error(), "hand-out");
+        if (*a > cfg.max_attempts)
+            return dead_letter(m, *a - 1,
+                               "handed out " + std::to_string(*a - 1) +
+                                   " times without an ack (the worker crashed or was presumed dead)");
         Failure failure;
         auto r = attempt_once(m, *uri, *result_uri, uint32_t(*a), &failure);
         if (!r) return std::move(r).error();
@@ -358,16 +418,13 @@ Result<Outcome> WorkerLoop::Impl::handle(const Message& m) {
         }
         if (*r != Outcome::failed) return *r;
         ++stats.failed_attempts;
-        FABRIC_UNLESS_EVICTED();  // before the DLQ and before nack (which may dead-letter)
-        if (failure.permanent) {
-            FABRIC_TRY(dead_letter(m, *a, failure.reason));
-            return Outcome::done;
-        }
+        FABRIC_PAUSE_POINT("worker.dead_letter.deciding");
+        if (failure.permanent) return dead_letter(m, *a, failure.reason);
         note("attempt " + std::to_string(*a) + "/" + std::to_string(cfg.max_attempts) + " for " + uri->to_string() +
              " failed: " + failure.reason);
         uint64_t wait = 0;
-        auto dead = router->nack(m, failure.reason, &wait);
-        if (!dead) return std::move(dead).error();
+        auto dead = router->nack(m, failure.reason, &wait);  // dead-letters (fenced) after the last attempt
+        if (!dead) return refused(dead.error(), "dead letter");
         if (*dead) {
             FABRIC_TRY(note_dead_letter());
             note("dead-lettered " + uri->to_string() + " to '" + router->dlq_topic() + "' after " +
@@ -378,7 +435,6 @@ Result<Outcome> WorkerLoop::Impl::handle(const Message& m) {
         if (!b) return std::move(b).error();
         if (*b != Outcome::done) return *b;
     }
-#undef FABRIC_UNLESS_EVICTED
 }
 
 void WorkerLoop::Impl::leave() {
@@ -490,7 +546,19 @@ Result<WorkerExit> WorkerLoop::run(const std::function<bool()>& should_stop) {
         bool lost = false;
         (void)im.commit_pending(&lost);  // best effort: what was done stays done
         im.leave();
-        return e;
+        return im.fatal(std::move(e));
+    };
+    // After a batch ended early: our epoch is stale (rejoin, restart from the committed
+    // offsets) or the rest waits (rewind to the first unhandled message).
+    auto recover = [&](bool lost) -> Status {
+        if (!lost) return im.rewind();
+        ++im.stats.rebalances;
+        auto c = im.membership->rebalance(mono_now_ns());
+        if (!c) {
+            if (c.code() == Errc::busy) return im.rewind();  // the assignment is re-read next round
+            return std::move(c).error();
+        }
+        return im.apply_assignment();
     };
     for (;;) {
         if (should_stop && should_stop()) break;
@@ -501,8 +569,23 @@ Result<WorkerExit> WorkerLoop::run(const std::function<bool()>& should_stop) {
         // stale_epoch: evicted while descheduled past the session timeout (our partitions moved,
         // our epoch is fenced); not fatal: rebalance() below joins again.
         if (Status st = im.keep_alive(); !st && st.code() != Errc::stale_epoch) return fail(std::move(st).error());
+        if (im.any_pending()) {  // a commit delayed by a paused lock holder: finish it first
+            bool lost = false;
+            if (Status st = im.commit_pending(&lost); !st) return fail(std::move(st).error());
+            if (lost) {
+                if (Status st = recover(true); !st) return fail(std::move(st).error());
+            } else if (im.any_pending()) {
+                sleep_ns(kBusyRetryNs);
+                continue;
+            }
+        }
         auto changed = im.membership->rebalance(mono_now_ns());  // nothing is uncommitted here
-        if (!changed) return fail(std::move(changed).error());
+        if (!changed) {
+            if (changed.code() != Errc::busy) return fail(std::move(changed).error());
+            im.note("rebalance delayed: " + changed.error().message);
+            sleep_ns(kBusyRetryNs);
+            continue;
+        }
         if (*changed) {
             ++im.stats.rebalances;
             if (Status st = im.apply_assignment(); !st) return fail(std::move(st).error());
@@ -521,27 +604,28 @@ Result<WorkerExit> WorkerLoop::run(const std::function<bool()>& should_stop) {
             continue;
         }
         last_message_ns = mono_now_ns();
-        bool lost = false;
+        bool lost = false, unfinished = false;
         for (const Message& m : batch) {
-            if (should_stop && should_stop()) break;  // the rest is redelivered (not committed)
-            auto r = im.handle(m);
-            if (!r) return fail(std::move(r).error());
-            if (*r == Outcome::lost) {
-                lost = true;
+            if (should_stop && should_stop()) {  // the rest is redelivered (not committed)
+                unfinished = true;
                 break;
             }
-            if (*r == Outcome::interrupted) break;
+            auto r = im.handle(m);
+            if (!r) return fail(std::move(r).error());
+            if (*r != Outcome::done) {
+                // Not handled: neither this message nor the rest of the batch may be committed
+                // past, and the position must come back to it before the next poll.
+                lost = *r == Outcome::lost;
+                unfinished = true;
+                if (*r == Outcome::deferred) sleep_ns(kBusyRetryNs);
+                break;
+            }
             im.pending[m.partition] = m.offset + 1;
             ++im.handled;
         }
         if (Status st = im.commit_pending(&lost); !st) return fail(std::move(st).error());
-        if (lost) {
-            // Our epoch is stale: re-read the assignment and resume from the committed offsets.
-            ++im.stats.rebalances;
-            auto c = im.membership->rebalance(mono_now_ns());
-            if (!c) return fail(std::move(c).error());
-            if (Status st = im.apply_assignment(); !st) return fail(std::move(st).error());
-        }
+        if (lost || unfinished)
+            if (Status st = recover(lost); !st) return fail(std::move(st).error());
         last_message_ns = mono_now_ns();
     }
     bool lost = false;
