@@ -747,6 +747,12 @@ void Region::release() noexcept {
 uint64_t Region::lease_id() const { return entry_->lease.lease_id.load(std::memory_order_relaxed); }
 
 Status Region::check(uint64_t now_ns) const {
+    // A removed pool (`pool rm --force` with live processes, or a reaped one): every handle
+    // fails closed at its next check. The remover's lifecycle CAS comes before its unlink, so
+    // nothing is acknowledged into a segment after its name is gone. Acquire: pairs with it.
+    if (lifecycle_state(pool_->header().lifecycle.load(std::memory_order_acquire)) != kPoolLive)
+        return make_error(Errc::stale_generation, "pool '" + pool_->name() +
+                                                      "' was removed (fabric-shm pool rm, or reaped): its regions are gone");
     const uint64_t w = entry_->word.load(std::memory_order_acquire);
     if (entry_word_gen(w) != ref_.generation ||
         (entry_word_state(w) != kEntryLive && entry_word_state(w) != kEntryCreating))
@@ -931,6 +937,8 @@ Result<LeaseInfo> Pool::lease(uint64_t lease_id) const {
 
 Result<uint64_t> Pool::renew_lease(uint64_t lease_id, uint64_t now_ns, uint64_t ttl_ns) const {
     if (impl_->read_only) return make_error(Errc::permission_denied, "pool '" + impl_->name + "' is open read-only");
+    if (lifecycle_state(header().lifecycle.load(std::memory_order_acquire)) != kPoolLive)
+        return make_error(Errc::stale_generation, "pool '" + impl_->name + "' has been removed");
     const uint32_t index_plus_one = uint32_t(lease_id);
     const uint32_t gen = uint32_t(lease_id >> 32);
     LeaseHeader* lease = nullptr;
