@@ -1,0 +1,576 @@
+// SPDX-License-Identifier: MIT
+// Consumer groups, offsets and dead letters when processes *pause* (SIGSTOP, preemption) rather
+// than die: fence tokens that stay above every earlier registration (group rm + register,
+// topic re-create, a pool re-created under a TieredObjectStore), a worker whose refused result
+// put never lets a commit pass the message, dead letters fenced like commits (deterministic
+// pause points between the decision and the write), and heartbeats that keep the group's lease.
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "../mq/mq_test_util.h"
+#include "fabric_shm/clock.h"
+#include "fabric_shm/consumer_group.h"
+#include "fabric_shm/crash_point.h"
+#include "fabric_shm/dlq.h"
+#include "fabric_shm/jobs.h"
+#include "fabric_shm/mem_object_store.h"
+#include "fabric_shm/tiered_object_store.h"
+#include "fabric_shm/topic.h"
+#include "fabric_shm/worker_loop.h"
+
+using namespace fabric_shm;
+using namespace mqtest;
+
+namespace {
+
+constexpr uint64_t kSessionNs = 300'000'000ull;
+
+void sleep_ms(int ms) {
+    timespec ts{ms / 1000, long(ms % 1000) * 1'000'000};
+    nanosleep(&ts, nullptr);
+}
+
+GroupConfig session(uint64_t ns = kSessionNs) {
+    GroupConfig c;
+    c.session_timeout_ns = ns;
+    c.liveness_probe_ns = 5'000'000ull;
+    return c;
+}
+
+/// Shared between the test and its forked children (barriers instead of sleeps).
+template <class T>
+T* shared_new() {
+    void* p = mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(p != MAP_FAILED);
+    return new (p) T{};
+}
+
+FabricUri in_uri(const std::string& pool, const std::string& key) {
+    auto u = FabricUri::make(pool, "in", key);
+    REQUIRE(u.ok());
+    return *u;
+}
+FabricUri result_uri(const std::string& pool, const std::string& key) {
+    auto u = FabricUri::make(pool, "results", key);
+    REQUIRE(u.ok());
+    return *u;
+}
+
+/// The object's bytes as text, or "<absent>".
+std::string get_text_of(ObjectStore& store, const FabricUri& u) {
+    auto d = store.get(u);
+    REQUIRE_MESSAGE(d.ok(), d.error().message);
+    if (!d->has_value()) return "<absent>";
+    return std::string((*d)->data.begin(), (*d)->data.end());
+}
+
+/// Puts fabric://POOL/in/KEY and notifies it on `topic` (keyed, with its version), as
+/// fabric-shm-producer does. Returns the version.
+uint64_t upload(Pool& pool, ObjectStore& store, Producer& producer, const std::string& key, const std::string& data) {
+    const FabricUri u = in_uri(pool.name(), key);
+    auto ver = store.put(u, bytes(data));
+    REQUIRE_MESSAGE(ver.ok(), ver.error().message);
+    const std::string v = std::to_string(*ver), us = u.to_string();
+    const MessageHeader h[] = {{kHeaderVersion, v}};
+    auto sent = producer.send_keyed(bytes(key), bytes(us), h);
+    REQUIRE_MESSAGE(sent.ok(), sent.error().message);
+    return *ver;
+}
+
+/// A WorkerLoop in a forked child: opens the pool, runs until idle for `idle_ms`. Exit code
+/// 0 on a clean exit; `arm` (a pause or crash point) is armed in the child before it starts.
+pid_t worker_child(const std::string& name, WorkerConfig cfg, Processor processor, const std::string& arm = "") {
+    return test::fork_child([=]() mutable {
+        if (!arm.empty()) {
+            ::setenv("FABRIC_SHM_PAUSE_POINT", arm.c_str(), 1);
+            detail::crash_point_rearm();
+        }
+        auto p = Pool::open(name);
+        if (!p) return 10;
+        auto loop = WorkerLoop::open(*p, cfg, std::move(processor));
+        if (!loop) {
+            std::fprintf(stderr, "worker open: %s\n", loop.error().message.c_str());
+            return 11;
+        }
+        loop->set_log([&](std::string_view line) { std::fprintf(stderr, "worker %s: %.*s\n", cfg.member_id.c_str(), int(line.size()), line.data()); });
+        auto why = loop->run([] { return false; });
+        if (!why) {
+            std::fprintf(stderr, "worker run: %s\n", why.error().message.c_str());
+            return 12;
+        }
+        return 0;
+    });
+}
+
+WorkerConfig worker_config(const std::string& topic, const std::string& id) {
+    WorkerConfig cfg;
+    cfg.topic = topic;
+    cfg.group = "g";
+    cfg.member_id = id;
+    cfg.session_timeout_ns = kSessionNs;
+    cfg.exit_when_idle_ns = 700'000'000ull;
+    cfg.backoff_initial_ns = 1'000'000ull;
+    cfg.backoff_max_ns = 2'000'000ull;
+    return cfg;
+}
+
+Result<std::vector<uint8_t>> copy(const WorkItem& item) { return std::vector<uint8_t>(item.data.begin(), item.data.end()); }
+
+uint64_t committed(const Pool& pool, const std::string& topic, uint32_t partition) {
+    auto d = describe_consumer_group(pool, topic, "g");
+    REQUIRE_MESSAGE(d.ok(), d.error().message);
+    return d->partitions.at(partition).committed;
+}
+
+struct DeadLetter {
+    std::string value;
+    uint64_t offset = 0;
+    std::string reason;
+};
+/// Every message of `topic`.dlq (observer; empty when the DLQ topic was never created).
+std::vector<DeadLetter> dead_letters(const Pool& pool, const std::string& topic) {
+    std::vector<DeadLetter> out;
+    auto c = Consumer::open(pool, topic + ".dlq", "");
+    if (!c && c.code() == Errc::not_found) return out;
+    REQUIRE_MESSAGE(c.ok(), c.error().message);
+    REQUIRE(c->assign_all().ok());
+    REQUIRE(c->seek(SeekPolicy::Earliest()).ok());
+    MessageBatch b;
+    auto n = c->poll(b, 256, 0);
+    REQUIRE(n.ok());
+    for (const Message& m : b)
+        out.push_back({std::string(m.value_str()), std::stoull(std::string(m.header(kDlqHeaderOffset))),
+                       std::string(m.header(kDlqHeaderReason))});
+    return out;
+}
+
+/// The position invariant, checked from outside: every offset below the committed one has a
+/// result for the version it announced, or a dead letter.
+void check_nothing_passed(Pool& pool, ObjectStore& store, const std::string& topic,
+                          const std::vector<std::pair<std::string, uint64_t>>& sent) {
+    const uint64_t c = committed(pool, topic, 0);
+    std::set<uint64_t> dead;
+    for (const auto& d : dead_letters(pool, topic)) dead.insert(d.offset);
+    for (uint64_t o = 0; o < c && o < sent.size(); ++o) {
+        auto current = result_is_current(store, result_uri(pool.name(), sent[o].first), sent[o].second);
+        REQUIRE(current.ok());
+        CHECK_MESSAGE((*current || dead.count(o)),
+                      "committed " << c << " passed offset " << o << " (" << sent[o].first
+                                   << ") without a result or a dead letter");
+    }
+}
+
+struct TempDir {
+    std::string path;
+    TempDir() {
+        char tmpl[] = "/tmp/fabric-stall-XXXXXX";
+        REQUIRE(::mkdtemp(tmpl) != nullptr);
+        path = tmpl;
+    }
+    ~TempDir() { std::filesystem::remove_all(path); }
+};
+
+}  // namespace
+
+// ---- fence tokens across registrations -------------------------------------------------------
+
+TEST_CASE("fence tokens: a group removed and registered again fences above every token of the old registration") {
+    TestPool tp("stall-rereg");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(2, 16)).ok());
+    auto store = MemObjectStore::open(tp.pool);
+    REQUIRE(store.ok());
+    uint64_t old_max = 0;
+    {
+        auto g = ConsumerGroup::open(tp.pool, "g", "t", 2, session(10'000'000'000ull));
+        REQUIRE(g.ok());
+        // Churn: every join and acquisition draws an epoch, so the old tokens climb.
+        for (int i = 0; i < 4; ++i) {
+            REQUIRE(g->join("a").ok());
+            REQUIRE(g->join("b").ok());
+            for (const char* id : {"a", "b", "a"}) {
+                auto c = g->claim(id);
+                REQUIRE(c.ok());
+                old_max = std::max(old_max, c->epoch);
+            }
+            REQUIRE(g->leave("b").ok());
+            REQUIRE(g->leave("a").ok());
+        }
+    }
+    // A result written by the old registration under its highest token.
+    const FabricUri r = result_uri(tp.pool.name(), "k");
+    REQUIRE((*store)->put(r, bytes("old"), result_put_options("fabric://x/in/k", 1, old_max)).ok());
+
+    REQUIRE(mgr.remove_group("t", "g").ok());
+    auto g2 = ConsumerGroup::open(tp.pool, "g", "t", 2, session(10'000'000'000ull));
+    REQUIRE(g2.ok());
+    auto c = g2->join("new");
+    REQUIRE(c.ok());
+    CHECK(c->epoch > old_max);
+    // The new registration's first member writes the re-uploaded input's result.
+    auto put = (*store)->put(r, bytes("new"), result_put_options("fabric://x/in/k", 2, c->epoch));
+    CHECK_MESSAGE(put.ok(), put.error().message);
+    auto d = describe_consumer_group(tp.pool, "t", "g");
+    REQUIRE(d.ok());
+    CHECK(d->era > 0);
+    CHECK(d->epoch == c->epoch);
+}
+
+TEST_CASE("fence tokens: a re-created topic's group fences above the removed topic's results") {
+    TestPool tp("stall-retopic");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 16)).ok());
+    auto store = MemObjectStore::open(tp.pool);
+    REQUIRE(store.ok());
+    uint64_t old_max = 0;
+    {
+        auto g = ConsumerGroup::open(tp.pool, "g", "t", 1, session(10'000'000'000ull));
+        REQUIRE(g.ok());
+        for (int i = 0; i < 5; ++i) {
+            auto c = g->join("m" + std::to_string(i));
+            REQUIRE(c.ok());
+            old_max = std::max(old_max, c->epoch);
+            REQUIRE(g->leave("m" + std::to_string(i)).ok());
+        }
+    }
+    const FabricUri r = result_uri(tp.pool.name(), "k");
+    REQUIRE((*store)->put(r, bytes("old"), result_put_options("fabric://x/in/k", 1, old_max)).ok());
+    REQUIRE(mgr.remove("t").ok());
+    REQUIRE(mgr.create("t", config(1, 16)).ok());
+    auto g2 = ConsumerGroup::open(tp.pool, "g", "t", 1, session(10'000'000'000ull));
+    REQUIRE(g2.ok());
+    auto c = g2->join("new");
+    REQUIRE(c.ok());
+    CHECK(c->epoch > old_max);
+    auto put = (*store)->put(r, bytes("new"), result_put_options("fabric://x/in/k", 2, c->epoch));
+    CHECK_MESSAGE(put.ok(), put.error().message);
+}
+
+TEST_CASE("fence tokens: a pool re-created under a TieredObjectStore fences above the results it keeps") {
+    test::PoolCleanup cleanup(test::unique_pool_name("stall-tier"));
+    TempDir dir;
+    TieredConfig tc;
+    tc.cold_dir = dir.path + "/cold";
+    tc.max_hot = 4;
+    tc.fsync = FsyncPolicy::never;
+    uint64_t old_token = 0;
+    const FabricUri r = result_uri(cleanup.name(), "k");
+    {
+        auto pool = Pool::create(PoolOptions{cleanup.name(), 32ull << 20});
+        REQUIRE(pool.ok());
+        TopicManager mgr(*pool);
+        REQUIRE(mgr.create("t", config(1, 16)).ok());
+        auto tiered = TieredObjectStore::open(*pool, tc);
+        REQUIRE_MESSAGE(tiered.ok(), tiered.error().message);
+        GroupConsumerOptions o;
+        o.group = session(10'000'000'000ull);
+        auto gc = GroupConsumer::open(*pool, "t", "g", "w", o);
+        REQUIRE(gc.ok());
+        for (int i = 0; i < 4; ++i) REQUIRE(gc->rejoin().ok());  // the old pool's tokens climb
+        old_token = gc->epoch();
+        REQUIRE((*tiered)->put(r, bytes("old"), result_put_options("fabric://x/in/k", 1, old_token)).ok());
+        REQUIRE((*tiered)->checkpoint(/*include_hot=*/true).ok());
+        REQUIRE(gc->leave().ok());
+    }
+    REQUIRE(Pool::remove(cleanup.name(), true).ok());
+
+    // A new pool: empty fence floor, empty hot tier; the result comes back from the cold tier.
+    auto pool = Pool::create(PoolOptions{cleanup.name(), 32ull << 20});
+    REQUIRE(pool.ok());
+    TopicManager mgr(*pool);
+    REQUIRE(mgr.create("t", config(1, 16)).ok());
+    auto tiered = TieredObjectStore::open(*pool, tc);
+    REQUIRE_MESSAGE(tiered.ok(), tiered.error().message);
+    auto h = (*tiered)->head(r);
+    REQUIRE(h.ok());
+    REQUIRE(h->has_value());
+    CHECK((*h)->fence_token == old_token);
+    auto gc = GroupConsumer::open(*pool, "t", "g", "w");
+    REQUIRE(gc.ok());
+    CHECK(gc->epoch() > old_token);
+    auto put = (*tiered)->put(r, bytes("new"), result_put_options("fabric://x/in/k", 2, gc->epoch()));
+    CHECK_MESSAGE(put.ok(), put.error().message);
+    REQUIRE(gc->leave().ok());
+}
+
+// ---- the position invariant ---------------------------------------------------------------------
+
+// A result put refused while the worker still owns the partition (the stored result carries a
+// token from outside the group's registration): before, the worker treated it as "lost",
+// abandoned the batch without rewinding, and its next batch's commit passed the message.
+TEST_CASE("worker: a refused result put never lets a later commit pass the message") {
+    TestPool tp("stall-refused", 32ull << 20);
+    const std::string name = tp.cleanup.name();
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("rp", config(1, 64)).ok());
+    REQUIRE(mgr.register_group("rp", "g").ok());
+    auto store = MemObjectStore::open(tp.pool);
+    REQUIRE(store.ok());
+    auto producer = Producer::open(tp.pool, "rp");
+    REQUIRE(producer.ok());
+    std::vector<std::pair<std::string, uint64_t>> sent;
+    for (int i = 0; i < 6; ++i) {
+        const std::string k = "k" + std::to_string(i);
+        sent.emplace_back(k, upload(tp.pool, **store, *producer, k, "data " + k));
+    }
+    // k1's result slot is taken by a writer outside the group, far above any token it will draw.
+    PutOptions forged;
+    forged.condition = PutCondition::fence;
+    forged.fence_token = UINT64_MAX / 2;
+    REQUIRE((*store)->put(result_uri(name, "k1"), bytes("forged"), forged).ok());
+
+    WorkerConfig cfg = worker_config("rp", "w");
+    cfg.batch = 2;  // k1 ends the first batch; the next batch's commit would pass it
+    REQUIRE(test::wait_child(worker_child(name, cfg, copy)) == 0);
+
+    CHECK(committed(tp.pool, "rp", 0) == 6);
+    check_nothing_passed(tp.pool, **store, "rp", sent);
+    const auto dead = dead_letters(tp.pool, "rp");
+    REQUIRE(dead.size() == 1);
+    CHECK(dead[0].offset == 1);
+    CHECK(dead[0].reason.find("fenced at token") != std::string::npos);
+    auto k1 = (*store)->get(result_uri(name, "k1"));
+    REQUIRE(k1.ok());
+    REQUIRE(k1->has_value());
+    CHECK(std::string((*k1)->data.begin(), (*k1)->data.end()) == "forged");  // never overwritten
+}
+
+// A pauses between processing k1 and writing its result; B evicts it, takes the partition,
+// writes k1's result (without committing) and leaves; A resumes: its put is refused, it rejoins
+// and re-reads the committed offset, so k2 is processed and nothing is passed.
+TEST_CASE("worker: paused before its result put and taken over, it is refused and loses nothing") {
+    TestPool tp("stall-put", 32ull << 20);
+    const std::string name = tp.cleanup.name();
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("tk", config(1, 64)).ok());
+    REQUIRE(mgr.register_group("tk", "g").ok());
+    auto store = MemObjectStore::open(tp.pool);
+    REQUIRE(store.ok());
+    auto producer = Producer::open(tp.pool, "tk");
+    REQUIRE(producer.ok());
+    std::vector<std::pair<std::string, uint64_t>> sent;
+    for (int i = 0; i < 3; ++i) {
+        const std::string k = "k" + std::to_string(i);
+        sent.emplace_back(k, upload(tp.pool, **store, *producer, k, "data " + k));
+    }
+    const pid_t a = worker_child(name, worker_config("tk", "a"), copy, "worker.result.before_put:2");
+    REQUIRE(test::wait_stopped(a));  // k0's result is written (not committed); k1's is next
+    sleep_ms(int(kSessionNs / 1'000'000) + 100);  // a's heartbeat is now older than the session timeout
+
+    GroupConsumerOptions o;
+    o.group = session();
+    auto b = GroupConsumer::open(tp.pool, "tk", "g", "b", o);  // evicts a, takes the partition
+    REQUIRE_MESSAGE(b.ok(), b.error().message);
+    REQUIRE(b->partitions() == std::vector<uint32_t>{0});
+    MessageBatch batch;
+    REQUIRE(b->poll(batch, 8, 1'000'000'000ull).ok());
+    REQUIRE(batch.size() == 3);
+    CHECK(batch[0].offset == 0);  // a committed nothing
+    auto put = (*store)->put(result_uri(name, "k1"), bytes("by b"),
+                             result_put_options(in_uri(name, "k1").to_string(), sent[1].second, b->epoch()));
+    REQUIRE_MESSAGE(put.ok(), put.error().message);
+    REQUIRE(b->leave().ok());  // b stops before committing anything
+
+    test::resume(a);
+    CHECK(test::wait_child(a) == 0);
+    CHECK(committed(tp.pool, "tk", 0) == 3);
+    check_nothing_passed(tp.pool, **store, "tk", sent);
+    CHECK(dead_letters(tp.pool, "tk").empty());
+    CHECK(get_text_of(**store, result_uri(name, "k2")) == "data k2");
+}
+
+// ---- fenced dead letters ----------------------------------------------------------------------
+
+// A decides to dead-letter k0 (its processor rejects it) and pauses before the dead letter is
+// written; B evicts A, processes k0 and commits. A resumes: its dead letter is refused.
+TEST_CASE("dlq: a member paused between the dead-letter decision and the write is fenced out") {
+    TestPool tp("stall-dlq", 32ull << 20);
+    const std::string name = tp.cleanup.name();
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("dq", config(1, 64)).ok());
+    REQUIRE(mgr.register_group("dq", "g").ok());
+    auto store = MemObjectStore::open(tp.pool);
+    REQUIRE(store.ok());
+    auto producer = Producer::open(tp.pool, "dq");
+    REQUIRE(producer.ok());
+    std::vector<std::pair<std::string, uint64_t>> sent;
+    sent.emplace_back("k0", upload(tp.pool, **store, *producer, "k0", "data k0"));
+
+    auto reject = [](const WorkItem&) -> Result<std::vector<uint8_t>> {
+        return make_error(Errc::invalid_argument, "a rejects it");  // permanent: dead-letter at once
+    };
+    const pid_t a = worker_child(name, worker_config("dq", "a"), reject, "dlq.dead_letter.decided");
+    REQUIRE(test::wait_stopped(a));
+    sleep_ms(int(kSessionNs / 1'000'000) + 100);
+    const pid_t b = worker_child(name, worker_config("dq", "b"), copy);  // evicts a, processes k0
+    REQUIRE(test::wait_child(b) == 0);
+    CHECK(committed(tp.pool, "dq", 0) == 1);
+    CHECK(get_text_of(**store, result_uri(name, "k0")) == "data k0");
+
+    test::resume(a);
+    CHECK(test::wait_child(a) == 0);
+    const auto dead = dead_letters(tp.pool, "dq");
+    CHECK_MESSAGE(dead.empty(), dead.size() << " dead letter(s) for a message b processed");
+    CHECK(committed(tp.pool, "dq", 0) == 1);
+}
+
+// A records the decision, then pauses before sending; B evicts A and finds the record: it
+// dead-letters k0 instead of processing it. A resumes and does not send a second one.
+TEST_CASE("dlq: a member paused after recording a dead letter: its successor sends it, nobody processes it") {
+    TestPool tp("stall-dlq2", 32ull << 20);
+    const std::string name = tp.cleanup.name();
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("dr", config(1, 64)).ok());
+    REQUIRE(mgr.register_group("dr", "g").ok());
+    auto store = MemObjectStore::open(tp.pool);
+    REQUIRE(store.ok());
+    auto producer = Producer::open(tp.pool, "dr");
+    REQUIRE(producer.ok());
+    std::vector<std::pair<std::string, uint64_t>> sent;
+    sent.emplace_back("k0", upload(tp.pool, **store, *producer, "k0", "data k0"));
+    sent.emplace_back("k1", upload(tp.pool, **store, *producer, "k1", "data k1"));
+
+    auto reject_k0 = [](const WorkItem& item) -> Result<std::vector<uint8_t>> {
+        if (item.uri.key() == "k0") return make_error(Errc::invalid_argument, "a rejects k0");
+        return std::vector<uint8_t>(item.data.begin(), item.data.end());
+    };
+    const pid_t a = worker_child(name, worker_config("dr", "a"), reject_k0, "dlq.dead_letter.recorded");
+    REQUIRE(test::wait_stopped(a));
+    sleep_ms(int(kSessionNs / 1'000'000) + 100);
+    const pid_t b = worker_child(name, worker_config("dr", "b"), copy);
+    REQUIRE(test::wait_child(b) == 0);
+    CHECK(committed(tp.pool, "dr", 0) == 2);
+    CHECK(get_text_of(**store, result_uri(name, "k0")) == "<absent>");  // b did not process it
+    CHECK(get_text_of(**store, result_uri(name, "k1")) == "data k1");
+
+    test::resume(a);
+    CHECK(test::wait_child(a) == 0);
+    const auto dead = dead_letters(tp.pool, "dr");
+    REQUIRE(dead.size() == 1);
+    CHECK(dead[0].value == in_uri(name, "k0").to_string());
+    check_nothing_passed(tp.pool, **store, "dr", sent);
+}
+
+// ---- the group lease --------------------------------------------------------------------------
+
+TEST_CASE("group: heartbeats keep the group's registration alive past its lease TTL") {
+    TestPool tp("stall-hb");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 16)).ok());
+    GroupConfig gc = session(10'000'000'000ull);
+    gc.registration.ttl_ns = 200'000'000ull;
+    auto g = ConsumerGroup::open(tp.pool, "g", "t", 1, gc);
+    REQUIRE(g.ok());
+    REQUIRE(g->join("m").ok());
+    for (int i = 0; i < 30; ++i) {  // 600 ms: three TTLs, heartbeats only
+        REQUIRE(g->heartbeat("m").ok());
+        sleep_ms(20);
+    }
+    auto d = mgr.describe("t");
+    REQUIRE(d.ok());
+    REQUIRE(d->groups.size() == 1);
+    CHECK_FALSE(d->groups[0].expired);
+    CHECK(g->claim("m").ok());
+}
+
+// The defect, end to end: a worker heartbeats (keep_alive) through a message that takes longer
+// than its group's TTL while a producer keeps sending to a block topic that a faster group
+// drains. Before, the slow group's lease ran out, the producer stopped counting it and
+// overwrote what it had not committed.
+TEST_CASE("worker: a processor running longer than the group's TTL loses no acknowledged message on a block topic") {
+    TestPool tp("stall-ttl", 32ull << 20);
+    const std::string name = tp.cleanup.name();
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("blk", config(1, 4)).ok());
+    auto store = MemObjectStore::open(tp.pool);
+    REQUIRE(store.ok());
+    GroupConsumerOptions fo;
+    fo.group = session(10'000'000'000ull);
+    auto fast = GroupConsumer::open(tp.pool, "blk", "fast", "f", fo);
+    REQUIRE(fast.ok());
+
+    auto* busy = shared_new<std::atomic<int>>();
+    auto* registered = shared_new<std::atomic<int>>();
+    const pid_t w = test::fork_child([&] {
+        auto p = Pool::open(name);
+        if (!p) return 10;
+        GroupOptions go;
+        go.ttl_ns = 300'000'000ull;  // registered here, right before the worker joins
+        if (!TopicManager(*p).register_group("blk", "g", go)) return 11;
+        registered->store(1);
+        WorkerConfig cfg = worker_config("blk", "slow");
+        cfg.session_timeout_ns = 2'000'000'000ull;
+        cfg.exit_when_idle_ns = 1'000'000'000ull;
+        cfg.batch = 1;
+        auto loop = WorkerLoop::open(*p, cfg, [&](const WorkItem& item) -> Result<std::vector<uint8_t>> {
+            if (item.uri.key() == "k0") {
+                busy->store(1);
+                const uint64_t end = mono_now_ns() + 1'200'000'000ull;  // 4 TTLs
+                while (mono_now_ns() < end) {
+                    if (Status st = item.keep_alive(); !st) return st.error();
+                    sleep_ms(30);
+                }
+            }
+            return std::vector<uint8_t>(item.data.begin(), item.data.end());
+        });
+        if (!loop) return 12;
+        auto why = loop->run([] { return false; });
+        if (!why) std::fprintf(stderr, "slow worker: %s\n", why.error().message.c_str());
+        return why ? 0 : 13;
+    });
+
+    ProducerOptions po;
+    po.block_timeout_ns = 50'000'000ull;
+    auto producer = Producer::open(tp.pool, "blk", po);
+    REQUIRE(producer.ok());
+    std::vector<std::string> acked;
+    MessageBatch batch;
+    auto drain_fast = [&] {
+        auto n = fast->poll(batch, 16, 0);
+        REQUIRE(n.ok());
+        for (const Message& m : batch) REQUIRE(fast->commit(m).ok());
+    };
+    const uint64_t deadline = mono_now_ns() + 15'000'000'000ull;
+    while (registered->load() == 0) {  // the group starts at the head: register before sending
+        REQUIRE(mono_now_ns() < deadline);
+        sleep_ms(2);
+    }
+    for (int i = 0; i < 12 && mono_now_ns() < deadline;) {
+        const std::string k = "k" + std::to_string(i);
+        const FabricUri u = in_uri(name, k);
+        auto ver = (*store)->put(u, bytes("data " + k));
+        REQUIRE(ver.ok());
+        const std::string v = std::to_string(*ver), us = u.to_string();
+        const MessageHeader h[] = {{kHeaderVersion, v}};
+        for (;;) {
+            drain_fast();
+            auto s = producer->send_to(0, OutgoingMessage{bytes(us), {}, h});
+            if (s) break;
+            REQUIRE_MESSAGE(s.code() == Errc::back_pressure, s.error().message);
+            REQUIRE(mono_now_ns() < deadline);
+        }
+        acked.push_back(k);
+        if (i == 0)
+            while (busy->load() == 0) {  // the long message is in hand
+                REQUIRE(mono_now_ns() < deadline);
+                sleep_ms(5);
+            }
+        ++i;
+    }
+    REQUIRE(acked.size() == 12);
+    CHECK(test::wait_child(w, 20000) == 0);
+    for (const std::string& k : acked)
+        CHECK_MESSAGE(get_text_of(**store, result_uri(name, k)) == "data " + k, "acknowledged " << k << " was lost");
+    ::munmap(busy, sizeof(std::atomic<int>));
+    ::munmap(registered, sizeof(std::atomic<int>));
+}
