@@ -187,3 +187,35 @@ TEST_CASE("dlq: a poison message that SIGKILLs every worker reaches the DLQ afte
     REQUIRE(d.ok());
     CHECK(d->partitions[0].committed == 3);  // ok-2 processed and committed after the poison
 }
+
+TEST_CASE("dlq: a fenced router records its decision; a reset to earliest clears it for the replay") {
+    TestPool tp("dlq-reset");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("r", config(1, 16)).ok());
+    auto pr = Producer::open(tp.pool, "r");
+    REQUIRE(pr.ok());
+    REQUIRE(pr->send("bad").ok());
+    auto gc = GroupConsumer::open(tp.pool, "r", "g", "w");
+    REQUIRE(gc.ok());
+    auto router = DlqRouter::open(tp.pool, "r", "g", quick());
+    REQUIRE(router.ok());
+    MessageBatch b;
+    REQUIRE(gc->poll(b, 8, 1'000'000'000ull).ok());
+    REQUIRE(b.size() == 1);
+    CHECK_FALSE(router->decided(b[0]));  // unfenced: no record is read or written
+    router->set_epoch(gc->epoch());
+    REQUIRE(router->dead_letter(b[0], 1, "bad input").ok());
+    CHECK(router->decided(b[0]));  // a later owner would dead-letter it, not process it
+    REQUIRE(gc->commit(b[0]).ok());
+    REQUIRE(gc->leave().ok());
+
+    REQUIRE(reset_group_offsets(tp.pool, "r", "g", ResetTo::earliest).ok());
+    auto gc2 = GroupConsumer::open(tp.pool, "r", "g", "w2");
+    REQUIRE(gc2.ok());
+    router->set_epoch(gc2->epoch());
+    REQUIRE(gc2->poll(b, 8, 1'000'000'000ull).ok());
+    REQUIRE(b.size() == 1);
+    CHECK(b[0].offset == 0);
+    CHECK_FALSE(router->decided(b[0]));  // the operator asked for a replay: process it again
+    CHECK(read_dlq(tp.pool, "r.dlq").size() == 1);
+}

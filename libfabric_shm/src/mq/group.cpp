@@ -573,7 +573,7 @@ Status reset_group_offsets(const Pool& pool, std::string_view topic, std::string
                                                       std::to_string(t.num_partitions) + " partitions of topic '" +
                                                       t.name + "'");
     std::vector<OffsetCommit> commits;
-    const GroupSlot& g = t.groups[tg->ref.index];
+    GroupSlot& g = t.groups[tg->ref.index];
     for (uint32_t p = 0; p < t.num_partitions; ++p) {
         if (partition >= 0 && p != uint32_t(partition)) continue;
         const uint64_t oldest = oldest_offset(t, t.parts[p]);
@@ -584,7 +584,12 @@ Status reset_group_offsets(const Pool& pool, std::string_view topic, std::string
         // The stored epoch passes the fence; a live member's later commit (higher or equal) wins.
         commits.push_back({p, o, g.parts[p].commit_epoch.load(std::memory_order_relaxed)});
     }
-    return commit_in_pool(t, tg->ref, group, commits);
+    FABRIC_TRY(commit_in_pool(t, tg->ref, group, commits));
+    // A reset replays messages on purpose: a dead-letter decision recorded for one of them
+    // must not turn the replay into another dead letter.
+    // (No live member: refused above unless forced. Release: pairs with dead_letter_recorded.)
+    for (const OffsetCommit& c : commits) g.parts[c.partition].dead_letter_offset.store(0, std::memory_order_release);
+    return {};
 }
 
 Status skip_group_offset(const Pool& pool, std::string_view topic, std::string_view group, uint32_t partition,
