@@ -239,7 +239,11 @@ int main(int argc, char** argv) {
         return s;
     };
     std::string failure_text;
-    if (failure) {
+    if (failure && pool->lifecycle() != "live") {
+        // Removed under us (fabric-shm pool rm --force): nothing was stored or notified since.
+        failure_text = "pool '" + pool->name() + "' was removed while this producer ran; stopped after " +
+                       std::to_string(count) + " objects: " + failure->message;
+    } else if (failure) {
         failure_text = failure->message;
         if (!not_notified.empty())
             failure_text = "object " + failed_uri + " was stored but topic(s) " + join(not_notified) +
