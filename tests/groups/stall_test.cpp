@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -38,6 +39,16 @@ constexpr uint64_t kSessionNs = 300'000'000ull;
 void sleep_ms(int ms) {
     timespec ts{ms / 1000, long(ms % 1000) * 1'000'000};
     nanosleep(&ts, nullptr);
+}
+
+/// Polls `pred` every 5 ms for at most timeout_ms.
+bool eventually(const std::function<bool()>& pred, int timeout_ms = 10000) {
+    const uint64_t end = mono_now_ns() + uint64_t(timeout_ms) * 1'000'000ull;
+    while (!pred()) {
+        if (mono_now_ns() >= end) return false;
+        sleep_ms(5);
+    }
+    return true;
 }
 
 GroupConfig session(uint64_t ns = kSessionNs) {
@@ -573,4 +584,63 @@ TEST_CASE("worker: a processor running longer than the group's TTL loses no ackn
         CHECK_MESSAGE(get_text_of(**store, result_uri(name, k)) == "data " + k, "acknowledged " << k << " was lost");
     ::munmap(busy, sizeof(std::atomic<int>));
     ::munmap(registered, sizeof(std::atomic<int>));
+}
+
+// ---- a paused lock holder delays, it does not stop a worker -----------------------------------
+
+// GroupSlot::lock is taken over only from a certainly-dead holder; a holder that is alive but
+// paused makes a committer wait and then get busy. Before, WorkerLoop ended on that error.
+TEST_CASE("worker: a group lock held by a live, paused process delays its commits; it does not end the worker") {
+    TestPool tp("stall-lock", 32ull << 20);
+    const std::string name = tp.cleanup.name();
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("lk", config(1, 64)).ok());
+    REQUIRE(mgr.register_group("lk", "g").ok());
+    auto store = MemObjectStore::open(tp.pool);
+    REQUIRE(store.ok());
+    auto producer = Producer::open(tp.pool, "lk");
+    REQUIRE(producer.ok());
+
+    // A live process whose token will hold the lock: paused, as far as anyone can tell.
+    auto* holder_token = shared_new<std::atomic<uint32_t>>();
+    const pid_t holder = test::fork_child([&] {
+        auto p = Pool::open(name);
+        if (!p) return 10;
+        holder_token->store(p->self());
+        ::pause();  // until SIGKILL
+        return 0;
+    });
+    while (holder_token->load() == 0) sleep_ms(2);
+
+    WorkerConfig cfg = worker_config("lk", "w");
+    cfg.session_timeout_ns = 10'000'000'000ull;
+    cfg.exit_when_idle_ns = 1'500'000'000ull;
+    const pid_t w = worker_child(name, cfg, copy);
+    REQUIRE(eventually([&] {
+        auto d = describe_consumer_group(tp.pool, "lk", "g");
+        return d.ok() && d->members.size() == 1 && d->partitions[0].member_slot >= 0;
+    }));
+    // Take the group's lock in the holder's name, then hand the worker work to commit.
+    auto root = tp.pool.open_region(RegionKind::topic, "lk");
+    REQUIRE(root.ok());
+    auto* groups = reinterpret_cast<mq::GroupSlot*>(reinterpret_cast<char*>(root->data()) + mq::kGroupsOffset);
+    int gi = -1;
+    for (int i = 0; i < int(mq::kMaxGroups); ++i)
+        if (mq::group_state(groups[i].word.load()) == mq::kGroupLive) gi = i;
+    REQUIRE(gi >= 0);
+    groups[gi].lock.store(holder_token->load());
+    std::vector<std::pair<std::string, uint64_t>> sent;
+    for (int i = 0; i < 3; ++i) {
+        const std::string k = "k" + std::to_string(i);
+        sent.emplace_back(k, upload(tp.pool, **store, *producer, k, "data " + k));
+    }
+    sleep_ms(2500);  // past the 2 s lock timeout: the worker's commit got busy at least once
+    CHECK(committed(tp.pool, "lk", 0) == 0);
+    groups[gi].lock.store(0);  // the holder "resumes" and releases
+    CHECK(test::wait_child(w, 20000) == 0);
+    CHECK(committed(tp.pool, "lk", 0) == 3);
+    check_nothing_passed(tp.pool, **store, "lk", sent);
+    ::kill(holder, SIGKILL);
+    test::wait_child(holder);
+    ::munmap(holder_token, sizeof(std::atomic<uint32_t>));
 }
