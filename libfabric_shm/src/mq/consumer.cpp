@@ -159,7 +159,9 @@ uint64_t Consumer::Impl::by_timestamp(uint32_t p, uint64_t wall_ns) const {
         const SlotHeader* s = pv.slot(o);
         const uint64_t w1 = s->state.load(std::memory_order_acquire);  // pairs with the publish CAS
         if (slot_state(w1) != kSlotPublished || slot_lap(w1) != (pv.lap(o) & kLapMask)) continue;
-        const uint64_t ts = s->timestamp_ns, off = s->offset;
+        // Relaxed seqlock reads, validated by the re-check below (see drain).
+        const uint64_t ts = s->timestamp_ns.load(std::memory_order_relaxed);
+        const uint64_t off = s->offset.load(std::memory_order_relaxed);
         std::atomic_thread_fence(std::memory_order_acquire);  // seqlock: reads above before the re-check
         if (s->state.load(std::memory_order_relaxed) != w1 || off != o) continue;
         if (ts >= wall_ns) return o;
@@ -324,12 +326,17 @@ Result<size_t> Consumer::Impl::drain(uint32_t p, MessageBatch& b, size_t limit, 
         if (st != kSlotPublished)
             return make_error(Errc::corrupt, "topic '" + t->name + "' partition " + std::to_string(p) + " slot " +
                                                  std::to_string(pos & pv.mask) + " has state " + std::to_string(st));
-        // Seqlock copy: read the envelope and bytes, then re-read the word; a change means a
-        // producer claimed the slot for a later lap while we copied (overwrite mode, or an
-        // observer overtaken): discard and treat as a gap. Bytes are bounds-checked first.
-        const uint64_t off = s->offset, ts = s->timestamp_ns;
-        const uint32_t vl = s->value_len;
-        const uint16_t kl = s->key_len, hl = s->headers_len;
+        // Seqlock copy: read the envelope and bytes (relaxed), acquire fence, re-read the word;
+        // a change means a producer claimed the slot for a later lap while we copied (overwrite
+        // mode, or an observer overtaken): discard and treat as a gap. The fence pairs with the
+        // claimer's release fence between its claim and its first store (producer.cpp): if the
+        // copy saw any byte of the next lap, the re-read sees that lap's claim. Bytes are
+        // bounds-checked before they are copied.
+        const uint64_t off = s->offset.load(std::memory_order_relaxed);
+        const uint64_t ts = s->timestamp_ns.load(std::memory_order_relaxed);
+        const uint32_t vl = s->value_len.load(std::memory_order_relaxed);
+        const uint16_t kl = s->key_len.load(std::memory_order_relaxed);
+        const uint16_t hl = s->headers_len.load(std::memory_order_relaxed);
         const uint64_t total = uint64_t(kl) + hl + vl;
         const size_t at = b.starts_.empty() ? 0 : b.starts_.back();
         const bool fits = total <= payload_max;

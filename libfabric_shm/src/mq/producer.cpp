@@ -216,8 +216,10 @@ Result<SendResult> Producer::Impl::send_one(uint32_t p, const OutgoingMessage& m
                                                  std::to_string(slot_lap(w)) + " (state " + std::to_string(st) +
                                                  "), impossible for offset " + std::to_string(off));
         }
-        // Claim. Acquire (in acq_rel): the envelope writes below cannot move above the claim,
-        // so a seqlock reader of the old message sees the word change before any byte does.
+        // Claim. Acquire (in acq_rel): pairs with the previous occupant's publish/skip, whose
+        // bytes are done. The seqlock writer's ordering (claim before any envelope byte) is the
+        // release fence after the loop, not this CAS: under the C++ model an acquire does not
+        // keep later stores from becoming visible before it.
         if (!s->state.compare_exchange_strong(w, make_slot_word(kSlotClaimed, lap, me), std::memory_order_acq_rel,
                                               std::memory_order_relaxed)) {
             cpu_relax();
@@ -230,12 +232,16 @@ Result<SendResult> Producer::Impl::send_one(uint32_t p, const OutgoingMessage& m
     }
     FABRIC_CRASH_POINT("mq.send.after_claim");
     if (detail::g_mq_after_claim_hook) detail::g_mq_after_claim_hook();
-    // Envelope: plain stores, ordered before the publish CAS (release).
-    s->offset = off;
-    s->timestamp_ns = ts;
-    s->value_len = uint32_t(m.value.size());
-    s->key_len = uint16_t(m.key.size());
-    s->headers_len = uint16_t(headers_len);
+    // Seqlock writer: a release fence between the claim (a store to the state word) and the
+    // envelope's relaxed stores. It pairs with the reader's acquire fence between its copy and
+    // its re-load of the word: a reader whose copy saw any byte written below also sees the
+    // claim (or later) on its re-load, and discards the copy (Boehm 2012; docs/topics.md "Poll").
+    std::atomic_thread_fence(std::memory_order_release);
+    s->offset.store(off, std::memory_order_relaxed);
+    s->timestamp_ns.store(ts, std::memory_order_relaxed);
+    s->value_len.store(uint32_t(m.value.size()), std::memory_order_relaxed);
+    s->key_len.store(uint16_t(m.key.size()), std::memory_order_relaxed);
+    s->headers_len.store(uint16_t(headers_len), std::memory_order_relaxed);
     auto* dst = reinterpret_cast<uint8_t*>(s + 1);
     detail::seqlock_copy_in(dst, m.key.data(), m.key.size());
     dst += m.key.size();

@@ -67,16 +67,23 @@ constexpr int64_t lap_diff(uint64_t a, uint64_t b) {
 
 /// Envelope at the start of every slot; key, headers and value bytes follow it.
 /// Headers are encoded as repeated [u16 name_len][u16 value_len][name][value].
+/// The envelope fields are seqlock data: the claimer stores them (relaxed) after the claim CAS
+/// and a release fence, readers load them (relaxed) between two loads of `state` with an
+/// acquire fence before the second (docs/topics.md, "Send" / "Poll"). Atomic, so that the
+/// overlap of a stale reader with the next lap's writer is defined behaviour (and TSan-clean);
+/// relaxed accesses compile to plain moves.
 struct SlotHeader {
-    std::atomic<uint64_t> state;  ///< slot state word above; producers CAS, consumers/reaper CAS claimed->skip
-    uint64_t offset;              ///< producer (while CLAIMED): the message's 64-bit offset
-    uint64_t timestamp_ns;        ///< producer: wall-clock ns at send
-    uint32_t value_len;           ///< producer: bytes
-    uint16_t key_len;             ///< producer: bytes (0 = no key)
-    uint16_t headers_len;         ///< producer: encoded header bytes
+    std::atomic<uint64_t> state;         ///< slot state word above; producers CAS, consumers/reaper CAS claimed->skip
+    std::atomic<uint64_t> offset;        ///< producer (while CLAIMED): the message's 64-bit offset
+    std::atomic<uint64_t> timestamp_ns;  ///< producer: wall-clock ns at send
+    std::atomic<uint32_t> value_len;     ///< producer: bytes
+    std::atomic<uint16_t> key_len;       ///< producer: bytes (0 = no key)
+    std::atomic<uint16_t> headers_len;   ///< producer: encoded header bytes
 };
 static_assert(sizeof(SlotHeader) == 32);
 static_assert(offsetof(SlotHeader, state) == 0 && offsetof(SlotHeader, offset) == 8);
+static_assert(offsetof(SlotHeader, value_len) == 24 && offsetof(SlotHeader, headers_len) == 30);
+static_assert(std::atomic<uint16_t>::is_always_lock_free, "envelope atomics must be lock-free in every process");
 constexpr uint64_t kEnvelopeBytes = sizeof(SlotHeader);
 
 // ---- Partition header -----------------------------------------------------------------
