@@ -56,7 +56,26 @@ struct Producer::Impl {
     }
     Status wait_for_space(uint32_t p, uint64_t tail, uint64_t deadline_ns, uint64_t started_ns);
     Result<SendResult> send_one(uint32_t p, const OutgoingMessage& m, uint64_t ts);
+    void release_quarantine(SlotHeader* s, uint64_t word);
 };
+
+// The claimer of a quarantined slot, once it has stopped writing, releases it: QUARANTINED ->
+// SKIPPED at the lap the word shows now. Producers roll a live owner's quarantine forward one
+// lap per trip round the ring (send_one, case 5), so the word may move between our load and
+// our CAS: retry until the slot is released (by us) or no longer a quarantine of ours. While
+// our quarantine stands nobody else can turn it into anything but a later-lap quarantine of
+// ours (only a certainly-dead owner's quarantine is reused), so every QUARANTINED(me) word
+// seen here descends from our own claim.
+void Producer::Impl::release_quarantine(SlotHeader* s, uint64_t w) {
+    while (slot_state(w) == kSlotQuarantined && slot_owner(w) == me) {
+        FABRIC_PAUSE_POINT("mq.send.before_release");
+        // Release: our envelope stores (abandoned) come before the slot becomes claimable;
+        // pairs with the next claimer's acquire load of the word. Failure reloads w.
+        if (s->state.compare_exchange_weak(w, make_slot_word(kSlotSkipped, slot_lap(w), me), std::memory_order_release,
+                                           std::memory_order_acquire))
+            return;
+    }
+}
 
 Result<Producer> Producer::open(const Pool& pool, std::string_view topic, const ProducerOptions& options) {
     if (pool.self() == 0)
@@ -262,9 +281,7 @@ Result<SendResult> Producer::Impl::send_one(uint32_t p, const OutgoingMessage& m
                                           std::memory_order_acquire)) {
         // We lost the skip race: a consumer or the reaper turned our claim into a skip record.
         // If it quarantined the slot (we looked alive), release it now that we stopped writing.
-        if (slot_state(claimed) == kSlotQuarantined && slot_owner(claimed) == me)
-            s->state.compare_exchange_strong(claimed, make_slot_word(kSlotSkipped, slot_lap(claimed), me),
-                                             std::memory_order_release, std::memory_order_relaxed);
+        release_quarantine(s, claimed);
         return make_error(Errc::skipped, "topic '" + t->name + "' partition " + std::to_string(p) + " offset " +
                                              std::to_string(off) +
                                              ": the claim was turned into a skip record before it was published "
