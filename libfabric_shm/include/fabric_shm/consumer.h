@@ -135,6 +135,7 @@ public:
     struct Impl;
 
 private:
+    friend class Waiter;  // reads the assignment and positions it watches (waiter.h)
     explicit Consumer(std::unique_ptr<Impl> impl);
     std::unique_ptr<Impl> impl_;
 };

@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: MIT
 // Producer: claim a slot (CAS on the slot's state word, then help the tail past it), write
-// the envelope, publish with one CAS of the state word. See docs/topics.md, "Send".
+// the envelope, publish with one CAS of the state word, wake the waiters of that partition
+// (if any). See docs/topics.md, "Send" and "Blocking".
 #include <sched.h>
 #include <time.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 
 #include "fabric_shm/clock.h"
@@ -13,6 +15,7 @@
 #include "fabric_shm/topic.h"
 #include "futex.h"
 #include "mq/topic_internal.h"
+#include "mq/waiting.h"
 #include "seqlock_copy.h"
 
 namespace fabric_shm {
@@ -31,6 +34,8 @@ inline void cpu_relax() {
 constexpr uint64_t kProducerClaimTimeoutNs = 2 * kNsPerSec;
 /// Parked waiters re-check at least this often.
 constexpr uint64_t kMaxParkNs = 50 * kNsPerMs;
+/// A producer whose wake found no sleeper asks at most this often whether the waiter died.
+constexpr uint64_t kWaiterProbeIntervalNs = 10 * kNsPerMs;
 
 void raise_head(PartitionHeader* h, uint64_t value) {
     uint64_t cur = h->head.load(std::memory_order_acquire);  // pairs with the CAS below (other raisers)
@@ -47,6 +52,7 @@ struct Producer::Impl {
     OwnerToken me = 0;
     uint32_t rr = 0;
     std::vector<uint64_t> head_cache;  ///< per partition: a floor below which overwriting is allowed
+    uint64_t next_waiter_probe_ns = 0;  ///< coarse monotonic: rate limit of dead-waiter probes
 
     uint64_t timestamp() const {
         if (!options.coarse_timestamps) return wall_now_ns();
@@ -56,8 +62,23 @@ struct Producer::Impl {
     }
     Status wait_for_space(uint32_t p, uint64_t tail, uint64_t deadline_ns, uint64_t started_ns);
     Result<SendResult> send_one(uint32_t p, const OutgoingMessage& m, uint64_t ts);
+    void wake(uint64_t bits);
     void release_quarantine(SlotHeader* s, uint64_t word);
 };
+
+// Wakes the waiters whose bits the partition carries. A wake that found no sleeper may be a
+// waiter that died while registered: its bit would cost every later send here a syscall, so
+// at most every 10 ms the producer asks whether such an entry's owner is certainly dead and,
+// if so, repairs it (the reaper's topic hook does the same; whoever comes first).
+void Producer::Impl::wake(uint64_t bits) {
+    const uint64_t idle = wake_waiters(*t, bits);
+    if (!idle) return;
+    const uint64_t now = mono_coarse_ns();
+    if (now < next_waiter_probe_ns) return;
+    next_waiter_probe_ns = now + kWaiterProbeIntervalNs;
+    for (uint64_t m = idle; m; m &= m - 1)
+        (void)repair_waiter(*t->pool, t->waiters, uint32_t(std::countr_zero(m)), t->part_headers, me, mono_now_ns());
+}
 
 // The claimer of a quarantined slot, once it has stopped writing, releases it: QUARANTINED ->
 // SKIPPED at the lap the word shows now. Producers roll a live owner's quarantine forward one
@@ -80,6 +101,7 @@ void Producer::Impl::release_quarantine(SlotHeader* s, uint64_t w) {
 Result<Producer> Producer::open(const Pool& pool, std::string_view topic, const ProducerOptions& options) {
     if (pool.self() == 0)
         return make_error(Errc::permission_denied, "a producer needs a writable pool (this handle is read-only)");
+
     auto t = open_topic(pool, topic);
     if (!t) return std::move(t).error();
     FABRIC_TRY(check_topic(**t));
@@ -288,11 +310,10 @@ Result<SendResult> Producer::Impl::send_one(uint32_t p, const OutgoingMessage& m
                                              "(this producer looked dead or exceeded the claim timeout); the "
                                              "message was NOT delivered, send it again");
     }
-    // seq_cst: the load half of the Dekker handshake (see Consumer::poll).
-    if (t->hdr->data_waiters.load(std::memory_order_seq_cst) != 0) {
-        t->hdr->data_seq.fetch_add(1, std::memory_order_release);  // pairs with the parker's acquire load
-        detail::futex_wake(t->hdr->data_seq, INT32_MAX);
-    }
+    // seq_cst: the load half of the Dekker handshake with WaitRegistration::watch (waiting.cpp).
+    // Nobody waits on this partition: no bit, no syscall.
+    if (const uint64_t bits = ph->waiters.load(std::memory_order_seq_cst); bits != 0) [[unlikely]]
+        wake(bits);
     return SendResult{p, off};
 }
 
