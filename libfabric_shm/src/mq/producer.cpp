@@ -30,8 +30,6 @@ inline void cpu_relax() {
 #endif
 }
 
-/// A producer waits this long for a previous-lap claim (overwrite mode) before quarantining it.
-constexpr uint64_t kProducerClaimTimeoutNs = 2 * kNsPerSec;
 /// Parked waiters re-check at least this often.
 constexpr uint64_t kMaxParkNs = 50 * kNsPerMs;
 /// A producer whose wake found no sleeper asks at most this often whether the waiter died.
@@ -101,7 +99,8 @@ void Producer::Impl::release_quarantine(SlotHeader* s, uint64_t w) {
 Result<Producer> Producer::open(const Pool& pool, std::string_view topic, const ProducerOptions& options) {
     if (pool.self() == 0)
         return make_error(Errc::permission_denied, "a producer needs a writable pool (this handle is read-only)");
-
+    if (options.claim_timeout_ns == 0)
+        return make_error(Errc::invalid_argument, "ProducerOptions::claim_timeout_ns must be > 0 (default 2 s)");
     auto t = open_topic(pool, topic);
     if (!t) return std::move(t).error();
     FABRIC_TRY(check_topic(**t));
@@ -226,6 +225,7 @@ Result<SendResult> Producer::Impl::send_one(uint32_t p, const OutgoingMessage& m
             // (5) a timed-out claim whose owner may still write these bytes: reuse them only once
             // the owner is certainly dead; otherwise offset `off` becomes another skip record.
             if (!owner_certainly_dead(*t->pool, slot_owner(w), mono_now_ns())) {
+                FABRIC_PAUSE_POINT("mq.send.before_roll_quarantine");
                 // acq_rel: the skip record is published to readers' acquire of the word.
                 if (s->state.compare_exchange_strong(w, make_slot_word(kSlotQuarantined, lap, slot_owner(w)),
                                                      std::memory_order_acq_rel, std::memory_order_relaxed)) {
@@ -248,7 +248,7 @@ Result<SendResult> Producer::Impl::send_one(uint32_t p, const OutgoingMessage& m
                     continue;
                 }
             }
-            if (now - stuck_since >= kProducerClaimTimeoutNs) skip_claim(*t->pool, pv, s, w, true);
+            if (now - stuck_since >= options.claim_timeout_ns) skip_claim(*t->pool, pv, s, w, true);
             sched_yield();
             continue;
         } else {
@@ -310,6 +310,7 @@ Result<SendResult> Producer::Impl::send_one(uint32_t p, const OutgoingMessage& m
                                              "(this producer looked dead or exceeded the claim timeout); the "
                                              "message was NOT delivered, send it again");
     }
+    FABRIC_PAUSE_POINT("mq.send.after_publish");
     // seq_cst: the load half of the Dekker handshake with WaitRegistration::watch (waiting.cpp).
     // Nobody waits on this partition: no bit, no syscall.
     if (const uint64_t bits = ph->waiters.load(std::memory_order_seq_cst); bits != 0) [[unlikely]]

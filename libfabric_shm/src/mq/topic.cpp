@@ -424,6 +424,10 @@ bool skip_claim(const Pool& pool, const PartitionView& p, SlotHeader* s, uint64_
     const uint64_t st = slot_state(word);
     if (st != kSlotClaimed && st != kSlotQuarantined) return false;
     const uint64_t next = make_slot_word(quarantine ? kSlotQuarantined : kSlotSkipped, slot_lap(word), slot_owner(word));
+    // A repairer paused here acts on a judgement that may be stale: the CAS from the exact word
+    // fails if the claimer published (or anyone else repaired) meanwhile.
+    if (quarantine) FABRIC_PAUSE_POINT("mq.slot.before_quarantine");
+    else FABRIC_PAUSE_POINT("mq.slot.before_skip");
     // Release: pairs with readers' acquire of the state word (nothing else to publish; the
     // claimer's bytes are never read behind a skip record).
     if (!s->state.compare_exchange_strong(word, next, std::memory_order_acq_rel, std::memory_order_relaxed))
@@ -687,6 +691,7 @@ uint64_t reap_partition(const Pool& pool, const RegionInfo& info, uint64_t now_n
             continue;
         }
         // A dead owner writes nothing more: release a quarantine as a plain skip.
+        FABRIC_PAUSE_POINT("mq.reap.before_skip");
         uint64_t expect = w;
         const uint64_t next = make_slot_word(kSlotSkipped, slot_lap(w), slot_owner(w));
         if (s->state.compare_exchange_strong(expect, next, std::memory_order_acq_rel, std::memory_order_relaxed)) {
