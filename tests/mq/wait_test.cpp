@@ -41,6 +41,18 @@ Result<SendResult> send_to(Producer& p, uint32_t partition, std::string_view val
     return p.send_to(partition, {bytes(value), {}, {}});
 }
 
+/// Polls `pred` until it holds (true) or timeout_ms passes: parked waiters wake every 50 ms to
+/// re-check and re-register, so a transient look at their bits may fall between two rounds.
+template <typename Pred>
+bool eventually(Pred pred, int timeout_ms = 5000) {
+    const uint64_t end = mono_now_ns() + uint64_t(timeout_ms) * kNsPerMs;
+    while (mono_now_ns() < end) {
+        if (pred()) return true;
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    return false;
+}
+
 /// The topic's waiter table and one partition's waiter bits (forging and inspecting).
 mq::WaiterSlot* waiter_table(const Pool& pool, const char* topic) {
     auto r = pool.open_region(RegionKind::topic, topic);
@@ -94,13 +106,15 @@ TEST_CASE("wake: a send to a partition nobody waits on makes no futex call while
     while (!tid.load()) std::this_thread::yield();
     REQUIRE(wait_in_futex(getpid(), tid.load()));
     auto* p1 = partition_header(tp.pool, "t", 1);
-    CHECK(p1->waiters.load() != 0);  // the parked consumer's bit, on its partition only
+    CHECK(eventually([&] { return p1->waiters.load() != 0; }));  // the parked consumer's bit, on its partition only
     CHECK(partition_header(tp.pool, "t", 0)->waiters.load() == 0);
     const uint64_t calls = detail::futex_wake_calls();
     for (int i = 0; i < 1000; ++i) REQUIRE(send_to(*prod, 0, "elsewhere").ok());
     CHECK(detail::futex_wake_calls() - calls == 0);
-    // A send to its own partition wakes it: one wake call, which found it asleep.
+    // A send to its own partition wakes it: one wake call, which found it asleep (it re-parks
+    // every 50 ms: catch it asleep again right before the send).
     const uint64_t woken = detail::futex_woken();
+    REQUIRE(wait_in_futex(getpid(), tid.load()));
     REQUIRE(send_to(*prod, 1, "mine").ok());
     waiter.join();
     CHECK(got == "mine");
@@ -132,7 +146,8 @@ TEST_CASE("wake: every consumer parked on a partition is woken by a send to it")
     while (!ta.load() || !tb.load()) std::this_thread::yield();
     REQUIRE(wait_in_futex(getpid(), ta.load()));
     REQUIRE(wait_in_futex(getpid(), tb.load()));
-    CHECK(std::popcount(partition_header(tp.pool, "t", 0)->waiters.load()) == 2);  // one entry each
+    auto* p0 = partition_header(tp.pool, "t", 0);
+    CHECK(eventually([&] { return std::popcount(p0->waiters.load()) == 2; }));  // one entry each
     REQUIRE(prod->send("both").ok());
     t1.join();
     t2.join();

@@ -80,7 +80,8 @@ private:
 };
 
 enum class WaitMode : uint8_t {
-    park,            ///< spin for spin_ns, then sleep on the topic's shared futex
+    park,            ///< spin for spin_ns, then sleep (a shared futex that only sends to the
+                     ///< consumer's own partitions wake; docs/topics.md "Blocking")
     spin,            ///< busy-poll (lowest latency; burns a core); after 256 empty polls it also
                      ///< sched_yield()s each poll, so a producer sharing the core still runs
 };
