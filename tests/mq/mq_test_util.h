@@ -24,6 +24,10 @@
 #include "fabric_shm/topic.h"
 #include "mq/topic_layout.h"
 
+#ifndef SYS_futex_waitv
+#define SYS_futex_waitv 449  // every architecture (asm-generic); older headers lack the name
+#endif
+
 namespace mqtest {
 
 using namespace fabric_shm;
@@ -87,9 +91,6 @@ inline bool wait_in_syscall(pid_t pid, pid_t tid, std::initializer_list<long> ca
     return false;
 }
 inline bool wait_in_futex(pid_t pid, pid_t tid, int timeout_ms = 10000) {
-#ifndef SYS_futex_waitv
-#define SYS_futex_waitv 449
-#endif
     return wait_in_syscall(pid, tid, {SYS_futex, SYS_futex_waitv}, timeout_ms);
 }
 inline pid_t this_tid() { return pid_t(syscall(SYS_gettid)); }
