@@ -455,6 +455,7 @@ Result<size_t> Consumer::poll(MessageBatch& batch, size_t max, uint64_t timeout_
             continue;
         }
         now = mono_now_ns();
+        if (now >= deadline) return size_t(0);  // the spin phase reads the clock only every 64 rounds
         const uint64_t slice = std::min(im.stuck ? kStuckParkNs : kMaxParkNs, deadline - now);
         WaitRegistration reg;
         if (reg.claim(*im.t, im.pool->self())) {
