@@ -1,18 +1,32 @@
 // SPDX-License-Identifier: MIT
-// Helpers for the topic tests: a pool per test, forging partition positions, byte spans.
+// Helpers for the topic tests: a pool per test, forging partition positions, byte spans, an
+// in-process pause gate, and "is that thread asleep in a futex call yet".
 #pragma once
 
 #include <doctest/doctest.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <initializer_list>
 #include <span>
 #include <string>
 #include <string_view>
+#include <thread>
 
 #include "../support/test_support.h"
 #include "fabric_shm/consumer.h"
+#include "fabric_shm/crash_point.h"
 #include "fabric_shm/pool.h"
 #include "fabric_shm/topic.h"
 #include "mq/topic_layout.h"
+
+#ifndef SYS_futex_waitv
+#define SYS_futex_waitv 449  // every architecture (asm-generic); older headers lack the name
+#endif
 
 namespace mqtest {
 
@@ -60,5 +74,100 @@ inline TopicConfig config(uint32_t parts, uint32_t cap, OnFull on_full = OnFull:
     c.on_full = on_full;
     return c;
 }
+
+/// Waits (at most timeout_ms) until thread `tid` of process `pid` is inside one of these system
+/// calls (/proc/<pid>/task/<tid>/syscall): a barrier for "the waiter sleeps now", not a sleep.
+inline bool wait_in_syscall(pid_t pid, pid_t tid, std::initializer_list<long> calls, int timeout_ms = 10000) {
+    const std::string path = "/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/syscall";
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (std::chrono::steady_clock::now() < deadline) {
+        std::ifstream f(path);
+        long nr = -1;
+        if (f >> nr)
+            for (long c : calls)
+                if (nr == c) return true;
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    return false;
+}
+inline bool wait_in_futex(pid_t pid, pid_t tid, int timeout_ms = 10000) {
+    return wait_in_syscall(pid, tid, {SYS_futex, SYS_futex_waitv}, timeout_ms);
+}
+inline pid_t this_tid() { return pid_t(syscall(SYS_gettid)); }
+
+/// In-process pause points (detail::set_pause_hook): a thread that reaches an armed point
+/// blocks there until the test releases it. One gate per point name, a few at a time; a gate
+/// may be limited to one thread.
+class PauseGate {
+public:
+    /// Arms `point` (for `only` when given); the next thread to reach it stops there.
+    static void arm(const char* point, std::thread::id only = {}) {
+        for (Slot& g : all())
+            if (g.state.load() == kIdle) {
+                std::strncpy(g.name, point, sizeof g.name - 1);
+                g.only = only;
+                g.state.store(kArmed);
+                detail::set_pause_hook(&hook);
+                return;
+            }
+        FAIL("PauseGate: no free gate");
+    }
+    /// Waits until a thread stopped at `point` (true), or timeout.
+    static bool wait_arrived(const char* point, int timeout_ms = 10000) {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+        while (std::chrono::steady_clock::now() < deadline) {
+            for (Slot& g : all())
+                if (g.state.load() == kArrived && std::strcmp(g.name, point) == 0) return true;
+            std::this_thread::sleep_for(std::chrono::microseconds(200));
+        }
+        return false;
+    }
+    /// Lets the thread stopped at `point` go on (and disarms that gate).
+    static void release(const char* point) {
+        for (Slot& g : all())
+            if (g.state.load() == kArrived && std::strcmp(g.name, point) == 0) g.state.store(kReleased);
+    }
+    /// Disarms every gate (threads still stopped are released) and removes the hook.
+    static void reset() {
+        for (Slot& g : all()) {
+            int armed = kArmed;
+            if (g.state.compare_exchange_strong(armed, kIdle)) continue;  // never reached
+            int arrived = kArrived;
+            g.state.compare_exchange_strong(arrived, kReleased);
+            while (g.state.load() == kReleased) std::this_thread::sleep_for(std::chrono::microseconds(100));
+        }
+        detail::set_pause_hook(nullptr);
+    }
+
+private:
+    enum : int { kIdle, kArmed, kArrived, kReleased };
+    struct Slot {
+        char name[96] = {};
+        std::thread::id only;
+        std::atomic<int> state{kIdle};
+    };
+    static Slot* slots() {
+        static Slot s[4];
+        return s;
+    }
+    struct SlotRange {
+        Slot* b;
+        Slot* begin() const { return b; }
+        Slot* end() const { return b + 4; }
+    };
+    static SlotRange all() { return {slots()}; }
+    static void hook(const char* name) {
+        for (Slot& g : all()) {
+            int armed = kArmed;
+            if (g.state.load() != kArmed) continue;  // name and thread are written before kArmed
+            if (std::strcmp(g.name, name) != 0 || (g.only != std::thread::id() && g.only != std::this_thread::get_id()))
+                continue;
+            if (!g.state.compare_exchange_strong(armed, kArrived)) continue;
+            while (g.state.load() == kArrived) std::this_thread::sleep_for(std::chrono::microseconds(100));
+            g.state.store(kIdle);
+            return;
+        }
+    }
+};
 
 }  // namespace mqtest

@@ -80,7 +80,8 @@ private:
 };
 
 enum class WaitMode : uint8_t {
-    park,            ///< spin for spin_ns, then sleep on the topic's shared futex
+    park,            ///< spin for spin_ns, then sleep (a shared futex that only sends to the
+                     ///< consumer's own partitions wake; docs/topics.md "Blocking")
     spin,            ///< busy-poll (lowest latency; burns a core); after 256 empty polls it also
                      ///< sched_yield()s each poll, so a producer sharing the core still runs
 };
@@ -137,6 +138,7 @@ public:
     struct Impl;
 
 private:
+    friend class Waiter;  // reads the assignment and positions it watches (waiter.h)
     explicit Consumer(std::unique_ptr<Impl> impl);
     std::unique_ptr<Impl> impl_;
 };

@@ -133,6 +133,9 @@ struct ProducerOptions {
     /// Message timestamps from CLOCK_REALTIME_COARSE (jiffy resolution, ~4 ms) instead of
     /// CLOCK_REALTIME: cheaper where the clock source is slow (kvm-clock: ~110 ns a read).
     bool coarse_timestamps = false;
+    /// on_full=overwrite: how long a producer that laps the ring waits for a previous-lap claim
+    /// of a live (maybe paused) producer before turning it into a quarantine skip record.
+    uint64_t claim_timeout_ns = 2'000'000'000ull;
 };
 
 /// Sends to one topic. Not thread-safe (one per thread); many producers (threads or

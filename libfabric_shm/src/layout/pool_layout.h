@@ -19,7 +19,7 @@
 namespace fabric_shm::layout {
 
 constexpr uint64_t kPoolMagic = 0x4853434952424146ULL;  ///< "FABRICSH" in little-endian bytes
-constexpr uint16_t kLayoutMajor = 2;  ///< differs: refuse (VersionMismatch); 2: fence eras (PoolHeader::fence_floor, GroupSlot::era)
+constexpr uint16_t kLayoutMajor = 3;  ///< differs: refuse (VersionMismatch); 2: fence eras (PoolHeader::fence_floor, GroupSlot::era); 3: topic waiter bits and table (mq/topic_layout.h)
 constexpr uint16_t kLayoutMinor = 1;  ///< higher minor: compatible additions (1: metrics region kind, layout/metrics_layout.h)
 constexpr uint64_t kPageSize = 4096;
 constexpr uint64_t kCacheLine = 64;

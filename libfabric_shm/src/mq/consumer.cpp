@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: MIT
 // Consumer: seqlock-style copy out of the slots (state word before and after), gap detection
-// for overwritten offsets, skip records for dead or timed-out claims, shared-futex parking.
+// for overwritten offsets, skip records for dead or timed-out claims, parking on a waiter
+// entry of the topic (waiting.h).
 #include "fabric_shm/consumer.h"
 
 #include <sched.h>
+#include <time.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -11,9 +13,11 @@
 
 #include "fabric_shm/clock.h"
 #include "fabric_shm/counters.h"
+#include "fabric_shm/crash_point.h"
 #include "fabric_shm/names.h"
 #include "futex.h"
 #include "mq/topic_internal.h"
+#include "mq/waiting.h"
 #include "seqlock_copy.h"
 
 namespace fabric_shm {
@@ -33,6 +37,7 @@ constexpr uint64_t kMaxParkNs = 50 * kNsPerMs;    ///< parked consumers re-check
 constexpr uint64_t kStuckParkNs = 2 * kNsPerMs;   ///< ... and this often while a claim is stuck
 constexpr uint64_t kProbeIntervalNs = kNsPerMs;   ///< liveness probes of a stuck claim's owner
 constexpr uint64_t kProbeAfterNs = kNsPerMs;      ///< a claim younger than this is just being written
+constexpr uint64_t kNapNs = kNsPerMs;             ///< no waiter entry to park on: re-check this often
 
 }  // namespace
 
@@ -160,7 +165,9 @@ uint64_t Consumer::Impl::by_timestamp(uint32_t p, uint64_t wall_ns) const {
         const SlotHeader* s = pv.slot(o);
         const uint64_t w1 = s->state.load(std::memory_order_acquire);  // pairs with the publish CAS
         if (slot_state(w1) != kSlotPublished || slot_lap(w1) != (pv.lap(o) & kLapMask)) continue;
-        const uint64_t ts = s->timestamp_ns, off = s->offset;
+        // Relaxed seqlock reads, validated by the re-check below (see drain).
+        const uint64_t ts = s->timestamp_ns.load(std::memory_order_relaxed);
+        const uint64_t off = s->offset.load(std::memory_order_relaxed);
         std::atomic_thread_fence(std::memory_order_acquire);  // seqlock: reads above before the re-check
         if (s->state.load(std::memory_order_relaxed) != w1 || off != o) continue;
         if (ts >= wall_ns) return o;
@@ -331,12 +338,17 @@ Result<size_t> Consumer::Impl::drain(uint32_t p, MessageBatch& b, size_t limit, 
         if (st != kSlotPublished)
             return make_error(Errc::corrupt, "topic '" + t->name + "' partition " + std::to_string(p) + " slot " +
                                                  std::to_string(pos & pv.mask) + " has state " + std::to_string(st));
-        // Seqlock copy: read the envelope and bytes, then re-read the word; a change means a
-        // producer claimed the slot for a later lap while we copied (overwrite mode, or an
-        // observer overtaken): discard and treat as a gap. Bytes are bounds-checked first.
-        const uint64_t off = s->offset, ts = s->timestamp_ns;
-        const uint32_t vl = s->value_len;
-        const uint16_t kl = s->key_len, hl = s->headers_len;
+        // Seqlock copy: read the envelope and bytes (relaxed), acquire fence, re-read the word;
+        // a change means a producer claimed the slot for a later lap while we copied (overwrite
+        // mode, or an observer overtaken): discard and treat as a gap. The fence pairs with the
+        // claimer's release fence between its claim and its first store (producer.cpp): if the
+        // copy saw any byte of the next lap, the re-read sees that lap's claim. Bytes are
+        // bounds-checked before they are copied.
+        const uint64_t off = s->offset.load(std::memory_order_relaxed);
+        const uint64_t ts = s->timestamp_ns.load(std::memory_order_relaxed);
+        const uint32_t vl = s->value_len.load(std::memory_order_relaxed);
+        const uint16_t kl = s->key_len.load(std::memory_order_relaxed);
+        const uint16_t hl = s->headers_len.load(std::memory_order_relaxed);
         const uint64_t total = uint64_t(kl) + hl + vl;
         const size_t at = b.starts_.empty() ? 0 : b.starts_.back();
         const bool fits = total <= payload_max;
@@ -376,23 +388,24 @@ Result<size_t> Consumer::Impl::drain(uint32_t p, MessageBatch& b, size_t limit, 
 }
 
 bool Consumer::Impl::any_ready() const {
-    for (uint32_t p : assigned) {
-        const PartitionView& pv = t->parts[p];
-        const uint64_t pos = ps[p].pos;
-        // seq_cst: the load half of the parking handshake (after data_waiters++).
-        const uint64_t w = pv.slot(pos)->state.load(std::memory_order_seq_cst);
-        const uint64_t st = slot_state(w);
-        if (st == kSlotEmpty || st == kSlotClaimed) continue;
-        if (lap_diff(slot_lap(w), pv.lap(pos) & kLapMask) >= 0) return true;
-    }
+    // seq_cst loads (slot_readiness): the re-check half of the parking handshake.
+    for (uint32_t p : assigned)
+        if (slot_readiness(t->parts[p], ps[p].pos) == SlotReadiness::ready) return true;
     return false;
 }
 
-// Parking handshake (Dekker): the consumer increments data_waiters (seq_cst), reads data_seq,
-// then re-checks its slots (seq_cst); a producer publishes (seq_cst CAS), then reads
-// data_waiters (seq_cst) and, if set, bumps data_seq and FUTEX_WAKEs. Either the consumer
-// sees the message, or the producer sees the waiter (then FUTEX_WAIT returns at once on the
-// changed data_seq, or is woken). Parking is bounded by 50 ms regardless.
+void mq::consumer_watch(const Consumer::Impl& c, std::vector<WatchedPartition>& out) {
+    for (uint32_t p : c.assigned) out.push_back(WatchedPartition{&c.t->parts[p], c.ps[p].pos, p});
+}
+const TopicHandle& mq::consumer_topic(const Consumer::Impl& c) { return *c.t; }
+
+// Parking handshake (Dekker), per park: claim an entry of the topic's waiter table, set its bit
+// on every assigned partition (seq_cst), read the entry's futex word, re-check the slots
+// (seq_cst); a producer publishes (seq_cst CAS), then loads the partition's bits (seq_cst) and
+// bumps + FUTEX_WAKEs the entries they name. Either the consumer sees the message, or the
+// producer sees the bit (then FUTEX_WAIT returns at once on the changed word, or is woken).
+// The bits are cleared as soon as the consumer wakes, so sends while it drains cost nothing.
+// Parking is bounded by 50 ms regardless.
 Result<size_t> Consumer::poll(MessageBatch& batch, size_t max, uint64_t timeout_ns) {
     Impl& im = *impl_;
     batch.clear();
@@ -449,12 +462,20 @@ Result<size_t> Consumer::poll(MessageBatch& batch, size_t max, uint64_t timeout_
             continue;
         }
         now = mono_now_ns();
-        TopicHeader* hdr = im.t->hdr;
-        hdr->data_waiters.fetch_add(1, std::memory_order_seq_cst);
-        const uint32_t seq = hdr->data_seq.load(std::memory_order_seq_cst);  // pairs with the producer's bump
-        if (!im.any_ready())
-            detail::futex_wait(hdr->data_seq, seq, std::min(im.stuck ? kStuckParkNs : kMaxParkNs, deadline - now));
-        hdr->data_waiters.fetch_sub(1, std::memory_order_release);  // a hint for producers; no partner
+        if (now >= deadline) return size_t(0);  // the spin phase reads the clock only every 64 rounds
+        const uint64_t slice = std::min(im.stuck ? kStuckParkNs : kMaxParkNs, deadline - now);
+        WaitRegistration reg;
+        if (reg.claim(*im.t, im.pool->self())) {
+            for (uint32_t p : im.assigned) reg.watch(p);
+            FABRIC_PAUSE_POINT("mq.wait.registered");
+            const uint32_t seq = reg.load_seq();  // before the re-check: a bump after it wakes us
+            if (!im.any_ready()) detail::futex_wait(reg.word(), seq, slice);
+            reg.release();
+        } else {
+            // Every entry taken (64 parked waiters on this topic) or a read-only pool: nap.
+            const timespec ts{0, long(std::min(slice, kNapNs))};
+            nanosleep(&ts, nullptr);
+        }
         im.pool->heartbeat();
         const uint64_t c2 = mono_coarse_ns();
         FABRIC_TRY(im.t->root.check(c2));

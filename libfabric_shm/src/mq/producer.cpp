@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: MIT
 // Producer: claim a slot (CAS on the slot's state word, then help the tail past it), write
-// the envelope, publish with one CAS of the state word. See docs/topics.md, "Send".
+// the envelope, publish with one CAS of the state word, wake the waiters of that partition
+// (if any). See docs/topics.md, "Send" and "Blocking".
 #include <sched.h>
 #include <time.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 
 #include "fabric_shm/clock.h"
@@ -13,6 +15,7 @@
 #include "fabric_shm/topic.h"
 #include "futex.h"
 #include "mq/topic_internal.h"
+#include "mq/waiting.h"
 #include "seqlock_copy.h"
 
 namespace fabric_shm {
@@ -27,10 +30,10 @@ inline void cpu_relax() {
 #endif
 }
 
-/// A producer waits this long for a previous-lap claim (overwrite mode) before quarantining it.
-constexpr uint64_t kProducerClaimTimeoutNs = 2 * kNsPerSec;
 /// Parked waiters re-check at least this often.
 constexpr uint64_t kMaxParkNs = 50 * kNsPerMs;
+/// A producer whose wake found no sleeper asks at most this often whether the waiter died.
+constexpr uint64_t kWaiterProbeIntervalNs = 10 * kNsPerMs;
 
 void raise_head(PartitionHeader* h, uint64_t value) {
     uint64_t cur = h->head.load(std::memory_order_acquire);  // pairs with the CAS below (other raisers)
@@ -47,6 +50,7 @@ struct Producer::Impl {
     OwnerToken me = 0;
     uint32_t rr = 0;
     std::vector<uint64_t> head_cache;  ///< per partition: a floor below which overwriting is allowed
+    uint64_t next_waiter_probe_ns = 0;  ///< coarse monotonic: rate limit of dead-waiter probes
 
     uint64_t timestamp() const {
         if (!options.coarse_timestamps) return wall_now_ns();
@@ -56,11 +60,47 @@ struct Producer::Impl {
     }
     Status wait_for_space(uint32_t p, uint64_t tail, uint64_t deadline_ns, uint64_t started_ns);
     Result<SendResult> send_one(uint32_t p, const OutgoingMessage& m, uint64_t ts);
+    void wake(uint64_t bits);
+    void release_quarantine(SlotHeader* s, uint64_t word);
 };
+
+// Wakes the waiters whose bits the partition carries. A wake that found no sleeper may be a
+// waiter that died while registered: its bit would cost every later send here a syscall, so
+// at most every 10 ms the producer asks whether such an entry's owner is certainly dead and,
+// if so, repairs it (the reaper's topic hook does the same; whoever comes first).
+void Producer::Impl::wake(uint64_t bits) {
+    const uint64_t idle = wake_waiters(*t, bits);
+    if (!idle) return;
+    const uint64_t now = mono_coarse_ns();
+    if (now < next_waiter_probe_ns) return;
+    next_waiter_probe_ns = now + kWaiterProbeIntervalNs;
+    for (uint64_t m = idle; m; m &= m - 1)
+        (void)repair_waiter(*t->pool, t->waiters, uint32_t(std::countr_zero(m)), t->part_headers, me, mono_now_ns());
+}
+
+// The claimer of a quarantined slot, once it has stopped writing, releases it: QUARANTINED ->
+// SKIPPED at the lap the word shows now. Producers roll a live owner's quarantine forward one
+// lap per trip round the ring (send_one, case 5), so the word may move between our load and
+// our CAS: retry until the slot is released (by us) or no longer a quarantine of ours. While
+// our quarantine stands nobody else can turn it into anything but a later-lap quarantine of
+// ours (only a certainly-dead owner's quarantine is reused), so every QUARANTINED(me) word
+// seen here descends from our own claim.
+void Producer::Impl::release_quarantine(SlotHeader* s, uint64_t w) {
+    while (slot_state(w) == kSlotQuarantined && slot_owner(w) == me) {
+        FABRIC_PAUSE_POINT("mq.send.before_release");
+        // Release: our envelope stores (abandoned) come before the slot becomes claimable;
+        // pairs with the next claimer's acquire load of the word. Failure reloads w.
+        if (s->state.compare_exchange_weak(w, make_slot_word(kSlotSkipped, slot_lap(w), me), std::memory_order_release,
+                                           std::memory_order_acquire))
+            return;
+    }
+}
 
 Result<Producer> Producer::open(const Pool& pool, std::string_view topic, const ProducerOptions& options) {
     if (pool.self() == 0)
         return make_error(Errc::permission_denied, "a producer needs a writable pool (this handle is read-only)");
+    if (options.claim_timeout_ns == 0)
+        return make_error(Errc::invalid_argument, "ProducerOptions::claim_timeout_ns must be > 0 (default 2 s)");
     auto t = open_topic(pool, topic);
     if (!t) return std::move(t).error();
     FABRIC_TRY(check_topic(**t));
@@ -185,6 +225,7 @@ Result<SendResult> Producer::Impl::send_one(uint32_t p, const OutgoingMessage& m
             // (5) a timed-out claim whose owner may still write these bytes: reuse them only once
             // the owner is certainly dead; otherwise offset `off` becomes another skip record.
             if (!owner_certainly_dead(*t->pool, slot_owner(w), mono_now_ns())) {
+                FABRIC_PAUSE_POINT("mq.send.before_roll_quarantine");
                 // acq_rel: the skip record is published to readers' acquire of the word.
                 if (s->state.compare_exchange_strong(w, make_slot_word(kSlotQuarantined, lap, slot_owner(w)),
                                                      std::memory_order_acq_rel, std::memory_order_relaxed)) {
@@ -207,7 +248,7 @@ Result<SendResult> Producer::Impl::send_one(uint32_t p, const OutgoingMessage& m
                     continue;
                 }
             }
-            if (now - stuck_since >= kProducerClaimTimeoutNs) skip_claim(*t->pool, pv, s, w, true);
+            if (now - stuck_since >= options.claim_timeout_ns) skip_claim(*t->pool, pv, s, w, true);
             sched_yield();
             continue;
         } else {
@@ -216,8 +257,10 @@ Result<SendResult> Producer::Impl::send_one(uint32_t p, const OutgoingMessage& m
                                                  std::to_string(slot_lap(w)) + " (state " + std::to_string(st) +
                                                  "), impossible for offset " + std::to_string(off));
         }
-        // Claim. Acquire (in acq_rel): the envelope writes below cannot move above the claim,
-        // so a seqlock reader of the old message sees the word change before any byte does.
+        // Claim. Acquire (in acq_rel): pairs with the previous occupant's publish/skip, whose
+        // bytes are done. The seqlock writer's ordering (claim before any envelope byte) is the
+        // release fence after the loop, not this CAS: under the C++ model an acquire does not
+        // keep later stores from becoming visible before it.
         if (!s->state.compare_exchange_strong(w, make_slot_word(kSlotClaimed, lap, me), std::memory_order_acq_rel,
                                               std::memory_order_relaxed)) {
             cpu_relax();
@@ -230,12 +273,16 @@ Result<SendResult> Producer::Impl::send_one(uint32_t p, const OutgoingMessage& m
     }
     FABRIC_CRASH_POINT("mq.send.after_claim");
     if (detail::g_mq_after_claim_hook) detail::g_mq_after_claim_hook();
-    // Envelope: plain stores, ordered before the publish CAS (release).
-    s->offset = off;
-    s->timestamp_ns = ts;
-    s->value_len = uint32_t(m.value.size());
-    s->key_len = uint16_t(m.key.size());
-    s->headers_len = uint16_t(headers_len);
+    // Seqlock writer: a release fence between the claim (a store to the state word) and the
+    // envelope's relaxed stores. It pairs with the reader's acquire fence between its copy and
+    // its re-load of the word: a reader whose copy saw any byte written below also sees the
+    // claim (or later) on its re-load, and discards the copy (Boehm 2012; docs/topics.md "Poll").
+    std::atomic_thread_fence(std::memory_order_release);
+    s->offset.store(off, std::memory_order_relaxed);
+    s->timestamp_ns.store(ts, std::memory_order_relaxed);
+    s->value_len.store(uint32_t(m.value.size()), std::memory_order_relaxed);
+    s->key_len.store(uint16_t(m.key.size()), std::memory_order_relaxed);
+    s->headers_len.store(uint16_t(headers_len), std::memory_order_relaxed);
     auto* dst = reinterpret_cast<uint8_t*>(s + 1);
     detail::seqlock_copy_in(dst, m.key.data(), m.key.size());
     dst += m.key.size();
@@ -256,20 +303,18 @@ Result<SendResult> Producer::Impl::send_one(uint32_t p, const OutgoingMessage& m
                                           std::memory_order_acquire)) {
         // We lost the skip race: a consumer or the reaper turned our claim into a skip record.
         // If it quarantined the slot (we looked alive), release it now that we stopped writing.
-        if (slot_state(claimed) == kSlotQuarantined && slot_owner(claimed) == me)
-            s->state.compare_exchange_strong(claimed, make_slot_word(kSlotSkipped, slot_lap(claimed), me),
-                                             std::memory_order_release, std::memory_order_relaxed);
+        release_quarantine(s, claimed);
         return make_error(Errc::skipped, "topic '" + t->name + "' partition " + std::to_string(p) + " offset " +
                                              std::to_string(off) +
                                              ": the claim was turned into a skip record before it was published "
                                              "(this producer looked dead or exceeded the claim timeout); the "
                                              "message was NOT delivered, send it again");
     }
-    // seq_cst: the load half of the Dekker handshake (see Consumer::poll).
-    if (t->hdr->data_waiters.load(std::memory_order_seq_cst) != 0) {
-        t->hdr->data_seq.fetch_add(1, std::memory_order_release);  // pairs with the parker's acquire load
-        detail::futex_wake(t->hdr->data_seq, INT32_MAX);
-    }
+    FABRIC_PAUSE_POINT("mq.send.after_publish");
+    // seq_cst: the load half of the Dekker handshake with WaitRegistration::watch (waiting.cpp).
+    // Nobody waits on this partition: no bit, no syscall.
+    if (const uint64_t bits = ph->waiters.load(std::memory_order_seq_cst); bits != 0) [[unlikely]]
+        wake(bits);
     return SendResult{p, off};
 }
 

@@ -16,6 +16,7 @@
 #include "futex.h"
 #include "layout/pool_layout.h"
 #include "mq/topic_internal.h"
+#include "mq/waiting.h"
 #include "owner_lock.h"
 
 namespace fabric_shm {
@@ -114,12 +115,18 @@ Result<std::unique_ptr<TopicHandle>> open_topic(const Pool& pool, std::string_vi
                                  std::to_string(kTopicRegionBytes));
     t->hdr = reinterpret_cast<TopicHeader*>(t->root.data());
     t->groups = reinterpret_cast<GroupSlot*>(t->root.data() + kGroupsOffset);
+    t->waiters = reinterpret_cast<WaiterSlot*>(t->root.data() + kWaitersOffset);
     const TopicHeader& h = *t->hdr;
     if (h.magic != kTopicMagic) return corrupt(name, "bad magic in the root region");
     if (h.version != kTopicLayoutVersion)
         return make_error(Errc::version_mismatch, "topic '" + std::string(name) + "' has layout version " +
                                                       std::to_string(h.version) + ", this build reads " +
                                                       std::to_string(kTopicLayoutVersion));
+    if (h.layout_fingerprint != kTopicLayoutFingerprint)
+        return make_error(Errc::version_mismatch,
+                          "topic '" + std::string(name) + "' was created by a build with other topic structures "
+                          "(layout fingerprint " + std::to_string(h.layout_fingerprint) + ", this build's " +
+                          std::to_string(kTopicLayoutFingerprint) + "); re-create it with this build");
     // Copy the immutable config out once and validate it before using any of it.
     TopicConfig cfg;
     cfg.num_partitions = h.num_partitions;
@@ -158,6 +165,7 @@ Result<std::unique_ptr<TopicHandle>> open_topic(const Pool& pool, std::string_vi
         v.base = ph->base_offset;
         v.index = i;
         t->parts.push_back(v);
+        t->part_headers.push_back(ph);
         t->part_regions.push_back(std::move(r.value()));
     }
     return t;
@@ -498,6 +506,10 @@ bool skip_claim(const Pool& pool, const PartitionView& p, SlotHeader* s, uint64_
     const uint64_t st = slot_state(word);
     if (st != kSlotClaimed && st != kSlotQuarantined) return false;
     const uint64_t next = make_slot_word(quarantine ? kSlotQuarantined : kSlotSkipped, slot_lap(word), slot_owner(word));
+    // A repairer paused here acts on a judgement that may be stale: the CAS from the exact word
+    // fails if the claimer published (or anyone else repaired) meanwhile.
+    if (quarantine) FABRIC_PAUSE_POINT("mq.slot.before_quarantine");
+    else FABRIC_PAUSE_POINT("mq.slot.before_skip");
     // Release: pairs with readers' acquire of the state word (nothing else to publish; the
     // claimer's bytes are never read behind a skip record).
     if (!s->state.compare_exchange_strong(word, next, std::memory_order_acq_rel, std::memory_order_relaxed))
@@ -553,6 +565,7 @@ Status TopicManager::create(std::string_view name, const TopicConfig& config) {
         h->capacity = config.partition_capacity;
         h->stride = config.partition_stride;
         h->created_wall_ns = wall_now_ns();
+        h->layout_fingerprint = kTopicLayoutFingerprint;
         return {};
     };
     auto root = pool.create_region(rs);
@@ -760,6 +773,7 @@ uint64_t reap_partition(const Pool& pool, const RegionInfo& info, uint64_t now_n
             continue;
         }
         // A dead owner writes nothing more: release a quarantine as a plain skip.
+        FABRIC_PAUSE_POINT("mq.reap.before_skip");
         uint64_t expect = w;
         const uint64_t next = make_slot_word(kSlotSkipped, slot_lap(w), slot_owner(w));
         if (s->state.compare_exchange_strong(expect, next, std::memory_order_acq_rel, std::memory_order_relaxed)) {
@@ -827,13 +841,50 @@ void check_partition(const Pool& pool, const RegionInfo& info, std::vector<std::
     }
 }
 
+/// Waiter entries whose owner is certainly dead (killed while parked): clear their bits on every
+/// partition, free them. Until then each send to such a partition costs its producer a futex
+/// wake that wakes nobody (producers also repair it themselves, at most every 10 ms each).
+uint64_t reap_waiters(const Pool& pool, const RegionInfo& info, TopicHeader* hdr, uint64_t now_ns, bool dry_run,
+                      std::vector<std::string>& notes) {
+    auto* table = reinterpret_cast<WaiterSlot*>(pool.base() + info.offset + kWaitersOffset);
+    std::vector<uint32_t> dead;
+    for (uint32_t i = 0; i < kMaxWaiters; ++i) {
+        const uint64_t w = table[i].word.load(std::memory_order_acquire);  // pairs with claim/release CASes
+        const uint64_t st = waiter_state(w);
+        if ((st == kWaiterLive || st == kWaiterReleasing) && owner_certainly_dead(pool, waiter_owner(w), now_ns))
+            dead.push_back(i);
+    }
+    if (dead.empty()) return 0;
+    for (uint32_t i : dead)
+        notes.push_back("topic '" + info.name + "': waiter entry " + std::to_string(i) + " of dead owner " +
+                        std::to_string(waiter_owner(table[i].word.load(std::memory_order_relaxed))) +
+                        " -> bits cleared, free");
+    if (dry_run || pool.self() == 0) return dead.size();
+    // The partitions, through handles (validated like open_topic does, and attached so that
+    // none is reclaimed under us); one that cannot be opened has no bits worth clearing.
+    const uint32_t np = std::min<uint32_t>(hdr->num_partitions, kMaxPartitions);
+    std::vector<Region> handles;
+    std::vector<PartitionHeader*> parts;
+    for (uint32_t i = 0; i < np; ++i) {
+        auto r = pool.open_region(RegionRef::unpack(hdr->partition_refs[i]));
+        if (!r || r->length() < kSlotsOffset) continue;
+        auto* ph = reinterpret_cast<PartitionHeader*>(r->data());
+        if (ph->magic != kPartitionMagic) continue;
+        parts.push_back(ph);
+        handles.push_back(std::move(r.value()));
+    }
+    uint64_t n = 0;
+    for (uint32_t i : dead) n += repair_waiter(pool, table, i, parts, pool.self(), now_ns) ? 1 : 0;
+    return n;
+}
+
 uint64_t reap_topic(const Pool& pool, const RegionInfo& info, uint64_t now_ns, bool dry_run,
                     std::vector<std::string>& notes) {
     if (!pool.in_bounds(info.offset, info.length) || info.length < kTopicRegionBytes) return 0;
     auto* hdr = reinterpret_cast<TopicHeader*>(pool.base() + info.offset);
-    if (hdr->magic != kTopicMagic) return 0;
+    if (hdr->magic != kTopicMagic || hdr->layout_fingerprint != kTopicLayoutFingerprint) return 0;
     auto* groups = reinterpret_cast<GroupSlot*>(pool.base() + info.offset + kGroupsOffset);
-    uint64_t n = 0;
+    uint64_t n = reap_waiters(pool, info, hdr, now_ns, dry_run, notes);
     for (uint32_t i = 0; i < kMaxGroups; ++i) {
         GroupSlot& g = groups[i];
         uint64_t w = g.word.load(std::memory_order_acquire);  // pairs with LIVE/FREE release stores
@@ -878,6 +929,11 @@ void check_topic_region(const Pool& pool, const RegionInfo& info, std::vector<st
     }
     if (hdr->num_partitions == 0 || hdr->num_partitions > kMaxPartitions)
         violations.push_back(who + ": num_partitions " + std::to_string(hdr->num_partitions));
+    if (hdr->layout_fingerprint != kTopicLayoutFingerprint) {
+        violations.push_back(who + ": layout fingerprint " + std::to_string(hdr->layout_fingerprint) +
+                             " is not this build's " + std::to_string(kTopicLayoutFingerprint));
+        return;
+    }
     auto* groups = reinterpret_cast<GroupSlot*>(pool.base() + info.offset + kGroupsOffset);
     for (uint32_t i = 0; i < kMaxGroups; ++i) {
         const uint64_t w = groups[i].word.load(std::memory_order_acquire);  // pairs with LIVE/FREE stores
@@ -886,6 +942,16 @@ void check_topic_region(const Pool& pool, const RegionInfo& info, std::vector<st
                                  std::to_string(group_state(w)));
         else if (group_state(w) == kGroupCreating)
             in_progress.push_back("in progress: " + who + " group slot " + std::to_string(i) + " being registered");
+    }
+    auto* waiters = reinterpret_cast<WaiterSlot*>(pool.base() + info.offset + kWaitersOffset);
+    for (uint32_t i = 0; i < kMaxWaiters; ++i) {
+        const uint64_t w = waiters[i].word.load(std::memory_order_acquire);  // pairs with claim/release CASes
+        if (waiter_state(w) > kWaiterReleasing)
+            violations.push_back(who + " waiter entry " + std::to_string(i) + ": state " +
+                                 std::to_string(waiter_state(w)));
+        else if (waiter_state(w) == kWaiterReleasing)
+            in_progress.push_back("in progress: " + who + " waiter entry " + std::to_string(i) + " being released by " +
+                                  std::to_string(waiter_owner(w)));
     }
 }
 

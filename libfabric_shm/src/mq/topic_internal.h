@@ -35,8 +35,10 @@ struct TopicHandle {
     Region root;
     std::vector<Region> part_regions;
     TopicHeader* hdr = nullptr;
-    GroupSlot* groups = nullptr;  ///< kMaxGroups entries
+    GroupSlot* groups = nullptr;    ///< kMaxGroups entries
+    WaiterSlot* waiters = nullptr;  ///< kMaxWaiters entries
     std::vector<PartitionView> parts;
+    std::vector<PartitionHeader*> part_headers;  ///< parts[i].hdr, for the waiter bits
     uint64_t incarnation = 0;
     uint32_t num_partitions = 0;
     OnFullCode on_full = kOnFullBlock;

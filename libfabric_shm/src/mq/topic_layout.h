@@ -5,11 +5,13 @@
 // process reads pinned below. See docs/topics.md for the state machines.
 //
 // Root region (one per topic, name = topic name):
-//   0        TopicHeader         4 KiB   config, incarnation, partition refs, futex words
+//   0        TopicHeader         4 KiB   config, incarnation, layout fingerprint, partition refs,
+//                                        the blocked-producer futex word, the group lock
 //   4096     GroupSlot[16]       16 x 6400 B
+//   106496   WaiterSlot[64]      64 x 64 B: parked consumers / Waiters, one futex word each
 //
 // Partition region (name = "<topic>.<n>", child of the root):
-//   0        PartitionHeader     1 KiB   immutable geometry, then tail / head lines
+//   0        PartitionHeader     1 KiB   immutable geometry, then tail / head / counters / waiter-bits lines
 //   1024     slots               capacity x stride bytes; slot i holds offsets o with o % capacity == i
 #pragma once
 
@@ -18,16 +20,21 @@
 #include <cstdint>
 
 #include "fabric_shm/registry.h"
+#include "layout/pool_layout.h"
 
 namespace fabric_shm::mq {
 
 constexpr uint64_t kTopicMagic = 0x43504f5442414600ULL;      ///< "\0FABTOPC"
 constexpr uint64_t kPartitionMagic = 0x5452415042414600ULL;  ///< "\0FABPART"
-constexpr uint32_t kTopicLayoutVersion = 2;  ///< 2: GroupSlot::era, GroupPartition dead-letter record
+/// 2: GroupSlot::era, GroupPartition dead-letter record.
+/// 3: per-partition waiter bits and the waiter table replaced the topic-wide data futex word;
+/// the envelope fields became (relaxed) atomics; TopicHeader carries kTopicLayoutFingerprint.
+constexpr uint32_t kTopicLayoutVersion = 3;
 
 constexpr uint32_t kMaxPartitions = 64;
 constexpr uint32_t kMaxGroups = 16;
 constexpr uint32_t kMaxMembers = 32;        ///< reserved for consumer groups (issue 5)
+constexpr uint32_t kMaxWaiters = 64;        ///< waiter table entries per topic: one bit each in PartitionHeader::waiters
 constexpr uint64_t kMaxCapacity = 1u << 20;  ///< slots per partition
 constexpr uint64_t kMinStride = 64;
 constexpr uint64_t kMaxStride = 1u << 20;
@@ -67,16 +74,23 @@ constexpr int64_t lap_diff(uint64_t a, uint64_t b) {
 
 /// Envelope at the start of every slot; key, headers and value bytes follow it.
 /// Headers are encoded as repeated [u16 name_len][u16 value_len][name][value].
+/// The envelope fields are seqlock data: the claimer stores them (relaxed) after the claim CAS
+/// and a release fence, readers load them (relaxed) between two loads of `state` with an
+/// acquire fence before the second (docs/topics.md, "Send" / "Poll"). Atomic, so that the
+/// overlap of a stale reader with the next lap's writer is defined behaviour (and TSan-clean);
+/// relaxed accesses compile to plain moves.
 struct SlotHeader {
-    std::atomic<uint64_t> state;  ///< slot state word above; producers CAS, consumers/reaper CAS claimed->skip
-    uint64_t offset;              ///< producer (while CLAIMED): the message's 64-bit offset
-    uint64_t timestamp_ns;        ///< producer: wall-clock ns at send
-    uint32_t value_len;           ///< producer: bytes
-    uint16_t key_len;             ///< producer: bytes (0 = no key)
-    uint16_t headers_len;         ///< producer: encoded header bytes
+    std::atomic<uint64_t> state;         ///< slot state word above; producers CAS, consumers/reaper CAS claimed->skip
+    std::atomic<uint64_t> offset;        ///< producer (while CLAIMED): the message's 64-bit offset
+    std::atomic<uint64_t> timestamp_ns;  ///< producer: wall-clock ns at send
+    std::atomic<uint32_t> value_len;     ///< producer: bytes
+    std::atomic<uint16_t> key_len;       ///< producer: bytes (0 = no key)
+    std::atomic<uint16_t> headers_len;   ///< producer: encoded header bytes
 };
 static_assert(sizeof(SlotHeader) == 32);
 static_assert(offsetof(SlotHeader, state) == 0 && offsetof(SlotHeader, offset) == 8);
+static_assert(offsetof(SlotHeader, value_len) == 24 && offsetof(SlotHeader, headers_len) == 30);
+static_assert(std::atomic<uint16_t>::is_always_lock_free, "envelope atomics must be lock-free in every process");
 constexpr uint64_t kEnvelopeBytes = sizeof(SlotHeader);
 
 // ---- Partition header -----------------------------------------------------------------
@@ -101,12 +115,23 @@ struct alignas(128) PartitionHeader {  // 128, not kLine: its members are aligna
     uint64_t pad_head[15];
     alignas(128) std::atomic<uint64_t> skipped_claims;  ///< consumers/producers/reaper: claims turned into skips (fetch_add)
     std::atomic<uint64_t> quarantined;        ///< same: of which timed out with a maybe-alive owner
-    uint64_t reserved1[46];
+    uint64_t reserved1[14];
+    /// Waiters: bit e is set while entry e of the topic's waiter table waits on this partition
+    /// (the waiter's fetch_or before it parks, fetch_and after; a repairer's fetch_and for a
+    /// dead waiter). Producers load it (seq_cst) after every publish and wake only the entries
+    /// it names: no bit, no syscall.
+    alignas(128) std::atomic<uint64_t> waiters;
+    uint64_t pad_waiters[15];
+    uint64_t reserved2[16];
 };
 static_assert(sizeof(PartitionHeader) == 768);
 static_assert(offsetof(PartitionHeader, tail) == 128, "tail on its own 128-byte line");
 static_assert(offsetof(PartitionHeader, head) - offsetof(PartitionHeader, tail) == 128, "no false sharing");
 static_assert(offsetof(PartitionHeader, skipped_claims) == 384);
+static_assert(offsetof(PartitionHeader, waiters) == 512,
+              "waiter bits on their own 128-byte line: producers read them on every send, so a waiter's "
+              "fetch_or must not bounce the tail line producers write, and tail writes must not evict them");
+static_assert(kMaxWaiters == 64, "PartitionHeader::waiters has one bit per waiter entry");
 constexpr uint64_t kSlotsOffset = 1024;
 
 // ---- Groups ---------------------------------------------------------------------------
@@ -185,11 +210,10 @@ struct alignas(4096) TopicHeader {
     uint64_t capacity;                   ///< creator: slots per partition
     uint64_t stride;                     ///< creator: bytes per slot
     uint64_t created_wall_ns;            ///< creator
-    uint64_t reserved0[9];
+    uint64_t layout_fingerprint;         ///< creator: kTopicLayoutFingerprint (another build's shapes: version_mismatch)
+    uint64_t reserved0[8];
     uint64_t partition_refs[kMaxPartitions];  ///< creator, before publish: packed RegionRef of each partition
-    alignas(128) std::atomic<uint32_t> data_seq;      ///< producers bump (+FUTEX_WAKE) after a publish when data_waiters != 0
-    std::atomic<uint32_t> data_waiters;               ///< consumers: ++ before parking, -- after
-    uint32_t pad_data[30];
+    uint64_t reserved_wake[16];  ///< layout 1's topic-wide data futex line (now per partition and per waiter)
     alignas(128) std::atomic<uint32_t> space_seq;     ///< committers/deregistration bump (+wake) when space_waiters != 0
     std::atomic<uint32_t> space_waiters;              ///< blocked producers: ++ before parking, -- after
     uint32_t pad_space[30];
@@ -197,14 +221,66 @@ struct alignas(4096) TopicHeader {
     uint64_t reserved1[15];
 };
 static_assert(offsetof(TopicHeader, partition_refs) == 128);
-static_assert(offsetof(TopicHeader, data_seq) == 128 + 8 * kMaxPartitions);
-static_assert(offsetof(TopicHeader, space_seq) - offsetof(TopicHeader, data_seq) == 128);
+static_assert(offsetof(TopicHeader, space_seq) == 128 + 8 * kMaxPartitions + 128,
+              "space_seq on its own 128-byte line (committers and blocked producers only)");
 static_assert(sizeof(TopicHeader) == 4096);
+
+// ---- Waiter table ---------------------------------------------------------------------
+// WaiterSlot::word = state(2) << 62 | generation(30) << 32 | owner token(32)
+//   FREE(g)          unused
+//   LIVE(g, o)       a thread of o waits (or is about to) on the partitions whose `waiters`
+//                    word carries this entry's bit; producers bump wake_seq and FUTEX_WAKE it
+//   RELEASING(g, r)  r clears this entry's bit on every partition it may have set, then stores
+//                    FREE(g + 1): r is the waiter itself, or a repairer that took the entry over
+//                    from a certainly-dead waiter (CAS LIVE(g, dead) -> RELEASING(g, me)), or one
+//                    that took it over from a certainly-dead repairer.
+// Every transition is a CAS from the exact word, so a waiter that resumes after a repairer took
+// its entry sees its own CAS fail and touches no bit.
+enum WaiterState : uint64_t { kWaiterFree = 0, kWaiterLive = 1, kWaiterReleasing = 2 };
+constexpr uint32_t kWaiterGenBits = 30;
+constexpr uint64_t make_waiter_word(uint64_t state, uint32_t gen, OwnerToken owner) {
+    return (state << 62) | (uint64_t(gen & ((1u << kWaiterGenBits) - 1)) << 32) | owner;
+}
+constexpr uint64_t waiter_state(uint64_t w) { return w >> 62; }
+constexpr uint32_t waiter_gen(uint64_t w) { return uint32_t(w >> 32) & ((1u << kWaiterGenBits) - 1); }
+constexpr OwnerToken waiter_owner(uint64_t w) { return OwnerToken(w); }
+
+struct alignas(kLine) WaiterSlot {
+    std::atomic<uint64_t> word;      ///< state word above: CAS by the waiter and by repairers
+    std::atomic<uint32_t> wake_seq;  ///< the waiter's futex word: producers fetch_add (release) + FUTEX_WAKE
+                                     ///< after publishing to a partition that carries this entry's bit
+    uint32_t pad0;
+    uint64_t reserved[6];
+};
+static_assert(sizeof(WaiterSlot) == 64,
+              "one line per waiter: a producer waking one waiter never bounces another waiter's line");
+static_assert(offsetof(WaiterSlot, wake_seq) == 8);
+
 constexpr uint64_t kGroupsOffset = sizeof(TopicHeader);
-constexpr uint64_t kTopicRegionBytes = kGroupsOffset + uint64_t(kMaxGroups) * sizeof(GroupSlot);
+constexpr uint64_t kWaitersOffset = kGroupsOffset + uint64_t(kMaxGroups) * sizeof(GroupSlot);
+static_assert(kWaitersOffset % kLine == 0);
+constexpr uint64_t kTopicRegionBytes = kWaitersOffset + uint64_t(kMaxWaiters) * sizeof(WaiterSlot);
 
 static_assert(std::atomic<uint64_t>::is_always_lock_free && std::atomic<uint32_t>::is_always_lock_free,
               "shm atomics must be lock-free in every process");
+
+/// Changes whenever a topic structure changes size or shape; written into every TopicHeader and
+/// checked by open_topic, so two builds with the same kTopicLayoutVersion but different shapes
+/// refuse each other's topics (version_mismatch) instead of misreading them.
+constexpr uint64_t kTopicLayoutFingerprint = [] {
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (uint64_t v :
+         {uint64_t(kTopicLayoutVersion), uint64_t(sizeof(TopicHeader)), uint64_t(sizeof(PartitionHeader)),
+          uint64_t(sizeof(SlotHeader)), uint64_t(sizeof(GroupSlot)), uint64_t(sizeof(GroupPartition)),
+          uint64_t(sizeof(GroupMember)), uint64_t(sizeof(WaiterSlot)), uint64_t(kMaxPartitions), uint64_t(kMaxGroups),
+          uint64_t(kMaxMembers), uint64_t(kMaxWaiters), uint64_t(kSlotsOffset), uint64_t(kGroupsOffset),
+          uint64_t(kWaitersOffset), uint64_t(offsetof(TopicHeader, space_seq)),
+          uint64_t(offsetof(TopicHeader, groups_lock)), uint64_t(offsetof(PartitionHeader, tail)),
+          uint64_t(offsetof(PartitionHeader, head)), uint64_t(offsetof(PartitionHeader, waiters)),
+          uint64_t(offsetof(GroupSlot, members)), uint64_t(offsetof(GroupSlot, parts)), uint64_t(kLapBits)})
+        h = layout::fnv1a_mix(h, v);
+    return h;
+}();
 
 inline uint64_t partition_region_bytes(uint64_t capacity, uint64_t stride) {
     return kSlotsOffset + capacity * stride;
