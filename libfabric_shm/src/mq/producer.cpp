@@ -13,6 +13,7 @@
 #include "fabric_shm/topic.h"
 #include "futex.h"
 #include "mq/topic_internal.h"
+#include "cpu_relax.h"
 #include "seqlock_copy.h"
 
 namespace fabric_shm {
@@ -21,11 +22,7 @@ using namespace mq;
 
 namespace {
 
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
+using detail::cpu_relax;
 
 /// A producer waits this long for a previous-lap claim (overwrite mode) before quarantining it.
 constexpr uint64_t kProducerClaimTimeoutNs = 2 * kNsPerSec;
