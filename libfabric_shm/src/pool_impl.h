@@ -7,6 +7,7 @@
 #include <string>
 
 #include "fabric_shm/pool.h"
+#include "layout/fingerprint.h"
 #include "layout/pool_layout.h"
 
 namespace fabric_shm {

@@ -29,6 +29,7 @@
 #include "fabric_shm/counters.h"
 #include "fabric_shm/pool.h"
 #include "fault_guard.h"
+#include "layout/fingerprint.h"
 #include "layout/pool_layout.h"
 #include "tool_support.h"
 

@@ -2,7 +2,7 @@
 // The pool segment's fixed structures, as every process sees them. Plain data only: no
 // behaviour, no pointers (offsets from the segment start), every atomic lock-free and at
 // most 8 bytes, every field another process reads pinned by a static_assert below.
-// Any change here changes kLayoutFingerprint; incompatible changes bump kLayoutMajor.
+// Any change here changes kLayoutFingerprint (layout/fingerprint.h); incompatible changes bump kLayoutMajor.
 //
 // Segment map (offsets from the start of /dev/shm/fabric-shm.<pool>):
 //   0                      PoolHeader          4 KiB
@@ -18,7 +18,7 @@
 namespace fabric_shm::layout {
 
 constexpr uint64_t kPoolMagic = 0x4853434952424146ULL;  ///< "FABRICSH" in little-endian bytes
-constexpr uint16_t kLayoutMajor = 1;  ///< differs: refuse (VersionMismatch)
+constexpr uint16_t kLayoutMajor = 2;  ///< differs: refuse (VersionMismatch). 2: registry word namespace bit, store slot generations and fenced stripe locks
 constexpr uint16_t kLayoutMinor = 1;  ///< higher minor: compatible additions (1: metrics region kind, layout/metrics_layout.h)
 constexpr uint64_t kPageSize = 4096;
 constexpr uint64_t kCacheLine = 64;
@@ -88,7 +88,7 @@ static_assert(slot_word_state(make_slot_word(kSlotRetiring, kSlotGenMask, ~0u, t
               "the namespace bit never leaks into the state");
 
 struct alignas(kCacheLine) ProcessSlot {
-    std::atomic<uint64_t> word;          ///< CAS only: claimant FREE->CLAIMING->LIVE, owner/reaper ->RETIRING->FREE(gen+1)
+    std::atomic<uint64_t> word;          ///< CAS only: claimant FREE->CLAIMING->LIVE, reaper LIVE->FENCED, owner/reaper ->RETIRING->FREE(gen+1)
     // Per-occupant fields: written by the claimant while CLAIMING (before its release CAS to
     // LIVE), zeroed by the retirer while RETIRING (before its release CAS to FREE), so a
     // CLAIMING slot never shows a previous occupant's values.
@@ -152,7 +152,7 @@ struct alignas(kPageSize) PoolHeader {
     uint16_t version_major;
     uint16_t version_minor;
     uint32_t header_size;              ///< sizeof(PoolHeader)
-    uint64_t fingerprint;              ///< kLayoutFingerprint of the creator's build
+    uint64_t fingerprint;              ///< kLayoutFingerprint (layout/fingerprint.h) of the creator's build
     uint64_t pool_size;                ///< bytes; must equal the file size
     uint64_t registry_offset;
     uint32_t registry_slots;
@@ -209,14 +209,16 @@ constexpr uint64_t fnv1a_mix(uint64_t h, uint64_t v) {
     }
     return h;
 }
-/// Changes whenever a structure above changes size or shape (LMDB's lock-format idea).
-constexpr uint64_t kLayoutFingerprint = [] {
+/// The pool structures' part of kLayoutFingerprint (layout/fingerprint.h adds the region
+/// layouts: store, metrics). Changes whenever a structure above changes size or shape
+/// (LMDB's lock-format idea).
+constexpr uint64_t kPoolLayoutFingerprint = [] {
     uint64_t h = 0xcbf29ce484222325ULL;
     for (uint64_t v : {uint64_t(kLayoutMajor), uint64_t(sizeof(PoolHeader)), uint64_t(sizeof(ProcessSlot)),
                        uint64_t(sizeof(RegionEntry)), uint64_t(sizeof(LeaseHeader)), uint64_t(kRegistrySlots),
                        uint64_t(kDirectoryEntries), uint64_t(kCounterCells), uint64_t(kCacheLine),
                        uint64_t(offsetof(PoolHeader, lifecycle)), uint64_t(offsetof(RegionEntry, lease)),
-                       uint64_t(offsetof(ProcessSlot, counters)), uint64_t(sizeof(void*))})
+                       uint64_t(offsetof(ProcessSlot, counters)), uint64_t(sizeof(void*)), kSlotCreatorNsBit})
         h = fnv1a_mix(h, v);
     return h;
 }();
