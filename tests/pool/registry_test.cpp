@@ -276,7 +276,8 @@ TEST_CASE("registry: a claimant whose slot was taken while it was stopped publis
     int fds[2];
     const pid_t kid = paused_registrant(cleanup.name(), "registry.register.before_publish", fds);
     REQUIRE(test::wait_stopped(kid));
-    const ProcessInfo* claimant = find_pid(pool->registry().list(mono_now_ns()), kid);
+    const auto listed = pool->registry().list(mono_now_ns());
+    const ProcessInfo* claimant = find_pid(listed, kid);
     REQUIRE(claimant);
     layout::ProcessSlot& slot = slot_of(*pool, claimant->token);
     // Forge what a wrong "certainly dead" verdict leads to: the slot retired and re-claimed by
