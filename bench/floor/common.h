@@ -54,7 +54,15 @@ inline uint64_t cpu_ns_self() noexcept {
            (uint64_t(ru.ru_utime.tv_usec) + uint64_t(ru.ru_stime.tv_usec)) * 1000ull;
 }
 
-inline void cpu_relax() noexcept { __builtin_ia32_pause(); }
+/// One spin-wait step: PAUSE on x86, YIELD on AArch64, nothing elsewhere (the library's
+/// equivalent is libfabric_shm/src/cpu_relax.h; this file stays free of project headers).
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield" ::: "memory");
+#endif
+}
 
 /// Spin-wait step: PAUSE for the first kSpins iterations of one wait, then sched_yield() on
 /// every further iteration. On an idle machine a hand-off (~0.1 µs) completes long before

@@ -115,11 +115,18 @@ inline void sleep_ns(uint64_t ns) {
 /// Busy-wait step for the harness's own waits: PAUSE for the first 256 calls, then
 /// sched_yield (with more runnable processes than CPUs the partner gets the CPU).
 struct SpinBackoff {
+    static void cpu_relax() noexcept {  // PAUSE on x86, YIELD on AArch64, nothing elsewhere
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#elif defined(__aarch64__)
+        asm volatile("yield" ::: "memory");
+#endif
+    }
     uint32_t n = 0;
     void pause() noexcept {
         if (n < 256) {
             ++n;
-            __builtin_ia32_pause();
+            cpu_relax();
         } else {
             sched_yield();
         }

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 #include "owner_lock.h"
+#include "cpu_relax.h"
 
 #include <sched.h>
 #include <time.h>
@@ -43,7 +44,7 @@ Result<LockAcquired> owner_lock_acquire(std::atomic<uint64_t>& word, const Pool&
         if (held == mine) return make_error(Errc::busy, std::string(what) + ": already held by this thread");
         const OwnerToken holder = OwnerToken(held);  // low 32 bits: the holder's registration
         if (spin < 64) {
-            __builtin_ia32_pause();
+            cpu_relax();
             continue;
         }
         const uint64_t now = mono_now_ns();

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "fabric_shm/pool.h"
+#include "layout/fingerprint.h"
 #include "layout/pool_layout.h"
 
 namespace fabric_shm {
@@ -40,8 +41,22 @@ namespace detail {
 Result<OwnerToken> registry_register(Pool::Impl& impl, uint64_t heartbeat_timeout_ns, uint64_t now_ns);
 /// Frees this process's own slot (on Pool destruction).
 void registry_unregister(Pool::Impl& impl) noexcept;
-/// Whether the slot `slot` (in any state) belongs to a process that is certainly dead.
+/// Whether the slot `slot` (word `word`, acquired by the caller, in any state) belongs to a
+/// process that is certainly dead. LIVE: pid gone, reused or zombie, or heartbeat past its
+/// declared timeout. CLAIMING: the claimant's pid gone or zombie, nothing else (its fields may
+/// still be unwritten); probed only when the claimant is known to share our pid namespace,
+/// which `header` (the pool creator's namespace) helps to tell. A paused process is never
+/// certainly dead by pid.
+Liveness slot_liveness(const layout::PoolHeader* header, const layout::ProcessSlot& slot, uint64_t word,
+                       uint64_t now_ns, std::string* reason);
+/// The same without the pool header: a claimant that has not yet recorded its pid namespace
+/// counts as maybe alive.
 Liveness slot_liveness(const layout::ProcessSlot& slot, uint64_t word, uint64_t now_ns, std::string* reason);
+/// Whether the process of the slot may still run (whatever its heartbeat): certainly dead only
+/// by pid (gone, reused, zombie) or when the registration was retired. What a stopped process
+/// can still touch with plain memory accesses (store loans, pinned views) is judged by this.
+Liveness slot_process_liveness(const layout::PoolHeader* header, const layout::ProcessSlot& slot, uint64_t word,
+                               uint64_t now_ns, std::string* reason);
 std::string load_fixed_string(const std::atomic<uint64_t>* words, size_t n_words);
 void store_fixed_string(std::atomic<uint64_t>* words, size_t n_words, std::string_view s);
 }  // namespace detail

@@ -2,11 +2,22 @@
 // Process registry: slot claim/free protocol and the "certainly dead" test.
 //
 // Slot word protocol (one CAS per transition, see layout/pool_layout.h):
-//   FREE(g) --claimant CAS--> CLAIMING(g', pid) --owner release store--> LIVE(g', pid)
-//   LIVE/CLAIMING --owner (unregister) or reaper (certainly dead) CAS--> RETIRING(g', pid)
-//   RETIRING --same process, after folding counters--> FREE(g'+1)
+//   FREE(g) --claimant CAS--> CLAIMING(g', pid) --claimant CAS (release)--> LIVE(g', pid)
+//   LIVE/CLAIMING --owner (unregister) or reaper (certainly dead) CAS--> RETIRING(g', retirer pid)
+//   LIVE (heartbeat past its timeout, pid still running) --reaper CAS--> FENCED(g', pid)
+//   FENCED --reaper, once the pid is gone--> RETIRING(g', reaper pid)
+//   RETIRING --the retirer, after folding counters and clearing the fields--> FREE(g'+1)
+//   RETIRING(dead retirer) --anyone CAS--> RETIRING(g', my pid), then finish
 // A token (g', slot) stays valid exactly while the word carries g' and is not FREE/RETIRING;
 // every ownership record elsewhere compares against it, so a freed registration reads as dead.
+//
+// Dead or paused? A CLAIMING slot's fields may not be written yet, so it is judged by the
+// pid in its word alone (gone or zombie), never by its fields' heartbeat; a RETIRING slot is
+// judged by its retirer's pid. A paused process keeps its pid, so pid checks never declare it
+// dead; only a heartbeat timeout the process itself declared can, and only once it is LIVE.
+// Even then its slot is only FENCED (token dead, slot kept) until its pid exits: liveness()
+// answers "may others take over what it owns by CAS", process_liveness() "may it still run
+// and touch memory it was lent".
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -25,8 +36,6 @@ namespace fabric_shm {
 using namespace layout;
 
 namespace {
-constexpr uint64_t kSlotRetiring = 3;
-
 uint32_t next_gen(uint32_t gen) {
     gen = (gen + 1) & kSlotGenMask;
     return gen == 0 ? 1 : gen;
@@ -118,48 +127,178 @@ void store_fixed_string(std::atomic<uint64_t>* words, size_t n_words, std::strin
     }
 }
 
-Liveness slot_liveness(const ProcessSlot& slot, uint64_t word, uint64_t now_ns, std::string* reason) {
-    auto dead = [&](std::string why) {
-        if (reason) *reason = std::move(why);
+namespace {
+/// Whether this process may probe the pid named in `word` (it lives in our pid namespace).
+/// `pidns_field`: the occupant's own record, 0 when not (yet) written. `header` may be null
+/// (then only that field can tell).
+bool pid_in_our_namespace(const PoolHeader* header, uint64_t word, uint64_t pidns_field) {
+    if (pidns_field != 0) return pidns_field == self_pidns();
+    return header != nullptr && slot_word_creator_ns(word) && header->creator_pidns == self_pidns();
+}
+
+/// The pid probe shared by every state: gone, zombie, or (when a start time is recorded)
+/// reused. A paused process passes all three.
+bool pid_certainly_dead(uint32_t pid, uint64_t recorded_start, std::string* why) {
+    const PidProbe probe = probe_pid(pid);
+    if (!probe.exists) {
+        if (why) *why = "pid " + std::to_string(pid) + " gone";
+        return true;
+    }
+    if (probe.zombie) {
+        if (why) *why = "pid " + std::to_string(pid) + " is a zombie";
+        return true;
+    }
+    if (recorded_start != 0 && probe.start_time != 0 && probe.start_time != recorded_start) {
+        if (why)
+            *why = "pid " + std::to_string(pid) + " reused (start time " + std::to_string(probe.start_time) +
+                   ", registered " + std::to_string(recorded_start) + ")";
+        return true;
+    }
+    return false;
+}
+
+const PoolHeader* header_of(const Pool& pool) { return &pool.header(); }
+}  // namespace
+
+Liveness slot_liveness(const PoolHeader* header, const ProcessSlot& slot, uint64_t word, uint64_t now_ns,
+                       std::string* reason) {
+    std::string why;
+    auto dead = [&](std::string w) {
+        if (reason) *reason = std::move(w);
         return Liveness::certainly_dead;
+    };
+    auto alive = [&] {
+        if (reason) reason->clear();
+        return Liveness::maybe_alive;
     };
     const uint64_t state = slot_word_state(word);
     if (state == kSlotFree || state == kSlotRetiring) return dead("registration ended");
+    if (state == kSlotFenced) return dead("fenced: its heartbeat timed out (pid " + std::to_string(slot_word_pid(word)) + ")");
+    if (state != kSlotClaiming && state != kSlotLive) return dead("registry slot in unknown state " + std::to_string(state));
     const uint32_t pid = slot_word_pid(word);
+    // Relaxed field loads: the caller acquired `word`. For LIVE that pairs with the owner's
+    // release CAS to LIVE (fields complete); for CLAIMING with the retirer's release CAS to
+    // FREE that the claim CAS continued (fields zero, or the claimant's own).
     const uint64_t pidns = slot.pidns.load(std::memory_order_relaxed);
     const uint64_t recorded_start = slot.start_time.load(std::memory_order_relaxed);
-    const bool same_ns = pidns == 0 || pidns == self_pidns();
-    if (same_ns) {
-        const PidProbe probe = probe_pid(pid);
-        if (!probe.exists) return dead("pid " + std::to_string(pid) + " gone");
-        if (probe.zombie) return dead("pid " + std::to_string(pid) + " is a zombie");
-        if (recorded_start != 0 && probe.start_time != 0 && probe.start_time != recorded_start)
-            return dead("pid " + std::to_string(pid) + " reused (start time " + std::to_string(probe.start_time) +
-                        ", registered " + std::to_string(recorded_start) + ")");
+    if (state == kSlotClaiming) {
+        // Between its claim and its publication a claimant is judged by its pid alone: the
+        // heartbeat and timeout may not be written yet, and a paused claimant keeps its pid.
+        // A non-zero start time can only be the claimant's own (the retirer zeroed it).
+        if (!pid_in_our_namespace(header, word, pidns)) return alive();
+        if (pid_certainly_dead(pid, recorded_start, &why)) return dead("claimant " + why);
+        return alive();
     }
+    const bool same_ns = pidns == 0 || pidns == self_pidns();
+    if (same_ns && pid_certainly_dead(pid, recorded_start, &why)) return dead(why);
     const uint64_t timeout = slot.timeout_ns.load(std::memory_order_relaxed);
     const uint64_t heartbeat = slot.heartbeat_ns.load(std::memory_order_relaxed);
     if (timeout != 0 && now_ns > heartbeat && now_ns - heartbeat > timeout)
         return dead("heartbeat " + format_duration_ns(now_ns - heartbeat) + " old (timeout " +
                     format_duration_ns(timeout) + ")");
+    return alive();
+}
+
+Liveness slot_liveness(const ProcessSlot& slot, uint64_t word, uint64_t now_ns, std::string* reason) {
+    return slot_liveness(nullptr, slot, word, now_ns, reason);
+}
+
+Liveness slot_process_liveness(const PoolHeader* header, const ProcessSlot& slot, uint64_t word, uint64_t now_ns,
+                               std::string* reason) {
+    const uint64_t state = slot_word_state(word);
+    if (state != kSlotClaiming && state != kSlotLive && state != kSlotFenced) {
+        if (reason) *reason = "registration ended";
+        return Liveness::certainly_dead;
+    }
+    const uint64_t pidns = slot.pidns.load(std::memory_order_relaxed);
+    if (!pid_in_our_namespace(header, word, pidns)) {
+        // Across pid namespaces a heartbeat is all anyone can see (a FENCED slot there is
+        // only a moment: the reaper retires it at once).
+        return state == kSlotFenced ? Liveness::certainly_dead : slot_liveness(header, slot, word, now_ns, reason);
+    }
+    std::string why;
+    if (pid_certainly_dead(slot_word_pid(word), slot.start_time.load(std::memory_order_relaxed), &why)) {
+        if (reason) *reason = std::move(why);
+        return Liveness::certainly_dead;
+    }
     if (reason) reason->clear();
     return Liveness::maybe_alive;
 }
 
 namespace {
-/// Moves a RETIRING slot to FREE(g+1), folding its counter shard into the pool totals.
-/// exchange(0) makes each cell fold exactly once even if two reapers finish the same slot;
-/// attach bits are left alone (a dead registration's bits are ignored, and the next
-/// claimant zeroes them), so a late finisher can never clear a new owner's bits.
+/// True when the retirer named in a RETIRING word is certainly dead (so its work may be
+/// finished by someone else). Judged by its pid only: a paused retirer is waited for.
+bool retirer_certainly_dead(const PoolHeader& header, uint64_t retiring_word) {
+    if (!pid_in_our_namespace(&header, retiring_word, 0)) return false;
+    return pid_certainly_dead(slot_word_pid(retiring_word), 0, nullptr);
+}
+
+/// Moves a RETIRING slot that this process owns (its pid is in the word) to FREE(g+1):
+/// folds the counter shard into the pool totals (exchange(0): each cell folds exactly once),
+/// drops the attach bits and zeroes the per-occupant fields, so the next claimant starts
+/// from a slot that names nobody. Only the retirer writes here: another process finishes a
+/// retirement only after taking the RETIRING word over from a certainly-dead retirer.
 void retire_slot(PoolHeader& header, ProcessSlot& slot, uint64_t retiring_word) {
     for (uint32_t i = 0; i < kCounterCells; ++i) {
         const uint64_t v = slot.counters[i].exchange(0, std::memory_order_relaxed);
         if (v) header.retired_counters[i].fetch_add(v, std::memory_order_relaxed);
     }
-    // Release: the zeroed shard is visible before a new claimant can win the FREE word.
+    for (auto& a : slot.attached) a.store(0, std::memory_order_relaxed);
+    slot.start_time.store(0, std::memory_order_relaxed);
+    slot.pidns.store(0, std::memory_order_relaxed);
+    slot.heartbeat_ns.store(0, std::memory_order_relaxed);
+    slot.timeout_ns.store(0, std::memory_order_relaxed);
+    slot.registered_ns.store(0, std::memory_order_relaxed);
+    store_fixed_string(slot.comm, 2, "");
+    FABRIC_PAUSE_POINT("registry.retire.before_free");
+    // Release: the zeroed shard and fields are visible before a new claimant can win the
+    // FREE word (pairs with the claim CAS's acquire and with slot_liveness's callers).
     uint64_t expected = retiring_word;
     slot.word.compare_exchange_strong(expected, make_slot_word(kSlotFree, next_gen(slot_word_gen(retiring_word)), 0),
                                       std::memory_order_release, std::memory_order_relaxed);
+}
+
+/// Takes slot `slot` (word `w`, certainly dead, or RETIRING with a dead retirer) into
+/// RETIRING(me) by CAS and retires it. False when the word moved on meanwhile.
+bool take_and_retire(PoolHeader& header, ProcessSlot& slot, uint64_t w, const char* point) {
+    const bool creator_ns = header.creator_pidns == self_pidns();
+    const uint64_t retiring = make_slot_word(kSlotRetiring, slot_word_gen(w), uint32_t(getpid()), creator_ns);
+    // acq_rel: acquire orders our reads of the shard after the occupant's last writes we can
+    // see; release publishes the takeover to a competing finisher.
+    if (!slot.word.compare_exchange_strong(w, retiring, std::memory_order_acq_rel, std::memory_order_relaxed))
+        return false;
+    FABRIC_CRASH_POINT(point);
+    retire_slot(header, slot, retiring);
+    return true;
+}
+
+/// Frees `slot` when its occupant is certainly dead, or finishes the retirement of a
+/// retirer that is certainly dead. Returns true when this call freed it.
+bool reap_slot(PoolHeader& header, ProcessSlot& slot, uint64_t now_ns, const char* point) {
+    const uint64_t w = slot.word.load(std::memory_order_acquire);
+    const uint64_t state = slot_word_state(w);
+    if (state == kSlotFree) return false;
+    if (state == kSlotRetiring) {
+        // A retirer died between winning the slot and freeing it: take over and finish.
+        if (!retirer_certainly_dead(header, w)) return false;
+        return take_and_retire(header, slot, w, point);
+    }
+    if (state == kSlotFenced) {
+        // Retired once the fenced process is gone (its pid can no longer write anything).
+        if (slot_process_liveness(&header, slot, w, now_ns, nullptr) != Liveness::certainly_dead) return false;
+        return take_and_retire(header, slot, w, point);
+    }
+    if (slot_liveness(&header, slot, w, now_ns, nullptr) != Liveness::certainly_dead) return false;
+    FABRIC_PAUSE_POINT("registry.reap.judged");
+    if (state == kSlotLive && slot_process_liveness(&header, slot, w, now_ns, nullptr) != Liveness::certainly_dead) {
+        // Dead by its heartbeat only: the pid still runs (stopped or hung). End the
+        // registration (its token is dead from now on) but keep the slot until the pid exits.
+        uint64_t expect = w;
+        return slot.word.compare_exchange_strong(
+            expect, make_slot_word(kSlotFenced, slot_word_gen(w), slot_word_pid(w), slot_word_creator_ns(w)),
+            std::memory_order_acq_rel, std::memory_order_relaxed);
+    }
+    return take_and_retire(header, slot, w, point);
 }
 }  // namespace
 
@@ -167,6 +306,7 @@ Result<OwnerToken> registry_register(Pool::Impl& impl, uint64_t heartbeat_timeou
     const uint32_t pid = uint32_t(getpid());
     const uint64_t start = self_start_time();
     const uint64_t pidns = self_pidns();
+    const bool creator_ns = impl.header()->creator_pidns == pidns;
     char comm[17] = {0};
     if (FILE* f = std::fopen("/proc/self/comm", "re")) {
         if (std::fgets(comm, sizeof comm, f)) comm[std::strcspn(comm, "\n")] = '\0';
@@ -180,38 +320,37 @@ Result<OwnerToken> registry_register(Pool::Impl& impl, uint64_t heartbeat_timeou
             uint64_t w = slot.word.load(std::memory_order_acquire);
             if (slot_word_state(w) != kSlotFree) continue;
             const uint32_t gen = slot_word_gen(w) == 0 ? 1 : slot_word_gen(w);
-            // acq_rel: wins the slot; pairs with retire_slot's release (zeroed shard visible).
-            if (!slot.word.compare_exchange_strong(w, make_slot_word(kSlotClaiming, gen, pid), std::memory_order_acq_rel,
-                                                   std::memory_order_relaxed))
+            const uint64_t claiming = make_slot_word(kSlotClaiming, gen, pid, creator_ns);
+            // acq_rel: wins the slot; pairs with retire_slot's release (zeroed shard and fields visible).
+            if (!slot.word.compare_exchange_strong(w, claiming, std::memory_order_acq_rel, std::memory_order_relaxed))
                 continue;
             FABRIC_CRASH_POINT("registry.register.claimed");
+            // pidns first: from here on a judge in any namespace can tell whether it may probe us.
+            slot.pidns.store(pidns, std::memory_order_relaxed);
+            slot.start_time.store(start, std::memory_order_relaxed);
             for (auto& a : slot.attached) a.store(0, std::memory_order_relaxed);
             for (auto& c : slot.counters) c.store(0, std::memory_order_relaxed);
-            slot.start_time.store(start, std::memory_order_relaxed);
-            slot.pidns.store(pidns, std::memory_order_relaxed);
             slot.heartbeat_ns.store(now_ns, std::memory_order_relaxed);
             slot.timeout_ns.store(heartbeat_timeout_ns, std::memory_order_relaxed);
             slot.registered_ns.store(now_ns, std::memory_order_relaxed);
             store_fixed_string(slot.comm, 2, comm);
             FABRIC_CRASH_POINT("registry.register.before_publish");
-            // Release: the fields above are visible to whoever acquires LIVE (dump, liveness).
-            slot.word.store(make_slot_word(kSlotLive, gen, pid), std::memory_order_release);
+            // CAS, not a store: should our claim have been taken from us while we were
+            // stopped (a judge that wrongly found us dead), the new owner's word stays and we
+            // look for another slot. Release: the fields above are visible to whoever
+            // acquires LIVE (dump, liveness).
+            uint64_t expect = claiming;
+            if (!slot.word.compare_exchange_strong(expect, make_slot_word(kSlotLive, gen, pid, creator_ns),
+                                                   std::memory_order_release, std::memory_order_relaxed))
+                continue;
+            FABRIC_PAUSE_POINT("registry.register.published");
             impl.self_slot = i;
             impl.self_pid = pid;
             return make_token(i, gen);
         }
         if (pass == 0) {
             // Registry full: free dead processes' slots, then try once more.
-            for (uint32_t i = 0; i < kRegistrySlots; ++i) {
-                ProcessSlot& slot = slots[i];
-                uint64_t w = slot.word.load(std::memory_order_acquire);
-                if (slot_word_state(w) == kSlotFree) continue;
-                if (slot_liveness(slot, w, now_ns, nullptr) != Liveness::certainly_dead) continue;
-                const uint64_t retiring = make_slot_word(kSlotRetiring, slot_word_gen(w), slot_word_pid(w));
-                if (slot_word_state(w) == kSlotRetiring ||
-                    slot.word.compare_exchange_strong(w, retiring, std::memory_order_acq_rel, std::memory_order_relaxed))
-                    retire_slot(*impl.header(), slot, retiring);
-            }
+            for (uint32_t i = 0; i < kRegistrySlots; ++i) reap_slot(*impl.header(), slots[i], now_ns, "registry.reap.retiring");
         }
     }
     return make_error(Errc::capacity_exceeded, "process registry of pool '" + impl.name + "' is full (" +
@@ -222,12 +361,14 @@ Result<OwnerToken> registry_register(Pool::Impl& impl, uint64_t heartbeat_timeou
 void registry_unregister(Pool::Impl& impl) noexcept {
     if (!impl.self) return;
     ProcessSlot& slot = impl.slots()[impl.self_slot];
-    uint64_t w = slot.word.load(std::memory_order_acquire);
-    const uint64_t mine = make_slot_word(kSlotLive, token_gen(impl.self), impl.self_pid);
-    if (w != mine) return;  // already reaped (we were presumed dead): nothing of ours to free
-    const uint64_t retiring = make_slot_word(kSlotRetiring, slot_word_gen(w), slot_word_pid(w));
-    if (slot.word.compare_exchange_strong(w, retiring, std::memory_order_acq_rel, std::memory_order_relaxed))
-        retire_slot(*impl.header(), slot, retiring);
+    const uint64_t w = slot.word.load(std::memory_order_acquire);
+    const uint64_t state = slot_word_state(w);
+    if ((state != kSlotLive && state != kSlotFenced) || slot_word_gen(w) != token_gen(impl.self) ||
+        slot_word_pid(w) != impl.self_pid) {
+        impl.self = 0;  // already reaped (we were presumed dead): nothing of ours to free
+        return;
+    }
+    (void)take_and_retire(*impl.header(), slot, w, "registry.unregister.retiring");
     impl.self = 0;
 }
 
@@ -240,13 +381,29 @@ Liveness ProcessRegistry::liveness(OwnerToken token, uint64_t now_ns, std::strin
         return Liveness::certainly_dead;
     }
     const ProcessSlot& slot = slots_of(*pool_)[index];
-    // Acquire: pairs with the owner's release store of LIVE (fields written before it).
+    // Acquire: pairs with the owner's release CAS to LIVE (fields written before it).
     const uint64_t w = slot.word.load(std::memory_order_acquire);
     if (slot_word_gen(w) != token_gen(token)) {
         if (reason) *reason = "registration ended (slot re-used)";
         return Liveness::certainly_dead;
     }
-    return detail::slot_liveness(slot, w, now_ns, reason);
+    return detail::slot_liveness(detail::header_of(*pool_), slot, w, now_ns, reason);
+}
+
+Liveness ProcessRegistry::process_liveness(OwnerToken token, uint64_t now_ns, std::string* reason) const {
+    const uint32_t index = token_slot(token);
+    if (token == 0 || index >= kRegistrySlots) {
+        if (reason) *reason = "no owner";
+        return Liveness::certainly_dead;
+    }
+    const ProcessSlot& slot = slots_of(*pool_)[index];
+    // Acquire: as in liveness(). A FENCED slot keeps its generation until its pid is gone.
+    const uint64_t w = slot.word.load(std::memory_order_acquire);
+    if (slot_word_gen(w) != token_gen(token)) {
+        if (reason) *reason = "registration ended (slot re-used)";
+        return Liveness::certainly_dead;
+    }
+    return detail::slot_process_liveness(detail::header_of(*pool_), slot, w, now_ns, reason);
 }
 
 std::vector<ProcessInfo> ProcessRegistry::list(uint64_t now_ns) const {
@@ -256,11 +413,12 @@ std::vector<ProcessInfo> ProcessRegistry::list(uint64_t now_ns) const {
         const ProcessSlot& slot = slots[i];
         const uint64_t w = slot.word.load(std::memory_order_acquire);
         const uint64_t state = slot_word_state(w);
-        if (state != kSlotLive && state != kSlotClaiming) continue;
+        if (state != kSlotLive && state != kSlotClaiming && state != kSlotFenced) continue;
         ProcessInfo info;
         info.slot = i;
         info.token = make_token(i, slot_word_gen(w));
         info.claiming = state == kSlotClaiming;
+        info.fenced = state == kSlotFenced;
         info.pid = slot_word_pid(w);
         info.start_time = slot.start_time.load(std::memory_order_relaxed);
         info.pidns = slot.pidns.load(std::memory_order_relaxed);
@@ -268,37 +426,20 @@ std::vector<ProcessInfo> ProcessRegistry::list(uint64_t now_ns) const {
         info.timeout_ns = slot.timeout_ns.load(std::memory_order_relaxed);
         info.registered_ns = slot.registered_ns.load(std::memory_order_relaxed);
         info.comm = detail::load_fixed_string(slot.comm, 2);
-        info.liveness = detail::slot_liveness(slot, w, now_ns, &info.dead_reason);
+        info.liveness = detail::slot_liveness(detail::header_of(*pool_), slot, w, now_ns, &info.dead_reason);
         out.push_back(std::move(info));
     }
     return out;
 }
 
 uint32_t ProcessRegistry::reap_dead(uint64_t now_ns) const {
+    // Counts registrations ended: slots freed, and slots fenced (heartbeat timed out, pid alive).
     if (pool_->read_only()) return 0;
     uint32_t freed = 0;
     ProcessSlot* slots = slots_of(*pool_);
     auto& header = const_cast<PoolHeader&>(pool_->header());
     for (uint32_t i = 0; i < kRegistrySlots; ++i) {
-        ProcessSlot& slot = slots[i];
-        uint64_t w = slot.word.load(std::memory_order_acquire);
-        const uint64_t state = slot_word_state(w);
-        if (state == kSlotFree) continue;
-        if (state == kSlotRetiring) {
-            // A retirer died between winning the slot and freeing it: finish its work.
-            if (detail::slot_liveness(slot, make_slot_word(kSlotLive, slot_word_gen(w), slot_word_pid(w)), now_ns,
-                                      nullptr) == Liveness::certainly_dead) {
-                detail::retire_slot(header, slot, w);
-                ++freed;
-            }
-            continue;
-        }
-        if (detail::slot_liveness(slot, w, now_ns, nullptr) != Liveness::certainly_dead) continue;
-        const uint64_t retiring = make_slot_word(kSlotRetiring, slot_word_gen(w), slot_word_pid(w));
-        if (!slot.word.compare_exchange_strong(w, retiring, std::memory_order_acq_rel, std::memory_order_relaxed))
-            continue;
-        FABRIC_CRASH_POINT("registry.reap.retiring");
-        detail::retire_slot(header, slot, retiring);
+        if (!detail::reap_slot(header, slots[i], now_ns, "registry.reap.retiring")) continue;
         header.reaped_processes.fetch_add(1, std::memory_order_relaxed);
         ++freed;
     }

@@ -199,3 +199,188 @@ TEST_CASE("owner lock: a lock held by a live process times out with busy naming 
     kill(kid, SIGKILL);
     test::wait_child(kid);
 }
+
+// ---- stalls: a paused process is never judged dead by pid, and its late writes fail ----------
+
+namespace {
+layout::ProcessSlot* all_slots(const Pool& pool) {
+    return reinterpret_cast<layout::ProcessSlot*>(pool.base() + layout::kRegistryOffset);
+}
+/// The registry entry of a process (CLAIMING or LIVE), or nullptr.
+const ProcessInfo* find_pid(const std::vector<ProcessInfo>& list, pid_t pid) {
+    for (const ProcessInfo& p : list)
+        if (p.pid == uint32_t(pid)) return &p;
+    return nullptr;
+}
+/// Forks a child that opens the pool with `point` armed to pause, and reports the token it
+/// ended up with through a pipe. The caller resumes it and collects the token with read_token.
+pid_t paused_registrant(const std::string& name, const char* point, int fds[2]) {
+    REQUIRE(pipe(fds) == 0);
+    const pid_t kid = test::fork_child([&] {
+        setenv("FABRIC_SHM_PAUSE_POINT", point, 1);
+        detail::crash_point_rearm();
+        auto p = Pool::open(name);
+        const OwnerToken t = p ? p->self() : 0;
+        if (write(fds[1], &t, sizeof t) != sizeof t) return 2;
+        _exit(p ? 0 : 1);  // no unregister: leaves the slot LIVE for the parent to inspect
+    });
+    return kid;
+}
+OwnerToken read_token(int fds[2]) {
+    OwnerToken t = 0;
+    REQUIRE(read(fds[0], &t, sizeof t) == sizeof t);
+    close(fds[0]);
+    close(fds[1]);
+    return t;
+}
+}  // namespace
+
+TEST_CASE("registry: a claimant paused before publishing is not judged dead by a previous occupant's fields and keeps its slot") {
+    test::PoolCleanup cleanup(test::unique_pool_name("claimwin"));
+    auto pool = Pool::create({cleanup.name(), 2 << 20});
+    REQUIRE(pool);
+    // Every free slot looks like the slot of a previous occupant that declared a 1 ms heartbeat
+    // timeout and stopped beating long ago: what judging a claimant by its slot's fields would
+    // call certainly dead.
+    for (uint32_t i = 0; i < layout::kRegistrySlots; ++i) {
+        layout::ProcessSlot& s = all_slots(*pool)[i];
+        if (layout::slot_word_state(s.word.load()) != layout::kSlotFree) continue;
+        s.timeout_ns.store(kNsPerMs);
+        s.heartbeat_ns.store(1);
+    }
+    int fds[2];
+    const pid_t kid = paused_registrant(cleanup.name(), "registry.register.claimed", fds);
+    REQUIRE(test::wait_stopped(kid));
+    auto listed = pool->registry().list(mono_now_ns());
+    const ProcessInfo* claimant = find_pid(listed, kid);
+    REQUIRE(claimant);
+    CHECK(claimant->claiming);
+    CHECK(claimant->liveness == Liveness::maybe_alive);
+    const OwnerToken claimed = claimant->token;
+    // The reaper must not free the slot of a stopped, live claimant.
+    CHECK(pool->registry().reap_dead(mono_now_ns() + 3600 * kNsPerSec) == 0);
+    CHECK(pool->registry().liveness(claimed, mono_now_ns()) == Liveness::maybe_alive);
+    test::resume(kid);
+    const OwnerToken got = read_token(fds);
+    CHECK(test::wait_child(kid) == 0);
+    CHECK(got == claimed);  // it published the slot it claimed
+    const uint64_t w = slot_of(*pool, got).word.load();
+    CHECK(layout::slot_word_state(w) == layout::kSlotLive);
+    CHECK(layout::slot_word_pid(w) == uint32_t(kid));
+}
+
+TEST_CASE("registry: a claimant whose slot was taken while it was stopped publishes nowhere near the new owner") {
+    test::PoolCleanup cleanup(test::unique_pool_name("claimcas"));
+    auto pool = Pool::create({cleanup.name(), 2 << 20});
+    REQUIRE(pool);
+    int fds[2];
+    const pid_t kid = paused_registrant(cleanup.name(), "registry.register.before_publish", fds);
+    REQUIRE(test::wait_stopped(kid));
+    const auto listed = pool->registry().list(mono_now_ns());
+    const ProcessInfo* claimant = find_pid(listed, kid);
+    REQUIRE(claimant);
+    layout::ProcessSlot& slot = slot_of(*pool, claimant->token);
+    // Forge what a wrong "certainly dead" verdict leads to: the slot retired and re-claimed by
+    // another live process (this one) under the next generation.
+    uint64_t claiming = slot.word.load();
+    REQUIRE(layout::slot_word_state(claiming) == layout::kSlotClaiming);
+    const uint64_t usurper = layout::make_slot_word(layout::kSlotLive, layout::slot_word_gen(claiming) + 1,
+                                                    uint32_t(getpid()), layout::slot_word_creator_ns(claiming));
+    REQUIRE(slot.word.compare_exchange_strong(claiming, usurper));
+    slot.start_time.store(self_start_time());  // the new owner's own fields, as its claim writes them
+    slot.pidns.store(self_pidns());
+    slot.timeout_ns.store(0);
+    test::resume(kid);
+    const OwnerToken got = read_token(fds);
+    CHECK(test::wait_child(kid) == 0);
+    // Its publication was a CAS from its own CLAIMING word: it failed, and it registered elsewhere.
+    CHECK(slot.word.load() == usurper);
+    CHECK(got != 0);
+    CHECK(layout::token_slot(got) != layout::token_slot(claimant->token));
+    slot.word.store(layout::make_slot_word(layout::kSlotFree, layout::slot_word_gen(usurper) + 1, 0));
+}
+
+TEST_CASE("registry: a retired slot names nobody: its per-occupant fields are cleared") {
+    test::PoolCleanup cleanup(test::unique_pool_name("retclear"));
+    auto pool = Pool::create({cleanup.name(), 2 << 20});
+    REQUIRE(pool);
+    auto cleared = [&](const layout::ProcessSlot& s) {
+        CHECK(s.start_time.load() == 0);
+        CHECK(s.pidns.load() == 0);
+        CHECK(s.heartbeat_ns.load() == 0);
+        CHECK(s.timeout_ns.load() == 0);
+        CHECK(s.registered_ns.load() == 0);
+        CHECK(s.comm[0].load() == 0);
+        for (const auto& a : s.attached) CHECK(a.load() == 0);
+    };
+    SUBCASE("reaped after a crash") {
+        int fds[2];
+        REQUIRE(pipe(fds) == 0);
+        const pid_t kid = test::fork_child([&] {
+            OpenOptions o;
+            o.heartbeat_timeout_ns = 5 * kNsPerSec;
+            auto p = Pool::open(cleanup.name(), o);
+            const OwnerToken t = p ? p->self() : 0;
+            if (write(fds[1], &t, sizeof t) != sizeof t) return 2;
+            _exit(0);
+        });
+        const OwnerToken t = read_token(fds);
+        CHECK(test::wait_child(kid) == 0);
+        REQUIRE(slot_of(*pool, t).timeout_ns.load() == 5 * kNsPerSec);
+        CHECK(pool->registry().reap_dead(mono_now_ns()) == 1);
+        CHECK(layout::slot_word_state(slot_of(*pool, t).word.load()) == layout::kSlotFree);
+        cleared(slot_of(*pool, t));
+    }
+    SUBCASE("unregistered on close") {
+        OwnerToken t = 0;
+        {
+            OpenOptions o;
+            o.heartbeat_timeout_ns = 5 * kNsPerSec;
+            auto second = Pool::open(cleanup.name(), o);
+            REQUIRE(second);
+            t = second->self();
+        }
+        CHECK(layout::slot_word_state(slot_of(*pool, t).word.load()) == layout::kSlotFree);
+        cleared(slot_of(*pool, t));
+    }
+}
+
+TEST_CASE("registry: a reaper paused while retiring a dead process's slot is waited for, and finished for only once it is dead") {
+    for (const bool kill_reaper : {false, true}) {
+        CAPTURE(kill_reaper);
+        test::PoolCleanup cleanup(test::unique_pool_name("retpause"));
+        auto pool = Pool::create({cleanup.name(), 2 << 20});
+        REQUIRE(pool);
+        pid_t dead_kid;
+        const OwnerToken dead = child_token(cleanup.name(), &dead_kid, false);
+        CHECK(test::wait_child(dead_kid) == 0);
+        // The reaper: a process that registers and reaps, and stops after taking the dead
+        // slot into RETIRING (before folding its counters and clearing it).
+        const pid_t reaper = test::fork_child([&] {
+            setenv("FABRIC_SHM_PAUSE_POINT", "registry.reap.retiring", 1);
+            detail::crash_point_rearm();
+            OpenOptions o;
+            o.reap_on_open = false;
+            auto p = Pool::open(cleanup.name(), o);
+            if (!p) return 1;
+            return p->registry().reap_dead(mono_now_ns()) == 1 ? 0 : 3;
+        });
+        REQUIRE(test::wait_stopped(reaper));
+        layout::ProcessSlot& slot = slot_of(*pool, dead);
+        REQUIRE(layout::slot_word_state(slot.word.load()) == layout::kSlotRetiring);
+        // The retirer lives (stopped): nobody else finishes its work, which could otherwise
+        // clear the fields of the slot's next owner after it was freed and claimed again.
+        CHECK(pool->registry().reap_dead(mono_now_ns()) == 0);
+        CHECK(layout::slot_word_state(slot.word.load()) == layout::kSlotRetiring);
+        if (kill_reaper) {
+            kill(reaper, SIGKILL);
+            CHECK(test::wait_child(reaper) == 128 + SIGKILL);
+            CHECK(pool->registry().reap_dead(mono_now_ns()) >= 1);  // the retirer's own slot too
+        } else {
+            test::resume(reaper);
+            CHECK(test::wait_child(reaper) == 0);
+        }
+        CHECK(layout::slot_word_state(slot.word.load()) == layout::kSlotFree);
+        CHECK(slot.start_time.load() == 0);
+    }
+}

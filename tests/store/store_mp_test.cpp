@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <thread>
 
@@ -18,6 +19,8 @@
 #include "fabric_shm/crash_point.h"
 #include "fabric_shm/mem_object_store.h"
 #include "fabric_shm/pool.h"
+#include "store/store_core.h"
+#include "store/store_layout.h"
 
 using namespace fabric_shm;
 
@@ -439,5 +442,306 @@ TEST_CASE("store: threads of one process writing the same keys exclude each othe
     auto keys = (*store)->list(cleanup.name(), "b", "");
     REQUIRE(keys);
     CHECK((*store)->stats().objects == keys->size());  // no duplicate keys
+    require_clean(*pool);
+}
+
+// ---- stalls: a process stopped anywhere (SIGSTOP at a pause point) -----------------------------
+// "A stops at point X, B repairs / reaps / reuses, A resumes": B never fails because A holds
+// something, A is never judged dead by pid, and A's late writes never land on what B made.
+
+namespace {
+
+/// Forks a child (its own registration and store handle) that arms `point` to pause and
+/// then runs `op`; returns once the child is stopped at the point.
+pid_t stopped_child(const std::string& name, const char* point, const std::function<int(Child&)>& op) {
+    const pid_t kid = test::fork_child([&] {
+        Child me(name);
+        setenv("FABRIC_SHM_PAUSE_POINT", point, 1);
+        detail::crash_point_rearm();
+        return op(me);
+    });
+    int rc = -1;
+    REQUIRE_MESSAGE(test::wait_stopped(kid, 20000, &rc), "child did not stop at ", point, " (exit ", rc, ")");
+    return kid;
+}
+
+uint64_t stripe_of(const std::string& key) {
+    const std::string k = "b/" + key;
+    return (detail::hash_store_key(k.data(), k.size()) >> 20) % store_layout::kStripes;
+}
+
+}  // namespace
+
+TEST_CASE("store: a writer stopped while holding a key's lock does not make another process's remove fail") {
+    test::PoolCleanup cleanup(test::unique_pool_name("stallrm"));
+    auto pool = Pool::create({cleanup.name(), 16 << 20});
+    REQUIRE(pool);
+    auto store = MemObjectStore::open(*pool);
+    REQUIRE(store);
+    const FabricUri key = at(cleanup.name(), "k");
+    const auto v1 = bytes_of("first", 3000), v2 = bytes_of("second", 3000);
+    REQUIRE((*store)->put(key, v1));
+    // The child stops right after taking the key's stripe lock for its overwrite.
+    const pid_t kid = stopped_child(cleanup.name(), "store.stripe.held", [&](Child& me) {
+        auto r = me.store->put(key, v2);
+        return r ? 0 : 10 + int(r.code());
+    });
+    // A stopped holder keeps its pid, so it is never judged dead: the lock is taken over
+    // because it was held too long, and the remove succeeds instead of failing with busy.
+    auto removed = (*store)->remove(key);
+    REQUIRE_MESSAGE(removed, removed.error().message);
+    CHECK(*removed);
+    for (const ProcessInfo& p : pool->registry().list(mono_now_ns()))
+        if (p.pid == uint32_t(kid)) CHECK(p.liveness == Liveness::maybe_alive);  // taken over, not judged dead
+    // The child's put was decided nowhere yet; on resuming it finds its lock gone (fenced),
+    // starts over and lands after the remove.
+    test::resume(kid);
+    CHECK(test::wait_child(kid) == 0);
+    auto g = (*store)->get(key);
+    REQUIRE((g && g->has_value()));
+    CHECK((*g)->data == v2);
+    CHECK((*store)->stats().objects == 1);
+    require_clean(*pool);
+}
+
+TEST_CASE("store: an overwrite stopped just before it links is fenced by the writer that took its lock; versions stay in order") {
+    test::PoolCleanup cleanup(test::unique_pool_name("stallow"));
+    auto pool = Pool::create({cleanup.name(), 16 << 20});
+    REQUIRE(pool);
+    auto store = MemObjectStore::open(*pool);
+    REQUIRE(store);
+    const FabricUri key = at(cleanup.name(), "k");
+    const auto v1 = bytes_of("one", 2000), vc = bytes_of("child", 2000), vp = bytes_of("parent", 2000);
+    auto first = (*store)->put(key, v1);
+    REQUIRE((first && *first == 1));
+    // Stopped with its condition evaluated on version 1 and its slot CAS announced.
+    const pid_t kid = stopped_child(cleanup.name(), "store.put.before_link", [&](Child& me) {
+        auto r = me.store->put(key, vc);
+        return r ? int(*r) : 100 + int(r.code());
+    });
+    auto vparent = (*store)->put(key, vp);
+    REQUIRE_MESSAGE(vparent, vparent.error().message);
+    CHECK(*vparent == 2);
+    test::resume(kid);
+    // Its CAS from version 1's slot value fails on the bumped generation; it starts again and
+    // overwrites version 2 with version 3 (never 2 again, never over a newer object).
+    CHECK(test::wait_child(kid) == 3);
+    auto g = (*store)->get(key);
+    REQUIRE((g && g->has_value()));
+    CHECK((*g)->data == vc);
+    CHECK((*g)->info.version == 3);
+    const StoreStats st = (*store)->stats();
+    CHECK(st.objects == 1);
+    CHECK(st.loans_active == 0);
+    require_clean(*pool);
+    REQUIRE((*store)->remove(key));
+    CHECK((*store)->stats().heap_used_bytes == 0);  // no block of the race leaked
+}
+
+TEST_CASE("store: an insert decided before its lock was taken over never lands beside the new holder's insert") {
+    // The stopped inserter evaluated "absent" and either announced the first empty slot X of
+    // the key's probe sequence (before_link) or was about to (after_mark). Then a slot W before
+    // X becomes free (another key is removed) and the process that takes the lock over inserts
+    // the key at W. Without the fence, the stopped inserter's CAS on the still-empty X would
+    // succeed on resuming: one key in two slots.
+    for (const char* point : {"store.put.before_link", "store.put.after_mark"}) {
+        CAPTURE(point);
+        test::PoolCleanup cleanup(test::unique_pool_name("stallins"));
+        auto pool = Pool::create({cleanup.name(), 16 << 20});
+        REQUIRE(pool);
+        StoreConfig cfg;
+        cfg.table_entries = 14;  // two buckets: keys share a home bucket easily
+        auto store = MemObjectStore::open(*pool, cfg);
+        REQUIRE(store);
+        auto home = [](const std::string& key) {
+            const std::string k = "b/" + key;
+            return detail::hash_store_key(k.data(), k.size()) & 1;
+        };
+        const std::string k = "key";
+        std::string other;
+        for (int i = 0; other.empty(); ++i) {
+            const std::string c = "other" + std::to_string(i);
+            if (home(c) == home(k) && stripe_of(c) != stripe_of(k)) other = c;
+        }
+        REQUIRE((*store)->put(at(cleanup.name(), other), bytes_of("o", 100)));  // slot W
+        PutOptions absent;
+        absent.condition = PutCondition::if_absent;
+        const pid_t kid = stopped_child(cleanup.name(), point, [&](Child& me) {
+            auto r = me.store->put(at(cleanup.name(), k), bytes_of("child", 500), absent);
+            if (r) return 1;  // both inserts of one key succeeded
+            return r.code() == Errc::conflict ? 0 : 100 + int(r.code());
+        });
+        REQUIRE((*store)->remove(at(cleanup.name(), other)));  // frees W (another stripe: no wait)
+        auto mine = (*store)->put(at(cleanup.name(), k), bytes_of("parent", 500), absent);
+        REQUIRE_MESSAGE(mine, mine.error().message);
+        test::resume(kid);
+        CHECK(test::wait_child(kid) == 0);  // its insert starts over and finds the key present
+        CHECK((*store)->stats().objects == 1);
+        auto g = (*store)->get(at(cleanup.name(), k));
+        REQUIRE((g && g->has_value()));
+        CHECK((*g)->data == bytes_of("parent", 500));
+        REQUIRE((*store)->remove(at(cleanup.name(), k)));
+        auto again = (*store)->get(at(cleanup.name(), k));
+        REQUIRE(again);
+        CHECK_FALSE(again->has_value());  // no second copy behind the first
+        require_clean(*pool);
+    }
+}
+
+TEST_CASE("store: a freer stopped while releasing a large object's superblocks never frees a newer object's") {
+    test::PoolCleanup cleanup(test::unique_pool_name("stallrun"));
+    auto pool = Pool::create({cleanup.name(), 32 << 20});
+    REQUIRE(pool);
+    auto store = MemObjectStore::open(*pool);
+    REQUIRE(store);
+    const size_t sb = 64 << 10;  // superblock size of a 32 MiB pool's store
+    const auto big1 = bytes_of("big1", 2 * sb + 1000), big2 = bytes_of("big2", 2 * sb + 1000);
+    const auto big3 = bytes_of("big3", sb + 1000);
+    REQUIRE((*store)->put(at(cleanup.name(), "big1"), big1));  // a run of 3 superblocks at the top
+    // The child removes big1 and stops in the run release, after reading the head descriptor
+    // and before resetting the tails.
+    const pid_t kid = stopped_child(cleanup.name(), "store.run.release", [&](Child& me) {
+        auto r = me.store->remove(at(cleanup.name(), "big1"));
+        return r && *r ? 0 : 1;
+    });
+    // Repair releases the same run (its head block is FREE), and a new object reuses the head.
+    pool->reap(mono_now_ns(), false, false);
+    REQUIRE((*store)->put(at(cleanup.name(), "big2"), big2));
+    test::resume(kid);
+    CHECK(test::wait_child(kid) == 0);
+    require_clean(*pool);  // every superblock of big2's run is still its tail
+    // A 2-superblock object must not be placed over big2's tails.
+    REQUIRE((*store)->put(at(cleanup.name(), "big3"), big3));
+    auto g2 = (*store)->get(at(cleanup.name(), "big2"));
+    REQUIRE_MESSAGE(g2, g2.error().message);
+    REQUIRE(g2->has_value());
+    CHECK((*g2)->data == big2);
+    auto g3 = (*store)->get(at(cleanup.name(), "big3"));
+    REQUIRE((g3 && g3->has_value()));
+    CHECK((*g3)->data == big3);
+    require_clean(*pool);
+}
+
+TEST_CASE("store: a loan whose owner is stopped is not reclaimed, and its commit lands after the owner resumes") {
+    test::PoolCleanup cleanup(test::unique_pool_name("stallloan"));
+    auto pool = Pool::create({cleanup.name(), 16 << 20});
+    REQUIRE(pool);
+    auto store = MemObjectStore::open(*pool);
+    REQUIRE(store);
+    const FabricUri key = at(cleanup.name(), "loaned");
+    const auto v = bytes_of("loan", 5000);
+    const pid_t kid = stopped_child(cleanup.name(), "store.commit.before_publish", [&](Child& me) {
+        auto loan = me.store->loan(v.size());
+        if (!loan) return 2;
+        std::memcpy(loan->bytes().data(), v.data(), v.size());
+        auto r = me.store->commit(std::move(*loan), key);
+        return r ? 0 : 3;
+    });
+    // The reaper finds a LOANED block whose owner's pid lives: maybe alive, left alone, even
+    // far in the future (the child declared no heartbeat timeout).
+    pool->reap(mono_now_ns() + 3600 * kNsPerSec, false, false);
+    CHECK((*store)->stats().loans_active == 1);
+    CHECK(counter_total(*pool, CounterId::store_loans_reclaimed) == 0);
+    // Other writers fill and churn the heap meanwhile.
+    for (int i = 0; i < 200; ++i) REQUIRE((*store)->put(at(cleanup.name(), "o" + std::to_string(i % 20)), bytes_of("o", 5000)));
+    test::resume(kid);
+    CHECK(test::wait_child(kid) == 0);
+    auto g = (*store)->get(key);
+    REQUIRE((g && g->has_value()));
+    CHECK((*g)->data == v);
+    require_clean(*pool);
+}
+
+TEST_CASE("store: a writer whose heartbeat timed out while stopped is fenced in the registry but keeps its loan") {
+    // Its token is certainly dead (what it owns through CAS-checked words may be taken over),
+    // but its pid runs: it may still write the loan's bytes directly, which no CAS could
+    // fence, so the block is not reused while it lives.
+    test::PoolCleanup cleanup(test::unique_pool_name("stallhb"));
+    auto pool = Pool::create({cleanup.name(), 16 << 20});
+    REQUIRE(pool);
+    auto store = MemObjectStore::open(*pool);
+    REQUIRE(store);
+    const FabricUri key = at(cleanup.name(), "late");
+    const auto v = bytes_of("late", 5000);
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    const pid_t kid = test::fork_child([&] {
+        OpenOptions o;
+        o.heartbeat_timeout_ns = kNsPerSec;  // may be judged dead when its heartbeat stops
+        auto p = Pool::open(cleanup.name(), o);
+        if (!p) return 90;
+        const OwnerToken t = p->self();
+        if (write(fds[1], &t, sizeof t) != sizeof t) return 92;
+        auto s = MemObjectStore::open(*p);
+        if (!s) return 91;
+        setenv("FABRIC_SHM_PAUSE_POINT", "store.loan.after_alloc", 1);
+        detail::crash_point_rearm();
+        auto loan = (*s)->loan(v.size());
+        if (!loan) return 2;
+        std::memcpy(loan->bytes().data(), v.data(), v.size());  // after resuming: its block still
+        auto r = (*s)->commit(std::move(*loan), key);
+        _exit(r ? 0 : 3);  // without closing the pool: the reaper retires the fenced slot
+    });
+    OwnerToken token = 0;
+    REQUIRE(read(fds[0], &token, sizeof token) == sizeof token);
+    close(fds[0]);
+    close(fds[1]);
+    REQUIRE(test::wait_stopped(kid));
+    // An hour later (by the clock handed to the reaper) its heartbeat is stale.
+    const uint64_t later = mono_now_ns() + 3600 * kNsPerSec;
+    pool->reap(later, false, false);
+    CHECK(pool->registry().liveness(token, later) == Liveness::certainly_dead);
+    CHECK(pool->registry().process_liveness(token, later) == Liveness::maybe_alive);
+    bool fenced = false;
+    for (const ProcessInfo& p : pool->registry().list(later)) fenced = fenced || (p.token == token && p.fenced);
+    CHECK(fenced);
+    CHECK((*store)->stats().loans_active == 1);
+    CHECK(counter_total(*pool, CounterId::store_loans_reclaimed) == 0);
+    std::vector<std::vector<uint8_t>> others;
+    for (int i = 0; i < 20; ++i) {
+        others.push_back(bytes_of("o" + std::to_string(i), 5000));
+        REQUIRE((*store)->put(at(cleanup.name(), "o" + std::to_string(i)), others.back()));
+    }
+    test::resume(kid);
+    CHECK(test::wait_child(kid) == 0);
+    auto g = (*store)->get(key);
+    REQUIRE((g && g->has_value()));
+    CHECK((*g)->data == v);
+    for (int i = 0; i < 20; ++i) {
+        auto o = (*store)->get(at(cleanup.name(), "o" + std::to_string(i)));
+        REQUIRE((o && o->has_value()));
+        CHECK((*o)->data == others[size_t(i)]);  // none written over by the late writer
+    }
+    // Once its pid is gone, the fenced slot is retired.
+    CHECK(pool->registry().reap_dead(mono_now_ns()) == 1);
+    CHECK(pool->registry().process_liveness(token, mono_now_ns()) == Liveness::certainly_dead);
+    require_clean(*pool);
+}
+
+TEST_CASE("store: a pinner stopped between its record and its mark is not judged dead; it pins a current version on resuming") {
+    test::PoolCleanup cleanup(test::unique_pool_name("stallpin"));
+    auto pool = Pool::create({cleanup.name(), 16 << 20});
+    REQUIRE(pool);
+    auto store = MemObjectStore::open(*pool);
+    REQUIRE(store);
+    const FabricUri key = at(cleanup.name(), "k");
+    REQUIRE((*store)->put(key, bytes_of("v1", 3000)));
+    const auto v2 = bytes_of("v2", 3000);
+    const pid_t kid = stopped_child(cleanup.name(), "store.pin.after_record", [&](Child& me) {
+        auto p = me.store->pin(key);
+        if (!p || !p->has_value()) return 2;
+        if (!(*p)->verify()) return 3;
+        return std::vector<uint8_t>((*p)->bytes().begin(), (*p)->bytes().end()) == v2 ? 0 : 4;
+    });
+    // The object it looked up is overwritten (and freed: the pin bit is not set yet); the
+    // reaper keeps the live pinner's record.
+    REQUIRE((*store)->put(key, v2));
+    pool->reap(mono_now_ns() + 3600 * kNsPerSec, false, false);
+    CHECK((*store)->stats().pins_active == 1);
+    CHECK(counter_total(*pool, CounterId::store_pins_released) == 0);
+    test::resume(kid);
+    // Its mark CAS on the old version fails; it drops the record, looks up again and pins v2.
+    CHECK(test::wait_child(kid) == 0);
+    CHECK((*store)->stats().pins_active == 0);
     require_clean(*pool);
 }

@@ -11,6 +11,7 @@
 
 #include "../support/test_support.h"
 #include "fabric_shm/counters.h"
+#include "fabric_shm/crash_point.h"
 #include "fabric_shm/mem_object_store.h"
 #include "fabric_shm/pool.h"
 #include "store/store_layout.h"
@@ -479,12 +480,13 @@ TEST_CASE("store: check reports a slot outside the heap and a damaged header; re
     std::atomic<uint64_t>* empty = nullptr;
     for (uint64_t b = 0; b < h->bucket_count && !empty; ++b)
         for (auto& s : buckets[b].slots)
-            if (s.load(std::memory_order_relaxed) == 0) {
+            if (store_layout::slot_empty(s.load(std::memory_order_relaxed))) {
                 empty = &s;
                 break;
             }
     REQUIRE(empty);
-    empty->store(store_layout::make_slot(0x1234, uint32_t(h->sb_count * h->words_per_sb + 5)), std::memory_order_relaxed);
+    const uint64_t was_empty = empty->load(std::memory_order_relaxed);
+    empty->store(store_layout::make_slot(0x12, 1, uint32_t(h->sb_count * h->words_per_sb + 5)), std::memory_order_relaxed);
     std::vector<std::string> violations, in_progress;
     const RegionKindOps* ops = region_kind_ops(uint32_t(RegionKind::store));
     REQUIRE(ops);
@@ -494,7 +496,7 @@ TEST_CASE("store: check reports a slot outside the heap and a damaged header; re
     CHECK(violations[0].find("outside the heap") != std::string::npos);
     CHECK(f.store->get(f.at("b", "k"))->has_value());
     CHECK(f.store->list(f.cleanup.name(), "b", "")->size() == 2);
-    empty->store(0, std::memory_order_relaxed);
+    empty->store(was_empty, std::memory_order_relaxed);
 
     // Damage the header magic of "k": get is a typed Corrupt, check names the block.
     auto pin = f.store->pin(f.at("b", "k"));
@@ -545,4 +547,111 @@ TEST_CASE("store: a key overwritten while other keys churn is never read as abse
     churn.join();
     MESSAGE(reads.load() << " reads");
     CHECK(absent.load() == 0);
+}
+
+TEST_CASE("store: a corrupt size class in a superblock descriptor is skipped by the drain, never used as an index") {
+    // The 6-bit class of a SMALL descriptor comes from shared memory. A free that triggers a
+    // drain of that superblock must check it against the class table (48 entries, fewer in
+    // use, unused ones 0) instead of indexing and dividing by it.
+    Fixture f("badclass", 32 << 20);
+    auto root = f.pool->open_region(RegionKind::store, "default");
+    REQUIRE(root);
+    auto* h = reinterpret_cast<store_layout::StoreHeader*>(root->data());
+    auto heap = f.pool->open_region(RegionRef::unpack(h->heap_ref.load()));
+    REQUIRE(heap);
+    auto* desc = reinterpret_cast<std::atomic<uint64_t>*>(root->data() + h->desc_offset);
+    auto* used = reinterpret_cast<std::atomic<uint32_t>*>(root->data() + h->used_offset);
+    for (const uint32_t bad_class : {uint32_t(h->class_count), uint32_t(40), uint32_t(63)}) {
+        CAPTURE(bad_class);
+        auto loan = f.store->loan(100);
+        REQUIRE(loan);
+        const uint64_t off = uint64_t(reinterpret_cast<std::byte*>(loan->bytes().data()) - heap->data()) -
+                             store_layout::kPayloadOffset;
+        const uint64_t sb = off / h->sb_bytes;
+        const uint64_t good = desc[sb].load();
+        REQUIRE(store_layout::sb_state(good) == store_layout::kSbSmall);
+        // Forge: the class field corrupt, the superblock's used hint at 1 and the cursor of the
+        // corrupt class elsewhere, so dropping the loan makes the freer try to drain it.
+        desc[sb].store(store_layout::make_sb(store_layout::kSbSmall, bad_class, store_layout::sb_gen(good),
+                                             store_layout::sb_aux(good)));
+        used[2 * sb].store(1);
+        h->class_cursor[bad_class].store(uint32_t(sb + 1));
+        const pid_t kid = test::fork_child([&] {
+            *loan = ObjectLoan{};  // free_loan -> after_free -> try_drain on the corrupt class
+            return 0;
+        });
+        CHECK(test::wait_child(kid) == 0);  // not SIGFPE, not SIGSEGV
+        // The child's free landed in shared memory; the superblock was left as it was found.
+        CHECK(desc[sb].load() == store_layout::make_sb(store_layout::kSbSmall, bad_class, store_layout::sb_gen(good),
+                                                       store_layout::sb_aux(good)));
+        std::vector<std::string> violations, in_progress;
+        RegionInfo info = f.pool->region_info(root->ref()).value();
+        region_kind_ops(uint32_t(RegionKind::store))->check(*f.pool, info, violations, in_progress);
+        bool named = false;
+        for (const auto& v : violations) named = named || v.find("size class " + std::to_string(bad_class)) != std::string::npos;
+        CHECK(named);
+        desc[sb].store(good);
+        *loan = ObjectLoan{};  // the parent's copy of the loan: already freed by the child, a no-op
+        h->class_cursor[bad_class].store(0);
+    }
+    REQUIRE(f.store->put(f.at("b", "after"), pattern(100, 3)));
+    check_store_clean(*f.pool);
+}
+
+namespace {
+/// An in-process pause hook: the first thread that reaches `g_hold_point` while armed blocks
+/// there until released (a thread "stopped" inside the library, for TSan to watch).
+std::atomic<bool> g_hold_armed{false}, g_held{false}, g_release{false};
+const char* g_hold_point = "";
+void hold_at_point(const char* name) {
+    if (std::strcmp(name, g_hold_point) != 0 || !g_hold_armed.exchange(false)) return;
+    g_held.store(true);  // seq_cst: the test thread waits for it
+    while (!g_release.load()) std::this_thread::yield();
+}
+}  // namespace
+
+TEST_CASE("store: a thread stopped while holding a key's lock does not block another thread; its late write is fenced") {
+    for (const char* point : {"store.stripe.held", "store.put.before_link", "store.remove.before_unlink"}) {
+        CAPTURE(point);
+        Fixture f("stallthr");
+        const auto k = f.at("b", "k");
+        REQUIRE(f.store->put(k, pattern(1000, 1)));
+        g_hold_point = point;
+        g_held = false;
+        g_release = false;
+        g_hold_armed = true;
+        detail::set_pause_hook(&hold_at_point);
+        const bool removing = std::strcmp(point, "store.remove.before_unlink") == 0;
+        Result<uint64_t> stopped_put = uint64_t(0);
+        Result<bool> stopped_remove = false;
+        std::thread stopped([&] {
+            if (removing)
+                stopped_remove = f.store->remove(k);
+            else
+                stopped_put = f.store->put(k, pattern(1000, 2));
+        });
+        while (!g_held.load()) std::this_thread::yield();
+        // Same process, same owner token: nobody is judged dead; the lock is taken over
+        // because it was held too long, and the stopped thread's announced slot is fenced.
+        auto mine = f.store->put(k, pattern(1000, 3));
+        g_release = true;
+        stopped.join();
+        detail::set_pause_hook(nullptr);
+        REQUIRE_MESSAGE(mine, mine.error().message);
+        auto g = f.store->get(k);
+        REQUIRE(g);
+        if (removing) {
+            // Its remove started over after ours and removed our version.
+            REQUIRE(stopped_remove);
+            CHECK(*stopped_remove);
+            CHECK_FALSE(g->has_value());
+        } else {
+            REQUIRE(stopped_put);
+            REQUIRE(g->has_value());
+            CHECK((*g)->data == pattern(1000, 2));  // it started over and overwrote ours
+            CHECK((*g)->info.version == *mine + 1);
+        }
+        CHECK(f.store->stats().objects == (removing ? 0u : 1u));
+        check_store_clean(*f.pool);
+    }
 }

@@ -19,7 +19,8 @@ enum class Liveness : uint8_t { maybe_alive, certainly_dead };
 struct ProcessInfo {
     uint32_t slot = 0;
     OwnerToken token = 0;
-    bool claiming = false;       ///< killed between claiming the slot and publishing it
+    bool claiming = false;       ///< between claiming the slot and publishing it (or killed there)
+    bool fenced = false;         ///< heartbeat timed out while its pid runs: registration over, slot kept until it exits
     uint32_t pid = 0;
     uint64_t start_time = 0;     ///< clock ticks since boot (/proc/<pid>/stat field 22)
     uint64_t pidns = 0;
@@ -51,10 +52,21 @@ public:
     /// heartbeat alone. Costs a /proc read: call it on contention, not per message.
     Liveness liveness(OwnerToken token, uint64_t now_ns, std::string* reason = nullptr) const;
 
+    /// Whether the process behind `token` may still run, whatever its heartbeat says:
+    /// certainly_dead only when its pid is gone, reused or a zombie, or its registration was
+    /// retired (a process fenced for a stale heartbeat keeps its slot until its pid exits).
+    /// liveness() decides takeovers of what a process owns through CAS-checked words (locks,
+    /// claims: a stopped owner's late CAS then fails); this decides reuse of memory it may
+    /// still write or read with plain accesses (store loans, pinned views), which nothing
+    /// could fence. Across pid namespaces it falls back to liveness().
+    Liveness process_liveness(OwnerToken token, uint64_t now_ns, std::string* reason = nullptr) const;
+
     std::vector<ProcessInfo> list(uint64_t now_ns) const;
 
-    /// Frees the slots of certainly-dead processes (folding their counter shards into the
-    /// pool's retired totals). Returns how many were freed. Needs a writable pool.
+    /// Ends the registrations of certainly-dead processes: frees their slots (folding their
+    /// counter shards into the pool's retired totals), or, for a process whose heartbeat timed
+    /// out while its pid still runs, fences the slot (freed once the pid exits). Returns how
+    /// many registrations ended. Needs a writable pool.
     uint32_t reap_dead(uint64_t now_ns) const;
 
 private:

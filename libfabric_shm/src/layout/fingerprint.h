@@ -1,27 +1,36 @@
 // SPDX-License-Identifier: MIT
-// The layout fingerprint written into every PoolHeader and compared at attach: it changes
-// whenever a structure another process reads changes size or shape (LMDB's lock-format idea),
-// so two builds with the same kLayoutMajor but different structs refuse each other's pools.
-// It covers the pool's own structures and the topic/group tables that live in its regions.
+// kLayoutFingerprint: the shape of every structure this build places in a pool, so that a
+// pool made by a build with the same kLayoutMajor but different struct shapes is refused at
+// Pool::open (version_mismatch) instead of being misread (LMDB's lock-format idea). The pool's
+// own structures come from pool_layout.h (kPoolLayoutFingerprint); the region layouts that live
+// inside the pool are mixed in here: the object store's header, table, stripe locks and object
+// header, the metrics region, and the topic root, group table and ring headers. Changing any
+// of them changes the fingerprint; incompatible changes also bump kLayoutMajor.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 
+#include "layout/metrics_layout.h"
 #include "layout/pool_layout.h"
 #include "mq/topic_layout.h"
+#include "store/store_layout.h"
 
 namespace fabric_shm::layout {
 
 constexpr uint64_t kLayoutFingerprint = [] {
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (uint64_t v : {uint64_t(kLayoutMajor), uint64_t(sizeof(PoolHeader)), uint64_t(sizeof(ProcessSlot)),
-                       uint64_t(sizeof(RegionEntry)), uint64_t(sizeof(LeaseHeader)), uint64_t(kRegistrySlots),
-                       uint64_t(kDirectoryEntries), uint64_t(kCounterCells), uint64_t(kCacheLine),
-                       uint64_t(offsetof(PoolHeader, lifecycle)), uint64_t(offsetof(RegionEntry, lease)),
-                       uint64_t(offsetof(ProcessSlot, counters)), uint64_t(sizeof(void*)),
-                       uint64_t(offsetof(PoolHeader, fence_floor)),
-                       // topic root and group table (mq/topic_layout.h)
+    namespace S = store_layout;
+    uint64_t h = kPoolLayoutFingerprint;
+    for (uint64_t v : {uint64_t(offsetof(PoolHeader, fence_floor)),
+                       // object store (store/store_layout.h)
+                       uint64_t(S::kStoreLayoutVersion), uint64_t(sizeof(S::StoreHeader)), uint64_t(sizeof(S::Bucket)),
+                       uint64_t(sizeof(S::StripeLock)), uint64_t(S::kStripes), uint64_t(offsetof(S::StoreHeader, stripes)),
+                       uint64_t(offsetof(S::StoreHeader, heap_ref)), uint64_t(sizeof(S::ObjectHeader)),
+                       S::make_slot(1, 1, 0), S::make_intent(1, 1),
+                       // metrics region (layout/metrics_layout.h)
+                       uint64_t(kMetricsVersion), uint64_t(sizeof(MetricsHeader)), uint64_t(sizeof(MetricsKey)),
+                       uint64_t(sizeof(LatencyShard)),
+                       // topic root, group table and ring headers (mq/topic_layout.h)
                        uint64_t(mq::kTopicLayoutVersion), uint64_t(sizeof(mq::TopicHeader)),
                        uint64_t(sizeof(mq::GroupSlot)), uint64_t(sizeof(mq::GroupMember)),
                        uint64_t(sizeof(mq::GroupPartition)), uint64_t(offsetof(mq::GroupSlot, era)),

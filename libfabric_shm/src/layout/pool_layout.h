@@ -3,7 +3,7 @@
 // behaviour, no pointers (offsets from the segment start), every atomic lock-free and at
 // most 8 bytes, every field another process reads pinned by a static_assert below.
 // Any change here changes kLayoutFingerprint (layout/fingerprint.h, which also covers the
-// topic and group tables); incompatible changes bump kLayoutMajor.
+// store, metrics, topic and group layouts); incompatible changes bump kLayoutMajor.
 //
 // Segment map (offsets from the start of /dev/shm/fabric-shm.<pool>):
 //   0                      PoolHeader          4 KiB
@@ -19,7 +19,7 @@
 namespace fabric_shm::layout {
 
 constexpr uint64_t kPoolMagic = 0x4853434952424146ULL;  ///< "FABRICSH" in little-endian bytes
-constexpr uint16_t kLayoutMajor = 3;  ///< differs: refuse (VersionMismatch); 2: fence eras (PoolHeader::fence_floor, GroupSlot::era); 3: topic waiter bits and table (mq/topic_layout.h)
+constexpr uint16_t kLayoutMajor = 4;  ///< differs: refuse (VersionMismatch); 2: fence eras (PoolHeader::fence_floor, GroupSlot::era); 3: topic waiter bits and table (mq/topic_layout.h); 4: registry word namespace bit, store slot generations and fenced stripe locks
 constexpr uint16_t kLayoutMinor = 1;  ///< higher minor: compatible additions (1: metrics region kind, layout/metrics_layout.h)
 constexpr uint64_t kPageSize = 4096;
 constexpr uint64_t kCacheLine = 64;
@@ -61,23 +61,44 @@ static_assert(sizeof(LeaseHeader) == 64);
 static_assert(offsetof(LeaseHeader, expires_ns) == 16);
 
 // ---- Process registry ------------------------------------------------------------
-// word = (state << 56) | (generation(24) << 32) | pid(32)
-enum SlotState : uint64_t { kSlotFree = 0, kSlotClaiming = 1, kSlotLive = 2 };
-constexpr uint64_t make_slot_word(uint64_t state, uint32_t gen, uint32_t pid) {
-    return (state << 56) | (uint64_t(gen & kSlotGenMask) << 32) | pid;
+// word = creator_ns(1) << 63 | state(7) << 56 | generation(24) << 32 | pid(32)
+//   FREE(g)                 unused; every per-occupant field is zero (cleared by the retirer)
+//   CLAIMING(g, pid)        pid won the slot and is writing its fields; judged by pid alone
+//   LIVE(g, pid)            registered; fields valid (written before the release CAS to LIVE)
+//   FENCED(g, pid)          its declared heartbeat timeout ran out while its pid still runs
+//                           (stopped, hung): the registration is over (token certainly dead,
+//                           what it owned may be taken over by CAS), but the slot and its
+//                           fields stay until the pid exits, so its late writes to the slot
+//                           (heartbeat, counters, attach bits) land nowhere that matters and
+//                           memory it was lent (store loans, pins) is not reused meanwhile
+//   RETIRING(g, pid)        pid (the retirer: the owner itself or a reaper) folds the counter
+//                           shard and clears the fields before FREE(g+1); judged by pid alone
+// creator_ns: the process named by `pid` runs in the pool creator's pid namespace
+// (PoolHeader::creator_pidns), so a judge in that namespace may probe the pid even before
+// the occupant's own pidns field is written (CLAIMING) or after it was cleared (RETIRING).
+enum SlotState : uint64_t { kSlotFree = 0, kSlotClaiming = 1, kSlotLive = 2, kSlotRetiring = 3, kSlotFenced = 4 };
+constexpr uint64_t kSlotCreatorNsBit = 1ULL << 63;
+constexpr uint64_t make_slot_word(uint64_t state, uint32_t gen, uint32_t pid, bool creator_ns = false) {
+    return (creator_ns ? kSlotCreatorNsBit : 0) | (state << 56) | (uint64_t(gen & kSlotGenMask) << 32) | pid;
 }
-constexpr uint64_t slot_word_state(uint64_t w) { return w >> 56; }
+constexpr uint64_t slot_word_state(uint64_t w) { return (w >> 56) & 0x7f; }
 constexpr uint32_t slot_word_gen(uint64_t w) { return uint32_t(w >> 32) & kSlotGenMask; }
 constexpr uint32_t slot_word_pid(uint64_t w) { return uint32_t(w); }
+constexpr bool slot_word_creator_ns(uint64_t w) { return (w & kSlotCreatorNsBit) != 0; }
+static_assert(slot_word_state(make_slot_word(kSlotRetiring, kSlotGenMask, ~0u, true)) == kSlotRetiring,
+              "the namespace bit never leaks into the state");
 
 struct alignas(kCacheLine) ProcessSlot {
-    std::atomic<uint64_t> word;          ///< claim/free by CAS: claimant FREE->CLAIMING->LIVE, reaper ->FREE(gen+1)
-    std::atomic<uint64_t> start_time;    ///< owner, before LIVE: /proc/<pid>/stat field 22 (clock ticks since boot)
-    std::atomic<uint64_t> pidns;         ///< owner, before LIVE: inode of /proc/self/ns/pid
-    std::atomic<uint64_t> heartbeat_ns;  ///< owner: monotonic ns of its last heartbeat
-    std::atomic<uint64_t> timeout_ns;    ///< owner, before LIVE: heartbeat older than this = dead; 0 = pid only
-    std::atomic<uint64_t> registered_ns; ///< owner, before LIVE: monotonic ns
-    std::atomic<uint64_t> comm[2];       ///< owner, before LIVE: process name, 16 bytes NUL-padded
+    std::atomic<uint64_t> word;          ///< CAS only: claimant FREE->CLAIMING->LIVE, reaper LIVE->FENCED, owner/reaper ->RETIRING->FREE(gen+1)
+    // Per-occupant fields: written by the claimant while CLAIMING (before its release CAS to
+    // LIVE), zeroed by the retirer while RETIRING (before its release CAS to FREE), so a
+    // CLAIMING slot never shows a previous occupant's values.
+    std::atomic<uint64_t> start_time;    ///< claimant: /proc/<pid>/stat field 22 (clock ticks since boot)
+    std::atomic<uint64_t> pidns;         ///< claimant: inode of /proc/self/ns/pid
+    std::atomic<uint64_t> heartbeat_ns;  ///< claimant, then owner: monotonic ns of its last heartbeat
+    std::atomic<uint64_t> timeout_ns;    ///< claimant: heartbeat older than this = dead; 0 = pid only
+    std::atomic<uint64_t> registered_ns; ///< claimant: monotonic ns
+    std::atomic<uint64_t> comm[2];       ///< claimant: process name, 16 bytes NUL-padded
     uint64_t reserved0[8];
     std::atomic<uint64_t> attached[kAttachWords];  ///< owner: bit e = "I hold a handle to region entry e" (seq_cst)
     std::atomic<uint64_t> counters[kCounterCells]; ///< owner: per-process counter shard (CounterId), relaxed
@@ -132,7 +153,7 @@ struct alignas(kPageSize) PoolHeader {
     uint16_t version_major;
     uint16_t version_minor;
     uint32_t header_size;              ///< sizeof(PoolHeader)
-    uint64_t fingerprint;              ///< kLayoutFingerprint of the creator's build
+    uint64_t fingerprint;              ///< kLayoutFingerprint (layout/fingerprint.h) of the creator's build
     uint64_t pool_size;                ///< bytes; must equal the file size
     uint64_t registry_offset;
     uint32_t registry_slots;
@@ -196,6 +217,19 @@ constexpr uint64_t fnv1a_mix(uint64_t h, uint64_t v) {
     }
     return h;
 }
+/// The pool structures' part of kLayoutFingerprint (layout/fingerprint.h adds the region
+/// layouts: store, metrics). Changes whenever a structure above changes size or shape
+/// (LMDB's lock-format idea).
+constexpr uint64_t kPoolLayoutFingerprint = [] {
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (uint64_t v : {uint64_t(kLayoutMajor), uint64_t(sizeof(PoolHeader)), uint64_t(sizeof(ProcessSlot)),
+                       uint64_t(sizeof(RegionEntry)), uint64_t(sizeof(LeaseHeader)), uint64_t(kRegistrySlots),
+                       uint64_t(kDirectoryEntries), uint64_t(kCounterCells), uint64_t(kCacheLine),
+                       uint64_t(offsetof(PoolHeader, lifecycle)), uint64_t(offsetof(RegionEntry, lease)),
+                       uint64_t(offsetof(ProcessSlot, counters)), uint64_t(sizeof(void*)), kSlotCreatorNsBit})
+        h = fnv1a_mix(h, v);
+    return h;
+}();
 
 constexpr uint64_t make_region_ref(uint32_t index, uint32_t gen) { return (uint64_t(gen) << 32) | (index + 1); }
 constexpr uint64_t make_lease_id(uint32_t index_plus_one, uint32_t gen) { return (uint64_t(gen) << 32) | index_plus_one; }

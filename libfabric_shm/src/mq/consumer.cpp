@@ -17,6 +17,7 @@
 #include "fabric_shm/names.h"
 #include "futex.h"
 #include "mq/topic_internal.h"
+#include "cpu_relax.h"
 #include "mq/waiting.h"
 #include "seqlock_copy.h"
 
@@ -26,11 +27,7 @@ using namespace mq;
 
 namespace {
 
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
+using detail::cpu_relax;
 
 constexpr uint32_t kSpinRoundsBeforeYield = 256;  ///< empty polls before spinning also yields
 constexpr uint64_t kMaxParkNs = 50 * kNsPerMs;    ///< parked consumers re-check at least this often

@@ -15,6 +15,7 @@
 #include "fabric_shm/topic.h"
 #include "futex.h"
 #include "mq/topic_internal.h"
+#include "cpu_relax.h"
 #include "mq/waiting.h"
 #include "seqlock_copy.h"
 
@@ -24,11 +25,7 @@ using namespace mq;
 
 namespace {
 
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
+using detail::cpu_relax;
 
 /// Parked waiters re-check at least this often.
 constexpr uint64_t kMaxParkNs = 50 * kNsPerMs;

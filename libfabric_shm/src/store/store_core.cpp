@@ -2,6 +2,7 @@
 // The object store's shared-memory algorithms. Protocols, invariants and the crash analysis
 // per step are in docs/store.md; comments here name the partner of each acquire/release.
 #include "store/store_core.h"
+#include "cpu_relax.h"
 #include "seqlock_copy.h"
 
 #include <sched.h>
@@ -20,6 +21,16 @@ namespace fabric_shm::detail {
 using namespace store_layout;
 
 namespace {
+
+/// A stripe lock kept this long by one holder without announcing anything new is taken over
+/// (and the holder fenced): store critical sections take microseconds, so only a stopped,
+/// starved or dead holder gets there. A holder that was merely slow starts its operation again.
+constexpr uint64_t kStripeHoldLimitNs = 50 * kNsPerMs;
+/// A waiter gives up with Errc::busy only after this long without getting the lock while its
+/// holders keep changing (livelock insurance; a stopped holder is taken over long before).
+constexpr uint64_t kStripeWaitLimitNs = 10 * kNsPerSec;
+/// An operation fenced this many times in a row gives up with Errc::busy.
+constexpr uint32_t kMaxRelocks = 1000;
 
 constexpr uint64_t align8(uint64_t v) { return (v + 7) & ~uint64_t(7); }
 constexpr uint64_t align64(uint64_t v) { return (v + 63) & ~uint64_t(63); }
@@ -378,6 +389,13 @@ bool StoreCore::claim_in_sb(uint32_t sb, uint32_t cls, OwnerToken me, uint32_t* 
         // path); lost updates between racing processes only delay or waste a drain attempt.
         used_[2 * sb].store(used_[2 * sb].load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
         used_[2 * sb + 1].store(uint32_t(i + 1), std::memory_order_relaxed);
+        // Release fence: the owner's payload and header stores come next (plain memcpy, or
+        // relaxed atomics under TSan). A stale seqlock reader still copying this block's
+        // previous object must, if it sees any of those bytes, also see our claim when it
+        // re-reads the word after its acquire fence (fence-fence synchronisation). The CAS's
+        // own release half orders only what came before it; on x86 this compiles to nothing,
+        // on AArch64 to a DMB.
+        std::atomic_thread_fence(std::memory_order_release);
         *block = b;
         *word = nw;
         return true;
@@ -467,6 +485,11 @@ bool StoreCore::alloc_run(uint64_t n, OwnerToken me, uint32_t* block, uint64_t* 
             !desc_[k].compare_exchange_strong(hd, next_sb(hd, kSbRunHead, 0, n), std::memory_order_release,
                                               std::memory_order_relaxed))
             return false;  // a reaper presumed us dead; what is left is reset by the next repair
+        // Release fence before the owner writes the run's bytes: a stale reader of a block that
+        // lived in these superblocks (drained, or an older run) re-checks that block's word
+        // after its copy, and the drain's or free's word change happened-before our claim.
+        // See claim_in_sb.
+        std::atomic_thread_fence(std::memory_order_release);
         *block = head;
         *word = nw;
         return true;
@@ -476,6 +499,7 @@ bool StoreCore::alloc_run(uint64_t n, OwnerToken me, uint32_t* block, uint64_t* 
 
 void StoreCore::free_loan(uint32_t block, OwnerToken me) noexcept {
     if (block >= block_count()) return;
+    FABRIC_PAUSE_POINT("store.loan.release");
     uint64_t w = words_[block].load(std::memory_order_relaxed);
     while (block_state(w) == kBlockLoaned && block_owner(w) == me) {
         // Release: our writes to the block happen-before the next claimer's acquire.
@@ -502,15 +526,26 @@ void StoreCore::after_free(uint32_t block) noexcept {
 }
 
 void StoreCore::release_run(uint32_t head) noexcept {
+    if (head >= sb_count_) return;
     const uint64_t d = desc_[head].load(std::memory_order_acquire);
     if (sb_state(d) != kSbRunHead) return;
     if (block_state(words_[uint64_t(head) * words_per_sb_].load(std::memory_order_acquire)) != kBlockFree) return;
     const uint64_t len = sb_aux(d);
-    for (uint64_t j = head + 1; j < head + len && j < sb_count_; ++j) {
-        uint64_t t = desc_[j].load(std::memory_order_relaxed);
-        if (sb_state(t) == kSbRunTail && sb_aux(t) == head)
-            desc_[j].compare_exchange_strong(t, next_sb(t, kSbUnassigned, 0, 0), std::memory_order_release,
-                                             std::memory_order_relaxed);
+    FABRIC_PAUSE_POINT("store.run.release");
+    // Several freers may release one run (the block's freer and repair()). A freer stopped
+    // here may resume after the run was released and its head index reused by a new run, so
+    // each tail is reset only if, after reading the tail, the head still holds this exact run
+    // (d: same generation). A new run's head leaves UNASSIGNED (acq_rel CAS) before its tails
+    // become RUN_TAIL (release CAS), so a tail value we read from a newer run implies we see a
+    // newer head; and a tail we read from this run that changes before our CAS fails the CAS
+    // (descriptors carry a generation). The stale freer's writes never land.
+    for (uint64_t j = uint64_t(head) + 1; j < uint64_t(head) + len && j < sb_count_; ++j) {
+        // Acquire: pairs with alloc_run's release CAS of the tail (its head claim before it).
+        uint64_t t = desc_[j].load(std::memory_order_acquire);
+        if (sb_state(t) != kSbRunTail || sb_aux(t) != head) continue;
+        if (desc_[head].load(std::memory_order_acquire) != d) return;  // released and maybe reused
+        desc_[j].compare_exchange_strong(t, next_sb(t, kSbUnassigned, 0, 0), std::memory_order_release,
+                                         std::memory_order_relaxed);
     }
     uint64_t e = d;
     desc_[head].compare_exchange_strong(e, next_sb(d, kSbUnassigned, 0, 0), std::memory_order_release,
@@ -518,9 +553,13 @@ void StoreCore::release_run(uint32_t head) noexcept {
 }
 
 bool StoreCore::try_drain(uint32_t sb, OwnerToken me) noexcept {
+    if (sb >= sb_count_) return false;
     uint64_t d = desc_[sb].load(std::memory_order_acquire);
     if (sb_state(d) != kSbSmall || me == 0) return false;
     const uint32_t cls = sb_class(d);
+    // The class comes from shared memory: a corrupt descriptor must not index past the class
+    // table or divide by an unused (zero) class size. Left as it is; check() reports it.
+    if (cls >= class_count_ || class_sizes_[cls] == 0) return false;
     const uint64_t draining = next_sb(d, kSbDraining, cls, me);
     if (!desc_[sb].compare_exchange_strong(d, draining, std::memory_order_acq_rel, std::memory_order_relaxed))
         return false;
@@ -547,7 +586,7 @@ bool StoreCore::try_drain(uint32_t sb, OwnerToken me) noexcept {
 
 void StoreCore::rollback_drain(uint32_t sb, uint64_t draining) noexcept {
     const uint32_t cls = sb_class(draining);
-    if (cls >= class_count_) return;
+    if (sb >= sb_count_ || cls >= class_count_ || class_sizes_[cls] == 0) return;
     const uint64_t nb = sb_bytes_ / class_sizes_[cls];
     for (uint64_t i = 0; i < nb; ++i) {
         std::atomic<uint64_t>& wd = words_[sb * words_per_sb_ + i];
@@ -686,6 +725,7 @@ void StoreCore::unpin(uint32_t record, uint32_t block, OwnerToken me) noexcept {
     // Release: our reads of the block happen-before whoever frees it after seeing the record gone.
     if (!pins_[record].compare_exchange_strong(expect, 0, std::memory_order_release, std::memory_order_relaxed))
         return;  // the reaper presumed us dead and released it
+    FABRIC_PAUSE_POINT("store.unpin.after_release");
     maybe_free_retired(block);
 }
 
@@ -693,7 +733,7 @@ void StoreCore::unpin(uint32_t record, uint32_t block, OwnerToken me) noexcept {
 
 Result<std::optional<Found>> StoreCore::lookup(const StoreKey& key) const {
     const uint64_t home = key.hash & mask_;
-    const uint32_t tag = uint32_t(key.hash >> 32);
+    const uint8_t tag = key_tag(key.hash);
     for (int attempt = 0; attempt < 10000; ++attempt) {
         bool restart = false;
         for (uint64_t p = 0; p <= mask_ && !restart; ++p) {
@@ -702,7 +742,7 @@ Result<std::optional<Found>> StoreCore::lookup(const StoreKey& key) const {
             for (uint32_t j = 0; j < kSlotsPerBucket; ++j) {
                 // Acquire: pairs with publish()'s release CAS of the slot.
                 const uint64_t v = bk.slots[j].load(std::memory_order_acquire);
-                if (v == 0 || slot_tag(v) != tag) continue;
+                if (slot_empty(v) || slot_tag(v) != tag) continue;
                 const uint32_t b = slot_block(v);
                 if (b >= block_count()) continue;  // reported by check()
                 // Acquire: pairs with the release store that made the block COMMITTING.
@@ -740,6 +780,7 @@ Result<std::optional<Found>> StoreCore::lookup(const StoreKey& key) const {
                 f.slot = &bk.slots[j];
                 f.slot_value = v;
                 f.bucket = bi;
+                f.slot_index = bi * kSlotsPerBucket + j;
                 f.block = b;
                 f.word = w1;
                 return std::optional<Found>(f);
@@ -802,50 +843,128 @@ std::optional<Found> StoreCore::find_locked(const StoreKey& key) const {
     }
 }
 
-Result<uint64_t> StoreCore::lock_stripe(uint64_t hash, OwnerToken me) const {
-    std::atomic<uint64_t>& lw = hdr_->stripe_locks[(hash >> 20) % kStripes];
-    const uint64_t mine = thread_tag() | me;
-    uint64_t z = 0;
-    // Acquire: pairs with unlock_stripe's release; the previous holder's CASes happen-before ours.
-    if (lw.compare_exchange_strong(z, mine, std::memory_order_acquire, std::memory_order_relaxed)) return mine;
-    const uint64_t start = mono_now_ns();
-    uint64_t next_probe = start + 2 * kNsPerMs, backoff = 20 * kNsPerUs;
+// ---- stripe locks ----------------------------------------------------------------------------
+
+std::atomic<uint64_t>* StoreCore::slot_at(uint64_t slot_index) const noexcept {
+    if (slot_index >= table_slots()) return nullptr;  // a token from shared memory: not trusted
+    return &buckets_[slot_index / kSlotsPerBucket].slots[slot_index % kSlotsPerBucket];
+}
+
+uint64_t StoreCore::fence_previous_holder(StripeLock& sl) const noexcept {
+    for (;;) {
+        // seq_cst, here and in announce(): the token is the one word both sides CAS, so the
+        // previous holder either announced before our read (we bump that slot) or finds its
+        // next announce failing after our CAS below.
+        uint64_t token = sl.intent.load(std::memory_order_seq_cst);
+        if (const uint64_t s1 = intent_slot_plus_one(token); s1 != 0) {
+            if (std::atomic<uint64_t>* s = slot_at(s1 - 1)) {
+                uint64_t v = s->load(std::memory_order_relaxed);
+                // One attempt is enough: if the CAS fails the slot changed, and a changed slot
+                // fails the previous holder's CAS just as the bump would. acq_rel: continues
+                // the release sequence of the value we replace (readers still synchronise with
+                // its writer).
+                s->compare_exchange_strong(v, bump_slot(v), std::memory_order_acq_rel, std::memory_order_relaxed);
+            }
+        }
+        const uint64_t closed = make_intent(intent_seq(token) + 1, 0);
+        if (sl.intent.compare_exchange_strong(token, closed, std::memory_order_seq_cst, std::memory_order_relaxed))
+            return closed;
+    }
+}
+
+bool StoreCore::announce(StripeHold& hold, uint64_t slot_index) const noexcept {
+    StripeLock& sl = hdr_->stripes[hold.stripe];
+    const uint64_t next = make_intent(intent_seq(hold.intent) + 1, slot_index + 1);
+    uint64_t expect = hold.intent;
+    // seq_cst: see fence_previous_holder. Failure: a thief closed our token (we were stopped
+    // past kStripeHoldLimitNs, or judged dead); it may have bumped our last announced slot.
+    if (!sl.intent.compare_exchange_strong(expect, next, std::memory_order_seq_cst, std::memory_order_relaxed))
+        return false;
+    hold.intent = next;
+    return true;
+}
+
+Result<StoreCore::StripeHold> StoreCore::lock_stripe(uint64_t hash, OwnerToken me) const {
+    StripeHold hold;
+    hold.stripe = uint32_t((hash >> 20) % kStripes);
+    hold.mine = thread_tag() | me;
+    StripeLock& sl = hdr_->stripes[hold.stripe];
+    uint64_t start = 0, seen_since = 0, next_probe = 0, backoff = 20 * kNsPerUs;
+    uint64_t seen_holder = 0, seen_intent = 0;
     for (int spin = 0;; ++spin) {
-        uint64_t held = lw.load(std::memory_order_relaxed);
+        uint64_t held = sl.holder.load(std::memory_order_relaxed);
         if (held == 0) {
-            if (lw.compare_exchange_weak(held, mine, std::memory_order_acquire, std::memory_order_relaxed)) return mine;
+            // seq_cst: the acquire half pairs with unlock_stripe's release (the previous
+            // holder's critical section happens-before ours); the total order with a thief's
+            // steal makes the check below sound.
+            if (!sl.holder.compare_exchange_weak(held, hold.mine, std::memory_order_seq_cst, std::memory_order_relaxed))
+                continue;
+            hold.intent = sl.intent.load(std::memory_order_seq_cst);
+            // The token we start from must predate any steal of this acquisition, else our
+            // first announce could succeed after the thief closed the token.
+            if (sl.holder.load(std::memory_order_seq_cst) != hold.mine) continue;
+            FABRIC_PAUSE_POINT("store.stripe.held");
+            return hold;
+        }
+        if (spin < 32 && held != hold.mine) {
+            cpu_relax();
             continue;
         }
-        if (spin < 32) {
-            __builtin_ia32_pause();
-            continue;
-        }
-        if (spin < 64) {
+        if (spin < 64 && held != hold.mine) {
             sched_yield();
             continue;
         }
         const uint64_t now = mono_now_ns();
-        if (now >= next_probe) {
+        const uint64_t token = sl.intent.load(std::memory_order_relaxed);  // progress marker only
+        if (start == 0 || held != seen_holder || token != seen_intent) {
+            if (start == 0) {
+                start = now;
+                next_probe = now + 2 * kNsPerMs;
+            }
+            seen_holder = held;
+            seen_intent = token;
+            seen_since = now;
+        }
+        // Take the lock over (never judging anyone dead for it) when:
+        //  - the word is this thread's own (left by an acquisition a thief fenced: we are not in
+        //    a critical section, as no code path nests stripe locks);
+        //  - the same holder has kept it, announcing nothing new, for kStripeHoldLimitNs: it is
+        //    stopped or starved; its late writes will fail (fence_previous_holder), and if it was
+        //    only slow it starts its operation again;
+        //  - the registry says the holder is certainly dead (probed every 2 ms).
+        bool take = held == hold.mine || now - seen_since >= kStripeHoldLimitNs;
+        if (!take && now >= next_probe) {
             next_probe = now + 2 * kNsPerMs;
             const OwnerToken holder = OwnerToken(held);
-            // Takeover from a certainly-dead holder by CAS on its exact word. Nothing is
-            // half-done under this lock: each change made under it is one CAS (docs/store.md).
-            if (holder != me && pool_->registry().liveness(holder, now) == Liveness::certainly_dead &&
-                lw.compare_exchange_strong(held, mine, std::memory_order_acquire, std::memory_order_relaxed))
-                return mine;
+            take = holder != me && pool_->registry().liveness(holder, now) == Liveness::certainly_dead;
         }
-        if (now - start > 10 * kNsPerSec)
+        if (take && sl.holder.compare_exchange_strong(held, hold.mine, std::memory_order_seq_cst,
+                                                      std::memory_order_relaxed)) {
+            FABRIC_PAUSE_POINT("store.stripe.stolen");
+            hold.intent = fence_previous_holder(sl);
+            // A thief of our own may have come while we were stopped between the steal and the
+            // fence: then the lock is not ours, wait again.
+            if (sl.holder.load(std::memory_order_seq_cst) != hold.mine) continue;
+            hold.stolen = true;
+            const_cast<layout::PoolHeader&>(pool_->header()).stolen_locks.fetch_add(1, std::memory_order_relaxed);
+            FABRIC_PAUSE_POINT("store.stripe.held");
+            return hold;
+        }
+        if (now - start > kStripeWaitLimitNs)
             return make_error(Errc::busy, "store key stripe lock held by process token " +
-                                              std::to_string(OwnerToken(held)) + " for more than 10s");
+                                              std::to_string(OwnerToken(held)) + ": not acquired in " +
+                                              format_duration_ns(kStripeWaitLimitNs) + " (writers keep it busy)");
         nap_ns(backoff);
         backoff = std::min<uint64_t>(backoff * 2, kNsPerMs);
     }
 }
 
-void StoreCore::unlock_stripe(uint64_t hash, uint64_t held) const noexcept {
-    std::atomic<uint64_t>& lw = hdr_->stripe_locks[(hash >> 20) % kStripes];
-    // Release: publishes our critical section to the next holder's acquire.
-    lw.compare_exchange_strong(held, 0, std::memory_order_release, std::memory_order_relaxed);
+void StoreCore::unlock_stripe(const StripeHold& hold) const noexcept {
+    uint64_t expect = hold.mine;
+    // Release: publishes our critical section to the next holder's acquire. Fails (harmlessly)
+    // when a thief took the lock over.
+    hdr_->stripes[hold.stripe].holder.compare_exchange_strong(expect, 0, std::memory_order_release,
+                                                              std::memory_order_relaxed);
 }
 
 void StoreCore::dec_overflow(uint64_t home, uint64_t bucket) noexcept {
@@ -859,26 +978,52 @@ void StoreCore::dec_overflow(uint64_t home, uint64_t bucket) noexcept {
 }
 
 namespace {
-struct StripeGuard {
+/// Unlocks a stripe on every path out of a critical section.
+struct StripeUnlock {
     const StoreCore* core;
-    uint64_t hash, held;
+    const StoreCore::StripeHold* hold;
+    ~StripeUnlock();
 };
+
+/// Moves our block `w` (COMMITTING or REMOVING of this version) back to `state` unless someone
+/// moved it on (a thief retired it); keeps a PINNED bit a reader added meanwhile.
+void revert_block(std::atomic<uint64_t>& wd, uint64_t ours, uint64_t state, uint64_t owner) noexcept {
+    uint64_t c = wd.load(std::memory_order_relaxed);
+    while (block_seq(c) == block_seq(ours) && block_state(c) == block_state(ours) &&
+           !wd.compare_exchange_weak(c, next_block(c, state, owner), std::memory_order_release,
+                                     std::memory_order_relaxed)) {
+    }
+}
 }  // namespace
 
+StripeUnlock::~StripeUnlock() { core->unlock_stripe(*hold); }
+
 Result<uint64_t> StoreCore::publish(const PublishArgs& a, OwnerToken me) {
+    for (uint32_t relocks = 0;; ++relocks) {
+        if (relocks > kMaxRelocks)
+            return make_error(Errc::busy, "store put of '" + std::string(a.key->view()) + "': the key's lock was taken " +
+                                              "over " + std::to_string(kMaxRelocks) + " times while this writer was stopped");
+        auto held = lock_stripe(a.key->hash, me);
+        if (!held) return std::move(held).error();
+        StripeHold hold = *held;
+        StripeUnlock unlock{this, &hold};
+        Result<uint64_t> out = uint64_t(0);
+        if (publish_locked(a, me, hold, out) == Locked::done) return out;
+    }
+}
+
+StoreCore::Locked StoreCore::publish_locked(const PublishArgs& a, OwnerToken me, StripeHold& hold,
+                                            Result<uint64_t>& out) {
     const StoreKey& key = *a.key;
     const PutOptions& opt = *a.options;
     BlockLoc loc;
-    if (!locate(a.block, loc)) return make_error(Errc::corrupt, "store: loaned block " + std::to_string(a.block) + " vanished");
+    if (!locate(a.block, loc)) {
+        out = make_error(Errc::corrupt, "store: loaned block " + std::to_string(a.block) + " vanished");
+        return Locked::done;
+    }
     auto* H = reinterpret_cast<ObjectHeader*>(loc.data);
-    auto held = lock_stripe(key.hash, me);
-    if (!held) return std::move(held).error();
-    struct Unlock {
-        const StoreCore* c;
-        uint64_t h, v;
-        ~Unlock() { c->unlock_stripe(h, v); }
-    } unlock{this, key.hash, *held};
     const uint64_t home = key.hash & mask_;
+    const uint8_t tag = key_tag(key.hash);
     std::atomic<uint64_t>& wd = words_[a.block];
     for (;;) {
         std::optional<Found> f = find_locked(key);
@@ -888,29 +1033,44 @@ Result<uint64_t> StoreCore::publish(const PublishArgs& a, OwnerToken me) {
         switch (opt.condition) {
         case PutCondition::none: break;
         case PutCondition::if_absent:
-            if (present)
-                return make_error(Errc::conflict, "if-absent: '" + std::string(key.view()) + "' exists at version " +
-                                                      std::to_string(cur_version));
+            if (present) {
+                out = make_error(Errc::conflict, "if-absent: '" + std::string(key.view()) + "' exists at version " +
+                                                     std::to_string(cur_version));
+                return Locked::done;
+            }
             break;
         case PutCondition::if_version_equals:
-            if (cur_version != opt.expected_version)
-                return make_error(Errc::conflict, "if-version: '" + std::string(key.view()) + "' is at version " +
-                                                      std::to_string(cur_version) + ", expected " +
-                                                      std::to_string(opt.expected_version));
+            if (cur_version != opt.expected_version) {
+                out = make_error(Errc::conflict, "if-version: '" + std::string(key.view()) + "' is at version " +
+                                                     std::to_string(cur_version) + ", expected " +
+                                                     std::to_string(opt.expected_version));
+                return Locked::done;
+            }
             break;
         case PutCondition::fence:
-            if (opt.fence_token < cur_fence)
-                return make_error(Errc::stale_epoch, "fence token " + std::to_string(opt.fence_token) +
-                                                         " is older than the stored token " + std::to_string(cur_fence) +
-                                                         " of '" + std::string(key.view()) + "'");
+            if (opt.fence_token < cur_fence) {
+                out = make_error(Errc::stale_epoch, "fence token " + std::to_string(opt.fence_token) +
+                                                        " is older than the stored token " + std::to_string(cur_fence) +
+                                                        " of '" + std::string(key.view()) + "'");
+                return Locked::done;
+            }
             break;
         }
         // Versions grow per key: an overwrite takes the old version + 1 (we hold the key's
-        // lock); a new key takes the store counter + 1, and remove() raises the counter to
-        // the removed version first, so a re-put after a remove still grows.
+        // lock; a thief that took it over fences our slot CAS, so a version decided here never
+        // lands out of order); a new key takes the store counter + 1, and remove() raises the
+        // counter to the removed version first, so a re-put after a remove still grows.
         // relaxed: monotonicity comes from the RMW and the lock; the slot CAS publishes.
         const uint64_t version =
             f ? f->snap.h.version + 1 : hdr_->version_counter.fetch_add(1, std::memory_order_relaxed) + 1;
+        // Still our loan? (Repair takes a loan back only once our pid is gone, so this holds
+        // while we run; checked before writing into the block all the same.)
+        uint64_t w = wd.load(std::memory_order_relaxed);
+        if (block_state(w) != kBlockLoaned || block_owner(w) != me) {
+            out = make_error(Errc::corrupt, "store: our loan of block " + std::to_string(a.block) +
+                                                " was taken over (were we presumed dead?)");
+            return Locked::done;
+        }
         ObjectHeader head;
         seqlock_copy_out(&head, H, sizeof head);  // the fields write_header() filled
         head.version = version;
@@ -919,95 +1079,128 @@ Result<uint64_t> StoreCore::publish(const PublishArgs& a, OwnerToken me) {
         head.expires_mono_ns = opt.ttl_ns ? mono_now_ns() + opt.ttl_ns : 0;
         head.replaces = f ? (block_seq(f->word) << 32) | (uint64_t(f->block) + 1) : 0;
         seqlock_copy_in(H, &head, sizeof head);
-        uint64_t w = wd.load(std::memory_order_relaxed);
-        if (block_state(w) != kBlockLoaned || block_owner(w) != me)
-            return make_error(Errc::corrupt, "store: our loan of block " + std::to_string(a.block) +
-                                                 " was taken over (were we presumed dead?)");
-        // A LOANED(me) word is ours alone (claimers want FREE, pinners a live state, repair a
-        // dead owner), so a plain store suffices. Release: header and payload happen-before
-        // any reader that acquires this word.
-        wd.store(next_block(w, kBlockCommitting, me), std::memory_order_release);
+        const uint64_t committing = next_block(w, kBlockCommitting, me);
+        // CAS from our exact loan, never a plain store over a word someone else may have
+        // moved. Release: header and payload happen-before any reader that acquires this word.
+        if (!wd.compare_exchange_strong(w, committing, std::memory_order_release, std::memory_order_relaxed)) {
+            out = make_error(Errc::corrupt, "store: our loan of block " + std::to_string(a.block) +
+                                                " was taken over (were we presumed dead?)");
+            return Locked::done;
+        }
         FABRIC_CRASH_POINT("store.put.after_mark");
-        const uint64_t nv = make_slot(uint32_t(key.hash >> 32), a.block);
-        bool linked = false, full = false;
+        bool linked = false, full = false, lost = false;
+        uint64_t passed = 0;
         if (f) {
-            uint64_t expect = f->slot_value;
-            // Release: pairs with lookup()'s acquire load of the slot. This CAS is the atomic
-            // step that publishes: it fails if anything changed since the condition was read.
-            linked = f->slot->compare_exchange_strong(expect, nv, std::memory_order_acq_rel, std::memory_order_relaxed);
+            if (announce(hold, f->slot_index)) {
+                FABRIC_PAUSE_POINT("store.put.before_link");
+                uint64_t expect = f->slot_value;
+                // Release: pairs with lookup()'s acquire load of the slot. This CAS is the atomic
+                // step that publishes: it fails if anything changed since the condition was read,
+                // including a thief's bump after it took our lock over.
+                linked = f->slot->compare_exchange_strong(expect, make_slot(tag, slot_gen(expect) + 1, a.block),
+                                                          std::memory_order_acq_rel, std::memory_order_relaxed);
+            } else {
+                lost = true;
+            }
         } else {
+            // `passed`: buckets we found full and counted in their overflow (undone on failure).
             const uint64_t limit = std::min<uint64_t>(mask_ + 1, kMaxProbeBuckets);
-            uint64_t passed = 0;
-            for (; passed < limit && !linked; ++passed) {
-                Bucket& bk = buckets_[(home + passed) & mask_];
-                for (uint32_t j = 0; j < kSlotsPerBucket && !linked; ++j) {
-                    uint64_t z = 0;
-                    if (bk.slots[j].load(std::memory_order_relaxed) == 0)
-                        linked = bk.slots[j].compare_exchange_strong(z, nv, std::memory_order_acq_rel,
-                                                                     std::memory_order_relaxed);
+            while (passed < limit) {
+                const uint64_t bi = (home + passed) & mask_;
+                Bucket& bk = buckets_[bi];
+                for (uint32_t j = 0; j < kSlotsPerBucket && !linked && !lost; ++j) {
+                    uint64_t cur = bk.slots[j].load(std::memory_order_relaxed);
+                    if (!slot_empty(cur)) continue;
+                    if (!announce(hold, bi * kSlotsPerBucket + j)) {
+                        lost = true;
+                        break;
+                    }
+                    FABRIC_PAUSE_POINT("store.put.before_link");
+                    // Claims the empty slot only if nobody wrote it since our load, a thief's
+                    // bump included: an insert decided before a takeover never lands beside the
+                    // thief's own insert of the same key.
+                    linked = bk.slots[j].compare_exchange_strong(cur, make_slot(tag, slot_gen(cur) + 1, a.block),
+                                                                 std::memory_order_acq_rel, std::memory_order_relaxed);
                 }
-                if (!linked) {
-                    // Release: pairs with lookup()'s acquire; counted before we claim further on.
-                    bk.overflow.fetch_add(1, std::memory_order_release);
-                    FABRIC_CRASH_POINT("store.put.after_overflow");
-                }
+                if (linked || lost) break;
+                // Release: pairs with lookup()'s acquire; counted before we claim further on.
+                bk.overflow.fetch_add(1, std::memory_order_release);
+                FABRIC_CRASH_POINT("store.put.after_overflow");
+                ++passed;
             }
             if (!linked) {
-                full = true;
+                full = !lost;
                 dec_overflow(home, (home + passed) & mask_);
             }
         }
         if (!linked) {
-            uint64_t c = wd.load(std::memory_order_relaxed);
-            while (block_state(c) == kBlockCommitting &&
-                   !wd.compare_exchange_weak(c, next_block(c, kBlockLoaned, me), std::memory_order_relaxed)) {
+            // Back to a loan of ours: the caller retries, or frees it.
+            revert_block(wd, committing, kBlockLoaned, me);
+            if (lost) return Locked::relock;  // a thief fenced us: start over under the lock again
+            if (full) {
+                out = make_error(Errc::capacity_exceeded,
+                                 "store table full: no free slot within " +
+                                     std::to_string(std::min<uint64_t>(mask_ + 1, kMaxProbeBuckets) * kSlotsPerBucket) +
+                                     " probes of " + std::to_string(table_slots()) + " entries (raise with --table-entries)");
+                return Locked::done;
             }
-            if (full)
-                return make_error(Errc::capacity_exceeded,
-                                  "store table full: no free slot within " +
-                                      std::to_string(std::min<uint64_t>(mask_ + 1, kMaxProbeBuckets) * kSlotsPerBucket) +
-                                      " probes of " + std::to_string(table_slots()) +
-                                      " entries (raise with --table-entries)");
             continue;
         }
         FABRIC_CRASH_POINT("store.put.after_link");
         if (f) retire(f->block, block_seq(f->word), 0);
         FABRIC_CRASH_POINT("store.put.after_retire");
+        // Our version only (same seq; a reader may have added PINNED): if a writer that took
+        // the lock over from us already replaced and freed this block, it stays theirs.
         for (uint64_t c = wd.load(std::memory_order_relaxed);
-             block_state(c) == kBlockCommitting && block_owner(c) == me;) {
+             block_state(c) == kBlockCommitting && block_seq(c) == block_seq(committing);) {
             if (wd.compare_exchange_weak(c, next_block(c, kBlockPublished, 0), std::memory_order_release,
                                          std::memory_order_relaxed))
                 break;
         }
-        return version;
+        out = version;
+        return Locked::done;
     }
 }
 
 Result<bool> StoreCore::remove(const StoreKey& key, std::optional<uint64_t> if_version, OwnerToken me,
                                std::optional<uint32_t> only_block) {
-    auto held = lock_stripe(key.hash, me);
-    if (!held) return std::move(held).error();
-    struct Unlock {
-        const StoreCore* c;
-        uint64_t h, v;
-        ~Unlock() { c->unlock_stripe(h, v); }
-    } unlock{this, key.hash, *held};
+    for (uint32_t relocks = 0;; ++relocks) {
+        if (relocks > kMaxRelocks)
+            return make_error(Errc::busy, "store remove of '" + std::string(key.view()) + "': the key's lock was taken " +
+                                              "over " + std::to_string(kMaxRelocks) + " times while this writer was stopped");
+        auto held = lock_stripe(key.hash, me);
+        if (!held) return std::move(held).error();
+        StripeHold hold = *held;
+        StripeUnlock unlock{this, &hold};
+        Result<bool> out = false;
+        if (remove_locked(key, if_version, me, only_block, hold, out) == Locked::done) return out;
+    }
+}
+
+StoreCore::Locked StoreCore::remove_locked(const StoreKey& key, std::optional<uint64_t> if_version, OwnerToken me,
+                                           std::optional<uint32_t> only_block, StripeHold& hold, Result<bool>& out) {
     for (;;) {
         std::optional<Found> f = find_locked(key);
-        if (!f) return false;
-        if (only_block && f->block != *only_block) return false;
+        if (!f || (only_block && f->block != *only_block)) {
+            out = false;
+            return Locked::done;
+        }
         const bool expired = f->snap.h.expires_mono_ns && f->snap.h.expires_mono_ns <= mono_now_ns();
-        if (if_version && (expired || f->snap.h.version != *if_version))
-            return make_error(Errc::conflict, "remove if-version: '" + std::string(key.view()) + "' is at version " +
-                                                  std::to_string(expired ? 0 : f->snap.h.version) + ", expected " +
-                                                  std::to_string(*if_version));
+        if (if_version && (expired || f->snap.h.version != *if_version)) {
+            out = make_error(Errc::conflict, "remove if-version: '" + std::string(key.view()) + "' is at version " +
+                                                 std::to_string(expired ? 0 : f->snap.h.version) + ", expected " +
+                                                 std::to_string(*if_version));
+            return Locked::done;
+        }
         std::atomic<uint64_t>& wd = words_[f->block];
         uint64_t w = wd.load(std::memory_order_acquire);
         if (block_seq(w) != block_seq(f->word)) continue;
-        if (block_state(w) == kBlockCommitting) {  // its writer died before finishing
+        if (block_state(w) == kBlockCommitting) {  // its writer died or was fenced before finishing
             finish_commit(f->block, w, 0);
             continue;
         }
+        // From PUBLISHED, or from REMOVING of a remover whose lock we took over (its slot CAS
+        // is fenced, so the removal is ours to finish).
         const uint64_t removing = next_block(w, kBlockRemoving, me);
         if (!wd.compare_exchange_strong(w, removing, std::memory_order_acq_rel, std::memory_order_relaxed)) continue;
         FABRIC_CRASH_POINT("store.remove.after_mark");
@@ -1016,17 +1209,22 @@ Result<bool> StoreCore::remove(const StoreKey& key, std::optional<uint64_t> if_v
         while (vc < f->snap.h.version &&
                !hdr_->version_counter.compare_exchange_weak(vc, f->snap.h.version, std::memory_order_relaxed)) {
         }
+        if (!announce(hold, f->slot_index)) {
+            revert_block(wd, removing, kBlockPublished, 0);
+            return Locked::relock;
+        }
+        FABRIC_PAUSE_POINT("store.remove.before_unlink");
         uint64_t expect = f->slot_value;
-        if (!f->slot->compare_exchange_strong(expect, 0, std::memory_order_acq_rel, std::memory_order_relaxed)) {
-            uint64_t c = removing;
-            wd.compare_exchange_strong(c, next_block(c, kBlockPublished, 0), std::memory_order_release,
-                                       std::memory_order_relaxed);
+        if (!f->slot->compare_exchange_strong(expect, make_empty_slot(slot_gen(expect) + 1), std::memory_order_acq_rel,
+                                              std::memory_order_relaxed)) {
+            revert_block(wd, removing, kBlockPublished, 0);
             continue;
         }
         dec_overflow(key.hash & mask_, f->bucket);
         FABRIC_CRASH_POINT("store.remove.after_unlink");
         retire(f->block, block_seq(removing), 0);
-        return !expired;
+        out = !expired;
+        return Locked::done;
     }
 }
 
@@ -1037,7 +1235,10 @@ bool StoreCore::sb_live_owner(OwnerToken t, uint64_t now, std::map<OwnerToken, b
     if (t == pool_->self()) return true;
     auto it = cache.find(t);
     if (it != cache.end()) return it->second;
-    const bool alive = pool_->registry().liveness(t, now) != Liveness::certainly_dead;
+    // By pid, not by heartbeat: everything repair() takes back (loans, pins, blocks and
+    // superblocks mid-transition) is memory its owner may still write or read with plain
+    // accesses when it resumes, which no CAS could fence. A stopped or hung owner keeps it.
+    const bool alive = pool_->registry().process_liveness(t, now) != Liveness::certainly_dead;
     cache.emplace(t, alive);
     return alive;
 }
@@ -1057,6 +1258,7 @@ RepairCounts StoreCore::repair(uint64_t now, bool dry, OwnerToken me, std::vecto
         note("store: release pin of dead owner " + std::to_string(pin_owner(p)) + " on block " +
              std::to_string(pin_block(p)));
         if (dry) continue;
+        FABRIC_PAUSE_POINT("store.repair.pin");
         if (pins_[i].compare_exchange_strong(p, 0, std::memory_order_release, std::memory_order_relaxed)) {
             pool_->count(uint32_t(CounterId::store_pins_released), 1);
             if (pin_block(p) < block_count()) maybe_free_retired(pin_block(p));
@@ -1116,6 +1318,7 @@ RepairCounts StoreCore::repair(uint64_t now, bool dry, OwnerToken me, std::vecto
                 ++rc.loans;
                 note("store: free block " + std::to_string(b) + " loaned by dead owner " + std::to_string(block_owner(w)));
                 if (dry) continue;
+                FABRIC_PAUSE_POINT("store.repair.loan");
                 if (words_[b].compare_exchange_strong(w, make_block(kBlockFree, block_seq(w) + 1, 0, false),
                                                       std::memory_order_release, std::memory_order_relaxed)) {
                     pool_->count(uint32_t(CounterId::store_loans_reclaimed), 1);
@@ -1136,6 +1339,8 @@ RepairCounts StoreCore::repair(uint64_t now, bool dry, OwnerToken me, std::vecto
             if (dry) continue;
             auto held = lock_stripe(k.hash, me);
             if (!held) continue;
+            // Every write below is a CAS from the exact word read under the lock, so a repairer
+            // whose lock is taken over while it is stopped changes nothing that moved on.
             std::optional<Found> f = find_locked(k);
             const bool linked = f && f->block == b;
             uint64_t cur = words_[b].load(std::memory_order_acquire);
@@ -1154,14 +1359,14 @@ RepairCounts StoreCore::repair(uint64_t now, bool dry, OwnerToken me, std::vecto
                     retire(b, block_seq(cur), 0);
                 }
             }
-            unlock_stripe(k.hash, *held);
+            unlock_stripe(*held);
         }
     }
     // 4. Expired objects.
     for (uint64_t bi = 0; bi <= mask_; ++bi) {
         for (uint32_t j = 0; j < kSlotsPerBucket; ++j) {
             const uint64_t v = buckets_[bi].slots[j].load(std::memory_order_acquire);
-            if (v == 0 || slot_block(v) >= block_count()) continue;
+            if (slot_empty(v) || slot_block(v) >= block_count()) continue;
             const uint32_t b = slot_block(v);
             const uint64_t w = words_[b].load(std::memory_order_acquire);
             if (block_state(w) != kBlockPublished) continue;
@@ -1202,7 +1407,7 @@ void StoreCore::check(std::vector<std::string>& violations, std::vector<std::str
     for (uint64_t bi = 0; bi <= mask_; ++bi) {
         for (uint32_t j = 0; j < kSlotsPerBucket; ++j) {
             const uint64_t v = buckets_[bi].slots[j].load(std::memory_order_acquire);
-            if (v == 0) continue;
+            if (slot_empty(v)) continue;
             const uint32_t b = slot_block(v);
             if (b >= block_count()) {
                 violations.push_back("violation: store slot " + std::to_string(bi) + "." + std::to_string(j) +
@@ -1237,6 +1442,19 @@ void StoreCore::check(std::vector<std::string>& violations, std::vector<std::str
         else if (st == kSbRunHead && (sb_aux(d) == 0 || s + sb_aux(d) > sb_count_))
             violations.push_back("violation: store run at superblock " + std::to_string(s) + " of length " +
                                  std::to_string(sb_aux(d)) + " overruns the heap");
+        else if (st == kSbRunHead) {
+            // Every superblock a run covers is its tail while its head block is in use. With the
+            // head block FREE a release is under way (tails go first), which is in progress.
+            const bool head_free = block_state(words_[s * words_per_sb_].load(std::memory_order_relaxed)) == kBlockFree;
+            for (uint64_t j = s + 1; j < s + sb_aux(d); ++j) {
+                const uint64_t t = desc_[j].load(std::memory_order_acquire);
+                if (sb_state(t) == kSbRunTail && sb_aux(t) == s) continue;
+                (head_free ? in_progress : violations)
+                    .push_back(std::string(head_free ? "in progress" : "violation") + ": store run at superblock " +
+                               std::to_string(s) + " of length " + std::to_string(sb_aux(d)) + ": superblock " +
+                               std::to_string(j) + " is not its tail (descriptor " + hex(t) + ")");
+            }
+        }
         uint64_t nb = 0;
         if (st == kSbSmall && sb_class(d) < class_count_) nb = sb_bytes_ / class_sizes_[sb_class(d)];
         if (st == kSbRunHead) nb = 1;
@@ -1262,7 +1480,7 @@ void StoreCore::check(std::vector<std::string>& violations, std::vector<std::str
                                   std::to_string(pin_owner(p)));
     }
     for (uint32_t i = 0; i < kStripes; ++i) {
-        const uint64_t l = hdr_->stripe_locks[i].load(std::memory_order_relaxed);
+        const uint64_t l = hdr_->stripes[i].holder.load(std::memory_order_relaxed);
         if (l) in_progress.push_back("in progress: store stripe lock " + std::to_string(i) + " held by owner " +
                                      std::to_string(OwnerToken(l)));
     }
@@ -1302,7 +1520,7 @@ StoreCore::Usage StoreCore::usage() const {
     u.largest_free_extent = std::max(u.largest_free_extent, largest_block);
     for (uint64_t bi = 0; bi <= mask_; ++bi)
         for (uint32_t j = 0; j < kSlotsPerBucket; ++j)
-            if (buckets_[bi].slots[j].load(std::memory_order_relaxed) != 0) ++u.objects;
+            if (!slot_empty(buckets_[bi].slots[j].load(std::memory_order_relaxed))) ++u.objects;
     for (uint64_t i = 0; i < pin_slots_; ++i)
         if (pins_[i].load(std::memory_order_relaxed) != 0) ++u.pins;
     return u;
@@ -1314,7 +1532,7 @@ std::vector<std::string> StoreCore::keys(uint64_t now_mono) const {
         for (uint32_t j = 0; j < kSlotsPerBucket; ++j) {
             for (int attempt = 0; attempt < 100; ++attempt) {
                 const uint64_t v = buckets_[bi].slots[j].load(std::memory_order_acquire);
-                if (v == 0 || slot_block(v) >= block_count()) break;
+                if (slot_empty(v) || slot_block(v) >= block_count()) break;
                 const uint32_t b = slot_block(v);
                 const uint64_t w = words_[b].load(std::memory_order_acquire);
                 const uint64_t s = block_state(w);

@@ -57,6 +57,7 @@ struct Found {
     std::atomic<uint64_t>* slot = nullptr;
     uint64_t slot_value = 0;
     uint64_t bucket = 0;     ///< bucket index of the slot
+    uint64_t slot_index = 0; ///< bucket * kSlotsPerBucket + position: what a writer announces before its CAS
     uint32_t block = 0;
     uint64_t word = 0;       ///< block word at validation
     HeaderSnapshot snap;
@@ -143,6 +144,21 @@ private:
     bool alloc_run(uint64_t n, OwnerToken me, uint32_t* block, uint64_t* word);
     void after_free(uint32_t block) noexcept;
     bool try_drain(uint32_t sb, OwnerToken me) noexcept;
+public:
+    /// A held stripe lock: the stripe, our lock word, and the last fencing token we saw or
+    /// wrote (docs/store.md "Stripe locks").
+    struct StripeHold {
+        uint32_t stripe = 0;
+        uint64_t mine = 0;
+        uint64_t intent = 0;
+        bool stolen = false;  ///< taken over from a holder that kept it too long or died
+    };
+    /// The writer lock of the key with this hash. Taken over (never failing for it) from a
+    /// holder that keeps it too long or is certainly dead; the old holder is fenced.
+    Result<StripeHold> lock_stripe(uint64_t hash, OwnerToken me) const;
+    void unlock_stripe(const StripeHold& hold) const noexcept;
+
+private:
     void rollback_drain(uint32_t sb, uint64_t desc) noexcept;
     void release_run(uint32_t head_sb) noexcept;
     void retire(uint32_t block, uint64_t expect_seq, int depth) noexcept;
@@ -150,8 +166,16 @@ private:
     bool pinned_by_any(uint32_t block) const noexcept;
     void finish_commit(uint32_t block, uint64_t word, int depth) noexcept;
     void dec_overflow(uint64_t home, uint64_t bucket) noexcept;
-    Result<uint64_t> lock_stripe(uint64_t hash, OwnerToken me) const;
-    void unlock_stripe(uint64_t hash, uint64_t held) const noexcept;
+    /// Makes the previous holder's announced slot CAS fail (bump) and closes its token.
+    uint64_t fence_previous_holder(store_layout::StripeLock& sl) const noexcept;
+    /// Announces the slot we are about to CAS (the fencing token). False: the lock was taken
+    /// over while we were stopped; do not write, start the operation again.
+    bool announce(StripeHold& hold, uint64_t slot_index) const noexcept;
+    std::atomic<uint64_t>* slot_at(uint64_t slot_index) const noexcept;
+    enum class Locked { done, relock };
+    Locked publish_locked(const PublishArgs& args, OwnerToken me, StripeHold& hold, Result<uint64_t>& out);
+    Locked remove_locked(const StoreKey& key, std::optional<uint64_t> if_version, OwnerToken me,
+                         std::optional<uint32_t> only_block, StripeHold& hold, Result<bool>& out);
     std::optional<Found> find_locked(const StoreKey& key) const;
     bool sb_live_owner(OwnerToken t, uint64_t now, std::map<OwnerToken, bool>& cache) const;
 

@@ -23,11 +23,11 @@
 namespace fabric_shm::store_layout {
 
 constexpr uint64_t kStoreMagic = 0x3145524F54534246ULL;  ///< "FBSTORE1" little-endian
-constexpr uint32_t kStoreLayoutVersion = 2;  ///< 2: pin_high_water replaced pin_cursor
+constexpr uint32_t kStoreLayoutVersion = 3;  ///< 2: pin_high_water replaced pin_cursor; 3: slot generations, fenced stripe locks
 constexpr uint32_t kObjectMagic = 0x4A424F46;            ///< "FOBJ"
 
 constexpr uint32_t kSlotsPerBucket = 7;
-constexpr uint32_t kStripes = 256;          ///< writer lock stripes (by key hash)
+constexpr uint32_t kStripes = 128;          ///< writer lock stripes (by key hash)
 constexpr uint64_t kMinBlock = 128;         ///< smallest size class; W = sb_bytes / kMinBlock
 constexpr uint64_t kMinSbBytes = 64 << 10;
 constexpr uint64_t kMaxSbBytes = 1 << 20;
@@ -90,11 +90,48 @@ constexpr uint64_t next_sb(uint64_t d, uint64_t state, uint32_t cls, uint64_t au
 }
 
 // ---- Table slot -------------------------------------------------------------------------
-// 0 = empty; else (hash tag << 32) | (block index + 1). Written only by the key's stripe-lock
-// holder (CAS), read by everyone.
-constexpr uint64_t make_slot(uint32_t tag, uint32_t block) { return (uint64_t(tag) << 32) | (uint64_t(block) + 1); }
-constexpr uint32_t slot_tag(uint64_t s) { return uint32_t(s >> 32); }
+// tag(8) << 56 | gen(24) << 32 | (block index + 1)(32); block + 1 == 0 means empty (whatever
+// the gen). `gen` goes up on every write of the slot, including a "bump" that changes nothing
+// else, so a slot value never repeats within 2^24 writes: a writer whose CAS is based on a stale
+// read (it was paused, and a stripe-lock thief fenced it by bumping) always fails. Written
+// by CAS only: the holder of the key's stripe lock, an inserter claiming an empty slot, a
+// thief fencing the previous holder's announced slot. Read by everyone.
+constexpr uint64_t make_slot(uint8_t tag, uint32_t gen, uint32_t block) {
+    return (uint64_t(tag) << 56) | (uint64_t(gen & 0xffffff) << 32) | (uint64_t(block) + 1);
+}
+constexpr uint64_t make_empty_slot(uint32_t gen) { return uint64_t(gen & 0xffffff) << 32; }
+constexpr bool slot_empty(uint64_t s) { return uint32_t(s) == 0; }
+constexpr uint8_t slot_tag(uint64_t s) { return uint8_t(s >> 56); }
+constexpr uint32_t slot_gen(uint64_t s) { return uint32_t(s >> 32) & 0xffffff; }
 constexpr uint32_t slot_block(uint64_t s) { return uint32_t(s) - 1; }
+/// The same content (key and block, or empty) under the next generation.
+constexpr uint64_t bump_slot(uint64_t s) {
+    return slot_empty(s) ? make_empty_slot(slot_gen(s) + 1) : make_slot(slot_tag(s), slot_gen(s) + 1, slot_block(s));
+}
+/// The 8-bit tag kept in a slot: filters lookups before the block's header is read.
+constexpr uint8_t key_tag(uint64_t hash) { return uint8_t(hash >> 56); }
+static_assert(slot_block(make_slot(0xab, 0xffffff, 0x7ffffffe)) == 0x7ffffffe && slot_tag(make_slot(0xab, 1, 0)) == 0xab,
+              "tag, generation and block do not overlap");
+static_assert(bump_slot(make_empty_slot(0xffffff)) == make_empty_slot(0), "the generation wraps inside its field");
+
+// ---- Stripe lock --------------------------------------------------------------------------
+// Writers of one key serialise on its stripe (hash >> 20) % kStripes. `holder` is the lock:
+// (thread tag << 32) | owner token, 0 = free. `intent` is the fencing token:
+// seq(32) << 32 | (slot index + 1)(32), 0 = nothing announced yet. Before every slot CAS the
+// holder CASes `intent` from the value it last saw to (seq + 1, that slot). A waiter that takes
+// the lock over from a holder that kept it too long (paused, or certainly dead) first bumps
+// the announced slot (bump_slot) and then CASes `intent` to (seq + 1, none): the old holder's
+// next intent CAS fails, and the one slot CAS it may still have in flight fails on the bumped
+// generation. So a stolen holder's late writes never land, and nobody has to be judged dead.
+constexpr uint64_t make_intent(uint32_t seq, uint64_t slot_plus_one) { return (uint64_t(seq) << 32) | slot_plus_one; }
+constexpr uint32_t intent_seq(uint64_t i) { return uint32_t(i >> 32); }
+constexpr uint64_t intent_slot_plus_one(uint64_t i) { return i & 0xffffffffULL; }
+
+struct alignas(16) StripeLock {
+    std::atomic<uint64_t> holder;  ///< (thread tag << 32) | token; CAS by acquirers, thieves; release CAS by the holder
+    std::atomic<uint64_t> intent;  ///< fencing token above; CAS by the holder and by a thief (seq_cst)
+};
+static_assert(sizeof(StripeLock) == 16, "four stripes per cache line");
 
 // ---- Pin record -------------------------------------------------------------------------
 // 0 = free; else (owner token << 32) | (block index + 1).
@@ -141,12 +178,14 @@ struct alignas(layout::kPageSize) StoreHeader {
     /// retirer that acquired a PINNED word scans only [0, pin_high_water) of the pin table.
     alignas(64) std::atomic<uint32_t> pin_high_water;
     uint32_t reserved3[15];
-    alignas(64) std::atomic<uint64_t> stripe_locks[kStripes];  ///< writer locks: (thread tag << 32) | holder token; 0 free
+    alignas(64) StripeLock stripes[kStripes];  ///< writer locks with their fencing tokens (see "Stripe lock")
 };
 static_assert(sizeof(StoreHeader) == layout::kPageSize, "the store header is one page");
 static_assert(offsetof(StoreHeader, heap_ref) == 232, "heap_ref is read by every attacher and the dump tool");
 static_assert(offsetof(StoreHeader, version_counter) == 320, "version counter on its own line");
-static_assert(offsetof(StoreHeader, stripe_locks) == 704, "stripe locks after the hint lines");
+static_assert(offsetof(StoreHeader, stripes) == 704, "stripe locks after the hint lines");
+static_assert(offsetof(StoreHeader, stripes) + sizeof(StripeLock) * kStripes <= layout::kPageSize,
+              "128 stripes of (lock, fencing token) fill the header's second half");
 
 /// At the start of every object's block (heap). Written by the block's owner while LOANED;
 /// published by the release store that makes the block COMMITTING and by the slot CAS.
