@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -133,6 +134,10 @@ struct ProducerOptions {
     /// Message timestamps from CLOCK_REALTIME_COARSE (jiffy resolution, ~4 ms) instead of
     /// CLOCK_REALTIME: cheaper where the clock source is slow (kvm-clock: ~110 ns a read).
     bool coarse_timestamps = false;
+    /// Checked while a send waits for space (on_full=block), at least every 50 ms: returning
+    /// true ends the wait with Errc::interrupted (nothing was claimed; the message was not
+    /// sent). Lets a program stop promptly on Ctrl-C instead of after block_timeout_ns.
+    std::function<bool()> should_stop;
 };
 
 /// Sends to one topic. Not thread-safe (one per thread); many producers (threads or
