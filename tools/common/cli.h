@@ -74,6 +74,7 @@ struct Command {
 void register_pool_commands(std::vector<Command>& commands);    ///< pool, lease
 void register_object_commands(std::vector<Command>& commands);  ///< put, get, head, rm, ls
 void register_topic_commands(std::vector<Command>& commands);   ///< topic, send, tail, group
+void register_dlq_commands(std::vector<Command>& commands);     ///< dlq ls|show|replay|purge
 
 /// Sections of fabric-shm-dump: each data structure adds one (tools/dump/section_*.cpp).
 struct DumpSection {
