@@ -46,6 +46,19 @@ struct Findings {
     std::vector<std::string> in_progress;
 };
 
+/// The region kinds' check hooks label their lines themselves ("violation: ...", "in
+/// progress: ..."); the dump lists them under its own labels, so the label goes.
+std::string without_label(std::string line) {
+    for (std::string_view label : {"violation: ", "in progress: "}) {
+        if (line.compare(0, label.size(), label) == 0) return line.substr(label.size());
+        // A section's own entries come as "<section>: <entry>".
+        const size_t colon = line.find(": ");
+        if (colon != std::string::npos && line.compare(colon + 2, label.size(), label) == 0)
+            return line.erase(colon + 2, label.size());
+    }
+    return line;
+}
+
 std::string lifecycle_name(uint64_t state) {
     switch (state) {
         case L::kPoolLive: return "live";
@@ -378,6 +391,8 @@ Status dump_pool(const std::string& name, bool check, PoolDump& d) {
         }
         // A truncation while we read would make everything above meaningless.
         FABRIC_TRY(pool.check_mapping());
+        for (auto* list : {&f.violations, &f.in_progress})
+            for (std::string& line : *list) line = without_label(std::move(line));
         doc["check"] = {{"violations", f.violations}, {"in_progress", f.in_progress}};
     }
 
