@@ -265,7 +265,7 @@ int tail_cmd(int argc, char** argv) {
     add_topic_common(o);
     o.add_options()("group", "read (and with --commit, commit) as this consumer group", cxxopts::value<std::string>())(
         "from", "earliest | latest | committed", cxxopts::value<std::string>()->default_value("earliest"))(
-        "count", "stop after N messages (0: no limit)", cxxopts::value<std::string>()->default_value("0"))(
+        "count", "stop after N messages (default: no limit)", cxxopts::value<std::string>())(
         "follow", "keep waiting for new messages until SIGINT/SIGTERM or --count")(
         "commit", "commit what was printed (needs --group)")("topic", "topic", cxxopts::value<std::string>());
     o.parse_positional({"topic"});
@@ -280,7 +280,7 @@ int tail_cmd(int argc, char** argv) {
     if (!group.empty())
         if (Status v = validate_name("group", group); !v) return fail(out, v.error());
     if (r.count("commit") && group.empty()) return usage(out, "--commit needs --group");
-    auto count = parse_u32("count", r["count"].as<std::string>());
+    auto count = parse_u32("count", opt_string(r, "count", "0"));
     if (!count) return fail(out, count.error());
     const std::string from = r["from"].as<std::string>();
     SeekPolicy seek;
