@@ -239,8 +239,8 @@ int main(int argc, char** argv) {
         if (failure) break;
         auto item = inputs->next();
         if (!item) {
-            // The input could not be described (missing, not a regular file): its own failure.
-            FailedInput f{item.error().message, item.error()};
+            // The input could not be described (vanished, not a regular file): its own failure.
+            FailedInput f{inputs->last_path(), item.error()};
             failed.push_back(f);
             report_failed(f);
             if (fail_fast) break;

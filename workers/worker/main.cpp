@@ -267,7 +267,7 @@ int main(int argc, char** argv) {
         processor = [base, pool_s](const WorkItem& item) -> Result<std::vector<uint8_t>> {
             workers::ExecSpec spec = base;
             spec.env = exec_environment(item, pool_s);
-            prepare_exec_notices(spec.env[0].second);
+            prepare_exec_notices(item.uri.to_string());
             auto res = workers::run_exec(spec, item.data, item.keep_alive);
             if (!res) return std::move(res).error();
             if (res->ok()) return std::move(res->stdout_bytes);
