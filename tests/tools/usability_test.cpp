@@ -159,8 +159,8 @@ TEST_CASE("cli: every option an error hint names exists in the help of each prog
         {"fabric-shm pool create", cli::spelling_pool_create()},
         {"fabric-shm topic create", cli::spelling_topic_create()},
         {"fabric-shm put", cli::spelling_put()},
-        {"fabric-shm-producer", cli::spelling_creating_worker()},
-        {"fabric-shm-worker", cli::spelling_creating_worker()},
+        {"fabric-shm-producer", cli::spelling_producer()},
+        {"fabric-shm-worker", cli::spelling_worker()},
         {"fabric-shm send", {}},  // no creation options at all: the hint names the command
     };
     for (const Program& p : programs) {
@@ -200,12 +200,18 @@ TEST_CASE("cli: errors name the option the user typed, not the library's field")
     CHECK(r.out.find("(lower --capacity or --stride)") != std::string::npos);
     CHECK(r.out.find("partition_") == std::string::npos);
     // The same field names, met in the producer (which has no --capacity), point to the command that has it.
-    CHECK(cli::localize("(lower partition_capacity or partition_stride)", cli::spelling_creating_worker()) ==
+    CHECK(cli::localize("(lower partition_capacity or partition_stride)", cli::spelling_producer()) ==
           "(lower `fabric-shm topic create --capacity` or `fabric-shm topic create --stride`)");
     // A program's own messages about its own options are left alone.
-    CHECK(cli::localize("--size: not a size", cli::spelling_creating_worker()) == "--size: not a size");
-    CHECK(cli::localize("pool too small (raise with --size)", cli::spelling_creating_worker()) ==
+    CHECK(cli::localize("--size: not a size", cli::spelling_producer()) == "--size: not a size");
+    CHECK(cli::localize("pool too small (raise with --size)", cli::spelling_producer()) ==
           "pool too small (raise with --pool-size)");
+    // The worker's group settings, met in the worker.
+    const std::string name2 = test::unique_pool_name("fields2");
+    test::PoolCleanup cleanup2(name2);
+    r = run("fabric-shm-worker --pool " + name2 + " --topic t --group g --builtin copy --session-timeout 0");
+    CHECK(r.rc == 2);
+    CHECK(r.out.find("--session-timeout 0 must be > 0") != std::string::npos);
 }
 
 TEST_CASE("pool create: --heap-size, --max-object-size and --table-entries make the default store with the pool") {

@@ -10,6 +10,7 @@ namespace {
 
 constexpr std::string_view kPoolCreate = "fabric-shm pool create";
 constexpr std::string_view kTopicCreate = "fabric-shm topic create";
+constexpr std::string_view kWorker = "fabric-shm-worker";
 
 bool ident_char(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; }
 bool option_char(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '-'; }
@@ -91,6 +92,8 @@ const std::vector<Setting>& settings() {
         {"--capacity", kTopicCreate, "partition_capacity"},
         {"--stride", kTopicCreate, "partition_stride"},
         {"--on-full", kTopicCreate, "on_full"},
+        {"--session-timeout", kWorker, "session_timeout_ns"},
+        {"--max-attempts", kWorker, "max_attempts"},
     };
     return all;
 }
@@ -105,9 +108,16 @@ OptionSpelling spelling_topic_create() {
             {"--on-full", "--on-full"}};
 }
 
-OptionSpelling spelling_creating_worker() {
+OptionSpelling spelling_producer() {
     return {{"--size", "--pool-size"}, {"--heap-size", "--heap-size"}, {"--max-object-size", "--max-object-size"},
             {"--table-entries", "--table-entries"}, {"--partitions", "--partitions"}};
+}
+
+OptionSpelling spelling_worker() {
+    OptionSpelling s = spelling_producer();
+    s.emplace_back("--session-timeout", "--session-timeout");
+    s.emplace_back("--max-attempts", "--max-attempts");
+    return s;
 }
 
 OptionSpelling spelling_put() {

@@ -22,7 +22,8 @@ struct Setting {
     std::string_view command;     ///< "fabric-shm pool create": where the option always exists
     std::string_view field;       ///< library field name in messages ("heap_bytes"), "" if none
 };
-/// Every setting library messages name (pool size, store geometry, topic geometry).
+/// Every setting library messages name (pool size, store geometry, topic geometry, the
+/// worker's group settings).
 const std::vector<Setting>& settings();
 
 /// How one program spells settings: canonical option -> its own option ("--size" ->
@@ -32,7 +33,8 @@ using OptionSpelling = std::vector<std::pair<std::string, std::string>>;
 /// The programs' spellings, shared with the test that checks them against --help.
 OptionSpelling spelling_pool_create();   ///< --size, --heap-size, --max-object-size, --table-entries
 OptionSpelling spelling_topic_create();  ///< --partitions, --capacity, --stride, --on-full
-OptionSpelling spelling_creating_worker();  ///< producer and worker: --pool-size, the store options, --partitions
+OptionSpelling spelling_producer();      ///< --pool-size, the store options, --partitions
+OptionSpelling spelling_worker();        ///< the producer's and --session-timeout, --max-attempts
 OptionSpelling spelling_put();           ///< --pool-size and the store options
 
 /// Rewrites field names into options and hint options into this program's spelling (or

@@ -116,7 +116,7 @@ bool input_failure(Errc code) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    cli::Output out{cli::argv_has_json(argc, argv), "fabric-shm-producer", cli::spelling_creating_worker()};
+    cli::Output out{cli::argv_has_json(argc, argv), "fabric-shm-producer", cli::spelling_producer()};
     if (cli::argv_has_version(argc, argv)) return cli::print_version(out.program);
     cxxopts::Options o("fabric-shm-producer",
                        "Puts objects into the pool's store at fabric://POOL/BUCKET/<file name> and sends each "

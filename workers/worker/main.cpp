@@ -172,7 +172,7 @@ nlohmann::json stats_json(const WorkerLoop& loop, uint64_t elapsed_ns) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    cli::Output out{cli::argv_has_json(argc, argv), "fabric-shm-worker", cli::spelling_creating_worker()};
+    cli::Output out{cli::argv_has_json(argc, argv), "fabric-shm-worker", cli::spelling_worker()};
     if (cli::argv_has_version(argc, argv)) return cli::print_version(out.program);
     cxxopts::Options o("fabric-shm-worker",
                        "Consumer-group member: for each notification on --topic, read the object, run the "
