@@ -42,9 +42,11 @@ struct Notice {
     size_t length[2] = {0, 0};
     volatile sig_atomic_t active = 0;
     void set(const std::string& s) {
+        if (s.empty()) return;
         const int next = 1 - active;
         const size_t n = std::min(s.size(), sizeof text[next]);
         std::memcpy(text[next], s.data(), n);
+        text[next][n - 1] = '\n';  // a notice cut short still ends its line
         length[next] = n;
         active = next;
     }
