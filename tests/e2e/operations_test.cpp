@@ -92,6 +92,15 @@ int run(const std::string& command, std::string* out) {
     return sh(command, out);
 }
 
+/// Kills a process group at scope exit: an --exec command left running by a failed check
+/// (disarmed, pgid = 0, once the group is known to be gone).
+struct GroupKiller {
+    pid_t pgid = 0;
+    ~GroupKiller() {
+        if (pgid > 0) ::kill(-pgid, SIGKILL);
+    }
+};
+
 uint64_t messages_in(Pool& pool, const std::string& topic) {
     auto d = TopicManager(pool).describe(topic);
     if (!d) return 0;
@@ -242,7 +251,8 @@ TEST_CASE("worker: Ctrl-C during --exec says which object it finishes, finishes 
     REQUIRE(sh(q(producer_bin()) + " --pool " + f.name + " --topic ev --synthetic 1 --size 10 --quiet") == 0);
     Proc w(q(worker_bin()) + " --pool " + f.name + " --topic ev --group g --id w --json --exec " +
            q("cat >/dev/null; cat " + fifo));
-    REQUIRE(eventually([&] { return child_of(w.pid()) != 0; }));  // the command is running
+    GroupKiller command;  // declared after w: killed before w's destructor SIGKILLs the worker
+    REQUIRE(eventually([&] { return (command.pgid = child_of(w.pid())) != 0; }));  // the command is running
     w.signal(SIGINT);
     const std::string object = f.uri("uploads", "synthetic-000000");
     REQUIRE(eventually([&] { return w.err().find("interrupt: finishing " + object) != std::string::npos; }));
@@ -251,6 +261,7 @@ TEST_CASE("worker: Ctrl-C during --exec says which object it finishes, finishes 
         release << "released\n";
     }
     CHECK(w.wait() == 0);
+    command.pgid = 0;  // it finished: its pid may belong to someone else by now
     INFO(w.err());
     CHECK(get_text(f.pool, f.uri("results", "synthetic-000000")) == "released\n");
     CHECK(last_json(w.out())["processed"] == 1);
@@ -264,8 +275,9 @@ TEST_CASE("worker: a second Ctrl-C kills the --exec command's process group and 
     REQUIRE(sh(q(producer_bin()) + " --pool " + f.name + " --topic ev --synthetic 1 --size 10 --quiet") == 0);
     Proc w(q(worker_bin()) + " --pool " + f.name + " --topic ev --group g --id w --exec " +
            q("cat >/dev/null; cat " + fifo));  // never finishes by itself
+    GroupKiller guard;
     pid_t command = 0;
-    REQUIRE(eventually([&] { return (command = child_of(w.pid())) != 0; }));
+    REQUIRE(eventually([&] { return (guard.pgid = command = child_of(w.pid())) != 0; }));
     w.signal(SIGINT);
     REQUIRE(eventually([&] { return w.err().find("interrupt: finishing") != std::string::npos; }));
     const uint64_t t0 = mono_now_ns();
@@ -275,7 +287,8 @@ TEST_CASE("worker: a second Ctrl-C kills the --exec command's process group and 
     INFO(w.err());
     CHECK(w.err().find("second interrupt: killed the --exec command's process group") != std::string::npos);
     // The command (its own process group, pgid = its pid) and its child `cat` are gone.
-    CHECK(eventually([&] { return ::kill(-command, 0) != 0 && errno == ESRCH; }));
+    if (eventually([&] { return ::kill(-command, 0) != 0 && errno == ESRCH; })) guard.pgid = 0;
+    CHECK(guard.pgid == 0);
     CHECK(get_text(f.pool, f.uri("results", "synthetic-000000")) == "<absent>");  // not committed: redelivered
 }
 
