@@ -6,6 +6,7 @@
 #include <iostream>
 #include <string>
 
+#include "fabric_shm/version.h"
 #include "harness/bench.h"
 
 using namespace fabric_shm::bench;
@@ -14,7 +15,7 @@ namespace {
 
 void print_list() {
     std::cout << "Usage: fabric-shm-bench <scenario> [--json] [--out FILE] [--quick] [scenario options]\n"
-                 "       fabric-shm-bench <scenario> --help\n\nScenarios:\n";
+                 "       fabric-shm-bench <scenario> --help\n       fabric-shm-bench --version\n\nScenarios:\n";
     for (const auto& s : scenarios()) std::cout << "  " << s.name << std::string(s.name.size() < 10 ? 10 - s.name.size() : 1, ' ') << s.summary << "\n";
     std::cout << "\nBuild with buildtype=release or debugoptimized for numbers; progress goes to stderr.\n";
 }
@@ -22,6 +23,10 @@ void print_list() {
 }  // namespace
 
 int main(int argc, char** argv) {
+    if (argc >= 2 && std::string(argv[1]) == "--version") {
+        std::cout << fabric_shm::version_line("fabric-shm-bench") << "\n";
+        return 0;
+    }
     if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h" ||
         std::string(argv[1]) == "--list") {
         print_list();

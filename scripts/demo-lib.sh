@@ -5,6 +5,9 @@
 # SIGTERM, then SIGKILL after 5 s; the pool is removed when this script created it).
 # Environment: FABRIC_SHM_POOL (pool name), FABRIC_SHM_BUILD_DIR (default <repo>/build, built
 # with scripts/build.sh when its executables are missing), FABRIC_SHM_KEEP=1 keeps the pool.
+# Ctrl-C (or SIGTERM) stops the demo within about two seconds: workers get SIGTERM (finish
+# the object in flight), then a second SIGTERM after 1 s (a worker kills its --exec command
+# and exits), then SIGKILL; the pool goes when this demo created it.
 
 demo_repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 demo_build="${FABRIC_SHM_BUILD_DIR:-$demo_repo/build}"
@@ -42,18 +45,40 @@ demo_init() {
         "$cli" pool create --pool "$pool" ${DEMO_POOL_OPTS:-} >/dev/null
         demo_created_pool=1
     fi
+    demo_traps
+}
+
+# Cleanup on any exit; Ctrl-C and SIGTERM exit 130 through it.
+demo_traps() {
     trap demo_cleanup EXIT
-    trap 'exit 130' INT TERM
+    trap 'say "interrupted: stopping the workers and cleaning up"; exit 130' INT TERM
+}
+
+# demo_wait_gone SECONDS: until every process in demo_pids has exited (0), or the time is up (1).
+demo_wait_gone() {
+    local end=$((SECONDS + $1)) pid alive
+    while :; do
+        alive=0
+        for pid in "${demo_pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        [ "$alive" = 0 ] && return 0
+        [ "$SECONDS" -ge "$end" ] && return 1
+        sleep 0.05
+    done
 }
 
 demo_cleanup() {
     local rc=$?
-    for pid in "${demo_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${demo_pids[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    trap - INT TERM  # a second Ctrl-C must not cut the cleanup short
+    if [ "${#demo_pids[@]}" -gt 0 ]; then
+        # SIGTERM: finish the object in flight and leave the group. A worker still busy after
+        # 1 s gets a second SIGTERM: it kills its --exec command and exits. Then SIGKILL.
+        for pid in "${demo_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+        if ! demo_wait_gone 1; then
+            for pid in "${demo_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+            demo_wait_gone 1 || for pid in "${demo_pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+        fi
+        for pid in "${demo_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    fi
     if [ "$demo_created_pool" = 1 ] && [ "${FABRIC_SHM_KEEP:-0}" != 1 ]; then
         "$cli" pool rm --force --pool "$pool" >/dev/null 2>&1 || true
     fi
@@ -66,7 +91,8 @@ demo_cleanup() {
 start_worker() {
     local name="$1"
     shift
-    "$worker" --pool "$pool" --id "$name" --json "$@" >"$demo_tmp/$name.json" 2>"$demo_tmp/$name.log" &
+    # 9<&-: run-demo.sh's lock descriptor (an fd on the pool's segment) stays with the script.
+    "$worker" --pool "$pool" --id "$name" --json "$@" >"$demo_tmp/$name.json" 2>"$demo_tmp/$name.log" 9<&- &
     last_pid=$!
     demo_pids+=("$last_pid")
 }
@@ -101,7 +127,8 @@ wait_results() {
     local in="$1" out="$2" timeout="$3"
     shift 3
     python3 - "$cli" "$pool" "$in" "$out" "$timeout" "$@" <<'PY'
-import json, subprocess, sys, time
+import json, signal, subprocess, sys, time
+signal.signal(signal.SIGINT, lambda *_: sys.exit(130))  # Ctrl-C: the script's trap reports it
 cli, pool, src, dst, timeout, keys = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5]), sys.argv[6:]
 def head(bucket, key):
     r = subprocess.run([cli, "head", f"fabric://{pool}/{bucket}/{key}", "--json"], capture_output=True, text=True)

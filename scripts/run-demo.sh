@@ -21,13 +21,14 @@ fi
 pool="${FABRIC_SHM_POOL:-default}"
 cli="$builddir/tools/fabric-shm"
 dump="$builddir/tools/dump/fabric-shm-dump"
+topic=object-events
+group=processors
 
+json_field() { python3 -c 'import json,sys; print(json.load(sys.stdin).get(sys.argv[1], ""))' "$1"; }
 create() { "$cli" pool create --exist-ok --pool "$pool" --json 2>&1; }
-existed=0
-"$cli" pool ls --json 2>/dev/null | grep -q "\"name\":\"$pool\"" && existed=1
 
 if out=$(create); then
-    echo "run-demo: pool '$pool' is ready"
+    :
 elif grep -q '"code":"version_mismatch"' <<<"$out"; then
     echo "run-demo: pool '$pool' was made by an incompatible build (layout changed, e.g. after a git pull):"
     echo "run-demo:   $(sed -n 's/.*"message":"\([^"]*\)".*/\1/p' <<<"$out")"
@@ -39,23 +40,46 @@ else
     echo "run-demo: could not create or attach pool '$pool' (see above; \`$cli pool rm --force --pool $pool\` discards it)" >&2
     exit 1
 fi
+created=$(json_field created <<<"$out")
+segment=$(json_field path <<<"$out")
+
+# One demo per pool at a time: two would share group '$group' and take each other's
+# notifications, and the one that created the pool would remove it under the other. The
+# lock is an flock on the pool's segment (it goes with the segment; nothing to clean up),
+# on descriptor 9, which the workers do not inherit (demo-lib.sh closes it for them).
+exec 9<"$segment"
+if ! flock -n 9; then
+    echo "run-demo: another run-demo.sh is running on pool '$pool'; wait for it to finish, or run this one on a" >&2
+    echo "run-demo: pool of its own: FABRIC_SHM_POOL=demo-\$\$ bash scripts/run-demo.sh" >&2
+    exit 1
+fi
+# Workers of the group that are not a demo's (started by hand) would take the notifications too.
+members=$("$cli" group describe "$group" --topic "$topic" --json 2>/dev/null |
+    python3 -c 'import json,sys; print(" ".join(m["id"] for m in json.load(sys.stdin).get("members", []) if m.get("alive")))' 2>/dev/null || true)
+if [ -n "$members" ]; then
+    echo "run-demo: pool '$pool' already has live workers in group '$group' on topic '$topic': $members" >&2
+    echo "run-demo: they would process this demo's objects; stop them, or run on a pool of its own: FABRIC_SHM_POOL=demo-\$\$ bash scripts/run-demo.sh" >&2
+    exit 1
+fi
+echo "run-demo: pool '$pool' is ready$([ "$created" = True ] && echo " (created; removed at the end unless FABRIC_SHM_KEEP=1)")"
 
 # ---- The recipe: store -> topic -> worker group -> results ------------------------------
 # shellcheck source=scripts/demo-lib.sh
 source scripts/demo-lib.sh
 FABRIC_SHM_BUILD_DIR="$builddir" demo_init recipe "$pool"
-[ "$existed" = 1 ] || demo_created_pool=1  # made above: remove it at the end
+[ "$created" = True ] && demo_created_pool=1  # made above: remove it at the end
 topic=object-events
 group=processors
 samples=scripts/samples
 mapfile -t keys < <(keys_of "$samples")
 
+processor="${DEMO_EXEC:-tr a-z A-Z}"
 say "1. two workers join group '$group' on topic '$topic' (the first creates it, 4 partitions);"
-say "   each runs \`tr a-z A-Z\` on every object (--exec: any program is the \"Lambda\")"
-start_worker worker-1 --topic "$topic" --group "$group" --exec 'tr a-z A-Z'
+say "   each runs \`$processor\` on every object (--exec: any program is the \"Lambda\")"
+start_worker worker-1 --topic "$topic" --group "$group" --exec "$processor"
 w1=$last_pid
 wait_members "$topic" "$group" 1
-start_worker worker-2 --topic "$topic" --group "$group" --exec 'tr a-z A-Z'
+start_worker worker-2 --topic "$topic" --group "$group" --exec "$processor"
 w2=$last_pid
 wait_members "$topic" "$group" 2
 

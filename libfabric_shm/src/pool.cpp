@@ -207,6 +207,7 @@ Pool::~Pool() {
 }
 
 const std::string& Pool::name() const { return impl_->name; }
+bool Pool::created() const { return impl_->created; }
 bool Pool::read_only() const { return impl_->read_only; }
 uint64_t Pool::size() const { return impl_->size; }
 std::byte* Pool::base() const { return impl_->base; }
@@ -392,7 +393,9 @@ Result<Pool> Pool::create(const PoolOptions& options) {
     close(fd);
     OpenOptions open_options;
     open_options.reap_on_open = false;
-    return open(options.name, open_options);
+    Result<Pool> opened = open(options.name, open_options);
+    if (opened) opened.value().impl_->created = true;
+    return opened;
 }
 
 Result<Pool> Pool::open(std::string_view name_view, const OpenOptions& options) {

@@ -22,6 +22,7 @@ struct Pool::Impl {
     OwnerToken self = 0;
     uint32_t self_slot = 0;
     uint32_t self_pid = 0;
+    bool created = false;  ///< this handle's Pool::create (or Pool::open with create_if_missing) made the segment
     /// In-process handle counts per directory entry: the attach bit in the registry is set
     /// on 0 -> 1 and cleared on 1 -> 0.
     std::unique_ptr<std::atomic<uint32_t>[]> local_attach;

@@ -33,6 +33,7 @@ std::string_view errc_name(Errc code) noexcept {
     case Errc::unsupported: return "unsupported";
     case Errc::skipped: return "skipped";
     case Errc::not_ready: return "not_ready";
+    case Errc::interrupted: return "interrupted";
     }
     return "unknown";
 }

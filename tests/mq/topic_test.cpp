@@ -291,6 +291,29 @@ TEST_CASE("on_full=block with no group keeps the first capacity messages, then b
     CHECK(prod->send("y").ok());
 }
 
+TEST_CASE("on_full=block: should_stop ends a wait for space at once with interrupted; nothing is sent") {
+    TestPool tp("stopwait");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 4, OnFull::block)).ok());
+    ProducerOptions po;
+    po.block_timeout_ns = 60 * kNsPerSec;  // without the stop request the send would wait a minute
+    int asked = 0;
+    po.should_stop = [&] { return ++asked >= 2; };  // the second check, after one park: "Ctrl-C" came
+    auto prod = Producer::open(tp.pool, "t", po);
+    REQUIRE(prod.ok());
+    for (int i = 0; i < 4; ++i) REQUIRE(prod->send("x").ok());
+    const uint64_t start = mono_now_ns();
+    auto r = prod->send("y");
+    const uint64_t waited = mono_now_ns() - start;
+    REQUIRE(r.code() == Errc::interrupted);
+    CHECK(r.error().message.find("interrupted") != std::string::npos);
+    CHECK(asked == 2);
+    CHECK(waited < 5 * kNsPerSec);  // one park is at most 50 ms; generous for a loaded machine
+    auto d = mgr.describe("t");
+    REQUIRE(d.ok());
+    CHECK(d->partitions[0].next == 4);  // nothing claimed for the interrupted send
+}
+
 TEST_CASE("on_full=overwrite: a slow consumer sees the gap, skips to the oldest retained offset, loss counted") {
     TestPool tp("over");
     TopicManager mgr(tp.pool);

@@ -65,6 +65,26 @@ TEST_CASE("pool: creating an existing pool fails with already_exists and changes
     CHECK(temp_files_of(cleanup.name()) == 0);
 }
 
+TEST_CASE("pool: created() says whether the call that returned the handle made the segment") {
+    test::PoolCleanup cleanup(test::unique_pool_name("made"));
+    OpenOptions create_if_missing;
+    create_if_missing.create_if_missing = true;
+    create_if_missing.create.size_bytes = 2 << 20;
+    auto made = Pool::open(cleanup.name(), create_if_missing);  // missing: this call creates it
+    REQUIRE(made);
+    CHECK(made->created());
+    auto again = Pool::open(cleanup.name(), create_if_missing);  // present: attaches
+    REQUIRE(again);
+    CHECK_FALSE(again->created());
+    CHECK_FALSE(Pool::open(cleanup.name())->created());
+    CHECK(Pool::create({cleanup.name(), 2 << 20}).code() == Errc::already_exists);
+
+    test::PoolCleanup other(test::unique_pool_name("made2"));
+    auto direct = Pool::create({other.name(), 2 << 20});
+    REQUIRE(direct);
+    CHECK(direct->created());
+}
+
 TEST_CASE("pool: opening a missing pool is not_found and lists existing pools") {
     test::PoolCleanup cleanup(test::unique_pool_name("exists"));
     REQUIRE(Pool::create({cleanup.name(), 2 << 20}));

@@ -2,7 +2,9 @@
 // Helpers shared by the tool executables; see tool_support.h.
 #include "tool_support.h"
 
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "fabric_shm/clock.h"
@@ -24,6 +26,93 @@ bool parse_options(cxxopts::Options& options, int argc, char** argv, const Outpu
         *exit_code = usage(out, e.what());
         return false;
     }
+}
+
+std::string opt_string(const cxxopts::ParseResult& r, const std::string& name, const std::string& fallback) {
+    return r.count(name) ? r[name].as<std::string>() : fallback;
+}
+
+bool no_create_requested(bool flag) {
+    if (flag) return true;
+    const char* env = std::getenv("FABRIC_SHM_NO_CREATE");
+    return env && *env && std::strcmp(env, "0") != 0;
+}
+
+Result<Pool> open_or_create_pool(const Output& out, const std::string& name, const PoolCreation& creation) {
+    OpenOptions options;
+    options.create_if_missing = !no_create_requested(creation.no_create);
+    options.create.size_bytes = creation.size_bytes;
+    Result<Pool> pool = Pool::open(name, options);
+    if (!pool) {
+        if (pool.code() != Errc::not_found || options.create_if_missing) return pool;
+        Error e = pool.error();
+        e.message = "pool '" + name + "' does not exist and " +
+                    (creation.no_create ? std::string("--no-create") : std::string("FABRIC_SHM_NO_CREATE")) +
+                    " forbids creating it";
+        return with_pool_list(std::move(e));
+    }
+    if (pool->created()) {
+        std::string others;
+        for (const std::string& p : Pool::list())
+            if (p != name) others += (others.empty() ? "" : ", ") + p;
+        uint64_t ttl = 0;
+        if (auto lease = pool->lease(pool->pool_lease_id())) ttl = lease->ttl_ns;
+        stderr_line(out.program + ": created pool '" + name + "' (" + format_bytes(pool->size()) + ", lease TTL " +
+                    format_duration_ns(ttl) + ", " + Pool::segment_path(name) + "): it did not exist" +
+                    (others.empty() ? std::string() : " (pools present: " + others + ")") +
+                    "; --no-create or FABRIC_SHM_NO_CREATE=1 refuses instead");
+    }
+    return pool;
+}
+
+void add_store_options(cxxopts::Options& o, const std::string& when) {
+    o.add_options()("heap-size",
+                    "object store heap size " + when + " (default: half the pool)",
+                    cxxopts::value<std::string>())(
+        "max-object-size", "largest object " + when + " (default: a quarter of the heap, at most 16M)",
+        cxxopts::value<std::string>())("table-entries",
+                                       "object store table entries " + when +
+                                           " (default: one per KiB of heap, at least 1024)",
+                                       cxxopts::value<std::string>());
+}
+
+Status parse_store_options(const cxxopts::ParseResult& r, PoolCreation* creation) {
+    if (r.count("heap-size")) {
+        auto v = parse_size_option("heap-size", r["heap-size"].as<std::string>());
+        if (!v) return v.error();
+        if (*v == 0) return make_error(Errc::invalid_argument, "--heap-size must be greater than 0");
+        creation->store.heap_bytes = *v;
+        creation->store_given = true;
+    }
+    if (r.count("max-object-size")) {
+        auto v = parse_size_option("max-object-size", r["max-object-size"].as<std::string>());
+        if (!v) return v.error();
+        if (*v == 0) return make_error(Errc::invalid_argument, "--max-object-size must be greater than 0");
+        creation->store.max_object_bytes = *v;
+        creation->store_given = true;
+    }
+    if (r.count("table-entries")) {
+        const std::string text = r["table-entries"].as<std::string>();
+        char* end = nullptr;
+        errno = 0;
+        const unsigned long long v = std::strtoull(text.c_str(), &end, 10);
+        if (text.empty() || text[0] == '-' || errno != 0 || *end != '\0' || v == 0 || v > UINT32_MAX)
+            return make_error(Errc::invalid_argument,
+                              "--table-entries '" + text + "' is not a number between 1 and 4294967295");
+        creation->store.table_entries = uint32_t(v);
+        creation->store_given = true;
+    }
+    return {};
+}
+
+Result<std::unique_ptr<MemObjectStore>> open_default_store(const Output& out, Pool& pool,
+                                                           const PoolCreation& creation) {
+    std::string note;
+    auto store = MemObjectStore::open(pool, creation.store, &note);
+    if (store && !note.empty())
+        stderr_line(out.program + ": warning: " + localize(note, out.spelling) +
+                    "; the store's geometry is fixed when it is created (with the pool): re-create the pool to change it");
+    return store;
 }
 
 Error with_pool_list(Error error) {

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
+#include "fabric_shm/mem_object_store.h"
 #include "fabric_shm/pool.h"
 #include "fabric_shm/registry.h"
 
@@ -23,6 +24,34 @@ bool argv_has_json(int argc, char** argv);
 /// Parses argv; on a cxxopts error prints a usage error and returns false with *exit_code = 2.
 bool parse_options(cxxopts::Options& options, int argc, char** argv, const Output& out,
                    cxxopts::ParseResult& result, int* exit_code);
+
+/// An option's value, or `fallback` when it was not given (options without a default_value:
+/// help texts then show the real default in their description, never `(default: "")`).
+std::string opt_string(const cxxopts::ParseResult& r, const std::string& name, const std::string& fallback = "");
+
+/// What a program that creates its pool as a side effect (producer, worker, put, topic
+/// create) creates it with.
+struct PoolCreation {
+    uint64_t size_bytes = kDefaultPoolSize;
+    bool no_create = false;   ///< --no-create given (FABRIC_SHM_NO_CREATE=1 has the same effect)
+    StoreConfig store;        ///< the default store, created with the pool when store_given
+    bool store_given = false; ///< --heap-size / --max-object-size / --table-entries given
+};
+/// True when --no-create was given or $FABRIC_SHM_NO_CREATE is set to anything but "" or "0".
+bool no_create_requested(bool flag);
+/// Attaches to the pool, creating it when missing unless no_create_requested(). A creation
+/// is announced on stderr (name, size, TTL, path, the pools that do exist: a typo shows);
+/// a refusal is NotFound naming the flag and the pools present.
+Result<Pool> open_or_create_pool(const Output& out, const std::string& name, const PoolCreation& creation);
+
+/// Adds --heap-size, --max-object-size and --table-entries (the default store's geometry).
+/// `when` says when they apply ("when this producer creates the pool").
+void add_store_options(cxxopts::Options& o, const std::string& when);
+/// Reads them into creation->store (store_given when any was given); errors name the option.
+Status parse_store_options(const cxxopts::ParseResult& r, PoolCreation* creation);
+/// Opens (creating when absent) the pool's default store with the requested geometry. When
+/// the store exists with another geometry, warns on stderr that the options were not applied.
+Result<std::unique_ptr<MemObjectStore>> open_default_store(const Output& out, Pool& pool, const PoolCreation& creation);
 
 /// NotFound for a pool: appends the pools that do exist (read-only commands never create one).
 Error with_pool_list(Error error);

@@ -47,6 +47,19 @@ struct Findings {
     std::vector<std::string> in_progress;
 };
 
+/// The region kinds' check hooks label their lines themselves ("violation: ...", "in
+/// progress: ..."); the dump lists them under its own labels, so the label goes.
+std::string without_label(std::string line) {
+    for (std::string_view label : {"violation: ", "in progress: "}) {
+        if (line.compare(0, label.size(), label) == 0) return line.substr(label.size());
+        // A section's own entries come as "<section>: <entry>".
+        const size_t colon = line.find(": ");
+        if (colon != std::string::npos && line.compare(colon + 2, label.size(), label) == 0)
+            return line.erase(colon + 2, label.size());
+    }
+    return line;
+}
+
 std::string lifecycle_name(uint64_t state) {
     switch (state) {
         case L::kPoolLive: return "live";
@@ -379,6 +392,8 @@ Status dump_pool(const std::string& name, bool check, PoolDump& d) {
         }
         // A truncation while we read would make everything above meaningless.
         FABRIC_TRY(pool.check_mapping());
+        for (auto* list : {&f.violations, &f.in_progress})
+            for (std::string& line : *list) line = without_label(std::move(line));
         doc["check"] = {{"violations", f.violations}, {"in_progress", f.in_progress}};
     }
 
@@ -429,18 +444,18 @@ int main(int argc, char** argv) {
     cxxopts::Options o("fabric-shm-dump",
                        "Prints a pool's header, processes, regions, leases, counters and data structures; maps "
                        "the pool read-only and never creates one");
-    o.add_options()("pool", "pool name (default $FABRIC_SHM_POOL, else \"default\")",
-                    cxxopts::value<std::string>()->default_value(""))("all", "every pool present")(
+    o.add_options()("pool", cli::pool_option_help(), cxxopts::value<std::string>())("all", "every pool present")(
         "json", "machine-readable output; errors as {\"error\":{\"code\",\"message\"}}")(
         "check", "validate every known invariant; exit 3 on violations (in-progress states are listed apart)")(
         "prometheus", "every counter and gauge in the Prometheus text format (fabric_shm_* metrics)")(
         "watch", "refresh every DURATION (500ms, 2s, ...) until interrupted: a compact live view (rates, TTLs, "
                  "lag and assignment per group, latency percentiles); with --full, --json or --prometheus, those",
         cxxopts::value<std::string>())("full", "with --watch: re-print the full dump instead of the compact view")(
-        "h,help", "show this help");
+        "version", "print the version and the pool layout version")("h,help", "show this help");
     cxxopts::ParseResult r;
     int rc = 0;
     if (!cli::parse_options(o, argc, argv, out, r, &rc)) return rc;
+    if (r.count("version")) return cli::print_version(out.program);
     if (r.count("help")) {
         std::cout << o.help() << "Exit codes: 0 ok, 1 error, 2 usage error, 3 --check found violations.\n";
         return cli::kExitOk;
@@ -459,7 +474,7 @@ int main(int argc, char** argv) {
         watch_ns = w.value();
     }
     // Validated before any syscall on the pool.
-    const std::string pool_flag = r["pool"].as<std::string>();
+    const std::string pool_flag = cli::opt_string(r, "pool");
     if (all && !pool_flag.empty()) return cli::usage(out, "--pool and --all are exclusive");
     if (full && !watch_ns) return cli::usage(out, "--full only applies to --watch");
     if (!all) {

@@ -21,13 +21,26 @@
 namespace fabric_shm::cli {
 namespace {
 
-/// 1 - largest free extent / free bytes: 0 when all free space is one extent, towards 1
-/// when it is splintered (a put larger than the largest extent fails even with room left).
-double fragmentation(const StoreStats& s) {
-    if (s.heap_capacity_bytes <= s.heap_used_bytes) return 0.0;
-    const uint64_t free_bytes = s.heap_capacity_bytes - s.heap_used_bytes;
-    if (s.largest_free_extent >= free_bytes) return 0.0;
-    return 1.0 - double(s.largest_free_extent) / double(free_bytes);
+/// How splintered the free superblocks are: 1 - largest run of free superblocks / all free
+/// superblock bytes. 0 when the free superblocks are one run, towards 1 when they are
+/// scattered (a large put fails although the total would hold it). Free blocks inside
+/// small-object superblocks do not count: they serve their size class and are not
+/// fragmentation, and a full heap (no free superblock) is full, not fragmented (0).
+double fragmentation(const detail::StoreCore::Usage& u, uint64_t sb_bytes) {
+    if (u.superblocks_free == 0 || sb_bytes == 0) return 0.0;
+    const uint64_t free_run_bytes = u.superblocks_free * sb_bytes;
+    const uint64_t largest_run = u.largest_free_extent >= sb_bytes ? u.largest_free_extent : 0;
+    if (largest_run >= free_run_bytes) return 0.0;
+    return 1.0 - double(largest_run) / double(free_run_bytes);
+}
+
+/// Fragmentation of a store region (0 when it cannot be bound: the error shows elsewhere).
+double store_fragmentation(const Pool& pool, const RegionInfo& r) {
+    auto root = pool.open_region(r.ref);
+    if (!root) return 0.0;
+    auto bound = detail::bind_store_regions(pool, std::move(*root));
+    if (!bound || !bound->core) return 0.0;
+    return fragmentation(bound->core->usage(), bound->core->sb_bytes());
 }
 
 std::string percent(double v) {
@@ -70,7 +83,7 @@ void fill_store(const Pool& pool, nlohmann::json& out) {
         doc["heap_used_bytes"] = s.heap_used_bytes;
         doc["heap_capacity_bytes"] = s.heap_capacity_bytes;
         doc["largest_free_extent"] = s.largest_free_extent;
-        doc["fragmentation"] = fragmentation(s);
+        doc["fragmentation"] = store_fragmentation(pool, r);
         doc["max_object_bytes"] = s.max_object_bytes;
         doc["loans_active"] = s.loans_active;
         doc["pins_active"] = s.pins_active;

@@ -18,9 +18,8 @@ namespace {
 
 
 void add_group_common(cxxopts::Options& o) {
-    o.add_options()("pool", "pool name (default $FABRIC_SHM_POOL, else \"default\")",
-                    cxxopts::value<std::string>()->default_value(""))(
-        "topic", "the group's topic (describe/ls: default every topic)", cxxopts::value<std::string>()->default_value(""))(
+    o.add_options()("pool", pool_option_help(), cxxopts::value<std::string>())(
+        "topic", "the group's topic (describe/ls: default every topic)", cxxopts::value<std::string>())(
         "json", "machine-readable output; errors as {\"error\":{\"code\",\"message\"}}")("h,help", "show this help");
 }
 
@@ -103,8 +102,8 @@ int cmd_group(int argc, char** argv) {
                        "  fabric-shm group skip GROUP --topic T --partition N --offset O [--force]\n"
                        "reset/skip refuse while members are alive (their next commit would undo it) unless --force.");
     add_group_common(o);
-    o.add_options()("to", "reset: earliest, latest or an offset", cxxopts::value<std::string>()->default_value(""))(
-        "partition", "reset/skip: partition number (reset default: all)", cxxopts::value<int>()->default_value("-1"))(
+    o.add_options()("to", "reset: earliest, latest or an offset", cxxopts::value<std::string>())(
+        "partition", "reset/skip: partition number (reset default: every partition)", cxxopts::value<int>())(
         "offset", "skip: the committed offset to move past", cxxopts::value<uint64_t>())(
         "force", "reset/skip even with live members");
     cxxopts::ParseResult r;
@@ -116,8 +115,9 @@ int cmd_group(int argc, char** argv) {
                                                     : kExitOk;
     }
     const auto pos = r.unmatched();
-    const std::string topic = r["topic"].as<std::string>();
-    auto pool_name = resolve_pool(r["pool"].as<std::string>());
+    const std::string topic = opt_string(r, "topic");
+    const int partition = r.count("partition") ? r["partition"].as<int>() : -1;  // -1: every partition
+    auto pool_name = resolve_pool(opt_string(r, "pool"));
     if (!pool_name) return fail(out, pool_name.error());
 
     if (s.action == "ls" || s.action == "describe") {
@@ -160,7 +160,7 @@ int cmd_group(int argc, char** argv) {
         st = TopicManager(*pool).remove_group(topic, group);
         done = "removed group '" + group + "' from topic '" + topic + "'";
     } else if (s.action == "reset") {
-        const std::string to = r["to"].as<std::string>();
+        const std::string to = opt_string(r, "to");
         ResetTo kind = ResetTo::offset;
         uint64_t offset = 0;
         if (to == "earliest") {
@@ -173,14 +173,14 @@ int cmd_group(int argc, char** argv) {
             if (to.empty() || *end != '\0')
                 return usage(out, "--to '" + to + "' must be earliest, latest or a decimal offset");
         }
-        st = reset_group_offsets(*pool, topic, group, kind, offset, r["partition"].as<int>(), r.count("force") > 0);
+        st = reset_group_offsets(*pool, topic, group, kind, offset, partition, r.count("force") > 0);
         done = "reset group '" + group + "' on topic '" + topic + "' to " + to;
     } else {
-        if (!r.count("offset") || r["partition"].as<int>() < 0) return usage(out, "skip needs --partition and --offset");
+        if (!r.count("offset") || partition < 0) return usage(out, "skip needs --partition and --offset");
         const uint64_t off = r["offset"].as<uint64_t>();
-        st = skip_group_offset(*pool, topic, group, uint32_t(r["partition"].as<int>()), off, r.count("force") > 0);
+        st = skip_group_offset(*pool, topic, group, uint32_t(partition), off, r.count("force") > 0);
         done = "group '" + group + "' skipped offset " + std::to_string(off) + " of partition " +
-               std::to_string(r["partition"].as<int>());
+               std::to_string(partition);
     }
     if (!st) return fail(out, st.error());
     if (out.json) {

@@ -33,7 +33,7 @@ namespace {
 
 void add_object_common(cxxopts::Options& o) {
     o.add_options()("pool", "must match the URI's pool if given (the URI's pool wins)",
-                    cxxopts::value<std::string>()->default_value(""))(
+                    cxxopts::value<std::string>())(
         "store", "store name within the pool", cxxopts::value<std::string>()->default_value("default"))(
         "json", "machine-readable output; errors as {\"error\":{\"code\",\"message\"}}")("h,help", "show this help");
 }
@@ -54,7 +54,7 @@ Result<FabricUri> parse_uri_arg(const std::vector<std::string>& pos, const cxxop
     if (pos.empty()) return make_error(Errc::invalid_argument, "missing URI (fabric://POOL/BUCKET/KEY)");
     auto uri = FabricUri::parse(pos[0]);
     if (!uri) return uri;
-    FABRIC_TRY(check_pool_flag(r["pool"].as<std::string>(), uri->pool()));
+    FABRIC_TRY(check_pool_flag(opt_string(r, "pool"), uri->pool()));
     return uri;
 }
 
@@ -160,23 +160,25 @@ nlohmann::json info_json(const FabricUri& uri, const ObjectInfo& info) {
 // ---- put ---------------------------------------------------------------------------
 
 int cmd_put(int argc, char** argv) {
-    Output out{argv_has_json(argc, argv), "fabric-shm put"};
+    Output out{argv_has_json(argc, argv), "fabric-shm put", spelling_put()};
     std::vector<char*> args(argv, argv + argc);
     auto meta = extract_meta(args);
     if (!meta) return fail(out, meta.error());
     cxxopts::Options o(argv[0], "Stores FILE (or stdin with '-' or no FILE) under URI; prints the new version.\n"
                                 "  fabric-shm put fabric://POOL/BUCKET/KEY [FILE|-] [options]");
     add_object_common(o);
-    o.add_options()("content-type", "content type stored with the object",
-                    cxxopts::value<std::string>()->default_value(""))(
+    o.add_options()("content-type", "content type stored with the object (default: none)",
+                    cxxopts::value<std::string>())(
         "meta", "user metadata k=v (repeatable; values may contain commas)")(
         "ttl", "per-object expiry (500ms, 30s, 5m, 1h, 2d); expired objects read as absent",
         cxxopts::value<std::string>())("if-absent", "only if no object exists under URI (else exit 1, conflict)")(
         "if-version", "only if the current version is N (else exit 1, conflict)", cxxopts::value<uint64_t>())(
         "pool-size", "size of the pool when put creates it", cxxopts::value<std::string>()->default_value("32M"))(
+        "no-create", "fail if the URI's pool does not exist (also: FABRIC_SHM_NO_CREATE=1)")(
         "notify", "after the put, send the URI (headers fabric-version, fabric-put-ts; keyed by the object key) "
                   "on TOPIC (repeatable: fan-out)",
         cxxopts::value<std::vector<std::string>>());
+    add_store_options(o, "when put creates the pool");
     cxxopts::ParseResult r;
     int rc = 0;
     if (!parse_options(o, int(args.size()), args.data(), out, r, &rc)) return rc;
@@ -191,7 +193,7 @@ int cmd_put(int argc, char** argv) {
     if (!store_name) return fail(out, store_name.error());
 
     PutOptions options;
-    options.content_type = r["content-type"].as<std::string>();
+    options.content_type = opt_string(r, "content-type");
     options.metadata = std::move(*meta);
     if (r.count("ttl")) {
         auto ttl = parse_duration_option("ttl", r["ttl"].as<std::string>());
@@ -204,8 +206,13 @@ int cmd_put(int argc, char** argv) {
         options.condition = PutCondition::if_version_equals;
         options.expected_version = r["if-version"].as<uint64_t>();
     }
+    PoolCreation creation;
     auto pool_size = parse_size_option("pool-size", r["pool-size"].as<std::string>());
     if (!pool_size) return fail(out, pool_size.error());
+    creation.size_bytes = *pool_size;
+    creation.no_create = r.count("no-create") > 0;
+    if (Status st = parse_store_options(r, &creation); !st) return fail(out, st.error());
+    creation.store.name = r["store"].as<std::string>();
 
     const std::string input = pos.size() > 1 ? pos[1] : "-";
     if (input == "-" && isatty(STDIN_FILENO))
@@ -213,15 +220,9 @@ int cmd_put(int argc, char** argv) {
     auto data = read_input(input);
     if (!data) return fail(out, data.error());
 
-    OpenOptions open;
-    open.create_if_missing = true;
-    open.create.name = uri->pool();
-    open.create.size_bytes = *pool_size;
-    Result<Pool> pool = Pool::open(uri->pool(), open);
+    Result<Pool> pool = open_or_create_pool(out, uri->pool(), creation);
     if (!pool) return fail(out, pool.error());
-    StoreConfig config;
-    config.name = r["store"].as<std::string>();
-    auto store = MemObjectStore::open(*pool, config);
+    auto store = open_default_store(out, *pool, creation);
     if (!store) return fail(out, store.error());
     auto version = (*store)->put(*uri, *data, options);
     if (!version) return fail(out, version.error());
@@ -441,7 +442,7 @@ int cmd_ls(int argc, char** argv) {
     if (pos.size() > 1) return usage(out, "unexpected argument '" + pos[1] + "'");
     auto target = parse_list_target(pos[0]);
     if (!target) return fail(out, target.error());
-    Status flag = check_pool_flag(r["pool"].as<std::string>(), target->pool);
+    Status flag = check_pool_flag(opt_string(r, "pool"), target->pool);
     if (!flag) return fail(out, flag.error());
 
     Result<Pool> pool = open_read_only(target->pool);

@@ -11,6 +11,7 @@
 #include "cli.h"
 #include "fault_guard.h"
 #include "fabric_shm/clock.h"
+#include "fabric_shm/mem_object_store.h"
 #include "fabric_shm/pool.h"
 #include "layout/pool_layout.h"
 #include "tool_support.h"
@@ -26,8 +27,7 @@ bool wants_help(int argc, char** argv) {
 }
 
 void add_common(cxxopts::Options& o) {
-    o.add_options()("pool", "pool name (default $FABRIC_SHM_POOL, else \"default\")",
-                    cxxopts::value<std::string>()->default_value(""))(
+    o.add_options()("pool", pool_option_help(), cxxopts::value<std::string>())(
         "json", "machine-readable output; errors as {\"error\":{\"code\",\"message\"}}")("h,help", "show this help");
 }
 
@@ -77,23 +77,40 @@ nlohmann::json pool_summary_json(const Pool& pool, uint64_t now) {
 
 // ---- pool create -------------------------------------------------------------------
 
-int pool_create(int argc, char** argv, Output& out) {
-    cxxopts::Options o(argv[0], "Creates a pool: one shared-memory segment /dev/shm/fabric-shm.<pool>");
+cxxopts::Options pool_create_options(const std::string& argv0) {
+    cxxopts::Options o(argv0, "Creates a pool: one shared-memory segment /dev/shm/fabric-shm.<pool>");
     add_common(o);
     o.add_options()("size", "segment size (e.g. 32M, 1G; at least 1M)", cxxopts::value<std::string>()->default_value("32M"))(
         "ttl", "pool lease TTL (500ms, 30s, 5m, 1h, 2d)", cxxopts::value<std::string>()->default_value("1h"))(
         "mode", "permission bits, octal (0660 lets the group attach)", cxxopts::value<std::string>()->default_value("0600"))(
-        "numa-node", "bind the pool's memory to this NUMA node (warns and continues on one node)",
+        "numa-node", "bind the pool's memory to this NUMA node (default: none; warns and continues on one node)",
         cxxopts::value<std::string>())("exist-ok",
                                        "succeed if the pool already exists and attaches (a wholly expired pool "
                                        "is re-created)");
+    add_store_options(o, "of the pool's default store, created with the pool when any of these three is given");
+    return o;
+}
+
+nlohmann::json store_json(const MemObjectStore& store) {
+    const StoreStats st = store.stats();
+    return {{"name", store.config().name},
+            {"heap_bytes", st.heap_capacity_bytes},
+            {"max_object_bytes", st.max_object_bytes},
+            {"table_entries", st.table_entries}};
+}
+
+int pool_create(int argc, char** argv, Output& out) {
+    out.spelling = spelling_pool_create();
+    cxxopts::Options o = pool_create_options(argv[0]);
     cxxopts::ParseResult r;
     int rc = 0;
     if (!parse_options(o, argc, argv, out, r, &rc)) return rc;
     if (r.count("help")) return std::cout << o.help(), kExitOk;
     if (!r.unmatched().empty()) return usage(out, "unexpected argument '" + r.unmatched()[0] + "'");
 
-    Result<std::string> name = resolve_pool(r["pool"].as<std::string>());
+    PoolCreation creation;
+    if (Status st = parse_store_options(r, &creation); !st) return fail(out, st.error());
+    Result<std::string> name = resolve_pool(opt_string(r, "pool"));
     if (!name) return fail(out, name.error());
     PoolOptions options;
     options.name = name.value();
@@ -124,25 +141,54 @@ int pool_create(int argc, char** argv, Output& out) {
     }
     if (!pool) return fail(out, pool.error());
 
+    // The default store, with the geometry asked for. A pool this call made goes again when
+    // its store cannot be made (e.g. a heap larger than the pool): nothing half-configured
+    // stays behind under the name.
+    std::unique_ptr<MemObjectStore> store;
+    if (creation.store_given) {
+        auto opened = open_default_store(out, pool.value(), creation);
+        if (!opened) {
+            if (created) {
+                pool = Error{};  // detach before removing
+                (void)Pool::remove(options.name, true);
+            }
+            return fail(out, opened.error());
+        }
+        store = std::move(opened.value());
+    }
+
     const uint64_t now = mono_now_ns();
     if (out.json) {
         nlohmann::json doc = pool_summary_json(pool.value(), now);
         doc["created"] = created;
+        if (store) doc["store"] = store_json(*store);
         print_json(doc);
     } else {
         const Pool& p = pool.value();
         std::cout << (created ? "created" : "exists:") << " pool '" << p.name() << "' " << format_bytes(p.size())
                   << " at " << Pool::segment_path(p.name()) << ", mode " << mode_text(p.header().mode)
                   << ", lease TTL " << format_duration_ns(p.header().default_ttl_ns) << "\n";
+        if (store) {
+            const nlohmann::json sj = store_json(*store);
+            std::cout << "store '" << sj["name"].get<std::string>() << "': heap "
+                      << format_bytes(sj["heap_bytes"].get<uint64_t>()) << ", objects up to "
+                      << format_bytes(sj["max_object_bytes"].get<uint64_t>()) << ", "
+                      << sj["table_entries"].get<uint64_t>() << " table entries\n";
+        }
     }
     return kExitOk;
 }
 
 // ---- pool ls -----------------------------------------------------------------------
 
-int pool_ls(int argc, char** argv, Output& out) {
-    cxxopts::Options o(argv[0], "Lists the pools present (read-only: attaches to nothing, creates nothing)");
+cxxopts::Options pool_ls_options(const std::string& argv0) {
+    cxxopts::Options o(argv0, "Lists the pools present (read-only: attaches to nothing, creates nothing)");
     o.add_options()("json", "machine-readable output")("h,help", "show this help");
+    return o;
+}
+
+int pool_ls(int argc, char** argv, Output& out) {
+    cxxopts::Options o = pool_ls_options(argv[0]);
     cxxopts::ParseResult r;
     int rc = 0;
     if (!parse_options(o, argc, argv, out, r, &rc)) return rc;
@@ -203,17 +249,22 @@ int pool_ls(int argc, char** argv, Output& out) {
 
 // ---- pool rm -----------------------------------------------------------------------
 
-int pool_rm(int argc, char** argv, Output& out) {
-    cxxopts::Options o(argv[0], "Removes a pool (refuses while other live processes are attached)");
+cxxopts::Options pool_rm_options(const std::string& argv0) {
+    cxxopts::Options o(argv0, "Removes a pool (refuses while other live processes are attached)");
     add_common(o);
     o.add_options()("force", "remove even while processes are attached, or when the segment cannot be attached "
                              "(corrupt, or written by an incompatible build)");
+    return o;
+}
+
+int pool_rm(int argc, char** argv, Output& out) {
+    cxxopts::Options o = pool_rm_options(argv[0]);
     cxxopts::ParseResult r;
     int rc = 0;
     if (!parse_options(o, argc, argv, out, r, &rc)) return rc;
     if (r.count("help")) return std::cout << o.help(), kExitOk;
     if (!r.unmatched().empty()) return usage(out, "unexpected argument '" + r.unmatched()[0] + "'");
-    Result<std::string> name = resolve_pool(r["pool"].as<std::string>());
+    Result<std::string> name = resolve_pool(opt_string(r, "pool"));
     if (!name) return fail(out, name.error());
 
     Status removed = Pool::remove(name.value(), r.count("force") > 0);
@@ -230,7 +281,10 @@ int pool_command(int argc, char** argv) {
     SubArgs s = split_action(argc, argv);
     if (s.action.empty()) {
         if (wants_help(argc, argv)) {
-            std::cout << "Usage: fabric-shm pool create|ls|rm [options]  (fabric-shm pool <action> --help)\n";
+            std::cout << "Usage: fabric-shm pool create|ls|rm [options]\n\n"
+                      << pool_create_options("fabric-shm pool create").help() << "\n"
+                      << pool_ls_options("fabric-shm pool ls").help() << "\n"
+                      << pool_rm_options("fabric-shm pool rm").help();
             return kExitOk;
         }
         return usage(out, "missing action: fabric-shm pool create|ls|rm");
@@ -244,15 +298,20 @@ int pool_command(int argc, char** argv) {
 
 // ---- lease ls ----------------------------------------------------------------------
 
-int lease_ls(int argc, char** argv, Output& out) {
-    cxxopts::Options o(argv[0], "Lists the pool's lease and every region lease (read-only)");
+cxxopts::Options lease_ls_options(const std::string& argv0) {
+    cxxopts::Options o(argv0, "Lists the pool's lease and every region lease (read-only)");
     add_common(o);
+    return o;
+}
+
+int lease_ls(int argc, char** argv, Output& out) {
+    cxxopts::Options o = lease_ls_options(argv[0]);
     cxxopts::ParseResult r;
     int rc = 0;
     if (!parse_options(o, argc, argv, out, r, &rc)) return rc;
     if (r.count("help")) return std::cout << o.help(), kExitOk;
     if (!r.unmatched().empty()) return usage(out, "unexpected argument '" + r.unmatched()[0] + "'");
-    Result<std::string> name = resolve_pool(r["pool"].as<std::string>());
+    Result<std::string> name = resolve_pool(opt_string(r, "pool"));
     if (!name) return fail(out, name.error());
     Result<Pool> pool = open_read_only(name.value());
     if (!pool) return fail(out, pool.error());
@@ -289,15 +348,20 @@ Result<uint64_t> parse_lease_id(const std::string& text) {
     return uint64_t(v);
 }
 
-int lease_renew(int argc, char** argv, Output& out) {
-    cxxopts::Options o(argv[0], "Renews a lease to now + TTL: LEASE_ID (from `fabric-shm lease ls`), \"pool\" "
-                                "(the default: the pool's own lease) or --all (every live lease)");
+cxxopts::Options lease_renew_options(const std::string& argv0) {
+    cxxopts::Options o(argv0, "Renews a lease to now + TTL: LEASE_ID (from `fabric-shm lease ls`), \"pool\" "
+                              "(the default: the pool's own lease) or --all (every live lease)");
     add_common(o);
     o.add_options()("all", "renew every lease that has not run out")(
         "ttl", "new TTL (also becomes the lease's TTL); default: the lease's own TTL",
         cxxopts::value<std::string>())("lease", "LEASE_ID or \"pool\"", cxxopts::value<std::vector<std::string>>());
     o.parse_positional({"lease"});
     o.positional_help("[LEASE_ID | pool]");
+    return o;
+}
+
+int lease_renew(int argc, char** argv, Output& out) {
+    cxxopts::Options o = lease_renew_options(argv[0]);
     cxxopts::ParseResult r;
     int rc = 0;
     if (!parse_options(o, argc, argv, out, r, &rc)) return rc;
@@ -307,7 +371,7 @@ int lease_renew(int argc, char** argv, Output& out) {
     if (ids.size() > 1) return usage(out, "give one LEASE_ID (or --all), not " + std::to_string(ids.size()));
     const bool all = r.count("all") > 0;
     if (all && !ids.empty()) return usage(out, "LEASE_ID and --all are exclusive");
-    Result<std::string> name = resolve_pool(r["pool"].as<std::string>());
+    Result<std::string> name = resolve_pool(opt_string(r, "pool"));
     if (!name) return fail(out, name.error());
     uint64_t ttl_ns = 0;
     if (r.count("ttl")) {
@@ -378,7 +442,9 @@ int lease_command(int argc, char** argv) {
     SubArgs s = split_action(argc, argv);
     if (s.action.empty()) {
         if (wants_help(argc, argv)) {
-            std::cout << "Usage: fabric-shm lease ls|renew [options]  (fabric-shm lease <action> --help)\n";
+            std::cout << "Usage: fabric-shm lease ls|renew [options]\n\n"
+                      << lease_ls_options("fabric-shm lease ls").help() << "\n"
+                      << lease_renew_options("fabric-shm lease renew").help();
             return kExitOk;
         }
         return usage(out, "missing action: fabric-shm lease ls|renew");

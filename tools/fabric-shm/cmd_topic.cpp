@@ -22,13 +22,12 @@ volatile std::sig_atomic_t g_stop = 0;
 void on_signal(int) { g_stop = 1; }
 
 void add_topic_common(cxxopts::Options& o) {
-    o.add_options()("pool", "pool name (default $FABRIC_SHM_POOL, else \"default\")",
-                    cxxopts::value<std::string>()->default_value(""))(
+    o.add_options()("pool", pool_option_help(), cxxopts::value<std::string>())(
         "json", "machine-readable output; errors as {\"error\":{\"code\",\"message\"}}")("h,help", "show this help");
 }
 
 Result<Pool> open_pool(const cxxopts::ParseResult& r, bool create_if_missing) {
-    Result<std::string> name = resolve_pool(r["pool"].as<std::string>());
+    Result<std::string> name = resolve_pool(opt_string(r, "pool"));
     if (!name) return std::move(name).error();
     OpenOptions options;
     options.create_if_missing = create_if_missing;
@@ -112,6 +111,7 @@ int topic_cmd(int argc, char** argv) {
         cxxopts::value<std::string>()->default_value("512"))(
         "on-full", "create: block | reject | overwrite (lossy)", cxxopts::value<std::string>()->default_value("block"))(
         "ttl", "create: lease TTL of the topic's regions (default: the pool's)", cxxopts::value<std::string>())(
+        "no-create", "create: fail if the pool does not exist instead of creating it (also: FABRIC_SHM_NO_CREATE=1)")(
         "name", "topic name", cxxopts::value<std::string>());
     o.parse_positional({"name"});
     cxxopts::ParseResult r;
@@ -124,6 +124,8 @@ int topic_cmd(int argc, char** argv) {
     const std::string name = r.count("name") ? r["name"].as<std::string>() : "";
     const uint64_t now = mono_now_ns();
     if (s.action == "create") {
+        out.program = "fabric-shm topic create";
+        out.spelling = spelling_topic_create();
         if (name.empty()) return usage(out, "topic create needs a NAME");
         if (Status v = validate_name("topic", name); !v) return fail(out, v.error());
         TopicConfig cfg;
@@ -146,7 +148,11 @@ int topic_cmd(int argc, char** argv) {
             cfg.ttl_ns = ttl.value();
         }
         if (Status v = validate_topic_config(cfg); !v) return fail(out, v.error());
-        auto pool = open_pool(r, true);
+        PoolCreation creation;
+        creation.no_create = r.count("no-create") > 0;
+        auto pool_name = resolve_pool(opt_string(r, "pool"));
+        if (!pool_name) return fail(out, pool_name.error());
+        auto pool = open_or_create_pool(out, *pool_name, creation);
         if (!pool) return fail(out, pool.error());
         TopicManager topics(pool.value());
         if (Status c = topics.create(name, cfg); !c) return fail(out, c.error());
@@ -259,7 +265,7 @@ int tail_cmd(int argc, char** argv) {
     add_topic_common(o);
     o.add_options()("group", "read (and with --commit, commit) as this consumer group", cxxopts::value<std::string>())(
         "from", "earliest | latest | committed", cxxopts::value<std::string>()->default_value("earliest"))(
-        "count", "stop after N messages (0: no limit)", cxxopts::value<std::string>()->default_value("0"))(
+        "count", "stop after N messages (default: no limit)", cxxopts::value<std::string>())(
         "follow", "keep waiting for new messages until SIGINT/SIGTERM or --count")(
         "commit", "commit what was printed (needs --group)")("topic", "topic", cxxopts::value<std::string>());
     o.parse_positional({"topic"});
@@ -274,7 +280,7 @@ int tail_cmd(int argc, char** argv) {
     if (!group.empty())
         if (Status v = validate_name("group", group); !v) return fail(out, v.error());
     if (r.count("commit") && group.empty()) return usage(out, "--commit needs --group");
-    auto count = parse_u32("count", r["count"].as<std::string>());
+    auto count = parse_u32("count", opt_string(r, "count", "0"));
     if (!count) return fail(out, count.error());
     const std::string from = r["from"].as<std::string>();
     SeekPolicy seek;

@@ -23,6 +23,7 @@ const std::vector<Registration> kRegistrations = {
     cli::register_group_commands,  // group ls|describe|rm|reset|skip (issue 5)
     cli::register_object_commands,  // put, get, head, rm, ls
     cli::register_topic_commands,  // topic create|ls|describe|rm, send, tail (issue 4)
+    cli::register_dlq_commands,    // dlq ls|show|replay|purge
 };
 
 void print_help(const std::vector<cli::Command>& commands) {
@@ -34,7 +35,8 @@ void print_help(const std::vector<cli::Command>& commands) {
     for (const auto& c : commands) width = std::max(width, c.name.size());
     for (const auto& c : commands) text += "  " + c.name + std::string(width - c.name.size() + 2, ' ') + c.summary + "\n";
     text +=
-        "\nEvery command takes --pool NAME (default $FABRIC_SHM_POOL, else \"default\") and --json.\n"
+        "\nEvery command takes --pool NAME (default $FABRIC_SHM_POOL, else \"default\"), --json and -h/--help.\n"
+        "fabric-shm --version prints the version and the pool layout version.\n"
         "Exit codes: 0 ok, 1 runtime error, 2 usage error, 3 --check found violations.\n"
         "Related tools: fabric-shm-dump (inspect, --check), fabric-shm-reaper (reclaim expired leases).\n";
     std::cout << text;
@@ -56,6 +58,7 @@ int main(int argc, char** argv) {
         print_help(commands);
         return cli::kExitOk;
     }
+    if (name == "--version" || name == "version") return cli::print_version("fabric-shm");
     for (const auto& c : commands) {
         if (c.name != name) continue;
         std::string argv0 = "fabric-shm " + name;

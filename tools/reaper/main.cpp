@@ -127,15 +127,15 @@ int main(int argc, char** argv) {
     cxxopts::Options o("fabric-shm-reaper",
                        "Reclaims expired regions, dead processes' leftovers and wholly expired pools. Run it "
                        "from cron or a systemd timer: nothing reaps while no process is alive.");
-    o.add_options()("pool", "pool name (default $FABRIC_SHM_POOL, else \"default\")",
-                    cxxopts::value<std::string>()->default_value(""))("all", "every pool present")(
+    o.add_options()("pool", cli::pool_option_help(), cxxopts::value<std::string>())("all", "every pool present")(
         "dry-run", "report what would be reclaimed; change nothing")(
         "json", "machine-readable output; errors as {\"error\":{\"code\",\"message\"}}")(
         "watch", "repeat every DURATION (500ms, 30s, 5m, ...) until interrupted", cxxopts::value<std::string>())(
-        "h,help", "show this help");
+        "version", "print the version and the pool layout version")("h,help", "show this help");
     cxxopts::ParseResult r;
     int rc = 0;
     if (!cli::parse_options(o, argc, argv, out, r, &rc)) return rc;
+    if (r.count("version")) return cli::print_version(out.program);
     if (r.count("help")) {
         std::cout << o.help() << "Exit codes: 0 ok, 1 error (a pool could not be attached), 2 usage error.\n";
         return cli::kExitOk;
@@ -150,7 +150,7 @@ int main(int argc, char** argv) {
         if (w.value() == 0) return cli::fail(out, Errc::invalid_argument, "--watch must be longer than 0");
         watch_ns = w.value();
     }
-    const std::string pool_flag = r["pool"].as<std::string>();
+    const std::string pool_flag = cli::opt_string(r, "pool");
     if (all && !pool_flag.empty()) return cli::usage(out, "--pool and --all are exclusive");
     if (!all) {
         Result<std::string> name = cli::resolve_pool(pool_flag);  // validated before any syscall

@@ -46,8 +46,9 @@ Result<std::vector<std::string>> expand(const std::string& arg) {
 
 Result<InputItem> describe(const std::string& path) {
     struct stat st {};
-    if (::stat(path.c_str(), &st) != 0) return errno_error(errno, "input '" + path + "'");
-    if (!S_ISREG(st.st_mode)) return make_error(Errc::invalid_argument, "input '" + path + "' is not a regular file");
+    // Messages without the path: the producer prints them after it (InputSource::last_path).
+    if (::stat(path.c_str(), &st) != 0) return errno_error(errno, "stat");
+    if (!S_ISREG(st.st_mode)) return make_error(Errc::invalid_argument, "not a regular file");
     InputItem item;
     item.key = base_name(path);
     item.path = path;
@@ -90,6 +91,7 @@ Result<std::optional<InputItem>> InputSource::next() {
         while (std::getline(std::cin, line)) {
             if (!line.empty() && line.back() == '\r') line.pop_back();
             if (line.empty()) continue;
+            last_path_ = line;
             auto item = describe(line);
             if (!item) return std::move(item).error();
             return std::optional<InputItem>(std::move(item.value()));
@@ -97,7 +99,8 @@ Result<std::optional<InputItem>> InputSource::next() {
         return std::optional<InputItem>();
     }
     if (pos_ >= paths_.size()) return std::optional<InputItem>();
-    auto item = describe(paths_[pos_++]);
+    last_path_ = paths_[pos_++];
+    auto item = describe(last_path_);
     if (!item) return std::move(item).error();
     return std::optional<InputItem>(std::move(item.value()));
 }
@@ -118,7 +121,7 @@ Status fill_input(const InputItem& item, std::span<uint8_t> out) {
         return {};
     }
     const int fd = ::open(item.path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return errno_error(errno, "input '" + item.path + "'");
+    if (fd < 0) return errno_error(errno, "open");
     size_t got = 0;
     while (got < out.size()) {
         const ssize_t k = ::read(fd, out.data() + got, out.size() - got);
@@ -126,9 +129,9 @@ Status fill_input(const InputItem& item, std::span<uint8_t> out) {
         if (k <= 0) {
             const int err = errno;
             ::close(fd);
-            if (k < 0) return errno_error(err, "reading '" + item.path + "'");
-            return make_error(Errc::io_error, "input '" + item.path + "' shrank while being read (" +
-                                                  std::to_string(got) + " of " + std::to_string(out.size()) + " bytes)");
+            if (k < 0) return errno_error(err, "read");
+            return make_error(Errc::io_error, "shrank while being read (" + std::to_string(got) + " of " +
+                                                  std::to_string(out.size()) + " bytes)");
         }
         got += size_t(k);
     }

@@ -26,20 +26,23 @@ public:
     /// not recursively) or reads paths from stdin; or describes `synthetic` objects.
     static Result<InputSource> make(const std::vector<std::string>& args, bool stdin_list, uint64_t synthetic,
                                     uint64_t synthetic_size);
-    /// Next item, nullopt at the end; an error names the path that could not be read.
+    /// Next item, nullopt at the end; an error is about last_path() (the message does not repeat it).
     Result<std::optional<InputItem>> next();
     /// Known up front (arguments, synthetic); 0 for --stdin-list.
     uint64_t total() const { return total_; }
+    /// The path next() looked at last (names the input when next() failed on it).
+    const std::string& last_path() const { return last_path_; }
 
 private:
     std::vector<std::string> paths_;
     size_t pos_ = 0;
     bool stdin_ = false;
     uint64_t synthetic_ = 0, synthetic_size_ = 0, made_ = 0, total_ = 0;
+    std::string last_path_;
 };
 
 /// Fills `out` with the content of an input: the file's bytes (exactly out.size() of them;
-/// an error if the file changed size) or deterministic synthetic text (lower-case letters,
+/// an error if the file changed size; messages do not repeat the path) or deterministic synthetic text (lower-case letters,
 /// a newline every 64 bytes, seeded by the index).
 Status fill_input(const InputItem& item, std::span<uint8_t> out);
 

@@ -109,6 +109,9 @@ Result<ExecOutcome> run_exec(const ExecSpec& spec, std::span<const uint8_t> inpu
         ::_exit(127);
     }
     ::setpgid(pid, pid);  // also here: no race with the child's own call
+    // Published after the group exists; cleared as soon as the child is reaped (until then
+    // its pid, and so the group id, cannot be reused).
+    if (spec.running_pgid) *spec.running_pgid = pid;
     // A pidfd makes the child's exit wake poll(); without one (old kernel) poll every 5 ms.
     Fd pidfd;
 #ifdef SYS_pidfd_open
@@ -143,6 +146,7 @@ Result<ExecOutcome> run_exec(const ExecSpec& spec, std::span<const uint8_t> inpu
         if (!reaped) {
             const pid_t w = ::waitpid(pid, &status, WNOHANG);
             if (w == pid) {
+                if (spec.running_pgid) *spec.running_pgid = 0;
                 reaped = true;
                 exited_at = now;
                 in_w.reset();
@@ -180,8 +184,11 @@ Result<ExecOutcome> run_exec(const ExecSpec& spec, std::span<const uint8_t> inpu
         }
         const int r = ::poll(fds, n, wait_ms);
         if (r < 0 && errno != EINTR) {
+            const int err = errno;
             kill_all();
-            return errno_error(errno, "--exec: poll");
+            if (!reaped) (void)::waitpid(pid, &status, 0);
+            if (spec.running_pgid) *spec.running_pgid = 0;
+            return errno_error(err, "--exec: poll");
         }
         if (r <= 0) continue;
         if (idx_in >= 0 && (fds[idx_in].revents & (POLLOUT | POLLERR | POLLHUP))) {
@@ -221,6 +228,7 @@ Result<ExecOutcome> run_exec(const ExecSpec& spec, std::span<const uint8_t> inpu
     if (!reaped) {
         while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
         }
+        if (spec.running_pgid) *spec.running_pgid = 0;
     }
     if (err_buf.size() > spec.stderr_tail_bytes) err_buf.erase(0, err_buf.size() - spec.stderr_tail_bytes);
     out.stderr_tail = std::move(err_buf);

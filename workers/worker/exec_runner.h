@@ -5,6 +5,7 @@
 // callback called at least every 100 ms while the command runs.
 #pragma once
 
+#include <csignal>
 #include <cstdint>
 #include <functional>
 #include <span>
@@ -22,6 +23,10 @@ struct ExecSpec {
     uint64_t timeout_ns = 0;                                  ///< 0: none
     uint64_t max_result_bytes = 0;                            ///< 0: no cap
     size_t stderr_tail_bytes = 512;                           ///< kept for failure reasons
+    /// When set, holds the command's process group id while it runs (0 otherwise), for a
+    /// signal handler that has to kill it (a second Ctrl-C): a sig_atomic_t is what a
+    /// handler may read.
+    volatile sig_atomic_t* running_pgid = nullptr;
 };
 
 struct ExecOutcome {

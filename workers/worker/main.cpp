@@ -2,11 +2,20 @@
 // fabric-shm-worker: a consumer-group member that turns notifications into results. The
 // processing loop is the library's WorkerLoop; this file adds the command line, the
 // processors (--exec CMD through exec_runner, --builtin NAME) and signal handling.
+//
+// Signals: the first SIGINT/SIGTERM asks the loop to stop after the object in flight (an
+// --exec command runs in its own process group, so a terminal's Ctrl-C does not reach it,
+// and it runs to its end); the worker says so. A second one stops at once: the command's
+// process group is SIGKILLed and the worker exits 130 without committing the object (it is
+// redelivered, like after a crash; the hand-out counts as an attempt). Log lines go out with
+// one write(2) each: the lines of several workers on one terminal never mix.
 #include <signal.h>
 #include <unistd.h>
 
+#include <array>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <string>
 
@@ -22,19 +31,113 @@ using namespace fabric_shm;
 
 namespace {
 
-volatile sig_atomic_t g_stop = 0;
-void on_stop(int) { g_stop = 1; }
+volatile sig_atomic_t g_stop = 0;       ///< signals received (1: finish and leave; 2: stop now)
+volatile sig_atomic_t g_exec_pgid = 0;  ///< the running --exec command's process group, 0 when none
+volatile sig_atomic_t g_quiet = 0;
+
+/// What the handler writes, prepared outside it (a handler may only write(2) bytes it finds
+/// ready). Two buffers: the one not published is rewritten, then published by one store.
+struct Notice {
+    char text[2][768];
+    size_t length[2] = {0, 0};
+    volatile sig_atomic_t active = 0;
+    void set(const std::string& s) {
+        if (s.empty()) return;
+        const int next = 1 - active;
+        const size_t n = std::min(s.size(), sizeof text[next]);
+        std::memcpy(text[next], s.data(), n);
+        text[next][n - 1] = '\n';  // a notice cut short still ends its line
+        length[next] = n;
+        active = next;
+    }
+    void write_now() const {
+        const int a = active;
+        if (length[a]) (void)!::write(STDERR_FILENO, text[a], length[a]);
+    }
+};
+Notice g_first_idle, g_first_exec, g_second_idle, g_second_exec;
+std::string g_prefix;  ///< "fabric-shm-worker[ID]: ", set once the member id is known
+
+/// The notices a signal prints while `uri` is being processed by --exec.
+void prepare_exec_notices(const std::string& uri) {
+    g_first_exec.set(g_prefix + "interrupt: finishing " + uri +
+                     " (the --exec command runs to its end), then commit and leave; interrupt again to stop at once "
+                     "(kills the command)\n");
+    g_second_exec.set(g_prefix + "second interrupt: killed the --exec command's process group; " + uri +
+                      " is not committed and will be redelivered (exit 130)\n");
+}
+
+void on_stop(int) {
+    const int saved_errno = errno;
+    const sig_atomic_t n = g_stop + 1;  // handlers are masked against each other: no lost count
+    g_stop = n;
+    const pid_t pgid = pid_t(g_exec_pgid);
+    if (n == 1) {
+        if (!g_quiet) (pgid > 0 ? g_first_exec : g_first_idle).write_now();
+    } else {
+        if (pgid > 0) ::kill(-pgid, SIGKILL);
+        if (!g_quiet) (pgid > 0 ? g_second_exec : g_second_idle).write_now();
+        ::_exit(cli::kExitInterrupted);
+    }
+    errno = saved_errno;
+}
 
 void install_signals() {
     struct sigaction sa {};
     sa.sa_handler = on_stop;
     sigemptyset(&sa.sa_mask);
+    sigaddset(&sa.sa_mask, SIGINT);  // one handler at a time: the count and the notices stay consistent
+    sigaddset(&sa.sa_mask, SIGTERM);
     sa.sa_flags = 0;  // no SA_RESTART: a blocking call returns EINTR and the loop looks at g_stop
     ::sigaction(SIGTERM, &sa, nullptr);
     ::sigaction(SIGINT, &sa, nullptr);
     struct sigaction ign {};
     ign.sa_handler = SIG_IGN;
     ::sigaction(SIGPIPE, &ign, nullptr);  // a command that does not read stdin: EPIPE, not death
+}
+
+/// The environment of an --exec command: the names (for --help) and their meaning.
+constexpr std::array<std::pair<const char*, const char*>, 9> kExecEnvironment = {{
+    {"FABRIC_URI", "the input's fabric:// URI"},
+    {"FABRIC_KEY", "its key"},
+    {"FABRIC_BUCKET", "its bucket"},
+    {"FABRIC_POOL", "the pool"},
+    {"FABRIC_VERSION", "the input version being processed"},
+    {"FABRIC_TOPIC", "the topic of the notification"},
+    {"FABRIC_PARTITION", "its partition"},
+    {"FABRIC_OFFSET", "its offset"},
+    {"FABRIC_ATTEMPT", "the attempt number, from 1"},
+}};
+
+std::vector<std::pair<std::string, std::string>> exec_environment(const WorkItem& item, const std::string& pool) {
+    const std::string values[] = {item.uri.to_string(),
+                                  item.uri.key(),
+                                  item.uri.bucket(),
+                                  pool,
+                                  std::to_string(item.version),
+                                  std::string(item.topic),
+                                  std::to_string(item.partition),
+                                  std::to_string(item.offset),
+                                  std::to_string(item.attempt)};
+    std::vector<std::pair<std::string, std::string>> env;
+    for (size_t i = 0; i < kExecEnvironment.size(); ++i) env.emplace_back(kExecEnvironment[i].first, values[i]);
+    return env;
+}
+
+std::string help_epilogue() {
+    std::string t = "\nProcessors: --builtin " + workers::builtin_names() +
+                    ", or --exec CMD (/bin/sh -c CMD in its own process group; the object on stdin, the result "
+                    "from stdout) with in its environment:\n";
+    for (const auto& [name, what] : kExecEnvironment) t += "  " + std::string(name) + "  " + what + "\n";
+    t +=
+        "Environment read by the worker:\n"
+        "  FABRIC_SHM_POOL       the pool when --pool is not given (else \"default\")\n"
+        "  FABRIC_SHM_NO_CREATE  1: never create the pool (as --no-create)\n"
+        "  FABRIC_SHM_DIR        the directory of the pools' segments (default /dev/shm)\n"
+        "Signals: SIGINT/SIGTERM finish the object in flight (an --exec command runs to its end), commit, leave "
+        "the group, exit 0; a second one kills the --exec command's process group and exits 130 at once (the "
+        "object is redelivered).\n";
+    return t;
 }
 
 std::string_view exit_name(WorkerExit e) {
@@ -71,45 +174,49 @@ nlohmann::json stats_json(const WorkerLoop& loop, uint64_t elapsed_ns) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    cli::Output out{cli::argv_has_json(argc, argv), "fabric-shm-worker"};
+    cli::Output out{cli::argv_has_json(argc, argv), "fabric-shm-worker", cli::spelling_worker()};
+    if (cli::argv_has_version(argc, argv)) return cli::print_version(out.program);
     cxxopts::Options o("fabric-shm-worker",
                        "Consumer-group member: for each notification on --topic, read the object, run the "
                        "processor, write the result to fabric://POOL/RESULT_BUCKET/<key>, forward, commit.");
-    o.add_options()("pool", "pool name (default $FABRIC_SHM_POOL, else \"default\"); created if missing",
-                    cxxopts::value<std::string>()->default_value(""))(
+    o.add_options()("pool", cli::pool_option_help("created if missing (announced on stderr) unless --no-create"),
+                    cxxopts::value<std::string>())(
         "topic", "topic to consume (created with --partitions if missing)", cxxopts::value<std::string>())(
         "group", "consumer group", cxxopts::value<std::string>())(
-        "id", "member id (default host-pid-starttime); a live duplicate is refused", cxxopts::value<std::string>())(
+        "id", "member id (default: host-pid-starttime); a live duplicate is refused", cxxopts::value<std::string>())(
         "exec", "processor: /bin/sh -c CMD, object on stdin, result from stdout", cxxopts::value<std::string>())(
         "builtin", "processor: copy | upper | crc32", cxxopts::value<std::string>())(
         "result-bucket", "bucket of the results", cxxopts::value<std::string>()->default_value("results"))(
-        "next-topic", "forward each result URI to this topic (multi-stage)", cxxopts::value<std::string>())(
+        "next-topic", "forward each result URI to this topic (multi-stage; default: none)",
+        cxxopts::value<std::string>())(
         "max-attempts", "attempts before dead-lettering", cxxopts::value<uint32_t>()->default_value("3"))(
-        "dlq", "dead-letter topic (default <topic>.dlq, created if missing)", cxxopts::value<std::string>())(
+        "dlq", "dead-letter topic (default: <topic>.dlq, created if missing)", cxxopts::value<std::string>())(
         "backoff", "first retry backoff (doubles, capped at 2s)", cxxopts::value<std::string>()->default_value("100ms"))(
         "session-timeout", "a member silent this long loses its partitions",
         cxxopts::value<std::string>()->default_value("10s"))(
         "batch", "messages per poll", cxxopts::value<uint32_t>()->default_value("16"))(
-        "count", "exit after handling N notifications", cxxopts::value<uint64_t>()->default_value("0"))(
-        "exit-when-idle", "exit after this long without a notification", cxxopts::value<std::string>())(
+        "count", "exit after handling N notifications (default: no limit)", cxxopts::value<uint64_t>())(
+        "exit-when-idle", "exit after this long without a notification (default: never)",
+        cxxopts::value<std::string>())(
         "exec-timeout", "kill --exec after this long (a failure)", cxxopts::value<std::string>()->default_value("60s"))(
         "max-result-size", "largest --exec result", cxxopts::value<std::string>()->default_value("16M"))(
         "partitions", "partitions of topics this worker creates", cxxopts::value<uint32_t>()->default_value("4"))(
         "pool-size", "size of the pool if this worker creates it", cxxopts::value<std::string>()->default_value("32M"))(
-        "quiet", "no event log on stderr")("json", "print the summary as JSON on stdout")("help", "this help");
+        "no-create", "fail if the pool does not exist instead of creating it (also: FABRIC_SHM_NO_CREATE=1)");
+    cli::add_store_options(o, "when this worker creates the pool (an existing pool keeps its store)");
+    o.add_options()("quiet", "no event log on stderr")("json", "print the summary as JSON on stdout")(
+        "version", "print the version and the pool layout version")("h,help", "this help");
     cxxopts::ParseResult r;
     int rc = 0;
     if (!cli::parse_options(o, argc, argv, out, r, &rc)) return rc;
     if (r.count("help")) {
-        std::cout << o.help() << "\nProcessors: --builtin " << workers::builtin_names()
-                  << ", or --exec CMD with FABRIC_URI, FABRIC_KEY, FABRIC_VERSION, FABRIC_TOPIC, FABRIC_PARTITION,"
-                     " FABRIC_OFFSET, FABRIC_ATTEMPT in its environment.\n";
+        std::cout << o.help() << help_epilogue();
         return cli::kExitOk;
     }
     if (!r.count("topic") || !r.count("group")) return cli::usage(out, "--topic and --group are required");
     if (r.count("exec") + r.count("builtin") != 1) return cli::usage(out, "give exactly one of --exec CMD or --builtin NAME");
 
-    auto pool_name = cli::resolve_pool(r["pool"].as<std::string>());
+    auto pool_name = cli::resolve_pool(cli::opt_string(r, "pool"));
     if (!pool_name) return cli::fail(out, pool_name.error());
     WorkerConfig cfg;
     cfg.topic = r["topic"].as<std::string>();
@@ -120,10 +227,10 @@ int main(int argc, char** argv) {
     if (r.count("dlq")) cfg.dlq_topic = r["dlq"].as<std::string>();
     cfg.max_attempts = r["max-attempts"].as<uint32_t>();
     cfg.batch = r["batch"].as<uint32_t>();
-    cfg.count = r["count"].as<uint64_t>();
+    if (r.count("count")) cfg.count = r["count"].as<uint64_t>();
     cfg.partitions_if_created = r["partitions"].as<uint32_t>();
     auto parse_d = [&](const char* name, uint64_t* dst) -> bool {
-        auto d = cli::parse_duration_option(std::string("--") + name, r[name].as<std::string>());
+        auto d = cli::parse_duration_option(name, r[name].as<std::string>());
         if (!d) {
             rc = cli::fail(out, d.error());
             return false;
@@ -131,16 +238,20 @@ int main(int argc, char** argv) {
         *dst = *d;
         return true;
     };
-    uint64_t exec_timeout = 0, max_result = 0, pool_size = 0;
+    uint64_t exec_timeout = 0, max_result = 0;
     if (!parse_d("session-timeout", &cfg.session_timeout_ns) || !parse_d("backoff", &cfg.backoff_initial_ns) ||
         !parse_d("exec-timeout", &exec_timeout))
         return rc;
     if (r.count("exit-when-idle") && !parse_d("exit-when-idle", &cfg.exit_when_idle_ns)) return rc;
-    for (auto [name, dst] : {std::pair{"max-result-size", &max_result}, std::pair{"pool-size", &pool_size}}) {
-        auto s = cli::parse_size_option(std::string("--") + name, r[name].as<std::string>());
+    cli::PoolCreation creation;
+    creation.no_create = r.count("no-create") > 0;
+    for (auto [name, dst] : {std::pair{"max-result-size", &max_result}, std::pair{"pool-size", &creation.size_bytes}}) {
+        auto s = cli::parse_size_option(name, r[name].as<std::string>());
         if (!s) return cli::fail(out, s.error());
         *dst = *s;
     }
+    if (Status st = cli::parse_store_options(r, &creation); !st) return cli::fail(out, st.error());
+    g_quiet = r.count("quiet") ? 1 : 0;
 
     // The processor.
     Processor processor;
@@ -153,18 +264,12 @@ int main(int argc, char** argv) {
         base.command = r["exec"].as<std::string>();
         base.timeout_ns = exec_timeout;
         base.max_result_bytes = max_result;
+        base.running_pgid = &g_exec_pgid;
         const std::string pool_s = *pool_name;
         processor = [base, pool_s](const WorkItem& item) -> Result<std::vector<uint8_t>> {
             workers::ExecSpec spec = base;
-            spec.env = {{"FABRIC_URI", item.uri.to_string()},
-                        {"FABRIC_KEY", item.uri.key()},
-                        {"FABRIC_BUCKET", item.uri.bucket()},
-                        {"FABRIC_POOL", pool_s},
-                        {"FABRIC_VERSION", std::to_string(item.version)},
-                        {"FABRIC_TOPIC", std::string(item.topic)},
-                        {"FABRIC_PARTITION", std::to_string(item.partition)},
-                        {"FABRIC_OFFSET", std::to_string(item.offset)},
-                        {"FABRIC_ATTEMPT", std::to_string(item.attempt)}};
+            spec.env = exec_environment(item, pool_s);
+            prepare_exec_notices(item.uri.to_string());
             auto res = workers::run_exec(spec, item.data, item.keep_alive);
             if (!res) return std::move(res).error();
             if (res->ok()) return std::move(res->stdout_bytes);
@@ -175,26 +280,31 @@ int main(int argc, char** argv) {
     }
 
     install_signals();
-    OpenOptions oo;
-    oo.create_if_missing = true;
-    oo.create.size_bytes = pool_size;
-    auto pool = Pool::open(*pool_name, oo);
+    auto pool = cli::open_or_create_pool(out, *pool_name, creation);
     if (!pool) return cli::fail(out, pool.error());
+    // The default store with the requested geometry (WorkerLoop attaches to it).
+    if (auto store = cli::open_default_store(out, *pool, creation); !store) return cli::fail(out, store.error());
 
     const uint64_t start = mono_now_ns();
     auto loop = WorkerLoop::open(*pool, cfg, std::move(processor));
     if (!loop) return cli::fail(out, loop.error());
     const std::string prefix = "fabric-shm-worker[" + loop->member_id() + "]: ";
+    g_first_idle.set(prefix + "interrupt: stopping after the current step (commit, leave the group); interrupt "
+                              "again to stop at once\n");
+    g_second_idle.set(prefix + "second interrupt: stopping now without committing (exit 130)\n");
+    g_prefix = prefix;
     if (!r.count("quiet"))
-        loop->set_log([prefix](std::string_view line) { std::cerr << prefix << line << std::endl; });
+        loop->set_log([prefix](std::string_view line) { cli::stderr_line(prefix + std::string(line)); });
 
     auto ran = loop->run([] { return g_stop != 0; });
     const uint64_t elapsed = mono_now_ns() - start;
     nlohmann::json summary = stats_json(*loop, elapsed);
+    summary["pool_created"] = pool->created();
     if (!ran) {
-        summary["error"] = {{"code", std::string(errc_name(ran.code()))}, {"message", ran.error().message}};
+        const std::string message = cli::message_of(out, ran.error());
+        summary["error"] = {{"code", std::string(errc_name(ran.code()))}, {"message", message}};
         if (out.json) cli::print_json(summary);
-        else std::cerr << prefix << "error: " << errc_name(ran.code()) << ": " << ran.error().message << "\n";
+        else cli::stderr_line(prefix + "error: " + std::string(errc_name(ran.code())) + ": " + message);
         return cli::kExitRuntime;
     }
     summary["exit"] = std::string(exit_name(*ran));
@@ -202,11 +312,12 @@ int main(int argc, char** argv) {
         cli::print_json(summary);
     } else if (!r.count("quiet")) {
         const WorkerStats& s = loop->stats();
-        std::cerr << prefix << exit_name(*ran) << ": " << s.processed << " results, " << s.skipped << " skipped, "
-                  << s.dead_lettered << " dead-lettered, " << s.failed_attempts << " failed attempts in "
-                  << format_duration_ns(elapsed) << "; latency p50 " << format_duration_ns(s.latency.p50_ns)
-                  << " p99 " << format_duration_ns(s.latency.p99_ns) << " max "
-                  << format_duration_ns(s.latency.max_ns) << "\n";
+        cli::stderr_line(prefix + std::string(exit_name(*ran)) + ": " + std::to_string(s.processed) + " results, " +
+                         std::to_string(s.skipped) + " skipped, " + std::to_string(s.dead_lettered) +
+                         " dead-lettered, " + std::to_string(s.failed_attempts) + " failed attempts in " +
+                         format_duration_ns(elapsed) + "; latency p50 " + format_duration_ns(s.latency.p50_ns) +
+                         " p99 " + format_duration_ns(s.latency.p99_ns) + " max " +
+                         format_duration_ns(s.latency.max_ns));
     }
     return cli::kExitOk;
 }

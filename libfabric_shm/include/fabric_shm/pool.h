@@ -141,6 +141,10 @@ public:
     ~Pool();
 
     const std::string& name() const;
+    /// True when the call that returned this handle created the segment (Pool::create, or
+    /// Pool::open with create_if_missing that found no pool, or only a wholly expired one):
+    /// programs that create a pool as a side effect say so.
+    bool created() const;
     bool read_only() const;
     uint64_t size() const;
     std::byte* base() const;

@@ -38,6 +38,7 @@ enum class Errc : uint16_t {
     unsupported,        ///< not available in this build or on this system
     skipped,            ///< a producer's claimed slot was turned into a skip record by a survivor
     not_ready,          ///< segment exists but is not initialised (zeroed, or its creator died)
+    interrupted,        ///< a blocking wait ended because its caller asked to stop (e.g. Ctrl-C)
 };
 
 std::string_view errc_name(Errc code) noexcept;

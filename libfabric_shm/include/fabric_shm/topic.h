@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -136,6 +137,10 @@ struct ProducerOptions {
     /// on_full=overwrite: how long a producer that laps the ring waits for a previous-lap claim
     /// of a live (maybe paused) producer before turning it into a quarantine skip record.
     uint64_t claim_timeout_ns = 2'000'000'000ull;
+    /// Checked while a send waits for space (on_full=block), at least every 50 ms: returning
+    /// true ends the wait with Errc::interrupted (nothing was claimed; the message was not
+    /// sent). Lets a program stop promptly on Ctrl-C instead of after block_timeout_ns.
+    std::function<bool()> should_stop;
 };
 
 /// Sends to one topic. Not thread-safe (one per thread); many producers (threads or

@@ -152,6 +152,10 @@ Status Producer::Impl::wait_for_space(uint32_t p, uint64_t tail, uint64_t deadli
                                   std::to_string(tail - floor) + " (committed " + std::to_string(floor) + ", next " +
                                   std::to_string(tail) + ", capacity " + std::to_string(pv.capacity) + ")" + how);
         }
+        if (options.should_stop && options.should_stop())
+            return make_error(Errc::interrupted, "topic '" + t->name + "' partition " + std::to_string(p) +
+                                                     " is full; the wait for space was interrupted after " +
+                                                     format_duration_ns(now - started_ns) + " (nothing was sent)");
         hdr->space_waiters.fetch_add(1, std::memory_order_seq_cst);  // Dekker with commit_in_pool
         const uint32_t seq = hdr->space_seq.load(std::memory_order_seq_cst);  // pairs with wake_space's bump
         const uint64_t again = min_committed(*t, p, now, nullptr);
