@@ -19,7 +19,7 @@ namespace fabric_shm::layout {
 
 constexpr uint64_t kPoolMagic = 0x4853434952424146ULL;  ///< "FABRICSH" in little-endian bytes
 constexpr uint16_t kLayoutMajor = 1;  ///< differs: refuse (VersionMismatch)
-constexpr uint16_t kLayoutMinor = 1;  ///< higher minor: compatible additions (1: metrics region kind, layout/metrics_layout.h)
+constexpr uint16_t kLayoutMinor = 2;  ///< higher minor: compatible additions (1: metrics region kind, layout/metrics_layout.h; 2: bridge region kind)
 constexpr uint64_t kPageSize = 4096;
 constexpr uint64_t kCacheLine = 64;
 
