@@ -18,6 +18,7 @@
 #include "fabric_shm/clock.h"
 #include "fabric_shm/consumer.h"
 #include "fabric_shm/consumer_group.h"
+#include "fabric_shm/crash_point.h"
 #include "fabric_shm/names.h"
 #include "fabric_shm/object_store.h"
 #include "fabric_shm/uri.h"
@@ -587,6 +588,7 @@ Result<BridgeExit> Exporter::run(const std::function<bool()>& should_stop) {
         }
         if (*round == Impl::Round::interrupted) break;  // not committed: the next exporter sends them again (deduplicated)
         if (*round == Impl::Round::lost) continue;
+        FABRIC_CRASH_POINT("bridge.export.after_ack");  // stored by the stream, not committed: a restart re-publishes (deduplicated)
         Status c = im.gc->commit();
         if (!c) {
             if (c.code() == Errc::stale_epoch) {

@@ -197,12 +197,12 @@ Result<FrameView> decode_frame(std::span<const uint8_t> bytes, const FrameLimits
     if (bytes.size() > limits.max_frame_bytes)
         return make_error(Errc::message_too_large, "frame of " + std::to_string(bytes.size()) + " bytes exceeds the limit of " +
                                                        std::to_string(limits.max_frame_bytes));
+    if (bytes.size() < 4 || load_le32(bytes.data()) != kFrameMagic)
+        return make_error(Errc::corrupt, "not a fabric-shm bridge frame (" + std::to_string(bytes.size()) +
+                                             " bytes without the frame magic)");
     if (bytes.size() < kHeaderBytes + kTrailerBytes)
         return make_error(Errc::corrupt, "frame of " + std::to_string(bytes.size()) + " bytes is shorter than its " +
                                              std::to_string(kHeaderBytes + kTrailerBytes) + "-byte header and trailer");
-    const uint32_t magic = load_le32(bytes.data());
-    if (magic != kFrameMagic)
-        return make_error(Errc::corrupt, "not a fabric-shm bridge frame (magic " + std::to_string(magic) + ")");
     const uint16_t version = uint16_t(bytes[4] | bytes[5] << 8);
     if (version != kFrameVersion)
         return make_error(Errc::version_mismatch, "frame format version " + std::to_string(version) + ", this build reads " +

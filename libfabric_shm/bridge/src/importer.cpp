@@ -15,6 +15,7 @@
 
 #include "fabric_shm/clock.h"
 #include "fabric_shm/consumer_group.h"
+#include "fabric_shm/crash_point.h"
 #include "fabric_shm/dlq.h"
 #include "fabric_shm/names.h"
 #include "fabric_shm/object_store.h"
@@ -386,6 +387,7 @@ Delivery Importer::Impl::deliver(const FrameView& f, std::string_view msg_id, ui
                 return Delivery::permanent;  // object_too_large, invalid_argument, corrupt, ...
             }
             version_text = std::to_string(*v);
+            FABRIC_CRASH_POINT("bridge.import.after_put");  // stored, not notified: the redelivery finds the object
             if (reused) {
                 ++stats.duplicates;
                 local->status().add(StatusCounter::duplicates);
@@ -567,6 +569,7 @@ Status Importer::Impl::handle(natsMsg* msg) {
         timespec ts{0, long(2 * kNsPerMs)};
         nanosleep(&ts, nullptr);
     }
+    FABRIC_CRASH_POINT("bridge.import.after_send");  // notified, not acked: the redelivery notifies again (workers skip)
     ++stats.messages;
     stats.bytes += payload.size();
     ++handled;

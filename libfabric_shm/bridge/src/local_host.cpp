@@ -79,7 +79,11 @@ Status LocalHost::open() {
     renewals_ = std::make_unique<RenewalManager>(*pool_);
     FABRIC_TRY(renewals_->register_lease(pool_->pool_lease_id()));
     for (uint64_t id : store_->lease_ids()) FABRIC_TRY(renewals_->register_lease(id));
-    auto status = StatusWriter::open(*pool_, identity_, kStatusTtlNs);
+    // A dead bridge's status stays visible for a minute, but never outlives the pool's own TTL
+    // (it would keep an otherwise expired pool alive).
+    uint64_t status_ttl = kStatusTtlNs;
+    if (auto pl = pool_->lease(pool_->pool_lease_id()); pl && pl->ttl_ns) status_ttl = std::min(status_ttl, pl->ttl_ns);
+    auto status = StatusWriter::open(*pool_, identity_, status_ttl);
     if (!status) return std::move(status).error();
     status_ = std::move(status.value());
     FABRIC_TRY(renewals_->register_lease(status_.lease_id()));
