@@ -564,8 +564,10 @@ Status Importer::Impl::handle(natsMsg* msg) {
             (void)natsMsg_Nak(msg, nullptr);
             return {};
         }
-        FABRIC_TRY(keep_alive());
-        if (!producer) return {};  // recovered meanwhile: the message was nak'ed with the rest
+        if (Status st = keep_alive(); !st) {
+            (void)natsMsg_Nak(msg, nullptr);
+            return st;
+        }
         timespec ts{0, long(2 * kNsPerMs)};
         nanosleep(&ts, nullptr);
     }
