@@ -124,6 +124,13 @@ TEST_CASE("bridge: producer on A, workers on B and C behind one durable, results
     REQUIRE(eventually([&] { return a.has_topic("results-ev"); }));
     f.start("reader-a", a.cmd(e2e::cli_bin() + " tail results-ev --group app --follow --commit --json"));
     REQUIRE(eventually([&] { return b.members("jobs", "w") == 2 && c.members("jobs", "w") == 1; }));
+    // Both importers bound to the durable before anything is produced (else one takes it all).
+    auto bound = [](const Host& h) {
+        for (const auto& s : h.bridges())
+            if (s.role == bridge::Role::importer && s.gauges[uint32_t(bridge::StatusGauge::stream_ready)] == 1) return true;
+        return false;
+    };
+    REQUIRE(eventually([&] { return bound(b) && bound(c); }, 30000));
     REQUIRE(eventually([&] { return a.has_group("results-ev", "app") && a.members("uploads-ev", "bridge") == 1; }));
 
     produce(a, "--topic uploads-ev --synthetic " + std::to_string(n) + " --size 1K");

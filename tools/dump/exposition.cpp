@@ -214,6 +214,9 @@ void add_pool(Exposition& e, const nlohmann::json& doc) {
             e.add("bridge_up", "gauge", "1 while the bridge process is alive", bl, uint64_t(b["alive"].get<bool>()));
             e.add("bridge_connected", "gauge", "1 while the bridge process is connected to the NATS cluster", bl,
                   uint64_t(b["connected"].get<bool>()));
+            e.add("bridge_stream_ready", "gauge",
+                  "1 once the stream is set up (export) or the durable consumer bound (import)", bl,
+                  uint64_t(b.contains("stream_ready") && b["stream_ready"].get<bool>()));
             e.add("bridge_lag", "gauge",
                   "Export: local messages not yet acknowledged by the stream; import: stream messages pending for the "
                   "durable consumer",

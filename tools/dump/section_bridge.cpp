@@ -48,6 +48,7 @@ void fill_bridge(const Pool& pool, nlohmann::json& out) {
                         {"server_url", s.server_url},
                         {"stream_replicas", s.stream_replicas},
                         {"stream_storage", s.stream_storage},
+                        {"stream_ready", g(StatusGauge::stream_ready) != 0},
                         {"lag", g(StatusGauge::lag)},
                         {"in_flight", g(StatusGauge::in_flight)},
                         {"messages_per_s", double(g(StatusGauge::rate_milli)) / 1000.0},

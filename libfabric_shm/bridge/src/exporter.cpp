@@ -137,6 +137,7 @@ Status Exporter::Impl::open_local() {
     gc.emplace(std::move(g.value()));
     left = false;
     local->status().stream_config(nats && stream_ready ? nats->stream_replicas() : 0, nats && nats->stream_memory());
+    local->status().set(StatusGauge::stream_ready, stream_ready ? 1 : 0);
     return {};
 }
 
@@ -171,6 +172,8 @@ Status Exporter::Impl::recover_local(const Error& why) {
     }
     stats.pool_recoveries += local->recoveries() - recoveries;
     local->status().add(StatusCounter::pool_recoveries, local->recoveries() - recoveries);
+    local->status().set(StatusGauge::stream_ready, stream_ready ? 1 : 0);
+    if (stream_ready) local->status().stream_config(nats->stream_replicas(), nats->stream_memory());
     note("pool '" + local->pool_name() + "' opened again");
     return {};
 }
@@ -216,6 +219,7 @@ Status Exporter::Impl::ensure_stream() {
     if (!note_text.empty()) note(note_text);
     stream_ready = true;
     local->status().stream_config(nats->stream_replicas(), nats->stream_memory());
+    local->status().set(StatusGauge::stream_ready, 1);
     const int64_t max_payload = nats->max_payload();
     chunk_limit = cfg.chunk_bytes;
     if (max_payload > 0) chunk_limit = std::min<uint64_t>(chunk_limit, uint64_t(max_payload) - 4096);
@@ -455,7 +459,10 @@ Result<Exporter::Impl::Round> Exporter::Impl::publish_round(const std::function<
             local->status().set(StatusGauge::last_activity_wall_ns, wall_now_ns());
             return Round::done;
         }
-        if (code == JSStreamNotFoundErr) stream_ready = false;  // deleted under us: create it again
+        if (code == JSStreamNotFoundErr) {  // deleted under us: create it again
+            stream_ready = false;
+            local->status().set(StatusGauge::stream_ready, 0);
+        }
         if (code == JSStreamMessageExceedsMaximumErr && chunk_limit > 4096) {
             chunk_limit /= 2;  // the stream takes smaller messages than we thought: rebuild in smaller chunks
             return publish_round(stop);

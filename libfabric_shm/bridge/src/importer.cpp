@@ -10,7 +10,9 @@
 #include <time.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <utility>
 #include <optional>
 
 #include "fabric_shm/clock.h"
@@ -53,6 +55,26 @@ std::span<const uint8_t> bytes_of(std::string_view s) { return {reinterpret_cast
 
 /// The outcome of delivering one message locally.
 enum class Delivery { delivered, permanent, wait, pool_lost };
+
+/// Up to `batch` messages, returning as soon as some arrived and the consumer has no more for
+/// now. natsSubscription_Fetch waits for the whole batch (or the timeout) once the stream is
+/// empty, which adds the timeout to every message at low rates. A "no wait" pull request with
+/// an expiry is a one-shot on the server (2.9): it waits up to the expiry for the first message
+/// and ends as soon as the consumer has nothing more pending. The messages are appended to
+/// *out (owned by the caller); NATS_TIMEOUT when none came.
+natsStatus fetch(natsSubscription* sub, int batch, int64_t timeout_ms, std::vector<natsMsg*>* out) {
+    jsFetchRequest req;
+    jsFetchRequest_Init(&req);
+    req.Batch = batch;
+    req.NoWait = true;
+    req.Expires = timeout_ms * 1'000'000;
+    natsMsgList list{};
+    natsStatus s = natsSubscription_FetchRequest(&list, sub, &req);
+    for (int i = 0; s == NATS_OK && i < list.Count; ++i) out->push_back(std::exchange(list.Msgs[i], nullptr));
+    natsMsgList_Destroy(&list);
+    if (s == NATS_NOT_FOUND) s = NATS_TIMEOUT;  // "no messages"
+    return out->empty() && s == NATS_OK ? NATS_TIMEOUT : s;
+}
 
 }  // namespace
 
@@ -157,6 +179,7 @@ Status Importer::Impl::recover_local(const Error& why) {
     }
     stats.pool_recoveries += local->recoveries() - before;
     local->status().add(StatusCounter::pool_recoveries, local->recoveries() - before);
+    if (sub) local->status().set(StatusGauge::stream_ready, 1);
     note("pool '" + local->pool_name() + "' opened again; the stream redelivers what it was not acked for");
     return {};
 }
@@ -182,8 +205,17 @@ Status Importer::Impl::subscribe() {
     natsStatus s = js_PullSubscribe(&sub, nats->js(), filter.c_str(), cfg.durable.c_str(), nullptr, &so, &jerr);
     if (s != NATS_OK) {
         sub = nullptr;
-        return nats_error(s, "durable consumer '" + cfg.durable + "' on stream '" + cfg.stream + "'", jerr);
+        Error e = nats_error(s, "durable consumer '" + cfg.durable + "' on stream '" + cfg.stream + "'", jerr);
+        // The consumer's configuration is refused: retrying cannot help.
+        if (jerr >= JSConsumerPushMaxWaitingErr && jerr <= JSConsumerWQConsumerNotUniqueErr) {
+            e.code = Errc::invalid_argument;
+            if (jerr == JSConsumerWQConsumerNotUniqueErr || jerr == JSConsumerWQMultipleUnfilteredErr)
+                e.message += "; a work-queue stream takes one durable: give every importer the same --durable, or "
+                             "create the stream with --retention limits for several";
+        }
+        return e;
     }
+    local->status().set(StatusGauge::stream_ready, 1);
     note("consuming stream '" + cfg.stream + "' (" + (nats->stream_memory() ? "memory" : "file") + ", " +
          std::to_string(nats->stream_replicas()) + " replicas) as durable '" + cfg.durable + "' on " +
          nats->connected_url());
@@ -192,8 +224,12 @@ Status Importer::Impl::subscribe() {
 
 void Importer::Impl::unsubscribe() {
     if (!sub) return;
+    // A kept message points at its subscription (the client acks through it): settle them
+    // before it goes. They are handed back; a redelivery finds their objects.
+    nak_all();
     natsSubscription_Destroy(sub);  // the durable consumer stays on the server
     sub = nullptr;
+    if (local && local->is_open()) local->status().set(StatusGauge::stream_ready, 0);
 }
 
 Status Importer::Impl::keep_alive() {
@@ -683,29 +719,30 @@ Result<BridgeExit> Importer::run(const std::function<bool()>& should_stop) {
         }
         int batch = int(std::min<size_t>(room, im.cfg.batch));
         if (im.cfg.count != 0) batch = int(std::min<uint64_t>(uint64_t(batch), im.cfg.count - im.handled));
-        natsMsgList list{};
+        std::vector<natsMsg*> msgs;
         jsErrCode jerr = jsErrCode(0);
         const int64_t timeout_ms = int64_t(im.in_flight.empty() ? kIdleFetchMs : kBusyFetchMs);
-        natsStatus s = natsSubscription_Fetch(&list, im.sub, batch, timeout_ms, &jerr);
+        natsStatus s = fetch(im.sub, batch, timeout_ms, &msgs);
         if (s == NATS_OK) {
-            for (int i = 0; i < list.Count; ++i) {
-                natsMsg* m = list.Msgs[i];
-                list.Msgs[i] = nullptr;
+            for (size_t i = 0; i < msgs.size(); ++i) {
+                natsMsg* m = msgs[i];
                 if (!im.local->is_open() || !im.producer) {  // pool recovery under way: give it back
                     (void)natsMsg_Nak(m, nullptr);
                     natsMsg_Destroy(m);
                     continue;
                 }
-                if (Status st = im.handle(m); !st) {
-                    natsMsgList_Destroy(&list);
+                Status st = im.handle(m);  // takes m
+                if (!st) {
+                    for (size_t j = i + 1; j < msgs.size(); ++j) {
+                        (void)natsMsg_Nak(msgs[j], nullptr);
+                        natsMsg_Destroy(msgs[j]);
+                    }
                     return std::move(st).error();
                 }
             }
-            natsMsgList_Destroy(&list);
             last_message_ns = mono_now_ns();
             continue;
         }
-        natsMsgList_Destroy(&list);
         if (s == NATS_TIMEOUT) {
             if (im.cfg.exit_when_idle_ns != 0 && im.in_flight.empty() &&
                 mono_now_ns() - last_message_ns >= im.cfg.exit_when_idle_ns) {
@@ -715,6 +752,7 @@ Result<BridgeExit> Importer::run(const std::function<bool()>& should_stop) {
             continue;
         }
         Error e = nats_error(s, "fetch from durable '" + im.cfg.durable + "'", jerr);
+        // Not NO_RESPONDERS: that is a consumer leader being elected, which passes.
         if (s == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr || jerr == JSStreamNotFoundErr ||
             s == NATS_INVALID_SUBSCRIPTION || s == NATS_CONNECTION_CLOSED)
             im.unsubscribe();  // consumer or stream deleted: subscribe again (creates them)

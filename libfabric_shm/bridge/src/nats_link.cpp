@@ -286,9 +286,12 @@ Status NatsLink::ensure_stream(const std::string& stream, const StreamSettings& 
         for (int i = 0; i < c.SubjectsLen; ++i)
             if (c.Subjects[i] && subjects == c.Subjects[i]) covers = true;
         if (!covers) {
+            std::string have;
+            for (int i = 0; i < c.SubjectsLen; ++i) have += std::string(have.empty() ? "" : ", ") + (c.Subjects[i] ? c.Subjects[i] : "?");
             jsStreamInfo_Destroy(si);
             return make_error(Errc::invalid_argument, "stream '" + stream + "' exists but does not take subjects '" +
-                                                          subjects + "': it was not made by fabric-shm-bridge");
+                                                          subjects + "' (it takes " + (have.empty() ? "none" : have) +
+                                                          "): it was not made by fabric-shm-bridge");
         }
         if (memory_ != want.memory_storage) diff += std::string(" storage ") + (memory_ ? "memory" : "file");
         if (int64_t(replicas_) != want.replicas) diff += " replicas " + std::to_string(replicas_);

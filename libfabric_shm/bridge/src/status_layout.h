@@ -79,6 +79,7 @@ enum Gauge : uint32_t {
     kByteRate,          ///< bytes/s over the last second
     kLastActivityWall,  ///< wall ns of the last message moved
     kLastErrorWall,     ///< wall ns of the last error
+    kStreamReady,       ///< 1 once the stream is set up (export) / the durable consumer is bound (import)
     kGaugeCount,
 };
 constexpr uint32_t kGaugeCells = 16;

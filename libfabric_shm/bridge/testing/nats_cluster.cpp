@@ -62,6 +62,32 @@ bool reap(pid_t pid, int timeout_ms) {
     return false;
 }
 
+/// True when JetStream answers an account-info request on `url` (meta leader elected).
+bool probe_jetstream(const std::string& url) {
+    natsConnection* nc = nullptr;
+    natsOptions* opts = nullptr;
+    natsOptions_Create(&opts);
+    natsOptions_SetURL(opts, url.c_str());
+    natsOptions_SetTimeout(opts, 500);
+    natsOptions_SetAllowReconnect(opts, false);
+    bool ok = false;
+    if (natsConnection_Connect(&nc, opts) == NATS_OK) {
+        jsCtx* js = nullptr;
+        jsOptions jo;
+        jsOptions_Init(&jo);
+        jo.Wait = 1000;
+        jsAccountInfo* ai = nullptr;
+        if (natsConnection_JetStream(&js, nc, &jo) == NATS_OK && js_GetAccountInfo(&ai, js, nullptr, nullptr) == NATS_OK) {
+            ok = true;
+            jsAccountInfo_Destroy(ai);
+        }
+        jsCtx_Destroy(js);
+        natsConnection_Destroy(nc);
+    }
+    natsOptions_Destroy(opts);
+    return ok;
+}
+
 }  // namespace
 
 std::string find_nats_server() {
@@ -217,32 +243,17 @@ Status NatsCluster::wait_ready(uint64_t timeout_ns) const {
                 return make_error(Errc::io_error, "nats-server node " + std::to_string(i + 1) + " exited: " + log(i));
             bool ok = false;
             if (scheme_ == "nats") {
-                natsConnection* nc = nullptr;
-                natsOptions* opts = nullptr;
-                natsOptions_Create(&opts);
-                const std::string u = url(i);
-                natsOptions_SetURL(opts, u.c_str());
-                natsOptions_SetTimeout(opts, 500);
-                natsOptions_SetAllowReconnect(opts, false);
-                if (natsConnection_Connect(&nc, opts) == NATS_OK) {
-                    jsCtx* js = nullptr;
-                    jsOptions jo;
-                    jsOptions_Init(&jo);
-                    jo.Wait = 1000;
-                    jsAccountInfo* ai = nullptr;
-                    if (natsConnection_JetStream(&js, nc, &jo) == NATS_OK &&
-                        js_GetAccountInfo(&ai, js, nullptr, nullptr) == NATS_OK) {
-                        ok = true;
-                        jsAccountInfo_Destroy(ai);
-                    } else {
-                        last = "JetStream not ready on " + u;
-                    }
-                    jsCtx_Destroy(js);
-                    natsConnection_Destroy(nc);
-                } else {
-                    last = "cannot connect to " + u;
+                // Probed from a child process: the NATS client keeps process-wide state (threads,
+                // the inbox prefix) that a later fork() would copy into every bridge process a
+                // benchmark forks, whose JetStream replies would then go to each other.
+                const pid_t probe = ::fork();
+                if (probe == 0) {
+                    ::alarm(5);
+                    ::_exit(probe_jetstream(url(i)) ? 0 : 1);
                 }
-                natsOptions_Destroy(opts);
+                int status = 0;
+                ok = probe > 0 && ::waitpid(probe, &status, 0) == probe && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+                if (!ok) last = "JetStream not ready on " + url(i);
             } else {
                 // TLS clusters: the server says when it listens; JetStream is checked by the caller.
                 ok = log(i).find("Server is ready") != std::string::npos;

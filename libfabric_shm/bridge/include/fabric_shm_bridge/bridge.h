@@ -5,6 +5,8 @@
 // object into the local store, sends the notification, and acks the stream message only after
 // the local group committed past it). The NATS client stays behind this header (pimpl): users
 // of the core library never link it. Guarantees and design: docs/bridge.md.
+// Fork before opening an Exporter or Importer, never after: the NATS client's threads and its
+// inbox prefix are per process, and a forked copy would share the parent's replies.
 #pragma once
 
 #include <cstdint>

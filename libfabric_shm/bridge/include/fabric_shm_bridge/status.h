@@ -29,7 +29,11 @@ enum class StatusCounter : uint32_t {
 std::string_view status_counter_name(StatusCounter c) noexcept;  ///< "messages", "bytes", ...
 
 /// Gauges; indices match the layout's cells.
-enum class StatusGauge : uint32_t { lag = 0, in_flight, rate_milli, byte_rate, last_activity_wall_ns, last_error_wall_ns, count_ };
+enum class StatusGauge : uint32_t {
+    lag = 0, in_flight, rate_milli, byte_rate, last_activity_wall_ns, last_error_wall_ns,
+    stream_ready,  ///< 1 once the stream is set up (export) / the durable consumer is bound (import)
+    count_
+};
 
 /// What identifies a bridge process's region (written when it is created or taken over).
 struct StatusIdentity {
