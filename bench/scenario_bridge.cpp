@@ -25,6 +25,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "fabric_shm/clock.h"
@@ -267,6 +268,30 @@ struct NatsConn {
     }
 };
 
+/// The same fetch as the bridge importer's (libfabric_shm/bridge/src/importer.cpp): a one-shot
+/// "no wait" pull with an expiry, so a message is handed over as soon as it arrives, and the
+/// libnats 3.4.1 fetch overflow (messages already queued on the subscription) avoided by taking
+/// queued messages one request at a time. Appends to *out; false when nothing came.
+bool direct_fetch(natsSubscription* sub, int batch, int64_t timeout_ms, std::vector<natsMsg*>* out) {
+    auto pull = [&](int n, int64_t ms) {
+        jsFetchRequest req;
+        jsFetchRequest_Init(&req);
+        req.Batch = n;
+        req.NoWait = true;
+        req.Expires = ms * 1'000'000;
+        natsMsgList list{};
+        if (natsSubscription_FetchRequest(&list, sub, &req) == NATS_OK)
+            for (int i = 0; i < list.Count; ++i) out->push_back(std::exchange(list.Msgs[i], nullptr));
+        natsMsgList_Destroy(&list);
+    };
+    for (int queued = 0, rounds = 0; rounds < 4096; ++rounds) {
+        if (natsSubscription_GetPending(sub, &queued, nullptr) != NATS_OK || queued <= 0) break;
+        pull(1, 100);
+    }
+    if (out->empty()) pull(batch, timeout_ms);
+    return !out->empty();
+}
+
 bool make_direct_streams(const Run& r) {
     NatsConn c;
     if (!c.open(r.urls, 1024)) return false;
@@ -355,20 +380,20 @@ int direct_worker(const Run& r, BridgeShared& sh, int slot) {
     so.Stream = stream.c_str();
     so.Config.AckPolicy = js_AckExplicit;
     so.Config.MaxAckPending = 4096;
-    if (js_PullSubscribe(&sub, c.js, (stream + ".>").c_str(), "w", nullptr, &so, nullptr) != NATS_OK)
-        return fail(sh, "direct worker: subscribe"), 1;
+    // The three workers create the shared durable at the same time: the losers bind on a retry.
+    natsStatus ss = NATS_ERR;
+    for (int attempt = 0; attempt < 50 && ss != NATS_OK; ++attempt) {
+        if (attempt) sleep_ns(100'000'000);
+        ss = js_PullSubscribe(&sub, c.js, (stream + ".>").c_str(), "w", nullptr, &so, nullptr);
+    }
+    if (ss != NATS_OK) return fail(sh, std::string("direct worker: subscribe: ") + natsStatus_GetText(ss)), 1;
     sh.ready.fetch_add(1);
     CpuSlot cpu{sh, slot};
+    std::vector<natsMsg*> msgs;
     while (sh.stop.load(std::memory_order_acquire) == 0) {
-        natsMsgList list{};
-        natsStatus s = natsSubscription_Fetch(&list, sub, 64, 50, nullptr);
-        if (s == NATS_TIMEOUT) continue;
-        if (s != NATS_OK) {
-            natsMsgList_Destroy(&list);
-            return fail(sh, std::string("direct worker: fetch: ") + natsStatus_GetText(s)), 1;
-        }
-        for (int i = 0; i < list.Count; ++i) {
-            natsMsg* m = list.Msgs[i];
+        msgs.clear();
+        if (!direct_fetch(sub, 64, 50, &msgs)) continue;
+        for (natsMsg* m : msgs) {
             const auto* data = reinterpret_cast<const uint8_t*>(natsMsg_GetData(m));
             const int len = natsMsg_GetDataLength(m);
             uint64_t sched = 0;
@@ -392,8 +417,10 @@ int direct_worker(const Run& r, BridgeShared& sh, int slot) {
         jsPubOptions_Init(&po);
         po.MaxWait = 30000;
         if (js_PublishAsyncComplete(c.js, &po) != NATS_OK) return fail(sh, "direct worker: result acks missing"), 1;
-        for (int i = 0; i < list.Count; ++i) natsMsg_Ack(list.Msgs[i], nullptr);
-        natsMsgList_Destroy(&list);
+        for (natsMsg* m : msgs) {
+            natsMsg_Ack(m, nullptr);
+            natsMsg_Destroy(m);
+        }
     }
     natsSubscription_Destroy(sub);
     return 0;
@@ -415,24 +442,20 @@ int direct_collector(const Run& r, BridgeShared& sh, int slot) {
     CpuSlot cpu{sh, slot};
     const uint64_t interval = r.rate > 0 ? uint64_t(1e9 / r.rate) : 0;
     uint64_t seen = 0;
+    std::vector<natsMsg*> msgs;
     while (sh.stop.load(std::memory_order_acquire) == 0) {
-        natsMsgList list{};
-        natsStatus s = natsSubscription_Fetch(&list, sub, 256, 20, nullptr);
-        if (s == NATS_TIMEOUT) continue;
-        if (s != NATS_OK) {
-            natsMsgList_Destroy(&list);
-            return fail(sh, "direct collector: fetch"), 1;
-        }
+        msgs.clear();
+        if (!direct_fetch(sub, 256, 20, &msgs)) continue;
         const uint64_t now = wall_now_ns();
-        for (int i = 0; i < list.Count; ++i) {
+        for (natsMsg* m : msgs) {
             const char* v = nullptr;
-            natsMsgHeader_Get(list.Msgs[i], "origin-ts", &v);
+            natsMsgHeader_Get(m, "origin-ts", &v);
             const uint64_t t0 = v ? std::strtoull(v, nullptr, 10) : 0;
             if (r.rate > 0 && t0 && now > t0) sh.latency.record_corrected(now - t0, interval);
             ++seen;
-            natsMsg_Ack(list.Msgs[i], nullptr);
+            natsMsg_Ack(m, nullptr);
+            natsMsg_Destroy(m);
         }
-        natsMsgList_Destroy(&list);
         sh.collected.store(seen, std::memory_order_release);
         sh.t_last.store(now_ns());
     }
@@ -535,7 +558,12 @@ bool run_once(const Run& r, Measurement& m) {
     m.bytes_per_op = r.size;
     m.latency.merge(sh->latency);
     uint64_t cpu = 0;
-    for (int i = 0; i < slot; ++i) cpu += sh->cpu_ns[i].load();
+    nlohmann::json per = nlohmann::json::array();
+    for (int i = 0; i < slot; ++i) {
+        cpu += sh->cpu_ns[i].load();
+        per.push_back(double(sh->cpu_ns[i].load()) / double(r.count));
+    }
+    m.extra["cpu_ns_per_op_by_process"] = per;
     m.cpu_ns = cpu;
     m.extra["config"] = r.config;
     m.extra["size"] = r.size;

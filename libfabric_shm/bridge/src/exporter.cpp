@@ -60,6 +60,12 @@ struct Exporter::Impl {
     bool stream_ready = false;
     BridgeStats stats;
     MessageBatch batch;
+    // Reused across rounds so that the steady state allocates little: the outgoing messages
+    // (their payload buffers keep their capacity), the frame's header and metadata lists, and
+    // the message subject of each partition.
+    std::vector<std::unique_ptr<Outgoing>> spare;
+    FrameView scratch;
+    std::vector<std::string> subjects;
     RateMeter rate;
     LinkCounters link_seen;
     uint64_t next_lag_ns = 0;
@@ -69,7 +75,10 @@ struct Exporter::Impl {
 
     // Round bookkeeping shared with the ack handler.
     std::mutex mutex;
-    std::unordered_map<std::string, Outgoing*> by_id;  ///< guarded by mutex
+    /// The client hands the published message back to the ack handler: the pointer identifies it
+    /// (no header parsing per ack). Entries live from just before a publish to its ack, or to the
+    /// end of the round (a late ack of an abandoned round then finds nothing).
+    std::unordered_map<const natsMsg*, Outgoing*> by_msg;  ///< guarded by mutex
 
     void note(const std::string& line) const {
         if (log) log(line);
@@ -94,6 +103,8 @@ struct Exporter::Impl {
     void update_status(uint64_t now);
     Status ensure_stream();
     Result<bool> build(const Message& m, std::vector<std::unique_ptr<Outgoing>>& out);
+    std::unique_ptr<Outgoing> take_outgoing();
+    const std::string& subject_of(uint32_t partition);
     ObjectIdentity identity_of(const ObjectInfo& info);
     enum class Round { done, interrupted, lost };
     Result<Round> publish_round(const std::function<bool()>& stop);
@@ -104,11 +115,10 @@ struct Exporter::Impl {
 
 void Exporter::Impl::on_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure) {
     auto* self = static_cast<Impl*>(closure);
-    const char* id = nullptr;
-    if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) == NATS_OK && id) {
+    {
         std::lock_guard<std::mutex> lock(self->mutex);
-        auto it = self->by_id.find(id);
-        if (it != self->by_id.end()) {  // absent: an ack for an abandoned round (its retry is deduplicated)
+        auto it = self->by_msg.find(msg);
+        if (it != self->by_msg.end()) {  // absent: an ack for an abandoned round (its retry is deduplicated)
             Outgoing& o = *it->second;
             if (pa) {
                 o.state = pa->Duplicate ? 2 : 1;
@@ -117,6 +127,7 @@ void Exporter::Impl::on_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae
                 o.error_code = pae ? pae->ErrCode : jsErrCode(0);
                 o.error = pae && pae->ErrText ? pae->ErrText : "publish failed";
             }
+            self->by_msg.erase(it);
         }
     }
     natsMsg_Destroy(msg);
@@ -252,12 +263,37 @@ ObjectIdentity Exporter::Impl::identity_of(const ObjectInfo& info) {
     return {IdentityKind::source, local->pool().incarnation(), info.version};
 }
 
+std::unique_ptr<Outgoing> Exporter::Impl::take_outgoing() {
+    if (spare.empty()) return std::make_unique<Outgoing>();
+    std::unique_ptr<Outgoing> o = std::move(spare.back());
+    spare.pop_back();
+    o->payload.clear();
+    o->chunk = false;
+    o->state = 0;
+    o->error.clear();
+    o->error_code = jsErrCode(0);
+    return o;
+}
+
+const std::string& Exporter::Impl::subject_of(uint32_t partition) {
+    while (subjects.size() <= partition) subjects.push_back(message_subject(stream, uint32_t(subjects.size())));
+    return subjects[partition];
+}
+
 // Builds the stream messages of one local message. false: not sent (it came from this stream:
 // sending it back would loop), commit past it.
 Result<bool> Exporter::Impl::build(const Message& m, std::vector<std::unique_ptr<Outgoing>>& out) {
     if (m.header(kHeaderBridgeStream) == stream) return false;
     Pool& pool = local->pool();
-    FrameView f;
+    FrameView& f = scratch;
+    f.headers.clear();
+    f.metadata.clear();
+    f.has_object = f.object_missing = false;
+    f.bucket = f.object_key = f.content_type = {};
+    f.object_version = f.expires_wall_ns = 0;
+    f.object_crc = 0;
+    f.identity = {};
+    f.object_data = {};
     f.source_pool_incarnation = pool.incarnation();
     f.source_pool = pool.name();
     f.topic = cfg.topic;
@@ -300,9 +336,9 @@ Result<bool> Exporter::Impl::build(const Message& m, std::vector<std::unique_ptr
             f.object_data = pinned->bytes();
         }
     }
-    auto o = std::make_unique<Outgoing>();
+    auto o = take_outgoing();
     o->id = message_id(f.source_pool_incarnation, f.topic_incarnation, f.partition, f.offset);
-    o->subject = message_subject(stream, m.partition);
+    o->subject = subject_of(m.partition);
     FABRIC_TRY(encode_frame(f, o->payload));
     pinned.reset();  // the bytes are in the frame: unpin before the network round trip
     if (f.has_object) ++stats.objects;
@@ -315,7 +351,7 @@ Result<bool> Exporter::Impl::build(const Message& m, std::vector<std::unique_ptr
         man.chunks = uint32_t((total + chunk_limit - 1) / chunk_limit);
         man.frame_crc = crc32(o->payload.data(), total);
         for (uint32_t i = 0; i < man.chunks; ++i) {
-            auto c = std::make_unique<Outgoing>();
+            auto c = take_outgoing();
             c->id = o->id + ".c" + std::to_string(i);
             c->subject = chunk_subject(stream, o->id, i);
             const uint64_t from = uint64_t(i) * chunk_limit, to = std::min<uint64_t>(total, from + chunk_limit);
@@ -345,16 +381,25 @@ Status Exporter::Impl::send(std::vector<std::unique_ptr<Outgoing>>& msgs, bool c
         natsStatus s = natsMsg_Create(&raw, o->subject.c_str(), nullptr, reinterpret_cast<const char*>(o->payload.data()),
                                       int(o->payload.size()));
         if (s != NATS_OK) return nats_error(s, "message");
-        NatsMsgPtr msg(raw);
-        natsMsgHeader_Set(msg.get(), "Nats-Msg-Id", o->id.c_str());
         jsPubOptions po;
         jsPubOptions_Init(&po);
-        po.MsgId = o->id.c_str();
-        po.ExpectStream = stream.c_str();
-        natsMsg* m = msg.release();
+        po.MsgId = o->id.c_str();  // the client sets Nats-Msg-Id from it
+        // No Nats-Expected-Stream: the subjects are the stream's own ("fabric.<stream>."), and one
+        // header less is less for the server to parse per message.
+        {
+            std::lock_guard<std::mutex> lock(mutex);  // before the publish: its ack may come at once
+            by_msg[raw] = o.get();
+        }
+        natsMsg* m = raw;
         s = js_PublishMsgAsync(nats->js(), &m, &po);
-        natsMsg_Destroy(m);  // no-op when the library took it
-        if (s != NATS_OK) return nats_error(s, "publish to stream '" + stream + "'");
+        if (s != NATS_OK) {  // not taken: the library gave it back (m still set)
+            {
+                std::lock_guard<std::mutex> lock(mutex);
+                by_msg.erase(raw);
+            }
+            natsMsg_Destroy(m);
+            return nats_error(s, "publish to stream '" + stream + "'");
+        }
         ++*sent;
     }
     if (*sent == 0) return {};
@@ -387,16 +432,20 @@ Result<Exporter::Impl::Round> Exporter::Impl::publish_round(const std::function<
     }
     {
         std::lock_guard<std::mutex> lock(mutex);
-        by_id.clear();
-        for (auto& o : msgs) by_id[o->id] = o.get();
+        by_msg.clear();
     }
-    struct Forget {  // late acks of this round find nothing once it is over
+    struct Forget {  // late acks of this round find nothing once it is over; the slots are reused
         Impl* self;
+        std::vector<std::unique_ptr<Outgoing>>& msgs;
         ~Forget() {
-            std::lock_guard<std::mutex> lock(self->mutex);
-            self->by_id.clear();
+            {
+                std::lock_guard<std::mutex> lock(self->mutex);
+                self->by_msg.clear();
+            }
+            for (auto& o : msgs)
+                if (self->spare.size() < 4096) self->spare.push_back(std::move(o));
         }
-    } forget{this};
+    } forget{this, msgs};
 
     uint64_t backoff = cfg.retry_initial_ns;
     for (uint32_t attempt = 0;; ++attempt) {

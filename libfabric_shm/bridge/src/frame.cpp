@@ -337,10 +337,25 @@ Result<std::optional<ChunkManifest>> decode_manifest(std::span<const uint8_t> by
 }
 
 std::string message_id(uint64_t pool_incarnation, uint64_t topic_incarnation, uint32_t partition, uint64_t offset) {
-    char buf[96];
-    std::snprintf(buf, sizeof buf, "fs1-%016llx-%016llx-%u-%llu", static_cast<unsigned long long>(pool_incarnation),
-                  static_cast<unsigned long long>(topic_incarnation), partition, static_cast<unsigned long long>(offset));
-    return buf;
+    // Once per exported message: formatted by hand (snprintf showed in the exporter's profile).
+    std::string id;
+    id.reserve(4 + 16 + 1 + 16 + 1 + 10 + 1 + 20);
+    auto hex16 = [&](uint64_t v) {
+        for (int i = 15; i >= 0; --i) id += "0123456789abcdef"[(v >> (4 * i)) & 0xf];
+    };
+    auto dec = [&](uint64_t v) {
+        char num[24];
+        id.append(num, std::to_chars(num, num + sizeof num, v).ptr);
+    };
+    id += "fs1-";
+    hex16(pool_incarnation);
+    id += '-';
+    hex16(topic_incarnation);
+    id += '-';
+    dec(partition);
+    id += '-';
+    dec(offset);
+    return id;
 }
 
 Status validate_stream_name(std::string_view what, std::string_view name) {

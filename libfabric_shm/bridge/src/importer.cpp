@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstdlib>
 #include <cstring>
 #include <utility>
@@ -33,7 +34,7 @@ namespace fabric_shm::bridge {
 
 namespace {
 
-constexpr uint64_t kCommitCheckNs = 2 * kNsPerMs;
+constexpr uint64_t kCommitCheckNs = 20 * kNsPerMs;  ///< describe() reads every partition and group: not per message
 constexpr uint64_t kIdleFetchMs = 100;  ///< long poll when nothing waits for an ack
 constexpr uint64_t kBusyFetchMs = 10;   ///< while acks wait for local commits
 constexpr uint64_t kChunkRetryDeliveries = 5;
@@ -56,24 +57,67 @@ std::span<const uint8_t> bytes_of(std::string_view s) { return {reinterpret_cast
 /// The outcome of delivering one message locally.
 enum class Delivery { delivered, permanent, wait, pool_lost };
 
+/// Delivery count, stream sequence and pending count from a JetStream message's ack subject,
+/// without the allocations of natsMsg_GetMetaData (once per message): "$JS.ACK.<stream>.
+/// <consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>", or the longer form with
+/// domain and account hash first. false for anything else (the caller falls back).
+bool parse_ack_subject(const char* reply, uint64_t* delivered, uint64_t* seq, uint64_t* pending) {
+    if (!reply) return false;
+    std::string_view r(reply);
+    if (r.rfind("$JS.ACK.", 0) != 0) return false;
+    std::string_view tokens[16];
+    size_t n = 0;
+    for (size_t start = 0; n < 16;) {
+        const size_t dot = r.find('.', start);
+        tokens[n++] = r.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start);
+        if (dot == std::string_view::npos) break;
+        start = dot + 1;
+    }
+    size_t first;  // index of <delivered>
+    if (n == 9) first = 4;
+    else if (n == 11 || n == 12) first = 6;
+    else return false;
+    auto num = [](std::string_view t, uint64_t* v) {
+        auto [p, ec] = std::from_chars(t.data(), t.data() + t.size(), *v);
+        return ec == std::errc() && p == t.data() + t.size();
+    };
+    return num(tokens[first], delivered) && num(tokens[first + 1], seq) && num(tokens[first + 4], pending);
+}
+
+/// One pull request; the messages are appended to *out (owned by the caller).
+natsStatus pull(natsSubscription* sub, int batch, bool no_wait, int64_t timeout_ms, std::vector<natsMsg*>* out) {
+    jsFetchRequest req;
+    jsFetchRequest_Init(&req);
+    req.Batch = batch;
+    req.NoWait = no_wait;
+    req.Expires = timeout_ms * 1'000'000;
+    natsMsgList list{};
+    const natsStatus s = natsSubscription_FetchRequest(&list, sub, &req);
+    for (int i = 0; s == NATS_OK && i < list.Count; ++i) out->push_back(std::exchange(list.Msgs[i], nullptr));
+    natsMsgList_Destroy(&list);
+    return s;
+}
+
 /// Up to `batch` messages, returning as soon as some arrived and the consumer has no more for
 /// now. natsSubscription_Fetch waits for the whole batch (or the timeout) once the stream is
 /// empty, which adds the timeout to every message at low rates. A "no wait" pull request with
 /// an expiry is a one-shot on the server (2.9): it waits up to the expiry for the first message
-/// and ends as soon as the consumer has nothing more pending. The messages are appended to
-/// *out (owned by the caller); NATS_TIMEOUT when none came.
+/// and ends as soon as the consumer has nothing more pending. NATS_TIMEOUT when none came.
+///
+/// libnats 3.4.1 (Debian 12) overflows its message array in a fetch that starts with messages
+/// already queued on the subscription (late deliveries for an earlier request whose client-side
+/// wait ran out) when they are more than half the batch (fixed upstream in 3.9.0, "heap buffer
+/// overflow in _fetch"). So those are taken first, one per request (a batch of 1 cannot
+/// overflow), and the batch request starts from an empty queue.
 natsStatus fetch(natsSubscription* sub, int batch, int64_t timeout_ms, std::vector<natsMsg*>* out) {
-    jsFetchRequest req;
-    jsFetchRequest_Init(&req);
-    req.Batch = batch;
-    req.NoWait = true;
-    req.Expires = timeout_ms * 1'000'000;
-    natsMsgList list{};
-    natsStatus s = natsSubscription_FetchRequest(&list, sub, &req);
-    for (int i = 0; s == NATS_OK && i < list.Count; ++i) out->push_back(std::exchange(list.Msgs[i], nullptr));
-    natsMsgList_Destroy(&list);
+    for (int queued = 0, rounds = 0; rounds < 4096; ++rounds) {
+        if (natsSubscription_GetPending(sub, &queued, nullptr) != NATS_OK || queued <= 0) break;
+        (void)pull(sub, 1, true, 100, out);
+    }
+    if (!out->empty()) return NATS_OK;
+    natsStatus s = pull(sub, batch, true, timeout_ms, out);
     if (s == NATS_NOT_FOUND) s = NATS_TIMEOUT;  // "no messages"
-    return out->empty() && s == NATS_OK ? NATS_TIMEOUT : s;
+    return out->empty() && s == NATS_OK ? NATS_TIMEOUT : (out->empty() ? s : NATS_OK);
 }
 
 }  // namespace
@@ -90,6 +134,7 @@ struct Importer::Impl {
     std::unique_ptr<NatsLink> nats;
     natsSubscription* sub = nullptr;
     std::vector<InFlight> in_flight;
+    std::vector<MessageHeader> header_scratch;  ///< a notification's headers (reused: no allocation per message)
     BridgeStats stats;
     RateMeter rate;
     LinkCounters link_seen;
@@ -432,8 +477,8 @@ Delivery Importer::Impl::deliver(const FrameView& f, std::string_view msg_id, ui
     } else if (const std::string prefix = "fabric://" + std::string(f.source_pool) + "/"; value.rfind(prefix, 0) == 0) {
         value = "fabric://" + pool.name() + "/" + value.substr(prefix.size());
     }
-    std::vector<MessageHeader> headers;
-    headers.reserve(f.headers.size() + 3);
+    std::vector<MessageHeader>& headers = header_scratch;
+    headers.clear();
     for (const auto& h : f.headers) {
         if (h.name == kHeaderBridgeId || h.name == kHeaderBridgeStream) continue;
         if (h.name == kHeaderVersion && (f.has_object || f.object_missing)) continue;  // the local version replaces it
@@ -532,9 +577,10 @@ Status Importer::Impl::handle(natsMsg* msg) {
         return {};
     };
     NatsMsgPtr owner(msg);
-    uint64_t seq = 0, delivered = 1;
-    jsMsgMetaData* meta = nullptr;
-    if (natsMsg_GetMetaData(&meta, msg) == NATS_OK && meta) {
+    uint64_t seq = 0, delivered = 1, pending = 0;
+    if (parse_ack_subject(natsMsg_GetReply(msg), &delivered, &seq, &pending)) {
+        stats.lag = pending;
+    } else if (jsMsgMetaData* meta = nullptr; natsMsg_GetMetaData(&meta, msg) == NATS_OK && meta) {
         seq = meta->Sequence.Stream;
         delivered = meta->NumDelivered;
         stats.lag = meta->NumPending;
@@ -544,23 +590,29 @@ Status Importer::Impl::handle(natsMsg* msg) {
         ++stats.redeliveries;
         local->status().add(StatusCounter::redeliveries);
     }
+    // The message id names the chunks and goes into the dead letter; parsing the headers for it
+    // costs a hash table per message, so it is read only where needed (a manifest, a dead
+    // letter) and derived from the frame otherwise (the exporter made it from the same fields).
     const char* id = nullptr;
-    (void)natsMsgHeader_Get(msg, "Nats-Msg-Id", &id);
+    auto header_id = [&]() -> const char* {
+        if (!id) (void)natsMsgHeader_Get(msg, "Nats-Msg-Id", &id);
+        return id;
+    };
     auto payload = payload_of(msg);
     std::vector<uint8_t> assembled;
     std::vector<uint64_t> chunk_seqs;
     auto manifest = decode_manifest(payload, cfg.limits);
-    if (!manifest) return to_dlq(owner.get(), delivered, seq, id, manifest.error().message);
+    if (!manifest) return to_dlq(owner.get(), delivered, seq, header_id(), manifest.error().message);
     if (manifest->has_value()) {
         bool retry_later = false;
-        auto frame = assemble(msg, **manifest, delivered, id, &chunk_seqs, &retry_later);
+        auto frame = assemble(msg, **manifest, delivered, header_id(), &chunk_seqs, &retry_later);
         if (!frame) {
             if (retry_later) {
                 record_error(frame.error().message + "; asking for redelivery");
                 (void)natsMsg_NakWithDelay(msg, 1000, nullptr);
                 return {};
             }
-            return to_dlq(owner.get(), delivered, seq, id, frame.error().message);
+            return to_dlq(owner.get(), delivered, seq, header_id(), frame.error().message);
         }
         assembled = std::move(frame.value());
         payload = assembled;
@@ -568,7 +620,7 @@ Status Importer::Impl::handle(natsMsg* msg) {
         local->status().add(StatusCounter::chunks, (*manifest)->chunks);
     }
     auto frame = decode_frame(payload, cfg.limits);
-    if (!frame) return to_dlq(owner.get(), delivered, seq, id, frame.error().message);
+    if (!frame) return to_dlq(owner.get(), delivered, seq, header_id(), frame.error().message);
     const std::string msg_id = id ? id : message_id(frame->source_pool_incarnation, frame->topic_incarnation,
                                                      frame->partition, frame->offset);
     uint32_t partition = 0;
@@ -578,7 +630,7 @@ Status Importer::Impl::handle(natsMsg* msg) {
         std::string why;
         const Delivery d = deliver(*frame, msg_id, &partition, &offset, &why);
         if (d == Delivery::delivered) break;
-        if (d == Delivery::permanent) return to_dlq(owner.get(), delivered, seq, id, why);
+        if (d == Delivery::permanent) return to_dlq(owner.get(), delivered, seq, header_id(), why);
         if (d == Delivery::pool_lost) {
             (void)natsMsg_Nak(msg, nullptr);
             return recover_local(make_error(Errc::lease_expired, why));
