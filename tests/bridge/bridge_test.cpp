@@ -270,6 +270,7 @@ TEST_CASE("bridge: one nats-server node SIGKILLed: the cluster keeps quorum and 
     REQUIRE(eventually([&] { return connected(a) && connected(b); }));
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     cl->stop_node(victim, SIGKILL);
+    const auto killed_at = std::chrono::steady_clock::now();
     const bool done = eventually(
         [&] {
             if (b.count("results") < size_t(n)) return false;
@@ -280,8 +281,13 @@ TEST_CASE("bridge: one nats-server node SIGKILLed: the cluster keeps quorum and 
         },
         40000);
     CHECK_MESSAGE(done, wrong_results(b, n) << "\n" << b.dump());
+    const auto caught_up_at = std::chrono::steady_clock::now();
     REQUIRE(cl->start_node(victim).ok());
     CHECK(cl->wait_ready(30 * kNsPerSec).ok());
+    const auto ms = [](auto d) { return std::chrono::duration_cast<std::chrono::milliseconds>(d).count(); };
+    MESSAGE("node n" << victim + 1 << " killed (stream leader " << stream_leader << ", consumer leader "
+                     << consumer_leader << "): caught up in " << ms(caught_up_at - killed_at) << " ms, node back in "
+                     << ms(std::chrono::steady_clock::now() - caught_up_at) << " ms");
     CHECK(f.stop("export-a") == 0);
     CHECK(f.stop("import-b") == 0);
     CHECK(f.stop("worker-b") == 0);
@@ -339,6 +345,50 @@ TEST_CASE("bridge: a corrupt and an oversize message on the stream are dead-lett
     CHECK(f.stop("import-b") == 0);
     CHECK(field(f["import-b"].out(), "dead_lettered") == 2);
     CHECK(field(f["import-b"].out(), "chunks") >= 5);
+}
+
+TEST_CASE("bridge: a full local topic slows the import, nothing is dropped; the dump and Prometheus show the bridge") {
+    REQUIRE_CLUSTER();
+    Host a("full", "a"), b("full", "b");
+    const std::string up = unique("UP"), durable = unique("d");
+    const int n = 30;
+    Fleet f;
+    INFO(f.logs());
+    // B's topic holds 4 notifications; nobody consumes it yet.
+    std::string out;
+    REQUIRE_MESSAGE(e2e::sh(b.cmd(e2e::cli_bin() + " topic create jobs --partitions 1 --capacity 4 2>&1"), &out) == 0, out);
+    f.start("export-a", a.cmd(export_args("uploads-ev", up, "--id exp-a")));
+    f.start("import-b", b.cmd(import_args(up, durable, "jobs", "--id imp-b")));
+    produce(a, "--topic uploads-ev --synthetic " + std::to_string(n) + " --size 1K");
+    auto importer = [&] {
+        for (const auto& s : b.bridges())
+            if (s.role == bridge::Role::importer) return s;
+        return bridge::BridgeStatus{};
+    };
+    // The import stops at the topic's capacity and waits (its retries count), holding the rest on the stream.
+    REQUIRE(eventually([&] { return importer().counters[uint32_t(bridge::StatusCounter::retries)] >= 1; }, 20000));
+    CHECK(importer().counters[uint32_t(bridge::StatusCounter::messages)] <= 5);
+    CHECK(b.dead_letters("jobs.dlq").empty());
+    // What an operator sees meanwhile.
+    std::string json, prom;
+    REQUIRE(e2e::sh(b.cmd(test::build_path("tools/dump/fabric-shm-dump") + " --json"), &json) == 0);
+    CHECK(json.find("\"bridge\":{\"processes\":[{") != std::string::npos);
+    CHECK(json.find("\"connection\":\"connected\"") != std::string::npos);
+    CHECK(json.find("\"durable\":\"" + durable + "\"") != std::string::npos);
+    CHECK(json.find("is full") != std::string::npos);  // the last error names the waiting
+    REQUIRE(e2e::sh(b.cmd(test::build_path("tools/dump/fabric-shm-dump") + " --prometheus"), &prom) == 0);
+    CHECK(prom.find("fabric_shm_bridge_connected{pool=\"host-b\",role=\"import\",member=\"imp-b\",topic=\"jobs\",stream=\"" + up +
+                    "\"} 1") != std::string::npos);
+    CHECK(prom.find("# TYPE fabric_shm_bridge_retries_total counter") != std::string::npos);
+    CHECK(prom.find("fabric_shm_bridge_stream_ready{") != std::string::npos);
+    // A consumer arrives: the import resumes and everything gets through, once.
+    f.start("worker-b", b.cmd(worker("--topic jobs --group w --id wb")));
+    CHECK_MESSAGE(eventually([&] { return all_results(b, n); }, 30000), wrong_results(b, n));
+    CHECK(f.stop("import-b") == 0);
+    CHECK(f.stop("worker-b") == 0);
+    CHECK(field(f["import-b"].out(), "messages") == uint64_t(n));
+    CHECK(field(f["worker-b"].out(), "processed") == uint64_t(n));
+    CHECK(b.dead_letters("jobs.dlq").empty());
 }
 
 TEST_CASE("bridge: a pool that expires on one host loses nothing the stream holds: the importer re-creates it") {
