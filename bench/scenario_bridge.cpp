@@ -93,7 +93,9 @@ int producer_main(const Run& r, BridgeShared& sh, uint32_t expected_ready, int s
     auto pool = Pool::open(pool_name(r, 0));
     if (!pool) return fail(sh, "producer: " + pool.error().message), 1;
     auto store = MemObjectStore::attach(*pool);
-    auto prod = Producer::open(*pool, "uploads", ProducerOptions{60 * kNsPerSec, false});
+    ProducerOptions po;
+    po.block_timeout_ns = 60 * kNsPerSec;
+    auto prod = Producer::open(*pool, "uploads", po);
     if (!store || !prod) return fail(sh, "producer: open"), 1;
     if (!wait_for([&] { return sh.ready.load() >= expected_ready; }, false, 60 * kNsPerSec))
         return fail(sh, "producer: the pipeline did not start"), 1;

@@ -40,7 +40,11 @@ constexpr uint64_t kBusyFetchMs = 10;   ///< while acks wait for local commits
 constexpr uint64_t kChunkRetryDeliveries = 5;
 /// A full topic answers back_pressure after 50 ms instead of the library's 5 s: the importer's
 /// own wait loop then keeps acking, extending deadlines and heartbeating while it waits.
-const ProducerOptions kSendOptions{50'000'000ull, false};
+ProducerOptions send_options() {
+    ProducerOptions o;
+    o.block_timeout_ns = 50'000'000ull;
+    return o;
+}
 
 /// A stream message put and notified locally, waiting for its ack.
 struct InFlight {
@@ -186,7 +190,7 @@ Status Importer::Impl::open_local() {
     auto d = TopicManager(local->pool()).describe(cfg.topic);
     if (!d) return std::move(d).error();
     topic_config = d->config;  // an existing topic keeps its own shape
-    auto p = Producer::open(local->pool(), cfg.topic, kSendOptions);
+    auto p = Producer::open(local->pool(), cfg.topic, send_options());
     if (!p) return std::move(p).error();
     producer.emplace(std::move(p.value()));
     dlq_producer.reset();
@@ -213,7 +217,7 @@ Status Importer::Impl::recover_local(const Error& why) {
         local->close();
         Status st = local->reopen();
         if (st) {
-            auto p = Producer::open(local->pool(), cfg.topic, kSendOptions);
+            auto p = Producer::open(local->pool(), cfg.topic, send_options());
             if (p) producer.emplace(std::move(p.value()));
             else st = std::move(p).error();
         }
@@ -516,7 +520,7 @@ Status Importer::Impl::dead_letter(natsMsg* msg, uint64_t delivered, uint64_t se
         tc.partition_capacity = 256;
         tc.partition_stride = std::min<uint32_t>(topic_config.partition_stride + 512, 1u << 20);
         FABRIC_TRY(local->ensure_topic(dlq_topic, tc));
-        auto p = Producer::open(local->pool(), dlq_topic, kSendOptions);
+        auto p = Producer::open(local->pool(), dlq_topic, send_options());
         if (!p) return std::move(p).error();
         dlq_producer.emplace(std::move(p.value()));
     }
