@@ -16,9 +16,20 @@ packages=(meson ninja-build g++ cmake pkg-config git python3
           libnats-dev nats-server
           "$@")
 
+# installed NAME: true when NAME (or NAME:ARCH) is installed. A plain name means the native
+# architecture when the package is multi-arch and also installed for another one (the
+# aarch64 cross build installs libnuma-dev:arm64; `dpkg -s libnuma-dev` is then ambiguous).
+native=$(dpkg --print-architecture)
+installed() {
+    local name="$1"
+    if [[ "$name" != *:* ]] && dpkg-query -W "$name:$native" >/dev/null 2>&1; then
+        name="$name:$native"
+    fi
+    dpkg-query -W -f='${db:Status-Abbrev}\n' "$name" 2>/dev/null | grep -q '^ii'
+}
 missing=()
 for p in "${packages[@]}"; do
-    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    installed "$p" || missing+=("$p")
 done
 if [ "${#missing[@]}" -eq 0 ]; then
     echo "install-deps: all ${#packages[@]} packages are installed"
