@@ -15,7 +15,7 @@
 //                F <what> <error>           a call failed after this process was fenced (heartbeat timeout)
 // Ops log:       O <created|attached>       side pool opened
 //                TP <key> <size>            tiered put acknowledged
-//                TC <n>                     checkpoint (with hot objects) acknowledged: every TP before is durable
+//                TC <n>                     checkpoint (with hot objects) acknowledged: every TP since this round's O is durable
 //                L <what> <error>           a call failed closed (side pool expired or removed under it)
 //                E <what> <error>           any other failure (a violation)
 #pragma once
