@@ -93,6 +93,11 @@ const std::vector<FaultPoint>& fault_points() {
         {"worker.result.before_put", W},
         {"worker.result.after_put", W},
         {"worker.dead_letter.deciding", W},
+        // the NATS bridge (optional module): no torture role runs it (it needs a JetStream
+        // cluster); tests/bridge kills exporters and importers at these points.
+        {"bridge.export.after_ack", 0},
+        {"bridge.import.after_put", 0},
+        {"bridge.import.after_send", 0},
     };
     return points;
 }

@@ -2,9 +2,10 @@
 // The library's named fault points (FABRIC_CRASH_POINT / FABRIC_PAUSE_POINT, crash_point.h)
 // and which torture role reaches each one. The torture arms replacements with a point their
 // role reaches, as a crash point (SIGKILL there) or a pause point (SIGSTOP there, held and
-// resumed by the harness): every point is both, as any instruction may be killed or paused. The table must name every point in the library and nothing else:
-// the meson test `torture-points` (check_points.py) compares it with the sources, so a point
-// added to the library without a role here fails CI.
+// resumed by the harness): every point is both, as any instruction may be killed or paused.
+// The table must name every point in the library and nothing else: the meson test
+// `torture-points` (check_points.py) compares it with the sources, so a point added to the
+// library without an entry here fails CI. Roles 0: code no torture role runs (the bridge).
 #pragma once
 
 #include <cstdint>
