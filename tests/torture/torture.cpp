@@ -807,11 +807,11 @@ void Harness::clean(Pool& pool) {
                 collect_dead_letters(pool);
                 dlq_read = true;
             }
-            if (!dead_letters_.count(src))
-                fail("the group committed past poison notification " + key + " (partition " +
-                     std::to_string(k.partition) + " offset " + std::to_string(k.offset) +
-                     ") and it has no dead letter");
-            k.done = true;
+            // Not seen yet is not missing: a DLQ send published after a claim of a sender that
+            // is stopped (or was killed) in the same DLQ partition stays unreadable until that
+            // claim is published or skipped (the consumer waits for it up to the claim timeout).
+            // check() requires every acknowledged poison notification's dead letter at the end.
+            if (dead_letters_.count(src)) k.done = true;
             continue;
         }
         if (!k.put_acked) continue;
@@ -1237,9 +1237,13 @@ int Harness::run() {
         std::string pp;
         for (const auto& [p, n] : point_pauses_) pp += " " + p + "=" + std::to_string(n);
         std::printf("torture: pause points held:%s\n", pp.empty() ? " none" : pp.c_str());
-        size_t reached = 0;
-        for (const FaultPoint& p : fault_points()) reached += point_pauses_.count(p.name) || point_deaths_.count(p.name);
-        std::printf("torture: fault points reached %zu of %zu\n", reached, fault_points().size());
+        size_t reached = 0, reachable = 0;
+        for (const FaultPoint& p : fault_points()) {
+            if (p.roles == 0) continue;  // in code that no torture role runs (the bridge)
+            ++reachable;
+            reached += point_pauses_.count(p.name) || point_deaths_.count(p.name);
+        }
+        std::printf("torture: fault points reached %zu of %zu\n", reached, reachable);
     }
     std::printf("torture: drained %.1f s after the last kill (bound %.0f s = session timeout + 10 s)\n", drain_s,
                 double(bound_ns) / 1e9);
