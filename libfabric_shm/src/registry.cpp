@@ -258,35 +258,42 @@ void retire_slot(PoolHeader& header, ProcessSlot& slot, uint64_t retiring_word) 
                                       std::memory_order_release, std::memory_order_relaxed);
 }
 
+/// Who retires a slot: its owner at exit (unregister) or a reaper of a dead occupant. Each has
+/// its own fault point (the names are literals so that tools can list every point).
+enum class Retirer : uint8_t { owner, reaper };
+
 /// Takes slot `slot` (word `w`, certainly dead, or RETIRING with a dead retirer) into
 /// RETIRING(me) by CAS and retires it. False when the word moved on meanwhile.
-bool take_and_retire(PoolHeader& header, ProcessSlot& slot, uint64_t w, const char* point) {
+bool take_and_retire(PoolHeader& header, ProcessSlot& slot, uint64_t w, Retirer who) {
     const bool creator_ns = header.creator_pidns == self_pidns();
     const uint64_t retiring = make_slot_word(kSlotRetiring, slot_word_gen(w), uint32_t(getpid()), creator_ns);
     // acq_rel: acquire orders our reads of the shard after the occupant's last writes we can
     // see; release publishes the takeover to a competing finisher.
     if (!slot.word.compare_exchange_strong(w, retiring, std::memory_order_acq_rel, std::memory_order_relaxed))
         return false;
-    FABRIC_CRASH_POINT(point);
+    if (who == Retirer::owner)
+        FABRIC_CRASH_POINT("registry.unregister.retiring");
+    else
+        FABRIC_CRASH_POINT("registry.reap.retiring");
     retire_slot(header, slot, retiring);
     return true;
 }
 
 /// Frees `slot` when its occupant is certainly dead, or finishes the retirement of a
 /// retirer that is certainly dead. Returns true when this call freed it.
-bool reap_slot(PoolHeader& header, ProcessSlot& slot, uint64_t now_ns, const char* point) {
+bool reap_slot(PoolHeader& header, ProcessSlot& slot, uint64_t now_ns) {
     const uint64_t w = slot.word.load(std::memory_order_acquire);
     const uint64_t state = slot_word_state(w);
     if (state == kSlotFree) return false;
     if (state == kSlotRetiring) {
         // A retirer died between winning the slot and freeing it: take over and finish.
         if (!retirer_certainly_dead(header, w)) return false;
-        return take_and_retire(header, slot, w, point);
+        return take_and_retire(header, slot, w, Retirer::reaper);
     }
     if (state == kSlotFenced) {
         // Retired once the fenced process is gone (its pid can no longer write anything).
         if (slot_process_liveness(&header, slot, w, now_ns, nullptr) != Liveness::certainly_dead) return false;
-        return take_and_retire(header, slot, w, point);
+        return take_and_retire(header, slot, w, Retirer::reaper);
     }
     if (slot_liveness(&header, slot, w, now_ns, nullptr) != Liveness::certainly_dead) return false;
     FABRIC_PAUSE_POINT("registry.reap.judged");
@@ -298,7 +305,7 @@ bool reap_slot(PoolHeader& header, ProcessSlot& slot, uint64_t now_ns, const cha
             expect, make_slot_word(kSlotFenced, slot_word_gen(w), slot_word_pid(w), slot_word_creator_ns(w)),
             std::memory_order_acq_rel, std::memory_order_relaxed);
     }
-    return take_and_retire(header, slot, w, point);
+    return take_and_retire(header, slot, w, Retirer::reaper);
 }
 }  // namespace
 
@@ -350,7 +357,7 @@ Result<OwnerToken> registry_register(Pool::Impl& impl, uint64_t heartbeat_timeou
         }
         if (pass == 0) {
             // Registry full: free dead processes' slots, then try once more.
-            for (uint32_t i = 0; i < kRegistrySlots; ++i) reap_slot(*impl.header(), slots[i], now_ns, "registry.reap.retiring");
+            for (uint32_t i = 0; i < kRegistrySlots; ++i) reap_slot(*impl.header(), slots[i], now_ns);
         }
     }
     return make_error(Errc::capacity_exceeded, "process registry of pool '" + impl.name + "' is full (" +
@@ -368,7 +375,7 @@ void registry_unregister(Pool::Impl& impl) noexcept {
         impl.self = 0;  // already reaped (we were presumed dead): nothing of ours to free
         return;
     }
-    (void)take_and_retire(*impl.header(), slot, w, "registry.unregister.retiring");
+    (void)take_and_retire(*impl.header(), slot, w, Retirer::owner);
     impl.self = 0;
 }
 
@@ -439,7 +446,7 @@ uint32_t ProcessRegistry::reap_dead(uint64_t now_ns) const {
     ProcessSlot* slots = slots_of(*pool_);
     auto& header = const_cast<PoolHeader&>(pool_->header());
     for (uint32_t i = 0; i < kRegistrySlots; ++i) {
-        if (!detail::reap_slot(header, slots[i], now_ns, "registry.reap.retiring")) continue;
+        if (!detail::reap_slot(header, slots[i], now_ns)) continue;
         header.reaped_processes.fetch_add(1, std::memory_order_relaxed);
         ++freed;
     }

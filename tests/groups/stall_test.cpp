@@ -400,6 +400,51 @@ TEST_CASE("worker: paused before its result put and taken over, it is refused an
     CHECK(get_text_of(**store, result_uri(name, "k2")) == "data k2");
 }
 
+// Found by the stall torture (docs/reliability.md, "Stall torture"): A pauses right before its
+// result put; B evicts it, processes k0, writes the result and commits; the result is then
+// consumed and removed (as the torture's harness, or any downstream reader, does). The result
+// put was fenced only against the stored object's token, so A's late put into the now absent
+// key landed and re-created a result for a message the group had long committed past.
+TEST_CASE("worker: paused before its result put, taken over, its result removed: the late put does not re-create it") {
+    TestPool tp("stall-late-put", 32ull << 20);
+    const std::string name = tp.cleanup.name();
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("tk", config(1, 64)).ok());
+    REQUIRE(mgr.register_group("tk", "g").ok());
+    auto store = MemObjectStore::open(tp.pool);
+    REQUIRE(store.ok());
+    auto producer = Producer::open(tp.pool, "tk");
+    REQUIRE(producer.ok());
+    const uint64_t v0 = upload(tp.pool, **store, *producer, "k0", "data k0");
+    const pid_t a = worker_child(name, worker_config("tk", "a"), copy, "worker.result.before_put:1");
+    REQUIRE(test::wait_stopped(a));  // k0 processed, its result not written
+    sleep_ms(int(kSessionNs / 1'000'000) + 100);  // a's heartbeat is now older than the session timeout
+
+    GroupConsumerOptions o;
+    o.group = session();
+    auto b = GroupConsumer::open(tp.pool, "tk", "g", "b", o);  // evicts a, takes the partition
+    REQUIRE_MESSAGE(b.ok(), b.error().message);
+    REQUIRE(b->partitions() == std::vector<uint32_t>{0});
+    MessageBatch batch;
+    REQUIRE(b->poll(batch, 8, 1'000'000'000ull).ok());
+    REQUIRE(batch.size() == 1);
+    auto put = (*store)->put(result_uri(name, "k0"), bytes("by b"),
+                             result_put_options(in_uri(name, "k0").to_string(), v0, b->epoch()));
+    REQUIRE_MESSAGE(put.ok(), put.error().message);
+    REQUIRE(b->commit().ok());
+    REQUIRE(b->leave().ok());
+    CHECK(committed(tp.pool, "tk", 0) == 1);
+    auto removed = (*store)->remove(result_uri(name, "k0"));  // consumed downstream
+    REQUIRE(removed.ok());
+    REQUIRE(*removed);
+
+    test::resume(a);
+    CHECK(test::wait_child(a) == 0);
+    CHECK(get_text_of(**store, result_uri(name, "k0")) == "<absent>");  // a's put was refused
+    CHECK(committed(tp.pool, "tk", 0) == 1);
+    CHECK(dead_letters(tp.pool, "tk").empty());
+}
+
 // ---- fenced dead letters ----------------------------------------------------------------------
 
 // A decides to dead-letter k0 (its processor rejects it) and pauses before the dead letter is

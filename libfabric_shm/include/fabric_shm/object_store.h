@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <span>
@@ -38,6 +39,16 @@ struct PutOptions {
     /// token stored with the object in the same atomic step that publishes the new object;
     /// a lower token fails with Errc::stale_epoch. The new object stores this token.
     uint64_t fence_token = 0;
+    /// For fence, optional: whether `fence_token` still holds where it was issued (a consumer
+    /// group worker: it still owns the partition, no newer owner fenced it). The token stored
+    /// with an object fences writes to that object only; once the object is gone (removed
+    /// after a newer owner wrote it, or never written) nothing in the store remembers the
+    /// newer token, and a stale writer's put would land. This is asked in the critical section
+    /// that publishes the object (the key's lock held, before the step that makes it visible;
+    /// asked again if that step is retried), so a put either becomes visible before anything a
+    /// newer owner writes to the key, or is refused with Errc::stale_epoch. Must be cheap (a few
+    /// atomic loads) and must not call into the store.
+    std::function<bool()> fence_holds;
 };
 
 struct ObjectInfo {

@@ -1054,6 +1054,15 @@ StoreCore::Locked StoreCore::publish_locked(const PublishArgs& a, OwnerToken me,
                                                         " of '" + std::string(key.view()) + "'");
                 return Locked::done;
             }
+            // Asked under the key's lock, on every pass: a writer that stops after this check
+            // either publishes before a newer owner's write to this key can take the lock, or
+            // finds its announce or slot CAS fenced by that owner's takeover and comes back here.
+            if (opt.fence_holds && !opt.fence_holds()) {
+                out = make_error(Errc::stale_epoch, "fence token " + std::to_string(opt.fence_token) + " of '" +
+                                                        std::string(key.view()) +
+                                                        "' no longer holds: a newer owner fenced it");
+                return Locked::done;
+            }
             break;
         }
         // Versions grow per key: an overwrite takes the old version + 1 (we hold the key's

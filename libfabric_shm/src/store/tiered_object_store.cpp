@@ -477,6 +477,12 @@ struct TieredObjectStore::Impl {
         o.metadata[std::string(kTierMetaKey)] = encode_tier_meta(t);
         o.ttl_ns = user.ttl_ns;
         o.fence_token = t.fence_token;
+        if (user.condition == PutCondition::fence && user.fence_holds) {
+            // The caller's external fence is asked where the hot copy publishes (the cold
+            // tier's own check above runs under this store's mutex, the hot put under the key's lock).
+            o.condition = PutCondition::fence;
+            o.fence_holds = user.fence_holds;
+        }
         for (;;) {
             auto r = hot->put(uri, data, o);
             // A full hot tier makes room by demoting, as long as there is something to demote.

@@ -337,7 +337,11 @@ Result<Outcome> WorkerLoop::Impl::attempt_once(const Message& m, const FabricUri
         }
         FABRIC_PAUSE_POINT("worker.result.before_put");
         const uint64_t token = membership->epoch();
-        auto put = store->put(result_uri, *out, result_put_options(uri.to_string(), info.version, token));
+        PutOptions po = result_put_options(uri.to_string(), info.version, token);
+        // The partition's fence, checked where the put publishes: the stored result's token
+        // alone cannot refuse us once a newer owner's result was removed (consumed downstream).
+        po.fence_holds = [this, p = m.partition] { return membership->owns(p); };
+        auto put = store->put(result_uri, *out, po);
         if (!put && put.code() == Errc::stale_epoch) {
             // A newer owner wrote it (we were evicted or fenced): not ours. Its owner word or
             // fence shows it, since it took the partition before it wrote.

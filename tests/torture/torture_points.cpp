@@ -1,0 +1,112 @@
+// SPDX-License-Identifier: MIT
+#include "torture_points.h"
+
+namespace fabric_shm::torture {
+
+namespace {
+constexpr uint8_t P = kProducerRole, W = kWorkerRole, R = kReaperRole, O = kOpsRole;
+// Every process that opens a pool read-write registers and reaps dead registrations
+// (Pool::open), and retires its own slot at exit; producers and workers also write objects.
+constexpr uint8_t kEveryone = P | W | R | O;
+constexpr uint8_t kWriters = P | W | O;
+}  // namespace
+
+const std::vector<FaultPoint>& fault_points() {
+    static const std::vector<FaultPoint> points = {
+        // pool.cpp: creation (the ops child re-creates its side pool every round), regions,
+        // leases, removal of a wholly expired pool.
+        {"pool.create.tmp_created", O},
+        {"pool.create.before_magic", O},
+        {"pool.create.before_link", O},
+        {"pool.create.after_link", O},
+        {"pool.reap.reclaiming", O | R},
+        {"region.create.reserved", W | O},       // workers: the metrics region; ops: store and topic
+        {"region.create.before_publish", W | O},
+        {"region.reclaim.marked", O | R},        // expired side-pool regions
+        {"lease.renew.after_extend", O},         // the side pool's short leases
+        // registry.cpp
+        {"registry.register.claimed", kEveryone},
+        {"registry.register.before_publish", kEveryone},
+        {"registry.register.published", kEveryone},
+        {"registry.reap.judged", kEveryone},
+        {"registry.reap.retiring", kEveryone},
+        {"registry.retire.before_free", kEveryone},
+        {"registry.unregister.retiring", kEveryone},
+        // store
+        {"store.create.root", O},
+        {"store.alloc.after_claim", kWriters},
+        {"store.alloc.assigning", kWriters},
+        {"store.alloc.run_claimed", kWriters},
+        {"store.put.after_alloc", kWriters},
+        {"store.put.after_fill", kWriters},
+        {"store.put.after_mark", kWriters},
+        {"store.put.before_link", kWriters},
+        {"store.put.after_overflow", kWriters},
+        {"store.put.after_link", kWriters},
+        {"store.put.after_retire", kWriters},
+        {"store.loan.after_alloc", P},
+        {"store.loan.release", P},
+        {"store.commit.before_publish", P},
+        {"store.pin.after_record", W | O},
+        {"store.pin.after_mark", W | O},
+        {"store.unpin.after_release", W | O},
+        {"store.remove.after_mark", P | O},
+        {"store.remove.before_unlink", P | O},
+        {"store.remove.after_unlink", P | O},
+        {"store.run.release", kWriters},
+        {"store.drain.marking", kWriters},
+        {"store.stripe.held", kWriters},
+        {"store.stripe.stolen", kWriters},
+        {"store.repair.loan", R},
+        {"store.repair.pin", R},
+        // tiered store (ops child)
+        {"tiered.append.after_header", O},
+        {"tiered.checkpoint.before_rename", O},
+        {"tiered.demote.before_hot_remove", O},
+        // topics: producers (and workers sending dead letters), consumers, waiters, the reaper
+        {"mq.send.after_claim", P | W},
+        {"mq.send.before_publish", P | W},
+        {"mq.send.after_publish", P | W},
+        {"mq.send.before_release", P | W},
+        {"mq.send.before_roll_quarantine", P | W},
+        {"mq.slot.before_quarantine", P | W},
+        {"mq.slot.before_skip", P | W},
+        {"mq.wait.registered", W},
+        {"mq.wait.releasing", W},
+        {"mq.waiter.repairing", P | W | R},
+        {"mq.reap.before_skip", R},
+        // consumer groups, dead letters, the worker loop
+        {"group.join.before_publish", W},
+        {"group.join.joined", W},
+        {"group.evict.before_cas", W},
+        {"group.claim.before_take", W},
+        {"group.claim.after_take", W},
+        {"group.claim.before_fence", W},
+        {"group.heartbeat.before_store", W},
+        {"group.commit.before_lock", W},
+        {"group.lease.renew", W | O},
+        {"group.lease.expire", O},
+        {"dlq.begin.before_count", W},
+        {"dlq.dead_letter.decided", W},
+        {"dlq.dead_letter.recorded", W},
+        {"worker.commit.before", W},
+        {"worker.result.before_put", W},
+        {"worker.result.after_put", W},
+        {"worker.dead_letter.deciding", W},
+        // the NATS bridge (optional module): no torture role runs it (it needs a JetStream
+        // cluster); tests/bridge kills exporters and importers at these points.
+        {"bridge.export.after_ack", 0},
+        {"bridge.import.after_put", 0},
+        {"bridge.import.after_send", 0},
+    };
+    return points;
+}
+
+std::vector<std::string> points_of_role(uint8_t role) {
+    std::vector<std::string> out;
+    for (const FaultPoint& p : fault_points())
+        if (p.roles & role) out.push_back(p.name);
+    return out;
+}
+
+}  // namespace fabric_shm::torture
