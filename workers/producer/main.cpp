@@ -207,7 +207,7 @@ int main(int argc, char** argv) {
     for (const auto& t : topics) {
         TopicConfig tc;
         tc.num_partitions = r["partitions"].as<uint32_t>();
-        if (Status st = tm.create(t, tc); !st && st.code() != Errc::already_exists) return cli::fail(out, st.error());
+        if (Status st = tm.ensure(t, tc); !st) return cli::fail(out, st.error());
         auto p = Producer::open(*pool, t, po);
         if (!p) return cli::fail(out, p.error());
         if (auto d = tm.describe(t))

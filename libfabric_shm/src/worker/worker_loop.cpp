@@ -58,31 +58,15 @@ void sleep_ns(uint64_t ns) {
 /// it must not end the worker. We keep heartbeating and try again.
 constexpr uint64_t kBusyRetryNs = 10 * kNsPerMs;
 
-/// Creates the topic, or waits until another process's creation of it is complete.
-/// Workers of two stages started together both create the topic between them (stage 1's
-/// --next-topic is stage 2's --topic): the loser's create says already_exists while the
-/// winner's partitions may still be unpublished, and opening it then said "does not exist",
-/// so the stage-1 worker exited 1. A creator that dies half way leaves its entries to the
-/// reaper's repair, after which our create succeeds; the wait is bounded either way.
+/// Topics a worker creates when missing (its own, its next stage's). Workers of two stages
+/// started together both create the topic between them (stage 1's --next-topic is stage 2's
+/// --topic): TopicManager::ensure makes the loser wait for the winner's creation.
+constexpr uint64_t kTopicReadyWaitNs = 10 * kNsPerSec;
+
 Status ensure_topic(Pool& pool, const std::string& name, uint32_t partitions) {
-    constexpr uint64_t kReadyWaitNs = 10 * kNsPerSec;
-    TopicManager tm(pool);
     TopicConfig cfg;
     cfg.num_partitions = partitions;
-    const uint64_t deadline = mono_now_ns() + kReadyWaitNs;
-    for (;;) {
-        Status st = tm.create(name, cfg);
-        if (st) return {};
-        if (st.code() != Errc::already_exists) return st;
-        auto d = tm.describe(name);
-        if (d) return {};
-        if (d.code() != Errc::not_found && d.code() != Errc::not_ready) return std::move(d).error();
-        if (mono_now_ns() >= deadline)
-            return make_error(d.code(), "topic '" + name + "' exists but did not become usable within " +
-                                            format_duration_ns(kReadyWaitNs) + ": " + d.error().message);
-        timespec ts{0, long(kNsPerMs)};
-        nanosleep(&ts, nullptr);
-    }
+    return TopicManager(pool).ensure(name, cfg, kTopicReadyWaitNs);
 }
 
 std::span<const uint8_t> bytes_of(std::string_view s) {
