@@ -309,7 +309,9 @@ void bind_numa(std::byte* base, uint64_t size, int node, const std::string& name
 
 }  // namespace
 
-Result<Pool> Pool::create(const PoolOptions& options) {
+Result<Pool> Pool::create(const PoolOptions& options) { return create_and_register(options, 0); }
+
+Result<Pool> Pool::create_and_register(const PoolOptions& options, uint64_t heartbeat_timeout_ns) {
     detail::register_builtin_region_kinds();
     if (Status s = validate_name("pool", options.name); !s) return std::move(s).error();
     if (options.size_bytes < kMinPoolSize || options.size_bytes > kMaxPoolSize)
@@ -393,6 +395,7 @@ Result<Pool> Pool::create(const PoolOptions& options) {
     close(fd);
     OpenOptions open_options;
     open_options.reap_on_open = false;
+    open_options.heartbeat_timeout_ns = heartbeat_timeout_ns;  // the creator's own, as any registrant's
     Result<Pool> opened = open(options.name, open_options);
     if (opened) opened.value().impl_->created = true;
     return opened;
@@ -409,7 +412,7 @@ Result<Pool> Pool::open(std::string_view name_view, const OpenOptions& options) 
             if (mapped.code() == Errc::not_found && options.create_if_missing && !options.read_only) {
                 PoolOptions po = options.create;
                 po.name = name;
-                auto created = create(po);
+                auto created = create_and_register(po, options.heartbeat_timeout_ns);
                 if (created || created.code() != Errc::already_exists) return created;
                 continue;  // lost the creation race: attach to the winner's pool
             }
@@ -1061,11 +1064,16 @@ ReapReport Pool::reap(uint64_t now, bool dry_run, bool allow_pool_removal) {
                 report.dead_processes++;
                 report.notes.push_back("would free registry slot " + std::to_string(p.slot) + " of pid " +
                                        std::to_string(p.pid) + " (" + p.dead_reason + ")");
+                for (uint32_t g : p.child_groups)
+                    report.notes.push_back("would kill child process group " + std::to_string(g) + " of pid " +
+                                           std::to_string(p.pid) + " (if its leader still runs)");
             }
     } else {
-        report.dead_processes = reg.reap_dead(now);
+        std::vector<std::string> kills;
+        report.dead_processes = reg.reap_dead(now, &kills);
         if (report.dead_processes)
             report.notes.push_back("freed " + std::to_string(report.dead_processes) + " registry slot(s) of dead processes");
+        for (auto& k : kills) report.notes.push_back(std::move(k));
     }
 
     ReclaimContext ctx{this, impl_.get(), now, dry_run, &report};

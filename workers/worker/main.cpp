@@ -17,11 +17,13 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <memory>
 #include <string>
 
 #include "builtins.h"
 #include "cli.h"
 #include "exec_runner.h"
+#include "fabric_shm/child_groups.h"
 #include "fabric_shm/clock.h"
 #include "fabric_shm/pool.h"
 #include "fabric_shm/worker_loop.h"
@@ -253,7 +255,8 @@ int main(int argc, char** argv) {
     if (Status st = cli::parse_store_options(r, &creation); !st) return cli::fail(out, st.error());
     g_quiet = r.count("quiet") ? 1 : 0;
 
-    // The processor.
+    // The processor. The pool it records --exec process groups in is opened below.
+    auto children_pool = std::make_shared<const Pool*>(nullptr);
     Processor processor;
     if (r.count("builtin")) {
         auto fn = workers::find_builtin(r["builtin"].as<std::string>());
@@ -265,6 +268,17 @@ int main(int argc, char** argv) {
         base.timeout_ns = exec_timeout;
         base.max_result_bytes = max_result;
         base.running_pgid = &g_exec_pgid;
+        // The command's process group is recorded in the pool while it runs, so that a
+        // survivor kills it if this worker is SIGKILLed (child_groups.h).
+        base.on_started = [children_pool](pid_t pgid) -> Status {
+            if (!*children_pool) return {};
+            Status st = register_child_group(**children_pool, pgid);
+            if (!st) return make_error(st.code(), "--exec: recording its process group: " + st.error().message);
+            return st;
+        };
+        base.on_finished = [children_pool](pid_t pgid) {
+            if (*children_pool) unregister_child_group(**children_pool, pgid);
+        };
         const std::string pool_s = *pool_name;
         processor = [base, pool_s](const WorkItem& item) -> Result<std::vector<uint8_t>> {
             workers::ExecSpec spec = base;
@@ -282,6 +296,7 @@ int main(int argc, char** argv) {
     install_signals();
     auto pool = cli::open_or_create_pool(out, *pool_name, creation);
     if (!pool) return cli::fail(out, pool.error());
+    *children_pool = &pool.value();
     // The default store with the requested geometry (WorkerLoop attaches to it).
     if (auto store = cli::open_default_store(out, *pool, creation); !store) return cli::fail(out, store.error());
 
