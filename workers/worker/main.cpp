@@ -136,9 +136,16 @@ std::string help_epilogue() {
         "  FABRIC_SHM_POOL       the pool when --pool is not given (else \"default\")\n"
         "  FABRIC_SHM_NO_CREATE  1: never create the pool (as --no-create)\n"
         "  FABRIC_SHM_DIR        the directory of the pools' segments (default /dev/shm)\n"
+        "  FABRIC_SHM_HEARTBEAT_TIMEOUT  declare a heartbeat timeout (e.g. 5s): required to share a pool across "
+        "pid namespaces (containers)\n"
         "Signals: SIGINT/SIGTERM finish the object in flight (an --exec command runs to its end), commit, leave "
         "the group, exit 0; a second one kills the --exec command's process group and exits 130 at once (the "
-        "object is redelivered).\n";
+        "object is redelivered). The --exec command's process group is recorded in the pool: if this worker is "
+        "SIGKILLed, the member that takes its partitions over (or fabric-shm-reaper) kills it.\n"
+        "Results: fabric://POOL/RESULT_BUCKET/<--result-key>, by default the input's bucket and key (inputs of the "
+        "same name in two buckets get two results); a key longer than 256 bytes becomes its first 239 bytes, '~' "
+        "and a 64-bit hash. Another group with live members writing the same --result-bucket is refused unless "
+        "every such group runs with --shared-results.\n";
     return t;
 }
 
@@ -180,7 +187,8 @@ int main(int argc, char** argv) {
     if (cli::argv_has_version(argc, argv)) return cli::print_version(out.program);
     cxxopts::Options o("fabric-shm-worker",
                        "Consumer-group member: for each notification on --topic, read the object, run the "
-                       "processor, write the result to fabric://POOL/RESULT_BUCKET/<key>, forward, commit.");
+                       "processor, write the result to fabric://POOL/RESULT_BUCKET/<input bucket>/<input key>, "
+                       "forward, commit.");
     o.add_options()("pool", cli::pool_option_help("created if missing (announced on stderr) unless --no-create"),
                     cxxopts::value<std::string>())(
         "topic", "topic to consume (created with --partitions if missing)", cxxopts::value<std::string>())(
@@ -189,6 +197,10 @@ int main(int argc, char** argv) {
         "exec", "processor: /bin/sh -c CMD, object on stdin, result from stdout", cxxopts::value<std::string>())(
         "builtin", "processor: copy | upper | crc32", cxxopts::value<std::string>())(
         "result-bucket", "bucket of the results", cxxopts::value<std::string>()->default_value("results"))(
+        "result-key", "key of an input's result in the result bucket: {bucket} and {key} are the input's",
+        cxxopts::value<std::string>()->default_value(std::string(kDefaultResultKey)))(
+        "shared-results",
+        "let another group with live members write the same --result-bucket (every such group must say so)")(
         "next-topic", "forward each result URI to this topic (multi-stage; default: none)",
         cxxopts::value<std::string>())(
         "max-attempts", "attempts before dead-lettering", cxxopts::value<uint32_t>()->default_value("3"))(
@@ -225,6 +237,9 @@ int main(int argc, char** argv) {
     cfg.group = r["group"].as<std::string>();
     if (r.count("id")) cfg.member_id = r["id"].as<std::string>();
     cfg.result_bucket = r["result-bucket"].as<std::string>();
+    cfg.result_key = r["result-key"].as<std::string>();
+    cfg.shared_results = r.count("shared-results") > 0;
+    if (Status st = validate_result_key_template(cfg.result_key); !st) return cli::usage(out, st.error().message);
     if (r.count("next-topic")) cfg.next_topic = r["next-topic"].as<std::string>();
     if (r.count("dlq")) cfg.dlq_topic = r["dlq"].as<std::string>();
     cfg.max_attempts = r["max-attempts"].as<uint32_t>();

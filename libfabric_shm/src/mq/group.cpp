@@ -15,6 +15,7 @@
 #include "fabric_shm/crash_point.h"
 #include "fabric_shm/registry.h"
 #include "mq/group_internal.h"
+#include "mq/result_buckets.h"
 #include "owner_lock.h"
 
 namespace fabric_shm {
@@ -492,6 +493,9 @@ Result<ConsumerGroupDescription> describe_consumer_group(const Pool& pool, std::
     d.topic = std::string(topic);
     d.era = g.era.load(std::memory_order_relaxed);  // immutable while LIVE (find_group acquired the word)
     d.epoch = d.era + g.epoch.load(std::memory_order_relaxed);
+    const ResultsRecord results = read_results_record(g);
+    d.result_bucket = results.bucket;
+    d.shared_results = results.shared;
     const uint64_t now = mono_now_ns();
     const auto procs = pool.registry().list(now);
     std::vector<uint32_t> live_gen(kMaxMembers, UINT32_MAX);

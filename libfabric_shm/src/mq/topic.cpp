@@ -357,6 +357,10 @@ Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const Gr
         g.epoch.store(0, std::memory_order_relaxed);
         g.flags.store(0, std::memory_order_relaxed);
         g.era.store(allocate_fence_era(pool), std::memory_order_relaxed);  // published by the LIVE release store
+        // A new registration writes no results yet (a previous one's record must not count).
+        g.results_seq.store(0, std::memory_order_relaxed);
+        g.results_flags.store(0, std::memory_order_relaxed);
+        for (auto& b : g.results_bucket) b.store(0, std::memory_order_relaxed);
         for (auto& m : g.members) {
             m.word.store(0, std::memory_order_relaxed);
             m.heartbeat_ns.store(0, std::memory_order_relaxed);
