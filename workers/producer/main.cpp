@@ -207,7 +207,9 @@ int main(int argc, char** argv) {
     for (const auto& t : topics) {
         TopicConfig tc;
         tc.num_partitions = r["partitions"].as<uint32_t>();
-        if (Status st = tm.ensure(t, tc); !st) return cli::fail(out, st.error());
+        // Another process (a worker, a bridge) may be creating the topic right now: ensure waits
+        // for its partitions to be published (bounded) instead of finding it missing.
+        if (Status st = tm.ensure(t, tc, 10 * kNsPerSec); !st) return cli::fail(out, st.error());
         auto p = Producer::open(*pool, t, po);
         if (!p) return cli::fail(out, p.error());
         if (auto d = tm.describe(t))

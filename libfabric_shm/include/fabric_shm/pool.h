@@ -39,6 +39,7 @@ enum class RegionKind : uint32_t {
     group = 12,        ///< consumer group table (child of topic)
     job_outputs = 20,  ///< pool-backed JobOutputStore
     metrics = 30,      ///< latency histograms (metrics.h), one per pool
+    bridge = 40,       ///< status of one fabric-shm-bridge process (libfabric_shm/bridge, docs/bridge.md)
 };
 std::string_view region_kind_name(uint32_t kind) noexcept;
 
@@ -153,6 +154,8 @@ public:
     std::byte* base() const;
     const layout::PoolHeader& header() const;
     OwnerToken self() const;  ///< this process's registration; 0 when read-only
+    /// Random 64-bit id drawn at creation: tells a re-created pool of the same name from the old one.
+    uint64_t incarnation() const;
     ProcessRegistry registry() const { return ProcessRegistry(*this); }
 
     /// Bounds check against the mapping (overflow-safe); every offset read from shm goes here.
