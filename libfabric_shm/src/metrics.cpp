@@ -261,7 +261,7 @@ Result<std::vector<LatencyKeyStats>> read_latency(const Pool& pool) {
     std::vector<LatencyKeyStats> out;
     auto opened = pool.open_region(RegionKind::metrics, kRegionName);
     if (!opened) {
-        if (opened.code() == Errc::not_found) return out;
+        if (opened.code() == Errc::not_found || opened.code() == Errc::not_ready) return out;  // none yet, or being created
         return std::move(opened).error();
     }
     std::byte* data = opened->data();
