@@ -16,7 +16,7 @@ say "no process renews any more; waiting for the 3 s TTL to run out"
 sleep 3.5
 "$cli" pool ls
 key=$(keys_of "$samples" | head -1)
-if "$cli" get "fabric://$pool/results/$key" >/dev/null 2>"$demo_tmp/get.err"; then
+if "$cli" get "fabric://$pool/results/uploads/$key" >/dev/null 2>"$demo_tmp/get.err"; then
     say "unexpected: the result is still readable"; exit 1
 fi
 say "reading a result now fails closed: $(cat "$demo_tmp/get.err")"

@@ -44,7 +44,7 @@ say "all $n results present; checking a sample against the inputs"
 bad=0
 for k in "${keys[@]:0:5}" "${keys[@]: -5}"; do
     want=$("$cli" get "fabric://$pool/uploads/$k" | tr a-z A-Z | cksum)
-    got=$("$cli" get "fabric://$pool/results/$k" | cksum)
+    got=$("$cli" get "fabric://$pool/results/uploads/$k" | cksum)
     [ "$want" = "$got" ] || { say "MISMATCH for $k"; bad=1; }
 done
 "$dump" | sed -n '/^groups:/,/^store:/p' | sed '$d'

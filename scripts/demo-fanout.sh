@@ -20,9 +20,9 @@ say "one put per file, notified on three topics"
 for b in thumbnails metadata index; do wait_results uploads "$b" 30 "${keys[@]}"; done
 for k in "${keys[@]}"; do
     printf '%-18s thumbnail: %-26s crc32: %s  words: %s\n' "$k" \
-        "$("$cli" get "fabric://$pool/thumbnails/$k" | tr '\n' ' ' | head -c 24)" \
-        "$("$cli" get "fabric://$pool/metadata/$k" | tr -d '\n')" \
-        "$("$cli" get "fabric://$pool/index/$k" | tr -d ' \n')"
+        "$("$cli" get "fabric://$pool/thumbnails/uploads/$k" | tr '\n' ' ' | head -c 24)" \
+        "$("$cli" get "fabric://$pool/metadata/uploads/$k" | tr -d '\n')" \
+        "$("$cli" get "fabric://$pool/index/uploads/$k" | tr -d ' \n')"
 done
 while [ "${#demo_pids[@]}" -gt 0 ]; do stop_worker "${demo_pids[0]}"; done
 for w in thumbnails metadata index; do summary_line "$w"; done

@@ -121,7 +121,8 @@ wait_members() {
     say "warning: $want members of '$group' not seen alive within 5 s"
 }
 
-# wait_results IN_BUCKET OUT_BUCKET TIMEOUT_S KEY...: until every OUT_BUCKET/KEY exists and
+# wait_results IN_BUCKET OUT_BUCKET TIMEOUT_S KEY...: until the result of every IN_BUCKET/KEY,
+# OUT_BUCKET/IN_BUCKET/KEY (the worker's default result key: input bucket and key), exists and
 # records the current version of IN_BUCKET/KEY as its input (so re-runs wait for new results).
 wait_results() {
     local in="$1" out="$2" timeout="$3"
@@ -145,8 +146,8 @@ while pending and time.time() < deadline:
     # one `ls` per round; `head` only for keys that appeared
     r = subprocess.run([cli, "ls", f"fabric://{pool}/{dst}/", "--json"], capture_output=True, text=True)
     present = set(json.loads(r.stdout).get("keys", [])) if r.returncode == 0 else set()
-    for k in sorted(pending & present):
-        h = head(dst, k)
+    for k in sorted(k for k in pending if f"{src}/{k}" in present):
+        h = head(dst, f"{src}/{k}")
         if h and h.get("metadata", {}).get("input-version") == want[k]:
             pending.discard(k)
     if pending:

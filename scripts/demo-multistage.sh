@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# Multi-stage pipeline: stage 1 (group 'stage1', upper-case) writes fabric://POOL/stage1/KEY
+# Multi-stage pipeline: stage 1 (group 'stage1', upper-case) writes fabric://POOL/stage1/uploads/KEY
 # and forwards each result URI to 'stage-2-events'; stage 2 (group 'stage2', `wc -c`) turns
-# those into fabric://POOL/stage2/KEY. Fresh pool ${FABRIC_SHM_POOL:-demo-multistage}.
+# those into fabric://POOL/stage2/stage1/uploads/KEY (a result is keyed by its input's bucket and
+# key). Fresh pool ${FABRIC_SHM_POOL:-demo-multistage}.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/demo-lib.sh"
 demo_init multistage demo-multistage fresh
@@ -19,10 +20,10 @@ wait_members stage-2-events stage2 1
 
 "$producer" --bucket uploads --topic uploads-events "$samples"
 wait_results uploads stage1 30 "${keys[@]}"
-wait_results stage1 stage2 30 "${keys[@]}"
+wait_results stage1 stage2 30 "${keys[@]/#/uploads/}"
 for k in "${keys[@]}"; do
-    printf '%-20s stage1: %-40.40s stage2: %s\n' "$k" "$("$cli" get "fabric://$pool/stage1/$k" | head -1)" \
-        "$("$cli" get "fabric://$pool/stage2/$k" | tr -d ' \n') bytes"
+    printf '%-20s stage1: %-40.40s stage2: %s\n' "$k" "$("$cli" get "fabric://$pool/stage1/uploads/$k" | head -1)" \
+        "$("$cli" get "fabric://$pool/stage2/stage1/uploads/$k" | tr -d ' \n') bytes"
 done
 stop_worker "${demo_pids[0]}"
 stop_worker "${demo_pids[0]}"

@@ -90,8 +90,8 @@ say "3. waiting for every result in fabric://$pool/results/"
 wait_results uploads results 30 "${keys[@]}"
 say "   all ${#keys[@]} results written; a few of them:"
 for k in "${keys[@]:0:3}"; do
-    echo "--- fabric://$pool/results/$k"
-    "$cli" get "fabric://$pool/results/$k"
+    echo "--- fabric://$pool/results/uploads/$k"
+    "$cli" get "fabric://$pool/results/uploads/$k"
 done
 
 say "4. the pool (fabric-shm-dump):"

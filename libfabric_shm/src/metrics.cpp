@@ -187,6 +187,11 @@ Result<Region> open_or_create_region(Pool& pool) {
             FABRIC_TRY(check_region(opened->data(), opened->length()));
             return opened;
         }
+        if (opened.code() == Errc::not_ready) {  // another process is creating it
+            timespec ts{0, 5'000'000};
+            nanosleep(&ts, nullptr);
+            continue;
+        }
         if (opened.code() != Errc::not_found) return std::move(opened).error();
         RegionSpec spec;
         spec.kind = RegionKind::metrics;
@@ -256,7 +261,7 @@ Result<std::vector<LatencyKeyStats>> read_latency(const Pool& pool) {
     std::vector<LatencyKeyStats> out;
     auto opened = pool.open_region(RegionKind::metrics, kRegionName);
     if (!opened) {
-        if (opened.code() == Errc::not_found) return out;
+        if (opened.code() == Errc::not_found || opened.code() == Errc::not_ready) return out;  // none yet, or being created
         return std::move(opened).error();
     }
     std::byte* data = opened->data();

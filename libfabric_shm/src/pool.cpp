@@ -311,7 +311,9 @@ void bind_numa(std::byte* base, uint64_t size, int node, const std::string& name
 
 }  // namespace
 
-Result<Pool> Pool::create(const PoolOptions& options) {
+Result<Pool> Pool::create(const PoolOptions& options) { return create_and_register(options, 0); }
+
+Result<Pool> Pool::create_and_register(const PoolOptions& options, uint64_t heartbeat_timeout_ns) {
     detail::register_builtin_region_kinds();
     if (Status s = validate_name("pool", options.name); !s) return std::move(s).error();
     if (options.size_bytes < kMinPoolSize || options.size_bytes > kMaxPoolSize)
@@ -395,6 +397,7 @@ Result<Pool> Pool::create(const PoolOptions& options) {
     close(fd);
     OpenOptions open_options;
     open_options.reap_on_open = false;
+    open_options.heartbeat_timeout_ns = heartbeat_timeout_ns;  // the creator's own, as any registrant's
     Result<Pool> opened = open(options.name, open_options);
     if (opened) opened.value().impl_->created = true;
     return opened;
@@ -411,7 +414,7 @@ Result<Pool> Pool::open(std::string_view name_view, const OpenOptions& options) 
             if (mapped.code() == Errc::not_found && options.create_if_missing && !options.read_only) {
                 PoolOptions po = options.create;
                 po.name = name;
-                auto created = create(po);
+                auto created = create_and_register(po, options.heartbeat_timeout_ns);
                 if (created || created.code() != Errc::already_exists) return created;
                 continue;  // lost the creation race: attach to the winner's pool
             }
@@ -561,6 +564,14 @@ Result<Region> Pool::create_region(const RegionSpec& spec) {
         };
         std::vector<Extent> used;
         used.reserve(64);
+        // A parent entry that is free, re-used, or still CREATING by a dead creator.
+        auto parent_gone = [&](RegionEntry* all, RegionRef ref, uint64_t at) {
+            if (ref.index >= kDirectoryEntries) return true;
+            const uint64_t pw = all[ref.index].word.load(std::memory_order_acquire);
+            if (entry_word_gen(pw) != ref.generation || entry_word_state(pw) == kEntryFree) return true;
+            return entry_word_state(pw) == kEntryCreating &&
+                   registry().liveness(entry_word_owner(pw), at) == Liveness::certainly_dead;
+        };
         for (uint32_t i = 0; i < kDirectoryEntries; ++i) {
             RegionEntry& e = entries[i];
             uint64_t w = e.word.load(std::memory_order_acquire);
@@ -589,9 +600,18 @@ Result<Region> Pool::create_region(const RegionSpec& spec) {
             if (in_bounds(off, len)) used.push_back({off, off + len});
             if (e.kind.load(std::memory_order_relaxed) == uint32_t(spec.kind) &&
                 detail::load_fixed_string(e.name, kRegionNameBytes / 8) == spec.name &&
-                e.lease.state.load(std::memory_order_relaxed) == kLeaseActive)
+                e.lease.state.load(std::memory_order_relaxed) == kLeaseActive) {
+                // A child whose parent is gone (a topic's partition whose creator died before
+                // publishing the root) keeps its name only until the reaper reclaims it: it
+                // must not make the re-creation of its parent fail. Revoked: handles fail closed.
+                const uint64_t parent = e.parent.load(std::memory_order_relaxed);
+                if (parent != 0 && parent_gone(entries, RegionRef::unpack(parent), now)) {
+                    e.lease.state.store(kLeaseRevoked, std::memory_order_release);
+                    continue;
+                }
                 return make_error(Errc::already_exists, std::string(region_kind_name(uint32_t(spec.kind))) + " '" +
                                                             spec.name + "' already exists");
+            }
         }
         if (index == kDirectoryEntries)
             return make_error(Errc::capacity_exceeded, "region directory of pool '" + impl_->name + "' is full (" +
@@ -713,17 +733,34 @@ Result<Region> Pool::open_region(RegionRef ref) const {
 
 Result<Region> Pool::open_region(RegionKind kind, std::string_view name) const {
     RegionEntry* entries = impl_->entries();
+    OwnerToken creator = 0;  // of a CREATING entry of that name, if any
     for (uint32_t i = 0; i < kDirectoryEntries; ++i) {
         const uint64_t w = entries[i].word.load(std::memory_order_acquire);
-        if (entry_word_state(w) != kEntryLive) continue;
+        const uint64_t state = entry_word_state(w);
+        if (state != kEntryLive && state != kEntryCreating) continue;
         if (entries[i].kind.load(std::memory_order_relaxed) != uint32_t(kind)) continue;
         if (detail::load_fixed_string(entries[i].name, kRegionNameBytes / 8) != name) continue;
         if (entries[i].word.load(std::memory_order_acquire) != w) continue;  // changed while reading the name
         if (entries[i].lease.state.load(std::memory_order_acquire) != kLeaseActive) continue;  // removed
+        if (state == kEntryCreating) {
+            creator = entry_word_owner(w);
+            continue;
+        }
         return open_region(RegionRef{i, entry_word_gen(w)});
     }
-    return make_error(Errc::not_found, std::string(region_kind_name(uint32_t(kind))) + " '" + std::string(name) +
-                                           "' does not exist in pool '" + impl_->name + "'");
+    const std::string what = std::string(region_kind_name(uint32_t(kind))) + " '" + std::string(name) + "'";
+    // Being created by a process that may still finish: "not ready", so that openers wait for
+    // it instead of reporting it missing (and creators do not race it into already_exists
+    // followed by not_found). A dead creator's entry is repaired by the next create.
+    if (creator != 0) {
+        std::string why;
+        if (registry().liveness(creator, mono_now_ns(), &why) != Liveness::certainly_dead) {
+            const uint64_t sw = impl_->slots()[token_slot(creator)].word.load(std::memory_order_acquire);
+            return make_error(Errc::not_ready, what + " is being created in pool '" + impl_->name + "' by pid " +
+                                                   std::to_string(slot_word_pid(sw)));
+        }
+    }
+    return make_error(Errc::not_found, what + " does not exist in pool '" + impl_->name + "'");
 }
 
 Region::Region(Region&& o) noexcept
@@ -1029,11 +1066,16 @@ ReapReport Pool::reap(uint64_t now, bool dry_run, bool allow_pool_removal) {
                 report.dead_processes++;
                 report.notes.push_back("would free registry slot " + std::to_string(p.slot) + " of pid " +
                                        std::to_string(p.pid) + " (" + p.dead_reason + ")");
+                for (uint32_t g : p.child_groups)
+                    report.notes.push_back("would kill child process group " + std::to_string(g) + " of pid " +
+                                           std::to_string(p.pid) + " (if its leader still runs)");
             }
     } else {
-        report.dead_processes = reg.reap_dead(now);
+        std::vector<std::string> kills;
+        report.dead_processes = reg.reap_dead(now, &kills);
         if (report.dead_processes)
             report.notes.push_back("freed " + std::to_string(report.dead_processes) + " registry slot(s) of dead processes");
+        for (auto& k : kills) report.notes.push_back(std::move(k));
     }
 
     ReclaimContext ctx{this, impl_.get(), now, dry_run, &report};

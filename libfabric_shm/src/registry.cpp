@@ -25,8 +25,10 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
+#include "child_groups_internal.h"
 #include "fabric_shm/counters.h"
 #include "fabric_shm/crash_point.h"
 #include "pool_impl.h"
@@ -234,11 +236,15 @@ bool retirer_certainly_dead(const PoolHeader& header, uint64_t retiring_word) {
 }
 
 /// Moves a RETIRING slot that this process owns (its pid is in the word) to FREE(g+1):
-/// folds the counter shard into the pool totals (exchange(0): each cell folds exactly once),
-/// drops the attach bits and zeroes the per-occupant fields, so the next claimant starts
-/// from a slot that names nobody. Only the retirer writes here: another process finishes a
-/// retirement only after taking the RETIRING word over from a certainly-dead retirer.
-void retire_slot(PoolHeader& header, ProcessSlot& slot, uint64_t retiring_word) {
+/// kills the occupant's recorded child process groups (it is gone, or it is us at exit: they
+/// must not outlive the registration), folds the counter shard into the pool totals
+/// (exchange(0): each cell folds exactly once), drops the attach bits and zeroes the
+/// per-occupant fields, so the next claimant starts from a slot that names nobody. Only the
+/// retirer writes here: another process finishes a retirement only after taking the
+/// RETIRING word over from a certainly-dead retirer (which redoes the kills: idempotent).
+void retire_slot(PoolHeader& header, ProcessSlot& slot, uint64_t retiring_word, std::vector<std::string>* notes) {
+    // Before pidns is cleared: the kill needs the namespace the pgids belong to.
+    kill_child_groups(header, slot, slot.pidns.load(std::memory_order_relaxed), true, notes);
     for (uint32_t i = 0; i < kCounterCells; ++i) {
         const uint64_t v = slot.counters[i].exchange(0, std::memory_order_relaxed);
         if (v) header.retired_counters[i].fetch_add(v, std::memory_order_relaxed);
@@ -264,7 +270,8 @@ enum class Retirer : uint8_t { owner, reaper };
 
 /// Takes slot `slot` (word `w`, certainly dead, or RETIRING with a dead retirer) into
 /// RETIRING(me) by CAS and retires it. False when the word moved on meanwhile.
-bool take_and_retire(PoolHeader& header, ProcessSlot& slot, uint64_t w, Retirer who) {
+bool take_and_retire(PoolHeader& header, ProcessSlot& slot, uint64_t w, Retirer who,
+                     std::vector<std::string>* notes = nullptr) {
     const bool creator_ns = header.creator_pidns == self_pidns();
     const uint64_t retiring = make_slot_word(kSlotRetiring, slot_word_gen(w), uint32_t(getpid()), creator_ns);
     // acq_rel: acquire orders our reads of the shard after the occupant's last writes we can
@@ -275,25 +282,25 @@ bool take_and_retire(PoolHeader& header, ProcessSlot& slot, uint64_t w, Retirer 
         FABRIC_CRASH_POINT("registry.unregister.retiring");
     else
         FABRIC_CRASH_POINT("registry.reap.retiring");
-    retire_slot(header, slot, retiring);
+    retire_slot(header, slot, retiring, notes);
     return true;
 }
 
 /// Frees `slot` when its occupant is certainly dead, or finishes the retirement of a
 /// retirer that is certainly dead. Returns true when this call freed it.
-bool reap_slot(PoolHeader& header, ProcessSlot& slot, uint64_t now_ns) {
+bool reap_slot(PoolHeader& header, ProcessSlot& slot, uint64_t now_ns, std::vector<std::string>* notes = nullptr) {
     const uint64_t w = slot.word.load(std::memory_order_acquire);
     const uint64_t state = slot_word_state(w);
     if (state == kSlotFree) return false;
     if (state == kSlotRetiring) {
         // A retirer died between winning the slot and freeing it: take over and finish.
         if (!retirer_certainly_dead(header, w)) return false;
-        return take_and_retire(header, slot, w, Retirer::reaper);
+        return take_and_retire(header, slot, w, Retirer::reaper, notes);
     }
     if (state == kSlotFenced) {
         // Retired once the fenced process is gone (its pid can no longer write anything).
         if (slot_process_liveness(&header, slot, w, now_ns, nullptr) != Liveness::certainly_dead) return false;
-        return take_and_retire(header, slot, w, Retirer::reaper);
+        return take_and_retire(header, slot, w, Retirer::reaper, notes);
     }
     if (slot_liveness(&header, slot, w, now_ns, nullptr) != Liveness::certainly_dead) return false;
     FABRIC_PAUSE_POINT("registry.reap.judged");
@@ -305,11 +312,66 @@ bool reap_slot(PoolHeader& header, ProcessSlot& slot, uint64_t now_ns) {
             expect, make_slot_word(kSlotFenced, slot_word_gen(w), slot_word_pid(w), slot_word_creator_ns(w)),
             std::memory_order_acq_rel, std::memory_order_relaxed);
     }
-    return take_and_retire(header, slot, w, Retirer::reaper);
+    return take_and_retire(header, slot, w, Retirer::reaper, notes);
 }
 }  // namespace
 
-Result<OwnerToken> registry_register(Pool::Impl& impl, uint64_t heartbeat_timeout_ns, uint64_t now_ns) {
+namespace {
+
+/// OpenOptions::heartbeat_timeout_ns, or when 0 the environment's FABRIC_SHM_HEARTBEAT_TIMEOUT
+/// (how a container's entrypoint gives every program in it a heartbeat timeout).
+Result<uint64_t> effective_heartbeat_timeout(uint64_t requested) {
+    if (requested != 0) return requested;
+    const char* env = std::getenv("FABRIC_SHM_HEARTBEAT_TIMEOUT");
+    if (!env || !*env) return uint64_t(0);
+    auto d = parse_duration_ns(env);
+    if (!d)
+        return make_error(Errc::invalid_argument,
+                          "FABRIC_SHM_HEARTBEAT_TIMEOUT='" + std::string(env) + "': " + d.error().message);
+    return *d;
+}
+
+/// Across pid namespaces a pid says nothing, so a process there is judged dead only by a
+/// heartbeat timeout that it declared. Two registrations in different namespaces where
+/// either declared none would each be unable to tell that the other died: its locks,
+/// partitions and lent memory would stay held for good. Refused (the later of the two; both,
+/// if they publish at the same moment), naming the other process and the fix. Run after
+/// publishing our LIVE word (seq_cst), reading every word seq_cst: of two concurrent
+/// registrants at least one sees the other.
+std::string namespace_conflict(const PoolHeader& header, const ProcessSlot* slots, uint32_t mine, uint64_t my_pidns,
+                               uint64_t my_timeout) {
+    if (my_pidns == 0) return {};
+    for (uint32_t i = 0; i < kRegistrySlots; ++i) {
+        if (i == mine) continue;
+        const ProcessSlot& other = slots[i];
+        const uint64_t w = other.word.load(std::memory_order_seq_cst);
+        if (slot_word_state(w) != kSlotLive) continue;  // FENCED: already over; CLAIMING: it checks after publishing
+        // Relaxed: written before its release (seq_cst) CAS to LIVE, which we acquired.
+        const uint64_t ns = other.pidns.load(std::memory_order_relaxed);
+        const uint64_t timeout = other.timeout_ns.load(std::memory_order_relaxed);
+        if (ns == 0 || ns == my_pidns || (my_timeout != 0 && timeout != 0)) continue;
+        if (other.word.load(std::memory_order_acquire) != w) continue;  // left meanwhile
+        const std::string comm = load_fixed_string(other.comm, 2);
+        const std::string who = my_timeout == 0 && timeout == 0 ? "neither declared a heartbeat timeout"
+                                : my_timeout == 0 ? "this process declared no heartbeat timeout"
+                                                  : "that process declared no heartbeat timeout";
+        return "pool '" + std::string(header.name, strnlen(header.name, sizeof header.name)) +
+               "' is shared with pid " + std::to_string(slot_word_pid(w)) + " (" + comm +
+               ") in another pid namespace (pid:[" + std::to_string(ns) + "], this process pid:[" +
+               std::to_string(my_pidns) + "]) and " + who + ": across pid namespaces a crash is only visible as a heartbeat "
+               "that stops, so a dead process's locks, partitions and memory would stay held. Give every "
+               "process sharing the pool one: FABRIC_SHM_HEARTBEAT_TIMEOUT=5s in each container's environment "
+               "(OpenOptions::heartbeat_timeout_ns in the library)";
+    }
+    return {};
+}
+
+}  // namespace
+
+Result<OwnerToken> registry_register(Pool::Impl& impl, uint64_t requested_timeout_ns, uint64_t now_ns) {
+    auto timeout = effective_heartbeat_timeout(requested_timeout_ns);
+    if (!timeout) return std::move(timeout).error();
+    const uint64_t heartbeat_timeout_ns = *timeout;
     const uint32_t pid = uint32_t(getpid());
     const uint64_t start = self_start_time();
     const uint64_t pidns = self_pidns();
@@ -337,6 +399,7 @@ Result<OwnerToken> registry_register(Pool::Impl& impl, uint64_t heartbeat_timeou
             slot.start_time.store(start, std::memory_order_relaxed);
             for (auto& a : slot.attached) a.store(0, std::memory_order_relaxed);
             for (auto& c : slot.counters) c.store(0, std::memory_order_relaxed);
+            for (auto& c : slot.child_groups) c.store(0, std::memory_order_relaxed);
             slot.heartbeat_ns.store(now_ns, std::memory_order_relaxed);
             slot.timeout_ns.store(heartbeat_timeout_ns, std::memory_order_relaxed);
             slot.registered_ns.store(now_ns, std::memory_order_relaxed);
@@ -345,12 +408,17 @@ Result<OwnerToken> registry_register(Pool::Impl& impl, uint64_t heartbeat_timeou
             // CAS, not a store: should our claim have been taken from us while we were
             // stopped (a judge that wrongly found us dead), the new owner's word stays and we
             // look for another slot. Release: the fields above are visible to whoever
-            // acquires LIVE (dump, liveness).
+            // acquires LIVE (dump, liveness); seq_cst: the pid-namespace check below.
             uint64_t expect = claiming;
-            if (!slot.word.compare_exchange_strong(expect, make_slot_word(kSlotLive, gen, pid, creator_ns),
-                                                   std::memory_order_release, std::memory_order_relaxed))
+            const uint64_t live = make_slot_word(kSlotLive, gen, pid, creator_ns);
+            if (!slot.word.compare_exchange_strong(expect, live, std::memory_order_seq_cst, std::memory_order_relaxed))
                 continue;
             FABRIC_PAUSE_POINT("registry.register.published");
+            if (std::string conflict = namespace_conflict(*impl.header(), slots, i, pidns, heartbeat_timeout_ns);
+                !conflict.empty()) {
+                (void)take_and_retire(*impl.header(), slot, live, Retirer::owner);
+                return make_error(Errc::unsupported, std::move(conflict));
+            }
             impl.self_slot = i;
             impl.self_pid = pid;
             return make_token(i, gen);
@@ -433,24 +501,43 @@ std::vector<ProcessInfo> ProcessRegistry::list(uint64_t now_ns) const {
         info.timeout_ns = slot.timeout_ns.load(std::memory_order_relaxed);
         info.registered_ns = slot.registered_ns.load(std::memory_order_relaxed);
         info.comm = detail::load_fixed_string(slot.comm, 2);
+        for (const auto& c : slot.child_groups)
+            if (const uint64_t cw = c.load(std::memory_order_relaxed); cw != 0) info.child_groups.push_back(child_group_pgid(cw));
         info.liveness = detail::slot_liveness(detail::header_of(*pool_), slot, w, now_ns, &info.dead_reason);
         out.push_back(std::move(info));
     }
     return out;
 }
 
-uint32_t ProcessRegistry::reap_dead(uint64_t now_ns) const {
+uint32_t ProcessRegistry::reap_dead(uint64_t now_ns, std::vector<std::string>* notes) const {
     // Counts registrations ended: slots freed, and slots fenced (heartbeat timed out, pid alive).
     if (pool_->read_only()) return 0;
     uint32_t freed = 0;
     ProcessSlot* slots = slots_of(*pool_);
     auto& header = const_cast<PoolHeader&>(pool_->header());
     for (uint32_t i = 0; i < kRegistrySlots; ++i) {
-        if (!detail::reap_slot(header, slots[i], now_ns)) continue;
+        if (!detail::reap_slot(header, slots[i], now_ns, notes)) continue;
         header.reaped_processes.fetch_add(1, std::memory_order_relaxed);
         ++freed;
     }
     return freed;
+}
+
+}  // namespace fabric_shm
+
+namespace fabric_shm {
+
+bool ProcessRegistry::reap_registration(OwnerToken token, uint64_t now_ns, std::vector<std::string>* notes) const {
+    const uint32_t index = token_slot(token);
+    if (token == 0 || index >= kRegistrySlots || pool_->read_only() || pool_->self() == 0) return false;
+    ProcessSlot& slot = slots_of(*pool_)[index];
+    // Acquire: as in liveness(). Only the registration `token` names, never a later occupant.
+    const uint64_t w = slot.word.load(std::memory_order_acquire);
+    if (slot_word_gen(w) != token_gen(token)) return false;
+    auto& header = const_cast<PoolHeader&>(pool_->header());
+    if (!detail::reap_slot(header, slot, now_ns, notes)) return false;
+    header.reaped_processes.fetch_add(1, std::memory_order_relaxed);
+    return true;
 }
 
 }  // namespace fabric_shm

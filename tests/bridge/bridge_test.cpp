@@ -41,18 +41,22 @@ std::string produce(const Host& h, const std::string& args) {
     return out;
 }
 
+/// The key of input i's result: the worker keys results by the input's bucket and key, and the
+/// producer and the importer keep the bucket ("uploads").
+std::string result_key(int i) { return "uploads/" + key(i); }
+
 /// Every synthetic input 0..n-1 has its crc32 result in `bucket` of host h.
 bool all_results(const Host& h, int n, int size = 1024, const std::string& bucket = "results") {
     if (h.count(bucket) < size_t(n)) return false;
     for (int i = 0; i < n; ++i)
-        if (h.get(bucket, key(i)) != e2e::crc_hex(e2e::synthetic_content(uint64_t(i), uint64_t(size)))) return false;
+        if (h.get(bucket, result_key(i)) != e2e::crc_hex(e2e::synthetic_content(uint64_t(i), uint64_t(size)))) return false;
     return true;
 }
 
 std::string wrong_results(const Host& h, int n, int size = 1024) {
     std::string s;
     for (int i = 0; i < n; ++i) {
-        const std::string got = h.get("results", key(i));
+        const std::string got = h.get("results", result_key(i));
         if (got != e2e::crc_hex(e2e::synthetic_content(uint64_t(i), uint64_t(size)))) s += key(i) + "=" + got + " ";
     }
     return s;
@@ -138,8 +142,8 @@ TEST_CASE("bridge: producer on A, workers on B and C behind one durable, results
     CHECK_MESSAGE(done, "missing or wrong on A: " << wrong_results(a, n) << "\n" << a.dump());
     // Each result on A names A's own input and its version: the origin's identity came back.
     for (int i = 0; i < n; i += 37) {
-        CHECK(a.metadata("results", key(i), "input-uri") == "fabric://host-a/uploads/" + key(i));
-        CHECK(a.metadata("results", key(i), "input-version") == std::to_string(a.version("uploads", key(i))));
+        CHECK(a.metadata("results", result_key(i), "input-uri") == "fabric://host-a/uploads/" + key(i));
+        CHECK(a.metadata("results", result_key(i), "input-version") == std::to_string(a.version("uploads", key(i))));
     }
 
     for (const char* w : {"w1-host-b", "w2-host-b", "w1-host-c"}) CHECK(f.stop(w) == 0);
@@ -331,11 +335,11 @@ TEST_CASE("bridge: a corrupt and an oversize message on the stream are dead-lett
     std::filesystem::remove(dir + "/d-huge");
     produce(a, "--topic uploads-ev " + dir);
     CHECK(eventually([&] { return b.count("results") >= 4; }, 20000));
-    CHECK(b.get("results", "a-small") == e2e::crc_hex(small1));
-    CHECK(b.get("results", "b-small") == e2e::crc_hex(small2));
-    CHECK(b.get("results", "c-large") == e2e::crc_hex(large));
+    CHECK(b.get("results", "uploads/a-small") == e2e::crc_hex(small1));
+    CHECK(b.get("results", "uploads/b-small") == e2e::crc_hex(small2));
+    CHECK(b.get("results", "uploads/c-large") == e2e::crc_hex(large));
     CHECK(b.get("uploads", "c-large") == large);  // reassembled from its chunks, byte for byte
-    CHECK(b.get("results", "e-later") == e2e::crc_hex(later));
+    CHECK(b.get("results", "uploads/e-later") == e2e::crc_hex(later));
     CHECK(b.get("uploads", "d-huge") == "<absent>");
     const auto dl = b.dead_letters("jobs.dlq");
     REQUIRE(dl.size() == 2);

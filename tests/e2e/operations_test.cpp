@@ -263,7 +263,7 @@ TEST_CASE("worker: Ctrl-C during --exec says which object it finishes, finishes 
     CHECK(w.wait() == 0);
     command.pgid = 0;  // it finished: its pid may belong to someone else by now
     INFO(w.err());
-    CHECK(get_text(f.pool, f.uri("results", "synthetic-000000")) == "released\n");
+    CHECK(get_text(f.pool, f.uri("results", "uploads/synthetic-000000")) == "released\n");
     CHECK(last_json(w.out())["processed"] == 1);
 }
 
@@ -289,7 +289,7 @@ TEST_CASE("worker: a second Ctrl-C kills the --exec command's process group and 
     // The command (its own process group, pgid = its pid) and its child `cat` are gone.
     if (eventually([&] { return ::kill(-command, 0) != 0 && errno == ESRCH; })) guard.pgid = 0;
     CHECK(guard.pgid == 0);
-    CHECK(get_text(f.pool, f.uri("results", "synthetic-000000")) == "<absent>");  // not committed: redelivered
+    CHECK(get_text(f.pool, f.uri("results", "uploads/synthetic-000000")) == "<absent>");  // not committed: redelivered
 }
 
 TEST_CASE("worker: several workers writing to one stderr never put two workers' text on one line") {

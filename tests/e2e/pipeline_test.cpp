@@ -61,7 +61,7 @@ TEST_CASE("e2e: N objects through two workers of one group give N correct result
     REQUIRE(a.wait() == 0);
     REQUIRE(b.wait() == 0);
     for (int i = 0; i < n; ++i)
-        CHECK(get_text(f.pool, f.uri("results", key(i))) == crc_hex(synthetic_content(uint64_t(i), 2048)));
+        CHECK(get_text(f.pool, f.uri("results", "uploads/" + key(i))) == crc_hex(synthetic_content(uint64_t(i), 2048)));
     CHECK(json_number(a.out(), "processed") + json_number(b.out(), "processed") == uint64_t(n));  // none twice
 }
 
@@ -75,8 +75,8 @@ TEST_CASE("e2e: one put fans out to two topics, one group and result bucket each
     for (int i = 0; i < 10; ++i) {
         std::string in = synthetic_content(uint64_t(i), 100), up = in;
         for (char& c : up) c = char(std::toupper(static_cast<unsigned char>(c)));
-        CHECK(get_text(f.pool, f.uri("up", key(i))) == up);
-        CHECK(get_text(f.pool, f.uri("crc", key(i))) == crc_hex(in));
+        CHECK(get_text(f.pool, f.uri("up", "uploads/" + key(i))) == up);
+        CHECK(get_text(f.pool, f.uri("crc", "uploads/" + key(i))) == crc_hex(in));
     }
 }
 
@@ -90,8 +90,8 @@ TEST_CASE("e2e: a two-stage pipeline forwards results to the next topic") {
     for (int i = 0; i < 8; ++i) {
         std::string up = synthetic_content(uint64_t(i), 300);
         for (char& c : up) c = char(std::toupper(static_cast<unsigned char>(c)));
-        CHECK(get_text(f.pool, f.uri("stage2", key(i))) == crc_hex(up));
-        CHECK(result_metadata(f.pool, f.uri("stage2", key(i)), "input-uri") == f.uri("stage1", key(i)));
+        CHECK(get_text(f.pool, f.uri("stage2", "stage1/uploads/" + key(i))) == crc_hex(up));
+        CHECK(result_metadata(f.pool, f.uri("stage2", "stage1/uploads/" + key(i)), "input-uri") == f.uri("stage1", "uploads/" + key(i)));
     }
 }
 
@@ -105,7 +105,7 @@ TEST_CASE("e2e: --exec gets the object on stdin and its coordinates in the envir
         const std::string u = f.uri("uploads", key(i));
         const std::string want = key(i) + "|ev|" + std::to_string(object_version(f.pool, u)) + "|" +
                                  synthetic_content(uint64_t(i), 50);
-        CHECK(get_text(f.pool, f.uri("results", key(i))) == want);
+        CHECK(get_text(f.pool, f.uri("results", "uploads/" + key(i))) == want);
     }
 }
 
@@ -122,7 +122,7 @@ TEST_CASE("e2e: a failing --exec is retried, then dead-lettered with its exit st
     CHECK(dl[0].topic == "ev");
     CHECK(dl[0].reason.find("exit status 3") != std::string::npos);
     CHECK(dl[0].reason.find("broken input") != std::string::npos);
-    CHECK(get_text(f.pool, f.uri("results", key(0))) == "<absent>");
+    CHECK(get_text(f.pool, f.uri("results", "uploads/" + key(0))) == "<absent>");
 }
 
 TEST_CASE("e2e: --exec-timeout kills a hung command and dead-letters the object") {
@@ -145,7 +145,7 @@ TEST_CASE("e2e: an 8 MiB object goes through --exec cat without a pipe deadlock"
     Proc w(f.worker("--topic ev --group g --count 1 --exec cat"));
     REQUIRE(w.wait() == 0);
     const std::string k = path.substr(path.rfind('/') + 1);
-    CHECK(get_text(f.pool, f.uri("results", k)) == data);
+    CHECK(get_text(f.pool, f.uri("results", "uploads/" + k)) == data);
 }
 
 TEST_CASE("e2e: a missing object is dead-lettered at once, without retries") {
@@ -167,13 +167,13 @@ TEST_CASE("e2e: a re-uploaded input is processed again; a redelivered one is ski
     { std::ofstream(path) << "first"; }
     f.produce("--topic ev " + path + " --quiet");
     { Proc w(f.worker("--topic ev --group g --count 1 --builtin upper")); REQUIRE(w.wait() == 0); }
-    CHECK(get_text(f.pool, f.uri("results", k)) == "FIRST");
+    CHECK(get_text(f.pool, f.uri("results", "uploads/" + k)) == "FIRST");
     { std::ofstream(path) << "second"; }
     f.produce("--topic ev " + path + " --quiet");
     std::remove(path.c_str());
     { Proc w(f.worker("--topic ev --group g --count 1 --builtin upper")); REQUIRE(w.wait() == 0); }
-    CHECK(get_text(f.pool, f.uri("results", k)) == "SECOND");
-    CHECK(result_metadata(f.pool, f.uri("results", k), "input-version") ==
+    CHECK(get_text(f.pool, f.uri("results", "uploads/" + k)) == "SECOND");
+    CHECK(result_metadata(f.pool, f.uri("results", "uploads/" + k), "input-version") ==
           std::to_string(object_version(f.pool, f.uri("uploads", k))));
     // Redelivery: a second group writing the same bucket reads the current version (2) for both
     // notifications and finds its result there: both skipped, nothing recomputed.
@@ -230,8 +230,8 @@ TEST_CASE("e2e: SIGKILL of a worker mid-run with a replacement: every result pre
     for (int i = 0; i < n; ++i) {
         std::string up = synthetic_content(uint64_t(i), 200);
         for (char& ch : up) ch = char(std::toupper(static_cast<unsigned char>(ch)));
-        CHECK(get_text(f.pool, f.uri("results", key(i))) == up);
-        CHECK(result_metadata(f.pool, f.uri("results", key(i)), "input-version") ==
+        CHECK(get_text(f.pool, f.uri("results", "uploads/" + key(i))) == up);
+        CHECK(result_metadata(f.pool, f.uri("results", "uploads/" + key(i)), "input-version") ==
               std::to_string(object_version(f.pool, f.uri("uploads", key(i)))));
     }
     CHECK(read_dlq(f.pool, "ev.dlq").empty());

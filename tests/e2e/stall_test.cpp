@@ -79,7 +79,7 @@ struct Fixture {
     bool result_is_current(int i) const {
         Pool& p = const_cast<Pool&>(pool);
         const uint64_t v = object_version(p, uri("uploads", key(i)));
-        return v != 0 && result_metadata(p, uri("results", key(i)), "input-version") == std::to_string(v);
+        return v != 0 && result_metadata(p, uri("results", "uploads/" + key(i)), "input-version") == std::to_string(v);
     }
     static std::string key(int i) {
         char k[32];

@@ -224,12 +224,18 @@ TEST_CASE("group: a hung member loses its partitions after the session timeout; 
     CHECK(std::string((*got)->data.begin(), (*got)->data.end()) == payload);
 
     // Result identity: the same input version is current; a re-upload (version 2) is not.
-    auto cur = result_is_current(**store, *result, 1);
+    const std::string input = "fabric://x/in/" + std::string(zm.value_str());
+    auto cur = result_is_current(**store, *result, input, 1);
     REQUIRE(cur.ok());
     CHECK(*cur);
-    auto newer = result_is_current(**store, *result, 2);
+    auto newer = result_is_current(**store, *result, input, 2);
     REQUIRE(newer.ok());
     CHECK_FALSE(*newer);
+    // Another input whose result would land on the same key is not "current": a collision.
+    auto other = result_is_current(**store, *result, "fabric://x/other/" + std::string(zm.value_str()), 1);
+    REQUIRE(other.ok());
+    CHECK_FALSE(*other);
+    CHECK(result_input_uri(**store, *result).value() == input);
 
     // The survivor commits fine and the zombie can rejoin under a fresh epoch.
     REQUIRE(survivor->poll(batch, 16, 0).ok());
@@ -271,7 +277,7 @@ int churn_worker(const std::string& pool_name, const std::string& id, ChurnLedge
             const uint32_t idx = uint32_t(std::stoul(key.substr(1)));
             auto r = FabricUri::make(pool_name, "results", key);
             if (!r) return 95;
-            auto cur = result_is_current(**store, *r, 1);
+            auto cur = result_is_current(**store, *r, "fabric://x/in/" + key, 1);
             if (!cur) return 96;
             if (!*cur) {
                 led->processed[idx].fetch_add(1, std::memory_order_relaxed);

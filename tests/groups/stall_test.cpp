@@ -71,8 +71,9 @@ FabricUri in_uri(const std::string& pool, const std::string& key) {
     REQUIRE(u.ok());
     return *u;
 }
+/// Where WorkerLoop writes the result of in_uri(pool, key): results/<input bucket>/<key>.
 FabricUri result_uri(const std::string& pool, const std::string& key) {
-    auto u = FabricUri::make(pool, "results", key);
+    auto u = FabricUri::make(pool, "results", "in/" + key);
     REQUIRE(u.ok());
     return *u;
 }
@@ -173,7 +174,8 @@ void check_nothing_passed(Pool& pool, ObjectStore& store, const std::string& top
     std::set<uint64_t> dead;
     for (const auto& d : dead_letters(pool, topic)) dead.insert(d.offset);
     for (uint64_t o = 0; o < c && o < sent.size(); ++o) {
-        auto current = result_is_current(store, result_uri(pool.name(), sent[o].first), sent[o].second);
+        auto current = result_is_current(store, result_uri(pool.name(), sent[o].first),
+                                         in_uri(pool.name(), sent[o].first).to_string(), sent[o].second);
         REQUIRE(current.ok());
         CHECK_MESSAGE((*current || dead.count(o)),
                       "committed " << c << " passed offset " << o << " (" << sent[o].first

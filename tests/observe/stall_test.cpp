@@ -39,7 +39,7 @@ TEST_CASE("worker: evicted after a stall past the session timeout, it rejoins an
     for (int i = 0; i < 12; ++i) {
         char key[32];
         std::snprintf(key, sizeof key, "synthetic-%06d", i);
-        CHECK(get_text(*pool, "fabric://" + name + "/results/" + key) == crc_hex(synthetic_content(uint64_t(i), 64)));
+        CHECK(get_text(*pool, "fabric://" + name + "/results/uploads/" + key) == crc_hex(synthetic_content(uint64_t(i), 64)));
     }
     a.signal(SIGTERM);
     b.signal(SIGTERM);

@@ -88,7 +88,7 @@ TEST_CASE("a worker stalled past its session timeout and evicted joins again ins
     REQUIRE(producer
                 ->send(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(u.data()), u.size()), headers)
                 .ok());
-    const std::string result = "fabric://" + name + "/results/after-eviction";
+    const std::string result = "fabric://" + name + "/results/in/after-eviction";
     CHECK_MESSAGE(eventually([&] { return get_text(*pool, result) == crc_hex(data); }, 10000),
                   get_text(*pool, result) << "; worker stderr: " << worker.err());
     CHECK(alive_members(*pool, "ev", "g") == 1);
@@ -222,6 +222,7 @@ TEST_CASE("workers racing to create the same next topic all open it") {
                 cfg.topic = (w % 2 == 0) ? "s1" : next;
                 cfg.group = (w % 2 == 0) ? "stage1" : "stage2";
                 cfg.member_id = "m" + std::to_string(w);
+                cfg.result_bucket = (w % 2 == 0) ? "stage1" : "stage2";  // one result bucket per group
                 if (w % 2 == 0) cfg.next_topic = next;
                 while (go->load() == 0) {
                 }

@@ -645,7 +645,7 @@ bool Harness::verify_in(MemObjectStore& store, const std::string& key, const Key
              std::to_string(k.size));
         ok = false;
     }
-    auto ruri = FabricUri::make(pool_name_, kResultBucket, key);
+    auto ruri = FabricUri::make(pool_name_, kResultBucket, result_key(key));
     auto r = store.get(*ruri);
     if (!r) {
         fail("result " + key + ": " + r.error().message);
@@ -818,7 +818,7 @@ void Harness::clean(Pool& pool) {
         verify_in(store, key, k, true);
         ++n_.verified_in;
         for (const char* b : {kInBucket, kResultBucket}) {
-            auto u = FabricUri::make(pool_name_, b, key);
+            auto u = FabricUri::make(pool_name_, b, b == kResultBucket ? result_key(key) : key);
             if (auto r = store.remove(*u); !r) fail("remove " + u->to_string() + ": " + r.error().message);
         }
         k.done = true;
@@ -875,7 +875,7 @@ bool Harness::drained(Pool& pool, std::string* why) {
     uint64_t missing = 0;
     for (const auto& [key, k] : in_) {
         if (k.done || !k.notified || k.poison) continue;
-        auto u = FabricUri::make(pool.name(), kResultBucket, key);
+        auto u = FabricUri::make(pool.name(), kResultBucket, result_key(key));
         auto h = (*store)->head(*u);
         if (!h || !*h) ++missing;
     }
@@ -974,8 +974,12 @@ int Harness::check(Pool& pool) {
     for (auto& [key, k] : scratch_)
         if (!k.done) verify_scratch(store, key, k);
     if (auto keys = store.list(pool.name(), kResultBucket, ""))
-        for (const auto& key : *keys) {
-            auto it = in_.find(key);
+        for (const auto& result : *keys) {
+            // Every result is keyed "<input bucket>/<input key>": one without that prefix, or
+            // with one naming no input put, is a result nobody asked for.
+            const std::string prefix = result_key("");
+            const std::string key = result.rfind(prefix, 0) == 0 ? result.substr(prefix.size()) : result;
+            auto it = result.rfind(prefix, 0) == 0 ? in_.find(key) : in_.end();
             if (it == in_.end() || !it->second.put_acked) {
                 // A put killed before its acknowledgement may still have been notified.
                 if (it == in_.end()) fail("result " + key + " has no put in any producer log");

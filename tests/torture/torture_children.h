@@ -31,6 +31,8 @@ constexpr const char* kGroup = "torture";
 constexpr const char* kInBucket = "in";
 constexpr const char* kScratchBucket = "scratch";
 constexpr const char* kResultBucket = "results";
+/// The worker's result key for an input key: "<input bucket>/<key>".
+inline std::string result_key(const std::string& key) { return std::string(kInBucket) + "/" + key; }
 constexpr const char* kTieredBucket = "tiered";
 
 /// Exit codes of the children besides 0 (done) and 1 (a call failed).

@@ -93,6 +93,14 @@ const std::vector<FaultPoint>& fault_points() {
         {"worker.result.before_put", W},
         {"worker.result.after_put", W},
         {"worker.dead_letter.deciding", W},
+        // topics created on demand (the workers' dead-letter topic) and opens that wait for a
+        // creation in progress
+        {"topic.create.before_publish", W | O},
+        {"topic.open.waiting", P | W},
+        // --exec commands' process groups: the torture's workers run a builtin processor, so
+        // none is recorded; tests/e2e/survivors_test.cpp kills and pauses at these points.
+        {"child_group.registered", 0},
+        {"child_group.before_kill", 0},
         // the NATS bridge (optional module): no torture role runs it (it needs a JetStream
         // cluster); tests/bridge kills exporters and importers at these points.
         {"bridge.export.after_ack", 0},

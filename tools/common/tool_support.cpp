@@ -230,6 +230,7 @@ nlohmann::json process_json(const ProcessInfo& p, uint64_t now_ns) {
         {"heartbeat_age_ns", p.heartbeat_ns <= now_ns ? now_ns - p.heartbeat_ns : 0},
         {"timeout_ns", p.timeout_ns},
         {"registered_ns", p.registered_ns},
+        {"child_groups", p.child_groups},
     };
 }
 

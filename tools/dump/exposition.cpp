@@ -117,7 +117,7 @@ void add_pool(Exposition& e, const nlohmann::json& doc) {
     e.add("pool_data_bytes", "gauge", "Size of the region area", p, u64(h, "data_size"));
     e.add("pool_expired", "gauge", "1 when every lease of the pool ran out", p,
           uint64_t(str(doc, "state") == "expired"));
-    for (const char* c : {"reaped_processes", "reclaimed_regions", "stolen_locks", "repaired_entries"})
+    for (const char* c : {"reaped_processes", "reclaimed_regions", "stolen_locks", "repaired_entries", "killed_child_groups"})
         e.add(std::string("pool_") + c + "_total", "counter", std::string("Pool header statistic ") + c, p, u64(h, c));
     if (doc.contains("lease")) {
         const nlohmann::json& l = doc["lease"];

@@ -20,6 +20,7 @@
 #include <cstring>
 #include <iostream>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -67,6 +68,13 @@ std::string lifecycle_name(uint64_t state) {
         case L::kPoolGone: return "gone";
         default: return "invalid(" + std::to_string(state) + ")";
     }
+}
+
+/// "1234,1240" (child process groups), "-" when none.
+std::string child_list(const std::vector<uint32_t>& groups) {
+    std::string s;
+    for (uint32_t g : groups) s += (s.empty() ? "" : ",") + std::to_string(g);
+    return s.empty() ? "-" : s;
 }
 
 std::string mode_octal(uint32_t mode) {
@@ -183,6 +191,7 @@ nlohmann::json header_json(const Pool& pool, Findings& f, uint64_t now) {
         {"reclaimed_regions", h.reclaimed_regions.load(std::memory_order_relaxed)},
         {"stolen_locks", h.stolen_locks.load(std::memory_order_relaxed)},
         {"repaired_entries", h.repaired_entries.load(std::memory_order_relaxed)},
+        {"killed_child_groups", h.killed_child_groups.load(std::memory_order_relaxed)},
     };
     return doc;
 }
@@ -325,7 +334,9 @@ Status dump_pool(const std::string& name, bool check, PoolDump& d) {
 
     // Processes.
     nlohmann::json procs = nlohmann::json::array();
-    cli::Table ptable({"SLOT", "TOKEN", "PID", "COMM", "STATE", "HEARTBEAT AGE", "TIMEOUT", "REGISTERED"});
+    cli::Table ptable({"SLOT", "TOKEN", "PID", "COMM", "STATE", "HEARTBEAT AGE", "TIMEOUT", "REGISTERED", "PID NS",
+                       "CHILD GROUPS"});
+    const uint64_t my_pidns = self_pidns();
     for (const ProcessInfo& p : pool.registry().list(now)) {
         procs.push_back(cli::process_json(p, now));
         const bool alive = p.liveness == Liveness::maybe_alive;
@@ -333,7 +344,8 @@ Status dump_pool(const std::string& name, bool check, PoolDump& d) {
         ptable.add({std::to_string(p.slot), std::to_string(p.token), std::to_string(p.pid), p.comm, state,
                     p.heartbeat_ns ? format_duration_ns(now > p.heartbeat_ns ? now - p.heartbeat_ns : 0) : "-",
                     p.timeout_ns ? format_duration_ns(p.timeout_ns) : "pid only",
-                    format_duration_ns(now > p.registered_ns ? now - p.registered_ns : 0) + " ago"});
+                    format_duration_ns(now > p.registered_ns ? now - p.registered_ns : 0) + " ago",
+                    p.pidns == my_pidns ? "this" : std::to_string(p.pidns), child_list(p.child_groups)});
         if (p.claiming)
             f.in_progress.push_back("process slot " + std::to_string(p.slot) + ": registration in progress (pid " +
                                     std::to_string(p.pid) + ")");
@@ -342,6 +354,22 @@ Status dump_pool(const std::string& name, bool check, PoolDump& d) {
                                     " is dead (" + p.dead_reason + "), not yet reaped");
     }
     doc["processes"] = procs;
+    // Pid namespaces: across them only a declared heartbeat timeout tells a dead process
+    // (registration refuses the mix; a pool made by a build without that check may have it).
+    {
+        std::set<uint64_t> namespaces;
+        std::string silent;
+        for (const ProcessInfo& p : pool.registry().list(now)) {
+            if (p.claiming || p.fenced || p.pidns == 0) continue;
+            namespaces.insert(p.pidns);
+            if (p.timeout_ns == 0) silent += (silent.empty() ? "" : ", ") + std::to_string(p.pid) + " (" + p.comm + ")";
+        }
+        if (namespaces.size() > 1 && !silent.empty())
+            f.violations.push_back("processes in " + std::to_string(namespaces.size()) +
+                                   " pid namespaces share the pool, and pid(s) " + silent +
+                                   " declared no heartbeat timeout: a crash there cannot be detected from the other "
+                                   "namespaces (set FABRIC_SHM_HEARTBEAT_TIMEOUT for every process)");
+    }
 
     // Regions.
     const std::vector<RegionInfo> regions = pool.regions();
@@ -413,7 +441,8 @@ Status dump_pool(const std::string& name, bool check, PoolDump& d) {
     t += "  data area " + std::to_string(pool.header().data_offset) + " +" + format_bytes(pool.header().data_size) +
          "; reaped processes " + std::to_string(h["reaped_processes"].get<uint64_t>()) + ", reclaimed regions " +
          std::to_string(h["reclaimed_regions"].get<uint64_t>()) + ", stolen locks " +
-         std::to_string(h["stolen_locks"].get<uint64_t>()) + "\n";
+         std::to_string(h["stolen_locks"].get<uint64_t>()) + ", child process groups of dead processes killed " +
+         std::to_string(h["killed_child_groups"].get<uint64_t>()) + "\n";
     t += "processes (" + std::to_string(procs.size()) + "):\n";
     if (!ptable.empty()) ptable.render(t, "  ");
     t += "regions (" + std::to_string(regions.size()) + "):\n";

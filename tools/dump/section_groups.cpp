@@ -63,8 +63,9 @@ void fill_groups(const Pool& pool, nlohmann::json& out) {
                                  {"committed", p.committed}, {"commit_epoch", rel(p.commit_epoch)}, {"lag", p.lag},
                                  {"attempt_offset", p.attempt_offset}, {"attempts", p.attempts}});
             }
-            groups.push_back({{"topic", topic}, {"group", d.group}, {"era", d.era}, {"epoch", rel(d.epoch)}, {"members", members},
-                              {"partitions", parts}, {"dlq_topic", has_dlq ? topic + ".dlq" : ""},
+            groups.push_back({{"topic", topic}, {"group", d.group}, {"era", d.era}, {"epoch", rel(d.epoch)},
+                              {"result_bucket", d.result_bucket}, {"shared_results", d.shared_results},
+                              {"members", members}, {"partitions", parts}, {"dlq_topic", has_dlq ? topic + ".dlq" : ""},
                               {"dead_letters", dead_letters}});
         }
     }
@@ -81,6 +82,9 @@ void render_groups(const nlohmann::json& out, std::string& text) {
     for (const auto& g : groups) {
         text += "  group '" + g["group"].get<std::string>() + "' on '" + g["topic"].get<std::string>() + "'  epoch " +
                 std::to_string(g["epoch"].get<uint64_t>());
+        if (!g["result_bucket"].get<std::string>().empty())
+            text += "  results to '" + g["result_bucket"].get<std::string>() + "'" +
+                    (g["shared_results"].get<bool>() ? " (shared)" : "");
         if (!g["dlq_topic"].get<std::string>().empty())
             text += "  dlq " + g["dlq_topic"].get<std::string>() + " (" +
                     std::to_string(g["dead_letters"].get<uint64_t>()) + " dead letters)";

@@ -41,13 +41,17 @@ nlohmann::json describe_json(const ConsumerGroupDescription& d) {
                          {"committed", p.committed}, {"commit_epoch", rel(d, p.commit_epoch)}, {"lag", p.lag},
                          {"attempt_offset", p.attempt_offset}, {"attempts", p.attempts}});
     }
-    return {{"group", d.group}, {"topic", d.topic}, {"era", d.era}, {"epoch", rel(d, d.epoch)}, {"members", members},
-            {"partitions", parts}};
+    return {{"group", d.group},   {"topic", d.topic},     {"era", d.era},
+            {"epoch", rel(d, d.epoch)}, {"result_bucket", d.result_bucket}, {"shared_results", d.shared_results},
+            {"members", members}, {"partitions", parts}};
 }
 
 void render(const ConsumerGroupDescription& d, std::string& text) {
     text += "group '" + d.group + "' on topic '" + d.topic + "'  epoch " + std::to_string(rel(d, d.epoch)) + " (era " +
             std::to_string(d.era) + ")\n";
+    if (!d.result_bucket.empty())
+        text += "  results to bucket '" + d.result_bucket + "'" + (d.shared_results ? " (shared with other groups)" : "") +
+                "\n";
     if (d.members.empty()) text += "  no members\n";
     Table mt({"MEMBER", "PID", "ALIVE", "EPOCH", "HEARTBEAT AGE"});
     for (const auto& m : d.members)

@@ -113,10 +113,17 @@ std::string report_text(const std::string& name, const ReapReport& r, bool dry_r
 /// Attaches writable without reaping (reap() below produces the report) and never creates.
 /// allow_expired: a wholly expired pool, or one whose remover died mid-way, is exactly what
 /// the reaper is for.
+/// A pass takes milliseconds: the reaper declares a heartbeat timeout of its own, so that it
+/// may attach to a pool shared across pid namespaces (where every registrant needs one) and
+/// is judged dead by others there should it die mid-pass. $FABRIC_SHM_HEARTBEAT_TIMEOUT wins.
+constexpr uint64_t kReaperHeartbeatTimeoutNs = 60 * kNsPerSec;
+
 Result<Pool> attach_for_reaping(const std::string& name) {
     OpenOptions open;
     open.reap_on_open = false;
     open.allow_expired = true;
+    const char* env = std::getenv("FABRIC_SHM_HEARTBEAT_TIMEOUT");
+    if (!env || !*env) open.heartbeat_timeout_ns = kReaperHeartbeatTimeoutNs;
     return Pool::open(name, open);
 }
 

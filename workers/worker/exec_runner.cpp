@@ -88,14 +88,22 @@ Result<ExecOutcome> run_exec(const ExecSpec& spec, std::span<const uint8_t> inpu
     char sh[] = "/bin/sh", dash_c[] = "-c";
     char* argv[] = {sh, dash_c, cmd.data(), nullptr};
 
-    Fd in_r, in_w, out_r, out_w, err_r, err_w;
-    if (!make_pipe(in_r, in_w) || !make_pipe(out_r, out_w) || !make_pipe(err_r, err_w))
+    Fd in_r, in_w, out_r, out_w, err_r, err_w, go_r, go_w;
+    if (!make_pipe(in_r, in_w) || !make_pipe(out_r, out_w) || !make_pipe(err_r, err_w) || !make_pipe(go_r, go_w))
         return errno_error(errno, "--exec: pipe");
 
     const pid_t pid = ::fork();
     if (pid < 0) return errno_error(errno, "--exec: fork");
     if (pid == 0) {
         ::setpgid(0, 0);
+        // Wait for the parent to record our group (on_started): one byte means go; end of
+        // file means the parent died or refused first, and nothing may run unrecorded.
+        ::close(go_w.fd);
+        char go = 0;
+        ssize_t k;
+        while ((k = ::read(go_r.fd, &go, 1)) < 0 && errno == EINTR) {
+        }
+        if (k != 1) ::_exit(127);
         ::dup2(in_r.fd, 0);  // dup2 clears O_CLOEXEC on 0, 1, 2 only
         ::dup2(out_w.fd, 1);
         ::dup2(err_w.fd, 2);
@@ -109,6 +117,31 @@ Result<ExecOutcome> run_exec(const ExecSpec& spec, std::span<const uint8_t> inpu
         ::_exit(127);
     }
     ::setpgid(pid, pid);  // also here: no race with the child's own call
+    go_r.reset();
+    if (spec.on_started) {
+        if (Status st = spec.on_started(pid); !st) {
+            go_w.reset();  // the child reads end of file and exits without running the command
+            int ignored = 0;
+            while (::waitpid(pid, &ignored, 0) < 0 && errno == EINTR) {
+            }
+            return std::move(st).error();
+        }
+    }
+    // From the first byte on the command runs; on_finished pairs with on_started on every
+    // path below (each reaps the child before it returns).
+    struct Finished {
+        const ExecSpec& spec;
+        pid_t pid;
+        ~Finished() {
+            if (spec.on_finished) spec.on_finished(pid);
+        }
+    } finished{spec, pid};
+    {
+        const char go = 1;
+        while (::write(go_w.fd, &go, 1) < 0 && errno == EINTR) {
+        }
+        go_w.reset();
+    }
     // Published after the group exists; cleared as soon as the child is reaped (until then
     // its pid, and so the group id, cannot be reused).
     if (spec.running_pgid) *spec.running_pgid = pid;

@@ -27,6 +27,13 @@ struct ExecSpec {
     /// signal handler that has to kill it (a second Ctrl-C): a sig_atomic_t is what a
     /// handler may read.
     volatile sig_atomic_t* running_pgid = nullptr;
+    /// Called once the command's process group exists and before the command runs (the child
+    /// waits on a pipe until this returns; if the worker dies first, the child sees the pipe
+    /// close and exits): the worker records the group in the pool (child_groups.h), so that
+    /// whoever finds the worker dead kills it. An error: the command is not run.
+    std::function<Status(pid_t pgid)> on_started;
+    /// Called once the command's leader has been reaped (whatever the outcome).
+    std::function<void(pid_t pgid)> on_finished;
 };
 
 struct ExecOutcome {

@@ -17,11 +17,13 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <memory>
 #include <string>
 
 #include "builtins.h"
 #include "cli.h"
 #include "exec_runner.h"
+#include "fabric_shm/child_groups.h"
 #include "fabric_shm/clock.h"
 #include "fabric_shm/pool.h"
 #include "fabric_shm/worker_loop.h"
@@ -134,9 +136,16 @@ std::string help_epilogue() {
         "  FABRIC_SHM_POOL       the pool when --pool is not given (else \"default\")\n"
         "  FABRIC_SHM_NO_CREATE  1: never create the pool (as --no-create)\n"
         "  FABRIC_SHM_DIR        the directory of the pools' segments (default /dev/shm)\n"
+        "  FABRIC_SHM_HEARTBEAT_TIMEOUT  declare a heartbeat timeout (e.g. 5s): required to share a pool across "
+        "pid namespaces (containers)\n"
         "Signals: SIGINT/SIGTERM finish the object in flight (an --exec command runs to its end), commit, leave "
         "the group, exit 0; a second one kills the --exec command's process group and exits 130 at once (the "
-        "object is redelivered).\n";
+        "object is redelivered). The --exec command's process group is recorded in the pool: if this worker is "
+        "SIGKILLed, the member that takes its partitions over (or fabric-shm-reaper) kills it.\n"
+        "Results: fabric://POOL/RESULT_BUCKET/<--result-key>, by default the input's bucket and key (inputs of the "
+        "same name in two buckets get two results); a key longer than 256 bytes becomes its first 239 bytes, '~' "
+        "and a 64-bit hash. Another group with live members writing the same --result-bucket is refused unless "
+        "every such group runs with --shared-results.\n";
     return t;
 }
 
@@ -178,7 +187,8 @@ int main(int argc, char** argv) {
     if (cli::argv_has_version(argc, argv)) return cli::print_version(out.program);
     cxxopts::Options o("fabric-shm-worker",
                        "Consumer-group member: for each notification on --topic, read the object, run the "
-                       "processor, write the result to fabric://POOL/RESULT_BUCKET/<key>, forward, commit.");
+                       "processor, write the result to fabric://POOL/RESULT_BUCKET/<input bucket>/<input key>, "
+                       "forward, commit.");
     o.add_options()("pool", cli::pool_option_help("created if missing (announced on stderr) unless --no-create"),
                     cxxopts::value<std::string>())(
         "topic", "topic to consume (created with --partitions if missing)", cxxopts::value<std::string>())(
@@ -187,6 +197,10 @@ int main(int argc, char** argv) {
         "exec", "processor: /bin/sh -c CMD, object on stdin, result from stdout", cxxopts::value<std::string>())(
         "builtin", "processor: copy | upper | crc32", cxxopts::value<std::string>())(
         "result-bucket", "bucket of the results", cxxopts::value<std::string>()->default_value("results"))(
+        "result-key", "key of an input's result in the result bucket: {bucket} and {key} are the input's",
+        cxxopts::value<std::string>()->default_value(std::string(kDefaultResultKey)))(
+        "shared-results",
+        "let another group with live members write the same --result-bucket (every such group must say so)")(
         "next-topic", "forward each result URI to this topic (multi-stage; default: none)",
         cxxopts::value<std::string>())(
         "max-attempts", "attempts before dead-lettering", cxxopts::value<uint32_t>()->default_value("3"))(
@@ -223,6 +237,9 @@ int main(int argc, char** argv) {
     cfg.group = r["group"].as<std::string>();
     if (r.count("id")) cfg.member_id = r["id"].as<std::string>();
     cfg.result_bucket = r["result-bucket"].as<std::string>();
+    cfg.result_key = r["result-key"].as<std::string>();
+    cfg.shared_results = r.count("shared-results") > 0;
+    if (Status st = validate_result_key_template(cfg.result_key); !st) return cli::usage(out, st.error().message);
     if (r.count("next-topic")) cfg.next_topic = r["next-topic"].as<std::string>();
     if (r.count("dlq")) cfg.dlq_topic = r["dlq"].as<std::string>();
     cfg.max_attempts = r["max-attempts"].as<uint32_t>();
@@ -253,7 +270,8 @@ int main(int argc, char** argv) {
     if (Status st = cli::parse_store_options(r, &creation); !st) return cli::fail(out, st.error());
     g_quiet = r.count("quiet") ? 1 : 0;
 
-    // The processor.
+    // The processor. The pool it records --exec process groups in is opened below.
+    auto children_pool = std::make_shared<const Pool*>(nullptr);
     Processor processor;
     if (r.count("builtin")) {
         auto fn = workers::find_builtin(r["builtin"].as<std::string>());
@@ -265,6 +283,17 @@ int main(int argc, char** argv) {
         base.timeout_ns = exec_timeout;
         base.max_result_bytes = max_result;
         base.running_pgid = &g_exec_pgid;
+        // The command's process group is recorded in the pool while it runs, so that a
+        // survivor kills it if this worker is SIGKILLed (child_groups.h).
+        base.on_started = [children_pool](pid_t pgid) -> Status {
+            if (!*children_pool) return {};
+            Status st = register_child_group(**children_pool, pgid);
+            if (!st) return make_error(st.code(), "--exec: recording its process group: " + st.error().message);
+            return st;
+        };
+        base.on_finished = [children_pool](pid_t pgid) {
+            if (*children_pool) unregister_child_group(**children_pool, pgid);
+        };
         const std::string pool_s = *pool_name;
         processor = [base, pool_s](const WorkItem& item) -> Result<std::vector<uint8_t>> {
             workers::ExecSpec spec = base;
@@ -282,6 +311,7 @@ int main(int argc, char** argv) {
     install_signals();
     auto pool = cli::open_or_create_pool(out, *pool_name, creation);
     if (!pool) return cli::fail(out, pool.error());
+    *children_pool = &pool.value();
     // The default store with the requested geometry (WorkerLoop attaches to it).
     if (auto store = cli::open_default_store(out, *pool, creation); !store) return cli::fail(out, store.error());
 

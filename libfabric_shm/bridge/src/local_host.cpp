@@ -19,22 +19,8 @@ bool pool_lost(Errc code) noexcept {
 }
 
 Status ensure_topic_exists(Pool& pool, const std::string& name, const TopicConfig& config) {
-    constexpr uint64_t kReadyWaitNs = 10 * kNsPerSec;
-    TopicManager tm(pool);
-    const uint64_t deadline = mono_now_ns() + kReadyWaitNs;
-    for (;;) {
-        Status st = tm.create(name, config);
-        if (st) return {};
-        if (st.code() != Errc::already_exists) return st;
-        auto d = tm.describe(name);
-        if (d) return {};
-        if (d.code() != Errc::not_found && d.code() != Errc::not_ready) return std::move(d).error();
-        if (mono_now_ns() >= deadline)
-            return make_error(d.code(), "topic '" + name + "' exists but did not become usable within 10s: " +
-                                            d.error().message);
-        timespec ts{0, long(kNsPerMs)};
-        nanosleep(&ts, nullptr);
-    }
+    // Creates it, or waits (bounded) for another process's creation in progress to publish it.
+    return TopicManager(pool).ensure(name, config, 10 * kNsPerSec);
 }
 
 Status sleep_keeping_alive(uint64_t ns, const std::function<Status()>& keep_alive, const std::function<bool()>& stop) {

@@ -70,6 +70,8 @@ struct ConsumerGroupDescription {
     std::string group, topic;
     uint64_t era = 0;    ///< fence-token base of this registration
     uint64_t epoch = 0;  ///< token of the last epoch drawn (grows at every join and acquisition)
+    std::string result_bucket;   ///< the bucket its workers write (WorkerLoop), "" when none said
+    bool shared_results = false; ///< recorded with WorkerConfig::shared_results (--shared-results)
     std::vector<MemberDescription> members;
     std::vector<PartitionOwnerDescription> partitions;
 };

@@ -120,8 +120,13 @@ inline constexpr std::string_view kResultInputVersion = "input-version";  ///< m
 /// Options for a result put: fenced under the member's epoch (a zombie's write fails with
 /// stale_epoch), metadata naming the input URI and version it was computed from.
 PutOptions result_put_options(std::string_view input_uri, uint64_t input_version, uint64_t epoch);
-/// True when `result` exists and records `input_version`: a redelivered notification for
-/// that version is skipped; a re-upload (new version) is not.
-Result<bool> result_is_current(ObjectStore& store, const FabricUri& result, uint64_t input_version);
+/// True when `result` exists and records exactly this input: `input_uri` and `input_version`.
+/// A redelivered notification for that version is skipped; a re-upload (new version) is not,
+/// and neither is another input whose result key happens to be the same (a collision, which
+/// result_input_uri tells apart).
+Result<bool> result_is_current(ObjectStore& store, const FabricUri& result, std::string_view input_uri,
+                               uint64_t input_version);
+/// The input URI a result records ("" when `result` is absent or records none).
+Result<std::string> result_input_uri(ObjectStore& store, const FabricUri& result);
 
 }  // namespace fabric_shm

@@ -55,7 +55,10 @@ struct OpenOptions {
     bool read_only = false;              ///< map PROT_READ, never register, never reap
     bool create_if_missing = false;      ///< with `create`; re-creates a wholly expired pool
     PoolOptions create;                  ///< used when creating (name is taken from open's argument)
-    uint64_t heartbeat_timeout_ns = 0;   ///< registry: heartbeat older than this = dead; 0 = pid only
+    /// Registry: a heartbeat older than this = dead. 0: $FABRIC_SHM_HEARTBEAT_TIMEOUT (a
+    /// duration, e.g. 5s) when set, else pid only. Required (on every process) to share a pool
+    /// across pid namespaces, where pids cannot be probed: registering is refused otherwise.
+    uint64_t heartbeat_timeout_ns = 0;
     bool reap_on_open = true;            ///< opportunistic reaping (dead processes, expired regions)
     bool allow_expired = false;          ///< attach even when every lease ran out or removal is under way (reaper, lease tools)
 };
@@ -200,6 +203,9 @@ public:
 
 private:
     explicit Pool(std::unique_ptr<Impl> impl);
+    /// create(), registering the creator with `heartbeat_timeout_ns` (open() with
+    /// create_if_missing passes its own: the creator is a registrant like any other).
+    static Result<Pool> create_and_register(const PoolOptions& options, uint64_t heartbeat_timeout_ns);
     std::unique_ptr<Impl> impl_;
     friend class Region;
 };

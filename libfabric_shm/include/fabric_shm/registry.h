@@ -28,6 +28,7 @@ struct ProcessInfo {
     uint64_t timeout_ns = 0;     ///< 0: liveness by pid only
     uint64_t registered_ns = 0;  ///< monotonic
     std::string comm;
+    std::vector<uint32_t> child_groups;  ///< process groups it recorded (child_groups.h)
     Liveness liveness = Liveness::maybe_alive;
     std::string dead_reason;     ///< "pid gone", "pid reused", "zombie", "heartbeat 12s old (timeout 5s)"
 };
@@ -66,8 +67,13 @@ public:
     /// Ends the registrations of certainly-dead processes: frees their slots (folding their
     /// counter shards into the pool's retired totals), or, for a process whose heartbeat timed
     /// out while its pid still runs, fences the slot (freed once the pid exits). Returns how
-    /// many registrations ended. Needs a writable pool.
-    uint32_t reap_dead(uint64_t now_ns) const;
+    /// many registrations ended. Needs a writable pool. Whoever frees a slot first kills the
+    /// child process groups its occupant recorded (child_groups.h); `notes` says which.
+    uint32_t reap_dead(uint64_t now_ns, std::vector<std::string>* notes = nullptr) const;
+    /// reap_dead for the one registration `token` (when it is still that slot's, and
+    /// certainly dead): what a consumer group does to a member it evicts as dead, so that the
+    /// member's child process groups are killed at once. True when it ended the registration.
+    bool reap_registration(OwnerToken token, uint64_t now_ns, std::vector<std::string>* notes = nullptr) const;
 
 private:
     const Pool* pool_;

@@ -98,9 +98,14 @@ class TopicManager {
 public:
     explicit TopicManager(Pool& pool) : pool_(&pool) {}
 
-    /// AlreadyExists for a live topic of that name; invalid_argument naming the field for a
-    /// bad config; no_space when the pool has no room (naming the bytes needed).
+    /// AlreadyExists for a live topic of that name (or one being created); invalid_argument
+    /// naming the field for a bad config; no_space when the pool has no room (naming the bytes needed).
     Status create(std::string_view name, const TopicConfig& config = {});
+    /// Creation on demand, idempotent under races: creates the topic, or returns once the
+    /// existing one is usable, waiting up to `wait_ns` for a creation another process has in
+    /// progress (and creating it after all when that creator dies). An existing topic keeps
+    /// its own configuration. NotReady when a stopped creator holds it past `wait_ns`.
+    Status ensure(std::string_view name, const TopicConfig& config = {}, uint64_t wait_ns = 5'000'000'000ull);
     /// Removes the root and its partitions (their leases are revoked: handles fail closed).
     Status remove(std::string_view name);
     /// Names of live topics, sorted.
@@ -144,7 +149,8 @@ struct ProducerOptions {
 };
 
 /// Sends to one topic. Not thread-safe (one per thread); many producers (threads or
-/// processes) may write the same partition. send never creates a topic.
+/// processes) may write the same partition. send never creates a topic; open waits (5 s at
+/// most) for a topic another process is creating.
 class Producer {
 public:
     /// NotFound when the topic does not exist.

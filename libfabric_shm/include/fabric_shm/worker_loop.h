@@ -21,6 +21,9 @@
 
 namespace fabric_shm {
 
+/// WorkerConfig::result_key's default.
+inline constexpr std::string_view kDefaultResultKey = "{bucket}/{key}";
+
 /// Message headers the producer and the worker write (part of the wire contract).
 inline constexpr std::string_view kHeaderVersion = "fabric-version";        ///< object version, decimal
 inline constexpr std::string_view kHeaderPutTime = "fabric-put-ts";         ///< wall ns after the put, decimal
@@ -54,6 +57,15 @@ struct WorkerConfig {
     std::string member_id;            ///< "": host-pid-starttime
     std::string store = "default";    ///< MemObjectStore name in the pool
     std::string result_bucket = "results";
+    /// The key of an input's result in result_bucket: {bucket} and {key} are the input's
+    /// (default "{bucket}/{key}": inputs with the same key in two buckets never share a result).
+    /// Must contain {key}. See result_key_for for keys longer than kMaxKeyLength.
+    std::string result_key = std::string(kDefaultResultKey);
+    /// Lets this group write result_bucket while another live group does too (both must say
+    /// so). Without it, open() refuses with `conflict` when another group (of any topic in the
+    /// pool) with live members writes the same bucket: two groups that see the same inputs
+    /// (fan-out) would overwrite each other's results.
+    bool shared_results = false;
     std::string next_topic;           ///< "": no forwarding
     std::string dlq_topic;            ///< "": "<topic>.dlq" (created when first needed)
     uint32_t max_attempts = 3;
@@ -114,5 +126,15 @@ private:
 
 /// "host-pid-starttime": unique per process incarnation.
 std::string default_member_id();
+
+/// invalid_argument naming the problem unless `key_template` is a result key template: text
+/// with the placeholders {bucket} and {key} (the latter required), no other braces.
+Status validate_result_key_template(std::string_view key_template);
+/// The result key of `input` under `key_template`. A key longer than kMaxKeyLength (a long
+/// input key under "{bucket}/{key}") becomes its first kMaxKeyLength - 17 bytes, '~' and 16
+/// lower-case hex digits of the 64-bit FNV-1a hash of the whole key: still readable, still
+/// distinct (and a hash collision is caught like any other: see WorkerLoop's result check).
+/// invalid_uri when the substituted text is not a valid key (an empty segment, "..").
+Result<std::string> result_key_for(std::string_view key_template, const FabricUri& input);
 
 }  // namespace fabric_shm

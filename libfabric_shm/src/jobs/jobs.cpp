@@ -162,12 +162,24 @@ PutOptions result_put_options(std::string_view input_uri, uint64_t input_version
     return o;
 }
 
-Result<bool> result_is_current(ObjectStore& store, const FabricUri& result, uint64_t input_version) {
+Result<bool> result_is_current(ObjectStore& store, const FabricUri& result, std::string_view input_uri,
+                               uint64_t input_version) {
     auto h = store.head(result);
     if (!h) return std::move(h).error();
     if (!*h) return false;
-    auto it = (*h)->metadata.find(std::string(kResultInputVersion));
-    return it != (*h)->metadata.end() && it->second == std::to_string(input_version);
+    const auto& md = (*h)->metadata;
+    auto uri = md.find(std::string(kResultInputUri));
+    auto version = md.find(std::string(kResultInputVersion));
+    return uri != md.end() && uri->second == input_uri && version != md.end() &&
+           version->second == std::to_string(input_version);
+}
+
+Result<std::string> result_input_uri(ObjectStore& store, const FabricUri& result) {
+    auto h = store.head(result);
+    if (!h) return std::move(h).error();
+    if (!*h) return std::string();
+    auto it = (*h)->metadata.find(std::string(kResultInputUri));
+    return it == (*h)->metadata.end() ? std::string() : it->second;
 }
 
 }  // namespace fabric_shm

@@ -19,7 +19,7 @@
 namespace fabric_shm::layout {
 
 constexpr uint64_t kPoolMagic = 0x4853434952424146ULL;  ///< "FABRICSH" in little-endian bytes
-constexpr uint16_t kLayoutMajor = 4;  ///< differs: refuse (VersionMismatch); 2: fence eras (PoolHeader::fence_floor, GroupSlot::era); 3: topic waiter bits and table (mq/topic_layout.h); 4: registry word namespace bit, store slot generations and fenced stripe locks
+constexpr uint16_t kLayoutMajor = 5;  ///< differs: refuse (VersionMismatch); 2: fence eras (PoolHeader::fence_floor, GroupSlot::era); 3: topic waiter bits and table (mq/topic_layout.h); 4: registry word namespace bit, store slot generations and fenced stripe locks; 5: child process groups per registration (ProcessSlot::child_groups, killed by the retirer), GroupSlot result-bucket record
 constexpr uint16_t kLayoutMinor = 2;  ///< higher minor: compatible additions (1: metrics region kind, layout/metrics_layout.h; 2: bridge region kind)
 constexpr uint64_t kPageSize = 4096;
 constexpr uint64_t kCacheLine = 64;
@@ -29,6 +29,7 @@ constexpr uint32_t kDirectoryEntries = 1024;
 constexpr uint32_t kCounterCells = 64;
 constexpr uint32_t kAttachWords = kDirectoryEntries / 64;
 constexpr uint32_t kRegionNameBytes = 96;
+constexpr uint32_t kChildGroupSlots = 32;  ///< process groups one registration may record (child_groups.h)
 
 // ---- Owner tokens --------------------------------------------------------------------
 // A registration in the process registry: (slot generation << 8) | slot index. Every
@@ -102,11 +103,30 @@ struct alignas(kCacheLine) ProcessSlot {
     uint64_t reserved0[8];
     std::atomic<uint64_t> attached[kAttachWords];  ///< owner: bit e = "I hold a handle to region entry e" (seq_cst)
     std::atomic<uint64_t> counters[kCounterCells]; ///< owner: per-process counter shard (CounterId), relaxed
-    uint64_t reserved1[32];
+    /// Process groups this registration started (an --exec command, a long-lived handler), so
+    /// that they do not outlive it: entry = child_group_word(leader start time, pgid), 0 = free.
+    /// The owner CASes 0 -> entry when the group exists (before its leader may run the user's
+    /// command) and entry -> 0 after reaping the leader; the retirer (owner at exit, or whoever
+    /// retires a certainly-dead registration) kills each recorded group whose leader still runs
+    /// with that start time (never a reused pid), then zeroes the entries; a group evicting a
+    /// dead member does the same kill early. One word per entry: nothing can be torn.
+    std::atomic<uint64_t> child_groups[kChildGroupSlots];
 };
 static_assert(sizeof(ProcessSlot) == 1024);
 static_assert(offsetof(ProcessSlot, attached) == 128);
 static_assert(offsetof(ProcessSlot, counters) == 256);
+static_assert(offsetof(ProcessSlot, child_groups) == 768,
+              "child groups are read by every retirer and evicter: survivors of a crash must find them here");
+
+/// A child-group entry: the leader's start time (clock ticks since boot, /proc/<pid>/stat
+/// field 22) truncated to 32 bits, and the group id (the leader's pid, never 0). The truncated
+/// start time tells a reused pid from the leader unless the reuse starts a multiple of 2^32
+/// ticks (497 days at 100 Hz) later, to the tick.
+constexpr uint64_t child_group_word(uint64_t leader_start_time, uint32_t pgid) {
+    return (uint64_t(uint32_t(leader_start_time)) << 32) | pgid;
+}
+constexpr uint32_t child_group_pgid(uint64_t w) { return uint32_t(w); }
+constexpr uint32_t child_group_start(uint64_t w) { return uint32_t(w >> 32); }
 
 // ---- Region directory ------------------------------------------------------------
 // word = (state << 56) | (generation(24) << 32) | owner token(32)
@@ -187,7 +207,8 @@ struct alignas(kPageSize) PoolHeader {
     /// (and at least at the wall clock), so its tokens fence out every earlier registration's
     /// results, across `group rm` and a topic re-create. docs/groups.md, "Fence tokens".
     std::atomic<uint64_t> fence_floor;
-    uint64_t reserved_mutable[9];
+    std::atomic<uint64_t> killed_child_groups;  ///< retirers and evicters, fetch_add: child process groups of dead registrations killed
+    uint64_t reserved_mutable[8];
     LeaseHeader lease;                 ///< the pool's own lease
     std::atomic<uint64_t> retired_counters[kCounterCells]; ///< counter shards of reaped processes, folded in
 };
@@ -196,6 +217,7 @@ static_assert(offsetof(PoolHeader, fingerprint) == 16);
 static_assert(offsetof(PoolHeader, lifecycle) == 344);
 static_assert(offsetof(PoolHeader, fence_floor) == 344 + 6 * 8,
               "fence_floor is read and CAS-raised by every group registrant and epoch drawer");
+static_assert(offsetof(PoolHeader, killed_child_groups) == 344 + 7 * 8);
 
 // Every atomic type placed in the segment must be lock-free in every process: libatomic's
 // fallback lock for wider types is per-process and silently breaks across processes.
@@ -226,7 +248,8 @@ constexpr uint64_t kPoolLayoutFingerprint = [] {
                        uint64_t(sizeof(RegionEntry)), uint64_t(sizeof(LeaseHeader)), uint64_t(kRegistrySlots),
                        uint64_t(kDirectoryEntries), uint64_t(kCounterCells), uint64_t(kCacheLine),
                        uint64_t(offsetof(PoolHeader, lifecycle)), uint64_t(offsetof(RegionEntry, lease)),
-                       uint64_t(offsetof(ProcessSlot, counters)), uint64_t(sizeof(void*)), kSlotCreatorNsBit})
+                       uint64_t(offsetof(ProcessSlot, counters)), uint64_t(sizeof(void*)), kSlotCreatorNsBit,
+                       uint64_t(offsetof(ProcessSlot, child_groups)), uint64_t(kChildGroupSlots)})
         h = fnv1a_mix(h, v);
     return h;
 }();

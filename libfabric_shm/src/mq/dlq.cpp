@@ -44,7 +44,7 @@ Status sleep_with_heartbeat(uint64_t ns, uint64_t slice_ns, const std::function<
 }
 
 Result<uint64_t> dead_letter_count(const Pool& pool, std::string_view dlq_topic) {
-    auto t = open_topic(pool, dlq_topic);
+    auto t = open_topic(pool, dlq_topic, 0);  // an observer: a topic being created has none yet
     if (!t) return std::move(t).error();
     uint64_t n = 0;
     for (const auto& pv : (*t)->parts) {
@@ -54,6 +54,10 @@ Result<uint64_t> dead_letter_count(const Pool& pool, std::string_view dlq_topic)
     }
     return n;
 }
+
+/// How long a dead-letterer waits for a DLQ topic another process is creating before it
+/// reports busy (short: the member does not heartbeat while it waits).
+constexpr uint64_t kDlqCreationWaitNs = 1'000'000'000ull;
 
 struct DlqRouter::Impl {
     Pool* pool = nullptr;
@@ -98,20 +102,22 @@ struct DlqRouter::Impl {
         return ao == m.offset && a > 0 ? a : 1;
     }
 
+    /// Creates the DLQ topic on first use. Several members (of this group or others sharing
+    /// the DLQ) may dead-letter at the same moment: ensure() makes the losers wait for the
+    /// winner's creation instead of finding the topic "missing". A creator stopped mid-way
+    /// holds it past the wait: busy, which a caller retries later (the decision is recorded).
     Status open_dlq() {
         if (producer) return {};
-        TopicManager tm(*pool);
-        auto d = tm.describe(dlq_name);
-        if (!d) {
-            if (d.code() != Errc::not_found) return std::move(d).error();
-            TopicConfig cfg;
-            cfg.num_partitions = t->num_partitions;
-            cfg.partition_capacity = 256;
-            const uint64_t stride = (t->stride + 512 + 63) / 64 * 64;
-            cfg.partition_stride = uint32_t(std::min<uint64_t>(stride, kMaxStride));
-            cfg.on_full = OnFull::block;
-            auto st = tm.create(dlq_name, cfg);
-            if (!st && st.code() != Errc::already_exists) return std::move(st).error();
+        TopicConfig cfg;
+        cfg.num_partitions = t->num_partitions;
+        cfg.partition_capacity = 256;
+        const uint64_t stride = (t->stride + 512 + 63) / 64 * 64;
+        cfg.partition_stride = uint32_t(std::min<uint64_t>(stride, kMaxStride));
+        cfg.on_full = OnFull::block;
+        if (Status st = TopicManager(*pool).ensure(dlq_name, cfg, kDlqCreationWaitNs); !st) {
+            if (st.code() == Errc::not_ready)
+                return make_error(Errc::busy, "dead-letter topic '" + dlq_name + "': " + st.error().message);
+            return st;
         }
         ProducerOptions po;
         po.block_timeout_ns = 1'000'000'000ull;

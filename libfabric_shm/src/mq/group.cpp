@@ -15,6 +15,7 @@
 #include "fabric_shm/crash_point.h"
 #include "fabric_shm/registry.h"
 #include "mq/group_internal.h"
+#include "mq/result_buckets.h"
 #include "owner_lock.h"
 
 namespace fabric_shm {
@@ -146,6 +147,13 @@ struct ConsumerGroup::Impl {
         return !pr.dead;
     }
 
+    /// After evicting a member: when its process is certainly dead (not merely silent past the
+    /// session timeout), end its registration now rather than at the next reap, which kills
+    /// the child process groups it recorded (its --exec command) within moments of the death.
+    void end_registration_if_dead(OwnerToken owner) const {
+        if (owner != 0) (void)pool->registry().reap_registration(owner, mono_now_ns());
+    }
+
     bool mine(const LocalMember& m, uint64_t owner) const {
         return owner != 0 && owner_row(owner) == m.row + 1 && owner_gen(owner) == (m.gen & 0xffffff);
     }
@@ -237,6 +245,14 @@ Result<Claim> ConsumerGroup::join(std::string_view member_id) {
     const OwnerToken me = im.pool->self();
     GroupSlot& g = im.slot();
     LocalMember m;
+    std::vector<OwnerToken> evicted;  // ended after the lock is released
+    struct EndEvicted {
+        Impl& im;
+        std::vector<OwnerToken>& tokens;
+        ~EndEvicted() {
+            for (OwnerToken t : tokens) im.end_registration_if_dead(t);
+        }
+    } end_evicted{im, evicted};
     {
         auto lk = detail::owner_lock_acquire(g.lock, *im.pool, me, 2 * kNsPerSec, "group membership lock");
         if (!lk) return std::move(lk).error();
@@ -259,9 +275,11 @@ Result<Claim> ConsumerGroup::join(std::string_view member_id) {
                     continue;
                 }
                 // Dead: evict (CAS from the exact word) so the row and its partitions are freed.
+                const OwnerToken owner = member_owner(w);
                 if (!gm.word.compare_exchange_strong(w, make_member_word(kMemberFree, member_gen(w) + 1, 0),
                                                      std::memory_order_seq_cst, std::memory_order_seq_cst))
                     continue;
+                evicted.push_back(owner);
                 w = make_member_word(kMemberFree, member_gen(w) + 1, 0);
             }
             if (member_state(w) == kMemberFree && free_row < 0) free_row = int(r);
@@ -329,8 +347,10 @@ Result<Claim> ConsumerGroup::Impl::claim(LocalMember& m) {
         if (member_state(w) != kMemberLive) continue;
         if (!alive(r, w, now)) {
             FABRIC_PAUSE_POINT("group.evict.before_cas");
-            gm.word.compare_exchange_strong(w, make_member_word(kMemberFree, member_gen(w) + 1, 0),
-                                            std::memory_order_seq_cst, std::memory_order_seq_cst);
+            const OwnerToken owner = member_owner(w);
+            if (gm.word.compare_exchange_strong(w, make_member_word(kMemberFree, member_gen(w) + 1, 0),
+                                                std::memory_order_seq_cst, std::memory_order_seq_cst))
+                end_registration_if_dead(owner);
             continue;
         }
         std::string id = mq::member_id(gm);
@@ -473,6 +493,9 @@ Result<ConsumerGroupDescription> describe_consumer_group(const Pool& pool, std::
     d.topic = std::string(topic);
     d.era = g.era.load(std::memory_order_relaxed);  // immutable while LIVE (find_group acquired the word)
     d.epoch = d.era + g.epoch.load(std::memory_order_relaxed);
+    const ResultsRecord results = read_results_record(g);
+    d.result_bucket = results.bucket;
+    d.shared_results = results.shared;
     const uint64_t now = mono_now_ns();
     const auto procs = pool.registry().list(now);
     std::vector<uint32_t> live_gen(kMaxMembers, UINT32_MAX);

@@ -3,6 +3,8 @@
 // topic and partition region kinds. Layout: topic_layout.h; design: docs/topics.md.
 #include "fabric_shm/topic.h"
 
+#include <time.h>
+
 #include <algorithm>
 #include <bit>
 #include <cstring>
@@ -97,9 +99,38 @@ Error corrupt(std::string_view topic, const std::string& what) {
 
 }  // namespace
 
-Result<std::unique_ptr<TopicHandle>> open_topic(const Pool& pool, std::string_view name) {
-    FABRIC_TRY(validate_name("topic", name));
+namespace {
+
+void nap(uint64_t ns) {
+    timespec ts{time_t(ns / kNsPerSec), long(ns % kNsPerSec)};
+    nanosleep(&ts, nullptr);
+}
+
+/// The root region, waiting up to `wait_ns` while another process creates the topic (its
+/// root stays CREATING until every partition exists, then is published at once).
+Result<Region> open_root(const Pool& pool, std::string_view name, uint64_t wait_ns) {
     auto root = pool.open_region(RegionKind::topic, name);
+    if (root || root.code() != Errc::not_ready || wait_ns == 0) return root;
+    FABRIC_PAUSE_POINT("topic.open.waiting");
+    const uint64_t deadline = mono_now_ns() + wait_ns;
+    for (;;) {
+        nap(kNsPerMs);  // a creation takes microseconds to milliseconds (zeroing the rings)
+        root = pool.open_region(RegionKind::topic, name);
+        if (root || root.code() != Errc::not_ready) return root;
+        if (mono_now_ns() >= deadline) {
+            Error e = std::move(root).error();
+            e.message += ", and did not become ready within " + format_duration_ns(wait_ns) +
+                         " (is its creator stopped?)";
+            return e;
+        }
+    }
+}
+
+}  // namespace
+
+Result<std::unique_ptr<TopicHandle>> open_topic(const Pool& pool, std::string_view name, uint64_t creation_wait_ns) {
+    FABRIC_TRY(validate_name("topic", name));
+    auto root = open_root(pool, name, creation_wait_ns);
     if (!root) {
         if (root.code() == Errc::not_found)
             return make_error(Errc::not_found, "topic '" + std::string(name) + "' does not exist in pool '" +
@@ -326,6 +357,10 @@ Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const Gr
         g.epoch.store(0, std::memory_order_relaxed);
         g.flags.store(0, std::memory_order_relaxed);
         g.era.store(allocate_fence_era(pool), std::memory_order_relaxed);  // published by the LIVE release store
+        // A new registration writes no results yet (a previous one's record must not count).
+        g.results_seq.store(0, std::memory_order_relaxed);
+        g.results_flags.store(0, std::memory_order_relaxed);
+        for (auto& b : g.results_bucket) b.store(0, std::memory_order_relaxed);
         for (auto& m : g.members) {
             m.word.store(0, std::memory_order_relaxed);
             m.heartbeat_ns.store(0, std::memory_order_relaxed);
@@ -540,9 +575,9 @@ Status TopicManager::create(std::string_view name, const TopicConfig& config) {
                               std::to_string(config.num_partitions) + " partitions x " + format_bytes(part_bytes) +
                               " + " + format_bytes(kTopicRegionBytes) + " root) but pool '" + pool.name() + "' is " +
                               format_bytes(pool.size()) + " (lower partition_capacity or partition_stride)");
-    if (auto existing = pool.open_region(RegionKind::topic, name); existing)
+    if (auto existing = pool.open_region(RegionKind::topic, name); existing || existing.code() == Errc::not_ready)
         return make_error(Errc::already_exists, "topic '" + std::string(name) + "' already exists in pool '" +
-                                                    pool.name() + "'");
+                                                    pool.name() + "'" + (existing ? "" : " (being created)"));
     const uint64_t incarnation = new_incarnation();
     RegionSpec rs;
     rs.kind = RegionKind::topic;
@@ -615,7 +650,29 @@ Status TopicManager::create(std::string_view name, const TopicConfig& config) {
         hdr->partition_refs[i] = pr->ref().packed();  // published by root.publish() below
         made.push_back(pr->ref());
     }
+    // Every partition exists, the root is not published: openers of the name wait here
+    // (open_topic), creators racing us get already_exists and wait too (ensure).
+    FABRIC_PAUSE_POINT("topic.create.before_publish");
     return root->publish();
+}
+
+Status TopicManager::ensure(std::string_view name, const TopicConfig& config, uint64_t wait_ns) {
+    const uint64_t deadline = mono_now_ns() + wait_ns;
+    for (;;) {
+        Status st = create(name, config);
+        if (st || st.code() != Errc::already_exists) return st;
+        // Exists, or is being created by a process that may still finish: wait for it. A
+        // creator that dies meanwhile leaves its entries to the next create (not_found here).
+        const uint64_t now = mono_now_ns();
+        auto t = open_topic(*pool_, name, deadline > now ? deadline - now : 0);
+        if (t) return {};
+        if (t.code() != Errc::not_found) return std::move(t).error();
+        if (mono_now_ns() >= deadline)
+            return make_error(Errc::not_ready, "topic '" + std::string(name) + "' in pool '" + pool_->name() +
+                                                   "' could not be created or opened within " +
+                                                   format_duration_ns(wait_ns) + ": " + t.error().message);
+        nap(kNsPerMs);
+    }
 }
 
 Status TopicManager::remove(std::string_view name) {

@@ -45,8 +45,15 @@ struct TopicHandle {
     uint64_t capacity = 0, stride = 0;
 };
 
-/// Opens and validates a live topic: NotFound, or Corrupt naming the field that is wrong.
-Result<std::unique_ptr<TopicHandle>> open_topic(const Pool& pool, std::string_view name);
+/// How long an open waits for a topic another process is creating (its root region
+/// CREATING by a maybe-alive creator): a creation takes milliseconds, only a stopped creator
+/// takes longer.
+constexpr uint64_t kTopicCreationWaitNs = 5'000'000'000ull;
+
+/// Opens and validates a live topic: NotFound, Corrupt naming the field that is wrong, or
+/// NotReady when it is still being created after `creation_wait_ns`.
+Result<std::unique_ptr<TopicHandle>> open_topic(const Pool& pool, std::string_view name,
+                                                uint64_t creation_wait_ns = kTopicCreationWaitNs);
 /// Fail closed: lease and generation of the root and (when `partition` >= 0) that partition.
 Status check_topic(const TopicHandle& t, int partition = -1);
 

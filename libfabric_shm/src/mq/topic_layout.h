@@ -29,7 +29,8 @@ constexpr uint64_t kPartitionMagic = 0x5452415042414600ULL;  ///< "\0FABPART"
 /// 2: GroupSlot::era, GroupPartition dead-letter record.
 /// 3: per-partition waiter bits and the waiter table replaced the topic-wide data futex word;
 /// the envelope fields became (relaxed) atomics; TopicHeader carries kTopicLayoutFingerprint.
-constexpr uint32_t kTopicLayoutVersion = 3;
+/// 4: GroupSlot's result-bucket record (results_seq, results_flags, results_bucket).
+constexpr uint32_t kTopicLayoutVersion = 4;
 
 constexpr uint32_t kMaxPartitions = 64;
 constexpr uint32_t kMaxGroups = 16;
@@ -189,12 +190,25 @@ struct alignas(kLine) GroupSlot {
     /// pool issued before (PoolHeader::fence_floor) and at least the wall clock in ns, so a
     /// re-registered group (or a re-created topic or pool) fences above every older result.
     std::atomic<uint64_t> era;
-    uint64_t reserved[16];
+    /// The result bucket this group's workers write (WorkerLoop; docs/groups.md, "Result
+    /// buckets"), so that a worker of another group can refuse to write the same one. Written
+    /// by a joining worker under `lock` as a seqlock: results_seq odd while the two fields
+    /// below change (relaxed stores between a relaxed odd store + release fence and a release
+    /// even store); readers retry until they read one even value before and after (acquire
+    /// fence before the second load). 0 = no record.
+    std::atomic<uint64_t> results_seq;
+    std::atomic<uint64_t> results_flags;             ///< kResultsShared | kResultsSet
+    std::atomic<uint64_t> results_bucket[kGroupNameWords];  ///< bucket name, NUL-padded
+    uint64_t reserved[6];
     GroupMember members[kMaxMembers];               ///< issue 5
     GroupPartition parts[kMaxPartitions];           ///< committed offsets, owners, attempts
 };
 static_assert(offsetof(GroupSlot, lease_expires_ns) == 72);
 static_assert(offsetof(GroupSlot, era) == 120, "members read the era once at open: it must not move");
+static_assert(offsetof(GroupSlot, results_seq) == 128 && offsetof(GroupSlot, results_bucket) == 144,
+              "every worker of every group reads the result-bucket records when it starts");
+constexpr uint64_t kResultsSet = 1;     ///< results_flags: the record names a bucket
+constexpr uint64_t kResultsShared = 2;  ///< results_flags: written with --shared-results
 static_assert(offsetof(GroupSlot, members) == 256);
 static_assert(offsetof(GroupSlot, parts) == 256 + 64 * kMaxMembers);
 static_assert(sizeof(GroupSlot) == 256 + 64 * kMaxMembers + 64 * kMaxPartitions);
@@ -277,7 +291,8 @@ constexpr uint64_t kTopicLayoutFingerprint = [] {
           uint64_t(kWaitersOffset), uint64_t(offsetof(TopicHeader, space_seq)),
           uint64_t(offsetof(TopicHeader, groups_lock)), uint64_t(offsetof(PartitionHeader, tail)),
           uint64_t(offsetof(PartitionHeader, head)), uint64_t(offsetof(PartitionHeader, waiters)),
-          uint64_t(offsetof(GroupSlot, members)), uint64_t(offsetof(GroupSlot, parts)), uint64_t(kLapBits)})
+          uint64_t(offsetof(GroupSlot, members)), uint64_t(offsetof(GroupSlot, parts)), uint64_t(kLapBits),
+          uint64_t(offsetof(GroupSlot, results_seq)), uint64_t(offsetof(GroupSlot, results_bucket))})
         h = layout::fnv1a_mix(h, v);
     return h;
 }();

@@ -164,6 +164,10 @@ Result<std::unique_ptr<MemObjectStore>> MemObjectStore::open(Pool& pool, const S
             impl->s = std::move(*s);
             return std::unique_ptr<MemObjectStore>(new MemObjectStore(std::move(impl)));
         }
+        if (existing.code() == Errc::not_ready) {  // a concurrent creator: wait for it to publish
+            nap_ms(1);
+            continue;
+        }
         if (existing.code() != Errc::not_found) return std::move(existing).error();
         RegionSpec root_spec;
         root_spec.kind = RegionKind::store;

@@ -16,6 +16,7 @@
 #include <array>
 #include <cctype>
 #include <charconv>
+#include <cstdio>
 #include <cstring>
 #include <optional>
 
@@ -31,6 +32,7 @@
 #include "fabric_shm/names.h"
 #include "fabric_shm/registry.h"
 #include "fabric_shm/topic.h"
+#include "mq/result_buckets.h"
 #include "mq/topic_internal.h"
 #include "worker/membership.h"
 
@@ -58,31 +60,15 @@ void sleep_ns(uint64_t ns) {
 /// it must not end the worker. We keep heartbeating and try again.
 constexpr uint64_t kBusyRetryNs = 10 * kNsPerMs;
 
-/// Creates the topic, or waits until another process's creation of it is complete.
-/// Workers of two stages started together both create the topic between them (stage 1's
-/// --next-topic is stage 2's --topic): the loser's create says already_exists while the
-/// winner's partitions may still be unpublished, and opening it then said "does not exist",
-/// so the stage-1 worker exited 1. A creator that dies half way leaves its entries to the
-/// reaper's repair, after which our create succeeds; the wait is bounded either way.
+/// Topics a worker creates when missing (its own, its next stage's). Workers of two stages
+/// started together both create the topic between them (stage 1's --next-topic is stage 2's
+/// --topic): TopicManager::ensure makes the loser wait for the winner's creation.
+constexpr uint64_t kTopicReadyWaitNs = 10 * kNsPerSec;
+
 Status ensure_topic(Pool& pool, const std::string& name, uint32_t partitions) {
-    constexpr uint64_t kReadyWaitNs = 10 * kNsPerSec;
-    TopicManager tm(pool);
     TopicConfig cfg;
     cfg.num_partitions = partitions;
-    const uint64_t deadline = mono_now_ns() + kReadyWaitNs;
-    for (;;) {
-        Status st = tm.create(name, cfg);
-        if (st) return {};
-        if (st.code() != Errc::already_exists) return st;
-        auto d = tm.describe(name);
-        if (d) return {};
-        if (d.code() != Errc::not_found && d.code() != Errc::not_ready) return std::move(d).error();
-        if (mono_now_ns() >= deadline)
-            return make_error(d.code(), "topic '" + name + "' exists but did not become usable within " +
-                                            format_duration_ns(kReadyWaitNs) + ": " + d.error().message);
-        timespec ts{0, long(kNsPerMs)};
-        nanosleep(&ts, nullptr);
-    }
+    return TopicManager(pool).ensure(name, cfg, kTopicReadyWaitNs);
 }
 
 std::span<const uint8_t> bytes_of(std::string_view s) {
@@ -90,6 +76,52 @@ std::span<const uint8_t> bytes_of(std::string_view s) {
 }
 
 }  // namespace
+
+Status validate_result_key_template(std::string_view t) {
+    auto bad = [&](const std::string& why) {
+        return make_error(Errc::invalid_argument, "result key template '" + std::string(t) + "' " + why);
+    };
+    bool has_key = false;
+    for (size_t i = 0; i < t.size(); ++i) {
+        if (t[i] == '}') return bad("has a '}' without its '{'");
+        if (t[i] != '{') continue;
+        const size_t close = t.find('}', i);
+        if (close == std::string_view::npos) return bad("has a '{' without its '}'");
+        const std::string_view name = t.substr(i + 1, close - i - 1);
+        if (name == "key") has_key = true;
+        else if (name != "bucket") return bad("has the unknown placeholder {" + std::string(name) + "} (known: {bucket}, {key})");
+        i = close;
+    }
+    if (!has_key) return bad("lacks {key}: every input would get the same result");
+    return {};
+}
+
+Result<std::string> result_key_for(std::string_view key_template, const FabricUri& input) {
+    FABRIC_TRY(validate_result_key_template(key_template));
+    std::string key;
+    for (size_t i = 0; i < key_template.size(); ++i) {
+        if (key_template[i] != '{') {
+            key += key_template[i];
+            continue;
+        }
+        const size_t close = key_template.find('}', i);
+        key += key_template.substr(i + 1, close - i - 1) == "key" ? input.key() : input.bucket();
+        i = close;
+    }
+    if (key.size() > kMaxKeyLength) {
+        // Readable prefix + the hash of the whole key (FNV-1a, 64 bits): distinct keys stay
+        // distinct unless they collide in the hash, which the input-URI check then reports.
+        uint64_t h = 0xcbf29ce484222325ULL;
+        for (unsigned char c : key) h = (h ^ c) * 0x100000001b3ULL;
+        char hex[17];
+        std::snprintf(hex, sizeof hex, "%016llx", (unsigned long long)h);
+        key = key.substr(0, kMaxKeyLength - 17) + "~" + hex;
+    }
+    // Validated by building a URI (empty segments, "." and "..", control characters).
+    auto uri = FabricUri::make("p", "b", key);
+    if (!uri) return std::move(uri).error();
+    return key;
+}
 
 std::string default_member_id() {
     char host[64] = {};
@@ -153,6 +185,15 @@ struct WorkerLoop::Impl {
     Status note_dead_letter();
     Error fatal(Error e) const;
     bool dlq_leases_registered = false;
+    /// A dead letter whose send was delayed (the DLQ topic being created by a stopped process,
+    /// a group lock held): its decision is recorded, so the redelivery finds it decided();
+    /// this keeps the reason it was decided for.
+    struct DelayedDeadLetter {
+        uint32_t partition = 0;
+        uint64_t offset = UINT64_MAX;
+        uint64_t attempts = 0;
+        std::string reason;
+    } delayed;
     Result<Outcome> backoff(uint64_t wait_ns);
     void leave();
 };
@@ -262,7 +303,11 @@ Result<Outcome> WorkerLoop::Impl::refused(const Error& e, std::string_view what)
 // paused after deciding, past its session timeout, cannot dead-letter what its successor owns).
 Result<Outcome> WorkerLoop::Impl::dead_letter(const Message& m, uint64_t attempts, const std::string& reason) {
     auto sent = router->dead_letter(m, attempts, reason);
-    if (!sent) return refused(sent.error(), "dead letter");
+    if (!sent) {
+        if (sent.code() == Errc::busy) delayed = {m.partition, m.offset, attempts, reason};
+        return refused(sent.error(), "dead letter");
+    }
+    if (delayed.partition == m.partition && delayed.offset == m.offset) delayed = {};
     FABRIC_TRY(note_dead_letter());
     note("dead-lettered " + std::string(m.value_str()) + " (partition " + std::to_string(m.partition) + " offset " +
          std::to_string(m.offset) + ", " + std::to_string(attempts) + " attempt(s)) to '" + router->dlq_topic() +
@@ -305,18 +350,34 @@ Result<Outcome> WorkerLoop::Impl::attempt_once(const Message& m, const FabricUri
     }
     const ObjectInfo& info = view.info();
 
-    // Done already? (a redelivery after a crash between the result put and the commit)
-    auto current = result_is_current(*store, result_uri, info.version);
-    if (!current) {
-        if (is_fatal(current.code())) return std::move(current).error();
-        *failure = {"result lookup: " + current.error().message, false};
+    // Done already? (a redelivery after a crash between the result put and the commit.) The
+    // result must record this very input, URI and version: the same key made from another
+    // input is a collision, never a skip and never overwritten.
+    const std::string input = uri.to_string();
+    auto existing = store->head(result_uri);
+    if (!existing) {
+        if (is_fatal(existing.code())) return std::move(existing).error();
+        *failure = {"result lookup: " + existing.error().message, false};
         return Outcome::failed;
     }
+    bool current = false;
     uint64_t result_version = 0;
-    if (*current) {
+    if (existing->has_value()) {
+        const auto& md = (*existing)->metadata;
+        const auto in = md.find(std::string(kResultInputUri));
+        const auto ver = md.find(std::string(kResultInputVersion));
+        if (in != md.end() && in->second != input) {
+            *failure = {"result " + result_uri.to_string() + " already holds the result of " + in->second +
+                            ": two inputs map to one result key (result key template '" + cfg.result_key +
+                            "'); use a template with {bucket} and {key} (the default), or another --result-bucket",
+                        true};
+            return Outcome::failed;
+        }
+        current = in != md.end() && ver != md.end() && ver->second == std::to_string(info.version);
+        result_version = (*existing)->version;
+    }
+    if (current) {
         ++stats.skipped;
-        auto h = store->head(result_uri);
-        if (h && h->has_value()) result_version = (*h)->version;
     } else {
         WorkItem item;
         item.uri = uri;
@@ -337,7 +398,7 @@ Result<Outcome> WorkerLoop::Impl::attempt_once(const Message& m, const FabricUri
         }
         FABRIC_PAUSE_POINT("worker.result.before_put");
         const uint64_t token = membership->epoch();
-        PutOptions po = result_put_options(uri.to_string(), info.version, token);
+        PutOptions po = result_put_options(input, info.version, token);
         // The partition's fence, checked where the put publishes: the stored result's token
         // alone cannot refuse us once a newer owner's result was removed (consumed downstream).
         po.fence_holds = [this, p = m.partition] { return membership->owns(p); };
@@ -402,10 +463,17 @@ Result<Outcome> WorkerLoop::Impl::attempt_once(const Message& m, const FabricUri
 Result<Outcome> WorkerLoop::Impl::handle(const Message& m) {
     auto uri = FabricUri::parse(m.value_str());
     if (!uri) return dead_letter(m, 1, "invalid notification: " + uri.error().message);
-    auto result_uri = FabricUri::make(pool->name(), cfg.result_bucket, uri->key());
+    auto result_key = result_key_for(cfg.result_key, *uri);
+    if (!result_key) return dead_letter(m, 1, "no result key: " + result_key.error().message);
+    auto result_uri = FabricUri::make(pool->name(), cfg.result_bucket, *result_key);
     if (!result_uri) return dead_letter(m, 1, "no result URI: " + result_uri.error().message);
-    if (router->decided(m))
+    if (router->decided(m)) {
+        if (delayed.partition == m.partition && delayed.offset == m.offset) {
+            const DelayedDeadLetter d = delayed;  // our own decision, its send delayed
+            return dead_letter(m, d.attempts, d.reason);
+        }
         return dead_letter(m, 1, "an earlier owner decided to dead-letter it and stopped before confirming the send");
+    }
     for (;;) {
         auto a = router->begin(m);
         if (!a) return refused(a.error(), "hand-out");
@@ -428,7 +496,10 @@ Result<Outcome> WorkerLoop::Impl::handle(const Message& m) {
              " failed: " + failure.reason);
         uint64_t wait = 0;
         auto dead = router->nack(m, failure.reason, &wait);  // dead-letters (fenced) after the last attempt
-        if (!dead) return refused(dead.error(), "dead letter");
+        if (!dead) {
+            if (dead.code() == Errc::busy) delayed = {m.partition, m.offset, *a, failure.reason};
+            return refused(dead.error(), "dead letter");
+        }
         if (*dead) {
             FABRIC_TRY(note_dead_letter());
             note("dead-lettered " + uri->to_string() + " to '" + router->dlq_topic() + "' after " +
@@ -451,6 +522,7 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config, Proc
     FABRIC_TRY(validate_name("topic", config.topic));
     FABRIC_TRY(validate_name("group", config.group));
     FABRIC_TRY(validate_name("bucket", config.result_bucket));
+    FABRIC_TRY(validate_result_key_template(config.result_key));
     if (!config.next_topic.empty()) FABRIC_TRY(validate_name("topic", config.next_topic));
     if (!config.dlq_topic.empty()) FABRIC_TRY(validate_name("topic", config.dlq_topic));
     if (config.max_attempts == 0)
@@ -514,6 +586,13 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config, Proc
     if (!membership) return std::move(membership).error();
     impl->membership = std::move(membership.value());
     FABRIC_TRY(impl->membership->join());
+    // After joining (our row is LIVE): record the bucket, refuse one another group writes.
+    if (Status st = mq::claim_result_bucket(pool, config.topic, config.group, impl->cfg.member_id, config.result_bucket,
+                                            config.shared_results);
+        !st) {
+        impl->leave();
+        return std::move(st).error();
+    }
     if (Status st = impl->apply_assignment(); !st) {
         impl->leave();
         return std::move(st).error();
