@@ -227,7 +227,7 @@ bool deregister_group(TopicHandle& t, int index, bool force, uint64_t now_ns) {
     FABRIC_PAUSE_POINT("group.lease.expire");
     // Step 2: LIVE(g) -> FREE(g+1); consumers holding the LIVE word see the group gone.
     // seq_cst: release pairs with find_group/register's acquire of the word; the total order
-    // pairs with an epoch drawer's note_fence_token then seq_cst re-check of the word (a token
+    // pairs with an epoch drawer's raise_fence_floor then seq_cst re-check of the word (a token
     // drawn by this registration is either refused or below the next registration's era).
     const bool removed = g.word.compare_exchange_strong(w, make_group_word(kGroupFree, group_gen(w) + 1, 0),
                                                         std::memory_order_seq_cst, std::memory_order_relaxed);
@@ -244,10 +244,15 @@ std::atomic<uint64_t>& fence_floor(const Pool& pool) {
 }
 }  // namespace
 
-uint64_t allocate_fence_era(const Pool& pool) {
+Result<uint64_t> allocate_fence_era(const Pool& pool) {
     auto& floor = fence_floor(pool);
-    uint64_t cur = floor.load(std::memory_order_seq_cst);  // pairs with note_fence_token's CAS
+    uint64_t cur = floor.load(std::memory_order_seq_cst);  // pairs with raise_fence_floor's CAS
     for (;;) {
+        if (cur >= kMaxFenceEra - 1 || wall_now_ns() >= kMaxFenceEra)
+            return make_error(Errc::capacity_exceeded,
+                              "fence floor " + std::to_string(cur) + " (or the wall clock) leaves no room for a new "
+                              "registration's tokens: eras stay below " + std::to_string(kMaxFenceEra) +
+                              " (2^62 - 2^32); the pool header is corrupt or the clock is wrong: re-create the pool");
         // Above every token issued here (the floor), and at least the wall clock: a pool that is
         // new (re-created, its results kept by a TieredObjectStore) has no floor, but every token
         // of the lost pool was drawn at an earlier wall-clock ns from an era at most that ns,
@@ -258,7 +263,16 @@ uint64_t allocate_fence_era(const Pool& pool) {
     }
 }
 
-void note_fence_token(const Pool& pool, uint64_t token) {
+Status note_fence_token(const Pool& pool, uint64_t token) {
+    if (token >= kMaxNotedFenceToken)
+        return make_error(Errc::invalid_argument, "fence token " + std::to_string(token) +
+                                                      " is at or above the bound " + std::to_string(kMaxNotedFenceToken) +
+                                                      " (2^61) that keeps every later token from wrapping; not noted");
+    raise_fence_floor(pool, token);
+    return {};
+}
+
+void raise_fence_floor(const Pool& pool, uint64_t token) {
     auto& floor = fence_floor(pool);
     uint64_t cur = floor.load(std::memory_order_seq_cst);  // see allocate_fence_era
     while (cur < token &&
@@ -299,6 +313,10 @@ Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const Gr
         }
         deregister_group(t, idx, false, now);
     }
+    // Drawn before a slot is taken, so a refusal leaves nothing half-registered (a floor raised
+    // for a registration that then finds no free slot only skips eras).
+    auto era = allocate_fence_era(pool);
+    if (!era) return std::move(era).error();
     for (uint32_t i = 0; i < kMaxGroups; ++i) {
         GroupSlot& g = t.groups[i];
         uint64_t fw = g.word.load(std::memory_order_acquire);  // pairs with deregister's release
@@ -325,7 +343,7 @@ Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const Gr
         g.lock.store(0, std::memory_order_relaxed);
         g.epoch.store(0, std::memory_order_relaxed);
         g.flags.store(0, std::memory_order_relaxed);
-        g.era.store(allocate_fence_era(pool), std::memory_order_relaxed);  // published by the LIVE release store
+        g.era.store(*era, std::memory_order_relaxed);  // published by the LIVE release store
         for (auto& m : g.members) {
             m.word.store(0, std::memory_order_relaxed);
             m.heartbeat_ns.store(0, std::memory_order_relaxed);

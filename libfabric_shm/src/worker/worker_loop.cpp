@@ -346,7 +346,14 @@ Result<Outcome> WorkerLoop::Impl::attempt_once(const Message& m, const FabricUri
             // fence floor keeps every later registration above it).
             uint64_t stored = 0;
             if (auto h = store->head(result_uri); h && h->has_value()) stored = (*h)->fence_token;
-            mq::note_fence_token(*pool, stored);
+            if (auto noted = mq::note_fence_token(*pool, stored); !noted) {
+                *failure = {"result put " + result_uri.to_string() + " refused: the stored result carries fence token " +
+                                std::to_string(stored) + ", above this member's " + std::to_string(token) +
+                                " and beyond what any group can fence above (" + noted.error().message +
+                                "); remove the result or write it without that token",
+                            true};
+                return Outcome::failed;
+            }
             *failure = {"result put " + result_uri.to_string() + " refused: the stored result is fenced at token " +
                             std::to_string(stored) + ", above this member's " + std::to_string(token) +
                             ", by a writer outside group '" + cfg.group +
