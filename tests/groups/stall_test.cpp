@@ -554,6 +554,50 @@ TEST_CASE("dlq: a member paused after recording a dead letter: its successor sen
     check_nothing_passed(tp.pool, **store, "dr", sent);
 }
 
+// A dead-letters k0, processes k1, records the dead-letter decision for k2 and pauses before
+// sending it (one batch, nothing committed yet). B evicts A. The partition has one record, so
+// it must also be the first uncommitted offset: B starts at k2 and sends its dead letter; it
+// neither processes k0 (already dead-lettered) nor k1 again.
+TEST_CASE("dlq: two dead letters in one batch, evicted after the second record: the successor starts at it") {
+    TestPool tp("stall-dlq3", 32ull << 20);
+    const std::string name = tp.cleanup.name();
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("d3", config(1, 64)).ok());
+    REQUIRE(mgr.register_group("d3", "g").ok());
+    auto store = MemObjectStore::open(tp.pool);
+    REQUIRE(store.ok());
+    auto producer = Producer::open(tp.pool, "d3");
+    REQUIRE(producer.ok());
+    std::vector<std::pair<std::string, uint64_t>> sent;
+    for (int i = 0; i < 3; ++i) {
+        const std::string k = "k" + std::to_string(i);
+        sent.emplace_back(k, upload(tp.pool, **store, *producer, k, "data " + k));
+    }
+    auto reject_even = [](const WorkItem& item) -> Result<std::vector<uint8_t>> {
+        if (item.uri.key() != "k1") return make_error(Errc::invalid_argument, "a rejects " + std::string(item.uri.key()));
+        return std::vector<uint8_t>(item.data.begin(), item.data.end());
+    };
+    WorkerConfig acfg = worker_config("d3", "a");
+    acfg.batch = 8;  // all three in one batch: nothing committed before the pause
+    const pid_t a = worker_child(name, acfg, reject_even, "dlq.dead_letter.recorded:2");
+    REQUIRE(test::wait_stopped(a));
+    CHECK(committed(tp.pool, "d3", 0) == 2);  // recording k2 committed up to it
+    sleep_ms(int(kSessionNs / 1'000'000) + 100);
+    const pid_t b = worker_child(name, worker_config("d3", "b"), copy);
+    REQUIRE(test::wait_child(b) == 0);
+    CHECK(committed(tp.pool, "d3", 0) == 3);
+    CHECK(get_text_of(**store, result_uri(name, "k0")) == "<absent>");  // b did not process it
+    CHECK(get_text_of(**store, result_uri(name, "k1")) == "data k1");  // a did
+    CHECK(get_text_of(**store, result_uri(name, "k2")) == "<absent>");  // b dead-lettered it
+
+    test::resume(a);
+    CHECK(test::wait_child(a) == 0);
+    std::multiset<uint64_t> offsets;
+    for (const auto& d : dead_letters(tp.pool, "d3")) offsets.insert(d.offset);
+    CHECK(offsets == std::multiset<uint64_t>{0, 2});  // each once
+    check_nothing_passed(tp.pool, **store, "d3", sent);
+}
+
 // ---- the group lease --------------------------------------------------------------------------
 
 TEST_CASE("group: heartbeats keep the group's registration alive past its lease TTL") {

@@ -471,8 +471,23 @@ Status record_dead_letter(TopicHandle& t, const GroupRef& ref, std::string_view 
                                                  std::to_string(offset) + " under fence token " +
                                                  std::to_string(token) + " < " + std::to_string(fence) +
                                                  ": the partition has a newer owner, which handles that message");
+    // One record per partition, so it must always name the first uncommitted offset: a
+    // successor starts at the committed offset and must meet the record before any message
+    // after it (or it would process a message already dead-lettered, or record an earlier one
+    // over it). Everything before `offset` was handled in order by this owner (processed,
+    // skipped or dead-lettered: the DlqRouter contract), so commit up to it in this same
+    // fenced step. Never backwards. Epoch before offset, as in commit_in_pool.
+    bool moved = false;
+    gp.commit_epoch.store(token, std::memory_order_relaxed);  // under the lock; token >= fence (checked)
+    if (gp.committed.load(std::memory_order_relaxed) < offset) {
+        // seq_cst: as in commit_in_pool (a blocked producer's Dekker pairing).
+        gp.committed.store(offset, std::memory_order_seq_cst);
+        gp.commits.fetch_add(1, std::memory_order_relaxed);
+        moved = true;
+    }
     gp.dead_letter_epoch.store(token, std::memory_order_relaxed);       // before the offset (see the layout)
     gp.dead_letter_offset.store(offset + 1, std::memory_order_release);  // pairs with dead_letter_recorded
+    if (moved) wake_space(t);
     return {};
 }
 
