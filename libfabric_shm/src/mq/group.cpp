@@ -321,7 +321,7 @@ Result<Claim> ConsumerGroup::Impl::claim(LocalMember& m) {
     FABRIC_TRY(verify_row(m));
     GroupSlot& g = slot();
     g.members[m.row].heartbeat_ns.store(now, std::memory_order_release);  // pairs with alive()'s acquire
-    pool->heartbeat(now);
+    FABRIC_TRY(pool->heartbeat(now));  // fenced (judged dead by its heartbeat): fail closed
 
     // 1. Live members (evicting the dead: CAS from the exact word, so a wrongly presumed
     //    member's own row check fails instead of two members sharing a row).
@@ -428,7 +428,7 @@ Status ConsumerGroup::heartbeat(std::string_view member_id) {
     FABRIC_TRY(im.verify_row(*m));
     FABRIC_PAUSE_POINT("group.heartbeat.before_store");
     im.slot().members[m->row].heartbeat_ns.store(now, std::memory_order_release);  // pairs with alive()
-    im.pool->heartbeat(now);
+    FABRIC_TRY(im.pool->heartbeat(now));
     // A member alive enough to heartbeat keeps its group registered: without this a member
     // heartbeating through a long message let the group lease run out, producers stopped
     // counting the group (on_full=block) and overwrote what it had not committed.

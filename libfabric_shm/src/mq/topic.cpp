@@ -532,7 +532,10 @@ void wake_space(const TopicHandle& t) {
 
 bool owner_certainly_dead(const Pool& pool, OwnerToken owner, uint64_t now_ns) {
     if (owner == 0) return true;
-    return pool.registry().liveness(owner, now_ns) == Liveness::certainly_dead;
+    // By pid only, never by heartbeat: what this decides is handed on (a ring claim's bytes,
+    // which its claimant copies into with plain stores; a waiter entry whose bit it set with
+    // fetch_or; a CREATING group slot). Group members are also judged by their session timeout.
+    return pool.registry().process_liveness(owner, now_ns) == Liveness::certainly_dead;
 }
 
 bool skip_claim(const Pool& pool, const PartitionView& p, SlotHeader* s, uint64_t word, bool quarantine) {
