@@ -339,7 +339,7 @@ TEST_CASE("worker: a refused result put never lets a later commit pass the messa
     // k1's result slot is taken by a writer outside the group, far above any token it will draw.
     PutOptions forged;
     forged.condition = PutCondition::fence;
-    forged.fence_token = uint64_t(1) << 60;
+    forged.fence_token = (uint64_t(1) << 61) - 1;  // the highest token the floor takes
     REQUIRE((*store)->put(result_uri(name, "k1"), bytes("forged"), forged).ok());
 
     WorkerConfig cfg = worker_config("rp", "w");
@@ -382,7 +382,6 @@ TEST_CASE("fence tokens: a stored token near 2^64 is not noted; no group's token
     forged.condition = PutCondition::fence;
     forged.fence_token = UINT64_MAX - 3;
     REQUIRE((*store)->put(result_uri(name, "k1"), bytes("forged"), forged).ok());
-    const uint64_t floor_before = fence_floor_of(tp.pool).load();
 
     REQUIRE(test::wait_child(worker_child(name, worker_config("wr", "w"), copy)) == 0);
     CHECK(committed(tp.pool, "wr", 0) == 3);
@@ -391,7 +390,7 @@ TEST_CASE("fence tokens: a stored token near 2^64 is not noted; no group's token
     REQUIRE(dead.size() == 1);
     CHECK(dead[0].offset == 1);
     CHECK_MESSAGE(dead[0].reason.find("2^61") != std::string::npos, dead[0].reason);
-    CHECK(fence_floor_of(tp.pool).load() == floor_before);  // not raised to the stored token
+    CHECK(fence_floor_of(tp.pool).load() < mq::kMaxNotedFenceToken);  // not raised to the stored token
 
     // Tokens of a group registered after it grow and commit (they wrapped to 1, 3, 5, ...).
     auto g = GroupConsumer::open(tp.pool, "wr", "g2", "m");
