@@ -57,7 +57,7 @@ bool RenewalManager::unregister(uint64_t lease_id) {
 
 TickSummary RenewalManager::tick(uint64_t now_ns) {
     TickSummary summary;
-    pool_->heartbeat(now_ns);
+    summary.registration = pool_->heartbeat(now_ns);
     if (now_ns < next_due_) {
         summary.next_due_ns = next_due_;
         return summary;

@@ -50,7 +50,10 @@ Result<LockAcquired> owner_lock_acquire(std::atomic<uint64_t>& word, const Pool&
         const uint64_t now = mono_now_ns();
         if (now >= next_probe) {
             next_probe = now + 2 * kNsPerMs;
-            if (holder != me && pool.registry().liveness(holder, now) == Liveness::certainly_dead) {
+            // By pid only, never by heartbeat: the critical sections these locks guard end in
+            // plain stores (commit offsets, fences, join rows, directory entries), which a
+            // holder that was only paused would make after resuming, over the thief's work.
+            if (holder != me && pool.registry().process_liveness(holder, now) == Liveness::certainly_dead) {
                 // Takeover by CAS on the exact dead token: a holder wrongly presumed dead
                 // then fails its release instead of silently "succeeding".
                 if (word.compare_exchange_strong(held, mine, std::memory_order_acquire, std::memory_order_relaxed)) {

@@ -229,8 +229,21 @@ Status Pool::check_mapping() const {
     return {};
 }
 
-void Pool::heartbeat(uint64_t now_ns) const {
-    if (auto* slot = impl_->my_slot()) slot->heartbeat_ns.store(now_ns, std::memory_order_relaxed);
+Status Pool::heartbeat(uint64_t now_ns) const {
+    auto* slot = impl_->my_slot();
+    if (!slot) return {};
+    slot->heartbeat_ns.store(now_ns, std::memory_order_relaxed);
+    // Acquire: pairs with the reaper's acq_rel CAS to FENCED (or the retirement's release).
+    const uint64_t w = slot->word.load(std::memory_order_acquire);
+    if (slot_word_state(w) != kSlotLive || slot_word_gen(w) != token_gen(impl_->self) ||
+        slot_word_pid(w) != impl_->self_pid)
+        return make_error(Errc::stale_generation,
+                          "this process's registration in pool '" + impl_->name + "' (token " +
+                              std::to_string(impl_->self) + ") was ended by a reaper" +
+                              (slot_word_state(w) == kSlotFenced ? " (fenced: its heartbeat was older than its timeout)"
+                                                                 : "") +
+                              "; its locks, claims and loans may have been taken over: open the pool again");
+    return {};
 }
 
 std::atomic<uint64_t>* Pool::counters() const {
@@ -430,7 +443,7 @@ Result<Pool> Pool::open(std::string_view name_view, const OpenOptions& options) 
             Pool doomed(std::move(impl));  // not registered: its destructor only unmaps
             const bool owner_dead =
                 lifecycle_state(lc) == kPoolGone ||
-                doomed.registry().liveness(lifecycle_owner(lc), mono_now_ns()) == Liveness::certainly_dead;
+                doomed.registry().process_liveness(lifecycle_owner(lc), mono_now_ns()) == Liveness::certainly_dead;
             if (owner_dead) unlink_if_same(*doomed.impl_);  // the remover died before unlinking: finish for it
             else usleep(2000);
             continue;
@@ -583,7 +596,10 @@ Result<Region> Pool::create_region(const RegionSpec& spec) {
                 }
                 continue;
             }
-            if (state == kEntryCreating && registry().liveness(entry_word_owner(w), now) == Liveness::certainly_dead) {
+            // By pid only: a creator that was only paused still zeroes the extent and writes
+            // the entry's fields when it resumes.
+            if (state == kEntryCreating &&
+                registry().process_liveness(entry_word_owner(w), now) == Liveness::certainly_dead) {
                 // The creator died between reserving and publishing: nobody else can hold it.
                 if (e.word.compare_exchange_strong(w, make_entry_word(kEntryFree, next_gen(entry_word_gen(w)), 0),
                                                    std::memory_order_acq_rel)) {
@@ -835,8 +851,10 @@ uint32_t attached_live_processes(const Pool::Impl& impl, const ProcessRegistry& 
         if (!(slot.attached[index / 64].load(std::memory_order_seq_cst) & (uint64_t(1) << (index % 64)))) continue;
         const uint64_t w = slot.word.load(std::memory_order_acquire);
         const uint64_t st = slot_word_state(w);
-        if (st != kSlotLive && st != kSlotClaiming) continue;
-        if (detail::slot_liveness(slot, w, now, nullptr) == Liveness::certainly_dead) continue;
+        if (st != kSlotLive && st != kSlotClaiming && st != kSlotFenced) continue;
+        // By pid only: a process judged dead by its heartbeat (FENCED included) still maps
+        // the region and reads or writes it when it resumes.
+        if (detail::slot_process_liveness(impl.header(), slot, w, now, nullptr) == Liveness::certainly_dead) continue;
         ++n;
     }
     return n;
@@ -1045,7 +1063,7 @@ bool Pool::wholly_expired(uint64_t now_ns) const {
         const uint64_t st = entry_word_state(w);
         if (st == kEntryFree) continue;
         if (st == kEntryCreating &&
-            registry().liveness(entry_word_owner(w), now_ns) == Liveness::maybe_alive)
+            registry().process_liveness(entry_word_owner(w), now_ns) == Liveness::maybe_alive)
             return false;
         if (!lease_info_of(e.lease).expired(now_ns)) return false;
     }
@@ -1089,7 +1107,8 @@ ReapReport Pool::reap(uint64_t now, bool dry_run, bool allow_pool_removal) {
                                  detail::load_fixed_string(e.name, kRegionNameBytes / 8) + "'";
         if (st == kEntryCreating || st == kEntryReclaiming) {
             std::string reason;
-            if (reg.liveness(entry_word_owner(w), now, &reason) != Liveness::certainly_dead) continue;
+            // By pid only (see create_region): a paused creator or reclaimer writes on resuming.
+            if (reg.process_liveness(entry_word_owner(w), now, &reason) != Liveness::certainly_dead) continue;
             if (st == kEntryCreating) {
                 report.repaired_entries++;
                 report.notes.push_back(std::string(dry_run ? "would free" : "freed") + " half-created " + name +
@@ -1153,7 +1172,7 @@ ReapReport Pool::reap(uint64_t now, bool dry_run, bool allow_pool_removal) {
             report.pool_removed = true;
             report.notes.push_back("removed pool '" + impl_->name + "' (every lease expired)");
         } else if (lifecycle_state(lw) == kPoolReclaiming &&
-                   reg.liveness(lifecycle_owner(lw), now) == Liveness::certainly_dead &&
+                   reg.process_liveness(lifecycle_owner(lw), now) == Liveness::certainly_dead &&
                    h.lifecycle.compare_exchange_strong(lw, make_lifecycle(kPoolReclaiming, impl_->self),
                                                        std::memory_order_acq_rel)) {
             // The previous remover died between marking and unlinking: finish for it.

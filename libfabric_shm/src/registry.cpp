@@ -304,6 +304,11 @@ bool reap_slot(PoolHeader& header, ProcessSlot& slot, uint64_t now_ns, std::vect
     }
     if (slot_liveness(&header, slot, w, now_ns, nullptr) != Liveness::certainly_dead) return false;
     FABRIC_PAUSE_POINT("registry.reap.judged");
+    // Judged again after any pause here: the process may have resumed and heartbeated since,
+    // and its heartbeat does not change the word the CAS below expects.
+    if (slot.word.load(std::memory_order_acquire) != w ||
+        slot_liveness(&header, slot, w, now_ns, nullptr) != Liveness::certainly_dead)
+        return false;
     if (state == kSlotLive && slot_process_liveness(&header, slot, w, now_ns, nullptr) != Liveness::certainly_dead) {
         // Dead by its heartbeat only: the pid still runs (stopped or hung). End the
         // registration (its token is dead from now on) but keep the slot until the pid exits.

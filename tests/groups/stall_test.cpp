@@ -28,6 +28,8 @@
 #include "fabric_shm/tiered_object_store.h"
 #include "fabric_shm/topic.h"
 #include "fabric_shm/worker_loop.h"
+#include "layout/pool_layout.h"
+#include "mq/topic_internal.h"
 
 using namespace fabric_shm;
 using namespace mqtest;
@@ -339,7 +341,7 @@ TEST_CASE("worker: a refused result put never lets a later commit pass the messa
     // k1's result slot is taken by a writer outside the group, far above any token it will draw.
     PutOptions forged;
     forged.condition = PutCondition::fence;
-    forged.fence_token = UINT64_MAX / 2;
+    forged.fence_token = (uint64_t(1) << 61) - 1;  // the highest token the floor takes
     REQUIRE((*store)->put(result_uri(name, "k1"), bytes("forged"), forged).ok());
 
     WorkerConfig cfg = worker_config("rp", "w");
@@ -356,6 +358,85 @@ TEST_CASE("worker: a refused result put never lets a later commit pass the messa
     REQUIRE(k1.ok());
     REQUIRE(k1->has_value());
     CHECK(std::string((*k1)->data.begin(), (*k1)->data.end()) == "forged");  // never overwritten
+}
+
+std::atomic<uint64_t>& fence_floor_of(const Pool& pool) {
+    return const_cast<layout::PoolHeader&>(pool.header()).fence_floor;
+}
+
+TEST_CASE("fence tokens: a stored token near 2^64 is not noted; no group's tokens wrap") {
+    TestPool tp("stall-wrap", 32ull << 20);
+    const std::string name = tp.cleanup.name();
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("wr", config(1, 64)).ok());
+    REQUIRE(mgr.register_group("wr", "g").ok());
+    auto store = MemObjectStore::open(tp.pool);
+    REQUIRE(store.ok());
+    auto producer = Producer::open(tp.pool, "wr");
+    REQUIRE(producer.ok());
+    std::vector<std::pair<std::string, uint64_t>> sent;
+    for (int i = 0; i < 3; ++i) {
+        const std::string k = "k" + std::to_string(i);
+        sent.emplace_back(k, upload(tp.pool, **store, *producer, k, "data " + k));
+    }
+    // k1's stored result carries a token near 2^64 (any PutOptions user can set one).
+    PutOptions forged;
+    forged.condition = PutCondition::fence;
+    forged.fence_token = UINT64_MAX - 3;
+    REQUIRE((*store)->put(result_uri(name, "k1"), bytes("forged"), forged).ok());
+
+    REQUIRE(test::wait_child(worker_child(name, worker_config("wr", "w"), copy)) == 0);
+    CHECK(committed(tp.pool, "wr", 0) == 3);
+    check_nothing_passed(tp.pool, **store, "wr", sent);
+    const auto dead = dead_letters(tp.pool, "wr");
+    REQUIRE(dead.size() == 1);
+    CHECK(dead[0].offset == 1);
+    CHECK_MESSAGE(dead[0].reason.find("2^61") != std::string::npos, dead[0].reason);
+    CHECK(fence_floor_of(tp.pool).load() < mq::kMaxNotedFenceToken);  // not raised to the stored token
+
+    // Tokens of a group registered after it grow and commit (they wrapped to 1, 3, 5, ...).
+    auto g = GroupConsumer::open(tp.pool, "wr", "g2", "m");
+    REQUIRE_MESSAGE(g.ok(), g.error().message);
+    std::vector<uint64_t> tokens{g->epoch()};
+    for (int i = 0; i < 4; ++i) {
+        REQUIRE(g->rejoin().ok());
+        tokens.push_back(g->epoch());
+    }
+    for (size_t i = 1; i < tokens.size(); ++i) CHECK(tokens[i] > tokens[i - 1]);
+    CHECK(tokens.back() < (uint64_t(1) << 62));
+    MessageBatch b;
+    auto n = g->poll(b, 4, 100'000'000ull);
+    REQUIRE(n.ok());
+    REQUIRE(*n >= 1);
+    auto c = g->commit(b[0]);
+    CHECK_MESSAGE(c.ok(), c.error().message);
+
+    // Directly: a token at or above 2^61 is refused and leaves the floor; one below is noted.
+    const uint64_t floor_now = fence_floor_of(tp.pool).load();
+    for (uint64_t bad : {UINT64_MAX - 3, UINT64_MAX / 2, uint64_t(1) << 61}) {
+        auto r = mq::note_fence_token(tp.pool, bad);
+        CHECK(r.code() == Errc::invalid_argument);
+        CHECK(fence_floor_of(tp.pool).load() == floor_now);
+    }
+    REQUIRE(mq::note_fence_token(tp.pool, (uint64_t(1) << 61) - 1).ok());
+    auto g3 = GroupConsumer::open(tp.pool, "wr", "g3", "m");
+    REQUIRE_MESSAGE(g3.ok(), g3.error().message);
+    CHECK(g3->epoch() > (uint64_t(1) << 61) - 1);
+    CHECK(g3->epoch() < (uint64_t(1) << 62));
+
+    // A floor at the era bound (a corrupt header): registering is refused with a typed error,
+    // and nothing is left half-registered.
+    fence_floor_of(tp.pool).store(mq::kMaxFenceEra - 1);
+    auto g4 = GroupConsumer::open(tp.pool, "wr", "g4", "m");
+    REQUIRE_FALSE(g4.ok());
+    CHECK(g4.code() == Errc::capacity_exceeded);
+    fence_floor_of(tp.pool).store(UINT64_MAX - 1);
+    auto g5 = ConsumerGroup::open(tp.pool, "g5", "wr", 1, session());
+    REQUIRE_FALSE(g5.ok());
+    CHECK(g5.code() == Errc::capacity_exceeded);
+    auto groups = describe_consumer_groups(tp.pool, "wr");
+    REQUIRE(groups.ok());
+    for (const auto& d : *groups) CHECK(d.group != "g4");
 }
 
 // A pauses between processing k1 and writing its result; B evicts it, takes the partition,
@@ -517,6 +598,50 @@ TEST_CASE("dlq: a member paused after recording a dead letter: its successor sen
     REQUIRE(dead.size() == 1);
     CHECK(dead[0].value == in_uri(name, "k0").to_string());
     check_nothing_passed(tp.pool, **store, "dr", sent);
+}
+
+// A dead-letters k0, processes k1, records the dead-letter decision for k2 and pauses before
+// sending it (one batch, nothing committed yet). B evicts A. The partition has one record, so
+// it must also be the first uncommitted offset: B starts at k2 and sends its dead letter; it
+// neither processes k0 (already dead-lettered) nor k1 again.
+TEST_CASE("dlq: two dead letters in one batch, evicted after the second record: the successor starts at it") {
+    TestPool tp("stall-dlq3", 32ull << 20);
+    const std::string name = tp.cleanup.name();
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("d3", config(1, 64)).ok());
+    REQUIRE(mgr.register_group("d3", "g").ok());
+    auto store = MemObjectStore::open(tp.pool);
+    REQUIRE(store.ok());
+    auto producer = Producer::open(tp.pool, "d3");
+    REQUIRE(producer.ok());
+    std::vector<std::pair<std::string, uint64_t>> sent;
+    for (int i = 0; i < 3; ++i) {
+        const std::string k = "k" + std::to_string(i);
+        sent.emplace_back(k, upload(tp.pool, **store, *producer, k, "data " + k));
+    }
+    auto reject_even = [](const WorkItem& item) -> Result<std::vector<uint8_t>> {
+        if (item.uri.key() != "k1") return make_error(Errc::invalid_argument, "a rejects " + std::string(item.uri.key()));
+        return std::vector<uint8_t>(item.data.begin(), item.data.end());
+    };
+    WorkerConfig acfg = worker_config("d3", "a");
+    acfg.batch = 8;  // all three in one batch: nothing committed before the pause
+    const pid_t a = worker_child(name, acfg, reject_even, "dlq.dead_letter.recorded:2");
+    REQUIRE(test::wait_stopped(a));
+    CHECK(committed(tp.pool, "d3", 0) == 2);  // recording k2 committed up to it
+    sleep_ms(int(kSessionNs / 1'000'000) + 100);
+    const pid_t b = worker_child(name, worker_config("d3", "b"), copy);
+    REQUIRE(test::wait_child(b) == 0);
+    CHECK(committed(tp.pool, "d3", 0) == 3);
+    CHECK(get_text_of(**store, result_uri(name, "k0")) == "<absent>");  // b did not process it
+    CHECK(get_text_of(**store, result_uri(name, "k1")) == "data k1");  // a did
+    CHECK(get_text_of(**store, result_uri(name, "k2")) == "<absent>");  // b dead-lettered it
+
+    test::resume(a);
+    CHECK(test::wait_child(a) == 0);
+    std::multiset<uint64_t> offsets;
+    for (const auto& d : dead_letters(tp.pool, "d3")) offsets.insert(d.offset);
+    CHECK(offsets == std::multiset<uint64_t>{0, 2});  // each once
+    check_nothing_passed(tp.pool, **store, "d3", sent);
 }
 
 // ---- the group lease --------------------------------------------------------------------------

@@ -6,9 +6,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstring>
+#include <thread>
+
 #include "../support/test_support.h"
 #include "fabric_shm/counters.h"
 #include "fabric_shm/crash_point.h"
+#include "fabric_shm/lease.h"
 #include "fabric_shm/pool.h"
 #include "layout/pool_layout.h"
 #include "owner_lock.h"
@@ -119,7 +123,7 @@ TEST_CASE("registry: a stale heartbeat past its declared timeout is certainly de
     auto pool = Pool::open(cleanup.name(), with_timeout);
     REQUIRE(pool);
     const uint64_t now = mono_now_ns();
-    pool->heartbeat(now);
+    REQUIRE(pool->heartbeat(now));
     CHECK(pool->registry().liveness(pool->self(), now + kNsPerSec) == Liveness::maybe_alive);
     std::string why;
     CHECK(pool->registry().liveness(pool->self(), now + 3 * kNsPerSec, &why) == Liveness::certainly_dead);
@@ -383,4 +387,136 @@ TEST_CASE("registry: a reaper paused while retiring a dead process's slot is wai
         CHECK(layout::slot_word_state(slot.word.load()) == layout::kSlotFree);
         CHECK(slot.start_time.load() == 0);
     }
+}
+
+// ---- a process judged dead by its heartbeat while it was only paused --------------------------
+
+TEST_CASE("region: a creator paused past its heartbeat timeout keeps its entry; the region created after it is not zeroed") {
+    // The creator holds the directory lock, its entry CREATING; its heartbeat goes stale. It is
+    // not certainly dead (its pid runs), so nobody steals the lock or frees the entry: when it
+    // resumes it zeroes its own extent, not one handed to someone else.
+    test::PoolCleanup cleanup(test::unique_pool_name("hbcreate"));
+    auto pool = Pool::create({cleanup.name(), 16 << 20});
+    REQUIRE(pool);
+    const pid_t kid = test::fork_child([&] {
+        OpenOptions o;
+        o.heartbeat_timeout_ns = 200'000'000ull;  // judged dead by its heartbeat after 200 ms of silence
+        auto p = Pool::open(cleanup.name(), o);
+        if (!p) return 90;
+        setenv("FABRIC_SHM_PAUSE_POINT", "region.create.reserved", 1);
+        detail::crash_point_rearm();
+        RegionSpec s;
+        s.name = "c";
+        s.length = 64 << 10;
+        auto r = p->create_region(s);
+        return r ? 0 : 10 + int(r.code());
+    });
+    REQUIRE(test::wait_stopped(kid));
+    Result<Region> d = make_error(Errc::busy, "not yet");
+    std::thread other([&] {
+        RegionSpec spec;
+        spec.name = "d";
+        spec.length = 64 << 10;
+        d = pool->create_region(spec);
+        if (d) std::memset(d->data(), 0xab, d->length());
+    });
+    timespec ts{0, 400'000'000};
+    nanosleep(&ts, nullptr);  // the creator's heartbeat is now twice its declared timeout
+    test::resume(kid);
+    CHECK(test::wait_child(kid) == 0);  // its create finished: it was never fenced out of its entry
+    other.join();
+    REQUIRE_MESSAGE(d, d.error().message);
+    size_t changed = 0;
+    for (uint64_t i = 0; i < d->length(); ++i) changed += d->data()[i] != std::byte{0xab};
+    CHECK_MESSAGE(changed == 0, changed << " of " << d->length() << " bytes of region 'd' were overwritten");
+    auto c = pool->open_region(RegionKind::test, "c");
+    CHECK_MESSAGE(c, c.error().message);
+    if (c) CHECK(c->ref().index != d->ref().index);
+}
+
+TEST_CASE("registry: a process fenced while paused is told at its next heartbeat and tick") {
+    test::PoolCleanup cleanup(test::unique_pool_name("hbfenced"));
+    auto pool = Pool::create({cleanup.name(), 4 << 20});
+    REQUIRE(pool);
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    const pid_t kid = test::fork_child([&] {
+        OpenOptions o;
+        o.heartbeat_timeout_ns = 200'000'000ull;
+        auto p = Pool::open(cleanup.name(), o);
+        if (!p) return 90;
+        const OwnerToken t = p->self();
+        if (write(fds[1], &t, sizeof t) != sizeof t) return 91;
+        if (!p->heartbeat()) return 92;  // LIVE: fine
+        raise(SIGSTOP);                  // the harness fences it meanwhile
+        auto hb = p->heartbeat();
+        if (hb || hb.code() != Errc::stale_generation) return 1;
+        RenewalManager renewals(*p);
+        const TickSummary t2 = renewals.tick(mono_now_ns());
+        if (t2.registration || t2.registration.code() != Errc::stale_generation) return 2;
+        return 0;
+    });
+    OwnerToken token = 0;
+    REQUIRE(read(fds[0], &token, sizeof token) == sizeof token);
+    close(fds[0]);
+    close(fds[1]);
+    REQUIRE(test::wait_stopped(kid));
+    const uint64_t later = mono_now_ns() + 3600 * kNsPerSec;  // its heartbeat is an hour old
+    pool->reap(later, false, false);
+    bool fenced = false;
+    for (const ProcessInfo& p : pool->registry().list(later)) fenced = fenced || (p.token == token && p.fenced);
+    REQUIRE(fenced);
+    test::resume(kid);
+    CHECK(test::wait_child(kid) == 0);
+}
+
+TEST_CASE("registry: a reaper paused after judging a process dead by its heartbeat re-checks it before fencing") {
+    test::PoolCleanup cleanup(test::unique_pool_name("hbrejudge"));
+    auto pool = Pool::create({cleanup.name(), 4 << 20});
+    REQUIRE(pool);
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    // The judged process: stops itself, then (resumed) heartbeats and reports whether it is fenced.
+    const pid_t judged = test::fork_child([&] {
+        OpenOptions o;
+        o.heartbeat_timeout_ns = 200'000'000ull;
+        auto p = Pool::open(cleanup.name(), o);
+        if (!p) return 90;
+        const OwnerToken t = p->self();
+        if (write(fds[1], &t, sizeof t) != sizeof t) return 91;
+        raise(SIGSTOP);
+        if (!p->heartbeat()) return 1;  // fenced after it had resumed and heartbeated
+        raise(SIGSTOP);                 // the reaper finishes now
+        return p->heartbeat() ? 0 : 2;
+    });
+    OwnerToken token = 0;
+    REQUIRE(read(fds[0], &token, sizeof token) == sizeof token);
+    close(fds[0]);
+    close(fds[1]);
+    REQUIRE(test::wait_stopped(judged));
+    timespec ts{0, 300'000'000};
+    nanosleep(&ts, nullptr);  // its heartbeat is stale
+    const pid_t reaper = test::fork_child([&] {
+        // Armed before opening: Pool::open itself reaps (and may be the one that judges).
+        setenv("FABRIC_SHM_PAUSE_POINT", "registry.reap.judged", 1);
+        detail::crash_point_rearm();
+        auto p = Pool::open(cleanup.name());
+        if (!p) return 90;
+        (void)p->registry().reap_dead(mono_now_ns());
+        return 0;
+    });
+    REQUIRE(test::wait_stopped(reaper));  // judged dead by heartbeat, not yet fenced
+    test::resume(judged);                 // it resumes and heartbeats
+    REQUIRE(test::wait_stopped(judged));
+    test::resume(reaper);
+    CHECK(test::wait_child(reaper) == 0);
+    bool listed = false;
+    for (const ProcessInfo& p : pool->registry().list(mono_now_ns()))
+        if (p.token == token) {
+            listed = true;
+            CHECK_FALSE(p.fenced);
+        }
+    CHECK(listed);
+    test::resume(judged);
+    CHECK(test::wait_child(judged) == 0);  // its next heartbeat still finds itself LIVE
 }

@@ -150,7 +150,7 @@ TEST_CASE("threads: pool registry, regions, leases and the store race safely in 
             (void)pool.registry().list(now);
             (void)renewals.tick(now + 3600 * kNsPerSec);  // everything due: renews the pool lease
             if (rng() % 8 == 0) (void)pool.reap(now);
-            pool.heartbeat(now);
+            (void)pool.heartbeat(now);
             std::this_thread::yield();
         }
     });

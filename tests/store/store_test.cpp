@@ -655,3 +655,97 @@ TEST_CASE("store: a thread stopped while holding a key's lock does not block ano
         check_store_clean(*f.pool);
     }
 }
+
+namespace {
+/// Two stopped threads at once: a thread with role r blocks at the point armed for r, once.
+thread_local int t_pause_role = -1;
+const char* g_role_point[2] = {"", ""};
+std::atomic<bool> g_role_armed[2], g_role_held[2], g_role_release[2];
+void hold_role_at_point(const char* name) {
+    const int r = t_pause_role;
+    if (r < 0 || std::strcmp(name, g_role_point[r]) != 0 || !g_role_armed[r].exchange(false)) return;
+    g_role_release[r].store(false);
+    g_role_held[r].store(true);
+    while (!g_role_release[r].load()) std::this_thread::yield();
+    g_role_held[r].store(false);
+}
+void arm_role(int r, const char* point) {
+    g_role_point[r] = point;
+    g_role_held[r] = false;
+    g_role_armed[r] = true;
+}
+void wait_role_held(int r) {
+    while (!g_role_held[r].load()) std::this_thread::yield();
+}
+}  // namespace
+
+TEST_CASE("store: a remover whose lock was taken over by an overwrite leaves no block behind") {
+    // A: remove(k) stops holding k's lock. T: put(k) takes the lock over, looks k up, announces,
+    // stops before its slot CAS. A resumes (not yet knowing it lost the lock), marks the old
+    // block REMOVING and stops. T links its block and retires the old one, whose sequence A's
+    // mark moved. A resumes: its announce fails, it reverts its mark, relocks and removes T's
+    // version. Nothing may stay behind: the old block must be freed, not left PUBLISHED with no
+    // slot pointing at it.
+    Fixture f("rmtakeover");
+    const auto k = f.at("b", "k");
+    REQUIRE(f.store->put(k, pattern(1000, 1)));
+    detail::set_pause_hook(&hold_role_at_point);
+    arm_role(0, "store.stripe.held");
+    Result<bool> removed = false;
+    std::thread a([&] {
+        t_pause_role = 0;
+        removed = f.store->remove(k);
+    });
+    wait_role_held(0);
+    arm_role(1, "store.put.before_link");
+    Result<uint64_t> put = uint64_t(0);
+    std::thread t([&] {
+        t_pause_role = 1;
+        put = f.store->put(k, pattern(1000, 2));
+    });
+    wait_role_held(1);
+    arm_role(0, "store.remove.after_mark");
+    g_role_release[0] = true;
+    wait_role_held(0);
+    g_role_release[1] = true;
+    t.join();
+    g_role_release[0] = true;
+    a.join();
+    detail::set_pause_hook(nullptr);
+    REQUIRE_MESSAGE(put, put.error().message);
+    REQUIRE_MESSAGE(removed, removed.error().message);
+    CHECK(*removed);
+    check_store_clean(*f.pool);
+    f.pool->reap(mono_now_ns() + 3600 * kNsPerSec, false, false);
+    const StoreStats st = f.store->stats();
+    CHECK(st.objects == 0);
+    CHECK(st.heap_used_bytes == 0);
+}
+
+TEST_CASE("store: check reports a published block that no slot points at") {
+    Fixture f("unlinked");
+    const auto k = f.at("b", "k");
+    REQUIRE(f.store->put(k, pattern(1000, 1)));
+    check_store_clean(*f.pool);
+    // Forge the leak: empty the key's slot, leaving its block PUBLISHED.
+    auto root = f.pool->open_region(RegionKind::store, "default");
+    REQUIRE(root);
+    auto* h = reinterpret_cast<store_layout::StoreHeader*>(root->data());
+    auto* buckets = reinterpret_cast<store_layout::Bucket*>(root->data() + h->buckets_offset);
+    bool emptied = false;
+    for (uint64_t b = 0; b < h->bucket_count && !emptied; ++b)
+        for (auto& slot : buckets[b].slots) {
+            const uint64_t v = slot.load();
+            if (store_layout::slot_empty(v)) continue;
+            slot.store(store_layout::make_empty_slot(store_layout::slot_gen(v) + 1));
+            emptied = true;
+            break;
+        }
+    REQUIRE(emptied);
+    std::vector<std::string> violations, in_progress;
+    RegionInfo info = f.pool->region_info(root->ref()).value();
+    region_kind_ops(uint32_t(RegionKind::store))->check(*f.pool, info, violations, in_progress);
+    bool named = false;
+    for (const auto& v : violations) named = named || v.find("no slot points at it") != std::string::npos;
+    CHECK(named);
+}

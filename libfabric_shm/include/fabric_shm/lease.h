@@ -39,6 +39,9 @@ struct TickSummary {
     std::vector<RenewalOutcome> outcomes;  ///< only leases that were due
     uint64_t next_due_ns = UINT64_MAX;     ///< earliest deadline among registered leases
     size_t renewed = 0, failed = 0, dropped = 0;
+    /// Pool::heartbeat's answer: stale_generation when this process was fenced (open the
+    /// pool again; nothing it holds is its own any more).
+    Status registration;
 };
 
 class RenewalManager {

@@ -168,8 +168,12 @@ public:
     /// Re-checks the file size (another process may have truncated it): Corrupt if shorter.
     Status check_mapping() const;
 
-    /// Registry heartbeat (RenewalManager::tick and blocking loops call it).
-    void heartbeat(uint64_t now_ns = mono_now_ns()) const;
+    /// Registry heartbeat (RenewalManager::tick and blocking loops call it). stale_generation
+    /// when this process's registration is no longer LIVE under its generation: a reaper
+    /// judged it dead by its heartbeat (declared timeout) and fenced it while it was paused.
+    /// Its token is then dead for good (every lock, claim and loan it holds may be taken over):
+    /// stop using this handle and open the pool again.
+    Status heartbeat(uint64_t now_ns = mono_now_ns()) const;
     /// This process's counter shard, indexed by CounterId; nullptr when read-only.
     std::atomic<uint64_t>* counters() const;
     void count(uint32_t id, uint64_t n) const noexcept;

@@ -473,7 +473,7 @@ Result<size_t> Consumer::poll(MessageBatch& batch, size_t max, uint64_t timeout_
             const timespec ts{0, long(std::min(slice, kNapNs))};
             nanosleep(&ts, nullptr);
         }
-        im.pool->heartbeat();
+        FABRIC_TRY(im.pool->heartbeat());
         const uint64_t c2 = mono_coarse_ns();
         FABRIC_TRY(im.t->root.check(c2));
         if (!im.group.empty()) FABRIC_TRY(renew_group(*im.t, im.gref, im.group, c2));

@@ -103,7 +103,9 @@ struct ConsumerGroup::Impl {
     std::array<Probe, kMaxMembers> probes{};
 
     GroupSlot& slot() const { return t->groups[gref.index]; }
+    // era < kMaxFenceEra (checked at open) and epoch <= kMaxOwnerEpoch (draw_epoch): below 2^62.
     uint64_t token(uint64_t epoch) const { return era + epoch; }
+    static_assert(kMaxOwnerEpoch < (uint64_t(1) << 32), "era + epoch must stay below 2^62 (kMaxFenceEra)");
 
     Status check(uint64_t now) {
         FABRIC_TRY(check_topic(*t));
@@ -182,8 +184,8 @@ struct ConsumerGroup::Impl {
                                                            " exceeds the owner word's limit " +
                                                            std::to_string(kMaxOwnerEpoch) +
                                                            "; remove and re-register the group");
-        note_fence_token(*pool, token(e));
-        // seq_cst: pairs with deregister_group's seq_cst CAS (see note_fence_token).
+        raise_fence_floor(*pool, token(e));
+        // seq_cst: pairs with deregister_group's seq_cst CAS (see raise_fence_floor).
         if (slot().word.load(std::memory_order_seq_cst) != gref.word)
             return make_error(Errc::not_found, "group '" + group + "' on topic '" + topic +
                                                    "' was deregistered (lease expired or removed); open it again");
@@ -221,6 +223,12 @@ Result<ConsumerGroup> ConsumerGroup::open(const Pool& pool, std::string_view gro
     // Relaxed: written while CREATING and published by the LIVE release store that
     // register_group's find/CAS acquired; immutable while the registration lives.
     im->era = im->t->groups[ref->index].era.load(std::memory_order_relaxed);
+    // Not trusted: era + every epoch must stay below the bound, or tokens would wrap.
+    if (im->era >= kMaxFenceEra)
+        return make_error(Errc::corrupt, "group '" + std::string(group) + "' on topic '" + std::string(topic) +
+                                             "': fence era " + std::to_string(im->era) + " is above the bound " +
+                                             std::to_string(kMaxFenceEra) +
+                                             " (2^62 - 2^32); remove and re-register the group");
     return ConsumerGroup(std::move(im));
 }
 
@@ -331,7 +339,7 @@ Result<Claim> ConsumerGroup::Impl::claim(LocalMember& m) {
     FABRIC_TRY(verify_row(m));
     GroupSlot& g = slot();
     g.members[m.row].heartbeat_ns.store(now, std::memory_order_release);  // pairs with alive()'s acquire
-    pool->heartbeat(now);
+    FABRIC_TRY(pool->heartbeat(now));  // fenced (judged dead by its heartbeat): fail closed
 
     // 1. Live members (evicting the dead: CAS from the exact word, so a wrongly presumed
     //    member's own row check fails instead of two members sharing a row).
@@ -440,7 +448,7 @@ Status ConsumerGroup::heartbeat(std::string_view member_id) {
     FABRIC_TRY(im.verify_row(*m));
     FABRIC_PAUSE_POINT("group.heartbeat.before_store");
     im.slot().members[m->row].heartbeat_ns.store(now, std::memory_order_release);  // pairs with alive()
-    im.pool->heartbeat(now);
+    FABRIC_TRY(im.pool->heartbeat(now));
     // A member alive enough to heartbeat keeps its group registered: without this a member
     // heartbeating through a long message let the group lease run out, producers stopped
     // counting the group (on_full=block) and overwrote what it had not committed.

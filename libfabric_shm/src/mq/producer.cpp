@@ -162,7 +162,7 @@ Status Producer::Impl::wait_for_space(uint32_t p, uint64_t tail, uint64_t deadli
         if (int64_t(tail - again) >= int64_t(pv.capacity))
             detail::futex_wait(hdr->space_seq, seq, std::min(kMaxParkNs, deadline_ns - now));
         hdr->space_waiters.fetch_sub(1, std::memory_order_release);  // no partner: only a hint for wakers
-        t->pool->heartbeat();
+        FABRIC_TRY(t->pool->heartbeat());
         FABRIC_TRY(check_topic(*t, int(p)));
     }
 }

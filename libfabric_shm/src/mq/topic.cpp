@@ -258,7 +258,7 @@ bool deregister_group(TopicHandle& t, int index, bool force, uint64_t now_ns) {
     FABRIC_PAUSE_POINT("group.lease.expire");
     // Step 2: LIVE(g) -> FREE(g+1); consumers holding the LIVE word see the group gone.
     // seq_cst: release pairs with find_group/register's acquire of the word; the total order
-    // pairs with an epoch drawer's note_fence_token then seq_cst re-check of the word (a token
+    // pairs with an epoch drawer's raise_fence_floor then seq_cst re-check of the word (a token
     // drawn by this registration is either refused or below the next registration's era).
     const bool removed = g.word.compare_exchange_strong(w, make_group_word(kGroupFree, group_gen(w) + 1, 0),
                                                         std::memory_order_seq_cst, std::memory_order_relaxed);
@@ -275,10 +275,15 @@ std::atomic<uint64_t>& fence_floor(const Pool& pool) {
 }
 }  // namespace
 
-uint64_t allocate_fence_era(const Pool& pool) {
+Result<uint64_t> allocate_fence_era(const Pool& pool) {
     auto& floor = fence_floor(pool);
-    uint64_t cur = floor.load(std::memory_order_seq_cst);  // pairs with note_fence_token's CAS
+    uint64_t cur = floor.load(std::memory_order_seq_cst);  // pairs with raise_fence_floor's CAS
     for (;;) {
+        if (cur >= kMaxFenceEra - 1 || wall_now_ns() >= kMaxFenceEra)
+            return make_error(Errc::capacity_exceeded,
+                              "fence floor " + std::to_string(cur) + " (or the wall clock) leaves no room for a new "
+                              "registration's tokens: eras stay below " + std::to_string(kMaxFenceEra) +
+                              " (2^62 - 2^32); the pool header is corrupt or the clock is wrong: re-create the pool");
         // Above every token issued here (the floor), and at least the wall clock: a pool that is
         // new (re-created, its results kept by a TieredObjectStore) has no floor, but every token
         // of the lost pool was drawn at an earlier wall-clock ns from an era at most that ns,
@@ -289,7 +294,16 @@ uint64_t allocate_fence_era(const Pool& pool) {
     }
 }
 
-void note_fence_token(const Pool& pool, uint64_t token) {
+Status note_fence_token(const Pool& pool, uint64_t token) {
+    if (token >= kMaxNotedFenceToken)
+        return make_error(Errc::invalid_argument, "fence token " + std::to_string(token) +
+                                                      " is at or above the bound " + std::to_string(kMaxNotedFenceToken) +
+                                                      " (2^61) that keeps every later token from wrapping; not noted");
+    raise_fence_floor(pool, token);
+    return {};
+}
+
+void raise_fence_floor(const Pool& pool, uint64_t token) {
     auto& floor = fence_floor(pool);
     uint64_t cur = floor.load(std::memory_order_seq_cst);  // see allocate_fence_era
     while (cur < token &&
@@ -330,6 +344,10 @@ Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const Gr
         }
         deregister_group(t, idx, false, now);
     }
+    // Drawn before a slot is taken, so a refusal leaves nothing half-registered (a floor raised
+    // for a registration that then finds no free slot only skips eras).
+    auto era = allocate_fence_era(pool);
+    if (!era) return std::move(era).error();
     for (uint32_t i = 0; i < kMaxGroups; ++i) {
         GroupSlot& g = t.groups[i];
         uint64_t fw = g.word.load(std::memory_order_acquire);  // pairs with deregister's release
@@ -356,7 +374,7 @@ Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const Gr
         g.lock.store(0, std::memory_order_relaxed);
         g.epoch.store(0, std::memory_order_relaxed);
         g.flags.store(0, std::memory_order_relaxed);
-        g.era.store(allocate_fence_era(pool), std::memory_order_relaxed);  // published by the LIVE release store
+        g.era.store(*era, std::memory_order_relaxed);  // published by the LIVE release store
         // A new registration writes no results yet (a previous one's record must not count).
         g.results_seq.store(0, std::memory_order_relaxed);
         g.results_flags.store(0, std::memory_order_relaxed);
@@ -488,8 +506,23 @@ Status record_dead_letter(TopicHandle& t, const GroupRef& ref, std::string_view 
                                                  std::to_string(offset) + " under fence token " +
                                                  std::to_string(token) + " < " + std::to_string(fence) +
                                                  ": the partition has a newer owner, which handles that message");
+    // One record per partition, so it must always name the first uncommitted offset: a
+    // successor starts at the committed offset and must meet the record before any message
+    // after it (or it would process a message already dead-lettered, or record an earlier one
+    // over it). Everything before `offset` was handled in order by this owner (processed,
+    // skipped or dead-lettered: the DlqRouter contract), so commit up to it in this same
+    // fenced step. Never backwards. Epoch before offset, as in commit_in_pool.
+    bool moved = false;
+    gp.commit_epoch.store(token, std::memory_order_relaxed);  // under the lock; token >= fence (checked)
+    if (gp.committed.load(std::memory_order_relaxed) < offset) {
+        // seq_cst: as in commit_in_pool (a blocked producer's Dekker pairing).
+        gp.committed.store(offset, std::memory_order_seq_cst);
+        gp.commits.fetch_add(1, std::memory_order_relaxed);
+        moved = true;
+    }
     gp.dead_letter_epoch.store(token, std::memory_order_relaxed);       // before the offset (see the layout)
     gp.dead_letter_offset.store(offset + 1, std::memory_order_release);  // pairs with dead_letter_recorded
+    if (moved) wake_space(t);
     return {};
 }
 
@@ -534,7 +567,10 @@ void wake_space(const TopicHandle& t) {
 
 bool owner_certainly_dead(const Pool& pool, OwnerToken owner, uint64_t now_ns) {
     if (owner == 0) return true;
-    return pool.registry().liveness(owner, now_ns) == Liveness::certainly_dead;
+    // By pid only, never by heartbeat: what this decides is handed on (a ring claim's bytes,
+    // which its claimant copies into with plain stores; a waiter entry whose bit it set with
+    // fetch_or; a CREATING group slot). Group members are also judged by their session timeout.
+    return pool.registry().process_liveness(owner, now_ns) == Liveness::certainly_dead;
 }
 
 bool skip_claim(const Pool& pool, const PartitionView& p, SlotHeader* s, uint64_t word, bool quarantine) {

@@ -94,11 +94,26 @@ Status record_dead_letter(TopicHandle& t, const GroupRef& ref, std::string_view 
 bool dead_letter_recorded(const TopicHandle& t, const GroupRef& ref, uint32_t partition, uint64_t offset);
 
 // ---- fence tokens (docs/groups.md, "Fence tokens") ----------------------------------------
+/// Bounds that keep fence-token arithmetic from wrapping (docs/groups.md, "Fence tokens").
+/// A token noted into the floor is below kMaxNotedFenceToken (2^61): a token read from an
+/// object (any PutOptions user can choose one; a cold-tier record can be corrupt) above it is
+/// refused, so it can neither make later tokens wrap to small numbers nor use up the room
+/// below kMaxFenceEra (2^62 - 2^32) that later eras need. Every era is below kMaxFenceEra, so
+/// every token (era + epoch, epoch < 2^32, the owner word's limit) is below 2^62. A wall-clock
+/// era (about 1.8e18 ns in 2026) stays below 2^61 until the year 2043 and below 2^62 until 2116.
+constexpr uint64_t kMaxNotedFenceToken = uint64_t(1) << 61;
+constexpr uint64_t kMaxFenceEra = (uint64_t(1) << 62) - (uint64_t(1) << 32);
 /// A new registration's era: above PoolHeader::fence_floor and at least the wall clock in ns;
-/// raises the floor to it.
-uint64_t allocate_fence_era(const Pool& pool);
-/// Raises PoolHeader::fence_floor to at least `token` (seq_cst), before the token is used.
-void note_fence_token(const Pool& pool, uint64_t token);
+/// raises the floor to it. capacity_exceeded when the era would reach kMaxFenceEra (a floor
+/// that high means a corrupt pool header or a clock a century ahead).
+Result<uint64_t> allocate_fence_era(const Pool& pool);
+/// Raises PoolHeader::fence_floor to at least `token` (seq_cst), before the token is used: a
+/// token of one of this pool's registrations (era + epoch, below 2^62 by construction).
+void raise_fence_floor(const Pool& pool, uint64_t token);
+/// Raises the floor to a token found outside (on a stored object), so later registrations
+/// fence above it. invalid_argument for a token at or above kMaxNotedFenceToken (the floor is
+/// left as it was).
+Status note_fence_token(const Pool& pool, uint64_t token);
 
 struct Slowest {
     bool any_group = false;

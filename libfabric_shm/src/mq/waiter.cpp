@@ -103,7 +103,9 @@ WaitResult wait_watches(const std::vector<Watch>& watches, std::vector<WaitRegis
             for (const Watch& w : watches)
                 if (w.topic->pool != last) {
                     last = w.topic->pool;
-                    last->heartbeat();
+                    // A fenced process learns it from its next send, poll or tick (this
+                    // wait has no error channel of its own).
+                    (void)last->heartbeat();
                 }
         }
     }

@@ -662,6 +662,42 @@ void StoreCore::retire(uint32_t block, uint64_t expect_seq, int depth) noexcept 
     }
 }
 
+bool StoreCore::linked_in_window(uint32_t block, uint64_t hash) const noexcept {
+    const uint64_t home = hash & mask_;
+    const uint64_t limit = std::min<uint64_t>(mask_ + 1, kMaxProbeBuckets);
+    for (uint64_t p = 0; p < limit; ++p) {
+        const Bucket& bk = buckets_[(home + p) & mask_];
+        for (uint32_t j = 0; j < kSlotsPerBucket; ++j) {
+            // Acquire: pairs with the linking CAS (its block word is then at least COMMITTING).
+            const uint64_t v = bk.slots[j].load(std::memory_order_acquire);
+            if (!slot_empty(v) && slot_block(v) == block) return true;
+        }
+    }
+    return false;
+}
+
+void StoreCore::retire_unlinked(uint32_t block, uint64_t expect_seq, const StoreKey& key) noexcept {
+    retire(block, expect_seq, 0);
+    // A remover whose lock was taken over may have moved the word after our lookup: its mark
+    // (PUBLISHED -> REMOVING(it)) and its revert (-> PUBLISHED) are CASes on the block word,
+    // which the slot fencing does not cover. Its slot CAS fails, so it never retires the block;
+    // we unlinked it, so we must, at whatever sequence it now has. Only while it is still this
+    // key's object, PUBLISHED or REMOVING, and no slot of the key's probe window points at it:
+    // a word unchanged across that scan cannot have been linked meanwhile (linking needs a
+    // COMMITTING word), so nobody else can still reach it but a writer that also wants it gone.
+    for (int tries = 0; tries < 8 && block < block_count(); ++tries) {
+        const uint64_t w = words_[block].load(std::memory_order_acquire);
+        if (block_state(w) != kBlockPublished && block_state(w) != kBlockRemoving) return;
+        HeaderSnapshot snap;
+        if (!read_header(block, w, snap) || !key_matches(snap, key.view())) return;
+        if (linked_in_window(block, key.hash)) return;
+        // Acquire: the header and slot reads above happen before this re-read of the word.
+        std::atomic_thread_fence(std::memory_order_acquire);
+        if (block_seq(words_[block].load(std::memory_order_relaxed)) != block_seq(w)) continue;
+        retire(block, block_seq(w), 0);
+    }
+}
+
 void StoreCore::finish_commit(uint32_t block, uint64_t w, int depth) noexcept {
     HeaderSnapshot snap;
     if (read_header(block, w, snap) && snap.h.replaces != 0)
@@ -1156,7 +1192,7 @@ StoreCore::Locked StoreCore::publish_locked(const PublishArgs& a, OwnerToken me,
             continue;
         }
         FABRIC_CRASH_POINT("store.put.after_link");
-        if (f) retire(f->block, block_seq(f->word), 0);
+        if (f) retire_unlinked(f->block, block_seq(f->word), key);
         FABRIC_CRASH_POINT("store.put.after_retire");
         // Our version only (same seq; a reader may have added PINNED): if a writer that took
         // the lock over from us already replaced and freed this block, it stays theirs.
@@ -1231,7 +1267,7 @@ StoreCore::Locked StoreCore::remove_locked(const StoreKey& key, std::optional<ui
         }
         dec_overflow(key.hash & mask_, f->bucket);
         FABRIC_CRASH_POINT("store.remove.after_unlink");
-        retire(f->block, block_seq(removing), 0);
+        retire_unlinked(f->block, block_seq(removing), key);
         out = !expired;
         return Locked::done;
     }
@@ -1413,11 +1449,13 @@ RepairCounts StoreCore::repair(uint64_t now, bool dry, OwnerToken me, std::vecto
 }
 
 void StoreCore::check(std::vector<std::string>& violations, std::vector<std::string>& in_progress) const {
+    std::vector<bool> linked(block_count(), false);
     for (uint64_t bi = 0; bi <= mask_; ++bi) {
         for (uint32_t j = 0; j < kSlotsPerBucket; ++j) {
             const uint64_t v = buckets_[bi].slots[j].load(std::memory_order_acquire);
             if (slot_empty(v)) continue;
             const uint32_t b = slot_block(v);
+            if (b < block_count()) linked[b] = true;
             if (b >= block_count()) {
                 violations.push_back("violation: store slot " + std::to_string(bi) + "." + std::to_string(j) +
                                      " points to block " + std::to_string(b) + " outside the heap (" +
@@ -1437,6 +1475,9 @@ void StoreCore::check(std::vector<std::string>& violations, std::vector<std::str
                 violations.push_back("violation: store block " + std::to_string(b) + " is published with a bad header");
         }
     }
+    // PUBLISHED blocks no slot pointed at during the scan above, and what COMMITTING blocks replace.
+    std::vector<std::pair<uint32_t, uint64_t>> unlinked;
+    std::vector<uint64_t> replaced;
     for (uint32_t s = 0; s < sb_count_; ++s) {
         const uint64_t d = desc_[s].load(std::memory_order_acquire);
         const uint64_t st = sb_state(d);
@@ -1470,13 +1511,45 @@ void StoreCore::check(std::vector<std::string>& violations, std::vector<std::str
         for (uint64_t i = 0; i < nb; ++i) {
             const uint64_t w = words_[s * words_per_sb_ + i].load(std::memory_order_relaxed);
             const uint64_t bs = block_state(w);
+            if (bs == kBlockPublished && !linked[s * words_per_sb_ + i])
+                unlinked.push_back({uint32_t(s * words_per_sb_ + i), w});
             if (bs == kBlockLoaned || bs == kBlockCommitting || bs == kBlockRemoving)
                 in_progress.push_back("in progress: store block " + std::to_string(s * words_per_sb_ + i) +
                                       " state " + std::to_string(bs) + " owner " + std::to_string(block_owner(w)));
+            if (bs == kBlockCommitting) {
+                HeaderSnapshot snap;
+                if (read_header(uint32_t(s * words_per_sb_ + i), w, snap) && snap.h.replaces != 0)
+                    replaced.push_back(snap.h.replaces);
+            }
             else if (bs == kBlockNone || bs == kBlockDrained)
                 violations.push_back("violation: store block " + std::to_string(s * words_per_sb_ + i) +
                                      " of an assigned superblock in state " + std::to_string(bs));
         }
+    }
+    // A PUBLISHED block that no slot points at is reachable by nobody and freed by nobody: a
+    // leak, unless a writer is between its slot CAS and retiring it (its new block, COMMITTING
+    // until then, names it in `replaces`). Looked at again, since a block published after the
+    // slot scan above was linked after it.
+    for (const auto& [b, w] : unlinked) {
+        const uint64_t now = words_[b].load(std::memory_order_acquire);
+        if (now != w) continue;
+        HeaderSnapshot snap;
+        if (!read_header(b, w, snap)) continue;  // reported elsewhere if it stays so
+        bool still = true;
+        for (uint64_t bi = 0; bi <= mask_ && still; ++bi)
+            for (uint32_t j = 0; j < kSlotsPerBucket && still; ++j) {
+                const uint64_t v = buckets_[bi].slots[j].load(std::memory_order_acquire);
+                still = slot_empty(v) || slot_block(v) != b;
+            }
+        if (!still || words_[b].load(std::memory_order_acquire) != w) continue;
+        // By index, not sequence: a remover whose lock was taken over may have moved the
+        // sequence since the replacing writer's lookup (retire_unlinked handles that).
+        const bool being_replaced = std::any_of(replaced.begin(), replaced.end(),
+                                                [&](uint64_t r) { return uint32_t(r) == uint64_t(b) + 1; });
+        (being_replaced ? in_progress : violations)
+            .push_back(std::string(being_replaced ? "in progress" : "violation") + ": store block " +
+                       std::to_string(b) + " is published but no slot points at it (" +
+                       (being_replaced ? "its replacement is committing" : "leaked: never reclaimed") + ")");
     }
     for (uint64_t i = 0; i < pin_slots_; ++i) {
         const uint64_t p = pins_[i].load(std::memory_order_relaxed);

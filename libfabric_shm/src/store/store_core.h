@@ -162,6 +162,11 @@ private:
     void rollback_drain(uint32_t sb, uint64_t desc) noexcept;
     void release_run(uint32_t head_sb) noexcept;
     void retire(uint32_t block, uint64_t expect_seq, int depth) noexcept;
+    /// Retires `block`, which our slot CAS just unlinked (we hold the key's lock), even when a
+    /// remover whose lock was taken over moved its sequence since our lookup.
+    void retire_unlinked(uint32_t block, uint64_t expect_seq, const StoreKey& key) noexcept;
+    /// True when a slot in the probe window of `hash` points at `block`.
+    bool linked_in_window(uint32_t block, uint64_t hash) const noexcept;
     void maybe_free_retired(uint32_t block) noexcept;
     bool pinned_by_any(uint32_t block) const noexcept;
     void finish_commit(uint32_t block, uint64_t word, int depth) noexcept;

@@ -211,6 +211,7 @@ Status WorkerLoop::Impl::register_topic_leases(const std::string& topic) {
 Status WorkerLoop::Impl::keep_alive() {
     const uint64_t now = mono_now_ns();
     TickSummary t = renewals->tick(now);
+    FABRIC_TRY(std::move(t.registration));  // fenced: fail closed (stale_generation is fatal)
     for (const RenewalOutcome& o : t.outcomes)
         if (o.kind == RenewalOutcomeKind::dropped)
             return make_error(o.error.code == Errc::stale_generation ? Errc::stale_generation : Errc::lease_expired,
@@ -411,7 +412,14 @@ Result<Outcome> WorkerLoop::Impl::attempt_once(const Message& m, const FabricUri
             // fence floor keeps every later registration above it).
             uint64_t stored = 0;
             if (auto h = store->head(result_uri); h && h->has_value()) stored = (*h)->fence_token;
-            mq::note_fence_token(*pool, stored);
+            if (auto noted = mq::note_fence_token(*pool, stored); !noted) {
+                *failure = {"stored fence token " + std::to_string(stored) +
+                                " is at or above 2^61 (beyond what any group fences above; not noted): result put " +
+                                result_uri.to_string() + " refused above this member's token " + std::to_string(token) +
+                                "; remove the result or write it without that token (" + noted.error().message + ")",
+                            true};
+                return Outcome::failed;
+            }
             *failure = {"result put " + result_uri.to_string() + " refused: the stored result is fenced at token " +
                             std::to_string(stored) + ", above this member's " + std::to_string(token) +
                             ", by a writer outside group '" + cfg.group +
