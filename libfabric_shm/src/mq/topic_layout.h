@@ -19,7 +19,6 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "fabric_shm/registry.h"
 #include "layout/pool_layout.h"
 
 namespace fabric_shm::mq {
