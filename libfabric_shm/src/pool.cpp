@@ -20,7 +20,7 @@
 #include <random>
 
 #include "fabric_shm/counters.h"
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "fabric_shm/names.h"
 #include "layout/fingerprint.h"
 #include "owner_lock.h"
@@ -210,12 +210,25 @@ const std::string& Pool::name() const { return impl_->name; }
 bool Pool::created() const { return impl_->created; }
 bool Pool::read_only() const { return impl_->read_only; }
 uint64_t Pool::size() const { return impl_->size; }
-std::byte* Pool::base() const { return impl_->base; }
-const PoolHeader& Pool::header() const { return *impl_->header(); }
+PoolSettings Pool::settings() const {
+    const PoolHeader& h = *impl_->header();
+    PoolSettings s;
+    s.mode = h.mode;
+    s.numa_node = h.numa_node;
+    s.default_ttl_ns = h.default_ttl_ns;
+    s.incarnation = h.incarnation;
+    s.created_wall_ns = h.created_wall_ns;
+    s.creator_pid = h.creator_pid;
+    s.data_offset = h.data_offset;
+    s.data_size = h.data_size;
+    s.layout_major = h.version_major;
+    s.layout_minor = h.version_minor;
+    return s;
+}
 OwnerToken Pool::self() const { return impl_->self; }
 
-bool Pool::in_bounds(uint64_t offset, uint64_t length) const noexcept {
-    return offset <= impl_->size && length <= impl_->size - offset;
+bool Pool::Impl::in_bounds(uint64_t offset, uint64_t length) const noexcept {
+    return offset <= size && length <= size - offset;
 }
 
 Status Pool::check_mapping() const {
@@ -231,15 +244,12 @@ void Pool::heartbeat(uint64_t now_ns) const {
     if (auto* slot = impl_->my_slot()) slot->heartbeat_ns.store(now_ns, std::memory_order_relaxed);
 }
 
-std::atomic<uint64_t>* Pool::counters() const {
-    auto* slot = impl_->my_slot();
-    return slot ? slot->counters : nullptr;
+namespace detail {
+void count(const Pool& pool, CounterId id, uint64_t n) noexcept {
+    if (auto* slot = PoolAccess::impl(pool).my_slot(); slot && uint32_t(id) < kCounterCells)
+        slot->counters[uint32_t(id)].fetch_add(n, std::memory_order_relaxed);  // own shard: no cross-core bounce
 }
-
-void Pool::count(uint32_t id, uint64_t n) const noexcept {
-    if (auto* slot = impl_->my_slot(); slot && id < kCounterCells)
-        slot->counters[id].fetch_add(n, std::memory_order_relaxed);  // own shard: no cross-core bounce
-}
+}  // namespace detail
 
 // ---- creation and attach ----------------------------------------------------------
 
@@ -310,7 +320,6 @@ void bind_numa(std::byte* base, uint64_t size, int node, const std::string& name
 }  // namespace
 
 Result<Pool> Pool::create(const PoolOptions& options) {
-    detail::register_builtin_region_kinds();
     if (Status s = validate_name("pool", options.name); !s) return std::move(s).error();
     if (options.size_bytes < kMinPoolSize || options.size_bytes > kMaxPoolSize)
         return make_error(Errc::invalid_argument, "pool size " + std::to_string(options.size_bytes) +
@@ -399,7 +408,6 @@ Result<Pool> Pool::create(const PoolOptions& options) {
 }
 
 Result<Pool> Pool::open(std::string_view name_view, const OpenOptions& options) {
-    detail::register_builtin_region_kinds();
     const std::string name(name_view);
     if (Status s = validate_name("pool", name); !s) return std::move(s).error();
     const std::string path = segment_path(name);
@@ -448,7 +456,7 @@ Result<Pool> Pool::open(std::string_view name_view, const OpenOptions& options) 
             continue;
         }
         if (!options.allow_expired && !options.create_if_missing && pool.wholly_expired(now)) {
-            const LeaseInfo l = lease_info_of(pool.header().lease);
+            const LeaseInfo l = lease_info_of(pool.impl_->header()->lease);
             return make_error(Errc::lease_expired, "pool '" + name + "' expired " +
                                                        format_duration_ns(now - std::min(now, l.expires_ns)) +
                                                        " ago; the reaper will remove it (or re-create it)");
@@ -483,7 +491,7 @@ Status Pool::remove(std::string_view name_view, bool force) {
         return make_error(Errc::busy, "pool '" + name + "' has " + std::to_string(others.size()) +
                                           " live processes attached (pids" + pids + "); use --force to remove anyway");
     }
-    auto& lc = const_cast<PoolHeader&>(pool->header()).lifecycle;
+    auto& lc = pool->impl_->header()->lifecycle;
     uint64_t w = lc.load(std::memory_order_acquire);
     if (lifecycle_state(w) == kPoolGone) return {};
     if (!lc.compare_exchange_strong(w, make_lifecycle(kPoolReclaiming, pool->self()), std::memory_order_acq_rel))
@@ -494,7 +502,7 @@ Status Pool::remove(std::string_view name_view, bool force) {
 }
 
 std::string Pool::lifecycle() const {
-    switch (lifecycle_state(header().lifecycle.load(std::memory_order_acquire))) {
+    switch (lifecycle_state(impl_->header()->lifecycle.load(std::memory_order_acquire))) {
     case kPoolLive: return "live";
     case kPoolReclaiming: return "reclaiming";
     case kPoolGone: return "gone";
@@ -534,14 +542,14 @@ Result<Region> Pool::create_region(const RegionSpec& spec) {
         return make_error(Errc::invalid_argument, "region name '" + spec.name + "' must be 1-" +
                                                       std::to_string(kRegionNameBytes - 1) + " bytes");
     const uint64_t length = (spec.length + kPageSize - 1) & ~(kPageSize - 1);
-    if (spec.length == 0 || length > header().data_size)
+    if (spec.length == 0 || length > impl_->header()->data_size)
         return make_error(Errc::capacity_exceeded, "region '" + spec.name + "' of " + std::to_string(spec.length) +
                                                        " bytes does not fit the pool's region area of " +
-                                                       format_bytes(header().data_size) + " (raise with --size)");
+                                                       format_bytes(impl_->header()->data_size) + " (raise with --size)");
     uint64_t now = mono_now_ns();
-    if (lifecycle_state(header().lifecycle.load(std::memory_order_acquire)) != kPoolLive)
+    if (lifecycle_state(impl_->header()->lifecycle.load(std::memory_order_acquire)) != kPoolLive)
         return make_error(Errc::stale_generation, "pool '" + impl_->name + "' has been removed");
-    const uint64_t ttl = spec.ttl_ns ? spec.ttl_ns : header().default_ttl_ns;
+    const uint64_t ttl = spec.ttl_ns ? spec.ttl_ns : impl_->header()->default_ttl_ns;
     PoolHeader& h = *impl_->header();
     RegionEntry* entries = impl_->entries();
 
@@ -584,7 +592,7 @@ Result<Region> Pool::create_region(const RegionSpec& spec) {
             }
             const uint64_t off = e.offset.load(std::memory_order_relaxed);
             const uint64_t len = e.length.load(std::memory_order_relaxed);
-            if (in_bounds(off, len)) used.push_back({off, off + len});
+            if (impl_->in_bounds(off, len)) used.push_back({off, off + len});
             if (e.kind.load(std::memory_order_relaxed) == uint32_t(spec.kind) &&
                 detail::load_fixed_string(e.name, kRegionNameBytes / 8) == spec.name &&
                 e.lease.state.load(std::memory_order_relaxed) == kLeaseActive)
@@ -645,7 +653,6 @@ Result<Region> Pool::create_region(const RegionSpec& spec) {
 
     Region region;
     region.pool_ = this;
-    region.entry_ = &entries[index];
     region.ref_ = RegionRef{index, gen};
     region.offset_ = offset;
     region.length_ = length;
@@ -665,6 +672,7 @@ Result<Region> Pool::create_region(const RegionSpec& spec) {
 }
 
 Status Region::publish() {
+    RegionEntry* entry_ = &detail::PoolAccess::entry(*this);
     uint64_t w = make_entry_word(kEntryCreating, ref_.generation, pool_->self());
     // Release: the initialised region memory is visible to whoever acquires LIVE.
     if (entry_->word.compare_exchange_strong(w, make_entry_word(kEntryLive, ref_.generation, pool_->self()),
@@ -692,14 +700,13 @@ Result<Region> Pool::open_region(RegionRef ref) const {
     }
     const uint64_t off = e.offset.load(std::memory_order_relaxed);
     const uint64_t len = e.length.load(std::memory_order_relaxed);
-    if (!in_bounds(off, len) || off < header().data_offset || len == 0) {
+    if (!impl_->in_bounds(off, len) || off < impl_->header()->data_offset || len == 0) {
         if (attached) detach_bit(*impl_, ref.index);
         return make_error(Errc::corrupt, "region '" + name + "' extent [" + std::to_string(off) + ", +" +
                                              std::to_string(len) + ") is outside the " + std::to_string(size()) +
                                              "-byte pool");
     }
     region.pool_ = this;
-    region.entry_ = &e;
     region.ref_ = ref;
     region.offset_ = off;
     region.length_ = len;
@@ -725,14 +732,13 @@ Result<Region> Pool::open_region(RegionKind kind, std::string_view name) const {
 }
 
 Region::Region(Region&& o) noexcept
-    : pool_(o.pool_), entry_(o.entry_), ref_(o.ref_), offset_(o.offset_), length_(o.length_), data_(o.data_) {
+    : pool_(o.pool_), ref_(o.ref_), offset_(o.offset_), length_(o.length_), data_(o.data_) {
     o.pool_ = nullptr;
 }
 Region& Region::operator=(Region&& o) noexcept {
     if (this != &o) {
         release();
         pool_ = o.pool_;
-        entry_ = o.entry_;
         ref_ = o.ref_;
         offset_ = o.offset_;
         length_ = o.length_;
@@ -747,13 +753,14 @@ void Region::release() noexcept {
     pool_ = nullptr;
 }
 
-uint64_t Region::lease_id() const { return entry_->lease.lease_id.load(std::memory_order_relaxed); }
+uint64_t Region::lease_id() const { return detail::PoolAccess::entry(*this).lease.lease_id.load(std::memory_order_relaxed); }
 
 Status Region::check(uint64_t now_ns) const {
+    const RegionEntry* entry_ = &detail::PoolAccess::entry(*this);
     // A removed pool (`pool rm --force` with live processes, or a reaped one): every handle
     // fails closed at its next check. The remover's lifecycle CAS comes before its unlink, so
     // nothing is acknowledged into a segment after its name is gone. Acquire: pairs with it.
-    if (lifecycle_state(pool_->header().lifecycle.load(std::memory_order_acquire)) != kPoolLive)
+    if (lifecycle_state(pool_->impl_->header()->lifecycle.load(std::memory_order_acquire)) != kPoolLive)
         return make_error(Errc::stale_generation, "pool '" + pool_->name() +
                                                       "' was removed (fabric-shm pool rm, or reaped): its regions are gone");
     const uint64_t w = entry_->word.load(std::memory_order_acquire);
@@ -919,11 +926,11 @@ Result<RegionInfo> Pool::region_info(RegionRef ref) const {
 
 // ---- leases -----------------------------------------------------------------------
 
-uint64_t Pool::pool_lease_id() const { return header().lease.lease_id.load(std::memory_order_relaxed); }
+uint64_t Pool::pool_lease_id() const { return impl_->header()->lease.lease_id.load(std::memory_order_relaxed); }
 
 std::vector<LeaseInfo> Pool::leases() const {
     std::vector<LeaseInfo> out;
-    LeaseInfo pl = lease_info_of(header().lease);
+    LeaseInfo pl = lease_info_of(impl_->header()->lease);
     pl.is_pool = true;
     pl.name = impl_->name;
     out.push_back(pl);
@@ -940,7 +947,7 @@ Result<LeaseInfo> Pool::lease(uint64_t lease_id) const {
 
 Result<uint64_t> Pool::renew_lease(uint64_t lease_id, uint64_t now_ns, uint64_t ttl_ns) const {
     if (impl_->read_only) return make_error(Errc::permission_denied, "pool '" + impl_->name + "' is open read-only");
-    if (lifecycle_state(header().lifecycle.load(std::memory_order_acquire)) != kPoolLive)
+    if (lifecycle_state(impl_->header()->lifecycle.load(std::memory_order_acquire)) != kPoolLive)
         return make_error(Errc::stale_generation, "pool '" + impl_->name + "' has been removed");
     const uint32_t index_plus_one = uint32_t(lease_id);
     const uint32_t gen = uint32_t(lease_id >> 32);
@@ -951,7 +958,7 @@ Result<uint64_t> Pool::renew_lease(uint64_t lease_id, uint64_t now_ns, uint64_t 
         lease = &impl_->header()->lease;
         if (lease->lease_id.load(std::memory_order_relaxed) != lease_id)
             return make_error(Errc::not_found, "lease " + std::to_string(lease_id) + " does not exist");
-        if (lifecycle_state(header().lifecycle.load(std::memory_order_acquire)) != kPoolLive)
+        if (lifecycle_state(impl_->header()->lifecycle.load(std::memory_order_acquire)) != kPoolLive)
             return make_error(Errc::stale_generation, "pool '" + impl_->name + "' has been removed");
         what = "pool '" + impl_->name + "'";
     } else {
@@ -972,7 +979,7 @@ Result<uint64_t> Pool::renew_lease(uint64_t lease_id, uint64_t now_ns, uint64_t 
     uint64_t expires = lease->expires_ns.load(std::memory_order_acquire);
     for (;;) {
         if (now_ns >= expires) {
-            count(uint32_t(CounterId::lease_renewal_failures), 1);
+            detail::count(*this, CounterId::lease_renewal_failures, 1);
             return make_error(Errc::lease_expired, what + " lease expired " + format_duration_ns(now_ns - expires) +
                                                        " ago; an expired lease cannot be renewed (fail closed)");
         }
@@ -993,12 +1000,12 @@ Result<uint64_t> Pool::renew_lease(uint64_t lease_id, uint64_t now_ns, uint64_t 
     lease->renewed_ns.store(now_ns, std::memory_order_relaxed);
     lease->last_renewer.store(impl_->self, std::memory_order_relaxed);
     lease->renew_count.fetch_add(1, std::memory_order_relaxed);
-    count(uint32_t(CounterId::lease_renewals), 1);
+    detail::count(*this, CounterId::lease_renewals, 1);
     return expires;
 }
 
 bool Pool::wholly_expired(uint64_t now_ns) const {
-    const LeaseInfo pl = lease_info_of(header().lease);
+    const LeaseInfo pl = lease_info_of(impl_->header()->lease);
     if (!pl.expired(now_ns)) return false;
     for (uint32_t i = 0; i < kDirectoryEntries; ++i) {
         const RegionEntry& e = impl_->entries()[i];
@@ -1089,7 +1096,7 @@ ReapReport Pool::reap(uint64_t now, bool dry_run, bool allow_pool_removal) {
             info.name = detail::load_fixed_string(e.name, kRegionNameBytes / 8);
             info.offset = e.offset.load(std::memory_order_relaxed);
             info.length = e.length.load(std::memory_order_relaxed);
-            if (in_bounds(info.offset, info.length)) report.kind_items += ops->reap(*this, info, now, dry_run, report.notes);
+            if (impl_->in_bounds(info.offset, info.length)) report.kind_items += ops->reap(*this, info, now, dry_run, report.notes);
         }
     }
 

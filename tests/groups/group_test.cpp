@@ -16,12 +16,13 @@
 #include "../mq/mq_test_util.h"
 #include "fabric_shm/clock.h"
 #include "fabric_shm/consumer_group.h"
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "fabric_shm/offset_store.h"
 #include "fabric_shm/jobs.h"
 #include "fabric_shm/mem_object_store.h"
 #include "fabric_shm/topic.h"
 #include "layout/pool_layout.h"
+#include "pool_impl.h"
 
 using namespace fabric_shm;
 using namespace mqtest;
@@ -470,7 +471,7 @@ TEST_CASE("group: a live paused member is not mistaken for dead; a reused pid is
     }
     // Forge pid reuse: the registry slot's start time no longer matches the running pid.
     const OwnerToken tok = OwnerToken(token->load());
-    auto* slot = reinterpret_cast<layout::ProcessSlot*>(tp.pool.base() + tp.pool.header().registry_offset +
+    auto* slot = reinterpret_cast<layout::ProcessSlot*>(detail::pool_base(tp.pool) + detail::pool_header(tp.pool).registry_offset +
                                                         (tok & 0xff) * sizeof(layout::ProcessSlot));
     slot->start_time.fetch_add(12345, std::memory_order_relaxed);
     std::string reason;

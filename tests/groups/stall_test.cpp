@@ -21,7 +21,7 @@
 #include "../mq/mq_test_util.h"
 #include "fabric_shm/clock.h"
 #include "fabric_shm/consumer_group.h"
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "fabric_shm/dlq.h"
 #include "fabric_shm/jobs.h"
 #include "fabric_shm/mem_object_store.h"

@@ -18,11 +18,9 @@
 
 namespace fabric_shm {
 
-namespace layout {
-struct PoolHeader;
-struct RegionEntry;
-struct ProcessSlot;
-}  // namespace layout
+namespace detail {
+struct PoolAccess;  // the library's own access to the mapping (src/pool_impl.h)
+}  // namespace detail
 
 constexpr uint64_t kDefaultPoolSize = 32ull << 20;  ///< fits twice in Docker's 64 MB /dev/shm
 constexpr uint64_t kMinPoolSize = 1ull << 20;
@@ -41,6 +39,18 @@ enum class RegionKind : uint32_t {
     metrics = 30,      ///< latency histograms (metrics.h), one per pool
 };
 std::string_view region_kind_name(uint32_t kind) noexcept;
+
+/// A pool's creation settings, as recorded in its header.
+struct PoolSettings {
+    uint32_t mode = 0;                ///< permission bits of the segment
+    int numa_node = -1;               ///< -1: not bound
+    uint64_t default_ttl_ns = 0;      ///< TTL of the pool lease and of regions created without one
+    uint64_t incarnation = 0;         ///< random, differs for a re-created pool of the same name
+    uint64_t created_wall_ns = 0;
+    uint32_t creator_pid = 0;
+    uint64_t data_offset = 0, data_size = 0;  ///< the region area
+    uint16_t layout_major = 0, layout_minor = 0;
+};
 
 struct PoolOptions {
     std::string name;
@@ -147,26 +157,16 @@ public:
     bool created() const;
     bool read_only() const;
     uint64_t size() const;
-    std::byte* base() const;
-    const layout::PoolHeader& header() const;
+    /// What the pool was created with (copied out of its header).
+    PoolSettings settings() const;
     OwnerToken self() const;  ///< this process's registration; 0 when read-only
     ProcessRegistry registry() const { return ProcessRegistry(*this); }
 
-    /// Bounds check against the mapping (overflow-safe); every offset read from shm goes here.
-    bool in_bounds(uint64_t offset, uint64_t length) const noexcept;
-    template <class T>
-    T* at(uint64_t offset) const noexcept {
-        return in_bounds(offset, sizeof(T)) && offset % alignof(T) == 0
-                   ? reinterpret_cast<T*>(base() + offset) : nullptr;
-    }
     /// Re-checks the file size (another process may have truncated it): Corrupt if shorter.
     Status check_mapping() const;
 
     /// Registry heartbeat (RenewalManager::tick and blocking loops call it).
     void heartbeat(uint64_t now_ns = mono_now_ns()) const;
-    /// This process's counter shard, indexed by CounterId; nullptr when read-only.
-    std::atomic<uint64_t>* counters() const;
-    void count(uint32_t id, uint64_t n) const noexcept;
 
     Result<Region> create_region(const RegionSpec& spec);
     Result<Region> open_region(RegionKind kind, std::string_view name) const;
@@ -199,6 +199,7 @@ private:
     explicit Pool(std::unique_ptr<Impl> impl);
     std::unique_ptr<Impl> impl_;
     friend class Region;
+    friend struct detail::PoolAccess;
 };
 
 /// A handle to a region: holds this process's attachment (so the memory is never reused
@@ -218,7 +219,6 @@ public:
     std::byte* data() const { return data_; }
     uint64_t lease_id() const;
     const Pool& pool() const { return *pool_; }
-    const layout::RegionEntry& entry() const { return *entry_; }
     /// OK while the entry is live under this handle's generation and the lease has not run
     /// out (coarse clock); else StaleGeneration / LeaseExpired naming the region.
     Status check(uint64_t now_ns = mono_coarse_ns()) const;
@@ -227,24 +227,12 @@ public:
 
 private:
     friend class Pool;
+    friend struct detail::PoolAccess;
     const Pool* pool_ = nullptr;
-    layout::RegionEntry* entry_ = nullptr;
     RegionRef ref_;
     uint64_t offset_ = 0, length_ = 0;
     std::byte* data_ = nullptr;
     void release() noexcept;
 };
-
-/// Hooks a data structure registers for its region kind: the reaper and dump call them.
-struct RegionKindOps {
-    /// Release what dead owners left inside a live region (loans, pins, slot claims).
-    std::function<uint64_t(const Pool&, const RegionInfo&, uint64_t now_ns, bool dry_run,
-                           std::vector<std::string>& notes)> reap;
-    /// Append invariant violations ("violation: ...") and in-progress states ("in progress: ...").
-    std::function<void(const Pool&, const RegionInfo&, std::vector<std::string>& violations,
-                       std::vector<std::string>& in_progress)> check;
-};
-void register_region_kind_ops(RegionKind kind, RegionKindOps ops);
-const RegionKindOps* region_kind_ops(uint32_t kind);
 
 }  // namespace fabric_shm

@@ -188,11 +188,4 @@ private:
 /// producer, in order (a failure on one topic does not stop the others).
 std::vector<Result<SendResult>> send_to_each(std::span<Producer* const> producers, const OutgoingMessage& message);
 
-namespace detail {
-/// Registers the topic and partition RegionKindOps (reap and check); called once per process.
-void register_mq_region_kinds();
-/// Test hook: called between a send's claim and its envelope write when set.
-extern void (*g_mq_after_claim_hook)();
-}  // namespace detail
-
 }  // namespace fabric_shm

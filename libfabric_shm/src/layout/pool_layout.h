@@ -12,6 +12,8 @@
 //   data_offset            region area: page-aligned extents described by RegionEntry
 #pragma once
 
+#include "private.h"
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>

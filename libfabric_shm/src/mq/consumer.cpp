@@ -13,13 +13,14 @@
 
 #include "fabric_shm/clock.h"
 #include "fabric_shm/counters.h"
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "fabric_shm/names.h"
 #include "futex.h"
 #include "mq/topic_internal.h"
 #include "cpu_relax.h"
 #include "mq/waiting.h"
 #include "seqlock_copy.h"
+#include "pool_impl.h"
 
 namespace fabric_shm {
 
@@ -188,7 +189,7 @@ Result<uint64_t> Consumer::Impl::resolve(uint32_t p, const SeekPolicy& policy) {
         auto f = options.offset_store->fetch(t->name, t->incarnation, group, p);
         if (!f) return std::move(f).error();
         if (f->incarnation_mismatch) {
-            pool->count(uint32_t(CounterId::mq_offset_resets), 1);
+            detail::count(*pool, CounterId::mq_offset_resets, 1);
             warn("group '" + group + "' topic '" + t->name + "' partition " + std::to_string(p) +
                  ": stored offsets belong to an earlier incarnation of the topic (it was removed and re-created); "
                  "ignoring them and seeking by the fallback policy");
@@ -280,7 +281,7 @@ void Consumer::Impl::gap(uint32_t p, uint64_t& pos, MessageBatch& b) {
     b.lost_ += lost;
     if (!b.gaps_.empty() && b.gaps_.back().partition == p && b.gaps_.back().to == pos) b.gaps_.back().to = next;
     else b.gaps_.push_back(Gap{p, pos, next});
-    pool->count(uint32_t(CounterId::mq_messages_overwritten), lost);
+    detail::count(*pool, CounterId::mq_messages_overwritten, lost);
     pos = next;
 }
 
@@ -433,7 +434,7 @@ Result<size_t> Consumer::poll(MessageBatch& batch, size_t max, uint64_t timeout_
         }
         im.rotate++;
         if (total > 0 || batch.lost_ > 0 || timeout_ns == 0) {
-            if (total) im.pool->count(uint32_t(CounterId::mq_messages_consumed), total);
+            if (total) detail::count(*im.pool, CounterId::mq_messages_consumed, total);
             return total;
         }
         // Spinning reads the clock only every 64 rounds (a clock read costs more than a round).

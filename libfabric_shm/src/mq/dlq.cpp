@@ -12,7 +12,7 @@
 #include <optional>
 
 #include "fabric_shm/clock.h"
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "fabric_shm/names.h"
 #include "mq/group_internal.h"
 

@@ -12,7 +12,7 @@
 #include <cstring>
 
 #include "fabric_shm/clock.h"
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "fabric_shm/registry.h"
 #include "mq/group_internal.h"
 #include "owner_lock.h"

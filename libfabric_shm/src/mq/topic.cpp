@@ -11,13 +11,15 @@
 
 #include "fabric_shm/clock.h"
 #include "fabric_shm/counters.h"
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "fabric_shm/names.h"
 #include "futex.h"
 #include "layout/pool_layout.h"
 #include "mq/topic_internal.h"
 #include "mq/waiting.h"
 #include "owner_lock.h"
+#include "pool_impl.h"
+#include "region_kinds.h"
 
 namespace fabric_shm {
 
@@ -240,7 +242,7 @@ bool deregister_group(TopicHandle& t, int index, bool force, uint64_t now_ns) {
 namespace {
 std::atomic<uint64_t>& fence_floor(const Pool& pool) {
     // The pool header's mutable words are shared state (see stolen_locks in owner_lock.cpp).
-    return const_cast<layout::PoolHeader&>(pool.header()).fence_floor;
+    return detail::pool_header(pool).fence_floor;
 }
 }  // namespace
 
@@ -517,7 +519,7 @@ bool skip_claim(const Pool& pool, const PartitionView& p, SlotHeader* s, uint64_
     if (st == kSlotClaimed) {
         p.hdr->skipped_claims.fetch_add(1, std::memory_order_relaxed);
         if (quarantine) p.hdr->quarantined.fetch_add(1, std::memory_order_relaxed);
-        pool.count(uint32_t(CounterId::mq_claims_skipped), 1);
+        detail::count(pool, CounterId::mq_claims_skipped, 1);
     }
     return true;
 }
@@ -726,11 +728,11 @@ Status TopicManager::remove_group(std::string_view topic, std::string_view group
 namespace {
 
 PartitionHeader* partition_at(const Pool& pool, const RegionInfo& info, PartitionView* v, std::string* why) {
-    if (!pool.in_bounds(info.offset, info.length) || info.length < kSlotsOffset) {
+    if (!detail::pool_in_bounds(pool, info.offset, info.length) || info.length < kSlotsOffset) {
         *why = "region extent out of bounds";
         return nullptr;
     }
-    auto* ph = reinterpret_cast<PartitionHeader*>(pool.base() + info.offset);
+    auto* ph = reinterpret_cast<PartitionHeader*>(detail::pool_base(pool) + info.offset);
     const uint64_t cap = ph->capacity, stride = ph->stride;
     if (ph->magic != kPartitionMagic) {
         *why = "bad partition magic";
@@ -743,7 +745,7 @@ PartitionHeader* partition_at(const Pool& pool, const RegionInfo& info, Partitio
         return nullptr;
     }
     v->hdr = ph;
-    v->slots = pool.base() + info.offset + kSlotsOffset;
+    v->slots = detail::pool_base(pool) + info.offset + kSlotsOffset;
     v->capacity = cap;
     v->mask = cap - 1;
     v->stride = stride;
@@ -780,7 +782,7 @@ uint64_t reap_partition(const Pool& pool, const RegionInfo& info, uint64_t now_n
             ++n;
             if (st == kSlotClaimed) {
                 v.hdr->skipped_claims.fetch_add(1, std::memory_order_relaxed);
-                pool.count(uint32_t(CounterId::mq_claims_skipped), 1);
+                detail::count(pool, CounterId::mq_claims_skipped, 1);
             }
         }
     }
@@ -846,7 +848,7 @@ void check_partition(const Pool& pool, const RegionInfo& info, std::vector<std::
 /// wake that wakes nobody (producers also repair it themselves, at most every 10 ms each).
 uint64_t reap_waiters(const Pool& pool, const RegionInfo& info, TopicHeader* hdr, uint64_t now_ns, bool dry_run,
                       std::vector<std::string>& notes) {
-    auto* table = reinterpret_cast<WaiterSlot*>(pool.base() + info.offset + kWaitersOffset);
+    auto* table = reinterpret_cast<WaiterSlot*>(detail::pool_base(pool) + info.offset + kWaitersOffset);
     std::vector<uint32_t> dead;
     for (uint32_t i = 0; i < kMaxWaiters; ++i) {
         const uint64_t w = table[i].word.load(std::memory_order_acquire);  // pairs with claim/release CASes
@@ -880,10 +882,10 @@ uint64_t reap_waiters(const Pool& pool, const RegionInfo& info, TopicHeader* hdr
 
 uint64_t reap_topic(const Pool& pool, const RegionInfo& info, uint64_t now_ns, bool dry_run,
                     std::vector<std::string>& notes) {
-    if (!pool.in_bounds(info.offset, info.length) || info.length < kTopicRegionBytes) return 0;
-    auto* hdr = reinterpret_cast<TopicHeader*>(pool.base() + info.offset);
+    if (!detail::pool_in_bounds(pool, info.offset, info.length) || info.length < kTopicRegionBytes) return 0;
+    auto* hdr = reinterpret_cast<TopicHeader*>(detail::pool_base(pool) + info.offset);
     if (hdr->magic != kTopicMagic || hdr->layout_fingerprint != kTopicLayoutFingerprint) return 0;
-    auto* groups = reinterpret_cast<GroupSlot*>(pool.base() + info.offset + kGroupsOffset);
+    auto* groups = reinterpret_cast<GroupSlot*>(detail::pool_base(pool) + info.offset + kGroupsOffset);
     uint64_t n = reap_waiters(pool, info, hdr, now_ns, dry_run, notes);
     for (uint32_t i = 0; i < kMaxGroups; ++i) {
         GroupSlot& g = groups[i];
@@ -918,11 +920,11 @@ uint64_t reap_topic(const Pool& pool, const RegionInfo& info, uint64_t now_ns, b
 void check_topic_region(const Pool& pool, const RegionInfo& info, std::vector<std::string>& violations,
                         std::vector<std::string>& in_progress) {
     const std::string who = "topic '" + info.name + "'";
-    if (!pool.in_bounds(info.offset, info.length) || info.length < kTopicRegionBytes) {
+    if (!detail::pool_in_bounds(pool, info.offset, info.length) || info.length < kTopicRegionBytes) {
         violations.push_back(who + ": root region too short or out of bounds");
         return;
     }
-    auto* hdr = reinterpret_cast<TopicHeader*>(pool.base() + info.offset);
+    auto* hdr = reinterpret_cast<TopicHeader*>(detail::pool_base(pool) + info.offset);
     if (hdr->magic != kTopicMagic) {
         if (info.state == "live") violations.push_back(who + ": bad magic");
         return;
@@ -934,7 +936,7 @@ void check_topic_region(const Pool& pool, const RegionInfo& info, std::vector<st
                              " is not this build's " + std::to_string(kTopicLayoutFingerprint));
         return;
     }
-    auto* groups = reinterpret_cast<GroupSlot*>(pool.base() + info.offset + kGroupsOffset);
+    auto* groups = reinterpret_cast<GroupSlot*>(detail::pool_base(pool) + info.offset + kGroupsOffset);
     for (uint32_t i = 0; i < kMaxGroups; ++i) {
         const uint64_t w = groups[i].word.load(std::memory_order_acquire);  // pairs with LIVE/FREE stores
         if (group_state(w) > kGroupLive)
@@ -943,7 +945,7 @@ void check_topic_region(const Pool& pool, const RegionInfo& info, std::vector<st
         else if (group_state(w) == kGroupCreating)
             in_progress.push_back("in progress: " + who + " group slot " + std::to_string(i) + " being registered");
     }
-    auto* waiters = reinterpret_cast<WaiterSlot*>(pool.base() + info.offset + kWaitersOffset);
+    auto* waiters = reinterpret_cast<WaiterSlot*>(detail::pool_base(pool) + info.offset + kWaitersOffset);
     for (uint32_t i = 0; i < kMaxWaiters; ++i) {
         const uint64_t w = waiters[i].word.load(std::memory_order_acquire);  // pairs with claim/release CASes
         if (waiter_state(w) > kWaiterReleasing)
@@ -957,9 +959,9 @@ void check_topic_region(const Pool& pool, const RegionInfo& info, std::vector<st
 
 }  // namespace
 
-void detail::register_mq_region_kinds() {
-    register_region_kind_ops(RegionKind::partition, RegionKindOps{reap_partition, check_partition});
-    register_region_kind_ops(RegionKind::topic, RegionKindOps{reap_topic, check_topic_region});
-}
+namespace {
+const detail::RegionKindRegistration partition_kind(RegionKind::partition, RegionKindOps{reap_partition, check_partition});
+const detail::RegionKindRegistration topic_kind(RegionKind::topic, RegionKindOps{reap_topic, check_topic_region});
+}  // namespace
 
 }  // namespace fabric_shm

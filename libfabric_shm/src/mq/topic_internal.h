@@ -4,6 +4,8 @@
 // Consumer and MemOffsetStore.
 #pragma once
 
+#include "private.h"
+
 #include <memory>
 #include <optional>
 #include <string>
@@ -114,3 +116,8 @@ bool owner_certainly_dead(const Pool& pool, OwnerToken owner, uint64_t now_ns);
 bool skip_claim(const Pool& pool, const PartitionView& p, SlotHeader* s, uint64_t word, bool quarantine);
 
 }  // namespace fabric_shm::mq
+
+namespace fabric_shm::detail {
+/// Test hook: called between a send's claim and its envelope write when set.
+extern void (*g_mq_after_claim_hook)();
+}  // namespace fabric_shm::detail

@@ -15,6 +15,8 @@
 //   1024     slots               capacity x stride bytes; slot i holds offsets o with o % capacity == i
 #pragma once
 
+#include "private.h"
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>

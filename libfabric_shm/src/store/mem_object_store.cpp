@@ -10,10 +10,12 @@
 
 #include "fabric_shm/clock.h"
 #include "fabric_shm/counters.h"
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "fabric_shm/names.h"
 #include "seqlock_copy.h"
 #include "store/store_core.h"
+#include "pool_impl.h"
+#include "region_kinds.h"
 
 namespace fabric_shm {
 
@@ -39,7 +41,7 @@ struct StoreShared {
         FABRIC_TRY(heap.check(now));
         return {};
     }
-    void count(CounterId id, uint64_t n) const noexcept { pool->count(uint32_t(id), n); }
+    void count(CounterId id, uint64_t n) const noexcept { detail::count(*pool, id, n); }
 };
 
 struct MemObjectStore::Impl {
@@ -542,7 +544,8 @@ std::optional<BoundStore> bind_for_hook(const Pool& pool, const RegionInfo& info
 }
 }  // namespace
 
-void register_store_region_kinds() {
+namespace {
+RegionKindOps store_region_kind_ops() {
     RegionKindOps ops;
     ops.reap = [](const Pool& pool, const RegionInfo& info, uint64_t now, bool dry_run,
                   std::vector<std::string>& notes) -> uint64_t {
@@ -560,8 +563,10 @@ void register_store_region_kinds() {
         }
         b->core->check(violations, in_progress);
     };
-    register_region_kind_ops(RegionKind::store, std::move(ops));
+    return ops;
 }
+const RegionKindRegistration store_region_kind(RegionKind::store, store_region_kind_ops());
+}  // namespace
 
 }  // namespace detail
 }  // namespace fabric_shm

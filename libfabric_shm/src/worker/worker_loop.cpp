@@ -22,7 +22,7 @@
 #include "fabric_shm/clock.h"
 #include "fabric_shm/consumer.h"
 #include "fabric_shm/consumer_group.h"
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "fabric_shm/dlq.h"
 #include "fabric_shm/jobs.h"
 #include "fabric_shm/lease.h"
