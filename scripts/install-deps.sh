@@ -2,8 +2,10 @@
 # SPDX-License-Identifier: MIT
 # Installs what a fresh Debian 12 lacks to build and test fabric-shm: the build tools
 # (meson, ninja, g++, cmake for doctest's config, pkg-config, git, python3 for the test
-# summary) and the libraries. Idempotent: does nothing when every package is installed,
-# runs `apt-get update` only when the package lists are empty or an install fails.
+# summary) and the libraries; libnats-dev and nats-server for the optional bridge module
+# (fabric-shm-bridge and its tests, which start their own loopback nats-server cluster).
+# Idempotent: does nothing when every package is installed, runs `apt-get update` only when
+# the package lists are empty or an install fails.
 # As root it calls apt-get directly; otherwise through sudo when it exists.
 # Extra packages may be named as arguments (scripts/test-extended.sh adds valgrind).
 set -euo pipefail
@@ -11,6 +13,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 packages=(meson ninja-build g++ cmake pkg-config git python3
           libboost-dev libnuma-dev libcxxopts-dev doctest-dev nlohmann-json3-dev libisal-dev numactl
+          libnats-dev nats-server
           "$@")
 
 missing=()

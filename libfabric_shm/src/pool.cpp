@@ -165,6 +165,7 @@ std::string_view region_kind_name(uint32_t kind) noexcept {
     case RegionKind::group: return "group";
     case RegionKind::job_outputs: return "job-outputs";
     case RegionKind::metrics: return "metrics";
+    case RegionKind::bridge: return "bridge";
     }
     return "unknown";
 }
@@ -226,6 +227,7 @@ PoolSettings Pool::settings() const {
     return s;
 }
 OwnerToken Pool::self() const { return impl_->self; }
+uint64_t Pool::incarnation() const { return impl_->header()->incarnation; }  // immutable after publish
 
 bool Pool::Impl::in_bounds(uint64_t offset, uint64_t length) const noexcept {
     return offset <= size && length <= size - offset;

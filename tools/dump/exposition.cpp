@@ -204,6 +204,34 @@ void add_pool(Exposition& e, const nlohmann::json& doc) {
     if (doc.contains("latency") && doc["latency"].contains("keys"))
         for (const auto& k : doc["latency"]["keys"])
             add_latency(e, {{"pool", pool}, {"topic", str(k, "topic")}, {"group", str(k, "group")}}, k);
+    if (doc.contains("bridge") && doc["bridge"].contains("processes"))
+        for (const auto& b : doc["bridge"]["processes"]) {
+            const Labels bl = {{"pool", pool},
+                               {"role", str(b, "role")},
+                               {"member", str(b, "member")},
+                               {"topic", str(b, "topic")},
+                               {"stream", str(b, "stream")}};
+            e.add("bridge_up", "gauge", "1 while the bridge process is alive", bl, uint64_t(b["alive"].get<bool>()));
+            e.add("bridge_connected", "gauge", "1 while the bridge process is connected to the NATS cluster", bl,
+                  uint64_t(b["connected"].get<bool>()));
+            e.add("bridge_stream_ready", "gauge",
+                  "1 once the stream is set up (export) or the durable consumer bound (import)", bl,
+                  uint64_t(b.contains("stream_ready") && b["stream_ready"].get<bool>()));
+            e.add("bridge_lag", "gauge",
+                  "Export: local messages not yet acknowledged by the stream; import: stream messages pending for the "
+                  "durable consumer",
+                  bl, u64(b, "lag"));
+            e.add("bridge_in_flight", "gauge",
+                  "Export: published, not yet acknowledged; import: stored locally, not yet acked to the stream", bl,
+                  u64(b, "in_flight"));
+            e.add("bridge_messages_per_second", "gauge", "Messages moved per second over the last second", bl,
+                  number(b["messages_per_s"].get<double>()));
+            e.add("bridge_heartbeat_age_seconds", "gauge", "Time since the bridge process last updated its status", bl,
+                  number(double(u64(b, "heartbeat_age_ns")) / 1e9));
+            for (const auto& [name, v] : b["counters"].items())
+                e.add("bridge_" + name + "_total", "counter", "Bridge counter " + name + " (docs/bridge.md)", bl,
+                      v.get<uint64_t>());
+        }
 }
 
 }  // namespace
@@ -275,6 +303,17 @@ std::string watch_text(const nlohmann::json& doc, const nlohmann::json& prev, ui
                 first = false;
             }
             t += "\n";
+        }
+
+    // Bridge processes: connection, lag and rate on one line each.
+    if (doc.contains("bridge") && doc["bridge"].contains("processes"))
+        for (const auto& b : doc["bridge"]["processes"]) {
+            char rate_s[32];
+            std::snprintf(rate_s, sizeof rate_s, "%.1f/s", b["messages_per_s"].get<double>());
+            t += "  bridge " + str(b, "role") + " " + str(b, "topic") + (str(b, "role") == "export" ? " -> " : " <- ") +
+                 str(b, "stream") + "  " + (b["alive"].get<bool>() ? str(b, "connection") : "dead") + "  lag " +
+                 std::to_string(u64(b, "lag")) + "  in flight " + std::to_string(u64(b, "in_flight")) + "  " + rate_s +
+                 "  messages " + std::to_string(u64(b["counters"], "messages")) + "\n";
         }
 
     // Latency percentiles per (topic, group).

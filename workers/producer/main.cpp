@@ -11,6 +11,7 @@
 // 130. --skip-existing lets a re-run skip the puts that are done and still send their
 // notifications.
 #include <signal.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -208,7 +209,14 @@ int main(int argc, char** argv) {
         TopicConfig tc;
         tc.num_partitions = r["partitions"].as<uint32_t>();
         if (Status st = tm.create(t, tc); !st && st.code() != Errc::already_exists) return cli::fail(out, st.error());
+        // Another process (a worker, a bridge) may be creating the topic right now: its partitions
+        // are published a moment after the name is taken. Wait for them, bounded.
         auto p = Producer::open(*pool, t, po);
+        for (const uint64_t deadline = mono_now_ns() + 10 * kNsPerSec; !p && p.code() == Errc::not_found && mono_now_ns() < deadline;) {
+            timespec ts{0, long(kNsPerMs)};
+            nanosleep(&ts, nullptr);
+            p = Producer::open(*pool, t, po);
+        }
         if (!p) return cli::fail(out, p.error());
         if (auto d = tm.describe(t))
             for (uint64_t id : d->lease_ids) (void)renewals.register_lease(id);

@@ -37,6 +37,7 @@ enum class RegionKind : uint32_t {
     group = 12,        ///< consumer group table (child of topic)
     job_outputs = 20,  ///< pool-backed JobOutputStore
     metrics = 30,      ///< latency histograms (metrics.h), one per pool
+    bridge = 40,       ///< status of one fabric-shm-bridge process (libfabric_shm/bridge, docs/bridge.md)
 };
 std::string_view region_kind_name(uint32_t kind) noexcept;
 
@@ -160,6 +161,8 @@ public:
     /// What the pool was created with (copied out of its header).
     PoolSettings settings() const;
     OwnerToken self() const;  ///< this process's registration; 0 when read-only
+    /// Random 64-bit id drawn at creation: tells a re-created pool of the same name from the old one.
+    uint64_t incarnation() const;
     ProcessRegistry registry() const { return ProcessRegistry(*this); }
 
     /// Re-checks the file size (another process may have truncated it): Corrupt if shorter.

@@ -24,7 +24,7 @@ namespace fabric_shm::layout {
 
 constexpr uint64_t kPoolMagic = 0x4853434952424146ULL;  ///< "FABRICSH" in little-endian bytes
 constexpr uint16_t kLayoutMajor = 4;  ///< differs: refuse (VersionMismatch); 2: fence eras (PoolHeader::fence_floor, GroupSlot::era); 3: topic waiter bits and table (mq/topic_layout.h); 4: registry word namespace bit, store slot generations and fenced stripe locks
-constexpr uint16_t kLayoutMinor = 1;  ///< higher minor: compatible additions (1: metrics region kind, layout/metrics_layout.h)
+constexpr uint16_t kLayoutMinor = 2;  ///< higher minor: compatible additions (1: metrics region kind, layout/metrics_layout.h; 2: bridge region kind)
 constexpr uint64_t kPageSize = 4096;
 constexpr uint64_t kCacheLine = 64;
 
