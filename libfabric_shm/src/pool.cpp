@@ -190,22 +190,34 @@ std::vector<std::string> Pool::list() {
     return names;
 }
 
+Pool::Pool() noexcept = default;
 Pool::Pool(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Pool::Pool(const Pool& other) noexcept = default;
+Pool& Pool::operator=(const Pool& other) noexcept = default;
 Pool::Pool(Pool&& other) noexcept = default;
-Pool& Pool::operator=(Pool&& other) noexcept {
-    if (this != &other) {
-        this->~Pool();
-        new (this) Pool(std::move(other));
-    }
-    return *this;
+Pool& Pool::operator=(Pool&& other) noexcept = default;
+Pool::~Pool() = default;
+
+Pool::Impl::~Impl() {
+    detail::registry_unregister(*this);
+    if (base) munmap(base, size);
+    if (fd >= 0) ::close(fd);
 }
 
-Pool::~Pool() {
-    if (!impl_) return;
-    detail::registry_unregister(*impl_);
-    if (impl_->base) munmap(impl_->base, impl_->size);
-    if (impl_->fd >= 0) close(impl_->fd);
+void Pool::close() noexcept {
+    if (impl_) impl_->closed.store(true, std::memory_order_relaxed);
 }
+bool Pool::closed() const noexcept { return impl_ && impl_->closed.load(std::memory_order_relaxed); }
+Status Pool::check_open() const {
+    if (closed()) return detail::closed_error(*this);
+    return {};
+}
+
+namespace detail {
+Error closed_error(const Pool& pool) {
+    return make_error(Errc::closed, "pool '" + pool.name() + "' was closed (Pool::close): nothing opened from it works any more");
+}
+}  // namespace detail
 
 const std::string& Pool::name() const { return impl_->name; }
 bool Pool::created() const { return impl_->created; }
@@ -234,6 +246,8 @@ bool Pool::Impl::in_bounds(uint64_t offset, uint64_t length) const noexcept {
 }
 
 Status Pool::check_mapping() const {
+    FABRIC_TRY(check_open());
+
     struct stat st {};
     if (fstat(impl_->fd, &st) != 0) return errno_error(errno, "fstat " + impl_->path);
     if (uint64_t(st.st_size) < impl_->size)
@@ -243,6 +257,8 @@ Status Pool::check_mapping() const {
 }
 
 void Pool::heartbeat(uint64_t now_ns) const {
+    if (closed()) return;
+
     if (auto* slot = impl_->my_slot()) slot->heartbeat_ns.store(now_ns, std::memory_order_relaxed);
 }
 
@@ -271,12 +287,12 @@ Result<std::unique_ptr<Pool::Impl>> map_segment(const std::string& name, const s
     struct stat st {};
     if (fstat(fd, &st) != 0) {
         const int err = errno;
-        close(fd);
+        ::close(fd);
         return errno_error(err, "fstat " + path);
     }
     const uint64_t size = uint64_t(st.st_size);
     if (size < sizeof(PoolHeader)) {
-        close(fd);
+        ::close(fd);
         if (size == 0)
             return make_error(Errc::not_ready, "pool '" + name + "' is an empty file (creator died before sizing it)");
         return make_error(Errc::too_small, "pool '" + name + "' is " + std::to_string(size) +
@@ -286,7 +302,7 @@ Result<std::unique_ptr<Pool::Impl>> map_segment(const std::string& name, const s
     void* base = mmap(nullptr, size, read_only ? PROT_READ : PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (base == MAP_FAILED) {
         const int err = errno;
-        close(fd);
+        ::close(fd);
         return errno_error(err, "mmap " + path);
     }
     auto impl = std::make_unique<Pool::Impl>();
@@ -339,7 +355,7 @@ Result<Pool> Pool::create(const PoolOptions& options) {
     const int fd = ::open(tmp_path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) return errno_error(errno, "create " + tmp_path);
     auto cleanup = [&](Error e) -> Result<Pool> {
-        close(fd);
+        ::close(fd);
         ::unlink(tmp_path.c_str());
         return e;
     };
@@ -401,7 +417,7 @@ Result<Pool> Pool::create(const PoolOptions& options) {
     }
     FABRIC_CRASH_POINT("pool.create.after_link");
     ::unlink(tmp_path.c_str());
-    close(fd);
+    ::close(fd);
     OpenOptions open_options;
     open_options.reap_on_open = false;
     Result<Pool> opened = open(options.name, open_options);
@@ -504,6 +520,7 @@ Status Pool::remove(std::string_view name_view, bool force) {
 }
 
 std::string Pool::lifecycle() const {
+    if (closed()) return "closed";
     switch (lifecycle_state(impl_->header()->lifecycle.load(std::memory_order_acquire))) {
     case kPoolLive: return "live";
     case kPoolReclaiming: return "reclaiming";
@@ -538,6 +555,8 @@ void detach_bit(Pool::Impl& impl, uint32_t index) {
 }  // namespace
 
 Result<Region> Pool::create_region(const RegionSpec& spec) {
+    FABRIC_TRY(check_open());
+
     if (impl_->read_only || !impl_->self)
         return make_error(Errc::permission_denied, "pool '" + impl_->name + "' is open read-only");
     if (spec.name.empty() || spec.name.size() >= kRegionNameBytes || spec.name.find('\0') != std::string::npos)
@@ -654,7 +673,7 @@ Result<Region> Pool::create_region(const RegionSpec& spec) {
     }
 
     Region region;
-    region.pool_ = this;
+    region.pool_ = *this;
     region.ref_ = RegionRef{index, gen};
     region.offset_ = offset;
     region.length_ = length;
@@ -674,10 +693,11 @@ Result<Region> Pool::create_region(const RegionSpec& spec) {
 }
 
 Status Region::publish() {
+    if (pool_.closed()) return detail::closed_error(pool_);
     RegionEntry* entry_ = &detail::PoolAccess::entry(*this);
-    uint64_t w = make_entry_word(kEntryCreating, ref_.generation, pool_->self());
+    uint64_t w = make_entry_word(kEntryCreating, ref_.generation, pool_.self());
     // Release: the initialised region memory is visible to whoever acquires LIVE.
-    if (entry_->word.compare_exchange_strong(w, make_entry_word(kEntryLive, ref_.generation, pool_->self()),
+    if (entry_->word.compare_exchange_strong(w, make_entry_word(kEntryLive, ref_.generation, pool_.self()),
                                              std::memory_order_acq_rel))
         return {};
     if (entry_word_state(w) == kEntryLive && entry_word_gen(w) == ref_.generation) return {};
@@ -687,6 +707,8 @@ Status Region::publish() {
 }
 
 Result<Region> Pool::open_region(RegionRef ref) const {
+    FABRIC_TRY(check_open());
+
     if (ref.index >= kDirectoryEntries) return make_error(Errc::invalid_argument, "region index out of range");
     RegionEntry& e = impl_->entries()[ref.index];
     const std::string name = detail::load_fixed_string(e.name, kRegionNameBytes / 8);
@@ -708,17 +730,18 @@ Result<Region> Pool::open_region(RegionRef ref) const {
                                              std::to_string(len) + ") is outside the " + std::to_string(size()) +
                                              "-byte pool");
     }
-    region.pool_ = this;
+    region.pool_ = *this;
     region.ref_ = ref;
     region.offset_ = off;
     region.length_ = len;
     region.data_ = impl_->base + off;
-    if (!attached) region.pool_ = this;  // read-only handle: no attachment to release
     if (Status s = region.check(mono_now_ns()); !s) return std::move(s).error();
     return region;
 }
 
 Result<Region> Pool::open_region(RegionKind kind, std::string_view name) const {
+    FABRIC_TRY(check_open());
+
     RegionEntry* entries = impl_->entries();
     for (uint32_t i = 0; i < kDirectoryEntries; ++i) {
         const uint64_t w = entries[i].word.load(std::memory_order_acquire);
@@ -734,36 +757,35 @@ Result<Region> Pool::open_region(RegionKind kind, std::string_view name) const {
 }
 
 Region::Region(Region&& o) noexcept
-    : pool_(o.pool_), ref_(o.ref_), offset_(o.offset_), length_(o.length_), data_(o.data_) {
-    o.pool_ = nullptr;
-}
+    : pool_(std::move(o.pool_)), ref_(o.ref_), offset_(o.offset_), length_(o.length_), data_(o.data_) {}
 Region& Region::operator=(Region&& o) noexcept {
     if (this != &o) {
         release();
-        pool_ = o.pool_;
+        pool_ = std::move(o.pool_);  // empties o.pool_
         ref_ = o.ref_;
         offset_ = o.offset_;
         length_ = o.length_;
         data_ = o.data_;
-        o.pool_ = nullptr;
     }
     return *this;
 }
 Region::~Region() { release(); }
 void Region::release() noexcept {
-    if (pool_ && pool_->impl_) detach_bit(*pool_->impl_, ref_.index);
-    pool_ = nullptr;
+    if (pool_.impl_) detach_bit(*pool_.impl_, ref_.index);
+    pool_ = Pool();  // may drop the last handle: unmaps after the detach above
 }
 
 uint64_t Region::lease_id() const { return detail::PoolAccess::entry(*this).lease.lease_id.load(std::memory_order_relaxed); }
 
 Status Region::check(uint64_t now_ns) const {
+    if (!pool_.valid()) return make_error(Errc::invalid_argument, "check of an empty Region handle");
+    if (pool_.closed()) return detail::closed_error(pool_);
     const RegionEntry* entry_ = &detail::PoolAccess::entry(*this);
     // A removed pool (`pool rm --force` with live processes, or a reaped one): every handle
     // fails closed at its next check. The remover's lifecycle CAS comes before its unlink, so
     // nothing is acknowledged into a segment after its name is gone. Acquire: pairs with it.
-    if (lifecycle_state(pool_->impl_->header()->lifecycle.load(std::memory_order_acquire)) != kPoolLive)
-        return make_error(Errc::stale_generation, "pool '" + pool_->name() +
+    if (lifecycle_state(pool_.impl_->header()->lifecycle.load(std::memory_order_acquire)) != kPoolLive)
+        return make_error(Errc::stale_generation, "pool '" + pool_.name() +
                                                       "' was removed (fabric-shm pool rm, or reaped): its regions are gone");
     const uint64_t w = entry_->word.load(std::memory_order_acquire);
     if (entry_word_gen(w) != ref_.generation ||
@@ -861,6 +883,8 @@ void try_reclaim(ReclaimContext& ctx, uint32_t index, uint64_t w, const std::str
 }  // namespace
 
 Status Pool::remove_region(RegionRef ref) {
+    FABRIC_TRY(check_open());
+
     if (impl_->read_only || !impl_->self)
         return make_error(Errc::permission_denied, "pool '" + impl_->name + "' is open read-only");
     if (ref.index >= kDirectoryEntries) return make_error(Errc::invalid_argument, "region index out of range");
@@ -892,6 +916,8 @@ Status Pool::remove_region(RegionRef ref) {
 }
 
 std::vector<RegionInfo> Pool::regions() const {
+    if (closed()) return {};
+
     std::vector<RegionInfo> out;
     const uint64_t now = mono_now_ns();
     for (uint32_t i = 0; i < kDirectoryEntries; ++i) {
@@ -920,6 +946,8 @@ std::vector<RegionInfo> Pool::regions() const {
 }
 
 Result<RegionInfo> Pool::region_info(RegionRef ref) const {
+    FABRIC_TRY(check_open());
+
     for (RegionInfo& info : regions())
         if (info.ref == ref) return std::move(info);
     return make_error(Errc::not_found, "region " + std::to_string(ref.index) + " generation " +
@@ -931,6 +959,8 @@ Result<RegionInfo> Pool::region_info(RegionRef ref) const {
 uint64_t Pool::pool_lease_id() const { return impl_->header()->lease.lease_id.load(std::memory_order_relaxed); }
 
 std::vector<LeaseInfo> Pool::leases() const {
+    if (closed()) return {};
+
     std::vector<LeaseInfo> out;
     LeaseInfo pl = lease_info_of(impl_->header()->lease);
     pl.is_pool = true;
@@ -941,6 +971,8 @@ std::vector<LeaseInfo> Pool::leases() const {
 }
 
 Result<LeaseInfo> Pool::lease(uint64_t lease_id) const {
+    FABRIC_TRY(check_open());
+
     for (LeaseInfo& l : leases())
         if (l.lease_id == lease_id) return std::move(l);
     return make_error(Errc::not_found, "lease " + std::to_string(lease_id) + " does not exist in pool '" +
@@ -948,6 +980,8 @@ Result<LeaseInfo> Pool::lease(uint64_t lease_id) const {
 }
 
 Result<uint64_t> Pool::renew_lease(uint64_t lease_id, uint64_t now_ns, uint64_t ttl_ns) const {
+    FABRIC_TRY(check_open());
+
     if (impl_->read_only) return make_error(Errc::permission_denied, "pool '" + impl_->name + "' is open read-only");
     if (lifecycle_state(impl_->header()->lifecycle.load(std::memory_order_acquire)) != kPoolLive)
         return make_error(Errc::stale_generation, "pool '" + impl_->name + "' has been removed");
@@ -1007,6 +1041,8 @@ Result<uint64_t> Pool::renew_lease(uint64_t lease_id, uint64_t now_ns, uint64_t 
 }
 
 bool Pool::wholly_expired(uint64_t now_ns) const {
+    if (closed()) return false;
+
     const LeaseInfo pl = lease_info_of(impl_->header()->lease);
     if (!pl.expired(now_ns)) return false;
     for (uint32_t i = 0; i < kDirectoryEntries; ++i) {
@@ -1025,6 +1061,11 @@ bool Pool::wholly_expired(uint64_t now_ns) const {
 // ---- reaper -----------------------------------------------------------------------
 
 ReapReport Pool::reap(uint64_t now, bool dry_run, bool allow_pool_removal) {
+    if (closed()) {
+        ReapReport closed_report;
+        closed_report.notes.push_back(detail::closed_error(*this).message);
+        return closed_report;
+    }
     ReapReport report;
     if (impl_->read_only || !impl_->self) dry_run = true;
     PoolHeader& h = *impl_->header();

@@ -29,6 +29,15 @@ struct Pool::Impl {
     /// In-process handle counts per directory entry: the attach bit in the registry is set
     /// on 0 -> 1 and cleared on 1 -> 0.
     std::unique_ptr<std::atomic<uint32_t>[]> local_attach;
+    /// Set once by Pool::close() (any copy); read before each call touches the mapping.
+    /// Relaxed both ways: it orders nothing else, and a call racing the close may go either way.
+    std::atomic<bool> closed{false};
+
+    Impl() = default;
+    Impl(const Impl&) = delete;
+    Impl& operator=(const Impl&) = delete;
+    /// The last handle, object or view is gone: retires the registration, unmaps, closes the fd.
+    ~Impl();
 
     layout::PoolHeader* header() const { return reinterpret_cast<layout::PoolHeader*>(base); }
     layout::ProcessSlot* slots() const {
@@ -48,7 +57,7 @@ namespace detail {
 struct PoolAccess {
     static Pool::Impl& impl(const Pool& pool) noexcept { return *pool.impl_; }
     static layout::RegionEntry& entry(const Region& region) noexcept {
-        return impl(*region.pool_).entries()[region.ref_.index];
+        return impl(region.pool_).entries()[region.ref_.index];
     }
 };
 
@@ -64,6 +73,8 @@ T* pool_at(const Pool& pool, uint64_t offset) noexcept {
                ? reinterpret_cast<T*>(pool_base(pool) + offset)
                : nullptr;
 }
+/// The error every call on a closed pool returns.
+Error closed_error(const Pool& pool);
 /// The region's directory entry.
 inline layout::RegionEntry& region_entry(const Region& region) noexcept { return PoolAccess::entry(region); }
 /// Adds to this process's counter shard (nothing when read-only).

@@ -130,6 +130,15 @@ struct ReapReport {
     std::vector<std::string> notes;   ///< one line per action, for --dry-run and logs
 };
 
+/// A shared handle to one mapped pool and this process's registration in it, copied like a
+/// std::shared_ptr. Every object opened on a pool (stores, topics, producers, consumers,
+/// groups, renewals, regions, loans and pinned views) keeps a copy, so moving or dropping the
+/// Pool it was opened from never invalidates it; the memory is unmapped and the registration
+/// retired when the last copy is gone. close() closes the pool for every copy: later calls on
+/// it, and on everything opened from it, return Errc::closed (pinned views stay readable).
+/// Copies may be used from different threads; one object opened from it may not, unless its
+/// header says so. A default-constructed or moved-from Pool is empty: only assigning to it,
+/// valid() and destroying it are allowed.
 class Pool {
 public:
     /// Creates a new pool; AlreadyExists if the name is taken. Atomic: built under a
@@ -146,10 +155,23 @@ public:
     /// Path of a pool's segment: $FABRIC_SHM_DIR (default /dev/shm) + "/fabric-shm." + name.
     static std::string segment_path(std::string_view name);
 
+    Pool() noexcept;
+    Pool(const Pool& other) noexcept;
+    Pool& operator=(const Pool& other) noexcept;
     Pool(Pool&& other) noexcept;
     Pool& operator=(Pool&& other) noexcept;
-    Pool(const Pool&) = delete;
     ~Pool();
+
+    /// False for an empty handle (default-constructed or moved-from).
+    bool valid() const noexcept { return impl_ != nullptr; }
+    /// Closes the pool for this process: every copy of this handle and every object opened
+    /// from it fails later calls with Errc::closed ("pool 'x' was closed") without touching
+    /// the mapping. Pinned views and loans already handed out stay readable/droppable; the
+    /// mapping and the registration go when the last of them is destroyed. Idempotent.
+    void close() noexcept;
+    bool closed() const noexcept;
+    /// Errc::closed when close() was called; OK otherwise.
+    Status check_open() const;
 
     const std::string& name() const;
     /// True when the call that returned this handle created the segment (Pool::create, or
@@ -200,13 +222,14 @@ public:
 
 private:
     explicit Pool(std::unique_ptr<Impl> impl);
-    std::unique_ptr<Impl> impl_;
+    std::shared_ptr<Impl> impl_;
     friend class Region;
     friend struct detail::PoolAccess;
 };
 
 /// A handle to a region: holds this process's attachment (so the memory is never reused
-/// while the handle lives) and checks lease and generation on demand.
+/// while the handle lives) and a copy of the Pool handle (so the mapping stays), and checks
+/// lease and generation on demand.
 class Region {
 public:
     Region() = default;
@@ -215,15 +238,16 @@ public:
     Region(const Region&) = delete;
     ~Region();
 
-    bool valid() const { return pool_ != nullptr; }
+    bool valid() const { return pool_.valid(); }
     RegionRef ref() const { return ref_; }
     uint64_t offset() const { return offset_; }
     uint64_t length() const { return length_; }
     std::byte* data() const { return data_; }
     uint64_t lease_id() const;
-    const Pool& pool() const { return *pool_; }
+    const Pool& pool() const { return pool_; }
     /// OK while the entry is live under this handle's generation and the lease has not run
-    /// out (coarse clock); else StaleGeneration / LeaseExpired naming the region.
+    /// out (coarse clock); else StaleGeneration / LeaseExpired naming the region, or Closed
+    /// after Pool::close (every data structure's operations check this first).
     Status check(uint64_t now_ns = mono_coarse_ns()) const;
     /// CREATING -> LIVE for regions created with publish = false.
     Status publish();
@@ -231,7 +255,7 @@ public:
 private:
     friend class Pool;
     friend struct detail::PoolAccess;
-    const Pool* pool_ = nullptr;
+    Pool pool_;  ///< keeps the mapping alive while the handle lives; empty when released
     RegionRef ref_;
     uint64_t offset_ = 0, length_ = 0;
     std::byte* data_ = nullptr;

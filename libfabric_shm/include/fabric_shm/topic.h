@@ -96,7 +96,7 @@ struct GroupOptions {
 /// Topic lifecycle in one pool. Cheap to construct; holds no handles.
 class TopicManager {
 public:
-    explicit TopicManager(Pool& pool) : pool_(&pool) {}
+    explicit TopicManager(Pool& pool) : pool_(pool) {}
 
     /// AlreadyExists for a live topic of that name; invalid_argument naming the field for a
     /// bad config; no_space when the pool has no room (naming the bytes needed).
@@ -114,7 +114,7 @@ public:
     Status remove_group(std::string_view topic, std::string_view group);
 
 private:
-    Pool* pool_;
+    Pool pool_;  ///< a handle: the manager stays usable when the caller's Pool moves
 };
 
 struct SendResult {

@@ -89,7 +89,8 @@ void MessageBatch::clear() {
 // ---- Consumer ---------------------------------------------------------------------------
 
 struct Consumer::Impl {
-    const Pool* pool = nullptr;
+    Pool pool_handle;  ///< keeps the mapping alive: the caller's Pool may be moved or dropped
+    const Pool* pool = nullptr;  ///< &pool_handle
     std::unique_ptr<TopicHandle> t;
     std::string group;  ///< empty: observer
     GroupRef gref;
@@ -124,7 +125,8 @@ Result<Consumer> Consumer::open(const Pool& pool, std::string_view topic, std::s
     if (!t) return std::move(t).error();
     FABRIC_TRY(check_topic(**t));
     auto impl = std::make_unique<Impl>();
-    impl->pool = &pool;
+    impl->pool_handle = pool;
+    impl->pool = &impl->pool_handle;
     impl->options = options;
     impl->group = std::string(group);
     if (!group.empty()) {

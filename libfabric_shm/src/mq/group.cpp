@@ -91,7 +91,8 @@ struct Probe {
 }  // namespace
 
 struct ConsumerGroup::Impl {
-    const Pool* pool = nullptr;
+    Pool pool_handle;  ///< keeps the mapping alive: the caller's Pool may be moved or dropped
+    const Pool* pool = nullptr;  ///< &pool_handle
     std::string group, topic;
     uint32_t num_partitions = 0;
     GroupConfig config;
@@ -203,7 +204,8 @@ Result<ConsumerGroup> ConsumerGroup::open(const Pool& pool, std::string_view gro
     auto ref = register_group(**t, group, config.registration);
     if (!ref) return std::move(ref).error();
     auto im = std::make_unique<Impl>();
-    im->pool = &pool;
+    im->pool_handle = pool;
+    im->pool = &im->pool_handle;
     im->group = std::string(group);
     im->topic = std::string(topic);
     im->num_partitions = num_partitions;

@@ -109,7 +109,8 @@ Result<std::unique_ptr<TopicHandle>> open_topic(const Pool& pool, std::string_vi
         return std::move(root).error();
     }
     auto t = std::make_unique<TopicHandle>();
-    t->pool = &pool;
+    t->pool_handle = pool;
+    t->pool = &t->pool_handle;
     t->name = std::string(name);
     t->root = std::move(root.value());
     if (t->root.length() < kTopicRegionBytes)
@@ -533,7 +534,7 @@ using namespace mq;
 Status TopicManager::create(std::string_view name, const TopicConfig& config) {
     FABRIC_TRY(validate_name("topic", name));
     FABRIC_TRY(validate_topic_config(config));
-    Pool& pool = *pool_;
+    Pool& pool = pool_;
     const uint64_t part_bytes = partition_region_bytes(config.partition_capacity, config.partition_stride);
     const uint64_t total = kTopicRegionBytes + uint64_t(config.num_partitions) * part_bytes;
     if (total > pool.size())
@@ -621,21 +622,21 @@ Status TopicManager::create(std::string_view name, const TopicConfig& config) {
 }
 
 Status TopicManager::remove(std::string_view name) {
-    auto t = open_topic(*pool_, name);
+    auto t = open_topic(pool_, name);
     if (!t) return std::move(t).error();
     std::vector<RegionRef> refs;
     for (auto& r : (*t)->part_regions) refs.push_back(r.ref());
     const RegionRef root = (*t)->root.ref();
     t.value().reset();  // drop our handles so the memory can be reclaimed at once
-    FABRIC_TRY(pool_->remove_region(root));  // first: new opens fail from here on
-    for (RegionRef r : refs) (void)pool_->remove_region(r);
+    FABRIC_TRY(pool_.remove_region(root));  // first: new opens fail from here on
+    for (RegionRef r : refs) (void)pool_.remove_region(r);
     return {};
 }
 
 std::vector<std::string> TopicManager::list() const {
     std::vector<std::string> names;
     const uint64_t now = mono_now_ns();
-    for (const RegionInfo& r : pool_->regions())
+    for (const RegionInfo& r : pool_.regions())
         if (r.kind == uint32_t(RegionKind::topic) && r.state == "live" && !r.lease.expired(now))
             names.push_back(r.name);
     std::sort(names.begin(), names.end());
@@ -643,7 +644,7 @@ std::vector<std::string> TopicManager::list() const {
 }
 
 Result<TopicDescription> TopicManager::describe(std::string_view name) const {
-    auto tr = open_topic(*pool_, name);
+    auto tr = open_topic(pool_, name);
     if (!tr) return std::move(tr).error();
     TopicHandle& t = **tr;
     TopicDescription d;
@@ -704,7 +705,7 @@ Result<TopicDescription> TopicManager::describe(std::string_view name) const {
 }
 
 Status TopicManager::register_group(std::string_view topic, std::string_view group, const GroupOptions& options) {
-    auto t = open_topic(*pool_, topic);
+    auto t = open_topic(pool_, topic);
     if (!t) return std::move(t).error();
     FABRIC_TRY(check_topic(**t));
     auto r = mq::register_group(**t, group, options);
@@ -714,7 +715,7 @@ Status TopicManager::register_group(std::string_view topic, std::string_view gro
 
 Status TopicManager::remove_group(std::string_view topic, std::string_view group) {
     FABRIC_TRY(validate_name("group", group));
-    auto t = open_topic(*pool_, topic);
+    auto t = open_topic(pool_, topic);
     if (!t) return std::move(t).error();
     const int idx = find_group(**t, group);
     if (idx < 0 || !deregister_group(**t, idx, true, mono_now_ns()))

@@ -32,7 +32,8 @@ struct PartitionView {
 };
 
 struct TopicHandle {
-    const Pool* pool = nullptr;
+    Pool pool_handle;  ///< keeps the mapping alive: the caller's Pool may be moved or dropped
+    const Pool* pool = nullptr;  ///< &pool_handle
     std::string name;
     Region root;
     std::vector<Region> part_regions;

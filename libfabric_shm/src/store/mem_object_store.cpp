@@ -26,10 +26,11 @@ namespace {
 constexpr uint64_t align8(uint64_t v) { return (v + 7) & ~uint64_t(7); }
 }  // namespace
 
-/// What loans and pinned views share with the store object, so they may outlive it (the
-/// Pool must outlive all of them).
+/// What loans and pinned views share with the store object, so they may outlive it (and the
+/// Pool it was opened from: `handle` keeps the mapping).
 struct StoreShared {
-    const Pool* pool = nullptr;
+    Pool pool_handle;  ///< keeps the mapping alive: the caller's Pool may be moved or dropped
+    const Pool* pool = nullptr;  ///< &pool_handle
     Region root, heap;
     std::optional<StoreCore> core;
     StoreConfig config;
@@ -116,8 +117,9 @@ namespace {
 
 Result<std::shared_ptr<StoreShared>> bind_store(const Pool& pool, Region root) {
     auto s = std::make_shared<StoreShared>();
-    s->pool = &pool;
-    auto b = detail::bind_store_regions(pool, std::move(root));
+    s->pool_handle = pool;
+    s->pool = &s->pool_handle;
+    auto b = detail::bind_store_regions(*s->pool, std::move(root));  // the core points at our pool_handle
     if (!b) return std::move(b).error();
     s->core.emplace(std::move(*b->core));
     s->root = std::move(b->root);

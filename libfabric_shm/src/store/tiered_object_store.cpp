@@ -273,7 +273,8 @@ struct TieredObjectStore::Impl {
         ObjectInfo info;
     };
 
-    Pool* pool = nullptr;
+    Pool pool_handle;  ///< keeps the mapping alive: the caller's Pool may be moved or dropped
+    Pool* pool = nullptr;  ///< &pool_handle
     TieredConfig config;
     std::unique_ptr<MemObjectStore> hot;
     mutable std::mutex mu;
@@ -847,7 +848,8 @@ Result<std::unique_ptr<TieredObjectStore>> TieredObjectStore::open(Pool& pool, c
     if (!(config.compact_garbage_fraction >= 0.0 && config.compact_garbage_fraction <= 1.0))
         return make_error(Errc::invalid_argument, "TieredConfig::compact_garbage_fraction must be within [0, 1]");
     auto impl = std::make_unique<Impl>();
-    impl->pool = &pool;
+    impl->pool_handle = pool;
+    impl->pool = &impl->pool_handle;
     impl->config = config;
     std::string notes;
     auto hot = MemObjectStore::open(pool, config.hot, &notes);

@@ -111,7 +111,8 @@ enum class Outcome : uint8_t {
 };
 
 struct WorkerLoop::Impl {
-    Pool* pool = nullptr;
+    Pool pool_handle;  ///< keeps the mapping alive: the caller's Pool may be moved or dropped
+    Pool* pool = nullptr;  ///< &pool_handle
     WorkerConfig cfg;
     Processor processor;
     std::function<void(std::string_view)> log;
@@ -455,7 +456,8 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config, Proc
     if (!processor) return make_error(Errc::invalid_argument, "no processor given");
 
     auto impl = std::make_unique<Impl>();
-    impl->pool = &pool;
+    impl->pool_handle = pool;
+    impl->pool = &impl->pool_handle;
     impl->cfg = config;
     if (impl->cfg.member_id.empty()) impl->cfg.member_id = default_member_id();
     FABRIC_TRY(validate_name("member id", impl->cfg.member_id));
