@@ -135,7 +135,7 @@ TEST_CASE("lifetime: close() makes every later call on the pool and what was ope
     auto consumer = Consumer::open(pool, "t", "g");
     REQUIRE(consumer.ok());
     REQUIRE(consumer->assign_all().ok());
-    auto group = ConsumerGroup::open(pool, "g", "t", 2);
+    auto group = ConsumerGroup::open(pool, "t", "g", 2);
     REQUIRE(group.ok());
     REQUIRE(group->claim("m1").ok());
     RenewalManager renewals(pool);

@@ -203,7 +203,7 @@ TEST_CASE("fence tokens: a group removed and registered again fences above every
     REQUIRE(store.ok());
     uint64_t old_max = 0;
     {
-        auto g = ConsumerGroup::open(tp.pool, "g", "t", 2, session(10'000'000'000ull));
+        auto g = ConsumerGroup::open(tp.pool, "t", "g", 2, session(10'000'000'000ull));
         REQUIRE(g.ok());
         // Churn: every join and acquisition draws an epoch, so the old tokens climb.
         for (int i = 0; i < 4; ++i) {
@@ -223,7 +223,7 @@ TEST_CASE("fence tokens: a group removed and registered again fences above every
     REQUIRE((*store)->put(r, bytes("old"), result_put_options("fabric://x/in/k", 1, old_max)).ok());
 
     REQUIRE(mgr.remove_group("t", "g").ok());
-    auto g2 = ConsumerGroup::open(tp.pool, "g", "t", 2, session(10'000'000'000ull));
+    auto g2 = ConsumerGroup::open(tp.pool, "t", "g", 2, session(10'000'000'000ull));
     REQUIRE(g2.ok());
     auto c = g2->join("new");
     REQUIRE(c.ok());
@@ -245,7 +245,7 @@ TEST_CASE("fence tokens: a re-created topic's group fences above the removed top
     REQUIRE(store.ok());
     uint64_t old_max = 0;
     {
-        auto g = ConsumerGroup::open(tp.pool, "g", "t", 1, session(10'000'000'000ull));
+        auto g = ConsumerGroup::open(tp.pool, "t", "g", 1, session(10'000'000'000ull));
         REQUIRE(g.ok());
         for (int i = 0; i < 5; ++i) {
             auto c = g->join("m" + std::to_string(i));
@@ -258,7 +258,7 @@ TEST_CASE("fence tokens: a re-created topic's group fences above the removed top
     REQUIRE((*store)->put(r, bytes("old"), result_put_options("fabric://x/in/k", 1, old_max)).ok());
     REQUIRE(mgr.remove("t").ok());
     REQUIRE(mgr.create("t", config(1, 16)).ok());
-    auto g2 = ConsumerGroup::open(tp.pool, "g", "t", 1, session(10'000'000'000ull));
+    auto g2 = ConsumerGroup::open(tp.pool, "t", "g", 1, session(10'000'000'000ull));
     REQUIRE(g2.ok());
     auto c = g2->join("new");
     REQUIRE(c.ok());
@@ -480,7 +480,7 @@ TEST_CASE("group: heartbeats keep the group's registration alive past its lease 
     REQUIRE(mgr.create("t", config(1, 16)).ok());
     GroupConfig gc = session(10'000'000'000ull);
     gc.registration.ttl_ns = 200'000'000ull;
-    auto g = ConsumerGroup::open(tp.pool, "g", "t", 1, gc);
+    auto g = ConsumerGroup::open(tp.pool, "t", "g", 1, gc);
     REQUIRE(g.ok());
     REQUIRE(g->join("m").ok());
     for (int i = 0; i < 30; ++i) {  // 600 ms: three TTLs, heartbeats only

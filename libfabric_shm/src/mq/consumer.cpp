@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "fabric_shm/clock.h"
+#include "fabric_shm/consumer_group.h"  // Claim
 #include "fabric_shm/counters.h"
 #include "crash_point.h"
 #include "fabric_shm/names.h"
@@ -177,6 +178,10 @@ uint64_t Consumer::Impl::by_timestamp(uint32_t p, uint64_t wall_ns) const {
 
 Result<uint64_t> Consumer::Impl::resolve(uint32_t p, const SeekPolicy& policy) {
     const PartitionView& pv = t->parts[p];
+    // In a group, earliest/latest are the reset policy: committed offsets win (SeekPolicy).
+    if (!group.empty() && !policy.rewind &&
+        (policy.kind == SeekPolicy::Kind::earliest || policy.kind == SeekPolicy::Kind::latest))
+        return resolve(p, SeekPolicy::Committed(policy.kind));
     switch (policy.kind) {
         case SeekPolicy::Kind::earliest: return oldest_offset(*t, pv);
         case SeekPolicy::Kind::latest: return pv.hdr->tail.load(std::memory_order_acquire);  // pairs with tail CAS
@@ -184,7 +189,7 @@ Result<uint64_t> Consumer::Impl::resolve(uint32_t p, const SeekPolicy& policy) {
         case SeekPolicy::Kind::timestamp: return by_timestamp(p, policy.value);
         case SeekPolicy::Kind::committed: break;
     }
-    SeekPolicy fb{policy.fallback, policy.value, SeekPolicy::Kind::earliest};
+    SeekPolicy fb{policy.fallback, policy.value, SeekPolicy::Kind::earliest, true};  // rewind: no second lookup
     if (fb.kind == SeekPolicy::Kind::committed) fb.kind = SeekPolicy::Kind::earliest;
     if (group.empty()) return resolve(p, fb);
     if (options.offset_store) {
@@ -232,6 +237,14 @@ Status Consumer::assign(std::span<const uint32_t> partitions) {
     im.assigned = std::move(next);
     im.assigned_epoch = im.options.epoch;
     return {};
+}
+
+Status Consumer::assign(const Claim& claim) {
+    if (impl_->group.empty())
+        return make_error(Errc::invalid_argument, "assign(claim) on an observer of topic '" + impl_->t->name +
+                                                      "' (open the Consumer with the claim's group)");
+    impl_->options.epoch = claim.epoch;
+    return assign(claim.partitions);
 }
 
 Status Consumer::assign_all() {

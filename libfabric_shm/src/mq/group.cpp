@@ -187,7 +187,7 @@ struct ConsumerGroup::Impl {
     Result<Claim> claim(LocalMember& m);
 };
 
-Result<ConsumerGroup> ConsumerGroup::open(const Pool& pool, std::string_view group, std::string_view topic,
+Result<ConsumerGroup> ConsumerGroup::open(const Pool& pool, std::string_view topic, std::string_view group,
                                           uint32_t num_partitions, const GroupConfig& config) {
     if (pool.self() == 0)
         return make_error(Errc::permission_denied, "consumer group '" + std::string(group) +
@@ -305,7 +305,7 @@ Result<Claim> ConsumerGroup::join(std::string_view member_id) {
 
 Result<Claim> ConsumerGroup::claim(std::string_view member_id) {
     LocalMember* m = impl_->find(member_id);
-    if (!m) return impl_->not_member(member_id);
+    if (!m) return join(member_id);  // first claim through this handle: join (the recipe's sequence)
     return impl_->claim(*m);
 }
 
@@ -633,8 +633,7 @@ struct GroupConsumer::Impl {
         last_claim_ns = mono_now_ns();
         claim = std::move(*c);
         if (!claim.changed) return {};
-        consumer.set_epoch(claim.epoch);
-        return consumer.assign(claim.partitions);
+        return consumer.assign(claim);  // partitions and the fence epoch together
     }
 };
 
@@ -642,7 +641,7 @@ Result<GroupConsumer> GroupConsumer::open(const Pool& pool, std::string_view top
                                           std::string_view member_id, const GroupConsumerOptions& options) {
     auto t = open_topic(pool, topic);
     if (!t) return std::move(t).error();
-    auto g = ConsumerGroup::open(pool, group, topic, (*t)->num_partitions, options.group);
+    auto g = ConsumerGroup::open(pool, topic, group, (*t)->num_partitions, options.group);
     if (!g) return std::move(g).error();
     ConsumerOptions co = options.consumer;
     co.epoch = 0;
