@@ -92,7 +92,11 @@ TEST_CASE("group: join, second join splits, leave hands back, rejoin with the sa
     auto b4 = g->claim("b");
     REQUIRE(b4.ok());
     CHECK(b4->partitions.size() == 2);
-    CHECK(g->claim("nobody").code() == Errc::not_found);
+    // A member that has not joined through this handle joins at its first claim.
+    auto newcomer = g->claim("newcomer");
+    REQUIRE_MESSAGE(newcomer.ok(), newcomer.error().message);
+    CHECK(g->leave("newcomer").ok());
+    CHECK(g->claim("bad id with spaces").code() == Errc::invalid_argument);
 }
 
 TEST_CASE("group: a second live member with the same id is refused; a dead one's id is reusable") {
