@@ -14,9 +14,10 @@
 #include <cerrno>
 
 #include "child_groups_internal.h"
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "fabric_shm/registry.h"
 #include "layout/pool_layout.h"
+#include "pool_impl.h"
 
 namespace fabric_shm {
 
@@ -28,7 +29,7 @@ namespace {
 ProcessSlot* own_slot(const Pool& pool) {
     const OwnerToken self = pool.self();
     if (self == 0 || pool.read_only()) return nullptr;
-    auto* slot = reinterpret_cast<ProcessSlot*>(pool.base() + kRegistryOffset) + token_slot(self);
+    auto* slot = reinterpret_cast<ProcessSlot*>(detail::pool_base(pool) + kRegistryOffset) + token_slot(self);
     // Acquire: pairs with our own publication; a FENCED slot is still ours until we exit.
     const uint64_t w = slot->word.load(std::memory_order_acquire);
     const uint64_t state = slot_word_state(w);
@@ -79,7 +80,7 @@ void unregister_child_group(const Pool& pool, pid_t pgid) noexcept {
 std::vector<ChildGroupInfo> child_groups_of(const Pool& pool, OwnerToken token) {
     std::vector<ChildGroupInfo> out;
     if (token == 0) return out;
-    const auto* slot = reinterpret_cast<const ProcessSlot*>(pool.base() + kRegistryOffset) + token_slot(token);
+    const auto* slot = reinterpret_cast<const ProcessSlot*>(detail::pool_base(pool) + kRegistryOffset) + token_slot(token);
     // Acquire: the entries read below were written by the occupant we see in the word.
     if (slot_word_gen(slot->word.load(std::memory_order_acquire)) != token_gen(token)) return out;
     for (const auto& e : slot->child_groups) {

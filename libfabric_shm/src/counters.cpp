@@ -33,8 +33,8 @@ std::string_view counter_name(CounterId id) noexcept {
 uint64_t counter_total(const Pool& pool, CounterId id) noexcept {
     const uint32_t cell = uint32_t(id);
     if (cell >= layout::kCounterCells) return 0;
-    uint64_t total = pool.header().retired_counters[cell].load(std::memory_order_relaxed);
-    const auto* slots = reinterpret_cast<const layout::ProcessSlot*>(pool.base() + layout::kRegistryOffset);
+    uint64_t total = detail::pool_header(pool).retired_counters[cell].load(std::memory_order_relaxed);
+    const auto* slots = reinterpret_cast<const layout::ProcessSlot*>(detail::pool_base(pool) + layout::kRegistryOffset);
     for (uint32_t i = 0; i < layout::kRegistrySlots; ++i)
         total += slots[i].counters[cell].load(std::memory_order_relaxed);
     return total;

@@ -5,6 +5,8 @@
 // correctness needs). The only place in the tree that names an architecture's spin hint.
 #pragma once
 
+#include "private.h"
+
 namespace fabric_shm::detail {
 
 inline void cpu_relax() noexcept {

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // Named fault points (crash_point.h): arming from the environment, SIGKILL / SIGSTOP at a hit.
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 
 #include <fcntl.h>
 #include <signal.h>

@@ -5,6 +5,8 @@
 // processes.
 #pragma once
 
+#include "private.h"
+
 #include <atomic>
 #include <cstdint>
 #include <span>

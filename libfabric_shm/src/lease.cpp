@@ -36,7 +36,7 @@ void RenewalManager::reschedule(uint64_t lease_id, Tracked& t, uint64_t from_ns,
 }
 
 Status RenewalManager::register_lease(uint64_t lease_id, RenewalPolicy policy) {
-    auto info = pool_->lease(lease_id);
+    auto info = pool_.lease(lease_id);
     if (!info) return std::move(info).error();
     Tracked t;
     t.policy = policy;
@@ -57,7 +57,7 @@ bool RenewalManager::unregister(uint64_t lease_id) {
 
 TickSummary RenewalManager::tick(uint64_t now_ns) {
     TickSummary summary;
-    summary.registration = pool_->heartbeat(now_ns);
+    summary.registration = pool_.heartbeat(now_ns);
     if (now_ns < next_due_) {
         summary.next_due_ns = next_due_;
         return summary;
@@ -73,7 +73,7 @@ TickSummary RenewalManager::tick(uint64_t now_ns) {
         }
         RenewalOutcome outcome;
         outcome.lease_id = id;
-        auto renewed = pool_->renew_lease(id, now_ns);
+        auto renewed = pool_.renew_lease(id, now_ns);
         if (renewed) {
             outcome.kind = RenewalOutcomeKind::renewed;
             outcome.new_expires_ns = renewed.value();

@@ -19,6 +19,7 @@
 #include "fabric_shm/registry.h"
 #include "layout/metrics_layout.h"
 #include "pool_impl.h"
+#include "region_kinds.h"
 
 namespace fabric_shm {
 
@@ -395,10 +396,14 @@ uint64_t LatencyRecorder::lease_id() const { return region_.valid() ? region_.le
 
 // ---- reaper hook ---------------------------------------------------------------------
 
+namespace {
+/// Folds the shards of certainly-dead registrations into their key's aggregate and frees them;
+/// resets keys left half-created by a dead process. Returns the number of shards folded (or
+/// that would be, with dry_run).
 uint64_t fold_dead_latency_shards(const Pool& pool, const RegionInfo& region, uint64_t now_ns, bool dry_run,
                                   std::vector<std::string>& notes) {
-    if (!pool.in_bounds(region.offset, region.length)) return 0;
-    std::byte* data = pool.base() + region.offset;
+    if (!detail::pool_in_bounds(pool, region.offset, region.length)) return 0;
+    std::byte* data = detail::pool_base(pool) + region.offset;
     if (!check_region(data, region.length)) return 0;  // not ours to repair: --check reports it
     if (pool.read_only()) dry_run = true;
     const ProcessRegistry reg = pool.registry();
@@ -436,14 +441,13 @@ uint64_t fold_dead_latency_shards(const Pool& pool, const RegionInfo& region, ui
     return folded;
 }
 
-namespace detail {
-void register_metrics_region_kind() {
+RegionKindOps metrics_region_kind_ops() {
     RegionKindOps ops;
     ops.reap = fold_dead_latency_shards;
     ops.check = [](const Pool& pool, const RegionInfo& region, std::vector<std::string>& violations,
                    std::vector<std::string>& in_progress) {
-        if (!pool.in_bounds(region.offset, region.length)) return;
-        const std::byte* data = pool.base() + region.offset;
+        if (!detail::pool_in_bounds(pool, region.offset, region.length)) return;
+        const std::byte* data = detail::pool_base(pool) + region.offset;
         if (Status st = check_region(data, region.length); !st) {
             violations.push_back(st.error().message);
             return;
@@ -468,8 +472,9 @@ void register_metrics_region_kind() {
                                       std::to_string(shard_word_token(w)) + " not yet folded (the reaper folds it)");
         }
     };
-    register_region_kind_ops(RegionKind::metrics, std::move(ops));
+    return ops;
 }
-}  // namespace detail
+const detail::RegionKindRegistration metrics_region_kind(RegionKind::metrics, metrics_region_kind_ops());
+}  // namespace
 
 }  // namespace fabric_shm

@@ -7,6 +7,7 @@
 
 #include "fabric_shm/clock.h"
 #include "layout/pool_layout.h"
+#include "pool_impl.h"
 
 namespace fabric_shm::detail {
 
@@ -57,7 +58,7 @@ Result<LockAcquired> owner_lock_acquire(std::atomic<uint64_t>& word, const Pool&
                 // Takeover by CAS on the exact dead token: a holder wrongly presumed dead
                 // then fails its release instead of silently "succeeding".
                 if (word.compare_exchange_strong(held, mine, std::memory_order_acquire, std::memory_order_relaxed)) {
-                    const_cast<layout::PoolHeader&>(pool.header()).stolen_locks.fetch_add(1, std::memory_order_relaxed);
+                    detail::pool_header(pool).stolen_locks.fetch_add(1, std::memory_order_relaxed);
                     return LockAcquired{true};
                 }
                 continue;

@@ -5,6 +5,8 @@
 // repairable by the next holder: acquire() reports a steal so the caller can repair.
 #pragma once
 
+#include "private.h"
+
 #include <atomic>
 #include <cstdint>
 

@@ -20,7 +20,7 @@
 #include <random>
 
 #include "fabric_shm/counters.h"
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "fabric_shm/names.h"
 #include "layout/fingerprint.h"
 #include "owner_lock.h"
@@ -190,37 +190,64 @@ std::vector<std::string> Pool::list() {
     return names;
 }
 
+Pool::Pool() noexcept = default;
 Pool::Pool(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Pool::Pool(const Pool& other) noexcept = default;
+Pool& Pool::operator=(const Pool& other) noexcept = default;
 Pool::Pool(Pool&& other) noexcept = default;
-Pool& Pool::operator=(Pool&& other) noexcept {
-    if (this != &other) {
-        this->~Pool();
-        new (this) Pool(std::move(other));
-    }
-    return *this;
+Pool& Pool::operator=(Pool&& other) noexcept = default;
+Pool::~Pool() = default;
+
+Pool::Impl::~Impl() {
+    detail::registry_unregister(*this);
+    if (base) munmap(base, size);
+    if (fd >= 0) ::close(fd);
 }
 
-Pool::~Pool() {
-    if (!impl_) return;
-    detail::registry_unregister(*impl_);
-    if (impl_->base) munmap(impl_->base, impl_->size);
-    if (impl_->fd >= 0) close(impl_->fd);
+void Pool::close() noexcept {
+    if (impl_) impl_->closed.store(true, std::memory_order_relaxed);
 }
+bool Pool::closed() const noexcept { return impl_ && impl_->closed.load(std::memory_order_relaxed); }
+Status Pool::check_open() const {
+    if (closed()) return detail::closed_error(*this);
+    return {};
+}
+
+namespace detail {
+Error closed_error(const Pool& pool) {
+    return make_error(Errc::closed, "pool '" + pool.name() + "' was closed (Pool::close): nothing opened from it works any more");
+}
+}  // namespace detail
 
 const std::string& Pool::name() const { return impl_->name; }
 bool Pool::created() const { return impl_->created; }
 bool Pool::read_only() const { return impl_->read_only; }
 uint64_t Pool::size() const { return impl_->size; }
-std::byte* Pool::base() const { return impl_->base; }
-const PoolHeader& Pool::header() const { return *impl_->header(); }
+PoolSettings Pool::settings() const {
+    const PoolHeader& h = *impl_->header();
+    PoolSettings s;
+    s.mode = h.mode;
+    s.numa_node = h.numa_node;
+    s.default_ttl_ns = h.default_ttl_ns;
+    s.incarnation = h.incarnation;
+    s.created_wall_ns = h.created_wall_ns;
+    s.creator_pid = h.creator_pid;
+    s.data_offset = h.data_offset;
+    s.data_size = h.data_size;
+    s.layout_major = h.version_major;
+    s.layout_minor = h.version_minor;
+    return s;
+}
 OwnerToken Pool::self() const { return impl_->self; }
 uint64_t Pool::incarnation() const { return impl_->header()->incarnation; }  // immutable after publish
 
-bool Pool::in_bounds(uint64_t offset, uint64_t length) const noexcept {
-    return offset <= impl_->size && length <= impl_->size - offset;
+bool Pool::Impl::in_bounds(uint64_t offset, uint64_t length) const noexcept {
+    return offset <= size && length <= size - offset;
 }
 
 Status Pool::check_mapping() const {
+    FABRIC_TRY(check_open());
+
     struct stat st {};
     if (fstat(impl_->fd, &st) != 0) return errno_error(errno, "fstat " + impl_->path);
     if (uint64_t(st.st_size) < impl_->size)
@@ -230,6 +257,7 @@ Status Pool::check_mapping() const {
 }
 
 Status Pool::heartbeat(uint64_t now_ns) const {
+    if (closed()) return check_open();
     auto* slot = impl_->my_slot();
     if (!slot) return {};
     slot->heartbeat_ns.store(now_ns, std::memory_order_relaxed);
@@ -246,15 +274,12 @@ Status Pool::heartbeat(uint64_t now_ns) const {
     return {};
 }
 
-std::atomic<uint64_t>* Pool::counters() const {
-    auto* slot = impl_->my_slot();
-    return slot ? slot->counters : nullptr;
+namespace detail {
+void count(const Pool& pool, CounterId id, uint64_t n) noexcept {
+    if (auto* slot = PoolAccess::impl(pool).my_slot(); slot && uint32_t(id) < kCounterCells)
+        slot->counters[uint32_t(id)].fetch_add(n, std::memory_order_relaxed);  // own shard: no cross-core bounce
 }
-
-void Pool::count(uint32_t id, uint64_t n) const noexcept {
-    if (auto* slot = impl_->my_slot(); slot && id < kCounterCells)
-        slot->counters[id].fetch_add(n, std::memory_order_relaxed);  // own shard: no cross-core bounce
-}
+}  // namespace detail
 
 // ---- creation and attach ----------------------------------------------------------
 
@@ -274,12 +299,12 @@ Result<std::unique_ptr<Pool::Impl>> map_segment(const std::string& name, const s
     struct stat st {};
     if (fstat(fd, &st) != 0) {
         const int err = errno;
-        close(fd);
+        ::close(fd);
         return errno_error(err, "fstat " + path);
     }
     const uint64_t size = uint64_t(st.st_size);
     if (size < sizeof(PoolHeader)) {
-        close(fd);
+        ::close(fd);
         if (size == 0)
             return make_error(Errc::not_ready, "pool '" + name + "' is an empty file (creator died before sizing it)");
         return make_error(Errc::too_small, "pool '" + name + "' is " + std::to_string(size) +
@@ -289,7 +314,7 @@ Result<std::unique_ptr<Pool::Impl>> map_segment(const std::string& name, const s
     void* base = mmap(nullptr, size, read_only ? PROT_READ : PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (base == MAP_FAILED) {
         const int err = errno;
-        close(fd);
+        ::close(fd);
         return errno_error(err, "mmap " + path);
     }
     auto impl = std::make_unique<Pool::Impl>();
@@ -327,7 +352,6 @@ void bind_numa(std::byte* base, uint64_t size, int node, const std::string& name
 Result<Pool> Pool::create(const PoolOptions& options) { return create_and_register(options, 0); }
 
 Result<Pool> Pool::create_and_register(const PoolOptions& options, uint64_t heartbeat_timeout_ns) {
-    detail::register_builtin_region_kinds();
     if (Status s = validate_name("pool", options.name); !s) return std::move(s).error();
     if (options.size_bytes < kMinPoolSize || options.size_bytes > kMaxPoolSize)
         return make_error(Errc::invalid_argument, "pool size " + std::to_string(options.size_bytes) +
@@ -345,7 +369,7 @@ Result<Pool> Pool::create_and_register(const PoolOptions& options, uint64_t hear
     const int fd = ::open(tmp_path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) return errno_error(errno, "create " + tmp_path);
     auto cleanup = [&](Error e) -> Result<Pool> {
-        close(fd);
+        ::close(fd);
         ::unlink(tmp_path.c_str());
         return e;
     };
@@ -407,7 +431,7 @@ Result<Pool> Pool::create_and_register(const PoolOptions& options, uint64_t hear
     }
     FABRIC_CRASH_POINT("pool.create.after_link");
     ::unlink(tmp_path.c_str());
-    close(fd);
+    ::close(fd);
     OpenOptions open_options;
     open_options.reap_on_open = false;
     open_options.heartbeat_timeout_ns = heartbeat_timeout_ns;  // the creator's own, as any registrant's
@@ -417,7 +441,6 @@ Result<Pool> Pool::create_and_register(const PoolOptions& options, uint64_t hear
 }
 
 Result<Pool> Pool::open(std::string_view name_view, const OpenOptions& options) {
-    detail::register_builtin_region_kinds();
     const std::string name(name_view);
     if (Status s = validate_name("pool", name); !s) return std::move(s).error();
     const std::string path = segment_path(name);
@@ -466,7 +489,7 @@ Result<Pool> Pool::open(std::string_view name_view, const OpenOptions& options) 
             continue;
         }
         if (!options.allow_expired && !options.create_if_missing && pool.wholly_expired(now)) {
-            const LeaseInfo l = lease_info_of(pool.header().lease);
+            const LeaseInfo l = lease_info_of(pool.impl_->header()->lease);
             return make_error(Errc::lease_expired, "pool '" + name + "' expired " +
                                                        format_duration_ns(now - std::min(now, l.expires_ns)) +
                                                        " ago; the reaper will remove it (or re-create it)");
@@ -501,7 +524,7 @@ Status Pool::remove(std::string_view name_view, bool force) {
         return make_error(Errc::busy, "pool '" + name + "' has " + std::to_string(others.size()) +
                                           " live processes attached (pids" + pids + "); use --force to remove anyway");
     }
-    auto& lc = const_cast<PoolHeader&>(pool->header()).lifecycle;
+    auto& lc = pool->impl_->header()->lifecycle;
     uint64_t w = lc.load(std::memory_order_acquire);
     if (lifecycle_state(w) == kPoolGone) return {};
     if (!lc.compare_exchange_strong(w, make_lifecycle(kPoolReclaiming, pool->self()), std::memory_order_acq_rel))
@@ -512,7 +535,8 @@ Status Pool::remove(std::string_view name_view, bool force) {
 }
 
 std::string Pool::lifecycle() const {
-    switch (lifecycle_state(header().lifecycle.load(std::memory_order_acquire))) {
+    if (closed()) return "closed";
+    switch (lifecycle_state(impl_->header()->lifecycle.load(std::memory_order_acquire))) {
     case kPoolLive: return "live";
     case kPoolReclaiming: return "reclaiming";
     case kPoolGone: return "gone";
@@ -546,20 +570,22 @@ void detach_bit(Pool::Impl& impl, uint32_t index) {
 }  // namespace
 
 Result<Region> Pool::create_region(const RegionSpec& spec) {
+    FABRIC_TRY(check_open());
+
     if (impl_->read_only || !impl_->self)
         return make_error(Errc::permission_denied, "pool '" + impl_->name + "' is open read-only");
     if (spec.name.empty() || spec.name.size() >= kRegionNameBytes || spec.name.find('\0') != std::string::npos)
         return make_error(Errc::invalid_argument, "region name '" + spec.name + "' must be 1-" +
                                                       std::to_string(kRegionNameBytes - 1) + " bytes");
     const uint64_t length = (spec.length + kPageSize - 1) & ~(kPageSize - 1);
-    if (spec.length == 0 || length > header().data_size)
+    if (spec.length == 0 || length > impl_->header()->data_size)
         return make_error(Errc::capacity_exceeded, "region '" + spec.name + "' of " + std::to_string(spec.length) +
                                                        " bytes does not fit the pool's region area of " +
-                                                       format_bytes(header().data_size) + " (raise with --size)");
+                                                       format_bytes(impl_->header()->data_size) + " (raise with --size)");
     uint64_t now = mono_now_ns();
-    if (lifecycle_state(header().lifecycle.load(std::memory_order_acquire)) != kPoolLive)
+    if (lifecycle_state(impl_->header()->lifecycle.load(std::memory_order_acquire)) != kPoolLive)
         return make_error(Errc::stale_generation, "pool '" + impl_->name + "' has been removed");
-    const uint64_t ttl = spec.ttl_ns ? spec.ttl_ns : header().default_ttl_ns;
+    const uint64_t ttl = spec.ttl_ns ? spec.ttl_ns : impl_->header()->default_ttl_ns;
     PoolHeader& h = *impl_->header();
     RegionEntry* entries = impl_->entries();
 
@@ -613,7 +639,7 @@ Result<Region> Pool::create_region(const RegionSpec& spec) {
             }
             const uint64_t off = e.offset.load(std::memory_order_relaxed);
             const uint64_t len = e.length.load(std::memory_order_relaxed);
-            if (in_bounds(off, len)) used.push_back({off, off + len});
+            if (impl_->in_bounds(off, len)) used.push_back({off, off + len});
             if (e.kind.load(std::memory_order_relaxed) == uint32_t(spec.kind) &&
                 detail::load_fixed_string(e.name, kRegionNameBytes / 8) == spec.name &&
                 e.lease.state.load(std::memory_order_relaxed) == kLeaseActive) {
@@ -682,8 +708,7 @@ Result<Region> Pool::create_region(const RegionSpec& spec) {
     }
 
     Region region;
-    region.pool_ = this;
-    region.entry_ = &entries[index];
+    region.pool_ = *this;
     region.ref_ = RegionRef{index, gen};
     region.offset_ = offset;
     region.length_ = length;
@@ -703,9 +728,11 @@ Result<Region> Pool::create_region(const RegionSpec& spec) {
 }
 
 Status Region::publish() {
-    uint64_t w = make_entry_word(kEntryCreating, ref_.generation, pool_->self());
+    if (pool_.closed()) return detail::closed_error(pool_);
+    RegionEntry* entry_ = &detail::PoolAccess::entry(*this);
+    uint64_t w = make_entry_word(kEntryCreating, ref_.generation, pool_.self());
     // Release: the initialised region memory is visible to whoever acquires LIVE.
-    if (entry_->word.compare_exchange_strong(w, make_entry_word(kEntryLive, ref_.generation, pool_->self()),
+    if (entry_->word.compare_exchange_strong(w, make_entry_word(kEntryLive, ref_.generation, pool_.self()),
                                              std::memory_order_acq_rel))
         return {};
     if (entry_word_state(w) == kEntryLive && entry_word_gen(w) == ref_.generation) return {};
@@ -715,6 +742,8 @@ Status Region::publish() {
 }
 
 Result<Region> Pool::open_region(RegionRef ref) const {
+    FABRIC_TRY(check_open());
+
     if (ref.index >= kDirectoryEntries) return make_error(Errc::invalid_argument, "region index out of range");
     RegionEntry& e = impl_->entries()[ref.index];
     const std::string name = detail::load_fixed_string(e.name, kRegionNameBytes / 8);
@@ -730,24 +759,24 @@ Result<Region> Pool::open_region(RegionRef ref) const {
     }
     const uint64_t off = e.offset.load(std::memory_order_relaxed);
     const uint64_t len = e.length.load(std::memory_order_relaxed);
-    if (!in_bounds(off, len) || off < header().data_offset || len == 0) {
+    if (!impl_->in_bounds(off, len) || off < impl_->header()->data_offset || len == 0) {
         if (attached) detach_bit(*impl_, ref.index);
         return make_error(Errc::corrupt, "region '" + name + "' extent [" + std::to_string(off) + ", +" +
                                              std::to_string(len) + ") is outside the " + std::to_string(size()) +
                                              "-byte pool");
     }
-    region.pool_ = this;
-    region.entry_ = &e;
+    region.pool_ = *this;
     region.ref_ = ref;
     region.offset_ = off;
     region.length_ = len;
     region.data_ = impl_->base + off;
-    if (!attached) region.pool_ = this;  // read-only handle: no attachment to release
     if (Status s = region.check(mono_now_ns()); !s) return std::move(s).error();
     return region;
 }
 
 Result<Region> Pool::open_region(RegionKind kind, std::string_view name) const {
+    FABRIC_TRY(check_open());
+
     RegionEntry* entries = impl_->entries();
     OwnerToken creator = 0;  // of a CREATING entry of that name, if any
     for (uint32_t i = 0; i < kDirectoryEntries; ++i) {
@@ -780,36 +809,35 @@ Result<Region> Pool::open_region(RegionKind kind, std::string_view name) const {
 }
 
 Region::Region(Region&& o) noexcept
-    : pool_(o.pool_), entry_(o.entry_), ref_(o.ref_), offset_(o.offset_), length_(o.length_), data_(o.data_) {
-    o.pool_ = nullptr;
-}
+    : pool_(std::move(o.pool_)), ref_(o.ref_), offset_(o.offset_), length_(o.length_), data_(o.data_) {}
 Region& Region::operator=(Region&& o) noexcept {
     if (this != &o) {
         release();
-        pool_ = o.pool_;
-        entry_ = o.entry_;
+        pool_ = std::move(o.pool_);  // empties o.pool_
         ref_ = o.ref_;
         offset_ = o.offset_;
         length_ = o.length_;
         data_ = o.data_;
-        o.pool_ = nullptr;
     }
     return *this;
 }
 Region::~Region() { release(); }
 void Region::release() noexcept {
-    if (pool_ && pool_->impl_) detach_bit(*pool_->impl_, ref_.index);
-    pool_ = nullptr;
+    if (pool_.impl_) detach_bit(*pool_.impl_, ref_.index);
+    pool_ = Pool();  // may drop the last handle: unmaps after the detach above
 }
 
-uint64_t Region::lease_id() const { return entry_->lease.lease_id.load(std::memory_order_relaxed); }
+uint64_t Region::lease_id() const { return detail::PoolAccess::entry(*this).lease.lease_id.load(std::memory_order_relaxed); }
 
 Status Region::check(uint64_t now_ns) const {
+    if (!pool_.valid()) return make_error(Errc::invalid_argument, "check of an empty Region handle");
+    if (pool_.closed()) return detail::closed_error(pool_);
+    const RegionEntry* entry_ = &detail::PoolAccess::entry(*this);
     // A removed pool (`pool rm --force` with live processes, or a reaped one): every handle
     // fails closed at its next check. The remover's lifecycle CAS comes before its unlink, so
     // nothing is acknowledged into a segment after its name is gone. Acquire: pairs with it.
-    if (lifecycle_state(pool_->header().lifecycle.load(std::memory_order_acquire)) != kPoolLive)
-        return make_error(Errc::stale_generation, "pool '" + pool_->name() +
+    if (lifecycle_state(pool_.impl_->header()->lifecycle.load(std::memory_order_acquire)) != kPoolLive)
+        return make_error(Errc::stale_generation, "pool '" + pool_.name() +
                                                       "' was removed (fabric-shm pool rm, or reaped): its regions are gone");
     const uint64_t w = entry_->word.load(std::memory_order_acquire);
     if (entry_word_gen(w) != ref_.generation ||
@@ -909,6 +937,8 @@ void try_reclaim(ReclaimContext& ctx, uint32_t index, uint64_t w, const std::str
 }  // namespace
 
 Status Pool::remove_region(RegionRef ref) {
+    FABRIC_TRY(check_open());
+
     if (impl_->read_only || !impl_->self)
         return make_error(Errc::permission_denied, "pool '" + impl_->name + "' is open read-only");
     if (ref.index >= kDirectoryEntries) return make_error(Errc::invalid_argument, "region index out of range");
@@ -940,6 +970,8 @@ Status Pool::remove_region(RegionRef ref) {
 }
 
 std::vector<RegionInfo> Pool::regions() const {
+    if (closed()) return {};
+
     std::vector<RegionInfo> out;
     const uint64_t now = mono_now_ns();
     for (uint32_t i = 0; i < kDirectoryEntries; ++i) {
@@ -968,6 +1000,8 @@ std::vector<RegionInfo> Pool::regions() const {
 }
 
 Result<RegionInfo> Pool::region_info(RegionRef ref) const {
+    FABRIC_TRY(check_open());
+
     for (RegionInfo& info : regions())
         if (info.ref == ref) return std::move(info);
     return make_error(Errc::not_found, "region " + std::to_string(ref.index) + " generation " +
@@ -976,11 +1010,13 @@ Result<RegionInfo> Pool::region_info(RegionRef ref) const {
 
 // ---- leases -----------------------------------------------------------------------
 
-uint64_t Pool::pool_lease_id() const { return header().lease.lease_id.load(std::memory_order_relaxed); }
+uint64_t Pool::pool_lease_id() const { return impl_->header()->lease.lease_id.load(std::memory_order_relaxed); }
 
 std::vector<LeaseInfo> Pool::leases() const {
+    if (closed()) return {};
+
     std::vector<LeaseInfo> out;
-    LeaseInfo pl = lease_info_of(header().lease);
+    LeaseInfo pl = lease_info_of(impl_->header()->lease);
     pl.is_pool = true;
     pl.name = impl_->name;
     out.push_back(pl);
@@ -989,6 +1025,8 @@ std::vector<LeaseInfo> Pool::leases() const {
 }
 
 Result<LeaseInfo> Pool::lease(uint64_t lease_id) const {
+    FABRIC_TRY(check_open());
+
     for (LeaseInfo& l : leases())
         if (l.lease_id == lease_id) return std::move(l);
     return make_error(Errc::not_found, "lease " + std::to_string(lease_id) + " does not exist in pool '" +
@@ -996,8 +1034,10 @@ Result<LeaseInfo> Pool::lease(uint64_t lease_id) const {
 }
 
 Result<uint64_t> Pool::renew_lease(uint64_t lease_id, uint64_t now_ns, uint64_t ttl_ns) const {
+    FABRIC_TRY(check_open());
+
     if (impl_->read_only) return make_error(Errc::permission_denied, "pool '" + impl_->name + "' is open read-only");
-    if (lifecycle_state(header().lifecycle.load(std::memory_order_acquire)) != kPoolLive)
+    if (lifecycle_state(impl_->header()->lifecycle.load(std::memory_order_acquire)) != kPoolLive)
         return make_error(Errc::stale_generation, "pool '" + impl_->name + "' has been removed");
     const uint32_t index_plus_one = uint32_t(lease_id);
     const uint32_t gen = uint32_t(lease_id >> 32);
@@ -1008,7 +1048,7 @@ Result<uint64_t> Pool::renew_lease(uint64_t lease_id, uint64_t now_ns, uint64_t 
         lease = &impl_->header()->lease;
         if (lease->lease_id.load(std::memory_order_relaxed) != lease_id)
             return make_error(Errc::not_found, "lease " + std::to_string(lease_id) + " does not exist");
-        if (lifecycle_state(header().lifecycle.load(std::memory_order_acquire)) != kPoolLive)
+        if (lifecycle_state(impl_->header()->lifecycle.load(std::memory_order_acquire)) != kPoolLive)
             return make_error(Errc::stale_generation, "pool '" + impl_->name + "' has been removed");
         what = "pool '" + impl_->name + "'";
     } else {
@@ -1029,7 +1069,7 @@ Result<uint64_t> Pool::renew_lease(uint64_t lease_id, uint64_t now_ns, uint64_t 
     uint64_t expires = lease->expires_ns.load(std::memory_order_acquire);
     for (;;) {
         if (now_ns >= expires) {
-            count(uint32_t(CounterId::lease_renewal_failures), 1);
+            detail::count(*this, CounterId::lease_renewal_failures, 1);
             return make_error(Errc::lease_expired, what + " lease expired " + format_duration_ns(now_ns - expires) +
                                                        " ago; an expired lease cannot be renewed (fail closed)");
         }
@@ -1050,12 +1090,14 @@ Result<uint64_t> Pool::renew_lease(uint64_t lease_id, uint64_t now_ns, uint64_t 
     lease->renewed_ns.store(now_ns, std::memory_order_relaxed);
     lease->last_renewer.store(impl_->self, std::memory_order_relaxed);
     lease->renew_count.fetch_add(1, std::memory_order_relaxed);
-    count(uint32_t(CounterId::lease_renewals), 1);
+    detail::count(*this, CounterId::lease_renewals, 1);
     return expires;
 }
 
 bool Pool::wholly_expired(uint64_t now_ns) const {
-    const LeaseInfo pl = lease_info_of(header().lease);
+    if (closed()) return false;
+
+    const LeaseInfo pl = lease_info_of(impl_->header()->lease);
     if (!pl.expired(now_ns)) return false;
     for (uint32_t i = 0; i < kDirectoryEntries; ++i) {
         const RegionEntry& e = impl_->entries()[i];
@@ -1073,6 +1115,11 @@ bool Pool::wholly_expired(uint64_t now_ns) const {
 // ---- reaper -----------------------------------------------------------------------
 
 ReapReport Pool::reap(uint64_t now, bool dry_run, bool allow_pool_removal) {
+    if (closed()) {
+        ReapReport closed_report;
+        closed_report.notes.push_back(detail::closed_error(*this).message);
+        return closed_report;
+    }
     ReapReport report;
     if (impl_->read_only || !impl_->self) dry_run = true;
     PoolHeader& h = *impl_->header();
@@ -1152,7 +1199,7 @@ ReapReport Pool::reap(uint64_t now, bool dry_run, bool allow_pool_removal) {
             info.name = detail::load_fixed_string(e.name, kRegionNameBytes / 8);
             info.offset = e.offset.load(std::memory_order_relaxed);
             info.length = e.length.load(std::memory_order_relaxed);
-            if (in_bounds(info.offset, info.length)) report.kind_items += ops->reap(*this, info, now, dry_run, report.notes);
+            if (impl_->in_bounds(info.offset, info.length)) report.kind_items += ops->reap(*this, info, now, dry_run, report.notes);
         }
     }
 

@@ -2,10 +2,13 @@
 // Pool internals shared by pool.cpp, registry.cpp, lease.cpp and counters.cpp.
 #pragma once
 
+#include "private.h"
+
 #include <atomic>
 #include <memory>
 #include <string>
 
+#include "fabric_shm/counters.h"
 #include "fabric_shm/pool.h"
 #include "layout/fingerprint.h"
 #include "layout/pool_layout.h"
@@ -26,6 +29,15 @@ struct Pool::Impl {
     /// In-process handle counts per directory entry: the attach bit in the registry is set
     /// on 0 -> 1 and cleared on 1 -> 0.
     std::unique_ptr<std::atomic<uint32_t>[]> local_attach;
+    /// Set once by Pool::close() (any copy); read before each call touches the mapping.
+    /// Relaxed both ways: it orders nothing else, and a call racing the close may go either way.
+    std::atomic<bool> closed{false};
+
+    Impl() = default;
+    Impl(const Impl&) = delete;
+    Impl& operator=(const Impl&) = delete;
+    /// The last handle, object or view is gone: retires the registration, unmaps, closes the fd.
+    ~Impl();
 
     layout::PoolHeader* header() const { return reinterpret_cast<layout::PoolHeader*>(base); }
     layout::ProcessSlot* slots() const {
@@ -35,9 +47,39 @@ struct Pool::Impl {
         return reinterpret_cast<layout::RegionEntry*>(base + layout::kDirectoryOffset);
     }
     layout::ProcessSlot* my_slot() const { return self ? &slots()[self_slot] : nullptr; }
+    /// Bounds check against the mapping (overflow-safe); every offset read from shm goes here.
+    bool in_bounds(uint64_t offset, uint64_t length) const noexcept;
 };
 
 namespace detail {
+
+/// The library's access to what the public Pool and Region keep opaque.
+struct PoolAccess {
+    static Pool::Impl& impl(const Pool& pool) noexcept { return *pool.impl_; }
+    static layout::RegionEntry& entry(const Region& region) noexcept {
+        return impl(region.pool_).entries()[region.ref_.index];
+    }
+};
+
+inline std::byte* pool_base(const Pool& pool) noexcept { return PoolAccess::impl(pool).base; }
+inline layout::PoolHeader& pool_header(const Pool& pool) noexcept { return *PoolAccess::impl(pool).header(); }
+inline bool pool_in_bounds(const Pool& pool, uint64_t offset, uint64_t length) noexcept {
+    return PoolAccess::impl(pool).in_bounds(offset, length);
+}
+/// The object of type T at `offset`, or nullptr when it is not inside the mapping or misaligned.
+template <class T>
+T* pool_at(const Pool& pool, uint64_t offset) noexcept {
+    return pool_in_bounds(pool, offset, sizeof(T)) && offset % alignof(T) == 0
+               ? reinterpret_cast<T*>(pool_base(pool) + offset)
+               : nullptr;
+}
+/// The error every call on a closed pool returns.
+Error closed_error(const Pool& pool);
+/// The region's directory entry.
+inline layout::RegionEntry& region_entry(const Region& region) noexcept { return PoolAccess::entry(region); }
+/// Adds to this process's counter shard (nothing when read-only).
+void count(const Pool& pool, CounterId id, uint64_t n) noexcept;
+
 /// Claims a registry slot for this process; returns its token (0 when the registry is full).
 Result<OwnerToken> registry_register(Pool::Impl& impl, uint64_t heartbeat_timeout_ns, uint64_t now_ns);
 /// Frees this process's own slot (on Pool destruction).

@@ -1,8 +1,39 @@
 // SPDX-License-Identifier: MIT
-// Registers each data structure's RegionKindOps (reaper and --check hooks) once per process.
+// Hooks a data structure registers for its region kind: the reaper (Pool::reap) and
+// fabric-shm-dump --check call them. Each module registers its own kinds when the library is
+// loaded (a RegionKindRegistration at namespace scope in its .cpp); the pool layer only looks
+// them up, it never calls into the modules above it.
 #pragma once
 
-namespace fabric_shm::detail {
-/// Called by Pool::open/create (std::call_once). Each module adds its registration here.
-void register_builtin_region_kinds();
-}  // namespace fabric_shm::detail
+#include "private.h"
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "fabric_shm/pool.h"
+
+namespace fabric_shm {
+
+struct RegionKindOps {
+    /// Release what dead owners left inside a live region (loans, pins, slot claims).
+    std::function<uint64_t(const Pool&, const RegionInfo&, uint64_t now_ns, bool dry_run,
+                           std::vector<std::string>& notes)> reap;
+    /// Append invariant violations ("violation: ...") and in-progress states ("in progress: ...").
+    std::function<void(const Pool&, const RegionInfo&, std::vector<std::string>& violations,
+                       std::vector<std::string>& in_progress)> check;
+};
+void register_region_kind_ops(RegionKind kind, RegionKindOps ops);
+/// nullptr when no module registered the kind.
+const RegionKindOps* region_kind_ops(uint32_t kind);
+
+namespace detail {
+/// `static const RegionKindRegistration x(kind, ops);` in a module's .cpp registers its hooks
+/// when the library is loaded (static initialisation; link static builds with link_whole).
+struct RegionKindRegistration {
+    RegionKindRegistration(RegionKind kind, RegionKindOps ops) { register_region_kind_ops(kind, std::move(ops)); }
+};
+}  // namespace detail
+
+}  // namespace fabric_shm

@@ -30,7 +30,7 @@
 
 #include "child_groups_internal.h"
 #include "fabric_shm/counters.h"
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "pool_impl.h"
 
 namespace fabric_shm {
@@ -44,7 +44,7 @@ uint32_t next_gen(uint32_t gen) {
 }
 
 ProcessSlot* slots_of(const Pool& pool) {
-    return reinterpret_cast<ProcessSlot*>(pool.base() + kRegistryOffset);
+    return reinterpret_cast<ProcessSlot*>(detail::pool_base(pool) + kRegistryOffset);
 }
 }  // namespace
 
@@ -159,7 +159,7 @@ bool pid_certainly_dead(uint32_t pid, uint64_t recorded_start, std::string* why)
     return false;
 }
 
-const PoolHeader* header_of(const Pool& pool) { return &pool.header(); }
+const PoolHeader* header_of(const Pool& pool) { return &detail::pool_header(pool); }
 }  // namespace
 
 Liveness slot_liveness(const PoolHeader* header, const ProcessSlot& slot, uint64_t word, uint64_t now_ns,
@@ -519,7 +519,7 @@ uint32_t ProcessRegistry::reap_dead(uint64_t now_ns, std::vector<std::string>* n
     if (pool_->read_only()) return 0;
     uint32_t freed = 0;
     ProcessSlot* slots = slots_of(*pool_);
-    auto& header = const_cast<PoolHeader&>(pool_->header());
+    auto& header = detail::pool_header(*pool_);
     for (uint32_t i = 0; i < kRegistrySlots; ++i) {
         if (!detail::reap_slot(header, slots[i], now_ns, notes)) continue;
         header.reaped_processes.fetch_add(1, std::memory_order_relaxed);
@@ -539,7 +539,7 @@ bool ProcessRegistry::reap_registration(OwnerToken token, uint64_t now_ns, std::
     // Acquire: as in liveness(). Only the registration `token` names, never a later occupant.
     const uint64_t w = slot.word.load(std::memory_order_acquire);
     if (slot_word_gen(w) != token_gen(token)) return false;
-    auto& header = const_cast<PoolHeader&>(pool_->header());
+    auto& header = detail::pool_header(*pool_);
     if (!detail::reap_slot(header, slot, now_ns, notes)) return false;
     header.reaped_processes.fetch_add(1, std::memory_order_relaxed);
     return true;

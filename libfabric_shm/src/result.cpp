@@ -2,6 +2,8 @@
 #include "fabric_shm/result.h"
 
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 namespace fabric_shm {
@@ -34,9 +36,22 @@ std::string_view errc_name(Errc code) noexcept {
     case Errc::skipped: return "skipped";
     case Errc::not_ready: return "not_ready";
     case Errc::interrupted: return "interrupted";
+    case Errc::closed: return "closed";
     }
     return "unknown";
 }
+
+namespace detail {
+void result_misuse(const char* what, const Error* error) noexcept {
+    if (error)
+        std::fprintf(stderr, "fabric-shm: %s of a failed Result: %.*s: %s\n", what, int(errc_name(error->code).size()),
+                     errc_name(error->code).data(), error->message.c_str());
+    else
+        std::fprintf(stderr, "fabric-shm: %s of a successful Result (it holds a value, not an error)\n", what);
+    std::fflush(stderr);
+    std::abort();
+}
+}  // namespace detail
 
 Error make_error(Errc code, std::string message) { return Error{code, std::move(message)}; }
 

@@ -16,6 +16,8 @@
 // move the same bytes; only the instrumentation differs.
 #pragma once
 
+#include "private.h"
+
 #include <cstddef>
 #include <cstdint>
 #include <cstring>

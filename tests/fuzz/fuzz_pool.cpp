@@ -29,6 +29,7 @@
 
 #include "fabric_shm/mem_object_store.h"
 #include "fabric_shm/pool.h"
+#include "region_kinds.h"
 
 using namespace fabric_shm;
 

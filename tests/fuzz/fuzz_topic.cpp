@@ -22,6 +22,8 @@
 #include "fabric_shm/consumer.h"
 #include "fabric_shm/pool.h"
 #include "fabric_shm/topic.h"
+#include "pool_impl.h"
+#include "region_kinds.h"
 
 using namespace fabric_shm;
 
@@ -88,8 +90,8 @@ void build_template() {
             g_topic.push_back({r.offset, r.length});
     }
     if (g_partitions.empty()) die("no partition region");
-    g_template.assign(reinterpret_cast<const uint8_t*>(pool->base()),
-                      reinterpret_cast<const uint8_t*>(pool->base()) + pool->size());
+    g_template.assign(reinterpret_cast<const uint8_t*>(detail::pool_base(*pool)),
+                      reinterpret_cast<const uint8_t*>(detail::pool_base(*pool)) + pool->size());
 }
 
 uint32_t le(const uint8_t* p, int n) {

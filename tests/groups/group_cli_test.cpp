@@ -38,7 +38,7 @@ TEST_CASE("group cli: describe shows members and owners; reset refuses live memb
         REQUIRE(pr.ok());
         for (int i = 0; i < 6; ++i) REQUIRE(pr->send_to(0, OutgoingMessage{bytes("x"), {}, {}}).ok());
     }
-    auto g = ConsumerGroup::open(tp.pool, "g", "t", 2);
+    auto g = ConsumerGroup::open(tp.pool, "t", "g", 2);
     REQUIRE(g.ok());
     REQUIRE(g->join("worker-1").ok());
 

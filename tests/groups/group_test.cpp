@@ -16,12 +16,13 @@
 #include "../mq/mq_test_util.h"
 #include "fabric_shm/clock.h"
 #include "fabric_shm/consumer_group.h"
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "fabric_shm/offset_store.h"
 #include "fabric_shm/jobs.h"
 #include "fabric_shm/mem_object_store.h"
 #include "fabric_shm/topic.h"
 #include "layout/pool_layout.h"
+#include "pool_impl.h"
 
 using namespace fabric_shm;
 using namespace mqtest;
@@ -56,7 +57,7 @@ TEST_CASE("group: join, second join splits, leave hands back, rejoin with the sa
     TestPool tp("grp-join");
     TopicManager mgr(tp.pool);
     REQUIRE(mgr.create("t", config(4, 16)).ok());
-    auto g = ConsumerGroup::open(tp.pool, "g", "t", 4, fast());
+    auto g = ConsumerGroup::open(tp.pool, "t", "g", 4, fast());
     REQUIRE_MESSAGE(g.ok(), g.error().message);
 
     auto a = g->join("a");
@@ -91,15 +92,19 @@ TEST_CASE("group: join, second join splits, leave hands back, rejoin with the sa
     auto b4 = g->claim("b");
     REQUIRE(b4.ok());
     CHECK(b4->partitions.size() == 2);
-    CHECK(g->claim("nobody").code() == Errc::not_found);
+    // A member that has not joined through this handle joins at its first claim.
+    auto newcomer = g->claim("newcomer");
+    REQUIRE_MESSAGE(newcomer.ok(), newcomer.error().message);
+    CHECK(g->leave("newcomer").ok());
+    CHECK(g->claim("bad id with spaces").code() == Errc::invalid_argument);
 }
 
 TEST_CASE("group: a second live member with the same id is refused; a dead one's id is reusable") {
     TestPool tp("grp-dup");
     TopicManager mgr(tp.pool);
     REQUIRE(mgr.create("t", config(2, 16)).ok());
-    auto g1 = ConsumerGroup::open(tp.pool, "g", "t", 2, fast(200'000'000ull));
-    auto g2 = ConsumerGroup::open(tp.pool, "g", "t", 2, fast(200'000'000ull));
+    auto g1 = ConsumerGroup::open(tp.pool, "t", "g", 2, fast(200'000'000ull));
+    auto g2 = ConsumerGroup::open(tp.pool, "t", "g", 2, fast(200'000'000ull));
     REQUIRE(g1.ok());
     REQUIRE(g2.ok());
     REQUIRE(g1->join("w").ok());
@@ -109,13 +114,13 @@ TEST_CASE("group: a second live member with the same id is refused; a dead one's
     CHECK(g1->join("w").code() == Errc::already_exists);
     CHECK(g2->join("").code() == Errc::invalid_argument);
     CHECK(g2->join(std::string(33, 'x')).code() == Errc::invalid_argument);
-    CHECK(ConsumerGroup::open(tp.pool, "g", "t", 3).code() == Errc::invalid_argument);
+    CHECK(ConsumerGroup::open(tp.pool, "t", "g", 3).code() == Errc::invalid_argument);
 
     // A member whose process died: its id is free again at once (no session timeout wait).
     const std::string name = tp.cleanup.name();
     pid_t pid = test::fork_child([&] {
         Pool p = open_child_pool(name);
-        auto g = ConsumerGroup::open(p, "g", "t", 2, fast());
+        auto g = ConsumerGroup::open(p, "t", "g", 2, fast());
         if (!g) return 91;
         return g->join("ghost").ok() ? 0 : 92;
     });
@@ -378,7 +383,7 @@ TEST_CASE("crash: a joiner killed before publishing its row leaves nothing behin
         setenv("FABRIC_SHM_CRASH_POINT", "group.join.before_publish", 1);
         detail::crash_point_rearm();
         Pool p = open_child_pool(name);
-        auto g = ConsumerGroup::open(p, "g", "t", 2, fast());
+        auto g = ConsumerGroup::open(p, "t", "g", 2, fast());
         if (!g) return 91;
         (void)g->join("c");
         return 92;  // not reached
@@ -387,7 +392,7 @@ TEST_CASE("crash: a joiner killed before publishing its row leaves nothing behin
     auto d = describe_consumer_group(tp.pool, "t", "g");
     REQUIRE(d.ok());
     CHECK(d->members.empty());
-    auto g = ConsumerGroup::open(tp.pool, "g", "t", 2, fast());
+    auto g = ConsumerGroup::open(tp.pool, "t", "g", 2, fast());
     REQUIRE(g.ok());
     auto c = g->join("c");  // also steals the membership lock the child died holding
     REQUIRE_MESSAGE(c.ok(), c.error().message);
@@ -398,14 +403,14 @@ TEST_CASE("crash: a member killed after taking a partition but before fencing it
     TestPool tp("grp-crash-take");
     TopicManager mgr(tp.pool);
     REQUIRE(mgr.create("t", config(2, 16)).ok());
-    auto g = ConsumerGroup::open(tp.pool, "g", "t", 2, fast());
+    auto g = ConsumerGroup::open(tp.pool, "t", "g", 2, fast());
     REQUIRE(g.ok());
     REQUIRE(g->join("a").ok());  // a owns both
     const std::string name = tp.cleanup.name();
     auto* step = shared_new<std::atomic<uint32_t>>();
     pid_t pid = test::fork_child([&] {
         Pool p = open_child_pool(name);
-        auto cg = ConsumerGroup::open(p, "g", "t", 2, fast());
+        auto cg = ConsumerGroup::open(p, "t", "g", 2, fast());
         if (!cg) return 91;
         auto j = cg->join("b");  // pending: a still holds b's share
         if (!j || !j->partitions.empty()) return 92;
@@ -456,13 +461,13 @@ TEST_CASE("group: a live paused member is not mistaken for dead; a reused pid is
     auto* token = shared_new<std::atomic<uint64_t>>();
     pid_t pid = test::fork_child([&] {
         Pool p = open_child_pool(name);
-        auto g = ConsumerGroup::open(p, "g", "t", 4, fast());
+        auto g = ConsumerGroup::open(p, "t", "g", 4, fast());
         if (!g || !g->join("sleeper")) return 91;
         token->store(p.self(), std::memory_order_release);  // pairs with the parent's acquire
         for (;;) pause();
     });
     while (token->load(std::memory_order_acquire) == 0) std::this_thread::yield();
-    auto g = ConsumerGroup::open(tp.pool, "g", "t", 4, fast());
+    auto g = ConsumerGroup::open(tp.pool, "t", "g", 4, fast());
     REQUIRE(g.ok());
     auto c = g->join("watcher");
     REQUIRE(c.ok());
@@ -476,7 +481,7 @@ TEST_CASE("group: a live paused member is not mistaken for dead; a reused pid is
     }
     // Forge pid reuse: the registry slot's start time no longer matches the running pid.
     const OwnerToken tok = OwnerToken(token->load());
-    auto* slot = reinterpret_cast<layout::ProcessSlot*>(tp.pool.base() + tp.pool.header().registry_offset +
+    auto* slot = reinterpret_cast<layout::ProcessSlot*>(detail::pool_base(tp.pool) + detail::pool_header(tp.pool).registry_offset +
                                                         (tok & 0xff) * sizeof(layout::ProcessSlot));
     slot->start_time.fetch_add(12345, std::memory_order_relaxed);
     std::string reason;

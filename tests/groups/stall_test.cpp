@@ -20,8 +20,9 @@
 
 #include "../mq/mq_test_util.h"
 #include "fabric_shm/clock.h"
+#include "pool_impl.h"
 #include "fabric_shm/consumer_group.h"
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "fabric_shm/dlq.h"
 #include "fabric_shm/jobs.h"
 #include "fabric_shm/mem_object_store.h"
@@ -207,7 +208,7 @@ TEST_CASE("fence tokens: a group removed and registered again fences above every
     REQUIRE(store.ok());
     uint64_t old_max = 0;
     {
-        auto g = ConsumerGroup::open(tp.pool, "g", "t", 2, session(10'000'000'000ull));
+        auto g = ConsumerGroup::open(tp.pool, "t", "g", 2, session(10'000'000'000ull));
         REQUIRE(g.ok());
         // Churn: every join and acquisition draws an epoch, so the old tokens climb.
         for (int i = 0; i < 4; ++i) {
@@ -227,7 +228,7 @@ TEST_CASE("fence tokens: a group removed and registered again fences above every
     REQUIRE((*store)->put(r, bytes("old"), result_put_options("fabric://x/in/k", 1, old_max)).ok());
 
     REQUIRE(mgr.remove_group("t", "g").ok());
-    auto g2 = ConsumerGroup::open(tp.pool, "g", "t", 2, session(10'000'000'000ull));
+    auto g2 = ConsumerGroup::open(tp.pool, "t", "g", 2, session(10'000'000'000ull));
     REQUIRE(g2.ok());
     auto c = g2->join("new");
     REQUIRE(c.ok());
@@ -249,7 +250,7 @@ TEST_CASE("fence tokens: a re-created topic's group fences above the removed top
     REQUIRE(store.ok());
     uint64_t old_max = 0;
     {
-        auto g = ConsumerGroup::open(tp.pool, "g", "t", 1, session(10'000'000'000ull));
+        auto g = ConsumerGroup::open(tp.pool, "t", "g", 1, session(10'000'000'000ull));
         REQUIRE(g.ok());
         for (int i = 0; i < 5; ++i) {
             auto c = g->join("m" + std::to_string(i));
@@ -262,7 +263,7 @@ TEST_CASE("fence tokens: a re-created topic's group fences above the removed top
     REQUIRE((*store)->put(r, bytes("old"), result_put_options("fabric://x/in/k", 1, old_max)).ok());
     REQUIRE(mgr.remove("t").ok());
     REQUIRE(mgr.create("t", config(1, 16)).ok());
-    auto g2 = ConsumerGroup::open(tp.pool, "g", "t", 1, session(10'000'000'000ull));
+    auto g2 = ConsumerGroup::open(tp.pool, "t", "g", 1, session(10'000'000'000ull));
     REQUIRE(g2.ok());
     auto c = g2->join("new");
     REQUIRE(c.ok());
@@ -361,7 +362,7 @@ TEST_CASE("worker: a refused result put never lets a later commit pass the messa
 }
 
 std::atomic<uint64_t>& fence_floor_of(const Pool& pool) {
-    return const_cast<layout::PoolHeader&>(pool.header()).fence_floor;
+    return detail::pool_header(pool).fence_floor;
 }
 
 TEST_CASE("fence tokens: a stored token near 2^64 is not noted; no group's tokens wrap") {
@@ -431,7 +432,7 @@ TEST_CASE("fence tokens: a stored token near 2^64 is not noted; no group's token
     REQUIRE_FALSE(g4.ok());
     CHECK(g4.code() == Errc::capacity_exceeded);
     fence_floor_of(tp.pool).store(UINT64_MAX - 1);
-    auto g5 = ConsumerGroup::open(tp.pool, "g5", "wr", 1, session());
+    auto g5 = ConsumerGroup::open(tp.pool, "wr", "g5", 1, session());
     REQUIRE_FALSE(g5.ok());
     CHECK(g5.code() == Errc::capacity_exceeded);
     auto groups = describe_consumer_groups(tp.pool, "wr");
@@ -652,7 +653,7 @@ TEST_CASE("group: heartbeats keep the group's registration alive past its lease 
     REQUIRE(mgr.create("t", config(1, 16)).ok());
     GroupConfig gc = session(10'000'000'000ull);
     gc.registration.ttl_ns = 200'000'000ull;
-    auto g = ConsumerGroup::open(tp.pool, "g", "t", 1, gc);
+    auto g = ConsumerGroup::open(tp.pool, "t", "g", 1, gc);
     REQUIRE(g.ok());
     REQUIRE(g->join("m").ok());
     for (int i = 0; i < 30; ++i) {  // 600 ms: three TTLs, heartbeats only

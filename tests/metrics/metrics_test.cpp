@@ -15,6 +15,7 @@
 #include "fabric_shm/pool.h"
 #include "layout/metrics_layout.h"
 #include "../support/test_support.h"
+#include "region_kinds.h"
 
 using namespace fabric_shm;
 

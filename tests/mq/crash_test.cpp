@@ -16,10 +16,12 @@
 #include "fabric_shm/clock.h"
 #include "fabric_shm/consumer.h"
 #include "fabric_shm/counters.h"
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "fabric_shm/topic.h"
+#include "mq/topic_internal.h"
 #include "mq/topic_layout.h"
 #include "mq_test_util.h"
+#include "region_kinds.h"
 
 using namespace fabric_shm;
 using namespace mqtest;

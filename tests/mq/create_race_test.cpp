@@ -13,7 +13,7 @@
 #include <thread>
 #include <vector>
 
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "fabric_shm/topic.h"
 #include "mq_test_util.h"
 

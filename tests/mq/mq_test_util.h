@@ -19,7 +19,7 @@
 
 #include "../support/test_support.h"
 #include "fabric_shm/consumer.h"
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "fabric_shm/pool.h"
 #include "fabric_shm/topic.h"
 #include "mq/topic_layout.h"

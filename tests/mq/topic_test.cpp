@@ -382,7 +382,7 @@ TEST_CASE("seek: earliest, latest, offset, timestamp, committed with fallback") 
     auto c = Consumer::open(tp.pool, "t", "g");
     REQUIRE(c->assign_all().ok());
     CHECK(c->position(0).value() == 0);  // new group: earliest
-    REQUIRE(c->seek(SeekPolicy::Latest()).ok());
+    REQUIRE(c->seek(SeekPolicy::Rewind(SeekPolicy::Kind::latest)).ok());
     CHECK(c->position(0).value() == 10);
     REQUIRE(c->seek(SeekPolicy::Offset(3)).ok());
     CHECK(c->position(0).value() == 3);
@@ -390,9 +390,13 @@ TEST_CASE("seek: earliest, latest, offset, timestamp, committed with fallback") 
     CHECK(c->position(0).value() == 10);  // clamped to the end
     REQUIRE(c->seek(SeekPolicy::Timestamp(mid)).ok());
     CHECK(c->position(0).value() == 5);
-    REQUIRE(c->seek(SeekPolicy::Earliest()).ok());
+    REQUIRE(c->seek(SeekPolicy::Rewind()).ok());
     CHECK(c->position(0).value() == 0);
     REQUIRE(c->commit(0, 7).ok());
+    REQUIRE(c->seek(SeekPolicy::Earliest()).ok());  // in a group: the reset policy, commits win
+    CHECK(c->position(0).value() == 7);
+    REQUIRE(c->seek(SeekPolicy::Latest()).ok());
+    CHECK(c->position(0).value() == 7);
     REQUIRE(c->seek(SeekPolicy::Committed()).ok());
     CHECK(c->position(0).value() == 7);
     CHECK(c->commit(0, 11).code() == Errc::invalid_argument);  // beyond the end

@@ -17,13 +17,14 @@
 #include "fabric_shm/child_groups.h"
 #include "fabric_shm/pool.h"
 #include "layout/pool_layout.h"
+#include "pool_impl.h"
 
 using namespace fabric_shm;
 
 namespace {
 
 layout::ProcessSlot& slot_of(const Pool& pool, OwnerToken t) {
-    auto* slots = reinterpret_cast<layout::ProcessSlot*>(pool.base() + layout::kRegistryOffset);
+    auto* slots = reinterpret_cast<layout::ProcessSlot*>(detail::pool_base(pool) + layout::kRegistryOffset);
     return slots[layout::token_slot(t)];
 }
 
@@ -120,13 +121,13 @@ TEST_CASE("child groups: a SIGKILLed parent's recorded group, grandchildren incl
     ::kill(parent, SIGKILL);
     CHECK(test::wait_child(parent) == 128 + SIGKILL);
     CHECK(!gone(r.leader));  // a parent-death signal would not reach r.member anyway: nothing did yet
-    const uint64_t killed_before = pool->header().killed_child_groups.load();
+    const uint64_t killed_before = detail::pool_header(*pool).killed_child_groups.load();
     const ReapReport report = pool->reap(mono_now_ns());
     CHECK(report.dead_processes == 1);
     bool noted = false;
     for (const auto& n : report.notes) noted |= n == "killed child process group " + std::to_string(r.leader);
     CHECK(noted);
-    CHECK(pool->header().killed_child_groups.load() == killed_before + 1);
+    CHECK(detail::pool_header(*pool).killed_child_groups.load() == killed_before + 1);
     CHECK(test::wait_child(r.leader, 2000) == 128 + SIGKILL);  // adopted by us: reap it
     CHECK(test::wait_child(r.member, 2000) == 128 + SIGKILL);
 }

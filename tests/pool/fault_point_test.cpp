@@ -7,7 +7,7 @@
 #include <atomic>
 #include <cstring>
 
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "fabric_shm/pool.h"
 #include "../support/test_support.h"
 

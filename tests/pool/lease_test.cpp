@@ -7,7 +7,7 @@
 #include <filesystem>
 
 #include "../support/test_support.h"
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "fabric_shm/lease.h"
 #include "fabric_shm/pool.h"
 #include "layout/pool_layout.h"
@@ -103,7 +103,7 @@ TEST_CASE("leases: a wholly expired pool is refused on attach, removed by the re
     {
         auto pool = Pool::create({cleanup.name(), 2 << 20, 50 * kNsPerMs});
         REQUIRE(pool);
-        old_incarnation = pool->header().incarnation;
+        old_incarnation = pool->settings().incarnation;
     }
     usleep(80 * 1000);
     auto refused = Pool::open(cleanup.name());
@@ -113,7 +113,7 @@ TEST_CASE("leases: a wholly expired pool is refused on attach, removed by the re
     recreate.create.size_bytes = 2 << 20;
     auto fresh = Pool::open(cleanup.name(), recreate);
     REQUIRE(fresh);
-    CHECK(fresh->header().incarnation != old_incarnation);
+    CHECK(fresh->settings().incarnation != old_incarnation);
     CHECK_FALSE(fresh->wholly_expired(mono_now_ns()));
 }
 

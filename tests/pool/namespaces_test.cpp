@@ -14,13 +14,14 @@
 #include "fabric_shm/pool.h"
 #include "fabric_shm/registry.h"
 #include "layout/pool_layout.h"
+#include "pool_impl.h"
 
 using namespace fabric_shm;
 
 namespace {
 
 layout::ProcessSlot& slot_of(const Pool& pool, OwnerToken t) {
-    auto* slots = reinterpret_cast<layout::ProcessSlot*>(pool.base() + layout::kRegistryOffset);
+    auto* slots = reinterpret_cast<layout::ProcessSlot*>(detail::pool_base(pool) + layout::kRegistryOffset);
     return slots[layout::token_slot(t)];
 }
 

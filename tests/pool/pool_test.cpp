@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "../support/test_support.h"
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "fabric_shm/pool.h"
 #include "layout/pool_layout.h"
 
@@ -50,7 +50,7 @@ TEST_CASE("pool: create publishes a validated segment that a second open attache
     CHECK(uint64_t(st.st_size) == (2u << 20));
     auto attached = Pool::open(cleanup.name());
     REQUIRE(attached);
-    CHECK(attached->header().incarnation == created->header().incarnation);
+    CHECK(attached->settings().incarnation == created->settings().incarnation);
     CHECK(attached->self() != created->self());
     CHECK(temp_files_of(cleanup.name()) == 0);
 }
@@ -174,7 +174,7 @@ TEST_CASE("pool: racing creators end with one pool that every racer attaches to"
             if (!p) return 1;
             // Report the incarnation through a file named after it.
             std::ofstream(Pool::segment_path(name) + ".inc-" + std::to_string(getpid()))
-                << p->header().incarnation;
+                << p->settings().incarnation;
             return 0;
         }));
     for (pid_t k : kids) CHECK(test::wait_child(k) == 0);
@@ -184,7 +184,7 @@ TEST_CASE("pool: racing creators end with one pool that every racer attaches to"
         const std::string f = Pool::segment_path(name) + ".inc-" + std::to_string(k);
         uint64_t inc = 0;
         std::ifstream(f) >> inc;
-        CHECK(inc == p->header().incarnation);
+        CHECK(inc == p->settings().incarnation);
         fs::remove(f);
     }
     CHECK(temp_files_of(name) == 0);

@@ -8,9 +8,10 @@
 #include <cstring>
 
 #include "../support/test_support.h"
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "fabric_shm/pool.h"
 #include "layout/pool_layout.h"
+#include "pool_impl.h"
 
 using namespace fabric_shm;
 
@@ -24,7 +25,7 @@ RegionSpec spec(const std::string& name, uint64_t length, uint64_t ttl = 0) {
     return s;
 }
 layout::RegionEntry& entry_of(const Pool& pool, RegionRef ref) {
-    auto* entries = reinterpret_cast<layout::RegionEntry*>(pool.base() + layout::kDirectoryOffset);
+    auto* entries = reinterpret_cast<layout::RegionEntry*>(detail::pool_base(pool) + layout::kDirectoryOffset);
     return entries[ref.index];
 }
 }  // namespace
@@ -157,7 +158,7 @@ TEST_CASE("regions: a creator killed between reserving and publishing leaves an 
         // Same name and most of the space are available again.
         auto r = pool->create_region(spec("half", 1 << 20));
         REQUIRE(r);
-        CHECK(pool->header().repaired_entries.load() >= 1);
+        CHECK(detail::pool_header(*pool).repaired_entries.load() >= 1);
     }
 }
 
@@ -176,7 +177,7 @@ TEST_CASE("regions: a directory lock left by a dead process is stolen and creati
     OwnerToken dead = 0;
     REQUIRE(read(fds[0], &dead, sizeof dead) == sizeof dead);
     CHECK(test::wait_child(kid) == 0);
-    auto& header = const_cast<layout::PoolHeader&>(pool->header());
+    auto& header = detail::pool_header(*pool);
     header.meta_lock.store(dead);  // forge: the child died holding the directory lock
     auto r = pool->create_region(spec("after", 4096));
     REQUIRE(r);

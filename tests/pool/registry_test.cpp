@@ -11,17 +11,18 @@
 
 #include "../support/test_support.h"
 #include "fabric_shm/counters.h"
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "fabric_shm/lease.h"
 #include "fabric_shm/pool.h"
 #include "layout/pool_layout.h"
 #include "owner_lock.h"
+#include "pool_impl.h"
 
 using namespace fabric_shm;
 
 namespace {
 layout::ProcessSlot& slot_of(const Pool& pool, OwnerToken t) {
-    auto* slots = reinterpret_cast<layout::ProcessSlot*>(pool.base() + layout::kRegistryOffset);
+    auto* slots = reinterpret_cast<layout::ProcessSlot*>(detail::pool_base(pool) + layout::kRegistryOffset);
     return slots[layout::token_slot(t)];
 }
 /// Forks a child that registers in the pool, writes its token into a pipe and exits
@@ -163,11 +164,11 @@ TEST_CASE("registry: a dead process's counter shard is folded into the pool tota
     pid_t kid = test::fork_child([&] {
         auto p = Pool::open(cleanup.name());
         if (!p) return 1;
-        p->count(uint32_t(CounterId::store_puts), 41);
+        detail::count(*p, CounterId::store_puts, 41);
         _exit(0);  // no unregister: a crash
     });
     CHECK(test::wait_child(kid) == 0);
-    pool->count(uint32_t(CounterId::store_puts), 1);
+    detail::count(*pool, CounterId::store_puts, 1);
     CHECK(counter_total(*pool, CounterId::store_puts) == 42);
     CHECK(pool->registry().reap_dead(mono_now_ns()) == 1);
     CHECK(counter_total(*pool, CounterId::store_puts) == 42);
@@ -208,7 +209,7 @@ TEST_CASE("owner lock: a lock held by a live process times out with busy naming 
 
 namespace {
 layout::ProcessSlot* all_slots(const Pool& pool) {
-    return reinterpret_cast<layout::ProcessSlot*>(pool.base() + layout::kRegistryOffset);
+    return reinterpret_cast<layout::ProcessSlot*>(detail::pool_base(pool) + layout::kRegistryOffset);
 }
 /// The registry entry of a process (CLAIMING or LIVE), or nullptr.
 const ProcessInfo* find_pid(const std::vector<ProcessInfo>& list, pid_t pid) {

@@ -32,6 +32,7 @@
 #include "fabric_shm/mem_object_store.h"
 #include "fabric_shm/pool.h"
 #include "layout/pool_layout.h"
+#include "region_kinds.h"
 
 using namespace fabric_shm;
 namespace L = fabric_shm::layout;

@@ -28,6 +28,7 @@
 #include "fabric_shm/lease.h"
 #include "fabric_shm/mem_object_store.h"
 #include "fabric_shm/pool.h"
+#include "region_kinds.h"
 
 using namespace fabric_shm;
 

@@ -16,11 +16,12 @@
 
 #include "../support/test_support.h"
 #include "fabric_shm/counters.h"
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "fabric_shm/mem_object_store.h"
 #include "fabric_shm/pool.h"
 #include "store/store_core.h"
 #include "store/store_layout.h"
+#include "region_kinds.h"
 
 using namespace fabric_shm;
 

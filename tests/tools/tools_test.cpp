@@ -24,6 +24,7 @@
 #include "fault_guard.h"
 #include "layout/pool_layout.h"
 #include "../support/test_support.h"
+#include "pool_impl.h"
 
 using namespace fabric_shm;
 using nlohmann::json;
@@ -205,7 +206,7 @@ TEST_CASE("dump: --check exits 3 when two regions overlap") {
     REQUIRE(ra.ok());
     REQUIRE(rb.ok());
     // Forge: b's extent starts inside a's.
-    auto& entry = const_cast<layout::RegionEntry&>(rb->entry());
+    auto& entry = detail::region_entry(*rb);
     entry.offset.store(ra->offset() + layout::kPageSize, std::memory_order_relaxed);  // forging, single-threaded
 
     const Run r = run_tool("fabric-shm-dump", "--pool " + name + " --check --json");
@@ -324,7 +325,7 @@ TEST_CASE("reaper: a healthy pool loses nothing; a wholly expired pool is remove
         CHECK(r.doc["pools"][0]["pool_removed"] == false);
         CHECK(exists(Pool::segment_path(name)));
         // Forge the expiry in memory (no wall-clock wait): the pool lease ran out a second ago.
-        auto& lease = const_cast<layout::PoolHeader&>(pool->header()).lease;
+        auto& lease = detail::pool_header(*pool).lease;
         lease.expires_ns.store(mono_now_ns() - kNsPerSec, std::memory_order_release);  // read by the reaper's acquire
     }
     Run r = run_tool("fabric-shm-reaper", "--pool " + name + " --dry-run --json");

@@ -62,7 +62,7 @@ TEST_CASE("a worker stalled past its session timeout and evicted joins again ins
     sleep_ms(600);
     GroupConfig gc;
     gc.session_timeout_ns = 300'000'000;
-    auto other = ConsumerGroup::open(*pool, "g", "ev", 2, gc);
+    auto other = ConsumerGroup::open(*pool, "ev", "g", 2, gc);
     REQUIRE_MESSAGE(other.ok(), other.error().message);
     REQUIRE(other->join("evictor").ok());
     auto claim = other->claim("evictor");

@@ -52,6 +52,7 @@
 #include "../e2e/e2e_support.h"
 #include "../support/test_support.h"
 #include "fabric_shm/clock.h"
+#include "pool_impl.h"
 #include "fabric_shm/consumer.h"
 #include "fabric_shm/consumer_group.h"
 #include "fabric_shm/dlq.h"
@@ -318,7 +319,7 @@ void Harness::spawn(Role role, int slot, bool may_arm) {
 /// (RETIRING). Raw words: the harness reads the layout like fabric-shm-dump does.
 std::vector<SlotSnap> Harness::slots_of(pid_t pid) const {
     std::vector<SlotSnap> out;
-    const auto* slots = reinterpret_cast<const layout::ProcessSlot*>(pool_->base() + layout::kRegistryOffset);
+    const auto* slots = reinterpret_cast<const layout::ProcessSlot*>(detail::pool_base(*pool_) + layout::kRegistryOffset);
     for (uint32_t i = 0; i < layout::kRegistrySlots; ++i) {
         const uint64_t w = slots[i].word.load(std::memory_order_acquire);
         if (layout::slot_word_state(w) != layout::kSlotFree && layout::slot_word_pid(w) == uint32_t(pid))
@@ -361,7 +362,7 @@ void Harness::resume_held(bool all) {
         const Hold& h = it->second;
         const Child* c = child(pid);
         const bool heartbeat = c && c->heartbeat_ms != 0;
-        const auto* slots = reinterpret_cast<const layout::ProcessSlot*>(pool_->base() + layout::kRegistryOffset);
+        const auto* slots = reinterpret_cast<const layout::ProcessSlot*>(detail::pool_base(*pool_) + layout::kRegistryOffset);
         // Only the main pool's registry is watched (the ops child's slot is in its side pool).
         if (c && !(c->role == Role::ops) && !(c->role == Role::reaper && c->side_pool)) {
             ++n_.registry_checks;
@@ -746,7 +747,7 @@ void Harness::collect_dead_letters(Pool& pool) {
 /// No two live processes share a token: each producer's registry token (its log's T line) and
 /// each worker's member token name its own pid while the child lives.
 void Harness::check_tokens(Pool& pool) {
-    const auto* slots = reinterpret_cast<const layout::ProcessSlot*>(pool.base() + layout::kRegistryOffset);
+    const auto* slots = reinterpret_cast<const layout::ProcessSlot*>(detail::pool_base(pool) + layout::kRegistryOffset);
     auto check = [&](const char* who, pid_t pid, OwnerToken t) {
         if (t == 0) return;
         ++n_.token_checks;

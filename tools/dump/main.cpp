@@ -32,7 +32,9 @@
 #include "fault_guard.h"
 #include "layout/fingerprint.h"
 #include "layout/pool_layout.h"
+#include "pool_impl.h"
 #include "tool_support.h"
+#include "region_kinds.h"
 
 using namespace fabric_shm;
 namespace L = fabric_shm::layout;
@@ -105,7 +107,7 @@ std::string entry_name(const L::RegionEntry& e, bool* terminated) {
 // ---- header ------------------------------------------------------------------------
 
 nlohmann::json header_json(const Pool& pool, Findings& f, uint64_t now) {
-    const L::PoolHeader& h = pool.header();
+    const L::PoolHeader& h = detail::pool_header(pool);
     // relaxed: diagnostics; the lifecycle and lock words are CAS-only single words.
     const uint64_t lifecycle = h.lifecycle.load(std::memory_order_relaxed);
     const uint64_t meta_lock = h.meta_lock.load(std::memory_order_relaxed);
@@ -199,7 +201,7 @@ nlohmann::json header_json(const Pool& pool, Findings& f, uint64_t now) {
 // ---- directory checks (raw entries: what regions() does not show) --------------------
 
 void check_directory(const Pool& pool, Findings& f, uint64_t now) {
-    const L::PoolHeader& h = pool.header();
+    const L::PoolHeader& h = detail::pool_header(pool);
     const uint64_t data_begin = h.data_offset;
     const uint64_t data_end = h.data_offset + std::min(h.data_size, h.pool_size);
     struct Extent {
@@ -210,7 +212,7 @@ void check_directory(const Pool& pool, Findings& f, uint64_t now) {
     std::vector<std::pair<std::string, uint32_t>> live_names;  // "kind/name" -> index
 
     for (uint32_t i = 0; i < L::kDirectoryEntries; ++i) {
-        const auto* e = pool.at<L::RegionEntry>(h.directory_offset + uint64_t(i) * sizeof(L::RegionEntry));
+        const auto* e = detail::pool_at<L::RegionEntry>(pool, h.directory_offset + uint64_t(i) * sizeof(L::RegionEntry));
         if (!e) {
             f.violations.push_back("directory: entry " + std::to_string(i) + " lies outside the segment");
             return;
@@ -286,7 +288,7 @@ void check_directory(const Pool& pool, Findings& f, uint64_t now) {
             const RegionRef pref = RegionRef::unpack(parent);
             bool parent_live = false;
             if (pref.index < L::kDirectoryEntries) {
-                const auto* p = pool.at<L::RegionEntry>(h.directory_offset + uint64_t(pref.index) * sizeof(L::RegionEntry));
+                const auto* p = detail::pool_at<L::RegionEntry>(pool, h.directory_offset + uint64_t(pref.index) * sizeof(L::RegionEntry));
                 const uint64_t pw = p ? p->word.load(std::memory_order_acquire) : 0;  // pairs with the parent's publish
                 parent_live = p && L::entry_word_state(pw) != L::kEntryFree && L::entry_word_gen(pw) == pref.generation;
             } else {
@@ -438,7 +440,7 @@ Status dump_pool(const std::string& name, bool check, PoolDump& d) {
         t += "  pool lease " + std::to_string(pool_lease->lease_id) + ": TTL left " + cli::ttl_text(pool_lease.value(), now) +
              ", expires " + format_wall_ns(mono_to_wall_ns(pool_lease->expires_ns)) + ", renewed " +
              std::to_string(pool_lease->renew_count) + " times\n";
-    t += "  data area " + std::to_string(pool.header().data_offset) + " +" + format_bytes(pool.header().data_size) +
+    t += "  data area " + std::to_string(detail::pool_header(pool).data_offset) + " +" + format_bytes(detail::pool_header(pool).data_size) +
          "; reaped processes " + std::to_string(h["reaped_processes"].get<uint64_t>()) + ", reclaimed regions " +
          std::to_string(h["reclaimed_regions"].get<uint64_t>()) + ", stolen locks " +
          std::to_string(h["stolen_locks"].get<uint64_t>()) + ", child process groups of dead processes killed " +

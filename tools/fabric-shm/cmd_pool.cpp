@@ -13,7 +13,6 @@
 #include "fabric_shm/clock.h"
 #include "fabric_shm/mem_object_store.h"
 #include "fabric_shm/pool.h"
-#include "layout/pool_layout.h"
 #include "tool_support.h"
 
 namespace fabric_shm::cli {
@@ -60,7 +59,7 @@ std::string mode_text(uint32_t mode) {
 }
 
 nlohmann::json pool_summary_json(const Pool& pool, uint64_t now) {
-    const layout::PoolHeader& h = pool.header();
+    const PoolSettings h = pool.settings();
     nlohmann::json doc = {
         {"pool", pool.name()},
         {"path", Pool::segment_path(pool.name())},
@@ -166,8 +165,8 @@ int pool_create(int argc, char** argv, Output& out) {
     } else {
         const Pool& p = pool.value();
         std::cout << (created ? "created" : "exists:") << " pool '" << p.name() << "' " << format_bytes(p.size())
-                  << " at " << Pool::segment_path(p.name()) << ", mode " << mode_text(p.header().mode)
-                  << ", lease TTL " << format_duration_ns(p.header().default_ttl_ns) << "\n";
+                  << " at " << Pool::segment_path(p.name()) << ", mode " << mode_text(p.settings().mode)
+                  << ", lease TTL " << format_duration_ns(p.settings().default_ttl_ns) << "\n";
         if (store) {
             const nlohmann::json sj = store_json(*store);
             std::cout << "store '" << sj["name"].get<std::string>() << "': heap "

@@ -284,8 +284,9 @@ int tail_cmd(int argc, char** argv) {
     if (!count) return fail(out, count.error());
     const std::string from = r["from"].as<std::string>();
     SeekPolicy seek;
-    if (from == "earliest") seek = SeekPolicy::Earliest();
-    else if (from == "latest") seek = SeekPolicy::Latest();
+    // An operator's --from earliest/latest means it, even for a group with commits.
+    if (from == "earliest") seek = SeekPolicy::Rewind(SeekPolicy::Kind::earliest);
+    else if (from == "latest") seek = SeekPolicy::Rewind(SeekPolicy::Kind::latest);
     else if (from == "committed") seek = SeekPolicy::Committed();
     else return usage(out, "--from '" + from + "' is not earliest, latest or committed");
     if (from == "committed" && group.empty()) return usage(out, "--from committed needs --group");

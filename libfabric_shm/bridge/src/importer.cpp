@@ -18,7 +18,7 @@
 
 #include "fabric_shm/clock.h"
 #include "fabric_shm/consumer_group.h"
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "fabric_shm/dlq.h"
 #include "fabric_shm/names.h"
 #include "fabric_shm/object_store.h"

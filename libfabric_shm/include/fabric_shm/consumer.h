@@ -18,16 +18,30 @@
 
 namespace fabric_shm {
 
+struct Claim;  // consumer_group.h: what a group member owns now, with its fence epoch
+
 /// Where seek puts each assigned partition.
+///
+/// In a consumer group, Earliest() and Latest() are the reset policy (Kafka's
+/// auto.offset.reset): a partition with a committed offset resumes there, and only one
+/// without (another incarnation's, or an external store's nothing) starts at the earliest or
+/// latest offset. So the recipe's "seek(Earliest) then poll" never re-reads what the group
+/// committed. Rewind(kind), Offset(n) and Timestamp(t) ignore commits (an operator's
+/// replay). An observer (no group) has no commits: Earliest() is the oldest retained offset.
 struct SeekPolicy {
     enum class Kind : uint8_t { earliest, latest, committed, offset, timestamp };
     Kind kind = Kind::earliest;
     uint64_t value = 0;              ///< offset for `offset`, wall-clock ns for `timestamp`
     Kind fallback = Kind::earliest;  ///< for `committed` with nothing committed (or another incarnation)
+    bool rewind = false;             ///< earliest/latest even where the group has committed offsets
 
     static SeekPolicy Earliest() { return {Kind::earliest, 0, Kind::earliest}; }
     static SeekPolicy Latest() { return {Kind::latest, 0, Kind::earliest}; }
     static SeekPolicy Committed(Kind fallback = Kind::earliest) { return {Kind::committed, 0, fallback}; }
+    /// The earliest (or latest) offset whatever was committed: re-reads (or skips) the backlog.
+    static SeekPolicy Rewind(Kind kind = Kind::earliest) {
+        return {kind == Kind::latest ? Kind::latest : Kind::earliest, 0, Kind::earliest, true};
+    }
     static SeekPolicy Offset(uint64_t offset) { return {Kind::offset, offset, Kind::earliest}; }
     /// First retained message with a timestamp >= wall_ns (else the end).
     static SeekPolicy Timestamp(uint64_t wall_ns) { return {Kind::timestamp, wall_ns, Kind::earliest}; }
@@ -113,6 +127,10 @@ public:
     /// Committed(earliest). After set_epoch changed the epoch, every partition restarts from
     /// its committed offset (a partition kept across an eviction may have moved meanwhile).
     Status assign(std::span<const uint32_t> partitions);
+    /// A group member's claim: takes its partitions and its epoch together (the epoch commits
+    /// are fenced with), so nobody copies an epoch by hand. Call it after every
+    /// ConsumerGroup::claim (cheap when nothing changed).
+    Status assign(const Claim& claim);
     Status assign_all();
     Status seek(const SeekPolicy& policy);
     Status seek(uint32_t partition, const SeekPolicy& policy);

@@ -96,8 +96,9 @@ Status skip_group_offset(const Pool& pool, std::string_view topic, std::string_v
 /// Not thread-safe. Every call is bounded: nothing blocks on another member.
 class ConsumerGroup {
 public:
-    /// Registers the group on the topic if needed. num_partitions must match the topic's.
-    static Result<ConsumerGroup> open(const Pool& pool, std::string_view group, std::string_view topic,
+    /// Registers group `group` on `topic` if needed. num_partitions must match the topic's.
+    /// Arguments in the library's one order: pool, topic, group.
+    static Result<ConsumerGroup> open(const Pool& pool, std::string_view topic, std::string_view group,
                                       uint32_t num_partitions, const GroupConfig& config = {});
     ConsumerGroup(ConsumerGroup&&) noexcept;
     ConsumerGroup& operator=(ConsumerGroup&&) noexcept;
@@ -108,8 +109,10 @@ public:
     Result<Claim> join(std::string_view member_id);
     /// Heartbeats, evicts dead members, releases partitions the target gives to others and
     /// takes unowned ones (CAS), fencing commits under older epochs. Commit before calling it:
-    /// a partition released here is redelivered from its last commit. stale_epoch when this
-    /// member was evicted (session timeout): join again.
+    /// a partition released here is redelivered from its last commit. A member that has not
+    /// joined through this handle joins first (so claim -> consumer.assign(claim) -> seek ->
+    /// poll -> commit -> heartbeat works as written). stale_epoch when this member was evicted
+    /// (session timeout): join again (or GroupConsumer::rejoin).
     Result<Claim> claim(std::string_view member_id);
     /// Refreshes the heartbeat and keeps the group's registration (its lease) alive; cheap, call
     /// it during long processing and backoff. stale_epoch when evicted, lease_expired when the

@@ -46,7 +46,7 @@ struct TickSummary {
 
 class RenewalManager {
 public:
-    explicit RenewalManager(const Pool& pool) : pool_(&pool) {}
+    explicit RenewalManager(const Pool& pool) : pool_(pool) {}
 
     /// Starts tracking a lease (pool or region lease id); its schedule starts from the
     /// lease's current [renewed_ns or created_ns, expires_ns).
@@ -67,7 +67,7 @@ private:
         uint32_t failures = 0;
     };
     void reschedule(uint64_t lease_id, Tracked& t, uint64_t from_ns, uint64_t expires_ns);
-    const Pool* pool_;
+    Pool pool_;  ///< a handle: renewals keep working when the caller's Pool moves
     std::map<uint64_t, Tracked> leases_;
     uint64_t next_due_ = UINT64_MAX;
 };

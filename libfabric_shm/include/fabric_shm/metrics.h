@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // End-to-end latency histograms in the pool, keyed by (topic, group) and written through
 // per-process shards: LatencyRecorder on the hot path (no syscall, no lock, no locked
-// instruction), read_latency() for the dump, fold_dead_latency_shards() for the reaper.
+// instruction) and read_latency() for the dump. (The reaper folds the shards of dead processes.)
 #pragma once
 
 #include <array>
@@ -74,15 +74,5 @@ private:
     void* cells_ = nullptr;  ///< layout::LatencyCells
     bool shared_ = false;
 };
-
-/// Reaper hook for the metrics region kind: folds the shards of certainly-dead registrations
-/// into their key's aggregate and frees them; resets keys left half-created by a dead process.
-/// Returns the number of shards folded (or that would be, with dry_run).
-uint64_t fold_dead_latency_shards(const Pool& pool, const RegionInfo& region, uint64_t now_ns, bool dry_run,
-                                  std::vector<std::string>& notes);
-
-namespace detail {
-void register_metrics_region_kind();
-}
 
 }  // namespace fabric_shm

@@ -42,14 +42,14 @@ public:
 /// The group must be registered (TopicManager::register_group or a Consumer with that group).
 class MemOffsetStore final : public OffsetStore {
 public:
-    explicit MemOffsetStore(const Pool& pool) : pool_(&pool) {}
+    explicit MemOffsetStore(const Pool& pool) : pool_(pool) {}
     Result<FetchedOffset> fetch(std::string_view topic, uint64_t incarnation, std::string_view group,
                                 uint32_t partition) override;
     Status commit(std::string_view topic, uint64_t incarnation, std::string_view group,
                   std::span<const OffsetCommit> commits) override;
 
 private:
-    const Pool* pool_;
+    Pool pool_;  ///< a handle: the store stays usable when the caller's Pool moves
 };
 
 /// When FileOffsetStore syncs (its own name: tiered_object_store.h has a FsyncPolicy of its

@@ -18,11 +18,9 @@
 
 namespace fabric_shm {
 
-namespace layout {
-struct PoolHeader;
-struct RegionEntry;
-struct ProcessSlot;
-}  // namespace layout
+namespace detail {
+struct PoolAccess;  // the library's own access to the mapping (src/pool_impl.h)
+}  // namespace detail
 
 constexpr uint64_t kDefaultPoolSize = 32ull << 20;  ///< fits twice in Docker's 64 MB /dev/shm
 constexpr uint64_t kMinPoolSize = 1ull << 20;
@@ -42,6 +40,18 @@ enum class RegionKind : uint32_t {
     bridge = 40,       ///< status of one fabric-shm-bridge process (libfabric_shm/bridge, docs/bridge.md)
 };
 std::string_view region_kind_name(uint32_t kind) noexcept;
+
+/// A pool's creation settings, as recorded in its header.
+struct PoolSettings {
+    uint32_t mode = 0;                ///< permission bits of the segment
+    int numa_node = -1;               ///< -1: not bound
+    uint64_t default_ttl_ns = 0;      ///< TTL of the pool lease and of regions created without one
+    uint64_t incarnation = 0;         ///< random, differs for a re-created pool of the same name
+    uint64_t created_wall_ns = 0;
+    uint32_t creator_pid = 0;
+    uint64_t data_offset = 0, data_size = 0;  ///< the region area
+    uint16_t layout_major = 0, layout_minor = 0;
+};
 
 struct PoolOptions {
     std::string name;
@@ -123,6 +133,15 @@ struct ReapReport {
     std::vector<std::string> notes;   ///< one line per action, for --dry-run and logs
 };
 
+/// A shared handle to one mapped pool and this process's registration in it, copied like a
+/// std::shared_ptr. Every object opened on a pool (stores, topics, producers, consumers,
+/// groups, renewals, regions, loans and pinned views) keeps a copy, so moving or dropping the
+/// Pool it was opened from never invalidates it; the memory is unmapped and the registration
+/// retired when the last copy is gone. close() closes the pool for every copy: later calls on
+/// it, and on everything opened from it, return Errc::closed (pinned views stay readable).
+/// Copies may be used from different threads; one object opened from it may not, unless its
+/// header says so. A default-constructed or moved-from Pool is empty: only assigning to it,
+/// valid() and destroying it are allowed.
 class Pool {
 public:
     /// Creates a new pool; AlreadyExists if the name is taken. Atomic: built under a
@@ -139,10 +158,23 @@ public:
     /// Path of a pool's segment: $FABRIC_SHM_DIR (default /dev/shm) + "/fabric-shm." + name.
     static std::string segment_path(std::string_view name);
 
+    Pool() noexcept;
+    Pool(const Pool& other) noexcept;
+    Pool& operator=(const Pool& other) noexcept;
     Pool(Pool&& other) noexcept;
     Pool& operator=(Pool&& other) noexcept;
-    Pool(const Pool&) = delete;
     ~Pool();
+
+    /// False for an empty handle (default-constructed or moved-from).
+    bool valid() const noexcept { return impl_ != nullptr; }
+    /// Closes the pool for this process: every copy of this handle and every object opened
+    /// from it fails later calls with Errc::closed ("pool 'x' was closed") without touching
+    /// the mapping. Pinned views and loans already handed out stay readable/droppable; the
+    /// mapping and the registration go when the last of them is destroyed. Idempotent.
+    void close() noexcept;
+    bool closed() const noexcept;
+    /// Errc::closed when close() was called; OK otherwise.
+    Status check_open() const;
 
     const std::string& name() const;
     /// True when the call that returned this handle created the segment (Pool::create, or
@@ -151,20 +183,13 @@ public:
     bool created() const;
     bool read_only() const;
     uint64_t size() const;
-    std::byte* base() const;
-    const layout::PoolHeader& header() const;
+    /// What the pool was created with (copied out of its header).
+    PoolSettings settings() const;
     OwnerToken self() const;  ///< this process's registration; 0 when read-only
     /// Random 64-bit id drawn at creation: tells a re-created pool of the same name from the old one.
     uint64_t incarnation() const;
     ProcessRegistry registry() const { return ProcessRegistry(*this); }
 
-    /// Bounds check against the mapping (overflow-safe); every offset read from shm goes here.
-    bool in_bounds(uint64_t offset, uint64_t length) const noexcept;
-    template <class T>
-    T* at(uint64_t offset) const noexcept {
-        return in_bounds(offset, sizeof(T)) && offset % alignof(T) == 0
-                   ? reinterpret_cast<T*>(base() + offset) : nullptr;
-    }
     /// Re-checks the file size (another process may have truncated it): Corrupt if shorter.
     Status check_mapping() const;
 
@@ -174,9 +199,6 @@ public:
     /// Its token is then dead for good (every lock, claim and loan it holds may be taken over):
     /// stop using this handle and open the pool again.
     Status heartbeat(uint64_t now_ns = mono_now_ns()) const;
-    /// This process's counter shard, indexed by CounterId; nullptr when read-only.
-    std::atomic<uint64_t>* counters() const;
-    void count(uint32_t id, uint64_t n) const noexcept;
 
     Result<Region> create_region(const RegionSpec& spec);
     Result<Region> open_region(RegionKind kind, std::string_view name) const;
@@ -210,12 +232,14 @@ private:
     /// create(), registering the creator with `heartbeat_timeout_ns` (open() with
     /// create_if_missing passes its own: the creator is a registrant like any other).
     static Result<Pool> create_and_register(const PoolOptions& options, uint64_t heartbeat_timeout_ns);
-    std::unique_ptr<Impl> impl_;
+    std::shared_ptr<Impl> impl_;
     friend class Region;
+    friend struct detail::PoolAccess;
 };
 
 /// A handle to a region: holds this process's attachment (so the memory is never reused
-/// while the handle lives) and checks lease and generation on demand.
+/// while the handle lives) and a copy of the Pool handle (so the mapping stays), and checks
+/// lease and generation on demand.
 class Region {
 public:
     Region() = default;
@@ -224,40 +248,28 @@ public:
     Region(const Region&) = delete;
     ~Region();
 
-    bool valid() const { return pool_ != nullptr; }
+    bool valid() const { return pool_.valid(); }
     RegionRef ref() const { return ref_; }
     uint64_t offset() const { return offset_; }
     uint64_t length() const { return length_; }
     std::byte* data() const { return data_; }
     uint64_t lease_id() const;
-    const Pool& pool() const { return *pool_; }
-    const layout::RegionEntry& entry() const { return *entry_; }
+    const Pool& pool() const { return pool_; }
     /// OK while the entry is live under this handle's generation and the lease has not run
-    /// out (coarse clock); else StaleGeneration / LeaseExpired naming the region.
+    /// out (coarse clock); else StaleGeneration / LeaseExpired naming the region, or Closed
+    /// after Pool::close (every data structure's operations check this first).
     Status check(uint64_t now_ns = mono_coarse_ns()) const;
     /// CREATING -> LIVE for regions created with publish = false.
     Status publish();
 
 private:
     friend class Pool;
-    const Pool* pool_ = nullptr;
-    layout::RegionEntry* entry_ = nullptr;
+    friend struct detail::PoolAccess;
+    Pool pool_;  ///< keeps the mapping alive while the handle lives; empty when released
     RegionRef ref_;
     uint64_t offset_ = 0, length_ = 0;
     std::byte* data_ = nullptr;
     void release() noexcept;
 };
-
-/// Hooks a data structure registers for its region kind: the reaper and dump call them.
-struct RegionKindOps {
-    /// Release what dead owners left inside a live region (loans, pins, slot claims).
-    std::function<uint64_t(const Pool&, const RegionInfo&, uint64_t now_ns, bool dry_run,
-                           std::vector<std::string>& notes)> reap;
-    /// Append invariant violations ("violation: ...") and in-progress states ("in progress: ...").
-    std::function<void(const Pool&, const RegionInfo&, std::vector<std::string>& violations,
-                       std::vector<std::string>& in_progress)> check;
-};
-void register_region_kind_ops(RegionKind kind, RegionKindOps ops);
-const RegionKindOps* region_kind_ops(uint32_t kind);
 
 }  // namespace fabric_shm

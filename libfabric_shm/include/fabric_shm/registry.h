@@ -6,12 +6,12 @@
 #include <string>
 #include <vector>
 
+#include "fabric_shm/owner_token.h"
 #include "fabric_shm/result.h"
 
 namespace fabric_shm {
 
 class Pool;
-using OwnerToken = uint32_t;  ///< (slot generation << 8) | slot; 0 = no owner
 
 /// One-sided answer, as in LMDB's reader check: only "certainly dead" permits a takeover.
 enum class Liveness : uint8_t { maybe_alive, certainly_dead };

@@ -96,7 +96,7 @@ struct GroupOptions {
 /// Topic lifecycle in one pool. Cheap to construct; holds no handles.
 class TopicManager {
 public:
-    explicit TopicManager(Pool& pool) : pool_(&pool) {}
+    explicit TopicManager(Pool& pool) : pool_(pool) {}
 
     /// AlreadyExists for a live topic of that name (or one being created); invalid_argument
     /// naming the field for a bad config; no_space when the pool has no room (naming the bytes needed).
@@ -119,7 +119,7 @@ public:
     Status remove_group(std::string_view topic, std::string_view group);
 
 private:
-    Pool* pool_;
+    Pool pool_;  ///< a handle: the manager stays usable when the caller's Pool moves
 };
 
 struct SendResult {
@@ -193,12 +193,5 @@ private:
 /// Fan-out convenience: sends the same message through each producer; one result per
 /// producer, in order (a failure on one topic does not stop the others).
 std::vector<Result<SendResult>> send_to_each(std::span<Producer* const> producers, const OutgoingMessage& message);
-
-namespace detail {
-/// Registers the topic and partition RegionKindOps (reap and check); called once per process.
-void register_mq_region_kinds();
-/// Test hook: called between a send's claim and its envelope write when set.
-extern void (*g_mq_after_claim_hook)();
-}  // namespace detail
 
 }  // namespace fabric_shm

@@ -8,6 +8,8 @@
 // of them changes the fingerprint; incompatible changes also bump kLayoutMajor.
 #pragma once
 
+#include "private.h"
+
 #include <cstddef>
 #include <cstdint>
 

@@ -12,6 +12,8 @@
 // rule as the counter shards in the process registry).
 #pragma once
 
+#include "private.h"
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>

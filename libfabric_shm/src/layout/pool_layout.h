@@ -12,9 +12,13 @@
 //   data_offset            region area: page-aligned extents described by RegionEntry
 #pragma once
 
+#include "private.h"
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+
+#include "fabric_shm/owner_token.h"
 
 namespace fabric_shm::layout {
 
@@ -35,8 +39,8 @@ constexpr uint32_t kChildGroupSlots = 32;  ///< process groups one registration 
 // A registration in the process registry: (slot generation << 8) | slot index. Every
 // ownership word elsewhere (locks, loans, pins, slot claims, group members) stores one,
 // so a survivor can ask the registry whether the owner is certainly dead. Generation
-// starts at 1, so a token is never 0 (0 = "no owner").
-using OwnerToken = uint32_t;
+// starts at 1, so a token is never 0 (0 = "no owner"). The type is fabric_shm::OwnerToken
+// (fabric_shm/owner_token.h: the one definition, shared with the API).
 constexpr uint32_t kTokenSlotBits = 8;
 static_assert((1u << kTokenSlotBits) == kRegistrySlots, "token slot field must cover the registry");
 constexpr uint32_t token_slot(OwnerToken t) { return t & ((1u << kTokenSlotBits) - 1); }

@@ -12,14 +12,16 @@
 #include <cstring>
 
 #include "fabric_shm/clock.h"
+#include "fabric_shm/consumer_group.h"  // Claim
 #include "fabric_shm/counters.h"
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "fabric_shm/names.h"
 #include "futex.h"
 #include "mq/topic_internal.h"
 #include "cpu_relax.h"
 #include "mq/waiting.h"
 #include "seqlock_copy.h"
+#include "pool_impl.h"
 
 namespace fabric_shm {
 
@@ -88,7 +90,8 @@ void MessageBatch::clear() {
 // ---- Consumer ---------------------------------------------------------------------------
 
 struct Consumer::Impl {
-    const Pool* pool = nullptr;
+    Pool pool_handle;  ///< keeps the mapping alive: the caller's Pool may be moved or dropped
+    const Pool* pool = nullptr;  ///< &pool_handle
     std::unique_ptr<TopicHandle> t;
     std::string group;  ///< empty: observer
     GroupRef gref;
@@ -123,7 +126,8 @@ Result<Consumer> Consumer::open(const Pool& pool, std::string_view topic, std::s
     if (!t) return std::move(t).error();
     FABRIC_TRY(check_topic(**t));
     auto impl = std::make_unique<Impl>();
-    impl->pool = &pool;
+    impl->pool_handle = pool;
+    impl->pool = &impl->pool_handle;
     impl->options = options;
     impl->group = std::string(group);
     if (!group.empty()) {
@@ -174,6 +178,10 @@ uint64_t Consumer::Impl::by_timestamp(uint32_t p, uint64_t wall_ns) const {
 
 Result<uint64_t> Consumer::Impl::resolve(uint32_t p, const SeekPolicy& policy) {
     const PartitionView& pv = t->parts[p];
+    // In a group, earliest/latest are the reset policy: committed offsets win (SeekPolicy).
+    if (!group.empty() && !policy.rewind &&
+        (policy.kind == SeekPolicy::Kind::earliest || policy.kind == SeekPolicy::Kind::latest))
+        return resolve(p, SeekPolicy::Committed(policy.kind));
     switch (policy.kind) {
         case SeekPolicy::Kind::earliest: return oldest_offset(*t, pv);
         case SeekPolicy::Kind::latest: return pv.hdr->tail.load(std::memory_order_acquire);  // pairs with tail CAS
@@ -181,14 +189,14 @@ Result<uint64_t> Consumer::Impl::resolve(uint32_t p, const SeekPolicy& policy) {
         case SeekPolicy::Kind::timestamp: return by_timestamp(p, policy.value);
         case SeekPolicy::Kind::committed: break;
     }
-    SeekPolicy fb{policy.fallback, policy.value, SeekPolicy::Kind::earliest};
+    SeekPolicy fb{policy.fallback, policy.value, SeekPolicy::Kind::earliest, true};  // rewind: no second lookup
     if (fb.kind == SeekPolicy::Kind::committed) fb.kind = SeekPolicy::Kind::earliest;
     if (group.empty()) return resolve(p, fb);
     if (options.offset_store) {
         auto f = options.offset_store->fetch(t->name, t->incarnation, group, p);
         if (!f) return std::move(f).error();
         if (f->incarnation_mismatch) {
-            pool->count(uint32_t(CounterId::mq_offset_resets), 1);
+            detail::count(*pool, CounterId::mq_offset_resets, 1);
             warn("group '" + group + "' topic '" + t->name + "' partition " + std::to_string(p) +
                  ": stored offsets belong to an earlier incarnation of the topic (it was removed and re-created); "
                  "ignoring them and seeking by the fallback policy");
@@ -229,6 +237,14 @@ Status Consumer::assign(std::span<const uint32_t> partitions) {
     im.assigned = std::move(next);
     im.assigned_epoch = im.options.epoch;
     return {};
+}
+
+Status Consumer::assign(const Claim& claim) {
+    if (impl_->group.empty())
+        return make_error(Errc::invalid_argument, "assign(claim) on an observer of topic '" + impl_->t->name +
+                                                      "' (open the Consumer with the claim's group)");
+    impl_->options.epoch = claim.epoch;
+    return assign(claim.partitions);
 }
 
 Status Consumer::assign_all() {
@@ -280,7 +296,7 @@ void Consumer::Impl::gap(uint32_t p, uint64_t& pos, MessageBatch& b) {
     b.lost_ += lost;
     if (!b.gaps_.empty() && b.gaps_.back().partition == p && b.gaps_.back().to == pos) b.gaps_.back().to = next;
     else b.gaps_.push_back(Gap{p, pos, next});
-    pool->count(uint32_t(CounterId::mq_messages_overwritten), lost);
+    detail::count(*pool, CounterId::mq_messages_overwritten, lost);
     pos = next;
 }
 
@@ -433,7 +449,7 @@ Result<size_t> Consumer::poll(MessageBatch& batch, size_t max, uint64_t timeout_
         }
         im.rotate++;
         if (total > 0 || batch.lost_ > 0 || timeout_ns == 0) {
-            if (total) im.pool->count(uint32_t(CounterId::mq_messages_consumed), total);
+            if (total) detail::count(*im.pool, CounterId::mq_messages_consumed, total);
             return total;
         }
         // Spinning reads the clock only every 64 rounds (a clock read costs more than a round).

@@ -12,7 +12,7 @@
 #include <optional>
 
 #include "fabric_shm/clock.h"
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "fabric_shm/names.h"
 #include "mq/group_internal.h"
 
@@ -60,7 +60,8 @@ Result<uint64_t> dead_letter_count(const Pool& pool, std::string_view dlq_topic)
 constexpr uint64_t kDlqCreationWaitNs = 1'000'000'000ull;
 
 struct DlqRouter::Impl {
-    Pool* pool = nullptr;
+    Pool pool_handle;  ///< keeps the mapping alive: the caller's Pool may be moved or dropped
+    Pool* pool = nullptr;  ///< &pool_handle
     std::string topic, group, dlq_name;
     DlqPolicy policy;
     std::unique_ptr<TopicHandle> t;
@@ -142,7 +143,8 @@ Result<DlqRouter> DlqRouter::open(Pool& pool, std::string_view topic, std::strin
     FABRIC_TRY(validate_name("dead-letter topic", dlq));
     if (dlq == topic) return make_error(Errc::invalid_argument, "dead-letter topic '" + dlq + "' is the source topic");
     auto im = std::make_unique<Impl>();
-    im->pool = &pool;
+    im->pool_handle = pool;
+    im->pool = &im->pool_handle;
     im->topic = std::string(topic);
     im->group = std::string(group);
     im->dlq_name = std::move(dlq);

@@ -12,7 +12,7 @@
 #include <cstring>
 
 #include "fabric_shm/clock.h"
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "fabric_shm/registry.h"
 #include "mq/group_internal.h"
 #include "mq/result_buckets.h"
@@ -92,7 +92,8 @@ struct Probe {
 }  // namespace
 
 struct ConsumerGroup::Impl {
-    const Pool* pool = nullptr;
+    Pool pool_handle;  ///< keeps the mapping alive: the caller's Pool may be moved or dropped
+    const Pool* pool = nullptr;  ///< &pool_handle
     std::string group, topic;
     uint32_t num_partitions = 0;
     GroupConfig config;
@@ -196,7 +197,7 @@ struct ConsumerGroup::Impl {
     Result<Claim> claim(LocalMember& m);
 };
 
-Result<ConsumerGroup> ConsumerGroup::open(const Pool& pool, std::string_view group, std::string_view topic,
+Result<ConsumerGroup> ConsumerGroup::open(const Pool& pool, std::string_view topic, std::string_view group,
                                           uint32_t num_partitions, const GroupConfig& config) {
     if (pool.self() == 0)
         return make_error(Errc::permission_denied, "consumer group '" + std::string(group) +
@@ -213,7 +214,8 @@ Result<ConsumerGroup> ConsumerGroup::open(const Pool& pool, std::string_view gro
     auto ref = register_group(**t, group, config.registration);
     if (!ref) return std::move(ref).error();
     auto im = std::make_unique<Impl>();
-    im->pool = &pool;
+    im->pool_handle = pool;
+    im->pool = &im->pool_handle;
     im->group = std::string(group);
     im->topic = std::string(topic);
     im->num_partitions = num_partitions;
@@ -329,7 +331,7 @@ Result<Claim> ConsumerGroup::join(std::string_view member_id) {
 
 Result<Claim> ConsumerGroup::claim(std::string_view member_id) {
     LocalMember* m = impl_->find(member_id);
-    if (!m) return impl_->not_member(member_id);
+    if (!m) return join(member_id);  // first claim through this handle: join (the recipe's sequence)
     return impl_->claim(*m);
 }
 
@@ -662,8 +664,7 @@ struct GroupConsumer::Impl {
         last_claim_ns = mono_now_ns();
         claim = std::move(*c);
         if (!claim.changed) return {};
-        consumer.set_epoch(claim.epoch);
-        return consumer.assign(claim.partitions);
+        return consumer.assign(claim);  // partitions and the fence epoch together
     }
 };
 
@@ -671,7 +672,7 @@ Result<GroupConsumer> GroupConsumer::open(const Pool& pool, std::string_view top
                                           std::string_view member_id, const GroupConsumerOptions& options) {
     auto t = open_topic(pool, topic);
     if (!t) return std::move(t).error();
-    auto g = ConsumerGroup::open(pool, group, topic, (*t)->num_partitions, options.group);
+    auto g = ConsumerGroup::open(pool, topic, group, (*t)->num_partitions, options.group);
     if (!g) return std::move(g).error();
     ConsumerOptions co = options.consumer;
     co.epoch = 0;

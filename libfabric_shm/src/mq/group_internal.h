@@ -4,6 +4,8 @@
 // and the tools. docs/groups.md has the state machines.
 #pragma once
 
+#include "private.h"
+
 #include <cstdint>
 #include <span>
 #include <string>

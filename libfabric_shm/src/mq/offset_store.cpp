@@ -24,7 +24,7 @@ using namespace mq;
 
 Result<FetchedOffset> MemOffsetStore::fetch(std::string_view topic, uint64_t incarnation, std::string_view group,
                                             uint32_t partition) {
-    auto t = open_topic(*pool_, topic);
+    auto t = open_topic(pool_, topic);
     if (!t) return std::move(t).error();
     FetchedOffset f;
     if ((*t)->incarnation != incarnation) {
@@ -43,7 +43,7 @@ Result<FetchedOffset> MemOffsetStore::fetch(std::string_view topic, uint64_t inc
 
 Status MemOffsetStore::commit(std::string_view topic, uint64_t incarnation, std::string_view group,
                               std::span<const OffsetCommit> commits) {
-    auto t = open_topic(*pool_, topic);
+    auto t = open_topic(pool_, topic);
     if (!t) return std::move(t).error();
     if ((*t)->incarnation != incarnation)
         return make_error(Errc::stale_generation, "topic '" + std::string(topic) +

@@ -11,13 +11,14 @@
 
 #include "fabric_shm/clock.h"
 #include "fabric_shm/counters.h"
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "fabric_shm/topic.h"
 #include "futex.h"
 #include "mq/topic_internal.h"
 #include "cpu_relax.h"
 #include "mq/waiting.h"
 #include "seqlock_copy.h"
+#include "pool_impl.h"
 
 namespace fabric_shm {
 
@@ -136,7 +137,7 @@ Status Producer::Impl::wait_for_space(uint32_t p, uint64_t tail, uint64_t deadli
         // Signed: a tail read long ago (we were descheduled) can be below the floor.
         if (int64_t(tail - floor) < int64_t(pv.capacity)) return {};
         if (t->on_full == kOnFullReject || now >= deadline_ns) {
-            t->pool->count(uint32_t(CounterId::mq_back_pressure), 1);
+            detail::count(*t->pool, CounterId::mq_back_pressure, 1);
             const std::string where = "topic '" + t->name + "' partition " + std::to_string(p);
             const std::string how = t->on_full == kOnFullReject
                                         ? " (on_full=reject)"
@@ -231,7 +232,7 @@ Result<SendResult> Producer::Impl::send_one(uint32_t p, const OutgoingMessage& m
                 if (s->state.compare_exchange_strong(w, make_slot_word(kSlotQuarantined, lap, slot_owner(w)),
                                                      std::memory_order_acq_rel, std::memory_order_relaxed)) {
                     ph->skipped_claims.fetch_add(1, std::memory_order_relaxed);
-                    t->pool->count(uint32_t(CounterId::mq_claims_skipped), 1);
+                    detail::count(*t->pool, CounterId::mq_claims_skipped, 1);
                     ph->tail.compare_exchange_strong(expect_tail, off + 1, std::memory_order_release,
                                                      std::memory_order_relaxed);
                 }
@@ -339,7 +340,7 @@ Result<SendResult> Producer::send_to(uint32_t partition, const OutgoingMessage& 
     // Fail closed once per send: the partition's lease and generation (coarse clock, no syscall).
     FABRIC_TRY(im.t->part_regions[partition].check());
     auto r = im.send_one(partition, message, im.timestamp());
-    if (r) im.t->pool->count(uint32_t(CounterId::mq_messages_published), 1);
+    if (r) detail::count(*im.t->pool, CounterId::mq_messages_published, 1);
     return r;
 }
 
@@ -372,7 +373,7 @@ size_t Producer::send_batch(std::span<const OutgoingMessage> messages, std::span
         }
         results[sent++] = *r;
     }
-    if (sent) im.t->pool->count(uint32_t(CounterId::mq_messages_published), sent);
+    if (sent) detail::count(*im.t->pool, CounterId::mq_messages_published, sent);
     return sent;
 }
 

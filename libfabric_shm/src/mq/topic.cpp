@@ -13,13 +13,15 @@
 
 #include "fabric_shm/clock.h"
 #include "fabric_shm/counters.h"
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "fabric_shm/names.h"
 #include "futex.h"
 #include "layout/pool_layout.h"
 #include "mq/topic_internal.h"
 #include "mq/waiting.h"
 #include "owner_lock.h"
+#include "pool_impl.h"
+#include "region_kinds.h"
 
 namespace fabric_shm {
 
@@ -138,7 +140,8 @@ Result<std::unique_ptr<TopicHandle>> open_topic(const Pool& pool, std::string_vi
         return std::move(root).error();
     }
     auto t = std::make_unique<TopicHandle>();
-    t->pool = &pool;
+    t->pool_handle = pool;
+    t->pool = &t->pool_handle;
     t->name = std::string(name);
     t->root = std::move(root.value());
     if (t->root.length() < kTopicRegionBytes)
@@ -271,7 +274,7 @@ bool deregister_group(TopicHandle& t, int index, bool force, uint64_t now_ns) {
 namespace {
 std::atomic<uint64_t>& fence_floor(const Pool& pool) {
     // The pool header's mutable words are shared state (see stolen_locks in owner_lock.cpp).
-    return const_cast<layout::PoolHeader&>(pool.header()).fence_floor;
+    return detail::pool_header(pool).fence_floor;
 }
 }  // namespace
 
@@ -588,7 +591,7 @@ bool skip_claim(const Pool& pool, const PartitionView& p, SlotHeader* s, uint64_
     if (st == kSlotClaimed) {
         p.hdr->skipped_claims.fetch_add(1, std::memory_order_relaxed);
         if (quarantine) p.hdr->quarantined.fetch_add(1, std::memory_order_relaxed);
-        pool.count(uint32_t(CounterId::mq_claims_skipped), 1);
+        detail::count(pool, CounterId::mq_claims_skipped, 1);
     }
     return true;
 }
@@ -602,7 +605,7 @@ using namespace mq;
 Status TopicManager::create(std::string_view name, const TopicConfig& config) {
     FABRIC_TRY(validate_name("topic", name));
     FABRIC_TRY(validate_topic_config(config));
-    Pool& pool = *pool_;
+    Pool& pool = pool_;
     const uint64_t part_bytes = partition_region_bytes(config.partition_capacity, config.partition_stride);
     const uint64_t total = kTopicRegionBytes + uint64_t(config.num_partitions) * part_bytes;
     if (total > pool.size())
@@ -700,11 +703,11 @@ Status TopicManager::ensure(std::string_view name, const TopicConfig& config, ui
         // Exists, or is being created by a process that may still finish: wait for it. A
         // creator that dies meanwhile leaves its entries to the next create (not_found here).
         const uint64_t now = mono_now_ns();
-        auto t = open_topic(*pool_, name, deadline > now ? deadline - now : 0);
+        auto t = open_topic(pool_, name, deadline > now ? deadline - now : 0);
         if (t) return {};
         if (t.code() != Errc::not_found) return std::move(t).error();
         if (mono_now_ns() >= deadline)
-            return make_error(Errc::not_ready, "topic '" + std::string(name) + "' in pool '" + pool_->name() +
+            return make_error(Errc::not_ready, "topic '" + std::string(name) + "' in pool '" + pool_.name() +
                                                    "' could not be created or opened within " +
                                                    format_duration_ns(wait_ns) + ": " + t.error().message);
         nap(kNsPerMs);
@@ -712,21 +715,21 @@ Status TopicManager::ensure(std::string_view name, const TopicConfig& config, ui
 }
 
 Status TopicManager::remove(std::string_view name) {
-    auto t = open_topic(*pool_, name);
+    auto t = open_topic(pool_, name);
     if (!t) return std::move(t).error();
     std::vector<RegionRef> refs;
     for (auto& r : (*t)->part_regions) refs.push_back(r.ref());
     const RegionRef root = (*t)->root.ref();
     t.value().reset();  // drop our handles so the memory can be reclaimed at once
-    FABRIC_TRY(pool_->remove_region(root));  // first: new opens fail from here on
-    for (RegionRef r : refs) (void)pool_->remove_region(r);
+    FABRIC_TRY(pool_.remove_region(root));  // first: new opens fail from here on
+    for (RegionRef r : refs) (void)pool_.remove_region(r);
     return {};
 }
 
 std::vector<std::string> TopicManager::list() const {
     std::vector<std::string> names;
     const uint64_t now = mono_now_ns();
-    for (const RegionInfo& r : pool_->regions())
+    for (const RegionInfo& r : pool_.regions())
         if (r.kind == uint32_t(RegionKind::topic) && r.state == "live" && !r.lease.expired(now))
             names.push_back(r.name);
     std::sort(names.begin(), names.end());
@@ -734,7 +737,7 @@ std::vector<std::string> TopicManager::list() const {
 }
 
 Result<TopicDescription> TopicManager::describe(std::string_view name) const {
-    auto tr = open_topic(*pool_, name);
+    auto tr = open_topic(pool_, name);
     if (!tr) return std::move(tr).error();
     TopicHandle& t = **tr;
     TopicDescription d;
@@ -795,7 +798,7 @@ Result<TopicDescription> TopicManager::describe(std::string_view name) const {
 }
 
 Status TopicManager::register_group(std::string_view topic, std::string_view group, const GroupOptions& options) {
-    auto t = open_topic(*pool_, topic);
+    auto t = open_topic(pool_, topic);
     if (!t) return std::move(t).error();
     FABRIC_TRY(check_topic(**t));
     auto r = mq::register_group(**t, group, options);
@@ -805,7 +808,7 @@ Status TopicManager::register_group(std::string_view topic, std::string_view gro
 
 Status TopicManager::remove_group(std::string_view topic, std::string_view group) {
     FABRIC_TRY(validate_name("group", group));
-    auto t = open_topic(*pool_, topic);
+    auto t = open_topic(pool_, topic);
     if (!t) return std::move(t).error();
     const int idx = find_group(**t, group);
     if (idx < 0 || !deregister_group(**t, idx, true, mono_now_ns()))
@@ -819,11 +822,11 @@ Status TopicManager::remove_group(std::string_view topic, std::string_view group
 namespace {
 
 PartitionHeader* partition_at(const Pool& pool, const RegionInfo& info, PartitionView* v, std::string* why) {
-    if (!pool.in_bounds(info.offset, info.length) || info.length < kSlotsOffset) {
+    if (!detail::pool_in_bounds(pool, info.offset, info.length) || info.length < kSlotsOffset) {
         *why = "region extent out of bounds";
         return nullptr;
     }
-    auto* ph = reinterpret_cast<PartitionHeader*>(pool.base() + info.offset);
+    auto* ph = reinterpret_cast<PartitionHeader*>(detail::pool_base(pool) + info.offset);
     const uint64_t cap = ph->capacity, stride = ph->stride;
     if (ph->magic != kPartitionMagic) {
         *why = "bad partition magic";
@@ -836,7 +839,7 @@ PartitionHeader* partition_at(const Pool& pool, const RegionInfo& info, Partitio
         return nullptr;
     }
     v->hdr = ph;
-    v->slots = pool.base() + info.offset + kSlotsOffset;
+    v->slots = detail::pool_base(pool) + info.offset + kSlotsOffset;
     v->capacity = cap;
     v->mask = cap - 1;
     v->stride = stride;
@@ -873,7 +876,7 @@ uint64_t reap_partition(const Pool& pool, const RegionInfo& info, uint64_t now_n
             ++n;
             if (st == kSlotClaimed) {
                 v.hdr->skipped_claims.fetch_add(1, std::memory_order_relaxed);
-                pool.count(uint32_t(CounterId::mq_claims_skipped), 1);
+                detail::count(pool, CounterId::mq_claims_skipped, 1);
             }
         }
     }
@@ -939,7 +942,7 @@ void check_partition(const Pool& pool, const RegionInfo& info, std::vector<std::
 /// wake that wakes nobody (producers also repair it themselves, at most every 10 ms each).
 uint64_t reap_waiters(const Pool& pool, const RegionInfo& info, TopicHeader* hdr, uint64_t now_ns, bool dry_run,
                       std::vector<std::string>& notes) {
-    auto* table = reinterpret_cast<WaiterSlot*>(pool.base() + info.offset + kWaitersOffset);
+    auto* table = reinterpret_cast<WaiterSlot*>(detail::pool_base(pool) + info.offset + kWaitersOffset);
     std::vector<uint32_t> dead;
     for (uint32_t i = 0; i < kMaxWaiters; ++i) {
         const uint64_t w = table[i].word.load(std::memory_order_acquire);  // pairs with claim/release CASes
@@ -973,10 +976,10 @@ uint64_t reap_waiters(const Pool& pool, const RegionInfo& info, TopicHeader* hdr
 
 uint64_t reap_topic(const Pool& pool, const RegionInfo& info, uint64_t now_ns, bool dry_run,
                     std::vector<std::string>& notes) {
-    if (!pool.in_bounds(info.offset, info.length) || info.length < kTopicRegionBytes) return 0;
-    auto* hdr = reinterpret_cast<TopicHeader*>(pool.base() + info.offset);
+    if (!detail::pool_in_bounds(pool, info.offset, info.length) || info.length < kTopicRegionBytes) return 0;
+    auto* hdr = reinterpret_cast<TopicHeader*>(detail::pool_base(pool) + info.offset);
     if (hdr->magic != kTopicMagic || hdr->layout_fingerprint != kTopicLayoutFingerprint) return 0;
-    auto* groups = reinterpret_cast<GroupSlot*>(pool.base() + info.offset + kGroupsOffset);
+    auto* groups = reinterpret_cast<GroupSlot*>(detail::pool_base(pool) + info.offset + kGroupsOffset);
     uint64_t n = reap_waiters(pool, info, hdr, now_ns, dry_run, notes);
     for (uint32_t i = 0; i < kMaxGroups; ++i) {
         GroupSlot& g = groups[i];
@@ -1011,11 +1014,11 @@ uint64_t reap_topic(const Pool& pool, const RegionInfo& info, uint64_t now_ns, b
 void check_topic_region(const Pool& pool, const RegionInfo& info, std::vector<std::string>& violations,
                         std::vector<std::string>& in_progress) {
     const std::string who = "topic '" + info.name + "'";
-    if (!pool.in_bounds(info.offset, info.length) || info.length < kTopicRegionBytes) {
+    if (!detail::pool_in_bounds(pool, info.offset, info.length) || info.length < kTopicRegionBytes) {
         violations.push_back(who + ": root region too short or out of bounds");
         return;
     }
-    auto* hdr = reinterpret_cast<TopicHeader*>(pool.base() + info.offset);
+    auto* hdr = reinterpret_cast<TopicHeader*>(detail::pool_base(pool) + info.offset);
     if (hdr->magic != kTopicMagic) {
         if (info.state == "live") violations.push_back(who + ": bad magic");
         return;
@@ -1027,7 +1030,7 @@ void check_topic_region(const Pool& pool, const RegionInfo& info, std::vector<st
                              " is not this build's " + std::to_string(kTopicLayoutFingerprint));
         return;
     }
-    auto* groups = reinterpret_cast<GroupSlot*>(pool.base() + info.offset + kGroupsOffset);
+    auto* groups = reinterpret_cast<GroupSlot*>(detail::pool_base(pool) + info.offset + kGroupsOffset);
     for (uint32_t i = 0; i < kMaxGroups; ++i) {
         const uint64_t w = groups[i].word.load(std::memory_order_acquire);  // pairs with LIVE/FREE stores
         if (group_state(w) > kGroupLive)
@@ -1036,7 +1039,7 @@ void check_topic_region(const Pool& pool, const RegionInfo& info, std::vector<st
         else if (group_state(w) == kGroupCreating)
             in_progress.push_back("in progress: " + who + " group slot " + std::to_string(i) + " being registered");
     }
-    auto* waiters = reinterpret_cast<WaiterSlot*>(pool.base() + info.offset + kWaitersOffset);
+    auto* waiters = reinterpret_cast<WaiterSlot*>(detail::pool_base(pool) + info.offset + kWaitersOffset);
     for (uint32_t i = 0; i < kMaxWaiters; ++i) {
         const uint64_t w = waiters[i].word.load(std::memory_order_acquire);  // pairs with claim/release CASes
         if (waiter_state(w) > kWaiterReleasing)
@@ -1050,9 +1053,9 @@ void check_topic_region(const Pool& pool, const RegionInfo& info, std::vector<st
 
 }  // namespace
 
-void detail::register_mq_region_kinds() {
-    register_region_kind_ops(RegionKind::partition, RegionKindOps{reap_partition, check_partition});
-    register_region_kind_ops(RegionKind::topic, RegionKindOps{reap_topic, check_topic_region});
-}
+namespace {
+const detail::RegionKindRegistration partition_kind(RegionKind::partition, RegionKindOps{reap_partition, check_partition});
+const detail::RegionKindRegistration topic_kind(RegionKind::topic, RegionKindOps{reap_topic, check_topic_region});
+}  // namespace
 
 }  // namespace fabric_shm

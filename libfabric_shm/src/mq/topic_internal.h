@@ -4,6 +4,8 @@
 // Consumer and MemOffsetStore.
 #pragma once
 
+#include "private.h"
+
 #include <memory>
 #include <optional>
 #include <string>
@@ -30,7 +32,8 @@ struct PartitionView {
 };
 
 struct TopicHandle {
-    const Pool* pool = nullptr;
+    Pool pool_handle;  ///< keeps the mapping alive: the caller's Pool may be moved or dropped
+    const Pool* pool = nullptr;  ///< &pool_handle
     std::string name;
     Region root;
     std::vector<Region> part_regions;
@@ -136,3 +139,8 @@ bool owner_certainly_dead(const Pool& pool, OwnerToken owner, uint64_t now_ns);
 bool skip_claim(const Pool& pool, const PartitionView& p, SlotHeader* s, uint64_t word, bool quarantine);
 
 }  // namespace fabric_shm::mq
+
+namespace fabric_shm::detail {
+/// Test hook: called between a send's claim and its envelope write when set.
+extern void (*g_mq_after_claim_hook)();
+}  // namespace fabric_shm::detail

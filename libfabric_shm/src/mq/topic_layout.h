@@ -15,11 +15,12 @@
 //   1024     slots               capacity x stride bytes; slot i holds offsets o with o % capacity == i
 #pragma once
 
+#include "private.h"
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 
-#include "fabric_shm/registry.h"
 #include "layout/pool_layout.h"
 
 namespace fabric_shm::mq {

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "fabric_shm/clock.h"
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "futex.h"
 #include "mq/waiting.h"
 

@@ -6,7 +6,7 @@
 #include <bit>
 #include <climits>
 
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "futex.h"
 
 namespace fabric_shm::mq {

@@ -7,6 +7,8 @@
 // whose bits the partition carries. Design, handshake and repair: docs/topics.md, "Blocking".
 #pragma once
 
+#include "private.h"
+
 #include <atomic>
 #include <cstdint>
 #include <span>

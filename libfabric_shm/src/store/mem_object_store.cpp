@@ -10,10 +10,12 @@
 
 #include "fabric_shm/clock.h"
 #include "fabric_shm/counters.h"
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "fabric_shm/names.h"
 #include "seqlock_copy.h"
 #include "store/store_core.h"
+#include "pool_impl.h"
+#include "region_kinds.h"
 
 namespace fabric_shm {
 
@@ -24,10 +26,11 @@ namespace {
 constexpr uint64_t align8(uint64_t v) { return (v + 7) & ~uint64_t(7); }
 }  // namespace
 
-/// What loans and pinned views share with the store object, so they may outlive it (the
-/// Pool must outlive all of them).
+/// What loans and pinned views share with the store object, so they may outlive it (and the
+/// Pool it was opened from: `handle` keeps the mapping).
 struct StoreShared {
-    const Pool* pool = nullptr;
+    Pool pool_handle;  ///< keeps the mapping alive: the caller's Pool may be moved or dropped
+    const Pool* pool = nullptr;  ///< &pool_handle
     Region root, heap;
     std::optional<StoreCore> core;
     StoreConfig config;
@@ -39,7 +42,7 @@ struct StoreShared {
         FABRIC_TRY(heap.check(now));
         return {};
     }
-    void count(CounterId id, uint64_t n) const noexcept { pool->count(uint32_t(id), n); }
+    void count(CounterId id, uint64_t n) const noexcept { detail::count(*pool, id, n); }
 };
 
 struct MemObjectStore::Impl {
@@ -114,8 +117,9 @@ namespace {
 
 Result<std::shared_ptr<StoreShared>> bind_store(const Pool& pool, Region root) {
     auto s = std::make_shared<StoreShared>();
-    s->pool = &pool;
-    auto b = detail::bind_store_regions(pool, std::move(root));
+    s->pool_handle = pool;
+    s->pool = &s->pool_handle;
+    auto b = detail::bind_store_regions(*s->pool, std::move(root));  // the core points at our pool_handle
     if (!b) return std::move(b).error();
     s->core.emplace(std::move(*b->core));
     s->root = std::move(b->root);
@@ -546,7 +550,8 @@ std::optional<BoundStore> bind_for_hook(const Pool& pool, const RegionInfo& info
 }
 }  // namespace
 
-void register_store_region_kinds() {
+namespace {
+RegionKindOps store_region_kind_ops() {
     RegionKindOps ops;
     ops.reap = [](const Pool& pool, const RegionInfo& info, uint64_t now, bool dry_run,
                   std::vector<std::string>& notes) -> uint64_t {
@@ -564,8 +569,10 @@ void register_store_region_kinds() {
         }
         b->core->check(violations, in_progress);
     };
-    register_region_kind_ops(RegionKind::store, std::move(ops));
+    return ops;
 }
+const RegionKindRegistration store_region_kind(RegionKind::store, store_region_kind_ops());
+}  // namespace
 
 }  // namespace detail
 }  // namespace fabric_shm

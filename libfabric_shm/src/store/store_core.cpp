@@ -13,8 +13,9 @@
 
 #include "fabric_shm/clock.h"
 #include "fabric_shm/counters.h"
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "fabric_shm/registry.h"
+#include "pool_impl.h"
 
 namespace fabric_shm::detail {
 
@@ -201,7 +202,7 @@ Result<BoundStore> bind_store_regions(const Pool& pool, Region root) {
     if (href == 0) return make_error(Errc::corrupt, "store has no heap region");
     auto heap = pool.open_region(RegionRef::unpack(href));
     if (!heap) return std::move(heap).error();
-    if (heap->entry().kind.load(std::memory_order_relaxed) != uint32_t(RegionKind::store_heap))
+    if (detail::region_entry(*heap).kind.load(std::memory_order_relaxed) != uint32_t(RegionKind::store_heap))
         return make_error(Errc::corrupt, "store heap reference names a region of another kind");
     auto core = StoreCore::bind(pool, root.data(), root.length(), heap->data(), heap->length());
     if (!core) return std::move(core).error();
@@ -982,7 +983,7 @@ Result<StoreCore::StripeHold> StoreCore::lock_stripe(uint64_t hash, OwnerToken m
             // fence: then the lock is not ours, wait again.
             if (sl.holder.load(std::memory_order_seq_cst) != hold.mine) continue;
             hold.stolen = true;
-            const_cast<layout::PoolHeader&>(pool_->header()).stolen_locks.fetch_add(1, std::memory_order_relaxed);
+            detail::pool_header(*pool_).stolen_locks.fetch_add(1, std::memory_order_relaxed);
             FABRIC_PAUSE_POINT("store.stripe.held");
             return hold;
         }
@@ -1305,7 +1306,7 @@ RepairCounts StoreCore::repair(uint64_t now, bool dry, OwnerToken me, std::vecto
         if (dry) continue;
         FABRIC_PAUSE_POINT("store.repair.pin");
         if (pins_[i].compare_exchange_strong(p, 0, std::memory_order_release, std::memory_order_relaxed)) {
-            pool_->count(uint32_t(CounterId::store_pins_released), 1);
+            detail::count(*pool_, CounterId::store_pins_released, 1);
             if (pin_block(p) < block_count()) maybe_free_retired(pin_block(p));
         }
     }
@@ -1366,7 +1367,7 @@ RepairCounts StoreCore::repair(uint64_t now, bool dry, OwnerToken me, std::vecto
                 FABRIC_PAUSE_POINT("store.repair.loan");
                 if (words_[b].compare_exchange_strong(w, make_block(kBlockFree, block_seq(w) + 1, 0, false),
                                                       std::memory_order_release, std::memory_order_relaxed)) {
-                    pool_->count(uint32_t(CounterId::store_loans_reclaimed), 1);
+                    detail::count(*pool_, CounterId::store_loans_reclaimed, 1);
                     after_free(b);
                 }
                 continue;

@@ -4,6 +4,8 @@
 // tool. Every offset and length read from shared memory is bounds-checked here.
 #pragma once
 
+#include "private.h"
+
 #include <atomic>
 #include <cstdint>
 #include <map>
@@ -207,8 +209,5 @@ struct BoundStore {
 /// both. The one way to attach a store's memory: MemObjectStore, the region-kind hooks and the
 /// dump all come through here.
 Result<BoundStore> bind_store_regions(const Pool& pool, Region root);
-
-/// Registers RegionKindOps for RegionKind::store (called from register_builtin_region_kinds).
-void register_store_region_kinds();
 
 }  // namespace fabric_shm::detail

@@ -14,6 +14,8 @@
 // Heap region (RegionKind::store_heap, child of the root): superblocks of sb_bytes each.
 #pragma once
 
+#include "private.h"
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>

@@ -44,8 +44,9 @@
 
 #include "fabric_shm/clock.h"
 #include "fabric_shm/counters.h"
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "fabric_shm/names.h"
+#include "pool_impl.h"
 
 namespace fabric_shm {
 namespace {
@@ -272,7 +273,8 @@ struct TieredObjectStore::Impl {
         ObjectInfo info;
     };
 
-    Pool* pool = nullptr;
+    Pool pool_handle;  ///< keeps the mapping alive: the caller's Pool may be moved or dropped
+    Pool* pool = nullptr;  ///< &pool_handle
     TieredConfig config;
     std::unique_ptr<MemObjectStore> hot;
     mutable std::mutex mu;
@@ -379,7 +381,7 @@ struct TieredObjectStore::Impl {
     }
 
     Error damaged(const std::string& key, uint64_t offset, const std::string& why) const {
-        pool->count(uint32_t(CounterId::store_corrupt), 1);
+        detail::count(*pool, CounterId::store_corrupt, 1);
         return make_error(Errc::corrupt, "cold record of '" + key + "' at " + log_path + " offset " +
                                              std::to_string(offset) + " is damaged (" + why +
                                              "); not served (remove or overwrite the object)");
@@ -852,7 +854,8 @@ Result<std::unique_ptr<TieredObjectStore>> TieredObjectStore::open(Pool& pool, c
     if (!(config.compact_garbage_fraction >= 0.0 && config.compact_garbage_fraction <= 1.0))
         return make_error(Errc::invalid_argument, "TieredConfig::compact_garbage_fraction must be within [0, 1]");
     auto impl = std::make_unique<Impl>();
-    impl->pool = &pool;
+    impl->pool_handle = pool;
+    impl->pool = &impl->pool_handle;
     impl->config = config;
     std::string notes;
     auto hot = MemObjectStore::open(pool, config.hot, &notes);
@@ -892,14 +895,14 @@ Result<uint64_t> TieredObjectStore::put(const FabricUri& uri, std::span<const ui
             break;
         case PutCondition::if_absent:
             if (exists) {
-                m.pool->count(uint32_t(CounterId::store_conflicts), 1);
+                detail::count(*m.pool, CounterId::store_conflicts, 1);
                 return make_error(Errc::conflict, uri.to_string() + " exists (version " + std::to_string(cur_version) +
                                                       "); put was conditional on absence");
             }
             break;
         case PutCondition::if_version_equals:
             if (cur_version != options.expected_version) {
-                m.pool->count(uint32_t(CounterId::store_conflicts), 1);
+                detail::count(*m.pool, CounterId::store_conflicts, 1);
                 return make_error(Errc::conflict, uri.to_string() + " is at version " + std::to_string(cur_version) +
                                                       ", put expected version " +
                                                       std::to_string(options.expected_version));
@@ -907,7 +910,7 @@ Result<uint64_t> TieredObjectStore::put(const FabricUri& uri, std::span<const ui
             break;
         case PutCondition::fence:
             if (now && options.fence_token < now->fence_token) {
-                m.pool->count(uint32_t(CounterId::store_conflicts), 1);
+                detail::count(*m.pool, CounterId::store_conflicts, 1);
                 return make_error(Errc::stale_epoch, uri.to_string() + " is fenced at " +
                                                          std::to_string(now->fence_token) + "; put brought token " +
                                                          std::to_string(options.fence_token));
@@ -1026,7 +1029,7 @@ Result<bool> TieredObjectStore::remove(const FabricUri& uri, const RemoveOptions
         version = c->second.version;
     }
     if (options.if_version && *options.if_version != version) {
-        m.pool->count(uint32_t(CounterId::store_conflicts), 1);
+        detail::count(*m.pool, CounterId::store_conflicts, 1);
         return make_error(Errc::conflict, uri.to_string() + " is at version " + std::to_string(version) +
                                               ", remove expected version " + std::to_string(*options.if_version));
     }
@@ -1036,7 +1039,7 @@ Result<bool> TieredObjectStore::remove(const FabricUri& uri, const RemoveOptions
     auto r = m.hot->remove(uri);
     if (!r) return std::move(r).error();
     m.forget_hot(key);
-    m.pool->count(uint32_t(CounterId::store_removes), 1);
+    detail::count(*m.pool, CounterId::store_removes, 1);
     return true;
 }
 

@@ -3,6 +3,8 @@
 // the loop only sees assignment + epoch + heartbeat + leave.
 #pragma once
 
+#include "private.h"
+
 #include <cstdint>
 #include <memory>
 #include <string>

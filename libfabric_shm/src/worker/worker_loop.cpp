@@ -23,7 +23,7 @@
 #include "fabric_shm/clock.h"
 #include "fabric_shm/consumer.h"
 #include "fabric_shm/consumer_group.h"
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "fabric_shm/dlq.h"
 #include "fabric_shm/jobs.h"
 #include "fabric_shm/lease.h"
@@ -143,7 +143,8 @@ enum class Outcome : uint8_t {
 };
 
 struct WorkerLoop::Impl {
-    Pool* pool = nullptr;
+    Pool pool_handle;  ///< keeps the mapping alive: the caller's Pool may be moved or dropped
+    Pool* pool = nullptr;  ///< &pool_handle
     WorkerConfig cfg;
     Processor processor;
     std::function<void(std::string_view)> log;
@@ -539,7 +540,8 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config, Proc
     if (!processor) return make_error(Errc::invalid_argument, "no processor given");
 
     auto impl = std::make_unique<Impl>();
-    impl->pool = &pool;
+    impl->pool_handle = pool;
+    impl->pool = &impl->pool_handle;
     impl->cfg = config;
     if (impl->cfg.member_id.empty()) impl->cfg.member_id = default_member_id();
     FABRIC_TRY(validate_name("member id", impl->cfg.member_id));

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "fabric_shm/counters.h"
-#include "fabric_shm/crash_point.h"
+#include "crash_point.h"
 #include "fabric_shm/pool.h"
 #include "fabric_shm/tiered_object_store.h"
 #include "../support/test_support.h"

@@ -19,6 +19,8 @@
 // one relaxed load and a predicted branch. -Dcrash_points=false compiles them out.
 #pragma once
 
+#include "private.h"
+
 #include <atomic>
 
 namespace fabric_shm::detail {
