@@ -33,22 +33,23 @@ Status register_child_group(const Pool& pool, pid_t pgid);
 /// Forgets `pgid` (after the leader was reaped, or the group killed). Idempotent; never fails.
 void unregister_child_group(const Pool& pool, pid_t pgid) noexcept;
 
-/// RAII form: records on construction (check ok()), forgets on destruction.
+/// RAII form: records on construction (check ok()), forgets on destruction. Keeps its own
+/// Pool handle, so the record can always be forgotten, whatever became of the caller's.
 class ChildGroupRegistration {
 public:
-    ChildGroupRegistration(const Pool& pool, pid_t pgid) : pool_(&pool), pgid_(pgid) {
+    ChildGroupRegistration(const Pool& pool, pid_t pgid) : pool_(pool), pgid_(pgid) {
         status_ = register_child_group(pool, pgid);
     }
     ChildGroupRegistration(const ChildGroupRegistration&) = delete;
     ChildGroupRegistration& operator=(const ChildGroupRegistration&) = delete;
     ~ChildGroupRegistration() {
-        if (status_) unregister_child_group(*pool_, pgid_);
+        if (status_) unregister_child_group(pool_, pgid_);
     }
     const Status& status() const { return status_; }
     bool ok() const { return status_.ok(); }
 
 private:
-    const Pool* pool_;
+    Pool pool_;
     pid_t pgid_;
     Status status_;
 };
