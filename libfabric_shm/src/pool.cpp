@@ -257,10 +257,13 @@ Status Pool::check_mapping() const {
 }
 
 Status Pool::heartbeat(uint64_t now_ns) const {
-    if (closed()) return check_open();
-    auto* slot = impl_->my_slot();
-    if (!slot) return {};
+    auto* slot = impl_ ? impl_->my_slot() : nullptr;
+    if (!slot) return check_open();
+    // Stored even after close(): the registration lives until the last object or pinned view
+    // goes, and a view's pin is only as safe as the heartbeat that keeps its owner alive
+    // (a heartbeat timeout is how other pid namespaces judge us).
     slot->heartbeat_ns.store(now_ns, std::memory_order_relaxed);
+    FABRIC_TRY(check_open());
     // Acquire: pairs with the reaper's acq_rel CAS to FENCED (or the retirement's release).
     const uint64_t w = slot->word.load(std::memory_order_acquire);
     if (slot_word_state(w) != kSlotLive || slot_word_gen(w) != token_gen(impl_->self) ||
@@ -1127,7 +1130,14 @@ ReapReport Pool::reap(uint64_t now, bool dry_run, bool allow_pool_removal) {
     ProcessRegistry reg = registry();
     if (dry_run) {
         for (const ProcessInfo& p : reg.list(now))
-            if (p.liveness == Liveness::certainly_dead) {
+            if (p.liveness == Liveness::certainly_dead &&
+                reg.process_liveness(p.token, now) != Liveness::certainly_dead) {
+                // Judged by its heartbeat while its pid runs: a reap fences it and frees the
+                // slot only once the pid is gone; nothing of it is killed meanwhile.
+                report.notes.push_back("would fence registry slot " + std::to_string(p.slot) + " of pid " +
+                                       std::to_string(p.pid) + " (" + p.dead_reason +
+                                       "; its pid still runs: slot freed once it exits, nothing killed)");
+            } else if (p.liveness == Liveness::certainly_dead) {
                 report.dead_processes++;
                 report.notes.push_back("would free registry slot " + std::to_string(p.slot) + " of pid " +
                                        std::to_string(p.pid) + " (" + p.dead_reason + ")");

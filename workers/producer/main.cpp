@@ -236,7 +236,9 @@ int main(int argc, char** argv) {
             interrupted = true;
             break;
         }
-        for (const RenewalOutcome& oc : renewals.tick(mono_now_ns()).outcomes)
+        const TickSummary tick = renewals.tick(mono_now_ns());
+        if (!tick.registration) failure = tick.registration.error();  // fenced while paused: stop
+        for (const RenewalOutcome& oc : tick.outcomes)
             if (oc.kind == RenewalOutcomeKind::dropped) failure = make_error(Errc::lease_expired, oc.error.message);
         if (failure) break;
         auto item = inputs->next();

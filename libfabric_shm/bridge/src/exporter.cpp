@@ -213,6 +213,8 @@ Status Exporter::Impl::keep_alive() {
     if (st && gc) {
         st = gc->heartbeat();
         if (!st && st.code() == Errc::stale_epoch) st = gc->rejoin();  // evicted while we waited: join again
+        // busy: a paused process holds the group lock; the next keep-alive or poll joins again.
+        if (!st && st.code() == Errc::busy) st = {};
     }
     if (!st) {
         if (pool_lost(st.code())) return recover_local(st.error());
@@ -624,7 +626,9 @@ Result<BridgeExit> Exporter::run(const std::function<bool()>& should_stop) {
         auto n = im.gc->poll(im.batch, max, kPollTimeoutNs);
         if (!n) {
             if (n.code() == Errc::stale_epoch) {
-                if (Status st = im.gc->rejoin(); !st && !pool_lost(st.code())) return std::move(st).error();
+                // busy (a paused process holds the group lock): the next poll's claim joins again.
+                if (Status st = im.gc->rejoin(); !st && !pool_lost(st.code()) && st.code() != Errc::busy)
+                    return std::move(st).error();
                 continue;
             }
             if (pool_lost(n.code())) {

@@ -102,7 +102,11 @@ Status LocalHost::ensure_topic(const std::string& name, const TopicConfig& confi
 
 Status LocalHost::tick(uint64_t mono_now) {
     if (!renewals_) return make_error(Errc::not_ready, "pool '" + pool_name_ + "' is not open");
-    for (const RenewalOutcome& o : renewals_->tick(mono_now).outcomes)
+    const TickSummary summary = renewals_->tick(mono_now);
+    // Fenced while paused (stale_generation): the caller treats it as a lost pool and opens
+    // it again, under a new registration.
+    if (!summary.registration) return summary.registration;
+    for (const RenewalOutcome& o : summary.outcomes)
         if (o.kind == RenewalOutcomeKind::dropped)
             return make_error(Errc::lease_expired, "pool '" + pool_name_ + "': lease " + std::to_string(o.lease_id) +
                                                        " could not be renewed: " + o.error.message);

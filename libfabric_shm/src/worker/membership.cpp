@@ -25,6 +25,13 @@ public:
     // reported, not swallowed: WorkerLoop abandons the message in hand and joins again.
     Status heartbeat(uint64_t) override { return joined_ ? group_.heartbeat(id_) : Status{}; }
     Result<bool> rebalance(uint64_t) override {
+        // A rejoin that failed (busy: a paused process held the group lock) is retried here,
+        // as a join: claim() would join the member too, but joined_ would stay false and
+        // owns() would then refuse every result put of a member that holds its partitions.
+        if (!joined_) {
+            FABRIC_TRY(join());
+            return true;
+        }
         auto c = group_.claim(id_);
         if (!c && c.code() == Errc::stale_epoch) {
             // Evicted (we were silent past the session timeout): everything we held was
