@@ -3,7 +3,8 @@
 // than die: fence tokens that stay above every earlier registration (group rm + register,
 // topic re-create, a pool re-created under a TieredObjectStore), a worker whose refused result
 // put never lets a commit pass the message, dead letters fenced like commits (deterministic
-// pause points between the decision and the write), and heartbeats that keep the group's lease.
+// pause points between the decision and the write), heartbeats that keep the group's lease, and
+// a group lock held by a live, paused process (commits and an evicted member's rejoin delayed).
 #include <doctest/doctest.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -30,7 +31,9 @@
 #include "fabric_shm/topic.h"
 #include "fabric_shm/worker_loop.h"
 #include "layout/pool_layout.h"
+#include "mq/group_internal.h"
 #include "mq/topic_internal.h"
+#include "worker/membership.h"
 
 using namespace fabric_shm;
 using namespace mqtest;
@@ -813,6 +816,82 @@ TEST_CASE("worker: a group lock held by a live, paused process delays its commit
     CHECK(test::wait_child(w, 20000) == 0);
     CHECK(committed(tp.pool, "lk", 0) == 3);
     check_nothing_passed(tp.pool, **store, "lk", sent);
+    ::kill(holder, SIGKILL);
+    test::wait_child(holder);
+    ::munmap(holder_token, sizeof(std::atomic<uint32_t>));
+}
+
+// An evicted worker member rejoins from rebalance(); a live, paused lock holder makes that
+// join busy, and WorkerLoop takes busy as "rebalance delayed" and calls rebalance() again.
+// That retry must join: ConsumerGroup::claim() joins an unknown member by itself, and a
+// member joined that way behind the Membership's back was refused by owns() (so every result
+// put, which is fenced on owns(), failed forever) and was left behind by leave().
+TEST_CASE("worker membership: a rejoin refused as busy by a paused lock holder joins on the next rebalance and owns its partitions") {
+    TestPool tp("stall-rejoin", 32ull << 20);
+    const std::string name = tp.cleanup.name();
+    constexpr uint32_t kParts = 2;
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("rj", config(kParts, 64)).ok());
+    REQUIRE(mgr.register_group("rj", "g").ok());
+
+    auto made = worker::make_membership(tp.pool, "rj", "g", "w", kParts, 10'000'000'000ull);
+    REQUIRE_MESSAGE(made.ok(), made.error().message);
+    worker::Membership& member = **made;
+    REQUIRE(member.join().ok());
+    REQUIRE(member.partitions() == std::vector<uint32_t>{0, 1});
+    const uint64_t first_epoch = member.epoch();
+
+    auto root = tp.pool.open_region(RegionKind::topic, "rj");
+    REQUIRE(root.ok());
+    auto* groups = reinterpret_cast<mq::GroupSlot*>(reinterpret_cast<char*>(root->data()) + mq::kGroupsOffset);
+    int gi = -1;
+    for (int i = 0; i < int(mq::kMaxGroups); ++i)
+        if (mq::group_state(groups[i].word.load()) == mq::kGroupLive) gi = i;
+    REQUIRE(gi >= 0);
+    mq::GroupSlot& slot = groups[gi];
+
+    // Forge the eviction another member does when ours is silent past its session timeout:
+    // LIVE -> FREE(gen + 1) by CAS from the exact word.
+    int row = -1;
+    for (int r = 0; r < int(mq::kMaxMembers); ++r)
+        if (mq::member_state(slot.members[r].word.load()) == mq::kMemberLive) row = r;
+    REQUIRE(row >= 0);
+    uint64_t live = slot.members[row].word.load();
+    REQUIRE(slot.members[row].word.compare_exchange_strong(
+        live, mq::make_member_word(mq::kMemberFree, mq::member_gen(live) + 1, 0)));
+
+    // A live process whose token holds the group's lock: paused, as far as anyone can tell.
+    auto* holder_token = shared_new<std::atomic<uint32_t>>();
+    const pid_t holder = test::fork_child([&] {
+        auto p = Pool::open(name);
+        if (!p) return 10;
+        holder_token->store(p->self());
+        ::pause();  // until SIGKILL
+        return 0;
+    });
+    while (holder_token->load() == 0) sleep_ms(2);
+    slot.lock.store(holder_token->load());
+
+    // Evicted: the claim is stale, the rejoin waits out the lock's 2 s timeout and is busy.
+    auto delayed = member.rebalance(mono_now_ns());
+    REQUIRE_FALSE(delayed.ok());
+    CHECK_MESSAGE(delayed.code() == Errc::busy, delayed.error().message);
+    CHECK_FALSE(member.owns(0));
+
+    slot.lock.store(0);  // the holder "resumes" and releases
+    auto rejoined = member.rebalance(mono_now_ns());
+    REQUIRE_MESSAGE(rejoined.ok(), rejoined.error().message);
+    CHECK(*rejoined);
+    CHECK(member.partitions() == std::vector<uint32_t>{0, 1});
+    CHECK(member.epoch() > first_epoch);
+    for (uint32_t p = 0; p < kParts; ++p) CHECK_MESSAGE(member.owns(p), "partition " << p << " is held but not owned");
+
+    member.leave();
+    auto d = describe_consumer_group(tp.pool, "rj", "g");
+    REQUIRE_MESSAGE(d.ok(), d.error().message);
+    CHECK_MESSAGE(d->members.empty(), "the member's row outlived leave()");
+    for (uint32_t p = 0; p < kParts; ++p) CHECK(d->partitions[p].member_slot < 0);
+
     ::kill(holder, SIGKILL);
     test::wait_child(holder);
     ::munmap(holder_token, sizeof(std::atomic<uint32_t>));
