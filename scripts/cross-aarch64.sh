@@ -80,7 +80,7 @@ if [ ! -f build-aarch64/build.ninja ]; then
 fi
 rm -f build-aarch64/meson-logs/testlog.json   # a failed build must not leave an old result behind
 ninja -C build-aarch64 -j "$(nproc)"
-file build-aarch64/libfabric_shm/libfabric_shm.so | grep -q 'ARM aarch64' ||
+file -L build-aarch64/libfabric_shm/libfabric_shm.so | grep -q 'ARM aarch64' ||
     { echo "cross-aarch64: the library is not an aarch64 binary" >&2; exit 1; }
 
 # Does fork() work under this qemu? qemu-user 7.2 (Debian 12) on some host kernels leaves the

@@ -1546,7 +1546,7 @@ void StoreCore::check(std::vector<std::string>& violations, std::vector<std::str
         // By index, not sequence: a remover whose lock was taken over may have moved the
         // sequence since the replacing writer's lookup (retire_unlinked handles that).
         const bool being_replaced = std::any_of(replaced.begin(), replaced.end(),
-                                                [&](uint64_t r) { return uint32_t(r) == uint64_t(b) + 1; });
+                                                [block = b](uint64_t r) { return uint32_t(r) == uint64_t(block) + 1; });
         (being_replaced ? in_progress : violations)
             .push_back(std::string(being_replaced ? "in progress" : "violation") + ": store block " +
                        std::to_string(b) + " is published but no slot points at it (" +
