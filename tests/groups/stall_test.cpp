@@ -792,9 +792,11 @@ TEST_CASE("worker: a group lock held by a live, paused process delays its commit
     cfg.session_timeout_ns = 10'000'000'000ull;
     cfg.exit_when_idle_ns = 1'500'000'000ull;
     const pid_t w = worker_child(name, cfg, copy);
+    // Open is over once the worker recorded its result bucket (its last locked step after
+    // joining): a lock taken before that would make the open itself wait and fail busy.
     REQUIRE(eventually([&] {
         auto d = describe_consumer_group(tp.pool, "lk", "g");
-        return d.ok() && d->members.size() == 1 && d->partitions[0].member_slot >= 0;
+        return d.ok() && d->members.size() == 1 && d->partitions[0].member_slot >= 0 && !d->result_bucket.empty();
     }));
     // Take the group's lock in the holder's name, then hand the worker work to commit.
     auto root = tp.pool.open_region(RegionKind::topic, "lk");
