@@ -9,9 +9,11 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <sstream>
+#include <stdexcept>
 
 #include "fabric_shm/consumer_group.h"
 #include "fabric_shm/dlq.h"
@@ -20,6 +22,37 @@
 #include "../support/test_support.h"
 
 namespace fabric_shm::e2e {
+
+ScratchDir::ScratchDir() {
+    // Throws, not REQUIRE: this library is also linked into programs without doctest (the
+    // torture and the soak); doctest reports an exception as the test's failure.
+    char tmpl[] = "/tmp/fabric-e2e-XXXXXX";
+    if (::mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp /tmp/fabric-e2e-XXXXXX failed");
+    path = tmpl;
+}
+ScratchDir::~ScratchDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+}
+std::string ScratchDir::file(const std::string& name, const std::string& content) const {
+    const std::string p = path + "/" + name;
+    std::ofstream(p, std::ios::binary) << content;
+    return p;
+}
+
+namespace {
+Pool create_pool(const std::string& name, uint64_t size) {
+    PoolOptions o;
+    o.name = name;
+    o.size_bytes = size;
+    auto p = Pool::create(o);
+    if (!p) throw std::runtime_error("creating the test pool: " + p.error().message);
+    return std::move(p.value());
+}
+}  // namespace
+
+PoolFixture::PoolFixture(const std::string& tag, uint64_t size)
+    : name(test::unique_pool_name(tag)), cleanup(name), pool(create_pool(name, size)) {}
 
 namespace {
 int g_seq = 0;

@@ -11,10 +11,34 @@
 #include <string>
 #include <vector>
 
+#include "../support/test_support.h"
 #include "fabric_shm/consumer.h"
 #include "fabric_shm/pool.h"
 
 namespace fabric_shm::e2e {
+
+/// A directory under /tmp, removed with everything in it at scope exit.
+struct ScratchDir {
+    std::string path;
+    ScratchDir();
+    ~ScratchDir();
+    ScratchDir(const ScratchDir&) = delete;
+    ScratchDir& operator=(const ScratchDir&) = delete;
+    /// Writes `content` to `name` in the directory; returns its path.
+    std::string file(const std::string& name, const std::string& content) const;
+};
+
+/// A fresh pool of a unique name (the tag names the test), removed at scope exit. Test files
+/// derive their fixtures from it.
+struct PoolFixture {
+    std::string name;
+    test::PoolCleanup cleanup;
+    Pool pool;
+    explicit PoolFixture(const std::string& tag, uint64_t size = 32ull << 20);
+    std::string uri(const std::string& bucket, const std::string& key) const {
+        return "fabric://" + name + "/" + bucket + "/" + key;
+    }
+};
 
 std::string producer_bin();
 std::string worker_bin();

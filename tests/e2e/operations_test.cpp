@@ -35,39 +35,8 @@ using nlohmann::json;
 
 namespace {
 
-/// A directory under /tmp removed at scope exit.
-struct TempDir {
-    std::string path;
-    TempDir() {
-        char tmpl[] = "/tmp/fabric-ops-XXXXXX";
-        REQUIRE(::mkdtemp(tmpl) != nullptr);
-        path = tmpl;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    std::string file(const std::string& name, const std::string& content) const {
-        const std::string p = path + "/" + name;
-        std::ofstream(p, std::ios::binary) << content;
-        return p;
-    }
-};
 
-struct Fixture {
-    std::string name;
-    test::PoolCleanup cleanup;
-    Pool pool;
-    explicit Fixture(const std::string& tag) : name(test::unique_pool_name(tag)), cleanup(name), pool(make(name)) {}
-    static Pool make(const std::string& name) {
-        auto p = Pool::create(PoolOptions{name, 32ull << 20});
-        REQUIRE_MESSAGE(p.ok(), p.error().message);
-        return std::move(p.value());
-    }
-    std::string uri(const std::string& bucket, const std::string& key) const {
-        return "fabric://" + name + "/" + bucket + "/" + key;
-    }
-};
+using Fixture = PoolFixture;
 
 json last_json(const std::string& out) {
     const size_t start = out.rfind("\n{");
@@ -115,7 +84,7 @@ TEST_CASE("producer: an oversize file is reported and counted, the files after i
     // The producer creates this pool itself, with objects up to 4 KiB.
     const std::string name = test::unique_pool_name("ops-big");
     test::PoolCleanup cleanup(name);
-    TempDir dir;
+    ScratchDir dir;
     dir.file("a.txt", "first");
     dir.file("b-big.bin", std::string(8192, 'x'));
     dir.file("c.txt", "after the big one");
@@ -196,7 +165,7 @@ TEST_CASE("producer: Ctrl-C during a back-pressure wait exits 130 at once and sa
 
 TEST_CASE("producer: --skip-existing does not put an object whose bytes are stored, and still notifies it") {
     Fixture f("ops-skip");
-    TempDir dir;
+    ScratchDir dir;
     dir.file("one.txt", "1");
     dir.file("two.txt", "22");
     dir.file("three.txt", "333");
@@ -245,7 +214,7 @@ TEST_CASE("producer and worker: a pool they create is announced on stderr; --no-
 
 TEST_CASE("worker: Ctrl-C during --exec says which object it finishes, finishes it, commits and exits 0") {
     Fixture f("ops-wint");
-    TempDir dir;
+    ScratchDir dir;
     const std::string fifo = dir.path + "/release";
     REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
     REQUIRE(sh(q(producer_bin()) + " --pool " + f.name + " --topic ev --synthetic 1 --size 10 --quiet") == 0);
@@ -269,7 +238,7 @@ TEST_CASE("worker: Ctrl-C during --exec says which object it finishes, finishes 
 
 TEST_CASE("worker: a second Ctrl-C kills the --exec command's process group and exits 130 at once") {
     Fixture f("ops-wint2");
-    TempDir dir;
+    ScratchDir dir;
     const std::string fifo = dir.path + "/never";
     REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
     REQUIRE(sh(q(producer_bin()) + " --pool " + f.name + " --topic ev --synthetic 1 --size 10 --quiet") == 0);

@@ -14,23 +14,8 @@ using namespace fabric_shm::e2e;
 
 namespace {
 
-struct Fixture {
-    std::string name;
-    test::PoolCleanup cleanup;
-    Pool pool;
-    explicit Fixture(const std::string& tag, uint64_t size = 32ull << 20)
-        : name(test::unique_pool_name(tag)), cleanup(name), pool(make(name, size)) {}
-    static Pool make(const std::string& name, uint64_t size) {
-        PoolOptions o;
-        o.name = name;
-        o.size_bytes = size;
-        auto p = Pool::create(o);
-        REQUIRE_MESSAGE(p.ok(), p.error().message);
-        return std::move(p.value());
-    }
-    std::string uri(const std::string& bucket, const std::string& key) const {
-        return "fabric://" + name + "/" + bucket + "/" + key;
-    }
+struct Fixture : PoolFixture {
+    using PoolFixture::PoolFixture;
     std::string produce(const std::string& args) const {
         std::string out;
         const int rc = sh(q(producer_bin()) + " --pool " + name + " " + args + " 2>&1", &out);

@@ -24,37 +24,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-    std::string path;
-    TempDir() {
-        char tmpl[] = "/tmp/fabric-res-XXXXXX";
-        REQUIRE(::mkdtemp(tmpl) != nullptr);
-        path = tmpl;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    std::string file(const std::string& name, const std::string& content) const {
-        const std::string p = path + "/" + name;
-        std::ofstream(p, std::ios::binary) << content;
-        return p;
-    }
-};
 
-struct Fixture {
-    std::string name;
-    test::PoolCleanup cleanup;
-    Pool pool;
-    explicit Fixture(const std::string& tag) : name(test::unique_pool_name(tag)), cleanup(name), pool(make(name)) {}
-    static Pool make(const std::string& name) {
-        auto p = Pool::create(PoolOptions{name, 32ull << 20});
-        REQUIRE_MESSAGE(p.ok(), p.error().message);
-        return std::move(p.value());
-    }
-    std::string uri(const std::string& bucket, const std::string& key) const {
-        return "fabric://" + name + "/" + bucket + "/" + key;
-    }
+struct Fixture : PoolFixture {
+    using PoolFixture::PoolFixture;
     std::string worker(const std::string& args) const {
         return q(worker_bin()) + " --pool " + name + " --json " + args;
     }
@@ -108,7 +80,7 @@ TEST_CASE("results: two producers put the same file names into two buckets; ever
 
 TEST_CASE("results: a result key template that maps two inputs to one key dead-letters the second, never overwrites") {
     Fixture f("res-collide");
-    TempDir dir;
+    ScratchDir dir;
     const std::string file = dir.file("same.txt", "first");
     REQUIRE(sh(f.producer("--bucket A --topic ev " + file)) == 0);
     { std::ofstream(file) << "second"; }
@@ -128,7 +100,7 @@ TEST_CASE("results: a result key template that maps two inputs to one key dead-l
 
 TEST_CASE("results: a bucket/key longer than a key gets a readable prefix and a hash, distinct per input") {
     Fixture f("res-long");
-    TempDir dir;
+    ScratchDir dir;
     const std::string stem(245, 'x');
     const std::string k1 = stem + "-one.txt", k2 = stem + "-two.txt";  // 253 bytes; "uploads/" + 253 > 256
     {  // a notification naming a 253-byte key needs more than the default 512-byte slot

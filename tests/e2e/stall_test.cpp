@@ -22,19 +22,8 @@ namespace {
 
 constexpr int kInputs = 8;
 
-struct Fixture {
-    std::string name;
-    test::PoolCleanup cleanup;
-    Pool pool;
-    explicit Fixture(const std::string& tag) : name(test::unique_pool_name(tag)), cleanup(name), pool(make(name)) {}
-    static Pool make(const std::string& name) {
-        auto p = Pool::create(PoolOptions{name, 32ull << 20});
-        REQUIRE_MESSAGE(p.ok(), p.error().message);
-        return std::move(p.value());
-    }
-    std::string uri(const std::string& bucket, const std::string& key) const {
-        return "fabric://" + name + "/" + bucket + "/" + key;
-    }
+struct Fixture : PoolFixture {
+    using PoolFixture::PoolFixture;
     void produce() const {
         std::string out;
         const int rc = sh(q(producer_bin()) + " --pool " + name + " --topic ev --partitions 1 --synthetic " +

@@ -26,29 +26,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-    std::string path;
-    TempDir() {
-        char tmpl[] = "/tmp/fabric-surv-XXXXXX";
-        REQUIRE(::mkdtemp(tmpl) != nullptr);
-        path = tmpl;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-};
 
-struct Fixture {
-    std::string name;
-    test::PoolCleanup cleanup;
-    Pool pool;
-    explicit Fixture(const std::string& tag) : name(test::unique_pool_name(tag)), cleanup(name), pool(make(name)) {}
-    static Pool make(const std::string& name) {
-        auto p = Pool::create(PoolOptions{name, 32ull << 20});
-        REQUIRE_MESSAGE(p.ok(), p.error().message);
-        return std::move(p.value());
-    }
+struct Fixture : PoolFixture {
+    using PoolFixture::PoolFixture;
     std::string worker(const std::string& args) const {
         return q(worker_bin()) + " --pool " + name + " --json " + args;
     }
@@ -82,7 +62,7 @@ struct Reaper {
 /// An --exec command that, on its first attempt, records its shell's pid (the process group
 /// leader) and a background child's pid, then waits for the child: a grandchild of the
 /// worker that no parent-death signal would reach. Later attempts just copy.
-std::string sleeper(const TempDir& dir) {
+std::string sleeper(const ScratchDir& dir) {
     return q("if [ \"$FABRIC_ATTEMPT\" = 1 ]; then sleep 30 & echo $! > " + dir.path + "/child; echo $$ > " + dir.path +
              "/leader; wait; fi; cat");
 }
@@ -99,7 +79,7 @@ int members(const std::string& pool, const std::string& topic, const std::string
 TEST_CASE("worker: SIGKILLed during --exec, its command and the command's children are killed by the member that "
           "evicts it") {
     Fixture f("surv-evict");
-    TempDir dir;
+    ScratchDir dir;
     TopicConfig one;
     one.num_partitions = 1;  // the first worker owns it; the second owns nothing until it takes over
     REQUIRE(TopicManager(f.pool).create("ev", one).ok());
@@ -132,7 +112,7 @@ TEST_CASE("worker: SIGKILLed during --exec, its command and the command's childr
 
 TEST_CASE("reaper: a dead worker's --exec command is killed by fabric-shm-reaper, which says so") {
     Fixture f("surv-reaper");
-    TempDir dir;
+    ScratchDir dir;
     Proc a(f.worker("--topic ev --group g --id a --exec " + sleeper(dir)));
     REQUIRE(eventually([&] { return alive_members(f.pool, "ev", "g") == 1; }));
     std::string out;
