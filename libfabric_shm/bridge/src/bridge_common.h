@@ -27,6 +27,24 @@ struct BridgeMetadata {
 BridgeMetadata parse_bridge_metadata(std::string_view value);
 std::string format_bridge_metadata(const ObjectIdentity& identity, std::string_view message_id);
 
+/// Says whether an error should be logged: a new text at once, the same text again at most
+/// every `interval_ns` (a retry loop while the cluster is away repeats it every few ms).
+class RepeatFilter {
+public:
+    explicit RepeatFilter(uint64_t interval_ns) : interval_ns_(interval_ns) {}
+    bool should_log(const std::string& text, uint64_t mono_now) {
+        if (text == last_ && mono_now - last_ns_ <= interval_ns_) return false;
+        last_ = text;
+        last_ns_ = mono_now;
+        return true;
+    }
+
+private:
+    uint64_t interval_ns_;
+    std::string last_;
+    uint64_t last_ns_ = 0;
+};
+
 /// Messages/s and bytes/s over the last interval, into the status gauges.
 class RateMeter {
 public:

@@ -83,19 +83,12 @@ struct Exporter::Impl {
     void note(const std::string& line) const {
         if (log) log(line);
     }
-    std::string last_logged_error;
-    uint64_t last_logged_error_ns = 0;
+    RepeatFilter error_log{5 * kNsPerSec};  ///< a repeated error (every retry) logged at most every 5 s
     void record_error(const std::string& text) {
         stats.last_error = text;
         ++stats.errors;
         if (local && local->is_open()) local->status().error(text, wall_now_ns());
-        // Log a repeated error (every retry while the cluster is away) at most every 5 s.
-        const uint64_t now = mono_now_ns();
-        if (text != last_logged_error || now - last_logged_error_ns > 5 * kNsPerSec) {
-            note("error: " + text);
-            last_logged_error = text;
-            last_logged_error_ns = now;
-        }
+        if (error_log.should_log(text, mono_now_ns())) note("error: " + text);
     }
     Status open_local();
     Status recover_local(const Error& why);

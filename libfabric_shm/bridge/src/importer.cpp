@@ -146,8 +146,7 @@ struct Importer::Impl {
     RateMeter rate;
     LinkCounters link_seen;
     uint64_t next_commit_check_ns = 0, next_lag_ns = 0, handled = 0;
-    std::string last_logged_error;
-    uint64_t last_logged_error_ns = 0;
+    RepeatFilter error_log{5 * kNsPerSec};  ///< a repeated error (every retry) logged at most every 5 s
     bool warned_no_group = false;
     std::function<bool()> stop;
 
@@ -158,12 +157,7 @@ struct Importer::Impl {
         stats.last_error = text;
         ++stats.errors;
         if (local && local->is_open()) local->status().error(text, wall_now_ns());
-        const uint64_t now = mono_now_ns();
-        if (text != last_logged_error || now - last_logged_error_ns > 5 * kNsPerSec) {
-            note("error: " + text);
-            last_logged_error = text;
-            last_logged_error_ns = now;
-        }
+        if (error_log.should_log(text, mono_now_ns())) note("error: " + text);
     }
     Status open_local();
     Status recover_local(const Error& why);
