@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -200,6 +201,21 @@ int run_bridge(Bridge& bridge, const cli::Output& out, bool quiet, const std::st
     return cli::kExitOk;
 }
 
+
+/// Parses a subcommand's options, answers --help and refuses stray arguments. An exit code
+/// when the command is over, nullopt when `r` holds options to run with.
+std::optional<int> parse_command(cxxopts::Options& o, int argc, char** argv, const cli::Output& out,
+                                 cxxopts::ParseResult& r) {
+    int rc = 0;
+    if (!cli::parse_options(o, argc, argv, out, r, &rc)) return rc;
+    if (r.count("help")) {
+        std::cout << o.help() << "\n";
+        return cli::kExitOk;
+    }
+    if (!r.unmatched().empty()) return cli::usage(out, "unexpected argument '" + r.unmatched()[0] + "'");
+    return std::nullopt;
+}
+
 int cmd_export(int argc, char** argv, const cli::Output& out) {
     cxxopts::Options o("fabric-shm-bridge export",
                        "Publishes a local topic's messages, with the objects they name, to a NATS JetStream stream.");
@@ -215,13 +231,7 @@ int cmd_export(int argc, char** argv, const cli::Output& out) {
         cxxopts::value<std::string>()->default_value("5s"))(
         "session-timeout", "local group session", cxxopts::value<std::string>()->default_value("10s"));
     cxxopts::ParseResult r;
-    int rc = 0;
-    if (!cli::parse_options(o, argc, argv, out, r, &rc)) return rc;
-    if (r.count("help")) {
-        std::cout << o.help() << "\n";
-        return cli::kExitOk;
-    }
-    if (!r.unmatched().empty()) return cli::usage(out, "unexpected argument '" + r.unmatched()[0] + "'");
+    if (std::optional<int> done = parse_command(o, argc, argv, out, r)) return *done;
     if (!r.count("topic")) return cli::usage(out, "--topic is required");
     Common c;
     if (int code = parse_common(r, out, r["to"].as<std::string>(), &c); code >= 0) return code;
@@ -280,13 +290,7 @@ int cmd_import(int argc, char** argv, const cli::Output& out) {
         cxxopts::value<std::string>()->default_value("64M"))(
         "drain-timeout", "at exit, wait this long for pending acks", cxxopts::value<std::string>()->default_value("5s"));
     cxxopts::ParseResult r;
-    int rc = 0;
-    if (!cli::parse_options(o, argc, argv, out, r, &rc)) return rc;
-    if (r.count("help")) {
-        std::cout << o.help() << "\n";
-        return cli::kExitOk;
-    }
-    if (!r.unmatched().empty()) return cli::usage(out, "unexpected argument '" + r.unmatched()[0] + "'");
+    if (std::optional<int> done = parse_command(o, argc, argv, out, r)) return *done;
     if (!r.count("from") || !r.count("durable") || !r.count("topic"))
         return cli::usage(out, "--from, --durable and --topic are required");
     Common c;
