@@ -79,7 +79,7 @@ void add_common(cxxopts::Options& o) {
         "reconnect-max", "longest reconnect delay", cxxopts::value<std::string>()->default_value("5s"))(
         "count", "exit after N messages", cxxopts::value<uint64_t>()->default_value("0"))(
         "exit-when-idle", "exit after this long without a message", cxxopts::value<std::string>())(
-        "quiet", "no event log on stderr")("json", "print the summary as JSON on stdout")("help", "this help");
+        "quiet", "no event log on stderr")("json", "print the summary as JSON on stdout")("h,help", "this help");
 }
 
 struct Common {
