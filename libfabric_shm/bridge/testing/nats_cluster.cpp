@@ -12,8 +12,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <nats/nats.h>
-
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -62,29 +60,57 @@ bool reap(pid_t pid, int timeout_ms) {
     return false;
 }
 
-/// True when JetStream answers an account-info request on `url` (meta leader elected).
-bool probe_jetstream(const std::string& url) {
-    natsConnection* nc = nullptr;
-    natsOptions* opts = nullptr;
-    natsOptions_Create(&opts);
-    natsOptions_SetURL(opts, url.c_str());
-    natsOptions_SetTimeout(opts, 500);
-    natsOptions_SetAllowReconnect(opts, false);
+/// True when JetStream answers an account-info request on 127.0.0.1:`port` (its meta leader is
+/// elected). Spoken in the NATS text protocol over a plain socket, in this thread: the NATS client
+/// library would start threads and keep process-wide state (the inbox prefix) that every later
+/// fork() copies, and ThreadSanitizer refuses a forked child that starts threads.
+bool probe_jetstream(int port, int timeout_ms) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return false;
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(uint16_t(port));
+    timeval tv{0, 100'000};  // each recv waits at most 100 ms; the loop below bounds the total
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     bool ok = false;
-    if (natsConnection_Connect(&nc, opts) == NATS_OK) {
-        jsCtx* js = nullptr;
-        jsOptions jo;
-        jsOptions_Init(&jo);
-        jo.Wait = 1000;
-        jsAccountInfo* ai = nullptr;
-        if (natsConnection_JetStream(&js, nc, &jo) == NATS_OK && js_GetAccountInfo(&ai, js, nullptr, nullptr) == NATS_OK) {
-            ok = true;
-            jsAccountInfo_Destroy(ai);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+        // headers + no_responders: a JetStream that is not up yet answers at once with a
+        // 503 status message (HMSG) instead of leaving the request unanswered.
+        const std::string hello =
+            "CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true,\"no_responders\":true}\r\n"
+            "SUB _PROBE.reply 1\r\n"
+            "PUB $JS.API.INFO _PROBE.reply 0\r\n\r\n"
+            "PING\r\n";
+        if (::send(fd, hello.data(), hello.size(), MSG_NOSIGNAL) == ssize_t(hello.size())) {
+            std::string in;
+            const uint64_t deadline = mono_now_ns() + uint64_t(timeout_ms) * 1'000'000;
+            char buf[4096];
+            while (!ok && mono_now_ns() < deadline && in.size() < (1u << 20)) {
+                const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+                if (n == 0) break;
+                if (n < 0) {
+                    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;
+                    break;
+                }
+                in.append(buf, size_t(n));
+                if (in.find("HMSG _PROBE.reply") != std::string::npos) break;  // 503: not up yet
+                // "MSG _PROBE.reply 1 <len>\r\n<payload>\r\n": an account-info reply.
+                const size_t m = in.find("MSG _PROBE.reply 1 ");
+                if (m == std::string::npos) continue;
+                const size_t eol = in.find("\r\n", m);
+                if (eol == std::string::npos) continue;
+                const size_t len = size_t(std::strtoul(in.c_str() + m + 19, nullptr, 10));
+                if (in.size() < eol + 2 + len) continue;
+                const std::string payload = in.substr(eol + 2, len);
+                ok = payload.find("account_info_response") != std::string::npos &&
+                     payload.find("\"error\"") == std::string::npos;
+                break;
+            }
         }
-        jsCtx_Destroy(js);
-        natsConnection_Destroy(nc);
     }
-    natsOptions_Destroy(opts);
+    ::close(fd);
     return ok;
 }
 
@@ -243,16 +269,7 @@ Status NatsCluster::wait_ready(uint64_t timeout_ns) const {
                 return make_error(Errc::io_error, "nats-server node " + std::to_string(i + 1) + " exited: " + log(i));
             bool ok = false;
             if (scheme_ == "nats") {
-                // Probed from a child process: the NATS client keeps process-wide state (threads,
-                // the inbox prefix) that a later fork() would copy into every bridge process a
-                // benchmark forks, whose JetStream replies would then go to each other.
-                const pid_t probe = ::fork();
-                if (probe == 0) {
-                    ::alarm(5);
-                    ::_exit(probe_jetstream(url(i)) ? 0 : 1);
-                }
-                int status = 0;
-                ok = probe > 0 && ::waitpid(probe, &status, 0) == probe && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+                ok = probe_jetstream(nodes_[size_t(i)].client_port, 1000);
                 if (!ok) last = "JetStream not ready on " + url(i);
             } else {
                 // TLS clusters: the server says when it listens; JetStream is checked by the caller.
