@@ -3,6 +3,8 @@
 # Configures (once) and builds a build directory: scripts/build.sh [DIR] [meson -D options].
 # DIR defaults to `build`. Options given for an existing directory are applied with
 # `meson configure`; ninja re-runs meson by itself when a meson.build changed.
+# FABRIC_SHM_TARGETS="a b" builds only those ninja targets (paths relative to DIR, e.g.
+# workers/fabric-shm-worker) instead of everything: run-demo.sh builds only its programs.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -18,4 +20,5 @@ if [ ! -f "$dir/build.ninja" ]; then
 elif [ "$#" -gt 0 ]; then
     meson configure "$dir" "$@"
 fi
-ninja -C "$dir" -j "$(nproc)"
+# shellcheck disable=SC2086  # a space-separated list of targets, split on purpose
+ninja -C "$dir" -j "$(nproc)" ${FABRIC_SHM_TARGETS:-}

@@ -15,7 +15,9 @@ if [ -n "${FABRIC_SHM_BUILD_DIR:-}" ]; then
 else
     builddir="$PWD/build"
     bash scripts/install-deps.sh
-    bash scripts/build.sh build
+    # Only the demo's programs: the tests and the benchmark are built by scripts/test.sh.
+    FABRIC_SHM_TARGETS="tools/fabric-shm tools/dump/fabric-shm-dump tools/reaper/fabric-shm-reaper
+        workers/fabric-shm-worker workers/fabric-shm-producer" bash scripts/build.sh build
 fi
 
 pool="${FABRIC_SHM_POOL:-default}"
