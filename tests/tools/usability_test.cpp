@@ -82,7 +82,7 @@ std::string read_text(const std::string& path) {
 /// Every command a user can ask for help, as typed.
 const std::vector<std::string> kCommands = {
     "fabric-shm",           "fabric-shm pool",        "fabric-shm pool create", "fabric-shm pool ls",
-    "fabric-shm pool rm",   "fabric-shm lease",       "fabric-shm lease ls",    "fabric-shm lease renew",
+    "fabric-shm pool rm",   "fabric-shm pool export", "fabric-shm pool import", "fabric-shm lease",       "fabric-shm lease ls",    "fabric-shm lease renew",
     "fabric-shm topic",     "fabric-shm topic create", "fabric-shm send",       "fabric-shm tail",
     "fabric-shm group",     "fabric-shm put",         "fabric-shm get",         "fabric-shm head",
     "fabric-shm rm",        "fabric-shm ls",          "fabric-shm dlq",         "fabric-shm dlq replay",

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cli.h"
+#include "cmd_pool_archive.h"
 #include "fault_guard.h"
 #include "fabric_shm/clock.h"
 #include "fabric_shm/mem_object_store.h"
@@ -280,19 +281,21 @@ int pool_command(int argc, char** argv) {
     SubArgs s = split_action(argc, argv);
     if (s.action.empty()) {
         if (wants_help(argc, argv)) {
-            std::cout << "Usage: fabric-shm pool create|ls|rm [options]\n\n"
+            std::cout << "Usage: fabric-shm pool create|ls|rm|export|import [options]\n\n"
                       << pool_create_options("fabric-shm pool create").help() << "\n"
                       << pool_ls_options("fabric-shm pool ls").help() << "\n"
-                      << pool_rm_options("fabric-shm pool rm").help();
+                      << pool_rm_options("fabric-shm pool rm").help() << "\n"
+                      << pool_archive_help();
             return kExitOk;
         }
-        return usage(out, "missing action: fabric-shm pool create|ls|rm");
+        return usage(out, "missing action: fabric-shm pool create|ls|rm|export|import");
     }
     out.program = s.argv0;
     if (s.action == "create") return pool_create(s.argc(), s.argv.data(), out);
     if (s.action == "ls" || s.action == "list") return pool_ls(s.argc(), s.argv.data(), out);
     if (s.action == "rm" || s.action == "remove") return pool_rm(s.argc(), s.argv.data(), out);
-    return usage(out, "unknown action '" + s.action + "' (fabric-shm pool create|ls|rm)");
+    if (s.action == "export" || s.action == "import") return pool_archive_command(s.action, s.argc(), s.argv.data(), out);
+    return usage(out, "unknown action '" + s.action + "' (fabric-shm pool create|ls|rm|export|import)");
 }
 
 // ---- lease ls ----------------------------------------------------------------------

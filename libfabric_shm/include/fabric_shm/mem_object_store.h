@@ -73,6 +73,8 @@ public:
     Result<std::optional<ObjectInfo>> head(const FabricUri& uri) override;
     Result<bool> remove(const FabricUri& uri, const RemoveOptions& options = {}) override;
     Result<std::vector<std::string>> list(std::string_view pool, std::string_view bucket, std::string_view prefix) override;
+    /// Every live object of this store as "bucket/key", sorted bytewise (pool export).
+    Result<std::vector<std::string>> list_all();
 
     Result<ObjectLoan> loan(uint64_t size);
     /// Publishes the loan under uri (same conditions and visibility as put); returns the version.

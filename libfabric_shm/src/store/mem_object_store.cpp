@@ -420,6 +420,15 @@ Result<std::vector<std::string>> MemObjectStore::list(std::string_view pool, std
     return out;
 }
 
+Result<std::vector<std::string>> MemObjectStore::list_all() {
+    StoreShared& s = *impl_->s;
+    FABRIC_TRY(s.check_leases());
+    std::vector<std::string> out = s.core->keys(mono_now_ns());
+    std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
+    return out;
+}
+
 Result<ObjectLoan> MemObjectStore::loan(uint64_t size) {
     StoreShared& s = *impl_->s;
     const OwnerToken me = s.pool->self();

@@ -1,0 +1,180 @@
+// SPDX-License-Identifier: MIT
+// The upgrade procedure seen from the command line (docs/upgrades.md): a drained pipeline is
+// exported with `fabric-shm pool export`, imported into another pool with `pool import`,
+// and a worker there processes exactly what had not been consumed. Also the archive file
+// itself: binary keys and values survive, a damaged file is refused before anything is written.
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <string>
+
+#include "../../tools/fabric-shm/archive_format.h"
+#include "e2e_support.h"
+#include "fabric_shm/mem_object_store.h"
+#include "fabric_shm/topic.h"
+
+using namespace fabric_shm;
+using namespace fabric_shm::e2e;
+
+namespace {
+
+struct Upgrade {
+    ScratchDir dir;
+    PoolFixture from{"upgrade-from"}, to{"upgrade-to"};
+    std::string archive = dir.path + "/pool.fsa";
+
+    int cli(const std::string& args, std::string* out) const {
+        return sh(q(cli_bin()) + " " + args + " 2>&1", out);
+    }
+    void produce(const PoolFixture& p, const std::vector<std::string>& names) const {
+        std::string files;
+        for (const std::string& n : names) files += " " + q(dir.file(n, "content of " + n));
+        std::string out;
+        REQUIRE_MESSAGE(sh(q(producer_bin()) + " --pool " + p.name + " --bucket uploads --topic ev --quiet" + files + " 2>&1",
+                           &out) == 0,
+                        out);
+    }
+    /// Export refuses while other processes are registered: this test process is one, until
+    /// it lets its handle on the exported pool go.
+    void release_from() { from.pool = Pool(); }
+    /// A worker until idle; its JSON summary.
+    std::string work(const PoolFixture& p) const {
+        Proc w(q(worker_bin()) + " --pool " + p.name + " --topic ev --group g --builtin upper --exit-when-idle 800ms --json");
+        CHECK_MESSAGE(w.wait(30000) == 0, w.err());
+        return w.out();
+    }
+};
+
+size_t topic_count(Pool& pool) { return TopicManager(pool).list().size(); }
+
+}  // namespace
+
+TEST_CASE("pool export then import: objects, unconsumed notifications and committed offsets carry over; "
+          "the new pool's worker processes exactly what was not consumed") {
+    Upgrade u;
+    u.produce(u.from, {"a", "b", "c"});
+    CHECK(json_number(u.work(u.from), "processed") == 3);
+    // Not consumed yet: two new inputs and a new version of "a".
+    u.produce(u.from, {"d", "e", "a"});
+
+    std::string out;
+    u.release_from();
+    REQUIRE_MESSAGE(u.cli("pool export --pool " + u.from.name + " " + q(u.archive), &out) == 0, out);
+    CHECK(out.find("3 unconsumed messages") != std::string::npos);
+    REQUIRE_MESSAGE(u.cli("pool import --pool " + u.to.name + " " + q(u.archive) + " --json", &out) == 0, out);
+    CHECK(json_number(out, "messages") == 3);
+    CHECK(json_number(out, "groups") == 1);
+
+    const std::string summary = u.work(u.to);
+    CHECK_MESSAGE(json_number(summary, "processed") == 3, summary);  // d, e and the new "a"
+    CHECK(json_number(summary, "skipped") == 0);
+    CHECK(json_number(summary, "dead_lettered") == 0);
+    for (std::string k : {"a", "b", "c", "d", "e"}) {
+        std::string upper = "CONTENT OF " + k;
+        upper.back() = char(upper.back() - 'a' + 'A');
+        CHECK(get_text(u.to.pool, u.to.uri("results", "uploads/" + k)) == upper);
+    }
+    // Results name their input in the new pool, with the input's version there.
+    const std::string result_b = u.to.uri("results", "uploads/b");
+    CHECK(result_metadata(u.to.pool, result_b, "input-uri") == u.to.uri("uploads", "b"));
+    CHECK(result_metadata(u.to.pool, result_b, "input-version") ==
+          std::to_string(object_version(u.to.pool, u.to.uri("uploads", "b"))));
+    // Nothing left: a second worker finds no lag.
+    CHECK(json_number(u.work(u.to), "processed") == 0);
+}
+
+TEST_CASE("pool export refuses while another process is registered, naming it; --allow-live exports anyway") {
+    Upgrade u;
+    u.produce(u.from, {"a"});
+    Proc worker(q(worker_bin()) + " --pool " + u.from.name + " --topic ev --group g --builtin upper");
+    REQUIRE(eventually([&] { return alive_members(u.from.pool, "ev", "g") == 1; }));
+    u.release_from();
+    std::string out;
+    CHECK(u.cli("pool export --pool " + u.from.name + " " + q(u.archive), &out) != 0);
+    CHECK_MESSAGE(out.find(std::to_string(worker.pid())) != std::string::npos, out);
+    CHECK(out.find("--allow-live") != std::string::npos);
+    CHECK(access(u.archive.c_str(), F_OK) != 0);  // nothing written
+    CHECK_MESSAGE(u.cli("pool export --allow-live --pool " + u.from.name + " " + q(u.archive), &out) == 0, out);
+}
+
+TEST_CASE("pool import refuses, before writing anything, a pool that already holds one of the archive's topics or objects") {
+    Upgrade u;
+    u.produce(u.from, {"a", "b"});
+    std::string out;
+    u.release_from();
+    REQUIRE_MESSAGE(u.cli("pool export --pool " + u.from.name + " " + q(u.archive), &out) == 0, out);
+    u.produce(u.to, {"b"});  // the same object and topic already in the target
+    const size_t before = count_keys(u.to.pool, "uploads");
+    CHECK(u.cli("pool import --pool " + u.to.name + " " + q(u.archive), &out) != 0);
+    CHECK_MESSAGE(out.find("already exists") != std::string::npos, out);
+    CHECK(count_keys(u.to.pool, "uploads") == before);
+}
+
+TEST_CASE("a truncated or foreign archive is refused with a typed error and nothing is imported") {
+    Upgrade u;
+    u.produce(u.from, {"a", "b"});
+    std::string out;
+    u.release_from();
+    REQUIRE_MESSAGE(u.cli("pool export --pool " + u.from.name + " " + q(u.archive), &out) == 0, out);
+    std::string whole;
+    {
+        std::ifstream f(u.archive, std::ios::binary);
+        whole.assign(std::istreambuf_iterator<char>(f), {});
+    }
+    const std::string cut = u.dir.path + "/cut.fsa", foreign = u.dir.path + "/foreign.fsa";
+    for (size_t keep : {whole.size() - 1, whole.size() / 2, size_t(12)}) {
+        std::ofstream(cut, std::ios::binary | std::ios::trunc) << whole.substr(0, keep);
+        CHECK(u.cli("pool import --json --pool " + u.to.name + " " + q(cut), &out) != 0);
+        CHECK_MESSAGE(out.find("\"code\":\"corrupt\"") != std::string::npos, out);
+        CHECK(topic_count(u.to.pool) == 0);
+        CHECK(count_keys(u.to.pool, "uploads") == 0);
+    }
+    std::ofstream(foreign, std::ios::binary) << "PK\x03\x04 not an archive";
+    CHECK(u.cli("pool import --pool " + u.to.name + " " + q(foreign), &out) != 0);
+    CHECK_MESSAGE(out.find("not a fabric-shm pool archive") != std::string::npos, out);
+}
+
+TEST_CASE("archive records keep binary bytes: a key or value that is not UTF-8 round-trips, and a flipped payload bit is caught") {
+    ScratchDir dir;
+    const std::string path = dir.path + "/records.fsa";
+    const std::string binary("\xff\xfe\x00key", 6);
+    {
+        auto w = cli::archive::Writer::open(path);
+        REQUIRE(w.ok());
+        const std::string payload = "payload";
+        REQUIRE(w->write({{"type", "object"}, {"key", cli::archive::bytes_json(binary)}},
+                         std::span(reinterpret_cast<const uint8_t*>(payload.data()), payload.size()))
+                    .ok());
+        REQUIRE(w->finish().ok());
+    }
+    {
+        auto r = cli::archive::Reader::open(path);
+        REQUIRE(r.ok());
+        cli::archive::Record rec;
+        auto more = r->next(&rec, std::function<bool(const nlohmann::json&)>([](const nlohmann::json&) { return true; }));
+        REQUIRE(more.ok());
+        REQUIRE(*more);
+        CHECK(rec.header["key"].is_object());  // base64: not valid UTF-8
+        CHECK(cli::archive::json_bytes(rec.header["key"], "key").value() == binary);
+        CHECK(std::string(rec.payload.begin(), rec.payload.end()) == "payload");
+        auto end = r->next_header(&rec);
+        REQUIRE(end.ok());
+        CHECK_FALSE(*end);
+    }
+    // Flip one payload byte: the record's CRC no longer matches.
+    std::string whole;
+    {
+        std::ifstream f(path, std::ios::binary);
+        whole.assign(std::istreambuf_iterator<char>(f), {});
+    }
+    const size_t at = whole.find("payload");
+    REQUIRE(at != std::string::npos);
+    whole[at] ^= 0x20;
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << whole;
+    auto r = cli::archive::Reader::open(path);
+    REQUIRE(r.ok());
+    cli::archive::Record rec;
+    auto more = r->next(&rec, std::function<bool(const nlohmann::json&)>([](const nlohmann::json&) { return true; }));
+    CHECK(more.code() == Errc::corrupt);
+}

@@ -1,0 +1,686 @@
+// SPDX-License-Identifier: MIT
+// `fabric-shm pool export` and `fabric-shm pool import`: a pool's contents (objects, topics
+// with their unconsumed messages, groups with their committed offsets) carried across a
+// layout change through an archive file (archive_format.h; procedure in docs/upgrades.md).
+#include "cmd_pool_archive.h"
+
+#include <algorithm>
+#include <iostream>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "archive_format.h"
+#include "fabric_shm/clock.h"
+#include "fabric_shm/consumer.h"
+#include "fabric_shm/jobs.h"
+#include "fabric_shm/mem_object_store.h"
+#include "fabric_shm/offset_store.h"
+#include "fabric_shm/pool.h"
+#include "fabric_shm/topic.h"
+#include "fabric_shm/version.h"
+#include "fabric_shm/worker_loop.h"
+#include "tool_support.h"
+
+namespace fabric_shm::cli {
+namespace {
+
+using archive::Record;
+using nlohmann::json;
+
+std::span<const uint8_t> bytes_of(std::string_view s) {
+    return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+// ---- export -------------------------------------------------------------------------
+
+cxxopts::Options archive_export_options(const std::string& argv0) {
+    cxxopts::Options o(argv0,
+                       "Writes the pool's objects, topics with their unconsumed messages and groups with their "
+                       "committed offsets to FILE ('-': standard output), in a format every later build reads "
+                       "(docs/upgrades.md). Stop producers and workers first: refused while other processes "
+                       "are registered, unless --allow-live.");
+    o.positional_help("FILE");
+    o.add_options()("pool", pool_option_help(), cxxopts::value<std::string>())(
+        "allow-live", "export although other processes are registered (their later writes are not in the archive)")(
+        "json", "machine-readable summary; errors as {\"error\":{\"code\",\"message\"}}")("h,help", "show this help");
+    return o;
+}
+
+// Other live registrations, as "pid (comm)" texts.
+std::vector<std::string> other_live_processes(const Pool& pool) {
+    std::vector<std::string> out;
+    const uint64_t now = mono_now_ns();
+    const ProcessRegistry registry = pool.registry();
+    for (const ProcessInfo& p : registry.list(now)) {
+        if (p.token == pool.self() || p.fenced) continue;
+        if (registry.process_liveness(p.token, now) == Liveness::certainly_dead) continue;
+        out.push_back(std::to_string(p.pid) + " (" + p.comm + ")");
+    }
+    return out;
+}
+
+struct ExportCounts {
+    uint64_t stores = 0, objects = 0, object_bytes = 0, topics = 0, groups = 0, messages = 0, lost = 0;
+};
+
+Status export_objects(Pool& pool, archive::Writer& w, ExportCounts& n) {
+    for (const RegionInfo& r : pool.regions()) {
+        if (r.kind != uint32_t(RegionKind::store) || r.state != "live") continue;
+        auto store = MemObjectStore::attach(pool, r.name);
+        if (!store) return std::move(store).error();
+        const StoreStats st = (*store)->stats();
+        FABRIC_TRY(w.write({{"type", "store"},
+                            {"name", r.name},
+                            {"table_entries", st.table_entries},
+                            {"heap_bytes", st.heap_capacity_bytes},
+                            {"max_object_bytes", st.max_object_bytes}}));
+        ++n.stores;
+        auto keys = (*store)->list_all();
+        if (!keys) return std::move(keys).error();
+        for (const std::string& bucket_key : *keys) {
+            const size_t slash = bucket_key.find('/');
+            if (slash == std::string::npos) continue;
+            auto uri = FabricUri::make(pool.name(), bucket_key.substr(0, slash), bucket_key.substr(slash + 1));
+            if (!uri) return std::move(uri).error();
+            auto got = (*store)->get(*uri);
+            if (!got) return Error{got.code(), "export " + uri->to_string() + ": " + got.error().message};
+            if (!*got) continue;  // removed or expired since the listing
+            const ObjectInfo& info = (*got)->info;
+            json metadata = json::object();
+            for (const auto& [k, v] : info.metadata) metadata[k] = archive::bytes_json(v);
+            FABRIC_TRY(w.write({{"type", "object"},
+                                {"store", r.name},
+                                {"bucket", uri->bucket()},
+                                {"key", archive::bytes_json(uri->key())},
+                                {"version", info.version},
+                                {"content_type", archive::bytes_json(info.content_type)},
+                                {"metadata", metadata},
+                                {"created_wall_ns", info.created_wall_ns},
+                                {"expires_wall_ns", info.expires_wall_ns}},
+                               (*got)->data));
+            ++n.objects;
+            n.object_bytes += (*got)->data.size();
+        }
+    }
+    return {};
+}
+
+// One partition's messages from `from` up to `to` (exclusive), read by an observer (it holds
+// nothing back). A slot still being written is waited for up to the claim timeout, after
+// which the consumer turns it into a skip record.
+Status export_partition(const Pool& pool, const std::string& topic, uint32_t p, uint64_t from, uint64_t to,
+                        archive::Writer& w, ExportCounts& n) {
+    auto c = Consumer::open(pool, topic, "");
+    if (!c) return std::move(c).error();
+    const uint32_t parts[] = {p};
+    FABRIC_TRY(c->assign(parts));
+    FABRIC_TRY(c->seek(p, SeekPolicy::Offset(from)));
+    MessageBatch batch;
+    const uint64_t deadline = mono_now_ns() + 30 * kNsPerSec;
+    for (;;) {
+        auto pos = c->position(p);
+        if (!pos) return std::move(pos).error();
+        if (*pos >= to) return {};
+        if (mono_now_ns() > deadline)
+            return make_error(Errc::timeout, "export topic '" + topic + "' partition " + std::to_string(p) +
+                                                 ": no progress past offset " + std::to_string(*pos) + " of " +
+                                                 std::to_string(to) + " in 30 s");
+        auto got = c->poll(batch, 256, 100'000'000);
+        if (!got) return std::move(got).error();
+        n.lost += batch.lost();
+        for (const Message& m : batch) {
+            if (m.offset >= to) return {};
+            std::vector<uint8_t> payload;
+            payload.reserve(m.key.size() + m.headers_raw.size() + m.value.size());
+            payload.insert(payload.end(), m.key.begin(), m.key.end());
+            payload.insert(payload.end(), m.headers_raw.begin(), m.headers_raw.end());
+            payload.insert(payload.end(), m.value.begin(), m.value.end());
+            FABRIC_TRY(w.write({{"type", "message"},
+                                {"topic", topic},
+                                {"partition", m.partition},
+                                {"offset", m.offset},
+                                {"timestamp_ns", m.timestamp_ns},
+                                {"key_bytes", m.key.size()},
+                                {"headers_bytes", m.headers_raw.size()}},
+                               payload));
+            ++n.messages;
+        }
+    }
+}
+
+Status export_topics(Pool& pool, archive::Writer& w, ExportCounts& n) {
+    TopicManager topics(pool);
+    for (const std::string& name : topics.list()) {
+        auto d = topics.describe(name);
+        if (!d) {
+            if (d.code() == Errc::not_found) continue;  // removed since the listing
+            return std::move(d).error();
+        }
+        const TopicConfig& cfg = d->config;
+        FABRIC_TRY(w.write({{"type", "topic"},
+                            {"name", name},
+                            {"num_partitions", cfg.num_partitions},
+                            {"partition_capacity", cfg.partition_capacity},
+                            {"partition_stride", cfg.partition_stride},
+                            {"on_full", std::string(on_full_name(cfg.on_full))},
+                            {"ttl_ns", cfg.ttl_ns}}));
+        ++n.topics;
+        // Where each partition's export starts: the slowest group's committed offset (what
+        // some group has not consumed yet), or the oldest retained message without groups.
+        std::vector<uint64_t> from(cfg.num_partitions, UINT64_MAX);
+        for (const GroupDescription& g : d->groups) {
+            json committed = json::array();
+            for (const GroupPartitionDescription& gp : g.partitions) {
+                committed.push_back({{"partition", gp.partition}, {"offset", gp.committed}});
+                if (gp.partition < from.size()) from[gp.partition] = std::min(from[gp.partition], gp.committed);
+            }
+            FABRIC_TRY(w.write({{"type", "group"},
+                                {"topic", name},
+                                {"group", g.name},
+                                {"ttl_ns", g.lease_ttl_ns},
+                                {"committed", committed}}));
+            ++n.groups;
+        }
+        for (const PartitionDescription& pd : d->partitions) {
+            if (pd.partition >= from.size()) continue;
+            const uint64_t start = std::clamp(from[pd.partition] == UINT64_MAX ? pd.oldest : from[pd.partition],
+                                              pd.oldest, pd.next);
+            FABRIC_TRY(export_partition(pool, name, pd.partition, start, pd.next, w, n));
+        }
+    }
+    return {};
+}
+
+int pool_export(int argc, char** argv, Output& out) {
+    cxxopts::Options o = archive_export_options(argv[0]);
+    o.parse_positional({"file"});
+    o.add_options()("file", "", cxxopts::value<std::string>());
+    cxxopts::ParseResult r;
+    int rc = 0;
+    if (!parse_options(o, argc, argv, out, r, &rc)) return rc;
+    if (r.count("help")) return std::cout << o.help(), kExitOk;
+    if (!r.unmatched().empty()) return usage(out, "unexpected argument '" + r.unmatched()[0] + "'");
+    if (!r.count("file")) return usage(out, "missing FILE: fabric-shm pool export [--pool NAME] FILE|-");
+    const std::string file = r["file"].as<std::string>();
+    Result<std::string> name = resolve_pool(opt_string(r, "pool"));
+    if (!name) return fail(out, name.error());
+    Result<Pool> pool = Pool::open(*name);
+    if (!pool) return fail(out, with_pool_list(pool.error()));
+    if (!r.count("allow-live")) {
+        const std::vector<std::string> live = other_live_processes(*pool);
+        if (!live.empty()) {
+            std::string pids;
+            for (const std::string& p : live) pids += (pids.empty() ? "" : ", ") + p;
+            return fail(out, Errc::busy,
+                        "pool '" + *name + "' has " + std::to_string(live.size()) +
+                            " other live process(es): " + pids +
+                            "; stop producers, let groups reach lag 0, stop workers, then export "
+                            "(docs/upgrades.md), or give --allow-live for a copy that may miss their latest writes");
+        }
+    }
+    auto w = archive::Writer::open(file);
+    if (!w) return fail(out, w.error());
+    const PoolSettings settings = pool->settings();
+    const LayoutVersion lv = layout_version();
+    Status s = w->write({{"type", "pool"},
+                         {"name", *name},
+                         {"size_bytes", pool->size()},
+                         {"ttl_ns", settings.default_ttl_ns},
+                         {"layout", std::to_string(lv.major) + "." + std::to_string(lv.minor)},
+                         {"library", std::string(library_version())},
+                         {"exported_wall_ns", wall_now_ns()}});
+    ExportCounts n;
+    if (s) s = export_objects(*pool, *w, n);
+    if (s) s = export_topics(*pool, *w, n);
+    if (s) s = w->finish();
+    if (!s) {
+        if (file != "-") ::unlink(file.c_str());  // never leave half an archive behind
+        return fail(out, s.error());
+    }
+    const json summary = {{"pool", *name},       {"file", file},         {"stores", n.stores},
+                          {"objects", n.objects}, {"object_bytes", n.object_bytes}, {"topics", n.topics},
+                          {"groups", n.groups},   {"messages", n.messages},        {"lost", n.lost}};
+    if (out.json && file != "-") {
+        print_json(summary);
+    } else {
+        // With FILE '-' the archive owns standard output: the summary goes to stderr.
+        std::string line = "exported pool '" + *name + "' to " + (file == "-" ? "standard output" : file) + ": " +
+                           std::to_string(n.objects) + " objects (" + std::to_string(n.object_bytes) + " bytes), " +
+                           std::to_string(n.topics) + " topics, " + std::to_string(n.messages) +
+                           " unconsumed messages, " + std::to_string(n.groups) + " groups";
+        if (n.lost) line += "; " + std::to_string(n.lost) + " messages were overwritten while reading (on_full=overwrite)";
+        (file == "-" ? std::cerr : std::cout) << line << "\n";
+    }
+    return kExitOk;
+}
+
+// ---- import -------------------------------------------------------------------------
+
+cxxopts::Options archive_import_options(const std::string& argv0) {
+    cxxopts::Options o(argv0,
+                       "Re-creates what `fabric-shm pool export` wrote to FILE in a pool of this build (created "
+                       "when missing, with the archive's size unless --size). Refused, before anything is "
+                       "written, when a topic or an object of the archive already exists there.");
+    o.positional_help("FILE");
+    o.add_options()("pool", pool_option_help(), cxxopts::value<std::string>())(
+        "size", "size of the pool when import creates it (default: the exported pool's size)",
+        cxxopts::value<std::string>())("json", "machine-readable summary; errors as {\"error\":{\"code\",\"message\"}}")(
+        "h,help", "show this help");
+    return o;
+}
+
+template <typename T>
+Result<T> field(const json& h, const char* name) {
+    if (!h.contains(name)) return make_error(Errc::corrupt, "archive " + h.value("type", std::string("?")) + " record has no '" + name + "'");
+    try {
+        return h[name].get<T>();
+    } catch (const json::exception&) {
+        return make_error(Errc::corrupt, "archive " + h.value("type", std::string("?")) + " record: '" + name + "' is " + h[name].dump());
+    }
+}
+
+// What an imported object was and became: results record their input's URI and version, and
+// notifications carry the version in a header; both are rewritten to the new pool's values.
+struct ImportMap {
+    std::string old_pool, new_pool;
+    std::map<std::string, uint64_t> exported;               ///< old URI text -> old version
+    std::map<std::string, std::pair<uint64_t, uint64_t>> versions;  ///< old URI text -> (old, new) version
+    /// `text` with the old pool's name replaced when it is a URI into the old pool.
+    std::string rename(const std::string& text) const {
+        auto u = FabricUri::parse(text);
+        if (!u || u->pool() != old_pool || old_pool == new_pool) return text;
+        auto v = FabricUri::make(new_pool, u->bucket(), u->key());
+        return v ? v->to_string() : text;
+    }
+};
+
+struct ObjectRecord {
+    std::string store, uri_text;  ///< uri_text names the old pool
+    FabricUri uri;                ///< in the new pool
+    uint64_t version = 0, expires_wall_ns = 0;
+    PutOptions options;
+    std::string input_uri;  ///< old text, from the result metadata (empty: not a result)
+    uint64_t input_version = 0;
+};
+
+Result<ObjectRecord> object_record(const json& h, const ImportMap& map) {
+    ObjectRecord o;
+    FABRIC_TRY_ASSIGN(o.store, field<std::string>(h, "store"));
+    FABRIC_TRY_ASSIGN(std::string bucket, field<std::string>(h, "bucket"));
+    if (!h.contains("key")) return make_error(Errc::corrupt, "archive object record has no 'key'");
+    FABRIC_TRY_ASSIGN(std::string key, archive::json_bytes(h["key"], "an object key"));
+    FABRIC_TRY_ASSIGN(o.version, field<uint64_t>(h, "version"));
+    FABRIC_TRY_ASSIGN(o.expires_wall_ns, field<uint64_t>(h, "expires_wall_ns"));
+    auto old_uri = FabricUri::make(map.old_pool, bucket, key);
+    if (!old_uri) return std::move(old_uri).error();
+    o.uri_text = old_uri->to_string();
+    FABRIC_TRY_ASSIGN(o.uri, FabricUri::make(map.new_pool, bucket, key));
+    if (h.contains("content_type")) {
+        FABRIC_TRY_ASSIGN(o.options.content_type, archive::json_bytes(h["content_type"], "a content type"));
+    }
+    if (h.contains("metadata") && h["metadata"].is_object())
+        for (const auto& [k, v] : h["metadata"].items()) {
+            FABRIC_TRY_ASSIGN(std::string value, archive::json_bytes(v, "metadata '" + k + "'"));
+            o.options.metadata[k] = value;
+        }
+    const auto in = o.options.metadata.find(std::string(kResultInputUri));
+    const auto ver = o.options.metadata.find(std::string(kResultInputVersion));
+    if (in != o.options.metadata.end() && ver != o.options.metadata.end()) {
+        o.input_uri = in->second;
+        o.input_version = std::strtoull(ver->second.c_str(), nullptr, 10);
+    }
+    return o;
+}
+
+struct ImportCounts {
+    uint64_t stores = 0, objects = 0, object_bytes = 0, expired = 0, topics = 0, groups = 0, messages = 0;
+};
+
+// Pass 1 (headers only): the archive is whole and well-formed, and nothing it holds exists in
+// the pool yet. Nothing is written before this passes.
+Status check_archive(archive::Reader& rd, Pool& pool, ImportMap& map, json* pool_record) {
+    Record rec;
+    std::set<std::string> topics_seen;
+    TopicManager topics(pool);
+    uint64_t records = 0;
+    for (;;) {
+        auto more = rd.next_header(&rec);
+        if (!more) return std::move(more).error();
+        if (!*more) break;
+        const std::string type = rec.header["type"];
+        if (records++ == 0) {
+            if (type != "pool") return make_error(Errc::corrupt, "archive does not start with its pool record");
+            *pool_record = rec.header;
+            FABRIC_TRY_ASSIGN(map.old_pool, field<std::string>(rec.header, "name"));
+            continue;
+        }
+        if (type == "object") {
+            FABRIC_TRY_ASSIGN(ObjectRecord o, object_record(rec.header, map));
+            map.exported[o.uri_text] = o.version;
+            auto store = MemObjectStore::attach(pool, o.store);
+            if (!store) {
+                if (store.code() == Errc::not_found) continue;
+                return std::move(store).error();
+            }
+            auto head = (*store)->head(o.uri);
+            if (!head) return std::move(head).error();
+            if (*head)
+                return make_error(Errc::already_exists,
+                                  "object " + o.uri.to_string() + " (store '" + o.store + "') already exists in pool '" +
+                                      map.new_pool + "': import into a pool without it (nothing was imported)");
+        } else if (type == "topic") {
+            FABRIC_TRY_ASSIGN(std::string name, field<std::string>(rec.header, "name"));
+            if (!topics_seen.insert(name).second)
+                return make_error(Errc::corrupt, "archive holds topic '" + name + "' twice");
+            auto d = topics.describe(name);
+            if (d)
+                return make_error(Errc::already_exists, "topic '" + name + "' already exists in pool '" + map.new_pool +
+                                                            "': import into a pool without it (nothing was imported)");
+            if (d.code() != Errc::not_found) return std::move(d).error();
+        } else if (type != "store" && type != "group" && type != "message") {
+            return make_error(Errc::corrupt, "archive record " + std::to_string(records) + " has unknown type '" + type +
+                                                 "' (written by a newer build?)");
+        }
+    }
+    if (records == 0) return make_error(Errc::corrupt, "archive holds no pool record");
+    return rd.rewind();
+}
+
+Status import_stores(archive::Reader& rd, Pool& pool, ImportCounts& n) {
+    Record rec;
+    for (;;) {
+        auto more = rd.next_header(&rec);
+        if (!more) return std::move(more).error();
+        if (!*more) break;
+        if (rec.header["type"] != "store") continue;
+        StoreConfig cfg;
+        FABRIC_TRY_ASSIGN(cfg.name, field<std::string>(rec.header, "name"));
+        FABRIC_TRY_ASSIGN(uint64_t entries, field<uint64_t>(rec.header, "table_entries"));
+        cfg.table_entries = uint32_t(entries);
+        FABRIC_TRY_ASSIGN(cfg.heap_bytes, field<uint64_t>(rec.header, "heap_bytes"));
+        FABRIC_TRY_ASSIGN(cfg.max_object_bytes, field<uint64_t>(rec.header, "max_object_bytes"));
+        std::string note;
+        auto store = MemObjectStore::open(pool, cfg, &note);
+        if (!store) return Error{store.code(), "store '" + cfg.name + "': " + store.error().message};
+        if (!note.empty()) stderr_line("fabric-shm pool import: " + note);
+        ++n.stores;
+    }
+    return rd.rewind();
+}
+
+// Objects, in as many passes as results build on results: a result is put after its input,
+// so the input's new version is known and written into the result's metadata (the worker
+// skips an input whose result records its current version). A record is read whole only in
+// the pass that puts it.
+Status import_objects(archive::Reader& rd, Pool& pool, ImportMap& map, ImportCounts& n) {
+    std::set<std::string> done;  // store + "\n" + old URI text: put, or skipped as expired
+    std::map<std::string, std::unique_ptr<MemObjectStore>> stores;
+    for (bool forced = false;;) {
+        bool progress = false, deferred = false;
+        Record rec;
+        std::optional<ObjectRecord> pending;
+        Status bad;
+        const auto take = [&](const json& h) {
+            pending.reset();
+            if (h["type"] != "object") return false;
+            auto o = object_record(h, map);
+            if (!o) {
+                bad = std::move(o).error();
+                return false;
+            }
+            if (done.count(o->store + "\n" + o->uri_text)) return false;
+            if (!o->input_uri.empty() && !forced && map.exported.count(o->input_uri) &&
+                !map.versions.count(o->input_uri)) {
+                deferred = true;  // its input is put in this pass or a later one
+                return false;
+            }
+            pending = std::move(*o);
+            return true;
+        };
+        for (;;) {
+            auto more = rd.next(&rec, take);
+            FABRIC_TRY(bad);
+            if (!more) return std::move(more).error();
+            if (!*more) break;
+            if (!pending) continue;
+            ObjectRecord& o = *pending;
+            done.insert(o.store + "\n" + o.uri_text);
+            progress = true;
+            const uint64_t now = wall_now_ns();
+            if (o.expires_wall_ns != 0 && o.expires_wall_ns <= now) {
+                ++n.expired;  // it would read as absent: nothing to carry over
+                continue;
+            }
+            if (o.expires_wall_ns != 0) o.options.ttl_ns = o.expires_wall_ns - now;
+            if (!o.input_uri.empty()) {
+                // The result of the input version that was imported records its new version.
+                // Any other (an older version, or an input not in the archive) records 0, which
+                // no object has: the new pool's versions restart, and an old number could name
+                // another object's content there, making a worker skip an unprocessed input.
+                auto v = map.versions.find(o.input_uri);
+                const bool current = v != map.versions.end() && v->second.first == o.input_version;
+                o.options.metadata[std::string(kResultInputVersion)] = current ? std::to_string(v->second.second) : "0";
+                o.options.metadata[std::string(kResultInputUri)] = map.rename(o.input_uri);
+            }
+            o.options.condition = PutCondition::if_absent;
+            std::unique_ptr<MemObjectStore>& store = stores[o.store];
+            if (!store) {
+                StoreConfig cfg;
+                cfg.name = o.store;
+                auto opened = MemObjectStore::open(pool, cfg);
+                if (!opened) return Error{opened.code(), "store '" + o.store + "': " + opened.error().message};
+                store = std::move(*opened);
+            }
+            auto put = store->put(o.uri, rec.payload, o.options);
+            if (!put) return Error{put.code(), "import " + o.uri.to_string() + ": " + put.error().message};
+            map.versions[o.uri_text] = {o.version, *put};
+            ++n.objects;
+            n.object_bytes += rec.payload.size();
+        }
+        FABRIC_TRY(rd.rewind());
+        if (!deferred) return {};
+        if (!progress) forced = true;  // results of each other (a cycle): put the rest as they are
+    }
+}
+
+struct TopicImport {
+    uint64_t incarnation = 0;
+    std::vector<std::vector<std::pair<uint64_t, uint64_t>>> offsets;  ///< per partition: (old, new), old ascending
+    std::vector<uint64_t> next;                                       ///< per partition: the new tail
+    std::unique_ptr<Producer> producer;
+};
+
+struct GroupImport {
+    std::string topic, group;
+    std::vector<std::pair<uint32_t, uint64_t>> committed;  ///< (partition, old offset)
+};
+
+// The old committed offset's place in the new partition: the first message at or after it.
+uint64_t new_offset(const TopicImport& t, uint32_t p, uint64_t old) {
+    const auto& v = t.offsets[p];
+    auto it = std::lower_bound(v.begin(), v.end(), std::pair<uint64_t, uint64_t>{old, 0});
+    return it == v.end() ? t.next[p] : it->second;
+}
+
+// Topics, then their groups (registered before any message is sent, so no message is
+// released as consumed), then the messages, then the groups' committed offsets.
+Status import_topics(archive::Reader& rd, Pool& pool, const ImportMap& map, ImportCounts& n) {
+    TopicManager topics(pool);
+    std::map<std::string, TopicImport> imported;
+    std::vector<GroupImport> groups;
+    Record rec;
+    for (;;) {
+        auto more = rd.next(&rec, [](const json& h) { return h["type"] == "message"; });
+        if (!more) return std::move(more).error();
+        if (!*more) break;
+        const json& h = rec.header;
+        const std::string type = h["type"];
+        if (type == "topic") {
+            FABRIC_TRY_ASSIGN(std::string name, field<std::string>(h, "name"));
+            TopicConfig cfg;
+            FABRIC_TRY_ASSIGN(cfg.num_partitions, field<uint32_t>(h, "num_partitions"));
+            FABRIC_TRY_ASSIGN(cfg.partition_capacity, field<uint32_t>(h, "partition_capacity"));
+            FABRIC_TRY_ASSIGN(cfg.partition_stride, field<uint32_t>(h, "partition_stride"));
+            FABRIC_TRY_ASSIGN(std::string on_full, field<std::string>(h, "on_full"));
+            FABRIC_TRY_ASSIGN(cfg.on_full, parse_on_full(on_full));
+            FABRIC_TRY_ASSIGN(cfg.ttl_ns, field<uint64_t>(h, "ttl_ns"));
+            if (Status c = topics.create(name, cfg); !c) return Error{c.code(), "topic '" + name + "': " + c.error().message};
+            auto d = topics.describe(name);
+            if (!d) return std::move(d).error();
+            TopicImport& t = imported[name];
+            t.incarnation = d->incarnation;
+            t.offsets.resize(cfg.num_partitions);
+            t.next.resize(cfg.num_partitions);
+            for (const PartitionDescription& pd : d->partitions)
+                if (pd.partition < cfg.num_partitions) t.next[pd.partition] = pd.next;
+            ++n.topics;
+        } else if (type == "group") {
+            GroupImport g;
+            FABRIC_TRY_ASSIGN(g.topic, field<std::string>(h, "topic"));
+            FABRIC_TRY_ASSIGN(g.group, field<std::string>(h, "group"));
+            if (!imported.count(g.topic))
+                return make_error(Errc::corrupt, "archive: group '" + g.group + "' comes before its topic '" + g.topic + "'");
+            GroupOptions go;
+            FABRIC_TRY_ASSIGN(go.ttl_ns, field<uint64_t>(h, "ttl_ns"));
+            go.start = GroupStart::earliest;
+            if (Status r = topics.register_group(g.topic, g.group, go); !r)
+                return Error{r.code(), "group '" + g.group + "' on topic '" + g.topic + "': " + r.error().message};
+            if (h.contains("committed") && h["committed"].is_array())
+                for (const json& c : h["committed"]) {
+                    FABRIC_TRY_ASSIGN(uint32_t p, field<uint32_t>(c, "partition"));
+                    FABRIC_TRY_ASSIGN(uint64_t off, field<uint64_t>(c, "offset"));
+                    g.committed.push_back({p, off});
+                }
+            groups.push_back(std::move(g));
+            ++n.groups;
+        } else if (type == "message") {
+            FABRIC_TRY_ASSIGN(std::string topic, field<std::string>(h, "topic"));
+            FABRIC_TRY_ASSIGN(uint32_t p, field<uint32_t>(h, "partition"));
+            FABRIC_TRY_ASSIGN(uint64_t old, field<uint64_t>(h, "offset"));
+            FABRIC_TRY_ASSIGN(uint64_t key_bytes, field<uint64_t>(h, "key_bytes"));
+            FABRIC_TRY_ASSIGN(uint64_t headers_bytes, field<uint64_t>(h, "headers_bytes"));
+            auto t = imported.find(topic);
+            if (t == imported.end() || p >= t->second.offsets.size() || key_bytes + headers_bytes > rec.payload.size())
+                return make_error(Errc::corrupt, "archive: message " + topic + "/" + std::to_string(p) + "@" +
+                                                     std::to_string(old) + " does not fit its topic or its payload");
+            TopicImport& ti = t->second;
+            if (!ti.producer) {
+                auto pr = Producer::open(pool, topic);
+                if (!pr) return std::move(pr).error();
+                ti.producer = std::make_unique<Producer>(std::move(*pr));
+            }
+            // The notification names an object of the old pool: the new pool's name, and the
+            // object's new version in its version header.
+            const std::string_view payload(reinterpret_cast<const char*>(rec.payload.data()), rec.payload.size());
+            Message m;
+            m.headers_raw = std::span(rec.payload).subspan(key_bytes, headers_bytes);
+            const std::string value_old(payload.substr(key_bytes + headers_bytes));
+            const std::string value = map.rename(value_old);
+            std::vector<std::string> names, values;
+            for (size_t i = 0; i < m.header_count(); ++i) {
+                const MessageHeader mh = m.header_at(i);
+                names.emplace_back(mh.name);
+                values.emplace_back(mh.value);
+                if (mh.name == kHeaderVersion) {
+                    auto v = map.versions.find(value_old);
+                    if (v != map.versions.end() && std::to_string(v->second.first) == mh.value)
+                        values.back() = std::to_string(v->second.second);
+                }
+            }
+            std::vector<MessageHeader> headers;
+            for (size_t i = 0; i < names.size(); ++i) headers.push_back({names[i], values[i]});
+            OutgoingMessage om;
+            om.key = std::span(rec.payload).first(key_bytes);
+            om.value = bytes_of(value);
+            om.headers = headers;
+            auto sent = ti.producer->send_to(p, om);
+            if (!sent) return Error{sent.code(), "import message " + topic + "/" + std::to_string(p) + "@" +
+                                                     std::to_string(old) + ": " + sent.error().message};
+            ti.offsets[p].push_back({old, sent->offset});
+            ti.next[p] = sent->offset + 1;
+            ++n.messages;
+        }
+    }
+    MemOffsetStore offsets(pool);
+    for (const GroupImport& g : groups) {
+        const TopicImport& t = imported.at(g.topic);
+        std::vector<OffsetCommit> commits;
+        for (const auto& [p, old] : g.committed)
+            if (p < t.offsets.size()) commits.push_back({p, new_offset(t, p, old), 0});
+        if (Status c = offsets.commit(g.topic, t.incarnation, g.group, commits); !c)
+            return Error{c.code(), "commit group '" + g.group + "' on topic '" + g.topic + "': " + c.error().message};
+    }
+    return {};
+}
+
+int pool_import(int argc, char** argv, Output& out) {
+    cxxopts::Options o = archive_import_options(argv[0]);
+    o.parse_positional({"file"});
+    o.add_options()("file", "", cxxopts::value<std::string>());
+    cxxopts::ParseResult r;
+    int rc = 0;
+    if (!parse_options(o, argc, argv, out, r, &rc)) return rc;
+    if (r.count("help")) return std::cout << o.help(), kExitOk;
+    if (!r.unmatched().empty()) return usage(out, "unexpected argument '" + r.unmatched()[0] + "'");
+    if (!r.count("file")) return usage(out, "missing FILE: fabric-shm pool import [--pool NAME] FILE");
+    Result<std::string> name = resolve_pool(opt_string(r, "pool"));
+    if (!name) return fail(out, name.error());
+    auto rd = archive::Reader::open(r["file"].as<std::string>());
+    if (!rd) return fail(out, rd.error());
+
+    // The archive's pool record first: its size is the default for a pool import creates.
+    Record first;
+    auto more = rd->next_header(&first);
+    if (!more) return fail(out, more.error());
+    if (!*more || first.header["type"] != "pool")
+        return fail(out, Errc::corrupt, "archive does not start with its pool record");
+    PoolCreation creation;
+    creation.size_bytes = first.header.value("size_bytes", kDefaultPoolSize);
+    if (r.count("size")) {
+        auto size = parse_size_option("--size", r["size"].as<std::string>());
+        if (!size) return fail(out, size.error());
+        creation.size_bytes = *size;
+    }
+    if (Status s = rd->rewind(); !s) return fail(out, s.error());
+    Result<Pool> pool = open_or_create_pool(out, *name, creation);
+    if (!pool) return fail(out, pool.error());
+
+    ImportMap map;
+    map.new_pool = *name;
+    json pool_record;
+    ImportCounts n;
+    Status s = check_archive(*rd, *pool, map, &pool_record);
+    if (s) s = import_stores(*rd, *pool, n);
+    if (s) s = import_objects(*rd, *pool, map, n);
+    if (s) s = import_topics(*rd, *pool, map, n);
+    if (!s) return fail(out, s.error());
+    const json summary = {{"pool", *name},         {"from_pool", map.old_pool}, {"from_layout", pool_record.value("layout", "")},
+                          {"stores", n.stores},    {"objects", n.objects},      {"object_bytes", n.object_bytes},
+                          {"expired", n.expired},  {"topics", n.topics},        {"groups", n.groups},
+                          {"messages", n.messages}};
+    if (out.json) {
+        print_json(summary);
+    } else {
+        std::cout << "imported into pool '" << *name << "' (exported from pool '" << map.old_pool << "', layout "
+                  << pool_record.value("layout", "?") << "): " << n.objects << " objects (" << n.object_bytes
+                  << " bytes), " << n.topics << " topics, " << n.messages << " messages, " << n.groups << " groups";
+        if (n.expired) std::cout << "; " << n.expired << " objects had expired and were left out";
+        std::cout << "\n";
+    }
+    return kExitOk;
+}
+
+}  // namespace
+
+std::string pool_archive_help() {
+    return archive_export_options("fabric-shm pool export").help() + "\n" +
+           archive_import_options("fabric-shm pool import").help();
+}
+
+int pool_archive_command(const std::string& action, int argc, char** argv, Output& out) {
+    return action == "export" ? pool_export(argc, argv, out) : pool_import(argc, argv, out);
+}
+
+}  // namespace fabric_shm::cli
