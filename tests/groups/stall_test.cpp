@@ -462,7 +462,7 @@ TEST_CASE("worker: paused before its result put and taken over, it is refused an
         sent.emplace_back(k, upload(tp.pool, **store, *producer, k, "data " + k));
     }
     const pid_t a = worker_child(name, worker_config("tk", "a"), copy, "worker.result.before_put:2");
-    REQUIRE(test::wait_stopped(a));  // k0's result is written (not committed); k1's is next
+    REQUIRE(test::wait_stopped(a));  // k0's result is written (committed at most); k1's is next
     sleep_ms(int(kSessionNs / 1'000'000) + 100);  // a's heartbeat is now older than the session timeout
 
     GroupConsumerOptions o;
@@ -472,8 +472,9 @@ TEST_CASE("worker: paused before its result put and taken over, it is refused an
     REQUIRE(b->partitions() == std::vector<uint32_t>{0});
     MessageBatch batch;
     REQUIRE(b->poll(batch, 8, 1'000'000'000ull).ok());
-    REQUIRE(batch.size() == 3);
-    CHECK(batch[0].offset == 0);  // a committed nothing
+    REQUIRE(batch.size() >= 2);  // a committed at most its completed prefix (k0)
+    CHECK(batch[0].offset <= 1);
+    CHECK(batch[batch.size() - 1].offset == 2);
     auto put = (*store)->put(result_uri(name, "k1"), bytes("by b"),
                              result_put_options(in_uri(name, "k1").to_string(), sent[1].second, b->epoch()));
     REQUIRE_MESSAGE(put.ok(), put.error().message);

@@ -93,6 +93,7 @@ const std::vector<FaultPoint>& fault_points() {
         {"worker.result.before_put", W},
         {"worker.result.after_put", W},
         {"worker.dead_letter.deciding", W},
+        {"worker.acquire.handed_out", W},
         // topics created on demand (the workers' dead-letter topic) and opens that wait for a
         // creation in progress
         {"topic.create.before_publish", W | O},

@@ -23,6 +23,7 @@
 #include "builtins.h"
 #include "cli.h"
 #include "exec_runner.h"
+#include "handler_pool.h"
 #include "fabric_shm/child_groups.h"
 #include "fabric_shm/clock.h"
 #include "fabric_shm/pool.h"
@@ -36,6 +37,8 @@ namespace {
 volatile sig_atomic_t g_stop = 0;       ///< signals received (1: finish and leave; 2: stop now)
 volatile sig_atomic_t g_exec_pgid = 0;  ///< the running --exec command's process group, 0 when none
 volatile sig_atomic_t g_quiet = 0;
+constexpr uint32_t kMaxHandlers = 64;
+volatile sig_atomic_t g_handler_pgids[kMaxHandlers] = {};  ///< --handler: running handlers' process groups
 
 /// What the handler writes, prepared outside it (a handler may only write(2) bytes it finds
 /// ready). Two buffers: the one not published is rewritten, then published by one store.
@@ -78,6 +81,8 @@ void on_stop(int) {
         if (!g_quiet) (pgid > 0 ? g_first_exec : g_first_idle).write_now();
     } else {
         if (pgid > 0) ::kill(-pgid, SIGKILL);
+        for (uint32_t i = 0; i < kMaxHandlers; ++i)
+            if (const pid_t h = pid_t(g_handler_pgids[i]); h > 0) ::kill(-h, SIGKILL);
         if (!g_quiet) (pgid > 0 ? g_second_exec : g_second_idle).write_now();
         ::_exit(cli::kExitInterrupted);
     }
@@ -196,6 +201,18 @@ int main(int argc, char** argv) {
         "id", "member id (default: host-pid-starttime); a live duplicate is refused", cxxopts::value<std::string>())(
         "exec", "processor: /bin/sh -c CMD, object on stdin, result from stdout", cxxopts::value<std::string>())(
         "builtin", "processor: copy | upper | crc32", cxxopts::value<std::string>())(
+        "handler",
+        "processor: long-lived handlers, /bin/sh -c CMD started once per slot, requests framed on stdin, "
+        "replies on stdout (docs/handlers.md)",
+        cxxopts::value<std::string>())(
+        "concurrency", "--handler: handler processes (default: the number of CPUs)", cxxopts::value<uint32_t>())(
+        "max-inflight", "--handler: requests in flight per handler (K)",
+        cxxopts::value<uint32_t>()->default_value("64"))(
+        "order",
+        "--handler: key (messages with one key complete in order) or none (fully parallel within the window)",
+        cxxopts::value<std::string>()->default_value("key"))(
+        "window", "--handler: messages of one partition in flight past its commit (1..8)",
+        cxxopts::value<uint32_t>()->default_value("8"))(
         "result-bucket", "bucket of the results", cxxopts::value<std::string>()->default_value("results"))(
         "result-key", "key of an input's result in the result bucket: {bucket} and {key} are the input's",
         cxxopts::value<std::string>()->default_value(std::string(kDefaultResultKey)))(
@@ -228,7 +245,22 @@ int main(int argc, char** argv) {
         return cli::kExitOk;
     }
     if (!r.count("topic") || !r.count("group")) return cli::usage(out, "--topic and --group are required");
-    if (r.count("exec") + r.count("builtin") != 1) return cli::usage(out, "give exactly one of --exec CMD or --builtin NAME");
+    if (r.count("exec") + r.count("builtin") + r.count("handler") != 1)
+        return cli::usage(out, "give exactly one of --exec CMD, --handler CMD or --builtin NAME");
+    const bool handler_mode = r.count("handler") > 0;
+    const std::string order = r["order"].as<std::string>();
+    if (order != "key" && order != "none")
+        return cli::usage(out, "--order '" + order + "': expected key or none");
+    const uint32_t handler_slots =
+        r.count("concurrency") ? r["concurrency"].as<uint32_t>() : std::max<uint32_t>(1, uint32_t(::sysconf(_SC_NPROCESSORS_ONLN)));
+    const uint32_t max_inflight = r["max-inflight"].as<uint32_t>();
+    if (handler_slots == 0 || handler_slots > kMaxHandlers)
+        return cli::usage(out, "--concurrency " + std::to_string(handler_slots) + " is not within 1.." +
+                                   std::to_string(kMaxHandlers));
+    if (max_inflight == 0 || max_inflight > 4096)
+        return cli::usage(out, "--max-inflight " + std::to_string(max_inflight) + " is not within 1..4096");
+    if (!handler_mode && (r.count("concurrency") || r.count("max-inflight") || r.count("order") || r.count("window")))
+        return cli::usage(out, "--concurrency, --max-inflight, --order and --window apply to --handler only");
 
     auto pool_name = cli::resolve_pool(cli::opt_string(r, "pool"));
     if (!pool_name) return cli::fail(out, pool_name.error());
@@ -246,6 +278,12 @@ int main(int argc, char** argv) {
     cfg.batch = r["batch"].as<uint32_t>();
     if (r.count("count")) cfg.count = r["count"].as<uint64_t>();
     cfg.partitions_if_created = r["partitions"].as<uint32_t>();
+    if (handler_mode) {
+        cfg.concurrency = handler_slots * max_inflight;
+        cfg.order = order == "none" ? OrderMode::none : OrderMode::key;
+        cfg.window = r["window"].as<uint32_t>();
+        cfg.batch = std::max<uint32_t>(cfg.batch, 64);
+    }
     auto parse_d = [&](const char* name, uint64_t* dst) -> bool {
         auto d = cli::parse_duration_option(name, r[name].as<std::string>());
         if (!d) {
@@ -277,6 +315,8 @@ int main(int argc, char** argv) {
         auto fn = workers::find_builtin(r["builtin"].as<std::string>());
         if (!fn) return cli::fail(out, fn.error());
         processor = [f = *fn](const WorkItem& item) -> Result<std::vector<uint8_t>> { return f(item.data); };
+    } else if (handler_mode) {
+        // Driven below through the loop's asynchronous form.
     } else {
         workers::ExecSpec base;
         base.command = r["exec"].as<std::string>();
@@ -316,7 +356,7 @@ int main(int argc, char** argv) {
     if (auto store = cli::open_default_store(out, *pool, creation); !store) return cli::fail(out, store.error());
 
     const uint64_t start = mono_now_ns();
-    auto loop = WorkerLoop::open(*pool, cfg, std::move(processor));
+    auto loop = handler_mode ? WorkerLoop::open(*pool, cfg) : WorkerLoop::open(*pool, cfg, std::move(processor));
     if (!loop) return cli::fail(out, loop.error());
     const std::string prefix = "fabric-shm-worker[" + loop->member_id() + "]: ";
     g_first_idle.set(prefix + "interrupt: stopping after the current step (commit, leave the group); interrupt "
@@ -326,7 +366,33 @@ int main(int argc, char** argv) {
     if (!r.count("quiet"))
         loop->set_log([prefix](std::string_view line) { cli::stderr_line(prefix + std::string(line)); });
 
-    auto ran = loop->run([] { return g_stop != 0; });
+    Result<WorkerExit> ran = WorkerExit::stopped;
+    if (handler_mode) {
+        g_first_idle.set(prefix + "interrupt: draining (the handlers finish the requests in flight, then their stdin "
+                                  "closes); interrupt again to stop at once (kills the handlers)\n");
+        g_second_idle.set(prefix + "second interrupt: killed the handlers' process groups; requests in flight are "
+                                   "not committed and will be redelivered (exit 130)\n");
+        workers::HandlerSpec hs;
+        hs.command = r["handler"].as<std::string>();
+        hs.slots = handler_slots;
+        hs.max_in_flight = max_inflight;
+        hs.timeout_ns = exec_timeout;
+        hs.max_result_bytes = max_result;
+        hs.count_limited = cfg.count != 0;
+        hs.env = {{"FABRIC_POOL", *pool_name}, {"FABRIC_TOPIC", cfg.topic}, {"FABRIC_GROUP", cfg.group}};
+        hs.running_pgids = g_handler_pgids;
+        const Pool* children = &pool.value();
+        hs.on_started = [children](pid_t pgid) -> Status {
+            Status st = register_child_group(*children, pgid);
+            if (!st) return make_error(st.code(), "--handler: recording its process group: " + st.error().message);
+            return st;
+        };
+        hs.on_finished = [children](pid_t pgid) { unregister_child_group(*children, pgid); };
+        if (!r.count("quiet")) hs.log = [prefix](std::string_view line) { cli::stderr_line(prefix + std::string(line)); };
+        ran = workers::run_handlers(*loop, hs, &g_stop);
+    } else {
+        ran = loop->run([] { return g_stop != 0; });
+    }
     const uint64_t elapsed = mono_now_ns() - start;
     nlohmann::json summary = stats_json(*loop, elapsed);
     summary["pool_created"] = pool->created();

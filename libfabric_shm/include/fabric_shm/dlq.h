@@ -76,8 +76,15 @@ public:
     /// or timed out; dead-letter it without processing. A replay of offsets below the one
     /// being counted (after a crash mid-batch) is not counted and returns 1.
     Result<uint64_t> begin(const Message& message);
-    /// Processing succeeded: clears the partition's counter.
+    /// Processing succeeded: clears the offset's counter.
     Status ack(const Message& message);
+    /// Counters live per in-flight offset (a window of 8 past the committed offset, so a
+    /// member may process several messages of a partition at once). The end of the window a
+    /// previous owner of `partition` left uncommitted: one past the highest offset >=
+    /// `committed` with a counted hand-out (`committed` when none). A new owner re-runs the
+    /// offsets below it one at a time, so a poison message's neighbours are not charged for
+    /// its crashes.
+    uint64_t uncommitted_window_end(uint32_t partition, uint64_t committed) const;
     /// Processing failed: false with *backoff_ns set when attempts remain (retry in place
     /// after the backoff); true when the message was dead-lettered (commit past it).
     Result<bool> nack(const Message& message, std::string_view reason, uint64_t* backoff_ns);

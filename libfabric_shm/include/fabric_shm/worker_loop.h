@@ -1,11 +1,14 @@
 // SPDX-License-Identifier: MIT
 // WorkerLoop: the recipe's consumer side as a library call. Polls a topic as a member of a
-// group, reads each notified object from the store, runs a processor callback, writes the
-// result (fenced by the member's epoch), forwards it, commits. fabric-shm-worker is this
-// loop plus a command-line processor (--exec / --builtin); C++ users embed it with a
-// std::function processor for in-process speed. Semantics: docs/workers.md.
+// group, reads each notified object from the store, hands it to a processor, writes the
+// result (fenced by the member's epoch, never over a result of a newer input version),
+// forwards it, commits the longest completed prefix. Two forms: run(processor) calls a
+// std::function per message; acquire/complete/service/wait_fd hand several messages out at
+// once (up to `concurrency`, several per partition) to a driver that completes them in any
+// order (fabric-shm-worker --handler, the Python Worker). docs/api.md section 6.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -41,10 +44,22 @@ struct WorkItem {
     std::span<const uint8_t> data;    ///< the object's bytes (pinned in the pool, zero-copy)
     const ObjectInfo* info = nullptr;
     uint32_t attempt = 1;             ///< 1-based
-    /// Long processors call this every ~100 ms: heartbeats the group and renews leases.
+    std::span<const uint8_t> key;     ///< the notification's key (empty: unkeyed)
+    /// run()'s processors call this every ~100 ms: heartbeats the group and renews leases.
     /// An error (LeaseExpired, lost partition) means: abandon the item and return the error.
+    /// Items handed out by acquire() get a no-op: their driver calls service() instead.
     std::function<Status()> keep_alive;
 };
+
+/// Which messages of one partition may be in flight together (docs/api.md section 6).
+enum class OrderMode : uint8_t {
+    key,   ///< never two messages with the same non-empty key: same-key results complete in offset order
+    none,  ///< any messages of the window (fully parallel; a result still never replaces a newer version's)
+};
+
+/// The most messages of one partition in flight past its committed offset (the pool counts
+/// the attempts of each: GroupPartition's attempt window).
+inline constexpr uint32_t kMaxWorkWindow = 8;
 
 /// Processor: returns the result bytes, or an error. Errors DlqPolicy calls permanent
 /// (not_found, invalid_argument, corrupt, object_too_large, ...) go straight to the DLQ; any
@@ -76,6 +91,11 @@ struct WorkerConfig {
     uint64_t count = 0;               ///< stop after this many messages handled (0: no limit)
     uint64_t exit_when_idle_ns = 0;   ///< stop after this long without a message (0: never)
     uint32_t partitions_if_created = 4;  ///< topics created when missing get this many partitions
+    /// Messages handed out at once by acquire() (run() uses 1), across partitions.
+    uint32_t concurrency = 1;
+    /// Messages of one partition in flight past its committed offset (1..kMaxWorkWindow).
+    uint32_t window = kMaxWorkWindow;
+    OrderMode order = OrderMode::key;
 };
 
 struct LatencySummary {
@@ -91,6 +111,8 @@ struct WorkerStats {
     uint64_t forwarded = 0;
     uint64_t bytes_in = 0, bytes_out = 0;
     uint64_t rebalances = 0;
+    uint64_t superseded = 0;     ///< not written: the result records a newer input version
+    uint64_t abandoned = 0;      ///< tickets whose partition moved before complete() (redone by the owner)
     uint64_t epoch = 0;
     std::vector<uint32_t> partitions;  ///< current assignment
     LatencySummary latency;      ///< put timestamp -> result written (wall clock)
@@ -99,19 +121,84 @@ struct WorkerStats {
 /// Why run() returned.
 enum class WorkerExit : uint8_t { stopped, count_reached, idle };
 
+class WorkerLoop;
+
+/// One message handed out by WorkerLoop::acquire: its item (the object pinned in the pool:
+/// item().data stays valid while the ticket lives) until it goes back through complete().
+/// Move-only. A ticket destroyed without complete() is redelivered (its attempt counted). A
+/// ticket may outlive its loop (complete() is then impossible, and the message is redelivered
+/// to the next owner).
+class WorkTicket {
+public:
+    WorkTicket() noexcept;
+    WorkTicket(WorkTicket&&) noexcept;
+    WorkTicket& operator=(WorkTicket&&) noexcept;
+    ~WorkTicket();
+    bool valid() const noexcept { return data_ != nullptr; }
+    /// The message and its object (aborts on an invalid ticket).
+    const WorkItem& item() const;
+    struct Data;
+
+private:
+    friend class WorkerLoop;
+    std::unique_ptr<Data> data_;
+};
+
 class WorkerLoop {
 public:
     /// Creates the topic (and next topic) when missing, opens the store, joins the group.
-    /// already_exists when a live member of the group uses member_id.
+    /// already_exists when a live member of the group uses member_id. With a processor, run()
+    /// calls it; without one, the caller drives acquire/complete/service.
     static Result<WorkerLoop> open(Pool& pool, const WorkerConfig& config, Processor processor);
+    static Result<WorkerLoop> open(Pool& pool, const WorkerConfig& config);
     WorkerLoop(WorkerLoop&&) noexcept;
     WorkerLoop& operator=(WorkerLoop&&) noexcept;
-    ~WorkerLoop();  ///< leaves the group if run() did not
+    ~WorkerLoop();  ///< leaves the group if run() or close() did not
 
-    /// Runs until `should_stop()` (checked between messages and every ~100 ms), --count or
-    /// --exit-when-idle; then commits, leaves the group. Errors: LeaseExpired (a store or
-    /// topic lease ran out), or another fatal error; the group is left in any case.
+    /// Runs until `should_stop()` (checked between messages and every ~50 ms), --count or
+    /// --exit-when-idle; then commits, leaves the group. It is acquire -> processor ->
+    /// complete with one message at a time. Errors: LeaseExpired (a store or topic lease ran
+    /// out), or another fatal error; the group is left in any case. invalid_argument when the
+    /// loop was opened without a processor (use the other run()).
     Result<WorkerExit> run(const std::function<bool()>& should_stop);
+    Result<WorkerExit> run(Processor processor, const std::function<bool()>& should_stop = {});
+
+    // ---- The asynchronous form (docs/api.md section 6). One driver thread calls these. ----
+
+    /// Hands out up to tickets.size() messages ready to process (each pinned, its attempt
+    /// counted in the pool), never more than `concurrency` in flight in all, nor more than
+    /// `window` of one partition past its committed offset; in OrderMode::key never a message
+    /// whose key has an earlier message in flight. Waits up to `timeout` when none is ready
+    /// (0: never waits), heartbeating; returns 0 at once when `concurrency` are in flight or
+    /// `count` is reached. Messages that need no processing (a result for that version exists,
+    /// an earlier owner decided to dead-letter it) are handled here and not handed out.
+    /// Fatal errors only (lease expired, registration fenced).
+    Result<size_t> acquire(std::span<WorkTicket> tickets, std::chrono::nanoseconds timeout);
+    /// Writes the result (fenced; skipped when the stored result records a newer input
+    /// version), forwards it, marks the offset done. The committed offset is the longest
+    /// completed prefix (committed by service() and acquire()). A ticket whose partition moved
+    /// meanwhile is dropped (WorkerStats::abandoned; its new owner redoes it). Fatal errors only.
+    Status complete(WorkTicket&& ticket, std::span<const uint8_t> result);
+    /// The processing failed: permanent (DlqPolicy's codes: invalid_argument, not_found, ...)
+    /// goes to the DLQ at once; otherwise retried after a backoff (other messages go on
+    /// meanwhile) or dead-lettered after max_attempts. Fatal errors only.
+    Status complete(WorkTicket&& ticket, const Error& error);
+    Status complete(WorkTicket&& ticket, const Error& error, bool permanent);
+    /// Heartbeats, lease renewals, commits, rebalances, redelivery of dropped tickets. Call it
+    /// whenever wait_fd() is readable and at least every 100 ms. Fatal errors only.
+    Status service();
+    /// A file descriptor (owned by the loop) that is readable when acquire() may return work
+    /// or service() is due: new messages, a retry's backoff over, capacity freed by complete().
+    /// Level-triggered; acquire() and service() clear it. For poll/epoll/asyncio's add_reader.
+    Result<int> wait_fd();
+    /// Tickets handed out and not completed yet.
+    size_t in_flight() const;
+    /// True once `count` messages were handled, or `exit_when_idle` passed without a message.
+    bool finished() const;
+    /// Commits what completed and leaves the group. Tickets still out are redelivered to the
+    /// next owner (their attempt counted). Idempotent.
+    Status close();
+
     const WorkerStats& stats() const;
     const std::string& member_id() const;
     /// Optional event log ("joined: partitions 0,1 epoch 3", "dlq: ..."), default: none.

@@ -39,6 +39,7 @@ constexpr uint64_t kLayoutFingerprint = [] {
                        uint64_t(offsetof(mq::GroupSlot, members)), uint64_t(offsetof(mq::GroupSlot, parts)),
                        uint64_t(offsetof(mq::GroupPartition, dead_letter_offset)),
                        uint64_t(offsetof(mq::GroupPartition, dead_letter_epoch)),
+                       uint64_t(offsetof(mq::GroupPartition, attempt_window)), uint64_t(mq::kAttemptWindow),
                        uint64_t(sizeof(mq::PartitionHeader)), uint64_t(sizeof(mq::SlotHeader))})
         h = fnv1a_mix(h, v);
     return h;

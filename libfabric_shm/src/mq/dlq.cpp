@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
-// DlqRouter: per-partition attempt counter in the group table (GroupPartition::attempt_offset
-// and ::attempts, written by the partition's owner), retries with backoff, dead letters. A
+// DlqRouter: per-offset attempt counters in the group table (GroupPartition::attempt_window,
+// one word per in-flight offset, written by the partition's owner), retries with backoff,
+// dead letters. A
 // dead letter is fenced like a commit: the decision is recorded in the group table under the
 // member's fence token (refused once a newer owner fenced the partition) before it is sent,
 // and a later owner that finds the record dead-letters the message instead of processing it.
@@ -94,13 +95,18 @@ struct DlqRouter::Impl {
                                                  std::to_string(fence) + " (a newer owner has the partition)");
     }
 
-    /// Current count for message (1 when not the counted offset).
+    /// The attempt-window entry of message's offset (nullptr: partition out of range).
+    std::atomic<uint64_t>* entry(const Message& m) const {
+        GroupPartition* gp = part(m.partition);
+        return gp ? &gp->attempt_window[m.offset % kAttemptWindow] : nullptr;
+    }
+
+    /// Current count for message (1 when its offset is not counted).
     uint64_t current(const Message& m) const {
-        const GroupPartition* gp = part(m.partition);
-        if (!gp) return 1;
-        const uint64_t ao = gp->attempt_offset.load(std::memory_order_seq_cst);  // pairs with begin's stores
-        const uint64_t a = gp->attempts.load(std::memory_order_seq_cst);
-        return ao == m.offset && a > 0 ? a : 1;
+        const std::atomic<uint64_t>* e = entry(m);
+        if (!e) return 1;
+        const uint64_t w = e->load(std::memory_order_seq_cst);  // pairs with begin's stores
+        return attempt_word_is(w, m.offset) && attempt_word_count(w) > 0 ? attempt_word_count(w) : 1;
     }
 
     /// Creates the DLQ topic on first use. Several members (of this group or others sharing
@@ -180,28 +186,48 @@ Result<uint64_t> DlqRouter::begin(const Message& m) {
     // A zombie (evicted, its partition fenced) does not count hand-outs of messages its
     // successor owns. Racy by one count (a pause between this check and the store).
     FABRIC_TRY(im.check_fence(m, "hand-out"));
-    // Single writer: the partition's owner (a zombie racing it can only skew a count).
-    // seq_cst stores in this order: attempts = 0, offset, attempts = 1 -- a crash in between
-    // leaves (old, 0) or (new, 0), never a stale count attributed to the new offset.
-    const uint64_t ao = gp->attempt_offset.load(std::memory_order_seq_cst);
-    const uint64_t a = gp->attempts.load(std::memory_order_seq_cst);
-    if (ao == m.offset && a > 0) {
-        FABRIC_CRASH_POINT("dlq.begin.before_count");
-        return gp->attempts.fetch_add(1, std::memory_order_seq_cst) + 1;
+    // Single writer: the partition's owner (a zombie racing it can only skew a count). One
+    // word holds offset and count, so a crash never leaves a count attributed to another
+    // offset. seq_cst: pairs with current() and uncommitted_window_end() of a later owner.
+    std::atomic<uint64_t>& e = gp->attempt_window[m.offset % kAttemptWindow];
+    uint64_t w = e.load(std::memory_order_seq_cst);
+    for (;;) {
+        if (attempt_word_is(w, m.offset) && attempt_word_count(w) > 0) {
+            FABRIC_CRASH_POINT("dlq.begin.before_count");
+            const uint64_t n = std::min(attempt_word_count(w) + 1, kAttemptCountMax);
+            if (e.compare_exchange_weak(w, make_attempt_word(m.offset, n), std::memory_order_seq_cst)) return n;
+            continue;
+        }
+        // A later offset of the same entry still counted: this is a replay below it (after a
+        // crash mid-batch), not counted.
+        if (attempt_word_count(w) > 0 && (m.offset & kAttemptOffsetMask) < attempt_word_offset(w)) return uint64_t(1);
+        if (e.compare_exchange_weak(w, make_attempt_word(m.offset, 1), std::memory_order_seq_cst)) return uint64_t(1);
     }
-    if (a > 0 && int64_t(m.offset - ao) < 0) return uint64_t(1);  // replay below the counted offset
-    gp->attempts.store(0, std::memory_order_seq_cst);
-    gp->attempt_offset.store(m.offset, std::memory_order_seq_cst);
-    gp->attempts.store(1, std::memory_order_seq_cst);
-    return uint64_t(1);
 }
 
 Status DlqRouter::ack(const Message& m) {
-    GroupPartition* gp = impl_->part(m.partition);
-    if (!gp) return make_error(Errc::invalid_argument, "message partition " + std::to_string(m.partition) + " out of range");
-    // Keep attempt_offset (so replays below it stay uncounted); zero the count.
-    if (gp->attempt_offset.load(std::memory_order_seq_cst) == m.offset) gp->attempts.store(0, std::memory_order_seq_cst);
+    std::atomic<uint64_t>* e = impl_->entry(m);
+    if (!e) return make_error(Errc::invalid_argument, "message partition " + std::to_string(m.partition) + " out of range");
+    // Keep the offset (so replays below it stay uncounted); zero the count.
+    uint64_t w = e->load(std::memory_order_seq_cst);
+    while (attempt_word_is(w, m.offset) && attempt_word_count(w) != 0 &&
+           !e->compare_exchange_weak(w, make_attempt_word(m.offset, 0), std::memory_order_seq_cst)) {
+    }
     return {};
+}
+
+uint64_t DlqRouter::uncommitted_window_end(uint32_t partition, uint64_t committed) const {
+    const GroupPartition* gp = impl_->part(partition);
+    uint64_t end = committed;
+    if (!gp) return end;
+    for (const auto& e : gp->attempt_window) {
+        const uint64_t w = e.load(std::memory_order_seq_cst);  // pairs with begin's CAS
+        if (attempt_word_count(w) == 0) continue;
+        // The entry's offset, unfolded next to `committed` (entries keep 56 bits).
+        const uint64_t o = (committed & ~kAttemptOffsetMask) | attempt_word_offset(w);
+        if (o >= committed && o - committed < kAttemptWindow * 4) end = std::max(end, o + 1);
+    }
+    return end;
 }
 
 Result<bool> DlqRouter::nack(const Message& m, std::string_view reason, uint64_t* backoff_ns) {

@@ -538,8 +538,16 @@ Result<ConsumerGroupDescription> describe_consumer_group(const Pool& pool, std::
         pd.commit_epoch = gp.commit_epoch.load(std::memory_order_relaxed);
         const uint64_t next = th.parts[p].hdr->tail.load(std::memory_order_acquire);
         pd.lag = int64_t(next - pd.committed) > 0 ? next - pd.committed : 0;
-        pd.attempt_offset = gp.attempt_offset.load(std::memory_order_relaxed);
-        pd.attempts = gp.attempts.load(std::memory_order_relaxed);
+        // The lowest counted offset of the attempt window (the one holding the others up).
+        for (const auto& e : gp.attempt_window) {
+            const uint64_t w = e.load(std::memory_order_relaxed);
+            if (attempt_word_count(w) == 0) continue;
+            const uint64_t o = (pd.committed & ~kAttemptOffsetMask) | attempt_word_offset(w);
+            if (pd.attempts == 0 || o < pd.attempt_offset) {
+                pd.attempt_offset = o;
+                pd.attempts = attempt_word_count(w);
+            }
+        }
         d.partitions.push_back(pd);
     }
     return d;

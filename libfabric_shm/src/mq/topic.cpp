@@ -398,8 +398,8 @@ Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const Gr
             g.parts[p].committed.store(start, std::memory_order_relaxed);
             g.parts[p].commit_epoch.store(0, std::memory_order_relaxed);
             g.parts[p].owner.store(0, std::memory_order_relaxed);
-            g.parts[p].attempt_offset.store(0, std::memory_order_relaxed);
-            g.parts[p].attempts.store(0, std::memory_order_relaxed);
+            g.parts[p].reserved_attempts[0] = g.parts[p].reserved_attempts[1] = 0;
+            for (auto& a : g.parts[p].attempt_window) a.store(0, std::memory_order_relaxed);
             g.parts[p].commits.store(0, std::memory_order_relaxed);
             g.parts[p].dead_letter_offset.store(0, std::memory_order_relaxed);
             g.parts[p].dead_letter_epoch.store(0, std::memory_order_relaxed);

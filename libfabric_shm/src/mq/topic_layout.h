@@ -31,7 +31,8 @@ constexpr uint64_t kPartitionMagic = 0x5452415042414600ULL;  ///< "\0FABPART"
 /// 3: per-partition waiter bits and the waiter table replaced the topic-wide data futex word;
 /// the envelope fields became (relaxed) atomics; TopicHeader carries kTopicLayoutFingerprint.
 /// 4: GroupSlot's result-bucket record (results_seq, results_flags, results_bucket).
-constexpr uint32_t kTopicLayoutVersion = 4;
+/// 5: GroupPartition's attempt window (two lines; one counter per in-flight offset).
+constexpr uint32_t kTopicLayoutVersion = 5;
 
 constexpr uint32_t kMaxPartitions = 64;
 constexpr uint32_t kMaxGroups = 16;
@@ -150,22 +151,48 @@ constexpr uint64_t group_state(uint64_t w) { return w >> 56; }
 constexpr uint32_t group_gen(uint64_t w) { return uint32_t(w >> 32) & 0xffffff; }
 constexpr uint32_t kGroupNameWords = 8;  ///< 64 bytes, NUL-padded (kMaxNameLength)
 
-/// Per (group, partition): committed offset, its fence, the owner word, the DLQ attempt
-/// counter and the dead-letter decision record. Epochs stored here are fence tokens
-/// (GroupSlot::era + the member's epoch), comparable across registrations.
+/// Hand-outs counted per in-flight offset: a partition's owner may process up to this many
+/// messages past its committed offset at once (WorkerConfig::window), and each one's attempts
+/// are counted in the pool, so they survive the member.
+constexpr uint32_t kAttemptWindow = 8;
+
+/// One entry of GroupPartition::attempt_window: offset << 8 | hand-outs (0..255). One word, so
+/// a crash between two stores never attributes a count to the wrong offset. Offset o lives in
+/// entry o % kAttemptWindow: the offsets of one window [committed, committed + W) never share
+/// an entry. Offsets are kept modulo 2^56 (a partition never gets that far).
+constexpr uint64_t kAttemptCountBits = 8;
+constexpr uint64_t kAttemptCountMax = (uint64_t(1) << kAttemptCountBits) - 1;
+constexpr uint64_t kAttemptOffsetMask = (uint64_t(1) << (64 - kAttemptCountBits)) - 1;
+constexpr uint64_t make_attempt_word(uint64_t offset, uint64_t count) {
+    return ((offset & kAttemptOffsetMask) << kAttemptCountBits) | (count & kAttemptCountMax);
+}
+constexpr uint64_t attempt_word_offset(uint64_t w) { return w >> kAttemptCountBits; }
+constexpr uint64_t attempt_word_count(uint64_t w) { return w & kAttemptCountMax; }
+constexpr bool attempt_word_is(uint64_t w, uint64_t offset) {
+    return attempt_word_offset(w) == (offset & kAttemptOffsetMask);
+}
+
+/// Per (group, partition): committed offset, its fence, the owner word, the dead-letter
+/// decision record, and (second line) the attempt counters of the in-flight window. Epochs
+/// stored here are fence tokens (GroupSlot::era + the member's epoch), comparable across
+/// registrations.
 struct alignas(kLine) GroupPartition {
     std::atomic<uint64_t> committed;      ///< committer under GroupSlot::lock: next offset to read
     std::atomic<uint64_t> commit_epoch;   ///< committer / fence raiser under the lock, stored BEFORE committed: the fence token
     std::atomic<uint64_t> owner;          ///< (member row gen, row + 1) << 32 | member epoch (relative to the era), CAS only; 0 = unowned
-    std::atomic<uint64_t> attempt_offset; ///< the owner (DlqRouter::begin): offset whose hand-outs `attempts` counts
-    std::atomic<uint64_t> attempts;       ///< the owner: hand-outs of attempt_offset (counted at hand-out)
+    uint64_t reserved_attempts[2];        ///< layout 5's one-offset counter (attempt_offset, attempts); now attempt_window
     std::atomic<uint64_t> commits;        ///< committer: number of commits (diagnostics)
     std::atomic<uint64_t> dead_letter_offset;  ///< dead-letterer under GroupSlot::lock, fence checked: offset + 1 decided for the DLQ; 0 = none
     std::atomic<uint64_t> dead_letter_epoch;   ///< same, stored before dead_letter_offset: the fence token of the decision
+    /// The owner (DlqRouter::begin/ack, seq_cst, single writer: a zombie racing the owner can
+    /// only skew a count): make_attempt_word entries, offset o at o % kAttemptWindow. A later
+    /// owner reads them to find the previous owner's uncommitted window (re-run one at a time).
+    std::atomic<uint64_t> attempt_window[kAttemptWindow];
 };
-static_assert(sizeof(GroupPartition) == 64);
+static_assert(sizeof(GroupPartition) == 128, "two lines: the owner's commit line and its attempt window");
 static_assert(offsetof(GroupPartition, dead_letter_offset) == 48,
               "the dead-letter record is read by every later owner of the partition before it processes");
+static_assert(offsetof(GroupPartition, attempt_window) == 64, "the attempt window has its own line");
 
 /// Issue 5's membership row; registered here so the group table never changes shape.
 struct alignas(kLine) GroupMember {
@@ -212,7 +239,7 @@ constexpr uint64_t kResultsSet = 1;     ///< results_flags: the record names a b
 constexpr uint64_t kResultsShared = 2;  ///< results_flags: written with --shared-results
 static_assert(offsetof(GroupSlot, members) == 256);
 static_assert(offsetof(GroupSlot, parts) == 256 + 64 * kMaxMembers);
-static_assert(sizeof(GroupSlot) == 256 + 64 * kMaxMembers + 64 * kMaxPartitions);
+static_assert(sizeof(GroupSlot) == 256 + 64 * kMaxMembers + sizeof(GroupPartition) * kMaxPartitions);
 
 // ---- Topic header ---------------------------------------------------------------------
 struct alignas(4096) TopicHeader {

@@ -1,14 +1,26 @@
 // SPDX-License-Identifier: MIT
 // WorkerLoop: notification -> get (pin) -> skip if done -> process -> fenced result put ->
 // forward -> commit. Delivery is at-least-once; a result is written once per input version
-// (a redelivered notification whose result exists for that version is skipped).
+// (a redelivered notification whose result exists for that version is skipped), and never
+// over a result that records a newer input version.
 //
-// The position invariant: a partition's committed offset (and this member's in-memory
-// position at every poll) never passes a message that was neither processed, skipped as a
-// duplicate, nor dead-lettered. Any other outcome ends the batch, commits the handled prefix
-// and rewinds the consumer to the first unhandled message before the next poll.
+// The asynchronous engine (run() is it with one message at a time): each owned partition
+// buffers up to `window` messages past its committed offset in a ring of slots (waiting, in
+// flight, waiting out a retry's backoff, done). acquire() hands eligible slots out as
+// tickets; complete() marks them done; the done prefix of a ring is committed. A partition
+// whose ring is full is taken out of the consumer's assignment until a slot frees, so the
+// consumer never reads past the window.
+//
+// The position invariant: a partition's committed offset never passes a message that was
+// neither processed, skipped as a duplicate, nor dead-lettered (only a done prefix is
+// committed). Every change of assignment or epoch drops every ring and restarts each owned
+// partition at its committed offset; tickets handed out before are then stale (complete()
+// drops them: their new owner redoes them).
 #include "fabric_shm/worker_loop.h"
 
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -18,6 +30,7 @@
 #include <charconv>
 #include <cstdio>
 #include <cstring>
+#include <mutex>
 #include <optional>
 
 #include "fabric_shm/clock.h"
@@ -32,6 +45,7 @@
 #include "fabric_shm/names.h"
 #include "fabric_shm/registry.h"
 #include "fabric_shm/topic.h"
+#include "fabric_shm/waiter.h"
 #include "mq/result_buckets.h"
 #include "mq/topic_internal.h"
 #include "worker/membership.h"
@@ -41,7 +55,6 @@ namespace fabric_shm {
 namespace {
 
 constexpr uint64_t kPollTimeoutNs = 50 * kNsPerMs;  ///< idle members look for takeovers this often
-constexpr uint64_t kBackoffSliceNs = 50 * kNsPerMs;
 
 uint64_t parse_u64(std::string_view text, uint64_t fallback) {
     uint64_t v = 0;
@@ -133,14 +146,114 @@ std::string default_member_id() {
     return h + "-" + std::to_string(getpid()) + "-" + std::to_string(self_start_time());
 }
 
-/// What handling one message came to.
+/// What handling one step came to.
 enum class Outcome : uint8_t {
-    done,         ///< result written / skipped / dead-lettered: commit past it
-    interrupted,  ///< stop requested during a retry backoff: leave it uncommitted
-    lost,         ///< a newer owner has the partition (evicted or fenced): leave it, rejoin
-    deferred,     ///< a group lock is held by a live (paused) process: leave it, try again
-    failed,       ///< one attempt failed (attempt_once only)
+    done,      ///< result written / skipped / dead-lettered: the offset may be committed past
+    lost,      ///< a newer owner has the partition (evicted or fenced): leave it, rebalance
+    deferred,  ///< a group lock is held by a live (paused) process: try again shortly
+    failed,    ///< one attempt failed (the Failure says why)
 };
+
+/// Keep-alive (heartbeat, leases) at most this often from acquire()/service().
+constexpr uint64_t kKeepAliveEveryNs = 20 * kNsPerMs;
+
+/// Told by a ticket destroyed without complete(): the loop redelivers its message. Shared
+/// with the tickets (a ticket may outlive its loop); a ticket may die on any thread.
+struct AbandonBox {
+    struct Dropped {
+        uint64_t generation;
+        uint32_t partition;
+        uint64_t id;
+    };
+    std::mutex mu;
+    std::vector<Dropped> dropped;
+    std::atomic<bool> any{false};  ///< release by droppers, acquire by the loop: dropped is non-empty
+    std::atomic<int> event_fd{-1}; ///< the loop's wake-up eventfd (wait_fd), -1 when none
+};
+
+struct WorkTicket::Data {
+    WorkItem item;
+    PinnedView view;                 ///< keeps item.data valid
+    std::optional<FabricUri> input;  ///< item.uri, kept for the result's metadata
+    std::optional<FabricUri> result_uri;
+    uint64_t id = 0;                 ///< the hand-out (Slot::id)
+    uint64_t generation = 0;         ///< the loop's assignment generation at hand-out
+    std::shared_ptr<AbandonBox> box; ///< null once completed
+};
+
+WorkTicket::WorkTicket() noexcept = default;
+WorkTicket::WorkTicket(WorkTicket&&) noexcept = default;
+WorkTicket& WorkTicket::operator=(WorkTicket&& other) noexcept {
+    if (this != &other) {
+        WorkTicket dropped(std::move(*this));  // an uncompleted ticket overwritten is dropped
+        data_ = std::move(other.data_);
+    }
+    return *this;
+}
+WorkTicket::~WorkTicket() {
+    if (!data_ || !data_->box) return;
+    AbandonBox& b = *data_->box;
+    {
+        std::lock_guard<std::mutex> lock(b.mu);
+        b.dropped.push_back({data_->generation, data_->item.partition, data_->id});
+    }
+    b.any.store(true, std::memory_order_release);  // pairs with take_abandoned's acquire exchange
+    const int fd = b.event_fd.load(std::memory_order_acquire);
+    if (fd >= 0) {
+        const uint64_t one = 1;
+        (void)!::write(fd, &one, sizeof one);
+    }
+}
+const WorkItem& WorkTicket::item() const {
+    if (!data_) {
+        std::fprintf(stderr, "fabric_shm: WorkTicket::item() on an empty ticket\n");
+        std::abort();
+    }
+    return data_->item;
+}
+
+namespace {
+
+/// One buffered message of an owned partition (its bytes copied out of the topic slot; the
+/// vectors keep their capacity, so a steady stream allocates nothing).
+struct Slot {
+    enum class State : uint8_t { waiting, in_flight, retry, done };
+    uint64_t offset = 0, timestamp_ns = 0;
+    std::vector<uint8_t> key, value, headers;
+    State state = State::waiting;
+    uint64_t retry_at_ns = 0;  ///< retry: not handed out before this (monotonic)
+    uint64_t id = 0;           ///< in_flight: the hand-out
+    uint32_t attempt = 0;      ///< in_flight: its attempt number
+    /// A dead letter whose send was delayed (busy): decided and recorded, sent at its next turn.
+    bool dlq_owed = false;
+    uint64_t dlq_attempts = 0;
+    std::string dlq_reason;
+
+    Message message(uint32_t partition) const {
+        Message m;
+        m.partition = partition;
+        m.offset = offset;
+        m.timestamp_ns = timestamp_ns;
+        m.key = key;
+        m.value = value;
+        m.headers_raw = headers;
+        return m;
+    }
+};
+
+struct Part {
+    bool owned = false;
+    bool paused = false;         ///< ring full: out of the consumer's assignment
+    uint64_t next_read = 0;      ///< the consumer's position for it (first offset not buffered)
+    uint64_t serial_until = 0;   ///< offsets below: a previous owner's window, run one at a time
+    uint64_t commit_to = UINT64_MAX;  ///< done prefix to commit, UINT64_MAX: nothing
+    uint32_t head = 0, count = 0;
+    uint32_t in_flight = 0;
+    std::array<Slot, kMaxWorkWindow> ring;
+    Slot& at(uint32_t i) { return ring[(head + i) % kMaxWorkWindow]; }
+};
+
+}  // namespace
 
 struct WorkerLoop::Impl {
     Pool pool_handle;  ///< keeps the mapping alive: the caller's Pool may be moved or dropped
@@ -154,14 +267,42 @@ struct WorkerLoop::Impl {
     std::optional<DlqRouter> router;
     std::unique_ptr<worker::Membership> membership;
     std::unique_ptr<RenewalManager> renewals;
-    std::vector<uint64_t> pending;   ///< per partition: next offset to commit, UINT64_MAX = nothing
     WorkerStats stats;
     LatencyHistogramData latency;    ///< this member's own samples (the summary)
     LatencyRecorder recorder;        ///< the same samples into the pool (topic, group) histogram
     std::string recorder_warning;    ///< why the pool histogram is not written ("" when it is)
-    uint64_t handled = 0;
     bool left = false;
-    std::function<bool()> should_stop;
+    bool dlq_leases_registered = false;
+
+    // The engine's state.
+    std::vector<Part> parts;             ///< per partition of the topic
+    std::vector<uint32_t> active;        ///< the consumer's assignment: owned and not paused
+    bool active_dirty = false;
+    uint64_t generation = 1;             ///< bumped by every (re)assignment: older tickets are stale
+    uint64_t next_id = 0;
+    size_t in_flight = 0;
+    uint64_t handled = 0;                ///< messages done (results, skips, dead letters)
+    uint64_t buffered = 0;               ///< slots not done, in all rings
+    uint32_t rotate = 0;
+    bool need_rebalance = false;
+    uint64_t last_keep_alive_ns = 0, last_rebalance_ns = 0, last_message_ns = 0;
+    MessageBatch batch;
+    std::shared_ptr<AbandonBox> box = std::make_shared<AbandonBox>();
+    std::vector<std::unique_ptr<WorkTicket::Data>> spare;  ///< recycled ticket data
+
+    // wait_fd(): an epoll set of the Waiter's eventfd (new messages), our eventfd (work
+    // buffered, capacity freed, a ticket dropped) and a timerfd (service due, a retry due).
+    std::optional<Waiter> waiter;
+    int epoll_fd = -1, event_fd = -1, timer_fd = -1, waiter_fd = -1;
+    bool waiter_in_set = false, event_set = false;
+    uint64_t timer_due_ns = 0;
+
+    ~Impl() {
+        box->event_fd.store(-1, std::memory_order_release);
+        waiter.reset();  // before the consumer it watches
+        for (int fd : {epoll_fd, event_fd, timer_fd})
+            if (fd >= 0) ::close(fd);
+    }
 
     void note(const std::string& line) const {
         if (log) log(line);
@@ -169,33 +310,38 @@ struct WorkerLoop::Impl {
     Status register_topic_leases(const std::string& topic);
     Status keep_alive();
     Status apply_assignment();
-    Status commit_pending(bool* lost);
-    Status rewind();
-    bool any_pending() const {
-        return std::any_of(pending.begin(), pending.end(), [](uint64_t o) { return o != UINT64_MAX; });
-    }
+    Status sync_active();
+    Status commit_pending(bool* busy);
+    Status service(bool full);
+    Status rebalance();
+    Status poll_into_rings(uint64_t timeout_ns);
+    Result<size_t> hand_out_ready(std::span<WorkTicket> tickets, bool* more);
+    Result<bool> hand_out(uint32_t p, uint32_t i, WorkTicket& ticket);
+    bool eligible(Part& part, uint32_t i, uint64_t now) ;
     struct Failure {
         std::string reason;
         bool permanent = false;
     };
-    Result<Outcome> handle(const Message& m);
-    Result<Outcome> attempt_once(const Message& m, const FabricUri& uri, const FabricUri& result_uri, uint32_t attempt,
-                                 Failure* failure);
-    Result<Outcome> dead_letter(const Message& m, uint64_t attempts, const std::string& reason);
-    Result<Outcome> refused(const Error& e, std::string_view what);
+    Result<Outcome> write_result(const Message& m, WorkTicket::Data& d, std::span<const uint8_t> out, Failure* failure);
+    Status forward(const Message& m, const FabricUri& result_uri, uint64_t result_version);
+    Status settle(Part& part, Slot& s, const Message& m, Result<Outcome> r, const Failure& failure);
+    Status fail_slot(Part& part, Slot& s, const Message& m, const Failure& failure);
+    Status dead_letter_slot(Part& part, Slot& s, const Message& m, uint64_t attempts, const std::string& reason);
+    Status refused(Part& part, Slot& s, const Error& e, std::string_view what);
+    void finish_slot(Part& part, Slot& s);
+    void unstart(Part& part, Slot& s, uint64_t retry_at_ns);
+    void advance(Part& part);
+    Slot* find(const WorkTicket::Data& d);
+    void take_abandoned();
+    Status complete_error(WorkTicket&& ticket, const Error& error, bool permanent);
+    std::unique_ptr<WorkTicket::Data> new_data();
+    void recycle(std::unique_ptr<WorkTicket::Data> d);
+    uint64_t capacity() const;
+    bool finished() const;
     Status note_dead_letter();
     Error fatal(Error e) const;
-    bool dlq_leases_registered = false;
-    /// A dead letter whose send was delayed (the DLQ topic being created by a stopped process,
-    /// a group lock held): its decision is recorded, so the redelivery finds it decided();
-    /// this keeps the reason it was decided for.
-    struct DelayedDeadLetter {
-        uint32_t partition = 0;
-        uint64_t offset = UINT64_MAX;
-        uint64_t attempts = 0;
-        std::string reason;
-    } delayed;
-    Result<Outcome> backoff(uint64_t wait_ns);
+    Status update_wait_fd(bool more_ready);
+    void signal_ready();
     void leave();
 };
 
@@ -208,9 +354,10 @@ Status WorkerLoop::Impl::register_topic_leases(const std::string& topic) {
 }
 
 // Renews due leases (a lease that ran out is fatal: fail closed), heartbeats the registry
-// and the group, and picks up a new assignment.
+// and the group.
 Status WorkerLoop::Impl::keep_alive() {
     const uint64_t now = mono_now_ns();
+    last_keep_alive_ns = now;
     TickSummary t = renewals->tick(now);
     FABRIC_TRY(std::move(t.registration));  // fenced: fail closed (stale_generation is fatal)
     for (const RenewalOutcome& o : t.outcomes)
@@ -224,50 +371,698 @@ Status WorkerLoop::Impl::keep_alive() {
 
 // Every (re)assignment restarts every owned partition from its committed offset: a partition
 // kept across an eviction may have been handled and committed by another member meanwhile.
-// Nothing is uncommitted here (run() commits before it rebalances).
+// Rings are dropped; tickets out become stale. A previous owner's uncommitted window (offsets
+// with counted hand-outs past the committed offset) is re-run one message at a time.
 Status WorkerLoop::Impl::apply_assignment() {
-    const auto& parts = membership->partitions();
+    const auto& owned = membership->partitions();
     consumer->set_epoch(membership->epoch());
     router->set_epoch(membership->epoch());
-    FABRIC_TRY(consumer->assign(parts));
-    for (uint32_t p : parts) FABRIC_TRY(consumer->seek(p, SeekPolicy::Committed()));
-    std::fill(pending.begin(), pending.end(), UINT64_MAX);
-    stats.partitions = parts;
+    FABRIC_TRY(consumer->assign(owned));
+    ++generation;
+    for (Part& part : parts) {
+        for (Slot& s : part.ring) {
+            s.state = Slot::State::waiting;
+            s.dlq_owed = false;
+        }
+        part.owned = part.paused = false;
+        part.head = part.count = part.in_flight = 0;
+        part.commit_to = UINT64_MAX;
+        part.serial_until = 0;
+    }
+    in_flight = 0;
+    buffered = 0;
+    active.clear();
+    for (uint32_t p : owned) {
+        FABRIC_TRY(consumer->seek(p, SeekPolicy::Committed()));
+        auto pos = consumer->position(p);
+        if (!pos) return std::move(pos).error();
+        Part& part = parts[p];
+        part.owned = true;
+        part.next_read = *pos;
+        part.serial_until = router->uncommitted_window_end(p, *pos);
+        if (part.serial_until > *pos + 1)
+            note("partition " + std::to_string(p) + ": offsets " + std::to_string(*pos) + ".." +
+                 std::to_string(part.serial_until - 1) +
+                 " were in flight at a previous owner; re-running them one at a time");
+        active.push_back(p);
+    }
+    active_dirty = false;
+    stats.partitions = owned;
     stats.epoch = membership->epoch();
     note("assigned: " + membership->describe());
     return {};
 }
 
-// Commits what was handled. stale_epoch: a newer owner fenced us (*lost; the work is redone
-// by it); busy: the group lock is held by a live paused process, the offsets stay pending.
-Status WorkerLoop::Impl::commit_pending(bool* lost) {
-    for (uint32_t p = 0; p < pending.size(); ++p) {
-        if (pending[p] == UINT64_MAX) continue;
+// The consumer reads only partitions whose ring has room. A partition coming back resumes at
+// the first offset not buffered (assign() put it at its committed offset).
+Status WorkerLoop::Impl::sync_active() {
+    if (!active_dirty) return {};
+    active_dirty = false;
+    std::vector<uint32_t> next_active;
+    for (uint32_t p = 0; p < parts.size(); ++p)
+        if (parts[p].owned && !parts[p].paused) next_active.push_back(p);
+    FABRIC_TRY(consumer->assign(next_active));
+    for (uint32_t p : next_active)
+        if (std::find(active.begin(), active.end(), p) == active.end())
+            FABRIC_TRY(consumer->seek(p, SeekPolicy::Offset(parts[p].next_read)));
+    active = std::move(next_active);
+    return {};
+}
+
+// Commits each partition's done prefix. stale_epoch: a newer owner fenced us (rebalance; its
+// work is redone by it); busy: the group lock is held by a live paused process, the offsets
+// stay pending (*busy).
+Status WorkerLoop::Impl::commit_pending(bool* busy) {
+    for (uint32_t p = 0; p < parts.size(); ++p) {
+        Part& part = parts[p];
+        if (part.commit_to == UINT64_MAX) continue;
         FABRIC_PAUSE_POINT("worker.commit.before");
-        Status st = consumer->commit(p, pending[p]);
+        Status st = consumer->commit(p, part.commit_to);
         if (!st) {
             if (st.code() == Errc::stale_epoch) {
-                *lost = true;
                 note("commit refused (partitions moved): " + st.error().message);
-                std::fill(pending.begin(), pending.end(), UINT64_MAX);
+                need_rebalance = true;
+                for (Part& q : parts) q.commit_to = UINT64_MAX;
                 return {};
             }
             if (st.code() == Errc::busy) {
                 note("commit delayed: " + st.error().message);
+                if (busy) *busy = true;
                 return {};
             }
             return st;
         }
-        pending[p] = UINT64_MAX;
+        part.commit_to = UINT64_MAX;
     }
     return {};
 }
 
-// Moves each owned partition back to its first unhandled message: the pending offset (handled,
-// commit delayed) or the committed one. poll() had moved past the whole batch.
-Status WorkerLoop::Impl::rewind() {
-    for (uint32_t p : consumer->assignment())
-        FABRIC_TRY(consumer->seek(p, pending[p] != UINT64_MAX ? SeekPolicy::Offset(pending[p]) : SeekPolicy::Committed()));
+// Takes partitions, gives back those the group's target gives to others. A change drops every
+// ring (apply_assignment); the done prefixes are committed first.
+Status WorkerLoop::Impl::rebalance() {
+    bool busy = false;
+    FABRIC_TRY(commit_pending(&busy));
+    if (busy) return {};  // retried at the next service
+    last_rebalance_ns = mono_now_ns();
+    auto changed = membership->rebalance(last_rebalance_ns);
+    if (!changed) {
+        if (changed.code() != Errc::busy) return std::move(changed).error();
+        note("rebalance delayed: " + changed.error().message);
+        return {};
+    }
+    const bool forced = need_rebalance;
+    need_rebalance = false;
+    if (*changed || forced) {
+        ++stats.rebalances;
+        FABRIC_TRY(apply_assignment());
+    }
+    return {};
+}
+
+// Dropped tickets: their messages are handed out again (the hand-out counts an attempt).
+void WorkerLoop::Impl::take_abandoned() {
+    if (!box->any.exchange(false, std::memory_order_acquire)) return;  // pairs with ~WorkTicket's release
+    std::vector<AbandonBox::Dropped> dropped;
+    {
+        std::lock_guard<std::mutex> lock(box->mu);
+        dropped.swap(box->dropped);
+    }
+    for (const auto& d : dropped) {
+        if (d.generation != generation || d.partition >= parts.size()) continue;
+        Part& part = parts[d.partition];
+        for (uint32_t i = 0; i < part.count; ++i) {
+            Slot& s = part.at(i);
+            if (s.state == Slot::State::in_flight && s.id == d.id) {
+                note("a ticket for partition " + std::to_string(d.partition) + " offset " + std::to_string(s.offset) +
+                     " was dropped without complete(): redelivering it");
+                unstart(part, s, 0);
+                break;
+            }
+        }
+    }
+}
+
+// full: also the periodic rebalance (claims partitions freed by others).
+Status WorkerLoop::Impl::service(bool full) {
+    take_abandoned();
+    const uint64_t now = mono_now_ns();
+    if (now - last_keep_alive_ns >= kKeepAliveEveryNs) {
+        // stale_epoch: evicted while descheduled past the session timeout (our partitions
+        // moved, our epoch is fenced); not fatal: the rebalance below joins again.
+        if (Status st = keep_alive(); !st) {
+            if (st.code() != Errc::stale_epoch) return st;
+            need_rebalance = true;
+        }
+    }
+    FABRIC_TRY(commit_pending(nullptr));
+    if (need_rebalance || (full && now - last_rebalance_ns >= kPollTimeoutNs)) FABRIC_TRY(rebalance());
+    return sync_active();
+}
+
+uint64_t WorkerLoop::Impl::capacity() const {
+    uint64_t cap = in_flight >= cfg.concurrency ? 0 : cfg.concurrency - in_flight;
+    if (cfg.count != 0) cap = std::min<uint64_t>(cap, cfg.count > handled + in_flight ? cfg.count - handled - in_flight : 0);
+    return cap;
+}
+
+bool WorkerLoop::Impl::finished() const {
+    if (cfg.count != 0 && handled >= cfg.count) return true;
+    return cfg.exit_when_idle_ns != 0 && in_flight == 0 && buffered == 0 &&
+           mono_now_ns() - last_message_ns >= cfg.exit_when_idle_ns;
+}
+
+// Reads what the rings have room for. Messages past a partition's room are given back (the
+// consumer seeks back to the first of them) and the partition leaves the assignment until
+// its ring has room again.
+Status WorkerLoop::Impl::poll_into_rings(uint64_t timeout_ns) {
+    FABRIC_TRY(sync_active());
+    uint64_t room = 0;
+    for (uint32_t p : active) room += cfg.window - parts[p].count;
+    if (cfg.count != 0) room = std::min<uint64_t>(room, cfg.count > handled + buffered ? cfg.count - handled - buffered : 0);
+    room = std::min<uint64_t>(room, std::max<uint64_t>(cfg.batch, cfg.concurrency));
+    if (room == 0 || active.empty()) {
+        if (timeout_ns) sleep_ns(timeout_ns);
+        return {};
+    }
+    auto n = consumer->poll(batch, size_t(room), timeout_ns);
+    if (!n) return std::move(n).error();
+    if (batch.lost() != 0)
+        note("lost " + std::to_string(batch.lost()) + " notification(s) to overwriting (topic too small)");
+    if (*n == 0) return {};
+    last_message_ns = mono_now_ns();
+    for (const Message& m : batch) {
+        Part& part = parts[m.partition];
+        if (!part.owned || part.paused || m.offset < part.next_read) continue;
+        if (part.count >= cfg.window) {  // given back: read again once the ring has room
+            part.paused = true;
+            active_dirty = true;
+            continue;
+        }
+        Slot& s = part.at(part.count++);
+        s.offset = m.offset;
+        s.timestamp_ns = m.timestamp_ns;
+        s.key.assign(m.key.begin(), m.key.end());
+        s.value.assign(m.value.begin(), m.value.end());
+        s.headers.assign(m.headers_raw.begin(), m.headers_raw.end());
+        s.state = Slot::State::waiting;
+        s.dlq_owed = false;
+        s.retry_at_ns = 0;
+        part.next_read = m.offset + 1;
+        ++buffered;
+        if (part.count == cfg.window) {
+            part.paused = true;
+            active_dirty = true;
+        }
+    }
+    for (uint32_t p : active)
+        if (parts[p].paused) FABRIC_TRY(consumer->seek(p, SeekPolicy::Offset(parts[p].next_read)));
+    return sync_active();
+}
+
+// May slot i of `part` be handed out now?
+bool WorkerLoop::Impl::eligible(Part& part, uint32_t i, uint64_t now) {
+    Slot& s = part.at(i);
+    if (s.state == Slot::State::in_flight || s.state == Slot::State::done) return false;
+    if (s.state == Slot::State::retry && s.retry_at_ns > now) return false;
+    if (s.dlq_owed && i != 0) return false;  // a dead letter waits for the front (dead_letter_slot)
+    // A previous owner's window: one message at a time, and nothing past it meanwhile.
+    if (part.at(0).offset < part.serial_until) return i == 0 && part.in_flight == 0;
+    if (cfg.order == OrderMode::key && !s.key.empty())
+        for (uint32_t j = 0; j < i; ++j) {
+            const Slot& e = part.at(j);
+            if (e.state != Slot::State::done && e.key == s.key) return false;
+        }
+    return true;
+}
+
+Result<size_t> WorkerLoop::Impl::hand_out_ready(std::span<WorkTicket> tickets, bool* more) {
+    size_t n = 0;
+    *more = false;
+    const uint64_t now = mono_now_ns();
+    const uint32_t np = uint32_t(parts.size());
+    for (uint32_t k = 0; k < np; ++k) {
+        const uint32_t p = (rotate + k) % np;
+        Part& part = parts[p];
+        if (!part.owned) continue;
+        for (uint32_t i = 0; i < part.count; ++i) {
+            if (!eligible(part, i, now)) continue;
+            if (n == tickets.size() || capacity() == 0) {
+                *more = true;
+                break;
+            }
+            const uint64_t gen = generation;
+            auto got = hand_out(p, i, tickets[n]);
+            if (!got) return std::move(got).error();
+            if (*got) ++n;
+            if (gen != generation || !part.owned) break;  // reassigned meanwhile
+            // A done prefix may have moved the ring: start this partition over.
+            i = uint32_t(-1);
+        }
+    }
+    ++rotate;
+    return n;
+}
+
+std::unique_ptr<WorkTicket::Data> WorkerLoop::Impl::new_data() {
+    if (spare.empty()) return std::make_unique<WorkTicket::Data>();
+    auto d = std::move(spare.back());
+    spare.pop_back();
+    return d;
+}
+
+void WorkerLoop::Impl::recycle(std::unique_ptr<WorkTicket::Data> d) {
+    d->box.reset();
+    d->view = PinnedView();  // unpins
+    if (spare.size() < 256) spare.push_back(std::move(d));
+}
+
+void WorkerLoop::Impl::finish_slot(Part& part, Slot& s) {
+    if (s.state == Slot::State::in_flight) {
+        --part.in_flight;
+        --in_flight;
+    }
+    s.state = Slot::State::done;
+    s.dlq_owed = false;
+    ++handled;
+    --buffered;
+    last_message_ns = mono_now_ns();
+    advance(part);
+}
+
+// Back to waiting (retry at retry_at_ns): lost, deferred, dropped, or a failure with attempts left.
+void WorkerLoop::Impl::unstart(Part& part, Slot& s, uint64_t retry_at_ns) {
+    if (s.state == Slot::State::in_flight) {
+        --part.in_flight;
+        --in_flight;
+    }
+    s.state = Slot::State::retry;
+    s.retry_at_ns = retry_at_ns;
+}
+
+void WorkerLoop::Impl::advance(Part& part) {
+    while (part.count > 0 && part.at(0).state == Slot::State::done) {
+        part.commit_to = part.at(0).offset + 1;
+        part.head = (part.head + 1) % kMaxWorkWindow;
+        --part.count;
+    }
+    if (part.paused && part.count < cfg.window) {
+        part.paused = false;
+        active_dirty = true;
+    }
+}
+
+// The DLQ router's refusals: a newer owner fenced the partition (lost: rebalance), or a group
+// lock is held by a live paused process (deferred); anything else is an error.
+Status WorkerLoop::Impl::refused(Part& part, Slot& s, const Error& e, std::string_view what) {
+    if (e.code == Errc::stale_epoch) {
+        note(std::string(what) + " refused (a newer owner has the partition): " + e.message);
+        need_rebalance = true;
+        unstart(part, s, mono_now_ns() + kBusyRetryNs);
+        return {};
+    }
+    if (e.code == Errc::busy) {
+        note(std::string(what) + " delayed: " + e.message);
+        unstart(part, s, mono_now_ns() + kBusyRetryNs);
+        return {};
+    }
+    return e;
+}
+
+// Dead letters are fenced like result puts and commits: the router records the decision
+// under our fence token and refuses it once a newer owner fenced the partition (a member that
+// paused after deciding, past its session timeout, cannot dead-letter what its successor owns).
+Status WorkerLoop::Impl::dead_letter_slot(Part& part, Slot& s, const Message& m, uint64_t attempts,
+                                          const std::string& reason) {
+    // The dead-letter record commits up to its offset in the same fenced step (one record per
+    // partition names the first uncommitted offset), so a slot is dead-lettered only at the
+    // front of its ring: until the earlier offsets are done it waits with the decision kept.
+    if (&part.at(0) != &s) {
+        s.dlq_owed = true;
+        s.dlq_attempts = attempts;
+        s.dlq_reason = reason;
+        unstart(part, s, 0);
+        return {};
+    }
+    auto sent = router->dead_letter(m, attempts, reason);
+    if (!sent) {
+        if (sent.code() == Errc::busy) {
+            s.dlq_owed = true;
+            s.dlq_attempts = attempts;
+            s.dlq_reason = reason;
+        }
+        return refused(part, s, sent.error(), "dead letter");
+    }
+    FABRIC_TRY(note_dead_letter());
+    note("dead-lettered " + std::string(m.value_str()) + " (partition " + std::to_string(m.partition) + " offset " +
+         std::to_string(m.offset) + ", " + std::to_string(attempts) + " attempt(s)) to '" + router->dlq_topic() +
+         "': " + reason);
+    finish_slot(part, s);
+    return {};
+}
+
+// A failed attempt: permanent -> DLQ; otherwise a retry after the backoff (the slot waits, the
+// rest of the window goes on), or the DLQ after the last attempt (nack decides, fenced).
+Status WorkerLoop::Impl::fail_slot(Part& part, Slot& s, const Message& m, const Failure& failure) {
+    ++stats.failed_attempts;
+    FABRIC_PAUSE_POINT("worker.dead_letter.deciding");
+    if (failure.permanent) return dead_letter_slot(part, s, m, s.attempt, failure.reason);
+    note("attempt " + std::to_string(s.attempt) + "/" + std::to_string(cfg.max_attempts) + " for " +
+         std::string(m.value_str()) + " failed: " + failure.reason);
+    // The attempt number is the pool's count at hand-out (DlqRouter::nack's rule, decided here
+    // so that the dead letter waits for the front of the ring).
+    if (s.attempt >= cfg.max_attempts) return dead_letter_slot(part, s, m, s.attempt, failure.reason);
+    unstart(part, s, mono_now_ns() + router->policy().backoff_ns(s.attempt));
+    return {};
+}
+
+// How a step ended, applied to its slot.
+Status WorkerLoop::Impl::settle(Part& part, Slot& s, const Message& m, Result<Outcome> r, const Failure& failure) {
+    if (!r) return std::move(r).error();
+    switch (*r) {
+        case Outcome::done:
+            FABRIC_TRY(router->ack(m));
+            finish_slot(part, s);
+            return {};
+        case Outcome::lost:
+            need_rebalance = true;
+            unstart(part, s, mono_now_ns() + kBusyRetryNs);
+            return {};
+        case Outcome::deferred:
+            unstart(part, s, mono_now_ns() + kBusyRetryNs);
+            return {};
+        case Outcome::failed: return fail_slot(part, s, m, failure);
+    }
+    return {};
+}
+
+// Forwards the result URI (also after a skip: a crash may have come between the put and the
+// forward; the next stage skips duplicates by version). At-least-once.
+Status WorkerLoop::Impl::forward(const Message& m, const FabricUri& result_uri, uint64_t result_version) {
+    if (!next) return {};
+    const uint64_t put_ts = parse_u64(m.header(kHeaderPutTime), 0);
+    const std::string_view origin_hdr = m.header(kHeaderOriginTime);
+    const std::string rv = std::to_string(result_version), ts = std::to_string(wall_now_ns()),
+                      origin = origin_hdr.empty() ? std::to_string(put_ts) : std::string(origin_hdr);
+    const MessageHeader headers[] = {{kHeaderVersion, rv}, {kHeaderPutTime, ts}, {kHeaderOriginTime, origin}};
+    const std::string ru = result_uri.to_string();
+    auto sent = m.key.empty() ? next->send(bytes_of(ru), headers) : next->send_keyed(m.key, bytes_of(ru), headers);
+    if (!sent) return std::move(sent).error();
+    ++stats.forwarded;
+    return {};
+}
+
+/// What the stored result says about an input version.
+enum class ResultState : uint8_t { absent, older, current, newer, collision };
+
+namespace {
+ResultState result_state(const std::optional<ObjectInfo>& existing, const std::string& input, uint64_t version,
+                         std::string* other_input) {
+    if (!existing) return ResultState::absent;
+    const auto& md = existing->metadata;
+    const auto in = md.find(std::string(kResultInputUri));
+    const auto ver = md.find(std::string(kResultInputVersion));
+    if (in != md.end() && in->second != input) {
+        *other_input = in->second;
+        return ResultState::collision;
+    }
+    if (in == md.end() || ver == md.end()) return ResultState::older;
+    const uint64_t v = parse_u64(ver->second, 0);
+    return v == version ? ResultState::current : v > version ? ResultState::newer : ResultState::older;
+}
+}  // namespace
+
+// Version check, fenced put, forward. Failures are returned in *failure (permanent or not);
+// errors are fatal.
+Result<Outcome> WorkerLoop::Impl::write_result(const Message& m, WorkTicket::Data& d, std::span<const uint8_t> out,
+                                               Failure* failure) {
+    const FabricUri& result_uri = *d.result_uri;
+    const std::string input = d.input->to_string();
+    const uint64_t version = d.item.version;
+    // A result never replaces one that records a newer input version (an older version of
+    // the key finishing last, in OrderMode::none or after a redelivery).
+    auto existing = store->head(result_uri);
+    if (!existing) {
+        if (is_fatal(existing.code())) return std::move(existing).error();
+        *failure = {"result lookup: " + existing.error().message, false};
+        return Outcome::failed;
+    }
+    std::string other;
+    switch (result_state(*existing, input, version, &other)) {
+        case ResultState::collision:
+            *failure = {"result " + result_uri.to_string() + " already holds the result of " + other +
+                            ": two inputs map to one result key (result key template '" + cfg.result_key +
+                            "'); use a template with {bucket} and {key} (the default), or another --result-bucket",
+                        true};
+            return Outcome::failed;
+        case ResultState::current:
+            ++stats.skipped;
+            FABRIC_TRY(forward(m, result_uri, (*existing)->version));
+            return Outcome::done;
+        case ResultState::newer:
+            ++stats.superseded;
+            return Outcome::done;
+        case ResultState::absent:
+        case ResultState::older: break;
+    }
+    FABRIC_PAUSE_POINT("worker.result.before_put");
+    const uint64_t token = membership->epoch();
+    PutOptions po = result_put_options(input, version, token);
+    // The partition's fence, checked where the put publishes: the stored result's token
+    // alone cannot refuse us once a newer owner's result was removed (consumed downstream).
+    po.fence_holds = [this, p = m.partition] { return membership->owns(p); };
+    auto put = store->put(result_uri, out, po);
+    if (!put && put.code() == Errc::stale_epoch) {
+        // A newer owner wrote it (we were evicted or fenced): not ours. Its owner word or
+        // fence shows it, since it took the partition before it wrote.
+        if (!membership->owns(m.partition)) return Outcome::lost;
+        // Still ours: the stored result carries a token from outside this registration (the
+        // fence floor keeps every later registration above it).
+        uint64_t stored = 0;
+        if (auto h = store->head(result_uri); h && h->has_value()) stored = (*h)->fence_token;
+        if (auto noted = mq::note_fence_token(*pool, stored); !noted) {
+            *failure = {"stored fence token " + std::to_string(stored) +
+                            " is at or above 2^61 (beyond what any group fences above; not noted): result put " +
+                            result_uri.to_string() + " refused above this member's token " + std::to_string(token) +
+                            "; remove the result or write it without that token (" + noted.error().message + ")",
+                        true};
+            return Outcome::failed;
+        }
+        *failure = {"result put " + result_uri.to_string() + " refused: the stored result is fenced at token " +
+                        std::to_string(stored) + ", above this member's " + std::to_string(token) +
+                        ", by a writer outside group '" + cfg.group +
+                        "' (another group writing the same result bucket, or a result kept from a pool whose "
+                        "clock ran ahead); give each group its own result bucket, or remove the result, or "
+                        "re-register the group (fabric-shm group rm) so its tokens start above it",
+                    true};
+        return Outcome::failed;
+    }
+    if (!put) {
+        if (is_fatal(put.code())) return std::move(put).error();
+        *failure = {"result put " + result_uri.to_string() + ": " + put.error().message,
+                    router->policy().is_permanent(put.code())};
+        return Outcome::failed;
+    }
+    FABRIC_PAUSE_POINT("worker.result.after_put");
+    ++stats.processed;
+    stats.bytes_in += d.item.data.size();
+    stats.bytes_out += out.size();
+    const uint64_t put_ts = parse_u64(m.header(kHeaderPutTime), 0);
+    const uint64_t now_wall = wall_now_ns();
+    if (put_ts != 0 && now_wall >= put_ts) {
+        latency.record(now_wall - put_ts);
+        recorder.record(now_wall - put_ts);
+    }
+    FABRIC_TRY(forward(m, result_uri, *put));
+    return Outcome::done;
+}
+
+// The DLQ protocol (docs/groups.md): begin counts the hand-out in the pool (so a message that
+// killed earlier workers is dead-lettered here without running again), ack on success, nack
+// -> backoff and retry, or the DLQ after max attempts; permanent failures go to the DLQ at
+// once. A message an earlier owner decided to dead-letter (and maybe did not send) is
+// dead-lettered, never processed. True when `ticket` was filled; false when the message was
+// settled here (skipped, dead-lettered, deferred).
+Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& ticket) {
+    Part& part = parts[p];
+    Slot& s = part.at(i);
+    const Message m = s.message(p);
+    auto start = [&] {
+        s.state = Slot::State::in_flight;
+        s.id = ++next_id;
+        ++part.in_flight;
+        ++in_flight;
+    };
+    auto uri = FabricUri::parse(m.value_str());
+    std::string bad;
+    auto result_key = uri ? result_key_for(cfg.result_key, *uri) : Result<std::string>(uri.error());
+    auto result_uri = result_key ? FabricUri::make(pool->name(), cfg.result_bucket, *result_key)
+                                 : Result<FabricUri>(result_key.error());
+    if (!uri) bad = "invalid notification: " + uri.error().message;
+    else if (!result_key) bad = "no result key: " + result_key.error().message;
+    else if (!result_uri) bad = "no result URI: " + result_uri.error().message;
+    if (!bad.empty()) {
+        start();
+        FABRIC_TRY(dead_letter_slot(part, s, m, 1, bad));
+        return false;
+    }
+    if (s.dlq_owed) {  // our own decision, its send delayed
+        const uint64_t a = s.dlq_attempts;
+        const std::string reason = s.dlq_reason;
+        start();
+        FABRIC_TRY(dead_letter_slot(part, s, m, a, reason));
+        return false;
+    }
+    if (router->decided(m)) {
+        start();
+        FABRIC_TRY(dead_letter_slot(part, s, m, 1,
+                                    "an earlier owner decided to dead-letter it and stopped before confirming the send"));
+        return false;
+    }
+    auto a = router->begin(m);
+    if (!a) {
+        FABRIC_TRY(refused(part, s, a.error(), "hand-out"));
+        return false;
+    }
+    start();
+    s.attempt = uint32_t(std::min<uint64_t>(*a, UINT32_MAX));
+    if (*a > cfg.max_attempts) {
+        FABRIC_TRY(dead_letter_slot(part, s, m, *a - 1,
+                                    "handed out " + std::to_string(*a - 1) +
+                                        " times without an ack (the worker crashed or was presumed dead)"));
+        return false;
+    }
+    auto pinned = store->pin(*uri);
+    if (!pinned) {
+        if (is_fatal(pinned.code())) return std::move(pinned).error();
+        FABRIC_TRY(fail_slot(part, s, m, {"get " + uri->to_string() + ": " + pinned.error().message,
+                                          router->policy().is_permanent(pinned.code())}));
+        return false;
+    }
+    if (!pinned->has_value()) {  // the recipe: object gone = permanent, never retried
+        FABRIC_TRY(fail_slot(part, s, m, {"object not found: " + uri->to_string(), true}));
+        return false;
+    }
+    PinnedView& view = **pinned;
+    if (Status v = view.verify(); !v) {
+        FABRIC_TRY(fail_slot(part, s, m, {v.error().message, false}));
+        return false;
+    }
+    const ObjectInfo& info = view.info();
+    // Done already? (a redelivery after a crash between the result put and the commit.) The
+    // result must record this very input, URI and version: the same key made from another
+    // input is a collision, never a skip and never overwritten.
+    auto existing = store->head(*result_uri);
+    if (!existing) {
+        if (is_fatal(existing.code())) return std::move(existing).error();
+        FABRIC_TRY(fail_slot(part, s, m, {"result lookup: " + existing.error().message, false}));
+        return false;
+    }
+    std::string other;
+    const std::string input = uri->to_string();
+    switch (result_state(*existing, input, info.version, &other)) {
+        case ResultState::collision:
+            FABRIC_TRY(fail_slot(part, s, m,
+                                 {"result " + result_uri->to_string() + " already holds the result of " + other +
+                                      ": two inputs map to one result key (result key template '" + cfg.result_key +
+                                      "'); use a template with {bucket} and {key} (the default), or another "
+                                      "--result-bucket",
+                                  true}));
+            return false;
+        case ResultState::current:
+            ++stats.skipped;
+            FABRIC_TRY(forward(m, *result_uri, (*existing)->version));
+            FABRIC_TRY(router->ack(m));
+            finish_slot(part, s);
+            return false;
+        case ResultState::newer:
+            ++stats.superseded;
+            FABRIC_TRY(router->ack(m));
+            finish_slot(part, s);
+            return false;
+        case ResultState::absent:
+        case ResultState::older: break;
+    }
+    auto d = new_data();
+    d->view = std::move(view);
+    d->input = std::move(*uri);
+    d->result_uri = std::move(*result_uri);
+    d->id = s.id;
+    d->generation = generation;
+    d->box = box;
+    WorkItem& item = d->item;
+    item.uri = *d->input;
+    item.topic = cfg.topic;
+    item.partition = p;
+    item.offset = s.offset;
+    item.version = d->view.info().version;
+    item.data = d->view.bytes();
+    item.info = &d->view.info();
+    item.attempt = s.attempt;
+    item.key = s.key;
+    item.keep_alive = [] { return Status{}; };
+    FABRIC_PAUSE_POINT("worker.acquire.handed_out");
+    ticket = WorkTicket();
+    ticket.data_ = std::move(d);
+    return true;
+}
+
+Slot* WorkerLoop::Impl::find(const WorkTicket::Data& d) {
+    if (d.generation != generation || d.item.partition >= parts.size()) return nullptr;
+    Part& part = parts[d.item.partition];
+    if (!part.owned) return nullptr;
+    for (uint32_t i = 0; i < part.count; ++i) {
+        Slot& s = part.at(i);
+        if (s.state == Slot::State::in_flight && s.id == d.id) return &s;
+    }
+    return nullptr;
+}
+
+void WorkerLoop::Impl::signal_ready() {
+    if (event_fd < 0 || event_set) return;
+    const uint64_t one = 1;
+    (void)!::write(event_fd, &one, sizeof one);
+    event_set = true;
+}
+
+// Readiness of wait_fd after acquire/service: our eventfd while work is ready now, the
+// Waiter while there is capacity for new messages, the timer at the next service or retry.
+Status WorkerLoop::Impl::update_wait_fd(bool more_ready) {
+    if (epoll_fd < 0) return {};
+    const bool cap = capacity() > 0 && !left;
+    if (more_ready && cap) {
+        signal_ready();
+    } else if (event_set) {
+        uint64_t v;
+        (void)!::read(event_fd, &v, sizeof v);
+        event_set = false;
+    }
+    if (cap && !active.empty()) {
+        FABRIC_TRY(waiter->arm());
+        if (!waiter_in_set) {
+            epoll_event ev{};
+            ev.events = EPOLLIN;
+            if (::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, waiter_fd, &ev) != 0) return errno_error(errno, "wait_fd: epoll_ctl");
+            waiter_in_set = true;
+        }
+    } else if (waiter_in_set) {
+        (void)::epoll_ctl(epoll_fd, EPOLL_CTL_DEL, waiter_fd, nullptr);
+        waiter_in_set = false;
+    }
+    const uint64_t now = mono_now_ns();
+    uint64_t due = last_keep_alive_ns + kKeepAliveEveryNs * 2;
+    for (const Part& part : parts)
+        for (uint32_t i = 0; part.owned && i < part.count; ++i) {
+            const Slot& s = part.ring[(part.head + i) % kMaxWorkWindow];
+            if (s.state == Slot::State::retry) due = std::min(due, s.retry_at_ns);
+        }
+    if (due != timer_due_ns || due <= now) {
+        timer_due_ns = due;
+        const uint64_t rel = due > now ? due - now : 1000;
+        itimerspec its{};
+        its.it_value.tv_sec = time_t(rel / kNsPerSec);
+        its.it_value.tv_nsec = long(rel % kNsPerSec);
+        if (::timerfd_settime(timer_fd, 0, &its, nullptr) != 0) return errno_error(errno, "wait_fd: timerfd_settime");
+    }
     return {};
 }
 
@@ -286,241 +1081,6 @@ Status WorkerLoop::Impl::note_dead_letter() {
     return register_topic_leases(router->dlq_topic());
 }
 
-// The DLQ router's refusals: a newer owner fenced the partition (lost), or a group lock is
-// held by a live paused process (deferred); anything else is an error.
-Result<Outcome> WorkerLoop::Impl::refused(const Error& e, std::string_view what) {
-    if (e.code == Errc::stale_epoch) {
-        note(std::string(what) + " refused (a newer owner has the partition): " + e.message);
-        return Outcome::lost;
-    }
-    if (e.code == Errc::busy) {
-        note(std::string(what) + " delayed: " + e.message);
-        return Outcome::deferred;
-    }
-    return e;
-}
-
-// Dead letters are fenced like result puts and commits: the router records the decision
-// under our fence token and refuses it once a newer owner fenced the partition (a member that
-// paused after deciding, past its session timeout, cannot dead-letter what its successor owns).
-Result<Outcome> WorkerLoop::Impl::dead_letter(const Message& m, uint64_t attempts, const std::string& reason) {
-    auto sent = router->dead_letter(m, attempts, reason);
-    if (!sent) {
-        if (sent.code() == Errc::busy) delayed = {m.partition, m.offset, attempts, reason};
-        return refused(sent.error(), "dead letter");
-    }
-    if (delayed.partition == m.partition && delayed.offset == m.offset) delayed = {};
-    FABRIC_TRY(note_dead_letter());
-    note("dead-lettered " + std::string(m.value_str()) + " (partition " + std::to_string(m.partition) + " offset " +
-         std::to_string(m.offset) + ", " + std::to_string(attempts) + " attempt(s)) to '" + router->dlq_topic() +
-         "': " + reason);
-    return Outcome::done;
-}
-
-// Sleeps `wait` in slices, keeping the member alive; interrupted by a stop request.
-Result<Outcome> WorkerLoop::Impl::backoff(uint64_t wait) {
-    const uint64_t end = mono_now_ns() + wait;
-    for (uint64_t now = mono_now_ns(); now < end; now = mono_now_ns()) {
-        if (should_stop && should_stop()) return Outcome::interrupted;
-        if (Status st = keep_alive(); !st) {
-            if (st.code() == Errc::stale_epoch) return Outcome::lost;  // evicted: the run loop joins again
-            return std::move(st).error();
-        }
-        sleep_ns(std::min(kBackoffSliceNs, end - now));
-    }
-    return Outcome::done;
-}
-
-// One attempt: get (pin), skip if the result for this version exists, process, fenced put,
-// forward. Failures are returned in *failure (permanent or not); errors are fatal.
-Result<Outcome> WorkerLoop::Impl::attempt_once(const Message& m, const FabricUri& uri, const FabricUri& result_uri,
-                                                uint32_t attempt, Failure* failure) {
-    auto pinned = store->pin(uri);
-    if (!pinned) {
-        if (is_fatal(pinned.code())) return std::move(pinned).error();
-        *failure = {"get " + uri.to_string() + ": " + pinned.error().message, router->policy().is_permanent(pinned.code())};
-        return Outcome::failed;
-    }
-    if (!pinned->has_value()) {  // the recipe: object gone = permanent, never retried
-        *failure = {"object not found: " + uri.to_string(), true};
-        return Outcome::failed;
-    }
-    const PinnedView& view = **pinned;
-    if (Status v = view.verify(); !v) {
-        *failure = {v.error().message, false};
-        return Outcome::failed;
-    }
-    const ObjectInfo& info = view.info();
-
-    // Done already? (a redelivery after a crash between the result put and the commit.) The
-    // result must record this very input, URI and version: the same key made from another
-    // input is a collision, never a skip and never overwritten.
-    const std::string input = uri.to_string();
-    auto existing = store->head(result_uri);
-    if (!existing) {
-        if (is_fatal(existing.code())) return std::move(existing).error();
-        *failure = {"result lookup: " + existing.error().message, false};
-        return Outcome::failed;
-    }
-    bool current = false;
-    uint64_t result_version = 0;
-    if (existing->has_value()) {
-        const auto& md = (*existing)->metadata;
-        const auto in = md.find(std::string(kResultInputUri));
-        const auto ver = md.find(std::string(kResultInputVersion));
-        if (in != md.end() && in->second != input) {
-            *failure = {"result " + result_uri.to_string() + " already holds the result of " + in->second +
-                            ": two inputs map to one result key (result key template '" + cfg.result_key +
-                            "'); use a template with {bucket} and {key} (the default), or another --result-bucket",
-                        true};
-            return Outcome::failed;
-        }
-        current = in != md.end() && ver != md.end() && ver->second == std::to_string(info.version);
-        result_version = (*existing)->version;
-    }
-    if (current) {
-        ++stats.skipped;
-    } else {
-        WorkItem item;
-        item.uri = uri;
-        item.topic = cfg.topic;
-        item.partition = m.partition;
-        item.offset = m.offset;
-        item.version = info.version;
-        item.data = view.bytes();
-        item.info = &info;
-        item.attempt = attempt;
-        item.keep_alive = [this] { return keep_alive(); };
-        auto out = processor(item);
-        if (!out) {
-            if (out.code() == Errc::stale_epoch) return Outcome::lost;  // keep_alive: evicted, not a failure
-            if (is_fatal(out.code())) return std::move(out).error();
-            *failure = {out.error().message, router->policy().is_permanent(out.code())};
-            return Outcome::failed;
-        }
-        FABRIC_PAUSE_POINT("worker.result.before_put");
-        const uint64_t token = membership->epoch();
-        PutOptions po = result_put_options(input, info.version, token);
-        // The partition's fence, checked where the put publishes: the stored result's token
-        // alone cannot refuse us once a newer owner's result was removed (consumed downstream).
-        po.fence_holds = [this, p = m.partition] { return membership->owns(p); };
-        auto put = store->put(result_uri, *out, po);
-        if (!put && put.code() == Errc::stale_epoch) {
-            // A newer owner wrote it (we were evicted or fenced): not ours. Its owner word or
-            // fence shows it, since it took the partition before it wrote.
-            if (!membership->owns(m.partition)) return Outcome::lost;
-            // Still ours: the stored result carries a token from outside this registration (the
-            // fence floor keeps every later registration above it).
-            uint64_t stored = 0;
-            if (auto h = store->head(result_uri); h && h->has_value()) stored = (*h)->fence_token;
-            if (auto noted = mq::note_fence_token(*pool, stored); !noted) {
-                *failure = {"stored fence token " + std::to_string(stored) +
-                                " is at or above 2^61 (beyond what any group fences above; not noted): result put " +
-                                result_uri.to_string() + " refused above this member's token " + std::to_string(token) +
-                                "; remove the result or write it without that token (" + noted.error().message + ")",
-                            true};
-                return Outcome::failed;
-            }
-            *failure = {"result put " + result_uri.to_string() + " refused: the stored result is fenced at token " +
-                            std::to_string(stored) + ", above this member's " + std::to_string(token) +
-                            ", by a writer outside group '" + cfg.group +
-                            "' (another group writing the same result bucket, or a result kept from a pool whose "
-                            "clock ran ahead); give each group its own result bucket, or remove the result, or "
-                            "re-register the group (fabric-shm group rm) so its tokens start above it",
-                        true};
-            return Outcome::failed;
-        }
-        if (!put) {
-            if (is_fatal(put.code())) return std::move(put).error();
-            *failure = {"result put " + result_uri.to_string() + ": " + put.error().message,
-                        router->policy().is_permanent(put.code())};
-            return Outcome::failed;
-        }
-        FABRIC_PAUSE_POINT("worker.result.after_put");
-        result_version = *put;
-        ++stats.processed;
-        stats.bytes_in += view.bytes().size();
-        stats.bytes_out += out->size();
-        const uint64_t put_ts = parse_u64(m.header(kHeaderPutTime), 0);
-        const uint64_t now_wall = wall_now_ns();
-        if (put_ts != 0 && now_wall >= put_ts) {
-            latency.record(now_wall - put_ts);
-            recorder.record(now_wall - put_ts);
-        }
-    }
-    // Forward (also after a skip: a crash may have come between the put and the forward; the
-    // next stage skips duplicates by version). At-least-once.
-    if (next) {
-        const uint64_t put_ts = parse_u64(m.header(kHeaderPutTime), 0);
-        const std::string_view origin_hdr = m.header(kHeaderOriginTime);
-        const std::string rv = std::to_string(result_version), ts = std::to_string(wall_now_ns()),
-                          origin = origin_hdr.empty() ? std::to_string(put_ts) : std::string(origin_hdr);
-        const MessageHeader headers[] = {{kHeaderVersion, rv}, {kHeaderPutTime, ts}, {kHeaderOriginTime, origin}};
-        const std::string ru = result_uri.to_string();
-        auto sent = m.key.empty() ? next->send(bytes_of(ru), headers) : next->send_keyed(m.key, bytes_of(ru), headers);
-        if (!sent) return std::move(sent).error();
-        ++stats.forwarded;
-    }
-    return Outcome::done;
-}
-
-// The DLQ protocol (docs/groups.md): begin counts the hand-out in the pool (so a message that
-// killed earlier workers is dead-lettered here without running again), ack on success, nack
-// -> backoff and retry in place, or the DLQ after max attempts; permanent failures go to the
-// DLQ at once. Dead letters are fenced (dead_letter above); a message an earlier owner decided
-// to dead-letter (and maybe did not send) is dead-lettered, never processed.
-Result<Outcome> WorkerLoop::Impl::handle(const Message& m) {
-    auto uri = FabricUri::parse(m.value_str());
-    if (!uri) return dead_letter(m, 1, "invalid notification: " + uri.error().message);
-    auto result_key = result_key_for(cfg.result_key, *uri);
-    if (!result_key) return dead_letter(m, 1, "no result key: " + result_key.error().message);
-    auto result_uri = FabricUri::make(pool->name(), cfg.result_bucket, *result_key);
-    if (!result_uri) return dead_letter(m, 1, "no result URI: " + result_uri.error().message);
-    if (router->decided(m)) {
-        if (delayed.partition == m.partition && delayed.offset == m.offset) {
-            const DelayedDeadLetter d = delayed;  // our own decision, its send delayed
-            return dead_letter(m, d.attempts, d.reason);
-        }
-        return dead_letter(m, 1, "an earlier owner decided to dead-letter it and stopped before confirming the send");
-    }
-    for (;;) {
-        auto a = router->begin(m);
-        if (!a) return refused(a.error(), "hand-out");
-        if (*a > cfg.max_attempts)
-            return dead_letter(m, *a - 1,
-                               "handed out " + std::to_string(*a - 1) +
-                                   " times without an ack (the worker crashed or was presumed dead)");
-        Failure failure;
-        auto r = attempt_once(m, *uri, *result_uri, uint32_t(*a), &failure);
-        if (!r) return std::move(r).error();
-        if (*r == Outcome::done) {
-            FABRIC_TRY(router->ack(m));
-            return Outcome::done;
-        }
-        if (*r != Outcome::failed) return *r;
-        ++stats.failed_attempts;
-        FABRIC_PAUSE_POINT("worker.dead_letter.deciding");
-        if (failure.permanent) return dead_letter(m, *a, failure.reason);
-        note("attempt " + std::to_string(*a) + "/" + std::to_string(cfg.max_attempts) + " for " + uri->to_string() +
-             " failed: " + failure.reason);
-        uint64_t wait = 0;
-        auto dead = router->nack(m, failure.reason, &wait);  // dead-letters (fenced) after the last attempt
-        if (!dead) {
-            if (dead.code() == Errc::busy) delayed = {m.partition, m.offset, *a, failure.reason};
-            return refused(dead.error(), "dead letter");
-        }
-        if (*dead) {
-            FABRIC_TRY(note_dead_letter());
-            note("dead-lettered " + uri->to_string() + " to '" + router->dlq_topic() + "' after " +
-                 std::to_string(*a) + " attempts: " + failure.reason);
-            return Outcome::done;
-        }
-        auto b = backoff(wait);
-        if (!b) return std::move(b).error();
-        if (*b != Outcome::done) return *b;
-    }
-}
-
 void WorkerLoop::Impl::leave() {
     if (left) return;
     left = true;
@@ -528,6 +1088,14 @@ void WorkerLoop::Impl::leave() {
 }
 
 Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config, Processor processor) {
+    if (!processor) return make_error(Errc::invalid_argument, "no processor given");
+    auto loop = open(pool, config);
+    if (!loop) return loop;
+    loop->impl_->processor = std::move(processor);
+    return loop;
+}
+
+Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config) {
     FABRIC_TRY(validate_name("topic", config.topic));
     FABRIC_TRY(validate_name("group", config.group));
     FABRIC_TRY(validate_name("bucket", config.result_bucket));
@@ -537,7 +1105,12 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config, Proc
     if (config.max_attempts == 0)
         return make_error(Errc::invalid_argument, "max attempts 0: at least 1 attempt is needed");
     if (config.batch == 0) return make_error(Errc::invalid_argument, "batch 0: at least 1 message per poll");
-    if (!processor) return make_error(Errc::invalid_argument, "no processor given");
+    if (config.concurrency == 0)
+        return make_error(Errc::invalid_argument, "concurrency 0: at least 1 message must be in flight");
+    if (config.window == 0 || config.window > kMaxWorkWindow)
+        return make_error(Errc::invalid_argument, "window " + std::to_string(config.window) +
+                                                      " is not within 1.." + std::to_string(kMaxWorkWindow) +
+                                                      " (the pool counts attempts for that many offsets per partition)");
 
     auto impl = std::make_unique<Impl>();
     impl->pool_handle = pool;
@@ -545,9 +1118,7 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config, Proc
     impl->cfg = config;
     if (impl->cfg.member_id.empty()) impl->cfg.member_id = default_member_id();
     FABRIC_TRY(validate_name("member id", impl->cfg.member_id));
-    impl->processor = std::move(processor);
     impl->stats.latency = {};
-
     StoreConfig sc;
     sc.name = config.store;
     auto store = MemObjectStore::open(pool, sc);
@@ -580,7 +1151,8 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config, Proc
     auto c = Consumer::open(pool, config.topic, config.group, co);
     if (!c) return std::move(c).error();
     impl->consumer.emplace(std::move(c.value()));
-    impl->pending.assign(impl->consumer->num_partitions(), UINT64_MAX);
+    impl->parts.resize(impl->consumer->num_partitions());
+    impl->last_message_ns = impl->last_rebalance_ns = impl->last_keep_alive_ns = mono_now_ns();
 
     DlqPolicy dp;
     dp.max_attempts = config.max_attempts;
@@ -629,101 +1201,197 @@ void WorkerLoop::set_log(std::function<void(std::string_view)> log) {
     if (!impl_->recorder_warning.empty()) impl_->note(impl_->recorder_warning);
 }
 
-Result<WorkerExit> WorkerLoop::run(const std::function<bool()>& should_stop) {
+size_t WorkerLoop::in_flight() const { return impl_->in_flight; }
+bool WorkerLoop::finished() const { return impl_->finished(); }
+
+static Error closed_error(const WorkerLoop::Impl& im) {
+    return make_error(Errc::closed, "worker loop of group '" + im.cfg.group + "' on topic '" + im.cfg.topic +
+                                        "' was closed (WorkerLoop::close)");
+}
+
+Result<size_t> WorkerLoop::acquire(std::span<WorkTicket> tickets, std::chrono::nanoseconds timeout) {
     Impl& im = *impl_;
-    im.should_stop = should_stop;
-    MessageBatch batch;
-    uint64_t last_message_ns = mono_now_ns();
-    WorkerExit why = WorkerExit::stopped;
+    if (im.left) return closed_error(im);
+    const uint64_t timeout_ns = timeout.count() > 0 ? uint64_t(timeout.count()) : 0;
+    const uint64_t start = mono_now_ns();
+    const uint64_t deadline = timeout_ns > UINT64_MAX - start ? UINT64_MAX : start + timeout_ns;
+    size_t n = 0;
+    bool more = false;
+    for (;;) {
+        if (Status st = im.service(false); !st) return im.fatal(std::move(st).error());
+        if (Status st = im.poll_into_rings(0); !st) return im.fatal(std::move(st).error());
+        auto got = im.hand_out_ready(tickets.subspan(n), &more);
+        if (!got) return im.fatal(std::move(got).error());
+        n += *got;
+        if (n > 0 || tickets.empty() || im.capacity() == 0 || im.finished()) break;
+        const uint64_t now = mono_now_ns();
+        if (now >= deadline) break;
+        uint64_t wait = std::min(deadline - now, kPollTimeoutNs);
+        wait = std::min(wait, im.last_keep_alive_ns + kKeepAliveEveryNs * 2 - std::min(now, im.last_keep_alive_ns + kKeepAliveEveryNs * 2) + 1000);
+        for (const Part& part : im.parts)
+            for (uint32_t i = 0; part.owned && i < part.count; ++i) {
+                const Slot& s = part.ring[(part.head + i) % kMaxWorkWindow];
+                if (s.state == Slot::State::retry) wait = std::min(wait, s.retry_at_ns > now ? s.retry_at_ns - now : 0);
+            }
+        if (wait == 0) continue;
+        if (Status st = im.poll_into_rings(wait); !st) return im.fatal(std::move(st).error());
+    }
+    if (Status st = im.update_wait_fd(more); !st) return im.fatal(std::move(st).error());
+    return n;
+}
+
+Status WorkerLoop::complete(WorkTicket&& ticket, std::span<const uint8_t> result) {
+    Impl& im = *impl_;
+    if (!ticket.data_) return make_error(Errc::invalid_argument, "complete() of an empty ticket");
+    std::unique_ptr<WorkTicket::Data> d = std::move(ticket.data_);
+    d->box.reset();  // completed: no redelivery when it dies
+    Slot* s = im.find(*d);
+    if (!s) {  // its partition moved (or the loop was reassigned): the new owner redoes it
+        ++im.stats.abandoned;
+        im.recycle(std::move(d));
+        return {};
+    }
+    Part& part = im.parts[d->item.partition];
+    const Message m = s->message(d->item.partition);
+    Impl::Failure failure;
+    auto r = im.write_result(m, *d, result, &failure);
+    Status st = im.settle(part, *s, m, std::move(r), failure);
+    im.recycle(std::move(d));
+    im.signal_ready();
+    if (!st) return im.fatal(std::move(st).error());
+    return {};
+}
+
+Status WorkerLoop::Impl::complete_error(WorkTicket&& ticket, const Error& error, bool permanent) {
+    if (!ticket.data_) return make_error(Errc::invalid_argument, "complete() of an empty ticket");
+    std::unique_ptr<WorkTicket::Data> d = std::move(ticket.data_);
+    d->box.reset();
+    Slot* s = find(*d);
+    if (!s) {
+        ++stats.abandoned;
+        recycle(std::move(d));
+        return {};
+    }
+    Part& part = parts[d->item.partition];
+    const Message m = s->message(d->item.partition);
+    recycle(std::move(d));
+    Status st = fail_slot(part, *s, m, {std::string(errc_name(error.code)) + ": " + error.message, permanent});
+    signal_ready();
+    if (!st) return fatal(std::move(st).error());
+    return {};
+}
+
+Status WorkerLoop::complete(WorkTicket&& ticket, const Error& error) {
+    return impl_->complete_error(std::move(ticket), error, impl_->router->policy().is_permanent(error.code));
+}
+
+Status WorkerLoop::complete(WorkTicket&& ticket, const Error& error, bool permanent) {
+    return impl_->complete_error(std::move(ticket), error, permanent);
+}
+
+Status WorkerLoop::service() {
+    Impl& im = *impl_;
+    if (im.left) return closed_error(im);
+    if (im.timer_fd >= 0) {
+        uint64_t expirations;
+        (void)!::read(im.timer_fd, &expirations, sizeof expirations);
+        im.timer_due_ns = 0;
+    }
+    if (Status st = im.service(true); !st) return im.fatal(std::move(st).error());
+    // Work may be ready now (a retry's backoff over, a ticket dropped): acquire() looks.
+    bool ready = false;
+    const uint64_t now = mono_now_ns();
+    for (Part& part : im.parts)
+        for (uint32_t i = 0; part.owned && i < part.count && !ready; ++i) ready = im.eligible(part, i, now);
+    if (Status st = im.update_wait_fd(ready); !st) return im.fatal(std::move(st).error());
+    return {};
+}
+
+Result<int> WorkerLoop::wait_fd() {
+    Impl& im = *impl_;
+    if (im.left) return closed_error(im);
+    if (im.epoll_fd >= 0) return im.epoll_fd;
+    im.epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
+    if (im.epoll_fd < 0) return errno_error(errno, "wait_fd: epoll_create1");
+    im.event_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (im.event_fd < 0) return errno_error(errno, "wait_fd: eventfd");
+    im.timer_fd = ::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (im.timer_fd < 0) return errno_error(errno, "wait_fd: timerfd_create");
+    im.waiter.emplace();
+    FABRIC_TRY(im.waiter->add(*im.consumer));
+    auto wfd = im.waiter->fd();
+    if (!wfd) return std::move(wfd).error();
+    im.waiter_fd = *wfd;
+    for (int fd : {im.event_fd, im.timer_fd}) {
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        if (::epoll_ctl(im.epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) return errno_error(errno, "wait_fd: epoll_ctl");
+    }
+    im.box->event_fd.store(im.event_fd, std::memory_order_release);  // pairs with ~WorkTicket's acquire load
+    FABRIC_TRY(im.update_wait_fd(true));
+    return im.epoll_fd;
+}
+
+Status WorkerLoop::close() {
+    Impl& im = *impl_;
+    if (im.left) return {};
+    Status st = im.commit_pending(nullptr);
+    ++im.generation;  // tickets still out are stale: their messages go to the next owner
+    im.in_flight = 0;
+    im.leave();
+    if (im.epoll_fd >= 0 && im.waiter_in_set) {
+        (void)::epoll_ctl(im.epoll_fd, EPOLL_CTL_DEL, im.waiter_fd, nullptr);
+        im.waiter_in_set = false;
+    }
+    return st;
+}
+
+Result<WorkerExit> WorkerLoop::run(const std::function<bool()>& should_stop) {
+    if (!impl_->processor)
+        return make_error(Errc::invalid_argument, "run(should_stop) on a loop opened without a processor");
+    return run(impl_->processor, should_stop);
+}
+
+Result<WorkerExit> WorkerLoop::run(Processor processor, const std::function<bool()>& should_stop) {
+    Impl& im = *impl_;
+    if (!processor) return make_error(Errc::invalid_argument, "no processor given");
+    if (im.left) return closed_error(im);
+    const uint32_t saved = im.cfg.concurrency;
+    im.cfg.concurrency = 1;
     auto fail = [&](Error e) -> Result<WorkerExit> {
-        bool lost = false;
-        (void)im.commit_pending(&lost);  // best effort: what was done stays done
-        im.leave();
+        im.cfg.concurrency = saved;
+        (void)close();  // best effort: what was done stays done
         return im.fatal(std::move(e));
     };
-    // After a batch ended early: our epoch is stale (rejoin, restart from the committed
-    // offsets) or the rest waits (rewind to the first unhandled message).
-    auto recover = [&](bool lost) -> Status {
-        if (!lost) return im.rewind();
-        ++im.stats.rebalances;
-        auto c = im.membership->rebalance(mono_now_ns());
-        if (!c) {
-            if (c.code() == Errc::busy) return im.rewind();  // the assignment is re-read next round
-            return std::move(c).error();
-        }
-        return im.apply_assignment();
-    };
+    std::array<WorkTicket, 1> tickets;
+    WorkerExit why = WorkerExit::stopped;
     for (;;) {
         if (should_stop && should_stop()) break;
-        if (im.cfg.count != 0 && im.handled >= im.cfg.count) {
-            why = WorkerExit::count_reached;
+        if (im.finished()) {
+            why = im.cfg.count != 0 && im.handled >= im.cfg.count ? WorkerExit::count_reached : WorkerExit::idle;
             break;
         }
-        // stale_epoch: evicted while descheduled past the session timeout (our partitions moved,
-        // our epoch is fenced); not fatal: rebalance() below joins again.
-        if (Status st = im.keep_alive(); !st && st.code() != Errc::stale_epoch) return fail(std::move(st).error());
-        if (im.any_pending()) {  // a commit delayed by a paused lock holder: finish it first
-            bool lost = false;
-            if (Status st = im.commit_pending(&lost); !st) return fail(std::move(st).error());
-            if (lost) {
-                if (Status st = recover(true); !st) return fail(std::move(st).error());
-            } else if (im.any_pending()) {
-                sleep_ns(kBusyRetryNs);
+        if (Status st = im.service(true); !st) return fail(std::move(st).error());
+        auto n = acquire(tickets, std::chrono::nanoseconds(kPollTimeoutNs));
+        if (!n) return fail(std::move(n).error());
+        if (*n == 0) continue;
+        WorkTicket& t = tickets[0];
+        t.data_->item.keep_alive = [&im] { return im.keep_alive(); };
+        auto out = processor(t.item());
+        if (!out) {
+            if (out.code() == Errc::stale_epoch) {  // keep_alive: evicted, not a failure
+                im.need_rebalance = true;
+                t = WorkTicket();  // dropped: redelivered after the rebalance (if still ours)
                 continue;
             }
-        }
-        auto changed = im.membership->rebalance(mono_now_ns());  // nothing is uncommitted here
-        if (!changed) {
-            if (changed.code() != Errc::busy) return fail(std::move(changed).error());
-            im.note("rebalance delayed: " + changed.error().message);
-            sleep_ns(kBusyRetryNs);
+            if (is_fatal(out.code())) return fail(std::move(out).error());
+            if (Status st = complete(std::move(t), out.error()); !st) return fail(std::move(st).error());
             continue;
         }
-        if (*changed) {
-            ++im.stats.rebalances;
-            if (Status st = im.apply_assignment(); !st) return fail(std::move(st).error());
-        }
-        size_t max = im.cfg.batch;
-        if (im.cfg.count != 0) max = size_t(std::min<uint64_t>(max, im.cfg.count - im.handled));
-        auto n = im.consumer->poll(batch, max, kPollTimeoutNs);
-        if (!n) return fail(std::move(n).error());
-        if (batch.lost() != 0)
-            im.note("lost " + std::to_string(batch.lost()) + " notification(s) to overwriting (topic too small)");
-        if (*n == 0) {
-            if (im.cfg.exit_when_idle_ns != 0 && mono_now_ns() - last_message_ns >= im.cfg.exit_when_idle_ns) {
-                why = WorkerExit::idle;
-                break;
-            }
-            continue;
-        }
-        last_message_ns = mono_now_ns();
-        bool lost = false, unfinished = false;
-        for (const Message& m : batch) {
-            if (should_stop && should_stop()) {  // the rest is redelivered (not committed)
-                unfinished = true;
-                break;
-            }
-            auto r = im.handle(m);
-            if (!r) return fail(std::move(r).error());
-            if (*r != Outcome::done) {
-                // Not handled: neither this message nor the rest of the batch may be committed
-                // past, and the position must come back to it before the next poll.
-                lost = *r == Outcome::lost;
-                unfinished = true;
-                if (*r == Outcome::deferred) sleep_ns(kBusyRetryNs);
-                break;
-            }
-            im.pending[m.partition] = m.offset + 1;
-            ++im.handled;
-        }
-        if (Status st = im.commit_pending(&lost); !st) return fail(std::move(st).error());
-        if (lost || unfinished)
-            if (Status st = recover(lost); !st) return fail(std::move(st).error());
-        last_message_ns = mono_now_ns();
+        if (Status st = complete(std::move(t), *out); !st) return fail(std::move(st).error());
     }
-    bool lost = false;
-    if (Status st = im.commit_pending(&lost); !st) return fail(std::move(st).error());
-    im.leave();
+    im.cfg.concurrency = saved;
+    if (Status st = close(); !st) return im.fatal(std::move(st).error());
     return why;
 }
 

@@ -1,0 +1,279 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""fabric-shm-worker --handler end to end: handlers in each helper language (Python, C, the
+shell line adapter), a handler crashing mid-object, hanging, writing garbage, SIGKILL of the
+worker with handlers in flight (no orphan left), SIGTERM drain, 1 MiB objects. Each case uses
+its own pool and removes it. Barriers are files the handlers write, not sleeps.
+
+usage: handlers_test.py BUILD_DIR SOURCE_DIR"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+BUILD, SOURCE = sys.argv[1], sys.argv[2]
+WORKER = os.path.join(BUILD, "workers", "fabric-shm-worker")
+PRODUCER = os.path.join(BUILD, "workers", "fabric-shm-producer")
+CLI = os.path.join(BUILD, "tools", "fabric-shm")
+C_HANDLER = os.path.join(BUILD, "examples", "upper_handler")
+ENV = dict(os.environ, PYTHONPATH=os.path.join(SOURCE, "python"))
+_counter = [0]
+
+
+def wait_for(pred, timeout=20.0):
+    end = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie of ours is not running
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
+class HandlerCase(unittest.TestCase):
+    def setUp(self):
+        _counter[0] += 1
+        self.pool = "t-handlers-%d-%d" % (os.getpid(), _counter[0])
+        self.dir = tempfile.mkdtemp(prefix="fabric-handlers-")
+        self.procs = []
+        subprocess.run([CLI, "pool", "create", "--pool", self.pool, "--size", "64M"], check=True,
+                       stdout=subprocess.DEVNULL, env=ENV)
+        subprocess.run([CLI, "topic", "create", "t", "--pool", self.pool, "--partitions", "2"], check=True,
+                       stdout=subprocess.DEVNULL, env=ENV)
+
+    def tearDown(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        subprocess.run([CLI, "pool", "rm", "--pool", self.pool, "--force"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, env=ENV)
+        subprocess.run(["rm", "-rf", self.dir])
+
+    def script(self, name, body):
+        path = os.path.join(self.dir, name)
+        with open(path, "w") as f:
+            f.write(body)
+        return path
+
+    def put(self, objects):
+        """objects: {name: bytes}; notified keyed by name."""
+        src = os.path.join(self.dir, "in-%d" % len(os.listdir(self.dir)))
+        os.mkdir(src)
+        for name, data in objects.items():
+            with open(os.path.join(src, name), "wb") as f:
+                f.write(data)
+        subprocess.run([PRODUCER, "--pool", self.pool, "--topic", "t", "--bucket", "in", "--no-create", src],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+
+    def worker(self, handler, *args, idle="1s"):
+        cmd = [WORKER, "--pool", self.pool, "--no-create", "--topic", "t", "--group", "g", "--handler", handler,
+               "--json", "--backoff", "10ms"] + list(args)
+        if idle:
+            cmd += ["--exit-when-idle", idle]
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+        self.procs.append(p)
+        return p
+
+    def finish(self, p, timeout=60):
+        out, err = p.communicate(timeout=timeout)
+        self.assertEqual(p.returncode, 0, err.decode())
+        return json.loads(out), err.decode()
+
+    def result(self, name):
+        r = subprocess.run([CLI, "get", "--pool", self.pool, "fabric://%s/results/in/%s" % (self.pool, name)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+        return r.stdout if r.returncode == 0 else None
+
+    def dead_letters(self):
+        r = subprocess.run([CLI, "dlq", "ls", "t", "--pool", self.pool, "--json"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, env=ENV)
+        if r.returncode != 0:
+            return []
+        d = json.loads(r.stdout)
+        return d["dead_letters"] if isinstance(d, dict) else d
+
+    # ---- handlers in each helper language ------------------------------------------------
+
+    def check_upper(self, handler, n=40, **kw):
+        objs = {"o%03d" % i: b"object %d" % i for i in range(n)}
+        p = self.worker(handler, "--concurrency", "2", "--max-inflight", "8")
+        self.put(objs)
+        stats, err = self.finish(p)
+        self.assertEqual(stats["processed"], n, err)
+        for name, data in objs.items():
+            self.assertEqual(self.result(name), data.upper(), name)
+
+    def test_python_helper_handler(self):
+        self.check_upper("python3 %s/examples/handlers/upper.py" % SOURCE)
+
+    def test_c_helper_handler(self):
+        self.check_upper(C_HANDLER)
+
+    def test_shell_line_helper_handler(self):
+        self.check_upper("sh %s/examples/handlers/upper.sh" % SOURCE)
+
+    # ---- failures ------------------------------------------------------------------------
+
+    def test_handler_crash_mid_object_is_retried_then_dead_lettered_nothing_lost_or_duplicated(self):
+        h = self.script("crash.py", """
+import os
+from fabric_shm.handler import run
+def handle(r):
+    if r.data == b"poison":
+        os._exit(7)
+    with open(%r + "/" + r.uri.rsplit("/", 1)[1] + ".%%d" %% r.version, "ab") as f:
+        f.write(b"x")  # one line per processing: a duplicate would show
+    return r.data.upper()
+run(handle)
+""" % self.dir)
+        objs = {"a%02d" % i: b"fine %d" % i for i in range(10)}
+        objs["poison"] = b"poison"
+        p = self.worker("python3 " + h, "--concurrency", "1", "--max-attempts", "2")
+        self.put(objs)
+        stats, err = self.finish(p)
+        self.assertEqual(stats["processed"], 10, err)
+        self.assertEqual(stats["dead_lettered"], 1, err)
+        self.assertIn("exit status 7", err)
+        dl = self.dead_letters()
+        self.assertEqual(len(dl), 1, dl)
+        self.assertIn("exit status 7", json.dumps(dl))
+        for name, data in objs.items():
+            if name != "poison":
+                self.assertEqual(self.result(name), data.upper())
+        self.assertIsNone(self.result("poison"))
+
+    def test_handler_that_hangs_is_killed_with_its_group_after_the_timeout_and_restarted(self):
+        h = self.script("hang.py", """
+import os, time
+from fabric_shm.handler import run
+def handle(r):
+    if r.data == b"hang":
+        with open(%r + "/hung-pid", "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(3600)
+    return r.data.upper()
+run(handle)
+""" % self.dir)
+        # Its neighbours in flight at the same handler are charged one attempt by the kill and
+        # then run one at a time: with 2 attempts they pass, the hung object is dead-lettered.
+        p = self.worker("python3 " + h, "--concurrency", "1", "--max-attempts", "2", "--exec-timeout", "500ms")
+        self.put({"hang": b"hang", "ok1": b"ok one", "ok2": b"ok two"})
+        stats, err = self.finish(p)
+        self.assertEqual(stats["processed"], 2, err)
+        self.assertEqual(stats["dead_lettered"], 1, err)
+        self.assertIn("timed out", err)
+        self.assertIn("restarting", err)
+        with open(os.path.join(self.dir, "hung-pid")) as f:
+            pid = int(f.read())
+        self.assertFalse(alive(pid), "the hung handler still runs")
+
+    def test_garbage_on_stdout_is_a_protocol_error_handler_restarted_object_retried(self):
+        h = self.script("garbage.py", """
+import os, sys
+from fabric_shm.handler import run
+flag = %r + "/garbled"
+def handle(r):
+    if r.data == b"bad" and not os.path.exists(flag):
+        open(flag, "w").close()
+        os.write(3, b"this is not a frame\\n")  # the protocol's stdout, duplicated by run()
+    return r.data.upper()
+os.dup2(1, 3)
+run(handle)
+""" % self.dir)
+        p = self.worker("python3 " + h, "--concurrency", "1", "--max-attempts", "3")
+        self.put({"bad": b"bad", "good": b"good"})
+        stats, err = self.finish(p)
+        self.assertIn("protocol error", err)
+        self.assertEqual(stats["dead_lettered"], 0, err)
+        self.assertEqual(self.result("bad"), b"BAD")  # retried after the restart
+        self.assertEqual(self.result("good"), b"GOOD")
+
+    def test_sigkill_of_the_worker_with_handlers_in_flight_leaves_no_orphan_and_every_result_once(self):
+        h = self.script("slow.py", """
+import os, time
+from fabric_shm.handler import run
+d = %r
+def handle(r):
+    name = r.uri.rsplit("/", 1)[1]
+    if not os.path.exists(d + "/resume"):
+        open(d + "/pid-%%d" %% os.getpid(), "w").close()
+        while not os.path.exists(d + "/resume"):
+            time.sleep(0.01)
+    return r.data.upper()
+run(handle)
+""" % self.dir)
+        objs = {"k%02d" % i: b"v %d" % i for i in range(12)}
+        p = self.worker("python3 " + h, "--concurrency", "3", "--max-inflight", "4", "--session-timeout", "1s",
+                        idle=None)
+        self.put(objs)
+        self.assertTrue(wait_for(lambda: len([f for f in os.listdir(self.dir) if f.startswith("pid-")]) == 3))
+        pids = [int(f[4:]) for f in os.listdir(self.dir) if f.startswith("pid-")]
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+        # A survivor takes the partitions over: evicting the dead member kills its handlers'
+        # process groups (recorded in the pool), then it processes everything.
+        open(os.path.join(self.dir, "resume-later"), "w").close()
+        q = self.worker("python3 %s/examples/handlers/upper.py" % SOURCE, "--concurrency", "1",
+                        "--session-timeout", "1s", idle="1500ms")
+        self.assertTrue(wait_for(lambda: not any(alive(pid) for pid in pids)),
+                        "handlers of the SIGKILLed worker still run")
+        stats, err = self.finish(q)
+        for name, data in objs.items():
+            self.assertEqual(self.result(name), data.upper(), name)
+        self.assertEqual(self.dead_letters(), [])
+
+    def test_sigterm_drains_requests_in_flight_then_closes_the_handlers(self):
+        h = self.script("gate.py", """
+import os, time
+from fabric_shm.handler import run
+d = %r
+def handle(r):
+    open(d + "/started-" + r.uri.rsplit("/", 1)[1], "w").close()
+    while not os.path.exists(d + "/go"):
+        time.sleep(0.01)
+    return r.data.upper()
+run(handle)
+""" % self.dir)
+        p = self.worker("python3 " + h, "--concurrency", "1", "--max-inflight", "4", idle=None)
+        self.put({"x": b"x", "y": b"y"})
+        self.assertTrue(wait_for(lambda: any(f.startswith("started-") for f in os.listdir(self.dir))))
+        p.send_signal(signal.SIGTERM)
+        time.sleep(0.2)  # the worker drains: it must not exit while a request is in flight
+        self.assertIsNone(p.poll())
+        open(os.path.join(self.dir, "go"), "w").close()
+        stats, err = self.finish(p)
+        self.assertIn("draining", err)
+        done = [n for n in ("x", "y") if self.result(n) is not None]
+        self.assertGreaterEqual(len(done), 1)
+        for n in done:
+            self.assertEqual(self.result(n), n.upper().encode())
+
+    def test_one_mib_objects_pass_the_protocol_without_deadlock(self):
+        objs = {"big%d" % i: bytes([97 + i]) * (1 << 20) for i in range(4)}
+        p = self.worker("python3 %s/examples/handlers/upper.py" % SOURCE, "--concurrency", "2",
+                        "--max-inflight", "4")
+        self.put(objs)
+        stats, err = self.finish(p)
+        self.assertEqual(stats["processed"], 4, err)
+        for name, data in objs.items():
+            self.assertEqual(self.result(name), data.upper(), name)
+
+
+if __name__ == "__main__":
+    unittest.main(argv=[sys.argv[0], "-v"] + sys.argv[3:])

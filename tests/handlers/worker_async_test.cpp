@@ -1,0 +1,330 @@
+// SPDX-License-Identifier: MIT
+// WorkerLoop's asynchronous form (docs/api.md section 6): several messages of one partition in
+// flight, the committed offset as the longest completed prefix, key order, the per-offset
+// attempt window in the pool (a takeover re-runs the previous owner's window one message at a
+// time), results never replaced by an older input version, dropped tickets redelivered,
+// retries that do not hold up the rest, and wait_fd's readiness. In-process: one loop stands
+// in for a member; a second loop opened after the first was dropped is its successor.
+#include <doctest/doctest.h>
+#include <poll.h>
+
+#include <chrono>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "../mq/mq_test_util.h"
+#include "fabric_shm/consumer_group.h"
+#include "fabric_shm/dlq.h"
+#include "fabric_shm/jobs.h"
+#include "fabric_shm/mem_object_store.h"
+#include "fabric_shm/topic.h"
+#include "fabric_shm/worker_loop.h"
+
+using namespace fabric_shm;
+using namespace mqtest;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct Fixture {
+    TestPool tp;
+    std::unique_ptr<MemObjectStore> store;
+    std::optional<Producer> producer;
+    explicit Fixture(const char* tag, uint32_t partitions = 1) : tp(tag, 32ull << 20) {
+        TopicManager mgr(tp.pool);
+        REQUIRE(mgr.create("t", config(partitions, 64)).ok());
+        auto s = MemObjectStore::open(tp.pool);
+        REQUIRE(s.ok());
+        store = std::move(s.value());
+        auto p = Producer::open(tp.pool, "t");
+        REQUIRE(p.ok());
+        producer.emplace(std::move(p.value()));
+    }
+    FabricUri in(const std::string& key) const { return FabricUri::make(tp.pool.name(), "in", key).value(); }
+    FabricUri result(const std::string& key) const {
+        return FabricUri::make(tp.pool.name(), "results", "in/" + key).value();
+    }
+    /// Puts in/KEY and notifies it, keyed by `notify_key` (default: KEY; "" = unkeyed).
+    uint64_t upload(const std::string& key, const std::string& data, const std::string* notify_key = nullptr) {
+        auto ver = store->put(in(key), bytes(data));
+        REQUIRE(ver.ok());
+        const std::string v = std::to_string(*ver), us = in(key).to_string();
+        const MessageHeader h[] = {{kHeaderVersion, v}};
+        const std::string k = notify_key ? *notify_key : key;
+        auto sent = k.empty() ? producer->send(bytes(us), h) : producer->send_keyed(bytes(k), bytes(us), h);
+        REQUIRE(sent.ok());
+        return *ver;
+    }
+    std::string result_text(const std::string& key) {
+        auto d = store->get(result(key));
+        REQUIRE(d.ok());
+        if (!d->has_value()) return "<absent>";
+        return std::string((*d)->data.begin(), (*d)->data.end());
+    }
+    uint64_t committed() {
+        auto d = describe_consumer_group(tp.pool, "t", "g");
+        REQUIRE(d.ok());
+        return d->partitions[0].committed;
+    }
+    WorkerConfig cfg(const std::string& member, uint32_t concurrency, OrderMode order = OrderMode::none) const {
+        WorkerConfig c;
+        c.topic = "t";
+        c.group = "g";
+        c.member_id = member;
+        c.concurrency = concurrency;
+        c.order = order;
+        c.backoff_initial_ns = 1'000'000;
+        c.backoff_max_ns = 2'000'000;
+        return c;
+    }
+};
+
+std::vector<uint8_t> bytes_vec(std::string_view s) { return {s.begin(), s.end()}; }
+std::vector<uint8_t> upper(const WorkTicket& t) {
+    std::vector<uint8_t> out(t.item().data.begin(), t.item().data.end());
+    for (auto& c : out) c = uint8_t(std::toupper(c));
+    return out;
+}
+
+/// Acquires until `want` tickets are out, or (once some are) an acquire finds nothing more
+/// within 50 ms; waits at most 2 s for the first.
+std::vector<WorkTicket> acquire_n(WorkerLoop& loop, size_t want) {
+    std::vector<WorkTicket> out;
+    std::vector<WorkTicket> buf(want);
+    const auto end = std::chrono::steady_clock::now() + 2s;
+    while (out.size() < want && std::chrono::steady_clock::now() < end) {
+        auto n = loop.acquire(std::span(buf).first(want - out.size()), 50ms);
+        REQUIRE_MESSAGE(n.ok(), n.error().message);
+        for (size_t i = 0; i < *n; ++i) out.push_back(std::move(buf[i]));
+        if (*n == 0 && !out.empty()) break;
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("async worker: several messages of one partition in flight; the commit is the longest completed prefix") {
+    Fixture f("async-prefix");
+    for (int i = 0; i < 5; ++i) f.upload("k" + std::to_string(i), "data " + std::to_string(i));
+    auto loop = WorkerLoop::open(f.tp.pool, f.cfg("a", 8));
+    REQUIRE_MESSAGE(loop.ok(), loop.error().message);
+    auto tickets = acquire_n(*loop, 5);
+    REQUIRE(tickets.size() == 5);
+    CHECK(loop->in_flight() == 5);
+    for (size_t i = 0; i < 5; ++i) CHECK(tickets[i].item().offset == i);
+    // Out of order: offsets 4, 3, 2, 1 complete; offset 0 holds the commit back.
+    for (size_t i = 4; i >= 1; --i) REQUIRE(loop->complete(std::move(tickets[i]), upper(tickets[i])).ok());
+    REQUIRE(loop->service().ok());
+    CHECK(f.committed() == 0);
+    CHECK(f.result_text("k3") == "DATA 3");
+    REQUIRE(loop->complete(std::move(tickets[0]), upper(tickets[0])).ok());
+    REQUIRE(loop->service().ok());
+    CHECK(f.committed() == 5);
+    CHECK(loop->stats().processed == 5);
+    REQUIRE(loop->close().ok());
+}
+
+TEST_CASE("async worker: the window bounds the messages of one partition in flight past its commit") {
+    Fixture f("async-window");
+    for (int i = 0; i < 6; ++i) f.upload("k" + std::to_string(i), "x");
+    WorkerConfig c = f.cfg("a", 16);
+    c.window = 3;
+    auto loop = WorkerLoop::open(f.tp.pool, c);
+    REQUIRE(loop.ok());
+    auto tickets = acquire_n(*loop, 6);  // only 3 come
+    REQUIRE(tickets.size() == 3);
+    // A later completion does not open the window: offset 0 still holds it.
+    REQUIRE(loop->complete(std::move(tickets[2]), upper(tickets[2])).ok());
+    std::vector<WorkTicket> more(4);
+    auto n = loop->acquire(more, 50ms);
+    REQUIRE(n.ok());
+    CHECK(*n == 0);
+    REQUIRE(loop->complete(std::move(tickets[0]), upper(tickets[0])).ok());
+    n = loop->acquire(more, 1s);
+    REQUIRE(n.ok());
+    CHECK(*n >= 1);  // offset 3 (and 4 after offset 1's completion)
+    CHECK(more[0].item().offset == 3);
+}
+
+TEST_CASE("async worker: OrderMode::key holds a key's successor while its predecessor is in flight; none does not") {
+    for (OrderMode order : {OrderMode::key, OrderMode::none}) {
+        CAPTURE(int(order));
+        Fixture f(order == OrderMode::key ? "async-key" : "async-none");
+        const std::string same = "A";
+        f.upload("a0", "first", &same);
+        f.upload("a1", "second", &same);
+        f.upload("b0", "other");
+        auto loop = WorkerLoop::open(f.tp.pool, f.cfg("a", 8, order));
+        REQUIRE(loop.ok());
+        auto tickets = acquire_n(*loop, order == OrderMode::key ? 2 : 3);
+        std::vector<WorkTicket> extra(4);
+        auto n = loop->acquire(extra, 50ms);
+        REQUIRE(n.ok());
+        if (order == OrderMode::key) {
+            REQUIRE(tickets.size() == 2);
+            CHECK(*n == 0);  // a1 waits for a0
+            CHECK(tickets[0].item().offset == 0);
+            CHECK(tickets[1].item().offset == 2);
+            REQUIRE(loop->complete(std::move(tickets[0]), upper(tickets[0])).ok());
+            auto later = acquire_n(*loop, 1);
+            REQUIRE(later.size() == 1);
+            CHECK(later[0].item().offset == 1);
+        } else {
+            REQUIRE(tickets.size() == 3);
+            CHECK(*n == 0);
+        }
+    }
+}
+
+TEST_CASE("async worker: a result is never replaced by the result of an older input version") {
+    Fixture f("async-version");
+    const std::string k = "K";
+    const uint64_t v1 = f.upload("doc", "old", &k);
+    const uint64_t v2 = f.upload("doc", "new", &k);
+    REQUIRE(v2 > v1);
+    auto loop = WorkerLoop::open(f.tp.pool, f.cfg("a", 8, OrderMode::none));
+    REQUIRE(loop.ok());
+    // Both notifications read the object's current bytes ("new", v2); the first one's ticket
+    // is for offset 0. Forge the older case: complete offset 1 (v2) first, then write v1's.
+    auto tickets = acquire_n(*loop, 2);
+    REQUIRE(tickets.size() == 2);
+    CHECK(tickets[0].item().version == v2);
+    REQUIRE(loop->complete(std::move(tickets[1]), bytes_vec("result of v2")).ok());
+    CHECK(f.result_text("doc") == "result of v2");
+    // An input version below the stored result's (a stale redelivery finishing last).
+    auto r = f.store->put(f.result("doc"), bytes("result of v9"),
+                          result_put_options(f.in("doc").to_string(), v2 + 7, loop->stats().epoch));
+    REQUIRE(r.ok());
+    REQUIRE(loop->complete(std::move(tickets[0]), bytes_vec("late result of v2")).ok());
+    CHECK(f.result_text("doc") == "result of v9");
+    CHECK(loop->stats().superseded == 1);
+    REQUIRE(loop->service().ok());
+    CHECK(f.committed() == 2);
+}
+
+TEST_CASE("async worker: a failed message waits out its backoff while the rest go on; dead-lettered after max attempts") {
+    Fixture f("async-retry");
+    for (int i = 0; i < 3; ++i) f.upload("k" + std::to_string(i), "data");
+    WorkerConfig c = f.cfg("a", 8);
+    c.max_attempts = 2;
+    c.backoff_initial_ns = 200'000'000;  // long enough to see the others pass it
+    c.backoff_max_ns = 200'000'000;
+    auto loop = WorkerLoop::open(f.tp.pool, c);
+    REQUIRE(loop.ok());
+    auto tickets = acquire_n(*loop, 3);
+    REQUIRE(tickets.size() == 3);
+    REQUIRE(loop->complete(std::move(tickets[0]), make_error(Errc::io_error, "flaky")).ok());
+    REQUIRE(loop->complete(std::move(tickets[1]), upper(tickets[1])).ok());
+    REQUIRE(loop->complete(std::move(tickets[2]), upper(tickets[2])).ok());
+    REQUIRE(loop->service().ok());
+    CHECK(f.committed() == 0);  // offset 0 is not done
+    CHECK(f.result_text("k2") == "DATA");
+    auto again = acquire_n(*loop, 1);  // after the backoff
+    REQUIRE(again.size() == 1);
+    CHECK(again[0].item().offset == 0);
+    CHECK(again[0].item().attempt == 2);
+    REQUIRE(loop->complete(std::move(again[0]), make_error(Errc::io_error, "flaky again")).ok());
+    REQUIRE(loop->service().ok());
+    CHECK(f.committed() == 3);
+    CHECK(loop->stats().dead_lettered == 1);
+    auto dead = dead_letter_count(f.tp.pool, "t.dlq");
+    REQUIRE(dead.ok());
+    CHECK(*dead == 1);
+}
+
+TEST_CASE("async worker: a dropped ticket is redelivered with its attempt counted") {
+    Fixture f("async-drop");
+    f.upload("k0", "data");
+    auto loop = WorkerLoop::open(f.tp.pool, f.cfg("a", 4));
+    REQUIRE(loop.ok());
+    {
+        auto tickets = acquire_n(*loop, 1);
+        REQUIRE(tickets.size() == 1);
+        CHECK(tickets[0].item().attempt == 1);
+    }  // dropped without complete()
+    auto again = acquire_n(*loop, 1);
+    REQUIRE(again.size() == 1);
+    CHECK(again[0].item().attempt == 2);
+    REQUIRE(loop->complete(std::move(again[0]), upper(again[0])).ok());
+    REQUIRE(loop->service().ok());
+    CHECK(f.committed() == 1);
+}
+
+TEST_CASE("async worker: after a takeover the previous owner's window re-runs one message at a time") {
+    Fixture f("async-takeover");
+    for (int i = 0; i < 5; ++i) f.upload("k" + std::to_string(i), "data");
+    {
+        auto a = WorkerLoop::open(f.tp.pool, f.cfg("a", 8));
+        REQUIRE(a.ok());
+        auto tickets = acquire_n(*a, 3);  // offsets 0..2 counted in the pool, then a "crashes"
+        REQUIRE(tickets.size() == 3);
+        auto d = describe_consumer_group(f.tp.pool, "t", "g");
+        REQUIRE(d.ok());
+        CHECK(d->partitions[0].attempts == 1);
+        CHECK(d->partitions[0].attempt_offset == 0);
+    }
+    auto b = WorkerLoop::open(f.tp.pool, f.cfg("b", 8));
+    REQUIRE(b.ok());
+    for (uint64_t off = 0; off < 3; ++off) {
+        auto t = acquire_n(*b, 3);
+        REQUIRE(t.size() == 1);  // one at a time through the old window
+        CHECK(t[0].item().offset == off);
+        CHECK(t[0].item().attempt == 2);  // a's hand-out was counted
+        REQUIRE(b->complete(std::move(t[0]), upper(t[0])).ok());
+    }
+    auto rest = acquire_n(*b, 2);
+    CHECK(rest.size() == 2);  // past the window: concurrent again
+}
+
+TEST_CASE("async worker: wait_fd becomes readable when a message arrives and when complete() frees capacity") {
+    Fixture f("async-fd");
+    auto loop = WorkerLoop::open(f.tp.pool, f.cfg("a", 1));
+    REQUIRE(loop.ok());
+    auto fd = loop->wait_fd();
+    REQUIRE(fd.ok());
+    std::vector<WorkTicket> t(1);
+    REQUIRE(loop->acquire(t, 0ms).ok());
+    f.upload("k0", "data");
+    f.upload("k1", "data");
+    pollfd p{*fd, POLLIN, 0};
+    REQUIRE(::poll(&p, 1, 2000) == 1);
+    auto n = loop->acquire(t, 0ms);
+    REQUIRE(n.ok());
+    REQUIRE(*n == 1);
+    // At capacity (1): complete() frees it and says so through the fd.
+    REQUIRE(loop->complete(std::move(t[0]), upper(t[0])).ok());
+    p.revents = 0;
+    REQUIRE(::poll(&p, 1, 2000) == 1);
+    n = loop->acquire(t, 0ms);
+    REQUIRE(n.ok());
+    CHECK(*n == 1);
+}
+
+// The dead-letter record commits up to its offset in one fenced step: a dead letter decided
+// for a later offset waits until the earlier ones are done, so no commit passes a message
+// still in flight (a crash would lose it).
+TEST_CASE("async worker: a dead letter behind a message still in flight waits for it; the commit never passes it") {
+    Fixture f("async-dlq-order");
+    for (int i = 0; i < 3; ++i) f.upload("k" + std::to_string(i), "data");
+    auto loop = WorkerLoop::open(f.tp.pool, f.cfg("a", 8));
+    REQUIRE(loop.ok());
+    auto tickets = acquire_n(*loop, 3);
+    REQUIRE(tickets.size() == 3);
+    REQUIRE(loop->complete(std::move(tickets[2]), make_error(Errc::invalid_argument, "bad input")).ok());
+    REQUIRE(loop->service().ok());
+    CHECK(f.committed() == 0);
+    CHECK(loop->stats().dead_lettered == 0);  // decided, not sent: offset 0 and 1 are in flight
+    REQUIRE(loop->complete(std::move(tickets[0]), upper(tickets[0])).ok());
+    REQUIRE(loop->complete(std::move(tickets[1]), upper(tickets[1])).ok());
+    std::vector<WorkTicket> none(2);
+    auto n = loop->acquire(none, 0ms);  // sends the owed dead letter (nothing to hand out)
+    REQUIRE(n.ok());
+    CHECK(*n == 0);
+    REQUIRE(loop->service().ok());
+    CHECK(loop->stats().dead_lettered == 1);
+    CHECK(f.committed() == 3);
+    auto dead = dead_letter_count(f.tp.pool, "t.dlq");
+    REQUIRE(dead.ok());
+    CHECK(*dead == 1);
+}

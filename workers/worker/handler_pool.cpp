@@ -1,0 +1,548 @@
+// SPDX-License-Identifier: MIT
+#include "handler_pool.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <unordered_map>
+
+#include "fabric_shm/clock.h"
+#include "handler_protocol.h"
+
+extern char** environ;
+
+namespace fabric_shm::workers {
+
+namespace proto = handler_protocol;
+
+namespace {
+
+constexpr uint64_t kServiceEveryNs = 50 * kNsPerMs;
+constexpr uint64_t kRestartFirstNs = 50 * kNsPerMs;
+constexpr uint64_t kRestartMaxNs = 5 * kNsPerSec;
+constexpr size_t kReadChunk = 256 * 1024;
+constexpr size_t kStderrTail = 512;
+
+void set_nonblock(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
+
+std::string describe_status(int status) {
+    if (WIFEXITED(status)) return "exit status " + std::to_string(WEXITSTATUS(status));
+    if (WIFSIGNALED(status))
+        return "killed by signal " + std::to_string(WTERMSIG(status)) + " (" + ::strsignal(WTERMSIG(status)) + ")";
+    return "status " + std::to_string(status);
+}
+
+struct InFlight {
+    WorkTicket ticket;
+    uint64_t sent_ns = 0;
+};
+
+struct Handler {
+    uint32_t index = 0;
+    pid_t pid = 0;
+    int in = -1, out = -1, err = -1;
+    enum class State : uint8_t { down, starting, ready, closing } state = State::down;
+    std::vector<uint8_t> wbuf;
+    size_t wpos = 0;
+    std::vector<uint8_t> rbuf;
+    std::string err_tail;
+    std::unordered_map<uint64_t, InFlight> in_flight;
+    uint64_t started_ns = 0, restart_at_ns = 0;
+    uint32_t failures = 0, restarts = 0;
+};
+
+class Pool {
+public:
+    Pool(WorkerLoop& loop, const HandlerSpec& spec) : loop_(loop), spec_(spec), handlers_(spec.slots) {
+        for (uint32_t i = 0; i < spec.slots; ++i) handlers_[i].index = i;
+        env_strings_ = build_env();
+    }
+
+    Result<WorkerExit> run(const volatile sig_atomic_t* stop);
+
+private:
+    WorkerLoop& loop_;
+    const HandlerSpec& spec_;
+    std::vector<Handler> handlers_;
+    std::vector<std::string> env_strings_;
+    uint64_t next_id_ = 0;
+    uint64_t last_service_ns_ = 0;
+    /// Messages that were in flight at a handler when it failed, (partition, offset) -> when.
+    /// While any is left, every handler gets one request at a time, so a poison message that
+    /// kills its handler again is charged alone (its neighbours were charged once, by the
+    /// first failure). An entry leaves when its message gets an answer, or after a while (it
+    /// was dead-lettered, or its partition moved).
+    std::map<std::pair<uint32_t, uint64_t>, uint64_t> suspects_;
+    static constexpr uint64_t kSuspectForgetNs = 30 * kNsPerSec;
+    uint32_t per_handler_limit() {
+        const uint64_t now = mono_now_ns();
+        for (auto it = suspects_.begin(); it != suspects_.end();)
+            it = now - it->second > kSuspectForgetNs ? suspects_.erase(it) : std::next(it);
+        return suspects_.empty() ? spec_.max_in_flight : 1;
+    }
+
+    void log(const std::string& line) const {
+        if (spec_.log) spec_.log(line);
+    }
+    std::vector<std::string> build_env() const;
+    Status spawn(Handler& h);
+    Status fail(Handler& h, const std::string& reason);
+    Status on_readable(Handler& h);
+    void on_stderr(Handler& h);
+    Status flush(Handler& h);
+    size_t capacity();
+    size_t in_flight() const;
+    Handler* least_loaded();
+    Status dispatch(std::span<WorkTicket> tickets);
+    void close_all(uint64_t grace_ns);
+    void reap(Handler& h, int* status);
+};
+
+std::vector<std::string> Pool::build_env() const {
+    std::vector<std::string> out;
+    for (char** e = environ; e && *e; ++e) {
+        const std::string_view kv(*e);
+        const std::string_view name = kv.substr(0, kv.find('='));
+        bool overridden = false;
+        for (const auto& [k, v] : spec_.env) overridden |= (k == name);
+        if (!overridden) out.emplace_back(kv);
+    }
+    for (const auto& [k, v] : spec_.env) out.push_back(k + "=" + v);
+    return out;
+}
+
+Status Pool::spawn(Handler& h) {
+    std::vector<std::string> env = env_strings_;
+    env.push_back("FABRIC_HANDLER_SLOT=" + std::to_string(h.index));
+    env.push_back("FABRIC_HANDLER_MAX_IN_FLIGHT=" + std::to_string(spec_.max_in_flight));
+    std::vector<char*> envp;
+    for (auto& s : env) envp.push_back(s.data());
+    envp.push_back(nullptr);
+    std::string cmd = spec_.command;
+    char sh[] = "/bin/sh", dash_c[] = "-c";
+    char* argv[] = {sh, dash_c, cmd.data(), nullptr};
+    int in_p[2], out_p[2], err_p[2], go_p[2];
+    if (::pipe2(in_p, O_CLOEXEC) != 0) return errno_error(errno, "--handler: pipe");
+    if (::pipe2(out_p, O_CLOEXEC) != 0 || ::pipe2(err_p, O_CLOEXEC) != 0 || ::pipe2(go_p, O_CLOEXEC) != 0)
+        return errno_error(errno, "--handler: pipe");
+    const pid_t pid = ::fork();
+    if (pid < 0) return errno_error(errno, "--handler: fork");
+    if (pid == 0) {
+        ::setpgid(0, 0);
+        ::close(go_p[1]);
+        char go = 0;
+        ssize_t k;
+        while ((k = ::read(go_p[0], &go, 1)) < 0 && errno == EINTR) {
+        }
+        if (k != 1) ::_exit(127);  // the worker died or refused before recording our group
+        ::dup2(in_p[0], 0);
+        ::dup2(out_p[1], 1);
+        ::dup2(err_p[1], 2);
+        struct sigaction dfl {};
+        dfl.sa_handler = SIG_DFL;
+        for (int s : {SIGPIPE, SIGTERM, SIGINT, SIGHUP}) ::sigaction(s, &dfl, nullptr);
+        sigset_t none;
+        sigemptyset(&none);
+        ::sigprocmask(SIG_SETMASK, &none, nullptr);
+        ::execve(sh, argv, envp.data());
+        ::_exit(127);
+    }
+    ::setpgid(pid, pid);
+    ::close(go_p[0]);
+    ::close(in_p[0]);
+    ::close(out_p[1]);
+    ::close(err_p[1]);
+    auto close_ours = [&] {
+        ::close(in_p[1]);
+        ::close(out_p[0]);
+        ::close(err_p[0]);
+    };
+    if (spec_.on_started) {
+        if (Status st = spec_.on_started(pid); !st) {
+            ::close(go_p[1]);
+            close_ours();
+            int ignored;
+            while (::waitpid(pid, &ignored, 0) < 0 && errno == EINTR) {
+            }
+            return st;
+        }
+    }
+    const char go = 1;
+    while (::write(go_p[1], &go, 1) < 0 && errno == EINTR) {
+    }
+    ::close(go_p[1]);
+    if (spec_.running_pgids) spec_.running_pgids[h.index] = pid;
+    h.pid = pid;
+    h.in = in_p[1];
+    h.out = out_p[0];
+    h.err = err_p[0];
+    for (int fd : {h.in, h.out, h.err}) set_nonblock(fd);
+    h.state = Handler::State::starting;
+    h.wbuf.clear();
+    h.wpos = 0;
+    h.rbuf.clear();
+    h.err_tail.clear();
+    h.started_ns = mono_now_ns();
+    proto::append_hello(h.wbuf, spec_.max_in_flight);
+    return {};
+}
+
+void Pool::reap(Handler& h, int* status) {
+    ::kill(-h.pid, SIGKILL);  // the whole group: whatever the command started goes too
+    ::kill(h.pid, SIGKILL);
+    while (::waitpid(h.pid, status, 0) < 0 && errno == EINTR) {
+    }
+    if (spec_.running_pgids) spec_.running_pgids[h.index] = 0;
+    if (spec_.on_finished) spec_.on_finished(h.pid);
+    for (int* fd : {&h.in, &h.out, &h.err})
+        if (*fd >= 0) {
+            ::close(*fd);
+            *fd = -1;
+        }
+    h.pid = 0;
+}
+
+// The handler is done for: kill its group, fail what it had in flight (one attempt each),
+// schedule a restart with backoff.
+Status Pool::fail(Handler& h, const std::string& reason) {
+    int status = 0;
+    // It may have exited by itself (a crash): give its status a moment to be collectable.
+    pid_t w = 0;
+    for (int i = 0; i < 20 && (w = ::waitpid(h.pid, &status, WNOHANG)) == 0; ++i) ::usleep(1000);
+    std::string why = reason;
+    if (w == h.pid) {
+        why += ": " + describe_status(status);
+        ::kill(-h.pid, SIGKILL);  // stragglers of its group
+        if (spec_.running_pgids) spec_.running_pgids[h.index] = 0;
+        if (spec_.on_finished) spec_.on_finished(h.pid);
+        for (int* fd : {&h.err}) {
+            // Whatever it said last: the reason is most useful with it.
+            char buf[4096];
+            ssize_t k;
+            while (*fd >= 0 && (k = ::read(*fd, buf, sizeof buf)) > 0) h.err_tail.append(buf, size_t(k));
+        }
+        for (int* fd : {&h.in, &h.out, &h.err})
+            if (*fd >= 0) {
+                ::close(*fd);
+                *fd = -1;
+            }
+        h.pid = 0;
+    } else {
+        on_stderr(h);
+        reap(h, &status);
+    }
+    if (h.err_tail.size() > kStderrTail) h.err_tail.erase(0, h.err_tail.size() - kStderrTail);
+    std::string tail = h.err_tail;
+    while (!tail.empty() && (tail.back() == '\n' || tail.back() == '\r')) tail.pop_back();
+    if (!tail.empty()) why += "; stderr: " + tail;
+    const size_t lost = h.in_flight.size();
+    ++h.failures;
+    ++h.restarts;
+    const uint64_t delay = std::min<uint64_t>(kRestartMaxNs, kRestartFirstNs << std::min<uint32_t>(h.failures - 1, 16));
+    h.restart_at_ns = mono_now_ns() + delay;
+    h.state = Handler::State::down;
+    log("handler " + std::to_string(h.index) + ": " + why + "; " + std::to_string(lost) +
+        " request(s) in flight fail once; restarting in " + format_duration_ns(delay) + " (restart " +
+        std::to_string(h.restarts) + ")");
+    std::unordered_map<uint64_t, InFlight> failed;
+    failed.swap(h.in_flight);
+    if (lost > 1 || !suspects_.empty())
+        for (auto& [id, f] : failed) suspects_[{f.ticket.item().partition, f.ticket.item().offset}] = mono_now_ns();
+    for (auto& [id, f] : failed)
+        FABRIC_TRY(loop_.complete(std::move(f.ticket), make_error(Errc::io_error, "handler " + why), false));
+    return {};
+}
+
+void Pool::on_stderr(Handler& h) {
+    if (h.err < 0) return;
+    char buf[4096];
+    for (;;) {
+        const ssize_t k = ::read(h.err, buf, sizeof buf);
+        if (k > 0) {
+            h.err_tail.append(buf, size_t(k));
+            if (h.err_tail.size() > 2 * kStderrTail) h.err_tail.erase(0, h.err_tail.size() - kStderrTail);
+            continue;
+        }
+        if (k == 0 || (errno != EAGAIN && errno != EINTR)) {
+            ::close(h.err);
+            h.err = -1;
+        }
+        return;
+    }
+}
+
+Status Pool::flush(Handler& h) {
+    while (h.wpos < h.wbuf.size()) {
+        const ssize_t k = ::write(h.in, h.wbuf.data() + h.wpos, h.wbuf.size() - h.wpos);
+        if (k > 0) {
+            h.wpos += size_t(k);
+            continue;
+        }
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0 && errno == EAGAIN) return {};
+        return fail(h, "closed its stdin");
+    }
+    h.wbuf.clear();
+    h.wpos = 0;
+    return {};
+}
+
+Status Pool::on_readable(Handler& h) {
+    for (;;) {
+        const size_t old = h.rbuf.size();
+        h.rbuf.resize(old + kReadChunk);
+        const ssize_t k = ::read(h.out, h.rbuf.data() + old, kReadChunk);
+        h.rbuf.resize(old + (k > 0 ? size_t(k) : 0));
+        if (k > 0) {
+            if (size_t(k) < kReadChunk) break;
+            continue;
+        }
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0 && errno == EAGAIN) break;
+        return fail(h, h.state == Handler::State::closing ? "exited" : "closed its stdout");
+    }
+    size_t pos = 0;
+    Status result;
+    while (pos < h.rbuf.size()) {
+        size_t used = 0;
+        proto::Reply reply;
+        uint16_t version = 0;
+        std::string why;
+        const auto p = proto::parse_frame(std::span(h.rbuf).subspan(pos), &used, &reply, &version, &why);
+        if (p == proto::Parse::need_more) break;
+        if (p == proto::Parse::error) return fail(h, "protocol error: " + why);
+        pos += used;
+        if (p == proto::Parse::hello) {
+            if (h.state != Handler::State::starting) return fail(h, "protocol error: a second hello");
+            if (version != proto::kVersion)
+                return fail(h, "protocol error: the handler speaks version " + std::to_string(version) +
+                                   ", this worker version " + std::to_string(proto::kVersion));
+            h.state = Handler::State::ready;
+            continue;
+        }
+        if (h.state != Handler::State::ready && h.state != Handler::State::closing)
+            return fail(h, "protocol error: a reply before the hello");
+        auto it = h.in_flight.find(reply.id);
+        if (it == h.in_flight.end())
+            return fail(h, "protocol error: a reply for request " + std::to_string(reply.id) +
+                               ", which is not in flight at this handler");
+        WorkTicket ticket = std::move(it->second.ticket);
+        h.in_flight.erase(it);
+        if (!suspects_.empty()) suspects_.erase({ticket.item().partition, ticket.item().offset});
+        if (reply.status == proto::kStatusOk) {
+            h.failures = 0;
+            if (spec_.max_result_bytes != 0 && reply.body.size() > spec_.max_result_bytes) {
+                result = loop_.complete(std::move(ticket),
+                                        make_error(Errc::invalid_argument,
+                                                   "handler result of " + std::to_string(reply.body.size()) +
+                                                       " bytes is larger than --max-result-size " +
+                                                       std::to_string(spec_.max_result_bytes)),
+                                        true);
+            } else {
+                result = loop_.complete(std::move(ticket), reply.body);
+            }
+        } else {
+            const std::string msg(reply.body.begin(), reply.body.end());
+            result = loop_.complete(std::move(ticket),
+                                    make_error(reply.status == proto::kStatusPermanent ? Errc::invalid_argument
+                                                                                       : Errc::io_error,
+                                               "handler: " + msg),
+                                    reply.status == proto::kStatusPermanent);
+        }
+        if (!result) return result;
+    }
+    h.rbuf.erase(h.rbuf.begin(), h.rbuf.begin() + ptrdiff_t(pos));
+    return {};
+}
+
+size_t Pool::capacity() {
+    const uint32_t limit = per_handler_limit();
+    size_t c = 0;
+    for (const Handler& h : handlers_)
+        if (h.state == Handler::State::ready && h.in_flight.size() < limit) c += limit - h.in_flight.size();
+    return c;
+}
+
+size_t Pool::in_flight() const {
+    size_t n = 0;
+    for (const Handler& h : handlers_) n += h.in_flight.size();
+    return n;
+}
+
+Handler* Pool::least_loaded() {
+    const uint32_t limit = suspects_.empty() ? spec_.max_in_flight : 1;
+    Handler* best = nullptr;
+    for (Handler& h : handlers_)
+        if (h.state == Handler::State::ready && h.in_flight.size() < limit &&
+            (!best || h.in_flight.size() < best->in_flight.size()))
+            best = &h;
+    return best;
+}
+
+Status Pool::dispatch(std::span<WorkTicket> tickets) {
+    const uint64_t now = mono_now_ns();
+    for (WorkTicket& t : tickets) {
+        Handler* h = least_loaded();
+        if (!h) break;  // cannot happen: acquire was bounded by capacity()
+        const WorkItem& item = t.item();
+        const std::string uri = item.uri.to_string();
+        proto::RequestFields r;
+        r.id = ++next_id_;
+        r.attempt = item.attempt;
+        r.partition = item.partition;
+        r.offset = item.offset;
+        r.version = item.version;
+        r.uri = uri;
+        r.key = std::string_view(reinterpret_cast<const char*>(item.key.data()), item.key.size());
+        r.topic = item.topic;
+        r.data = item.data;
+        proto::append_request(h->wbuf, r);
+        h->in_flight.emplace(r.id, InFlight{std::move(t), now});
+    }
+    for (Handler& h : handlers_)
+        if (h.pid != 0 && h.wpos < h.wbuf.size()) FABRIC_TRY(flush(h));
+    return {};
+}
+
+// Drain's end: close every handler's stdin (a helper's cue to exit), wait for them, then kill
+// what is left of their groups.
+void Pool::close_all(uint64_t grace_ns) {
+    const uint64_t end = mono_now_ns() + grace_ns;
+    for (Handler& h : handlers_)
+        if (h.pid != 0 && h.in >= 0) {
+            ::close(h.in);
+            h.in = -1;
+            h.state = Handler::State::closing;
+        }
+    for (Handler& h : handlers_) {
+        if (h.pid == 0) continue;
+        int status = 0;
+        pid_t w = 0;
+        while ((w = ::waitpid(h.pid, &status, WNOHANG)) == 0 && mono_now_ns() < end) {
+            on_stderr(h);
+            ::usleep(2000);
+        }
+        if (w != h.pid) log("handler " + std::to_string(h.index) + " did not exit after its stdin closed: killed");
+        reap(h, &status);  // kills the group's stragglers; reaps if not yet
+    }
+}
+
+Result<WorkerExit> Pool::run(const volatile sig_atomic_t* stop) {
+    auto wfd = loop_.wait_fd();
+    if (!wfd) return std::move(wfd).error();
+    std::vector<WorkTicket> tickets(256);
+    std::vector<pollfd> fds;
+    std::vector<std::pair<Handler*, int>> owners;  // fds[i] -> (handler, 0 out / 1 err / 2 in)
+    WorkerExit why = WorkerExit::stopped;
+    bool draining = false;
+    for (;;) {
+        uint64_t now = mono_now_ns();
+        if (!draining && (*stop || loop_.finished())) {
+            draining = true;
+            why = *stop ? WorkerExit::stopped : spec_.count_limited ? WorkerExit::count_reached : WorkerExit::idle;
+            if (in_flight() > 0)
+                log("draining: " + std::to_string(in_flight()) + " request(s) in flight finish first");
+        }
+        if (draining && in_flight() == 0) break;
+        for (Handler& h : handlers_)
+            if (h.state == Handler::State::down && now >= h.restart_at_ns && !draining) FABRIC_TRY(spawn(h));
+        // Timeouts: the hello, then each request (against a clock read after every send).
+        if (const uint64_t now = mono_now_ns(); spec_.timeout_ns != 0)
+            for (Handler& h : handlers_) {
+                if (h.pid == 0) continue;
+                if (h.state == Handler::State::starting && now > h.started_ns && now - h.started_ns > spec_.timeout_ns) {
+                    FABRIC_TRY(fail(h, "no hello within --exec-timeout " + format_duration_ns(spec_.timeout_ns)));
+                    continue;
+                }
+                for (const auto& [id, f] : h.in_flight)
+                    if (now > f.sent_ns && now - f.sent_ns > spec_.timeout_ns) {
+                        FABRIC_TRY(fail(h, "request " + std::to_string(id) + " timed out after --exec-timeout " +
+                                               format_duration_ns(spec_.timeout_ns) + " (killed)"));
+                        break;
+                    }
+            }
+        if (!draining) {
+            const size_t cap = std::min(capacity(), tickets.size());
+            if (cap > 0) {
+                auto n = loop_.acquire(std::span(tickets).first(cap), std::chrono::nanoseconds(0));
+                if (!n) return std::move(n).error();
+                FABRIC_TRY(dispatch(std::span(tickets).first(*n)));
+                if (*n == cap) continue;  // more may be ready: take them before sleeping
+            }
+        }
+        if (now - last_service_ns_ >= kServiceEveryNs) {
+            last_service_ns_ = now;
+            FABRIC_TRY(loop_.service());
+        }
+        fds.clear();
+        owners.clear();
+        fds.push_back({*wfd, POLLIN, 0});
+        owners.emplace_back(nullptr, 0);
+        uint64_t wait = kServiceEveryNs;
+        now = mono_now_ns();
+        for (Handler& h : handlers_) {
+            if (h.state == Handler::State::down) {
+                if (!draining) wait = std::min(wait, h.restart_at_ns > now ? h.restart_at_ns - now : 0);
+                continue;
+            }
+            if (h.out >= 0) {
+                fds.push_back({h.out, POLLIN, 0});
+                owners.emplace_back(&h, 0);
+            }
+            if (h.err >= 0) {
+                fds.push_back({h.err, POLLIN, 0});
+                owners.emplace_back(&h, 1);
+            }
+            if (h.in >= 0 && h.wpos < h.wbuf.size()) {
+                fds.push_back({h.in, POLLOUT, 0});
+                owners.emplace_back(&h, 2);
+            }
+            if (spec_.timeout_ns != 0) {
+                uint64_t oldest = h.state == Handler::State::starting ? h.started_ns : UINT64_MAX;
+                for (const auto& [id, f] : h.in_flight) oldest = std::min(oldest, f.sent_ns);
+                if (oldest != UINT64_MAX) {
+                    const uint64_t due = oldest + spec_.timeout_ns;
+                    wait = std::min(wait, due > now ? due - now : 0);
+                }
+            }
+        }
+        const int r = ::poll(fds.data(), fds.size(), int(wait / kNsPerMs) + 1);
+        if (r < 0 && errno != EINTR) return errno_error(errno, "--handler: poll");
+        if (r <= 0) continue;
+        if (fds[0].revents) {
+            last_service_ns_ = mono_now_ns();
+            FABRIC_TRY(loop_.service());
+        }
+        for (size_t i = 1; i < fds.size(); ++i) {
+            if (!fds[i].revents) continue;
+            Handler& h = *owners[i].first;
+            if (h.pid == 0) continue;  // failed earlier in this round
+            switch (owners[i].second) {
+                case 0: FABRIC_TRY(on_readable(h)); break;
+                case 1: on_stderr(h); break;
+                case 2: FABRIC_TRY(flush(h)); break;
+            }
+        }
+    }
+    close_all(spec_.drain_timeout_ns);
+    FABRIC_TRY(loop_.close());
+    return why;
+}
+
+}  // namespace
+
+Result<WorkerExit> run_handlers(WorkerLoop& loop, const HandlerSpec& spec, const volatile sig_atomic_t* stop) {
+    if (spec.slots == 0) return make_error(Errc::invalid_argument, "--concurrency 0: at least one handler is needed");
+    if (spec.max_in_flight == 0) return make_error(Errc::invalid_argument, "--max-inflight 0: at least 1 is needed");
+    Pool pool(loop, spec);
+    return pool.run(stop);
+}
+
+}  // namespace fabric_shm::workers
