@@ -144,10 +144,14 @@ TEST_CASE("leases: the reaper and re-initialisers racing on an expired pool neve
     const std::string name = cleanup.name();
     for (int round = 0; round < 3; ++round) {
         {
-            auto pool = Pool::create({name, 2 << 20, 30 * kNsPerMs});
-            REQUIRE(pool);
+            // A short lease, but long enough to outlast the creation itself on a loaded machine
+            // under ThreadSanitizer (30 ms did not: the pool expired before create returned).
+            auto pool = Pool::create({name, 2 << 20, 300 * kNsPerMs});
+            REQUIRE_MESSAGE(pool, pool.error().message);
+            const uint64_t deadline = mono_now_ns() + 10 * kNsPerSec;
+            while (!pool->wholly_expired(mono_now_ns()) && mono_now_ns() < deadline) usleep(10 * 1000);
+            REQUIRE(pool->wholly_expired(mono_now_ns()));
         }
-        usleep(50 * 1000);
         std::vector<pid_t> kids;
         for (int i = 0; i < 4; ++i)
             kids.push_back(test::fork_child([&, i] {
