@@ -68,7 +68,7 @@ constexpr uint64_t kTopicReadyWaitNs = 10 * kNsPerSec;
 Status ensure_topic(Pool& pool, const std::string& name, uint32_t partitions) {
     TopicConfig cfg;
     cfg.num_partitions = partitions;
-    return TopicManager(pool).ensure(name, cfg, kTopicReadyWaitNs);
+    return TopicManager(pool).ensure(name, cfg, ns_duration(kTopicReadyWaitNs));
 }
 
 std::span<const uint8_t> bytes_of(std::string_view s) {
@@ -211,7 +211,7 @@ Status WorkerLoop::Impl::register_topic_leases(const std::string& topic) {
 // and the group, and picks up a new assignment.
 Status WorkerLoop::Impl::keep_alive() {
     const uint64_t now = mono_now_ns();
-    TickSummary t = renewals->tick(now);
+    TickSummary t = renewals->tick(MonoClock::from_ns(now));
     FABRIC_TRY(std::move(t.registration));  // fenced: fail closed (stale_generation is fatal)
     for (const RenewalOutcome& o : t.outcomes)
         if (o.kind == RenewalOutcomeKind::dropped)
@@ -503,7 +503,7 @@ Result<Outcome> WorkerLoop::Impl::handle(const Message& m) {
         if (failure.permanent) return dead_letter(m, *a, failure.reason);
         note("attempt " + std::to_string(*a) + "/" + std::to_string(cfg.max_attempts) + " for " + uri->to_string() +
              " failed: " + failure.reason);
-        uint64_t wait = 0;
+        Duration wait{0};
         auto dead = router->nack(m, failure.reason, &wait);  // dead-letters (fenced) after the last attempt
         if (!dead) {
             if (dead.code() == Errc::busy) delayed = {m.partition, m.offset, *a, failure.reason};
@@ -515,7 +515,7 @@ Result<Outcome> WorkerLoop::Impl::handle(const Message& m) {
                  std::to_string(*a) + " attempts: " + failure.reason);
             return Outcome::done;
         }
-        auto b = backoff(wait);
+        auto b = backoff(to_ns(wait));
         if (!b) return std::move(b).error();
         if (*b != Outcome::done) return *b;
     }
@@ -576,7 +576,7 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config, Proc
     }
 
     ConsumerOptions co;
-    co.group.ttl_ns = std::max<uint64_t>(60 * kNsPerSec, 2 * config.session_timeout_ns);
+    co.group.ttl = ns_duration(std::max<uint64_t>(60 * kNsPerSec, 2 * config.session_timeout_ns));
     auto c = Consumer::open(pool, config.topic, config.group, co);
     if (!c) return std::move(c).error();
     impl->consumer.emplace(std::move(c.value()));
@@ -584,8 +584,8 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config, Proc
 
     DlqPolicy dp;
     dp.max_attempts = config.max_attempts;
-    dp.initial_backoff_ns = config.backoff_initial_ns;
-    dp.max_backoff_ns = config.backoff_max_ns;
+    dp.initial_backoff = ns_duration(config.backoff_initial_ns);
+    dp.max_backoff = ns_duration(config.backoff_max_ns);
     dp.dlq_topic = config.dlq_topic;
     auto router = DlqRouter::open(pool, config.topic, config.group, dp);
     if (!router) return std::move(router).error();
@@ -685,7 +685,7 @@ Result<WorkerExit> WorkerLoop::run(const std::function<bool()>& should_stop) {
         }
         size_t max = im.cfg.batch;
         if (im.cfg.count != 0) max = size_t(std::min<uint64_t>(max, im.cfg.count - im.handled));
-        auto n = im.consumer->poll(batch, max, kPollTimeoutNs);
+        auto n = im.consumer->poll(batch, max, ns_duration(kPollTimeoutNs));
         if (!n) return fail(std::move(n).error());
         if (batch.lost() != 0)
             im.note("lost " + std::to_string(batch.lost()) + " notification(s) to overwriting (topic too small)");
