@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// Soak (issue 8): a churn run at a steady object count for a configurable time, sampling the
+// Soak: a churn run at a steady object count for a configurable time, sampling the
 // pool from the inside and every process's private anonymous memory, and requiring both to
 // stay flat after a warm-up.
 //
