@@ -94,7 +94,7 @@ int producer_main(const Run& r, BridgeShared& sh, uint32_t expected_ready, int s
     if (!pool) return fail(sh, "producer: " + pool.error().message), 1;
     auto store = MemObjectStore::attach(*pool);
     ProducerOptions po;
-    po.block_timeout_ns = 60 * kNsPerSec;
+    po.block_timeout = std::chrono::seconds(60);
     auto prod = Producer::open(*pool, "uploads", po);
     if (!store || !prod) return fail(sh, "producer: open"), 1;
     if (!wait_for([&] { return sh.ready.load() >= expected_ready; }, false, 60 * kNsPerSec))
@@ -176,7 +176,7 @@ int collector_main(const Run& r, BridgeShared& sh, int slot) {
     const uint64_t interval = r.rate > 0 ? uint64_t(1e9 / r.rate) : 0;
     uint64_t seen = 0;
     while (sh.stop.load(std::memory_order_acquire) == 0) {
-        auto n = gc->poll(batch, 256, 20 * kNsPerMs);
+        auto n = gc->poll(batch, 256, std::chrono::milliseconds(20));
         if (!n) return fail(sh, "collector: " + n.error().message), 1;
         if (*n == 0) continue;
         const uint64_t now = wall_now_ns();

@@ -63,7 +63,7 @@ int consumer_main(const NotifyRun& r, NotifyShared& sh) {
     if (!pool) return fail(sh, "consumer: open pool", pool.error()), 1;
     ConsumerOptions o;
     o.wait = r.spin ? WaitMode::spin : WaitMode::park;
-    o.spin_ns = r.park_spin_ns;
+    o.spin = ns_duration(r.park_spin_ns);
     auto c = Consumer::open(*pool, r.topic, "bench", o);
     if (!c) return fail(sh, "consumer: open", c.error()), 1;
     if (Status st = c->assign_all(); !st) return fail(sh, "consumer: assign", st.error()), 1;
@@ -74,7 +74,7 @@ int consumer_main(const NotifyRun& r, NotifyShared& sh) {
     uint64_t got = 0, lost = 0, cpu0 = 0;
     SpinBackoff idle;
     while (got + lost < total) {
-        auto n = c->poll(b, 256, r.spin_yield ? 0 : kNsPerSec);
+        auto n = c->poll(b, 256, ns_duration(r.spin_yield ? 0 : kNsPerSec));
         if (!n) return fail(sh, "consumer: poll", n.error()), 1;
         if (*n == 0) {
             if (r.spin_yield) idle.pause();
@@ -209,7 +209,7 @@ bool pingpong_run(Pool& pool, const std::string& pool_name, uint64_t warmup, uin
         if (!p) return 1;
         ConsumerOptions o;
         o.wait = WaitMode::park;
-        o.spin_ns = 0;
+        o.spin = Duration::zero();
         auto c = Consumer::open(*p, ping ? "pong" : "ping", "bench", o);
         auto prod = Producer::open(*p, ping ? "ping" : "pong");
         if (!c || !prod || !c->assign_all()) return sh->failures.fetch_add(1), 1;
@@ -217,7 +217,7 @@ bool pingpong_run(Pool& pool, const std::string& pool_name, uint64_t warmup, uin
         uint8_t msg[kMsgBytes] = {};
         auto recv1 = [&]() -> bool {
             for (;;) {
-                auto n = c->poll(b, 1, kNsPerSec);
+                auto n = c->poll(b, 1, std::chrono::seconds(1));
                 if (!n) return false;
                 if (*n) return bool(c->commit());
             }

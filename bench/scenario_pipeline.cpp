@@ -107,7 +107,7 @@ int group_worker_main(const PipelineRun& r, PipelineShared& sh, int w) {
     if (!store) return fail(sh, "worker: attach store", store.error()), 1;
     GroupConsumerOptions go;
     go.consumer.wait = r.cfg.spin ? WaitMode::spin : WaitMode::park;
-    go.consumer.spin_ns = r.park_spin_ns;
+    go.consumer.spin = ns_duration(r.park_spin_ns);
     const std::string member = "w" + std::to_string(w) + "-" + std::to_string(getpid());
     auto gc = GroupConsumer::open(*pool, r.topic, "workers", member, go);
     if (!gc) return fail(sh, "worker: join", gc.error()), 1;
@@ -117,7 +117,7 @@ int group_worker_main(const PipelineRun& r, PipelineShared& sh, int w) {
     bool measuring = false;
     sh.ready.fetch_add(1);
     while (sh.stop.load(std::memory_order_acquire) == 0) {
-        auto n = gc->poll(batch, 16, 10 * kNsPerMs);
+        auto n = gc->poll(batch, 16, std::chrono::milliseconds(10));
         if (!n) return fail(sh, "worker: poll", n.error()), 1;
         if (*n == 0) continue;
         size_t timed = 0;
@@ -374,7 +374,7 @@ bool cost_breakdown(Context& ctx, Pool& pool, MemObjectStore& store, const std::
         for (uint64_t i = 0; i < kN; ++i) failures += prod->send(texts[i]) ? 0 : 1;
         t[2] = now_ns();
         for (uint64_t got = 0; got < kN;) {
-            auto n = cons->poll(batch, 16, 0);
+            auto n = cons->poll(batch, 16, Duration::zero());
             if (!n) return std::fprintf(stderr, "pipeline: cost poll: %s\n", n.error().message.c_str()), false;
             got += *n;
             failures += cons->commit() ? 0 : 1;

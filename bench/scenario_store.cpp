@@ -139,7 +139,7 @@ int run_store(Context& ctx) {
             put(keys[k]);
         });
         if (n == live.front()) {
-            // The target: same-process put and get of 1 KiB, one hot key, <= 200 ns each at p50.
+            // The target: same-process put and get of 1 KiB, one hot key, <= 200 ns each at p50.
             const FabricUri& hot = keys[0];
             Measurement mp = measure("put same key (hot)" + tag, warmup, ops, [&](uint64_t) { put(hot); });
             mp.bytes_per_op = value_size;

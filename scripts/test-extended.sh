@@ -34,7 +34,7 @@ else
     total_failed=$((total_failed + 1))
 fi
 
-# ---- Reliability (issue 8) ----------------------------------------------------------------
+# ---- Reliability ----------------------------------------------------------------------
 # The TSan run above includes tests/reliability/test_threads: the pool registry, region
 # create/remove, lease renewal and the object store racing as THREADS that share one mapping
 # (TSan cannot see races between processes through shm, so this is where it can look).

@@ -4,7 +4,7 @@
 # suite in `build`, then again in an ASan+UBSan build (`build-asan`), and ends with one line
 # "<N> passed, <N> failed" counting test cases of both runs. Exit status non-zero on any
 # failure. Measured: 688 s on 2 vCPUs from a fresh clone without ccache (2026-11-27), 372 s of
-# them in the two builds; issue 2 asked for 10 min. Phases and what was cut: docs/build.md.
+# them in the two builds; the budget is 10 min. Phases and what was cut: docs/build.md.
 # Slower suites (TSan, valgrind) are in scripts/test-extended.sh.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -52,7 +52,7 @@ run_build build
 run_build build-asan -Db_sanitize=address,undefined -Db_lundef=false \
     -Doptimization=0 -Ddebug=false -Dcpp_args=-g1 -Dbench=false
 
-# Fuzzing (issue 8, tests/fuzz; owner: reliability): each libFuzzer target 10 s in its own clang build
+# Fuzzing (tests/fuzz; owner: reliability): each libFuzzer target 10 s in its own clang build
 # (build-fuzz, ~80 s in all); its "fuzz: <N> passed, <N> failed" line joins the totals below (no
 # such line, e.g. a build failure, counts as one failure). Longer runs: scripts/fuzz.sh 300.
 # (Output goes through a temp file, not `tee /dev/stderr`: re-opening stderr truncates it when

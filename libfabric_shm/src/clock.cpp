@@ -22,6 +22,9 @@ uint64_t mono_now_ns() noexcept { return read_clock(CLOCK_MONOTONIC); }
 uint64_t mono_coarse_ns() noexcept { return read_clock(CLOCK_MONOTONIC_COARSE); }
 uint64_t wall_now_ns() noexcept { return read_clock(CLOCK_REALTIME); }
 
+MonoClock::time_point MonoClock::now() noexcept { return from_ns(read_clock(CLOCK_MONOTONIC)); }
+MonoClock::time_point MonoClock::coarse_now() noexcept { return from_ns(read_clock(CLOCK_MONOTONIC_COARSE)); }
+
 uint64_t mono_to_wall_ns(uint64_t mono_ns) noexcept {
     const uint64_t mono = mono_now_ns();
     const uint64_t wall = wall_now_ns();

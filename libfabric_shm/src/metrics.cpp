@@ -413,7 +413,7 @@ uint64_t fold_dead_latency_shards(const Pool& pool, const RegionInfo& region, ui
     for (uint32_t i = 0; i < kMetricsKeys; ++i) {
         uint64_t w = keys[i].word.load(std::memory_order_acquire);
         if ((w >> 56) != kKeyCreating) continue;
-        if (reg.liveness(OwnerToken(w), now_ns) != Liveness::certainly_dead) continue;
+        if (reg.liveness(OwnerToken(w), MonoClock::from_ns(now_ns)) != Liveness::certainly_dead) continue;
         notes.push_back(std::string(dry_run ? "would reset" : "reset") + " latency key " + std::to_string(i) +
                         " left half-created by dead token " + std::to_string(OwnerToken(w)));
         if (!dry_run) {
@@ -428,7 +428,7 @@ uint64_t fold_dead_latency_shards(const Pool& pool, const RegionInfo& region, ui
         if (state != kShardOwned && state != kShardFolding) continue;
         const uint32_t k = shard_word_key(w);
         if (k >= kMetricsKeys) continue;  // corrupt word: leave it for --check
-        if (reg.liveness(shard_word_token(w), now_ns) != Liveness::certainly_dead) continue;
+        if (reg.liveness(shard_word_token(w), MonoClock::from_ns(now_ns)) != Liveness::certainly_dead) continue;
         ++folded;
         notes.push_back(std::string(dry_run ? "would fold" : "folded") + " latency shard " + std::to_string(s) +
                         " of dead token " + std::to_string(shard_word_token(w)) + " into key " + std::to_string(k));
@@ -467,7 +467,7 @@ RegionKindOps metrics_region_kind_ops() {
             const uint32_t k = shard_word_key(w);
             if (k >= kMetricsKeys || (keys[k].word.load(std::memory_order_acquire) >> 56) != kKeyLive)
                 violations.push_back(where + " names key " + std::to_string(k) + ", which is not live");
-            else if (pool.registry().liveness(shard_word_token(w), now) == Liveness::certainly_dead)
+            else if (pool.registry().liveness(shard_word_token(w), MonoClock::from_ns(now)) == Liveness::certainly_dead)
                 in_progress.push_back(where + " of dead token " +
                                       std::to_string(shard_word_token(w)) + " not yet folded (the reaper folds it)");
         }

@@ -54,7 +54,7 @@ Result<LockAcquired> owner_lock_acquire(std::atomic<uint64_t>& word, const Pool&
             // By pid only, never by heartbeat: the critical sections these locks guard end in
             // plain stores (commit offsets, fences, join rows, directory entries), which a
             // holder that was only paused would make after resuming, over the thief's work.
-            if (holder != me && pool.registry().process_liveness(holder, now) == Liveness::certainly_dead) {
+            if (holder != me && pool.registry().process_liveness(holder, MonoClock::from_ns(now)) == Liveness::certainly_dead) {
                 // Takeover by CAS on the exact dead token: a holder wrongly presumed dead
                 // then fails its release instead of silently "succeeding".
                 if (word.compare_exchange_strong(held, mine, std::memory_order_acquire, std::memory_order_relaxed)) {

@@ -256,7 +256,10 @@ Status Pool::check_mapping() const {
     return {};
 }
 
-Status Pool::heartbeat(uint64_t now_ns) const {
+ProcessRegistry Pool::registry() const { return ProcessRegistry(*this); }
+
+Status Pool::heartbeat(MonoTime now) const {
+    const uint64_t now_ns = to_ns(now);
     auto* slot = impl_ ? impl_->my_slot() : nullptr;
     if (!slot) return check_open();
     // Stored even after close(): the registration lives until the last object or pinned view
@@ -352,15 +355,15 @@ void bind_numa(std::byte* base, uint64_t size, int node, const std::string& name
 
 }  // namespace
 
-Result<Pool> Pool::create(const PoolOptions& options) { return create_and_register(options, 0); }
+Result<Pool> Pool::create(const PoolOptions& options) { return create_and_register(options, Duration::zero()); }
 
-Result<Pool> Pool::create_and_register(const PoolOptions& options, uint64_t heartbeat_timeout_ns) {
+Result<Pool> Pool::create_and_register(const PoolOptions& options, Duration heartbeat_timeout) {
     if (Status s = validate_name("pool", options.name); !s) return std::move(s).error();
     if (options.size_bytes < kMinPoolSize || options.size_bytes > kMaxPoolSize)
         return make_error(Errc::invalid_argument, "pool size " + std::to_string(options.size_bytes) +
                                                       " bytes is outside [" + format_bytes(kMinPoolSize) + ", " +
                                                       format_bytes(kMaxPoolSize) + "]");
-    if (options.ttl_ns == 0) return make_error(Errc::invalid_argument, "pool TTL must be greater than 0");
+    if (options.ttl <= Duration::zero()) return make_error(Errc::invalid_argument, "pool TTL must be greater than 0");
     if (options.mode & ~0777u)
         return make_error(Errc::invalid_argument, "pool mode " + std::to_string(options.mode) + " has bits outside 0777");
     const uint64_t size = (options.size_bytes + kPageSize - 1) & ~(kPageSize - 1);
@@ -415,11 +418,11 @@ Result<Pool> Pool::create_and_register(const PoolOptions& options, uint64_t hear
     h->creator_pidns = self_pidns();
     h->created_wall_ns = wall_now_ns();
     h->created_mono_ns = now;
-    h->default_ttl_ns = options.ttl_ns;
+    h->default_ttl_ns = to_ns(options.ttl);
     h->numa_node = options.numa_node;
     std::strncpy(h->name, options.name.c_str(), sizeof h->name - 1);
     h->lifecycle.store(make_lifecycle(kPoolLive, 0), std::memory_order_relaxed);
-    init_lease(h->lease, make_lease_id(0, 1), now, options.ttl_ns, 0);
+    init_lease(h->lease, make_lease_id(0, 1), now, to_ns(options.ttl), 0);
     FABRIC_CRASH_POINT("pool.create.before_magic");
     // Release: all fields above are visible before the magic that validates them.
     h->magic.store(kPoolMagic, std::memory_order_release);
@@ -437,7 +440,7 @@ Result<Pool> Pool::create_and_register(const PoolOptions& options, uint64_t hear
     ::close(fd);
     OpenOptions open_options;
     open_options.reap_on_open = false;
-    open_options.heartbeat_timeout_ns = heartbeat_timeout_ns;  // the creator's own, as any registrant's
+    open_options.heartbeat_timeout = heartbeat_timeout;  // the creator's own, as any registrant's
     Result<Pool> opened = open(options.name, open_options);
     if (opened) opened.value().impl_->created = true;
     return opened;
@@ -453,7 +456,7 @@ Result<Pool> Pool::open(std::string_view name_view, const OpenOptions& options) 
             if (mapped.code() == Errc::not_found && options.create_if_missing && !options.read_only) {
                 PoolOptions po = options.create;
                 po.name = name;
-                auto created = create_and_register(po, options.heartbeat_timeout_ns);
+                auto created = create_and_register(po, options.heartbeat_timeout);
                 if (created || created.code() != Errc::already_exists) return created;
                 continue;  // lost the creation race: attach to the winner's pool
             }
@@ -469,29 +472,29 @@ Result<Pool> Pool::open(std::string_view name_view, const OpenOptions& options) 
             Pool doomed(std::move(impl));  // not registered: its destructor only unmaps
             const bool owner_dead =
                 lifecycle_state(lc) == kPoolGone ||
-                doomed.registry().process_liveness(lifecycle_owner(lc), mono_now_ns()) == Liveness::certainly_dead;
+                doomed.registry().process_liveness(lifecycle_owner(lc), MonoClock::now()) == Liveness::certainly_dead;
             if (owner_dead) unlink_if_same(*doomed.impl_);  // the remover died before unlinking: finish for it
             else usleep(2000);
             continue;
         }
         Pool pool(std::move(impl));
         if (options.read_only) return pool;
-        auto token = detail::registry_register(*pool.impl_, options.heartbeat_timeout_ns, mono_now_ns());
+        auto token = detail::registry_register(*pool.impl_, to_ns(options.heartbeat_timeout), mono_now_ns());
         if (!token) return std::move(token).error();
         pool.impl_->self = token.value();
         if (options.reap_on_open) {
             const uint64_t now = mono_now_ns();
-            ReapReport report = pool.reap(now, false, options.create_if_missing);
+            ReapReport report = pool.reap(MonoClock::from_ns(now), false, options.create_if_missing);
             if (report.pool_removed) continue;  // wholly expired: re-create it fresh
         }
         const uint64_t now = mono_now_ns();
-        if (options.create_if_missing && (pool.lifecycle() != "live" || pool.wholly_expired(now))) {
+        if (options.create_if_missing && (pool.lifecycle() != "live" || pool.wholly_expired(MonoClock::from_ns(now)))) {
             // Someone else is removing this expired pool (or just did): retry until the
             // name is free or a fresh pool took it. Never hand out a gone pool.
             usleep(1000);
             continue;
         }
-        if (!options.allow_expired && !options.create_if_missing && pool.wholly_expired(now)) {
+        if (!options.allow_expired && !options.create_if_missing && pool.wholly_expired(MonoClock::from_ns(now))) {
             const LeaseInfo l = lease_info_of(pool.impl_->header()->lease);
             return make_error(Errc::lease_expired, "pool '" + name + "' expired " +
                                                        format_duration_ns(now - std::min(now, l.expires_ns)) +
@@ -519,7 +522,7 @@ Status Pool::remove(std::string_view name_view, bool force) {
     }
     const uint64_t now = mono_now_ns();
     std::vector<uint32_t> others;
-    for (const ProcessInfo& p : pool->registry().list(now))
+    for (const ProcessInfo& p : pool->registry().list(MonoClock::from_ns(now)))
         if (p.token != pool->self() && p.liveness == Liveness::maybe_alive) others.push_back(p.pid);
     if (!others.empty() && !force) {
         std::string pids;
@@ -588,7 +591,7 @@ Result<Region> Pool::create_region(const RegionSpec& spec) {
     uint64_t now = mono_now_ns();
     if (lifecycle_state(impl_->header()->lifecycle.load(std::memory_order_acquire)) != kPoolLive)
         return make_error(Errc::stale_generation, "pool '" + impl_->name + "' has been removed");
-    const uint64_t ttl = spec.ttl_ns ? spec.ttl_ns : impl_->header()->default_ttl_ns;
+    const uint64_t ttl = spec.ttl > Duration::zero() ? to_ns(spec.ttl) : impl_->header()->default_ttl_ns;
     PoolHeader& h = *impl_->header();
     RegionEntry* entries = impl_->entries();
 
@@ -612,7 +615,7 @@ Result<Region> Pool::create_region(const RegionSpec& spec) {
             const uint64_t pw = all[ref.index].word.load(std::memory_order_acquire);
             if (entry_word_gen(pw) != ref.generation || entry_word_state(pw) == kEntryFree) return true;
             return entry_word_state(pw) == kEntryCreating &&
-                   registry().liveness(entry_word_owner(pw), at) == Liveness::certainly_dead;
+                   registry().liveness(entry_word_owner(pw), MonoClock::from_ns(at)) == Liveness::certainly_dead;
         };
         for (uint32_t i = 0; i < kDirectoryEntries; ++i) {
             RegionEntry& e = entries[i];
@@ -628,7 +631,7 @@ Result<Region> Pool::create_region(const RegionSpec& spec) {
             // By pid only: a creator that was only paused still zeroes the extent and writes
             // the entry's fields when it resumes.
             if (state == kEntryCreating &&
-                registry().process_liveness(entry_word_owner(w), now) == Liveness::certainly_dead) {
+                registry().process_liveness(entry_word_owner(w), MonoClock::from_ns(now)) == Liveness::certainly_dead) {
                 // The creator died between reserving and publishing: nobody else can hold it.
                 if (e.word.compare_exchange_strong(w, make_entry_word(kEntryFree, next_gen(entry_word_gen(w)), 0),
                                                    std::memory_order_acq_rel)) {
@@ -773,7 +776,7 @@ Result<Region> Pool::open_region(RegionRef ref) const {
     region.offset_ = off;
     region.length_ = len;
     region.data_ = impl_->base + off;
-    if (Status s = region.check(mono_now_ns()); !s) return std::move(s).error();
+    if (Status s = region.check(MonoClock::now()); !s) return std::move(s).error();
     return region;
 }
 
@@ -802,7 +805,7 @@ Result<Region> Pool::open_region(RegionKind kind, std::string_view name) const {
     // followed by not_found). A dead creator's entry is repaired by the next create.
     if (creator != 0) {
         std::string why;
-        if (registry().liveness(creator, mono_now_ns(), &why) != Liveness::certainly_dead) {
+        if (registry().liveness(creator, MonoClock::now(), &why) != Liveness::certainly_dead) {
             const uint64_t sw = impl_->slots()[token_slot(creator)].word.load(std::memory_order_acquire);
             return make_error(Errc::not_ready, what + " is being created in pool '" + impl_->name + "' by pid " +
                                                    std::to_string(slot_word_pid(sw)));
@@ -832,7 +835,8 @@ void Region::release() noexcept {
 
 uint64_t Region::lease_id() const { return detail::PoolAccess::entry(*this).lease.lease_id.load(std::memory_order_relaxed); }
 
-Status Region::check(uint64_t now_ns) const {
+Status Region::check(MonoTime now) const {
+    const uint64_t now_ns = to_ns(now);
     if (!pool_.valid()) return make_error(Errc::invalid_argument, "check of an empty Region handle");
     if (pool_.closed()) return detail::closed_error(pool_);
     const RegionEntry* entry_ = &detail::PoolAccess::entry(*this);
@@ -1036,7 +1040,9 @@ Result<LeaseInfo> Pool::lease(uint64_t lease_id) const {
                                            impl_->name + "' (it may have been reclaimed)");
 }
 
-Result<uint64_t> Pool::renew_lease(uint64_t lease_id, uint64_t now_ns, uint64_t ttl_ns) const {
+Result<MonoTime> Pool::renew_lease(uint64_t lease_id, MonoTime now, Duration ttl_duration) const {
+    const uint64_t now_ns = to_ns(now);
+    const uint64_t ttl_ns = to_ns(ttl_duration);
     FABRIC_TRY(check_open());
 
     if (impl_->read_only) return make_error(Errc::permission_denied, "pool '" + impl_->name + "' is open read-only");
@@ -1094,30 +1100,31 @@ Result<uint64_t> Pool::renew_lease(uint64_t lease_id, uint64_t now_ns, uint64_t 
     lease->last_renewer.store(impl_->self, std::memory_order_relaxed);
     lease->renew_count.fetch_add(1, std::memory_order_relaxed);
     detail::count(*this, CounterId::lease_renewals, 1);
-    return expires;
+    return MonoClock::from_ns(expires);
 }
 
-bool Pool::wholly_expired(uint64_t now_ns) const {
+bool Pool::wholly_expired(MonoTime now) const {
     if (closed()) return false;
 
     const LeaseInfo pl = lease_info_of(impl_->header()->lease);
-    if (!pl.expired(now_ns)) return false;
+    if (!pl.expired(now)) return false;
     for (uint32_t i = 0; i < kDirectoryEntries; ++i) {
         const RegionEntry& e = impl_->entries()[i];
         const uint64_t w = e.word.load(std::memory_order_acquire);
         const uint64_t st = entry_word_state(w);
         if (st == kEntryFree) continue;
         if (st == kEntryCreating &&
-            registry().process_liveness(entry_word_owner(w), now_ns) == Liveness::maybe_alive)
+            registry().process_liveness(entry_word_owner(w), now) == Liveness::maybe_alive)
             return false;
-        if (!lease_info_of(e.lease).expired(now_ns)) return false;
+        if (!lease_info_of(e.lease).expired(now)) return false;
     }
     return true;
 }
 
 // ---- reaper -----------------------------------------------------------------------
 
-ReapReport Pool::reap(uint64_t now, bool dry_run, bool allow_pool_removal) {
+ReapReport Pool::reap(MonoTime now_time, bool dry_run, bool allow_pool_removal) {
+    const uint64_t now = to_ns(now_time);
     if (closed()) {
         ReapReport closed_report;
         closed_report.notes.push_back(detail::closed_error(*this).message);
@@ -1129,9 +1136,9 @@ ReapReport Pool::reap(uint64_t now, bool dry_run, bool allow_pool_removal) {
     if (lifecycle_state(h.lifecycle.load(std::memory_order_acquire)) == kPoolGone) return report;
     ProcessRegistry reg = registry();
     if (dry_run) {
-        for (const ProcessInfo& p : reg.list(now))
+        for (const ProcessInfo& p : reg.list(now_time))
             if (p.liveness == Liveness::certainly_dead &&
-                reg.process_liveness(p.token, now) != Liveness::certainly_dead) {
+                reg.process_liveness(p.token, now_time) != Liveness::certainly_dead) {
                 // Judged by its heartbeat while its pid runs: a reap fences it and frees the
                 // slot only once the pid is gone; nothing of it is killed meanwhile.
                 report.notes.push_back("would fence registry slot " + std::to_string(p.slot) + " of pid " +
@@ -1147,7 +1154,7 @@ ReapReport Pool::reap(uint64_t now, bool dry_run, bool allow_pool_removal) {
             }
     } else {
         std::vector<std::string> kills;
-        report.dead_processes = reg.reap_dead(now, &kills);
+        report.dead_processes = reg.reap_dead(now_time, &kills);
         if (report.dead_processes)
             report.notes.push_back("freed " + std::to_string(report.dead_processes) + " registry slot(s) of dead processes");
         for (auto& k : kills) report.notes.push_back(std::move(k));
@@ -1165,7 +1172,7 @@ ReapReport Pool::reap(uint64_t now, bool dry_run, bool allow_pool_removal) {
         if (st == kEntryCreating || st == kEntryReclaiming) {
             std::string reason;
             // By pid only (see create_region): a paused creator or reclaimer writes on resuming.
-            if (reg.process_liveness(entry_word_owner(w), now, &reason) != Liveness::certainly_dead) continue;
+            if (reg.process_liveness(entry_word_owner(w), now_time, &reason) != Liveness::certainly_dead) continue;
             if (st == kEntryCreating) {
                 report.repaired_entries++;
                 report.notes.push_back(std::string(dry_run ? "would free" : "freed") + " half-created " + name +
@@ -1188,7 +1195,7 @@ ReapReport Pool::reap(uint64_t now, bool dry_run, bool allow_pool_removal) {
         const LeaseInfo l = lease_info_of(e.lease);
         std::string why;
         if (l.revoked) why = "removed";
-        else if (l.expired(now)) why = "lease expired";
+        else if (l.expired(now_time)) why = "lease expired";
         else if (const uint64_t parent = e.parent.load(std::memory_order_relaxed); parent) {
             const RegionRef pref = RegionRef::unpack(parent);
             if (pref.index >= kDirectoryEntries) why = "orphan";
@@ -1213,7 +1220,7 @@ ReapReport Pool::reap(uint64_t now, bool dry_run, bool allow_pool_removal) {
         }
     }
 
-    if (allow_pool_removal && wholly_expired(now)) {
+    if (allow_pool_removal && wholly_expired(now_time)) {
         if (dry_run) {
             report.notes.push_back("would remove pool '" + impl_->name + "' (every lease expired)");
             report.pool_removed = true;
@@ -1229,7 +1236,7 @@ ReapReport Pool::reap(uint64_t now, bool dry_run, bool allow_pool_removal) {
             report.pool_removed = true;
             report.notes.push_back("removed pool '" + impl_->name + "' (every lease expired)");
         } else if (lifecycle_state(lw) == kPoolReclaiming &&
-                   reg.process_liveness(lifecycle_owner(lw), now) == Liveness::certainly_dead &&
+                   reg.process_liveness(lifecycle_owner(lw), now_time) == Liveness::certainly_dead &&
                    h.lifecycle.compare_exchange_strong(lw, make_lifecycle(kPoolReclaiming, impl_->self),
                                                        std::memory_order_acq_rel)) {
             // The previous remover died between marking and unlinking: finish for it.

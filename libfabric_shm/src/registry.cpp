@@ -454,41 +454,44 @@ void registry_unregister(Pool::Impl& impl) noexcept {
 
 }  // namespace detail
 
-Liveness ProcessRegistry::liveness(OwnerToken token, uint64_t now_ns, std::string* reason) const {
+Liveness ProcessRegistry::liveness(OwnerToken token, MonoTime now, std::string* reason) const {
+    const uint64_t now_ns = to_ns(now);
     const uint32_t index = token_slot(token);
     if (token == 0 || index >= kRegistrySlots) {
         if (reason) *reason = "no owner";
         return Liveness::certainly_dead;
     }
-    const ProcessSlot& slot = slots_of(*pool_)[index];
+    const ProcessSlot& slot = slots_of(pool_)[index];
     // Acquire: pairs with the owner's release CAS to LIVE (fields written before it).
     const uint64_t w = slot.word.load(std::memory_order_acquire);
     if (slot_word_gen(w) != token_gen(token)) {
         if (reason) *reason = "registration ended (slot re-used)";
         return Liveness::certainly_dead;
     }
-    return detail::slot_liveness(detail::header_of(*pool_), slot, w, now_ns, reason);
+    return detail::slot_liveness(detail::header_of(pool_), slot, w, now_ns, reason);
 }
 
-Liveness ProcessRegistry::process_liveness(OwnerToken token, uint64_t now_ns, std::string* reason) const {
+Liveness ProcessRegistry::process_liveness(OwnerToken token, MonoTime now, std::string* reason) const {
+    const uint64_t now_ns = to_ns(now);
     const uint32_t index = token_slot(token);
     if (token == 0 || index >= kRegistrySlots) {
         if (reason) *reason = "no owner";
         return Liveness::certainly_dead;
     }
-    const ProcessSlot& slot = slots_of(*pool_)[index];
+    const ProcessSlot& slot = slots_of(pool_)[index];
     // Acquire: as in liveness(). A FENCED slot keeps its generation until its pid is gone.
     const uint64_t w = slot.word.load(std::memory_order_acquire);
     if (slot_word_gen(w) != token_gen(token)) {
         if (reason) *reason = "registration ended (slot re-used)";
         return Liveness::certainly_dead;
     }
-    return detail::slot_process_liveness(detail::header_of(*pool_), slot, w, now_ns, reason);
+    return detail::slot_process_liveness(detail::header_of(pool_), slot, w, now_ns, reason);
 }
 
-std::vector<ProcessInfo> ProcessRegistry::list(uint64_t now_ns) const {
+std::vector<ProcessInfo> ProcessRegistry::list(MonoTime now) const {
+    const uint64_t now_ns = to_ns(now);
     std::vector<ProcessInfo> out;
-    const ProcessSlot* slots = slots_of(*pool_);
+    const ProcessSlot* slots = slots_of(pool_);
     for (uint32_t i = 0; i < kRegistrySlots; ++i) {
         const ProcessSlot& slot = slots[i];
         const uint64_t w = slot.word.load(std::memory_order_acquire);
@@ -508,18 +511,19 @@ std::vector<ProcessInfo> ProcessRegistry::list(uint64_t now_ns) const {
         info.comm = detail::load_fixed_string(slot.comm, 2);
         for (const auto& c : slot.child_groups)
             if (const uint64_t cw = c.load(std::memory_order_relaxed); cw != 0) info.child_groups.push_back(child_group_pgid(cw));
-        info.liveness = detail::slot_liveness(detail::header_of(*pool_), slot, w, now_ns, &info.dead_reason);
+        info.liveness = detail::slot_liveness(detail::header_of(pool_), slot, w, now_ns, &info.dead_reason);
         out.push_back(std::move(info));
     }
     return out;
 }
 
-uint32_t ProcessRegistry::reap_dead(uint64_t now_ns, std::vector<std::string>* notes) const {
+uint32_t ProcessRegistry::reap_dead(MonoTime now, std::vector<std::string>* notes) const {
+    const uint64_t now_ns = to_ns(now);
     // Counts registrations ended: slots freed, and slots fenced (heartbeat timed out, pid alive).
-    if (pool_->read_only()) return 0;
+    if (pool_.read_only()) return 0;
     uint32_t freed = 0;
-    ProcessSlot* slots = slots_of(*pool_);
-    auto& header = detail::pool_header(*pool_);
+    ProcessSlot* slots = slots_of(pool_);
+    auto& header = detail::pool_header(pool_);
     for (uint32_t i = 0; i < kRegistrySlots; ++i) {
         if (!detail::reap_slot(header, slots[i], now_ns, notes)) continue;
         header.reaped_processes.fetch_add(1, std::memory_order_relaxed);
@@ -532,14 +536,15 @@ uint32_t ProcessRegistry::reap_dead(uint64_t now_ns, std::vector<std::string>* n
 
 namespace fabric_shm {
 
-bool ProcessRegistry::reap_registration(OwnerToken token, uint64_t now_ns, std::vector<std::string>* notes) const {
+bool ProcessRegistry::reap_registration(OwnerToken token, MonoTime now, std::vector<std::string>* notes) const {
+    const uint64_t now_ns = to_ns(now);
     const uint32_t index = token_slot(token);
-    if (token == 0 || index >= kRegistrySlots || pool_->read_only() || pool_->self() == 0) return false;
-    ProcessSlot& slot = slots_of(*pool_)[index];
+    if (token == 0 || index >= kRegistrySlots || pool_.read_only() || pool_.self() == 0) return false;
+    ProcessSlot& slot = slots_of(pool_)[index];
     // Acquire: as in liveness(). Only the registration `token` names, never a later occupant.
     const uint64_t w = slot.word.load(std::memory_order_acquire);
     if (slot_word_gen(w) != token_gen(token)) return false;
-    auto& header = detail::pool_header(*pool_);
+    auto& header = detail::pool_header(pool_);
     if (!detail::reap_slot(header, slot, now_ns, notes)) return false;
     header.reaped_processes.fetch_add(1, std::memory_order_relaxed);
     return true;

@@ -46,7 +46,7 @@ std::vector<std::string> values(const MessageBatch& batch) {
 
 std::vector<std::string> poll_all(Consumer& c) {
     MessageBatch batch;
-    auto n = c.poll(batch, 64, 0);
+    auto n = c.poll(batch, 64, Duration::zero());
     REQUIRE_MESSAGE(n.ok(), n.error().message);
     return values(batch);
 }

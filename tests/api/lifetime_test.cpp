@@ -41,7 +41,7 @@ int mappings_of(const std::string& pool_name) {
 
 /// Whether `token` is a live registration of the pool (asked through another handle).
 bool registered(const Pool& observer, OwnerToken token) {
-    auto list = observer.registry().list(mono_now_ns());
+    auto list = observer.registry().list(MonoClock::now());
     for (const auto& p : list)
         if (p.token == token && !p.claiming) return true;
     return false;
@@ -80,7 +80,7 @@ TEST_CASE("lifetime: a store, producer and consumer keep working after their poo
     REQUIRE(producer->send("m").ok());
     REQUIRE(consumer->assign_all().ok());
     MessageBatch batch;
-    auto n = consumer->poll(batch, 8, 0);
+    auto n = consumer->poll(batch, 8, Duration::zero());
     REQUIRE(n.ok());
     REQUIRE(*n == 1);
     CHECK(batch[0].value_str() == "m");
@@ -151,7 +151,7 @@ TEST_CASE("lifetime: close() makes every later call on the pool and what was ope
     spec.length = 4096;
     CHECK(closed(copy.create_region(spec).code()));
     CHECK(closed(copy.open_region(RegionKind::test, "r").code()));
-    CHECK(closed(copy.renew_lease(copy.pool_lease_id(), mono_now_ns()).code()));
+    CHECK(closed(copy.renew_lease(copy.pool_lease_id(), MonoClock::now()).code()));
     CHECK(closed(MemObjectStore::open(copy).code()));
     auto put = (*store)->put(uri(cleanup.name(), "k2"), bytes("x"));
     CHECK(closed(put.code()));
@@ -161,12 +161,12 @@ TEST_CASE("lifetime: close() makes every later call on the pool and what was ope
     CHECK(closed((*store)->pin(uri(cleanup.name(), "k")).code()));
     CHECK(closed(producer->send("m").code()));
     MessageBatch batch;
-    CHECK(closed(consumer->poll(batch, 8, 0).code()));
+    CHECK(closed(consumer->poll(batch, 8, Duration::zero()).code()));
     CHECK(closed(consumer->commit().code()));
     CHECK(closed(group->claim("m1").code()));
     CHECK(closed(group->heartbeat("m1").code()));
     CHECK(closed(Producer::open(copy, "t").code()));
-    CHECK(renewals.tick(mono_now_ns() + 3'600'000'000'000ull).renewed == 0);
+    CHECK(renewals.tick(MonoClock::now() + std::chrono::hours(1)).renewed == 0);
     CHECK(copy.regions().empty());
     CHECK(copy.lifecycle() == "closed");
     // A view handed out before the close stays readable: its pin is still recorded.

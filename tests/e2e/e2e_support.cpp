@@ -169,7 +169,7 @@ std::vector<DeadLetter> read_dlq(const Pool& pool, const std::string& topic) {
     if (!c->assign_all() || !c->seek(SeekPolicy::Earliest())) return out;
     MessageBatch batch;
     for (;;) {
-        auto n = c->poll(batch, 64, 0);
+        auto n = c->poll(batch, 64, Duration::zero());
         if (!n || *n == 0) break;
         for (const Message& m : batch)
             out.push_back({std::string(m.value_str()), std::string(m.header(kDlqHeaderReason)),

@@ -79,7 +79,7 @@ struct Fixture : PoolFixture {
 
 }  // namespace
 
-// As the issue found it: after `group rm`, the re-uploaded inputs' results were fenced out by
+// The regression this guards: after `group rm`, the re-uploaded inputs' results were fenced out by
 // the old registration's results (epochs restarted at 0), and the new worker processed nothing,
 // skipped nothing, dead-lettered nothing and exited idle with lag 8.
 TEST_CASE("e2e: after group rm, a new worker processes every re-uploaded input") {

@@ -209,7 +209,7 @@ TEST_CASE("containers: two pid namespaces share a pool with heartbeat timeouts; 
 
     // Read from this namespace, declaring a timeout too (a's registration may still be there).
     OpenOptions oo;
-    oo.heartbeat_timeout_ns = 1 * kNsPerSec;
+    oo.heartbeat_timeout = std::chrono::seconds(1);
     auto pool = Pool::open(name, oo);
     REQUIRE_MESSAGE(pool.ok(), pool.error().message);
     for (int i = 0; i < n; ++i) {

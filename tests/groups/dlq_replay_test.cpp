@@ -47,7 +47,7 @@ struct Fixture {
         MessageBatch b;
         int got = 0;
         while (got < n) {
-            auto k = consumer->poll(b, 64, 1'000'000'000ull);
+            auto k = consumer->poll(b, 64, std::chrono::seconds(1));
             REQUIRE(k.ok());
             REQUIRE(*k > 0);
             for (const Message& m : b) {
@@ -63,7 +63,7 @@ struct Fixture {
         std::vector<std::pair<std::string, std::string>> out;
         MessageBatch b;
         for (;;) {
-            auto k = consumer->poll(b, 64, 0);
+            auto k = consumer->poll(b, 64, Duration::zero());
             REQUIRE(k.ok());
             if (*k == 0) break;
             for (const Message& m : b) out.emplace_back(std::string(m.key_str()), std::string(m.header(kHeaderReplays)));
@@ -132,7 +132,7 @@ TEST_CASE("dlq replay: all dead letters go back to the source topic as new messa
     auto prod = Producer::open(f.tp.pool, "ev");
     MessageBatch b;
     REQUIRE(f.consumer->seek(SeekPolicy::Committed()).ok());
-    REQUIRE(f.consumer->poll(b, 1, 0).value() == 1);
+    REQUIRE(f.consumer->poll(b, 1, Duration::zero()).value() == 1);
     CHECK(f.router->begin(b[0]).value() == 1);
 
     // Dead-lettered again and replayed again: the mark counts up, dlq.* headers never pile up.
@@ -213,12 +213,12 @@ TEST_CASE("dlq purge: by age drops the old front run; all drops the rest; a read
     REQUIRE(retained(f.tp.pool) == 5);
 
     PurgeOptions none;
-    none.older_than_ns = 3600 * kNsPerSec;
+    none.older_than = std::chrono::seconds(3600);
     CHECK(purge_dead_letters(f.tp.pool, "ev.dlq", none)->removed == 0);
     CHECK(purge_dead_letters(f.tp.pool, "ev.dlq", PurgeOptions{}).code() == Errc::invalid_argument);
 
     PurgeOptions old;  // older than "first batch + 200 ms": the first batch only
-    old.older_than_ns = wall_now_ns() - first_batch - 200'000'000ull;
+    old.older_than = ns_duration(wall_now_ns() - first_batch - 200'000'000ull);
     auto p = purge_dead_letters(f.tp.pool, "ev.dlq", old);
     REQUIRE(p.ok());
     CHECK(p->removed == 3);
@@ -232,7 +232,7 @@ TEST_CASE("dlq purge: by age drops the old front run; all drops the rest; a read
     REQUIRE(reader.ok());
     REQUIRE(reader->assign_all().ok());
     MessageBatch b;
-    REQUIRE(reader->poll(b, 1, 0).value() == 1);
+    REQUIRE(reader->poll(b, 1, Duration::zero()).value() == 1);
     REQUIRE(reader->commit().ok());
     PurgeOptions all;
     all.all = true;
@@ -241,7 +241,7 @@ TEST_CASE("dlq purge: by age drops the old front run; all drops the rest; a read
     CHECK(p->removed == 1);
     CHECK(p->held_by_groups == 1);
     CHECK(retained(f.tp.pool) == 1);
-    REQUIRE(reader->poll(b, 8, 0).value() == 1);  // the group still reads what it had not read
+    REQUIRE(reader->poll(b, 8, Duration::zero()).value() == 1);  // the group still reads what it had not read
     CHECK(b[0].key_str() == "k4");
 }
 
@@ -250,7 +250,7 @@ TEST_CASE("dlq purge: frees the slots of a full dead-letter topic at once") {
     // The DLQ topic has 256 slots per partition: fill it.
     f.dead_letter(0, 256);
     ProducerOptions no_wait;
-    no_wait.block_timeout_ns = 0;
+    no_wait.block_timeout = Duration::zero();
     auto dlq = Producer::open(f.tp.pool, "ev.dlq", no_wait);
     REQUIRE(dlq.ok());
     CHECK(dlq->send("one more").code() == Errc::back_pressure);

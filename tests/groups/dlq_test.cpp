@@ -20,9 +20,9 @@ namespace {
 
 DlqPolicy quick() {
     DlqPolicy p;
-    p.initial_backoff_ns = 1'000'000ull;
-    p.max_backoff_ns = 4'000'000ull;
-    p.heartbeat_interval_ns = 1'000'000ull;
+    p.initial_backoff = std::chrono::milliseconds(1);
+    p.max_backoff = std::chrono::milliseconds(4);
+    p.heartbeat_interval = std::chrono::milliseconds(1);
     return p;
 }
 
@@ -35,7 +35,7 @@ std::vector<std::pair<std::string, std::map<std::string, std::string>>> read_dlq
     REQUIRE(c->assign_all().ok());
     REQUIRE(c->seek(SeekPolicy::Earliest()).ok());
     MessageBatch b;
-    auto n = c->poll(b, 64, 0);
+    auto n = c->poll(b, 64, Duration::zero());
     REQUIRE(n.ok());
     for (const auto& m : b) {
         std::map<std::string, std::string> h;
@@ -53,10 +53,10 @@ std::vector<std::pair<std::string, std::map<std::string, std::string>>> read_dlq
 TEST_CASE("dlq: backoff defaults double from 100 ms and stay well under the session timeout") {
     DlqPolicy p;
     CHECK(p.max_attempts == 3);
-    CHECK(p.backoff_ns(1) == 100'000'000ull);
-    CHECK(p.backoff_ns(2) == 200'000'000ull);
-    CHECK(p.backoff_ns(10) == 2'000'000'000ull);
-    CHECK(p.backoff_ns(1) + p.backoff_ns(2) < GroupConfig{}.session_timeout_ns);
+    CHECK(p.backoff(1) == std::chrono::milliseconds(100));
+    CHECK(p.backoff(2) == std::chrono::milliseconds(200));
+    CHECK(p.backoff(10) == std::chrono::seconds(2));
+    CHECK(p.backoff(1) + p.backoff(2) < GroupConfig{}.session_timeout);
 }
 
 TEST_CASE("dlq: a message failing every attempt is retried in place, then dead-lettered with headers") {
@@ -74,7 +74,7 @@ TEST_CASE("dlq: a message failing every attempt is retried in place, then dead-l
     REQUIRE_MESSAGE(router.ok(), router.error().message);
     CHECK(router->dlq_topic() == "jobs.dlq");
     MessageBatch b;
-    REQUIRE(gc->poll(b, 8, 1'000'000'000ull).ok());
+    REQUIRE(gc->poll(b, 8, std::chrono::seconds(1)).ok());
     REQUIRE(b.size() == 1);
     int calls = 0;
     auto handled = router->handle(
@@ -112,7 +112,7 @@ TEST_CASE("dlq: a permanent error goes to the DLQ at once; a long reason is trun
     auto router = DlqRouter::open(tp.pool, "in", "g", quick());
     REQUIRE(router.ok());
     MessageBatch b;
-    REQUIRE(gc->poll(b, 8, 1'000'000'000ull).ok());
+    REQUIRE(gc->poll(b, 8, std::chrono::seconds(1)).ok());
     REQUIRE(b.size() == 1);
     int calls = 0;
     auto handled = router->handle(
@@ -150,7 +150,7 @@ TEST_CASE("dlq: a poison message that SIGKILLs every worker reaches the DLQ afte
         if (!router) return 92;
         MessageBatch b;
         for (int idle = 0; idle < 3;) {
-            auto n = gc->poll(b, 8, 50'000'000ull);
+            auto n = gc->poll(b, 8, std::chrono::milliseconds(50));
             if (!n) return 93;
             if (*n == 0) {
                 ++idle;
@@ -200,7 +200,7 @@ TEST_CASE("dlq: a fenced router records its decision; a reset to earliest clears
     auto router = DlqRouter::open(tp.pool, "r", "g", quick());
     REQUIRE(router.ok());
     MessageBatch b;
-    REQUIRE(gc->poll(b, 8, 1'000'000'000ull).ok());
+    REQUIRE(gc->poll(b, 8, std::chrono::seconds(1)).ok());
     REQUIRE(b.size() == 1);
     CHECK_FALSE(router->decided(b[0]));  // unfenced: no record is read or written
     router->set_epoch(gc->epoch());
@@ -213,7 +213,7 @@ TEST_CASE("dlq: a fenced router records its decision; a reset to earliest clears
     auto gc2 = GroupConsumer::open(tp.pool, "r", "g", "w2");
     REQUIRE(gc2.ok());
     router->set_epoch(gc2->epoch());
-    REQUIRE(gc2->poll(b, 8, 1'000'000'000ull).ok());
+    REQUIRE(gc2->poll(b, 8, std::chrono::seconds(1)).ok());
     REQUIRE(b.size() == 1);
     CHECK(b[0].offset == 0);
     CHECK_FALSE(router->decided(b[0]));  // the operator asked for a replay: process it again

@@ -33,8 +33,8 @@ std::set<uint32_t> as_set(const std::vector<uint32_t>& v) { return {v.begin(), v
 
 GroupConfig fast(uint64_t session_ns = 10'000'000'000ull) {
     GroupConfig c;
-    c.session_timeout_ns = session_ns;
-    c.liveness_probe_ns = 5'000'000ull;
+    c.session_timeout = ns_duration(session_ns);
+    c.liveness_probe = std::chrono::milliseconds(5);
     return c;
 }
 
@@ -156,7 +156,7 @@ TEST_CASE("group: a SIGKILLed member's partitions are taken over by a polling me
     const uint64_t t0 = mono_now_ns();
     uint64_t took = 0;
     while (mono_now_ns() - t0 < 5'000'000'000ull) {
-        auto n = gc->poll(batch, 16, 10'000'000ull);
+        auto n = gc->poll(batch, 16, std::chrono::milliseconds(10));
         REQUIRE_MESSAGE(n.ok(), n.error().message);
         if (gc->partitions().size() == 4) {
             took = mono_now_ns() - t0;
@@ -187,7 +187,7 @@ TEST_CASE("group: a hung member loses its partitions after the session timeout; 
     REQUIRE(zombie->partitions().size() == 2);
     const uint64_t zombie_epoch = zombie->epoch();
     MessageBatch zb;
-    auto zn = zombie->poll(zb, 1, 0);
+    auto zn = zombie->poll(zb, 1, Duration::zero());
     REQUIRE(zn.ok());
     REQUIRE(*zn == 1);
     const Message zm = zb[0];
@@ -201,7 +201,7 @@ TEST_CASE("group: a hung member loses its partitions after the session timeout; 
     MessageBatch batch;
     const uint64_t t0 = mono_now_ns();
     while (survivor->partitions().size() < 2 && mono_now_ns() - t0 < 5'000'000'000ull)
-        REQUIRE(survivor->poll(batch, 16, 20'000'000ull).ok());
+        REQUIRE(survivor->poll(batch, 16, std::chrono::milliseconds(20)).ok());
     const uint64_t took = mono_now_ns() - t0;
     REQUIRE(survivor->partitions().size() == 2);
     CHECK(took >= 250'000'000ull);  // not before the session timeout (coarse clock slack)
@@ -222,7 +222,7 @@ TEST_CASE("group: a hung member loses its partitions after the session timeout; 
     auto zput = (*store)->put(*result, bytes("by zombie"),
                               result_put_options("fabric://x/in/" + std::string(zm.value_str()), 1, zombie_epoch));
     CHECK(zput.code() == Errc::stale_epoch);
-    CHECK(zombie->poll(zb, 1, 0).code() == Errc::stale_epoch);
+    CHECK(zombie->poll(zb, 1, Duration::zero()).code() == Errc::stale_epoch);
     auto got = (*store)->get(*result);
     REQUIRE(got.ok());
     REQUIRE(got->has_value());
@@ -243,7 +243,7 @@ TEST_CASE("group: a hung member loses its partitions after the session timeout; 
     CHECK(result_input_uri(**store, *result).value() == input);
 
     // The survivor commits fine and the zombie can rejoin under a fresh epoch.
-    REQUIRE(survivor->poll(batch, 16, 0).ok());
+    REQUIRE(survivor->poll(batch, 16, Duration::zero()).ok());
     for (const auto& m : batch) CHECK(survivor->commit(m).ok());
     REQUIRE(zombie->rejoin().ok());
     CHECK(zombie->epoch() > zombie_epoch);
@@ -270,7 +270,7 @@ int churn_worker(const std::string& pool_name, const std::string& id, ChurnLedge
     MessageBatch batch;
     uint64_t idle_since = mono_now_ns();
     for (;;) {
-        auto n = gc->poll(batch, 8, 20'000'000ull);
+        auto n = gc->poll(batch, 8, std::chrono::milliseconds(20));
         if (!n) return 94;
         if (*n == 0) {
             if (mono_now_ns() - idle_since > 1'500'000'000ull) return 0;
@@ -485,7 +485,7 @@ TEST_CASE("group: a live paused member is not mistaken for dead; a reused pid is
                                                         (tok & 0xff) * sizeof(layout::ProcessSlot));
     slot->start_time.fetch_add(12345, std::memory_order_relaxed);
     std::string reason;
-    CHECK(tp.pool.registry().liveness(tok, mono_now_ns(), &reason) == Liveness::certainly_dead);
+    CHECK(tp.pool.registry().liveness(tok, MonoClock::now(), &reason) == Liveness::certainly_dead);
     const uint64_t t1 = mono_now_ns();
     while (c.ok() && c->partitions.size() < 4 && mono_now_ns() - t1 < 2'000'000'000ull) c = g->claim("watcher");
     REQUIRE(c.ok());

@@ -50,9 +50,9 @@ std::string str(const std::vector<uint8_t>& v) { return {v.begin(), v.end()}; }
 TEST_CASE("jobs: RetryPolicy defaults retry transient errors only, with doubling backoff") {
     RetryPolicy p;
     CHECK(p.max_attempts == 4);
-    CHECK(p.backoff_ns(1) == 50'000'000ull);
-    CHECK(p.backoff_ns(2) == 100'000'000ull);
-    CHECK(p.backoff_ns(30) == 2'000'000'000ull);
+    CHECK(p.backoff(1) == std::chrono::milliseconds(50));
+    CHECK(p.backoff(2) == std::chrono::milliseconds(100));
+    CHECK(p.backoff(30) == std::chrono::seconds(2));
     CHECK(p.is_retryable(Errc::lease_expired));
     CHECK(p.is_retryable(Errc::timeout));
     CHECK_FALSE(p.is_retryable(Errc::not_found));
@@ -85,7 +85,7 @@ TEST_CASE("jobs: a run executes every chunk, aggregates in chunk order, and a re
 TEST_CASE("jobs: retryable errors are retried with backoff; permanent ones never; no aggregate on failure") {
     std::vector<uint64_t> slept;
     RetryPolicy p;
-    p.sleep = [&](uint64_t ns) { slept.push_back(ns); };
+    p.sleep = [&](Duration wait) { slept.push_back(to_ns(wait)); };
     JobCoordinator jc(p);
     MemoryOutputStore out;
     const auto chunks = make_chunks(3);

@@ -59,8 +59,8 @@ bool eventually(const std::function<bool()>& pred, int timeout_ms = 10000) {
 
 GroupConfig session(uint64_t ns = kSessionNs) {
     GroupConfig c;
-    c.session_timeout_ns = ns;
-    c.liveness_probe_ns = 5'000'000ull;
+    c.session_timeout = ns_duration(ns);
+    c.liveness_probe = std::chrono::milliseconds(5);
     return c;
 }
 
@@ -164,7 +164,7 @@ std::vector<DeadLetter> dead_letters(const Pool& pool, const std::string& topic)
     REQUIRE(c->assign_all().ok());
     REQUIRE(c->seek(SeekPolicy::Earliest()).ok());
     MessageBatch b;
-    auto n = c->poll(b, 256, 0);
+    auto n = c->poll(b, 256, Duration::zero());
     REQUIRE(n.ok());
     for (const Message& m : b)
         out.push_back({std::string(m.value_str()), std::stoull(std::string(m.header(kDlqHeaderOffset))),
@@ -409,7 +409,7 @@ TEST_CASE("fence tokens: a stored token near 2^64 is not noted; no group's token
     for (size_t i = 1; i < tokens.size(); ++i) CHECK(tokens[i] > tokens[i - 1]);
     CHECK(tokens.back() < (uint64_t(1) << 62));
     MessageBatch b;
-    auto n = g->poll(b, 4, 100'000'000ull);
+    auto n = g->poll(b, 4, std::chrono::milliseconds(100));
     REQUIRE(n.ok());
     REQUIRE(*n >= 1);
     auto c = g->commit(b[0]);
@@ -471,7 +471,7 @@ TEST_CASE("worker: paused before its result put and taken over, it is refused an
     REQUIRE_MESSAGE(b.ok(), b.error().message);
     REQUIRE(b->partitions() == std::vector<uint32_t>{0});
     MessageBatch batch;
-    REQUIRE(b->poll(batch, 8, 1'000'000'000ull).ok());
+    REQUIRE(b->poll(batch, 8, std::chrono::seconds(1)).ok());
     REQUIRE(batch.size() >= 2);  // a committed at most its completed prefix (k0)
     CHECK(batch[0].offset <= 1);
     CHECK(batch[batch.size() - 1].offset == 2);
@@ -514,7 +514,7 @@ TEST_CASE("worker: paused before its result put, taken over, its result removed:
     REQUIRE_MESSAGE(b.ok(), b.error().message);
     REQUIRE(b->partitions() == std::vector<uint32_t>{0});
     MessageBatch batch;
-    REQUIRE(b->poll(batch, 8, 1'000'000'000ull).ok());
+    REQUIRE(b->poll(batch, 8, std::chrono::seconds(1)).ok());
     REQUIRE(batch.size() == 1);
     auto put = (*store)->put(result_uri(name, "k0"), bytes("by b"),
                              result_put_options(in_uri(name, "k0").to_string(), v0, b->epoch()));
@@ -656,7 +656,7 @@ TEST_CASE("group: heartbeats keep the group's registration alive past its lease 
     TopicManager mgr(tp.pool);
     REQUIRE(mgr.create("t", config(1, 16)).ok());
     GroupConfig gc = session(10'000'000'000ull);
-    gc.registration.ttl_ns = 200'000'000ull;
+    gc.registration.ttl = std::chrono::milliseconds(200);
     auto g = ConsumerGroup::open(tp.pool, "t", "g", 1, gc);
     REQUIRE(g.ok());
     REQUIRE(g->join("m").ok());
@@ -693,7 +693,7 @@ TEST_CASE("worker: a processor running longer than the group's TTL loses no ackn
         auto p = Pool::open(name);
         if (!p) return 10;
         GroupOptions go;
-        go.ttl_ns = 300'000'000ull;  // registered here, right before the worker joins
+        go.ttl = std::chrono::milliseconds(300);  // registered here, right before the worker joins
         if (!TopicManager(*p).register_group("blk", "g", go)) return 11;
         registered->store(1);
         WorkerConfig cfg = worker_config("blk", "slow");
@@ -718,13 +718,13 @@ TEST_CASE("worker: a processor running longer than the group's TTL loses no ackn
     });
 
     ProducerOptions po;
-    po.block_timeout_ns = 50'000'000ull;
+    po.block_timeout = std::chrono::milliseconds(50);
     auto producer = Producer::open(tp.pool, "blk", po);
     REQUIRE(producer.ok());
     std::vector<std::string> acked;
     MessageBatch batch;
     auto drain_fast = [&] {
-        auto n = fast->poll(batch, 16, 0);
+        auto n = fast->poll(batch, 16, Duration::zero());
         REQUIRE(n.ok());
         for (const Message& m : batch) REQUIRE(fast->commit(m).ok());
     };

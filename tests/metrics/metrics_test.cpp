@@ -131,7 +131,7 @@ TEST_CASE("latency recorder: shards of live, exited and killed processes are sum
     CHECK(pending[0].find("not yet folded") != std::string::npos);
 
     // The reaper folds the dead shard into the key's totals: nothing lost, nothing doubled.
-    ReapReport report = pool->reap(mono_now_ns(), false, false);
+    ReapReport report = pool->reap(MonoClock::now(), false, false);
     bool folded_note = false;
     for (const auto& n : report.notes) folded_note |= n.find("folded latency shard") != std::string::npos;
     CHECK(folded_note);
@@ -144,7 +144,7 @@ TEST_CASE("latency recorder: shards of live, exited and killed processes are sum
     CHECK(k->live_shards == 0);
     CHECK(check().empty());
     // A second reap has nothing left to fold.
-    report = pool->reap(mono_now_ns(), false, false);
+    report = pool->reap(MonoClock::now(), false, false);
     for (const auto& n : report.notes) CHECK(n.find("latency shard") == std::string::npos);
 
     // A process that records 50 samples of 4 ms and exits cleanly: it folds its own shard.

@@ -80,7 +80,7 @@ int consumer_child(const std::string& pool_name, const char* topic, uint64_t exp
     sh->ready.store(1);
     uint64_t got = 0, lost = 0, n_lat = 0;
     while (got + lost < expect) {
-        auto n = c->poll(b, 256, 1 * kNsPerSec);
+        auto n = c->poll(b, 256, std::chrono::seconds(1));
         if (!n) die("poll", n.error());
         if (latency && *n) {
             const uint64_t now = mono_now_ns();
@@ -212,14 +212,14 @@ void parked(const std::string& pool_name, Pool& pool, uint64_t rounds, Shared* s
     if (kid == 0) {
         Pool p2 = open_pool(pool_name);
         ConsumerOptions o;
-        o.spin_ns = 0;
+        o.spin = Duration::zero();
         auto c = Consumer::open(p2, "ping", "bench", o);
         auto prod = Producer::open(p2, "pong");
         if (!c || !prod || !c->assign_all().ok()) _exit(5);
         MessageBatch b;
         sh->ready.store(1);
         for (uint64_t i = 0; i < rounds;) {
-            auto n = c->poll(b, 1, kNsPerSec);
+            auto n = c->poll(b, 1, std::chrono::seconds(1));
             if (!n) _exit(6);
             if (*n == 0) continue;
             ++i;
@@ -231,7 +231,7 @@ void parked(const std::string& pool_name, Pool& pool, uint64_t rounds, Shared* s
     while (!sh->ready.load()) {
     }
     ConsumerOptions o;
-    o.spin_ns = 0;
+    o.spin = Duration::zero();
     auto c = Consumer::open(pool, "pong", "bench", o);
     auto prod = Producer::open(pool, "ping");
     if (!c || !prod || !c->assign_all().ok()) std::abort();
@@ -240,7 +240,7 @@ void parked(const std::string& pool_name, Pool& pool, uint64_t rounds, Shared* s
     for (uint64_t i = 0; i < rounds; ++i) {
         if (!prod->send("p")) std::abort();
         for (;;) {
-            auto n = c->poll(b, 1, kNsPerSec);
+            auto n = c->poll(b, 1, std::chrono::seconds(1));
             if (!n) std::abort();
             if (*n) break;
         }
@@ -281,7 +281,7 @@ void per_side_cost(Pool& pool, bool coarse) {
         uint64_t t1 = mono_now_ns();
         size_t got = 0;
         while (got < 4096) {
-            auto n = cons->poll(b, 4096, 0);
+            auto n = cons->poll(b, 4096, Duration::zero());
             if (!n) std::abort();
             got += *n;
         }
@@ -327,7 +327,7 @@ void wake_isolation(const std::string& pool_name, Pool& pool, uint64_t sends, Sh
     if (kid == 0) {
         Pool p2 = open_pool(pool_name);
         ConsumerOptions o;
-        o.spin_ns = 0;  // park at once
+        o.spin = Duration::zero();  // park at once
         auto c = Consumer::open(p2, "wake", "", o);
         const uint32_t one[] = {1};
         if (!c || !c->assign(one).ok() || !c->seek(SeekPolicy::Latest()).ok()) _exit(5);
@@ -335,7 +335,7 @@ void wake_isolation(const std::string& pool_name, Pool& pool, uint64_t sends, Sh
         sh->ready.store(1);
         uint64_t polls = 0;
         while (sh->ready.load() == 1) {  // parked on partition 1, which never gets a message
-            auto n = c->poll(b, 16, 200 * kNsPerMs);
+            auto n = c->poll(b, 16, std::chrono::milliseconds(200));
             if (!n) _exit(6);
             ++polls;
         }

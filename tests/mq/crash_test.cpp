@@ -73,7 +73,7 @@ TEST_CASE("multi-process: two producer and two consumer processes, every message
             const uint64_t total = uint64_t(Ledger::kProducers) * Ledger::kPerProducer;
             const uint64_t deadline = mono_now_ns() + 15 * kNsPerSec;
             while (led->received.load() < total && mono_now_ns() < deadline) {
-                auto n = cons->poll(b, 64, 20 * kNsPerMs);
+                auto n = cons->poll(b, 64, std::chrono::milliseconds(20));
                 if (!n) {
                     std::fprintf(stderr, "consumer %u: %s\n", c, n.error().message.c_str());
                     return 93;
@@ -144,7 +144,7 @@ TEST_CASE("crash: a producer killed at the claim crash point does not stall the 
     std::vector<std::string> got;
     const uint64_t deadline = mono_now_ns() + 5 * kNsPerSec;
     while (got.size() < 3 && mono_now_ns() < deadline) {
-        auto n = cons->poll(b, 10, 100 * kNsPerMs);
+        auto n = cons->poll(b, 10, std::chrono::milliseconds(100));
         REQUIRE(n.ok());
         for (const Message& m : b) got.emplace_back(m.value_str());
     }
@@ -169,7 +169,7 @@ TEST_CASE("crash: the reaper turns a dead producer's claim into a skip record") 
         return 0;
     });
     REQUIRE(test::wait_child(kid) == 128 + SIGKILL);
-    ReapReport rep = tp.pool.reap(mono_now_ns());
+    ReapReport rep = tp.pool.reap(MonoClock::now());
     CHECK(rep.kind_items >= 1);
     auto d = mgr.describe("t");
     CHECK(d->partitions[0].skipped_claims == 1);
@@ -193,7 +193,7 @@ TEST_CASE("crash: a producer SIGKILLed while sending; consumers keep progressing
     uint64_t before = 0;
     const uint64_t deadline = mono_now_ns() + 10 * kNsPerSec;
     while (before < 2000 && mono_now_ns() < deadline) {
-        auto n = cons->poll(b, 32, 50 * kNsPerMs);
+        auto n = cons->poll(b, 32, std::chrono::milliseconds(50));
         REQUIRE(n.ok());
         before += *n;
         REQUIRE(cons->commit().ok());
@@ -204,7 +204,7 @@ TEST_CASE("crash: a producer SIGKILLed while sending; consumers keep progressing
     auto prod = Producer::open(tp.pool, "t");
     // Drain the backlog the killed producer left (the partitions are full of it).
     for (;;) {
-        auto n = cons->poll(b, 64, 20 * kNsPerMs);
+        auto n = cons->poll(b, 64, std::chrono::milliseconds(20));
         REQUIRE(n.ok());
         REQUIRE(cons->commit().ok());
         if (*n == 0) break;
@@ -216,7 +216,7 @@ TEST_CASE("crash: a producer SIGKILLed while sending; consumers keep progressing
             REQUIRE_MESSAGE(r.ok(), r.error().message);
         }
         while (after < 10u * (round + 1) && mono_now_ns() < deadline) {
-            auto n = cons->poll(b, 32, 50 * kNsPerMs);
+            auto n = cons->poll(b, 32, std::chrono::milliseconds(50));
             REQUIRE(n.ok());
             for (const Message& m : b) after += m.value_str() == "after";
             REQUIRE(cons->commit().ok());
@@ -241,7 +241,7 @@ TEST_CASE("skip race: a slow producer whose claim timed out gets Errc::skipped, 
     TopicManager mgr(tp.pool);
     REQUIRE(mgr.create("t", config(1, 4, OnFull::overwrite)).ok());
     ConsumerOptions o;
-    o.claim_timeout_ns = 20 * kNsPerMs;
+    o.claim_timeout = std::chrono::milliseconds(20);
     auto cons = Consumer::open(tp.pool, "t", "g", o);
     REQUIRE(cons->assign_all().ok());
     g_release_slow = false;
@@ -266,7 +266,7 @@ TEST_CASE("skip race: a slow producer whose claim timed out gets Errc::skipped, 
     std::vector<std::string> got;
     const uint64_t deadline = mono_now_ns() + 5 * kNsPerSec;
     while (got.size() < 3 && mono_now_ns() < deadline) {
-        auto n = cons->poll(b, 10, 50 * kNsPerMs);
+        auto n = cons->poll(b, 10, std::chrono::milliseconds(50));
         REQUIRE(n.ok());
         for (const Message& m : b) got.emplace_back(m.value_str());
     }
@@ -285,7 +285,7 @@ TEST_CASE("skip race: a slow producer whose claim timed out gets Errc::skipped, 
     const uint64_t end = mono_now_ns() + 2 * kNsPerSec;
     bool later = false;
     while (!later && mono_now_ns() < end) {
-        auto n = cons->poll(b, 10, 50 * kNsPerMs);
+        auto n = cons->poll(b, 10, std::chrono::milliseconds(50));
         REQUIRE(n.ok());
         for (const Message& m : b) later |= m.value_str() == "later";
     }

@@ -185,7 +185,7 @@ TEST_CASE("create race: an open gives up on a creation held longer than its wait
     });
     REQUIRE(test::wait_stopped(creator));
     const auto start = std::chrono::steady_clock::now();
-    Status st = TopicManager(tp.pool).ensure("ev", config(2, 16), 200'000'000);
+    Status st = TopicManager(tp.pool).ensure("ev", config(2, 16), std::chrono::milliseconds(200));
     const auto waited = std::chrono::steady_clock::now() - start;
     CHECK(st.code() == Errc::not_ready);
     CHECK(st.error().message.find("pid " + std::to_string(creator)) != std::string::npos);

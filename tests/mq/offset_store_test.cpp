@@ -53,7 +53,7 @@ TEST_CASE("file offsets: commit then fetch; stale epochs refused; unknown partit
 
 TEST_CASE("file offsets: a torn write of the newest record leaves the previous commit readable") {
     TempDir dir;
-    FileOffsetStore store(dir.path, OffsetFsync::never);
+    FileOffsetStore store(dir.path, FsyncPolicy::never);
     const OffsetCommit c1[] = {{0, 100, 0}};
     const OffsetCommit c2[] = {{0, 200, 0}};
     REQUIRE(store.commit("t", 5, "g", c1).ok());  // seq 1 -> copy 1
@@ -98,7 +98,7 @@ TEST_CASE("file offsets: a consumer resumes from the file; after the topic is re
         auto c = Consumer::open(tp.pool, "t", "g", o);
         REQUIRE(c->assign_all().ok());
         MessageBatch b;
-        REQUIRE(c->poll(b, 15, 0).value() == 15);
+        REQUIRE(c->poll(b, 15, Duration::zero()).value() == 15);
         REQUIRE(c->commit().ok());
     }
     {
@@ -119,7 +119,7 @@ TEST_CASE("file offsets: a consumer resumes from the file; after the topic is re
     REQUIRE(warnings.size() == 1);
     CHECK(warnings[0].find("earlier incarnation") != std::string::npos);
     MessageBatch b;
-    CHECK(c->poll(b, 10, 0).value() == 3);
+    CHECK(c->poll(b, 10, Duration::zero()).value() == 3);
     REQUIRE(c->commit().ok());  // rewrites the file for the new incarnation
     CHECK(store.fetch("t", c->incarnation(), "g", 0)->offset == 3u);
 }

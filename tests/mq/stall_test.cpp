@@ -104,7 +104,7 @@ TEST_CASE("stall: a producer paused between claim and publish loses its slot to 
     TopicManager mgr(tp.pool);
     REQUIRE(mgr.create("t", config(1, 4, OnFull::block, 256)).ok());
     ConsumerOptions co;
-    co.claim_timeout_ns = 50 * kNsPerMs;
+    co.claim_timeout = std::chrono::milliseconds(50);
     auto cons = Consumer::open(tp.pool, "t", "g", co);
     REQUIRE(cons.ok());
     REQUIRE(cons->assign_all().ok());
@@ -117,8 +117,8 @@ TEST_CASE("stall: a producer paused between claim and publish loses its slot to 
     SlotHeader* slot0 = slot_of(tp.pool, "t", 0, 0);
     const uint64_t w = slot0->state.load();
     REQUIRE(slot_state(w) == kSlotClaimed);
-    CHECK(tp.pool.registry().liveness(slot_owner(w), mono_now_ns()) == Liveness::maybe_alive);
-    tp.pool.reap(mono_now_ns());
+    CHECK(tp.pool.registry().liveness(slot_owner(w), MonoClock::now()) == Liveness::maybe_alive);
+    tp.pool.reap(MonoClock::now());
     CHECK(slot0->state.load() == w);
 
     // The ring moves on: ten messages, 2.5 trips round the 4-slot ring, each read and
@@ -132,7 +132,7 @@ TEST_CASE("stall: a producer paused between claim and publish loses its slot to 
     auto receive_all = [&] {
         const uint64_t deadline = mono_now_ns() + 10 * kNsPerSec;
         while (got.size() < sent.size() && mono_now_ns() < deadline) {
-            auto n = cons->poll(b, 8, 100 * kNsPerMs);
+            auto n = cons->poll(b, 8, std::chrono::milliseconds(100));
             REQUIRE(n.ok());
             skips += b.skipped();
             for (const Message& m : b) got.emplace_back(m.value_str());
@@ -177,7 +177,7 @@ TEST_CASE("stall: in overwrite mode a producer lapping a paused claimer quaranti
     const pid_t kid = paused_producer(tp.cleanup.name(), kSize);
     REQUIRE(test::wait_stopped(kid));
     ProducerOptions po;
-    po.claim_timeout_ns = 50 * kNsPerMs;
+    po.claim_timeout = std::chrono::milliseconds(50);
     auto prod = Producer::open(tp.pool, "t", po);
     REQUIRE(prod.ok());
     auto r1 = prod->send(std::string(kSize, 'a'));
@@ -200,7 +200,7 @@ TEST_CASE("stall: in overwrite mode a producer lapping a paused claimer quaranti
     REQUIRE(r3.ok());
     CHECK(r3->offset == 4);
     MessageBatch b;
-    auto n = cons->poll(b, 8, 0);
+    auto n = cons->poll(b, 8, Duration::zero());
     REQUIRE(n.ok());
     REQUIRE(*n >= 1);
     for (const Message& m : b) CHECK((m.value_str() != std::string(kSize, 'X') && one_letter(m.value_str(), kSize)));
@@ -213,7 +213,7 @@ TEST_CASE("stall: a consumer paused before its quarantine CAS acts on a stale ju
     TopicManager mgr(tp.pool);
     REQUIRE(mgr.create("t", config(1, 8, OnFull::block)).ok());
     ConsumerOptions co;
-    co.claim_timeout_ns = 20 * kNsPerMs;
+    co.claim_timeout = std::chrono::milliseconds(20);
     auto cons = Consumer::open(tp.pool, "t", "g", co);
     REQUIRE(cons->assign_all().ok());
     Result<SendResult> sent = make_error(Errc::ok, "");
@@ -230,7 +230,7 @@ TEST_CASE("stall: a consumer paused before its quarantine CAS acts on a stale ju
         MessageBatch b;
         const uint64_t deadline = mono_now_ns() + 10 * kNsPerSec;
         while (got.empty() && mono_now_ns() < deadline) {
-            auto n = cons->poll(b, 4, 100 * kNsPerMs);
+            auto n = cons->poll(b, 4, std::chrono::milliseconds(100));
             if (!n) return;
             skipped += b.skipped();
             if (*n) got = std::string(b[0].value_str());

@@ -93,7 +93,7 @@ TEST_CASE("ring: empty, one, many, full and wrap, in order per partition") {
     REQUIRE(cons->assign_all().ok());
     MessageBatch b;
     // empty
-    auto n = cons->poll(b, 10, 0);
+    auto n = cons->poll(b, 10, Duration::zero());
     REQUIRE(n.ok());
     CHECK(*n == 0);
     // one
@@ -101,7 +101,7 @@ TEST_CASE("ring: empty, one, many, full and wrap, in order per partition") {
     REQUIRE(s.ok());
     CHECK(s->partition == 0);
     CHECK(s->offset == 0);
-    n = cons->poll(b, 10, 0);
+    n = cons->poll(b, 10, Duration::zero());
     REQUIRE(*n == 1);
     CHECK(b[0].value_str() == "m0");
     CHECK(b[0].offset == 0);
@@ -114,7 +114,7 @@ TEST_CASE("ring: empty, one, many, full and wrap, in order per partition") {
             auto r = prod->send("m" + std::to_string(expect + i));
             REQUIRE_MESSAGE(r.ok(), r.error().message);
         }
-        n = cons->poll(b, 100, 0);
+        n = cons->poll(b, 100, Duration::zero());
         REQUIRE(n.ok());
         REQUIRE(*n == 8);
         for (const Message& m : b) {
@@ -156,7 +156,7 @@ TEST_CASE("ring: positions near 2^32 and 2^63 wrap without losing order") {
                 REQUIRE_MESSAGE(r.ok(), r.error().message);
                 CHECK(r->offset == expect + i);
             }
-            auto n = cons->poll(b, 10, 0);
+            auto n = cons->poll(b, 10, Duration::zero());
             REQUIRE_MESSAGE(n.ok(), n.error().message);
             REQUIRE(*n == 3);
             for (const Message& m : b) CHECK(m.offset == expect++);
@@ -194,7 +194,7 @@ TEST_CASE("producer: keyed sends keep per-key order on one partition; headers an
     const uint32_t all[] = {0, 1, 2, 3};
     REQUIRE(cons->assign(all).ok());
     MessageBatch b;
-    auto n = cons->poll(b, 100, 0);
+    auto n = cons->poll(b, 100, Duration::zero());
     REQUIRE(*n == 42);
     std::map<std::string, int> last;
     bool saw_headers = false;
@@ -238,13 +238,13 @@ TEST_CASE("on_full=block: send waits, then fails with back_pressure naming the s
     REQUIRE(mgr.register_group("t", "fast").ok());
     REQUIRE(mgr.register_group("t", "slow").ok());
     ProducerOptions po;
-    po.block_timeout_ns = 30 * kNsPerMs;
+    po.block_timeout = std::chrono::milliseconds(30);
     auto prod = Producer::open(tp.pool, "t", po);
     for (int i = 0; i < 4; ++i) REQUIRE(prod->send("x").ok());
     auto fast = Consumer::open(tp.pool, "t", "fast");
     REQUIRE(fast->assign_all().ok());
     MessageBatch b;
-    REQUIRE(fast->poll(b, 10, 0).value() == 4);
+    REQUIRE(fast->poll(b, 10, Duration::zero()).value() == 4);
     REQUIRE(fast->commit().ok());
     const uint64_t t0 = mono_now_ns();
     auto r = prod->send("y");
@@ -255,14 +255,14 @@ TEST_CASE("on_full=block: send waits, then fails with back_pressure naming the s
     CHECK(counter_total(tp.pool, CounterId::mq_back_pressure) >= 1);
 
     // A commit by the slow group, from another thread, releases a blocked send.
-    po.block_timeout_ns = 5 * kNsPerSec;
+    po.block_timeout = std::chrono::seconds(5);
     auto prod2 = Producer::open(tp.pool, "t", po);
     auto slow = Consumer::open(tp.pool, "t", "slow");
     REQUIRE(slow->assign_all().ok());
     std::thread committer([&] {
         std::this_thread::sleep_for(std::chrono::milliseconds(20));  // let the send park first
         MessageBatch b2;
-        (void)slow->poll(b2, 1, 0);
+        (void)slow->poll(b2, 1, Duration::zero());
         (void)slow->commit();
     });
     auto r2 = prod2->send("z");
@@ -286,7 +286,7 @@ TEST_CASE("on_full=block with no group keeps the first capacity messages, then b
     REQUIRE(c->assign_all().ok());
     CHECK(c->position(0).value() == 0);
     MessageBatch b;
-    CHECK(c->poll(b, 10, 0).value() == 4);
+    CHECK(c->poll(b, 10, Duration::zero()).value() == 4);
     REQUIRE(c->commit().ok());
     CHECK(prod->send("y").ok());
 }
@@ -296,7 +296,7 @@ TEST_CASE("on_full=block: should_stop ends a wait for space at once with interru
     TopicManager mgr(tp.pool);
     REQUIRE(mgr.create("t", config(1, 4, OnFull::block)).ok());
     ProducerOptions po;
-    po.block_timeout_ns = 60 * kNsPerSec;  // without the stop request the send would wait a minute
+    po.block_timeout = std::chrono::seconds(60);  // without the stop request the send would wait a minute
     int asked = 0;
     po.should_stop = [&] { return ++asked >= 2; };  // the second check, after one park: "Ctrl-C" came
     auto prod = Producer::open(tp.pool, "t", po);
@@ -323,7 +323,7 @@ TEST_CASE("on_full=overwrite: a slow consumer sees the gap, skips to the oldest 
     auto prod = Producer::open(tp.pool, "t");
     for (int i = 0; i < 20; ++i) REQUIRE(prod->send("m" + std::to_string(i)).ok());
     MessageBatch b;
-    auto n = cons->poll(b, 100, 0);
+    auto n = cons->poll(b, 100, Duration::zero());
     REQUIRE(n.ok());
     CHECK(*n == 8);
     CHECK(b.lost() == 12);
@@ -355,7 +355,7 @@ TEST_CASE("overwrite: a reader never returns a torn message while the slot is re
     uint64_t seen = 0;
     const uint64_t end = mono_now_ns() + 300 * kNsPerMs;
     while (mono_now_ns() < end) {
-        auto n = cons->poll(b, 4, kNsPerMs);
+        auto n = cons->poll(b, 4, std::chrono::milliseconds(1));
         REQUIRE(n.ok());
         for (const Message& m : b) {
             const auto v = m.value_str();
@@ -423,13 +423,13 @@ TEST_CASE("commit and restart: a new consumer of the group resumes at the commit
         auto c = Consumer::open(tp.pool, "t", "g");
         REQUIRE(c->assign_all().ok());
         MessageBatch b;
-        REQUIRE(c->poll(b, 4, 0).value() == 4);
+        REQUIRE(c->poll(b, 4, Duration::zero()).value() == 4);
         REQUIRE(c->commit().ok());
     }
     auto c2 = Consumer::open(tp.pool, "t", "g");
     REQUIRE(c2->assign_all().ok());
     MessageBatch b;
-    REQUIRE(c2->poll(b, 100, 0).value() == 6);
+    REQUIRE(c2->poll(b, 100, Duration::zero()).value() == 6);
     MemOffsetStore store(tp.pool);
     auto f = store.fetch("t", c2->incarnation(), "g", 0);
     REQUIRE(f.ok());
@@ -464,7 +464,7 @@ TEST_CASE("groups: removed by hand, deregistered when the lease expires (reaper 
     TopicManager mgr(tp.pool);
     REQUIRE(mgr.create("t", config(1, 4, OnFull::reject)).ok());
     GroupOptions short_lease;
-    short_lease.ttl_ns = 20 * kNsPerMs;
+    short_lease.ttl = std::chrono::milliseconds(20);
     REQUIRE(mgr.register_group("t", "brief", short_lease).ok());
     REQUIRE(mgr.register_group("t", "manual").ok());
     CHECK(mgr.describe("t")->groups.size() == 2);
@@ -474,7 +474,7 @@ TEST_CASE("groups: removed by hand, deregistered when the lease expires (reaper 
     auto d = mgr.describe("t");
     REQUIRE(d->groups.size() == 1);
     CHECK(d->groups[0].expired);
-    ReapReport rep = tp.pool.reap(mono_now_ns());
+    ReapReport rep = tp.pool.reap(MonoClock::now());
     CHECK(rep.kind_items >= 1);
     CHECK(mgr.describe("t")->groups.empty());
     // An expired consumer's poll fails closed.
@@ -484,7 +484,7 @@ TEST_CASE("groups: removed by hand, deregistered when the lease expires (reaper 
     REQUIRE(c->assign_all().ok());
     std::this_thread::sleep_for(std::chrono::milliseconds(30));
     MessageBatch b;
-    CHECK(c->poll(b, 1, 0).code() == Errc::lease_expired);
+    CHECK(c->poll(b, 1, Duration::zero()).code() == Errc::lease_expired);
 }
 
 TEST_CASE("batch send and fan-out to several topics") {

@@ -30,7 +30,7 @@ namespace {
 Consumer open_observer(const Pool& pool, const char* topic, std::initializer_list<uint32_t> parts,
                        uint64_t spin_ns = 0) {
     ConsumerOptions o;
-    o.spin_ns = spin_ns;  // park at once
+    o.spin = ns_duration(spin_ns);  // park at once
     auto c = Consumer::open(pool, topic, "", o);
     REQUIRE(c.ok());
     const std::vector<uint32_t> v(parts);
@@ -68,7 +68,7 @@ pid_t parked_child(const std::string& pool_name) {
         auto pool = Pool::open(pool_name);
         if (!pool) return 90;
         ConsumerOptions o;
-        o.spin_ns = 0;
+        o.spin = Duration::zero();
         auto c = Consumer::open(*pool, "t", "", o);
         const uint32_t p0[] = {0};
         if (!c || !c->assign(p0).ok()) return 91;
@@ -77,7 +77,7 @@ pid_t parked_child(const std::string& pool_name) {
         MessageBatch b;
         const uint64_t end = mono_now_ns() + 10 * kNsPerSec;
         while (mono_now_ns() < end) {
-            auto n = c->poll(b, 4, 100 * kNsPerMs);
+            auto n = c->poll(b, 4, std::chrono::milliseconds(100));
             if (!n) return 92;
             for (const Message& m : b)
                 if (m.value_str() == "hello") return 0;
@@ -100,7 +100,7 @@ TEST_CASE("wake: a send to a partition nobody waits on makes no futex call while
     std::thread waiter([&] {
         tid = this_tid();
         MessageBatch b;
-        auto n = cons.poll(b, 4, 20 * kNsPerSec);
+        auto n = cons.poll(b, 4, std::chrono::seconds(20));
         REQUIRE(n.ok());
         if (*n) got = std::string(b[0].value_str());
     });
@@ -139,7 +139,7 @@ TEST_CASE("wake: every consumer parked on a partition is woken by a send to it")
     auto run = [&](Consumer& c, std::atomic<pid_t>& tid) {
         tid = this_tid();
         MessageBatch batch;
-        auto n = c.poll(batch, 4, 20 * kNsPerSec);
+        auto n = c.poll(batch, 4, std::chrono::seconds(20));
         if (n.ok() && *n == 1 && batch[0].value_str() == "both") got.fetch_add(1);
     };
     std::thread t1(run, std::ref(a), std::ref(ta));
@@ -170,7 +170,7 @@ void wait_on_two_topics(bool fallback) {
     REQUIRE(w.add(cb).ok());
     CHECK(w.add(cb).code() == Errc::invalid_argument);
     CHECK(w.size() == 2);
-    auto r0 = w.wait(0);
+    auto r0 = w.wait(Duration::zero());
     REQUIRE(r0.ok());
     CHECK(*r0 == WaitResult::timeout);  // nothing yet, and timeout 0 never sleeps
 
@@ -178,7 +178,7 @@ void wait_on_two_topics(bool fallback) {
     Result<WaitResult> r = make_error(Errc::ok, "");
     std::thread t([&] {
         tid = this_tid();
-        r = w.wait(20 * kNsPerSec);
+        r = w.wait(std::chrono::seconds(20));
     });
     while (!tid.load()) std::this_thread::yield();
     REQUIRE(wait_in_futex(getpid(), tid.load()));
@@ -194,7 +194,7 @@ void wait_on_two_topics(bool fallback) {
         CHECK(detail::futex_waitv_in_use() == kernel_has_waitv);
     }
     MessageBatch batch;
-    auto n = cb.poll(batch, 4, 0);
+    auto n = cb.poll(batch, 4, Duration::zero());
     REQUIRE(n.ok());
     CHECK(*n == 1);
     // Registrations end with the wait: no bit is left behind on either topic.
@@ -204,7 +204,7 @@ void wait_on_two_topics(bool fallback) {
     // Data already there: ready at once.
     auto pa = Producer::open(tp.pool, "a");
     REQUIRE(send_to(*pa, 1, "to a").ok());
-    auto r2 = w.wait(20 * kNsPerSec);
+    auto r2 = w.wait(std::chrono::seconds(20));
     REQUIRE(r2.ok());
     CHECK(*r2 == WaitResult::ready);
     CHECK(w.remove(ca).ok());
@@ -231,14 +231,14 @@ TEST_CASE("waiter: interrupt() ends a wait at once, or the next one; a signal ha
     REQUIRE(w.add(c).ok());
 
     w.interrupt();  // before the wait: the next wait returns at once
-    auto r = w.wait(20 * kNsPerSec);
+    auto r = w.wait(std::chrono::seconds(20));
     REQUIRE(r.ok());
     CHECK(*r == WaitResult::interrupted);
 
     std::atomic<pid_t> tid{0};
     std::thread t([&] {
         tid = this_tid();
-        r = w.wait(20 * kNsPerSec);
+        r = w.wait(std::chrono::seconds(20));
     });
     while (!tid.load()) std::this_thread::yield();
     REQUIRE(wait_in_futex(getpid(), tid.load()));
@@ -259,7 +259,7 @@ TEST_CASE("waiter: interrupt() ends a wait at once, or the next one; a signal ha
     std::thread t2([&] {
         handle = pthread_self();
         tid = this_tid();
-        r = w.wait(20 * kNsPerSec);
+        r = w.wait(std::chrono::seconds(20));
     });
     while (!tid.load()) std::this_thread::yield();
     REQUIRE(wait_in_futex(getpid(), tid.load()));
@@ -294,7 +294,7 @@ TEST_CASE("waiter fd: readable once armed and a watched partition has data; arm 
     CHECK(readable(10000));
     CHECK(readable(0));  // stays readable until the next arm
     MessageBatch batch;
-    auto n = cb.poll(batch, 8, 0);
+    auto n = cb.poll(batch, 8, Duration::zero());
     REQUIRE(n.ok());
     CHECK(*n == 1);
     REQUIRE(w.arm().ok());
@@ -305,7 +305,7 @@ TEST_CASE("waiter fd: readable once armed and a watched partition has data; arm 
     CHECK(readable(10000));
     // Removing a consumer takes it out of the bridge's watch at once.
     REQUIRE(w.remove(cb).ok());
-    n = cb.poll(batch, 8, 0);
+    n = cb.poll(batch, 8, Duration::zero());
     REQUIRE(w.arm().ok());
     REQUIRE(pb->send("three").ok());
     CHECK_FALSE(readable(50));
@@ -325,7 +325,7 @@ TEST_CASE("dead waiter: a consumer killed while parked leaves its bit; the reape
     CHECK(mq::waiter_state(table[entry].word.load()) == mq::kWaiterLive);
     kill(kid, SIGKILL);
     CHECK(test::wait_child(kid) == 128 + SIGKILL);
-    ReapReport rep = tp.pool.reap(mono_now_ns());
+    ReapReport rep = tp.pool.reap(MonoClock::now());
     CHECK(rep.kind_items >= 1);
     CHECK(p0->waiters.load() == 0);
     CHECK(mq::waiter_state(table[entry].word.load()) == mq::kWaiterFree);
@@ -362,13 +362,13 @@ TEST_CASE("paused waiter: a consumer stopped while registered is not judged dead
     const uint64_t bits = p0->waiters.load();
     REQUIRE(bits != 0);
     bool found = false;
-    for (const ProcessInfo& pi : tp.pool.registry().list(mono_now_ns()))
+    for (const ProcessInfo& pi : tp.pool.registry().list(MonoClock::now()))
         if (pi.pid == uint32_t(kid)) {
             found = true;
             CHECK(pi.liveness == Liveness::maybe_alive);
         }
     CHECK(found);
-    tp.pool.reap(mono_now_ns());
+    tp.pool.reap(MonoClock::now());
     CHECK(p0->waiters.load() == bits);  // neither the reaper...
     auto prod = Producer::open(tp.pool, "t");
     for (int i = 0; i < 20; ++i) REQUIRE(prod->send("noise").ok());
@@ -392,7 +392,7 @@ TEST_CASE("waiter table full: a consumer that finds no free entry naps and still
     std::thread t([&] {
         tid = this_tid();
         MessageBatch b;
-        auto n = c.poll(b, 4, 20 * kNsPerSec);
+        auto n = c.poll(b, 4, std::chrono::seconds(20));
         if (n.ok() && *n) got = std::string(b[0].value_str());
     });
     while (!tid.load()) std::this_thread::yield();

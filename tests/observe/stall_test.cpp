@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // A worker stalled past its session timeout (here SIGSTOP; in a hand run, a scheduler stall on
 // a loaded machine) is evicted by the other member. When it runs again it must rejoin and keep
-// working, not exit 1 with stale_epoch (the "unexplained non-zero worker exit" of issue 6).
+// working, not exit 1 with stale_epoch (once an unexplained non-zero worker exit).
 #include <signal.h>
 
 #include <doctest/doctest.h>

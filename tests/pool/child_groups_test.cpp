@@ -122,7 +122,7 @@ TEST_CASE("child groups: a SIGKILLed parent's recorded group, grandchildren incl
     CHECK(test::wait_child(parent) == 128 + SIGKILL);
     CHECK(!gone(r.leader));  // a parent-death signal would not reach r.member anyway: nothing did yet
     const uint64_t killed_before = detail::pool_header(*pool).killed_child_groups.load();
-    const ReapReport report = pool->reap(mono_now_ns());
+    const ReapReport report = pool->reap(MonoClock::now());
     CHECK(report.dead_processes == 1);
     bool noted = false;
     for (const auto& n : report.notes) noted |= n == "killed child process group " + std::to_string(r.leader);
@@ -148,7 +148,7 @@ TEST_CASE("child groups: a group whose leader's pid now belongs to another proce
     const uint64_t w = entry.load();
     REQUIRE(layout::child_group_pgid(w) == uint32_t(r.leader));
     entry.store(layout::child_group_word(uint64_t(layout::child_group_start(w)) + 1, uint32_t(r.leader)));
-    const ReapReport report = pool->reap(mono_now_ns());
+    const ReapReport report = pool->reap(MonoClock::now());
     bool noted = false;
     for (const auto& n : report.notes) noted |= n.find("left child process group " + std::to_string(r.leader)) == 0;
     CHECK(noted);

@@ -29,7 +29,7 @@ TEST_CASE("fault points: a process armed with a pause point stops there and fini
     // Stopped between claiming its registry slot and publishing it: the slot shows CLAIMING,
     // and the paused claimant is not judged dead (its pid lives).
     bool saw_claiming = false;
-    for (const ProcessInfo& p : pool->registry().list(mono_now_ns()))
+    for (const ProcessInfo& p : pool->registry().list(MonoClock::now()))
         if (p.pid == uint32_t(kid)) {
             saw_claiming = p.claiming;
             CHECK(p.liveness == Liveness::maybe_alive);

@@ -13,26 +13,27 @@
 #include "layout/pool_layout.h"
 
 using namespace fabric_shm;
+using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
 TEST_CASE("renewal policy: deadline is created + 75% of the TTL, moved by a bounded deterministic jitter") {
     RenewalPolicy p;
-    const uint64_t created = 1000 * kNsPerSec, expires = created + 300 * kNsPerSec;
+    const MonoTime created = MonoClock::from_ns(1000 * kNsPerSec), expires = created + 300s;
     for (uint64_t seed = 0; seed < 5000; seed += 37) {
-        const uint64_t d = p.renewal_deadline(created, expires, seed);
-        CHECK(d >= created + 195 * kNsPerSec);  // 225 s - 30 s
-        CHECK(d <= created + 255 * kNsPerSec);  // 225 s + 30 s
+        const MonoTime d = p.renewal_deadline(created, expires, seed);
+        CHECK(d >= created + 195s);  // 225 s - 30 s
+        CHECK(d <= created + 255s);  // 225 s + 30 s
         CHECK(d == p.renewal_deadline(created, expires, seed));
     }
-    CHECK(p.renewal_deadline(created, expires, 1000) == created + 225 * kNsPerSec);  // zero jitter
+    CHECK(p.renewal_deadline(created, expires, 1000) == created + 225s);  // zero jitter
     RenewalPolicy no_jitter;
     no_jitter.jitter_fraction = 0;
-    CHECK(no_jitter.renewal_deadline(created, expires, 7) == created + 225 * kNsPerSec);
+    CHECK(no_jitter.renewal_deadline(created, expires, 7) == created + 225s);
 }
 
 TEST_CASE("renewal manager: renews on schedule with an injected clock and nothing in between") {
     test::PoolCleanup cleanup(test::unique_pool_name("renew"));
-    auto pool = Pool::create({cleanup.name(), 2 << 20, 4 * kNsPerSec});
+    auto pool = Pool::create({cleanup.name(), 2 << 20, 4s});
     REQUIRE(pool);
     RenewalManager mgr(*pool);
     RenewalPolicy policy;
@@ -42,66 +43,67 @@ TEST_CASE("renewal manager: renews on schedule with an injected clock and nothin
     ManualClock clock(before.created_ns);
     // Before 75% of the 4 s TTL: nothing is due, nothing renewed, no allocation.
     clock.advance(2 * kNsPerSec);
-    TickSummary early = mgr.tick(clock.now_ns());
+    TickSummary early = mgr.tick(clock.now());
     CHECK(early.outcomes.empty());
-    CHECK(early.next_due_ns == before.created_ns + 3 * kNsPerSec);
+    CHECK(early.next_due == MonoClock::from_ns(before.created_ns) + 3s);
     clock.advance(1 * kNsPerSec + 1);
-    TickSummary due = mgr.tick(clock.now_ns());
+    TickSummary due = mgr.tick(clock.now());
     REQUIRE(due.renewed == 1);
-    CHECK(due.outcomes[0].new_expires_ns == clock.now_ns() + 4 * kNsPerSec);
+    CHECK(due.outcomes[0].new_expiry == clock.now() + 4s);
     CHECK(pool->lease(pool->pool_lease_id())->expires_ns == clock.now_ns() + 4 * kNsPerSec);
     // Next renewal 3 s after this one.
-    CHECK(due.next_due_ns == clock.now_ns() + 3 * kNsPerSec);
+    CHECK(due.next_due == clock.now() + 3s);
 }
 
-TEST_CASE("renewal manager: min_renew_secs rate-limits renewals but never lengthens a lease") {
+TEST_CASE("renewal manager: min_renew rate-limits renewals but never lengthens a lease") {
     test::PoolCleanup cleanup(test::unique_pool_name("minrenew"));
-    auto pool = Pool::create({cleanup.name(), 2 << 20, 10 * kNsPerSec});
+    auto pool = Pool::create({cleanup.name(), 2 << 20, 10s});
     REQUIRE(pool);
     RenewalManager mgr(*pool);
     RenewalPolicy eager;
     eager.renew_at_fraction = 0.01;  // would renew every 100 ms
     eager.jitter_fraction = 0;
-    eager.min_renew_secs = 2;
+    eager.min_renew = 2s;
     REQUIRE(mgr.register_lease(pool->pool_lease_id(), eager));
-    const uint64_t t0 = pool->lease(pool->pool_lease_id())->created_ns;
-    CHECK(mgr.next_due_ns() == t0 + 2 * kNsPerSec);
-    TickSummary s = mgr.tick(t0 + 2 * kNsPerSec);
+    const MonoTime t0 = MonoClock::from_ns(pool->lease(pool->pool_lease_id())->created_ns);
+    CHECK(mgr.next_due() == t0 + 2s);
+    TickSummary s = mgr.tick(t0 + 2s);
     REQUIRE(s.renewed == 1);
-    CHECK(s.outcomes[0].new_expires_ns == t0 + 12 * kNsPerSec);  // now + TTL, not now + 2 s
+    CHECK(s.outcomes[0].new_expiry == t0 + 12s);  // now + TTL, not now + 2 s
 }
 
 TEST_CASE("leases: an expired lease cannot be renewed and the manager drops it") {
     test::PoolCleanup cleanup(test::unique_pool_name("expired"));
-    auto pool = Pool::create({cleanup.name(), 2 << 20, kNsPerSec});
+    auto pool = Pool::create({cleanup.name(), 2 << 20, 1s});
     REQUIRE(pool);
     const LeaseInfo l = pool->lease(pool->pool_lease_id()).value();
-    auto late = pool->renew_lease(l.lease_id, l.expires_ns + 1);
+    const MonoTime expires = MonoClock::from_ns(l.expires_ns);
+    auto late = pool->renew_lease(l.lease_id, expires + 1ns);
     CHECK(late.code() == Errc::lease_expired);
     CHECK(late.error().message.find("expired") != std::string::npos);
     RenewalManager mgr(*pool);
     REQUIRE(mgr.register_lease(l.lease_id));
-    TickSummary s = mgr.tick(l.expires_ns + kNsPerSec);
+    TickSummary s = mgr.tick(expires + 1s);
     CHECK(s.dropped == 1);
     CHECK(mgr.size() == 0);
 }
 
 TEST_CASE("leases: a pool with a short TTL expires after its last renewal, and renewing keeps it") {
     test::PoolCleanup cleanup(test::unique_pool_name("ttl"));
-    auto pool = Pool::create({cleanup.name(), 2 << 20, 300 * kNsPerMs});
+    auto pool = Pool::create({cleanup.name(), 2 << 20, 300ms});
     REQUIRE(pool);
-    const uint64_t t0 = mono_now_ns();
+    const MonoTime t0 = MonoClock::now();
     CHECK_FALSE(pool->wholly_expired(t0));
-    REQUIRE(pool->renew_lease(pool->pool_lease_id(), t0 + 200 * kNsPerMs));
-    CHECK_FALSE(pool->wholly_expired(t0 + 400 * kNsPerMs));
-    CHECK(pool->wholly_expired(t0 + 600 * kNsPerMs));
+    REQUIRE(pool->renew_lease(pool->pool_lease_id(), t0 + 200ms));
+    CHECK_FALSE(pool->wholly_expired(t0 + 400ms));
+    CHECK(pool->wholly_expired(t0 + 600ms));
 }
 
 TEST_CASE("leases: a wholly expired pool is refused on attach, removed by the reaper, re-created on open-or-create") {
     test::PoolCleanup cleanup(test::unique_pool_name("reinit"));
     uint64_t old_incarnation = 0;
     {
-        auto pool = Pool::create({cleanup.name(), 2 << 20, 50 * kNsPerMs});
+        auto pool = Pool::create({cleanup.name(), 2 << 20, 50ms});
         REQUIRE(pool);
         old_incarnation = pool->settings().incarnation;
     }
@@ -114,12 +116,12 @@ TEST_CASE("leases: a wholly expired pool is refused on attach, removed by the re
     auto fresh = Pool::open(cleanup.name(), recreate);
     REQUIRE(fresh);
     CHECK(fresh->settings().incarnation != old_incarnation);
-    CHECK_FALSE(fresh->wholly_expired(mono_now_ns()));
+    CHECK_FALSE(fresh->wholly_expired(MonoClock::now()));
 }
 
 TEST_CASE("leases: a process killed while renewing leaves a consistent lease") {
     test::PoolCleanup cleanup(test::unique_pool_name("crashrenew"));
-    auto pool = Pool::create({cleanup.name(), 2 << 20, 5 * kNsPerSec});
+    auto pool = Pool::create({cleanup.name(), 2 << 20, 5s});
     REQUIRE(pool);
     const uint64_t id = pool->pool_lease_id();
     pid_t kid = test::fork_child([&] {
@@ -127,14 +129,14 @@ TEST_CASE("leases: a process killed while renewing leaves a consistent lease") {
         detail::crash_point_rearm();
         auto p = Pool::open(cleanup.name());
         if (!p) return 1;
-        auto r = p->renew_lease(id, mono_now_ns());
+        auto r = p->renew_lease(id, MonoClock::now());
         return 0;
     });
     CHECK(test::wait_child(kid) == 128 + SIGKILL);
     const LeaseInfo l = pool->lease(id).value();
     CHECK(l.expires_ns > mono_now_ns());
-    CHECK(pool->renew_lease(id, mono_now_ns()));
-    ReapReport r = pool->reap(mono_now_ns());
+    CHECK(pool->renew_lease(id, MonoClock::now()));
+    ReapReport r = pool->reap(MonoClock::now());
     CHECK(r.dead_processes == 1);
     CHECK_FALSE(r.pool_removed);
 }
@@ -146,11 +148,11 @@ TEST_CASE("leases: the reaper and re-initialisers racing on an expired pool neve
         {
             // A short lease, but long enough to outlast the creation itself on a loaded machine
             // under ThreadSanitizer (30 ms did not: the pool expired before create returned).
-            auto pool = Pool::create({name, 2 << 20, 300 * kNsPerMs});
+            auto pool = Pool::create({name, 2 << 20, 300ms});
             REQUIRE_MESSAGE(pool, pool.error().message);
-            const uint64_t deadline = mono_now_ns() + 10 * kNsPerSec;
-            while (!pool->wholly_expired(mono_now_ns()) && mono_now_ns() < deadline) usleep(10 * 1000);
-            REQUIRE(pool->wholly_expired(mono_now_ns()));
+            const MonoTime deadline = MonoClock::now() + 10s;
+            while (!pool->wholly_expired() && MonoClock::now() < deadline) usleep(10 * 1000);
+            REQUIRE(pool->wholly_expired());
         }
         std::vector<pid_t> kids;
         for (int i = 0; i < 4; ++i)
@@ -159,7 +161,7 @@ TEST_CASE("leases: the reaper and re-initialisers racing on an expired pool neve
                     OpenOptions o;
                     o.create_if_missing = true;
                     o.create.size_bytes = 2 << 20;
-                    o.create.ttl_ns = 3600 * kNsPerSec;
+                    o.create.ttl = 1h;
                     auto p = Pool::open(name, o);
                     return p ? 0 : 1;
                 }
@@ -167,7 +169,7 @@ TEST_CASE("leases: the reaper and re-initialisers racing on an expired pool neve
                 o.allow_expired = true;
                 o.reap_on_open = false;
                 auto p = Pool::open(name, o);
-                if (p) p->reap(mono_now_ns());
+                if (p) p->reap(MonoClock::now());
                 return 0;
             }));
         for (pid_t k : kids) CHECK(test::wait_child(k) == 0);
@@ -175,7 +177,7 @@ TEST_CASE("leases: the reaper and re-initialisers racing on an expired pool neve
         auto p = Pool::open(name);
         REQUIRE(p);
         CHECK(p->lifecycle() == "live");
-        CHECK_FALSE(p->wholly_expired(mono_now_ns()));
+        CHECK_FALSE(p->wholly_expired(MonoClock::now()));
         REQUIRE(Pool::remove(name, true));
     }
 }

@@ -35,7 +35,7 @@ struct Foreigner {
         const std::string name = pool.name();
         pid = test::fork_child([&] {
             OpenOptions o;
-            o.heartbeat_timeout_ns = timeout_ns;
+            o.heartbeat_timeout = ns_duration(timeout_ns);
             auto p = Pool::open(name, o);
             OwnerToken t = p ? p->self() : 0;
             if (::write(fds[1], &t, sizeof t) != sizeof t) return 2;
@@ -66,12 +66,12 @@ TEST_CASE("namespaces: sharing a pool across pid namespaces without a heartbeat 
           "process and the fix") {
     test::PoolCleanup cleanup(test::unique_pool_name("pidns"));
     OpenOptions with_timeout;
-    with_timeout.heartbeat_timeout_ns = 5 * kNsPerSec;
+    with_timeout.heartbeat_timeout = std::chrono::seconds(5);
     with_timeout.create_if_missing = true;
     auto pool = Pool::open(cleanup.name(), with_timeout);  // creates it, declaring a timeout
     REQUIRE(pool);
     CHECK(slot_of(*pool, pool->self()).timeout_ns.load() == 5 * kNsPerSec);  // kept by the create path
-    const size_t before = pool->registry().list(mono_now_ns()).size();
+    const size_t before = pool->registry().list(MonoClock::now()).size();
 
     SUBCASE("the other declared none") {
         Foreigner other(*pool, 0);
@@ -81,7 +81,7 @@ TEST_CASE("namespaces: sharing a pool across pid namespaces without a heartbeat 
         CHECK(refused.error().message.find("pid " + std::to_string(other.pid)) != std::string::npos);
         CHECK(refused.error().message.find("that process declared no heartbeat timeout") != std::string::npos);
         CHECK(refused.error().message.find("FABRIC_SHM_HEARTBEAT_TIMEOUT") != std::string::npos);
-        CHECK(pool->registry().list(mono_now_ns()).size() == before + 1);  // the refused one left no slot
+        CHECK(pool->registry().list(MonoClock::now()).size() == before + 1);  // the refused one left no slot
     }
     SUBCASE("we declare none, the other does") {
         Foreigner other(*pool, 5 * kNsPerSec);

@@ -41,7 +41,7 @@ size_t temp_files_of(const std::string& name) {
 
 TEST_CASE("pool: create publishes a validated segment that a second open attaches to") {
     test::PoolCleanup cleanup(test::unique_pool_name("create"));
-    auto created = Pool::create({cleanup.name(), 2 << 20, 3600 * kNsPerSec, 0600, -1});
+    auto created = Pool::create({cleanup.name(), 2 << 20, std::chrono::hours(1), 0600, -1});
     REQUIRE(created);
     CHECK(created->self() != 0);
     struct stat st {};
@@ -238,8 +238,8 @@ TEST_CASE("pool: remove refuses while other live processes are attached, unless 
         return p ? 0 : 1;
     });
     // Wait until the child registered.
-    for (int i = 0; i < 2000 && owner->registry().list(mono_now_ns()).size() < 2; ++i) usleep(1000);
-    REQUIRE(owner->registry().list(mono_now_ns()).size() == 2);
+    for (int i = 0; i < 2000 && owner->registry().list(MonoClock::now()).size() < 2; ++i) usleep(1000);
+    REQUIRE(owner->registry().list(MonoClock::now()).size() == 2);
     auto refused = Pool::remove(cleanup.name(), false);
     CHECK(refused.code() == Errc::busy);
     CHECK(fs::exists(Pool::segment_path(cleanup.name())));
@@ -271,5 +271,5 @@ TEST_CASE("pool: a read-only open never registers and never creates") {
     auto p = Pool::open(name, ro);
     REQUIRE(p);
     CHECK(p->self() == 0);
-    CHECK(p->registry().list(mono_now_ns()).empty());
+    CHECK(p->registry().list(MonoClock::now()).empty());
 }

@@ -21,7 +21,7 @@ RegionSpec spec(const std::string& name, uint64_t length, uint64_t ttl = 0) {
     s.kind = RegionKind::test;
     s.name = name;
     s.length = length;
-    s.ttl_ns = ttl;
+    s.ttl = ns_duration(ttl);
     return s;
 }
 layout::RegionEntry& entry_of(const Pool& pool, RegionRef ref) {
@@ -73,16 +73,16 @@ TEST_CASE("regions: an expired lease fails closed, a reclaimed region makes old 
     REQUIRE(pool);
     auto r = pool->create_region(spec("short", 4096, 100 * kNsPerMs));
     REQUIRE(r);
-    CHECK(r->check(mono_now_ns()));
-    CHECK(r->check(mono_now_ns() + kNsPerSec).code() == Errc::lease_expired);
+    CHECK(r->check(MonoClock::now()));
+    CHECK(r->check(MonoClock::now() + std::chrono::seconds(1)).code() == Errc::lease_expired);
     const RegionRef ref = r->ref();
     // Held by us: the reaper keeps it even though it expired.
-    ReapReport kept = pool->reap(mono_now_ns() + kNsPerSec);
+    ReapReport kept = pool->reap(MonoClock::now() + std::chrono::seconds(1));
     CHECK(kept.busy_regions == 1);
     CHECK(kept.reclaimed_regions == 0);
     *r = Region();  // drop our handle
     usleep(150 * 1000);
-    ReapReport gone = pool->reap(mono_now_ns(), false, false);
+    ReapReport gone = pool->reap(MonoClock::now(), false, false);
     CHECK(gone.reclaimed_regions == 1);
     CHECK(pool->open_region(ref).code() == Errc::stale_generation);
     // The space is reusable; the entry's generation moved on.
@@ -102,7 +102,7 @@ TEST_CASE("regions: a removed region is revoked at once and reclaimed when the l
     CHECK(pool->open_region(RegionKind::test, "doomed").code() == Errc::not_found);
     const RegionRef ref = r->ref();
     *r = Region();
-    ReapReport rep = pool->reap(mono_now_ns(), false, false);
+    ReapReport rep = pool->reap(MonoClock::now(), false, false);
     CHECK(rep.reclaimed_regions == 1);
     CHECK(pool->open_region(ref).code() == Errc::stale_generation);
 }
@@ -129,10 +129,10 @@ TEST_CASE("regions: a live process in another process holding a handle blocks re
     REQUIRE(read(fds[0], &c, 1) == 1);
     *r = Region();
     usleep(250 * 1000);
-    CHECK(pool->reap(mono_now_ns(), false, false).busy_regions == 1);
+    CHECK(pool->reap(MonoClock::now(), false, false).busy_regions == 1);
     kill(kid, SIGKILL);
     test::wait_child(kid);
-    ReapReport after = pool->reap(mono_now_ns(), false, false);
+    ReapReport after = pool->reap(MonoClock::now(), false, false);
     CHECK(after.reclaimed_regions == 1);
     CHECK(after.dead_processes == 1);
     close(fds[0]);
@@ -206,7 +206,7 @@ TEST_CASE("regions: children of a removed parent are orphans and the reaper recl
     auto& e = entry_of(*pool, r->ref());
     *r = Region();
     e.word.store(layout::make_entry_word(layout::kEntryFree, r->ref().generation + 1, 0));
-    ReapReport rep = pool->reap(mono_now_ns(), false, false);
+    ReapReport rep = pool->reap(MonoClock::now(), false, false);
     CHECK(rep.reclaimed_regions == 1);
     CHECK(pool->open_region(child_ref).code() == Errc::stale_generation);
 }
@@ -217,10 +217,10 @@ TEST_CASE("regions: dry-run reaping reports what it would do and changes nothing
     REQUIRE(pool);
     { auto r = pool->create_region(spec("x", 4096, 10 * kNsPerMs)); REQUIRE(r); }
     usleep(30 * 1000);
-    ReapReport dry = pool->reap(mono_now_ns(), true, false);
+    ReapReport dry = pool->reap(MonoClock::now(), true, false);
     CHECK(dry.reclaimed_regions == 1);
     CHECK(pool->regions().size() == 1);
-    ReapReport real = pool->reap(mono_now_ns(), false, false);
+    ReapReport real = pool->reap(MonoClock::now(), false, false);
     CHECK(real.reclaimed_regions == 1);
     CHECK(pool->regions().empty());
 }

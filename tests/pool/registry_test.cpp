@@ -50,17 +50,17 @@ TEST_CASE("registry: a live process is maybe_alive, and it leaves the registry o
     test::PoolCleanup cleanup(test::unique_pool_name("reg"));
     auto pool = Pool::create({cleanup.name(), 2 << 20});
     REQUIRE(pool);
-    CHECK(pool->registry().liveness(pool->self(), mono_now_ns()) == Liveness::maybe_alive);
+    CHECK(pool->registry().liveness(pool->self(), MonoClock::now()) == Liveness::maybe_alive);
     OwnerToken second_token = 0;
     {
         auto second = Pool::open(cleanup.name());
         REQUIRE(second);
         second_token = second->self();
-        CHECK(pool->registry().list(mono_now_ns()).size() == 2);
+        CHECK(pool->registry().list(MonoClock::now()).size() == 2);
     }
-    CHECK(pool->registry().list(mono_now_ns()).size() == 1);
+    CHECK(pool->registry().list(MonoClock::now()).size() == 1);
     std::string why;
-    CHECK(pool->registry().liveness(second_token, mono_now_ns(), &why) == Liveness::certainly_dead);
+    CHECK(pool->registry().liveness(second_token, MonoClock::now(), &why) == Liveness::certainly_dead);
     CHECK(why.find("registration ended") != std::string::npos);
 }
 
@@ -73,11 +73,11 @@ TEST_CASE("registry: a process whose pid is gone is certainly dead and its slot 
     REQUIRE(t != 0);
     CHECK(test::wait_child(kid) == 0);
     std::string why;
-    CHECK(pool->registry().liveness(t, mono_now_ns(), &why) == Liveness::certainly_dead);
+    CHECK(pool->registry().liveness(t, MonoClock::now(), &why) == Liveness::certainly_dead);
     CHECK(why.find("gone") != std::string::npos);
-    CHECK(pool->registry().reap_dead(mono_now_ns()) == 1);
-    CHECK(pool->registry().list(mono_now_ns()).size() == 1);
-    CHECK(pool->registry().liveness(t, mono_now_ns()) == Liveness::certainly_dead);
+    CHECK(pool->registry().reap_dead(MonoClock::now()) == 1);
+    CHECK(pool->registry().list(MonoClock::now()).size() == 1);
+    CHECK(pool->registry().liveness(t, MonoClock::now()) == Liveness::certainly_dead);
 }
 
 TEST_CASE("registry: a zombie (exited, not yet waited for) is certainly dead") {
@@ -90,7 +90,7 @@ TEST_CASE("registry: a zombie (exited, not yet waited for) is certainly dead") {
     for (int i = 0; i < 2000 && !probe_pid(uint32_t(kid)).zombie; ++i) usleep(1000);
     REQUIRE(probe_pid(uint32_t(kid)).zombie);
     std::string why;
-    CHECK(pool->registry().liveness(t, mono_now_ns(), &why) == Liveness::certainly_dead);
+    CHECK(pool->registry().liveness(t, MonoClock::now(), &why) == Liveness::certainly_dead);
     CHECK(why.find("zombie") != std::string::npos);
     CHECK(test::wait_child(kid) == 0);
 }
@@ -101,37 +101,37 @@ TEST_CASE("registry: a reused pid (start time differs) is certainly dead; a matc
     REQUIRE(pool);
     pid_t kid;
     const OwnerToken t = child_token(cleanup.name(), &kid, true);
-    CHECK(pool->registry().liveness(t, mono_now_ns()) == Liveness::maybe_alive);
+    CHECK(pool->registry().liveness(t, MonoClock::now()) == Liveness::maybe_alive);
     // Forge what pid reuse looks like: the live pid's start time no longer matches.
     auto& slot = slot_of(*pool, t);
     const uint64_t real = slot.start_time.load();
     slot.start_time.store(real + 12345);
     std::string why;
-    CHECK(pool->registry().liveness(t, mono_now_ns(), &why) == Liveness::certainly_dead);
+    CHECK(pool->registry().liveness(t, MonoClock::now(), &why) == Liveness::certainly_dead);
     CHECK(why.find("reused") != std::string::npos);
     slot.start_time.store(real);
-    CHECK(pool->registry().liveness(t, mono_now_ns()) == Liveness::maybe_alive);
+    CHECK(pool->registry().liveness(t, MonoClock::now()) == Liveness::maybe_alive);
     kill(kid, SIGKILL);
     CHECK(test::wait_child(kid) == 128 + SIGKILL);
-    CHECK(pool->registry().liveness(t, mono_now_ns()) == Liveness::certainly_dead);
+    CHECK(pool->registry().liveness(t, MonoClock::now()) == Liveness::certainly_dead);
 }
 
 TEST_CASE("registry: a stale heartbeat past its declared timeout is certainly dead, without one it is not") {
     test::PoolCleanup cleanup(test::unique_pool_name("hb"));
     REQUIRE(Pool::create({cleanup.name(), 2 << 20}));
     OpenOptions with_timeout;
-    with_timeout.heartbeat_timeout_ns = 2 * kNsPerSec;
+    with_timeout.heartbeat_timeout = std::chrono::seconds(2);
     auto pool = Pool::open(cleanup.name(), with_timeout);
     REQUIRE(pool);
     const uint64_t now = mono_now_ns();
-    REQUIRE(pool->heartbeat(now));
-    CHECK(pool->registry().liveness(pool->self(), now + kNsPerSec) == Liveness::maybe_alive);
+    REQUIRE(pool->heartbeat(MonoClock::from_ns(now)));
+    CHECK(pool->registry().liveness(pool->self(), MonoClock::from_ns(now + kNsPerSec)) == Liveness::maybe_alive);
     std::string why;
-    CHECK(pool->registry().liveness(pool->self(), now + 3 * kNsPerSec, &why) == Liveness::certainly_dead);
+    CHECK(pool->registry().liveness(pool->self(), MonoClock::from_ns(now + 3 * kNsPerSec), &why) == Liveness::certainly_dead);
     CHECK(why.find("heartbeat") != std::string::npos);
     auto pid_only = Pool::open(cleanup.name());
     REQUIRE(pid_only);
-    CHECK(pool->registry().liveness(pid_only->self(), now + 3600 * kNsPerSec) == Liveness::maybe_alive);
+    CHECK(pool->registry().liveness(pid_only->self(), MonoClock::from_ns(now + 3600 * kNsPerSec)) == Liveness::maybe_alive);
 }
 
 TEST_CASE("registry: a process killed while registering leaves a slot the reaper frees") {
@@ -147,10 +147,10 @@ TEST_CASE("registry: a process killed while registering leaves a slot the reaper
             return 0;
         });
         CHECK(test::wait_child(kid) == 128 + SIGKILL);
-        auto listed = pool->registry().list(mono_now_ns());
+        auto listed = pool->registry().list(MonoClock::now());
         REQUIRE(listed.size() == 2);
-        CHECK(pool->registry().reap_dead(mono_now_ns()) == 1);
-        CHECK(pool->registry().list(mono_now_ns()).size() == 1);
+        CHECK(pool->registry().reap_dead(MonoClock::now()) == 1);
+        CHECK(pool->registry().list(MonoClock::now()).size() == 1);
         // The next process registers fine.
         auto again = Pool::open(cleanup.name());
         CHECK(again);
@@ -170,7 +170,7 @@ TEST_CASE("registry: a dead process's counter shard is folded into the pool tota
     CHECK(test::wait_child(kid) == 0);
     detail::count(*pool, CounterId::store_puts, 1);
     CHECK(counter_total(*pool, CounterId::store_puts) == 42);
-    CHECK(pool->registry().reap_dead(mono_now_ns()) == 1);
+    CHECK(pool->registry().reap_dead(MonoClock::now()) == 1);
     CHECK(counter_total(*pool, CounterId::store_puts) == 42);
 }
 
@@ -256,15 +256,15 @@ TEST_CASE("registry: a claimant paused before publishing is not judged dead by a
     int fds[2];
     const pid_t kid = paused_registrant(cleanup.name(), "registry.register.claimed", fds);
     REQUIRE(test::wait_stopped(kid));
-    auto listed = pool->registry().list(mono_now_ns());
+    auto listed = pool->registry().list(MonoClock::now());
     const ProcessInfo* claimant = find_pid(listed, kid);
     REQUIRE(claimant);
     CHECK(claimant->claiming);
     CHECK(claimant->liveness == Liveness::maybe_alive);
     const OwnerToken claimed = claimant->token;
     // The reaper must not free the slot of a stopped, live claimant.
-    CHECK(pool->registry().reap_dead(mono_now_ns() + 3600 * kNsPerSec) == 0);
-    CHECK(pool->registry().liveness(claimed, mono_now_ns()) == Liveness::maybe_alive);
+    CHECK(pool->registry().reap_dead(MonoClock::now() + std::chrono::hours(1)) == 0);
+    CHECK(pool->registry().liveness(claimed, MonoClock::now()) == Liveness::maybe_alive);
     test::resume(kid);
     const OwnerToken got = read_token(fds);
     CHECK(test::wait_child(kid) == 0);
@@ -281,7 +281,7 @@ TEST_CASE("registry: a claimant whose slot was taken while it was stopped publis
     int fds[2];
     const pid_t kid = paused_registrant(cleanup.name(), "registry.register.before_publish", fds);
     REQUIRE(test::wait_stopped(kid));
-    const auto listed = pool->registry().list(mono_now_ns());
+    const auto listed = pool->registry().list(MonoClock::now());
     const ProcessInfo* claimant = find_pid(listed, kid);
     REQUIRE(claimant);
     layout::ProcessSlot& slot = slot_of(*pool, claimant->token);
@@ -323,7 +323,7 @@ TEST_CASE("registry: a retired slot names nobody: its per-occupant fields are cl
         REQUIRE(pipe(fds) == 0);
         const pid_t kid = test::fork_child([&] {
             OpenOptions o;
-            o.heartbeat_timeout_ns = 5 * kNsPerSec;
+            o.heartbeat_timeout = std::chrono::seconds(5);
             auto p = Pool::open(cleanup.name(), o);
             const OwnerToken t = p ? p->self() : 0;
             if (write(fds[1], &t, sizeof t) != sizeof t) return 2;
@@ -332,7 +332,7 @@ TEST_CASE("registry: a retired slot names nobody: its per-occupant fields are cl
         const OwnerToken t = read_token(fds);
         CHECK(test::wait_child(kid) == 0);
         REQUIRE(slot_of(*pool, t).timeout_ns.load() == 5 * kNsPerSec);
-        CHECK(pool->registry().reap_dead(mono_now_ns()) == 1);
+        CHECK(pool->registry().reap_dead(MonoClock::now()) == 1);
         CHECK(layout::slot_word_state(slot_of(*pool, t).word.load()) == layout::kSlotFree);
         cleared(slot_of(*pool, t));
     }
@@ -340,7 +340,7 @@ TEST_CASE("registry: a retired slot names nobody: its per-occupant fields are cl
         OwnerToken t = 0;
         {
             OpenOptions o;
-            o.heartbeat_timeout_ns = 5 * kNsPerSec;
+            o.heartbeat_timeout = std::chrono::seconds(5);
             auto second = Pool::open(cleanup.name(), o);
             REQUIRE(second);
             t = second->self();
@@ -368,19 +368,19 @@ TEST_CASE("registry: a reaper paused while retiring a dead process's slot is wai
             o.reap_on_open = false;
             auto p = Pool::open(cleanup.name(), o);
             if (!p) return 1;
-            return p->registry().reap_dead(mono_now_ns()) == 1 ? 0 : 3;
+            return p->registry().reap_dead(MonoClock::now()) == 1 ? 0 : 3;
         });
         REQUIRE(test::wait_stopped(reaper));
         layout::ProcessSlot& slot = slot_of(*pool, dead);
         REQUIRE(layout::slot_word_state(slot.word.load()) == layout::kSlotRetiring);
         // The retirer lives (stopped): nobody else finishes its work, which could otherwise
         // clear the fields of the slot's next owner after it was freed and claimed again.
-        CHECK(pool->registry().reap_dead(mono_now_ns()) == 0);
+        CHECK(pool->registry().reap_dead(MonoClock::now()) == 0);
         CHECK(layout::slot_word_state(slot.word.load()) == layout::kSlotRetiring);
         if (kill_reaper) {
             kill(reaper, SIGKILL);
             CHECK(test::wait_child(reaper) == 128 + SIGKILL);
-            CHECK(pool->registry().reap_dead(mono_now_ns()) >= 1);  // the retirer's own slot too
+            CHECK(pool->registry().reap_dead(MonoClock::now()) >= 1);  // the retirer's own slot too
         } else {
             test::resume(reaper);
             CHECK(test::wait_child(reaper) == 0);
@@ -401,7 +401,7 @@ TEST_CASE("region: a creator paused past its heartbeat timeout keeps its entry; 
     REQUIRE(pool);
     const pid_t kid = test::fork_child([&] {
         OpenOptions o;
-        o.heartbeat_timeout_ns = 200'000'000ull;  // judged dead by its heartbeat after 200 ms of silence
+        o.heartbeat_timeout = std::chrono::milliseconds(200);  // judged dead by its heartbeat after 200 ms of silence
         auto p = Pool::open(cleanup.name(), o);
         if (!p) return 90;
         setenv("FABRIC_SHM_PAUSE_POINT", "region.create.reserved", 1);
@@ -443,7 +443,7 @@ TEST_CASE("registry: a process fenced while paused is told at its next heartbeat
     REQUIRE(pipe(fds) == 0);
     const pid_t kid = test::fork_child([&] {
         OpenOptions o;
-        o.heartbeat_timeout_ns = 200'000'000ull;
+        o.heartbeat_timeout = std::chrono::milliseconds(200);
         auto p = Pool::open(cleanup.name(), o);
         if (!p) return 90;
         const OwnerToken t = p->self();
@@ -453,7 +453,7 @@ TEST_CASE("registry: a process fenced while paused is told at its next heartbeat
         auto hb = p->heartbeat();
         if (hb || hb.code() != Errc::stale_generation) return 1;
         RenewalManager renewals(*p);
-        const TickSummary t2 = renewals.tick(mono_now_ns());
+        const TickSummary t2 = renewals.tick(MonoClock::now());
         if (t2.registration || t2.registration.code() != Errc::stale_generation) return 2;
         return 0;
     });
@@ -463,9 +463,9 @@ TEST_CASE("registry: a process fenced while paused is told at its next heartbeat
     close(fds[1]);
     REQUIRE(test::wait_stopped(kid));
     const uint64_t later = mono_now_ns() + 3600 * kNsPerSec;  // its heartbeat is an hour old
-    pool->reap(later, false, false);
+    pool->reap(MonoClock::from_ns(later), false, false);
     bool fenced = false;
-    for (const ProcessInfo& p : pool->registry().list(later)) fenced = fenced || (p.token == token && p.fenced);
+    for (const ProcessInfo& p : pool->registry().list(MonoClock::from_ns(later))) fenced = fenced || (p.token == token && p.fenced);
     REQUIRE(fenced);
     test::resume(kid);
     CHECK(test::wait_child(kid) == 0);
@@ -480,7 +480,7 @@ TEST_CASE("registry: a reaper paused after judging a process dead by its heartbe
     // The judged process: stops itself, then (resumed) heartbeats and reports whether it is fenced.
     const pid_t judged = test::fork_child([&] {
         OpenOptions o;
-        o.heartbeat_timeout_ns = 200'000'000ull;
+        o.heartbeat_timeout = std::chrono::milliseconds(200);
         auto p = Pool::open(cleanup.name(), o);
         if (!p) return 90;
         const OwnerToken t = p->self();
@@ -503,7 +503,7 @@ TEST_CASE("registry: a reaper paused after judging a process dead by its heartbe
         detail::crash_point_rearm();
         auto p = Pool::open(cleanup.name());
         if (!p) return 90;
-        (void)p->registry().reap_dead(mono_now_ns());
+        (void)p->registry().reap_dead(MonoClock::now());
         return 0;
     });
     REQUIRE(test::wait_stopped(reaper));  // judged dead by heartbeat, not yet fenced
@@ -512,7 +512,7 @@ TEST_CASE("registry: a reaper paused after judging a process dead by its heartbe
     test::resume(reaper);
     CHECK(test::wait_child(reaper) == 0);
     bool listed = false;
-    for (const ProcessInfo& p : pool->registry().list(mono_now_ns()))
+    for (const ProcessInfo& p : pool->registry().list(MonoClock::now()))
         if (p.token == token) {
             listed = true;
             CHECK_FALSE(p.fenced);

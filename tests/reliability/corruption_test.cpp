@@ -123,8 +123,8 @@ Healthy build_pool(const std::string& name) {
 int read_everything(const Pool& pool, const std::string& name, const Healthy& h) {
     const uint64_t now = mono_now_ns();
     (void)pool.lifecycle();
-    (void)pool.wholly_expired(now);
-    (void)pool.registry().list(now);
+    (void)pool.wholly_expired(MonoClock::from_ns(now));
+    (void)pool.registry().list(MonoClock::from_ns(now));
     for (const LeaseInfo& l : pool.leases()) (void)pool.lease(l.lease_id);
     for (const RegionInfo& r : pool.regions()) {
         if (const RegionKindOps* ops = region_kind_ops(r.kind); ops && ops->check) {
@@ -214,7 +214,7 @@ TEST_CASE("corruption: flipped bytes in every structure never crash dump --check
             auto pool = Pool::open(name);
             if (!pool) return result;  // 0: read-only refused too; 1: read-only opened
             (void)read_everything(*pool, name, h);
-            (void)pool->reap(mono_now_ns());
+            (void)pool->reap(MonoClock::now());
             if (auto store = MemObjectStore::attach(*pool, "default")) {
                 std::vector<uint8_t> data(300, 0x5a);
                 (void)(*store)->put(FabricUri::make(name, "b", "new").value(), data);

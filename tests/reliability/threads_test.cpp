@@ -142,17 +142,17 @@ TEST_CASE("threads: pool registry, regions, leases and the store race safely in 
         while (!stop.load(std::memory_order_relaxed) && SteadyClock::now() < deadline) {
             const uint64_t now = mono_now_ns();
             for (const LeaseInfo& l : pool.leases()) {
-                auto r = pool.renew_lease(l.lease_id, now);
+                auto r = pool.renew_lease(l.lease_id, MonoClock::from_ns(now));
                 if (!r && r.code() != Errc::lease_expired && r.code() != Errc::stale_generation &&
                     r.code() != Errc::not_found)
                     report("renew_lease: " + r.error().message);
                 lease_ops.ops.fetch_add(1, std::memory_order_relaxed);
             }
             for (const RegionInfo& r : pool.regions()) (void)pool.region_info(r.ref);
-            (void)pool.registry().list(now);
-            (void)renewals.tick(now + 3600 * kNsPerSec);  // everything due: renews the pool lease
-            if (rng() % 8 == 0) (void)pool.reap(now);
-            (void)pool.heartbeat(now);
+            (void)pool.registry().list(MonoClock::from_ns(now));
+            (void)renewals.tick(MonoClock::from_ns(now + 3600 * kNsPerSec));  // everything due: renews the pool lease
+            if (rng() % 8 == 0) (void)pool.reap(MonoClock::from_ns(now));
+            (void)pool.heartbeat(MonoClock::from_ns(now));
             std::this_thread::yield();
         }
     });

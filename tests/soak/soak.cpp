@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// Soak (issue 8): a churn run at a steady object count for a configurable time, sampling the
+// Soak: a churn run at a steady object count for a configurable time, sampling the
 // pool from the inside and every process's private anonymous memory, and requiring both to
 // stay flat after a warm-up.
 //
@@ -92,7 +92,7 @@ int churn_child(const std::string& pool_name, int id, uint64_t seed, uint64_t ke
     auto store = MemObjectStore::open(*pool);
     if (!store) return std::fprintf(stderr, "churn: %s\n", store.error().message.c_str()), 1;
     ProducerOptions po;
-    po.block_timeout_ns = 30 * kNsPerSec;
+    po.block_timeout = std::chrono::seconds(30);
     auto producer = Producer::open(*pool, kTopic, po);
     if (!producer) return std::fprintf(stderr, "churn: %s\n", producer.error().message.c_str()), 1;
     torture::Rng rng(seed);

@@ -254,7 +254,7 @@ void crash_at(const CrashCase& cc) {
     for (const auto& v : violations_of(*pool)) FAIL_CHECK(v);
 
     // Repair: the reaper frees what the dead child owned.
-    ReapReport rep = pool->reap(mono_now_ns(), false, false);
+    ReapReport rep = pool->reap(MonoClock::now(), false, false);
     CHECK(rep.dead_processes <= 1);  // the registry may already have reaped it
     const StoreStats st = (*store)->stats();
     CHECK(st.loans_active == 0);
@@ -267,7 +267,7 @@ void crash_at(const CrashCase& cc) {
     CHECK((*g)->data == v1);
     fillers.insert(fillers.end(), {"k", "other", "brand-new-key"});
     for (const std::string& k : fillers) REQUIRE((*store)->remove(at(cleanup.name(), k)));
-    pool->reap(mono_now_ns(), false, false);
+    pool->reap(MonoClock::now(), false, false);
     const StoreStats end = (*store)->stats();
     CHECK(end.objects == 0);
     CHECK(end.heap_used_bytes == 0);
@@ -317,7 +317,7 @@ TEST_CASE("store: a dead pinner's pin keeps an overwritten object until the reap
     CHECK(test::wait_child(kid) == 128 + SIGKILL);
     REQUIRE((*store)->put(key, bytes_of("b", 4000)));
     const uint64_t used_with_pin = (*store)->stats().heap_used_bytes;
-    ReapReport rep = pool->reap(mono_now_ns(), false, false);
+    ReapReport rep = pool->reap(MonoClock::now(), false, false);
     CHECK(rep.kind_items >= 1);
     CHECK(counter_total(*pool, CounterId::store_pins_released) == 1);
     CHECK((*store)->stats().heap_used_bytes < used_with_pin);
@@ -372,13 +372,13 @@ TEST_CASE("store: writers SIGKILLed at random moments never leave torn objects o
             REQUIRE_MESSAGE(g, g.error().message);
             if (g->has_value()) CHECK((*g)->data == bytes_of("k" + std::to_string(k), (*g)->data.size()));
         }
-        pool->reap(mono_now_ns(), false, false);
+        pool->reap(MonoClock::now(), false, false);
         require_clean(*pool);
         CHECK((*store)->stats().loans_active == 0);
         CHECK((*store)->stats().pins_active == 0);
     }
     for (int k = 0; k < 40; ++k) REQUIRE((*store)->remove(at(cleanup.name(), "k" + std::to_string(k))));
-    pool->reap(mono_now_ns(), false, false);
+    pool->reap(MonoClock::now(), false, false);
     const StoreStats end = (*store)->stats();
     CHECK(end.heap_used_bytes == 0);
     CHECK(end.largest_free_extent == end.heap_capacity_bytes);
@@ -399,13 +399,13 @@ TEST_CASE("store: the reaper's dry run reports a dead owner's loan without freei
     });
     CHECK(test::wait_child(kid) == 128 + SIGKILL);
     CHECK((*store)->stats().loans_active == 1);
-    ReapReport dry = pool->reap(mono_now_ns(), true, false);
+    ReapReport dry = pool->reap(MonoClock::now(), true, false);
     CHECK(dry.kind_items >= 1);
     bool noted = false;
     for (const auto& n : dry.notes) noted = noted || n.find("loaned by dead owner") != std::string::npos;
     CHECK(noted);
     CHECK((*store)->stats().loans_active == 1);
-    ReapReport real = pool->reap(mono_now_ns(), false, false);
+    ReapReport real = pool->reap(MonoClock::now(), false, false);
     CHECK(real.kind_items >= 1);
     CHECK((*store)->stats().loans_active == 0);
     CHECK((*store)->stats().heap_used_bytes == 0);
@@ -492,7 +492,7 @@ TEST_CASE("store: a writer stopped while holding a key's lock does not make anot
     auto removed = (*store)->remove(key);
     REQUIRE_MESSAGE(removed, removed.error().message);
     CHECK(*removed);
-    for (const ProcessInfo& p : pool->registry().list(mono_now_ns()))
+    for (const ProcessInfo& p : pool->registry().list(MonoClock::now()))
         if (p.pid == uint32_t(kid)) CHECK(p.liveness == Liveness::maybe_alive);  // taken over, not judged dead
     // The child's put was decided nowhere yet; on resuming it finds its lock gone (fenced),
     // starts over and lands after the remove.
@@ -606,7 +606,7 @@ TEST_CASE("store: a freer stopped while releasing a large object's superblocks n
         return r && *r ? 0 : 1;
     });
     // Repair releases the same run (its head block is FREE), and a new object reuses the head.
-    pool->reap(mono_now_ns(), false, false);
+    pool->reap(MonoClock::now(), false, false);
     REQUIRE((*store)->put(at(cleanup.name(), "big2"), big2));
     test::resume(kid);
     CHECK(test::wait_child(kid) == 0);
@@ -640,7 +640,7 @@ TEST_CASE("store: a loan whose owner is stopped is not reclaimed, and its commit
     });
     // The reaper finds a LOANED block whose owner's pid lives: maybe alive, left alone, even
     // far in the future (the child declared no heartbeat timeout).
-    pool->reap(mono_now_ns() + 3600 * kNsPerSec, false, false);
+    pool->reap(MonoClock::now() + std::chrono::hours(1), false, false);
     CHECK((*store)->stats().loans_active == 1);
     CHECK(counter_total(*pool, CounterId::store_loans_reclaimed) == 0);
     // Other writers fill and churn the heap meanwhile.
@@ -668,7 +668,7 @@ TEST_CASE("store: a writer whose heartbeat timed out while stopped is fenced in 
     REQUIRE(pipe(fds) == 0);
     const pid_t kid = test::fork_child([&] {
         OpenOptions o;
-        o.heartbeat_timeout_ns = kNsPerSec;  // may be judged dead when its heartbeat stops
+        o.heartbeat_timeout = std::chrono::seconds(1);  // may be judged dead when its heartbeat stops
         auto p = Pool::open(cleanup.name(), o);
         if (!p) return 90;
         const OwnerToken t = p->self();
@@ -690,11 +690,11 @@ TEST_CASE("store: a writer whose heartbeat timed out while stopped is fenced in 
     REQUIRE(test::wait_stopped(kid));
     // An hour later (by the clock handed to the reaper) its heartbeat is stale.
     const uint64_t later = mono_now_ns() + 3600 * kNsPerSec;
-    pool->reap(later, false, false);
-    CHECK(pool->registry().liveness(token, later) == Liveness::certainly_dead);
-    CHECK(pool->registry().process_liveness(token, later) == Liveness::maybe_alive);
+    pool->reap(MonoClock::from_ns(later), false, false);
+    CHECK(pool->registry().liveness(token, MonoClock::from_ns(later)) == Liveness::certainly_dead);
+    CHECK(pool->registry().process_liveness(token, MonoClock::from_ns(later)) == Liveness::maybe_alive);
     bool fenced = false;
-    for (const ProcessInfo& p : pool->registry().list(later)) fenced = fenced || (p.token == token && p.fenced);
+    for (const ProcessInfo& p : pool->registry().list(MonoClock::from_ns(later))) fenced = fenced || (p.token == token && p.fenced);
     CHECK(fenced);
     CHECK((*store)->stats().loans_active == 1);
     CHECK(counter_total(*pool, CounterId::store_loans_reclaimed) == 0);
@@ -714,8 +714,8 @@ TEST_CASE("store: a writer whose heartbeat timed out while stopped is fenced in 
         CHECK((*o)->data == others[size_t(i)]);  // none written over by the late writer
     }
     // Once its pid is gone, the fenced slot is retired.
-    CHECK(pool->registry().reap_dead(mono_now_ns()) == 1);
-    CHECK(pool->registry().process_liveness(token, mono_now_ns()) == Liveness::certainly_dead);
+    CHECK(pool->registry().reap_dead(MonoClock::now()) == 1);
+    CHECK(pool->registry().process_liveness(token, MonoClock::now()) == Liveness::certainly_dead);
     require_clean(*pool);
 }
 
@@ -737,7 +737,7 @@ TEST_CASE("store: a pinner stopped between its record and its mark is not judged
     // The object it looked up is overwritten (and freed: the pin bit is not set yet); the
     // reaper keeps the live pinner's record.
     REQUIRE((*store)->put(key, v2));
-    pool->reap(mono_now_ns() + 3600 * kNsPerSec, false, false);
+    pool->reap(MonoClock::now() + std::chrono::hours(1), false, false);
     CHECK((*store)->stats().pins_active == 1);
     CHECK(counter_total(*pool, CounterId::store_pins_released) == 0);
     test::resume(kid);

@@ -262,7 +262,7 @@ TEST_CASE("store: a flipped payload byte in the pool reads as corrupt, never as 
 TEST_CASE("store: expired objects read as absent and are reclaimed by the reaper") {
     Fixture f("ttl");
     PutOptions o;
-    o.ttl_ns = 1;  // already expired when read
+    o.ttl = std::chrono::nanoseconds(1);  // already expired when read
     REQUIRE(f.store->put(f.at("b", "gone"), pattern(100, 1), o));
     REQUIRE(f.store->put(f.at("b", "kept"), pattern(100, 1)));
     CHECK(!f.store->get(f.at("b", "gone"))->has_value());
@@ -273,10 +273,10 @@ TEST_CASE("store: expired objects read as absent and are reclaimed by the reaper
     PutOptions absent;
     absent.condition = PutCondition::if_absent;
     CHECK(f.store->put(f.at("b", "gone"), pattern(10, 2), absent));  // expired counts as absent
-    o.ttl_ns = 1;
+    o.ttl = std::chrono::nanoseconds(1);
     REQUIRE(f.store->put(f.at("b", "gone2"), pattern(100, 1), o));
     CHECK(f.store->stats().objects == 3);
-    ReapReport rep = f.pool->reap(mono_now_ns() + kNsPerSec, false, false);
+    ReapReport rep = f.pool->reap(MonoClock::now() + std::chrono::seconds(1), false, false);
     CHECK(rep.kind_items >= 1);
     CHECK(f.store->stats().objects == 2);
 }
@@ -464,7 +464,7 @@ TEST_CASE("store: sustained overwrite and remove churn at a steady object count 
     // Everything removed: every block and superblock is returned.
     for (int i = 0; i < 200; ++i) REQUIRE(f.store->remove(f.at("b", "k" + std::to_string(i))));
     CHECK(f.store->stats().heap_used_bytes == 0);
-    f.pool->reap(mono_now_ns(), false, false);
+    f.pool->reap(MonoClock::now(), false, false);
     CHECK(f.store->stats().largest_free_extent == f.store->stats().heap_capacity_bytes);
     check_store_clean(*f.pool);
 }
@@ -717,7 +717,7 @@ TEST_CASE("store: a remover whose lock was taken over by an overwrite leaves no 
     REQUIRE_MESSAGE(removed, removed.error().message);
     CHECK(*removed);
     check_store_clean(*f.pool);
-    f.pool->reap(mono_now_ns() + 3600 * kNsPerSec, false, false);
+    f.pool->reap(MonoClock::now() + std::chrono::hours(1), false, false);
     const StoreStats st = f.store->stats();
     CHECK(st.objects == 0);
     CHECK(st.heap_used_bytes == 0);

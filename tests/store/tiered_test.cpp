@@ -580,7 +580,7 @@ TEST_CASE("tiered: a per-object TTL carries into the cold tier; expired cold obj
     auto t = open_tiered(pool, config_for(dir, 4));
     const auto a = uri(cleanup.name(), "short"), b = uri(cleanup.name(), "long");
     PutOptions o;
-    o.ttl_ns = 40 * kNsPerMs;
+    o.ttl = std::chrono::milliseconds(40);
     put_ok(*t, a, bytes_of("a"), o);
     put_ok(*t, b, bytes_of("b"));
     REQUIRE(t->demote_until(0).ok());

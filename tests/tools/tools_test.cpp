@@ -185,7 +185,7 @@ TEST_CASE("dump: --check on a healthy pool exits 0 and reports header, processes
     CHECK(text.rc == 0);
     CHECK(text.out.find("regions (1)") != std::string::npos);
     CHECK(text.out.find("0 violation(s)") != std::string::npos);
-    CHECK(pool->registry().list(mono_now_ns()).size() == 1);
+    CHECK(pool->registry().list(MonoClock::now()).size() == 1);
 }
 
 TEST_CASE("dump: --check exits 3 when two regions overlap") {

@@ -332,7 +332,7 @@ TEST_CASE("dlq: ls, show, replay and purge from the command line") {
         auto prod = Producer::open(*pool, "ev");
         for (int i = 0; i < 3; ++i) REQUIRE(prod->send("k" + std::to_string(i), "fabric://x/b/k" + std::to_string(i)).ok());
         MessageBatch b;
-        REQUIRE(c->poll(b, 8, 0).value() == 3);
+        REQUIRE(c->poll(b, 8, Duration::zero()).value() == 3);
         for (const Message& m : b) REQUIRE(router->dead_letter(m, 3, "exit status 3; stderr: boom").ok());
         REQUIRE(c->commit().ok());
     }

@@ -61,7 +61,7 @@ TEST_CASE("a worker stalled past its session timeout and evicted joins again ins
     worker.signal(SIGSTOP);
     sleep_ms(600);
     GroupConfig gc;
-    gc.session_timeout_ns = 300'000'000;
+    gc.session_timeout = std::chrono::milliseconds(300);
     auto other = ConsumerGroup::open(*pool, "ev", "g", 2, gc);
     REQUIRE_MESSAGE(other.ok(), other.error().message);
     REQUIRE(other->join("evictor").ok());
@@ -157,13 +157,13 @@ TEST_CASE("an evicted worker resuming with a polled batch does not dead-letter m
 
     // The new owner evicts it, processes both (here: commits past them) and the inputs go.
     GroupConsumerOptions gco;
-    gco.group.session_timeout_ns = 300'000'000;
+    gco.group.session_timeout = std::chrono::milliseconds(300);
     auto owner = GroupConsumer::open(*pool, "zd", "g", "owner", gco);
     REQUIRE_MESSAGE(owner.ok(), owner.error().message);
     MessageBatch batch;
     size_t got = 0;
     for (int i = 0; i < 50 && got < 2; ++i) {
-        auto n = owner->poll(batch, 16, 20'000'000);
+        auto n = owner->poll(batch, 16, std::chrono::milliseconds(20));
         REQUIRE_MESSAGE(n.ok(), n.error().message);
         for (const Message& m : batch) REQUIRE(owner->commit(m).ok());
         got += *n;

@@ -385,10 +385,10 @@ void Harness::resume_held(bool all) {
                 if (layout::slot_word_state(s.word) != layout::kSlotLive) continue;
                 const OwnerToken t = layout::make_token(s.slot, layout::slot_word_gen(s.word));
                 std::string why;
-                if (!heartbeat && pool_->registry().liveness(t, mono_now_ns(), &why) == Liveness::certainly_dead)
+                if (!heartbeat && pool_->registry().liveness(t, MonoClock::now(), &why) == Liveness::certainly_dead)
                     fail(std::string(role_name(c->role)) + " pid " + std::to_string(pid) + " (stopped, alive): liveness(" +
                          std::to_string(t) + ") says certainly dead: " + why);
-                if (pool_->registry().process_liveness(t, mono_now_ns(), &why) == Liveness::certainly_dead)
+                if (pool_->registry().process_liveness(t, MonoClock::now(), &why) == Liveness::certainly_dead)
                     fail(std::string(role_name(c->role)) + " pid " + std::to_string(pid) +
                          " (stopped, alive): process_liveness(" + std::to_string(t) + ") says certainly dead: " + why);
             }
@@ -724,7 +724,7 @@ void Harness::collect_dead_letters(Pool& pool) {
     }
     MessageBatch batch;
     for (;;) {
-        auto n = dlq_->poll(batch, 64, 0);
+        auto n = dlq_->poll(batch, 64, Duration::zero());
         if (!n) {
             fail("dlq poll: " + n.error().message);
             return;

@@ -63,7 +63,7 @@ int producer_child(const ProducerArgs& a) {
     const int fd = ::open(a.log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (fd < 0) return 2;
     OpenOptions oo;
-    oo.heartbeat_timeout_ns = a.heartbeat_timeout_ms * kNsPerMs;
+    oo.heartbeat_timeout = ns_duration(a.heartbeat_timeout_ms * kNsPerMs);
     auto pool = Pool::open(a.pool, oo);
     if (!pool) {
         log_line(fd, "E open " + pool.error().message);
@@ -74,14 +74,14 @@ int producer_child(const ProducerArgs& a) {
     // judged dead by it (fenced): then its calls may be refused, and it stops.
     auto failed = [&](const std::string& what, const Error& e) {
         const bool fenced = a.heartbeat_timeout_ms != 0 &&
-                            pool->registry().liveness(pool->self(), mono_now_ns()) == Liveness::certainly_dead;
+                            pool->registry().liveness(pool->self(), MonoClock::now()) == Liveness::certainly_dead;
         log_line(fd, std::string(fenced ? "F " : "E ") + what + " " + std::string(errc_name(e.code)) + ": " + e.message);
         return fenced ? kExitFenced : 1;
     };
     auto store = MemObjectStore::open(*pool);
     if (!store) return failed("store", store.error());
     ProducerOptions po;
-    po.block_timeout_ns = 30 * kNsPerSec;
+    po.block_timeout = std::chrono::seconds(30);
     auto producer = Producer::open(*pool, kTopic, po);
     if (!producer) return failed("producer", producer.error());
     auto beat = [&] {
@@ -200,7 +200,7 @@ int ops_child(const OpsArgs& a) {
         OpenOptions oo;
         oo.create_if_missing = true;
         oo.create.size_bytes = 8ull << 20;
-        oo.create.ttl_ns = ttl;
+        oo.create.ttl = ns_duration(ttl);
         auto pool = Pool::open(a.pool, oo);
         if (!pool) {
             failed("open", pool.error());
@@ -210,7 +210,7 @@ int ops_child(const OpsArgs& a) {
         log_line(fd, std::string("O ") + (pool->created() ? "created" : "attached"));
         RenewalManager renewals(*pool);
         RenewalPolicy quick;
-        quick.min_renew_secs = 0;  // the TTL is shorter than the default rate limit
+        quick.min_renew = Duration::zero();  // the TTL is shorter than the default rate limit
         (void)renewals.register_lease(pool->pool_lease_id(), quick);
         [&] {
             // The default store: a put, a pinned read, an overwrite (frees the pinned block
@@ -273,17 +273,17 @@ int ops_child(const OpsArgs& a) {
             TopicConfig cfg;
             cfg.num_partitions = 1;
             cfg.partition_capacity = 16;
-            cfg.ttl_ns = ttl;
+            cfg.ttl = ns_duration(ttl);
             if (Status st = tm.create("side", cfg); !st && st.code() != Errc::already_exists)
                 return failed("topic", st.error());
             ConsumerOptions co;
-            co.group.ttl_ns = 300 * kNsPerMs;
+            co.group.ttl = std::chrono::milliseconds(300);
             {
                 auto consumer = Consumer::open(*pool, "side", "g", co);
                 if (!consumer) return failed("consumer", consumer.error());
                 MessageBatch batch;
                 for (int i = 0; i < 6 && !g_stop; ++i) {
-                    if (auto n = consumer->poll(batch, 4, 50 * kNsPerMs); !n) return failed("poll", n.error());
+                    if (auto n = consumer->poll(batch, 4, std::chrono::milliseconds(50)); !n) return failed("poll", n.error());
                     sleep_ms(30);
                 }
             }
@@ -293,7 +293,7 @@ int ops_child(const OpsArgs& a) {
             // Renew the pool's and the regions' leases once (at 3/4 of the TTL).
             const uint64_t until = mono_now_ns() + ttl * 9 / 10;
             while (mono_now_ns() < until && !g_stop) {
-                TickSummary t = renewals.tick(mono_now_ns());
+                TickSummary t = renewals.tick(MonoClock::now());
                 for (const RenewalOutcome& o : t.outcomes)
                     if (o.kind == RenewalOutcomeKind::dropped) return failed("renew", o.error);
                 sleep_ms(20);
@@ -303,7 +303,7 @@ int ops_child(const OpsArgs& a) {
         // Every handle is closed: let every lease run out, then reap the side pool (reclaims
         // the regions and removes the pool, which the next round creates again).
         sleep_ms(a.ttl_ms + 100);
-        const ReapReport rep = pool->reap(mono_now_ns());
+        const ReapReport rep = pool->reap(MonoClock::now());
         log_line(fd, "RP " + std::to_string(rep.reclaimed_regions) + " " + (rep.pool_removed ? "removed" : "kept"));
     }
     ::close(fd);

@@ -92,7 +92,7 @@ const std::vector<Setting>& settings() {
         {"--capacity", kTopicCreate, "partition_capacity"},
         {"--stride", kTopicCreate, "partition_stride"},
         {"--on-full", kTopicCreate, "on_full"},
-        {"--session-timeout", kWorker, "session_timeout_ns"},
+        {"--session-timeout", kWorker, "session_timeout"},
         {"--max-attempts", kWorker, "max_attempts"},
     };
     return all;

@@ -191,7 +191,7 @@ nlohmann::json lease_json(const LeaseInfo& lease, uint64_t now_ns) {
         {"renewed_ns", lease.renewed_ns},
         {"renew_count", lease.renew_count},
         {"revoked", lease.revoked},
-        {"expired", lease.expired(now_ns)},
+        {"expired", lease.expired(MonoClock::from_ns(now_ns))},
         {"last_renewer", lease.last_renewer},
     };
 }

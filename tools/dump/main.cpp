@@ -151,7 +151,7 @@ nlohmann::json header_json(const Pool& pool, Findings& f, uint64_t now) {
     if (meta_lock != 0) {
         std::string reason;
         const OwnerToken holder = OwnerToken(meta_lock);
-        if (pool.registry().liveness(holder, now, &reason) == Liveness::certainly_dead)
+        if (pool.registry().liveness(holder, MonoClock::from_ns(now), &reason) == Liveness::certainly_dead)
             f.in_progress.push_back("pool: directory lock held by dead token " + std::to_string(holder) + " (" + reason +
                                     "); the next allocator steals it");
         else
@@ -239,7 +239,7 @@ void check_directory(const Pool& pool, Findings& f, uint64_t now) {
 
         if (state == L::kEntryCreating || state == L::kEntryReclaiming) {
             std::string reason;
-            const bool dead = pool.registry().liveness(owner, now, &reason) == Liveness::certainly_dead;
+            const bool dead = pool.registry().liveness(owner, MonoClock::from_ns(now), &reason) == Liveness::certainly_dead;
             const std::string verb = state == L::kEntryCreating ? "being created" : "being reclaimed";
             f.in_progress.push_back(label + ": " + verb + " by token " + std::to_string(owner) +
                                     (dead ? " (dead: " + reason + "; the reaper repairs it)" : ""));
@@ -332,14 +332,14 @@ Status dump_pool(const std::string& name, bool check, PoolDump& d) {
     Result<LeaseInfo> pool_lease = pool.lease(pool.pool_lease_id());
     if (pool_lease) doc["lease"] = cli::lease_json(pool_lease.value(), now);
     else f.violations.push_back("pool lease: " + pool_lease.error().message);
-    doc["state"] = pool.wholly_expired(now) ? std::string("expired") : pool.lifecycle();
+    doc["state"] = pool.wholly_expired(MonoClock::from_ns(now)) ? std::string("expired") : pool.lifecycle();
 
     // Processes.
     nlohmann::json procs = nlohmann::json::array();
     cli::Table ptable({"SLOT", "TOKEN", "PID", "COMM", "STATE", "HEARTBEAT AGE", "TIMEOUT", "REGISTERED", "PID NS",
                        "CHILD GROUPS"});
     const uint64_t my_pidns = self_pidns();
-    for (const ProcessInfo& p : pool.registry().list(now)) {
+    for (const ProcessInfo& p : pool.registry().list(MonoClock::from_ns(now))) {
         procs.push_back(cli::process_json(p, now));
         const bool alive = p.liveness == Liveness::maybe_alive;
         std::string state = p.claiming ? "claiming" : alive ? "alive" : "dead (" + p.dead_reason + ")";
@@ -361,7 +361,7 @@ Status dump_pool(const std::string& name, bool check, PoolDump& d) {
     {
         std::set<uint64_t> namespaces;
         std::string silent;
-        for (const ProcessInfo& p : pool.registry().list(now)) {
+        for (const ProcessInfo& p : pool.registry().list(MonoClock::from_ns(now))) {
             if (p.claiming || p.fenced || p.pidns == 0) continue;
             namespaces.insert(p.pidns);
             if (p.timeout_ns == 0) silent += (silent.empty() ? "" : ", ") + std::to_string(p.pid) + " (" + p.comm + ")";

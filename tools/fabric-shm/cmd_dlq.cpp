@@ -196,7 +196,7 @@ int dlq_replay(Output& out, Pool& pool, const std::string& dlq, const cxxopts::P
     options.keep = r.count("keep") > 0;
     auto wait = parse_duration_option("wait", r["wait"].as<std::string>());
     if (!wait) return fail(out, wait.error());
-    options.producer.block_timeout_ns = *wait;
+    options.producer.block_timeout = ns_duration(*wait);
     options.producer.should_stop = [] { return g_dlq_stop != 0; };
     std::signal(SIGINT, dlq_on_signal);
     std::signal(SIGTERM, dlq_on_signal);
@@ -241,7 +241,7 @@ int dlq_purge(Output& out, Pool& pool, const std::string& dlq, const cxxopts::Pa
         auto age = parse_duration_option("older-than", r["older-than"].as<std::string>());
         if (!age) return fail(out, age.error());
         if (*age == 0) return usage(out, "--older-than must be longer than 0 (or use --all)");
-        options.older_than_ns = *age;
+        options.older_than = ns_duration(*age);
     }
     if (r.count("partition")) options.partition = r["partition"].as<uint32_t>();
     auto rep = purge_dead_letters(pool, dlq, options);

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// `fabric-shm group ls|describe|rm|reset|skip` (consumer groups, issue 5).
+// `fabric-shm group ls|describe|rm|reset|skip` (consumer groups).
 #pragma once
 
 #include <vector>

@@ -20,9 +20,9 @@
 
 #include "cli.h"
 #include "fabric_shm/clock.h"
+#include "fabric_shm/ingest.h"
 #include "fabric_shm/mem_object_store.h"
 #include "fabric_shm/topic.h"
-#include "fabric_shm/worker_loop.h"
 #include "fabric_shm/names.h"
 #include "fabric_shm/pool.h"
 #include "fabric_shm/uri.h"
@@ -199,7 +199,7 @@ int cmd_put(int argc, char** argv) {
         auto ttl = parse_duration_option("ttl", r["ttl"].as<std::string>());
         if (!ttl) return fail(out, ttl.error());
         if (*ttl == 0) return fail(out, Errc::invalid_argument, "--ttl must be longer than 0");
-        options.ttl_ns = *ttl;
+        options.ttl = ns_duration(*ttl);
     }
     if (r.count("if-absent")) options.condition = PutCondition::if_absent;
     if (r.count("if-version")) {
@@ -224,46 +224,48 @@ int cmd_put(int argc, char** argv) {
     if (!pool) return fail(out, pool.error());
     auto store = open_default_store(out, *pool, creation);
     if (!store) return fail(out, store.error());
-    auto version = (*store)->put(*uri, *data, options);
-    if (!version) return fail(out, version.error());
-    // Notify after the object is visible. Each topic is tried; a failure is reported per topic
-    // and the object stays (at-least-once: re-running the put + notify is safe for workers).
+    // The topics' producers first: a topic that cannot be opened is reported like a failed
+    // send, and the object is stored all the same.
+    const std::vector<std::string> topics =
+        r.count("notify") ? r["notify"].as<std::vector<std::string>>() : std::vector<std::string>{};
+    std::vector<Result<Producer>> opened;
+    for (const std::string& topic : topics) opened.push_back(Producer::open(*pool, topic));
+    std::vector<Producer*> producers;  // into `opened`, complete now: no reallocation moves them
+    for (Result<Producer>& p : opened)
+        if (p) producers.push_back(&*p);
+    // put_and_notify notifies after the object is visible. Each topic is tried; a failure is
+    // reported per topic and the object stays (at-least-once: re-running the put + notify is
+    // safe for workers).
+    auto ingested = put_and_notify(**store, producers, *uri, *data, options);
+    if (!ingested) return fail(out, ingested.error());
     nlohmann::json notified = nlohmann::json::array();
     std::vector<std::string> failed;
-    if (r.count("notify")) {
-        const std::string uri_text = uri->to_string();
-        const std::string version_text = std::to_string(*version);
-        const std::string put_ts = std::to_string(wall_now_ns());
-        const MessageHeader headers[] = {{kHeaderVersion, version_text}, {kHeaderPutTime, put_ts}};
-        const auto key = std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(uri->key().data()), uri->key().size());
-        const auto value = std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(uri_text.data()), uri_text.size());
-        for (const std::string& topic : r["notify"].as<std::vector<std::string>>()) {
-            auto producer = Producer::open(*pool, topic);
-            Result<SendResult> sent = producer ? producer->send_keyed(key, value, headers)
-                                               : Result<SendResult>(std::move(producer).error());
-            if (sent) {
-                notified.push_back({{"topic", topic}, {"partition", sent->partition}, {"offset", sent->offset}});
-            } else {
-                failed.push_back(topic);
-                notified.push_back({{"topic", topic}, {"error", {{"code", std::string(errc_name(sent.code()))},
-                                                                 {"message", sent.error().message}}}});
-                if (!out.json) std::cerr << "fabric-shm put: notify '" << topic << "' failed: " << sent.error().message << "\n";
-            }
+    for (size_t i = 0, sent_index = 0; i < topics.size(); ++i) {
+        const std::string& topic = topics[i];
+        const Result<SendResult> sent =
+            opened[i] ? ingested->notified[sent_index++] : Result<SendResult>(opened[i].error());
+        if (sent) {
+            notified.push_back({{"topic", topic}, {"partition", sent->partition}, {"offset", sent->offset}});
+        } else {
+            failed.push_back(topic);
+            notified.push_back({{"topic", topic}, {"error", {{"code", std::string(errc_name(sent.code()))},
+                                                             {"message", sent.error().message}}}});
+            if (!out.json) std::cerr << "fabric-shm put: notify '" << topic << "' failed: " << sent.error().message << "\n";
         }
     }
     if (out.json) {
-        nlohmann::json doc = {{"uri", uri->to_string()}, {"version", *version}, {"size", data->size()},
+        nlohmann::json doc = {{"uri", uri->to_string()}, {"version", ingested->version}, {"size", data->size()},
                               {"crc32", crc32(data->data(), data->size())}};
         if (r.count("notify")) doc["notified"] = notified;
         print_json(doc);
     } else {
-        std::cout << *version << "\n";
+        std::cout << ingested->version << "\n";
     }
     if (!failed.empty()) {
         std::string names;
         for (const auto& t : failed) names += (names.empty() ? "" : ", ") + t;
         if (!out.json)
-            std::cerr << "fabric-shm put: stored " << uri->to_string() << " version " << *version
+            std::cerr << "fabric-shm put: stored " << uri->to_string() << " version " << ingested->version
                       << " but did not notify: " << names << "\n";
         return kExitRuntime;
     }

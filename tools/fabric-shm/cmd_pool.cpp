@@ -68,7 +68,7 @@ nlohmann::json pool_summary_json(const Pool& pool, uint64_t now) {
         {"mode", mode_text(h.mode)},
         {"numa_node", h.numa_node},
         {"default_ttl_ns", h.default_ttl_ns},
-        {"state", pool.wholly_expired(now) ? std::string("expired") : pool.lifecycle()},
+        {"state", pool.wholly_expired(MonoClock::from_ns(now)) ? std::string("expired") : pool.lifecycle()},
     };
     Result<LeaseInfo> lease = pool.lease(pool.pool_lease_id());
     if (lease) doc["lease"] = lease_json(lease.value(), now);
@@ -120,7 +120,7 @@ int pool_create(int argc, char** argv, Output& out) {
     Result<uint64_t> ttl = parse_duration_option("ttl", r["ttl"].as<std::string>());
     if (!ttl) return fail(out, ttl.error());
     if (ttl.value() == 0) return fail(out, Errc::invalid_argument, "--ttl must be longer than 0");
-    options.ttl_ns = ttl.value();
+    options.ttl = ns_duration(ttl.value());
     Result<uint32_t> mode = parse_mode(r["mode"].as<std::string>());
     if (!mode) return fail(out, mode.error());
     options.mode = mode.value();
@@ -209,7 +209,7 @@ int pool_ls(int argc, char** argv, Output& out) {
                 const Pool& p = pool.value();
                 FABRIC_TRY(p.check_mapping());
                 uint32_t alive = 0;
-                for (const ProcessInfo& proc : p.registry().list(now))
+                for (const ProcessInfo& proc : p.registry().list(MonoClock::from_ns(now)))
                     if (proc.liveness == Liveness::maybe_alive && !proc.claiming) ++alive;
                 const size_t regions = p.regions().size();
                 Result<LeaseInfo> lease = p.lease(p.pool_lease_id());
@@ -408,7 +408,8 @@ int lease_renew(int argc, char** argv, Output& out) {
     int failures = 0;
     Error first_error;
     for (uint64_t id : targets) {
-        Result<uint64_t> renewed = p.renew_lease(id, now, ttl_ns);
+        Result<uint64_t> renewed = p.renew_lease(id, MonoClock::from_ns(now), ns_duration(ttl_ns)).transform(
+            [](MonoTime expires) { return to_ns(expires); });
         if (renewed) {
             results.push_back({{"lease_id", id},
                                {"renewed", true},

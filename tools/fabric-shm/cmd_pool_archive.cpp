@@ -51,7 +51,7 @@ cxxopts::Options archive_export_options(const std::string& argv0) {
 // Other live registrations, as "pid (comm)" texts.
 std::vector<std::string> other_live_processes(const Pool& pool) {
     std::vector<std::string> out;
-    const uint64_t now = mono_now_ns();
+    const MonoTime now = MonoClock::now();
     const ProcessRegistry registry = pool.registry();
     for (const ProcessInfo& p : registry.list(now)) {
         if (p.token == pool.self() || p.fenced) continue;
@@ -127,7 +127,7 @@ Status export_partition(const Pool& pool, const std::string& topic, uint32_t p, 
             return make_error(Errc::timeout, "export topic '" + topic + "' partition " + std::to_string(p) +
                                                  ": no progress past offset " + std::to_string(*pos) + " of " +
                                                  std::to_string(to) + " in 30 s");
-        auto got = c->poll(batch, 256, 100'000'000);
+        auto got = c->poll(batch, 256, std::chrono::milliseconds(100));
         if (!got) return std::move(got).error();
         n.lost += batch.lost();
         for (const Message& m : batch) {
@@ -165,7 +165,7 @@ Status export_topics(Pool& pool, archive::Writer& w, ExportCounts& n) {
                             {"partition_capacity", cfg.partition_capacity},
                             {"partition_stride", cfg.partition_stride},
                             {"on_full", std::string(on_full_name(cfg.on_full))},
-                            {"ttl_ns", cfg.ttl_ns}}));
+                            {"ttl_ns", to_ns(cfg.ttl)}}));
         ++n.topics;
         // Where each partition's export starts: the slowest group's committed offset (what
         // some group has not consumed yet), or the oldest retained message without groups.
@@ -453,7 +453,7 @@ Status import_objects(archive::Reader& rd, Pool& pool, ImportMap& map, ImportCou
                 ++n.expired;  // it would read as absent: nothing to carry over
                 continue;
             }
-            if (o.expires_wall_ns != 0) o.options.ttl_ns = o.expires_wall_ns - now;
+            if (o.expires_wall_ns != 0) o.options.ttl = ns_duration(o.expires_wall_ns - now);
             if (!o.input_uri.empty()) {
                 // The result of the input version that was imported records its new version.
                 // Any other (an older version, or an input not in the archive) records 0, which
@@ -525,7 +525,8 @@ Status import_topics(archive::Reader& rd, Pool& pool, const ImportMap& map, Impo
             FABRIC_TRY_ASSIGN(cfg.partition_stride, field<uint32_t>(h, "partition_stride"));
             FABRIC_TRY_ASSIGN(std::string on_full, field<std::string>(h, "on_full"));
             FABRIC_TRY_ASSIGN(cfg.on_full, parse_on_full(on_full));
-            FABRIC_TRY_ASSIGN(cfg.ttl_ns, field<uint64_t>(h, "ttl_ns"));
+            FABRIC_TRY_ASSIGN(uint64_t topic_ttl_ns, field<uint64_t>(h, "ttl_ns"));
+            cfg.ttl = ns_duration(topic_ttl_ns);
             if (Status c = topics.create(name, cfg); !c) return Error{c.code(), "topic '" + name + "': " + c.error().message};
             auto d = topics.describe(name);
             if (!d) return std::move(d).error();
@@ -543,7 +544,8 @@ Status import_topics(archive::Reader& rd, Pool& pool, const ImportMap& map, Impo
             if (!imported.count(g.topic))
                 return make_error(Errc::corrupt, "archive: group '" + g.group + "' comes before its topic '" + g.topic + "'");
             GroupOptions go;
-            FABRIC_TRY_ASSIGN(go.ttl_ns, field<uint64_t>(h, "ttl_ns"));
+            FABRIC_TRY_ASSIGN(uint64_t group_ttl_ns, field<uint64_t>(h, "ttl_ns"));
+            go.ttl = ns_duration(group_ttl_ns);
             go.start = GroupStart::earliest;
             if (Status r = topics.register_group(g.topic, g.group, go); !r)
                 return Error{r.code(), "group '" + g.group + "' on topic '" + g.topic + "': " + r.error().message};

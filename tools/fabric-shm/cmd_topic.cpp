@@ -145,7 +145,7 @@ int topic_cmd(int argc, char** argv) {
         if (r.count("ttl")) {
             auto ttl = parse_duration_option("ttl", r["ttl"].as<std::string>());
             if (!ttl) return fail(out, ttl.error());
-            cfg.ttl_ns = ttl.value();
+            cfg.ttl = ns_duration(ttl.value());
         }
         if (Status v = validate_topic_config(cfg); !v) return fail(out, v.error());
         PoolCreation creation;
@@ -240,7 +240,7 @@ int send_cmd(int argc, char** argv) {
     auto pool = open_pool(r, false);
     if (!pool) return fail(out, pool.error());
     ProducerOptions po;
-    po.block_timeout_ns = wait.value();
+    po.block_timeout = ns_duration(wait.value());
     auto producer = Producer::open(pool.value(), topic, po);
     if (!producer) return fail(out, producer.error());
     const auto bytes = std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(value.data()), value.size());
@@ -320,7 +320,7 @@ int tail_cmd(int argc, char** argv) {
     const bool follow = r.count("follow") > 0;
     while (!g_stop) {
         const size_t want = count.value() ? std::min<uint64_t>(256, count.value() - printed) : 256;
-        auto got = consumer->poll(batch, want, follow ? 100 * kNsPerMs : 0);
+        auto got = consumer->poll(batch, want, ns_duration(follow ? 100 * kNsPerMs : 0));
         if (!got) return fail(out, got.error());
         for (const Gap& g : batch.gaps())
             std::fprintf(stderr, "fabric-shm: warning: partition %u lost offsets [%llu, %llu) to overwriting\n",

@@ -14,15 +14,14 @@ using namespace fabric_shm;
 
 namespace {
 
-/// Every registration function linked into this binary. Issues 3-5 add theirs here (and
-/// their cmd_*.cpp to tools/meson.build): cli::register_object_commands (put, get, head,
-/// rm, ls) and cli::register_topic_commands (topic, send, tail, group).
+/// Every registration function linked into this binary. A new command family adds its
+/// function here and its cmd_*.cpp to tools/meson.build.
 using Registration = void (*)(std::vector<cli::Command>&);
 const std::vector<Registration> kRegistrations = {
     cli::register_pool_commands,  // pool create|ls|rm, lease ls|renew
-    cli::register_group_commands,  // group ls|describe|rm|reset|skip (issue 5)
+    cli::register_group_commands,  // group ls|describe|rm|reset|skip
     cli::register_object_commands,  // put, get, head, rm, ls
-    cli::register_topic_commands,  // topic create|ls|describe|rm, send, tail (issue 4)
+    cli::register_topic_commands,  // topic create|ls|describe|rm, send, tail
     cli::register_dlq_commands,    // dlq ls|show|replay|purge
 };
 

@@ -123,7 +123,7 @@ Result<Pool> attach_for_reaping(const std::string& name) {
     open.reap_on_open = false;
     open.allow_expired = true;
     const char* env = std::getenv("FABRIC_SHM_HEARTBEAT_TIMEOUT");
-    if (!env || !*env) open.heartbeat_timeout_ns = kReaperHeartbeatTimeoutNs;
+    if (!env || !*env) open.heartbeat_timeout = ns_duration(kReaperHeartbeatTimeoutNs);
     return Pool::open(name, open);
 }
 
@@ -200,7 +200,7 @@ int main(int argc, char** argv) {
                 text += "pool '" + name + "': error: " + e.message + "\n";
                 continue;
             }
-            const ReapReport report = pool->reap(mono_now_ns(), dry_run);
+            const ReapReport report = pool->reap(MonoClock::now(), dry_run);
             reports.push_back(report_json(name, report, dry_run));
             text += report_text(name, report, dry_run);
         }

@@ -202,14 +202,14 @@ int main(int argc, char** argv) {
     TopicManager tm(*pool);
     std::vector<TopicState> states;
     ProducerOptions po;
-    po.block_timeout_ns = *wait;
+    po.block_timeout = ns_duration(*wait);
     po.should_stop = [] { return g_stop != 0; };
     for (const auto& t : topics) {
         TopicConfig tc;
         tc.num_partitions = r["partitions"].as<uint32_t>();
         // Another process (a worker, a bridge) may be creating the topic right now: ensure waits
         // for its partitions to be published (bounded) instead of finding it missing.
-        if (Status st = tm.ensure(t, tc, 10 * kNsPerSec); !st) return cli::fail(out, st.error());
+        if (Status st = tm.ensure(t, tc, std::chrono::seconds(10)); !st) return cli::fail(out, st.error());
         auto p = Producer::open(*pool, t, po);
         if (!p) return cli::fail(out, p.error());
         if (auto d = tm.describe(t))
@@ -236,7 +236,7 @@ int main(int argc, char** argv) {
             interrupted = true;
             break;
         }
-        const TickSummary tick = renewals.tick(mono_now_ns());
+        const TickSummary tick = renewals.tick(MonoClock::now());
         if (!tick.registration) failure = tick.registration.error();  // fenced while paused: stop
         for (const RenewalOutcome& oc : tick.outcomes)
             if (oc.kind == RenewalOutcomeKind::dropped) failure = make_error(Errc::lease_expired, oc.error.message);
@@ -316,9 +316,8 @@ int main(int argc, char** argv) {
                           ts_s = std::to_string(wall_now_ns());
         const MessageHeader headers[] = {{kHeaderVersion, version_s}, {kHeaderPutTime, ts_s}};
         OutgoingMessage msg;
-        msg.value = std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(uri_s.data()), uri_s.size());
-        if (key_from == "name")
-            msg.key = std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(in.key.data()), in.key.size());
+        msg.value = uri_s;
+        if (key_from == "name") msg.key = in.key;
         msg.headers = headers;
         // Fan-out: every topic, even after one failed (report per topic; the object stays).
         std::vector<std::string> failed_here;

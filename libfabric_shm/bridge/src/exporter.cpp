@@ -132,9 +132,9 @@ Status Exporter::Impl::open_local() {
     tc.num_partitions = cfg.local.partitions_if_created;
     FABRIC_TRY(local->ensure_topic(cfg.topic, tc));
     GroupConsumerOptions go;
-    go.group.session_timeout_ns = cfg.session_timeout_ns;
-    go.group.registration.ttl_ns = std::max<uint64_t>(60 * kNsPerSec, 2 * cfg.session_timeout_ns);
-    go.consumer.group.ttl_ns = go.group.registration.ttl_ns;
+    go.group.session_timeout = ns_duration(cfg.session_timeout_ns);
+    go.group.registration.ttl = ns_duration(std::max<uint64_t>(60 * kNsPerSec, 2 * cfg.session_timeout_ns));
+    go.consumer.group.ttl = go.group.registration.ttl;
     go.consumer.wait = WaitMode::park;
     auto g = GroupConsumer::open(local->pool(), cfg.topic, cfg.group, member, go);
     if (!g) return std::move(g).error();
@@ -160,9 +160,9 @@ Status Exporter::Impl::recover_local(const Error& why) {
             tc.num_partitions = cfg.local.partitions_if_created;
             FABRIC_TRY(local->ensure_topic(cfg.topic, tc));
             GroupConsumerOptions go;
-            go.group.session_timeout_ns = cfg.session_timeout_ns;
-            go.group.registration.ttl_ns = std::max<uint64_t>(60 * kNsPerSec, 2 * cfg.session_timeout_ns);
-            go.consumer.group.ttl_ns = go.group.registration.ttl_ns;
+            go.group.session_timeout = ns_duration(cfg.session_timeout_ns);
+            go.group.registration.ttl = ns_duration(std::max<uint64_t>(60 * kNsPerSec, 2 * cfg.session_timeout_ns));
+            go.consumer.group.ttl = go.group.registration.ttl;
             auto g = GroupConsumer::open(local->pool(), cfg.topic, cfg.group, member, go);
             if (!g) return std::move(g).error();
             gc.emplace(std::move(g.value()));
@@ -616,7 +616,7 @@ Result<BridgeExit> Exporter::run(const std::function<bool()>& should_stop) {
         }
         size_t max = im.cfg.batch;
         if (im.cfg.count != 0) max = size_t(std::min<uint64_t>(max, im.cfg.count - im.handled));
-        auto n = im.gc->poll(im.batch, max, kPollTimeoutNs);
+        auto n = im.gc->poll(im.batch, max, ns_duration(kPollTimeoutNs));
         if (!n) {
             if (n.code() == Errc::stale_epoch) {
                 // busy (a paused process holds the group lock): the next poll's claim joins again.

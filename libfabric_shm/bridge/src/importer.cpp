@@ -42,7 +42,7 @@ constexpr uint64_t kChunkRetryDeliveries = 5;
 /// own wait loop then keeps acking, extending deadlines and heartbeating while it waits.
 ProducerOptions send_options() {
     ProducerOptions o;
-    o.block_timeout_ns = 50'000'000ull;
+    o.block_timeout = std::chrono::milliseconds(50);
     return o;
 }
 
@@ -421,7 +421,7 @@ Result<uint64_t> Importer::Impl::put_object(const FabricUri& uri, const FrameVie
     po.metadata[std::string(kBridgeMetadataKey)] = bridge_value;
     if (f.expires_wall_ns != 0) {
         const uint64_t now = wall_now_ns();
-        po.ttl_ns = f.expires_wall_ns > now ? f.expires_wall_ns - now : 1;
+        po.ttl = ns_duration(f.expires_wall_ns > now ? f.expires_wall_ns - now : 1);
     }
     for (int attempt = 0; attempt < 16; ++attempt) {
         auto head = store.head(uri);

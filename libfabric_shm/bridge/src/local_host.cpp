@@ -20,7 +20,7 @@ bool pool_lost(Errc code) noexcept {
 
 Status ensure_topic_exists(Pool& pool, const std::string& name, const TopicConfig& config) {
     // Creates it, or waits (bounded) for another process's creation in progress to publish it.
-    return TopicManager(pool).ensure(name, config, 10 * kNsPerSec);
+    return TopicManager(pool).ensure(name, config, std::chrono::seconds(10));
 }
 
 Status sleep_keeping_alive(uint64_t ns, const std::function<Status()>& keep_alive, const std::function<bool()>& stop) {
@@ -55,7 +55,7 @@ Status LocalHost::open() {
     OpenOptions oo;
     oo.create_if_missing = true;
     oo.create.size_bytes = settings_.pool_size;
-    if (settings_.pool_ttl_ns) oo.create.ttl_ns = settings_.pool_ttl_ns;
+    if (settings_.pool_ttl_ns) oo.create.ttl = ns_duration(settings_.pool_ttl_ns);
     auto pool = Pool::open(pool_name_, oo);
     if (!pool) return std::move(pool).error();
     pool_ = std::make_unique<Pool>(std::move(pool.value()));
@@ -102,7 +102,7 @@ Status LocalHost::ensure_topic(const std::string& name, const TopicConfig& confi
 
 Status LocalHost::tick(uint64_t mono_now) {
     if (!renewals_) return make_error(Errc::not_ready, "pool '" + pool_name_ + "' is not open");
-    const TickSummary summary = renewals_->tick(mono_now);
+    const TickSummary summary = renewals_->tick(MonoClock::from_ns(mono_now));
     // Fenced while paused (stale_generation): the caller treats it as a lost pool and opens
     // it again, under a new registration.
     if (!summary.registration) return summary.registration;

@@ -148,7 +148,7 @@ Result<StatusWriter> StatusWriter::open(Pool& pool, const StatusIdentity& identi
         spec.kind = RegionKind::bridge;
         spec.name = name;
         spec.length = L::kStatusRegionBytes;
-        spec.ttl_ns = ttl_ns;
+        spec.ttl = ns_duration(ttl_ns);
         const OwnerToken self = pool.self();
         spec.init = [&](std::byte* data, uint64_t length) -> Status {
             if (length < sizeof(L::BridgeStatusRegion))
@@ -186,7 +186,7 @@ Result<StatusWriter> StatusWriter::open(Pool& pool, const StatusIdentity& identi
         auto* r = reinterpret_cast<L::BridgeStatusRegion*>(opened->data());
         const uint64_t expected = r->owner.load(std::memory_order_acquire);  // pairs with the previous taker's CAS
         std::string why;
-        if (pool.registry().liveness(OwnerToken(uint32_t(expected)), mono_now_ns(), &why) != Liveness::certainly_dead)
+        if (pool.registry().liveness(OwnerToken(uint32_t(expected)), MonoClock::now(), &why) != Liveness::certainly_dead)
             return make_error(Errc::already_exists, "bridge process '" + name + "' is running (pid " +
                                                         std::to_string(expected >> 32) +
                                                         "); give this one another --id");
@@ -198,7 +198,7 @@ Result<StatusWriter> StatusWriter::open(Pool& pool, const StatusIdentity& identi
         if (r->role != (identity.role == Role::exporter ? L::kRoleExport : L::kRoleImport))
             return make_error(Errc::corrupt, "bridge region '" + name + "' has another role");
         write_identity(*r, identity);
-        if (auto renewed = pool.renew_lease(opened->lease_id(), mono_now_ns()); !renewed)
+        if (auto renewed = pool.renew_lease(opened->lease_id(), MonoClock::now()); !renewed)
             return std::move(renewed).error();
         w.region_ = std::move(opened.value());
         w.cells_ = w.region_.data();
@@ -269,7 +269,7 @@ std::vector<BridgeStatus> read_bridge_status(const Pool& pool, std::vector<std::
         const uint64_t owner = r.owner.load(std::memory_order_relaxed);  // display; liveness judged below
         s.pid = uint32_t(owner >> 32);
         s.owner = OwnerToken(uint32_t(owner));
-        s.owner_alive = pool.registry().liveness(s.owner, now, &s.dead_reason) != Liveness::certainly_dead;
+        s.owner_alive = pool.registry().liveness(s.owner, MonoClock::from_ns(now), &s.dead_reason) != Liveness::certainly_dead;
         s.created_wall_ns = r.created_wall_ns;
         // relaxed: a racy snapshot of single-writer cells, as the pool counters.
         s.heartbeat_wall_ns = r.heartbeat_wall_ns.load(std::memory_order_relaxed);

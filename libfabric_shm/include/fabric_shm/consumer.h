@@ -94,7 +94,7 @@ private:
 };
 
 enum class WaitMode : uint8_t {
-    park,            ///< spin for spin_ns, then sleep (a shared futex that only sends to the
+    park,            ///< spin for `spin`, then sleep (a shared futex that only sends to the
                      ///< consumer's own partitions wake; docs/topics.md "Blocking")
     spin,            ///< busy-poll (lowest latency; burns a core); after 256 empty polls it also
                      ///< sched_yield()s each poll, so a producer sharing the core still runs
@@ -105,9 +105,9 @@ struct ConsumerOptions {
     OffsetStore* offset_store = nullptr;
     GroupOptions group;                  ///< when the group is registered by this consumer
     WaitMode wait = WaitMode::park;
-    uint64_t spin_ns = 20'000;           ///< park mode: busy-poll this long before sleeping
+    Duration spin = std::chrono::microseconds(20);  ///< park mode: busy-poll this long before sleeping
     /// A slot claimed longer than this by a producer that may be alive becomes a skip record.
-    uint64_t claim_timeout_ns = 2'000'000'000ull;
+    Duration claim_timeout = std::chrono::seconds(2);
     uint64_t epoch = 0;                  ///< commit epoch; 0 outside a consumer group
     /// Receives warnings (offset reset after an incarnation change); default: stderr.
     std::function<void(std::string_view)> on_warning;
@@ -135,10 +135,10 @@ public:
     Status seek(const SeekPolicy& policy);
     Status seek(uint32_t partition, const SeekPolicy& policy);
 
-    /// Up to max messages, in offset order per partition. Waits up to timeout_ns when nothing
+    /// Up to max messages, in offset order per partition. Waits up to `timeout` when nothing
     /// is ready (0: never waits); parked consumers wake at least every 50 ms to re-check.
     /// Returns the number of messages in *batch (which is cleared first).
-    Result<size_t> poll(MessageBatch& batch, size_t max, uint64_t timeout_ns);
+    Result<size_t> poll(MessageBatch& batch, size_t max, Duration timeout);
 
     /// Stores each assigned partition's position (the next offset to read) with the epoch.
     /// StaleEpoch if the store holds a higher epoch; invalid_argument for observers.

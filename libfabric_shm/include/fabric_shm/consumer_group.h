@@ -30,10 +30,10 @@ constexpr size_t kMaxMemberIdLength = 32;  ///< bytes; stored NUL-padded in the 
 
 struct GroupConfig {
     /// A member whose heartbeat is older than this loses its partitions (hung worker).
-    uint64_t session_timeout_ns = 10'000'000'000ull;
+    Duration session_timeout = std::chrono::seconds(10);
     /// How often claim asks the registry whether members' processes are certainly dead
     /// (a /proc read per member); a SIGKILLed member is noticed within about this long.
-    uint64_t liveness_probe_ns = 20'000'000ull;
+    Duration liveness_probe = std::chrono::milliseconds(20);
     GroupOptions registration;  ///< used when the group is not registered on the topic yet
 };
 
@@ -152,9 +152,9 @@ public:
     GroupConsumer& operator=(GroupConsumer&&) noexcept;
     ~GroupConsumer();  ///< does not leave (see leave())
 
-    /// Claims (at most every 10 ms while busy), then polls owned partitions up to timeout_ns,
+    /// Claims (at most every 10 ms while busy), then polls owned partitions up to `timeout`,
     /// re-claiming at least every 50 ms. Commit what you processed before the next poll.
-    Result<size_t> poll(MessageBatch& batch, size_t max, uint64_t timeout_ns);
+    Result<size_t> poll(MessageBatch& batch, size_t max, Duration timeout);
     /// Commits offset + 1 of `message` under the member's epoch (stale_epoch once fenced).
     Status commit(const Message& message);
     Status commit();  ///< every owned partition's position

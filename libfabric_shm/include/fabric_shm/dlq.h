@@ -29,17 +29,17 @@ inline constexpr std::string_view kDlqHeaderReason = "dlq.reason";
 struct DlqPolicy {
     /// Processing attempts before a message is dead-lettered (3: processed at most 3 times).
     uint32_t max_attempts = 3;
-    uint64_t initial_backoff_ns = 100'000'000ull;  ///< before the 2nd attempt; doubles each time
-    uint64_t max_backoff_ns = 2'000'000'000ull;    ///< cap (defaults: 100 ms + 200 ms in all for 3 attempts)
+    Duration initial_backoff = std::chrono::milliseconds(100);  ///< before the 2nd attempt; doubles each time
+    Duration max_backoff = std::chrono::seconds(2);  ///< cap (defaults: 100 ms + 200 ms in all for 3 attempts)
     std::string dlq_topic;                         ///< empty: "<topic>.dlq" (created when missing)
     uint32_t max_reason_bytes = 200;               ///< reasons are truncated to this (and to what fits)
     /// Errors that go to the DLQ at once, without retries (the input itself is bad).
     std::vector<Errc> permanent = {Errc::not_found, Errc::invalid_argument, Errc::corrupt,
                                    Errc::object_too_large, Errc::message_too_large, Errc::invalid_uri};
     /// Backoff waits heartbeat this often (members must keep their session alive).
-    uint64_t heartbeat_interval_ns = 100'000'000ull;
+    Duration heartbeat_interval = std::chrono::milliseconds(100);
     bool is_permanent(Errc code) const;
-    uint64_t backoff_ns(uint64_t attempt) const;  ///< wait after failed attempt `attempt` (1-based)
+    Duration backoff(uint64_t attempt) const;  ///< wait after failed attempt `attempt` (1-based)
 };
 
 /// How one message ended.
@@ -59,8 +59,12 @@ public:
     DlqRouter& operator=(DlqRouter&&) noexcept;
     ~DlqRouter();
 
+    /// A group member's claim: takes its fence token (Claim::epoch), as Consumer::assign does,
+    /// so nobody copies an epoch by hand. Call it after every ConsumerGroup::claim (cheap when
+    /// nothing changed). See set_epoch for what the token fences.
+    void assign(const Claim& claim);
     /// The member's fence token (Claim::epoch, GroupConsumer::epoch(); set it again after every
-    /// claim that changed it). With it, dead letters are fenced like commits: dead_letter()
+    /// claim that changed it; assign(claim) does). With it, dead letters are fenced like commits: dead_letter()
     /// records the decision in the group table only while no newer owner fenced the partition
     /// (else stale_epoch, nothing sent), and begin() refuses hand-outs of fenced partitions.
     /// 0 (the default): unfenced -- a member paused past its session timeout may then
@@ -85,9 +89,9 @@ public:
     /// offsets below it one at a time, so a poison message's neighbours are not charged for
     /// its crashes.
     uint64_t uncommitted_window_end(uint32_t partition, uint64_t committed) const;
-    /// Processing failed: false with *backoff_ns set when attempts remain (retry in place
+    /// Processing failed: false with *backoff set when attempts remain (retry in place
     /// after the backoff); true when the message was dead-lettered (commit past it).
-    Result<bool> nack(const Message& message, std::string_view reason, uint64_t* backoff_ns);
+    Result<bool> nack(const Message& message, std::string_view reason, Duration* backoff);
     /// Sends the original key/value/headers plus the dlq.* headers to the DLQ topic, after
     /// recording the decision under the fence token (see set_epoch). stale_epoch: a newer
     /// owner has the partition; do not commit, do not retry.
@@ -113,8 +117,8 @@ private:
 /// Dead letters retained in a DLQ topic (sum over partitions of next - oldest); tools.
 Result<uint64_t> dead_letter_count(const Pool& pool, std::string_view dlq_topic);
 
-/// Sleeps ns in slices of at most slice_ns, calling heartbeat between slices; stops at its
-/// first error.
-Status sleep_with_heartbeat(uint64_t ns, uint64_t slice_ns, const std::function<Status()>& heartbeat);
+/// Sleeps `duration` in slices of at most `slice`, calling heartbeat between slices; stops at
+/// its first error.
+Status sleep_with_heartbeat(Duration duration, Duration slice, const std::function<Status()>& heartbeat);
 
 }  // namespace fabric_shm

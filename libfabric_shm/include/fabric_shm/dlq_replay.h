@@ -86,7 +86,7 @@ Result<ReplayReport> replay_dead_letters(Pool& pool, std::string_view dlq_topic,
 struct PurgeOptions {
     std::optional<uint32_t> partition;  ///< nullopt: every partition
     /// Remove dead letters dead-lettered at least this long ago (wall clock); 0 with `all`.
-    uint64_t older_than_ns = 0;
+    Duration older_than{0};
     bool all = false;                   ///< remove every dead letter present at the call
 };
 

@@ -30,7 +30,7 @@ struct WorkChunk {
 class JobOutputStore {
 public:
     virtual ~JobOutputStore() = default;
-    virtual Status put(ChunkId id, std::span<const uint8_t> output) = 0;
+    virtual Status put(ChunkId id, ByteView output) = 0;
     virtual Result<std::optional<std::vector<uint8_t>>> get(ChunkId id) = 0;
     virtual Result<bool> contains(ChunkId id) = 0;
     virtual Status clear() = 0;  ///< teardown
@@ -39,7 +39,7 @@ public:
 /// In-process (lost with the process).
 class MemoryOutputStore final : public JobOutputStore {
 public:
-    Status put(ChunkId id, std::span<const uint8_t> output) override;
+    Status put(ChunkId id, ByteView output) override;
     Result<std::optional<std::vector<uint8_t>>> get(ChunkId id) override;
     Result<bool> contains(ChunkId id) override;
     Status clear() override;
@@ -55,7 +55,7 @@ class ObjectOutputStore final : public JobOutputStore {
 public:
     ObjectOutputStore(ObjectStore& store, std::string pool, std::string job, std::string bucket = "jobs")
         : store_(&store), pool_(std::move(pool)), bucket_(std::move(bucket)), job_(std::move(job)) {}
-    Status put(ChunkId id, std::span<const uint8_t> output) override;
+    Status put(ChunkId id, ByteView output) override;
     Result<std::optional<std::vector<uint8_t>>> get(ChunkId id) override;
     Result<bool> contains(ChunkId id) override;
     Status clear() override;
@@ -68,8 +68,8 @@ private:
 
 struct RetryPolicy {
     uint32_t max_attempts = 4;                     ///< first try + 3 retries
-    uint64_t initial_backoff_ns = 50'000'000ull;   ///< 50 ms, doubling
-    uint64_t max_backoff_ns = 2'000'000'000ull;    ///< cap: 2 s
+    Duration initial_backoff = std::chrono::milliseconds(50);  ///< doubling
+    Duration max_backoff = std::chrono::seconds(2);             ///< cap
     /// Transient: the lease ran out, a lock/partition was busy or full, a bounded wait or a
     /// syscall failed, a fence/condition conflict. Everything else (not_found,
     /// invalid_argument, corrupt, object_too_large, stale_epoch, ...) is permanent.
@@ -77,9 +77,9 @@ struct RetryPolicy {
                                    Errc::io_error,      Errc::back_pressure, Errc::no_space,
                                    Errc::capacity_exceeded, Errc::conflict};
     /// Waits between attempts; tests substitute a recorder. Default: nanosleep.
-    std::function<void(uint64_t ns)> sleep;
+    std::function<void(Duration wait)> sleep;
     bool is_retryable(Errc code) const;
-    uint64_t backoff_ns(uint32_t attempt) const;  ///< wait after failed attempt `attempt` (1-based)
+    Duration backoff(uint32_t attempt) const;  ///< wait after failed attempt `attempt` (1-based)
 };
 
 struct ChunkFailure {

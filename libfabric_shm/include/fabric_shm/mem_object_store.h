@@ -18,7 +18,7 @@ struct StoreConfig {
     uint32_t table_entries = 0;     ///< 0: derived from the pool size (documented in docs/store.md)
     uint64_t heap_bytes = 0;        ///< 0: derived from the pool size
     uint64_t max_object_bytes = 0;  ///< 0: derived (<= heap / 4, <= 16 MiB)
-    uint64_t ttl_ns = 0;            ///< region leases; 0: the pool's default TTL
+    Duration ttl{0};                ///< region leases; 0: the pool's default TTL
 };
 
 struct StoreStats {
@@ -68,7 +68,7 @@ public:
     static Result<std::unique_ptr<MemObjectStore>> attach(const Pool& pool, std::string_view name = "default");
     ~MemObjectStore() override;
 
-    Result<uint64_t> put(const FabricUri& uri, std::span<const uint8_t> data, const PutOptions& options = {}) override;
+    Result<uint64_t> put(const FabricUri& uri, ByteView data, const PutOptions& options = {}) override;
     Result<std::optional<ObjectData>> get(const FabricUri& uri) override;
     Result<std::optional<ObjectInfo>> head(const FabricUri& uri) override;
     Result<bool> remove(const FabricUri& uri, const RemoveOptions& options = {}) override;

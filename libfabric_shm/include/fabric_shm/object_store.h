@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "fabric_shm/bytes.h"
+#include "fabric_shm/clock.h"
 #include "fabric_shm/result.h"
 #include "fabric_shm/uri.h"
 
@@ -32,7 +34,7 @@ constexpr size_t kMaxMetadataBytes = 512;  ///< sum of key and value lengths of 
 struct PutOptions {
     std::string content_type;                   ///< <= kMaxContentTypeLength
     std::map<std::string, std::string> metadata; ///< small; <= kMaxMetadataBytes in all
-    uint64_t ttl_ns = 0;                        ///< per-object expiry (0 = none); expired objects read as absent
+    Duration ttl{0};                            ///< per-object expiry (0 = none); expired objects read as absent
     PutCondition condition = PutCondition::none;
     uint64_t expected_version = 0;              ///< for if_version_equals
     /// For fence: a caller-supplied monotonic token (e.g. a group epoch). Checked against the
@@ -76,7 +78,7 @@ public:
     virtual ~ObjectStore() = default;
     /// Returns the new version. Errors: invalid_uri, object_too_large, capacity_exceeded,
     /// conflict (condition failed), stale_epoch (fence), lease_expired.
-    virtual Result<uint64_t> put(const FabricUri& uri, std::span<const uint8_t> data, const PutOptions& options = {}) = 0;
+    virtual Result<uint64_t> put(const FabricUri& uri, ByteView data, const PutOptions& options = {}) = 0;
     /// nullopt when absent. CRC verified: a mismatch is Errc::corrupt, never bad bytes.
     virtual Result<std::optional<ObjectData>> get(const FabricUri& uri) = 0;
     virtual Result<std::optional<ObjectInfo>> head(const FabricUri& uri) = 0;

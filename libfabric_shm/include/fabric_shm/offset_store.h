@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 
+#include "fabric_shm/fsync.h"
 #include "fabric_shm/pool.h"
 #include "fabric_shm/result.h"
 
@@ -52,20 +53,15 @@ private:
     Pool pool_;  ///< a handle: the store stays usable when the caller's Pool moves
 };
 
-/// When FileOffsetStore syncs (its own name: tiered_object_store.h has a FsyncPolicy of its
-/// own, and one program may use both headers).
-enum class OffsetFsync : uint8_t {
-    always,  ///< fdatasync after every commit: survives power loss (default)
-    never,   ///< page cache only: survives process crashes, not power loss
-};
-
 /// One file per (topic, group) in `directory`: "<topic>.<group>.offsets". Two 4 KiB record
 /// slots, each with a sequence number and CRC-32; a commit overwrites the older slot and a
 /// reader takes the newest valid one, so a torn write leaves the previous commit intact.
-/// Commits from several processes are serialised with flock.
+/// Commits from several processes are serialised with flock. FsyncPolicy::never leaves a
+/// commit in the page cache (it survives process crashes, not power loss); the other policies
+/// fdatasync every commit (it survives power loss).
 class FileOffsetStore final : public OffsetStore {
 public:
-    explicit FileOffsetStore(std::string directory, OffsetFsync fsync = OffsetFsync::always)
+    explicit FileOffsetStore(std::string directory, FsyncPolicy fsync = FsyncPolicy::every_write)
         : directory_(std::move(directory)), fsync_(fsync) {}
     Result<FetchedOffset> fetch(std::string_view topic, uint64_t incarnation, std::string_view group,
                                 uint32_t partition) override;
@@ -75,7 +71,7 @@ public:
 
 private:
     std::string directory_;
-    OffsetFsync fsync_;
+    FsyncPolicy fsync_;
 };
 
 }  // namespace fabric_shm

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "fabric_shm/clock.h"
-#include "fabric_shm/registry.h"
+#include "fabric_shm/owner_token.h"
 #include "fabric_shm/result.h"
 
 namespace fabric_shm {
@@ -22,10 +22,12 @@ namespace detail {
 struct PoolAccess;  // the library's own access to the mapping (src/pool_impl.h)
 }  // namespace detail
 
+class ProcessRegistry;  // registry.h (included at the end: it holds a Pool)
+
 constexpr uint64_t kDefaultPoolSize = 32ull << 20;  ///< fits twice in Docker's 64 MB /dev/shm
 constexpr uint64_t kMinPoolSize = 1ull << 20;
 constexpr uint64_t kMaxPoolSize = 1ull << 40;
-constexpr uint64_t kDefaultPoolTtlNs = 3600ull * kNsPerSec;  ///< the recipe's retention
+constexpr Duration kDefaultPoolTtl = std::chrono::hours(1);  ///< the recipe's retention
 
 /// Region kinds. Numbers are part of the layout (stored in RegionEntry::kind).
 enum class RegionKind : uint32_t {
@@ -56,7 +58,7 @@ struct PoolSettings {
 struct PoolOptions {
     std::string name;
     uint64_t size_bytes = kDefaultPoolSize;
-    uint64_t ttl_ns = kDefaultPoolTtlNs;
+    Duration ttl = kDefaultPoolTtl;
     uint32_t mode = 0600;
     int numa_node = -1;  ///< bind with libnuma; warns and continues on one node / invalid node
 };
@@ -68,7 +70,7 @@ struct OpenOptions {
     /// Registry: a heartbeat older than this = dead. 0: $FABRIC_SHM_HEARTBEAT_TIMEOUT (a
     /// duration, e.g. 5s) when set, else pid only. Required (on every process) to share a pool
     /// across pid namespaces, where pids cannot be probed: registering is refused otherwise.
-    uint64_t heartbeat_timeout_ns = 0;
+    Duration heartbeat_timeout{0};
     bool reap_on_open = true;            ///< opportunistic reaping (dead processes, expired regions)
     bool allow_expired = false;          ///< attach even when every lease ran out or removal is under way (reaper, lease tools)
 };
@@ -92,7 +94,7 @@ struct LeaseInfo {
     uint64_t created_ns = 0, expires_ns = 0, ttl_ns = 0, renewed_ns = 0, renew_count = 0;
     bool revoked = false;
     OwnerToken last_renewer = 0;
-    bool expired(uint64_t now_ns) const { return revoked || now_ns >= expires_ns; }
+    bool expired(MonoTime now) const { return revoked || to_ns(now) >= expires_ns; }
 };
 
 struct RegionInfo {
@@ -114,7 +116,7 @@ struct RegionSpec {
     RegionKind kind = RegionKind::test;
     std::string name;          ///< unique per kind among non-free regions; <= 95 bytes
     uint64_t length = 0;       ///< rounded up to the page size
-    uint64_t ttl_ns = 0;       ///< 0: the pool's default TTL
+    Duration ttl{0};           ///< 0: the pool's default TTL
     RegionRef parent;          ///< orphans (parent gone) are reclaimed
     uint64_t params[3] = {0, 0, 0};
     bool publish = true;       ///< false: stays CREATING until Region::publish() (for multi-region objects)
@@ -188,7 +190,8 @@ public:
     OwnerToken self() const;  ///< this process's registration; 0 when read-only
     /// Random 64-bit id drawn at creation: tells a re-created pool of the same name from the old one.
     uint64_t incarnation() const;
-    ProcessRegistry registry() const { return ProcessRegistry(*this); }
+    /// The registry of this pool; it holds a copy of this handle.
+    ProcessRegistry registry() const;
 
     /// Re-checks the file size (another process may have truncated it): Corrupt if shorter.
     Status check_mapping() const;
@@ -198,7 +201,7 @@ public:
     /// judged it dead by its heartbeat (declared timeout) and fenced it while it was paused.
     /// Its token is then dead for good (every lock, claim and loan it holds may be taken over):
     /// stop using this handle and open the pool again.
-    Status heartbeat(uint64_t now_ns = mono_now_ns()) const;
+    Status heartbeat(MonoTime now = MonoClock::now()) const;
 
     Result<Region> create_region(const RegionSpec& spec);
     Result<Region> open_region(RegionKind kind, std::string_view name) const;
@@ -213,15 +216,16 @@ public:
     Result<LeaseInfo> lease(uint64_t lease_id) const;
     uint64_t pool_lease_id() const;
     /// Extends a live lease to now + ttl (ttl 0: its own TTL; a non-zero ttl also becomes its
-    /// TTL). LeaseExpired if it already ran out (fail closed), StaleGeneration if reclaimed.
-    Result<uint64_t> renew_lease(uint64_t lease_id, uint64_t now_ns, uint64_t ttl_ns = 0) const;
+    /// TTL) and returns the new expiry. LeaseExpired if it already ran out (fail closed),
+    /// StaleGeneration if reclaimed.
+    Result<MonoTime> renew_lease(uint64_t lease_id, MonoTime now = MonoClock::now(), Duration ttl = Duration::zero()) const;
 
     /// True when the pool lease and every region lease have run out.
-    bool wholly_expired(uint64_t now_ns) const;
+    bool wholly_expired(MonoTime now = MonoClock::now()) const;
     /// Reaps dead processes, repairs half-made entries, reclaims expired or orphaned regions
     /// not held by a live process, calls each region kind's hook, and unlinks the pool when
     /// wholly expired. `dry_run` reports without changing anything.
-    ReapReport reap(uint64_t now_ns, bool dry_run = false, bool allow_pool_removal = true);
+    ReapReport reap(MonoTime now = MonoClock::now(), bool dry_run = false, bool allow_pool_removal = true);
     /// Pool lifecycle state as text: "live", "reclaiming", "gone".
     std::string lifecycle() const;
 
@@ -229,9 +233,9 @@ public:
 
 private:
     explicit Pool(std::unique_ptr<Impl> impl);
-    /// create(), registering the creator with `heartbeat_timeout_ns` (open() with
+    /// create(), registering the creator with `heartbeat_timeout` (open() with
     /// create_if_missing passes its own: the creator is a registrant like any other).
-    static Result<Pool> create_and_register(const PoolOptions& options, uint64_t heartbeat_timeout_ns);
+    static Result<Pool> create_and_register(const PoolOptions& options, Duration heartbeat_timeout);
     std::shared_ptr<Impl> impl_;
     friend class Region;
     friend struct detail::PoolAccess;
@@ -258,7 +262,7 @@ public:
     /// OK while the entry is live under this handle's generation and the lease has not run
     /// out (coarse clock); else StaleGeneration / LeaseExpired naming the region, or Closed
     /// after Pool::close (every data structure's operations check this first).
-    Status check(uint64_t now_ns = mono_coarse_ns()) const;
+    Status check(MonoTime now = MonoClock::coarse_now()) const;
     /// CREATING -> LIVE for regions created with publish = false.
     Status publish();
 
@@ -273,3 +277,6 @@ private:
 };
 
 }  // namespace fabric_shm
+
+// ProcessRegistry holds a Pool handle, so it is defined after Pool; including pool.h gives both.
+#include "fabric_shm/registry.h"  // IWYU pragma: export

@@ -6,12 +6,12 @@
 #include <string>
 #include <vector>
 
+#include "fabric_shm/clock.h"
 #include "fabric_shm/owner_token.h"
+#include "fabric_shm/pool.h"
 #include "fabric_shm/result.h"
 
 namespace fabric_shm {
-
-class Pool;
 
 /// One-sided answer, as in LMDB's reader check: only "certainly dead" permits a takeover.
 enum class Liveness : uint8_t { maybe_alive, certainly_dead };
@@ -45,13 +45,14 @@ uint64_t self_pidns();
 
 class ProcessRegistry {
 public:
-    explicit ProcessRegistry(const Pool& pool) : pool_(&pool) {}
+    /// Holds a copy of the handle: the registry stays usable when the caller's Pool moves.
+    explicit ProcessRegistry(const Pool& pool) : pool_(pool) {}
 
     /// certainly_dead when the token's registration is gone (slot freed or re-used), its pid
     /// is gone, its pid was reused (start time differs), it is a zombie, or its heartbeat is
     /// older than its declared timeout. Processes in another pid namespace are judged by
     /// heartbeat alone. Costs a /proc read: call it on contention, not per message.
-    Liveness liveness(OwnerToken token, uint64_t now_ns, std::string* reason = nullptr) const;
+    Liveness liveness(OwnerToken token, MonoTime now, std::string* reason = nullptr) const;
 
     /// Whether the process behind `token` may still run, whatever its heartbeat says:
     /// certainly_dead only when its pid is gone, reused or a zombie, or its registration was
@@ -60,23 +61,23 @@ public:
     /// claims: a stopped owner's late CAS then fails); this decides reuse of memory it may
     /// still write or read with plain accesses (store loans, pinned views), which nothing
     /// could fence. Across pid namespaces it falls back to liveness().
-    Liveness process_liveness(OwnerToken token, uint64_t now_ns, std::string* reason = nullptr) const;
+    Liveness process_liveness(OwnerToken token, MonoTime now, std::string* reason = nullptr) const;
 
-    std::vector<ProcessInfo> list(uint64_t now_ns) const;
+    std::vector<ProcessInfo> list(MonoTime now = MonoClock::now()) const;
 
     /// Ends the registrations of certainly-dead processes: frees their slots (folding their
     /// counter shards into the pool's retired totals), or, for a process whose heartbeat timed
     /// out while its pid still runs, fences the slot (freed once the pid exits). Returns how
     /// many registrations ended. Needs a writable pool. Whoever frees a slot first kills the
     /// child process groups its occupant recorded (child_groups.h); `notes` says which.
-    uint32_t reap_dead(uint64_t now_ns, std::vector<std::string>* notes = nullptr) const;
+    uint32_t reap_dead(MonoTime now, std::vector<std::string>* notes = nullptr) const;
     /// reap_dead for the one registration `token` (when it is still that slot's, and
     /// certainly dead): what a consumer group does to a member it evicts as dead, so that the
     /// member's child process groups are killed at once. True when it ended the registration.
-    bool reap_registration(OwnerToken token, uint64_t now_ns, std::vector<std::string>* notes = nullptr) const;
+    bool reap_registration(OwnerToken token, MonoTime now, std::vector<std::string>* notes = nullptr) const;
 
 private:
-    const Pool* pool_;
+    Pool pool_;
 };
 
 }  // namespace fabric_shm

@@ -10,20 +10,12 @@
 #include <string>
 #include <vector>
 
+#include "fabric_shm/fsync.h"
 #include "fabric_shm/mem_object_store.h"
 #include "fabric_shm/object_store.h"
 #include "fabric_shm/pool.h"
 
 namespace fabric_shm {
-
-/// When the cold tier calls fdatasync/fsync. What each choice keeps after a power loss is
-/// tabulated in docs/tiered-store.md; a process crash or a clean reboot never loses a
-/// completed cold write under any policy (the page cache survives both).
-enum class FsyncPolicy : uint8_t {
-    never,          ///< leave it to the kernel's writeback (tests, scratch data)
-    on_checkpoint,  ///< checkpoint() syncs the log, then the index (default)
-    every_write,    ///< also fdatasync after every demotion and removal record
-};
 
 /// The hot tier's defaults: a MemObjectStore named "tiered", sized from the pool.
 inline StoreConfig tiered_hot_defaults() {
@@ -38,7 +30,7 @@ struct TieredConfig {
     /// The hot tier's MemObjectStore in the pool. It belongs to this tiered store: objects
     /// written into it directly (not through TieredObjectStore) are readable but unmanaged.
     StoreConfig hot = tiered_hot_defaults();
-    FsyncPolicy fsync = FsyncPolicy::on_checkpoint;
+    FsyncPolicy fsync = FsyncPolicy::on_checkpoint;  ///< when the cold tier syncs (fsync.h)
     /// checkpoint() rewrites the log without dead records when they exceed this fraction
     /// of it (and 1 MiB); 0 disables compaction.
     double compact_garbage_fraction = 0.5;
@@ -74,7 +66,7 @@ public:
     ~TieredObjectStore() override;
 
     /// Writes go to the hot tier; then the LRU objects beyond max_hot are demoted.
-    Result<uint64_t> put(const FabricUri& uri, std::span<const uint8_t> data, const PutOptions& options = {}) override;
+    Result<uint64_t> put(const FabricUri& uri, ByteView data, const PutOptions& options = {}) override;
     /// Hot hit: touches the LRU. Cold hit: verifies the record's CRCs and promotes it.
     /// A damaged cold record is Errc::corrupt (counted in store_corrupt), never served.
     Result<std::optional<ObjectData>> get(const FabricUri& uri) override;

@@ -12,6 +12,8 @@
 #include <string_view>
 #include <vector>
 
+#include "fabric_shm/bytes.h"
+#include "fabric_shm/clock.h"
 #include "fabric_shm/pool.h"
 #include "fabric_shm/result.h"
 
@@ -32,7 +34,7 @@ struct TopicConfig {
     uint32_t partition_capacity = 128;  ///< slots per partition; power of two, 2..2^20
     uint32_t partition_stride = 512;    ///< bytes per slot incl. the 32-byte envelope; multiple of 64, 64..1 MiB
     OnFull on_full = OnFull::block;
-    uint64_t ttl_ns = 0;                ///< region leases; 0: the pool's default TTL
+    Duration ttl{0};                    ///< region leases; 0: the pool's default TTL
 };
 /// Typed error (invalid_argument) naming the field and its limit, or OK.
 Status validate_topic_config(const TopicConfig& config);
@@ -48,7 +50,7 @@ struct MessageHeader {
 /// Partitioning hash for keyed sends: 64-bit FNV-1a over the key bytes (offset basis
 /// 0xcbf29ce484222325, prime 0x100000001b3); partition = hash % num_partitions.
 /// Stable across processes, builds and versions.
-uint64_t key_hash(std::span<const uint8_t> key) noexcept;
+uint64_t key_hash(ByteView key) noexcept;
 
 struct PartitionDescription {
     uint32_t partition = 0;
@@ -89,7 +91,7 @@ struct TopicDescription {
 /// Where a newly registered group starts reading.
 enum class GroupStart : uint8_t { earliest, latest };
 struct GroupOptions {
-    uint64_t ttl_ns = 60 * 1'000'000'000ull;  ///< group lease; renewed by its consumers' polls and commits
+    Duration ttl = std::chrono::seconds(60);  ///< group lease; renewed by its consumers' polls and commits
     GroupStart start = GroupStart::earliest;
 };
 
@@ -102,10 +104,10 @@ public:
     /// naming the field for a bad config; no_space when the pool has no room (naming the bytes needed).
     Status create(std::string_view name, const TopicConfig& config = {});
     /// Creation on demand, idempotent under races: creates the topic, or returns once the
-    /// existing one is usable, waiting up to `wait_ns` for a creation another process has in
+    /// existing one is usable, waiting up to `wait` for a creation another process has in
     /// progress (and creating it after all when that creator dies). An existing topic keeps
-    /// its own configuration. NotReady when a stopped creator holds it past `wait_ns`.
-    Status ensure(std::string_view name, const TopicConfig& config = {}, uint64_t wait_ns = 5'000'000'000ull);
+    /// its own configuration. NotReady when a stopped creator holds it past `wait`.
+    Status ensure(std::string_view name, const TopicConfig& config = {}, Duration wait = std::chrono::seconds(5));
     /// Removes the root and its partitions (their leases are revoked: handles fail closed).
     Status remove(std::string_view name);
     /// Names of live topics, sorted.
@@ -129,22 +131,22 @@ struct SendResult {
 
 /// One message of a batch send.
 struct OutgoingMessage {
-    std::span<const uint8_t> value;
-    std::span<const uint8_t> key;                  ///< empty: round-robin
+    ByteView value;
+    ByteView key;                                  ///< empty: round-robin
     std::span<const MessageHeader> headers;
 };
 
 struct ProducerOptions {
-    uint64_t block_timeout_ns = 5'000'000'000ull;  ///< on_full=block: longest wait for space
+    Duration block_timeout = std::chrono::seconds(5);  ///< on_full=block: longest wait for space
     /// Message timestamps from CLOCK_REALTIME_COARSE (jiffy resolution, ~4 ms) instead of
     /// CLOCK_REALTIME: cheaper where the clock source is slow (kvm-clock: ~110 ns a read).
     bool coarse_timestamps = false;
     /// on_full=overwrite: how long a producer that laps the ring waits for a previous-lap claim
     /// of a live (maybe paused) producer before turning it into a quarantine skip record.
-    uint64_t claim_timeout_ns = 2'000'000'000ull;
+    Duration claim_timeout = std::chrono::seconds(2);
     /// Checked while a send waits for space (on_full=block), at least every 50 ms: returning
     /// true ends the wait with Errc::interrupted (nothing was claimed; the message was not
-    /// sent). Lets a program stop promptly on Ctrl-C instead of after block_timeout_ns.
+    /// sent). Lets a program stop promptly on Ctrl-C instead of after block_timeout.
     std::function<bool()> should_stop;
 };
 
@@ -160,19 +162,11 @@ public:
     ~Producer();
 
     /// Round-robin over partitions.
-    Result<SendResult> send(std::span<const uint8_t> value, std::span<const MessageHeader> headers = {});
-    Result<SendResult> send(std::string_view value) {
-        return send(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(value.data()), value.size()));
-    }
+    Result<SendResult> send(ByteView value, std::span<const MessageHeader> headers = {});
     /// send(key, value): keyed (see send_keyed).
     Result<SendResult> send(std::string_view key, std::string_view value) { return send_keyed(key, value); }
     /// Partition = key_hash(key) % num_partitions: same key, same partition, in order.
-    Result<SendResult> send_keyed(std::span<const uint8_t> key, std::span<const uint8_t> value,
-                                  std::span<const MessageHeader> headers = {});
-    Result<SendResult> send_keyed(std::string_view key, std::string_view value) {
-        return send_keyed(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(key.data()), key.size()),
-                          std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(value.data()), value.size()));
-    }
+    Result<SendResult> send_keyed(ByteView key, ByteView value, std::span<const MessageHeader> headers = {});
     /// Sends messages in order (one region check, one timestamp); results[i] for messages[i].
     /// Stops at the first failure: returns how many were sent and the error via *error.
     size_t send_batch(std::span<const OutgoingMessage> messages, std::span<SendResult> results, Error* error);

@@ -43,12 +43,12 @@ public:
     size_t size() const;
     static constexpr size_t kMaxConsumers = 127;  ///< futex_waitv takes 128 words, one is the interrupt word
 
-    /// Blocks until a watched consumer is ready, `timeout_ns` passes (0: check once, never
+    /// Blocks until a watched consumer is ready, `timeout` passes (0: check once, never
     /// sleep), interrupt() is called or a signal handler runs on this thread. Then poll the
     /// ready consumers with timeout 0. Sleeps in rounds of at most 50 ms (heartbeating each
     /// consumer's pool, as a parked poll does); a caller that must heartbeat or renew leases
     /// more often passes a shorter timeout.
-    Result<WaitResult> wait(uint64_t timeout_ns);
+    Result<WaitResult> wait(Duration timeout);
     /// From any thread, or a signal handler (async-signal-safe): the current wait returns
     /// `interrupted`, or the next one does at once.
     void interrupt() noexcept;

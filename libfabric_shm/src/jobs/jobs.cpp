@@ -13,7 +13,7 @@ namespace fabric_shm {
 
 // ---- MemoryOutputStore --------------------------------------------------------------------
 
-Status MemoryOutputStore::put(ChunkId id, std::span<const uint8_t> output) {
+Status MemoryOutputStore::put(ChunkId id, ByteView output) {
     outputs_[id].assign(output.begin(), output.end());
     return {};
 }
@@ -39,7 +39,7 @@ Result<FabricUri> ObjectOutputStore::uri(ChunkId id) const {
     return FabricUri::make(pool_, bucket_, job_ + "/" + digits);
 }
 
-Status ObjectOutputStore::put(ChunkId id, std::span<const uint8_t> output) {
+Status ObjectOutputStore::put(ChunkId id, ByteView output) {
     auto u = uri(id);
     if (!u) return std::move(u).error();
     PutOptions o;
@@ -84,14 +84,16 @@ bool RetryPolicy::is_retryable(Errc code) const {
     return std::find(retryable.begin(), retryable.end(), code) != retryable.end();
 }
 
-uint64_t RetryPolicy::backoff_ns(uint32_t attempt) const {
-    uint64_t b = initial_backoff_ns;
-    for (uint32_t i = 1; i < attempt && b < max_backoff_ns; ++i) b = b > max_backoff_ns / 2 ? max_backoff_ns : b * 2;
-    return std::min(b, max_backoff_ns);
+Duration RetryPolicy::backoff(uint32_t attempt) const {
+    const uint64_t initial = to_ns(initial_backoff), cap = to_ns(max_backoff);
+    uint64_t b = initial;
+    for (uint32_t i = 1; i < attempt && b < cap; ++i) b = b > cap / 2 ? cap : b * 2;
+    return ns_duration(std::min(b, cap));
 }
 
 namespace {
-void default_sleep(uint64_t ns) {
+void default_sleep(Duration wait) {
+    const uint64_t ns = to_ns(wait);
     timespec ts{time_t(ns / 1'000'000'000ull), long(ns % 1'000'000'000ull)};
     while (nanosleep(&ts, &ts) != 0) {
     }
@@ -105,7 +107,7 @@ Result<JobResult> JobCoordinator::run(std::span<const WorkChunk> chunks, JobOutp
     for (const auto& c : chunks)
         if (!ids.insert(c.id).second)
             return make_error(Errc::invalid_argument, "chunk id " + std::to_string(c.id) + " appears twice");
-    const auto& sleep = policy_.sleep ? policy_.sleep : std::function<void(uint64_t)>(default_sleep);
+    const auto& sleep = policy_.sleep ? policy_.sleep : std::function<void(Duration)>(default_sleep);
     JobResult res;
     for (const auto& c : chunks) {
         auto have = outputs.contains(c.id);
@@ -127,7 +129,7 @@ Result<JobResult> JobCoordinator::run(std::span<const WorkChunk> chunks, JobOutp
             fail.error = std::move(out).error();
             if (!policy_.is_retryable(fail.error.code) || attempt == policy_.max_attempts) break;
             ++res.retries;
-            sleep(policy_.backoff_ns(attempt));
+            sleep(policy_.backoff(attempt));
         }
         if (done)
             ++res.executed;

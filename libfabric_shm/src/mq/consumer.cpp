@@ -313,7 +313,7 @@ bool Consumer::Impl::resolve_stuck(uint32_t p, SlotHeader* s, uint64_t pos, uint
         st.last_probe = now;
         if (owner_certainly_dead(*pool, slot_owner(w), now)) return skip_claim(*pool, t->parts[p], s, w, false);
     }
-    if (now - st.stuck_since >= options.claim_timeout_ns) return skip_claim(*pool, t->parts[p], s, w, true);
+    if (now - st.stuck_since >= to_ns(options.claim_timeout)) return skip_claim(*pool, t->parts[p], s, w, true);
     return false;
 }
 
@@ -419,13 +419,14 @@ const TopicHandle& mq::consumer_topic(const Consumer::Impl& c) { return *c.t; }
 // producer sees the bit (then FUTEX_WAIT returns at once on the changed word, or is woken).
 // The bits are cleared as soon as the consumer wakes, so sends while it drains cost nothing.
 // Parking is bounded by 50 ms regardless.
-Result<size_t> Consumer::poll(MessageBatch& batch, size_t max, uint64_t timeout_ns) {
+Result<size_t> Consumer::poll(MessageBatch& batch, size_t max, Duration timeout) {
+    const uint64_t timeout_ns = to_ns(timeout);
     Impl& im = *impl_;
     batch.clear();
     batch.starts_.clear();
     // One coarse clock read per poll for both fail-closed checks (region lease, group lease).
     const uint64_t coarse = mono_coarse_ns();
-    FABRIC_TRY(im.t->root.check(coarse));
+    FABRIC_TRY(im.t->root.check(MonoClock::from_ns(coarse)));
     if (!im.group.empty()) FABRIC_TRY(renew_group(*im.t, im.gref, im.group, coarse));
     if (im.assigned.empty() || max == 0) return size_t(0);
     const uint64_t payload_max = im.t->stride - kEnvelopeBytes;
@@ -461,7 +462,7 @@ Result<size_t> Consumer::poll(MessageBatch& batch, size_t max, uint64_t timeout_
             }
             if (now >= deadline) return size_t(0);
         }
-        if (im.options.wait == WaitMode::spin || now - start_ns < im.options.spin_ns) {
+        if (im.options.wait == WaitMode::spin || now - start_ns < to_ns(im.options.spin)) {
             // After kSpinRoundsBeforeYield empty rounds, give the core away once per round.
             // sched_yield() returns at once when nobody else wants the core (a dedicated core
             // loses ~0.1-0.2 us of reaction), but when processes outnumber cores the producer
@@ -491,7 +492,7 @@ Result<size_t> Consumer::poll(MessageBatch& batch, size_t max, uint64_t timeout_
         }
         FABRIC_TRY(im.pool->heartbeat());
         const uint64_t c2 = mono_coarse_ns();
-        FABRIC_TRY(im.t->root.check(c2));
+        FABRIC_TRY(im.t->root.check(MonoClock::from_ns(c2)));
         if (!im.group.empty()) FABRIC_TRY(renew_group(*im.t, im.gref, im.group, c2));
         now = mono_now_ns();
         if (now >= deadline) return size_t(0);

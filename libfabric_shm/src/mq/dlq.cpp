@@ -13,6 +13,7 @@
 #include <optional>
 
 #include "fabric_shm/clock.h"
+#include "fabric_shm/consumer_group.h"
 #include "crash_point.h"
 #include "fabric_shm/names.h"
 #include "mq/group_internal.h"
@@ -25,13 +26,16 @@ bool DlqPolicy::is_permanent(Errc code) const {
     return std::find(permanent.begin(), permanent.end(), code) != permanent.end();
 }
 
-uint64_t DlqPolicy::backoff_ns(uint64_t attempt) const {
-    uint64_t b = initial_backoff_ns;
-    for (uint64_t i = 1; i < attempt && b < max_backoff_ns; ++i) b = b > max_backoff_ns / 2 ? max_backoff_ns : b * 2;
-    return std::min(b, max_backoff_ns);
+Duration DlqPolicy::backoff(uint64_t attempt) const {
+    const uint64_t initial = to_ns(initial_backoff), cap = to_ns(max_backoff);
+    uint64_t b = initial;
+    for (uint64_t i = 1; i < attempt && b < cap; ++i) b = b > cap / 2 ? cap : b * 2;
+    return ns_duration(std::min(b, cap));
 }
 
-Status sleep_with_heartbeat(uint64_t ns, uint64_t slice_ns, const std::function<Status()>& heartbeat) {
+Status sleep_with_heartbeat(Duration duration, Duration slice, const std::function<Status()>& heartbeat) {
+    const uint64_t ns = to_ns(duration);
+    uint64_t slice_ns = to_ns(slice);
     const uint64_t end = mono_now_ns() + ns;
     if (slice_ns == 0) slice_ns = ns;
     for (;;) {
@@ -121,13 +125,13 @@ struct DlqRouter::Impl {
         const uint64_t stride = (t->stride + 512 + 63) / 64 * 64;
         cfg.partition_stride = uint32_t(std::min<uint64_t>(stride, kMaxStride));
         cfg.on_full = OnFull::block;
-        if (Status st = TopicManager(*pool).ensure(dlq_name, cfg, kDlqCreationWaitNs); !st) {
+        if (Status st = TopicManager(*pool).ensure(dlq_name, cfg, ns_duration(kDlqCreationWaitNs)); !st) {
             if (st.code() == Errc::not_ready)
                 return make_error(Errc::busy, "dead-letter topic '" + dlq_name + "': " + st.error().message);
             return st;
         }
         ProducerOptions po;
-        po.block_timeout_ns = 1'000'000'000ull;
+        po.block_timeout = std::chrono::seconds(1);
         auto pr = Producer::open(*pool, dlq_name, po);
         if (!pr) return std::move(pr).error();
         producer.emplace(std::move(*pr));
@@ -166,6 +170,8 @@ DlqRouter& DlqRouter::operator=(DlqRouter&&) noexcept = default;
 DlqRouter::~DlqRouter() = default;
 
 void DlqRouter::set_epoch(uint64_t fence_token) { impl_->epoch = fence_token; }
+
+void DlqRouter::assign(const Claim& claim) { set_epoch(claim.epoch); }
 
 bool DlqRouter::decided(const Message& m) const {
     const Impl& im = *impl_;
@@ -230,11 +236,11 @@ uint64_t DlqRouter::uncommitted_window_end(uint32_t partition, uint64_t committe
     return end;
 }
 
-Result<bool> DlqRouter::nack(const Message& m, std::string_view reason, uint64_t* backoff_ns) {
+Result<bool> DlqRouter::nack(const Message& m, std::string_view reason, Duration* backoff) {
     Impl& im = *impl_;
     const uint64_t attempt = im.current(m);
     if (attempt < im.policy.max_attempts) {
-        if (backoff_ns) *backoff_ns = im.policy.backoff_ns(attempt);
+        if (backoff) *backoff = im.policy.backoff(attempt);
         return false;
     }
     auto s = dead_letter(m, attempt, reason);
@@ -334,14 +340,14 @@ Result<Handled> DlqRouter::handle(const Message& m, const std::function<Status(c
             h.dead_lettered = true;
             return h;
         }
-        uint64_t backoff = 0;
+        Duration backoff{0};
         auto n = nack(m, h.reason, &backoff);
         if (!n) return std::move(n).error();
         if (*n) {
             h.dead_lettered = true;
             return h;
         }
-        FABRIC_TRY(sleep_with_heartbeat(backoff, im.policy.heartbeat_interval_ns, heartbeat));
+        FABRIC_TRY(sleep_with_heartbeat(backoff, im.policy.heartbeat_interval, heartbeat));
     }
 }
 

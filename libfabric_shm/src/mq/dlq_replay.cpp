@@ -95,7 +95,7 @@ Result<PartitionRead> read_partition(TopicHandle& t, Consumer& consumer, uint32_
     MessageBatch batch;
     r.end = consumer.position(p).value();
     while (int64_t(tail - r.end) > 0 && r.end <= sel.to_offset && r.letters.size() < limit) {
-        auto got = consumer.poll(batch, std::min<size_t>(256, limit - r.letters.size()), 0);
+        auto got = consumer.poll(batch, std::min<size_t>(256, limit - r.letters.size()), Duration::zero());
         if (!got) return std::move(got).error();
         bool past = false;
         for (const Message& m : batch) {
@@ -251,14 +251,14 @@ Result<ReplayReport> replay_dead_letters(Pool& pool, std::string_view dlq_topic,
 }
 
 Result<PurgeReport> purge_dead_letters(Pool& pool, std::string_view dlq_topic, const PurgeOptions& options) {
-    if (!options.all && options.older_than_ns == 0)
+    if (!options.all && options.older_than <= Duration::zero())
         return make_error(Errc::invalid_argument, "purge needs an age (older than) or all");
     auto o = open_dlq(pool, dlq_topic);
     if (!o) return std::move(o).error();
     auto ps = selected_partitions(*o->topic, options.partition, dlq_topic);
     if (!ps) return std::move(ps).error();
     const uint64_t now_wall = wall_now_ns();
-    const uint64_t cutoff = options.all ? UINT64_MAX : (now_wall > options.older_than_ns ? now_wall - options.older_than_ns : 0);
+    const uint64_t cutoff = options.all ? UINT64_MAX : (now_wall > to_ns(options.older_than) ? now_wall - to_ns(options.older_than) : 0);
     PurgeReport report;
     bool moved = false;
     for (uint32_t p : *ps) {

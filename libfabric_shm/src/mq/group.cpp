@@ -128,21 +128,21 @@ struct ConsumerGroup::Impl {
         return make_error(Errc::stale_epoch, "member '" + m.id + "' of group '" + group + "' (epoch " +
                                                  std::to_string(m.epoch) +
                                                  ") was evicted (heartbeat older than the session timeout " +
-                                                 format_duration_ns(config.session_timeout_ns) +
+                                                 format_duration_ns(to_ns(config.session_timeout)) +
                                                  ", or presumed dead); join again");
     }
 
     /// Alive = LIVE, heartbeat within the session timeout, process not certainly dead
-    /// (asked at most every liveness_probe_ns per row word).
+    /// (asked at most every liveness_probe per row word).
     bool alive(uint32_t row, uint64_t word, uint64_t now) {
         if (member_state(word) != kMemberLive) return false;
         for (const auto& m : members)
             if (m.row == row && m.word == word) return true;  // ourselves (the word alone is not unique per row)
         const GroupMember& gm = slot().members[row];
         const uint64_t hb = gm.heartbeat_ns.load(std::memory_order_acquire);  // pairs with heartbeat's release
-        if (now > hb && now - hb > config.session_timeout_ns) return false;
+        if (now > hb && now - hb > to_ns(config.session_timeout)) return false;
         Probe& pr = probes[row];
-        if (pr.word != word || now - pr.at_ns >= config.liveness_probe_ns) {
+        if (pr.word != word || now - pr.at_ns >= to_ns(config.liveness_probe)) {
             pr.word = word;
             pr.at_ns = now;
             pr.dead = owner_certainly_dead(*pool, member_owner(word), now);
@@ -154,7 +154,7 @@ struct ConsumerGroup::Impl {
     /// session timeout), end its registration now rather than at the next reap, which kills
     /// the child process groups it recorded (its --exec command) within moments of the death.
     void end_registration_if_dead(OwnerToken owner) const {
-        if (owner != 0) (void)pool->registry().reap_registration(owner, mono_now_ns());
+        if (owner != 0) (void)pool->registry().reap_registration(owner, MonoClock::now());
     }
 
     bool mine(const LocalMember& m, uint64_t owner) const {
@@ -202,8 +202,8 @@ Result<ConsumerGroup> ConsumerGroup::open(const Pool& pool, std::string_view top
     if (pool.self() == 0)
         return make_error(Errc::permission_denied, "consumer group '" + std::string(group) +
                                                        "' needs a writable pool (this handle is read-only)");
-    if (config.session_timeout_ns == 0)
-        return make_error(Errc::invalid_argument, "session_timeout_ns 0 must be > 0");
+    if (config.session_timeout <= Duration::zero())
+        return make_error(Errc::invalid_argument, "session_timeout 0 must be > 0");
     auto t = open_topic(pool, topic);
     if (!t) return std::move(t).error();
     if ((*t)->num_partitions != num_partitions)
@@ -341,7 +341,7 @@ Result<Claim> ConsumerGroup::Impl::claim(LocalMember& m) {
     FABRIC_TRY(verify_row(m));
     GroupSlot& g = slot();
     g.members[m.row].heartbeat_ns.store(now, std::memory_order_release);  // pairs with alive()'s acquire
-    FABRIC_TRY(pool->heartbeat(now));  // fenced (judged dead by its heartbeat): fail closed
+    FABRIC_TRY(pool->heartbeat(MonoClock::from_ns(now)));  // fenced (judged dead by its heartbeat): fail closed
 
     // 1. Live members (evicting the dead: CAS from the exact word, so a wrongly presumed
     //    member's own row check fails instead of two members sharing a row).
@@ -450,7 +450,7 @@ Status ConsumerGroup::heartbeat(std::string_view member_id) {
     FABRIC_TRY(im.verify_row(*m));
     FABRIC_PAUSE_POINT("group.heartbeat.before_store");
     im.slot().members[m->row].heartbeat_ns.store(now, std::memory_order_release);  // pairs with alive()
-    FABRIC_TRY(im.pool->heartbeat(now));
+    FABRIC_TRY(im.pool->heartbeat(MonoClock::from_ns(now)));
     // A member alive enough to heartbeat keeps its group registered: without this a member
     // heartbeating through a long message let the group lease run out, producers stopped
     // counting the group (on_full=block) and overwrote what it had not committed.
@@ -507,7 +507,7 @@ Result<ConsumerGroupDescription> describe_consumer_group(const Pool& pool, std::
     d.result_bucket = results.bucket;
     d.shared_results = results.shared;
     const uint64_t now = mono_now_ns();
-    const auto procs = pool.registry().list(now);
+    const auto procs = pool.registry().list(MonoClock::from_ns(now));
     std::vector<uint32_t> live_gen(kMaxMembers, UINT32_MAX);
     for (uint32_t r = 0; r < kMaxMembers; ++r) {
         const GroupMember& gm = g.members[r];
@@ -698,7 +698,8 @@ GroupConsumer::GroupConsumer(GroupConsumer&&) noexcept = default;
 GroupConsumer& GroupConsumer::operator=(GroupConsumer&&) noexcept = default;
 GroupConsumer::~GroupConsumer() = default;
 
-Result<size_t> GroupConsumer::poll(MessageBatch& batch, size_t max, uint64_t timeout_ns) {
+Result<size_t> GroupConsumer::poll(MessageBatch& batch, size_t max, Duration timeout) {
+    const uint64_t timeout_ns = to_ns(timeout);
     Impl& im = *impl_;
     const uint64_t start = mono_now_ns();
     for (;;) {
@@ -717,7 +718,7 @@ Result<size_t> GroupConsumer::poll(MessageBatch& batch, size_t max, uint64_t tim
             nanosleep(&ts, nullptr);
             continue;
         }
-        auto n = im.consumer.poll(batch, max, wait);
+        auto n = im.consumer.poll(batch, max, ns_duration(wait));
         if (!n) return n;
         if (*n > 0 || left == 0) return n;
     }

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// Internal to consumer groups (issue 5): the encodings of the member row word and the
+// Internal to consumer groups: the encodings of the member row word and the
 // partition owner word inside mq/topic_layout.h's GroupSlot, shared by group.cpp, dlq.cpp
 // and the tools. docs/groups.md has the state machines.
 #pragma once

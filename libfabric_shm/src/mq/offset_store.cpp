@@ -147,9 +147,9 @@ Result<FetchedOffset> FileOffsetStore::fetch(std::string_view topic, uint64_t in
     return f;
 }
 
-// fsync policy: OffsetFsync::always calls fdatasync after writing the record copy (and fsyncs
+// fsync policy: FsyncPolicy::on_checkpoint and every_write call fdatasync after writing the record copy (and fsyncs
 // the directory when the file was created), so an acknowledged commit survives power loss;
-// OffsetFsync::never leaves it to the page cache (survives process crashes only). Either way
+// FsyncPolicy::never leaves it to the page cache (survives process crashes only). Either way
 // a torn write can only damage the copy being written; the other copy stays valid.
 Status FileOffsetStore::commit(std::string_view topic, uint64_t incarnation, std::string_view group,
                                std::span<const OffsetCommit> commits) {
@@ -196,7 +196,7 @@ Status FileOffsetStore::commit(std::string_view topic, uint64_t incarnation, std
     const off_t at = off_t((next.seq % 2) * kRecordBytes);
     const ssize_t n = ::pwrite(g.fd, &next, sizeof next, at);
     if (n != ssize_t(sizeof next)) return errno_error(n < 0 ? errno : EIO, "write " + p);
-    if (fsync_ == OffsetFsync::always) {
+    if (fsync_ != FsyncPolicy::never) {
         if (::fdatasync(g.fd) != 0) return errno_error(errno, "fdatasync " + p);
         if (created) {
             FdGuard d{::open(directory_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};

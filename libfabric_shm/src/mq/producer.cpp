@@ -97,8 +97,8 @@ void Producer::Impl::release_quarantine(SlotHeader* s, uint64_t w) {
 Result<Producer> Producer::open(const Pool& pool, std::string_view topic, const ProducerOptions& options) {
     if (pool.self() == 0)
         return make_error(Errc::permission_denied, "a producer needs a writable pool (this handle is read-only)");
-    if (options.claim_timeout_ns == 0)
-        return make_error(Errc::invalid_argument, "ProducerOptions::claim_timeout_ns must be > 0 (default 2 s)");
+    if (options.claim_timeout <= Duration::zero())
+        return make_error(Errc::invalid_argument, "ProducerOptions::claim_timeout 0 must be > 0 (default 2 s)");
     auto t = open_topic(pool, topic);
     if (!t) return std::move(t).error();
     FABRIC_TRY(check_topic(**t));
@@ -197,7 +197,7 @@ Result<SendResult> Producer::Impl::send_one(uint32_t p, const OutgoingMessage& m
         off = ph->tail.load(std::memory_order_acquire);
         if (t->on_full != kOnFullOverwrite && int64_t(off - head_cache[p]) >= int64_t(pv.capacity)) {
             if (!wait_start) wait_start = mono_now_ns();
-            FABRIC_TRY(wait_for_space(p, off, wait_start + options.block_timeout_ns, wait_start));
+            FABRIC_TRY(wait_for_space(p, off, wait_start + to_ns(options.block_timeout), wait_start));
             continue;  // re-read the tail: it may have moved while we waited
         }
         s = pv.slot(off);
@@ -250,7 +250,7 @@ Result<SendResult> Producer::Impl::send_one(uint32_t p, const OutgoingMessage& m
                     continue;
                 }
             }
-            if (now - stuck_since >= options.claim_timeout_ns) skip_claim(*t->pool, pv, s, w, true);
+            if (now - stuck_since >= to_ns(options.claim_timeout)) skip_claim(*t->pool, pv, s, w, true);
             sched_yield();
             continue;
         } else {
@@ -320,13 +320,12 @@ Result<SendResult> Producer::Impl::send_one(uint32_t p, const OutgoingMessage& m
     return SendResult{p, off};
 }
 
-Result<SendResult> Producer::send(std::span<const uint8_t> value, std::span<const MessageHeader> headers) {
+Result<SendResult> Producer::send(ByteView value, std::span<const MessageHeader> headers) {
     const uint32_t p = impl_->rr++ % impl_->t->num_partitions;
     return send_to(p, OutgoingMessage{value, {}, headers});
 }
 
-Result<SendResult> Producer::send_keyed(std::span<const uint8_t> key, std::span<const uint8_t> value,
-                                        std::span<const MessageHeader> headers) {
+Result<SendResult> Producer::send_keyed(ByteView key, ByteView value, std::span<const MessageHeader> headers) {
     const uint32_t p = uint32_t(key_hash(key) % impl_->t->num_partitions);
     return send_to(p, OutgoingMessage{value, key, headers});
 }

@@ -69,7 +69,7 @@ Status validate_topic_config(const TopicConfig& c) {
     return {};
 }
 
-uint64_t key_hash(std::span<const uint8_t> key) noexcept {
+uint64_t key_hash(ByteView key) noexcept {
     uint64_t h = 0xcbf29ce484222325ULL;
     for (uint8_t b : key) {
         h ^= b;
@@ -316,7 +316,7 @@ void raise_fence_floor(const Pool& pool, uint64_t token) {
 
 Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const GroupOptions& options) {
     FABRIC_TRY(validate_name("group", group));
-    if (options.ttl_ns == 0) return make_error(Errc::invalid_argument, "group ttl_ns 0 must be > 0");
+    if (options.ttl <= Duration::zero()) return make_error(Errc::invalid_argument, "group ttl 0 must be > 0");
     const Pool& pool = *t.pool;
     const OwnerToken me = pool.self();
     if (me == 0)
@@ -371,8 +371,8 @@ Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const Gr
             std::memcpy(&v, name + 8 * k, 8);
             g.name[k].store(v, std::memory_order_relaxed);  // published by the LIVE release store
         }
-        g.lease_ttl_ns.store(options.ttl_ns, std::memory_order_relaxed);
-        g.lease_expires_ns.store(now + options.ttl_ns, std::memory_order_relaxed);
+        g.lease_ttl_ns.store(to_ns(options.ttl), std::memory_order_relaxed);
+        g.lease_expires_ns.store(now + to_ns(options.ttl), std::memory_order_relaxed);
         g.registered_ns.store(now, std::memory_order_relaxed);
         g.lock.store(0, std::memory_order_relaxed);
         g.epoch.store(0, std::memory_order_relaxed);
@@ -440,7 +440,7 @@ Status commit_in_pool(TopicHandle& t, const GroupRef& ref, std::string_view grou
     const OwnerToken me = pool.self();
     if (me == 0) return make_error(Errc::permission_denied, "commit needs a writable pool");
     const uint64_t coarse = mono_coarse_ns();
-    FABRIC_TRY(t.root.check(coarse));  // fail closed: a removed topic takes no commits
+    FABRIC_TRY(t.root.check(MonoClock::from_ns(coarse)));  // fail closed: a removed topic takes no commits
     FABRIC_TRY(renew_group(t, ref, group, coarse));
     GroupSlot& g = t.groups[ref.index];
     for (const auto& c : commits)
@@ -487,7 +487,7 @@ Status record_dead_letter(TopicHandle& t, const GroupRef& ref, std::string_view 
                                                       std::to_string(t.num_partitions) + " partitions of topic '" +
                                                       t.name + "'");
     const uint64_t coarse = mono_coarse_ns();
-    FABRIC_TRY(t.root.check(coarse));
+    FABRIC_TRY(t.root.check(MonoClock::from_ns(coarse)));
     FABRIC_TRY(renew_group(t, ref, group, coarse));
     GroupSlot& g = t.groups[ref.index];
     std::lock_guard<std::mutex> local(g_local_lock);
@@ -573,7 +573,7 @@ bool owner_certainly_dead(const Pool& pool, OwnerToken owner, uint64_t now_ns) {
     // By pid only, never by heartbeat: what this decides is handed on (a ring claim's bytes,
     // which its claimant copies into with plain stores; a waiter entry whose bit it set with
     // fetch_or; a CREATING group slot). Group members are also judged by their session timeout.
-    return pool.registry().process_liveness(owner, now_ns) == Liveness::certainly_dead;
+    return pool.registry().process_liveness(owner, MonoClock::from_ns(now_ns)) == Liveness::certainly_dead;
 }
 
 bool skip_claim(const Pool& pool, const PartitionView& p, SlotHeader* s, uint64_t word, bool quarantine) {
@@ -622,7 +622,7 @@ Status TopicManager::create(std::string_view name, const TopicConfig& config) {
     rs.kind = RegionKind::topic;
     rs.name = std::string(name);
     rs.length = kTopicRegionBytes;
-    rs.ttl_ns = config.ttl_ns;
+    rs.ttl = config.ttl;
     rs.params[0] = config.num_partitions;
     rs.params[1] = config.partition_capacity;
     rs.params[2] = config.partition_stride;
@@ -656,7 +656,7 @@ Status TopicManager::create(std::string_view name, const TopicConfig& config) {
         ps.kind = RegionKind::partition;
         ps.name = partition_region_name(name, i);
         ps.length = part_bytes;
-        ps.ttl_ns = config.ttl_ns;
+        ps.ttl = config.ttl;
         ps.parent = root->ref();
         ps.params[0] = i;
         ps.params[1] = config.partition_capacity;
@@ -695,7 +695,8 @@ Status TopicManager::create(std::string_view name, const TopicConfig& config) {
     return root->publish();
 }
 
-Status TopicManager::ensure(std::string_view name, const TopicConfig& config, uint64_t wait_ns) {
+Status TopicManager::ensure(std::string_view name, const TopicConfig& config, Duration wait) {
+    const uint64_t wait_ns = to_ns(wait);
     const uint64_t deadline = mono_now_ns() + wait_ns;
     for (;;) {
         Status st = create(name, config);
@@ -730,7 +731,7 @@ std::vector<std::string> TopicManager::list() const {
     std::vector<std::string> names;
     const uint64_t now = mono_now_ns();
     for (const RegionInfo& r : pool_.regions())
-        if (r.kind == uint32_t(RegionKind::topic) && r.state == "live" && !r.lease.expired(now))
+        if (r.kind == uint32_t(RegionKind::topic) && r.state == "live" && !r.lease.expired(MonoClock::from_ns(now)))
             names.push_back(r.name);
     std::sort(names.begin(), names.end());
     return names;

@@ -36,7 +36,7 @@ constexpr uint32_t kTopicLayoutVersion = 5;
 
 constexpr uint32_t kMaxPartitions = 64;
 constexpr uint32_t kMaxGroups = 16;
-constexpr uint32_t kMaxMembers = 32;        ///< reserved for consumer groups (issue 5)
+constexpr uint32_t kMaxMembers = 32;        ///< member rows per consumer group
 constexpr uint32_t kMaxWaiters = 64;        ///< waiter table entries per topic: one bit each in PartitionHeader::waiters
 constexpr uint64_t kMaxCapacity = 1u << 20;  ///< slots per partition
 constexpr uint64_t kMinStride = 64;
@@ -194,12 +194,13 @@ static_assert(offsetof(GroupPartition, dead_letter_offset) == 48,
               "the dead-letter record is read by every later owner of the partition before it processes");
 static_assert(offsetof(GroupPartition, attempt_window) == 64, "the attempt window has its own line");
 
-/// Issue 5's membership row; registered here so the group table never changes shape.
+/// A consumer group's membership row (consumer_group.h): who is a member, with its heartbeat
+/// and the epoch it joined with.
 struct alignas(kLine) GroupMember {
-    std::atomic<uint64_t> word;           ///< issue 5: state/gen/owner token, CAS only
-    std::atomic<uint64_t> id[4];          ///< issue 5: member id, 32 bytes NUL-padded
-    std::atomic<uint64_t> heartbeat_ns;   ///< issue 5: member, monotonic ns
-    std::atomic<uint64_t> epoch;          ///< issue 5: epoch granted at join
+    std::atomic<uint64_t> word;           ///< state/gen/owner token (group_internal.h), CAS only
+    std::atomic<uint64_t> id[4];          ///< member id, 32 bytes NUL-padded
+    std::atomic<uint64_t> heartbeat_ns;   ///< the member's last heartbeat, monotonic ns
+    std::atomic<uint64_t> epoch;          ///< epoch granted at join
     uint64_t reserved[1];
 };
 static_assert(sizeof(GroupMember) == 64);
@@ -228,7 +229,7 @@ struct alignas(kLine) GroupSlot {
     std::atomic<uint64_t> results_flags;             ///< kResultsShared | kResultsSet
     std::atomic<uint64_t> results_bucket[kGroupNameWords];  ///< bucket name, NUL-padded
     uint64_t reserved[6];
-    GroupMember members[kMaxMembers];               ///< issue 5
+    GroupMember members[kMaxMembers];               ///< membership rows (consumer groups)
     GroupPartition parts[kMaxPartitions];           ///< committed offsets, owners, attempts
 };
 static_assert(offsetof(GroupSlot, lease_expires_ns) == 72);

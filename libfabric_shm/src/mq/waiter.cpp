@@ -235,7 +235,8 @@ Status Waiter::remove(Consumer& consumer) {
     return {};
 }
 
-Result<WaitResult> Waiter::wait(uint64_t timeout_ns) {
+Result<WaitResult> Waiter::wait(Duration timeout) {
+    const uint64_t timeout_ns = to_ns(timeout);
     Impl& im = *impl_;
     const uint32_t seen = im.ctrl.load(std::memory_order_acquire);  // pairs with interrupt()'s bump
     if (im.interrupted.exchange(false, std::memory_order_acq_rel)) return WaitResult::interrupted;

@@ -38,8 +38,8 @@ struct StoreShared {
     Status check_leases() const {
         // Fail closed: an expired or re-created region is never written or read.
         const uint64_t now = mono_coarse_ns();  // one coarse clock read for both
-        FABRIC_TRY(root.check(now));
-        FABRIC_TRY(heap.check(now));
+        FABRIC_TRY(root.check(MonoClock::from_ns(now)));
+        FABRIC_TRY(heap.check(MonoClock::from_ns(now)));
         return {};
     }
     void count(CounterId id, uint64_t n) const noexcept { detail::count(*pool, id, n); }
@@ -127,7 +127,7 @@ Result<std::shared_ptr<StoreShared>> bind_store(const Pool& pool, Region root) {
     s->config.table_entries = uint32_t(std::min<uint64_t>(s->core->table_slots(), UINT32_MAX));
     s->config.heap_bytes = s->core->heap_bytes();
     s->config.max_object_bytes = s->core->max_object_bytes();
-    if (auto l = pool.lease(s->root.lease_id()); l) s->config.ttl_ns = l->ttl_ns;
+    if (auto l = pool.lease(s->root.lease_id()); l) s->config.ttl = ns_duration(l->ttl_ns);
     return s;
 }
 
@@ -177,7 +177,7 @@ Result<std::unique_ptr<MemObjectStore>> MemObjectStore::open(Pool& pool, const S
         root_spec.kind = RegionKind::store;
         root_spec.name = config.name;
         root_spec.length = g.root_bytes();
-        root_spec.ttl_ns = config.ttl_ns;
+        root_spec.ttl = config.ttl;
         root_spec.publish = false;  // published once the heap exists (attachers need both)
         root_spec.init = [g](std::byte* data, uint64_t length) { return detail::init_store_root(data, length, g); };
         auto root = pool.create_region(root_spec);
@@ -196,7 +196,7 @@ Result<std::unique_ptr<MemObjectStore>> MemObjectStore::open(Pool& pool, const S
         heap_spec.kind = RegionKind::store_heap;
         heap_spec.name = config.name;
         heap_spec.length = g.sb_bytes * g.sb_count;
-        heap_spec.ttl_ns = config.ttl_ns;
+        heap_spec.ttl = config.ttl;
         heap_spec.parent = root->ref();
         auto heap = pool.create_region(heap_spec);
         if (!heap) {
@@ -302,7 +302,7 @@ Error too_large(uint64_t size, uint64_t max) {
 
 }  // namespace
 
-Result<uint64_t> MemObjectStore::put(const FabricUri& uri, std::span<const uint8_t> data, const PutOptions& options) {
+Result<uint64_t> MemObjectStore::put(const FabricUri& uri, ByteView data, const PutOptions& options) {
     StoreShared& s = *impl_->s;
     StoreCore& core = *s.core;
     FABRIC_TRY(check_uri_pool(s, uri));

@@ -973,7 +973,7 @@ Result<StoreCore::StripeHold> StoreCore::lock_stripe(uint64_t hash, OwnerToken m
         if (!take && now >= next_probe) {
             next_probe = now + 2 * kNsPerMs;
             const OwnerToken holder = OwnerToken(held);
-            take = holder != me && pool_->registry().liveness(holder, now) == Liveness::certainly_dead;
+            take = holder != me && pool_->registry().liveness(holder, MonoClock::from_ns(now)) == Liveness::certainly_dead;
         }
         if (take && sl.holder.compare_exchange_strong(held, hold.mine, std::memory_order_seq_cst,
                                                       std::memory_order_relaxed)) {
@@ -1122,7 +1122,7 @@ StoreCore::Locked StoreCore::publish_locked(const PublishArgs& a, OwnerToken me,
         head.version = version;
         head.fence_token = opt.fence_token;
         head.created_wall_ns = wall_coarse_ns();
-        head.expires_mono_ns = opt.ttl_ns ? mono_now_ns() + opt.ttl_ns : 0;
+        head.expires_mono_ns = opt.ttl > Duration::zero() ? mono_now_ns() + to_ns(opt.ttl) : 0;
         head.replaces = f ? (block_seq(f->word) << 32) | (uint64_t(f->block) + 1) : 0;
         seqlock_copy_in(H, &head, sizeof head);
         const uint64_t committing = next_block(w, kBlockCommitting, me);
@@ -1284,7 +1284,7 @@ bool StoreCore::sb_live_owner(OwnerToken t, uint64_t now, std::map<OwnerToken, b
     // By pid, not by heartbeat: everything repair() takes back (loans, pins, blocks and
     // superblocks mid-transition) is memory its owner may still write or read with plain
     // accesses when it resumes, which no CAS could fence. A stopped or hung owner keeps it.
-    const bool alive = pool_->registry().process_liveness(t, now) != Liveness::certainly_dead;
+    const bool alive = pool_->registry().process_liveness(t, MonoClock::from_ns(now)) != Liveness::certainly_dead;
     cache.emplace(t, alive);
     return alive;
 }

@@ -477,7 +477,7 @@ struct TieredObjectStore::Impl {
         o.content_type = user.content_type;
         o.metadata = user.metadata;
         o.metadata[std::string(kTierMetaKey)] = encode_tier_meta(t);
-        o.ttl_ns = user.ttl_ns;
+        o.ttl = user.ttl;
         o.fence_token = t.fence_token;
         if (user.condition == PutCondition::fence && user.fence_holds) {
             // The caller's external fence is asked where the hot copy publishes (the cold
@@ -867,7 +867,7 @@ Result<std::unique_ptr<TieredObjectStore>> TieredObjectStore::open(Pool& pool, c
     return std::unique_ptr<TieredObjectStore>(new TieredObjectStore(std::move(impl)));
 }
 
-Result<uint64_t> TieredObjectStore::put(const FabricUri& uri, std::span<const uint8_t> data, const PutOptions& options) {
+Result<uint64_t> TieredObjectStore::put(const FabricUri& uri, ByteView data, const PutOptions& options) {
     Impl& m = *impl_;
     std::lock_guard lock(m.mu);
     FABRIC_TRY(m.check_pool(uri.pool()));
@@ -965,7 +965,7 @@ Result<std::optional<ObjectData>> TieredObjectStore::get(const FabricUri& uri) {
     PutOptions o;
     o.content_type = d.info.content_type;
     o.metadata = d.info.metadata;
-    if (d.info.expires_wall_ns) o.ttl_ns = d.info.expires_wall_ns - now_wall;
+    if (d.info.expires_wall_ns) o.ttl = ns_duration(d.info.expires_wall_ns - now_wall);
     TierMeta t{d.info.version, d.info.created_wall_ns, d.info.fence_token};
     auto p = m.put_hot(uri, d.data, o, t);
     if (p) {

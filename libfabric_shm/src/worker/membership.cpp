@@ -75,7 +75,7 @@ Result<std::unique_ptr<Membership>> make_membership(Pool& pool, const std::strin
                                                     const std::string& member_id, uint32_t num_partitions,
                                                     uint64_t session_timeout_ns) {
     GroupConfig gc;
-    gc.session_timeout_ns = session_timeout_ns;
+    gc.session_timeout = ns_duration(session_timeout_ns);
     auto g = ConsumerGroup::open(pool, topic, group, num_partitions, gc);
     if (!g) return std::move(g).error();
     return std::unique_ptr<Membership>(std::make_unique<GroupMembership>(std::move(g.value()), member_id));

@@ -81,7 +81,7 @@ constexpr uint64_t kTopicReadyWaitNs = 10 * kNsPerSec;
 Status ensure_topic(Pool& pool, const std::string& name, uint32_t partitions) {
     TopicConfig cfg;
     cfg.num_partitions = partitions;
-    return TopicManager(pool).ensure(name, cfg, kTopicReadyWaitNs);
+    return TopicManager(pool).ensure(name, cfg, ns_duration(kTopicReadyWaitNs));
 }
 
 std::span<const uint8_t> bytes_of(std::string_view s) {
@@ -358,7 +358,7 @@ Status WorkerLoop::Impl::register_topic_leases(const std::string& topic) {
 Status WorkerLoop::Impl::keep_alive() {
     const uint64_t now = mono_now_ns();
     last_keep_alive_ns = now;
-    TickSummary t = renewals->tick(now);
+    TickSummary t = renewals->tick(MonoClock::from_ns(now));
     FABRIC_TRY(std::move(t.registration));  // fenced: fail closed (stale_generation is fatal)
     for (const RenewalOutcome& o : t.outcomes)
         if (o.kind == RenewalOutcomeKind::dropped)
@@ -544,7 +544,7 @@ Status WorkerLoop::Impl::poll_into_rings(uint64_t timeout_ns) {
         if (timeout_ns) sleep_ns(timeout_ns);
         return {};
     }
-    auto n = consumer->poll(batch, size_t(room), timeout_ns);
+    auto n = consumer->poll(batch, size_t(room), ns_duration(timeout_ns));
     if (!n) return std::move(n).error();
     if (batch.lost() != 0)
         note("lost " + std::to_string(batch.lost()) + " notification(s) to overwriting (topic too small)");
@@ -731,7 +731,7 @@ Status WorkerLoop::Impl::fail_slot(Part& part, Slot& s, const Message& m, const 
     // The attempt number is the pool's count at hand-out (DlqRouter::nack's rule, decided here
     // so that the dead letter waits for the front of the ring).
     if (s.attempt >= cfg.max_attempts) return dead_letter_slot(part, s, m, s.attempt, failure.reason);
-    unstart(part, s, mono_now_ns() + router->policy().backoff_ns(s.attempt));
+    unstart(part, s, mono_now_ns() + to_ns(router->policy().backoff(s.attempt)));
     return {};
 }
 
@@ -1147,7 +1147,7 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config) {
     }
 
     ConsumerOptions co;
-    co.group.ttl_ns = std::max<uint64_t>(60 * kNsPerSec, 2 * config.session_timeout_ns);
+    co.group.ttl = ns_duration(std::max<uint64_t>(60 * kNsPerSec, 2 * config.session_timeout_ns));
     auto c = Consumer::open(pool, config.topic, config.group, co);
     if (!c) return std::move(c).error();
     impl->consumer.emplace(std::move(c.value()));
@@ -1156,8 +1156,8 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config) {
 
     DlqPolicy dp;
     dp.max_attempts = config.max_attempts;
-    dp.initial_backoff_ns = config.backoff_initial_ns;
-    dp.max_backoff_ns = config.backoff_max_ns;
+    dp.initial_backoff = ns_duration(config.backoff_initial_ns);
+    dp.max_backoff = ns_duration(config.backoff_max_ns);
     dp.dlq_topic = config.dlq_topic;
     auto router = DlqRouter::open(pool, config.topic, config.group, dp);
     if (!router) return std::move(router).error();

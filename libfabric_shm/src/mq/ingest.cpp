@@ -1,0 +1,39 @@
+// SPDX-License-Identifier: MIT
+#include "fabric_shm/ingest.h"
+
+#include <string>
+
+#include "fabric_shm/clock.h"
+#include "fabric_shm/worker_loop.h"  // kHeaderVersion, kHeaderPutTime: the workers' side of the contract
+
+namespace fabric_shm {
+
+bool IngestResult::all_notified() const {
+    for (const Result<SendResult>& sent : notified)
+        if (!sent) return false;
+    return true;
+}
+
+Result<IngestResult> put_and_notify(ObjectStore& store, std::span<Producer* const> producers, const FabricUri& uri,
+                                    ByteView bytes, const PutOptions& options) {
+    IngestResult out;
+    FABRIC_TRY_ASSIGN(out.version, store.put(uri, bytes, options));
+    // Notified only once the object is visible: a worker that reads the notification finds
+    // this version (or a newer one).
+    out.put_wall_ns = wall_now_ns();
+    const std::string uri_text = uri.to_string();
+    const std::string version_text = std::to_string(out.version);
+    const std::string put_ts = std::to_string(out.put_wall_ns);
+    const MessageHeader headers[] = {{kHeaderVersion, version_text}, {kHeaderPutTime, put_ts}};
+    out.notified.reserve(producers.size());
+    for (Producer* producer : producers) {
+        if (producer == nullptr) {
+            out.notified.push_back(make_error(Errc::invalid_argument, "put_and_notify: producer is null"));
+            continue;
+        }
+        out.notified.push_back(producer->send_keyed(uri.key(), uri_text, headers));
+    }
+    return out;
+}
+
+}  // namespace fabric_shm
