@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Pool internals shared by pool.cpp, registry.cpp, lease.cpp and counters.cpp.
+// Pool internals shared by the pool's files (pool_internal.h), registry.cpp, lease.cpp, counters.cpp
+// and every data structure in a region.
 #pragma once
 
 #include "private.h"

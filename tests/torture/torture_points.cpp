@@ -13,8 +13,9 @@ constexpr uint8_t kWriters = P | W | O;
 
 const std::vector<FaultPoint>& fault_points() {
     static const std::vector<FaultPoint> points = {
-        // pool.cpp: creation (the ops child re-creates its side pool every round), regions,
-        // leases, removal of a wholly expired pool.
+        // The pool (pool_open.cpp, region_directory.cpp, pool_leases.cpp, reaper.cpp): creation
+        // (the ops child re-creates its side pool every round), regions, leases, removal of a
+        // wholly expired pool.
         {"pool.create.tmp_created", O},
         {"pool.create.before_magic", O},
         {"pool.create.before_link", O},

@@ -1,0 +1,53 @@
+// SPDX-License-Identifier: MIT
+// What the pool's source files share: pool.cpp (the handle), pool_open.cpp (create, attach,
+// validate, remove), region_directory.cpp (regions and their reclamation), pool_leases.cpp
+// and reaper.cpp. Not for the rest of the library, which goes through pool_impl.h.
+#pragma once
+
+#include "private.h"
+
+#include <cstdint>
+#include <string>
+
+#include "fabric_shm/pool.h"
+#include "layout/pool_layout.h"
+#include "pool_impl.h"
+
+namespace fabric_shm::detail {
+
+/// Segments are /dev/shm (or $FABRIC_SHM_DIR) + "/fabric-shm." + pool name.
+inline constexpr const char* kSegmentPrefix = "fabric-shm.";
+/// The directory of pool segments: $FABRIC_SHM_DIR, default /dev/shm.
+std::string shm_dir();
+
+/// The generation after `gen` (entry and slot generations skip 0, which means "never used").
+inline uint32_t next_gen(uint32_t gen) {
+    gen = (gen + 1) & layout::kSlotGenMask;
+    return gen == 0 ? 1 : gen;
+}
+/// "creating", "live", "reclaiming" or "free": a directory entry's state for reports.
+const char* entry_state_name(uint64_t state);
+
+/// A lease header copied out (expiry with acquire: pairs with renew_lease's release).
+LeaseInfo lease_info_of(const layout::LeaseHeader& l);
+/// Initialises a lease header nobody else can see yet (a new pool or a CREATING entry).
+void init_lease(layout::LeaseHeader& l, uint64_t id, uint64_t now, uint64_t ttl, OwnerToken me);
+
+/// Unlinks the pool's name only if it still refers to this mapping's inode (never a
+/// re-created pool that took the name meanwhile).
+void unlink_if_same(const Pool::Impl& impl);
+
+/// What one reap (or one remove_region) is doing, for try_reclaim.
+struct ReclaimContext {
+    Pool* pool;
+    Pool::Impl* impl;
+    uint64_t now;
+    bool dry_run;
+    ReapReport* report;
+};
+/// Live processes (by pid: a paused one counts) whose attach bit for entry `index` is set.
+uint32_t attached_live_processes(const Pool::Impl& impl, uint32_t index, uint64_t now);
+/// LIVE/stuck entry -> RECLAIMING(me) -> (no live attachment, still due) FREE(g+1).
+void try_reclaim(ReclaimContext& ctx, uint32_t index, uint64_t w, const std::string& why);
+
+}  // namespace fabric_shm::detail

@@ -1,0 +1,120 @@
+// SPDX-License-Identifier: MIT
+// The pool's leases: listing, renewal (fail closed once expired) and whole-pool expiry.
+// RenewalManager (lease.cpp) schedules renewals on top of these.
+#include "fabric_shm/pool.h"
+
+#include "crash_point.h"
+#include "fabric_shm/counters.h"
+#include "pool_impl.h"
+#include "pool_internal.h"
+
+namespace fabric_shm {
+
+using namespace layout;
+using detail::lease_info_of;
+
+uint64_t Pool::pool_lease_id() const { return impl_->header()->lease.lease_id.load(std::memory_order_relaxed); }
+
+std::vector<LeaseInfo> Pool::leases() const {
+    if (closed()) return {};
+
+    std::vector<LeaseInfo> out;
+    LeaseInfo pl = lease_info_of(impl_->header()->lease);
+    pl.is_pool = true;
+    pl.name = impl_->name;
+    out.push_back(pl);
+    for (RegionInfo& r : regions()) out.push_back(r.lease);
+    return out;
+}
+
+Result<LeaseInfo> Pool::lease(uint64_t lease_id) const {
+    FABRIC_TRY(check_open());
+
+    for (LeaseInfo& l : leases())
+        if (l.lease_id == lease_id) return std::move(l);
+    return make_error(Errc::not_found, "lease " + std::to_string(lease_id) + " does not exist in pool '" +
+                                           impl_->name + "' (it may have been reclaimed)");
+}
+
+Result<MonoTime> Pool::renew_lease(uint64_t lease_id, MonoTime now, Duration ttl_duration) const {
+    const uint64_t now_ns = to_ns(now);
+    const uint64_t ttl_ns = to_ns(ttl_duration);
+    FABRIC_TRY(check_open());
+
+    if (impl_->read_only) return make_error(Errc::permission_denied, "pool '" + impl_->name + "' is open read-only");
+    if (lifecycle_state(impl_->header()->lifecycle.load(std::memory_order_acquire)) != kPoolLive)
+        return make_error(Errc::stale_generation, "pool '" + impl_->name + "' has been removed");
+    const uint32_t index_plus_one = uint32_t(lease_id);
+    const uint32_t gen = uint32_t(lease_id >> 32);
+    LeaseHeader* lease = nullptr;
+    RegionEntry* entry = nullptr;
+    std::string what;
+    if (index_plus_one == 0) {
+        lease = &impl_->header()->lease;
+        if (lease->lease_id.load(std::memory_order_relaxed) != lease_id)
+            return make_error(Errc::not_found, "lease " + std::to_string(lease_id) + " does not exist");
+        if (lifecycle_state(impl_->header()->lifecycle.load(std::memory_order_acquire)) != kPoolLive)
+            return make_error(Errc::stale_generation, "pool '" + impl_->name + "' has been removed");
+        what = "pool '" + impl_->name + "'";
+    } else {
+        if (index_plus_one > kDirectoryEntries)
+            return make_error(Errc::not_found, "lease " + std::to_string(lease_id) + " does not exist");
+        entry = &impl_->entries()[index_plus_one - 1];
+        const uint64_t w = entry->word.load(std::memory_order_acquire);
+        what = std::string(region_kind_name(entry->kind.load(std::memory_order_relaxed))) + " '" +
+               detail::load_fixed_string(entry->name, kRegionNameBytes / 8) + "'";
+        if (entry_word_gen(w) != (gen & kSlotGenMask) || entry_word_state(w) == kEntryFree)
+            return make_error(Errc::stale_generation, "lease " + std::to_string(lease_id) + " belongs to a region that was reclaimed");
+        lease = &entry->lease;
+    }
+    if (lease->state.load(std::memory_order_acquire) != kLeaseActive)
+        return make_error(Errc::lease_expired, what + " was removed (lease revoked)");
+    if (ttl_ns) lease->ttl_ns.store(ttl_ns, std::memory_order_relaxed);
+    const uint64_t ttl = lease->ttl_ns.load(std::memory_order_relaxed);
+    uint64_t expires = lease->expires_ns.load(std::memory_order_acquire);
+    for (;;) {
+        if (now_ns >= expires) {
+            detail::count(*this, CounterId::lease_renewal_failures, 1);
+            return make_error(Errc::lease_expired, what + " lease expired " + format_duration_ns(now_ns - expires) +
+                                                       " ago; an expired lease cannot be renewed (fail closed)");
+        }
+        const uint64_t target = now_ns + ttl;
+        if (target <= expires && !ttl_ns) break;  // already later than we would set (never shorten)
+        // seq_cst: Dekker pair with try_reclaim (see there).
+        if (lease->expires_ns.compare_exchange_weak(expires, target, std::memory_order_seq_cst)) {
+            expires = target;
+            break;
+        }
+    }
+    FABRIC_CRASH_POINT("lease.renew.after_extend");
+    if (entry) {
+        const uint64_t w = entry->word.load(std::memory_order_seq_cst);
+        if (entry_word_state(w) != kEntryLive && entry_word_state(w) != kEntryCreating)
+            return make_error(Errc::lease_expired, what + " is being reclaimed");
+    }
+    lease->renewed_ns.store(now_ns, std::memory_order_relaxed);
+    lease->last_renewer.store(impl_->self, std::memory_order_relaxed);
+    lease->renew_count.fetch_add(1, std::memory_order_relaxed);
+    detail::count(*this, CounterId::lease_renewals, 1);
+    return MonoClock::from_ns(expires);
+}
+
+bool Pool::wholly_expired(MonoTime now) const {
+    if (closed()) return false;
+
+    const LeaseInfo pl = lease_info_of(impl_->header()->lease);
+    if (!pl.expired(now)) return false;
+    for (uint32_t i = 0; i < kDirectoryEntries; ++i) {
+        const RegionEntry& e = impl_->entries()[i];
+        const uint64_t w = e.word.load(std::memory_order_acquire);
+        const uint64_t st = entry_word_state(w);
+        if (st == kEntryFree) continue;
+        if (st == kEntryCreating &&
+            registry().process_liveness(entry_word_owner(w), now) == Liveness::maybe_alive)
+            return false;
+        if (!lease_info_of(e.lease).expired(now)) return false;
+    }
+    return true;
+}
+
+}  // namespace fabric_shm

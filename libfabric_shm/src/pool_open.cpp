@@ -1,0 +1,348 @@
+// SPDX-License-Identifier: MIT
+// Creating, attaching and removing a pool: the header is validated field by field before
+// anything trusts it; creation is atomic (built under a temporary name, then link()ed).
+#include "fabric_shm/pool.h"
+
+#include <fcntl.h>
+#include <numa.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <random>
+
+#include "crash_point.h"
+#include "fabric_shm/names.h"
+#include "layout/fingerprint.h"
+#include "pool_impl.h"
+#include "pool_internal.h"
+#include "region_kinds.h"
+
+namespace fabric_shm {
+
+using namespace layout;
+using detail::init_lease;
+using detail::lease_info_of;
+using detail::shm_dir;
+using detail::unlink_if_same;
+
+namespace {
+
+uint64_t random_u64() {
+    std::random_device rd;
+    return (uint64_t(rd()) << 32) ^ rd() ^ mono_now_ns();
+}
+
+std::string pools_hint() {
+    auto names = Pool::list();
+    if (names.empty()) return " (no pools exist)";
+    std::string s = " (existing pools:";
+    for (auto& n : names) s += " " + n;
+    return s + ")";
+}
+
+/// Validates every header field before anything else trusts it.
+Status validate_header(const std::byte* base, uint64_t file_size, std::string_view name) {
+    const auto* h = reinterpret_cast<const PoolHeader*>(base);
+    const uint64_t magic = h->magic.load(std::memory_order_acquire);
+    if (magic == 0) {
+        bool all_zero = true;
+        for (size_t i = 0; i < sizeof(PoolHeader) && all_zero; ++i) all_zero = base[i] == std::byte{0};
+        return make_error(Errc::not_ready, "pool '" + std::string(name) + "' is not initialised (" +
+                                               (all_zero ? "header is all zero" : "magic is zero") +
+                                               "); remove it with `fabric-shm pool rm --force`");
+    }
+    if (magic != kPoolMagic) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)magic);
+        return make_error(Errc::corrupt, "pool '" + std::string(name) + "' is not a fabric-shm segment (magic " + buf +
+                                             "); remove it with `fabric-shm pool rm --force`");
+    }
+    if (h->version_major != kLayoutMajor)
+        return make_error(Errc::version_mismatch,
+                          "pool '" + std::string(name) + "' has layout version " + std::to_string(h->version_major) + "." +
+                              std::to_string(h->version_minor) + ", this build reads " + std::to_string(kLayoutMajor) +
+                              ".x (created by another build; remove and re-create it)");
+    if (h->fingerprint != kLayoutFingerprint)
+        return make_error(Errc::version_mismatch, "pool '" + std::string(name) +
+                                                      "' has a different layout fingerprint (same major version, "
+                                                      "different build options); remove and re-create it");
+    auto corrupt = [&](const std::string& what) {
+        return make_error(Errc::corrupt, "pool '" + std::string(name) + "' header is corrupt: " + what);
+    };
+    if (h->header_size != sizeof(PoolHeader)) return corrupt("header_size " + std::to_string(h->header_size));
+    if (h->pool_size > file_size)
+        return make_error(Errc::too_small, "pool '" + std::string(name) + "' is truncated: header says " +
+                                               std::to_string(h->pool_size) + " bytes, file has " +
+                                               std::to_string(file_size));
+    if (h->pool_size != file_size)
+        return corrupt("pool_size " + std::to_string(h->pool_size) + " differs from file size " + std::to_string(file_size));
+    if (h->registry_offset != kRegistryOffset || h->registry_slots != kRegistrySlots ||
+        h->registry_slot_size != sizeof(ProcessSlot))
+        return corrupt("registry table at offset " + std::to_string(h->registry_offset) + " with " +
+                       std::to_string(h->registry_slots) + " slots does not match this layout");
+    if (h->directory_offset != kDirectoryOffset || h->directory_entries != kDirectoryEntries ||
+        h->directory_entry_size != sizeof(RegionEntry))
+        return corrupt("directory at offset " + std::to_string(h->directory_offset) + " does not match this layout");
+    if (h->data_offset != kDataOffset || h->data_size > file_size || h->data_offset > file_size - h->data_size)
+        return corrupt("data area [" + std::to_string(h->data_offset) + ", +" + std::to_string(h->data_size) +
+                       ") is past the end of the " + std::to_string(file_size) + "-byte segment");
+    if (file_size < kDataOffset) return corrupt("segment shorter than its fixed tables");
+    return {};
+}
+
+
+Result<std::unique_ptr<Pool::Impl>> map_segment(const std::string& name, const std::string& path, bool read_only) {
+    const int fd = ::open(path.c_str(), (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        const int err = errno;
+        if (err == ENOENT) return make_error(Errc::not_found, "pool '" + name + "' does not exist" + pools_hint());
+        if (err == EACCES || err == EPERM)
+            return make_error(Errc::permission_denied,
+                              "pool '" + name + "': permission denied opening " + path + " (mode set at creation; "
+                              "widen with `fabric-shm pool create --mode`)");
+        return errno_error(err, "open " + path);
+    }
+    struct stat st {};
+    if (fstat(fd, &st) != 0) {
+        const int err = errno;
+        ::close(fd);
+        return errno_error(err, "fstat " + path);
+    }
+    const uint64_t size = uint64_t(st.st_size);
+    if (size < sizeof(PoolHeader)) {
+        ::close(fd);
+        if (size == 0)
+            return make_error(Errc::not_ready, "pool '" + name + "' is an empty file (creator died before sizing it)");
+        return make_error(Errc::too_small, "pool '" + name + "' is " + std::to_string(size) +
+                                               " bytes, shorter than its " + std::to_string(sizeof(PoolHeader)) +
+                                               "-byte header");
+    }
+    void* base = mmap(nullptr, size, read_only ? PROT_READ : PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED) {
+        const int err = errno;
+        ::close(fd);
+        return errno_error(err, "mmap " + path);
+    }
+    auto impl = std::make_unique<Pool::Impl>();
+    impl->name = name;
+    impl->path = path;
+    impl->fd = fd;
+    impl->base = static_cast<std::byte*>(base);
+    impl->size = size;
+    impl->read_only = read_only;
+    impl->local_attach = std::make_unique<std::atomic<uint32_t>[]>(kDirectoryEntries);
+    if (Status s = validate_header(impl->base, size, name); !s) return std::move(s).error();
+    return impl;
+}
+
+void bind_numa(std::byte* base, uint64_t size, int node, const std::string& name) {
+    if (node < 0) return;
+    if (numa_available() < 0) {
+        std::fprintf(stderr, "fabric-shm: warning: pool '%s': NUMA is not available; --numa-node %d ignored\n",
+                     name.c_str(), node);
+        return;
+    }
+    if (numa_num_configured_nodes() < 2)
+        std::fprintf(stderr, "fabric-shm: warning: pool '%s': this machine has one NUMA node; binding to node %d is a no-op\n",
+                     name.c_str(), node);
+    if (node > numa_max_node() || !numa_bitmask_isbitset(numa_all_nodes_ptr, unsigned(node))) {
+        std::fprintf(stderr, "fabric-shm: warning: pool '%s': NUMA node %d does not exist (max %d); not bound\n",
+                     name.c_str(), node, numa_max_node());
+        return;
+    }
+    numa_tonode_memory(base, size, node);
+}
+
+}  // namespace
+
+Result<Pool> Pool::create(const PoolOptions& options) { return create_and_register(options, Duration::zero()); }
+
+Result<Pool> Pool::create_and_register(const PoolOptions& options, Duration heartbeat_timeout) {
+    if (Status s = validate_name("pool", options.name); !s) return std::move(s).error();
+    if (options.size_bytes < kMinPoolSize || options.size_bytes > kMaxPoolSize)
+        return make_error(Errc::invalid_argument, "pool size " + std::to_string(options.size_bytes) +
+                                                      " bytes is outside [" + format_bytes(kMinPoolSize) + ", " +
+                                                      format_bytes(kMaxPoolSize) + "]");
+    if (options.ttl <= Duration::zero()) return make_error(Errc::invalid_argument, "pool TTL must be greater than 0");
+    if (options.mode & ~0777u)
+        return make_error(Errc::invalid_argument, "pool mode " + std::to_string(options.mode) + " has bits outside 0777");
+    const uint64_t size = (options.size_bytes + kPageSize - 1) & ~(kPageSize - 1);
+    const std::string final_path = segment_path(options.name);
+    char suffix[64];
+    std::snprintf(suffix, sizeof suffix, ".tmp-%d-%016llx", getpid(), (unsigned long long)random_u64());
+    const std::string tmp_path = final_path + suffix;
+
+    const int fd = ::open(tmp_path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) return errno_error(errno, "create " + tmp_path);
+    auto cleanup = [&](Error e) -> Result<Pool> {
+        ::close(fd);
+        ::unlink(tmp_path.c_str());
+        return e;
+    };
+    if (fchmod(fd, options.mode) != 0) return cleanup(errno_error(errno, "fchmod " + tmp_path));
+    FABRIC_CRASH_POINT("pool.create.tmp_created");
+    // Reserve every page now: a sparse file would die with SIGBUS on first touch when /dev/shm fills.
+    if (int err = posix_fallocate(fd, 0, off_t(size)); err != 0) {
+        struct statvfs vfs {};
+        std::string free_text = "unknown";
+        if (statvfs(shm_dir().c_str(), &vfs) == 0) free_text = format_bytes(uint64_t(vfs.f_bavail) * vfs.f_frsize);
+        if (err == ENOSPC)
+            return cleanup(make_error(Errc::no_space, "pool '" + options.name + "' of " + format_bytes(size) +
+                                                          " does not fit in " + shm_dir() + " (" + free_text +
+                                                          " free); choose a smaller --size or free space"));
+        return cleanup(errno_error(err, "posix_fallocate " + tmp_path));
+    }
+    void* base = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED) return cleanup(errno_error(errno, "mmap " + tmp_path));
+    bind_numa(static_cast<std::byte*>(base), size, options.numa_node, options.name);
+
+    const uint64_t now = mono_now_ns();
+    auto* h = new (base) PoolHeader();  // the fresh file is zero; this writes only defaults
+    h->version_major = kLayoutMajor;
+    h->version_minor = kLayoutMinor;
+    h->header_size = sizeof(PoolHeader);
+    h->fingerprint = kLayoutFingerprint;
+    h->pool_size = size;
+    h->registry_offset = kRegistryOffset;
+    h->registry_slots = kRegistrySlots;
+    h->registry_slot_size = sizeof(ProcessSlot);
+    h->directory_offset = kDirectoryOffset;
+    h->directory_entries = kDirectoryEntries;
+    h->directory_entry_size = sizeof(RegionEntry);
+    h->data_offset = kDataOffset;
+    h->data_size = size - kDataOffset;
+    h->incarnation = random_u64();
+    h->creator_pid = uint32_t(getpid());
+    h->mode = options.mode;
+    h->creator_start_time = self_start_time();
+    h->creator_pidns = self_pidns();
+    h->created_wall_ns = wall_now_ns();
+    h->created_mono_ns = now;
+    h->default_ttl_ns = to_ns(options.ttl);
+    h->numa_node = options.numa_node;
+    std::strncpy(h->name, options.name.c_str(), sizeof h->name - 1);
+    h->lifecycle.store(make_lifecycle(kPoolLive, 0), std::memory_order_relaxed);
+    init_lease(h->lease, make_lease_id(0, 1), now, to_ns(options.ttl), 0);
+    FABRIC_CRASH_POINT("pool.create.before_magic");
+    // Release: all fields above are visible before the magic that validates them.
+    h->magic.store(kPoolMagic, std::memory_order_release);
+    munmap(base, size);
+    FABRIC_CRASH_POINT("pool.create.before_link");
+    // link() never replaces: of two racing creators exactly one publishes; the other attaches.
+    if (::link(tmp_path.c_str(), final_path.c_str()) != 0) {
+        const int err = errno;
+        if (err == EEXIST)
+            return cleanup(make_error(Errc::already_exists, "pool '" + options.name + "' already exists"));
+        return cleanup(errno_error(err, "link " + tmp_path + " -> " + final_path));
+    }
+    FABRIC_CRASH_POINT("pool.create.after_link");
+    ::unlink(tmp_path.c_str());
+    ::close(fd);
+    OpenOptions open_options;
+    open_options.reap_on_open = false;
+    open_options.heartbeat_timeout = heartbeat_timeout;  // the creator's own, as any registrant's
+    Result<Pool> opened = open(options.name, open_options);
+    if (opened) opened.value().impl_->created = true;
+    return opened;
+}
+
+Result<Pool> Pool::open(std::string_view name_view, const OpenOptions& options) {
+    const std::string name(name_view);
+    if (Status s = validate_name("pool", name); !s) return std::move(s).error();
+    const std::string path = segment_path(name);
+    for (int attempt = 0; attempt < 50; ++attempt) {
+        auto mapped = map_segment(name, path, options.read_only);
+        if (!mapped) {
+            if (mapped.code() == Errc::not_found && options.create_if_missing && !options.read_only) {
+                PoolOptions po = options.create;
+                po.name = name;
+                auto created = create_and_register(po, options.heartbeat_timeout);
+                if (created || created.code() != Errc::already_exists) return created;
+                continue;  // lost the creation race: attach to the winner's pool
+            }
+            return std::move(mapped).error();
+        }
+        std::unique_ptr<Impl> impl = std::move(mapped.value());
+        const uint64_t lc = impl->header()->lifecycle.load(std::memory_order_acquire);
+        if (lifecycle_state(lc) != kPoolLive && !options.allow_expired) {
+            // Being removed: the name disappears shortly. Read-only callers may still look;
+            // allow_expired callers (the reaper) attach to finish an interrupted removal.
+            if (options.read_only) return Pool(std::move(impl));
+            if (!options.create_if_missing) return make_error(Errc::not_found, "pool '" + name + "' is being removed");
+            Pool doomed(std::move(impl));  // not registered: its destructor only unmaps
+            const bool owner_dead =
+                lifecycle_state(lc) == kPoolGone ||
+                doomed.registry().process_liveness(lifecycle_owner(lc), MonoClock::now()) == Liveness::certainly_dead;
+            if (owner_dead) unlink_if_same(*doomed.impl_);  // the remover died before unlinking: finish for it
+            else usleep(2000);
+            continue;
+        }
+        Pool pool(std::move(impl));
+        if (options.read_only) return pool;
+        auto token = detail::registry_register(*pool.impl_, to_ns(options.heartbeat_timeout), mono_now_ns());
+        if (!token) return std::move(token).error();
+        pool.impl_->self = token.value();
+        if (options.reap_on_open) {
+            const uint64_t now = mono_now_ns();
+            ReapReport report = pool.reap(MonoClock::from_ns(now), false, options.create_if_missing);
+            if (report.pool_removed) continue;  // wholly expired: re-create it fresh
+        }
+        const uint64_t now = mono_now_ns();
+        if (options.create_if_missing && (pool.lifecycle() != "live" || pool.wholly_expired(MonoClock::from_ns(now)))) {
+            // Someone else is removing this expired pool (or just did): retry until the
+            // name is free or a fresh pool took it. Never hand out a gone pool.
+            usleep(1000);
+            continue;
+        }
+        if (!options.allow_expired && !options.create_if_missing && pool.wholly_expired(MonoClock::from_ns(now))) {
+            const LeaseInfo l = lease_info_of(pool.impl_->header()->lease);
+            return make_error(Errc::lease_expired, "pool '" + name + "' expired " +
+                                                       format_duration_ns(now - std::min(now, l.expires_ns)) +
+                                                       " ago; the reaper will remove it (or re-create it)");
+        }
+        return pool;
+    }
+    return make_error(Errc::busy, "pool '" + name + "' kept changing while attaching (being removed and re-created)");
+}
+
+Status Pool::remove(std::string_view name_view, bool force) {
+    const std::string name(name_view);
+    if (Status s = validate_name("pool", name); !s) return std::move(s).error();
+    const std::string path = segment_path(name);
+    OpenOptions oo;
+    oo.reap_on_open = false;
+    oo.allow_expired = true;
+    auto pool = open(name, oo);
+    if (!pool) {
+        if (force && pool.code() != Errc::not_found && pool.code() != Errc::invalid_name) {
+            if (::unlink(path.c_str()) != 0) return errno_error(errno, "unlink " + path);
+            return {};
+        }
+        return std::move(pool).error();
+    }
+    const uint64_t now = mono_now_ns();
+    std::vector<uint32_t> others;
+    for (const ProcessInfo& p : pool->registry().list(MonoClock::from_ns(now)))
+        if (p.token != pool->self() && p.liveness == Liveness::maybe_alive) others.push_back(p.pid);
+    if (!others.empty() && !force) {
+        std::string pids;
+        for (uint32_t p : others) pids += " " + std::to_string(p);
+        return make_error(Errc::busy, "pool '" + name + "' has " + std::to_string(others.size()) +
+                                          " live processes attached (pids" + pids + "); use --force to remove anyway");
+    }
+    auto& lc = pool->impl_->header()->lifecycle;
+    uint64_t w = lc.load(std::memory_order_acquire);
+    if (lifecycle_state(w) == kPoolGone) return {};
+    if (!lc.compare_exchange_strong(w, make_lifecycle(kPoolReclaiming, pool->self()), std::memory_order_acq_rel))
+        return make_error(Errc::busy, "pool '" + name + "' is being removed by another process");
+    unlink_if_same(*pool->impl_);
+    lc.store(make_lifecycle(kPoolGone, pool->self()), std::memory_order_release);
+    return {};
+}
+
+}  // namespace fabric_shm

@@ -1,0 +1,148 @@
+// SPDX-License-Identifier: MIT
+// The reaper: ends dead processes' registrations, repairs half-made directory entries,
+// reclaims expired or orphaned regions nobody live holds, runs each region kind's hook, and
+// removes a wholly expired pool. One pass per call; every step is a CAS, so reapers race safely.
+#include "fabric_shm/pool.h"
+
+#include "crash_point.h"
+#include "fabric_shm/counters.h"
+#include "pool_impl.h"
+#include "pool_internal.h"
+#include "region_kinds.h"
+
+namespace fabric_shm {
+
+using namespace layout;
+using detail::lease_info_of;
+using detail::next_gen;
+using detail::ReclaimContext;
+using detail::try_reclaim;
+using detail::unlink_if_same;
+
+ReapReport Pool::reap(MonoTime now_time, bool dry_run, bool allow_pool_removal) {
+    const uint64_t now = to_ns(now_time);
+    if (closed()) {
+        ReapReport closed_report;
+        closed_report.notes.push_back(detail::closed_error(*this).message);
+        return closed_report;
+    }
+    ReapReport report;
+    if (impl_->read_only || !impl_->self) dry_run = true;
+    PoolHeader& h = *impl_->header();
+    if (lifecycle_state(h.lifecycle.load(std::memory_order_acquire)) == kPoolGone) return report;
+    ProcessRegistry reg = registry();
+    if (dry_run) {
+        for (const ProcessInfo& p : reg.list(now_time))
+            if (p.liveness == Liveness::certainly_dead &&
+                reg.process_liveness(p.token, now_time) != Liveness::certainly_dead) {
+                // Judged by its heartbeat while its pid runs: a reap fences it and frees the
+                // slot only once the pid is gone; nothing of it is killed meanwhile.
+                report.notes.push_back("would fence registry slot " + std::to_string(p.slot) + " of pid " +
+                                       std::to_string(p.pid) + " (" + p.dead_reason +
+                                       "; its pid still runs: slot freed once it exits, nothing killed)");
+            } else if (p.liveness == Liveness::certainly_dead) {
+                report.dead_processes++;
+                report.notes.push_back("would free registry slot " + std::to_string(p.slot) + " of pid " +
+                                       std::to_string(p.pid) + " (" + p.dead_reason + ")");
+                for (uint32_t g : p.child_groups)
+                    report.notes.push_back("would kill child process group " + std::to_string(g) + " of pid " +
+                                           std::to_string(p.pid) + " (if its leader still runs)");
+            }
+    } else {
+        std::vector<std::string> kills;
+        report.dead_processes = reg.reap_dead(now_time, &kills);
+        if (report.dead_processes)
+            report.notes.push_back("freed " + std::to_string(report.dead_processes) + " registry slot(s) of dead processes");
+        for (auto& k : kills) report.notes.push_back(std::move(k));
+    }
+
+    ReclaimContext ctx{this, impl_.get(), now, dry_run, &report};
+    RegionEntry* entries = impl_->entries();
+    for (uint32_t i = 0; i < kDirectoryEntries; ++i) {
+        RegionEntry& e = entries[i];
+        uint64_t w = e.word.load(std::memory_order_acquire);
+        const uint64_t st = entry_word_state(w);
+        if (st == kEntryFree) continue;
+        const std::string name = std::string(region_kind_name(e.kind.load(std::memory_order_relaxed))) + " '" +
+                                 detail::load_fixed_string(e.name, kRegionNameBytes / 8) + "'";
+        if (st == kEntryCreating || st == kEntryReclaiming) {
+            std::string reason;
+            // By pid only (see create_region): a paused creator or reclaimer writes on resuming.
+            if (reg.process_liveness(entry_word_owner(w), now_time, &reason) != Liveness::certainly_dead) continue;
+            if (st == kEntryCreating) {
+                report.repaired_entries++;
+                report.notes.push_back(std::string(dry_run ? "would free" : "freed") + " half-created " + name +
+                                       " (creator " + reason + ")");
+                if (!dry_run &&
+                    e.word.compare_exchange_strong(w, make_entry_word(kEntryFree, next_gen(entry_word_gen(w)), 0),
+                                                   std::memory_order_acq_rel))
+                    h.repaired_entries.fetch_add(1, std::memory_order_relaxed);
+                continue;
+            }
+            // A reclaimer died mid-way: restart from LIVE so try_reclaim re-checks attachments.
+            report.repaired_entries++;
+            if (!dry_run) {
+                if (!e.word.compare_exchange_strong(w, make_entry_word(kEntryLive, entry_word_gen(w), 0),
+                                                    std::memory_order_acq_rel))
+                    continue;
+                w = make_entry_word(kEntryLive, entry_word_gen(w), 0);
+            }
+        }
+        const LeaseInfo l = lease_info_of(e.lease);
+        std::string why;
+        if (l.revoked) why = "removed";
+        else if (l.expired(now_time)) why = "lease expired";
+        else if (const uint64_t parent = e.parent.load(std::memory_order_relaxed); parent) {
+            const RegionRef pref = RegionRef::unpack(parent);
+            if (pref.index >= kDirectoryEntries) why = "orphan";
+            else {
+                const uint64_t pw = entries[pref.index].word.load(std::memory_order_acquire);
+                const uint64_t ps = entry_word_state(pw);
+                if (entry_word_gen(pw) != pref.generation || ps == kEntryFree) why = "orphan";
+            }
+        }
+        if (!why.empty()) {
+            try_reclaim(ctx, i, w, why);
+            continue;
+        }
+        if (const RegionKindOps* ops = region_kind_ops(e.kind.load(std::memory_order_relaxed)); ops && ops->reap) {
+            RegionInfo info;
+            info.ref = RegionRef{i, entry_word_gen(w)};
+            info.kind = e.kind.load(std::memory_order_relaxed);
+            info.name = detail::load_fixed_string(e.name, kRegionNameBytes / 8);
+            info.offset = e.offset.load(std::memory_order_relaxed);
+            info.length = e.length.load(std::memory_order_relaxed);
+            if (impl_->in_bounds(info.offset, info.length)) report.kind_items += ops->reap(*this, info, now, dry_run, report.notes);
+        }
+    }
+
+    if (allow_pool_removal && wholly_expired(now_time)) {
+        if (dry_run) {
+            report.notes.push_back("would remove pool '" + impl_->name + "' (every lease expired)");
+            report.pool_removed = true;
+            return report;
+        }
+        uint64_t lw = h.lifecycle.load(std::memory_order_acquire);
+        if (lifecycle_state(lw) == kPoolLive &&
+            h.lifecycle.compare_exchange_strong(lw, make_lifecycle(kPoolReclaiming, impl_->self),
+                                                std::memory_order_acq_rel)) {
+            FABRIC_CRASH_POINT("pool.reap.reclaiming");
+            unlink_if_same(*impl_);
+            h.lifecycle.store(make_lifecycle(kPoolGone, impl_->self), std::memory_order_release);
+            report.pool_removed = true;
+            report.notes.push_back("removed pool '" + impl_->name + "' (every lease expired)");
+        } else if (lifecycle_state(lw) == kPoolReclaiming &&
+                   reg.process_liveness(lifecycle_owner(lw), now_time) == Liveness::certainly_dead &&
+                   h.lifecycle.compare_exchange_strong(lw, make_lifecycle(kPoolReclaiming, impl_->self),
+                                                       std::memory_order_acq_rel)) {
+            // The previous remover died between marking and unlinking: finish for it.
+            unlink_if_same(*impl_);
+            h.lifecycle.store(make_lifecycle(kPoolGone, impl_->self), std::memory_order_release);
+            report.pool_removed = true;
+            report.notes.push_back("finished removing pool '" + impl_->name + "' (previous remover died)");
+        }
+    }
+    return report;
+}
+
+}  // namespace fabric_shm
