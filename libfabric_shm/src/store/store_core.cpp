@@ -1290,36 +1290,47 @@ bool StoreCore::sb_live_owner(OwnerToken t, uint64_t now, std::map<OwnerToken, b
 }
 
 RepairCounts StoreCore::repair(uint64_t now, bool dry, OwnerToken me, std::vector<std::string>* notes) {
-    RepairCounts rc;
-    std::map<OwnerToken, bool> live;
-    auto note = [&](const std::string& s) {
-        if (notes) notes->push_back(s);
-    };
-    if (me == 0) dry = true;
-    // 1. Pin records of dead pinners.
+    RepairPass pass;
+    pass.now = now;
+    pass.dry = dry || me == 0;  // without a registration nothing may be written
+    pass.me = me;
+    pass.notes = notes;
+    release_dead_pins(pass);
+    reset_dead_superblock_transitions(pass);
+    repair_dead_blocks(pass);
+    reclaim_expired(pass);
+    if (!pass.dry) drain_empty_superblocks(me);
+    return pass.counts;
+}
+
+/// Step 1: pin records of dead pinners.
+void StoreCore::release_dead_pins(RepairPass& pass) {
     for (uint64_t i = 0; i < pin_slots_; ++i) {
         uint64_t p = pins_[i].load(std::memory_order_acquire);
-        if (p == 0 || sb_live_owner(pin_owner(p), now, live)) continue;
-        ++rc.pins;
-        note("store: release pin of dead owner " + std::to_string(pin_owner(p)) + " on block " +
-             std::to_string(pin_block(p)));
-        if (dry) continue;
+        if (p == 0 || sb_live_owner(pin_owner(p), pass.now, pass.live)) continue;
+        ++pass.counts.pins;
+        pass.note("store: release pin of dead owner " + std::to_string(pin_owner(p)) + " on block " +
+                  std::to_string(pin_block(p)));
+        if (pass.dry) continue;
         FABRIC_PAUSE_POINT("store.repair.pin");
         if (pins_[i].compare_exchange_strong(p, 0, std::memory_order_release, std::memory_order_relaxed)) {
             detail::count(*pool_, CounterId::store_pins_released, 1);
             if (pin_block(p) < block_count()) maybe_free_retired(pin_block(p));
         }
     }
-    // 2. Superblock transitions of dead owners.
+}
+
+/// Step 2: superblock transitions of dead owners, and run tails no run covers.
+void StoreCore::reset_dead_superblock_transitions(RepairPass& pass) {
     for (uint32_t s = 0; s < sb_count_; ++s) {
         uint64_t d = desc_[s].load(std::memory_order_acquire);
         const uint64_t st = sb_state(d);
         if ((st == kSbAssigning || st == kSbDraining || st == kSbClaiming) &&
-            !sb_live_owner(OwnerToken(sb_aux(d)), now, live)) {
-            ++rc.superblocks;
-            note("store: reset superblock " + std::to_string(s) + " left mid-transition by dead owner " +
-                 std::to_string(sb_aux(d)));
-            if (dry) continue;
+            !sb_live_owner(OwnerToken(sb_aux(d)), pass.now, pass.live)) {
+            ++pass.counts.superblocks;
+            pass.note("store: reset superblock " + std::to_string(s) + " left mid-transition by dead owner " +
+                      std::to_string(sb_aux(d)));
+            if (pass.dry) continue;
             if (st == kSbDraining)
                 rollback_drain(s, d);
             else
@@ -1328,17 +1339,21 @@ RepairCounts StoreCore::repair(uint64_t now, bool dry, OwnerToken me, std::vecto
         } else if (st == kSbRunTail) {
             const uint64_t h = sb_aux(d);
             const uint64_t hd = h < sb_count_ ? desc_[h].load(std::memory_order_acquire) : 0;
-            const bool covered = h < s && ((sb_state(hd) == kSbRunHead && h + sb_aux(hd) > s) ||
-                                           (sb_state(hd) == kSbClaiming && sb_live_owner(OwnerToken(sb_aux(hd)), now, live)));
+            const bool covered =
+                h < s && ((sb_state(hd) == kSbRunHead && h + sb_aux(hd) > s) ||
+                          (sb_state(hd) == kSbClaiming && sb_live_owner(OwnerToken(sb_aux(hd)), pass.now, pass.live)));
             if (covered) continue;
-            ++rc.superblocks;
-            note("store: reset orphan run superblock " + std::to_string(s));
-            if (!dry)
+            ++pass.counts.superblocks;
+            pass.note("store: reset orphan run superblock " + std::to_string(s));
+            if (!pass.dry)
                 desc_[s].compare_exchange_strong(d, next_sb(d, kSbUnassigned, 0, 0), std::memory_order_release,
                                                  std::memory_order_relaxed);
         }
     }
-    // 3. Block words: dead loans, half-done commits/removes, retired blocks nobody pins.
+}
+
+/// Step 3: block words: dead loans, half-done commits/removes, retired blocks nobody pins.
+void StoreCore::repair_dead_blocks(RepairPass& pass) {
     for (uint32_t s = 0; s < sb_count_; ++s) {
         const uint64_t d = desc_[s].load(std::memory_order_acquire);
         uint64_t nb = 0;
@@ -1351,64 +1366,72 @@ RepairCounts StoreCore::repair(uint64_t now, bool dry, OwnerToken me, std::vecto
             uint64_t w = words_[b].load(std::memory_order_acquire);
             const uint64_t st = block_state(w);
             if (st == kBlockFree && sb_state(d) == kSbRunHead) {
-                if (!dry) release_run(s);
+                if (!pass.dry) release_run(s);
                 continue;
             }
             if (st == kBlockRetired) {
-                if (!dry) maybe_free_retired(b);
+                if (!pass.dry) maybe_free_retired(b);
                 continue;
             }
             if (st != kBlockLoaned && st != kBlockCommitting && st != kBlockRemoving) continue;
-            if (sb_live_owner(OwnerToken(block_owner(w)), now, live)) continue;
-            if (st == kBlockLoaned) {
-                ++rc.loans;
-                note("store: free block " + std::to_string(b) + " loaned by dead owner " + std::to_string(block_owner(w)));
-                if (dry) continue;
-                FABRIC_PAUSE_POINT("store.repair.loan");
-                if (words_[b].compare_exchange_strong(w, make_block(kBlockFree, block_seq(w) + 1, 0, false),
-                                                      std::memory_order_release, std::memory_order_relaxed)) {
-                    detail::count(*pool_, CounterId::store_loans_reclaimed, 1);
-                    after_free(b);
-                }
+            if (sb_live_owner(OwnerToken(block_owner(w)), pass.now, pass.live)) continue;
+            if (st != kBlockLoaned) {
+                finish_dead_write(pass, b, w);
                 continue;
             }
-            // COMMITTING or REMOVING of a dead writer: decide by whether the table links it.
-            HeaderSnapshot snap;
-            if (!read_header(b, w, snap)) continue;  // reported by check()
-            StoreKey k;
-            k.len = snap.h.key_len;
-            seqlock_copy_out(k.bytes, snap.loc.data + snap.trailer_offset, k.len);
-            k.hash = hash_store_key(k.bytes, k.len);
-            ++rc.blocks;
-            note(std::string("store: finish ") + (st == kBlockCommitting ? "commit" : "remove") + " of '" +
-                 std::string(k.view()) + "' left by dead owner " + std::to_string(block_owner(w)));
-            if (dry) continue;
-            auto held = lock_stripe(k.hash, me);
-            if (!held) continue;
-            // Every write below is a CAS from the exact word read under the lock, so a repairer
-            // whose lock is taken over while it is stopped changes nothing that moved on.
-            std::optional<Found> f = find_locked(k);
-            const bool linked = f && f->block == b;
-            uint64_t cur = words_[b].load(std::memory_order_acquire);
-            if (block_seq(cur) == block_seq(w)) {
-                if (linked && st == kBlockCommitting) {
-                    finish_commit(b, cur, 0);
-                } else if (linked) {  // REMOVING never unlinked: the remove did not happen
-                    words_[b].compare_exchange_strong(cur, next_block(cur, kBlockPublished, 0),
-                                                      std::memory_order_release, std::memory_order_relaxed);
-                } else if (st == kBlockCommitting) {  // never linked: its predecessor stays current
-                    if (!block_pinned(cur) &&
-                        words_[b].compare_exchange_strong(cur, make_block(kBlockFree, block_seq(cur) + 1, 0, false),
-                                                          std::memory_order_release, std::memory_order_relaxed))
-                        after_free(b);
-                } else {
-                    retire(b, block_seq(cur), 0);
-                }
+            ++pass.counts.loans;
+            pass.note("store: free block " + std::to_string(b) + " loaned by dead owner " +
+                      std::to_string(block_owner(w)));
+            if (pass.dry) continue;
+            FABRIC_PAUSE_POINT("store.repair.loan");
+            if (words_[b].compare_exchange_strong(w, make_block(kBlockFree, block_seq(w) + 1, 0, false),
+                                                  std::memory_order_release, std::memory_order_relaxed)) {
+                detail::count(*pool_, CounterId::store_loans_reclaimed, 1);
+                after_free(b);
             }
-            unlock_stripe(*held);
         }
     }
-    // 4. Expired objects.
+}
+
+void StoreCore::finish_dead_write(RepairPass& pass, uint32_t b, uint64_t w) {
+    const uint64_t st = block_state(w);
+    HeaderSnapshot snap;
+    if (!read_header(b, w, snap)) return;  // reported by check()
+    StoreKey k;
+    k.len = snap.h.key_len;
+    seqlock_copy_out(k.bytes, snap.loc.data + snap.trailer_offset, k.len);
+    k.hash = hash_store_key(k.bytes, k.len);
+    ++pass.counts.blocks;
+    pass.note(std::string("store: finish ") + (st == kBlockCommitting ? "commit" : "remove") + " of '" +
+              std::string(k.view()) + "' left by dead owner " + std::to_string(block_owner(w)));
+    if (pass.dry) return;
+    auto held = lock_stripe(k.hash, pass.me);
+    if (!held) return;
+    // Every write below is a CAS from the exact word read under the lock, so a repairer
+    // whose lock is taken over while it is stopped changes nothing that moved on.
+    std::optional<Found> f = find_locked(k);
+    const bool linked = f && f->block == b;
+    uint64_t cur = words_[b].load(std::memory_order_acquire);
+    if (block_seq(cur) == block_seq(w)) {
+        if (linked && st == kBlockCommitting) {
+            finish_commit(b, cur, 0);
+        } else if (linked) {  // REMOVING never unlinked: the remove did not happen
+            words_[b].compare_exchange_strong(cur, next_block(cur, kBlockPublished, 0), std::memory_order_release,
+                                              std::memory_order_relaxed);
+        } else if (st == kBlockCommitting) {  // never linked: its predecessor stays current
+            if (!block_pinned(cur) &&
+                words_[b].compare_exchange_strong(cur, make_block(kBlockFree, block_seq(cur) + 1, 0, false),
+                                                  std::memory_order_release, std::memory_order_relaxed))
+                after_free(b);
+        } else {
+            retire(b, block_seq(cur), 0);
+        }
+    }
+    unlock_stripe(*held);
+}
+
+/// Step 4: expired objects.
+void StoreCore::reclaim_expired(RepairPass& pass) {
     for (uint64_t bi = 0; bi <= mask_; ++bi) {
         for (uint32_t j = 0; j < kSlotsPerBucket; ++j) {
             const uint64_t v = buckets_[bi].slots[j].load(std::memory_order_acquire);
@@ -1417,36 +1440,36 @@ RepairCounts StoreCore::repair(uint64_t now, bool dry, OwnerToken me, std::vecto
             const uint64_t w = words_[b].load(std::memory_order_acquire);
             if (block_state(w) != kBlockPublished) continue;
             HeaderSnapshot snap;
-            if (!read_header(b, w, snap) || snap.h.expires_mono_ns == 0 || snap.h.expires_mono_ns > now) continue;
+            if (!read_header(b, w, snap) || snap.h.expires_mono_ns == 0 || snap.h.expires_mono_ns > pass.now) continue;
             StoreKey k;
             k.len = snap.h.key_len;
             seqlock_copy_out(k.bytes, snap.loc.data + snap.trailer_offset, k.len);
             std::atomic_thread_fence(std::memory_order_acquire);
             if (block_seq(words_[b].load(std::memory_order_relaxed)) != block_seq(w)) continue;
             k.hash = hash_store_key(k.bytes, k.len);
-            ++rc.expired;
-            note("store: reclaim expired object '" + std::string(k.view()) + "'");
-            if (!dry) (void)remove(k, std::nullopt, me, b);
+            ++pass.counts.expired;
+            pass.note("store: reclaim expired object '" + std::string(k.view()) + "'");
+            if (!pass.dry) (void)remove(k, std::nullopt, pass.me, b);
         }
     }
-    // 5. Empty superblocks back to the unassigned pool.
-    if (!dry) {
-        for (uint32_t s = 0; s < sb_count_; ++s) {
-            const uint64_t d = desc_[s].load(std::memory_order_acquire);
-            if (sb_state(d) != kSbSmall || sb_class(d) >= class_count_) continue;
-            const uint64_t nb = sb_bytes_ / class_sizes_[sb_class(d)];
-            bool empty = true;
-            for (uint64_t i = 0; i < nb && empty; ++i)
-                empty = block_state(words_[s * words_per_sb_ + i].load(std::memory_order_relaxed)) == kBlockFree;
-            if (empty && try_drain(s, me)) {
-                for (uint32_t c = 0; c < class_count_; ++c) {
-                    uint32_t cur = s;  // forget a cursor that pointed here
-                    hdr_->class_cursor[c].compare_exchange_strong(cur, UINT32_MAX, std::memory_order_relaxed);
-                }
+}
+
+/// Step 5: empty small-object superblocks back to the unassigned pool.
+void StoreCore::drain_empty_superblocks(OwnerToken me) {
+    for (uint32_t s = 0; s < sb_count_; ++s) {
+        const uint64_t d = desc_[s].load(std::memory_order_acquire);
+        if (sb_state(d) != kSbSmall || sb_class(d) >= class_count_) continue;
+        const uint64_t nb = sb_bytes_ / class_sizes_[sb_class(d)];
+        bool empty = true;
+        for (uint64_t i = 0; i < nb && empty; ++i)
+            empty = block_state(words_[s * words_per_sb_ + i].load(std::memory_order_relaxed)) == kBlockFree;
+        if (empty && try_drain(s, me)) {
+            for (uint32_t c = 0; c < class_count_; ++c) {
+                uint32_t cur = s;  // forget a cursor that pointed here
+                hdr_->class_cursor[c].compare_exchange_strong(cur, UINT32_MAX, std::memory_order_relaxed);
             }
         }
     }
-    return rc;
 }
 
 void StoreCore::check(std::vector<std::string>& violations, std::vector<std::string>& in_progress) const {

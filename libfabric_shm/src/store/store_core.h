@@ -186,6 +186,28 @@ private:
     std::optional<Found> find_locked(const StoreKey& key) const;
     bool sb_live_owner(OwnerToken t, uint64_t now, std::map<OwnerToken, bool>& cache) const;
 
+    /// One repair() pass: its inputs, the owners' liveness asked so far, what it found.
+    struct RepairPass {
+        uint64_t now = 0;
+        bool dry = false;
+        OwnerToken me = 0;
+        std::vector<std::string>* notes = nullptr;
+        std::map<OwnerToken, bool> live;  ///< liveness per owner, asked once per pass
+        RepairCounts counts;
+        void note(const std::string& line) const {
+            if (notes) notes->push_back(line);
+        }
+    };
+    /// repair()'s steps, in order.
+    void release_dead_pins(RepairPass& pass);
+    void reset_dead_superblock_transitions(RepairPass& pass);
+    void repair_dead_blocks(RepairPass& pass);
+    /// A COMMITTING or REMOVING block of a dead writer (word `w`): finished or undone by
+    /// whether the table links it, under the key's lock.
+    void finish_dead_write(RepairPass& pass, uint32_t block, uint64_t w);
+    void reclaim_expired(RepairPass& pass);
+    void drain_empty_superblocks(OwnerToken me);
+
     const Pool* pool_ = nullptr;
     store_layout::StoreHeader* hdr_ = nullptr;
     store_layout::Bucket* buckets_ = nullptr;
