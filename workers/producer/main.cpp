@@ -113,11 +113,23 @@ bool input_failure(Errc code) {
            code == Errc::io_error;
 }
 
-}  // namespace
+/// What the command line asked for.
+struct Settings {
+    std::string pool_name, bucket;
+    std::vector<std::string> topics;
+    bool key_by_name = true;  ///< --key-from name (else round-robin)
+    uint64_t wait_ns = 0;     ///< --wait: longest back-pressure wait per send
+    uint32_t partitions = 4;  ///< of topics this producer creates
+    cli::PoolCreation creation;
+    std::vector<std::string> inputs;
+    bool stdin_list = false;
+    uint64_t synthetic = 0, synthetic_size = 0;
+    bool fail_fast = false, skip_existing = false, quiet = false;
+};
 
-int main(int argc, char** argv) {
-    cli::Output out{cli::argv_has_json(argc, argv), "fabric-shm-producer", cli::spelling_producer()};
-    if (cli::argv_has_version(argc, argv)) return cli::print_version(out.program);
+/// Parses the command line into *settings. Returns the exit status when the program is done
+/// already (--help, a usage error), nullopt to go on.
+std::optional<int> parse_settings(int argc, char** argv, cli::Output& out, Settings* settings) {
     cxxopts::Options o("fabric-shm-producer",
                        "Puts objects into the pool's store at fabric://POOL/BUCKET/<file name> and sends each "
                        "object's URI and version on every --topic.");
@@ -156,272 +168,314 @@ int main(int argc, char** argv) {
                      "summary says what was stored and notified (re-run with --skip-existing).\n";
         return cli::kExitOk;
     }
+    Settings& s = *settings;
     if (!r.count("topic")) return cli::usage(out, "at least one --topic is required");
     const std::string key_from = r["key-from"].as<std::string>();
     if (key_from != "name" && key_from != "none")
         return cli::usage(out, "--key-from '" + key_from + "': expected name or none");
+    s.key_by_name = key_from == "name";
     auto pool_name = cli::resolve_pool(cli::opt_string(r, "pool"));
     if (!pool_name) return cli::fail(out, pool_name.error());
-    const std::string bucket = r["bucket"].as<std::string>();
-    if (Status st = validate_name("bucket", bucket); !st) return cli::fail(out, st.error());
+    s.pool_name = *pool_name;
+    s.bucket = r["bucket"].as<std::string>();
+    if (Status st = validate_name("bucket", s.bucket); !st) return cli::fail(out, st.error());
     auto wait = cli::parse_duration_option("wait", r["wait"].as<std::string>());
     if (!wait) return cli::fail(out, wait.error());
+    s.wait_ns = *wait;
     auto synth_size = cli::parse_size_option("size", r["size"].as<std::string>());
     if (!synth_size) return cli::fail(out, synth_size.error());
-    cli::PoolCreation creation;
+    s.synthetic_size = *synth_size;
     auto pool_size = cli::parse_size_option("pool-size", r["pool-size"].as<std::string>());
     if (!pool_size) return cli::fail(out, pool_size.error());
-    creation.size_bytes = *pool_size;
-    creation.no_create = r.count("no-create") > 0;
-    if (Status st = cli::parse_store_options(r, &creation); !st) return cli::fail(out, st.error());
-    std::vector<std::string> topics = r["topic"].as<std::vector<std::string>>();
-    for (const auto& t : topics)
+    s.creation.size_bytes = *pool_size;
+    s.creation.no_create = r.count("no-create") > 0;
+    if (Status st = cli::parse_store_options(r, &s.creation); !st) return cli::fail(out, st.error());
+    s.topics = r["topic"].as<std::vector<std::string>>();
+    for (const auto& t : s.topics)
         if (Status st = validate_name("topic", t); !st) return cli::fail(out, st.error());
-    std::vector<std::string> args;
-    if (r.count("inputs")) args = r["inputs"].as<std::vector<std::string>>();
-    const uint64_t synthetic = r.count("synthetic") ? r["synthetic"].as<uint64_t>() : 0;
-    auto inputs = workers::InputSource::make(args, r.count("stdin-list") != 0, synthetic, *synth_size);
-    if (!inputs) return cli::fail(out, inputs.error());
-    const bool fail_fast = r.count("fail-fast") > 0;
-    const bool skip_existing = r.count("skip-existing") > 0;
+    s.partitions = r["partitions"].as<uint32_t>();
+    if (r.count("inputs")) s.inputs = r["inputs"].as<std::vector<std::string>>();
+    s.stdin_list = r.count("stdin-list") != 0;
+    s.synthetic = r.count("synthetic") ? r["synthetic"].as<uint64_t>() : 0;
+    s.fail_fast = r.count("fail-fast") > 0;
+    s.skip_existing = r.count("skip-existing") > 0;
+    s.quiet = r.count("quiet") > 0;
+    return std::nullopt;
+}
 
+void install_stop_handlers() {
     struct sigaction sa {};
     sa.sa_handler = on_stop;
     sigemptyset(&sa.sa_mask);
     ::sigaction(SIGTERM, &sa, nullptr);
     ::sigaction(SIGINT, &sa, nullptr);
+}
 
-    auto pool = cli::open_or_create_pool(out, *pool_name, creation);
-    if (!pool) return cli::fail(out, pool.error());
-    auto store = cli::open_default_store(out, *pool, creation);
-    if (!store) return cli::fail(out, store.error());
-
-    RenewalManager renewals(*pool);
-    (void)renewals.register_lease(pool->pool_lease_id());
-    for (uint64_t id : (*store)->lease_ids()) (void)renewals.register_lease(id);
-    TopicManager tm(*pool);
+/// Creates each topic that is missing and opens a producer on it; registers its leases.
+Result<std::vector<TopicState>> open_topics(const Settings& s, Pool& pool, RenewalManager& renewals) {
+    TopicManager tm(pool);
     std::vector<TopicState> states;
     ProducerOptions po;
-    po.block_timeout = ns_duration(*wait);
+    po.block_timeout = ns_duration(s.wait_ns);
     po.should_stop = [] { return g_stop != 0; };
-    for (const auto& t : topics) {
+    for (const auto& t : s.topics) {
         TopicConfig tc;
-        tc.num_partitions = r["partitions"].as<uint32_t>();
+        tc.num_partitions = s.partitions;
         // Another process (a worker, a bridge) may be creating the topic right now: ensure waits
         // for its partitions to be published (bounded) instead of finding it missing.
-        if (Status st = tm.ensure(t, tc, std::chrono::seconds(10)); !st) return cli::fail(out, st.error());
-        auto p = Producer::open(*pool, t, po);
-        if (!p) return cli::fail(out, p.error());
+        FABRIC_TRY(tm.ensure(t, tc, std::chrono::seconds(10)));
+        auto p = Producer::open(pool, t, po);
+        if (!p) return std::move(p).error();
         if (auto d = tm.describe(t))
             for (uint64_t id : d->lease_ids) (void)renewals.register_lease(id);
         states.push_back(TopicState{t, std::move(p.value()), 0, ""});
     }
+    return states;
+}
 
-    const bool progress_on = !out.json && !r.count("quiet") && ::isatty(STDERR_FILENO);
-    Progress progress(progress_on, inputs->total());
-    const uint64_t start = mono_now_ns();
+/// How one input was stored.
+struct Stored {
+    uint64_t version = 0;
+    bool skipped = false;  ///< --skip-existing found the same bytes already stored
+};
+
+/// Puts one input: zero-copy through a loan (the file is read straight into the pool).
+Result<Stored> store_input(MemObjectStore& store, const FabricUri& uri, const workers::InputItem& in,
+                           bool skip_existing) {
+    if (in.size == 0) {
+        if (skip_existing) {
+            FABRIC_TRY_ASSIGN(const std::optional<uint64_t> same, identical_version(store, uri, {}));
+            if (same) return Stored{*same, true};
+        }
+        FABRIC_TRY_ASSIGN(const uint64_t version, store.put(uri, ByteView()));
+        return Stored{version, false};
+    }
+    FABRIC_TRY_ASSIGN(ObjectLoan loan, store.loan(in.size));
+    FABRIC_TRY(workers::fill_input(in, loan.bytes()));
+    if (skip_existing) {
+        FABRIC_TRY_ASSIGN(const std::optional<uint64_t> same, identical_version(store, uri, loan.bytes()));
+        if (same) return Stored{*same, true};  // the loan is dropped: its bytes go back to the heap
+    }
+    FABRIC_TRY_ASSIGN(const uint64_t version, store.commit(std::move(loan), uri));
+    return Stored{version, false};
+}
+
+/// One run: what it opened, what it did so far, and why it stopped.
+struct Run {
+    const Settings& settings;
+    cli::Output& out;
+    Pool pool;
+    std::unique_ptr<MemObjectStore> store;
+    RenewalManager renewals;
+    std::vector<TopicState> topics;
     uint64_t stored = 0, notified = 0, skipped_existing = 0, bytes = 0;
     std::vector<FailedInput> failed;
-    std::optional<Error> failure;  // what stopped the run
+    std::optional<Error> failure;  ///< what stopped the run
     std::string failed_uri;
     std::vector<std::string> not_notified, notified_topics;
     bool interrupted = false;
-    auto report_failed = [&](const FailedInput& f) {
-        // At once (a long run shows it when it happens), one line per input.
+
+    Run(const Settings& s, cli::Output& o, Pool p) : settings(s), out(o), pool(std::move(p)), renewals(pool) {}
+    uint64_t handled() const { return stored + skipped_existing; }
+};
+
+/// Sends the object's notification on every topic, even after one failed (reported per
+/// topic; the object stays). False when one failed: the run stops.
+bool notify(Run& run, const FabricUri& uri, uint64_t version, const workers::InputItem& in) {
+    const std::string uri_s = uri.to_string(), version_s = std::to_string(version),
+                      ts_s = std::to_string(wall_now_ns());
+    const MessageHeader headers[] = {{kHeaderVersion, version_s}, {kHeaderPutTime, ts_s}};
+    std::vector<std::string> failed_here;
+    for (TopicState& ts : run.topics) {
+        auto sent = run.settings.key_by_name ? ts.producer->send_keyed(in.key, uri_s, headers)
+                                             : ts.producer->send(uri_s, headers);
+        if (sent) {
+            ++ts.sent;
+        } else {
+            if (sent.code() == Errc::interrupted) run.interrupted = true;
+            else if (ts.error.empty()) ts.error = cli::message_of(run.out, sent.error());
+            failed_here.push_back(ts.name);
+            if (!run.failure && sent.code() != Errc::interrupted) run.failure = sent.error();
+        }
+    }
+    if (failed_here.empty()) return true;
+    run.failed_uri = uri_s;
+    for (const TopicState& ts : run.topics) {
+        bool f = false;
+        for (const auto& x : failed_here) f |= x == ts.name;
+        (f ? run.not_notified : run.notified_topics).push_back(ts.name);
+    }
+    return false;
+}
+
+/// Stores and notifies every input until the inputs end, an error stops the run, or a signal.
+void ingest_all(Run& run, workers::InputSource& inputs, Progress& progress, bool progress_on, uint64_t start) {
+    const Settings& s = run.settings;
+    // An input that cannot be stored is reported at once (a long run shows it when it
+    // happens), one line per input; false when --fail-fast stops the run there.
+    auto input_failed = [&](FailedInput f) {
         if (progress_on) (void)!::write(STDERR_FILENO, "\n", 1);
-        cli::stderr_line(out.program + ": not stored: " + f.input + ": " + cli::message_of(out, f.error));
+        cli::stderr_line(run.out.program + ": not stored: " + f.input + ": " + cli::message_of(run.out, f.error));
+        run.failed.push_back(std::move(f));
+        return !s.fail_fast;
     };
     while (true) {
         if (g_stop) {
-            interrupted = true;
-            break;
+            run.interrupted = true;
+            return;
         }
-        const TickSummary tick = renewals.tick(MonoClock::now());
-        if (!tick.registration) failure = tick.registration.error();  // fenced while paused: stop
+        const TickSummary tick = run.renewals.tick(MonoClock::now());
+        if (!tick.registration) run.failure = tick.registration.error();  // fenced while paused: stop
         for (const RenewalOutcome& oc : tick.outcomes)
-            if (oc.kind == RenewalOutcomeKind::dropped) failure = make_error(Errc::lease_expired, oc.error.message);
-        if (failure) break;
-        auto item = inputs->next();
+            if (oc.kind == RenewalOutcomeKind::dropped) run.failure = make_error(Errc::lease_expired, oc.error.message);
+        if (run.failure) return;
+        auto item = inputs.next();
         if (!item) {
             // The input could not be described (vanished, not a regular file): its own failure.
-            FailedInput f{inputs->last_path(), item.error()};
-            failed.push_back(f);
-            report_failed(f);
-            if (fail_fast) break;
+            if (!input_failed(FailedInput{inputs.last_path(), item.error()})) return;
             continue;
         }
-        if (!item->has_value()) break;
+        if (!item->has_value()) return;
         const workers::InputItem& in = **item;
         const std::string input_name = in.path.empty() ? in.key : in.path;
-        auto uri = FabricUri::make(pool->name(), bucket, in.key);
+        auto uri = FabricUri::make(run.pool.name(), s.bucket, in.key);
         if (!uri) {
-            FailedInput f{input_name, uri.error()};
-            failed.push_back(f);
-            report_failed(f);
-            if (fail_fast) break;
+            if (!input_failed(FailedInput{input_name, uri.error()})) return;
             continue;
         }
-        // Put: zero-copy through a loan (the file is read straight into the pool).
-        Result<uint64_t> version = uint64_t(0);
-        bool skipped = false;
-        if (in.size == 0) {
-            std::optional<uint64_t> same;
-            if (skip_existing) {
-                auto v = identical_version(**store, *uri, {});
-                if (!v) version = v.error();
-                else same = *v;
-            }
-            if (same) {
-                version = *same;
-                skipped = true;
-            } else if (version) {
-                version = (*store)->put(*uri, {});
-            }
-        } else {
-            auto loan = (*store)->loan(in.size);
-            if (!loan) {
-                version = loan.error();
-            } else if (Status st = workers::fill_input(in, loan->bytes()); !st) {
-                version = st.error();
-            } else {
-                std::optional<uint64_t> same;
-                if (skip_existing) {
-                    auto v = identical_version(**store, *uri, loan->bytes());
-                    if (!v) version = v.error();
-                    else same = *v;
-                }
-                if (same) {
-                    version = *same;  // the loan is dropped: its bytes go back to the heap
-                    skipped = true;
-                } else if (version) {
-                    version = (*store)->commit(std::move(*loan), *uri);
-                }
-            }
-        }
-        if (!version) {
-            if (input_failure(version.code())) {
-                FailedInput f{input_name, version.error()};
-                failed.push_back(f);
-                report_failed(f);
-                if (fail_fast) break;
+        auto stored = store_input(*run.store, *uri, in, s.skip_existing);
+        if (!stored) {
+            if (input_failure(stored.code())) {
+                if (!input_failed(FailedInput{input_name, stored.error()})) return;
                 continue;
             }
-            failure = version.error();
-            failed_uri = uri->to_string();
-            break;
+            run.failure = stored.error();
+            run.failed_uri = uri->to_string();
+            return;
         }
-        if (skipped) ++skipped_existing;
-        else ++stored;
-        const std::string uri_s = uri->to_string(), version_s = std::to_string(*version),
-                          ts_s = std::to_string(wall_now_ns());
-        const MessageHeader headers[] = {{kHeaderVersion, version_s}, {kHeaderPutTime, ts_s}};
-        OutgoingMessage msg;
-        msg.value = uri_s;
-        if (key_from == "name") msg.key = in.key;
-        msg.headers = headers;
-        // Fan-out: every topic, even after one failed (report per topic; the object stays).
-        std::vector<std::string> failed_here;
-        for (TopicState& ts : states) {
-            auto sent = msg.key.empty() ? ts.producer->send(msg.value, msg.headers)
-                                        : ts.producer->send_keyed(msg.key, msg.value, msg.headers);
-            if (sent) {
-                ++ts.sent;
-            } else {
-                if (sent.code() == Errc::interrupted) interrupted = true;
-                else if (ts.error.empty()) ts.error = cli::message_of(out, sent.error());
-                failed_here.push_back(ts.name);
-                if (!failure && sent.code() != Errc::interrupted) failure = sent.error();
-            }
-        }
-        bytes += in.size;
-        progress.update(stored + skipped_existing, bytes, mono_now_ns() - start);
-        if (!failed_here.empty()) {
-            failed_uri = uri_s;
-            for (const TopicState& ts : states) {
-                bool f = false;
-                for (const auto& x : failed_here) f |= x == ts.name;
-                (f ? not_notified : notified_topics).push_back(ts.name);
-            }
-            break;
-        }
-        ++notified;
+        if (stored->skipped) ++run.skipped_existing;
+        else ++run.stored;
+        const bool all_notified = notify(run, *uri, stored->version, in);
+        run.bytes += in.size;
+        progress.update(run.handled(), run.bytes, mono_now_ns() - start);
+        if (!all_notified) return;
+        ++run.notified;
     }
-    const uint64_t elapsed = mono_now_ns() - start;
-    progress.update(stored + skipped_existing, bytes, elapsed, true);
+}
+
+/// The summary (stderr, or JSON on stdout) and the exit status.
+int report(const Run& run, uint64_t elapsed) {
+    const Settings& s = run.settings;
+    const cli::Output& out = run.out;
     const double secs = double(elapsed) / 1e9;
-    const uint64_t handled = stored + skipped_existing;
+    const uint64_t handled = run.handled();
     const double rate = secs > 0 ? double(handled) / secs : 0.0;
 
     std::string failure_text;
-    if (failure && pool->lifecycle() != "live") {
+    if (run.failure && run.pool.lifecycle() != "live") {
         // Removed under us (fabric-shm pool rm --force): nothing was stored or notified since.
-        failure_text = "pool '" + pool->name() + "' was removed while this producer ran; stopped after " +
-                       std::to_string(stored) + " objects: " + cli::message_of(out, *failure);
-    } else if (failure) {
-        failure_text = cli::message_of(out, *failure);
-        if (!not_notified.empty())
-            failure_text = "object " + failed_uri + " was stored but topic(s) " + join(not_notified) +
+        failure_text = "pool '" + run.pool.name() + "' was removed while this producer ran; stopped after " +
+                       std::to_string(run.stored) + " objects: " + cli::message_of(out, *run.failure);
+    } else if (run.failure) {
+        failure_text = cli::message_of(out, *run.failure);
+        if (!run.not_notified.empty())
+            failure_text = "object " + run.failed_uri + " was stored but topic(s) " + join(run.not_notified) +
                            " were not notified" +
-                           (notified_topics.empty() ? "" : " (notified: " + join(notified_topics) + ")") + ": " +
-                           failure_text;
-        else if (!failed_uri.empty())
-            failure_text = "put of " + failed_uri + " failed: " + failure_text;
+                           (run.notified_topics.empty() ? "" : " (notified: " + join(run.notified_topics) + ")") +
+                           ": " + failure_text;
+        else if (!run.failed_uri.empty())
+            failure_text = "put of " + run.failed_uri + " failed: " + failure_text;
     }
     // What an interrupted (or stopped) run leaves to a re-run.
     std::string partial;
-    if (interrupted && !not_notified.empty())
-        partial = failed_uri + " was stored but not notified on " + join(not_notified);
-    const int exit_code = interrupted ? cli::kExitInterrupted
-                          : (failure || !failed.empty()) ? cli::kExitRuntime
-                                                         : cli::kExitOk;
+    if (run.interrupted && !run.not_notified.empty())
+        partial = run.failed_uri + " was stored but not notified on " + join(run.not_notified);
+    const int exit_code = run.interrupted                        ? cli::kExitInterrupted
+                          : (run.failure || !run.failed.empty()) ? cli::kExitRuntime
+                                                                 : cli::kExitOk;
     if (out.json) {
         nlohmann::json j;
         j["objects"] = handled;
-        j["stored"] = stored;
-        j["notified"] = notified;
-        j["skipped_existing"] = skipped_existing;
-        j["bytes"] = bytes;
+        j["stored"] = run.stored;
+        j["notified"] = run.notified;
+        j["skipped_existing"] = run.skipped_existing;
+        j["bytes"] = run.bytes;
         j["elapsed_s"] = secs;
         j["objects_per_s"] = rate;
-        j["bytes_per_s"] = secs > 0 ? double(bytes) / secs : 0.0;
-        j["bucket"] = bucket;
-        j["pool_created"] = pool->created();
-        for (const TopicState& ts : states) {
+        j["bytes_per_s"] = secs > 0 ? double(run.bytes) / secs : 0.0;
+        j["bucket"] = s.bucket;
+        j["pool_created"] = run.pool.created();
+        for (const TopicState& ts : run.topics) {
             nlohmann::json t = {{"sent", ts.sent}};
             if (!ts.error.empty()) t["error"] = ts.error;
             j["topics"][ts.name] = t;
         }
         nlohmann::json f = nlohmann::json::array();
-        for (const FailedInput& x : failed)
+        for (const FailedInput& x : run.failed)
             f.push_back({{"input", x.input},
                          {"code", std::string(errc_name(x.error.code))},
                          {"message", cli::message_of(out, x.error)}});
         j["failed"] = f;
-        if (failure) {
-            j["error"] = {{"code", std::string(errc_name(failure->code))}, {"message", failure_text}};
-            if (!not_notified.empty()) j["not_notified"] = not_notified;
+        if (run.failure) {
+            j["error"] = {{"code", std::string(errc_name(run.failure->code))}, {"message", failure_text}};
+            if (!run.not_notified.empty()) j["not_notified"] = run.not_notified;
         }
-        j["interrupted"] = interrupted;
-        if (!partial.empty()) j["stored_not_notified"] = failed_uri;
+        j["interrupted"] = run.interrupted;
+        if (!partial.empty()) j["stored_not_notified"] = run.failed_uri;
         j["exit_code"] = exit_code;
         cli::print_json(j);
         return exit_code;
     }
-    if (!r.count("quiet") || failure || !failed.empty() || interrupted) {
-        std::string line = out.program + ": " + std::string(interrupted ? "interrupted: " : "") +
-                           std::to_string(handled) + " objects (" + format_bytes(bytes) + ") to bucket '" + bucket +
-                           "'";
-        if (skipped_existing) line += " (" + std::to_string(skipped_existing) + " already stored, not put again)";
-        line += ", " + std::to_string(notified) + " notified on " + join(topics) + " in " + format_duration_ns(elapsed);
+    if (!s.quiet || run.failure || !run.failed.empty() || run.interrupted) {
+        std::string line = out.program + ": " + std::string(run.interrupted ? "interrupted: " : "") +
+                           std::to_string(handled) + " objects (" + format_bytes(run.bytes) + ") to bucket '" +
+                           s.bucket + "'";
+        if (run.skipped_existing)
+            line += " (" + std::to_string(run.skipped_existing) + " already stored, not put again)";
+        line += ", " + std::to_string(run.notified) + " notified on " + join(s.topics) + " in " +
+                format_duration_ns(elapsed);
         char rate_s[64];
         std::snprintf(rate_s, sizeof rate_s, ": %.0f objects/s", rate);
         line += rate_s;
-        if (!failed.empty()) line += "; " + std::to_string(failed.size()) + " input(s) not stored (listed above)";
+        if (!run.failed.empty()) line += "; " + std::to_string(run.failed.size()) + " input(s) not stored (listed above)";
         if (!partial.empty()) line += "; " + partial;
-        if (interrupted) line += "; re-run with --skip-existing to finish without storing twice";
+        if (run.interrupted) line += "; re-run with --skip-existing to finish without storing twice";
         cli::stderr_line(line);
     }
-    if (failure)
-        cli::stderr_line(out.program + ": error: " + std::string(errc_name(failure->code)) + ": " + failure_text);
+    if (run.failure)
+        cli::stderr_line(out.program + ": error: " + std::string(errc_name(run.failure->code)) + ": " + failure_text);
     return exit_code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    cli::Output out{cli::argv_has_json(argc, argv), "fabric-shm-producer", cli::spelling_producer()};
+    if (cli::argv_has_version(argc, argv)) return cli::print_version(out.program);
+    Settings settings;
+    if (std::optional<int> done = parse_settings(argc, argv, out, &settings)) return *done;
+    auto inputs = workers::InputSource::make(settings.inputs, settings.stdin_list, settings.synthetic,
+                                             settings.synthetic_size);
+    if (!inputs) return cli::fail(out, inputs.error());
+    install_stop_handlers();
+
+    auto pool = cli::open_or_create_pool(out, settings.pool_name, settings.creation);
+    if (!pool) return cli::fail(out, pool.error());
+    Run run(settings, out, std::move(*pool));
+    auto store = cli::open_default_store(out, run.pool, settings.creation);
+    if (!store) return cli::fail(out, store.error());
+    run.store = std::move(*store);
+    (void)run.renewals.register_lease(run.pool.pool_lease_id());
+    for (uint64_t id : run.store->lease_ids()) (void)run.renewals.register_lease(id);
+    auto topics = open_topics(settings, run.pool, run.renewals);
+    if (!topics) return cli::fail(out, topics.error());
+    run.topics = std::move(*topics);
+
+    const bool progress_on = !out.json && !settings.quiet && ::isatty(STDERR_FILENO);
+    Progress progress(progress_on, inputs->total());
+    const uint64_t start = mono_now_ns();
+    ingest_all(run, *inputs, progress, progress_on, start);
+    const uint64_t elapsed = mono_now_ns() - start;
+    progress.update(run.handled(), run.bytes, elapsed, true);
+    return report(run, elapsed);
 }
