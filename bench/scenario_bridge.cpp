@@ -56,7 +56,7 @@ struct BridgeShared {
     std::atomic<uint64_t> cpu_ns[kMaxProcs] = {};
     Histogram latency;  ///< written by the collector only
 };
-static_assert(std::atomic<uint64_t>::is_always_lock_free);
+static_assert(std::atomic<uint64_t>::is_always_lock_free, "the results block is shared between forked processes");
 
 struct Run {
     std::string config;   ///< local, direct, bridged

@@ -41,7 +41,8 @@ struct NotifyShared {
     std::atomic<uint64_t> received{0}, lost{0}, failures{0};
     Histogram latency;  ///< written by the consumer (or the ping side) only; read after it exited
 };
-static_assert(std::atomic<uint64_t>::is_always_lock_free && std::atomic<uint32_t>::is_always_lock_free);
+static_assert(std::atomic<uint64_t>::is_always_lock_free && std::atomic<uint32_t>::is_always_lock_free,
+              "the results block is shared between forked processes");
 
 struct NotifyRun {
     std::string pool;

@@ -56,7 +56,8 @@ struct PipelineShared {
     std::atomic<uint64_t> worker_cpu_ns[kMaxWorkers] = {};
     Histogram latency[kMaxWorkers];                   ///< each written by its worker only
 };
-static_assert(std::atomic<uint64_t>::is_always_lock_free && std::atomic<uint32_t>::is_always_lock_free);
+static_assert(std::atomic<uint64_t>::is_always_lock_free && std::atomic<uint32_t>::is_always_lock_free,
+              "the results block is shared between forked processes");
 
 struct PipelineConfig {
     std::string name;  ///< spin-1w, parked-2w, loop-2w

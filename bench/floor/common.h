@@ -110,7 +110,7 @@ struct alignas(64) Ctl {
     std::atomic<uint64_t> producer_cpu_ns;///< producer: its CPU time (ns) from start to its last send
     char tail[64 - 40];
 };
-static_assert(sizeof(Ctl) == 64);
+static_assert(sizeof(Ctl) == 64, "the control block is one shared cache line between the two processes");
 
 /// Consumer side: publish progress; wake a parked producer.
 inline void ctl_done(Ctl* c, uint64_t done) noexcept {
@@ -288,7 +288,7 @@ struct Msg64 {
     uint64_t ts_ns;   ///< producer's now_ns() just before the send call
     char pad[48];
 };
-static_assert(sizeof(Msg64) == 64);
+static_assert(sizeof(Msg64) == 64, "the scenarios measure 64-byte notifications");
 constexpr uint64_t kStopSeq = ~0ull;
 
 /// Generic notify driver: the parent produces, a forked child consumes and prints the JSON

@@ -26,7 +26,7 @@ struct WaitvEntry {
     uint32_t flags;
     uint32_t reserved;
 };
-static_assert(sizeof(WaitvEntry) == 24);
+static_assert(sizeof(WaitvEntry) == 24, "the kernel's struct futex_waitv is 24 bytes");
 constexpr uint32_t kWaitvSize32 = 2;       // FUTEX_32
 constexpr uint32_t kWaitvPrivate = 128;    // FUTEX_PRIVATE_FLAG
 

@@ -51,6 +51,7 @@ void futex_force_fallback(bool force) noexcept;
 uint64_t futex_wake_calls() noexcept;
 uint64_t futex_woken() noexcept;
 
-static_assert(sizeof(std::atomic<uint32_t>) == 4 && std::atomic<uint32_t>::is_always_lock_free);
+static_assert(sizeof(std::atomic<uint32_t>) == 4 && std::atomic<uint32_t>::is_always_lock_free,
+              "a shared futex word is a plain lock-free 32-bit word the kernel reads");
 
 }  // namespace fabric_shm::detail

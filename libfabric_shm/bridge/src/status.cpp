@@ -21,7 +21,7 @@ namespace {
 constexpr std::string_view kCounterNames[] = {"messages", "bytes",       "objects",    "acked",   "duplicates",
                                               "dead_lettered", "redeliveries", "retries", "reconnects",
                                               "disconnects", "errors", "chunks", "pool_recoveries"};
-static_assert(std::size(kCounterNames) == size_t(StatusCounter::count_));
+static_assert(std::size(kCounterNames) == size_t(StatusCounter::count_), "one name per public counter");
 static_assert(uint32_t(StatusCounter::count_) == L::kCounterCount, "public counter ids mirror the layout's cells");
 static_assert(uint32_t(StatusGauge::count_) == L::kGaugeCount, "public gauge ids mirror the layout's cells");
 

@@ -68,7 +68,7 @@ enum Counter : uint32_t {
     kCounterCount,
 };
 constexpr uint32_t kCounterCells = 24;
-static_assert(kCounterCount <= kCounterCells);
+static_assert(kCounterCount <= kCounterCells, "every counter has a cell in the status region");
 
 /// Gauge cells (BridgeStatusRegion::gauges).
 enum Gauge : uint32_t {
@@ -83,7 +83,7 @@ enum Gauge : uint32_t {
     kGaugeCount,
 };
 constexpr uint32_t kGaugeCells = 16;
-static_assert(kGaugeCount <= kGaugeCells);
+static_assert(kGaugeCount <= kGaugeCells, "every gauge has a cell in the status region");
 
 /// One page. Immutable identity first (written by init before publish, or rewritten by a
 /// taker-over right after its owner CAS), then the owner, then single-writer cells.
@@ -117,6 +117,6 @@ static_assert(std::atomic<uint64_t>::is_always_lock_free, "cross-process atomics
 static_assert(offsetof(BridgeStatusRegion, topic) == 32, "identity fields are read by older dump builds");
 static_assert(offsetof(BridgeStatusRegion, owner) == 32 + 4 * 64 + 256, "owner word follows the identity");
 static_assert(sizeof(BridgeStatusRegion) <= kStatusRegionBytes, "the status must fit one page");
-static_assert(alignof(BridgeStatusRegion) == 8);
+static_assert(alignof(BridgeStatusRegion) == 8, "the region holds plain 8-byte atomics at their natural alignment");
 
 }  // namespace fabric_shm::bridge::layout

@@ -35,7 +35,7 @@ constexpr uint32_t kLatencySubBits = 3;
 constexpr uint32_t kLatencySub = 1u << kLatencySubBits;
 constexpr uint32_t kLatencyTopExponent = 42;  ///< first power of two past the bucketed range
 constexpr uint32_t kLatencyBuckets = kLatencySub + (kLatencyTopExponent - kLatencySubBits) * kLatencySub;
-static_assert(kLatencyBuckets == 320);
+static_assert(kLatencyBuckets == 320, "the bucket math is part of the layout: a reader with other math refuses (MetricsHeader::buckets)");
 
 /// One histogram's cells. In a shard: one writer (relaxed load + store, no locked
 /// instruction), readers relaxed; the folder exchange(0)s each cell once the writer is dead.
@@ -46,8 +46,8 @@ struct alignas(kCacheLine) LatencyCells {
     uint64_t reserved[6];
     std::atomic<uint64_t> buckets[kLatencyBuckets];  ///< count per bucket; the sample count is their sum
 };
-static_assert(sizeof(LatencyCells) == 64 + 8 * kLatencyBuckets);
-static_assert(offsetof(LatencyCells, buckets) == 64);
+static_assert(sizeof(LatencyCells) == 64 + 8 * kLatencyBuckets, "every process of every build addresses the cells alike");
+static_assert(offsetof(LatencyCells, buckets) == 64, "buckets start on the second line: sum and max writes do not bounce them");
 
 // Key word: (state << 56) | creator token.  FREE -> CREATING(token) by CAS, name written,
 // LIVE release-stored. A CREATING entry whose creator is dead is reset to FREE by the reaper
@@ -60,9 +60,9 @@ struct alignas(kCacheLine) MetricsKey {
     std::atomic<uint64_t> name[kMetricsKeyNameBytes / 8];  ///< creator, before LIVE; immutable after
     LatencyCells aggregate;       ///< folded shards + shard-less recorders (fetch_add)
 };
-static_assert(sizeof(MetricsKey) == 64 + kMetricsKeyNameBytes + sizeof(LatencyCells));
-static_assert(offsetof(MetricsKey, name) == 64);
-static_assert(offsetof(MetricsKey, aggregate) == 192);
+static_assert(sizeof(MetricsKey) == 64 + kMetricsKeyNameBytes + sizeof(LatencyCells), "keys are an array every process indexes");
+static_assert(offsetof(MetricsKey, name) == 64, "readers match names without a lock: the name must not move");
+static_assert(offsetof(MetricsKey, aggregate) == 192, "folders of every build add into the same aggregate cells");
 
 // Shard word: (state << 56) | (key index << 32) | token.
 //   FREE -> OWNED(key, token)          the claimant, one CAS (acq_rel); cells are zero while FREE
@@ -83,8 +83,8 @@ struct alignas(kCacheLine) LatencyShard {
     uint64_t reserved0[7];
     LatencyCells cells;           ///< the owner's histogram (single writer)
 };
-static_assert(sizeof(LatencyShard) == 64 + sizeof(LatencyCells));
-static_assert(offsetof(LatencyShard, cells) == 64);
+static_assert(sizeof(LatencyShard) == 64 + sizeof(LatencyCells), "shards are an array every process indexes");
+static_assert(offsetof(LatencyShard, cells) == 64, "the shard word on its own line: claims and folds do not bounce the owner's cells");
 
 struct alignas(kCacheLine) MetricsHeader {
     uint64_t magic;               ///< kMetricsMagic; written before the region is published
@@ -96,15 +96,16 @@ struct alignas(kCacheLine) MetricsHeader {
     uint64_t shards_offset;
     uint64_t reserved[3];
 };
-static_assert(sizeof(MetricsHeader) == 64);
+static_assert(sizeof(MetricsHeader) == 64, "keys start at offset 64 (kMetricsKeysOffset) in every build");
 
 // Every cell above is a 64-bit atomic shared between processes: it must never fall back to
 // libatomic's per-process lock.
-static_assert(std::atomic<uint64_t>::is_always_lock_free);
+static_assert(std::atomic<uint64_t>::is_always_lock_free, "a cell shared between processes may not fall back to a per-process lock");
 
 constexpr uint64_t kMetricsKeysOffset = sizeof(MetricsHeader);
 constexpr uint64_t kMetricsShardsOffset = kMetricsKeysOffset + uint64_t(kMetricsKeys) * sizeof(MetricsKey);
 constexpr uint64_t kMetricsRegionBytes = kMetricsShardsOffset + uint64_t(kMetricsShards) * sizeof(LatencyShard);
-static_assert(kMetricsRegionBytes == 64 + 32 * 2816 + 64 * 2688);  // 256 KiB + 64 B (65 pages): fits a 1 MiB pool
+static_assert(kMetricsRegionBytes == 64 + 32 * 2816 + 64 * 2688,
+              "256 KiB + 64 B (65 pages): the metrics region must fit a 1 MiB pool");
 
 }  // namespace fabric_shm::layout

@@ -62,8 +62,8 @@ struct LeaseHeader {
     std::atomic<uint64_t> renew_count;  ///< renewer, fetch_add
     uint64_t reserved[1];
 };
-static_assert(sizeof(LeaseHeader) == 64);
-static_assert(offsetof(LeaseHeader, expires_ns) == 16);
+static_assert(sizeof(LeaseHeader) == 64, "a lease is one cache line, embedded in the pool header and every directory entry");
+static_assert(offsetof(LeaseHeader, expires_ns) == 16, "every accessor's fail-closed check reads expires_ns: it must not move");
 
 // ---- Process registry ------------------------------------------------------------
 // word = creator_ns(1) << 63 | state(7) << 56 | generation(24) << 32 | pid(32)
@@ -116,9 +116,9 @@ struct alignas(kCacheLine) ProcessSlot {
     /// dead member does the same kill early. One word per entry: nothing can be torn.
     std::atomic<uint64_t> child_groups[kChildGroupSlots];
 };
-static_assert(sizeof(ProcessSlot) == 1024);
-static_assert(offsetof(ProcessSlot, attached) == 128);
-static_assert(offsetof(ProcessSlot, counters) == 256);
+static_assert(sizeof(ProcessSlot) == 1024, "the registry is an array of slots every process indexes by token");
+static_assert(offsetof(ProcessSlot, attached) == 128, "reclaimers read every slot's attach bits (Dekker with attach_bit)");
+static_assert(offsetof(ProcessSlot, counters) == 256, "reapers fold a dead process's counter shard from here");
 static_assert(offsetof(ProcessSlot, child_groups) == 768,
               "child groups are read by every retirer and evicter: survivors of a crash must find them here");
 
@@ -160,9 +160,9 @@ struct alignas(kCacheLine) RegionEntry {
     LeaseHeader lease;                 ///< see LeaseHeader
     uint64_t reserved[3];
 };
-static_assert(sizeof(RegionEntry) == 256);
-static_assert(offsetof(RegionEntry, name) == 72);
-static_assert(offsetof(RegionEntry, lease) == 168);
+static_assert(sizeof(RegionEntry) == 256, "the directory is an array of entries every process indexes");
+static_assert(offsetof(RegionEntry, name) == 72, "openers match region names by reading them in place");
+static_assert(offsetof(RegionEntry, lease) == 168, "every region access checks the lease in place");
 
 // ---- Pool header -------------------------------------------------------------------
 // Everything up to `lifecycle` is immutable once the segment is published under its final
@@ -216,25 +216,26 @@ struct alignas(kPageSize) PoolHeader {
     LeaseHeader lease;                 ///< the pool's own lease
     std::atomic<uint64_t> retired_counters[kCounterCells]; ///< counter shards of reaped processes, folded in
 };
-static_assert(sizeof(PoolHeader) == kPageSize);
-static_assert(offsetof(PoolHeader, fingerprint) == 16);
-static_assert(offsetof(PoolHeader, lifecycle) == 344);
+static_assert(sizeof(PoolHeader) == kPageSize, "the registry starts on the second page (kRegistryOffset)");
+static_assert(offsetof(PoolHeader, fingerprint) == 16, "any build reads magic, version and fingerprint before trusting anything else");
+static_assert(offsetof(PoolHeader, lifecycle) == 344, "removers, reapers and re-creators CAS the lifecycle word here");
 static_assert(offsetof(PoolHeader, fence_floor) == 344 + 6 * 8,
               "fence_floor is read and CAS-raised by every group registrant and epoch drawer");
-static_assert(offsetof(PoolHeader, killed_child_groups) == 344 + 7 * 8);
+static_assert(offsetof(PoolHeader, killed_child_groups) == 344 + 7 * 8, "the dump tool of any build reads this counter");
 
 // Every atomic type placed in the segment must be lock-free in every process: libatomic's
 // fallback lock for wider types is per-process and silently breaks across processes.
-static_assert(std::atomic<uint64_t>::is_always_lock_free);
-static_assert(std::atomic<uint32_t>::is_always_lock_free);
-static_assert(std::atomic<uint16_t>::is_always_lock_free);
-static_assert(std::atomic<uint8_t>::is_always_lock_free);
-static_assert(sizeof(std::atomic<uint64_t>) == 8 && alignof(std::atomic<uint64_t>) == 8);
+static_assert(std::atomic<uint64_t>::is_always_lock_free, "64-bit words are shared between processes");
+static_assert(std::atomic<uint32_t>::is_always_lock_free, "32-bit words are shared between processes");
+static_assert(std::atomic<uint16_t>::is_always_lock_free, "16-bit words are shared between processes");
+static_assert(std::atomic<uint8_t>::is_always_lock_free, "8-bit words are shared between processes");
+static_assert(sizeof(std::atomic<uint64_t>) == 8 && alignof(std::atomic<uint64_t>) == 8,
+              "an atomic word has the size and alignment of the plain word the layout reserves");
 
 constexpr uint64_t kRegistryOffset = sizeof(PoolHeader);
 constexpr uint64_t kDirectoryOffset = kRegistryOffset + uint64_t(kRegistrySlots) * sizeof(ProcessSlot);
 constexpr uint64_t kDataOffset = kDirectoryOffset + uint64_t(kDirectoryEntries) * sizeof(RegionEntry);
-static_assert(kDataOffset % kPageSize == 0);
+static_assert(kDataOffset % kPageSize == 0, "regions are page-aligned (NUMA binding, madvise)");
 
 constexpr uint64_t fnv1a_mix(uint64_t h, uint64_t v) {
     for (int i = 0; i < 8; ++i) {

@@ -32,7 +32,7 @@ constexpr uint64_t member_state(uint64_t w) { return w >> 56; }
 constexpr uint32_t member_gen(uint64_t w) { return uint32_t(w >> 32) & 0xffffff; }
 constexpr OwnerToken member_owner(uint64_t w) { return OwnerToken(w); }
 constexpr uint32_t kMemberIdWords = 4;  ///< GroupMember::id: 32 bytes NUL-padded
-static_assert(kMemberIdWords * 8 == kMaxMemberIdLength);
+static_assert(kMemberIdWords * 8 == kMaxMemberIdLength, "the longest member id fills GroupMember::id exactly");
 
 // ---- GroupPartition::owner = (row generation(24) << 8 | (row + 1)(8)) << 32 | epoch(32) ----
 //   0 = unowned. The row generation makes an owner word of a departed member recognisably

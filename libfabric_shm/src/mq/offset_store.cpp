@@ -70,7 +70,7 @@ struct FileEntry {
     uint64_t offset;
     uint64_t epoch;
 };
-static_assert(sizeof(FileEntry) == 24);
+static_assert(sizeof(FileEntry) == 24, "offset files written by one build are read by another");
 
 struct FileRecord {
     uint64_t magic;
@@ -85,8 +85,8 @@ struct FileRecord {
     uint32_t crc;  ///< CRC-32 (gzip) of every byte before this field
     uint32_t pad;
 };
-static_assert(sizeof(FileRecord) <= kRecordBytes);
-static_assert(offsetof(FileRecord, entries) == 184);
+static_assert(sizeof(FileRecord) <= kRecordBytes, "one record copy per page: a torn write damages one copy only");
+static_assert(offsetof(FileRecord, entries) == 184, "offset files written by one build are read by another");
 
 uint32_t record_crc(const FileRecord& r) {
     return crc32_gzip_refl(0, reinterpret_cast<const unsigned char*>(&r), offsetof(FileRecord, crc));

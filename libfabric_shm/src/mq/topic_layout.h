@@ -90,9 +90,11 @@ struct SlotHeader {
     std::atomic<uint16_t> key_len;       ///< producer: bytes (0 = no key)
     std::atomic<uint16_t> headers_len;   ///< producer: encoded header bytes
 };
-static_assert(sizeof(SlotHeader) == 32);
-static_assert(offsetof(SlotHeader, state) == 0 && offsetof(SlotHeader, offset) == 8);
-static_assert(offsetof(SlotHeader, value_len) == 24 && offsetof(SlotHeader, headers_len) == 30);
+static_assert(sizeof(SlotHeader) == 32, "the envelope is part of every slot's stride: max_message_bytes depends on it");
+static_assert(offsetof(SlotHeader, state) == 0 && offsetof(SlotHeader, offset) == 8,
+              "consumers of any build read the state word and the offset first (seqlock)");
+static_assert(offsetof(SlotHeader, value_len) == 24 && offsetof(SlotHeader, headers_len) == 30,
+              "lengths are read between the two state loads: producers and consumers must agree");
 static_assert(std::atomic<uint16_t>::is_always_lock_free, "envelope atomics must be lock-free in every process");
 constexpr uint64_t kEnvelopeBytes = sizeof(SlotHeader);
 
@@ -127,10 +129,10 @@ struct alignas(128) PartitionHeader {  // 128, not kLine: its members are aligna
     uint64_t pad_waiters[15];
     uint64_t reserved2[16];
 };
-static_assert(sizeof(PartitionHeader) == 768);
+static_assert(sizeof(PartitionHeader) == 768, "slots start after the header (slots_offset) in every build");
 static_assert(offsetof(PartitionHeader, tail) == 128, "tail on its own 128-byte line");
 static_assert(offsetof(PartitionHeader, head) - offsetof(PartitionHeader, tail) == 128, "no false sharing");
-static_assert(offsetof(PartitionHeader, skipped_claims) == 384);
+static_assert(offsetof(PartitionHeader, skipped_claims) == 384, "the skip counters on their own line, away from tail and head");
 static_assert(offsetof(PartitionHeader, waiters) == 512,
               "waiter bits on their own 128-byte line: producers read them on every send, so a waiter's "
               "fetch_or must not bounce the tail line producers write, and tail writes must not evict them");
@@ -203,7 +205,7 @@ struct alignas(kLine) GroupMember {
     std::atomic<uint64_t> epoch;          ///< epoch granted at join
     uint64_t reserved[1];
 };
-static_assert(sizeof(GroupMember) == 64);
+static_assert(sizeof(GroupMember) == 64, "one line per member: heartbeats of different members do not bounce");
 
 struct alignas(kLine) GroupSlot {
     std::atomic<uint64_t> word;                     ///< group state word above; CAS under the topic's group lock
@@ -232,15 +234,16 @@ struct alignas(kLine) GroupSlot {
     GroupMember members[kMaxMembers];               ///< membership rows (consumer groups)
     GroupPartition parts[kMaxPartitions];           ///< committed offsets, owners, attempts
 };
-static_assert(offsetof(GroupSlot, lease_expires_ns) == 72);
+static_assert(offsetof(GroupSlot, lease_expires_ns) == 72, "producers read every group's lease to find the slowest live group");
 static_assert(offsetof(GroupSlot, era) == 120, "members read the era once at open: it must not move");
 static_assert(offsetof(GroupSlot, results_seq) == 128 && offsetof(GroupSlot, results_bucket) == 144,
               "every worker of every group reads the result-bucket records when it starts");
 constexpr uint64_t kResultsSet = 1;     ///< results_flags: the record names a bucket
 constexpr uint64_t kResultsShared = 2;  ///< results_flags: written with --shared-results
-static_assert(offsetof(GroupSlot, members) == 256);
-static_assert(offsetof(GroupSlot, parts) == 256 + 64 * kMaxMembers);
-static_assert(sizeof(GroupSlot) == 256 + 64 * kMaxMembers + sizeof(GroupPartition) * kMaxPartitions);
+static_assert(offsetof(GroupSlot, members) == 256, "member rows are indexed by every member");
+static_assert(offsetof(GroupSlot, parts) == 256 + 64 * kMaxMembers, "producers read the committed offsets of every group");
+static_assert(sizeof(GroupSlot) == 256 + 64 * kMaxMembers + sizeof(GroupPartition) * kMaxPartitions,
+              "the group table is an array every process indexes");
 
 // ---- Topic header ---------------------------------------------------------------------
 struct alignas(4096) TopicHeader {
@@ -263,10 +266,10 @@ struct alignas(4096) TopicHeader {
     alignas(128) std::atomic<uint64_t> groups_lock;   ///< owner-word lock: group register/deregister
     uint64_t reserved1[15];
 };
-static_assert(offsetof(TopicHeader, partition_refs) == 128);
+static_assert(offsetof(TopicHeader, partition_refs) == 128, "every opener finds the partitions through these refs");
 static_assert(offsetof(TopicHeader, space_seq) == 128 + 8 * kMaxPartitions + 128,
               "space_seq on its own 128-byte line (committers and blocked producers only)");
-static_assert(sizeof(TopicHeader) == 4096);
+static_assert(sizeof(TopicHeader) == 4096, "the group table starts on the second page (kGroupsOffset)");
 
 // ---- Waiter table ---------------------------------------------------------------------
 // WaiterSlot::word = state(2) << 62 | generation(30) << 32 | owner token(32)
@@ -297,11 +300,11 @@ struct alignas(kLine) WaiterSlot {
 };
 static_assert(sizeof(WaiterSlot) == 64,
               "one line per waiter: a producer waking one waiter never bounces another waiter's line");
-static_assert(offsetof(WaiterSlot, wake_seq) == 8);
+static_assert(offsetof(WaiterSlot, wake_seq) == 8, "producers of any build bump and wake this futex word");
 
 constexpr uint64_t kGroupsOffset = sizeof(TopicHeader);
 constexpr uint64_t kWaitersOffset = kGroupsOffset + uint64_t(kMaxGroups) * sizeof(GroupSlot);
-static_assert(kWaitersOffset % kLine == 0);
+static_assert(kWaitersOffset % kLine == 0, "waiter slots are line-aligned: a wake never bounces a group line");
 constexpr uint64_t kTopicRegionBytes = kWaitersOffset + uint64_t(kMaxWaiters) * sizeof(WaiterSlot);
 
 static_assert(std::atomic<uint64_t>::is_always_lock_free && std::atomic<uint32_t>::is_always_lock_free,

@@ -210,15 +210,18 @@ struct ObjectHeader {
     uint16_t reserved;         ///< 0
 };
 static_assert(sizeof(ObjectHeader) == 64, "payload starts at offset 64 of a block");
-static_assert(offsetof(ObjectHeader, key_len) == 56);
-static_assert(std::is_standard_layout_v<ObjectHeader> && std::is_trivially_copyable_v<ObjectHeader>);
+static_assert(offsetof(ObjectHeader, key_len) == 56, "repair reads the key of a dead writer's block through these lengths");
+static_assert(std::is_standard_layout_v<ObjectHeader> && std::is_trivially_copyable_v<ObjectHeader>,
+              "the header is copied out of the heap with a seqlock copy (bytes, not members)");
 
 constexpr uint64_t kPayloadOffset = sizeof(ObjectHeader);
 constexpr uint64_t kMaxStoreKey = 64 + 1 + 256;  ///< "bucket/key"
 constexpr uint64_t kMaxMetaPairs = 32;
 constexpr uint64_t kMaxTrailer = ((kMaxStoreKey + 64 + 512 + 4 * kMaxMetaPairs) + 7) / 8 * 8;
 
-static_assert(std::atomic<uint64_t>::is_always_lock_free && sizeof(std::atomic<uint64_t>) == 8);
-static_assert(std::atomic<uint32_t>::is_always_lock_free && sizeof(std::atomic<uint32_t>) == 4);
+static_assert(std::atomic<uint64_t>::is_always_lock_free && sizeof(std::atomic<uint64_t>) == 8,
+              "slot, block and superblock words are shared between processes");
+static_assert(std::atomic<uint32_t>::is_always_lock_free && sizeof(std::atomic<uint32_t>) == 4,
+              "class cursors and used-block hints are shared between processes");
 
 }  // namespace fabric_shm::store_layout
