@@ -20,11 +20,9 @@ using namespace fabric_shm;
 
 namespace {
 
-struct TopicPool {
-    test::PoolCleanup cleanup;
-    Pool pool;
-    explicit TopicPool(const std::string& tag, uint32_t partitions)
-        : cleanup(test::unique_pool_name(tag)), pool(Pool::create(PoolOptions{cleanup.name(), 8 << 20}).value()) {
+/// A fresh pool with the topic "orders".
+struct TopicPool : test::TempPool {
+    TopicPool(const std::string& tag, uint32_t partitions) : TempPool(tag, 8 << 20) {
         TopicConfig tc;
         tc.num_partitions = partitions;
         tc.partition_capacity = 64;

@@ -33,12 +33,10 @@ using namespace std::chrono_literals;
 
 namespace {
 
-struct TestPool {
-    test::PoolCleanup cleanup;
-    Pool pool;
-    explicit TestPool(const std::string& tag, Duration ttl = std::chrono::hours(1))
-        : cleanup(test::unique_pool_name(tag)), pool(Pool::create(PoolOptions{cleanup.name(), 8 << 20, ttl}).value()) {}
-    FabricUri uri(const std::string& key) const { return FabricUri::make(cleanup.name(), "b", key).value(); }
+/// A fresh pool; uri(key) names an object in it.
+struct TestPool : test::TempPool {
+    explicit TestPool(const std::string& tag, Duration ttl = std::chrono::hours(1)) : TempPool(tag, 8 << 20, ttl) {}
+    FabricUri uri(const std::string& key) const { return FabricUri::make(name(), "b", key).value(); }
 };
 
 std::string text(std::span<const uint8_t> bytes) { return {bytes.begin(), bytes.end()}; }
@@ -304,19 +302,16 @@ TEST_CASE("dlq: assign(claim) takes the claim's fence token, so a fenced-out mem
 }
 
 TEST_CASE("registry: a ProcessRegistry holds the pool like every other object, so dropping the Pool keeps it usable") {
-    test::PoolCleanup cleanup(test::unique_pool_name("registry-hold"));
-    std::optional<ProcessRegistry> registry;
-    OwnerToken self = 0;
-    {
-        Pool pool = Pool::create(PoolOptions{cleanup.name(), 2 << 20}).value();
-        self = pool.self();
-        registry.emplace(pool.registry());
-    }
-    CHECK(mappings_of(cleanup.name()) > 0);  // the registry's handle keeps the mapping
+    test::TempPool tp("registry-hold", 2 << 20);
+    const std::string name = tp.name();
+    std::optional<ProcessRegistry> registry = tp.pool.registry();
+    const OwnerToken self = tp.pool.self();
+    tp.pool = Pool();  // drops the fixture's handle (its segment is removed when the fixture goes)
+    CHECK(mappings_of(name) > 0);  // the registry's handle keeps the mapping
     auto list = registry->list();
     REQUIRE(list.size() == 1);
     CHECK(list[0].token == self);
     CHECK(registry->liveness(self, MonoClock::now()) == Liveness::maybe_alive);
     registry.reset();
-    CHECK(mappings_of(cleanup.name()) == 0);  // the last handle unmapped it
+    CHECK(mappings_of(name) == 0);  // the last handle unmapped it
 }

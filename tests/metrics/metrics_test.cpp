@@ -87,18 +87,17 @@ TEST_CASE("latency histogram: percentiles are within one bucket (12.5 %) and cap
 }
 
 TEST_CASE("latency recorder: shards of live, exited and killed processes are summed; the reaper folds the dead") {
-    test::PoolCleanup cleanup(test::unique_pool_name("latency"));
-    auto pool = Pool::create({cleanup.name(), 4 << 20});
-    REQUIRE(pool);
+    test::TempPool temp("latency", 4 << 20);
+    Pool& pool = temp.pool;
     {
-        auto none = read_latency(*pool);
+        auto none = read_latency(pool);
         REQUIRE(none);
         CHECK(none->empty());  // no region until someone records
     }
 
     // A process that records 100 samples of 1 ms and is SIGKILLed: its shard stays owned.
     pid_t killed = test::fork_child([&] {
-        auto p = Pool::open(cleanup.name());
+        auto p = Pool::open(temp.name());
         if (!p) return 1;
         auto rec = LatencyRecorder::open(*p, "events", "workers");
         if (!rec || rec->shared_fallback()) return 2;
@@ -107,7 +106,7 @@ TEST_CASE("latency recorder: shards of live, exited and killed processes are sum
         return 3;
     });
     CHECK(test::wait_child(killed) == 128 + SIGKILL);
-    auto before = read_latency(*pool);
+    auto before = read_latency(pool);
     REQUIRE(before);
     const LatencyKeyStats* k = find_key(*before, "events", "workers");
     REQUIRE(k);
@@ -119,9 +118,9 @@ TEST_CASE("latency recorder: shards of live, exited and killed processes are sum
     // --check's hook lists the unfolded shard as in progress (not a violation).
     auto check = [&] {
         std::vector<std::string> violations, in_progress;
-        for (const RegionInfo& r : pool->regions())
+        for (const RegionInfo& r : pool.regions())
             if (r.kind == uint32_t(RegionKind::metrics))
-                region_kind_ops(r.kind)->check(*pool, r, violations, in_progress);
+                region_kind_ops(r.kind)->check(pool, r, violations, in_progress);
         CHECK(violations.empty());
         return in_progress;
     };
@@ -131,11 +130,11 @@ TEST_CASE("latency recorder: shards of live, exited and killed processes are sum
     CHECK(pending[0].find("not yet folded") != std::string::npos);
 
     // The reaper folds the dead shard into the key's totals: nothing lost, nothing doubled.
-    ReapReport report = pool->reap(MonoClock::now(), false, false);
+    ReapReport report = pool.reap(MonoClock::now(), false, false);
     bool folded_note = false;
     for (const auto& n : report.notes) folded_note |= n.find("folded latency shard") != std::string::npos;
     CHECK(folded_note);
-    auto after = read_latency(*pool);
+    auto after = read_latency(pool);
     REQUIRE(after);
     k = find_key(*after, "events", "workers");
     REQUIRE(k);
@@ -144,12 +143,12 @@ TEST_CASE("latency recorder: shards of live, exited and killed processes are sum
     CHECK(k->live_shards == 0);
     CHECK(check().empty());
     // A second reap has nothing left to fold.
-    report = pool->reap(MonoClock::now(), false, false);
+    report = pool.reap(MonoClock::now(), false, false);
     for (const auto& n : report.notes) CHECK(n.find("latency shard") == std::string::npos);
 
     // A process that records 50 samples of 4 ms and exits cleanly: it folds its own shard.
     pid_t exited = test::fork_child([&] {
-        auto p = Pool::open(cleanup.name());
+        auto p = Pool::open(temp.name());
         if (!p) return 1;
         auto rec = LatencyRecorder::open(*p, "events", "workers");
         if (!rec) return 2;
@@ -158,7 +157,7 @@ TEST_CASE("latency recorder: shards of live, exited and killed processes are sum
     });
     CHECK(test::wait_child(exited) == 0);
 
-    after = read_latency(*pool);
+    after = read_latency(pool);
     REQUIRE(after);
     k = find_key(*after, "events", "workers");
     REQUIRE(k);
@@ -172,14 +171,14 @@ TEST_CASE("latency recorder: shards of live, exited and killed processes are sum
 
     // This process records into the same key (reusing a freed shard) and into another key.
     {
-        auto rec = LatencyRecorder::open(*pool, "events", "workers");
+        auto rec = LatencyRecorder::open(pool, "events", "workers");
         REQUIRE(rec);
         CHECK_FALSE(rec->shared_fallback());
         rec->record(2'000'000);
-        auto other = LatencyRecorder::open(*pool, "events", "indexers");
+        auto other = LatencyRecorder::open(pool, "events", "indexers");
         REQUIRE(other);
         other->record(7);
-        auto live = read_latency(*pool);
+        auto live = read_latency(pool);
         REQUIRE(live);
         REQUIRE(live->size() == 2);
         CHECK(find_key(*live, "events", "workers")->histogram.count() == 151);
@@ -188,58 +187,56 @@ TEST_CASE("latency recorder: shards of live, exited and killed processes are sum
         CHECK(find_key(*live, "events", "indexers")->histogram.max_ns == 7);
     }
     // Recorders destroyed: their shards were folded, the counts stay.
-    auto end = read_latency(*pool);
+    auto end = read_latency(pool);
     REQUIRE(end);
     CHECK(find_key(*end, "events", "workers")->histogram.count() == 151);
     CHECK(find_key(*end, "events", "workers")->live_shards == 0);
 }
 
 TEST_CASE("latency recorder: with every shard taken, recorders share the key's aggregate and nothing is lost") {
-    test::PoolCleanup cleanup(test::unique_pool_name("latency-full"));
-    auto pool = Pool::create({cleanup.name(), 4 << 20});
-    REQUIRE(pool);
+    test::TempPool temp("latency-full", 4 << 20);
+    Pool& pool = temp.pool;
     std::vector<LatencyRecorder> recs;
     for (uint32_t i = 0; i < layout::kMetricsShards; ++i) {
-        auto r = LatencyRecorder::open(*pool, "t", "g");
+        auto r = LatencyRecorder::open(pool, "t", "g");
         REQUIRE(r);
         CHECK_FALSE(r->shared_fallback());
         recs.push_back(std::move(r.value()));
     }
-    auto extra = LatencyRecorder::open(*pool, "t", "g");
+    auto extra = LatencyRecorder::open(pool, "t", "g");
     REQUIRE(extra);
     CHECK(extra->shared_fallback());
     for (auto& r : recs) r.record(1000);
     extra->record(9000);
-    auto s = read_latency(*pool);
+    auto s = read_latency(pool);
     REQUIRE(s);
     REQUIRE(s->size() == 1);
     CHECK((*s)[0].histogram.count() == layout::kMetricsShards + 1);
     CHECK((*s)[0].histogram.max_ns == 9000);
     recs.clear();
-    s = read_latency(*pool);
+    s = read_latency(pool);
     REQUIRE(s);
     CHECK((*s)[0].histogram.count() == layout::kMetricsShards + 1);
     CHECK((*s)[0].live_shards == 0);
 }
 
 TEST_CASE("latency recorder: refuses over-long keys and read-only pools; a damaged region header reads as corrupt") {
-    test::PoolCleanup cleanup(test::unique_pool_name("latency-bad"));
-    auto pool = Pool::create({cleanup.name(), 4 << 20});
-    REQUIRE(pool);
-    auto too_long = LatencyRecorder::open(*pool, std::string(100, 't'), std::string(40, 'g'));
+    test::TempPool temp("latency-bad", 4 << 20);
+    Pool& pool = temp.pool;
+    auto too_long = LatencyRecorder::open(pool, std::string(100, 't'), std::string(40, 'g'));
     REQUIRE_FALSE(too_long);
     CHECK(too_long.code() == Errc::invalid_argument);
     CHECK(too_long.error().message.find("128") != std::string::npos);
-    CHECK(LatencyRecorder::open(*pool, "", "g").code() == Errc::invalid_argument);
+    CHECK(LatencyRecorder::open(pool, "", "g").code() == Errc::invalid_argument);
     OpenOptions ro;
     ro.read_only = true;
-    auto view = Pool::open(cleanup.name(), ro);
+    auto view = Pool::open(temp.name(), ro);
     REQUIRE(view);
     CHECK(LatencyRecorder::open(*view, "t", "g").code() == Errc::invalid_argument);
 
-    auto rec = LatencyRecorder::open(*pool, "t", "g");
+    auto rec = LatencyRecorder::open(pool, "t", "g");
     REQUIRE(rec);
-    auto region = pool->open_region(RegionKind::metrics, "latency");
+    auto region = pool.open_region(RegionKind::metrics, "latency");
     REQUIRE(region);
     auto* header = reinterpret_cast<layout::MetricsHeader*>(region->data());
     header->buckets = 321;

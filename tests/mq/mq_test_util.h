@@ -36,18 +36,8 @@ inline std::span<const uint8_t> bytes(std::string_view s) {
     return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
 }
 
-/// A pool removed at scope exit.
-struct TestPool {
-    test::PoolCleanup cleanup;
-    Pool pool;
-    explicit TestPool(const std::string& tag, uint64_t size = 16 << 20)
-        : cleanup(test::unique_pool_name(tag)), pool(make(cleanup.name(), size)) {}
-    static Pool make(const std::string& name, uint64_t size) {
-        auto p = Pool::create(PoolOptions{name, size});
-        REQUIRE_MESSAGE(p.ok(), p.error().message);
-        return std::move(p.value());
-    }
-};
+/// A pool removed at scope exit (test::TempPool).
+using TestPool = test::TempPool;
 
 /// Partition p's header (forging positions in tests).
 inline mq::PartitionHeader* partition_header(const Pool& pool, std::string_view topic, uint32_t p) {

@@ -109,61 +109,57 @@ struct Cleanup {
 
 TEST_CASE("child groups: a SIGKILLed parent's recorded group, grandchildren included, is killed by the reaper") {
     Subreaper adopt;
-    test::PoolCleanup cleanup(test::unique_pool_name("cg-reap"));
-    auto pool = Pool::create({cleanup.name(), 2 << 20});
-    REQUIRE(pool);
+    test::TempPool temp("cg-reap", 2 << 20);
+    Pool& pool = temp.pool;
     pid_t parent = 0;
-    const Report r = start_parent(cleanup.name(), &parent);
+    const Report r = start_parent(temp.name(), &parent);
     Cleanup guard{{r.leader}};
     REQUIRE(r.status == 0);
-    REQUIRE(child_groups_of(*pool, r.token).size() == 1);
-    CHECK(child_groups_of(*pool, r.token)[0].pgid == uint32_t(r.leader));
+    REQUIRE(child_groups_of(pool, r.token).size() == 1);
+    CHECK(child_groups_of(pool, r.token)[0].pgid == uint32_t(r.leader));
     ::kill(parent, SIGKILL);
     CHECK(test::wait_child(parent) == 128 + SIGKILL);
     CHECK(!gone(r.leader));  // a parent-death signal would not reach r.member anyway: nothing did yet
-    const uint64_t killed_before = detail::pool_header(*pool).killed_child_groups.load();
-    const ReapReport report = pool->reap(MonoClock::now());
+    const uint64_t killed_before = detail::pool_header(pool).killed_child_groups.load();
+    const ReapReport report = pool.reap(MonoClock::now());
     CHECK(report.dead_processes == 1);
     bool noted = false;
     for (const auto& n : report.notes) noted |= n == "killed child process group " + std::to_string(r.leader);
     CHECK(noted);
-    CHECK(detail::pool_header(*pool).killed_child_groups.load() == killed_before + 1);
+    CHECK(detail::pool_header(pool).killed_child_groups.load() == killed_before + 1);
     CHECK(test::wait_child(r.leader, 2000) == 128 + SIGKILL);  // adopted by us: reap it
     CHECK(test::wait_child(r.member, 2000) == 128 + SIGKILL);
 }
 
 TEST_CASE("child groups: a group whose leader's pid now belongs to another process (other start time) is left alone") {
     Subreaper adopt;
-    test::PoolCleanup cleanup(test::unique_pool_name("cg-reuse"));
-    auto pool = Pool::create({cleanup.name(), 2 << 20});
-    REQUIRE(pool);
+    test::TempPool temp("cg-reuse", 2 << 20);
+    Pool& pool = temp.pool;
     pid_t parent = 0;
-    const Report r = start_parent(cleanup.name(), &parent);
+    const Report r = start_parent(temp.name(), &parent);
     Cleanup guard{{r.leader}};
     REQUIRE(r.status == 0);
     ::kill(parent, SIGKILL);
     CHECK(test::wait_child(parent) == 128 + SIGKILL);
     // Forge the reuse: the entry now carries another start time for the same pid.
-    auto& entry = slot_of(*pool, r.token).child_groups[0];
+    auto& entry = slot_of(pool, r.token).child_groups[0];
     const uint64_t w = entry.load();
     REQUIRE(layout::child_group_pgid(w) == uint32_t(r.leader));
     entry.store(layout::child_group_word(uint64_t(layout::child_group_start(w)) + 1, uint32_t(r.leader)));
-    const ReapReport report = pool->reap(MonoClock::now());
+    const ReapReport report = pool.reap(MonoClock::now());
     bool noted = false;
     for (const auto& n : report.notes) noted |= n.find("left child process group " + std::to_string(r.leader)) == 0;
     CHECK(noted);
     CHECK(!gone(r.leader));  // never signalled
     CHECK(!gone(r.member));
-    CHECK(child_groups_of(*pool, r.token).empty());  // the registration ended all the same
+    CHECK(child_groups_of(pool, r.token).empty());  // the registration ended all the same
 }
 
 TEST_CASE("child groups: a parent that exits without forgetting its group takes it with it") {
     Subreaper adopt;
-    test::PoolCleanup cleanup(test::unique_pool_name("cg-exit"));
-    auto pool = Pool::create({cleanup.name(), 2 << 20});
-    REQUIRE(pool);
+    test::TempPool temp("cg-exit", 2 << 20);
     pid_t parent = 0;
-    const Report r = start_parent(cleanup.name(), &parent, /*clean_exit=*/true);
+    const Report r = start_parent(temp.name(), &parent, /*clean_exit=*/true);
     Cleanup guard{{r.leader}};
     REQUIRE(r.status == 0);
     CHECK(test::wait_child(parent) == 0);
@@ -172,14 +168,13 @@ TEST_CASE("child groups: a parent that exits without forgetting its group takes 
 }
 
 TEST_CASE("child groups: registration checks the leader runs, is idempotent, forgets, and is bounded") {
-    test::PoolCleanup cleanup(test::unique_pool_name("cg-api"));
-    auto pool = Pool::create({cleanup.name(), 2 << 20});
-    REQUIRE(pool);
-    CHECK(register_child_group(*pool, 0).code() == Errc::invalid_argument);
+    test::TempPool temp("cg-api", 2 << 20);
+    Pool& pool = temp.pool;
+    CHECK(register_child_group(pool, 0).code() == Errc::invalid_argument);
     // A pid that does not run (a reaped child's).
     const pid_t done = test::fork_child([] { return 0; });
     REQUIRE(test::wait_child(done) == 0);
-    CHECK(register_child_group(*pool, done).code() == Errc::invalid_argument);
+    CHECK(register_child_group(pool, done).code() == Errc::invalid_argument);
     // Our own children as stand-in leaders (the table does not care whether they lead a group).
     std::vector<pid_t> kids;
     Cleanup guard;
@@ -193,18 +188,18 @@ TEST_CASE("child groups: registration checks the leader runs, is idempotent, for
         kids.push_back(k);
         guard.groups.push_back(k);
     }
-    for (uint32_t i = 0; i < kMaxChildGroups; ++i) REQUIRE(register_child_group(*pool, kids[i]).ok());
-    CHECK(register_child_group(*pool, kids[0]).ok());  // already recorded
-    CHECK(register_child_group(*pool, kids.back()).code() == Errc::capacity_exceeded);
-    unregister_child_group(*pool, kids[0]);
-    CHECK(register_child_group(*pool, kids.back()).ok());  // room again
-    CHECK(child_groups_of(*pool, pool->self()).size() == kMaxChildGroups);
-    for (pid_t k : kids) unregister_child_group(*pool, k);
-    CHECK(child_groups_of(*pool, pool->self()).empty());
+    for (uint32_t i = 0; i < kMaxChildGroups; ++i) REQUIRE(register_child_group(pool, kids[i]).ok());
+    CHECK(register_child_group(pool, kids[0]).ok());  // already recorded
+    CHECK(register_child_group(pool, kids.back()).code() == Errc::capacity_exceeded);
+    unregister_child_group(pool, kids[0]);
+    CHECK(register_child_group(pool, kids.back()).ok());  // room again
+    CHECK(child_groups_of(pool, pool.self()).size() == kMaxChildGroups);
+    for (pid_t k : kids) unregister_child_group(pool, k);
+    CHECK(child_groups_of(pool, pool.self()).empty());
     // A read-only handle records nothing.
     OpenOptions ro;
     ro.read_only = true;
-    auto reader = Pool::open(cleanup.name(), ro);
+    auto reader = Pool::open(temp.name(), ro);
     REQUIRE(reader);
     CHECK(register_child_group(*reader, kids[0]).code() == Errc::permission_denied);
     for (pid_t k : kids) {

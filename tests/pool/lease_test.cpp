@@ -32,14 +32,13 @@ TEST_CASE("renewal policy: deadline is created + 75% of the TTL, moved by a boun
 }
 
 TEST_CASE("renewal manager: renews on schedule with an injected clock and nothing in between") {
-    test::PoolCleanup cleanup(test::unique_pool_name("renew"));
-    auto pool = Pool::create({cleanup.name(), 2 << 20, 4s});
-    REQUIRE(pool);
-    RenewalManager mgr(*pool);
+    test::TempPool temp("renew", 2 << 20, 4s);
+    Pool& pool = temp.pool;
+    RenewalManager mgr(pool);
     RenewalPolicy policy;
     policy.jitter_fraction = 0;
-    REQUIRE(mgr.register_lease(pool->pool_lease_id(), policy));
-    const LeaseInfo before = pool->lease(pool->pool_lease_id()).value();
+    REQUIRE(mgr.register_lease(pool.pool_lease_id(), policy));
+    const LeaseInfo before = pool.lease(pool.pool_lease_id()).value();
     ManualClock clock(before.created_ns);
     // Before 75% of the 4 s TTL: nothing is due, nothing renewed, no allocation.
     clock.advance(2 * kNsPerSec);
@@ -50,22 +49,21 @@ TEST_CASE("renewal manager: renews on schedule with an injected clock and nothin
     TickSummary due = mgr.tick(clock.now());
     REQUIRE(due.renewed == 1);
     CHECK(due.outcomes[0].new_expiry == clock.now() + 4s);
-    CHECK(pool->lease(pool->pool_lease_id())->expires_ns == clock.now_ns() + 4 * kNsPerSec);
+    CHECK(pool.lease(pool.pool_lease_id())->expires_ns == clock.now_ns() + 4 * kNsPerSec);
     // Next renewal 3 s after this one.
     CHECK(due.next_due == clock.now() + 3s);
 }
 
 TEST_CASE("renewal manager: min_renew rate-limits renewals but never lengthens a lease") {
-    test::PoolCleanup cleanup(test::unique_pool_name("minrenew"));
-    auto pool = Pool::create({cleanup.name(), 2 << 20, 10s});
-    REQUIRE(pool);
-    RenewalManager mgr(*pool);
+    test::TempPool temp("minrenew", 2 << 20, 10s);
+    Pool& pool = temp.pool;
+    RenewalManager mgr(pool);
     RenewalPolicy eager;
     eager.renew_at_fraction = 0.01;  // would renew every 100 ms
     eager.jitter_fraction = 0;
     eager.min_renew = 2s;
-    REQUIRE(mgr.register_lease(pool->pool_lease_id(), eager));
-    const MonoTime t0 = MonoClock::from_ns(pool->lease(pool->pool_lease_id())->created_ns);
+    REQUIRE(mgr.register_lease(pool.pool_lease_id(), eager));
+    const MonoTime t0 = MonoClock::from_ns(pool.lease(pool.pool_lease_id())->created_ns);
     CHECK(mgr.next_due() == t0 + 2s);
     TickSummary s = mgr.tick(t0 + 2s);
     REQUIRE(s.renewed == 1);
@@ -73,15 +71,14 @@ TEST_CASE("renewal manager: min_renew rate-limits renewals but never lengthens a
 }
 
 TEST_CASE("leases: an expired lease cannot be renewed and the manager drops it") {
-    test::PoolCleanup cleanup(test::unique_pool_name("expired"));
-    auto pool = Pool::create({cleanup.name(), 2 << 20, 1s});
-    REQUIRE(pool);
-    const LeaseInfo l = pool->lease(pool->pool_lease_id()).value();
+    test::TempPool temp("expired", 2 << 20, 1s);
+    Pool& pool = temp.pool;
+    const LeaseInfo l = pool.lease(pool.pool_lease_id()).value();
     const MonoTime expires = MonoClock::from_ns(l.expires_ns);
-    auto late = pool->renew_lease(l.lease_id, expires + 1ns);
+    auto late = pool.renew_lease(l.lease_id, expires + 1ns);
     CHECK(late.code() == Errc::lease_expired);
     CHECK(late.error().message.find("expired") != std::string::npos);
-    RenewalManager mgr(*pool);
+    RenewalManager mgr(pool);
     REQUIRE(mgr.register_lease(l.lease_id));
     TickSummary s = mgr.tick(expires + 1s);
     CHECK(s.dropped == 1);
@@ -89,14 +86,13 @@ TEST_CASE("leases: an expired lease cannot be renewed and the manager drops it")
 }
 
 TEST_CASE("leases: a pool with a short TTL expires after its last renewal, and renewing keeps it") {
-    test::PoolCleanup cleanup(test::unique_pool_name("ttl"));
-    auto pool = Pool::create({cleanup.name(), 2 << 20, 300ms});
-    REQUIRE(pool);
+    test::TempPool temp("ttl", 2 << 20, 300ms);
+    Pool& pool = temp.pool;
     const MonoTime t0 = MonoClock::now();
-    CHECK_FALSE(pool->wholly_expired(t0));
-    REQUIRE(pool->renew_lease(pool->pool_lease_id(), t0 + 200ms));
-    CHECK_FALSE(pool->wholly_expired(t0 + 400ms));
-    CHECK(pool->wholly_expired(t0 + 600ms));
+    CHECK_FALSE(pool.wholly_expired(t0));
+    REQUIRE(pool.renew_lease(pool.pool_lease_id(), t0 + 200ms));
+    CHECK_FALSE(pool.wholly_expired(t0 + 400ms));
+    CHECK(pool.wholly_expired(t0 + 600ms));
 }
 
 TEST_CASE("leases: a wholly expired pool is refused on attach, removed by the reaper, re-created on open-or-create") {
@@ -120,23 +116,22 @@ TEST_CASE("leases: a wholly expired pool is refused on attach, removed by the re
 }
 
 TEST_CASE("leases: a process killed while renewing leaves a consistent lease") {
-    test::PoolCleanup cleanup(test::unique_pool_name("crashrenew"));
-    auto pool = Pool::create({cleanup.name(), 2 << 20, 5s});
-    REQUIRE(pool);
-    const uint64_t id = pool->pool_lease_id();
+    test::TempPool temp("crashrenew", 2 << 20, 5s);
+    Pool& pool = temp.pool;
+    const uint64_t id = pool.pool_lease_id();
     pid_t kid = test::fork_child([&] {
         setenv("FABRIC_SHM_CRASH_POINT", "lease.renew.after_extend", 1);
         detail::crash_point_rearm();
-        auto p = Pool::open(cleanup.name());
+        auto p = Pool::open(temp.name());
         if (!p) return 1;
         auto r = p->renew_lease(id, MonoClock::now());
         return 0;
     });
     CHECK(test::wait_child(kid) == 128 + SIGKILL);
-    const LeaseInfo l = pool->lease(id).value();
+    const LeaseInfo l = pool.lease(id).value();
     CHECK(l.expires_ns > mono_now_ns());
-    CHECK(pool->renew_lease(id, MonoClock::now()));
-    ReapReport r = pool->reap(MonoClock::now());
+    CHECK(pool.renew_lease(id, MonoClock::now()));
+    ReapReport r = pool.reap(MonoClock::now());
     CHECK(r.dead_processes == 1);
     CHECK_FALSE(r.pool_removed);
 }

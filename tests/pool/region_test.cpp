@@ -31,9 +31,8 @@ layout::RegionEntry& entry_of(const Pool& pool, RegionRef ref) {
 }  // namespace
 
 TEST_CASE("regions: created zeroed and initialised, found by name, never overlapping") {
-    test::PoolCleanup cleanup(test::unique_pool_name("regions"));
-    auto pool = Pool::create({cleanup.name(), 4 << 20});
-    REQUIRE(pool);
+    test::TempPool temp("regions", 4 << 20);
+    Pool& pool = temp.pool;
     RegionSpec a = spec("a", 10000);
     a.init = [](std::byte* p, uint64_t n) {
         CHECK(n == 12288);
@@ -41,83 +40,79 @@ TEST_CASE("regions: created zeroed and initialised, found by name, never overlap
         std::memcpy(p, "hello", 5);
         return Status{};
     };
-    auto ra = pool->create_region(a);
+    auto ra = pool.create_region(a);
     REQUIRE(ra);
-    auto rb = pool->create_region(spec("b", 4096));
+    auto rb = pool.create_region(spec("b", 4096));
     REQUIRE(rb);
     CHECK((ra->offset() + ra->length() <= rb->offset() || rb->offset() + rb->length() <= ra->offset()));
     CHECK(ra->offset() % layout::kPageSize == 0);
-    auto found = pool->open_region(RegionKind::test, "a");
+    auto found = pool.open_region(RegionKind::test, "a");
     REQUIRE(found);
     CHECK(std::memcmp(found->data(), "hello", 5) == 0);
-    CHECK(pool->create_region(spec("a", 4096)).code() == Errc::already_exists);
-    CHECK(pool->open_region(RegionKind::test, "zzz").code() == Errc::not_found);
+    CHECK(pool.create_region(spec("a", 4096)).code() == Errc::already_exists);
+    CHECK(pool.open_region(RegionKind::test, "zzz").code() == Errc::not_found);
 }
 
 TEST_CASE("regions: a region larger than the free area fails with capacity_exceeded naming the largest extent") {
-    test::PoolCleanup cleanup(test::unique_pool_name("full"));
-    auto pool = Pool::create({cleanup.name(), 2 << 20});
-    REQUIRE(pool);
-    auto r = pool->create_region(spec("big", 100 << 20));
+    test::TempPool temp("full", 2 << 20);
+    Pool& pool = temp.pool;
+    auto r = pool.create_region(spec("big", 100 << 20));
     CHECK(r.code() == Errc::capacity_exceeded);
-    auto r2 = pool->create_region(spec("fits", 1 << 20));
+    auto r2 = pool.create_region(spec("fits", 1 << 20));
     REQUIRE(r2);
-    auto r3 = pool->create_region(spec("nofit", 1 << 20));
+    auto r3 = pool.create_region(spec("nofit", 1 << 20));
     CHECK(r3.code() == Errc::capacity_exceeded);
     CHECK(r3.error().message.find("largest free extent") != std::string::npos);
 }
 
 TEST_CASE("regions: an expired lease fails closed, a reclaimed region makes old handles stale") {
-    test::PoolCleanup cleanup(test::unique_pool_name("failclosed"));
-    auto pool = Pool::create({cleanup.name(), 2 << 20});
-    REQUIRE(pool);
-    auto r = pool->create_region(spec("short", 4096, 100 * kNsPerMs));
+    test::TempPool temp("failclosed", 2 << 20);
+    Pool& pool = temp.pool;
+    auto r = pool.create_region(spec("short", 4096, 100 * kNsPerMs));
     REQUIRE(r);
     CHECK(r->check(MonoClock::now()));
     CHECK(r->check(MonoClock::now() + std::chrono::seconds(1)).code() == Errc::lease_expired);
     const RegionRef ref = r->ref();
     // Held by us: the reaper keeps it even though it expired.
-    ReapReport kept = pool->reap(MonoClock::now() + std::chrono::seconds(1));
+    ReapReport kept = pool.reap(MonoClock::now() + std::chrono::seconds(1));
     CHECK(kept.busy_regions == 1);
     CHECK(kept.reclaimed_regions == 0);
     *r = Region();  // drop our handle
     usleep(150 * 1000);
-    ReapReport gone = pool->reap(MonoClock::now(), false, false);
+    ReapReport gone = pool.reap(MonoClock::now(), false, false);
     CHECK(gone.reclaimed_regions == 1);
-    CHECK(pool->open_region(ref).code() == Errc::stale_generation);
+    CHECK(pool.open_region(ref).code() == Errc::stale_generation);
     // The space is reusable; the entry's generation moved on.
-    auto again = pool->create_region(spec("short", 4096));
+    auto again = pool.create_region(spec("short", 4096));
     REQUIRE(again);
     if (again->ref().index == ref.index) CHECK(again->ref().generation != ref.generation);
 }
 
 TEST_CASE("regions: a removed region is revoked at once and reclaimed when the last handle goes") {
-    test::PoolCleanup cleanup(test::unique_pool_name("remove"));
-    auto pool = Pool::create({cleanup.name(), 2 << 20});
-    REQUIRE(pool);
-    auto r = pool->create_region(spec("doomed", 4096));
+    test::TempPool temp("remove", 2 << 20);
+    Pool& pool = temp.pool;
+    auto r = pool.create_region(spec("doomed", 4096));
     REQUIRE(r);
-    REQUIRE(pool->remove_region(r->ref()));
+    REQUIRE(pool.remove_region(r->ref()));
     CHECK(r->check().code() == Errc::lease_expired);
-    CHECK(pool->open_region(RegionKind::test, "doomed").code() == Errc::not_found);
+    CHECK(pool.open_region(RegionKind::test, "doomed").code() == Errc::not_found);
     const RegionRef ref = r->ref();
     *r = Region();
-    ReapReport rep = pool->reap(MonoClock::now(), false, false);
+    ReapReport rep = pool.reap(MonoClock::now(), false, false);
     CHECK(rep.reclaimed_regions == 1);
-    CHECK(pool->open_region(ref).code() == Errc::stale_generation);
+    CHECK(pool.open_region(ref).code() == Errc::stale_generation);
 }
 
 TEST_CASE("regions: a live process in another process holding a handle blocks reclaim; its death unblocks it") {
-    test::PoolCleanup cleanup(test::unique_pool_name("pinned"));
-    auto pool = Pool::create({cleanup.name(), 2 << 20});
-    REQUIRE(pool);
-    auto r = pool->create_region(spec("shared", 4096, 200 * kNsPerMs));
+    test::TempPool temp("pinned", 2 << 20);
+    Pool& pool = temp.pool;
+    auto r = pool.create_region(spec("shared", 4096, 200 * kNsPerMs));
     REQUIRE(r);
     const RegionRef ref = r->ref();
     int fds[2];
     REQUIRE(pipe(fds) == 0);
     pid_t kid = test::fork_child([&] {
-        auto p = Pool::open(cleanup.name());
+        auto p = Pool::open(temp.name());
         if (!p) return 1;
         auto h = p->open_region(ref);
         if (!h) return 2;
@@ -129,10 +124,10 @@ TEST_CASE("regions: a live process in another process holding a handle blocks re
     REQUIRE(read(fds[0], &c, 1) == 1);
     *r = Region();
     usleep(250 * 1000);
-    CHECK(pool->reap(MonoClock::now(), false, false).busy_regions == 1);
+    CHECK(pool.reap(MonoClock::now(), false, false).busy_regions == 1);
     kill(kid, SIGKILL);
     test::wait_child(kid);
-    ReapReport after = pool->reap(MonoClock::now(), false, false);
+    ReapReport after = pool.reap(MonoClock::now(), false, false);
     CHECK(after.reclaimed_regions == 1);
     CHECK(after.dead_processes == 1);
     close(fds[0]);
@@ -163,13 +158,12 @@ TEST_CASE("regions: a creator killed between reserving and publishing leaves an 
 }
 
 TEST_CASE("regions: a directory lock left by a dead process is stolen and creation proceeds") {
-    test::PoolCleanup cleanup(test::unique_pool_name("metalock"));
-    auto pool = Pool::create({cleanup.name(), 2 << 20});
-    REQUIRE(pool);
+    test::TempPool temp("metalock", 2 << 20);
+    Pool& pool = temp.pool;
     int fds[2];
     REQUIRE(pipe(fds) == 0);
     pid_t kid = test::fork_child([&] {
-        auto p = Pool::open(cleanup.name());
+        auto p = Pool::open(temp.name());
         OwnerToken t = p ? p->self() : 0;
         if (write(fds[1], &t, sizeof t) != sizeof t) return 1;
         _exit(0);
@@ -177,9 +171,9 @@ TEST_CASE("regions: a directory lock left by a dead process is stolen and creati
     OwnerToken dead = 0;
     REQUIRE(read(fds[0], &dead, sizeof dead) == sizeof dead);
     CHECK(test::wait_child(kid) == 0);
-    auto& header = detail::pool_header(*pool);
+    auto& header = detail::pool_header(pool);
     header.meta_lock.store(dead);  // forge: the child died holding the directory lock
-    auto r = pool->create_region(spec("after", 4096));
+    auto r = pool.create_region(spec("after", 4096));
     REQUIRE(r);
     CHECK(header.stolen_locks.load() == 1);
     CHECK(header.meta_lock.load() == 0);
@@ -188,39 +182,37 @@ TEST_CASE("regions: a directory lock left by a dead process is stolen and creati
 }
 
 TEST_CASE("regions: children of a removed parent are orphans and the reaper reclaims them") {
-    test::PoolCleanup cleanup(test::unique_pool_name("orphan"));
-    auto pool = Pool::create({cleanup.name(), 2 << 20});
-    REQUIRE(pool);
+    test::TempPool temp("orphan", 2 << 20);
+    Pool& pool = temp.pool;
     RegionSpec root = spec("root", 4096);
     root.publish = false;
-    auto r = pool->create_region(root);
+    auto r = pool.create_region(root);
     REQUIRE(r);
     RegionSpec child = spec("child", 4096);
     child.parent = r->ref();
-    auto c = pool->create_region(child);
+    auto c = pool.create_region(child);
     REQUIRE(c);
     REQUIRE(r->publish());
     const RegionRef child_ref = c->ref();
     *c = Region();
     // Forge a dead parent: its entry freed without the children being removed.
-    auto& e = entry_of(*pool, r->ref());
+    auto& e = entry_of(pool, r->ref());
     *r = Region();
     e.word.store(layout::make_entry_word(layout::kEntryFree, r->ref().generation + 1, 0));
-    ReapReport rep = pool->reap(MonoClock::now(), false, false);
+    ReapReport rep = pool.reap(MonoClock::now(), false, false);
     CHECK(rep.reclaimed_regions == 1);
-    CHECK(pool->open_region(child_ref).code() == Errc::stale_generation);
+    CHECK(pool.open_region(child_ref).code() == Errc::stale_generation);
 }
 
 TEST_CASE("regions: dry-run reaping reports what it would do and changes nothing") {
-    test::PoolCleanup cleanup(test::unique_pool_name("dry"));
-    auto pool = Pool::create({cleanup.name(), 2 << 20});
-    REQUIRE(pool);
-    { auto r = pool->create_region(spec("x", 4096, 10 * kNsPerMs)); REQUIRE(r); }
+    test::TempPool temp("dry", 2 << 20);
+    Pool& pool = temp.pool;
+    { auto r = pool.create_region(spec("x", 4096, 10 * kNsPerMs)); REQUIRE(r); }
     usleep(30 * 1000);
-    ReapReport dry = pool->reap(MonoClock::now(), true, false);
+    ReapReport dry = pool.reap(MonoClock::now(), true, false);
     CHECK(dry.reclaimed_regions == 1);
-    CHECK(pool->regions().size() == 1);
-    ReapReport real = pool->reap(MonoClock::now(), false, false);
+    CHECK(pool.regions().size() == 1);
+    ReapReport real = pool.reap(MonoClock::now(), false, false);
     CHECK(real.reclaimed_regions == 1);
-    CHECK(pool->regions().empty());
+    CHECK(pool.regions().empty());
 }

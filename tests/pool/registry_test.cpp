@@ -47,73 +47,69 @@ OwnerToken child_token(const std::string& name, pid_t* pid, bool linger) {
 }  // namespace
 
 TEST_CASE("registry: a live process is maybe_alive, and it leaves the registry on close") {
-    test::PoolCleanup cleanup(test::unique_pool_name("reg"));
-    auto pool = Pool::create({cleanup.name(), 2 << 20});
-    REQUIRE(pool);
-    CHECK(pool->registry().liveness(pool->self(), MonoClock::now()) == Liveness::maybe_alive);
+    test::TempPool temp("reg", 2 << 20);
+    Pool& pool = temp.pool;
+    CHECK(pool.registry().liveness(pool.self(), MonoClock::now()) == Liveness::maybe_alive);
     OwnerToken second_token = 0;
     {
-        auto second = Pool::open(cleanup.name());
+        auto second = Pool::open(temp.name());
         REQUIRE(second);
         second_token = second->self();
-        CHECK(pool->registry().list(MonoClock::now()).size() == 2);
+        CHECK(pool.registry().list(MonoClock::now()).size() == 2);
     }
-    CHECK(pool->registry().list(MonoClock::now()).size() == 1);
+    CHECK(pool.registry().list(MonoClock::now()).size() == 1);
     std::string why;
-    CHECK(pool->registry().liveness(second_token, MonoClock::now(), &why) == Liveness::certainly_dead);
+    CHECK(pool.registry().liveness(second_token, MonoClock::now(), &why) == Liveness::certainly_dead);
     CHECK(why.find("registration ended") != std::string::npos);
 }
 
 TEST_CASE("registry: a process whose pid is gone is certainly dead and its slot is reaped") {
-    test::PoolCleanup cleanup(test::unique_pool_name("gone"));
-    auto pool = Pool::create({cleanup.name(), 2 << 20});
-    REQUIRE(pool);
+    test::TempPool temp("gone", 2 << 20);
+    Pool& pool = temp.pool;
     pid_t kid;
-    const OwnerToken t = child_token(cleanup.name(), &kid, false);
+    const OwnerToken t = child_token(temp.name(), &kid, false);
     REQUIRE(t != 0);
     CHECK(test::wait_child(kid) == 0);
     std::string why;
-    CHECK(pool->registry().liveness(t, MonoClock::now(), &why) == Liveness::certainly_dead);
+    CHECK(pool.registry().liveness(t, MonoClock::now(), &why) == Liveness::certainly_dead);
     CHECK(why.find("gone") != std::string::npos);
-    CHECK(pool->registry().reap_dead(MonoClock::now()) == 1);
-    CHECK(pool->registry().list(MonoClock::now()).size() == 1);
-    CHECK(pool->registry().liveness(t, MonoClock::now()) == Liveness::certainly_dead);
+    CHECK(pool.registry().reap_dead(MonoClock::now()) == 1);
+    CHECK(pool.registry().list(MonoClock::now()).size() == 1);
+    CHECK(pool.registry().liveness(t, MonoClock::now()) == Liveness::certainly_dead);
 }
 
 TEST_CASE("registry: a zombie (exited, not yet waited for) is certainly dead") {
-    test::PoolCleanup cleanup(test::unique_pool_name("zombie"));
-    auto pool = Pool::create({cleanup.name(), 2 << 20});
-    REQUIRE(pool);
+    test::TempPool temp("zombie", 2 << 20);
+    Pool& pool = temp.pool;
     pid_t kid;
-    const OwnerToken t = child_token(cleanup.name(), &kid, false);
+    const OwnerToken t = child_token(temp.name(), &kid, false);
     // Do not reap the child: wait until it is a zombie.
     for (int i = 0; i < 2000 && !probe_pid(uint32_t(kid)).zombie; ++i) usleep(1000);
     REQUIRE(probe_pid(uint32_t(kid)).zombie);
     std::string why;
-    CHECK(pool->registry().liveness(t, MonoClock::now(), &why) == Liveness::certainly_dead);
+    CHECK(pool.registry().liveness(t, MonoClock::now(), &why) == Liveness::certainly_dead);
     CHECK(why.find("zombie") != std::string::npos);
     CHECK(test::wait_child(kid) == 0);
 }
 
 TEST_CASE("registry: a reused pid (start time differs) is certainly dead; a matching one is maybe_alive") {
-    test::PoolCleanup cleanup(test::unique_pool_name("reuse"));
-    auto pool = Pool::create({cleanup.name(), 2 << 20});
-    REQUIRE(pool);
+    test::TempPool temp("reuse", 2 << 20);
+    Pool& pool = temp.pool;
     pid_t kid;
-    const OwnerToken t = child_token(cleanup.name(), &kid, true);
-    CHECK(pool->registry().liveness(t, MonoClock::now()) == Liveness::maybe_alive);
+    const OwnerToken t = child_token(temp.name(), &kid, true);
+    CHECK(pool.registry().liveness(t, MonoClock::now()) == Liveness::maybe_alive);
     // Forge what pid reuse looks like: the live pid's start time no longer matches.
-    auto& slot = slot_of(*pool, t);
+    auto& slot = slot_of(pool, t);
     const uint64_t real = slot.start_time.load();
     slot.start_time.store(real + 12345);
     std::string why;
-    CHECK(pool->registry().liveness(t, MonoClock::now(), &why) == Liveness::certainly_dead);
+    CHECK(pool.registry().liveness(t, MonoClock::now(), &why) == Liveness::certainly_dead);
     CHECK(why.find("reused") != std::string::npos);
     slot.start_time.store(real);
-    CHECK(pool->registry().liveness(t, MonoClock::now()) == Liveness::maybe_alive);
+    CHECK(pool.registry().liveness(t, MonoClock::now()) == Liveness::maybe_alive);
     kill(kid, SIGKILL);
     CHECK(test::wait_child(kid) == 128 + SIGKILL);
-    CHECK(pool->registry().liveness(t, MonoClock::now()) == Liveness::certainly_dead);
+    CHECK(pool.registry().liveness(t, MonoClock::now()) == Liveness::certainly_dead);
 }
 
 TEST_CASE("registry: a stale heartbeat past its declared timeout is certainly dead, without one it is not") {
@@ -158,47 +154,44 @@ TEST_CASE("registry: a process killed while registering leaves a slot the reaper
 }
 
 TEST_CASE("registry: a dead process's counter shard is folded into the pool totals") {
-    test::PoolCleanup cleanup(test::unique_pool_name("counters"));
-    auto pool = Pool::create({cleanup.name(), 2 << 20});
-    REQUIRE(pool);
+    test::TempPool temp("counters", 2 << 20);
+    Pool& pool = temp.pool;
     pid_t kid = test::fork_child([&] {
-        auto p = Pool::open(cleanup.name());
+        auto p = Pool::open(temp.name());
         if (!p) return 1;
         detail::count(*p, CounterId::store_puts, 41);
         _exit(0);  // no unregister: a crash
     });
     CHECK(test::wait_child(kid) == 0);
-    detail::count(*pool, CounterId::store_puts, 1);
-    CHECK(counter_total(*pool, CounterId::store_puts) == 42);
-    CHECK(pool->registry().reap_dead(MonoClock::now()) == 1);
-    CHECK(counter_total(*pool, CounterId::store_puts) == 42);
+    detail::count(pool, CounterId::store_puts, 1);
+    CHECK(counter_total(pool, CounterId::store_puts) == 42);
+    CHECK(pool.registry().reap_dead(MonoClock::now()) == 1);
+    CHECK(counter_total(pool, CounterId::store_puts) == 42);
 }
 
 TEST_CASE("owner lock: a lock held by a dead process is taken over and the takeover is reported") {
-    test::PoolCleanup cleanup(test::unique_pool_name("lock"));
-    auto pool = Pool::create({cleanup.name(), 2 << 20});
-    REQUIRE(pool);
+    test::TempPool temp("lock", 2 << 20);
+    Pool& pool = temp.pool;
     pid_t kid;
-    const OwnerToken dead = child_token(cleanup.name(), &kid, false);
+    const OwnerToken dead = child_token(temp.name(), &kid, false);
     CHECK(test::wait_child(kid) == 0);
     std::atomic<uint64_t> word{dead};
-    auto got = detail::owner_lock_acquire(word, *pool, pool->self(), 5 * kNsPerSec, "test lock");
+    auto got = detail::owner_lock_acquire(word, pool, pool.self(), 5 * kNsPerSec, "test lock");
     REQUIRE(got);
     CHECK(got->stolen);
-    CHECK(OwnerToken(word.load()) == pool->self());
+    CHECK(OwnerToken(word.load()) == pool.self());
     // The presumed-dead holder's release now fails instead of releasing our lock.
     CHECK_FALSE(detail::owner_lock_release(word, dead));
-    CHECK(detail::owner_lock_release(word, pool->self()));
+    CHECK(detail::owner_lock_release(word, pool.self()));
 }
 
 TEST_CASE("owner lock: a lock held by a live process times out with busy naming the holder") {
-    test::PoolCleanup cleanup(test::unique_pool_name("lockbusy"));
-    auto pool = Pool::create({cleanup.name(), 2 << 20});
-    REQUIRE(pool);
+    test::TempPool temp("lockbusy", 2 << 20);
+    Pool& pool = temp.pool;
     pid_t kid;
-    const OwnerToken live = child_token(cleanup.name(), &kid, true);
+    const OwnerToken live = child_token(temp.name(), &kid, true);
     std::atomic<uint64_t> word{live};
-    auto got = detail::owner_lock_acquire(word, *pool, pool->self(), 50 * kNsPerMs, "test lock");
+    auto got = detail::owner_lock_acquire(word, pool, pool.self(), 50 * kNsPerMs, "test lock");
     CHECK(got.code() == Errc::busy);
     CHECK(got.error().message.find("test lock") != std::string::npos);
     kill(kid, SIGKILL);
@@ -241,50 +234,48 @@ OwnerToken read_token(int fds[2]) {
 }  // namespace
 
 TEST_CASE("registry: a claimant paused before publishing is not judged dead by a previous occupant's fields and keeps its slot") {
-    test::PoolCleanup cleanup(test::unique_pool_name("claimwin"));
-    auto pool = Pool::create({cleanup.name(), 2 << 20});
-    REQUIRE(pool);
+    test::TempPool temp("claimwin", 2 << 20);
+    Pool& pool = temp.pool;
     // Every free slot looks like the slot of a previous occupant that declared a 1 ms heartbeat
     // timeout and stopped beating long ago: what judging a claimant by its slot's fields would
     // call certainly dead.
     for (uint32_t i = 0; i < layout::kRegistrySlots; ++i) {
-        layout::ProcessSlot& s = all_slots(*pool)[i];
+        layout::ProcessSlot& s = all_slots(pool)[i];
         if (layout::slot_word_state(s.word.load()) != layout::kSlotFree) continue;
         s.timeout_ns.store(kNsPerMs);
         s.heartbeat_ns.store(1);
     }
     int fds[2];
-    const pid_t kid = paused_registrant(cleanup.name(), "registry.register.claimed", fds);
+    const pid_t kid = paused_registrant(temp.name(), "registry.register.claimed", fds);
     REQUIRE(test::wait_stopped(kid));
-    auto listed = pool->registry().list(MonoClock::now());
+    auto listed = pool.registry().list(MonoClock::now());
     const ProcessInfo* claimant = find_pid(listed, kid);
     REQUIRE(claimant);
     CHECK(claimant->claiming);
     CHECK(claimant->liveness == Liveness::maybe_alive);
     const OwnerToken claimed = claimant->token;
     // The reaper must not free the slot of a stopped, live claimant.
-    CHECK(pool->registry().reap_dead(MonoClock::now() + std::chrono::hours(1)) == 0);
-    CHECK(pool->registry().liveness(claimed, MonoClock::now()) == Liveness::maybe_alive);
+    CHECK(pool.registry().reap_dead(MonoClock::now() + std::chrono::hours(1)) == 0);
+    CHECK(pool.registry().liveness(claimed, MonoClock::now()) == Liveness::maybe_alive);
     test::resume(kid);
     const OwnerToken got = read_token(fds);
     CHECK(test::wait_child(kid) == 0);
     CHECK(got == claimed);  // it published the slot it claimed
-    const uint64_t w = slot_of(*pool, got).word.load();
+    const uint64_t w = slot_of(pool, got).word.load();
     CHECK(layout::slot_word_state(w) == layout::kSlotLive);
     CHECK(layout::slot_word_pid(w) == uint32_t(kid));
 }
 
 TEST_CASE("registry: a claimant whose slot was taken while it was stopped publishes nowhere near the new owner") {
-    test::PoolCleanup cleanup(test::unique_pool_name("claimcas"));
-    auto pool = Pool::create({cleanup.name(), 2 << 20});
-    REQUIRE(pool);
+    test::TempPool temp("claimcas", 2 << 20);
+    Pool& pool = temp.pool;
     int fds[2];
-    const pid_t kid = paused_registrant(cleanup.name(), "registry.register.before_publish", fds);
+    const pid_t kid = paused_registrant(temp.name(), "registry.register.before_publish", fds);
     REQUIRE(test::wait_stopped(kid));
-    const auto listed = pool->registry().list(MonoClock::now());
+    const auto listed = pool.registry().list(MonoClock::now());
     const ProcessInfo* claimant = find_pid(listed, kid);
     REQUIRE(claimant);
-    layout::ProcessSlot& slot = slot_of(*pool, claimant->token);
+    layout::ProcessSlot& slot = slot_of(pool, claimant->token);
     // Forge what a wrong "certainly dead" verdict leads to: the slot retired and re-claimed by
     // another live process (this one) under the next generation.
     uint64_t claiming = slot.word.load();
@@ -306,9 +297,8 @@ TEST_CASE("registry: a claimant whose slot was taken while it was stopped publis
 }
 
 TEST_CASE("registry: a retired slot names nobody: its per-occupant fields are cleared") {
-    test::PoolCleanup cleanup(test::unique_pool_name("retclear"));
-    auto pool = Pool::create({cleanup.name(), 2 << 20});
-    REQUIRE(pool);
+    test::TempPool temp("retclear", 2 << 20);
+    Pool& pool = temp.pool;
     auto cleared = [&](const layout::ProcessSlot& s) {
         CHECK(s.start_time.load() == 0);
         CHECK(s.pidns.load() == 0);
@@ -324,29 +314,29 @@ TEST_CASE("registry: a retired slot names nobody: its per-occupant fields are cl
         const pid_t kid = test::fork_child([&] {
             OpenOptions o;
             o.heartbeat_timeout = std::chrono::seconds(5);
-            auto p = Pool::open(cleanup.name(), o);
+            auto p = Pool::open(temp.name(), o);
             const OwnerToken t = p ? p->self() : 0;
             if (write(fds[1], &t, sizeof t) != sizeof t) return 2;
             _exit(0);
         });
         const OwnerToken t = read_token(fds);
         CHECK(test::wait_child(kid) == 0);
-        REQUIRE(slot_of(*pool, t).timeout_ns.load() == 5 * kNsPerSec);
-        CHECK(pool->registry().reap_dead(MonoClock::now()) == 1);
-        CHECK(layout::slot_word_state(slot_of(*pool, t).word.load()) == layout::kSlotFree);
-        cleared(slot_of(*pool, t));
+        REQUIRE(slot_of(pool, t).timeout_ns.load() == 5 * kNsPerSec);
+        CHECK(pool.registry().reap_dead(MonoClock::now()) == 1);
+        CHECK(layout::slot_word_state(slot_of(pool, t).word.load()) == layout::kSlotFree);
+        cleared(slot_of(pool, t));
     }
     SUBCASE("unregistered on close") {
         OwnerToken t = 0;
         {
             OpenOptions o;
             o.heartbeat_timeout = std::chrono::seconds(5);
-            auto second = Pool::open(cleanup.name(), o);
+            auto second = Pool::open(temp.name(), o);
             REQUIRE(second);
             t = second->self();
         }
-        CHECK(layout::slot_word_state(slot_of(*pool, t).word.load()) == layout::kSlotFree);
-        cleared(slot_of(*pool, t));
+        CHECK(layout::slot_word_state(slot_of(pool, t).word.load()) == layout::kSlotFree);
+        cleared(slot_of(pool, t));
     }
 }
 
@@ -396,13 +386,12 @@ TEST_CASE("region: a creator paused past its heartbeat timeout keeps its entry; 
     // The creator holds the directory lock, its entry CREATING; its heartbeat goes stale. It is
     // not certainly dead (its pid runs), so nobody steals the lock or frees the entry: when it
     // resumes it zeroes its own extent, not one handed to someone else.
-    test::PoolCleanup cleanup(test::unique_pool_name("hbcreate"));
-    auto pool = Pool::create({cleanup.name(), 16 << 20});
-    REQUIRE(pool);
+    test::TempPool temp("hbcreate", 16 << 20);
+    Pool& pool = temp.pool;
     const pid_t kid = test::fork_child([&] {
         OpenOptions o;
         o.heartbeat_timeout = std::chrono::milliseconds(200);  // judged dead by its heartbeat after 200 ms of silence
-        auto p = Pool::open(cleanup.name(), o);
+        auto p = Pool::open(temp.name(), o);
         if (!p) return 90;
         setenv("FABRIC_SHM_PAUSE_POINT", "region.create.reserved", 1);
         detail::crash_point_rearm();
@@ -418,7 +407,7 @@ TEST_CASE("region: a creator paused past its heartbeat timeout keeps its entry; 
         RegionSpec spec;
         spec.name = "d";
         spec.length = 64 << 10;
-        d = pool->create_region(spec);
+        d = pool.create_region(spec);
         if (d) std::memset(d->data(), 0xab, d->length());
     });
     timespec ts{0, 400'000'000};
@@ -430,21 +419,20 @@ TEST_CASE("region: a creator paused past its heartbeat timeout keeps its entry; 
     size_t changed = 0;
     for (uint64_t i = 0; i < d->length(); ++i) changed += d->data()[i] != std::byte{0xab};
     CHECK_MESSAGE(changed == 0, changed << " of " << d->length() << " bytes of region 'd' were overwritten");
-    auto c = pool->open_region(RegionKind::test, "c");
+    auto c = pool.open_region(RegionKind::test, "c");
     CHECK_MESSAGE(c, c.error().message);
     if (c) CHECK(c->ref().index != d->ref().index);
 }
 
 TEST_CASE("registry: a process fenced while paused is told at its next heartbeat and tick") {
-    test::PoolCleanup cleanup(test::unique_pool_name("hbfenced"));
-    auto pool = Pool::create({cleanup.name(), 4 << 20});
-    REQUIRE(pool);
+    test::TempPool temp("hbfenced", 4 << 20);
+    Pool& pool = temp.pool;
     int fds[2];
     REQUIRE(pipe(fds) == 0);
     const pid_t kid = test::fork_child([&] {
         OpenOptions o;
         o.heartbeat_timeout = std::chrono::milliseconds(200);
-        auto p = Pool::open(cleanup.name(), o);
+        auto p = Pool::open(temp.name(), o);
         if (!p) return 90;
         const OwnerToken t = p->self();
         if (write(fds[1], &t, sizeof t) != sizeof t) return 91;
@@ -463,25 +451,24 @@ TEST_CASE("registry: a process fenced while paused is told at its next heartbeat
     close(fds[1]);
     REQUIRE(test::wait_stopped(kid));
     const uint64_t later = mono_now_ns() + 3600 * kNsPerSec;  // its heartbeat is an hour old
-    pool->reap(MonoClock::from_ns(later), false, false);
+    pool.reap(MonoClock::from_ns(later), false, false);
     bool fenced = false;
-    for (const ProcessInfo& p : pool->registry().list(MonoClock::from_ns(later))) fenced = fenced || (p.token == token && p.fenced);
+    for (const ProcessInfo& p : pool.registry().list(MonoClock::from_ns(later))) fenced = fenced || (p.token == token && p.fenced);
     REQUIRE(fenced);
     test::resume(kid);
     CHECK(test::wait_child(kid) == 0);
 }
 
 TEST_CASE("registry: a reaper paused after judging a process dead by its heartbeat re-checks it before fencing") {
-    test::PoolCleanup cleanup(test::unique_pool_name("hbrejudge"));
-    auto pool = Pool::create({cleanup.name(), 4 << 20});
-    REQUIRE(pool);
+    test::TempPool temp("hbrejudge", 4 << 20);
+    Pool& pool = temp.pool;
     int fds[2];
     REQUIRE(pipe(fds) == 0);
     // The judged process: stops itself, then (resumed) heartbeats and reports whether it is fenced.
     const pid_t judged = test::fork_child([&] {
         OpenOptions o;
         o.heartbeat_timeout = std::chrono::milliseconds(200);
-        auto p = Pool::open(cleanup.name(), o);
+        auto p = Pool::open(temp.name(), o);
         if (!p) return 90;
         const OwnerToken t = p->self();
         if (write(fds[1], &t, sizeof t) != sizeof t) return 91;
@@ -501,7 +488,7 @@ TEST_CASE("registry: a reaper paused after judging a process dead by its heartbe
         // Armed before opening: Pool::open itself reaps (and may be the one that judges).
         setenv("FABRIC_SHM_PAUSE_POINT", "registry.reap.judged", 1);
         detail::crash_point_rearm();
-        auto p = Pool::open(cleanup.name());
+        auto p = Pool::open(temp.name());
         if (!p) return 90;
         (void)p->registry().reap_dead(MonoClock::now());
         return 0;
@@ -512,7 +499,7 @@ TEST_CASE("registry: a reaper paused after judging a process dead by its heartbe
     test::resume(reaper);
     CHECK(test::wait_child(reaper) == 0);
     bool listed = false;
-    for (const ProcessInfo& p : pool->registry().list(MonoClock::now()))
+    for (const ProcessInfo& p : pool.registry().list(MonoClock::now()))
         if (p.token == token) {
             listed = true;
             CHECK_FALSE(p.fenced);

@@ -78,23 +78,22 @@ void require_clean(const Pool& pool) {
 }  // namespace
 
 TEST_CASE("store: two processes racing if-absent on the same keys each win exactly once per key") {
-    test::PoolCleanup cleanup(test::unique_pool_name("race"));
-    auto pool = Pool::create({cleanup.name(), 16 << 20});
-    REQUIRE(pool);
-    auto store = MemObjectStore::open(*pool);
+    test::TempPool temp("race", 16 << 20);
+    Pool& pool = temp.pool;
+    auto store = MemObjectStore::open(pool);
     REQUIRE(store);
     constexpr int kKeys = 200;
     Barrier barrier;
     pid_t kids[2];
     for (int c = 0; c < 2; ++c) {
         kids[c] = test::fork_child([&, c] {
-            Child me(cleanup.name());
+            Child me(temp.name());
             barrier.arrive_and_wait(2);
             PutOptions o;
             o.condition = PutCondition::if_absent;
             int wins = 0;
             for (int k = 0; k < kKeys; ++k) {
-                auto r = me.store->put(at(cleanup.name(), "k" + std::to_string(k)), bytes_of("child" + std::to_string(c), 64), o);
+                auto r = me.store->put(at(temp.name(), "k" + std::to_string(k)), bytes_of("child" + std::to_string(c), 64), o);
                 if (r) ++wins;
                 else if (r.code() != Errc::conflict) return 100;
             }
@@ -105,14 +104,14 @@ TEST_CASE("store: two processes racing if-absent on the same keys each win exact
     CHECK(w0 + w1 == kKeys);
     int from0 = 0;
     for (int k = 0; k < kKeys; ++k) {
-        auto g = (*store)->get(at(cleanup.name(), "k" + std::to_string(k)));
+        auto g = (*store)->get(at(temp.name(), "k" + std::to_string(k)));
         REQUIRE((g && g->has_value()));
         if ((*g)->data == bytes_of("child0", 64)) ++from0;
         else CHECK((*g)->data == bytes_of("child1", 64));
     }
     CHECK(from0 == w0);
-    CHECK(counter_total(*pool, CounterId::store_conflicts) == kKeys);
-    require_clean(*pool);
+    CHECK(counter_total(pool, CounterId::store_conflicts) == kKeys);
+    require_clean(pool);
 }
 
 TEST_CASE("store: processes writing disjoint and overlapping keys leave a consistent final state") {
@@ -300,15 +299,14 @@ TEST_CASE("store: loan, commit, pin and remove killed at any step are repaired b
 }
 
 TEST_CASE("store: a dead pinner's pin keeps an overwritten object until the reaper releases it") {
-    test::PoolCleanup cleanup(test::unique_pool_name("pinkill"));
-    auto pool = Pool::create({cleanup.name(), 16 << 20});
-    REQUIRE(pool);
-    auto store = MemObjectStore::open(*pool);
+    test::TempPool temp("pinkill", 16 << 20);
+    Pool& pool = temp.pool;
+    auto store = MemObjectStore::open(pool);
     REQUIRE(store);
-    const FabricUri key = at(cleanup.name(), "k");
+    const FabricUri key = at(temp.name(), "k");
     REQUIRE((*store)->put(key, bytes_of("a", 4000)));
     const pid_t kid = test::fork_child([&] {
-        Child me(cleanup.name());
+        Child me(temp.name());
         auto p = me.store->pin(key);
         if (!p || !p->has_value()) return 3;
         kill(getpid(), SIGKILL);
@@ -317,44 +315,43 @@ TEST_CASE("store: a dead pinner's pin keeps an overwritten object until the reap
     CHECK(test::wait_child(kid) == 128 + SIGKILL);
     REQUIRE((*store)->put(key, bytes_of("b", 4000)));
     const uint64_t used_with_pin = (*store)->stats().heap_used_bytes;
-    ReapReport rep = pool->reap(MonoClock::now(), false, false);
+    ReapReport rep = pool.reap(MonoClock::now(), false, false);
     CHECK(rep.kind_items >= 1);
-    CHECK(counter_total(*pool, CounterId::store_pins_released) == 1);
+    CHECK(counter_total(pool, CounterId::store_pins_released) == 1);
     CHECK((*store)->stats().heap_used_bytes < used_with_pin);
     CHECK((*store)->stats().pins_active == 0);
 }
 
 TEST_CASE("store: writers SIGKILLed at random moments never leave torn objects or lost space") {
-    test::PoolCleanup cleanup(test::unique_pool_name("sigkill"));
-    auto pool = Pool::create({cleanup.name(), 32 << 20});
-    REQUIRE(pool);
-    auto store = MemObjectStore::open(*pool);
+    test::TempPool temp("sigkill", 32 << 20);
+    Pool& pool = temp.pool;
+    auto store = MemObjectStore::open(pool);
     REQUIRE(store);
     std::mt19937 rng(7);
     for (int round = 0; round < 12; ++round) {
         Barrier started;
         const pid_t kid = test::fork_child([&, round] {
-            Child me(cleanup.name());
+            Child me(temp.name());
             std::mt19937 r(round * 977 + 1);
             started.arrive_and_wait(1);
             for (uint64_t i = 0;; ++i) {
                 const std::string k = "k" + std::to_string(r() % 40);
                 const size_t n = (r() % 8 == 0) ? (64 << 10) + r() % (300 << 10) : r() % 4000;
                 switch (r() % 5) {
-                case 0: (void)me.store->remove(at(cleanup.name(), k)); break;
+                case 0: (void)me.store->remove(at(temp.name(), k)); break;
                 case 1: {
                     auto loan = me.store->loan(n);
                     if (!loan) break;
                     std::memcpy(loan->bytes().data(), bytes_of(k, n).data(), n);
-                    (void)me.store->commit(std::move(*loan), at(cleanup.name(), k));
+                    (void)me.store->commit(std::move(*loan), at(temp.name(), k));
                     break;
                 }
                 case 2: {
-                    auto p = me.store->pin(at(cleanup.name(), k));
+                    auto p = me.store->pin(at(temp.name(), k));
                     if (p && p->has_value() && !(*p)->verify()) _exit(5);
                     break;
                 }
-                default: (void)me.store->put(at(cleanup.name(), k), bytes_of(k, n)); break;
+                default: (void)me.store->put(at(temp.name(), k), bytes_of(k, n)); break;
                 }
             }
             return 0;
@@ -368,30 +365,29 @@ TEST_CASE("store: writers SIGKILLed at random moments never leave torn objects o
         CHECK(test::wait_child(kid) == 128 + SIGKILL);
         // Survivors read whole objects (never torn: the CRC holds) or nothing.
         for (int k = 0; k < 40; ++k) {
-            auto g = (*store)->get(at(cleanup.name(), "k" + std::to_string(k)));
+            auto g = (*store)->get(at(temp.name(), "k" + std::to_string(k)));
             REQUIRE_MESSAGE(g, g.error().message);
             if (g->has_value()) CHECK((*g)->data == bytes_of("k" + std::to_string(k), (*g)->data.size()));
         }
-        pool->reap(MonoClock::now(), false, false);
-        require_clean(*pool);
+        pool.reap(MonoClock::now(), false, false);
+        require_clean(pool);
         CHECK((*store)->stats().loans_active == 0);
         CHECK((*store)->stats().pins_active == 0);
     }
-    for (int k = 0; k < 40; ++k) REQUIRE((*store)->remove(at(cleanup.name(), "k" + std::to_string(k))));
-    pool->reap(MonoClock::now(), false, false);
+    for (int k = 0; k < 40; ++k) REQUIRE((*store)->remove(at(temp.name(), "k" + std::to_string(k))));
+    pool.reap(MonoClock::now(), false, false);
     const StoreStats end = (*store)->stats();
     CHECK(end.heap_used_bytes == 0);
     CHECK(end.largest_free_extent == end.heap_capacity_bytes);
 }
 
 TEST_CASE("store: the reaper's dry run reports a dead owner's loan without freeing it") {
-    test::PoolCleanup cleanup(test::unique_pool_name("dry"));
-    auto pool = Pool::create({cleanup.name(), 16 << 20});
-    REQUIRE(pool);
-    auto store = MemObjectStore::open(*pool);
+    test::TempPool temp("dry", 16 << 20);
+    Pool& pool = temp.pool;
+    auto store = MemObjectStore::open(pool);
     REQUIRE(store);
     const pid_t kid = test::fork_child([&] {
-        Child me(cleanup.name());
+        Child me(temp.name());
         auto loan = me.store->loan(3000);
         if (!loan) return 2;
         kill(getpid(), SIGKILL);  // die holding the loan
@@ -399,31 +395,30 @@ TEST_CASE("store: the reaper's dry run reports a dead owner's loan without freei
     });
     CHECK(test::wait_child(kid) == 128 + SIGKILL);
     CHECK((*store)->stats().loans_active == 1);
-    ReapReport dry = pool->reap(MonoClock::now(), true, false);
+    ReapReport dry = pool.reap(MonoClock::now(), true, false);
     CHECK(dry.kind_items >= 1);
     bool noted = false;
     for (const auto& n : dry.notes) noted = noted || n.find("loaned by dead owner") != std::string::npos;
     CHECK(noted);
     CHECK((*store)->stats().loans_active == 1);
-    ReapReport real = pool->reap(MonoClock::now(), false, false);
+    ReapReport real = pool.reap(MonoClock::now(), false, false);
     CHECK(real.kind_items >= 1);
     CHECK((*store)->stats().loans_active == 0);
     CHECK((*store)->stats().heap_used_bytes == 0);
-    CHECK(counter_total(*pool, CounterId::store_loans_reclaimed) == 1);
+    CHECK(counter_total(pool, CounterId::store_loans_reclaimed) == 1);
 }
 
 TEST_CASE("store: threads of one process writing the same keys exclude each other per key") {
-    test::PoolCleanup cleanup(test::unique_pool_name("threads"));
-    auto pool = Pool::create({cleanup.name(), 16 << 20});
-    REQUIRE(pool);
-    auto store = MemObjectStore::open(*pool);
+    test::TempPool temp("threads", 16 << 20);
+    Pool& pool = temp.pool;
+    auto store = MemObjectStore::open(pool);
     REQUIRE(store);
     std::atomic<int> failures{0};
     auto work = [&](int t) {
         PutOptions absent;
         absent.condition = PutCondition::if_absent;
         for (int i = 0; i < 3000; ++i) {
-            const FabricUri u = at(cleanup.name(), "k" + std::to_string(i % 10));
+            const FabricUri u = at(temp.name(), "k" + std::to_string(i % 10));
             if (i % 7 == 0) {
                 if (!(*store)->remove(u)) ++failures;
             } else if (i % 5 == 0) {
@@ -440,10 +435,10 @@ TEST_CASE("store: threads of one process writing the same keys exclude each othe
     a.join();
     b.join();
     CHECK(failures.load() == 0);
-    auto keys = (*store)->list(cleanup.name(), "b", "");
+    auto keys = (*store)->list(temp.name(), "b", "");
     REQUIRE(keys);
     CHECK((*store)->stats().objects == keys->size());  // no duplicate keys
-    require_clean(*pool);
+    require_clean(pool);
 }
 
 // ---- stalls: a process stopped anywhere (SIGSTOP at a pause point) -----------------------------
@@ -474,16 +469,15 @@ uint64_t stripe_of(const std::string& key) {
 }  // namespace
 
 TEST_CASE("store: a writer stopped while holding a key's lock does not make another process's remove fail") {
-    test::PoolCleanup cleanup(test::unique_pool_name("stallrm"));
-    auto pool = Pool::create({cleanup.name(), 16 << 20});
-    REQUIRE(pool);
-    auto store = MemObjectStore::open(*pool);
+    test::TempPool temp("stallrm", 16 << 20);
+    Pool& pool = temp.pool;
+    auto store = MemObjectStore::open(pool);
     REQUIRE(store);
-    const FabricUri key = at(cleanup.name(), "k");
+    const FabricUri key = at(temp.name(), "k");
     const auto v1 = bytes_of("first", 3000), v2 = bytes_of("second", 3000);
     REQUIRE((*store)->put(key, v1));
     // The child stops right after taking the key's stripe lock for its overwrite.
-    const pid_t kid = stopped_child(cleanup.name(), "store.stripe.held", [&](Child& me) {
+    const pid_t kid = stopped_child(temp.name(), "store.stripe.held", [&](Child& me) {
         auto r = me.store->put(key, v2);
         return r ? 0 : 10 + int(r.code());
     });
@@ -492,7 +486,7 @@ TEST_CASE("store: a writer stopped while holding a key's lock does not make anot
     auto removed = (*store)->remove(key);
     REQUIRE_MESSAGE(removed, removed.error().message);
     CHECK(*removed);
-    for (const ProcessInfo& p : pool->registry().list(MonoClock::now()))
+    for (const ProcessInfo& p : pool.registry().list(MonoClock::now()))
         if (p.pid == uint32_t(kid)) CHECK(p.liveness == Liveness::maybe_alive);  // taken over, not judged dead
     // The child's put was decided nowhere yet; on resuming it finds its lock gone (fenced),
     // starts over and lands after the remove.
@@ -502,21 +496,20 @@ TEST_CASE("store: a writer stopped while holding a key's lock does not make anot
     REQUIRE((g && g->has_value()));
     CHECK((*g)->data == v2);
     CHECK((*store)->stats().objects == 1);
-    require_clean(*pool);
+    require_clean(pool);
 }
 
 TEST_CASE("store: an overwrite stopped just before it links is fenced by the writer that took its lock; versions stay in order") {
-    test::PoolCleanup cleanup(test::unique_pool_name("stallow"));
-    auto pool = Pool::create({cleanup.name(), 16 << 20});
-    REQUIRE(pool);
-    auto store = MemObjectStore::open(*pool);
+    test::TempPool temp("stallow", 16 << 20);
+    Pool& pool = temp.pool;
+    auto store = MemObjectStore::open(pool);
     REQUIRE(store);
-    const FabricUri key = at(cleanup.name(), "k");
+    const FabricUri key = at(temp.name(), "k");
     const auto v1 = bytes_of("one", 2000), vc = bytes_of("child", 2000), vp = bytes_of("parent", 2000);
     auto first = (*store)->put(key, v1);
     REQUIRE((first && *first == 1));
     // Stopped with its condition evaluated on version 1 and its slot CAS announced.
-    const pid_t kid = stopped_child(cleanup.name(), "store.put.before_link", [&](Child& me) {
+    const pid_t kid = stopped_child(temp.name(), "store.put.before_link", [&](Child& me) {
         auto r = me.store->put(key, vc);
         return r ? int(*r) : 100 + int(r.code());
     });
@@ -534,7 +527,7 @@ TEST_CASE("store: an overwrite stopped just before it links is fenced by the wri
     const StoreStats st = (*store)->stats();
     CHECK(st.objects == 1);
     CHECK(st.loans_active == 0);
-    require_clean(*pool);
+    require_clean(pool);
     REQUIRE((*store)->remove(key));
     CHECK((*store)->stats().heap_used_bytes == 0);  // no block of the race leaked
 }
@@ -590,48 +583,46 @@ TEST_CASE("store: an insert decided before its lock was taken over never lands b
 }
 
 TEST_CASE("store: a freer stopped while releasing a large object's superblocks never frees a newer object's") {
-    test::PoolCleanup cleanup(test::unique_pool_name("stallrun"));
-    auto pool = Pool::create({cleanup.name(), 32 << 20});
-    REQUIRE(pool);
-    auto store = MemObjectStore::open(*pool);
+    test::TempPool temp("stallrun", 32 << 20);
+    Pool& pool = temp.pool;
+    auto store = MemObjectStore::open(pool);
     REQUIRE(store);
     const size_t sb = 64 << 10;  // superblock size of a 32 MiB pool's store
     const auto big1 = bytes_of("big1", 2 * sb + 1000), big2 = bytes_of("big2", 2 * sb + 1000);
     const auto big3 = bytes_of("big3", sb + 1000);
-    REQUIRE((*store)->put(at(cleanup.name(), "big1"), big1));  // a run of 3 superblocks at the top
+    REQUIRE((*store)->put(at(temp.name(), "big1"), big1));  // a run of 3 superblocks at the top
     // The child removes big1 and stops in the run release, after reading the head descriptor
     // and before resetting the tails.
-    const pid_t kid = stopped_child(cleanup.name(), "store.run.release", [&](Child& me) {
-        auto r = me.store->remove(at(cleanup.name(), "big1"));
+    const pid_t kid = stopped_child(temp.name(), "store.run.release", [&](Child& me) {
+        auto r = me.store->remove(at(temp.name(), "big1"));
         return r && *r ? 0 : 1;
     });
     // Repair releases the same run (its head block is FREE), and a new object reuses the head.
-    pool->reap(MonoClock::now(), false, false);
-    REQUIRE((*store)->put(at(cleanup.name(), "big2"), big2));
+    pool.reap(MonoClock::now(), false, false);
+    REQUIRE((*store)->put(at(temp.name(), "big2"), big2));
     test::resume(kid);
     CHECK(test::wait_child(kid) == 0);
-    require_clean(*pool);  // every superblock of big2's run is still its tail
+    require_clean(pool);  // every superblock of big2's run is still its tail
     // A 2-superblock object must not be placed over big2's tails.
-    REQUIRE((*store)->put(at(cleanup.name(), "big3"), big3));
-    auto g2 = (*store)->get(at(cleanup.name(), "big2"));
+    REQUIRE((*store)->put(at(temp.name(), "big3"), big3));
+    auto g2 = (*store)->get(at(temp.name(), "big2"));
     REQUIRE_MESSAGE(g2, g2.error().message);
     REQUIRE(g2->has_value());
     CHECK((*g2)->data == big2);
-    auto g3 = (*store)->get(at(cleanup.name(), "big3"));
+    auto g3 = (*store)->get(at(temp.name(), "big3"));
     REQUIRE((g3 && g3->has_value()));
     CHECK((*g3)->data == big3);
-    require_clean(*pool);
+    require_clean(pool);
 }
 
 TEST_CASE("store: a loan whose owner is stopped is not reclaimed, and its commit lands after the owner resumes") {
-    test::PoolCleanup cleanup(test::unique_pool_name("stallloan"));
-    auto pool = Pool::create({cleanup.name(), 16 << 20});
-    REQUIRE(pool);
-    auto store = MemObjectStore::open(*pool);
+    test::TempPool temp("stallloan", 16 << 20);
+    Pool& pool = temp.pool;
+    auto store = MemObjectStore::open(pool);
     REQUIRE(store);
-    const FabricUri key = at(cleanup.name(), "loaned");
+    const FabricUri key = at(temp.name(), "loaned");
     const auto v = bytes_of("loan", 5000);
-    const pid_t kid = stopped_child(cleanup.name(), "store.commit.before_publish", [&](Child& me) {
+    const pid_t kid = stopped_child(temp.name(), "store.commit.before_publish", [&](Child& me) {
         auto loan = me.store->loan(v.size());
         if (!loan) return 2;
         std::memcpy(loan->bytes().data(), v.data(), v.size());
@@ -640,36 +631,35 @@ TEST_CASE("store: a loan whose owner is stopped is not reclaimed, and its commit
     });
     // The reaper finds a LOANED block whose owner's pid lives: maybe alive, left alone, even
     // far in the future (the child declared no heartbeat timeout).
-    pool->reap(MonoClock::now() + std::chrono::hours(1), false, false);
+    pool.reap(MonoClock::now() + std::chrono::hours(1), false, false);
     CHECK((*store)->stats().loans_active == 1);
-    CHECK(counter_total(*pool, CounterId::store_loans_reclaimed) == 0);
+    CHECK(counter_total(pool, CounterId::store_loans_reclaimed) == 0);
     // Other writers fill and churn the heap meanwhile.
-    for (int i = 0; i < 200; ++i) REQUIRE((*store)->put(at(cleanup.name(), "o" + std::to_string(i % 20)), bytes_of("o", 5000)));
+    for (int i = 0; i < 200; ++i) REQUIRE((*store)->put(at(temp.name(), "o" + std::to_string(i % 20)), bytes_of("o", 5000)));
     test::resume(kid);
     CHECK(test::wait_child(kid) == 0);
     auto g = (*store)->get(key);
     REQUIRE((g && g->has_value()));
     CHECK((*g)->data == v);
-    require_clean(*pool);
+    require_clean(pool);
 }
 
 TEST_CASE("store: a writer whose heartbeat timed out while stopped is fenced in the registry but keeps its loan") {
     // Its token is certainly dead (what it owns through CAS-checked words may be taken over),
     // but its pid runs: it may still write the loan's bytes directly, which no CAS could
     // fence, so the block is not reused while it lives.
-    test::PoolCleanup cleanup(test::unique_pool_name("stallhb"));
-    auto pool = Pool::create({cleanup.name(), 16 << 20});
-    REQUIRE(pool);
-    auto store = MemObjectStore::open(*pool);
+    test::TempPool temp("stallhb", 16 << 20);
+    Pool& pool = temp.pool;
+    auto store = MemObjectStore::open(pool);
     REQUIRE(store);
-    const FabricUri key = at(cleanup.name(), "late");
+    const FabricUri key = at(temp.name(), "late");
     const auto v = bytes_of("late", 5000);
     int fds[2];
     REQUIRE(pipe(fds) == 0);
     const pid_t kid = test::fork_child([&] {
         OpenOptions o;
         o.heartbeat_timeout = std::chrono::seconds(1);  // may be judged dead when its heartbeat stops
-        auto p = Pool::open(cleanup.name(), o);
+        auto p = Pool::open(temp.name(), o);
         if (!p) return 90;
         const OwnerToken t = p->self();
         if (write(fds[1], &t, sizeof t) != sizeof t) return 92;
@@ -690,18 +680,18 @@ TEST_CASE("store: a writer whose heartbeat timed out while stopped is fenced in 
     REQUIRE(test::wait_stopped(kid));
     // An hour later (by the clock handed to the reaper) its heartbeat is stale.
     const uint64_t later = mono_now_ns() + 3600 * kNsPerSec;
-    pool->reap(MonoClock::from_ns(later), false, false);
-    CHECK(pool->registry().liveness(token, MonoClock::from_ns(later)) == Liveness::certainly_dead);
-    CHECK(pool->registry().process_liveness(token, MonoClock::from_ns(later)) == Liveness::maybe_alive);
+    pool.reap(MonoClock::from_ns(later), false, false);
+    CHECK(pool.registry().liveness(token, MonoClock::from_ns(later)) == Liveness::certainly_dead);
+    CHECK(pool.registry().process_liveness(token, MonoClock::from_ns(later)) == Liveness::maybe_alive);
     bool fenced = false;
-    for (const ProcessInfo& p : pool->registry().list(MonoClock::from_ns(later))) fenced = fenced || (p.token == token && p.fenced);
+    for (const ProcessInfo& p : pool.registry().list(MonoClock::from_ns(later))) fenced = fenced || (p.token == token && p.fenced);
     CHECK(fenced);
     CHECK((*store)->stats().loans_active == 1);
-    CHECK(counter_total(*pool, CounterId::store_loans_reclaimed) == 0);
+    CHECK(counter_total(pool, CounterId::store_loans_reclaimed) == 0);
     std::vector<std::vector<uint8_t>> others;
     for (int i = 0; i < 20; ++i) {
         others.push_back(bytes_of("o" + std::to_string(i), 5000));
-        REQUIRE((*store)->put(at(cleanup.name(), "o" + std::to_string(i)), others.back()));
+        REQUIRE((*store)->put(at(temp.name(), "o" + std::to_string(i)), others.back()));
     }
     test::resume(kid);
     CHECK(test::wait_child(kid) == 0);
@@ -709,26 +699,25 @@ TEST_CASE("store: a writer whose heartbeat timed out while stopped is fenced in 
     REQUIRE((g && g->has_value()));
     CHECK((*g)->data == v);
     for (int i = 0; i < 20; ++i) {
-        auto o = (*store)->get(at(cleanup.name(), "o" + std::to_string(i)));
+        auto o = (*store)->get(at(temp.name(), "o" + std::to_string(i)));
         REQUIRE((o && o->has_value()));
         CHECK((*o)->data == others[size_t(i)]);  // none written over by the late writer
     }
     // Once its pid is gone, the fenced slot is retired.
-    CHECK(pool->registry().reap_dead(MonoClock::now()) == 1);
-    CHECK(pool->registry().process_liveness(token, MonoClock::now()) == Liveness::certainly_dead);
-    require_clean(*pool);
+    CHECK(pool.registry().reap_dead(MonoClock::now()) == 1);
+    CHECK(pool.registry().process_liveness(token, MonoClock::now()) == Liveness::certainly_dead);
+    require_clean(pool);
 }
 
 TEST_CASE("store: a pinner stopped between its record and its mark is not judged dead; it pins a current version on resuming") {
-    test::PoolCleanup cleanup(test::unique_pool_name("stallpin"));
-    auto pool = Pool::create({cleanup.name(), 16 << 20});
-    REQUIRE(pool);
-    auto store = MemObjectStore::open(*pool);
+    test::TempPool temp("stallpin", 16 << 20);
+    Pool& pool = temp.pool;
+    auto store = MemObjectStore::open(pool);
     REQUIRE(store);
-    const FabricUri key = at(cleanup.name(), "k");
+    const FabricUri key = at(temp.name(), "k");
     REQUIRE((*store)->put(key, bytes_of("v1", 3000)));
     const auto v2 = bytes_of("v2", 3000);
-    const pid_t kid = stopped_child(cleanup.name(), "store.pin.after_record", [&](Child& me) {
+    const pid_t kid = stopped_child(temp.name(), "store.pin.after_record", [&](Child& me) {
         auto p = me.store->pin(key);
         if (!p || !p->has_value()) return 2;
         if (!(*p)->verify()) return 3;
@@ -737,12 +726,12 @@ TEST_CASE("store: a pinner stopped between its record and its mark is not judged
     // The object it looked up is overwritten (and freed: the pin bit is not set yet); the
     // reaper keeps the live pinner's record.
     REQUIRE((*store)->put(key, v2));
-    pool->reap(MonoClock::now() + std::chrono::hours(1), false, false);
+    pool.reap(MonoClock::now() + std::chrono::hours(1), false, false);
     CHECK((*store)->stats().pins_active == 1);
-    CHECK(counter_total(*pool, CounterId::store_pins_released) == 0);
+    CHECK(counter_total(pool, CounterId::store_pins_released) == 0);
     test::resume(kid);
     // Its mark CAS on the old version fails; it drops the record, looks up again and pins v2.
     CHECK(test::wait_child(kid) == 0);
     CHECK((*store)->stats().pins_active == 0);
-    require_clean(*pool);
+    require_clean(pool);
 }

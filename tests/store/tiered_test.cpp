@@ -115,11 +115,11 @@ void flip_byte(const std::string& path, uint64_t offset) {
 }  // namespace
 
 TEST_CASE("tiered: demotes the least recently used object beyond max_hot and promotes it on get") {
-    test::PoolCleanup cleanup(test::unique_pool_name("tier-lru"));
+    test::TempPool temp("tier-lru", kPoolBytes);
     TempDir dir;
-    Pool pool = make_pool(cleanup.name());
+    Pool& pool = temp.pool;
     auto t = open_tiered(pool, config_for(dir, 2));
-    const auto a = uri(cleanup.name(), "a"), b = uri(cleanup.name(), "b"), c = uri(cleanup.name(), "c");
+    const auto a = uri(temp.name(), "a"), b = uri(temp.name(), "b"), c = uri(temp.name(), "c");
     put_ok(*t, a, bytes_of("alpha"));
     put_ok(*t, b, bytes_of("beta"));
     CHECK(t->stats().demotions == 0);
@@ -140,11 +140,11 @@ TEST_CASE("tiered: demotes the least recently used object beyond max_hot and pro
 }
 
 TEST_CASE("tiered: a get refreshes recency so the other object is demoted") {
-    test::PoolCleanup cleanup(test::unique_pool_name("tier-touch"));
+    test::TempPool temp("tier-touch", kPoolBytes);
     TempDir dir;
-    Pool pool = make_pool(cleanup.name());
+    Pool& pool = temp.pool;
     auto t = open_tiered(pool, config_for(dir, 2));
-    const auto a = uri(cleanup.name(), "a"), b = uri(cleanup.name(), "b"), c = uri(cleanup.name(), "c");
+    const auto a = uri(temp.name(), "a"), b = uri(temp.name(), "b"), c = uri(temp.name(), "c");
     put_ok(*t, a, bytes_of("1"));
     put_ok(*t, b, bytes_of("2"));
     get_ok(*t, a);
@@ -154,11 +154,11 @@ TEST_CASE("tiered: a get refreshes recency so the other object is demoted") {
 }
 
 TEST_CASE("tiered: versions, content type and metadata survive demotion and promotion; versions stay monotonic") {
-    test::PoolCleanup cleanup(test::unique_pool_name("tier-ver"));
+    test::TempPool temp("tier-ver", kPoolBytes);
     TempDir dir;
-    Pool pool = make_pool(cleanup.name());
+    Pool& pool = temp.pool;
     auto t = open_tiered(pool, config_for(dir, 4));
-    const auto a = uri(cleanup.name(), "dir/a.txt");
+    const auto a = uri(temp.name(), "dir/a.txt");
     PutOptions o;
     o.content_type = "text/plain";
     o.metadata = {{"owner", "ci"}, {"list", "x,y"}};
@@ -185,15 +185,15 @@ TEST_CASE("tiered: versions, content type and metadata survive demotion and prom
     REQUIRE(removed.ok());
     CHECK(removed.value());
     CHECK(put_ok(*t, a, bytes_of("v4")) == 4);
-    CHECK(t->list(cleanup.name(), "b", "").value() == std::vector<std::string>{"dir/a.txt"});
+    CHECK(t->list(temp.name(), "b", "").value() == std::vector<std::string>{"dir/a.txt"});
 }
 
 TEST_CASE("tiered: conditions see cold objects") {
-    test::PoolCleanup cleanup(test::unique_pool_name("tier-cond"));
+    test::TempPool temp("tier-cond", kPoolBytes);
     TempDir dir;
-    Pool pool = make_pool(cleanup.name());
+    Pool& pool = temp.pool;
     auto t = open_tiered(pool, config_for(dir, 1));
-    const auto a = uri(cleanup.name(), "a"), b = uri(cleanup.name(), "b");
+    const auto a = uri(temp.name(), "a"), b = uri(temp.name(), "b");
     put_ok(*t, a, bytes_of("a1"));
     put_ok(*t, b, bytes_of("b1"));  // demotes a
     REQUIRE(t->tier_of(a) == "cold");
@@ -221,17 +221,17 @@ TEST_CASE("tiered: conditions see cold objects") {
 }
 
 TEST_CASE("tiered: list merges both tiers, sorted, by prefix") {
-    test::PoolCleanup cleanup(test::unique_pool_name("tier-ls"));
+    test::TempPool temp("tier-ls", kPoolBytes);
     TempDir dir;
-    Pool pool = make_pool(cleanup.name());
+    Pool& pool = temp.pool;
     auto t = open_tiered(pool, config_for(dir, 2));
-    for (const char* k : {"x/3", "x/1", "y/1", "x/2"}) put_ok(*t, uri(cleanup.name(), k), bytes_of(k));
+    for (const char* k : {"x/3", "x/1", "y/1", "x/2"}) put_ok(*t, uri(temp.name(), k), bytes_of(k));
     CHECK(t->stats().cold_objects == 2);
-    CHECK(t->list(cleanup.name(), "b", "x/").value() == std::vector<std::string>{"x/1", "x/2", "x/3"});
-    CHECK(t->list(cleanup.name(), "b", "").value().size() == 4);
-    CHECK(t->remove(uri(cleanup.name(), "x/3")).value());  // cold
-    CHECK(t->list(cleanup.name(), "b", "x/").value() == std::vector<std::string>{"x/1", "x/2"});
-    CHECK_FALSE(t->remove(uri(cleanup.name(), "x/3")).value());
+    CHECK(t->list(temp.name(), "b", "x/").value() == std::vector<std::string>{"x/1", "x/2", "x/3"});
+    CHECK(t->list(temp.name(), "b", "").value().size() == 4);
+    CHECK(t->remove(uri(temp.name(), "x/3")).value());  // cold
+    CHECK(t->list(temp.name(), "b", "x/").value() == std::vector<std::string>{"x/1", "x/2"});
+    CHECK_FALSE(t->remove(uri(temp.name(), "x/3")).value());
     CHECK(t->list("other", "b", "").code() == Errc::invalid_argument);
 }
 
@@ -309,9 +309,9 @@ TEST_CASE("tiered: an overwritten cold version never resurfaces when the newer h
 }
 
 TEST_CASE("tiered: a second open of the same cold directory is refused while the first lives") {
-    test::PoolCleanup cleanup(test::unique_pool_name("tier-lock"));
+    test::TempPool temp("tier-lock", kPoolBytes);
     TempDir dir;
-    Pool pool = make_pool(cleanup.name());
+    Pool& pool = temp.pool;
     auto t = open_tiered(pool, config_for(dir, 2));
     auto second = TieredObjectStore::open(pool, config_for(dir, 2));
     CHECK(second.code() == Errc::busy);
@@ -321,9 +321,9 @@ TEST_CASE("tiered: a second open of the same cold directory is refused while the
 }
 
 TEST_CASE("tiered: rejects bad configuration, a foreign pool and reserved metadata") {
-    test::PoolCleanup cleanup(test::unique_pool_name("tier-args"));
+    test::TempPool temp("tier-args", kPoolBytes);
     TempDir dir;
-    Pool pool = make_pool(cleanup.name());
+    Pool& pool = temp.pool;
     TieredConfig c = config_for(dir, 0);
     CHECK(TieredObjectStore::open(pool, c).code() == Errc::invalid_argument);
     c = config_for(dir, 1);
@@ -333,7 +333,7 @@ TEST_CASE("tiered: rejects bad configuration, a foreign pool and reserved metada
     CHECK(t->put(uri("elsewhere", "k"), bytes_of("x")).code() == Errc::invalid_argument);
     PutOptions o;
     o.metadata = {{"fabric-tier", "1 2 3"}};
-    CHECK(t->put(uri(cleanup.name(), "k"), bytes_of("x"), o).code() == Errc::invalid_argument);
+    CHECK(t->put(uri(temp.name(), "k"), bytes_of("x"), o).code() == Errc::invalid_argument);
 }
 
 TEST_CASE("tiered: a truncated cold record is reported Corrupt, never served, and can be removed") {
@@ -506,12 +506,12 @@ int crash_child(const std::string& pool_name, const TieredConfig& c, const char*
 }  // namespace
 
 TEST_CASE("tiered: SIGKILL in the middle of a demotion's append keeps the object readable from the hot tier") {
-    test::PoolCleanup cleanup(test::unique_pool_name("tier-kill1"));
+    test::TempPool temp("tier-kill1", kPoolBytes);
     TempDir dir;
-    Pool pool = make_pool(cleanup.name());
+    Pool& pool = temp.pool;
     const TieredConfig c = config_for(dir, 1);
     pid_t pid = test::fork_child([&] {
-        return crash_child(cleanup.name(), c, "tiered.append.after_header", [](TieredObjectStore& t, const std::string& p) {
+        return crash_child(temp.name(), c, "tiered.append.after_header", [](TieredObjectStore& t, const std::string& p) {
             (void)t.put(FabricUri::make(p, "b", "a").value(), pattern(20000, 1));
             (void)t.put(FabricUri::make(p, "b", "b").value(), pattern(20000, 2));  // demotes a: killed mid-append
         });
@@ -521,17 +521,17 @@ TEST_CASE("tiered: SIGKILL in the middle of a demotion's append keeps the object
     auto t = open_tiered(pool, c, &note);
     CHECK(note.find("torn tail") != std::string::npos);
     CHECK(t->stats().cold_objects == 0);
-    CHECK(get_ok(*t, uri(cleanup.name(), "a")).data == pattern(20000, 1));
-    CHECK(get_ok(*t, uri(cleanup.name(), "b")).data == pattern(20000, 2));
+    CHECK(get_ok(*t, uri(temp.name(), "a")).data == pattern(20000, 1));
+    CHECK(get_ok(*t, uri(temp.name(), "b")).data == pattern(20000, 2));
 }
 
 TEST_CASE("tiered: SIGKILL between the cold append and the hot removal leaves one readable version") {
-    test::PoolCleanup cleanup(test::unique_pool_name("tier-kill2"));
+    test::TempPool temp("tier-kill2", kPoolBytes);
     TempDir dir;
-    Pool pool = make_pool(cleanup.name());
+    Pool& pool = temp.pool;
     const TieredConfig c = config_for(dir, 1);
     pid_t pid = test::fork_child([&] {
-        return crash_child(cleanup.name(), c, "tiered.demote.before_hot_remove",
+        return crash_child(temp.name(), c, "tiered.demote.before_hot_remove",
                            [](TieredObjectStore& t, const std::string& p) {
                                (void)t.put(FabricUri::make(p, "b", "a").value(), pattern(777, 1));
                                (void)t.put(FabricUri::make(p, "b", "b").value(), pattern(777, 2));
@@ -540,25 +540,25 @@ TEST_CASE("tiered: SIGKILL between the cold append and the hot removal leaves on
     CHECK(test::wait_child(pid) == 128 + SIGKILL);
     auto t = open_tiered(pool, c);
     CHECK(t->stats().recovered_records == 1);
-    ObjectData a = get_ok(*t, uri(cleanup.name(), "a"));
+    ObjectData a = get_ok(*t, uri(temp.name(), "a"));
     CHECK(a.data == pattern(777, 1));
     CHECK(a.info.version == 1);
-    CHECK(get_ok(*t, uri(cleanup.name(), "b")).data == pattern(777, 2));
+    CHECK(get_ok(*t, uri(temp.name(), "b")).data == pattern(777, 2));
 }
 
 TEST_CASE("tiered: SIGKILL before the index rename keeps the previous checkpoint") {
-    test::PoolCleanup cleanup(test::unique_pool_name("tier-kill3"));
+    test::TempPool temp("tier-kill3", kPoolBytes);
     TempDir dir;
-    Pool pool = make_pool(cleanup.name());
+    Pool& pool = temp.pool;
     const TieredConfig c = config_for(dir, 1, FsyncPolicy::on_checkpoint);
     {
         auto t = open_tiered(pool, c);
-        put_ok(*t, uri(cleanup.name(), "a"), bytes_of("A"));
-        put_ok(*t, uri(cleanup.name(), "b"), bytes_of("B"));
+        put_ok(*t, uri(temp.name(), "a"), bytes_of("A"));
+        put_ok(*t, uri(temp.name(), "b"), bytes_of("B"));
         REQUIRE(t->checkpoint().ok());
     }
     pid_t pid = test::fork_child([&] {
-        return crash_child(cleanup.name(), c, "tiered.checkpoint.before_rename",
+        return crash_child(temp.name(), c, "tiered.checkpoint.before_rename",
                            [](TieredObjectStore& t, const std::string& p) {
                                (void)t.put(FabricUri::make(p, "b", "c").value(), bytes_of("C"));
                                (void)t.checkpoint(true);
@@ -567,18 +567,18 @@ TEST_CASE("tiered: SIGKILL before the index rename keeps the previous checkpoint
     CHECK(test::wait_child(pid) == 128 + SIGKILL);
     CHECK(fs::exists(dir.cold() + "/cold.index.tmp"));
     auto t = open_tiered(pool, c);
-    CHECK(get_ok(*t, uri(cleanup.name(), "a")).data == bytes_of("A"));
-    CHECK(get_ok(*t, uri(cleanup.name(), "b")).data == bytes_of("B"));
-    CHECK(get_ok(*t, uri(cleanup.name(), "c")).data == bytes_of("C"));
+    CHECK(get_ok(*t, uri(temp.name(), "a")).data == bytes_of("A"));
+    CHECK(get_ok(*t, uri(temp.name(), "b")).data == bytes_of("B"));
+    CHECK(get_ok(*t, uri(temp.name(), "c")).data == bytes_of("C"));
     REQUIRE(t->checkpoint().ok());
 }
 
 TEST_CASE("tiered: a per-object TTL carries into the cold tier; expired cold objects read as absent") {
-    test::PoolCleanup cleanup(test::unique_pool_name("tier-ttl"));
+    test::TempPool temp("tier-ttl", kPoolBytes);
     TempDir dir;
-    Pool pool = make_pool(cleanup.name());
+    Pool& pool = temp.pool;
     auto t = open_tiered(pool, config_for(dir, 4));
-    const auto a = uri(cleanup.name(), "short"), b = uri(cleanup.name(), "long");
+    const auto a = uri(temp.name(), "short"), b = uri(temp.name(), "long");
     PutOptions o;
     o.ttl = std::chrono::milliseconds(40);
     put_ok(*t, a, bytes_of("a"), o);
@@ -592,7 +592,7 @@ TEST_CASE("tiered: a per-object TTL carries into the cold tier; expired cold obj
     auto g = t->get(a);
     REQUIRE(g.ok());
     CHECK_FALSE(g->has_value());
-    CHECK(t->list(cleanup.name(), "b", "").value() == std::vector<std::string>{"long"});
+    CHECK(t->list(temp.name(), "b", "").value() == std::vector<std::string>{"long"});
     CHECK(get_ok(*t, b).data == bytes_of("b"));
 }
 

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <stdexcept>
 #include <thread>
 
 namespace fabric_shm::test {
@@ -29,6 +30,16 @@ PoolCleanup::~PoolCleanup() {
     fs::path dir = fs::path(Pool::segment_path(name_)).parent_path();
     for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec))
         if (it->path().filename().string().rfind(prefix, 0) == 0) fs::remove(it->path(), ec);
+}
+
+TempPool::TempPool(const std::string& tag, uint64_t size_bytes, Duration ttl) : cleanup(unique_pool_name(tag)) {
+    PoolOptions options;
+    options.name = cleanup.name();
+    options.size_bytes = size_bytes;
+    options.ttl = ttl;
+    auto created = Pool::create(options);
+    if (!created) throw std::runtime_error("TempPool: creating pool '" + cleanup.name() + "': " + created.error().message);
+    pool = std::move(created.value());
 }
 
 pid_t fork_child(const std::function<int()>& fn) {

@@ -28,6 +28,16 @@ private:
     std::string name_;
 };
 
+/// A fresh pool under a unique name, removed (with any temp files of it) at scope exit:
+///     test::TempPool tp("store-ttl");          // tp.pool, tp.name()
+/// Creation failure throws (doctest reports the message as the test's failure).
+struct TempPool {
+    explicit TempPool(const std::string& tag, uint64_t size_bytes = 16ull << 20, Duration ttl = kDefaultPoolTtl);
+    const std::string& name() const { return cleanup.name(); }
+    PoolCleanup cleanup;  ///< declared first: removed after the pool handle is gone
+    Pool pool;
+};
+
 /// Forks; the child runs fn and leaves with _exit(fn()) (never returns into doctest).
 pid_t fork_child(const std::function<int()>& fn);
 /// Waits for a child at most timeout_ms; kills it on timeout. Returns the exit code, or
