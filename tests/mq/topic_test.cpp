@@ -3,6 +3,7 @@
 // positions), keyed ordering, headers, on_full policies, seek, commit/restart, epochs, groups.
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <map>
 #include <thread>
 
@@ -259,14 +260,24 @@ TEST_CASE("on_full=block: send waits, then fails with back_pressure naming the s
     auto prod2 = Producer::open(tp.pool, "t", po);
     auto slow = Consumer::open(tp.pool, "t", "slow");
     REQUIRE(slow->assign_all().ok());
+    auto root = tp.pool.open_region(RegionKind::topic, "t");
+    REQUIRE(root.ok());
+    const auto* topic_header = reinterpret_cast<const mq::TopicHeader*>(root->data());
+    std::atomic<bool> send_parked{false};
     std::thread committer([&] {
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));  // let the send park first
+        // Barrier: the send registers as a space waiter right before it parks; commit only then,
+        // so the commit is what releases it (bounded: a send that never parks fails below).
+        const uint64_t give_up = mono_now_ns() + 5 * kNsPerSec;
+        while (!(send_parked = topic_header->space_waiters.load(std::memory_order_acquire) != 0) &&
+               mono_now_ns() < give_up)
+            std::this_thread::yield();
         MessageBatch b2;
         (void)slow->poll(b2, 1, Duration::zero());
         (void)slow->commit();
     });
     auto r2 = prod2->send("z");
     committer.join();
+    CHECK(send_parked);
     REQUIRE_MESSAGE(r2.ok(), r2.error().message);
     CHECK(r2->offset == 4);
 }

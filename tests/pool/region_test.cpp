@@ -78,8 +78,7 @@ TEST_CASE("regions: an expired lease fails closed, a reclaimed region makes old 
     CHECK(kept.busy_regions == 1);
     CHECK(kept.reclaimed_regions == 0);
     *r = Region();  // drop our handle
-    usleep(150 * 1000);
-    ReapReport gone = pool.reap(MonoClock::now(), false, false);
+    ReapReport gone = pool.reap(MonoClock::now() + std::chrono::seconds(1), false, false);  // reaped as of a later instant
     CHECK(gone.reclaimed_regions == 1);
     CHECK(pool.open_region(ref).code() == Errc::stale_generation);
     // The space is reusable; the entry's generation moved on.
@@ -123,11 +122,12 @@ TEST_CASE("regions: a live process in another process holding a handle blocks re
     char c;
     REQUIRE(read(fds[0], &c, 1) == 1);
     *r = Region();
-    usleep(250 * 1000);
-    CHECK(pool.reap(MonoClock::now(), false, false).busy_regions == 1);
+    // Reaped as of an instant past the 200 ms lease: no sleeping for it to run out.
+    const MonoTime expired = MonoClock::now() + std::chrono::seconds(1);
+    CHECK(pool.reap(expired, false, false).busy_regions == 1);
     kill(kid, SIGKILL);
     test::wait_child(kid);
-    ReapReport after = pool.reap(MonoClock::now(), false, false);
+    ReapReport after = pool.reap(expired, false, false);
     CHECK(after.reclaimed_regions == 1);
     CHECK(after.dead_processes == 1);
     close(fds[0]);
@@ -208,11 +208,11 @@ TEST_CASE("regions: dry-run reaping reports what it would do and changes nothing
     test::TempPool temp("dry", 2 << 20);
     Pool& pool = temp.pool;
     { auto r = pool.create_region(spec("x", 4096, 10 * kNsPerMs)); REQUIRE(r); }
-    usleep(30 * 1000);
-    ReapReport dry = pool.reap(MonoClock::now(), true, false);
+    const MonoTime expired = MonoClock::now() + std::chrono::seconds(1);  // past the 10 ms lease
+    ReapReport dry = pool.reap(expired, true, false);
     CHECK(dry.reclaimed_regions == 1);
     CHECK(pool.regions().size() == 1);
-    ReapReport real = pool.reap(MonoClock::now(), false, false);
+    ReapReport real = pool.reap(expired, false, false);
     CHECK(real.reclaimed_regions == 1);
     CHECK(pool.regions().empty());
 }
