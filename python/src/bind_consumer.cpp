@@ -126,10 +126,11 @@ void bind_consumer(py::module_& m) {
         .def("poll",
              [](PyConsumer& c, size_t max, py::object timeout) {
                  Consumer& consumer = c.get();
-                 MessageBatch& batch = c.slot.reusable();
+                 const std::shared_ptr<MessageBatch> polled = c.slot.take();
+                 MessageBatch& batch = *polled;
                  sliced_wait(c.mutex, timeout_arg(timeout),
                              [&](uint64_t slice) { return consumer.poll(batch, max, slice); });
-                 return c.slot.to_python();
+                 return BatchSlot::to_python(polled);
              },
              py::arg("max") = 64, py::arg("timeout") = py::none(),
              "Up to `max` messages in offset order per partition, waiting up to `timeout` (timedelta or "

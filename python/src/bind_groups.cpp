@@ -130,10 +130,11 @@ void bind_groups(py::module_& m) {
         .def("poll",
              [](PyGroupConsumer& c, size_t max, py::object timeout) {
                  GroupConsumer& consumer = c.get();
-                 MessageBatch& batch = c.slot.reusable();
+                 const std::shared_ptr<MessageBatch> polled = c.slot.take();
+                 MessageBatch& batch = *polled;
                  const uint64_t t = timeout.is_none() ? UINT64_MAX : duration_ns(timeout, "timeout");
                  sliced_wait(c.mutex, t, [&](uint64_t slice) { return consumer.poll(batch, max, slice); });
-                 return c.slot.to_python();
+                 return BatchSlot::to_python(polled);
              },
              py::arg("max") = 64, py::arg("timeout") = py::none(),
              "Claims (rebalances), then polls owned partitions up to `timeout` (None: until a message comes).")

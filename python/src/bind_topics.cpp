@@ -25,12 +25,12 @@ py::object PolledBatch::slice(std::span<const uint8_t> bytes) const {
     return base[py::slice(start, start + Py_ssize_t(bytes.size()), 1)];
 }
 
-MessageBatch& BatchSlot::reusable() {
+std::shared_ptr<MessageBatch> BatchSlot::take() {
     if (batch.use_count() > 1) batch = std::make_shared<MessageBatch>();
-    return *batch;
+    return batch;
 }
 
-py::list BatchSlot::to_python() {
+py::list BatchSlot::to_python(const std::shared_ptr<MessageBatch>& batch) {
     py::list out;
     if (batch->empty()) return out;
     auto polled = std::make_shared<PolledBatch>();

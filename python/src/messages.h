@@ -25,13 +25,16 @@ struct PyMessage {
     const Message& message() const { return (*polled->batch)[index]; }
 };
 
-/// The batch a consumer polls into.
+/// The batch a consumer polls into. Call both with the GIL held (it guards the use counts).
 struct BatchSlot {
     std::shared_ptr<MessageBatch> batch = std::make_shared<MessageBatch>();
-    /// The batch to poll into: the same one when no Message or view of its last poll lives.
-    MessageBatch& reusable();
-    /// Message objects for the batch's messages (call with the GIL).
-    py::list to_python();
+    /// The batch for one poll: the last one when no Message or view of its last poll lives (and
+    /// no other thread's poll holds it), else a fresh one. The caller keeps the returned handle
+    /// until it has made its Message objects, so a second thread polling the same consumer
+    /// meanwhile gets a batch of its own.
+    std::shared_ptr<MessageBatch> take();
+    /// Message objects for `polled`'s messages.
+    static py::list to_python(const std::shared_ptr<MessageBatch>& polled);
 };
 
 /// The fabric_shm.Message class and SeekPolicy (shared by consumers, groups and DLQ routers).

@@ -254,3 +254,38 @@ def test_blocking_calls_release_the_gil(pool):
     stop.set()
     thread.join()
     assert len(ticks) > 50  # the other thread ran while poll waited
+
+
+def test_two_threads_on_one_producer_and_consumer_serialize_instead_of_racing(pool):
+    import threading
+    make_topic(pool, num_partitions=2, partition_capacity=1024)
+    producer = fs.Producer(pool, "t")
+    consumer = fs.Consumer(pool, "t")
+    consumer.assign_all()
+    got = []
+    errors = []
+
+    def send(tag):
+        try:
+            for i in range(300):
+                producer.send(b"%s-%d" % (tag, i))
+        except Exception as e:  # noqa: BLE001 (reported below)
+            errors.append(e)
+
+    deadline = time.monotonic() + 10
+
+    def poll():
+        try:
+            while len(got) < 600 and time.monotonic() < deadline:
+                got.extend(m.value_str() for m in consumer.poll(max=50, timeout=0.05))
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=send, args=(t,)) for t in (b"a", b"b")]
+    threads += [threading.Thread(target=poll), threading.Thread(target=poll)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not errors
+    assert sorted(got) == sorted([f"a-{i}" for i in range(300)] + [f"b-{i}" for i in range(300)])
