@@ -159,12 +159,12 @@ void bind_consumer(py::module_& m) {
             Consumer& consumer = c.get();
             return unwrap(without_gil(c.mutex, [&] { return consumer.lag(p); }));
         }, py::arg("partition"))
-        .def_property("epoch", [](PyConsumer&) -> py::object { return py::none(); },
-                      [](PyConsumer& c, uint64_t e) {
-                          Consumer& consumer = c.get();
-                          without_gil(c.mutex, [&] { consumer.set_epoch(e); });
-                      },
-                      "Write-only: the commit epoch (assign(claim) sets it for you).")
+        .def("set_epoch",
+             [](PyConsumer& c, uint64_t e) {
+                 Consumer& consumer = c.get();
+                 without_gil(c.mutex, [&] { consumer.set_epoch(e); });
+             },
+             py::arg("epoch"), "The commit epoch, for an external offset store (assign(claim) sets it for you).")
         .def_property_readonly("num_partitions", [](PyConsumer& c) { return c.get().num_partitions(); })
         .def_property_readonly("assignment", [](PyConsumer& c) {
             Consumer& consumer = c.get();
