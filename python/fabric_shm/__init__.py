@@ -52,7 +52,7 @@ def put_and_notify(store, producers, uri, data, **put_options):
     one object stay in order, with the ``fabric-version`` and ``fabric-put-ts`` headers that
     fabric-shm-worker and fabric_shm.Worker read. Returns (version, [SendResult per producer]).
     A failed send raises; the object stays stored (a re-run's put makes a new version)."""
-    if isinstance(producers, _core.Producer):
+    if not isinstance(producers, (list, tuple)):
         producers = [producers]
     version = store.put(uri, data, **put_options)
     text = str(uri)

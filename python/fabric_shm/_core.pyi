@@ -389,6 +389,7 @@ class WorkItem:
     attempt: int
     info: ObjectInfo
     data: memoryview
+    key: bytes
     def keep_alive(self) -> None: ...
 
 Handler = Callable[[WorkItem], Optional[Bytes]]

@@ -25,6 +25,7 @@ struct PyWorkItem {
     uint32_t attempt = 1;
     ObjectInfo info;
     py::object data;
+    py::bytes key;
     const WorkItem* live = nullptr;  ///< set during the handler call only
 };
 
@@ -73,7 +74,9 @@ Result<std::vector<uint8_t>> PyWorker::process(const WorkItem& item) {
     Status st = gate.call([&] {
         py::object wi = py::cast(PyWorkItem{item.uri, std::string(item.topic), item.partition, item.offset,
                                             item.version, item.attempt, item.info ? *item.info : ObjectInfo{},
-                                            data_of(item), &item});
+                                            data_of(item),
+                                            py::bytes(reinterpret_cast<const char*>(item.key.data()), item.key.size()),
+                                            &item});
         struct Unlive {
             py::object& o;
             ~Unlive() { o.cast<PyWorkItem&>().live = nullptr; }
@@ -135,6 +138,7 @@ void bind_worker(py::module_& m) {
         .def_readonly("attempt", &PyWorkItem::attempt, "1-based; > 1 after failures or a crashed worker.")
         .def_readonly("info", &PyWorkItem::info)
         .def_readonly("data", &PyWorkItem::data)
+        .def_readonly("key", &PyWorkItem::key, "The notification's key (b'' when unkeyed).")
         .def("keep_alive",
              [](PyWorkItem& w) {
                  if (w.live == nullptr) raise(Errc::closed, "keep_alive: the handler call of this item has returned");
@@ -169,17 +173,19 @@ void bind_worker(py::module_& m) {
                  if (concurrency > 1)
                      raise(Errc::unsupported,
                            "concurrency " + std::to_string(concurrency) +
-                               ": this build's WorkerLoop runs one item at a time (run(processor)); the "
-                               "asynchronous acquire/complete form that runs several (docs/api.md, section 6) "
-                               "is not in it yet. Run several Worker processes in the group instead.");
-                 if (!order.is_none()) {
-                     const std::string o = order.cast<std::string>();
-                     if (o != "partition" && o != "key")
-                         raise(Errc::invalid_argument, "order '" + o + "': expected 'partition' or 'key'");
-                 }
+                               ": the Python Worker runs one item at a time for now (WorkerLoop::run); the "
+                               "library's asynchronous acquire/complete form (docs/api.md, section 6) is not "
+                               "bound yet. Run several Worker processes in the group instead.");
                  auto w = std::make_unique<PyWorker>();
                  w->pool = pool;
                  WorkerConfig& c = w->config;
+                 if (!order.is_none()) {
+                     const std::string o = order.cast<std::string>();
+                     if (o == "key") c.order = OrderMode::key;
+                     else if (o == "none") c.order = OrderMode::none;
+                     else raise(Errc::invalid_argument, "order '" + o + "': expected 'key' (messages of one key in "
+                                                        "offset order) or 'none'");
+                 }
                  c.topic = topic;
                  c.group = group;
                  c.member_id = member_id;

@@ -27,3 +27,14 @@ def test_meson_install_puts_an_importable_package_where_python_looks(tmp_path):
                            cwd=tmp_path)
     assert check.returncode == 0, check.stderr
     assert check.stdout.splitlines()[0].startswith(str(package))
+
+
+def test_the_source_tree_imports_the_handler_helper_without_the_compiled_module(tmp_path):
+    # fabric-shm-worker --handler runs handlers with PYTHONPATH=python (docs/handlers.md).
+    from conftest import SOURCE_DIR
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(SOURCE_DIR / "python")}
+    code = ("import fabric_shm.handler\n"
+            "try:\n    import fabric_shm; fabric_shm.Pool\nexcept ImportError as e:\n    print('ImportError:', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "fabric_shm._core is not importable" in out.stdout and "PYTHONPATH=build/python" in out.stdout

@@ -109,8 +109,8 @@ def test_large_inputs_reach_the_handler_without_a_copy_and_a_kept_view_stays_val
     assert store.stats()["pins_active"] == 0
 
 
-def test_concurrency_above_one_is_refused_until_the_loop_supports_it(pool):
-    with pytest.raises(fs.Unsupported, match="acquire/complete"):
+def test_concurrency_above_one_is_refused_until_it_is_bound(pool):
+    with pytest.raises(fs.Unsupported, match="not bound yet"):
         fs.Worker(pool, topic="t", group="g", concurrency=8)
     with pytest.raises(fs.InvalidArgument):
         fs.Worker(pool, topic="t", group="g", order="random")
