@@ -14,8 +14,8 @@ ConsumerOptions consumer_options(const std::string& wait, py::object spin, py::o
     if (wait == "park") o.wait = WaitMode::park;
     else if (wait == "spin") o.wait = WaitMode::spin;
     else raise(Errc::invalid_argument, "wait '" + wait + "': expected 'park' (sleep when idle) or 'spin' (busy-poll)");
-    o.spin_ns = duration_ns_or(spin, "spin", o.spin_ns);
-    o.claim_timeout_ns = duration_ns_or(claim_timeout, "claim_timeout", o.claim_timeout_ns);
+    o.spin = duration_or(spin, "spin", o.spin);
+    o.claim_timeout = duration_or(claim_timeout, "claim_timeout", o.claim_timeout);
     return o;
 }
 
@@ -78,7 +78,7 @@ const char* wait_name(WaitResult r) {
 void bind_consumer(py::module_& m) {
     py::class_<PyConsumer>(m, "Consumer",
                            "Reads a topic. group '' is an observer (no commits, never holds producers back). One "
-                           "thread at a time; poll releases the GIL and Ctrl-C interrupts it within 50 ms.")
+                           "thread at a time; poll releases the GIL and Ctrl-C interrupts it within 20 ms.")
         .def(py::init([](const Pool& pool, const std::string& topic, const std::string& group, const std::string& wait,
                          py::object spin, py::object claim_timeout) {
                  check_pool_open(pool);
@@ -129,7 +129,7 @@ void bind_consumer(py::module_& m) {
                  const std::shared_ptr<MessageBatch> polled = c.slot.take();
                  MessageBatch& batch = *polled;
                  sliced_wait(c.mutex, timeout_arg(timeout),
-                             [&](uint64_t slice) { return consumer.poll(batch, max, slice); });
+                             [&](uint64_t slice) { return consumer.poll(batch, max, ns_duration(slice)); });
                  return BatchSlot::to_python(polled);
              },
              py::arg("max") = 64, py::arg("timeout") = py::none(),
@@ -218,7 +218,7 @@ void bind_waiter(py::module_& m) {
                      const uint64_t now = monotonic_ns();
                      const uint64_t left = total == UINT64_MAX ? UINT64_MAX : (now - start >= total ? 0 : total - (now - start));
                      const uint64_t slice = std::min(left, kSignalSliceNs);
-                     auto r = without_gil(w.mutex, [&] { return w.with_consumers([&] { return w.waiter->wait(slice); }); });
+                     auto r = without_gil(w.mutex, [&] { return w.with_consumers([&] { return w.waiter->wait(ns_duration(slice)); }); });
                      const WaitResult res = unwrap(std::move(r));
                      if (res == WaitResult::ready) return std::string("ready");
                      check_signals();
@@ -228,7 +228,7 @@ void bind_waiter(py::module_& m) {
              },
              py::arg("timeout") = py::none(),
              "Blocks until a watched consumer has something to poll ('ready'), `timeout` passes ('timeout'), or "
-             "interrupt() is called ('interrupted'); Ctrl-C raises KeyboardInterrupt within 50 ms.")
+             "interrupt() is called ('interrupted'); Ctrl-C raises KeyboardInterrupt within 20 ms.")
         .def("interrupt", [](PyWaiter& w) { w.waiter->interrupt(); },
              "From any thread: the current (or next) wait returns 'interrupted'.")
         .def("fd", [](PyWaiter& w) {

@@ -40,8 +40,8 @@ uint32_t topic_partitions(const Pool& pool, const std::string& topic) {
 
 GroupConfig group_config(py::object session_timeout, py::object liveness_probe) {
     GroupConfig g;
-    g.session_timeout_ns = duration_ns_or(session_timeout, "session_timeout", g.session_timeout_ns);
-    g.liveness_probe_ns = duration_ns_or(liveness_probe, "liveness_probe", g.liveness_probe_ns);
+    g.session_timeout = duration_or(session_timeout, "session_timeout", g.session_timeout);
+    g.liveness_probe = duration_or(liveness_probe, "liveness_probe", g.liveness_probe);
     return g;
 }
 
@@ -133,7 +133,7 @@ void bind_groups(py::module_& m) {
                  const std::shared_ptr<MessageBatch> polled = c.slot.take();
                  MessageBatch& batch = *polled;
                  const uint64_t t = timeout.is_none() ? UINT64_MAX : duration_ns(timeout, "timeout");
-                 sliced_wait(c.mutex, t, [&](uint64_t slice) { return consumer.poll(batch, max, slice); });
+                 sliced_wait(c.mutex, t, [&](uint64_t slice) { return consumer.poll(batch, max, ns_duration(slice)); });
                  return BatchSlot::to_python(polled);
              },
              py::arg("max") = 64, py::arg("timeout") = py::none(),
@@ -187,8 +187,8 @@ void bind_groups(py::module_& m) {
                  auto d = std::make_unique<PyDlq>();
                  DlqPolicy policy;
                  policy.max_attempts = max_attempts;
-                 policy.initial_backoff_ns = duration_ns_or(initial_backoff, "initial_backoff", policy.initial_backoff_ns);
-                 policy.max_backoff_ns = duration_ns_or(max_backoff, "max_backoff", policy.max_backoff_ns);
+                 policy.initial_backoff = duration_or(initial_backoff, "initial_backoff", policy.initial_backoff);
+                 policy.max_backoff = duration_or(max_backoff, "max_backoff", policy.max_backoff);
                  policy.dlq_topic = dlq_topic;
                  auto r = without_gil(d->mutex, [&] { return DlqRouter::open(pool, topic, group, policy); });
                  d->router = std::make_unique<DlqRouter>(unwrap(std::move(r)));
@@ -199,7 +199,7 @@ void bind_groups(py::module_& m) {
              py::arg("initial_backoff") = py::none(), py::arg("max_backoff") = py::none(), py::arg("dlq_topic") = "")
         .def("assign", [](PyDlq& d, const Claim& claim) {
             DlqRouter& r = d.get();
-            without_gil(d.mutex, [&] { r.set_epoch(claim.epoch); });
+            without_gil(d.mutex, [&] { r.assign(claim); });
         }, py::arg("claim"), "Fences dead letters with the claim's epoch (call after every claim).")
         .def("set_epoch", [](PyDlq& d, uint64_t e) {
             DlqRouter& r = d.get();
@@ -225,9 +225,9 @@ void bind_groups(py::module_& m) {
              [](PyDlq& d, py::handle msg, const std::string& reason) {
                  const Message& m = message_of(msg);
                  DlqRouter& r = d.get();
-                 uint64_t backoff = 0;
+                 Duration backoff{0};
                  const bool dead = unwrap(without_gil(d.mutex, [&] { return r.nack(m, reason, &backoff); }));
-                 return py::make_tuple(dead, seconds(backoff));
+                 return py::make_tuple(dead, seconds(to_ns(backoff)));
              },
              py::arg("message"), py::arg("reason"),
              "Processing failed: (dead_lettered, backoff seconds). Retry after the backoff unless dead_lettered.")

@@ -112,9 +112,9 @@ void bind_pool(py::module_& m) {
                 o.read_only = read_only;
                 o.reap_on_open = reap_on_open;
                 o.create.size_bytes = size_arg(size, "size", kDefaultPoolSize);
-                o.create.ttl_ns = duration_ns_or(ttl, "ttl", kDefaultPoolTtlNs);
+                o.create.ttl = duration_or(ttl, "ttl", kDefaultPoolTtl);
                 o.create.mode = mode;
-                o.heartbeat_timeout_ns = duration_ns_or(heartbeat_timeout, "heartbeat_timeout", 0);
+                o.heartbeat_timeout = duration_or(heartbeat_timeout, "heartbeat_timeout", Duration::zero());
                 py::gil_scoped_release nogil;
                 auto r = Pool::open(n, o);
                 py::gil_scoped_acquire gil;
@@ -131,7 +131,7 @@ void bind_pool(py::module_& m) {
                 PoolOptions o;
                 o.name = name;
                 o.size_bytes = size_arg(size, "size", kDefaultPoolSize);
-                o.ttl_ns = duration_ns_or(ttl, "ttl", kDefaultPoolTtlNs);
+                o.ttl = duration_or(ttl, "ttl", kDefaultPoolTtl);
                 o.mode = mode;
                 o.numa_node = numa_node;
                 py::gil_scoped_release nogil;
@@ -173,7 +173,7 @@ void bind_pool(py::module_& m) {
         .def_property_readonly("lifecycle", &Pool::lifecycle, "'live', 'reclaiming', 'gone' or 'closed'.")
         .def("heartbeat", [](const Pool& p) {
             py::gil_scoped_release nogil;
-            auto s = p.heartbeat(mono_now_ns());
+            auto s = p.heartbeat();
             py::gil_scoped_acquire gil;
             unwrap(std::move(s));
         }, "Refreshes this process's registration (RenewalManager.tick and blocking calls do it).")
@@ -184,7 +184,7 @@ void bind_pool(py::module_& m) {
         .def("lease", [](const Pool& p, uint64_t id) { return unwrap(p.lease(id)); }, py::arg("lease_id"))
         .def("renew_lease",
              [](const Pool& p, uint64_t id, py::object ttl) {
-                 return unwrap(p.renew_lease(id, mono_now_ns(), duration_ns_or(ttl, "ttl", 0)));
+                 return to_ns(unwrap(p.renew_lease(id, MonoClock::now(), duration_or(ttl, "ttl", Duration::zero()))));
              },
              py::arg("lease_id"), py::arg("ttl") = py::none(),
              "Extends a live lease to now + ttl (default: its own TTL); returns the new expiry (ns).")
@@ -194,7 +194,7 @@ void bind_pool(py::module_& m) {
                  ReapReport r;
                  {
                      py::gil_scoped_release nogil;
-                     r = p.reap(mono_now_ns(), dry_run);
+                     r = p.reap(MonoClock::now(), dry_run);
                  }
                  return reap_report(r);
              },
@@ -217,48 +217,40 @@ void bind_pool(py::module_& m) {
              py::arg("pool"))
         .def("register_lease",
              [](PyRenewals& r, uint64_t lease_id, double renew_at_fraction, double jitter_fraction,
-                uint64_t min_renew_secs) {
+                py::object min_renew) {
                  RenewalPolicy policy;
                  policy.renew_at_fraction = renew_at_fraction;
                  policy.jitter_fraction = jitter_fraction;
-                 policy.min_renew_secs = min_renew_secs;
+                 policy.min_renew = duration_or(min_renew, "min_renew", policy.min_renew);
                  unwrap(without_gil(r.mutex, [&] { return r.manager->register_lease(lease_id, policy); }));
              },
              py::arg("lease_id"), py::kw_only(), py::arg("renew_at_fraction") = 0.75,
-             py::arg("jitter_fraction") = 0.10, py::arg("min_renew_secs") = 30)
+             py::arg("jitter_fraction") = 0.10, py::arg("min_renew") = py::none(),
+             "Starts renewing a lease: at renew_at_fraction of its TTL (+- jitter), at most once per min_renew "
+             "(default 30 s).")
         .def("register_pool_leases",
              [](PyRenewals& r) {
-                 // The pool's lease and every live region lease in it (stores, topics, groups).
                  check_pool_open(r.pool);
-                 size_t n = 0;
-                 unwrap(without_gil(r.mutex, [&]() -> Status {
-                     const uint64_t now = mono_now_ns();
-                     FABRIC_TRY(r.manager->register_lease(r.pool.pool_lease_id()));
-                     ++n;
-                     for (const LeaseInfo& l : r.pool.leases()) {
-                         if (l.is_pool || l.expired(now)) continue;
-                         if (r.manager->register_lease(l.lease_id)) ++n;
-                     }
-                     return {};
-                 }));
-                 return n;
+                 return unwrap(without_gil(r.mutex, [&] { return r.manager->register_pool_leases(); })).tracked;
              },
-             "Registers the pool's lease and every live region lease in it; returns how many.")
+             "Registers every lease the pool's objects use (the pool's, its stores', its topics'); returns "
+             "how many leases are tracked now.")
         .def("unregister", [](PyRenewals& r, uint64_t id) {
             return without_gil(r.mutex, [&] { return r.manager->unregister(id); });
         }, py::arg("lease_id"))
         .def("__len__", [](PyRenewals& r) { return r.manager->size(); })
         .def("tick",
              [](PyRenewals& r) {
-                 TickSummary s = without_gil(r.mutex, [&] { return r.manager->tick(mono_now_ns()); });
+                 TickSummary s = without_gil(r.mutex, [&] { return r.manager->tick(MonoClock::now()); });
                  unwrap(std::move(s.registration));
                  py::dict d;
                  d["renewed"] = s.renewed;
                  d["failed"] = s.failed;
                  d["dropped"] = s.dropped;
                  const uint64_t now = mono_now_ns();
-                 d["next_due"] = s.next_due_ns == UINT64_MAX ? py::object(py::none())
-                                                             : py::object(py::float_(s.next_due_ns > now ? seconds(s.next_due_ns - now) : 0.0));
+                 const uint64_t due = to_ns(s.next_due);
+                 d["next_due"] = s.next_due == MonoTime::max() ? py::object(py::none())
+                                                               : py::object(py::float_(due > now ? seconds(due - now) : 0.0));
                  py::list errors;
                  for (const RenewalOutcome& o : s.outcomes)
                      if (o.kind != RenewalOutcomeKind::renewed)
@@ -270,7 +262,9 @@ void bind_pool(py::module_& m) {
              "'dropped', 'next_due' (seconds or None), 'errors' [(lease_id, code, message)]}. Raises "
              "StaleGeneration when this process was fenced (open the pool again).")
         .def("remaining",
-             [](PyRenewals& r, uint64_t lease_id) { return remaining_s(unwrap(r.pool.lease(lease_id))); },
+             [](PyRenewals& r, uint64_t lease_id) {
+                 return seconds(to_ns(unwrap(without_gil(r.mutex, [&] { return r.manager->remaining(lease_id); }))));
+             },
              py::arg("lease_id"), "Seconds until the lease runs out (the recipe's 'lease TTL remaining').");
 }
 

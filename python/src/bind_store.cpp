@@ -61,7 +61,7 @@ PutOptions put_options(bool if_absent, py::object if_version, py::object fence, 
     }
     if (!content_type.is_none()) o.content_type = content_type.cast<std::string>();
     if (!metadata.is_none()) o.metadata = metadata.cast<std::map<std::string, std::string>>();
-    o.ttl_ns = duration_ns_or(ttl, "ttl", 0);
+    o.ttl = duration_or(ttl, "ttl", Duration::zero());
     return o;
 }
 
@@ -190,7 +190,7 @@ void bind_store(py::module_& m) {
                  c.table_entries = table_entries;
                  c.heap_bytes = heap_bytes.is_none() ? 0 : heap_bytes.cast<uint64_t>();
                  c.max_object_bytes = max_object_bytes.is_none() ? 0 : max_object_bytes.cast<uint64_t>();
-                 c.ttl_ns = duration_ns_or(ttl, "ttl", 0);
+                 c.ttl = duration_or(ttl, "ttl", Duration::zero());
                  auto s = std::make_shared<PyStore>();
                  auto r = without_gil(s->mutex, [&] { return MemObjectStore::open(pool, c); });
                  s->store = unwrap(std::move(r));

@@ -234,7 +234,7 @@ struct PyProducer : Guarded {
 
 GroupOptions group_options(py::object ttl, const std::string& start) {
     GroupOptions o;
-    o.ttl_ns = duration_ns_or(ttl, "ttl", o.ttl_ns);
+    o.ttl = duration_or(ttl, "ttl", o.ttl);
     if (start == "earliest") o.start = GroupStart::earliest;
     else if (start == "latest") o.start = GroupStart::latest;
     else raise(Errc::invalid_argument, "start '" + start + "': expected 'earliest' or 'latest'");
@@ -259,7 +259,7 @@ void bind_topics(py::module_& m) {
                  c.partition_capacity = partition_capacity;
                  c.partition_stride = partition_stride;
                  c.on_full = to_on_full(on_full);
-                 c.ttl_ns = duration_ns_or(ttl, "ttl", 0);
+                 c.ttl = duration_or(ttl, "ttl", Duration::zero());
                  return c;
              }),
              py::kw_only(), py::arg("num_partitions") = 4, py::arg("partition_capacity") = 128,
@@ -268,8 +268,8 @@ void bind_topics(py::module_& m) {
         .def_readwrite("partition_capacity", &TopicConfig::partition_capacity)
         .def_readwrite("partition_stride", &TopicConfig::partition_stride)
         .def_readwrite("on_full", &TopicConfig::on_full)
-        .def_property("ttl", [](const TopicConfig& c) { return seconds(c.ttl_ns); },
-                      [](TopicConfig& c, py::handle v) { c.ttl_ns = duration_ns(v, "ttl"); })
+        .def_property("ttl", [](const TopicConfig& c) { return seconds(to_ns(c.ttl)); },
+                      [](TopicConfig& c, py::handle v) { c.ttl = duration(v, "ttl"); })
         .def("__repr__", [](const TopicConfig& c) {
             return "TopicConfig(num_partitions=" + std::to_string(c.num_partitions) + ", partition_capacity=" +
                    std::to_string(c.partition_capacity) + ", partition_stride=" + std::to_string(c.partition_stride) +
@@ -297,7 +297,7 @@ void bind_topics(py::module_& m) {
         .def("ensure",
              [](PyTopics& t, const std::string& name, py::object config, py::object wait) {
                  const TopicConfig c = config.is_none() ? TopicConfig{} : config.cast<TopicConfig>();
-                 const uint64_t w = duration_ns_or(wait, "wait", 5 * kNsPerSec);
+                 const Duration w = duration_or(wait, "wait", std::chrono::seconds(5));
                  unwrap(without_gil(t.mutex, [&] { return t.manager->ensure(name, c, w); }));
              },
              py::arg("name"), py::arg("config") = py::none(), py::arg("wait") = py::none(),
@@ -339,7 +339,7 @@ void bind_topics(py::module_& m) {
                  check_pool_open(pool);
                  auto p = std::make_unique<PyProducer>();
                  ProducerOptions o;
-                 o.block_timeout_ns = duration_ns_or(block_timeout, "block_timeout", o.block_timeout_ns);
+                 o.block_timeout = duration_or(block_timeout, "block_timeout", o.block_timeout);
                  o.coarse_timestamps = coarse_timestamps;
                  o.should_stop = [w = p->watch.get()] { return (*w)(); };
                  auto r = without_gil(p->mutex, [&] { return Producer::open(pool, topic, o); });

@@ -291,8 +291,8 @@ void bind_worker(py::module_& m) {
         .def(py::init([](uint32_t max_attempts, py::object initial_backoff, py::object max_backoff) {
                  RetryPolicy p;
                  p.max_attempts = max_attempts;
-                 p.initial_backoff_ns = duration_ns_or(initial_backoff, "initial_backoff", p.initial_backoff_ns);
-                 p.max_backoff_ns = duration_ns_or(max_backoff, "max_backoff", p.max_backoff_ns);
+                 p.initial_backoff = duration_or(initial_backoff, "initial_backoff", p.initial_backoff);
+                 p.max_backoff = duration_or(max_backoff, "max_backoff", p.max_backoff);
                  return p;
              }),
              py::kw_only(), py::arg("max_attempts") = 4, py::arg("initial_backoff") = py::none(),

@@ -148,7 +148,7 @@ std::string describe_exception(const py::error_already_set& e) {
 // ---- Arguments ----------------------------------------------------------------------------------
 
 namespace {
-constexpr uint64_t kMaxSeconds = UINT64_MAX / kNsPerSec;
+constexpr uint64_t kMaxSeconds = uint64_t(INT64_MAX) / kNsPerSec;  // Duration is int64 nanoseconds
 
 uint64_t checked_seconds_ns(long double seconds, std::string_view what, py::handle value) {
     if (std::isnan(double(seconds)) || seconds < 0 || seconds > (long double)kMaxSeconds)

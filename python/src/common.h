@@ -17,6 +17,7 @@
 #include <string_view>
 #include <utility>
 
+#include "fabric_shm/clock.h"
 #include "fabric_shm/pool.h"
 #include "fabric_shm/result.h"
 #include "fabric_shm/uri.h"
@@ -65,6 +66,11 @@ std::string describe_exception(const py::error_already_set& e);
 uint64_t duration_ns(py::handle value, std::string_view what);
 /// duration_ns, or `fallback` for None.
 uint64_t duration_ns_or(py::handle value, std::string_view what, uint64_t fallback);
+/// duration_ns as the library's Duration (std::chrono::nanoseconds).
+inline Duration duration(py::handle value, std::string_view what) { return ns_duration(duration_ns(value, what)); }
+inline Duration duration_or(py::handle value, std::string_view what, Duration fallback) {
+    return value.is_none() ? fallback : duration(value, what);
+}
 /// Seconds as a float, for returning durations.
 inline double seconds(uint64_t ns) { return double(ns) / 1e9; }
 
@@ -130,11 +136,11 @@ auto without_gil(std::mutex& mutex, F&& f) {
 void check_signals();
 
 /// A should_stop callback for library loops that run with the GIL released: takes the GIL at
-/// most every `interval_ns`, runs the signal handlers, and records the exception they raised
+/// most every `interval_ns` (a few hundred ns each time), runs the signal handlers, and records the exception they raised
 /// (rethrown by rethrow_if_stopped() once the loop has returned).
 class SignalWatch {
 public:
-    explicit SignalWatch(uint64_t interval_ns = 20'000'000);
+    explicit SignalWatch(uint64_t interval_ns = 5'000'000);
     bool operator()();          ///< without the GIL: true once a signal handler raised
     bool stopped() const { return raised_; }
     void rethrow_if_stopped();  ///< with the GIL: restores and throws the recorded exception
@@ -146,8 +152,10 @@ private:
     PyObject *type_ = nullptr, *value_ = nullptr, *traceback_ = nullptr;
 };
 
-/// Longest slice of a blocking wait between signal checks: Ctrl-C interrupts within this.
-constexpr uint64_t kSignalSliceNs = 50'000'000;
+/// Longest slice of a blocking wait between signal checks: Ctrl-C interrupts within this (plus
+/// scheduling) even if the library's wait does not end at the signal. An idle consumer pays one
+/// extra poll call per slice.
+constexpr uint64_t kSignalSliceNs = 20'000'000;
 
 /// Calls once_for(slice_ns) -> Result<size_t> in slices of at most kSignalSliceNs until it
 /// returns non-zero or `timeout_ns` has passed, checking signals between slices (with the GIL
