@@ -3,7 +3,9 @@
 # Installs what a fresh Debian 12 lacks to build and test fabric-shm: the build tools
 # (meson, ninja, g++, cmake for doctest's config, pkg-config, git, python3 for the test
 # summary) and the libraries; libnats-dev and nats-server for the optional bridge module
-# (fabric-shm-bridge and its tests, which start their own loopback nats-server cluster).
+# (fabric-shm-bridge and its tests, which start their own loopback nats-server cluster);
+# pybind11-dev and python3-dev for the Python package (python/), python3-pytest and
+# python3-numpy for its tests (numpy: the zero-copy checks).
 # Idempotent: does nothing when every package is installed, runs `apt-get update` only when
 # the package lists are empty or an install fails.
 # As root it calls apt-get directly; otherwise through sudo when it exists.
@@ -14,6 +16,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 packages=(meson ninja-build g++ cmake pkg-config git python3
           libboost-dev libnuma-dev libcxxopts-dev doctest-dev nlohmann-json3-dev libisal-dev numactl
           libnats-dev nats-server
+          pybind11-dev python3-dev python3-pytest python3-numpy
           "$@")
 
 # installed NAME: true when NAME (or NAME:ARCH) is installed. A plain name means the native

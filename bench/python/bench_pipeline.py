@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""The recipe's job from Python, in two processes (producer, worker): fabric_shm against redis-py
+on Redis Streams. A benchmark (scripts/bench-python.sh runs it), never a test.
+
+    bench_pipeline.py fabric [N]                  put_and_notify | fabric_shm.Worker
+    bench_pipeline.py redis PORT [N] [--pipeline] SET+XADD | XREADGROUP, GET, SET, XACK
+
+Each prints JSON lines: the end-to-end rate (producer and worker running at once, from the
+producer's start to the worker's last result) and the worker-only rate (every object and
+notification in place before the worker starts). Objects are 1 KiB; the worker's job is
+bytes(data).upper(), written back as the result.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+SIZE = 1024
+BATCH = 100
+
+
+def emit(**fields):
+    print(json.dumps(fields), flush=True)
+
+
+# ---- fabric_shm -------------------------------------------------------------------------------
+
+def fabric_produce(pool_name, n, start_index=0):
+    import fabric_shm as fs
+    with fs.Pool.open(pool_name) as pool:
+        store = pool.store()
+        producer = fs.Producer(pool, "events", block_timeout=60)
+        data = b"x" * SIZE
+        for i in range(start_index, start_index + n):
+            fs.put_and_notify(store, producer, f"fabric://{pool_name}/in/{i}", data)
+
+
+def fabric_work(pool_name, n, group):
+    import fabric_shm as fs
+    with fs.Pool.open(pool_name) as pool:
+        worker = fs.Worker(pool, topic="events", group=group, batch=64, result_bucket=group)
+        worker.handler(lambda item: bytes(item.data).upper())
+        t0 = time.perf_counter()
+        worker.run(count=n)
+        return time.perf_counter() - t0, worker.stats["processed"]
+
+
+def fabric(n):
+    import fabric_shm as fs
+    name = f"bench-py-{os.getpid()}"
+    pool = fs.Pool.create(name, size="512M", ttl=600)
+    try:
+        pool.topics().create("events", fs.TopicConfig(num_partitions=4, partition_capacity=1 << 15))
+        fs.TopicManager(pool).register_group("events", "e2e")
+        fs.TopicManager(pool).register_group("events", "only")
+        # End to end: the producer in a child process, the worker here.
+        t0 = time.perf_counter()
+        child = subprocess.Popen([sys.executable, __file__, "fabric-produce", name, str(n)])
+        _, processed = fabric_work(name, n, "e2e")
+        elapsed = time.perf_counter() - t0
+        assert child.wait() == 0 and processed == n
+        emit(system="fabric_shm", mode="end-to-end", objects=n, seconds=round(elapsed, 3), rate=round(n / elapsed))
+        # Worker only: group "only" has the same n notifications waiting.
+        seconds, processed = fabric_work(name, n, "only")
+        assert processed == n
+        emit(system="fabric_shm", mode="worker only", objects=n, seconds=round(seconds, 3), rate=round(n / seconds))
+        # get: 1 KiB against 1 MiB (a pin and a view: no copy, so no size dependence).
+        store = pool.store()
+        for size in (SIZE, 1 << 20):
+            uri = f"fabric://{name}/get/{size}"
+            store.put(uri, b"y" * size)
+            reps = 20000
+            t = time.perf_counter()
+            for _ in range(reps):
+                with store.get(uri) as obj:
+                    obj.data
+            emit(system="fabric_shm", mode=f"get+view {size} B", us=round((time.perf_counter() - t) / reps * 1e6, 2))
+            t = time.perf_counter()
+            for _ in range(200):
+                store.get_bytes(uri)
+            emit(system="fabric_shm", mode=f"get_bytes (copy) {size} B", us=round((time.perf_counter() - t) / 200 * 1e6, 2))
+    finally:
+        pool.close()
+        fs.Pool.remove(name, force=True)
+
+
+# ---- redis-py ---------------------------------------------------------------------------------
+
+def redis_client(port):
+    import redis
+    return redis.Redis(host="127.0.0.1", port=port)
+
+
+def redis_produce(port, n, pipeline, prefix):
+    r = redis_client(port)
+    data = b"x" * SIZE
+    if not pipeline:
+        for i in range(n):
+            key = f"{prefix}:in:{i}"
+            r.set(key, data)
+            r.xadd(f"{prefix}:events", {"uri": key})
+        return
+    for base in range(0, n, BATCH):
+        p = r.pipeline(transaction=False)
+        for i in range(base, min(n, base + BATCH)):
+            key = f"{prefix}:in:{i}"
+            p.set(key, data)
+            p.xadd(f"{prefix}:events", {"uri": key})
+        p.execute()
+
+
+def redis_work(port, n, pipeline, prefix, group):
+    r = redis_client(port)
+    stream = f"{prefix}:events"
+    done = 0
+    t0 = time.perf_counter()
+    while done < n:
+        resp = r.xreadgroup(group, "w1", {stream: ">"}, count=BATCH, block=1000)
+        if not resp:
+            continue
+        entries = resp[0][1]
+        if not pipeline:
+            for entry_id, fields in entries:
+                key = fields[b"uri"]
+                data = r.get(key)
+                r.set(b"result:" + key, data.upper())
+                r.xack(stream, group, entry_id)
+        else:
+            p = r.pipeline(transaction=False)
+            for _, fields in entries:
+                p.get(fields[b"uri"])
+            values = p.execute()
+            p = r.pipeline(transaction=False)
+            for (entry_id, fields), data in zip(entries, values):
+                p.set(b"result:" + fields[b"uri"], data.upper())
+            p.xack(stream, group, *[entry_id for entry_id, _ in entries])
+            p.execute()
+        done += len(entries)
+    return time.perf_counter() - t0
+
+
+def redis_bench(port, n, pipeline):
+    r = redis_client(port)
+    prefix = f"bench{os.getpid()}{'p' if pipeline else ''}"
+    stream = f"{prefix}:events"
+    r.xgroup_create(stream, "e2e", id="0", mkstream=True)
+    r.xgroup_create(stream, "only", id="0", mkstream=True)
+    label = "redis-py pipelined" if pipeline else "redis-py"
+    t0 = time.perf_counter()
+    child = subprocess.Popen([sys.executable, __file__, "redis-produce", str(port), str(n), prefix,
+                              "1" if pipeline else "0"])
+    redis_work(port, n, pipeline, prefix, "e2e")
+    elapsed = time.perf_counter() - t0
+    assert child.wait() == 0
+    emit(system=label, mode="end-to-end", objects=n, seconds=round(elapsed, 3), rate=round(n / elapsed))
+    seconds = redis_work(port, n, pipeline, prefix, "only")
+    emit(system=label, mode="worker only", objects=n, seconds=round(seconds, 3), rate=round(n / seconds))
+    for size in (SIZE, 1 << 20):
+        r.set(f"{prefix}:get:{size}", b"y" * size)
+        reps = 2000
+        t = time.perf_counter()
+        for _ in range(reps):
+            r.get(f"{prefix}:get:{size}")
+        emit(system=label, mode=f"GET {size} B", us=round((time.perf_counter() - t) / reps * 1e6, 2))
+    r.flushall()
+
+
+def main():
+    what = sys.argv[1]
+    if what == "fabric":
+        fabric(int(sys.argv[2]) if len(sys.argv) > 2 else 50000)
+    elif what == "fabric-produce":
+        fabric_produce(sys.argv[2], int(sys.argv[3]))
+    elif what == "redis":
+        port = int(sys.argv[2])
+        n = int(sys.argv[3]) if len(sys.argv) > 3 else 20000
+        redis_bench(port, n, "--pipeline" in sys.argv)
+    elif what == "redis-produce":
+        redis_produce(int(sys.argv[2]), int(sys.argv[3]), sys.argv[5] == "1", sys.argv[4])
+    else:
+        sys.exit(f"unknown mode {what!r}: fabric | redis PORT")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,457 @@
+// SPDX-License-Identifier: MIT
+// Topics: TopicConfig, TopicManager, Producer, Consumer (SeekPolicy, Message), and Waiter (one
+// readable file descriptor for many consumers, for asyncio's loop.add_reader and selectors).
+#include <algorithm>
+
+#include "common.h"
+#include "fabric_shm/clock.h"
+#include "fabric_shm/consumer.h"
+#include "fabric_shm/topic.h"
+#include "fabric_shm/waiter.h"
+#include "messages.h"
+#include "topics.h"
+
+namespace fabric_shm::py_bind {
+
+// ---- Messages -----------------------------------------------------------------------------------
+
+py::object PolledBatch::slice(std::span<const uint8_t> bytes) const {
+    if (bytes.empty() || !base) {
+        PyObject* empty = PyMemoryView_FromObject(py::bytes("").ptr());
+        if (empty == nullptr) throw py::error_already_set();
+        return py::reinterpret_steal<py::object>(empty);
+    }
+    const auto start = Py_ssize_t(bytes.data() - base_ptr);
+    return base[py::slice(start, start + Py_ssize_t(bytes.size()), 1)];
+}
+
+std::shared_ptr<MessageBatch> BatchSlot::take() {
+    if (batch.use_count() > 1) batch = std::make_shared<MessageBatch>();
+    return batch;
+}
+
+py::list BatchSlot::to_python(const std::shared_ptr<MessageBatch>& batch) {
+    py::list out;
+    if (batch->empty()) return out;
+    auto polled = std::make_shared<PolledBatch>();
+    polled->batch = batch;
+    const uint8_t *lo = nullptr, *hi = nullptr;
+    auto extend = [&](std::span<const uint8_t> s) {
+        if (s.empty()) return;
+        if (lo == nullptr || s.data() < lo) lo = s.data();
+        if (hi == nullptr || s.data() + s.size() > hi) hi = s.data() + s.size();
+    };
+    for (const Message& msg : *batch) {
+        extend(msg.key);
+        extend(msg.value);
+        extend(msg.headers_raw);
+    }
+    if (lo != nullptr) {
+        polled->base_ptr = lo;
+        polled->base = memoryview_of(make_exporter(batch, lo, size_t(hi - lo), true));
+    }
+    for (size_t i = 0; i < batch->size(); ++i) out.append(py::cast(PyMessage{polled, i}));
+    return out;
+}
+
+SeekPolicy to_seek_policy(py::handle value) {
+    if (py::isinstance<SeekPolicy>(value)) return value.cast<SeekPolicy>();
+    if (PyUnicode_Check(value.ptr())) {
+        const std::string s = value.cast<std::string>();
+        if (s == "earliest") return SeekPolicy::Earliest();
+        if (s == "latest") return SeekPolicy::Latest();
+        if (s == "committed") return SeekPolicy::Committed();
+        raise(Errc::invalid_argument, "seek policy '" + s + "': expected 'earliest', 'latest', 'committed' or a SeekPolicy");
+    }
+    throw py::type_error("seek: expected a SeekPolicy or 'earliest' / 'latest' / 'committed'");
+}
+
+std::vector<MessageHeader> to_headers(py::handle value, std::vector<BytesArg>& storage) {
+    std::vector<MessageHeader> out;
+    if (value.is_none()) return out;
+    py::list pairs;
+    if (py::isinstance<py::dict>(value)) {
+        for (auto item : value.cast<py::dict>()) pairs.append(py::make_tuple(item.first, item.second));
+    } else {
+        for (auto item : value) pairs.append(item);
+    }
+    storage.reserve(storage.size() + 2 * pairs.size());
+    const size_t first = storage.size();
+    for (auto pair : pairs) {
+        auto t = pair.cast<py::tuple>();
+        if (t.size() != 2) throw py::type_error("headers: expected (name, value) pairs or a dict");
+        storage.emplace_back(t[0], "header name");
+        storage.emplace_back(t[1], "header value");
+    }
+    for (size_t i = first; i < storage.size(); i += 2) out.push_back({storage[i].view(), storage[i + 1].view()});
+    return out;
+}
+
+void bind_messages(py::module_& m) {
+    py::class_<PyMessage>(m, "Message",
+                          "A polled message. key, value and the header values are read-only memoryviews into the "
+                          "poll's own buffer (not the ring). Use them before the next poll; a view kept longer "
+                          "stays valid (the consumer then polls into a fresh buffer), but holds that buffer.")
+        .def_property_readonly("partition", [](const PyMessage& p) { return p.message().partition; })
+        .def_property_readonly("offset", [](const PyMessage& p) { return p.message().offset; })
+        .def_property_readonly("timestamp_ns", [](const PyMessage& p) { return p.message().timestamp_ns; },
+                               "Wall clock at send (ns since the epoch).")
+        .def_property_readonly("key", [](const PyMessage& p) { return p.polled->slice(p.message().key); })
+        .def_property_readonly("value", [](const PyMessage& p) { return p.polled->slice(p.message().value); })
+        .def("value_str", [](const PyMessage& p) { return std::string(p.message().value_str()); },
+             "The value decoded as UTF-8 (a copy).")
+        .def("key_str", [](const PyMessage& p) { return std::string(p.message().key_str()); })
+        .def_property_readonly(
+            "headers",
+            [](const PyMessage& p) {
+                py::list out;
+                const Message& msg = p.message();
+                for (size_t i = 0; i < msg.header_count(); ++i) {
+                    const MessageHeader h = msg.header_at(i);
+                    const auto* v = reinterpret_cast<const uint8_t*>(h.value.data());
+                    out.append(py::make_tuple(py::str(h.name.data(), h.name.size()), p.polled->slice({v, h.value.size()})));
+                }
+                return out;
+            },
+            "[(name, memoryview)] in the order sent.")
+        .def("header",
+             [](const PyMessage& p, const std::string& name) -> py::object {
+                 const Message& msg = p.message();
+                 for (size_t i = 0; i < msg.header_count(); ++i) {
+                     const MessageHeader h = msg.header_at(i);
+                     if (h.name == name)
+                         return p.polled->slice({reinterpret_cast<const uint8_t*>(h.value.data()), h.value.size()});
+                 }
+                 return py::none();
+             },
+             py::arg("name"), "The first header of that name (a memoryview), or None.")
+        .def("__repr__", [](const PyMessage& p) {
+            const Message& msg = p.message();
+            return "Message(partition=" + std::to_string(msg.partition) + ", offset=" + std::to_string(msg.offset) +
+                   ", value=" + std::to_string(msg.value.size()) + " bytes)";
+        });
+
+    py::class_<SeekPolicy> seek(m, "SeekPolicy",
+                                "Where seek() puts each assigned partition. In a group, Earliest/Latest are the reset "
+                                "policy (a partition with a commit resumes there); Rewind, Offset and Timestamp "
+                                "ignore commits (replay).");
+    py::enum_<SeekPolicy::Kind>(seek, "Kind")
+        .value("EARLIEST", SeekPolicy::Kind::earliest)
+        .value("LATEST", SeekPolicy::Kind::latest)
+        .value("COMMITTED", SeekPolicy::Kind::committed)
+        .value("OFFSET", SeekPolicy::Kind::offset)
+        .value("TIMESTAMP", SeekPolicy::Kind::timestamp);
+    seek.def_static("Earliest", &SeekPolicy::Earliest)
+        .def_static("Latest", &SeekPolicy::Latest)
+        .def_static("Committed", &SeekPolicy::Committed, py::arg("fallback") = SeekPolicy::Kind::earliest)
+        .def_static("Rewind", &SeekPolicy::Rewind, py::arg("kind") = SeekPolicy::Kind::earliest)
+        .def_static("Offset", &SeekPolicy::Offset, py::arg("offset"))
+        .def_static("Timestamp",
+                    [](py::handle when) {
+                        if (py::hasattr(when, "timestamp") && !PyLong_Check(when.ptr()))
+                            return SeekPolicy::Timestamp(uint64_t(std::llround(when.attr("timestamp")().cast<double>() * 1e9)));
+                        return SeekPolicy::Timestamp(when.cast<uint64_t>());
+                    },
+                    py::arg("when"), "First retained message sent at or after `when` (a datetime, or wall ns).")
+        .def_readonly("kind", &SeekPolicy::kind)
+        .def_readonly("value", &SeekPolicy::value)
+        .def_readonly("rewind", &SeekPolicy::rewind)
+        .def("__repr__", [](const SeekPolicy& s) {
+            static const char* names[] = {"Earliest", "Latest", "Committed", "Offset", "Timestamp"};
+            std::string n = s.rewind ? "Rewind" : names[int(s.kind)];
+            return "SeekPolicy." + n + "(" + (s.kind == SeekPolicy::Kind::offset || s.kind == SeekPolicy::Kind::timestamp ? std::to_string(s.value) : "") + ")";
+        });
+}
+
+// ---- Topics and producers -----------------------------------------------------------------------
+
+namespace {
+
+OnFull to_on_full(py::handle v) {
+    if (py::isinstance<OnFull>(v)) return v.cast<OnFull>();
+    return unwrap(parse_on_full(v.cast<std::string>()));
+}
+
+py::dict describe_dict(const TopicDescription& d) {
+    py::dict out;
+    out["name"] = d.name;
+    out["incarnation"] = d.incarnation;
+    out["config"] = d.config;
+    out["lease_ids"] = d.lease_ids;
+    py::list parts;
+    for (const PartitionDescription& p : d.partitions) {
+        py::dict x;
+        x["partition"] = p.partition;
+        x["oldest"] = p.oldest;
+        x["next"] = p.next;
+        x["fill"] = p.fill;
+        x["capacity"] = p.capacity;
+        x["skipped_claims"] = p.skipped_claims;
+        parts.append(x);
+    }
+    out["partitions"] = parts;
+    py::list groups;
+    for (const GroupDescription& g : d.groups) {
+        py::dict x;
+        x["name"] = g.name;
+        x["expired"] = g.expired;
+        py::list gp;
+        for (const GroupPartitionDescription& p : g.partitions) {
+            py::dict y;
+            y["partition"] = p.partition;
+            y["committed"] = p.committed;
+            y["lag"] = p.lag;
+            gp.append(y);
+        }
+        x["partitions"] = gp;
+        groups.append(x);
+    }
+    out["groups"] = groups;
+    return out;
+}
+
+struct PyTopics : Guarded {
+    std::unique_ptr<TopicManager> manager;
+    Pool pool;
+};
+
+struct PyProducer : Guarded {
+    std::unique_ptr<SignalWatch> watch = std::make_unique<SignalWatch>();
+    std::unique_ptr<Producer> producer;
+    Pool pool;
+    Producer& get() {
+        check_not_closed(producer != nullptr, "this producer");
+        check_pool_open(pool);
+        return *producer;
+    }
+    /// After a send returned interrupted: the KeyboardInterrupt (or other) its signal raised.
+    template <class T>
+    T finish(Result<T>&& r) {
+        if (!r && r.code() == Errc::interrupted) watch->rethrow_if_stopped();
+        return unwrap(std::move(r));
+    }
+};
+
+GroupOptions group_options(py::object ttl, const std::string& start) {
+    GroupOptions o;
+    o.ttl = duration_or(ttl, "ttl", o.ttl);
+    if (start == "earliest") o.start = GroupStart::earliest;
+    else if (start == "latest") o.start = GroupStart::latest;
+    else raise(Errc::invalid_argument, "start '" + start + "': expected 'earliest' or 'latest'");
+    return o;
+}
+
+}  // namespace
+
+void bind_topics(py::module_& m) {
+    bind_messages(m);
+
+    py::enum_<OnFull>(m, "OnFull", "What send does when a partition is full of uncommitted messages.")
+        .value("BLOCK", OnFull::block)
+        .value("REJECT", OnFull::reject)
+        .value("OVERWRITE", OnFull::overwrite);
+
+    py::class_<TopicConfig>(m, "TopicConfig", "A topic's shape: partitions, slots per partition, bytes per slot.")
+        .def(py::init([](uint32_t num_partitions, uint32_t partition_capacity, uint32_t partition_stride,
+                         py::object on_full, py::object ttl) {
+                 TopicConfig c;
+                 c.num_partitions = num_partitions;
+                 c.partition_capacity = partition_capacity;
+                 c.partition_stride = partition_stride;
+                 c.on_full = to_on_full(on_full);
+                 c.ttl = duration_or(ttl, "ttl", Duration::zero());
+                 return c;
+             }),
+             py::kw_only(), py::arg("num_partitions") = 4, py::arg("partition_capacity") = 128,
+             py::arg("partition_stride") = 512, py::arg("on_full") = OnFull::block, py::arg("ttl") = py::none())
+        .def_readwrite("num_partitions", &TopicConfig::num_partitions)
+        .def_readwrite("partition_capacity", &TopicConfig::partition_capacity)
+        .def_readwrite("partition_stride", &TopicConfig::partition_stride)
+        .def_readwrite("on_full", &TopicConfig::on_full)
+        .def_property("ttl", [](const TopicConfig& c) { return seconds(to_ns(c.ttl)); },
+                      [](TopicConfig& c, py::handle v) { c.ttl = duration(v, "ttl"); })
+        .def("__repr__", [](const TopicConfig& c) {
+            return "TopicConfig(num_partitions=" + std::to_string(c.num_partitions) + ", partition_capacity=" +
+                   std::to_string(c.partition_capacity) + ", partition_stride=" + std::to_string(c.partition_stride) +
+                   ", on_full=" + std::string(on_full_name(c.on_full)) + ")";
+        });
+    m.def("max_message_bytes", &max_message_bytes, py::arg("stride"),
+          "Largest key + encoded headers + value that one slot of `stride` bytes holds.");
+
+    py::class_<PyTopics>(m, "TopicManager", "Topic lifecycle in one pool (create, ensure, remove, describe, groups).")
+        .def(py::init([](const Pool& pool) {
+                 check_pool_open(pool);
+                 auto t = std::make_unique<PyTopics>();
+                 Pool copy = pool;
+                 t->manager = std::make_unique<TopicManager>(copy);
+                 t->pool = pool;
+                 return t;
+             }),
+             py::arg("pool"))
+        .def("create",
+             [](PyTopics& t, const std::string& name, py::object config) {
+                 const TopicConfig c = config.is_none() ? TopicConfig{} : config.cast<TopicConfig>();
+                 unwrap(without_gil(t.mutex, [&] { return t.manager->create(name, c); }));
+             },
+             py::arg("name"), py::arg("config") = py::none(), "Creates a topic (AlreadyExists when it exists).")
+        .def("ensure",
+             [](PyTopics& t, const std::string& name, py::object config, py::object wait) {
+                 const TopicConfig c = config.is_none() ? TopicConfig{} : config.cast<TopicConfig>();
+                 const Duration w = duration_or(wait, "wait", std::chrono::seconds(5));
+                 unwrap(without_gil(t.mutex, [&] { return t.manager->ensure(name, c, w); }));
+             },
+             py::arg("name"), py::arg("config") = py::none(), py::arg("wait") = py::none(),
+             "Creates the topic unless it exists (an existing topic keeps its configuration); safe under races.")
+        .def("remove", [](PyTopics& t, const std::string& name) {
+            unwrap(without_gil(t.mutex, [&] { return t.manager->remove(name); }));
+        }, py::arg("name"))
+        .def("list", [](PyTopics& t) {
+            check_pool_open(t.pool);
+            return without_gil(t.mutex, [&] { return t.manager->list(); });
+        })
+        .def("describe", [](PyTopics& t, const std::string& name) {
+            return describe_dict(unwrap(without_gil(t.mutex, [&] { return t.manager->describe(name); })));
+        }, py::arg("name"), "A snapshot: config, partitions (oldest, next, fill), groups (committed, lag).")
+        .def("register_group",
+             [](PyTopics& t, const std::string& topic, const std::string& group, py::object ttl, const std::string& start) {
+                 const GroupOptions o = group_options(ttl, start);
+                 unwrap(without_gil(t.mutex, [&] { return t.manager->register_group(topic, group, o); }));
+             },
+             py::arg("topic"), py::arg("group"), py::kw_only(), py::arg("ttl") = py::none(),
+             py::arg("start") = "earliest")
+        .def("remove_group", [](PyTopics& t, const std::string& topic, const std::string& group) {
+            unwrap(without_gil(t.mutex, [&] { return t.manager->remove_group(topic, group); }));
+        }, py::arg("topic"), py::arg("group"));
+
+    py::class_<SendResult>(m, "SendResult", "Where a message went: (partition, offset).")
+        .def_readonly("partition", &SendResult::partition)
+        .def_readonly("offset", &SendResult::offset)
+        .def("__iter__", [](const SendResult& r) { return py::iter(py::make_tuple(r.partition, r.offset)); })
+        .def("__eq__", [](const SendResult& a, const SendResult& b) { return a.partition == b.partition && a.offset == b.offset; })
+        .def("__repr__", [](const SendResult& r) {
+            return "SendResult(partition=" + std::to_string(r.partition) + ", offset=" + std::to_string(r.offset) + ")";
+        });
+
+    py::class_<PyProducer>(m, "Producer",
+                           "Sends to one topic. Sends release the GIL; a send blocked on a full partition "
+                           "(on_full=BLOCK) waits up to block_timeout and is interrupted by Ctrl-C.")
+        .def(py::init([](const Pool& pool, const std::string& topic, py::object block_timeout, bool coarse_timestamps) {
+                 check_pool_open(pool);
+                 auto p = std::make_unique<PyProducer>();
+                 ProducerOptions o;
+                 o.block_timeout = duration_or(block_timeout, "block_timeout", o.block_timeout);
+                 o.coarse_timestamps = coarse_timestamps;
+                 o.should_stop = [w = p->watch.get()] { return (*w)(); };
+                 auto r = without_gil(p->mutex, [&] { return Producer::open(pool, topic, o); });
+                 p->producer = std::make_unique<Producer>(unwrap(std::move(r)));
+                 p->pool = pool;
+                 return p;
+             }),
+             py::arg("pool"), py::arg("topic"), py::kw_only(), py::arg("block_timeout") = py::none(),
+             py::arg("coarse_timestamps") = false, "NotFound when the topic does not exist.")
+        .def("send",
+             [](PyProducer& p, py::handle value, py::object headers) {
+                 BytesArg v(value, "value");
+                 std::vector<BytesArg> storage;
+                 const auto h = to_headers(headers, storage);
+                 Producer& producer = p.get();
+                 return p.finish(without_gil(p.mutex, [&] { return producer.send(v.span(), h); }));
+             },
+             py::arg("value"), py::arg("headers") = py::none(),
+             "Sends to the next partition round-robin; returns SendResult(partition, offset). BackPressure "
+             "when the partition stays full.")
+        .def("send_keyed",
+             [](PyProducer& p, py::handle key, py::handle value, py::object headers) {
+                 BytesArg k(key, "key"), v(value, "value");
+                 std::vector<BytesArg> storage;
+                 const auto h = to_headers(headers, storage);
+                 Producer& producer = p.get();
+                 return p.finish(without_gil(p.mutex, [&] { return producer.send_keyed(k.span(), v.span(), h); }));
+             },
+             py::arg("key"), py::arg("value"), py::arg("headers") = py::none(),
+             "Sends to partition key_hash(key) % partitions: one key, one partition, in order.")
+        .def("send_to",
+             [](PyProducer& p, uint32_t partition, py::handle value, py::object key, py::object headers) {
+                 BytesArg v(value, "value");
+                 std::optional<BytesArg> k;
+                 if (!key.is_none()) k.emplace(key, "key");
+                 std::vector<BytesArg> storage;
+                 const auto h = to_headers(headers, storage);
+                 OutgoingMessage msg{v.span(), k ? k->span() : std::span<const uint8_t>{}, h};
+                 Producer& producer = p.get();
+                 return p.finish(without_gil(p.mutex, [&] { return producer.send_to(partition, msg); }));
+             },
+             py::arg("partition"), py::arg("value"), py::arg("key") = py::none(), py::arg("headers") = py::none())
+        .def("send_batch",
+             [](PyProducer& p, py::iterable messages) {
+                 // Each item: a bytes-like value, or (key, value) / (key, value, headers) with key None for
+                 // round-robin.
+                 std::vector<BytesArg> storage;
+                 std::vector<std::vector<MessageHeader>> headers;
+                 std::vector<std::array<size_t, 2>> slots;  // storage index of key (or npos) and value
+                 py::list items;
+                 for (auto item : messages) items.append(item);
+                 storage.reserve(2 * items.size());
+                 headers.resize(items.size());
+                 std::vector<BytesArg> header_storage;
+                 size_t header_count = 0;
+                 for (auto item : items)
+                     if (py::isinstance<py::tuple>(item) && py::len(item) == 3 && !item.cast<py::tuple>()[2].is_none())
+                         header_count += 2 * py::len(item.cast<py::tuple>()[2]);
+                 header_storage.reserve(header_count);
+                 size_t i = 0;
+                 for (auto item : items) {
+                     size_t key_index = SIZE_MAX;
+                     if (py::isinstance<py::tuple>(item)) {
+                         auto t = item.cast<py::tuple>();
+                         if (t.size() < 2 || t.size() > 3)
+                             throw py::type_error("send_batch: items are values or (key, value[, headers]) tuples");
+                         if (!t[0].is_none()) {
+                             storage.emplace_back(t[0], "key");
+                             key_index = storage.size() - 1;
+                         }
+                         storage.emplace_back(t[1], "value");
+                         if (t.size() == 3) headers[i] = to_headers(t[2], header_storage);
+                     } else {
+                         storage.emplace_back(item, "value");
+                     }
+                     slots.push_back({key_index, storage.size() - 1});
+                     ++i;
+                 }
+                 std::vector<OutgoingMessage> out(items.size());
+                 for (size_t j = 0; j < out.size(); ++j) {
+                     out[j].value = storage[slots[j][1]].span();
+                     if (slots[j][0] != SIZE_MAX) out[j].key = storage[slots[j][0]].span();
+                     out[j].headers = headers[j];
+                 }
+                 std::vector<SendResult> results(out.size());
+                 Error error;
+                 Producer& producer = p.get();
+                 const size_t sent = without_gil(p.mutex, [&] { return producer.send_batch(out, results, &error); });
+                 results.resize(sent);
+                 if (sent < out.size()) {
+                     if (error.code == Errc::interrupted) p.watch->rethrow_if_stopped();
+                     py::dict extra;
+                     extra["sent"] = results;
+                     raise_with(error, extra);
+                 }
+                 return results;
+             },
+             py::arg("messages"),
+             "Sends in order; returns one SendResult per message. Stops at the first failure and raises its "
+             "error with .sent = the results of the messages sent before it.")
+        .def_property_readonly("num_partitions", [](PyProducer& p) { return p.get().num_partitions(); })
+        .def_property_readonly("topic", [](PyProducer& p) { return p.get().topic(); })
+        .def("close", [](PyProducer& p) {
+            auto gone = without_gil(p.mutex, [&] { return std::move(p.producer); });
+        })
+        .def("__enter__", [](py::object self) { return self; })
+        .def("__exit__", [](PyProducer& p, py::args) {
+            auto gone = without_gil(p.mutex, [&] { return std::move(p.producer); });
+        });
+
+    bind_consumer(m);
+    bind_waiter(m);
+}
+
+}  // namespace fabric_shm::py_bind

@@ -1,0 +1,384 @@
+// SPDX-License-Identifier: MIT
+// Worker: the library's WorkerLoop (fenced results, version skip, retries, DLQ, heartbeats, lease
+// renewal) with a Python handler; JobCoordinator with its output stores.
+#include <atomic>
+
+#include "common.h"
+#include "fabric_shm/jobs.h"
+#include "fabric_shm/worker_loop.h"
+#include "store.h"
+
+namespace fabric_shm::py_bind {
+
+namespace {
+
+/// Objects up to this size reach the handler as a copy (cheaper than a second pin); larger ones
+/// as a view of a pin of their own, which stays valid if the handler keeps the view.
+constexpr size_t kCopyBelowBytes = 4096;
+
+/// The item a handler gets. Its keep_alive() works only during the handler call.
+struct PyWorkItem {
+    FabricUri uri;
+    std::string topic;
+    uint32_t partition = 0;
+    uint64_t offset = 0, version = 0;
+    uint32_t attempt = 1;
+    ObjectInfo info;
+    py::object data;
+    py::bytes key;
+    const WorkItem* live = nullptr;  ///< set during the handler call only
+};
+
+struct PyWorker : Guarded {
+    Pool pool;
+    WorkerConfig config;
+    py::object handler;
+    std::unique_ptr<WorkerLoop> loop;
+    std::unique_ptr<MemObjectStore> store;  ///< pins of large inputs handed to the handler
+    std::atomic<bool> stop_requested{false};
+    CallbackGate gate;
+    bool closed = false;
+    WorkerStats last_stats;  ///< of the last run()
+
+    Result<std::vector<uint8_t>> process(const WorkItem& item);
+    py::object data_of(const WorkItem& item);
+};
+
+py::object PyWorker::data_of(const WorkItem& item) {
+    auto copy = [&] {
+        py::bytes b(reinterpret_cast<const char*>(item.data.data()), item.data.size());
+        PyObject* mv = PyMemoryView_FromObject(b.ptr());
+        if (mv == nullptr) throw py::error_already_set();
+        return py::reinterpret_steal<py::object>(mv);
+    };
+    if (item.data.size() <= kCopyBelowBytes || !store || pins_held() >= pin_limit()) return copy();
+    // The loop's own pin ends with the call; a view the handler keeps must outlive it, so the view
+    // is of a pin of our own, of the very same version (same bytes: the loop's pin keeps them).
+    acquire_pin_slot(item.uri.to_string());
+    auto pinned = store->pin(item.uri);
+    if (!pinned || !pinned->has_value() || (*pinned)->info().version != item.version ||
+        (*pinned)->bytes().data() != item.data.data()) {
+        release_pin_slot();
+        return copy();  // overwritten meanwhile: the handler still gets the version the loop read
+    }
+    auto holder = std::make_shared<PinHolder>(std::move(**pinned));
+    const auto bytes = holder->view.bytes();
+    return memoryview_of(make_exporter(holder, bytes.data(), bytes.size(), true));
+}
+
+Result<std::vector<uint8_t>> PyWorker::process(const WorkItem& item) {
+    // A stop (Ctrl-C in the handler) leaves the item uncommitted without counting a failure:
+    // stale_epoch is the loop's "not ours any more" answer, redelivered to the next owner.
+    if (gate.stop) return make_error(Errc::stale_epoch, gate.stop_reason);
+    std::vector<uint8_t> out;
+    Status st = gate.call([&] {
+        py::object wi = py::cast(PyWorkItem{item.uri, std::string(item.topic), item.partition, item.offset,
+                                            item.version, item.attempt, item.info ? *item.info : ObjectInfo{},
+                                            data_of(item),
+                                            py::bytes(reinterpret_cast<const char*>(item.key.data()), item.key.size()),
+                                            &item});
+        struct Unlive {
+            py::object& o;
+            ~Unlive() { o.cast<PyWorkItem&>().live = nullptr; }
+        } unlive{wi};
+        py::object r = handler(wi);
+        if (r.is_none()) return;
+        BytesArg bytes(r, "handler result");
+        out.assign(bytes.span().begin(), bytes.span().end());
+    });
+    if (!st) {
+        if (gate.stop) return make_error(Errc::stale_epoch, gate.stop_reason);
+        return std::move(st).error();
+    }
+    return out;
+}
+
+py::dict stats_dict(const WorkerStats& s) {
+    py::dict d;
+    d["processed"] = s.processed;
+    d["skipped"] = s.skipped;
+    d["failed_attempts"] = s.failed_attempts;
+    d["dead_lettered"] = s.dead_lettered;
+    d["forwarded"] = s.forwarded;
+    d["bytes_in"] = s.bytes_in;
+    d["bytes_out"] = s.bytes_out;
+    d["rebalances"] = s.rebalances;
+    d["epoch"] = s.epoch;
+    d["partitions"] = s.partitions;
+    d["latency_p50_ns"] = s.latency.p50_ns;
+    d["latency_p99_ns"] = s.latency.p99_ns;
+    d["latency_samples"] = s.latency.samples;
+    return d;
+}
+
+const char* exit_name(WorkerExit e) {
+    switch (e) {
+        case WorkerExit::count_reached: return "count_reached";
+        case WorkerExit::idle: return "idle";
+        default: return "stopped";
+    }
+}
+
+struct PyOutputs {
+    std::shared_ptr<JobOutputStore> outputs;
+    py::object keep;  ///< the store an ObjectOutputStore writes to
+};
+
+}  // namespace
+
+void bind_worker(py::module_& m) {
+    py::class_<PyWorkItem>(m, "WorkItem",
+                           "One notified object being processed: .data is a read-only memoryview of its bytes (for "
+                           "objects over 4 KiB a view of the pinned bytes, without a copy).")
+        .def_readonly("uri", &PyWorkItem::uri)
+        .def_readonly("topic", &PyWorkItem::topic)
+        .def_readonly("partition", &PyWorkItem::partition)
+        .def_readonly("offset", &PyWorkItem::offset)
+        .def_readonly("version", &PyWorkItem::version)
+        .def_readonly("attempt", &PyWorkItem::attempt, "1-based; > 1 after failures or a crashed worker.")
+        .def_readonly("info", &PyWorkItem::info)
+        .def_readonly("data", &PyWorkItem::data)
+        .def_readonly("key", &PyWorkItem::key, "The notification's key (b'' when unkeyed).")
+        .def("keep_alive",
+             [](PyWorkItem& w) {
+                 if (w.live == nullptr) raise(Errc::closed, "keep_alive: the handler call of this item has returned");
+                 const WorkItem* item = w.live;
+                 Status st;
+                 {
+                     py::gil_scoped_release nogil;
+                     st = item->keep_alive();
+                 }
+                 unwrap(std::move(st));
+             },
+             "Long handlers call this every ~100 ms: heartbeats the group and renews leases. An error (the "
+             "member was evicted, a lease ran out) means: abandon the item and re-raise it.")
+        .def("__repr__", [](const PyWorkItem& w) {
+            return "WorkItem('" + w.uri.to_string() + "', version=" + std::to_string(w.version) + ", attempt=" +
+                   std::to_string(w.attempt) + ")";
+        });
+
+    py::class_<PyWorker>(m, "Worker",
+                         "The recipe's worker loop with a Python handler: joins `group` on `topic`, reads each "
+                         "notified object, calls the handler, writes its result (fenced by the member's epoch) to "
+                         "fabric://POOL/results/{bucket}/{key}, commits. Retries, dead letters, version skip, "
+                         "heartbeats and lease renewal are the library's (fabric-shm-worker's).")
+        .def(py::init([](const Pool& pool, const std::string& topic, const std::string& group, uint32_t concurrency,
+                         py::object order, const std::string& member_id, const std::string& store,
+                         const std::string& result_bucket, const std::string& result_key, bool shared_results,
+                         const std::string& next_topic, const std::string& dlq_topic, uint32_t max_attempts,
+                         py::object backoff_initial, py::object backoff_max, py::object session_timeout, uint32_t batch,
+                         uint32_t partitions_if_created) {
+                 check_pool_open(pool);
+                 if (concurrency == 0) raise(Errc::invalid_argument, "concurrency 0: at least 1");
+                 if (concurrency > 1)
+                     raise(Errc::unsupported,
+                           "concurrency " + std::to_string(concurrency) +
+                               ": the Python Worker runs one item at a time for now (WorkerLoop::run); the "
+                               "library's asynchronous acquire/complete form (docs/api.md, section 6) is not "
+                               "bound yet. Run several Worker processes in the group instead.");
+                 auto w = std::make_unique<PyWorker>();
+                 w->pool = pool;
+                 WorkerConfig& c = w->config;
+                 if (!order.is_none()) {
+                     const std::string o = order.cast<std::string>();
+                     if (o == "key") c.order = OrderMode::key;
+                     else if (o == "none") c.order = OrderMode::none;
+                     else raise(Errc::invalid_argument, "order '" + o + "': expected 'key' (messages of one key in "
+                                                        "offset order) or 'none'");
+                 }
+                 c.topic = topic;
+                 c.group = group;
+                 c.member_id = member_id;
+                 c.store = store;
+                 c.result_bucket = result_bucket;
+                 c.result_key = result_key;
+                 c.shared_results = shared_results;
+                 c.next_topic = next_topic;
+                 c.dlq_topic = dlq_topic;
+                 c.max_attempts = max_attempts;
+                 c.backoff_initial_ns = duration_ns_or(backoff_initial, "backoff_initial", c.backoff_initial_ns);
+                 c.backoff_max_ns = duration_ns_or(backoff_max, "backoff_max", c.backoff_max_ns);
+                 c.session_timeout_ns = duration_ns_or(session_timeout, "session_timeout", c.session_timeout_ns);
+                 c.batch = batch;
+                 c.partitions_if_created = partitions_if_created;
+                 return w;
+             }),
+             py::arg("pool"), py::kw_only(), py::arg("topic"), py::arg("group"), py::arg("concurrency") = 1,
+             py::arg("order") = py::none(), py::arg("member_id") = "", py::arg("store") = "default",
+             py::arg("result_bucket") = "results", py::arg("result_key") = std::string(kDefaultResultKey),
+             py::arg("shared_results") = false, py::arg("next_topic") = "", py::arg("dlq_topic") = "",
+             py::arg("max_attempts") = 3, py::arg("backoff_initial") = py::none(), py::arg("backoff_max") = py::none(),
+             py::arg("session_timeout") = py::none(), py::arg("batch") = 16, py::arg("partitions_if_created") = 4)
+        .def("handler",
+             [](PyWorker& w, py::function f) {
+                 w.handler = f;
+                 return f;
+             },
+             py::arg("function"),
+             "Decorator: @worker.handler def f(item: WorkItem) -> bytes-like (the result) or None (an empty "
+             "result). A fabric_shm.Error's code decides retry or dead letter (NotFound, InvalidArgument, "
+             "Corrupt, ... go to the DLQ at once); any other exception is retried, then dead-lettered.")
+        .def("run",
+             [](PyWorker& w, uint64_t count, py::object idle) {
+                 check_not_closed(!w.closed, "this worker");
+                 if (!w.handler) raise(Errc::invalid_argument, "run: no handler (decorate a function with @worker.handler)");
+                 w.config.count = count;
+                 w.config.exit_when_idle_ns = duration_ns_or(idle, "idle", 0);
+                 w.stop_requested = false;
+                 SignalWatch watch;
+                 auto result = without_gil(w.mutex, [&]() -> Result<WorkerExit> {
+                     if (!w.loop) {
+                         FABRIC_TRY_ASSIGN(auto loop, WorkerLoop::open(w.pool, w.config,
+                                                                       [&w](const WorkItem& item) { return w.process(item); }));
+                         w.loop = std::make_unique<WorkerLoop>(std::move(loop));
+                         StoreConfig sc;
+                         sc.name = w.config.store;
+                         if (auto s = MemObjectStore::attach(w.pool, w.config.store)) w.store = std::move(s.value());
+                     }
+                     auto r = w.loop->run([&] { return w.stop_requested.load() || w.gate.stop || watch(); });
+                     w.last_stats = w.loop->stats();
+                     // run() left the group: the next run() joins again with a fresh loop.
+                     w.loop.reset();
+                     return r;
+                 });
+                 w.gate.rethrow();
+                 watch.rethrow_if_stopped();
+                 return std::string(exit_name(unwrap(std::move(result))));
+             },
+             py::arg("count") = 0, py::arg("idle") = py::none(),
+             "Processes until stop() (from a handler or another thread), Ctrl-C (KeyboardInterrupt, after "
+             "committing what was done), `count` messages or `idle` (timedelta or seconds) without one; then "
+             "commits and leaves the group. Returns 'stopped', 'count_reached' or 'idle'. The GIL is released "
+             "except while the handler runs.")
+        .def("stop", [](PyWorker& w) { w.stop_requested = true; },
+             "Asks run() to return after the current item (from the handler or another thread).")
+        .def_property_readonly("stats", [](PyWorker& w) {
+            // Under the lock: a run() in progress on another thread finishes first.
+            return stats_dict(without_gil(w.mutex, [&] { return w.last_stats; }));
+        }, "Counters of the last run(): processed, skipped, failed_attempts, dead_lettered, latency, ...")
+        .def("close", [](PyWorker& w) {
+            w.stop_requested = true;
+            auto gone = without_gil(w.mutex, [&] {
+                w.closed = true;
+                w.store.reset();
+                return std::move(w.loop);
+            });
+        })
+        .def("__enter__", [](py::object self) { return self; })
+        .def("__exit__", [](PyWorker& w, py::args) {
+            w.stop_requested = true;
+            auto gone = without_gil(w.mutex, [&] {
+                w.closed = true;
+                w.store.reset();
+                return std::move(w.loop);
+            });
+        });
+
+    py::class_<PyOutputs>(m, "_OutputStore");
+    m.def("MemoryOutputStore", [] { return PyOutputs{std::make_shared<MemoryOutputStore>(), py::none()}; },
+          "Chunk outputs in this process (lost with it).");
+    m.def("ObjectOutputStore",
+          [](py::object store, const std::string& job, const std::string& bucket) {
+              auto& s = store.cast<PyStore&>();
+              MemObjectStore& ms = s.get();
+              return PyOutputs{std::make_shared<ObjectOutputStore>(ms, s.pool.name(), job, bucket), store};
+          },
+          py::arg("store"), py::arg("job"), py::arg("bucket") = "jobs",
+          "Chunk outputs as objects fabric://POOL/BUCKET/JOB/<chunk id> of a MemObjectStore: shared by processes, "
+          "so a crashed run's replacement skips what was done.");
+
+    py::class_<RetryPolicy>(m, "RetryPolicy")
+        .def(py::init([](uint32_t max_attempts, py::object initial_backoff, py::object max_backoff) {
+                 RetryPolicy p;
+                 p.max_attempts = max_attempts;
+                 p.initial_backoff = duration_or(initial_backoff, "initial_backoff", p.initial_backoff);
+                 p.max_backoff = duration_or(max_backoff, "max_backoff", p.max_backoff);
+                 return p;
+             }),
+             py::kw_only(), py::arg("max_attempts") = 4, py::arg("initial_backoff") = py::none(),
+             py::arg("max_backoff") = py::none())
+        .def_readonly("max_attempts", &RetryPolicy::max_attempts);
+
+    py::class_<JobCoordinator>(m, "JobCoordinator",
+                               "Idempotent jobs: chunks whose output exists are skipped, retryable errors retried "
+                               "with backoff, permanent ones never.")
+        .def(py::init([](py::object policy) {
+                 return JobCoordinator(policy.is_none() ? RetryPolicy{} : policy.cast<RetryPolicy>());
+             }),
+             py::arg("policy") = py::none())
+        .def("run",
+             [](JobCoordinator& j, py::iterable chunks, PyOutputs& outputs, py::function exec, py::object aggregate) {
+                 std::vector<WorkChunk> work;
+                 ChunkId next = 0;
+                 for (auto c : chunks) {
+                     WorkChunk w;
+                     py::handle data = c;
+                     if (py::isinstance<py::tuple>(c)) {
+                         auto t = c.cast<py::tuple>();
+                         w.id = t[0].cast<ChunkId>();
+                         data = t[1];
+                     } else {
+                         w.id = next;
+                     }
+                     next = w.id + 1;
+                     BytesArg b(data, "chunk");
+                     w.data.assign(b.span().begin(), b.span().end());
+                     work.push_back(std::move(w));
+                 }
+                 CallbackGate gate;
+                 std::optional<py::error_already_set> aggregate_error;
+                 std::mutex unused;
+                 auto result = without_gil(unused, [&] {
+                     return j.run(
+                         work, *outputs.outputs,
+                         [&](std::span<const uint8_t> chunk) -> Result<std::vector<uint8_t>> {
+                             std::vector<uint8_t> out;
+                             Status st = gate.call([&] {
+                                 py::object r = exec(py::bytes(reinterpret_cast<const char*>(chunk.data()), chunk.size()));
+                                 BytesArg b(r, "exec result");
+                                 out.assign(b.span().begin(), b.span().end());
+                             });
+                             if (!st) return std::move(st).error();
+                             return out;
+                         },
+                         [&](const JobCoordinator::Outputs& outs) {
+                             std::vector<uint8_t> out;
+                             if (aggregate.is_none()) return out;
+                             py::gil_scoped_acquire gil;
+                             try {
+                                 py::list items;
+                                 for (const auto& [id, bytes] : outs)
+                                     items.append(py::make_tuple(id, py::bytes(reinterpret_cast<const char*>(bytes.data()), bytes.size())));
+                                 py::object r = aggregate(items);
+                                 BytesArg b(r, "aggregate result");
+                                 out.assign(b.span().begin(), b.span().end());
+                             } catch (py::error_already_set& e) {
+                                 aggregate_error.emplace(std::move(e));
+                             }
+                             return out;
+                         });
+                 });
+                 gate.rethrow();
+                 if (aggregate_error) throw std::move(*aggregate_error);
+                 const JobResult r = unwrap(std::move(result));
+                 py::dict d;
+                 d["complete"] = r.complete;
+                 d["aggregate"] = py::bytes(reinterpret_cast<const char*>(r.aggregate.data()), r.aggregate.size());
+                 py::list failed;
+                 for (const ChunkFailure& f : r.failed)
+                     failed.append(py::make_tuple(f.id, std::string(errc_name(f.error.code)), f.error.message, f.attempts));
+                 d["failed"] = failed;
+                 d["skipped"] = r.skipped;
+                 d["executed"] = r.executed;
+                 d["retries"] = r.retries;
+                 return d;
+             },
+             py::arg("chunks"), py::arg("outputs"), py::arg("exec"), py::arg("aggregate") = py::none(),
+             "Runs exec(chunk bytes) -> bytes for each chunk (bytes-like, or (id, bytes-like)) without an output "
+             "in `outputs`; aggregate([(id, output)]) -> bytes once all succeeded. Returns {'complete', "
+             "'aggregate', 'failed' [(id, code, message, attempts)], 'skipped', 'executed', 'retries'}.");
+
+    m.def("default_member_id", &default_member_id, "'host-pid-starttime': unique per process incarnation.");
+}
+
+}  // namespace fabric_shm::py_bind

@@ -1,0 +1,30 @@
+// SPDX-License-Identifier: MIT
+// The store handle and pins, shared by the store and worker bindings.
+#pragma once
+
+#include "common.h"
+#include "fabric_shm/mem_object_store.h"
+
+namespace fabric_shm::py_bind {
+
+struct PyStore : Guarded {
+    std::unique_ptr<MemObjectStore> store;
+    Pool pool;
+    MemObjectStore& get() {
+        check_not_closed(store != nullptr, "this store");
+        check_pool_open(pool);
+        return *store;
+    }
+};
+
+/// One pin held through Python; counted against the per-process pin limit (acquire_pin_slot
+/// before making one).
+struct PinHolder {
+    PinnedView view;
+    explicit PinHolder(PinnedView v) : view(std::move(v)) {}
+    ~PinHolder() { release_pin_slot(); }
+    PinHolder(const PinHolder&) = delete;
+    PinHolder& operator=(const PinHolder&) = delete;
+};
+
+}  // namespace fabric_shm::py_bind

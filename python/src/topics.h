@@ -1,0 +1,44 @@
+// SPDX-License-Identifier: MIT
+// Consumer handles shared by the consumer, group and waiter bindings.
+#pragma once
+
+#include "common.h"
+#include "fabric_shm/consumer.h"
+#include "fabric_shm/consumer_group.h"
+#include "messages.h"
+
+namespace fabric_shm::py_bind {
+
+struct PyConsumer : Guarded {
+    std::unique_ptr<Consumer> consumer;
+    Pool pool;
+    BatchSlot slot;
+    int watchers = 0;  ///< Waiters watching it: close() refuses while > 0 (they hold its address)
+    Consumer& get() {
+        check_not_closed(consumer != nullptr, "this consumer");
+        check_pool_open(pool);
+        return *consumer;
+    }
+};
+
+struct PyGroupConsumer : Guarded {
+    std::unique_ptr<GroupConsumer> consumer;
+    Pool pool;
+    BatchSlot slot;
+    int watchers = 0;
+    GroupConsumer& get() {
+        check_not_closed(consumer != nullptr, "this group consumer");
+        check_pool_open(pool);
+        return *consumer;
+    }
+};
+
+/// Consumer options from keyword arguments shared by Consumer and GroupConsumer.
+ConsumerOptions consumer_options(const std::string& wait, py::object spin, py::object claim_timeout);
+/// Refuses to close a consumer a Waiter still watches.
+void check_unwatched(int watchers, std::string_view what);
+
+void bind_consumer(py::module_& m);
+void bind_waiter(py::module_& m);
+
+}  // namespace fabric_shm::py_bind

@@ -1,0 +1,69 @@
+# SPDX-License-Identifier: MIT
+# Fixtures of the Python package's tests: a unique pool per test (fabric-shm.t-py-<pid>-<n>,
+# removed afterwards), the build's tools, and a helper to read a pool through fabric-shm-dump.
+import itertools
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+import fabric_shm as fs
+
+BUILD_DIR = pathlib.Path(os.environ.get("FABRIC_SHM_TEST_BUILD_DIR", pathlib.Path(__file__).parents[2] / "build"))
+SOURCE_DIR = pathlib.Path(os.environ.get("FABRIC_SHM_SOURCE_DIR", pathlib.Path(__file__).parents[2]))
+CLI = BUILD_DIR / "tools" / "fabric-shm"
+DUMP = BUILD_DIR / "tools" / "dump" / "fabric-shm-dump"
+PRODUCER = BUILD_DIR / "workers" / "fabric-shm-producer"
+WORKER = BUILD_DIR / "workers" / "fabric-shm-worker"
+PYTHON = sys.executable
+
+_counter = itertools.count()
+
+
+def unique_pool_name():
+    return f"t-py-{os.getpid()}-{next(_counter)}"
+
+
+@pytest.fixture
+def pool_name():
+    name = unique_pool_name()
+    yield name
+    # Whatever the test left: the segment goes (tests leave nothing in /dev/shm).
+    try:
+        fs.Pool.remove(name, force=True)
+    except fs.NotFound:
+        pass
+
+
+@pytest.fixture
+def pool(pool_name):
+    p = fs.Pool.create(pool_name, size="16M", ttl=120)
+    yield p
+    p.close()
+
+
+def dump_json(name):
+    out = subprocess.run([str(DUMP), "--pool", name, "--json"], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def pool_mapping(name):
+    """(start, end) of this process's mappings of the pool's segment."""
+    path = fs.Pool.segment_path(name)
+    ranges = []
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            if line.rstrip().endswith(path):
+                lo, hi = line.split()[0].split("-")
+                ranges.append((int(lo, 16), int(hi, 16)))
+    return ranges
+
+
+def python_env():
+    """The environment a child Python needs to import the uninstalled package."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and "fabric_shm" not in p and os.path.isdir(p))
+    return env

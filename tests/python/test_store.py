@@ -1,0 +1,201 @@
+# SPDX-License-Identifier: MIT
+# The object store from Python: zero-copy pinned reads, pins released with the last view,
+# the per-process pin limit, conditions, loans.
+import gc
+
+import pytest
+
+import fabric_shm as fs
+from conftest import dump_json, pool_mapping
+
+try:
+    import numpy as np
+except ImportError:  # python3-numpy is installed by scripts/install-deps.sh; optional elsewhere
+    np = None
+
+
+def uri(pool, key, bucket="b"):
+    return f"fabric://{pool.name}/{bucket}/{key}"
+
+
+def test_put_then_get_returns_the_bytes_with_version_and_info(pool):
+    store = pool.store()
+    v1 = store.put(uri(pool, "k"), b"hello", content_type="text/plain", metadata={"a": "1"})
+    v2 = store.put(uri(pool, "k"), bytearray(b"hello again"))
+    assert v2 > v1
+    with store.get(uri(pool, "k")) as obj:
+        assert bytes(obj.data) == b"hello again"
+        assert obj.version == v2 and obj.size == 11 and len(obj) == 11
+        assert obj.data.readonly
+        obj.verify()
+    info = store.head(uri(pool, "k"))
+    assert info.version == v2 and info.size == 11
+    assert store.get(uri(pool, "absent")) is None
+    assert store.head(uri(pool, "absent")) is None
+    assert store.get_bytes(uri(pool, "k")) == b"hello again"
+
+
+def test_put_accepts_every_contiguous_bytes_like_and_str(pool):
+    store = pool.store()
+    store.put(uri(pool, "m"), memoryview(b"xyz"))
+    store.put(uri(pool, "s"), "text é")
+    assert store.get_bytes(uri(pool, "m")) == b"xyz"
+    assert store.get_bytes(uri(pool, "s")) == "text é".encode()
+    with pytest.raises(TypeError, match="bytes-like"):
+        store.put(uri(pool, "x"), 12)
+
+
+@pytest.mark.skipif(np is None, reason="numpy not installed")
+def test_numpy_reads_an_object_without_a_copy(pool):
+    store = pool.store()
+    payload = np.arange(256 * 1024, dtype=np.uint32)
+    store.put(uri(pool, "array"), payload)
+    obj = store.get(uri(pool, "array"))
+    arr = np.frombuffer(obj.data, dtype=np.uint32)
+    assert (arr == payload).all()
+    address = arr.ctypes.data
+    assert any(lo <= address and address + arr.nbytes <= hi for lo, hi in pool_mapping(pool.name)), \
+        "the array's buffer must lie in the pool's mapping (no copy)"
+    assert not arr.flags.writeable
+
+
+def test_releasing_the_last_view_unpins(pool):
+    store = pool.store()
+    store.put(uri(pool, "k"), b"x" * 1000)
+    obj = store.get(uri(pool, "k"))
+    view = obj.data
+    part = view[10:20]
+    held = fs.pins_held()
+    obj.close()  # the views still hold the pin
+    assert store.stats()["pins_active"] == 1
+    assert bytes(part) == b"x" * 10
+    del view
+    assert store.stats()["pins_active"] == 1
+    part.release()
+    assert store.stats()["pins_active"] == 0
+    assert fs.pins_held() == held - 1
+    assert [s["pins_active"] for s in dump_json(pool.name)["store"]["stores"]] == [0]
+
+
+def test_a_dropped_object_unpins_without_close(pool):
+    store = pool.store()
+    store.put(uri(pool, "k"), b"abc")
+    obj = store.get(uri(pool, "k"))
+    assert store.stats()["pins_active"] == 1
+    del obj
+    gc.collect()
+    assert store.stats()["pins_active"] == 0
+
+
+def test_a_closed_object_refuses_new_views(pool):
+    store = pool.store()
+    store.put(uri(pool, "k"), b"abc")
+    obj = store.get(uri(pool, "k"))
+    obj.close()
+    with pytest.raises(fs.Closed):
+        obj.data
+    obj.close()  # idempotent
+
+
+def test_a_view_stays_valid_through_overwrite_and_remove(pool):
+    store = pool.store()
+    store.put(uri(pool, "k"), b"first version")
+    obj = store.get(uri(pool, "k"))
+    store.put(uri(pool, "k"), b"second version, longer")
+    store.remove(uri(pool, "k"))
+    for i in range(50):  # churn the heap: the pinned bytes are not reused
+        store.put(uri(pool, f"churn{i}"), bytes([i]) * 4096)
+    assert bytes(obj.data) == b"first version"
+    obj.verify()
+
+
+def test_pin_limit_is_a_clear_error_and_frees_with_release(pool):
+    store = pool.store()
+    store.put(uri(pool, "k"), b"abc")
+    old = fs.pin_limit()
+    fs.set_pin_limit(fs.pins_held() + 3)
+    try:
+        objs = [store.get(uri(pool, "k")) for _ in range(3)]
+        with pytest.raises(fs.CapacityExceeded, match="pin_limit"):
+            store.get(uri(pool, "k"))
+        objs.pop().close()
+        objs.append(store.get(uri(pool, "k")))
+        for o in objs:
+            o.close()
+        assert store.stats()["pins_active"] == 0
+    finally:
+        fs.set_pin_limit(old)
+    with pytest.raises(fs.InvalidArgument):
+        fs.set_pin_limit(0)
+
+
+def test_conditions_if_absent_if_version_and_fence(pool):
+    store = pool.store()
+    v1 = store.put(uri(pool, "k"), b"a", if_absent=True)
+    with pytest.raises(fs.Conflict):
+        store.put(uri(pool, "k"), b"b", if_absent=True)
+    with pytest.raises(fs.Conflict):
+        store.put(uri(pool, "k"), b"b", if_version=v1 + 100)
+    v2 = store.put(uri(pool, "k"), b"b", if_version=v1)
+    store.put(uri(pool, "f"), b"x", fence=10)
+    with pytest.raises(fs.StaleEpoch):
+        store.put(uri(pool, "f"), b"y", fence=9)
+    with pytest.raises(fs.InvalidArgument, match="exclude"):
+        store.put(uri(pool, "k"), b"c", if_absent=True, fence=1)
+    with pytest.raises(fs.Conflict):
+        store.remove(uri(pool, "k"), if_version=v1)
+    assert store.remove(uri(pool, "k"), if_version=v2)
+    assert not store.remove(uri(pool, "k"))
+
+
+def test_list_by_bucket_and_prefix(pool):
+    store = pool.store()
+    for k in ["a/1", "a/2", "b/1"]:
+        store.put(uri(pool, k, bucket="up"), b".")
+    assert store.list("up") == ["a/1", "a/2", "b/1"]
+    assert store.list("up", "a/") == ["a/1", "a/2"]
+    assert store.list(f"fabric://{pool.name}/up/b") == ["b/1"]
+
+
+def test_loan_fills_in_place_then_commits(pool):
+    store = pool.store()
+    loan = store.loan(uri(pool, "loaned"), 8, content_type="application/octet-stream")
+    view = loan.data
+    view[:] = b"01234567"
+    with pytest.raises(BufferError, match="still alive"):
+        loan.commit()
+    view.release()
+    version = loan.commit()
+    assert loan.committed
+    assert store.get_bytes(uri(pool, "loaned")) == b"01234567"
+    assert store.head(uri(pool, "loaned")).version == version
+    with pytest.raises(fs.Closed):
+        loan.data
+    assert store.stats()["loans_active"] == 0
+
+
+def test_an_uncommitted_loan_gives_its_bytes_back(pool):
+    store = pool.store()
+    with store.loan(uri(pool, "never"), 1024) as loan:
+        loan.data[:4] = b"abcd"
+        assert store.stats()["loans_active"] == 1
+    assert store.stats()["loans_active"] == 0
+    assert store.get(uri(pool, "never")) is None
+
+
+def test_verify_detects_bytes_changed_under_the_store(pool):
+    if np is None:
+        pytest.skip("numpy not installed")
+    store = pool.store()
+    store.put(uri(pool, "k"), b"precious bytes" * 10)
+    obj = store.get(uri(pool, "k"))
+    address = np.frombuffer(obj.data, dtype=np.uint8).ctypes.data
+    (lo, _), = [r for r in pool_mapping(pool.name) if r[0] <= address < r[1]]
+    with open(fs.Pool.segment_path(pool.name), "r+b") as seg:  # a stray writer, outside the store
+        seg.seek(address - lo)
+        seg.write(b"X")
+    assert bytes(obj.data[:1]) == b"X"  # zero-copy: the view sees the pool's bytes
+    with pytest.raises(fs.Corrupt):
+        obj.verify()
+    with pytest.raises(fs.Corrupt):
+        store.get_bytes(uri(pool, "k"))

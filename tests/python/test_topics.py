@@ -1,0 +1,291 @@
+# SPDX-License-Identifier: MIT
+# Topics from Python: producers, consumers (views into the poll's own buffer), the recipe's
+# group sequence, GroupConsumer, DlqRouter, Waiter and its file descriptor, Ctrl-C.
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import fabric_shm as fs
+from conftest import python_env
+
+
+def make_topic(pool, name="t", **config):
+    pool.topics().create(name, fs.TopicConfig(**config))
+    return name
+
+
+def test_send_and_poll_with_keys_and_headers(pool):
+    make_topic(pool, num_partitions=2)
+    producer = fs.Producer(pool, "t")
+    r = producer.send(b"plain", headers={"h1": "v1", "h2": b"\x00\x01"})
+    assert isinstance(r, fs.SendResult) and r.offset == 0
+    partition, offset = producer.send_keyed("key-a", b"keyed")
+    assert producer.send_keyed("key-a", b"again").partition == partition
+    consumer = fs.Consumer(pool, "t")  # an observer
+    consumer.assign_all()
+    consumer.seek("earliest")
+    messages = consumer.poll(max=10, timeout=1)
+    assert sorted(bytes(m.value) for m in messages) == [b"again", b"keyed", b"plain"]
+    plain = next(m for m in messages if bytes(m.value) == b"plain")
+    assert [(n, bytes(v)) for n, v in plain.headers] == [("h1", b"v1"), ("h2", b"\x00\x01")]
+    assert bytes(plain.header("h1")) == b"v1" and plain.header("absent") is None
+    assert plain.timestamp_ns > 0 and plain.key.nbytes == 0
+    keyed = [m for m in messages if m.key_str() == "key-a"]
+    assert [m.value_str() for m in sorted(keyed, key=lambda m: m.offset)] == ["keyed", "again"]
+    assert consumer.poll(timeout=0) == []
+
+
+def test_send_batch_returns_one_result_each_and_reports_what_was_sent(pool):
+    make_topic(pool, num_partitions=1, partition_capacity=4, on_full=fs.OnFull.REJECT)
+    producer = fs.Producer(pool, "t")
+    fs.TopicManager(pool).register_group("t", "slow")  # holds back the ring: nothing committed
+    results = producer.send_batch([b"a", ("k", b"b"), (None, b"c", {"h": "v"})])
+    assert [r.offset for r in results] == [0, 1, 2]
+    with pytest.raises(fs.BackPressure) as info:
+        producer.send_batch([b"d", b"e", b"f"])
+    assert [r.offset for r in info.value.sent] == [3]
+
+
+def test_message_views_never_dangle_across_polls(pool):
+    make_topic(pool, num_partitions=1)
+    producer = fs.Producer(pool, "t")
+    consumer = fs.Consumer(pool, "t")
+    consumer.assign([0])
+    producer.send(b"first message")
+    (first,) = consumer.poll(timeout=1)
+    kept = first.value  # kept past the next poll: that poll must not reuse this buffer
+    del first
+    for i in range(20):
+        producer.send(b"overwrite %02d" % i)
+        (m,) = consumer.poll(timeout=1)
+        assert bytes(m.value) == b"overwrite %02d" % i
+    assert bytes(kept) == b"first message"
+
+
+def test_recipe_claim_assign_seek_poll_commit_heartbeat_resumes_after_the_commit(pool):
+    make_topic(pool, "object-events", num_partitions=4)
+    producer = fs.Producer(pool, "object-events")
+    for i in range(8):
+        producer.send(f"fabric://{pool.name}/uploads/{i}".encode())
+    group = fs.ConsumerGroup(pool, "object-events", "processors")
+    claim = group.claim("worker-1")
+    assert claim.partitions == [0, 1, 2, 3] and claim.epoch > 0
+    consumer = fs.Consumer(pool, "object-events", "processors")
+    consumer.assign(claim)
+    consumer.seek(fs.SeekPolicy.Earliest())
+    got = consumer.poll(max=5, timeout=1)
+    consumer.commit()
+    group.heartbeat("worker-1")
+    consumer.close()
+    again = fs.Consumer(pool, "object-events", "processors")
+    again.assign(group.claim("worker-1"))
+    again.seek(fs.SeekPolicy.Earliest())
+    rest = []
+    while batch := again.poll(timeout=0.2):
+        rest += batch
+    assert len(got) + len(rest) == 8
+    assert {m.value_str() for m in got}.isdisjoint({m.value_str() for m in rest})
+
+
+def test_group_consumer_polls_and_commits_fenced(pool):
+    make_topic(pool, num_partitions=2)
+    producer = fs.Producer(pool, "t")
+    for i in range(6):
+        producer.send(b"%d" % i)
+    with fs.GroupConsumer(pool, "t", "g", "m1") as member:
+        seen = []
+        while batch := member.poll(max=4, timeout=0.3):
+            seen += [m.value_str() for m in batch]
+            member.commit(batch[-1]) if len({m.partition for m in batch}) == 1 else member.commit()
+        assert sorted(seen) == [str(i) for i in range(6)]
+        assert member.partitions == [0, 1] and member.epoch > 0
+    description = pool.topics().describe("t")
+    (g,) = description["groups"]
+    assert sum(p["lag"] for p in g["partitions"]) == 0
+
+
+def test_dlq_router_retries_then_dead_letters(pool):
+    make_topic(pool, num_partitions=1)
+    fs.Producer(pool, "t").send(b"poison")
+    fs.Producer(pool, "t").send(b"bad input")
+    group = fs.ConsumerGroup(pool, "t", "g")
+    claim = group.claim("m")
+    consumer = fs.Consumer(pool, "t", "g")
+    consumer.assign(claim)
+    router = fs.DlqRouter(pool, "t", "g", max_attempts=2, initial_backoff=0.001)
+    router.assign(claim)
+    poison, bad = consumer.poll(max=2, timeout=1)
+    calls = []
+
+    def flaky(message):
+        calls.append(message.value_str())
+        raise RuntimeError("handler failed")
+
+    out = router.handle(poison, flaky)
+    assert out["dead_lettered"] and out["attempts"] == 2 and "RuntimeError: handler failed" in out["reason"]
+    out = router.handle(bad, lambda m: (_ for _ in ()).throw(fs.InvalidArgument("not an image")))
+    assert out["dead_lettered"] and out["attempts"] == 1  # permanent: no retry
+    assert calls == ["poison", "poison"]
+    assert fs.dead_letter_count(pool, router.dlq_topic) == 2
+    dlq = fs.Consumer(pool, router.dlq_topic)
+    dlq.assign_all()
+    letters = dlq.poll(max=10, timeout=1)
+    assert [m.value_str() for m in letters] == ["poison", "bad input"]
+    assert bytes(letters[0].header("dlq.attempts")) == b"2"
+
+
+def test_waiter_fd_becomes_readable_when_a_watched_topic_has_data(pool):
+    make_topic(pool, "a", num_partitions=1)
+    make_topic(pool, "b", num_partitions=2)
+    ca, cb = fs.Consumer(pool, "a"), fs.Consumer(pool, "b")
+    ca.assign_all()
+    cb.assign_all()
+    waiter = fs.Waiter()
+    waiter.add(ca)
+    waiter.add(cb)
+    assert waiter.wait(timeout=0.01) == "timeout"
+    fd = waiter.fd()
+    waiter.arm()
+    sel = selectors.DefaultSelector()
+    sel.register(fd, selectors.EVENT_READ)
+    assert sel.select(timeout=0.05) == []
+    fs.Producer(pool, "b").send(b"wake")
+    assert sel.select(timeout=2), "the fd must become readable after a send"
+    assert [m.value_str() for m in cb.poll(timeout=0)] == ["wake"]
+    assert ca.poll(timeout=0) == []
+    waiter.arm()
+    assert sel.select(timeout=0.05) == []
+    with pytest.raises(fs.Busy, match="Waiter"):
+        ca.close()
+    waiter.remove(ca)
+    ca.close()
+    sel.close()
+
+
+def child_blocked_then_interrupted(pool_name, body):
+    """Runs `body` (blocking) in a child Python, SIGINTs it once it says 'ready', and returns the
+    seconds from the signal to the KeyboardInterrupt the child observed."""
+    script = textwrap.dedent(f"""
+        import sys, time
+        import fabric_shm as fs
+        pool = fs.Pool.open({pool_name!r})
+        {textwrap.indent(textwrap.dedent(body), '        ').strip()}
+        print("ready", flush=True)
+        try:
+            block()
+            print("returned", flush=True)
+        except KeyboardInterrupt:
+            print("interrupted", time.monotonic(), flush=True)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=python_env())
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(0.2)  # well inside the blocking call
+        sent = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        line = child.stdout.readline().split()
+        assert child.wait(timeout=10) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert line and line[0] == "interrupted", line
+    return float(line[1]) - sent
+
+
+def test_ctrl_c_interrupts_a_blocking_poll_within_100_ms(pool):
+    make_topic(pool, num_partitions=1)
+    delay = child_blocked_then_interrupted(pool.name, """
+        consumer = fs.Consumer(pool, "t", "g")
+        consumer.assign_all()
+        def block():
+            consumer.poll(timeout=None)
+    """)
+    assert delay < 0.1
+
+
+def test_ctrl_c_interrupts_a_send_blocked_on_a_full_partition(pool):
+    make_topic(pool, num_partitions=1, partition_capacity=2)
+    pool.topics().register_group("t", "stuck")
+    delay = child_blocked_then_interrupted(pool.name, """
+        producer = fs.Producer(pool, "t", block_timeout=30)
+        producer.send(b"1"); producer.send(b"2")
+        def block():
+            producer.send(b"3")
+    """)
+    assert delay < 0.1
+
+
+def test_ctrl_c_interrupts_a_waiter_wait(pool):
+    make_topic(pool, num_partitions=1)
+    delay = child_blocked_then_interrupted(pool.name, """
+        consumer = fs.Consumer(pool, "t")
+        consumer.assign_all()
+        waiter = fs.Waiter()
+        waiter.add(consumer)
+        def block():
+            waiter.wait()
+    """)
+    assert delay < 0.1
+
+
+def test_blocking_calls_release_the_gil(pool):
+    import threading
+    make_topic(pool, num_partitions=1)
+    consumer = fs.Consumer(pool, "t")
+    consumer.assign_all()
+    ticks = []
+    stop = threading.Event()
+
+    def count():
+        while not stop.is_set():
+            ticks.append(1)
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=count)
+    thread.start()
+    consumer.poll(timeout=0.3)
+    stop.set()
+    thread.join()
+    assert len(ticks) > 50  # the other thread ran while poll waited
+
+
+def test_two_threads_on_one_producer_and_consumer_serialize_instead_of_racing(pool):
+    import threading
+    make_topic(pool, num_partitions=2, partition_capacity=1024)
+    producer = fs.Producer(pool, "t")
+    consumer = fs.Consumer(pool, "t")
+    consumer.assign_all()
+    got = []
+    errors = []
+
+    def send(tag):
+        try:
+            for i in range(300):
+                producer.send(b"%s-%d" % (tag, i))
+        except Exception as e:  # noqa: BLE001 (reported below)
+            errors.append(e)
+
+    deadline = time.monotonic() + 10
+
+    def poll():
+        try:
+            while len(got) < 600 and time.monotonic() < deadline:
+                got.extend(m.value_str() for m in consumer.poll(max=50, timeout=0.05))
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=send, args=(t,)) for t in (b"a", b"b")]
+    threads += [threading.Thread(target=poll), threading.Thread(target=poll)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not errors
+    assert sorted(got) == sorted([f"a-{i}" for i in range(300)] + [f"b-{i}" for i in range(300)])
