@@ -13,9 +13,11 @@ bash scripts/install-deps.sh valgrind
 total_passed=0
 total_failed=0
 
+# count DIR NAME [LOG]: add the case counts of DIR's meson test log (testlog.json, or LOG: meson
+# names it after the wrapper, testlog-valgrind.json, when --wrapper is given).
 count() {
     local counts
-    counts=$(python3 scripts/testlog-count.py "$1/meson-logs/testlog.json")
+    counts=$(python3 scripts/testlog-count.py "$1/meson-logs/${3:-testlog.json}")
     echo "=== $2: ${counts% *} passed, ${counts#* } failed"
     total_passed=$((total_passed + ${counts% *}))
     total_failed=$((total_failed + ${counts#* }))
@@ -56,14 +58,16 @@ echo "=== valgrind (build)"
 # they test, so a live worker is rightly judged dead and the suite fails on timing, not memory;
 # ASan (scripts/test.sh) covers those programs. --trace-children-skip: programs that are not
 # ours (sh, mktemp, ...) are not checked; their own leaks are not this project's.
-valgrind_suites=(api pool store tiered mq mq-stall groups groups-stall metrics bridge-unit
+# Not mq-stall: its wake tests count kernel futex wake-ups of a consumer parked in futex_waitv
+# (syscall 449), which valgrind 3.19 does not implement ("unhandled amd64-linux syscall: 449").
+valgrind_suites=(api pool store tiered mq groups groups-stall metrics bridge-unit
     corruption permissions threads)
 if bash scripts/build.sh build; then
-    rm -f build/meson-logs/testlog.json
+    rm -f build/meson-logs/testlog-valgrind.json
     meson test -C build --print-errorlogs --timeout-multiplier 10 --num-processes 1 \
         --wrapper 'valgrind --error-exitcode=1 --trace-children=yes --trace-children-skip=/bin/*,/usr/bin/*,/usr/sbin/* --leak-check=full -q' \
         "${valgrind_suites[@]}" || true
-    count build valgrind
+    count build valgrind testlog-valgrind.json
 else
     total_failed=$((total_failed + 1))
 fi
