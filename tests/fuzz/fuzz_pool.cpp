@@ -117,7 +117,7 @@ void build_template() {
 }
 
 void exercise(const Pool& pool) {
-    const uint64_t now = mono_now_ns();
+    const MonoTime now = MonoClock::now();
     (void)pool.lifecycle();
     (void)pool.wholly_expired(now);
     (void)pool.pool_lease_id();
