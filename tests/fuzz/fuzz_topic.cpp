@@ -144,7 +144,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (!consumer->assign_all() || !consumer->seek(SeekPolicy::Earliest())) return 0;
     MessageBatch batch;
     for (int round = 0; round < 4; ++round) {
-        auto n = consumer->poll(batch, 64, 0);
+        auto n = consumer->poll(batch, 64, Duration{0});
         if (!n || *n == 0) break;
         for (const Message& m : batch) {
             (void)m.value_str();
