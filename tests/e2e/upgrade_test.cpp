@@ -135,6 +135,41 @@ TEST_CASE("a truncated or foreign archive is refused with a typed error and noth
     CHECK_MESSAGE(out.find("not a fabric-shm pool archive") != std::string::npos, out);
 }
 
+TEST_CASE("an archive message whose declared key and header sizes do not fit its payload is refused as corrupt, "
+          "before anything is imported") {
+    Upgrade u;
+    // Key "k", then 6 header bytes announcing a 2-byte name and a 1-byte value but holding only
+    // the name, then the value.
+    const std::string payload("k" "\x02\x00" "\x01\x00" "ab" "value", 12);
+    const auto bytes = std::span(reinterpret_cast<const uint8_t*>(payload.data()), payload.size());
+    struct Case {
+        uint64_t key_bytes, headers_bytes;
+        const char* says;
+    };
+    for (const Case c : {Case{UINT64_MAX, 2, "do not fit"}, Case{1, UINT64_MAX - 1, "do not fit"},
+                         Case{1, 6, "encode headers"}}) {
+        const std::string path = u.dir.path + "/crafted-" + std::to_string(c.headers_bytes) + ".fsa";
+        {
+            auto w = cli::archive::Writer::open(path);
+            REQUIRE(w.ok());
+            REQUIRE(w->write({{"type", "pool"}, {"name", "crafted"}, {"size_bytes", 32u << 20}}).ok());
+            REQUIRE(w->write({{"type", "topic"}, {"name", "ev"}, {"num_partitions", 1}, {"partition_capacity", 16},
+                              {"partition_stride", 512}, {"on_full", "block"}, {"ttl_ns", 0}})
+                        .ok());
+            REQUIRE(w->write({{"type", "message"}, {"topic", "ev"}, {"partition", 0}, {"offset", 0}, {"timestamp_ns", 0},
+                              {"key_bytes", c.key_bytes}, {"headers_bytes", c.headers_bytes}},
+                             bytes)
+                        .ok());
+            REQUIRE(w->finish().ok());
+        }
+        std::string out;
+        CHECK(u.cli("pool import --json --pool " + u.to.name + " " + q(path), &out) != 0);
+        CHECK_MESSAGE(out.find("\"code\":\"corrupt\"") != std::string::npos, out);
+        CHECK_MESSAGE(out.find(c.says) != std::string::npos, out);
+        CHECK(topic_count(u.to.pool) == 0);
+    }
+}
+
 TEST_CASE("archive records keep binary bytes: a key or value that is not UTF-8 round-trips, and a flipped payload bit is caught") {
     ScratchDir dir;
     const std::string path = dir.path + "/records.fsa";

@@ -8,6 +8,9 @@
 #include <iostream>
 #include <map>
 #include <set>
+#include <limits>
+#include <type_traits>
+#include <variant>
 #include <string>
 #include <vector>
 
@@ -193,20 +196,40 @@ Status export_topics(Pool& pool, archive::Writer& w, ExportCounts& n) {
     return {};
 }
 
-int pool_export(int argc, char** argv, Output& out) {
-    cxxopts::Options o = archive_export_options(argv[0]);
+/// An export or import command line: its options, its one FILE and the pool it names.
+struct ArchiveCommand {
+    cxxopts::ParseResult options;
+    std::string file, pool;
+};
+
+// Parses options and exactly one FILE. An exit code when the command ends here (help shown,
+// a usage error, an unknown pool flag value), else the parsed command.
+std::variant<int, ArchiveCommand> parse_archive_command(cxxopts::Options o, int argc, char** argv, Output& out,
+                                                        const std::string& synopsis) {
     o.parse_positional({"file"});
     o.add_options()("file", "", cxxopts::value<std::string>());
-    cxxopts::ParseResult r;
+    ArchiveCommand c;
     int rc = 0;
-    if (!parse_options(o, argc, argv, out, r, &rc)) return rc;
-    if (r.count("help")) return std::cout << o.help(), kExitOk;
-    if (!r.unmatched().empty()) return usage(out, "unexpected argument '" + r.unmatched()[0] + "'");
-    if (!r.count("file")) return usage(out, "missing FILE: fabric-shm pool export [--pool NAME] FILE|-");
-    const std::string file = r["file"].as<std::string>();
-    Result<std::string> name = resolve_pool(opt_string(r, "pool"));
+    if (!parse_options(o, argc, argv, out, c.options, &rc)) return rc;
+    if (c.options.count("help")) return std::cout << o.help(), kExitOk;
+    if (!c.options.unmatched().empty()) return usage(out, "unexpected argument '" + c.options.unmatched()[0] + "'");
+    if (!c.options.count("file")) return usage(out, "missing FILE: " + synopsis);
+    c.file = c.options["file"].as<std::string>();
+    Result<std::string> name = resolve_pool(opt_string(c.options, "pool"));
     if (!name) return fail(out, name.error());
-    Result<Pool> pool = Pool::open(*name);
+    c.pool = *name;
+    return c;
+}
+
+int pool_export(int argc, char** argv, Output& out) {
+    auto parsed = parse_archive_command(archive_export_options(argv[0]), argc, argv, out,
+                                        "fabric-shm pool export [--pool NAME] FILE|-");
+    if (const int* rc = std::get_if<int>(&parsed)) return *rc;
+    const ArchiveCommand& cmd = std::get<ArchiveCommand>(parsed);
+    const cxxopts::ParseResult& r = cmd.options;
+    const std::string& file = cmd.file;
+    const std::string& name = cmd.pool;
+    Result<Pool> pool = Pool::open(name);
     if (!pool) return fail(out, with_pool_list(pool.error()));
     if (!r.count("allow-live")) {
         const std::vector<std::string> live = other_live_processes(*pool);
@@ -214,7 +237,7 @@ int pool_export(int argc, char** argv, Output& out) {
             std::string pids;
             for (const std::string& p : live) pids += (pids.empty() ? "" : ", ") + p;
             return fail(out, Errc::busy,
-                        "pool '" + *name + "' has " + std::to_string(live.size()) +
+                        "pool '" + name + "' has " + std::to_string(live.size()) +
                             " other live process(es): " + pids +
                             "; stop producers, let groups reach lag 0, stop workers, then export "
                             "(docs/upgrades.md), or give --allow-live for a copy that may miss their latest writes");
@@ -225,7 +248,7 @@ int pool_export(int argc, char** argv, Output& out) {
     const PoolSettings settings = pool->settings();
     const LayoutVersion lv = layout_version();
     Status s = w->write({{"type", "pool"},
-                         {"name", *name},
+                         {"name", name},
                          {"size_bytes", pool->size()},
                          {"ttl_ns", settings.default_ttl_ns},
                          {"layout", std::to_string(lv.major) + "." + std::to_string(lv.minor)},
@@ -239,14 +262,14 @@ int pool_export(int argc, char** argv, Output& out) {
         if (file != "-") ::unlink(file.c_str());  // never leave half an archive behind
         return fail(out, s.error());
     }
-    const json summary = {{"pool", *name},       {"file", file},         {"stores", n.stores},
+    const json summary = {{"pool", name},       {"file", file},         {"stores", n.stores},
                           {"objects", n.objects}, {"object_bytes", n.object_bytes}, {"topics", n.topics},
                           {"groups", n.groups},   {"messages", n.messages},        {"lost", n.lost}};
     if (out.json && file != "-") {
         print_json(summary);
     } else {
         // With FILE '-' the archive owns standard output: the summary goes to stderr.
-        std::string line = "exported pool '" + *name + "' to " + (file == "-" ? "standard output" : file) + ": " +
+        std::string line = "exported pool '" + name + "' to " + (file == "-" ? "standard output" : file) + ": " +
                            std::to_string(n.objects) + " objects (" + std::to_string(n.object_bytes) + " bytes), " +
                            std::to_string(n.topics) + " topics, " + std::to_string(n.messages) +
                            " unconsumed messages, " + std::to_string(n.groups) + " groups";
@@ -274,10 +297,22 @@ cxxopts::Options archive_import_options(const std::string& argv0) {
 template <typename T>
 Result<T> field(const json& h, const char* name) {
     if (!h.contains(name)) return make_error(Errc::corrupt, "archive " + h.value("type", std::string("?")) + " record has no '" + name + "'");
+    const auto bad = [&](const std::string& why) {
+        return make_error(Errc::corrupt, "archive " + h.value("type", std::string("?")) + " record: '" + name +
+                                             "' is " + h[name].dump() + why);
+    };
     try {
-        return h[name].get<T>();
+        if constexpr (std::is_integral_v<T>) {
+            if (!h[name].is_number_unsigned()) return bad(" (not an unsigned integer)");
+            const uint64_t v = h[name].get<uint64_t>();
+            if (v > uint64_t(std::numeric_limits<T>::max()))
+                return bad(" (limit " + std::to_string(std::numeric_limits<T>::max()) + ")");
+            return T(v);
+        } else {
+            return h[name].get<T>();
+        }
     } catch (const json::exception&) {
-        return make_error(Errc::corrupt, "archive " + h.value("type", std::string("?")) + " record: '" + name + "' is " + h[name].dump());
+        return bad("");
     }
 }
 
@@ -334,6 +369,44 @@ Result<ObjectRecord> object_record(const json& h, const ImportMap& map) {
     return o;
 }
 
+/// A message record split into its parts; the spans point into the record's payload.
+struct MessageParts {
+    std::string topic;
+    uint32_t partition = 0;
+    uint64_t offset = 0;
+    std::span<const uint8_t> key, headers_raw, value;
+    std::string where() const { return topic + "/" + std::to_string(partition) + "@" + std::to_string(offset); }
+};
+
+// The declared key and header sizes must fit the payload, and the headers must decode to
+// exactly their declared bytes (the ring's encoding: 2 + 2 length bytes, name, value each).
+Result<MessageParts> message_parts(const json& h, std::span<const uint8_t> payload) {
+    MessageParts m;
+    FABRIC_TRY_ASSIGN(m.topic, field<std::string>(h, "topic"));
+    FABRIC_TRY_ASSIGN(m.partition, field<uint32_t>(h, "partition"));
+    FABRIC_TRY_ASSIGN(m.offset, field<uint64_t>(h, "offset"));
+    FABRIC_TRY_ASSIGN(uint64_t key_bytes, field<uint64_t>(h, "key_bytes"));
+    FABRIC_TRY_ASSIGN(uint64_t headers_bytes, field<uint64_t>(h, "headers_bytes"));
+    if (key_bytes > payload.size() || headers_bytes > payload.size() - key_bytes)
+        return make_error(Errc::corrupt, "archive: message " + m.where() + " declares " + std::to_string(key_bytes) +
+                                             " key and " + std::to_string(headers_bytes) + " header bytes, which do not fit its " +
+                                             std::to_string(payload.size()) + "-byte payload");
+    m.key = payload.first(key_bytes);
+    m.headers_raw = payload.subspan(key_bytes, headers_bytes);
+    m.value = payload.subspan(key_bytes + headers_bytes);
+    Message decoded;
+    decoded.headers_raw = m.headers_raw;
+    uint64_t read = 0;
+    for (size_t i = 0, n = decoded.header_count(); i < n; ++i) {
+        const MessageHeader mh = decoded.header_at(i);
+        read += 4 + mh.name.size() + mh.value.size();
+    }
+    if (read != headers_bytes)
+        return make_error(Errc::corrupt, "archive: message " + m.where() + " declares " + std::to_string(headers_bytes) +
+                                             " header bytes, of which only " + std::to_string(read) + " encode headers");
+    return m;
+}
+
 struct ImportCounts {
     uint64_t stores = 0, objects = 0, object_bytes = 0, expired = 0, topics = 0, groups = 0, messages = 0;
 };
@@ -343,10 +416,12 @@ struct ImportCounts {
 Status check_archive(archive::Reader& rd, Pool& pool, ImportMap& map, json* pool_record) {
     Record rec;
     std::set<std::string> topics_seen;
+    std::map<std::string, std::unique_ptr<MemObjectStore>> stores;  // nullptr: not in the pool yet
     TopicManager topics(pool);
     uint64_t records = 0;
+    std::map<std::string, uint32_t> partitions;  // the archive's topics: name -> partitions
     for (;;) {
-        auto more = rd.next_header(&rec);
+        auto more = rd.next(&rec, [](const json& h) { return h["type"] == "message"; });
         if (!more) return std::move(more).error();
         if (!*more) break;
         const std::string type = rec.header["type"];
@@ -359,12 +434,14 @@ Status check_archive(archive::Reader& rd, Pool& pool, ImportMap& map, json* pool
         if (type == "object") {
             FABRIC_TRY_ASSIGN(ObjectRecord o, object_record(rec.header, map));
             map.exported[o.uri_text] = o.version;
-            auto store = MemObjectStore::attach(pool, o.store);
-            if (!store) {
-                if (store.code() == Errc::not_found) continue;
-                return std::move(store).error();
+            auto known = stores.find(o.store);
+            if (known == stores.end()) {
+                auto attached = MemObjectStore::attach(pool, o.store);
+                if (!attached && attached.code() != Errc::not_found) return std::move(attached).error();
+                known = stores.emplace(o.store, attached ? std::move(*attached) : nullptr).first;
             }
-            auto head = (*store)->head(o.uri);
+            if (!known->second) continue;  // a store import creates: nothing in it can clash
+            auto head = known->second->head(o.uri);
             if (!head) return std::move(head).error();
             if (*head)
                 return make_error(Errc::already_exists,
@@ -374,12 +451,21 @@ Status check_archive(archive::Reader& rd, Pool& pool, ImportMap& map, json* pool
             FABRIC_TRY_ASSIGN(std::string name, field<std::string>(rec.header, "name"));
             if (!topics_seen.insert(name).second)
                 return make_error(Errc::corrupt, "archive holds topic '" + name + "' twice");
+            FABRIC_TRY_ASSIGN(partitions[name], field<uint32_t>(rec.header, "num_partitions"));
             auto d = topics.describe(name);
             if (d)
                 return make_error(Errc::already_exists, "topic '" + name + "' already exists in pool '" + map.new_pool +
                                                             "': import into a pool without it (nothing was imported)");
             if (d.code() != Errc::not_found) return std::move(d).error();
-        } else if (type != "store" && type != "group" && type != "message") {
+        } else if (type == "message") {
+            FABRIC_TRY_ASSIGN(MessageParts m, message_parts(rec.header, rec.payload));
+            const auto t = partitions.find(m.topic);
+            if (t == partitions.end() || m.partition >= t->second)
+                return make_error(Errc::corrupt, "archive: message " + m.where() +
+                                                     (t == partitions.end() ? " comes before its topic's record"
+                                                                            : " names a partition the topic does not have (" +
+                                                                                  std::to_string(t->second) + ")"));
+        } else if (type != "store" && type != "group") {
             return make_error(Errc::corrupt, "archive record " + std::to_string(records) + " has unknown type '" + type +
                                                  "' (written by a newer build?)");
         }
@@ -558,31 +644,25 @@ Status import_topics(archive::Reader& rd, Pool& pool, const ImportMap& map, Impo
             groups.push_back(std::move(g));
             ++n.groups;
         } else if (type == "message") {
-            FABRIC_TRY_ASSIGN(std::string topic, field<std::string>(h, "topic"));
-            FABRIC_TRY_ASSIGN(uint32_t p, field<uint32_t>(h, "partition"));
-            FABRIC_TRY_ASSIGN(uint64_t old, field<uint64_t>(h, "offset"));
-            FABRIC_TRY_ASSIGN(uint64_t key_bytes, field<uint64_t>(h, "key_bytes"));
-            FABRIC_TRY_ASSIGN(uint64_t headers_bytes, field<uint64_t>(h, "headers_bytes"));
-            auto t = imported.find(topic);
-            if (t == imported.end() || p >= t->second.offsets.size() || key_bytes + headers_bytes > rec.payload.size())
-                return make_error(Errc::corrupt, "archive: message " + topic + "/" + std::to_string(p) + "@" +
-                                                     std::to_string(old) + " does not fit its topic or its payload");
+            FABRIC_TRY_ASSIGN(MessageParts mp, message_parts(h, rec.payload));
+            auto t = imported.find(mp.topic);
+            if (t == imported.end() || mp.partition >= t->second.offsets.size())  // checked in pass 1
+                return make_error(Errc::corrupt, "archive: message " + mp.where() + " does not fit its topic");
             TopicImport& ti = t->second;
             if (!ti.producer) {
-                auto pr = Producer::open(pool, topic);
+                auto pr = Producer::open(pool, mp.topic);
                 if (!pr) return std::move(pr).error();
                 ti.producer = std::make_unique<Producer>(std::move(*pr));
             }
             // The notification names an object of the old pool: the new pool's name, and the
             // object's new version in its version header.
-            const std::string_view payload(reinterpret_cast<const char*>(rec.payload.data()), rec.payload.size());
-            Message m;
-            m.headers_raw = std::span(rec.payload).subspan(key_bytes, headers_bytes);
-            const std::string value_old(payload.substr(key_bytes + headers_bytes));
+            const std::string value_old(reinterpret_cast<const char*>(mp.value.data()), mp.value.size());
             const std::string value = map.rename(value_old);
+            Message decoded;
+            decoded.headers_raw = mp.headers_raw;
             std::vector<std::string> names, values;
-            for (size_t i = 0; i < m.header_count(); ++i) {
-                const MessageHeader mh = m.header_at(i);
+            for (size_t i = 0, n = decoded.header_count(); i < n; ++i) {
+                const MessageHeader mh = decoded.header_at(i);
                 names.emplace_back(mh.name);
                 values.emplace_back(mh.value);
                 if (mh.name == kHeaderVersion) {
@@ -594,14 +674,13 @@ Status import_topics(archive::Reader& rd, Pool& pool, const ImportMap& map, Impo
             std::vector<MessageHeader> headers;
             for (size_t i = 0; i < names.size(); ++i) headers.push_back({names[i], values[i]});
             OutgoingMessage om;
-            om.key = std::span(rec.payload).first(key_bytes);
+            om.key = mp.key;
             om.value = bytes_of(value);
             om.headers = headers;
-            auto sent = ti.producer->send_to(p, om);
-            if (!sent) return Error{sent.code(), "import message " + topic + "/" + std::to_string(p) + "@" +
-                                                     std::to_string(old) + ": " + sent.error().message};
-            ti.offsets[p].push_back({old, sent->offset});
-            ti.next[p] = sent->offset + 1;
+            auto sent = ti.producer->send_to(mp.partition, om);
+            if (!sent) return Error{sent.code(), "import message " + mp.where() + ": " + sent.error().message};
+            ti.offsets[mp.partition].push_back({mp.offset, sent->offset});
+            ti.next[mp.partition] = sent->offset + 1;
             ++n.messages;
         }
     }
@@ -618,18 +697,13 @@ Status import_topics(archive::Reader& rd, Pool& pool, const ImportMap& map, Impo
 }
 
 int pool_import(int argc, char** argv, Output& out) {
-    cxxopts::Options o = archive_import_options(argv[0]);
-    o.parse_positional({"file"});
-    o.add_options()("file", "", cxxopts::value<std::string>());
-    cxxopts::ParseResult r;
-    int rc = 0;
-    if (!parse_options(o, argc, argv, out, r, &rc)) return rc;
-    if (r.count("help")) return std::cout << o.help(), kExitOk;
-    if (!r.unmatched().empty()) return usage(out, "unexpected argument '" + r.unmatched()[0] + "'");
-    if (!r.count("file")) return usage(out, "missing FILE: fabric-shm pool import [--pool NAME] FILE");
-    Result<std::string> name = resolve_pool(opt_string(r, "pool"));
-    if (!name) return fail(out, name.error());
-    auto rd = archive::Reader::open(r["file"].as<std::string>());
+    auto parsed = parse_archive_command(archive_import_options(argv[0]), argc, argv, out,
+                                        "fabric-shm pool import [--pool NAME] FILE");
+    if (const int* rc = std::get_if<int>(&parsed)) return *rc;
+    const ArchiveCommand& cmd = std::get<ArchiveCommand>(parsed);
+    const cxxopts::ParseResult& r = cmd.options;
+    const std::string& name = cmd.pool;
+    auto rd = archive::Reader::open(cmd.file);
     if (!rd) return fail(out, rd.error());
 
     // The archive's pool record first: its size is the default for a pool import creates.
@@ -646,11 +720,11 @@ int pool_import(int argc, char** argv, Output& out) {
         creation.size_bytes = *size;
     }
     if (Status s = rd->rewind(); !s) return fail(out, s.error());
-    Result<Pool> pool = open_or_create_pool(out, *name, creation);
+    Result<Pool> pool = open_or_create_pool(out, name, creation);
     if (!pool) return fail(out, pool.error());
 
     ImportMap map;
-    map.new_pool = *name;
+    map.new_pool = name;
     json pool_record;
     ImportCounts n;
     Status s = check_archive(*rd, *pool, map, &pool_record);
@@ -658,14 +732,14 @@ int pool_import(int argc, char** argv, Output& out) {
     if (s) s = import_objects(*rd, *pool, map, n);
     if (s) s = import_topics(*rd, *pool, map, n);
     if (!s) return fail(out, s.error());
-    const json summary = {{"pool", *name},         {"from_pool", map.old_pool}, {"from_layout", pool_record.value("layout", "")},
+    const json summary = {{"pool", name},         {"from_pool", map.old_pool}, {"from_layout", pool_record.value("layout", "")},
                           {"stores", n.stores},    {"objects", n.objects},      {"object_bytes", n.object_bytes},
                           {"expired", n.expired},  {"topics", n.topics},        {"groups", n.groups},
                           {"messages", n.messages}};
     if (out.json) {
         print_json(summary);
     } else {
-        std::cout << "imported into pool '" << *name << "' (exported from pool '" << map.old_pool << "', layout "
+        std::cout << "imported into pool '" << name << "' (exported from pool '" << map.old_pool << "', layout "
                   << pool_record.value("layout", "?") << "): " << n.objects << " objects (" << n.object_bytes
                   << " bytes), " << n.topics << " topics, " << n.messages << " messages, " << n.groups << " groups";
         if (n.expired) std::cout << "; " << n.expired << " objects had expired and were left out";
