@@ -15,21 +15,13 @@ namespace {
 struct PyGroup : Guarded {
     std::unique_ptr<ConsumerGroup> group;
     Pool pool;
-    ConsumerGroup& get() {
-        check_not_closed(group != nullptr, "this consumer group");
-        check_pool_open(pool);
-        return *group;
-    }
+    ConsumerGroup& get() { return checked(group, pool, "this consumer group"); }
 };
 
 struct PyDlq : Guarded {
     std::unique_ptr<DlqRouter> router;
     Pool pool;
-    DlqRouter& get() {
-        check_not_closed(router != nullptr, "this DLQ router");
-        check_pool_open(pool);
-        return *router;
-    }
+    DlqRouter& get() { return checked(router, pool, "this DLQ router"); }
 };
 
 uint32_t topic_partitions(const Pool& pool, const std::string& topic) {

@@ -219,11 +219,7 @@ struct PyProducer : Guarded {
     std::unique_ptr<SignalWatch> watch = std::make_unique<SignalWatch>();
     std::unique_ptr<Producer> producer;
     Pool pool;
-    Producer& get() {
-        check_not_closed(producer != nullptr, "this producer");
-        check_pool_open(pool);
-        return *producer;
-    }
+    Producer& get() { return checked(producer, pool, "this producer"); }
     /// After a send returned interrupted: the KeyboardInterrupt (or other) its signal raised.
     template <class T>
     T finish(Result<T>&& r) {

@@ -203,6 +203,14 @@ struct CallbackGate {
 void check_not_closed(bool open, std::string_view what);
 /// Errc::closed when the pool was closed (Pool::close), for calls that return no Result.
 void check_pool_open(const Pool& pool);
+/// The library object a Python object holds, after both checks: the Python object is not
+/// closed (`object` set) and its pool is open. Every binding's get() is this.
+template <class T>
+T& checked(const std::unique_ptr<T>& object, const Pool& pool, std::string_view what) {
+    check_not_closed(object != nullptr, what);
+    check_pool_open(pool);
+    return *object;
+}
 
 /// Per-process limit of pinned objects held through Python (store.get): pins are a shared,
 /// bounded resource (1,024 records per store, shared by every process).

@@ -10,11 +10,7 @@ namespace fabric_shm::py_bind {
 struct PyStore : Guarded {
     std::unique_ptr<MemObjectStore> store;
     Pool pool;
-    MemObjectStore& get() {
-        check_not_closed(store != nullptr, "this store");
-        check_pool_open(pool);
-        return *store;
-    }
+    MemObjectStore& get() { return checked(store, pool, "this store"); }
 };
 
 /// One pin held through Python; counted against the per-process pin limit (acquire_pin_slot

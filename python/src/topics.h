@@ -14,11 +14,7 @@ struct PyConsumer : Guarded {
     Pool pool;
     BatchSlot slot;
     int watchers = 0;  ///< Waiters watching it: close() refuses while > 0 (they hold its address)
-    Consumer& get() {
-        check_not_closed(consumer != nullptr, "this consumer");
-        check_pool_open(pool);
-        return *consumer;
-    }
+    Consumer& get() { return checked(consumer, pool, "this consumer"); }
 };
 
 struct PyGroupConsumer : Guarded {
@@ -26,11 +22,7 @@ struct PyGroupConsumer : Guarded {
     Pool pool;
     BatchSlot slot;
     int watchers = 0;
-    GroupConsumer& get() {
-        check_not_closed(consumer != nullptr, "this group consumer");
-        check_pool_open(pool);
-        return *consumer;
-    }
+    GroupConsumer& get() { return checked(consumer, pool, "this group consumer"); }
 };
 
 /// Consumer options from keyword arguments shared by Consumer and GroupConsumer.
