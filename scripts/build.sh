@@ -5,6 +5,8 @@
 # `meson configure`; ninja re-runs meson by itself when a meson.build changed.
 # FABRIC_SHM_TARGETS="a b" builds only those ninja targets (paths relative to DIR, e.g.
 # workers/fabric-shm-worker) instead of everything: run-demo.sh builds only its programs.
+# FABRIC_SHM_TARGETS=none configures without building (`meson test NAME...` then builds what
+# the named tests need, as scripts/test.sh does for its sanitizer pass).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -20,5 +22,6 @@ if [ ! -f "$dir/build.ninja" ]; then
 elif [ "$#" -gt 0 ]; then
     meson configure "$dir" "$@"
 fi
+[ "${FABRIC_SHM_TARGETS:-}" = none ] && exit 0
 # shellcheck disable=SC2086  # a space-separated list of targets, split on purpose
 ninja -C "$dir" -j "$(nproc)" ${FABRIC_SHM_TARGETS:-}

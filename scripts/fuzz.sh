@@ -8,8 +8,9 @@
 # build-fuzz/fuzz-artifacts/). New inputs go to build-fuzz/fuzz-corpus/<target>; the seed
 # corpus tests/fuzz/corpus/<target> is only read (copy a useful find there by hand).
 # Ends with "fuzz: <N> passed, <N> failed"; exit status non-zero on any failure.
-# Targets run one per CPU at a time. scripts/test.sh runs `scripts/fuzz.sh 10` (about 70 s with
-# the clang build on 2 CPUs).
+# Targets run one per CPU at a time. scripts/test-extended.sh runs `scripts/fuzz.sh 60` (the clang
+# build takes 50-80 s on 2 CPUs); the test command runs the same targets without libFuzzer
+# (tests/fuzz/replay_main.cpp).
 # Reproduce a crash: build-fuzz/tests/fuzz/<target> build-fuzz/fuzz-artifacts/<target>-crash-...
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

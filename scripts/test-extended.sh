@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# Slower suites, not part of the 10-minute test command: every test under ThreadSanitizer
+# Slower suites, not part of the 10-minute test command: every test under ASan+UBSan
+# (`build-asan`; the test command runs only the hostile-input suites there), under ThreadSanitizer
 # (`build-tsan`; TSan sees races between threads of one process, not across processes
 # through shm) and under valgrind memcheck (the in-process suites of `build`). Ends with
-# "<N> passed, <N> failed". Then the aarch64 cross build with its unit suites under qemu-user
-# (scripts/cross-aarch64.sh). Takes roughly 20-30 minutes on 2 vCPUs.
+# "<N> passed, <N> failed". Then libFuzzer (scripts/fuzz.sh 60) and the aarch64 cross build
+# with its unit suites under qemu-user (scripts/cross-aarch64.sh). Takes roughly 30-40 minutes
+# on 2 vCPUs.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -22,6 +24,20 @@ count() {
     total_passed=$((total_passed + ${counts% *}))
     total_failed=$((total_failed + ${counts#* }))
 }
+
+echo "=== build-asan (every suite)"
+# The test command runs only the hostile-input suites under ASan+UBSan (scripts/test.sh says
+# why); here every suite. Same options as there, so the two share build-asan. The Python package
+# is left out (-Dpython=disabled): its tests cannot run there (tests/python/meson.build says why).
+# The demo scripts' test (e2e-demos) is not built with sanitizers (tests/e2e/meson.build).
+if bash scripts/build.sh build-asan -Db_sanitize=address,undefined -Db_lundef=false \
+        -Doptimization=0 -Dbench=false -Dpython=disabled; then
+    rm -f build-asan/meson-logs/testlog.json
+    meson test -C build-asan --print-errorlogs --num-processes "$(nproc)" || true
+    count build-asan asan
+else
+    total_failed=$((total_failed + 1))
+fi
 
 echo "=== build-tsan"
 # -Wno-tsan: g++ 12 refuses std::atomic_thread_fence under -fsanitize=thread with -Werror
@@ -46,7 +62,7 @@ fi
 #   TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" build-tsan/tests/reliability/test_threads
 # Under valgrind (memcheck follows forked children), one suite:
 #   meson test -C build threads --wrapper 'valgrind --error-exitcode=1 -q'
-# Longer fuzzing than the 10 s per target of scripts/test.sh: scripts/fuzz.sh 600
+# Longer fuzzing than the minute per target below: scripts/fuzz.sh 600
 # Longer corruption run: FABRIC_RELIABILITY_ITERATIONS=5000 FABRIC_RELIABILITY_SECONDS=1200 \
 #   build/tests/reliability/test_corruption
 
@@ -70,6 +86,22 @@ if bash scripts/build.sh build; then
     count build valgrind testlog-valgrind.json
 else
     total_failed=$((total_failed + 1))
+fi
+
+echo "=== libFuzzer (build-fuzz, clang)"
+# The test command runs each fuzz target's corpus and seeded mutations without libFuzzer
+# (tests/fuzz/replay_main.cpp); here the targets run coverage-guided for a minute each.
+fuzz_log=$(mktemp)
+bash scripts/fuzz.sh 60 >"$fuzz_log" 2>&1 || true
+cat "$fuzz_log"
+fuzz_line=$(grep -E '^fuzz: [0-9]+ passed, [0-9]+ failed$' "$fuzz_log" | tail -n 1) || true
+rm -f "$fuzz_log"
+if [ -n "$fuzz_line" ]; then
+    read -r _ fp _ ff _ <<<"$fuzz_line"
+    total_passed=$((total_passed + fp))
+    total_failed=$((total_failed + ff))
+else
+    total_failed=$((total_failed + 1))   # no summary line: the clang build failed
 fi
 
 echo "=== aarch64 (cross build, unit suites under qemu-user)"
