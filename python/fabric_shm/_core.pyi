@@ -392,6 +392,11 @@ class WorkItem:
     key: bytes
     def keep_alive(self) -> None: ...
 
+def put_and_notify(store: MemObjectStore, producers: Union[Producer, Sequence[Producer]], uri: UriLike, data: Bytes, *,
+                   if_absent: bool = ..., if_version: Optional[int] = ..., fence: Optional[int] = ...,
+                   content_type: Optional[str] = ..., metadata: Optional[Mapping[str, str]] = ...,
+                   ttl: Optional[Duration] = ...) -> Tuple[int, list[SendResult]]: ...
+
 # A plain function (concurrency > 1: called in a thread pool) or an `async def` (a task per item).
 Handler = Union[Callable[[WorkItem], Optional[Bytes]], Callable[[WorkItem], Awaitable[Optional[Bytes]]]]
 
