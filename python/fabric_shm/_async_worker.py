@@ -6,12 +6,13 @@ loop in C++. Everything else comes here: the library's asynchronous form (``_cor
 acquire / complete / fail / service / wait_fd, docs/api.md section 6) driven from an asyncio
 event loop on the calling thread.
 
-- An ``async def`` handler runs as one asyncio task per item; a plain function runs in a
-  thread pool of ``concurrency`` threads (worth it for handlers that release the GIL: I/O,
-  numpy, subprocesses).
-- Every library call happens on the event loop's thread: tickets are acquired there, and a
-  handler's result (or exception) is completed there by the task's done-callback, in whatever
-  order handlers finish. The library commits the longest completed prefix, keeps at most
+- ``concurrency`` worker tasks take the acquired items from a queue. Each awaits an ``async
+  def`` handler directly (no task per item), or runs a plain function in a thread pool of
+  ``concurrency`` threads (worth it for handlers that release the GIL: I/O, numpy,
+  subprocesses).
+- Every library call happens on the event loop's thread: tickets are acquired by the driver,
+  and a handler's result (or exception) is completed by its worker task as soon as it is
+  there, in whatever order handlers finish. The library commits the longest completed prefix, keeps at most
   ``window`` items of a partition in flight, and with ``order='key'`` never hands out an item
   whose key has an earlier one in flight.
 - The loop's ``wait_fd()`` (new messages, capacity freed, a retry's backoff over, service due)
@@ -25,6 +26,7 @@ event loop on the calling thread.
 """
 
 import asyncio
+import collections
 import concurrent.futures
 import inspect
 import time
@@ -52,14 +54,20 @@ async def run_async(worker, count=0, idle=None):
 
 
 class _Driver:
+    """`concurrency` long-lived worker tasks take tickets from a queue the driver fills; each one
+    awaits the handler directly (no task per item: a handler that never suspends costs a call)."""
+
     def __init__(self, worker):
         self.worker = worker
         self.handler = worker._handler
         self.is_async = is_async_handler(self.handler)
         self.concurrency = worker._concurrency
-        self.running = {}  # asyncio future -> its _Ticket
+        self.queue = collections.deque()  # tickets acquired, not yet taken by a worker task
+        self.idle = collections.deque()  # futures of worker tasks waiting for a ticket
+        self.current = {}  # worker task -> the ticket it is processing
+        self.outstanding = 0  # tickets acquired and not yet completed
         self.fatal = None  # a library error raised while completing (lease expired, fenced, ...)
-        self.interrupt = None  # a BaseException from a handler (SystemExit): stops the run
+        self.interrupt = None  # a BaseException from a handler (SystemExit, KeyboardInterrupt): stops the run
         self.waiting = None  # the future the driver sleeps on
         self.fd_ready = False
 
@@ -71,37 +79,47 @@ class _Driver:
         self.fd_ready = True
         self._wake()
 
-    def _start(self, ticket, executor):
-        item = ticket.item
+    def _settle(self, ticket, outcome, failed):
         try:
-            if self.is_async:
-                fut = self.aio.create_task(self.handler(item))
-            else:
-                fut = self.aio.run_in_executor(executor, self.handler, item)
-        except Exception as e:  # calling the handler failed at once (a wrong signature): a failed attempt
-            self.loop.fail(ticket, e)
-            return
-        self.running[fut] = ticket
-        fut.add_done_callback(self._done)
-
-    def _done(self, fut):
-        ticket = self.running.pop(fut, None)
-        if ticket is None or fut.cancelled():
-            return  # cancelled at shutdown: the ticket is dropped, its item redelivered
-        try:
-            exc = fut.exception()
-            if exc is None:
+            if not failed:
                 try:
-                    self.loop.complete(ticket, fut.result())
+                    self.loop.complete(ticket, outcome)
                 except TypeError as e:  # the result is not bytes-like: a bug of the handler, retried
                     self.loop.fail(ticket, e)
-            elif isinstance(exc, Exception):
-                self.loop.fail(ticket, exc)
+            elif isinstance(outcome, Exception):
+                self.loop.fail(ticket, outcome)
             else:  # SystemExit, KeyboardInterrupt: stop; the item stays uncompleted for the next owner
-                self.interrupt = exc
+                self.interrupt = outcome
+                return
         except BaseException as e:  # a fatal library error: the run ends with it
             self.fatal = e
-        self._wake()
+            return
+        self.outstanding -= 1
+
+    async def _work(self, executor):
+        me = asyncio.current_task()
+        while True:
+            while not self.queue:
+                fut = self.aio.create_future()
+                self.idle.append(fut)
+                await fut
+            ticket = self.queue.popleft()
+            self.current[me] = ticket
+            try:
+                if self.is_async:
+                    outcome = await self.handler(ticket.item)
+                else:
+                    outcome = await self.aio.run_in_executor(executor, self.handler, ticket.item)
+                failed = False
+            except asyncio.CancelledError:
+                raise  # shutdown: the ticket is dropped with self.current
+            except BaseException as e:
+                outcome, failed = e, True
+            del self.current[me]
+            self._settle(ticket, outcome, failed)
+            self._wake()
+            if self.fatal is not None or self.interrupt is not None:
+                return
 
     async def _sleep(self, timeout):
         self.waiting = self.aio.create_future()
@@ -119,6 +137,7 @@ class _Driver:
         if not self.is_async:
             executor = concurrent.futures.ThreadPoolExecutor(max_workers=self.concurrency,
                                                              thread_name_prefix="fabric-shm-handler")
+        workers = [self.aio.create_task(self._work(executor)) for _ in range(self.concurrency)]
         fd = loop.wait_fd()
         self.aio.add_reader(fd, self._on_fd)
         watching = True
@@ -131,7 +150,7 @@ class _Driver:
                     raise self.interrupt
                 stopping = self.worker._stop_requested or loop.finished
                 if stopping:
-                    if not self.running:
+                    if self.outstanding == 0:
                         break
                     if watching:  # no new items: the fd would keep announcing them
                         self.aio.remove_reader(fd)
@@ -141,24 +160,28 @@ class _Driver:
                     self.fd_ready = False
                     last_service = now
                     loop.service()
-                free = self.concurrency - len(self.running)
+                free = self.concurrency - self.outstanding
                 if not stopping and free > 0:
                     tickets = loop.acquire(free)
-                    for ticket in tickets:
-                        self._start(ticket, executor)
                     if tickets:
-                        await asyncio.sleep(0)  # let the handlers start before looking again
+                        self.outstanding += len(tickets)
+                        self.queue.extend(tickets)
+                        for _ in range(min(len(tickets), len(self.idle))):
+                            fut = self.idle.popleft()
+                            if not fut.done():
+                                fut.set_result(None)
+                        await asyncio.sleep(0)  # let the workers take them before looking again
                         continue
                 await self._sleep(max(0.0, _SERVICE_EVERY_S - (time.monotonic() - last_service)))
         finally:
             if watching:
                 self.aio.remove_reader(fd)
-            pending = list(self.running)
-            for fut in pending:
-                fut.cancel()
-            if pending and self.is_async:
-                await asyncio.gather(*pending, return_exceptions=True)
-            self.running.clear()  # uncompleted tickets dropped: redelivered to the next owner
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            # Uncompleted tickets are dropped: their items go to the next owner.
+            self.current.clear()
+            self.queue.clear()
             if executor is not None:
                 executor.shutdown(wait=False, cancel_futures=True)
             loop.close()  # commits what completed, leaves the group

@@ -397,7 +397,7 @@ def put_and_notify(store: MemObjectStore, producers: Union[Producer, Sequence[Pr
                    content_type: Optional[str] = ..., metadata: Optional[Mapping[str, str]] = ...,
                    ttl: Optional[Duration] = ...) -> Tuple[int, list[SendResult]]: ...
 
-# A plain function (concurrency > 1: called in a thread pool) or an `async def` (a task per item).
+# A plain function (concurrency > 1: called in a thread pool) or an `async def` (awaited by a worker task).
 Handler = Union[Callable[[WorkItem], Optional[Bytes]], Callable[[WorkItem], Awaitable[Optional[Bytes]]]]
 
 class Worker:

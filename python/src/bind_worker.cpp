@@ -307,7 +307,8 @@ void bind_worker(py::module_& m) {
              },
              py::arg("count") = 0, py::arg("idle") = py::none(),
              "Coroutine: run() inside a running asyncio event loop. Up to `concurrency` items in flight: an "
-             "`async def` handler runs as a task per item, a plain function in a thread pool. Results are "
+             "`async def` handler is awaited by one of `concurrency` worker tasks, a plain function runs in a "
+             "thread pool. Results are "
              "completed on the event loop's thread as handlers finish (any order; the committed offset is the "
              "longest completed prefix), the group heartbeat and leases are serviced meanwhile. Cancelling it "
              "(Ctrl-C under asyncio.run) cancels the handlers in flight; their items go to the next owner.")
