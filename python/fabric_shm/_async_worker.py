@@ -6,13 +6,14 @@ loop in C++. Everything else comes here: the library's asynchronous form (``_cor
 acquire / complete / fail / service / wait_fd, docs/api.md section 6) driven from an asyncio
 event loop on the calling thread.
 
-- ``concurrency`` worker tasks take the acquired items from a queue. Each awaits an ``async
-  def`` handler directly (no task per item), or runs a plain function in a thread pool of
-  ``concurrency`` threads (worth it for handlers that release the GIL: I/O, numpy,
-  subprocesses).
+- ``async def`` handlers: ``concurrency`` worker tasks take the acquired items from a queue and
+  each awaits the handler directly (no task per item).
+- Plain functions: ``concurrency`` daemon threads take the items from a ``SimpleQueue`` and
+  leave their outcomes in a deque; one ``call_soon_threadsafe`` wakes the event loop for however
+  many finished since (worth it for handlers that release the GIL: I/O, numpy, subprocesses).
 - Every library call happens on the event loop's thread: tickets are acquired by the driver,
-  and a handler's result (or exception) is completed by its worker task as soon as it is
-  there, in whatever order handlers finish. The library commits the longest completed prefix, keeps at most
+  and a handler's result (or exception) is completed there as soon as it is there, in
+  whatever order handlers finish. The library commits the longest completed prefix, keeps at most
   ``window`` items of a partition in flight, and with ``order='key'`` never hands out an item
   whose key has an earlier one in flight.
 - The loop's ``wait_fd()`` (new messages, capacity freed, a retry's backoff over, service due)
@@ -27,8 +28,9 @@ event loop on the calling thread.
 
 import asyncio
 import collections
-import concurrent.futures
 import inspect
+import queue
+import threading
 import time
 
 _SERVICE_EVERY_S = 0.05  # the group heartbeat runs every 20 ms inside the library; leases are renewed far less often
@@ -54,8 +56,8 @@ async def run_async(worker, count=0, idle=None):
 
 
 class _Driver:
-    """`concurrency` long-lived worker tasks take tickets from a queue the driver fills; each one
-    awaits the handler directly (no task per item: a handler that never suspends costs a call)."""
+    """`concurrency` long-lived worker tasks (async handlers) or threads (plain functions) take
+    tickets the driver acquired; a handler that never suspends costs a call, not a Task."""
 
     def __init__(self, worker):
         self.worker = worker
@@ -70,6 +72,12 @@ class _Driver:
         self.interrupt = None  # a BaseException from a handler (SystemExit, KeyboardInterrupt): stops the run
         self.waiting = None  # the future the driver sleeps on
         self.fd_ready = False
+        # Plain functions: `concurrency` threads take tickets from `jobs` and leave their outcome
+        # in `finished`; one call_soon_threadsafe wakes the loop for however many finished since.
+        self.jobs = queue.SimpleQueue()
+        self.finished = collections.deque()
+        self.finished_signalled = False
+        self.over = False
 
     def _wake(self):
         if self.waiting is not None and not self.waiting.done():
@@ -96,7 +104,35 @@ class _Driver:
             return
         self.outstanding -= 1
 
-    async def _work(self, executor):
+    def _thread_main(self):
+        handler = self.handler
+        while True:
+            ticket = self.jobs.get()
+            if ticket is None:
+                return
+            try:
+                outcome, failed = handler(ticket.item), False
+            except BaseException as e:
+                outcome, failed = e, True
+            self.finished.append((ticket, outcome, failed))  # before the flag: see _collect
+            if not self.finished_signalled:
+                self.finished_signalled = True
+                try:
+                    self.aio.call_soon_threadsafe(self._collect)
+                except RuntimeError:  # the event loop is closed: the run is over, the ticket dropped
+                    return
+
+    def _collect(self):
+        if self.over:  # a handler thread that finished after the run: its ticket is dropped
+            self.finished.clear()
+            return
+        self.finished_signalled = False  # before taking them: a thread appending later signals again
+        while self.finished:
+            ticket, outcome, failed = self.finished.popleft()
+            self._settle(ticket, outcome, failed)
+        self._wake()
+
+    async def _work(self):
         me = asyncio.current_task()
         while True:
             while not self.queue:
@@ -106,10 +142,7 @@ class _Driver:
             ticket = self.queue.popleft()
             self.current[me] = ticket
             try:
-                if self.is_async:
-                    outcome = await self.handler(ticket.item)
-                else:
-                    outcome = await self.aio.run_in_executor(executor, self.handler, ticket.item)
+                outcome = await self.handler(ticket.item)
                 failed = False
             except asyncio.CancelledError:
                 raise  # shutdown: the ticket is dropped with self.current
@@ -133,11 +166,15 @@ class _Driver:
     async def run(self, count, idle):
         self.aio = asyncio.get_running_loop()
         self.loop = loop = self.worker._open_async(count, idle)
-        executor = None
-        if not self.is_async:
-            executor = concurrent.futures.ThreadPoolExecutor(max_workers=self.concurrency,
-                                                             thread_name_prefix="fabric-shm-handler")
-        workers = [self.aio.create_task(self._work(executor)) for _ in range(self.concurrency)]
+        workers, threads = [], []
+        if self.is_async:
+            workers = [self.aio.create_task(self._work()) for _ in range(self.concurrency)]
+        else:
+            # Daemon threads: a handler stuck at exit (after Ctrl-C) does not hold the process.
+            threads = [threading.Thread(target=self._thread_main, name=f"fabric-shm-handler-{i}", daemon=True)
+                       for i in range(self.concurrency)]
+            for t in threads:
+                t.start()
         fd = loop.wait_fd()
         self.aio.add_reader(fd, self._on_fd)
         watching = True
@@ -165,11 +202,15 @@ class _Driver:
                     tickets = loop.acquire(free)
                     if tickets:
                         self.outstanding += len(tickets)
-                        self.queue.extend(tickets)
-                        for _ in range(min(len(tickets), len(self.idle))):
-                            fut = self.idle.popleft()
-                            if not fut.done():
-                                fut.set_result(None)
+                        if self.is_async:
+                            self.queue.extend(tickets)
+                            for _ in range(min(len(tickets), len(self.idle))):
+                                fut = self.idle.popleft()
+                                if not fut.done():
+                                    fut.set_result(None)
+                        else:
+                            for ticket in tickets:
+                                self.jobs.put(ticket)
                         await asyncio.sleep(0)  # let the workers take them before looking again
                         continue
                 await self._sleep(max(0.0, _SERVICE_EVERY_S - (time.monotonic() - last_service)))
@@ -180,10 +221,17 @@ class _Driver:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
             # Uncompleted tickets are dropped: their items go to the next owner.
+            self.over = True
             self.current.clear()
             self.queue.clear()
-            if executor is not None:
-                executor.shutdown(wait=False, cancel_futures=True)
+            self.finished.clear()
+            try:
+                while True:
+                    self.jobs.get_nowait()
+            except queue.Empty:
+                pass
+            for _ in threads:  # each thread ends after its current handler call (threads cannot be cancelled)
+                self.jobs.put(None)
             loop.close()  # commits what completed, leaves the group
         if self.worker._stop_requested:
             return "stopped"
