@@ -37,11 +37,21 @@ def fabric_produce(pool_name, n, start_index=0):
             fs.put_and_notify(store, producer, f"fabric://{pool_name}/in/{i}", data)
 
 
-def fabric_work(pool_name, n, group):
+# Worker-only runs besides the one-at-a-time worker: (group, concurrency, handler kind).
+CONCURRENT = [("async-8", 8, "async"), ("async-64", 64, "async"), ("threads-8", 8, "threads")]
+
+
+def fabric_work(pool_name, n, group, concurrency=1, kind="plain"):
     import fabric_shm as fs
     with fs.Pool.open(pool_name) as pool:
-        worker = fs.Worker(pool, topic="events", group=group, batch=64, result_bucket=group)
-        worker.handler(lambda item: bytes(item.data).upper())
+        worker = fs.Worker(pool, topic="events", group=group, batch=64, result_bucket=group,
+                           concurrency=concurrency, order="none" if concurrency > 1 else None)
+        if kind == "async":
+            async def upper(item):
+                return bytes(item.data).upper()
+            worker.handler(upper)
+        else:
+            worker.handler(lambda item: bytes(item.data).upper())
         t0 = time.perf_counter()
         worker.run(count=n)
         return time.perf_counter() - t0, worker.stats["processed"]
@@ -50,11 +60,13 @@ def fabric_work(pool_name, n, group):
 def fabric(n):
     import fabric_shm as fs
     name = f"bench-py-{os.getpid()}"
-    pool = fs.Pool.create(name, size="512M", ttl=600)
+    pool = fs.Pool.create(name, size="1G", ttl=600)
     try:
         pool.topics().create("events", fs.TopicConfig(num_partitions=4, partition_capacity=1 << 15))
         fs.TopicManager(pool).register_group("events", "e2e")
         fs.TopicManager(pool).register_group("events", "only")
+        for group, _, _ in CONCURRENT:
+            fs.TopicManager(pool).register_group("events", group)
         # End to end: the producer in a child process, the worker here.
         t0 = time.perf_counter()
         child = subprocess.Popen([sys.executable, __file__, "fabric-produce", name, str(n)])
@@ -66,6 +78,11 @@ def fabric(n):
         seconds, processed = fabric_work(name, n, "only")
         assert processed == n
         emit(system="fabric_shm", mode="worker only", objects=n, seconds=round(seconds, 3), rate=round(n / seconds))
+        for group, concurrency, kind in CONCURRENT:
+            seconds, processed = fabric_work(name, n, group, concurrency, kind)
+            assert processed == n
+            emit(system="fabric_shm", mode=f"worker only, concurrency {concurrency} ({kind} handler)", objects=n,
+                 seconds=round(seconds, 3), rate=round(n / seconds))
         # get: 1 KiB against 1 MiB (a pin and a view: no copy, so no size dependence).
         store = pool.store()
         for size in (SIZE, 1 << 20):
