@@ -4,6 +4,7 @@
 on Redis Streams. A benchmark (scripts/bench-python.sh runs it), never a test.
 
     bench_pipeline.py fabric [N]                  put_and_notify | fabric_shm.Worker
+    bench_pipeline.py fabric-waiting [N]          handlers that wait 10 ms: one at a time, concurrency 8
     bench_pipeline.py redis PORT [N] [--pipeline] SET+XADD | XREADGROUP, GET, SET, XACK
 
 Each prints JSON lines: the end-to-end rate (producer and worker running at once, from the
@@ -103,6 +104,43 @@ def fabric(n):
         fs.Pool.remove(name, force=True)
 
 
+def fabric_waiting(n):
+    """Handlers that wait 10 ms per object (I/O, a model server): one at a time against
+    concurrency 8 (async def awaiting, or threads sleeping). Worker only, 4 partitions."""
+    import asyncio
+    import fabric_shm as fs
+    name = f"bench-py-wait-{os.getpid()}"
+    pool = fs.Pool.create(name, size="64M", ttl=600)
+    try:
+        pool.topics().create("events", fs.TopicConfig(num_partitions=4))
+        runs = [("one-at-a-time", 1, "plain"), ("async-8", 8, "async"), ("threads-8", 8, "plain")]
+        for group, _, _ in runs:
+            fs.TopicManager(pool).register_group("events", group)
+        store, producer = pool.store(), fs.Producer(pool, "events")
+        for i in range(n):
+            fs.put_and_notify(store, producer, f"fabric://{name}/in/{i}", b"x" * SIZE)
+        for group, concurrency, kind in runs:
+            worker = fs.Worker(pool, topic="events", group=group, result_bucket=group, concurrency=concurrency,
+                               order="none")
+            if kind == "async":
+                async def handle(item):
+                    await asyncio.sleep(0.01)
+                    return bytes(item.data).upper()
+            else:
+                def handle(item):
+                    time.sleep(0.01)
+                    return bytes(item.data).upper()
+            worker.handler(handle)
+            t = time.perf_counter()
+            worker.run(count=n)
+            seconds = time.perf_counter() - t
+            emit(system="fabric_shm", mode=f"handler waiting 10 ms, {group} ({kind})", objects=n,
+                 seconds=round(seconds, 3), rate=round(n / seconds))
+    finally:
+        pool.close()
+        fs.Pool.remove(name, force=True)
+
+
 # ---- redis-py ---------------------------------------------------------------------------------
 
 def redis_client(port):
@@ -188,6 +226,8 @@ def main():
     what = sys.argv[1]
     if what == "fabric":
         fabric(int(sys.argv[2]) if len(sys.argv) > 2 else 50000)
+    elif what == "fabric-waiting":
+        fabric_waiting(int(sys.argv[2]) if len(sys.argv) > 2 else 400)
     elif what == "fabric-produce":
         fabric_produce(sys.argv[2], int(sys.argv[3]))
     elif what == "redis":
