@@ -249,3 +249,35 @@ def test_ctrl_c_stops_a_concurrent_worker_with_items_in_flight_within_100_ms(poo
     seen = []
     worker.handler(lambda item: seen.append(item.attempt) or b"")
     assert worker.run(count=1) == "count_reached" and seen == [2]
+
+
+def heartbeat_ages(pool_name):
+    out = subprocess.run([str(CLI), "group", "describe", "g", "--topic", "t", "--pool", pool_name, "--json"],
+                         capture_output=True, text=True, check=True)
+    return [m["heartbeat_age_ns"] / 1e9 for m in json.loads(out.stdout)["members"] if m["alive"]]
+
+
+@pytest.mark.parametrize("kind", ["async", "threads"])
+def test_the_driver_heartbeats_while_every_slot_is_busy_past_the_session_timeout(pool, kind):
+    # Both slots busy for two session timeouts: the driver keeps servicing the loop meanwhile,
+    # so the member's heartbeat stays fresh (what keeps it from being evicted) and the results
+    # are written under its epoch.
+    store = one_partition_topic(pool, ["a", "b"])
+    worker = fs.Worker(pool, topic="t", group="g", concurrency=2, order="none", session_timeout=0.2)
+    ages = []
+    if kind == "async":
+        async def handle(item):
+            await asyncio.sleep(0.4)
+            ages.extend(heartbeat_ages(pool.name))
+            return b"slow"
+    else:
+        def handle(item):
+            time.sleep(0.4)
+            ages.extend(heartbeat_ages(pool.name))
+            return b"slow"
+    worker.handler(handle)
+    assert worker.run(count=2) == "count_reached"
+    assert len(ages) == 2 and max(ages) < 0.2, ages
+    stats = worker.stats
+    assert stats["processed"] == 2 and stats["abandoned"] == 0, stats
+    assert results(store, pool) == {"in/a": b"slow", "in/b": b"slow"}
