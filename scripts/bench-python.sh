@@ -16,6 +16,7 @@ export PYTHONPATH="$PWD/build/python"
 py=/usr/bin/python3   # the interpreter the package is built for (meson's; see docs/python.md)
 
 "$py" bench/python/bench_pipeline.py fabric "$n_fabric"
+"$py" bench/python/bench_pipeline.py fabric-waiting 400
 
 tmp=$(mktemp -d)
 port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

@@ -10,9 +10,11 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # FABRIC_SHM_BUILD_DIR=DIR uses an existing build as is (the e2e tests run this script so).
+own_build=0
 if [ -n "${FABRIC_SHM_BUILD_DIR:-}" ]; then
     builddir="$FABRIC_SHM_BUILD_DIR"
 else
+    own_build=1
     builddir="$PWD/build"
     bash scripts/install-deps.sh
     # Only the demo's programs: the tests and the benchmark are built by scripts/test.sh.
@@ -102,6 +104,13 @@ say "4. the pool (fabric-shm-dump):"
 say "5. stopping the workers (SIGTERM: finish in-flight work, commit, leave the group)"
 for pid in "$w1" "$w2"; do stop_worker "$pid"; done
 for w in worker-1 worker-2; do summary_line "$w"; done
+# The Python package is built after the demo's result (the demo does not need it), and linked
+# for python3 so that `python3 -c 'import fabric_shm'` works next (README, "Python").
+if [ "$own_build" = 1 ] && [ "${FABRIC_SHM_NO_PYTHON:-0}" != 1 ]; then
+    say "6. the Python package: building it and linking it for python3 (scripts/install-python.sh; FABRIC_SHM_NO_PYTHON=1 skips this)"
+    bash scripts/install-python.sh build ||
+        say "   the Python package is not set up (see above); the demo itself succeeded"
+fi
 if [ "$demo_created_pool" = 1 ] && [ "${FABRIC_SHM_KEEP:-0}" != 1 ]; then
     say "done; pool '$pool' is removed on exit (FABRIC_SHM_KEEP=1 keeps it)"
 else

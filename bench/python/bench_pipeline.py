@@ -4,6 +4,7 @@
 on Redis Streams. A benchmark (scripts/bench-python.sh runs it), never a test.
 
     bench_pipeline.py fabric [N]                  put_and_notify | fabric_shm.Worker
+    bench_pipeline.py fabric-waiting [N]          handlers that wait 10 ms: one at a time, concurrency 8
     bench_pipeline.py redis PORT [N] [--pipeline] SET+XADD | XREADGROUP, GET, SET, XACK
 
 Each prints JSON lines: the end-to-end rate (producer and worker running at once, from the
@@ -37,11 +38,21 @@ def fabric_produce(pool_name, n, start_index=0):
             fs.put_and_notify(store, producer, f"fabric://{pool_name}/in/{i}", data)
 
 
-def fabric_work(pool_name, n, group):
+# Worker-only runs besides the one-at-a-time worker: (group, concurrency, handler kind).
+CONCURRENT = [("async-8", 8, "async"), ("async-64", 64, "async"), ("threads-8", 8, "threads")]
+
+
+def fabric_work(pool_name, n, group, concurrency=1, kind="plain"):
     import fabric_shm as fs
     with fs.Pool.open(pool_name) as pool:
-        worker = fs.Worker(pool, topic="events", group=group, batch=64, result_bucket=group)
-        worker.handler(lambda item: bytes(item.data).upper())
+        worker = fs.Worker(pool, topic="events", group=group, batch=64, result_bucket=group,
+                           concurrency=concurrency, order="none" if concurrency > 1 else None)
+        if kind == "async":
+            async def upper(item):
+                return bytes(item.data).upper()
+            worker.handler(upper)
+        else:
+            worker.handler(lambda item: bytes(item.data).upper())
         t0 = time.perf_counter()
         worker.run(count=n)
         return time.perf_counter() - t0, worker.stats["processed"]
@@ -50,11 +61,13 @@ def fabric_work(pool_name, n, group):
 def fabric(n):
     import fabric_shm as fs
     name = f"bench-py-{os.getpid()}"
-    pool = fs.Pool.create(name, size="512M", ttl=600)
+    pool = fs.Pool.create(name, size="1G", ttl=600)
     try:
         pool.topics().create("events", fs.TopicConfig(num_partitions=4, partition_capacity=1 << 15))
         fs.TopicManager(pool).register_group("events", "e2e")
         fs.TopicManager(pool).register_group("events", "only")
+        for group, _, _ in CONCURRENT:
+            fs.TopicManager(pool).register_group("events", group)
         # End to end: the producer in a child process, the worker here.
         t0 = time.perf_counter()
         child = subprocess.Popen([sys.executable, __file__, "fabric-produce", name, str(n)])
@@ -66,6 +79,11 @@ def fabric(n):
         seconds, processed = fabric_work(name, n, "only")
         assert processed == n
         emit(system="fabric_shm", mode="worker only", objects=n, seconds=round(seconds, 3), rate=round(n / seconds))
+        for group, concurrency, kind in CONCURRENT:
+            seconds, processed = fabric_work(name, n, group, concurrency, kind)
+            assert processed == n
+            emit(system="fabric_shm", mode=f"worker only, concurrency {concurrency} ({kind} handler)", objects=n,
+                 seconds=round(seconds, 3), rate=round(n / seconds))
         # get: 1 KiB against 1 MiB (a pin and a view: no copy, so no size dependence).
         store = pool.store()
         for size in (SIZE, 1 << 20):
@@ -81,6 +99,43 @@ def fabric(n):
             for _ in range(200):
                 store.get_bytes(uri)
             emit(system="fabric_shm", mode=f"get_bytes (copy) {size} B", us=round((time.perf_counter() - t) / 200 * 1e6, 2))
+    finally:
+        pool.close()
+        fs.Pool.remove(name, force=True)
+
+
+def fabric_waiting(n):
+    """Handlers that wait 10 ms per object (I/O, a model server): one at a time against
+    concurrency 8 (async def awaiting, or threads sleeping). Worker only, 4 partitions."""
+    import asyncio
+    import fabric_shm as fs
+    name = f"bench-py-wait-{os.getpid()}"
+    pool = fs.Pool.create(name, size="64M", ttl=600)
+    try:
+        pool.topics().create("events", fs.TopicConfig(num_partitions=4))
+        runs = [("one-at-a-time", 1, "plain"), ("async-8", 8, "async"), ("threads-8", 8, "plain")]
+        for group, _, _ in runs:
+            fs.TopicManager(pool).register_group("events", group)
+        store, producer = pool.store(), fs.Producer(pool, "events")
+        for i in range(n):
+            fs.put_and_notify(store, producer, f"fabric://{name}/in/{i}", b"x" * SIZE)
+        for group, concurrency, kind in runs:
+            worker = fs.Worker(pool, topic="events", group=group, result_bucket=group, concurrency=concurrency,
+                               order="none")
+            if kind == "async":
+                async def handle(item):
+                    await asyncio.sleep(0.01)
+                    return bytes(item.data).upper()
+            else:
+                def handle(item):
+                    time.sleep(0.01)
+                    return bytes(item.data).upper()
+            worker.handler(handle)
+            t = time.perf_counter()
+            worker.run(count=n)
+            seconds = time.perf_counter() - t
+            emit(system="fabric_shm", mode=f"handler waiting 10 ms, {group} ({kind})", objects=n,
+                 seconds=round(seconds, 3), rate=round(n / seconds))
     finally:
         pool.close()
         fs.Pool.remove(name, force=True)
@@ -171,6 +226,8 @@ def main():
     what = sys.argv[1]
     if what == "fabric":
         fabric(int(sys.argv[2]) if len(sys.argv) > 2 else 50000)
+    elif what == "fabric-waiting":
+        fabric_waiting(int(sys.argv[2]) if len(sys.argv) > 2 else 400)
     elif what == "fabric-produce":
         fabric_produce(sys.argv[2], int(sys.argv[3]))
     elif what == "redis":

@@ -25,9 +25,19 @@ std::string_view counter_name(CounterId id) noexcept {
     case CounterId::mq_offset_resets: return "mq_offset_resets";
     case CounterId::lease_renewals: return "lease_renewals";
     case CounterId::lease_renewal_failures: return "lease_renewal_failures";
+    case CounterId::worker_handler_restarts: return "worker_handler_restarts";
     case CounterId::count_: break;
     }
     return "unknown";
+}
+
+void count_event(const Pool& pool, CounterId id, uint64_t n) noexcept { detail::count(pool, id, n); }
+
+uint64_t counter_of_slot(const Pool& pool, uint32_t slot, CounterId id) noexcept {
+    const uint32_t cell = uint32_t(id);
+    if (cell >= layout::kCounterCells || slot >= layout::kRegistrySlots) return 0;
+    const auto* slots = reinterpret_cast<const layout::ProcessSlot*>(detail::pool_base(pool) + layout::kRegistryOffset);
+    return slots[slot].counters[cell].load(std::memory_order_relaxed);  // a statistic: relaxed, like the owner's adds
 }
 
 uint64_t counter_total(const Pool& pool, CounterId id) noexcept {

@@ -19,8 +19,6 @@ subclasses, one per library error code (``NotFound``, ``BackPressure``, ``Closed
 ``.code`` and ``.message``. Blocking calls release the GIL; Ctrl-C interrupts them.
 """
 
-import time as _time
-
 try:
     from . import _core
 except ImportError as _core_error:
@@ -40,24 +38,10 @@ if _core is not None:
     from ._core import *  # noqa: F401,F403  (the public names: see __all__)
     from ._core import __version__, layout_version  # noqa: F401
 
-    __all__ = [name for name in dir(_core) if not name.startswith("_")] + ["__version__", "put_and_notify"]
+    __all__ = [name for name in dir(_core) if not name.startswith("_")] + ["__version__"]
 
-HEADER_VERSION = "fabric-version"  #: message header: the object's version (decimal)
+HEADER_VERSION = "fabric-version"  #: message header: the object's version (decimal; put_and_notify writes it)
 HEADER_PUT_TIME = "fabric-put-ts"  #: message header: wall ns after the put (decimal)
-
-
-def put_and_notify(store, producers, uri, data, **put_options):
-    """The recipe's ingest in one call: puts `data` under `uri`, then sends the URI on each
-    producer (one Producer or a list: fan-out), keyed by the URI so that the notifications of
-    one object stay in order, with the ``fabric-version`` and ``fabric-put-ts`` headers that
-    fabric-shm-worker and fabric_shm.Worker read. Returns (version, [SendResult per producer]).
-    A failed send raises; the object stays stored (a re-run's put makes a new version)."""
-    if not isinstance(producers, (list, tuple)):
-        producers = [producers]
-    version = store.put(uri, data, **put_options)
-    text = str(uri)
-    headers = [(HEADER_VERSION, str(version)), (HEADER_PUT_TIME, str(_time.time_ns()))]
-    return version, [p.send_keyed(text, text, headers) for p in producers]
 
 
 def _pool_store(self, name="default", **config):

@@ -3,7 +3,7 @@
 # datetime.timedelta or seconds; "Bytes" is any contiguous bytes-like object, or str (UTF-8).
 import datetime
 import enum
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Awaitable, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
 Duration = Union[datetime.timedelta, int, float]
 Bytes = Union[bytes, bytearray, memoryview, str, Any]
@@ -392,16 +392,24 @@ class WorkItem:
     key: bytes
     def keep_alive(self) -> None: ...
 
-Handler = Callable[[WorkItem], Optional[Bytes]]
+def put_and_notify(store: MemObjectStore, producers: Union[Producer, Sequence[Producer]], uri: UriLike, data: Bytes, *,
+                   if_absent: bool = ..., if_version: Optional[int] = ..., fence: Optional[int] = ...,
+                   content_type: Optional[str] = ..., metadata: Optional[Mapping[str, str]] = ...,
+                   ttl: Optional[Duration] = ...) -> Tuple[int, list[SendResult]]: ...
+
+# A plain function (concurrency > 1: called in a thread pool) or an `async def` (awaited by a worker task).
+Handler = Union[Callable[[WorkItem], Optional[Bytes]], Callable[[WorkItem], Awaitable[Optional[Bytes]]]]
 
 class Worker:
     def __init__(self, pool: Pool, *, topic: str, group: str, concurrency: int = ..., order: Optional[str] = ...,
                  member_id: str = ..., store: str = ..., result_bucket: str = ..., result_key: str = ...,
                  shared_results: bool = ..., next_topic: str = ..., dlq_topic: str = ..., max_attempts: int = ...,
                  backoff_initial: Optional[Duration] = ..., backoff_max: Optional[Duration] = ...,
-                 session_timeout: Optional[Duration] = ..., batch: int = ..., partitions_if_created: int = ...) -> None: ...
+                 session_timeout: Optional[Duration] = ..., batch: int = ..., partitions_if_created: int = ...,
+                 window: int = ...) -> None: ...
     def handler(self, function: Handler) -> Handler: ...
     def run(self, count: int = ..., idle: Optional[Duration] = ...) -> str: ...
+    async def run_async(self, count: int = ..., idle: Optional[Duration] = ...) -> str: ...
     def stop(self) -> None: ...
     @property
     def stats(self) -> dict[str, Any]: ...

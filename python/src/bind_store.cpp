@@ -44,6 +44,21 @@ struct PyLoan {
     }
 };
 
+py::dict stats_dict(const StoreStats& s) {
+    py::dict d;
+    d["objects"] = s.objects;
+    d["table_entries"] = s.table_entries;
+    d["heap_used_bytes"] = s.heap_used_bytes;
+    d["heap_capacity_bytes"] = s.heap_capacity_bytes;
+    d["largest_free_extent"] = s.largest_free_extent;
+    d["max_object_bytes"] = s.max_object_bytes;
+    d["loans_active"] = s.loans_active;
+    d["pins_active"] = s.pins_active;
+    return d;
+}
+
+}  // namespace
+
 PutOptions put_options(bool if_absent, py::object if_version, py::object fence, py::object content_type,
                        py::object metadata, py::object ttl) {
     PutOptions o;
@@ -64,21 +79,6 @@ PutOptions put_options(bool if_absent, py::object if_version, py::object fence, 
     o.ttl = duration_or(ttl, "ttl", Duration::zero());
     return o;
 }
-
-py::dict stats_dict(const StoreStats& s) {
-    py::dict d;
-    d["objects"] = s.objects;
-    d["table_entries"] = s.table_entries;
-    d["heap_used_bytes"] = s.heap_used_bytes;
-    d["heap_capacity_bytes"] = s.heap_capacity_bytes;
-    d["largest_free_extent"] = s.largest_free_extent;
-    d["max_object_bytes"] = s.max_object_bytes;
-    d["loans_active"] = s.loans_active;
-    d["pins_active"] = s.pins_active;
-    return d;
-}
-
-}  // namespace
 
 void bind_store(py::module_& m) {
     py::class_<ObjectInfo>(m, "ObjectInfo", "What head() and Object.info say about a stored object.")

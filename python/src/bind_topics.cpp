@@ -6,9 +6,11 @@
 #include "common.h"
 #include "fabric_shm/clock.h"
 #include "fabric_shm/consumer.h"
+#include "fabric_shm/ingest.h"
 #include "fabric_shm/topic.h"
 #include "fabric_shm/waiter.h"
 #include "messages.h"
+#include "store.h"
 #include "topics.h"
 
 namespace fabric_shm::py_bind {
@@ -445,6 +447,66 @@ void bind_topics(py::module_& m) {
         .def("__exit__", [](PyProducer& p, py::args) {
             auto gone = without_gil(p.mutex, [&] { return std::move(p.producer); });
         });
+
+    m.def("put_and_notify",
+          [](py::object store, py::object producers, py::handle uri, py::handle data, bool if_absent,
+             py::object if_version, py::object fence, py::object content_type, py::object metadata, py::object ttl) {
+              std::vector<PyProducer*> ps;
+              if (py::isinstance<py::list>(producers) || py::isinstance<py::tuple>(producers)) {
+                  for (auto p : producers) ps.push_back(&p.cast<PyProducer&>());
+              } else {
+                  ps.push_back(&producers.cast<PyProducer&>());
+              }
+              PyStore& s = store.cast<PyStore&>();
+              const FabricUri u = to_uri(uri);
+              BytesArg bytes(data);
+              const PutOptions o = put_options(if_absent, if_version, fence, content_type, metadata, ttl);
+              MemObjectStore& ms = s.get();
+              std::vector<Producer*> raw;
+              for (PyProducer* p : ps) raw.push_back(&p->get());
+              // Every handle's lock, in one global (address) order so that two threads never wait
+              // on each other; the same producer twice is locked once.
+              std::vector<std::mutex*> locks{&s.mutex};
+              for (PyProducer* p : ps) locks.push_back(&p->mutex);
+              std::sort(locks.begin(), locks.end());
+              locks.erase(std::unique(locks.begin(), locks.end()), locks.end());
+              auto r = [&] {
+                  py::gil_scoped_release nogil;
+                  std::vector<std::unique_lock<std::mutex>> held;
+                  for (std::mutex* m : locks) held.emplace_back(*m);
+                  return put_and_notify(ms, raw, u, ByteView(bytes.span().data(), bytes.span().size()), o);
+              }();
+              IngestResult in = unwrap(std::move(r));
+              py::list sent;
+              std::optional<Error> first;
+              for (size_t i = 0; i < in.notified.size(); ++i) {
+                  if (in.notified[i]) {
+                      sent.append(py::cast(*in.notified[i]));
+                      continue;
+                  }
+                  if (in.notified[i].code() == Errc::interrupted) ps[i]->watch->rethrow_if_stopped();
+                  if (!first) first = in.notified[i].error();
+                  sent.append(py::cast(in.notified[i].error().message));
+              }
+              if (first) {
+                  py::dict extra;
+                  extra["version"] = in.version;
+                  extra["notified"] = sent;
+                  raise_with(*first, extra);
+              }
+              return py::make_tuple(in.version, sent);
+          },
+          py::arg("store"), py::arg("producers"), py::arg("uri"), py::arg("data"), py::kw_only(),
+          py::arg("if_absent") = false, py::arg("if_version") = py::none(), py::arg("fence") = py::none(),
+          py::arg("content_type") = py::none(), py::arg("metadata") = py::none(), py::arg("ttl") = py::none(),
+          "The recipe's ingest in one call (the library's put_and_notify): puts `data` under `uri` (put's "
+          "options), then sends the URI on each producer (one Producer or a list: fan-out), keyed by the "
+          "object's key so that the notifications of one object stay in order, with the headers "
+          "fabric-version and fabric-put-ts that fabric-shm-worker and fabric_shm.Worker read. Returns "
+          "(version, [SendResult per producer]). A failed put sends nothing and raises. A failed "
+          "notification does not stop the others; then the first failure is raised with .version (the "
+          "object stays stored: calling again is safe for workers) and .notified (a SendResult, or the "
+          "error message, per producer).");
 
     bind_consumer(m);
     bind_waiter(m);

@@ -1,7 +1,13 @@
 // SPDX-License-Identifier: MIT
 // Worker: the library's WorkerLoop (fenced results, version skip, retries, DLQ, heartbeats, lease
-// renewal) with a Python handler; JobCoordinator with its output stores.
+// renewal) with a Python handler; JobCoordinator with its output stores. One item at a time
+// runs WorkerLoop::run here; concurrency > 1 and `async def` handlers run the loop's
+// asynchronous form (_AsyncLoop below: acquire/complete/service/wait_fd) from the asyncio
+// driver in python/fabric_shm/_async_worker.py.
 #include <atomic>
+#include <chrono>
+#include <optional>
+#include <vector>
 
 #include "common.h"
 #include "fabric_shm/jobs.h"
@@ -27,24 +33,12 @@ struct PyWorkItem {
     py::object data;
     py::bytes key;
     const WorkItem* live = nullptr;  ///< set during the handler call only
+    /// Handed out by an _AsyncLoop: its driver heartbeats and renews (keep_alive is a no-op).
+    bool serviced_by_driver = false;
 };
 
-struct PyWorker : Guarded {
-    Pool pool;
-    WorkerConfig config;
-    py::object handler;
-    std::unique_ptr<WorkerLoop> loop;
-    std::unique_ptr<MemObjectStore> store;  ///< pins of large inputs handed to the handler
-    std::atomic<bool> stop_requested{false};
-    CallbackGate gate;
-    bool closed = false;
-    WorkerStats last_stats;  ///< of the last run()
-
-    Result<std::vector<uint8_t>> process(const WorkItem& item);
-    py::object data_of(const WorkItem& item);
-};
-
-py::object PyWorker::data_of(const WorkItem& item) {
+/// The bytes of `item` for the handler: a copy, or a view of a pin of our own through `store`.
+py::object data_of(const WorkItem& item, MemObjectStore* store) {
     auto copy = [&] {
         py::bytes b(reinterpret_cast<const char*>(item.data.data()), item.data.size());
         PyObject* mv = PyMemoryView_FromObject(b.ptr());
@@ -52,8 +46,9 @@ py::object PyWorker::data_of(const WorkItem& item) {
         return py::reinterpret_steal<py::object>(mv);
     };
     if (item.data.size() <= kCopyBelowBytes || !store || pins_held() >= pin_limit()) return copy();
-    // The loop's own pin ends with the call; a view the handler keeps must outlive it, so the view
-    // is of a pin of our own, of the very same version (same bytes: the loop's pin keeps them).
+    // The loop's own pin ends with the call (or the ticket); a view the handler keeps must
+    // outlive it, so the view is of a pin of our own, of the very same version (same bytes:
+    // the loop's pin keeps them).
     acquire_pin_slot(item.uri.to_string());
     auto pinned = store->pin(item.uri);
     if (!pinned || !pinned->has_value() || (*pinned)->info().version != item.version ||
@@ -66,17 +61,34 @@ py::object PyWorker::data_of(const WorkItem& item) {
     return memoryview_of(make_exporter(holder, bytes.data(), bytes.size(), true));
 }
 
+PyWorkItem work_item_of(const WorkItem& item, MemObjectStore* store, const WorkItem* live) {
+    return PyWorkItem{item.uri, std::string(item.topic), item.partition, item.offset, item.version, item.attempt,
+                      item.info ? *item.info : ObjectInfo{}, data_of(item, store),
+                      py::bytes(reinterpret_cast<const char*>(item.key.data()), item.key.size()), live,
+                      live == nullptr};
+}
+
+struct PyWorker : Guarded {
+    Pool pool;
+    WorkerConfig config;  ///< concurrency and window are used by the asynchronous form only
+    py::object handler;
+    std::unique_ptr<WorkerLoop> loop;
+    std::unique_ptr<MemObjectStore> store;  ///< pins of large inputs handed to the handler
+    std::atomic<bool> stop_requested{false};
+    CallbackGate gate;
+    bool closed = false;
+    WorkerStats last_stats;  ///< of the last run()
+
+    Result<std::vector<uint8_t>> process(const WorkItem& item);
+};
+
 Result<std::vector<uint8_t>> PyWorker::process(const WorkItem& item) {
     // A stop (Ctrl-C in the handler) leaves the item uncommitted without counting a failure:
     // stale_epoch is the loop's "not ours any more" answer, redelivered to the next owner.
     if (gate.stop) return make_error(Errc::stale_epoch, gate.stop_reason);
     std::vector<uint8_t> out;
     Status st = gate.call([&] {
-        py::object wi = py::cast(PyWorkItem{item.uri, std::string(item.topic), item.partition, item.offset,
-                                            item.version, item.attempt, item.info ? *item.info : ObjectInfo{},
-                                            data_of(item),
-                                            py::bytes(reinterpret_cast<const char*>(item.key.data()), item.key.size()),
-                                            &item});
+        py::object wi = py::cast(work_item_of(item, store.get(), &item));
         struct Unlive {
             py::object& o;
             ~Unlive() { o.cast<PyWorkItem&>().live = nullptr; }
@@ -93,6 +105,29 @@ Result<std::vector<uint8_t>> PyWorker::process(const WorkItem& item) {
     return out;
 }
 
+/// A ticket of an _AsyncLoop and the WorkItem its handler gets (built when it was handed out).
+struct PyTicket {
+    WorkTicket ticket;
+    py::object item;
+};
+
+/// WorkerLoop's asynchronous form for the asyncio driver (_async_worker.py): one driver thread
+/// (the event loop's) calls acquire/complete/fail/service; handlers run as tasks or in threads
+/// and only see their WorkItem. Every call releases the GIL around the library call.
+struct PyAsyncLoop : Guarded {
+    Pool pool;
+    std::unique_ptr<WorkerLoop> loop;
+    std::unique_ptr<MemObjectStore> store;  ///< pins of large inputs handed to handlers
+    std::vector<WorkTicket> tickets;        ///< acquire()'s buffer (its tickets move into PyTickets)
+    py::object owner;                       ///< the Worker: close() leaves the stats there
+    WorkerLoop& get() { return checked(loop, pool, "this worker loop"); }
+};
+
+WorkTicket take_ticket(PyTicket& t) {
+    if (!t.ticket.valid()) raise(Errc::invalid_argument, "this ticket was completed already");
+    return std::move(t.ticket);
+}
+
 py::dict stats_dict(const WorkerStats& s) {
     py::dict d;
     d["processed"] = s.processed;
@@ -103,6 +138,8 @@ py::dict stats_dict(const WorkerStats& s) {
     d["bytes_in"] = s.bytes_in;
     d["bytes_out"] = s.bytes_out;
     d["rebalances"] = s.rebalances;
+    d["superseded"] = s.superseded;
+    d["abandoned"] = s.abandoned;
     d["epoch"] = s.epoch;
     d["partitions"] = s.partitions;
     d["latency_p50_ns"] = s.latency.p50_ns;
@@ -141,6 +178,7 @@ void bind_worker(py::module_& m) {
         .def_readonly("key", &PyWorkItem::key, "The notification's key (b'' when unkeyed).")
         .def("keep_alive",
              [](PyWorkItem& w) {
+                 if (w.serviced_by_driver) return;  // the asynchronous driver heartbeats and renews for it
                  if (w.live == nullptr) raise(Errc::closed, "keep_alive: the handler call of this item has returned");
                  const WorkItem* item = w.live;
                  Status st;
@@ -150,8 +188,9 @@ void bind_worker(py::module_& m) {
                  }
                  unwrap(std::move(st));
              },
-             "Long handlers call this every ~100 ms: heartbeats the group and renews leases. An error (the "
-             "member was evicted, a lease ran out) means: abandon the item and re-raise it.")
+             "Long handlers of a one-at-a-time worker call this every ~100 ms: heartbeats the group and renews "
+             "leases. An error (the member was evicted, a lease ran out) means: abandon the item and re-raise it. "
+             "A no-op for items of a concurrent or async worker, whose driver does it while handlers run.")
         .def("__repr__", [](const PyWorkItem& w) {
             return "WorkItem('" + w.uri.to_string() + "', version=" + std::to_string(w.version) + ", attempt=" +
                    std::to_string(w.attempt) + ")";
@@ -167,15 +206,9 @@ void bind_worker(py::module_& m) {
                          const std::string& result_bucket, const std::string& result_key, bool shared_results,
                          const std::string& next_topic, const std::string& dlq_topic, uint32_t max_attempts,
                          py::object backoff_initial, py::object backoff_max, py::object session_timeout, uint32_t batch,
-                         uint32_t partitions_if_created) {
+                         uint32_t partitions_if_created, uint32_t window) {
                  check_pool_open(pool);
                  if (concurrency == 0) raise(Errc::invalid_argument, "concurrency 0: at least 1");
-                 if (concurrency > 1)
-                     raise(Errc::unsupported,
-                           "concurrency " + std::to_string(concurrency) +
-                               ": the Python Worker runs one item at a time for now (WorkerLoop::run); the "
-                               "library's asynchronous acquire/complete form (docs/api.md, section 6) is not "
-                               "bound yet. Run several Worker processes in the group instead.");
                  auto w = std::make_unique<PyWorker>();
                  w->pool = pool;
                  WorkerConfig& c = w->config;
@@ -201,6 +234,11 @@ void bind_worker(py::module_& m) {
                  c.session_timeout_ns = duration_ns_or(session_timeout, "session_timeout", c.session_timeout_ns);
                  c.batch = batch;
                  c.partitions_if_created = partitions_if_created;
+                 c.concurrency = concurrency;
+                 c.window = window;
+                 if (window == 0 || window > kMaxWorkWindow)
+                     raise(Errc::invalid_argument, "window " + std::to_string(window) + ": must be in [1, " +
+                                                       std::to_string(kMaxWorkWindow) + "]");
                  return w;
              }),
              py::arg("pool"), py::kw_only(), py::arg("topic"), py::arg("group"), py::arg("concurrency") = 1,
@@ -208,7 +246,12 @@ void bind_worker(py::module_& m) {
              py::arg("result_bucket") = "results", py::arg("result_key") = std::string(kDefaultResultKey),
              py::arg("shared_results") = false, py::arg("next_topic") = "", py::arg("dlq_topic") = "",
              py::arg("max_attempts") = 3, py::arg("backoff_initial") = py::none(), py::arg("backoff_max") = py::none(),
-             py::arg("session_timeout") = py::none(), py::arg("batch") = 16, py::arg("partitions_if_created") = 4)
+             py::arg("session_timeout") = py::none(), py::arg("batch") = 16, py::arg("partitions_if_created") = 4,
+             py::arg("window") = kMaxWorkWindow,
+             "concurrency: items in flight at once (> 1, or an `async def` handler, runs the asynchronous "
+             "driver: handlers as asyncio tasks, or plain functions in a thread pool of that size). order: "
+             "'key' (default: items with the same key complete in offset order) or 'none'. window: items of "
+             "one partition in flight past its committed offset (1..8).")
         .def("handler",
              [](PyWorker& w, py::function f) {
                  w.handler = f;
@@ -219,9 +262,13 @@ void bind_worker(py::module_& m) {
              "result). A fabric_shm.Error's code decides retry or dead letter (NotFound, InvalidArgument, "
              "Corrupt, ... go to the DLQ at once); any other exception is retried, then dead-lettered.")
         .def("run",
-             [](PyWorker& w, uint64_t count, py::object idle) {
+             [](py::object self, uint64_t count, py::object idle) -> py::object {
+                 PyWorker& w = self.cast<PyWorker&>();
                  check_not_closed(!w.closed, "this worker");
                  if (!w.handler) raise(Errc::invalid_argument, "run: no handler (decorate a function with @worker.handler)");
+                 py::module_ driver = py::module_::import("fabric_shm._async_worker");
+                 if (w.config.concurrency > 1 || driver.attr("is_async_handler")(w.handler).cast<bool>())
+                     return driver.attr("run")(self, count, idle);
                  w.config.count = count;
                  w.config.exit_when_idle_ns = duration_ns_or(idle, "idle", 0);
                  w.stop_requested = false;
@@ -243,15 +290,57 @@ void bind_worker(py::module_& m) {
                  });
                  w.gate.rethrow();
                  watch.rethrow_if_stopped();
-                 return std::string(exit_name(unwrap(std::move(result))));
+                 return py::str(exit_name(unwrap(std::move(result))));
              },
              py::arg("count") = 0, py::arg("idle") = py::none(),
              "Processes until stop() (from a handler or another thread), Ctrl-C (KeyboardInterrupt, after "
              "committing what was done), `count` messages or `idle` (timedelta or seconds) without one; then "
              "commits and leaves the group. Returns 'stopped', 'count_reached' or 'idle'. The GIL is released "
-             "except while the handler runs.")
+             "except while the handler runs. With concurrency > 1 or an `async def` handler it runs "
+             "run_async() in a new asyncio event loop (asyncio.run).")
+        .def("run_async",
+             [](py::object self, uint64_t count, py::object idle) {
+                 PyWorker& w = self.cast<PyWorker&>();
+                 check_not_closed(!w.closed, "this worker");
+                 if (!w.handler) raise(Errc::invalid_argument, "run_async: no handler (decorate a function with @worker.handler)");
+                 return py::module_::import("fabric_shm._async_worker").attr("run_async")(self, count, idle);
+             },
+             py::arg("count") = 0, py::arg("idle") = py::none(),
+             "Coroutine: run() inside a running asyncio event loop. Up to `concurrency` items in flight: an "
+             "`async def` handler is awaited by one of `concurrency` worker tasks, a plain function runs in a "
+             "thread pool. Results are "
+             "completed on the event loop's thread as handlers finish (any order; the committed offset is the "
+             "longest completed prefix), the group heartbeat and leases are serviced meanwhile. Cancelling it "
+             "(Ctrl-C under asyncio.run) cancels the handlers in flight; their items go to the next owner.")
+        .def("_open_async",
+             [](py::object self, uint64_t count, py::object idle) {
+                 PyWorker& w = self.cast<PyWorker&>();
+                 check_not_closed(!w.closed, "this worker");
+                 check_pool_open(w.pool);
+                 auto l = std::make_unique<PyAsyncLoop>();
+                 l->pool = w.pool;
+                 l->owner = self;
+                 WorkerConfig c = w.config;
+                 c.count = count;
+                 c.exit_when_idle_ns = duration_ns_or(idle, "idle", 0);
+                 w.stop_requested = false;  // a stop() ended the previous run, not this one
+                 Status st = without_gil(l->mutex, [&]() -> Status {
+                     FABRIC_TRY_ASSIGN(auto loop, WorkerLoop::open(l->pool, c));
+                     l->loop = std::make_unique<WorkerLoop>(std::move(loop));
+                     if (auto s = MemObjectStore::attach(l->pool, c.store)) l->store = std::move(s.value());
+                     return {};
+                 });
+                 unwrap(std::move(st));
+                 l->tickets.resize(c.concurrency);
+                 return l;
+             },
+             py::arg("count"), py::arg("idle"))
+        .def_property_readonly("_stop_requested", [](PyWorker& w) { return w.stop_requested.load() || w.closed; })
+        .def_property_readonly("_handler", [](PyWorker& w) { return w.handler; })
+        .def_property_readonly("_concurrency", [](PyWorker& w) { return w.config.concurrency; })
         .def("stop", [](PyWorker& w) { w.stop_requested = true; },
-             "Asks run() to return after the current item (from the handler or another thread).")
+             "Asks run() to return after the current item (from the handler or another thread); a concurrent "
+             "or async run finishes the items in flight first.")
         .def_property_readonly("stats", [](PyWorker& w) {
             // Under the lock: a run() in progress on another thread finishes first.
             return stats_dict(without_gil(w.mutex, [&] { return w.last_stats; }));
@@ -273,6 +362,88 @@ void bind_worker(py::module_& m) {
                 return std::move(w.loop);
             });
         });
+
+    py::class_<PyTicket>(m, "_Ticket", "One item handed out by _AsyncLoop.acquire, until complete() or fail().")
+        .def_readonly("item", &PyTicket::item)
+        .def_property_readonly("done", [](const PyTicket& t) { return !t.ticket.valid(); });
+
+    py::class_<PyAsyncLoop>(m, "_AsyncLoop",
+                            "WorkerLoop's asynchronous form (acquire/complete/service/wait_fd) for the asyncio "
+                            "driver of fabric_shm._async_worker: one thread calls it.")
+        .def("acquire",
+             [](PyAsyncLoop& l, size_t max) {
+                 WorkerLoop& loop = l.get();
+                 if (max > l.tickets.size()) max = l.tickets.size();
+                 const size_t n = unwrap(without_gil(l.mutex, [&] {
+                     return loop.acquire(std::span(l.tickets).first(max), std::chrono::nanoseconds(0));
+                 }));
+                 py::list out;
+                 for (size_t i = 0; i < n; ++i) {
+                     PyTicket t{std::move(l.tickets[i]), py::none()};
+                     t.item = py::cast(work_item_of(t.ticket.item(), l.store.get(), nullptr));
+                     out.append(py::cast(std::move(t)));
+                 }
+                 return out;
+             },
+             py::arg("max"), "Up to `max` tickets ready now (never waits).")
+        .def("complete",
+             [](PyAsyncLoop& l, PyTicket& t, py::handle result) {
+                 WorkerLoop& loop = l.get();
+                 std::optional<BytesArg> bytes;
+                 if (!result.is_none()) bytes.emplace(result, "handler result");  // TypeError: the ticket stays
+                 WorkTicket ticket = take_ticket(t);
+                 const std::span<const uint8_t> out = bytes ? bytes->span() : std::span<const uint8_t>{};
+                 unwrap(without_gil(l.mutex, [&] { return loop.complete(std::move(ticket), out); }));
+             },
+             py::arg("ticket"), py::arg("result"),
+             "Writes the result (bytes-like or None: empty), fenced; TypeError (ticket kept) for anything else.")
+        .def("fail",
+             [](PyAsyncLoop& l, PyTicket& t, py::handle exception) {
+                 WorkerLoop& loop = l.get();
+                 Error e = make_error(errc_of_exception(exception), describe_exception(exception));
+                 WorkTicket ticket = take_ticket(t);
+                 unwrap(without_gil(l.mutex, [&] { return loop.complete(std::move(ticket), e); }));
+             },
+             py::arg("ticket"), py::arg("exception"),
+             "The handler raised `exception`: a fabric_shm.Error's code decides retry or dead letter, any other "
+             "exception is io_error (retried, then dead-lettered).")
+        .def("service",
+             [](PyAsyncLoop& l) {
+                 WorkerLoop& loop = l.get();
+                 unwrap(without_gil(l.mutex, [&] { return loop.service(); }));
+             })
+        .def("wait_fd",
+             [](PyAsyncLoop& l) {
+                 WorkerLoop& loop = l.get();
+                 return unwrap(without_gil(l.mutex, [&] { return loop.wait_fd(); }));
+             })
+        .def_property_readonly("in_flight", [](PyAsyncLoop& l) { return l.loop ? l.loop->in_flight() : 0; })
+        .def_property_readonly("finished", [](PyAsyncLoop& l) { return l.loop ? l.loop->finished() : true; })
+        .def_property_readonly("stats", [](PyAsyncLoop& l) {
+            return stats_dict(without_gil(l.mutex, [&] { return l.loop ? l.loop->stats() : WorkerStats{}; }));
+        })
+        .def("close",
+             [](PyAsyncLoop& l) {
+                 // Commits what completed and leaves the group; tickets still out go to the next
+                 // owner. The stats stay readable through the Worker.
+                 WorkerStats stats;
+                 std::unique_ptr<WorkerLoop> gone;
+                 Status st = without_gil(l.mutex, [&] {
+                     Status s;
+                     if (l.loop) {
+                         s = l.loop->close();
+                         stats = l.loop->stats();
+                     }
+                     l.store.reset();
+                     gone = std::move(l.loop);
+                     return s;
+                 });
+                 if (!l.owner.is_none()) {
+                     PyWorker& w = l.owner.cast<PyWorker&>();
+                     without_gil(w.mutex, [&] { w.last_stats = stats; });
+                 }
+                 unwrap(std::move(st));
+             });
 
     py::class_<PyOutputs>(m, "_OutputStore");
     m.def("MemoryOutputStore", [] { return PyOutputs{std::make_shared<MemoryOutputStore>(), py::none()}; },

@@ -119,31 +119,35 @@ void bind_errors(py::module_& m) {
     });
 }
 
-Errc errc_of_exception(const py::error_already_set& e) {
-    if (g_error_base != nullptr && PyErr_GivenExceptionMatches(e.type().ptr(), g_error_base)) {
+Errc errc_of_exception(py::handle value) {
+    if (g_error_base != nullptr && PyObject_IsInstance(value.ptr(), g_error_base) == 1) {
         try {
-            const std::string code = py::str(e.value().attr("code"));
+            const std::string code = py::str(value.attr("code"));
             for (int i = 1; i < kErrcCount; ++i)
                 if (errc_name(Errc(i)) == code) return Errc(i);
         } catch (const py::error_already_set&) {
         }
     }
+    PyErr_Clear();  // PyObject_IsInstance may have failed (a broken __instancecheck__)
     return Errc::io_error;
 }
 
-std::string describe_exception(const py::error_already_set& e) {
+std::string describe_exception(py::handle value) {
     std::string type = "exception";
     try {
-        type = py::str(e.type().attr("__name__"));
+        type = py::str(py::type::handle_of(value).attr("__name__"));
     } catch (const py::error_already_set&) {
     }
     std::string text;
     try {
-        text = py::str(e.value());
+        text = py::str(value);
     } catch (const py::error_already_set&) {
     }
     return text.empty() ? type : type + ": " + text;
 }
+
+Errc errc_of_exception(const py::error_already_set& e) { return errc_of_exception(e.value()); }
+std::string describe_exception(const py::error_already_set& e) { return describe_exception(e.value()); }
 
 // ---- Arguments ----------------------------------------------------------------------------------
 

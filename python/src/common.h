@@ -58,6 +58,9 @@ void bind_errors(py::module_& m);
 Errc errc_of_exception(const py::error_already_set& e);
 /// "ValueError: bad input" (type and message, no traceback) for an error reason.
 std::string describe_exception(const py::error_already_set& e);
+/// The same two for an exception object (an asyncio task's or a future's exception()).
+Errc errc_of_exception(py::handle value);
+std::string describe_exception(py::handle value);
 
 // ---- Arguments ----------------------------------------------------------------------------------
 
@@ -185,6 +188,10 @@ struct CallbackGate {
             return make_error(errc_of_exception(e), describe_exception(e));
         } catch (const FabricError& e) {
             return e.error;
+        } catch (const py::builtin_exception& e) {
+            // pybind11's own conversions (a handler result that is not bytes-like: TypeError)
+            // are a bug of the callback like any other exception: retried, then dead-lettered.
+            return make_error(Errc::io_error, e.what());
         }
     }
     void rethrow() {

@@ -23,4 +23,8 @@ struct PinHolder {
     PinHolder& operator=(const PinHolder&) = delete;
 };
 
+/// The put options of `store.put()`'s keyword arguments (one condition at most).
+PutOptions put_options(bool if_absent, py::object if_version, py::object fence, py::object content_type,
+                       py::object metadata, py::object ttl);
+
 }  // namespace fabric_shm::py_bind

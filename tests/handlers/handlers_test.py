@@ -157,6 +157,29 @@ run(handle)
             if name != "poison":
                 self.assertEqual(self.result(name), data.upper())
         self.assertIsNone(self.result("poison"))
+        # Both crashes were counted in the pool (the worker's shard, folded into the totals at exit).
+        self.assertEqual(self.dump()["counters"]["worker_handler_restarts"], 2)
+
+    def dump(self):
+        out = subprocess.run([os.path.join(BUILD, "tools", "dump", "fabric-shm-dump"), "--pool", self.pool, "--json"],
+                             stdout=subprocess.PIPE, check=True, env=ENV)
+        return json.loads(out.stdout)
+
+    def test_a_handler_that_keeps_dying_is_restarted_with_backoff_and_the_dump_shows_it(self):
+        p = self.worker("exit 3", "--concurrency", "1", idle=None)
+
+        def restarts():
+            return [pr.get("handler_restarts", 0) for pr in self.dump()["processes"] if pr["pid"] == p.pid]
+        self.assertTrue(wait_for(lambda: restarts() and restarts()[0] >= 3), restarts())
+        text = subprocess.run([os.path.join(BUILD, "tools", "dump", "fabric-shm-dump"), "--pool", self.pool],
+                              stdout=subprocess.PIPE, text=True, check=True, env=ENV).stdout
+        self.assertRegex(text, r"handler restarts .*\n  pid %d \(fabric-shm-work[^)]*\): \d+ handler restart" % p.pid)
+        p.send_signal(signal.SIGTERM)
+        stats, err = self.finish(p)
+        # The backoff doubles while it keeps dying (50 ms, 100 ms, 200 ms, ...), and the log says so.
+        self.assertIn("exit status 3", err)
+        self.assertIn("restarting in 50.0ms (restart 1)", err)
+        self.assertIn("restarting in 100.0ms (restart 2)", err)
 
     def test_handler_that_hangs_is_killed_with_its_group_after_the_timeout_and_restarted(self):
         h = self.script("hang.py", """

@@ -38,3 +38,20 @@ def test_the_source_tree_imports_the_handler_helper_without_the_compiled_module(
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "fabric_shm._core is not importable" in out.stdout and "PYTHONPATH=build/python" in out.stdout
+
+
+def test_install_python_links_the_build_so_a_plain_python3_imports_it(tmp_path):
+    # What run-demo.sh does after the demo: a fabric_shm.pth naming the build's python/ directory
+    # in a site directory; a python3 without PYTHONPATH then imports the package from the build.
+    from conftest import SOURCE_DIR
+    site_dir = tmp_path / "site"
+    out = subprocess.run(["bash", str(SOURCE_DIR / "scripts" / "install-python.sh"), str(BUILD_DIR), "--site-dir",
+                          str(site_dir)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (site_dir / "fabric_shm.pth").read_text().strip() == str((BUILD_DIR / "python").resolve())
+    code = (f"import site; site.addsitedir({str(site_dir)!r})\n"  # what python3 does with its site-packages
+            "import fabric_shm; print(fabric_shm.__file__); print(fabric_shm.Pool.list is not None)")
+    check = subprocess.run([sys.executable, "-c", code], env={"PATH": os.environ["PATH"]}, capture_output=True,
+                           text=True, cwd=tmp_path)
+    assert check.returncode == 0, check.stderr
+    assert check.stdout.splitlines() == [str((BUILD_DIR / "python" / "fabric_shm" / "__init__.py").resolve()), "True"]

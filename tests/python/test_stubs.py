@@ -37,7 +37,7 @@ def test_every_method_and_property_of_a_class_is_stubbed():
         cls = getattr(_core, node.name)
         if issubclass(cls, BaseException):
             continue
-        members = {n.name for n in node.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+        members = {n.name for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
         members |= {n.target.id for n in node.body if isinstance(n, ast.AnnAssign)}
         runtime = {n for n in vars(cls) if not n.startswith("_")} | \
                   ({n for n in ("__enter__", "__exit__", "__len__", "__iter__", "__bytes__") if n in vars(cls)})

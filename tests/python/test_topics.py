@@ -52,6 +52,33 @@ def test_send_batch_returns_one_result_each_and_reports_what_was_sent(pool):
     assert [r.offset for r in info.value.sent] == [3]
 
 
+def test_put_and_notify_notifies_every_producer_even_after_one_fails(pool):
+    # Fan-out: a full topic (REJECT) first, a healthy one second. The object is stored once, the
+    # healthy topic is told of it, and the failure is raised with the version and each outcome.
+    make_topic(pool, "full", num_partitions=1, partition_capacity=4, on_full=fs.OnFull.REJECT)
+    make_topic(pool, "ok", num_partitions=2)
+    fs.TopicManager(pool).register_group("full", "slow")  # holds the ring: nothing is committed
+    full, ok = fs.Producer(pool, "full"), fs.Producer(pool, "ok")
+    for i in range(4):
+        full.send(b"filler %d" % i)
+    store = pool.store()
+    uri = f"fabric://{pool.name}/uploads/a.png"
+    with pytest.raises(fs.BackPressure) as info:
+        fs.put_and_notify(store, [full, ok], uri, b"png bytes")
+    assert info.value.version == 1 and isinstance(info.value.notified[0], str)
+    assert isinstance(info.value.notified[1], fs.SendResult)
+    assert store.get_bytes(uri) == b"png bytes"
+    version, sent = fs.put_and_notify(store, ok, uri, b"png bytes 2", metadata={"who": "test"})
+    assert version == 2 and len(sent) == 1 and store.head(uri).metadata["who"] == "test"
+    consumer = fs.Consumer(pool, "ok")
+    consumer.assign_all()
+    consumer.seek("earliest")
+    messages = sorted(consumer.poll(max=10, timeout=1), key=lambda m: m.header("fabric-version").tobytes())
+    assert [(m.value_str(), m.key_str(), m.header("fabric-version").tobytes()) for m in messages] == \
+        [(uri, "a.png", b"1"), (uri, "a.png", b"2")]  # keyed by the object's key: one partition, in order
+    assert int(bytes(messages[0].header("fabric-put-ts"))) > 0
+
+
 def test_message_views_never_dangle_across_polls(pool):
     make_topic(pool, num_partitions=1)
     producer = fs.Producer(pool, "t")

@@ -109,11 +109,13 @@ def test_large_inputs_reach_the_handler_without_a_copy_and_a_kept_view_stays_val
     assert store.stats()["pins_active"] == 0
 
 
-def test_concurrency_above_one_is_refused_until_it_is_bound(pool):
-    with pytest.raises(fs.Unsupported, match="not bound yet"):
-        fs.Worker(pool, topic="t", group="g", concurrency=8)
-    with pytest.raises(fs.InvalidArgument):
+def test_bad_concurrency_order_and_window_are_refused_naming_the_value(pool):
+    with pytest.raises(fs.InvalidArgument, match="concurrency 0"):
+        fs.Worker(pool, topic="t", group="g", concurrency=0)
+    with pytest.raises(fs.InvalidArgument, match="order 'random'"):
         fs.Worker(pool, topic="t", group="g", order="random")
+    with pytest.raises(fs.InvalidArgument, match=r"window 9: must be in \[1, 8\]"):
+        fs.Worker(pool, topic="t", group="g", window=9)
 
 
 def test_stop_from_the_handler_and_idle_exit(pool):

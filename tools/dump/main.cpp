@@ -339,8 +339,14 @@ Status dump_pool(const std::string& name, bool check, PoolDump& d) {
     cli::Table ptable({"SLOT", "TOKEN", "PID", "COMM", "STATE", "HEARTBEAT AGE", "TIMEOUT", "REGISTERED", "PID NS",
                        "CHILD GROUPS"});
     const uint64_t my_pidns = self_pidns();
+    std::string restarts_text;  // workers whose long-lived handlers keep dying
     for (const ProcessInfo& p : pool.registry().list(MonoClock::from_ns(now))) {
         procs.push_back(cli::process_json(p, now));
+        const uint64_t restarts = counter_of_slot(pool, p.slot, CounterId::worker_handler_restarts);
+        procs.back()["handler_restarts"] = restarts;
+        if (restarts != 0)
+            restarts_text += "  pid " + std::to_string(p.pid) + " (" + p.comm + "): " + std::to_string(restarts) +
+                             " handler restart(s) (its log says why: exit status, signal, stderr tail)\n";
         const bool alive = p.liveness == Liveness::maybe_alive;
         std::string state = p.claiming ? "claiming" : alive ? "alive" : "dead (" + p.dead_reason + ")";
         ptable.add({std::to_string(p.slot), std::to_string(p.token), std::to_string(p.pid), p.comm, state,
@@ -447,6 +453,7 @@ Status dump_pool(const std::string& name, bool check, PoolDump& d) {
          std::to_string(h["killed_child_groups"].get<uint64_t>()) + "\n";
     t += "processes (" + std::to_string(procs.size()) + "):\n";
     if (!ptable.empty()) ptable.render(t, "  ");
+    if (!restarts_text.empty()) t += "handler restarts (fabric-shm-worker --handler):\n" + restarts_text;
     t += "regions (" + std::to_string(regions.size()) + "):\n";
     if (!rtable.empty()) rtable.render(t, "  ");
     t += "counters:\n" + ctext + stext;

@@ -245,6 +245,7 @@ Status Pool::fail(Handler& h, const std::string& reason) {
     const size_t lost = h.in_flight.size();
     ++h.failures;
     ++h.restarts;
+    if (spec_.on_restart) spec_.on_restart();
     const uint64_t delay = std::min<uint64_t>(kRestartMaxNs, kRestartFirstNs << std::min<uint32_t>(h.failures - 1, 16));
     h.restart_at_ns = mono_now_ns() + delay;
     h.state = Handler::State::down;

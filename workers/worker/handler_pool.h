@@ -32,6 +32,9 @@ struct HandlerSpec {
     /// Records / forgets a handler's process group in the pool (child_groups.h), as --exec does.
     std::function<Status(pid_t pgid)> on_started;
     std::function<void(pid_t pgid)> on_finished;
+    /// A handler died (exit, crash, protocol error, timeout) and is restarted after a backoff:
+    /// the worker counts it in the pool (the dump shows it per process).
+    std::function<void()> on_restart;
     std::function<void(std::string_view)> log;
     /// Process groups of running handlers, for a signal handler that must kill them (a
     /// second interrupt): slot i holds handler i's group id or 0.

@@ -26,6 +26,7 @@
 #include "handler_pool.h"
 #include "fabric_shm/child_groups.h"
 #include "fabric_shm/clock.h"
+#include "fabric_shm/counters.h"
 #include "fabric_shm/pool.h"
 #include "fabric_shm/worker_loop.h"
 #include "tool_support.h"
@@ -388,6 +389,7 @@ int main(int argc, char** argv) {
             return st;
         };
         hs.on_finished = [children](pid_t pgid) { unregister_child_group(*children, pgid); };
+        hs.on_restart = [children] { count_event(*children, CounterId::worker_handler_restarts); };
         if (!r.count("quiet")) hs.log = [prefix](std::string_view line) { cli::stderr_line(prefix + std::string(line)); };
         ran = workers::run_handlers(*loop, hs, &g_stop);
     } else {
