@@ -328,3 +328,82 @@ TEST_CASE("async worker: a dead letter behind a message still in flight waits fo
     REQUIRE(dead.ok());
     CHECK(*dead == 1);
 }
+
+namespace {
+/// CPU time of the calling thread.
+std::chrono::nanoseconds thread_cpu() {
+    timespec ts{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
+}
+
+/// How often wait_fd reports readable (each answered by service(), as an event loop does)
+/// within `span`.
+int wait_fd_wakeups(WorkerLoop& loop, std::chrono::milliseconds span) {
+    auto fd = loop.wait_fd();
+    REQUIRE(fd.ok());
+    int wakeups = 0;
+    const auto end = std::chrono::steady_clock::now() + span;
+    while (std::chrono::steady_clock::now() < end) {
+        pollfd p{*fd, POLLIN, 0};
+        if (::poll(&p, 1, 10) == 1) {
+            ++wakeups;
+            REQUIRE(loop.service().ok());
+        }
+    }
+    return wakeups;
+}
+}  // namespace
+
+TEST_CASE("async worker: a dead letter or a due retry that must wait for a message in flight is waited for without spinning") {
+    Fixture f("async-idle-wait");
+    for (int i = 0; i < 2; ++i) f.upload("k" + std::to_string(i), "data");
+    WorkerConfig c = f.cfg("a", 2);
+    c.backoff_initial_ns = 50'000'000;
+    c.backoff_max_ns = 50'000'000;
+    auto loop = WorkerLoop::open(f.tp.pool, c);
+    REQUIRE(loop.ok());
+    auto first = acquire_n(*loop, 2);
+    REQUIRE(first.size() == 2);
+    // Offset 1 fails for good: its dead letter waits for offset 0, still in flight. A slot is
+    // free, but nothing may be handed out: acquire() must sleep out its timeout, not spin.
+    REQUIRE(loop->complete(std::move(first[1]), make_error(Errc::invalid_argument, "bad input")).ok());
+    std::vector<WorkTicket> buf(1);
+    const auto cpu_before = thread_cpu();
+    auto none = loop->acquire(buf, 300ms);
+    const auto cpu_used = thread_cpu() - cpu_before;
+    REQUIRE(none.ok());
+    CHECK(*none == 0);
+    CHECK_MESSAGE(cpu_used < 100ms, "acquire() used ", cpu_used.count() / 1'000'000, " ms of CPU in 300 ms");
+    // An event loop's view of the same state: wait_fd wakes for heartbeats (every 20-40 ms).
+    int wakeups = wait_fd_wakeups(*loop, 300ms);
+    CHECK_MESSAGE(wakeups < 60, wakeups, " wake-ups of wait_fd in 300 ms with a dead letter owed");
+
+    // A retry whose backoff ends while every slot is held: offset 2 fails once (50 ms backoff),
+    // offset 3 takes the free slot; from 50 ms on the retry is due but has no slot.
+    f.upload("k2", "data");
+    f.upload("k3", "data");
+    auto third = acquire_n(*loop, 1);
+    REQUIRE(third.size() == 1);
+    REQUIRE(third[0].item().offset == 2);
+    REQUIRE(loop->complete(std::move(third[0]), make_error(Errc::io_error, "flaky")).ok());
+    auto fourth = loop->acquire(buf, 0ms);
+    REQUIRE(fourth.ok());
+    REQUIRE(*fourth == 1);
+    REQUIRE(buf[0].item().offset == 3);
+    wakeups = wait_fd_wakeups(*loop, 300ms);
+    CHECK_MESSAGE(wakeups < 60, wakeups, " wake-ups of wait_fd in 300 ms with a due retry and no free slot");
+
+    // Offsets 0 and 3 complete: the dead letter goes out, offset 2 runs again, all commit.
+    REQUIRE(loop->complete(std::move(first[0]), upper(first[0])).ok());
+    REQUIRE(loop->complete(std::move(buf[0]), upper(buf[0])).ok());
+    auto again = acquire_n(*loop, 1);
+    REQUIRE(again.size() == 1);
+    CHECK(again[0].item().offset == 2);
+    CHECK(again[0].item().attempt == 2);
+    REQUIRE(loop->complete(std::move(again[0]), upper(again[0])).ok());
+    REQUIRE(loop->service().ok());
+    CHECK(loop->stats().dead_lettered == 1);
+    CHECK(f.committed() == 4);
+    CHECK(f.result_text("k2") == "DATA");
+}

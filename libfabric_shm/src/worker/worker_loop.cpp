@@ -317,7 +317,8 @@ struct WorkerLoop::Impl {
     Status poll_into_rings(uint64_t timeout_ns);
     Result<size_t> hand_out_ready(std::span<WorkTicket> tickets, bool* more);
     Result<bool> hand_out(uint32_t p, uint32_t i, WorkTicket& ticket);
-    bool eligible(Part& part, uint32_t i, uint64_t now) ;
+    bool eligible(Part& part, uint32_t i, uint64_t now);
+    uint64_t next_backoff_end(uint64_t now) const;
     struct Failure {
         std::string reason;
         bool permanent = false;
@@ -593,6 +594,22 @@ bool WorkerLoop::Impl::eligible(Part& part, uint32_t i, uint64_t now) {
             if (e.state != Slot::State::done && e.key == s.key) return false;
         }
     return true;
+}
+
+// The soonest instant after `now` at which a slot's backoff ends (UINT64_MAX: none). Only a
+// backoff still running makes a slot eligible by time alone. A retry slot whose time has come
+// but that still waits (a dead letter for the front, a same-key predecessor, the previous
+// owner's window, no capacity) becomes eligible through a completion or a commit, and those
+// signal readiness themselves: waking for it by the clock would re-arm a timer in the past,
+// i.e. spin a CPU for as long as the thing it waits for runs.
+uint64_t WorkerLoop::Impl::next_backoff_end(uint64_t now) const {
+    uint64_t soonest = UINT64_MAX;
+    for (const Part& part : parts)
+        for (uint32_t i = 0; part.owned && i < part.count; ++i) {
+            const Slot& s = part.ring[(part.head + i) % kMaxWorkWindow];
+            if (s.state == Slot::State::retry && s.retry_at_ns > now) soonest = std::min(soonest, s.retry_at_ns);
+        }
+    return soonest;
 }
 
 Result<size_t> WorkerLoop::Impl::hand_out_ready(std::span<WorkTicket> tickets, bool* more) {
@@ -1049,12 +1066,7 @@ Status WorkerLoop::Impl::update_wait_fd(bool more_ready) {
         waiter_in_set = false;
     }
     const uint64_t now = mono_now_ns();
-    uint64_t due = last_keep_alive_ns + kKeepAliveEveryNs * 2;
-    for (const Part& part : parts)
-        for (uint32_t i = 0; part.owned && i < part.count; ++i) {
-            const Slot& s = part.ring[(part.head + i) % kMaxWorkWindow];
-            if (s.state == Slot::State::retry) due = std::min(due, s.retry_at_ns);
-        }
+    const uint64_t due = std::min(last_keep_alive_ns + kKeepAliveEveryNs * 2, next_backoff_end(now));
     if (due != timer_due_ns || due <= now) {
         timer_due_ns = due;
         const uint64_t rel = due > now ? due - now : 1000;
@@ -1228,12 +1240,8 @@ Result<size_t> WorkerLoop::acquire(std::span<WorkTicket> tickets, std::chrono::n
         if (now >= deadline) break;
         uint64_t wait = std::min(deadline - now, kPollTimeoutNs);
         wait = std::min(wait, im.last_keep_alive_ns + kKeepAliveEveryNs * 2 - std::min(now, im.last_keep_alive_ns + kKeepAliveEveryNs * 2) + 1000);
-        for (const Part& part : im.parts)
-            for (uint32_t i = 0; part.owned && i < part.count; ++i) {
-                const Slot& s = part.ring[(part.head + i) % kMaxWorkWindow];
-                if (s.state == Slot::State::retry) wait = std::min(wait, s.retry_at_ns > now ? s.retry_at_ns - now : 0);
-            }
-        if (wait == 0) continue;
+        const uint64_t backoff_end = im.next_backoff_end(now);
+        if (backoff_end != UINT64_MAX) wait = std::min(wait, backoff_end - now);
         if (Status st = im.poll_into_rings(wait); !st) return im.fatal(std::move(st).error());
     }
     if (Status st = im.update_wait_fd(more); !st) return im.fatal(std::move(st).error());
