@@ -40,6 +40,17 @@
 #include "harness/bench.h"
 #include "harness/procs.h"
 
+// Under `valgrind --tool=callgrind`, the per-step cost breakdown dumps the counters after each
+// step (one dump per step and round, named after the step): instructions per step and object
+// without a PMU (scripts/profile-steps.sh). Outside valgrind the request is a few no-op
+// instructions per 4096 objects.
+#if __has_include(<valgrind/callgrind.h>)
+#include <valgrind/callgrind.h>
+#define FABRIC_BENCH_STEP_DUMP(name) CALLGRIND_DUMP_STATS_AT(name)
+#else
+#define FABRIC_BENCH_STEP_DUMP(name) ((void)(name))
+#endif
+
 namespace fabric_shm::bench {
 namespace {
 
@@ -370,10 +381,13 @@ bool cost_breakdown(Context& ctx, Pool& pool, MemObjectStore& store, const std::
     for (int round = 0; round < rounds; ++round) {
         uint64_t t[kSteps + 1];
         t[0] = now_ns();
+        FABRIC_BENCH_STEP_DUMP("round start");
         for (uint64_t i = 0; i < kN; ++i) failures += store.put(in[i], object) ? 0 : 1;
         t[1] = now_ns();
+        FABRIC_BENCH_STEP_DUMP(names[0]);
         for (uint64_t i = 0; i < kN; ++i) failures += prod->send(texts[i]) ? 0 : 1;
         t[2] = now_ns();
+        FABRIC_BENCH_STEP_DUMP(names[1]);
         for (uint64_t got = 0; got < kN;) {
             auto n = cons->poll(batch, 16, Duration::zero());
             if (!n) return std::fprintf(stderr, "pipeline: cost poll: %s\n", n.error().message.c_str()), false;
@@ -381,30 +395,36 @@ bool cost_breakdown(Context& ctx, Pool& pool, MemObjectStore& store, const std::
             failures += cons->commit() ? 0 : 1;
         }
         t[3] = now_ns();
+        FABRIC_BENCH_STEP_DUMP(names[2]);
         for (uint64_t i = 0; i < kN; ++i) {
             auto u = FabricUri::parse(texts[i]);
             do_not_optimize(u);
         }
         t[4] = now_ns();
+        FABRIC_BENCH_STEP_DUMP(names[3]);
         for (uint64_t i = 0; i < kN; ++i) {
             auto p = store.pin(in[i]);
             failures += (p && p->has_value()) ? 0 : 1;
         }
         t[5] = now_ns();
+        FABRIC_BENCH_STEP_DUMP(names[4]);
         for (uint64_t i = 0; i < kN; ++i) {
             uint32_t c = crc32(object.data(), object.size());
             do_not_optimize(c);
         }
         t[6] = now_ns();
+        FABRIC_BENCH_STEP_DUMP(names[5]);
         for (uint64_t i = 0; i < kN; ++i) {
             auto u = FabricUri::make(pool_name, "results", in[i].key());
             do_not_optimize(u);
         }
         t[7] = now_ns();
+        FABRIC_BENCH_STEP_DUMP(names[6]);
         const uint32_t crc = 0x12345678;
         for (uint64_t i = 0; i < kN; ++i)
             failures += store.put(out[i], std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&crc), 4)) ? 0 : 1;
         t[8] = now_ns();
+        FABRIC_BENCH_STEP_DUMP(names[7]);
         for (int s = 0; s < kSteps; ++s) best[s] = std::min(best[s], double(t[s + 1] - t[s]));
     }
     (void)mgr.remove("cost");
