@@ -32,11 +32,15 @@ std::string_view counter_name(CounterId id) noexcept {
 
 uint64_t counter_total(const Pool& pool, CounterId id) noexcept {
     const uint32_t cell = uint32_t(id);
-    if (cell >= layout::kCounterCells) return 0;
-    uint64_t total = detail::pool_header(pool).retired_counters[cell].load(std::memory_order_relaxed);
+    if (cell >= layout::kCounterSharedCells) return 0;
+    const layout::PoolHeader& h = detail::pool_header(pool);
+    // Retirers fold both halves of a shard into retired_counters[cell] (registry.cpp).
+    uint64_t total = h.retired_counters[cell].load(std::memory_order_relaxed) +
+                     h.retired_counters[layout::kCounterSharedCells + cell].load(std::memory_order_relaxed);
     const auto* slots = reinterpret_cast<const layout::ProcessSlot*>(detail::pool_base(pool) + layout::kRegistryOffset);
     for (uint32_t i = 0; i < layout::kRegistrySlots; ++i)
-        total += slots[i].counters[cell].load(std::memory_order_relaxed);
+        total += slots[i].counters[cell].load(std::memory_order_relaxed) +
+                 slots[i].counters[layout::kCounterSharedCells + cell].load(std::memory_order_relaxed);
     return total;
 }
 
