@@ -165,10 +165,12 @@ namespace {
 
 using namespace fabric_shm;
 
+#if defined(HOT_PATH_COUNTS_SYSCALLS)
 bool under_valgrind() {
     const char* preload = std::getenv("LD_PRELOAD");
     return preload && std::strstr(preload, "vgpreload");
 }
+#endif
 
 /// What the forked child reports.
 struct HotPathReport {
