@@ -40,6 +40,17 @@
 #include "harness/bench.h"
 #include "harness/procs.h"
 
+// Under `valgrind --tool=callgrind`, the per-step cost breakdown dumps the counters after each
+// step (one dump per step and round, named after the step): instructions per step and object
+// without a PMU (scripts/profile-steps.sh). Outside valgrind the request is a few no-op
+// instructions per 4096 objects.
+#if __has_include(<valgrind/callgrind.h>)
+#include <valgrind/callgrind.h>
+#define FABRIC_BENCH_STEP_DUMP(name) CALLGRIND_DUMP_STATS_AT(name)
+#else
+#define FABRIC_BENCH_STEP_DUMP(name) ((void)(name))
+#endif
+
 namespace fabric_shm::bench {
 namespace {
 
@@ -113,6 +124,7 @@ int group_worker_main(const PipelineRun& r, PipelineShared& sh, int w) {
     auto gc = GroupConsumer::open(*pool, r.topic, "workers", member, go);
     if (!gc) return fail(sh, "worker: join", gc.error()), 1;
     MessageBatch batch;
+    std::string result_text;  // the result URI's text, reused: no allocation per object
     std::vector<uint64_t> sched(64);
     uint64_t handled = 0, cpu0 = 0;
     bool measuring = false;
@@ -123,7 +135,7 @@ int group_worker_main(const PipelineRun& r, PipelineShared& sh, int w) {
         if (*n == 0) continue;
         size_t timed = 0;
         for (const Message& m : batch) {
-            auto uri = FabricUri::parse(m.value_str());
+            auto uri = FabricUriView::parse(m.value_str());  // a view of the notification: no copy
             if (!uri) return fail(sh, "worker: notification", uri.error()), 1;
             auto pinned = (*store)->pin(*uri);
             if (!pinned || !pinned->has_value()) {
@@ -138,7 +150,7 @@ int group_worker_main(const PipelineRun& r, PipelineShared& sh, int w) {
                 sh.failures.fetch_add(1);
             }
             const Stamp st = read_stamp(view.bytes());
-            auto result_uri = FabricUri::make(r.pool, r.result_bucket, uri->key());
+            auto result_uri = FabricUriView::format(result_text, r.pool, r.result_bucket, uri->key());
             if (!result_uri) return fail(sh, "worker: result uri", result_uri.error()), 1;
             auto put = (*store)->put(*result_uri,
                                      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&crc), sizeof crc));
@@ -345,6 +357,14 @@ bool cost_breakdown(Context& ctx, Pool& pool, MemObjectStore& store, const std::
         out.push_back(FabricUri::make(pool_name, "cost-out", "obj-" + std::to_string(k)).value());
         texts.push_back(in.back().to_string());
     }
+    // The worker's calls take views (FabricUriView::parse of the notification, ::format of
+    // the result URI into a reused string): what the pipeline's worker does.
+    std::vector<FabricUriView> in_views, out_views;
+    for (uint64_t k = 0; k < kN; ++k) {
+        in_views.push_back(FabricUriView::parse(texts[k]).value());
+        out_views.push_back(out[k].view());
+    }
+    std::string result_text;
     std::vector<uint8_t> object(size);
     for (uint64_t i = 0; i < size; ++i) object[i] = uint8_t(i * 131 + 7);
     TopicManager mgr(pool);
@@ -361,8 +381,8 @@ bool cost_breakdown(Context& ctx, Pool& pool, MemObjectStore& store, const std::
     if (!prod || !cons || !cons->assign_all()) return std::fprintf(stderr, "pipeline: cost: open failed\n"), false;
     MessageBatch batch;
     const char* names[] = {"producer: put (copy in, CRC, publish)", "producer: send URI notification",
-                           "worker: poll 16 + commit", "worker: parse URI", "worker: pin + unpin",
-                           "worker: crc32 of the object", "worker: make result URI", "worker: put 4-byte result"};
+                           "worker: poll 16 + commit", "worker: parse URI (view)", "worker: pin + unpin",
+                           "worker: crc32 of the object", "worker: format result URI (view)", "worker: put 4-byte result"};
     constexpr int kSteps = 8;
     double best[kSteps];
     std::fill(best, best + kSteps, 1e18);
@@ -370,10 +390,13 @@ bool cost_breakdown(Context& ctx, Pool& pool, MemObjectStore& store, const std::
     for (int round = 0; round < rounds; ++round) {
         uint64_t t[kSteps + 1];
         t[0] = now_ns();
+        FABRIC_BENCH_STEP_DUMP("round start");
         for (uint64_t i = 0; i < kN; ++i) failures += store.put(in[i], object) ? 0 : 1;
         t[1] = now_ns();
+        FABRIC_BENCH_STEP_DUMP(names[0]);
         for (uint64_t i = 0; i < kN; ++i) failures += prod->send(texts[i]) ? 0 : 1;
         t[2] = now_ns();
+        FABRIC_BENCH_STEP_DUMP(names[1]);
         for (uint64_t got = 0; got < kN;) {
             auto n = cons->poll(batch, 16, Duration::zero());
             if (!n) return std::fprintf(stderr, "pipeline: cost poll: %s\n", n.error().message.c_str()), false;
@@ -381,30 +404,36 @@ bool cost_breakdown(Context& ctx, Pool& pool, MemObjectStore& store, const std::
             failures += cons->commit() ? 0 : 1;
         }
         t[3] = now_ns();
+        FABRIC_BENCH_STEP_DUMP(names[2]);
         for (uint64_t i = 0; i < kN; ++i) {
-            auto u = FabricUri::parse(texts[i]);
+            auto u = FabricUriView::parse(texts[i]);
             do_not_optimize(u);
         }
         t[4] = now_ns();
+        FABRIC_BENCH_STEP_DUMP(names[3]);
         for (uint64_t i = 0; i < kN; ++i) {
-            auto p = store.pin(in[i]);
+            auto p = store.pin(in_views[i]);
             failures += (p && p->has_value()) ? 0 : 1;
         }
         t[5] = now_ns();
+        FABRIC_BENCH_STEP_DUMP(names[4]);
         for (uint64_t i = 0; i < kN; ++i) {
             uint32_t c = crc32(object.data(), object.size());
             do_not_optimize(c);
         }
         t[6] = now_ns();
+        FABRIC_BENCH_STEP_DUMP(names[5]);
         for (uint64_t i = 0; i < kN; ++i) {
-            auto u = FabricUri::make(pool_name, "results", in[i].key());
+            auto u = FabricUriView::format(result_text, pool_name, "results", in[i].key());
             do_not_optimize(u);
         }
         t[7] = now_ns();
+        FABRIC_BENCH_STEP_DUMP(names[6]);
         const uint32_t crc = 0x12345678;
         for (uint64_t i = 0; i < kN; ++i)
-            failures += store.put(out[i], std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&crc), 4)) ? 0 : 1;
+            failures += store.put(out_views[i], std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&crc), 4)) ? 0 : 1;
         t[8] = now_ns();
+        FABRIC_BENCH_STEP_DUMP(names[7]);
         for (int s = 0; s < kSteps; ++s) best[s] = std::min(best[s], double(t[s + 1] - t[s]));
     }
     (void)mgr.remove("cost");

@@ -35,18 +35,25 @@ void count_event(const Pool& pool, CounterId id, uint64_t n) noexcept { detail::
 
 uint64_t counter_of_slot(const Pool& pool, uint32_t slot, CounterId id) noexcept {
     const uint32_t cell = uint32_t(id);
-    if (cell >= layout::kCounterCells || slot >= layout::kRegistrySlots) return 0;
+    if (cell >= layout::kCounterSharedCells || slot >= layout::kRegistrySlots) return 0;
     const auto* slots = reinterpret_cast<const layout::ProcessSlot*>(detail::pool_base(pool) + layout::kRegistryOffset);
-    return slots[slot].counters[cell].load(std::memory_order_relaxed);  // a statistic: relaxed, like the owner's adds
+    // Both halves of the shard: the counting thread's cell and the other threads' (layout 7).
+    // A statistic: relaxed, like the owner's stores and adds.
+    return slots[slot].counters[cell].load(std::memory_order_relaxed) +
+           slots[slot].counters[layout::kCounterSharedCells + cell].load(std::memory_order_relaxed);
 }
 
 uint64_t counter_total(const Pool& pool, CounterId id) noexcept {
     const uint32_t cell = uint32_t(id);
-    if (cell >= layout::kCounterCells) return 0;
-    uint64_t total = detail::pool_header(pool).retired_counters[cell].load(std::memory_order_relaxed);
+    if (cell >= layout::kCounterSharedCells) return 0;
+    const layout::PoolHeader& h = detail::pool_header(pool);
+    // Retirers fold both halves of a shard into retired_counters[cell] (registry.cpp).
+    uint64_t total = h.retired_counters[cell].load(std::memory_order_relaxed) +
+                     h.retired_counters[layout::kCounterSharedCells + cell].load(std::memory_order_relaxed);
     const auto* slots = reinterpret_cast<const layout::ProcessSlot*>(detail::pool_base(pool) + layout::kRegistryOffset);
     for (uint32_t i = 0; i < layout::kRegistrySlots; ++i)
-        total += slots[i].counters[cell].load(std::memory_order_relaxed);
+        total += slots[i].counters[cell].load(std::memory_order_relaxed) +
+                 slots[i].counters[layout::kCounterSharedCells + cell].load(std::memory_order_relaxed);
     return total;
 }
 

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "fabric_shm/names.h"
 
+#include <array>
 #include <cstdlib>
 #include <string>
 
@@ -21,10 +22,20 @@ std::string printable(std::string_view s) {
     if (s.size() > 80) out += "...";
     return out;
 }
+/// [A-Za-z0-9._-]: one table load per character (names are checked on every URI parse).
+constexpr std::array<bool, 256> kNameChar = [] {
+    std::array<bool, 256> t{};
+    for (int c = 0; c < 256; ++c)
+        t[size_t(c)] = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                       c == '_' || c == '-';
+    return t;
+}();
 }  // namespace
 
 Status validate_name(std::string_view what, std::string_view name) {
-    const std::string rule = " (rule: 1-64 characters of [A-Za-z0-9._-], not starting with '.' or '-')";
+    // A literal, not a std::string: the rule is only spelled out in errors, and a name checked
+    // per message (every URI parse) must not cost an allocation.
+    constexpr const char* rule = " (rule: 1-64 characters of [A-Za-z0-9._-], not starting with '.' or '-')";
     if (name.empty()) return make_error(Errc::invalid_name, "empty " + std::string(what) + " name" + rule);
     if (name.size() > kMaxNameLength)
         return make_error(Errc::invalid_name, std::string(what) + " name '" + printable(name) + "' is " +
@@ -33,9 +44,7 @@ Status validate_name(std::string_view what, std::string_view name) {
         return make_error(Errc::invalid_name,
                           std::string(what) + " name '" + printable(name) + "' starts with '" + name[0] + "'" + rule);
     for (unsigned char c : name) {
-        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-                        c == '_' || c == '-';
-        if (!ok)
+        if (!kNameChar[c])
             return make_error(Errc::invalid_name, std::string(what) + " name '" + printable(name) +
                                                       "' contains a character outside the rule" + rule);
     }

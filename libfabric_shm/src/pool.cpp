@@ -5,6 +5,7 @@
 #include "fabric_shm/pool.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -200,9 +201,35 @@ Status Pool::heartbeat(MonoTime now) const {
 }
 
 namespace detail {
+namespace {
+/// The thread of this process that owns the single-writer half of its counter shards: the
+/// first thread that counts (0: none yet). Compared with pthread_self() (no TLS lookup on the
+/// hot path). A forked child inherits the value, but only the forking thread runs there, so
+/// there is still at most one writer; a thread that later reuses the id of an exited owner
+/// simply continues as the one writer.
+std::atomic<pthread_t> g_counting_thread{};
+static_assert(std::atomic<pthread_t>::is_always_lock_free, "compared on every count");
+bool counting_thread() noexcept {
+    const pthread_t me = pthread_self();
+    pthread_t owner = g_counting_thread.load(std::memory_order_relaxed);  // relaxed: picks a writer only
+    if (owner == me) return true;
+    if (owner != pthread_t{}) return false;
+    return g_counting_thread.compare_exchange_strong(owner, me, std::memory_order_relaxed);
+}
+}  // namespace
+
 void count(const Pool& pool, CounterId id, uint64_t n) noexcept {
-    if (auto* slot = PoolAccess::impl(pool).my_slot(); slot && uint32_t(id) < kCounterCells)
-        slot->counters[uint32_t(id)].fetch_add(n, std::memory_order_relaxed);  // own shard: no cross-core bounce
+    static_assert(uint32_t(CounterId::count_) <= kCounterSharedCells, "each counter has a cell in both halves");
+    auto* slot = PoolAccess::impl(pool).my_slot();
+    if (!slot || uint32_t(id) >= kCounterSharedCells) return;
+    if (counting_thread()) {
+        // One writer (this thread) while the process lives; readers and the retirer's fold
+        // (after the process is gone, or at its own exit) are relaxed. No locked instruction.
+        std::atomic<uint64_t>& c = slot->counters[uint32_t(id)];
+        c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+    } else {
+        slot->counters[kCounterSharedCells + uint32_t(id)].fetch_add(n, std::memory_order_relaxed);
+    }
 }
 }  // namespace detail
 

@@ -69,6 +69,8 @@ public:
     ~MemObjectStore() override;
 
     Result<uint64_t> put(const FabricUri& uri, ByteView data, const PutOptions& options = {}) override;
+    /// put() of a URI view (FabricUriView::parse of a notification: no copy of the URI).
+    Result<uint64_t> put(const FabricUriView& uri, ByteView data, const PutOptions& options = {});
     Result<std::optional<ObjectData>> get(const FabricUri& uri) override;
     Result<std::optional<ObjectInfo>> head(const FabricUri& uri) override;
     Result<bool> remove(const FabricUri& uri, const RemoveOptions& options = {}) override;
@@ -81,6 +83,7 @@ public:
     Result<uint64_t> commit(ObjectLoan&& loan, const FabricUri& uri, const PutOptions& options = {});
     /// nullopt when absent.
     Result<std::optional<PinnedView>> pin(const FabricUri& uri);
+    Result<std::optional<PinnedView>> pin(const FabricUriView& uri);
 
     StoreStats stats() const;
     /// Lease ids of the store's regions (register them with a RenewalManager).

@@ -2,6 +2,7 @@
 // fabric://POOL/BUCKET/KEY: the address of an object, and the payload of a notification.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -12,6 +13,40 @@ namespace fabric_shm {
 /// Longest key accepted. A full URI ("fabric://" + 64 + "/" + 64 + "/" + 256 = 395 bytes) then
 /// fits a default 512-byte topic slot with room for the envelope and a version header.
 constexpr size_t kMaxKeyLength = 256;
+
+class FabricUri;
+
+/// A validated fabric://POOL/BUCKET/KEY that refers to characters it does not own: the bytes
+/// of a notification, a FabricUri, or a buffer the caller reuses. parse() applies exactly
+/// FabricUri::parse's rules but copies nothing and allocates nothing, so a worker can turn each
+/// notification into a store call without touching the heap. Valid only while the text lives.
+class FabricUriView {
+public:
+    FabricUriView() = default;
+    /// Same rules and error messages as FabricUri::parse.
+    static Result<FabricUriView> parse(std::string_view text);
+    /// Writes "fabric://pool/bucket/key" into `buffer` (reusing its capacity: no allocation once
+    /// it is large enough) and returns a view of it, validated as make() does. The view is valid
+    /// until `buffer` changes.
+    static Result<FabricUriView> format(std::string& buffer, std::string_view pool, std::string_view bucket,
+                                        std::string_view key);
+
+    std::string_view pool() const { return pool_; }
+    std::string_view bucket() const { return bucket_; }
+    std::string_view key() const { return key_; }
+    /// "fabric://pool/bucket/key" (allocates: for messages, not the hot path).
+    std::string to_string() const;
+    /// An owning copy.
+    FabricUri to_uri() const;
+
+private:
+    friend class FabricUri;
+    /// Validates the parts; `text` only names the URI in an error. Allocates only on error.
+    static Status check(std::string_view text, std::string_view pool, std::string_view bucket, std::string_view key);
+    static FabricUriView parse_parts_unchecked(std::string_view pool, std::string_view bucket, std::string_view key);
+    static Result<FabricUriView> split(std::string_view text);
+    std::string_view pool_, bucket_, key_;
+};
 
 class FabricUri {
 public:
@@ -28,12 +63,13 @@ public:
     std::string to_string() const;
     /// "bucket/key": the store's internal key within one pool.
     std::string object_key() const;
+    /// A view of this URI (valid while it lives), for the calls that take one.
+    FabricUriView view() const;
 
     friend bool operator==(const FabricUri&, const FabricUri&) = default;
 
 private:
-    static Result<FabricUri> make_checked(std::string_view text, std::string_view pool, std::string_view bucket,
-                                          std::string_view key);
+    friend class FabricUriView;
     std::string pool_, bucket_, key_;
 };
 

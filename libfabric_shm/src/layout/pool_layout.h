@@ -23,7 +23,7 @@
 namespace fabric_shm::layout {
 
 constexpr uint64_t kPoolMagic = 0x4853434952424146ULL;  ///< "FABRICSH" in little-endian bytes
-constexpr uint16_t kLayoutMajor = 6;  ///< differs: refuse (VersionMismatch); 2: fence eras (PoolHeader::fence_floor, GroupSlot::era); 3: topic waiter bits and table (mq/topic_layout.h); 4: registry word namespace bit, store slot generations and fenced stripe locks; 5: child process groups per registration (ProcessSlot::child_groups, killed by the retirer), GroupSlot result-bucket record; 6: per-offset attempt window per group partition (GroupPartition::attempt_window)
+constexpr uint16_t kLayoutMajor = 7;  ///< differs: refuse (VersionMismatch); 2: fence eras (PoolHeader::fence_floor, GroupSlot::era); 3: topic waiter bits and table (mq/topic_layout.h); 4: registry word namespace bit, store slot generations and fenced stripe locks; 5: child process groups per registration (ProcessSlot::child_groups, killed by the retirer), GroupSlot result-bucket record; 6: per-offset attempt window per group partition (GroupPartition::attempt_window); 7: counter shards split into a single-writer half and a shared half (kCounterSharedCells)
 constexpr uint16_t kLayoutMinor = 3;  ///< higher minor: compatible additions (1: metrics region kind, layout/metrics_layout.h; 2: bridge region kind; 3: counter worker_handler_restarts)
 constexpr uint64_t kPageSize = 4096;
 constexpr uint64_t kCacheLine = 64;
@@ -31,6 +31,10 @@ constexpr uint64_t kCacheLine = 64;
 constexpr uint32_t kRegistrySlots = 256;
 constexpr uint32_t kDirectoryEntries = 1024;
 constexpr uint32_t kCounterCells = 64;
+/// A counter's value in a process shard is cells[id] + cells[kCounterSharedCells + id]: the
+/// first half has one writer (the process's counting thread: relaxed load + store, no locked
+/// instruction on the hot path), the second half takes every other thread's fetch_add.
+constexpr uint32_t kCounterSharedCells = kCounterCells / 2;
 constexpr uint32_t kAttachWords = kDirectoryEntries / 64;
 constexpr uint32_t kRegionNameBytes = 96;
 constexpr uint32_t kChildGroupSlots = 32;  ///< process groups one registration may record (child_groups.h)
@@ -106,7 +110,7 @@ struct alignas(kCacheLine) ProcessSlot {
     std::atomic<uint64_t> comm[2];       ///< claimant: process name, 16 bytes NUL-padded
     uint64_t reserved0[8];
     std::atomic<uint64_t> attached[kAttachWords];  ///< owner: bit e = "I hold a handle to region entry e" (seq_cst)
-    std::atomic<uint64_t> counters[kCounterCells]; ///< owner: per-process counter shard (CounterId), relaxed
+    std::atomic<uint64_t> counters[kCounterCells]; ///< owner: per-process counter shard, relaxed; [id] the counting thread's (load + store), [kCounterSharedCells + id] other threads' (fetch_add)
     /// Process groups this registration started (an --exec command, a long-lived handler), so
     /// that they do not outlive it: entry = child_group_word(leader start time, pgid), 0 = free.
     /// The owner CASes 0 -> entry when the group exists (before its leader may run the user's

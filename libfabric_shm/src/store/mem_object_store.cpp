@@ -62,7 +62,52 @@ struct PinnedView::Impl {
     OwnerToken owner = 0;
     std::span<const uint8_t> bytes;
     ObjectInfo info;
+    // A worker pins and drops one view per message: the view's state is recycled per thread
+    // instead of costing a heap allocation each time.
+    static void* operator new(size_t n);
+    static void operator delete(void* p, size_t n) noexcept;
 };
+
+namespace {
+/// Freed PinnedView::Impl blocks of this thread, reused by its next pins. Plain data, so the hot
+/// path pays one TLS lookup and no initialisation guard; the blocks are freed at thread exit by
+/// PinImplReaper, armed the first time a block is kept.
+struct PinImplCache {
+    static constexpr int kMax = 8;
+    void* blocks[kMax];
+    int n;
+    bool armed, gone;  ///< reaper registered; reaper ran (the thread is exiting: free directly)
+};
+thread_local PinImplCache t_pin_impls;  // zero-initialised
+struct PinImplReaper {
+    volatile bool used = false;
+    ~PinImplReaper() {
+        PinImplCache& c = t_pin_impls;
+        while (c.n > 0) ::operator delete(c.blocks[--c.n]);
+        c.gone = true;
+    }
+};
+thread_local PinImplReaper t_pin_reaper;
+}  // namespace
+
+void* PinnedView::Impl::operator new(size_t n) {
+    PinImplCache& c = t_pin_impls;
+    if (n == sizeof(Impl) && c.n > 0) return c.blocks[--c.n];
+    return ::operator new(n);
+}
+
+void PinnedView::Impl::operator delete(void* p, size_t n) noexcept {
+    PinImplCache& c = t_pin_impls;
+    if (p && n == sizeof(Impl) && !c.gone && c.n < PinImplCache::kMax) {
+        if (!c.armed) {
+            c.armed = true;
+            t_pin_reaper.used = true;  // first use constructs it: its destructor runs at this thread's exit
+        }
+        c.blocks[c.n++] = p;
+        return;
+    }
+    ::operator delete(p);
+}
 
 // ---- ObjectLoan / PinnedView ----------------------------------------------------------------
 
@@ -237,12 +282,13 @@ Result<std::unique_ptr<MemObjectStore>> MemObjectStore::attach(const Pool& pool,
 
 namespace {
 
-Status check_uri_pool(const StoreShared& s, const FabricUri& uri) {
+Status check_uri_pool(const StoreShared& s, const FabricUriView& uri) {
     if (uri.pool() != s.pool->name())
-        return make_error(Errc::invalid_argument, "URI " + uri.to_string() + " names pool '" + uri.pool() +
+        return make_error(Errc::invalid_argument, "URI " + uri.to_string() + " names pool '" + std::string(uri.pool()) +
                                                       "', but this store is in pool '" + s.pool->name() + "'");
     return {};
 }
+Status check_uri_pool(const StoreShared& s, const FabricUri& uri) { return check_uri_pool(s, uri.view()); }
 
 /// Validates content type and metadata; returns the encoded metadata length.
 Result<uint64_t> check_options(const PutOptions& o) {
@@ -303,13 +349,18 @@ Error too_large(uint64_t size, uint64_t max) {
 }  // namespace
 
 Result<uint64_t> MemObjectStore::put(const FabricUri& uri, ByteView data, const PutOptions& options) {
+    return put(uri.view(), data, options);
+}
+
+Result<uint64_t> MemObjectStore::put(const FabricUriView& uri, ByteView data, const PutOptions& options) {
     StoreShared& s = *impl_->s;
     StoreCore& core = *s.core;
     FABRIC_TRY(check_uri_pool(s, uri));
     const OwnerToken me = s.pool->self();
     if (me == 0) return make_error(Errc::permission_denied, "put: pool '" + s.pool->name() + "' is open read-only");
-    auto key = detail::make_store_key(uri);
-    if (!key) return std::move(key).error();
+    detail::StoreKey skey;
+    FABRIC_TRY(detail::fill_store_key(uri, skey));
+    detail::StoreKey* const key = &skey;
     auto meta_len = check_options(options);
     if (!meta_len) return std::move(meta_len).error();
     if (data.size() > core.max_object_bytes()) return too_large(data.size(), core.max_object_bytes());
@@ -481,14 +532,17 @@ Result<uint64_t> MemObjectStore::commit(ObjectLoan&& loan, const FabricUri& uri,
     return v;
 }
 
-Result<std::optional<PinnedView>> MemObjectStore::pin(const FabricUri& uri) {
+Result<std::optional<PinnedView>> MemObjectStore::pin(const FabricUri& uri) { return pin(uri.view()); }
+
+Result<std::optional<PinnedView>> MemObjectStore::pin(const FabricUriView& uri) {
     StoreShared& s = *impl_->s;
     StoreCore& core = *s.core;
     FABRIC_TRY(check_uri_pool(s, uri));
     const OwnerToken me = s.pool->self();
     if (me == 0) return make_error(Errc::permission_denied, "pin: pool '" + s.pool->name() + "' is open read-only");
-    auto key = detail::make_store_key(uri);
-    if (!key) return std::move(key).error();
+    detail::StoreKey skey;
+    FABRIC_TRY(detail::fill_store_key(uri, skey));
+    detail::StoreKey* const key = &skey;
     FABRIC_TRY(s.check_leases());
     s.count(CounterId::store_gets, 1);
     for (int attempt = 0; attempt < 10000; ++attempt) {

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 
 #include "fabric_shm/clock.h"
@@ -173,8 +174,7 @@ uint64_t hash_store_key(const char* p, size_t n) noexcept {
     return h;
 }
 
-Result<StoreKey> make_store_key(const FabricUri& uri) {
-    StoreKey k;
+Status fill_store_key(const FabricUriView& uri, StoreKey& k) {
     const size_t n = uri.bucket().size() + 1 + uri.key().size();
     if (uri.bucket().empty() || uri.key().empty() || n > kMaxStoreKey)
         return make_error(Errc::invalid_uri, "invalid URI '" + uri.to_string() + "': bucket/key of " +
@@ -185,6 +185,12 @@ Result<StoreKey> make_store_key(const FabricUri& uri) {
     std::memcpy(k.bytes + uri.bucket().size() + 1, uri.key().data(), uri.key().size());
     k.len = uint32_t(n);
     k.hash = hash_store_key(k.bytes, n);
+    return {};
+}
+
+Result<StoreKey> make_store_key(const FabricUriView& uri) {
+    StoreKey k;
+    FABRIC_TRY(fill_store_key(uri, k));
     return k;
 }
 
@@ -325,7 +331,15 @@ Result<uint32_t> StoreCore::alloc(uint64_t bytes, OwnerToken me, uint64_t* word_
                               std::to_string(sb_bytes_) + " bytes for a block of " + std::to_string(bytes) +
                               " bytes (heap capacity " + std::to_string(heap_bytes()) + " bytes; raise with --heap-size)");
     }
+    // The class from the size (compute_classes: four steps per power of two from 128), then the
+    // table's own check (at most one step): no walk over the class table per allocation.
     uint32_t cls = 0;
+    if (bytes > class_sizes_[0]) {
+        const uint32_t group = uint32_t(std::bit_width(bytes - 1)) - 8;  // 128 << group < bytes <= 256 << group
+        const uint64_t step = uint64_t(32) << group;
+        cls = std::min<uint32_t>(4 * group + uint32_t((bytes + step - 1) / step) - 4, class_count_);
+        while (cls > 0 && class_sizes_[cls - 1] >= bytes) --cls;
+    }
     while (cls < class_count_ && class_sizes_[cls] < bytes) ++cls;
     const uint64_t nb = sb_bytes_ / class_sizes_[cls];
     // Fast path: the class's current superblock.

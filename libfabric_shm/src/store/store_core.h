@@ -38,7 +38,10 @@ struct StoreKey {
     uint64_t hash = 0;
     std::string_view view() const { return {bytes, len}; }
 };
-Result<StoreKey> make_store_key(const FabricUri& uri);
+Result<StoreKey> make_store_key(const FabricUriView& uri);
+/// make_store_key into the caller's key (no copy of the key through a Result: the hot paths).
+Status fill_store_key(const FabricUriView& uri, StoreKey& key);
+inline Result<StoreKey> make_store_key(const FabricUri& uri) { return make_store_key(uri.view()); }
 uint64_t hash_store_key(const char* p, size_t n) noexcept;
 
 /// Where a block lives in the heap.

@@ -55,7 +55,8 @@ Status validate_key(std::string_view uri_text, std::string_view key) {
 
 }  // namespace
 
-Result<FabricUri> FabricUri::parse(std::string_view text) {
+/// The parts of "fabric://pool/bucket/key" in `text`, or the error naming what is missing.
+Result<FabricUriView> FabricUriView::split(std::string_view text) {
     if (text.substr(0, kScheme.size()) != kScheme) {
         const size_t colon = text.find("://");
         if (colon != std::string_view::npos)
@@ -67,28 +68,83 @@ Result<FabricUri> FabricUri::parse(std::string_view text) {
     if (s1 == std::string_view::npos) return uri_error(text, "missing bucket and key (expected fabric://POOL/BUCKET/KEY)");
     const size_t s2 = rest.find('/', s1 + 1);
     if (s2 == std::string_view::npos) return uri_error(text, "missing key (expected fabric://POOL/BUCKET/KEY)");
-    return make_checked(text, rest.substr(0, s1), rest.substr(s1 + 1, s2 - s1 - 1), rest.substr(s2 + 1));
+    return parse_parts_unchecked(rest.substr(0, s1), rest.substr(s1 + 1, s2 - s1 - 1), rest.substr(s2 + 1));
 }
 
-Result<FabricUri> FabricUri::make(std::string_view pool, std::string_view bucket, std::string_view key) {
-    const std::string text = std::string(kScheme) + std::string(pool) + "/" + std::string(bucket) + "/" + std::string(key);
-    return make_checked(text, pool, bucket, key);
-}
-
-Result<FabricUri> FabricUri::make_checked(std::string_view text, std::string_view pool, std::string_view bucket,
-                                          std::string_view key) {
+Status FabricUriView::check(std::string_view text, std::string_view pool, std::string_view bucket, std::string_view key) {
     if (auto st = validate_name("pool", pool); !st) return uri_error(text, st.error().message);
     if (auto st = validate_name("bucket", bucket); !st) return uri_error(text, st.error().message);
-    if (auto st = validate_key(text, key); !st) return std::move(st).error();
+    return validate_key(text, key);
+}
+
+FabricUriView FabricUriView::parse_parts_unchecked(std::string_view pool, std::string_view bucket,
+                                                   std::string_view key) {
+    FabricUriView v;
+    v.pool_ = pool;
+    v.bucket_ = bucket;
+    v.key_ = key;
+    return v;
+}
+
+Result<FabricUriView> FabricUriView::parse(std::string_view text) {
+    auto v = split(text);
+    if (!v) return v;
+    FABRIC_TRY(check(text, v->pool_, v->bucket_, v->key_));
+    return v;
+}
+
+Result<FabricUriView> FabricUriView::format(std::string& buffer, std::string_view pool, std::string_view bucket,
+                                            std::string_view key) {
+    buffer.assign(kScheme);
+    buffer.append(pool);
+    buffer.push_back('/');
+    buffer.append(bucket);
+    buffer.push_back('/');
+    buffer.append(key);
+    const std::string_view text = buffer;
+    const size_t at_bucket = kScheme.size() + pool.size() + 1;
+    FabricUriView v = parse_parts_unchecked(text.substr(kScheme.size(), pool.size()), text.substr(at_bucket, bucket.size()),
+                                            text.substr(at_bucket + bucket.size() + 1));
+    // The parts as given (not re-split at '/'): a '/' inside a pool or bucket name is refused
+    // by the name rule, as make() refuses it.
+    FABRIC_TRY(check(text, v.pool_, v.bucket_, v.key_));
+    return v;
+}
+
+std::string FabricUriView::to_string() const {
+    std::string out;
+    out.reserve(kScheme.size() + pool_.size() + bucket_.size() + key_.size() + 2);
+    out.append(kScheme).append(pool_).append("/").append(bucket_).append("/").append(key_);
+    return out;
+}
+
+FabricUri FabricUriView::to_uri() const {
     FabricUri uri;
-    uri.pool_ = std::string(pool);
-    uri.bucket_ = std::string(bucket);
-    uri.key_ = std::string(key);
+    uri.pool_ = std::string(pool_);
+    uri.bucket_ = std::string(bucket_);
+    uri.key_ = std::string(key_);
     return uri;
 }
 
-std::string FabricUri::to_string() const { return std::string(kScheme) + pool_ + "/" + bucket_ + "/" + key_; }
+Result<FabricUri> FabricUri::parse(std::string_view text) {
+    auto v = FabricUriView::parse(text);
+    if (!v) return std::move(v).error();
+    return v->to_uri();
+}
+
+Result<FabricUri> FabricUri::make(std::string_view pool, std::string_view bucket, std::string_view key) {
+    // The text is built only to name the URI in an error.
+    if (!FabricUriView::check({}, pool, bucket, key)) {
+        const std::string text = std::string(kScheme) + std::string(pool) + "/" + std::string(bucket) + "/" + std::string(key);
+        FABRIC_TRY(FabricUriView::check(text, pool, bucket, key));
+    }
+    return FabricUriView::parse_parts_unchecked(pool, bucket, key).to_uri();
+}
+
+std::string FabricUri::to_string() const { return view().to_string(); }
 
 std::string FabricUri::object_key() const { return bucket_ + "/" + key_; }
+
+FabricUriView FabricUri::view() const { return FabricUriView::parse_parts_unchecked(pool_, bucket_, key_); }
 
 }  // namespace fabric_shm

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# Instructions per object for each step of the recipe's pipeline, counted by callgrind (this VM
+# has no PMU, so `perf stat -e instructions` is "not supported"). Runs the pipeline scenario's
+# one-process cost breakdown (1 KiB objects, 4096 per step and round) under
+# `valgrind --tool=callgrind`; the bench dumps the counters after every step
+# (bench/scenario_pipeline.cpp, FABRIC_BENCH_STEP_DUMP), and this script prints, per step, the
+# fewest instructions per object over the rounds. Deterministic (no timing), so it compares
+# builds on a loaded machine. Usage: scripts/profile-steps.sh [BUILD_DIR] [OUT_DIR]
+#   BUILD_DIR  default build (must have the bench: -Dbench=true, the default)
+#   OUT_DIR    where callgrind's files go (default: a temporary directory, removed)
+# Needs valgrind (scripts/install-deps.sh valgrind).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+build="${1:-build}"
+out="${2:-}"
+bench="$build/bench/fabric-shm-bench"
+[ -x "$bench" ] || { echo "profile-steps: $bench not built (ninja -C $build bench/fabric-shm-bench)" >&2; exit 2; }
+command -v valgrind >/dev/null || bash scripts/install-deps.sh valgrind
+cleanup=""
+if [ -z "$out" ]; then
+    out=$(mktemp -d)
+    cleanup="$out"
+fi
+trap '[ -n "$cleanup" ] && rm -rf "$cleanup"' EXIT
+mkdir -p "$out"
+# --collect-systime=no and no cache simulation: instruction counts only (Ir).
+valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out.%p" \
+    "$bench" pipeline --sizes 1K --configs none --quick --out "$out/cost.json" >"$out/valgrind.log" 2>&1 || {
+    tail -20 "$out/valgrind.log" >&2
+    exit 1
+}
+python3 - "$out" <<'EOF'
+import glob, os, re, sys
+out = sys.argv[1]
+best = {}
+order = []
+for f in sorted(glob.glob(os.path.join(out, "callgrind.out.*"))):
+    trigger = total = None
+    with open(f, errors="replace") as fh:
+        for line in fh:
+            if line.startswith("desc: Trigger:"):
+                m = re.search(r"Client Request: (.*)$", line.strip())
+                trigger = m.group(1) if m else None
+            elif line.startswith("summary:") or line.startswith("totals:"):
+                total = int(line.split()[1])
+    if not trigger or total is None or trigger == "round start":
+        continue
+    if trigger not in best:
+        order.append(trigger)
+        best[trigger] = total
+    best[trigger] = min(best[trigger], total)
+if not best:
+    sys.exit("profile-steps: no step dumps found (was the bench built with valgrind/callgrind.h?)")
+n = 4096
+print("| step | instructions per object |")
+print("|---|---:|")
+s = 0
+for t in order:
+    print(f"| {t} | {best[t] / n:.0f} |")
+    s += best[t] / n
+print(f"| sum | {s:.0f} |")
+EOF
