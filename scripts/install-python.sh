@@ -18,7 +18,10 @@ dir=build
 site_dir=""
 while [ "$#" -gt 0 ]; do
     case "$1" in
-        --site-dir) site_dir="$2"; shift 2 ;;
+        --site-dir)
+            [ "$#" -ge 2 ] && [ -n "$2" ] || { echo "install-python: --site-dir needs a directory (--site-dir SITE)" >&2; exit 1; }
+            site_dir="$2"; shift 2 ;;
+        -*) echo "install-python: unknown option $1 (usage: install-python.sh [DIR] [--site-dir SITE])" >&2; exit 1 ;;
         *) dir="$1"; shift ;;
     esac
 done
@@ -39,7 +42,15 @@ if [ "${#targets[@]}" -eq 0 ]; then
     exit 1
 fi
 ninja -C "$dir" -j "$(nproc)" "${targets[@]}"
-core=$(ls "$dir"/python/fabric_shm/_core*.so)
+shopt -s nullglob
+cores=("$dir"/python/fabric_shm/_core*.so)
+shopt -u nullglob
+if [ "${#cores[@]}" -ne 1 ]; then
+    echo "install-python: expected one extension $dir/python/fabric_shm/_core*.so, found ${#cores[@]}:" \
+        "${cores[*]:-none} (a stale one from another Python version? remove it and rebuild)" >&2
+    exit 1
+fi
+core=${cores[0]}
 suffix=${core#"$dir"/python/fabric_shm/_core}
 
 write_pth() {  # write_pth SITE_DIR
@@ -53,6 +64,7 @@ if [ -n "$site_dir" ]; then
     exit 0
 fi
 declare -A seen=()
+written=0
 for py in /usr/bin/python3 "$(command -v python3 || true)"; do
     [ -x "$py" ] || continue
     real=$(readlink -f "$py")
@@ -69,4 +81,10 @@ for py in /usr/bin/python3 "$(command -v python3 || true)"; do
     fi
     write_pth "$target"
     (cd / && "$py" -c 'import fabric_shm; fabric_shm.Pool') || { echo "install-python: $py still cannot import fabric_shm" >&2; exit 1; }
+    written=$((written + 1))
 done
+if [ "$written" -eq 0 ]; then
+    echo "install-python: no python3 here can load $core (extension suffix $suffix); nothing was installed." \
+        "Reconfigure the build for this interpreter, or name a site directory with --site-dir" >&2
+    exit 1
+fi

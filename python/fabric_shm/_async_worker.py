@@ -20,10 +20,19 @@ event loop on the calling thread.
   is watched with ``add_reader``; ``service()`` (group heartbeat, lease renewal, commits,
   rebalances) runs whenever it is readable and at least every 50 ms, also while every slot is
   busy with a slow handler.
+  While no slot is free the fd is not watched (after a rebalance it can stay readable for items
+  the driver cannot take yet, which would spin the event loop); the 50 ms timer services it.
+- A handler's outcome is an attempt: a result that cannot be written (not bytes-like, a str that
+  is not UTF-8 encodable), any exception, an ``asyncio.CancelledError`` the handler raised
+  without its task being cancelled, or a coroutine returned by a plain function fails the
+  attempt (retried, then dead-lettered). Only library errors (lease expired, fenced, ...) and
+  SystemExit / KeyboardInterrupt end the run.
 - Stopping (``worker.stop()``, ``count``, ``idle``) takes no new items and waits for the ones in
   flight. Cancellation (Ctrl-C under ``asyncio.run``: KeyboardInterrupt) cancels the handlers in
-  flight instead; their items go uncompleted to the next owner (the pool counted the attempt).
-  Either way the loop commits what completed and leaves the group before returning.
+  flight instead; their items go uncompleted to the next owner (the pool counted the attempt);
+  a handler that swallows the cancellation ends its worker task all the same. Either way the
+  loop commits what completed and leaves the group before returning, also when a second
+  Ctrl-C interrupts the wait for the cancelled handlers.
 """
 
 import asyncio
@@ -32,6 +41,8 @@ import inspect
 import queue
 import threading
 import time
+
+from ._core import Error as _FabricError
 
 _SERVICE_EVERY_S = 0.05  # the group heartbeat runs every 20 ms inside the library; leases are renewed far less often
 
@@ -77,6 +88,7 @@ class _Driver:
         self.jobs = queue.SimpleQueue()
         self.finished = collections.deque()
         self.finished_signalled = False
+        self.closing = False  # set before the worker tasks are cancelled: a CancelledError is then ours
         self.over = False
 
     def _wake(self):
@@ -92,10 +104,18 @@ class _Driver:
             if not failed:
                 try:
                     self.loop.complete(ticket, outcome)
-                except TypeError as e:  # the result is not bytes-like: a bug of the handler, retried
+                except _FabricError:
+                    raise
+                except Exception as e:
+                    # Not bytes-like, a str with lone surrogates (UnicodeEncodeError), ...: a bug of
+                    # the handler, retried then dead-lettered like any exception it raises. The
+                    # result is converted before the ticket is taken, so the ticket is still valid.
                     self.loop.fail(ticket, e)
             elif isinstance(outcome, Exception):
                 self.loop.fail(ticket, outcome)
+            elif isinstance(outcome, asyncio.CancelledError):  # raised by the handler itself (see _work)
+                self.loop.fail(ticket, RuntimeError(
+                    "the handler raised CancelledError without being cancelled (something it waited for was)"))
             else:  # SystemExit, KeyboardInterrupt: stop; the item stays uncompleted for the next owner
                 self.interrupt = outcome
                 return
@@ -112,6 +132,10 @@ class _Driver:
                 return
             try:
                 outcome, failed = handler(ticket.item), False
+                if inspect.isawaitable(outcome):  # an async handler in disguise: it would never run
+                    if inspect.iscoroutine(outcome):
+                        outcome.close()  # no "coroutine was never awaited" warning on top
+                    outcome, failed = TypeError("handler returned a coroutine: declare it async def"), True
             except BaseException as e:
                 outcome, failed = e, True
             self.finished.append((ticket, outcome, failed))  # before the flag: see _collect
@@ -144,14 +168,19 @@ class _Driver:
             try:
                 outcome = await self.handler(ticket.item)
                 failed = False
-            except asyncio.CancelledError:
-                raise  # shutdown: the ticket is dropped with self.current
+            except asyncio.CancelledError as e:
+                if self.closing:
+                    raise  # shutdown: the ticket is dropped with self.current
+                outcome, failed = e, True  # the handler's own (it awaited something cancelled): an attempt
             except BaseException as e:
                 outcome, failed = e, True
             del self.current[me]
+            if self.over:  # the run ended while this handler ran on (a second Ctrl-C): the ticket is dropped
+                return
             self._settle(ticket, outcome, failed)
             self._wake()
-            if self.fatal is not None or self.interrupt is not None:
+            # closing: cancelled, but the handler swallowed the CancelledError and returned
+            if self.fatal is not None or self.interrupt is not None or self.closing:
                 return
 
     async def _sleep(self, timeout):
@@ -167,60 +196,78 @@ class _Driver:
         self.aio = asyncio.get_running_loop()
         self.loop = loop = self.worker._open_async(count, idle)
         workers, threads = [], []
-        if self.is_async:
-            workers = [self.aio.create_task(self._work()) for _ in range(self.concurrency)]
-        else:
-            # Daemon threads: a handler stuck at exit (after Ctrl-C) does not hold the process.
-            threads = [threading.Thread(target=self._thread_main, name=f"fabric-shm-handler-{i}", daemon=True)
-                       for i in range(self.concurrency)]
-            for t in threads:
-                t.start()
-        fd = loop.wait_fd()
-        self.aio.add_reader(fd, self._on_fd)
-        watching = True
-        last_service = time.monotonic()
+        fd = None
+        watching = False
         try:
-            while True:
-                if self.fatal is not None:
-                    raise self.fatal
-                if self.interrupt is not None:
-                    raise self.interrupt
-                stopping = self.worker._stop_requested or loop.finished
-                if stopping:
-                    if self.outstanding == 0:
-                        break
-                    if watching:  # no new items: the fd would keep announcing them
-                        self.aio.remove_reader(fd)
-                        watching = False
-                now = time.monotonic()
-                if self.fd_ready or now - last_service >= _SERVICE_EVERY_S:
-                    self.fd_ready = False
-                    last_service = now
-                    loop.service()
-                free = self.concurrency - self.outstanding
-                if not stopping and free > 0:
-                    tickets = loop.acquire(free)
-                    if tickets:
-                        self.outstanding += len(tickets)
-                        if self.is_async:
-                            self.queue.extend(tickets)
-                            for _ in range(min(len(tickets), len(self.idle))):
-                                fut = self.idle.popleft()
-                                if not fut.done():
-                                    fut.set_result(None)
-                        else:
-                            for ticket in tickets:
-                                self.jobs.put(ticket)
-                        await asyncio.sleep(0)  # let the workers take them before looking again
-                        continue
-                await self._sleep(max(0.0, _SERVICE_EVERY_S - (time.monotonic() - last_service)))
+            try:
+                if self.is_async:
+                    workers = [self.aio.create_task(self._work()) for _ in range(self.concurrency)]
+                else:
+                    # Daemon threads: a handler stuck at exit (after Ctrl-C) does not hold the process.
+                    for i in range(self.concurrency):
+                        t = threading.Thread(target=self._thread_main, name=f"fabric-shm-handler-{i}", daemon=True)
+                        t.start()
+                        threads.append(t)
+                fd = loop.wait_fd()
+                self.aio.add_reader(fd, self._on_fd)
+                watching = True
+                last_service = time.monotonic()
+                while True:
+                    if self.fatal is not None:
+                        raise self.fatal
+                    if self.interrupt is not None:
+                        raise self.interrupt
+                    stopping = self.worker._stop_requested or loop.finished
+                    if stopping:
+                        if self.outstanding == 0:
+                            break
+                        if watching:  # no new items: the fd would keep announcing them
+                            self.aio.remove_reader(fd)
+                            watching = False
+                    now = time.monotonic()
+                    if self.fd_ready or now - last_service >= _SERVICE_EVERY_S:
+                        if self.fd_ready and watching and self.outstanding >= self.concurrency:
+                            # Readable while no slot is free: after a rebalance the library hands
+                            # items out again that our stale tickets still hold a slot for. Watched,
+                            # the fd would wake the loop continuously until those handlers finish;
+                            # the timer services the loop meanwhile, and a freed slot watches again.
+                            self.aio.remove_reader(fd)
+                            watching = False
+                        self.fd_ready = False
+                        last_service = now
+                        loop.service()
+                    free = self.concurrency - self.outstanding
+                    if not stopping and free > 0:
+                        if not watching:
+                            self.aio.add_reader(fd, self._on_fd)
+                            watching = True
+                        tickets = loop.acquire(free)
+                        if tickets:
+                            self.outstanding += len(tickets)
+                            if self.is_async:
+                                self.queue.extend(tickets)
+                                for _ in range(min(len(tickets), len(self.idle))):
+                                    fut = self.idle.popleft()
+                                    if not fut.done():
+                                        fut.set_result(None)
+                            else:
+                                for ticket in tickets:
+                                    self.jobs.put(ticket)
+                            await asyncio.sleep(0)  # let the workers take them before looking again
+                            continue
+                    await self._sleep(max(0.0, _SERVICE_EVERY_S - (time.monotonic() - last_service)))
+            finally:
+                self.closing = True
+                if watching:
+                    self.aio.remove_reader(fd)
+                    watching = False
+                for task in workers:
+                    task.cancel()
+                if workers:  # a second cancellation (Ctrl-C again) may end this wait: see below
+                    await asyncio.gather(*workers, return_exceptions=True)
         finally:
-            if watching:
-                self.aio.remove_reader(fd)
-            for task in workers:
-                task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-            # Uncompleted tickets are dropped: their items go to the next owner.
+            # Synchronous, so it runs even when the wait above was interrupted. Uncompleted tickets
+            # are dropped: their items go to the next owner.
             self.over = True
             self.current.clear()
             self.queue.clear()

@@ -55,3 +55,10 @@ def test_install_python_links_the_build_so_a_plain_python3_imports_it(tmp_path):
                            text=True, cwd=tmp_path)
     assert check.returncode == 0, check.stderr
     assert check.stdout.splitlines() == [str((BUILD_DIR / "python" / "fabric_shm" / "__init__.py").resolve()), "True"]
+
+
+def test_install_python_says_what_is_missing_when_site_dir_has_no_value():
+    from conftest import SOURCE_DIR
+    out = subprocess.run(["bash", str(SOURCE_DIR / "scripts" / "install-python.sh"), str(BUILD_DIR), "--site-dir"],
+                         capture_output=True, text=True)
+    assert out.returncode == 1 and "--site-dir needs a directory" in out.stderr, out.stderr

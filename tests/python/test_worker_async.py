@@ -5,6 +5,7 @@
 # retried and dead-lettered; stop() drains; a worker SIGKILLed with items in flight loses
 # nothing; Ctrl-C stops it within 100 ms.
 import asyncio
+import gc
 import json
 import signal
 import subprocess
@@ -12,10 +13,13 @@ import sys
 import textwrap
 import threading
 import time
+import types
+import warnings
 
 import pytest
 
 import fabric_shm as fs
+import fabric_shm._async_worker as driver
 from conftest import CLI, python_env
 
 
@@ -281,3 +285,218 @@ def test_the_driver_heartbeats_while_every_slot_is_busy_past_the_session_timeout
     stats = worker.stats
     assert stats["processed"] == 2 and stats["abandoned"] == 0, stats
     assert results(store, pool) == {"in/a": b"slow", "in/b": b"slow"}
+
+
+def dead_letter_reasons(pool, dlq_topic="t.dlq"):
+    dlq = fs.Consumer(pool, dlq_topic)
+    dlq.assign_all()
+    return [bytes(m.header("dlq.reason")).decode() for m in dlq.poll(max=10, timeout=1)]
+
+
+def member_alive(pool_name):
+    out = subprocess.run([str(CLI), "group", "describe", "g", "--topic", "t", "--pool", pool_name, "--json"],
+                         capture_output=True, text=True, check=True)
+    return any(m["alive"] for m in json.loads(out.stdout)["members"])
+
+
+@pytest.mark.parametrize("kind", ["async", "threads"])
+def test_a_result_that_cannot_be_encoded_is_a_failed_attempt_not_a_crash(pool, kind):
+    # A str with a lone surrogate (what surrogateescape makes of invalid UTF-8) cannot be written:
+    # a poison message must be retried and dead-lettered, never end the run of every worker.
+    pool.topics().create("t", fs.TopicConfig(num_partitions=1))
+    store, producer = pool.store(), fs.Producer(pool, "t")
+    notify(store, producer, f"fabric://{pool.name}/in/poison", b"\x80")
+    notify(store, producer, f"fabric://{pool.name}/in/fine", b"ok")
+    worker = fs.Worker(pool, topic="t", group="g", concurrency=2, order="none", max_attempts=2,
+                       backoff_initial=0.001)
+
+    def decode(item):
+        return bytes(item.data).decode("utf-8", "surrogateescape")
+
+    if kind == "async":
+        async def handle(item):
+            return decode(item)
+    else:
+        handle = decode
+    worker.handler(handle)
+    assert worker.run(count=2) == "count_reached"
+    stats = worker.stats
+    assert stats["processed"] == 1 and stats["dead_lettered"] == 1 and stats["failed_attempts"] == 2, stats
+    assert results(store, pool) == {"in/fine": b"ok"}
+    assert ["UnicodeEncodeError" in r for r in dead_letter_reasons(pool)] == [True]
+
+
+def test_an_async_handler_raising_cancelled_error_itself_fails_its_attempt(pool):
+    # The handler awaits something another party cancelled: its CancelledError is an outcome of
+    # the item (retried, then dead-lettered), not the end of the worker task holding a slot.
+    store = one_partition_topic(pool, ["victim", "fine"])
+    worker = fs.Worker(pool, topic="t", group="g", concurrency=2, order="none", max_attempts=2,
+                       backoff_initial=0.001)
+
+    @worker.handler
+    async def handle(item):
+        if item.uri.key == "victim":
+            fut = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(fut.cancel)
+            await fut
+        return b"done"
+
+    async def main():
+        return await asyncio.wait_for(worker.run_async(count=2), timeout=10)
+
+    assert asyncio.run(main()) == "count_reached"  # before: the item stayed in flight, the run never ended
+    stats = worker.stats
+    assert stats["processed"] == 1 and stats["dead_lettered"] == 1 and stats["failed_attempts"] == 2, stats
+    assert results(store, pool) == {"in/fine": b"done"}
+    assert ["CancelledError" in r for r in dead_letter_reasons(pool)] == [True]
+
+
+def test_a_handler_that_swallows_its_cancellation_does_not_hold_up_cancelling_the_run(pool):
+    store = one_partition_topic(pool, ["stubborn"])
+    worker = fs.Worker(pool, topic="t", group="g", concurrency=2)
+    started = asyncio.Event()
+
+    @worker.handler
+    async def handle(item):
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            pass  # swallowed: the handler returns normally
+        return b"finished anyway"
+
+    async def main():
+        run = asyncio.create_task(worker.run_async())
+        await asyncio.wait_for(started.wait(), timeout=10)
+        run.cancel()
+        done, _ = await asyncio.wait({run}, timeout=5)
+        return run in done
+
+    assert asyncio.run(main()), "the cancelled run waited for the next item of a handler task"
+    assert results(store, pool) == {"in/stubborn": b"finished anyway"}  # what it returned was written
+    assert not member_alive(pool.name)
+
+
+def test_a_second_cancellation_while_waiting_for_the_handlers_still_leaves_the_group(pool):
+    one_partition_topic(pool, ["stubborn"])
+    worker = fs.Worker(pool, topic="t", group="g", concurrency=2)
+    started, swallowed = asyncio.Event(), asyncio.Event()
+
+    @worker.handler
+    async def handle(item):
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            swallowed.set()
+        await asyncio.sleep(60)  # cleaning up slowly: only the second Ctrl-C ends it
+
+    async def main():
+        run = asyncio.create_task(worker.run_async())
+        await asyncio.wait_for(started.wait(), timeout=10)
+        run.cancel()
+        await asyncio.wait_for(swallowed.wait(), timeout=10)  # the run now waits for the handler
+        run.cancel()
+        done, _ = await asyncio.wait({run}, timeout=5)
+        assert run in done and run.cancelled()
+
+    asyncio.run(main())
+    assert not member_alive(pool.name)  # before: loop.close() was skipped, the member stayed alive
+    worker = fs.Worker(pool, topic="t", group="g")
+    seen = []
+    worker.handler(lambda item: seen.append(item.attempt) or b"")
+    assert worker.run(count=1) == "count_reached" and seen == [2]
+
+
+def test_a_handler_thread_that_fails_to_start_leaves_nothing_behind(pool, monkeypatch):
+    one_partition_topic(pool, ["k"])
+    worker = fs.Worker(pool, topic="t", group="g", concurrency=3)
+    worker.handler(lambda item: b"")
+    started = []
+
+    class SecondStartFails(threading.Thread):
+        def start(self):
+            if started:
+                raise RuntimeError("can't start new thread")
+            super().start()
+            started.append(self)
+
+    monkeypatch.setattr(driver, "threading", types.SimpleNamespace(Thread=SecondStartFails))
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        worker.run()
+    started[0].join(timeout=5)
+    assert not started[0].is_alive()  # it got its stop sentinel instead of waiting forever
+    assert not member_alive(pool.name)  # the loop was closed: it left the group
+
+
+def test_a_plain_function_returning_a_coroutine_fails_with_a_reason_that_says_so(pool):
+    one_partition_topic(pool, ["k"])
+    worker = fs.Worker(pool, topic="t", group="g", concurrency=2, max_attempts=1)
+
+    async def really_async(item):
+        return b"never run"
+
+    worker.handler(lambda item: really_async(item))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert worker.run(count=1) == "count_reached"
+        gc.collect()
+    assert worker.stats["dead_lettered"] == 1
+    assert ["declare it async def" in r for r in dead_letter_reasons(pool)] == [True]
+    assert not [w for w in caught if "never awaited" in str(w.message)]
+
+
+def test_a_rebalance_while_every_slot_is_busy_does_not_spin_the_event_loop(pool, monkeypatch):
+    # Both slots busy; a second member joins and takes a partition. The rebalance drops our
+    # rings, so the library hands our partition's items out again (its in-flight count is 0)
+    # while the driver's two slots still hold the stale tickets: the wait fd is readable for
+    # items the driver cannot take. Watching it would wake the event loop continuously (tens of
+    # thousands of times a second) until the stale handlers finish.
+    pool.topics().create("t", fs.TopicConfig(num_partitions=2))
+    store, producer = pool.store(), fs.Producer(pool, "t")
+    for p in range(2):
+        for i in range(3):
+            uri = f"fabric://{pool.name}/in/p{p}-{i}"
+            version = store.put(uri, b"x")
+            producer.send_to(p, uri, headers={"fabric-version": str(version), "fabric-put-ts": str(time.time_ns())})
+    wakeups = [0]
+    on_fd = driver._Driver._on_fd
+
+    def counting_on_fd(self):
+        wakeups[0] += 1
+        on_fd(self)
+
+    monkeypatch.setattr(driver._Driver, "_on_fd", counting_on_fd)
+    worker = fs.Worker(pool, topic="t", group="g", member_id="first", concurrency=2, order="none")
+    second = fs.Worker(pool, topic="t", group="g", member_id="second")
+    second.handler(lambda item: b"")
+    started, measured = [], {}
+    release = asyncio.Event()
+
+    @worker.handler
+    async def handle(item):
+        started.append(item.uri.key)
+        if len(started) == 2:  # both slots busy: the second member joins (its first rebalance is ours within 50 ms)
+            measured["second"] = second._open_async(0, None)
+            before, cpu = wakeups[0], time.thread_time()
+            await asyncio.sleep(0.3)
+            measured["wakeups"], measured["cpu"] = wakeups[0] - before, time.thread_time() - cpu
+            release.set()
+        await release.wait()
+        return b"done"
+
+    async def main():
+        run = asyncio.create_task(worker.run_async())
+        await asyncio.wait_for(release.wait(), timeout=10)
+        worker.stop()
+        return await asyncio.wait_for(run, timeout=10)
+
+    try:
+        assert asyncio.run(main()) == "stopped"
+    finally:
+        if "second" in measured:
+            measured["second"].close()
+    assert worker.stats["rebalances"] >= 1 and len(worker.stats["partitions"]) == 1, worker.stats
+    # One wake-up stops the watching; the 50 ms timer services the loop (before: thousands, and
+    # ~40% of a CPU).
+    assert measured["wakeups"] < 20 and measured["cpu"] < 0.1, measured
