@@ -17,7 +17,8 @@ total_failed=0
 start=$(date +%s)
 failures=$(mktemp)  # testlog-count.py's FAILED lines of both builds, repeated at the end
 background_log=$(mktemp)
-trap 'rm -f "$failures" "$background_log"' EXIT
+asan_pid=""  # the background sanitizer build, stopped if the script ends first (error, Ctrl-C)
+trap '[ -n "$asan_pid" ] && kill "$asan_pid" 2>/dev/null; rm -f "$failures" "$background_log"' EXIT
 
 # Elapsed seconds since the start, for the "===" lines (where a slow CI run spent its time).
 at() { echo "[$(( $(date +%s) - start )) s]"; }
@@ -55,16 +56,16 @@ bash scripts/build.sh build || build_ok=0
 # compiler only CPU time the tests leave unused, so their timing sees an idle machine.
 echo "=== build-asan: configure, then build at idle priority beside build's suites $(at)"
 asan_ok=1
-asan_pid=""
-if FABRIC_SHM_TARGETS=none bash scripts/build.sh build-asan "${sanitized_options[@]}" &&
-   asan_targets=$(python3 scripts/test-targets.py build-asan "${sanitized_tests[@]}"); then
+if ! FABRIC_SHM_TARGETS=none bash scripts/build.sh build-asan "${sanitized_options[@]}" >"$background_log" 2>&1; then
+    asan_ok=0
+elif ! asan_targets=$(python3 scripts/test-targets.py build-asan "${sanitized_tests[@]}" 2>"$background_log"); then
+    asan_ok=0   # a name in sanitized_tests that the build does not define: the log says which
+else
     idle=(nice -n 19)
     chrt --idle 0 true 2>/dev/null && idle=(chrt --idle 0)
     # shellcheck disable=SC2086  # one target per word
     "${idle[@]}" ninja -C build-asan -j "$(nproc)" $asan_targets >"$background_log" 2>&1 &
     asan_pid=$!
-else
-    asan_ok=0
 fi
 
 if [ "$build_ok" -eq 1 ]; then
@@ -74,13 +75,16 @@ else
     total_failed=$((total_failed + 1))
 fi
 
-if [ -n "$asan_pid" ] && ! wait "$asan_pid"; then asan_ok=0; fi
+if [ -n "$asan_pid" ]; then
+    wait "$asan_pid" || asan_ok=0
+    asan_pid=""
+fi
 echo "=== build-asan: build finished $(at)"
 if [ "$asan_ok" -eq 1 ]; then
     run_tests build-asan "${sanitized_tests[@]}"
 else
     cat "$background_log"
-    echo "=== build-asan: BUILD FAILED $(at)"
+    echo "=== build-asan: BUILD FAILED (configure, target list or compile; the lines above say which) $(at)"
     total_failed=$((total_failed + 1))
 fi
 

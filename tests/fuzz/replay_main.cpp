@@ -5,18 +5,22 @@
 // with gcc, in its normal and its ASan+UBSan build, so the targets' checks run on every change
 // without a clang build; coverage-guided fuzzing with libFuzzer is scripts/fuzz.sh.
 //
-//   fuzz_<name>_replay [--seconds S] [--seed N] [--artifact PREFIX] CORPUS_DIR|FILE...
+//   fuzz_<name>_replay [--seconds S] [--runs N] [--seed N] [--artifact PREFIX] CORPUS_DIR|FILE...
 //
-// The seed defaults to 1, so a run is reproducible from its command line. When ASan or UBSan
-// ends the process, the input being run is written to PREFIXseed<N>-corpus<I> or
-// PREFIXseed<N>-mutation<I> first; run the target on that file to reproduce.
+// Mutations stop after S seconds (default 5) or N mutations, whichever comes first; the seed
+// defaults to 1. When a sanitizer ends the process, or the target aborts, crashes or hangs
+// (no input may take 25 s), the input being run is written to PREFIXseed<N>-corpus<I> or
+// PREFIXseed<N>-mutation<I> first and its kind and index are printed: run the target on that
+// file, or again with the same seed and --runs <I+1>, to reproduce.
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -48,8 +52,21 @@ void write_current_input() {
     if (fd < 0) return;
     const ssize_t written = ::write(fd, g_current.data(), g_current.size());
     ::close(fd);
-    std::fprintf(stderr, "replay: the failing input (%zd bytes) is in %s\n", written, path);
+    std::fprintf(stderr, "replay: the failing input (%s %llu, %zd bytes) is in %s\n", g_kind,
+                 static_cast<unsigned long long>(g_index), written, path);
 }
+
+// The target's own checks abort(), which ASan does not intercept by default; a crash outside
+// the sanitizers' view and a hang (SIGALRM, armed per input) end the process too.
+extern "C" void on_fatal_signal(int sig) {
+    write_current_input();
+    std::fprintf(stderr, "replay: signal %d while running %s %llu\n", sig, g_kind,
+                 static_cast<unsigned long long>(g_index));
+    ::signal(sig, SIG_DFL);
+    ::raise(sig);
+}
+
+constexpr unsigned kInputTimeoutSeconds = 25;
 
 /// splitmix64: small, seedable, and the same sequence on every platform.
 struct Rng {
@@ -153,13 +170,29 @@ void mutate(std::vector<uint8_t>& data, const std::vector<std::vector<uint8_t>>&
 
 void run(const std::vector<uint8_t>& input) {
     g_current = input;
-    // A copy the target cannot read past (ASan sees the exact size), as libFuzzer does.
+    // A copy the target cannot read past (ASan sees the exact size), as libFuzzer does; an empty
+    // input still gets a valid pointer, as libFuzzer passes.
     std::vector<uint8_t> exact(g_current);
-    LLVMFuzzerTestOneInput(exact.data(), exact.size());
+    static const uint8_t empty = 0;
+    ::alarm(kInputTimeoutSeconds);
+    LLVMFuzzerTestOneInput(exact.empty() ? &empty : exact.data(), exact.size());
+    ::alarm(0);
+}
+
+/// A number argument, whole or refused (a typo must not turn into 0 seconds of fuzzing).
+double number_arg(const char* self, const std::string& name, const char* value) {
+    char* end = nullptr;
+    errno = 0;
+    const double v = std::strtod(value, &end);
+    if (errno != 0 || end == value || *end != '\0' || !(v >= 0)) {
+        std::fprintf(stderr, "%s: %s %s is not a non-negative number\n", self, name.c_str(), value);
+        std::exit(2);
+    }
+    return v;
 }
 
 [[noreturn]] void usage(const char* self) {
-    std::fprintf(stderr, "usage: %s [--seconds S] [--seed N] [--artifact PREFIX] CORPUS_DIR|FILE...\n", self);
+    std::fprintf(stderr, "usage: %s [--seconds S] [--runs N] [--seed N] [--artifact PREFIX] CORPUS_DIR|FILE...\n", self);
     std::exit(2);
 }
 
@@ -167,13 +200,15 @@ void run(const std::vector<uint8_t>& input) {
 
 int main(int argc, char** argv) {
     double seconds = 5;
+    uint64_t max_runs = UINT64_MAX;
     std::vector<std::string> paths;
     for (int i = 1; i < argc; ++i) {
         const std::string arg = argv[i];
-        if ((arg == "--seconds" || arg == "--seed" || arg == "--artifact") && i + 1 < argc) {
+        if ((arg == "--seconds" || arg == "--runs" || arg == "--seed" || arg == "--artifact") && i + 1 < argc) {
             const char* value = argv[++i];
-            if (arg == "--seconds") seconds = std::strtod(value, nullptr);
-            else if (arg == "--seed") g_seed = std::strtoull(value, nullptr, 10);
+            if (arg == "--seconds") seconds = number_arg(argv[0], arg, value);
+            else if (arg == "--runs") max_runs = uint64_t(number_arg(argv[0], arg, value));
+            else if (arg == "--seed") g_seed = uint64_t(number_arg(argv[0], arg, value));
             else g_artifact_prefix = value;
         } else if (!arg.empty() && arg[0] != '-') {
             paths.push_back(arg);
@@ -191,6 +226,7 @@ int main(int argc, char** argv) {
     }
     if (LLVMFuzzerInitialize) LLVMFuzzerInitialize(&argc, &argv);
     if (__sanitizer_set_death_callback) __sanitizer_set_death_callback(write_current_input);
+    for (int sig : {SIGABRT, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGALRM}) ::signal(sig, on_fatal_signal);
 
     for (size_t i = 0; i < corpus.size(); ++i) {
         g_index = i;
@@ -201,7 +237,7 @@ int main(int argc, char** argv) {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
     uint64_t mutated = 0;
     std::vector<uint8_t> input;
-    while (std::chrono::steady_clock::now() < deadline) {
+    while (mutated < max_runs && std::chrono::steady_clock::now() < deadline) {
         input = corpus[rng.below(corpus.size())];
         mutate(input, corpus, rng);
         g_index = mutated;
