@@ -163,6 +163,37 @@ TEST_CASE("producer: Ctrl-C during a back-pressure wait exits 130 at once and sa
     CHECK(text.err().find("--skip-existing") != std::string::npos);
 }
 
+TEST_CASE("producer: a full store is back-pressure: the put waits for space within --wait and the run completes") {
+    Fixture f("ops-store-full");
+    StoreConfig sc;
+    sc.heap_bytes = 256 << 10;  // 4 superblocks of 64 KiB: 24 objects of 8 KiB fit
+    auto store = MemObjectStore::open(f.pool, sc);
+    REQUIRE(store.ok());
+    Proc p(q(producer_bin()) + " --pool " + f.name + " --topic full --synthetic 40 --size 8K --wait 60s --json");
+    // It stops at the full store and says so once, then waits (renewing) instead of failing.
+    REQUIRE(eventually([&] { return p.err().find("store full, waiting up to 1m") != std::string::npos; }));
+    CHECK(object_version(f.pool, f.uri("uploads", "synthetic-000039")) == 0);
+    // Space comes back: the rest of the run lands.
+    auto names = (*store)->list(f.name, "uploads", "");
+    REQUIRE(names.ok());
+    REQUIRE(names->size() >= 16);
+    for (size_t i = 0; i < 16; ++i) REQUIRE((*store)->remove(*FabricUri::make(f.name, "uploads", (*names)[i])).ok());
+    const int rc = p.wait(30000);
+    INFO(p.out() << p.err());
+    CHECK(rc == 0);
+    const json j = last_json(p.out());
+    REQUIRE(j.is_object());
+    CHECK(j["stored"] == 40);
+    CHECK(j["notified"] == 40);
+    CHECK(j["store_waits"].get<uint64_t>() > 0);
+    CHECK(object_version(f.pool, f.uri("uploads", "synthetic-000039")) != 0);
+
+    // With no space coming back, --wait bounds the wait and the error names the option.
+    Proc bounded(q(producer_bin()) + " --pool " + f.name + " --topic full --bucket more --synthetic 40 --size 8K --wait 200ms");
+    CHECK(bounded.wait(30000) == 1);
+    CHECK(bounded.err().find("--heap-size") != std::string::npos);
+}
+
 TEST_CASE("producer: --skip-existing does not put an object whose bytes are stored, and still notifies it") {
     Fixture f("ops-skip");
     ScratchDir dir;

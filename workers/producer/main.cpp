@@ -134,6 +134,8 @@ int main(int argc, char** argv) {
         cxxopts::value<std::string>()->default_value("name"))(
         "wait", "on back-pressure, wait this long for the slowest group, then fail naming it",
         cxxopts::value<std::string>()->default_value("5s"))(
+        "object-ttl", "objects expire this long after they are put (default: never); their space comes back "
+                      "when the store needs it", cxxopts::value<std::string>())(
         "fail-fast", "stop at the first input that cannot be stored (default: report it, go on with the rest)")(
         "skip-existing", "do not put an object whose bytes are already stored under its key (same size, CRC and "
                          "bytes); still send its notification (re-running an interrupted run)")(
@@ -166,6 +168,12 @@ int main(int argc, char** argv) {
     if (Status st = validate_name("bucket", bucket); !st) return cli::fail(out, st.error());
     auto wait = cli::parse_duration_option("wait", r["wait"].as<std::string>());
     if (!wait) return cli::fail(out, wait.error());
+    PutOptions object_options;
+    if (r.count("object-ttl")) {
+        auto ttl = cli::parse_duration_option("object-ttl", r["object-ttl"].as<std::string>());
+        if (!ttl) return cli::fail(out, ttl.error());
+        object_options.ttl_ns = *ttl;
+    }
     auto synth_size = cli::parse_size_option("size", r["size"].as<std::string>());
     if (!synth_size) return cli::fail(out, synth_size.error());
     cli::PoolCreation creation;
@@ -220,7 +228,7 @@ int main(int argc, char** argv) {
     const bool progress_on = !out.json && !r.count("quiet") && ::isatty(STDERR_FILENO);
     Progress progress(progress_on, inputs->total());
     const uint64_t start = mono_now_ns();
-    uint64_t stored = 0, notified = 0, skipped_existing = 0, bytes = 0;
+    uint64_t stored = 0, notified = 0, skipped_existing = 0, bytes = 0, store_waits = 0;
     std::vector<FailedInput> failed;
     std::optional<Error> failure;  // what stopped the run
     std::string failed_uri;
@@ -261,42 +269,65 @@ int main(int argc, char** argv) {
             if (fail_fast) break;
             continue;
         }
-        // Put: zero-copy through a loan (the file is read straight into the pool).
+        // Put: zero-copy through a loan (the file is read straight into the pool). A full
+        // store is back-pressure like a full topic: retried for up to --wait, renewing.
         Result<uint64_t> version = uint64_t(0);
         bool skipped = false;
-        if (in.size == 0) {
-            std::optional<uint64_t> same;
-            if (skip_existing) {
-                auto v = identical_version(**store, *uri, {});
-                if (!v) version = v.error();
-                else same = *v;
-            }
-            if (same) {
-                version = *same;
-                skipped = true;
-            } else if (version) {
-                version = (*store)->put(*uri, {});
-            }
-        } else {
-            auto loan = (*store)->loan(in.size);
-            if (!loan) {
-                version = loan.error();
-            } else if (Status st = workers::fill_input(in, loan->bytes()); !st) {
-                version = st.error();
-            } else {
+        const uint64_t store_deadline = mono_now_ns() + *wait;
+        uint64_t store_pause = kNsPerMs;
+        bool store_waited = false;
+        for (;;) {
+            version = uint64_t(0);
+            skipped = false;
+            if (in.size == 0) {
                 std::optional<uint64_t> same;
                 if (skip_existing) {
-                    auto v = identical_version(**store, *uri, loan->bytes());
+                    auto v = identical_version(**store, *uri, {});
                     if (!v) version = v.error();
                     else same = *v;
                 }
                 if (same) {
-                    version = *same;  // the loan is dropped: its bytes go back to the heap
+                    version = *same;
                     skipped = true;
                 } else if (version) {
-                    version = (*store)->commit(std::move(*loan), *uri);
+                    version = (*store)->put(*uri, {}, object_options);
+                }
+            } else {
+                auto loan = (*store)->loan(*uri, in.size, object_options);
+                if (!loan) {
+                    version = loan.error();
+                } else if (Status st = workers::fill_input(in, loan->bytes()); !st) {
+                    version = st.error();
+                } else {
+                    std::optional<uint64_t> same;
+                    if (skip_existing) {
+                        auto v = identical_version(**store, *uri, loan->bytes());
+                        if (!v) version = v.error();
+                        else same = *v;
+                    }
+                    if (same) {
+                        version = *same;  // the loan is dropped: its bytes go back to the heap
+                        skipped = true;
+                    } else if (version) {
+                        version = loan->commit();
+                    }
                 }
             }
+            if (!version && version.code() == Errc::capacity_exceeded && !g_stop && mono_now_ns() < store_deadline) {
+                if (!store_waited && !r.count("quiet"))
+                    cli::stderr_line(out.program + ": store full, waiting up to " + format_duration_ns(*wait) +
+                                     " for space: " + version.error().message);
+                store_waited = true;
+                ++store_waits;
+                const uint64_t now = mono_now_ns();
+                const timespec ts{time_t(std::min(store_pause, store_deadline - now) / kNsPerSec),
+                                  long(std::min(store_pause, store_deadline - now) % kNsPerSec)};
+                ::nanosleep(&ts, nullptr);
+                store_pause = std::min<uint64_t>(store_pause * 2, 100 * kNsPerMs);
+                (void)renewals.tick(mono_now_ns());
+                continue;
+            }
+            break;
         }
         if (!version) {
             if (input_failure(version.code())) {
@@ -382,6 +413,7 @@ int main(int argc, char** argv) {
         j["notified"] = notified;
         j["skipped_existing"] = skipped_existing;
         j["bytes"] = bytes;
+        j["store_waits"] = store_waits;  // puts retried because the store was full
         j["elapsed_s"] = secs;
         j["objects_per_s"] = rate;
         j["bytes_per_s"] = secs > 0 ? double(bytes) / secs : 0.0;
