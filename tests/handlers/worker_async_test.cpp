@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../mq/mq_test_util.h"
+#include "fabric_shm/clock.h"
 #include "fabric_shm/consumer_group.h"
 #include "fabric_shm/dlq.h"
 #include "fabric_shm/jobs.h"
@@ -459,4 +460,22 @@ TEST_CASE("async worker: a result put on a full store waits within the attempt a
     CHECK(f.committed() == 1);
     CHECK(f.dead_letters() == 0);
     CHECK(f.result_text("k0").rfind("data 0", 0) == 0);
+}
+
+TEST_CASE("async worker: results carry --result-ttl as their expiry") {
+    Fixture f("async-result-ttl");
+    f.upload("k0", "data 0");
+    WorkerConfig c = f.cfg("a", 1);
+    c.result_ttl_ns = 3600ull * 1'000'000'000;
+    auto loop = WorkerLoop::open(f.tp.pool, c);
+    REQUIRE(loop.ok());
+    auto t = acquire_n(*loop, 1);
+    REQUIRE(t.size() == 1);
+    REQUIRE(loop->complete(std::move(t[0]), upper(t[0])).ok());
+    auto h = f.store->head(f.result("k0"));
+    REQUIRE(h.ok());
+    REQUIRE(h->has_value());
+    const uint64_t now = wall_now_ns();
+    CHECK((*h)->expires_wall_ns > now);
+    CHECK((*h)->expires_wall_ns <= now + c.result_ttl_ns);
 }

@@ -283,6 +283,36 @@ TEST_CASE("store: expired objects read as absent and are reclaimed by the reaper
 
 // ---- capacity ---------------------------------------------------------------------------------
 
+TEST_CASE("store: a full heap of expired objects takes new puts at once, without a reaper pass") {
+    StoreConfig sc;
+    sc.heap_bytes = 256 << 10;
+    Fixture f("ttl-full", 16 << 20, sc);
+    PutOptions o;
+    o.ttl_ns = kNsPerSec;  // long enough to fill the heap before any expires
+    int stored = 0;
+    for (; stored < 10000; ++stored) {
+        auto v = f.store->put(f.at("b", "old" + std::to_string(stored)), pattern(3000, 1), o);
+        if (!v) {
+            REQUIRE(v.code() == Errc::capacity_exceeded);
+            break;
+        }
+    }
+    REQUIRE(stored > 0);
+    REQUIRE(stored < 10000);
+    // Wait (bounded) until the last one has expired: then all have.
+    const uint64_t deadline = mono_now_ns() + 10 * kNsPerSec;
+    while (f.store->head(f.at("b", "old" + std::to_string(stored - 1)))->has_value() && mono_now_ns() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    REQUIRE(!f.store->head(f.at("b", "old" + std::to_string(stored - 1)))->has_value());
+    // The heap is full of expired objects: the next puts reclaim them on their own path.
+    for (int i = 0; i < stored; ++i) {
+        auto v = f.store->put(f.at("b", "new" + std::to_string(i)), pattern(3000, 2));
+        REQUIRE_MESSAGE(v, "put " << i << " of " << stored << ": " << (v ? std::string() : v.error().message));
+    }
+    CHECK(f.store->stats().objects == uint64_t(stored));
+    check_store_clean(*f.pool);
+}
+
 TEST_CASE("store: a full table fails with capacity_exceeded naming the table and its option") {
     StoreConfig cfg;
     cfg.table_entries = 14;  // 2 buckets of 7
