@@ -163,6 +163,87 @@ TEST_CASE("producer: Ctrl-C during a back-pressure wait exits 130 at once and sa
     CHECK(text.err().find("--skip-existing") != std::string::npos);
 }
 
+TEST_CASE("producer: a full store is back-pressure: the put waits for space within --wait and the run completes") {
+    Fixture f("ops-store-full");
+    StoreConfig sc;
+    sc.heap_bytes = 256 << 10;  // 4 superblocks of 64 KiB: 24 objects of 8 KiB fit
+    auto store = MemObjectStore::open(f.pool, sc);
+    REQUIRE(store.ok());
+    Proc p(q(producer_bin()) + " --pool " + f.name + " --topic full --synthetic 40 --size 8K --wait 60s --json");
+    // It stops at the full store and says so once, then waits (renewing) instead of failing.
+    REQUIRE(eventually([&] { return p.err().find("store full, waiting up to 1m") != std::string::npos; }));
+    CHECK(object_version(f.pool, f.uri("uploads", "synthetic-000039")) == 0);
+    // Space comes back: the rest of the run lands.
+    auto names = (*store)->list(f.name, "uploads", "");
+    REQUIRE(names.ok());
+    REQUIRE(names->size() >= 16);
+    for (size_t i = 0; i < 16; ++i) REQUIRE((*store)->remove(*FabricUri::make(f.name, "uploads", (*names)[i])).ok());
+    const int rc = p.wait(30000);
+    INFO(p.out() << p.err());
+    CHECK(rc == 0);
+    const json j = last_json(p.out());
+    REQUIRE(j.is_object());
+    CHECK(j["stored"] == 40);
+    CHECK(j["notified"] == 40);
+    CHECK(j["store_waits"].get<uint64_t>() > 0);
+    CHECK(object_version(f.pool, f.uri("uploads", "synthetic-000039")) != 0);
+
+    // With no space coming back, --wait bounds the wait and the error names the option.
+    Proc bounded(q(producer_bin()) + " --pool " + f.name + " --topic full --bucket more --synthetic 40 --size 8K --wait 200ms");
+    CHECK(bounded.wait(30000) == 1);
+    CHECK(bounded.err().find("--heap-size") != std::string::npos);
+}
+
+TEST_CASE("worker: a full store under --store-wait dead-letters nothing and the work resumes when space returns") {
+    Fixture f("ops-worker-full");
+    StoreConfig sc;
+    sc.heap_bytes = 256 << 10;
+    auto store = MemObjectStore::open(f.pool, sc);
+    REQUIRE(store.ok());
+    TopicConfig tc;
+    tc.num_partitions = 1;
+    REQUIRE(TopicManager(f.pool).create("t", tc).ok());
+    auto producer = Producer::open(f.pool, "t");
+    REQUIRE(producer.ok());
+    const std::vector<uint8_t> input(3000, 'i');
+    for (int i = 0; i < 3; ++i) {
+        const auto u = FabricUri::make(f.name, "uploads", "in" + std::to_string(i)).value();
+        REQUIRE((*store)->put(u, input).ok());
+        const std::string us = u.to_string();
+        REQUIRE(producer->send(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(us.data()), us.size())).ok());
+    }
+    // Fill the heap with objects of the results' size class: every result put finds it full.
+    std::vector<FabricUri> fillers;
+    for (int i = 0; i < 10000; ++i) {
+        const auto u = FabricUri::make(f.name, "filler", "f" + std::to_string(i)).value();
+        auto v = (*store)->put(u, input);
+        if (!v) {
+            REQUIRE(v.code() == Errc::capacity_exceeded);
+            break;
+        }
+        fillers.push_back(u);
+    }
+    REQUIRE(fillers.size() >= 3);
+    Proc w(q(worker_bin()) + " --pool " + f.name + " --topic t --group g --builtin copy --max-attempts 1" +
+           " --store-wait 200ms --count 3 --json");
+    REQUIRE(eventually([&] { return w.err().find("capacity_exceeded: ") != std::string::npos; }));
+    CHECK(w.err().find("bytes used") != std::string::npos);
+    CHECK(w.err().find("not dead-lettered") != std::string::npos);
+    for (int i = 0; i < 3; ++i) REQUIRE((*store)->remove(fillers[fillers.size() - 1 - size_t(i)]).ok());
+    const int rc = w.wait(30000);
+    INFO(w.out() << w.err());
+    CHECK(rc == 0);
+    const json j = last_json(w.out());
+    REQUIRE(j.is_object());
+    CHECK(j["processed"] == 3);
+    CHECK(j["dead_lettered"] == 0);
+    CHECK(j["failed_attempts"] == 0);
+    CHECK(j["store_full"].get<uint64_t>() >= 1);
+    for (int i = 0; i < 3; ++i)
+        CHECK(get_text(f.pool, f.uri("results", "uploads/in" + std::to_string(i))) == std::string(3000, 'i'));
+    CHECK(read_dlq(f.pool, "t.dlq").empty());
+}
+
 TEST_CASE("producer: --skip-existing does not put an object whose bytes are stored, and still notifies it") {
     Fixture f("ops-skip");
     ScratchDir dir;

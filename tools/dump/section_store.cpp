@@ -87,6 +87,9 @@ void fill_store(const Pool& pool, nlohmann::json& out) {
         doc["max_object_bytes"] = s.max_object_bytes;
         doc["loans_active"] = s.loans_active;
         doc["pins_active"] = s.pins_active;
+        // Heap block bytes per stored object (header, trailer and size-class rounding included;
+        // loans in progress count as used): what one more object of the current mix costs.
+        doc["bytes_per_object"] = s.objects ? s.heap_used_bytes / s.objects : 0;
         nlohmann::json buckets = nlohmann::json::array();
         if (auto per_bucket = bucket_objects(pool, r); per_bucket)
             for (const auto& [bucket, n] : *per_bucket) buckets.push_back({{"bucket", bucket}, {"objects", n}});
@@ -133,6 +136,11 @@ void render_store(const nlohmann::json& out, std::string& text) {
                std::to_string(s["pins_active"].get<uint64_t>())});
     }
     if (any) t.render(text, "  ");
+    for (const auto& s : stores)
+        if (s.contains("bytes_per_object") && s["objects"].get<uint64_t>() > 0)
+            text += "  store '" + s["name"].get<std::string>() + "': " +
+                    std::to_string(s["bytes_per_object"].get<uint64_t>()) + " heap bytes per object (" +
+                    std::to_string(s["objects"].get<uint64_t>()) + " objects)\n";
     for (const auto& s : stores) {
         if (!s.contains("buckets") || s["buckets"].empty()) continue;
         std::string line = "  store '" + s["name"].get<std::string>() + "' objects per bucket:";

@@ -152,6 +152,7 @@ enum class Outcome : uint8_t {
     lost,      ///< a newer owner has the partition (evicted or fenced): leave it, rebalance
     deferred,  ///< a group lock is held by a live (paused) process: try again shortly
     failed,    ///< one attempt failed (the Failure says why)
+    store_full,  ///< the result put found no space within --store-wait: hand it back, uncounted
 };
 
 /// Keep-alive (heartbeat, leases) at most this often from acquire()/service().
@@ -286,6 +287,8 @@ struct WorkerLoop::Impl {
     uint32_t rotate = 0;
     bool need_rebalance = false;
     uint64_t last_keep_alive_ns = 0, last_rebalance_ns = 0, last_message_ns = 0;
+    /// The store was full past --store-wait: nothing is handed out before this (mono ns).
+    uint64_t store_full_until_ns = 0;
     MessageBatch batch;
     std::shared_ptr<AbandonBox> box = std::make_shared<AbandonBox>();
     std::vector<std::unique_ptr<WorkTicket::Data>> spare;  ///< recycled ticket data
@@ -323,6 +326,9 @@ struct WorkerLoop::Impl {
         bool permanent = false;
     };
     Result<Outcome> write_result(const Message& m, WorkTicket::Data& d, std::span<const uint8_t> out, Failure* failure);
+    Result<Outcome> wait_for_store_space(const Message& m, Result<uint64_t>& put, const std::function<Result<uint64_t>()>& retry,
+                                         Failure* failure);
+    std::string store_numbers() const;
     Status forward(const Message& m, const FabricUri& result_uri, uint64_t result_version);
     Status settle(Part& part, Slot& s, const Message& m, Result<Outcome> r, const Failure& failure);
     Status fail_slot(Part& part, Slot& s, const Message& m, const Failure& failure);
@@ -599,6 +605,7 @@ Result<size_t> WorkerLoop::Impl::hand_out_ready(std::span<WorkTicket> tickets, b
     size_t n = 0;
     *more = false;
     const uint64_t now = mono_now_ns();
+    if (now < store_full_until_ns) return n;  // the store was full: the timer wakes us (update_wait_fd)
     const uint32_t np = uint32_t(parts.size());
     for (uint32_t k = 0; k < np; ++k) {
         const uint32_t p = (rotate + k) % np;
@@ -751,6 +758,19 @@ Status WorkerLoop::Impl::settle(Part& part, Slot& s, const Message& m, Result<Ou
             unstart(part, s, mono_now_ns() + kBusyRetryNs);
             return {};
         case Outcome::failed: return fail_slot(part, s, m, failure);
+        case Outcome::store_full: {
+            // Back-pressure, not a failure: the hand-out is taken back (the next one is the same
+            // attempt again), the message waits in its slot, and no work is taken meanwhile.
+            FABRIC_TRY(router->refund(m));
+            ++stats.store_full;
+            store_full_until_ns = mono_now_ns() + to_ns(cfg.store_full_pause);
+            note("capacity_exceeded: " + failure.reason + "; handed back " + std::string(m.value_str()) +
+                 " (partition " + std::to_string(m.partition) + " offset " + std::to_string(m.offset) +
+                 ", attempt not counted, not dead-lettered); taking no work for " +
+                 std::to_string(to_ns(cfg.store_full_pause) / kNsPerMs) + " ms");
+            unstart(part, s, store_full_until_ns);
+            return {};
+        }
     }
     return {};
 }
@@ -791,6 +811,55 @@ ResultState result_state(const std::optional<ObjectInfo>& existing, const std::s
 }
 }  // namespace
 
+// The heap's numbers for a capacity_exceeded report.
+std::string WorkerLoop::Impl::store_numbers() const {
+    const StoreStats st = store->stats();
+    return "store '" + store->config().name + "': heap " + std::to_string(st.heap_used_bytes) + " of " +
+           std::to_string(st.heap_capacity_bytes) + " bytes used, " + std::to_string(st.objects) + " objects, " +
+           std::to_string(st.table_entries) + " table entries, largest free extent " +
+           std::to_string(st.largest_free_extent) + " bytes, " + std::to_string(st.loans_active) + " loans, " +
+           std::to_string(st.pins_active) + " pins";
+}
+
+// A result put found the store full. Retries it with a growing pause (1 ms .. 100 ms) for up
+// to --store-wait, keeping the member alive (heartbeat, leases) and giving up the moment the
+// partition is lost. `done` with `put` set to the retried put's result (success or another
+// error), or store_full / lost.
+Result<Outcome> WorkerLoop::Impl::wait_for_store_space(const Message& m, Result<uint64_t>& put,
+                                                       const std::function<Result<uint64_t>()>& retry,
+                                                       Failure* failure) {
+    ++stats.store_waits;
+    const uint64_t wait_ns = cfg.store_wait.count() > 0 ? to_ns(cfg.store_wait) : cfg.session_timeout_ns;
+    const uint64_t start = mono_now_ns(), deadline = start + wait_ns;
+    note("store full: waiting up to " + std::to_string(wait_ns / kNsPerMs) + " ms for space (" + store_numbers() +
+         "): " + put.error().message);
+    uint64_t pause = kNsPerMs;
+    for (;;) {
+        const uint64_t now = mono_now_ns();
+        if (now >= deadline) break;
+        FABRIC_PAUSE_POINT("worker.store_wait.sleeping");
+        sleep_ns(std::min(pause, deadline - now));
+        pause = std::min<uint64_t>(pause * 2, 100 * kNsPerMs);
+        if (mono_now_ns() - last_keep_alive_ns >= kKeepAliveEveryNs) {
+            if (Status st = keep_alive(); !st) {
+                if (st.code() != Errc::stale_epoch) return std::move(st).error();
+                need_rebalance = true;
+                return Outcome::lost;
+            }
+        }
+        if (!membership->owns(m.partition)) return Outcome::lost;
+        put = retry();
+        if (put || put.code() != Errc::capacity_exceeded) {
+            note("store space came back after " + std::to_string((mono_now_ns() - start) / kNsPerMs) + " ms");
+            return Outcome::done;
+        }
+    }
+    failure->reason = "result put found the store full for " + std::to_string(wait_ns / kNsPerMs) +
+                      " ms (--store-wait): " + store_numbers() + ": " + put.error().message;
+    failure->permanent = false;
+    return Outcome::store_full;
+}
+
 // Version check, fenced put, forward. Failures are returned in *failure (permanent or not);
 // errors are fatal.
 Result<Outcome> WorkerLoop::Impl::write_result(const Message& m, WorkTicket::Data& d, std::span<const uint8_t> out,
@@ -827,10 +896,17 @@ Result<Outcome> WorkerLoop::Impl::write_result(const Message& m, WorkTicket::Dat
     FABRIC_PAUSE_POINT("worker.result.before_put");
     const uint64_t token = membership->epoch();
     PutOptions po = result_put_options(input, version, token);
+    po.ttl = cfg.result_ttl;
     // The partition's fence, checked where the put publishes: the stored result's token
     // alone cannot refuse us once a newer owner's result was removed (consumed downstream).
     po.fence_holds = [this, p = m.partition] { return membership->owns(p); };
     auto put = store->put(result_uri, out, po);
+    if (!put && put.code() == Errc::capacity_exceeded) {
+        // A full store is back-pressure: wait for space within this attempt (heartbeating).
+        auto waited = wait_for_store_space(m, put, [&] { return store->put(result_uri, out, po); }, failure);
+        if (!waited) return std::move(waited).error();
+        if (*waited != Outcome::done) return *waited;
+    }
     if (!put && put.code() == Errc::stale_epoch) {
         // A newer owner wrote it (we were evicted or fenced): not ours. Its owner word or
         // fence shows it, since it took the partition before it wrote.
@@ -1050,6 +1126,7 @@ Status WorkerLoop::Impl::update_wait_fd(bool more_ready) {
     }
     const uint64_t now = mono_now_ns();
     uint64_t due = last_keep_alive_ns + kKeepAliveEveryNs * 2;
+    if (store_full_until_ns > now) due = std::min(due, store_full_until_ns);
     for (const Part& part : parts)
         for (uint32_t i = 0; part.owned && i < part.count; ++i) {
             const Slot& s = part.ring[(part.head + i) % kMaxWorkWindow];
