@@ -338,6 +338,27 @@ TEST_CASE("store: a full table fails with capacity_exceeded naming the table and
     check_store_clean(*f.pool);
 }
 
+TEST_CASE("store: a full table of expired objects takes new puts at once, without a reaper pass") {
+    StoreConfig cfg;
+    cfg.table_entries = 14;  // 2 buckets of 7
+    Fixture f("tfull-ttl", 8 << 20, cfg);
+    PutOptions o;
+    o.ttl = std::chrono::milliseconds(20);
+    for (int i = 0; i < 14; ++i) REQUIRE(f.store->put(f.at("b", "old" + std::to_string(i)), pattern(10, 1), o));
+    REQUIRE(f.store->put(f.at("b", "early"), pattern(10, 1)).code() == Errc::capacity_exceeded);
+    const uint64_t deadline = mono_now_ns() + 10 * kNsPerSec;
+    while (f.store->head(f.at("b", "old13"))->has_value() && mono_now_ns() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    REQUIRE(!f.store->head(f.at("b", "old13"))->has_value());
+    // Every slot holds an expired object: the put reclaims them on its own path.
+    for (int i = 0; i < 14; ++i) {
+        auto v = f.store->put(f.at("b", "new" + std::to_string(i)), pattern(10, 2));
+        REQUIRE_MESSAGE(v, "put " << i << ": " << (v ? std::string() : v.error().message));
+    }
+    CHECK(f.store->stats().objects == 14);
+    check_store_clean(*f.pool);
+}
+
 TEST_CASE("store: a full heap fails with capacity_exceeded naming the heap, and removes make room") {
     StoreConfig cfg;
     cfg.heap_bytes = 256 << 10;  // 4 superblocks of 64 KiB

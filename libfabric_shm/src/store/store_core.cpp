@@ -1036,16 +1036,32 @@ void revert_block(std::atomic<uint64_t>& wd, uint64_t ours, uint64_t state, uint
 StripeUnlock::~StripeUnlock() { core->unlock_stripe(*hold); }
 
 Result<uint64_t> StoreCore::publish(const PublishArgs& a, OwnerToken me) {
+    bool repaired = false;
     for (uint32_t relocks = 0;; ++relocks) {
         if (relocks > kMaxRelocks)
             return make_error(Errc::busy, "store put of '" + std::string(a.key->view()) + "': the key's lock was taken " +
                                               "over " + std::to_string(kMaxRelocks) + " times while this writer was stopped");
-        auto held = lock_stripe(a.key->hash, me);
-        if (!held) return std::move(held).error();
-        StripeHold hold = *held;
-        StripeUnlock unlock{this, &hold};
         Result<uint64_t> out = uint64_t(0);
-        if (publish_locked(a, me, hold, out) == Locked::done) return out;
+        Locked step;
+        {
+            auto held = lock_stripe(a.key->hash, me);
+            if (!held) return std::move(held).error();
+            StripeHold hold = *held;
+            StripeUnlock unlock{this, &hold};
+            step = publish_locked(a, me, hold, out);
+        }
+        if (step != Locked::done) continue;
+        // A full table may be full of expired objects: like a full heap (alloc), reclaim them
+        // on the put path, then try once more. Outside the key's stripe: repair() removes
+        // under the stripes of the keys it reclaims. The loan is still ours (publish_locked
+        // turned it back into a loan).
+        if (!out && out.code() == Errc::capacity_exceeded && !repaired) {
+            repaired = true;
+            --relocks;  // not a lock takeover
+            (void)repair(mono_now_ns(), false, me, nullptr);
+            continue;
+        }
+        return out;
     }
 }
 
