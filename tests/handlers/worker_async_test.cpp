@@ -11,12 +11,15 @@
 #include <chrono>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../mq/mq_test_util.h"
 #include "fabric_shm/clock.h"
+#include "fabric_shm/consumer.h"
 #include "fabric_shm/consumer_group.h"
 #include "fabric_shm/dlq.h"
+#include "fabric_shm/ingest.h"
 #include "fabric_shm/jobs.h"
 #include "fabric_shm/mem_object_store.h"
 #include "fabric_shm/topic.h"
@@ -478,4 +481,137 @@ TEST_CASE("async worker: results carry --result-ttl as their expiry") {
     const uint64_t now = wall_now_ns();
     CHECK((*h)->expires_wall_ns > now);
     CHECK((*h)->expires_wall_ns <= now + to_ns(c.result_ttl));
+}
+
+// ---- delete_input (--delete-input) ---------------------------------------------------------
+
+namespace {
+
+WorkerConfig deleting(const Fixture& f) {
+    WorkerConfig c = f.cfg("a", 4);
+    c.delete_input = true;
+    return c;
+}
+
+/// The input's current version, 0 when absent.
+uint64_t input_version(Fixture& f, const std::string& key) {
+    auto h = f.store->head(f.in(key));
+    REQUIRE(h.ok());
+    return h->has_value() ? (*h)->version : 0;
+}
+
+/// The dead letters' reasons (the DLQ topic read from its start).
+std::vector<std::string> dead_letter_reasons(const Pool& pool) {
+    std::vector<std::string> out;
+    auto c = Consumer::open(pool, "t.dlq", "");
+    REQUIRE_MESSAGE(c.ok(), c.error().message);
+    REQUIRE(c->assign_all().ok());
+    REQUIRE(c->seek(SeekPolicy::Earliest()).ok());
+    MessageBatch batch;
+    for (;;) {
+        auto n = c->poll(batch, 64, Duration::zero());
+        REQUIRE(n.ok());
+        if (*n == 0) break;
+        for (const Message& m : batch) out.emplace_back(m.header(kDlqHeaderReason));
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("delete-input: refused at open when another consumer group is registered on the topic") {
+    Fixture f("del-refused");
+    {
+        auto other = Consumer::open(f.tp.pool, "t", "audit");  // registers group 'audit'
+        REQUIRE_MESSAGE(other.ok(), other.error().message);
+    }
+    auto loop = WorkerLoop::open(f.tp.pool, deleting(f));
+    REQUIRE(!loop.ok());
+    CHECK(loop.code() == Errc::conflict);
+    CHECK(loop.error().message.find("'audit'") != std::string::npos);
+    CHECK(loop.error().message.find("--delete-input") != std::string::npos);
+    // Without --delete-input the same group runs beside it.
+    CHECK(WorkerLoop::open(f.tp.pool, f.cfg("a", 4)).ok());
+}
+
+TEST_CASE("delete-input: an input is removed only after the commit covering it, and one uploaded again meanwhile is kept") {
+    Fixture f("del-commit");
+    const uint64_t v0 = f.upload("k0", "data 0");
+    const uint64_t v1 = f.upload("k1", "data 1");
+    auto loop = WorkerLoop::open(f.tp.pool, deleting(f));
+    REQUIRE_MESSAGE(loop.ok(), loop.error().message);
+    auto t = acquire_n(*loop, 2);
+    REQUIRE(t.size() == 2);
+    REQUIRE(loop->complete(std::move(t[0]), upper(t[0])).ok());
+    REQUIRE(loop->complete(std::move(t[1]), upper(t[1])).ok());
+    // Results written, offsets not committed yet: both inputs are still there.
+    CHECK(f.result_text("k0") == "DATA 0");
+    CHECK(input_version(f, "k0") == v0);
+    CHECK(input_version(f, "k1") == v1);
+    // k1 is uploaded again between its processing and the deletion (a newer version, not processed).
+    auto again = f.store->put(f.in("k1"), bytes("data 1, again"));
+    REQUIRE(again.ok());
+    REQUIRE(loop->service().ok());  // commits 0..1, then deletes at the processed versions
+    CHECK(f.committed() == 2);
+    CHECK(input_version(f, "k0") == 0);
+    CHECK(input_version(f, "k1") == *again);  // the version check kept it
+    CHECK(loop->stats().inputs_deleted == 1);
+    CHECK(loop->stats().inputs_kept == 1);
+    REQUIRE(loop->close().ok());
+}
+
+TEST_CASE("delete-input: a redelivery after the input was removed is skipped by its fabric-version, not dead-lettered") {
+    Fixture f("del-redeliver");
+    const uint64_t v = f.upload("k0", "data 0");
+    auto loop = WorkerLoop::open(f.tp.pool, deleting(f));
+    REQUIRE(loop.ok());
+    auto t = acquire_n(*loop, 1);
+    REQUIRE(t.size() == 1);
+    REQUIRE(loop->complete(std::move(t[0]), upper(t[0])).ok());
+    REQUIRE(loop->service().ok());
+    REQUIRE(input_version(f, "k0") == 0);
+    // The same notification again (a producer's retry, a replay): its input is gone.
+    const std::string vs = std::to_string(v), us = f.in("k0").to_string();
+    const MessageHeader h[] = {{kHeaderVersion, vs}};
+    REQUIRE(f.producer->send_keyed(bytes("k0"), bytes(us), h).ok());
+    std::vector<WorkTicket> none(1);
+    for (int i = 0; i < 20 && f.committed() < 2; ++i) {
+        auto n = loop->acquire(none, 50ms);
+        REQUIRE(n.ok());
+        CHECK(*n == 0);  // skipped inside acquire: never handed out
+        REQUIRE(loop->service().ok());
+    }
+    CHECK(f.committed() == 2);
+    CHECK(loop->stats().skipped == 1);
+    CHECK(loop->stats().dead_lettered == 0);
+    CHECK(f.result_text("k0") == "DATA 0");
+    auto dead = dead_letter_count(f.tp.pool, "t.dlq");
+    CHECK((!dead.ok() || *dead == 0));
+}
+
+TEST_CASE("worker: an input that expired before it was processed is dead-lettered with reason expired") {
+    Fixture f("del-expired");
+    PutOptions o;
+    o.ttl = 1ms;
+    Producer* producers[] = {&*f.producer};
+    auto put = put_and_notify(*f.store, producers, f.in("k0"), bytes("short-lived"), o);
+    REQUIRE(put.ok());
+    const auto end = std::chrono::steady_clock::now() + 5s;
+    while (input_version(f, "k0") != 0 && std::chrono::steady_clock::now() < end) std::this_thread::sleep_for(1ms);
+    REQUIRE(input_version(f, "k0") == 0);
+    // A removed (not expired) input is still "object not found".
+    const std::string gone = FabricUri::make(f.tp.pool.name(), "in", "gone").value().to_string();
+    REQUIRE(f.producer->send_keyed(bytes("gone"), bytes(gone)).ok());
+    auto loop = WorkerLoop::open(f.tp.pool, f.cfg("a", 4));
+    REQUIRE(loop.ok());
+    std::vector<WorkTicket> none(1);
+    for (int i = 0; i < 40 && f.committed() < 2; ++i) {
+        REQUIRE(loop->acquire(none, 50ms).ok());
+        REQUIRE(loop->service().ok());
+    }
+    CHECK(loop->stats().dead_lettered == 2);
+    const auto reasons = dead_letter_reasons(f.tp.pool);
+    REQUIRE(reasons.size() == 2);
+    CHECK(reasons[0].rfind("expired: ", 0) == 0);
+    CHECK(reasons[1].rfind("object not found", 0) == 0);
 }

@@ -246,8 +246,15 @@ Result<std::vector<TopicState>> open_topics(const Settings& s, Pool& pool, Renew
 /// How one input was stored.
 struct Stored {
     uint64_t version = 0;
-    bool skipped = false;  ///< --skip-existing found the same bytes already stored
+    bool skipped = false;         ///< --skip-existing found the same bytes already stored
+    uint64_t expires_wall_ns = 0; ///< --object-ttl: not after this (taken before the put: never late)
 };
+
+/// When an object put now with `options` expires at the earliest (wall ns; 0: no TTL). Taken
+/// before the put, so it is never later than the store's own expiry.
+uint64_t expiry(const PutOptions& options) {
+    return options.ttl > Duration::zero() ? wall_now_ns() + to_ns(options.ttl) : 0;
+}
 
 /// Puts one input: zero-copy through a loan (the file is read straight into the pool). The
 /// loan is made for the URI, so its block holds exactly the payload and this key's trailer.
@@ -258,8 +265,9 @@ Result<Stored> store_input(MemObjectStore& store, const FabricUri& uri, const wo
             FABRIC_TRY_ASSIGN(const std::optional<uint64_t> same, identical_version(store, uri, {}));
             if (same) return Stored{*same, true};
         }
+        const uint64_t expires = expiry(options);
         FABRIC_TRY_ASSIGN(const uint64_t version, store.put(uri, ByteView(), options));
-        return Stored{version, false};
+        return Stored{version, false, expires};
     }
     FABRIC_TRY_ASSIGN(ObjectLoan loan, store.loan(uri, in.size, options));
     FABRIC_TRY(workers::fill_input(in, loan.bytes()));
@@ -267,8 +275,9 @@ Result<Stored> store_input(MemObjectStore& store, const FabricUri& uri, const wo
         FABRIC_TRY_ASSIGN(const std::optional<uint64_t> same, identical_version(store, uri, loan.bytes()));
         if (same) return Stored{*same, true};  // the loan is dropped: its bytes go back to the heap
     }
+    const uint64_t expires = expiry(options);
     FABRIC_TRY_ASSIGN(const uint64_t version, loan.commit());
-    return Stored{version, false};
+    return Stored{version, false, expires};
 }
 
 /// One run: what it opened, what it did so far, and why it stopped.
@@ -279,6 +288,7 @@ struct Run {
     std::unique_ptr<MemObjectStore> store;
     RenewalManager renewals;
     std::vector<TopicState> topics;
+    std::string topic_list;  ///< the topics, comma separated (the fan-out header)
     uint64_t stored = 0, notified = 0, skipped_existing = 0, bytes = 0;
     uint64_t store_waits = 0;  ///< puts retried because the store was full
     std::vector<FailedInput> failed;
@@ -318,14 +328,21 @@ Result<Stored> store_input_waiting(Run& run, const FabricUri& uri, const workers
 
 /// Sends the object's notification on every topic, even after one failed (reported per
 /// topic; the object stays). False when one failed: the run stops.
-bool notify(Run& run, const FabricUri& uri, uint64_t version, const workers::InputItem& in) {
-    const std::string uri_s = uri.to_string(), version_s = std::to_string(version),
+bool notify(Run& run, const FabricUri& uri, const Stored& stored, const workers::InputItem& in) {
+    const std::string uri_s = uri.to_string(), version_s = std::to_string(stored.version),
                       ts_s = std::to_string(wall_now_ns());
-    const MessageHeader headers[] = {{kHeaderVersion, version_s}, {kHeaderPutTime, ts_s}};
+    MessageHeader headers[4] = {{kHeaderVersion, version_s}, {kHeaderPutTime, ts_s}};
+    size_t header_count = 2;
+    // With --object-ttl: when it expires (a worker that finds it gone then says "expired").
+    const std::string expires_s = std::to_string(stored.expires_wall_ns);
+    if (stored.expires_wall_ns != 0) headers[header_count++] = {kHeaderExpiresTime, expires_s};
+    // Fan-out: every topic told of it (a --delete-input worker keeps such an input).
+    if (run.topics.size() > 1) headers[header_count++] = {kHeaderTopics, run.topic_list};
+    const std::span<const MessageHeader> header_span(headers, header_count);
     std::vector<std::string> failed_here;
     for (TopicState& ts : run.topics) {
-        auto sent = run.settings.key_by_name ? ts.producer->send_keyed(in.key, uri_s, headers)
-                                             : ts.producer->send(uri_s, headers);
+        auto sent = run.settings.key_by_name ? ts.producer->send_keyed(in.key, uri_s, header_span)
+                                             : ts.producer->send(uri_s, header_span);
         if (sent) {
             ++ts.sent;
         } else {
@@ -392,7 +409,7 @@ void ingest_all(Run& run, workers::InputSource& inputs, Progress& progress, bool
         }
         if (stored->skipped) ++run.skipped_existing;
         else ++run.stored;
-        const bool all_notified = notify(run, *uri, stored->version, in);
+        const bool all_notified = notify(run, *uri, *stored, in);
         run.bytes += in.size;
         progress.update(run.handled(), run.bytes, mono_now_ns() - start);
         if (!all_notified) return;
@@ -508,6 +525,7 @@ int main(int argc, char** argv) {
     auto topics = open_topics(settings, run.pool, run.renewals);
     if (!topics) return cli::fail(out, topics.error());
     run.topics = std::move(*topics);
+    for (const TopicState& ts : run.topics) run.topic_list += (run.topic_list.empty() ? "" : ",") + ts.name;
 
     const bool progress_on = !out.json && !settings.quiet && ::isatty(STDERR_FILENO);
     Progress progress(progress_on, inputs->total());

@@ -174,6 +174,8 @@ nlohmann::json stats_json(const WorkerLoop& loop, uint64_t elapsed_ns) {
     j["dead_lettered"] = s.dead_lettered;
     j["store_waits"] = s.store_waits;
     j["store_full"] = s.store_full;
+    j["inputs_deleted"] = s.inputs_deleted;
+    j["inputs_kept"] = s.inputs_kept;
     j["forwarded"] = s.forwarded;
     j["bytes_in"] = s.bytes_in;
     j["bytes_out"] = s.bytes_out;
@@ -232,6 +234,8 @@ int main(int argc, char** argv) {
         cxxopts::value<std::string>())(
         "result-ttl", "results expire this long after they are written (default: never); their space comes "
                       "back when the store needs it", cxxopts::value<std::string>())(
+        "delete-input", "remove each input (at the version processed) once its result is written and its offset "
+                        "committed; refused when another group reads the topic")(
         "batch", "messages per poll", cxxopts::value<uint32_t>()->default_value("16"))(
         "count", "exit after handling N notifications (default: no limit)", cxxopts::value<uint64_t>())(
         "exit-when-idle", "exit after this long without a notification (default: never)",
@@ -278,6 +282,7 @@ int main(int argc, char** argv) {
     cfg.result_bucket = r["result-bucket"].as<std::string>();
     cfg.result_key = r["result-key"].as<std::string>();
     cfg.shared_results = r.count("shared-results") > 0;
+    cfg.delete_input = r.count("delete-input") > 0;
     if (Status st = validate_result_key_template(cfg.result_key); !st) return cli::usage(out, st.error().message);
     if (r.count("next-topic")) cfg.next_topic = r["next-topic"].as<std::string>();
     if (r.count("dlq")) cfg.dlq_topic = r["dlq"].as<std::string>();
