@@ -1650,6 +1650,12 @@ StoreCore::Usage StoreCore::usage() const {
 
 std::vector<std::string> StoreCore::keys(uint64_t now_mono) const {
     std::vector<std::string> out;
+    for (Entry& e : entries(now_mono)) out.push_back(std::move(e.key));
+    return out;
+}
+
+std::vector<StoreCore::Entry> StoreCore::entries(uint64_t now_mono) const {
+    std::vector<Entry> out;
     for (uint64_t bi = 0; bi <= mask_; ++bi) {
         for (uint32_t j = 0; j < kSlotsPerBucket; ++j) {
             for (int attempt = 0; attempt < 100; ++attempt) {
@@ -1671,7 +1677,8 @@ std::vector<std::string> StoreCore::keys(uint64_t now_mono) const {
                 }
                 std::atomic_thread_fence(std::memory_order_acquire);
                 if (block_seq(words_[b].load(std::memory_order_relaxed)) != block_seq(w)) continue;
-                if (ok && !(snap.h.expires_mono_ns && snap.h.expires_mono_ns <= now_mono)) out.push_back(std::move(k));
+                if (ok && !(snap.h.expires_mono_ns && snap.h.expires_mono_ns <= now_mono))
+                    out.push_back(Entry{std::move(k), snap.h.size, snap.loc.capacity, snap.h.expires_mono_ns});
                 break;
             }
         }
