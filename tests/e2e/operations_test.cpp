@@ -490,3 +490,16 @@ TEST_CASE("worker: --delete-input is refused when another group reads the topic"
     CHECK(out.find("--delete-input") != std::string::npos);
     CHECK(out.find("'audit'") != std::string::npos);
 }
+
+TEST_CASE("producer: a 1 KiB object put through its loan takes at most 1.25x its size of heap") {
+    Fixture f("ops-loan-bytes");
+    auto store = MemObjectStore::open(f.pool);
+    REQUIRE(store.ok());
+    const uint64_t before = (*store)->stats().heap_used_bytes;
+    std::string out;
+    REQUIRE(sh(q(producer_bin()) + " --pool " + f.name + " --topic t --synthetic 100 --size 1K --quiet 2>&1", &out) == 0);
+    const StoreStats s = (*store)->stats();
+    REQUIRE(s.objects == 100);
+    // A loan that reserved the largest trailer (1,032 B) took 2,560 bytes per 1 KiB object.
+    CHECK(double(s.heap_used_bytes - before) / 100.0 <= 1.25 * 1024);
+}
