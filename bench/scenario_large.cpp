@@ -2,7 +2,7 @@
 // Scenario "large": the copy path against the zero-copy path for 4 KiB .. 16 MiB objects,
 // next to the machine's floor for the same size: memcpy bandwidth and crc32 (ISA-L) time.
 //   copy put      store.put(uri, bytes): copy into the pool + CRC + publish
-//   loan+commit   store.loan(n) then commit: CRC + publish, no copy. The bytes are not
+//   loan+commit   store.loan(uri, n) then commit(): CRC + publish, no copy. The bytes are not
 //                 rewritten between iterations (a producer would fill them in place; that
 //                 fill is its own work in both paths, so neither side is charged for it)
 //   copy get      store.get(uri): copy out of the pool into a vector + CRC verify
@@ -87,12 +87,12 @@ int run_large(Context& ctx) {
             if (!r) ++failures;
         }));
         add(measure("loan+commit" + tag, warmup, iters, [&](uint64_t) {
-            auto loan = store.loan(size);
+            auto loan = store.loan(loaned, size);
             if (!loan) {
                 ++failures;
                 return;
             }
-            auto r = store.commit(std::move(*loan), loaned);
+            auto r = loan->commit();
             if (!r) ++failures;
         }));
         add(measure("copy get" + tag, warmup, iters, [&](uint64_t) {

@@ -290,7 +290,7 @@ void bind_store(py::module_& m) {
                  l.uri = to_uri(uri);
                  l.options = put_options(if_absent, if_version, fence, content_type, metadata, ttl);
                  MemObjectStore& store = s->get();
-                 auto r = unwrap(without_gil(s->mutex, [&] { return store.loan(size); }));
+                 auto r = unwrap(without_gil(s->mutex, [&] { return store.loan(l.uri, size, l.options); }));
                  l.holder = std::make_shared<LoanHolder>(LoanHolder{std::move(r)});
                  l.store = std::move(s);
                  return l;

@@ -163,6 +163,87 @@ TEST_CASE("producer: Ctrl-C during a back-pressure wait exits 130 at once and sa
     CHECK(text.err().find("--skip-existing") != std::string::npos);
 }
 
+TEST_CASE("producer: a full store is back-pressure: the put waits for space within --wait and the run completes") {
+    Fixture f("ops-store-full");
+    StoreConfig sc;
+    sc.heap_bytes = 256 << 10;  // 4 superblocks of 64 KiB: 24 objects of 8 KiB fit
+    auto store = MemObjectStore::open(f.pool, sc);
+    REQUIRE(store.ok());
+    Proc p(q(producer_bin()) + " --pool " + f.name + " --topic full --synthetic 40 --size 8K --wait 60s --json");
+    // It stops at the full store and says so once, then waits (renewing) instead of failing.
+    REQUIRE(eventually([&] { return p.err().find("store full, waiting up to 1m") != std::string::npos; }));
+    CHECK(object_version(f.pool, f.uri("uploads", "synthetic-000039")) == 0);
+    // Space comes back: the rest of the run lands.
+    auto names = (*store)->list(f.name, "uploads", "");
+    REQUIRE(names.ok());
+    REQUIRE(names->size() >= 16);
+    for (size_t i = 0; i < 16; ++i) REQUIRE((*store)->remove(*FabricUri::make(f.name, "uploads", (*names)[i])).ok());
+    const int rc = p.wait(30000);
+    INFO(p.out() << p.err());
+    CHECK(rc == 0);
+    const json j = last_json(p.out());
+    REQUIRE(j.is_object());
+    CHECK(j["stored"] == 40);
+    CHECK(j["notified"] == 40);
+    CHECK(j["store_waits"].get<uint64_t>() > 0);
+    CHECK(object_version(f.pool, f.uri("uploads", "synthetic-000039")) != 0);
+
+    // With no space coming back, --wait bounds the wait and the error names the option.
+    Proc bounded(q(producer_bin()) + " --pool " + f.name + " --topic full --bucket more --synthetic 40 --size 8K --wait 200ms");
+    CHECK(bounded.wait(30000) == 1);
+    CHECK(bounded.err().find("--heap-size") != std::string::npos);
+}
+
+TEST_CASE("worker: a full store under --store-wait dead-letters nothing and the work resumes when space returns") {
+    Fixture f("ops-worker-full");
+    StoreConfig sc;
+    sc.heap_bytes = 256 << 10;
+    auto store = MemObjectStore::open(f.pool, sc);
+    REQUIRE(store.ok());
+    TopicConfig tc;
+    tc.num_partitions = 1;
+    REQUIRE(TopicManager(f.pool).create("t", tc).ok());
+    auto producer = Producer::open(f.pool, "t");
+    REQUIRE(producer.ok());
+    const std::vector<uint8_t> input(3000, 'i');
+    for (int i = 0; i < 3; ++i) {
+        const auto u = FabricUri::make(f.name, "uploads", "in" + std::to_string(i)).value();
+        REQUIRE((*store)->put(u, input).ok());
+        const std::string us = u.to_string();
+        REQUIRE(producer->send(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(us.data()), us.size())).ok());
+    }
+    // Fill the heap with objects of the results' size class: every result put finds it full.
+    std::vector<FabricUri> fillers;
+    for (int i = 0; i < 10000; ++i) {
+        const auto u = FabricUri::make(f.name, "filler", "f" + std::to_string(i)).value();
+        auto v = (*store)->put(u, input);
+        if (!v) {
+            REQUIRE(v.code() == Errc::capacity_exceeded);
+            break;
+        }
+        fillers.push_back(u);
+    }
+    REQUIRE(fillers.size() >= 3);
+    Proc w(q(worker_bin()) + " --pool " + f.name + " --topic t --group g --builtin copy --max-attempts 1" +
+           " --store-wait 200ms --count 3 --json");
+    REQUIRE(eventually([&] { return w.err().find("capacity_exceeded: ") != std::string::npos; }));
+    CHECK(w.err().find("bytes used") != std::string::npos);
+    CHECK(w.err().find("not dead-lettered") != std::string::npos);
+    for (int i = 0; i < 3; ++i) REQUIRE((*store)->remove(fillers[fillers.size() - 1 - size_t(i)]).ok());
+    const int rc = w.wait(30000);
+    INFO(w.out() << w.err());
+    CHECK(rc == 0);
+    const json j = last_json(w.out());
+    REQUIRE(j.is_object());
+    CHECK(j["processed"] == 3);
+    CHECK(j["dead_lettered"] == 0);
+    CHECK(j["failed_attempts"] == 0);
+    CHECK(j["store_full"].get<uint64_t>() >= 1);
+    for (int i = 0; i < 3; ++i)
+        CHECK(get_text(f.pool, f.uri("results", "uploads/in" + std::to_string(i))) == std::string(3000, 'i'));
+    CHECK(read_dlq(f.pool, "t.dlq").empty());
+}
+
 TEST_CASE("producer: --skip-existing does not put an object whose bytes are stored, and still notifies it") {
     Fixture f("ops-skip");
     ScratchDir dir;
@@ -330,4 +411,95 @@ TEST_CASE("worker: --help lists every FABRIC_* variable the README's worker sect
         INFO(v);
         CHECK(help.find(v) != std::string::npos);
     }
+}
+
+// ---- streams that never fill the store ------------------------------------------------------
+
+namespace {
+
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+#else
+constexpr bool kSanitized = false;
+#endif
+
+}  // namespace
+
+// Registered as its own meson test ('e2e-stream'), run beside the rest of this file. The
+// unsanitized run streams 50,000 objects: more results than the default store's table holds
+// (28,672 entries), so the worker's result puts find the store full until the first results
+// expire (--result-ttl 10s) and the put path reclaims them; the producer meanwhile waits on
+// the topic and on the store. Under ASan 10,000 (the same paths short of the full table:
+// every process is 3-5x slower there, and the table-bound part costs the TTL's 10 s).
+TEST_CASE("streaming: objects through the default pool with --delete-input and --result-ttl all complete, none dead-lettered") {
+    const uint64_t n = kSanitized ? 10'000 : 50'000;
+    Fixture f("stream");
+    const std::string count = std::to_string(n);
+    Proc w(q(worker_bin()) + " --pool " + f.name + " --topic s --group g --builtin crc32 --delete-input" +
+           " --result-ttl 10s --count " + count + " --json");
+    // The group exists before the first notification (a topic with no group keeps nothing back).
+    REQUIRE(eventually([&] { return alive_members(f.pool, "s", "g") == 1; }));
+    Proc p(q(producer_bin()) + " --pool " + f.name + " --topic s --synthetic " + count +
+           " --size 1K --wait 60s --quiet --json");
+    const int prc = p.wait(180000);
+    INFO("producer: " << p.out() << p.err());
+    const int wrc = w.wait(180000);
+    INFO("worker: " << w.out() << w.err().substr(0, 4000));
+    REQUIRE(prc == 0);
+    REQUIRE(wrc == 0);
+    const json pj = last_json(p.out()), wj = last_json(w.out());
+    REQUIRE((pj.is_object() && wj.is_object()));
+    CHECK(pj["stored"] == n);
+    CHECK(pj["notified"] == n);
+    CHECK(wj["processed"].get<uint64_t>() + wj["skipped"].get<uint64_t>() == n);
+    CHECK(wj["dead_lettered"] == 0);
+    CHECK(wj["failed_attempts"] == 0);
+    CHECK(wj["store_full"] == 0);  // waited within the attempt, never handed back
+    CHECK(wj["inputs_deleted"] == n);
+    CHECK(w.err().find("capacity_exceeded") == std::string::npos);
+    CHECK(read_dlq(f.pool, "s.dlq").empty());
+    // Every input is gone; the results of the last objects (younger than the TTL) are right.
+    CHECK(count_keys(f.pool, "uploads") == 0);
+    for (uint64_t i = n - 200; i < n; ++i) {
+        char key[32];
+        std::snprintf(key, sizeof key, "synthetic-%06llu", static_cast<unsigned long long>(i));
+        REQUIRE(get_text(f.pool, f.uri("results", std::string("uploads/") + key)) ==
+                crc_hex(synthetic_content(i, 1024)));
+    }
+    MESSAGE(n << " objects: producer " << pj["elapsed_s"].get<double>() << " s, worker store waits "
+              << wj["store_waits"].get<uint64_t>());
+}
+
+TEST_CASE("worker: --delete-input is refused when another group reads the topic") {
+    Fixture f("ops-del-groups");
+    TopicConfig tc;
+    tc.num_partitions = 1;
+    REQUIRE(TopicManager(f.pool).create("t", tc).ok());
+    REQUIRE(Consumer::open(f.pool, "t", "audit").ok());
+    std::string out;
+    const int rc = sh(q(worker_bin()) + " --pool " + f.name + " --topic t --group g --builtin copy --delete-input 2>&1",
+                      &out);
+    INFO(out);
+    CHECK(rc == 1);
+    CHECK(out.find("--delete-input") != std::string::npos);
+    CHECK(out.find("'audit'") != std::string::npos);
+}
+
+TEST_CASE("producer: a 1 KiB object put through its loan takes at most 1.25x its size of heap") {
+    Fixture f("ops-loan-bytes");
+    auto store = MemObjectStore::open(f.pool);
+    REQUIRE(store.ok());
+    const uint64_t before = (*store)->stats().heap_used_bytes;
+    std::string out;
+    REQUIRE(sh(q(producer_bin()) + " --pool " + f.name + " --topic t --synthetic 100 --size 1K --quiet 2>&1", &out) == 0);
+    const StoreStats s = (*store)->stats();
+    REQUIRE(s.objects == 100);
+    // A loan that reserved the largest trailer (1,032 B) took 2,560 bytes per 1 KiB object.
+    CHECK(double(s.heap_used_bytes - before) / 100.0 <= 1.25 * 1024);
 }

@@ -11,11 +11,15 @@
 #include <chrono>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../mq/mq_test_util.h"
+#include "fabric_shm/clock.h"
+#include "fabric_shm/consumer.h"
 #include "fabric_shm/consumer_group.h"
 #include "fabric_shm/dlq.h"
+#include "fabric_shm/ingest.h"
 #include "fabric_shm/jobs.h"
 #include "fabric_shm/mem_object_store.h"
 #include "fabric_shm/topic.h"
@@ -31,10 +35,11 @@ struct Fixture {
     TestPool tp;
     std::unique_ptr<MemObjectStore> store;
     std::optional<Producer> producer;
-    explicit Fixture(const char* tag, uint32_t partitions = 1) : tp(tag, 32ull << 20) {
+    explicit Fixture(const char* tag, uint32_t partitions = 1, const StoreConfig& store_config = {})
+        : tp(tag, 32ull << 20) {
         TopicManager mgr(tp.pool);
         REQUIRE(mgr.create("t", config(partitions, 64)).ok());
-        auto s = MemObjectStore::open(tp.pool);
+        auto s = MemObjectStore::open(tp.pool, store_config);
         REQUIRE(s.ok());
         store = std::move(s.value());
         auto p = Producer::open(tp.pool, "t");
@@ -406,4 +411,286 @@ TEST_CASE("async worker: a dead letter or a due retry that must wait for a messa
     CHECK(loop->stats().dead_lettered == 1);
     CHECK(f.committed() == 4);
     CHECK(f.result_text("k2") == "DATA");
+}
+
+namespace {
+
+/// A fixture whose store has a 256 KiB heap (4 superblocks of 64 KiB), filled with objects
+/// of the result's size class until a put of that size fails: the next result put finds the
+/// store full.
+struct FullStore : Fixture {
+    std::vector<FabricUri> fillers;
+    static constexpr size_t kResultBytes = 3000;
+    explicit FullStore(const char* tag) : Fixture(tag, 1, small_store()) {}
+    static StoreConfig small_store() {
+        StoreConfig c;
+        c.heap_bytes = 256 << 10;
+        return c;
+    }
+    void fill() {
+        const std::vector<uint8_t> filler(kResultBytes, 'f');
+        for (int i = 0; i < 10000; ++i) {
+            auto u = FabricUri::make(tp.pool.name(), "filler", "f" + std::to_string(i)).value();
+            auto v = store->put(u, filler);
+            if (!v) {
+                REQUIRE_MESSAGE(v.code() == Errc::capacity_exceeded, v.error().message);
+                REQUIRE(!fillers.empty());
+                return;
+            }
+            fillers.push_back(u);
+        }
+        FAIL("the store never filled");
+    }
+    void free_one() {
+        REQUIRE(!fillers.empty());
+        auto r = store->remove(fillers.back());
+        REQUIRE(r.ok());
+        REQUIRE(*r);
+        fillers.pop_back();
+    }
+    uint64_t dead_letters() {
+        auto dead = dead_letter_count(tp.pool, "t.dlq");
+        if (!dead && dead.code() == Errc::not_found) return 0;  // never created: nothing was dead-lettered
+        REQUIRE_MESSAGE(dead.ok(), dead.error().message);
+        return *dead;
+    }
+};
+
+std::vector<uint8_t> result_of_size(const WorkTicket& t) {
+    std::vector<uint8_t> out(FullStore::kResultBytes, 'r');
+    std::copy(t.item().data.begin(), t.item().data.end(), out.begin());
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("async worker: a full store past --store-wait hands the message back uncounted, never dead-lettered; work resumes when space returns") {
+    FullStore f("async-store-full");
+    f.upload("k0", "data 0");
+    f.fill();
+    WorkerConfig c = f.cfg("a", 1);
+    c.max_attempts = 1;  // a counted failed attempt would dead-letter at once
+    c.store_wait = 100ms;
+    c.store_full_pause = 1s;
+    auto loop = WorkerLoop::open(f.tp.pool, c);
+    REQUIRE_MESSAGE(loop.ok(), loop.error().message);
+    std::vector<std::string> log;
+    loop->set_log([&](std::string_view line) { log.emplace_back(line); });
+    auto first = acquire_n(*loop, 1);
+    REQUIRE(first.size() == 1);
+    CHECK(first[0].item().attempt == 1);
+    REQUIRE(loop->complete(std::move(first[0]), result_of_size(first[0])).ok());
+    CHECK(loop->stats().store_waits == 1);
+    CHECK(loop->stats().store_full == 1);
+    CHECK(loop->stats().failed_attempts == 0);
+    CHECK(loop->stats().dead_lettered == 0);
+    CHECK(f.dead_letters() == 0);
+    CHECK(f.result_text("k0") == "<absent>");
+    REQUIRE(loop->service().ok());
+    CHECK(f.committed() == 0);
+    // The report names the condition and the heap's numbers.
+    bool reported = false;
+    for (const std::string& line : log)
+        if (line.rfind("capacity_exceeded: ", 0) == 0 && line.find("bytes used") != std::string::npos &&
+            line.find("not dead-lettered") != std::string::npos)
+            reported = true;
+    CHECK_MESSAGE(reported, "no capacity_exceeded report in the log");
+    // Paused: nothing is handed out at once, even though the message waits.
+    std::vector<WorkTicket> none(1);
+    auto n = loop->acquire(none, 0ms);
+    REQUIRE(n.ok());
+    CHECK(*n == 0);
+    // Space comes back: the same message, the same attempt (the hand-out was refunded).
+    f.free_one();
+    std::vector<WorkTicket> again(1);
+    auto got = loop->acquire(again, 10s);  // after the pause
+    REQUIRE(got.ok());
+    REQUIRE(*got == 1);
+    CHECK(again[0].item().offset == 0);
+    CHECK(again[0].item().attempt == 1);
+    REQUIRE(loop->complete(std::move(again[0]), result_of_size(again[0])).ok());
+    REQUIRE(loop->service().ok());
+    CHECK(f.committed() == 1);
+    CHECK(loop->stats().processed == 1);
+    CHECK(loop->stats().dead_lettered == 0);
+    CHECK(f.dead_letters() == 0);
+    CHECK(f.result_text("k0").rfind("data 0", 0) == 0);
+}
+
+TEST_CASE("async worker: a result put on a full store waits within the attempt and lands when space returns") {
+    FullStore f("async-store-wait");
+    f.upload("k0", "data 0");
+    f.fill();
+    WorkerConfig c = f.cfg("a", 1);
+    c.max_attempts = 1;
+    c.store_wait = 60s;  // far longer than the test: it must not be what ends the wait
+    auto loop = WorkerLoop::open(f.tp.pool, c);
+    REQUIRE(loop.ok());
+    // The loop announces the wait before its first pause; space is freed right then, so the
+    // retry inside the same attempt finds it (no sleep, no race).
+    loop->set_log([&](std::string_view line) {
+        if (line.rfind("store full: waiting", 0) == 0) f.free_one();
+    });
+    auto t = acquire_n(*loop, 1);
+    REQUIRE(t.size() == 1);
+    REQUIRE(loop->complete(std::move(t[0]), result_of_size(t[0])).ok());
+    REQUIRE(loop->service().ok());
+    CHECK(loop->stats().store_waits == 1);
+    CHECK(loop->stats().store_full == 0);
+    CHECK(loop->stats().processed == 1);
+    CHECK(loop->stats().failed_attempts == 0);
+    CHECK(f.committed() == 1);
+    CHECK(f.dead_letters() == 0);
+    CHECK(f.result_text("k0").rfind("data 0", 0) == 0);
+}
+
+TEST_CASE("async worker: results carry --result-ttl as their expiry") {
+    Fixture f("async-result-ttl");
+    f.upload("k0", "data 0");
+    WorkerConfig c = f.cfg("a", 1);
+    c.result_ttl = 1h;
+    auto loop = WorkerLoop::open(f.tp.pool, c);
+    REQUIRE(loop.ok());
+    auto t = acquire_n(*loop, 1);
+    REQUIRE(t.size() == 1);
+    REQUIRE(loop->complete(std::move(t[0]), upper(t[0])).ok());
+    auto h = f.store->head(f.result("k0"));
+    REQUIRE(h.ok());
+    REQUIRE(h->has_value());
+    const uint64_t now = wall_now_ns();
+    CHECK((*h)->expires_wall_ns > now);
+    CHECK((*h)->expires_wall_ns <= now + to_ns(c.result_ttl));
+}
+
+// ---- delete_input (--delete-input) ---------------------------------------------------------
+
+namespace {
+
+WorkerConfig deleting(const Fixture& f) {
+    WorkerConfig c = f.cfg("a", 4);
+    c.delete_input = true;
+    return c;
+}
+
+/// The input's current version, 0 when absent.
+uint64_t input_version(Fixture& f, const std::string& key) {
+    auto h = f.store->head(f.in(key));
+    REQUIRE(h.ok());
+    return h->has_value() ? (*h)->version : 0;
+}
+
+/// The dead letters' reasons (the DLQ topic read from its start).
+std::vector<std::string> dead_letter_reasons(const Pool& pool) {
+    std::vector<std::string> out;
+    auto c = Consumer::open(pool, "t.dlq", "");
+    REQUIRE_MESSAGE(c.ok(), c.error().message);
+    REQUIRE(c->assign_all().ok());
+    REQUIRE(c->seek(SeekPolicy::Earliest()).ok());
+    MessageBatch batch;
+    for (;;) {
+        auto n = c->poll(batch, 64, Duration::zero());
+        REQUIRE(n.ok());
+        if (*n == 0) break;
+        for (const Message& m : batch) out.emplace_back(m.header(kDlqHeaderReason));
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("delete-input: refused at open when another consumer group is registered on the topic") {
+    Fixture f("del-refused");
+    {
+        auto other = Consumer::open(f.tp.pool, "t", "audit");  // registers group 'audit'
+        REQUIRE_MESSAGE(other.ok(), other.error().message);
+    }
+    auto loop = WorkerLoop::open(f.tp.pool, deleting(f));
+    REQUIRE(!loop.ok());
+    CHECK(loop.code() == Errc::conflict);
+    CHECK(loop.error().message.find("'audit'") != std::string::npos);
+    CHECK(loop.error().message.find("--delete-input") != std::string::npos);
+    // Without --delete-input the same group runs beside it.
+    CHECK(WorkerLoop::open(f.tp.pool, f.cfg("a", 4)).ok());
+}
+
+TEST_CASE("delete-input: an input is removed only after the commit covering it, and one uploaded again meanwhile is kept") {
+    Fixture f("del-commit");
+    const uint64_t v0 = f.upload("k0", "data 0");
+    const uint64_t v1 = f.upload("k1", "data 1");
+    auto loop = WorkerLoop::open(f.tp.pool, deleting(f));
+    REQUIRE_MESSAGE(loop.ok(), loop.error().message);
+    auto t = acquire_n(*loop, 2);
+    REQUIRE(t.size() == 2);
+    REQUIRE(loop->complete(std::move(t[0]), upper(t[0])).ok());
+    REQUIRE(loop->complete(std::move(t[1]), upper(t[1])).ok());
+    // Results written, offsets not committed yet: both inputs are still there.
+    CHECK(f.result_text("k0") == "DATA 0");
+    CHECK(input_version(f, "k0") == v0);
+    CHECK(input_version(f, "k1") == v1);
+    // k1 is uploaded again between its processing and the deletion (a newer version, not processed).
+    auto again = f.store->put(f.in("k1"), bytes("data 1, again"));
+    REQUIRE(again.ok());
+    REQUIRE(loop->service().ok());  // commits 0..1, then deletes at the processed versions
+    CHECK(f.committed() == 2);
+    CHECK(input_version(f, "k0") == 0);
+    CHECK(input_version(f, "k1") == *again);  // the version check kept it
+    CHECK(loop->stats().inputs_deleted == 1);
+    CHECK(loop->stats().inputs_kept == 1);
+    REQUIRE(loop->close().ok());
+}
+
+TEST_CASE("delete-input: a redelivery after the input was removed is skipped by its fabric-version, not dead-lettered") {
+    Fixture f("del-redeliver");
+    const uint64_t v = f.upload("k0", "data 0");
+    auto loop = WorkerLoop::open(f.tp.pool, deleting(f));
+    REQUIRE(loop.ok());
+    auto t = acquire_n(*loop, 1);
+    REQUIRE(t.size() == 1);
+    REQUIRE(loop->complete(std::move(t[0]), upper(t[0])).ok());
+    REQUIRE(loop->service().ok());
+    REQUIRE(input_version(f, "k0") == 0);
+    // The same notification again (a producer's retry, a replay): its input is gone.
+    const std::string vs = std::to_string(v), us = f.in("k0").to_string();
+    const MessageHeader h[] = {{kHeaderVersion, vs}};
+    REQUIRE(f.producer->send_keyed(bytes("k0"), bytes(us), h).ok());
+    std::vector<WorkTicket> none(1);
+    for (int i = 0; i < 20 && f.committed() < 2; ++i) {
+        auto n = loop->acquire(none, 50ms);
+        REQUIRE(n.ok());
+        CHECK(*n == 0);  // skipped inside acquire: never handed out
+        REQUIRE(loop->service().ok());
+    }
+    CHECK(f.committed() == 2);
+    CHECK(loop->stats().skipped == 1);
+    CHECK(loop->stats().dead_lettered == 0);
+    CHECK(f.result_text("k0") == "DATA 0");
+    auto dead = dead_letter_count(f.tp.pool, "t.dlq");
+    CHECK((!dead.ok() || *dead == 0));
+}
+
+TEST_CASE("worker: an input that expired before it was processed is dead-lettered with reason expired") {
+    Fixture f("del-expired");
+    PutOptions o;
+    o.ttl = 1ms;
+    Producer* producers[] = {&*f.producer};
+    auto put = put_and_notify(*f.store, producers, f.in("k0"), bytes("short-lived"), o);
+    REQUIRE(put.ok());
+    const auto end = std::chrono::steady_clock::now() + 5s;
+    while (input_version(f, "k0") != 0 && std::chrono::steady_clock::now() < end) std::this_thread::sleep_for(1ms);
+    REQUIRE(input_version(f, "k0") == 0);
+    // A removed (not expired) input is still "object not found".
+    const std::string gone = FabricUri::make(f.tp.pool.name(), "in", "gone").value().to_string();
+    REQUIRE(f.producer->send_keyed(bytes("gone"), bytes(gone)).ok());
+    auto loop = WorkerLoop::open(f.tp.pool, f.cfg("a", 4));
+    REQUIRE(loop.ok());
+    std::vector<WorkTicket> none(1);
+    for (int i = 0; i < 40 && f.committed() < 2; ++i) {
+        REQUIRE(loop->acquire(none, 50ms).ok());
+        REQUIRE(loop->service().ok());
+    }
+    CHECK(loop->stats().dead_lettered == 2);
+    const auto reasons = dead_letter_reasons(f.tp.pool);
+    REQUIRE(reasons.size() == 2);
+    CHECK(reasons[0].rfind("expired: ", 0) == 0);
+    CHECK(reasons[1].rfind("object not found", 0) == 0);
 }

@@ -15,6 +15,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -461,4 +462,37 @@ TEST_CASE("fabric-shm: put --notify fans out to every topic and names the topics
     REQUIRE(lines.size() == 2);
     CHECK(lines[1]["value"] == "fabric://" + name + "/uploads/k");
     CHECK(lines[1]["headers"]["fabric-version"] == "2");
+}
+
+TEST_CASE("fabric-shm: ls --older-than and rm --prefix clean up what is old under a prefix and nothing else") {
+    const std::string name = test::unique_pool_name("rmprefix");
+    test::PoolCleanup cleanup(name);
+    const std::string base = "fabric://" + name + "/";
+    for (const char* key : {"uploads/a1", "uploads/a2", "uploads/b1", "other/a3"})
+        REQUIRE(test::run_command("echo x | " + test::build_path("tools/fabric-shm") + " put " + base + key + " - 2>/dev/null") == 0);
+    // Young objects are not older than an hour: listed by nothing, removed by nothing.
+    Run r = run_tool("fabric-shm", "ls " + base + "uploads/ --older-than 1h --json");
+    REQUIRE(r.rc == 0);
+    CHECK(r.doc["keys"].empty());
+    r = run_tool("fabric-shm", "rm --prefix " + base + "uploads/ --older-than 1h --json");
+    REQUIRE(r.rc == 0);
+    CHECK(r.doc["removed"] == 0);
+    // Once they are older than the age given, they are listed.
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    r = run_tool("fabric-shm", "ls " + base + "uploads/a --older-than 10ms --json");
+    REQUIRE(r.rc == 0);
+    CHECK(r.doc["keys"] == json::array({"a1", "a2"}));
+    // --dry-run names them and removes nothing.
+    r = run_tool("fabric-shm", "rm --prefix " + base + "uploads/a --dry-run --json");
+    REQUIRE(r.rc == 0);
+    CHECK(r.doc["keys"] == json::array({"a1", "a2"}));
+    CHECK(run_tool("fabric-shm", "ls " + base + "uploads/ --json").doc["keys"].size() == 3);
+    // The prefix bounds what goes: uploads/b1 and the other bucket stay.
+    r = run_tool("fabric-shm", "rm --prefix " + base + "uploads/a --older-than 10ms --json");
+    REQUIRE(r.rc == 0);
+    CHECK(r.doc["removed"] == 2);
+    CHECK(run_tool("fabric-shm", "ls " + base + "uploads/ --json").doc["keys"] == json::array({"b1"}));
+    CHECK(run_tool("fabric-shm", "ls " + base + "other/ --json").doc["keys"] == json::array({"a3"}));
+    // A prefix flag and an object URI together are a usage error.
+    CHECK(run_tool("fabric-shm", "rm " + base + "uploads/b1 --prefix " + base + "uploads/ --json").rc == 2);
 }

@@ -315,6 +315,42 @@ TEST_CASE("dump: FRAG of a full heap is 0 %, not 100 %") {
     CHECK(run("fabric-shm-dump --pool " + name).out.find("0.0%") != std::string::npos);
 }
 
+TEST_CASE("dump: the store shows bytes per object, objects and bytes per bucket, and the soonest expiries") {
+    const std::string name = test::unique_pool_name("dumpbkt");
+    test::PoolCleanup cleanup(name);
+    auto pool = Pool::create(PoolOptions{name, 8ull << 20});
+    REQUIRE(pool.ok());
+    auto store = MemObjectStore::open(*pool);
+    REQUIRE(store.ok());
+    const std::vector<uint8_t> kib(1024, 'x');
+    for (int i = 0; i < 3; ++i) REQUIRE((*store)->put(*FabricUri::make(name, "uploads", "u" + std::to_string(i)), kib));
+    PutOptions later, sooner;
+    later.ttl = std::chrono::hours(2);
+    sooner.ttl = std::chrono::hours(1);
+    REQUIRE((*store)->put(*FabricUri::make(name, "results", "late"), kib, later));
+    REQUIRE((*store)->put(*FabricUri::make(name, "results", "soon"), std::vector<uint8_t>(10, 'y'), sooner));
+    const Run r = run("fabric-shm-dump --json --pool " + name);
+    const json s = parse_json(r.out)["store"]["stores"][0];
+    CHECK(s["bytes_per_object"].get<uint64_t>() >= 1024);
+    CHECK(s["bytes_per_object"].get<uint64_t>() <= 1280);
+    std::map<std::string, json> buckets;
+    for (const auto& b : s["buckets"]) buckets[b["bucket"].get<std::string>()] = b;
+    REQUIRE(buckets.size() == 2);
+    CHECK(buckets["uploads"]["objects"] == 3);
+    CHECK(buckets["uploads"]["bytes"] == 3 * 1024);
+    CHECK(buckets["uploads"]["heap_bytes"].get<uint64_t>() >= 3 * 1024);
+    CHECK(buckets["results"]["bytes"] == 1024 + 10);
+    REQUIRE(s["soonest_expiries"].size() == 2);
+    CHECK(s["soonest_expiries"][0]["key"] == "results/soon");
+    CHECK(s["soonest_expiries"][1]["key"] == "results/late");
+    CHECK(s["objects_with_ttl"] == 2);
+    const std::string text = run("fabric-shm-dump --pool " + name).out;
+    CHECK(text.find("store 'default': ") != std::string::npos);
+    CHECK(text.find(" bytes per object (heap, 5 objects)") != std::string::npos);
+    CHECK(text.find("uploads=3 objects/3.0 KiB") != std::string::npos);
+    CHECK(text.find("expiring soonest (2 objects have a TTL): results/soon in ") != std::string::npos);
+}
+
 TEST_CASE("dlq: ls, show, replay and purge from the command line") {
     const std::string name = test::unique_pool_name("dlqcli");
     test::PoolCleanup cleanup(name);

@@ -95,6 +95,12 @@ const std::vector<FaultPoint>& fault_points() {
         {"worker.result.after_put", W},
         {"worker.dead_letter.deciding", W},
         {"worker.acquire.handed_out", W},
+        // a result put waiting for space: the torture's store never fills, so no role reaches
+        // it; the full-store tests (tests/handlers worker-async, tests/e2e e2e-ops) wait there.
+        {"worker.store_wait.sleeping", 0},
+        // --delete-input removing an input after its commit: the torture's workers keep their
+        // inputs (the producers' objects are checked afterwards), so no role reaches it.
+        {"worker.delete_input.before_remove", 0},
         // topics created on demand (the workers' dead-letter topic) and opens that wait for a
         // creation in progress
         {"topic.create.before_publish", W | O},

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 // fabric-shm-dump section "store": every object store in the pool (regions of kind store),
 // attached read-only through MemObjectStore::attach, with its occupancy, heap use, largest
-// free extent, fragmentation and active loans/pins, objects per bucket, plus the pool-wide
-// store counters.
+// free extent, fragmentation, active loans/pins and heap bytes per object, objects and bytes
+// per bucket, the objects that expire soonest, plus the pool-wide store counters.
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <string>
@@ -49,19 +50,43 @@ std::string percent(double v) {
     return buf;
 }
 
-/// Objects per bucket: the table's keys ("bucket/key", expired ones skipped) bound read-only
-/// through the same binding as MemObjectStore::attach (the public API lists one bucket at a time only).
-Result<std::map<std::string, uint64_t>> bucket_objects(const Pool& pool, const RegionInfo& r) {
+/// Objects, payload bytes and heap bytes of one bucket.
+struct BucketUse {
+    uint64_t objects = 0, bytes = 0, heap_bytes = 0;
+};
+
+/// The soonest expiries shown.
+constexpr size_t kSoonestExpiries = 5;
+
+/// Per bucket, and the objects that expire soonest: the table's objects ("bucket/key",
+/// expired ones skipped) bound read-only through the same binding as MemObjectStore::attach
+/// (the public API lists one bucket at a time only).
+struct StoreWalk {
+    std::map<std::string, BucketUse> buckets;
+    std::vector<detail::StoreCore::Entry> soonest;  ///< ascending expiry, at most kSoonestExpiries
+    uint64_t with_ttl = 0;                          ///< objects that have an expiry
+};
+
+Result<StoreWalk> walk_store(const Pool& pool, const RegionInfo& r) {
     auto root = pool.open_region(r.ref);
     if (!root) return std::move(root).error();
     auto bound = detail::bind_store_regions(pool, std::move(*root));
     if (!bound) return std::move(bound).error();
-    std::map<std::string, uint64_t> per_bucket;
-    for (const std::string& k : bound->core->keys(mono_now_ns())) {
-        const size_t slash = k.find('/');
-        ++per_bucket[slash == std::string::npos ? std::string() : k.substr(0, slash)];
+    StoreWalk w;
+    for (detail::StoreCore::Entry& e : bound->core->entries(mono_now_ns())) {
+        const size_t slash = e.key.find('/');
+        BucketUse& b = w.buckets[slash == std::string::npos ? std::string() : e.key.substr(0, slash)];
+        ++b.objects;
+        b.bytes += e.size;
+        b.heap_bytes += e.block_bytes;
+        if (e.expires_mono_ns == 0) continue;
+        ++w.with_ttl;
+        w.soonest.push_back(std::move(e));
+        std::sort(w.soonest.begin(), w.soonest.end(),
+                  [](const auto& x, const auto& y) { return x.expires_mono_ns < y.expires_mono_ns; });
+        if (w.soonest.size() > kSoonestExpiries) w.soonest.pop_back();
     }
-    return per_bucket;
+    return w;
 }
 
 void fill_store(const Pool& pool, nlohmann::json& out) {
@@ -87,10 +112,24 @@ void fill_store(const Pool& pool, nlohmann::json& out) {
         doc["max_object_bytes"] = s.max_object_bytes;
         doc["loans_active"] = s.loans_active;
         doc["pins_active"] = s.pins_active;
+        // Heap block bytes per stored object (header, trailer and size-class rounding included;
+        // loans in progress count as used): what one more object of the current mix costs.
+        doc["bytes_per_object"] = s.objects ? s.heap_used_bytes / s.objects : 0;
         nlohmann::json buckets = nlohmann::json::array();
-        if (auto per_bucket = bucket_objects(pool, r); per_bucket)
-            for (const auto& [bucket, n] : *per_bucket) buckets.push_back({{"bucket", bucket}, {"objects", n}});
+        nlohmann::json soonest = nlohmann::json::array();
+        if (auto walk = walk_store(pool, r); walk) {
+            for (const auto& [bucket, u] : walk->buckets)
+                buckets.push_back({{"bucket", bucket}, {"objects", u.objects}, {"bytes", u.bytes},
+                                   {"heap_bytes", u.heap_bytes}});
+            const uint64_t now = mono_now_ns();
+            for (const auto& e : walk->soonest)
+                soonest.push_back({{"key", e.key},
+                                   {"expires_in_ns", e.expires_mono_ns > now ? e.expires_mono_ns - now : 0},
+                                   {"expires", format_wall_ns(mono_to_wall_ns(e.expires_mono_ns))}});
+            doc["objects_with_ttl"] = walk->with_ttl;
+        }
         doc["buckets"] = buckets;
+        doc["soonest_expiries"] = soonest;
         if (s.objects > s.table_entries)
             violations.push_back("store '" + r.name + "': " + std::to_string(s.objects) + " objects exceed " +
                                  std::to_string(s.table_entries) + " table entries");
@@ -133,11 +172,27 @@ void render_store(const nlohmann::json& out, std::string& text) {
                std::to_string(s["pins_active"].get<uint64_t>())});
     }
     if (any) t.render(text, "  ");
+    for (const auto& s : stores)
+        if (s.contains("bytes_per_object") && s["objects"].get<uint64_t>() > 0)
+            text += "  store '" + s["name"].get<std::string>() + "': " +
+                    std::to_string(s["bytes_per_object"].get<uint64_t>()) + " bytes per object (heap, " +
+                    std::to_string(s["objects"].get<uint64_t>()) + " objects)\n";
     for (const auto& s : stores) {
         if (!s.contains("buckets") || s["buckets"].empty()) continue;
-        std::string line = "  store '" + s["name"].get<std::string>() + "' objects per bucket:";
+        std::string line = "  store '" + s["name"].get<std::string>() + "' per bucket:";
         for (const auto& b : s["buckets"])
-            line += " " + b["bucket"].get<std::string>() + "=" + std::to_string(b["objects"].get<uint64_t>());
+            line += " " + b["bucket"].get<std::string>() + "=" + std::to_string(b["objects"].get<uint64_t>()) +
+                    " objects/" + format_bytes(b["bytes"].get<uint64_t>()) + " (" +
+                    format_bytes(b["heap_bytes"].get<uint64_t>()) + " heap)";
+        text += line + "\n";
+    }
+    for (const auto& s : stores) {
+        if (!s.contains("soonest_expiries") || s["soonest_expiries"].empty()) continue;
+        std::string line = "  store '" + s["name"].get<std::string>() + "' expiring soonest (" +
+                           std::to_string(s["objects_with_ttl"].get<uint64_t>()) + " objects have a TTL):";
+        for (const auto& e : s["soonest_expiries"])
+            line += " " + e["key"].get<std::string>() + " in " + format_duration_ns(e["expires_in_ns"].get<uint64_t>()) + ";";
+        line.pop_back();
         text += line + "\n";
     }
     std::string c = "  counters:";

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -365,41 +366,7 @@ int cmd_head(int argc, char** argv) {
     return kExitOk;
 }
 
-// ---- rm ----------------------------------------------------------------------------
-
-int cmd_rm(int argc, char** argv) {
-    Output out{argv_has_json(argc, argv), "fabric-shm rm"};
-    cxxopts::Options o(argv[0], "Removes the object (exit 1 \"not found\" if absent).\n"
-                                "  fabric-shm rm fabric://POOL/BUCKET/KEY [--if-version N]");
-    add_object_common(o);
-    o.add_options()("if-version", "only if the current version is N (else exit 1, conflict)",
-                    cxxopts::value<uint64_t>());
-    cxxopts::ParseResult r;
-    int rc = 0;
-    if (!parse_options(o, argc, argv, out, r, &rc)) return rc;
-    if (r.count("help")) return std::cout << o.help(), kExitOk;
-    const auto pos = positionals(r);
-    if (pos.size() > 1) return usage(out, "unexpected argument '" + pos[1] + "'");
-    auto uri = parse_uri_arg(pos, r);
-    if (!uri) return fail(out, uri.error());
-
-    Result<Pool> pool = open_existing(uri->pool());
-    if (!pool) return fail(out, pool.error());
-    auto store = MemObjectStore::attach(*pool, r["store"].as<std::string>());
-    if (!store) return store.code() == Errc::not_found ? not_found(out, uri->to_string()) : fail(out, store.error());
-    RemoveOptions options;
-    if (r.count("if-version")) options.if_version = r["if-version"].as<uint64_t>();
-    auto removed = (*store)->remove(*uri, options);
-    if (!removed) return fail(out, removed.error());
-    if (!*removed) return not_found(out, uri->to_string());
-    if (out.json)
-        print_json({{"uri", uri->to_string()}, {"removed", true}});
-    else
-        std::cout << "removed " << uri->to_string() << "\n";
-    return kExitOk;
-}
-
-// ---- ls ----------------------------------------------------------------------------
+// ---- listing targets ---------------------------------------------------------------
 
 struct ListTarget {
     std::string pool, bucket, prefix;
@@ -430,11 +397,146 @@ Result<ListTarget> parse_list_target(const std::string& text) {
     return t;
 }
 
+/// --older-than: the keys of `keys` whose current version was published at least `age` ago
+/// (an object removed meanwhile is left out).
+Result<std::vector<std::string>> older_than(MemObjectStore& store, const ListTarget& t,
+                                            const std::vector<std::string>& keys, uint64_t age_ns) {
+    const uint64_t now = wall_now_ns();
+    const uint64_t cutoff = now > age_ns ? now - age_ns : 0;
+    std::vector<std::string> out;
+    for (const std::string& k : keys) {
+        auto uri = FabricUri::make(t.pool, t.bucket, k);
+        if (!uri) return std::move(uri).error();
+        auto info = store.head(*uri);
+        if (!info) return std::move(info).error();
+        if (info->has_value() && (**info).created_wall_ns <= cutoff) out.push_back(k);
+    }
+    return out;
+}
+
+/// Parses --older-than when given (0 otherwise).
+Result<uint64_t> older_than_option(const cxxopts::ParseResult& r) {
+    if (!r.count("older-than")) return uint64_t(0);
+    return parse_duration_option("older-than", r["older-than"].as<std::string>());
+}
+
+// ---- rm ----------------------------------------------------------------------------
+
+/// `rm --prefix`: every object under the prefix (and older than --older-than), each removed
+/// at the version listed, so an object uploaded again meanwhile is kept (and counted).
+int rm_prefix(const Output& out, const cxxopts::ParseResult& r) {
+    const auto pos = positionals(r);
+    if (!pos.empty()) return usage(out, "unexpected argument '" + pos[0] + "' (--prefix names what to remove)");
+    if (r.count("if-version")) return usage(out, "--if-version names one object's version; not with --prefix");
+    auto target = parse_list_target(r["prefix"].as<std::string>());
+    if (!target) return fail(out, target.error());
+    Status flag = check_pool_flag(opt_string(r, "pool"), target->pool);
+    if (!flag) return fail(out, flag.error());
+    auto age = older_than_option(r);
+    if (!age) return fail(out, age.error());
+    const bool dry = r.count("dry-run") > 0;
+    const std::string what = "fabric://" + target->pool + "/" + target->bucket + "/" + target->prefix;
+
+    Result<Pool> pool = dry ? open_read_only(target->pool) : open_existing(target->pool);
+    if (!pool) return fail(out, pool.error());
+    std::vector<std::string> keys, removed, kept;
+    auto store = MemObjectStore::attach(*pool, r["store"].as<std::string>());
+    if (!store && store.code() != Errc::not_found) return fail(out, store.error());
+    if (store) {  // no store yet: nothing to remove
+        auto listed = (*store)->list(target->pool, target->bucket, target->prefix);
+        if (!listed) return fail(out, listed.error());
+        keys = std::move(*listed);
+        if (*age != 0) {
+            auto old = older_than(**store, *target, keys, *age);
+            if (!old) return fail(out, old.error());
+            keys = std::move(*old);
+        }
+    }
+    for (const std::string& k : keys) {
+        if (dry) {
+            removed.push_back(k);
+            continue;
+        }
+        auto uri = FabricUri::make(target->pool, target->bucket, k);
+        if (!uri) return fail(out, uri.error());
+        auto info = (*store)->head(*uri);
+        if (!info) return fail(out, info.error());
+        if (!info->has_value()) continue;  // gone meanwhile (removed, expired)
+        if (*age != 0 && (**info).created_wall_ns > wall_now_ns() - std::min(wall_now_ns(), *age)) {
+            kept.push_back(k);  // uploaded again since it was listed: young now
+            continue;
+        }
+        RemoveOptions ro;
+        ro.if_version = (**info).version;
+        auto done = (*store)->remove(*uri, ro);
+        if (done && *done) removed.push_back(k);
+        else if (!done && done.code() == Errc::conflict) kept.push_back(k);
+        else if (!done) return fail(out, done.error());
+    }
+    if (out.json) {
+        print_json({{"prefix", what}, {"removed", removed.size()}, {"keys", removed}, {"kept", kept},
+                    {"dry_run", dry}});
+        return kExitOk;
+    }
+    std::string text;
+    if (dry)
+        for (const auto& k : removed) text += k + "\n";
+    text += std::string(dry ? "would remove " : "removed ") + std::to_string(removed.size()) + " object(s) under " + what;
+    if (*age != 0) text += " older than " + format_duration_ns(*age);
+    if (!kept.empty()) text += "; kept " + std::to_string(kept.size()) + " uploaded again meanwhile";
+    text += "\n";
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    return kExitOk;
+}
+
+int cmd_rm(int argc, char** argv) {
+    Output out{argv_has_json(argc, argv), "fabric-shm rm"};
+    cxxopts::Options o(argv[0], "Removes the object (exit 1 \"not found\" if absent), or every object under a prefix.\n"
+                                "  fabric-shm rm fabric://POOL/BUCKET/KEY [--if-version N]\n"
+                                "  fabric-shm rm --prefix fabric://POOL/BUCKET/[PREFIX] [--older-than D] [--dry-run]");
+    add_object_common(o);
+    o.add_options()("if-version", "only if the current version is N (else exit 1, conflict)",
+                    cxxopts::value<uint64_t>())(
+        "prefix", "remove every object whose key starts with PREFIX in the bucket (fabric://POOL/BUCKET/ is "
+                  "the whole bucket)", cxxopts::value<std::string>())(
+        "older-than", "with --prefix: only objects published at least this long ago (30s, 5m, 1h, 2d)",
+        cxxopts::value<std::string>())("dry-run", "with --prefix: list what would be removed, remove nothing");
+    cxxopts::ParseResult r;
+    int rc = 0;
+    if (!parse_options(o, argc, argv, out, r, &rc)) return rc;
+    if (r.count("help")) return std::cout << o.help(), kExitOk;
+    if (r.count("prefix")) return rm_prefix(out, r);
+    if (r.count("older-than") || r.count("dry-run")) return usage(out, "--older-than and --dry-run go with --prefix");
+    const auto pos = positionals(r);
+    if (pos.size() > 1) return usage(out, "unexpected argument '" + pos[1] + "'");
+    auto uri = parse_uri_arg(pos, r);
+    if (!uri) return fail(out, uri.error());
+
+    Result<Pool> pool = open_existing(uri->pool());
+    if (!pool) return fail(out, pool.error());
+    auto store = MemObjectStore::attach(*pool, r["store"].as<std::string>());
+    if (!store) return store.code() == Errc::not_found ? not_found(out, uri->to_string()) : fail(out, store.error());
+    RemoveOptions options;
+    if (r.count("if-version")) options.if_version = r["if-version"].as<uint64_t>();
+    auto removed = (*store)->remove(*uri, options);
+    if (!removed) return fail(out, removed.error());
+    if (!*removed) return not_found(out, uri->to_string());
+    if (out.json)
+        print_json({{"uri", uri->to_string()}, {"removed", true}});
+    else
+        std::cout << "removed " << uri->to_string() << "\n";
+    return kExitOk;
+}
+
+// ---- ls ----------------------------------------------------------------------------
+
 int cmd_ls(int argc, char** argv) {
     Output out{argv_has_json(argc, argv), "fabric-shm ls"};
     cxxopts::Options o(argv[0], "Lists the keys in a bucket starting with PREFIX, sorted bytewise.\n"
-                                "  fabric-shm ls fabric://POOL/BUCKET/[PREFIX] [--json]");
+                                "  fabric-shm ls fabric://POOL/BUCKET/[PREFIX] [--older-than D] [--json]");
     add_object_common(o);
+    o.add_options()("older-than", "only objects published at least this long ago (30s, 5m, 1h, 2d)",
+                    cxxopts::value<std::string>());
     cxxopts::ParseResult r;
     int rc = 0;
     if (!parse_options(o, argc, argv, out, r, &rc)) return rc;
@@ -446,6 +548,8 @@ int cmd_ls(int argc, char** argv) {
     if (!target) return fail(out, target.error());
     Status flag = check_pool_flag(opt_string(r, "pool"), target->pool);
     if (!flag) return fail(out, flag.error());
+    auto age = older_than_option(r);
+    if (!age) return fail(out, age.error());
 
     Result<Pool> pool = open_read_only(target->pool);
     if (!pool) return fail(out, pool.error());
@@ -456,6 +560,11 @@ int cmd_ls(int argc, char** argv) {
         auto listed = (*store)->list(target->pool, target->bucket, target->prefix);
         if (!listed) return fail(out, listed.error());
         keys = std::move(*listed);
+        if (*age != 0) {
+            auto old = older_than(**store, *target, keys, *age);
+            if (!old) return fail(out, old.error());
+            keys = std::move(*old);
+        }
     }
     if (out.json) {
         print_json({{"pool", target->pool}, {"bucket", target->bucket}, {"prefix", target->prefix}, {"keys", keys}});
@@ -476,9 +585,9 @@ void register_object_commands(std::vector<Command>& commands) {
                         cmd_get});
     commands.push_back({"head", "show an object's metadata",
                         cmd_head});
-    commands.push_back({"rm", "remove an object",
+    commands.push_back({"rm", "remove an object, or every object under --prefix [--older-than D]",
                         cmd_rm});
-    commands.push_back({"ls", "list keys: fabric://POOL/BUCKET/[PREFIX]",
+    commands.push_back({"ls", "list keys: fabric://POOL/BUCKET/[PREFIX] [--older-than D]",
                         cmd_ls});
 }
 

@@ -5,14 +5,16 @@
 //
 // An input that cannot be stored (larger than the store's maximum object size, unreadable, a
 // name that is not a valid key) is reported and counted, and the rest go on (--fail-fast
-// stops at the first). A full store, an expired lease or a notification that cannot be sent
-// stops the run. SIGINT/SIGTERM stop it within a send's park (50 ms), even while it waits on
-// back-pressure; the summary then says what was stored and notified, and the exit status is
-// 130. --skip-existing lets a re-run skip the puts that are done and still send their
+// stops at the first). A full store is back-pressure like a full topic: the put waits for
+// space for up to --wait. A store still full after that, an expired lease or a notification
+// that cannot be sent stops the run. SIGINT/SIGTERM stop it within a send's park (50 ms),
+// even while it waits on back-pressure; the summary then says what was stored and notified,
+// and the exit status is 130. --skip-existing lets a re-run skip the puts that are done and still send their
 // notifications.
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -118,7 +120,8 @@ struct Settings {
     std::string pool_name, bucket;
     std::vector<std::string> topics;
     bool key_by_name = true;  ///< --key-from name (else round-robin)
-    uint64_t wait_ns = 0;     ///< --wait: longest back-pressure wait per send
+    uint64_t wait_ns = 0;     ///< --wait: longest back-pressure wait per send and per put
+    PutOptions object_options;  ///< --object-ttl
     uint32_t partitions = 4;  ///< of topics this producer creates
     cli::PoolCreation creation;
     std::vector<std::string> inputs;
@@ -146,6 +149,8 @@ std::optional<int> parse_settings(int argc, char** argv, cli::Output& out, Setti
         cxxopts::value<std::string>()->default_value("name"))(
         "wait", "on back-pressure, wait this long for the slowest group, then fail naming it",
         cxxopts::value<std::string>()->default_value("5s"))(
+        "object-ttl", "objects expire this long after they are put (default: never); their space comes back "
+                      "when the store needs it", cxxopts::value<std::string>())(
         "fail-fast", "stop at the first input that cannot be stored (default: report it, go on with the rest)")(
         "skip-existing", "do not put an object whose bytes are already stored under its key (same size, CRC and "
                          "bytes); still send its notification (re-running an interrupted run)")(
@@ -182,6 +187,11 @@ std::optional<int> parse_settings(int argc, char** argv, cli::Output& out, Setti
     auto wait = cli::parse_duration_option("wait", r["wait"].as<std::string>());
     if (!wait) return cli::fail(out, wait.error());
     s.wait_ns = *wait;
+    if (r.count("object-ttl")) {
+        auto ttl = cli::parse_duration_option("object-ttl", r["object-ttl"].as<std::string>());
+        if (!ttl) return cli::fail(out, ttl.error());
+        s.object_options.ttl = ns_duration(*ttl);
+    }
     auto synth_size = cli::parse_size_option("size", r["size"].as<std::string>());
     if (!synth_size) return cli::fail(out, synth_size.error());
     s.synthetic_size = *synth_size;
@@ -236,28 +246,38 @@ Result<std::vector<TopicState>> open_topics(const Settings& s, Pool& pool, Renew
 /// How one input was stored.
 struct Stored {
     uint64_t version = 0;
-    bool skipped = false;  ///< --skip-existing found the same bytes already stored
+    bool skipped = false;         ///< --skip-existing found the same bytes already stored
+    uint64_t expires_wall_ns = 0; ///< --object-ttl: not after this (taken before the put: never late)
 };
 
-/// Puts one input: zero-copy through a loan (the file is read straight into the pool).
+/// When an object put now with `options` expires at the earliest (wall ns; 0: no TTL). Taken
+/// before the put, so it is never later than the store's own expiry.
+uint64_t expiry(const PutOptions& options) {
+    return options.ttl > Duration::zero() ? wall_now_ns() + to_ns(options.ttl) : 0;
+}
+
+/// Puts one input: zero-copy through a loan (the file is read straight into the pool). The
+/// loan is made for the URI, so its block holds exactly the payload and this key's trailer.
 Result<Stored> store_input(MemObjectStore& store, const FabricUri& uri, const workers::InputItem& in,
-                           bool skip_existing) {
+                           bool skip_existing, const PutOptions& options) {
     if (in.size == 0) {
         if (skip_existing) {
             FABRIC_TRY_ASSIGN(const std::optional<uint64_t> same, identical_version(store, uri, {}));
             if (same) return Stored{*same, true};
         }
-        FABRIC_TRY_ASSIGN(const uint64_t version, store.put(uri, ByteView()));
-        return Stored{version, false};
+        const uint64_t expires = expiry(options);
+        FABRIC_TRY_ASSIGN(const uint64_t version, store.put(uri, ByteView(), options));
+        return Stored{version, false, expires};
     }
-    FABRIC_TRY_ASSIGN(ObjectLoan loan, store.loan(in.size));
+    FABRIC_TRY_ASSIGN(ObjectLoan loan, store.loan(uri, in.size, options));
     FABRIC_TRY(workers::fill_input(in, loan.bytes()));
     if (skip_existing) {
         FABRIC_TRY_ASSIGN(const std::optional<uint64_t> same, identical_version(store, uri, loan.bytes()));
         if (same) return Stored{*same, true};  // the loan is dropped: its bytes go back to the heap
     }
-    FABRIC_TRY_ASSIGN(const uint64_t version, store.commit(std::move(loan), uri));
-    return Stored{version, false};
+    const uint64_t expires = expiry(options);
+    FABRIC_TRY_ASSIGN(const uint64_t version, loan.commit());
+    return Stored{version, false, expires};
 }
 
 /// One run: what it opened, what it did so far, and why it stopped.
@@ -268,7 +288,9 @@ struct Run {
     std::unique_ptr<MemObjectStore> store;
     RenewalManager renewals;
     std::vector<TopicState> topics;
+    std::string topic_list;  ///< the topics, comma separated (the fan-out header)
     uint64_t stored = 0, notified = 0, skipped_existing = 0, bytes = 0;
+    uint64_t store_waits = 0;  ///< puts retried because the store was full
     std::vector<FailedInput> failed;
     std::optional<Error> failure;  ///< what stopped the run
     std::string failed_uri;
@@ -279,16 +301,48 @@ struct Run {
     uint64_t handled() const { return stored + skipped_existing; }
 };
 
+/// store_input, with a full store treated as back-pressure like a full topic: the put is
+/// retried (1 ms .. 100 ms apart, renewing the leases) for up to --wait, and says once that
+/// it waits. A signal ends the wait at once (the input is then neither stored nor notified).
+Result<Stored> store_input_waiting(Run& run, const FabricUri& uri, const workers::InputItem& in) {
+    const Settings& s = run.settings;
+    const uint64_t deadline = mono_now_ns() + s.wait_ns;
+    uint64_t pause = kNsPerMs;
+    bool announced = false;
+    for (;;) {
+        auto stored = store_input(*run.store, uri, in, s.skip_existing, s.object_options);
+        const uint64_t now = mono_now_ns();
+        if (stored || stored.code() != Errc::capacity_exceeded || g_stop || now >= deadline) return stored;
+        if (!announced && !s.quiet)
+            cli::stderr_line(run.out.program + ": store full, waiting up to " + format_duration_ns(s.wait_ns) +
+                             " for space: " + stored.error().message);
+        announced = true;
+        ++run.store_waits;
+        const uint64_t nap = std::min(pause, deadline - now);
+        const timespec ts{time_t(nap / kNsPerSec), long(nap % kNsPerSec)};
+        ::nanosleep(&ts, nullptr);
+        pause = std::min<uint64_t>(pause * 2, 100 * kNsPerMs);
+        (void)run.renewals.tick(MonoClock::now());
+    }
+}
+
 /// Sends the object's notification on every topic, even after one failed (reported per
 /// topic; the object stays). False when one failed: the run stops.
-bool notify(Run& run, const FabricUri& uri, uint64_t version, const workers::InputItem& in) {
-    const std::string uri_s = uri.to_string(), version_s = std::to_string(version),
+bool notify(Run& run, const FabricUri& uri, const Stored& stored, const workers::InputItem& in) {
+    const std::string uri_s = uri.to_string(), version_s = std::to_string(stored.version),
                       ts_s = std::to_string(wall_now_ns());
-    const MessageHeader headers[] = {{kHeaderVersion, version_s}, {kHeaderPutTime, ts_s}};
+    MessageHeader headers[4] = {{kHeaderVersion, version_s}, {kHeaderPutTime, ts_s}};
+    size_t header_count = 2;
+    // With --object-ttl: when it expires (a worker that finds it gone then says "expired").
+    const std::string expires_s = std::to_string(stored.expires_wall_ns);
+    if (stored.expires_wall_ns != 0) headers[header_count++] = {kHeaderExpiresTime, expires_s};
+    // Fan-out: every topic told of it (a --delete-input worker keeps such an input).
+    if (run.topics.size() > 1) headers[header_count++] = {kHeaderTopics, run.topic_list};
+    const std::span<const MessageHeader> header_span(headers, header_count);
     std::vector<std::string> failed_here;
     for (TopicState& ts : run.topics) {
-        auto sent = run.settings.key_by_name ? ts.producer->send_keyed(in.key, uri_s, headers)
-                                             : ts.producer->send(uri_s, headers);
+        auto sent = run.settings.key_by_name ? ts.producer->send_keyed(in.key, uri_s, header_span)
+                                             : ts.producer->send(uri_s, header_span);
         if (sent) {
             ++ts.sent;
         } else {
@@ -343,7 +397,7 @@ void ingest_all(Run& run, workers::InputSource& inputs, Progress& progress, bool
             if (!input_failed(FailedInput{input_name, uri.error()})) return;
             continue;
         }
-        auto stored = store_input(*run.store, *uri, in, s.skip_existing);
+        auto stored = store_input_waiting(run, *uri, in);
         if (!stored) {
             if (input_failure(stored.code())) {
                 if (!input_failed(FailedInput{input_name, stored.error()})) return;
@@ -355,7 +409,7 @@ void ingest_all(Run& run, workers::InputSource& inputs, Progress& progress, bool
         }
         if (stored->skipped) ++run.skipped_existing;
         else ++run.stored;
-        const bool all_notified = notify(run, *uri, stored->version, in);
+        const bool all_notified = notify(run, *uri, *stored, in);
         run.bytes += in.size;
         progress.update(run.handled(), run.bytes, mono_now_ns() - start);
         if (!all_notified) return;
@@ -400,6 +454,7 @@ int report(const Run& run, uint64_t elapsed) {
         j["notified"] = run.notified;
         j["skipped_existing"] = run.skipped_existing;
         j["bytes"] = run.bytes;
+        j["store_waits"] = run.store_waits;  // puts retried because the store was full
         j["elapsed_s"] = secs;
         j["objects_per_s"] = rate;
         j["bytes_per_s"] = secs > 0 ? double(run.bytes) / secs : 0.0;
@@ -470,6 +525,7 @@ int main(int argc, char** argv) {
     auto topics = open_topics(settings, run.pool, run.renewals);
     if (!topics) return cli::fail(out, topics.error());
     run.topics = std::move(*topics);
+    for (const TopicState& ts : run.topics) run.topic_list += (run.topic_list.empty() ? "" : ",") + ts.name;
 
     const bool progress_on = !out.json && !settings.quiet && ::isatty(STDERR_FILENO);
     Progress progress(progress_on, inputs->total());

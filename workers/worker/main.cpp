@@ -173,6 +173,10 @@ nlohmann::json stats_json(const WorkerLoop& loop, uint64_t elapsed_ns) {
     j["skipped"] = s.skipped;
     j["failed_attempts"] = s.failed_attempts;
     j["dead_lettered"] = s.dead_lettered;
+    j["store_waits"] = s.store_waits;
+    j["store_full"] = s.store_full;
+    j["inputs_deleted"] = s.inputs_deleted;
+    j["inputs_kept"] = s.inputs_kept;
     j["forwarded"] = s.forwarded;
     j["bytes_in"] = s.bytes_in;
     j["bytes_out"] = s.bytes_out;
@@ -226,6 +230,13 @@ int main(int argc, char** argv) {
         "backoff", "first retry backoff (doubles, capped at 2s)", cxxopts::value<std::string>()->default_value("100ms"))(
         "session-timeout", "a member silent this long loses its partitions",
         cxxopts::value<std::string>()->default_value("10s"))(
+        "store-wait", "a result put that finds the store full waits this long for space (heartbeating), then "
+                      "hands the message back uncounted and pauses (default: the session timeout)",
+        cxxopts::value<std::string>())(
+        "result-ttl", "results expire this long after they are written (default: never); their space comes "
+                      "back when the store needs it", cxxopts::value<std::string>())(
+        "delete-input", "remove each input (at the version processed) once its result is written and its offset "
+                        "committed; refused when another group reads the topic")(
         "batch", "messages per poll", cxxopts::value<uint32_t>()->default_value("16"))(
         "count", "exit after handling N notifications (default: no limit)", cxxopts::value<uint64_t>())(
         "exit-when-idle", "exit after this long without a notification (default: never)",
@@ -272,6 +283,7 @@ int main(int argc, char** argv) {
     cfg.result_bucket = r["result-bucket"].as<std::string>();
     cfg.result_key = r["result-key"].as<std::string>();
     cfg.shared_results = r.count("shared-results") > 0;
+    cfg.delete_input = r.count("delete-input") > 0;
     if (Status st = validate_result_key_template(cfg.result_key); !st) return cli::usage(out, st.error().message);
     if (r.count("next-topic")) cfg.next_topic = r["next-topic"].as<std::string>();
     if (r.count("dlq")) cfg.dlq_topic = r["dlq"].as<std::string>();
@@ -299,6 +311,11 @@ int main(int argc, char** argv) {
         !parse_d("exec-timeout", &exec_timeout))
         return rc;
     if (r.count("exit-when-idle") && !parse_d("exit-when-idle", &cfg.exit_when_idle_ns)) return rc;
+    for (auto [name, dst] : {std::pair{"store-wait", &cfg.store_wait}, std::pair{"result-ttl", &cfg.result_ttl}}) {
+        uint64_t ns = 0;
+        if (r.count(name) && !parse_d(name, &ns)) return rc;
+        if (r.count(name)) *dst = ns_duration(ns);
+    }
     cli::PoolCreation creation;
     creation.no_create = r.count("no-create") > 0;
     for (auto [name, dst] : {std::pair{"max-result-size", &max_result}, std::pair{"pool-size", &creation.size_bytes}}) {

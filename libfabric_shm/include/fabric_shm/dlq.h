@@ -82,6 +82,10 @@ public:
     Result<uint64_t> begin(const Message& message);
     /// Processing succeeded: clears the offset's counter.
     Status ack(const Message& message);
+    /// The hand-out did not count as an attempt (the worker handed the message back because
+    /// the store was full, not because processing failed): takes one hand-out back, so the
+    /// next begin() returns the same attempt number again.
+    Status refund(const Message& message);
     /// Counters live per in-flight offset (a window of 8 past the committed offset, so a
     /// member may process several messages of a partition at once). The end of the window a
     /// previous owner of `partition` left uncommitted: one past the highest offset >=

@@ -26,7 +26,9 @@ struct IngestResult {
 /// Puts `bytes` under `uri` in `store`, then sends one notification through each producer:
 /// keyed by the object's key (one key, one partition, in order), the URI as its value, and
 /// the headers fabric-version (the new version, decimal) and fabric-put-ts (wall ns after the
-/// put, decimal) that fabric-shm-worker and WorkerLoop read. A failed put sends nothing and is
+/// put, decimal) that fabric-shm-worker and WorkerLoop read; with options.ttl also
+/// fabric-expires-ts (wall ns, taken before the put), and with several producers fabric-topics
+/// (their topics, comma separated: a --delete-input worker keeps such an input). A failed put sends nothing and is
 /// the error. A failed notification does not stop the others; the object stays stored, so
 /// calling again (a new version, notified again) is safe for workers (at-least-once).
 Result<IngestResult> put_and_notify(ObjectStore& store, std::span<Producer* const> producers, const FabricUri& uri,

@@ -38,6 +38,14 @@ public:
     ~ObjectLoan();
     std::span<uint8_t> bytes() const;
     bool valid() const;
+    /// For a loan made by MemObjectStore::loan(uri, size, options): publishes all `size`
+    /// bytes under the loan's URI with its options; returns the version. On a failed
+    /// condition (conflict, stale_epoch) the loan stays valid: retry or drop it.
+    Result<uint64_t> commit();
+    /// Publishes the first n <= size bytes. When the object then fits a smaller block, it is
+    /// moved there (one copy of n bytes) and the loaned block goes back to the heap; if no
+    /// smaller block is free it is published in place.
+    Result<uint64_t> commit(uint64_t n);
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };
@@ -78,8 +86,15 @@ public:
     /// Every live object of this store as "bucket/key", sorted bytewise (pool export).
     Result<std::vector<std::string>> list_all();
 
+    /// A loan of `size` bytes for `uri`: the block holds exactly the payload and this key's
+    /// trailer (key, content type, metadata), like put(). Publish with loan.commit().
+    Result<ObjectLoan> loan(const FabricUri& uri, uint64_t size, const PutOptions& options = {});
+    /// Deprecated: a loan whose key is not known yet reserves the largest possible trailer
+    /// (1,032 B per object). Use loan(uri, size, options).
     Result<ObjectLoan> loan(uint64_t size);
     /// Publishes the loan under uri (same conditions and visibility as put); returns the version.
+    /// Deprecated with loan(size); for a loan(uri, size, ...) the URI must be the loan's and
+    /// the options' trailer must fit what the loan reserved.
     Result<uint64_t> commit(ObjectLoan&& loan, const FabricUri& uri, const PutOptions& options = {});
     /// nullopt when absent.
     Result<std::optional<PinnedView>> pin(const FabricUri& uri);

@@ -17,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "fabric_shm/clock.h"
 #include "fabric_shm/object_store.h"
 #include "fabric_shm/pool.h"
 #include "fabric_shm/result.h"
@@ -31,6 +32,12 @@ inline constexpr std::string_view kDefaultResultKey = "{bucket}/{key}";
 inline constexpr std::string_view kHeaderVersion = "fabric-version";        ///< object version, decimal
 inline constexpr std::string_view kHeaderPutTime = "fabric-put-ts";         ///< wall ns after the put, decimal
 inline constexpr std::string_view kHeaderOriginTime = "fabric-origin-ts";   ///< first stage's put time (multi-stage)
+/// When the object expires (wall ns, decimal; absent: no TTL). A worker that finds the object
+/// gone after this dead-letters it with reason "expired", not "object not found".
+inline constexpr std::string_view kHeaderExpiresTime = "fabric-expires-ts";
+/// Set on a notification sent to several topics (fan-out): every topic it was sent on, comma
+/// separated. WorkerConfig::delete_input never deletes an input another topic was told of.
+inline constexpr std::string_view kHeaderTopics = "fabric-topics";
 // Results record their input (URI, version) with jobs.h's result_put_options; dead letters
 // carry dlq.h's headers (DlqRouter).
 
@@ -87,6 +94,22 @@ struct WorkerConfig {
     uint64_t backoff_initial_ns = 100'000'000;   ///< doubles per retry
     uint64_t backoff_max_ns = 2'000'000'000;
     uint64_t session_timeout_ns = 10'000'000'000;
+    /// A result put that finds the store full (capacity_exceeded) waits this long for space
+    /// within the same attempt, heartbeating (0: the session timeout). After that the message
+    /// is handed back without counting the attempt (never dead-lettered for a full store) and
+    /// no work is taken for `store_full_pause`.
+    Duration store_wait{0};
+    Duration store_full_pause = std::chrono::seconds(1);
+    /// Results expire this long after they are written (0: never); an expired result reads as
+    /// absent and its space comes back on the put path (a full heap's allocation reclaims it).
+    Duration result_ttl{0};
+    /// Removes each input once its result is written (or found written) and the commit that
+    /// covers its offset has succeeded, with if_version = the version processed: an input
+    /// uploaded again meanwhile is kept. open() refuses (conflict) when another consumer group
+    /// is registered on the topic (it, a `group reset` or a DLQ replay would find nothing); a
+    /// group that registers later suspends the deletions. Inputs that were dead-lettered, and
+    /// inputs a fan-out notification (kHeaderTopics) also told another topic of, are kept.
+    bool delete_input = false;
     uint32_t batch = 16;              ///< messages per poll
     uint64_t count = 0;               ///< stop after this many messages handled (0: no limit)
     uint64_t exit_when_idle_ns = 0;   ///< stop after this long without a message (0: never)
@@ -113,6 +136,10 @@ struct WorkerStats {
     uint64_t rebalances = 0;
     uint64_t superseded = 0;     ///< not written: the result records a newer input version
     uint64_t abandoned = 0;      ///< tickets whose partition moved before complete() (redone by the owner)
+    uint64_t store_waits = 0;    ///< result puts that found the store full and waited for space
+    uint64_t store_full = 0;     ///< messages handed back (not dead-lettered) after --store-wait ran out
+    uint64_t inputs_deleted = 0; ///< delete_input: inputs removed after their commit
+    uint64_t inputs_kept = 0;    ///< delete_input: not removed (uploaded again since, fan-out, another group)
     uint64_t epoch = 0;
     std::vector<uint32_t> partitions;  ///< current assignment
     LatencySummary latency;      ///< put timestamp -> result written (wall clock)

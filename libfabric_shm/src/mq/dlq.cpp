@@ -222,6 +222,19 @@ Status DlqRouter::ack(const Message& m) {
     return {};
 }
 
+Status DlqRouter::refund(const Message& m) {
+    std::atomic<uint64_t>* e = impl_->entry(m);
+    if (!e) return make_error(Errc::invalid_argument, "message partition " + std::to_string(m.partition) + " out of range");
+    // Takes back one counted hand-out of this offset; the offset stays (like ack), so a count
+    // of 0 makes the next begin() count 1 again. seq_cst like begin(): the same single writer.
+    uint64_t w = e->load(std::memory_order_seq_cst);
+    while (attempt_word_is(w, m.offset) && attempt_word_count(w) > 0 &&
+           !e->compare_exchange_weak(w, make_attempt_word(m.offset, attempt_word_count(w) - 1),
+                                     std::memory_order_seq_cst)) {
+    }
+    return {};
+}
+
 uint64_t DlqRouter::uncommitted_window_end(uint32_t partition, uint64_t committed) const {
     const GroupPartition* gp = impl_->part(partition);
     uint64_t end = committed;

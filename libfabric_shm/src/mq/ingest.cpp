@@ -17,6 +17,8 @@ bool IngestResult::all_notified() const {
 Result<IngestResult> put_and_notify(ObjectStore& store, std::span<Producer* const> producers, const FabricUri& uri,
                                     ByteView bytes, const PutOptions& options) {
     IngestResult out;
+    // The earliest the object expires, taken before the put (never later than the store's).
+    const uint64_t expires = options.ttl > Duration::zero() ? wall_now_ns() + to_ns(options.ttl) : 0;
     FABRIC_TRY_ASSIGN(out.version, store.put(uri, bytes, options));
     // Notified only once the object is visible: a worker that reads the notification finds
     // this version (or a newer one).
@@ -24,14 +26,22 @@ Result<IngestResult> put_and_notify(ObjectStore& store, std::span<Producer* cons
     const std::string uri_text = uri.to_string();
     const std::string version_text = std::to_string(out.version);
     const std::string put_ts = std::to_string(out.put_wall_ns);
-    const MessageHeader headers[] = {{kHeaderVersion, version_text}, {kHeaderPutTime, put_ts}};
+    const std::string expires_text = std::to_string(expires);
+    std::string topics;  // fan-out: every topic told (a --delete-input worker keeps the input)
+    for (Producer* producer : producers)
+        if (producer) topics += (topics.empty() ? "" : ",") + producer->topic();
+    MessageHeader headers[4] = {{kHeaderVersion, version_text}, {kHeaderPutTime, put_ts}};
+    size_t header_count = 2;
+    if (expires != 0) headers[header_count++] = {kHeaderExpiresTime, expires_text};
+    if (producers.size() > 1) headers[header_count++] = {kHeaderTopics, topics};
     out.notified.reserve(producers.size());
     for (Producer* producer : producers) {
         if (producer == nullptr) {
             out.notified.push_back(make_error(Errc::invalid_argument, "put_and_notify: producer is null"));
             continue;
         }
-        out.notified.push_back(producer->send_keyed(uri.key(), uri_text, headers));
+        out.notified.push_back(
+            producer->send_keyed(uri.key(), uri_text, std::span<const MessageHeader>(headers, header_count)));
     }
     return out;
 }

@@ -54,6 +54,11 @@ struct ObjectLoan::Impl {
     uint32_t block = 0;
     OwnerToken owner = 0;
     std::span<uint8_t> bytes;
+    /// Set by loan(uri, size, options): the key and options the block's trailer was sized for.
+    std::optional<detail::StoreKey> key;
+    PutOptions options;
+    uint64_t meta_len = 0;
+    uint64_t trailer_room = 0;  ///< bytes reserved after the aligned payload
 };
 
 struct PinnedView::Impl {
@@ -480,6 +485,107 @@ Result<std::vector<std::string>> MemObjectStore::list_all() {
     return out;
 }
 
+namespace {
+
+uint64_t trailer_bytes(const detail::StoreKey& key, const PutOptions& o, uint64_t meta_len) {
+    return key.len + o.content_type.size() + meta_len;
+}
+
+/// Writes the header and trailer for the first n bytes of a loaned block and publishes it.
+/// When the object fits a block at least a fifth smaller, it is first moved to one (the
+/// loaned block is then freed), so a loan committed short gives its tail back.
+Result<uint64_t> publish_loan(StoreShared& s, ObjectLoan::Impl& l, const detail::StoreKey& key,
+                              const PutOptions& options, uint64_t meta_len, uint64_t n) {
+    StoreCore& core = *s.core;
+    const OwnerToken me = l.owner;
+    detail::BlockLoc loc;
+    if (!core.locate(l.block, loc)) return make_error(Errc::corrupt, "loaned block vanished");
+    const uint8_t* payload = l.bytes.data();
+    const uint32_t crc = crc32(payload, n);
+    const uint64_t need = kPayloadOffset + align8(n) + trailer_bytes(key, options, meta_len);
+    uint32_t block = l.block;
+    if (need + need / 4 < loc.capacity) {
+        uint64_t word = 0;
+        auto smaller = core.alloc(need, me, &word);
+        detail::BlockLoc to;
+        if (smaller && core.locate(*smaller, to) && to.capacity < loc.capacity) {
+            detail::seqlock_copy_in(to.data + kPayloadOffset, payload, n);
+            block = *smaller;
+            loc = to;
+        } else if (smaller) {
+            core.free_loan(*smaller, me);  // no smaller block after all: publish in place
+        }
+    }
+    write_header(loc.data, n, crc, key, options, meta_len);
+    FABRIC_CRASH_POINT("store.commit.before_publish");
+    auto v = core.publish({&key, block, &options}, me);
+    if (!v) {  // the loan stays valid (still LOANED to us): the caller may retry or drop it
+        if (block != l.block) core.free_loan(block, me);
+        if (v.code() == Errc::conflict || v.code() == Errc::stale_epoch) s.count(CounterId::store_conflicts, 1);
+        return v;
+    }
+    if (block != l.block) core.free_loan(l.block, me);  // moved: the loaned block goes back
+    s.count(CounterId::store_puts, 1);
+    s.count(CounterId::store_put_bytes, n);
+    return v;
+}
+
+}  // namespace
+
+Result<ObjectLoan> MemObjectStore::loan(const FabricUri& uri, uint64_t size, const PutOptions& options) {
+    StoreShared& s = *impl_->s;
+    FABRIC_TRY(check_uri_pool(s, uri));
+    const OwnerToken me = s.pool->self();
+    if (me == 0) return make_error(Errc::permission_denied, "loan: pool '" + s.pool->name() + "' is open read-only");
+    auto key = detail::make_store_key(uri);
+    if (!key) return std::move(key).error();
+    auto meta_len = check_options(options);
+    if (!meta_len) return std::move(meta_len).error();
+    if (size > s.core->max_object_bytes()) return too_large(size, s.core->max_object_bytes());
+    FABRIC_TRY(s.check_leases());
+    // The key and options are known now, so the trailer is reserved at its exact size.
+    const uint64_t trailer = trailer_bytes(*key, options, *meta_len);
+    uint64_t word = 0;
+    auto block = s.core->alloc(kPayloadOffset + align8(size) + trailer, me, &word);
+    if (!block) return std::move(block).error();
+    FABRIC_CRASH_POINT("store.loan.after_alloc");
+    detail::BlockLoc loc;
+    s.core->locate(*block, loc);
+    ObjectLoan loan;
+    loan.impl_ = std::make_unique<ObjectLoan::Impl>();
+    loan.impl_->s = impl_->s;
+    loan.impl_->block = *block;
+    loan.impl_->owner = me;
+    loan.impl_->bytes = std::span<uint8_t>(reinterpret_cast<uint8_t*>(loc.data + kPayloadOffset), size);
+    loan.impl_->key = *key;
+    loan.impl_->options = options;
+    loan.impl_->meta_len = *meta_len;
+    loan.impl_->trailer_room = trailer;
+    return loan;
+}
+
+Result<uint64_t> ObjectLoan::commit() {
+    if (!impl_) return make_error(Errc::invalid_argument, "commit of an empty loan");
+    return commit(impl_->bytes.size());
+}
+
+Result<uint64_t> ObjectLoan::commit(uint64_t n) {
+    if (!impl_) return make_error(Errc::invalid_argument, "commit of an empty loan");
+    if (!impl_->key)
+        return make_error(Errc::invalid_argument,
+                          "commit() of a loan made without a URI (loan(size)): use MemObjectStore::commit(loan, uri)");
+    if (n > impl_->bytes.size())
+        return make_error(Errc::invalid_argument, "commit of " + std::to_string(n) + " bytes exceeds the loan's " +
+                                                      std::to_string(impl_->bytes.size()));
+    StoreShared& s = *impl_->s;
+    FABRIC_TRY(s.check_leases());
+    if (impl_->owner != s.pool->self())
+        return make_error(Errc::invalid_argument, "commit of a loan made by another process");
+    auto v = publish_loan(s, *impl_, *impl_->key, impl_->options, impl_->meta_len, n);
+    if (v) impl_.reset();  // published (or moved and freed): nothing to free
+    return v;
+}
+
 Result<ObjectLoan> MemObjectStore::loan(uint64_t size) {
     StoreShared& s = *impl_->s;
     const OwnerToken me = s.pool->self();
@@ -515,6 +621,19 @@ Result<uint64_t> MemObjectStore::commit(ObjectLoan&& loan, const FabricUri& uri,
     FABRIC_TRY(s.check_leases());
     const OwnerToken me = loan.impl_->owner;
     if (me != s.pool->self()) return make_error(Errc::invalid_argument, "commit of a loan made by another process");
+    if (loan.impl_->key) {  // a loan(uri, size): its block was sized for its own key
+        if (loan.impl_->key->view() != key->view())
+            return make_error(Errc::invalid_argument, "commit of the loan for '" + std::string(loan.impl_->key->view()) +
+                                                          "' under " + uri.to_string());
+        if (trailer_bytes(*key, options, *meta_len) > loan.impl_->trailer_room)
+            return make_error(Errc::invalid_argument,
+                              "commit options need a trailer of " + std::to_string(trailer_bytes(*key, options, *meta_len)) +
+                                  " bytes; the loan reserved " + std::to_string(loan.impl_->trailer_room) +
+                                  " (pass the options to loan())");
+        auto v = publish_loan(s, *loan.impl_, *key, options, *meta_len, loan.impl_->bytes.size());
+        if (v) loan.impl_.reset();
+        return v;
+    }
     detail::BlockLoc loc;
     if (!s.core->locate(loan.impl_->block, loc)) return make_error(Errc::corrupt, "loaned block vanished");
     const std::span<uint8_t> bytes = loan.impl_->bytes;

@@ -1050,16 +1050,32 @@ void revert_block(std::atomic<uint64_t>& wd, uint64_t ours, uint64_t state, uint
 StripeUnlock::~StripeUnlock() { core->unlock_stripe(*hold); }
 
 Result<uint64_t> StoreCore::publish(const PublishArgs& a, OwnerToken me) {
+    bool repaired = false;
     for (uint32_t relocks = 0;; ++relocks) {
         if (relocks > kMaxRelocks)
             return make_error(Errc::busy, "store put of '" + std::string(a.key->view()) + "': the key's lock was taken " +
                                               "over " + std::to_string(kMaxRelocks) + " times while this writer was stopped");
-        auto held = lock_stripe(a.key->hash, me);
-        if (!held) return std::move(held).error();
-        StripeHold hold = *held;
-        StripeUnlock unlock{this, &hold};
         Result<uint64_t> out = uint64_t(0);
-        if (publish_locked(a, me, hold, out) == Locked::done) return out;
+        Locked step;
+        {
+            auto held = lock_stripe(a.key->hash, me);
+            if (!held) return std::move(held).error();
+            StripeHold hold = *held;
+            StripeUnlock unlock{this, &hold};
+            step = publish_locked(a, me, hold, out);
+        }
+        if (step != Locked::done) continue;
+        // A full table may be full of expired objects: like a full heap (alloc), reclaim them
+        // on the put path, then try once more. Outside the key's stripe: repair() removes
+        // under the stripes of the keys it reclaims. The loan is still ours (publish_locked
+        // turned it back into a loan).
+        if (!out && out.code() == Errc::capacity_exceeded && !repaired) {
+            repaired = true;
+            --relocks;  // not a lock takeover
+            (void)repair(mono_now_ns(), false, me, nullptr);
+            continue;
+        }
+        return out;
     }
 }
 
@@ -1648,6 +1664,12 @@ StoreCore::Usage StoreCore::usage() const {
 
 std::vector<std::string> StoreCore::keys(uint64_t now_mono) const {
     std::vector<std::string> out;
+    for (Entry& e : entries(now_mono)) out.push_back(std::move(e.key));
+    return out;
+}
+
+std::vector<StoreCore::Entry> StoreCore::entries(uint64_t now_mono) const {
+    std::vector<Entry> out;
     for (uint64_t bi = 0; bi <= mask_; ++bi) {
         for (uint32_t j = 0; j < kSlotsPerBucket; ++j) {
             for (int attempt = 0; attempt < 100; ++attempt) {
@@ -1669,7 +1691,8 @@ std::vector<std::string> StoreCore::keys(uint64_t now_mono) const {
                 }
                 std::atomic_thread_fence(std::memory_order_acquire);
                 if (block_seq(words_[b].load(std::memory_order_relaxed)) != block_seq(w)) continue;
-                if (ok && !(snap.h.expires_mono_ns && snap.h.expires_mono_ns <= now_mono)) out.push_back(std::move(k));
+                if (ok && !(snap.h.expires_mono_ns && snap.h.expires_mono_ns <= now_mono))
+                    out.push_back(Entry{std::move(k), snap.h.size, snap.loc.capacity, snap.h.expires_mono_ns});
                 break;
             }
         }

@@ -136,6 +136,15 @@ public:
     Usage usage() const;
     /// Keys (bucket/key) in the table, unsorted, expired ones skipped.
     std::vector<std::string> keys(uint64_t now_mono) const;
+    /// One live object as the table and its header say (a racy snapshot, for tools).
+    struct Entry {
+        std::string key;               ///< "bucket/key"
+        uint64_t size = 0;             ///< payload bytes
+        uint64_t block_bytes = 0;      ///< heap bytes its block takes (header, trailer, rounding)
+        uint64_t expires_mono_ns = 0;  ///< 0: no TTL
+    };
+    /// Every live object (expired ones skipped), in table order.
+    std::vector<Entry> entries(uint64_t now_mono) const;
 
     uint64_t class_size(uint32_t c) const { return class_sizes_[c]; }
 

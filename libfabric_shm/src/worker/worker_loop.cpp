@@ -152,10 +152,13 @@ enum class Outcome : uint8_t {
     lost,      ///< a newer owner has the partition (evicted or fenced): leave it, rebalance
     deferred,  ///< a group lock is held by a live (paused) process: try again shortly
     failed,    ///< one attempt failed (the Failure says why)
+    store_full,  ///< the result put found no space within --store-wait: hand it back, uncounted
 };
 
 /// Keep-alive (heartbeat, leases) at most this often from acquire()/service().
 constexpr uint64_t kKeepAliveEveryNs = 20 * kNsPerMs;
+/// delete_input: how often the topic's group table is read for a group registered since open().
+constexpr uint64_t kGroupCheckEveryNs = kNsPerSec;
 
 /// Told by a ticket destroyed without complete(): the loop redelivers its message. Shared
 /// with the tickets (a ticket may outlive its loop); a ticket may die on any thread.
@@ -241,6 +244,13 @@ struct Slot {
     }
 };
 
+/// delete_input: an input whose result is written, removed once its offset is committed.
+struct PendingDelete {
+    uint64_t offset = 0;
+    uint64_t version = 0;  ///< the version processed (removed only if still current)
+    FabricUri uri;
+};
+
 struct Part {
     bool owned = false;
     bool paused = false;         ///< ring full: out of the consumer's assignment
@@ -250,6 +260,7 @@ struct Part {
     uint32_t head = 0, count = 0;
     uint32_t in_flight = 0;
     std::array<Slot, kMaxWorkWindow> ring;
+    std::vector<PendingDelete> deletes;  ///< delete_input: done offsets not committed yet
     Slot& at(uint32_t i) { return ring[(head + i) % kMaxWorkWindow]; }
 };
 
@@ -286,6 +297,11 @@ struct WorkerLoop::Impl {
     uint32_t rotate = 0;
     bool need_rebalance = false;
     uint64_t last_keep_alive_ns = 0, last_rebalance_ns = 0, last_message_ns = 0;
+    /// The store was full past --store-wait: nothing is handed out before this (mono ns).
+    uint64_t store_full_until_ns = 0;
+    /// delete_input: another group registered on the topic after open(): nothing is deleted.
+    bool deletes_suspended = false;
+    uint64_t last_group_check_ns = 0;
     MessageBatch batch;
     std::shared_ptr<AbandonBox> box = std::make_shared<AbandonBox>();
     std::vector<std::unique_ptr<WorkTicket::Data>> spare;  ///< recycled ticket data
@@ -324,6 +340,12 @@ struct WorkerLoop::Impl {
         bool permanent = false;
     };
     Result<Outcome> write_result(const Message& m, WorkTicket::Data& d, std::span<const uint8_t> out, Failure* failure);
+    Result<Outcome> wait_for_store_space(const Message& m, Result<uint64_t>& put, const std::function<Result<uint64_t>()>& retry,
+                                         Failure* failure);
+    std::string store_numbers() const;
+    void queue_delete(const Message& m, const FabricUri& input, uint64_t version);
+    Status delete_committed(Part& part, uint64_t committed);
+    Status check_other_groups();
     Status forward(const Message& m, const FabricUri& result_uri, uint64_t result_version);
     Status settle(Part& part, Slot& s, const Message& m, Result<Outcome> r, const Failure& failure);
     Status fail_slot(Part& part, Slot& s, const Message& m, const Failure& failure);
@@ -389,6 +411,7 @@ Status WorkerLoop::Impl::apply_assignment() {
         part.head = part.count = part.in_flight = 0;
         part.commit_to = UINT64_MAX;
         part.serial_until = 0;
+        part.deletes.clear();  // uncommitted: whoever owns the offsets now redoes (and deletes) them
     }
     in_flight = 0;
     buffered = 0;
@@ -453,6 +476,7 @@ Status WorkerLoop::Impl::commit_pending(bool* busy) {
             }
             return st;
         }
+        FABRIC_TRY(delete_committed(part, part.commit_to));
         part.commit_to = UINT64_MAX;
     }
     return {};
@@ -515,6 +539,8 @@ Status WorkerLoop::Impl::service(bool full) {
             need_rebalance = true;
         }
     }
+    if (cfg.delete_input && !deletes_suspended && now - last_group_check_ns >= kGroupCheckEveryNs)
+        FABRIC_TRY(check_other_groups());
     FABRIC_TRY(commit_pending(nullptr));
     if (need_rebalance || (full && now - last_rebalance_ns >= kPollTimeoutNs)) FABRIC_TRY(rebalance());
     return sync_active();
@@ -616,6 +642,7 @@ Result<size_t> WorkerLoop::Impl::hand_out_ready(std::span<WorkTicket> tickets, b
     size_t n = 0;
     *more = false;
     const uint64_t now = mono_now_ns();
+    if (now < store_full_until_ns) return n;  // the store was full: the timer wakes us (update_wait_fd)
     const uint32_t np = uint32_t(parts.size());
     for (uint32_t k = 0; k < np; ++k) {
         const uint32_t p = (rotate + k) % np;
@@ -768,6 +795,19 @@ Status WorkerLoop::Impl::settle(Part& part, Slot& s, const Message& m, Result<Ou
             unstart(part, s, mono_now_ns() + kBusyRetryNs);
             return {};
         case Outcome::failed: return fail_slot(part, s, m, failure);
+        case Outcome::store_full: {
+            // Back-pressure, not a failure: the hand-out is taken back (the next one is the same
+            // attempt again), the message waits in its slot, and no work is taken meanwhile.
+            FABRIC_TRY(router->refund(m));
+            ++stats.store_full;
+            store_full_until_ns = mono_now_ns() + to_ns(cfg.store_full_pause);
+            note("capacity_exceeded: " + failure.reason + "; handed back " + std::string(m.value_str()) +
+                 " (partition " + std::to_string(m.partition) + " offset " + std::to_string(m.offset) +
+                 ", attempt not counted, not dead-lettered); taking no work for " +
+                 std::to_string(to_ns(cfg.store_full_pause) / kNsPerMs) + " ms");
+            unstart(part, s, store_full_until_ns);
+            return {};
+        }
     }
     return {};
 }
@@ -808,6 +848,147 @@ ResultState result_state(const std::optional<ObjectInfo>& existing, const std::s
 }
 }  // namespace
 
+// The heap's numbers for a capacity_exceeded report.
+std::string WorkerLoop::Impl::store_numbers() const {
+    const StoreStats st = store->stats();
+    return "store '" + store->config().name + "': heap " + std::to_string(st.heap_used_bytes) + " of " +
+           std::to_string(st.heap_capacity_bytes) + " bytes used, " + std::to_string(st.objects) + " objects, " +
+           std::to_string(st.table_entries) + " table entries, largest free extent " +
+           std::to_string(st.largest_free_extent) + " bytes, " + std::to_string(st.loans_active) + " loans, " +
+           std::to_string(st.pins_active) + " pins";
+}
+
+namespace {
+
+/// The consumer groups registered on `topic` other than `group` (comma separated; "" when none).
+Result<std::string> other_groups(const Pool& pool, const std::string& topic, const std::string& group) {
+    auto groups = describe_consumer_groups(pool, topic);
+    if (!groups) {
+        if (groups.code() == Errc::not_found) return std::string();  // no group table yet: no group
+        return std::move(groups).error();
+    }
+    std::string names;
+    for (const ConsumerGroupDescription& g : *groups)
+        if (g.group != group) names += (names.empty() ? "'" : ", '") + g.group + "'";
+    return names;
+}
+
+/// Whether a fan-out notification (kHeaderTopics) was also sent on a topic other than `topic`.
+bool told_other_topics(std::string_view topics, std::string_view topic) {
+    while (!topics.empty()) {
+        const size_t comma = topics.find(',');
+        const std::string_view one = topics.substr(0, comma);
+        if (!one.empty() && one != topic) return true;
+        if (comma == std::string_view::npos) break;
+        topics.remove_prefix(comma + 1);
+    }
+    return false;
+}
+
+}  // namespace
+
+// A group registered on the topic after open(): deleting inputs would take them from it.
+Status WorkerLoop::Impl::check_other_groups() {
+    last_group_check_ns = mono_now_ns();
+    auto others = other_groups(*pool, cfg.topic, cfg.group);
+    if (!others) return is_fatal(others.code()) ? Status(std::move(others).error()) : Status{};
+    if (others->empty()) return {};
+    deletes_suspended = true;
+    note("delete-input suspended: group(s) " + *others + " registered on topic '" + cfg.topic +
+         "' since this worker started; inputs are kept from now on (they would find nothing)");
+    return {};
+}
+
+// delete_input: the input of a done offset (result written, or found written) is removed once
+// the offset is committed. A fan-out notification's input is kept: another topic's groups
+// read it too.
+void WorkerLoop::Impl::queue_delete(const Message& m, const FabricUri& input, uint64_t version) {
+    if (!cfg.delete_input) return;
+    const std::string_view topics = m.header(kHeaderTopics);
+    if (!topics.empty() && told_other_topics(topics, cfg.topic)) {
+        ++stats.inputs_kept;
+        note("delete-input: kept " + input.to_string() + " (also notified on " + std::string(topics) + ")");
+        return;
+    }
+    parts[m.partition].deletes.push_back(PendingDelete{m.offset, version, input});
+}
+
+// After the commit up to `committed`: removes the inputs below it, each only at the version
+// processed (if_version), so an input uploaded again meanwhile is kept.
+Status WorkerLoop::Impl::delete_committed(Part& part, uint64_t committed) {
+    for (const PendingDelete& d : part.deletes) {
+        if (d.offset >= committed) continue;
+        if (deletes_suspended) {
+            ++stats.inputs_kept;
+            continue;
+        }
+        FABRIC_PAUSE_POINT("worker.delete_input.before_remove");
+        RemoveOptions ro;
+        ro.if_version = d.version;
+        auto removed = store->remove(d.uri, ro);
+        if (removed) {
+            if (*removed) ++stats.inputs_deleted;  // false: gone already (removed, expired)
+        } else if (removed.code() == Errc::conflict) {
+            // Another version is current (uploaded again after this one was processed), or
+            // the object expired meanwhile (then nothing is left to delete).
+            auto now = store->head(d.uri);
+            if (now && !now->has_value()) continue;
+            ++stats.inputs_kept;
+            note("delete-input: kept " + d.uri.to_string() + ": it was uploaded again after version " +
+                 std::to_string(d.version) + " was processed (" + removed.error().message + ")");
+        } else if (is_fatal(removed.code())) {
+            return std::move(removed).error();
+        } else {
+            ++stats.inputs_kept;
+            note("delete-input: could not remove " + d.uri.to_string() + ": " + removed.error().message);
+        }
+    }
+    std::erase_if(part.deletes, [committed](const PendingDelete& d) { return d.offset < committed; });
+    return {};
+}
+
+// A result put found the store full. Retries it with a growing pause (1 ms .. 100 ms) for up
+// to --store-wait, keeping the member alive (heartbeat, leases), committing what completed,
+// and giving up the moment the partition is lost. `done` with `put` set to the retried put's result (success or another
+// error), or store_full / lost.
+Result<Outcome> WorkerLoop::Impl::wait_for_store_space(const Message& m, Result<uint64_t>& put,
+                                                       const std::function<Result<uint64_t>()>& retry,
+                                                       Failure* failure) {
+    ++stats.store_waits;
+    const uint64_t wait_ns = cfg.store_wait.count() > 0 ? to_ns(cfg.store_wait) : cfg.session_timeout_ns;
+    const uint64_t start = mono_now_ns(), deadline = start + wait_ns;
+    note("store full: waiting up to " + std::to_string(wait_ns / kNsPerMs) + " ms for space (" + store_numbers() +
+         "): " + put.error().message);
+    uint64_t pause = kNsPerMs;
+    for (;;) {
+        const uint64_t now = mono_now_ns();
+        if (now >= deadline) break;
+        FABRIC_PAUSE_POINT("worker.store_wait.sleeping");
+        sleep_ns(std::min(pause, deadline - now));
+        pause = std::min<uint64_t>(pause * 2, 100 * kNsPerMs);
+        if (mono_now_ns() - last_keep_alive_ns >= kKeepAliveEveryNs) {
+            if (Status st = keep_alive(); !st) {
+                if (st.code() != Errc::stale_epoch) return std::move(st).error();
+                need_rebalance = true;
+                return Outcome::lost;
+            }
+        }
+        if (!membership->owns(m.partition)) return Outcome::lost;
+        // Commits what completed meanwhile: with delete_input that removes those inputs, which
+        // may be the space this put waits for.
+        FABRIC_TRY(commit_pending(nullptr));
+        put = retry();
+        if (put || put.code() != Errc::capacity_exceeded) {
+            note("store space came back after " + std::to_string((mono_now_ns() - start) / kNsPerMs) + " ms");
+            return Outcome::done;
+        }
+    }
+    failure->reason = "result put found the store full for " + std::to_string(wait_ns / kNsPerMs) +
+                      " ms (--store-wait): " + store_numbers() + ": " + put.error().message;
+    failure->permanent = false;
+    return Outcome::store_full;
+}
+
 // Version check, fenced put, forward. Failures are returned in *failure (permanent or not);
 // errors are fatal.
 Result<Outcome> WorkerLoop::Impl::write_result(const Message& m, WorkTicket::Data& d, std::span<const uint8_t> out,
@@ -834,6 +1015,7 @@ Result<Outcome> WorkerLoop::Impl::write_result(const Message& m, WorkTicket::Dat
         case ResultState::current:
             ++stats.skipped;
             FABRIC_TRY(forward(m, result_uri, (*existing)->version));
+            queue_delete(m, *d.input, version);
             return Outcome::done;
         case ResultState::newer:
             ++stats.superseded;
@@ -844,10 +1026,17 @@ Result<Outcome> WorkerLoop::Impl::write_result(const Message& m, WorkTicket::Dat
     FABRIC_PAUSE_POINT("worker.result.before_put");
     const uint64_t token = membership->epoch();
     PutOptions po = result_put_options(input, version, token);
+    po.ttl = cfg.result_ttl;
     // The partition's fence, checked where the put publishes: the stored result's token
     // alone cannot refuse us once a newer owner's result was removed (consumed downstream).
     po.fence_holds = [this, p = m.partition] { return membership->owns(p); };
     auto put = store->put(result_uri, out, po);
+    if (!put && put.code() == Errc::capacity_exceeded) {
+        // A full store is back-pressure: wait for space within this attempt (heartbeating).
+        auto waited = wait_for_store_space(m, put, [&] { return store->put(result_uri, out, po); }, failure);
+        if (!waited) return std::move(waited).error();
+        if (*waited != Outcome::done) return *waited;
+    }
     if (!put && put.code() == Errc::stale_epoch) {
         // A newer owner wrote it (we were evicted or fenced): not ours. Its owner word or
         // fence shows it, since it took the partition before it wrote.
@@ -890,6 +1079,7 @@ Result<Outcome> WorkerLoop::Impl::write_result(const Message& m, WorkTicket::Dat
         recorder.record(now_wall - put_ts);
     }
     FABRIC_TRY(forward(m, result_uri, *put));
+    queue_delete(m, *d.input, version);
     return Outcome::done;
 }
 
@@ -935,6 +1125,28 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
                                     "an earlier owner decided to dead-letter it and stopped before confirming the send"));
         return false;
     }
+    // Done already, by the notification's own version (fabric-version)? Then the input is
+    // not pinned at all: a redelivery after --delete-input removed it is a skip, not a
+    // dead letter. The result looked up here is reused below when the pinned version matches.
+    const std::string input = uri->to_string();
+    const uint64_t notified_version = parse_u64(m.header(kHeaderVersion), 0);
+    std::optional<std::optional<ObjectInfo>> notified_result;
+    if (notified_version != 0) {
+        if (auto h = store->head(*result_uri); h) {
+            std::string other;
+            if (result_state(*h, input, notified_version, &other) == ResultState::current) {
+                ++stats.skipped;
+                FABRIC_TRY(forward(m, *result_uri, (**h).version));
+                FABRIC_TRY(router->ack(m));
+                queue_delete(m, *uri, notified_version);
+                finish_slot(part, s);
+                return false;
+            }
+            notified_result = std::move(*h);
+        } else if (is_fatal(h.code())) {
+            return std::move(h).error();
+        }  // another error: the lookup below reports it
+    }
     auto a = router->begin(m);
     if (!a) {
         FABRIC_TRY(refused(part, s, a.error(), "hand-out"));
@@ -956,7 +1168,16 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
         return false;
     }
     if (!pinned->has_value()) {  // the recipe: object gone = permanent, never retried
-        FABRIC_TRY(fail_slot(part, s, m, {"object not found: " + uri->to_string(), true}));
+        const uint64_t expires = parse_u64(m.header(kHeaderExpiresTime), 0);
+        const uint64_t now_wall = wall_now_ns();
+        if (expires != 0 && now_wall >= expires) {
+            FABRIC_TRY(fail_slot(part, s, m,
+                                 {"expired: " + input + " expired " + format_duration_ns(now_wall - expires) +
+                                      " ago (" + format_wall_ns(expires) + ") before it was processed",
+                                  true}));
+            return false;
+        }
+        FABRIC_TRY(fail_slot(part, s, m, {"object not found: " + input, true}));
         return false;
     }
     PinnedView& view = **pinned;
@@ -968,14 +1189,15 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
     // Done already? (a redelivery after a crash between the result put and the commit.) The
     // result must record this very input, URI and version: the same key made from another
     // input is a collision, never a skip and never overwritten.
-    auto existing = store->head(*result_uri);
+    auto existing = notified_result && info.version == notified_version
+                        ? Result<std::optional<ObjectInfo>>(std::move(*notified_result))
+                        : store->head(*result_uri);
     if (!existing) {
         if (is_fatal(existing.code())) return std::move(existing).error();
         FABRIC_TRY(fail_slot(part, s, m, {"result lookup: " + existing.error().message, false}));
         return false;
     }
     std::string other;
-    const std::string input = uri->to_string();
     switch (result_state(*existing, input, info.version, &other)) {
         case ResultState::collision:
             FABRIC_TRY(fail_slot(part, s, m,
@@ -989,6 +1211,7 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
             ++stats.skipped;
             FABRIC_TRY(forward(m, *result_uri, (*existing)->version));
             FABRIC_TRY(router->ack(m));
+            queue_delete(m, *uri, info.version);
             finish_slot(part, s);
             return false;
         case ResultState::newer:
@@ -1066,7 +1289,8 @@ Status WorkerLoop::Impl::update_wait_fd(bool more_ready) {
         waiter_in_set = false;
     }
     const uint64_t now = mono_now_ns();
-    const uint64_t due = std::min(last_keep_alive_ns + kKeepAliveEveryNs * 2, next_backoff_end(now));
+    uint64_t due = std::min(last_keep_alive_ns + kKeepAliveEveryNs * 2, next_backoff_end(now));
+    if (store_full_until_ns > now) due = std::min(due, store_full_until_ns);
     if (due != timer_due_ns || due <= now) {
         timer_due_ns = due;
         const uint64_t rel = due > now ? due - now : 1000;
@@ -1158,6 +1382,19 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config) {
         FABRIC_TRY(impl->register_topic_leases(config.next_topic));
     }
 
+    if (config.delete_input) {
+        // Checked before this group registers (it never registers when refused).
+        auto others = other_groups(pool, config.topic, config.group);
+        if (!others) return std::move(others).error();
+        if (!others->empty())
+            return make_error(Errc::conflict,
+                              "--delete-input: topic '" + config.topic + "' has other consumer group(s) " + *others +
+                                  " besides '" + config.group +
+                                  "': an input deleted after this group's commit would be gone for them (and for "
+                                  "a `group reset` or a DLQ replay of theirs); run without --delete-input, or remove "
+                                  "the other groups (fabric-shm group rm)");
+        impl->last_group_check_ns = mono_now_ns();
+    }
     ConsumerOptions co;
     co.group.ttl = ns_duration(std::max<uint64_t>(60 * kNsPerSec, 2 * config.session_timeout_ns));
     auto c = Consumer::open(pool, config.topic, config.group, co);
