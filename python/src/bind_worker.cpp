@@ -140,6 +140,10 @@ py::dict stats_dict(const WorkerStats& s) {
     d["rebalances"] = s.rebalances;
     d["superseded"] = s.superseded;
     d["abandoned"] = s.abandoned;
+    d["store_waits"] = s.store_waits;
+    d["store_full"] = s.store_full;
+    d["inputs_deleted"] = s.inputs_deleted;
+    d["inputs_kept"] = s.inputs_kept;
     d["epoch"] = s.epoch;
     d["partitions"] = s.partitions;
     d["latency_p50_ns"] = s.latency.p50_ns;
@@ -206,7 +210,8 @@ void bind_worker(py::module_& m) {
                          const std::string& result_bucket, const std::string& result_key, bool shared_results,
                          const std::string& next_topic, const std::string& dlq_topic, uint32_t max_attempts,
                          py::object backoff_initial, py::object backoff_max, py::object session_timeout, uint32_t batch,
-                         uint32_t partitions_if_created, uint32_t window) {
+                         uint32_t partitions_if_created, uint32_t window, py::object store_wait,
+                         py::object result_ttl, bool delete_input) {
                  check_pool_open(pool);
                  if (concurrency == 0) raise(Errc::invalid_argument, "concurrency 0: at least 1");
                  auto w = std::make_unique<PyWorker>();
@@ -232,6 +237,9 @@ void bind_worker(py::module_& m) {
                  c.backoff_initial_ns = duration_ns_or(backoff_initial, "backoff_initial", c.backoff_initial_ns);
                  c.backoff_max_ns = duration_ns_or(backoff_max, "backoff_max", c.backoff_max_ns);
                  c.session_timeout_ns = duration_ns_or(session_timeout, "session_timeout", c.session_timeout_ns);
+                 c.store_wait = Duration(duration_ns_or(store_wait, "store_wait", 0));
+                 c.result_ttl = Duration(duration_ns_or(result_ttl, "result_ttl", 0));
+                 c.delete_input = delete_input;
                  c.batch = batch;
                  c.partitions_if_created = partitions_if_created;
                  c.concurrency = concurrency;
@@ -247,11 +255,16 @@ void bind_worker(py::module_& m) {
              py::arg("shared_results") = false, py::arg("next_topic") = "", py::arg("dlq_topic") = "",
              py::arg("max_attempts") = 3, py::arg("backoff_initial") = py::none(), py::arg("backoff_max") = py::none(),
              py::arg("session_timeout") = py::none(), py::arg("batch") = 16, py::arg("partitions_if_created") = 4,
-             py::arg("window") = kMaxWorkWindow,
+             py::arg("window") = kMaxWorkWindow, py::arg("store_wait") = py::none(),
+             py::arg("result_ttl") = py::none(), py::arg("delete_input") = false,
              "concurrency: items in flight at once (> 1, or an `async def` handler, runs the asynchronous "
              "driver: handlers as asyncio tasks, or plain functions in a thread pool of that size). order: "
              "'key' (default: items with the same key complete in offset order) or 'none'. window: items of "
-             "one partition in flight past its committed offset (1..8).")
+             "one partition in flight past its committed offset (1..8). store_wait: how long a result put "
+             "on a full store waits for space within the attempt (default: the session timeout), then the item "
+             "is handed back, never dead-lettered. result_ttl: results expire this long after they are written "
+             "(default: never). delete_input: remove each input after the commit that covers it, if it was "
+             "not uploaded again meanwhile (refused when another group is on the topic).")
         .def("handler",
              [](PyWorker& w, py::function f) {
                  w.handler = f;

@@ -141,6 +141,40 @@ def test_stop_from_the_handler_and_idle_exit(pool):
     assert len(store.list("results")) == 3
 
 
+def test_delete_input_and_result_ttl_keep_a_stream_from_filling_the_store(pool):
+    pool.topics().create("t", fs.TopicConfig(num_partitions=1))
+    store = pool.store()
+    producer = fs.Producer(pool, "t")
+    for i in range(3):
+        put_and_notify(store, producer, f"fabric://{pool.name}/in/{i}", b"abc")
+    worker = fs.Worker(pool, topic="t", group="g", delete_input=True, result_ttl=0.5, store_wait=2.0)
+
+    @worker.handler
+    def upper(item):
+        return bytes(item.data).upper()
+
+    assert worker.run(idle=0.3) == "idle"
+    stats = worker.stats
+    assert stats["processed"] == 3
+    assert stats["inputs_deleted"] == 3 and stats["inputs_kept"] == 0
+    assert stats["store_waits"] == 0 and stats["store_full"] == 0
+    assert store.list("in") == []                      # each input removed after its commit
+    assert store.get_bytes(f"fabric://{pool.name}/results/in/0") == b"ABC"
+    time.sleep(0.6)                                    # past the result TTL
+    assert store.get_bytes(f"fabric://{pool.name}/results/in/0") is None
+
+
+def test_delete_input_is_refused_when_another_group_reads_the_topic(pool):
+    pool.topics().create("t", fs.TopicConfig(num_partitions=1))
+    other = fs.Worker(pool, topic="t", group="other")
+    other.handler(lambda item: b"x")
+    assert other.run(idle=0.05) == "idle"              # registers group 'other' on the topic
+    worker = fs.Worker(pool, topic="t", group="g", delete_input=True)
+    worker.handler(lambda item: b"x")
+    with pytest.raises(fs.Conflict, match="other"):
+        worker.run(idle=0.05)
+
+
 WORKER_CHILD = """
 import os, sys, time
 import fabric_shm as fs
