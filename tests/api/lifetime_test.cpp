@@ -29,16 +29,6 @@ Pool make_pool(const std::string& name) {
     return std::move(p.value());
 }
 
-/// How many of this process's mappings are of the pool's segment (/proc/self/maps).
-int mappings_of(const std::string& pool_name) {
-    std::ifstream maps("/proc/self/maps");
-    const std::string path = Pool::segment_path(pool_name);
-    int n = 0;
-    for (std::string line; std::getline(maps, line);)
-        if (line.find(path) != std::string::npos) ++n;
-    return n;
-}
-
 /// Whether `token` is a live registration of the pool (asked through another handle).
 bool registered(const Pool& observer, OwnerToken token) {
     auto list = observer.registry().list(MonoClock::now());
@@ -89,7 +79,7 @@ TEST_CASE("lifetime: a store, producer and consumer keep working after their poo
 TEST_CASE("lifetime: the mapping and the registration go with the last handle, object or view") {
     test::PoolCleanup cleanup(test::unique_pool_name("life-last"));
     Pool observer = make_pool(cleanup.name());
-    const int baseline = mappings_of(cleanup.name());  // the observer's own mapping
+    const int baseline = test::mappings_of(cleanup.name());  // the observer's own mapping
     std::optional<PinnedView> view;
     OwnerToken token = 0;
     {
@@ -99,7 +89,7 @@ TEST_CASE("lifetime: the mapping and the registration go with the last handle, o
         token = pool.self();
         Pool copy = pool;  // a copy shares the mapping and the registration
         CHECK(copy.self() == token);
-        CHECK(mappings_of(cleanup.name()) == baseline + 1);
+        CHECK(test::mappings_of(cleanup.name()) == baseline + 1);
         auto store = MemObjectStore::open(copy);
         REQUIRE(store.ok());
         REQUIRE((*store)->put(uri(cleanup.name(), "k"), bytes("pinned bytes")).ok());
@@ -109,12 +99,12 @@ TEST_CASE("lifetime: the mapping and the registration go with the last handle, o
         view.emplace(std::move(**pinned));
     }  // the pool, its copy and the store are gone; the view is not
     CHECK(registered(observer, token));
-    CHECK(mappings_of(cleanup.name()) == baseline + 1);
+    CHECK(test::mappings_of(cleanup.name()) == baseline + 1);
     CHECK(std::string(reinterpret_cast<const char*>(view->bytes().data()), view->bytes().size()) == "pinned bytes");
     CHECK(view->verify().ok());
     view.reset();  // the last holder: unpins, then unmaps and retires the registration
     CHECK_FALSE(registered(observer, token));
-    CHECK(mappings_of(cleanup.name()) == baseline);
+    CHECK(test::mappings_of(cleanup.name()) == baseline);
 }
 
 TEST_CASE("lifetime: close() makes every later call on the pool and what was opened from it return closed") {

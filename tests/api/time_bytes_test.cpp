@@ -54,16 +54,6 @@ std::vector<std::string> read_all(const Pool& pool, const std::string& topic, Me
     return out;
 }
 
-/// How many of this process's mappings are of the pool's segment (/proc/self/maps).
-int mappings_of(const std::string& pool_name) {
-    std::ifstream maps("/proc/self/maps");
-    const std::string path = Pool::segment_path(pool_name);
-    int n = 0;
-    for (std::string line; std::getline(maps, line);)
-        if (line.find(path) != std::string::npos) ++n;
-    return n;
-}
-
 }  // namespace
 
 TEST_CASE("bytes: ByteView views every byte container a caller holds, without a copy") {
@@ -307,11 +297,11 @@ TEST_CASE("registry: a ProcessRegistry holds the pool like every other object, s
     std::optional<ProcessRegistry> registry = tp.pool.registry();
     const OwnerToken self = tp.pool.self();
     tp.pool = Pool();  // drops the fixture's handle (its segment is removed when the fixture goes)
-    CHECK(mappings_of(name) > 0);  // the registry's handle keeps the mapping
+    CHECK(test::mappings_of(name) > 0);  // the registry's handle keeps the mapping
     auto list = registry->list();
     REQUIRE(list.size() == 1);
     CHECK(list[0].token == self);
     CHECK(registry->liveness(self, MonoClock::now()) == Liveness::maybe_alive);
     registry.reset();
-    CHECK(mappings_of(name) == 0);  // the last handle unmapped it
+    CHECK(test::mappings_of(name) == 0);  // the last handle unmapped it
 }

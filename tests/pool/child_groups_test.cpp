@@ -13,6 +13,7 @@
 #include <iterator>
 #include <string>
 
+#include "../support/registry_slots.h"
 #include "../support/test_support.h"
 #include "fabric_shm/child_groups.h"
 #include "fabric_shm/pool.h"
@@ -22,11 +23,6 @@
 using namespace fabric_shm;
 
 namespace {
-
-layout::ProcessSlot& slot_of(const Pool& pool, OwnerToken t) {
-    auto* slots = reinterpret_cast<layout::ProcessSlot*>(detail::pool_base(pool) + layout::kRegistryOffset);
-    return slots[layout::token_slot(t)];
-}
 
 /// No such process any more, or a zombie (it runs nothing).
 bool gone(pid_t pid) {
@@ -142,7 +138,7 @@ TEST_CASE("child groups: a group whose leader's pid now belongs to another proce
     ::kill(parent, SIGKILL);
     CHECK(test::wait_child(parent) == 128 + SIGKILL);
     // Forge the reuse: the entry now carries another start time for the same pid.
-    auto& entry = slot_of(pool, r.token).child_groups[0];
+    auto& entry = test::slot_of(pool, r.token).child_groups[0];
     const uint64_t w = entry.load();
     REQUIRE(layout::child_group_pgid(w) == uint32_t(r.leader));
     entry.store(layout::child_group_word(uint64_t(layout::child_group_start(w)) + 1, uint32_t(r.leader)));

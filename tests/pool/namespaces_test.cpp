@@ -10,6 +10,7 @@
 
 #include <cstdlib>
 
+#include "../support/registry_slots.h"
 #include "../support/test_support.h"
 #include "fabric_shm/pool.h"
 #include "fabric_shm/registry.h"
@@ -19,11 +20,6 @@
 using namespace fabric_shm;
 
 namespace {
-
-layout::ProcessSlot& slot_of(const Pool& pool, OwnerToken t) {
-    auto* slots = reinterpret_cast<layout::ProcessSlot*>(detail::pool_base(pool) + layout::kRegistryOffset);
-    return slots[layout::token_slot(t)];
-}
 
 /// A registered process whose slot claims another pid namespace (and the given timeout).
 struct Foreigner {
@@ -46,8 +42,8 @@ struct Foreigner {
         ::close(fds[0]);
         ::close(fds[1]);
         REQUIRE(token != 0);
-        slot_of(pool, token).pidns.store(self_pidns() + 12345);  // "another namespace"
-        slot_of(pool, token).heartbeat_ns.store(mono_now_ns() + 3600 * kNsPerSec);  // never stale in the test
+        test::slot_of(pool, token).pidns.store(self_pidns() + 12345);  // "another namespace"
+        test::slot_of(pool, token).heartbeat_ns.store(mono_now_ns() + 3600 * kNsPerSec);  // never stale in the test
     }
     ~Foreigner() {
         ::kill(pid, SIGKILL);
@@ -70,7 +66,7 @@ TEST_CASE("namespaces: sharing a pool across pid namespaces without a heartbeat 
     with_timeout.create_if_missing = true;
     auto pool = Pool::open(cleanup.name(), with_timeout);  // creates it, declaring a timeout
     REQUIRE(pool);
-    CHECK(slot_of(*pool, pool->self()).timeout_ns.load() == 5 * kNsPerSec);  // kept by the create path
+    CHECK(test::slot_of(*pool, pool->self()).timeout_ns.load() == 5 * kNsPerSec);  // kept by the create path
     const size_t before = pool->registry().list(MonoClock::now()).size();
 
     SUBCASE("the other declared none") {
@@ -92,7 +88,7 @@ TEST_CASE("namespaces: sharing a pool across pid namespaces without a heartbeat 
         EnvTimeout env("2s");
         auto admitted = Pool::open(cleanup.name());
         REQUIRE_MESSAGE(admitted, admitted.error().message);
-        CHECK(slot_of(*admitted, admitted->self()).timeout_ns.load() == 2 * kNsPerSec);
+        CHECK(test::slot_of(*admitted, admitted->self()).timeout_ns.load() == 2 * kNsPerSec);
     }
     SUBCASE("a bad FABRIC_SHM_HEARTBEAT_TIMEOUT is named") {
         EnvTimeout env("soon");

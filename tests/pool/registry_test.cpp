@@ -9,6 +9,7 @@
 #include <cstring>
 #include <thread>
 
+#include "../support/registry_slots.h"
 #include "../support/test_support.h"
 #include "fabric_shm/counters.h"
 #include "crash_point.h"
@@ -21,10 +22,6 @@
 using namespace fabric_shm;
 
 namespace {
-layout::ProcessSlot& slot_of(const Pool& pool, OwnerToken t) {
-    auto* slots = reinterpret_cast<layout::ProcessSlot*>(detail::pool_base(pool) + layout::kRegistryOffset);
-    return slots[layout::token_slot(t)];
-}
 /// Forks a child that registers in the pool, writes its token into a pipe and exits
 /// (when `linger` is false) or waits to be killed.
 OwnerToken child_token(const std::string& name, pid_t* pid, bool linger) {
@@ -99,7 +96,7 @@ TEST_CASE("registry: a reused pid (start time differs) is certainly dead; a matc
     const OwnerToken t = child_token(temp.name(), &kid, true);
     CHECK(pool.registry().liveness(t, MonoClock::now()) == Liveness::maybe_alive);
     // Forge what pid reuse looks like: the live pid's start time no longer matches.
-    auto& slot = slot_of(pool, t);
+    auto& slot = test::slot_of(pool, t);
     const uint64_t real = slot.start_time.load();
     slot.start_time.store(real + 12345);
     std::string why;
@@ -261,7 +258,7 @@ TEST_CASE("registry: a claimant paused before publishing is not judged dead by a
     const OwnerToken got = read_token(fds);
     CHECK(test::wait_child(kid) == 0);
     CHECK(got == claimed);  // it published the slot it claimed
-    const uint64_t w = slot_of(pool, got).word.load();
+    const uint64_t w = test::slot_of(pool, got).word.load();
     CHECK(layout::slot_word_state(w) == layout::kSlotLive);
     CHECK(layout::slot_word_pid(w) == uint32_t(kid));
 }
@@ -275,7 +272,7 @@ TEST_CASE("registry: a claimant whose slot was taken while it was stopped publis
     const auto listed = pool.registry().list(MonoClock::now());
     const ProcessInfo* claimant = find_pid(listed, kid);
     REQUIRE(claimant);
-    layout::ProcessSlot& slot = slot_of(pool, claimant->token);
+    layout::ProcessSlot& slot = test::slot_of(pool, claimant->token);
     // Forge what a wrong "certainly dead" verdict leads to: the slot retired and re-claimed by
     // another live process (this one) under the next generation.
     uint64_t claiming = slot.word.load();
@@ -321,10 +318,10 @@ TEST_CASE("registry: a retired slot names nobody: its per-occupant fields are cl
         });
         const OwnerToken t = read_token(fds);
         CHECK(test::wait_child(kid) == 0);
-        REQUIRE(slot_of(pool, t).timeout_ns.load() == 5 * kNsPerSec);
+        REQUIRE(test::slot_of(pool, t).timeout_ns.load() == 5 * kNsPerSec);
         CHECK(pool.registry().reap_dead(MonoClock::now()) == 1);
-        CHECK(layout::slot_word_state(slot_of(pool, t).word.load()) == layout::kSlotFree);
-        cleared(slot_of(pool, t));
+        CHECK(layout::slot_word_state(test::slot_of(pool, t).word.load()) == layout::kSlotFree);
+        cleared(test::slot_of(pool, t));
     }
     SUBCASE("unregistered on close") {
         OwnerToken t = 0;
@@ -335,8 +332,8 @@ TEST_CASE("registry: a retired slot names nobody: its per-occupant fields are cl
             REQUIRE(second);
             t = second->self();
         }
-        CHECK(layout::slot_word_state(slot_of(pool, t).word.load()) == layout::kSlotFree);
-        cleared(slot_of(pool, t));
+        CHECK(layout::slot_word_state(test::slot_of(pool, t).word.load()) == layout::kSlotFree);
+        cleared(test::slot_of(pool, t));
     }
 }
 
@@ -361,7 +358,7 @@ TEST_CASE("registry: a reaper paused while retiring a dead process's slot is wai
             return p->registry().reap_dead(MonoClock::now()) == 1 ? 0 : 3;
         });
         REQUIRE(test::wait_stopped(reaper));
-        layout::ProcessSlot& slot = slot_of(*pool, dead);
+        layout::ProcessSlot& slot = test::slot_of(*pool, dead);
         REQUIRE(layout::slot_word_state(slot.word.load()) == layout::kSlotRetiring);
         // The retirer lives (stopped): nobody else finishes its work, which could otherwise
         // clear the fields of the slot's next owner after it was freed and claimed again.

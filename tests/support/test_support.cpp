@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <stdexcept>
 #include <thread>
 
@@ -138,6 +139,15 @@ std::string self_exe_setting_build_dir() {
         ::setenv("FABRIC_SHM_TEST_BUILD_DIR",
                  std::filesystem::path(exe).parent_path().parent_path().parent_path().c_str(), 1);
     return exe;
+}
+
+int mappings_of(const std::string& pool_name) {
+    std::ifstream maps("/proc/self/maps");
+    const std::string path = Pool::segment_path(pool_name);
+    int n = 0;
+    for (std::string line; std::getline(maps, line);)
+        if (line.find(path) != std::string::npos) ++n;
+    return n;
 }
 
 }  // namespace fabric_shm::test

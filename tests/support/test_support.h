@@ -51,6 +51,8 @@ bool wait_stopped(pid_t pid, int timeout_ms = 20000, int* exit_code = nullptr);
 void resume(pid_t pid);
 /// Exit status of `sh -c command` (128+sig on signal), output captured into *output if given.
 int run_command(const std::string& command, std::string* output = nullptr);
+/// How many of this process's mappings are of the pool's segment (/proc/self/maps).
+int mappings_of(const std::string& pool_name);
 /// Build root (FABRIC_SHM_TEST_BUILD_DIR) for locating tools: build_path("tools/fabric-shm").
 std::string build_path(const std::string& relative);
 

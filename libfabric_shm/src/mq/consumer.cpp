@@ -32,7 +32,7 @@ namespace {
 using detail::cpu_relax;
 
 constexpr uint32_t kSpinRoundsBeforeYield = 256;  ///< empty polls before spinning also yields
-constexpr uint64_t kMaxParkNs = 50 * kNsPerMs;    ///< parked consumers re-check at least this often
+constexpr uint64_t kMaxConsumerParkNs = 50 * kNsPerMs;    ///< parked consumers re-check at least this often
 constexpr uint64_t kStuckParkNs = 2 * kNsPerMs;   ///< ... and this often while a claim is stuck
 constexpr uint64_t kProbeIntervalNs = kNsPerMs;   ///< liveness probes of a stuck claim's owner
 constexpr uint64_t kProbeAfterNs = kNsPerMs;      ///< a claim younger than this is just being written
@@ -477,7 +477,7 @@ Result<size_t> Consumer::poll(MessageBatch& batch, size_t max, Duration timeout)
         }
         now = mono_now_ns();
         if (now >= deadline) return size_t(0);  // the spin phase reads the clock only every 64 rounds
-        const uint64_t slice = std::min(im.stuck ? kStuckParkNs : kMaxParkNs, deadline - now);
+        const uint64_t slice = std::min(im.stuck ? kStuckParkNs : kMaxConsumerParkNs, deadline - now);
         WaitRegistration reg;
         if (reg.claim(*im.t, im.pool->self())) {
             for (uint32_t p : im.assigned) reg.watch(p);

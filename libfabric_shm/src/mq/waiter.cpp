@@ -28,7 +28,7 @@ namespace {
 
 constexpr uint64_t kRoundNs = 50 * kNsPerMs;  ///< longest sleep before re-registering and re-checking
 constexpr uint64_t kStuckNs = 2 * kNsPerMs;   ///< a claim stuck this long: report ready so poll probes it
-constexpr uint64_t kNapNs = kNsPerMs;         ///< no free waiter entry: re-check this often
+constexpr uint64_t kNoEntryNapNs = kNsPerMs;         ///< no free waiter entry: re-check this often
 
 /// One watched consumer, as the wait sees it: its topic, its token in that pool, and the
 /// partitions with the positions taken when the wait (or arm) began.
@@ -94,7 +94,7 @@ WaitResult wait_watches(const std::vector<Watch>& watches, std::vector<WaitRegis
         const uint64_t now = mono_now_ns();
         if (now >= deadline) return done(WaitResult::timeout);
         uint64_t slice = std::min(deadline - now, stuck ? kStuckNs : kRoundNs);
-        if (napping) slice = std::min(slice, kNapNs);
+        if (napping) slice = std::min(slice, kNoEntryNapNs);
         const detail::FutexWaitStatus st = detail::futex_wait_any(items, slice);
         if (st == detail::FutexWaitStatus::interrupted) return done(WaitResult::interrupted);
         if (ctrl.load(std::memory_order_acquire) != ctrl_seen) return done(WaitResult::interrupted);  // pairs with the bump

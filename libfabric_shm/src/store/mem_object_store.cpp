@@ -22,10 +22,6 @@ namespace fabric_shm {
 using namespace store_layout;
 using detail::StoreCore;
 
-namespace {
-constexpr uint64_t align8(uint64_t v) { return (v + 7) & ~uint64_t(7); }
-}  // namespace
-
 /// What loans and pinned views share with the store object, so they may outlive it (and the
 /// Pool it was opened from: `handle` keeps the mapping).
 struct StoreShared {

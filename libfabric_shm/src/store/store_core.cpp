@@ -34,7 +34,6 @@ constexpr uint64_t kStripeWaitLimitNs = 10 * kNsPerSec;
 /// An operation fenced this many times in a row gives up with Errc::busy.
 constexpr uint32_t kMaxRelocks = 1000;
 
-constexpr uint64_t align8(uint64_t v) { return (v + 7) & ~uint64_t(7); }
 constexpr uint64_t align64(uint64_t v) { return (v + 63) & ~uint64_t(63); }
 uint64_t pow2_ceil(uint64_t v) {
     uint64_t p = 1;

@@ -35,6 +35,8 @@ constexpr uint64_t kMinSbBytes = 64 << 10;
 constexpr uint64_t kMaxSbBytes = 1 << 20;
 constexpr uint32_t kMaxClasses = 48;
 constexpr uint32_t kMaxProbeBuckets = 128;  ///< an insert that finds no empty slot this far: table full
+/// Payloads, keys and trailers start on 8-byte boundaries inside a block.
+constexpr uint64_t align8(uint64_t v) { return (v + 7) & ~uint64_t(7); }
 
 // ---- Block state word -----------------------------------------------------------------
 // bits 0..31 owner token (LOANED, COMMITTING, REMOVING), bits 32..35 state, bit 36 PINNED

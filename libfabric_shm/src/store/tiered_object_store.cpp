@@ -106,7 +106,8 @@ struct IndexEntry {
 };
 static_assert(sizeof(IndexEntry) == 32, "index entry is part of the cold index format");
 
-uint64_t align8(uint64_t v) { return (v + 7) & ~uint64_t(7); }
+/// Records and keys in the cold log start on 8-byte boundaries.
+uint64_t align_record(uint64_t v) { return (v + 7) & ~uint64_t(7); }
 
 Error sys_error(const std::string& what) { return errno_error(errno, what); }
 
@@ -353,7 +354,7 @@ struct TieredObjectStore::Impl {
         std::memcpy(head.data() + offsetof(RecordHeader, header_crc), &h.header_crc, sizeof h.header_crc);
 
         const uint64_t offset = log_end;
-        const uint64_t total = align8(head.size() + data.size());
+        const uint64_t total = align_record(head.size() + data.size());
         Status s = write_all(log_fd.get(), head.data(), head.size(), offset, log_path);
         if (s) {
             // A kill here leaves a header without its payload: the replay's data CRC rejects it.
@@ -405,7 +406,7 @@ struct TieredObjectStore::Impl {
             return make_error(Errc::corrupt, "record lengths out of range (key " + std::to_string(h.key_len) +
                                                  ", meta " + std::to_string(h.meta_len) + ", data " +
                                                  std::to_string(h.data_len) + ")");
-        const uint64_t total = align8(sizeof h + h.key_len + h.meta_len + h.data_len);
+        const uint64_t total = align_record(sizeof h + h.key_len + h.meta_len + h.data_len);
         if (limit - offset < total)
             return make_error(Errc::corrupt, "record of " + std::to_string(total) + " bytes at offset " +
                                                  std::to_string(offset) + " runs past the end of the log (" +
@@ -633,10 +634,10 @@ struct TieredObjectStore::Impl {
             if (size - pos < sizeof e) return make_error(Errc::corrupt, p + ": entries run past the end");
             std::memcpy(&e, buf.data() + pos, sizeof e);
             pos += sizeof e;
-            if (e.key_len == 0 || e.key_len > kMaxObjectKeyBytes || size - pos < align8(e.key_len))
+            if (e.key_len == 0 || e.key_len > kMaxObjectKeyBytes || size - pos < align_record(e.key_len))
                 return make_error(Errc::corrupt, p + ": entry key length " + std::to_string(e.key_len));
             std::string key(buf.data() + pos, e.key_len);
-            pos += align8(e.key_len);
+            pos += align_record(e.key_len);
             if (e.kind == kEntryCold) {
                 if (e.offset > h.covered_length || e.record_len > h.covered_length - e.offset || e.record_len == 0)
                     return make_error(Errc::corrupt, p + ": entry outside the covered log");
@@ -672,7 +673,7 @@ struct TieredObjectStore::Impl {
                 if (config.fsync != FsyncPolicy::never) FABRIC_TRY(sync_fd(log_fd.get(), log_path, true));
                 break;
             }
-            const uint64_t total = align8(sizeof(RecordHeader) + r->h.key_len + r->h.meta_len + r->h.data_len);
+            const uint64_t total = align_record(sizeof(RecordHeader) + r->h.key_len + r->h.meta_len + r->h.data_len);
             drop_cold(r->key);
             if (r->h.type == kTypeObject) {
                 cold[r->key] = ColdEntry{pos, total, r->h.version, false};
@@ -809,7 +810,7 @@ struct TieredObjectStore::Impl {
             IndexEntry e{offset, len, version, uint32_t(key.size()), kind};
             buf.append(reinterpret_cast<const char*>(&e), sizeof e);
             buf += key;
-            buf.append(size_t(align8(key.size()) - key.size()), '\0');
+            buf.append(size_t(align_record(key.size()) - key.size()), '\0');
             ++count;
         };
         for (const auto& [key, e] : cold)
