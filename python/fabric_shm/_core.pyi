@@ -1,6 +1,11 @@
 # SPDX-License-Identifier: MIT
 # Type stubs of fabric_shm._core (the names fabric_shm re-exports). Durations are
 # datetime.timedelta or seconds; "Bytes" is any contiguous bytes-like object, or str (UTF-8).
+# Threads (docs/python.md, "Threads and close()"): threads calling one handle take turns; a
+# handle's close() (or its pool's) from another thread makes later calls raise Closed and waits
+# for the call in progress (a blocked poll or send ends with Closed); from inside a callback of a
+# call on the same handle (a worker's handler, DlqRouter.handle's process) any other call on that
+# handle raises Busy, and close() takes effect when the call returns.
 import datetime
 import enum
 from typing import Any, Awaitable, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Tuple, Union

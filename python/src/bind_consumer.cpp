@@ -32,36 +32,37 @@ uint64_t timeout_arg(py::handle timeout) {
 }
 
 struct PyWaiter : Guarded {
+    PyWaiter() : Guarded("this waiter") {}
     struct Watched {
         py::object owner;  ///< the Python consumer: kept alive while watched
-        std::mutex* mutex;
+        Guarded* handle;   ///< its lock and closed flag
         Consumer* consumer;
         int* watchers;
     };
-    std::vector<Watched> watched;
+    std::vector<Watched> watched;  ///< changed with the GIL held and this waiter's lock
     std::unique_ptr<Waiter> waiter = std::make_unique<Waiter>();
-    ~PyWaiter() {
+    ~PyWaiter() override {
         waiter.reset();  // stops its bridge thread before the consumers may go
         for (Watched& w : watched) --*w.watchers;
     }
     Watched resolve(py::handle obj) {
         if (py::isinstance<PyConsumer>(obj)) {
             auto& c = obj.cast<PyConsumer&>();
-            return {py::reinterpret_borrow<py::object>(obj), &c.mutex, &c.get(), &c.watchers};
+            return {py::reinterpret_borrow<py::object>(obj), &c, &c.get(), &c.watchers};
         }
         if (py::isinstance<PyGroupConsumer>(obj)) {
             auto& c = obj.cast<PyGroupConsumer&>();
-            return {py::reinterpret_borrow<py::object>(obj), &c.mutex, &c.get().consumer(), &c.watchers};
+            return {py::reinterpret_borrow<py::object>(obj), &c, &c.get().consumer(), &c.watchers};
         }
         throw py::type_error("Waiter: expected a Consumer or a GroupConsumer");
     }
-    /// Runs f with every watched consumer's lock held (the waiter reads their positions).
+    /// Runs f with this waiter's and every watched consumer's lock held (the waiter reads their
+    /// positions), GIL released. Watched consumers cannot be closed (close() refuses).
     template <class F>
     auto with_consumers(F&& f) {
-        std::vector<std::unique_lock<std::mutex>> locks;
-        locks.reserve(watched.size());
-        for (Watched& w : watched) locks.emplace_back(*w.mutex);
-        return f();
+        std::vector<Guarded*> handles{this};
+        for (Watched& w : watched) handles.push_back(w.handle);
+        return without_gil(std::move(handles), std::forward<F>(f));
     }
 };
 
@@ -77,14 +78,15 @@ const char* wait_name(WaitResult r) {
 
 void bind_consumer(py::module_& m) {
     py::class_<PyConsumer>(m, "Consumer",
-                           "Reads a topic. group '' is an observer (no commits, never holds producers back). One "
-                           "thread at a time; poll releases the GIL and Ctrl-C interrupts it within 20 ms.")
+                           "Reads a topic. group '' is an observer (no commits, never holds producers back). "
+                           "Threads calling one consumer take turns; poll releases the GIL and Ctrl-C (or close() "
+                           "on another thread) interrupts it within 20 ms.")
         .def(py::init([](const Pool& pool, const std::string& topic, const std::string& group, const std::string& wait,
                          py::object spin, py::object claim_timeout) {
                  check_pool_open(pool);
                  auto c = std::make_unique<PyConsumer>();
                  const ConsumerOptions o = consumer_options(wait, spin, claim_timeout);
-                 auto r = without_gil(c->mutex, [&] { return Consumer::open(pool, topic, group, o); });
+                 auto r = without_gil(*c, [&] { return Consumer::open(pool, topic, group, o); });
                  c->consumer = std::make_unique<Consumer>(unwrap(std::move(r)));
                  c->pool = pool;
                  return c;
@@ -96,28 +98,28 @@ void bind_consumer(py::module_& m) {
                  Consumer& consumer = c.get();
                  if (py::isinstance<Claim>(what)) {
                      const Claim claim = what.cast<Claim>();
-                     unwrap(without_gil(c.mutex, [&] { return consumer.assign(claim); }));
+                     unwrap(without_gil(c, [&] { return consumer.assign(claim); }));
                      return;
                  }
                  const auto parts = what.cast<std::vector<uint32_t>>();
-                 unwrap(without_gil(c.mutex, [&] { return consumer.assign(parts); }));
+                 unwrap(without_gil(c, [&] { return consumer.assign(parts); }));
              },
              py::arg("partitions"),
              "Partitions to read: a list of partition numbers, or a group's Claim (its partitions and the "
              "epoch commits are fenced with).")
         .def("assign_all", [](PyConsumer& c) {
             Consumer& consumer = c.get();
-            unwrap(without_gil(c.mutex, [&] { return consumer.assign_all(); }));
+            unwrap(without_gil(c, [&] { return consumer.assign_all(); }));
         })
         .def("seek",
              [](PyConsumer& c, py::handle policy, py::object partition) {
                  const SeekPolicy p = to_seek_policy(policy);
                  Consumer& consumer = c.get();
                  if (partition.is_none()) {
-                     unwrap(without_gil(c.mutex, [&] { return consumer.seek(p); }));
+                     unwrap(without_gil(c, [&] { return consumer.seek(p); }));
                  } else {
                      const auto part = partition.cast<uint32_t>();
-                     unwrap(without_gil(c.mutex, [&] { return consumer.seek(part, p); }));
+                     unwrap(without_gil(c, [&] { return consumer.seek(part, p); }));
                  }
              },
              py::arg("policy") = SeekPolicy::Earliest(), py::arg("partition") = py::none(),
@@ -128,7 +130,7 @@ void bind_consumer(py::module_& m) {
                  Consumer& consumer = c.get();
                  const std::shared_ptr<MessageBatch> polled = c.slot.take();
                  MessageBatch& batch = *polled;
-                 sliced_wait(c.mutex, timeout_arg(timeout),
+                 sliced_wait(c, timeout_arg(timeout),
                              [&](uint64_t slice) { return consumer.poll(batch, max, ns_duration(slice)); });
                  return BatchSlot::to_python(polled);
              },
@@ -139,13 +141,13 @@ void bind_consumer(py::module_& m) {
              [](PyConsumer& c, py::object partition, py::object next_offset) {
                  Consumer& consumer = c.get();
                  if (partition.is_none()) {
-                     unwrap(without_gil(c.mutex, [&] { return consumer.commit(); }));
+                     unwrap(without_gil(c, [&] { return consumer.commit(); }));
                  } else {
                      if (next_offset.is_none())
                          raise(Errc::invalid_argument, "commit(partition): next_offset is required with a partition");
                      const auto p = partition.cast<uint32_t>();
                      const auto n = next_offset.cast<uint64_t>();
-                     unwrap(without_gil(c.mutex, [&] { return consumer.commit(p, n); }));
+                     unwrap(without_gil(c, [&] { return consumer.commit(p, n); }));
                  }
              },
              py::arg("partition") = py::none(), py::arg("next_offset") = py::none(),
@@ -153,31 +155,33 @@ void bind_consumer(py::module_& m) {
              "StaleEpoch once a newer owner fenced it.")
         .def("position", [](PyConsumer& c, uint32_t p) {
             Consumer& consumer = c.get();
-            return unwrap(without_gil(c.mutex, [&] { return consumer.position(p); }));
+            return unwrap(without_gil(c, [&] { return consumer.position(p); }));
         }, py::arg("partition"))
         .def("lag", [](PyConsumer& c, uint32_t p) {
             Consumer& consumer = c.get();
-            return unwrap(without_gil(c.mutex, [&] { return consumer.lag(p); }));
+            return unwrap(without_gil(c, [&] { return consumer.lag(p); }));
         }, py::arg("partition"))
         .def("set_epoch",
              [](PyConsumer& c, uint64_t e) {
                  Consumer& consumer = c.get();
-                 without_gil(c.mutex, [&] { consumer.set_epoch(e); });
+                 without_gil(c, [&] { consumer.set_epoch(e); });
              },
              py::arg("epoch"), "The commit epoch, for an external offset store (assign(claim) sets it for you).")
+        // Set when the consumer opened, read-only since: no lock needed.
         .def_property_readonly("num_partitions", [](PyConsumer& c) { return c.get().num_partitions(); })
         .def_property_readonly("assignment", [](PyConsumer& c) {
             Consumer& consumer = c.get();
-            return without_gil(c.mutex, [&] { return consumer.assignment(); });
+            return without_gil(c, [&] { return consumer.assignment(); });
         })
         .def("close", [](PyConsumer& c) {
             check_unwatched(c.watchers, "this consumer");
-            auto gone = without_gil(c.mutex, [&] { return std::move(c.consumer); });
-        })
+            close_handle(c);
+        }, "Closes the consumer: later calls raise Closed; a call running on another thread finishes first, "
+           "and a poll waiting there raises Closed within 20 ms. Busy while a Waiter watches it.")
         .def("__enter__", [](py::object self) { return self; })
         .def("__exit__", [](PyConsumer& c, py::args) {
             check_unwatched(c.watchers, "this consumer");
-            auto gone = without_gil(c.mutex, [&] { return std::move(c.consumer); });
+            close_handle(c);
         });
 }
 
@@ -189,18 +193,22 @@ void bind_waiter(py::module_& m) {
         .def("add",
              [](PyWaiter& w, py::handle consumer) {
                  PyWaiter::Watched x = w.resolve(consumer);
-                 unwrap(without_gil(w.mutex, [&] {
-                     std::lock_guard<std::mutex> lock(*x.mutex);
-                     return w.waiter->add(*x.consumer);
-                 }));
+                 // Counted before the GIL is released: from now on the consumer's close() refuses.
+                 // One that began before is seen under the consumer's lock (Closed).
                  ++*x.watchers;
+                 try {
+                     unwrap(without_gil({&w, x.handle}, [&] { return w.waiter->add(*x.consumer); }));
+                 } catch (...) {
+                     --*x.watchers;
+                     throw;
+                 }
                  w.watched.push_back(std::move(x));
              },
              py::arg("consumer"), "Watches a Consumer or GroupConsumer (its assigned partitions, from its positions).")
         .def("remove",
              [](PyWaiter& w, py::handle consumer) {
                  PyWaiter::Watched x = w.resolve(consumer);
-                 unwrap(without_gil(w.mutex, [&] { return w.waiter->remove(*x.consumer); }));
+                 unwrap(without_gil(w, [&] { return w.waiter->remove(*x.consumer); }));
                  for (auto it = w.watched.begin(); it != w.watched.end(); ++it)
                      if (it->consumer == x.consumer) {
                          --*it->watchers;
@@ -218,7 +226,7 @@ void bind_waiter(py::module_& m) {
                      const uint64_t now = monotonic_ns();
                      const uint64_t left = total == UINT64_MAX ? UINT64_MAX : (now - start >= total ? 0 : total - (now - start));
                      const uint64_t slice = std::min(left, kSignalSliceNs);
-                     auto r = without_gil(w.mutex, [&] { return w.with_consumers([&] { return w.waiter->wait(ns_duration(slice)); }); });
+                     auto r = w.with_consumers([&] { return w.waiter->wait(ns_duration(slice)); });
                      const WaitResult res = unwrap(std::move(r));
                      if (res == WaitResult::ready) return std::string("ready");
                      check_signals();
@@ -232,11 +240,11 @@ void bind_waiter(py::module_& m) {
         .def("interrupt", [](PyWaiter& w) { w.waiter->interrupt(); },
              "From any thread: the current (or next) wait returns 'interrupted'.")
         .def("fd", [](PyWaiter& w) {
-            return unwrap(without_gil(w.mutex, [&] { return w.waiter->fd(); }));
+            return unwrap(without_gil(w, [&] { return w.waiter->fd(); }));
         }, "An eventfd that becomes readable when a watched consumer is ready (after arm()); for "
            "loop.add_reader / selectors. On readable: poll each consumer with timeout 0, then arm().")
         .def("arm", [](PyWaiter& w) {
-            unwrap(without_gil(w.mutex, [&] { return w.with_consumers([&] { return w.waiter->arm(); }); }));
+            unwrap(w.with_consumers([&] { return w.waiter->arm(); }));
         }, "Takes the consumers' positions and clears the fd's readiness; it turns readable again once one is ready.");
 }
 

@@ -13,15 +13,19 @@ namespace fabric_shm::py_bind {
 namespace {
 
 struct PyGroup : Guarded {
+    PyGroup() : Guarded("this consumer group") {}
     std::unique_ptr<ConsumerGroup> group;
     Pool pool;
-    ConsumerGroup& get() { return checked(group, pool, "this consumer group"); }
+    ConsumerGroup& get() { return checked(*this, group, pool); }
+    void release() noexcept override { group.reset(); }
 };
 
 struct PyDlq : Guarded {
+    PyDlq() : Guarded("this DLQ router") {}
     std::unique_ptr<DlqRouter> router;
     Pool pool;
-    DlqRouter& get() { return checked(router, pool, "this DLQ router"); }
+    DlqRouter& get() { return checked(*this, router, pool); }
+    void release() noexcept override { router.reset(); }
 };
 
 uint32_t topic_partitions(const Pool& pool, const std::string& topic) {
@@ -66,7 +70,7 @@ void bind_groups(py::module_& m) {
                  auto g = std::make_unique<PyGroup>();
                  const GroupConfig cfg = group_config(session_timeout, liveness_probe);
                  const uint32_t n = num_partitions.is_none() ? topic_partitions(pool, topic) : num_partitions.cast<uint32_t>();
-                 auto r = without_gil(g->mutex, [&] { return ConsumerGroup::open(pool, topic, group, n, cfg); });
+                 auto r = without_gil(*g, [&] { return ConsumerGroup::open(pool, topic, group, n, cfg); });
                  g->group = std::make_unique<ConsumerGroup>(unwrap(std::move(r)));
                  g->pool = pool;
                  return g;
@@ -75,31 +79,32 @@ void bind_groups(py::module_& m) {
              py::kw_only(), py::arg("session_timeout") = py::none(), py::arg("liveness_probe") = py::none())
         .def("join", [](PyGroup& g, const std::string& member) {
             ConsumerGroup& group = g.get();
-            return unwrap(without_gil(g.mutex, [&] { return group.join(member); }));
+            return unwrap(without_gil(g, [&] { return group.join(member); }));
         }, py::arg("member_id"))
         .def("claim", [](PyGroup& g, const std::string& member) {
             ConsumerGroup& group = g.get();
-            return unwrap(without_gil(g.mutex, [&] { return group.claim(member); }));
+            return unwrap(without_gil(g, [&] { return group.claim(member); }));
         }, py::arg("member_id"),
            "Joins if needed, heartbeats, rebalances; returns the member's Claim. Commit before calling it.")
         .def("heartbeat", [](PyGroup& g, const std::string& member) {
             ConsumerGroup& group = g.get();
-            unwrap(without_gil(g.mutex, [&] { return group.heartbeat(member); }));
+            unwrap(without_gil(g, [&] { return group.heartbeat(member); }));
         }, py::arg("member_id"))
         .def("leave", [](PyGroup& g, const std::string& member) {
             ConsumerGroup& group = g.get();
-            unwrap(without_gil(g.mutex, [&] { return group.leave(member); }));
+            unwrap(without_gil(g, [&] { return group.leave(member); }));
         }, py::arg("member_id"))
         .def("owns", [](PyGroup& g, const std::string& member, uint32_t p) {
             check_pool_open(g.pool);
             ConsumerGroup& group = g.get();
-            return without_gil(g.mutex, [&] { return group.owns(member, p); });
+            return without_gil(g, [&] { return group.owns(member, p); });
         }, py::arg("member_id"), py::arg("partition"))
         .def_property_readonly("group", [](PyGroup& g) { return g.get().group(); })
         .def_property_readonly("topic", [](PyGroup& g) { return g.get().topic(); })
         .def_property_readonly("num_partitions", [](PyGroup& g) { return g.get().num_partitions(); })
-        .def("close", [](PyGroup& g) { auto gone = without_gil(g.mutex, [&] { return std::move(g.group); }); },
-             "Drops the handle (without leaving: call leave() first to hand the partitions over at once).");
+        .def("close", [](PyGroup& g) { close_handle(g); },
+             "Drops the handle (without leaving: call leave() first to hand the partitions over at once). "
+             "Later calls raise Closed; a call running on another thread finishes first.");
 
     py::class_<PyGroupConsumer>(m, "GroupConsumer",
                                 "A group member plus its consumer: poll() rebalances and polls owned partitions; "
@@ -112,7 +117,7 @@ void bind_groups(py::module_& m) {
                  o.group = group_config(session_timeout, py::none());
                  o.consumer = consumer_options(wait, py::none(), py::none());
                  const std::string id = member_id.is_none() ? default_member_id() : member_id.cast<std::string>();
-                 auto r = without_gil(c->mutex, [&] { return GroupConsumer::open(pool, topic, group, id, o); });
+                 auto r = without_gil(*c, [&] { return GroupConsumer::open(pool, topic, group, id, o); });
                  c->consumer = std::make_unique<GroupConsumer>(unwrap(std::move(r)));
                  c->pool = pool;
                  return c;
@@ -125,7 +130,7 @@ void bind_groups(py::module_& m) {
                  const std::shared_ptr<MessageBatch> polled = c.slot.take();
                  MessageBatch& batch = *polled;
                  const uint64_t t = timeout.is_none() ? UINT64_MAX : duration_ns(timeout, "timeout");
-                 sliced_wait(c.mutex, t, [&](uint64_t slice) { return consumer.poll(batch, max, ns_duration(slice)); });
+                 sliced_wait(c, t, [&](uint64_t slice) { return consumer.poll(batch, max, ns_duration(slice)); });
                  return BatchSlot::to_python(polled);
              },
              py::arg("max") = 64, py::arg("timeout") = py::none(),
@@ -134,40 +139,46 @@ void bind_groups(py::module_& m) {
              [](PyGroupConsumer& c, py::object message) {
                  GroupConsumer& consumer = c.get();
                  if (message.is_none()) {
-                     unwrap(without_gil(c.mutex, [&] { return consumer.commit(); }));
+                     unwrap(without_gil(c, [&] { return consumer.commit(); }));
                  } else {
                      const Message& msg = message_of(message);
-                     unwrap(without_gil(c.mutex, [&] { return consumer.commit(msg); }));
+                     unwrap(without_gil(c, [&] { return consumer.commit(msg); }));
                  }
              },
              py::arg("message") = py::none(),
              "Commits past `message` (or every owned partition's position); StaleEpoch once fenced.")
         .def("rejoin", [](PyGroupConsumer& c) {
             GroupConsumer& consumer = c.get();
-            unwrap(without_gil(c.mutex, [&] { return consumer.rejoin(); }));
+            unwrap(without_gil(c, [&] { return consumer.rejoin(); }));
         })
         .def("heartbeat", [](PyGroupConsumer& c) {
             GroupConsumer& consumer = c.get();
-            unwrap(without_gil(c.mutex, [&] { return consumer.heartbeat(); }));
+            unwrap(without_gil(c, [&] { return consumer.heartbeat(); }));
         })
         .def("leave", [](PyGroupConsumer& c) {
             GroupConsumer& consumer = c.get();
-            unwrap(without_gil(c.mutex, [&] { return consumer.leave(); }));
+            unwrap(without_gil(c, [&] { return consumer.leave(); }));
         })
-        .def_property_readonly("epoch", [](PyGroupConsumer& c) { return c.get().epoch(); })
-        .def_property_readonly("partitions", [](PyGroupConsumer& c) { return c.get().partitions(); })
+        // epoch and partitions change with every rebalance (inside poll): read under the lock.
+        .def_property_readonly("epoch", [](PyGroupConsumer& c) {
+            GroupConsumer& consumer = c.get();
+            return without_gil(c, [&] { return consumer.epoch(); });
+        })
+        .def_property_readonly("partitions", [](PyGroupConsumer& c) {
+            GroupConsumer& consumer = c.get();
+            return without_gil(c, [&] { return consumer.partitions(); });
+        })
         .def_property_readonly("member_id", [](PyGroupConsumer& c) { return c.get().member_id(); })
         .def("close", [](PyGroupConsumer& c) {
             check_unwatched(c.watchers, "this group consumer");
-            auto gone = without_gil(c.mutex, [&] { return std::move(c.consumer); });
-        }, "Drops the handle without leaving (leave() first hands its partitions over at once).")
+            close_handle(c);
+        }, "Drops the handle without leaving (leave() first hands its partitions over at once). Later calls "
+           "raise Closed; a call running on another thread finishes first, and a poll waiting there raises "
+           "Closed within 20 ms.")
         .def("__enter__", [](py::object self) { return self; })
         .def("__exit__", [](PyGroupConsumer& c, py::args) {
             check_unwatched(c.watchers, "this group consumer");
-            auto gone = without_gil(c.mutex, [&] {
-                if (c.consumer) (void)c.consumer->leave();
-                return std::move(c.consumer);
-            });
+            close_handle(c, [&] { (void)c.consumer->leave(); });
         });
 
     py::class_<PyDlq>(m, "DlqRouter",
@@ -182,7 +193,7 @@ void bind_groups(py::module_& m) {
                  policy.initial_backoff = duration_or(initial_backoff, "initial_backoff", policy.initial_backoff);
                  policy.max_backoff = duration_or(max_backoff, "max_backoff", policy.max_backoff);
                  policy.dlq_topic = dlq_topic;
-                 auto r = without_gil(d->mutex, [&] { return DlqRouter::open(pool, topic, group, policy); });
+                 auto r = without_gil(*d, [&] { return DlqRouter::open(pool, topic, group, policy); });
                  d->router = std::make_unique<DlqRouter>(unwrap(std::move(r)));
                  d->pool = pool;
                  return d;
@@ -191,34 +202,34 @@ void bind_groups(py::module_& m) {
              py::arg("initial_backoff") = py::none(), py::arg("max_backoff") = py::none(), py::arg("dlq_topic") = "")
         .def("assign", [](PyDlq& d, const Claim& claim) {
             DlqRouter& r = d.get();
-            without_gil(d.mutex, [&] { r.assign(claim); });
+            without_gil(d, [&] { r.assign(claim); });
         }, py::arg("claim"), "Fences dead letters with the claim's epoch (call after every claim).")
         .def("set_epoch", [](PyDlq& d, uint64_t e) {
             DlqRouter& r = d.get();
-            without_gil(d.mutex, [&] { r.set_epoch(e); });
+            without_gil(d, [&] { r.set_epoch(e); });
         }, py::arg("fence_token"))
         .def("decided", [](PyDlq& d, py::handle msg) {
             check_pool_open(d.pool);
             const Message& m = message_of(msg);
             DlqRouter& r = d.get();
-            return without_gil(d.mutex, [&] { return r.decided(m); });
+            return without_gil(d, [&] { return r.decided(m); });
         }, py::arg("message"))
         .def("begin", [](PyDlq& d, py::handle msg) {
             const Message& m = message_of(msg);
             DlqRouter& r = d.get();
-            return unwrap(without_gil(d.mutex, [&] { return r.begin(m); }));
+            return unwrap(without_gil(d, [&] { return r.begin(m); }));
         }, py::arg("message"), "Counts a hand-out in the pool; returns the attempt number (1 = first).")
         .def("ack", [](PyDlq& d, py::handle msg) {
             const Message& m = message_of(msg);
             DlqRouter& r = d.get();
-            unwrap(without_gil(d.mutex, [&] { return r.ack(m); }));
+            unwrap(without_gil(d, [&] { return r.ack(m); }));
         }, py::arg("message"))
         .def("nack",
              [](PyDlq& d, py::handle msg, const std::string& reason) {
                  const Message& m = message_of(msg);
                  DlqRouter& r = d.get();
                  Duration backoff{0};
-                 const bool dead = unwrap(without_gil(d.mutex, [&] { return r.nack(m, reason, &backoff); }));
+                 const bool dead = unwrap(without_gil(d, [&] { return r.nack(m, reason, &backoff); }));
                  return py::make_tuple(dead, seconds(to_ns(backoff)));
              },
              py::arg("message"), py::arg("reason"),
@@ -227,7 +238,7 @@ void bind_groups(py::module_& m) {
              [](PyDlq& d, py::handle msg, uint64_t attempts, const std::string& reason) {
                  const Message& m = message_of(msg);
                  DlqRouter& r = d.get();
-                 return unwrap(without_gil(d.mutex, [&] { return r.dead_letter(m, attempts, reason); }));
+                 return unwrap(without_gil(d, [&] { return r.dead_letter(m, attempts, reason); }));
              },
              py::arg("message"), py::arg("attempts"), py::arg("reason"))
         .def("handle",
@@ -235,7 +246,7 @@ void bind_groups(py::module_& m) {
                  const Message& m = message_of(msg);
                  DlqRouter& r = d.get();
                  CallbackGate gate;
-                 auto result = without_gil(d.mutex, [&] {
+                 auto result = without_gil(d, [&] {
                      return r.handle(
                          m, [&](const Message&) { return gate.call([&] { process(msg); }); },
                          [&]() -> Status {
@@ -256,8 +267,13 @@ void bind_groups(py::module_& m) {
              "decides permanent or not, others are retried), ack or nack, backoff, DLQ. Returns "
              "{'dead_lettered', 'attempts', 'reason'}.")
         .def_property_readonly("dlq_topic", [](PyDlq& d) { return d.get().dlq_topic(); })
-        .def_property_readonly("dead_lettered", [](PyDlq& d) { return d.get().dead_lettered(); })
-        .def("close", [](PyDlq& d) { auto gone = without_gil(d.mutex, [&] { return std::move(d.router); }); });
+        .def_property_readonly("dead_lettered", [](PyDlq& d) {
+            DlqRouter& r = d.get();
+            return without_gil(d, [&] { return r.dead_lettered(); });
+        })
+        .def("close", [](PyDlq& d) { close_handle(d); },
+             "Later calls raise Closed; a call running on another thread finishes first. Called from "
+             "handle()'s own process or heartbeat function, it takes effect when handle() returns.");
 
     m.def("dead_letter_count", [](const Pool& pool, const std::string& dlq_topic) {
         return unwrap(dead_letter_count(pool, dlq_topic));

@@ -23,7 +23,8 @@ uint64_t size_arg(py::handle value, std::string_view what, uint64_t fallback) {
 }
 
 struct PyRenewals : Guarded {
-    std::unique_ptr<RenewalManager> manager;
+    PyRenewals() : Guarded("this renewal manager") {}
+    std::unique_ptr<RenewalManager> manager;  ///< never closed: lives as long as the Python object
     Pool pool;
 };
 
@@ -222,7 +223,7 @@ void bind_pool(py::module_& m) {
                  policy.renew_at_fraction = renew_at_fraction;
                  policy.jitter_fraction = jitter_fraction;
                  policy.min_renew = duration_or(min_renew, "min_renew", policy.min_renew);
-                 unwrap(without_gil(r.mutex, [&] { return r.manager->register_lease(lease_id, policy); }));
+                 unwrap(without_gil(r, [&] { return r.manager->register_lease(lease_id, policy); }));
              },
              py::arg("lease_id"), py::kw_only(), py::arg("renew_at_fraction") = 0.75,
              py::arg("jitter_fraction") = 0.10, py::arg("min_renew") = py::none(),
@@ -231,17 +232,17 @@ void bind_pool(py::module_& m) {
         .def("register_pool_leases",
              [](PyRenewals& r) {
                  check_pool_open(r.pool);
-                 return unwrap(without_gil(r.mutex, [&] { return r.manager->register_pool_leases(); })).tracked;
+                 return unwrap(without_gil(r, [&] { return r.manager->register_pool_leases(); })).tracked;
              },
              "Registers every lease the pool's objects use (the pool's, its stores', its topics'); returns "
              "how many leases are tracked now.")
         .def("unregister", [](PyRenewals& r, uint64_t id) {
-            return without_gil(r.mutex, [&] { return r.manager->unregister(id); });
+            return without_gil(r, [&] { return r.manager->unregister(id); });
         }, py::arg("lease_id"))
-        .def("__len__", [](PyRenewals& r) { return r.manager->size(); })
+        .def("__len__", [](PyRenewals& r) { return without_gil(r, [&] { return r.manager->size(); }); })
         .def("tick",
              [](PyRenewals& r) {
-                 TickSummary s = without_gil(r.mutex, [&] { return r.manager->tick(MonoClock::now()); });
+                 TickSummary s = without_gil(r, [&] { return r.manager->tick(MonoClock::now()); });
                  unwrap(std::move(s.registration));
                  py::dict d;
                  d["renewed"] = s.renewed;
@@ -263,7 +264,7 @@ void bind_pool(py::module_& m) {
              "StaleGeneration when this process was fenced (open the pool again).")
         .def("remaining",
              [](PyRenewals& r, uint64_t lease_id) {
-                 return seconds(to_ns(unwrap(without_gil(r.mutex, [&] { return r.manager->remaining(lease_id); }))));
+                 return seconds(to_ns(unwrap(without_gil(r, [&] { return r.manager->remaining(lease_id); }))));
              },
              py::arg("lease_id"), "Seconds until the lease runs out (the recipe's 'lease TTL remaining').");
 }

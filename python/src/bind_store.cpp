@@ -166,7 +166,7 @@ void bind_store(py::module_& m) {
                  auto holder = l.holder;
                  l.drop();
                  MemObjectStore& store = l.store->get();
-                 auto version = without_gil(l.store->mutex, [&] {
+                 auto version = without_gil(*l.store, [&] {
                      return store.commit(std::move(holder->loan), l.uri, l.options);
                  });
                  l.committed = true;
@@ -192,7 +192,7 @@ void bind_store(py::module_& m) {
                  c.max_object_bytes = max_object_bytes.is_none() ? 0 : max_object_bytes.cast<uint64_t>();
                  c.ttl = duration_or(ttl, "ttl", Duration::zero());
                  auto s = std::make_shared<PyStore>();
-                 auto r = without_gil(s->mutex, [&] { return MemObjectStore::open(pool, c); });
+                 auto r = without_gil(*s, [&] { return MemObjectStore::open(pool, c); });
                  s->store = unwrap(std::move(r));
                  s->pool = pool;
                  return s;
@@ -207,7 +207,7 @@ void bind_store(py::module_& m) {
                  BytesArg bytes(data);
                  PutOptions o = put_options(if_absent, if_version, fence, content_type, metadata, ttl);
                  MemObjectStore& store = s.get();
-                 return unwrap(without_gil(s.mutex, [&] { return store.put(u, bytes.span(), o); }));
+                 return unwrap(without_gil(s, [&] { return store.put(u, bytes.span(), o); }));
              },
              py::arg("uri"), py::arg("data"), py::kw_only(), py::arg("if_absent") = false,
              py::arg("if_version") = py::none(), py::arg("fence") = py::none(), py::arg("content_type") = py::none(),
@@ -219,14 +219,18 @@ void bind_store(py::module_& m) {
                  const FabricUri u = to_uri(uri);
                  MemObjectStore& store = s->get();
                  acquire_pin_slot(u.to_string());
-                 auto r = without_gil(s->mutex, [&] { return store.pin(u); });
-                 if (!r || !r->has_value()) {
-                     release_pin_slot();
-                     if (!r) raise(std::move(r).error());
-                     return py::none();
-                 }
+                 struct SlotHeld {
+                     bool pinned = false;
+                     ~SlotHeld() {
+                         if (!pinned) release_pin_slot();  // no pin came of it (absent, an error, Closed)
+                     }
+                 } slot;
+                 auto r = without_gil(*s, [&] { return store.pin(u); });
+                 if (!r) raise(std::move(r).error());
+                 if (!r->has_value()) return py::none();
                  PyObjectRef o;
                  o.pin = std::make_shared<PinHolder>(std::move(**r));
+                 slot.pinned = true;  // the PinHolder releases the slot now
                  o.uri = u;
                  return py::cast(std::move(o));
              },
@@ -237,7 +241,7 @@ void bind_store(py::module_& m) {
              [](PyStore& s, py::handle uri) -> py::object {
                  const FabricUri u = to_uri(uri);
                  MemObjectStore& store = s.get();
-                 auto r = unwrap(without_gil(s.mutex, [&] { return store.get(u); }));
+                 auto r = unwrap(without_gil(s, [&] { return store.get(u); }));
                  if (!r) return py::none();
                  return py::bytes(reinterpret_cast<const char*>(r->data.data()), r->data.size());
              },
@@ -246,7 +250,7 @@ void bind_store(py::module_& m) {
              [](PyStore& s, py::handle uri) -> py::object {
                  const FabricUri u = to_uri(uri);
                  MemObjectStore& store = s.get();
-                 auto r = unwrap(without_gil(s.mutex, [&] { return store.head(u); }));
+                 auto r = unwrap(without_gil(s, [&] { return store.head(u); }));
                  if (!r) return py::none();
                  return py::cast(*r);
              },
@@ -257,7 +261,7 @@ void bind_store(py::module_& m) {
                  RemoveOptions o;
                  if (!if_version.is_none()) o.if_version = if_version.cast<uint64_t>();
                  MemObjectStore& store = s.get();
-                 return unwrap(without_gil(s.mutex, [&] { return store.remove(u, o); }));
+                 return unwrap(without_gil(s, [&] { return store.remove(u, o); }));
              },
              py::arg("uri"), py::kw_only(), py::arg("if_version") = py::none(),
              "Removes the object; True when one was removed. if_version: only that version (else Conflict).")
@@ -279,7 +283,7 @@ void bind_store(py::module_& m) {
                      bucket = text;
                  }
                  MemObjectStore& store = s.get();
-                 return unwrap(without_gil(s.mutex, [&] { return store.list(pool_name, bucket, pre); }));
+                 return unwrap(without_gil(s, [&] { return store.list(pool_name, bucket, pre); }));
              },
              py::arg("bucket"), py::arg("prefix") = "",
              "Keys in `bucket` (a name, or 'fabric://pool/bucket/prefix') starting with prefix, sorted.")
@@ -290,7 +294,7 @@ void bind_store(py::module_& m) {
                  l.uri = to_uri(uri);
                  l.options = put_options(if_absent, if_version, fence, content_type, metadata, ttl);
                  MemObjectStore& store = s->get();
-                 auto r = unwrap(without_gil(s->mutex, [&] { return store.loan(l.uri, size, l.options); }));
+                 auto r = unwrap(without_gil(*s, [&] { return store.loan(l.uri, size, l.options); }));
                  l.holder = std::make_shared<LoanHolder>(LoanHolder{std::move(r)});
                  l.store = std::move(s);
                  return l;
@@ -301,26 +305,22 @@ void bind_store(py::module_& m) {
              "Reserves `size` bytes for `uri`: fill loan.data, then loan.commit() (zero-copy write).")
         .def("stats",
              [](PyStore& s) {
-                 check_pool_open(s.pool);
                  MemObjectStore& store = s.get();
-                 return stats_dict(without_gil(s.mutex, [&] { return store.stats(); }));
+                 return stats_dict(without_gil(s, [&] { return store.stats(); }));
              },
              "Objects, heap use, active loans and pins (of every process).")
         .def("lease_ids", [](PyStore& s) {
-            check_pool_open(s.pool);
-            return s.get().lease_ids();
+            MemObjectStore& store = s.get();
+            return without_gil(s, [&] { return store.lease_ids(); });
         })
         .def_property_readonly("name", [](PyStore& s) { return s.get().config().name; })
         .def_property_readonly("pool", [](PyStore& s) { return s.pool; })
-        .def("close", [](PyStore& s) {
-            auto store = without_gil(s.mutex, [&] { return std::move(s.store); });
-            py::gil_scoped_release nogil;
-            store.reset();
-        }, "Closes this handle (objects and loans from it stay usable until closed themselves).")
+        .def("close", [](PyStore& s) { close_handle(s); },
+             "Closes this handle: later calls raise Closed; a call running on another thread finishes "
+             "first. Objects and loans from it stay usable until closed themselves (a loan's commit() "
+             "needs the store open).")
         .def("__enter__", [](std::shared_ptr<PyStore> s) { return s; })
-        .def("__exit__", [](PyStore& s, py::args) {
-            auto store = without_gil(s.mutex, [&] { return std::move(s.store); });
-        });
+        .def("__exit__", [](PyStore& s, py::args) { close_handle(s); });
 }
 
 }  // namespace fabric_shm::py_bind

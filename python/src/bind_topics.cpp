@@ -213,19 +213,29 @@ py::dict describe_dict(const TopicDescription& d) {
 }
 
 struct PyTopics : Guarded {
-    std::unique_ptr<TopicManager> manager;
+    PyTopics() : Guarded("this topic manager") {}
+    std::unique_ptr<TopicManager> manager;  ///< never closed: lives as long as the Python object
     Pool pool;
 };
 
 struct PyProducer : Guarded {
+    PyProducer() : Guarded("this producer") {}
     std::unique_ptr<SignalWatch> watch = std::make_unique<SignalWatch>();
     std::unique_ptr<Producer> producer;
     Pool pool;
-    Producer& get() { return checked(producer, pool, "this producer"); }
-    /// After a send returned interrupted: the KeyboardInterrupt (or other) its signal raised.
+    Producer& get() { return checked(*this, producer, pool); }
+    void release() noexcept override { producer.reset(); }
+    /// A send waiting for space stops for a signal or a close() (ProducerOptions::should_stop).
+    bool should_stop() { return closed.load(std::memory_order_relaxed) || (*watch)(); }
+    /// After a send returned interrupted: the KeyboardInterrupt (or other) its signal raised, or
+    /// Closed when close() stopped it.
+    void interrupted() {
+        watch->rethrow_if_stopped();
+        check_open();
+    }
     template <class T>
     T finish(Result<T>&& r) {
-        if (!r && r.code() == Errc::interrupted) watch->rethrow_if_stopped();
+        if (!r && r.code() == Errc::interrupted) interrupted();
         return unwrap(std::move(r));
     }
 };
@@ -289,36 +299,36 @@ void bind_topics(py::module_& m) {
         .def("create",
              [](PyTopics& t, const std::string& name, py::object config) {
                  const TopicConfig c = config.is_none() ? TopicConfig{} : config.cast<TopicConfig>();
-                 unwrap(without_gil(t.mutex, [&] { return t.manager->create(name, c); }));
+                 unwrap(without_gil(t, [&] { return t.manager->create(name, c); }));
              },
              py::arg("name"), py::arg("config") = py::none(), "Creates a topic (AlreadyExists when it exists).")
         .def("ensure",
              [](PyTopics& t, const std::string& name, py::object config, py::object wait) {
                  const TopicConfig c = config.is_none() ? TopicConfig{} : config.cast<TopicConfig>();
                  const Duration w = duration_or(wait, "wait", std::chrono::seconds(5));
-                 unwrap(without_gil(t.mutex, [&] { return t.manager->ensure(name, c, w); }));
+                 unwrap(without_gil(t, [&] { return t.manager->ensure(name, c, w); }));
              },
              py::arg("name"), py::arg("config") = py::none(), py::arg("wait") = py::none(),
              "Creates the topic unless it exists (an existing topic keeps its configuration); safe under races.")
         .def("remove", [](PyTopics& t, const std::string& name) {
-            unwrap(without_gil(t.mutex, [&] { return t.manager->remove(name); }));
+            unwrap(without_gil(t, [&] { return t.manager->remove(name); }));
         }, py::arg("name"))
         .def("list", [](PyTopics& t) {
             check_pool_open(t.pool);
-            return without_gil(t.mutex, [&] { return t.manager->list(); });
+            return without_gil(t, [&] { return t.manager->list(); });
         })
         .def("describe", [](PyTopics& t, const std::string& name) {
-            return describe_dict(unwrap(without_gil(t.mutex, [&] { return t.manager->describe(name); })));
+            return describe_dict(unwrap(without_gil(t, [&] { return t.manager->describe(name); })));
         }, py::arg("name"), "A snapshot: config, partitions (oldest, next, fill), groups (committed, lag).")
         .def("register_group",
              [](PyTopics& t, const std::string& topic, const std::string& group, py::object ttl, const std::string& start) {
                  const GroupOptions o = group_options(ttl, start);
-                 unwrap(without_gil(t.mutex, [&] { return t.manager->register_group(topic, group, o); }));
+                 unwrap(without_gil(t, [&] { return t.manager->register_group(topic, group, o); }));
              },
              py::arg("topic"), py::arg("group"), py::kw_only(), py::arg("ttl") = py::none(),
              py::arg("start") = "earliest")
         .def("remove_group", [](PyTopics& t, const std::string& topic, const std::string& group) {
-            unwrap(without_gil(t.mutex, [&] { return t.manager->remove_group(topic, group); }));
+            unwrap(without_gil(t, [&] { return t.manager->remove_group(topic, group); }));
         }, py::arg("topic"), py::arg("group"));
 
     py::class_<SendResult>(m, "SendResult", "Where a message went: (partition, offset).")
@@ -339,8 +349,8 @@ void bind_topics(py::module_& m) {
                  ProducerOptions o;
                  o.block_timeout = duration_or(block_timeout, "block_timeout", o.block_timeout);
                  o.coarse_timestamps = coarse_timestamps;
-                 o.should_stop = [w = p->watch.get()] { return (*w)(); };
-                 auto r = without_gil(p->mutex, [&] { return Producer::open(pool, topic, o); });
+                 o.should_stop = [raw = p.get()] { return raw->should_stop(); };
+                 auto r = without_gil(*p, [&] { return Producer::open(pool, topic, o); });
                  p->producer = std::make_unique<Producer>(unwrap(std::move(r)));
                  p->pool = pool;
                  return p;
@@ -353,7 +363,7 @@ void bind_topics(py::module_& m) {
                  std::vector<BytesArg> storage;
                  const auto h = to_headers(headers, storage);
                  Producer& producer = p.get();
-                 return p.finish(without_gil(p.mutex, [&] { return producer.send(v.span(), h); }));
+                 return p.finish(without_gil(p, [&] { return producer.send(v.span(), h); }));
              },
              py::arg("value"), py::arg("headers") = py::none(),
              "Sends to the next partition round-robin; returns SendResult(partition, offset). BackPressure "
@@ -364,7 +374,7 @@ void bind_topics(py::module_& m) {
                  std::vector<BytesArg> storage;
                  const auto h = to_headers(headers, storage);
                  Producer& producer = p.get();
-                 return p.finish(without_gil(p.mutex, [&] { return producer.send_keyed(k.span(), v.span(), h); }));
+                 return p.finish(without_gil(p, [&] { return producer.send_keyed(k.span(), v.span(), h); }));
              },
              py::arg("key"), py::arg("value"), py::arg("headers") = py::none(),
              "Sends to partition key_hash(key) % partitions: one key, one partition, in order.")
@@ -377,7 +387,7 @@ void bind_topics(py::module_& m) {
                  const auto h = to_headers(headers, storage);
                  OutgoingMessage msg{v.span(), k ? k->span() : std::span<const uint8_t>{}, h};
                  Producer& producer = p.get();
-                 return p.finish(without_gil(p.mutex, [&] { return producer.send_to(partition, msg); }));
+                 return p.finish(without_gil(p, [&] { return producer.send_to(partition, msg); }));
              },
              py::arg("partition"), py::arg("value"), py::arg("key") = py::none(), py::arg("headers") = py::none())
         .def("send_batch",
@@ -425,10 +435,10 @@ void bind_topics(py::module_& m) {
                  std::vector<SendResult> results(out.size());
                  Error error;
                  Producer& producer = p.get();
-                 const size_t sent = without_gil(p.mutex, [&] { return producer.send_batch(out, results, &error); });
+                 const size_t sent = without_gil(p, [&] { return producer.send_batch(out, results, &error); });
                  results.resize(sent);
                  if (sent < out.size()) {
-                     if (error.code == Errc::interrupted) p.watch->rethrow_if_stopped();
+                     if (error.code == Errc::interrupted) p.interrupted();
                      py::dict extra;
                      extra["sent"] = results;
                      raise_with(error, extra);
@@ -438,25 +448,27 @@ void bind_topics(py::module_& m) {
              py::arg("messages"),
              "Sends in order; returns one SendResult per message. Stops at the first failure and raises its "
              "error with .sent = the results of the messages sent before it.")
+        // Set when the producer opened, read-only since: no lock needed.
         .def_property_readonly("num_partitions", [](PyProducer& p) { return p.get().num_partitions(); })
         .def_property_readonly("topic", [](PyProducer& p) { return p.get().topic(); })
-        .def("close", [](PyProducer& p) {
-            auto gone = without_gil(p.mutex, [&] { return std::move(p.producer); });
-        })
+        .def("close", [](PyProducer& p) { close_handle(p); },
+             "Closes the producer: later sends raise Closed; a send running on another thread finishes "
+             "first, and one waiting for space in a full partition stops and raises Closed.")
         .def("__enter__", [](py::object self) { return self; })
-        .def("__exit__", [](PyProducer& p, py::args) {
-            auto gone = without_gil(p.mutex, [&] { return std::move(p.producer); });
-        });
+        .def("__exit__", [](PyProducer& p, py::args) { close_handle(p); });
 
     m.def("put_and_notify",
           [](py::object store, py::object producers, py::handle uri, py::handle data, bool if_absent,
              py::object if_version, py::object fence, py::object content_type, py::object metadata, py::object ttl) {
+              // The Python objects are held here: another thread may empty the list meanwhile.
+              std::vector<py::object> owners;
               std::vector<PyProducer*> ps;
               if (py::isinstance<py::list>(producers) || py::isinstance<py::tuple>(producers)) {
-                  for (auto p : producers) ps.push_back(&p.cast<PyProducer&>());
+                  for (auto p : producers) owners.push_back(py::reinterpret_borrow<py::object>(p));
               } else {
-                  ps.push_back(&producers.cast<PyProducer&>());
+                  owners.push_back(producers);
               }
+              for (const py::object& p : owners) ps.push_back(&p.cast<PyProducer&>());
               PyStore& s = store.cast<PyStore&>();
               const FabricUri u = to_uri(uri);
               BytesArg bytes(data);
@@ -464,18 +476,11 @@ void bind_topics(py::module_& m) {
               MemObjectStore& ms = s.get();
               std::vector<Producer*> raw;
               for (PyProducer* p : ps) raw.push_back(&p->get());
-              // Every handle's lock, in one global (address) order so that two threads never wait
-              // on each other; the same producer twice is locked once.
-              std::vector<std::mutex*> locks{&s.mutex};
-              for (PyProducer* p : ps) locks.push_back(&p->mutex);
-              std::sort(locks.begin(), locks.end());
-              locks.erase(std::unique(locks.begin(), locks.end()), locks.end());
-              auto r = [&] {
-                  py::gil_scoped_release nogil;
-                  std::vector<std::unique_lock<std::mutex>> held;
-                  for (std::mutex* m : locks) held.emplace_back(*m);
+              std::vector<Guarded*> handles{&s};
+              for (PyProducer* p : ps) handles.push_back(p);
+              auto r = without_gil(std::move(handles), [&] {
                   return put_and_notify(ms, raw, u, ByteView(bytes.span().data(), bytes.span().size()), o);
-              }();
+              });
               IngestResult in = unwrap(std::move(r));
               py::list sent;
               std::optional<Error> first;
@@ -484,9 +489,14 @@ void bind_topics(py::module_& m) {
                       sent.append(py::cast(*in.notified[i]));
                       continue;
                   }
-                  if (in.notified[i].code() == Errc::interrupted) ps[i]->watch->rethrow_if_stopped();
-                  if (!first) first = in.notified[i].error();
-                  sent.append(py::cast(in.notified[i].error().message));
+                  Error e = in.notified[i].error();
+                  if (e.code == Errc::interrupted) {
+                      ps[i]->watch->rethrow_if_stopped();
+                      // close() on another thread stopped a send waiting for space.
+                      if (ps[i]->closed.load(std::memory_order_relaxed)) e = closed_error(*ps[i]);
+                  }
+                  if (!first) first = e;
+                  sent.append(py::cast(e.message));
               }
               if (first) {
                   py::dict extra;

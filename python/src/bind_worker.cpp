@@ -69,17 +69,26 @@ PyWorkItem work_item_of(const WorkItem& item, MemObjectStore* store, const WorkI
 }
 
 struct PyWorker : Guarded {
+    PyWorker() : Guarded("this worker") {}
     Pool pool;
     WorkerConfig config;  ///< concurrency and window are used by the asynchronous form only
     py::object handler;
-    std::unique_ptr<WorkerLoop> loop;
+    std::unique_ptr<WorkerLoop> loop;       ///< under the lock: during run() only
     std::unique_ptr<MemObjectStore> store;  ///< pins of large inputs handed to the handler
     std::atomic<bool> stop_requested{false};
     CallbackGate gate;
-    bool closed = false;
-    WorkerStats last_stats;  ///< of the last run()
+    WorkerStats last_stats;  ///< of the last run(), under the lock
 
     Result<std::vector<uint8_t>> process(const WorkItem& item);
+    void release() noexcept override {
+        loop.reset();
+        store.reset();
+    }
+    /// close() and the end of a `with` block: the run in progress stops after its item.
+    void close() {
+        stop_requested = true;
+        close_handle(*this);
+    }
 };
 
 Result<std::vector<uint8_t>> PyWorker::process(const WorkItem& item) {
@@ -115,12 +124,57 @@ struct PyTicket {
 /// (the event loop's) calls acquire/complete/fail/service; handlers run as tasks or in threads
 /// and only see their WorkItem. Every call releases the GIL around the library call.
 struct PyAsyncLoop : Guarded {
+    PyAsyncLoop() : Guarded("this worker loop") {}
     Pool pool;
     std::unique_ptr<WorkerLoop> loop;
-    std::unique_ptr<MemObjectStore> store;  ///< pins of large inputs handed to handlers
-    std::vector<WorkTicket> tickets;        ///< acquire()'s buffer (its tickets move into PyTickets)
+    /// Pins of large inputs handed to handlers: acquire() keeps its own reference while it makes
+    /// the WorkItems with the GIL held (after the lock: a close() may release this meanwhile).
+    std::shared_ptr<MemObjectStore> store;
+    std::vector<WorkTicket> tickets;  ///< acquire()'s buffer, under the lock
     py::object owner;                       ///< the Worker: close() leaves the stats there
-    WorkerLoop& get() { return checked(loop, pool, "this worker loop"); }
+    WorkerLoop& get() { return checked(*this, loop, pool); }
+    void release() noexcept override {
+        loop.reset();
+        store.reset();
+    }
+};
+
+/// A JobOutputStore as JobCoordinator.run calls it, without the GIL: an ObjectOutputStore under
+/// its store handle's lock (the handle may be closed meanwhile: then Closed, never the
+/// destroyed store), a MemoryOutputStore under a mutex of its own (runs on two threads may
+/// share it).
+class LockedOutputs final : public JobOutputStore {
+public:
+    LockedOutputs(std::shared_ptr<JobOutputStore> inner, std::shared_ptr<PyStore> store)
+        : inner_(std::move(inner)), store_(std::move(store)) {}
+    Status put(ChunkId id, ByteView output) override {
+        return with([&] { return inner_->put(id, output); });
+    }
+    Result<std::optional<std::vector<uint8_t>>> get(ChunkId id) override {
+        return with([&] { return inner_->get(id); });
+    }
+    Result<bool> contains(ChunkId id) override {
+        return with([&] { return inner_->contains(id); });
+    }
+    Status clear() override {
+        return with([&] { return inner_->clear(); });
+    }
+
+private:
+    template <class F>
+    auto with(F&& f) -> decltype(f()) {
+        if (!store_) {
+            std::lock_guard<std::mutex> lock(mutex_);
+            return f();
+        }
+        HandleLock lock(*store_);
+        if (!lock.held()) return busy_error(*store_);
+        if (store_->closed.load(std::memory_order_relaxed)) return closed_error(*store_);
+        return f();
+    }
+    std::shared_ptr<JobOutputStore> inner_;
+    std::shared_ptr<PyStore> store_;
+    std::mutex mutex_;
 };
 
 WorkTicket take_ticket(PyTicket& t) {
@@ -161,8 +215,7 @@ const char* exit_name(WorkerExit e) {
 }
 
 struct PyOutputs {
-    std::shared_ptr<JobOutputStore> outputs;
-    py::object keep;  ///< the store an ObjectOutputStore writes to
+    std::shared_ptr<LockedOutputs> outputs;
 };
 
 }  // namespace
@@ -185,12 +238,11 @@ void bind_worker(py::module_& m) {
                  if (w.serviced_by_driver) return;  // the asynchronous driver heartbeats and renews for it
                  if (w.live == nullptr) raise(Errc::closed, "keep_alive: the handler call of this item has returned");
                  const WorkItem* item = w.live;
-                 Status st;
-                 {
-                     py::gil_scoped_release nogil;
-                     st = item->keep_alive();
-                 }
-                 unwrap(std::move(st));
+                 // With the GIL held (a heartbeat and renewals: bounded, microseconds): the handler
+                 // may hand the item to another thread, and the GIL is what keeps the handler call
+                 // from returning (and the loop from dropping the item) meanwhile, and two threads
+                 // from heartbeating the loop's group at once.
+                 unwrap(item->keep_alive());
              },
              "Long handlers of a one-at-a-time worker call this every ~100 ms: heartbeats the group and renews "
              "leases. An error (the member was evicted, a lease ran out) means: abandon the item and re-raise it. "
@@ -277,25 +329,29 @@ void bind_worker(py::module_& m) {
         .def("run",
              [](py::object self, uint64_t count, py::object idle) -> py::object {
                  PyWorker& w = self.cast<PyWorker&>();
-                 check_not_closed(!w.closed, "this worker");
+                 w.check_open();
                  if (!w.handler) raise(Errc::invalid_argument, "run: no handler (decorate a function with @worker.handler)");
                  py::module_ driver = py::module_::import("fabric_shm._async_worker");
                  if (w.config.concurrency > 1 || driver.attr("is_async_handler")(w.handler).cast<bool>())
                      return driver.attr("run")(self, count, idle);
-                 w.config.count = count;
-                 w.config.exit_when_idle_ns = duration_ns_or(idle, "idle", 0);
-                 w.stop_requested = false;
+                 WorkerConfig config = w.config;
+                 config.count = count;
+                 config.exit_when_idle_ns = duration_ns_or(idle, "idle", 0);
                  SignalWatch watch;
-                 auto result = without_gil(w.mutex, [&]() -> Result<WorkerExit> {
+                 auto result = without_gil(w, [&]() -> Result<WorkerExit> {
+                     w.stop_requested = false;  // a stop() ended the previous run, not this one
                      if (!w.loop) {
-                         FABRIC_TRY_ASSIGN(auto loop, WorkerLoop::open(w.pool, w.config,
+                         FABRIC_TRY_ASSIGN(auto loop, WorkerLoop::open(w.pool, config,
                                                                        [&w](const WorkItem& item) { return w.process(item); }));
                          w.loop = std::make_unique<WorkerLoop>(std::move(loop));
                          StoreConfig sc;
                          sc.name = w.config.store;
                          if (auto s = MemObjectStore::attach(w.pool, w.config.store)) w.store = std::move(s.value());
                      }
-                     auto r = w.loop->run([&] { return w.stop_requested.load() || w.gate.stop || watch(); });
+                     auto r = w.loop->run([&] {
+                         return w.stop_requested.load() || w.closed.load(std::memory_order_relaxed) || w.gate.stop ||
+                                watch();
+                     });
                      w.last_stats = w.loop->stats();
                      // run() left the group: the next run() joins again with a fresh loop.
                      w.loop.reset();
@@ -314,7 +370,7 @@ void bind_worker(py::module_& m) {
         .def("run_async",
              [](py::object self, uint64_t count, py::object idle) {
                  PyWorker& w = self.cast<PyWorker&>();
-                 check_not_closed(!w.closed, "this worker");
+                 w.check_open();
                  if (!w.handler) raise(Errc::invalid_argument, "run_async: no handler (decorate a function with @worker.handler)");
                  return py::module_::import("fabric_shm._async_worker").attr("run_async")(self, count, idle);
              },
@@ -328,7 +384,7 @@ void bind_worker(py::module_& m) {
         .def("_open_async",
              [](py::object self, uint64_t count, py::object idle) {
                  PyWorker& w = self.cast<PyWorker&>();
-                 check_not_closed(!w.closed, "this worker");
+                 w.check_open();
                  check_pool_open(w.pool);
                  auto l = std::make_unique<PyAsyncLoop>();
                  l->pool = w.pool;
@@ -337,7 +393,7 @@ void bind_worker(py::module_& m) {
                  c.count = count;
                  c.exit_when_idle_ns = duration_ns_or(idle, "idle", 0);
                  w.stop_requested = false;  // a stop() ended the previous run, not this one
-                 Status st = without_gil(l->mutex, [&]() -> Status {
+                 Status st = without_gil(*l, [&]() -> Status {
                      FABRIC_TRY_ASSIGN(auto loop, WorkerLoop::open(l->pool, c));
                      l->loop = std::make_unique<WorkerLoop>(std::move(loop));
                      if (auto s = MemObjectStore::attach(l->pool, c.store)) l->store = std::move(s.value());
@@ -348,33 +404,26 @@ void bind_worker(py::module_& m) {
                  return l;
              },
              py::arg("count"), py::arg("idle"))
-        .def_property_readonly("_stop_requested", [](PyWorker& w) { return w.stop_requested.load() || w.closed; })
+        .def_property_readonly("_stop_requested", [](PyWorker& w) {
+            return w.stop_requested.load() || w.closed.load(std::memory_order_relaxed);
+        })
         .def_property_readonly("_handler", [](PyWorker& w) { return w.handler; })
         .def_property_readonly("_concurrency", [](PyWorker& w) { return w.config.concurrency; })
         .def("stop", [](PyWorker& w) { w.stop_requested = true; },
              "Asks run() to return after the current item (from the handler or another thread); a concurrent "
              "or async run finishes the items in flight first.")
         .def_property_readonly("stats", [](PyWorker& w) {
-            // Under the lock: a run() in progress on another thread finishes first.
-            return stats_dict(without_gil(w.mutex, [&] { return w.last_stats; }));
-        }, "Counters of the last run(): processed, skipped, failed_attempts, dead_lettered, latency, ...")
-        .def("close", [](PyWorker& w) {
-            w.stop_requested = true;
-            auto gone = without_gil(w.mutex, [&] {
-                w.closed = true;
-                w.store.reset();
-                return std::move(w.loop);
-            });
-        })
+            // Under the lock: a run() in progress on another thread finishes first. Readable
+            // after close(); from the worker's own handler it raises Busy (the run holds the lock).
+            return stats_dict(locked(w, [&] { return w.last_stats; }));
+        }, "Counters of the last run(): processed, skipped, failed_attempts, dead_lettered, latency, ... "
+           "Waits for a run() in progress on another thread; Busy from inside the worker's own handler.")
+        .def("close", [](PyWorker& w) { w.close(); },
+             "Stops and closes the worker: later calls raise Closed. A run() on another thread stops after the "
+             "item in progress (committing it, leaving the group) and close() waits for it. From the "
+             "worker's own handler, the run stops after that item.")
         .def("__enter__", [](py::object self) { return self; })
-        .def("__exit__", [](PyWorker& w, py::args) {
-            w.stop_requested = true;
-            auto gone = without_gil(w.mutex, [&] {
-                w.closed = true;
-                w.store.reset();
-                return std::move(w.loop);
-            });
-        });
+        .def("__exit__", [](PyWorker& w, py::args) { w.close(); });
 
     py::class_<PyTicket>(m, "_Ticket", "One item handed out by _AsyncLoop.acquire, until complete() or fail().")
         .def_readonly("item", &PyTicket::item)
@@ -386,14 +435,23 @@ void bind_worker(py::module_& m) {
         .def("acquire",
              [](PyAsyncLoop& l, size_t max) {
                  WorkerLoop& loop = l.get();
-                 if (max > l.tickets.size()) max = l.tickets.size();
-                 const size_t n = unwrap(without_gil(l.mutex, [&] {
-                     return loop.acquire(std::span(l.tickets).first(max), std::chrono::nanoseconds(0));
+                 // The tickets and the store leave the lock with this call (another thread's
+                 // acquire or close() may use the loop's buffer and store meanwhile).
+                 std::vector<WorkTicket> got;
+                 std::shared_ptr<MemObjectStore> store;
+                 unwrap(without_gil(l, [&]() -> Status {
+                     const size_t room = std::min(max, l.tickets.size());
+                     FABRIC_TRY_ASSIGN(const size_t n,
+                                       loop.acquire(std::span(l.tickets).first(room), std::chrono::nanoseconds(0)));
+                     got.reserve(n);
+                     for (size_t i = 0; i < n; ++i) got.push_back(std::move(l.tickets[i]));
+                     store = l.store;
+                     return {};
                  }));
                  py::list out;
-                 for (size_t i = 0; i < n; ++i) {
-                     PyTicket t{std::move(l.tickets[i]), py::none()};
-                     t.item = py::cast(work_item_of(t.ticket.item(), l.store.get(), nullptr));
+                 for (WorkTicket& ticket : got) {
+                     PyTicket t{std::move(ticket), py::none()};
+                     t.item = py::cast(work_item_of(t.ticket.item(), store.get(), nullptr));
                      out.append(py::cast(std::move(t)));
                  }
                  return out;
@@ -406,7 +464,7 @@ void bind_worker(py::module_& m) {
                  if (!result.is_none()) bytes.emplace(result, "handler result");  // TypeError: the ticket stays
                  WorkTicket ticket = take_ticket(t);
                  const std::span<const uint8_t> out = bytes ? bytes->span() : std::span<const uint8_t>{};
-                 unwrap(without_gil(l.mutex, [&] { return loop.complete(std::move(ticket), out); }));
+                 unwrap(without_gil(l, [&] { return loop.complete(std::move(ticket), out); }));
              },
              py::arg("ticket"), py::arg("result"),
              "Writes the result (bytes-like or None: empty), fenced; TypeError (ticket kept) for anything else.")
@@ -415,7 +473,7 @@ void bind_worker(py::module_& m) {
                  WorkerLoop& loop = l.get();
                  Error e = make_error(errc_of_exception(exception), describe_exception(exception));
                  WorkTicket ticket = take_ticket(t);
-                 unwrap(without_gil(l.mutex, [&] { return loop.complete(std::move(ticket), e); }));
+                 unwrap(without_gil(l, [&] { return loop.complete(std::move(ticket), e); }));
              },
              py::arg("ticket"), py::arg("exception"),
              "The handler raised `exception`: a fabric_shm.Error's code decides retry or dead letter, any other "
@@ -423,49 +481,51 @@ void bind_worker(py::module_& m) {
         .def("service",
              [](PyAsyncLoop& l) {
                  WorkerLoop& loop = l.get();
-                 unwrap(without_gil(l.mutex, [&] { return loop.service(); }));
+                 unwrap(without_gil(l, [&] { return loop.service(); }));
              })
         .def("wait_fd",
              [](PyAsyncLoop& l) {
                  WorkerLoop& loop = l.get();
-                 return unwrap(without_gil(l.mutex, [&] { return loop.wait_fd(); }));
+                 return unwrap(without_gil(l, [&] { return loop.wait_fd(); }));
              })
-        .def_property_readonly("in_flight", [](PyAsyncLoop& l) { return l.loop ? l.loop->in_flight() : 0; })
-        .def_property_readonly("finished", [](PyAsyncLoop& l) { return l.loop ? l.loop->finished() : true; })
+        .def_property_readonly("in_flight", [](PyAsyncLoop& l) {
+            return locked(l, [&] { return l.loop ? l.loop->in_flight() : 0; });
+        })
+        .def_property_readonly("finished", [](PyAsyncLoop& l) {
+            return locked(l, [&] { return l.loop ? l.loop->finished() : true; });
+        })
         .def_property_readonly("stats", [](PyAsyncLoop& l) {
-            return stats_dict(without_gil(l.mutex, [&] { return l.loop ? l.loop->stats() : WorkerStats{}; }));
+            return stats_dict(locked(l, [&] { return l.loop ? l.loop->stats() : WorkerStats{}; }));
         })
         .def("close",
              [](PyAsyncLoop& l) {
                  // Commits what completed and leaves the group; tickets still out go to the next
-                 // owner. The stats stay readable through the Worker.
+                 // owner. The stats stay readable through the Worker. A second close() does nothing.
                  WorkerStats stats;
-                 std::unique_ptr<WorkerLoop> gone;
-                 Status st = without_gil(l.mutex, [&] {
-                     Status s;
-                     if (l.loop) {
-                         s = l.loop->close();
-                         stats = l.loop->stats();
-                     }
-                     l.store.reset();
-                     gone = std::move(l.loop);
-                     return s;
+                 Status st;
+                 bool closed_now = false;
+                 close_handle(l, [&] {
+                     if (!l.loop) return;
+                     st = l.loop->close();
+                     stats = l.loop->stats();
+                     closed_now = true;
                  });
-                 if (!l.owner.is_none()) {
+                 if (closed_now && !l.owner.is_none()) {
                      PyWorker& w = l.owner.cast<PyWorker&>();
-                     without_gil(w.mutex, [&] { w.last_stats = stats; });
+                     locked(w, [&] { w.last_stats = stats; });
                  }
                  unwrap(std::move(st));
              });
 
     py::class_<PyOutputs>(m, "_OutputStore");
-    m.def("MemoryOutputStore", [] { return PyOutputs{std::make_shared<MemoryOutputStore>(), py::none()}; },
+    m.def("MemoryOutputStore",
+          [] { return PyOutputs{std::make_shared<LockedOutputs>(std::make_shared<MemoryOutputStore>(), nullptr)}; },
           "Chunk outputs in this process (lost with it).");
     m.def("ObjectOutputStore",
-          [](py::object store, const std::string& job, const std::string& bucket) {
-              auto& s = store.cast<PyStore&>();
-              MemObjectStore& ms = s.get();
-              return PyOutputs{std::make_shared<ObjectOutputStore>(ms, s.pool.name(), job, bucket), store};
+          [](std::shared_ptr<PyStore> s, const std::string& job, const std::string& bucket) {
+              MemObjectStore& ms = s->get();  // used only under the store's lock, while it is open
+              auto inner = std::make_shared<ObjectOutputStore>(ms, s->pool.name(), job, bucket);
+              return PyOutputs{std::make_shared<LockedOutputs>(std::move(inner), std::move(s))};
           },
           py::arg("store"), py::arg("job"), py::arg("bucket") = "jobs",
           "Chunk outputs as objects fabric://POOL/BUCKET/JOB/<chunk id> of a MemObjectStore: shared by processes, "
@@ -511,8 +571,10 @@ void bind_worker(py::module_& m) {
                  }
                  CallbackGate gate;
                  std::optional<py::error_already_set> aggregate_error;
-                 std::mutex unused;
-                 auto result = without_gil(unused, [&] {
+                 // JobCoordinator::run only reads its policy: threads may run one coordinator at
+                 // once (the outputs lock themselves: LockedOutputs).
+                 auto result = [&] {
+                     py::gil_scoped_release nogil;
                      return j.run(
                          work, *outputs.outputs,
                          [&](std::span<const uint8_t> chunk) -> Result<std::vector<uint8_t>> {
@@ -541,7 +603,7 @@ void bind_worker(py::module_& m) {
                              }
                              return out;
                          });
-                 });
+                 }();
                  gate.rethrow();
                  if (aggregate_error) throw std::move(*aggregate_error);
                  const JobResult r = unwrap(std::move(result));

@@ -391,6 +391,54 @@ void check_not_closed(bool open, std::string_view what) {
     if (!open) raise(Errc::closed, std::string(what) + " was closed (close() or the end of its `with` block)");
 }
 
+// ---- Handles --------------------------------------------------------------------------------------
+
+Error closed_error(const Guarded& handle) {
+    return make_error(Errc::closed, std::string(handle.what) + " was closed (close() or the end of its `with` block)");
+}
+
+Error busy_error(const Guarded& handle) {
+    return make_error(Errc::busy, std::string(handle.what) +
+                                      " is in a call on this thread already: a callback of that call (a handler, a "
+                                      "process function) cannot use it; only close() is allowed there, and takes "
+                                      "effect when the call returns");
+}
+
+void Guarded::check_open() const {
+    if (closed.load(std::memory_order_relaxed)) raise(closed_error(*this));
+}
+
+HandleLock::HandleLock(Guarded& handle) : handle_(handle) {
+    if (handle.holder.load(std::memory_order_relaxed) == std::this_thread::get_id()) return;  // nested
+    handle.mutex.lock();
+    handle.holder.store(std::this_thread::get_id(), std::memory_order_relaxed);
+    held_ = true;
+}
+
+HandleLock::~HandleLock() {
+    if (!held_) return;
+    if (handle_.release_pending) {
+        handle_.release_pending = false;
+        handle_.release();
+    }
+    handle_.holder.store(std::thread::id(), std::memory_order_relaxed);
+    handle_.mutex.unlock();
+}
+
+void close_handle(Guarded& handle, const std::function<void()>& last) {
+    if (handle.closed.exchange(true, std::memory_order_relaxed)) return;
+    if (handle.holder.load(std::memory_order_relaxed) == std::this_thread::get_id()) {
+        // A callback of a call on this handle closes it: that call still uses the library
+        // object, and its HandleLock releases it when the call returns.
+        handle.release_pending = true;
+        return;
+    }
+    py::gil_scoped_release nogil;
+    HandleLock lock(handle);
+    if (last) last();
+    handle.release();
+}
+
 void check_pool_open(const Pool& pool) {
     if (!pool.valid()) raise(Errc::closed, "the pool handle is empty");
     unwrap(pool.check_open());

@@ -7,15 +7,19 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <functional>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
+#include <vector>
 
 #include "fabric_shm/clock.h"
 #include "fabric_shm/pool.h"
@@ -116,23 +120,113 @@ Py_ssize_t exporter_exports(const py::object& exporter);
 void exporter_close(const py::object& exporter, const char* why);
 void bind_buffers(py::module_& m);
 
-// ---- GIL, threads and signals -------------------------------------------------------------------
+// ---- GIL, threads and handles -------------------------------------------------------------------
 
-/// Every handle type keeps one of these: library objects are "one thread at a time", and their
-/// calls run with the GIL released, so two Python threads could otherwise enter one object at
-/// once. The lock is taken after the GIL is released (never while holding it: a worker's
-/// handler takes the GIL while its loop holds the lock).
+/// What every handle type (Consumer, Producer, MemObjectStore, ...) holds besides its library
+/// object, and the rules its calls follow (docs/python.md, "Threads and close()"):
+///  - Library objects are "one thread at a time" and their calls run with the GIL released, so
+///    each handle has a mutex, taken only after the GIL is released (never while holding it: a
+///    worker's handler takes the GIL while its loop holds the worker's mutex). Two Python
+///    threads using one handle take turns.
+///  - `closed` is set by close() with the GIL held, before the library object is destroyed, and
+///    the object is destroyed only with the mutex held. A call checks `closed` under the GIL
+///    (raising Closed naming the handle) and again once it holds the mutex, so a close() that
+///    ran while it waited for the lock makes it raise Closed instead of using a destroyed
+///    object. A reference to the library object taken under the GIL is used only after that
+///    second check.
+///  - close() waits (GIL released) for the call in progress on another thread. Blocking calls
+///    notice it: a poll between its 20 ms slices, a send blocked on a full partition through
+///    its should_stop, a worker's run between items; they then raise Closed (run() returns).
+///  - A call made from inside a callback of a call on the same handle (a worker's handler, a DLQ
+///    router's process function: this thread already holds the mutex) raises Busy instead of
+///    deadlocking. close() made there cannot wait for that call: it marks the handle closed, and
+///    the outer call destroys the library object when it returns.
 struct Guarded {
-    mutable std::mutex mutex;
+    explicit Guarded(const char* what_) : what(what_) {}
+    Guarded(const Guarded&) = delete;
+    Guarded& operator=(const Guarded&) = delete;
+    virtual ~Guarded() = default;
+
+    const char* const what;  ///< "this consumer": the subject of Closed and Busy messages
+    std::mutex mutex;
+    /// The thread holding `mutex` (HandleLock), so that a nested call on that same thread is
+    /// told apart; only that thread can ever read its own id here. Relaxed: the mutex orders it.
+    std::atomic<std::thread::id> holder{};
+    /// Set once, by close() with the GIL held. Relaxed both ways: the GIL orders it for the
+    /// check before a call, the mutex for the check under the lock.
+    std::atomic<bool> closed{false};
+    bool release_pending = false;  ///< under `mutex`: a nested close() left release() to the call
+
+    /// Drops the library objects. Under `mutex`, without the GIL: no Python inside.
+    virtual void release() noexcept {}
+    /// Closed naming the handle, with the GIL held, once close() was called.
+    void check_open() const;
+};
+static_assert(std::atomic<std::thread::id>::is_always_lock_free);
+
+Error closed_error(const Guarded& handle);
+Error busy_error(const Guarded& handle);
+
+/// Holds a handle's mutex for this thread (call it without the GIL). When this thread holds it
+/// already (a nested call), holds nothing: held() is false. Releasing it runs the release() a
+/// nested close() left pending.
+class HandleLock {
+public:
+    explicit HandleLock(Guarded& handle);
+    ~HandleLock();
+    HandleLock(const HandleLock&) = delete;
+    HandleLock& operator=(const HandleLock&) = delete;
+    bool held() const { return held_; }
+
+private:
+    Guarded& handle_;
+    bool held_ = false;
 };
 
-/// Runs f() with the GIL released and `mutex` held; returns what f returns.
+/// Runs f() with the GIL released and `handle`'s mutex held; returns what f returns. Raises
+/// Closed when the handle was closed (before the call or while it waited for the lock) and Busy
+/// for a nested call (see Guarded).
 template <class F>
-auto without_gil(std::mutex& mutex, F&& f) {
+auto without_gil(Guarded& handle, F&& f) {
     py::gil_scoped_release nogil;
-    std::lock_guard<std::mutex> lock(mutex);
+    HandleLock lock(handle);
+    if (!lock.held()) throw FabricError(busy_error(handle));
+    if (handle.closed.load(std::memory_order_relaxed)) throw FabricError(closed_error(handle));
     return f();
 }
+
+/// without_gil for state that outlives close() (a worker's last stats): no Closed check.
+template <class F>
+auto locked(Guarded& handle, F&& f) {
+    py::gil_scoped_release nogil;
+    HandleLock lock(handle);
+    if (!lock.held()) throw FabricError(busy_error(handle));
+    return f();
+}
+
+/// without_gil over several handles at once (put_and_notify: a store and its producers), their
+/// mutexes taken in one global (address) order so that two threads never wait on each other;
+/// a handle given twice is locked once.
+template <class F>
+auto without_gil(std::vector<Guarded*> handles, F&& f) {
+    std::sort(handles.begin(), handles.end());
+    handles.erase(std::unique(handles.begin(), handles.end()), handles.end());
+    py::gil_scoped_release nogil;
+    std::vector<std::unique_ptr<HandleLock>> locks;
+    locks.reserve(handles.size());
+    for (Guarded* h : handles) {
+        locks.push_back(std::make_unique<HandleLock>(*h));
+        if (!locks.back()->held()) throw FabricError(busy_error(*h));
+    }
+    for (Guarded* h : handles)
+        if (h->closed.load(std::memory_order_relaxed)) throw FabricError(closed_error(*h));
+    return f();
+}
+
+/// The close() of every handle (call it with the GIL held). Idempotent. Marks the handle closed,
+/// then, unless this thread is inside a call on it (see Guarded), waits for the call in progress
+/// and runs last() (a final library call such as leave()) and release() under its mutex.
+void close_handle(Guarded& handle, const std::function<void()>& last = {});
 
 /// Runs Python's signal handlers (KeyboardInterrupt on Ctrl-C) and raises what they raised.
 /// Call with the GIL held, between the slices of a blocking wait.
@@ -162,9 +256,9 @@ constexpr uint64_t kSignalSliceNs = 20'000'000;
 
 /// Calls once_for(slice_ns) -> Result<size_t> in slices of at most kSignalSliceNs until it
 /// returns non-zero or `timeout_ns` has passed, checking signals between slices (with the GIL
-/// held); each slice runs with the GIL released and `mutex` held.
+/// held); each slice is a without_gil call on `handle`, so a close() ends the wait with Closed.
 template <class F>
-size_t sliced_wait(std::mutex& mutex, uint64_t timeout_ns, F&& once_for);
+size_t sliced_wait(Guarded& handle, uint64_t timeout_ns, F&& once_for);
 
 /// Calls a Python callback from a library callback that runs without the GIL. An exception that
 /// is not an Exception (KeyboardInterrupt, SystemExit) stops the whole call: it is kept and
@@ -210,11 +304,12 @@ struct CallbackGate {
 void check_not_closed(bool open, std::string_view what);
 /// Errc::closed when the pool was closed (Pool::close), for calls that return no Result.
 void check_pool_open(const Pool& pool);
-/// The library object a Python object holds, after both checks: the Python object is not
-/// closed (`object` set) and its pool is open. Every binding's get() is this.
+/// The library object a handle holds, after both checks (with the GIL held): the handle is not
+/// closed and its pool is open. Every binding's get() is this; the reference is used only
+/// inside a without_gil call on `handle`, which checks again under the handle's lock.
 template <class T>
-T& checked(const std::unique_ptr<T>& object, const Pool& pool, std::string_view what) {
-    check_not_closed(object != nullptr, what);
+T& checked(const Guarded& handle, const std::unique_ptr<T>& object, const Pool& pool) {
+    handle.check_open();
     check_pool_open(pool);
     return *object;
 }
@@ -240,14 +335,14 @@ void bind_worker(py::module_& m);
 uint64_t monotonic_ns() noexcept;
 
 template <class F>
-size_t sliced_wait(std::mutex& mutex, uint64_t timeout_ns, F&& once_for) {
+size_t sliced_wait(Guarded& handle, uint64_t timeout_ns, F&& once_for) {
     const uint64_t start = monotonic_ns();
     const uint64_t deadline = timeout_ns > UINT64_MAX - start ? UINT64_MAX : start + timeout_ns;
     for (;;) {
         const uint64_t now = monotonic_ns();
         const uint64_t left = now >= deadline ? 0 : deadline - now;
         const uint64_t slice = left < kSignalSliceNs ? left : kSignalSliceNs;
-        auto r = without_gil(mutex, [&] { return once_for(slice); });
+        auto r = without_gil(handle, [&] { return once_for(slice); });
         const size_t n = unwrap(std::move(r));
         if (n != 0 || left <= slice) return n;
         check_signals();

@@ -8,9 +8,11 @@
 namespace fabric_shm::py_bind {
 
 struct PyStore : Guarded {
+    PyStore() : Guarded("this store") {}
     std::unique_ptr<MemObjectStore> store;
     Pool pool;
-    MemObjectStore& get() { return checked(store, pool, "this store"); }
+    MemObjectStore& get() { return checked(*this, store, pool); }
+    void release() noexcept override { store.reset(); }
 };
 
 /// One pin held through Python; counted against the per-process pin limit (acquire_pin_slot

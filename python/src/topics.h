@@ -10,19 +10,25 @@
 namespace fabric_shm::py_bind {
 
 struct PyConsumer : Guarded {
+    PyConsumer() : Guarded("this consumer") {}
     std::unique_ptr<Consumer> consumer;
     Pool pool;
     BatchSlot slot;
-    int watchers = 0;  ///< Waiters watching it: close() refuses while > 0 (they hold its address)
-    Consumer& get() { return checked(consumer, pool, "this consumer"); }
+    /// Waiters watching it (changed with the GIL held): close() refuses while > 0 (they hold its
+    /// address).
+    int watchers = 0;
+    Consumer& get() { return checked(*this, consumer, pool); }
+    void release() noexcept override { consumer.reset(); }
 };
 
 struct PyGroupConsumer : Guarded {
+    PyGroupConsumer() : Guarded("this group consumer") {}
     std::unique_ptr<GroupConsumer> consumer;
     Pool pool;
     BatchSlot slot;
     int watchers = 0;
-    GroupConsumer& get() { return checked(consumer, pool, "this group consumer"); }
+    GroupConsumer& get() { return checked(*this, consumer, pool); }
+    void release() noexcept override { consumer.reset(); }
 };
 
 /// Consumer options from keyword arguments shared by Consumer and GroupConsumer.
