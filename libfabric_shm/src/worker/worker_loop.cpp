@@ -379,7 +379,8 @@ struct WorkerLoop::Impl {
     void queue_delete(const Message& m, const FabricUriView& input, uint64_t version);
     Status delete_committed(Part& part, uint64_t committed);
     Status check_other_groups();
-    Status forward(const Message& m, std::string_view result_uri, uint64_t result_version);
+    Status forward(const Message& m, std::string_view result_uri, uint64_t result_version,
+                   std::optional<uint64_t> put_ts = std::nullopt);
     Status settle(Part& part, Slot& s, const Message& m, Result<Outcome> r, const Failure& failure);
     Status fail_slot(Part& part, Slot& s, const Message& m, const Failure& failure);
     Status dead_letter_slot(Part& part, Slot& s, const Message& m, uint64_t attempts, const std::string& reason);
@@ -847,12 +848,14 @@ Status WorkerLoop::Impl::settle(Part& part, Slot& s, const Message& m, Result<Ou
 
 // Forwards the result URI (also after a skip: a crash may have come between the put and the
 // forward; the next stage skips duplicates by version). At-least-once.
-// The headers' values are formatted on the stack: nothing is allocated per message.
-Status WorkerLoop::Impl::forward(const Message& m, std::string_view result_uri, uint64_t result_version) {
+// The headers' values are formatted on the stack: nothing is allocated per message. `put_ts`:
+// the message's kHeaderPutTime when the caller parsed it already.
+Status WorkerLoop::Impl::forward(const Message& m, std::string_view result_uri, uint64_t result_version,
+                                 std::optional<uint64_t> put_ts) {
     if (!next) return {};
     char rv_buf[24], ts_buf[24], origin_buf[24];
     std::string_view origin = m.header(kHeaderOriginTime);
-    if (origin.empty()) origin = decimal(origin_buf, parse_u64(m.header(kHeaderPutTime), 0));
+    if (origin.empty()) origin = decimal(origin_buf, put_ts ? *put_ts : parse_u64(m.header(kHeaderPutTime), 0));
     const MessageHeader headers[] = {{kHeaderVersion, decimal(rv_buf, result_version)},
                                      {kHeaderPutTime, decimal(ts_buf, wall_now_ns())},
                                      {kHeaderOriginTime, origin}};
@@ -871,15 +874,19 @@ namespace {
 ResultState result_state(const ObjectInfo* existing, std::string_view input, uint64_t version,
                          std::string* other_input) {
     if (!existing) return ResultState::absent;
-    const auto& md = existing->metadata;
-    const auto in = md.find(std::string(kResultInputUri));
-    const auto ver = md.find(std::string(kResultInputVersion));
-    if (in != md.end() && in->second != input) {
-        *other_input = in->second;
+    // A result's metadata is a handful of entries: one pass comparing views costs less than two
+    // map lookups of std::string keys.
+    const std::string *in = nullptr, *ver = nullptr;
+    for (const auto& [key, value] : existing->metadata) {
+        if (key == kResultInputUri) in = &value;
+        else if (key == kResultInputVersion) ver = &value;
+    }
+    if (in && *in != input) {
+        *other_input = *in;
         return ResultState::collision;
     }
-    if (in == md.end() || ver == md.end()) return ResultState::older;
-    const uint64_t v = parse_u64(ver->second, 0);
+    if (!in || !ver) return ResultState::older;
+    const uint64_t v = parse_u64(*ver, 0);
     return v == version ? ResultState::current : v > version ? ResultState::newer : ResultState::older;
 }
 }  // namespace
@@ -1122,7 +1129,7 @@ Result<Outcome> WorkerLoop::Impl::write_result(const Message& m, WorkTicket::Dat
         latency.record(now_wall - put_ts);
         recorder.record(now_wall - put_ts);
     }
-    FABRIC_TRY(forward(m, d.result_text, *put));
+    FABRIC_TRY(forward(m, d.result_text, *put, put_ts));
     queue_delete(m, d.item.uri.view(), version);
     return Outcome::done;
 }
