@@ -635,8 +635,14 @@ Status WorkerLoop::Impl::poll_into_rings(uint64_t timeout_ns) {
             active_dirty = true;
         }
     }
-    for (uint32_t p : active)
-        if (parts[p].paused) FABRIC_TRY(consumer->seek(p, SeekPolicy::Offset(parts[p].next_read)));
+    // A partition that filled its ring gives back what the poll read past it. Usually nothing:
+    // the poll asked for no more than the rings' room, and then the consumer already stands at
+    // next_read (a seek there would only cost a validated lookup per message under a backlog).
+    for (uint32_t p : active) {
+        if (!parts[p].paused) continue;
+        if (auto pos = consumer->position(p); pos && *pos == parts[p].next_read) continue;
+        FABRIC_TRY(consumer->seek(p, SeekPolicy::Offset(parts[p].next_read)));
+    }
     return sync_active();
 }
 
