@@ -495,6 +495,7 @@ bool cost_breakdown(Context& ctx, Pool& pool, MemObjectStore& store, const std::
         m.extra["kind"] = "cost";
         m.extra["size"] = size;
         m.extra["ns_per_op"] = best[s] / double(kN);
+        m.extra["in_sum"] = s < kSteps - 1;  // the WorkerLoop step redoes the worker's steps
         if (s < kSteps - 1) sum += best[s] / double(kN);
         ctx.report.add(m);
     }
