@@ -90,7 +90,8 @@ TEST_CASE("worker: SIGKILLed during --exec, its command and the command's childr
     std::string out;
     REQUIRE(sh(q(producer_bin()) + " --pool " + f.name + " --topic ev --synthetic 1 --size 10 --quiet 2>&1", &out) == 0);
     Reaper cleanup;
-    REQUIRE(eventually([&] { return pid_in(dir.path + "/child") != 0; }));
+    // The command writes child, then leader: wait for both.
+    REQUIRE(eventually([&] { return pid_in(dir.path + "/child") != 0 && pid_in(dir.path + "/leader") != 0; }));
     const pid_t leader = pid_in(dir.path + "/leader"), child = pid_in(dir.path + "/child");
     cleanup.pids = {leader, child};
     REQUIRE(leader != 0);
@@ -118,7 +119,8 @@ TEST_CASE("reaper: a dead worker's --exec command is killed by fabric-shm-reaper
     std::string out;
     REQUIRE(sh(q(producer_bin()) + " --pool " + f.name + " --topic ev --synthetic 1 --size 10 --quiet 2>&1", &out) == 0);
     Reaper cleanup;
-    REQUIRE(eventually([&] { return pid_in(dir.path + "/child") != 0; }));
+    // The command writes child, then leader: wait for both.
+    REQUIRE(eventually([&] { return pid_in(dir.path + "/child") != 0 && pid_in(dir.path + "/leader") != 0; }));
     const pid_t leader = pid_in(dir.path + "/leader"), child = pid_in(dir.path + "/child");
     cleanup.pids = {leader, child};
     a.signal(SIGKILL);

@@ -2,13 +2,13 @@
 // The recipe's per-object hot path (producer: put + send; worker: poll, parse the URI, pin,
 // CRC, put the result under a second URI, commit) in its steady state makes no system call and
 // no heap allocation per object. Counted, not assumed:
-//  - allocations: this test binary replaces the global operator new with a counting one;
+//  - allocations: this test binary replaces the global operator new with a counting one
+//    (alloc_counter.cpp);
 //  - system calls: in a forked child, a seccomp filter traps every system call of the measuring
 //    thread (SIGSYS), and the handler counts it and performs it from the one instruction the
 //    filter lets through, so the run behaves exactly as without the filter (x86-64 only).
 #include <doctest/doctest.h>
 
-#include <dlfcn.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -31,6 +31,7 @@
 #endif
 
 #include "../support/test_support.h"
+#include "alloc_counter.h"
 #include "fabric_shm/consumer.h"
 #include "fabric_shm/mem_object_store.h"
 #include "fabric_shm/pool.h"
@@ -44,33 +45,6 @@
 #define HOT_PATH_TSAN 1
 #endif
 #endif
-
-// ---- counting allocator (the whole test binary) ------------------------------------------------
-// operator new and new[] count, then forward to the definitions they replace (RTLD_NEXT:
-// libstdc++'s, or a sanitizer's or valgrind's), and operator delete is left alone, so every block
-// is freed by the allocator that made it in every build. The library's own calls to operator
-// new resolve to these (the executable comes first in symbol lookup).
-
-namespace {
-std::atomic<uint64_t> g_allocations{0};
-using NewFn = void* (*)(std::size_t);
-NewFn next_new(const char* symbol) {
-    auto fn = reinterpret_cast<NewFn>(dlsym(RTLD_NEXT, symbol));
-    if (!fn) std::abort();  // no operator new behind this one: nothing can work
-    return fn;
-}
-}  // namespace
-
-void* operator new(std::size_t n) {
-    static const NewFn next = next_new("_Znwm");
-    g_allocations.fetch_add(1, std::memory_order_relaxed);
-    return next(n);
-}
-void* operator new[](std::size_t n) {
-    static const NewFn next = next_new("_Znam");
-    g_allocations.fetch_add(1, std::memory_order_relaxed);
-    return next(n);
-}
 
 // ---- system call counting (x86-64) -------------------------------------------------------------
 
@@ -260,9 +234,9 @@ int hot_path_child(const std::string& pool_name, HotPathReport& rep, bool count_
 #else
     (void)count_syscalls;
 #endif
-    const uint64_t allocs0 = g_allocations.load();
+    const uint64_t allocs0 = test::heap_allocations();
     const bool ok = run_objects(rep, **store, *prod, *cons, batch, uris, texts, object, result_text, pool_name, next, kMeasured);
-    const uint64_t allocs1 = g_allocations.load();
+    const uint64_t allocs1 = test::heap_allocations();
 #if defined(HOT_PATH_COUNTS_SYSCALLS)
     g_syscalls = nullptr;  // what follows (leaving) is not the hot path
 #endif

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <random>
 #include <thread>
 
@@ -140,6 +141,66 @@ TEST_CASE("store: round-trips 0 B, 1 B, 1 KiB, 1 MiB and max-size objects with t
     CHECK(!missing->has_value());
     CHECK(counter_total(*f.pool, CounterId::store_misses) == 1);
     check_store_clean(*f.pool);
+}
+
+TEST_CASE("store: head_into one reused ObjectInfo reports each object's own metadata, content type and version") {
+    Fixture f("headinto");
+    // Metadata that gains, loses, keeps and changes keys from object to object: the reused
+    // entries must never leak from one head into the next.
+    const std::vector<std::map<std::string, std::string>> metadata = {
+        {{"input-uri", "fabric://p/in/a-long-key-beyond-the-small-string-buffer"}, {"input-version", "7"}},
+        {{"input-uri", "fabric://p/in/b"}, {"input-version", "12345678901234567890"}},
+        {},
+        {{"a", "1"}, {"input-uri", "x"}, {"z", "26"}},
+        {{"input-version", "3"}},
+        {{"input-uri", "fabric://p/in/a-long-key-beyond-the-small-string-buffer"}, {"input-version", "7"}},
+    };
+    ObjectInfo info;
+    for (size_t i = 0; i < metadata.size(); ++i) {
+        CAPTURE(i);
+        PutOptions o;
+        o.content_type = i % 2 ? "text/plain" : "";
+        o.metadata = metadata[i];
+        const auto data = pattern(10 + i, uint8_t(i));
+        const FabricUri uri = f.at("b", "obj-" + std::to_string(i));
+        auto v = f.store->put(uri, data, o);
+        REQUIRE_MESSAGE(v, v.error().message);
+        auto found = f.store->head_into(uri.view(), info);
+        REQUIRE_MESSAGE(found, found.error().message);
+        REQUIRE(*found);
+        CHECK(info.metadata == metadata[i]);
+        CHECK(info.content_type == o.content_type);
+        CHECK(info.version == *v);
+        CHECK(info.size == data.size());
+        CHECK(info.crc32 == crc32(data.data(), data.size()));
+        auto h = f.store->head(uri);
+        REQUIRE(h);
+        REQUIRE(h->has_value());
+        CHECK((*h)->metadata == metadata[i]);
+    }
+    auto absent = f.store->head_into(f.at("b", "nope").view(), info);
+    REQUIRE(absent);
+    CHECK(!*absent);
+    auto foreign = f.store->head_into(FabricUri::make("another-pool", "b", "k")->view(), info);
+    CHECK(!foreign);
+    check_store_clean(*f.pool);
+}
+
+TEST_CASE("uri: FabricUri::assign and FabricUriView::to_string(out) reuse the target's strings") {
+    auto a = FabricUri::parse("fabric://pool-with-a-long-name/bucket-long-name/some/key/beyond/sso");
+    auto b = FabricUriView::parse("fabric://p/b/k");
+    REQUIRE(a);
+    REQUIRE(b);
+    FabricUri u = *a;
+    u.assign(*b);
+    CHECK(u == *FabricUri::parse("fabric://p/b/k"));
+    u.assign(a->view());
+    CHECK(u == *a);
+    std::string text = "left over from before, longer than the URI";
+    b->to_string(text);
+    CHECK(text == "fabric://p/b/k");
+    a->view().to_string(text);
+    CHECK(text == a->to_string());
 }
 
 TEST_CASE("store: rejects a put larger than max_object_bytes naming the limit and the option") {

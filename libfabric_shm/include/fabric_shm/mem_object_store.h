@@ -81,6 +81,11 @@ public:
     Result<uint64_t> put(const FabricUriView& uri, ByteView data, const PutOptions& options = {});
     Result<std::optional<ObjectData>> get(const FabricUri& uri) override;
     Result<std::optional<ObjectInfo>> head(const FabricUri& uri) override;
+    /// head() into the caller's `info`, for a loop that asks again and again: `info` keeps its
+    /// strings and metadata entries from call to call, so no allocation is made once it has
+    /// held an object with the same metadata keys and values as long. True when the object
+    /// exists (`info` is then its); false when absent (`info` is then unspecified).
+    Result<bool> head_into(const FabricUriView& uri, ObjectInfo& info);
     Result<bool> remove(const FabricUri& uri, const RemoveOptions& options = {}) override;
     Result<std::vector<std::string>> list(std::string_view pool, std::string_view bucket, std::string_view prefix) override;
     /// Every live object of this store as "bucket/key", sorted bytewise (pool export).

@@ -36,6 +36,8 @@ public:
     std::string_view key() const { return key_; }
     /// "fabric://pool/bucket/key" (allocates: for messages, not the hot path).
     std::string to_string() const;
+    /// The same text into `out`, reusing its capacity (no allocation once it is large enough).
+    void to_string(std::string& out) const;
     /// An owning copy.
     FabricUri to_uri() const;
 
@@ -65,6 +67,9 @@ public:
     std::string object_key() const;
     /// A view of this URI (valid while it lives), for the calls that take one.
     FabricUriView view() const;
+    /// Becomes a copy of `uri` (validated already), reusing this URI's string capacity: no
+    /// allocation once the parts fit, so one FabricUri can hold message after message.
+    void assign(const FabricUriView& uri);
 
     friend bool operator==(const FabricUri&, const FabricUri&) = default;
 

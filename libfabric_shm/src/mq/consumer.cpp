@@ -102,6 +102,10 @@ struct Consumer::Impl {
     };
     std::vector<PState> ps;
     std::vector<uint32_t> assigned;
+    /// assign()'s next assignment, built here and swapped with `assigned`: a consumer assigned
+    /// again and again (WorkerLoop takes a partition whose window is full out and back in)
+    /// reuses both vectors' capacity.
+    std::vector<uint32_t> assigning;
     uint64_t assigned_epoch = 0;  ///< options.epoch when the positions of `assigned` were resolved
     std::vector<OffsetCommit> commit_buf;
     uint32_t rotate = 0;
@@ -212,7 +216,8 @@ Result<uint64_t> Consumer::Impl::resolve(uint32_t p, const SeekPolicy& policy) {
 
 Status Consumer::assign(std::span<const uint32_t> partitions) {
     Impl& im = *impl_;
-    std::vector<uint32_t> next;
+    std::vector<uint32_t>& next = im.assigning;
+    next.clear();
     for (uint32_t p : partitions) {
         if (p >= im.t->num_partitions)
             return make_error(Errc::invalid_argument, "partition " + std::to_string(p) + " >= " +
@@ -234,7 +239,7 @@ Status Consumer::assign(std::span<const uint32_t> partitions) {
         im.ps[p] = Impl::PState{};
         im.ps[p].pos = *pos;
     }
-    im.assigned = std::move(next);
+    im.assigned.swap(next);
     im.assigned_epoch = im.options.epoch;
     return {};
 }

@@ -49,11 +49,12 @@ void take_watch(const Consumer::Impl* c, Watch& w) {
 
 /// The wait itself: register (one entry per watch, its bit on each watched partition), read
 /// the futex words, re-check every partition, sleep on all words and `ctrl` at once; repeat in
-/// rounds of at most 50 ms. Registrations are released before it returns.
+/// rounds of at most 50 ms. Registrations are released before it returns. `regs` and `items`
+/// are the caller's, reused from wait to wait (the bridge waits again after every arm()).
 WaitResult wait_watches(const std::vector<Watch>& watches, std::vector<WaitRegistration>& regs,
-                        std::atomic<uint32_t>& ctrl, uint32_t ctrl_seen, uint64_t deadline, bool heartbeat) {
+                        std::vector<detail::FutexWaitItem>& items, std::atomic<uint32_t>& ctrl, uint32_t ctrl_seen,
+                        uint64_t deadline, bool heartbeat) {
     regs.resize(watches.size());
-    std::vector<detail::FutexWaitItem> items;
     items.reserve(watches.size() + 1);
     bool was_stuck = false;
     auto done = [&](WaitResult r) {
@@ -126,6 +127,7 @@ struct Waiter::Impl {
     std::vector<const Consumer::Impl*> consumers;
     std::vector<Watch> watches;         ///< wait()'s snapshot, reused
     std::vector<WaitRegistration> regs;  ///< wait()'s registrations (released between waits)
+    std::vector<detail::FutexWaitItem> items;  ///< wait()'s futex words, reused
     std::atomic<uint32_t> ctrl{0};       ///< private futex word: interrupt() bumps it
     std::atomic<bool> interrupted{false};
 
@@ -136,6 +138,9 @@ struct Waiter::Impl {
     std::mutex mu;
     std::condition_variable taken;  ///< the bridge took up generation `gen`
     std::vector<Watch> snapshot;
+    /// arm()'s next snapshot, built outside `mu` and swapped with `snapshot`: both keep their
+    /// capacity, so arming again and again (WorkerLoop's wait_fd, per acquire) allocates nothing.
+    std::vector<Watch> arming;
     uint64_t gen = 0, seen_gen = 0;
     bool armed = false, stop = false;
     std::atomic<uint32_t> bridge_ctrl{0};
@@ -159,8 +164,9 @@ struct Waiter::Impl {
 };
 
 void Waiter::Impl::bridge_main() {
-    std::vector<Watch> snap;
+    std::vector<Watch> snap;  // copy-assigned from `snapshot`: its vectors keep their capacity
     std::vector<WaitRegistration> bregs;
+    std::vector<detail::FutexWaitItem> bitems;
     for (;;) {
         const uint32_t c = bridge_ctrl.load(std::memory_order_acquire);  // before reading the state: a later bump wakes us
         bool is_armed;
@@ -182,7 +188,7 @@ void Waiter::Impl::bridge_main() {
             continue;
         }
         // No deadline: the bridge runs until it finds data, or is poked (arm, remove, close).
-        if (wait_watches(snap, bregs, bridge_ctrl, c, UINT64_MAX, false) != WaitResult::ready) continue;
+        if (wait_watches(snap, bregs, bitems, bridge_ctrl, c, UINT64_MAX, false) != WaitResult::ready) continue;
         std::lock_guard<std::mutex> lk(mu);
         if (armed && gen == my_gen) {
             armed = false;
@@ -244,7 +250,7 @@ Result<WaitResult> Waiter::wait(Duration timeout) {
     for (size_t i = 0; i < im.consumers.size(); ++i) take_watch(im.consumers[i], im.watches[i]);
     const uint64_t now = mono_now_ns();
     const uint64_t deadline = timeout_ns > UINT64_MAX - now ? UINT64_MAX : now + timeout_ns;
-    const WaitResult r = wait_watches(im.watches, im.regs, im.ctrl, seen, deadline, true);
+    const WaitResult r = wait_watches(im.watches, im.regs, im.items, im.ctrl, seen, deadline, true);
     if (r == WaitResult::interrupted) im.interrupted.store(false, std::memory_order_relaxed);  // consumed
     return r;
 }
@@ -277,11 +283,11 @@ Status Waiter::arm() {
     if (im.efd < 0) return make_error(Errc::invalid_argument, "Waiter::arm before Waiter::fd: no file descriptor to arm");
     uint64_t drained = 0;
     (void)!::read(im.efd, &drained, sizeof drained);  // EAGAIN when not readable: fine
-    std::vector<Watch> snap(im.consumers.size());
-    for (size_t i = 0; i < im.consumers.size(); ++i) take_watch(im.consumers[i], snap[i]);
+    im.arming.resize(im.consumers.size());
+    for (size_t i = 0; i < im.consumers.size(); ++i) take_watch(im.consumers[i], im.arming[i]);
     {
         std::lock_guard<std::mutex> lk(im.mu);
-        im.snapshot = std::move(snap);
+        im.snapshot.swap(im.arming);
         ++im.gen;
         im.armed = true;
     }

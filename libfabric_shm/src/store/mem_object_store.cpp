@@ -422,21 +422,29 @@ Result<std::optional<ObjectData>> MemObjectStore::get(const FabricUri& uri) {
 }
 
 Result<std::optional<ObjectInfo>> MemObjectStore::head(const FabricUri& uri) {
+    ObjectInfo info;
+    auto found = head_into(uri.view(), info);
+    if (!found) return std::move(found).error();
+    if (!*found) return std::optional<ObjectInfo>{};
+    return std::optional<ObjectInfo>(std::move(info));
+}
+
+Result<bool> MemObjectStore::head_into(const FabricUriView& uri, ObjectInfo& info) {
     StoreShared& s = *impl_->s;
     StoreCore& core = *s.core;
     FABRIC_TRY(check_uri_pool(s, uri));
-    auto key = detail::make_store_key(uri);
-    if (!key) return std::move(key).error();
+    detail::StoreKey key;
+    FABRIC_TRY(detail::fill_store_key(uri, key));
     FABRIC_TRY(s.check_leases());
     for (int attempt = 0; attempt < 10000; ++attempt) {
-        auto f = core.lookup(*key);
+        auto f = core.lookup(key);
         if (!f) return std::move(f).error();
         if (!f->has_value() || ((*f)->snap.h.expires_mono_ns && (*f)->snap.h.expires_mono_ns <= mono_now_ns()))
-            return std::optional<ObjectInfo>{};
-        ObjectInfo info = core.info_of((*f)->snap);
+            return false;
+        core.info_into((*f)->snap, info);
         if (!core.unchanged(**f))
             continue;
-        return std::optional<ObjectInfo>(std::move(info));
+        return true;
     }
     return make_error(Errc::busy, "head " + uri.to_string() + ": overwritten 10000 times while reading");
 }

@@ -856,6 +856,11 @@ bool StoreCore::copy_payload_n(const Found& f, uint8_t* out, uint64_t n) const n
 
 ObjectInfo StoreCore::info_of(const HeaderSnapshot& snap) const {
     ObjectInfo info;
+    info_into(snap, info);
+    return info;
+}
+
+void StoreCore::info_into(const HeaderSnapshot& snap, ObjectInfo& info) const {
     info.size = snap.h.size;
     info.crc32 = snap.h.crc32;
     info.version = snap.h.version;
@@ -867,11 +872,22 @@ ObjectInfo StoreCore::info_of(const HeaderSnapshot& snap) const {
     char trailer[kMaxContentTypeLength + kMaxMetadataBytes + 4 * kMaxMetaPairs];
     static_assert(sizeof trailer <= 16384, "the trailer copy lives on the stack");
     const uint64_t tlen = uint64_t(snap.h.ctype_len) + snap.h.meta_len;
-    if (tlen > sizeof trailer) return info;  // impossible after read_header's checks
+    if (tlen > sizeof trailer) {  // impossible after read_header's checks
+        info.content_type.clear();
+        info.metadata.clear();
+        return;
+    }
     seqlock_copy_out(trailer, snap.loc.data + snap.trailer_offset + snap.h.key_len, tlen);
     const char* t = trailer;
-    if (snap.h.ctype_len) info.content_type.assign(t, snap.h.ctype_len);
+    info.content_type.assign(t, snap.h.ctype_len);
     t += snap.h.ctype_len;
+    // The pairs were written in the map's (sorted) order, so `info`'s entries are walked along
+    // with them: an entry whose key comes again gets its value assigned in place (no node, no
+    // string allocated once it is large enough), others are erased or inserted. The result is
+    // what emplacing every pair into an empty map gives, whatever order the (untrusted) pairs
+    // come in: a key inserted lands before `at`, so `at` only meets entries of the old map.
+    auto& md = info.metadata;
+    auto at = md.begin();
     uint64_t off = 0;
     for (uint32_t i = 0; i < snap.h.meta_pairs; ++i) {
         if (off + 4 > snap.h.meta_len) break;  // racy or corrupt: the caller validates
@@ -879,10 +895,17 @@ ObjectInfo StoreCore::info_of(const HeaderSnapshot& snap) const {
         std::memcpy(&kl, t + off, 2);
         std::memcpy(&vl, t + off + 2, 2);
         if (off + 4 + kl + vl > snap.h.meta_len) break;
-        info.metadata.emplace(std::string(t + off + 4, kl), std::string(t + off + 4 + kl, vl));
+        const std::string_view key(t + off + 4, kl), value(t + off + 4 + kl, vl);
+        while (at != md.end() && std::string_view(at->first) < key) at = md.erase(at);
+        if (at != md.end() && std::string_view(at->first) == key) {
+            at->second.assign(value);
+            ++at;
+        } else {
+            md.emplace_hint(at, std::string(key), std::string(value));  // a duplicate key keeps its first value
+        }
         off += 4 + kl + vl;
     }
-    return info;
+    md.erase(at, md.end());
 }
 
 std::optional<Found> StoreCore::find_locked(const StoreKey& key) const {

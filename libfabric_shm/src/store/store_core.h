@@ -103,6 +103,9 @@ public:
     /// false). The caller verifies the CRC.
     bool copy_payload(const Found& f, uint8_t* out) const noexcept;
     ObjectInfo info_of(const HeaderSnapshot& snap) const;
+    /// info_of into `info`, reusing its strings and metadata entries (no allocation when it
+    /// held the same metadata keys with values as long before).
+    void info_into(const HeaderSnapshot& snap, ObjectInfo& info) const;
     /// True when the found block was not reused since the lookup validated it.
     bool unchanged(const Found& f) const noexcept { return copy_payload_n(f, nullptr, 0); }
 

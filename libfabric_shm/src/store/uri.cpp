@@ -114,8 +114,12 @@ Result<FabricUriView> FabricUriView::format(std::string& buffer, std::string_vie
 std::string FabricUriView::to_string() const {
     std::string out;
     out.reserve(kScheme.size() + pool_.size() + bucket_.size() + key_.size() + 2);
-    out.append(kScheme).append(pool_).append("/").append(bucket_).append("/").append(key_);
+    to_string(out);
     return out;
+}
+
+void FabricUriView::to_string(std::string& out) const {
+    out.assign(kScheme).append(pool_).append("/").append(bucket_).append("/").append(key_);
 }
 
 FabricUri FabricUriView::to_uri() const {
@@ -144,6 +148,12 @@ Result<FabricUri> FabricUri::make(std::string_view pool, std::string_view bucket
 std::string FabricUri::to_string() const { return view().to_string(); }
 
 std::string FabricUri::object_key() const { return bucket_ + "/" + key_; }
+
+void FabricUri::assign(const FabricUriView& uri) {
+    pool_.assign(uri.pool_);
+    bucket_.assign(uri.bucket_);
+    key_.assign(uri.key_);
+}
 
 FabricUriView FabricUri::view() const { return FabricUriView::parse_parts_unchecked(pool_, bucket_, key_); }
 

@@ -84,8 +84,37 @@ Status ensure_topic(Pool& pool, const std::string& name, uint32_t partitions) {
     return TopicManager(pool).ensure(name, cfg, ns_duration(kTopicReadyWaitNs));
 }
 
-std::span<const uint8_t> bytes_of(std::string_view s) {
-    return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+/// `v` in decimal, in `buf` (a header or metadata value without a std::string).
+std::string_view decimal(char (&buf)[24], uint64_t v) {
+    const char* end = std::to_chars(buf, buf + sizeof buf, v).ptr;
+    return {buf, size_t(end - buf)};
+}
+
+/// result_key_for's text into `out` (its capacity reused), without its checks: the template was
+/// validated when the loop opened, and the key is validated by the URI made from it.
+void fill_result_key(std::string& out, std::string_view key_template, std::string_view bucket, std::string_view key) {
+    out.clear();
+    for (size_t i = 0; i < key_template.size();) {
+        const size_t open = key_template.find('{', i);
+        if (open != i) {
+            out.append(key_template.substr(i, open == std::string_view::npos ? std::string_view::npos : open - i));
+            if (open == std::string_view::npos) break;
+        }
+        const size_t close = key_template.find('}', open);
+        out.append(key_template.substr(open + 1, close - open - 1) == "key" ? key : bucket);
+        i = close + 1;
+    }
+    if (out.size() > kMaxKeyLength) {
+        // Readable prefix + the hash of the whole key (FNV-1a, 64 bits): distinct keys stay
+        // distinct unless they collide in the hash, which the input-URI check then reports.
+        uint64_t h = 0xcbf29ce484222325ULL;
+        for (unsigned char c : out) h = (h ^ c) * 0x100000001b3ULL;
+        char hex[17];
+        std::snprintf(hex, sizeof hex, "%016llx", (unsigned long long)h);
+        out.resize(kMaxKeyLength - 17);
+        out.push_back('~');
+        out.append(hex, 16);
+    }
 }
 
 }  // namespace
@@ -112,24 +141,7 @@ Status validate_result_key_template(std::string_view t) {
 Result<std::string> result_key_for(std::string_view key_template, const FabricUri& input) {
     FABRIC_TRY(validate_result_key_template(key_template));
     std::string key;
-    for (size_t i = 0; i < key_template.size(); ++i) {
-        if (key_template[i] != '{') {
-            key += key_template[i];
-            continue;
-        }
-        const size_t close = key_template.find('}', i);
-        key += key_template.substr(i + 1, close - i - 1) == "key" ? input.key() : input.bucket();
-        i = close;
-    }
-    if (key.size() > kMaxKeyLength) {
-        // Readable prefix + the hash of the whole key (FNV-1a, 64 bits): distinct keys stay
-        // distinct unless they collide in the hash, which the input-URI check then reports.
-        uint64_t h = 0xcbf29ce484222325ULL;
-        for (unsigned char c : key) h = (h ^ c) * 0x100000001b3ULL;
-        char hex[17];
-        std::snprintf(hex, sizeof hex, "%016llx", (unsigned long long)h);
-        key = key.substr(0, kMaxKeyLength - 17) + "~" + hex;
-    }
+    fill_result_key(key, key_template, input.bucket(), input.key());
     // Validated by building a URI (empty segments, "." and "..", control characters).
     auto uri = FabricUri::make("p", "b", key);
     if (!uri) return std::move(uri).error();
@@ -174,11 +186,14 @@ struct AbandonBox {
     std::atomic<int> event_fd{-1}; ///< the loop's wake-up eventfd (wait_fd), -1 when none
 };
 
+// Recycled from message to message (WorkerLoop::Impl::new_data/recycle): its strings keep their
+// capacity, so handing a message out allocates nothing once they are large enough.
 struct WorkTicket::Data {
-    WorkItem item;
+    WorkItem item;                   ///< item.uri: the input
     PinnedView view;                 ///< keeps item.data valid
-    std::optional<FabricUri> input;  ///< item.uri, kept for the result's metadata
-    std::optional<FabricUri> result_uri;
+    std::string input_text;          ///< item.uri as text: the result records it
+    std::string result_text;         ///< the result's URI, the text forwarded to the next topic
+    FabricUriView result_uri;        ///< a view of result_text
     uint64_t id = 0;                 ///< the hand-out (Slot::id)
     uint64_t generation = 0;         ///< the loop's assignment generation at hand-out
     std::shared_ptr<AbandonBox> box; ///< null once completed
@@ -248,7 +263,7 @@ struct Slot {
 struct PendingDelete {
     uint64_t offset = 0;
     uint64_t version = 0;  ///< the version processed (removed only if still current)
-    FabricUri uri;
+    FabricUri uri;         ///< assigned in place (FabricUri::assign): entries are reused
 };
 
 struct Part {
@@ -260,7 +275,10 @@ struct Part {
     uint32_t head = 0, count = 0;
     uint32_t in_flight = 0;
     std::array<Slot, kMaxWorkWindow> ring;
-    std::vector<PendingDelete> deletes;  ///< delete_input: done offsets not committed yet
+    /// delete_input: done offsets not committed yet, the first pending_deletes entries (those
+    /// past it are kept for their strings' capacity).
+    std::vector<PendingDelete> deletes;
+    size_t pending_deletes = 0;
     Slot& at(uint32_t i) { return ring[(head + i) % kMaxWorkWindow]; }
 };
 
@@ -288,6 +306,7 @@ struct WorkerLoop::Impl {
     // The engine's state.
     std::vector<Part> parts;             ///< per partition of the topic
     std::vector<uint32_t> active;        ///< the consumer's assignment: owned and not paused
+    std::vector<uint32_t> next_active;   ///< sync_active's scratch (swapped with active: no allocation)
     bool active_dirty = false;
     uint64_t generation = 1;             ///< bumped by every (re)assignment: older tickets are stale
     uint64_t next_id = 0;
@@ -305,6 +324,16 @@ struct WorkerLoop::Impl {
     MessageBatch batch;
     std::shared_ptr<AbandonBox> box = std::make_shared<AbandonBox>();
     std::vector<std::unique_ptr<WorkTicket::Data>> spare;  ///< recycled ticket data
+
+    // Reused from message to message (no allocation per message once they are large enough).
+    std::string result_key;          ///< hand_out: the result key of the message at hand
+    ObjectInfo result_info;          ///< the stored result as head_into last found it
+    /// result_put_options(input, version, epoch) with the ttl and the partition's fence, made
+    /// once (open) and updated in place by result_put (its metadata entries stay).
+    PutOptions result_options;
+    std::string* result_input_uri = nullptr;      ///< result_options' kResultInputUri value
+    std::string* result_input_version = nullptr;  ///< result_options' kResultInputVersion value
+    uint32_t fence_partition = 0;                 ///< the partition result_options' fence_holds asks about
 
     // wait_fd(): an epoll set of the Waiter's eventfd (new messages), our eventfd (work
     // buffered, capacity freed, a ticket dropped) and a timerfd (service due, a retry due).
@@ -343,10 +372,15 @@ struct WorkerLoop::Impl {
     Result<Outcome> wait_for_store_space(const Message& m, Result<uint64_t>& put, const std::function<Result<uint64_t>()>& retry,
                                          Failure* failure);
     std::string store_numbers() const;
-    void queue_delete(const Message& m, const FabricUri& input, uint64_t version);
+    Result<FabricUriView> result_uri_of(const FabricUriView& input, std::string& buffer);
+    std::string no_result_uri(const FabricUriView& input, const Error& error) const;
+    void init_result_options();
+    const PutOptions& result_put(std::string_view input, uint64_t version, uint64_t token, uint32_t partition);
+    void queue_delete(const Message& m, const FabricUriView& input, uint64_t version);
     Status delete_committed(Part& part, uint64_t committed);
     Status check_other_groups();
-    Status forward(const Message& m, const FabricUri& result_uri, uint64_t result_version);
+    Status forward(const Message& m, std::string_view result_uri, uint64_t result_version,
+                   std::optional<uint64_t> put_ts = std::nullopt);
     Status settle(Part& part, Slot& s, const Message& m, Result<Outcome> r, const Failure& failure);
     Status fail_slot(Part& part, Slot& s, const Message& m, const Failure& failure);
     Status dead_letter_slot(Part& part, Slot& s, const Message& m, uint64_t attempts, const std::string& reason);
@@ -411,7 +445,7 @@ Status WorkerLoop::Impl::apply_assignment() {
         part.head = part.count = part.in_flight = 0;
         part.commit_to = UINT64_MAX;
         part.serial_until = 0;
-        part.deletes.clear();  // uncommitted: whoever owns the offsets now redoes (and deletes) them
+        part.pending_deletes = 0;  // uncommitted: whoever owns the offsets now redoes (and deletes) them
     }
     in_flight = 0;
     buffered = 0;
@@ -442,14 +476,14 @@ Status WorkerLoop::Impl::apply_assignment() {
 Status WorkerLoop::Impl::sync_active() {
     if (!active_dirty) return {};
     active_dirty = false;
-    std::vector<uint32_t> next_active;
+    next_active.clear();
     for (uint32_t p = 0; p < parts.size(); ++p)
         if (parts[p].owned && !parts[p].paused) next_active.push_back(p);
     FABRIC_TRY(consumer->assign(next_active));
     for (uint32_t p : next_active)
         if (std::find(active.begin(), active.end(), p) == active.end())
             FABRIC_TRY(consumer->seek(p, SeekPolicy::Offset(parts[p].next_read)));
-    active = std::move(next_active);
+    active.swap(next_active);
     return {};
 }
 
@@ -601,8 +635,14 @@ Status WorkerLoop::Impl::poll_into_rings(uint64_t timeout_ns) {
             active_dirty = true;
         }
     }
-    for (uint32_t p : active)
-        if (parts[p].paused) FABRIC_TRY(consumer->seek(p, SeekPolicy::Offset(parts[p].next_read)));
+    // A partition that filled its ring gives back what the poll read past it. Usually nothing:
+    // the poll asked for no more than the rings' room, and then the consumer already stands at
+    // next_read (a seek there would only cost a validated lookup per message under a backlog).
+    for (uint32_t p : active) {
+        if (!parts[p].paused) continue;
+        if (auto pos = consumer->position(p); pos && *pos == parts[p].next_read) continue;
+        FABRIC_TRY(consumer->seek(p, SeekPolicy::Offset(parts[p].next_read)));
+    }
     return sync_active();
 }
 
@@ -814,15 +854,19 @@ Status WorkerLoop::Impl::settle(Part& part, Slot& s, const Message& m, Result<Ou
 
 // Forwards the result URI (also after a skip: a crash may have come between the put and the
 // forward; the next stage skips duplicates by version). At-least-once.
-Status WorkerLoop::Impl::forward(const Message& m, const FabricUri& result_uri, uint64_t result_version) {
+// The headers' values are formatted on the stack: nothing is allocated per message. `put_ts`:
+// the message's kHeaderPutTime when the caller parsed it already.
+Status WorkerLoop::Impl::forward(const Message& m, std::string_view result_uri, uint64_t result_version,
+                                 std::optional<uint64_t> put_ts) {
     if (!next) return {};
-    const uint64_t put_ts = parse_u64(m.header(kHeaderPutTime), 0);
-    const std::string_view origin_hdr = m.header(kHeaderOriginTime);
-    const std::string rv = std::to_string(result_version), ts = std::to_string(wall_now_ns()),
-                      origin = origin_hdr.empty() ? std::to_string(put_ts) : std::string(origin_hdr);
-    const MessageHeader headers[] = {{kHeaderVersion, rv}, {kHeaderPutTime, ts}, {kHeaderOriginTime, origin}};
-    const std::string ru = result_uri.to_string();
-    auto sent = m.key.empty() ? next->send(bytes_of(ru), headers) : next->send_keyed(m.key, bytes_of(ru), headers);
+    char rv_buf[24], ts_buf[24], origin_buf[24];
+    std::string_view origin = m.header(kHeaderOriginTime);
+    if (origin.empty()) origin = decimal(origin_buf, put_ts ? *put_ts : parse_u64(m.header(kHeaderPutTime), 0));
+    const MessageHeader headers[] = {{kHeaderVersion, decimal(rv_buf, result_version)},
+                                     {kHeaderPutTime, decimal(ts_buf, wall_now_ns())},
+                                     {kHeaderOriginTime, origin}};
+    const ByteView ru(result_uri.data(), result_uri.size());
+    auto sent = m.key.empty() ? next->send(ru, headers) : next->send_keyed(m.key, ru, headers);
     if (!sent) return std::move(sent).error();
     ++stats.forwarded;
     return {};
@@ -832,18 +876,23 @@ Status WorkerLoop::Impl::forward(const Message& m, const FabricUri& result_uri, 
 enum class ResultState : uint8_t { absent, older, current, newer, collision };
 
 namespace {
-ResultState result_state(const std::optional<ObjectInfo>& existing, const std::string& input, uint64_t version,
+/// `existing`: the stored result, null when there is none.
+ResultState result_state(const ObjectInfo* existing, std::string_view input, uint64_t version,
                          std::string* other_input) {
     if (!existing) return ResultState::absent;
-    const auto& md = existing->metadata;
-    const auto in = md.find(std::string(kResultInputUri));
-    const auto ver = md.find(std::string(kResultInputVersion));
-    if (in != md.end() && in->second != input) {
-        *other_input = in->second;
+    // A result's metadata is a handful of entries: one pass comparing views costs less than two
+    // map lookups of std::string keys.
+    const std::string *in = nullptr, *ver = nullptr;
+    for (const auto& [key, value] : existing->metadata) {
+        if (key == kResultInputUri) in = &value;
+        else if (key == kResultInputVersion) ver = &value;
+    }
+    if (in && *in != input) {
+        *other_input = *in;
         return ResultState::collision;
     }
-    if (in == md.end() || ver == md.end()) return ResultState::older;
-    const uint64_t v = parse_u64(ver->second, 0);
+    if (!in || !ver) return ResultState::older;
+    const uint64_t v = parse_u64(*ver, 0);
     return v == version ? ResultState::current : v > version ? ResultState::newer : ResultState::older;
 }
 }  // namespace
@@ -902,7 +951,7 @@ Status WorkerLoop::Impl::check_other_groups() {
 // delete_input: the input of a done offset (result written, or found written) is removed once
 // the offset is committed. A fan-out notification's input is kept: another topic's groups
 // read it too.
-void WorkerLoop::Impl::queue_delete(const Message& m, const FabricUri& input, uint64_t version) {
+void WorkerLoop::Impl::queue_delete(const Message& m, const FabricUriView& input, uint64_t version) {
     if (!cfg.delete_input) return;
     const std::string_view topics = m.header(kHeaderTopics);
     if (!topics.empty() && told_other_topics(topics, cfg.topic)) {
@@ -910,14 +959,26 @@ void WorkerLoop::Impl::queue_delete(const Message& m, const FabricUri& input, ui
         note("delete-input: kept " + input.to_string() + " (also notified on " + std::string(topics) + ")");
         return;
     }
-    parts[m.partition].deletes.push_back(PendingDelete{m.offset, version, input});
+    Part& part = parts[m.partition];
+    if (part.pending_deletes == part.deletes.size()) part.deletes.emplace_back();
+    PendingDelete& d = part.deletes[part.pending_deletes++];
+    d.offset = m.offset;
+    d.version = version;
+    d.uri.assign(input);
 }
 
 // After the commit up to `committed`: removes the inputs below it, each only at the version
 // processed (if_version), so an input uploaded again meanwhile is kept.
 Status WorkerLoop::Impl::delete_committed(Part& part, uint64_t committed) {
-    for (const PendingDelete& d : part.deletes) {
-        if (d.offset >= committed) continue;
+    // The entries still pending move to the front (swapped: their strings move, none is copied).
+    size_t kept = 0;
+    for (size_t i = 0; i < part.pending_deletes; ++i) {
+        PendingDelete& d = part.deletes[i];
+        if (d.offset >= committed) {
+            if (kept != i) std::swap(part.deletes[kept], d);
+            ++kept;
+            continue;
+        }
         if (deletes_suspended) {
             ++stats.inputs_kept;
             continue;
@@ -943,7 +1004,7 @@ Status WorkerLoop::Impl::delete_committed(Part& part, uint64_t committed) {
             note("delete-input: could not remove " + d.uri.to_string() + ": " + removed.error().message);
         }
     }
-    std::erase_if(part.deletes, [committed](const PendingDelete& d) { return d.offset < committed; });
+    part.pending_deletes = kept;
     return {};
 }
 
@@ -993,29 +1054,29 @@ Result<Outcome> WorkerLoop::Impl::wait_for_store_space(const Message& m, Result<
 // errors are fatal.
 Result<Outcome> WorkerLoop::Impl::write_result(const Message& m, WorkTicket::Data& d, std::span<const uint8_t> out,
                                                Failure* failure) {
-    const FabricUri& result_uri = *d.result_uri;
-    const std::string input = d.input->to_string();
+    const FabricUriView& result_uri = d.result_uri;
+    const std::string_view input = d.input_text;
     const uint64_t version = d.item.version;
     // A result never replaces one that records a newer input version (an older version of
     // the key finishing last, in OrderMode::none or after a redelivery).
-    auto existing = store->head(result_uri);
+    auto existing = store->head_into(result_uri, result_info);
     if (!existing) {
         if (is_fatal(existing.code())) return std::move(existing).error();
         *failure = {"result lookup: " + existing.error().message, false};
         return Outcome::failed;
     }
     std::string other;
-    switch (result_state(*existing, input, version, &other)) {
+    switch (result_state(*existing ? &result_info : nullptr, input, version, &other)) {
         case ResultState::collision:
-            *failure = {"result " + result_uri.to_string() + " already holds the result of " + other +
+            *failure = {"result " + d.result_text + " already holds the result of " + other +
                             ": two inputs map to one result key (result key template '" + cfg.result_key +
                             "'); use a template with {bucket} and {key} (the default), or another --result-bucket",
                         true};
             return Outcome::failed;
         case ResultState::current:
             ++stats.skipped;
-            FABRIC_TRY(forward(m, result_uri, (*existing)->version));
-            queue_delete(m, *d.input, version);
+            FABRIC_TRY(forward(m, d.result_text, result_info.version));
+            queue_delete(m, d.item.uri.view(), version);
             return Outcome::done;
         case ResultState::newer:
             ++stats.superseded;
@@ -1025,11 +1086,7 @@ Result<Outcome> WorkerLoop::Impl::write_result(const Message& m, WorkTicket::Dat
     }
     FABRIC_PAUSE_POINT("worker.result.before_put");
     const uint64_t token = membership->epoch();
-    PutOptions po = result_put_options(input, version, token);
-    po.ttl = cfg.result_ttl;
-    // The partition's fence, checked where the put publishes: the stored result's token
-    // alone cannot refuse us once a newer owner's result was removed (consumed downstream).
-    po.fence_holds = [this, p = m.partition] { return membership->owns(p); };
+    const PutOptions& po = result_put(input, version, token, m.partition);
     auto put = store->put(result_uri, out, po);
     if (!put && put.code() == Errc::capacity_exceeded) {
         // A full store is back-pressure: wait for space within this attempt (heartbeating).
@@ -1044,16 +1101,16 @@ Result<Outcome> WorkerLoop::Impl::write_result(const Message& m, WorkTicket::Dat
         // Still ours: the stored result carries a token from outside this registration (the
         // fence floor keeps every later registration above it).
         uint64_t stored = 0;
-        if (auto h = store->head(result_uri); h && h->has_value()) stored = (*h)->fence_token;
+        if (auto h = store->head_into(result_uri, result_info); h && *h) stored = result_info.fence_token;
         if (auto noted = mq::note_fence_token(*pool, stored); !noted) {
             *failure = {"stored fence token " + std::to_string(stored) +
                             " is at or above 2^61 (beyond what any group fences above; not noted): result put " +
-                            result_uri.to_string() + " refused above this member's token " + std::to_string(token) +
+                            d.result_text + " refused above this member's token " + std::to_string(token) +
                             "; remove the result or write it without that token (" + noted.error().message + ")",
                         true};
             return Outcome::failed;
         }
-        *failure = {"result put " + result_uri.to_string() + " refused: the stored result is fenced at token " +
+        *failure = {"result put " + d.result_text + " refused: the stored result is fenced at token " +
                         std::to_string(stored) + ", above this member's " + std::to_string(token) +
                         ", by a writer outside group '" + cfg.group +
                         "' (another group writing the same result bucket, or a result kept from a pool whose "
@@ -1064,7 +1121,7 @@ Result<Outcome> WorkerLoop::Impl::write_result(const Message& m, WorkTicket::Dat
     }
     if (!put) {
         if (is_fatal(put.code())) return std::move(put).error();
-        *failure = {"result put " + result_uri.to_string() + ": " + put.error().message,
+        *failure = {"result put " + d.result_text + ": " + put.error().message,
                     router->policy().is_permanent(put.code())};
         return Outcome::failed;
     }
@@ -1078,9 +1135,48 @@ Result<Outcome> WorkerLoop::Impl::write_result(const Message& m, WorkTicket::Dat
         latency.record(now_wall - put_ts);
         recorder.record(now_wall - put_ts);
     }
-    FABRIC_TRY(forward(m, result_uri, *put));
-    queue_delete(m, *d.input, version);
+    FABRIC_TRY(forward(m, d.result_text, *put, put_ts));
+    queue_delete(m, d.item.uri.view(), version);
     return Outcome::done;
+}
+
+// result_put_options(input, version, token) with the result TTL and the partition's fence,
+// written into the options made once by init_result_options: their metadata entries and
+// strings stay, so a put allocates nothing for its options.
+const PutOptions& WorkerLoop::Impl::result_put(std::string_view input, uint64_t version, uint64_t token,
+                                               uint32_t partition) {
+    char version_buf[24];
+    result_input_uri->assign(input);
+    result_input_version->assign(decimal(version_buf, version));
+    result_options.fence_token = token;
+    fence_partition = partition;
+    return result_options;
+}
+
+void WorkerLoop::Impl::init_result_options() {
+    result_options = result_put_options({}, 0, 0);
+    result_options.ttl = cfg.result_ttl;
+    // The partition's fence, checked where the put publishes: the stored result's token
+    // alone cannot refuse us once a newer owner's result was removed (consumed downstream).
+    result_options.fence_holds = [this] { return membership->owns(fence_partition); };
+    result_input_uri = &result_options.metadata[std::string(kResultInputUri)];
+    result_input_version = &result_options.metadata[std::string(kResultInputVersion)];
+}
+
+// The result URI of `input` into `buffer`: its key by the result key template, in the result
+// bucket. No allocation once `buffer` and result_key are large enough.
+Result<FabricUriView> WorkerLoop::Impl::result_uri_of(const FabricUriView& input, std::string& buffer) {
+    fill_result_key(result_key, cfg.result_key, input.bucket(), input.key());
+    return FabricUriView::format(buffer, pool->name(), cfg.result_bucket, result_key);
+}
+
+// Why `input` has no result URI (result_uri_of failed with `error`), in the words of
+// result_key_for and FabricUri::make: the key's own problem, or the URI's.
+std::string WorkerLoop::Impl::no_result_uri(const FabricUriView& input, const Error& error) const {
+    auto key = result_key_for(cfg.result_key, input.to_uri());
+    if (!key) return "no result key: " + key.error().message;
+    auto uri = FabricUri::make(pool->name(), cfg.result_bucket, *key);
+    return "no result URI: " + (uri ? error.message : uri.error().message);
 }
 
 // The DLQ protocol (docs/groups.md): begin counts the hand-out in the pool (so a message that
@@ -1099,14 +1195,23 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
         ++part.in_flight;
         ++in_flight;
     };
-    auto uri = FabricUri::parse(m.value_str());
+    // The ticket's data, recycled: the URIs are written into its strings (their capacity
+    // reused), so nothing is allocated per message. It goes back to the spares unless the
+    // message is handed out.
+    struct Hold {
+        Impl& im;
+        std::unique_ptr<WorkTicket::Data> d;
+        ~Hold() {
+            if (d) im.recycle(std::move(d));
+        }
+    } hold{*this, new_data()};
+    WorkTicket::Data& data = *hold.d;
+    // A view of the slot's copy of the notification; the result URI in data.result_text.
+    auto uri = FabricUriView::parse(m.value_str());
+    auto result_uri = uri ? result_uri_of(*uri, data.result_text) : Result<FabricUriView>(uri.error());
     std::string bad;
-    auto result_key = uri ? result_key_for(cfg.result_key, *uri) : Result<std::string>(uri.error());
-    auto result_uri = result_key ? FabricUri::make(pool->name(), cfg.result_bucket, *result_key)
-                                 : Result<FabricUri>(result_key.error());
     if (!uri) bad = "invalid notification: " + uri.error().message;
-    else if (!result_key) bad = "no result key: " + result_key.error().message;
-    else if (!result_uri) bad = "no result URI: " + result_uri.error().message;
+    else if (!result_uri) bad = no_result_uri(*uri, result_uri.error());
     if (!bad.empty()) {
         start();
         FABRIC_TRY(dead_letter_slot(part, s, m, 1, bad));
@@ -1125,24 +1230,27 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
                                     "an earlier owner decided to dead-letter it and stopped before confirming the send"));
         return false;
     }
+    uri->to_string(data.input_text);
+    const std::string& input = data.input_text;
     // Done already, by the notification's own version (fabric-version)? Then the input is
     // not pinned at all: a redelivery after --delete-input removed it is a skip, not a
-    // dead letter. The result looked up here is reused below when the pinned version matches.
-    const std::string input = uri->to_string();
+    // dead letter. The result looked up here (result_info) is reused below when the pinned
+    // version matches.
     const uint64_t notified_version = parse_u64(m.header(kHeaderVersion), 0);
-    std::optional<std::optional<ObjectInfo>> notified_result;
+    bool notified_looked_up = false, notified_result_exists = false;
     if (notified_version != 0) {
-        if (auto h = store->head(*result_uri); h) {
+        if (auto h = store->head_into(*result_uri, result_info); h) {
             std::string other;
-            if (result_state(*h, input, notified_version, &other) == ResultState::current) {
+            if (*h && result_state(&result_info, input, notified_version, &other) == ResultState::current) {
                 ++stats.skipped;
-                FABRIC_TRY(forward(m, *result_uri, (**h).version));
+                FABRIC_TRY(forward(m, data.result_text, result_info.version));
                 FABRIC_TRY(router->ack(m));
                 queue_delete(m, *uri, notified_version);
                 finish_slot(part, s);
                 return false;
             }
-            notified_result = std::move(*h);
+            notified_looked_up = true;
+            notified_result_exists = *h;
         } else if (is_fatal(h.code())) {
             return std::move(h).error();
         }  // another error: the lookup below reports it
@@ -1163,7 +1271,7 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
     auto pinned = store->pin(*uri);
     if (!pinned) {
         if (is_fatal(pinned.code())) return std::move(pinned).error();
-        FABRIC_TRY(fail_slot(part, s, m, {"get " + uri->to_string() + ": " + pinned.error().message,
+        FABRIC_TRY(fail_slot(part, s, m, {"get " + input + ": " + pinned.error().message,
                                           router->policy().is_permanent(pinned.code())}));
         return false;
     }
@@ -1189,19 +1297,21 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
     // Done already? (a redelivery after a crash between the result put and the commit.) The
     // result must record this very input, URI and version: the same key made from another
     // input is a collision, never a skip and never overwritten.
-    auto existing = notified_result && info.version == notified_version
-                        ? Result<std::optional<ObjectInfo>>(std::move(*notified_result))
-                        : store->head(*result_uri);
-    if (!existing) {
-        if (is_fatal(existing.code())) return std::move(existing).error();
-        FABRIC_TRY(fail_slot(part, s, m, {"result lookup: " + existing.error().message, false}));
-        return false;
+    bool result_exists = notified_result_exists;
+    if (!notified_looked_up || info.version != notified_version) {
+        auto existing = store->head_into(*result_uri, result_info);
+        if (!existing) {
+            if (is_fatal(existing.code())) return std::move(existing).error();
+            FABRIC_TRY(fail_slot(part, s, m, {"result lookup: " + existing.error().message, false}));
+            return false;
+        }
+        result_exists = *existing;
     }
     std::string other;
-    switch (result_state(*existing, input, info.version, &other)) {
+    switch (result_state(result_exists ? &result_info : nullptr, input, info.version, &other)) {
         case ResultState::collision:
             FABRIC_TRY(fail_slot(part, s, m,
-                                 {"result " + result_uri->to_string() + " already holds the result of " + other +
+                                 {"result " + data.result_text + " already holds the result of " + other +
                                       ": two inputs map to one result key (result key template '" + cfg.result_key +
                                       "'); use a template with {bucket} and {key} (the default), or another "
                                       "--result-bucket",
@@ -1209,7 +1319,7 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
             return false;
         case ResultState::current:
             ++stats.skipped;
-            FABRIC_TRY(forward(m, *result_uri, (*existing)->version));
+            FABRIC_TRY(forward(m, data.result_text, result_info.version));
             FABRIC_TRY(router->ack(m));
             queue_delete(m, *uri, info.version);
             finish_slot(part, s);
@@ -1222,27 +1332,25 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
         case ResultState::absent:
         case ResultState::older: break;
     }
-    auto d = new_data();
-    d->view = std::move(view);
-    d->input = std::move(*uri);
-    d->result_uri = std::move(*result_uri);
-    d->id = s.id;
-    d->generation = generation;
-    d->box = box;
-    WorkItem& item = d->item;
-    item.uri = *d->input;
+    data.view = std::move(view);
+    data.result_uri = *result_uri;
+    data.id = s.id;
+    data.generation = generation;
+    data.box = box;
+    WorkItem& item = data.item;
+    item.uri.assign(*uri);  // the slot's text may be overwritten while the ticket lives
     item.topic = cfg.topic;
     item.partition = p;
     item.offset = s.offset;
-    item.version = d->view.info().version;
-    item.data = d->view.bytes();
-    item.info = &d->view.info();
+    item.version = data.view.info().version;
+    item.data = data.view.bytes();
+    item.info = &data.view.info();
     item.attempt = s.attempt;
     item.key = s.key;
     item.keep_alive = [] { return Status{}; };
     FABRIC_PAUSE_POINT("worker.acquire.handed_out");
     ticket = WorkTicket();
-    ticket.data_ = std::move(d);
+    ticket.data_ = std::move(hold.d);
     return true;
 }
 
@@ -1355,6 +1463,7 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config) {
     if (impl->cfg.member_id.empty()) impl->cfg.member_id = default_member_id();
     FABRIC_TRY(validate_name("member id", impl->cfg.member_id));
     impl->stats.latency = {};
+    impl->init_result_options();
     StoreConfig sc;
     sc.name = config.store;
     auto store = MemObjectStore::open(pool, sc);
