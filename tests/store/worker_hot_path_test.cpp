@@ -39,10 +39,10 @@ namespace {
 
 using namespace fabric_shm;
 
-constexpr uint64_t kKeys = 256;     ///< input keys, overwritten in a ring
+constexpr uint64_t kLoopKeys = 256;     ///< input keys, overwritten in a ring
 constexpr uint64_t kBacklog = 16;   ///< notifications sent ahead of the worker
-constexpr uint64_t kWarmup = 1024;  ///< every key and result key exists, buffers have their size
-constexpr uint64_t kMeasured = 4096;
+constexpr uint64_t kLoopWarmup = 1024;  ///< every key and result key exists, buffers have their size
+constexpr uint64_t kLoopMeasured = 4096;
 /// Allocations the periodic upkeep may make per 20 ms of the measured window (see the top).
 constexpr uint64_t kUpkeepAllocations = 32;
 constexpr uint64_t kUpkeepPeriodNs = 20 * kNsPerMs;
@@ -81,7 +81,7 @@ struct LoopBench {
         auto p = Producer::open(tp.pool, "in");
         REQUIRE_MESSAGE(p, p.error().message);
         producer.emplace(std::move(*p));
-        for (uint64_t k = 0; k < kKeys; ++k) {
+        for (uint64_t k = 0; k < kLoopKeys; ++k) {
             auto u = FabricUri::make(tp.name(), "in", "obj-" + std::to_string(k));
             REQUIRE(u);
             uris.push_back(*u);
@@ -100,7 +100,7 @@ struct LoopBench {
 
     /// Puts the next object and notifies it as fabric-shm-producer does (version, put time).
     Status feed() {
-        const uint64_t k = sent % kKeys;
+        const uint64_t k = sent % kLoopKeys;
         ++sent;
         std::memcpy(object.data(), &sent, sizeof sent);
         auto v = store->put(uris[k], object);
@@ -114,7 +114,7 @@ struct LoopBench {
     }
 };
 
-/// The measured window: messages kWarmup .. kWarmup + kMeasured - 1, from the handler's entry
+/// The measured window: messages kLoopWarmup .. kLoopWarmup + kLoopMeasured - 1, from the handler's entry
 /// for the first to its entry for the one after the last (every step of the loop in between).
 struct AllocWindow {
     uint64_t start = 0, end = 0, handler_own = 0, t0 = 0, t1 = 0;
@@ -122,17 +122,17 @@ struct AllocWindow {
 
     /// At the handler's entry for message number i (0-based), with the count read then.
     void enter(uint64_t i, uint64_t allocations) {
-        if (i == kWarmup) {
+        if (i == kLoopWarmup) {
             start = allocations;
             t0 = mono_now_ns();
-        } else if (i == kWarmup + kMeasured) {
+        } else if (i == kLoopWarmup + kLoopMeasured) {
             end = allocations;
             t1 = mono_now_ns();
         }
     }
     /// What the handler allocated itself for message i (its result, the producer's feed).
     void own(uint64_t i, uint64_t allocations_at_entry) {
-        if (i >= kWarmup && i < kWarmup + kMeasured) handler_own += test::heap_allocations() - allocations_at_entry;
+        if (i >= kLoopWarmup && i < kLoopWarmup + kLoopMeasured) handler_own += test::heap_allocations() - allocations_at_entry;
     }
     void check(const std::string& form) const {
         REQUIRE_MESSAGE(failure.empty(), failure);
@@ -140,11 +140,11 @@ struct AllocWindow {
         const uint64_t loop = end - start - handler_own;
         const uint64_t elapsed_ns = t1 - t0;
         const uint64_t upkeep = kUpkeepAllocations * (elapsed_ns / kUpkeepPeriodNs + 1);
-        MESSAGE(form << ": " << loop << " heap allocations by the loop over " << kMeasured << " messages in "
+        MESSAGE(form << ": " << loop << " heap allocations by the loop over " << kLoopMeasured << " messages in "
                      << elapsed_ns / 1000 << " us (the handler's own: " << handler_own << "; upkeep allowance "
                      << upkeep << ")");
-        CHECK_MESSAGE(loop <= upkeep, form << ": " << loop << " heap allocations over " << kMeasured
-                                           << " messages (" << double(loop) / kMeasured << " per message)");
+        CHECK_MESSAGE(loop <= upkeep, form << ": " << loop << " heap allocations over " << kLoopMeasured
+                                           << " messages (" << double(loop) / kLoopMeasured << " per message)");
     }
 };
 
@@ -158,7 +158,7 @@ TEST_CASE("WorkerLoop::run makes no heap allocation per message in its steady st
     AllocWindow w;
     uint64_t i = 0;
     WorkerConfig cfg = b.config();
-    cfg.count = kWarmup + kMeasured + 1;
+    cfg.count = kLoopWarmup + kLoopMeasured + 1;
     Processor proc = [&](const WorkItem& item) -> Result<std::vector<uint8_t>> {
         const uint64_t at_entry = test::heap_allocations();
         w.enter(i, at_entry);
@@ -194,7 +194,7 @@ TEST_CASE("WorkerLoop's acquire/complete makes no heap allocation per message in
     AllocWindow w;
     std::array<WorkTicket, 4> tickets;
     uint64_t i = 0;
-    for (int rounds = 0; i <= kWarmup + kMeasured; ++rounds) {
+    for (int rounds = 0; i <= kLoopWarmup + kLoopMeasured; ++rounds) {
         REQUIRE(rounds < 1'000'000);
         auto n = loop->acquire(tickets, std::chrono::milliseconds(10));
         REQUIRE_MESSAGE(n, n.error().message);
@@ -213,8 +213,8 @@ TEST_CASE("WorkerLoop's acquire/complete makes no heap allocation per message in
         REQUIRE_MESSAGE(st, st.error().message);
     }
     REQUIRE(loop->close());
-    CHECK(loop->stats().processed >= kWarmup + kMeasured);
+    CHECK(loop->stats().processed >= kLoopWarmup + kLoopMeasured);
     CHECK(loop->stats().dead_lettered == 0);
-    CHECK(loop->stats().inputs_deleted >= kWarmup);
+    CHECK(loop->stats().inputs_deleted >= kLoopWarmup);
     w.check("WorkerLoop acquire/complete");
 }
