@@ -248,6 +248,14 @@ Result<Region> Pool::open_region(RegionRef ref) const {
                                              std::to_string(len) + ") is outside the " + std::to_string(size()) +
                                              "-byte pool");
     }
+    // Every extent starts on a page (create_region places them so): the structures a region
+    // holds are aligned to it (StoreHeader to a page), so a misaligned one is corrupt, not
+    // something to read through.
+    if (off % kPageSize != 0) {
+        if (attached) detach_bit(*impl_, ref.index);
+        return make_error(Errc::corrupt, "region '" + name + "' starts at offset " + std::to_string(off) +
+                                             ", not on a " + std::to_string(kPageSize) + "-byte page");
+    }
     region.pool_ = *this;
     region.ref_ = ref;
     region.offset_ = off;
