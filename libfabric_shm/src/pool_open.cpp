@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <numa.h>
+#include <numaif.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -140,22 +141,43 @@ Result<std::unique_ptr<Pool::Impl>> map_segment(const std::string& name, const s
     return impl;
 }
 
-void bind_numa(std::byte* base, uint64_t size, int node, const std::string& name) {
-    if (node < 0) return;
+/// Whether the pool's pages can be bound to `node`; says why not on stderr (the pool is then
+/// created unbound, as documented for --numa-node).
+bool numa_node_usable(int node, const std::string& name) {
+    if (node < 0) return false;
     if (numa_available() < 0) {
         std::fprintf(stderr, "fabric-shm: warning: pool '%s': NUMA is not available; --numa-node %d ignored\n",
                      name.c_str(), node);
-        return;
+        return false;
     }
-    if (numa_num_configured_nodes() < 2)
-        std::fprintf(stderr, "fabric-shm: warning: pool '%s': this machine has one NUMA node; binding to node %d is a no-op\n",
-                     name.c_str(), node);
     if (node > numa_max_node() || !numa_bitmask_isbitset(numa_all_nodes_ptr, unsigned(node))) {
         std::fprintf(stderr, "fabric-shm: warning: pool '%s': NUMA node %d does not exist (max %d); not bound\n",
                      name.c_str(), node, numa_max_node());
-        return;
+        return false;
     }
-    numa_tonode_memory(base, size, node);
+    if (numa_num_configured_nodes() < 2)
+        std::fprintf(stderr, "fabric-shm: warning: pool '%s': this machine has one NUMA node; binding to node %d changes nothing\n",
+                     name.c_str(), node);
+    return true;
+}
+
+/// Binds the segment file's pages to `node` before any page exists. mbind on a MAP_SHARED
+/// mapping of a tmpfs file sets the file's shared policy (kept with the file, seen by every
+/// process that maps it), and posix_fallocate then allocates every page under it. Binding after
+/// the pages were allocated would leave them where they are (mbind moves nothing without
+/// MPOL_MF_MOVE), which is what this replaced.
+Status bind_segment_to_node(int fd, uint64_t size, int node, const std::string& path) {
+    if (::ftruncate(fd, off_t(size)) != 0) return errno_error(errno, "ftruncate " + path);
+    void* base = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED) return errno_error(errno, "mmap " + path);
+    struct bitmask* nodes = numa_allocate_nodemask();
+    numa_bitmask_setbit(nodes, unsigned(node));
+    const long bound = mbind(base, size, MPOL_BIND, nodes->maskp, nodes->size + 1, 0);
+    const int err = errno;
+    numa_free_nodemask(nodes);
+    munmap(base, size);
+    if (bound != 0) return errno_error(err, "mbind " + path + " to NUMA node " + std::to_string(node));
+    return {};
 }
 
 }  // namespace
@@ -186,6 +208,10 @@ Result<Pool> Pool::create_and_register(const PoolOptions& options, Duration hear
     };
     if (fchmod(fd, options.mode) != 0) return cleanup(errno_error(errno, "fchmod " + tmp_path));
     FABRIC_CRASH_POINT("pool.create.tmp_created");
+    if (numa_node_usable(options.numa_node, options.name)) {
+        if (Status s = bind_segment_to_node(fd, size, options.numa_node, tmp_path); !s) return cleanup(std::move(s).error());
+        FABRIC_CRASH_POINT("pool.create.numa_bound");
+    }
     // Reserve every page now: a sparse file would die with SIGBUS on first touch when /dev/shm fills.
     if (int err = posix_fallocate(fd, 0, off_t(size)); err != 0) {
         struct statvfs vfs {};
@@ -199,7 +225,6 @@ Result<Pool> Pool::create_and_register(const PoolOptions& options, Duration hear
     }
     void* base = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (base == MAP_FAILED) return cleanup(errno_error(errno, "mmap " + tmp_path));
-    bind_numa(static_cast<std::byte*>(base), size, options.numa_node, options.name);
 
     const uint64_t now = mono_now_ns();
     auto* h = new (base) PoolHeader();  // the fresh file is zero; this writes only defaults

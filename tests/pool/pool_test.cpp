@@ -3,9 +3,13 @@
 #include <doctest/doctest.h>
 #include <signal.h>
 #include <fcntl.h>
+#include <numa.h>
+#include <numaif.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -17,6 +21,7 @@
 #include "crash_point.h"
 #include "fabric_shm/pool.h"
 #include "layout/pool_layout.h"
+#include "pool_impl.h"
 
 using namespace fabric_shm;
 namespace fs = std::filesystem;
@@ -208,6 +213,68 @@ TEST_CASE("pool: a creator killed at any creation step leaves nothing under the 
         REQUIRE(p);
         CHECK(p->lifecycle() == "live");
     }
+}
+
+// --numa-node: the segment's pages must be placed on the node when they are allocated (by the
+// creator's posix_fallocate), not bound afterwards (mbind moves nothing that exists). Checked on
+// any machine, one node included: a creator stopped right after binding leaves a temp file with
+// the policy and no page yet, and every page of a created pool is on the node.
+TEST_CASE("pool: a NUMA-bound pool gets its policy before any page exists, and every page lands on the node") {
+    if (numa_available() < 0) {
+        MESSAGE("NUMA is not available here: skipped");
+        return;
+    }
+    test::PoolCleanup cleanup(test::unique_pool_name("numa"));
+    const std::string name = cleanup.name();
+    constexpr uint64_t kSize = 2 << 20;
+    auto policy_of = [](void* addr) {
+        int mode = -1;
+        unsigned long nodes[16] = {};
+        REQUIRE(get_mempolicy(&mode, nodes, sizeof nodes * 8, addr, MPOL_F_ADDR) == 0);
+        return std::pair<int, unsigned long>{mode, nodes[0]};
+    };
+
+    pid_t kid = test::fork_child([&] {
+        setenv("FABRIC_SHM_CRASH_POINT", "pool.create.numa_bound", 1);
+        detail::crash_point_rearm();
+        auto p = Pool::create({name, kSize, std::chrono::hours(1), 0600, 0});
+        return 0;  // not reached
+    });
+    REQUIRE(test::wait_child(kid) == 128 + SIGKILL);
+    REQUIRE(temp_files_of(name) == 1);
+    const std::string prefix = fs::path(Pool::segment_path(name)).filename().string() + ".tmp-";
+    for (auto& e : fs::directory_iterator(fs::path(Pool::segment_path(name)).parent_path())) {
+        if (e.path().filename().string().rfind(prefix, 0) != 0) continue;
+        struct stat st {};
+        REQUIRE(::stat(e.path().c_str(), &st) == 0);
+        CHECK(uint64_t(st.st_size) == kSize);
+        CHECK(st.st_blocks == 0);  // bound, and not one page allocated yet
+        const int fd = ::open(e.path().c_str(), O_RDONLY | O_CLOEXEC);
+        REQUIRE(fd >= 0);
+        void* map = mmap(nullptr, kSize, PROT_READ, MAP_SHARED, fd, 0);
+        ::close(fd);
+        REQUIRE(map != MAP_FAILED);
+        const auto [mode, nodes] = policy_of(map);  // the file's shared policy, seen by any mapper
+        CHECK(mode == MPOL_BIND);
+        CHECK(nodes == 1ul);
+        munmap(map, kSize);
+        fs::remove(e.path());
+    }
+
+    auto p = Pool::create({name, kSize, std::chrono::hours(1), 0600, 0});
+    REQUIRE(p);
+    std::byte* base = detail::pool_base(*p);
+    const auto [mode, nodes] = policy_of(base);
+    CHECK(mode == MPOL_BIND);
+    CHECK(nodes == 1ul);
+    std::vector<void*> pages;
+    for (uint64_t off = 0; off < kSize; off += 4096) {
+        pages.push_back(base + off);
+        (void)*reinterpret_cast<volatile const unsigned char*>(base + off);  // map it into this process
+    }
+    std::vector<int> where(pages.size(), -1);
+    REQUIRE(move_pages(0, pages.size(), pages.data(), nullptr, where.data(), 0) == 0);
+    CHECK(std::count(where.begin(), where.end(), 0) == long(pages.size()));
 }
 
 TEST_CASE("pool: a creator killed right after publishing leaves a valid pool others attach to") {

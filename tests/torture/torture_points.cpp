@@ -17,6 +17,7 @@ const std::vector<FaultPoint>& fault_points() {
         // (the ops child re-creates its side pool every round), regions, leases, removal of a
         // wholly expired pool.
         {"pool.create.tmp_created", O},
+        {"pool.create.numa_bound", O},        // only with --numa-node, which the torture does not use
         {"pool.create.before_magic", O},
         {"pool.create.before_link", O},
         {"pool.create.after_link", O},
