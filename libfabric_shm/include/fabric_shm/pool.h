@@ -60,7 +60,10 @@ struct PoolOptions {
     uint64_t size_bytes = kDefaultPoolSize;
     Duration ttl = kDefaultPoolTtl;
     uint32_t mode = 0600;
-    int numa_node = -1;  ///< bind with libnuma; warns and continues on one node / invalid node
+    /// -1: not bound. Else every page of the segment is allocated on this NUMA node (the file's
+    /// shared policy is set before its pages are); an invalid node or no NUMA support warns and
+    /// creates the pool unbound.
+    int numa_node = -1;
 };
 
 struct OpenOptions {
