@@ -46,8 +46,10 @@ int run_store(Context& ctx) {
                            {"warmup_per_phase", warmup},
                            {"access_pattern", "uniform random over the live keys (xorshift64*, seed 42); "
                                               "keys bench/k%08u; one process, one thread"}};
-    ctx.report.note("probes per operation: MemObjectStore exposes no probe counter (StoreStats has none); "
-                    "cache misses: this VM has no hardware PMU (perf stat reports <not supported>)");
+    ctx.report.note("probes per operation: StoreStats' probe_buckets_hit / probe_buckets_miss (table buckets, "
+                    "one cache line each, a lookup of a present / absent key reads on average; from the table "
+                    "after the fill), in each phase's extra fields; cache misses: this VM has no hardware PMU "
+                    "(perf stat reports <not supported>)");
 
     const std::vector<uint8_t> value(value_size, 0xab);
     for (const uint64_t n : live) {
@@ -107,12 +109,17 @@ int run_store(Context& ctx) {
             m.bytes_per_op = value_size;
             ctx.report.add(std::move(m));
         }
+        const StoreStats filled = store.stats();
+        std::fprintf(stderr, "store: @%llu buckets read per lookup: %.3f (present key), %.3f (absent key)\n",
+                     (unsigned long long)n, filled.probe_buckets_hit, filled.probe_buckets_miss);
         Rng rng{42};
         std::vector<uint32_t> pick(ops + warmup);
         for (auto& p : pick) p = uint32_t(rng.next() % n);
         auto phase = [&](const std::string& name, const std::function<void(uint64_t)>& fn) {
             Measurement m = measure(name + tag, warmup, ops, [&](uint64_t i) { fn(pick[i % pick.size()]); });
             m.extra["live_objects"] = n;
+            m.extra["probe_buckets_hit"] = filled.probe_buckets_hit;
+            m.extra["probe_buckets_miss"] = filled.probe_buckets_miss;
             ctx.report.add(std::move(m));
         };
         phase("get hit", [&](uint64_t k) { get(keys[k]); });
@@ -153,7 +160,9 @@ int run_store(Context& ctx) {
                                 {"table_entries", st.table_entries},
                                 {"heap_used_bytes", st.heap_used_bytes},
                                 {"heap_capacity_bytes", st.heap_capacity_bytes},
-                                {"largest_free_extent", st.largest_free_extent}};
+                                {"largest_free_extent", st.largest_free_extent},
+                                {"probe_buckets_hit", st.probe_buckets_hit},
+                                {"probe_buckets_miss", st.probe_buckets_miss}};
         ctx.report.note("after @" + std::to_string(n) + ": " + stats.dump() +
                         (failures ? " FAILED OPERATIONS: " + std::to_string(failures) : std::string()));
         if (failures) std::fprintf(stderr, "store: %llu operations failed at %llu objects\n",

@@ -54,6 +54,8 @@ py::dict stats_dict(const StoreStats& s) {
     d["max_object_bytes"] = s.max_object_bytes;
     d["loans_active"] = s.loans_active;
     d["pins_active"] = s.pins_active;
+    d["probe_buckets_hit"] = s.probe_buckets_hit;
+    d["probe_buckets_miss"] = s.probe_buckets_miss;
     return d;
 }
 

@@ -399,6 +399,28 @@ TEST_CASE("store: a full table fails with capacity_exceeded naming the table and
     check_store_clean(*f.pool);
 }
 
+TEST_CASE("store: stats report the table buckets a lookup reads, and they come back to one when entries are removed") {
+    StoreConfig cfg;
+    cfg.table_entries = 14;  // 2 buckets of 7: a full table has every key homed on the fuller side moved
+    Fixture f("probes", 8 << 20, cfg);
+    StoreStats st = f.store->stats();
+    CHECK(st.probe_buckets_hit == 0.0);  // no object to look up
+    CHECK(st.probe_buckets_miss == 1.0);
+    for (int i = 0; i < 14; ++i) REQUIRE(f.store->put(f.at("b", "k" + std::to_string(i)), pattern(10, 1)));
+    st = f.store->stats();
+    // Entries away from home = |keys homed in bucket 0 - 7|, each one bucket away: at most 7 of 14.
+    CHECK(st.probe_buckets_hit >= 1.0);
+    CHECK(st.probe_buckets_hit <= 1.5);
+    CHECK(st.probe_buckets_miss >= 1.0);
+    CHECK(st.probe_buckets_miss <= 2.0);
+    // A key passed a bucket exactly when a lookup from some home must read on.
+    CHECK((st.probe_buckets_hit > 1.0) == (st.probe_buckets_miss > 1.0));
+    for (int i = 0; i < 14; ++i) REQUIRE(f.store->remove(f.at("b", "k" + std::to_string(i))).value());
+    st = f.store->stats();
+    CHECK(st.probe_buckets_hit == 0.0);
+    CHECK(st.probe_buckets_miss == 1.0);  // removers gave back every overflow count
+}
+
 TEST_CASE("store: a full table of expired objects takes new puts at once, without a reaper pass") {
     StoreConfig cfg;
     cfg.table_entries = 14;  // 2 buckets of 7

@@ -112,6 +112,9 @@ void fill_store(const Pool& pool, nlohmann::json& out) {
         doc["max_object_bytes"] = s.max_object_bytes;
         doc["loans_active"] = s.loans_active;
         doc["pins_active"] = s.pins_active;
+        // Table buckets (cache lines) a lookup reads on average, present and absent keys.
+        doc["probe_buckets_hit"] = s.probe_buckets_hit;
+        doc["probe_buckets_miss"] = s.probe_buckets_miss;
         // Heap block bytes per stored object (header, trailer and size-class rounding included;
         // loans in progress count as used): what one more object of the current mix costs.
         doc["bytes_per_object"] = s.objects ? s.heap_used_bytes / s.objects : 0;

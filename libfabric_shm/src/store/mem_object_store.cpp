@@ -706,6 +706,8 @@ StoreStats MemObjectStore::stats() const {
     st.max_object_bytes = s.core->max_object_bytes();
     st.loans_active = u.loans;
     st.pins_active = u.pins;
+    st.probe_buckets_hit = u.probe_buckets_hit;
+    st.probe_buckets_miss = u.probe_buckets_miss;
     return st;
 }
 

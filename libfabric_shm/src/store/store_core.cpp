@@ -1676,9 +1676,23 @@ StoreCore::Usage StoreCore::usage() const {
         }
     }
     u.largest_free_extent = std::max(u.largest_free_extent, largest_block);
-    for (uint64_t bi = 0; bi <= mask_; ++bi)
+    uint64_t passes = 0;
+    for (uint64_t bi = 0; bi <= mask_; ++bi) {
         for (uint32_t j = 0; j < kSlotsPerBucket; ++j)
             if (!slot_empty(buckets_[bi].slots[j].load(std::memory_order_relaxed))) ++u.objects;
+        passes += uint32_t(buckets_[bi].overflow.load(std::memory_order_relaxed));
+    }
+    if (u.objects != 0) u.probe_buckets_hit = 1.0 + double(passes) / double(u.objects);
+    // Runs of passed buckets, computed backwards twice round the table (a run may wrap), the
+    // second time summed; capped where lookups and inserts stop probing.
+    const uint64_t buckets = mask_ + 1, limit = std::min<uint64_t>(buckets, kMaxProbeBuckets);
+    uint64_t passed_run = 0, miss_total = 0;
+    for (uint64_t i = 2 * buckets; i-- > 0;) {
+        const bool passed = uint32_t(buckets_[i & mask_].overflow.load(std::memory_order_relaxed)) != 0;
+        passed_run = passed ? std::min(passed_run + 1, limit - 1) : 0;
+        if (i < buckets) miss_total += 1 + passed_run;
+    }
+    u.probe_buckets_miss = double(miss_total) / double(buckets);
     for (uint64_t i = 0; i < pin_slots_; ++i)
         if (pins_[i].load(std::memory_order_relaxed) != 0) ++u.pins;
     return u;

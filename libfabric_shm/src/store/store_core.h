@@ -135,6 +135,11 @@ public:
     struct Usage {
         uint64_t objects = 0, used_bytes = 0, largest_free_extent = 0, loans = 0, pins = 0;
         uint64_t superblocks_small = 0, superblocks_run = 0, superblocks_free = 0;
+        /// Buckets (cache lines) a lookup reads, on average: of a present key (1 + the buckets
+        /// its entry passed on insert: the sum of the buckets' overflow counts over the objects)
+        /// and of an absent key (from each home bucket, 1 + the run of buckets whose overflow
+        /// count says an entry passed them: where a lookup stops).
+        double probe_buckets_hit = 0, probe_buckets_miss = 0;
     };
     Usage usage() const;
     /// Keys (bucket/key) in the table, unsorted, expired ones skipped.
