@@ -517,6 +517,35 @@ TEST_CASE("async worker: a full store past --store-wait hands the message back u
     CHECK(f.result_text("k0").rfind("data 0", 0) == 0);
 }
 
+TEST_CASE("worker run: a stop asked for while a result put waits for store space ends the wait at once and hands the message back uncounted") {
+    FullStore f("run-store-stop");
+    f.upload("k0", "data 0");
+    f.fill();
+    WorkerConfig c = f.cfg("a", 1);
+    c.max_attempts = 1;  // a counted failed attempt would dead-letter at once
+    c.store_wait = 60s;  // far longer than the test: the stop must be what ends the wait
+    auto loop = WorkerLoop::open(f.tp.pool, c);
+    REQUIRE(loop.ok());
+    // The stop is asked for when the loop announces the wait (no sleep, no race).
+    bool stop = false;
+    loop->set_log([&](std::string_view line) {
+        if (line.rfind("store full: waiting", 0) == 0) stop = true;
+    });
+    const uint64_t start = mono_now_ns();
+    auto r = loop->run([&](const WorkItem&) -> Result<std::vector<uint8_t>> {
+        return std::vector<uint8_t>(FullStore::kResultBytes, 'r');
+    }, [&] { return stop; });
+    REQUIRE_MESSAGE(r.ok(), r.error().message);
+    CHECK(*r == WorkerExit::stopped);
+    CHECK(mono_now_ns() - start < 10 * kNsPerSec);
+    CHECK(loop->stats().store_waits == 1);
+    CHECK(loop->stats().store_full == 1);
+    CHECK(loop->stats().failed_attempts == 0);
+    CHECK(loop->stats().dead_lettered == 0);
+    CHECK(f.dead_letters() == 0);
+    CHECK(f.committed() == 0);  // not done: the next owner processes it
+}
+
 TEST_CASE("async worker: a result put on a full store waits within the attempt and lands when space returns") {
     FullStore f("async-store-wait");
     f.upload("k0", "data 0");

@@ -183,7 +183,7 @@ struct AbandonBox {
     std::mutex mu;
     std::vector<Dropped> dropped;
     std::atomic<bool> any{false};  ///< release by droppers, acquire by the loop: dropped is non-empty
-    std::atomic<int> event_fd{-1}; ///< the loop's wake-up eventfd (wait_fd), -1 when none
+    std::atomic<int> event_fd{-1}; ///< the loop's wake-up eventfd (wait_fd), -1 when none; written and read under mu
 };
 
 // Recycled from message to message (WorkerLoop::Impl::new_data/recycle): its strings keep their
@@ -211,12 +211,13 @@ WorkTicket& WorkTicket::operator=(WorkTicket&& other) noexcept {
 WorkTicket::~WorkTicket() {
     if (!data_ || !data_->box) return;
     AbandonBox& b = *data_->box;
-    {
-        std::lock_guard<std::mutex> lock(b.mu);
-        b.dropped.push_back({data_->generation, data_->item.partition, data_->id});
-    }
+    std::lock_guard<std::mutex> lock(b.mu);
+    b.dropped.push_back({data_->generation, data_->item.partition, data_->id});
     b.any.store(true, std::memory_order_release);  // pairs with take_abandoned's acquire exchange
-    const int fd = b.event_fd.load(std::memory_order_acquire);
+    // Under mu: the loop's destructor clears event_fd under mu before closing it, so the number
+    // written to is never a descriptor the process has since reused (a pool segment opened
+    // read-write, say). Relaxed: mu orders it.
+    const int fd = b.event_fd.load(std::memory_order_relaxed);
     if (fd >= 0) {
         const uint64_t one = 1;
         (void)!::write(fd, &one, sizeof one);
@@ -341,9 +342,16 @@ struct WorkerLoop::Impl {
     int epoll_fd = -1, event_fd = -1, timer_fd = -1, waiter_fd = -1;
     bool waiter_in_set = false, event_set = false;
     uint64_t timer_due_ns = 0;
+    /// run()'s should_stop while run() runs (null otherwise): a result put waiting for store
+    /// space gives up when it turns true.
+    const std::function<bool()>* stop_check = nullptr;
 
     ~Impl() {
-        box->event_fd.store(-1, std::memory_order_release);
+        {
+            // A ticket dropped on another thread writes to event_fd under mu (see ~WorkTicket).
+            std::lock_guard<std::mutex> lock(box->mu);
+            box->event_fd.store(-1, std::memory_order_relaxed);
+        }
         waiter.reset();  // before the consumer it watches
         for (int fd : {epoll_fd, event_fd, timer_fd})
             if (fd >= 0) ::close(fd);
@@ -1024,6 +1032,14 @@ Result<Outcome> WorkerLoop::Impl::wait_for_store_space(const Message& m, Result<
     for (;;) {
         const uint64_t now = mono_now_ns();
         if (now >= deadline) break;
+        if (stop_check && (*stop_check)()) {
+            // run()'s caller asked to stop (SIGTERM, a Python close()): hand the message back
+            // as for a full store (not an attempt), instead of holding the stop for --store-wait.
+            failure->reason = "stopped while the result put waited for store space (" + store_numbers() +
+                              "): " + put.error().message;
+            failure->permanent = false;
+            return Outcome::store_full;
+        }
         FABRIC_PAUSE_POINT("worker.store_wait.sleeping");
         sleep_ns(std::min(pause, deadline - now));
         pause = std::min<uint64_t>(pause * 2, 100 * kNsPerMs);
@@ -1681,7 +1697,10 @@ Result<int> WorkerLoop::wait_fd() {
         ev.events = EPOLLIN;
         if (::epoll_ctl(im.epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) return errno_error(errno, "wait_fd: epoll_ctl");
     }
-    im.box->event_fd.store(im.event_fd, std::memory_order_release);  // pairs with ~WorkTicket's acquire load
+    {
+        std::lock_guard<std::mutex> lock(im.box->mu);  // ~WorkTicket reads it under mu
+        im.box->event_fd.store(im.event_fd, std::memory_order_relaxed);
+    }
     FABRIC_TRY(im.update_wait_fd(true));
     return im.epoll_fd;
 }
@@ -1719,6 +1738,11 @@ Result<WorkerExit> WorkerLoop::run(Processor processor, const std::function<bool
     };
     std::array<WorkTicket, 1> tickets;
     WorkerExit why = WorkerExit::stopped;
+    im.stop_check = should_stop ? &should_stop : nullptr;
+    struct ClearStopCheck {
+        Impl& im;
+        ~ClearStopCheck() { im.stop_check = nullptr; }
+    } clear_stop_check{im};
     for (;;) {
         if (should_stop && should_stop()) break;
         if (im.finished()) {
