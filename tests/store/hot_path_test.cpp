@@ -4,147 +4,38 @@
 // no heap allocation per object. Counted, not assumed:
 //  - allocations: this test binary replaces the global operator new with a counting one
 //    (alloc_counter.cpp);
-//  - system calls: in a forked child, a seccomp filter traps every system call of the measuring
-//    thread (SIGSYS), and the handler counts it and performs it from the one instruction the
-//    filter lets through, so the run behaves exactly as without the filter (x86-64 only).
+//  - system calls: in a forked child, with syscall_counter.h's seccomp filter (x86-64 only).
 #include <doctest/doctest.h>
 
-#include <signal.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
-#include <sys/syscall.h>
-#include <ucontext.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
-#include <cstdlib>
 #include <cstring>
 #include <new>
 #include <string>
 #include <vector>
 
-#if defined(__x86_64__)
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
-#endif
-
 #include "../support/test_support.h"
 #include "alloc_counter.h"
+#include "syscall_counter.h"
 #include "fabric_shm/consumer.h"
 #include "fabric_shm/mem_object_store.h"
 #include "fabric_shm/pool.h"
 #include "fabric_shm/topic.h"
 #include "fabric_shm/uri.h"
 
-#if defined(__SANITIZE_THREAD__)
-#define HOT_PATH_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define HOT_PATH_TSAN 1
-#endif
-#endif
-
-// ---- system call counting (x86-64) -------------------------------------------------------------
-
-#if defined(__x86_64__) && !defined(HOT_PATH_TSAN)
-#define HOT_PATH_COUNTS_SYSCALLS 1
-// The one system call instruction the filter allows: the SIGSYS handler performs every trapped
-// call through it. The filter recognises it by the address after it (seccomp_data's
-// instruction_pointer is the return address of the call).
-extern "C" long hot_path_raw_syscall(long nr, long a1, long a2, long a3, long a4, long a5, long a6);
-extern "C" char hot_path_raw_syscall_return[];
-asm(R"(
-    .pushsection .text
-    .globl hot_path_raw_syscall
-    .type hot_path_raw_syscall, @function
-hot_path_raw_syscall:
-    movq %rdi, %rax
-    movq %rsi, %rdi
-    movq %rdx, %rsi
-    movq %rcx, %rdx
-    movq %r8, %r10
-    movq %r9, %r8
-    movq 8(%rsp), %r9
-    syscall
-    .globl hot_path_raw_syscall_return
-hot_path_raw_syscall_return:
-    ret
-    .size hot_path_raw_syscall, .-hot_path_raw_syscall
-    .popsection
-)");
-
-namespace {
-constexpr int kSyscallNumbers = 512;
-struct SyscallCounts {
-    std::atomic<uint64_t> total{0};
-    std::atomic<uint64_t> by_nr[kSyscallNumbers] = {};
-};
-SyscallCounts* g_syscalls = nullptr;  // in the child: points into a MAP_SHARED page
-
-void on_sigsys(int, siginfo_t* info, void* ctx) {
-    auto* uc = static_cast<ucontext_t*>(ctx);
-    greg_t* r = uc->uc_mcontext.gregs;
-    const int nr = info->si_syscall;
-    if (g_syscalls) {
-        g_syscalls->total.fetch_add(1, std::memory_order_relaxed);
-        if (nr >= 0 && nr < kSyscallNumbers) g_syscalls->by_nr[nr].fetch_add(1, std::memory_order_relaxed);
-    }
-    r[REG_RAX] = hot_path_raw_syscall(nr, r[REG_RDI], r[REG_RSI], r[REG_RDX], r[REG_R10], r[REG_R8], r[REG_R9]);
-}
-
-/// From now on every system call of this thread is counted (and still performed). Irrevocable:
-/// call it in a forked child only. False when the kernel refuses the filter.
-bool count_syscalls_from_now() {
-    struct sigaction sa{};
-    sa.sa_sigaction = on_sigsys;
-    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGSYS, &sa, nullptr) != 0) return false;
-    const uint64_t ip = reinterpret_cast<uint64_t>(hot_path_raw_syscall_return);
-    const uint32_t ip_lo = uint32_t(ip), ip_hi = uint32_t(ip >> 32);
-    sock_filter prog[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
-        // The signal return itself must not trap.
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_rt_sigreturn, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, instruction_pointer)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, ip_lo, 0, 3),
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, instruction_pointer) + 4),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, ip_hi, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRAP),
-    };
-    sock_fprog fprog{static_cast<unsigned short>(sizeof prog / sizeof prog[0]), prog};
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return false;
-    return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog) == 0;
-}
-}  // namespace
-#endif
-
 namespace {
 
 using namespace fabric_shm;
-
-#if defined(HOT_PATH_COUNTS_SYSCALLS)
-bool under_valgrind() {
-    const char* preload = std::getenv("LD_PRELOAD");
-    return preload && std::strstr(preload, "vgpreload");
-}
-#endif
 
 /// What the forked child reports.
 struct HotPathReport {
     std::atomic<uint32_t> stage{0};   ///< last stage reached (a failing child says where)
     std::atomic<uint64_t> objects{0}, allocations{0}, syscalls_counted{0}, failures{0};
     char error[512] = {};
-#if defined(HOT_PATH_COUNTS_SYSCALLS)
-    SyscallCounts syscalls;
-#endif
+    test::SyscallCounts syscalls;
 };
 
 constexpr uint64_t kKeys = 256;       ///< object ring: every key is overwritten in the steady state
@@ -225,21 +116,15 @@ int hot_path_child(const std::string& pool_name, HotPathReport& rep, bool count_
     // Warm-up: every key and result key exists, buffers have their size, pages are touched.
     if (!run_objects(rep, **store, *prod, *cons, batch, uris, texts, object, result_text, pool_name, next, kWarmup)) return 1;
     rep.stage = 2;
-#if defined(HOT_PATH_COUNTS_SYSCALLS)
     if (count_syscalls) {
-        g_syscalls = &rep.syscalls;
-        if (!count_syscalls_from_now()) return note(rep, std::string("seccomp filter refused: ") + std::strerror(errno)), 1;
+        if (!test::count_syscalls_from_now(rep.syscalls))
+            return note(rep, std::string("seccomp filter refused: ") + std::strerror(errno)), 1;
         rep.syscalls_counted = 1;
     }
-#else
-    (void)count_syscalls;
-#endif
     const uint64_t allocs0 = test::heap_allocations();
     const bool ok = run_objects(rep, **store, *prod, *cons, batch, uris, texts, object, result_text, pool_name, next, kMeasured);
     const uint64_t allocs1 = test::heap_allocations();
-#if defined(HOT_PATH_COUNTS_SYSCALLS)
-    g_syscalls = nullptr;  // what follows (leaving) is not the hot path
-#endif
+    test::stop_counting_syscalls();  // what follows (leaving) is not the hot path
     rep.allocations = allocs1 - allocs0;
     rep.objects = kMeasured;
     rep.stage = 3;
@@ -263,12 +148,7 @@ TEST_CASE("the pipeline's steady state makes no system call and no heap allocati
     }
     // Neither valgrind (it runs the system calls itself) nor TSan (it defers signals) can run the
     // seccomp counter; the allocation count holds everywhere.
-    const bool count_syscalls =
-#if defined(HOT_PATH_COUNTS_SYSCALLS)
-        !under_valgrind();
-#else
-        false;
-#endif
+    const bool count_syscalls = test::syscalls_countable();
     void* mem = mmap(nullptr, sizeof(HotPathReport), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     REQUIRE(mem != MAP_FAILED);
     auto* rep = new (mem) HotPathReport();
@@ -285,22 +165,15 @@ TEST_CASE("the pipeline's steady state makes no system call and no heap allocati
     CHECK_MESSAGE(allocs == 0, allocs << " heap allocations over " << kMeasured << " objects");
     // (Under valgrind the library's calls to operator new go to valgrind's replacement, not to
     // the counter: there the count covers the test's own code only.)
-#if defined(HOT_PATH_COUNTS_SYSCALLS)
     if (count_syscalls) {
         REQUIRE(rep->syscalls_counted.load() == 1);
         const uint64_t calls = rep->syscalls.total.load();
-        std::string which;
-        for (int nr = 0; nr < kSyscallNumbers; ++nr)
-            if (const uint64_t c = rep->syscalls.by_nr[nr].load())
-                which += " nr " + std::to_string(nr) + " x" + std::to_string(c);
+        const std::string which = rep->syscalls.which();
         MESSAGE("hot path: " << calls << " system calls over " << kMeasured << " objects" << which);
         CHECK_MESSAGE(calls == 0, calls << " system calls over " << kMeasured << " objects:" << which);
     } else {
-        MESSAGE("system calls not counted under valgrind");
+        MESSAGE("system calls are counted on x86-64, without TSan and valgrind, only");
     }
-#else
-    MESSAGE("system calls are counted on x86-64 without TSan only");
-#endif
     rep->~HotPathReport();
     munmap(mem, sizeof(HotPathReport));
 }
