@@ -16,9 +16,17 @@
 // 40-100 ms on the 2-vCPU machine: an allowance of 100-200). Before the loop was made
 // allocation-free it counted 18 allocations per message. Under valgrind the library's calls to
 // operator new go to valgrind's replacement and are not counted.
+//
+// System calls, counted in a forked child with syscall_counter.h: the form driven by an event
+// loop (acquire/complete with wait_fd, as fabric-shm-worker --handler and the Python Worker's
+// asyncio driver use it) makes none per message under a backlog either: its eventfd, Waiter and
+// timer change only when the loop's state does (idle, out of capacity, a new instant).
 #include <doctest/doctest.h>
 
+#include <sys/mman.h>
+
 #include <array>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <cstring>
@@ -28,6 +36,7 @@
 
 #include "../support/test_support.h"
 #include "alloc_counter.h"
+#include "syscall_counter.h"
 #include "fabric_shm/clock.h"
 #include "fabric_shm/mem_object_store.h"
 #include "fabric_shm/pool.h"
@@ -217,4 +226,120 @@ TEST_CASE("WorkerLoop's acquire/complete makes no heap allocation per message in
     CHECK(loop->stats().dead_lettered == 0);
     CHECK(loop->stats().inputs_deleted >= kLoopWarmup);
     w.check("WorkerLoop acquire/complete");
+}
+
+namespace {
+
+/// What the forked child of the system-call test reports (in a MAP_SHARED page).
+struct LoopSyscallReport {
+    std::atomic<uint64_t> messages{0}, elapsed_ns{0}, counted{0}, rounds{0};
+    char error[512] = {};
+    test::SyscallCounts syscalls;
+};
+
+/// The loop's shape: 2 partitions with a window of 8 each, so at most 16 messages are buffered
+/// or in flight. The driver below takes and completes kAsyncTake per round.
+constexpr size_t kAsyncTake = 4;
+/// System calls the periodic upkeep may make per 20 ms (the timer set to the next keep-alive,
+/// a contended group lock's futex): a handful, against one or more per message before.
+constexpr uint64_t kUpkeepSyscalls = 8;
+
+/// Holds up to `hold` tickets in flight, completing the oldest kAsyncTake once it has them, with
+/// a loop of the given concurrency. hold < concurrency, hold + kAsyncTake <= 16: the loop always
+/// has capacity and work ready. hold == concurrency: it runs out of capacity every round (as
+/// fabric-shm-worker --handler does when its handlers' windows are full).
+int loop_syscall_child(LoopBench& b, LoopSyscallReport& rep, uint32_t concurrency, size_t hold) {
+    auto fail = [&](const std::string& what) {
+        std::snprintf(rep.error, sizeof rep.error, "%s", what.c_str());
+        return 1;
+    };
+    WorkerConfig cfg = b.config();
+    cfg.concurrency = concurrency;
+    cfg.order = OrderMode::none;
+    auto loop = WorkerLoop::open(b.tp.pool, cfg);
+    if (!loop) return fail("open: " + loop.error().message);
+    if (auto fd = loop->wait_fd(); !fd) return fail("wait_fd: " + fd.error().message);
+    std::vector<WorkTicket> held;  // in flight: completed oldest first, kAsyncTake at a time
+    held.reserve(concurrency);
+    std::array<WorkTicket, kAsyncTake> tickets;
+    uint64_t done = 0, t0 = 0;
+    for (uint64_t rounds = 0; done < kLoopWarmup + kLoopMeasured; ++rounds) {
+        if (rounds > 10'000'000) return fail("no progress after 10M rounds, " + std::to_string(done) + " done");
+        if (done >= kLoopWarmup && t0 == 0) {
+            t0 = mono_now_ns();
+            if (!test::count_syscalls_from_now(rep.syscalls)) return fail(std::string("seccomp: ") + std::strerror(errno));
+            rep.counted = 1;
+        }
+        auto n = loop->acquire(tickets, std::chrono::nanoseconds(0));  // as an event loop: never block here
+        if (!n) return fail("acquire: " + n.error().message);
+        for (size_t t = 0; t < *n; ++t) {
+            if (Status st = b.feed(); !st) return fail("feed: " + st.error().message);  // the backlog stays
+            held.push_back(std::move(tickets[t]));
+        }
+        if (held.size() >= hold || *n == 0) {
+            const size_t k = std::min(held.size(), kAsyncTake);
+            for (size_t t = 0; t < k; ++t, ++done) {
+                const uint32_t crc = crc_of(held[t].item());
+                if (Status st = loop->complete(std::move(held[t]), bytes_of({reinterpret_cast<const char*>(&crc), sizeof crc})); !st)
+                    return fail("complete: " + st.error().message);
+            }
+            held.erase(held.begin(), held.begin() + ptrdiff_t(k));
+        }
+        // An event loop calls service() whenever wait_fd is readable; completions keep it so.
+        if (Status st = loop->service(); !st) return fail("service: " + st.error().message);
+    }
+    test::stop_counting_syscalls();
+    rep.elapsed_ns = mono_now_ns() - t0;
+    rep.messages = done - kLoopWarmup;
+    rep.rounds = (done - kLoopWarmup) / kAsyncTake;
+    for (WorkTicket& t : held) (void)loop->complete(std::move(t), bytes_of("x"));
+    if (Status st = loop->close(); !st) return fail("close: " + st.error().message);
+    return 0;
+}
+
+/// Runs loop_syscall_child in a forked child; returns its report's counts (calls, allowance).
+struct LoopSyscalls {
+    uint64_t calls = 0, upkeep = 0, rounds = 0;
+};
+LoopSyscalls count_loop_syscalls(const std::string& tag, uint32_t concurrency, size_t hold) {
+    LoopBench b(tag);
+    for (uint64_t i = 0; i < 2 * kBacklog; ++i) REQUIRE(b.feed());
+    void* mem = mmap(nullptr, sizeof(LoopSyscallReport), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(mem != MAP_FAILED);
+    auto* rep = new (mem) LoopSyscallReport();
+    const pid_t pid = test::fork_child([&] { return loop_syscall_child(b, *rep, concurrency, hold); });
+    const int code = test::wait_child(pid, 120000);
+    INFO("child: " << rep->error);
+    REQUIRE(code == 0);
+    REQUIRE(rep->counted.load() == 1);
+    LoopSyscalls r;
+    r.calls = rep->syscalls.total.load();
+    r.rounds = rep->rounds.load();
+    const uint64_t elapsed_ns = rep->elapsed_ns.load();
+    r.upkeep = kUpkeepSyscalls * (elapsed_ns / kUpkeepPeriodNs + 1);
+    MESSAGE("acquire/complete with wait_fd, " << hold << " held, concurrency " << concurrency << ": " << r.calls
+                                              << " system calls over " << rep->messages.load() << " messages in "
+                                              << r.rounds << " rounds, " << elapsed_ns / 1000
+                                              << " us (upkeep allowance " << r.upkeep << "):" << rep->syscalls.which());
+    rep->~LoopSyscallReport();
+    munmap(mem, sizeof(LoopSyscallReport));
+    return r;
+}
+
+}  // namespace
+
+TEST_CASE("WorkerLoop's acquire/complete with wait_fd makes no system call per message under a backlog") {
+    if (!test::syscalls_countable()) {
+        MESSAGE("system calls are counted on x86-64, without TSan and valgrind, only");
+        return;
+    }
+    SUBCASE("with capacity to spare: none but the upkeep's") {
+        const LoopSyscalls r = count_loop_syscalls("loop-sys-room", 64, 8);
+        CHECK_MESSAGE(r.calls <= r.upkeep, r.calls << " system calls (upkeep allowance " << r.upkeep << ")");
+    }
+    SUBCASE("out of capacity every round: two per round (wait_fd cleared, then set by a completion)") {
+        const LoopSyscalls r = count_loop_syscalls("loop-sys-full", 8, 8);
+        CHECK_MESSAGE(r.calls <= r.upkeep + 2 * r.rounds,
+                      r.calls << " system calls in " << r.rounds << " rounds (upkeep allowance " << r.upkeep << ")");
+    }
 }

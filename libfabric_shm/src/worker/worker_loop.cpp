@@ -371,6 +371,7 @@ struct WorkerLoop::Impl {
     Result<size_t> hand_out_ready(std::span<WorkTicket> tickets, bool* more);
     Result<bool> hand_out(uint32_t p, uint32_t i, WorkTicket& ticket);
     bool eligible(Part& part, uint32_t i, uint64_t now);
+    bool any_eligible();
     uint64_t next_backoff_end(uint64_t now) const;
     struct Failure {
         std::string reason;
@@ -668,6 +669,16 @@ bool WorkerLoop::Impl::eligible(Part& part, uint32_t i, uint64_t now) {
             if (e.state != Slot::State::done && e.key == s.key) return false;
         }
     return true;
+}
+
+// May any buffered message be handed out now?
+bool WorkerLoop::Impl::any_eligible() {
+    const uint64_t now = mono_now_ns();
+    if (now < store_full_until_ns) return false;  // as hand_out_ready: the timer wakes us
+    for (Part& part : parts)
+        for (uint32_t i = 0; part.owned && i < part.count; ++i)
+            if (eligible(part, i, now)) return true;
+    return false;
 }
 
 // The soonest instant after `now` at which a slot's backoff ends (UINT64_MAX: none). Only a
@@ -1389,18 +1400,31 @@ void WorkerLoop::Impl::signal_ready() {
 }
 
 // Readiness of wait_fd after acquire/service: our eventfd while work is ready now, the
-// Waiter while there is capacity for new messages, the timer at the next service or retry.
+// Waiter while the loop is idle with capacity for new messages, the timer at the next service
+// or retry. Each system call here is paid only when the state it reflects changes, so a loop
+// under a backlog makes none per message:
+// - The Waiter is armed only when the loop goes idle. arm() clears its eventfd and hands a
+//   snapshot of the positions to its bridge thread, which parks on the partitions; while it
+//   is parked every send there costs the producer a futex wake. When work is ready now, our
+//   eventfd already makes wait_fd readable, so an unarmed (or stale) Waiter cannot make a
+//   sleeping caller miss anything: the caller comes back through acquire() at once.
+// - Without capacity the Waiter leaves the epoll set (a fired Waiter would wake a caller that
+//   can take nothing, over and over), and returns when the loop is next idle with capacity.
+// - The timer is absolute and set only when its instant changes.
 Status WorkerLoop::Impl::update_wait_fd(bool more_ready) {
     if (epoll_fd < 0) return {};
     const bool cap = capacity() > 0 && !left;
-    if (more_ready && cap) {
+    const bool ready_now = more_ready && cap;
+    if (ready_now) {
         signal_ready();
     } else if (event_set) {
         uint64_t v;
         (void)!::read(event_fd, &v, sizeof v);
         event_set = false;
     }
-    if (cap && !active.empty()) {
+    if (cap && !ready_now && !active.empty()) {
+        // Idle: wake on the next message. acquire()/service() polled just before deciding
+        // so, hence arm() sees the positions past everything already buffered.
         FABRIC_TRY(waiter->arm());
         if (!waiter_in_set) {
             epoll_event ev{};
@@ -1408,20 +1432,23 @@ Status WorkerLoop::Impl::update_wait_fd(bool more_ready) {
             if (::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, waiter_fd, &ev) != 0) return errno_error(errno, "wait_fd: epoll_ctl");
             waiter_in_set = true;
         }
-    } else if (waiter_in_set) {
+    } else if (waiter_in_set && (!cap || active.empty())) {
         (void)::epoll_ctl(epoll_fd, EPOLL_CTL_DEL, waiter_fd, nullptr);
         waiter_in_set = false;
     }
     const uint64_t now = mono_now_ns();
     uint64_t due = std::min(last_keep_alive_ns + kKeepAliveEveryNs * 2, next_backoff_end(now));
     if (store_full_until_ns > now) due = std::min(due, store_full_until_ns);
-    if (due != timer_due_ns || due <= now) {
+    if (due != timer_due_ns) {
+        // Absolute: an instant already past fires at once, and the same instant is not set
+        // again until service() has consumed the expiry (timer_due_ns = 0).
         timer_due_ns = due;
-        const uint64_t rel = due > now ? due - now : 1000;
         itimerspec its{};
-        its.it_value.tv_sec = time_t(rel / kNsPerSec);
-        its.it_value.tv_nsec = long(rel % kNsPerSec);
-        if (::timerfd_settime(timer_fd, 0, &its, nullptr) != 0) return errno_error(errno, "wait_fd: timerfd_settime");
+        its.it_value.tv_sec = time_t(due / kNsPerSec);
+        its.it_value.tv_nsec = long(due % kNsPerSec);
+        if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0) its.it_value.tv_nsec = 1;  // 0 would disarm it
+        if (::timerfd_settime(timer_fd, TFD_TIMER_ABSTIME, &its, nullptr) != 0)
+            return errno_error(errno, "wait_fd: timerfd_settime");
     }
     return {};
 }
@@ -1606,6 +1633,12 @@ Result<size_t> WorkerLoop::acquire(std::span<WorkTicket> tickets, std::chrono::n
         if (backoff_end != UINT64_MAX) wait = std::min(wait, backoff_end - now);
         if (Status st = im.poll_into_rings(wait); !st) return im.fatal(std::move(st).error());
     }
+    if (im.epoll_fd >= 0 && !more && n > 0 && im.capacity() > 0) {
+        // Everything buffered went out; before wait_fd says "idle" (arming the Waiter), look
+        // whether the topic already holds more (under a backlog it does: no arm per acquire).
+        if (Status st = im.poll_into_rings(0); !st) return im.fatal(std::move(st).error());
+        more = im.any_eligible();
+    }
     if (Status st = im.update_wait_fd(more); !st) return im.fatal(std::move(st).error());
     return n;
 }
@@ -1662,18 +1695,20 @@ Status WorkerLoop::complete(WorkTicket&& ticket, const Error& error, bool perman
 Status WorkerLoop::service() {
     Impl& im = *impl_;
     if (im.left) return closed_error(im);
-    if (im.timer_fd >= 0) {
+    // The timer is read only once its instant has passed (a read of a timer not yet expired
+    // is a system call for nothing); update_wait_fd then sets the next instant.
+    if (im.timer_fd >= 0 && im.timer_due_ns != 0 && im.timer_due_ns <= mono_now_ns()) {
         uint64_t expirations;
         (void)!::read(im.timer_fd, &expirations, sizeof expirations);
         im.timer_due_ns = 0;
     }
     if (Status st = im.service(true); !st) return im.fatal(std::move(st).error());
-    // Work may be ready now (a retry's backoff over, a ticket dropped): acquire() looks.
-    bool ready = false;
-    const uint64_t now = mono_now_ns();
-    for (Part& part : im.parts)
-        for (uint32_t i = 0; part.owned && i < part.count && !ready; ++i) ready = im.eligible(part, i, now);
-    if (Status st = im.update_wait_fd(ready); !st) return im.fatal(std::move(st).error());
+    // Work may be ready now (a retry's backoff over, a ticket dropped, messages waiting in the
+    // topic): acquire() takes it. Polled before deciding, so that an idle loop arms its Waiter
+    // past what is already there rather than being woken for it by the Waiter's thread.
+    if (im.epoll_fd >= 0 && im.capacity() > 0)
+        if (Status st = im.poll_into_rings(0); !st) return im.fatal(std::move(st).error());
+    if (Status st = im.update_wait_fd(im.any_eligible()); !st) return im.fatal(std::move(st).error());
     return {};
 }
 
