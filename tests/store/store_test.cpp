@@ -775,6 +775,106 @@ TEST_CASE("store: a key overwritten while other keys churn is never read as abse
     CHECK(absent.load() == 0);
 }
 
+namespace {
+/// Forges, at a named point, the state a drain attempt leaves while it runs: every SMALL
+/// superblock DRAINING (same class, the drainer's token in aux), as if another process had
+/// taken each one for a drain (its used-block hint is racy, so it may try a superblock that
+/// holds a loan or an object) and was preempted before meeting the block that makes it roll
+/// back. forge_point names the point; undrain() rolls the forged descriptors back as the
+/// drainer would.
+struct DrainForge {
+    std::atomic<uint64_t>* desc = nullptr;
+    uint64_t sb_count = 0;
+    uint32_t drainer = 0;
+    const char* point = "";
+    std::vector<uint64_t> forged;  ///< sb -> the DRAINING word written there (0: untouched)
+
+    void forge() {
+        forged.assign(sb_count, 0);
+        for (uint64_t sb = 0; sb < sb_count; ++sb) {
+            uint64_t d = desc[sb].load();
+            if (store_layout::sb_state(d) != store_layout::kSbSmall) continue;
+            const uint64_t draining = store_layout::next_sb(d, store_layout::kSbDraining, store_layout::sb_class(d), drainer);
+            if (desc[sb].compare_exchange_strong(d, draining)) forged[sb] = draining;
+        }
+    }
+    void undrain() {
+        for (uint64_t sb = 0; sb < forged.size(); ++sb) {
+            uint64_t d = forged[sb];
+            if (d != 0)
+                desc[sb].compare_exchange_strong(d, store_layout::next_sb(d, store_layout::kSbSmall, store_layout::sb_class(d), 0));
+        }
+        forged.clear();
+    }
+};
+DrainForge* g_drain_forge = nullptr;
+void forge_drain_at_point(const char* name) {
+    if (g_drain_forge && std::strcmp(name, g_drain_forge->point) == 0 && g_drain_forge->forged.empty())
+        g_drain_forge->forge();
+}
+}  // namespace
+
+TEST_CASE("store: a drain attempt on a superblock hides none of its blocks: loans, puts and gets work while it runs") {
+    // Before: locate() knew only SMALL superblocks, so during another process's drain attempt
+    // a put or loan that had just claimed a block there wrote through a null address (SIGSEGV
+    // in fabric-shm-producer under a worker deleting its inputs), a commit failed "loaned block
+    // vanished", and a get of an object there failed "invalid object header" (corrupt).
+    Fixture f("drainattempt", 32 << 20);
+    auto root = f.pool->open_region(RegionKind::store, "default");
+    REQUIRE(root);
+    auto* h = reinterpret_cast<store_layout::StoreHeader*>(root->data());
+    DrainForge forge;
+    forge.desc = reinterpret_cast<std::atomic<uint64_t>*>(root->data() + h->desc_offset);
+    forge.sb_count = h->sb_count;
+    forge.drainer = uint32_t(f.pool->self()) + 1;  // another process's token (only its shape matters)
+    const auto kept = f.at("b", "kept");
+    REQUIRE(f.store->put(kept, pattern(1000, 7)));
+    g_drain_forge = &forge;
+    detail::set_pause_hook(&forge_drain_at_point);
+    struct Unhook {
+        ~Unhook() {
+            detail::set_pause_hook(nullptr);
+            g_drain_forge = nullptr;
+        }
+    } unhook;
+    SUBCASE("a put whose block's superblock is being drained between its claim and its copy") {
+        forge.point = "store.put.after_alloc";
+        auto v = f.store->put(f.at("b", "put"), pattern(1000, 1));
+        REQUIRE_MESSAGE(v, v.error().message);
+        REQUIRE_FALSE(forge.forged.empty());  // the point was reached and the state forged
+        auto g = f.store->get(kept);  // an object in a superblock being drained
+        REQUIRE_MESSAGE(g, g.error().message);
+        REQUIRE(g->has_value());
+        CHECK((*g)->data == pattern(1000, 7));
+        forge.undrain();
+        auto p = f.store->get(f.at("b", "put"));
+        REQUIRE(p);
+        REQUIRE(p->has_value());
+        CHECK((*p)->data == pattern(1000, 1));
+    }
+    SUBCASE("a loan whose block's superblock is being drained, filled and committed meanwhile") {
+        forge.point = "store.loan.after_alloc";
+        auto loan = f.store->loan(f.at("b", "loan"), 1000);
+        REQUIRE_MESSAGE(loan, loan.error().message);
+        REQUIRE_FALSE(forge.forged.empty());
+        const auto want = pattern(1000, 2);
+        std::memcpy(loan->bytes().data(), want.data(), want.size());
+        auto v = loan->commit();
+        REQUIRE_MESSAGE(v, v.error().message);
+        auto pinned = f.store->pin(kept);
+        REQUIRE_MESSAGE(pinned, pinned.error().message);
+        REQUIRE(pinned->has_value());
+        CHECK((*pinned)->bytes().size() == 1000);
+        pinned->reset();
+        forge.undrain();
+        auto p = f.store->get(f.at("b", "loan"));
+        REQUIRE(p);
+        REQUIRE(p->has_value());
+        CHECK((*p)->data == want);
+    }
+    check_store_clean(*f.pool);
+}
+
 TEST_CASE("store: a corrupt size class in a superblock descriptor is skipped by the drain, never used as an index") {
     // The 6-bit class of a SMALL descriptor comes from shared memory. A free that triggers a
     // drain of that superblock must check it against the class table (48 entries, fewer in

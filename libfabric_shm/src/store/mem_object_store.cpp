@@ -372,7 +372,10 @@ Result<uint64_t> MemObjectStore::put(const FabricUriView& uri, ByteView data, co
     if (!block) return std::move(block).error();
     FABRIC_CRASH_POINT("store.put.after_alloc");
     detail::BlockLoc loc;
-    core.locate(*block, loc);
+    if (!core.locate(*block, loc)) {  // only a corrupt descriptor: never write through it
+        core.free_loan(*block, me);
+        return make_error(Errc::corrupt, "store: block " + std::to_string(*block) + " allocated for a put cannot be located");
+    }
     detail::seqlock_copy_in(loc.data + kPayloadOffset, data.data(), data.size());
     write_header(loc.data, data.size(), crc32(data.data(), data.size()), *key, options, *meta_len);
     FABRIC_CRASH_POINT("store.put.after_fill");
@@ -554,7 +557,10 @@ Result<ObjectLoan> MemObjectStore::loan(const FabricUri& uri, uint64_t size, con
     if (!block) return std::move(block).error();
     FABRIC_CRASH_POINT("store.loan.after_alloc");
     detail::BlockLoc loc;
-    s.core->locate(*block, loc);
+    if (!s.core->locate(*block, loc)) {  // only a corrupt descriptor: never write through it
+        s.core->free_loan(*block, me);
+        return make_error(Errc::corrupt, "store: block " + std::to_string(*block) + " allocated for a loan cannot be located");
+    }
     ObjectLoan loan;
     loan.impl_ = std::make_unique<ObjectLoan::Impl>();
     loan.impl_->s = impl_->s;
@@ -603,7 +609,10 @@ Result<ObjectLoan> MemObjectStore::loan(uint64_t size) {
     if (!block) return std::move(block).error();
     FABRIC_CRASH_POINT("store.loan.after_alloc");
     detail::BlockLoc loc;
-    s.core->locate(*block, loc);
+    if (!s.core->locate(*block, loc)) {  // only a corrupt descriptor: never write through it
+        s.core->free_loan(*block, me);
+        return make_error(Errc::corrupt, "store: block " + std::to_string(*block) + " allocated for a loan cannot be located");
+    }
     ObjectLoan loan;
     loan.impl_ = std::make_unique<ObjectLoan::Impl>();
     loan.impl_->s = impl_->s;

@@ -276,7 +276,12 @@ bool StoreCore::locate(uint32_t block, BlockLoc& loc) const noexcept {
     const uint64_t sb = block / words_per_sb_, i = block % words_per_sb_;
     // Acquire: pairs with the release CAS that assigned the superblock (assign_sb/alloc_run).
     const uint64_t d = desc_[sb].load(std::memory_order_acquire);
-    if (sb_state(d) == kSbSmall) {
+    // DRAINING keeps the layout: a drain attempt enters it from SMALL with the same class and
+    // only turns FREE blocks DRAINED; any block that is not FREE (a loan, an object) makes it
+    // roll back to SMALL. Such a block stays where it is throughout, and its owner and readers
+    // must find it: a drain attempt runs whenever a racy used-block hint says the superblock
+    // may be empty, and a loan that could not be located was written through a null address.
+    if (sb_state(d) == kSbSmall || sb_state(d) == kSbDraining) {
         const uint32_t c = sb_class(d);
         if (c >= class_count_) return false;
         const uint64_t cs = class_sizes_[c];
