@@ -413,6 +413,34 @@ TEST_CASE("async worker: a dead letter or a due retry that must wait for a messa
     CHECK(f.result_text("k2") == "DATA");
 }
 
+TEST_CASE("async worker: with its count's last message waiting out a backoff, wait_fd does not spin on messages past the count") {
+    // Room for one more message (capacity 1) but none may be read (the count is buffered):
+    // a Waiter armed at the consumer's position would fire at once for the message sitting
+    // there, again after every service(), for the whole backoff.
+    Fixture f("async-count-wait");
+    for (int i = 0; i < 3; ++i) f.upload("k" + std::to_string(i), "data");
+    WorkerConfig c = f.cfg("a", 2);
+    c.count = 2;
+    c.backoff_initial_ns = 400'000'000;
+    c.backoff_max_ns = 400'000'000;
+    auto loop = WorkerLoop::open(f.tp.pool, c);
+    REQUIRE(loop.ok());
+    REQUIRE(loop->wait_fd().ok());
+    auto first = acquire_n(*loop, 2);
+    REQUIRE(first.size() == 2);
+    REQUIRE(loop->complete(std::move(first[0]), upper(first[0])).ok());
+    REQUIRE(loop->complete(std::move(first[1]), make_error(Errc::io_error, "flaky")).ok());
+    REQUIRE(loop->service().ok());
+    const int wakeups = wait_fd_wakeups(*loop, 250ms);
+    CHECK_MESSAGE(wakeups < 40, wakeups, " wake-ups of wait_fd in 250 ms with the count reached but for a retry");
+    // The retry runs once its backoff is over, and the count ends the loop.
+    auto again = acquire_n(*loop, 1);
+    REQUIRE(again.size() == 1);
+    CHECK(again[0].item().offset == 1);
+    REQUIRE(loop->complete(std::move(again[0]), upper(again[0])).ok());
+    CHECK(loop->finished());
+}
+
 namespace {
 
 /// A fixture whose store has a 256 KiB heap (4 superblocks of 64 KiB), filled with objects

@@ -484,7 +484,10 @@ Result<WorkerExit> Pool::run(const volatile sig_atomic_t* stop) {
         }
         fds.clear();
         owners.clear();
-        fds.push_back({*wfd, POLLIN, 0});
+        // The loop's wait_fd only while we could take what it announces: with every handler's
+        // window full (or a handler down, or draining) it may stay readable, and poll() would
+        // spin; a reply (a handler's stdout) or the service tick brings us back instead.
+        fds.push_back({!draining && capacity() > 0 ? *wfd : -1, POLLIN, 0});
         owners.emplace_back(nullptr, 0);
         uint64_t wait = kServiceEveryNs;
         now = mono_now_ns();

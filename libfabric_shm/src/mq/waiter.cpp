@@ -139,7 +139,7 @@ struct Waiter::Impl {
     std::condition_variable taken;  ///< the bridge took up generation `gen`
     std::vector<Watch> snapshot;
     /// arm()'s next snapshot, built outside `mu` and swapped with `snapshot`: both keep their
-    /// capacity, so arming again and again (WorkerLoop's wait_fd, per acquire) allocates nothing.
+    /// capacity, so arming again and again (WorkerLoop's wait_fd, each time it goes idle) allocates nothing.
     std::vector<Watch> arming;
     uint64_t gen = 0, seen_gen = 0;
     bool armed = false, stop = false;

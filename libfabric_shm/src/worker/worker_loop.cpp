@@ -184,6 +184,7 @@ struct AbandonBox {
     std::vector<Dropped> dropped;
     std::atomic<bool> any{false};  ///< release by droppers, acquire by the loop: dropped is non-empty
     std::atomic<int> event_fd{-1}; ///< the loop's wake-up eventfd (wait_fd), -1 when none; written and read under mu
+    bool fd_written = false;       ///< under mu: a dropper wrote event_fd since the loop last drained it
 };
 
 // Recycled from message to message (WorkerLoop::Impl::new_data/recycle): its strings keep their
@@ -221,6 +222,7 @@ WorkTicket::~WorkTicket() {
     if (fd >= 0) {
         const uint64_t one = 1;
         (void)!::write(fd, &one, sizeof one);
+        b.fd_written = true;  // the loop drains it even when it did not set it itself
     }
 }
 const WorkItem& WorkTicket::item() const {
@@ -1417,12 +1419,31 @@ Status WorkerLoop::Impl::update_wait_fd(bool more_ready) {
     const bool ready_now = more_ready && cap;
     if (ready_now) {
         signal_ready();
-    } else if (event_set) {
-        uint64_t v;
-        (void)!::read(event_fd, &v, sizeof v);
-        event_set = false;
+    } else {
+        // Under the box's mutex, which droppers hold while they write: a drop either wrote
+        // before (its write is drained here, and `any` says it waits for take_abandoned) or
+        // writes after (the eventfd stays readable). Never a drop's write consumed unseen, nor
+        // a stale drop's write left readable for ever.
+        bool dropped_pending = false;
+        {
+            std::lock_guard<std::mutex> lock(box->mu);
+            if (event_set || box->fd_written) {
+                uint64_t v;
+                (void)!::read(event_fd, &v, sizeof v);
+                event_set = false;
+                box->fd_written = false;
+            }
+            dropped_pending = box->any.load(std::memory_order_relaxed);  // mu orders it
+        }
+        if (dropped_pending) signal_ready();  // acquire()/service() take it (take_abandoned)
     }
-    if (cap && !ready_now && !active.empty()) {
+    // Positions change only by a poll, and partitions come back (a ring with room again) by
+    // sync_active: bring the consumer's assignment up to date, so arm() watches every partition
+    // a poll would read.
+    FABRIC_TRY(sync_active());
+    // A poll can read only while some partition's ring has room and a count limit leaves room.
+    const bool readable = !active.empty() && (cfg.count == 0 || cfg.count > handled + buffered);
+    if (cap && !ready_now && readable) {
         // Idle: wake on the next message. acquire()/service() polled just before deciding
         // so, hence arm() sees the positions past everything already buffered.
         FABRIC_TRY(waiter->arm());
@@ -1432,7 +1453,7 @@ Status WorkerLoop::Impl::update_wait_fd(bool more_ready) {
             if (::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, waiter_fd, &ev) != 0) return errno_error(errno, "wait_fd: epoll_ctl");
             waiter_in_set = true;
         }
-    } else if (waiter_in_set && (!cap || active.empty())) {
+    } else if (waiter_in_set && (!cap || !readable)) {
         (void)::epoll_ctl(epoll_fd, EPOLL_CTL_DEL, waiter_fd, nullptr);
         waiter_in_set = false;
     }
@@ -1442,13 +1463,13 @@ Status WorkerLoop::Impl::update_wait_fd(bool more_ready) {
     if (due != timer_due_ns) {
         // Absolute: an instant already past fires at once, and the same instant is not set
         // again until service() has consumed the expiry (timer_due_ns = 0).
-        timer_due_ns = due;
         itimerspec its{};
         its.it_value.tv_sec = time_t(due / kNsPerSec);
         its.it_value.tv_nsec = long(due % kNsPerSec);
         if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0) its.it_value.tv_nsec = 1;  // 0 would disarm it
         if (::timerfd_settime(timer_fd, TFD_TIMER_ABSTIME, &its, nullptr) != 0)
             return errno_error(errno, "wait_fd: timerfd_settime");
+        timer_due_ns = due;
     }
     return {};
 }
@@ -1633,11 +1654,13 @@ Result<size_t> WorkerLoop::acquire(std::span<WorkTicket> tickets, std::chrono::n
         if (backoff_end != UINT64_MAX) wait = std::min(wait, backoff_end - now);
         if (Status st = im.poll_into_rings(wait); !st) return im.fatal(std::move(st).error());
     }
-    if (im.epoll_fd >= 0 && !more && n > 0 && im.capacity() > 0) {
-        // Everything buffered went out; before wait_fd says "idle" (arming the Waiter), look
-        // whether the topic already holds more (under a backlog it does: no arm per acquire).
-        if (Status st = im.poll_into_rings(0); !st) return im.fatal(std::move(st).error());
-        more = im.any_eligible();
+    if (im.epoll_fd >= 0 && !more && (n > 0 || im.active_dirty) && im.capacity() > 0) {
+        // Everything buffered went out (or a partition's ring got room back without anything
+        // handed out: results already there, dead letters); before wait_fd says "idle"
+        // (arming the Waiter), look whether the topic already holds more (under a backlog it
+        // does: no arm per acquire). Only an optimisation: the tickets already handed out are
+        // returned even if this poll fails (the next call's poll reports the error).
+        if (Status st = im.poll_into_rings(0); st) more = im.any_eligible();
     }
     if (Status st = im.update_wait_fd(more); !st) return im.fatal(std::move(st).error());
     return n;
