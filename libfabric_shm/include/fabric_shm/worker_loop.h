@@ -141,6 +141,10 @@ struct WorkerStats {
     uint64_t inputs_deleted = 0; ///< delete_input: inputs removed after their commit
     uint64_t inputs_kept = 0;    ///< delete_input: not removed (uploaded again since, fan-out, another group)
     uint64_t epoch = 0;
+    /// Monotonic instants (clock.h mono_now_ns) of the first message handed out and of the
+    /// last result written; 0 until then. Their difference is the time spent working, without
+    /// start-up or idle time: a throughput that neither counts.
+    uint64_t first_handout_mono_ns = 0, last_result_mono_ns = 0;
     std::vector<uint32_t> partitions;  ///< current assignment
     LatencySummary latency;      ///< put timestamp -> result written (wall clock)
 };

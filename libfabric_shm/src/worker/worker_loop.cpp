@@ -718,7 +718,10 @@ Result<size_t> WorkerLoop::Impl::hand_out_ready(std::span<WorkTicket> tickets, b
             const uint64_t gen = generation;
             auto got = hand_out(p, i, tickets[n]);
             if (!got) return std::move(got).error();
-            if (*got) ++n;
+            if (*got) {
+                ++n;
+                if (stats.first_handout_mono_ns == 0) stats.first_handout_mono_ns = mono_now_ns();
+            }
             if (gen != generation || !part.owned) break;  // reassigned meanwhile
             // A done prefix may have moved the ring: start this partition over.
             i = uint32_t(-1);
@@ -1156,6 +1159,7 @@ Result<Outcome> WorkerLoop::Impl::write_result(const Message& m, WorkTicket::Dat
     }
     FABRIC_PAUSE_POINT("worker.result.after_put");
     ++stats.processed;
+    stats.last_result_mono_ns = mono_now_ns();
     stats.bytes_in += d.item.data.size();
     stats.bytes_out += out.size();
     const uint64_t put_ts = parse_u64(m.header(kHeaderPutTime), 0);
