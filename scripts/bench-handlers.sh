@@ -54,27 +54,34 @@ print("| %s | %s | %d | %.0f | %s | %s |" % (sys.argv[2], sys.argv[3], d["proces
       us(d["latency_ns"]["p50"]), us(d["latency_ns"]["p99"])))
 PY
 }
-run() {
-    local label="$1" count="$2" out topic
-    shift 2
-    out=$(mktemp)
+# The next run's topic, in $topic: sized for $1 messages, the group registered.
+new_topic() {
     i=$((i + 1))
     topic="t$i"
-    prepare "$topic" "$count"
+    prepare "$topic" "$1"
+}
+# The measured worker on $topic with the processor options "$@" (JSON into $out), in the
+# background ($wpid), joined when it returns.
+start_worker() {
     "$build/workers/fabric-shm-worker" --pool "$pool" --no-create --topic "$topic" --group g \
         --exit-when-idle 1s --json --quiet "$@" >"$out" &
-    local wpid=$!
+    wpid=$!
     sleep 0.3  # joined, handlers started
+}
+run() {
+    local label="$1" count="$2" out topic wpid
+    shift 2
+    out=$(mktemp)
+    new_topic "$count"
+    start_worker "$@"
     produce "$topic" "$count"
     wait "$wpid"
     report "$out" "$label" alongside "$count"
     cleanup "$topic"
-    i=$((i + 1))
-    topic="t$i"
-    prepare "$topic" "$count"
+    new_topic "$count"
     produce "$topic" "$count"
-    "$build/workers/fabric-shm-worker" --pool "$pool" --no-create --topic "$topic" --group g \
-        --exit-when-idle 1s --json --quiet "$@" >"$out"
+    start_worker "$@"
+    wait "$wpid"
     report "$out" "$label" backlog "$count"
     cleanup "$topic"
     rm -f "$out"
@@ -100,16 +107,11 @@ echo
 echo "| processor, light load (one object every 5 ms) | objects | p50 put->result | p99 put->result | p50 - 3 futex wake-ups |"
 echo "|---|---:|---:|---:|---:|"
 light_run() {
-    local label="$1" out topic
+    local label="$1" out topic wpid
     shift
     out=$(mktemp)
-    i=$((i + 1))
-    topic="t$i"
-    prepare "$topic" "$light"
-    "$build/workers/fabric-shm-worker" --pool "$pool" --no-create --topic "$topic" --group g \
-        --exit-when-idle 1s --json --quiet "$@" >"$out" &
-    local wpid=$!
-    sleep 0.3
+    new_topic "$light"
+    start_worker "$@"
     PYTHONPATH="$build/python" /usr/bin/python3 - "$pool" "$topic" "$light" <<'PY'
 import sys, time
 import fabric_shm as fs

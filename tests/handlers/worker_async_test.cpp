@@ -413,6 +413,34 @@ TEST_CASE("async worker: a dead letter or a due retry that must wait for a messa
     CHECK(f.result_text("k2") == "DATA");
 }
 
+TEST_CASE("async worker: tickets dropped after a rebalance made them stale leave wait_fd quiet") {
+    // A dropped ticket writes the loop's eventfd (a redelivery may be due). One from before a
+    // reassignment is ignored when taken, so nothing else ever clears that write: the loop
+    // must drain it, or wait_fd stays readable and its event loop spins.
+    Fixture f("async-stale-drop", 2);
+    for (int i = 0; i < 8; ++i) f.upload("k" + std::to_string(i), "data");
+    auto a = WorkerLoop::open(f.tp.pool, f.cfg("a", 16));
+    REQUIRE(a.ok());
+    REQUIRE(a->wait_fd().ok());
+    auto old_tickets = acquire_n(*a, 8);
+    REQUIRE(old_tickets.size() == 8);
+    // b joins; a's next rebalance gives b a partition, and every ticket a holds goes stale.
+    auto b = WorkerLoop::open(f.tp.pool, f.cfg("b", 16));
+    REQUIRE(b.ok());
+    for (int i = 0; i < 200 && a->stats().partitions.size() != 1; ++i) {
+        REQUIRE(a->service().ok());
+        std::this_thread::sleep_for(10ms);
+    }
+    REQUIRE(a->stats().partitions.size() == 1);
+    // a takes its partition's messages again (new tickets, held), so nothing is left to hand out.
+    auto held = acquire_n(*a, 8);
+    REQUIRE_FALSE(held.empty());
+    old_tickets.clear();  // dropped, stale
+    const int wakeups = wait_fd_wakeups(*a, 250ms);
+    CHECK_MESSAGE(wakeups < 40, wakeups, " wake-ups of wait_fd in 250 ms after stale tickets were dropped");
+    for (WorkTicket& t : held) REQUIRE(a->complete(std::move(t), upper(t)).ok());
+}
+
 TEST_CASE("async worker: with its count's last message waiting out a backoff, wait_fd does not spin on messages past the count") {
     // Room for one more message (capacity 1) but none may be read (the count is buffered):
     // a Waiter armed at the consumer's position would fire at once for the message sitting
