@@ -104,6 +104,7 @@ private:
     Status flush(Handler& h);
     size_t capacity();
     size_t in_flight() const;
+    bool all_ready() const;  ///< every handler up and past its hello
     Handler* least_loaded();
     Status dispatch(std::span<WorkTicket> tickets);
     void close_all(uint64_t grace_ns);
@@ -381,6 +382,12 @@ size_t Pool::capacity() {
     return c;
 }
 
+bool Pool::all_ready() const {
+    for (const Handler& h : handlers_)
+        if (h.state != Handler::State::ready) return false;
+    return true;
+}
+
 size_t Pool::in_flight() const {
     size_t n = 0;
     for (const Handler& h : handlers_) n += h.in_flight.size();
@@ -483,7 +490,15 @@ Result<WorkerExit> Pool::run(const volatile sig_atomic_t* stop) {
         if (!draining) {
             const size_t cap = std::min(capacity(), tickets.size());
             if (cap > 0) {
-                auto n = loop_.acquire(std::span(tickets).first(cap), std::chrono::nanoseconds(0));
+                // Idle (nothing in flight, every handler up): park on the topic itself until a
+                // message comes or the service tick is due. The next message then costs one
+                // futex wake-up, instead of two (the Waiter's thread, then this one through
+                // wait_fd): ~40-50 us less at light load on a 2-vCPU VM. A handler's stderr or
+                // exit meanwhile waits for the tick at most (kServiceEveryNs), as does a signal.
+                uint64_t park_ns = 0;
+                if (in_flight() == 0 && all_ready() && now - last_service_ns_ < kServiceEveryNs)
+                    park_ns = kServiceEveryNs - (now - last_service_ns_);
+                auto n = loop_.acquire(std::span(tickets).first(cap), std::chrono::nanoseconds(park_ns));
                 if (!n) return std::move(n).error();
                 FABRIC_TRY(dispatch(std::span(tickets).first(*n)));
                 if (*n == cap) continue;  // more may be ready: take them before sleeping
