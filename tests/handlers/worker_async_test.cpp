@@ -441,6 +441,22 @@ TEST_CASE("async worker: tickets dropped after a rebalance made them stale leave
     for (WorkTicket& t : held) REQUIRE(a->complete(std::move(t), upper(t)).ok());
 }
 
+TEST_CASE("async worker: after close() wait_fd never becomes readable: not for new messages, a dropped ticket or the timer") {
+    Fixture f("async-close-quiet");
+    f.upload("k0", "data");
+    auto loop = WorkerLoop::open(f.tp.pool, f.cfg("a", 4));
+    REQUIRE(loop.ok());
+    auto fd = loop->wait_fd();
+    REQUIRE(fd.ok());
+    auto held = acquire_n(*loop, 1);
+    REQUIRE(held.size() == 1);
+    REQUIRE(loop->close().ok());
+    held.clear();          // dropped after close: its write must not wake anyone
+    f.upload("k1", "data");  // a message for a loop that can take nothing
+    pollfd p{*fd, POLLIN, 0};
+    CHECK(::poll(&p, 1, 150) == 0);  // longer than the timer's keep-alive instant (40 ms)
+}
+
 TEST_CASE("async worker: with its count's last message waiting out a backoff, wait_fd does not spin on messages past the count") {
     // Room for one more message (capacity 1) but none may be read (the count is buffered):
     // a Waiter armed at the consumer's position would fire at once for the message sitting

@@ -227,7 +227,8 @@ public:
     /// True once `count` messages were handled, or `exit_when_idle` passed without a message.
     bool finished() const;
     /// Commits what completed and leaves the group. Tickets still out are redelivered to the
-    /// next owner (their attempt counted). Idempotent.
+    /// next owner (their attempt counted). wait_fd(), if made, stays open but never becomes
+    /// readable again (stop watching it). Idempotent.
     Status close();
 
     const WorkerStats& stats() const;

@@ -1774,9 +1774,26 @@ Status WorkerLoop::close() {
     ++im.generation;  // tickets still out are stale: their messages go to the next owner
     im.in_flight = 0;
     im.leave();
-    if (im.epoll_fd >= 0 && im.waiter_in_set) {
-        (void)::epoll_ctl(im.epoll_fd, EPOLL_CTL_DEL, im.waiter_fd, nullptr);
-        im.waiter_in_set = false;
+    if (im.epoll_fd >= 0) {
+        // wait_fd goes quiet for good: nothing can be acquired any more, so a driver still
+        // watching it must not be woken (by the Waiter, a ticket dropped later, or the timer).
+        if (im.waiter_in_set) {
+            (void)::epoll_ctl(im.epoll_fd, EPOLL_CTL_DEL, im.waiter_fd, nullptr);
+            im.waiter_in_set = false;
+        }
+        {
+            std::lock_guard<std::mutex> lock(im.box->mu);  // droppers write event_fd under mu
+            im.box->event_fd.store(-1, std::memory_order_relaxed);
+            im.box->fd_written = false;
+            uint64_t v;
+            (void)!::read(im.event_fd, &v, sizeof v);
+            im.event_set = false;
+        }
+        const itimerspec disarm{};
+        (void)::timerfd_settime(im.timer_fd, 0, &disarm, nullptr);
+        uint64_t expirations;
+        (void)!::read(im.timer_fd, &expirations, sizeof expirations);
+        im.timer_due_ns = 0;
     }
     return st;
 }
