@@ -203,10 +203,7 @@ py::dict stats_dict(const WorkerStats& s) {
     d["latency_p50_ns"] = s.latency.p50_ns;
     d["latency_p99_ns"] = s.latency.p99_ns;
     d["latency_samples"] = s.latency.samples;
-    // Seconds from the first message handed out to the last result (0.0 before both).
-    d["busy_s"] = s.last_result_mono_ns > s.first_handout_mono_ns && s.first_handout_mono_ns != 0
-                      ? double(s.last_result_mono_ns - s.first_handout_mono_ns) / 1e9
-                      : 0.0;
+    d["busy_s"] = s.busy_seconds();  // first message handed out -> last result (0.0 before both)
     return d;
 }
 

@@ -186,9 +186,7 @@ nlohmann::json stats_json(const WorkerLoop& loop, uint64_t elapsed_ns) {
     j["elapsed_s"] = secs;
     j["results_per_s"] = secs > 0 ? double(s.processed) / secs : 0.0;
     // From the first message handed out to the last result: no start-up, no idle tail.
-    const double busy = s.last_result_mono_ns > s.first_handout_mono_ns && s.first_handout_mono_ns != 0
-                            ? double(s.last_result_mono_ns - s.first_handout_mono_ns) / 1e9
-                            : 0.0;
+    const double busy = s.busy_seconds();
     j["busy_s"] = busy;
     j["results_per_busy_s"] = busy > 0 ? double(s.processed) / busy : 0.0;
     j["latency_ns"] = {{"samples", s.latency.samples}, {"p50", s.latency.p50_ns}, {"p99", s.latency.p99_ns},

@@ -147,6 +147,13 @@ struct WorkerStats {
     uint64_t first_handout_mono_ns = 0, last_result_mono_ns = 0;
     std::vector<uint32_t> partitions;  ///< current assignment
     LatencySummary latency;      ///< put timestamp -> result written (wall clock)
+
+    /// Seconds from the first message handed out to the last result written (0 before both).
+    double busy_seconds() const {
+        return first_handout_mono_ns != 0 && last_result_mono_ns > first_handout_mono_ns
+                   ? double(last_result_mono_ns - first_handout_mono_ns) / 1e9
+                   : 0.0;
+    }
 };
 
 /// Why run() returned.

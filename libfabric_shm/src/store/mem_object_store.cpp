@@ -342,6 +342,16 @@ void write_header(std::byte* block, uint64_t size, uint32_t crc, const detail::S
     }
 }
 
+/// Where a block just claimed by `me` for a put or a loan lies. It cannot fail but for a corrupt
+/// descriptor; then the block goes back and nothing is written through it.
+Result<detail::BlockLoc> locate_claimed(StoreCore& core, uint32_t block, OwnerToken me, const char* what) {
+    detail::BlockLoc loc;
+    if (core.locate(block, loc)) return loc;
+    core.free_loan(block, me);
+    return make_error(Errc::corrupt,
+                      "store: block " + std::to_string(block) + " allocated for a " + what + " cannot be located");
+}
+
 Error too_large(uint64_t size, uint64_t max) {
     return make_error(Errc::object_too_large, "object of " + std::to_string(size) + " bytes exceeds max_object_bytes " +
                                                   std::to_string(max) + " (raise with --max-object-size)");
@@ -371,11 +381,7 @@ Result<uint64_t> MemObjectStore::put(const FabricUriView& uri, ByteView data, co
     auto block = core.alloc(need, me, &word);
     if (!block) return std::move(block).error();
     FABRIC_CRASH_POINT("store.put.after_alloc");
-    detail::BlockLoc loc;
-    if (!core.locate(*block, loc)) {  // only a corrupt descriptor: never write through it
-        core.free_loan(*block, me);
-        return make_error(Errc::corrupt, "store: block " + std::to_string(*block) + " allocated for a put cannot be located");
-    }
+    FABRIC_TRY_ASSIGN(const detail::BlockLoc loc, locate_claimed(core, *block, me, "put"));
     detail::seqlock_copy_in(loc.data + kPayloadOffset, data.data(), data.size());
     write_header(loc.data, data.size(), crc32(data.data(), data.size()), *key, options, *meta_len);
     FABRIC_CRASH_POINT("store.put.after_fill");
@@ -556,11 +562,7 @@ Result<ObjectLoan> MemObjectStore::loan(const FabricUri& uri, uint64_t size, con
     auto block = s.core->alloc(kPayloadOffset + align8(size) + trailer, me, &word);
     if (!block) return std::move(block).error();
     FABRIC_CRASH_POINT("store.loan.after_alloc");
-    detail::BlockLoc loc;
-    if (!s.core->locate(*block, loc)) {  // only a corrupt descriptor: never write through it
-        s.core->free_loan(*block, me);
-        return make_error(Errc::corrupt, "store: block " + std::to_string(*block) + " allocated for a loan cannot be located");
-    }
+    FABRIC_TRY_ASSIGN(const detail::BlockLoc loc, locate_claimed(*s.core, *block, me, "loan"));
     ObjectLoan loan;
     loan.impl_ = std::make_unique<ObjectLoan::Impl>();
     loan.impl_->s = impl_->s;
@@ -608,11 +610,7 @@ Result<ObjectLoan> MemObjectStore::loan(uint64_t size) {
     auto block = s.core->alloc(kPayloadOffset + align8(size) + kMaxTrailer, me, &word);
     if (!block) return std::move(block).error();
     FABRIC_CRASH_POINT("store.loan.after_alloc");
-    detail::BlockLoc loc;
-    if (!s.core->locate(*block, loc)) {  // only a corrupt descriptor: never write through it
-        s.core->free_loan(*block, me);
-        return make_error(Errc::corrupt, "store: block " + std::to_string(*block) + " allocated for a loan cannot be located");
-    }
+    FABRIC_TRY_ASSIGN(const detail::BlockLoc loc, locate_claimed(*s.core, *block, me, "loan"));
     ObjectLoan loan;
     loan.impl_ = std::make_unique<ObjectLoan::Impl>();
     loan.impl_->s = impl_->s;

@@ -410,6 +410,7 @@ struct WorkerLoop::Impl {
     Error fatal(Error e) const;
     Status update_wait_fd(bool more_ready);
     void signal_ready();
+    void drain_event_fd_locked();
     void leave();
 };
 
@@ -1398,6 +1399,16 @@ Slot* WorkerLoop::Impl::find(const WorkTicket::Data& d) {
     return nullptr;
 }
 
+// With box->mu held (droppers write the eventfd under it): clears wait_fd's "work ready"
+// readiness, whether we set it (event_set) or a dropped ticket did (fd_written).
+void WorkerLoop::Impl::drain_event_fd_locked() {
+    if (!event_set && !box->fd_written) return;
+    uint64_t v;
+    (void)!::read(event_fd, &v, sizeof v);
+    event_set = false;
+    box->fd_written = false;
+}
+
 void WorkerLoop::Impl::signal_ready() {
     if (event_fd < 0 || event_set) return;
     const uint64_t one = 1;
@@ -1431,12 +1442,7 @@ Status WorkerLoop::Impl::update_wait_fd(bool more_ready) {
         bool dropped_pending = false;
         {
             std::lock_guard<std::mutex> lock(box->mu);
-            if (event_set || box->fd_written) {
-                uint64_t v;
-                (void)!::read(event_fd, &v, sizeof v);
-                event_set = false;
-                box->fd_written = false;
-            }
+            drain_event_fd_locked();
             dropped_pending = box->any.load(std::memory_order_relaxed);  // mu orders it
         }
         if (dropped_pending) signal_ready();  // acquire()/service() take it (take_abandoned)
@@ -1784,10 +1790,7 @@ Status WorkerLoop::close() {
         {
             std::lock_guard<std::mutex> lock(im.box->mu);  // droppers write event_fd under mu
             im.box->event_fd.store(-1, std::memory_order_relaxed);
-            im.box->fd_written = false;
-            uint64_t v;
-            (void)!::read(im.event_fd, &v, sizeof v);
-            im.event_set = false;
+            im.drain_event_fd_locked();
         }
         const itimerspec disarm{};
         (void)::timerfd_settime(im.timer_fd, 0, &disarm, nullptr);
