@@ -11,10 +11,12 @@
 #include <thread>
 
 #include "../support/test_support.h"
+#include "fabric_shm/clock.h"
 #include "fabric_shm/counters.h"
 #include "crash_point.h"
 #include "fabric_shm/mem_object_store.h"
 #include "fabric_shm/pool.h"
+#include "store/store_core.h"
 #include "store/store_layout.h"
 #include "region_kinds.h"
 
@@ -980,6 +982,135 @@ TEST_CASE("store: a thread stopped while holding a key's lock does not block ano
         CHECK(f.store->stats().objects == (removing ? 0u : 1u));
         check_store_clean(*f.pool);
     }
+}
+
+namespace {
+/// Puts `key` and pins and releases it once: its block keeps the PINNED bit ("a record may
+/// reference it"), so overwriting it retires the block instead of freeing it at once.
+void put_pinned_once(MemObjectStore& store, const FabricUri& key, const std::vector<uint8_t>& bytes) {
+    REQUIRE(store.put(key, bytes));
+    auto pin = store.pin(key);
+    REQUIRE((pin && pin->has_value()));
+}
+
+uint64_t heap_used_seen_by(const Pool& pool) {
+    auto other = MemObjectStore::attach(pool);  // a handle of its own: its stats() flushes no batch of ours
+    REQUIRE_MESSAGE(other, other.error().message);
+    return (*other)->stats().heap_used_bytes;
+}
+
+/// Runs the store's repair (what the reaper does) in this process.
+void repair_store(const Pool& pool) {
+    for (const RegionInfo& r : pool.regions()) {
+        if (r.kind != uint32_t(RegionKind::store)) continue;
+        std::vector<std::string> notes;
+        region_kind_ops(r.kind)->reap(pool, r, mono_now_ns(), false, notes);
+    }
+}
+}  // namespace
+
+TEST_CASE("store: blocks retired after their pins were released are freed a batch at a time, never more held back") {
+    // The retirer frees such blocks after one scan of the pin records per batch instead of one
+    // scan each (the records are written by the readers: each scan moves their cache lines).
+    Fixture f("retbatch");
+    const auto bytes = pattern(300, 1);
+    constexpr uint32_t kBatch = detail::StoreCore::kRetiredBatch;
+    for (uint32_t i = 0; i < kBatch; ++i) put_pinned_once(*f.store, f.at("b", "k" + std::to_string(i)), bytes);
+    const uint64_t live = heap_used_seen_by(*f.pool);
+    const uint64_t block = live / kBatch;
+    REQUIRE(live == block * kBatch);
+    for (uint32_t i = 0; i + 1 < kBatch; ++i) {
+        REQUIRE(f.store->put(f.at("b", "k" + std::to_string(i)), bytes));
+        CHECK(heap_used_seen_by(*f.pool) == live + (i + 1) * block);  // held for the batch
+    }
+    REQUIRE(f.store->put(f.at("b", "k" + std::to_string(kBatch - 1)), bytes));
+    CHECK(heap_used_seen_by(*f.pool) == live);  // the batch is full: one scan freed all of it
+
+    // A handle's own stats() count what it holds back as free, and so does its close.
+    REQUIRE(f.store->put(f.at("b", "k0"), bytes));
+    put_pinned_once(*f.store, f.at("b", "k1"), bytes);
+    REQUIRE(f.store->put(f.at("b", "k1"), bytes));
+    CHECK(heap_used_seen_by(*f.pool) == live + block);
+    CHECK(f.store->stats().heap_used_bytes == live);
+    put_pinned_once(*f.store, f.at("b", "k2"), bytes);
+    REQUIRE(f.store->put(f.at("b", "k2"), bytes));
+    CHECK(heap_used_seen_by(*f.pool) == live + block);
+    f.store.reset();
+    CHECK(heap_used_seen_by(*f.pool) == live);
+    check_store_clean(*f.pool);
+}
+
+TEST_CASE("store: a block still pinned when its batch is freed stays readable until its last unpin") {
+    Fixture f("retpinned");
+    const auto k = f.at("b", "k");
+    const auto first = pattern(3000, 1);
+    REQUIRE(f.store->put(k, first));
+    auto pin = f.store->pin(k);
+    REQUIRE((pin && pin->has_value()));
+    REQUIRE(f.store->put(k, pattern(3000, 2)));  // retires the pinned block into the batch
+    const uint64_t with_pinned = heap_used_seen_by(*f.pool);
+    (void)f.store->stats();                       // frees the batch: the pinned block stays
+    CHECK(heap_used_seen_by(*f.pool) == with_pinned);
+    for (int round = 0; round < 40; ++round)      // reuse every block the heap would hand out
+        for (int i = 0; i < 40; ++i) REQUIRE(f.store->put(f.at("b", "o" + std::to_string(i)), pattern(3000, uint8_t(round))));
+    CHECK(std::vector<uint8_t>((*pin)->bytes().begin(), (*pin)->bytes().end()) == first);
+    CHECK((*pin)->verify());
+    const uint64_t before_unpin = heap_used_seen_by(*f.pool);
+    pin->reset();  // the last unpin frees it, as without the batch
+    CHECK(heap_used_seen_by(*f.pool) < before_unpin);
+    check_store_clean(*f.pool);
+}
+
+TEST_CASE("store: a batch stopped after its scan frees no block that was reused and pinned meanwhile") {
+    // Thread A flushes its batch and stops between the scan (the block is unreferenced) and its
+    // free. Meanwhile the reaper frees that block, and new objects take it and every other free
+    // block of their superblock; each is pinned and overwritten (RETIRED, a record on it). A
+    // resumes: its free must fail (the block's sequence moved on), or a pinned view would be
+    // overwritten by the churn below. 6000-byte objects: ten per superblock of the default
+    // geometry, so the new ones wrap around it and reuse the freed block.
+    Fixture f("retstall");
+    const auto bytes = pattern(6000, 1);
+    put_pinned_once(*f.store, f.at("b", "k"), bytes);
+    REQUIRE(f.store->put(f.at("b", "k"), bytes));  // retired into A's batch
+    g_hold_point = "store.retired.flush";
+    g_held = false;
+    g_release = false;
+    g_hold_armed = true;
+    detail::set_pause_hook(&hold_at_point);
+    std::thread a([&] { (void)f.store->stats(); });
+    for (int i = 0; i < 5000 && !g_held.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    if (!g_held.load()) {
+        g_release = true;
+        a.join();
+        detail::set_pause_hook(nullptr);
+        FAIL("the flush never reached store.retired.flush: nothing was batched");
+    }
+    repair_store(*f.pool);  // frees the RETIRED block no record references
+    auto b = MemObjectStore::attach(*f.pool);
+    REQUIRE(b);
+    std::vector<std::vector<uint8_t>> expect;
+    std::vector<PinnedView> views;
+    for (int i = 0; i < 40; ++i) {
+        expect.push_back(pattern(6000, uint8_t(10 + i)));
+        const auto key = f.at("p", "n" + std::to_string(i));
+        REQUIRE((*b)->put(key, expect.back()));
+        auto v = (*b)->pin(key);
+        REQUIRE((v && v->has_value()));
+        views.push_back(std::move(**v));
+        REQUIRE((*b)->put(key, pattern(6000, 0)));  // the pinned block is RETIRED now
+    }
+    g_release = true;
+    a.join();
+    detail::set_pause_hook(nullptr);
+    for (int round = 0; round < 4; ++round)
+        for (int i = 0; i < 40; ++i) REQUIRE((*b)->put(f.at("c", "o" + std::to_string(i)), pattern(6000, uint8_t(round))));
+    for (size_t i = 0; i < views.size(); ++i) {
+        CAPTURE(i);
+        CHECK(std::vector<uint8_t>(views[i].bytes().begin(), views[i].bytes().end()) == expect[i]);
+        CHECK(views[i].verify());
+    }
+    views.clear();
+    check_store_clean(*f.pool);
 }
 
 namespace {

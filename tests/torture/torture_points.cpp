@@ -52,6 +52,7 @@ const std::vector<FaultPoint>& fault_points() {
         {"store.pin.after_record", W | O},
         {"store.pin.after_mark", W | O},
         {"store.unpin.after_release", W | O},
+        {"store.retired.flush", kWriters},  // a batch of blocks retired after their pins were released
         {"store.remove.after_mark", P | O},
         {"store.remove.before_unlink", P | O},
         {"store.remove.after_unlink", P | O},

@@ -39,6 +39,11 @@ struct StoreShared {
         return {};
     }
     void count(CounterId id, uint64_t n) const noexcept { detail::count(*pool, id, n); }
+    /// The handle's batch of retired blocks is freed with it (the last loan, view or handle),
+    /// unless the regions expired: nothing is written into a region that may be re-created.
+    ~StoreShared() {
+        if (core && check_leases()) core->flush_retired();
+    }
 };
 
 struct MemObjectStore::Impl {
@@ -168,6 +173,7 @@ Result<std::shared_ptr<StoreShared>> bind_store(const Pool& pool, Region root) {
     auto b = detail::bind_store_regions(*s->pool, std::move(root));  // the core points at our pool_handle
     if (!b) return std::move(b).error();
     s->core.emplace(std::move(*b->core));
+    s->core->enable_batched_frees();
     s->root = std::move(b->root);
     s->heap = std::move(b->heap);
     s->config.table_entries = uint32_t(std::min<uint64_t>(s->core->table_slots(), UINT32_MAX));
@@ -702,7 +708,9 @@ Result<std::optional<PinnedView>> MemObjectStore::pin(const FabricUriView& uri) 
 }
 
 StoreStats MemObjectStore::stats() const {
-    const StoreShared& s = *impl_->s;
+    StoreShared& s = *impl_->s;
+    // What this handle holds back for its next batch counts as free in what it reports.
+    if (s.pool->self() != 0 && s.check_leases()) s.core->flush_retired();
     const StoreCore::Usage u = s.core->usage();
     StoreStats st;
     st.objects = u.objects;

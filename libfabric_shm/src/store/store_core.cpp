@@ -645,6 +645,80 @@ void StoreCore::maybe_free_retired(uint32_t block) noexcept {
         after_free(block);
 }
 
+void StoreCore::free_retired_at(uint32_t block, uint64_t seq) noexcept {
+    if (block >= block_count()) return;
+    uint64_t w = words_[block].load(std::memory_order_acquire);
+    if (block_state(w) != kBlockRetired || !block_pinned(w) || block_seq(w) != seq) return;
+    // acq_rel as in maybe_free_retired: the next claimer acquires our release.
+    if (words_[block].compare_exchange_strong(w, make_block(kBlockFree, block_seq(w) + 1, 0, false),
+                                              std::memory_order_acq_rel, std::memory_order_relaxed))
+        after_free(block);
+}
+
+void StoreCore::enable_batched_frees() {
+    if (!retired_) retired_ = std::make_shared<RetiredBatch>();
+}
+
+void StoreCore::free_retired_later(uint32_t block, uint64_t retired) noexcept {
+    // A large object's run is freed at once: holding back a batch of them could hold most of
+    // the heap, and its one scan is small next to its bytes.
+    if (!retired_ || sb_state(desc_[block / words_per_sb_].load(std::memory_order_relaxed)) == kSbRunHead) {
+        maybe_free_retired(block);
+        return;
+    }
+    RetiredBatch& batch = *retired_;
+    const uint64_t entry = (uint64_t(block) << 32) | (block_seq(retired) << 1) | 1;
+    // Relaxed: the cursor only spreads pushes over the entries; the exchange below publishes.
+    const uint64_t n = batch.cursor.fetch_add(1, std::memory_order_relaxed);
+    // acq_rel: the release half carries our RETIRED CAS to the flush that takes this entry
+    // (its scan must come after the retirement, see flush_retired); the acquire half does the
+    // same for an entry we displace, which only another thread of ours can have left there.
+    if (const uint64_t displaced = batch.entries[n % kRetiredBatch].exchange(entry, std::memory_order_acq_rel))
+        maybe_free_retired_entry(displaced);
+    if (n % kRetiredBatch == kRetiredBatch - 1) flush_retired();
+}
+
+void StoreCore::maybe_free_retired_entry(uint64_t entry) noexcept {
+    const uint32_t block = uint32_t(entry >> 32);
+    if (block >= block_count() || pinned_by_any(block)) return;
+    free_retired_at(block, (entry & 0xffffffffULL) >> 1);
+}
+
+void StoreCore::flush_retired() noexcept {
+    if (!retired_) return;
+    uint64_t taken[kRetiredBatch];
+    uint32_t n = 0;
+    for (std::atomic<uint64_t>& e : retired_->entries) {
+        // acq_rel: acquires the pusher's RETIRED CAS (see free_retired_later), so the scan below
+        // comes after every retirement it judges.
+        if (e.load(std::memory_order_relaxed) != 0)
+            if (const uint64_t v = e.exchange(0, std::memory_order_acq_rel); v != 0) taken[n++] = v;
+    }
+    if (n == 0) return;
+    std::sort(taken, taken + n);  // by block, then seq: one binary search per pin record
+    bool referenced[kRetiredBatch] = {};
+    // One scan for the whole batch. It is sound for each block as maybe_free_retired's scan
+    // is for one: a RETIRED block gains no pin, every pinner that set its PINNED bit stored its
+    // record and raised the high water before (release CAS; the retirer's CAS acquired it, and
+    // the exchanges above carry that here), so a record we do not see now is gone for good.
+    const uint64_t high = std::min<uint64_t>(hdr_->pin_high_water.load(std::memory_order_relaxed), pin_slots_);
+    for (uint64_t i = 0; i < high; ++i) {
+        // Acquire: pairs with pin()'s release CAS of the record.
+        const uint64_t p = pins_[i].load(std::memory_order_acquire);
+        if (p == 0) continue;
+        const uint64_t b = pin_block(p);
+        for (uint64_t* it = std::lower_bound(taken, taken + n, b << 32); it != taken + n && (*it >> 32) == b; ++it)
+            referenced[it - taken] = true;
+    }
+    for (uint32_t k = 0; k < n; ++k) {
+        // A referenced block is freed by its last unpin (unpin -> maybe_free_retired), as it
+        // would have been without the batch.
+        if (referenced[k]) continue;
+        FABRIC_PAUSE_POINT("store.retired.flush");
+        free_retired_at(uint32_t(taken[k] >> 32), (taken[k] & 0xffffffffULL) >> 1);
+    }
+}
+
 void StoreCore::retire(uint32_t block, uint64_t expect_seq, int depth) noexcept {
     if (block >= block_count() || depth > 8) return;
     bool pred_done = false;
@@ -673,9 +747,9 @@ void StoreCore::retire(uint32_t block, uint64_t expect_seq, int depth) noexcept 
         }
         // Acquire: reads the pinners' word CASes, whose records were stored before them;
         // maybe_free_retired's scan then sees those records.
-        if (words_[block].compare_exchange_strong(w, make_block(kBlockRetired, block_seq(w) + 1, 0, true),
-                                                  std::memory_order_acq_rel, std::memory_order_relaxed)) {
-            maybe_free_retired(block);
+        const uint64_t retired = make_block(kBlockRetired, block_seq(w) + 1, 0, true);
+        if (words_[block].compare_exchange_strong(w, retired, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+            free_retired_later(block, retired);
             return;
         }
     }

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -126,6 +127,17 @@ public:
     Result<std::optional<uint32_t>> pin(const Found& f, OwnerToken me);
     void unpin(uint32_t record, uint32_t block, OwnerToken me) noexcept;
 
+    // ---- batched frees of retired blocks ----
+    /// Blocks retired with PINNED set that this core's process may free together after one
+    /// scan of the pin records, instead of one scan each (docs/store.md "Batched frees").
+    static constexpr uint32_t kRetiredBatch = 32;
+    /// Turns batching on for this core and its copies (long-lived handles; a core without it,
+    /// such as the reaper's or the dump tool's, frees each retired block at once).
+    void enable_batched_frees();
+    /// Frees every batched block no pin record references; the pinned ones are left to their
+    /// last unpin, as without batching. A store handle's stats() and close call it.
+    void flush_retired() noexcept;
+
     // ---- maintenance ----
     /// Releases what certainly-dead owners left (loans, pins, half-done commits/removes,
     /// superblock transitions), drains empty superblocks, reclaims expired objects.
@@ -190,6 +202,14 @@ private:
     /// True when a slot in the probe window of `hash` points at `block`.
     bool linked_in_window(uint32_t block, uint64_t hash) const noexcept;
     void maybe_free_retired(uint32_t block) noexcept;
+    /// RETIRED|PINNED at exactly `seq` -> FREE (a seq from an entry may be stale: the block
+    /// may have been freed and reused since, and a newer version is none of our business).
+    void free_retired_at(uint32_t block, uint64_t seq) noexcept;
+    /// A batch entry freed on its own (a scan of its own), when no batch can take it.
+    void maybe_free_retired_entry(uint64_t entry) noexcept;
+    /// Queues a block we just made RETIRED (word `retired`) for the next batch; frees it at once
+    /// when batching is off or it heads a run (a large block is not held back).
+    void free_retired_later(uint32_t block, uint64_t retired) noexcept;
     bool pinned_by_any(uint32_t block) const noexcept;
     void finish_commit(uint32_t block, uint64_t word, int depth) noexcept;
     void dec_overflow(uint64_t home, uint64_t bucket) noexcept;
@@ -238,6 +258,15 @@ private:
     std::byte* heap_ = nullptr;
     uint64_t mask_ = 0, sb_bytes_ = 0, sb_count_ = 0, words_per_sb_ = 0, max_object_ = 0, pin_slots_ = 0;
     uint32_t class_count_ = 0;
+    /// Process-local, never in shared memory: what a crash or a pause of ours leaves is only
+    /// RETIRED|PINNED blocks without records, which repair() and any unpin free as before.
+    struct RetiredBatch {
+        std::atomic<uint64_t> cursor{0};  ///< pushes so far; every kRetiredBatch-th push flushes
+        /// (block << 32) | (seq << 1) | 1 of a RETIRED|PINNED word we wrote; 0 = empty.
+        std::atomic<uint64_t> entries[kRetiredBatch]{};
+    };
+    static_assert(std::atomic<uint64_t>::is_always_lock_free, "batch entries are exchanged from any thread");
+    std::shared_ptr<RetiredBatch> retired_;
     uint64_t class_sizes_[store_layout::kMaxClasses] = {};
 };
 
