@@ -874,6 +874,9 @@ Result<std::optional<Found>> StoreCore::lookup(const StoreKey& key) const {
                 if (slot_empty(v) || slot_tag(v) != tag) continue;
                 const uint32_t b = slot_block(v);
                 if (b >= block_count()) continue;  // reported by check()
+                // The block word and the header are two more cache lines, usually cold (the
+                // writer was another core): start both fetches before waiting on either.
+                if (BlockLoc pre; locate(b, pre)) __builtin_prefetch(pre.data);
                 // Acquire: pairs with the release store that made the block COMMITTING.
                 const uint64_t w1 = words_[b].load(std::memory_order_acquire);
                 const uint64_t s = block_state(w1);
