@@ -160,8 +160,10 @@ inline void wait_until_ns(uint64_t t, bool spin) {
         if (now >= t) return;
         if (!spin && t - now > 100'000)
             sleep_ns(t - now - 60'000);
-        else
+        else if (t - now > 20'000)
             b.pause();
+        else
+            SpinBackoff::cpu_relax();  // the last 20 us: no sched_yield (~1 us here) to send late from
     }
 }
 
