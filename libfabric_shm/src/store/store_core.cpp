@@ -668,8 +668,11 @@ void StoreCore::free_retired_later(uint32_t block, uint64_t retired) noexcept {
     }
     RetiredBatch& batch = *retired_;
     const uint64_t entry = (uint64_t(block) << 32) | (block_seq(retired) << 1) | 1;
-    // Relaxed: the cursor only spreads pushes over the entries; the exchange below publishes.
-    const uint64_t n = batch.cursor.fetch_add(1, std::memory_order_relaxed);
+    // A plain load and store, no locked increment: the cursor only spreads pushes over the
+    // entries (the exchange below publishes). Threads of ours racing here may push into one
+    // entry (the displaced one is handled below) or skip or repeat a flush (harmless).
+    const uint64_t n = batch.cursor.load(std::memory_order_relaxed);
+    batch.cursor.store(n + 1, std::memory_order_relaxed);
     // acq_rel: the release half carries our RETIRED CAS to the flush that takes this entry
     // (its scan must come after the retirement, see flush_retired); the acquire half does the
     // same for an entry we displace, which only another thread of ours can have left there.

@@ -261,7 +261,7 @@ private:
     /// Process-local, never in shared memory: what a crash or a pause of ours leaves is only
     /// RETIRED|PINNED blocks without records, which repair() and any unpin free as before.
     struct RetiredBatch {
-        std::atomic<uint64_t> cursor{0};  ///< pushes so far; every kRetiredBatch-th push flushes
+        std::atomic<uint64_t> cursor{0};  ///< pushes so far (racy between threads); every kRetiredBatch-th flushes
         /// (block << 32) | (seq << 1) | 1 of a RETIRED|PINNED word we wrote; 0 = empty.
         std::atomic<uint64_t> entries[kRetiredBatch]{};
     };
