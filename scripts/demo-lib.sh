@@ -12,6 +12,7 @@
 demo_repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 demo_build="${FABRIC_SHM_BUILD_DIR:-$demo_repo/build}"
 demo_pids=()
+demo_helper_pid=""  # a long wait run in the background (wait_results), killed on cleanup
 demo_created_pool=0
 demo_tmp="$(mktemp -d "${TMPDIR:-/tmp}/fabric-demo.XXXXXX")"
 
@@ -69,6 +70,10 @@ demo_wait_gone() {
 demo_cleanup() {
     local rc=$?
     trap - INT TERM  # a second Ctrl-C must not cut the cleanup short
+    if [ -n "$demo_helper_pid" ]; then
+        kill -TERM "$demo_helper_pid" 2>/dev/null || true
+        wait "$demo_helper_pid" 2>/dev/null || true
+    fi
     if [ "${#demo_pids[@]}" -gt 0 ]; then
         # SIGTERM: finish the object in flight and leave the group. A worker still busy after
         # 1 s gets a second SIGTERM: it kills its --exec command and exits. Then SIGKILL.
@@ -127,7 +132,12 @@ wait_members() {
 wait_results() {
     local in="$1" out="$2" timeout="$3"
     shift 3
-    python3 - "$cli" "$pool" "$in" "$out" "$timeout" "$@" <<'PY'
+    # In the background and waited for with `wait`, which returns at once when the INT/TERM trap
+    # fires. Waiting on it in the foreground, bash acts on a Ctrl-C only once the child dies of
+    # it, and the child may never see it: one landing while python3 was still starting (pyenv's
+    # shims are bash scripts waiting on their own children) was swallowed there, and the demo
+    # waited out the whole timeout.
+    python3 - "$cli" "$pool" "$in" "$out" "$timeout" "$@" <<'PY' &
 import json, signal, subprocess, sys, time
 signal.signal(signal.SIGINT, lambda *_: sys.exit(130))  # Ctrl-C: the script's trap reports it
 cli, pool, src, dst, timeout, keys = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5]), sys.argv[6:]
@@ -155,6 +165,11 @@ while pending and time.time() < deadline:
 if pending:
     sys.exit(f"timed out after {timeout:g}s waiting for {len(pending)} result(s) in '{dst}': {', '.join(sorted(pending)[:5])}")
 PY
+    demo_helper_pid=$!
+    local rc=0
+    wait "$demo_helper_pid" || rc=$?
+    demo_helper_pid=""
+    return $rc
 }
 
 # summary_line NAME: one line from a worker's --json summary.
