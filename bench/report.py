@@ -258,6 +258,8 @@ def main():
         if r["scenario"] in ("memcpy", "crc32") and r.get("size") not in (1024, 65536, 1048576):
             continue
         one_way = " (one-way = RTT/2)" if r.get("latency") == "one_way=rtt/2" else ""
+        if r["scenario"] == "spsc_pipeline":
+            one_way = " (pipeline job over a bare SPSC ring, closed loop)"
         lat = r.get("latency") != "none"
         print(f"| {r['scenario']}{one_way} | {size_text(r.get('size', 0))} | "
               f"{rate(r['throughput'], 'B/s' if r.get('unit') == 'B/s' else '/s')} | "
@@ -267,7 +269,10 @@ def main():
           "window 1 = unloaded latency, window 1000 (iceoryx 256) = closed-loop throughput, its latency includes "
           "queueing. CPU/msg = getrusage of the client processes (servers such as redis-server not included). "
           "Floor: throughput ÷ spin_stream (notify) or ÷ min(spin_stream, memcpy, crc32 rate for the size) "
-          "(pipeline); p50 ÷ spin ping-pong one-way (spin rows) or futex ping-pong one-way (parked rows).")
+          "(pipeline); p50 ÷ spin ping-pong one-way (spin rows) or futex ping-pong one-way (parked rows). "
+          "Floor spsc_pipeline: the pipeline job (put 1 KiB with its CRC-32, consumer CRC check, 4-byte result) "
+          "between two spinning processes over a bare SPSC ring of 512 slots: no store, no topic, no crash safety "
+          "(bench/floor/floor_spsc_pipeline.cpp); the physical floor of pipeline 1 KiB spin-1w.")
 
     if plots:
         write_plots(d, rows)

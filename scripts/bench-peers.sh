@@ -77,6 +77,7 @@ log "building into $BUILD"
 build floor_spin_pingpong  bench/floor/floor_spin_pingpong.cpp
 build floor_futex_pingpong bench/floor/floor_futex_pingpong.cpp
 build floor_memcpy         bench/floor/floor_memcpy.cpp -lisal
+build floor_spsc_pipeline  bench/floor/floor_spsc_pipeline.cpp -lisal
 build peer_redis           bench/peers/peer_redis.cpp -lhiredis -lisal
 build peer_zmq             bench/peers/peer_zmq.cpp $(pkg-config --libs libzmq 2>/dev/null || echo -lzmq)
 build peer_bipmq           bench/peers/peer_bipmq.cpp -pthread
@@ -151,6 +152,7 @@ run() {  # name args...  (env passed through)
 run floor_spin_pingpong
 run floor_futex_pingpong
 run floor_memcpy --seconds 0.25
+run floor_spsc_pipeline  # fixed count (2,000,000 objects + warm-up), --seconds is ignored
 
 # Redis: dedicated server, loopback, random free port, persistence off.
 if want peer_redis && [ -n "${BUILT[peer_redis]:-}" ]; then
