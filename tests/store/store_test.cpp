@@ -1071,6 +1071,12 @@ TEST_CASE("store: a batch stopped after its scan frees no block that was reused 
     Fixture f("retstall");
     const auto bytes = pattern(6000, 1);
     put_pinned_once(*f.store, f.at("b", "k"), bytes);
+    const uint8_t* retired_at = nullptr;  // where the block lies: a new object must reuse it
+    {
+        auto v = f.store->pin(f.at("b", "k"));
+        REQUIRE((v && v->has_value()));
+        retired_at = (*v)->bytes().data();
+    }
     REQUIRE(f.store->put(f.at("b", "k"), bytes));  // retired into A's batch
     g_hold_point = "store.retired.flush";
     g_held = false;
@@ -1099,6 +1105,9 @@ TEST_CASE("store: a batch stopped after its scan frees no block that was reused 
         views.push_back(std::move(**v));
         REQUIRE((*b)->put(key, pattern(6000, 0)));  // the pinned block is RETIRED now
     }
+    bool reused = false;
+    for (const PinnedView& v : views) reused = reused || v.bytes().data() == retired_at;
+    REQUIRE_MESSAGE(reused, "no new pinned object took the block A's batch holds: the test proves nothing");
     g_release = true;
     a.join();
     detail::set_pause_hook(nullptr);
@@ -1110,6 +1119,42 @@ TEST_CASE("store: a batch stopped after its scan frees no block that was reused 
         CHECK(views[i].verify());
     }
     views.clear();
+    check_store_clean(*f.pool);
+}
+
+TEST_CASE("store: a full heap of expired objects that were read takes new puts at once, large ones too") {
+    // Every object was pinned once (as a worker reads its inputs), so its block keeps PINNED
+    // and the put's own repair retires it into this handle's batch: the batch is freed before
+    // the drain and the allocator's second look, or the heap would stay full. Fewer objects
+    // than a batch holds, and a run-sized put that needs whole free superblocks.
+    StoreConfig sc;
+    sc.heap_bytes = 256 << 10;  // 4 superblocks of 64 KiB
+    Fixture f("ttl-read", 16 << 20, sc);
+    PutOptions o;
+    o.ttl = std::chrono::seconds(1);
+    int stored = 0;
+    for (; stored < 100; ++stored) {
+        const auto key = f.at("b", "old" + std::to_string(stored));
+        auto v = f.store->put(key, pattern(15000, 1), o);
+        if (!v) {
+            REQUIRE(v.code() == Errc::capacity_exceeded);
+            break;
+        }
+        auto pin = f.store->pin(key);
+        REQUIRE((pin && pin->has_value()));
+    }
+    REQUIRE(stored > 0);
+    REQUIRE(uint32_t(stored) < detail::StoreCore::kRetiredBatch);
+    const uint64_t deadline = mono_now_ns() + 10 * kNsPerSec;
+    while (f.store->head(f.at("b", "old" + std::to_string(stored - 1)))->has_value() && mono_now_ns() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    REQUIRE(!f.store->head(f.at("b", "old" + std::to_string(stored - 1)))->has_value());
+    auto big = f.store->put(f.at("b", "big"), pattern(40000, 3));  // a run: whole superblocks
+    REQUIRE_MESSAGE(big, (big ? std::string() : big.error().message));
+    for (int i = 0; i + 4 < stored; ++i) {  // the rest: the run took one superblock of four blocks
+        auto v = f.store->put(f.at("b", "new" + std::to_string(i)), pattern(15000, 2));
+        REQUIRE_MESSAGE(v, "put " << i << ": " << (v ? std::string() : v.error().message));
+    }
     check_store_clean(*f.pool);
 }
 

@@ -42,7 +42,10 @@ struct StoreShared {
     /// The handle's batch of retired blocks is freed with it (the last loan, view or handle),
     /// unless the regions expired: nothing is written into a region that may be re-created.
     ~StoreShared() {
-        if (core && check_leases()) core->flush_retired();
+        try {
+            if (core && check_leases()) core->flush_retired();
+        } catch (...) {  // an error message that could not be allocated: repair() frees them
+        }
     }
 };
 

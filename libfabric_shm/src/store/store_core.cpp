@@ -645,16 +645,6 @@ void StoreCore::maybe_free_retired(uint32_t block) noexcept {
         after_free(block);
 }
 
-void StoreCore::free_retired_at(uint32_t block, uint64_t seq) noexcept {
-    if (block >= block_count()) return;
-    uint64_t w = words_[block].load(std::memory_order_acquire);
-    if (block_state(w) != kBlockRetired || !block_pinned(w) || block_seq(w) != seq) return;
-    // acq_rel as in maybe_free_retired: the next claimer acquires our release.
-    if (words_[block].compare_exchange_strong(w, make_block(kBlockFree, block_seq(w) + 1, 0, false),
-                                              std::memory_order_acq_rel, std::memory_order_relaxed))
-        after_free(block);
-}
-
 void StoreCore::enable_batched_frees() {
     if (!retired_) retired_ = std::make_shared<RetiredBatch>();
 }
@@ -683,8 +673,15 @@ void StoreCore::free_retired_later(uint32_t block, uint64_t retired) noexcept {
 
 void StoreCore::maybe_free_retired_entry(uint64_t entry) noexcept {
     const uint32_t block = uint32_t(entry >> 32);
-    if (block >= block_count() || pinned_by_any(block)) return;
-    free_retired_at(block, (entry & 0xffffffffULL) >> 1);
+    if (block >= block_count()) return;
+    // As flush_retired does for a batch: the word first (acquire), then the scan, then a CAS
+    // from exactly that word.
+    uint64_t w = words_[block].load(std::memory_order_acquire);
+    if (block_state(w) != kBlockRetired || !block_pinned(w) || block_seq(w) != (entry & 0xffffffffULL) >> 1) return;
+    if (pinned_by_any(block)) return;
+    if (words_[block].compare_exchange_strong(w, make_block(kBlockFree, block_seq(w) + 1, 0, false),
+                                              std::memory_order_acq_rel, std::memory_order_relaxed))
+        after_free(block);
 }
 
 void StoreCore::flush_retired() noexcept {
@@ -692,33 +689,54 @@ void StoreCore::flush_retired() noexcept {
     uint64_t taken[kRetiredBatch];
     uint32_t n = 0;
     for (std::atomic<uint64_t>& e : retired_->entries) {
-        // acq_rel: acquires the pusher's RETIRED CAS (see free_retired_later), so the scan below
-        // comes after every retirement it judges.
+        // acq_rel: acquires the pusher's RETIRED CAS (see free_retired_later).
         if (e.load(std::memory_order_relaxed) != 0)
             if (const uint64_t v = e.exchange(0, std::memory_order_acq_rel); v != 0) taken[n++] = v;
     }
     if (n == 0) return;
-    std::sort(taken, taken + n);  // by block, then seq: one binary search per pin record
+    // Each block's word, read before the scan (acquire: synchronises with whichever RETIRED
+    // CAS wrote it, ours or, after the block was freed, reused and retired again at a seq
+    // that wrapped round to the entry's, another process's): the scan below then comes after
+    // that retirement, and the free after it is a CAS from exactly this word.
+    std::pair<uint64_t, uint64_t> live[kRetiredBatch];  // (block << 32 | index, word), sorted by block
+    uint32_t m = 0;
+    for (uint32_t k = 0; k < n; ++k) {
+        const uint32_t block = uint32_t(taken[k] >> 32);
+        if (block >= block_count()) continue;
+        const uint64_t w = words_[block].load(std::memory_order_acquire);
+        if (block_state(w) != kBlockRetired || !block_pinned(w) || block_seq(w) != (taken[k] & 0xffffffffULL) >> 1)
+            continue;  // freed (by an unpin, repair, another flush) and maybe reused since
+        live[m++] = {uint64_t(block) << 32, w};
+    }
+    if (m == 0) return;
+    std::sort(live, live + m);  // by block: one binary search per pin record
     bool referenced[kRetiredBatch] = {};
     // One scan for the whole batch. It is sound for each block as maybe_free_retired's scan
     // is for one: a RETIRED block gains no pin, every pinner that set its PINNED bit stored its
-    // record and raised the high water before (release CAS; the retirer's CAS acquired it, and
-    // the exchanges above carry that here), so a record we do not see now is gone for good.
+    // record and raised the high water before (release CAS; the RETIRED CAS acquired it, and
+    // the word loads above carry that here), so a record we do not see now is gone for good.
     const uint64_t high = std::min<uint64_t>(hdr_->pin_high_water.load(std::memory_order_relaxed), pin_slots_);
     for (uint64_t i = 0; i < high; ++i) {
         // Acquire: pairs with pin()'s release CAS of the record.
         const uint64_t p = pins_[i].load(std::memory_order_acquire);
         if (p == 0) continue;
-        const uint64_t b = pin_block(p);
-        for (uint64_t* it = std::lower_bound(taken, taken + n, b << 32); it != taken + n && (*it >> 32) == b; ++it)
-            referenced[it - taken] = true;
+        const uint64_t key = uint64_t(pin_block(p)) << 32;
+        for (auto* it = std::lower_bound(live, live + m, std::pair<uint64_t, uint64_t>{key, 0});
+             it != live + m && it->first == key; ++it)
+            referenced[it - live] = true;
     }
-    for (uint32_t k = 0; k < n; ++k) {
+    for (uint32_t k = 0; k < m; ++k) {
         // A referenced block is freed by its last unpin (unpin -> maybe_free_retired), as it
         // would have been without the batch.
         if (referenced[k]) continue;
         FABRIC_PAUSE_POINT("store.retired.flush");
-        free_retired_at(uint32_t(taken[k] >> 32), (taken[k] & 0xffffffffULL) >> 1);
+        const uint32_t block = uint32_t(live[k].first >> 32);
+        uint64_t w = live[k].second;
+        // acq_rel as in maybe_free_retired: the next claimer acquires our release. Fails if the
+        // word moved at all since we read it (a paused flush frees nothing that was reused).
+        if (words_[block].compare_exchange_strong(w, make_block(kBlockFree, block_seq(w) + 1, 0, false),
+                                                  std::memory_order_acq_rel, std::memory_order_relaxed))
+            after_free(block);
     }
 }
 
@@ -1436,6 +1454,9 @@ RepairCounts StoreCore::repair(uint64_t now, bool dry, OwnerToken me, std::vecto
     reset_dead_superblock_transitions(pass);
     repair_dead_blocks(pass);
     reclaim_expired(pass);
+    // What the steps above retired with PINNED set went into our batch (a handle's core):
+    // free it now, or the drain below and the allocator that called us would not see it.
+    if (!pass.dry) flush_retired();
     if (!pass.dry) drain_empty_superblocks(me);
     return pass.counts;
 }

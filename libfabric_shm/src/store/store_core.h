@@ -202,9 +202,6 @@ private:
     /// True when a slot in the probe window of `hash` points at `block`.
     bool linked_in_window(uint32_t block, uint64_t hash) const noexcept;
     void maybe_free_retired(uint32_t block) noexcept;
-    /// RETIRED|PINNED at exactly `seq` -> FREE (a seq from an entry may be stale: the block
-    /// may have been freed and reused since, and a newer version is none of our business).
-    void free_retired_at(uint32_t block, uint64_t seq) noexcept;
     /// A batch entry freed on its own (a scan of its own), when no batch can take it.
     void maybe_free_retired_entry(uint64_t entry) noexcept;
     /// Queues a block we just made RETIRED (word `retired`) for the next batch; frees it at once
