@@ -108,6 +108,8 @@ public:
     Result<std::optional<PinnedView>> pin(const FabricUri& uri);
     Result<std::optional<PinnedView>> pin(const FabricUriView& uri);
 
+    /// Usage now. It first frees the blocks this handle holds back for its next batch (retired
+    /// objects that had been pinned, docs/store.md "Batched frees"), so they count as free.
     StoreStats stats() const;
     /// Lease ids of the store's regions (register them with a RenewalManager).
     std::vector<uint64_t> lease_ids() const;

@@ -622,27 +622,51 @@ void StoreCore::rollback_drain(uint32_t sb, uint64_t draining) noexcept {
 
 // ---- retire / free / pins -----------------------------------------------------------------
 
-bool StoreCore::pinned_by_any(uint32_t block) const noexcept {
-    // Relaxed: the caller acquired the block word with PINNED set, and every pinner raised the
-    // high water before its release CAS of that bit (pin()). Clamped: shared memory is not trusted.
+template <class F>
+bool StoreCore::any_pin_record(F&& f) const noexcept {
+    // Relaxed: the caller acquired a block word with PINNED set (directly, or through a batch
+    // entry), and every pinner raised the high water before its release CAS of that bit (pin()).
+    // Clamped: shared memory is not trusted.
     const uint64_t high = std::min<uint64_t>(hdr_->pin_high_water.load(std::memory_order_relaxed), pin_slots_);
     for (uint64_t i = 0; i < high; ++i) {
         // Acquire: pairs with pin()'s release CAS of the record.
         const uint64_t p = pins_[i].load(std::memory_order_acquire);
-        if (p != 0 && pin_block(p) == block) return true;
+        if (p != 0 && f(pin_block(p))) return true;
     }
     return false;
 }
 
+bool StoreCore::pinned_by_any(uint32_t block) const noexcept {
+    return any_pin_record([block](uint32_t b) { return b == block; });
+}
+
+void StoreCore::free_retired_word(uint32_t block, uint64_t w) noexcept {
+    // acq_rel: acquire orders us after the pinners' record releases we judged; release hands
+    // the block to its next claimer. Fails if the word moved at all since `w` was read (a
+    // paused freer frees nothing that was reused meanwhile).
+    if (words_[block].compare_exchange_strong(w, make_block(kBlockFree, block_seq(w) + 1, 0, false),
+                                              std::memory_order_acq_rel, std::memory_order_relaxed))
+        after_free(block);
+}
+
 void StoreCore::maybe_free_retired(uint32_t block) noexcept {
-    uint64_t w = words_[block].load(std::memory_order_acquire);
+    const uint64_t w = words_[block].load(std::memory_order_acquire);
     if (block_state(w) != kBlockRetired || !block_pinned(w)) return;
     // A RETIRED block gains no new pins (pin() requires a live state), so if no record
     // references it now, none will.
     if (pinned_by_any(block)) return;
-    if (words_[block].compare_exchange_strong(w, make_block(kBlockFree, block_seq(w) + 1, 0, false),
-                                              std::memory_order_acq_rel, std::memory_order_relaxed))
-        after_free(block);
+    free_retired_word(block, w);
+}
+
+bool StoreCore::retired_entry_word(uint64_t entry, uint32_t& block, uint64_t& w) const noexcept {
+    block = uint32_t(entry >> 32);
+    if (block >= block_count()) return false;
+    // Acquire: synchronises with whichever RETIRED CAS wrote the word (ours or, after the block
+    // was freed, reused and retired again at a seq that wrapped round to the entry's, another
+    // process's), so a scan of the pin records made after this comes after that retirement.
+    w = words_[block].load(std::memory_order_acquire);
+    // Anything else: freed (by an unpin, repair, another flush) and maybe reused since.
+    return block_state(w) == kBlockRetired && block_pinned(w) && block_seq(w) == (entry & 0xffffffffULL) >> 1;
 }
 
 void StoreCore::enable_batched_frees() {
@@ -672,71 +696,42 @@ void StoreCore::free_retired_later(uint32_t block, uint64_t retired) noexcept {
 }
 
 void StoreCore::maybe_free_retired_entry(uint64_t entry) noexcept {
-    const uint32_t block = uint32_t(entry >> 32);
-    if (block >= block_count()) return;
-    // As flush_retired does for a batch: the word first (acquire), then the scan, then a CAS
-    // from exactly that word.
-    uint64_t w = words_[block].load(std::memory_order_acquire);
-    if (block_state(w) != kBlockRetired || !block_pinned(w) || block_seq(w) != (entry & 0xffffffffULL) >> 1) return;
-    if (pinned_by_any(block)) return;
-    if (words_[block].compare_exchange_strong(w, make_block(kBlockFree, block_seq(w) + 1, 0, false),
-                                              std::memory_order_acq_rel, std::memory_order_relaxed))
-        after_free(block);
+    // As flush_retired does for a batch: the word first, then the scan, then a CAS from it.
+    uint32_t block = 0;
+    uint64_t w = 0;
+    if (retired_entry_word(entry, block, w) && !pinned_by_any(block)) free_retired_word(block, w);
 }
 
 void StoreCore::flush_retired() noexcept {
     if (!retired_) return;
-    uint64_t taken[kRetiredBatch];
+    // (block, its RETIRED|PINNED word read before the scan), sorted by block.
+    std::pair<uint32_t, uint64_t> live[kRetiredBatch];
     uint32_t n = 0;
     for (std::atomic<uint64_t>& e : retired_->entries) {
+        if (e.load(std::memory_order_relaxed) == 0) continue;
         // acq_rel: acquires the pusher's RETIRED CAS (see free_retired_later).
-        if (e.load(std::memory_order_relaxed) != 0)
-            if (const uint64_t v = e.exchange(0, std::memory_order_acq_rel); v != 0) taken[n++] = v;
+        const uint64_t entry = e.exchange(0, std::memory_order_acq_rel);
+        if (entry != 0 && retired_entry_word(entry, live[n].first, live[n].second)) ++n;
     }
     if (n == 0) return;
-    // Each block's word, read before the scan (acquire: synchronises with whichever RETIRED
-    // CAS wrote it, ours or, after the block was freed, reused and retired again at a seq
-    // that wrapped round to the entry's, another process's): the scan below then comes after
-    // that retirement, and the free after it is a CAS from exactly this word.
-    std::pair<uint64_t, uint64_t> live[kRetiredBatch];  // (block << 32 | index, word), sorted by block
-    uint32_t m = 0;
-    for (uint32_t k = 0; k < n; ++k) {
-        const uint32_t block = uint32_t(taken[k] >> 32);
-        if (block >= block_count()) continue;
-        const uint64_t w = words_[block].load(std::memory_order_acquire);
-        if (block_state(w) != kBlockRetired || !block_pinned(w) || block_seq(w) != (taken[k] & 0xffffffffULL) >> 1)
-            continue;  // freed (by an unpin, repair, another flush) and maybe reused since
-        live[m++] = {uint64_t(block) << 32, w};
-    }
-    if (m == 0) return;
-    std::sort(live, live + m);  // by block: one binary search per pin record
+    std::sort(live, live + n);  // one binary search per pin record
     bool referenced[kRetiredBatch] = {};
     // One scan for the whole batch. It is sound for each block as maybe_free_retired's scan
-    // is for one: a RETIRED block gains no pin, every pinner that set its PINNED bit stored its
-    // record and raised the high water before (release CAS; the RETIRED CAS acquired it, and
-    // the word loads above carry that here), so a record we do not see now is gone for good.
-    const uint64_t high = std::min<uint64_t>(hdr_->pin_high_water.load(std::memory_order_relaxed), pin_slots_);
-    for (uint64_t i = 0; i < high; ++i) {
-        // Acquire: pairs with pin()'s release CAS of the record.
-        const uint64_t p = pins_[i].load(std::memory_order_acquire);
-        if (p == 0) continue;
-        const uint64_t key = uint64_t(pin_block(p)) << 32;
-        for (auto* it = std::lower_bound(live, live + m, std::pair<uint64_t, uint64_t>{key, 0});
-             it != live + m && it->first == key; ++it)
+    // is for one: a RETIRED block gains no pin, and every pinner that set its PINNED bit stored
+    // its record before (release CAS; the RETIRED CAS acquired it, and the word loads above
+    // carry that here), so a record we do not see now is gone for good.
+    (void)any_pin_record([&](uint32_t b) {
+        for (auto* it = std::lower_bound(live, live + n, std::pair<uint32_t, uint64_t>{b, 0});
+             it != live + n && it->first == b; ++it)
             referenced[it - live] = true;
-    }
-    for (uint32_t k = 0; k < m; ++k) {
+        return false;
+    });
+    for (uint32_t k = 0; k < n; ++k) {
         // A referenced block is freed by its last unpin (unpin -> maybe_free_retired), as it
         // would have been without the batch.
         if (referenced[k]) continue;
         FABRIC_PAUSE_POINT("store.retired.flush");
-        const uint32_t block = uint32_t(live[k].first >> 32);
-        uint64_t w = live[k].second;
-        // acq_rel as in maybe_free_retired: the next claimer acquires our release. Fails if the
-        // word moved at all since we read it (a paused flush frees nothing that was reused).
-        if (words_[block].compare_exchange_strong(w, make_block(kBlockFree, block_seq(w) + 1, 0, false),
-                                                  std::memory_order_acq_rel, std::memory_order_relaxed))
-            after_free(block);
+        free_retired_word(live[k].first, live[k].second);
     }
 }
 

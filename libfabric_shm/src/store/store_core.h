@@ -202,12 +202,21 @@ private:
     /// True when a slot in the probe window of `hash` points at `block`.
     bool linked_in_window(uint32_t block, uint64_t hash) const noexcept;
     void maybe_free_retired(uint32_t block) noexcept;
+    /// RETIRED|PINNED word `w`, read before the caller's scan found no record of it -> FREE.
+    void free_retired_word(uint32_t block, uint64_t w) noexcept;
+    /// A batch entry's block and its word (acquire); false unless it is still RETIRED|PINNED
+    /// at the entry's seq.
+    bool retired_entry_word(uint64_t entry, uint32_t& block, uint64_t& w) const noexcept;
     /// A batch entry freed on its own (a scan of its own), when no batch can take it.
     void maybe_free_retired_entry(uint64_t entry) noexcept;
     /// Queues a block we just made RETIRED (word `retired`) for the next batch; frees it at once
     /// when batching is off or it heads a run (a large block is not held back).
     void free_retired_later(uint32_t block, uint64_t retired) noexcept;
     bool pinned_by_any(uint32_t block) const noexcept;
+    /// Calls f(block) for each pin record below the high-water mark until f returns true
+    /// (then true). The one scan of the records, for one block or for a batch.
+    template <class F>
+    bool any_pin_record(F&& f) const noexcept;
     void finish_commit(uint32_t block, uint64_t word, int depth) noexcept;
     void dec_overflow(uint64_t home, uint64_t bucket) noexcept;
     /// Makes the previous holder's announced slot CAS fail (bump) and closes its token.
