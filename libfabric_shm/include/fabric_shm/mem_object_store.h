@@ -69,6 +69,18 @@ public:
     std::unique_ptr<Impl> impl_;
 };
 
+/// One object of MemObjectStore::put_many.
+struct PutItem {
+    FabricUriView uri;
+    ByteView data;
+};
+
+/// What put_many did with one item: the version it stored, or why it stored nothing.
+struct PutOutcome {
+    Status status;
+    uint64_t version = 0;  ///< 0 when status failed
+};
+
 class MemObjectStore final : public ObjectStore {
 public:
     /// Opens the named store in the pool, creating it with `config` if absent. Opening an
@@ -82,6 +94,16 @@ public:
     Result<uint64_t> put(const FabricUri& uri, ByteView data, const PutOptions& options = {}) override;
     /// put() of a URI view (FabricUriView::parse of a notification: no copy of the URI).
     Result<uint64_t> put(const FabricUriView& uri, ByteView data, const PutOptions& options = {});
+    /// Puts each item, in order, with the same options; outcomes[i] says what became of
+    /// items[i]. Each item is a put of its own (its own version, conditions, visibility): an
+    /// item that fails (a bad URI, too large, a failed condition, a full heap) stores nothing
+    /// and does not stop the items after it. Cheaper than a loop of put(): the options are
+    /// checked once, counters are bumped once, and the next item's table bucket and lock line
+    /// are fetched while this item is copied in.
+    /// Returns how many were stored; invalid_argument (nothing stored) when outcomes is shorter
+    /// than items, or for options that put() would refuse.
+    Result<size_t> put_many(std::span<const PutItem> items, std::span<PutOutcome> outcomes,
+                            const PutOptions& options = {});
     Result<std::optional<ObjectData>> get(const FabricUri& uri) override;
     Result<std::optional<ObjectInfo>> head(const FabricUri& uri) override;
     /// head() into the caller's `info`, for a loop that asks again and again: `info` keeps its

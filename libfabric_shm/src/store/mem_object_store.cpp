@@ -372,37 +372,106 @@ Result<uint64_t> MemObjectStore::put(const FabricUri& uri, ByteView data, const 
     return put(uri.view(), data, options);
 }
 
-Result<uint64_t> MemObjectStore::put(const FabricUriView& uri, ByteView data, const PutOptions& options) {
-    StoreShared& s = *impl_->s;
+namespace {
+
+/// A put whose URI, options and leases were checked: allocate, copy in, publish. On a failed
+/// publish the block goes back to the heap.
+Result<uint64_t> put_checked(StoreShared& s, const detail::StoreKey& key, ByteView data, const PutOptions& options,
+                             uint64_t meta_len, OwnerToken me) {
     StoreCore& core = *s.core;
-    FABRIC_TRY(check_uri_pool(s, uri));
-    const OwnerToken me = s.pool->self();
-    if (me == 0) return make_error(Errc::permission_denied, "put: pool '" + s.pool->name() + "' is open read-only");
-    detail::StoreKey skey;
-    FABRIC_TRY(detail::fill_store_key(uri, skey));
-    detail::StoreKey* const key = &skey;
-    auto meta_len = check_options(options);
-    if (!meta_len) return std::move(meta_len).error();
     if (data.size() > core.max_object_bytes()) return too_large(data.size(), core.max_object_bytes());
-    FABRIC_TRY(s.check_leases());
-    const uint64_t need = kPayloadOffset + align8(data.size()) + key->len + options.content_type.size() + *meta_len;
+    const uint64_t need = kPayloadOffset + align8(data.size()) + key.len + options.content_type.size() + meta_len;
     uint64_t word = 0;
     auto block = core.alloc(need, me, &word);
     if (!block) return std::move(block).error();
     FABRIC_CRASH_POINT("store.put.after_alloc");
     FABRIC_TRY_ASSIGN(const detail::BlockLoc loc, locate_claimed(core, *block, me, "put"));
     detail::seqlock_copy_in(loc.data + kPayloadOffset, data.data(), data.size());
-    write_header(loc.data, data.size(), crc32(data.data(), data.size()), *key, options, *meta_len);
+    write_header(loc.data, data.size(), crc32(data.data(), data.size()), key, options, meta_len);
     FABRIC_CRASH_POINT("store.put.after_fill");
-    auto v = core.publish({&*key, *block, &options}, me);
+    auto v = core.publish({&key, *block, &options}, me);
+    if (!v) core.free_loan(*block, me);
+    return v;
+}
+
+bool is_conflict(const Error& e) { return e.code == Errc::conflict || e.code == Errc::stale_epoch; }
+
+Error read_only(const StoreShared& s, const char* what) {
+    return make_error(Errc::permission_denied, std::string(what) + ": pool '" + s.pool->name() + "' is open read-only");
+}
+
+}  // namespace
+
+Result<uint64_t> MemObjectStore::put(const FabricUriView& uri, ByteView data, const PutOptions& options) {
+    StoreShared& s = *impl_->s;
+    FABRIC_TRY(check_uri_pool(s, uri));
+    const OwnerToken me = s.pool->self();
+    if (me == 0) return read_only(s, "put");
+    detail::StoreKey key;
+    FABRIC_TRY(detail::fill_store_key(uri, key));
+    auto meta_len = check_options(options);
+    if (!meta_len) return std::move(meta_len).error();
+    FABRIC_TRY(s.check_leases());
+    auto v = put_checked(s, key, data, options, *meta_len, me);
     if (!v) {
-        core.free_loan(*block, me);
-        if (v.code() == Errc::conflict || v.code() == Errc::stale_epoch) s.count(CounterId::store_conflicts, 1);
+        if (is_conflict(v.error())) s.count(CounterId::store_conflicts, 1);
         return v;
     }
     s.count(CounterId::store_puts, 1);
     s.count(CounterId::store_put_bytes, data.size());
     return v;
+}
+
+Result<size_t> MemObjectStore::put_many(std::span<const PutItem> items, std::span<PutOutcome> outcomes,
+                                        const PutOptions& options) {
+    StoreShared& s = *impl_->s;
+    if (outcomes.size() < items.size())
+        return make_error(Errc::invalid_argument, "put_many: outcomes holds " + std::to_string(outcomes.size()) +
+                                                      " entries for " + std::to_string(items.size()) + " items");
+    const OwnerToken me = s.pool->self();
+    if (me == 0) return read_only(s, "put_many");
+    auto meta_len = check_options(options);
+    if (!meta_len) return std::move(meta_len).error();
+    // Two keys in turn: item i's while item i+1's is made and its lines are fetched.
+    detail::StoreKey keys[2];
+    Status next_ok;
+    auto prepare = [&](size_t i) {
+        next_ok = check_uri_pool(s, items[i].uri);
+        if (next_ok) next_ok = detail::fill_store_key(items[i].uri, keys[i & 1]);
+        if (next_ok) s.core->prefetch_for_publish(keys[i & 1]);
+    };
+    size_t stored = 0;
+    uint64_t bytes = 0, conflicts = 0;
+    if (!items.empty()) prepare(0);
+    for (size_t i = 0; i < items.size(); ++i) {
+        PutOutcome& out = outcomes[i];
+        Status this_ok = std::move(next_ok);
+        if (i + 1 < items.size()) prepare(i + 1);
+        if (!this_ok) {
+            out = PutOutcome{std::move(this_ok), 0};
+            continue;
+        }
+        // Fail closed per item: a long batch must not write into a region that expired in it.
+        if (Status leases = s.check_leases(); !leases) {
+            out = PutOutcome{std::move(leases), 0};
+            continue;
+        }
+        auto v = put_checked(s, keys[i & 1], items[i].data, options, *meta_len, me);
+        if (!v) {
+            conflicts += is_conflict(v.error()) ? 1 : 0;
+            out = PutOutcome{Status(std::move(v).error()), 0};
+            continue;
+        }
+        out = PutOutcome{Status{}, *v};
+        ++stored;
+        bytes += items[i].data.size();
+    }
+    if (conflicts) s.count(CounterId::store_conflicts, conflicts);
+    if (stored) {
+        s.count(CounterId::store_puts, stored);
+        s.count(CounterId::store_put_bytes, bytes);
+    }
+    return stored;
 }
 
 Result<std::optional<ObjectData>> MemObjectStore::get(const FabricUri& uri) {
@@ -471,7 +540,7 @@ Result<bool> MemObjectStore::remove(const FabricUri& uri, const RemoveOptions& o
     StoreShared& s = *impl_->s;
     FABRIC_TRY(check_uri_pool(s, uri));
     const OwnerToken me = s.pool->self();
-    if (me == 0) return make_error(Errc::permission_denied, "remove: pool '" + s.pool->name() + "' is open read-only");
+    if (me == 0) return read_only(s, "remove");
     auto key = detail::make_store_key(uri);
     if (!key) return std::move(key).error();
     FABRIC_TRY(s.check_leases());
@@ -558,7 +627,7 @@ Result<ObjectLoan> MemObjectStore::loan(const FabricUri& uri, uint64_t size, con
     StoreShared& s = *impl_->s;
     FABRIC_TRY(check_uri_pool(s, uri));
     const OwnerToken me = s.pool->self();
-    if (me == 0) return make_error(Errc::permission_denied, "loan: pool '" + s.pool->name() + "' is open read-only");
+    if (me == 0) return read_only(s, "loan");
     auto key = detail::make_store_key(uri);
     if (!key) return std::move(key).error();
     auto meta_len = check_options(options);
@@ -610,7 +679,7 @@ Result<uint64_t> ObjectLoan::commit(uint64_t n) {
 Result<ObjectLoan> MemObjectStore::loan(uint64_t size) {
     StoreShared& s = *impl_->s;
     const OwnerToken me = s.pool->self();
-    if (me == 0) return make_error(Errc::permission_denied, "loan: pool '" + s.pool->name() + "' is open read-only");
+    if (me == 0) return read_only(s, "loan");
     if (size > s.core->max_object_bytes()) return too_large(size, s.core->max_object_bytes());
     FABRIC_TRY(s.check_leases());
     uint64_t word = 0;
@@ -678,7 +747,7 @@ Result<std::optional<PinnedView>> MemObjectStore::pin(const FabricUriView& uri) 
     StoreCore& core = *s.core;
     FABRIC_TRY(check_uri_pool(s, uri));
     const OwnerToken me = s.pool->self();
-    if (me == 0) return make_error(Errc::permission_denied, "pin: pool '" + s.pool->name() + "' is open read-only");
+    if (me == 0) return read_only(s, "pin");
     detail::StoreKey skey;
     FABRIC_TRY(detail::fill_store_key(uri, skey));
     detail::StoreKey* const key = &skey;

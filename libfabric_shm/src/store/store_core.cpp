@@ -24,6 +24,9 @@ using namespace store_layout;
 
 namespace {
 
+/// The writer lock stripe of a key's hash (store_layout.h "Stripe lock").
+uint32_t stripe_of(uint64_t hash) noexcept { return uint32_t((hash >> 20) % kStripes); }
+
 /// A stripe lock kept this long by one holder without announcing anything new is taken over
 /// (and the holder fenced): store critical sections take microseconds, so only a stopped,
 /// starved or dead holder gets there. A holder that was merely slow starts its operation again.
@@ -1055,9 +1058,14 @@ bool StoreCore::announce(StripeHold& hold, uint64_t slot_index) const noexcept {
     return true;
 }
 
+void StoreCore::prefetch_for_publish(const StoreKey& key) const noexcept {
+    __builtin_prefetch(&buckets_[key.hash & mask_], 1);
+    __builtin_prefetch(&hdr_->stripes[stripe_of(key.hash)], 1);
+}
+
 Result<StoreCore::StripeHold> StoreCore::lock_stripe(uint64_t hash, OwnerToken me) const {
     StripeHold hold;
-    hold.stripe = uint32_t((hash >> 20) % kStripes);
+    hold.stripe = stripe_of(hash);
     hold.mine = thread_tag() | me;
     StripeLock& sl = hdr_->stripes[hold.stripe];
     uint64_t start = 0, seen_since = 0, next_probe = 0, backoff = 20 * kNsPerUs;
