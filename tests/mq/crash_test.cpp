@@ -319,3 +319,57 @@ TEST_CASE("check hook: flags fill above capacity and slot tags impossible for th
     CHECK(tag);
     h->tail.store(1, std::memory_order_relaxed);
 }
+
+TEST_CASE("a batch whose claim was turned into a skip record while it was stopped delivers none of the messages after it") {
+    TestPool tp("slow-run");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 8, OnFull::overwrite)).ok());
+    ConsumerOptions o;
+    o.claim_timeout = std::chrono::milliseconds(20);
+    auto cons = Consumer::open(tp.pool, "t", "g", o);
+    REQUIRE(cons->assign_all().ok());
+    // The batch claims offsets 0..2 as one run, publishes 0 and stops there.
+    PauseGate::arm("mq.send.after_publish");
+    size_t sent = 99;
+    Error err;
+    SendResult res[3];
+    std::thread slow([&] {
+        auto prod = Producer::open(tp.pool, "t");
+        const OutgoingMessage msgs[] = {{bytes("m0"), {}, {}}, {bytes("m1"), {}, {}}, {bytes("m2"), {}, {}}};
+        sent = prod->send_batch(msgs, res, &err);
+    });
+    REQUIRE(PauseGate::wait_arrived("mq.send.after_publish"));
+    // Meanwhile the consumer reads m0 and, past its claim timeout, quarantines m1's claim;
+    // m2's is still a plain claim when the batch goes on.
+    MessageBatch b;
+    std::vector<std::string> got;
+    const uint64_t deadline = mono_now_ns() + 10 * kNsPerSec;
+    while (mgr.describe("t")->partitions[0].quarantined < 1 && mono_now_ns() < deadline) {
+        REQUIRE(cons->poll(b, 8, std::chrono::milliseconds(10)).ok());
+        for (const Message& m : b) got.emplace_back(m.value_str());
+    }
+    REQUIRE(mgr.describe("t")->partitions[0].quarantined >= 1);
+    PauseGate::release("mq.send.after_publish");
+    slow.join();
+    PauseGate::reset();
+    // The batch left no claim behind for a reader to wait out.
+    CHECK(mgr.describe("t")->partitions[0].claims_in_progress == 0);
+    // The batch says it sent one message and why the next was not delivered: the caller sends
+    // again from m1, and m2 must not arrive too (it would arrive twice).
+    CHECK(sent == 1);
+    CHECK(res[0].offset == 0);
+    CHECK(err.code == Errc::skipped);
+    auto prod = Producer::open(tp.pool, "t");
+    const OutgoingMessage again[] = {{bytes("m1"), {}, {}}, {bytes("m2"), {}, {}}};
+    SendResult ares[2];
+    REQUIRE(prod->send_batch(again, ares, &err) == 2);
+    while (got.size() < 3 && mono_now_ns() < deadline) {
+        REQUIRE(cons->poll(b, 8, std::chrono::milliseconds(10)).ok());
+        for (const Message& m : b) got.emplace_back(m.value_str());
+    }
+    CHECK(got == std::vector<std::string>{"m0", "m1", "m2"});
+    auto d = mgr.describe("t");
+    CHECK(d->partitions[0].claims_in_progress == 0);
+    CHECK(d->partitions[0].skipped_claims == 2);
+    CHECK(d->partitions[0].next == 5);
+}

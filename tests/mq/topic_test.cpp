@@ -540,3 +540,130 @@ TEST_CASE("commit: two threads of one process commit to the same group concurren
     b.join();
     CHECK(failures.load() == 0);
 }
+
+TEST_CASE("send_batch puts consecutive messages for one partition at consecutive offsets") {
+    TestPool tp("runs");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(4, 64)).ok());
+    auto prod = Producer::open(tp.pool, "t");
+    std::vector<std::string> texts;
+    for (int i = 0; i < 16; ++i) texts.push_back("m" + std::to_string(i));
+    std::vector<OutgoingMessage> msgs;
+    for (const std::string& s : texts) msgs.push_back({bytes(s), {}, {}});
+    std::vector<SendResult> res(msgs.size());
+    Error err;
+    REQUIRE(prod->send_batch(msgs, res, &err) == msgs.size());
+    // 16 unkeyed messages over 4 partitions: four in a row into each, at offsets 0..3.
+    std::map<uint32_t, std::vector<uint64_t>> offsets;
+    for (size_t i = 0; i < res.size(); ++i) {
+        CHECK(res[i].partition == res[i / 4 * 4].partition);
+        offsets[res[i].partition].push_back(res[i].offset);
+    }
+    REQUIRE(offsets.size() == 4);
+    for (const auto& [p, offs] : offsets) CHECK(offs == std::vector<uint64_t>{0, 1, 2, 3});
+    // Keyed messages keep their partition, in order, between unkeyed ones.
+    const OutgoingMessage mixed[] = {{bytes("k1"), bytes("key"), {}}, {bytes("u"), {}, {}},
+                                     {bytes("k2"), bytes("key"), {}}};
+    SendResult mres[3];
+    REQUIRE(prod->send_batch(mixed, mres, &err) == 3);
+    CHECK(mres[0].partition == mres[2].partition);
+    CHECK(mres[2].offset > mres[0].offset);
+    auto cons = Consumer::open(tp.pool, "t", "");
+    REQUIRE(cons->assign_all().ok());
+    MessageBatch b;
+    std::map<uint32_t, std::vector<std::string>> got;
+    for (int i = 0; i < 8; ++i) {
+        REQUIRE(cons->poll(b, 64, Duration::zero()).ok());
+        for (const Message& m : b) got[m.partition].emplace_back(m.value_str());
+    }
+    size_t total = 0;
+    for (const auto& [p, values] : got) total += values.size();
+    CHECK(total == 19);
+    CHECK(got[res[0].partition][0] == "m0");
+    CHECK(got[res[15].partition][3] == "m15");
+}
+
+TEST_CASE("send_batch into a ring with room for part of the batch sends that part and leaves no claim behind") {
+    TestPool tp("runs-full");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 8, OnFull::reject)).ok());
+    REQUIRE(mgr.register_group("t", "slow").ok());  // commits nothing: the ring holds 8
+    auto prod = Producer::open(tp.pool, "t");
+    REQUIRE(prod->send("first").ok());
+    std::vector<OutgoingMessage> msgs(10, OutgoingMessage{bytes("x"), {}, {}});
+    std::vector<SendResult> res(msgs.size());
+    Error err;
+    CHECK(prod->send_batch(msgs, res, &err) == 7);
+    CHECK(err.code == Errc::back_pressure);
+    CHECK(res[6].offset == 7);
+    auto d = mgr.describe("t");
+    REQUIRE(d.ok());
+    CHECK(d->partitions[0].next == 8);
+    CHECK(d->partitions[0].claims_in_progress == 0);
+    CHECK(d->partitions[0].skipped_claims == 0);
+    // A message too large for a slot ends the run before it: those before it are sent.
+    REQUIRE(mgr.create("u", config(1, 8)).ok());
+    auto pu = Producer::open(tp.pool, "u");
+    const std::string huge(1024, 'h');
+    const OutgoingMessage with_huge[] = {{bytes("a"), {}, {}}, {bytes("b"), {}, {}}, {bytes(huge), {}, {}},
+                                         {bytes("c"), {}, {}}};
+    SendResult hres[4];
+    CHECK(pu->send_batch(with_huge, hres, &err) == 2);
+    CHECK(err.code == Errc::message_too_large);
+    CHECK(mgr.describe("u")->partitions[0].next == 2);
+}
+
+TEST_CASE("two producers sending batches into one partition at once: each message once, each producer's in order") {
+    TestPool tp("runs-race");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 64)).ok());
+    REQUIRE(mgr.register_group("t", "g").ok());
+    constexpr int kProducers = 2, kBatches = 150, kPerBatch = 16;
+    std::atomic<int> ready{0};
+    std::atomic<int> failures{0};
+    std::vector<std::thread> producers;
+    for (int id = 0; id < kProducers; ++id)
+        producers.emplace_back([&, id] {
+            auto prod = Producer::open(tp.pool, "t");
+            if (!prod) return void(failures.fetch_add(1));
+            std::vector<std::string> texts(kPerBatch);
+            std::vector<OutgoingMessage> msgs(kPerBatch);
+            std::vector<SendResult> res(kPerBatch);
+            ready.fetch_add(1);
+            while (ready.load() < kProducers) std::this_thread::yield();  // start together
+            for (int b = 0, seq = 0; b < kBatches; ++b) {
+                for (int i = 0; i < kPerBatch; ++i) {
+                    texts[i] = std::to_string(id) + ":" + std::to_string(seq++);
+                    msgs[i] = {bytes(texts[i]), {}, {}};
+                }
+                Error err;
+                if (prod->send_batch(msgs, res, &err) != size_t(kPerBatch)) failures.fetch_add(1);
+            }
+        });
+    auto cons = Consumer::open(tp.pool, "t", "g");
+    REQUIRE(cons->assign_all().ok());
+    MessageBatch b;
+    int next_seq[kProducers] = {};
+    int received = 0, out_of_order = 0;
+    const uint64_t deadline = mono_now_ns() + 60 * kNsPerSec;
+    while (received < kProducers * kBatches * kPerBatch && mono_now_ns() < deadline && failures.load() == 0) {
+        auto n = cons->poll(b, 64, std::chrono::milliseconds(10));
+        REQUIRE(n.ok());
+        for (const Message& m : b) {
+            const std::string v(m.value_str());
+            const int id = v[0] - '0';
+            const int seq = std::stoi(v.substr(2));
+            out_of_order += seq != next_seq[id];
+            next_seq[id] = seq + 1;
+            ++received;
+        }
+        REQUIRE(cons->commit().ok());
+    }
+    for (auto& t : producers) t.join();
+    CHECK(failures.load() == 0);
+    CHECK(received == kProducers * kBatches * kPerBatch);
+    CHECK(out_of_order == 0);
+    auto d = mgr.describe("t");
+    CHECK(d->partitions[0].skipped_claims == 0);
+    CHECK(d->partitions[0].next == uint64_t(kProducers * kBatches * kPerBatch));
+}

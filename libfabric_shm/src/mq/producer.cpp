@@ -33,6 +33,19 @@ constexpr uint64_t kMaxParkNs = 50 * kNsPerMs;
 /// A producer whose wake found no sleeper asks at most this often whether the waiter died.
 constexpr uint64_t kWaiterProbeIntervalNs = 10 * kNsPerMs;
 
+/// Most slots one run claims before it raises the tail and writes them.
+constexpr size_t kMaxRun = 64;
+
+/// Moves the tail from `seen` (what the claimer read) up to `value`, never down: helpers may
+/// have moved it meanwhile. Release: pairs with the tail acquire in other producers and in
+/// oldest_offset.
+void raise_tail(PartitionHeader* h, uint64_t seen, uint64_t value) {
+    uint64_t cur = seen;
+    while (int64_t(value - cur) > 0 &&
+           !h->tail.compare_exchange_weak(cur, value, std::memory_order_release, std::memory_order_relaxed)) {
+    }
+}
+
 void raise_head(PartitionHeader* h, uint64_t value) {
     uint64_t cur = h->head.load(std::memory_order_acquire);  // pairs with the CAS below (other raisers)
     while (int64_t(value - cur) > 0 &&
@@ -56,8 +69,40 @@ struct Producer::Impl {
         clock_gettime(CLOCK_REALTIME_COARSE, &ts);
         return uint64_t(ts.tv_sec) * kNsPerSec + uint64_t(ts.tv_nsec);
     }
+    /// A slot this producer claimed (CLAIMED(me) at `lap`), not yet published.
+    struct Claimed {
+        SlotHeader* slot = nullptr;
+        uint64_t offset = 0, lap = 0;
+    };
     Status wait_for_space(uint32_t p, uint64_t tail, uint64_t deadline_ns, uint64_t started_ns);
+    /// Size checks (nothing is claimed for a message that cannot fit); the encoded headers'
+    /// length into *headers_len.
+    Status check_fits(uint32_t p, const OutgoingMessage& m, uint64_t* headers_len) const;
+    /// Claims the slot at the tail, waiting for space or for a previous lap's claim as the
+    /// partition's mode says. The tail is left for the caller to raise past the claim.
+    Result<Claimed> claim(uint32_t p);
+    /// Claims the slot right after `prev` if that needs no waiting and no repair (the previous
+    /// lap's occupant is done, or a first-lap slot is empty); false otherwise.
+    bool claim_next(uint32_t p, const Claimed& prev, Claimed& next);
+    void write_envelope(const Claimed& c, const OutgoingMessage& m, uint64_t headers_len, uint64_t ts);
+    /// CLAIMED(me) -> PUBLISHED; Errc::skipped when a repairer turned the claim into a skip record.
+    Status publish(uint32_t p, const Claimed& c);
+    /// Turns a claim we will not write into a skip record (readers pass it).
+    void abandon(uint32_t p, const Claimed& c);
+    /// Wakes the partition's parked consumers, if any (after the last publish of a send).
+    void wake_readers(uint32_t p) {
+        // seq_cst: the load half of the Dekker handshake with WaitRegistration::watch
+        // (waiting.cpp); after a run of publishes it covers them all, each being seq_cst and
+        // earlier. Nobody waits on this partition: no bit, no syscall.
+        if (const uint64_t bits = t->parts[p].hdr->waiters.load(std::memory_order_seq_cst); bits != 0) [[unlikely]]
+            wake(bits);
+    }
     Result<SendResult> send_one(uint32_t p, const OutgoingMessage& m, uint64_t ts);
+    /// Sends messages (all bound for partition p) in order, claiming slots in runs: one tail
+    /// raise per run instead of one per message, one wake check per run. Stops at the first
+    /// failure (*error); returns how many were sent (results[0..n)).
+    size_t send_run(uint32_t p, std::span<const OutgoingMessage> messages, uint64_t ts, SendResult* results,
+                    Error* error);
     void wake(uint64_t bits);
     void release_quarantine(SlotHeader* s, uint64_t word);
 };
@@ -168,43 +213,45 @@ Status Producer::Impl::wait_for_space(uint32_t p, uint64_t tail, uint64_t deadli
     }
 }
 
-Result<SendResult> Producer::Impl::send_one(uint32_t p, const OutgoingMessage& m, uint64_t ts) {
-    const PartitionView& pv = t->parts[p];
-    PartitionHeader* ph = pv.hdr;
-    // Size first: nothing is claimed for a message that cannot fit.
-    uint64_t headers_len = 0;
+Status Producer::Impl::check_fits(uint32_t p, const OutgoingMessage& m, uint64_t* headers_len) const {
+    uint64_t hl = 0;
     for (const MessageHeader& h : m.headers) {
         if (h.name.size() > UINT16_MAX || h.value.size() > UINT16_MAX)
             return make_error(Errc::message_too_large, "header '" + std::string(h.name.substr(0, 32)) +
                                                            "' name or value exceeds 65535 bytes");
-        headers_len += 4 + h.name.size() + h.value.size();
+        hl += 4 + h.name.size() + h.value.size();
     }
-    const uint64_t payload = pv.stride - kEnvelopeBytes;
-    const uint64_t total = m.key.size() + headers_len + m.value.size();
-    if (total > payload || m.key.size() > UINT16_MAX || headers_len > UINT16_MAX)
+    const uint64_t stride = t->parts[p].stride;
+    const uint64_t payload = stride - kEnvelopeBytes;
+    const uint64_t total = m.key.size() + hl + m.value.size();
+    if (total > payload || m.key.size() > UINT16_MAX || hl > UINT16_MAX)
         return make_error(Errc::message_too_large,
                           "message of " + std::to_string(total) + " bytes (key " + std::to_string(m.key.size()) +
-                              " + headers " + std::to_string(headers_len) + " + value " +
-                              std::to_string(m.value.size()) + ") exceeds the " + std::to_string(payload) +
-                              "-byte slot payload of topic '" + t->name + "' (stride " + std::to_string(pv.stride) +
-                              " minus the " + std::to_string(kEnvelopeBytes) + "-byte envelope)");
+                              " + headers " + std::to_string(hl) + " + value " + std::to_string(m.value.size()) +
+                              ") exceeds the " + std::to_string(payload) + "-byte slot payload of topic '" + t->name +
+                              "' (stride " + std::to_string(stride) + " minus the " + std::to_string(kEnvelopeBytes) +
+                              "-byte envelope)");
+    *headers_len = hl;
+    return {};
+}
+
+Result<Producer::Impl::Claimed> Producer::Impl::claim(uint32_t p) {
+    const PartitionView& pv = t->parts[p];
+    PartitionHeader* ph = pv.hdr;
     uint64_t wait_start = 0, stuck_since = 0, stuck_probe = 0;
-    uint64_t off = 0;
-    SlotHeader* s = nullptr;
-    uint64_t lap = 0;
     for (;;) {
         // Acquire: pairs with the release tail CAS of the previous claimer (or a helper).
-        off = ph->tail.load(std::memory_order_acquire);
+        const uint64_t off = ph->tail.load(std::memory_order_acquire);
         if (t->on_full != kOnFullOverwrite && int64_t(off - head_cache[p]) >= int64_t(pv.capacity)) {
             if (!wait_start) wait_start = mono_now_ns();
             FABRIC_TRY(wait_for_space(p, off, wait_start + to_ns(options.block_timeout), wait_start));
             continue;  // re-read the tail: it may have moved while we waited
         }
-        s = pv.slot(off);
+        SlotHeader* s = pv.slot(off);
         // Acquire: pairs with the previous occupant's publish/skip CAS (its bytes are done).
         uint64_t w = s->state.load(std::memory_order_acquire);
         const uint64_t st = slot_state(w);
-        lap = pv.lap(off);
+        const uint64_t lap = pv.lap(off);
         const int64_t d = st == kSlotEmpty ? 0 : lap_diff(slot_lap(w), lap & kLapMask);
         uint64_t expect_tail = off;
         // Case analysis of the slot word for offset `off`:
@@ -261,26 +308,51 @@ Result<SendResult> Producer::Impl::send_one(uint32_t p, const OutgoingMessage& m
         }
         // Claim. Acquire (in acq_rel): pairs with the previous occupant's publish/skip, whose
         // bytes are done. The seqlock writer's ordering (claim before any envelope byte) is the
-        // release fence after the loop, not this CAS: under the C++ model an acquire does not
-        // keep later stores from becoming visible before it.
+        // release fence in write_envelope, not this CAS: under the C++ model an acquire does
+        // not keep later stores from becoming visible before it.
         if (!s->state.compare_exchange_strong(w, make_slot_word(kSlotClaimed, lap, me), std::memory_order_acq_rel,
                                               std::memory_order_relaxed)) {
             cpu_relax();
             continue;
         }
-        // Release: pairs with the tail acquire in other producers and in oldest_offset. A
-        // failure means a helper already advanced it.
-        ph->tail.compare_exchange_strong(expect_tail, off + 1, std::memory_order_release, std::memory_order_relaxed);
-        break;
+        return Claimed{s, off, lap};
     }
-    FABRIC_CRASH_POINT("mq.send.after_claim");
-    if (detail::g_mq_after_claim_hook) detail::g_mq_after_claim_hook();
+}
+
+// Only the two cases that need neither waiting nor repair extend a run: anything else (the
+// slot claimed by another producer, a previous lap still being written or quarantined, a full
+// ring) ends it, and the next message goes through claim() with its full case analysis.
+bool Producer::Impl::claim_next(uint32_t p, const Claimed& prev, Claimed& next) {
+    const PartitionView& pv = t->parts[p];
+    const uint64_t off = prev.offset + 1;
+    if (t->on_full != kOnFullOverwrite && int64_t(off - head_cache[p]) >= int64_t(pv.capacity)) return false;
+    SlotHeader* s = pv.slot(off);
+    // Acquire: pairs with the previous occupant's publish/skip CAS (its bytes are done).
+    uint64_t w = s->state.load(std::memory_order_acquire);
+    const uint64_t st = slot_state(w);
+    const uint64_t lap = pv.lap(off);
+    if (st == kSlotEmpty) {
+        if (off - pv.base >= pv.capacity) return false;  // claim() reports the corruption
+    } else if (lap_diff(slot_lap(w), lap & kLapMask) != -1 || (st != kSlotPublished && st != kSlotSkipped)) {
+        return false;
+    }
+    // Acquire (in acq_rel): as in claim(). A helper may have moved the tail past our claims
+    // and another producer taken this slot: then the CAS fails and the run ends here.
+    if (!s->state.compare_exchange_strong(w, make_slot_word(kSlotClaimed, lap, me), std::memory_order_acq_rel,
+                                          std::memory_order_relaxed))
+        return false;
+    next = Claimed{s, off, lap};
+    return true;
+}
+
+void Producer::Impl::write_envelope(const Claimed& c, const OutgoingMessage& m, uint64_t headers_len, uint64_t ts) {
+    SlotHeader* s = c.slot;
     // Seqlock writer: a release fence between the claim (a store to the state word) and the
     // envelope's relaxed stores. It pairs with the reader's acquire fence between its copy and
     // its re-load of the word: a reader whose copy saw any byte written below also sees the
     // claim (or later) on its re-load, and discards the copy (Boehm 2012; docs/topics.md "Poll").
     std::atomic_thread_fence(std::memory_order_release);
-    s->offset.store(off, std::memory_order_relaxed);
+    s->offset.store(c.offset, std::memory_order_relaxed);
     s->timestamp_ns.store(ts, std::memory_order_relaxed);
     s->value_len.store(uint32_t(m.value.size()), std::memory_order_relaxed);
     s->key_len.store(uint16_t(m.key.size()), std::memory_order_relaxed);
@@ -297,27 +369,89 @@ Result<SendResult> Producer::Impl::send_one(uint32_t p, const OutgoingMessage& m
         dst += 4 + nl + vl;
     }
     detail::seqlock_copy_in(dst, m.value.data(), m.value.size());
-    FABRIC_CRASH_POINT("mq.send.before_publish");
-    uint64_t claimed = make_slot_word(kSlotClaimed, lap, me);
+}
+
+Status Producer::Impl::publish(uint32_t p, const Claimed& c) {
+    uint64_t claimed = make_slot_word(kSlotClaimed, c.lap, me);
     // Publish: seq_cst (a release for the envelope, pairing with readers' acquire of the word;
     // and the store half of the Dekker handshake with parked consumers' data_waiters).
-    if (!s->state.compare_exchange_strong(claimed, make_slot_word(kSlotPublished, lap, me), std::memory_order_seq_cst,
-                                          std::memory_order_acquire)) {
+    if (!c.slot->state.compare_exchange_strong(claimed, make_slot_word(kSlotPublished, c.lap, me),
+                                               std::memory_order_seq_cst, std::memory_order_acquire)) {
         // We lost the skip race: a consumer or the reaper turned our claim into a skip record.
         // If it quarantined the slot (we looked alive), release it now that we stopped writing.
-        release_quarantine(s, claimed);
+        release_quarantine(c.slot, claimed);
         return make_error(Errc::skipped, "topic '" + t->name + "' partition " + std::to_string(p) + " offset " +
-                                             std::to_string(off) +
+                                             std::to_string(c.offset) +
                                              ": the claim was turned into a skip record before it was published "
                                              "(this producer looked dead or exceeded the claim timeout); the "
                                              "message was NOT delivered, send it again");
     }
     FABRIC_PAUSE_POINT("mq.send.after_publish");
-    // seq_cst: the load half of the Dekker handshake with WaitRegistration::watch (waiting.cpp).
-    // Nobody waits on this partition: no bit, no syscall.
-    if (const uint64_t bits = ph->waiters.load(std::memory_order_seq_cst); bits != 0) [[unlikely]]
-        wake(bits);
-    return SendResult{p, off};
+    return {};
+}
+
+void Producer::Impl::abandon(uint32_t p, const Claimed& c) {
+    const uint64_t claimed = make_slot_word(kSlotClaimed, c.lap, me);
+    // A repairer may have quarantined the claim meanwhile: then release it as its claimer.
+    if (!skip_claim(*t->pool, t->parts[p], c.slot, claimed, false))
+        release_quarantine(c.slot, c.slot->state.load(std::memory_order_acquire));
+}
+
+Result<SendResult> Producer::Impl::send_one(uint32_t p, const OutgoingMessage& m, uint64_t ts) {
+    uint64_t headers_len = 0;
+    FABRIC_TRY(check_fits(p, m, &headers_len));
+    FABRIC_TRY_ASSIGN(const Claimed c, claim(p));
+    raise_tail(t->parts[p].hdr, c.offset, c.offset + 1);
+    FABRIC_CRASH_POINT("mq.send.after_claim");
+    if (detail::g_mq_after_claim_hook) detail::g_mq_after_claim_hook();
+    write_envelope(c, m, headers_len, ts);
+    FABRIC_CRASH_POINT("mq.send.before_publish");
+    FABRIC_TRY(publish(p, c));
+    wake_readers(p);
+    return SendResult{p, c.offset};
+}
+
+size_t Producer::Impl::send_run(uint32_t p, std::span<const OutgoingMessage> messages, uint64_t ts,
+                                SendResult* results, Error* error) {
+    size_t sent = 0;
+    uint64_t headers_len[kMaxRun];
+    Claimed claims[kMaxRun];
+    auto fail = [&](Error e) {
+        if (error) *error = std::move(e);
+        return sent;
+    };
+    while (sent < messages.size()) {
+        const std::span<const OutgoingMessage> rest = messages.subspan(sent);
+        // The run: the next messages that fit (a message that does not fit ends the run
+        // before it, and is reported once the run is sent).
+        size_t fit = 0;
+        Status unfit;
+        while (fit < std::min(rest.size(), kMaxRun) && (unfit = check_fits(p, rest[fit], &headers_len[fit])))
+            ++fit;
+        if (fit == 0) return fail(std::move(unfit).error());
+        auto first = claim(p);
+        if (!first) return fail(std::move(first).error());
+        claims[0] = *first;
+        size_t n = 1;
+        while (n < fit && claim_next(p, claims[n - 1], claims[n])) ++n;
+        raise_tail(t->parts[p].hdr, claims[0].offset, claims[n - 1].offset + 1);
+        for (size_t i = 0; i < n; ++i) {
+            FABRIC_CRASH_POINT("mq.send.after_claim");
+            if (detail::g_mq_after_claim_hook) detail::g_mq_after_claim_hook();
+            write_envelope(claims[i], rest[i], headers_len[i], ts);
+            FABRIC_CRASH_POINT("mq.send.before_publish");
+            if (Status st = publish(p, claims[i]); !st) {
+                // The caller sends again from this message on: the run's later claims must
+                // not deliver theirs too.
+                for (size_t j = i + 1; j < n; ++j) abandon(p, claims[j]);
+                wake_readers(p);
+                return fail(std::move(st).error());
+            }
+            results[sent++] = SendResult{p, claims[i].offset};
+        }
+        wake_readers(p);
+    }
+    return sent;
 }
 
 Result<SendResult> Producer::send(ByteView value, std::span<const MessageHeader> headers) {
@@ -361,16 +495,29 @@ size_t Producer::send_batch(std::span<const OutgoingMessage> messages, std::span
             return 0;
         }
     const uint64_t ts = im.timestamp();
+    const uint32_t parts = im.t->num_partitions;
+    // Unkeyed messages are dealt round-robin in chunks (a batch of n unkeyed messages puts
+    // n / partitions in a row into each), so that consecutive messages form runs.
+    const size_t unkeyed = size_t(std::count_if(messages.begin(), messages.end(),
+                                                [](const OutgoingMessage& m) { return m.key.empty(); }));
+    const size_t chunk = std::max<size_t>(1, unkeyed / parts);
+    size_t dealt = 0;
+    uint32_t dealing = 0;
+    auto partition_of = [&](const OutgoingMessage& m) {
+        if (!m.key.empty()) return uint32_t(key_hash(m.key) % parts);
+        if (dealt++ % chunk == 0) dealing = im.rr++ % parts;
+        return dealing;
+    };
     size_t sent = 0;
-    for (const OutgoingMessage& m : messages) {
-        const uint32_t p = m.key.empty() ? im.rr++ % im.t->num_partitions
-                                         : uint32_t(key_hash(m.key) % im.t->num_partitions);
-        auto r = im.send_one(p, m, ts);
-        if (!r) {
-            if (error) *error = std::move(r).error();
-            break;
-        }
-        results[sent++] = *r;
+    uint32_t next = messages.empty() ? 0 : partition_of(messages[0]);
+    for (size_t i = 0; i < messages.size();) {
+        const uint32_t p = next;
+        size_t end = i + 1;
+        while (end < messages.size() && (next = partition_of(messages[end])) == p) ++end;
+        const size_t n = im.send_run(p, messages.subspan(i, end - i), ts, &results[i], error);
+        sent += n;
+        if (n < end - i) break;
+        i = end;
     }
     if (sent) detail::count(*im.t->pool, CounterId::mq_messages_published, sent);
     return sent;
