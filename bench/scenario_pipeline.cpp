@@ -14,6 +14,9 @@
 //   loop-2w     1 producer + 2 workers running the library's WorkerLoop (park mode, DLQ
 //               bookkeeping, epoch-fenced result puts with provenance metadata): what
 //               fabric-shm-worker costs per object
+//   spin-1w-batch  spin-1w with batches of 16 end to end: the producer stores objects with
+//               put_many and notifies with send_batch; the worker stores a poll's results
+//               with one put_many (open loop: the producer batches what is due, up to 16)
 // Each configuration runs closed-loop (the producer as fast as the topic lets it: max
 // objects/s, counted from the end of warm-up to the last result) and open-loop at a fixed
 // offered rate (default 50 % of that max): the object carries its scheduled put time and
@@ -56,6 +59,8 @@ namespace {
 
 constexpr int kMaxWorkers = 2;
 constexpr uint32_t kPartitions = 2;
+/// Objects per put_many / send_batch in the batched configuration (and per worker poll).
+constexpr size_t kBatch = 16;
 
 struct PipelineShared {
     std::atomic<uint32_t> ready{0};
@@ -71,10 +76,11 @@ static_assert(std::atomic<uint64_t>::is_always_lock_free && std::atomic<uint32_t
               "the results block is shared between forked processes");
 
 struct PipelineConfig {
-    std::string name;  ///< spin-1w, parked-2w, loop-2w
+    std::string name;  ///< spin-1w, parked-2w, loop-2w, spin-1w-batch
     bool spin = false;
     int workers = 1;
     bool worker_loop = false;
+    bool batched = false;  ///< put_many + send_batch, results with put_many
 };
 
 struct PipelineRun {
@@ -125,15 +131,22 @@ int group_worker_main(const PipelineRun& r, PipelineShared& sh, int w) {
     if (!gc) return fail(sh, "worker: join", gc.error()), 1;
     MessageBatch batch;
     std::string result_text;  // the result URI's text, reused: no allocation per object
+    // Batched: one result URI buffer and CRC per message of a poll, stored with one put_many.
+    std::vector<std::string> result_texts(kBatch);
+    std::vector<uint32_t> crcs(kBatch);
+    std::vector<PutItem> results;
+    results.reserve(kBatch);
+    std::vector<PutOutcome> outcomes(kBatch);
     std::vector<uint64_t> sched(64);
     uint64_t handled = 0, cpu0 = 0;
     bool measuring = false;
     sh.ready.fetch_add(1);
     while (sh.stop.load(std::memory_order_acquire) == 0) {
-        auto n = gc->poll(batch, 16, std::chrono::milliseconds(10));
+        auto n = gc->poll(batch, kBatch, std::chrono::milliseconds(10));
         if (!n) return fail(sh, "worker: poll", n.error()), 1;
         if (*n == 0) continue;
         size_t timed = 0;
+        results.clear();
         for (const Message& m : batch) {
             auto uri = FabricUriView::parse(m.value_str());  // a view of the notification: no copy
             if (!uri) return fail(sh, "worker: notification", uri.error()), 1;
@@ -150,11 +163,20 @@ int group_worker_main(const PipelineRun& r, PipelineShared& sh, int w) {
                 sh.failures.fetch_add(1);
             }
             const Stamp st = read_stamp(view.bytes());
-            auto result_uri = FabricUriView::format(result_text, r.pool, r.result_bucket, uri->key());
-            if (!result_uri) return fail(sh, "worker: result uri", result_uri.error()), 1;
-            auto put = (*store)->put(*result_uri,
-                                     std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&crc), sizeof crc));
-            if (!put) return fail(sh, "worker: result put", put.error()), 1;
+            if (r.cfg.batched) {
+                const size_t j = results.size();
+                auto result_uri = FabricUriView::format(result_texts[j], r.pool, r.result_bucket, uri->key());
+                if (!result_uri) return fail(sh, "worker: result uri", result_uri.error()), 1;
+                crcs[j] = crc;
+                results.push_back({*result_uri, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&crcs[j]),
+                                                                         sizeof crc)});
+            } else {
+                auto result_uri = FabricUriView::format(result_text, r.pool, r.result_bucket, uri->key());
+                if (!result_uri) return fail(sh, "worker: result uri", result_uri.error()), 1;
+                auto put = (*store)->put(
+                    *result_uri, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&crc), sizeof crc));
+                if (!put) return fail(sh, "worker: result put", put.error()), 1;
+            }
             if (st.index >= r.warmup) {
                 if (!measuring) {
                     measuring = true;
@@ -162,6 +184,12 @@ int group_worker_main(const PipelineRun& r, PipelineShared& sh, int w) {
                 }
                 if (timed < sched.size()) sched[timed++] = st.sched_ns;
             }
+        }
+        if (!results.empty()) {
+            auto stored = (*store)->put_many(results, outcomes);
+            if (!stored) return fail(sh, "worker: result put_many", stored.error()), 1;
+            for (size_t j = 0; j < results.size(); ++j)
+                if (!outcomes[j].status) return fail(sh, "worker: result put_many", outcomes[j].status.error()), 1;
         }
         if (Status c = gc->commit(); !c) return fail(sh, "worker: commit", c.error()), 1;
         if (r.rate > 0 && timed) {
@@ -244,6 +272,12 @@ int producer_main(const PipelineRun& r, PipelineShared& sh) {
     }
     std::vector<uint8_t> object(r.size);
     for (uint64_t i = 0; i < r.size; ++i) object[i] = uint8_t(i * 131 + 7);
+    // Batched: an object buffer, a store item and a notification per member of a batch.
+    std::vector<std::vector<uint8_t>> objects(r.cfg.batched ? kBatch : 0, object);
+    std::vector<PutItem> items(kBatch);
+    std::vector<PutOutcome> outcomes(kBatch);
+    std::vector<OutgoingMessage> notes(kBatch);
+    std::vector<SendResult> sent_at(kBatch);
     const int nw = r.cfg.workers;
     if (!wait_for([&] { return sh.ready.load() == uint32_t(nw) && group_settled(*pool, r.topic, nw); }, false,
                   20 * kNsPerSec))
@@ -251,7 +285,8 @@ int producer_main(const PipelineRun& r, PipelineShared& sh) {
     const uint64_t total = r.warmup + r.count;
     const double interval = r.rate > 0 ? 1e9 / r.rate : 0;
     uint64_t base = 0, cpu0 = 0;
-    for (uint64_t i = 0; i < total; ++i) {
+    auto scheduled = [&](uint64_t i) { return base + uint64_t(double(i - r.warmup) * interval); };
+    for (uint64_t i = 0; i < total;) {
         if (i == r.warmup) {
             // Let the warm-up drain: the measurement starts from an empty pipeline.
             if (!wait_for([&] { return total_handled(sh, nw) >= r.warmup; }, r.cfg.spin, 60 * kNsPerSec))
@@ -260,9 +295,41 @@ int producer_main(const PipelineRun& r, PipelineShared& sh) {
             base = now_ns() + 100 * kNsPerUs;
             sh.t_start.store(interval > 0 ? base : now_ns());
         }
+        if (r.cfg.batched) {
+            // Up to kBatch objects, never across the end of the warm-up; in open loop the ones
+            // due by now (each stamped with its own scheduled time).
+            const uint64_t end = std::min(total, i < r.warmup ? r.warmup : total);
+            size_t n = size_t(std::min<uint64_t>(kBatch, end - i));
+            const bool timed = interval > 0 && i >= r.warmup;
+            if (timed) {
+                wait_until_ns(scheduled(i), r.cfg.spin);
+                const uint64_t now = now_ns();
+                size_t due = 1;
+                while (due < n && scheduled(i + due) <= now) ++due;
+                n = due;
+            }
+            const uint64_t now = now_ns();
+            for (size_t j = 0; j < n; ++j) {
+                const Stamp st{timed ? scheduled(i + j) : now, i + j};
+                std::memcpy(objects[j].data(), &st, std::min<size_t>(sizeof st, r.size));
+                const uint64_t k = (i + j) % r.keys;
+                items[j] = {uris[k].view(), objects[j]};
+                notes[j] = {std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(texts[k].data()), texts[k].size()),
+                            {}, {}};
+            }
+            auto stored = (*store)->put_many(std::span(items).first(n), outcomes);
+            if (!stored) return fail(sh, "producer: put_many", stored.error()), 1;
+            for (size_t j = 0; j < n; ++j)
+                if (!outcomes[j].status) return fail(sh, "producer: put_many", outcomes[j].status.error()), 1;
+            Error err;
+            if (prod->send_batch(std::span(notes).first(n), sent_at, &err) != n)
+                return fail(sh, "producer: send_batch", err), 1;
+            i += n;
+            continue;
+        }
         Stamp st{0, i};
         if (interval > 0 && i >= r.warmup) {
-            st.sched_ns = base + uint64_t(double(i - r.warmup) * interval);
+            st.sched_ns = scheduled(i);
             wait_until_ns(st.sched_ns, r.cfg.spin);
         } else {
             st.sched_ns = now_ns();
@@ -273,6 +340,7 @@ int producer_main(const PipelineRun& r, PipelineShared& sh) {
         if (!put) return fail(sh, "producer: put", put.error()), 1;
         auto sent = prod->send(texts[k]);
         if (!sent) return fail(sh, "producer: send", sent.error()), 1;
+        ++i;
     }
     sh.producer_cpu_ns.store(process_cpu_ns() - cpu0);
     const bool drained = wait_for([&] { return total_handled(sh, nw) >= total; }, r.cfg.spin, 60 * kNsPerSec);
@@ -326,6 +394,7 @@ bool pipeline_run(Pool& pool, const PipelineRun& r, Measurement& m) {
     m.extra["config"] = r.cfg.name;
     m.extra["workers"] = r.cfg.workers;
     m.extra["worker_api"] = r.cfg.worker_loop ? "WorkerLoop" : "GroupConsumer";
+    m.extra["batched"] = r.cfg.batched;
     m.extra["worker_cpu_ns_per_op"] = double(wc) / double(r.count);
     m.extra["handled"] = total_handled(*sh, r.cfg.workers);
     if (r.rate > 0) {
@@ -397,13 +466,35 @@ bool cost_breakdown(Context& ctx, Pool& pool, MemObjectStore& store, const std::
     wc.result_bucket = "cost-loop-results";
     auto loop = WorkerLoop::open(pool, wc);
     if (!loop) return std::fprintf(stderr, "pipeline: cost-loop: %s\n", loop.error().message.c_str()), false;
+    // The batched steps' topic (overwrite: it is never read) and their items.
+    if (Status st = mgr.create("cost-batch", tc); !st)
+        return std::fprintf(stderr, "pipeline: cost-batch topic: %s\n", st.error().message.c_str()), false;
+    auto batch_prod = Producer::open(pool, "cost-batch");
+    auto batch_cons = Consumer::open(pool, "cost-batch", "cost-batch", co);
+    if (!batch_prod || !batch_cons || !batch_cons->assign_all())
+        return std::fprintf(stderr, "pipeline: cost-batch: open failed\n"), false;
+    const uint32_t crc = 0x12345678;
+    const std::span<const uint8_t> crc_bytes(reinterpret_cast<const uint8_t*>(&crc), 4);
+    std::vector<PutItem> in_items, out_items;
+    std::vector<OutgoingMessage> notes;
+    for (uint64_t k = 0; k < kN; ++k) {
+        in_items.push_back({in[k].view(), object});
+        out_items.push_back({out_views[k], crc_bytes});
+        notes.push_back({std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(texts[k].data()), texts[k].size()),
+                         {}, {}});
+    }
+    std::vector<PutOutcome> outcomes(kBatch);
+    std::vector<SendResult> sent_at(kBatch);
     WorkTicket ticket[1];
     MessageBatch batch;
     const char* names[] = {"producer: put (copy in, CRC, publish)", "producer: send URI notification",
                            "worker: poll 16 + commit", "worker: parse URI (view)", "worker: pin + unpin",
                            "worker: crc32 of the object", "worker: format result URI (view)", "worker: put 4-byte result",
-                           "worker: WorkerLoop per message (no handler)"};
-    constexpr int kSteps = 9;
+                           "worker: WorkerLoop per message (no handler)",
+                           "producer: put_many of 16 (per object)", "producer: send_batch of 16 (per object)",
+                           "worker: put_many of 16 4-byte results (per object)"};
+    constexpr int kSteps = 12;
+    constexpr int kInSum = 8;  ///< the hand-written job's steps; the others do some of them again
     double best[kSteps];
     std::fill(best, best + kSteps, 1e18);
     uint64_t failures = 0;
@@ -449,9 +540,7 @@ bool cost_breakdown(Context& ctx, Pool& pool, MemObjectStore& store, const std::
         }
         t[7] = now_ns();
         FABRIC_BENCH_STEP_DUMP(names[6]);
-        const uint32_t crc = 0x12345678;
-        for (uint64_t i = 0; i < kN; ++i)
-            failures += store.put(out_views[i], std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&crc), 4)) ? 0 : 1;
+        for (uint64_t i = 0; i < kN; ++i) failures += store.put(out_views[i], crc_bytes) ? 0 : 1;
         t[8] = now_ns();
         FABRIC_BENCH_STEP_DUMP(names[7]);
         for (uint64_t i = 0; i < kN; ++i) failures += loop_prod->send(texts[i]) ? 0 : 1;
@@ -475,6 +564,35 @@ bool cost_breakdown(Context& ctx, Pool& pool, MemObjectStore& store, const std::
         }
         t[9] = t[8] + (now_ns() - loop_start);
         FABRIC_BENCH_STEP_DUMP(names[8]);
+        auto many = [&](std::vector<PutItem>& items) {
+            for (uint64_t i = 0; i < kN; i += kBatch) {
+                auto n = store.put_many(std::span(items).subspan(i, kBatch), outcomes);
+                failures += (n && *n == kBatch) ? 0 : 1;
+            }
+        };
+        const uint64_t batched_start = now_ns();  // t[9] is synthetic: the setup sends are not timed
+        many(in_items);
+        t[10] = t[9] + (now_ns() - batched_start);
+        FABRIC_BENCH_STEP_DUMP(names[9]);
+        for (uint64_t i = 0; i < kN; i += kBatch) {
+            Error err;
+            failures += batch_prod->send_batch(std::span(notes).subspan(i, kBatch), sent_at, &err) == kBatch ? 0 : 1;
+        }
+        t[11] = now_ns();
+        FABRIC_BENCH_STEP_DUMP(names[10]);
+        // Read what was sent (not timed), as the poll step does for the plain sends: the next
+        // round's sends find the ring in the same state.
+        for (uint64_t got = 0; got < kN;) {
+            auto n = batch_cons->poll(batch, 16, Duration::zero());
+            if (!n) return std::fprintf(stderr, "pipeline: cost-batch poll: %s\n", n.error().message.c_str()), false;
+            got += *n;
+            failures += batch_cons->commit() ? 0 : 1;
+        }
+        FABRIC_BENCH_STEP_DUMP("setup: read the batched notifications");
+        const uint64_t results_start = now_ns();
+        many(out_items);
+        t[12] = t[11] + (now_ns() - results_start);
+        FABRIC_BENCH_STEP_DUMP(names[11]);
         for (int s = 0; s < kSteps; ++s) best[s] = std::min(best[s], double(t[s + 1] - t[s]));
     }
     if (loop->stats().processed != uint64_t(rounds) * kN) {
@@ -485,8 +603,9 @@ bool cost_breakdown(Context& ctx, Pool& pool, MemObjectStore& store, const std::
     }
     failures += loop->close() ? 0 : 1;
     (void)mgr.remove("cost-loop");
+    (void)mgr.remove("cost-batch");
     (void)mgr.remove("cost");
-    double sum = 0;  // the hand-written job's steps (the WorkerLoop step does the worker's again)
+    double sum = 0;  // the hand-written job's steps only
     for (int s = 0; s < kSteps; ++s) {
         Measurement m;
         m.name = "cost " + human_bytes(size) + " " + names[s];
@@ -495,8 +614,8 @@ bool cost_breakdown(Context& ctx, Pool& pool, MemObjectStore& store, const std::
         m.extra["kind"] = "cost";
         m.extra["size"] = size;
         m.extra["ns_per_op"] = best[s] / double(kN);
-        m.extra["in_sum"] = s < kSteps - 1;  // the WorkerLoop step redoes the worker's steps
-        if (s < kSteps - 1) sum += best[s] / double(kN);
+        m.extra["in_sum"] = s < kInSum;  // the WorkerLoop and batched steps redo some of them
+        if (s < kInSum) sum += best[s] / double(kN);
         ctx.report.add(m);
     }
     char buf[160];
@@ -519,11 +638,22 @@ int run_pipeline(Context& ctx) {
     const uint64_t budget = ctx.quick ? (64ull << 20) : (4ull << 30);  // bytes per closed-loop run
     std::vector<PipelineConfig> configs;
     const std::string want = o["configs"].as<std::string>();
-    for (const PipelineConfig& c : {PipelineConfig{"spin-1w", true, 1, false}, PipelineConfig{"parked-2w", false, 2, false},
-                                    PipelineConfig{"loop-2w", false, 2, true}})
-        if (want.find(c.name) != std::string::npos) configs.push_back(c);
-    if (configs.empty() && want != "none") {
-        std::fprintf(stderr, "pipeline: usage error: --configs '%s' names none of spin-1w, parked-2w, loop-2w\n",
+    // Names are matched whole, item by item ("spin-1w" does not select "spin-1w-batch").
+    std::vector<std::string> wanted;
+    for (size_t at = 0; at <= want.size();) {
+        const size_t comma = std::min(want.find(',', at), want.size());
+        wanted.push_back(want.substr(at, comma - at));
+        at = comma + 1;
+    }
+    for (const PipelineConfig& c : {PipelineConfig{"spin-1w", true, 1, false, false},
+                                    PipelineConfig{"spin-1w-batch", true, 1, false, true},
+                                    PipelineConfig{"parked-2w", false, 2, false, false},
+                                    PipelineConfig{"loop-2w", false, 2, true, false}})
+        if (std::find(wanted.begin(), wanted.end(), c.name) != wanted.end()) configs.push_back(c);
+    if (configs.size() != wanted.size() && want != "none") {
+        std::fprintf(stderr,
+                     "pipeline: usage error: --configs '%s': each must be one of spin-1w, spin-1w-batch, parked-2w, "
+                     "loop-2w\n",
                      want.c_str());
         return 2;
     }
@@ -539,7 +669,8 @@ int run_pipeline(Context& ctx) {
                            {"park_spin_ns", park_spin_ns},
                            {"light_load_rate", low_rate},
                            {"partitions", kPartitions},
-                           {"worker_batch", 16},
+                           {"worker_batch", kBatch},
+                           {"producer_batch_batched_config", kBatch},
                            {"job", "producer: put + send URI; worker: poll, parse URI, pin, crc32, put 4-byte "
                                    "result, commit"}};
     int run_id = 0;
@@ -630,8 +761,9 @@ const bool pipeline_scenario_registered = register_scenario(
     {"pipeline", "the recipe job across processes: put + notify -> worker poll, get, crc32, put result, commit",
      [](cxxopts::Options& o) {
          o.add_options()("sizes", "object sizes (default 1K,64K,1M)", cxxopts::value<std::string>())(
-             "configs", "spin-1w,parked-2w,loop-2w (default all three; none: only the per-step cost)",
-             cxxopts::value<std::string>()->default_value("spin-1w,parked-2w,loop-2w"))(
+             "configs",
+             "spin-1w,spin-1w-batch,parked-2w,loop-2w (default all four; none: only the per-step cost)",
+             cxxopts::value<std::string>()->default_value("spin-1w,spin-1w-batch,parked-2w,loop-2w"))(
              "count", "most objects per closed-loop run (default 200000, fewer for large objects; --quick 5000)",
              cxxopts::value<uint64_t>())("rate", "open-loop offered rate, objects/s (default: --rate-fraction of max)",
                                          cxxopts::value<double>())(
