@@ -6,6 +6,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -114,6 +116,61 @@ int producer_child(const ProducerArgs& a) {
                 if (!ver) return failed("put " + key, ver.error());
                 log_line(fd, "S " + key + " " + std::to_string(v) + " " + std::to_string(size) + " " +
                                  std::to_string(*ver));
+            }
+        } else if (rng.below(100) < 20) {
+            // A batch: put_many of 2..8 objects, then their notifications in one send_batch,
+            // ordered by partition so that consecutive messages claim runs of slots.
+            const size_t count = size_t(2 + rng.below(7));
+            std::vector<std::string> keys, datas, uri_texts, ver_texts, ts_texts;
+            std::vector<FabricUri> uris;
+            std::vector<PutItem> items;
+            for (size_t i = 0; i < count; ++i) {
+                keys.push_back(a.prefix + "-" + std::to_string(n + i));
+                datas.push_back(content(keys[i], 1, pick_size(rng)));
+                uris.push_back(*FabricUri::make(pool->name(), kInBucket, keys[i]));
+                uri_texts.push_back(uris[i].to_string());
+            }
+            n += count - 1;
+            for (size_t i = 0; i < count; ++i) items.push_back({uris[i].view(), bytes_of(datas[i])});
+            std::vector<PutOutcome> outcomes(count);
+            beat();
+            auto stored = (*store)->put_many(items, outcomes);
+            if (!stored) return failed("put_many " + keys[0], stored.error());
+            for (size_t i = 0; i < count; ++i) {
+                if (!outcomes[i].status) return failed("put " + keys[i], outcomes[i].status.error());
+                log_line(fd, "P " + keys[i] + " " + std::to_string(datas[i].size()) + " " +
+                                 std::to_string(outcomes[i].version));
+                ver_texts.push_back(std::to_string(outcomes[i].version));
+                ts_texts.push_back(std::to_string(wall_now_ns()));
+            }
+            std::vector<size_t> order(count);
+            for (size_t i = 0; i < count; ++i) order[i] = i;
+            const uint32_t parts = producer->num_partitions();
+            std::stable_sort(order.begin(), order.end(), [&](size_t x, size_t y) {
+                return key_hash(bytes_of(keys[x])) % parts < key_hash(bytes_of(keys[y])) % parts;
+            });
+            std::vector<std::array<MessageHeader, 2>> headers(count);
+            std::vector<OutgoingMessage> messages;
+            for (size_t i : order) {
+                headers[i] = {MessageHeader{kHeaderVersion, ver_texts[i]}, MessageHeader{kHeaderPutTime, ts_texts[i]}};
+                messages.push_back({bytes_of(uri_texts[i]), bytes_of(keys[i]), headers[i]});
+            }
+            std::vector<SendResult> results(count);
+            // A `skipped` message (our claim was turned into a skip record while we were
+            // stopped) was not delivered, nor were those after it: send again from there.
+            size_t done = 0;
+            for (int attempt = 0; done < count; ++attempt) {
+                beat();
+                Error err;
+                const size_t sent = producer->send_batch(std::span(messages).subspan(done),
+                                                         std::span(results).subspan(done), &err);
+                for (size_t i = done; i < done + sent; ++i)
+                    log_line(fd, "N " + keys[order[i]] + " " + std::to_string(results[i].partition) + " " +
+                                     std::to_string(results[i].offset));
+                done += sent;
+                if (done == count) break;
+                if (err.code != Errc::skipped || attempt == 7) return failed("send_batch " + keys[order[done]], err);
+                log_line(fd, "RS " + keys[order[done]] + " " + err.message);
             }
         } else {
             auto uri = FabricUri::make(pool->name(), kInBucket, key);
