@@ -48,13 +48,47 @@ void note(HotPathReport& rep, const std::string& what) {
     rep.failures.fetch_add(1);
 }
 
+/// The batched calls' buffers, sized once (a batch of kBatch objects, notifications, results).
+struct BatchBuffers {
+    std::vector<std::vector<uint8_t>> objects;
+    std::vector<PutItem> items, results;
+    std::vector<PutOutcome> outcomes;
+    std::vector<OutgoingMessage> messages;
+    std::vector<SendResult> sent;
+    std::vector<std::string> result_texts;
+    std::vector<uint32_t> crcs;
+    explicit BatchBuffers(const std::vector<uint8_t>& object)
+        : objects(kBatch, object), outcomes(kBatch), messages(kBatch), sent(kBatch), result_texts(kBatch),
+          crcs(kBatch) {
+        items.reserve(kBatch);
+        results.reserve(kBatch);
+    }
+};
+
 /// The recipe job in one process, `count` objects: the producer's put + send in bursts of
-/// kBatch, the worker's poll (spin), URI parse, pin, CRC check, result put, commit.
+/// kBatch, the worker's poll (spin), URI parse, pin, CRC check, result put, commit. With
+/// `batched`, the producer calls put_many and send_batch once per burst and the worker stores
+/// a poll's results with one put_many.
 bool run_objects(HotPathReport& rep, MemObjectStore& store, Producer& prod, Consumer& cons, MessageBatch& batch,
                  const std::vector<FabricUri>& uris, const std::vector<std::string>& texts, std::vector<uint8_t>& object, std::string& result_text,
-                 std::string_view pool_name, uint64_t& next, uint64_t count) {
+                 std::string_view pool_name, uint64_t& next, uint64_t count, BatchBuffers* batched) {
     for (uint64_t done = 0; done < count;) {
-        for (uint64_t i = 0; i < kBatch; ++i) {
+        if (batched) {
+            BatchBuffers& bb = *batched;
+            bb.items.clear();
+            for (uint64_t i = 0; i < kBatch; ++i) {
+                const uint64_t k = (next + i) % kKeys;
+                std::memcpy(bb.objects[i].data(), &k, sizeof k);
+                bb.items.push_back({uris[k].view(), bb.objects[i]});
+                bb.messages[i] = {ByteView(reinterpret_cast<const uint8_t*>(texts[k].data()), texts[k].size()), {}, {}};
+            }
+            auto stored = store.put_many(bb.items, bb.outcomes);
+            if (!stored || *stored != kBatch) return note(rep, "producer: put_many stored fewer"), false;
+            Error err;
+            if (prod.send_batch(bb.messages, bb.sent, &err) != kBatch)
+                return note(rep, "producer: send_batch: " + err.message), false;
+        }
+        for (uint64_t i = 0; !batched && i < kBatch; ++i) {
             const uint64_t k = (next + i) % kKeys;
             std::memcpy(object.data(), &k, sizeof k);
             if (auto v = store.put(uris[k], object); !v) return note(rep, "producer: put: " + v.error().message), false;
@@ -66,6 +100,7 @@ bool run_objects(HotPathReport& rep, MemObjectStore& store, Producer& prod, Cons
             if (spins > 1000000) return note(rep, "worker: the sent notifications did not arrive"), false;
             auto n = cons.poll(batch, kBatch - got, Duration::zero());
             if (!n) return note(rep, "worker: poll: " + n.error().message), false;
+            if (batched) batched->results.clear();
             for (const Message& m : batch) {
                 auto uri = FabricUriView::parse(m.value_str());
                 if (!uri) return note(rep, "worker: notification: " + uri.error().message), false;
@@ -74,10 +109,24 @@ bool run_objects(HotPathReport& rep, MemObjectStore& store, Producer& prod, Cons
                 const PinnedView& view = **pinned;
                 const uint32_t crc = crc32(view.bytes().data(), view.bytes().size());
                 if (crc != view.info().crc32) return note(rep, "worker: CRC mismatch"), false;
+                if (batched) {
+                    BatchBuffers& bb = *batched;
+                    const size_t j = bb.results.size();
+                    auto out = FabricUriView::format(bb.result_texts[j], pool_name, "results", uri->key());
+                    if (!out) return note(rep, "worker: result uri: " + out.error().message), false;
+                    bb.crcs[j] = crc;
+                    bb.results.push_back({*out, ByteView(reinterpret_cast<const uint8_t*>(&bb.crcs[j]), sizeof crc)});
+                    continue;
+                }
                 auto out = FabricUriView::format(result_text, pool_name, "results", uri->key());
                 if (!out) return note(rep, "worker: result uri: " + out.error().message), false;
                 auto put = store.put(*out, ByteView(reinterpret_cast<const uint8_t*>(&crc), sizeof crc));
                 if (!put) return note(rep, "worker: result put: " + put.error().message), false;
+            }
+            if (batched && !batched->results.empty()) {
+                auto stored = store.put_many(batched->results, batched->outcomes);
+                if (!stored || *stored != batched->results.size())
+                    return note(rep, "worker: result put_many stored fewer"), false;
             }
             if (Status c = cons.commit(); !c) return note(rep, "worker: commit: " + c.error().message), false;
             got += *n;
@@ -87,7 +136,7 @@ bool run_objects(HotPathReport& rep, MemObjectStore& store, Producer& prod, Cons
     return true;
 }
 
-int hot_path_child(const std::string& pool_name, HotPathReport& rep, bool count_syscalls) {
+int hot_path_child(const std::string& pool_name, HotPathReport& rep, bool count_syscalls, bool batched) {
     auto pool = Pool::open(pool_name);
     if (!pool) return note(rep, "open pool: " + pool.error().message), 1;
     auto store = MemObjectStore::attach(*pool);
@@ -111,10 +160,12 @@ int hot_path_child(const std::string& pool_name, HotPathReport& rep, bool count_
     for (size_t i = 0; i < object.size(); ++i) object[i] = uint8_t(i * 131 + 7);
     MessageBatch batch;
     std::string result_text;
+    BatchBuffers buffers(object);
+    BatchBuffers* const bb = batched ? &buffers : nullptr;
     uint64_t next = 0;
     rep.stage = 1;
     // Warm-up: every key and result key exists, buffers have their size, pages are touched.
-    if (!run_objects(rep, **store, *prod, *cons, batch, uris, texts, object, result_text, pool_name, next, kWarmup)) return 1;
+    if (!run_objects(rep, **store, *prod, *cons, batch, uris, texts, object, result_text, pool_name, next, kWarmup, bb)) return 1;
     rep.stage = 2;
     if (count_syscalls) {
         if (!test::count_syscalls_from_now(rep.syscalls))
@@ -122,7 +173,7 @@ int hot_path_child(const std::string& pool_name, HotPathReport& rep, bool count_
         rep.syscalls_counted = 1;
     }
     const uint64_t allocs0 = test::heap_allocations();
-    const bool ok = run_objects(rep, **store, *prod, *cons, batch, uris, texts, object, result_text, pool_name, next, kMeasured);
+    const bool ok = run_objects(rep, **store, *prod, *cons, batch, uris, texts, object, result_text, pool_name, next, kMeasured, bb);
     const uint64_t allocs1 = test::heap_allocations();
     test::stop_counting_syscalls();  // what follows (leaving) is not the hot path
     rep.allocations = allocs1 - allocs0;
@@ -133,7 +184,9 @@ int hot_path_child(const std::string& pool_name, HotPathReport& rep, bool count_
 
 }  // namespace
 
-TEST_CASE("the pipeline's steady state makes no system call and no heap allocation per object") {
+namespace {
+
+void check_hot_path(bool batched) {
     test::TempPool tp("hot-path", 64ull << 20);
     {
         auto store = MemObjectStore::open(tp.pool);
@@ -153,7 +206,7 @@ TEST_CASE("the pipeline's steady state makes no system call and no heap allocati
     REQUIRE(mem != MAP_FAILED);
     auto* rep = new (mem) HotPathReport();
     const std::string name = tp.name();
-    const pid_t pid = test::fork_child([&] { return hot_path_child(name, *rep, count_syscalls); });
+    const pid_t pid = test::fork_child([&] { return hot_path_child(name, *rep, count_syscalls, batched); });
     const int code = test::wait_child(pid, 120000);
     INFO("child stage " << rep->stage.load() << ": " << rep->error);
     REQUIRE(code == 0);
@@ -176,4 +229,14 @@ TEST_CASE("the pipeline's steady state makes no system call and no heap allocati
     }
     rep->~HotPathReport();
     munmap(mem, sizeof(HotPathReport));
+}
+
+}  // namespace
+
+TEST_CASE("the pipeline's steady state makes no system call and no heap allocation per object") {
+    check_hot_path(false);
+}
+
+TEST_CASE("the batched pipeline (put_many, send_batch, result put_many) makes no system call and no heap allocation") {
+    check_hot_path(true);
 }
