@@ -3,7 +3,8 @@
 """The recipe's job from Python, in two processes (producer, worker): fabric_shm against redis-py
 on Redis Streams. A benchmark (scripts/bench-python.sh runs it), never a test.
 
-    bench_pipeline.py fabric [N]                  put_and_notify | fabric_shm.Worker
+    bench_pipeline.py fabric [N]                  put_and_notify | fabric_shm.Worker; the producer's
+                                                  cost per object one at a time and in batches
     bench_pipeline.py fabric-waiting [N]          handlers that wait 10 ms: one at a time, concurrency 8
     bench_pipeline.py redis PORT [N] [--pipeline] SET+XADD | XREADGROUP, GET, SET, XACK
 
@@ -84,8 +85,42 @@ def fabric(n):
             assert processed == n
             emit(system="fabric_shm", mode=f"worker only, concurrency {concurrency} ({kind} handler)", objects=n,
                  seconds=round(seconds, 3), rate=round(n / seconds))
-        # get: 1 KiB against 1 MiB (a pin and a view: no copy, so no size dependence).
+        # Producer side only, one process, in its steady state (the keys exist, their URIs and
+        # tuples are built beforehand): put_and_notify or put + send per object against
+        # put_many + send_batch per BATCH objects. Best of 3 rounds; a topic nobody reads.
         store = pool.store()
+        pool.topics().create("produce", fs.TopicConfig(num_partitions=4, partition_capacity=1 << 15,
+                                                       on_full=fs.OnFull.OVERWRITE))
+        producer = fs.Producer(pool, "produce")
+        data = b"x" * SIZE
+        uris = [f"fabric://{name}/p/{i}" for i in range(n)]
+        items = [(u, data) for u in uris]
+        notes = [(u.rsplit("/", 1)[1], u) for u in uris]
+
+        def one_by_one():
+            for u in uris:
+                fs.put_and_notify(store, producer, u, data)
+
+        def plain():
+            for (u, d), (k, v) in zip(items, notes):
+                store.put(u, d)
+                producer.send_keyed(k, v)
+
+        def batched():
+            for base in range(0, n, BATCH):
+                store.put_many(items[base:base + BATCH])
+                producer.send_batch(notes[base:base + BATCH])
+
+        one_by_one()  # warm-up: every key exists
+        for label, run in (("put_and_notify per object", one_by_one), ("put + send_keyed per object", plain),
+                           (f"put_many + send_batch of {BATCH}", batched)):
+            best = float("inf")
+            for _ in range(3):
+                t = time.perf_counter()
+                run()
+                best = min(best, time.perf_counter() - t)
+            emit(system="fabric_shm", mode=f"produce: {label}", objects=n, us=round(best / n * 1e6, 2))
+        # get: 1 KiB against 1 MiB (a pin and a view: no copy, so no size dependence).
         for size in (SIZE, 1 << 20):
             uri = f"fabric://{name}/get/{size}"
             store.put(uri, b"y" * size)

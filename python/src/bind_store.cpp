@@ -216,6 +216,56 @@ void bind_store(py::module_& m) {
              py::arg("metadata") = py::none(), py::arg("ttl") = py::none(),
              "Stores bytes-like `data` under `uri`; returns the new version. Conditions (one at most): "
              "if_absent, if_version=N, fence=token (Conflict / StaleEpoch when they fail).")
+        .def("put_many",
+             [](PyStore& s, py::iterable items, bool if_absent, py::object if_version, py::object fence,
+                py::object content_type, py::object metadata, py::object ttl) {
+                 // The items are held here: another thread may change the caller's list meanwhile.
+                 std::vector<py::object> held;
+                 for (auto item : items) held.push_back(py::reinterpret_borrow<py::object>(item));
+                 std::vector<FabricUri> uris;
+                 std::vector<BytesArg> bytes;
+                 uris.reserve(held.size());
+                 bytes.reserve(held.size());
+                 for (const py::object& item : held) {
+                     if (!py::isinstance<py::tuple>(item) || py::len(item) != 2)
+                         throw py::type_error("put_many: items are (uri, data) tuples");
+                     auto t = item.cast<py::tuple>();
+                     uris.push_back(to_uri(t[0]));
+                     bytes.emplace_back(t[1]);
+                 }
+                 std::vector<PutItem> in(held.size());
+                 for (size_t i = 0; i < in.size(); ++i) in[i] = {uris[i].view(), bytes[i].span()};
+                 const PutOptions o = put_options(if_absent, if_version, fence, content_type, metadata, ttl);
+                 std::vector<PutOutcome> outcomes(in.size());
+                 MemObjectStore& store = s.get();
+                 unwrap(without_gil(s, [&] { return store.put_many(in, outcomes, o); }));
+                 py::list versions, errors;
+                 std::optional<Error> first;
+                 for (PutOutcome& out : outcomes) {
+                     if (out.status) {
+                         versions.append(out.version);
+                         errors.append(py::none());
+                         continue;
+                     }
+                     if (!first) first = out.status.error();
+                     versions.append(py::none());
+                     errors.append(out.status.error().message);
+                 }
+                 if (first) {
+                     py::dict extra;
+                     extra["versions"] = versions;
+                     extra["errors"] = errors;
+                     raise_with(*first, extra);
+                 }
+                 return versions;
+             },
+             py::arg("items"), py::kw_only(), py::arg("if_absent") = false, py::arg("if_version") = py::none(),
+             py::arg("fence") = py::none(), py::arg("content_type") = py::none(), py::arg("metadata") = py::none(),
+             py::arg("ttl") = py::none(),
+             "Stores each (uri, data) of `items` with the same options, in order, in one call; returns the "
+             "versions. Each item is a put of its own: one that fails stores nothing and does not stop the "
+             "others. Then the first failure is raised with .versions (the version, or None, per item) and "
+             ".errors (None, or the error message, per item).")
         .def("get",
              [](std::shared_ptr<PyStore> s, py::handle uri) -> py::object {
                  const FabricUri u = to_uri(uri);

@@ -199,3 +199,23 @@ def test_verify_detects_bytes_changed_under_the_store(pool):
         obj.verify()
     with pytest.raises(fs.Corrupt):
         store.get_bytes(uri(pool, "k"))
+
+
+def test_put_many_stores_a_batch_and_names_each_item_that_failed(pool):
+    store = pool.store()
+    store.put(uri(pool, "taken"), b"old")
+    versions = store.put_many([(uri(pool, "a"), b"1"), (uri(pool, "b"), bytearray(b"22"))], content_type="text/plain")
+    assert len(versions) == 2 and versions[1] > versions[0]
+    assert store.get_bytes(uri(pool, "b")) == b"22"
+    assert store.head(uri(pool, "a")).content_type == "text/plain"
+    with pytest.raises(fs.Conflict) as info:
+        store.put_many([(uri(pool, "c"), b"3"), (uri(pool, "taken"), b"new"), (uri(pool, "d"), b"4")], if_absent=True)
+    versions, errors = info.value.versions, info.value.errors
+    assert versions[0] is not None and versions[1] is None and versions[2] is not None
+    assert errors[0] is None and "taken" in errors[1] and errors[2] is None
+    # The items around the failed one are stored; the failed one left the old object.
+    assert store.get_bytes(uri(pool, "d")) == b"4"
+    assert store.get_bytes(uri(pool, "taken")) == b"old"
+    with pytest.raises(TypeError, match=r"\(uri, data\)"):
+        store.put_many([b"not a tuple"])
+    assert store.put_many([]) == []
