@@ -134,9 +134,9 @@ int group_worker_main(const PipelineRun& r, PipelineShared& sh, int w) {
     // Batched: one result URI buffer and CRC per message of a poll, stored with one put_many.
     std::vector<std::string> result_texts(kBatch);
     std::vector<uint32_t> crcs(kBatch);
-    std::vector<PutItem> results;
+    std::vector<PutRequest> results;
     results.reserve(kBatch);
-    std::vector<PutOutcome> outcomes(kBatch);
+    std::vector<BatchStatus> statuses(kBatch);
     std::vector<uint64_t> sched(64);
     uint64_t handled = 0, cpu0 = 0;
     bool measuring = false;
@@ -186,10 +186,11 @@ int group_worker_main(const PipelineRun& r, PipelineShared& sh, int w) {
             }
         }
         if (!results.empty()) {
-            auto stored = (*store)->put_many(results, outcomes);
-            if (!stored) return fail(sh, "worker: result put_many", stored.error()), 1;
-            for (size_t j = 0; j < results.size(); ++j)
-                if (!outcomes[j].status) return fail(sh, "worker: result put_many", outcomes[j].status.error()), 1;
+            const auto st = std::span(statuses).first(results.size());
+            if (Status call = (*store)->put_many(results, st); !call)
+                return fail(sh, "worker: result put_many", call.error()), 1;
+            for (const BatchStatus& one : st)
+                if (!one.ok()) return fail(sh, "worker: result put_many", one.error()), 1;
         }
         if (Status c = gc->commit(); !c) return fail(sh, "worker: commit", c.error()), 1;
         if (r.rate > 0 && timed) {
@@ -274,10 +275,9 @@ int producer_main(const PipelineRun& r, PipelineShared& sh) {
     for (uint64_t i = 0; i < r.size; ++i) object[i] = uint8_t(i * 131 + 7);
     // Batched: an object buffer, a store item and a notification per member of a batch.
     std::vector<std::vector<uint8_t>> objects(r.cfg.batched ? kBatch : 0, object);
-    std::vector<PutItem> items(kBatch);
-    std::vector<PutOutcome> outcomes(kBatch);
+    std::vector<PutRequest> items(kBatch);
+    std::vector<BatchStatus> statuses(kBatch);
     std::vector<OutgoingMessage> notes(kBatch);
-    std::vector<SendResult> sent_at(kBatch);
     const int nw = r.cfg.workers;
     if (!wait_for([&] { return sh.ready.load() == uint32_t(nw) && group_settled(*pool, r.topic, nw); }, false,
                   20 * kNsPerSec))
@@ -317,13 +317,15 @@ int producer_main(const PipelineRun& r, PipelineShared& sh) {
                 notes[j] = {std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(texts[k].data()), texts[k].size()),
                             {}, {}};
             }
-            auto stored = (*store)->put_many(std::span(items).first(n), outcomes);
-            if (!stored) return fail(sh, "producer: put_many", stored.error()), 1;
-            for (size_t j = 0; j < n; ++j)
-                if (!outcomes[j].status) return fail(sh, "producer: put_many", outcomes[j].status.error()), 1;
-            Error err;
-            if (prod->send_batch(std::span(notes).first(n), sent_at, &err) != n)
-                return fail(sh, "producer: send_batch", err), 1;
+            const auto st = std::span(statuses).first(n);
+            if (Status call = (*store)->put_many(std::span(items).first(n), st); !call)
+                return fail(sh, "producer: put_many", call.error()), 1;
+            for (const BatchStatus& one : st)
+                if (!one.ok()) return fail(sh, "producer: put_many", one.error()), 1;
+            if (Status call = prod->send_batch(std::span(notes).first(n), st); !call)
+                return fail(sh, "producer: send_batch", call.error()), 1;
+            for (const BatchStatus& one : st)
+                if (!one.ok()) return fail(sh, "producer: send_batch", one.error()), 1;
             i += n;
             continue;
         }
@@ -475,7 +477,7 @@ bool cost_breakdown(Context& ctx, Pool& pool, MemObjectStore& store, const std::
         return std::fprintf(stderr, "pipeline: cost-batch: open failed\n"), false;
     const uint32_t crc = 0x12345678;
     const std::span<const uint8_t> crc_bytes(reinterpret_cast<const uint8_t*>(&crc), 4);
-    std::vector<PutItem> in_items, out_items;
+    std::vector<PutRequest> in_items, out_items;
     std::vector<OutgoingMessage> notes;
     for (uint64_t k = 0; k < kN; ++k) {
         in_items.push_back({in[k].view(), object});
@@ -483,8 +485,13 @@ bool cost_breakdown(Context& ctx, Pool& pool, MemObjectStore& store, const std::
         notes.push_back({std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(texts[k].data()), texts[k].size()),
                          {}, {}});
     }
-    std::vector<PutOutcome> outcomes(kBatch);
-    std::vector<SendResult> sent_at(kBatch);
+    std::vector<BatchStatus> statuses(kBatch);
+    auto all_ok = [&](const Status& call) {
+        if (!call) return false;
+        for (const BatchStatus& st : statuses)
+            if (!st.ok()) return false;
+        return true;
+    };
     WorkTicket ticket[1];
     MessageBatch batch;
     const char* names[] = {"producer: put (copy in, CRC, publish)", "producer: send URI notification",
@@ -506,11 +513,9 @@ bool cost_breakdown(Context& ctx, Pool& pool, MemObjectStore& store, const std::
         best[step] = std::min(best[step], double(now_ns() - t0));
         FABRIC_BENCH_STEP_DUMP(names[step]);
     };
-    auto put_many_all = [&](std::vector<PutItem>& items) {
-        for (uint64_t i = 0; i < kN; i += kBatch) {
-            auto n = store.put_many(std::span(items).subspan(i, kBatch), outcomes);
-            failures += (n && *n == kBatch) ? 0 : 1;
-        }
+    auto put_many_all = [&](std::vector<PutRequest>& items) {
+        for (uint64_t i = 0; i < kN; i += kBatch)
+            failures += all_ok(store.put_many(std::span(items).subspan(i, kBatch), statuses)) ? 0 : 1;
     };
     auto drain = [&](Consumer& c) {
         for (uint64_t got = 0; got < kN;) {
@@ -531,10 +536,8 @@ bool cost_breakdown(Context& ctx, Pool& pool, MemObjectStore& store, const std::
             for (uint64_t i = 0; i < kN; ++i) failures += prod->send(texts[i]) ? 0 : 1;
         });
         timed(10, [&] {
-            for (uint64_t i = 0; i < kN; i += kBatch) {
-                Error err;
-                failures += batch_prod->send_batch(std::span(notes).subspan(i, kBatch), sent_at, &err) == kBatch ? 0 : 1;
-            }
+            for (uint64_t i = 0; i < kN; i += kBatch)
+                failures += all_ok(batch_prod->send_batch(std::span(notes).subspan(i, kBatch), statuses)) ? 0 : 1;
         });
         // The batched notifications are read, not timed: the next round's sends find both
         // rings in the same state.

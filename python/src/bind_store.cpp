@@ -233,23 +233,23 @@ void bind_store(py::module_& m) {
                      uris.push_back(to_uri(t[0]));
                      bytes.emplace_back(t[1]);
                  }
-                 std::vector<PutItem> in(held.size());
-                 for (size_t i = 0; i < in.size(); ++i) in[i] = {uris[i].view(), bytes[i].span()};
                  const PutOptions o = put_options(if_absent, if_version, fence, content_type, metadata, ttl);
-                 std::vector<PutOutcome> outcomes(in.size());
+                 std::vector<PutRequest> in(held.size());
+                 for (size_t i = 0; i < in.size(); ++i) in[i] = {uris[i].view(), bytes[i].span(), &o};
+                 std::vector<BatchStatus> statuses(in.size());
                  MemObjectStore& store = s.get();
-                 unwrap(without_gil(s, [&] { return store.put_many(in, outcomes, o); }));
+                 unwrap(without_gil(s, [&] { return store.put_many(in, statuses); }));
                  py::list versions, errors;
                  std::optional<Error> first;
-                 for (PutOutcome& out : outcomes) {
-                     if (out.status) {
-                         versions.append(out.version);
+                 for (const BatchStatus& st : statuses) {
+                     if (st.ok()) {
+                         versions.append(st.value);
                          errors.append(py::none());
                          continue;
                      }
-                     if (!first) first = out.status.error();
+                     if (!first) first = st.error();
                      versions.append(py::none());
-                     errors.append(out.status.error().message);
+                     errors.append(st.message);
                  }
                  if (first) {
                      py::dict extra;

@@ -432,22 +432,39 @@ void bind_topics(py::module_& m) {
                      if (slots[j][0] != SIZE_MAX) out[j].key = storage[slots[j][0]].span();
                      out[j].headers = headers[j];
                  }
-                 std::vector<SendResult> results(out.size());
-                 Error error;
+                 std::vector<BatchStatus> statuses(out.size());
                  Producer& producer = p.get();
-                 const size_t sent = without_gil(p, [&] { return producer.send_batch(out, results, &error); });
-                 results.resize(sent);
-                 if (sent < out.size()) {
-                     if (error.code == Errc::interrupted) p.interrupted();
-                     py::dict extra;
-                     extra["sent"] = results;
-                     raise_with(error, extra);
+                 unwrap(without_gil(p, [&] { return producer.send_batch(out, statuses); }));
+                 std::vector<SendResult> sent;
+                 py::list results, errors;
+                 std::optional<Error> first;
+                 for (const BatchStatus& st : statuses) {
+                     if (st.ok()) {
+                         sent.push_back(SendResult{st.partition, st.value});
+                         results.append(py::cast(sent.back()));
+                         errors.append(py::none());
+                         continue;
+                     }
+                     if (!first) first = st.error();
+                     results.append(py::none());
+                     errors.append(st.message);
                  }
-                 return results;
+                 if (first) {
+                     if (first->code == Errc::interrupted) p.interrupted();
+                     py::dict extra;
+                     extra["sent"] = sent;
+                     extra["results"] = results;
+                     extra["errors"] = errors;
+                     raise_with(*first, extra);
+                 }
+                 return sent;
              },
              py::arg("messages"),
-             "Sends in order; returns one SendResult per message. Stops at the first failure and raises its "
-             "error with .sent = the results of the messages sent before it.")
+             "Sends in order; returns one SendResult per message. A failed message does not stop the batch, "
+             "but every later message to its partition fails too (per-key order holds). Then the first "
+             "failure is raised with .sent (the SendResults of the messages sent, in order), .results (a "
+             "SendResult or None per message) and .errors (None or the error message per message): send "
+             "again from each partition's first failure.")
         // Set when the producer opened, read-only since: no lock needed.
         .def_property_readonly("num_partitions", [](PyProducer& p) { return p.get().num_partitions(); })
         .def_property_readonly("topic", [](PyProducer& p) { return p.get().topic(); })

@@ -36,6 +36,17 @@ inline std::span<const uint8_t> bytes(std::string_view s) {
     return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
 }
 
+/// send_batch as a call that must succeed; how many of its messages were sent.
+inline size_t send_batch_sent(Producer& producer, std::span<const OutgoingMessage> messages,
+                              std::span<BatchStatus> statuses) {
+    const Status call = producer.send_batch(messages, statuses);
+    INFO("send_batch: " << (call ? std::string("ok") : call.error().message));
+    REQUIRE(call.ok());
+    size_t sent = 0;
+    for (const BatchStatus& st : statuses) sent += st.ok() ? 1 : 0;
+    return sent;
+}
+
 /// A pool removed at scope exit (test::TempPool).
 using TestPool = test::TempPool;
 

@@ -506,9 +506,8 @@ TEST_CASE("batch send and fan-out to several topics") {
     auto pa = Producer::open(tp.pool, "a");
     auto pb = Producer::open(tp.pool, "b");
     OutgoingMessage msgs[3] = {{bytes("1"), {}, {}}, {bytes("2"), {}, {}}, {bytes("3"), bytes("k"), {}}};
-    SendResult res[3];
-    Error err;
-    CHECK(pa->send_batch(msgs, res, &err) == 3);
+    BatchStatus res[3];
+    CHECK(send_batch_sent(*pa, msgs, res) == 3);
     CHECK(res[0].partition != res[1].partition);
     Producer* both[] = {&pa.value(), &pb.value()};
     auto out = send_to_each(both, OutgoingMessage{bytes("fan"), {}, {}});
@@ -550,24 +549,23 @@ TEST_CASE("send_batch puts consecutive messages for one partition at consecutive
     for (int i = 0; i < 16; ++i) texts.push_back("m" + std::to_string(i));
     std::vector<OutgoingMessage> msgs;
     for (const std::string& s : texts) msgs.push_back({bytes(s), {}, {}});
-    std::vector<SendResult> res(msgs.size());
-    Error err;
-    REQUIRE(prod->send_batch(msgs, res, &err) == msgs.size());
+    std::vector<BatchStatus> res(msgs.size());
+    REQUIRE(send_batch_sent(*prod, msgs, res) == msgs.size());
     // 16 unkeyed messages over 4 partitions: four in a row into each, at offsets 0..3.
     std::map<uint32_t, std::vector<uint64_t>> offsets;
     for (size_t i = 0; i < res.size(); ++i) {
         CHECK(res[i].partition == res[i / 4 * 4].partition);
-        offsets[res[i].partition].push_back(res[i].offset);
+        offsets[res[i].partition].push_back(res[i].value);
     }
     REQUIRE(offsets.size() == 4);
     for (const auto& [p, offs] : offsets) CHECK(offs == std::vector<uint64_t>{0, 1, 2, 3});
     // Keyed messages keep their partition, in order, between unkeyed ones.
     const OutgoingMessage mixed[] = {{bytes("k1"), bytes("key"), {}}, {bytes("u"), {}, {}},
                                      {bytes("k2"), bytes("key"), {}}};
-    SendResult mres[3];
-    REQUIRE(prod->send_batch(mixed, mres, &err) == 3);
+    BatchStatus mres[3];
+    REQUIRE(send_batch_sent(*prod, mixed, mres) == 3);
     CHECK(mres[0].partition == mres[2].partition);
-    CHECK(mres[2].offset > mres[0].offset);
+    CHECK(mres[2].value > mres[0].value);
     auto cons = Consumer::open(tp.pool, "t", "");
     REQUIRE(cons->assign_all().ok());
     MessageBatch b;
@@ -583,7 +581,7 @@ TEST_CASE("send_batch puts consecutive messages for one partition at consecutive
     CHECK(got[res[15].partition][3] == "m15");
 }
 
-TEST_CASE("send_batch into a ring with room for part of the batch sends that part and leaves no claim behind") {
+TEST_CASE("send_batch into a ring with room for part of the batch sends that part, refuses the rest, leaves no claim") {
     TestPool tp("runs-full");
     TopicManager mgr(tp.pool);
     REQUIRE(mgr.create("t", config(1, 8, OnFull::reject)).ok());
@@ -591,11 +589,14 @@ TEST_CASE("send_batch into a ring with room for part of the batch sends that par
     auto prod = Producer::open(tp.pool, "t");
     REQUIRE(prod->send("first").ok());
     std::vector<OutgoingMessage> msgs(10, OutgoingMessage{bytes("x"), {}, {}});
-    std::vector<SendResult> res(msgs.size());
-    Error err;
-    CHECK(prod->send_batch(msgs, res, &err) == 7);
-    CHECK(err.code == Errc::back_pressure);
-    CHECK(res[6].offset == 7);
+    std::vector<BatchStatus> res(msgs.size());
+    CHECK(send_batch_sent(*prod, msgs, res) == 7);
+    CHECK(res[6].value == 7);
+    CHECK(res[7].code == Errc::back_pressure);
+    CHECK(res[7].message.find("is full") != std::string::npos);
+    // The messages after the first refused one are not tried: their partition failed first.
+    CHECK(res[8].code == Errc::back_pressure);
+    CHECK(res[8].message == "not sent: message 7 to partition 0 failed first (back_pressure)");
     auto d = mgr.describe("t");
     REQUIRE(d.ok());
     CHECK(d->partitions[0].next == 8);
@@ -607,10 +608,44 @@ TEST_CASE("send_batch into a ring with room for part of the batch sends that par
     const std::string huge(1024, 'h');
     const OutgoingMessage with_huge[] = {{bytes("a"), {}, {}}, {bytes("b"), {}, {}}, {bytes(huge), {}, {}},
                                          {bytes("c"), {}, {}}};
-    SendResult hres[4];
-    CHECK(pu->send_batch(with_huge, hres, &err) == 2);
-    CHECK(err.code == Errc::message_too_large);
+    BatchStatus hres[4];
+    CHECK(send_batch_sent(*pu, with_huge, hres) == 2);
+    CHECK(hres[2].code == Errc::message_too_large);
+    CHECK(hres[3].code == Errc::message_too_large);  // after it in its partition: not sent
     CHECK(mgr.describe("u")->partitions[0].next == 2);
+    // A call that is wrong as a whole sends nothing and writes no status.
+    BatchStatus three[3];
+    const Status mismatch = pu->send_batch(with_huge, three);
+    CHECK(mismatch.code() == Errc::invalid_argument);
+    CHECK(mismatch.error().message.find("3 statuses for 4 messages") != std::string::npos);
+    CHECK(mgr.describe("u")->partitions[0].next == 2);
+}
+
+TEST_CASE("send_batch with one partition full still sends the messages for the others, in key order") {
+    TestPool tp("runs-partial");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(2, 4, OnFull::reject)).ok());
+    REQUIRE(mgr.register_group("t", "slow").ok());  // commits nothing: each partition holds 4
+    // Two keys in different partitions.
+    std::string full_key = "k0", other_key;
+    for (int i = 1; other_key.empty(); ++i)
+        if (key_hash(bytes("k" + std::to_string(i))) % 2 != key_hash(bytes(full_key)) % 2)
+            other_key = "k" + std::to_string(i);
+    auto prod = Producer::open(tp.pool, "t");
+    for (int i = 0; i < 4; ++i) REQUIRE(prod->send_keyed(bytes(full_key), bytes("fill")).ok());
+    const OutgoingMessage msgs[] = {{bytes("a1"), bytes(full_key), {}}, {bytes("b1"), bytes(other_key), {}},
+                                    {bytes("a2"), bytes(full_key), {}}, {bytes("b2"), bytes(other_key), {}}};
+    BatchStatus st[4];
+    CHECK(send_batch_sent(*prod, msgs, st) == 2);
+    CHECK(st[0].code == Errc::back_pressure);
+    CHECK(st[1].ok());
+    CHECK(st[2].code == Errc::back_pressure);
+    CHECK(st[2].message.find("not sent: message 0 to partition") == 0);
+    CHECK(st[3].ok());
+    CHECK(st[3].value == st[1].value + 1);
+    CHECK(st[1].partition == st[3].partition);
+    CHECK(st[0].partition == st[2].partition);
+    CHECK(st[0].partition != st[1].partition);
 }
 
 TEST_CASE("two producers sending batches into one partition at once: each message once, each producer's in order") {
@@ -628,7 +663,7 @@ TEST_CASE("two producers sending batches into one partition at once: each messag
             if (!prod) return void(failures.fetch_add(1));
             std::vector<std::string> texts(kPerBatch);
             std::vector<OutgoingMessage> msgs(kPerBatch);
-            std::vector<SendResult> res(kPerBatch);
+            std::vector<BatchStatus> res(kPerBatch);
             ready.fetch_add(1);
             while (ready.load() < kProducers) std::this_thread::yield();  // start together
             for (int b = 0, seq = 0; b < kBatches; ++b) {
@@ -636,8 +671,8 @@ TEST_CASE("two producers sending batches into one partition at once: each messag
                     texts[i] = std::to_string(id) + ":" + std::to_string(seq++);
                     msgs[i] = {bytes(texts[i]), {}, {}};
                 }
-                Error err;
-                if (prod->send_batch(msgs, res, &err) != size_t(kPerBatch)) failures.fetch_add(1);
+                if (!prod->send_batch(msgs, res)) failures.fetch_add(1);
+                for (const BatchStatus& st : res) failures += st.ok() ? 0 : 1;
             }
         });
     auto cons = Consumer::open(tp.pool, "t", "g");

@@ -52,6 +52,27 @@ def test_send_batch_returns_one_result_each_and_reports_what_was_sent(pool):
     assert [r.offset for r in info.value.sent] == [3]
 
 
+def test_send_batch_goes_on_past_a_full_partition_and_keeps_key_order(pool):
+    make_topic(pool, num_partitions=2, partition_capacity=4, on_full=fs.OnFull.REJECT)
+    fs.TopicManager(pool).register_group("t", "slow")  # holds back the ring: nothing committed
+    producer = fs.Producer(pool, "t")
+    # Two keys in different partitions, learnt from a topic of the same partition count.
+    probe = fs.Producer(pool, make_topic(pool, "probe", num_partitions=2))
+    full = b"k0"
+    home = probe.send_keyed(full, b"").partition
+    other = next(k for k in (b"k%d" % i for i in range(1, 64)) if probe.send_keyed(k, b"").partition != home)
+    for _ in range(4):
+        producer.send_keyed(full, b"fill")
+    with pytest.raises(fs.BackPressure) as info:
+        producer.send_batch([(full, b"a1"), (other, b"b1"), (full, b"a2"), (other, b"b2")])
+    results, errors = info.value.results, info.value.errors
+    assert results[0] is None and results[2] is None
+    assert results[3].offset == results[1].offset + 1
+    assert [r.offset for r in info.value.sent] == [results[1].offset, results[3].offset]
+    assert errors[1] is None and errors[3] is None
+    assert "is full" in errors[0] and errors[2].startswith("not sent: message 0 to partition")
+
+
 def test_put_and_notify_notifies_every_producer_even_after_one_fails(pool):
     # Fan-out: a full topic (REJECT) first, a healthy one second. The object is stored once, the
     # healthy topic is told of it, and the failure is raised with the version and each outcome.

@@ -51,14 +51,13 @@ void note(HotPathReport& rep, const std::string& what) {
 /// The batched calls' buffers, sized once (a batch of kBatch objects, notifications, results).
 struct BatchBuffers {
     std::vector<std::vector<uint8_t>> objects;
-    std::vector<PutItem> items, results;
-    std::vector<PutOutcome> outcomes;
+    std::vector<PutRequest> items, results;
+    std::vector<BatchStatus> stored, sent;
     std::vector<OutgoingMessage> messages;
-    std::vector<SendResult> sent;
     std::vector<std::string> result_texts;
     std::vector<uint32_t> crcs;
     explicit BatchBuffers(const std::vector<uint8_t>& object)
-        : objects(kBatch, object), outcomes(kBatch), messages(kBatch), sent(kBatch), result_texts(kBatch),
+        : objects(kBatch, object), stored(kBatch), sent(kBatch), messages(kBatch), result_texts(kBatch),
           crcs(kBatch) {
         items.reserve(kBatch);
         results.reserve(kBatch);
@@ -82,11 +81,12 @@ bool run_objects(HotPathReport& rep, MemObjectStore& store, Producer& prod, Cons
                 bb.items.push_back({uris[k].view(), bb.objects[i]});
                 bb.messages[i] = {ByteView(reinterpret_cast<const uint8_t*>(texts[k].data()), texts[k].size()), {}, {}};
             }
-            auto stored = store.put_many(bb.items, bb.outcomes);
-            if (!stored || *stored != kBatch) return note(rep, "producer: put_many stored fewer"), false;
-            Error err;
-            if (prod.send_batch(bb.messages, bb.sent, &err) != kBatch)
-                return note(rep, "producer: send_batch: " + err.message), false;
+            if (!store.put_many(bb.items, bb.stored)) return note(rep, "producer: put_many failed"), false;
+            for (const BatchStatus& st : bb.stored)
+                if (!st.ok()) return note(rep, "producer: put_many: " + st.message), false;
+            if (!prod.send_batch(bb.messages, bb.sent)) return note(rep, "producer: send_batch failed"), false;
+            for (const BatchStatus& st : bb.sent)
+                if (!st.ok()) return note(rep, "producer: send_batch: " + st.message), false;
         }
         for (uint64_t i = 0; !batched && i < kBatch; ++i) {
             const uint64_t k = (next + i) % kKeys;
@@ -124,9 +124,10 @@ bool run_objects(HotPathReport& rep, MemObjectStore& store, Producer& prod, Cons
                 if (!put) return note(rep, "worker: result put: " + put.error().message), false;
             }
             if (batched && !batched->results.empty()) {
-                auto stored = store.put_many(batched->results, batched->outcomes);
-                if (!stored || *stored != batched->results.size())
-                    return note(rep, "worker: result put_many stored fewer"), false;
+                const auto statuses = std::span(batched->stored).first(batched->results.size());
+                if (!store.put_many(batched->results, statuses)) return note(rep, "worker: put_many failed"), false;
+                for (const BatchStatus& st : statuses)
+                    if (!st.ok()) return note(rep, "worker: result put_many: " + st.message), false;
             }
             if (Status c = cons.commit(); !c) return note(rep, "worker: commit: " + c.error().message), false;
             got += *n;

@@ -1291,33 +1291,49 @@ TEST_CASE("store: check reports a published block that no slot points at") {
 
 // ---- put_many -------------------------------------------------------------------------------
 
-TEST_CASE("put_many stores every item it can and says per item why the others were not stored") {
+namespace {
+/// put_many as a call that must succeed; how many requests were stored.
+size_t stored_by(MemObjectStore& store, std::span<const PutRequest> requests, std::span<BatchStatus> statuses) {
+    const Status call = store.put_many(requests, statuses);
+    INFO("put_many: " << (call ? std::string("ok") : call.error().message));
+    REQUIRE(call.ok());
+    size_t stored = 0;
+    for (const BatchStatus& st : statuses) stored += st.ok() ? 1 : 0;
+    return stored;
+}
+}  // namespace
+
+TEST_CASE("put_many stores every request it can and says per request why the others were not stored") {
     StoreConfig cfg;
     cfg.max_object_bytes = 4096;
     Fixture f("many", 8 << 20, cfg);
     REQUIRE(f.store->put(f.at("b", "taken"), pattern(8, 9)));
     const FabricUri a = f.at("b", "a"), taken = f.at("b", "taken"), big = f.at("b", "big"), c = f.at("b", "c");
-    const FabricUri foreign = uri("elsewhere", "b", "x");
+    const FabricUri foreign = uri("elsewhere", "b", "x"), opts = f.at("b", "opts");
     const auto pa = pattern(100, 1), pbig = pattern(4097, 2), pc = pattern(4096, 3), pt = pattern(5, 4);
-    const PutItem items[] = {{a.view(), pa}, {taken.view(), pt}, {big.view(), pbig}, {foreign.view(), pa},
-                             {c.view(), pc}};
-    PutOutcome out[5];
     PutOptions absent;
     absent.condition = PutCondition::if_absent;
     absent.content_type = "application/octet-stream";
-    auto stored = f.store->put_many(items, out, absent);
-    REQUIRE_MESSAGE(stored, stored.error().message);
-    CHECK(*stored == 2);
-    CHECK(out[0].status.ok());
-    CHECK(out[1].status.code() == Errc::conflict);
-    CHECK(out[2].status.code() == Errc::object_too_large);
-    CHECK(out[2].status.error().message.find("4097") != std::string::npos);
-    CHECK(out[3].status.code() == Errc::invalid_argument);
-    CHECK(out[4].status.ok());
-    CHECK(out[1].version == 0);
-    CHECK(out[4].version > out[0].version);
-    // What was stored reads back whole, with the batch's options; what failed left nothing.
-    for (auto [u, bytes, version] : {std::tuple{a, pa, out[0].version}, std::tuple{c, pc, out[4].version}}) {
+    PutOptions bad;
+    bad.content_type = std::string(65, 'c');
+    const PutRequest requests[] = {{a.view(), pa, &absent},       {taken.view(), pt, &absent},
+                                   {big.view(), pbig, &absent},   {foreign.view(), pa, &absent},
+                                   {opts.view(), pa, &bad},       {c.view(), pc, &absent}};
+    BatchStatus st[6];
+    CHECK(stored_by(*f.store, requests, st) == 2);
+    CHECK(st[0].ok());
+    CHECK(st[1].code == Errc::conflict);
+    CHECK(st[1].message.find("'b/taken' exists") != std::string::npos);
+    CHECK(st[2].code == Errc::object_too_large);
+    CHECK(st[2].message.find("4097") != std::string::npos);
+    CHECK(st[3].code == Errc::invalid_argument);
+    CHECK(st[4].code == Errc::invalid_argument);
+    CHECK(st[4].message.find("65") != std::string::npos);
+    CHECK(st[5].ok());
+    CHECK(st[1].value == 0);
+    CHECK(st[5].value > st[0].value);
+    // What was stored reads back whole, with its request's options; what failed left nothing.
+    for (auto [u, bytes, version] : {std::tuple{a, pa, st[0].value}, std::tuple{c, pc, st[5].value}}) {
         auto got = f.store->get(u);
         REQUIRE(got);
         REQUIRE(got->has_value());
@@ -1327,31 +1343,35 @@ TEST_CASE("put_many stores every item it can and says per item why the others we
     }
     CHECK((*f.store->get(taken))->data == pattern(8, 9));
     CHECK(!f.store->get(big)->has_value());
+    CHECK(!f.store->get(opts)->has_value());
     CHECK(f.store->stats().objects == 3);
+    // Requests without options take the defaults; a reused array of statuses is rewritten.
+    const PutRequest plain[] = {{taken.view(), pt, nullptr}, {big.view(), pc, nullptr}};
+    CHECK(stored_by(*f.store, plain, std::span(st).first(2)) == 2);
+    CHECK(st[1].message.empty());
+    CHECK((*f.store->get(taken))->data == pt);
     check_store_clean(*f.pool);
 }
 
-TEST_CASE("put_many refuses a batch it cannot report on, or bad options, storing nothing") {
+TEST_CASE("put_many refuses a call it cannot report on, storing nothing") {
     Fixture f("many-bad");
     const FabricUri a = f.at("b", "a"), b = f.at("b", "b");
     const auto bytes = pattern(10, 1);
-    const PutItem items[] = {{a.view(), bytes}, {b.view(), bytes}};
-    PutOutcome one[1];
-    auto short_outcomes = f.store->put_many(items, one);
-    CHECK(short_outcomes.code() == Errc::invalid_argument);
-    CHECK(short_outcomes.error().message.find("1 entries for 2 items") != std::string::npos);
-    PutOutcome two[2];
-    PutOptions bad;
-    bad.content_type = std::string(65, 'c');
-    CHECK(f.store->put_many(items, two, bad).code() == Errc::invalid_argument);
+    const PutRequest requests[] = {{a.view(), bytes}, {b.view(), bytes}};
+    BatchStatus one[1];
+    const Status short_statuses = f.store->put_many(requests, one);
+    CHECK(short_statuses.code() == Errc::invalid_argument);
+    CHECK(short_statuses.error().message.find("1 statuses for 2 requests") != std::string::npos);
     CHECK(f.store->stats().objects == 0);
     // An empty batch is no error.
-    auto none = f.store->put_many({}, {});
-    REQUIRE(none);
-    CHECK(*none == 0);
+    CHECK(f.store->put_many({}, {}).ok());
+    // Nor is a closed pool a per-request failure: the call fails.
+    f.pool->close();
+    BatchStatus two[2];
+    CHECK(f.store->put_many(requests, two).code() == Errc::closed);
 }
 
-TEST_CASE("put_many on a full heap reports capacity per item and stores again once room is made") {
+TEST_CASE("put_many on a full heap reports capacity per request and stores again once room is made") {
     StoreConfig cfg;
     cfg.heap_bytes = 1 << 20;
     cfg.max_object_bytes = 256 << 10;
@@ -1359,21 +1379,18 @@ TEST_CASE("put_many on a full heap reports capacity per item and stores again on
     std::vector<FabricUri> uris;
     for (int i = 0; i < 8; ++i) uris.push_back(f.at("b", "k" + std::to_string(i)));
     const auto big = pattern(200 << 10, 5);
-    std::vector<PutItem> items;
-    for (const FabricUri& u : uris) items.push_back({u.view(), big});
-    std::vector<PutOutcome> out(items.size());
-    auto stored = f.store->put_many(items, out);
-    REQUIRE(stored);
-    REQUIRE(*stored > 0);
-    REQUIRE(*stored < items.size());
-    for (size_t i = *stored; i < items.size(); ++i) {
-        INFO("item " << i);
-        CHECK(out[i].status.code() == Errc::capacity_exceeded);
+    std::vector<PutRequest> requests;
+    for (const FabricUri& u : uris) requests.push_back({u.view(), big});
+    std::vector<BatchStatus> st(requests.size());
+    const size_t stored = stored_by(*f.store, requests, st);
+    REQUIRE(stored > 0);
+    REQUIRE(stored < requests.size());
+    for (size_t i = stored; i < requests.size(); ++i) {
+        INFO("request " << i);
+        CHECK(st[i].code == Errc::capacity_exceeded);
     }
-    for (size_t i = 0; i < *stored; ++i) REQUIRE(f.store->remove(uris[i]));
-    std::vector<PutOutcome> again(items.size() - *stored);
-    auto retry = f.store->put_many(std::span(items).subspan(*stored, again.size()), again);
-    REQUIRE(retry);
-    CHECK(*retry == again.size());
+    for (size_t i = 0; i < stored; ++i) REQUIRE(f.store->remove(uris[i]));
+    std::vector<BatchStatus> again(requests.size() - stored);
+    CHECK(stored_by(*f.store, std::span(requests).subspan(stored, again.size()), again) == again.size());
     check_store_clean(*f.pool);
 }

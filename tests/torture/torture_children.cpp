@@ -123,7 +123,7 @@ int producer_child(const ProducerArgs& a) {
             const size_t count = size_t(2 + rng.below(7));
             std::vector<std::string> keys, datas, uri_texts, ver_texts, ts_texts;
             std::vector<FabricUri> uris;
-            std::vector<PutItem> items;
+            std::vector<PutRequest> items;
             for (size_t i = 0; i < count; ++i) {
                 keys.push_back(a.prefix + "-" + std::to_string(n + i));
                 datas.push_back(content(keys[i], 1, pick_size(rng)));
@@ -132,15 +132,14 @@ int producer_child(const ProducerArgs& a) {
             }
             n += count - 1;
             for (size_t i = 0; i < count; ++i) items.push_back({uris[i].view(), bytes_of(datas[i])});
-            std::vector<PutOutcome> outcomes(count);
+            std::vector<BatchStatus> stored(count);
             beat();
-            auto stored = (*store)->put_many(items, outcomes);
-            if (!stored) return failed("put_many " + keys[0], stored.error());
+            if (Status call = (*store)->put_many(items, stored); !call) return failed("put_many " + keys[0], call.error());
             for (size_t i = 0; i < count; ++i) {
-                if (!outcomes[i].status) return failed("put " + keys[i], outcomes[i].status.error());
+                if (!stored[i].ok()) return failed("put " + keys[i], stored[i].error());
                 log_line(fd, "P " + keys[i] + " " + std::to_string(datas[i].size()) + " " +
-                                 std::to_string(outcomes[i].version));
-                ver_texts.push_back(std::to_string(outcomes[i].version));
+                                 std::to_string(stored[i].value));
+                ver_texts.push_back(std::to_string(stored[i].value));
                 ts_texts.push_back(std::to_string(wall_now_ns()));
             }
             std::vector<size_t> order(count);
@@ -155,22 +154,31 @@ int producer_child(const ProducerArgs& a) {
                 headers[i] = {MessageHeader{kHeaderVersion, ver_texts[i]}, MessageHeader{kHeaderPutTime, ts_texts[i]}};
                 messages.push_back({bytes_of(uri_texts[i]), bytes_of(keys[i]), headers[i]});
             }
-            std::vector<SendResult> results(count);
             // A `skipped` message (our claim was turned into a skip record while we were
-            // stopped) was not delivered, nor were those after it: send again from there.
-            size_t done = 0;
-            for (int attempt = 0; done < count; ++attempt) {
+            // stopped) was not delivered, nor were those after it in its partition: send those
+            // again, in order (each partition's first failure and what follows it).
+            std::vector<BatchStatus> sent(count);
+            for (int attempt = 0; !messages.empty(); ++attempt) {
                 beat();
-                Error err;
-                const size_t sent = producer->send_batch(std::span(messages).subspan(done),
-                                                         std::span(results).subspan(done), &err);
-                for (size_t i = done; i < done + sent; ++i)
-                    log_line(fd, "N " + keys[order[i]] + " " + std::to_string(results[i].partition) + " " +
-                                     std::to_string(results[i].offset));
-                done += sent;
-                if (done == count) break;
-                if (err.code != Errc::skipped || attempt == 7) return failed("send_batch " + keys[order[done]], err);
-                log_line(fd, "RS " + keys[order[done]] + " " + err.message);
+                sent.resize(messages.size());
+                if (Status call = producer->send_batch(messages, sent); !call)
+                    return failed("send_batch " + keys[order[0]], call.error());
+                std::vector<OutgoingMessage> again;
+                std::vector<size_t> again_order;
+                for (size_t i = 0; i < messages.size(); ++i) {
+                    if (sent[i].ok()) {
+                        log_line(fd, "N " + keys[order[i]] + " " + std::to_string(sent[i].partition) + " " +
+                                         std::to_string(sent[i].value));
+                        continue;
+                    }
+                    if (sent[i].code != Errc::skipped || attempt == 7)
+                        return failed("send_batch " + keys[order[i]], sent[i].error());
+                    log_line(fd, "RS " + keys[order[i]] + " " + sent[i].message);
+                    again.push_back(messages[i]);
+                    again_order.push_back(order[i]);
+                }
+                messages = std::move(again);
+                order = std::move(again_order);
             }
         } else {
             auto uri = FabricUri::make(pool->name(), kInBucket, key);

@@ -8,6 +8,7 @@
 #include <span>
 #include <string>
 
+#include "fabric_shm/batch.h"
 #include "fabric_shm/object_store.h"
 #include "fabric_shm/pool.h"
 
@@ -70,15 +71,10 @@ public:
 };
 
 /// One object of MemObjectStore::put_many.
-struct PutItem {
+struct PutRequest {
     FabricUriView uri;
     ByteView data;
-};
-
-/// What put_many did with one item: the version it stored, or why it stored nothing.
-struct PutOutcome {
-    Status status;
-    uint64_t version = 0;  ///< 0 when status failed
+    const PutOptions* options = nullptr;  ///< nullptr: the defaults (no condition, no metadata)
 };
 
 class MemObjectStore final : public ObjectStore {
@@ -94,16 +90,15 @@ public:
     Result<uint64_t> put(const FabricUri& uri, ByteView data, const PutOptions& options = {}) override;
     /// put() of a URI view (FabricUriView::parse of a notification: no copy of the URI).
     Result<uint64_t> put(const FabricUriView& uri, ByteView data, const PutOptions& options = {});
-    /// Puts each item, in order, with the same options; outcomes[i] says what became of
-    /// items[i]. Each item is a put of its own (its own version, conditions, visibility): an
-    /// item that fails (a bad URI, too large, a failed condition, a full heap) stores nothing
-    /// and does not stop the items after it. Cheaper than a loop of put(): the options are
-    /// checked once, counters are bumped once, and the next item's table bucket and lock line
-    /// are fetched while this item is copied in.
-    /// Returns how many were stored; invalid_argument (nothing stored) when outcomes is shorter
-    /// than items, or for options that put() would refuse.
-    Result<size_t> put_many(std::span<const PutItem> items, std::span<PutOutcome> outcomes,
-                            const PutOptions& options = {});
+    /// Puts each request, in order; statuses[i] says what became of requests[i] (its version
+    /// in `value`). Each request is a put of its own (its own version, conditions and
+    /// visibility): one that fails (a bad URI or options, too large, a failed condition, a
+    /// full heap) stores nothing and does not stop the others. Cheaper than a loop of put():
+    /// counters are bumped once, options shared by consecutive requests are checked once, and
+    /// the next request's table bucket and lock line are fetched while this one is copied in.
+    /// Fails as a whole (nothing stored) only when the spans' sizes differ or the pool is
+    /// read-only or closed.
+    Status put_many(std::span<const PutRequest> requests, std::span<BatchStatus> statuses);
     Result<std::optional<ObjectData>> get(const FabricUri& uri) override;
     Result<std::optional<ObjectInfo>> head(const FabricUri& uri) override;
     /// head() into the caller's `info`, for a loop that asks again and again: `info` keeps its

@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "fabric_shm/batch.h"
 #include "fabric_shm/bytes.h"
 #include "fabric_shm/clock.h"
 #include "fabric_shm/pool.h"
@@ -167,9 +168,16 @@ public:
     Result<SendResult> send(std::string_view key, std::string_view value) { return send_keyed(key, value); }
     /// Partition = key_hash(key) % num_partitions: same key, same partition, in order.
     Result<SendResult> send_keyed(ByteView key, ByteView value, std::span<const MessageHeader> headers = {});
-    /// Sends messages in order (one region check, one timestamp); results[i] for messages[i].
-    /// Stops at the first failure: returns how many were sent and the error via *error.
-    size_t send_batch(std::span<const OutgoingMessage> messages, std::span<SendResult> results, Error* error);
+    /// Sends messages in order, one region check and one timestamp for the batch;
+    /// statuses[i] says what became of messages[i] (its partition, and its offset in
+    /// `value`). Consecutive messages to one partition claim a run of slots at once (unkeyed
+    /// messages are dealt to the partitions in chunks of n / num_partitions to form runs).
+    /// A message that fails does not stop the batch, but every later message to the same
+    /// partition fails too (code of the first failure, "not sent: message i to partition p
+    /// failed first"), so per-key order holds: send again from each partition's first failure.
+    /// Fails as a whole (nothing sent, statuses not written) only when the spans' sizes
+    /// differ or the topic's regions are gone or expired.
+    Status send_batch(std::span<const OutgoingMessage> messages, std::span<BatchStatus> statuses);
     /// Sends to exactly `partition`.
     Result<SendResult> send_to(uint32_t partition, const OutgoingMessage& message);
 

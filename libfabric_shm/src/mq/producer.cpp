@@ -17,6 +17,7 @@
 #include "mq/topic_internal.h"
 #include "cpu_relax.h"
 #include "mq/waiting.h"
+#include "batch_status.h"
 #include "seqlock_copy.h"
 #include "pool_impl.h"
 
@@ -100,9 +101,9 @@ struct Producer::Impl {
     Result<SendResult> send_one(uint32_t p, const OutgoingMessage& m, uint64_t ts);
     /// Sends messages (all bound for partition p) in order, claiming slots in runs: one tail
     /// raise per run instead of one per message, one wake check per run. Stops at the first
-    /// failure (*error); returns how many were sent (results[0..n)).
-    size_t send_run(uint32_t p, std::span<const OutgoingMessage> messages, uint64_t ts, SendResult* results,
-                    Error* error);
+    /// failure; returns how many were sent. statuses[0..n) say where they went, and
+    /// statuses[n] (when n < messages.size()) why the next one was not sent.
+    size_t send_run(uint32_t p, std::span<const OutgoingMessage> messages, uint64_t ts, BatchStatus* statuses);
     void wake(uint64_t bits);
     void release_quarantine(SlotHeader* s, uint64_t word);
 };
@@ -412,12 +413,12 @@ Result<SendResult> Producer::Impl::send_one(uint32_t p, const OutgoingMessage& m
 }
 
 size_t Producer::Impl::send_run(uint32_t p, std::span<const OutgoingMessage> messages, uint64_t ts,
-                                SendResult* results, Error* error) {
+                                BatchStatus* statuses) {
     size_t sent = 0;
     uint64_t headers_len[kMaxRun];
     Claimed claims[kMaxRun];
     auto fail = [&](Error e) {
-        if (error) *error = std::move(e);
+        detail::batch_failed(statuses[sent], p, std::move(e));
         return sent;
     };
     while (sent < messages.size()) {
@@ -447,7 +448,7 @@ size_t Producer::Impl::send_run(uint32_t p, std::span<const OutgoingMessage> mes
                 wake_readers(p);
                 return fail(std::move(st).error());
             }
-            results[sent++] = SendResult{p, claims[i].offset};
+            detail::batch_ok(statuses[sent++], p, claims[i].offset);
         }
         wake_readers(p);
     }
@@ -477,23 +478,14 @@ Result<SendResult> Producer::send_to(uint32_t partition, const OutgoingMessage& 
     return r;
 }
 
-size_t Producer::send_batch(std::span<const OutgoingMessage> messages, std::span<SendResult> results, Error* error) {
+Status Producer::send_batch(std::span<const OutgoingMessage> messages, std::span<BatchStatus> statuses) {
     Impl& im = *impl_;
-    if (results.size() < messages.size()) {
-        if (error) *error = make_error(Errc::invalid_argument, "send_batch: results holds " +
-                                                                   std::to_string(results.size()) + " entries for " +
-                                                                   std::to_string(messages.size()) + " messages");
-        return 0;
-    }
-    if (auto st = check_topic(*im.t); !st) {
-        if (error) *error = std::move(st).error();
-        return 0;
-    }
-    for (uint32_t p = 0; p < im.t->num_partitions; ++p)
-        if (auto st = im.t->part_regions[p].check(); !st) {
-            if (error) *error = std::move(st).error();
-            return 0;
-        }
+    if (statuses.size() != messages.size())
+        return make_error(Errc::invalid_argument, "send_batch: " + std::to_string(statuses.size()) +
+                                                      " statuses for " + std::to_string(messages.size()) +
+                                                      " messages (one each)");
+    FABRIC_TRY(check_topic(*im.t));
+    for (uint32_t p = 0; p < im.t->num_partitions; ++p) FABRIC_TRY(im.t->part_regions[p].check());
     const uint64_t ts = im.timestamp();
     const uint32_t parts = im.t->num_partitions;
     // Unkeyed messages are dealt round-robin in chunks (a batch of n unkeyed messages puts
@@ -508,19 +500,39 @@ size_t Producer::send_batch(std::span<const OutgoingMessage> messages, std::span
         if (dealt++ % chunk == 0) dealing = im.rr++ % parts;
         return dealing;
     };
+    // A partition where a message failed takes no later message of the batch: per-key order
+    // holds, and the caller sends again from each partition's first failure.
+    static_assert(kMaxPartitions <= 64, "one bit per partition");
+    uint64_t failed = 0;
+    size_t first_failure[kMaxPartitions];
+    auto refuse = [&](size_t from, size_t to, uint32_t p) {
+        const BatchStatus& first = statuses[first_failure[p]];
+        for (size_t j = from; j < to; ++j)
+            detail::batch_failed(statuses[j], p,
+                                 make_error(first.code, "not sent: message " + std::to_string(first_failure[p]) +
+                                                            " to partition " + std::to_string(p) + " failed first (" +
+                                                            std::string(errc_name(first.code)) + ")"));
+    };
     size_t sent = 0;
     uint32_t next = messages.empty() ? 0 : partition_of(messages[0]);
     for (size_t i = 0; i < messages.size();) {
         const uint32_t p = next;
         size_t end = i + 1;
         while (end < messages.size() && (next = partition_of(messages[end])) == p) ++end;
-        const size_t n = im.send_run(p, messages.subspan(i, end - i), ts, &results[i], error);
-        sent += n;
-        if (n < end - i) break;
+        if (failed >> p & 1) {
+            refuse(i, end, p);
+        } else if (const size_t n = im.send_run(p, messages.subspan(i, end - i), ts, &statuses[i]); n < end - i) {
+            sent += n;
+            failed |= uint64_t(1) << p;
+            first_failure[p] = i + n;
+            refuse(i + n + 1, end, p);
+        } else {
+            sent += n;
+        }
         i = end;
     }
     if (sent) detail::count(*im.t->pool, CounterId::mq_messages_published, sent);
-    return sent;
+    return {};
 }
 
 std::vector<Result<SendResult>> send_to_each(std::span<Producer* const> producers, const OutgoingMessage& message) {

@@ -12,6 +12,7 @@
 #include "fabric_shm/counters.h"
 #include "crash_point.h"
 #include "fabric_shm/names.h"
+#include "batch_status.h"
 #include "seqlock_copy.h"
 #include "store/store_core.h"
 #include "pool_impl.h"
@@ -422,56 +423,67 @@ Result<uint64_t> MemObjectStore::put(const FabricUriView& uri, ByteView data, co
     return v;
 }
 
-Result<size_t> MemObjectStore::put_many(std::span<const PutItem> items, std::span<PutOutcome> outcomes,
-                                        const PutOptions& options) {
+Status MemObjectStore::put_many(std::span<const PutRequest> requests, std::span<BatchStatus> statuses) {
     StoreShared& s = *impl_->s;
-    if (outcomes.size() < items.size())
-        return make_error(Errc::invalid_argument, "put_many: outcomes holds " + std::to_string(outcomes.size()) +
-                                                      " entries for " + std::to_string(items.size()) + " items");
+    if (statuses.size() != requests.size())
+        return make_error(Errc::invalid_argument, "put_many: " + std::to_string(statuses.size()) + " statuses for " +
+                                                      std::to_string(requests.size()) + " requests (one each)");
+    FABRIC_TRY(s.pool->check_open());
     const OwnerToken me = s.pool->self();
     if (me == 0) return read_only(s, "put_many");
-    auto meta_len = check_options(options);
-    if (!meta_len) return std::move(meta_len).error();
-    // Two keys in turn: item i's while item i+1's is made and its lines are fetched.
+    static const PutOptions kDefaults;
+    // Options shared by consecutive requests (the usual batch) are checked once.
+    const PutOptions* checked = nullptr;
+    Result<uint64_t> meta_len = uint64_t(0);
+    // Two keys in turn: request i's while request i+1's is made and its lines are fetched.
     detail::StoreKey keys[2];
     Status next_ok;
     auto prepare = [&](size_t i) {
-        next_ok = check_uri_pool(s, items[i].uri);
-        if (next_ok) next_ok = detail::fill_store_key(items[i].uri, keys[i & 1]);
+        next_ok = check_uri_pool(s, requests[i].uri);
+        if (next_ok) next_ok = detail::fill_store_key(requests[i].uri, keys[i & 1]);
         if (next_ok) s.core->prefetch_for_publish(keys[i & 1]);
     };
-    size_t stored = 0;
-    uint64_t bytes = 0, conflicts = 0;
-    if (!items.empty()) prepare(0);
-    for (size_t i = 0; i < items.size(); ++i) {
-        PutOutcome& out = outcomes[i];
+    uint64_t stored = 0, bytes = 0, conflicts = 0;
+    if (!requests.empty()) prepare(0);
+    for (size_t i = 0; i < requests.size(); ++i) {
+        const PutRequest& rq = requests[i];
+        BatchStatus& st = statuses[i];
         Status this_ok = std::move(next_ok);
-        if (i + 1 < items.size()) prepare(i + 1);
+        if (i + 1 < requests.size()) prepare(i + 1);
         if (!this_ok) {
-            out = PutOutcome{std::move(this_ok), 0};
+            detail::batch_failed(st, 0, std::move(this_ok).error());
             continue;
         }
-        // Fail closed per item: a long batch must not write into a region that expired in it.
+        const PutOptions& options = rq.options ? *rq.options : kDefaults;
+        if (&options != checked) {
+            meta_len = check_options(options);
+            checked = &options;
+        }
+        if (!meta_len) {
+            detail::batch_failed(st, 0, meta_len.error());
+            continue;
+        }
+        // Fail closed per request: a long batch must not write into a region that expired in it.
         if (Status leases = s.check_leases(); !leases) {
-            out = PutOutcome{std::move(leases), 0};
+            detail::batch_failed(st, 0, std::move(leases).error());
             continue;
         }
-        auto v = put_checked(s, keys[i & 1], items[i].data, options, *meta_len, me);
+        auto v = put_checked(s, keys[i & 1], rq.data, options, *meta_len, me);
         if (!v) {
             conflicts += is_conflict(v.error()) ? 1 : 0;
-            out = PutOutcome{Status(std::move(v).error()), 0};
+            detail::batch_failed(st, 0, std::move(v).error());
             continue;
         }
-        out = PutOutcome{Status{}, *v};
+        detail::batch_ok(st, 0, *v);
         ++stored;
-        bytes += items[i].data.size();
+        bytes += rq.data.size();
     }
     if (conflicts) s.count(CounterId::store_conflicts, conflicts);
     if (stored) {
         s.count(CounterId::store_puts, stored);
         s.count(CounterId::store_put_bytes, bytes);
     }
-    return stored;
+    return {};
 }
 
 Result<std::optional<ObjectData>> MemObjectStore::get(const FabricUri& uri) {
