@@ -438,7 +438,9 @@ void bind_topics(py::module_& m) {
                  std::vector<SendResult> sent;
                  py::list results, errors;
                  std::optional<Error> first;
+                 bool interrupted = false;
                  for (const BatchStatus& st : statuses) {
+                     interrupted |= st.code == Errc::interrupted;
                      if (st.ok()) {
                          sent.push_back(SendResult{st.partition, st.value});
                          results.append(py::cast(sent.back()));
@@ -449,8 +451,9 @@ void bind_topics(py::module_& m) {
                      results.append(py::none());
                      errors.append(st.message);
                  }
+                 // A Ctrl-C that ended any partition's wait is raised now, not on a later call.
+                 if (interrupted) p.interrupted();
                  if (first) {
-                     if (first->code == Errc::interrupted) p.interrupted();
                      py::dict extra;
                      extra["sent"] = sent;
                      extra["results"] = results;

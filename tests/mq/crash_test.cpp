@@ -375,3 +375,51 @@ TEST_CASE("a batch whose claim was turned into a skip record while it was stoppe
     CHECK(d->partitions[0].skipped_claims == 2);
     CHECK(d->partitions[0].next == 5);
 }
+
+TEST_CASE("a batch producer stopped after claiming a run is skipped after one claim timeout, not one per claim") {
+    TestPool tp("stopped-run");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 32, OnFull::overwrite)).ok());
+    ConsumerOptions o;
+    o.claim_timeout = std::chrono::milliseconds(200);
+    auto cons = Consumer::open(tp.pool, "t", "g", o);
+    REQUIRE(cons->assign_all().ok());
+    // The batch claims offsets 0..15 as one run and stops before writing the first.
+    PauseGate::arm("mq.send.after_claim");
+    Status call;
+    BatchStatus res[16];
+    std::thread stopped([&] {
+        auto prod = Producer::open(tp.pool, "t");
+        std::vector<OutgoingMessage> msgs(16, OutgoingMessage{bytes("m"), {}, {}});
+        call = prod->send_batch(msgs, res);
+    });
+    REQUIRE(PauseGate::wait_arrived("mq.send.after_claim"));
+    REQUIRE(mgr.describe("t")->partitions[0].next == 16);
+    // One claim timeout for the whole run: sixteen one after the other would take 3.2 s.
+    MessageBatch b;
+    const uint64_t start = mono_now_ns();
+    while (mgr.describe("t")->partitions[0].quarantined < 16 && mono_now_ns() - start < 10 * kNsPerSec) {
+        REQUIRE(cons->poll(b, 8, std::chrono::milliseconds(10)).ok());
+        CHECK(b.empty());
+    }
+    const uint64_t took = mono_now_ns() - start;
+    CHECK(mgr.describe("t")->partitions[0].quarantined == 16);
+    CHECK_MESSAGE(took < 1600 * kNsPerMs, "the run's 16 claims took " << took / kNsPerMs << " ms to skip");
+    PauseGate::release("mq.send.after_claim");
+    stopped.join();
+    PauseGate::reset();
+    // Resumed, the producer finds its claims skipped: nothing of the batch was delivered, and
+    // it says so for every message; its quarantines are released.
+    REQUIRE(call.ok());
+    for (const BatchStatus& st : res) CHECK(st.code == Errc::skipped);
+    CHECK(mgr.describe("t")->partitions[0].claims_in_progress == 0);
+    auto prod = Producer::open(tp.pool, "t");
+    REQUIRE(prod->send("after").ok());
+    std::vector<std::string> got;
+    const uint64_t deadline = mono_now_ns() + 5 * kNsPerSec;
+    while (got.empty() && mono_now_ns() < deadline) {
+        REQUIRE(cons->poll(b, 8, std::chrono::milliseconds(10)).ok());
+        for (const Message& m : b) got.emplace_back(m.value_str());
+    }
+    CHECK(got == std::vector<std::string>{"after"});
+}

@@ -648,6 +648,37 @@ TEST_CASE("send_batch with one partition full still sends the messages for the o
     CHECK(st[0].partition != st[1].partition);
 }
 
+TEST_CASE("send_batch deals unkeyed messages away from a partition that failed in the batch") {
+    TestPool tp("runs-deal");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("w", config(2, 8, OnFull::reject)).ok());
+    REQUIRE(mgr.register_group("w", "slow").ok());  // commits nothing: each partition holds 8
+    // 7 unkeyed messages over 2 partitions are dealt in chunks of 3 (3, 3, 1). Whichever one is
+    // full, only the chunk dealt to it before it failed is refused; the rest go to the other.
+    for (uint32_t full : {0u, 1u}) {
+        INFO("full partition " << full);
+        auto pw = Producer::open(tp.pool, "w");
+        if (full == 0)
+            for (int i = 0; i < 8; ++i) REQUIRE(pw->send_to(0, {bytes("fill"), {}, {}}).ok());
+        else
+            for (int i = 0; i < 8; ++i) REQUIRE(pw->send_to(1, {bytes("fill"), {}, {}}).ok());
+        std::vector<OutgoingMessage> unkeyed(7, OutgoingMessage{bytes("u"), {}, {}});
+        std::vector<BatchStatus> st(unkeyed.size());
+        CHECK(send_batch_sent(*pw, unkeyed, st) >= 4);
+        size_t refused = 0;
+        for (const BatchStatus& one : st) {
+            CHECK(one.partition == (one.ok() ? 1 - full : full));
+            refused += one.ok() ? 0 : 1;
+        }
+        CHECK(refused <= 3);
+        // Room again for the next round: the group lets go of everything.
+        REQUIRE(mgr.remove_group("w", "slow").ok());
+        REQUIRE(mgr.remove("w").ok());
+        REQUIRE(mgr.create("w", config(2, 8, OnFull::reject)).ok());
+        REQUIRE(mgr.register_group("w", "slow").ok());
+    }
+}
+
 TEST_CASE("two producers sending batches into one partition at once: each message once, each producer's in order") {
     TestPool tp("runs-race");
     TopicManager mgr(tp.pool);

@@ -100,6 +100,11 @@ struct Consumer::Impl {
     struct PState {
         uint64_t pos = 0;
         uint64_t stuck_pos = UINT64_MAX, stuck_since = 0, last_probe = 0;
+        /// The owner of the claim last quarantined here for its timeout, and since when it had
+        /// been stuck: the next offset claimed by the same owner (the rest of a send_batch
+        /// run, claimed before the owner stopped) inherits that wait instead of starting its own.
+        uint32_t timed_out_owner = 0;
+        uint64_t timed_out_pos = UINT64_MAX, timed_out_since = 0;
     };
     std::vector<PState> ps;
     std::vector<uint32_t> assigned;
@@ -294,7 +299,8 @@ Result<uint64_t> Consumer::lag(uint32_t partition) const {
 void Consumer::Impl::gap(uint32_t p, uint64_t& pos, MessageBatch& b) {
     const PartitionView& pv = t->parts[p];
     // Acquire: pairs with the tail CAS. The slot holds offset >= pos + capacity, so pos is lost
-    // for certain; the tail may still lag that claim by one step, hence the max.
+    // for certain; the tail may still lag that claim (by a step, or by the rest of a producer's
+    // run of claims), hence the max: an undershoot gaps one offset and the next round goes on.
     const uint64_t tail = pv.hdr->tail.load(std::memory_order_acquire);
     uint64_t next = tail - pv.base > pv.capacity ? tail - pv.capacity : pv.base;
     if (int64_t(next - pos) <= 0) next = pos + 1;
@@ -313,13 +319,23 @@ bool Consumer::Impl::resolve_stuck(uint32_t p, SlotHeader* s, uint64_t pos, uint
         st.stuck_pos = pos;
         st.stuck_since = now;
         st.last_probe = now;
-        return false;
+        // A stopped producer's run of claims is one wait, not one claim_timeout per claim: the
+        // offset right after a claim we quarantined, claimed by the same owner, has been stuck
+        // as long. (Wrongly judged, a quarantine costs its live owner one Errc::skipped send.)
+        if (pos == st.timed_out_pos + 1 && slot_owner(w) == st.timed_out_owner) st.stuck_since = st.timed_out_since;
+        else return false;
     }
     if (now - st.stuck_since >= kProbeAfterNs && now - st.last_probe >= kProbeIntervalNs) {
         st.last_probe = now;
         if (owner_certainly_dead(*pool, slot_owner(w), now)) return skip_claim(*pool, t->parts[p], s, w, false);
     }
-    if (now - st.stuck_since >= to_ns(options.claim_timeout)) return skip_claim(*pool, t->parts[p], s, w, true);
+    if (now - st.stuck_since >= to_ns(options.claim_timeout)) {
+        if (!skip_claim(*pool, t->parts[p], s, w, true)) return false;
+        st.timed_out_owner = slot_owner(w);
+        st.timed_out_pos = pos;
+        st.timed_out_since = st.stuck_since;
+        return true;
+    }
     return false;
 }
 

@@ -86,8 +86,11 @@ struct Producer::Impl {
     /// lap's occupant is done, or a first-lap slot is empty); false otherwise.
     bool claim_next(uint32_t p, const Claimed& prev, Claimed& next);
     void write_envelope(const Claimed& c, const OutgoingMessage& m, uint64_t headers_len, uint64_t ts);
-    /// CLAIMED(me) -> PUBLISHED; Errc::skipped when a repairer turned the claim into a skip record.
-    Status publish(uint32_t p, const Claimed& c);
+    /// CLAIMED(me) -> PUBLISHED. False when a repairer turned the claim into a skip record
+    /// (then released, if it was a quarantine): the message was not delivered. Allocates
+    /// nothing, so a run's later claims are abandoned before any error is built.
+    bool publish(const Claimed& c);
+    Error skipped_error(uint32_t p, const Claimed& c) const;
     /// Turns a claim we will not write into a skip record (readers pass it).
     void abandon(uint32_t p, const Claimed& c);
     /// Wakes the partition's parked consumers, if any (after the last publish of a send).
@@ -372,7 +375,7 @@ void Producer::Impl::write_envelope(const Claimed& c, const OutgoingMessage& m, 
     detail::seqlock_copy_in(dst, m.value.data(), m.value.size());
 }
 
-Status Producer::Impl::publish(uint32_t p, const Claimed& c) {
+bool Producer::Impl::publish(const Claimed& c) {
     uint64_t claimed = make_slot_word(kSlotClaimed, c.lap, me);
     // Publish: seq_cst (a release for the envelope, pairing with readers' acquire of the word;
     // and the store half of the Dekker handshake with parked consumers' data_waiters).
@@ -381,14 +384,18 @@ Status Producer::Impl::publish(uint32_t p, const Claimed& c) {
         // We lost the skip race: a consumer or the reaper turned our claim into a skip record.
         // If it quarantined the slot (we looked alive), release it now that we stopped writing.
         release_quarantine(c.slot, claimed);
-        return make_error(Errc::skipped, "topic '" + t->name + "' partition " + std::to_string(p) + " offset " +
-                                             std::to_string(c.offset) +
-                                             ": the claim was turned into a skip record before it was published "
-                                             "(this producer looked dead or exceeded the claim timeout); the "
-                                             "message was NOT delivered, send it again");
+        return false;
     }
     FABRIC_PAUSE_POINT("mq.send.after_publish");
-    return {};
+    return true;
+}
+
+Error Producer::Impl::skipped_error(uint32_t p, const Claimed& c) const {
+    return make_error(Errc::skipped, "topic '" + t->name + "' partition " + std::to_string(p) + " offset " +
+                                         std::to_string(c.offset) +
+                                         ": the claim was turned into a skip record before it was published "
+                                         "(this producer looked dead or exceeded the claim timeout); the "
+                                         "message was NOT delivered, send it again");
 }
 
 void Producer::Impl::abandon(uint32_t p, const Claimed& c) {
@@ -407,7 +414,7 @@ Result<SendResult> Producer::Impl::send_one(uint32_t p, const OutgoingMessage& m
     if (detail::g_mq_after_claim_hook) detail::g_mq_after_claim_hook();
     write_envelope(c, m, headers_len, ts);
     FABRIC_CRASH_POINT("mq.send.before_publish");
-    FABRIC_TRY(publish(p, c));
+    if (!publish(c)) return skipped_error(p, c);
     wake_readers(p);
     return SendResult{p, c.offset};
 }
@@ -441,14 +448,18 @@ size_t Producer::Impl::send_run(uint32_t p, std::span<const OutgoingMessage> mes
             if (detail::g_mq_after_claim_hook) detail::g_mq_after_claim_hook();
             write_envelope(claims[i], rest[i], headers_len[i], ts);
             FABRIC_CRASH_POINT("mq.send.before_publish");
-            if (Status st = publish(p, claims[i]); !st) {
+            if (!publish(claims[i])) {
                 // The caller sends again from this message on: the run's later claims must
                 // not deliver theirs too.
                 for (size_t j = i + 1; j < n; ++j) abandon(p, claims[j]);
                 wake_readers(p);
-                return fail(std::move(st).error());
+                return fail(skipped_error(p, claims[i]));
             }
             detail::batch_ok(statuses[sent++], p, claims[i].offset);
+            // Parked readers learn of the run's first message at once (a producer stopped in
+            // the middle of a run does not hold it back until their 50 ms re-check), and of
+            // the rest after its last publish.
+            if (i == 0 && n > 1) wake_readers(p);
         }
         wake_readers(p);
     }
@@ -495,15 +506,28 @@ Status Producer::send_batch(std::span<const OutgoingMessage> messages, std::span
     const size_t chunk = std::max<size_t>(1, unkeyed / parts);
     size_t dealt = 0;
     uint32_t dealing = 0;
-    auto partition_of = [&](const OutgoingMessage& m) {
-        if (!m.key.empty()) return uint32_t(key_hash(m.key) % parts);
-        if (dealt++ % chunk == 0) dealing = im.rr++ % parts;
-        return dealing;
-    };
     // A partition where a message failed takes no later message of the batch: per-key order
-    // holds, and the caller sends again from each partition's first failure.
+    // holds, and the caller sends again from each partition's first failure. Unkeyed chunks
+    // are dealt to the partitions that have not failed (while any is left).
     static_assert(kMaxPartitions <= 64, "one bit per partition");
     uint64_t failed = 0;
+    // The partition of the message that starts a run. A chunk of unkeyed messages is dealt
+    // here, at the start of its run, so that the choice sees every failure so far.
+    auto run_partition = [&](const OutgoingMessage& m) {
+        if (!m.key.empty()) return uint32_t(key_hash(m.key) % parts);
+        if (dealt++ % chunk == 0) {
+            dealing = im.rr++ % parts;
+            for (uint32_t k = 0; k < parts && (failed >> dealing & 1); ++k) dealing = im.rr++ % parts;
+        }
+        return dealing;
+    };
+    // Whether the next message continues the run to partition p (a new chunk ends it).
+    auto continues_run = [&](const OutgoingMessage& m, uint32_t p) {
+        if (!m.key.empty()) return uint32_t(key_hash(m.key) % parts) == p;
+        if (dealt % chunk == 0 || dealing != p) return false;
+        ++dealt;
+        return true;
+    };
     size_t first_failure[kMaxPartitions];
     auto refuse = [&](size_t from, size_t to, uint32_t p) {
         const BatchStatus& first = statuses[first_failure[p]];
@@ -514,11 +538,21 @@ Status Producer::send_batch(std::span<const OutgoingMessage> messages, std::span
                                                             std::string(errc_name(first.code)) + ")"));
     };
     size_t sent = 0;
-    uint32_t next = messages.empty() ? 0 : partition_of(messages[0]);
     for (size_t i = 0; i < messages.size();) {
-        const uint32_t p = next;
+        const uint32_t p = run_partition(messages[i]);
         size_t end = i + 1;
-        while (end < messages.size() && (next = partition_of(messages[end])) == p) ++end;
+        while (end < messages.size() && continues_run(messages[end], p)) ++end;
+        if (!(failed >> p & 1)) {
+            // Fail closed per run: an earlier run may have waited for space up to block_timeout.
+            if (Status lease = im.t->part_regions[p].check(); !lease) {
+                detail::batch_failed(statuses[i], p, std::move(lease).error());
+                failed |= uint64_t(1) << p;
+                first_failure[p] = i;
+                refuse(i + 1, end, p);
+                i = end;
+                continue;
+            }
+        }
         if (failed >> p & 1) {
             refuse(i, end, p);
         } else if (const size_t n = im.send_run(p, messages.subspan(i, end - i), ts, &statuses[i]); n < end - i) {
