@@ -423,3 +423,58 @@ TEST_CASE("a batch producer stopped after claiming a run is skipped after one cl
     }
     CHECK(got == std::vector<std::string>{"after"});
 }
+
+TEST_CASE("a claim made after a quarantine by the same process waits its own claim timeout") {
+    TestPool tp("resend");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 64, OnFull::overwrite)).ok());
+    ConsumerOptions o;
+    o.claim_timeout = std::chrono::milliseconds(300);
+    auto cons = Consumer::open(tp.pool, "t", "g", o);
+    REQUIRE(cons->assign_all().ok());
+    MessageBatch b;
+    auto quarantined = [&] { return mgr.describe("t")->partitions[0].quarantined; };
+    // A send stopped after its claim of offset 0 is quarantined after the timeout.
+    Result<SendResult> first = make_error(Errc::ok, ""), again = make_error(Errc::ok, "");
+    std::atomic<int> go{0};  // each sender starts once its gate is armed for its thread
+    std::thread stopped([&] {
+        auto prod = Producer::open(tp.pool, "t");
+        while (go.load() < 1) std::this_thread::yield();
+        first = prod->send("first");
+    });
+    PauseGate::arm("mq.send.after_claim", stopped.get_id());
+    go = 1;
+    REQUIRE(PauseGate::wait_arrived("mq.send.after_claim"));
+    const uint64_t deadline = mono_now_ns() + 10 * kNsPerSec;
+    while (quarantined() < 1 && mono_now_ns() < deadline) REQUIRE(cons->poll(b, 8, std::chrono::milliseconds(5)).ok());
+    REQUIRE(quarantined() == 1);
+    PauseGate::release("mq.send.after_claim");
+    stopped.join();
+    REQUIRE(first.code() == Errc::skipped);
+    // Its process sends again (the same owner token) and this claim of offset 1 stops too: it
+    // is a new send, not the rest of the stopped one, and gets a full timeout of its own.
+    std::thread resend([&] {
+        auto prod = Producer::open(tp.pool, "t");
+        while (go.load() < 2) std::this_thread::yield();
+        again = prod->send("again");
+    });
+    PauseGate::arm("mq.send.after_claim", resend.get_id());
+    go = 2;
+    REQUIRE(PauseGate::wait_arrived("mq.send.after_claim"));
+    const uint64_t claimed_at = mono_now_ns();
+    while (mono_now_ns() - claimed_at < 100 * kNsPerMs) {
+        REQUIRE(cons->poll(b, 8, std::chrono::milliseconds(5)).ok());
+        CHECK(b.empty());
+    }
+    CHECK(quarantined() == 1);
+    PauseGate::release("mq.send.after_claim");
+    resend.join();
+    PauseGate::reset();
+    CHECK(again.ok());
+    std::vector<std::string> got;
+    while (got.empty() && mono_now_ns() < deadline) {
+        REQUIRE(cons->poll(b, 8, std::chrono::milliseconds(5)).ok());
+        for (const Message& m : b) got.emplace_back(m.value_str());
+    }
+    CHECK(got == std::vector<std::string>{"again"});
+}

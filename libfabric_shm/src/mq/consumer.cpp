@@ -100,11 +100,11 @@ struct Consumer::Impl {
     struct PState {
         uint64_t pos = 0;
         uint64_t stuck_pos = UINT64_MAX, stuck_since = 0, last_probe = 0;
-        /// The owner of the claim last quarantined here for its timeout, and since when it had
-        /// been stuck: the next offset claimed by the same owner (the rest of a send_batch
-        /// run, claimed before the owner stopped) inherits that wait instead of starting its own.
-        uint32_t timed_out_owner = 0;
-        uint64_t timed_out_pos = UINT64_MAX, timed_out_since = 0;
+        /// The claim last quarantined here for its timeout (its offset, since when it had been
+        /// stuck) and the word of the next offset's slot seen right after: a claim of the same
+        /// owner made before we judged it (the rest of a send_batch run) inherits that wait
+        /// instead of starting its own.
+        uint64_t timed_out_pos = UINT64_MAX, timed_out_since = 0, timed_out_next_word = 0;
     };
     std::vector<PState> ps;
     std::vector<uint32_t> assigned;
@@ -320,9 +320,9 @@ bool Consumer::Impl::resolve_stuck(uint32_t p, SlotHeader* s, uint64_t pos, uint
         st.stuck_since = now;
         st.last_probe = now;
         // A stopped producer's run of claims is one wait, not one claim_timeout per claim: the
-        // offset right after a claim we quarantined, claimed by the same owner, has been stuck
-        // as long. (Wrongly judged, a quarantine costs its live owner one Errc::skipped send.)
-        if (pos == st.timed_out_pos + 1 && slot_owner(w) == st.timed_out_owner) st.stuck_since = st.timed_out_since;
+        // offset right after a claim we quarantined, still showing the claim its owner had made
+        // there when we judged it, has been stuck as long.
+        if (pos == st.timed_out_pos + 1 && w == st.timed_out_next_word) st.stuck_since = st.timed_out_since;
         else return false;
     }
     if (now - st.stuck_since >= kProbeAfterNs && now - st.last_probe >= kProbeIntervalNs) {
@@ -330,10 +330,20 @@ bool Consumer::Impl::resolve_stuck(uint32_t p, SlotHeader* s, uint64_t pos, uint
         if (owner_certainly_dead(*pool, slot_owner(w), now)) return skip_claim(*pool, t->parts[p], s, w, false);
     }
     if (now - st.stuck_since >= to_ns(options.claim_timeout)) {
-        if (!skip_claim(*pool, t->parts[p], s, w, true)) return false;
-        st.timed_out_owner = slot_owner(w);
+        const PartitionView& pv = t->parts[p];
+        if (!skip_claim(*pool, pv, s, w, true)) return false;
+        // The next slot's word, read after our quarantine: a claim there by the same owner at
+        // the next offset's lap was made before the owner could learn of the quarantine, so
+        // it is part of the same stopped send (a resend after the skip claims at the tail,
+        // past its run, and shows up here only if we were stopped between the CAS and this
+        // load; then the live owner's send is skipped once more, and it sends again).
+        // Acquire: pairs with the claimer's CAS, like every read of a slot word.
+        const uint64_t next = pv.slot(pos + 1)->state.load(std::memory_order_acquire);
+        const bool same_send = slot_state(next) == kSlotClaimed && slot_owner(next) == slot_owner(w) &&
+                               slot_lap(next) == (pv.lap(pos + 1) & kLapMask);
         st.timed_out_pos = pos;
         st.timed_out_since = st.stuck_since;
+        st.timed_out_next_word = same_send ? next : 0;
         return true;
     }
     return false;
