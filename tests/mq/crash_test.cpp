@@ -11,7 +11,10 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "fabric_shm/clock.h"
 #include "fabric_shm/consumer.h"
@@ -320,39 +323,68 @@ TEST_CASE("check hook: flags fill above capacity and slot tags impossible for th
     h->tail.store(1, std::memory_order_relaxed);
 }
 
+namespace {
+/// A one-partition overwrite topic "t" and a consumer of group "g" that turns a claim into a
+/// quarantine once it has been stuck `claim_timeout`: the stage of the stopped-sender tests.
+struct StuckClaims {
+    StuckClaims(const char* tag, uint32_t capacity, Duration claim_timeout) : tp(tag), mgr(tp.pool) {
+        REQUIRE(mgr.create("t", config(1, capacity, OnFull::overwrite)).ok());
+        ConsumerOptions o;
+        o.claim_timeout = claim_timeout;
+        auto c = Consumer::open(tp.pool, "t", "g", o);
+        REQUIRE(c.ok());
+        REQUIRE(c->assign_all().ok());
+        cons.emplace(std::move(*c));
+    }
+    uint64_t quarantined() { return mgr.describe("t")->partitions[0].quarantined; }
+    PartitionDescription partition() { return mgr.describe("t")->partitions[0]; }
+    /// Polls until `n` claims are quarantined (10 s at most); the values read meanwhile.
+    std::vector<std::string> poll_until_quarantined(uint64_t n) {
+        std::vector<std::string> got;
+        const uint64_t deadline = mono_now_ns() + 10 * kNsPerSec;
+        while (quarantined() < n && mono_now_ns() < deadline) {
+            REQUIRE(cons->poll(batch, 8, std::chrono::milliseconds(5)).ok());
+            for (const Message& m : batch) got.emplace_back(m.value_str());
+        }
+        REQUIRE(quarantined() >= n);
+        return got;
+    }
+    /// Polls until `n` more values arrived (5 s at most), appending them to `got`.
+    void poll_values(std::vector<std::string>& got, size_t n) {
+        const size_t want = got.size() + n;
+        const uint64_t deadline = mono_now_ns() + 5 * kNsPerSec;
+        while (got.size() < want && mono_now_ns() < deadline) {
+            REQUIRE(cons->poll(batch, 8, std::chrono::milliseconds(5)).ok());
+            for (const Message& m : batch) got.emplace_back(m.value_str());
+        }
+    }
+    TestPool tp;
+    TopicManager mgr;
+    std::optional<Consumer> cons;
+    MessageBatch batch;
+};
+}  // namespace
+
 TEST_CASE("a batch whose claim was turned into a skip record while it was stopped delivers none of the messages after it") {
-    TestPool tp("slow-run");
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("t", config(1, 8, OnFull::overwrite)).ok());
-    ConsumerOptions o;
-    o.claim_timeout = std::chrono::milliseconds(20);
-    auto cons = Consumer::open(tp.pool, "t", "g", o);
-    REQUIRE(cons->assign_all().ok());
+    StuckClaims f("slow-run", 8, std::chrono::milliseconds(20));
     // The batch claims offsets 0..2 as one run, publishes 0 and stops there.
     PauseGate::arm("mq.send.after_publish");
     Status call;
     BatchStatus res[3];
     std::thread slow([&] {
-        auto prod = Producer::open(tp.pool, "t");
+        auto prod = Producer::open(f.tp.pool, "t");
         const OutgoingMessage msgs[] = {{bytes("m0"), {}, {}}, {bytes("m1"), {}, {}}, {bytes("m2"), {}, {}}};
         call = prod->send_batch(msgs, res);
     });
     REQUIRE(PauseGate::wait_arrived("mq.send.after_publish"));
     // Meanwhile the consumer reads m0 and, past its claim timeout, quarantines m1's claim;
-    // m2's is still a plain claim when the batch goes on.
-    MessageBatch b;
-    std::vector<std::string> got;
-    const uint64_t deadline = mono_now_ns() + 10 * kNsPerSec;
-    while (mgr.describe("t")->partitions[0].quarantined < 1 && mono_now_ns() < deadline) {
-        REQUIRE(cons->poll(b, 8, std::chrono::milliseconds(10)).ok());
-        for (const Message& m : b) got.emplace_back(m.value_str());
-    }
-    REQUIRE(mgr.describe("t")->partitions[0].quarantined >= 1);
+    // m2's is still a plain claim when the batch goes on (the consumer stops polling).
+    std::vector<std::string> got = f.poll_until_quarantined(1);
     PauseGate::release("mq.send.after_publish");
     slow.join();
     PauseGate::reset();
     // The batch left no claim behind for a reader to wait out.
-    CHECK(mgr.describe("t")->partitions[0].claims_in_progress == 0);
+    CHECK(f.partition().claims_in_progress == 0);
     // The batch says it sent one message and why the next was not delivered: the caller sends
     // again from m1, and m2 must not arrive too (it would arrive twice).
     REQUIRE(call.ok());
@@ -361,49 +393,36 @@ TEST_CASE("a batch whose claim was turned into a skip record while it was stoppe
     CHECK(res[1].code == Errc::skipped);
     CHECK(res[2].code == Errc::skipped);
     CHECK(res[2].message.find("not sent: message 1 to partition 0") == 0);
-    auto prod = Producer::open(tp.pool, "t");
+    auto prod = Producer::open(f.tp.pool, "t");
     const OutgoingMessage again[] = {{bytes("m1"), {}, {}}, {bytes("m2"), {}, {}}};
     BatchStatus ares[2];
     REQUIRE(send_batch_sent(*prod, again, ares) == 2);
-    while (got.size() < 3 && mono_now_ns() < deadline) {
-        REQUIRE(cons->poll(b, 8, std::chrono::milliseconds(10)).ok());
-        for (const Message& m : b) got.emplace_back(m.value_str());
-    }
+    f.poll_values(got, 3 - got.size());
     CHECK(got == std::vector<std::string>{"m0", "m1", "m2"});
-    auto d = mgr.describe("t");
-    CHECK(d->partitions[0].claims_in_progress == 0);
-    CHECK(d->partitions[0].skipped_claims == 2);
-    CHECK(d->partitions[0].next == 5);
+    const PartitionDescription d = f.partition();
+    CHECK(d.claims_in_progress == 0);
+    CHECK(d.skipped_claims == 2);
+    CHECK(d.next == 5);
 }
 
 TEST_CASE("a batch producer stopped after claiming a run is skipped after one claim timeout, not one per claim") {
-    TestPool tp("stopped-run");
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("t", config(1, 32, OnFull::overwrite)).ok());
-    ConsumerOptions o;
-    o.claim_timeout = std::chrono::milliseconds(200);
-    auto cons = Consumer::open(tp.pool, "t", "g", o);
-    REQUIRE(cons->assign_all().ok());
+    StuckClaims f("stopped-run", 32, std::chrono::milliseconds(200));
     // The batch claims offsets 0..15 as one run and stops before writing the first.
     PauseGate::arm("mq.send.after_claim");
     Status call;
     BatchStatus res[16];
     std::thread stopped([&] {
-        auto prod = Producer::open(tp.pool, "t");
+        auto prod = Producer::open(f.tp.pool, "t");
         std::vector<OutgoingMessage> msgs(16, OutgoingMessage{bytes("m"), {}, {}});
         call = prod->send_batch(msgs, res);
     });
     REQUIRE(PauseGate::wait_arrived("mq.send.after_claim"));
-    REQUIRE(mgr.describe("t")->partitions[0].next == 16);
+    REQUIRE(f.partition().next == 16);
     // One claim timeout for the whole run: sixteen one after the other would take 3.2 s.
-    MessageBatch b;
     const uint64_t start = mono_now_ns();
-    while (mgr.describe("t")->partitions[0].quarantined < 16 && mono_now_ns() - start < 10 * kNsPerSec) {
-        REQUIRE(cons->poll(b, 8, std::chrono::milliseconds(10)).ok());
-        CHECK(b.empty());
-    }
+    CHECK(f.poll_until_quarantined(16).empty());
     const uint64_t took = mono_now_ns() - start;
-    CHECK(mgr.describe("t")->partitions[0].quarantined == 16);
+    CHECK(f.quarantined() == 16);
     CHECK_MESSAGE(took < 1600 * kNsPerMs, "the run's 16 claims took " << took / kNsPerMs << " ms to skip");
     PauseGate::release("mq.send.after_claim");
     stopped.join();
@@ -412,49 +431,35 @@ TEST_CASE("a batch producer stopped after claiming a run is skipped after one cl
     // it says so for every message; its quarantines are released.
     REQUIRE(call.ok());
     for (const BatchStatus& st : res) CHECK(st.code == Errc::skipped);
-    CHECK(mgr.describe("t")->partitions[0].claims_in_progress == 0);
-    auto prod = Producer::open(tp.pool, "t");
+    CHECK(f.partition().claims_in_progress == 0);
+    auto prod = Producer::open(f.tp.pool, "t");
     REQUIRE(prod->send("after").ok());
     std::vector<std::string> got;
-    const uint64_t deadline = mono_now_ns() + 5 * kNsPerSec;
-    while (got.empty() && mono_now_ns() < deadline) {
-        REQUIRE(cons->poll(b, 8, std::chrono::milliseconds(10)).ok());
-        for (const Message& m : b) got.emplace_back(m.value_str());
-    }
+    f.poll_values(got, 1);
     CHECK(got == std::vector<std::string>{"after"});
 }
 
 TEST_CASE("a claim made after a quarantine by the same process waits its own claim timeout") {
-    TestPool tp("resend");
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("t", config(1, 64, OnFull::overwrite)).ok());
-    ConsumerOptions o;
-    o.claim_timeout = std::chrono::milliseconds(300);
-    auto cons = Consumer::open(tp.pool, "t", "g", o);
-    REQUIRE(cons->assign_all().ok());
-    MessageBatch b;
-    auto quarantined = [&] { return mgr.describe("t")->partitions[0].quarantined; };
+    StuckClaims f("resend", 64, std::chrono::milliseconds(300));
     // A send stopped after its claim of offset 0 is quarantined after the timeout.
     Result<SendResult> first = make_error(Errc::ok, ""), again = make_error(Errc::ok, "");
     std::atomic<int> go{0};  // each sender starts once its gate is armed for its thread
     std::thread stopped([&] {
-        auto prod = Producer::open(tp.pool, "t");
+        auto prod = Producer::open(f.tp.pool, "t");
         while (go.load() < 1) std::this_thread::yield();
         first = prod->send("first");
     });
     PauseGate::arm("mq.send.after_claim", stopped.get_id());
     go = 1;
     REQUIRE(PauseGate::wait_arrived("mq.send.after_claim"));
-    const uint64_t deadline = mono_now_ns() + 10 * kNsPerSec;
-    while (quarantined() < 1 && mono_now_ns() < deadline) REQUIRE(cons->poll(b, 8, std::chrono::milliseconds(5)).ok());
-    REQUIRE(quarantined() == 1);
+    f.poll_until_quarantined(1);
     PauseGate::release("mq.send.after_claim");
     stopped.join();
     REQUIRE(first.code() == Errc::skipped);
     // Its process sends again (the same owner token) and this claim of offset 1 stops too: it
     // is a new send, not the rest of the stopped one, and gets a full timeout of its own.
     std::thread resend([&] {
-        auto prod = Producer::open(tp.pool, "t");
+        auto prod = Producer::open(f.tp.pool, "t");
         while (go.load() < 2) std::this_thread::yield();
         again = prod->send("again");
     });
@@ -463,18 +468,15 @@ TEST_CASE("a claim made after a quarantine by the same process waits its own cla
     REQUIRE(PauseGate::wait_arrived("mq.send.after_claim"));
     const uint64_t claimed_at = mono_now_ns();
     while (mono_now_ns() - claimed_at < 100 * kNsPerMs) {
-        REQUIRE(cons->poll(b, 8, std::chrono::milliseconds(5)).ok());
-        CHECK(b.empty());
+        REQUIRE(f.cons->poll(f.batch, 8, std::chrono::milliseconds(5)).ok());
+        CHECK(f.batch.empty());
     }
-    CHECK(quarantined() == 1);
+    CHECK(f.quarantined() == 1);
     PauseGate::release("mq.send.after_claim");
     resend.join();
     PauseGate::reset();
     CHECK(again.ok());
     std::vector<std::string> got;
-    while (got.empty() && mono_now_ns() < deadline) {
-        REQUIRE(cons->poll(b, 8, std::chrono::milliseconds(5)).ok());
-        for (const Message& m : b) got.emplace_back(m.value_str());
-    }
+    f.poll_values(got, 1);
     CHECK(got == std::vector<std::string>{"again"});
 }
