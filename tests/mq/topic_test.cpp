@@ -230,6 +230,20 @@ TEST_CASE("producer: a message larger than a slot fails naming both sizes") {
     CHECK(r.error().message.find("96-byte slot payload") != std::string::npos);
     CHECK(prod->send(std::string(96, 'x')).ok());
     CHECK(max_message_bytes(128) == 96);
+    // A header whose value exceeds its 16-bit length is named, one at a time or in a batch;
+    // nothing is claimed for it.
+    const std::string long_value(UINT16_MAX + 1, 'h');
+    const MessageHeader too_long[] = {{"trace-id", long_value}};
+    auto h = prod->send(bytes("v"), too_long);
+    CHECK(h.code() == Errc::message_too_large);
+    CHECK(h.error().message.find("header 'trace-id'") != std::string::npos);
+    CHECK(h.error().message.find("65535") != std::string::npos);
+    const OutgoingMessage batch[] = {{bytes("v"), {}, too_long}};
+    BatchStatus st[1];
+    CHECK(send_batch_sent(*prod, batch, st) == 0);
+    CHECK(st[0].code == Errc::message_too_large);
+    CHECK(st[0].message.find("header 'trace-id'") != std::string::npos);
+    CHECK(mgr.describe("t")->partitions[0].next == 1);
 }
 
 TEST_CASE("on_full=block: send waits, then fails with back_pressure naming the slowest group and its lag") {

@@ -34,6 +34,21 @@ constexpr uint64_t kMaxParkNs = 50 * kNsPerMs;
 /// A producer whose wake found no sleeper asks at most this often whether the waiter died.
 constexpr uint64_t kWaiterProbeIntervalNs = 10 * kNsPerMs;
 
+/// The encoded length of a message's headers (4 + name + value bytes each); *too_long: the
+/// first header whose name or value exceeds 65535 bytes (nullptr when none does).
+uint64_t encoded_headers_len(const OutgoingMessage& m, const MessageHeader** too_long) noexcept {
+    uint64_t len = 0;
+    *too_long = nullptr;
+    for (const MessageHeader& h : m.headers) {
+        if (h.name.size() > UINT16_MAX || h.value.size() > UINT16_MAX) {
+            *too_long = &h;
+            return len;
+        }
+        len += 4 + h.name.size() + h.value.size();
+    }
+    return len;
+}
+
 /// Most slots one run claims before it raises the tail and writes them.
 constexpr size_t kMaxRun = 64;
 
@@ -225,25 +240,21 @@ Status Producer::Impl::wait_for_space(uint32_t p, uint64_t tail, uint64_t deadli
 }
 
 inline bool Producer::Impl::fits(uint32_t p, const OutgoingMessage& m, uint64_t* headers_len) const noexcept {
-    uint64_t hl = 0;
-    for (const MessageHeader& h : m.headers) {
-        if (h.name.size() > UINT16_MAX || h.value.size() > UINT16_MAX) return false;
-        hl += 4 + h.name.size() + h.value.size();
-    }
+    const MessageHeader* too_long = nullptr;
+    const uint64_t hl = encoded_headers_len(m, &too_long);
     const uint64_t payload = t->parts[p].stride - kEnvelopeBytes;
-    if (m.key.size() + hl + m.value.size() > payload || m.key.size() > UINT16_MAX || hl > UINT16_MAX) return false;
+    if (too_long || m.key.size() + hl + m.value.size() > payload || m.key.size() > UINT16_MAX || hl > UINT16_MAX)
+        return false;
     *headers_len = hl;
     return true;
 }
 
 Error Producer::Impl::unfit(uint32_t p, const OutgoingMessage& m) const {
-    uint64_t hl = 0;
-    for (const MessageHeader& h : m.headers) {
-        if (h.name.size() > UINT16_MAX || h.value.size() > UINT16_MAX)
-            return make_error(Errc::message_too_large, "header '" + std::string(h.name.substr(0, 32)) +
-                                                           "' name or value exceeds 65535 bytes");
-        hl += 4 + h.name.size() + h.value.size();
-    }
+    const MessageHeader* too_long = nullptr;
+    const uint64_t hl = encoded_headers_len(m, &too_long);
+    if (too_long)
+        return make_error(Errc::message_too_large, "header '" + std::string(too_long->name.substr(0, 32)) +
+                                                       "' name or value exceeds 65535 bytes");
     const uint64_t stride = t->parts[p].stride;
     const uint64_t payload = stride - kEnvelopeBytes;
     const uint64_t total = m.key.size() + hl + m.value.size();
@@ -563,31 +574,27 @@ Status Producer::send_batch(std::span<const OutgoingMessage> messages, std::span
                                                             " to partition " + std::to_string(p) + " failed first (" +
                                                             std::string(errc_name(first.code)) + ")"));
     };
+    // Message `at` (its status written) failed: partition p takes nothing more of the batch.
+    auto partition_failed = [&](uint32_t p, size_t at, size_t run_end) {
+        failed |= uint64_t(1) << p;
+        first_failure[p] = at;
+        refuse(at + 1, run_end, p);
+    };
     size_t sent = 0;
     for (size_t i = 0; i < messages.size();) {
         const uint32_t p = run_partition(messages[i]);
         size_t end = i + 1;
         while (end < messages.size() && continues_run(messages[end], p)) ++end;
-        if (!(failed >> p & 1)) {
-            // Fail closed per run: an earlier run may have waited for space up to block_timeout.
-            if (Status lease = im.t->part_regions[p].check(); !lease) {
-                detail::batch_failed(statuses[i], p, std::move(lease).error());
-                failed |= uint64_t(1) << p;
-                first_failure[p] = i;
-                refuse(i + 1, end, p);
-                i = end;
-                continue;
-            }
-        }
         if (failed >> p & 1) {
             refuse(i, end, p);
-        } else if (const size_t n = im.send_run(p, messages.subspan(i, end - i), ts, &statuses[i]); n < end - i) {
-            sent += n;
-            failed |= uint64_t(1) << p;
-            first_failure[p] = i + n;
-            refuse(i + n + 1, end, p);
+        } else if (Status lease = im.t->part_regions[p].check(); !lease) {
+            // Fail closed per run: an earlier run may have waited for space up to block_timeout.
+            detail::batch_failed(statuses[i], p, std::move(lease).error());
+            partition_failed(p, i, end);
         } else {
+            const size_t n = im.send_run(p, messages.subspan(i, end - i), ts, &statuses[i]);
             sent += n;
+            if (n < end - i) partition_failed(p, i + n, end);
         }
         i = end;
     }
