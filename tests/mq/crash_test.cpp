@@ -480,3 +480,63 @@ TEST_CASE("a claim made after a quarantine by the same process waits its own cla
     f.poll_values(got, 1);
     CHECK(got == std::vector<std::string>{"again"});
 }
+
+TEST_CASE("a consumer stopped between a quarantine and its look at the next slot costs a resend one more skip, no message") {
+    // The window of the run inheritance: the consumer quarantines a stopped send's claim and
+    // stops before reading the next slot. Meanwhile the sender resumes, learns of the skip and
+    // sends again, claiming that next slot. The consumer then takes the new claim for the rest
+    // of the stopped send and quarantines it at once: the resend is skipped too (its sender is
+    // told), and the third send is delivered. Nothing is lost or delivered twice.
+    StuckClaims f("window", 64, std::chrono::milliseconds(100));
+    Result<SendResult> first = make_error(Errc::ok, ""), second = make_error(Errc::ok, ""),
+                       third = make_error(Errc::ok, "");
+    std::atomic<int> go{0};
+    std::atomic<bool> first_done{false};
+    std::thread sender([&] {
+        auto prod = Producer::open(f.tp.pool, "t");
+        while (go.load() < 1) std::this_thread::yield();
+        first = prod->send("first");  // stopped after its claim, then skipped
+        first_done = true;
+        while (go.load() < 2) std::this_thread::yield();
+        second = prod->send("second");  // stopped after its claim of the next offset
+        third = prod->send("third");
+    });
+    PauseGate::arm("mq.send.after_claim", sender.get_id());
+    go = 1;
+    REQUIRE(PauseGate::wait_arrived("mq.send.after_claim"));
+    std::atomic<bool> polled_through{false};
+    std::vector<std::string> got;
+    std::thread consumer([&] {
+        const uint64_t deadline = mono_now_ns() + 10 * kNsPerSec;
+        while (got.size() < 1 && mono_now_ns() < deadline) {
+            if (!f.cons->poll(f.batch, 8, std::chrono::milliseconds(5))) break;
+            for (const Message& m : f.batch) got.emplace_back(m.value_str());
+        }
+        polled_through = true;
+    });
+    PauseGate::arm("mq.poll.after_quarantine", consumer.get_id());
+    REQUIRE(PauseGate::wait_arrived("mq.poll.after_quarantine"));
+    // The sender resumes: its first send was skipped. Its resend claims offset 1 and stops.
+    PauseGate::release("mq.send.after_claim");
+    while (!first_done.load()) std::this_thread::yield();
+    PauseGate::arm("mq.send.after_claim", sender.get_id());
+    go = 2;
+    REQUIRE(PauseGate::wait_arrived("mq.send.after_claim"));
+    // The consumer reads the next slot now and finds the resend's claim; past it, it
+    // quarantines that claim at once.
+    PauseGate::release("mq.poll.after_quarantine");
+    const uint64_t deadline = mono_now_ns() + 10 * kNsPerSec;
+    while (f.quarantined() < 2 && mono_now_ns() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    CHECK(f.quarantined() == 2);
+    PauseGate::release("mq.send.after_claim");
+    sender.join();
+    consumer.join();
+    PauseGate::reset();
+    CHECK(polled_through.load());
+    CHECK(first.code() == Errc::skipped);
+    CHECK(second.code() == Errc::skipped);
+    REQUIRE(third.ok());
+    CHECK(got == std::vector<std::string>{"third"});
+    CHECK(f.partition().claims_in_progress == 0);
+}
+

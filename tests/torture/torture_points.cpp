@@ -73,6 +73,7 @@ const std::vector<FaultPoint>& fault_points() {
         {"mq.send.before_release", P | W},
         {"mq.send.before_roll_quarantine", P | W},
         {"mq.slot.before_quarantine", P | W},
+        {"mq.poll.after_quarantine", W},
         {"mq.slot.before_skip", P | W},
         {"mq.wait.registered", W},
         {"mq.wait.releasing", W},

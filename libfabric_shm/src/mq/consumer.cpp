@@ -332,6 +332,7 @@ bool Consumer::Impl::resolve_stuck(uint32_t p, SlotHeader* s, uint64_t pos, uint
     if (now - st.stuck_since >= to_ns(options.claim_timeout)) {
         const PartitionView& pv = t->parts[p];
         if (!skip_claim(*pool, pv, s, w, true)) return false;
+        FABRIC_PAUSE_POINT("mq.poll.after_quarantine");
         // The next slot's word, read after our quarantine: a claim there by the same owner at
         // the next offset's lap was made before the owner could learn of the quarantine, so
         // it is part of the same stopped send (a resend after the skip claims at the tail,
