@@ -21,6 +21,7 @@
 #include "mq/topic_layout.h"
 #include "mq_test_util.h"
 #include "region_kinds.h"
+#include "spin_yield.h"
 
 using namespace fabric_shm;
 using namespace mqtest;
@@ -403,6 +404,30 @@ TEST_CASE("waiter table full: a consumer that finds no free entry naps and still
     CHECK(got == "found");
     CHECK(partition_header(tp.pool, "t", 0)->waiters.load() == 0);
     for (uint32_t i = 0; i < mq::kMaxWaiters; ++i) table[i].word.store(0);
+}
+
+TEST_CASE("spin wait: yields that find the core idle become rare; one that gave the core away makes them frequent again") {
+    using detail::SpinYield;
+    SpinYield y;
+    // No yield before the first 256 empty polls, then one per 64.
+    for (uint32_t spins = 1; spins < SpinYield::kRoundsBeforeYield; ++spins) CHECK_FALSE(y.due(spins));
+    CHECK(y.due(SpinYield::kRoundsBeforeYield));
+    CHECK(y.due(SpinYield::kRoundsBeforeYield + 64));
+    CHECK_FALSE(y.due(SpinYield::kRoundsBeforeYield + 32));
+    // A yield that returned at once halves the rate, down to one per 4096 polls.
+    uint32_t last = y.every();
+    for (int i = 0; i < 20; ++i) {
+        y.yielded(1 * kNsPerUs);
+        CHECK(y.every() == std::min<uint32_t>(last * 2, SpinYield::kRoundsPerYieldIdle));
+        last = y.every();
+    }
+    CHECK(y.every() == 4096);
+    CHECK_FALSE(y.due(SpinYield::kRoundsBeforeYield + 64));
+    CHECK(y.due(4096 * 3));
+    // One that ran someone else (the producer we wait for may be that someone) restores one per 64.
+    y.yielded(200 * kNsPerUs);
+    CHECK(y.every() == 64);
+    CHECK(y.due(SpinYield::kRoundsBeforeYield + 64));
 }
 
 TEST_CASE("topic layout: a topic whose fingerprint is another build's is refused; check flags bad waiter entries") {

@@ -97,7 +97,9 @@ enum class WaitMode : uint8_t {
     park,            ///< spin for `spin`, then sleep (a shared futex that only sends to the
                      ///< consumer's own partitions wake; docs/topics.md "Blocking")
     spin,            ///< busy-poll (lowest latency; burns a core); after 256 empty polls it also
-                     ///< sched_yield()s each poll, so a producer sharing the core still runs
+                     ///< offers the core with sched_yield(), so a producer sharing the core still
+                     ///< runs: once per 64 polls while yields hand the core to someone, down to
+                     ///< once per 4096 while they find nobody else wanting it
 };
 
 struct ConsumerOptions {

@@ -19,6 +19,7 @@
 #include "futex.h"
 #include "mq/topic_internal.h"
 #include "cpu_relax.h"
+#include "spin_yield.h"
 #include "mq/waiting.h"
 #include "seqlock_copy.h"
 #include "pool_impl.h"
@@ -31,8 +32,6 @@ namespace {
 
 using detail::cpu_relax;
 
-constexpr uint32_t kSpinRoundsBeforeYield = 256;  ///< empty polls before spinning also yields
-constexpr uint32_t kSpinRoundsPerYield = 64;       ///< ... and then one yield per this many empty polls
 constexpr uint64_t kMaxConsumerParkNs = 50 * kNsPerMs;    ///< parked consumers re-check at least this often
 constexpr uint64_t kStuckParkNs = 2 * kNsPerMs;   ///< ... and this often while a claim is stuck
 constexpr uint64_t kProbeIntervalNs = kNsPerMs;   ///< liveness probes of a stuck claim's owner
@@ -116,6 +115,8 @@ struct Consumer::Impl {
     std::vector<OffsetCommit> commit_buf;
     uint32_t rotate = 0;
     bool stuck = false;  ///< some partition waits on a claimed slot (park briefly)
+    /// When spinning offers the core away; outlives the poll call, as idleness does.
+    detail::SpinYield spin_yield;
 
     void warn(const std::string& text) {
         if (options.on_warning) options.on_warning(text);
@@ -496,19 +497,12 @@ Result<size_t> Consumer::poll(MessageBatch& batch, size_t max, Duration timeout)
             if (now >= deadline) return size_t(0);
         }
         if (im.options.wait == WaitMode::spin || now - start_ns < to_ns(im.options.spin)) {
-            // After kSpinRoundsBeforeYield empty rounds, give the core away once every
-            // kSpinRoundsPerYield rounds. sched_yield() returns at once when nobody else wants
-            // the core, but when processes outnumber cores the producer we are waiting for gets
-            // to run: on 2 vCPUs with other load, a pure busy-poll left the consumer holding the
-            // core the producer needed (light-load notify p50 1.4-2.1 ms pure, 22-24 us
-            // yielding; docs/benchmarks.md). Not every round: a yield is a system call of about
-            // a microsecond on this VM, and a message landing during one waits it out (light-load
-            // notify p50 1.35 us yielding every round, 0.79 us every 64th, 0.68 us never).
-            // Idle path only.
-            if (spins >= kSpinRoundsBeforeYield && spins % kSpinRoundsPerYield == 0)
-                sched_yield();
-            else
+            // Offer the core away now and then (spin_yield.h: how often, and why it adapts).
+            if (im.spin_yield.due(spins)) {
+                im.spin_yield.yield();
+            } else {
                 cpu_relax();
+            }
             continue;
         }
         now = mono_now_ns();
