@@ -162,6 +162,7 @@ def main():
         if r.get("system") == "floor":
             floor.setdefault((r["scenario"], r.get("size")), r)
             floor.setdefault(r["scenario"], r)
+            floor.setdefault((r["scenario"], r.get("variant")), r)
 
     rows = fabric_rows(reps["notify"]) + fabric_rows(reps["pipeline"]) + peer_rows(lines)
     big = large_rows(reps["large"])
@@ -182,8 +183,12 @@ def main():
               "; ".join(l.strip() for l in open(os.path.join(d, "peers-load.txt")) if l.strip()) + ".")
     print()
 
-    def floor_lat(mode):
-        f = floor.get("spin_pingpong" if mode == "spin" else "futex_pingpong")
+    def floor_lat(r):
+        # A light-load row against the same light load over a bare ring (spin_light, one release
+        # store per message); every other spin row against the hot spin ping-pong.
+        if r.scenario == "notify" and r.mode == "spin" and r.latency_note == "light" and ("spin_light", "store") in floor:
+            return floor[("spin_light", "store")].get("p50_ns")
+        f = floor.get("spin_pingpong" if r.mode == "spin" else "futex_pingpong")
         return f.get("p50_ns") if f else None
 
     def floor_thr(r):
@@ -224,7 +229,7 @@ def main():
         fl = floor_thr(r)
         print(f"| {r.scenario} {size_text(r.size or 0)} | {r.system} | {r.variant} | {r.mode} | {rate(r.thr)} | "
               f"{ns(r.p50)} | {ns(r.p99)} | {ns(r.cpu)} | {fthr} | {fp50} | {ratio(r.thr, fl)} | "
-              f"{ratio(r.p50, floor_lat(r.mode))} |")
+              f"{ratio(r.p50, floor_lat(r))} |")
     for f in failed:
         sc = "pipeline 1 KiB" if "redis" in f or "iceoryx" in f else "notify 64 B"
         print(f"| {sc} | {f.split(' ')[0].replace('peer_', '')} | not measured: {f} | | | | | | | | | |")
@@ -260,6 +265,8 @@ def main():
         one_way = " (one-way = RTT/2)" if r.get("latency") == "one_way=rtt/2" else ""
         if r["scenario"] == "spsc_pipeline":
             one_way = " (pipeline job over a bare SPSC ring, closed loop)"
+        if r["scenario"] == "spin_light":
+            one_way = f" {r.get('variant')} (one-way at a light {r.get('offered_rate', 0):.0f}/s)"
         lat = r.get("latency") != "none"
         print(f"| {r['scenario']}{one_way} | {size_text(r.get('size', 0))} | "
               f"{rate(r['throughput'], 'B/s' if r.get('unit') == 'B/s' else '/s')} | "
@@ -269,7 +276,9 @@ def main():
           "window 1 = unloaded latency, window 1000 (iceoryx 256) = closed-loop throughput, its latency includes "
           "queueing. CPU/msg = getrusage of the client processes (servers such as redis-server not included). "
           "Floor: throughput ÷ spin_stream (notify) or ÷ min(spin_stream, memcpy, crc32 rate for the size) "
-          "(pipeline); p50 ÷ spin ping-pong one-way (spin rows) or futex ping-pong one-way (parked rows). "
+          "(pipeline); p50 ÷ spin ping-pong one-way (spin rows), ÷ spin_light store (spin light-load rows: "
+          "the same light load over a bare ring, one release store per message; spin_light claim_publish adds "
+          "the claim and publish CASes a crash-safe ring needs) or ÷ futex ping-pong one-way (parked rows). "
           "Floor spsc_pipeline: the pipeline job (put 1 KiB with its CRC-32, consumer CRC check, 4-byte result) "
           "between two spinning processes over a bare SPSC ring of 512 slots: no store, no topic, no crash safety "
           "(bench/floor/floor_spsc_pipeline.cpp); the physical floor of pipeline 1 KiB spin-1w.")

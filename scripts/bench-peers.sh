@@ -246,6 +246,7 @@ for r in rows:
     if r["scenario"] in ("memcpy", "crc32") and r["size"] not in (1024, 65536, 1048576, 16777216): continue
     p = lambda k: ns(r.get(k)) if r.get("latency") != "none" else "-"
     name = r["scenario"] + (" (one-way = RTT/2)" if r.get("latency") == "one_way=rtt/2" else "")
+    if r["scenario"] == "spin_light": name += f" {r['variant']} (one-way at a light {r.get('offered_rate', 0):.0f}/s)"
     print(f"| {name} | {r['size']} B | {rate(r['throughput'], r['unit'])}{'' if r['unit']=='B/s' else ' (' + r['unit'].replace('/s', '') + ')'} | {p('p50_ns')} | {p('p99_ns')} | {p('max_ns')} |")
 
 print("\nPeers (throughput = consumer-side completions/s; latency = one-way for notify, end to end for pipeline;")

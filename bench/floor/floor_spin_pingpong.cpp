@@ -7,8 +7,27 @@
 //    an oversubscribed machine measures the hand-off rather than a lost time slice.
 //  - spin_stream: one-way throughput ceiling for 64-byte messages: an SPSC ring of 1024
 //    64-byte slots, each slot carrying its own sequence word (no timestamps, no batching).
-// Usage: floor_spin_pingpong [--seconds S] [--warmup S] [--cpu-a N --cpu-b N] [--only NAME]
+//  - spin_light: one-way latency of a 64-byte message sent at a light, fixed rate (default
+//    10,000/s), measured the way `fabric-shm-bench notify` measures its light-load row: the
+//    message carries its scheduled send time, the consumer subtracts it from one clock read
+//    on arrival. The ring has the notify topic's shape (4096 slots of 128 bytes, a 32-byte
+//    slot header then the payload, so a message spans two lines), and both sides wait as the
+//    library and the bench do: the consumer PAUSE-spins and, after 256 empty rounds, yields
+//    once per 64 to 4096 rounds (libfabric_shm/src/spin_yield.h: the rate halves after each
+//    yield that returned within 5 us), the producer yields while its send time is more than
+//    20 us away. Two variants:
+//      store          the slot's sequence word is published by one release store;
+//      claim_publish  a CAS claims the word, the bytes are written, a second CAS publishes:
+//                     the least a ring needs whose writers can be stopped or killed between
+//                     claim and publish (the library's protocol; docs/topics.md). The consumer
+//                     spins on the word the producer CASes twice, so the line moves more often.
+//    Ping-pong measures a hand-off between two hot loops; this measures the first hand-off
+//    after ~100 us of idle spinning, plus the two clock reads a stamped one-way latency costs.
+// Usage: floor_spin_pingpong [--seconds S] [--warmup S] [--rate R] [--cpu-a N --cpu-b N] [--only NAME]
 #include "common.h"
+
+#include <algorithm>
+#include <vector>
 
 using namespace floorbench;
 
@@ -133,11 +152,92 @@ void spin_stream(const Opts& o) {
         .s("latency", "none").u("consumed", ctl->total.load()).u("child_rc", uint64_t(rc)).print();
 }
 
+struct alignas(128) LightSlot {
+    std::atomic<uint64_t> word;  ///< 2n+1 claimed, 2n+2 published for message n (release store or acq_rel CAS)
+    uint64_t envelope[3];        ///< a 32-byte slot header, as the topic's
+    std::atomic<uint64_t> scheduled_ns;  ///< first 8 payload bytes: the scheduled send time
+    char payload[56];                    ///< the rest of the 64-byte message: spills into the next line
+    char pad[128 - 32 - 64];
+};
+static_assert(sizeof(LightSlot) == 128, "the notify topic's stride");
+constexpr size_t kLightSlots = 4096;
+
+void spin_light(const Opts& o, double rate, bool claim_publish) {
+    auto* ring = new (shared_page(sizeof(LightSlot) * kLightSlots)) LightSlot[kLightSlots]{};
+    auto* hist = new (shared_page(sizeof(Histogram))) Histogram{};
+    auto* ctl = new (shared_page()) Ctl{};
+    const double interval = 1e9 / rate;
+    const uint64_t warmup = uint64_t(o.warmup * rate), count = warmup + uint64_t(o.seconds * rate);
+    const pid_t child = fork_child([&] {
+        pin(o.cpu_b);
+        ctl_set_ready(ctl);
+        uint64_t sum = 0;
+        uint32_t yield_every = 64;  // the library's adaptive rate (spin_yield.h), restated here
+        for (uint64_t n = 0; n < count; ++n) {
+            LightSlot& s = ring[n % kLightSlots];
+            for (uint32_t spins = 1; s.word.load(std::memory_order_acquire) != 2 * n + 2; ++spins) {  // partner: the publish
+                if (spins >= 256 && (spins & (yield_every - 1)) == 0) {
+                    const uint64_t before = now_ns();
+                    sched_yield();
+                    yield_every = now_ns() - before > 5000 ? 64 : std::min<uint32_t>(yield_every * 2, 4096);
+                } else {
+                    cpu_relax();
+                }
+            }
+            const uint64_t scheduled = s.scheduled_ns.load(std::memory_order_relaxed);
+            for (char c : s.payload) sum += uint8_t(c);
+            const uint64_t now = now_ns();
+            if (n >= warmup) hist->record(now > scheduled ? now - scheduled : 0);
+        }
+        return sum == 1 ? 1 : 0;  // keeps the payload reads
+    });
+    pin(o.cpu_a);
+    ctl_wait_ready(ctl);
+    const uint64_t base = now_ns() + 1000000;
+    for (uint64_t n = 0; n < count; ++n) {
+        const uint64_t scheduled = base + uint64_t(double(n) * interval);
+        // As fabric-shm-bench's wait_until_ns: yield-capable backoff while far, PAUSE in the last 20 us.
+        Backoff far;
+        for (uint64_t t; (t = now_ns()) < scheduled;) {
+            if (scheduled - t > 20000) far.pause();
+            else cpu_relax();
+        }
+        LightSlot& s = ring[n % kLightSlots];
+        if (claim_publish) {
+            uint64_t w = n < kLightSlots ? 0 : 2 * (n - kLightSlots) + 2;
+            s.word.compare_exchange_strong(w, 2 * n + 1, std::memory_order_acq_rel, std::memory_order_relaxed);
+        }
+        s.scheduled_ns.store(scheduled, std::memory_order_relaxed);
+        std::memset(s.payload, int(n), sizeof s.payload);
+        if (claim_publish) {
+            uint64_t w = 2 * n + 1;
+            s.word.compare_exchange_strong(w, 2 * n + 2, std::memory_order_acq_rel, std::memory_order_relaxed);  // partner: consumer acquire
+        } else {
+            s.word.store(2 * n + 2, std::memory_order_release);  // partner: consumer acquire
+        }
+    }
+    const int rc = wait_child(child);
+    Json().s("system", "floor").s("scenario", "spin_light").s("variant", claim_publish ? "claim_publish" : "store")
+        .s("mode", "spin").u("size", 64).u("count", count - warmup).d("seconds", o.seconds)
+        .d("throughput", rate).s("unit", "msg/s").d("offered_rate", rate).hist(*hist)
+        .s("latency", "one_way=receive-scheduled").u("child_rc", uint64_t(rc)).print();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-    const Opts o = parse_opts(argc, argv);
+    double rate = 10000;
+    std::vector<char*> rest{argv[0]};
+    for (int i = 1; i < argc; ++i) {  // --rate is this program's own; the rest are the common options
+        if (std::strcmp(argv[i], "--rate") == 0 && i + 1 < argc) rate = std::atof(argv[++i]);
+        else rest.push_back(argv[i]);
+    }
+    const Opts o = parse_opts(int(rest.size()), rest.data());
     if (wanted(o, "spin_pingpong")) spin_pingpong(o);
     if (wanted(o, "spin_stream")) spin_stream(o);
+    if (wanted(o, "spin_light")) {
+        spin_light(o, rate, false);
+        spin_light(o, rate, true);
+    }
     return 0;
 }
