@@ -406,7 +406,7 @@ TEST_CASE("waiter table full: a consumer that finds no free entry naps and still
     for (uint32_t i = 0; i < mq::kMaxWaiters; ++i) table[i].word.store(0);
 }
 
-TEST_CASE("spin wait: yields that find the core idle become rare; one that gave the core away makes them frequent again") {
+TEST_CASE("spin wait: yields become rare while nobody else wants the core, and frequent again once the spinner is switched out") {
     using detail::SpinYield;
     SpinYield y;
     // No yield before the first 256 empty polls, then one per 64.
@@ -414,18 +414,18 @@ TEST_CASE("spin wait: yields that find the core idle become rare; one that gave 
     CHECK(y.due(SpinYield::kRoundsBeforeYield));
     CHECK(y.due(SpinYield::kRoundsBeforeYield + 64));
     CHECK_FALSE(y.due(SpinYield::kRoundsBeforeYield + 32));
-    // A yield that returned at once halves the rate, down to one per 4096 polls.
+    // A yield after which this thread had not been switched out halves the rate, down to one per 4096 polls.
     uint32_t last = y.every();
     for (int i = 0; i < 20; ++i) {
-        y.yielded(1 * kNsPerUs);
+        y.yielded(false);
         CHECK(y.every() == std::min<uint32_t>(last * 2, SpinYield::kRoundsPerYieldIdle));
         last = y.every();
     }
     CHECK(y.every() == 4096);
     CHECK_FALSE(y.due(SpinYield::kRoundsBeforeYield + 64));
     CHECK(y.due(4096 * 3));
-    // One that ran someone else (the producer we wait for may be that someone) restores one per 64.
-    y.yielded(200 * kNsPerUs);
+    // One after which it had been (the producer we wait for may have run) restores one per 64.
+    y.yielded(true);
     CHECK(y.every() == 64);
     CHECK(y.due(SpinYield::kRoundsBeforeYield + 64));
 }
