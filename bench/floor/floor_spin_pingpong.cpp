@@ -14,8 +14,8 @@
 //    slot header then the payload, so a message spans two lines), and both sides wait as the
 //    library and the bench do: the consumer PAUSE-spins and, after 256 empty rounds, yields
 //    once per 64 to 4096 rounds (libfabric_shm/src/spin_yield.h: the rate halves after each
-//    yield that returned within 5 us), the producer yields while its send time is more than
-//    20 us away. Two variants:
+//    yield after which the thread had not been switched out), the producer yields while its
+//    send time is more than 20 us away. Two variants:
 //      store          the slot's sequence word is published by one release store;
 //      claim_publish  a CAS claims the word, the bytes are written, a second CAS publishes:
 //                     the least a ring needs whose writers can be stopped or killed between
@@ -173,13 +173,16 @@ void spin_light(const Opts& o, double rate, bool claim_publish) {
         ctl_set_ready(ctl);
         uint64_t sum = 0;
         uint32_t yield_every = 64;  // the library's adaptive rate (spin_yield.h), restated here
+        long switches = -1;
         for (uint64_t n = 0; n < count; ++n) {
             LightSlot& s = ring[n % kLightSlots];
             for (uint32_t spins = 1; s.word.load(std::memory_order_acquire) != 2 * n + 2; ++spins) {  // partner: the publish
                 if (spins >= 256 && (spins & (yield_every - 1)) == 0) {
-                    const uint64_t before = now_ns();
                     sched_yield();
-                    yield_every = now_ns() - before > 5000 ? 64 : std::min<uint32_t>(yield_every * 2, 4096);
+                    rusage ru{};
+                    getrusage(RUSAGE_THREAD, &ru);
+                    yield_every = ru.ru_nivcsw != switches ? 64 : std::min<uint32_t>(yield_every * 2, 4096);
+                    switches = ru.ru_nivcsw;
                 } else {
                     cpu_relax();
                 }
