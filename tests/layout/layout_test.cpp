@@ -177,6 +177,7 @@ const std::vector<Struct>& shared_structs() {
         FIELD(fabric_shm::store_layout::StoreHeader, pin_high_water),
         FIELD(fabric_shm::store_layout::StoreHeader, reserved3),
         FIELD(fabric_shm::store_layout::StoreHeader, stripes),
+        FIELD(fabric_shm::store_layout::StoreHeader, class_spare),
     }),
     STRUCT(fabric_shm::store_layout::ObjectHeader, {
         FIELD(fabric_shm::store_layout::ObjectHeader, magic),

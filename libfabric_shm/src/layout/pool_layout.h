@@ -24,7 +24,7 @@ namespace fabric_shm::layout {
 
 constexpr uint64_t kPoolMagic = 0x4853434952424146ULL;  ///< "FABRICSH" in little-endian bytes
 constexpr uint16_t kLayoutMajor = 7;  ///< differs: refuse (VersionMismatch); 2: fence eras (PoolHeader::fence_floor, GroupSlot::era); 3: topic waiter bits and table (mq/topic_layout.h); 4: registry word namespace bit, store slot generations and fenced stripe locks; 5: child process groups per registration (ProcessSlot::child_groups, killed by the retirer), GroupSlot result-bucket record; 6: per-offset attempt window per group partition (GroupPartition::attempt_window); 7: counter shards split into a single-writer half and a shared half (kCounterSharedCells)
-constexpr uint16_t kLayoutMinor = 3;  ///< higher minor: compatible additions (1: metrics region kind, layout/metrics_layout.h; 2: bridge region kind; 3: counter worker_handler_restarts)
+constexpr uint16_t kLayoutMinor = 4;  ///< higher minor: compatible additions (1: metrics region kind, layout/metrics_layout.h; 2: bridge region kind; 3: counter worker_handler_restarts; 4: StoreHeader::class_spare)
 constexpr uint64_t kPageSize = 4096;
 constexpr uint64_t kCacheLine = 64;
 

@@ -355,6 +355,15 @@ Result<uint32_t> StoreCore::alloc(uint64_t bytes, OwnerToken me, uint64_t* word_
         *word_out = w;
         return block;
     }
+    // Next, the superblock the class emptied and kept (keep_as_spare): it becomes the cursor.
+    // claim_in_sb checks its descriptor; the hint is cleared only if it still names it.
+    if (uint32_t spare = hdr_->class_spare[cls].load(std::memory_order_relaxed);
+        spare != 0 && spare - 1 < sb_count_ && claim_in_sb(spare - 1, cls, me, &block, &w)) {
+        hdr_->class_cursor[cls].store(spare - 1, std::memory_order_relaxed);
+        hdr_->class_spare[cls].compare_exchange_strong(spare, 0, std::memory_order_relaxed);
+        *word_out = w;
+        return block;
+    }
     int assigned = 0;
     for (int pass = 0; pass < 2; ++pass) {
         for (uint32_t s = 0; s < sb_count_; ++s) {
@@ -543,8 +552,32 @@ void StoreCore::after_free(uint32_t block) noexcept {
     if (sb_state(d) != kSbSmall) return;
     const uint32_t u = used_[2 * sb].load(std::memory_order_relaxed);  // a hint (see claim_in_sb)
     if (u > 0) used_[2 * sb].store(u - 1, std::memory_order_relaxed);
-    if (u == 1 && hdr_->class_cursor[sb_class(d)].load(std::memory_order_relaxed) != sb && pool_->self() != 0)
+    if (u == 1 && hdr_->class_cursor[sb_class(d)].load(std::memory_order_relaxed) != sb && pool_->self() != 0 &&
+        !keep_as_spare(sb, sb_class(d)))
         try_drain(sb, pool_->self());
+}
+
+// A class whose objects are overwritten at a steady count empties its oldest superblock while
+// it fills its newest: draining the empty one (a CAS on each of its block words) and then
+// assigning a fresh one when the newest is full (another CAS on each) cost two locked
+// instructions per small put in the steady state, a fifth of a 4-byte put's
+// (docs/benchmarks.md). So one emptied superblock per class is kept, for the class to fill
+// next; any further one is drained as before. Memory is not lost: repair's drain of empty
+// superblocks (which an allocation runs before it reports the heap full) drains spares too.
+bool StoreCore::keep_as_spare(uint32_t sb, uint32_t cls) noexcept {
+    if (cls >= class_count_ || class_sizes_[cls] == 0) return false;  // corrupt: try_drain refuses it too
+    std::atomic<uint32_t>& spare = hdr_->class_spare[cls];
+    uint32_t cur = spare.load(std::memory_order_relaxed);  // relaxed: a hint, checked before use
+    if (cur == sb + 1) return true;
+    // A spare still of this class with room is kept; one that is now the cursor, was drained
+    // or re-assigned, or names nothing valid, is replaced.
+    if (cur != 0 && cur - 1 < sb_count_ && cur - 1 != hdr_->class_cursor[cls].load(std::memory_order_relaxed)) {
+        const uint64_t d = desc_[cur - 1].load(std::memory_order_relaxed);
+        if (sb_state(d) == kSbSmall && sb_class(d) == cls &&
+            used_[2 * (cur - 1)].load(std::memory_order_relaxed) < sb_bytes_ / class_sizes_[cls])
+            return false;
+    }
+    return spare.compare_exchange_strong(cur, sb + 1, std::memory_order_relaxed);
 }
 
 void StoreCore::release_run(uint32_t head) noexcept {
@@ -1626,8 +1659,10 @@ void StoreCore::drain_empty_superblocks(OwnerToken me) {
             empty = block_state(words_[s * words_per_sb_ + i].load(std::memory_order_relaxed)) == kBlockFree;
         if (empty && try_drain(s, me)) {
             for (uint32_t c = 0; c < class_count_; ++c) {
-                uint32_t cur = s;  // forget a cursor that pointed here
+                uint32_t cur = s;  // forget a cursor or a spare that pointed here
                 hdr_->class_cursor[c].compare_exchange_strong(cur, UINT32_MAX, std::memory_order_relaxed);
+                uint32_t spare = s + 1;
+                hdr_->class_spare[c].compare_exchange_strong(spare, 0, std::memory_order_relaxed);
             }
         }
     }

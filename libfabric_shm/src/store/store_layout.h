@@ -183,13 +183,22 @@ struct alignas(layout::kPageSize) StoreHeader {
     alignas(64) std::atomic<uint32_t> pin_high_water;
     uint32_t reserved3[15];
     alignas(64) StripeLock stripes[kStripes];  ///< writer locks with their fencing tokens (see "Stripe lock")
+    /// Per class: 1 + a superblock of the class that emptied and was kept instead of drained,
+    /// for the class to fill next (0 = none; a hint, relaxed, checked against the descriptor
+    /// before use). Freers set it, allocators clear it when they move their cursor there, and
+    /// repair's drain of empty superblocks clears it. docs/store.md "allocator". Added in
+    /// layout minor 4 where the header page was padding: an older build leaves it 0 (no spare)
+    /// and ignores it, and a hint it left stale is checked before use.
+    alignas(64) std::atomic<uint32_t> class_spare[64];
 };
 static_assert(sizeof(StoreHeader) == layout::kPageSize, "the store header is one page");
 static_assert(offsetof(StoreHeader, heap_ref) == 232, "heap_ref is read by every attacher and the dump tool");
 static_assert(offsetof(StoreHeader, version_counter) == 320, "version counter on its own line");
 static_assert(offsetof(StoreHeader, stripes) == 704, "stripe locks after the hint lines");
-static_assert(offsetof(StoreHeader, stripes) + sizeof(StripeLock) * kStripes <= layout::kPageSize,
-              "128 stripes of (lock, fencing token) fill the header's second half");
+static_assert(offsetof(StoreHeader, class_spare) == 704 + sizeof(StripeLock) * kStripes,
+              "128 stripes of (lock, fencing token), then the spare hints");
+static_assert(offsetof(StoreHeader, class_spare) + sizeof(StoreHeader::class_spare) <= layout::kPageSize,
+              "the spare hints fit in the header page");
 
 /// At the start of every object's block (heap). Written by the block's owner while LOANED;
 /// published by the release store that makes the block COMMITTING and by the slot CAS.
