@@ -123,5 +123,5 @@ print("|---|---:|---|")
 for step, runs in steps.items():
     total, where = runs[-1]  # the last round: the steady state (the first one creates keys)
     if "--all" in sys.argv: print(step, [r[0] / per_step for r in runs])
-    detail = ", ".join(f"{fn.split('(')[0]} {c / per_step:.2f}" for fn, c in where.most_common(6))
+    detail = ", ".join(f"{fn.split('(')[0]} {c / per_step:.2f}" for fn, c in where.most_common(12))
     print(f"| {step} | {total / per_step:.2f} | {detail} |")

@@ -10,12 +10,16 @@
 # (what fabric-shm-worker pays per message besides the handler); its untimed set-up is dumped as
 # "setup: ..." and skipped. The batched steps (put_many, send_batch of 16) are listed too; the
 # sum covers the hand-written job's steps only.
-# Usage: scripts/profile-steps.sh [BUILD_DIR] [OUT_DIR]
+# Usage: scripts/profile-steps.sh [--locked] [BUILD_DIR] [OUT_DIR]
+#   --locked   also count locked instructions per object and step (callgrind --dump-instr=yes,
+#              then scripts/locked-ops.py on the same dumps; slower)
 #   BUILD_DIR  default build (must have the bench: -Dbench=true, the default)
 #   OUT_DIR    where callgrind's files go (default: a temporary directory, removed)
 # Needs valgrind (scripts/install-deps.sh valgrind).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+locked=""
+if [ "${1:-}" = "--locked" ]; then locked=1; shift; fi
 build="${1:-build}"
 out="${2:-}"
 bench="$build/bench/fabric-shm-bench"
@@ -29,7 +33,7 @@ fi
 trap '[ -n "$cleanup" ] && rm -rf "$cleanup"' EXIT
 mkdir -p "$out"
 # --collect-systime=no and no cache simulation: instruction counts only (Ir).
-valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out.%p" \
+valgrind --tool=callgrind ${locked:+--dump-instr=yes} --callgrind-out-file="$out/callgrind.out.%p" \
     "$bench" pipeline --sizes 1K --configs none --quick --out "$out/cost.json" >"$out/valgrind.log" 2>&1 || {
     tail -20 "$out/valgrind.log" >&2
     exit 1
@@ -71,3 +75,7 @@ for t in order:
         s += best[t] / n
 print(f"| sum (the hand-written job's steps) | {s:.0f} |")
 EOF
+if [ -n "$locked" ]; then
+    echo
+    python3 scripts/locked-ops.py "$out"
+fi
