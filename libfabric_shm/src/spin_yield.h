@@ -2,18 +2,22 @@
 // When a spin-wait offers its core away. A spinning consumer must not hold a core that the
 // producer it waits for needs (processes outnumber cores: on 2 vCPUs with other load a pure
 // busy-poll held that core, light-load notify p50 1.4-2.1 ms against 22-24 us yielding;
-// docs/benchmarks.md). But sched_yield() is a system call (about a microsecond on the 2-vCPU
-// VM), and a message that lands during one waits it out: yielding once per 64 empty polls put
-// about 45 % of an idle spinner's time in the call, and the bare ring spinning that way showed
+// docs/benchmarks.md). But sched_yield() is a system call (about 1.4 us on the 2-vCPU VM), and
+// a message that lands during one waits it out: yielding once per 64 empty polls put about
+// 45 % of an idle spinner's time in the call, and the bare ring spinning that way showed
 // light-load p50 555-607 ns against 350-400 ns never yielding (docs/benchmarks.md "Light
-// load"). So the rate adapts to whether anyone else wants the core: after each yield the
-// thread's count of involuntary context switches (getrusage RUSAGE_THREAD) says whether it
-// was switched out since the last look, by this yield or by a preemption. No switch: nobody
-// else was runnable here, halve the rate, down to one per kRoundsPerYieldIdle polls (about 2 %
-// of the time in the two calls). A switch: one per kRoundsPerYieldContended at once. The
-// count, not the yield's duration: a partner that itself yields back at once (a producer
-// waiting for its send time) makes a contended yield as short as an idle one. Process-local
-// state; the idle path only.
+// load"). So how often depends on whether anyone else wants the core. After each yield the
+// thread's count of involuntary context switches (getrusage RUSAGE_THREAD; Linux counts a
+// yield that switches to another task as involuntary, the yielder being still runnable) says
+// whether it was switched out since the previous yield. If it was, the core is contended:
+// yield once per kRoundsPerYieldContended empty polls. If not: once per kIdleYieldIntervalNs of
+// spinning (about 4 % of the time in the two calls), so that a producer that becomes runnable
+// on this core later waits at most that long before the next yield lets it in and makes the
+// rate contended. The count, not the yield's duration: a partner that yields straight back
+// makes a contended yield as short as an idle one. Rounds and time since the last yield carry
+// over from one wait to the next, so a consumer polling with short timeouts yields as often as
+// one polling with a long one; a wait's first kRoundsBeforeYield rounds never yield (a
+// hand-off under load lands within them). Process-local state; the idle path only.
 #pragma once
 
 #include <sched.h>
@@ -28,36 +32,42 @@ namespace fabric_shm::detail {
 
 class SpinYield {
 public:
-    static constexpr uint32_t kRoundsBeforeYield = 256;         ///< empty polls of one wait before any yield
-    static constexpr uint32_t kRoundsPerYieldContended = 64;    ///< after a yield that gave the core away
-    static constexpr uint32_t kRoundsPerYieldIdle = 4096;       ///< the rarest, while nobody else wants the core
-    static_assert((kRoundsPerYieldContended & (kRoundsPerYieldContended - 1)) == 0 &&
-                      (kRoundsPerYieldIdle & (kRoundsPerYieldIdle - 1)) == 0,
-                  "due() tests the round number with a mask");
+    static constexpr uint32_t kRoundsBeforeYield = 256;        ///< empty polls of one wait before any yield
+    static constexpr uint32_t kRoundsPerYieldContended = 64;   ///< while the core is contended
+    static constexpr uint64_t kIdleYieldIntervalNs = 50'000;   ///< while nobody else wants it
 
-    /// Whether empty round `spins` of a wait should yield rather than PAUSE.
-    bool due(uint32_t spins) const noexcept { return spins >= kRoundsBeforeYield && (spins & (every_ - 1)) == 0; }
+    /// Whether empty round `spins` of the current wait (counted from 1) should yield rather
+    /// than PAUSE. `now_ns`: a monotonic reading at most a few microseconds old.
+    bool due(uint32_t spins, uint64_t now_ns) noexcept {
+        ++rounds_since_yield_;
+        if (spins < kRoundsBeforeYield) return false;
+        return contended_ ? rounds_since_yield_ >= kRoundsPerYieldContended
+                          : now_ns - last_yield_ns_ >= kIdleYieldIntervalNs;
+    }
 
-    /// Yields, and adapts the rate to whether this thread was switched out since the last yield.
-    void yield() noexcept {
+    /// Yields, then judges from the involuntary switches whether the core is contended.
+    void yield(uint64_t now_ns) noexcept {
         sched_yield();
         rusage ru{};
-        if (getrusage(RUSAGE_THREAD, &ru) != 0) return;  // cannot fail for RUSAGE_THREAD; keep the rate if it does
-        const uint64_t switches = uint64_t(ru.ru_nivcsw);
-        yielded(switches != involuntary_switches_);
+        const bool counted = getrusage(RUSAGE_THREAD, &ru) == 0;  // cannot fail for RUSAGE_THREAD
+        const uint64_t switches = counted ? uint64_t(ru.ru_nivcsw) : involuntary_switches_ + 1;  // unknown: contended
+        yielded(switches != involuntary_switches_, now_ns);
         involuntary_switches_ = switches;
     }
 
-    /// The adaptation alone (tests feed it outcomes).
-    void yielded(bool switched_out) noexcept {
-        every_ = switched_out ? kRoundsPerYieldContended : std::min(every_ * 2, kRoundsPerYieldIdle);
+    /// The judgement alone (tests feed it outcomes).
+    void yielded(bool switched_out, uint64_t now_ns) noexcept {
+        contended_ = switched_out;
+        last_yield_ns_ = now_ns;
+        rounds_since_yield_ = 0;
     }
 
-    /// Empty polls per yield now.
-    uint32_t every() const noexcept { return every_; }
+    bool contended() const noexcept { return contended_; }
 
 private:
-    uint32_t every_ = kRoundsPerYieldContended;
+    bool contended_ = true;  ///< until the first yield says otherwise
+    uint64_t rounds_since_yield_ = 0;
+    uint64_t last_yield_ns_ = 0;
     uint64_t involuntary_switches_ = UINT64_MAX;  ///< at the last yield; the first yield counts as contended
 };
 

@@ -406,28 +406,38 @@ TEST_CASE("waiter table full: a consumer that finds no free entry naps and still
     for (uint32_t i = 0; i < mq::kMaxWaiters; ++i) table[i].word.store(0);
 }
 
-TEST_CASE("spin wait: yields become rare while nobody else wants the core, and frequent again once the spinner is switched out") {
+TEST_CASE("spin wait: a contended core gets a yield every 64 empty polls, an idle one every 50 us, and short waits are no exception") {
     using detail::SpinYield;
+    constexpr uint64_t kRoundNs = 20;  // a PAUSE round, about
     SpinYield y;
-    // No yield before the first 256 empty polls, then one per 64.
-    for (uint32_t spins = 1; spins < SpinYield::kRoundsBeforeYield; ++spins) CHECK_FALSE(y.due(spins));
-    CHECK(y.due(SpinYield::kRoundsBeforeYield));
-    CHECK(y.due(SpinYield::kRoundsBeforeYield + 64));
-    CHECK_FALSE(y.due(SpinYield::kRoundsBeforeYield + 32));
-    // A yield after which this thread had not been switched out halves the rate, down to one per 4096 polls.
-    uint32_t last = y.every();
-    for (int i = 0; i < 20; ++i) {
-        y.yielded(false);
-        CHECK(y.every() == std::min<uint32_t>(last * 2, SpinYield::kRoundsPerYieldIdle));
-        last = y.every();
-    }
-    CHECK(y.every() == 4096);
-    CHECK_FALSE(y.due(SpinYield::kRoundsBeforeYield + 64));
-    CHECK(y.due(4096 * 3));
-    // One after which it had been (the producer we wait for may have run) restores one per 64.
-    y.yielded(true);
-    CHECK(y.every() == 64);
-    CHECK(y.due(SpinYield::kRoundsBeforeYield + 64));
+    uint64_t now = 1'000'000;
+    // Spins through waits of `rounds` empty polls each; returns the yields, judged as `switched`.
+    auto spin = [&](int waits, uint32_t rounds, bool switched) {
+        int yields = 0;
+        for (int w = 0; w < waits; ++w)
+            for (uint32_t spins = 1; spins <= rounds; ++spins, now += kRoundNs)
+                if (y.due(spins, now)) {
+                    y.yielded(switched, now);
+                    ++yields;
+                }
+        return yields;
+    };
+    // No wait yields in its first 256 polls, contended or not.
+    CHECK(spin(100, SpinYield::kRoundsBeforeYield - 1, true) == 0);
+    // Contended (the state before any yield): a long wait yields every 64 polls after its 256th.
+    CHECK(spin(1, 256 + 64 * 10, true) == 11);
+    // Idle: once the yields find nobody else, one per 50 us of spinning (2,500 rounds here)...
+    CHECK(spin(1, 256 + 100'000, false) == 41);
+    CHECK_FALSE(y.contended());
+    // ...and as many when the spinning is cut into short waits (a consumer polling with short
+    // timeouts): the rounds and the time since the last yield carry over.
+    const int short_waits = spin(400, 300 + 256, false);  // 400 waits of 556 rounds: 4.4 ms of spinning
+    CHECK(short_waits >= 80);
+    CHECK(short_waits <= 90);
+    // One yield that finds the thread switched out makes the rate contended again at once.
+    y.yielded(true, now);
+    CHECK(y.contended());
+    CHECK(spin(1, 256 + 64 * 4, true) == 5);
 }
 
 TEST_CASE("topic layout: a topic whose fingerprint is another build's is refused; check flags bad waiter entries") {

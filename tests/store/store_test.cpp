@@ -714,6 +714,8 @@ TEST_CASE("store: small objects overwritten at a steady count keep their class's
     };
     round();
     round();  // every key overwritten once: the class has its superblocks and its spare
+    // The 128-byte class is class 0; nothing else in this store uses it.
+    CHECK(h->class_spare[0].load() != 0);
     auto descriptors = [&] {
         std::vector<uint64_t> d(h->sb_count);
         for (uint64_t s = 0; s < h->sb_count; ++s) d[s] = desc[s].load();
@@ -729,7 +731,72 @@ TEST_CASE("store: small objects overwritten at a steady count keep their class's
     // Nothing is lost to the spare: with every key removed, repair drains it with the rest.
     for (int k = 0; k < keys; ++k) REQUIRE(f.store->remove(f.at("results", "r" + std::to_string(k))));
     f.pool->reap(MonoClock::now(), false, false);
+    CHECK(h->class_spare[0].load() == 0);
     CHECK(f.store->stats().largest_free_extent == f.store->stats().heap_capacity_bytes);
+    check_store_clean(*f.pool);
+}
+
+TEST_CASE("store: a spare superblock of one size class goes back to the heap when another class needs room") {
+    // 4 superblocks, all taken by 4-byte objects (class 0); the first one's objects removed, so
+    // it empties and is kept as class 0's spare. An object of another class then needs a
+    // superblock, and there is no other.
+    Fixture f("spare-give-back", 32 << 20, [] {
+        StoreConfig c;
+        c.heap_bytes = 256 << 10;
+        c.table_entries = 8192;
+        return c;
+    }());
+    auto root = f.pool->open_region(RegionKind::store, "default");
+    REQUIRE(root);
+    auto* h = reinterpret_cast<store_layout::StoreHeader*>(root->data());
+    REQUIRE(h->sb_count == 4);
+    const int per_sb = int(h->sb_bytes / 128);
+    const std::vector<uint8_t> small = pattern(4, 1);
+    for (int k = 0; k < 4 * per_sb; ++k) {
+        auto put = f.store->put(f.at("s", "k" + std::to_string(k)), small);
+        REQUIRE_MESSAGE(put, k << ": " << put.error().message);
+    }
+    for (int k = 0; k < per_sb; ++k) REQUIRE(f.store->remove(f.at("s", "k" + std::to_string(k))));
+    REQUIRE(h->class_spare[0].load() != 0);
+    const std::vector<uint8_t> mid = pattern(3000, 2);
+    auto put = f.store->put(f.at("s", "mid"), mid);
+    REQUIRE_MESSAGE(put, put.error().message);
+    CHECK(h->class_spare[0].load() == 0);
+    auto g = f.store->get(f.at("s", "mid"));
+    REQUIRE((g && g->has_value()));
+    CHECK((*g)->data == mid);
+    check_store_clean(*f.pool);
+}
+
+TEST_CASE("store: a forged spare hint is checked before use: out of range, another class's superblock, a run") {
+    Fixture f("spare-forged", 32 << 20);
+    auto root = f.pool->open_region(RegionKind::store, "default");
+    REQUIRE(root);
+    auto* h = reinterpret_cast<store_layout::StoreHeader*>(root->data());
+    auto* desc = reinterpret_cast<std::atomic<uint64_t>*>(root->data() + h->desc_offset);
+    REQUIRE(f.store->put(f.at("b", "large"), pattern(size_t(h->sb_bytes) + 10, 3)));  // a run
+    REQUIRE(f.store->put(f.at("b", "mid"), pattern(3000, 4)));                        // another class
+    uint32_t run = UINT32_MAX, other = UINT32_MAX;
+    for (uint32_t sb = 0; sb < h->sb_count; ++sb) {
+        const uint64_t d = desc[sb].load();
+        if (store_layout::sb_state(d) == store_layout::kSbRunHead) run = sb;
+        if (store_layout::sb_state(d) == store_layout::kSbSmall && store_layout::sb_class(d) != 0) other = sb;
+    }
+    REQUIRE(run != UINT32_MAX);
+    REQUIRE(other != UINT32_MAX);
+    const std::vector<uint8_t> small = pattern(4, 5);
+    int n = 0;
+    for (const uint32_t forged : {uint32_t(h->sb_count + 7), UINT32_MAX, run + 1, other + 1}) {
+        CAPTURE(forged);
+        // Fill class 0's current superblock, so that a put looks at the spare.
+        h->class_spare[0].store(forged);
+        for (int k = 0; k < int(h->sb_bytes / 128) + 1; ++k)
+            REQUIRE(f.store->put(f.at("s", "k" + std::to_string(n++)), small));
+        CHECK(h->class_spare[0].load() != forged);  // spent, not kept
+    }
+    auto g = f.store->get(f.at("b", "mid"));
+    REQUIRE((g && g->has_value()));
+    CHECK((*g)->data == pattern(3000, 4));
     check_store_clean(*f.pool);
 }
 

@@ -96,10 +96,10 @@ private:
 enum class WaitMode : uint8_t {
     park,            ///< spin for `spin`, then sleep (a shared futex that only sends to the
                      ///< consumer's own partitions wake; docs/topics.md "Blocking")
-    spin,            ///< busy-poll (lowest latency; burns a core); after 256 empty polls it also
-                     ///< offers the core with sched_yield(), so a producer sharing the core still
-                     ///< runs: once per 64 polls while yields hand the core to someone, down to
-                     ///< once per 4096 while they find nobody else wanting it
+    spin,            ///< busy-poll (lowest latency; burns a core); past a wait's first 256 empty
+                     ///< polls it also offers the core with sched_yield(), so a producer sharing
+                     ///< the core still runs: once per 64 polls while someone else wants the core,
+                     ///< once per 50 us of spinning while nobody does
 };
 
 struct ConsumerOptions {

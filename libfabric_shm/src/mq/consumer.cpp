@@ -498,8 +498,9 @@ Result<size_t> Consumer::poll(MessageBatch& batch, size_t max, Duration timeout)
         }
         if (im.options.wait == WaitMode::spin || now - start_ns < to_ns(im.options.spin)) {
             // Offer the core away now and then (spin_yield.h: how often, and why it adapts).
-            if (im.spin_yield.due(spins)) {
-                im.spin_yield.yield();
+            // `now` is at most 64 rounds old.
+            if (im.spin_yield.due(spins, now)) {
+                im.spin_yield.yield(now);
             } else {
                 cpu_relax();
             }

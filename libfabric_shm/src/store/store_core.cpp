@@ -327,7 +327,7 @@ Result<uint32_t> StoreCore::alloc(uint64_t bytes, OwnerToken me, uint64_t* word_
     if (bytes > sb_bytes_ / 4) {
         const uint64_t n = (bytes + sb_bytes_ - 1) / sb_bytes_;
         for (int pass = 0; pass < 2; ++pass) {
-            if (alloc_run(n, me, &block, &w)) {
+            if (alloc_run(n, me, &block, &w) || (pass == 0 && drain_spares(me) && alloc_run(n, me, &block, &w))) {
                 *word_out = w;
                 return block;
             }
@@ -356,15 +356,19 @@ Result<uint32_t> StoreCore::alloc(uint64_t bytes, OwnerToken me, uint64_t* word_
         return block;
     }
     // Next, the superblock the class emptied and kept (keep_as_spare): it becomes the cursor.
-    // claim_in_sb checks its descriptor; the hint is cleared only if it still names it.
-    if (uint32_t spare = hdr_->class_spare[cls].load(std::memory_order_relaxed);
-        spare != 0 && spare - 1 < sb_count_ && claim_in_sb(spare - 1, cls, me, &block, &w)) {
-        hdr_->class_cursor[cls].store(spare - 1, std::memory_order_relaxed);
+    // claim_in_sb checks its descriptor. Either way the hint is spent: cleared if it still
+    // names that superblock (a stale one, drained, re-assigned or out of range, costs one try).
+    if (uint32_t spare = hdr_->class_spare[cls].load(std::memory_order_relaxed); spare != 0) {
+        const bool claimed = spare - 1 < sb_count_ && spare - 1 != sb && claim_in_sb(spare - 1, cls, me, &block, &w);
+        if (claimed) hdr_->class_cursor[cls].store(spare - 1, std::memory_order_relaxed);
         hdr_->class_spare[cls].compare_exchange_strong(spare, 0, std::memory_order_relaxed);
-        *word_out = w;
-        return block;
+        if (claimed) {
+            *word_out = w;
+            return block;
+        }
     }
     int assigned = 0;
+    bool spares_drained = false;
     for (int pass = 0; pass < 2; ++pass) {
         for (uint32_t s = 0; s < sb_count_; ++s) {
             const uint64_t d = desc_[s].load(std::memory_order_relaxed);  // relaxed: filter only; claim re-reads
@@ -372,9 +376,16 @@ Result<uint32_t> StoreCore::alloc(uint64_t bytes, OwnerToken me, uint64_t* word_
             if (pass == 0 && used_[2 * s].load(std::memory_order_relaxed) >= nb) continue;
             if (claim_in_sb(s, cls, me, &block, &w)) {
                 hdr_->class_cursor[cls].store(s, std::memory_order_relaxed);
+                uint32_t spare = s + 1;  // it is the cursor now, no longer a spare
+                hdr_->class_spare[cls].compare_exchange_strong(spare, 0, std::memory_order_relaxed);
                 *word_out = w;
                 return block;
             }
+        }
+        // No free superblock: the spares of other classes go back first, before a repair pass.
+        if (pass == 0 && !spares_drained && (spares_drained = drain_spares(me))) {
+            --pass;
+            continue;
         }
         if (assign_sb(cls, me, &sb)) {
             hdr_->class_cursor[cls].store(sb, std::memory_order_relaxed);
@@ -564,6 +575,21 @@ void StoreCore::after_free(uint32_t block) noexcept {
 // (docs/benchmarks.md). So one emptied superblock per class is kept, for the class to fill
 // next; any further one is drained as before. Memory is not lost: repair's drain of empty
 // superblocks (which an allocation runs before it reports the heap full) drains spares too.
+// The heap has no unassigned superblock: give back every class's spare (at most one try_drain
+// each, which rolls back if the superblock is no longer empty) before a full repair pass.
+bool StoreCore::drain_spares(OwnerToken me) noexcept {
+    bool drained = false;
+    for (uint32_t c = 0; c < class_count_; ++c) {
+        uint32_t spare = hdr_->class_spare[c].load(std::memory_order_relaxed);
+        if (spare == 0) continue;
+        const uint32_t sb = spare - 1;
+        if (sb < sb_count_ && sb != hdr_->class_cursor[c].load(std::memory_order_relaxed) && try_drain(sb, me))
+            drained = true;
+        hdr_->class_spare[c].compare_exchange_strong(spare, 0, std::memory_order_relaxed);  // drained or stale
+    }
+    return drained;
+}
+
 bool StoreCore::keep_as_spare(uint32_t sb, uint32_t cls) noexcept {
     if (cls >= class_count_ || class_sizes_[cls] == 0) return false;  // corrupt: try_drain refuses it too
     std::atomic<uint32_t>& spare = hdr_->class_spare[cls];

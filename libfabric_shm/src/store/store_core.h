@@ -182,6 +182,7 @@ private:
     bool alloc_run(uint64_t n, OwnerToken me, uint32_t* block, uint64_t* word);
     void after_free(uint32_t block) noexcept;
     bool keep_as_spare(uint32_t sb, uint32_t cls) noexcept;
+    bool drain_spares(OwnerToken me) noexcept;
     bool try_drain(uint32_t sb, OwnerToken me) noexcept;
 public:
     /// A held stripe lock: the stripe, our lock word, and the last fencing token we saw or
