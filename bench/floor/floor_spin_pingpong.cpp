@@ -12,10 +12,10 @@
 //    message carries its scheduled send time, the consumer subtracts it from one clock read
 //    on arrival. The ring has the notify topic's shape (4096 slots of 128 bytes, a 32-byte
 //    slot header then the payload, so a message spans two lines), and both sides wait as the
-//    library and the bench do: the consumer PAUSE-spins and, after 256 empty rounds, yields
-//    once per 64 to 4096 rounds (libfabric_shm/src/spin_yield.h: the rate halves after each
-//    yield after which the thread had not been switched out), the producer yields while its
-//    send time is more than 20 us away. Two variants:
+//    library and the bench do: the consumer PAUSE-spins and, past a wait's first 256 empty
+//    rounds, yields once per 64 rounds while it is being switched out and once per 50 us while
+//    it is not (libfabric_shm/src/spin_yield.h), the producer yields while its send time is
+//    more than 20 us away. Two variants:
 //      store          the slot's sequence word is published by one release store;
 //      claim_publish  a CAS claims the word, the bytes are written, a second CAS publishes:
 //                     the least a ring needs whose writers can be stopped or killed between
@@ -172,25 +172,31 @@ void spin_light(const Opts& o, double rate, bool claim_publish) {
         pin(o.cpu_b);
         ctl_set_ready(ctl);
         uint64_t sum = 0;
-        uint32_t yield_every = 64;  // the library's adaptive rate (spin_yield.h), restated here
+        // The library's yield policy (spin_yield.h), restated here.
+        bool contended = true;
+        uint64_t rounds_since_yield = 0, last_yield_ns = 0, now = now_ns();
         long switches = -1;
         for (uint64_t n = 0; n < count; ++n) {
             LightSlot& s = ring[n % kLightSlots];
             for (uint32_t spins = 1; s.word.load(std::memory_order_acquire) != 2 * n + 2; ++spins) {  // partner: the publish
-                if (spins >= 256 && (spins & (yield_every - 1)) == 0) {
+                if ((spins & 63) == 0) now = now_ns();  // the library reads the clock every 64 rounds
+                ++rounds_since_yield;
+                if (spins >= 256 && (contended ? rounds_since_yield >= 64 : now - last_yield_ns >= 50000)) {
                     sched_yield();
                     rusage ru{};
                     getrusage(RUSAGE_THREAD, &ru);
-                    yield_every = ru.ru_nivcsw != switches ? 64 : std::min<uint32_t>(yield_every * 2, 4096);
+                    contended = ru.ru_nivcsw != switches;
                     switches = ru.ru_nivcsw;
+                    last_yield_ns = now;
+                    rounds_since_yield = 0;
                 } else {
                     cpu_relax();
                 }
             }
             const uint64_t scheduled = s.scheduled_ns.load(std::memory_order_relaxed);
             for (char c : s.payload) sum += uint8_t(c);
-            const uint64_t now = now_ns();
-            if (n >= warmup) hist->record(now > scheduled ? now - scheduled : 0);
+            const uint64_t arrived = now_ns();
+            if (n >= warmup) hist->record(arrived > scheduled ? arrived - scheduled : 0);
         }
         return sum == 1 ? 1 : 0;  // keeps the payload reads
     });
