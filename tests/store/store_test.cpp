@@ -728,6 +728,13 @@ TEST_CASE("store: small objects overwritten at a steady count keep their class's
         CAPTURE(s);
         CHECK(after[s] == before[s]);  // a drain or an assignment bumps the descriptor's generation
     }
+    // Another class taking its first superblock, with free ones left, leaves the spare alone.
+    const uint32_t spare = h->class_spare[0].load();
+    REQUIRE(spare != 0);
+    REQUIRE(f.store->put(f.at("inputs", "mid"), pattern(3000, 2)));
+    CHECK(h->class_spare[0].load() == spare);
+    CHECK(desc[spare - 1].load() == after[spare - 1]);
+    REQUIRE(f.store->remove(f.at("inputs", "mid")));
     // Nothing is lost to the spare: with every key removed, repair drains it with the rest.
     for (int k = 0; k < keys; ++k) REQUIRE(f.store->remove(f.at("results", "r" + std::to_string(k))));
     f.pool->reap(MonoClock::now(), false, false);

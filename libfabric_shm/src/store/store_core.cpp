@@ -382,11 +382,6 @@ Result<uint32_t> StoreCore::alloc(uint64_t bytes, OwnerToken me, uint64_t* word_
                 return block;
             }
         }
-        // No free superblock: the spares of other classes go back first, before a repair pass.
-        if (pass == 0 && !spares_drained && (spares_drained = drain_spares(me))) {
-            --pass;
-            continue;
-        }
         if (assign_sb(cls, me, &sb)) {
             hdr_->class_cursor[cls].store(sb, std::memory_order_relaxed);
             if (claim_in_sb(sb, cls, me, &block, &w)) {
@@ -394,6 +389,11 @@ Result<uint32_t> StoreCore::alloc(uint64_t bytes, OwnerToken me, uint64_t* word_
                 return block;
             }
             if (++assigned < 4) --pass;  // others took the whole new superblock: look again
+            continue;
+        }
+        // No free superblock: the spares of every class go back first, before a repair pass.
+        if (pass == 0 && !spares_drained && (spares_drained = drain_spares(me))) {
+            --pass;
             continue;
         }
         if (pass == 0) repair(mono_now_ns(), false, me, nullptr);
@@ -568,13 +568,6 @@ void StoreCore::after_free(uint32_t block) noexcept {
         try_drain(sb, pool_->self());
 }
 
-// A class whose objects are overwritten at a steady count empties its oldest superblock while
-// it fills its newest: draining the empty one (a CAS on each of its block words) and then
-// assigning a fresh one when the newest is full (another CAS on each) cost two locked
-// instructions per small put in the steady state, a fifth of a 4-byte put's
-// (docs/benchmarks.md). So one emptied superblock per class is kept, for the class to fill
-// next; any further one is drained as before. Memory is not lost: repair's drain of empty
-// superblocks (which an allocation runs before it reports the heap full) drains spares too.
 // The heap has no unassigned superblock: give back every class's spare (at most one try_drain
 // each, which rolls back if the superblock is no longer empty) before a full repair pass.
 bool StoreCore::drain_spares(OwnerToken me) noexcept {
@@ -590,6 +583,14 @@ bool StoreCore::drain_spares(OwnerToken me) noexcept {
     return drained;
 }
 
+// A class whose objects are overwritten at a steady count empties its oldest superblock while
+// it fills its newest: draining the empty one (a CAS on each of its block words) and then
+// assigning a fresh one when the newest is full (another CAS on each) cost two locked
+// instructions per small put in the steady state, a fifth of a 4-byte put's
+// (docs/benchmarks.md). So one emptied superblock per class is kept, for the class to fill
+// next; any further one is drained as before. Memory is not lost: an allocation that finds no
+// free superblock gives the spares back (drain_spares) before it runs a repair pass, whose drain
+// of empty superblocks takes spares too.
 bool StoreCore::keep_as_spare(uint32_t sb, uint32_t cls) noexcept {
     if (cls >= class_count_ || class_sizes_[cls] == 0) return false;  // corrupt: try_drain refuses it too
     std::atomic<uint32_t>& spare = hdr_->class_spare[cls];
