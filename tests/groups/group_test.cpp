@@ -38,12 +38,6 @@ GroupConfig fast(uint64_t session_ns = 10'000'000'000ull) {
     return c;
 }
 
-Pool open_child_pool(const std::string& name) {
-    auto p = Pool::open(name);
-    if (!p) _exit(90);
-    return std::move(p.value());
-}
-
 template <class T>
 T* shared_new() {
     void* p = mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);

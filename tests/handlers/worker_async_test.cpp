@@ -7,6 +7,8 @@
 // in for a member; a second loop opened after the first was dropped is its successor.
 #include <doctest/doctest.h>
 #include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
 
 #include <chrono>
 #include <map>
@@ -15,6 +17,7 @@
 #include <vector>
 
 #include "../mq/mq_test_util.h"
+#include "crash_point.h"
 #include "fabric_shm/clock.h"
 #include "fabric_shm/consumer.h"
 #include "fabric_shm/consumer_group.h"
@@ -127,6 +130,46 @@ TEST_CASE("async worker: several messages of one partition in flight; the commit
     REQUIRE(loop->service().ok());
     CHECK(f.committed() == 5);
     CHECK(loop->stats().processed == 5);
+    REQUIRE(loop->close().ok());
+}
+
+TEST_CASE("async worker: a producer killed after its claim, behind the last message, leaves no lag once the claim is skipped") {
+    // A skip record carries no message, so no completion commits past it; the loop commits up
+    // to its position when nothing is buffered, or the partition would show lag 1 until its
+    // next message.
+    Fixture f("async-trailing-skip");
+    f.upload("k0", "zero");
+    f.upload("k1", "one");
+    const std::string name = f.tp.cleanup.name();
+    const pid_t kid = test::fork_child([&]() -> int {
+        Pool pool = open_child_pool(name);
+        auto prod = Producer::open(pool, "t");
+        if (!prod) return 81;
+        ::setenv("FABRIC_SHM_CRASH_POINT", "mq.send.after_claim", 1);
+        detail::crash_point_rearm();
+        (void)prod->send("never published");
+        return 0;  // not reached
+    });
+    REQUIRE(test::wait_child(kid) == 128 + SIGKILL);
+    auto loop = WorkerLoop::open(f.tp.pool, f.cfg("a", 4));
+    REQUIRE_MESSAGE(loop.ok(), loop.error().message);
+    auto tickets = acquire_n(*loop, 2);
+    REQUIRE(tickets.size() == 2);
+    for (auto& t : tickets) REQUIRE(loop->complete(std::move(t), upper(t)).ok());
+    // The dead claimer's offset 2 becomes a skip record at the consumer's next look.
+    const auto deadline = std::chrono::steady_clock::now() + 3s;
+    std::vector<WorkTicket> none(1);
+    while (f.committed() < 3 && std::chrono::steady_clock::now() < deadline) {
+        auto n = loop->acquire(std::span(none), 20ms);
+        REQUIRE_MESSAGE(n.ok(), n.error().message);
+        REQUIRE(*n == 0);
+        REQUIRE(loop->service().ok());
+    }
+    CHECK(f.committed() == 3);
+    auto d = describe_consumer_group(f.tp.pool, "t", "g");
+    REQUIRE(d.ok());
+    CHECK(d->partitions[0].lag == 0);
+    CHECK(f.result_text("k1") == "ONE");
     REQUIRE(loop->close().ok());
 }
 

@@ -46,12 +46,6 @@ Ledger* make_ledger() {
     return new (p) Ledger{};
 }
 
-Pool open_child_pool(const std::string& name) {
-    auto p = Pool::open(name);
-    if (!p) _exit(90);
-    return std::move(p.value());
-}
-
 }  // namespace
 
 TEST_CASE("multi-process: two producer and two consumer processes, every message delivered once, in order") {

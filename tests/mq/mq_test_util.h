@@ -96,6 +96,14 @@ inline bool wait_in_futex(pid_t pid, pid_t tid, int timeout_ms = 10000) {
 }
 inline pid_t this_tid() { return pid_t(syscall(SYS_gettid)); }
 
+/// In a forked child: the pool opened again (a child must not use the parent's handle's
+/// registration); exits 90 when it cannot be opened.
+inline Pool open_child_pool(const std::string& name) {
+    auto p = Pool::open(name);
+    if (!p) _exit(90);
+    return std::move(p.value());
+}
+
 /// In-process pause points (detail::set_pause_hook): a thread that reaches an armed point
 /// blocks there until the test releases it. One gate per point name, a few at a time; a gate
 /// may be limited to one thread.

@@ -52,6 +52,18 @@ struct Fixture {
     std::unique_ptr<MemObjectStore> store;
 };
 
+/// The store's root region, mapped for a test that reads or forges its header and descriptors.
+struct StoreRoot {
+    explicit StoreRoot(const Fixture& f) : region(f.pool->open_region(RegionKind::store, "default")) {
+        REQUIRE_MESSAGE(region, region.error().message);
+        h = reinterpret_cast<store_layout::StoreHeader*>(region->data());
+        desc = reinterpret_cast<std::atomic<uint64_t>*>(region->data() + h->desc_offset);
+    }
+    Result<Region> region;
+    store_layout::StoreHeader* h = nullptr;
+    std::atomic<uint64_t>* desc = nullptr;  ///< superblock descriptors
+};
+
 void check_store_clean(const Pool& pool) {
     for (const RegionInfo& r : pool.regions()) {
         if (r.kind != uint32_t(RegionKind::store)) continue;
@@ -702,10 +714,9 @@ TEST_CASE("store: small objects overwritten at a steady count keep their class's
     // when the newest fills costs a CAS on every block word of both; the emptied superblock is
     // kept as the class's spare instead and filled next.
     Fixture f("spare", 32 << 20);
-    auto root = f.pool->open_region(RegionKind::store, "default");
-    REQUIRE(root);
-    auto* h = reinterpret_cast<store_layout::StoreHeader*>(root->data());
-    auto* desc = reinterpret_cast<std::atomic<uint64_t>*>(root->data() + h->desc_offset);
+    StoreRoot root(f);
+    store_layout::StoreHeader* h = root.h;
+    std::atomic<uint64_t>* desc = root.desc;
     const uint64_t blocks_per_sb = h->sb_bytes / 128;
     const int keys = int(6 * blocks_per_sb);  // 4-byte results: 128-byte blocks, six superblocks' worth
     const std::vector<uint8_t> result = pattern(4, 1);
@@ -753,9 +764,8 @@ TEST_CASE("store: a spare superblock of one size class goes back to the heap whe
         c.table_entries = 8192;
         return c;
     }());
-    auto root = f.pool->open_region(RegionKind::store, "default");
-    REQUIRE(root);
-    auto* h = reinterpret_cast<store_layout::StoreHeader*>(root->data());
+    StoreRoot root(f);
+    store_layout::StoreHeader* h = root.h;
     REQUIRE(h->sb_count == 4);
     const int per_sb = int(h->sb_bytes / 128);
     const std::vector<uint8_t> small = pattern(4, 1);
@@ -777,10 +787,9 @@ TEST_CASE("store: a spare superblock of one size class goes back to the heap whe
 
 TEST_CASE("store: a forged spare hint is checked before use: out of range, another class's superblock, a run") {
     Fixture f("spare-forged", 32 << 20);
-    auto root = f.pool->open_region(RegionKind::store, "default");
-    REQUIRE(root);
-    auto* h = reinterpret_cast<store_layout::StoreHeader*>(root->data());
-    auto* desc = reinterpret_cast<std::atomic<uint64_t>*>(root->data() + h->desc_offset);
+    StoreRoot root(f);
+    store_layout::StoreHeader* h = root.h;
+    std::atomic<uint64_t>* desc = root.desc;
     REQUIRE(f.store->put(f.at("b", "large"), pattern(size_t(h->sb_bytes) + 10, 3)));  // a run
     REQUIRE(f.store->put(f.at("b", "mid"), pattern(3000, 4)));                        // another class
     uint32_t run = UINT32_MAX, other = UINT32_MAX;

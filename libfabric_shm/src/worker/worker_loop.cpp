@@ -399,6 +399,7 @@ struct WorkerLoop::Impl {
     void finish_slot(Part& part, Slot& s);
     void unstart(Part& part, Slot& s, uint64_t retry_at_ns);
     void advance(Part& part);
+    void commit_past_skips(Part& part);
     Slot* find(const WorkTicket::Data& d);
     void take_abandoned();
     Status complete_error(WorkTicket&& ticket, const Error& error, bool permanent);
@@ -621,7 +622,11 @@ Status WorkerLoop::Impl::poll_into_rings(uint64_t timeout_ns) {
     if (!n) return std::move(n).error();
     if (batch.lost() != 0)
         note("lost " + std::to_string(batch.lost()) + " notification(s) to overwriting (topic too small)");
-    if (*n == 0) return {};
+    if (*n == 0) {
+        if (batch.skipped() != 0)
+            for (uint32_t p : active) commit_past_skips(parts[p]);
+        return {};
+    }
     last_message_ns = mono_now_ns();
     for (const Message& m : batch) {
         Part& part = parts[m.partition];
@@ -655,6 +660,9 @@ Status WorkerLoop::Impl::poll_into_rings(uint64_t timeout_ns) {
         if (auto pos = consumer->position(p); pos && *pos == parts[p].next_read) continue;
         FABRIC_TRY(consumer->seek(p, SeekPolicy::Offset(parts[p].next_read)));
     }
+    // After the batch is in the rings: a partition that got a message here has it buffered.
+    if (batch.skipped() != 0)
+        for (uint32_t p : active) commit_past_skips(parts[p]);
     return sync_active();
 }
 
@@ -774,10 +782,25 @@ void WorkerLoop::Impl::advance(Part& part) {
         part.head = (part.head + 1) % kMaxWorkWindow;
         --part.count;
     }
+    commit_past_skips(part);
     if (part.paused && part.count < cfg.window) {
         part.paused = false;
         active_dirty = true;
     }
+}
+
+// Skip records (claims of producers that died or stalled before publishing) carry no message,
+// so no completion commits past them: a partition whose last offsets are skip records would
+// show that lag until its next message. With nothing buffered (every message before the
+// consumer's position done, none given back), the offsets between next_read and the position
+// are skip records only, and the commit goes to the position.
+void WorkerLoop::Impl::commit_past_skips(Part& part) {
+    if (!part.owned || part.paused || part.count != 0) return;
+    const auto p = uint32_t(&part - parts.data());
+    auto pos = consumer->position(p);
+    if (!pos || *pos <= part.next_read) return;
+    part.next_read = *pos;
+    part.commit_to = *pos;
 }
 
 // The DLQ router's refusals: a newer owner fenced the partition (lost: rebalance), or a group
