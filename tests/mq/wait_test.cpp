@@ -440,6 +440,40 @@ TEST_CASE("spin wait: a contended core gets a yield every 64 empty polls, an idl
     CHECK(spin(1, 256 + 64 * 4, true) == 5);
 }
 
+TEST_CASE("spin wait: while contended the switch count is read at every fourth yield only, and a quiet core is noticed then") {
+    using detail::SpinYield;
+    SpinYield y;
+    uint64_t switches = 100, reads = 0;
+    auto read = [&] {
+        ++reads;
+        return switches;
+    };
+    // Contended from the start: three yields without a read, the fourth reads (the first read
+    // ever counts as a switch).
+    for (int i = 0; i < 3; ++i) y.after_yield(1000, read);
+    CHECK(reads == 0);
+    y.after_yield(1000, read);
+    CHECK(reads == 1);
+    CHECK(y.contended());
+    // Someone else keeps running here: still contended at the next reads.
+    switches += 5;
+    for (int i = 0; i < 4; ++i) y.after_yield(2000, read);
+    CHECK(reads == 2);
+    CHECK(y.contended());
+    // Nobody else runs any more: the next read finds no new switch, and the core is idle.
+    for (int i = 0; i < 4; ++i) y.after_yield(3000, read);
+    CHECK(reads == 3);
+    CHECK_FALSE(y.contended());
+    // Idle, every yield reads: the first switch seen makes it contended again.
+    y.after_yield(4000, read);
+    CHECK(reads == 4);
+    CHECK_FALSE(y.contended());
+    ++switches;
+    y.after_yield(5000, read);
+    CHECK(reads == 5);
+    CHECK(y.contended());
+}
+
 TEST_CASE("topic layout: a topic whose fingerprint is another build's is refused; check flags bad waiter entries") {
     TestPool tp("fingerprint");
     TopicManager mgr(tp.pool);
