@@ -24,7 +24,6 @@
 #include <sched.h>
 #include <sys/resource.h>
 
-#include <algorithm>
 #include <cstdint>
 
 #include "private.h"
@@ -36,6 +35,11 @@ public:
     static constexpr uint32_t kRoundsBeforeYield = 256;        ///< empty polls of one wait before any yield
     static constexpr uint32_t kRoundsPerYieldContended = 64;   ///< while the core is contended
     static constexpr uint64_t kIdleYieldIntervalNs = 50'000;   ///< while nobody else wants it
+    /// While contended, the switch count is read at every kJudgeEveryContended-th yield only:
+    /// `getrusage` costs about as much as the yield (1.2 us here), and on a core shared with
+    /// the producer every yield's cost is hand-off latency (light-load p90 24-38 us with a read
+    /// per yield against 18 us without, both processes on one vCPU).
+    static constexpr uint32_t kJudgeEveryContended = 4;
 
     /// Whether empty round `spins` of the current wait (counted from 1) should yield rather
     /// than PAUSE. `now_ns`: a monotonic reading at most a few microseconds old.
@@ -46,19 +50,13 @@ public:
                           : now_ns - last_yield_ns_ >= kIdleYieldIntervalNs;
     }
 
-    /// While contended, the switch count is read at every kJudgeEveryContended-th yield only:
-    /// `getrusage` costs about as much as the yield (1.2 us here), and on a core shared with
-    /// the producer every yield's cost is hand-off latency (light-load p90 24-38 us with a read
-    /// per yield against 18 us without, both processes on one vCPU).
-    static constexpr uint32_t kJudgeEveryContended = 4;
-
     /// Yields, then judges from the involuntary switches whether the core is contended.
     void yield(uint64_t now_ns) noexcept {
         sched_yield();
         after_yield(now_ns, [] {
             rusage ru{};
-            // Cannot fail for RUSAGE_THREAD; if it did, a count of 0 reads as one more switch.
-            return getrusage(RUSAGE_THREAD, &ru) == 0 ? uint64_t(ru.ru_nivcsw) : uint64_t(0);
+            (void)getrusage(RUSAGE_THREAD, &ru);  // cannot fail for RUSAGE_THREAD
+            return uint64_t(ru.ru_nivcsw);
         });
     }
 
@@ -66,11 +64,8 @@ public:
     /// (tests pass a counter of their own).
     template <class ReadSwitches>
     void after_yield(uint64_t now_ns, ReadSwitches&& switches) noexcept {
-        if (contended_ && ++contended_yields_ % kJudgeEveryContended != 0) {
-            last_yield_ns_ = now_ns;
-            rounds_since_yield_ = 0;
-            return;  // still contended until the next judgement; switches since the last one count then
-        }
+        if (contended_ && ++contended_yields_ % kJudgeEveryContended != 0)
+            return yielded(true, now_ns);  // contended until the next look, which counts the switches since the last
         const uint64_t n = switches();
         yielded(n != involuntary_switches_, now_ns);
         involuntary_switches_ = n;
