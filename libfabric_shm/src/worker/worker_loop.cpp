@@ -622,12 +622,7 @@ Status WorkerLoop::Impl::poll_into_rings(uint64_t timeout_ns) {
     if (!n) return std::move(n).error();
     if (batch.lost() != 0)
         note("lost " + std::to_string(batch.lost()) + " notification(s) to overwriting (topic too small)");
-    if (*n == 0) {
-        if (batch.skipped() != 0)
-            for (uint32_t p : active) commit_past_skips(parts[p]);
-        return {};
-    }
-    last_message_ns = mono_now_ns();
+    if (*n != 0) last_message_ns = mono_now_ns();
     for (const Message& m : batch) {
         Part& part = parts[m.partition];
         if (!part.owned || part.paused || m.offset < part.next_read) continue;
