@@ -296,6 +296,55 @@ TEST_CASE("on_full=block: send waits, then fails with back_pressure naming the s
     CHECK(r2->offset == 4);
 }
 
+TEST_CASE("on_full=block: a commit wakes blocked producers once it leaves a quarter of the ring free; a smaller one lets them go on after their bounded park") {
+    TestPool tp("wakeroom");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 64, OnFull::block)).ok());
+    REQUIRE(mgr.register_group("t", "g").ok());
+    ProducerOptions po;
+    po.block_timeout = std::chrono::seconds(5);
+    auto prod = Producer::open(tp.pool, "t", po);
+    REQUIRE(prod.ok());
+    auto cons = Consumer::open(tp.pool, "t", "g");
+    REQUIRE(cons->assign_all().ok());
+    auto root = tp.pool.open_region(RegionKind::topic, "t");
+    REQUIRE(root.ok());
+    auto* hdr = reinterpret_cast<mq::TopicHeader*>(root->data());
+    // Consumes and commits n messages; true when that commit woke the parked producers: a
+    // wake bumps space_seq in the committer's own call, before commit() returns.
+    auto commit_n = [&](uint32_t n) {
+        MessageBatch b;
+        REQUIRE(cons->poll(b, n, Duration::zero()).value() == n);
+        const uint32_t seq = hdr->space_seq.load(std::memory_order_acquire);
+        REQUIRE(cons->commit().ok());
+        return hdr->space_seq.load(std::memory_order_acquire) != seq;
+    };
+    for (int i = 0; i < 64; ++i) REQUIRE(prod->send("x").ok());
+
+    // A producer parked on the full ring, as a send registers itself right before it parks.
+    hdr->space_waiters.fetch_add(1, std::memory_order_seq_cst);
+    CHECK_FALSE(commit_n(1));   // 1 of 64 free: no system call, no context switch per message
+    CHECK_FALSE(commit_n(14));  // 15 free
+    CHECK(commit_n(1));         // 16 free: a quarter of the ring
+    CHECK(commit_n(1));         // and every commit past it while one is parked
+    hdr->space_waiters.fetch_sub(1, std::memory_order_seq_cst);
+    CHECK_FALSE(commit_n(1));   // nobody parked: no wake at all
+
+    // A real send parked on the full ring, and a commit that frees one slot: not woken, it
+    // re-checks after its bounded park and goes on.
+    for (int i = 0; i < 18; ++i) REQUIRE(prod->send("y").ok());
+    Result<SendResult> sent = make_error(Errc::busy, "not sent");
+    std::thread sender([&] { sent = prod->send("z"); });
+    const uint64_t give_up = mono_now_ns() + 5 * kNsPerSec;  // barrier: the send registers, then parks
+    while (hdr->space_waiters.load(std::memory_order_acquire) == 0 && mono_now_ns() < give_up)
+        std::this_thread::yield();
+    CHECK(hdr->space_waiters.load(std::memory_order_acquire) != 0);
+    CHECK_FALSE(commit_n(1));
+    sender.join();
+    REQUIRE_MESSAGE(sent.ok(), sent.error().message);
+    CHECK(sent->offset == 64 + 18);
+}
+
 TEST_CASE("on_full=block with no group keeps the first capacity messages, then back_pressure says so") {
     TestPool tp("nogroup");
     TopicManager mgr(tp.pool);

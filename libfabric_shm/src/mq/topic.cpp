@@ -449,31 +449,37 @@ Status commit_in_pool(TopicHandle& t, const GroupRef& ref, std::string_view grou
                                                           std::to_string(t.num_partitions) + " partitions of topic '" +
                                                           t.name + "'");
     FABRIC_PAUSE_POINT("group.commit.before_lock");
-    std::lock_guard<std::mutex> local(g_local_lock);
-    auto lk = detail::owner_lock_acquire(g.lock, pool, me, 2 * kNsPerSec, "group commit lock");
-    if (!lk) return std::move(lk).error();
-    // A stolen lock needs no repair: each committer stores commit_epoch before committed, so a
-    // crash between the two leaves (new epoch, old offset): a re-commit, never a lost fence.
-    detail::OwnerLockGuard guard(g.lock, me);
-    if (g.word.load(std::memory_order_acquire) != ref.word)  // pairs with deregister's release
-        return make_error(Errc::not_found, "group '" + std::string(group) + "' was deregistered during commit");
-    for (const auto& c : commits) {
-        const uint64_t stored = g.parts[c.partition].commit_epoch.load(std::memory_order_relaxed);  // under lock
-        if (c.epoch < stored)
-            return make_error(Errc::stale_epoch, "commit to group '" + std::string(group) + "' topic '" + t.name +
-                                                     "' partition " + std::to_string(c.partition) + " under epoch " +
-                                                     std::to_string(c.epoch) + " < stored epoch " +
-                                                     std::to_string(stored));
+    {
+        std::lock_guard<std::mutex> local(g_local_lock);
+        auto lk = detail::owner_lock_acquire(g.lock, pool, me, 2 * kNsPerSec, "group commit lock");
+        if (!lk) return std::move(lk).error();
+        // A stolen lock needs no repair: each committer stores commit_epoch before committed, so a
+        // crash between the two leaves (new epoch, old offset): a re-commit, never a lost fence.
+        detail::OwnerLockGuard guard(g.lock, me);
+        if (g.word.load(std::memory_order_acquire) != ref.word)  // pairs with deregister's release
+            return make_error(Errc::not_found, "group '" + std::string(group) + "' was deregistered during commit");
+        for (const auto& c : commits) {
+            const uint64_t stored = g.parts[c.partition].commit_epoch.load(std::memory_order_relaxed);  // under lock
+            if (c.epoch < stored)
+                return make_error(Errc::stale_epoch, "commit to group '" + std::string(group) + "' topic '" + t.name +
+                                                         "' partition " + std::to_string(c.partition) + " under epoch " +
+                                                         std::to_string(c.epoch) + " < stored epoch " +
+                                                         std::to_string(stored));
+        }
+        for (const auto& c : commits) {
+            GroupPartition& gp = g.parts[c.partition];
+            gp.commit_epoch.store(c.epoch, std::memory_order_relaxed);  // under lock; before committed (see above)
+            // seq_cst: pairs with a blocked producer's seq_cst space_waiters increment and its
+            // seq_cst loads in min_committed (Dekker: one of us sees the other).
+            gp.committed.store(c.offset, std::memory_order_seq_cst);
+            gp.commits.fetch_add(1, std::memory_order_relaxed);
+        }
     }
-    for (const auto& c : commits) {
-        GroupPartition& gp = g.parts[c.partition];
-        gp.commit_epoch.store(c.epoch, std::memory_order_relaxed);  // under lock; before committed (see above)
-        // seq_cst: pairs with a blocked producer's seq_cst space_waiters increment and its
-        // seq_cst loads in min_committed (Dekker: one of us sees the other).
-        gp.committed.store(c.offset, std::memory_order_seq_cst);
-        gp.commits.fetch_add(1, std::memory_order_relaxed);
-    }
-    wake_space(t);
+    // After the lock: a wake is a system call (microseconds when a producer sleeps), and the
+    // group's other members wait for this lock to commit. The Dekker pairing is the seq_cst
+    // store above and wake_space's seq_cst load, whichever side of the release they fall.
+    for (const auto& c : commits)
+        if (wake_space_if_room(t, c.partition, c.offset)) break;
     return {};
 }
 
@@ -490,42 +496,44 @@ Status record_dead_letter(TopicHandle& t, const GroupRef& ref, std::string_view 
     FABRIC_TRY(t.root.check(MonoClock::from_ns(coarse)));
     FABRIC_TRY(renew_group(t, ref, group, coarse));
     GroupSlot& g = t.groups[ref.index];
-    std::lock_guard<std::mutex> local(g_local_lock);
-    // The lock commit_in_pool and raise_fences use: the fence check and the record are one
-    // step with respect to a new owner's fence, so a record exists only if it was written
-    // before that fence (and the new owner, which reads records after fencing, honours it).
-    auto lk = detail::owner_lock_acquire(g.lock, pool, me, 2 * kNsPerSec, "group dead-letter lock");
-    if (!lk) return std::move(lk).error();
-    // A stolen lock needs no repair: epoch is stored before offset, and a record is one
-    // decision that a later owner may honour or a new decision replace.
-    detail::OwnerLockGuard guard(g.lock, me);
-    if (g.word.load(std::memory_order_acquire) != ref.word)  // pairs with deregister's release
-        return make_error(Errc::not_found, "group '" + std::string(group) + "' was deregistered before dead-lettering");
-    GroupPartition& gp = g.parts[partition];
-    const uint64_t fence = gp.commit_epoch.load(std::memory_order_relaxed);  // under the lock
-    if (token < fence)
-        return make_error(Errc::stale_epoch, "dead letter for group '" + std::string(group) + "' topic '" + t.name +
-                                                 "' partition " + std::to_string(partition) + " offset " +
-                                                 std::to_string(offset) + " under fence token " +
-                                                 std::to_string(token) + " < " + std::to_string(fence) +
-                                                 ": the partition has a newer owner, which handles that message");
-    // One record per partition, so it must always name the first uncommitted offset: a
-    // successor starts at the committed offset and must meet the record before any message
-    // after it (or it would process a message already dead-lettered, or record an earlier one
-    // over it). Everything before `offset` was handled in order by this owner (processed,
-    // skipped or dead-lettered: the DlqRouter contract), so commit up to it in this same
-    // fenced step. Never backwards. Epoch before offset, as in commit_in_pool.
     bool moved = false;
-    gp.commit_epoch.store(token, std::memory_order_relaxed);  // under the lock; token >= fence (checked)
-    if (gp.committed.load(std::memory_order_relaxed) < offset) {
-        // seq_cst: as in commit_in_pool (a blocked producer's Dekker pairing).
-        gp.committed.store(offset, std::memory_order_seq_cst);
-        gp.commits.fetch_add(1, std::memory_order_relaxed);
-        moved = true;
+    {
+        std::lock_guard<std::mutex> local(g_local_lock);
+        // The lock commit_in_pool and raise_fences use: the fence check and the record are one
+        // step with respect to a new owner's fence, so a record exists only if it was written
+        // before that fence (and the new owner, which reads records after fencing, honours it).
+        auto lk = detail::owner_lock_acquire(g.lock, pool, me, 2 * kNsPerSec, "group dead-letter lock");
+        if (!lk) return std::move(lk).error();
+        // A stolen lock needs no repair: epoch is stored before offset, and a record is one
+        // decision that a later owner may honour or a new decision replace.
+        detail::OwnerLockGuard guard(g.lock, me);
+        if (g.word.load(std::memory_order_acquire) != ref.word)  // pairs with deregister's release
+            return make_error(Errc::not_found, "group '" + std::string(group) + "' was deregistered before dead-lettering");
+        GroupPartition& gp = g.parts[partition];
+        const uint64_t fence = gp.commit_epoch.load(std::memory_order_relaxed);  // under the lock
+        if (token < fence)
+            return make_error(Errc::stale_epoch, "dead letter for group '" + std::string(group) + "' topic '" + t.name +
+                                                     "' partition " + std::to_string(partition) + " offset " +
+                                                     std::to_string(offset) + " under fence token " +
+                                                     std::to_string(token) + " < " + std::to_string(fence) +
+                                                     ": the partition has a newer owner, which handles that message");
+        // One record per partition, so it must always name the first uncommitted offset: a
+        // successor starts at the committed offset and must meet the record before any message
+        // after it (or it would process a message already dead-lettered, or record an earlier one
+        // over it). Everything before `offset` was handled in order by this owner (processed,
+        // skipped or dead-lettered: the DlqRouter contract), so commit up to it in this same
+        // fenced step. Never backwards. Epoch before offset, as in commit_in_pool.
+        gp.commit_epoch.store(token, std::memory_order_relaxed);  // under the lock; token >= fence (checked)
+        if (gp.committed.load(std::memory_order_relaxed) < offset) {
+            // seq_cst: as in commit_in_pool (a blocked producer's Dekker pairing).
+            gp.committed.store(offset, std::memory_order_seq_cst);
+            gp.commits.fetch_add(1, std::memory_order_relaxed);
+            moved = true;
+        }
+        gp.dead_letter_epoch.store(token, std::memory_order_relaxed);       // before the offset (see the layout)
+        gp.dead_letter_offset.store(offset + 1, std::memory_order_release);  // pairs with dead_letter_recorded
     }
-    gp.dead_letter_epoch.store(token, std::memory_order_relaxed);       // before the offset (see the layout)
-    gp.dead_letter_offset.store(offset + 1, std::memory_order_release);  // pairs with dead_letter_recorded
-    if (moved) wake_space(t);
+    if (moved) wake_space(t);  // after the lock, as in commit_in_pool
     return {};
 }
 
@@ -566,6 +574,21 @@ void wake_space(const TopicHandle& t) {
         t.hdr->space_seq.fetch_add(1, std::memory_order_release);  // pairs with the waiter's acquire load
         detail::futex_wake(t.hdr->space_seq, INT32_MAX);
     }
+}
+
+bool wake_space_if_room(const TopicHandle& t, uint32_t p, uint64_t committed) {
+    // seq_cst: pairs with the blocked producer's seq_cst increment (Dekker with committed).
+    // Checked first: the tail below is a line every send writes.
+    if (t.hdr->space_waiters.load(std::memory_order_seq_cst) == 0) return false;
+    const PartitionView& pv = t.parts[p];
+    // Relaxed: a stale (lower) tail only makes the lag look smaller, so it can add a wake,
+    // never lose one.
+    const uint64_t tail = pv.hdr->tail.load(std::memory_order_relaxed);
+    const uint64_t lag = int64_t(tail - committed) > 0 ? tail - committed : 0;
+    if (lag > pv.capacity - space_wake_room(pv.capacity)) return false;
+    t.hdr->space_seq.fetch_add(1, std::memory_order_release);  // pairs with the waiter's acquire load
+    detail::futex_wake(t.hdr->space_seq, INT32_MAX);
+    return true;
 }
 
 bool owner_certainly_dead(const Pool& pool, OwnerToken owner, uint64_t now_ns) {

@@ -131,6 +131,20 @@ uint64_t min_committed(const TopicHandle& t, uint32_t p, uint64_t now_ns, Slowes
 /// Wakes producers blocked on a full partition (when any are parked).
 void wake_space(const TopicHandle& t);
 
+/// The room a commit must leave in its partition (as its group sees it) before it wakes
+/// blocked producers: a quarter of the ring, at least one slot. A producer that filled the
+/// ring then sleeps until it can send a quarter ring's worth, instead of being woken (a
+/// system call and a context switch on each side) by every commit to send one message and
+/// park again. A producer whose partition stays fuller than that re-checks after its bounded
+/// park (producer.cpp, kMaxParkNs).
+constexpr uint64_t space_wake_room(uint64_t capacity) { return capacity / 4 > 0 ? capacity / 4 : 1; }
+
+/// A commit's wake: wake_space when the commit leaves partition p at least
+/// space_wake_room free for its group (its lag, tail - committed, at most capacity - room).
+/// The slowest group's commits decide when producers can go on; a faster group's may wake
+/// them early (they re-check and park again). True when it woke.
+bool wake_space_if_room(const TopicHandle& t, uint32_t p, uint64_t committed);
+
 /// Liveness probe used by producers, consumers and the reaper for a claimed slot.
 bool owner_certainly_dead(const Pool& pool, OwnerToken owner, uint64_t now_ns);
 
