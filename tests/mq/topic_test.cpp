@@ -345,6 +345,37 @@ TEST_CASE("on_full=block: a commit wakes blocked producers once it leaves a quar
     CHECK(sent->offset == 64 + 18);
 }
 
+TEST_CASE("on_full=block: with two groups only the slowest group's commits wake blocked producers") {
+    TestPool tp("wakeslow");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 64, OnFull::block)).ok());
+    REQUIRE(mgr.register_group("t", "fast").ok());
+    REQUIRE(mgr.register_group("t", "slow").ok());
+    auto prod = Producer::open(tp.pool, "t");
+    REQUIRE(prod.ok());
+    for (int i = 0; i < 64; ++i) REQUIRE(prod->send("x").ok());
+    auto fast = Consumer::open(tp.pool, "t", "fast");
+    auto slow = Consumer::open(tp.pool, "t", "slow");
+    REQUIRE(fast->assign_all().ok());
+    REQUIRE(slow->assign_all().ok());
+    auto root = tp.pool.open_region(RegionKind::topic, "t");
+    REQUIRE(root.ok());
+    auto* hdr = reinterpret_cast<mq::TopicHeader*>(root->data());
+    auto commit_n = [&](Consumer& c, uint32_t n) {
+        MessageBatch b;
+        REQUIRE(c.poll(b, n, Duration::zero()).value() == n);
+        const uint32_t seq = hdr->space_seq.load(std::memory_order_acquire);
+        REQUIRE(c.commit().ok());
+        return hdr->space_seq.load(std::memory_order_acquire) != seq;
+    };
+    hdr->space_waiters.fetch_add(1, std::memory_order_seq_cst);  // a producer parked on the full ring
+    CHECK_FALSE(commit_n(*fast, 32));  // the slow group still holds all 64
+    CHECK_FALSE(commit_n(*fast, 32));
+    CHECK_FALSE(commit_n(*slow, 15));
+    CHECK(commit_n(*slow, 1));  // the slowest group leaves a quarter free
+    hdr->space_waiters.fetch_sub(1, std::memory_order_seq_cst);
+}
+
 TEST_CASE("on_full=block with no group keeps the first capacity messages, then back_pressure says so") {
     TestPool tp("nogroup");
     TopicManager mgr(tp.pool);

@@ -194,8 +194,9 @@ const std::string& Producer::topic() const { return impl_->t->name; }
 
 // Blocked-producer handshake (Dekker): we increment space_waiters (seq_cst) and then re-read
 // the committed offsets (seq_cst); a committer stores committed (seq_cst) and then reads
-// space_waiters (seq_cst). At least one side sees the other, so no wake-up is lost; parking
-// is also bounded by kMaxParkNs.
+// space_waiters (seq_cst). At least one side sees the other. A committer that sees us wakes us
+// once its commit leaves a quarter of the ring free (wake_space_if_room); a smaller commit lets
+// us sleep on, and our park is bounded by kMaxParkNs, after which we re-check anyway.
 Status Producer::Impl::wait_for_space(uint32_t p, uint64_t tail, uint64_t deadline_ns, uint64_t started_ns) {
     const PartitionView& pv = t->parts[p];
     TopicHeader* hdr = t->hdr;

@@ -479,7 +479,7 @@ Status commit_in_pool(TopicHandle& t, const GroupRef& ref, std::string_view grou
     // group's other members wait for this lock to commit. The Dekker pairing is the seq_cst
     // store above and wake_space's seq_cst load, whichever side of the release they fall.
     for (const auto& c : commits)
-        if (wake_space_if_room(t, c.partition, c.offset)) break;
+        if (wake_space_if_room(t, c.partition, c.offset, coarse)) break;
     return {};
 }
 
@@ -576,7 +576,7 @@ void wake_space(const TopicHandle& t) {
     }
 }
 
-bool wake_space_if_room(const TopicHandle& t, uint32_t p, uint64_t committed) {
+bool wake_space_if_room(const TopicHandle& t, uint32_t p, uint64_t committed, uint64_t now_ns) {
     // seq_cst: pairs with the blocked producer's seq_cst increment (Dekker with committed).
     // Checked first: the tail below is a line every send writes.
     if (t.hdr->space_waiters.load(std::memory_order_seq_cst) == 0) return false;
@@ -584,8 +584,13 @@ bool wake_space_if_room(const TopicHandle& t, uint32_t p, uint64_t committed) {
     // Relaxed: a stale (lower) tail only makes the lag look smaller, so it can add a wake,
     // never lose one.
     const uint64_t tail = pv.hdr->tail.load(std::memory_order_relaxed);
-    const uint64_t lag = int64_t(tail - committed) > 0 ? tail - committed : 0;
-    if (lag > pv.capacity - space_wake_room(pv.capacity)) return false;
+    const uint64_t limit = pv.capacity - space_wake_room(pv.capacity);
+    auto lag_from = [tail](uint64_t floor) { return int64_t(tail - floor) > 0 ? tail - floor : 0; };
+    if (lag_from(committed) > limit) return false;  // not even our group leaves the room
+    // Producers go on by the slowest group's offset: a faster group's commit frees nothing for
+    // them, and waking them would only make them re-check and park again. seq_cst loads after
+    // our seq_cst store: of two groups committing at once, at least one sees both offsets.
+    if (lag_from(min_committed(t, p, now_ns, nullptr)) > limit) return false;
     t.hdr->space_seq.fetch_add(1, std::memory_order_release);  // pairs with the waiter's acquire load
     detail::futex_wake(t.hdr->space_seq, INT32_MAX);
     return true;

@@ -139,11 +139,12 @@ void wake_space(const TopicHandle& t);
 /// park (producer.cpp, kMaxParkNs).
 constexpr uint64_t space_wake_room(uint64_t capacity) { return capacity / 4 > 0 ? capacity / 4 : 1; }
 
-/// A commit's wake: wake_space when the commit leaves partition p at least
-/// space_wake_room free for its group (its lag, tail - committed, at most capacity - room).
-/// The slowest group's commits decide when producers can go on; a faster group's may wake
-/// them early (they re-check and park again). True when it woke.
-bool wake_space_if_room(const TopicHandle& t, uint32_t p, uint64_t committed);
+/// A commit's wake: wake_space when, after a group committed `committed` on partition p, the
+/// partition has at least space_wake_room free for producers (tail - min_committed at most
+/// capacity - room). A faster group's commit frees nothing for them and wakes nobody; the
+/// slowest group's does. min_committed is read only when a producer is parked and this
+/// group's own lag passes the test. True when it woke.
+bool wake_space_if_room(const TopicHandle& t, uint32_t p, uint64_t committed, uint64_t now_ns);
 
 /// Liveness probe used by producers, consumers and the reaper for a claimed slot.
 bool owner_certainly_dead(const Pool& pool, OwnerToken owner, uint64_t now_ns);

@@ -260,7 +260,7 @@ struct alignas(4096) TopicHeader {
     uint64_t reserved0[8];
     uint64_t partition_refs[kMaxPartitions];  ///< creator, before publish: packed RegionRef of each partition
     uint64_t reserved_wake[16];  ///< layout 1's topic-wide data futex line (now per partition and per waiter)
-    alignas(128) std::atomic<uint32_t> space_seq;     ///< committers/deregistration bump (+wake) when space_waiters != 0
+    alignas(128) std::atomic<uint32_t> space_seq;     ///< bumped (+wake) when space_waiters != 0: by a commit leaving a quarter free, deregistration, DLQ drops
     std::atomic<uint32_t> space_waiters;              ///< blocked producers: ++ before parking, -- after
     uint32_t pad_space[30];
     alignas(128) std::atomic<uint64_t> groups_lock;   ///< owner-word lock: group register/deregister
