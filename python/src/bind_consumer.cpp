@@ -111,6 +111,26 @@ void bind_consumer(py::module_& m) {
             Consumer& consumer = c.get();
             unwrap(without_gil(c, [&] { return consumer.assign_all(); }));
         })
+        .def("pause",
+             [](PyConsumer& c, uint32_t partition) {
+                 Consumer& consumer = c.get();
+                 unwrap(without_gil(c, [&] { return consumer.pause(partition); }));
+             },
+             py::arg("partition"),
+             "Stops reading an assigned partition without leaving it: poll() skips it and does not wait for "
+             "it, its position stays. assign() keeps it paused while it stays assigned.")
+        .def("resume",
+             [](PyConsumer& c, uint32_t partition) {
+                 Consumer& consumer = c.get();
+                 unwrap(without_gil(c, [&] { return consumer.resume(partition); }));
+             },
+             py::arg("partition"), "Reads a paused partition again, from where it stopped.")
+        .def("paused",
+             [](PyConsumer& c, uint32_t partition) {
+                 Consumer& consumer = c.get();
+                 return without_gil(c, [&] { return consumer.paused(partition); });
+             },
+             py::arg("partition"))
         .def("seek",
              [](PyConsumer& c, py::handle policy, py::object partition) {
                  const SeekPolicy p = to_seek_policy(policy);

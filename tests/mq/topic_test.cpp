@@ -518,6 +518,61 @@ TEST_CASE("seek: earliest, latest, offset, timestamp, committed with fallback") 
     CHECK(obs->position(0).value() == 10);
 }
 
+TEST_CASE("pause: a paused partition is not read and keeps its position; resume reads on from there; assign keeps it paused while it stays") {
+    TestPool tp("pause");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(2, 16)).ok());
+    auto prod = Producer::open(tp.pool, "t");
+    for (int i = 0; i < 3; ++i) {
+        REQUIRE(prod->send_to(0, OutgoingMessage{ByteView("p0-" + std::to_string(i)), {}, {}}).ok());
+        REQUIRE(prod->send_to(1, OutgoingMessage{ByteView("p1-" + std::to_string(i)), {}, {}}).ok());
+    }
+    auto c = Consumer::open(tp.pool, "t", "g");
+    REQUIRE(c->assign_all().ok());
+    MessageBatch b;
+    REQUIRE(c->poll(b, 1, Duration::zero()).value() == 1);  // reads one of partition 0 or 1
+    const uint32_t first = b.begin()->partition, other = 1 - first;
+    REQUIRE(c->pause(first).ok());
+    CHECK(c->paused(first));
+    CHECK_FALSE(c->paused(other));
+    // Only the other partition is read, all of it; then nothing, at once and after a wait.
+    REQUIRE(c->poll(b, 16, Duration::zero()).value() == 3);
+    for (const Message& m : b) CHECK(m.partition == other);
+    CHECK(c->poll(b, 16, std::chrono::milliseconds(30)).value() == 0);
+    CHECK(c->position(first).value() == 1);
+    // A send to the paused partition is not read either; resume reads on from offset 1.
+    REQUIRE(prod->send_to(first, OutgoingMessage{ByteView("late"), {}, {}}).ok());
+    CHECK(c->poll(b, 16, Duration::zero()).value() == 0);
+    REQUIRE(c->resume(first).ok());
+    REQUIRE(c->poll(b, 16, Duration::zero()).value() == 3);
+    uint64_t expect = 1;
+    for (const Message& m : b) {
+        CHECK(m.partition == first);
+        CHECK(m.offset == expect++);
+    }
+    CHECK(b[2].value_str() == "late");
+    // A partition stays paused while assign() keeps it, and one that leaves forgets it; pausing
+    // one that is not assigned names it.
+    REQUIRE(c->pause(first).ok());
+    REQUIRE(c->pause(other).ok());
+    REQUIRE(c->assign(std::vector<uint32_t>{first}).ok());
+    CHECK(c->paused(first));
+    CHECK_FALSE(c->paused(other));
+    REQUIRE(c->assign_all().ok());
+    CHECK(c->paused(first));
+    CHECK_FALSE(c->paused(other));
+    // Every partition paused: a poll waits out its timeout (no spin, no waiter entry taken).
+    REQUIRE(c->pause(other).ok());
+    const uint64_t t0 = mono_now_ns();
+    CHECK(c->poll(b, 16, std::chrono::milliseconds(30)).value() == 0);
+    CHECK(mono_now_ns() - t0 >= 25 * kNsPerMs);
+    REQUIRE(c->assign(std::vector<uint32_t>{first}).ok());
+    auto refused = c->pause(other);
+    REQUIRE(refused.code() == Errc::invalid_argument);
+    CHECK(refused.error().message.find("partition " + std::to_string(other) + ": not assigned") != std::string::npos);
+    CHECK(c->resume(7).code() == Errc::invalid_argument);
+}
+
 TEST_CASE("commit and restart: a new consumer of the group resumes at the committed offset") {
     TestPool tp("restart");
     TopicManager mgr(tp.pool);

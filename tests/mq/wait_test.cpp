@@ -312,6 +312,43 @@ TEST_CASE("waiter fd: readable once armed and a watched partition has data; arm 
     CHECK_FALSE(readable(50));
 }
 
+TEST_CASE("waiter fd and parked poll: a paused partition is not waited for; resumed, it is") {
+    TestPool tp("waitpause");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("a", config(2, 64, OnFull::overwrite)).ok());
+    Consumer c = open_observer(tp.pool, "a", {0, 1});
+    auto prod = Producer::open(tp.pool, "a");
+    REQUIRE(c.pause(1).ok());
+    Waiter w;
+    REQUIRE(w.add(c).ok());
+    auto fd = w.fd();
+    REQUIRE(fd.ok());
+    auto readable = [&](int ms) {
+        pollfd p{*fd, POLLIN, 0};
+        return ::poll(&p, 1, ms) == 1 && (p.revents & POLLIN);
+    };
+    REQUIRE(w.arm().ok());
+    REQUIRE(prod->send_to(1, OutgoingMessage{ByteView("to the paused one"), {}, {}}).ok());
+    CHECK_FALSE(readable(50));
+    // A parked poll neither returns it nor stops waiting for it (bounded: the timeout).
+    MessageBatch batch;
+    const uint64_t t0 = mono_now_ns();
+    CHECK(c.poll(batch, 8, std::chrono::milliseconds(40)).value() == 0);
+    CHECK(mono_now_ns() - t0 >= 35 * kNsPerMs);
+    // A send to the partition still read wakes both.
+    REQUIRE(w.arm().ok());
+    REQUIRE(prod->send_to(0, OutgoingMessage{ByteView("to the read one"), {}, {}}).ok());
+    CHECK(readable(10000));
+    REQUIRE(c.poll(batch, 8, Duration::zero()).value() == 1);
+    CHECK(batch[0].partition == 0);
+    // Resumed: the message already there makes the fd readable right after arm.
+    REQUIRE(c.resume(1).ok());
+    REQUIRE(w.arm().ok());
+    CHECK(readable(10000));
+    REQUIRE(c.poll(batch, 8, Duration::zero()).value() == 1);
+    CHECK(batch[0].value_str() == "to the paused one");
+}
+
 TEST_CASE("dead waiter: a consumer killed while parked leaves its bit; the reaper hook clears it and frees the entry") {
     TestPool tp("deadwait");
     TopicManager mgr(tp.pool);

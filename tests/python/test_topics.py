@@ -41,6 +41,25 @@ def test_send_and_poll_with_keys_and_headers(pool):
     assert consumer.poll(timeout=0) == []
 
 
+def test_a_paused_partition_is_skipped_and_resumes_where_it_stopped(pool):
+    make_topic(pool, num_partitions=2)
+    producer = fs.Producer(pool, "t")
+    for i in range(3):
+        producer.send_to(0, f"a{i}".encode())
+        producer.send_to(1, f"b{i}".encode())
+    consumer = fs.Consumer(pool, "t", "g")
+    consumer.assign_all()
+    consumer.pause(1)
+    assert consumer.paused(1) and not consumer.paused(0)
+    assert [m.value_str() for m in consumer.poll(max=10, timeout=0.03)] == ["a0", "a1", "a2"]
+    assert consumer.poll(max=10, timeout=0.03) == [] and consumer.position(1) == 0
+    consumer.resume(1)
+    assert [m.value_str() for m in consumer.poll(max=10, timeout=0)] == ["b0", "b1", "b2"]
+    consumer.assign([0])
+    with pytest.raises(fs.InvalidArgument, match="partition 1: not assigned"):
+        consumer.pause(1)
+
+
 def test_send_batch_returns_one_result_each_and_reports_what_was_sent(pool):
     make_topic(pool, num_partitions=1, partition_capacity=4, on_full=fs.OnFull.REJECT)
     producer = fs.Producer(pool, "t")

@@ -128,12 +128,23 @@ public:
     /// Partitions to read (each < num_partitions); positions of added partitions start at
     /// Committed(earliest). After set_epoch changed the epoch, every partition restarts from
     /// its committed offset (a partition kept across an eviction may have moved meanwhile).
+    /// A paused partition that stays assigned stays paused (pause()).
     Status assign(std::span<const uint32_t> partitions);
     /// A group member's claim: takes its partitions and its epoch together (the epoch commits
     /// are fenced with), so nobody copies an epoch by hand. Call it after every
     /// ConsumerGroup::claim (cheap when nothing changed).
     Status assign(const Claim& claim);
     Status assign_all();
+    /// Stops reading an assigned partition without leaving it: poll() skips it, a parked poll
+    /// and a Waiter do not wait for it, and its position stays where it is (commit() still
+    /// commits it). resume() reads on from that position. Process-local: nothing in the pool
+    /// changes, so it costs no lookup (a driver whose buffer for one partition fills and
+    /// drains, like WorkerLoop's window, pauses and resumes it per message). A partition stays
+    /// paused while assign() keeps it assigned, as in Kafka. invalid_argument for a partition
+    /// that is not assigned.
+    Status pause(uint32_t partition);
+    Status resume(uint32_t partition);
+    bool paused(uint32_t partition) const;
     Status seek(const SeekPolicy& policy);
     Status seek(uint32_t partition, const SeekPolicy& policy);
 

@@ -108,9 +108,13 @@ struct Consumer::Impl {
     std::vector<PState> ps;
     std::vector<uint32_t> assigned;
     /// assign()'s next assignment, built here and swapped with `assigned`: a consumer assigned
-    /// again and again (WorkerLoop takes a partition whose window is full out and back in)
-    /// reuses both vectors' capacity.
+    /// again and again (a rebalancing group member) reuses both vectors' capacity.
     std::vector<uint32_t> assigning;
+    /// Bit p: assigned partition p is paused (pause()): not read, not waited for. assign()
+    /// keeps the bits of the partitions that stay. One bit per partition: topic_layout.h's
+    /// kMaxPartitions is 64.
+    uint64_t paused = 0;
+    bool reads(uint32_t p) const { return (paused >> p & 1) == 0; }
     uint64_t assigned_epoch = 0;  ///< options.epoch when the positions of `assigned` were resolved
     std::vector<OffsetCommit> commit_buf;
     uint32_t rotate = 0;
@@ -246,6 +250,11 @@ Status Consumer::assign(std::span<const uint32_t> partitions) {
         im.ps[p] = Impl::PState{};
         im.ps[p].pos = *pos;
     }
+    // A partition that stays assigned stays paused (a member re-assigning after every claim
+    // keeps its own flow control); one that leaves forgets it.
+    uint64_t kept = 0;
+    for (uint32_t p : next) kept |= uint64_t(1) << p;
+    im.paused &= kept;
     im.assigned.swap(next);
     im.assigned_epoch = im.options.epoch;
     return {};
@@ -264,6 +273,24 @@ Status Consumer::assign_all() {
     for (uint32_t i = 0; i < all.size(); ++i) all[i] = i;
     return assign(all);
 }
+
+static_assert(kMaxPartitions <= 64, "Consumer::Impl::paused has one bit per partition");
+
+static Status pause_state(Consumer::Impl& im, uint32_t partition, bool pause) {
+    if (partition >= im.t->num_partitions ||
+        std::find(im.assigned.begin(), im.assigned.end(), partition) == im.assigned.end())
+        return make_error(Errc::invalid_argument, std::string(pause ? "pause" : "resume") + " of partition " +
+                                                      std::to_string(partition) + ": not assigned to this consumer of topic '" +
+                                                      im.t->name + "' (" + std::to_string(im.t->num_partitions) +
+                                                      " partitions)");
+    if (pause) im.paused |= uint64_t(1) << partition;
+    else im.paused &= ~(uint64_t(1) << partition);
+    return {};
+}
+
+Status Consumer::pause(uint32_t partition) { return pause_state(*impl_, partition, true); }
+Status Consumer::resume(uint32_t partition) { return pause_state(*impl_, partition, false); }
+bool Consumer::paused(uint32_t partition) const { return partition < 64 && !impl_->reads(partition); }
 
 Status Consumer::seek(const SeekPolicy& policy) {
     for (uint32_t p : impl_->assigned) FABRIC_TRY(seek(p, policy));
@@ -437,12 +464,13 @@ Result<size_t> Consumer::Impl::drain(uint32_t p, MessageBatch& b, size_t limit, 
 bool Consumer::Impl::any_ready() const {
     // seq_cst loads (slot_readiness): the re-check half of the parking handshake.
     for (uint32_t p : assigned)
-        if (slot_readiness(t->parts[p], ps[p].pos) == SlotReadiness::ready) return true;
+        if (reads(p) && slot_readiness(t->parts[p], ps[p].pos) == SlotReadiness::ready) return true;
     return false;
 }
 
 void mq::consumer_watch(const Consumer::Impl& c, std::vector<WatchedPartition>& out) {
-    for (uint32_t p : c.assigned) out.push_back(WatchedPartition{&c.t->parts[p], c.ps[p].pos, p});
+    for (uint32_t p : c.assigned)
+        if (c.reads(p)) out.push_back(WatchedPartition{&c.t->parts[p], c.ps[p].pos, p});
 }
 const TopicHandle& mq::consumer_topic(const Consumer::Impl& c) { return *c.t; }
 
@@ -471,12 +499,17 @@ Result<size_t> Consumer::poll(MessageBatch& batch, size_t max, Duration timeout)
     if (batch.starts_.capacity() < cap_msgs) batch.starts_.reserve(cap_msgs);
     uint64_t start_ns = 0, deadline = 0, now = 0;
     uint32_t spins = 0;  // empty rounds of this call (a wrap after 2^32 only means 256 more pauses)
+    // Every assigned partition paused: nothing can arrive, so the wait neither spins nor takes
+    // one of the topic's waiter entries (which other parked consumers need); it sleeps.
+    bool reading_any = false;
+    for (uint32_t p : im.assigned) reading_any |= im.reads(p);
     for (;;) {
         im.stuck = false;
         size_t total = 0;
         const size_t na = im.assigned.size();
         for (size_t k = 0; k < na && total < cap_msgs; ++k) {
             const uint32_t p = im.assigned[(im.rotate + k) % na];
+            if (!im.reads(p)) continue;
             const size_t limit = std::min<size_t>(cap_msgs - total, im.t->capacity);
             auto r = im.drain(p, batch, limit, payload_max);
             if (!r) return std::move(r).error();
@@ -496,7 +529,7 @@ Result<size_t> Consumer::poll(MessageBatch& batch, size_t max, Duration timeout)
             }
             if (now >= deadline) return size_t(0);
         }
-        if (im.options.wait == WaitMode::spin || now - start_ns < to_ns(im.options.spin)) {
+        if (reading_any && (im.options.wait == WaitMode::spin || now - start_ns < to_ns(im.options.spin))) {
             // Offer the core away now and then (spin_yield.h: how often, and why it adapts).
             // `now` is at most 64 rounds old.
             if (im.spin_yield.due(spins, now)) {
@@ -510,15 +543,18 @@ Result<size_t> Consumer::poll(MessageBatch& batch, size_t max, Duration timeout)
         if (now >= deadline) return size_t(0);  // the spin phase reads the clock only every 64 rounds
         const uint64_t slice = std::min(im.stuck ? kStuckParkNs : kMaxConsumerParkNs, deadline - now);
         WaitRegistration reg;
-        if (reg.claim(*im.t, im.pool->self())) {
-            for (uint32_t p : im.assigned) reg.watch(p);
+        if (reading_any && reg.claim(*im.t, im.pool->self())) {
+            for (uint32_t p : im.assigned)
+                if (im.reads(p)) reg.watch(p);
             FABRIC_PAUSE_POINT("mq.wait.registered");
             const uint32_t seq = reg.load_seq();  // before the re-check: a bump after it wakes us
             if (!im.any_ready()) detail::futex_wait(reg.word(), seq, slice);
             reg.release();
         } else {
             // Every entry taken (64 parked waiters on this topic) or a read-only pool: nap.
-            const timespec ts{0, long(std::min(slice, kNapNs))};
+            // Everything paused: sleep the slice (the leases are checked after it).
+            const uint64_t nap = reading_any ? std::min(slice, kNapNs) : slice;
+            const timespec ts{time_t(nap / kNsPerSec), long(nap % kNsPerSec)};
             nanosleep(&ts, nullptr);
         }
         FABRIC_TRY(im.pool->heartbeat());

@@ -271,7 +271,7 @@ struct PendingDelete {
 
 struct Part {
     bool owned = false;
-    bool paused = false;         ///< ring full: out of the consumer's assignment
+    bool paused = false;         ///< ring full: paused in the consumer (Consumer::pause)
     uint64_t next_read = 0;      ///< the consumer's position for it (first offset not buffered)
     uint64_t serial_until = 0;   ///< offsets below: a previous owner's window, run one at a time
     uint64_t commit_to = UINT64_MAX;  ///< done prefix to commit, UINT64_MAX: nothing
@@ -308,7 +308,7 @@ struct WorkerLoop::Impl {
 
     // The engine's state.
     std::vector<Part> parts;             ///< per partition of the topic
-    std::vector<uint32_t> active;        ///< the consumer's assignment: owned and not paused
+    std::vector<uint32_t> active;        ///< owned and not paused: what the consumer reads
     std::vector<uint32_t> next_active;   ///< sync_active's scratch (swapped with active: no allocation)
     bool active_dirty = false;
     uint64_t generation = 1;             ///< bumped by every (re)assignment: older tickets are stale
@@ -464,6 +464,7 @@ Status WorkerLoop::Impl::apply_assignment() {
     buffered = 0;
     active.clear();
     for (uint32_t p : owned) {
+        if (consumer->paused(p)) FABRIC_TRY(consumer->resume(p));  // every ring starts empty
         FABRIC_TRY(consumer->seek(p, SeekPolicy::Committed()));
         auto pos = consumer->position(p);
         if (!pos) return std::move(pos).error();
@@ -484,18 +485,22 @@ Status WorkerLoop::Impl::apply_assignment() {
     return {};
 }
 
-// The consumer reads only partitions whose ring has room. A partition coming back resumes at
-// the first offset not buffered (assign() put it at its committed offset).
+// The consumer reads only partitions whose ring has room. A partition coming back resumes
+// where the consumer stopped: the first offset not buffered.
 Status WorkerLoop::Impl::sync_active() {
     if (!active_dirty) return {};
     active_dirty = false;
     next_active.clear();
-    for (uint32_t p = 0; p < parts.size(); ++p)
-        if (parts[p].owned && !parts[p].paused) next_active.push_back(p);
-    FABRIC_TRY(consumer->assign(next_active));
-    for (uint32_t p : next_active)
-        if (std::find(active.begin(), active.end(), p) == active.end())
-            FABRIC_TRY(consumer->seek(p, SeekPolicy::Offset(parts[p].next_read)));
+    // Every owned partition stays assigned; a full ring pauses it in the consumer, which keeps
+    // its position (next_read: poll_into_rings gave back anything read past it). Under a
+    // backlog a partition's ring fills and gets room at every message, and taking it out of
+    // the assignment and back cost an assign and a validated seek each time.
+    for (uint32_t p = 0; p < parts.size(); ++p) {
+        if (!parts[p].owned) continue;
+        if (parts[p].paused != consumer->paused(p))
+            FABRIC_TRY(parts[p].paused ? consumer->pause(p) : consumer->resume(p));
+        if (!parts[p].paused) next_active.push_back(p);
+    }
     active.swap(next_active);
     return {};
 }
