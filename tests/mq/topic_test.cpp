@@ -296,6 +296,27 @@ TEST_CASE("on_full=block: send waits, then fails with back_pressure naming the s
     CHECK(r2->offset == 4);
 }
 
+namespace {
+/// The topic header of topic "t", to watch and forge blocked producers (space_waiters) and to
+/// see a commit's wake (space_seq).
+struct SpaceWatch {
+    Region root;
+    mq::TopicHeader* hdr = nullptr;
+    explicit SpaceWatch(const Pool& pool) : root(pool.open_region(RegionKind::topic, "t").value()) {
+        hdr = reinterpret_cast<mq::TopicHeader*>(root.data());
+    }
+    /// Consumes and commits n messages; true when that commit woke the parked producers: a
+    /// wake bumps space_seq in the committer's own call, before commit() returns.
+    bool commit_woke(Consumer& c, uint32_t n) {
+        MessageBatch b;
+        REQUIRE(c.poll(b, n, Duration::zero()).value() == n);
+        const uint32_t seq = hdr->space_seq.load(std::memory_order_acquire);
+        REQUIRE(c.commit().ok());
+        return hdr->space_seq.load(std::memory_order_acquire) != seq;
+    }
+};
+}  // namespace
+
 TEST_CASE("on_full=block: a commit wakes blocked producers once it leaves a quarter of the ring free; a smaller one lets them go on after their bounded park") {
     TestPool tp("wakeroom");
     TopicManager mgr(tp.pool);
@@ -307,18 +328,9 @@ TEST_CASE("on_full=block: a commit wakes blocked producers once it leaves a quar
     REQUIRE(prod.ok());
     auto cons = Consumer::open(tp.pool, "t", "g");
     REQUIRE(cons->assign_all().ok());
-    auto root = tp.pool.open_region(RegionKind::topic, "t");
-    REQUIRE(root.ok());
-    auto* hdr = reinterpret_cast<mq::TopicHeader*>(root->data());
-    // Consumes and commits n messages; true when that commit woke the parked producers: a
-    // wake bumps space_seq in the committer's own call, before commit() returns.
-    auto commit_n = [&](uint32_t n) {
-        MessageBatch b;
-        REQUIRE(cons->poll(b, n, Duration::zero()).value() == n);
-        const uint32_t seq = hdr->space_seq.load(std::memory_order_acquire);
-        REQUIRE(cons->commit().ok());
-        return hdr->space_seq.load(std::memory_order_acquire) != seq;
-    };
+    SpaceWatch watch(tp.pool);
+    auto* hdr = watch.hdr;
+    auto commit_n = [&](uint32_t n) { return watch.commit_woke(*cons, n); };
     for (int i = 0; i < 64; ++i) REQUIRE(prod->send("x").ok());
 
     // A producer parked on the full ring, as a send registers itself right before it parks.
@@ -358,16 +370,9 @@ TEST_CASE("on_full=block: with two groups only the slowest group's commits wake 
     auto slow = Consumer::open(tp.pool, "t", "slow");
     REQUIRE(fast->assign_all().ok());
     REQUIRE(slow->assign_all().ok());
-    auto root = tp.pool.open_region(RegionKind::topic, "t");
-    REQUIRE(root.ok());
-    auto* hdr = reinterpret_cast<mq::TopicHeader*>(root->data());
-    auto commit_n = [&](Consumer& c, uint32_t n) {
-        MessageBatch b;
-        REQUIRE(c.poll(b, n, Duration::zero()).value() == n);
-        const uint32_t seq = hdr->space_seq.load(std::memory_order_acquire);
-        REQUIRE(c.commit().ok());
-        return hdr->space_seq.load(std::memory_order_acquire) != seq;
-    };
+    SpaceWatch watch(tp.pool);
+    auto* hdr = watch.hdr;
+    auto commit_n = [&](Consumer& c, uint32_t n) { return watch.commit_woke(c, n); };
     hdr->space_waiters.fetch_add(1, std::memory_order_seq_cst);  // a producer parked on the full ring
     CHECK_FALSE(commit_n(*fast, 32));  // the slow group still holds all 64
     CHECK_FALSE(commit_n(*fast, 32));

@@ -271,6 +271,14 @@ TEST_CASE("waiter: interrupt() ends a wait at once, or the next one; a signal ha
     CHECK(*r == WaitResult::interrupted);
 }
 
+namespace {
+/// Whether `fd` is readable within `ms` milliseconds.
+bool fd_readable(int fd, int ms) {
+    pollfd p{fd, POLLIN, 0};
+    return ::poll(&p, 1, ms) == 1 && (p.revents & POLLIN);
+}
+}  // namespace
+
 TEST_CASE("waiter fd: readable once armed and a watched partition has data; arm clears it") {
     TestPool tp("waitfd");
     TopicManager mgr(tp.pool);
@@ -285,10 +293,7 @@ TEST_CASE("waiter fd: readable once armed and a watched partition has data; arm 
     REQUIRE(w.add(cb).ok());
     auto fd = w.fd();
     REQUIRE(fd.ok());
-    auto readable = [&](int ms) {
-        pollfd p{*fd, POLLIN, 0};
-        return ::poll(&p, 1, ms) == 1 && (p.revents & POLLIN);
-    };
+    auto readable = [&](int ms) { return fd_readable(*fd, ms); };
     REQUIRE(w.arm().ok());
     CHECK_FALSE(readable(20));
     REQUIRE(pb->send("one").ok());
@@ -323,10 +328,7 @@ TEST_CASE("waiter fd and parked poll: a paused partition is not waited for; resu
     REQUIRE(w.add(c).ok());
     auto fd = w.fd();
     REQUIRE(fd.ok());
-    auto readable = [&](int ms) {
-        pollfd p{*fd, POLLIN, 0};
-        return ::poll(&p, 1, ms) == 1 && (p.revents & POLLIN);
-    };
+    auto readable = [&](int ms) { return fd_readable(*fd, ms); };
     REQUIRE(w.arm().ok());
     REQUIRE(prod->send_to(1, OutgoingMessage{ByteView("to the paused one"), {}, {}}).ok());
     CHECK_FALSE(readable(50));
