@@ -199,17 +199,18 @@ std::string crc_hex(const std::string& data) {
 }
 
 std::string synthetic_content(uint64_t index, uint64_t size) {
+    // What fabric-shm-producer --synthetic writes, spelled out byte by byte: byte i is a letter
+    // from byte i % 8 of the xorshift state after step i / 8 + 1, or a newline at i % 64 == 63.
     std::string out(size, '\0');
     uint64_t x = index * 0x9E3779B97F4A7C15ull + 0x1234567ull;
     for (size_t i = 0; i < size; ++i) {
-        if (i % 64 == 63) {
-            out[i] = '\n';
-            continue;
+        if (i % 8 == 0) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
         }
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out[i] = char('a' + x % 26);
+        const uint64_t byte = (x >> (8 * (i % 8))) & 0xff;
+        out[i] = i % 64 == 63 ? '\n' : char('a' + byte * 26 / 256);
     }
     return out;
 }
