@@ -290,7 +290,7 @@ static Status pause_state(Consumer::Impl& im, uint32_t partition, bool pause) {
 
 Status Consumer::pause(uint32_t partition) { return pause_state(*impl_, partition, true); }
 Status Consumer::resume(uint32_t partition) { return pause_state(*impl_, partition, false); }
-bool Consumer::paused(uint32_t partition) const { return partition < 64 && !impl_->reads(partition); }
+bool Consumer::paused(uint32_t partition) const { return partition < kMaxPartitions && !impl_->reads(partition); }
 
 Status Consumer::seek(const SeekPolicy& policy) {
     for (uint32_t p : impl_->assigned) FABRIC_TRY(seek(p, policy));

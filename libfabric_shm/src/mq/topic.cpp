@@ -477,7 +477,7 @@ Status commit_in_pool(TopicHandle& t, const GroupRef& ref, std::string_view grou
     }
     // After the lock: a wake is a system call (microseconds when a producer sleeps), and the
     // group's other members wait for this lock to commit. The Dekker pairing is the seq_cst
-    // store above and wake_space's seq_cst load, whichever side of the release they fall.
+    // store above and wake_space_if_room's seq_cst load, whichever side of the release they fall.
     for (const auto& c : commits)
         if (wake_space_if_room(t, c.partition, c.offset, coarse)) break;
     return {};
@@ -568,12 +568,17 @@ uint64_t min_committed(const TopicHandle& t, uint32_t p, uint64_t now_ns, Slowes
     return best;
 }
 
+namespace {
+/// Wakes the producers parked on the topic's space_seq; the caller saw space_waiters != 0.
+void wake_parked_producers(TopicHeader& hdr) {
+    hdr.space_seq.fetch_add(1, std::memory_order_release);  // pairs with the waiter's acquire load
+    detail::futex_wake(hdr.space_seq, INT32_MAX);
+}
+}  // namespace
+
 void wake_space(const TopicHandle& t) {
     // seq_cst: pairs with the blocked producer's seq_cst increment (Dekker with committed).
-    if (t.hdr->space_waiters.load(std::memory_order_seq_cst) != 0) {
-        t.hdr->space_seq.fetch_add(1, std::memory_order_release);  // pairs with the waiter's acquire load
-        detail::futex_wake(t.hdr->space_seq, INT32_MAX);
-    }
+    if (t.hdr->space_waiters.load(std::memory_order_seq_cst) != 0) wake_parked_producers(*t.hdr);
 }
 
 bool wake_space_if_room(const TopicHandle& t, uint32_t p, uint64_t committed, uint64_t now_ns) {
@@ -591,8 +596,7 @@ bool wake_space_if_room(const TopicHandle& t, uint32_t p, uint64_t committed, ui
     // them, and waking them would only make them re-check and park again. seq_cst loads after
     // our seq_cst store: of two groups committing at once, at least one sees both offsets.
     if (lag_from(min_committed(t, p, now_ns, nullptr)) > limit) return false;
-    t.hdr->space_seq.fetch_add(1, std::memory_order_release);  // pairs with the waiter's acquire load
-    detail::futex_wake(t.hdr->space_seq, INT32_MAX);
+    wake_parked_producers(*t.hdr);
     return true;
 }
 
@@ -1032,10 +1036,8 @@ uint64_t reap_topic(const Pool& pool, const RegionInfo& info, uint64_t now_ns, b
             continue;  // renewed meanwhile
         if (g.word.compare_exchange_strong(w, make_group_word(kGroupFree, group_gen(w) + 1, 0),
                                            std::memory_order_release, std::memory_order_relaxed) &&
-            hdr->space_waiters.load(std::memory_order_seq_cst) != 0) {  // pairs with blocked producers
-            hdr->space_seq.fetch_add(1, std::memory_order_release);
-            detail::futex_wake(hdr->space_seq, INT32_MAX);
-        }
+            hdr->space_waiters.load(std::memory_order_seq_cst) != 0)  // pairs with blocked producers
+            wake_parked_producers(*hdr);
     }
     return n;
 }
