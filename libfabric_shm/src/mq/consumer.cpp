@@ -501,8 +501,8 @@ Result<size_t> Consumer::poll(MessageBatch& batch, size_t max, Duration timeout)
     uint32_t spins = 0;  // empty rounds of this call (a wrap after 2^32 only means 256 more pauses)
     // Every assigned partition paused: nothing can arrive, so the wait neither spins nor takes
     // one of the topic's waiter entries (which other parked consumers need); it sleeps.
-    bool reading_any = false;
-    for (uint32_t p : im.assigned) reading_any |= im.reads(p);
+    bool reading_any = im.paused == 0;
+    for (size_t k = 0; !reading_any && k < im.assigned.size(); ++k) reading_any = im.reads(im.assigned[k]);
     for (;;) {
         im.stuck = false;
         size_t total = 0;
