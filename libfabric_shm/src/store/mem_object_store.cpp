@@ -14,6 +14,7 @@
 #include "fabric_shm/names.h"
 #include "batch_status.h"
 #include "seqlock_copy.h"
+#include "store/copy_crc32.h"
 #include "store/store_core.h"
 #include "pool_impl.h"
 #include "region_kinds.h"
@@ -387,8 +388,8 @@ Result<uint64_t> put_checked(StoreShared& s, const detail::StoreKey& key, ByteVi
     if (!block) return std::move(block).error();
     FABRIC_CRASH_POINT("store.put.after_alloc");
     FABRIC_TRY_ASSIGN(const detail::BlockLoc loc, locate_claimed(core, *block, me, "put"));
-    detail::seqlock_copy_in(loc.data + kPayloadOffset, data.data(), data.size());
-    write_header(loc.data, data.size(), crc32(data.data(), data.size()), key, options, meta_len);
+    const uint32_t crc = detail::copy_crc32(loc.data + kPayloadOffset, data.data(), data.size());
+    write_header(loc.data, data.size(), crc, key, options, meta_len);
     FABRIC_CRASH_POINT("store.put.after_fill");
     auto v = core.publish({&key, *block, &options}, me);
     if (!v) core.free_loan(*block, me);
@@ -486,6 +487,23 @@ Status MemObjectStore::put_many(std::span<const PutRequest> requests, std::span<
     return {};
 }
 
+namespace {
+
+/// Copies a payload out of its block into `out` and returns the CRC of the bytes copied (the
+/// caller checks the block afterwards: a copy that raced a reuse is discarded). Large payloads
+/// take the one-pass copy + CRC into a zero-filled vector; small ones a copy without the fill,
+/// then the CRC while the bytes are in L1.
+uint32_t copy_out_with_crc(std::vector<uint8_t>& out, const std::byte* payload, uint64_t size) {
+    if (size >= detail::kCopyCrcFusedMin) {
+        out.resize(size);
+        return detail::copy_crc32(out.data(), payload, size);
+    }
+    detail::seqlock_assign(out, payload, size);  // no zero-fill first
+    return crc32(out.data(), out.size());
+}
+
+}  // namespace
+
 Result<std::optional<ObjectData>> MemObjectStore::get(const FabricUri& uri) {
     StoreShared& s = *impl_->s;
     StoreCore& core = *s.core;
@@ -505,9 +523,8 @@ Result<std::optional<ObjectData>> MemObjectStore::get(const FabricUri& uri) {
         const detail::Found& found = **f;
         ObjectData od;
         od.info = core.info_of(found.snap);
-        detail::seqlock_assign(od.data, found.snap.loc.data + kPayloadOffset, found.snap.h.size);  // no zero-fill first
+        const uint32_t c = copy_out_with_crc(od.data, found.snap.loc.data + kPayloadOffset, found.snap.h.size);
         if (!core.unchanged(found)) continue;  // overwritten while copying: look again
-        const uint32_t c = crc32(od.data.data(), od.data.size());
         if (c != od.info.crc32) {
             s.count(CounterId::store_corrupt, 1);
             return make_error(Errc::corrupt, "object " + uri.to_string() + " version " +
@@ -604,22 +621,23 @@ Result<uint64_t> publish_loan(StoreShared& s, ObjectLoan::Impl& l, const detail:
     detail::BlockLoc loc;
     if (!core.locate(l.block, loc)) return make_error(Errc::corrupt, "loaned block vanished");
     const uint8_t* payload = l.bytes.data();
-    const uint32_t crc = crc32(payload, n);
     const uint64_t need = kPayloadOffset + align8(n) + trailer_bytes(key, options, meta_len);
     uint32_t block = l.block;
+    std::optional<uint32_t> crc;
     if (need + need / 4 < loc.capacity) {
         uint64_t word = 0;
         auto smaller = core.alloc(need, me, &word);
         detail::BlockLoc to;
         if (smaller && core.locate(*smaller, to) && to.capacity < loc.capacity) {
-            detail::seqlock_copy_in(to.data + kPayloadOffset, payload, n);
+            crc = detail::copy_crc32(to.data + kPayloadOffset, payload, n);  // the CRC of what moved
             block = *smaller;
             loc = to;
         } else if (smaller) {
             core.free_loan(*smaller, me);  // no smaller block after all: publish in place
         }
     }
-    write_header(loc.data, n, crc, key, options, meta_len);
+    if (!crc) crc = crc32(payload, n);
+    write_header(loc.data, n, *crc, key, options, meta_len);
     FABRIC_CRASH_POINT("store.commit.before_publish");
     auto v = core.publish({&key, block, &options}, me);
     if (!v) {  // the loan stays valid (still LOANED to us): the caller may retry or drop it
