@@ -15,12 +15,14 @@
 #include <thread>
 
 #include "../support/test_support.h"
+#include "pause_roles.h"
 #include "fabric_shm/counters.h"
 #include "crash_point.h"
 #include "fabric_shm/mem_object_store.h"
 #include "fabric_shm/pool.h"
 #include "store/store_core.h"
 #include "store/store_layout.h"
+#include "pool_impl.h"
 #include "region_kinds.h"
 
 using namespace fabric_shm;
@@ -474,32 +476,41 @@ TEST_CASE("store: a writer stopped while holding a key's lock does not make anot
     auto store = MemObjectStore::open(pool);
     REQUIRE(store);
     const FabricUri key = at(temp.name(), "k");
+    // An insert takes its key's stripe lock (an overwrite of a present key does not): the
+    // child inserts another key of k's stripe and stops right after taking the lock.
+    std::string other;
+    for (int i = 0; other.empty(); ++i)
+        if (const std::string c = "other" + std::to_string(i); stripe_of(c) == stripe_of("k")) other = c;
     const auto v1 = bytes_of("first", 3000), v2 = bytes_of("second", 3000);
     REQUIRE((*store)->put(key, v1));
-    // The child stops right after taking the key's stripe lock for its overwrite.
     const pid_t kid = stopped_child(temp.name(), "store.stripe.held", [&](Child& me) {
-        auto r = me.store->put(key, v2);
+        auto r = me.store->put(at(temp.name(), other), v2);
         return r ? 0 : 10 + int(r.code());
     });
     // A stopped holder keeps its pid, so it is never judged dead: the lock is taken over
     // because it was held too long, and the remove succeeds instead of failing with busy.
+    const uint64_t stolen_before = detail::pool_header(pool).stolen_locks.load();
     auto removed = (*store)->remove(key);
     REQUIRE_MESSAGE(removed, removed.error().message);
     CHECK(*removed);
+    CHECK(detail::pool_header(pool).stolen_locks.load() == stolen_before + 1);
     for (const ProcessInfo& p : pool.registry().list(MonoClock::now()))
         if (p.pid == uint32_t(kid)) CHECK(p.liveness == Liveness::maybe_alive);  // taken over, not judged dead
-    // The child's put was decided nowhere yet; on resuming it finds its lock gone (fenced),
-    // starts over and lands after the remove.
+    // The child's insert was decided nowhere yet; on resuming it finds its lock gone (fenced),
+    // starts over and lands.
     test::resume(kid);
     CHECK(test::wait_child(kid) == 0);
-    auto g = (*store)->get(key);
+    auto gone = (*store)->get(key);
+    REQUIRE(gone);
+    CHECK_FALSE(gone->has_value());
+    auto g = (*store)->get(at(temp.name(), other));
     REQUIRE((g && g->has_value()));
     CHECK((*g)->data == v2);
     CHECK((*store)->stats().objects == 1);
     require_clean(pool);
 }
 
-TEST_CASE("store: an overwrite stopped just before it links is fenced by the writer that took its lock; versions stay in order") {
+TEST_CASE("store: an overwrite stopped just before it links blocks nobody and never lands over a newer version") {
     test::TempPool temp("stallow", 16 << 20);
     Pool& pool = temp.pool;
     auto store = MemObjectStore::open(pool);
@@ -508,16 +519,19 @@ TEST_CASE("store: an overwrite stopped just before it links is fenced by the wri
     const auto v1 = bytes_of("one", 2000), vc = bytes_of("child", 2000), vp = bytes_of("parent", 2000);
     auto first = (*store)->put(key, v1);
     REQUIRE((first && *first == 1));
-    // Stopped with its condition evaluated on version 1 and its slot CAS announced.
+    // Stopped with its condition evaluated on version 1, its block COMMITTING, before the slot
+    // CAS that would link it. An overwrite holds no lock there.
     const pid_t kid = stopped_child(temp.name(), "store.put.before_link", [&](Child& me) {
         auto r = me.store->put(key, vc);
         return r ? int(*r) : 100 + int(r.code());
     });
+    const uint64_t stolen_before = detail::pool_header(pool).stolen_locks.load();
     auto vparent = (*store)->put(key, vp);
     REQUIRE_MESSAGE(vparent, vparent.error().message);
     CHECK(*vparent == 2);
+    CHECK(detail::pool_header(pool).stolen_locks.load() == stolen_before);  // nothing to wait for or take over
     test::resume(kid);
-    // Its CAS from version 1's slot value fails on the bumped generation; it starts again and
+    // Its CAS from version 1's slot value fails on the new generation; it starts again and
     // overwrites version 2 with version 3 (never 2 again, never over a newer object).
     CHECK(test::wait_child(kid) == 3);
     auto g = (*store)->get(key);
@@ -733,5 +747,332 @@ TEST_CASE("store: a pinner stopped between its record and its mark is not judged
     // Its mark CAS on the old version fails; it drops the record, looks up again and pins v2.
     CHECK(test::wait_child(kid) == 0);
     CHECK((*store)->stats().pins_active == 0);
+    require_clean(pool);
+}
+
+// ---- finishing another writer's block: the block may move on while the finisher is stopped ----
+// An overwrite links without the key's lock, so a block found COMMITTING (linked, not yet
+// PUBLISHED) may belong to a writer that is still running, and removers, later writers and
+// repair finish it on its behalf: they retire the block it replaced, as its header names it.
+// Threads of this process stop at pause points (roles), children are killed at crash points.
+
+namespace {
+
+/// Objects of a third of a 16 MiB pool's 64 KiB superblock and more: each takes a superblock
+/// of its own, so a freed block is the next one taken.
+constexpr size_t kWholeBlock = 20 << 10;
+
+/// A child that overwrites `key` and is killed at `point`; returns once it is dead.
+void overwrite_killed_at(const std::string& pool_name, const FabricUri& key, const char* point) {
+    const pid_t kid = test::fork_child([&] {
+        Child me(pool_name);
+        setenv("FABRIC_SHM_CRASH_POINT", point, 1);
+        detail::crash_point_rearm();
+        (void)me.store->put(key, bytes_of("killed", kWholeBlock));
+        return 0;  // the crash point was not reached
+    });
+    REQUIRE(test::wait_child(kid) == 128 + SIGKILL);
+}
+
+}  // namespace
+
+TEST_CASE("store: a remover that finishes a block freed and reused meanwhile never retires another key's live object") {
+    // W links B1 over k's B0 and stops before finishing. R (remove k, under the lock) finds B1
+    // COMMITTING and stops as it starts finishing it. An overwrite of k replaces and frees B1,
+    // and an overwrite of k' reuses B1, whose header now says it replaces k''s live object.
+    // R resumes: it must see that B1 moved on, and retire nothing on its header's word.
+    test::TempPool temp("finreuse", 16 << 20);
+    Pool& pool = temp.pool;
+    auto store = MemObjectStore::open(pool);
+    REQUIRE(store);
+    const FabricUri k = at(temp.name(), "k"), kp = at(temp.name(), "kprime");
+    std::string other;  // a key outside k's stripe: its insert does not wait for R
+    for (int i = 0; other.empty(); ++i)
+        if (const std::string c = "other" + std::to_string(i); stripe_of(c) != stripe_of("k")) other = c;
+    REQUIRE((*store)->put(kp, bytes_of("kprime", kWholeBlock)));
+    REQUIRE((*store)->put(k, bytes_of("k0", kWholeBlock)));
+    detail::set_pause_hook(&test::hold_at_role_point);
+    test::arm_role(0, "store.put.after_link");
+    Result<uint64_t> w = uint64_t(0);
+    std::thread writer([&] {
+        test::pause_role = 0;
+        w = (*store)->put(k, bytes_of("k1", kWholeBlock));
+    });
+    test::wait_role_held(0);
+    test::arm_role(1, "store.finish_commit.before_header");
+    Result<bool> removed = false;
+    std::thread remover([&] {
+        test::pause_role = 1;
+        removed = (*store)->remove(k);
+    });
+    test::wait_role_held(1);
+    auto k2 = (*store)->put(k, bytes_of("k2", kWholeBlock));  // frees B1 (taking R's lock over)
+    REQUIRE_MESSAGE(k2, k2.error().message);
+    REQUIRE((*store)->put(at(temp.name(), other), bytes_of("other", kWholeBlock)));  // takes B0's block
+    test::arm_role(2, "store.put.before_link");
+    Result<uint64_t> kp2 = uint64_t(0);
+    std::thread reuser([&] {
+        test::pause_role = 2;
+        kp2 = (*store)->put(kp, bytes_of("kprime2", kWholeBlock));  // B1 again: replaces kprime's object
+    });
+    test::wait_role_held(2);
+    test::release_role(1);
+    remover.join();
+    auto g = (*store)->get(kp);
+    REQUIRE(g);
+    CHECK(g->has_value());  // kprime's acknowledged object is still there
+    require_clean(pool);
+    test::release_role(2);
+    reuser.join();
+    test::release_role(0);
+    writer.join();
+    detail::set_pause_hook(nullptr);
+    REQUIRE_MESSAGE(w, w.error().message);
+    REQUIRE_MESSAGE(removed, removed.error().message);
+    REQUIRE_MESSAGE(kp2, kp2.error().message);
+    auto again = (*store)->get(kp);
+    REQUIRE((again && again->has_value()));
+    CHECK((*again)->data == bytes_of("kprime2", kWholeBlock));
+    require_clean(pool);
+}
+
+TEST_CASE("store: an overwrite killed after linking over a block its writer had not finished leaves nothing behind") {
+    // W0 links B1 over B0, retires B0 and stops before finishing B1. A child links B2 over B1
+    // (its header: replaces B1 at COMMITTING's sequence) and is killed. W0 finishes B1, which
+    // moves its sequence: repair of the child's B2 must still retire B1.
+    test::TempPool temp("finlate", 16 << 20);
+    Pool& pool = temp.pool;
+    auto store = MemObjectStore::open(pool);
+    REQUIRE(store);
+    const FabricUri k = at(temp.name(), "k");
+    REQUIRE((*store)->put(k, bytes_of("k0", kWholeBlock)));
+    detail::set_pause_hook(&test::hold_at_role_point);
+    test::arm_role(0, "store.put.after_retire");
+    Result<uint64_t> w0 = uint64_t(0);
+    std::thread writer([&] {
+        test::pause_role = 0;
+        w0 = (*store)->put(k, bytes_of("k1", kWholeBlock));
+    });
+    test::wait_role_held(0);
+    overwrite_killed_at(temp.name(), k, "store.put.after_link");
+    test::release_role(0);
+    writer.join();
+    detail::set_pause_hook(nullptr);
+    REQUIRE_MESSAGE(w0, w0.error().message);
+    const ReapReport repaired = pool.reap(MonoClock::now(), false, false);  // the store's repair: B2
+    CHECK(repaired.kind_items >= 1);  // it finished the dead child's block
+    require_clean(pool);
+    auto g = (*store)->get(k);
+    REQUIRE((g && g->has_value()));
+    CHECK((*g)->data == bytes_of("killed", kWholeBlock));  // the dead child's object was linked: it stays
+    REQUIRE((*store)->remove(k));
+    CHECK((*store)->stats().heap_used_bytes == 0);  // no block of the race leaked
+}
+
+TEST_CASE("store: repair of a dead writer's block that a later overwrite already replaced retires its predecessor") {
+    // A child links B1 over B0 and is killed before retiring B0. Repair stops holding k's
+    // lock; an overwrite links B2 over B1 (taking the lock over) and stops before retiring B1.
+    // Repair resumes: B1 is no longer linked, yet it was, so B0 must be retired with it.
+    test::TempPool temp("finrepair", 16 << 20);
+    Pool& pool = temp.pool;
+    auto store = MemObjectStore::open(pool);
+    REQUIRE(store);
+    const FabricUri k = at(temp.name(), "k");
+    REQUIRE((*store)->put(k, bytes_of("k0", kWholeBlock)));
+    overwrite_killed_at(temp.name(), k, "store.put.after_link");
+    detail::set_pause_hook(&test::hold_at_role_point);
+    test::arm_role(1, "store.stripe.held");
+    std::thread repairer([&] {
+        test::pause_role = 1;
+        (void)pool.reap(MonoClock::now(), false, false);
+    });
+    test::wait_role_held(1);
+    test::arm_role(0, "store.put.after_link");
+    Result<uint64_t> x = uint64_t(0);
+    std::thread writer([&] {
+        test::pause_role = 0;
+        x = (*store)->put(k, bytes_of("k2", kWholeBlock));
+    });
+    test::wait_role_held(0);
+    test::release_role(1);
+    repairer.join();
+    test::release_role(0);
+    writer.join();
+    detail::set_pause_hook(nullptr);
+    REQUIRE_MESSAGE(x, x.error().message);
+    require_clean(pool);
+    auto g = (*store)->get(k);
+    REQUIRE((g && g->has_value()));
+    CHECK((*g)->data == bytes_of("k2", kWholeBlock));
+    REQUIRE((*store)->remove(k));
+    CHECK((*store)->stats().heap_used_bytes == 0);  // B0 was retired, not leaked
+}
+
+TEST_CASE("store: repair of a dead writer's replaced block retires a predecessor still COMMITTING by a stopped writer") {
+    // W1 links B1 over B0 and stops before finishing it. A child links B2 over B1 (B1 still
+    // COMMITTING) and is killed. W3 links B3 over B2 and stops before retiring B2. Repair finds
+    // the dead child's B2 no longer linked and frees it: it must retire B1 too (no slot links
+    // it), or once W1 publishes B1 nothing would ever name it again.
+    test::TempPool temp("finchain", 16 << 20);
+    Pool& pool = temp.pool;
+    auto store = MemObjectStore::open(pool);
+    REQUIRE(store);
+    const FabricUri k = at(temp.name(), "k");
+    REQUIRE((*store)->put(k, bytes_of("k0", kWholeBlock)));
+    detail::set_pause_hook(&test::hold_at_role_point);
+    test::arm_role(0, "store.put.after_link");
+    Result<uint64_t> w1 = uint64_t(0);
+    std::thread first([&] {
+        test::pause_role = 0;
+        w1 = (*store)->put(k, bytes_of("k1", kWholeBlock));
+    });
+    test::wait_role_held(0);
+    overwrite_killed_at(temp.name(), k, "store.put.after_link");
+    test::arm_role(1, "store.put.after_link");
+    Result<uint64_t> w3 = uint64_t(0);
+    std::thread third([&] {
+        test::pause_role = 1;
+        w3 = (*store)->put(k, bytes_of("k3", kWholeBlock));
+    });
+    test::wait_role_held(1);
+    const ReapReport repaired = pool.reap(MonoClock::now(), false, false);
+    CHECK(repaired.kind_items >= 1);
+    test::release_role(0);
+    first.join();
+    test::release_role(1);
+    third.join();
+    detail::set_pause_hook(nullptr);
+    REQUIRE_MESSAGE(w1, w1.error().message);
+    REQUIRE_MESSAGE(w3, w3.error().message);
+    require_clean(pool);
+    auto g = (*store)->get(k);
+    REQUIRE((g && g->has_value()));
+    CHECK((*g)->data == bytes_of("k3", kWholeBlock));
+    REQUIRE((*store)->remove(k));
+    CHECK((*store)->stats().heap_used_bytes == 0);  // B1 was retired, not leaked
+}
+
+TEST_CASE("store: a get stopped between a slot and its block never returns a put that has not landed") {
+    // The reader loads k's slot (B0) and stops. A put replaces B0 (version 2) and frees it; a
+    // conditional put takes B0 again, writes version 3 into it (COMMITTING) and stops before
+    // its slot CAS. The reader resumes: B0's word is valid and its key matches, but the slot no
+    // longer links it. The real version 3 then lands, and the stopped put fails its condition.
+    test::TempPool temp("lookupslot", 16 << 20);
+    Pool& pool = temp.pool;
+    auto store = MemObjectStore::open(pool);
+    REQUIRE(store);
+    const FabricUri k = at(temp.name(), "k");
+    REQUIRE((*store)->put(k, bytes_of("k1", kWholeBlock)));
+    detail::set_pause_hook(&test::hold_at_role_point);
+    test::arm_role(0, "store.lookup.after_slot");
+    Result<std::optional<ObjectData>> got = std::optional<ObjectData>{};
+    std::thread reader([&] {
+        test::pause_role = 0;
+        got = (*store)->get(k);
+    });
+    test::wait_role_held(0);
+    auto v2 = (*store)->put(k, bytes_of("k2", kWholeBlock));
+    REQUIRE((v2 && *v2 == 2));
+    test::arm_role(1, "store.put.before_link");
+    Result<uint64_t> stopped = uint64_t(0);
+    std::thread writer([&] {
+        test::pause_role = 1;
+        PutOptions o;
+        o.condition = PutCondition::if_version_equals;
+        o.expected_version = 2;
+        stopped = (*store)->put(k, bytes_of("never", kWholeBlock), o);
+    });
+    test::wait_role_held(1);
+    test::release_role(0);
+    reader.join();
+    auto v3 = (*store)->put(k, bytes_of("k3", kWholeBlock));
+    REQUIRE((v3 && *v3 == 3));
+    test::release_role(1);
+    writer.join();
+    detail::set_pause_hook(nullptr);
+    REQUIRE_FALSE(stopped);
+    CHECK(stopped.code() == Errc::conflict);
+    REQUIRE(got);
+    REQUIRE(got->has_value());
+    CHECK((*got)->data == bytes_of("k2", kWholeBlock));  // the version current when it resumed
+    CHECK((*got)->info.version == 2);
+    require_clean(pool);
+}
+
+TEST_CASE("store: a remover stopped between a slot and its block never frees the key's live object") {
+    // The remover holds k's lock, loads k's slot (B0) and stops. A put takes the lock over,
+    // replaces B0 (version 2) and frees it; another put takes B0 again (COMMITTING, replaces
+    // version 2's block) and stops before its slot CAS. The remover resumes: B0 must not pass
+    // for k's object, or finishing it would retire version 2's block while the slot links it.
+    test::TempPool temp("lookuprm", 16 << 20);
+    Pool& pool = temp.pool;
+    auto store = MemObjectStore::open(pool);
+    REQUIRE(store);
+    const FabricUri k = at(temp.name(), "k");
+    REQUIRE((*store)->put(k, bytes_of("k1", kWholeBlock)));
+    detail::set_pause_hook(&test::hold_at_role_point);
+    test::arm_role(0, "store.lookup.after_slot");
+    Result<bool> removed = false;
+    std::thread remover([&] {
+        test::pause_role = 0;
+        removed = (*store)->remove(k);
+    });
+    test::wait_role_held(0);
+    auto v2 = (*store)->put(k, bytes_of("k2", kWholeBlock));
+    REQUIRE((v2 && *v2 == 2));
+    test::arm_role(1, "store.put.before_link");
+    Result<uint64_t> later = uint64_t(0);
+    std::thread writer([&] {
+        test::pause_role = 1;
+        later = (*store)->put(k, bytes_of("k3", kWholeBlock));
+    });
+    test::wait_role_held(1);
+    test::release_role(0);
+    remover.join();
+    REQUIRE_MESSAGE(removed, removed.error().message);
+    CHECK(*removed);  // it removed version 2, the object current when it resumed
+    require_clean(pool);
+    test::release_role(1);
+    writer.join();
+    detail::set_pause_hook(nullptr);
+    REQUIRE_MESSAGE(later, later.error().message);
+    auto g = (*store)->get(k);
+    REQUIRE((g && g->has_value()));
+    CHECK((*g)->data == bytes_of("k3", kWholeBlock));  // the stopped put started over: an insert
+    require_clean(pool);
+    REQUIRE((*store)->remove(k));
+    CHECK((*store)->stats().heap_used_bytes == 0);
+}
+
+TEST_CASE("store: the reclaim of an expired object stopped before its remove never removes a newer put of the key") {
+    // Repair sees k's block B0 expired and stops before removing it. Two puts of k replace B0
+    // and take it again for an object without a TTL. Repair resumes: B0 is k's block again,
+    // but another life of it, which it must leave alone.
+    test::TempPool temp("reclaimlife", 16 << 20);
+    Pool& pool = temp.pool;
+    auto store = MemObjectStore::open(pool);
+    REQUIRE(store);
+    const FabricUri k = at(temp.name(), "k");
+    PutOptions expired;
+    expired.ttl = std::chrono::nanoseconds(1);
+    REQUIRE((*store)->put(k, bytes_of("expired", kWholeBlock), expired));
+    detail::set_pause_hook(&test::hold_at_role_point);
+    test::arm_role(0, "store.reclaim.before_remove");
+    std::thread repairer([&] {
+        test::pause_role = 0;
+        (void)pool.reap(MonoClock::now(), false, false);
+    });
+    test::wait_role_held(0);
+    REQUIRE((*store)->put(k, bytes_of("v2", kWholeBlock)));
+    auto v3 = (*store)->put(k, bytes_of("v3", kWholeBlock));  // B0 again (a freed block is the next taken)
+    REQUIRE(v3);
+    test::release_role(0);
+    repairer.join();
+    detail::set_pause_hook(nullptr);
+    auto g = (*store)->get(k);
+    REQUIRE(g);
+    REQUIRE(g->has_value());
+    CHECK((*g)->info.version == *v3);
+    CHECK((*g)->data == bytes_of("v3", kWholeBlock));
     require_clean(pool);
 }

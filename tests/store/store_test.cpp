@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "../support/test_support.h"
+#include "pause_roles.h"
 #include "fabric_shm/clock.h"
 #include "fabric_shm/counters.h"
 #include "crash_point.h"
@@ -1058,12 +1059,21 @@ void hold_at_point(const char* name) {
 }
 }  // namespace
 
-TEST_CASE("store: a thread stopped while holding a key's lock does not block another thread; its late write is fenced") {
-    for (const char* point : {"store.stripe.held", "store.put.before_link", "store.remove.before_unlink"}) {
+TEST_CASE("store: a thread stopped while writing a key does not block another thread; its late write is fenced") {
+    // An insert (the key absent) and a remove stop holding the key's stripe lock; an overwrite
+    // (the key present) holds no lock, its stop falls between its mark and its slot CAS.
+    struct Stop {
+        const char* point;
+        bool present;
+    };
+    for (const Stop stop : {Stop{"store.stripe.held", false}, Stop{"store.put.before_link", false},
+                            Stop{"store.put.before_link", true}, Stop{"store.remove.before_unlink", true}}) {
+        const char* point = stop.point;
         CAPTURE(point);
+        CAPTURE(stop.present);
         Fixture f("stallthr");
         const auto k = f.at("b", "k");
-        REQUIRE(f.store->put(k, pattern(1000, 1)));
+        if (stop.present) REQUIRE(f.store->put(k, pattern(1000, 1)));
         g_hold_point = point;
         g_held = false;
         g_release = false;
@@ -1079,8 +1089,9 @@ TEST_CASE("store: a thread stopped while holding a key's lock does not block ano
                 stopped_put = f.store->put(k, pattern(1000, 2));
         });
         while (!g_held.load()) std::this_thread::yield();
-        // Same process, same owner token: nobody is judged dead; the lock is taken over
-        // because it was held too long, and the stopped thread's announced slot is fenced.
+        // Same process, same owner token: nobody is judged dead. A held lock is taken over
+        // because it was held too long, and the stopped thread's announced slot is fenced; a
+        // stopped overwrite's slot CAS fails on the slot our put changes.
         auto mine = f.store->put(k, pattern(1000, 3));
         g_release = true;
         stopped.join();
@@ -1094,7 +1105,7 @@ TEST_CASE("store: a thread stopped while holding a key's lock does not block ano
             CHECK(*stopped_remove);
             CHECK_FALSE(g->has_value());
         } else {
-            REQUIRE(stopped_put);
+            REQUIRE_MESSAGE(stopped_put, stopped_put.error().message);
             REQUIRE(g->has_value());
             CHECK((*g)->data == pattern(1000, 2));  // it started over and overwrote ours
             CHECK((*g)->info.version == *mine + 1);
@@ -1315,60 +1326,38 @@ TEST_CASE("store: a full heap of expired objects that were read takes new puts a
     check_store_clean(*f.pool);
 }
 
-namespace {
-/// Two stopped threads at once: a thread with role r blocks at the point armed for r, once.
-thread_local int t_pause_role = -1;
-const char* g_role_point[2] = {"", ""};
-std::atomic<bool> g_role_armed[2], g_role_held[2], g_role_release[2];
-void hold_role_at_point(const char* name) {
-    const int r = t_pause_role;
-    if (r < 0 || std::strcmp(name, g_role_point[r]) != 0 || !g_role_armed[r].exchange(false)) return;
-    g_role_release[r].store(false);
-    g_role_held[r].store(true);
-    while (!g_role_release[r].load()) std::this_thread::yield();
-    g_role_held[r].store(false);
-}
-void arm_role(int r, const char* point) {
-    g_role_point[r] = point;
-    g_role_held[r] = false;
-    g_role_armed[r] = true;
-}
-void wait_role_held(int r) {
-    while (!g_role_held[r].load()) std::this_thread::yield();
-}
-}  // namespace
 
-TEST_CASE("store: a remover whose lock was taken over by an overwrite leaves no block behind") {
-    // A: remove(k) stops holding k's lock. T: put(k) takes the lock over, looks k up, announces,
-    // stops before its slot CAS. A resumes (not yet knowing it lost the lock), marks the old
-    // block REMOVING and stops. T links its block and retires the old one, whose sequence A's
-    // mark moved. A resumes: its announce fails, it reverts its mark, relocks and removes T's
-    // version. Nothing may stay behind: the old block must be freed, not left PUBLISHED with no
-    // slot pointing at it.
+TEST_CASE("store: a remover racing an overwrite that holds no lock leaves no block behind") {
+    // A: remove(k) stops holding k's lock. T: put(k), an overwrite, needs no lock: it looks k
+    // up, marks its block and stops before its slot CAS. A resumes, marks the old block
+    // REMOVING and stops. T links its block and retires the old one, REMOVING under A's mark.
+    // A resumes: its slot CAS fails, its revert finds the word moved on, it looks again and
+    // removes T's version. Nothing may stay behind: the old block must be freed, not left
+    // PUBLISHED with no slot pointing at it.
     Fixture f("rmtakeover");
     const auto k = f.at("b", "k");
     REQUIRE(f.store->put(k, pattern(1000, 1)));
-    detail::set_pause_hook(&hold_role_at_point);
-    arm_role(0, "store.stripe.held");
+    detail::set_pause_hook(&test::hold_at_role_point);
+    test::arm_role(0, "store.stripe.held");
     Result<bool> removed = false;
     std::thread a([&] {
-        t_pause_role = 0;
+        test::pause_role = 0;
         removed = f.store->remove(k);
     });
-    wait_role_held(0);
-    arm_role(1, "store.put.before_link");
+    test::wait_role_held(0);
+    test::arm_role(1, "store.put.before_link");
     Result<uint64_t> put = uint64_t(0);
     std::thread t([&] {
-        t_pause_role = 1;
+        test::pause_role = 1;
         put = f.store->put(k, pattern(1000, 2));
     });
-    wait_role_held(1);
-    arm_role(0, "store.remove.after_mark");
-    g_role_release[0] = true;
-    wait_role_held(0);
-    g_role_release[1] = true;
+    test::wait_role_held(1);
+    test::arm_role(0, "store.remove.after_mark");
+    test::release_role(0);
+    test::wait_role_held(0);
+    test::release_role(1);
     t.join();
-    g_role_release[0] = true;
+    test::release_role(0);
     a.join();
     detail::set_pause_hook(nullptr);
     REQUIRE_MESSAGE(put, put.error().message);

@@ -54,6 +54,9 @@ const std::vector<FaultPoint>& fault_points() {
         {"store.unpin.after_release", W | O},
         {"store.retired.flush", kWriters},  // a batch of blocks retired after their pins were released
         {"store.remove.after_mark", P | O},
+        {"store.finish_commit.before_header", P | O | R},  // a remover or repair finishing a COMMITTING block
+        {"store.lookup.after_slot", kEveryone},  // every store reader and writer, and repair
+        {"store.reclaim.before_remove", kEveryone},  // repair of expired objects (every reaper, a full heap)
         {"store.remove.before_unlink", P | O},
         {"store.remove.after_unlink", P | O},
         {"store.run.release", kWriters},

@@ -45,11 +45,11 @@ struct PutOptions {
     /// group worker: it still owns the partition, no newer owner fenced it). The token stored
     /// with an object fences writes to that object only; once the object is gone (removed
     /// after a newer owner wrote it, or never written) nothing in the store remembers the
-    /// newer token, and a stale writer's put would land. This is asked in the critical section
-    /// that publishes the object (the key's lock held, before the step that makes it visible;
-    /// asked again if that step is retried), so a put either becomes visible before anything a
-    /// newer owner writes to the key, or is refused with Errc::stale_epoch. Must be cheap (a few
-    /// atomic loads) and must not call into the store.
+    /// newer token, and a stale writer's put would land. This is asked after the key's current
+    /// object was read and before the atomic step that makes the put visible, which fails if
+    /// the key changed in between (the put then reads and asks again), so a put either becomes
+    /// visible before anything a newer owner writes to the key, or is refused with
+    /// Errc::stale_epoch. Must be cheap (a few atomic loads) and must not call into the store.
     std::function<bool()> fence_holds;
 };
 

@@ -807,11 +807,10 @@ void StoreCore::retire(uint32_t block, uint64_t expect_seq, int depth) noexcept 
         const uint64_t s = block_state(w);
         if (s != kBlockCommitting && s != kBlockPublished && s != kBlockRemoving) return;
         if (s == kBlockCommitting && !pred_done) {
-            // Its writer died between linking it and retiring what it replaced: do that
-            // first, or the predecessor would stay PUBLISHED and unreferenced.
-            HeaderSnapshot snap;
-            if (read_header(block, w, snap) && snap.h.replaces != 0)
-                retire(uint32_t(snap.h.replaces) - 1, snap.h.replaces >> 32, depth + 1);
+            // Its writer died, stopped or is still running between linking it and retiring
+            // what it replaced: do that first, or the predecessor would stay PUBLISHED and
+            // unreferenced.
+            retire_replaced(block, w, depth, true);
             pred_done = true;
             continue;
         }
@@ -848,14 +847,36 @@ bool StoreCore::linked_in_window(uint32_t block, uint64_t hash) const noexcept {
     return false;
 }
 
-void StoreCore::retire_unlinked(uint32_t block, uint64_t expect_seq, const StoreKey& key) noexcept {
-    retire(block, expect_seq, 0);
-    // A remover whose lock was taken over may have moved the word after our lookup: its mark
-    // (PUBLISHED -> REMOVING(it)) and its revert (-> PUBLISHED) are CASes on the block word,
-    // which the slot fencing does not cover. Its slot CAS fails, so it never retires the block;
-    // we unlinked it, so we must, at whatever sequence it now has. Only while it is still this
-    // key's object, PUBLISHED or REMOVING, and no slot of the key's probe window points at it:
-    // a word unchanged across that scan cannot have been linked meanwhile (linking needs a
+void StoreCore::retire_replaced(uint32_t block, uint64_t w, int depth, bool linked_over) noexcept {
+    if (depth > 8) return;
+    HeaderSnapshot snap;
+    if (!read_header(block, w, snap) || snap.h.replaces == 0) return;
+    StoreKey k;
+    k.len = snap.h.key_len;
+    seqlock_copy_out(k.bytes, snap.loc.data + snap.trailer_offset, k.len);
+    // The block may have been unlinked, freed and reused since `w` was read (its finisher was
+    // stopped meanwhile): its header would then name another key's live object. Acquire: the
+    // header and key reads above happen before this re-read of the word.
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (block_seq(words_[block].load(std::memory_order_relaxed)) != block_seq(w)) return;
+    k.hash = hash_store_key(k.bytes, k.len);
+    retire_unlinked(uint32_t(snap.h.replaces) - 1, snap.h.replaces >> 32, k, depth + 1, linked_over);
+}
+
+void StoreCore::retire_unlinked(uint32_t block, uint64_t expect_seq, const StoreKey& key, int depth,
+                                bool linked_over) noexcept {
+    // The life named by `expect_seq` was linked when the replacing writer looked it up (lookup
+    // validates against the slot), and a life is linked at most once (a writer whose slot CAS
+    // failed reverts to LOANED, a new life). So once no slot links it, it is garbage in any
+    // state, COMMITTING included (its own writer's finish then finds the sequence moved).
+    if (linked_over || (block < block_count() && !linked_in_window(block, key.hash))) retire(block, expect_seq, depth);
+    // The word may have moved since the replacing writer's lookup: a remover's mark
+    // (PUBLISHED -> REMOVING(it)) and its revert (-> PUBLISHED) after its slot CAS failed, or
+    // the finish (COMMITTING -> PUBLISHED) of the writer that linked it. Its slot CAS fails
+    // (or it already linked), so it never retires the block; the block is unlinked, so we
+    // must, at whatever sequence it now has. Only while it is still this key's object,
+    // PUBLISHED or REMOVING, and no slot of the key's probe window points at it: a word
+    // unchanged across that scan cannot have been linked meanwhile (linking needs a
     // COMMITTING word), so nobody else can still reach it but a writer that also wants it gone.
     for (int tries = 0; tries < 8 && block < block_count(); ++tries) {
         const uint64_t w = words_[block].load(std::memory_order_acquire);
@@ -866,14 +887,13 @@ void StoreCore::retire_unlinked(uint32_t block, uint64_t expect_seq, const Store
         // Acquire: the header and slot reads above happen before this re-read of the word.
         std::atomic_thread_fence(std::memory_order_acquire);
         if (block_seq(words_[block].load(std::memory_order_relaxed)) != block_seq(w)) continue;
-        retire(block, block_seq(w), 0);
+        retire(block, block_seq(w), depth);
     }
 }
 
 void StoreCore::finish_commit(uint32_t block, uint64_t w, int depth) noexcept {
-    HeaderSnapshot snap;
-    if (read_header(block, w, snap) && snap.h.replaces != 0)
-        retire(uint32_t(snap.h.replaces) - 1, snap.h.replaces >> 32, depth + 1);
+    FABRIC_PAUSE_POINT("store.finish_commit.before_header");
+    retire_replaced(block, w, depth, true);
     for (;;) {
         uint64_t cur = words_[block].load(std::memory_order_acquire);
         if (block_state(cur) != kBlockCommitting || block_seq(cur) != block_seq(w)) return;
@@ -953,6 +973,7 @@ Result<std::optional<Found>> StoreCore::lookup(const StoreKey& key) const {
                 if (slot_empty(v) || slot_tag(v) != tag) continue;
                 const uint32_t b = slot_block(v);
                 if (b >= block_count()) continue;  // reported by check()
+                FABRIC_PAUSE_POINT("store.lookup.after_slot");
                 // The block word and the header are two more cache lines, usually cold (the
                 // writer was another core): start both fetches before waiting on either.
                 if (BlockLoc pre; locate(b, pre)) __builtin_prefetch(pre.data);
@@ -987,6 +1008,15 @@ Result<std::optional<Found>> StoreCore::lookup(const StoreKey& key) const {
                         break;
                     }
                     continue;
+                }
+                // The slot must still hold v: the block's life validated above is then the one
+                // the slot linked all along (a linked block is never freed). Otherwise the block
+                // may have been freed and taken by another writer of this key, COMMITTING and
+                // not linked yet (maybe never): a reader would see a put that has not landed,
+                // and a writer would decide on it and name it in its header's `replaces`.
+                if (bk.slots[j].load(std::memory_order_acquire) != v) {
+                    restart = true;
+                    break;
                 }
                 f.slot = &bk.slots[j];
                 f.slot_value = v;
@@ -1238,6 +1268,7 @@ void revert_block(std::atomic<uint64_t>& wd, uint64_t ours, uint64_t state, uint
 StripeUnlock::~StripeUnlock() { core->unlock_stripe(*hold); }
 
 Result<uint64_t> StoreCore::publish(const PublishArgs& a, OwnerToken me) {
+    if (auto overwritten = publish_overwrite(a, me)) return std::move(*overwritten);
     bool repaired = false;
     for (uint32_t relocks = 0;; ++relocks) {
         if (relocks > kMaxRelocks)
@@ -1267,91 +1298,150 @@ Result<uint64_t> StoreCore::publish(const PublishArgs& a, OwnerToken me) {
     }
 }
 
-StoreCore::Locked StoreCore::publish_locked(const PublishArgs& a, OwnerToken me, StripeHold& hold,
-                                            Result<uint64_t>& out) {
-    const StoreKey& key = *a.key;
-    const PutOptions& opt = *a.options;
+std::optional<Error> StoreCore::condition_refusal(const PutOptions& opt, const StoreKey& key,
+                                                  const std::optional<Found>& f) const {
+    const bool present = f && !(f->snap.h.expires_mono_ns && f->snap.h.expires_mono_ns <= mono_now_ns());
+    const uint64_t cur_version = present ? f->snap.h.version : 0;
+    const uint64_t cur_fence = present ? f->snap.h.fence_token : 0;
+    switch (opt.condition) {
+    case PutCondition::none: break;
+    case PutCondition::if_absent:
+        if (present)
+            return make_error(Errc::conflict, "if-absent: '" + std::string(key.view()) + "' exists at version " +
+                                                  std::to_string(cur_version));
+        break;
+    case PutCondition::if_version_equals:
+        if (cur_version != opt.expected_version)
+            return make_error(Errc::conflict, "if-version: '" + std::string(key.view()) + "' is at version " +
+                                                  std::to_string(cur_version) + ", expected " +
+                                                  std::to_string(opt.expected_version));
+        break;
+    case PutCondition::fence:
+        if (opt.fence_token < cur_fence)
+            return make_error(Errc::stale_epoch, "fence token " + std::to_string(opt.fence_token) +
+                                                     " is older than the stored token " + std::to_string(cur_fence) +
+                                                     " of '" + std::string(key.view()) + "'");
+        // Asked on every pass, after the object it is judged against was read and before the
+        // slot CAS that publishes: a writer that stops after this check either publishes
+        // before a newer owner's write to this key changes the slot, or finds its slot CAS
+        // failing and comes back here.
+        if (opt.fence_holds && !opt.fence_holds())
+            return make_error(Errc::stale_epoch, "fence token " + std::to_string(opt.fence_token) + " of '" +
+                                                     std::string(key.view()) +
+                                                     "' no longer holds: a newer owner fenced it");
+        break;
+    }
+    return std::nullopt;
+}
+
+bool StoreCore::mark_committing(const PublishArgs& a, OwnerToken me, const std::optional<Found>& f, uint64_t version,
+                                uint64_t& committing, Result<uint64_t>& out) const {
     BlockLoc loc;
     if (!locate(a.block, loc)) {
         out = make_error(Errc::corrupt, "store: loaned block " + std::to_string(a.block) + " vanished");
-        return Locked::done;
+        return false;
+    }
+    const PutOptions& opt = *a.options;
+    std::atomic<uint64_t>& wd = words_[a.block];
+    // Still our loan? (Repair takes a loan back only once our pid is gone, so this holds
+    // while we run; checked before writing into the block all the same.)
+    uint64_t w = wd.load(std::memory_order_relaxed);
+    if (block_state(w) != kBlockLoaned || block_owner(w) != me) {
+        out = make_error(Errc::corrupt, "store: our loan of block " + std::to_string(a.block) +
+                                            " was taken over (were we presumed dead?)");
+        return false;
     }
     auto* H = reinterpret_cast<ObjectHeader*>(loc.data);
+    ObjectHeader head;
+    seqlock_copy_out(&head, H, sizeof head);  // the fields write_header() filled
+    head.version = version;
+    head.fence_token = opt.fence_token;
+    head.created_wall_ns = wall_coarse_ns();
+    head.expires_mono_ns = opt.ttl > Duration::zero() ? mono_now_ns() + to_ns(opt.ttl) : 0;
+    head.replaces = f ? (block_seq(f->word) << 32) | (uint64_t(f->block) + 1) : 0;
+    seqlock_copy_in(H, &head, sizeof head);
+    committing = next_block(w, kBlockCommitting, me);
+    // CAS from our exact loan, never a plain store over a word someone else may have
+    // moved. Release: header and payload happen-before any reader that acquires this word.
+    if (!wd.compare_exchange_strong(w, committing, std::memory_order_release, std::memory_order_relaxed)) {
+        out = make_error(Errc::corrupt, "store: our loan of block " + std::to_string(a.block) +
+                                            " was taken over (were we presumed dead?)");
+        return false;
+    }
+    FABRIC_CRASH_POINT("store.put.after_mark");
+    return true;
+}
+
+void StoreCore::finish_publish(const PublishArgs& a, const std::optional<Found>& f, uint64_t committing) noexcept {
+    FABRIC_CRASH_POINT("store.put.after_link");
+    if (f) retire_unlinked(f->block, block_seq(f->word), *a.key);
+    FABRIC_CRASH_POINT("store.put.after_retire");
+    // Our version only (same seq; a reader may have added PINNED): if a writer that linked
+    // over us, or took our lock over, already replaced and freed this block, it stays theirs.
+    std::atomic<uint64_t>& wd = words_[a.block];
+    for (uint64_t c = wd.load(std::memory_order_relaxed);
+         block_state(c) == kBlockCommitting && block_seq(c) == block_seq(committing);) {
+        if (wd.compare_exchange_weak(c, next_block(c, kBlockPublished, 0), std::memory_order_release,
+                                     std::memory_order_relaxed))
+            break;
+    }
+}
+
+std::optional<Result<uint64_t>> StoreCore::publish_overwrite(const PublishArgs& a, OwnerToken me) {
+    const StoreKey& key = *a.key;
+    const StripeLock& stripe = hdr_->stripes[stripe_of(key.hash)];
+    for (int attempt = 0; attempt < kOverwriteAttempts; ++attempt) {
+        // A locked writer of this stripe goes first: overwriters that kept winning the slot
+        // would make its CAS fail pass after pass while it holds the lock (announcing, so
+        // never taken over), and every insert and remove of the stripe's keys would wait. A
+        // hint, relaxed: the slot CAS below decides what lands.
+        if (stripe.holder.load(std::memory_order_relaxed) != 0) return std::nullopt;
+        auto found = lookup(key);
+        if (!found || !*found) return std::nullopt;  // absent (an insert), or busy/corrupt: under the lock
+        const std::optional<Found>& f = *found;
+        if (auto refusal = condition_refusal(*a.options, key, f)) return Result<uint64_t>(std::move(*refusal));
+        // The slot CAS below checks that the object read is still the key's current one, so
+        // its version + 1 lands in order without the lock.
+        Result<uint64_t> out = f->snap.h.version + 1;
+        uint64_t committing = 0;
+        if (!mark_committing(a, me, f, *out, committing, out)) return out;
+        FABRIC_PAUSE_POINT("store.put.before_link");
+        uint64_t expect = f->slot_value;
+        // Release: pairs with lookup()'s acquire load of the slot. The atomic step that
+        // publishes: it fails if anything wrote the slot since our lookup (an overwrite, a
+        // remove, a locked writer's bump of a slot it fenced).
+        if (f->slot->compare_exchange_strong(expect, make_slot(key_tag(key.hash), slot_gen(expect) + 1, a.block),
+                                             std::memory_order_acq_rel, std::memory_order_relaxed)) {
+            finish_publish(a, f, committing);
+            return out;
+        }
+        // Back to a loan of ours; look again.
+        revert_block(words_[a.block], committing, kBlockLoaned, me);
+    }
+    return std::nullopt;  // the key keeps changing under us: queue on its lock
+}
+
+StoreCore::Locked StoreCore::publish_locked(const PublishArgs& a, OwnerToken me, StripeHold& hold,
+                                            Result<uint64_t>& out) {
+    const StoreKey& key = *a.key;
     const uint64_t home = key.hash & mask_;
     const uint8_t tag = key_tag(key.hash);
     std::atomic<uint64_t>& wd = words_[a.block];
     for (;;) {
         std::optional<Found> f = find_locked(key);
-        const bool present = f && !(f->snap.h.expires_mono_ns && f->snap.h.expires_mono_ns <= mono_now_ns());
-        const uint64_t cur_version = present ? f->snap.h.version : 0;
-        const uint64_t cur_fence = present ? f->snap.h.fence_token : 0;
-        switch (opt.condition) {
-        case PutCondition::none: break;
-        case PutCondition::if_absent:
-            if (present) {
-                out = make_error(Errc::conflict, "if-absent: '" + std::string(key.view()) + "' exists at version " +
-                                                     std::to_string(cur_version));
-                return Locked::done;
-            }
-            break;
-        case PutCondition::if_version_equals:
-            if (cur_version != opt.expected_version) {
-                out = make_error(Errc::conflict, "if-version: '" + std::string(key.view()) + "' is at version " +
-                                                     std::to_string(cur_version) + ", expected " +
-                                                     std::to_string(opt.expected_version));
-                return Locked::done;
-            }
-            break;
-        case PutCondition::fence:
-            if (opt.fence_token < cur_fence) {
-                out = make_error(Errc::stale_epoch, "fence token " + std::to_string(opt.fence_token) +
-                                                        " is older than the stored token " + std::to_string(cur_fence) +
-                                                        " of '" + std::string(key.view()) + "'");
-                return Locked::done;
-            }
-            // Asked under the key's lock, on every pass: a writer that stops after this check
-            // either publishes before a newer owner's write to this key can take the lock, or
-            // finds its announce or slot CAS fenced by that owner's takeover and comes back here.
-            if (opt.fence_holds && !opt.fence_holds()) {
-                out = make_error(Errc::stale_epoch, "fence token " + std::to_string(opt.fence_token) + " of '" +
-                                                        std::string(key.view()) +
-                                                        "' no longer holds: a newer owner fenced it");
-                return Locked::done;
-            }
-            break;
+        if (auto refusal = condition_refusal(*a.options, key, f)) {
+            out = std::move(*refusal);
+            return Locked::done;
         }
-        // Versions grow per key: an overwrite takes the old version + 1 (we hold the key's
-        // lock; a thief that took it over fences our slot CAS, so a version decided here never
-        // lands out of order); a new key takes the store counter + 1, and remove() raises the
-        // counter to the removed version first, so a re-put after a remove still grows.
-        // relaxed: monotonicity comes from the RMW and the lock; the slot CAS publishes.
+        // Versions grow per key: an overwrite takes the old version + 1 (its slot CAS fails if
+        // the slot changed since: a lock-free overwrite, or a thief's bump after it took our
+        // lock over); a new key takes the store counter + 1, and remove() raises the counter
+        // to the removed version first, so a re-put after a remove still grows. relaxed:
+        // monotonicity comes from the RMW and the lock; the slot CAS publishes.
         const uint64_t version =
             f ? f->snap.h.version + 1 : hdr_->version_counter.fetch_add(1, std::memory_order_relaxed) + 1;
-        // Still our loan? (Repair takes a loan back only once our pid is gone, so this holds
-        // while we run; checked before writing into the block all the same.)
-        uint64_t w = wd.load(std::memory_order_relaxed);
-        if (block_state(w) != kBlockLoaned || block_owner(w) != me) {
-            out = make_error(Errc::corrupt, "store: our loan of block " + std::to_string(a.block) +
-                                                " was taken over (were we presumed dead?)");
-            return Locked::done;
-        }
-        ObjectHeader head;
-        seqlock_copy_out(&head, H, sizeof head);  // the fields write_header() filled
-        head.version = version;
-        head.fence_token = opt.fence_token;
-        head.created_wall_ns = wall_coarse_ns();
-        head.expires_mono_ns = opt.ttl > Duration::zero() ? mono_now_ns() + to_ns(opt.ttl) : 0;
-        head.replaces = f ? (block_seq(f->word) << 32) | (uint64_t(f->block) + 1) : 0;
-        seqlock_copy_in(H, &head, sizeof head);
-        const uint64_t committing = next_block(w, kBlockCommitting, me);
-        // CAS from our exact loan, never a plain store over a word someone else may have
-        // moved. Release: header and payload happen-before any reader that acquires this word.
-        if (!wd.compare_exchange_strong(w, committing, std::memory_order_release, std::memory_order_relaxed)) {
-            out = make_error(Errc::corrupt, "store: our loan of block " + std::to_string(a.block) +
-                                                " was taken over (were we presumed dead?)");
-            return Locked::done;
-        }
-        FABRIC_CRASH_POINT("store.put.after_mark");
+        uint64_t committing = 0;
+        if (!mark_committing(a, me, f, version, committing, out)) return Locked::done;
         bool linked = false, full = false, lost = false;
         uint64_t passed = 0;
         if (f) {
@@ -1410,24 +1500,14 @@ StoreCore::Locked StoreCore::publish_locked(const PublishArgs& a, OwnerToken me,
             }
             continue;
         }
-        FABRIC_CRASH_POINT("store.put.after_link");
-        if (f) retire_unlinked(f->block, block_seq(f->word), key);
-        FABRIC_CRASH_POINT("store.put.after_retire");
-        // Our version only (same seq; a reader may have added PINNED): if a writer that took
-        // the lock over from us already replaced and freed this block, it stays theirs.
-        for (uint64_t c = wd.load(std::memory_order_relaxed);
-             block_state(c) == kBlockCommitting && block_seq(c) == block_seq(committing);) {
-            if (wd.compare_exchange_weak(c, next_block(c, kBlockPublished, 0), std::memory_order_release,
-                                         std::memory_order_relaxed))
-                break;
-        }
+        finish_publish(a, f, committing);
         out = version;
         return Locked::done;
     }
 }
 
 Result<bool> StoreCore::remove(const StoreKey& key, std::optional<uint64_t> if_version, OwnerToken me,
-                               std::optional<uint32_t> only_block) {
+                               std::optional<OnlyBlock> only_block) {
     for (uint32_t relocks = 0;; ++relocks) {
         if (relocks > kMaxRelocks)
             return make_error(Errc::busy, "store remove of '" + std::string(key.view()) + "': the key's lock was taken " +
@@ -1442,10 +1522,12 @@ Result<bool> StoreCore::remove(const StoreKey& key, std::optional<uint64_t> if_v
 }
 
 StoreCore::Locked StoreCore::remove_locked(const StoreKey& key, std::optional<uint64_t> if_version, OwnerToken me,
-                                           std::optional<uint32_t> only_block, StripeHold& hold, Result<bool>& out) {
+                                           std::optional<OnlyBlock> only_block, StripeHold& hold, Result<bool>& out) {
     for (;;) {
         std::optional<Found> f = find_locked(key);
-        if (!f || (only_block && f->block != *only_block)) {
+        // only_block is the TTL reclaim's: that life of that block (it may have been freed and
+        // reused by a newer put of the key since the reclaim saw it expired).
+        if (!f || (only_block && (f->block != only_block->block || block_seq(f->word) != only_block->seq))) {
             out = false;
             return Locked::done;
         }
@@ -1639,7 +1721,12 @@ void StoreCore::finish_dead_write(RepairPass& pass, uint32_t b, uint64_t w) {
         } else if (linked) {  // REMOVING never unlinked: the remove did not happen
             words_[b].compare_exchange_strong(cur, next_block(cur, kBlockPublished, 0), std::memory_order_release,
                                               std::memory_order_relaxed);
-        } else if (st == kBlockCommitting) {  // never linked: its predecessor stays current
+        } else if (st == kBlockCommitting) {
+            // Not linked now: never linked (its predecessor is still current, and stays), or
+            // linked and already replaced by an overwrite whose writer has not retired it yet
+            // (that writer's retire then finds the sequence moved). The predecessor is retired
+            // only if no slot links it.
+            retire_replaced(b, cur, 0, false);
             if (!block_pinned(cur) &&
                 words_[b].compare_exchange_strong(cur, make_block(kBlockFree, block_seq(cur) + 1, 0, false),
                                                   std::memory_order_release, std::memory_order_relaxed))
@@ -1670,7 +1757,8 @@ void StoreCore::reclaim_expired(RepairPass& pass) {
             k.hash = hash_store_key(k.bytes, k.len);
             ++pass.counts.expired;
             pass.note("store: reclaim expired object '" + std::string(k.view()) + "'");
-            if (!pass.dry) (void)remove(k, std::nullopt, pass.me, b);
+            FABRIC_PAUSE_POINT("store.reclaim.before_remove");
+            if (!pass.dry) (void)remove(k, std::nullopt, pass.me, OnlyBlock{b, block_seq(w)});
         }
     }
 }

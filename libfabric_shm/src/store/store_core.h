@@ -111,8 +111,9 @@ public:
     bool unchanged(const Found& f) const noexcept { return copy_payload_n(f, nullptr, 0); }
 
     /// Publishes block `b` (LOANED(me), header fields written by this call except those
-    /// given) under the key. Takes the key's stripe lock. On a failed condition returns
-    /// conflict/stale_epoch and leaves the block LOANED(me).
+    /// given) under the key. An overwrite of a present key links with one slot CAS, without
+    /// the key's stripe lock; an insert, or an overwrite whose slot keeps changing, takes the
+    /// lock. On a failed condition returns conflict/stale_epoch and leaves the block LOANED(me).
     struct PublishArgs {
         const StoreKey* key = nullptr;
         uint32_t block = 0;
@@ -123,8 +124,13 @@ public:
     /// bucket and its stripe lock), so that a batch overlaps one key's misses with the work of
     /// the key before it. A hint: no effect on the outcome.
     void prefetch_for_publish(const StoreKey& key) const noexcept;
+    /// A remove limited to one life of one block (the TTL reclaim's): its index and sequence.
+    struct OnlyBlock {
+        uint32_t block = 0;
+        uint64_t seq = 0;
+    };
     Result<bool> remove(const StoreKey& key, std::optional<uint64_t> if_version, OwnerToken me,
-                        std::optional<uint32_t> only_block = std::nullopt);
+                        std::optional<OnlyBlock> only_block = std::nullopt);
 
     // ---- pins ----
     /// Pins the found object; nullopt if it changed meanwhile (the caller looks up again).
@@ -202,9 +208,17 @@ private:
     void rollback_drain(uint32_t sb, uint64_t desc) noexcept;
     void release_run(uint32_t head_sb) noexcept;
     void retire(uint32_t block, uint64_t expect_seq, int depth) noexcept;
-    /// Retires `block`, which our slot CAS just unlinked (we hold the key's lock), even when a
-    /// remover whose lock was taken over moved its sequence since our lookup.
-    void retire_unlinked(uint32_t block, uint64_t expect_seq, const StoreKey& key) noexcept;
+    /// Retires `block`, which a slot CAS unlinked: at `expect_seq` when `linked_over` (our own
+    /// CAS unlinked it), then at its current sequence while it is still `key`'s PUBLISHED or
+    /// REMOVING object that no slot of the key's probe window links (a remover's mark and
+    /// revert, or its linker's finish, moved the sequence since the lookup).
+    void retire_unlinked(uint32_t block, uint64_t expect_seq, const StoreKey& key, int depth = 0,
+                         bool linked_over = true) noexcept;
+    /// Retires what the COMMITTING `block` (read at word `w`) replaced, as its header's
+    /// `replaces` names it, through retire_unlinked with the block's own key. Does nothing if
+    /// `block` left w's sequence meanwhile (freed and reused: its header names another key's
+    /// object).
+    void retire_replaced(uint32_t block, uint64_t w, int depth, bool linked_over) noexcept;
     /// True when a slot in the probe window of `hash` points at `block`.
     bool linked_in_window(uint32_t block, uint64_t hash) const noexcept;
     void maybe_free_retired(uint32_t block) noexcept;
@@ -232,9 +246,27 @@ private:
     bool announce(StripeHold& hold, uint64_t slot_index) const noexcept;
     std::atomic<uint64_t>* slot_at(uint64_t slot_index) const noexcept;
     enum class Locked { done, relock };
+    /// The refusal of the options' condition against the key's current object (`f`; nullopt
+    /// when absent), or nullopt. Asks fence_holds: call it on every pass, before the slot CAS.
+    std::optional<Error> condition_refusal(const PutOptions& opt, const StoreKey& key,
+                                           const std::optional<Found>& f) const;
+    /// Writes the header fields a publish decides (version, fence, times, the object replaced)
+    /// into our loaned block and marks it COMMITTING(me) in `committing`. False, with `out`
+    /// set: the loan is no longer ours.
+    bool mark_committing(const PublishArgs& args, OwnerToken me, const std::optional<Found>& f, uint64_t version,
+                         uint64_t& committing, Result<uint64_t>& out) const;
+    /// After our slot CAS linked the block: retires the object it replaced, then COMMITTING ->
+    /// PUBLISHED (unless a later writer already replaced it).
+    void finish_publish(const PublishArgs& args, const std::optional<Found>& f, uint64_t committing) noexcept;
+    /// An overwrite of a present key without the stripe lock: the slot CAS from the value read
+    /// decides. nullopt when the key is absent (an insert needs the lock), its lookup failed,
+    /// a locked writer holds the key's stripe, or the slot changed kOverwriteAttempts times in
+    /// a row: the caller takes the lock.
+    std::optional<Result<uint64_t>> publish_overwrite(const PublishArgs& args, OwnerToken me);
+    static constexpr int kOverwriteAttempts = 4;
     Locked publish_locked(const PublishArgs& args, OwnerToken me, StripeHold& hold, Result<uint64_t>& out);
     Locked remove_locked(const StoreKey& key, std::optional<uint64_t> if_version, OwnerToken me,
-                         std::optional<uint32_t> only_block, StripeHold& hold, Result<bool>& out);
+                         std::optional<OnlyBlock> only_block, StripeHold& hold, Result<bool>& out);
     std::optional<Found> find_locked(const StoreKey& key) const;
     bool sb_live_owner(OwnerToken t, uint64_t now, std::map<OwnerToken, bool>& cache) const;
 

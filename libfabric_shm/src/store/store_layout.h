@@ -25,7 +25,7 @@
 namespace fabric_shm::store_layout {
 
 constexpr uint64_t kStoreMagic = 0x3145524F54534246ULL;  ///< "FBSTORE1" little-endian
-constexpr uint32_t kStoreLayoutVersion = 3;  ///< 2: pin_high_water replaced pin_cursor; 3: slot generations, fenced stripe locks
+constexpr uint32_t kStoreLayoutVersion = 4;  ///< 2: pin_high_water replaced pin_cursor; 3: slot generations, fenced stripe locks; 4: an overwrite links without the stripe lock (its slot CAS decides), so a writer may no longer assume one active writer per key under the lock
 constexpr uint32_t kObjectMagic = 0x4A424F46;            ///< "FOBJ"
 
 constexpr uint32_t kSlotsPerBucket = 7;
@@ -97,8 +97,9 @@ constexpr uint64_t next_sb(uint64_t d, uint64_t state, uint32_t cls, uint64_t au
 // tag(8) << 56 | gen(24) << 32 | (block index + 1)(32); block + 1 == 0 means empty (whatever
 // the gen). `gen` goes up on every write of the slot, including a "bump" that changes nothing
 // else, so a slot value never repeats within 2^24 writes: a writer whose CAS is based on a stale
-// read (it was paused, and a stripe-lock thief fenced it by bumping) always fails. Written
-// by CAS only: the holder of the key's stripe lock, an inserter claiming an empty slot, a
+// read (it was paused, and another writer or a stripe-lock thief changed the slot) always
+// fails. Written by CAS only: an overwriter of a present key (no lock: its CAS from the value
+// it looked up is its only fence), the holder of the key's stripe lock (inserts, removes), a
 // thief fencing the previous holder's announced slot. Read by everyone.
 constexpr uint64_t make_slot(uint8_t tag, uint32_t gen, uint32_t block) {
     return (uint64_t(tag) << 56) | (uint64_t(gen & 0xffffff) << 32) | (uint64_t(block) + 1);

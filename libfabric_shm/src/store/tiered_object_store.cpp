@@ -482,7 +482,8 @@ struct TieredObjectStore::Impl {
         o.fence_token = t.fence_token;
         if (user.condition == PutCondition::fence && user.fence_holds) {
             // The caller's external fence is asked where the hot copy publishes (the cold
-            // tier's own check above runs under this store's mutex, the hot put under the key's lock).
+            // tier's own check above runs under this store's mutex, the hot put's just before
+            // the slot CAS that publishes it).
             o.condition = PutCondition::fence;
             o.fence_holds = user.fence_holds;
         }
