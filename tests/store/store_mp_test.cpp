@@ -1076,3 +1076,50 @@ TEST_CASE("store: the reclaim of an expired object stopped before its remove nev
     CHECK((*g)->data == bytes_of("v3", kWholeBlock));
     require_clean(pool);
 }
+
+TEST_CASE("store: repair of a dead writer's linked block is not misled by a damaged entry of another key on its probe path") {
+    // Key x shares k's home bucket and lookup tag and sits before it; x's header is damaged, so
+    // a lookup of k stops there with `corrupt` and writers take k for absent. A child inserts
+    // k and is killed after linking its block. Repair must see that a slot links the block
+    // (and publish it), not free it while the slot still points at it.
+    test::PoolCleanup cleanup(test::unique_pool_name("damagedpath"));
+    auto pool = Pool::create({cleanup.name(), 16 << 20});
+    REQUIRE(pool);
+    StoreConfig cfg;
+    cfg.table_entries = 14;  // two buckets
+    auto store = MemObjectStore::open(*pool, cfg);
+    REQUIRE(store);
+    auto hash_of = [](const std::string& key) {
+        const std::string s = "b/" + key;
+        return detail::hash_store_key(s.data(), s.size());
+    };
+    const uint64_t hk = hash_of("k");
+    std::string x;
+    for (int i = 0; x.empty(); ++i)
+        if (const std::string c = "x" + std::to_string(i);
+            (hash_of(c) & 1) == (hk & 1) && store_layout::key_tag(hash_of(c)) == store_layout::key_tag(hk))
+            x = c;
+    const FabricUri k = at(cleanup.name(), "k"), ux = at(cleanup.name(), x);
+    REQUIRE((*store)->put(ux, bytes_of("x", 100)));
+    uint32_t* x_magic = nullptr;
+    {
+        auto view = (*store)->pin(ux);
+        REQUIRE((view && view->has_value()));
+        auto* payload = const_cast<uint8_t*>((*view)->bytes().data());
+        x_magic = reinterpret_cast<uint32_t*>(payload - store_layout::kPayloadOffset);  // ObjectHeader::magic
+    }
+    REQUIRE(*x_magic == store_layout::kObjectMagic);
+    *x_magic = 0;  // damage x's header
+    auto damaged = (*store)->get(k);
+    REQUIRE_FALSE(damaged);
+    CHECK(damaged.code() == Errc::corrupt);
+    overwrite_killed_at(cleanup.name(), k, "store.put.after_link");
+    const ReapReport repaired = pool->reap(MonoClock::now(), false, false);
+    CHECK(repaired.kind_items >= 1);
+    *x_magic = store_layout::kObjectMagic;  // mend x: k's object must be there, published
+    auto g = (*store)->get(k);
+    REQUIRE(g);
+    REQUIRE(g->has_value());
+    CHECK((*g)->data == bytes_of("killed", kWholeBlock));
+    require_clean(*pool);
+}

@@ -1711,9 +1711,10 @@ void StoreCore::finish_dead_write(RepairPass& pass, uint32_t b, uint64_t w) {
     auto held = lock_stripe(k.hash, pass.me);
     if (!held) return;
     // Every write below is a CAS from the exact word read under the lock, so a repairer
-    // whose lock is taken over while it is stopped changes nothing that moved on.
-    std::optional<Found> f = find_locked(k);
-    const bool linked = f && f->block == b;
+    // whose lock is taken over while it is stopped changes nothing that moved on. Linked means
+    // a slot of the key's probe window points at b: asked of the slots themselves, not of a
+    // lookup, which a damaged entry of another key on the probe path turns into "absent".
+    const bool linked = linked_in_window(b, k.hash);
     uint64_t cur = words_[b].load(std::memory_order_acquire);
     if (block_seq(cur) == block_seq(w)) {
         if (linked && st == kBlockCommitting) {
