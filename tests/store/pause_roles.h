@@ -39,4 +39,16 @@ inline void wait_role_held(int r) {
 /// Lets the thread of role r go on.
 inline void release_role(int r) { role_release[r] = true; }
 
+/// Runs `fn` on a new thread of role r, armed to stop at `point`; returns once it stopped there.
+template <typename Fn>
+std::thread start_stopped_at(int r, const char* point, Fn fn) {
+    arm_role(r, point);
+    std::thread t([r, fn = std::move(fn)]() mutable {
+        pause_role = r;
+        fn();
+    });
+    wait_role_held(r);
+    return t;
+}
+
 }  // namespace fabric_shm::test

@@ -762,6 +762,28 @@ namespace {
 /// of its own, so a freed block is the next one taken.
 constexpr size_t kWholeBlock = 20 << 10;
 
+/// A 16 MiB pool whose store holds one key, k, with a whole-block object "k0".
+struct OneKeyStore {
+    explicit OneKeyStore(const char* tag)
+        : temp(tag, 16 << 20), store(MemObjectStore::open(temp.pool)), k(at(temp.name(), "k")) {
+        REQUIRE(store);
+        REQUIRE((*store)->put(k, bytes_of("k0", kWholeBlock)));
+    }
+    /// The pool is clean, k holds `expected`, and once k is removed nothing of the race is
+    /// left in the heap (no block leaked).
+    void expect_last(const std::string& expected) {
+        require_clean(temp.pool);
+        auto g = (*store)->get(k);
+        REQUIRE((g && g->has_value()));
+        CHECK((*g)->data == bytes_of(expected, kWholeBlock));
+        REQUIRE((*store)->remove(k));
+        CHECK((*store)->stats().heap_used_bytes == 0);
+    }
+    test::TempPool temp;
+    Result<std::unique_ptr<MemObjectStore>> store;
+    FabricUri k;
+};
+
 /// A child that overwrites `key` and is killed at `point`; returns once it is dead.
 void overwrite_killed_at(const std::string& pool_name, const FabricUri& key, const char* point) {
     const pid_t kid = test::fork_child([&] {
@@ -792,30 +814,16 @@ TEST_CASE("store: a remover that finishes a block freed and reused meanwhile nev
     REQUIRE((*store)->put(kp, bytes_of("kprime", kWholeBlock)));
     REQUIRE((*store)->put(k, bytes_of("k0", kWholeBlock)));
     detail::set_pause_hook(&test::hold_at_role_point);
-    test::arm_role(0, "store.put.after_link");
     Result<uint64_t> w = uint64_t(0);
-    std::thread writer([&] {
-        test::pause_role = 0;
-        w = (*store)->put(k, bytes_of("k1", kWholeBlock));
-    });
-    test::wait_role_held(0);
-    test::arm_role(1, "store.finish_commit.before_header");
+    std::thread writer = test::start_stopped_at(0, "store.put.after_link", [&] { w = (*store)->put(k, bytes_of("k1", kWholeBlock)); });
     Result<bool> removed = false;
-    std::thread remover([&] {
-        test::pause_role = 1;
-        removed = (*store)->remove(k);
-    });
-    test::wait_role_held(1);
+    std::thread remover = test::start_stopped_at(1, "store.finish_commit.before_header", [&] { removed = (*store)->remove(k); });
     auto k2 = (*store)->put(k, bytes_of("k2", kWholeBlock));  // frees B1 (taking R's lock over)
     REQUIRE_MESSAGE(k2, k2.error().message);
     REQUIRE((*store)->put(at(temp.name(), other), bytes_of("other", kWholeBlock)));  // takes B0's block
-    test::arm_role(2, "store.put.before_link");
-    Result<uint64_t> kp2 = uint64_t(0);
-    std::thread reuser([&] {
-        test::pause_role = 2;
-        kp2 = (*store)->put(kp, bytes_of("kprime2", kWholeBlock));  // B1 again: replaces kprime's object
-    });
-    test::wait_role_held(2);
+    Result<uint64_t> kp2 = uint64_t(0);  // B1 again: its header now replaces kprime's object
+    std::thread reuser = test::start_stopped_at(2, "store.put.before_link",
+                                                [&] { kp2 = (*store)->put(kp, bytes_of("kprime2", kWholeBlock)); });
     test::release_role(1);
     remover.join();
     auto g = (*store)->get(kp);
@@ -840,72 +848,43 @@ TEST_CASE("store: an overwrite killed after linking over a block its writer had 
     // W0 links B1 over B0, retires B0 and stops before finishing B1. A child links B2 over B1
     // (its header: replaces B1 at COMMITTING's sequence) and is killed. W0 finishes B1, which
     // moves its sequence: repair of the child's B2 must still retire B1.
-    test::TempPool temp("finlate", 16 << 20);
-    Pool& pool = temp.pool;
-    auto store = MemObjectStore::open(pool);
-    REQUIRE(store);
-    const FabricUri k = at(temp.name(), "k");
-    REQUIRE((*store)->put(k, bytes_of("k0", kWholeBlock)));
+    OneKeyStore one("finlate");
+    Pool& pool = one.temp.pool;
+    auto& store = one.store;
+    const FabricUri& k = one.k;
     detail::set_pause_hook(&test::hold_at_role_point);
-    test::arm_role(0, "store.put.after_retire");
     Result<uint64_t> w0 = uint64_t(0);
-    std::thread writer([&] {
-        test::pause_role = 0;
-        w0 = (*store)->put(k, bytes_of("k1", kWholeBlock));
-    });
-    test::wait_role_held(0);
-    overwrite_killed_at(temp.name(), k, "store.put.after_link");
+    std::thread writer = test::start_stopped_at(0, "store.put.after_retire", [&] { w0 = (*store)->put(k, bytes_of("k1", kWholeBlock)); });
+    overwrite_killed_at(one.temp.name(), k, "store.put.after_link");
     test::release_role(0);
     writer.join();
     detail::set_pause_hook(nullptr);
     REQUIRE_MESSAGE(w0, w0.error().message);
     const ReapReport repaired = pool.reap(MonoClock::now(), false, false);  // the store's repair: B2
     CHECK(repaired.kind_items >= 1);  // it finished the dead child's block
-    require_clean(pool);
-    auto g = (*store)->get(k);
-    REQUIRE((g && g->has_value()));
-    CHECK((*g)->data == bytes_of("killed", kWholeBlock));  // the dead child's object was linked: it stays
-    REQUIRE((*store)->remove(k));
-    CHECK((*store)->stats().heap_used_bytes == 0);  // no block of the race leaked
+    one.expect_last("killed");  // no block of the race leaked
 }
 
 TEST_CASE("store: repair of a dead writer's block that a later overwrite already replaced retires its predecessor") {
     // A child links B1 over B0 and is killed before retiring B0. Repair stops holding k's
     // lock; an overwrite links B2 over B1 (taking the lock over) and stops before retiring B1.
     // Repair resumes: B1 is no longer linked, yet it was, so B0 must be retired with it.
-    test::TempPool temp("finrepair", 16 << 20);
-    Pool& pool = temp.pool;
-    auto store = MemObjectStore::open(pool);
-    REQUIRE(store);
-    const FabricUri k = at(temp.name(), "k");
-    REQUIRE((*store)->put(k, bytes_of("k0", kWholeBlock)));
-    overwrite_killed_at(temp.name(), k, "store.put.after_link");
+    OneKeyStore one("finrepair");
+    Pool& pool = one.temp.pool;
+    auto& store = one.store;
+    const FabricUri& k = one.k;
+    overwrite_killed_at(one.temp.name(), k, "store.put.after_link");
     detail::set_pause_hook(&test::hold_at_role_point);
-    test::arm_role(1, "store.stripe.held");
-    std::thread repairer([&] {
-        test::pause_role = 1;
-        (void)pool.reap(MonoClock::now(), false, false);
-    });
-    test::wait_role_held(1);
-    test::arm_role(0, "store.put.after_link");
+    std::thread repairer = test::start_stopped_at(1, "store.stripe.held", [&] { (void)pool.reap(MonoClock::now(), false, false); });
     Result<uint64_t> x = uint64_t(0);
-    std::thread writer([&] {
-        test::pause_role = 0;
-        x = (*store)->put(k, bytes_of("k2", kWholeBlock));
-    });
-    test::wait_role_held(0);
+    std::thread writer = test::start_stopped_at(0, "store.put.after_link", [&] { x = (*store)->put(k, bytes_of("k2", kWholeBlock)); });
     test::release_role(1);
     repairer.join();
     test::release_role(0);
     writer.join();
     detail::set_pause_hook(nullptr);
     REQUIRE_MESSAGE(x, x.error().message);
-    require_clean(pool);
-    auto g = (*store)->get(k);
-    REQUIRE((g && g->has_value()));
-    CHECK((*g)->data == bytes_of("k2", kWholeBlock));
-    REQUIRE((*store)->remove(k));
-    CHECK((*store)->stats().heap_used_bytes == 0);  // B0 was retired, not leaked
+    one.expect_last("k2");  // B0 was retired, not leaked
 }
 
 TEST_CASE("store: repair of a dead writer's replaced block retires a predecessor still COMMITTING by a stopped writer") {
@@ -913,28 +892,16 @@ TEST_CASE("store: repair of a dead writer's replaced block retires a predecessor
     // COMMITTING) and is killed. W3 links B3 over B2 and stops before retiring B2. Repair finds
     // the dead child's B2 no longer linked and frees it: it must retire B1 too (no slot links
     // it), or once W1 publishes B1 nothing would ever name it again.
-    test::TempPool temp("finchain", 16 << 20);
-    Pool& pool = temp.pool;
-    auto store = MemObjectStore::open(pool);
-    REQUIRE(store);
-    const FabricUri k = at(temp.name(), "k");
-    REQUIRE((*store)->put(k, bytes_of("k0", kWholeBlock)));
+    OneKeyStore one("finchain");
+    Pool& pool = one.temp.pool;
+    auto& store = one.store;
+    const FabricUri& k = one.k;
     detail::set_pause_hook(&test::hold_at_role_point);
-    test::arm_role(0, "store.put.after_link");
     Result<uint64_t> w1 = uint64_t(0);
-    std::thread first([&] {
-        test::pause_role = 0;
-        w1 = (*store)->put(k, bytes_of("k1", kWholeBlock));
-    });
-    test::wait_role_held(0);
-    overwrite_killed_at(temp.name(), k, "store.put.after_link");
-    test::arm_role(1, "store.put.after_link");
+    std::thread first = test::start_stopped_at(0, "store.put.after_link", [&] { w1 = (*store)->put(k, bytes_of("k1", kWholeBlock)); });
+    overwrite_killed_at(one.temp.name(), k, "store.put.after_link");
     Result<uint64_t> w3 = uint64_t(0);
-    std::thread third([&] {
-        test::pause_role = 1;
-        w3 = (*store)->put(k, bytes_of("k3", kWholeBlock));
-    });
-    test::wait_role_held(1);
+    std::thread third = test::start_stopped_at(1, "store.put.after_link", [&] { w3 = (*store)->put(k, bytes_of("k3", kWholeBlock)); });
     const ReapReport repaired = pool.reap(MonoClock::now(), false, false);
     CHECK(repaired.kind_items >= 1);
     test::release_role(0);
@@ -944,12 +911,7 @@ TEST_CASE("store: repair of a dead writer's replaced block retires a predecessor
     detail::set_pause_hook(nullptr);
     REQUIRE_MESSAGE(w1, w1.error().message);
     REQUIRE_MESSAGE(w3, w3.error().message);
-    require_clean(pool);
-    auto g = (*store)->get(k);
-    REQUIRE((g && g->has_value()));
-    CHECK((*g)->data == bytes_of("k3", kWholeBlock));
-    REQUIRE((*store)->remove(k));
-    CHECK((*store)->stats().heap_used_bytes == 0);  // B1 was retired, not leaked
+    one.expect_last("k3");  // B1 was retired, not leaked
 }
 
 TEST_CASE("store: a get stopped between a slot and its block never returns a put that has not landed") {
@@ -964,25 +926,16 @@ TEST_CASE("store: a get stopped between a slot and its block never returns a put
     const FabricUri k = at(temp.name(), "k");
     REQUIRE((*store)->put(k, bytes_of("k1", kWholeBlock)));
     detail::set_pause_hook(&test::hold_at_role_point);
-    test::arm_role(0, "store.lookup.after_slot");
     Result<std::optional<ObjectData>> got = std::optional<ObjectData>{};
-    std::thread reader([&] {
-        test::pause_role = 0;
-        got = (*store)->get(k);
-    });
-    test::wait_role_held(0);
+    std::thread reader = test::start_stopped_at(0, "store.lookup.after_slot", [&] { got = (*store)->get(k); });
     auto v2 = (*store)->put(k, bytes_of("k2", kWholeBlock));
     REQUIRE((v2 && *v2 == 2));
-    test::arm_role(1, "store.put.before_link");
+    PutOptions on_v2;
+    on_v2.condition = PutCondition::if_version_equals;
+    on_v2.expected_version = 2;
     Result<uint64_t> stopped = uint64_t(0);
-    std::thread writer([&] {
-        test::pause_role = 1;
-        PutOptions o;
-        o.condition = PutCondition::if_version_equals;
-        o.expected_version = 2;
-        stopped = (*store)->put(k, bytes_of("never", kWholeBlock), o);
-    });
-    test::wait_role_held(1);
+    std::thread writer = test::start_stopped_at(
+        1, "store.put.before_link", [&] { stopped = (*store)->put(k, bytes_of("never", kWholeBlock), on_v2); });
     test::release_role(0);
     reader.join();
     auto v3 = (*store)->put(k, bytes_of("k3", kWholeBlock));
@@ -1011,22 +964,12 @@ TEST_CASE("store: a remover stopped between a slot and its block never frees the
     const FabricUri k = at(temp.name(), "k");
     REQUIRE((*store)->put(k, bytes_of("k1", kWholeBlock)));
     detail::set_pause_hook(&test::hold_at_role_point);
-    test::arm_role(0, "store.lookup.after_slot");
     Result<bool> removed = false;
-    std::thread remover([&] {
-        test::pause_role = 0;
-        removed = (*store)->remove(k);
-    });
-    test::wait_role_held(0);
+    std::thread remover = test::start_stopped_at(0, "store.lookup.after_slot", [&] { removed = (*store)->remove(k); });
     auto v2 = (*store)->put(k, bytes_of("k2", kWholeBlock));
     REQUIRE((v2 && *v2 == 2));
-    test::arm_role(1, "store.put.before_link");
     Result<uint64_t> later = uint64_t(0);
-    std::thread writer([&] {
-        test::pause_role = 1;
-        later = (*store)->put(k, bytes_of("k3", kWholeBlock));
-    });
-    test::wait_role_held(1);
+    std::thread writer = test::start_stopped_at(1, "store.put.before_link", [&] { later = (*store)->put(k, bytes_of("k3", kWholeBlock)); });
     test::release_role(0);
     remover.join();
     REQUIRE_MESSAGE(removed, removed.error().message);
@@ -1057,12 +1000,7 @@ TEST_CASE("store: the reclaim of an expired object stopped before its remove nev
     expired.ttl = std::chrono::nanoseconds(1);
     REQUIRE((*store)->put(k, bytes_of("expired", kWholeBlock), expired));
     detail::set_pause_hook(&test::hold_at_role_point);
-    test::arm_role(0, "store.reclaim.before_remove");
-    std::thread repairer([&] {
-        test::pause_role = 0;
-        (void)pool.reap(MonoClock::now(), false, false);
-    });
-    test::wait_role_held(0);
+    std::thread repairer = test::start_stopped_at(0, "store.reclaim.before_remove", [&] { (void)pool.reap(MonoClock::now(), false, false); });
     REQUIRE((*store)->put(k, bytes_of("v2", kWholeBlock)));
     auto v3 = (*store)->put(k, bytes_of("v3", kWholeBlock));  // B0 again (a freed block is the next taken)
     REQUIRE(v3);

@@ -847,19 +847,24 @@ bool StoreCore::linked_in_window(uint32_t block, uint64_t hash) const noexcept {
     return false;
 }
 
+bool StoreCore::read_key(uint32_t block, uint64_t w, HeaderSnapshot& snap, StoreKey& key) const noexcept {
+    if (!read_header(block, w, snap)) return false;
+    key.len = snap.h.key_len;
+    seqlock_copy_out(key.bytes, snap.loc.data + snap.trailer_offset, key.len);
+    // Acquire: the header and key reads above happen before this re-read of the word.
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (block_seq(words_[block].load(std::memory_order_relaxed)) != block_seq(w)) return false;
+    key.hash = hash_store_key(key.bytes, key.len);
+    return true;
+}
+
 void StoreCore::retire_replaced(uint32_t block, uint64_t w, int depth, bool linked_over) noexcept {
     if (depth > 8) return;
-    HeaderSnapshot snap;
-    if (!read_header(block, w, snap) || snap.h.replaces == 0) return;
-    StoreKey k;
-    k.len = snap.h.key_len;
-    seqlock_copy_out(k.bytes, snap.loc.data + snap.trailer_offset, k.len);
     // The block may have been unlinked, freed and reused since `w` was read (its finisher was
-    // stopped meanwhile): its header would then name another key's live object. Acquire: the
-    // header and key reads above happen before this re-read of the word.
-    std::atomic_thread_fence(std::memory_order_acquire);
-    if (block_seq(words_[block].load(std::memory_order_relaxed)) != block_seq(w)) return;
-    k.hash = hash_store_key(k.bytes, k.len);
+    // stopped meanwhile): its header would then name another key's live object.
+    HeaderSnapshot snap;
+    StoreKey k;
+    if (!read_key(block, w, snap, k) || snap.h.replaces == 0) return;
     retire_unlinked(uint32_t(snap.h.replaces) - 1, snap.h.replaces >> 32, k, depth + 1, linked_over);
 }
 
@@ -1749,13 +1754,8 @@ void StoreCore::reclaim_expired(RepairPass& pass) {
             const uint64_t w = words_[b].load(std::memory_order_acquire);
             if (block_state(w) != kBlockPublished) continue;
             HeaderSnapshot snap;
-            if (!read_header(b, w, snap) || snap.h.expires_mono_ns == 0 || snap.h.expires_mono_ns > pass.now) continue;
             StoreKey k;
-            k.len = snap.h.key_len;
-            seqlock_copy_out(k.bytes, snap.loc.data + snap.trailer_offset, k.len);
-            std::atomic_thread_fence(std::memory_order_acquire);
-            if (block_seq(words_[b].load(std::memory_order_relaxed)) != block_seq(w)) continue;
-            k.hash = hash_store_key(k.bytes, k.len);
+            if (!read_key(b, w, snap, k) || snap.h.expires_mono_ns == 0 || snap.h.expires_mono_ns > pass.now) continue;
             ++pass.counts.expired;
             pass.note("store: reclaim expired object '" + std::string(k.view()) + "'");
             FABRIC_PAUSE_POINT("store.reclaim.before_remove");

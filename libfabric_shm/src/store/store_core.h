@@ -214,6 +214,9 @@ private:
     /// revert, or its linker's finish, moved the sequence since the lookup).
     void retire_unlinked(uint32_t block, uint64_t expect_seq, const StoreKey& key, int depth = 0,
                          bool linked_over = true) noexcept;
+    /// The header and key of `block` as of word `w` (key hash included); false if the header
+    /// is invalid or the block left w's sequence while they were read.
+    bool read_key(uint32_t block, uint64_t w, HeaderSnapshot& snap, StoreKey& key) const noexcept;
     /// Retires what the COMMITTING `block` (read at word `w`) replaced, as its header's
     /// `replaces` names it, through retire_unlinked with the block's own key. Does nothing if
     /// `block` left w's sequence meanwhile (freed and reused: its header names another key's
