@@ -54,6 +54,18 @@ inline void seqlock_copy_in(void* shm_dst, const void* src, size_t n) noexcept {
 #endif
 }
 
+/// Copies n bytes where either side may be a block another process reads or reuses (a copy
+/// out of one block, or into a loaned one, through code that serves both).
+inline void seqlock_copy(void* dst, const void* src, size_t n) noexcept {
+#if defined(FABRIC_SHM_TSAN)
+    auto* d = static_cast<unsigned char*>(dst);
+    auto* s = static_cast<const unsigned char*>(src);
+    for (size_t i = 0; i < n; ++i) __atomic_store_n(d + i, __atomic_load_n(s + i, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
+#else
+    if (n) std::memcpy(dst, src, n);
+#endif
+}
+
 /// vec.assign(shm_src, shm_src + n) as one copy (no zero-fill first), seqlock read side.
 template <typename Vector>
 inline void seqlock_assign(Vector& vec, const void* shm_src, size_t n) {

@@ -120,18 +120,10 @@ FABRIC_SHM_FUSED_TARGET uint32_t fused_avx512(uint8_t* dst, const uint8_t* src, 
 }  // namespace
 
 uint32_t copy_crc32_two_pass(void* dst, const void* src, size_t n, uint32_t seed) noexcept {
-#if defined(FABRIC_SHM_TSAN)
-    // Seqlock copies (relaxed byte atomics): either side may be a block another process reads.
-    auto* d = static_cast<unsigned char*>(dst);
-    auto* s = static_cast<const unsigned char*>(src);
-    for (size_t i = 0; i < n; ++i) __atomic_store_n(d + i, __atomic_load_n(s + i, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
-    return crc32(dst, n, seed);
-#else
-    if (n) std::memcpy(dst, src, n);
+    seqlock_copy(dst, src, n);
     // The CRC of what landed: for a copy out of a block a writer may be reusing, dst is the
     // stable one.
     return crc32(dst, n, seed);
-#endif
 }
 
 bool copy_crc32_fused_available() noexcept {

@@ -1704,11 +1704,8 @@ void StoreCore::repair_dead_blocks(RepairPass& pass) {
 void StoreCore::finish_dead_write(RepairPass& pass, uint32_t b, uint64_t w) {
     const uint64_t st = block_state(w);
     HeaderSnapshot snap;
-    if (!read_header(b, w, snap)) return;  // reported by check()
     StoreKey k;
-    k.len = snap.h.key_len;
-    seqlock_copy_out(k.bytes, snap.loc.data + snap.trailer_offset, k.len);
-    k.hash = hash_store_key(k.bytes, k.len);
+    if (!read_key(b, w, snap, k)) return;  // a damaged header (reported by check()), or b moved on
     ++pass.counts.blocks;
     pass.note(std::string("store: finish ") + (st == kBlockCommitting ? "commit" : "remove") + " of '" +
               std::string(k.view()) + "' left by dead owner " + std::to_string(block_owner(w)));
