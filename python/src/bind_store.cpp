@@ -64,16 +64,16 @@ py::dict stats_dict(const StoreStats& s) {
 PutOptions put_options(bool if_absent, py::object if_version, py::object fence, py::object content_type,
                        py::object metadata, py::object ttl) {
     PutOptions o;
-    int conditions = int(if_absent) + int(!if_version.is_none()) + int(!fence.is_none());
-    if (conditions > 1)
-        raise(Errc::invalid_argument, "put: if_absent, if_version and fence exclude each other (one condition per put)");
+    if (if_absent && !(if_version.is_none() && fence.is_none()))
+        raise(Errc::invalid_argument, "put: if_absent excludes if_version and fence (if_version=0 with fence: "
+                                      "absent, fenced)");
     if (if_absent) o.condition = PutCondition::if_absent;
     if (!if_version.is_none()) {
         o.condition = PutCondition::if_version_equals;
         o.expected_version = if_version.cast<uint64_t>();
     }
-    if (!fence.is_none()) {
-        o.condition = PutCondition::fence;
+    if (!fence.is_none()) {  // with if_version: both, in the step that publishes
+        o.condition = if_version.is_none() ? PutCondition::fence : PutCondition::fence_if_version_equals;
         o.fence_token = fence.cast<uint64_t>();
     }
     if (!content_type.is_none()) o.content_type = content_type.cast<std::string>();
@@ -214,8 +214,9 @@ void bind_store(py::module_& m) {
              py::arg("uri"), py::arg("data"), py::kw_only(), py::arg("if_absent") = false,
              py::arg("if_version") = py::none(), py::arg("fence") = py::none(), py::arg("content_type") = py::none(),
              py::arg("metadata") = py::none(), py::arg("ttl") = py::none(),
-             "Stores bytes-like `data` under `uri`; returns the new version. Conditions (one at most): "
-             "if_absent, if_version=N, fence=token (Conflict / StaleEpoch when they fail).")
+             "Stores bytes-like `data` under `uri`; returns the new version. Conditions: if_absent, "
+             "if_version=N (0: absent), fence=token, or if_version with fence (both) (Conflict / StaleEpoch when "
+             "they fail; the fence is checked first).")
         .def("put_many",
              [](PyStore& s, py::iterable items, bool if_absent, py::object if_version, py::object fence,
                 py::object content_type, py::object metadata, py::object ttl) {

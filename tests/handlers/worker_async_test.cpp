@@ -272,6 +272,71 @@ TEST_CASE("async worker: a result is never replaced by the result of an older in
     CHECK(f.committed() == 2);
 }
 
+namespace {
+/// What the pause hook at worker.result.before_put writes, once, as another writer would
+/// between the loop's judgement of the stored result and its own put.
+struct LateResult {
+    MemObjectStore* store = nullptr;
+    FabricUri uri;
+    std::string data;
+    PutOptions options;
+    Result<uint64_t> put = make_error(Errc::invalid_argument, "not written");
+};
+LateResult* g_late_result = nullptr;
+void write_late_result(const char* name) {
+    if (!g_late_result || std::string_view(name) != "worker.result.before_put") return;
+    LateResult& late = *g_late_result;
+    g_late_result = nullptr;
+    late.put = late.store->put(late.uri, bytes(late.data), late.options);
+}
+}  // namespace
+
+TEST_CASE("async worker: a result written after the loop judged the stored one is judged again, never overwritten") {
+    Fixture f("async-late-result");
+    const uint64_t v1 = f.upload("doc", "data");
+    auto loop = WorkerLoop::open(f.tp.pool, f.cfg("a", 1));
+    REQUIRE(loop.ok());
+    auto tickets = acquire_n(*loop, 1);
+    REQUIRE(tickets.size() == 1);
+    LateResult late;
+    late.store = f.store.get();
+    late.uri = f.result("doc");
+    uint64_t expect_superseded = 0, expect_skipped = 0, expect_dead = 0;
+    SUBCASE("the result of a newer input version: the late put is superseded") {
+        late.data = "result of a newer version";
+        late.options = result_put_options(f.in("doc").to_string(), v1 + 5, loop->stats().epoch);
+        expect_superseded = 1;
+    }
+    SUBCASE("this very input's result (a redelivery's): skipped, the stored result kept") {
+        late.data = "the same result, written by another";
+        late.options = result_put_options(f.in("doc").to_string(), v1, loop->stats().epoch);
+        expect_skipped = 1;
+    }
+    SUBCASE("the result of another input under the same key: a collision, dead-lettered") {
+        late.data = "another input's result";
+        late.options = result_put_options(f.in("other").to_string(), 1, loop->stats().epoch);
+        expect_dead = 1;
+    }
+    // The loop judged the result absent when it handed the message out; it is written after
+    // that and before the loop's put, which must find it changed.
+    g_late_result = &late;
+    detail::set_pause_hook(&write_late_result);
+    auto done = loop->complete(std::move(tickets[0]), bytes_vec("this loop's result"));
+    detail::set_pause_hook(nullptr);
+    REQUIRE_MESSAGE(late.put.ok(), late.put.error().message);
+    REQUIRE_MESSAGE(done.ok(), done.error().message);
+    CHECK(f.result_text("doc") == late.data);
+    auto head = f.store->head(f.result("doc"));
+    REQUIRE((head.ok() && head->has_value()));
+    CHECK((*head)->version == *late.put);
+    CHECK(loop->stats().processed == 0);
+    CHECK(loop->stats().superseded == expect_superseded);
+    CHECK(loop->stats().skipped == expect_skipped);
+    REQUIRE(loop->service().ok());
+    CHECK(loop->stats().dead_lettered == expect_dead);
+    CHECK(f.committed() == 1);
+}
+
 TEST_CASE("async worker: a failed message waits out its backoff while the rest go on; dead-lettered after max attempts") {
     Fixture f("async-retry");
     for (int i = 0; i < 3; ++i) f.upload("k" + std::to_string(i), "data");

@@ -142,6 +142,14 @@ def test_conditions_if_absent_if_version_and_fence(pool):
         store.put(uri(pool, "f"), b"y", fence=9)
     with pytest.raises(fs.InvalidArgument, match="exclude"):
         store.put(uri(pool, "k"), b"c", if_absent=True, fence=1)
+    # if_version with fence: both, the fence first.
+    vf = store.head(uri(pool, "f")).version
+    with pytest.raises(fs.StaleEpoch):
+        store.put(uri(pool, "f"), b"z", fence=9, if_version=vf)
+    with pytest.raises(fs.Conflict):
+        store.put(uri(pool, "f"), b"z", fence=10, if_version=vf + 1)
+    assert store.put(uri(pool, "f"), b"z", fence=10, if_version=vf) == vf + 1
+    assert store.put(uri(pool, "g"), b"z", fence=10, if_version=0) >= 1
     with pytest.raises(fs.Conflict):
         store.remove(uri(pool, "k"), if_version=v1)
     assert store.remove(uri(pool, "k"), if_version=v2)

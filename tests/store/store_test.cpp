@@ -260,7 +260,7 @@ TEST_CASE("store: overwrite bumps the version, and remove then re-put still grow
     CHECK(f.store->stats().objects == 1);
 }
 
-TEST_CASE("store: if-absent, if-version and fence conditions fail with conflict or stale_epoch and are counted") {
+TEST_CASE("store: if-absent, if-version, fence and fence-if-version conditions fail with conflict or stale_epoch and are counted") {
     Fixture f("cond");
     PutOptions absent;
     absent.condition = PutCondition::if_absent;
@@ -294,12 +294,33 @@ TEST_CASE("store: if-absent, if-version and fence conditions fail with conflict 
     REQUIRE((g && g->has_value()));
     CHECK((*g)->fence_token == 9);
 
+    // Both: the fence first, then the version (0: absent).
+    PutOptions both;
+    both.condition = PutCondition::fence_if_version_equals;
+    both.fence_token = 8;
+    both.expected_version = (*g)->version;
+    CHECK(f.store->put(f.at("b", "fenced"), pattern(8, 9), both).code() == Errc::stale_epoch);
+    both.fence_token = 9;
+    both.expected_version = (*g)->version + 1;
+    auto moved = f.store->put(f.at("b", "fenced"), pattern(8, 9), both);
+    CHECK(moved.code() == Errc::conflict);
+    CHECK(moved.error().message.find("expected " + std::to_string((*g)->version + 1)) != std::string::npos);
+    both.expected_version = 0;
+    CHECK(f.store->put(f.at("b", "fenced"), pattern(8, 9), both).code() == Errc::conflict);
+    both.expected_version = (*g)->version;
+    auto landed = f.store->put(f.at("b", "fenced"), pattern(8, 9), both);
+    REQUIRE(landed);
+    CHECK(*landed == (*g)->version + 1);
+    CHECK(f.store->put(f.at("b", "fenced-new"), pattern(8, 9), both).code() == Errc::conflict);
+    both.expected_version = 0;
+    CHECK(f.store->put(f.at("b", "fenced-new"), pattern(8, 9), both));
+
     RemoveOptions ro;
     ro.if_version = *v2 + 1;
     CHECK(f.store->remove(f.at("b", "k"), ro).code() == Errc::conflict);
     ro.if_version = *v2;
     CHECK(f.store->remove(f.at("b", "k"), ro).value());
-    CHECK(counter_total(*f.pool, CounterId::store_conflicts) == 4);
+    CHECK(counter_total(*f.pool, CounterId::store_conflicts) == 8);
     // A failed condition leaves no space behind.
     CHECK(f.store->stats().loans_active == 0);
 }

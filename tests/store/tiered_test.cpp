@@ -218,6 +218,19 @@ TEST_CASE("tiered: conditions see cold objects") {
     CHECK(put_ok(*t, b, bytes_of("b2"), fence) == 2);
     fence.fence_token = 4;
     CHECK(t->put(b, bytes_of("b3"), fence).code() == Errc::stale_epoch);
+    PutOptions both = fence;
+    both.condition = PutCondition::fence_if_version_equals;
+    both.fence_token = 5;
+    both.expected_version = 1;
+    CHECK(t->put(b, bytes_of("b3"), both).code() == Errc::conflict);
+    both.fence_token = 4;
+    both.expected_version = 2;
+    CHECK(t->put(b, bytes_of("b3"), both).code() == Errc::stale_epoch);
+    both.fence_token = 5;
+    CHECK(put_ok(*t, b, bytes_of("b3"), both) == 3);
+    put_ok(*t, uri(temp.name(), "c"), bytes_of("c1"));  // demotes a or b
+    both.expected_version = 0;
+    CHECK(t->put(a, bytes_of("a3"), both).code() == Errc::conflict);
 }
 
 TEST_CASE("tiered: list merges both tiers, sorted, by prefix") {

@@ -26,6 +26,11 @@ enum class PutCondition : uint8_t {
     if_absent,         ///< only when no object exists under the URI
     if_version_equals, ///< only when the current version equals expected_version
     fence,             ///< only when fence_token >= the fence stored with the current object
+    /// fence and if_version_equals, both in the one step that publishes: a fenced writer that
+    /// must not pass a write it has not seen (a worker's result put, judged against the result
+    /// it read when it took the message). The fence is checked first (Errc::stale_epoch), then
+    /// the version (Errc::conflict); expected_version 0 means no object.
+    fence_if_version_equals,
 };
 
 constexpr size_t kMaxContentTypeLength = 64;
@@ -36,8 +41,8 @@ struct PutOptions {
     std::map<std::string, std::string> metadata; ///< small; <= kMaxMetadataBytes in all
     Duration ttl{0};                            ///< per-object expiry (0 = none); expired objects read as absent
     PutCondition condition = PutCondition::none;
-    uint64_t expected_version = 0;              ///< for if_version_equals
-    /// For fence: a caller-supplied monotonic token (e.g. a group epoch). Checked against the
+    uint64_t expected_version = 0;              ///< for if_version_equals, fence_if_version_equals (0: absent)
+    /// For fence (and fence_if_version_equals, as for every mention of fence below): a caller-supplied monotonic token (e.g. a group epoch). Checked against the
     /// token stored with the object in the same atomic step that publishes the new object;
     /// a lower token fails with Errc::stale_epoch. The new object stores this token.
     uint64_t fence_token = 0;

@@ -1322,6 +1322,7 @@ std::optional<Error> StoreCore::condition_refusal(const PutOptions& opt, const S
                                                   std::to_string(opt.expected_version));
         break;
     case PutCondition::fence:
+    case PutCondition::fence_if_version_equals:
         if (opt.fence_token < cur_fence)
             return make_error(Errc::stale_epoch, "fence token " + std::to_string(opt.fence_token) +
                                                      " is older than the stored token " + std::to_string(cur_fence) +
@@ -1334,6 +1335,10 @@ std::optional<Error> StoreCore::condition_refusal(const PutOptions& opt, const S
             return make_error(Errc::stale_epoch, "fence token " + std::to_string(opt.fence_token) + " of '" +
                                                      std::string(key.view()) +
                                                      "' no longer holds: a newer owner fenced it");
+        if (opt.condition == PutCondition::fence_if_version_equals && cur_version != opt.expected_version)
+            return make_error(Errc::conflict, "if-version: '" + std::string(key.view()) + "' is at version " +
+                                                  std::to_string(cur_version) + ", expected " +
+                                                  std::to_string(opt.expected_version));
         break;
     }
     return std::nullopt;

@@ -480,7 +480,8 @@ struct TieredObjectStore::Impl {
         o.metadata[std::string(kTierMetaKey)] = encode_tier_meta(t);
         o.ttl = user.ttl;
         o.fence_token = t.fence_token;
-        if (user.condition == PutCondition::fence && user.fence_holds) {
+        if ((user.condition == PutCondition::fence || user.condition == PutCondition::fence_if_version_equals) &&
+            user.fence_holds) {
             // The caller's external fence is asked where the hot copy publishes (the cold
             // tier's own check above runs under this store's mutex, the hot put's just before
             // the slot CAS that publishes it).
@@ -911,11 +912,18 @@ Result<uint64_t> TieredObjectStore::put(const FabricUri& uri, ByteView data, con
             }
             break;
         case PutCondition::fence:
+        case PutCondition::fence_if_version_equals:
             if (now && options.fence_token < now->fence_token) {
                 detail::count(*m.pool, CounterId::store_conflicts, 1);
                 return make_error(Errc::stale_epoch, uri.to_string() + " is fenced at " +
                                                          std::to_string(now->fence_token) + "; put brought token " +
                                                          std::to_string(options.fence_token));
+            }
+            if (options.condition == PutCondition::fence_if_version_equals && cur_version != options.expected_version) {
+                detail::count(*m.pool, CounterId::store_conflicts, 1);
+                return make_error(Errc::conflict, uri.to_string() + " is at version " + std::to_string(cur_version) +
+                                                      ", put expected version " +
+                                                      std::to_string(options.expected_version));
             }
             break;
     }

@@ -195,6 +195,9 @@ struct WorkTicket::Data {
     std::string input_text;          ///< item.uri as text: the result records it
     std::string result_text;         ///< the result's URI, the text forwarded to the next topic
     FabricUriView result_uri;        ///< a view of result_text
+    /// The result's version when the message was handed out (0: none), judged absent or older
+    /// then: the result put is conditional on it, so an unchanged result is not looked up again.
+    uint64_t result_seen_version = 0;
     uint64_t id = 0;                 ///< the hand-out (Slot::id)
     uint64_t generation = 0;         ///< the loop's assignment generation at hand-out
     std::shared_ptr<AbandonBox> box; ///< null once completed
@@ -379,6 +382,7 @@ struct WorkerLoop::Impl {
         std::string reason;
         bool permanent = false;
     };
+    Result<std::optional<Outcome>> judge_stored_result(const Message& m, WorkTicket::Data& d, Failure* failure);
     Result<Outcome> write_result(const Message& m, WorkTicket::Data& d, std::span<const uint8_t> out, Failure* failure);
     Result<Outcome> wait_for_store_space(const Message& m, Result<uint64_t>& put, const std::function<Result<uint64_t>()>& retry,
                                          Failure* failure);
@@ -386,7 +390,8 @@ struct WorkerLoop::Impl {
     Result<FabricUriView> result_uri_of(const FabricUriView& input, std::string& buffer);
     std::string no_result_uri(const FabricUriView& input, const Error& error) const;
     void init_result_options();
-    const PutOptions& result_put(std::string_view input, uint64_t version, uint64_t token, uint32_t partition);
+    const PutOptions& result_put(std::string_view input, uint64_t version, uint64_t token, uint32_t partition,
+                                 uint64_t result_version);
     void queue_delete(const Message& m, const FabricUriView& input, uint64_t version);
     Status delete_committed(Part& part, uint64_t committed);
     Status check_other_groups();
@@ -1106,6 +1111,41 @@ Result<Outcome> WorkerLoop::Impl::wait_for_store_space(const Message& m, Result<
     return Outcome::store_full;
 }
 
+// The stored result judged against this input (ResultState): nullopt when the put goes ahead
+// (absent, or the result of an older input version), else how the message ends (a skip, a
+// supersede, a collision's failure). result_info holds what was read.
+Result<std::optional<Outcome>> WorkerLoop::Impl::judge_stored_result(const Message& m, WorkTicket::Data& d,
+                                                                     Failure* failure) {
+    const uint64_t version = d.item.version;
+    auto existing = store->head_into(d.result_uri, result_info);
+    if (!existing) {
+        if (is_fatal(existing.code())) return std::move(existing).error();
+        *failure = {"result lookup: " + existing.error().message, false};
+        return std::optional<Outcome>(Outcome::failed);
+    }
+    std::string other;
+    switch (result_state(*existing ? &result_info : nullptr, d.input_text, version, &other)) {
+        case ResultState::collision:
+            *failure = {"result " + d.result_text + " already holds the result of " + other +
+                            ": two inputs map to one result key (result key template '" + cfg.result_key +
+                            "'); use a template with {bucket} and {key} (the default), or another --result-bucket",
+                        true};
+            return std::optional<Outcome>(Outcome::failed);
+        case ResultState::current:
+            ++stats.skipped;
+            FABRIC_TRY(forward(m, d.result_text, result_info.version));
+            queue_delete(m, d.item.uri.view(), version);
+            return std::optional<Outcome>(Outcome::done);
+        case ResultState::newer:
+            ++stats.superseded;
+            return std::optional<Outcome>(Outcome::done);
+        case ResultState::absent:
+        case ResultState::older: break;
+    }
+    d.result_seen_version = *existing ? result_info.version : 0;
+    return std::optional<Outcome>();
+}
+
 // Version check, fenced put, forward. Failures are returned in *failure (permanent or not);
 // errors are fatal.
 Result<Outcome> WorkerLoop::Impl::write_result(const Message& m, WorkTicket::Data& d, std::span<const uint8_t> out,
@@ -1113,42 +1153,36 @@ Result<Outcome> WorkerLoop::Impl::write_result(const Message& m, WorkTicket::Dat
     const FabricUriView& result_uri = d.result_uri;
     const std::string_view input = d.input_text;
     const uint64_t version = d.item.version;
-    // A result never replaces one that records a newer input version (an older version of
-    // the key finishing last, in OrderMode::none or after a redelivery).
-    auto existing = store->head_into(result_uri, result_info);
-    if (!existing) {
-        if (is_fatal(existing.code())) return std::move(existing).error();
-        *failure = {"result lookup: " + existing.error().message, false};
-        return Outcome::failed;
-    }
-    std::string other;
-    switch (result_state(*existing ? &result_info : nullptr, input, version, &other)) {
-        case ResultState::collision:
-            *failure = {"result " + d.result_text + " already holds the result of " + other +
-                            ": two inputs map to one result key (result key template '" + cfg.result_key +
-                            "'); use a template with {bucket} and {key} (the default), or another --result-bucket",
-                        true};
-            return Outcome::failed;
-        case ResultState::current:
-            ++stats.skipped;
-            FABRIC_TRY(forward(m, d.result_text, result_info.version));
-            queue_delete(m, d.item.uri.view(), version);
-            return Outcome::done;
-        case ResultState::newer:
-            ++stats.superseded;
-            return Outcome::done;
-        case ResultState::absent:
-        case ResultState::older: break;
-    }
     FABRIC_PAUSE_POINT("worker.result.before_put");
     const uint64_t token = membership->epoch();
-    const PutOptions& po = result_put(input, version, token, m.partition);
-    auto put = store->put(result_uri, out, po);
-    if (!put && put.code() == Errc::capacity_exceeded) {
-        // A full store is back-pressure: wait for space within this attempt (heartbeating).
-        auto waited = wait_for_store_space(m, put, [&] { return store->put(result_uri, out, po); }, failure);
-        if (!waited) return std::move(waited).error();
-        if (*waited != Outcome::done) return *waited;
+    // A result never replaces one that records a newer input version (an older version of
+    // the key finishing last, in OrderMode::none or after a redelivery). The hand-out judged
+    // the result it found (d.result_seen_version) absent or older; the put lands only while
+    // that is still the key's current version, in the step that publishes it. A result
+    // written since refuses it (conflict): it is judged again and the put made conditional
+    // on what was read then. Bounded: each pass means another writer's result landed.
+    constexpr int kResultChangedPasses = 16;
+    Result<uint64_t> put = uint64_t(0);
+    for (int pass = 0;; ++pass) {
+        const PutOptions& po = result_put(input, version, token, m.partition, d.result_seen_version);
+        put = store->put(result_uri, out, po);
+        if (!put && put.code() == Errc::capacity_exceeded) {
+            // A full store is back-pressure: wait for space within this attempt (heartbeating).
+            auto waited = wait_for_store_space(m, put, [&] { return store->put(result_uri, out, po); }, failure);
+            if (!waited) return std::move(waited).error();
+            if (*waited != Outcome::done) return *waited;
+        }
+        if (put || put.code() != Errc::conflict || pass + 1 == kResultChangedPasses) break;
+        auto judged = judge_stored_result(m, d, failure);
+        if (!judged) return std::move(judged).error();
+        if (*judged) return **judged;
+    }
+    if (!put && put.code() == Errc::conflict) {
+        *failure = {"result put " + d.result_text + ": the result was rewritten by other writers " +
+                        std::to_string(kResultChangedPasses) + " times while this put judged it (" +
+                        put.error().message + "); retried later",
+                    false};
+        return Outcome::failed;
     }
     if (!put && put.code() == Errc::stale_epoch) {
         // A newer owner wrote it (we were evicted or fenced): not ours. Its owner word or
@@ -1198,13 +1232,16 @@ Result<Outcome> WorkerLoop::Impl::write_result(const Message& m, WorkTicket::Dat
 }
 
 // result_put_options(input, version, token) with the result TTL and the partition's fence,
-// written into the options made once by init_result_options: their metadata entries and
-// strings stay, so a put allocates nothing for its options.
+// conditional on the result's current version being `result_version` (0: none), written into
+// the options made once by init_result_options: their metadata entries and strings stay, so a
+// put allocates nothing for its options.
 const PutOptions& WorkerLoop::Impl::result_put(std::string_view input, uint64_t version, uint64_t token,
-                                               uint32_t partition) {
+                                               uint32_t partition, uint64_t result_version) {
     char version_buf[24];
     result_input_uri->assign(input);
     result_input_version->assign(decimal(version_buf, version));
+    result_options.condition = PutCondition::fence_if_version_equals;
+    result_options.expected_version = result_version;
     result_options.fence_token = token;
     fence_partition = partition;
     return result_options;
@@ -1391,6 +1428,7 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
     }
     data.view = std::move(view);
     data.result_uri = *result_uri;
+    data.result_seen_version = result_exists ? result_info.version : 0;
     data.id = s.id;
     data.generation = generation;
     data.box = box;
