@@ -1324,7 +1324,8 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
                                     "an earlier owner decided to dead-letter it and stopped before confirming the send"));
         return false;
     }
-    uri->to_string(data.input_text);
+    // The notification's text is the URI as to_string() would write it: parse() only splits it.
+    data.input_text.assign(m.value_str());
     const std::string& input = data.input_text;
     // Done already, by the notification's own version (fabric-version)? Then the input is
     // not pinned at all: a redelivery after --delete-input removed it is a skip, not a
