@@ -320,7 +320,25 @@ void Region::release() noexcept {
 
 uint64_t Region::lease_id() const { return detail::PoolAccess::entry(*this).lease.lease_id.load(std::memory_order_relaxed); }
 
+// Region::check runs before every operation on a region: the passing case is these loads and
+// compares alone; the failing one (below) re-reads them to say which failed. Their orderings
+// are the failing case's, where each is explained.
 Status Region::check(MonoTime now) const {
+    if (pool_.valid() && !pool_.closed()) {
+        const RegionEntry& entry = detail::PoolAccess::entry(*this);
+        if (lifecycle_state(pool_.impl_->header()->lifecycle.load(std::memory_order_acquire)) == kPoolLive) {
+            const uint64_t w = entry.word.load(std::memory_order_acquire);
+            if (entry_word_gen(w) == ref_.generation &&
+                (entry_word_state(w) == kEntryLive || entry_word_state(w) == kEntryCreating) &&
+                entry.lease.state.load(std::memory_order_acquire) == kLeaseActive &&
+                to_ns(now) < entry.lease.expires_ns.load(std::memory_order_acquire))
+                return {};
+        }
+    }
+    return check_failed(now);
+}
+
+[[gnu::cold, gnu::noinline]] Status Region::check_failed(MonoTime now) const {
     const uint64_t now_ns = to_ns(now);
     if (!pool_.valid()) return make_error(Errc::invalid_argument, "check of an empty Region handle");
     if (pool_.closed()) return detail::closed_error(pool_);

@@ -277,6 +277,7 @@ private:
     uint64_t offset_ = 0, length_ = 0;
     std::byte* data_ = nullptr;
     void release() noexcept;
+    Status check_failed(MonoTime now) const;  ///< check()'s error: which test failed, in words
 };
 
 }  // namespace fabric_shm
