@@ -291,34 +291,37 @@ void write_late_result(const char* name) {
 }
 }  // namespace
 
-TEST_CASE("async worker: a result written after the loop judged the stored one is judged again, never overwritten") {
+enum class LateKind { newer_version, same_input, other_input };
+
+/// One message handed out (its result absent then) and completed while a late result is
+/// written just before the loop's put; the late writer's token is the member's epoch, or one
+/// above it (a member of the group that took another partition later, the input notified on
+/// both), where the loop's put fails its fence before its version.
+void late_result_case(LateKind kind, bool later_token) {
     Fixture f("async-late-result");
     const uint64_t v1 = f.upload("doc", "data");
     auto loop = WorkerLoop::open(f.tp.pool, f.cfg("a", 1));
     REQUIRE(loop.ok());
     auto tickets = acquire_n(*loop, 1);
     REQUIRE(tickets.size() == 1);
+    const uint64_t token = loop->stats().epoch + (later_token ? 1 : 0);
     LateResult late;
     late.store = f.store.get();
     late.uri = f.result("doc");
-    uint64_t expect_superseded = 0, expect_skipped = 0, expect_dead = 0;
-    SUBCASE("the result of a newer input version: the late put is superseded") {
-        late.data = "result of a newer version";
-        late.options = result_put_options(f.in("doc").to_string(), v1 + 5, loop->stats().epoch);
-        expect_superseded = 1;
+    switch (kind) {
+        case LateKind::newer_version:
+            late.data = "result of a newer version";
+            late.options = result_put_options(f.in("doc").to_string(), v1 + 5, token);
+            break;
+        case LateKind::same_input:
+            late.data = "the same result, written by another";
+            late.options = result_put_options(f.in("doc").to_string(), v1, token);
+            break;
+        case LateKind::other_input:
+            late.data = "another input's result";
+            late.options = result_put_options(f.in("other").to_string(), 1, token);
+            break;
     }
-    SUBCASE("this very input's result (a redelivery's): skipped, the stored result kept") {
-        late.data = "the same result, written by another";
-        late.options = result_put_options(f.in("doc").to_string(), v1, loop->stats().epoch);
-        expect_skipped = 1;
-    }
-    SUBCASE("the result of another input under the same key: a collision, dead-lettered") {
-        late.data = "another input's result";
-        late.options = result_put_options(f.in("other").to_string(), 1, loop->stats().epoch);
-        expect_dead = 1;
-    }
-    // The loop judged the result absent when it handed the message out; it is written after
-    // that and before the loop's put, which must find it changed.
     g_late_result = &late;
     detail::set_pause_hook(&write_late_result);
     auto done = loop->complete(std::move(tickets[0]), bytes_vec("this loop's result"));
@@ -330,11 +333,40 @@ TEST_CASE("async worker: a result written after the loop judged the stored one i
     REQUIRE((head.ok() && head->has_value()));
     CHECK((*head)->version == *late.put);
     CHECK(loop->stats().processed == 0);
-    CHECK(loop->stats().superseded == expect_superseded);
-    CHECK(loop->stats().skipped == expect_skipped);
+    CHECK(loop->stats().superseded == (kind == LateKind::newer_version ? 1u : 0u));
+    CHECK(loop->stats().skipped == (kind == LateKind::same_input ? 1u : 0u));
     REQUIRE(loop->service().ok());
-    CHECK(loop->stats().dead_lettered == expect_dead);
+    CHECK(loop->stats().dead_lettered == (kind == LateKind::other_input ? 1u : 0u));
+    if (kind == LateKind::other_input) {
+        auto dead = dead_letter_count(f.tp.pool, "t.dlq");
+        REQUIRE(dead.ok());
+        CHECK(*dead == 1);
+    }
     CHECK(f.committed() == 1);
+}
+
+TEST_CASE("async worker: a result written after the loop judged the stored one is judged again, never overwritten") {
+    SUBCASE("a newer input version's result: superseded") {
+        late_result_case(LateKind::newer_version, false);
+    }
+    SUBCASE("this very input's result (a redelivery's): skipped, the stored result kept") {
+        late_result_case(LateKind::same_input, false);
+    }
+    SUBCASE("another input's result under the same key: a collision, dead-lettered") {
+        late_result_case(LateKind::other_input, false);
+    }
+}
+
+TEST_CASE("async worker: a result a later member of the group wrote is judged, not taken for an outside writer's") {
+    SUBCASE("a newer input version's result: superseded") {
+        late_result_case(LateKind::newer_version, true);
+    }
+    SUBCASE("this very input's result: skipped") {
+        late_result_case(LateKind::same_input, true);
+    }
+    SUBCASE("another input's result under the same key: a collision, dead-lettered") {
+        late_result_case(LateKind::other_input, true);
+    }
 }
 
 TEST_CASE("async worker: a failed message waits out its backoff while the rest go on; dead-lettered after max attempts") {

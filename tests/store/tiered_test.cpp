@@ -227,6 +227,11 @@ TEST_CASE("tiered: conditions see cold objects") {
     both.expected_version = 2;
     CHECK(t->put(b, bytes_of("b3"), both).code() == Errc::stale_epoch);
     both.fence_token = 5;
+    both.fence_holds = [] { return false; };  // fenced out: told so before the version
+    both.expected_version = 1;
+    CHECK(t->put(b, bytes_of("b3"), both).code() == Errc::stale_epoch);
+    both.fence_holds = nullptr;
+    both.expected_version = 2;
     CHECK(put_ok(*t, b, bytes_of("b3"), both) == 3);
     put_ok(*t, uri(temp.name(), "c"), bytes_of("c1"));  // demotes a or b
     both.expected_version = 0;

@@ -919,7 +919,17 @@ Result<uint64_t> TieredObjectStore::put(const FabricUri& uri, ByteView data, con
                                                          std::to_string(now->fence_token) + "; put brought token " +
                                                          std::to_string(options.fence_token));
             }
-            if (options.condition == PutCondition::fence_if_version_equals && cur_version != options.expected_version) {
+            if (options.condition != PutCondition::fence_if_version_equals) break;
+            // The whole fence before the version, as in the in-pool store: a writer fenced out
+            // is told so (stale_epoch), not sent to read the key again. The hot put asks it
+            // again where it publishes.
+            if (options.fence_holds && !options.fence_holds()) {
+                detail::count(*m.pool, CounterId::store_conflicts, 1);
+                return make_error(Errc::stale_epoch, uri.to_string() + ": fence token " +
+                                                         std::to_string(options.fence_token) +
+                                                         " no longer holds: a newer owner fenced it");
+            }
+            if (cur_version != options.expected_version) {
                 detail::count(*m.pool, CounterId::store_conflicts, 1);
                 return make_error(Errc::conflict, uri.to_string() + " is at version " + std::to_string(cur_version) +
                                                       ", put expected version " +

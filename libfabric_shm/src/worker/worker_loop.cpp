@@ -1188,8 +1188,15 @@ Result<Outcome> WorkerLoop::Impl::write_result(const Message& m, WorkTicket::Dat
         // A newer owner wrote it (we were evicted or fenced): not ours. Its owner word or
         // fence shows it, since it took the partition before it wrote.
         if (!membership->owns(m.partition)) return Outcome::lost;
-        // Still ours: the stored result carries a token from outside this registration (the
-        // fence floor keeps every later registration above it).
+        // Still ours. A member of this group that owns another partition (a later epoch) may
+        // have written the result since the hand-out: the same input notified on two
+        // partitions (unkeyed notifications). Its result is judged as any stored one: a newer
+        // version supersedes ours, this very input and version is a skip.
+        auto judged = judge_stored_result(m, d, failure);
+        if (!judged) return std::move(judged).error();
+        if (*judged) return **judged;
+        // An absent or older result fenced above us: its token comes from outside this
+        // registration (the fence floor keeps every later registration above it).
         uint64_t stored = 0;
         if (auto h = store->head_into(result_uri, result_info); h && *h) stored = result_info.fence_token;
         if (auto noted = mq::note_fence_token(*pool, stored); !noted) {
