@@ -169,6 +169,8 @@ enum class Outcome : uint8_t {
 
 /// Keep-alive (heartbeat, leases) at most this often from acquire()/service().
 constexpr uint64_t kKeepAliveEveryNs = 20 * kNsPerMs;
+/// now - since, or 0 when `since` is later (an instant read after the caller's `now`).
+constexpr uint64_t elapsed(uint64_t now, uint64_t since) { return now > since ? now - since : 0; }
 /// delete_input: how often the topic's group table is read for a group registered since open().
 constexpr uint64_t kGroupCheckEveryNs = kNsPerSec;
 
@@ -370,13 +372,14 @@ struct WorkerLoop::Impl {
     Status apply_assignment();
     Status sync_active();
     Status commit_pending(bool* busy);
-    Status service(bool full);
+    Status service(bool full, uint64_t now);
     Status rebalance();
     Status poll_into_rings(uint64_t timeout_ns);
-    Result<size_t> hand_out_ready(std::span<WorkTicket> tickets, bool* more);
+    Result<size_t> hand_out_ready(std::span<WorkTicket> tickets, bool* more, uint64_t now);
     Result<bool> hand_out(uint32_t p, uint32_t i, WorkTicket& ticket);
     bool eligible(Part& part, uint32_t i, uint64_t now);
-    bool any_eligible();
+    bool any_eligible(uint64_t now);
+    Result<size_t> acquire(std::span<WorkTicket> tickets, uint64_t timeout_ns, bool full);
     uint64_t next_backoff_end(uint64_t now) const;
     struct Failure {
         std::string reason;
@@ -414,7 +417,7 @@ struct WorkerLoop::Impl {
     bool finished() const;
     Status note_dead_letter();
     Error fatal(Error e) const;
-    Status update_wait_fd(bool more_ready);
+    Status update_wait_fd(bool more_ready, uint64_t now);
     void signal_ready();
     void drain_event_fd_locked();
     void leave();
@@ -584,11 +587,12 @@ void WorkerLoop::Impl::take_abandoned() {
     }
 }
 
-// full: also the periodic rebalance (claims partitions freed by others).
-Status WorkerLoop::Impl::service(bool full) {
+// full: also the periodic rebalance (claims partitions freed by others). `now`: the caller's
+// mono_now_ns(), read at most a few steps before (one clock read per pass of acquire()); the
+// instants it is compared with may be later than it (elapsed() is 0 then).
+Status WorkerLoop::Impl::service(bool full, uint64_t now) {
     take_abandoned();
-    const uint64_t now = mono_now_ns();
-    if (now - last_keep_alive_ns >= kKeepAliveEveryNs) {
+    if (elapsed(now, last_keep_alive_ns) >= kKeepAliveEveryNs) {
         // stale_epoch: evicted while descheduled past the session timeout (our partitions
         // moved, our epoch is fenced); not fatal: the rebalance below joins again.
         if (Status st = keep_alive(); !st) {
@@ -596,10 +600,10 @@ Status WorkerLoop::Impl::service(bool full) {
             need_rebalance = true;
         }
     }
-    if (cfg.delete_input && !deletes_suspended && now - last_group_check_ns >= kGroupCheckEveryNs)
+    if (cfg.delete_input && !deletes_suspended && elapsed(now, last_group_check_ns) >= kGroupCheckEveryNs)
         FABRIC_TRY(check_other_groups());
     FABRIC_TRY(commit_pending(nullptr));
-    if (need_rebalance || (full && now - last_rebalance_ns >= kPollTimeoutNs)) FABRIC_TRY(rebalance());
+    if (need_rebalance || (full && elapsed(now, last_rebalance_ns) >= kPollTimeoutNs)) FABRIC_TRY(rebalance());
     return sync_active();
 }
 
@@ -612,7 +616,7 @@ uint64_t WorkerLoop::Impl::capacity() const {
 bool WorkerLoop::Impl::finished() const {
     if (cfg.count != 0 && handled >= cfg.count) return true;
     return cfg.exit_when_idle_ns != 0 && in_flight == 0 && buffered == 0 &&
-           mono_now_ns() - last_message_ns >= cfg.exit_when_idle_ns;
+           elapsed(mono_coarse_ns(), last_message_ns) >= cfg.exit_when_idle_ns;
 }
 
 // Reads what the rings have room for. Messages past a partition's room are given back (the
@@ -632,7 +636,7 @@ Status WorkerLoop::Impl::poll_into_rings(uint64_t timeout_ns) {
     if (!n) return std::move(n).error();
     if (batch.lost() != 0)
         note("lost " + std::to_string(batch.lost()) + " notification(s) to overwriting (topic too small)");
-    if (*n != 0) last_message_ns = mono_now_ns();
+    if (*n != 0) last_message_ns = mono_coarse_ns();
     for (const Message& m : batch) {
         Part& part = parts[m.partition];
         if (!part.owned || part.paused || m.offset < part.next_read) continue;
@@ -688,8 +692,7 @@ bool WorkerLoop::Impl::eligible(Part& part, uint32_t i, uint64_t now) {
 }
 
 // May any buffered message be handed out now?
-bool WorkerLoop::Impl::any_eligible() {
-    const uint64_t now = mono_now_ns();
+bool WorkerLoop::Impl::any_eligible(uint64_t now) {
     if (now < store_full_until_ns) return false;  // as hand_out_ready: the timer wakes us
     for (Part& part : parts)
         for (uint32_t i = 0; part.owned && i < part.count; ++i)
@@ -713,10 +716,9 @@ uint64_t WorkerLoop::Impl::next_backoff_end(uint64_t now) const {
     return soonest;
 }
 
-Result<size_t> WorkerLoop::Impl::hand_out_ready(std::span<WorkTicket> tickets, bool* more) {
+Result<size_t> WorkerLoop::Impl::hand_out_ready(std::span<WorkTicket> tickets, bool* more, uint64_t now) {
     size_t n = 0;
     *more = false;
-    const uint64_t now = mono_now_ns();
     if (now < store_full_until_ns) return n;  // the store was full: the timer wakes us (update_wait_fd)
     const uint32_t np = uint32_t(parts.size());
     for (uint32_t k = 0; k < np; ++k) {
@@ -767,7 +769,7 @@ void WorkerLoop::Impl::finish_slot(Part& part, Slot& s) {
     s.dlq_owed = false;
     ++handled;
     --buffered;
-    last_message_ns = mono_now_ns();
+    last_message_ns = mono_coarse_ns();
     advance(part);
 }
 
@@ -1497,7 +1499,9 @@ void WorkerLoop::Impl::signal_ready() {
 // - Without capacity the Waiter leaves the epoll set (a fired Waiter would wake a caller that
 //   can take nothing, over and over), and returns when the loop is next idle with capacity.
 // - The timer is absolute and set only when its instant changes.
-Status WorkerLoop::Impl::update_wait_fd(bool more_ready) {
+// `now`: the instant `more_ready` was judged at. The timer is set from the same instant, so a
+// retry whose backoff ends after it is either ready (more_ready) or the timer's next instant.
+Status WorkerLoop::Impl::update_wait_fd(bool more_ready, uint64_t now) {
     if (epoll_fd < 0) return {};
     const bool cap = capacity() > 0 && !left;
     const bool ready_now = more_ready && cap;
@@ -1536,7 +1540,6 @@ Status WorkerLoop::Impl::update_wait_fd(bool more_ready) {
         (void)::epoll_ctl(epoll_fd, EPOLL_CTL_DEL, waiter_fd, nullptr);
         waiter_in_set = false;
     }
-    const uint64_t now = mono_now_ns();
     uint64_t due = std::min(last_keep_alive_ns + kKeepAliveEveryNs * 2, next_backoff_end(now));
     if (store_full_until_ns > now) due = std::min(due, store_full_until_ns);
     if (due != timer_due_ns) {
@@ -1653,7 +1656,8 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config) {
     if (!c) return std::move(c).error();
     impl->consumer.emplace(std::move(c.value()));
     impl->parts.resize(impl->consumer->num_partitions());
-    impl->last_message_ns = impl->last_rebalance_ns = impl->last_keep_alive_ns = mono_now_ns();
+    impl->last_rebalance_ns = impl->last_keep_alive_ns = mono_now_ns();
+    impl->last_message_ns = mono_coarse_ns();
 
     DlqPolicy dp;
     dp.max_attempts = config.max_attempts;
@@ -1713,35 +1717,44 @@ static Error closed_error(const WorkerLoop::Impl& im) {
 Result<size_t> WorkerLoop::acquire(std::span<WorkTicket> tickets, std::chrono::nanoseconds timeout) {
     Impl& im = *impl_;
     if (im.left) return closed_error(im);
-    const uint64_t timeout_ns = timeout.count() > 0 ? uint64_t(timeout.count()) : 0;
-    const uint64_t start = mono_now_ns();
-    const uint64_t deadline = timeout_ns > UINT64_MAX - start ? UINT64_MAX : start + timeout_ns;
+    return im.acquire(tickets, timeout.count() > 0 ? uint64_t(timeout.count()) : 0, false);
+}
+
+// full: service(true) on each pass (run() needs no service of its own between messages). One
+// clock read per pass: service() and the hand-out compare with it.
+Result<size_t> WorkerLoop::Impl::acquire(std::span<WorkTicket> tickets, uint64_t timeout_ns, bool full) {
+    uint64_t now = mono_now_ns();
+    const uint64_t deadline = timeout_ns > UINT64_MAX - now ? UINT64_MAX : now + timeout_ns;
     size_t n = 0;
     bool more = false;
     for (;;) {
-        if (Status st = im.service(false); !st) return im.fatal(std::move(st).error());
-        if (Status st = im.poll_into_rings(0); !st) return im.fatal(std::move(st).error());
-        auto got = im.hand_out_ready(tickets.subspan(n), &more);
-        if (!got) return im.fatal(std::move(got).error());
+        if (Status st = service(full, now); !st) return fatal(std::move(st).error());
+        if (Status st = poll_into_rings(0); !st) return fatal(std::move(st).error());
+        auto got = hand_out_ready(tickets.subspan(n), &more, now);
+        if (!got) return fatal(std::move(got).error());
         n += *got;
-        if (n > 0 || tickets.empty() || im.capacity() == 0 || im.finished()) break;
-        const uint64_t now = mono_now_ns();
+        if (n > 0 || tickets.empty() || capacity() == 0 || finished()) break;
+        now = mono_now_ns();
         if (now >= deadline) break;
         uint64_t wait = std::min(deadline - now, kPollTimeoutNs);
-        wait = std::min(wait, im.last_keep_alive_ns + kKeepAliveEveryNs * 2 - std::min(now, im.last_keep_alive_ns + kKeepAliveEveryNs * 2) + 1000);
-        const uint64_t backoff_end = im.next_backoff_end(now);
+        wait = std::min(wait, last_keep_alive_ns + kKeepAliveEveryNs * 2 - std::min(now, last_keep_alive_ns + kKeepAliveEveryNs * 2) + 1000);
+        const uint64_t backoff_end = next_backoff_end(now);
         if (backoff_end != UINT64_MAX) wait = std::min(wait, backoff_end - now);
-        if (Status st = im.poll_into_rings(wait); !st) return im.fatal(std::move(st).error());
+        if (Status st = poll_into_rings(wait); !st) return fatal(std::move(st).error());
+        now = mono_now_ns();
     }
-    if (im.epoll_fd >= 0 && !more && (n > 0 || im.active_dirty) && im.capacity() > 0) {
+    if (epoll_fd >= 0 && !more && (n > 0 || active_dirty) && capacity() > 0) {
         // Everything buffered went out (or a partition's ring got room back without anything
         // handed out: results already there, dead letters); before wait_fd says "idle"
         // (arming the Waiter), look whether the topic already holds more (under a backlog it
         // does: no arm per acquire). Only an optimisation: the tickets already handed out are
         // returned even if this poll fails (the next call's poll reports the error).
-        if (Status st = im.poll_into_rings(0); st) more = im.any_eligible();
+        if (Status st = poll_into_rings(0); st) {
+            now = mono_now_ns();
+            more = any_eligible(now);
+        }
     }
-    if (Status st = im.update_wait_fd(more); !st) return im.fatal(std::move(st).error());
+    if (Status st = update_wait_fd(more, now); !st) return fatal(std::move(st).error());
     return n;
 }
 
@@ -1804,13 +1817,14 @@ Status WorkerLoop::service() {
         (void)!::read(im.timer_fd, &expirations, sizeof expirations);
         im.timer_due_ns = 0;
     }
-    if (Status st = im.service(true); !st) return im.fatal(std::move(st).error());
+    const uint64_t now = mono_now_ns();
+    if (Status st = im.service(true, now); !st) return im.fatal(std::move(st).error());
     // Work may be ready now (a retry's backoff over, a ticket dropped, messages waiting in the
     // topic): acquire() takes it. Polled before deciding, so that an idle loop arms its Waiter
     // past what is already there rather than being woken for it by the Waiter's thread.
     if (im.epoll_fd >= 0 && im.capacity() > 0)
         if (Status st = im.poll_into_rings(0); !st) return im.fatal(std::move(st).error());
-    if (Status st = im.update_wait_fd(im.any_eligible()); !st) return im.fatal(std::move(st).error());
+    if (Status st = im.update_wait_fd(im.any_eligible(now), now); !st) return im.fatal(std::move(st).error());
     return {};
 }
 
@@ -1838,7 +1852,7 @@ Result<int> WorkerLoop::wait_fd() {
         std::lock_guard<std::mutex> lock(im.box->mu);  // ~WorkTicket reads it under mu
         im.box->event_fd.store(im.event_fd, std::memory_order_relaxed);
     }
-    FABRIC_TRY(im.update_wait_fd(true));
+    FABRIC_TRY(im.update_wait_fd(true, mono_now_ns()));
     return im.epoll_fd;
 }
 
@@ -1900,8 +1914,7 @@ Result<WorkerExit> WorkerLoop::run(Processor processor, const std::function<bool
             why = im.cfg.count != 0 && im.handled >= im.cfg.count ? WorkerExit::count_reached : WorkerExit::idle;
             break;
         }
-        if (Status st = im.service(true); !st) return fail(std::move(st).error());
-        auto n = acquire(tickets, std::chrono::nanoseconds(kPollTimeoutNs));
+        auto n = im.acquire(tickets, kPollTimeoutNs, true);  // its service(true) keeps the member alive
         if (!n) return fail(std::move(n).error());
         if (*n == 0) continue;
         WorkTicket& t = tickets[0];
