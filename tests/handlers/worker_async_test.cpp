@@ -467,6 +467,56 @@ TEST_CASE("async worker: wait_fd becomes readable when a message arrives and whe
     CHECK(*n == 1);
 }
 
+namespace {
+std::atomic<bool> g_slow_commit{false};
+/// Once armed: the next commit of the loop takes 20 ms (what a commit behind a slow store
+/// removal, a keep-alive or a rebalance costs the pass it runs in).
+void slow_commit(const char* name) {
+    if (std::string_view(name) == "worker.commit.before" && g_slow_commit.exchange(false))
+        std::this_thread::sleep_for(20ms);
+}
+}  // namespace
+
+TEST_CASE("async worker: a retry whose backoff ends while acquire() commits makes wait_fd readable at once") {
+    Fixture f("async-retry-gap");
+    f.upload("k0", "data");
+    f.upload("k1", "data");
+    WorkerConfig c = f.cfg("a", 2);
+    c.backoff_initial_ns = c.backoff_max_ns = 10'000'000;
+    auto loop = WorkerLoop::open(f.tp.pool, c);
+    REQUIRE(loop.ok());
+    auto fd = loop->wait_fd();
+    REQUIRE(fd.ok());
+    auto tickets = acquire_n(*loop, 2);
+    REQUIRE(tickets.size() == 2);
+    // k1 fails (its retry in 10 ms); k0 is done, so the next pass commits it.
+    REQUIRE(loop->complete(std::move(tickets[1]), make_error(Errc::io_error, "flaky")).ok());
+    REQUIRE(loop->complete(std::move(tickets[0]), upper(tickets[0])).ok());
+    // That commit takes 20 ms: the retry's backoff ends inside the pass, after the instant the
+    // pass judges at. It must come out through the fd at once, not at the keep-alive's timer.
+    g_slow_commit = true;
+    detail::set_pause_hook(&slow_commit);
+    std::vector<WorkTicket> t(2);
+    auto n = loop->acquire(t, 0ms);
+    detail::set_pause_hook(nullptr);
+    REQUIRE(n.ok());
+    CHECK(f.committed() == 1);
+    if (*n == 0) {
+        pollfd p{*fd, POLLIN, 0};
+        const auto t0 = std::chrono::steady_clock::now();
+        REQUIRE(::poll(&p, 1, 2000) == 1);
+        const auto waited = std::chrono::steady_clock::now() - t0;
+        CHECK_MESSAGE(waited < 10ms, "wait_fd readable after ",
+                      std::chrono::duration_cast<std::chrono::microseconds>(waited).count(), " us");
+        REQUIRE(loop->service().ok());
+        n = loop->acquire(t, 0ms);
+        REQUIRE(n.ok());
+    }
+    REQUIRE(*n == 1);
+    CHECK(t[0].item().offset == 1);
+    CHECK(t[0].item().attempt == 2);
+}
+
 // The dead-letter record commits up to its offset in one fenced step: a dead letter decided
 // for a later offset waits until the earlier ones are done, so no commit passes a message
 // still in flight (a crash would lose it).

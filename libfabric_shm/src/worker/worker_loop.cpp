@@ -1721,16 +1721,22 @@ Result<size_t> WorkerLoop::acquire(std::span<WorkTicket> tickets, std::chrono::n
 }
 
 // full: service(true) on each pass (run() needs no service of its own between messages). One
-// clock read per pass: service() and the hand-out compare with it.
+// clock read per pass: service() and the hand-out compare with it. What was judged at that
+// instant (`judged`) is what the wait and the wait_fd timer are computed from, so a retry
+// whose backoff ends after the instant and before the wait is either handed out or waited for
+// (a wait of 0, a timer already due), never left to the keep-alive's timer.
 Result<size_t> WorkerLoop::Impl::acquire(std::span<WorkTicket> tickets, uint64_t timeout_ns, bool full) {
+    if (left) return closed_error(*this);  // also when a processor closed the loop run() drives
     uint64_t now = mono_now_ns();
     const uint64_t deadline = timeout_ns > UINT64_MAX - now ? UINT64_MAX : now + timeout_ns;
+    uint64_t judged = now;
     size_t n = 0;
     bool more = false;
     for (;;) {
         if (Status st = service(full, now); !st) return fatal(std::move(st).error());
         if (Status st = poll_into_rings(0); !st) return fatal(std::move(st).error());
-        auto got = hand_out_ready(tickets.subspan(n), &more, now);
+        judged = now;
+        auto got = hand_out_ready(tickets.subspan(n), &more, judged);
         if (!got) return fatal(std::move(got).error());
         n += *got;
         if (n > 0 || tickets.empty() || capacity() == 0 || finished()) break;
@@ -1738,8 +1744,8 @@ Result<size_t> WorkerLoop::Impl::acquire(std::span<WorkTicket> tickets, uint64_t
         if (now >= deadline) break;
         uint64_t wait = std::min(deadline - now, kPollTimeoutNs);
         wait = std::min(wait, last_keep_alive_ns + kKeepAliveEveryNs * 2 - std::min(now, last_keep_alive_ns + kKeepAliveEveryNs * 2) + 1000);
-        const uint64_t backoff_end = next_backoff_end(now);
-        if (backoff_end != UINT64_MAX) wait = std::min(wait, backoff_end - now);
+        const uint64_t backoff_end = next_backoff_end(judged);
+        if (backoff_end != UINT64_MAX) wait = std::min(wait, elapsed(backoff_end, now));
         if (Status st = poll_into_rings(wait); !st) return fatal(std::move(st).error());
         now = mono_now_ns();
     }
@@ -1750,11 +1756,11 @@ Result<size_t> WorkerLoop::Impl::acquire(std::span<WorkTicket> tickets, uint64_t
         // does: no arm per acquire). Only an optimisation: the tickets already handed out are
         // returned even if this poll fails (the next call's poll reports the error).
         if (Status st = poll_into_rings(0); st) {
-            now = mono_now_ns();
-            more = any_eligible(now);
+            judged = mono_now_ns();
+            more = any_eligible(judged);
         }
     }
-    if (Status st = update_wait_fd(more, now); !st) return fatal(std::move(st).error());
+    if (Status st = update_wait_fd(more, judged); !st) return fatal(std::move(st).error());
     return n;
 }
 
