@@ -517,6 +517,27 @@ TEST_CASE("async worker: a retry whose backoff ends while acquire() commits make
     CHECK(t[0].item().attempt == 2);
 }
 
+TEST_CASE("async worker: run() whose processor closes the loop ends with closed and leaves the group, handling nothing more") {
+    Fixture f("async-run-closed");
+    for (int i = 0; i < 3; ++i) f.upload("k" + std::to_string(i), "data");
+    auto loop = WorkerLoop::open(f.tp.pool, f.cfg("a", 1));
+    REQUIRE(loop.ok());
+    int calls = 0;
+    auto r = loop->run([&](const WorkItem&) -> Result<std::vector<uint8_t>> {
+        ++calls;
+        REQUIRE(loop->close().ok());
+        return bytes_vec("after close");
+    });
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.code() == Errc::closed);
+    CHECK(calls == 1);
+    CHECK(loop->stats().processed == 0);  // its ticket went stale with the close
+    auto d = describe_consumer_group(f.tp.pool, "t", "g");
+    REQUIRE(d.ok());
+    CHECK(d->members.empty());
+    CHECK(d->partitions[0].member_slot == -1);
+}
+
 // The dead-letter record commits up to its offset in one fenced step: a dead letter decided
 // for a later offset waits until the earlier ones are done, so no commit passes a message
 // still in flight (a crash would lose it).
