@@ -345,28 +345,22 @@ void late_result_case(LateKind kind, bool later_token) {
     CHECK(f.committed() == 1);
 }
 
-TEST_CASE("async worker: a result written after the loop judged the stored one is judged again, never overwritten") {
-    SUBCASE("a newer input version's result: superseded") {
-        late_result_case(LateKind::newer_version, false);
-    }
-    SUBCASE("this very input's result (a redelivery's): skipped, the stored result kept") {
-        late_result_case(LateKind::same_input, false);
-    }
-    SUBCASE("another input's result under the same key: a collision, dead-lettered") {
-        late_result_case(LateKind::other_input, false);
+/// Each kind of late result: a newer input version's (superseded), this very input's (a
+/// redelivery's: skipped, the stored result kept), another input's under the same key (a
+/// collision, dead-lettered).
+void late_result_cases(bool later_token) {
+    for (LateKind kind : {LateKind::newer_version, LateKind::same_input, LateKind::other_input}) {
+        INFO("late result kind " << int(kind) << " (0 newer version, 1 same input, 2 other input)");
+        late_result_case(kind, later_token);
     }
 }
 
+TEST_CASE("async worker: a result written after the loop judged the stored one is judged again, never overwritten") {
+    late_result_cases(false);
+}
+
 TEST_CASE("async worker: a result a later member of the group wrote is judged, not taken for an outside writer's") {
-    SUBCASE("a newer input version's result: superseded") {
-        late_result_case(LateKind::newer_version, true);
-    }
-    SUBCASE("this very input's result: skipped") {
-        late_result_case(LateKind::same_input, true);
-    }
-    SUBCASE("another input's result under the same key: a collision, dead-lettered") {
-        late_result_case(LateKind::other_input, true);
-    }
+    late_result_cases(true);
 }
 
 TEST_CASE("async worker: a failed message waits out its backoff while the rest go on; dead-lettered after max attempts") {
