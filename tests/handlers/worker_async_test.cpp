@@ -133,6 +133,87 @@ TEST_CASE("async worker: several messages of one partition in flight; the commit
     REQUIRE(loop->close().ok());
 }
 
+TEST_CASE("async worker: under a backlog the done prefix is committed every commit_every messages, and at once when the partition drains") {
+    Fixture f("async-commit-every");
+    constexpr uint64_t kMessages = 21;
+    for (uint64_t i = 0; i < kMessages; ++i) f.upload("k" + std::to_string(i), "data");
+    for (uint32_t every : {1u, 4u}) {
+        CAPTURE(every);
+        WorkerConfig c = f.cfg(every == 1 ? "a" : "b", 1);
+        c.group = "g" + std::to_string(every);
+        c.result_bucket = "results-" + std::to_string(every);
+        c.commit_every = every;
+        c.commit_delay = std::chrono::seconds(60);  // only the count and the drain commit here
+        auto loop = WorkerLoop::open(f.tp.pool, c);
+        REQUIRE_MESSAGE(loop.ok(), loop.error().message);
+        auto committed = [&] {
+            auto d = describe_consumer_group(f.tp.pool, "t", c.group);
+            REQUIRE(d.ok());
+            return d->partitions[0].committed;
+        };
+        uint64_t done = 0, deferred = 0;
+        std::vector<WorkTicket> t(1);
+        while (done < kMessages) {
+            auto n = loop->acquire(t, 2s);
+            REQUIRE(n.ok());
+            REQUIRE(*n == 1);
+            REQUIRE(loop->complete(std::move(t[0]), upper(t[0])).ok());
+            ++done;
+            REQUIRE(loop->service().ok());
+            const uint64_t at = committed();
+            // Messages still buffered: committed at multiples of `every`; drained: all of it.
+            if (done == kMessages) {
+                CHECK(at == kMessages);
+            } else {
+                CHECK(at == done / every * every);
+                if (at < done) ++deferred;
+            }
+        }
+        CHECK(loop->stats().processed == kMessages);
+        if (every == 1) CHECK(deferred == 0);
+        else CHECK(deferred > 0);
+        REQUIRE(loop->close().ok());
+        CHECK(committed() == kMessages);
+    }
+}
+
+TEST_CASE("async worker: a deferred commit is made by the first service() commit_delay after the first message done") {
+    Fixture f("async-commit-delay");
+    for (int i = 0; i < 4; ++i) f.upload("k" + std::to_string(i), "data");
+    WorkerConfig c = f.cfg("a", 1);
+    c.commit_delay = std::chrono::milliseconds(5);
+    auto loop = WorkerLoop::open(f.tp.pool, c);
+    REQUIRE(loop.ok());
+    std::vector<WorkTicket> t(1);
+    auto n = loop->acquire(t, 2s);
+    REQUIRE((n.ok() && *n == 1));
+    REQUIRE(loop->complete(std::move(t[0]), upper(t[0])).ok());
+    REQUIRE(loop->service().ok());  // three more buffered: deferred
+    CHECK(f.committed() == 0);
+    std::this_thread::sleep_for(10ms);
+    REQUIRE(loop->service().ok());
+    CHECK(f.committed() == 1);
+}
+
+TEST_CASE("async worker: commit_every outside 1..kMaxCommitEvery and a negative commit_delay are refused, naming the value") {
+    Fixture f("async-commit-bad");
+    for (uint32_t bad : {0u, kMaxCommitEvery + 1}) {
+        WorkerConfig c = f.cfg("a", 1);
+        c.commit_every = bad;
+        auto loop = WorkerLoop::open(f.tp.pool, c);
+        REQUIRE_FALSE(loop.ok());
+        CHECK(loop.code() == Errc::invalid_argument);
+        CHECK(loop.error().message.find("commit every " + std::to_string(bad)) != std::string::npos);
+        CHECK(loop.error().message.find("1.." + std::to_string(kMaxCommitEvery)) != std::string::npos);
+    }
+    WorkerConfig c = f.cfg("a", 1);
+    c.commit_delay = -std::chrono::milliseconds(1);
+    auto loop = WorkerLoop::open(f.tp.pool, c);
+    REQUIRE_FALSE(loop.ok());
+    CHECK(loop.code() == Errc::invalid_argument);
+    CHECK(loop.error().message.find("-1000000 ns") != std::string::npos);
+}
+
 TEST_CASE("async worker: a producer killed after its claim, behind the last message, leaves no lag once the claim is skipped") {
     // A skip record carries no message, so no completion commits past it; the loop commits up
     // to its position when nothing is buffered, or the partition would show lag 1 until its
@@ -477,6 +558,7 @@ TEST_CASE("async worker: a retry whose backoff ends while acquire() commits make
     f.upload("k1", "data");
     WorkerConfig c = f.cfg("a", 2);
     c.backoff_initial_ns = c.backoff_max_ns = 10'000'000;
+    c.commit_every = 1;  // k0's commit is not deferred behind k1's retry: it is the slow step
     auto loop = WorkerLoop::open(f.tp.pool, c);
     REQUIRE(loop.ok());
     auto fd = loop->wait_fd();

@@ -64,9 +64,13 @@ enum class OrderMode : uint8_t {
     none,  ///< any messages of the window (fully parallel; a result still never replaces a newer version's)
 };
 
-/// The most messages of one partition in flight past its committed offset (the pool counts
-/// the attempts of each: GroupPartition's attempt window).
+/// The most messages of one partition in flight past its first message not done (the pool
+/// counts the attempts of each: GroupPartition's attempt window).
 inline constexpr uint32_t kMaxWorkWindow = 8;
+/// The most done messages of a partition left uncommitted while more of it is buffered
+/// (WorkerConfig::commit_every): with a window in flight past them, a later owner's scan of the
+/// pool's attempt counters still covers every message handed out.
+inline constexpr uint32_t kMaxCommitEvery = 16;
 
 /// Processor: returns the result bytes, or an error. Errors DlqPolicy calls permanent
 /// (not_found, invalid_argument, corrupt, object_too_large, ...) go straight to the DLQ; any
@@ -116,8 +120,18 @@ struct WorkerConfig {
     uint32_t partitions_if_created = 4;  ///< topics created when missing get this many partitions
     /// Messages handed out at once by acquire() (run() uses 1), across partitions.
     uint32_t concurrency = 1;
-    /// Messages of one partition in flight past its committed offset (1..kMaxWorkWindow).
+    /// Messages of one partition in flight past its first message not done (1..kMaxWorkWindow).
     uint32_t window = kMaxWorkWindow;
+    /// While more of a partition is buffered, its done prefix is committed once this many
+    /// messages of it are done since its last commit (1..kMaxCommitEvery), or by the first
+    /// acquire() or service() `commit_delay` after the first of them (run() and a blocked
+    /// acquire() wake for it; wait_fd does not, its keep-alive timer bounds it to ~40 ms);
+    /// a partition with nothing left buffered is committed at once, and so is everything
+    /// before a rebalance, a wait for store space and close(). A crash redelivers the done
+    /// messages not committed yet (their results are found and they are skipped): 1 commits
+    /// every message, at a commit's cost each (the group lock's and the offset's lines).
+    uint32_t commit_every = kMaxCommitEvery;
+    Duration commit_delay = std::chrono::milliseconds(1);
     OrderMode order = OrderMode::key;
 };
 

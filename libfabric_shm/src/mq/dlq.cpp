@@ -244,7 +244,7 @@ uint64_t DlqRouter::uncommitted_window_end(uint32_t partition, uint64_t committe
         if (attempt_word_count(w) == 0) continue;
         // The entry's offset, unfolded next to `committed` (entries keep 56 bits).
         const uint64_t o = (committed & ~kAttemptOffsetMask) | attempt_word_offset(w);
-        if (o >= committed && o - committed < kAttemptWindow * 4) end = std::max(end, o + 1);
+        if (o >= committed && o - committed < kAttemptScanOffsets) end = std::max(end, o + 1);
     }
     return end;
 }

@@ -154,14 +154,18 @@ constexpr uint32_t group_gen(uint64_t w) { return uint32_t(w >> 32) & 0xffffff; 
 constexpr uint32_t kGroupNameWords = 8;  ///< 64 bytes, NUL-padded (kMaxNameLength)
 
 /// Hand-outs counted per in-flight offset: a partition's owner may process up to this many
-/// messages past its committed offset at once (WorkerConfig::window), and each one's attempts
-/// are counted in the pool, so they survive the member.
+/// messages past its first message not done at once (WorkerConfig::window), and each one's
+/// attempts are counted in the pool, so they survive the member.
 constexpr uint32_t kAttemptWindow = 8;
+/// How far past the committed offset a later owner looks for the previous owner's counted
+/// hand-outs (DlqRouter::uncommitted_window_end), to run them one at a time. An owner commits
+/// often enough that its hand-outs stay inside it (WorkerConfig::commit_every + the window).
+constexpr uint64_t kAttemptScanOffsets = kAttemptWindow * 4;
 
 /// One entry of GroupPartition::attempt_window: offset << 8 | hand-outs (0..255). One word, so
 /// a crash between two stores never attributes a count to the wrong offset. Offset o lives in
-/// entry o % kAttemptWindow: the offsets of one window [committed, committed + W) never share
-/// an entry. Offsets are kept modulo 2^56 (a partition never gets that far).
+/// entry o % kAttemptWindow: the offsets of one window [first not done, + W) never share an
+/// entry (an entry is reused only once its offset is done and acknowledged). Offsets are kept modulo 2^56 (a partition never gets that far).
 constexpr uint64_t kAttemptCountBits = 8;
 constexpr uint64_t kAttemptCountMax = (uint64_t(1) << kAttemptCountBits) - 1;
 constexpr uint64_t kAttemptOffsetMask = (uint64_t(1) << (64 - kAttemptCountBits)) - 1;

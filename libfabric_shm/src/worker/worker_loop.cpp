@@ -72,6 +72,8 @@ void sleep_ns(uint64_t ns) {
 /// A lock held by a live but paused process (busy after the lock's timeout) delays our step;
 /// it must not end the worker. We keep heartbeating and try again.
 constexpr uint64_t kBusyRetryNs = 10 * kNsPerMs;
+static_assert(kMaxCommitEvery + kMaxWorkWindow <= mq::kAttemptScanOffsets,
+              "done messages left uncommitted plus the window stay inside what a successor scans");
 
 /// Topics a worker creates when missing (its own, its next stage's). Workers of two stages
 /// started together both create the topic between them (stage 1's --next-topic is stage 2's
@@ -280,6 +282,8 @@ struct Part {
     uint64_t next_read = 0;      ///< the consumer's position for it (first offset not buffered)
     uint64_t serial_until = 0;   ///< offsets below: a previous owner's window, run one at a time
     uint64_t commit_to = UINT64_MAX;  ///< done prefix to commit, UINT64_MAX: nothing
+    uint32_t done_since_commit = 0;   ///< messages done (popped) since its last commit
+    uint64_t commit_due_ns = 0;       ///< a deferred commit is made by then (0: none deferred)
     uint32_t head = 0, count = 0;
     uint32_t in_flight = 0;
     std::array<Slot, kMaxWorkWindow> ring;
@@ -326,6 +330,7 @@ struct WorkerLoop::Impl {
     uint64_t last_keep_alive_ns = 0, last_rebalance_ns = 0, last_message_ns = 0;
     /// The store was full past --store-wait: nothing is handed out before this (mono ns).
     uint64_t store_full_until_ns = 0;
+    uint64_t commit_delay_ns = 0;  ///< cfg.commit_delay
     /// delete_input: another group registered on the topic after open(): nothing is deleted.
     bool deletes_suspended = false;
     uint64_t last_group_check_ns = 0;
@@ -371,7 +376,9 @@ struct WorkerLoop::Impl {
     Status keep_alive();
     Status apply_assignment();
     Status sync_active();
-    Status commit_pending(bool* busy);
+    enum class CommitWhen { due, now };
+    Status commit_pending(bool* busy, CommitWhen when, uint64_t now = 0);
+    uint64_t next_commit_due() const;
     Status service(bool full, uint64_t now);
     Status rebalance();
     Status poll_into_rings(uint64_t timeout_ns);
@@ -465,6 +472,8 @@ Status WorkerLoop::Impl::apply_assignment() {
         part.owned = part.paused = false;
         part.head = part.count = part.in_flight = 0;
         part.commit_to = UINT64_MAX;
+        part.done_since_commit = 0;
+        part.commit_due_ns = 0;
         part.serial_until = 0;
         part.pending_deletes = 0;  // uncommitted: whoever owns the offsets now redoes (and deletes) them
     }
@@ -516,37 +525,62 @@ Status WorkerLoop::Impl::sync_active() {
 // Commits each partition's done prefix. stale_epoch: a newer owner fenced us (rebalance; its
 // work is redone by it); busy: the group lock is held by a live paused process, the offsets
 // stay pending (*busy).
-Status WorkerLoop::Impl::commit_pending(bool* busy) {
+// Commits each partition's done prefix: `now`, or when due (`when` = due): a partition with
+// nothing left buffered at once, else once commit_every of its messages are done since its
+// last commit or commit_delay after the first of them (the caller's `now`). A commit costs the
+// group lock's line and the partition's offset line moving between members; the done messages
+// it leaves for later are redone and skipped by a successor after a crash.
+Status WorkerLoop::Impl::commit_pending(bool* busy, CommitWhen when, uint64_t now) {
     for (uint32_t p = 0; p < parts.size(); ++p) {
         Part& part = parts[p];
         if (part.commit_to == UINT64_MAX) continue;
+        if (when == CommitWhen::due && part.count != 0 && part.done_since_commit < cfg.commit_every) {
+            if (part.commit_due_ns == 0) part.commit_due_ns = now + commit_delay_ns;
+            if (now < part.commit_due_ns) continue;
+        }
         FABRIC_PAUSE_POINT("worker.commit.before");
         Status st = consumer->commit(p, part.commit_to);
         if (!st) {
             if (st.code() == Errc::stale_epoch) {
                 note("commit refused (partitions moved): " + st.error().message);
                 need_rebalance = true;
-                for (Part& q : parts) q.commit_to = UINT64_MAX;
+                for (Part& q : parts) {
+                    q.commit_to = UINT64_MAX;
+                    q.done_since_commit = 0;
+                    q.commit_due_ns = 0;
+                }
                 return {};
             }
             if (st.code() == Errc::busy) {
                 note("commit delayed: " + st.error().message);
                 if (busy) *busy = true;
+                // The lock's holder is stopped: asked again later, not at every pass.
+                if (when == CommitWhen::due) part.commit_due_ns = now + kBusyRetryNs;
                 return {};
             }
             return st;
         }
         FABRIC_TRY(delete_committed(part, part.commit_to));
         part.commit_to = UINT64_MAX;
+        part.done_since_commit = 0;
+        part.commit_due_ns = 0;
     }
     return {};
+}
+
+/// The soonest instant a deferred commit is due (UINT64_MAX: none).
+uint64_t WorkerLoop::Impl::next_commit_due() const {
+    uint64_t soonest = UINT64_MAX;
+    for (const Part& part : parts)
+        if (part.commit_to != UINT64_MAX && part.commit_due_ns != 0) soonest = std::min(soonest, part.commit_due_ns);
+    return soonest;
 }
 
 // Takes partitions, gives back those the group's target gives to others. A change drops every
 // ring (apply_assignment); the done prefixes are committed first.
 Status WorkerLoop::Impl::rebalance() {
     bool busy = false;
-    FABRIC_TRY(commit_pending(&busy));
+    FABRIC_TRY(commit_pending(&busy, CommitWhen::now));
     if (busy) return {};  // retried at the next service
     last_rebalance_ns = mono_now_ns();
     auto changed = membership->rebalance(last_rebalance_ns);
@@ -602,7 +636,7 @@ Status WorkerLoop::Impl::service(bool full, uint64_t now) {
     }
     if (cfg.delete_input && !deletes_suspended && elapsed(now, last_group_check_ns) >= kGroupCheckEveryNs)
         FABRIC_TRY(check_other_groups());
-    FABRIC_TRY(commit_pending(nullptr));
+    FABRIC_TRY(commit_pending(nullptr, CommitWhen::due, now));
     if (need_rebalance || (full && elapsed(now, last_rebalance_ns) >= kPollTimeoutNs)) FABRIC_TRY(rebalance());
     return sync_active();
 }
@@ -786,6 +820,7 @@ void WorkerLoop::Impl::unstart(Part& part, Slot& s, uint64_t retry_at_ns) {
 void WorkerLoop::Impl::advance(Part& part) {
     while (part.count > 0 && part.at(0).state == Slot::State::done) {
         part.commit_to = part.at(0).offset + 1;
+        ++part.done_since_commit;
         part.head = (part.head + 1) % kMaxWorkWindow;
         --part.count;
     }
@@ -1100,7 +1135,7 @@ Result<Outcome> WorkerLoop::Impl::wait_for_store_space(const Message& m, Result<
         if (!membership->owns(m.partition)) return Outcome::lost;
         // Commits what completed meanwhile: with delete_input that removes those inputs, which
         // may be the space this put waits for.
-        FABRIC_TRY(commit_pending(nullptr));
+        FABRIC_TRY(commit_pending(nullptr, CommitWhen::now));
         put = retry();
         if (put || put.code() != Errc::capacity_exceeded) {
             note("store space came back after " + std::to_string((mono_now_ns() - start) / kNsPerMs) + " ms");
@@ -1540,6 +1575,9 @@ Status WorkerLoop::Impl::update_wait_fd(bool more_ready, uint64_t now) {
         (void)::epoll_ctl(epoll_fd, EPOLL_CTL_DEL, waiter_fd, nullptr);
         waiter_in_set = false;
     }
+    // Not a deferred commit's instant: it moves with every completion under a backlog (a
+    // timerfd_settime each), and the commit rides on the next acquire() or service(), at the
+    // latest this keep-alive's.
     uint64_t due = std::min(last_keep_alive_ns + kKeepAliveEveryNs * 2, next_backoff_end(now));
     if (store_full_until_ns > now) due = std::min(due, store_full_until_ns);
     if (due != timer_due_ns) {
@@ -1597,6 +1635,14 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config) {
     if (config.batch == 0) return make_error(Errc::invalid_argument, "batch 0: at least 1 message per poll");
     if (config.concurrency == 0)
         return make_error(Errc::invalid_argument, "concurrency 0: at least 1 message must be in flight");
+    if (config.commit_every == 0 || config.commit_every > kMaxCommitEvery)
+        return make_error(Errc::invalid_argument, "commit every " + std::to_string(config.commit_every) +
+                                                      " is not within 1.." + std::to_string(kMaxCommitEvery) +
+                                                      " (a successor looks that far, plus the window, past the "
+                                                      "committed offset for the messages it must run one at a time)");
+    if (config.commit_delay < Duration::zero())
+        return make_error(Errc::invalid_argument,
+                          "commit delay " + std::to_string(config.commit_delay.count()) + " ns is negative");
     if (config.window == 0 || config.window > kMaxWorkWindow)
         return make_error(Errc::invalid_argument, "window " + std::to_string(config.window) +
                                                       " is not within 1.." + std::to_string(kMaxWorkWindow) +
@@ -1606,6 +1652,7 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config) {
     impl->pool_handle = pool;
     impl->pool = &impl->pool_handle;
     impl->cfg = config;
+    impl->commit_delay_ns = uint64_t(config.commit_delay.count());
     if (impl->cfg.member_id.empty()) impl->cfg.member_id = default_member_id();
     FABRIC_TRY(validate_name("member id", impl->cfg.member_id));
     impl->stats.latency = {};
@@ -1746,6 +1793,8 @@ Result<size_t> WorkerLoop::Impl::acquire(std::span<WorkTicket> tickets, uint64_t
         wait = std::min(wait, last_keep_alive_ns + kKeepAliveEveryNs * 2 - std::min(now, last_keep_alive_ns + kKeepAliveEveryNs * 2) + 1000);
         const uint64_t backoff_end = next_backoff_end(judged);
         if (backoff_end != UINT64_MAX) wait = std::min(wait, elapsed(backoff_end, now));
+        const uint64_t commit_due = next_commit_due();
+        if (commit_due != UINT64_MAX) wait = std::min(wait, elapsed(commit_due, now));
         if (Status st = poll_into_rings(wait); !st) return fatal(std::move(st).error());
         now = mono_now_ns();
     }
@@ -1865,7 +1914,7 @@ Result<int> WorkerLoop::wait_fd() {
 Status WorkerLoop::close() {
     Impl& im = *impl_;
     if (im.left) return {};
-    Status st = im.commit_pending(nullptr);
+    Status st = im.commit_pending(nullptr, Impl::CommitWhen::now);
     ++im.generation;  // tickets still out are stale: their messages go to the next owner
     im.in_flight = 0;
     im.leave();
