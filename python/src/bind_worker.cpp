@@ -313,7 +313,7 @@ void bind_worker(py::module_& m) {
              "concurrency: items in flight at once (> 1, or an `async def` handler, runs the asynchronous "
              "driver: handlers as asyncio tasks, or plain functions in a thread pool of that size). order: "
              "'key' (default: items with the same key complete in offset order) or 'none'. window: items of "
-             "one partition in flight past its committed offset (1..8). store_wait: how long a result put "
+             "one partition in flight past its first item not done (1..8). store_wait: how long a result put "
              "on a full store waits for space within the attempt (default: the session timeout), then the item "
              "is handed back, never dead-lettered. result_ttl: results expire this long after they are written "
              "(default: never). delete_input: remove each input after the commit that covers it, if it was "

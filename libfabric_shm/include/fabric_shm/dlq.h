@@ -86,7 +86,8 @@ public:
     /// the store was full, not because processing failed): takes one hand-out back, so the
     /// next begin() returns the same attempt number again.
     Status refund(const Message& message);
-    /// Counters live per in-flight offset (a window of 8 past the committed offset, so a
+    /// Counters live per in-flight offset (a window of 8 offsets past the first message not
+    /// done, within kAttemptScanOffsets of the committed offset, so a
     /// member may process several messages of a partition at once). The end of the window a
     /// previous owner of `partition` left uncommitted: one past the highest offset >=
     /// `committed` with a counted hand-out (`committed` when none). A new owner re-runs the

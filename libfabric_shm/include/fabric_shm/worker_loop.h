@@ -124,11 +124,14 @@ struct WorkerConfig {
     uint32_t window = kMaxWorkWindow;
     /// While more of a partition is buffered, its done prefix is committed once this many
     /// messages of it are done since its last commit (1..kMaxCommitEvery), or by the first
-    /// acquire() or service() `commit_delay` after the first of them (run() and a blocked
-    /// acquire() wake for it; wait_fd does not, its keep-alive timer bounds it to ~40 ms);
-    /// a partition with nothing left buffered is committed at once, and so is everything
-    /// before a rebalance, a wait for store space and close(). A crash redelivers the done
-    /// messages not committed yet (their results are found and they are skipped): 1 commits
+    /// acquire() or service() `commit_delay` after a pass first deferred it (a blocked
+    /// acquire() wakes for it; run() only between messages, so a long processor delays it;
+    /// wait_fd does not wake for it, its keep-alive timer bounds it to ~40 ms); also before
+    /// the front of the window gets near what a successor scans, after a dead letter, at once
+    /// when the partition has nothing left buffered, and before a rebalance, a wait for store
+    /// space, close() and the destructor. A commit refused as busy (the group lock's holder is
+    /// stopped) is tried again, and close() leaves it to the successor. A crash redelivers the
+    /// done messages not committed yet, skipped while their results are still there: 1 commits
     /// every message, at a commit's cost each (the group lock's and the offset's lines).
     uint32_t commit_every = kMaxCommitEvery;
     Duration commit_delay = std::chrono::milliseconds(1);
@@ -219,7 +222,8 @@ public:
 
     /// Hands out up to tickets.size() messages ready to process (each pinned, its attempt
     /// counted in the pool), never more than `concurrency` in flight in all, nor more than
-    /// `window` of one partition past its committed offset; in OrderMode::key never a message
+    /// a message `window` or more offsets past its partition's first message not done (nor 32
+    /// or more past the committed offset: mq's attempt scan); in OrderMode::key never a message
     /// whose key has an earlier message in flight. Waits up to `timeout` when none is ready
     /// (0: never waits), heartbeating; returns 0 at once when `concurrency` are in flight or
     /// `count` is reached. Messages that need no processing (a result for that version exists,
@@ -228,7 +232,7 @@ public:
     Result<size_t> acquire(std::span<WorkTicket> tickets, std::chrono::nanoseconds timeout);
     /// Writes the result (fenced; skipped when the stored result records a newer input
     /// version), forwards it, marks the offset done. The committed offset is the longest
-    /// completed prefix (committed by service() and acquire()). A ticket whose partition moved
+    /// completed prefix (committed by service() and acquire(), see WorkerConfig::commit_every). A ticket whose partition moved
     /// meanwhile is dropped (WorkerStats::abandoned; its new owner redoes it). Fatal errors only.
     Status complete(WorkTicket&& ticket, std::span<const uint8_t> result);
     /// The processing failed: permanent (DlqPolicy's codes: invalid_argument, not_found, ...)

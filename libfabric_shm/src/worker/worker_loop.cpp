@@ -284,6 +284,10 @@ struct Part {
     uint64_t commit_to = UINT64_MAX;  ///< done prefix to commit, UINT64_MAX: nothing
     uint32_t done_since_commit = 0;   ///< messages done (popped) since its last commit
     uint64_t commit_due_ns = 0;       ///< a deferred commit is made by then (0: none deferred)
+    bool commit_at_once = false;      ///< a dead letter moved the pool's offset: follow it now
+    /// The pool's committed offset as this owner last set it (assignment, commit, dead-letter
+    /// record): a successor scans the attempt counters from there (kAttemptScanOffsets).
+    uint64_t pool_committed = 0;
     uint32_t head = 0, count = 0;
     uint32_t in_flight = 0;
     std::array<Slot, kMaxWorkWindow> ring;
@@ -474,6 +478,7 @@ Status WorkerLoop::Impl::apply_assignment() {
         part.commit_to = UINT64_MAX;
         part.done_since_commit = 0;
         part.commit_due_ns = 0;
+        part.commit_at_once = false;
         part.serial_until = 0;
         part.pending_deletes = 0;  // uncommitted: whoever owns the offsets now redoes (and deletes) them
     }
@@ -488,6 +493,7 @@ Status WorkerLoop::Impl::apply_assignment() {
         Part& part = parts[p];
         part.owned = true;
         part.next_read = *pos;
+        part.pool_committed = *pos;
         part.serial_until = router->uncommitted_window_end(p, *pos);
         if (part.serial_until > *pos + 1)
             note("partition " + std::to_string(p) + ": offsets " + std::to_string(*pos) + ".." +
@@ -533,8 +539,21 @@ Status WorkerLoop::Impl::sync_active() {
 Status WorkerLoop::Impl::commit_pending(bool* busy, CommitWhen when, uint64_t now) {
     for (uint32_t p = 0; p < parts.size(); ++p) {
         Part& part = parts[p];
+        // A front past what a successor would scan holds every hand-out back (eligible): the
+        // offsets before it are done or skip records (claims the consumer stepped over), so
+        // the commit goes up to it.
+        if (part.owned && part.count != 0 &&
+            part.at(0).offset + mq::kAttemptWindow > part.pool_committed + mq::kAttemptScanOffsets &&
+            (part.commit_to == UINT64_MAX || part.commit_to < part.at(0).offset))
+            part.commit_to = part.at(0).offset;
         if (part.commit_to == UINT64_MAX) continue;
-        if (when == CommitWhen::due && part.count != 0 && part.done_since_commit < cfg.commit_every) {
+        // Deferred only while the window past the first message not done stays inside what a
+        // successor scans from the pool's offset (offsets, not messages: skip records and
+        // quarantined claims leave gaps).
+        const bool window_inside_scan =
+            part.count == 0 || part.at(0).offset + mq::kAttemptWindow <= part.pool_committed + mq::kAttemptScanOffsets;
+        if (when == CommitWhen::due && part.count != 0 && !part.commit_at_once &&
+            part.done_since_commit < cfg.commit_every && window_inside_scan) {
             if (part.commit_due_ns == 0) part.commit_due_ns = now + commit_delay_ns;
             if (now < part.commit_due_ns) continue;
         }
@@ -548,6 +567,7 @@ Status WorkerLoop::Impl::commit_pending(bool* busy, CommitWhen when, uint64_t no
                     q.commit_to = UINT64_MAX;
                     q.done_since_commit = 0;
                     q.commit_due_ns = 0;
+                    q.commit_at_once = false;
                 }
                 return {};
             }
@@ -560,10 +580,12 @@ Status WorkerLoop::Impl::commit_pending(bool* busy, CommitWhen when, uint64_t no
             }
             return st;
         }
+        part.pool_committed = std::max(part.pool_committed, part.commit_to);
         FABRIC_TRY(delete_committed(part, part.commit_to));
         part.commit_to = UINT64_MAX;
         part.done_since_commit = 0;
         part.commit_due_ns = 0;
+        part.commit_at_once = false;
     }
     return {};
 }
@@ -715,6 +737,12 @@ bool WorkerLoop::Impl::eligible(Part& part, uint32_t i, uint64_t now) {
     if (s.state == Slot::State::in_flight || s.state == Slot::State::done) return false;
     if (s.state == Slot::State::retry && s.retry_at_ns > now) return false;
     if (s.dlq_owed && i != 0) return false;  // a dead letter waits for the front (dead_letter_slot)
+    // The pool counts attempts per offset in entry offset % kAttemptWindow: offsets handed out
+    // together must not share one (the front's entry is reused only once it is done), and a
+    // successor must find every one of them in its scan from the committed offset. Counted in
+    // offsets: skip records and quarantined claims leave gaps between buffered messages.
+    if (s.offset - part.at(0).offset >= mq::kAttemptWindow) return false;
+    if (s.offset >= part.pool_committed + mq::kAttemptScanOffsets) return false;
     // A previous owner's window: one message at a time, and nothing past it meanwhile.
     if (part.at(0).offset < part.serial_until) return i == 0 && part.in_flight == 0;
     if (cfg.order == OrderMode::key && !s.key.empty())
@@ -886,6 +914,10 @@ Status WorkerLoop::Impl::dead_letter_slot(Part& part, Slot& s, const Message& m,
         }
         return refused(part, s, sent.error(), "dead letter");
     }
+    // The record committed the pool up to this offset; this loop's commit past it follows at
+    // the next pass, with the deletions below it.
+    part.pool_committed = std::max(part.pool_committed, m.offset);
+    part.commit_at_once = true;
     FABRIC_TRY(note_dead_letter());
     note("dead-lettered " + std::string(m.value_str()) + " (partition " + std::to_string(m.partition) + " offset " +
          std::to_string(m.offset) + ", " + std::to_string(attempts) + " attempt(s)) to '" + router->dlq_topic() +
@@ -1738,7 +1770,15 @@ WorkerLoop::WorkerLoop(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 WorkerLoop::WorkerLoop(WorkerLoop&&) noexcept = default;
 WorkerLoop& WorkerLoop::operator=(WorkerLoop&&) noexcept = default;
 WorkerLoop::~WorkerLoop() {
-    if (impl_) impl_->leave();
+    if (!impl_) return;
+    // Best effort, as close() would: what is done is committed (a successor would redo it).
+    if (!impl_->left) {
+        try {
+            (void)impl_->commit_pending(nullptr, Impl::CommitWhen::now);
+        } catch (...) {  // an error message that could not be allocated: the successor redoes it
+        }
+    }
+    impl_->leave();
 }
 
 const WorkerStats& WorkerLoop::stats() const {
