@@ -67,9 +67,9 @@ enum class OrderMode : uint8_t {
 /// The most messages of one partition in flight past its first message not done (the pool
 /// counts the attempts of each: GroupPartition's attempt window).
 inline constexpr uint32_t kMaxWorkWindow = 8;
-/// The most done messages of a partition left uncommitted while more of it is buffered
-/// (WorkerConfig::commit_every): with a window in flight past them, a later owner's scan of the
-/// pool's attempt counters still covers every message handed out.
+/// The largest WorkerConfig::commit_every: a pass defers a partition's commit only while fewer
+/// of its messages than that are done since its last commit. What keeps a later owner's scan of
+/// the pool's attempt counters covering every hand-out is the hand-out's own offset bound.
 inline constexpr uint32_t kMaxCommitEvery = 16;
 
 /// Processor: returns the result bytes, or an error. Errors DlqPolicy calls permanent
@@ -208,7 +208,7 @@ public:
     static Result<WorkerLoop> open(Pool& pool, const WorkerConfig& config);
     WorkerLoop(WorkerLoop&&) noexcept;
     WorkerLoop& operator=(WorkerLoop&&) noexcept;
-    ~WorkerLoop();  ///< leaves the group if run() or close() did not
+    ~WorkerLoop();  ///< commits what completed (best effort, no log) and leaves the group if run() or close() did not
 
     /// Runs until `should_stop()` (checked between messages and every ~50 ms), --count or
     /// --exit-when-idle; then commits, leaves the group. It is acquire -> processor ->
@@ -221,9 +221,10 @@ public:
     // ---- The asynchronous form (docs/api.md section 6). One driver thread calls these. ----
 
     /// Hands out up to tickets.size() messages ready to process (each pinned, its attempt
-    /// counted in the pool), never more than `concurrency` in flight in all, nor more than
-    /// a message `window` or more offsets past its partition's first message not done (nor 32
-    /// or more past the committed offset: mq's attempt scan); in OrderMode::key never a message
+    /// counted in the pool), never more than `concurrency` in flight in all, at most `window`
+    /// messages of one partition buffered, never a message 8 or more offsets past its
+    /// partition's first message not done nor 32 or more past the committed offset (the pool's
+    /// attempt counters and a successor's scan of them); in OrderMode::key never a message
     /// whose key has an earlier message in flight. Waits up to `timeout` when none is ready
     /// (0: never waits), heartbeating; returns 0 at once when `concurrency` are in flight or
     /// `count` is reached. Messages that need no processing (a result for that version exists,
@@ -251,7 +252,8 @@ public:
     size_t in_flight() const;
     /// True once `count` messages were handled, or `exit_when_idle` passed without a message.
     bool finished() const;
-    /// Commits what completed and leaves the group. Tickets still out are redelivered to the
+    /// Commits what completed (a commit refused as busy is left to the successor) and leaves the
+    /// group. Tickets still out are redelivered to the
     /// next owner (their attempt counted). wait_fd(), if made, stays open but never becomes
     /// readable again (stop watching it). Idempotent.
     Status close();

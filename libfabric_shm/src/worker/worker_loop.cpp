@@ -590,11 +590,16 @@ Status WorkerLoop::Impl::commit_pending(bool* busy, CommitWhen when, uint64_t no
     return {};
 }
 
-/// The soonest instant a deferred commit is due (UINT64_MAX: none).
+/// The soonest instant a deferred commit is due (UINT64_MAX: none); 0 when a window's front
+/// is near the scan bound (commit_pending commits up to it at the next pass).
 uint64_t WorkerLoop::Impl::next_commit_due() const {
     uint64_t soonest = UINT64_MAX;
-    for (const Part& part : parts)
+    for (const Part& part : parts) {
+        if (part.owned && part.count != 0 &&
+            part.ring[part.head].offset + mq::kAttemptWindow > part.pool_committed + mq::kAttemptScanOffsets)
+            return 0;
         if (part.commit_to != UINT64_MAX && part.commit_due_ns != 0) soonest = std::min(soonest, part.commit_due_ns);
+    }
     return soonest;
 }
 
@@ -1774,6 +1779,7 @@ WorkerLoop::~WorkerLoop() {
     // Best effort, as close() would: what is done is committed (a successor would redo it).
     if (!impl_->left) {
         try {
+            impl_->log = nullptr;  // what it captured may already be gone
             (void)impl_->commit_pending(nullptr, Impl::CommitWhen::now);
         } catch (...) {  // an error message that could not be allocated: the successor redoes it
         }
