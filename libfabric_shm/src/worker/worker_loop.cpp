@@ -291,6 +291,18 @@ struct Part {
     uint32_t head = 0, count = 0;
     uint32_t in_flight = 0;
     std::array<Slot, kMaxWorkWindow> ring;
+    /// The window past the first message not done reaches beyond what a successor scans from
+    /// pool_committed: hand-outs are held back there (eligible) until a commit moves it.
+    bool front_near_scan_end() const {
+        return count != 0 && ring[head].offset + mq::kAttemptWindow > pool_committed + mq::kAttemptScanOffsets;
+    }
+    /// Nothing pending to commit (committed, or dropped to a newer owner).
+    void clear_commit() {
+        commit_to = UINT64_MAX;
+        done_since_commit = 0;
+        commit_due_ns = 0;
+        commit_at_once = false;
+    }
     /// delete_input: done offsets not committed yet, the first pending_deletes entries (those
     /// past it are kept for their strings' capacity).
     std::vector<PendingDelete> deletes;
@@ -475,10 +487,7 @@ Status WorkerLoop::Impl::apply_assignment() {
         }
         part.owned = part.paused = false;
         part.head = part.count = part.in_flight = 0;
-        part.commit_to = UINT64_MAX;
-        part.done_since_commit = 0;
-        part.commit_due_ns = 0;
-        part.commit_at_once = false;
+        part.clear_commit();
         part.serial_until = 0;
         part.pending_deletes = 0;  // uncommitted: whoever owns the offsets now redoes (and deletes) them
     }
@@ -528,32 +537,28 @@ Status WorkerLoop::Impl::sync_active() {
     return {};
 }
 
-// Commits each partition's done prefix. stale_epoch: a newer owner fenced us (rebalance; its
-// work is redone by it); busy: the group lock is held by a live paused process, the offsets
-// stay pending (*busy).
 // Commits each partition's done prefix: `now`, or when due (`when` = due): a partition with
 // nothing left buffered at once, else once commit_every of its messages are done since its
-// last commit or commit_delay after the first of them (the caller's `now`). A commit costs the
-// group lock's line and the partition's offset line moving between members; the done messages
-// it leaves for later are redone and skipped by a successor after a crash.
+// last commit or commit_delay after a pass first deferred it (the caller's `now`). A commit
+// costs the group lock's line and the partition's offset line moving between members; the
+// done messages it leaves for later are redone and skipped by a successor after a crash.
+// stale_epoch: a newer owner fenced us (rebalance; its work is redone by it); busy: the group
+// lock is held by a live paused process, the offsets stay pending (*busy).
 Status WorkerLoop::Impl::commit_pending(bool* busy, CommitWhen when, uint64_t now) {
     for (uint32_t p = 0; p < parts.size(); ++p) {
         Part& part = parts[p];
         // A front past what a successor would scan holds every hand-out back (eligible): the
         // offsets before it are done or skip records (claims the consumer stepped over), so
         // the commit goes up to it.
-        if (part.owned && part.count != 0 &&
-            part.at(0).offset + mq::kAttemptWindow > part.pool_committed + mq::kAttemptScanOffsets &&
-            (part.commit_to == UINT64_MAX || part.commit_to < part.at(0).offset))
+        const bool near_scan_end = part.owned && part.front_near_scan_end();
+        if (near_scan_end && (part.commit_to == UINT64_MAX || part.commit_to < part.at(0).offset))
             part.commit_to = part.at(0).offset;
         if (part.commit_to == UINT64_MAX) continue;
         // Deferred only while the window past the first message not done stays inside what a
         // successor scans from the pool's offset (offsets, not messages: skip records and
         // quarantined claims leave gaps).
-        const bool window_inside_scan =
-            part.count == 0 || part.at(0).offset + mq::kAttemptWindow <= part.pool_committed + mq::kAttemptScanOffsets;
         if (when == CommitWhen::due && part.count != 0 && !part.commit_at_once &&
-            part.done_since_commit < cfg.commit_every && window_inside_scan) {
+            part.done_since_commit < cfg.commit_every && !near_scan_end) {
             if (part.commit_due_ns == 0) part.commit_due_ns = now + commit_delay_ns;
             if (now < part.commit_due_ns) continue;
         }
@@ -563,12 +568,7 @@ Status WorkerLoop::Impl::commit_pending(bool* busy, CommitWhen when, uint64_t no
             if (st.code() == Errc::stale_epoch) {
                 note("commit refused (partitions moved): " + st.error().message);
                 need_rebalance = true;
-                for (Part& q : parts) {
-                    q.commit_to = UINT64_MAX;
-                    q.done_since_commit = 0;
-                    q.commit_due_ns = 0;
-                    q.commit_at_once = false;
-                }
+                for (Part& q : parts) q.clear_commit();
                 return {};
             }
             if (st.code() == Errc::busy) {
@@ -582,10 +582,7 @@ Status WorkerLoop::Impl::commit_pending(bool* busy, CommitWhen when, uint64_t no
         }
         part.pool_committed = std::max(part.pool_committed, part.commit_to);
         FABRIC_TRY(delete_committed(part, part.commit_to));
-        part.commit_to = UINT64_MAX;
-        part.done_since_commit = 0;
-        part.commit_due_ns = 0;
-        part.commit_at_once = false;
+        part.clear_commit();
     }
     return {};
 }
@@ -595,9 +592,7 @@ Status WorkerLoop::Impl::commit_pending(bool* busy, CommitWhen when, uint64_t no
 uint64_t WorkerLoop::Impl::next_commit_due() const {
     uint64_t soonest = UINT64_MAX;
     for (const Part& part : parts) {
-        if (part.owned && part.count != 0 &&
-            part.ring[part.head].offset + mq::kAttemptWindow > part.pool_committed + mq::kAttemptScanOffsets)
-            return 0;
+        if (part.owned && part.front_near_scan_end()) return 0;
         if (part.commit_to != UINT64_MAX && part.commit_due_ns != 0) soonest = std::min(soonest, part.commit_due_ns);
     }
     return soonest;
@@ -1269,10 +1264,10 @@ Result<Outcome> WorkerLoop::Impl::write_result(const Message& m, WorkTicket::Dat
         auto judged = judge_stored_result(m, d, failure);
         if (!judged) return std::move(judged).error();
         if (*judged) return **judged;
-        // An absent or older result fenced above us: its token comes from outside this
-        // registration (the fence floor keeps every later registration above it).
-        uint64_t stored = 0;
-        if (auto h = store->head_into(result_uri, result_info); h && *h) stored = result_info.fence_token;
+        // An absent or older result fenced above us (judge_stored_result left it in
+        // result_info; versions start at 1): its token comes from outside this registration
+        // (the fence floor keeps every later registration above it).
+        const uint64_t stored = d.result_seen_version != 0 ? result_info.fence_token : 0;
         if (auto noted = mq::note_fence_token(*pool, stored); !noted) {
             *failure = {"stored fence token " + std::to_string(stored) +
                             " is at or above 2^61 (beyond what any group fences above; not noted): result put " +
@@ -1836,7 +1831,7 @@ Result<size_t> WorkerLoop::Impl::acquire(std::span<WorkTicket> tickets, uint64_t
         now = mono_now_ns();
         if (now >= deadline) break;
         uint64_t wait = std::min(deadline - now, kPollTimeoutNs);
-        wait = std::min(wait, last_keep_alive_ns + kKeepAliveEveryNs * 2 - std::min(now, last_keep_alive_ns + kKeepAliveEveryNs * 2) + 1000);
+        wait = std::min(wait, elapsed(last_keep_alive_ns + kKeepAliveEveryNs * 2, now) + 1000);
         const uint64_t backoff_end = next_backoff_end(judged);
         if (backoff_end != UINT64_MAX) wait = std::min(wait, elapsed(backoff_end, now));
         const uint64_t commit_due = next_commit_due();
