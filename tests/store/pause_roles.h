@@ -1,12 +1,14 @@
 // SPDX-License-Identifier: MIT
 // Threads of the test process stopped inside the library at pause points, several at once: a
 // thread that set `pause_role = r` blocks at the point armed for role r, once, until the test
-// releases it. Install with detail::set_pause_hook(&hold_at_role_point).
+// releases it. Install it for a test's scope with a RoleHook.
 #pragma once
 
 #include <atomic>
 #include <cstring>
 #include <thread>
+
+#include "crash_point.h"
 
 namespace fabric_shm::test {
 
@@ -23,6 +25,15 @@ inline void hold_at_role_point(const char* name) {
     while (!role_release[r].load()) std::this_thread::yield();
     role_held[r].store(false);
 }
+
+/// hold_at_role_point installed for the scope: the test's threads stop at their roles' points;
+/// threads without a role (the test's own) pass through.
+struct RoleHook {
+    RoleHook() { detail::set_pause_hook(&hold_at_role_point); }
+    ~RoleHook() { detail::set_pause_hook(nullptr); }
+    RoleHook(const RoleHook&) = delete;
+    RoleHook& operator=(const RoleHook&) = delete;
+};
 
 /// Arms role r to stop at `point` (the next time a thread of that role reaches it).
 inline void arm_role(int r, const char* point) {

@@ -779,6 +779,11 @@ struct OneKeyStore {
         REQUIRE((*store)->remove(k));
         CHECK((*store)->stats().heap_used_bytes == 0);
     }
+    /// A thread of `role` that overwrites k with `payload`, stopped at `point` (a RoleHook must
+    /// be installed); its put's result lands in `out` once it is released and done.
+    std::thread put_stopped_at(int role, const char* point, const char* payload, Result<uint64_t>& out) {
+        return test::start_stopped_at(role, point, [this, payload, &out] { out = (*store)->put(k, bytes_of(payload, kWholeBlock)); });
+    }
     test::TempPool temp;
     Result<std::unique_ptr<MemObjectStore>> store;
     FabricUri k;
@@ -813,7 +818,7 @@ TEST_CASE("store: a remover that finishes a block freed and reused meanwhile nev
         if (const std::string c = "other" + std::to_string(i); stripe_of(c) != stripe_of("k")) other = c;
     REQUIRE((*store)->put(kp, bytes_of("kprime", kWholeBlock)));
     REQUIRE((*store)->put(k, bytes_of("k0", kWholeBlock)));
-    detail::set_pause_hook(&test::hold_at_role_point);
+    const test::RoleHook hook;
     Result<uint64_t> w = uint64_t(0);
     std::thread writer = test::start_stopped_at(0, "store.put.after_link", [&] { w = (*store)->put(k, bytes_of("k1", kWholeBlock)); });
     Result<bool> removed = false;
@@ -834,7 +839,6 @@ TEST_CASE("store: a remover that finishes a block freed and reused meanwhile nev
     reuser.join();
     test::release_role(0);
     writer.join();
-    detail::set_pause_hook(nullptr);
     REQUIRE_MESSAGE(w, w.error().message);
     REQUIRE_MESSAGE(removed, removed.error().message);
     REQUIRE_MESSAGE(kp2, kp2.error().message);
@@ -850,15 +854,13 @@ TEST_CASE("store: an overwrite killed after linking over a block its writer had 
     // moves its sequence: repair of the child's B2 must still retire B1.
     OneKeyStore one("finlate");
     Pool& pool = one.temp.pool;
-    auto& store = one.store;
     const FabricUri& k = one.k;
-    detail::set_pause_hook(&test::hold_at_role_point);
+    const test::RoleHook hook;
     Result<uint64_t> w0 = uint64_t(0);
-    std::thread writer = test::start_stopped_at(0, "store.put.after_retire", [&] { w0 = (*store)->put(k, bytes_of("k1", kWholeBlock)); });
+    std::thread writer = one.put_stopped_at(0, "store.put.after_retire", "k1", w0);
     overwrite_killed_at(one.temp.name(), k, "store.put.after_link");
     test::release_role(0);
     writer.join();
-    detail::set_pause_hook(nullptr);
     REQUIRE_MESSAGE(w0, w0.error().message);
     const ReapReport repaired = pool.reap(MonoClock::now(), false, false);  // the store's repair: B2
     CHECK(repaired.kind_items >= 1);  // it finished the dead child's block
@@ -871,18 +873,16 @@ TEST_CASE("store: repair of a dead writer's block that a later overwrite already
     // Repair resumes: B1 is no longer linked, yet it was, so B0 must be retired with it.
     OneKeyStore one("finrepair");
     Pool& pool = one.temp.pool;
-    auto& store = one.store;
     const FabricUri& k = one.k;
     overwrite_killed_at(one.temp.name(), k, "store.put.after_link");
-    detail::set_pause_hook(&test::hold_at_role_point);
+    const test::RoleHook hook;
     std::thread repairer = test::start_stopped_at(1, "store.stripe.held", [&] { (void)pool.reap(MonoClock::now(), false, false); });
     Result<uint64_t> x = uint64_t(0);
-    std::thread writer = test::start_stopped_at(0, "store.put.after_link", [&] { x = (*store)->put(k, bytes_of("k2", kWholeBlock)); });
+    std::thread writer = one.put_stopped_at(0, "store.put.after_link", "k2", x);
     test::release_role(1);
     repairer.join();
     test::release_role(0);
     writer.join();
-    detail::set_pause_hook(nullptr);
     REQUIRE_MESSAGE(x, x.error().message);
     one.expect_last("k2");  // B0 was retired, not leaked
 }
@@ -894,21 +894,19 @@ TEST_CASE("store: repair of a dead writer's replaced block retires a predecessor
     // it), or once W1 publishes B1 nothing would ever name it again.
     OneKeyStore one("finchain");
     Pool& pool = one.temp.pool;
-    auto& store = one.store;
     const FabricUri& k = one.k;
-    detail::set_pause_hook(&test::hold_at_role_point);
+    const test::RoleHook hook;
     Result<uint64_t> w1 = uint64_t(0);
-    std::thread first = test::start_stopped_at(0, "store.put.after_link", [&] { w1 = (*store)->put(k, bytes_of("k1", kWholeBlock)); });
+    std::thread first = one.put_stopped_at(0, "store.put.after_link", "k1", w1);
     overwrite_killed_at(one.temp.name(), k, "store.put.after_link");
     Result<uint64_t> w3 = uint64_t(0);
-    std::thread third = test::start_stopped_at(1, "store.put.after_link", [&] { w3 = (*store)->put(k, bytes_of("k3", kWholeBlock)); });
+    std::thread third = one.put_stopped_at(1, "store.put.after_link", "k3", w3);
     const ReapReport repaired = pool.reap(MonoClock::now(), false, false);
     CHECK(repaired.kind_items >= 1);
     test::release_role(0);
     first.join();
     test::release_role(1);
     third.join();
-    detail::set_pause_hook(nullptr);
     REQUIRE_MESSAGE(w1, w1.error().message);
     REQUIRE_MESSAGE(w3, w3.error().message);
     one.expect_last("k3");  // B1 was retired, not leaked
@@ -925,7 +923,7 @@ TEST_CASE("store: a get stopped between a slot and its block never returns a put
     REQUIRE(store);
     const FabricUri k = at(temp.name(), "k");
     REQUIRE((*store)->put(k, bytes_of("k1", kWholeBlock)));
-    detail::set_pause_hook(&test::hold_at_role_point);
+    const test::RoleHook hook;
     Result<std::optional<ObjectData>> got = std::optional<ObjectData>{};
     std::thread reader = test::start_stopped_at(0, "store.lookup.after_slot", [&] { got = (*store)->get(k); });
     auto v2 = (*store)->put(k, bytes_of("k2", kWholeBlock));
@@ -942,7 +940,6 @@ TEST_CASE("store: a get stopped between a slot and its block never returns a put
     REQUIRE((v3 && *v3 == 3));
     test::release_role(1);
     writer.join();
-    detail::set_pause_hook(nullptr);
     REQUIRE_FALSE(stopped);
     CHECK(stopped.code() == Errc::conflict);
     REQUIRE(got);
@@ -963,7 +960,7 @@ TEST_CASE("store: a remover stopped between a slot and its block never frees the
     REQUIRE(store);
     const FabricUri k = at(temp.name(), "k");
     REQUIRE((*store)->put(k, bytes_of("k1", kWholeBlock)));
-    detail::set_pause_hook(&test::hold_at_role_point);
+    const test::RoleHook hook;
     Result<bool> removed = false;
     std::thread remover = test::start_stopped_at(0, "store.lookup.after_slot", [&] { removed = (*store)->remove(k); });
     auto v2 = (*store)->put(k, bytes_of("k2", kWholeBlock));
@@ -977,7 +974,6 @@ TEST_CASE("store: a remover stopped between a slot and its block never frees the
     require_clean(pool);
     test::release_role(1);
     writer.join();
-    detail::set_pause_hook(nullptr);
     REQUIRE_MESSAGE(later, later.error().message);
     auto g = (*store)->get(k);
     REQUIRE((g && g->has_value()));
@@ -999,14 +995,13 @@ TEST_CASE("store: the reclaim of an expired object stopped before its remove nev
     PutOptions expired;
     expired.ttl = std::chrono::nanoseconds(1);
     REQUIRE((*store)->put(k, bytes_of("expired", kWholeBlock), expired));
-    detail::set_pause_hook(&test::hold_at_role_point);
+    const test::RoleHook hook;
     std::thread repairer = test::start_stopped_at(0, "store.reclaim.before_remove", [&] { (void)pool.reap(MonoClock::now(), false, false); });
     REQUIRE((*store)->put(k, bytes_of("v2", kWholeBlock)));
     auto v3 = (*store)->put(k, bytes_of("v3", kWholeBlock));  // B0 again (a freed block is the next taken)
     REQUIRE(v3);
     test::release_role(0);
     repairer.join();
-    detail::set_pause_hook(nullptr);
     auto g = (*store)->get(k);
     REQUIRE(g);
     REQUIRE(g->has_value());

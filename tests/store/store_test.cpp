@@ -1358,7 +1358,7 @@ TEST_CASE("store: a remover racing an overwrite that holds no lock leaves no blo
     Fixture f("rmtakeover");
     const auto k = f.at("b", "k");
     REQUIRE(f.store->put(k, pattern(1000, 1)));
-    detail::set_pause_hook(&test::hold_at_role_point);
+    const test::RoleHook hook;
     test::arm_role(0, "store.stripe.held");
     Result<bool> removed = false;
     std::thread a([&] {
@@ -1380,7 +1380,6 @@ TEST_CASE("store: a remover racing an overwrite that holds no lock leaves no blo
     t.join();
     test::release_role(0);
     a.join();
-    detail::set_pause_hook(nullptr);
     REQUIRE_MESSAGE(put, put.error().message);
     REQUIRE_MESSAGE(removed, removed.error().message);
     CHECK(*removed);
