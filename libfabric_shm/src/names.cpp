@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: MIT
 #include "fabric_shm/names.h"
 
-#include <array>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
+
+#include "name_rule.h"
 
 namespace fabric_shm {
 
@@ -22,19 +24,9 @@ std::string printable(std::string_view s) {
     if (s.size() > 80) out += "...";
     return out;
 }
-/// [A-Za-z0-9._-]: one table load per character (names are checked on every URI parse).
-constexpr std::array<bool, 256> kNameChar = [] {
-    std::array<bool, 256> t{};
-    for (int c = 0; c < 256; ++c)
-        t[size_t(c)] = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-                       c == '_' || c == '-';
-    return t;
-}();
-}  // namespace
 
-Status validate_name(std::string_view what, std::string_view name) {
-    // A literal, not a std::string: the rule is only spelled out in errors, and a name checked
-    // per message (every URI parse) must not cost an allocation.
+/// Why `name` breaks the rule (detail::name_ok said it does), naming the value and the limit.
+[[gnu::cold, gnu::noinline]] Error name_error(std::string_view what, std::string_view name) {
     constexpr const char* rule = " (rule: 1-64 characters of [A-Za-z0-9._-], not starting with '.' or '-')";
     if (name.empty()) return make_error(Errc::invalid_name, "empty " + std::string(what) + " name" + rule);
     if (name.size() > kMaxNameLength)
@@ -43,12 +35,16 @@ Status validate_name(std::string_view what, std::string_view name) {
     if (name[0] == '.' || name[0] == '-')
         return make_error(Errc::invalid_name,
                           std::string(what) + " name '" + printable(name) + "' starts with '" + name[0] + "'" + rule);
-    for (unsigned char c : name) {
-        if (!kNameChar[c])
-            return make_error(Errc::invalid_name, std::string(what) + " name '" + printable(name) +
-                                                      "' contains a character outside the rule" + rule);
-    }
-    return {};
+    // Length and first character pass, so a character breaks the rule.
+    return make_error(Errc::invalid_name,
+                      std::string(what) + " name '" + printable(name) + "' contains a character outside the rule" + rule);
+}
+
+}  // namespace
+
+Status validate_name(std::string_view what, std::string_view name) {
+    if (detail::name_ok(name)) return {};
+    return name_error(what, name);
 }
 
 std::string_view default_pool_name() noexcept {

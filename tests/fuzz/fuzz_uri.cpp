@@ -4,6 +4,8 @@
 // to_string(); make() of its parts gives the same URI; a rejection carries a typed code.
 // FabricUriView::parse (the workers' copy-free parse) accepts exactly what FabricUri::parse
 // accepts, with the same parts, and FabricUriView::format of them writes to_string()'s text.
+// Both accept exactly what the rule written plainly accepts (tests/support/uri_rule.h), split
+// the same way: the library's scan is vectorised, the rule is not.
 #include <cstdint>
 #include <cstdlib>
 #include <string>
@@ -11,6 +13,7 @@
 
 #include "fabric_shm/names.h"
 #include "fabric_shm/uri.h"
+#include "../support/uri_rule.h"
 
 using namespace fabric_shm;
 
@@ -19,6 +22,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     Result<FabricUri> u = FabricUri::parse(text);
     Result<FabricUriView> v = FabricUriView::parse(text);
     if (u.ok() != v.ok()) std::abort();
+    const auto rule = test::rule_parse(text);
+    if (u.ok() != rule.has_value()) std::abort();
+    if (rule && (v->pool() != rule->pool || v->bucket() != rule->bucket || v->key() != rule->key)) std::abort();
     if (!u) {
         if (u.code() != Errc::invalid_uri && u.code() != Errc::invalid_name) std::abort();
         if (u.error().message.empty()) std::abort();

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "../support/test_support.h"
+#include "../support/uri_rule.h"
 #include "pause_roles.h"
 #include "fabric_shm/clock.h"
 #include "fabric_shm/counters.h"
@@ -112,6 +113,121 @@ TEST_CASE("uri: rejects other schemes, empty parts, dot segments, control charac
     CHECK(long_key.code() == Errc::invalid_uri);
     CHECK(long_key.error().message.find("257") != std::string::npos);
     CHECK(FabricUri::parse("http://p/b/k").error().message.find("scheme 'http'") != std::string::npos);
+}
+
+namespace {
+
+/// Where parse and the owning parse of `text` differ from the rule (tests/support/uri_rule.h):
+/// empty when they agree (verdict and parts), else what differs, naming the text.
+std::string differs_from_rule(std::string_view text) {
+    const auto want = test::rule_parse(text);
+    const auto got = FabricUriView::parse(text);
+    auto named = [&] { return "text '" + std::string(text) + "' (" + std::to_string(text.size()) + " bytes): "; };
+    if (got.ok() != want.has_value() || FabricUri::parse(text).ok() != want.has_value())
+        return named() + (want ? "refused, the rule accepts it" : "accepted, the rule refuses it");
+    if (want && (got->pool() != want->pool || got->bucket() != want->bucket || got->key() != want->key))
+        return named() + "split differently";
+    if (!want && ((got.code() != Errc::invalid_uri && got.code() != Errc::invalid_name) || got.error().message.empty()))
+        return named() + "refused without a typed error and a message";
+    return {};
+}
+
+/// Where format (and make) of the given parts differ from the rule: they accept exactly when each
+/// part keeps its rule, and write the text.
+std::string format_differs_from_rule(std::string_view pool, std::string_view bucket, std::string_view key,
+                                     std::string& buffer) {
+    const bool want = test::rule_name_ok(pool) && test::rule_name_ok(bucket) && test::rule_key_ok(key);
+    const auto got = FabricUriView::format(buffer, pool, bucket, key);
+    auto named = [&] {
+        return "parts '" + std::string(pool) + "' '" + std::string(bucket) + "' '" + std::string(key) + "': ";
+    };
+    if (got.ok() != want || FabricUri::make(pool, bucket, key).ok() != want)
+        return named() + (want ? "refused, the rule accepts them" : "accepted, the rule refuses them");
+    if (want && (buffer != "fabric://" + std::string(pool) + "/" + std::string(bucket) + "/" + std::string(key) ||
+                 got->pool() != pool || got->bucket() != bucket || got->key() != key))
+        return named() + "wrote '" + buffer + "'";
+    return {};
+}
+
+/// Counts the differences and keeps the first, so a run of millions of texts reports one line.
+struct RuleDifferences {
+    uint64_t count = 0;
+    std::string first;
+    void add(std::string d) {
+        if (d.empty()) return;
+        if (count++ == 0) first = std::move(d);
+    }
+};
+
+}  // namespace
+
+TEST_CASE("uri: parse, format and the name check accept exactly the documented rule, at every length and alignment") {
+    // Every string of up to 4 characters from an alphabet of each class the rule names (name
+    // characters, '/', '.', '-', control, DEL, space, a UTF-8 byte), in each part, after
+    // prefixes that put it at each position of a 16-byte scan.
+    const std::string alphabet = std::string("aZ9.-_/ \x01\x7f") + char(0xc3);
+    std::vector<std::string> pieces{""};
+    for (size_t len = 1, from = 0; len <= 4; ++len) {
+        const size_t to = pieces.size();
+        for (size_t i = from; i < to; ++i)
+            for (char c : alphabet) pieces.push_back(pieces[i] + c);
+        from = to;
+    }
+    std::string buffer;
+    RuleDifferences diff;
+    uint64_t accepted = 0, texts = 0;
+    for (const std::string& x : pieces) {
+        if (validate_name("bucket", x).ok() != test::rule_name_ok(x)) diff.add("validate_name('" + x + "') differs from the rule");
+        for (size_t pad : {size_t(0), size_t(3), size_t(7), size_t(12), size_t(22)}) {
+            const std::string p(pad, 'p');
+            for (const std::string& text :
+                 {"fabric://" + x, "fabric://" + p + x + "/b/k", "fabric://" + p + "q/" + x + "/k",
+                  "fabric://q" + p + "/b/" + x, "fabric://q/b/k" + p + x, "fabric://q/b/" + x + p,
+                  "fabric://q" + p + "/" + x + "b/key-0001/x" + x}) {
+                diff.add(differs_from_rule(text));
+                accepted += test::rule_parse(text) ? 1 : 0;
+                ++texts;
+            }
+            diff.add(format_differs_from_rule("q" + p, "b", x, buffer));
+            diff.add(format_differs_from_rule(p + x, "bucket", "k", buffer));
+            diff.add(format_differs_from_rule("pool", x + p, "key/" + x, buffer));
+        }
+    }
+    // The enumeration reaches both verdicts in earnest.
+    CHECK(accepted > texts / 20);
+    CHECK(accepted < texts / 2);
+
+    // The length limits, with the last character at and across a 16-byte step.
+    for (size_t n : {size_t(15), size_t(16), size_t(17), size_t(31), size_t(32), size_t(63), kMaxNameLength,
+                     kMaxNameLength + 1}) {
+        const std::string name(n, 'n');
+        diff.add(differs_from_rule("fabric://" + name + "/b/k"));
+        diff.add(differs_from_rule("fabric://p/" + name + "/k"));
+        std::string bad_last = name;
+        bad_last.back() = '+';
+        diff.add(differs_from_rule("fabric://" + bad_last + "/b/k"));
+        diff.add(format_differs_from_rule(name, bad_last, "k", buffer));
+    }
+    for (size_t n : {size_t(1), size_t(16), size_t(255), kMaxKeyLength, kMaxKeyLength + 1}) {
+        const std::string key(n, 'k');
+        diff.add(differs_from_rule("fabric://p/b/" + key));
+        std::string bad_last = key;
+        bad_last.back() = '\x1f';
+        diff.add(differs_from_rule("fabric://p/b/" + bad_last));
+        diff.add(format_differs_from_rule("p", "b", key, buffer));
+    }
+
+    // Random texts of every length up to past the limits, mostly from the rule's characters.
+    std::mt19937_64 rng(20261205);
+    const std::string common = "abcXYZ0189._-/";
+    for (int i = 0; i < 20000; ++i) {
+        std::string text = (rng() % 4 != 0) ? "fabric://" : "";
+        const size_t len = rng() % 420;
+        for (size_t j = 0; j < len; ++j)
+            text += (rng() % 16 != 0) ? common[rng() % common.size()] : char(rng() % 256);
+        diff.add(differs_from_rule(text));
+    }
+    CHECK_MESSAGE(diff.count == 0, diff.count << " differences; the first: " << diff.first);
 }
 
 TEST_CASE("crc32: is the standard CRC-32 (check value 0xCBF43926) and can be continued") {

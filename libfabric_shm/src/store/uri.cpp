@@ -3,14 +3,16 @@
 #include "fabric_shm/uri.h"
 
 #include <cstdio>
+#include <cstring>
 
 #include "fabric_shm/names.h"
+#include "name_rule.h"
 
 namespace fabric_shm {
 
 namespace {
 
-constexpr std::string_view kScheme = "fabric://";
+constexpr std::string_view kScheme = detail::kUriScheme;
 
 std::string quoted(std::string_view s) {
     std::string out = "'";
@@ -25,6 +27,17 @@ std::string quoted(std::string_view s) {
     }
     if (s.size() > 120) out += "...";
     return out + "'";
+}
+
+struct Parts {
+    std::string_view pool, bucket, key;
+};
+/// The parts of `text`, split where split_valid_uri found them.
+Parts parts_of(std::string_view text, const detail::UriSplit& at) {
+    const char* p = text.data();
+    return {std::string_view(p + kScheme.size(), at.pool_end - kScheme.size()),
+            std::string_view(p + at.pool_end + 1, at.bucket_end - at.pool_end - 1),
+            std::string_view(p + at.bucket_end + 1, text.size() - at.bucket_end - 1)};
 }
 
 Error uri_error(std::string_view text, const std::string& why) {
@@ -72,6 +85,7 @@ Result<FabricUriView> FabricUriView::split(std::string_view text) {
 }
 
 Status FabricUriView::check(std::string_view text, std::string_view pool, std::string_view bucket, std::string_view key) {
+    if (detail::name_ok(pool) && detail::name_ok(bucket) && detail::key_ok(key)) return {};
     if (auto st = validate_name("pool", pool); !st) return uri_error(text, st.error().message);
     if (auto st = validate_name("bucket", bucket); !st) return uri_error(text, st.error().message);
     return validate_key(text, key);
@@ -87,6 +101,12 @@ FabricUriView FabricUriView::parse_parts_unchecked(std::string_view pool, std::s
 }
 
 Result<FabricUriView> FabricUriView::parse(std::string_view text) {
+    if (detail::UriSplit at; detail::split_valid_uri(text, at)) {
+        const Parts p = parts_of(text, at);
+        return parse_parts_unchecked(p.pool, p.bucket, p.key);
+    }
+    // Refused, or split differently (a pool or bucket with a character outside the rule): the
+    // checks that name the reason.
     auto v = split(text);
     if (!v) return v;
     FABRIC_TRY(check(text, v->pool_, v->bucket_, v->key_));
@@ -95,14 +115,25 @@ Result<FabricUriView> FabricUriView::parse(std::string_view text) {
 
 Result<FabricUriView> FabricUriView::format(std::string& buffer, std::string_view pool, std::string_view bucket,
                                             std::string_view key) {
-    buffer.assign(kScheme);
-    buffer.append(pool);
-    buffer.push_back('/');
-    buffer.append(bucket);
-    buffer.push_back('/');
-    buffer.append(key);
-    const std::string_view text = buffer;
+    // The text first (one size change, four copies, no growth once the capacity fits), then
+    // the rules over it, as parse applies them; the parts as given: a '/' inside the pool or
+    // bucket moves the split, which refuses it here and in check() below.
     const size_t at_bucket = kScheme.size() + pool.size() + 1;
+    const size_t at_key = at_bucket + bucket.size() + 1;
+    buffer.resize(at_key + key.size());
+    char* out = buffer.data();
+    std::memcpy(out, kScheme.data(), kScheme.size());
+    std::memcpy(out + kScheme.size(), pool.data(), pool.size());
+    out[at_bucket - 1] = '/';
+    std::memcpy(out + at_bucket, bucket.data(), bucket.size());
+    out[at_key - 1] = '/';
+    std::memcpy(out + at_key, key.data(), key.size());
+    const std::string_view text = buffer;
+    if (detail::UriSplit at; detail::split_valid_uri(text, at) && at.pool_end == at_bucket - 1 && at.bucket_end == at_key - 1) {
+        const Parts p = parts_of(text, at);
+        return parse_parts_unchecked(p.pool, p.bucket, p.key);
+    }
+    // Refused: the checks that name the reason.
     FabricUriView v = parse_parts_unchecked(text.substr(kScheme.size(), pool.size()), text.substr(at_bucket, bucket.size()),
                                             text.substr(at_bucket + bucket.size() + 1));
     // The parts as given (not re-split at '/'): a '/' inside a pool or bucket name is refused
