@@ -115,29 +115,29 @@ Result<FabricUriView> FabricUriView::parse(std::string_view text) {
 
 Result<FabricUriView> FabricUriView::format(std::string& buffer, std::string_view pool, std::string_view bucket,
                                             std::string_view key) {
-    // The text first (one size change, four copies, no growth once the capacity fits), then
-    // the rules over it, as parse applies them; the parts as given: a '/' inside the pool or
-    // bucket moves the split, which refuses it here and in check() below.
+    // The rules over the parts as given (a '/' inside the pool or bucket is refused), before
+    // the text is written: a 16-byte load of bytes just stored would wait for the stores.
     const size_t at_bucket = kScheme.size() + pool.size() + 1;
     const size_t at_key = at_bucket + bucket.size() + 1;
-    buffer.resize(at_key + key.size());
-    char* out = buffer.data();
-    std::memcpy(out, kScheme.data(), kScheme.size());
-    std::memcpy(out + kScheme.size(), pool.data(), pool.size());
-    out[at_bucket - 1] = '/';
-    std::memcpy(out + at_bucket, bucket.data(), bucket.size());
-    out[at_key - 1] = '/';
-    std::memcpy(out + at_key, key.data(), key.size());
-    const std::string_view text = buffer;
-    if (detail::UriSplit at; detail::split_valid_uri(text, at) && at.pool_end == at_bucket - 1 && at.bucket_end == at_key - 1) {
-        const Parts p = parts_of(text, at);
-        return parse_parts_unchecked(p.pool, p.bucket, p.key);
+    if (detail::name_ok(pool) && detail::name_ok(bucket) && detail::key_ok(key)) {
+        // One size change and four copies: no growth once the capacity fits.
+        buffer.resize(at_key + key.size());
+        char* out = buffer.data();
+        std::memcpy(out, kScheme.data(), kScheme.size());
+        std::memcpy(out + kScheme.size(), pool.data(), pool.size());
+        out[at_bucket - 1] = '/';
+        std::memcpy(out + at_bucket, bucket.data(), bucket.size());
+        out[at_key - 1] = '/';
+        std::memcpy(out + at_key, key.data(), key.size());
+        return parse_parts_unchecked(std::string_view(out + kScheme.size(), pool.size()),
+                                     std::string_view(out + at_bucket, bucket.size()),
+                                     std::string_view(out + at_key, key.size()));
     }
-    // Refused: the checks that name the reason.
+    // Refused: the same text, and the checks that name the reason, on the parts as given.
+    buffer.assign(kScheme).append(pool).append("/").append(bucket).append("/").append(key);
+    const std::string_view text = buffer;
     FabricUriView v = parse_parts_unchecked(text.substr(kScheme.size(), pool.size()), text.substr(at_bucket, bucket.size()),
-                                            text.substr(at_bucket + bucket.size() + 1));
-    // The parts as given (not re-split at '/'): a '/' inside a pool or bucket name is refused
-    // by the name rule, as make() refuses it.
+                                            text.substr(at_key));
     FABRIC_TRY(check(text, v.pool_, v.bucket_, v.key_));
     return v;
 }
