@@ -800,7 +800,7 @@ Result<std::optional<PinnedView>> MemObjectStore::pin(const FabricUriView& uri) 
         view.impl_->block = (*f)->block;
         view.impl_->owner = me;
         // Pinned: the block can no longer be freed, so its header and bytes are stable.
-        view.impl_->info = core.info_of((*f)->snap);
+        core.info_into((*f)->snap, view.impl_->info);
         view.impl_->bytes = std::span<const uint8_t>(
             reinterpret_cast<const uint8_t*>((*f)->snap.loc.data + kPayloadOffset), (*f)->snap.h.size);
         s.count(CounterId::store_get_bytes, (*f)->snap.h.size);

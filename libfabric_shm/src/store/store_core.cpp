@@ -1063,6 +1063,11 @@ void StoreCore::info_into(const HeaderSnapshot& snap, ObjectInfo& info) const {
     info.fence_token = snap.h.fence_token;
     info.created_wall_ns = snap.h.created_wall_ns;
     info.expires_wall_ns = snap.h.expires_mono_ns ? mono_to_wall_ns(snap.h.expires_mono_ns) : 0;
+    if (snap.h.ctype_len == 0 && snap.h.meta_len == 0) {  // most objects: nothing to copy or parse
+        info.content_type.clear();
+        info.metadata.clear();
+        return;
+    }
     // One copy of content type + metadata out of the block (a seqlock read: the caller
     // validates the block afterwards), then parse the private copy.
     char trailer[kMaxContentTypeLength + kMaxMetadataBytes + 4 * kMaxMetaPairs];
