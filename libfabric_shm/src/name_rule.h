@@ -23,6 +23,16 @@
 
 namespace fabric_shm::detail {
 
+/// How the scans read: 16 bytes per step where the target has SSE2 and the string is at least
+/// 16 bytes long, else a byte at a time. Tests run the bytewise scan on every target, so the
+/// fallback is held to the same rule where SSE2 exists.
+enum class Scan { vector, bytewise };
+#if defined(__SSE2__)
+inline constexpr Scan kScan = Scan::vector;
+#else
+inline constexpr Scan kScan = Scan::bytewise;
+#endif
+
 /// Character classes of the rules, one byte per character.
 enum : uint8_t {
     kNameCharClass = 1,  ///< [A-Za-z0-9._-]: may appear in a pool, bucket, topic or group name
@@ -78,20 +88,22 @@ inline size_t first_from16(std::string_view s, size_t from, Bits bits, bool want
 
 /// Where the run of name characters starting at `from` ends: the first byte at or after
 /// `from` that is not one (s.size() if none is).
+template <Scan scan = kScan>
 inline size_t name_chars_from(std::string_view s, size_t from) {
     if (from >= s.size()) return s.size();
 #if defined(__SSE2__)
-    if (s.size() >= 16) return first_from16(s, from, name_char_bits, true);
+    if (scan == Scan::vector && s.size() >= 16) return first_from16(s, from, name_char_bits, true);
 #endif
     while (from < s.size() && (kCharClass[static_cast<unsigned char>(s[from])] & kNameCharClass)) ++from;
     return from;
 }
 
 /// The first control character, DEL or '/' at or after `from` (s.size() if none).
+template <Scan scan = kScan>
 inline size_t key_stop_from(std::string_view s, size_t from) {
     if (from >= s.size()) return s.size();
 #if defined(__SSE2__)
-    if (s.size() >= 16) return first_from16(s, from, key_stop_bits, false);
+    if (scan == Scan::vector && s.size() >= 16) return first_from16(s, from, key_stop_bits, false);
 #endif
     while (from < s.size() && !(kCharClass[static_cast<unsigned char>(s[from])] & kKeyStopClass)) ++from;
     return from;
@@ -103,8 +115,9 @@ inline bool name_shape_ok(std::string_view name) {
 }
 
 /// 1-64 characters of [A-Za-z0-9._-], not starting with '.' or '-' (validate_name's rule).
+template <Scan scan = kScan>
 inline bool name_ok(std::string_view name) {
-    return name_shape_ok(name) && name_chars_from(name, 0) == name.size();
+    return name_shape_ok(name) && name_chars_from<scan>(name, 0) == name.size();
 }
 
 /// A key segment: not empty, not "." or "..".
@@ -115,18 +128,22 @@ inline bool key_segment_ok(const char* p, size_t n) {
 /// The key rule (FabricUri::parse's) for the bytes of `text` from `from` to its end: 1 to
 /// kMaxKeyLength bytes, no control character or DEL, '/'-separated segments that are not empty,
 /// "." or "..". Scanning inside the whole text lets a short key take the 16-byte steps too.
+template <Scan scan = kScan>
 inline bool key_ok_from(std::string_view text, size_t from) {
     if (from >= text.size() || text.size() - from > kMaxKeyLength) return false;
     const char* p = text.data();
     size_t segment = from;
-    for (size_t i = key_stop_from(text, from); i < text.size(); i = key_stop_from(text, i + 1)) {
+    for (size_t i = key_stop_from<scan>(text, from); i < text.size(); i = key_stop_from<scan>(text, i + 1)) {
         if (p[i] != '/' || !key_segment_ok(p + segment, i - segment)) return false;
         segment = i + 1;
     }
     return key_segment_ok(p + segment, text.size() - segment);
 }
 
-inline bool key_ok(std::string_view key) { return key_ok_from(key, 0); }
+template <Scan scan = kScan>
+inline bool key_ok(std::string_view key) {
+    return key_ok_from<scan>(key, 0);
+}
 
 /// Where the parts of a valid "fabric://POOL/BUCKET/KEY" start and end in its text.
 struct UriSplit {
@@ -138,15 +155,16 @@ inline constexpr std::string_view kUriScheme = "fabric://";
 /// True, with the split, when `text` is a valid URI by FabricUri::parse's rules: the scheme,
 /// a name up to the first '/' (name characters exclude '/', so it is the first), a name up to
 /// the second, then a key. False says only "not this way": the caller's checks name why.
+template <Scan scan = kScan>
 inline bool split_valid_uri(std::string_view text, UriSplit& split) {
     if (!text.starts_with(kUriScheme)) return false;
-    const size_t pool_end = name_chars_from(text, kUriScheme.size());
+    const size_t pool_end = name_chars_from<scan>(text, kUriScheme.size());
     if (pool_end >= text.size() || text[pool_end] != '/') return false;
-    const size_t bucket_end = name_chars_from(text, pool_end + 1);
+    const size_t bucket_end = name_chars_from<scan>(text, pool_end + 1);
     if (bucket_end >= text.size() || text[bucket_end] != '/') return false;
     if (!name_shape_ok(std::string_view(text.data() + kUriScheme.size(), pool_end - kUriScheme.size())) ||
         !name_shape_ok(std::string_view(text.data() + pool_end + 1, bucket_end - pool_end - 1)) ||
-        !key_ok_from(text, bucket_end + 1))
+        !key_ok_from<scan>(text, bucket_end + 1))
         return false;
     split.pool_end = pool_end;
     split.bucket_end = bucket_end;

@@ -12,6 +12,7 @@
 
 #include "../support/test_support.h"
 #include "../support/uri_rule.h"
+#include "name_rule.h"
 #include "pause_roles.h"
 #include "fabric_shm/clock.h"
 #include "fabric_shm/counters.h"
@@ -117,9 +118,31 @@ TEST_CASE("uri: rejects other schemes, empty parts, dot segments, control charac
 
 namespace {
 
+/// Where the library's predicates differ from the rule on `text` (the whole URI) and on `text`
+/// as a name and as a key, in both scans: a predicate that wrongly refuses is invisible through
+/// parse (its fallback checks accept), so they are asked directly.
+template <detail::Scan scan>
+std::string predicates_differ(std::string_view text) {
+    const char* how = scan == detail::Scan::vector ? " (16-byte scan): " : " (bytewise scan): ";
+    const auto want = test::rule_parse(text);
+    detail::UriSplit at;
+    const bool got = detail::split_valid_uri<scan>(text, at);
+    if (got != want.has_value())
+        return "split_valid_uri('" + std::string(text) + "')" + how + (got ? "accepts" : "refuses") + ", the rule not";
+    if (want && (at.pool_end != 9 + want->pool.size() || at.bucket_end != at.pool_end + 1 + want->bucket.size()))
+        return "split_valid_uri('" + std::string(text) + "')" + how + "splits elsewhere";
+    if (detail::name_ok<scan>(text) != test::rule_name_ok(text))
+        return "name_ok('" + std::string(text) + "')" + how + "differs from the rule";
+    if (detail::key_ok<scan>(text) != test::rule_key_ok(text))
+        return "key_ok('" + std::string(text) + "')" + how + "differs from the rule";
+    return {};
+}
+
 /// Where parse and the owning parse of `text` differ from the rule (tests/support/uri_rule.h):
 /// empty when they agree (verdict and parts), else what differs, naming the text.
 std::string differs_from_rule(std::string_view text) {
+    for (std::string d : {predicates_differ<detail::Scan::vector>(text), predicates_differ<detail::Scan::bytewise>(text)})
+        if (!d.empty()) return d;
     const auto want = test::rule_parse(text);
     const auto got = FabricUriView::parse(text);
     auto named = [&] { return "text '" + std::string(text) + "' (" + std::to_string(text.size()) + " bytes): "; };
@@ -136,6 +159,9 @@ std::string differs_from_rule(std::string_view text) {
 /// part keeps its rule, and write the text.
 std::string format_differs_from_rule(std::string_view pool, std::string_view bucket, std::string_view key,
                                      std::string& buffer) {
+    for (std::string_view part : {pool, bucket, key})
+        for (std::string d : {predicates_differ<detail::Scan::vector>(part), predicates_differ<detail::Scan::bytewise>(part)})
+            if (!d.empty()) return d;
     const bool want = test::rule_name_ok(pool) && test::rule_name_ok(bucket) && test::rule_key_ok(key);
     const auto got = FabricUriView::format(buffer, pool, bucket, key);
     auto named = [&] {
@@ -217,6 +243,44 @@ TEST_CASE("uri: parse, format and the name check accept exactly the documented r
         diff.add(format_differs_from_rule("p", "b", key, buffer));
     }
 
+    // One byte next to each edge of the rule's ranges (and a few beyond), at every position of
+    // names and keys whose lengths sit on both sides of each 16-byte step, each name as the
+    // pool and as the bucket, each key after pools of 1-16 characters (so it starts at every
+    // offset of a step).
+    const std::string edges = std::string("\x00\x1f\x20,/:@[\\^`{~\x7f", 14) + "\x80\xc3\xff" + "azAZ09._-";
+    for (size_t n : {size_t(15), size_t(16), size_t(17), size_t(31), size_t(32), size_t(33), size_t(47), size_t(48),
+                     size_t(49), size_t(63), kMaxNameLength}) {
+        for (size_t at = 0; at < n; ++at) {
+            for (char c : edges) {
+                std::string name(n, 'n');
+                name[at] = c;
+                if (validate_name("pool", name).ok() != test::rule_name_ok(name))
+                    diff.add("validate_name('" + name + "') differs from the rule");
+                diff.add(format_differs_from_rule(name, "b", "k", buffer));
+                diff.add(format_differs_from_rule("p", name, "k", buffer));
+                diff.add(differs_from_rule("fabric://" + name + "/b/k"));
+                diff.add(differs_from_rule("fabric://p/" + name + "/k"));
+            }
+        }
+    }
+    for (size_t n : {size_t(16), size_t(17), size_t(31), size_t(32), size_t(33), size_t(48), size_t(64), size_t(255),
+                     kMaxKeyLength}) {
+        for (size_t at = 0; at < n; ++at) {
+            for (std::string_view bad : {std::string_view("\x00", 1), std::string_view("\x1f"), std::string_view("\x7f"),
+                                         std::string_view(" "), std::string_view("//"), std::string_view("/./"),
+                                         std::string_view("/../"), std::string_view("/.."), std::string_view("/")}) {
+                std::string key(n, 'k');
+                key.replace(at, std::min(bad.size(), n - at), bad.substr(0, n - at));
+                diff.add(format_differs_from_rule("p", "b", key, buffer));
+                for (size_t pool = 1; pool <= 16; ++pool) diff.add(differs_from_rule("fabric://" + std::string(pool, 'p') + "/b/" + key));
+            }
+        }
+    }
+    // Texts of exactly 16 bytes: one whole step, no overlap.
+    for (const char* text : {"fabric://ab/c/kk", "fabric://ab/c//k", "fabric://a/bc/.k", "fabric://a/b/c/.",
+                             "fabric://a-/b/k/", "fabric://abc/d/\x7f", "fabric:/abc/d/ef"})
+        diff.add(differs_from_rule(std::string_view(text, 16)));
+
     // Random texts of every length up to past the limits, mostly from the rule's characters.
     std::mt19937_64 rng(20261205);
     const std::string common = "abcXYZ0189._-/";
@@ -228,6 +292,24 @@ TEST_CASE("uri: parse, format and the name check accept exactly the documented r
         diff.add(differs_from_rule(text));
     }
     CHECK_MESSAGE(diff.count == 0, diff.count << " differences; the first: " << diff.first);
+}
+
+TEST_CASE("uri: format takes parts that are views into its own buffer (an earlier format's)") {
+    std::string buffer;
+    auto first = FabricUriView::format(buffer, "pool", "bucket", "k");
+    REQUIRE(first);
+    // The buffer grows (its bytes move) while the parts still point into it.
+    const std::string long_key(200, 'x');
+    auto grown = FabricUriView::format(buffer, first->pool(), first->bucket(), long_key);
+    REQUIRE(grown);
+    CHECK(buffer == "fabric://pool/bucket/" + long_key);
+    CHECK(grown->pool() == "pool");
+    // The same size, the parts shifted: the copy must not read bytes it already overwrote.
+    auto shifted = FabricUriView::format(buffer, grown->bucket(), grown->pool(), grown->key());
+    REQUIRE(shifted);
+    CHECK(buffer == "fabric://bucket/pool/" + long_key);
+    CHECK(shifted->bucket() == "pool");
+    CHECK(shifted->key() == long_key);
 }
 
 TEST_CASE("crc32: is the standard CRC-32 (check value 0xCBF43926) and can be continued") {

@@ -27,7 +27,8 @@ public:
     static Result<FabricUriView> parse(std::string_view text);
     /// Writes "fabric://pool/bucket/key" into `buffer` (reusing its capacity: no allocation once
     /// it is large enough) and returns a view of it, validated as make() does. The view is valid
-    /// until `buffer` changes. The parts must not point into `buffer` itself.
+    /// until `buffer` changes. The parts may be views into `buffer` itself (an earlier
+    /// format's): they are copied out before it is written.
     static Result<FabricUriView> format(std::string& buffer, std::string_view pool, std::string_view bucket,
                                         std::string_view key);
 

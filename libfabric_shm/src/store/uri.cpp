@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <functional>
 
 #include "fabric_shm/names.h"
 #include "name_rule.h"
@@ -115,6 +116,17 @@ Result<FabricUriView> FabricUriView::parse(std::string_view text) {
 
 Result<FabricUriView> FabricUriView::format(std::string& buffer, std::string_view pool, std::string_view bucket,
                                             std::string_view key) {
+    // A part inside `buffer` itself (a view an earlier format returned) would be overwritten or
+    // freed by the text written below: copied out first (allocates; only then).
+    auto inside_buffer = [&](std::string_view part) {
+        const char* b = buffer.data();
+        return !part.empty() && std::less_equal<const char*>()(b, part.data()) &&
+               std::less<const char*>()(part.data(), b + buffer.capacity());
+    };
+    if (inside_buffer(pool) || inside_buffer(bucket) || inside_buffer(key)) {
+        const std::string p(pool), b(bucket), k(key);
+        return format(buffer, p, b, k);
+    }
     // The rules over the parts as given (a '/' inside the pool or bucket is refused), before
     // the text is written: a 16-byte load of bytes just stored would wait for the stores.
     const size_t at_bucket = kScheme.size() + pool.size() + 1;
