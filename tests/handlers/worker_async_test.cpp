@@ -369,6 +369,37 @@ TEST_CASE("async worker: OrderMode::key holds a key's successor while its predec
     }
 }
 
+TEST_CASE("async worker: a ring more than half full still reads on when what it holds cannot fill the request") {
+    // Under a backlog acquire() hands out from its ring without polling while less than half of
+    // the ring is free; that must never cost a ticket the old per-pass poll would have given.
+    Fixture f("async-refill");
+    const std::string a = "A", b = "B";
+    for (int i = 0; i < 4; ++i) f.upload("a" + std::to_string(i), "x", &a);
+    f.upload("b0", "y", &b);
+    WorkerConfig c = f.cfg("m", 4, OrderMode::key);
+    c.window = 4;
+    auto loop = WorkerLoop::open(f.tp.pool, c);
+    REQUIRE(loop.ok());
+    auto first = acquire_n(*loop, 4);  // the ring holds a0..a3; only a0 may go out
+    REQUIRE(first.size() == 1);
+    CHECK(first[0].item().offset == 0);
+    REQUIRE(loop->complete(std::move(first[0]), upper(first[0])).ok());
+    // Three of four slots held: a1 may go out, a2 and a3 wait for it; two tickets asked for,
+    // so the ring cannot fill them alone and b0 is read behind a3.
+    std::vector<WorkTicket> two(2);
+    auto n = loop->acquire(two, 1s);
+    REQUIRE(n.ok());
+    REQUIRE(*n == 2);
+    CHECK(two[0].item().offset == 1);
+    CHECK(two[1].item().offset == 4);
+    for (WorkTicket& t : two) REQUIRE(loop->complete(std::move(t), upper(t)).ok());
+    // The rest, in key order.
+    auto rest = acquire_n(*loop, 1);
+    REQUIRE(rest.size() == 1);
+    CHECK(rest[0].item().offset == 2);
+    REQUIRE(loop->close().ok());
+}
+
 TEST_CASE("async worker: a result is never replaced by the result of an older input version") {
     Fixture f("async-version");
     const std::string k = "K";

@@ -402,6 +402,7 @@ struct WorkerLoop::Impl {
     Result<bool> hand_out(uint32_t p, uint32_t i, WorkTicket& ticket);
     bool eligible(Part& part, uint32_t i, uint64_t now);
     bool any_eligible(uint64_t now);
+    bool rings_serve(uint64_t want, uint64_t now);
     Result<size_t> acquire(std::span<WorkTicket> tickets, uint64_t timeout_ns, bool full);
     uint64_t next_backoff_end(uint64_t now) const;
     struct Failure {
@@ -759,6 +760,28 @@ bool WorkerLoop::Impl::any_eligible(uint64_t now) {
     for (Part& part : parts)
         for (uint32_t i = 0; part.owned && i < part.count; ++i)
             if (eligible(part, i, now)) return true;
+    return false;
+}
+
+// Whether the rings alone can fill `want` tickets now while less than half of their room is
+// free; acquire then skips its poll. Under a backlog a ring frees one slot per completion, and
+// a poll for each (with the partition's resume and pause in the consumer around it) costs more
+// than the message's own bookkeeping; polled from half free, window/2 messages share one. A
+// pass that hands out nothing still polls (its blocking poll), so messages that cannot go out
+// yet never hold back what comes after them.
+bool WorkerLoop::Impl::rings_serve(uint64_t want, uint64_t now) {
+    if (want == 0 || now < store_full_until_ns) return false;
+    uint64_t room = 0, size = 0;
+    for (const Part& part : parts) {
+        if (!part.owned) continue;
+        room += cfg.window - part.count;
+        size += cfg.window;
+    }
+    if (2 * room >= size) return false;
+    uint64_t ready = 0;
+    for (Part& part : parts)
+        for (uint32_t i = 0; part.owned && i < part.count; ++i)
+            if (eligible(part, i, now) && ++ready >= want) return true;
     return false;
 }
 
@@ -1822,7 +1845,8 @@ Result<size_t> WorkerLoop::Impl::acquire(std::span<WorkTicket> tickets, uint64_t
     bool more = false;
     for (;;) {
         if (Status st = service(full, now); !st) return fatal(std::move(st).error());
-        if (Status st = poll_into_rings(0); !st) return fatal(std::move(st).error());
+        if (!rings_serve(std::min<uint64_t>(tickets.size() - n, capacity()), now))
+            if (Status st = poll_into_rings(0); !st) return fatal(std::move(st).error());
         judged = now;
         auto got = hand_out_ready(tickets.subspan(n), &more, judged);
         if (!got) return fatal(std::move(got).error());
