@@ -400,6 +400,68 @@ TEST_CASE("async worker: a ring more than half full still reads on when what it 
     REQUIRE(loop->close().ok());
 }
 
+TEST_CASE("async worker: messages the ring settles without a ticket do not cost the pass the message behind them") {
+    // m0, three notifications that are not URIs (dead-lettered at their hand-out), m4.
+    Fixture f("async-refill-settled");
+    const std::string unkeyed;
+    f.upload("m0", "x", &unkeyed);
+    for (int i = 1; i <= 3; ++i) REQUIRE(f.producer->send(bytes("not a URI " + std::to_string(i))).ok());
+    f.upload("m4", "y", &unkeyed);
+    WorkerConfig c = f.cfg("m", 4);
+    c.window = 4;
+    auto loop = WorkerLoop::open(f.tp.pool, c);
+    REQUIRE(loop.ok());
+    auto first = acquire_n(*loop, 1);  // the ring reads m0 and the three; m0 goes out
+    REQUIRE(first.size() == 1);
+    REQUIRE(loop->complete(std::move(first[0]), upper(first[0])).ok());
+    // The ring (three of four held) has three messages that may go out, and all three are
+    // dead-lettered: the pass reads on and hands out m4, without waiting.
+    std::vector<WorkTicket> two(2);
+    auto n = loop->acquire(two, 0ns);
+    REQUIRE(n.ok());
+    REQUIRE(*n == 1);
+    CHECK(two[0].item().offset == 4);
+    REQUIRE(loop->complete(std::move(two[0]), upper(two[0])).ok());
+    REQUIRE(loop->service().ok());
+    auto dead = dead_letter_count(f.tp.pool, "t.dlq");
+    REQUIRE(dead.ok());
+    CHECK(*dead == 3);
+    REQUIRE(loop->close().ok());
+}
+
+TEST_CASE("async worker: a backlog on one partition does not keep another partition's message unread") {
+    Fixture f("async-refill-fair", 5);
+    // Twelve messages on partition 0, then one on partition 4.
+    auto upload_to = [&](uint32_t partition, const std::string& key) {
+        auto ver = f.store->put(f.in(key), bytes("x"));
+        REQUIRE(ver.ok());
+        const std::string v = std::to_string(*ver), uri = f.in(key).to_string();
+        const MessageHeader h[] = {{kHeaderVersion, v}};
+        REQUIRE(f.producer->send_to(partition, OutgoingMessage{bytes(uri), {}, h}).ok());
+    };
+    for (int i = 0; i < 12; ++i) upload_to(0, "p0-" + std::to_string(i));
+    WorkerConfig c = f.cfg("m", 1);
+    c.window = 8;
+    auto loop = WorkerLoop::open(f.tp.pool, c);
+    REQUIRE(loop.ok());
+    auto t = acquire_n(*loop, 1);  // partition 0's ring fills
+    REQUIRE(t.size() == 1);
+    REQUIRE(loop->complete(std::move(t[0]), upper(t[0])).ok());
+    upload_to(4, "p4");
+    // Partition 0's ring is more than half full and could serve; partition 4's is empty with a
+    // message waiting: it is read in this pass, and goes out within the next two hand-outs
+    // (the hand-out rotates over the partitions).
+    bool seen = false;
+    for (int i = 0; i < 2 && !seen; ++i) {
+        auto got = acquire_n(*loop, 1);
+        REQUIRE(got.size() == 1);
+        seen = got[0].item().partition == 4;
+        REQUIRE(loop->complete(std::move(got[0]), upper(got[0])).ok());
+    }
+    CHECK(seen);
+    REQUIRE(loop->close().ok());
+}
+
 TEST_CASE("async worker: a result is never replaced by the result of an older input version") {
     Fixture f("async-version");
     const std::string k = "K";

@@ -763,26 +763,27 @@ bool WorkerLoop::Impl::any_eligible(uint64_t now) {
     return false;
 }
 
-// Whether the rings alone can fill `want` tickets now while less than half of their room is
-// free; acquire then skips its poll. Under a backlog a ring frees one slot per completion, and
-// a poll for each (with the partition's resume and pause in the consumer around it) costs more
-// than the message's own bookkeeping; polled from half free, window/2 messages share one. A
-// pass that hands out nothing still polls (its blocking poll), so messages that cannot go out
-// yet never hold back what comes after them.
+// Whether acquire may skip its poll: the rings alone hold `want` messages that may go out now,
+// and no partition whose ring is at least half free has messages waiting in the topic (one
+// ring's backlog must not keep another partition's messages unread). Under a backlog a ring
+// frees one slot per completion, and a poll for each (with the partition's resume and pause in
+// the consumer around it) costs more than the message's own bookkeeping; read from half free,
+// window/2 messages share one. A pass that then hands out less than `want` polls after all
+// (acquire), and one that hands out nothing still reaches its blocking poll.
 bool WorkerLoop::Impl::rings_serve(uint64_t want, uint64_t now) {
     if (want == 0 || now < store_full_until_ns) return false;
-    uint64_t room = 0, size = 0;
-    for (const Part& part : parts) {
-        if (!part.owned) continue;
-        room += cfg.window - part.count;
-        size += cfg.window;
-    }
-    if (2 * room >= size) return false;
     uint64_t ready = 0;
-    for (Part& part : parts)
-        for (uint32_t i = 0; part.owned && i < part.count; ++i)
-            if (eligible(part, i, now) && ++ready >= want) return true;
-    return false;
+    for (uint32_t p = 0; p < parts.size(); ++p) {
+        Part& part = parts[p];
+        if (!part.owned) continue;
+        if (part.count <= cfg.window / 2) {
+            auto lag = consumer->lag(p);  // one load of the partition's tail
+            if (!lag || *lag != 0) return false;
+        }
+        for (uint32_t i = 0; i < part.count && ready < want; ++i)
+            if (eligible(part, i, now)) ++ready;
+    }
+    return ready >= want;
 }
 
 // The soonest instant after `now` at which a slot's backoff ends (UINT64_MAX: none). Only a
@@ -1845,12 +1846,22 @@ Result<size_t> WorkerLoop::Impl::acquire(std::span<WorkTicket> tickets, uint64_t
     bool more = false;
     for (;;) {
         if (Status st = service(full, now); !st) return fatal(std::move(st).error());
-        if (!rings_serve(std::min<uint64_t>(tickets.size() - n, capacity()), now))
+        const uint64_t want = std::min<uint64_t>(tickets.size() - n, capacity());
+        const bool from_rings = rings_serve(want, now);
+        if (!from_rings)
             if (Status st = poll_into_rings(0); !st) return fatal(std::move(st).error());
         judged = now;
         auto got = hand_out_ready(tickets.subspan(n), &more, judged);
         if (!got) return fatal(std::move(got).error());
         n += *got;
+        if (from_rings && *got < want && !more) {
+            // The rings settled some of what they held without a ticket (a result already
+            // there, a dead letter): what the poll would have added goes out in this pass.
+            if (Status st = poll_into_rings(0); !st) return fatal(std::move(st).error());
+            got = hand_out_ready(tickets.subspan(n), &more, judged);
+            if (!got) return fatal(std::move(got).error());
+            n += *got;
+        }
         if (n > 0 || tickets.empty() || capacity() == 0 || finished()) break;
         now = mono_now_ns();
         if (now >= deadline) break;
