@@ -86,27 +86,35 @@ inline size_t first_from16(std::string_view s, size_t from, Bits bits, bool want
 }
 #endif
 
-/// Where the run of name characters starting at `from` ends: the first byte at or after
-/// `from` that is not one (s.size() if none is).
-template <Scan scan = kScan>
-inline size_t name_chars_from(std::string_view s, size_t from) {
+/// The runs the rules scan for: name characters, and key bytes up to a control byte, DEL or '/'.
+enum class Run { name_chars, key_until_stop };
+
+/// Where the run of `run` starting at `from` ends: the first byte at or after `from` outside
+/// it (s.size() if none is).
+template <Run run, Scan scan>
+inline size_t run_end(std::string_view s, size_t from) {
     if (from >= s.size()) return s.size();
 #if defined(__SSE2__)
-    if (scan == Scan::vector && s.size() >= 16) return first_from16(s, from, name_char_bits, true);
+    if (scan == Scan::vector && s.size() >= 16)
+        return run == Run::name_chars ? first_from16(s, from, name_char_bits, true)
+                                      : first_from16(s, from, key_stop_bits, false);
 #endif
-    while (from < s.size() && (kCharClass[static_cast<unsigned char>(s[from])] & kNameCharClass)) ++from;
+    constexpr uint8_t cls = run == Run::name_chars ? kNameCharClass : kKeyStopClass;
+    constexpr bool inside = run == Run::name_chars;  // a name runs while in its class, a key while not
+    while (from < s.size() && bool(kCharClass[static_cast<unsigned char>(s[from])] & cls) == inside) ++from;
     return from;
+}
+
+/// Where the run of name characters starting at `from` ends.
+template <Scan scan = kScan>
+inline size_t name_chars_from(std::string_view s, size_t from) {
+    return run_end<Run::name_chars, scan>(s, from);
 }
 
 /// The first control character, DEL or '/' at or after `from` (s.size() if none).
 template <Scan scan = kScan>
 inline size_t key_stop_from(std::string_view s, size_t from) {
-    if (from >= s.size()) return s.size();
-#if defined(__SSE2__)
-    if (scan == Scan::vector && s.size() >= 16) return first_from16(s, from, key_stop_bits, false);
-#endif
-    while (from < s.size() && !(kCharClass[static_cast<unsigned char>(s[from])] & kKeyStopClass)) ++from;
-    return from;
+    return run_end<Run::key_until_stop, scan>(s, from);
 }
 
 /// The start and length rules of a name whose characters are known to be name characters.
