@@ -462,6 +462,40 @@ TEST_CASE("async worker: a backlog on one partition does not keep another partit
     REQUIRE(loop->close().ok());
 }
 
+TEST_CASE("async worker: the result key template builds each result's URI; a template that makes an invalid key dead-letters") {
+    for (const char* tmpl : {"out-{key}.txt", "{bucket}/x/{key}", "{bucket}//{key}", "{key}/."}) {
+        CAPTURE(tmpl);
+        const bool valid = std::string_view(tmpl).find("//") == std::string_view::npos &&
+                           !std::string_view(tmpl).ends_with("/.");
+        Fixture f(valid ? "async-tmpl-ok" : "async-tmpl-bad");
+        f.upload("doc", "abc");
+        WorkerConfig c = f.cfg("m", 1);
+        c.result_key = tmpl;
+        auto loop = WorkerLoop::open(f.tp.pool, c);
+        REQUIRE(loop.ok());
+        auto tickets = acquire_n(*loop, 1);
+        if (valid) {
+            REQUIRE(tickets.size() == 1);
+            REQUIRE(loop->complete(std::move(tickets[0]), upper(tickets[0])).ok());
+            std::string key = tmpl;
+            key.replace(key.find("{key}"), 5, "doc");
+            if (auto b = key.find("{bucket}"); b != std::string::npos) key.replace(b, 8, "in");
+            auto d = f.store->get(FabricUri::make(f.tp.pool.name(), "results", key).value());
+            REQUIRE(d.ok());
+            REQUIRE(d->has_value());
+            CHECK(std::string((*d)->data.begin(), (*d)->data.end()) == "ABC");
+        } else {
+            CHECK(tickets.empty());
+            REQUIRE(loop->service().ok());
+            auto dead = dead_letter_count(f.tp.pool, "t.dlq");
+            REQUIRE(dead.ok());
+            CHECK(*dead == 1);
+            CHECK(loop->stats().processed == 0);
+        }
+        REQUIRE(loop->close().ok());
+    }
+}
+
 TEST_CASE("async worker: a result is never replaced by the result of an older input version") {
     Fixture f("async-version");
     const std::string k = "K";

@@ -15,6 +15,9 @@ namespace fabric_shm {
 constexpr size_t kMaxKeyLength = 256;
 
 class FabricUri;
+namespace detail {
+struct UriAccess;  ///< the library's own: views of parts it has already checked
+}
 
 /// A validated fabric://POOL/BUCKET/KEY that refers to characters it does not own: the bytes
 /// of a notification, a FabricUri, or a buffer the caller reuses. parse() applies exactly
@@ -44,6 +47,7 @@ public:
 
 private:
     friend class FabricUri;
+    friend struct detail::UriAccess;
     /// Validates the parts; `text` only names the URI in an error. Allocates only on error.
     static Status check(std::string_view text, std::string_view pool, std::string_view bucket, std::string_view key);
     static FabricUriView parse_parts_unchecked(std::string_view pool, std::string_view bucket, std::string_view key);

@@ -47,6 +47,7 @@
 #include "fabric_shm/topic.h"
 #include "fabric_shm/waiter.h"
 #include "mq/result_buckets.h"
+#include "name_rule.h"
 #include "mq/topic_internal.h"
 #include "worker/membership.h"
 
@@ -356,6 +357,15 @@ struct WorkerLoop::Impl {
 
     // Reused from message to message (no allocation per message once they are large enough).
     std::string result_key;          ///< hand_out: the result key of the message at hand
+    /// "fabric://POOL/RESULT_BUCKET/" (empty: the names break the rules; the checked path), and
+    /// the result key template in pieces: what result_uri_of writes without parsing anything.
+    std::string result_prefix;
+    struct KeyPiece {
+        enum class Kind : uint8_t { text, bucket, key } kind;
+        std::string_view text;  ///< kind text: a view of cfg.result_key
+    };
+    std::vector<KeyPiece> result_key_pieces;
+    void init_result_uri();
     ObjectInfo result_info;          ///< the stored result as head_into last found it
     /// result_put_options(input, version, epoch) with the ttl and the partition's fence, made
     /// once (open) and updated in place by result_put (its metadata entries stay).
@@ -1357,9 +1367,60 @@ void WorkerLoop::Impl::init_result_options() {
     result_input_version = &result_options.metadata[std::string(kResultInputVersion)];
 }
 
+// The result URI's constant prefix and the key template's pieces, made once (the template was
+// validated at open).
+void WorkerLoop::Impl::init_result_uri() {
+    result_prefix.clear();
+    if (detail::name_ok(pool->name()) && detail::name_ok(cfg.result_bucket))
+        result_prefix = std::string(detail::kUriScheme) + pool->name() + "/" + cfg.result_bucket + "/";
+    result_key_pieces.clear();
+    const std::string_view t = cfg.result_key;
+    for (size_t i = 0; i < t.size();) {
+        const size_t open = t.find('{', i);
+        if (open != i) {
+            const size_t end = open == std::string_view::npos ? t.size() : open;
+            result_key_pieces.push_back({KeyPiece::Kind::text, t.substr(i, end - i)});
+            if (open == std::string_view::npos) break;
+        }
+        const size_t close = t.find('}', open);
+        const bool key = t.substr(open + 1, close - open - 1) == "key";
+        result_key_pieces.push_back({key ? KeyPiece::Kind::key : KeyPiece::Kind::bucket, {}});
+        i = close + 1;
+    }
+}
+
 // The result URI of `input` into `buffer`: its key by the result key template, in the result
-// bucket. No allocation once `buffer` and result_key are large enough.
+// bucket. No allocation once `buffer` is large enough. The prefix's names were checked at open
+// and the input's parts by its parse; the key is written straight after the prefix and checked
+// a byte at a time (a 16-byte load of bytes just stored would wait for the stores). A key past
+// kMaxKeyLength (shortened with a hash) or one that breaks the rule takes the checked path,
+// which names the reason.
 Result<FabricUriView> WorkerLoop::Impl::result_uri_of(const FabricUriView& input, std::string& buffer) {
+    if (!result_prefix.empty()) {
+        auto piece_text = [&](const KeyPiece& k) {
+            return k.kind == KeyPiece::Kind::text ? k.text : k.kind == KeyPiece::Kind::key ? input.key() : input.bucket();
+        };
+        size_t key_len = 0;
+        for (const KeyPiece& k : result_key_pieces) key_len += piece_text(k).size();
+        if (key_len <= kMaxKeyLength) {
+            const size_t at_key = result_prefix.size();
+            buffer.resize(at_key + key_len);
+            char* out = buffer.data();
+            std::memcpy(out, result_prefix.data(), at_key);
+            for (size_t at = at_key; const KeyPiece& k : result_key_pieces) {
+                const std::string_view piece = piece_text(k);
+                std::memcpy(out + at, piece.data(), piece.size());
+                at += piece.size();
+            }
+            const std::string_view key(out + at_key, key_len);
+            if (detail::key_ok<detail::Scan::bytewise>(key)) {
+                const size_t at_pool = detail::kUriScheme.size(), pool_len = pool->name().size();
+                return detail::UriAccess::unchecked(std::string_view(out + at_pool, pool_len),
+                                                    std::string_view(out + at_pool + pool_len + 1, cfg.result_bucket.size()),
+                                                    key);
+            }
+        }
+    }
     fill_result_key(result_key, cfg.result_key, input.bucket(), input.key());
     return FabricUriView::format(buffer, pool->name(), cfg.result_bucket, result_key);
 }
@@ -1713,6 +1774,7 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config) {
     FABRIC_TRY(validate_name("member id", impl->cfg.member_id));
     impl->stats.latency = {};
     impl->init_result_options();
+    impl->init_result_uri();
     StoreConfig sc;
     sc.name = config.store;
     auto store = MemObjectStore::open(pool, sc);
