@@ -179,12 +179,4 @@ inline bool split_valid_uri(std::string_view text, UriSplit& split) {
     return true;
 }
 
-/// A view of parts the caller has checked against the rules itself (the predicates above):
-/// for library code that builds URI text it knows to be valid and must not scan it again.
-struct UriAccess {
-    static FabricUriView unchecked(std::string_view pool, std::string_view bucket, std::string_view key) {
-        return FabricUriView::parse_parts_unchecked(pool, bucket, key);
-    }
-};
-
 }  // namespace fabric_shm::detail

@@ -47,8 +47,9 @@
 #include "fabric_shm/topic.h"
 #include "fabric_shm/waiter.h"
 #include "mq/result_buckets.h"
-#include "name_rule.h"
 #include "mq/topic_internal.h"
+#include "name_rule.h"
+#include "uri_access.h"
 #include "worker/membership.h"
 
 namespace fabric_shm {
@@ -1394,7 +1395,7 @@ void WorkerLoop::Impl::init_result_uri() {
 // and the input's parts by its parse; the key is written straight after the prefix and checked
 // a byte at a time (a 16-byte load of bytes just stored would wait for the stores). A key past
 // kMaxKeyLength (shortened with a hash) or one that breaks the rule takes the checked path,
-// which names the reason.
+// which names the reason. `input` must not point into `buffer` (it is the slot's notification).
 Result<FabricUriView> WorkerLoop::Impl::result_uri_of(const FabricUriView& input, std::string& buffer) {
     if (!result_prefix.empty()) {
         auto piece_text = [&](const KeyPiece& k) {
