@@ -634,7 +634,11 @@ Status WorkerLoop::Impl::rebalance() {
 
 // Dropped tickets: their messages are handed out again (the hand-out counts an attempt).
 void WorkerLoop::Impl::take_abandoned() {
-    if (!box->any.exchange(false, std::memory_order_acquire)) return;  // pairs with ~WorkTicket's release
+    // A load first: the exchange is a locked instruction, and this runs twice per message while
+    // a drop is rare. A drop the load does not see yet is taken by the next pass.
+    if (!box->any.load(std::memory_order_acquire) ||  // pairs with ~WorkTicket's release
+        !box->any.exchange(false, std::memory_order_acquire))
+        return;
     std::vector<AbandonBox::Dropped> dropped;
     {
         std::lock_guard<std::mutex> lock(box->mu);
