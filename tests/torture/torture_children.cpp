@@ -268,7 +268,11 @@ int ops_child(const OpsArgs& a) {
         oo.create.ttl = ns_duration(ttl);
         auto pool = Pool::open(a.pool, oo);
         if (!pool) {
-            failed("open", pool.error());
+            // A remover held (stopped) in the middle of removing the side pool keeps it
+            // "removing" while it is held, and a stopped process is never judged dead: open
+            // waits a while, then says busy, and the next round tries again.
+            if (pool.code() == Errc::busy) log_line(fd, "L open busy: " + pool.error().message);
+            else failed("open", pool.error());
             sleep_ms(50);
             continue;
         }
