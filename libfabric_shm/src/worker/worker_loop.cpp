@@ -94,20 +94,39 @@ std::string_view decimal(char (&buf)[24], uint64_t v) {
     return {buf, size_t(end - buf)};
 }
 
+/// One piece of a result key template: literal text, {bucket} or {key}.
+struct KeyPiece {
+    enum class Kind : uint8_t { text, bucket, key } kind;
+    std::string_view text;  ///< kind text: a view of the template
+    /// The piece's text for an input with this bucket and key.
+    std::string_view of(std::string_view bucket, std::string_view key) const {
+        return kind == Kind::text ? text : kind == Kind::key ? key : bucket;
+    }
+};
+
+/// Calls fn(piece) for each piece of `key_template` (validated: validate_result_key_template),
+/// in order; no empty text piece.
+template <class Fn>
+void for_each_key_piece(std::string_view key_template, Fn&& fn) {
+    for (size_t i = 0; i < key_template.size();) {
+        const size_t open = key_template.find('{', i);
+        if (open != i) {
+            const size_t end = open == std::string_view::npos ? key_template.size() : open;
+            fn(KeyPiece{KeyPiece::Kind::text, key_template.substr(i, end - i)});
+            if (open == std::string_view::npos) break;
+        }
+        const size_t close = key_template.find('}', open);
+        const bool key = key_template.substr(open + 1, close - open - 1) == "key";
+        fn(KeyPiece{key ? KeyPiece::Kind::key : KeyPiece::Kind::bucket, {}});
+        i = close + 1;
+    }
+}
+
 /// result_key_for's text into `out` (its capacity reused), without its checks: the template was
 /// validated when the loop opened, and the key is validated by the URI made from it.
 void fill_result_key(std::string& out, std::string_view key_template, std::string_view bucket, std::string_view key) {
     out.clear();
-    for (size_t i = 0; i < key_template.size();) {
-        const size_t open = key_template.find('{', i);
-        if (open != i) {
-            out.append(key_template.substr(i, open == std::string_view::npos ? std::string_view::npos : open - i));
-            if (open == std::string_view::npos) break;
-        }
-        const size_t close = key_template.find('}', open);
-        out.append(key_template.substr(open + 1, close - open - 1) == "key" ? key : bucket);
-        i = close + 1;
-    }
+    for_each_key_piece(key_template, [&](const KeyPiece& k) { out.append(k.of(bucket, key)); });
     if (out.size() > kMaxKeyLength) {
         // Readable prefix + the hash of the whole key (FNV-1a, 64 bits): distinct keys stay
         // distinct unless they collide in the hash, which the input-URI check then reports.
@@ -348,7 +367,6 @@ struct WorkerLoop::Impl {
     uint64_t last_keep_alive_ns = 0, last_rebalance_ns = 0, last_message_ns = 0;
     /// The store was full past --store-wait: nothing is handed out before this (mono ns).
     uint64_t store_full_until_ns = 0;
-    uint64_t commit_delay_ns = 0;  ///< cfg.commit_delay
     /// delete_input: another group registered on the topic after open(): nothing is deleted.
     bool deletes_suspended = false;
     uint64_t last_group_check_ns = 0;
@@ -361,11 +379,7 @@ struct WorkerLoop::Impl {
     /// "fabric://POOL/RESULT_BUCKET/" (empty: the names break the rules; the checked path), and
     /// the result key template in pieces: what result_uri_of writes without parsing anything.
     std::string result_prefix;
-    struct KeyPiece {
-        enum class Kind : uint8_t { text, bucket, key } kind;
-        std::string_view text;  ///< kind text: a view of cfg.result_key
-    };
-    std::vector<KeyPiece> result_key_pieces;
+    std::vector<KeyPiece> result_key_pieces;  ///< their text views cfg.result_key
     void init_result_uri();
     ObjectInfo result_info;          ///< the stored result as head_into last found it
     /// result_put_options(input, version, epoch) with the ttl and the partition's fence, made
@@ -571,7 +585,7 @@ Status WorkerLoop::Impl::commit_pending(bool* busy, CommitWhen when, uint64_t no
         // quarantined claims leave gaps).
         if (when == CommitWhen::due && part.count != 0 && !part.commit_at_once &&
             part.done_since_commit < cfg.commit_every && !near_scan_end) {
-            if (part.commit_due_ns == 0) part.commit_due_ns = now + commit_delay_ns;
+            if (part.commit_due_ns == 0) part.commit_due_ns = now + to_ns(cfg.commit_delay);
             if (now < part.commit_due_ns) continue;
         }
         FABRIC_PAUSE_POINT("worker.commit.before");
@@ -1379,19 +1393,7 @@ void WorkerLoop::Impl::init_result_uri() {
     if (detail::name_ok(pool->name()) && detail::name_ok(cfg.result_bucket))
         result_prefix = std::string(detail::kUriScheme) + pool->name() + "/" + cfg.result_bucket + "/";
     result_key_pieces.clear();
-    const std::string_view t = cfg.result_key;
-    for (size_t i = 0; i < t.size();) {
-        const size_t open = t.find('{', i);
-        if (open != i) {
-            const size_t end = open == std::string_view::npos ? t.size() : open;
-            result_key_pieces.push_back({KeyPiece::Kind::text, t.substr(i, end - i)});
-            if (open == std::string_view::npos) break;
-        }
-        const size_t close = t.find('}', open);
-        const bool key = t.substr(open + 1, close - open - 1) == "key";
-        result_key_pieces.push_back({key ? KeyPiece::Kind::key : KeyPiece::Kind::bucket, {}});
-        i = close + 1;
-    }
+    for_each_key_piece(cfg.result_key, [&](const KeyPiece& k) { result_key_pieces.push_back(k); });
 }
 
 // The result URI of `input` into `buffer`: its key by the result key template, in the result
@@ -1402,18 +1404,15 @@ void WorkerLoop::Impl::init_result_uri() {
 // which names the reason. `input` must not point into `buffer` (it is the slot's notification).
 Result<FabricUriView> WorkerLoop::Impl::result_uri_of(const FabricUriView& input, std::string& buffer) {
     if (!result_prefix.empty()) {
-        auto piece_text = [&](const KeyPiece& k) {
-            return k.kind == KeyPiece::Kind::text ? k.text : k.kind == KeyPiece::Kind::key ? input.key() : input.bucket();
-        };
         size_t key_len = 0;
-        for (const KeyPiece& k : result_key_pieces) key_len += piece_text(k).size();
+        for (const KeyPiece& k : result_key_pieces) key_len += k.of(input.bucket(), input.key()).size();
         if (key_len <= kMaxKeyLength) {
             const size_t at_key = result_prefix.size();
             buffer.resize(at_key + key_len);
             char* out = buffer.data();
             std::memcpy(out, result_prefix.data(), at_key);
             for (size_t at = at_key; const KeyPiece& k : result_key_pieces) {
-                const std::string_view piece = piece_text(k);
+                const std::string_view piece = k.of(input.bucket(), input.key());
                 std::memcpy(out + at, piece.data(), piece.size());
                 at += piece.size();
             }
@@ -1774,7 +1773,6 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config) {
     impl->pool_handle = pool;
     impl->pool = &impl->pool_handle;
     impl->cfg = config;
-    impl->commit_delay_ns = uint64_t(config.commit_delay.count());
     if (impl->cfg.member_id.empty()) impl->cfg.member_id = default_member_id();
     FABRIC_TRY(validate_name("member id", impl->cfg.member_id));
     impl->stats.latency = {};
