@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <map>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -53,14 +54,18 @@ struct Fixture {
     FabricUri result(const std::string& key) const {
         return FabricUri::make(tp.pool.name(), "results", "in/" + key).value();
     }
-    /// Puts in/KEY and notifies it, keyed by `notify_key` (default: KEY; "" = unkeyed).
-    uint64_t upload(const std::string& key, const std::string& data, const std::string* notify_key = nullptr) {
+    /// Puts in/KEY and notifies it, keyed by `notify_key` (default: KEY; "" = unkeyed), or
+    /// unkeyed to `partition` when given.
+    uint64_t upload(const std::string& key, const std::string& data, const std::string* notify_key = nullptr,
+                    std::optional<uint32_t> partition = std::nullopt) {
         auto ver = store->put(in(key), bytes(data));
         REQUIRE(ver.ok());
         const std::string v = std::to_string(*ver), us = in(key).to_string();
         const MessageHeader h[] = {{kHeaderVersion, v}};
         const std::string k = notify_key ? *notify_key : key;
-        auto sent = k.empty() ? producer->send(bytes(us), h) : producer->send_keyed(bytes(k), bytes(us), h);
+        auto sent = partition ? producer->send_to(*partition, OutgoingMessage{bytes(us), {}, h})
+                    : k.empty() ? producer->send(bytes(us), h)
+                                : producer->send_keyed(bytes(k), bytes(us), h);
         REQUIRE(sent.ok());
         return *ver;
     }
@@ -432,14 +437,7 @@ TEST_CASE("async worker: messages the ring settles without a ticket do not cost 
 TEST_CASE("async worker: a backlog on one partition does not keep another partition's message unread") {
     Fixture f("async-refill-fair", 5);
     // Twelve messages on partition 0, then one on partition 4.
-    auto upload_to = [&](uint32_t partition, const std::string& key) {
-        auto ver = f.store->put(f.in(key), bytes("x"));
-        REQUIRE(ver.ok());
-        const std::string v = std::to_string(*ver), uri = f.in(key).to_string();
-        const MessageHeader h[] = {{kHeaderVersion, v}};
-        REQUIRE(f.producer->send_to(partition, OutgoingMessage{bytes(uri), {}, h}).ok());
-    };
-    for (int i = 0; i < 12; ++i) upload_to(0, "p0-" + std::to_string(i));
+    for (int i = 0; i < 12; ++i) f.upload("p0-" + std::to_string(i), "x", nullptr, 0);
     WorkerConfig c = f.cfg("m", 1);
     c.window = 8;
     auto loop = WorkerLoop::open(f.tp.pool, c);
@@ -447,7 +445,7 @@ TEST_CASE("async worker: a backlog on one partition does not keep another partit
     auto t = acquire_n(*loop, 1);  // partition 0's ring fills
     REQUIRE(t.size() == 1);
     REQUIRE(loop->complete(std::move(t[0]), upper(t[0])).ok());
-    upload_to(4, "p4");
+    f.upload("p4", "y", nullptr, 4);
     // Partition 0's ring is more than half full and could serve; partition 4's is empty with a
     // message waiting: it is read in this pass, and goes out within the next two hand-outs
     // (the hand-out rotates over the partitions).
