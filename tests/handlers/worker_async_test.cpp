@@ -238,7 +238,7 @@ TEST_CASE("async worker: a deferred commit is made by the first service() commit
     Fixture f("async-commit-delay");
     for (int i = 0; i < 4; ++i) f.upload("k" + std::to_string(i), "data");
     WorkerConfig c = f.cfg("a", 1);
-    c.commit_delay = std::chrono::milliseconds(5);
+    c.commit_delay = std::chrono::milliseconds(100);  // far above a time slice: the first service() is before it
     auto loop = WorkerLoop::open(f.tp.pool, c);
     REQUIRE(loop.ok());
     std::vector<WorkTicket> t(1);
@@ -247,7 +247,7 @@ TEST_CASE("async worker: a deferred commit is made by the first service() commit
     REQUIRE(loop->complete(std::move(t[0]), upper(t[0])).ok());
     REQUIRE(loop->service().ok());  // three more buffered: deferred
     CHECK(f.committed() == 0);
-    std::this_thread::sleep_for(10ms);
+    std::this_thread::sleep_for(150ms);
     REQUIRE(loop->service().ok());
     CHECK(f.committed() == 1);
 }
