@@ -62,6 +62,37 @@ struct PoolAccess {
     }
 };
 
+/// Region::check's passing case, from pointers resolved once. Region::check builds one per call;
+/// a sender keeps one per partition next to the partition's geometry, so that its first send
+/// after a wait (whose kernel entry dropped the TLB: docs/benchmarks.md, "Where the light-load
+/// time goes") reaches the flag, the pool header and the entry without walking the handle chain
+/// (topic handle, region vector, Region, Pool::Impl). Valid while the Region's pool handle
+/// lives: close() only sets the flag, the mapping stays until the last handle is gone.
+struct LeaseGate {
+    const std::atomic<bool>* closed = nullptr;
+    const std::atomic<uint64_t>* lifecycle = nullptr;
+    const layout::RegionEntry* entry = nullptr;
+    uint32_t generation = 0;
+
+    /// `region` must be valid (a pool handle).
+    static LeaseGate of(const Region& region) noexcept {
+        const Pool::Impl& impl = PoolAccess::impl(region.pool());
+        return LeaseGate{&impl.closed, &impl.header()->lifecycle, &PoolAccess::entry(region), region.ref().generation};
+    }
+    /// Whether the pool is open and live and the region is this generation, live (or being
+    /// created) and leased until after `now_ns` (monotonic). False: Region::check_failed says
+    /// which test failed. The orderings are check_failed's, where each is explained.
+    bool passes(uint64_t now_ns) const noexcept {
+        if (closed->load(std::memory_order_relaxed)) return false;
+        if (layout::lifecycle_state(lifecycle->load(std::memory_order_acquire)) != layout::kPoolLive) return false;
+        const uint64_t w = entry->word.load(std::memory_order_acquire);
+        return layout::entry_word_gen(w) == generation &&
+               (layout::entry_word_state(w) == layout::kEntryLive || layout::entry_word_state(w) == layout::kEntryCreating) &&
+               entry->lease.state.load(std::memory_order_acquire) == layout::kLeaseActive &&
+               now_ns < entry->lease.expires_ns.load(std::memory_order_acquire);
+    }
+};
+
 inline std::byte* pool_base(const Pool& pool) noexcept { return PoolAccess::impl(pool).base; }
 inline layout::PoolHeader& pool_header(const Pool& pool) noexcept { return *PoolAccess::impl(pool).header(); }
 inline bool pool_in_bounds(const Pool& pool, uint64_t offset, uint64_t length) noexcept {

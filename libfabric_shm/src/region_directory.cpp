@@ -320,21 +320,11 @@ void Region::release() noexcept {
 
 uint64_t Region::lease_id() const { return detail::PoolAccess::entry(*this).lease.lease_id.load(std::memory_order_relaxed); }
 
-// Region::check runs before every operation on a region: the passing case is these loads and
-// compares alone; the failing one (below) re-reads them to say which failed. Their orderings
-// are the failing case's, where each is explained.
+// Region::check runs before every operation on a region: the passing case is the gate's loads
+// and compares alone (detail::LeaseGate); the failing one (below) re-reads them to say which
+// failed.
 Status Region::check(MonoTime now) const {
-    if (pool_.valid() && !pool_.closed()) {
-        const RegionEntry& entry = detail::PoolAccess::entry(*this);
-        if (lifecycle_state(pool_.impl_->header()->lifecycle.load(std::memory_order_acquire)) == kPoolLive) {
-            const uint64_t w = entry.word.load(std::memory_order_acquire);
-            if (entry_word_gen(w) == ref_.generation &&
-                (entry_word_state(w) == kEntryLive || entry_word_state(w) == kEntryCreating) &&
-                entry.lease.state.load(std::memory_order_acquire) == kLeaseActive &&
-                to_ns(now) < entry.lease.expires_ns.load(std::memory_order_acquire))
-                return {};
-        }
-    }
+    if (pool_.valid() && detail::LeaseGate::of(*this).passes(to_ns(now))) return {};
     return check_failed(now);
 }
 

@@ -13,6 +13,7 @@
 #include "fabric_shm/offset_store.h"
 #include "fabric_shm/topic.h"
 #include "mq_test_util.h"
+#include "pool_impl.h"
 
 using namespace fabric_shm;
 using namespace mqtest;
@@ -81,6 +82,58 @@ TEST_CASE("topics: create, list, describe, duplicate, remove; send never creates
     REQUIRE(d2.ok());
     CHECK(d2->incarnation != inc1);
     CHECK(d2->partitions[0].next == 0);
+}
+
+TEST_CASE("producer: every send asks for its partition's lease and the pool's state as they are now") {
+    TestPool tp("sendlease");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(2, 8)).ok());
+    auto prod = Producer::open(tp.pool, "t");
+    REQUIRE(prod.ok());
+    REQUIRE(prod->send_to(0, OutgoingMessage{bytes("a"), {}, {}}).ok());
+
+    // Partition 0's lease ran out a second ago (forged in memory: no wall-clock wait).
+    auto region = tp.pool.open_region(RegionKind::partition, "t.0");
+    REQUIRE(region.ok());
+    auto& expires = detail::region_entry(*region).lease.expires_ns;
+    const uint64_t leased_until = expires.load(std::memory_order_acquire);
+    expires.store(mono_now_ns() - kNsPerSec, std::memory_order_release);  // read by the send's acquire
+    auto late = prod->send_to(0, OutgoingMessage{bytes("b"), {}, {}});
+    REQUIRE(!late.ok());
+    CHECK(late.code() == Errc::lease_expired);
+    CHECK_MESSAGE(late.error().message.find("t.0' lease expired") != std::string::npos, late.error().message);
+    CHECK(prod->send_to(1, OutgoingMessage{bytes("c"), {}, {}}).ok());  // partition 1 keeps its own lease
+    OutgoingMessage batch[1] = {OutgoingMessage{bytes("d"), {}, {}}};
+    BatchStatus statuses[1];
+    CHECK(prod->send_batch(batch, statuses).code() == Errc::lease_expired);  // checks every partition first
+
+    // Leased again (an expired lease cannot be renewed: the forged expiry is put back), the
+    // next send goes through: nothing of the refusal was kept.
+    expires.store(leased_until, std::memory_order_release);
+    auto again = prod->send_to(0, OutgoingMessage{bytes("e"), {}, {}});
+    REQUIRE_MESSAGE(again.ok(), again.error().message);
+    CHECK(again->offset == 1);
+
+    // Revoked (forged: a remover stores it and never moves it back), the next send is refused.
+    auto& state = detail::region_entry(*region).lease.state;
+    state.store(layout::kLeaseRevoked, std::memory_order_release);
+    auto revoked = prod->send_to(0, OutgoingMessage{bytes("r"), {}, {}});
+    REQUIRE(!revoked.ok());
+    CHECK(revoked.code() == Errc::lease_expired);
+    CHECK_MESSAGE(revoked.error().message.find("lease revoked") != std::string::npos, revoked.error().message);
+    state.store(layout::kLeaseActive, std::memory_order_release);
+
+    // A removed pool fails every later send of a handle opened before the removal.
+    REQUIRE(Pool::remove(tp.pool.name(), true).ok());
+    auto removed = prod->send_to(1, OutgoingMessage{bytes("f"), {}, {}});
+    REQUIRE(!removed.ok());
+    CHECK(removed.code() == Errc::stale_generation);
+    CHECK_MESSAGE(removed.error().message.find("was removed") != std::string::npos, removed.error().message);
+
+    // Closed (any copy of the handle), every send says so first.
+    Pool copy = tp.pool;
+    copy.close();
+    CHECK(prod->send_to(1, OutgoingMessage{bytes("g"), {}, {}}).code() == Errc::closed);
 }
 
 TEST_CASE("ring: empty, one, many, full and wrap, in order per partition") {
