@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 #include "fabric_shm/clock.h"
 
+#include "clock_read.h"
+
 #include <time.h>
 
 #include <cctype>
@@ -10,13 +12,7 @@
 
 namespace fabric_shm {
 
-namespace {
-uint64_t read_clock(clockid_t id) noexcept {
-    timespec ts{};
-    clock_gettime(id, &ts);
-    return uint64_t(ts.tv_sec) * kNsPerSec + uint64_t(ts.tv_nsec);
-}
-}  // namespace
+using detail::read_clock;
 
 uint64_t mono_now_ns() noexcept { return read_clock(CLOCK_MONOTONIC); }
 uint64_t mono_coarse_ns() noexcept { return read_clock(CLOCK_MONOTONIC_COARSE); }

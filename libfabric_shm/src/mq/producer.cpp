@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "fabric_shm/clock.h"
+#include "clock_read.h"
 #include "fabric_shm/counters.h"
 #include "crash_point.h"
 #include "fabric_shm/topic.h"
@@ -85,6 +86,7 @@ struct Producer::Impl {
         PartitionView pv;
         detail::LeaseGate lease;
         uint64_t head_cache = 0;  ///< a floor below which overwriting is allowed
+        OnFullCode on_full = kOnFullBlock;  ///< the topic's (t->on_full)
     };
     std::vector<SendPart> sends;
 
@@ -92,17 +94,14 @@ struct Producer::Impl {
     /// clock, no syscall). A gate that does not pass asks the Region, which names the test that
     /// failed (or passes: renewed in between).
     Status check_lease(uint32_t p) const {
-        if (sends[p].lease.passes(mono_coarse_ns())) [[likely]]
+        if (sends[p].lease.passes(detail::read_clock(CLOCK_MONOTONIC_COARSE))) [[likely]]
             return {};
         return t->part_regions[p].check();
     }
     uint64_t next_waiter_probe_ns = 0;  ///< coarse monotonic: rate limit of dead-waiter probes
 
     uint64_t timestamp() const {
-        if (!options.coarse_timestamps) return wall_now_ns();
-        timespec ts{};
-        clock_gettime(CLOCK_REALTIME_COARSE, &ts);
-        return uint64_t(ts.tv_sec) * kNsPerSec + uint64_t(ts.tv_nsec);
+        return detail::read_clock(options.coarse_timestamps ? CLOCK_REALTIME_COARSE : CLOCK_REALTIME);
     }
     /// A slot this producer claimed (CLAIMED(me) at `lap`), not yet published. Filled by
     /// claim() and claim_next(); no initialisers, so a run's array costs nothing to declare.
@@ -201,6 +200,7 @@ Result<Producer> Producer::open(const Pool& pool, std::string_view topic, const 
         sp.pv = (*t)->parts[p];
         sp.lease = detail::LeaseGate::of((*t)->part_regions[p]);
         sp.head_cache = sp.pv.hdr->head.load(std::memory_order_acquire);  // pairs with raise_head
+        sp.on_full = (*t)->on_full;
     }
     impl->t = std::move(t.value());
     return Producer(std::move(impl));
@@ -299,7 +299,7 @@ inline bool Producer::Impl::claim(uint32_t p, Claimed& out, Error* error) {
     for (;;) {
         // Acquire: pairs with the release tail CAS of the previous claimer (or a helper).
         const uint64_t off = ph->tail.load(std::memory_order_acquire);
-        if (t->on_full != kOnFullOverwrite && int64_t(off - sends[p].head_cache) >= int64_t(pv.capacity)) {
+        if (sends[p].on_full != kOnFullOverwrite && int64_t(off - sends[p].head_cache) >= int64_t(pv.capacity)) {
             if (!wait_start) wait_start = mono_now_ns();
             if (Status st = wait_for_space(p, off, wait_start + to_ns(options.block_timeout), wait_start); !st) [[unlikely]] {
                 *error = std::move(st).error();
@@ -392,7 +392,7 @@ inline bool Producer::Impl::claim(uint32_t p, Claimed& out, Error* error) {
 bool Producer::Impl::claim_next(uint32_t p, const Claimed& prev, Claimed& next) {
     const PartitionView& pv = sends[p].pv;
     const uint64_t off = prev.offset + 1;
-    if (t->on_full != kOnFullOverwrite && int64_t(off - sends[p].head_cache) >= int64_t(pv.capacity)) return false;
+    if (sends[p].on_full != kOnFullOverwrite && int64_t(off - sends[p].head_cache) >= int64_t(pv.capacity)) return false;
     SlotHeader* s = pv.slot(off);
     // Acquire: pairs with the previous occupant's publish/skip CAS (its bytes are done).
     uint64_t w = s->state.load(std::memory_order_acquire);
