@@ -77,16 +77,17 @@ struct Producer::Impl {
     ProducerOptions options;
     OwnerToken me = 0;
     uint32_t rr = 0;
-    /// What a send reads of one partition, in one record per partition: its geometry (a copy of
-    /// t->parts[p]), its lease gate and the head floor. The first send after a wait then
-    /// reaches the shared pages it checks and claims from without walking the topic handle's
-    /// vectors and the region's pool handle (docs/benchmarks.md, "Where the light-load time
-    /// goes").
+    OnFullCode on_full = kOnFullBlock;  ///< the topic's (immutable; read by every claim)
+    /// What a send reads of one partition, in one record per partition (one per partition of
+    /// the topic: sends.size() is the partition count): its geometry (a copy of t->parts[p];
+    /// the producer reads it from here only), its lease gate and the head floor. The first send
+    /// after a wait then reaches the shared pages it checks and claims from without walking the
+    /// topic handle's vectors and the region's pool handle (docs/benchmarks.md, "Where the
+    /// light-load time goes").
     struct alignas(64) SendPart {
         PartitionView pv;
         detail::LeaseGate lease;
         uint64_t head_cache = 0;  ///< a floor below which overwriting is allowed
-        OnFullCode on_full = kOnFullBlock;  ///< the topic's (t->on_full)
     };
     std::vector<SendPart> sends;
 
@@ -200,8 +201,8 @@ Result<Producer> Producer::open(const Pool& pool, std::string_view topic, const 
         sp.pv = (*t)->parts[p];
         sp.lease = detail::LeaseGate::of((*t)->part_regions[p]);
         sp.head_cache = sp.pv.hdr->head.load(std::memory_order_acquire);  // pairs with raise_head
-        sp.on_full = (*t)->on_full;
     }
+    impl->on_full = (*t)->on_full;
     impl->t = std::move(t.value());
     return Producer(std::move(impl));
 }
@@ -221,7 +222,7 @@ const std::string& Producer::topic() const { return impl_->t->name; }
 // once its commit leaves a quarter of the ring free (wake_space_if_room); a smaller commit lets
 // us sleep on, and our park is bounded by kMaxParkNs, after which we re-check anyway.
 Status Producer::Impl::wait_for_space(uint32_t p, uint64_t tail, uint64_t deadline_ns, uint64_t started_ns) {
-    const PartitionView& pv = t->parts[p];
+    const PartitionView& pv = sends[p].pv;
     TopicHeader* hdr = t->hdr;
     for (;;) {
         const uint64_t now = mono_now_ns();
@@ -231,10 +232,10 @@ Status Producer::Impl::wait_for_space(uint32_t p, uint64_t tail, uint64_t deadli
         sends[p].head_cache = floor;
         // Signed: a tail read long ago (we were descheduled) can be below the floor.
         if (int64_t(tail - floor) < int64_t(pv.capacity)) return {};
-        if (t->on_full == kOnFullReject || now >= deadline_ns) {
+        if (on_full == kOnFullReject || now >= deadline_ns) {
             detail::count(*t->pool, CounterId::mq_back_pressure, 1);
             const std::string where = "topic '" + t->name + "' partition " + std::to_string(p);
-            const std::string how = t->on_full == kOnFullReject
+            const std::string how = on_full == kOnFullReject
                                         ? " (on_full=reject)"
                                         : " (on_full=block; waited " + format_duration_ns(now - started_ns) + ")";
             if (!slow.any_group)
@@ -279,7 +280,7 @@ Error Producer::Impl::unfit(uint32_t p, const OutgoingMessage& m) const {
     if (too_long)
         return make_error(Errc::message_too_large, "header '" + std::string(too_long->name.substr(0, 32)) +
                                                        "' name or value exceeds 65535 bytes");
-    const uint64_t stride = t->parts[p].stride;
+    const uint64_t stride = sends[p].pv.stride;
     const uint64_t payload = stride - kEnvelopeBytes;
     const uint64_t total = m.key.size() + hl + m.value.size();
     return make_error(Errc::message_too_large,
@@ -299,7 +300,7 @@ inline bool Producer::Impl::claim(uint32_t p, Claimed& out, Error* error) {
     for (;;) {
         // Acquire: pairs with the release tail CAS of the previous claimer (or a helper).
         const uint64_t off = ph->tail.load(std::memory_order_acquire);
-        if (sends[p].on_full != kOnFullOverwrite && int64_t(off - sends[p].head_cache) >= int64_t(pv.capacity)) {
+        if (on_full != kOnFullOverwrite && int64_t(off - sends[p].head_cache) >= int64_t(pv.capacity)) {
             if (!wait_start) wait_start = mono_now_ns();
             if (Status st = wait_for_space(p, off, wait_start + to_ns(options.block_timeout), wait_start); !st) [[unlikely]] {
                 *error = std::move(st).error();
@@ -392,7 +393,7 @@ inline bool Producer::Impl::claim(uint32_t p, Claimed& out, Error* error) {
 bool Producer::Impl::claim_next(uint32_t p, const Claimed& prev, Claimed& next) {
     const PartitionView& pv = sends[p].pv;
     const uint64_t off = prev.offset + 1;
-    if (sends[p].on_full != kOnFullOverwrite && int64_t(off - sends[p].head_cache) >= int64_t(pv.capacity)) return false;
+    if (on_full != kOnFullOverwrite && int64_t(off - sends[p].head_cache) >= int64_t(pv.capacity)) return false;
     SlotHeader* s = pv.slot(off);
     // Acquire: pairs with the previous occupant's publish/skip CAS (its bytes are done).
     uint64_t w = s->state.load(std::memory_order_acquire);
@@ -464,7 +465,7 @@ Error Producer::Impl::skipped_error(uint32_t p, const Claimed& c) const {
 void Producer::Impl::abandon(uint32_t p, const Claimed& c) {
     const uint64_t claimed = make_slot_word(kSlotClaimed, c.lap, me);
     // A repairer may have quarantined the claim meanwhile: then release it as its claimer.
-    if (!skip_claim(*t->pool, t->parts[p], c.slot, claimed, false))
+    if (!skip_claim(*t->pool, sends[p].pv, c.slot, claimed, false))
         release_quarantine(c.slot, c.slot->state.load(std::memory_order_acquire));
 }
 
@@ -503,7 +504,7 @@ size_t Producer::Impl::send_run(uint32_t p, std::span<const OutgoingMessage> mes
         if (Error error; !claim(p, claims[0], &error)) return fail(std::move(error));
         size_t n = 1;
         while (n < fit && claim_next(p, claims[n - 1], claims[n])) ++n;
-        if (n > 1) raise_tail(t->parts[p].hdr, claims[0].offset + 1, claims[n - 1].offset + 1);
+        if (n > 1) raise_tail(sends[p].pv.hdr, claims[0].offset + 1, claims[n - 1].offset + 1);
         for (size_t i = 0; i < n; ++i) {
             FABRIC_CRASH_POINT("mq.send.after_claim");
             if (detail::g_mq_after_claim_hook) detail::g_mq_after_claim_hook();
