@@ -19,6 +19,7 @@
 #include "crash_point.h"
 #include "fabric_shm/mem_object_store.h"
 #include "fabric_shm/pool.h"
+#include "pool_impl.h"
 #include "store/store_core.h"
 #include "store/store_layout.h"
 #include "region_kinds.h"
@@ -552,6 +553,56 @@ TEST_CASE("store: a flipped payload byte in the pool reads as corrupt, never as 
     CHECK(g.code() == Errc::corrupt);
     CHECK(g.error().message.find("CRC mismatch") != std::string::npos);
     CHECK(counter_total(*f.pool, CounterId::store_corrupt) == 2);
+}
+
+TEST_CASE("store: every call asks for its regions' leases and the pool's state as they are now") {
+    Fixture f("storelease");
+    const FabricUri a = f.at("b", "a");
+    REQUIRE(f.store->put(a, pattern(13, 1)).ok());
+
+    // The heap's lease ran out a second ago (forged in memory: no wall-clock wait). Writes and
+    // reads are refused and name the region; nothing is kept of the refusal once it is back.
+    auto heap = f.pool->open_region(RegionKind::store_heap, "default");
+    REQUIRE(heap.ok());
+    auto& expires = detail::region_entry(*heap).lease.expires_ns;
+    const uint64_t leased_until = expires.load(std::memory_order_acquire);
+    expires.store(mono_now_ns() - kNsPerSec, std::memory_order_release);  // read by the call's acquire
+    auto late = f.store->put(a, pattern(13, 2));
+    REQUIRE(!late.ok());
+    CHECK(late.code() == Errc::lease_expired);
+    CHECK_MESSAGE(late.error().message.find("lease expired") != std::string::npos, late.error().message);
+    CHECK(f.store->get(a).code() == Errc::lease_expired);
+    CHECK(f.store->pin(a).code() == Errc::lease_expired);
+    ObjectInfo info;
+    CHECK(f.store->head_into(a.view(), info).code() == Errc::lease_expired);
+    expires.store(leased_until, std::memory_order_release);
+    auto again = f.store->put(a, pattern(15, 3));
+    REQUIRE_MESSAGE(again.ok(), again.error().message);
+    CHECK(f.store->get(a).value()->data == pattern(15, 3));
+
+    // The root's lease revoked (forged: a remover stores it and never moves it back).
+    auto root = f.pool->open_region(RegionKind::store, "default");
+    REQUIRE(root.ok());
+    auto& state = detail::region_entry(*root).lease.state;
+    state.store(layout::kLeaseRevoked, std::memory_order_release);
+    auto revoked = f.store->put(a, pattern(14, 4));
+    REQUIRE(!revoked.ok());
+    CHECK(revoked.code() == Errc::lease_expired);
+    CHECK_MESSAGE(revoked.error().message.find("lease revoked") != std::string::npos, revoked.error().message);
+    state.store(layout::kLeaseActive, std::memory_order_release);
+    REQUIRE(f.store->put(a, pattern(14, 5)).ok());
+
+    // A removed pool fails every later call of a store opened before the removal.
+    REQUIRE(Pool::remove(f.pool->name(), true).ok());
+    auto removed = f.store->get(a);
+    REQUIRE(!removed.ok());
+    CHECK(removed.code() == Errc::stale_generation);
+    CHECK_MESSAGE(removed.error().message.find("was removed") != std::string::npos, removed.error().message);
+
+    // Closed (any copy of the handle), every call says so first.
+    Pool copy = *f.pool;
+    copy.close();
+    CHECK(f.store->put(a, pattern(13, 6)).code() == Errc::closed);
 }
 
 TEST_CASE("store: expired objects read as absent and are reclaimed by the reaper") {

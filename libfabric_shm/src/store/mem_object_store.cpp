@@ -13,6 +13,7 @@
 #include "crash_point.h"
 #include "fabric_shm/names.h"
 #include "batch_status.h"
+#include "clock_read.h"
 #include "seqlock_copy.h"
 #include "store/copy_crc32.h"
 #include "store/store_core.h"
@@ -30,12 +31,19 @@ struct StoreShared {
     Pool pool_handle;  ///< keeps the mapping alive: the caller's Pool may be moved or dropped
     const Pool* pool = nullptr;  ///< &pool_handle
     Region root, heap;
+    /// root's and heap's lease gates, made once when the store is bound: every call reads
+    /// the words they point at fresh (Region::check's passing case, without its walk from the
+    /// handle to the entry). Null until then.
+    detail::LeaseGate root_gate, heap_gate;
     std::optional<StoreCore> core;
     StoreConfig config;
 
     Status check_leases() const {
         // Fail closed: an expired or re-created region is never written or read.
-        const uint64_t now = mono_coarse_ns();  // one coarse clock read for both
+        const uint64_t now = detail::read_clock(CLOCK_MONOTONIC_COARSE);  // one coarse read for both
+        if (root_gate.entry && root_gate.passes(now) && heap_gate.passes(now)) [[likely]]
+            return {};
+        // A gate that does not pass (or none yet): the regions name what failed.
         FABRIC_TRY(root.check(MonoClock::from_ns(now)));
         FABRIC_TRY(heap.check(MonoClock::from_ns(now)));
         return {};
@@ -181,6 +189,8 @@ Result<std::shared_ptr<StoreShared>> bind_store(const Pool& pool, Region root) {
     s->core->enable_batched_frees();
     s->root = std::move(b->root);
     s->heap = std::move(b->heap);
+    s->root_gate = detail::LeaseGate::of(s->root);
+    s->heap_gate = detail::LeaseGate::of(s->heap);
     s->config.table_entries = uint32_t(std::min<uint64_t>(s->core->table_slots(), UINT32_MAX));
     s->config.heap_bytes = s->core->heap_bytes();
     s->config.max_object_bytes = s->core->max_object_bytes();
