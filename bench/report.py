@@ -267,6 +267,8 @@ def main():
             one_way = " (pipeline job over a bare SPSC ring, closed loop)"
         if r["scenario"] == "spin_light":
             one_way = f" {r.get('variant')} (one-way at a light {r.get('offered_rate', 0):.0f}/s)"
+        if r["scenario"] == "claim_stream":
+            one_way = f" (topic slot protocol, closed loop, producer work {r.get('producer_work_ns', 0)} ns)"
         lat = r.get("latency") != "none"
         print(f"| {r['scenario']}{one_way} | {size_text(r.get('size', 0))} | "
               f"{rate(r['throughput'], 'B/s' if r.get('unit') == 'B/s' else '/s')} | "
@@ -281,7 +283,12 @@ def main():
           "the claim and publish CASes a crash-safe ring needs) or ÷ futex ping-pong one-way (parked rows). "
           "Floor spsc_pipeline: the pipeline job (put 1 KiB with its CRC-32, consumer CRC check, 4-byte result) "
           "between two spinning processes over a bare SPSC ring of 512 slots: no store, no topic, no crash safety "
-          "(bench/floor/floor_spsc_pipeline.cpp); the physical floor of pipeline 1 KiB spin-1w.")
+          "(bench/floor/floor_spsc_pipeline.cpp); the physical floor of pipeline 1 KiB spin-1w. "
+          "Floor claim_stream: notify's closed loop over a bare ring with the topic's slots and the steps of its "
+          "send and poll (claim CAS, tail CAS, envelope, publish CAS; the consumer's seqlock read); with "
+          "producer work 80 ns the producer first spends about what the bench's clock read and the library's "
+          "send cost in one process, and a consumer that keeps up then waits on the line the producer writes "
+          "next (bench/floor/floor_spin_pingpong.cpp).")
 
     if plots:
         write_plots(d, rows)

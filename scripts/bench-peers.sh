@@ -150,6 +150,9 @@ run() {  # name args...  (env passed through)
 }
 
 run floor_spin_pingpong
+# The topic protocol's closed loop again, with a producer that spends 80 ns per message first:
+# about the notify bench producer's clock read and the library's send, measured in one process.
+run floor_spin_pingpong --only claim_stream --producer-work 80
 run floor_futex_pingpong
 run floor_memcpy --seconds 0.25
 run floor_spsc_pipeline  # fixed count (2,000,000 objects + warm-up), --seconds is ignored
@@ -247,6 +250,7 @@ for r in rows:
     p = lambda k: ns(r.get(k)) if r.get("latency") != "none" else "-"
     name = r["scenario"] + (" (one-way = RTT/2)" if r.get("latency") == "one_way=rtt/2" else "")
     if r["scenario"] == "spin_light": name += f" {r['variant']} (one-way at a light {r.get('offered_rate', 0):.0f}/s)"
+    if r["scenario"] == "claim_stream": name += f" (topic slot protocol, closed loop, producer work {r.get('producer_work_ns', 0)} ns)"
     print(f"| {name} | {r['size']} B | {rate(r['throughput'], r['unit'])}{'' if r['unit']=='B/s' else ' (' + r['unit'].replace('/s', '') + ')'} | {p('p50_ns')} | {p('p99_ns')} | {p('max_ns')} |")
 
 print("\nPeers (throughput = consumer-side completions/s; latency = one-way for notify, end to end for pipeline;")

@@ -23,7 +23,20 @@
 //                     spins on the word the producer CASes twice, so the line moves more often.
 //    Ping-pong measures a hand-off between two hot loops; this measures the first hand-off
 //    after ~100 us of idle spinning, plus the two clock reads a stamped one-way latency costs.
-// Usage: floor_spin_pingpong [--seconds S] [--warmup S] [--rate R] [--cpu-a N --cpu-b N] [--only NAME]
+//  - claim_stream: spin_stream's closed loop with the notify topic's slots and the steps of
+//    its send and poll, and nothing else: per message the producer loads the tail and the
+//    slot word, claims the word (CAS), moves the tail on (CAS, its own line), writes the
+//    32-byte envelope and 64 bytes after a release fence, publishes (seq_cst CAS) and loads
+//    the waiters word; the consumer spins on the slot's word, copies envelope and payload,
+//    and re-loads the word after an acquire fence (the seqlock check). The consumer keeps up,
+//    so it waits on the very word the producer claims next: each claim and each publish
+//    takes that line back from it. The throughput floor of a ring whose writers may stop
+//    between claim and publish (docs/topics.md), against spin_stream's one release store.
+//    --producer-work NS: the producer also spins NS ns (clock reads) before each message, to
+//    see what a producer with that much work per send does to the ring (a consumer that keeps
+//    up waits on the line the producer writes next).
+// Usage: floor_spin_pingpong [--seconds S] [--warmup S] [--rate R] [--producer-work NS] [--cpu-a N --cpu-b N]
+//                            [--only NAME]
 #include "common.h"
 
 #include <algorithm>
@@ -232,18 +245,115 @@ void spin_light(const Opts& o, double rate, bool claim_publish) {
         .s("latency", "one_way=receive-scheduled").u("child_rc", uint64_t(rc)).print();
 }
 
+struct alignas(128) TopicSlot {
+    std::atomic<uint64_t> word;  ///< 2n+1 claimed, 2n+2 published for message n
+    std::atomic<uint64_t> offset, timestamp_ns, lens;  ///< the 32-byte envelope
+    char payload[64];
+    char pad[128 - 32 - 64];
+};
+static_assert(sizeof(TopicSlot) == 128, "the notify topic's stride");
+struct TopicRing {
+    TopicSlot slots[kLightSlots];
+    alignas(128) std::atomic<uint64_t> tail;  ///< producer: next offset to claim
+    alignas(128) std::atomic<uint64_t> waiters;  ///< never set here: the producer only loads it
+    alignas(128) std::atomic<uint64_t> consumed;  ///< consumer: messages read (every 64, release)
+};
+
+void claim_stream(const Opts& o, uint64_t work_ns) {
+    auto* r = new (shared_page(sizeof(TopicRing))) TopicRing{};
+    auto* ctl = new (shared_page()) Ctl{};
+    const pid_t child = fork_child([&] {
+        pin(o.cpu_b);
+        uint64_t n = 0, sum = 0;
+        ctl_set_ready(ctl);
+        char copy[64];
+        for (;;) {
+            TopicSlot& s = r->slots[n % kLightSlots];
+            uint64_t w;
+            for (Backoff b; (w = s.word.load(std::memory_order_acquire)) != 2 * n + 2;) {  // partner: the publish
+                if (w == kStop) {
+                    ctl->total.store(n, std::memory_order_relaxed);
+                    return sum == 12345 ? 1 : 0;
+                }
+                b.pause();
+            }
+            sum += s.offset.load(std::memory_order_relaxed) + s.lens.load(std::memory_order_relaxed);
+            std::memcpy(copy, s.payload, sizeof copy);
+            std::atomic_thread_fence(std::memory_order_acquire);  // partner: the claimer's release fence
+            if (s.word.load(std::memory_order_relaxed) != w) return 3;  // torn: cannot happen with one producer
+            sum += uint8_t(copy[0]) + uint8_t(copy[63]);
+            ++n;
+            if ((n & 63) == 0) r->consumed.store(n, std::memory_order_release);  // partner: producer acquire
+        }
+    });
+    pin(o.cpu_a);
+    ctl_wait_ready(ctl);
+    const uint64_t start = now_ns();
+    const uint64_t measure_from = start + uint64_t(o.warmup * 1e9);
+    const uint64_t stop = measure_from + uint64_t(o.seconds * 1e9);
+    uint64_t n = 0, n_from = 0, t_from = 0, consumed = 0;
+    char payload[64];
+    std::memset(payload, 7, sizeof payload);
+    for (;;) {
+        for (Backoff b; n - consumed >= kLightSlots - 64; b.pause())
+            consumed = r->consumed.load(std::memory_order_acquire);  // partner: consumer release
+        if (work_ns)
+            for (const uint64_t until = now_ns() + work_ns; now_ns() < until;) {
+            }
+        uint64_t t = r->tail.load(std::memory_order_acquire);
+        TopicSlot& s = r->slots[t % kLightSlots];
+        uint64_t w = s.word.load(std::memory_order_acquire);
+        const uint64_t free_word = t < kLightSlots ? 0 : 2 * (t - kLightSlots) + 2;
+        if (w != free_word || !s.word.compare_exchange_strong(w, 2 * t + 1, std::memory_order_acq_rel,
+                                                              std::memory_order_relaxed)) {
+            std::fprintf(stderr, "claim_stream: slot of offset %llu holds %llu, not free\n",
+                         (unsigned long long)t, (unsigned long long)w);
+            std::abort();
+        }
+        r->tail.compare_exchange_strong(t, t + 1, std::memory_order_release, std::memory_order_relaxed);
+        std::atomic_thread_fence(std::memory_order_release);  // partner: the reader's acquire fence
+        s.offset.store(n, std::memory_order_relaxed);
+        s.timestamp_ns.store(start, std::memory_order_relaxed);
+        s.lens.store(64, std::memory_order_relaxed);
+        payload[0] = char(n);
+        std::memcpy(s.payload, payload, sizeof payload);
+        uint64_t claimed = 2 * n + 1;
+        s.word.compare_exchange_strong(claimed, 2 * n + 2, std::memory_order_seq_cst);  // partner: consumer acquire
+        if (r->waiters.load(std::memory_order_seq_cst) != 0) std::abort();  // nobody parks here
+        ++n;
+        if ((n & 1023) == 0) {
+            const uint64_t now = now_ns();
+            if (t_from == 0 && now >= measure_from) { t_from = now; n_from = n; }
+            if (now >= stop) break;
+        }
+    }
+    for (Backoff b; r->consumed.load(std::memory_order_acquire) + 64 <= n;) b.pause();
+    const uint64_t t_end = now_ns();
+    r->slots[n % kLightSlots].word.store(kStop, std::memory_order_release);
+    const int rc = wait_child(child);
+    const uint64_t measured = n - n_from;
+    const double secs = double(t_end - t_from) / 1e9;
+    Json().s("system", "floor").s("scenario", "claim_stream").s("variant", "topic_slot_protocol").s("mode", "spin")
+        .u("producer_work_ns", work_ns).u("size", 64).u("count", measured).d("seconds", secs)
+        .d("throughput", double(measured) / secs).s("unit", "msg/s")
+        .s("latency", "none").u("consumed", ctl->total.load()).u("child_rc", uint64_t(rc)).print();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     double rate = 10000;
+    uint64_t work_ns = 0;
     std::vector<char*> rest{argv[0]};
-    for (int i = 1; i < argc; ++i) {  // --rate is this program's own; the rest are the common options
+    for (int i = 1; i < argc; ++i) {  // --rate and --producer-work are this program's own; the rest are common
         if (std::strcmp(argv[i], "--rate") == 0 && i + 1 < argc) rate = std::atof(argv[++i]);
+        else if (std::strcmp(argv[i], "--producer-work") == 0 && i + 1 < argc) work_ns = std::strtoull(argv[++i], nullptr, 10);
         else rest.push_back(argv[i]);
     }
     const Opts o = parse_opts(int(rest.size()), rest.data());
     if (wanted(o, "spin_pingpong")) spin_pingpong(o);
     if (wanted(o, "spin_stream")) spin_stream(o);
+    if (wanted(o, "claim_stream")) claim_stream(o, work_ns);
     if (wanted(o, "spin_light")) {
         spin_light(o, rate, false);
         spin_light(o, rate, true);
