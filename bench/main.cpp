@@ -8,13 +8,14 @@
 
 #include "fabric_shm/version.h"
 #include "harness/bench.h"
+#include "harness/procs.h"
 
 using namespace fabric_shm::bench;
 
 namespace {
 
 void print_list() {
-    std::cout << "Usage: fabric-shm-bench <scenario> [--json] [--out FILE] [--quick] [scenario options]\n"
+    std::cout << "Usage: fabric-shm-bench <scenario> [--json] [--out FILE] [--quick] [--pin] [scenario options]\n"
                  "       fabric-shm-bench <scenario> --help\n       fabric-shm-bench --version\n\nScenarios:\n";
     for (const auto& s : scenarios()) std::cout << "  " << s.name << std::string(s.name.size() < 10 ? 10 - s.name.size() : 1, ' ') << s.summary << "\n";
     std::cout << "\nBuild with buildtype=release or debugoptimized for numbers; progress goes to stderr.\n";
@@ -45,7 +46,9 @@ int main(int argc, char** argv) {
     cxxopts::Options o(argv0, scenario->summary);
     o.add_options()("json", "print the JSON report on stdout")("out", "also write the JSON report to FILE",
                                                                cxxopts::value<std::string>())(
-        "quick", "small sizes and counts: a smoke run, not for numbers")("h,help", "show this help");
+        "quick", "small sizes and counts: a smoke run, not for numbers")(
+        "pin", "pin each process a run forks to a CPU of its own, in turn from the allowed CPUs (unpinned, "
+               "the two spinning sides of a run can share one vCPU)")("h,help", "show this help");
     if (scenario->add_options) scenario->add_options(o);
     std::vector<char*> args = {const_cast<char*>(argv0.c_str())};
     for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
@@ -65,9 +68,20 @@ int main(int argc, char** argv) {
         return 2;
     }
     Report report(name, nlohmann::json::object());
+    if (r.count("pin")) {
+        if (!pin_children()) {
+            std::fprintf(stderr, "fabric-shm-bench: --pin: cannot read the allowed CPUs\n");
+            return 2;
+        }
+    }
     Context ctx{r, report, r.count("quick") > 0};
     const int rc = scenario->run(ctx);
     if (rc != 0) return rc;
+    if (child_pinning().on) {  // after the run: a scenario sets its config as a whole
+        nlohmann::json cpus = nlohmann::json::array();
+        for (int c : child_pinning().cpus) cpus.push_back(c);
+        report.config()["pinned_cpus"] = cpus;  // each run's children take these in turn
+    }
     const nlohmann::json doc = report.to_json();
     if (r.count("out")) {
         std::ofstream f(r["out"].as<std::string>());

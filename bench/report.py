@@ -178,6 +178,13 @@ def main():
     if loads:
         print("Load average (1/5/15 min) at the end of each fabric-shm-bench scenario: " +
               "; ".join(l.replace("'", "").replace(",", "") for l in loads) + ".")
+    pinned = {s: r["config"]["pinned_cpus"] for s, r in reps.items() if r and r.get("config", {}).get("pinned_cpus")}
+    if pinned:
+        print("Processes pinned (fabric-shm-bench --pin): each run's processes took a CPU of their own in turn, from " +
+              "; ".join(f"{s} {v}" for s, v in pinned.items()) + ".")
+    else:
+        print("Processes not pinned: the scheduler placed them, and on 2 vCPUs the two spinning sides of a run can "
+              "share one (CPU/msg's \"CPUs\" figure then reads about 1). scripts/bench.sh --pin pins them.")
     if os.path.exists(os.path.join(d, "peers-load.txt")):
         print("Load average around the floor/peer run: " + 
               "; ".join(l.strip() for l in open(os.path.join(d, "peers-load.txt")) if l.strip()) + ".")
@@ -227,8 +234,13 @@ def main():
         fthr = ratio(b["thr"], r.thr) if b and not is_f else "-"
         fp50 = ratio(r.p50, b["p50"]) if b and not is_f else "-"
         fl = floor_thr(r)
+        cpu = ns(r.cpu)
+        if is_f and r.cpu and r.thr and r.latency_note == "open loop":
+            # CPU time over wall time of the closed loop: about 1 when both sides of a
+            # two-process run took turns on one CPU, 2 when each had its own.
+            cpu += f" ({r.cpu * r.thr / 1e9:.1f} CPUs)"
         print(f"| {r.scenario} {size_text(r.size or 0)} | {r.system} | {r.variant} | {r.mode} | {rate(r.thr)} | "
-              f"{ns(r.p50)} | {ns(r.p99)} | {ns(r.cpu)} | {fthr} | {fp50} | {ratio(r.thr, fl)} | "
+              f"{ns(r.p50)} | {ns(r.p99)} | {cpu} | {fthr} | {fp50} | {ratio(r.thr, fl)} | "
               f"{ratio(r.p50, floor_lat(r))} |")
     for f in failed:
         sc = "pipeline 1 KiB" if "redis" in f or "iceoryx" in f else "notify 64 B"

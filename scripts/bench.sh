@@ -3,8 +3,12 @@
 # Every benchmark in one run, one table: the fabric-shm scenarios (fabric-shm-bench notify,
 # pipeline, large), the floor and the peers (scripts/bench-peers.sh), on the same machine.
 #
-#   scripts/bench.sh [--quick] [--seconds S] [--no-peers] [--no-install] [--no-plots]
+#   scripts/bench.sh [--quick] [--seconds S] [--no-peers] [--no-install] [--no-plots] [--pin]
 #                    [--build DIR] [--results DIR] [--pipeline-args "..."] [--notify-args "..."]
+#
+# --pin: every process a scenario, floor or peer forks gets a CPU of its own (fabric-shm-bench
+# --pin, scripts/bench-peers.sh --pin). Unpinned, the scheduler may run the two spinning sides
+# of a run on one vCPU of a 2-vCPU machine, taking turns (the table's "CPUs" figure reads ~1).
 #
 # 1. Builds fabric-shm-bench in DIR (default build; `scripts/build.sh DIR` when missing).
 # 2. Runs notify, pipeline and large with --json into the results folder
@@ -21,6 +25,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 QUICK=()
+PIN=()
 SECS=1
 PEERS=1
 INSTALL=1
@@ -33,6 +38,7 @@ ARGS="$*"
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=(--quick); shift ;;
+        --pin) PIN=(--pin); shift ;;
         --seconds) SECS="$2"; shift 2 ;;
         --no-peers) PEERS=0; shift ;;
         --no-install) INSTALL=0; shift ;;
@@ -41,7 +47,7 @@ while [ $# -gt 0 ]; do
         --results) RESULTS="$2"; shift 2 ;;
         --pipeline-args) PIPELINE_ARGS="$2"; shift 2 ;;
         --notify-args) NOTIFY_ARGS="$2"; shift 2 ;;
-        -h|--help) sed -n '3,20p' "$0"; exit 0 ;;
+        -h|--help) sed -n '3,23p' "$0"; exit 0 ;;
         *) echo "bench: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -69,7 +75,7 @@ scenario() {  # name args...
     local name="$1"; shift
     log "fabric-shm-bench $name $* (load $(cut -d' ' -f1-3 /proc/loadavg))"
     # word splitting of the extra args is intended
-    if ! "$BENCH" "$name" "${QUICK[@]}" --out "$RESULTS/$name.json" "$@" \
+    if ! "$BENCH" "$name" "${QUICK[@]}" "${PIN[@]}" --out "$RESULTS/$name.json" "$@" \
             >"$RESULTS/$name.txt" 2>"$RESULTS/$name.log"; then
         log "fabric-shm-bench $name FAILED (see $RESULTS/$name.log)"; tail -5 "$RESULTS/$name.log" >&2
         FAILED=1
@@ -86,6 +92,7 @@ if [ "${#QUICK[@]}" -gt 0 ]; then scenario large --sizes 64K,1M; else scenario l
 if [ "$PEERS" -eq 1 ]; then
     PEER_ARGS=(--seconds "$SECS" --results "$RESULTS")
     [ "$INSTALL" -eq 0 ] && PEER_ARGS+=(--no-install)
+    [ "${#PIN[@]}" -gt 0 ] && PEER_ARGS+=(--pin)
     for s in notify pipeline; do
         [ -f "$RESULTS/$s.json" ] && PEER_ARGS+=(--fabric-json "$RESULTS/$s.json")
     done

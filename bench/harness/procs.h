@@ -53,9 +53,37 @@ private:
     T* ptr_;
 };
 
+/// --pin: each child of a run gets a CPU of its own, in turn from the bench's allowed CPUs
+/// (first child the first CPU, second the second, ...; wait_children starts the next run over),
+/// as the floor and peer programs' --cpu-a/--cpu-b do. Unpinned, the scheduler may keep the two
+/// spinning sides of a run on one vCPU of a 2-vCPU machine, taking turns: a closed loop then
+/// measures one CPU's time-sharing, not a hand-off between two (docs/benchmarks.md).
+struct ChildPinning {
+    bool on = false;
+    std::vector<int> cpus;  ///< the bench's allowed CPUs, in order
+    size_t next = 0;        ///< the next child's index into cpus
+};
+inline ChildPinning& child_pinning() {
+    static ChildPinning p;
+    return p;
+}
+/// Turns --pin on; false (and off) when the allowed CPUs cannot be read.
+inline bool pin_children() {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return false;
+    ChildPinning& p = child_pinning();
+    for (int c = 0; c < CPU_SETSIZE; ++c)
+        if (CPU_ISSET(c, &set)) p.cpus.push_back(c);
+    p.on = !p.cpus.empty();
+    return p.on;
+}
+
 /// Forks a child that runs fn and leaves with _exit(fn()); it is SIGKILLed if the bench dies.
 inline pid_t spawn_child(const std::function<int()>& fn) {
     std::fflush(nullptr);
+    ChildPinning& pins = child_pinning();
+    const int cpu = pins.on ? pins.cpus[pins.next++ % pins.cpus.size()] : -1;
     const pid_t parent = getpid();
     const pid_t pid = fork();
     if (pid < 0) {
@@ -66,6 +94,15 @@ inline pid_t spawn_child(const std::function<int()>& fn) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent) _exit(99);
         prctl(PR_SET_TIMERSLACK, 1UL);  // sleeps before a scheduled send wake on time
+        if (cpu >= 0) {
+            cpu_set_t one;
+            CPU_ZERO(&one);
+            CPU_SET(cpu, &one);
+            if (sched_setaffinity(0, sizeof one, &one) != 0) {
+                std::fprintf(stderr, "fabric-shm-bench: --pin: cannot pin to CPU %d\n", cpu);
+                _exit(98);
+            }
+        }
         _exit(fn());
     }
     return pid;
@@ -74,6 +111,7 @@ inline pid_t spawn_child(const std::function<int()>& fn) {
 /// Waits for every child; SIGKILLs those still running after timeout_ns. True when all
 /// exited with status 0.
 inline bool wait_children(const std::vector<pid_t>& pids, uint64_t timeout_ns) {
+    child_pinning().next = 0;  // the next run's first child takes the first CPU again
     const uint64_t deadline = now_ns() + timeout_ns;
     bool ok = true;
     for (pid_t pid : pids) {
