@@ -47,8 +47,8 @@ int main(int argc, char** argv) {
     o.add_options()("json", "print the JSON report on stdout")("out", "also write the JSON report to FILE",
                                                                cxxopts::value<std::string>())(
         "quick", "small sizes and counts: a smoke run, not for numbers")(
-        "pin", "pin each process a run forks to a CPU of its own, in turn from the allowed CPUs (unpinned, "
-               "the two spinning sides of a run can share one vCPU)")("h,help", "show this help");
+        "pin", "pin the processes a run forks to the allowed CPUs in turn, one each while there are enough "
+               "(unpinned, the two spinning sides of a run can share one vCPU)")("h,help", "show this help");
     if (scenario->add_options) scenario->add_options(o);
     std::vector<char*> args = {const_cast<char*>(argv0.c_str())};
     for (int i = 2; i < argc; ++i) args.push_back(argv[i]);

@@ -183,8 +183,9 @@ def main():
         print("Processes pinned (fabric-shm-bench --pin): each run's processes took a CPU of their own in turn, from " +
               "; ".join(f"{s} {v}" for s, v in pinned.items()) + ".")
     else:
-        print("Processes not pinned: the scheduler placed them, and on 2 vCPUs the two spinning sides of a run can "
-              "share one (CPU/msg's \"CPUs\" figure then reads about 1). scripts/bench.sh --pin pins them.")
+        print("fabric-shm-bench's processes not pinned: the scheduler placed them, and on 2 vCPUs the two spinning "
+              "sides of a two-process run can share one (CPU/msg's \"CPUs\" figure then reads about 1). "
+              "scripts/bench.sh --pin pins them and the floor and peers.")
     if os.path.exists(os.path.join(d, "peers-load.txt")):
         print("Load average around the floor/peer run: " + 
               "; ".join(l.strip() for l in open(os.path.join(d, "peers-load.txt")) if l.strip()) + ".")
@@ -236,8 +237,9 @@ def main():
         fl = floor_thr(r)
         cpu = ns(r.cpu)
         if is_f and r.cpu and r.thr and r.latency_note == "open loop":
-            # CPU time over wall time of the closed loop: about 1 when both sides of a
-            # two-process run took turns on one CPU, 2 when each had its own.
+            # CPU time over wall time of the closed loop, every process of the run together:
+            # for a two-process run, about 1 when both took turns on one CPU, up to 2 when each
+            # had its own.
             cpu += f" ({r.cpu * r.thr / 1e9:.1f} CPUs)"
         print(f"| {r.scenario} {size_text(r.size or 0)} | {r.system} | {r.variant} | {r.mode} | {rate(r.thr)} | "
               f"{ns(r.p50)} | {ns(r.p99)} | {cpu} | {fthr} | {fp50} | {ratio(r.thr, fl)} | "

@@ -10,10 +10,12 @@
 #      closed- and open-loop runs before it are not reported here).
 # It prints each round's p50s and ratio, then the median ratio over the rounds. Each ratio
 # pairs runs less than a minute apart.
-# Usage: scripts/bench-light.sh [--rounds N] [--rate MSGS_PER_S] [--build DIR]
+# Usage: scripts/bench-light.sh [--rounds N] [--rate MSGS_PER_S] [--build DIR] [--pin]
 #   --rounds  pairs to run (default 7)
 #   --rate    the light rate, messages/s (default 10000, the bench's)
 #   --build   the meson build with fabric-shm-bench (default build)
+#   --pin     both programs' consumer on CPU 0 and producer on CPU 1 (the floor's --cpu-b 0
+#             --cpu-a 1, fabric-shm-bench --pin)
 # The floor program is built with g++ into build-peers/ when missing (as scripts/bench-peers.sh
 # builds it); nothing is installed and no server is started.
 set -euo pipefail
@@ -22,13 +24,16 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROUNDS=7
 RATE=10000
 BUILD=build
+FLOOR_PIN=()
+BENCH_PIN=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) ROUNDS="$2"; shift 2 ;;
         --rate) RATE="$2"; shift 2 ;;
         --build) BUILD="$2"; shift 2 ;;
+        --pin) FLOOR_PIN=(--cpu-a 1 --cpu-b 0); BENCH_PIN=(--pin); shift ;;
         -h|--help) sed -n '3,20p' "$0"; exit 0 ;;
-        *) echo "bench-light: unknown option '$1' (--rounds N, --rate R, --build DIR)" >&2; exit 2 ;;
+        *) echo "bench-light: unknown option '$1' (--rounds N, --rate R, --build DIR, --pin)" >&2; exit 2 ;;
     esac
 done
 case "$ROUNDS" in ''|*[!0-9]*|0) echo "bench-light: --rounds '$ROUNDS' must be a whole number >= 1" >&2; exit 2 ;; esac
@@ -46,8 +51,9 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 for r in $(seq 1 "$ROUNDS"); do
-    "$FLOOR" --seconds 1 --rate "$RATE" --only spin_light >"$work/floor.$r.jsonl"
-    "$BENCH" notify --modes spin --count 20000 --low-rate "$RATE" --out "$work/notify.$r.json" >/dev/null 2>&1
+    "$FLOOR" --seconds 1 --rate "$RATE" --only spin_light "${FLOOR_PIN[@]}" >"$work/floor.$r.jsonl"
+    "$BENCH" notify --modes spin --count 20000 --low-rate "$RATE" "${BENCH_PIN[@]}" --out "$work/notify.$r.json" \
+        >/dev/null 2>&1
 done
 python3 - "$work" "$ROUNDS" <<'EOF'
 import json, statistics, sys

@@ -41,7 +41,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --seconds) SECS="$2"; shift 2 ;;
         --no-install) INSTALL=0; shift ;;
-        --pin) PIN_ARGS=(--cpu-a 0 --cpu-b 1); shift ;;
+        --pin) PIN_ARGS=(--cpu-a 1 --cpu-b 0); shift ;;  # consumer side on CPU 0, as fabric-shm-bench --pin
         --only) ONLY="$2"; shift 2 ;;
         --fabric-json) FABRIC_JSON+=("$2"); shift 2 ;;
         --results) RESULTS="$2"; shift 2 ;;

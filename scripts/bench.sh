@@ -6,9 +6,10 @@
 #   scripts/bench.sh [--quick] [--seconds S] [--no-peers] [--no-install] [--no-plots] [--pin]
 #                    [--build DIR] [--results DIR] [--pipeline-args "..."] [--notify-args "..."]
 #
-# --pin: every process a scenario, floor or peer forks gets a CPU of its own (fabric-shm-bench
-# --pin, scripts/bench-peers.sh --pin). Unpinned, the scheduler may run the two spinning sides
-# of a run on one vCPU of a 2-vCPU machine, taking turns (the table's "CPUs" figure reads ~1).
+# --pin: the processes a scenario, floor or peer forks are pinned to the CPUs in turn, one each
+# while there are enough (fabric-shm-bench --pin, scripts/bench-peers.sh --pin). Unpinned, the
+# scheduler may run the two spinning sides of a run on one vCPU of a 2-vCPU machine, taking
+# turns (the table's "CPUs" figure reads ~1).
 #
 # 1. Builds fabric-shm-bench in DIR (default build; `scripts/build.sh DIR` when missing).
 # 2. Runs notify, pipeline and large with --json into the results folder
@@ -47,7 +48,7 @@ while [ $# -gt 0 ]; do
         --results) RESULTS="$2"; shift 2 ;;
         --pipeline-args) PIPELINE_ARGS="$2"; shift 2 ;;
         --notify-args) NOTIFY_ARGS="$2"; shift 2 ;;
-        -h|--help) sed -n '3,23p' "$0"; exit 0 ;;
+        -h|--help) sed -n '3,24p' "$0"; exit 0 ;;
         *) echo "bench: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
