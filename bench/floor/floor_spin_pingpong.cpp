@@ -99,6 +99,18 @@ void spin_pingpong(const Opts& o) {
         .u("child_rc", uint64_t(rc)).print();
 }
 
+/// The end of a closed-loop stream of n messages: waits until the consumer has read them all (it
+/// publishes its count every 64 messages), stops it with kStop in the word of slot n, and reaps
+/// it into rc. Returns the time the last message was known read.
+uint64_t stop_stream(const std::atomic<uint64_t>& consumed, uint64_t n, std::atomic<uint64_t>& next_word,
+                     pid_t child, int& rc) {
+    for (Backoff b; consumed.load(std::memory_order_acquire) + 64 <= n;) b.pause();  // partner: consumer release
+    const uint64_t t_end = now_ns();
+    next_word.store(kStop, std::memory_order_release);  // partner: the consumer's acquire load of the word
+    rc = wait_child(child);
+    return t_end;
+}
+
 struct alignas(64) Slot {
     std::atomic<uint64_t> seq;  ///< producer: message number + 1 once payload written (release)
     char payload[56];
@@ -152,11 +164,8 @@ void spin_stream(const Opts& o) {
             if (t >= stop) break;
         }
     }
-    // Wait for the consumer to drain, then stop it at the next slot.
-    for (Backoff b; r->consumed.v.load(std::memory_order_acquire) + 64 <= n;) b.pause();
-    const uint64_t t_end = now_ns();
-    r->slots[n % kSlots].seq.store(kStop, std::memory_order_release);
-    const int rc = wait_child(child);
+    int rc = 0;
+    const uint64_t t_end = stop_stream(r->consumed.v, n, r->slots[n % kSlots].seq, child, rc);
     const uint64_t measured = n - n_from;
     const double secs = double(t_end - t_from) / 1e9;
     Json().s("system", "floor").s("scenario", "spin_stream").s("variant", "shm_spsc_ring").s("mode", "spin")
@@ -327,10 +336,8 @@ void claim_stream(const Opts& o, uint64_t work_ns) {
             if (now >= stop) break;
         }
     }
-    for (Backoff b; r->consumed.load(std::memory_order_acquire) + 64 <= n;) b.pause();
-    const uint64_t t_end = now_ns();
-    r->slots[n % kLightSlots].word.store(kStop, std::memory_order_release);
-    const int rc = wait_child(child);
+    int rc = 0;
+    const uint64_t t_end = stop_stream(r->consumed, n, r->slots[n % kLightSlots].word, child, rc);
     const uint64_t measured = n - n_from;
     const double secs = double(t_end - t_from) / 1e9;
     Json().s("system", "floor").s("scenario", "claim_stream").s("variant", "topic_slot_protocol").s("mode", "spin")
