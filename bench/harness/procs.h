@@ -56,9 +56,10 @@ private:
 /// --pin: each child of a run is pinned to one CPU, in turn from the bench's allowed CPUs
 /// (first child the first CPU, second the second, ...; wait_children starts the next run over),
 /// as the floor and peer programs' --cpu-a/--cpu-b do. A run with more children than CPUs
-/// (pipeline's two-worker configs on 2 vCPUs) puts the later ones on CPUs already taken. Unpinned, the scheduler may keep the two
-/// spinning sides of a run on one vCPU of a 2-vCPU machine, taking turns: a closed loop then
-/// measures one CPU's time-sharing, not a hand-off between two (docs/benchmarks.md).
+/// (pipeline's two-worker configs on 2 vCPUs) puts the later ones on CPUs already taken.
+/// Unpinned, the scheduler may keep the two spinning sides of a run on one vCPU of a 2-vCPU
+/// machine, taking turns: a closed loop then measures one CPU's time-sharing, not a hand-off
+/// between two (docs/benchmarks.md).
 struct ChildPinning {
     bool on = false;
     std::vector<int> cpus;  ///< the bench's allowed CPUs, in order
