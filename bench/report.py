@@ -180,7 +180,8 @@ def main():
               "; ".join(l.replace("'", "").replace(",", "") for l in loads) + ".")
     pinned = {s: r["config"]["pinned_cpus"] for s, r in reps.items() if r and r.get("config", {}).get("pinned_cpus")}
     if pinned:
-        print("Processes pinned (fabric-shm-bench --pin): each run's processes took a CPU of their own in turn, from " +
+        print("Processes pinned (fabric-shm-bench --pin): each run's processes pinned to these CPUs in turn, one each "
+              "while there were enough: " +
               "; ".join(f"{s} {v}" for s, v in pinned.items()) + ".")
     else:
         print("fabric-shm-bench's processes not pinned: the scheduler placed them, and on 2 vCPUs the two spinning "

@@ -32,9 +32,9 @@
 //    so it waits on the very word the producer claims next: each claim and each publish
 //    takes that line back from it. The throughput floor of a ring whose writers may stop
 //    between claim and publish (docs/topics.md), against spin_stream's one release store.
-//    --producer-work NS: the producer also spins NS ns (clock reads) before each message, to
-//    see what a producer with that much work per send does to the ring (a consumer that keeps
-//    up waits on the line the producer writes next).
+//    --producer-work NS (0 to 1,000,000): the producer also spins NS ns (clock reads) before
+//    each message, to see what a producer with that much work per send does to the ring (a
+//    consumer that keeps up waits on the line the producer writes next).
 // Usage: floor_spin_pingpong [--seconds S] [--warmup S] [--rate R] [--producer-work NS] [--cpu-a N --cpu-b N]
 //                            [--only NAME]
 #include "common.h"
@@ -348,13 +348,28 @@ void claim_stream(const Opts& o, uint64_t work_ns) {
 
 }  // namespace
 
+/// --producer-work's value: whole nanoseconds, at most kMaxWorkNs; anything else ends the program
+/// with a message naming the value and the limit.
+static constexpr uint64_t kMaxWorkNs = 1'000'000;
+static uint64_t parse_work_ns(const char* text) {
+    char* end = nullptr;
+    errno = 0;
+    const unsigned long long v = std::strtoull(text, &end, 10);
+    if (*text < '0' || *text > '9' || *end != '\0' || errno != 0 || v > kMaxWorkNs) {
+        std::fprintf(stderr, "floor_spin_pingpong: --producer-work '%s' must be whole nanoseconds from 0 to %llu\n", text,
+                     (unsigned long long)kMaxWorkNs);
+        std::exit(2);
+    }
+    return v;
+}
+
 int main(int argc, char** argv) {
     double rate = 10000;
     uint64_t work_ns = 0;
     std::vector<char*> rest{argv[0]};
     for (int i = 1; i < argc; ++i) {  // --rate and --producer-work are this program's own; the rest are common
         if (std::strcmp(argv[i], "--rate") == 0 && i + 1 < argc) rate = std::atof(argv[++i]);
-        else if (std::strcmp(argv[i], "--producer-work") == 0 && i + 1 < argc) work_ns = std::strtoull(argv[++i], nullptr, 10);
+        else if (std::strcmp(argv[i], "--producer-work") == 0 && i + 1 < argc) work_ns = parse_work_ns(argv[++i]);
         else rest.push_back(argv[i]);
     }
     const Opts o = parse_opts(int(rest.size()), rest.data());
