@@ -14,6 +14,10 @@
 
 namespace fabric_shm {
 
+namespace detail {
+struct StoreAccess;
+}  // namespace detail
+
 struct StoreConfig {
     std::string name = "default";   ///< store name within the pool (name rule)
     uint32_t table_entries = 0;     ///< 0: derived from the pool size (documented in docs/store.md)
@@ -135,6 +139,7 @@ public:
     struct Impl;
 
 private:
+    friend struct detail::StoreAccess;  // the library's own calls under a key made once
     explicit MemObjectStore(std::unique_ptr<Impl> impl);
     std::unique_ptr<Impl> impl_;
 };

@@ -16,6 +16,7 @@
 #include "clock_read.h"
 #include "seqlock_copy.h"
 #include "store/copy_crc32.h"
+#include "store/store_access.h"
 #include "store/store_core.h"
 #include "pool_impl.h"
 #include "region_kinds.h"
@@ -412,15 +413,11 @@ Error read_only(const StoreShared& s, const char* what) {
     return make_error(Errc::permission_denied, std::string(what) + ": pool '" + s.pool->name() + "' is open read-only");
 }
 
-}  // namespace
-
-Result<uint64_t> MemObjectStore::put(const FabricUriView& uri, ByteView data, const PutOptions& options) {
-    StoreShared& s = *impl_->s;
-    FABRIC_TRY(check_uri_pool(s, uri));
+/// put() under a key made already. Inlined into both callers: the public put pays no extra
+/// call for the split.
+[[gnu::always_inline]] inline Result<uint64_t> put_keyed(StoreShared& s, const detail::StoreKey& key, ByteView data, const PutOptions& options) {
     const OwnerToken me = s.pool->self();
     if (me == 0) return read_only(s, "put");
-    detail::StoreKey key;
-    FABRIC_TRY(detail::fill_store_key(uri, key));
     auto meta_len = check_options(options);
     if (!meta_len) return std::move(meta_len).error();
     FABRIC_TRY(s.check_leases());
@@ -432,6 +429,37 @@ Result<uint64_t> MemObjectStore::put(const FabricUriView& uri, ByteView data, co
     s.count(CounterId::store_puts, 1);
     s.count(CounterId::store_put_bytes, data.size());
     return v;
+}
+
+/// head_into's lookup under a key made already (the URI names the object in its errors).
+[[gnu::always_inline]] inline Result<bool> head_keyed(StoreShared& s, const FabricUriView& uri, const detail::StoreKey& key, ObjectInfo& info) {
+    StoreCore& core = *s.core;
+    FABRIC_TRY(s.check_leases());
+    for (int attempt = 0; attempt < 10000; ++attempt) {
+        auto f = core.lookup(key);
+        if (!f) return std::move(f).error();
+        if (!f->has_value() || ((*f)->snap.h.expires_mono_ns && (*f)->snap.h.expires_mono_ns <= mono_now_ns()))
+            return false;
+        core.info_into((*f)->snap, info);
+        if (!core.unchanged(**f))
+            continue;
+        return true;
+    }
+    return make_error(Errc::busy, "head " + uri.to_string() + ": overwritten 10000 times while reading");
+}
+
+[[gnu::always_inline]] inline Status prepare_key(const StoreShared& s, const FabricUriView& uri, detail::StoreKey& key) {
+    FABRIC_TRY(check_uri_pool(s, uri));
+    return detail::fill_store_key(uri, key);
+}
+
+}  // namespace
+
+Result<uint64_t> MemObjectStore::put(const FabricUriView& uri, ByteView data, const PutOptions& options) {
+    StoreShared& s = *impl_->s;
+    detail::StoreKey key;
+    FABRIC_TRY(prepare_key(s, uri, key));
+    return put_keyed(s, key, data, options);
 }
 
 Status MemObjectStore::put_many(std::span<const PutRequest> requests, std::span<BatchStatus> statuses) {
@@ -557,22 +585,23 @@ Result<std::optional<ObjectInfo>> MemObjectStore::head(const FabricUri& uri) {
 
 Result<bool> MemObjectStore::head_into(const FabricUriView& uri, ObjectInfo& info) {
     StoreShared& s = *impl_->s;
-    StoreCore& core = *s.core;
-    FABRIC_TRY(check_uri_pool(s, uri));
     detail::StoreKey key;
-    FABRIC_TRY(detail::fill_store_key(uri, key));
-    FABRIC_TRY(s.check_leases());
-    for (int attempt = 0; attempt < 10000; ++attempt) {
-        auto f = core.lookup(key);
-        if (!f) return std::move(f).error();
-        if (!f->has_value() || ((*f)->snap.h.expires_mono_ns && (*f)->snap.h.expires_mono_ns <= mono_now_ns()))
-            return false;
-        core.info_into((*f)->snap, info);
-        if (!core.unchanged(**f))
-            continue;
-        return true;
-    }
-    return make_error(Errc::busy, "head " + uri.to_string() + ": overwritten 10000 times while reading");
+    FABRIC_TRY(prepare_key(s, uri, key));
+    return head_keyed(s, uri, key, info);
+}
+
+Status detail::StoreAccess::prepare(const MemObjectStore& store, const FabricUriView& uri, StoreKey& key) {
+    return prepare_key(*store.impl_->s, uri, key);
+}
+
+Result<bool> detail::StoreAccess::head_into(MemObjectStore& store, const FabricUriView& uri, const StoreKey& key,
+                                            ObjectInfo& info) {
+    return head_keyed(*store.impl_->s, uri, key, info);
+}
+
+Result<uint64_t> detail::StoreAccess::put(MemObjectStore& store, const StoreKey& key, ByteView data,
+                                          const PutOptions& options) {
+    return put_keyed(*store.impl_->s, key, data, options);
 }
 
 Result<bool> MemObjectStore::remove(const FabricUri& uri, const RemoveOptions& options) {

@@ -49,6 +49,7 @@
 #include "mq/result_buckets.h"
 #include "mq/topic_internal.h"
 #include "name_rule.h"
+#include "store/store_access.h"
 #include "uri_access.h"
 #include "worker/membership.h"
 
@@ -220,6 +221,8 @@ struct WorkTicket::Data {
     std::string input_text;          ///< item.uri as text: the result records it
     std::string result_text;         ///< the result's URI, the text forwarded to the next topic
     FabricUriView result_uri;        ///< a view of result_text
+    /// The result's store key, made once at hand-out: its lookups and its put use it.
+    detail::StoreKey result_key;
     /// The result's version when the message was handed out (0: none), judged absent or older
     /// then: the result put is conditional on it, so an unchanged result is not looked up again.
     uint64_t result_seen_version = 0;
@@ -1239,7 +1242,7 @@ Result<Outcome> WorkerLoop::Impl::wait_for_store_space(const Message& m, Result<
 Result<std::optional<Outcome>> WorkerLoop::Impl::judge_stored_result(const Message& m, WorkTicket::Data& d,
                                                                      Failure* failure) {
     const uint64_t version = d.item.version;
-    auto existing = store->head_into(d.result_uri, result_info);
+    auto existing = detail::StoreAccess::head_into(*store, d.result_uri, d.result_key, result_info);
     if (!existing) {
         if (is_fatal(existing.code())) return std::move(existing).error();
         *failure = {"result lookup: " + existing.error().message, false};
@@ -1272,7 +1275,6 @@ Result<std::optional<Outcome>> WorkerLoop::Impl::judge_stored_result(const Messa
 // errors are fatal.
 Result<Outcome> WorkerLoop::Impl::write_result(const Message& m, WorkTicket::Data& d, std::span<const uint8_t> out,
                                                Failure* failure) {
-    const FabricUriView& result_uri = d.result_uri;
     const std::string_view input = d.input_text;
     const uint64_t version = d.item.version;
     FABRIC_PAUSE_POINT("worker.result.before_put");
@@ -1287,10 +1289,11 @@ Result<Outcome> WorkerLoop::Impl::write_result(const Message& m, WorkTicket::Dat
     Result<uint64_t> put = uint64_t(0);
     for (int pass = 0;; ++pass) {
         const PutOptions& po = result_put(input, version, token, m.partition, d.result_seen_version);
-        put = store->put(result_uri, out, po);
+        put = detail::StoreAccess::put(*store, d.result_key, out, po);
         if (!put && put.code() == Errc::capacity_exceeded) {
             // A full store is back-pressure: wait for space within this attempt (heartbeating).
-            auto waited = wait_for_store_space(m, put, [&] { return store->put(result_uri, out, po); }, failure);
+            auto waited = wait_for_store_space(
+                m, put, [&] { return detail::StoreAccess::put(*store, d.result_key, out, po); }, failure);
             if (!waited) return std::move(waited).error();
             if (*waited != Outcome::done) return *waited;
         }
@@ -1496,10 +1499,17 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
     // not pinned at all: a redelivery after --delete-input removed it is a skip, not a
     // dead letter. The result looked up here (result_info) is reused below when the pinned
     // version matches.
+    // The result's key, made once: the lookups below and the result put use it. A key the
+    // store refuses fails those lookups with its reason, as head_into() would.
+    const Status result_key_ok = detail::StoreAccess::prepare(*store, *result_uri, data.result_key);
+    auto look_up_result = [&]() -> Result<bool> {
+        if (!result_key_ok) return result_key_ok.error();
+        return detail::StoreAccess::head_into(*store, *result_uri, data.result_key, result_info);
+    };
     const uint64_t notified_version = parse_u64(m.header(kHeaderVersion), 0);
     bool notified_looked_up = false, notified_result_exists = false;
     if (notified_version != 0) {
-        if (auto h = store->head_into(*result_uri, result_info); h) {
+        if (auto h = look_up_result(); h) {
             std::string other;
             if (*h && result_state(&result_info, input, notified_version, &other) == ResultState::current) {
                 ++stats.skipped;
@@ -1559,7 +1569,7 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
     // input is a collision, never a skip and never overwritten.
     bool result_exists = notified_result_exists;
     if (!notified_looked_up || info.version != notified_version) {
-        auto existing = store->head_into(*result_uri, result_info);
+        auto existing = look_up_result();
         if (!existing) {
             if (is_fatal(existing.code())) return std::move(existing).error();
             FABRIC_TRY(fail_slot(part, s, m, {"result lookup: " + existing.error().message, false}));

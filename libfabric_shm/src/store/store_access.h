@@ -1,0 +1,24 @@
+// SPDX-License-Identifier: MIT
+// The store's calls for a key made once and used again: the worker loop looks its result up
+// when it hands a message out and puts it when the message completes, both under one key.
+// prepare() checks the URI's pool and makes the key (its bytes and hash) as head_into() and
+// put() would; the keyed calls then skip that and do everything else those calls do (the
+// leases, the options, the conditions, the counters). Private to the library.
+#pragma once
+
+#include "fabric_shm/mem_object_store.h"
+#include "store/store_core.h"
+
+namespace fabric_shm::detail {
+
+struct StoreAccess {
+    /// The key of `uri` in `store`, or what head_into/put of `uri` would refuse it with.
+    static Status prepare(const MemObjectStore& store, const FabricUriView& uri, StoreKey& key);
+    /// head_into(uri, info) under `key`, which prepare made from `uri`.
+    static Result<bool> head_into(MemObjectStore& store, const FabricUriView& uri, const StoreKey& key,
+                                  ObjectInfo& info);
+    /// put(uri, data, options) under `key`, which prepare made from `uri`.
+    static Result<uint64_t> put(MemObjectStore& store, const StoreKey& key, ByteView data, const PutOptions& options);
+};
+
+}  // namespace fabric_shm::detail
