@@ -136,6 +136,68 @@ TEST_CASE("producer: every send asks for its partition's lease and the pool's st
     CHECK(prod->send_to(1, OutgoingMessage{bytes("g"), {}, {}}).code() == Errc::closed);
 }
 
+TEST_CASE("consumer: every poll and seek asks for its topic's leases and the pool's state as they are now") {
+    TestPool tp("polllease");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(2, 8)).ok());
+    auto prod = Producer::open(tp.pool, "t");
+    REQUIRE(prod.ok());
+    REQUIRE(prod->send_to(0, OutgoingMessage{bytes("a"), {}, {}}).ok());
+    auto cons = Consumer::open(tp.pool, "t", "");
+    REQUIRE(cons.ok());
+    REQUIRE(cons->assign_all().ok());
+    MessageBatch b;
+    REQUIRE(cons->poll(b, 8, Duration::zero()).value() == 1);
+
+    // The topic's root lease ran out a second ago (forged in memory: no wall-clock wait). The
+    // poll is refused and names the region; nothing of the refusal is kept once it is back.
+    auto root = tp.pool.open_region(RegionKind::topic, "t");
+    REQUIRE(root.ok());
+    auto& expires = detail::region_entry(*root).lease.expires_ns;
+    const uint64_t leased_until = expires.load(std::memory_order_acquire);
+    expires.store(mono_now_ns() - kNsPerSec, std::memory_order_release);  // read by the poll's acquire
+    auto late = cons->poll(b, 8, Duration::zero());
+    REQUIRE(!late.ok());
+    CHECK(late.code() == Errc::lease_expired);
+    CHECK_MESSAGE(late.error().message.find("'t' lease expired") != std::string::npos, late.error().message);
+    expires.store(leased_until, std::memory_order_release);
+    REQUIRE(prod->send_to(1, OutgoingMessage{bytes("b"), {}, {}}).ok());
+    auto again = cons->poll(b, 8, Duration::zero());
+    REQUIRE_MESSAGE(again.ok(), again.error().message);
+    CHECK(*again == 1);
+
+    // A partition's lease: a seek of that partition is refused, the other's goes on.
+    auto part = tp.pool.open_region(RegionKind::partition, "t.1");
+    REQUIRE(part.ok());
+    auto& part_expires = detail::region_entry(*part).lease.expires_ns;
+    const uint64_t part_until = part_expires.load(std::memory_order_acquire);
+    part_expires.store(mono_now_ns() - kNsPerSec, std::memory_order_release);
+    auto refused = cons->seek(1, SeekPolicy::Earliest());
+    REQUIRE(!refused.ok());
+    CHECK(refused.code() == Errc::lease_expired);
+    CHECK_MESSAGE(refused.error().message.find("t.1' lease expired") != std::string::npos, refused.error().message);
+    CHECK(cons->seek(0, SeekPolicy::Earliest()).ok());
+    part_expires.store(part_until, std::memory_order_release);
+    CHECK(cons->seek(1, SeekPolicy::Earliest()).ok());
+
+    // Revoked (forged: a remover stores it and never moves it back), the next poll is refused.
+    auto& state = detail::region_entry(*root).lease.state;
+    state.store(layout::kLeaseRevoked, std::memory_order_release);
+    auto revoked = cons->poll(b, 8, Duration::zero());
+    REQUIRE(!revoked.ok());
+    CHECK(revoked.code() == Errc::lease_expired);
+    CHECK_MESSAGE(revoked.error().message.find("lease revoked") != std::string::npos, revoked.error().message);
+    state.store(layout::kLeaseActive, std::memory_order_release);
+    REQUIRE(cons->poll(b, 8, Duration::zero()).ok());
+
+    // A removed pool fails every later poll of a consumer opened before the removal.
+    REQUIRE(Pool::remove(tp.pool.name(), true).ok());
+    auto removed = cons->poll(b, 8, Duration::zero());
+    REQUIRE(!removed.ok());
+    CHECK(removed.code() == Errc::stale_generation);
+    CHECK_MESSAGE(removed.error().message.find("was removed") != std::string::npos, removed.error().message);
+}
+
 TEST_CASE("ring: empty, one, many, full and wrap, in order per partition") {
     TestPool tp("ring");
     TopicManager mgr(tp.pool);

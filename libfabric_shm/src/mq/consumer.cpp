@@ -488,7 +488,7 @@ Result<size_t> Consumer::poll(MessageBatch& batch, size_t max, Duration timeout)
     batch.starts_.clear();
     // One coarse clock read per poll for both fail-closed checks (region lease, group lease).
     const uint64_t coarse = mono_coarse_ns();
-    FABRIC_TRY(im.t->root.check(MonoClock::from_ns(coarse)));
+    FABRIC_TRY(check_topic_at(*im.t, coarse));
     if (!im.group.empty()) FABRIC_TRY(renew_group(*im.t, im.gref, im.group, coarse));
     if (im.assigned.empty() || max == 0) return size_t(0);
     const uint64_t payload_max = im.t->stride - kEnvelopeBytes;
@@ -559,7 +559,7 @@ Result<size_t> Consumer::poll(MessageBatch& batch, size_t max, Duration timeout)
         }
         FABRIC_TRY(im.pool->heartbeat());
         const uint64_t c2 = mono_coarse_ns();
-        FABRIC_TRY(im.t->root.check(MonoClock::from_ns(c2)));
+        FABRIC_TRY(check_topic_at(*im.t, c2));
         if (!im.group.empty()) FABRIC_TRY(renew_group(*im.t, im.gref, im.group, c2));
         now = mono_now_ns();
         if (now >= deadline) return size_t(0);

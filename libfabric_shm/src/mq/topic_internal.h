@@ -16,6 +16,7 @@
 #include "fabric_shm/pool.h"
 #include "fabric_shm/topic.h"
 #include "mq/topic_layout.h"
+#include "pool_impl.h"
 
 namespace fabric_shm::mq {
 
@@ -37,6 +38,10 @@ struct TopicHandle {
     std::string name;
     Region root;
     std::vector<Region> part_regions;
+    /// check_topic's passing case: root's and each partition's gate, made at open (the
+    /// addresses of the words Region::check reads; the words are read fresh at every check).
+    detail::LeaseGate root_gate;
+    std::vector<detail::LeaseGate> part_gates;
     TopicHeader* hdr = nullptr;
     GroupSlot* groups = nullptr;    ///< kMaxGroups entries
     WaiterSlot* waiters = nullptr;  ///< kMaxWaiters entries
@@ -59,6 +64,9 @@ Result<std::unique_ptr<TopicHandle>> open_topic(const Pool& pool, std::string_vi
                                                 uint64_t creation_wait_ns = kTopicCreationWaitNs);
 /// Fail closed: lease and generation of the root and (when `partition` >= 0) that partition.
 Status check_topic(const TopicHandle& t, int partition = -1);
+/// check_topic at `coarse_now` (CLOCK_MONOTONIC_COARSE ns), for a caller that reads that
+/// clock for other checks too.
+Status check_topic_at(const TopicHandle& t, uint64_t coarse_now, int partition = -1);
 
 /// Earliest offset still readable: block/reject: the head floor; overwrite: max(base, tail - capacity).
 uint64_t oldest_offset(const TopicHandle& t, const PartitionView& p);
