@@ -44,10 +44,8 @@ struct StoreShared {
         const uint64_t now = detail::read_clock(CLOCK_MONOTONIC_COARSE);  // one coarse read for both
         if (root_gate.entry && root_gate.passes(now) && heap_gate.passes(now)) [[likely]]
             return {};
-        // A gate that does not pass (or none yet): the regions name what failed.
-        FABRIC_TRY(root.check(MonoClock::from_ns(now)));
-        FABRIC_TRY(heap.check(MonoClock::from_ns(now)));
-        return {};
+        FABRIC_TRY(detail::check_through(root_gate, root, now));  // names what failed
+        return detail::check_through(heap_gate, heap, now);
     }
     void count(CounterId id, uint64_t n) const noexcept { detail::count(*pool, id, n); }
     /// The handle's batch of retired blocks is freed with it (the last loan, view or handle),
@@ -413,11 +411,10 @@ Error read_only(const StoreShared& s, const char* what) {
     return make_error(Errc::permission_denied, std::string(what) + ": pool '" + s.pool->name() + "' is open read-only");
 }
 
-/// put() under a key made already. Inlined into both callers: the public put pays no extra
-/// call for the split.
-[[gnu::always_inline]] inline Result<uint64_t> put_keyed(StoreShared& s, const detail::StoreKey& key, ByteView data, const PutOptions& options) {
-    const OwnerToken me = s.pool->self();
-    if (me == 0) return read_only(s, "put");
+/// put() under a key made already, by `me` (not 0: the pool is writable). Inlined into both
+/// callers: the public put pays no extra call for the split.
+[[gnu::always_inline]] inline Result<uint64_t> put_keyed(StoreShared& s, const detail::StoreKey& key, ByteView data,
+                                                         const PutOptions& options, OwnerToken me) {
     auto meta_len = check_options(options);
     if (!meta_len) return std::move(meta_len).error();
     FABRIC_TRY(s.check_leases());
@@ -457,9 +454,12 @@ Error read_only(const StoreShared& s, const char* what) {
 
 Result<uint64_t> MemObjectStore::put(const FabricUriView& uri, ByteView data, const PutOptions& options) {
     StoreShared& s = *impl_->s;
+    FABRIC_TRY(check_uri_pool(s, uri));
+    const OwnerToken me = s.pool->self();
+    if (me == 0) return read_only(s, "put");  // before the key, as every write call
     detail::StoreKey key;
-    FABRIC_TRY(prepare_key(s, uri, key));
-    return put_keyed(s, key, data, options);
+    FABRIC_TRY(detail::fill_store_key(uri, key));
+    return put_keyed(s, key, data, options, me);
 }
 
 Status MemObjectStore::put_many(std::span<const PutRequest> requests, std::span<BatchStatus> statuses) {
@@ -601,7 +601,10 @@ Result<bool> detail::StoreAccess::head_into(MemObjectStore& store, const FabricU
 
 Result<uint64_t> detail::StoreAccess::put(MemObjectStore& store, const StoreKey& key, ByteView data,
                                           const PutOptions& options) {
-    return put_keyed(*store.impl_->s, key, data, options);
+    StoreShared& s = *store.impl_->s;
+    const OwnerToken me = s.pool->self();
+    if (me == 0) return read_only(s, "put");
+    return put_keyed(s, key, data, options, me);
 }
 
 Result<bool> MemObjectStore::remove(const FabricUri& uri, const RemoveOptions& options) {

@@ -12,7 +12,8 @@
 namespace fabric_shm::detail {
 
 struct StoreAccess {
-    /// The key of `uri` in `store`, or what head_into/put of `uri` would refuse it with.
+    /// The key of `uri` in `store`, or the refusal of the URI (another pool, a key the store
+    /// cannot hold) as head_into would name it.
     static Status prepare(const MemObjectStore& store, const FabricUriView& uri, StoreKey& key);
     /// head_into(uri, info) under `key`, which prepare made from `uri`.
     static Result<bool> head_into(MemObjectStore& store, const FabricUriView& uri, const StoreKey& key,
