@@ -93,6 +93,15 @@ struct LeaseGate {
     }
 };
 
+/// `region`'s check at `now_ns` (CLOCK_MONOTONIC_COARSE) through `gate`, made from it: the
+/// gate's loads when it passes, else Region::check, which names the test that failed (or
+/// passes: renewed in between). A gate not made yet (no entry) always asks the Region.
+inline Status check_through(const LeaseGate& gate, const Region& region, uint64_t now_ns) {
+    if (gate.entry && gate.passes(now_ns)) [[likely]]
+        return {};
+    return region.check(MonoClock::from_ns(now_ns));
+}
+
 inline std::byte* pool_base(const Pool& pool) noexcept { return PoolAccess::impl(pool).base; }
 inline layout::PoolHeader& pool_header(const Pool& pool) noexcept { return *PoolAccess::impl(pool).header(); }
 inline bool pool_in_bounds(const Pool& pool, uint64_t offset, uint64_t length) noexcept {

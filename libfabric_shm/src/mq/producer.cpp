@@ -95,9 +95,8 @@ struct Producer::Impl {
     /// clock, no syscall). A gate that does not pass asks the Region, which names the test that
     /// failed (or passes: renewed in between).
     Status check_lease(uint32_t p) const {
-        if (sends[p].lease.passes(detail::read_clock(CLOCK_MONOTONIC_COARSE))) [[likely]]
-            return {};
-        return t->part_regions[p].check();
+        const uint64_t now = detail::read_clock(CLOCK_MONOTONIC_COARSE);
+        return detail::check_through(sends[p].lease, t->part_regions[p], now);
     }
     uint64_t next_waiter_probe_ns = 0;  ///< coarse monotonic: rate limit of dead-waiter probes
 

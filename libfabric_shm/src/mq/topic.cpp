@@ -212,14 +212,13 @@ Status check_topic(const TopicHandle& t, int partition) {
     return check_topic_at(t, detail::read_clock(CLOCK_MONOTONIC_COARSE), partition);
 }
 
-Status check_topic_at(const TopicHandle& t, uint64_t now, int partition) {
-    // A gate that does not pass asks its Region, which names what failed.
-    if (t.root_gate.entry && t.root_gate.passes(now) &&
-        (partition < 0 || t.part_gates[size_t(partition)].passes(now))) [[likely]]
-        return {};
-    FABRIC_TRY(t.root.check(MonoClock::from_ns(now)));
-    if (partition >= 0) FABRIC_TRY(t.part_regions[size_t(partition)].check(MonoClock::from_ns(now)));
-    return {};
+Status check_topic_at(const TopicHandle& t, uint64_t coarse_now, int partition) {
+    if (partition < 0 && t.root_gate.entry && t.root_gate.passes(coarse_now)) [[likely]]
+        return {};  // the common call (a poll, a commit, a hand-out count) in one test
+    FABRIC_TRY(detail::check_through(t.root_gate, t.root, coarse_now));
+    if (partition < 0) return {};
+    const size_t p = size_t(partition);
+    return detail::check_through(t.part_gates[p], t.part_regions[p], coarse_now);
 }
 
 uint64_t oldest_offset(const TopicHandle& t, const PartitionView& p) {
@@ -451,7 +450,7 @@ Status commit_in_pool(TopicHandle& t, const GroupRef& ref, std::string_view grou
     const OwnerToken me = pool.self();
     if (me == 0) return make_error(Errc::permission_denied, "commit needs a writable pool");
     const uint64_t coarse = mono_coarse_ns();
-    FABRIC_TRY(t.root.check(MonoClock::from_ns(coarse)));  // fail closed: a removed topic takes no commits
+    FABRIC_TRY(check_topic_at(t, coarse));  // fail closed: a removed topic takes no commits
     FABRIC_TRY(renew_group(t, ref, group, coarse));
     GroupSlot& g = t.groups[ref.index];
     for (const auto& c : commits)
@@ -504,7 +503,7 @@ Status record_dead_letter(TopicHandle& t, const GroupRef& ref, std::string_view 
                                                       std::to_string(t.num_partitions) + " partitions of topic '" +
                                                       t.name + "'");
     const uint64_t coarse = mono_coarse_ns();
-    FABRIC_TRY(t.root.check(MonoClock::from_ns(coarse)));
+    FABRIC_TRY(check_topic_at(t, coarse));
     FABRIC_TRY(renew_group(t, ref, group, coarse));
     GroupSlot& g = t.groups[ref.index];
     bool moved = false;
