@@ -222,7 +222,7 @@ struct WorkTicket::Data {
     std::string result_text;         ///< the result's URI, the text forwarded to the next topic
     FabricUriView result_uri;        ///< a view of result_text
     /// The result's store key, made once at hand-out: its lookups and its put use it.
-    detail::StoreKey result_key;
+    detail::StoreKey result_store_key;
     /// The result's version when the message was handed out (0: none), judged absent or older
     /// then: the result put is conditional on it, so an unchanged result is not looked up again.
     uint64_t result_seen_version = 0;
@@ -1242,7 +1242,7 @@ Result<Outcome> WorkerLoop::Impl::wait_for_store_space(const Message& m, Result<
 Result<std::optional<Outcome>> WorkerLoop::Impl::judge_stored_result(const Message& m, WorkTicket::Data& d,
                                                                      Failure* failure) {
     const uint64_t version = d.item.version;
-    auto existing = detail::StoreAccess::head_into(*store, d.result_uri, d.result_key, result_info);
+    auto existing = detail::StoreAccess::head_into(*store, d.result_uri, d.result_store_key, result_info);
     if (!existing) {
         if (is_fatal(existing.code())) return std::move(existing).error();
         *failure = {"result lookup: " + existing.error().message, false};
@@ -1289,11 +1289,11 @@ Result<Outcome> WorkerLoop::Impl::write_result(const Message& m, WorkTicket::Dat
     Result<uint64_t> put = uint64_t(0);
     for (int pass = 0;; ++pass) {
         const PutOptions& po = result_put(input, version, token, m.partition, d.result_seen_version);
-        put = detail::StoreAccess::put(*store, d.result_key, out, po);
+        put = detail::StoreAccess::put(*store, d.result_store_key, out, po);
         if (!put && put.code() == Errc::capacity_exceeded) {
             // A full store is back-pressure: wait for space within this attempt (heartbeating).
             auto waited = wait_for_store_space(
-                m, put, [&] { return detail::StoreAccess::put(*store, d.result_key, out, po); }, failure);
+                m, put, [&] { return detail::StoreAccess::put(*store, d.result_store_key, out, po); }, failure);
             if (!waited) return std::move(waited).error();
             if (*waited != Outcome::done) return *waited;
         }
@@ -1501,10 +1501,10 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
     // version matches.
     // The result's key, made once: the lookups below and the result put use it. A key the
     // store refuses fails those lookups with its reason, as head_into() would.
-    const Status result_key_ok = detail::StoreAccess::prepare(*store, *result_uri, data.result_key);
+    const Status result_key_ok = detail::StoreAccess::prepare(*store, *result_uri, data.result_store_key);
     auto look_up_result = [&]() -> Result<bool> {
         if (!result_key_ok) return result_key_ok.error();
-        return detail::StoreAccess::head_into(*store, *result_uri, data.result_key, result_info);
+        return detail::StoreAccess::head_into(*store, *result_uri, data.result_store_key, result_info);
     };
     const uint64_t notified_version = parse_u64(m.header(kHeaderVersion), 0);
     bool notified_looked_up = false, notified_result_exists = false;
