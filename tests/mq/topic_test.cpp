@@ -136,7 +136,7 @@ TEST_CASE("producer: every send asks for its partition's lease and the pool's st
     CHECK(prod->send_to(1, OutgoingMessage{bytes("g"), {}, {}}).code() == Errc::closed);
 }
 
-TEST_CASE("consumer: every poll and seek asks for its topic's leases and the pool's state as they are now") {
+TEST_CASE("consumer: every poll asks for its topic's lease and every seek for its partition's, as they are now") {
     TestPool tp("polllease");
     TopicManager mgr(tp.pool);
     REQUIRE(mgr.create("t", config(2, 8)).ok());
@@ -190,12 +190,29 @@ TEST_CASE("consumer: every poll and seek asks for its topic's leases and the poo
     state.store(layout::kLeaseActive, std::memory_order_release);
     REQUIRE(cons->poll(b, 8, Duration::zero()).ok());
 
+    // A poll that waits asks again while it waits: a lease that runs out 30 ms into a 10 s wait
+    // on an empty topic ends the wait with the refusal, not with the timeout.
+    REQUIRE(cons->seek(SeekPolicy::Latest()).ok());
+    expires.store(mono_now_ns() + 30 * kNsPerMs, std::memory_order_release);
+    const uint64_t waited_from = mono_now_ns();
+    auto ran_out = cons->poll(b, 8, std::chrono::seconds(10));
+    const uint64_t waited = mono_now_ns() - waited_from;
+    expires.store(leased_until, std::memory_order_release);
+    REQUIRE(!ran_out.ok());
+    CHECK(ran_out.code() == Errc::lease_expired);
+    CHECK_MESSAGE(waited < 5 * kNsPerSec, waited);
+
     // A removed pool fails every later poll of a consumer opened before the removal.
     REQUIRE(Pool::remove(tp.pool.name(), true).ok());
     auto removed = cons->poll(b, 8, Duration::zero());
     REQUIRE(!removed.ok());
     CHECK(removed.code() == Errc::stale_generation);
     CHECK_MESSAGE(removed.error().message.find("was removed") != std::string::npos, removed.error().message);
+
+    // Closed (any copy of the handle), every poll says so first.
+    Pool copy = tp.pool;
+    copy.close();
+    CHECK(cons->poll(b, 8, Duration::zero()).code() == Errc::closed);
 }
 
 TEST_CASE("ring: empty, one, many, full and wrap, in order per partition") {
