@@ -279,7 +279,13 @@ def main():
             continue
         one_way = " (one-way = RTT/2)" if r.get("latency") == "one_way=rtt/2" else ""
         if r["scenario"] == "spsc_pipeline":
-            one_way = " (pipeline job over a bare SPSC ring, closed loop)"
+            slots = r.get("ring_slots")
+            one_way = f" (pipeline job over a bare SPSC ring{f' of {slots} slots' if slots else ''}, closed loop"
+            if r.get("client_cpu_ns_per_msg") and r.get("throughput"):
+                # Both sides spin: about 2 when each had its own CPU; about 1 when they took turns
+                # on one, where the ring fills and drains in whole time slices without a hand-off.
+                one_way += f", {r['client_cpu_ns_per_msg'] * r['throughput'] / 1e9:.1f} CPUs"
+            one_way += ")"
         if r["scenario"] == "spin_light":
             one_way = f" {r.get('variant')} (one-way at a light {r.get('offered_rate', 0):.0f}/s)"
         if r["scenario"] == "claim_stream":
@@ -297,8 +303,9 @@ def main():
           "the same light load over a bare ring, one release store per message; spin_light claim_publish adds "
           "the claim and publish CASes a crash-safe ring needs) or ÷ futex ping-pong one-way (parked rows). "
           "Floor spsc_pipeline: the pipeline job (put 1 KiB with its CRC-32, consumer CRC check, 4-byte result) "
-          "between two spinning processes over a bare SPSC ring of 512 slots: no store, no topic, no crash safety "
-          "(bench/floor/floor_spsc_pipeline.cpp); the physical floor of pipeline 1 KiB spin-1w. "
+          "between two spinning processes over a bare SPSC ring (its slots and CPUs in the row): no store, no "
+          "topic, no crash safety (bench/floor/floor_spsc_pipeline.cpp); the physical floor of pipeline 1 KiB "
+          "spin-1w. "
           "Floor claim_stream: notify's closed loop over a bare ring with the topic's slots and the steps of its "
           "send and poll (claim CAS, tail CAS, envelope, publish CAS; the consumer's seqlock read); with "
           "producer work 80 ns the producer first spends about what the bench's clock read and the library's "

@@ -5,8 +5,9 @@
 //  - producer (parent): writes a 16-byte stamp {0, sequence number} over a fixed pattern
 //    (byte i = i * 131 + 7, as the pipeline bench), CRC-32 of the 1 KiB (ISA-L
 //    crc32_gzip_refl, the library's checksum), copies payload + CRC into the next slot of a
-//    ring of 512 cache-line-aligned 1 KiB slots and publishes the slot's sequence word
-//    (release); when the ring is full it spin-waits for the slot (Backoff, common.h).
+//    ring of cache-line-aligned 1 KiB slots (512 by default, --slots N) and publishes the
+//    slot's sequence word (release); when the ring is full it spin-waits for the slot
+//    (Backoff, common.h).
 //  - consumer (forked child): spin-waits on the slot's sequence word (acquire), CRC-32 of
 //    the payload, checks it against the stored CRC and the stamp against the sequence number,
 //    writes the 4-byte CRC into a result array of 1024 entries (index = sequence % 1024:
@@ -17,7 +18,10 @@
 // consumer process CPU over the measured objects (both busy-poll: about 2 cores / rate).
 // A CRC or stamp mismatch stops both processes and exits non-zero (--corrupt N flips one
 // byte of object N after its CRC: a self-test of that check).
-// Usage: floor_spsc_pipeline [--count N] [--corrupt N] [--cpu-a N --cpu-b N]
+// The ring's size is the job's working set: 512 slots (~0.5 MiB) stay in a core's L2, while
+// the pipeline bench cycles 8,192 keys of 1 KiB, each put into a fresh block (~8-16 MiB of
+// heap). `--slots 8192` runs the floor over that much memory.
+// Usage: floor_spsc_pipeline [--count N] [--slots N] [--corrupt N] [--cpu-a N --cpu-b N]
 //        (--seconds / --warmup are accepted, as for every floor program, and ignored)
 #include "common.h"
 
@@ -31,7 +35,8 @@ using namespace floorbench;
 namespace {
 
 constexpr size_t kPayload = 1024;
-constexpr size_t kSlots = 512;    // power of two
+constexpr size_t kDefaultSlots = 512;
+constexpr size_t kMaxSlots = 65536;
 constexpr size_t kResults = 1024; // power of two
 constexpr uint64_t kTimeoutNs = 60ull * 1000000000ull;  // a lost partner ends the run, not the machine
 
@@ -47,7 +52,6 @@ struct Ring {
     alignas(64) std::atomic<uint32_t> failed;  ///< either side: 1 = stop (mismatch or timeout)
     uint64_t consumer_cpu_ns;                   ///< consumer: its CPU over the measured objects (read after wait)
     alignas(64) uint32_t results[kResults];    ///< consumer: the 4-byte result "put"
-    Slot slots[kSlots];
 };
 
 struct Stamp {
@@ -82,11 +86,12 @@ int main(int argc, char** argv) {
     // Own options first (common.h's parse_opts rejects unknown ones), then the shared ones.
     uint64_t count = 2000000;
     uint64_t corrupt = ~0ull;
+    uint64_t slots = kDefaultSlots;
     int n = 1;
     for (int i = 1; i < argc; ++i) {
         const std::string_view a = argv[i];
-        if ((a == "--count" || a == "--corrupt") && i + 1 < argc) {
-            (a == "--count" ? count : corrupt) = parse_u64(argv[i], argv[i + 1]);
+        if ((a == "--count" || a == "--corrupt" || a == "--slots") && i + 1 < argc) {
+            (a == "--count" ? count : a == "--slots" ? slots : corrupt) = parse_u64(argv[i], argv[i + 1]);
             ++i;
         } else {
             argv[n++] = argv[i];
@@ -98,11 +103,21 @@ int main(int argc, char** argv) {
         return 2;
     }
     if (count == 0 || count > (1ull << 40)) { std::fprintf(stderr, "floor_spsc_pipeline: --count out of range\n"); return 2; }
-    const uint64_t warmup = count / 10 > kSlots ? count / 10 : kSlots;
+    if (slots < 2 || slots > kMaxSlots || (slots & (slots - 1)) != 0) {
+        std::fprintf(stderr, "floor_spsc_pipeline: --slots %llu must be a power of two from 2 to %zu\n",
+                     (unsigned long long)slots, kMaxSlots);
+        return 2;
+    }
+    const uint64_t mask = slots - 1;
+    const uint64_t warmup = count / 10 > slots ? count / 10 : slots;
     const uint64_t total = warmup + count;
 
     auto* ring = new (shared_page(sizeof(Ring))) Ring{};
-    for (size_t k = 0; k < kSlots; ++k) ring->slots[k].seq.store(k, std::memory_order_relaxed);
+    auto* ring_slots = static_cast<Slot*>(shared_page(sizeof(Slot) * slots));
+    for (size_t k = 0; k < slots; ++k) {
+        new (ring_slots + k) Slot{};
+        ring_slots[k].seq.store(k, std::memory_order_relaxed);
+    }
     auto* ctl = new (shared_page()) Ctl{};
 
     const pid_t child = fork_child([&]() -> int {
@@ -111,7 +126,7 @@ int main(int argc, char** argv) {
         const uint64_t deadline = now_ns() + kTimeoutNs;
         uint64_t cpu0 = cpu_ns_self();
         for (uint64_t i = 0; i < total; ++i) {
-            Slot& s = ring->slots[i & (kSlots - 1)];
+            Slot& s = ring_slots[i & mask];
             if (!wait_for([&] { return s.seq.load(std::memory_order_acquire) == i + 1; }, ring, deadline)) {  // partner: producer's release
                 if (ring->failed.load() == 0) std::fprintf(stderr, "floor_spsc_pipeline: consumer timed out at object %llu\n", (unsigned long long)i);
                 ring->failed.store(1);
@@ -128,7 +143,7 @@ int main(int argc, char** argv) {
                 return 5;
             }
             ring->results[i & (kResults - 1)] = crc;          // the result put
-            s.seq.store(i + kSlots, std::memory_order_release);  // free; partner: producer's acquire
+            s.seq.store(i + slots, std::memory_order_release);  // free; partner: producer's acquire
             if (i + 1 == warmup) cpu0 = cpu_ns_self();
         }
         ring->consumer_cpu_ns = cpu_ns_self() - cpu0;
@@ -144,8 +159,8 @@ int main(int argc, char** argv) {
     uint32_t last_crc = 0;
     bool ok = true;
     auto freed = [&](uint64_t i) {  // object i's slot freed by the consumer (and so every earlier one)
-        Slot& s = ring->slots[i & (kSlots - 1)];
-        return wait_for([&] { return s.seq.load(std::memory_order_acquire) == i + kSlots; }, ring, deadline);
+        Slot& s = ring_slots[i & mask];
+        return wait_for([&] { return s.seq.load(std::memory_order_acquire) == i + slots; }, ring, deadline);
     };
     for (uint64_t i = 0; i < total && ok; ++i) {
         if (i == warmup) {  // the measurement starts from a drained ring
@@ -153,7 +168,7 @@ int main(int argc, char** argv) {
             t0 = now_ns();
             cpu0 = cpu_ns_self();
         }
-        Slot& s = ring->slots[i & (kSlots - 1)];
+        Slot& s = ring_slots[i & mask];
         if (!(ok = wait_for([&] { return s.seq.load(std::memory_order_acquire) == i; }, ring, deadline))) break;  // partner: consumer's release
         const Stamp st{0, i};
         std::memcpy(obj, &st, sizeof st);
@@ -184,7 +199,7 @@ int main(int argc, char** argv) {
     Json().s("system", "floor").s("scenario", "spsc_pipeline").s("variant", "shm_spsc_ring_crc32").s("mode", "spin")
         .u("size", kPayload).u("count", count).d("seconds", secs)
         .d("throughput", double(count) / secs).s("unit", "objects/s")
-        .s("latency", "none").u("warmup", warmup).u("ring_slots", kSlots)
+        .s("latency", "none").u("warmup", warmup).u("ring_slots", slots)
         .cpu(ctl, ring->consumer_cpu_ns, count).u("child_rc", uint64_t(rc)).print();
     return 0;
 }
