@@ -3,8 +3,9 @@
 // than die: fence tokens that stay above every earlier registration (group rm + register,
 // topic re-create, a pool re-created under a TieredObjectStore), a worker whose refused result
 // put never lets a commit pass the message, dead letters fenced like commits (deterministic
-// pause points between the decision and the write), heartbeats that keep the group's lease, and
-// a group lock held by a live, paused process (commits and an evicted member's rejoin delayed).
+// pause points between the decision and the write), heartbeats that keep the group's lease, a
+// group lock held by a live, paused process (commits and an evicted member's rejoin delayed),
+// and a member evicted again while paused inside its rejoin.
 #include <doctest/doctest.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -898,4 +899,127 @@ TEST_CASE("worker membership: a rejoin refused as busy by a paused lock holder j
     ::kill(holder, SIGKILL);
     test::wait_child(holder);
     ::munmap(holder_token, sizeof(std::atomic<uint32_t>));
+}
+
+namespace {
+/// The group slot whose joining member the pause hook evicts, and how many joins it evicts.
+mq::GroupSlot* g_evicting_slot = nullptr;
+std::atomic<int> g_joins_to_evict{0};
+
+/// At "group.join.joined" (the joiner holds its row, before its first claim): another member's
+/// eviction of that row, as when the joiner is paused there past the session timeout.
+void evict_the_joiner(const char* name) {
+    if (std::string(name) != "group.join.joined" || g_joins_to_evict.load() == 0) return;
+    g_joins_to_evict.fetch_sub(1);
+    for (uint32_t r = 0; r < mq::kMaxMembers; ++r) {
+        uint64_t w = g_evicting_slot->members[r].word.load();
+        if (mq::member_state(w) == mq::kMemberLive)
+            g_evicting_slot->members[r].word.compare_exchange_strong(
+                w, mq::make_member_word(mq::kMemberFree, mq::member_gen(w) + 1, 0));
+    }
+}
+}  // namespace
+
+TEST_CASE("worker membership: evicted while paused inside its rejoin, it joins on the next rebalance and owns its partitions") {
+    TestPool tp("stall-rejoin-evicted", 32ull << 20);
+    constexpr uint32_t kParts = 2;
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("rj", config(kParts, 64)).ok());
+    REQUIRE(mgr.register_group("rj", "g").ok());
+
+    auto made = worker::make_membership(tp.pool, "rj", "g", "w", kParts, 10'000'000'000ull);
+    REQUIRE_MESSAGE(made.ok(), made.error().message);
+    worker::Membership& member = **made;
+    REQUIRE(member.join().ok());
+    const uint64_t first_epoch = member.epoch();
+
+    auto root = tp.pool.open_region(RegionKind::topic, "rj");
+    REQUIRE(root.ok());
+    auto* groups = reinterpret_cast<mq::GroupSlot*>(reinterpret_cast<char*>(root->data()) + mq::kGroupsOffset);
+    for (int i = 0; i < int(mq::kMaxGroups); ++i)
+        if (mq::group_state(groups[i].word.load()) == mq::kGroupLive) g_evicting_slot = &groups[i];
+    REQUIRE(g_evicting_slot != nullptr);
+
+    // Evicted once while working (its claim goes stale), and once more inside the rejoin.
+    g_joins_to_evict.store(1);
+    detail::set_pause_hook(&evict_the_joiner);
+    for (uint32_t r = 0; r < mq::kMaxMembers; ++r) {
+        uint64_t w = g_evicting_slot->members[r].word.load();
+        if (mq::member_state(w) == mq::kMemberLive)
+            REQUIRE(g_evicting_slot->members[r].word.compare_exchange_strong(
+                w, mq::make_member_word(mq::kMemberFree, mq::member_gen(w) + 1, 0)));
+    }
+    auto interrupted = member.rebalance(mono_now_ns());
+    detail::set_pause_hook(nullptr);
+    CHECK(g_joins_to_evict.load() == 0);  // the hook ran inside the rejoin
+    REQUIRE_FALSE(interrupted.ok());
+    CHECK_MESSAGE(interrupted.code() == Errc::stale_epoch, interrupted.error().message);
+    CHECK_FALSE(member.owns(0));
+
+    // Resumed: the next rebalance joins afresh (not "already joined") and owns every partition.
+    auto rejoined = member.rebalance(mono_now_ns());
+    REQUIRE_MESSAGE(rejoined.ok(), rejoined.error().message);
+    CHECK(*rejoined);
+    CHECK(member.partitions() == std::vector<uint32_t>{0, 1});
+    CHECK(member.epoch() > first_epoch);
+    for (uint32_t p = 0; p < kParts; ++p) CHECK_MESSAGE(member.owns(p), "partition " << p << " is held but not owned");
+
+    member.leave();
+    auto d = describe_consumer_group(tp.pool, "rj", "g");
+    REQUIRE_MESSAGE(d.ok(), d.error().message);
+    CHECK_MESSAGE(d->members.empty(), "the member's row outlived leave()");
+    g_evicting_slot = nullptr;
+}
+
+TEST_CASE("worker: evicted while paused inside its rejoin, it joins again and processes what follows") {
+    TestPool tp("stall-rejoin-worker", 32ull << 20);
+    const std::string name = tp.cleanup.name();
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("rw", config(1, 64)).ok());
+    REQUIRE(mgr.register_group("rw", "g").ok());
+    auto store = MemObjectStore::open(tp.pool);
+    REQUIRE(store.ok());
+    auto producer = Producer::open(tp.pool, "rw");
+    REQUIRE(producer.ok());
+    auto root = tp.pool.open_region(RegionKind::topic, "rw");
+    REQUIRE(root.ok());
+    auto* groups = reinterpret_cast<mq::GroupSlot*>(reinterpret_cast<char*>(root->data()) + mq::kGroupsOffset);
+    mq::GroupSlot* slot = nullptr;
+    for (int i = 0; i < int(mq::kMaxGroups); ++i)
+        if (mq::group_state(groups[i].word.load()) == mq::kGroupLive) slot = &groups[i];
+    REQUIRE(slot != nullptr);
+    // Another member's eviction of the live row (CAS from the exact word).
+    auto evict_live_row = [&] {
+        for (uint32_t r = 0; r < mq::kMaxMembers; ++r) {
+            uint64_t w = slot->members[r].word.load();
+            if (mq::member_state(w) == mq::kMemberLive &&
+                slot->members[r].word.compare_exchange_strong(
+                    w, mq::make_member_word(mq::kMemberFree, mq::member_gen(w) + 1, 0)))
+                return true;
+        }
+        return false;
+    };
+
+    // The first join is the open's; the second is the rejoin after the eviction below.
+    WorkerConfig cfg = worker_config("rw", "w");
+    cfg.exit_when_idle_ns = 1'500'000'000ull;
+    const pid_t w = worker_child(name, cfg, copy, "group.join.joined:2");
+    REQUIRE(eventually([&] {
+        auto d = describe_consumer_group(tp.pool, "rw", "g");
+        return d.ok() && d->members.size() == 1 && d->partitions[0].member_slot >= 0 && !d->result_bucket.empty();
+    }));
+    REQUIRE(evict_live_row());  // its next heartbeat finds it evicted; it joins again
+    REQUIRE(test::wait_stopped(w));  // paused in the rejoin, holding its new row
+    REQUIRE(evict_live_row());  // silent past the session timeout: evicted again
+    test::resume(w);
+
+    std::vector<std::pair<std::string, uint64_t>> sent;
+    for (int i = 0; i < 3; ++i) {
+        const std::string k = "k" + std::to_string(i);
+        sent.emplace_back(k, upload(tp.pool, **store, *producer, k, "data " + k));
+    }
+    CHECK(test::wait_child(w, 20000) == 0);  // not ended by the eviction inside its join
+    CHECK(committed(tp.pool, "rw", 0) == 3);
+    check_nothing_passed(tp.pool, **store, "rw", sent);
+    for (const auto& [k, version] : sent) CHECK(get_text_of(**store, result_uri(name, k)) == "data " + k);
 }

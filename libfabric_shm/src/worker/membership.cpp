@@ -16,7 +16,13 @@ public:
 
     Status join() override {
         auto c = group_.join(id_);
-        if (!c) return std::move(c).error();
+        if (!c) {
+            // Evicted inside the join (silent past the session timeout between taking a row and
+            // the first claim: a stall): the handle still holds the member; drop it, so that
+            // the next join starts afresh instead of finding it "already joined".
+            if (c.code() == Errc::stale_epoch) (void)group_.leave(id_);
+            return std::move(c).error();
+        }
         claim_ = std::move(c.value());
         joined_ = true;
         return {};

@@ -636,7 +636,11 @@ Status WorkerLoop::Impl::rebalance() {
     last_rebalance_ns = mono_now_ns();
     auto changed = membership->rebalance(last_rebalance_ns);
     if (!changed) {
-        if (changed.code() != Errc::busy) return std::move(changed).error();
+        // busy: a paused process holds the group's lock. stale_epoch: evicted again inside
+        // the rejoin (a stall between taking a row and the first claim). Neither ends the
+        // worker: it joins again at the next service (its partitions are not owned meanwhile).
+        if (changed.code() != Errc::busy && changed.code() != Errc::stale_epoch) return std::move(changed).error();
+        if (changed.code() == Errc::stale_epoch) need_rebalance = true;
         note("rebalance delayed: " + changed.error().message);
         return {};
     }
