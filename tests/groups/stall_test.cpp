@@ -825,44 +825,95 @@ TEST_CASE("worker: a group lock held by a live, paused process delays its commit
     ::munmap(holder_token, sizeof(std::atomic<uint32_t>));
 }
 
+namespace {
+
+/// The slot of `topic`'s one live group, in the topic's root region (mapped while `pool` is).
+mq::GroupSlot* live_group_slot(Pool& pool, const std::string& topic) {
+    auto root = pool.open_region(RegionKind::topic, topic);
+    REQUIRE(root.ok());
+    auto* groups = reinterpret_cast<mq::GroupSlot*>(reinterpret_cast<char*>(root->data()) + mq::kGroupsOffset);
+    for (int i = 0; i < int(mq::kMaxGroups); ++i)
+        if (mq::group_state(groups[i].word.load()) == mq::kGroupLive) return &groups[i];
+    return nullptr;
+}
+
+/// Another member's eviction of the live row, as when its member is silent past the session
+/// timeout: LIVE -> FREE(gen + 1) by CAS from the exact word. False when no row is live.
+bool evict_live_row(mq::GroupSlot& slot) {
+    for (uint32_t r = 0; r < mq::kMaxMembers; ++r) {
+        uint64_t w = slot.members[r].word.load();
+        const uint64_t freed = mq::make_member_word(mq::kMemberFree, mq::member_gen(w) + 1, 0);
+        if (mq::member_state(w) == mq::kMemberLive && slot.members[r].word.compare_exchange_strong(w, freed))
+            return true;
+    }
+    return false;
+}
+
+/// After an interrupted rejoin: the next rebalance joins, owns every partition under a newer
+/// epoch, and leave() frees the row and the partitions.
+void check_rejoins_and_leaves(worker::Membership& member, Pool& pool, const std::string& topic, uint64_t first_epoch,
+                              uint32_t parts) {
+    auto rejoined = member.rebalance(mono_now_ns());
+    REQUIRE_MESSAGE(rejoined.ok(), rejoined.error().message);
+    CHECK(*rejoined);
+    std::vector<uint32_t> every(parts);
+    for (uint32_t p = 0; p < parts; ++p) every[p] = p;
+    CHECK(member.partitions() == every);
+    CHECK(member.epoch() > first_epoch);
+    for (uint32_t p = 0; p < parts; ++p) CHECK_MESSAGE(member.owns(p), "partition " << p << " is held but not owned");
+    member.leave();
+    auto d = describe_consumer_group(pool, topic, "g");
+    REQUIRE_MESSAGE(d.ok(), d.error().message);
+    CHECK_MESSAGE(d->members.empty(), "the member's row outlived leave()");
+    for (uint32_t p = 0; p < parts; ++p) CHECK(d->partitions[p].member_slot < 0);
+}
+
+/// Worker member "w" of group "g" on a new topic "rj" of `parts` partitions, joined; the
+/// rejoin tests' starting point.
+struct JoinedMember {
+    TestPool tp;
+    std::unique_ptr<worker::Membership> member;
+    uint64_t first_epoch = 0;
+    JoinedMember(const std::string& tag, uint32_t parts) : tp(tag, 32ull << 20) {
+        TopicManager mgr(tp.pool);
+        REQUIRE(mgr.create("rj", config(parts, 64)).ok());
+        REQUIRE(mgr.register_group("rj", "g").ok());
+        auto made = worker::make_membership(tp.pool, "rj", "g", "w", parts, 10'000'000'000ull);
+        REQUIRE_MESSAGE(made.ok(), made.error().message);
+        member = std::move(*made);
+        REQUIRE(member->join().ok());
+        REQUIRE(member->partitions().size() == parts);
+        first_epoch = member->epoch();
+    }
+};
+
+/// The group slot whose joining member the pause hook evicts, and how many joins it evicts.
+mq::GroupSlot* g_evicting_slot = nullptr;
+std::atomic<int> g_joins_to_evict{0};
+
+/// At "group.join.joined" (the joiner holds its row, before its first claim): the joiner's
+/// eviction, as when it is paused there past the session timeout.
+void evict_the_joiner(const char* name) {
+    if (std::string(name) != "group.join.joined" || g_joins_to_evict.load() == 0) return;
+    g_joins_to_evict.fetch_sub(1);
+    evict_live_row(*g_evicting_slot);
+}
+
+}  // namespace
+
 // An evicted worker member rejoins from rebalance(); a live, paused lock holder makes that
 // join busy, and WorkerLoop takes busy as "rebalance delayed" and calls rebalance() again.
 // That retry must join: ConsumerGroup::claim() joins an unknown member by itself, and a
 // member joined that way behind the Membership's back was refused by owns() (so every result
 // put, which is fenced on owns(), failed forever) and was left behind by leave().
 TEST_CASE("worker membership: a rejoin refused as busy by a paused lock holder joins on the next rebalance and owns its partitions") {
-    TestPool tp("stall-rejoin", 32ull << 20);
-    const std::string name = tp.cleanup.name();
     constexpr uint32_t kParts = 2;
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("rj", config(kParts, 64)).ok());
-    REQUIRE(mgr.register_group("rj", "g").ok());
-
-    auto made = worker::make_membership(tp.pool, "rj", "g", "w", kParts, 10'000'000'000ull);
-    REQUIRE_MESSAGE(made.ok(), made.error().message);
-    worker::Membership& member = **made;
-    REQUIRE(member.join().ok());
-    REQUIRE(member.partitions() == std::vector<uint32_t>{0, 1});
-    const uint64_t first_epoch = member.epoch();
-
-    auto root = tp.pool.open_region(RegionKind::topic, "rj");
-    REQUIRE(root.ok());
-    auto* groups = reinterpret_cast<mq::GroupSlot*>(reinterpret_cast<char*>(root->data()) + mq::kGroupsOffset);
-    int gi = -1;
-    for (int i = 0; i < int(mq::kMaxGroups); ++i)
-        if (mq::group_state(groups[i].word.load()) == mq::kGroupLive) gi = i;
-    REQUIRE(gi >= 0);
-    mq::GroupSlot& slot = groups[gi];
-
-    // Forge the eviction another member does when ours is silent past its session timeout:
-    // LIVE -> FREE(gen + 1) by CAS from the exact word.
-    int row = -1;
-    for (int r = 0; r < int(mq::kMaxMembers); ++r)
-        if (mq::member_state(slot.members[r].word.load()) == mq::kMemberLive) row = r;
-    REQUIRE(row >= 0);
-    uint64_t live = slot.members[row].word.load();
-    REQUIRE(slot.members[row].word.compare_exchange_strong(
-        live, mq::make_member_word(mq::kMemberFree, mq::member_gen(live) + 1, 0)));
+    JoinedMember f("stall-rejoin", kParts);
+    worker::Membership& member = *f.member;
+    const std::string name = f.tp.name();
+    mq::GroupSlot* slot = live_group_slot(f.tp.pool, "rj");
+    REQUIRE(slot != nullptr);
+    REQUIRE(evict_live_row(*slot));
 
     // A live process whose token holds the group's lock: paused, as far as anyone can tell.
     auto* holder_token = shared_new<std::atomic<uint32_t>>();
@@ -874,7 +925,7 @@ TEST_CASE("worker membership: a rejoin refused as busy by a paused lock holder j
         return 0;
     });
     while (holder_token->load() == 0) sleep_ms(2);
-    slot.lock.store(holder_token->load());
+    slot->lock.store(holder_token->load());
 
     // Evicted: the claim is stale, the rejoin waits out the lock's 2 s timeout and is busy.
     auto delayed = member.rebalance(mono_now_ns());
@@ -882,73 +933,25 @@ TEST_CASE("worker membership: a rejoin refused as busy by a paused lock holder j
     CHECK_MESSAGE(delayed.code() == Errc::busy, delayed.error().message);
     CHECK_FALSE(member.owns(0));
 
-    slot.lock.store(0);  // the holder "resumes" and releases
-    auto rejoined = member.rebalance(mono_now_ns());
-    REQUIRE_MESSAGE(rejoined.ok(), rejoined.error().message);
-    CHECK(*rejoined);
-    CHECK(member.partitions() == std::vector<uint32_t>{0, 1});
-    CHECK(member.epoch() > first_epoch);
-    for (uint32_t p = 0; p < kParts; ++p) CHECK_MESSAGE(member.owns(p), "partition " << p << " is held but not owned");
-
-    member.leave();
-    auto d = describe_consumer_group(tp.pool, "rj", "g");
-    REQUIRE_MESSAGE(d.ok(), d.error().message);
-    CHECK_MESSAGE(d->members.empty(), "the member's row outlived leave()");
-    for (uint32_t p = 0; p < kParts; ++p) CHECK(d->partitions[p].member_slot < 0);
+    slot->lock.store(0);  // the holder "resumes" and releases
+    check_rejoins_and_leaves(member, f.tp.pool, "rj", f.first_epoch, kParts);
 
     ::kill(holder, SIGKILL);
     test::wait_child(holder);
     ::munmap(holder_token, sizeof(std::atomic<uint32_t>));
 }
 
-namespace {
-/// The group slot whose joining member the pause hook evicts, and how many joins it evicts.
-mq::GroupSlot* g_evicting_slot = nullptr;
-std::atomic<int> g_joins_to_evict{0};
-
-/// At "group.join.joined" (the joiner holds its row, before its first claim): another member's
-/// eviction of that row, as when the joiner is paused there past the session timeout.
-void evict_the_joiner(const char* name) {
-    if (std::string(name) != "group.join.joined" || g_joins_to_evict.load() == 0) return;
-    g_joins_to_evict.fetch_sub(1);
-    for (uint32_t r = 0; r < mq::kMaxMembers; ++r) {
-        uint64_t w = g_evicting_slot->members[r].word.load();
-        if (mq::member_state(w) == mq::kMemberLive)
-            g_evicting_slot->members[r].word.compare_exchange_strong(
-                w, mq::make_member_word(mq::kMemberFree, mq::member_gen(w) + 1, 0));
-    }
-}
-}  // namespace
-
 TEST_CASE("worker membership: evicted while paused inside its rejoin, it joins on the next rebalance and owns its partitions") {
-    TestPool tp("stall-rejoin-evicted", 32ull << 20);
     constexpr uint32_t kParts = 2;
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("rj", config(kParts, 64)).ok());
-    REQUIRE(mgr.register_group("rj", "g").ok());
-
-    auto made = worker::make_membership(tp.pool, "rj", "g", "w", kParts, 10'000'000'000ull);
-    REQUIRE_MESSAGE(made.ok(), made.error().message);
-    worker::Membership& member = **made;
-    REQUIRE(member.join().ok());
-    const uint64_t first_epoch = member.epoch();
-
-    auto root = tp.pool.open_region(RegionKind::topic, "rj");
-    REQUIRE(root.ok());
-    auto* groups = reinterpret_cast<mq::GroupSlot*>(reinterpret_cast<char*>(root->data()) + mq::kGroupsOffset);
-    for (int i = 0; i < int(mq::kMaxGroups); ++i)
-        if (mq::group_state(groups[i].word.load()) == mq::kGroupLive) g_evicting_slot = &groups[i];
+    JoinedMember f("stall-rejoin-evicted", kParts);
+    worker::Membership& member = *f.member;
+    g_evicting_slot = live_group_slot(f.tp.pool, "rj");
     REQUIRE(g_evicting_slot != nullptr);
 
     // Evicted once while working (its claim goes stale), and once more inside the rejoin.
+    REQUIRE(evict_live_row(*g_evicting_slot));
     g_joins_to_evict.store(1);
     detail::set_pause_hook(&evict_the_joiner);
-    for (uint32_t r = 0; r < mq::kMaxMembers; ++r) {
-        uint64_t w = g_evicting_slot->members[r].word.load();
-        if (mq::member_state(w) == mq::kMemberLive)
-            REQUIRE(g_evicting_slot->members[r].word.compare_exchange_strong(
-                w, mq::make_member_word(mq::kMemberFree, mq::member_gen(w) + 1, 0)));
-    }
     auto interrupted = member.rebalance(mono_now_ns());
     detail::set_pause_hook(nullptr);
     CHECK(g_joins_to_evict.load() == 0);  // the hook ran inside the rejoin
@@ -956,18 +959,8 @@ TEST_CASE("worker membership: evicted while paused inside its rejoin, it joins o
     CHECK_MESSAGE(interrupted.code() == Errc::stale_epoch, interrupted.error().message);
     CHECK_FALSE(member.owns(0));
 
-    // Resumed: the next rebalance joins afresh (not "already joined") and owns every partition.
-    auto rejoined = member.rebalance(mono_now_ns());
-    REQUIRE_MESSAGE(rejoined.ok(), rejoined.error().message);
-    CHECK(*rejoined);
-    CHECK(member.partitions() == std::vector<uint32_t>{0, 1});
-    CHECK(member.epoch() > first_epoch);
-    for (uint32_t p = 0; p < kParts; ++p) CHECK_MESSAGE(member.owns(p), "partition " << p << " is held but not owned");
-
-    member.leave();
-    auto d = describe_consumer_group(tp.pool, "rj", "g");
-    REQUIRE_MESSAGE(d.ok(), d.error().message);
-    CHECK_MESSAGE(d->members.empty(), "the member's row outlived leave()");
+    // Resumed: the next rebalance joins afresh (not "already joined").
+    check_rejoins_and_leaves(member, f.tp.pool, "rj", f.first_epoch, kParts);
     g_evicting_slot = nullptr;
 }
 
@@ -981,24 +974,8 @@ TEST_CASE("worker: evicted while paused inside its rejoin, it joins again and pr
     REQUIRE(store.ok());
     auto producer = Producer::open(tp.pool, "rw");
     REQUIRE(producer.ok());
-    auto root = tp.pool.open_region(RegionKind::topic, "rw");
-    REQUIRE(root.ok());
-    auto* groups = reinterpret_cast<mq::GroupSlot*>(reinterpret_cast<char*>(root->data()) + mq::kGroupsOffset);
-    mq::GroupSlot* slot = nullptr;
-    for (int i = 0; i < int(mq::kMaxGroups); ++i)
-        if (mq::group_state(groups[i].word.load()) == mq::kGroupLive) slot = &groups[i];
+    mq::GroupSlot* slot = live_group_slot(tp.pool, "rw");
     REQUIRE(slot != nullptr);
-    // Another member's eviction of the live row (CAS from the exact word).
-    auto evict_live_row = [&] {
-        for (uint32_t r = 0; r < mq::kMaxMembers; ++r) {
-            uint64_t w = slot->members[r].word.load();
-            if (mq::member_state(w) == mq::kMemberLive &&
-                slot->members[r].word.compare_exchange_strong(
-                    w, mq::make_member_word(mq::kMemberFree, mq::member_gen(w) + 1, 0)))
-                return true;
-        }
-        return false;
-    };
 
     // The first join is the open's; the second is the rejoin after the eviction below.
     WorkerConfig cfg = worker_config("rw", "w");
@@ -1008,9 +985,9 @@ TEST_CASE("worker: evicted while paused inside its rejoin, it joins again and pr
         auto d = describe_consumer_group(tp.pool, "rw", "g");
         return d.ok() && d->members.size() == 1 && d->partitions[0].member_slot >= 0 && !d->result_bucket.empty();
     }));
-    REQUIRE(evict_live_row());  // its next heartbeat finds it evicted; it joins again
+    REQUIRE(evict_live_row(*slot));  // its next heartbeat finds it evicted; it joins again
     REQUIRE(test::wait_stopped(w));  // paused in the rejoin, holding its new row
-    REQUIRE(evict_live_row());  // silent past the session timeout: evicted again
+    REQUIRE(evict_live_row(*slot));  // silent past the session timeout: evicted again
     test::resume(w);
 
     std::vector<std::pair<std::string, uint64_t>> sent;
