@@ -964,8 +964,13 @@ TEST_CASE("worker membership: evicted while paused inside its rejoin, it joins o
     g_evicting_slot = nullptr;
 }
 
-TEST_CASE("worker: evicted while paused inside its rejoin, it joins again and processes what follows") {
-    TestPool tp("stall-rejoin-worker", 32ull << 20);
+namespace {
+
+/// A worker paused inside a join (`join` 1: the open's, 2: the rejoin after an eviction) and
+/// evicted there, as when it stays paused past the session timeout, joins again and processes
+/// what follows: it neither exits nor loses anything.
+void check_worker_evicted_inside_join(int join) {
+    TestPool tp("stall-join-worker", 32ull << 20);
     const std::string name = tp.cleanup.name();
     TopicManager mgr(tp.pool);
     REQUIRE(mgr.create("rw", config(1, 64)).ok());
@@ -977,17 +982,18 @@ TEST_CASE("worker: evicted while paused inside its rejoin, it joins again and pr
     mq::GroupSlot* slot = live_group_slot(tp.pool, "rw");
     REQUIRE(slot != nullptr);
 
-    // The first join is the open's; the second is the rejoin after the eviction below.
     WorkerConfig cfg = worker_config("rw", "w");
     cfg.exit_when_idle_ns = 1'500'000'000ull;
-    const pid_t w = worker_child(name, cfg, copy, "group.join.joined:2");
-    REQUIRE(eventually([&] {
-        auto d = describe_consumer_group(tp.pool, "rw", "g");
-        return d.ok() && d->members.size() == 1 && d->partitions[0].member_slot >= 0 && !d->result_bucket.empty();
-    }));
-    REQUIRE(evict_live_row(*slot));  // its next heartbeat finds it evicted; it joins again
-    REQUIRE(test::wait_stopped(w));  // paused in the rejoin, holding its new row
-    REQUIRE(evict_live_row(*slot));  // silent past the session timeout: evicted again
+    const pid_t w = worker_child(name, cfg, copy, "group.join.joined:" + std::to_string(join));
+    if (join == 2) {  // joined at open; evicted, it joins again at its next heartbeat
+        REQUIRE(eventually([&] {
+            auto d = describe_consumer_group(tp.pool, "rw", "g");
+            return d.ok() && d->members.size() == 1 && d->partitions[0].member_slot >= 0 && !d->result_bucket.empty();
+        }));
+        REQUIRE(evict_live_row(*slot));
+    }
+    REQUIRE(test::wait_stopped(w));  // paused inside the join, holding its new row
+    REQUIRE(evict_live_row(*slot));  // silent past the session timeout: evicted there
     test::resume(w);
 
     std::vector<std::pair<std::string, uint64_t>> sent;
@@ -999,4 +1005,14 @@ TEST_CASE("worker: evicted while paused inside its rejoin, it joins again and pr
     CHECK(committed(tp.pool, "rw", 0) == 3);
     check_nothing_passed(tp.pool, **store, "rw", sent);
     for (const auto& [k, version] : sent) CHECK(get_text_of(**store, result_uri(name, k)) == "data " + k);
+}
+
+}  // namespace
+
+TEST_CASE("worker: evicted while paused inside its first join, it joins again and processes what follows") {
+    check_worker_evicted_inside_join(1);
+}
+
+TEST_CASE("worker: evicted while paused inside its rejoin, it joins again and processes what follows") {
+    check_worker_evicted_inside_join(2);
 }

@@ -1854,7 +1854,14 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config) {
                                               impl->consumer->num_partitions(), config.session_timeout_ns);
     if (!membership) return std::move(membership).error();
     impl->membership = std::move(membership.value());
-    FABRIC_TRY(impl->membership->join());
+    // A member paused inside its first join past the session timeout is evicted before the
+    // join ends (stale_epoch); it joins again, as a rejoin does. Bounded: every pass that
+    // ends so means another pause past the timeout.
+    constexpr int kJoinPasses = 16;
+    Status joined = impl->membership->join();
+    for (int pass = 1; !joined && joined.code() == Errc::stale_epoch && pass < kJoinPasses; ++pass)
+        joined = impl->membership->join();
+    FABRIC_TRY(std::move(joined));
     // After joining (our row is LIVE): record the bucket, refuse one another group writes.
     if (Status st = mq::claim_result_bucket(pool, config.topic, config.group, impl->cfg.member_id, config.result_bucket,
                                             config.shared_results);
