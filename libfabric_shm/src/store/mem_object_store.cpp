@@ -429,7 +429,8 @@ Error read_only(const StoreShared& s, const char* what) {
 }
 
 /// head_into's lookup under a key made already (the URI names the object in its errors).
-[[gnu::always_inline]] inline Result<bool> head_keyed(StoreShared& s, const FabricUriView& uri, const detail::StoreKey& key, ObjectInfo& info) {
+[[gnu::always_inline]] inline Result<bool> head_keyed(StoreShared& s, const FabricUriView& uri,
+                                                      const detail::StoreKey& key, ObjectInfo& info) {
     StoreCore& core = *s.core;
     FABRIC_TRY(s.check_leases());
     for (int attempt = 0; attempt < 10000; ++attempt) {

@@ -1499,10 +1499,6 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
     // The notification's text is the URI as to_string() would write it: parse() only splits it.
     data.input_text.assign(m.value_str());
     const std::string& input = data.input_text;
-    // Done already, by the notification's own version (fabric-version)? Then the input is
-    // not pinned at all: a redelivery after --delete-input removed it is a skip, not a
-    // dead letter. The result looked up here (result_info) is reused below when the pinned
-    // version matches.
     // The result's key, made once: the lookups below and the result put use it. A key the
     // store refuses fails those lookups with its reason, as head_into() would.
     const Status result_key_ok = detail::StoreAccess::prepare(*store, *result_uri, data.result_store_key);
@@ -1510,6 +1506,10 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
         if (!result_key_ok) return result_key_ok.error();
         return detail::StoreAccess::head_into(*store, *result_uri, data.result_store_key, result_info);
     };
+    // Done already, by the notification's own version (fabric-version)? Then the input is
+    // not pinned at all: a redelivery after --delete-input removed it is a skip, not a
+    // dead letter. The result looked up here (result_info) is reused below when the pinned
+    // version matches.
     const uint64_t notified_version = parse_u64(m.header(kHeaderVersion), 0);
     bool notified_looked_up = false, notified_result_exists = false;
     if (notified_version != 0) {
