@@ -20,6 +20,7 @@
 #include "fabric_shm/mem_object_store.h"
 #include "fabric_shm/pool.h"
 #include "pool_impl.h"
+#include "store/store_access.h"
 #include "store/store_core.h"
 #include "store/store_layout.h"
 #include "region_kinds.h"
@@ -425,6 +426,58 @@ TEST_CASE("store: head_into one reused ObjectInfo reports each object's own meta
     CHECK(!*absent);
     auto foreign = f.store->head_into(FabricUri::make("another-pool", "b", "k")->view(), info);
     CHECK(!foreign);
+    check_store_clean(*f.pool);
+}
+
+TEST_CASE("store: the library's keyed metadata read finds what head_into reports, one reused buffer for all") {
+    Fixture f("headmeta");
+    // What the worker loop reads of its stored result: the version, the fence token and a
+    // value or two, with no ObjectInfo built. Keys gained, lost and changed from object to
+    // object must not leak from one read into the next; a key absent is nullopt, never "".
+    const std::vector<std::map<std::string, std::string>> metadata = {
+        {{"input-uri", "fabric://p/in/a-long-key-beyond-the-small-string-buffer"}, {"input-version", "7"}},
+        {{"input-uri", ""}, {"input-version", "12345678901234567890"}},
+        {},
+        {{"a", "1"}, {"input-uri", "x"}, {"input-urix", "not this one"}, {"z", "26"}},
+        {{"input-version", "3"}},
+    };
+    detail::StoredMeta meta;
+    ObjectInfo info;
+    for (size_t i = 0; i < metadata.size(); ++i) {
+        CAPTURE(i);
+        PutOptions o;
+        o.content_type = i % 2 ? "text/plain" : "";
+        o.metadata = metadata[i];
+        o.condition = PutCondition::fence;
+        o.fence_token = 40 + i;
+        const FabricUri uri = f.at("b", "obj-" + std::to_string(i));
+        auto v = f.store->put(uri, pattern(10 + i, uint8_t(i)), o);
+        REQUIRE_MESSAGE(v, v.error().message);
+        detail::StoreKey key;
+        REQUIRE(detail::StoreAccess::prepare(*f.store, uri.view(), key));
+        auto found = detail::StoreAccess::head_meta(*f.store, uri.view(), key, meta);
+        REQUIRE_MESSAGE(found, found.error().message);
+        REQUIRE(*found);
+        REQUIRE(f.store->head_into(uri.view(), info));
+        CHECK(meta.version == *v);
+        CHECK(meta.version == info.version);
+        CHECK(meta.fence_token == 40 + i);
+        CHECK(meta.fence_token == info.fence_token);
+        for (const char* name : {"input-uri", "input-version", "a", "z", "input-urix", "input", "missing"}) {
+            CAPTURE(name);
+            const auto value = meta.value(name);
+            const auto it = info.metadata.find(name);
+            REQUIRE(value.has_value() == (it != info.metadata.end()));
+            if (value) CHECK(*value == it->second);
+        }
+    }
+    const FabricUri nope = f.at("b", "nope");
+    detail::StoreKey key;
+    REQUIRE(detail::StoreAccess::prepare(*f.store, nope.view(), key));
+    auto absent = detail::StoreAccess::head_meta(*f.store, nope.view(), key, meta);
+    REQUIRE(absent);
+    CHECK(!*absent);
+    CHECK(!detail::StoreAccess::prepare(*f.store, FabricUri::make("another-pool", "b", "k")->view(), key));
     check_store_clean(*f.pool);
 }
 

@@ -428,9 +428,12 @@ Error read_only(const StoreShared& s, const char* what) {
     return v;
 }
 
-/// head_into's lookup under a key made already (the URI names the object in its errors).
+/// head_into's lookup under a key made already (the URI names the object in its errors):
+/// `copy_out(snap)` copies what the caller wants out of the found header, kept once the block
+/// proves unchanged after it.
+template <typename CopyOut>
 [[gnu::always_inline]] inline Result<bool> head_keyed(StoreShared& s, const FabricUriView& uri,
-                                                      const detail::StoreKey& key, ObjectInfo& info) {
+                                                      const detail::StoreKey& key, CopyOut&& copy_out) {
     StoreCore& core = *s.core;
     FABRIC_TRY(s.check_leases());
     for (int attempt = 0; attempt < 10000; ++attempt) {
@@ -438,7 +441,7 @@ Error read_only(const StoreShared& s, const char* what) {
         if (!f) return std::move(f).error();
         if (!f->has_value() || ((*f)->snap.h.expires_mono_ns && (*f)->snap.h.expires_mono_ns <= mono_now_ns()))
             return false;
-        core.info_into((*f)->snap, info);
+        copy_out((*f)->snap);
         if (!core.unchanged(**f))
             continue;
         return true;
@@ -588,16 +591,17 @@ Result<bool> MemObjectStore::head_into(const FabricUriView& uri, ObjectInfo& inf
     StoreShared& s = *impl_->s;
     detail::StoreKey key;
     FABRIC_TRY(prepare_key(s, uri, key));
-    return head_keyed(s, uri, key, info);
+    return head_keyed(s, uri, key, [&](const detail::HeaderSnapshot& snap) { s.core->info_into(snap, info); });
 }
 
 Status detail::StoreAccess::prepare(const MemObjectStore& store, const FabricUriView& uri, StoreKey& key) {
     return prepare_key(*store.impl_->s, uri, key);
 }
 
-Result<bool> detail::StoreAccess::head_into(MemObjectStore& store, const FabricUriView& uri, const StoreKey& key,
-                                            ObjectInfo& info) {
-    return head_keyed(*store.impl_->s, uri, key, info);
+Result<bool> detail::StoreAccess::head_meta(MemObjectStore& store, const FabricUriView& uri, const StoreKey& key,
+                                            StoredMeta& meta) {
+    StoreShared& s = *store.impl_->s;
+    return head_keyed(s, uri, key, [&](const HeaderSnapshot& snap) { s.core->meta_into(snap, meta); });
 }
 
 Result<uint64_t> detail::StoreAccess::put(MemObjectStore& store, const StoreKey& key, ByteView data,

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The store's calls for a key made once and used again: the worker loop looks its result up
-// when it hands a message out and puts it when the message completes, both under one key.
+// when it hands a message out and puts it when the message completes, both under one key, and
+// reads only the result's version, fence token and two metadata values.
 // prepare() checks the URI's pool and makes the key (its bytes and hash) as head_into() and
 // put() would; the keyed calls then skip that and do everything else those calls do (the
 // leases, the options, the conditions, the counters). Private to the library.
@@ -15,9 +16,11 @@ struct StoreAccess {
     /// The key of `uri` in `store`, or the refusal of the URI (another pool, a key the store
     /// cannot hold) as head_into would name it.
     static Status prepare(const MemObjectStore& store, const FabricUriView& uri, StoreKey& key);
-    /// head_into(uri, info) under `key`, which prepare made from `uri`.
-    static Result<bool> head_into(MemObjectStore& store, const FabricUriView& uri, const StoreKey& key,
-                                  ObjectInfo& info);
+    /// head_into(uri, ...) under `key`, which prepare made from `uri`, filling `meta` where
+    /// head_into fills an ObjectInfo: the version, the fence token and the metadata pairs as
+    /// stored (no map built).
+    static Result<bool> head_meta(MemObjectStore& store, const FabricUriView& uri, const StoreKey& key,
+                                  StoredMeta& meta);
     /// put(uri, data, options) under `key`, which prepare made from `uri`.
     static Result<uint64_t> put(MemObjectStore& store, const StoreKey& key, ByteView data, const PutOptions& options);
 };

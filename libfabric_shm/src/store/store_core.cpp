@@ -1109,6 +1109,33 @@ void StoreCore::info_into(const HeaderSnapshot& snap, ObjectInfo& info) const {
     md.erase(at, md.end());
 }
 
+void StoreCore::meta_into(const HeaderSnapshot& snap, StoredMeta& meta) const noexcept {
+    meta.version = snap.h.version;
+    meta.fence_token = snap.h.fence_token;
+    static_assert(sizeof meta.bytes == kMaxMetadataBytes + 4 * kMaxMetaPairs, "read_header's bound on meta_len");
+    if (snap.h.meta_len > sizeof meta.bytes) {  // impossible after read_header's checks
+        meta.pairs = meta.len = 0;
+        return;
+    }
+    meta.pairs = snap.h.meta_pairs;
+    meta.len = snap.h.meta_len;
+    seqlock_copy_out(meta.bytes, snap.loc.data + snap.trailer_offset + snap.h.key_len + snap.h.ctype_len, meta.len);
+}
+
+std::optional<std::string_view> StoredMeta::value(std::string_view key) const noexcept {
+    uint64_t off = 0;
+    for (uint32_t i = 0; i < pairs; ++i) {
+        if (off + 4 > len) break;
+        uint16_t kl, vl;
+        std::memcpy(&kl, bytes + off, 2);
+        std::memcpy(&vl, bytes + off + 2, 2);
+        if (off + 4 + kl + vl > len) break;
+        if (std::string_view(bytes + off + 4, kl) == key) return std::string_view(bytes + off + 4 + kl, vl);
+        off += 4 + kl + vl;
+    }
+    return std::nullopt;
+}
+
 std::optional<Found> StoreCore::find_locked(const StoreKey& key) const {
     for (;;) {
         auto r = lookup(key);

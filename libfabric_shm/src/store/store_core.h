@@ -58,6 +58,20 @@ struct HeaderSnapshot {
     uint64_t trailer_offset = 0;  ///< from the block start
 };
 
+/// An object's version, fence token and metadata pairs as stored, copied out of one header
+/// snapshot: for the library's own judgements that read a value or two and need no ObjectInfo
+/// (no map, no strings). Meaningful only once the caller's unchanged() check passed.
+struct StoredMeta {
+    uint64_t version = 0;
+    uint64_t fence_token = 0;
+    uint32_t pairs = 0;
+    uint32_t len = 0;  ///< bytes of `bytes` in use
+    char bytes[kMaxMetadataBytes + 4 * store_layout::kMaxMetaPairs];
+    /// The first value stored under `key` (as info_into keeps it), nullopt when there is none.
+    /// Stops at a pair cut short, as info_into does.
+    std::optional<std::string_view> value(std::string_view key) const noexcept;
+};
+
 /// Result of a lookup: the slot, its value and the block's word when it was validated.
 struct Found {
     std::atomic<uint64_t>* slot = nullptr;
@@ -107,6 +121,9 @@ public:
     /// info_of into `info`, reusing its strings and metadata entries (no allocation when it
     /// held the same metadata keys with values as long before).
     void info_into(const HeaderSnapshot& snap, ObjectInfo& info) const;
+    /// The snapshot's version, fence token and metadata bytes into `meta` (a seqlock read: the
+    /// caller validates the block afterwards).
+    void meta_into(const HeaderSnapshot& snap, StoredMeta& meta) const noexcept;
     /// True when the found block was not reused since the lookup validated it.
     bool unchanged(const Found& f) const noexcept { return copy_payload_n(f, nullptr, 0); }
 

@@ -384,7 +384,7 @@ struct WorkerLoop::Impl {
     std::string result_prefix;
     std::vector<KeyPiece> result_key_pieces;  ///< their text views cfg.result_key
     void init_result_uri();
-    ObjectInfo result_info;          ///< the stored result as head_into last found it
+    detail::StoredMeta result_head;  ///< the stored result as head_meta last found it
     /// result_put_options(input, version, epoch) with the ttl and the partition's fence, made
     /// once (open) and updated in place by result_put (its metadata entries stay).
     PutOptions result_options;
@@ -1059,18 +1059,12 @@ enum class ResultState : uint8_t { absent, older, current, newer, collision };
 
 namespace {
 /// `existing`: the stored result, null when there is none.
-ResultState result_state(const ObjectInfo* existing, std::string_view input, uint64_t version,
+ResultState result_state(const detail::StoredMeta* existing, std::string_view input, uint64_t version,
                          std::string* other_input) {
     if (!existing) return ResultState::absent;
-    // A result's metadata is a handful of entries: one pass comparing views costs less than two
-    // map lookups of std::string keys.
-    const std::string *in = nullptr, *ver = nullptr;
-    for (const auto& [key, value] : existing->metadata) {
-        if (key == kResultInputUri) in = &value;
-        else if (key == kResultInputVersion) ver = &value;
-    }
+    const auto in = existing->value(kResultInputUri), ver = existing->value(kResultInputVersion);
     if (in && *in != input) {
-        *other_input = *in;
+        other_input->assign(*in);
         return ResultState::collision;
     }
     if (!in || !ver) return ResultState::older;
@@ -1242,18 +1236,18 @@ Result<Outcome> WorkerLoop::Impl::wait_for_store_space(const Message& m, Result<
 
 // The stored result judged against this input (ResultState): nullopt when the put goes ahead
 // (absent, or the result of an older input version), else how the message ends (a skip, a
-// supersede, a collision's failure). result_info holds what was read.
+// supersede, a collision's failure). result_head holds what was read.
 Result<std::optional<Outcome>> WorkerLoop::Impl::judge_stored_result(const Message& m, WorkTicket::Data& d,
                                                                      Failure* failure) {
     const uint64_t version = d.item.version;
-    auto existing = detail::StoreAccess::head_into(*store, d.result_uri, d.result_store_key, result_info);
+    auto existing = detail::StoreAccess::head_meta(*store, d.result_uri, d.result_store_key, result_head);
     if (!existing) {
         if (is_fatal(existing.code())) return std::move(existing).error();
         *failure = {"result lookup: " + existing.error().message, false};
         return std::optional<Outcome>(Outcome::failed);
     }
     std::string other;
-    switch (result_state(*existing ? &result_info : nullptr, d.input_text, version, &other)) {
+    switch (result_state(*existing ? &result_head : nullptr, d.input_text, version, &other)) {
         case ResultState::collision:
             *failure = {"result " + d.result_text + " already holds the result of " + other +
                             ": two inputs map to one result key (result key template '" + cfg.result_key +
@@ -1262,7 +1256,7 @@ Result<std::optional<Outcome>> WorkerLoop::Impl::judge_stored_result(const Messa
             return std::optional<Outcome>(Outcome::failed);
         case ResultState::current:
             ++stats.skipped;
-            FABRIC_TRY(forward(m, d.result_text, result_info.version));
+            FABRIC_TRY(forward(m, d.result_text, result_head.version));
             queue_delete(m, d.item.uri.view(), version);
             return std::optional<Outcome>(Outcome::done);
         case ResultState::newer:
@@ -1271,7 +1265,7 @@ Result<std::optional<Outcome>> WorkerLoop::Impl::judge_stored_result(const Messa
         case ResultState::absent:
         case ResultState::older: break;
     }
-    d.result_seen_version = *existing ? result_info.version : 0;
+    d.result_seen_version = *existing ? result_head.version : 0;
     return std::optional<Outcome>();
 }
 
@@ -1325,9 +1319,9 @@ Result<Outcome> WorkerLoop::Impl::write_result(const Message& m, WorkTicket::Dat
         if (!judged) return std::move(judged).error();
         if (*judged) return **judged;
         // An absent or older result fenced above us (judge_stored_result left it in
-        // result_info; versions start at 1): its token comes from outside this registration
+        // result_head; versions start at 1): its token comes from outside this registration
         // (the fence floor keeps every later registration above it).
-        const uint64_t stored = d.result_seen_version != 0 ? result_info.fence_token : 0;
+        const uint64_t stored = d.result_seen_version != 0 ? result_head.fence_token : 0;
         if (auto noted = mq::note_fence_token(*pool, stored); !noted) {
             *failure = {"stored fence token " + std::to_string(stored) +
                             " is at or above 2^61 (beyond what any group fences above; not noted): result put " +
@@ -1504,20 +1498,20 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
     const Status result_key_ok = detail::StoreAccess::prepare(*store, *result_uri, data.result_store_key);
     auto look_up_result = [&]() -> Result<bool> {
         if (!result_key_ok) return result_key_ok.error();
-        return detail::StoreAccess::head_into(*store, *result_uri, data.result_store_key, result_info);
+        return detail::StoreAccess::head_meta(*store, *result_uri, data.result_store_key, result_head);
     };
     // Done already, by the notification's own version (fabric-version)? Then the input is
     // not pinned at all: a redelivery after --delete-input removed it is a skip, not a
-    // dead letter. The result looked up here (result_info) is reused below when the pinned
+    // dead letter. The result looked up here (result_head) is reused below when the pinned
     // version matches.
     const uint64_t notified_version = parse_u64(m.header(kHeaderVersion), 0);
     bool notified_looked_up = false, notified_result_exists = false;
     if (notified_version != 0) {
         if (auto h = look_up_result(); h) {
             std::string other;
-            if (*h && result_state(&result_info, input, notified_version, &other) == ResultState::current) {
+            if (*h && result_state(&result_head, input, notified_version, &other) == ResultState::current) {
                 ++stats.skipped;
-                FABRIC_TRY(forward(m, data.result_text, result_info.version));
+                FABRIC_TRY(forward(m, data.result_text, result_head.version));
                 FABRIC_TRY(router->ack(m));
                 queue_delete(m, *uri, notified_version);
                 finish_slot(part, s);
@@ -1582,7 +1576,7 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
         result_exists = *existing;
     }
     std::string other;
-    switch (result_state(result_exists ? &result_info : nullptr, input, info.version, &other)) {
+    switch (result_state(result_exists ? &result_head : nullptr, input, info.version, &other)) {
         case ResultState::collision:
             FABRIC_TRY(fail_slot(part, s, m,
                                  {"result " + data.result_text + " already holds the result of " + other +
@@ -1593,7 +1587,7 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
             return false;
         case ResultState::current:
             ++stats.skipped;
-            FABRIC_TRY(forward(m, data.result_text, result_info.version));
+            FABRIC_TRY(forward(m, data.result_text, result_head.version));
             FABRIC_TRY(router->ack(m));
             queue_delete(m, *uri, info.version);
             finish_slot(part, s);
@@ -1608,7 +1602,7 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
     }
     data.view = std::move(view);
     data.result_uri = *result_uri;
-    data.result_seen_version = result_exists ? result_info.version : 0;
+    data.result_seen_version = result_exists ? result_head.version : 0;
     data.id = s.id;
     data.generation = generation;
     data.box = box;
