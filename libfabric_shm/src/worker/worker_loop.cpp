@@ -228,7 +228,10 @@ struct WorkTicket::Data {
     uint64_t result_seen_version = 0;
     uint64_t id = 0;                 ///< the hand-out (Slot::id)
     uint64_t generation = 0;         ///< the loop's assignment generation at hand-out
-    std::shared_ptr<AbandonBox> box; ///< null once completed
+    /// The loop's box, set when the data is made and kept while it is recycled (no reference
+    /// count touched per message): a ticket dropped after its loop is gone still writes to it.
+    std::shared_ptr<AbandonBox> box;
+    bool outstanding = false;        ///< handed out and not completed: a drop is reported
 };
 
 WorkTicket::WorkTicket() noexcept = default;
@@ -241,7 +244,7 @@ WorkTicket& WorkTicket::operator=(WorkTicket&& other) noexcept {
     return *this;
 }
 WorkTicket::~WorkTicket() {
-    if (!data_ || !data_->box) return;
+    if (!data_ || !data_->outstanding) return;
     AbandonBox& b = *data_->box;
     std::lock_guard<std::mutex> lock(b.mu);
     b.dropped.push_back({data_->generation, data_->item.partition, data_->id});
@@ -870,14 +873,18 @@ Result<size_t> WorkerLoop::Impl::hand_out_ready(std::span<WorkTicket> tickets, b
 }
 
 std::unique_ptr<WorkTicket::Data> WorkerLoop::Impl::new_data() {
-    if (spare.empty()) return std::make_unique<WorkTicket::Data>();
+    if (spare.empty()) {
+        auto d = std::make_unique<WorkTicket::Data>();
+        d->box = box;
+        return d;
+    }
     auto d = std::move(spare.back());
     spare.pop_back();
     return d;
 }
 
 void WorkerLoop::Impl::recycle(std::unique_ptr<WorkTicket::Data> d) {
-    d->box.reset();
+    d->outstanding = false;
     d->view = PinnedView();  // unpins
     if (spare.size() < 256) spare.push_back(std::move(d));
 }
@@ -1605,7 +1612,7 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
     data.result_seen_version = result_exists ? result_head.version : 0;
     data.id = s.id;
     data.generation = generation;
-    data.box = box;
+    data.outstanding = true;
     WorkItem& item = data.item;
     item.uri.assign(*uri);  // the slot's text may be overwritten while the ticket lives
     item.topic = cfg.topic;
@@ -1973,7 +1980,7 @@ Status WorkerLoop::complete(WorkTicket&& ticket, std::span<const uint8_t> result
     Impl& im = *impl_;
     if (!ticket.data_) return make_error(Errc::invalid_argument, "complete() of an empty ticket");
     std::unique_ptr<WorkTicket::Data> d = std::move(ticket.data_);
-    d->box.reset();  // completed: no redelivery when it dies
+    d->outstanding = false;  // completed: no redelivery when it dies
     Slot* s = im.find(*d);
     if (!s) {  // its partition moved (or the loop was reassigned): the new owner redoes it
         ++im.stats.abandoned;
@@ -1994,7 +2001,7 @@ Status WorkerLoop::complete(WorkTicket&& ticket, std::span<const uint8_t> result
 Status WorkerLoop::Impl::complete_error(WorkTicket&& ticket, const Error& error, bool permanent) {
     if (!ticket.data_) return make_error(Errc::invalid_argument, "complete() of an empty ticket");
     std::unique_ptr<WorkTicket::Data> d = std::move(ticket.data_);
-    d->box.reset();
+    d->outstanding = false;
     Slot* s = find(*d);
     if (!s) {
         ++stats.abandoned;
