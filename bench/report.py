@@ -275,8 +275,10 @@ def main():
     for r in lines:
         if r.get("system") != "floor":
             continue
-        if r["scenario"] in ("memcpy", "crc32") and r.get("size") not in (1024, 65536, 1048576):
+        if r["scenario"] in ("memcpy", "crc32", "copy_fold") and r.get("size") not in (1024, 65536, 1048576):
             continue
+        if r["scenario"] == "copy_fold":
+            one_way = " (copy + the CRC's inner fold, no reduction: what a fused copy + CRC can reach)"
         one_way = " (one-way = RTT/2)" if r.get("latency") == "one_way=rtt/2" else ""
         if r["scenario"] == "spsc_pipeline":
             slots = r.get("ring_slots")
