@@ -91,6 +91,9 @@ def fabric_rows(rep):
         o = next((m for m in res if m.get("kind") == "open-loop" and m["name"].startswith(base + " open-loop")), None)
         lat = (o or {}).get("latency_ns", {})
         variant = c.get("config", "") or c.get("mode")
+        runs = c.get("closed_loop_runs_ops_s") or []
+        if len(runs) > 1:
+            variant += f" (median of {len(runs)} runs, {min(runs) / 1e3:.0f}–{max(runs) / 1e3:.0f} k/s)"
         if o:
             variant += f" (latency: open loop @{o['offered_rate'] / 1e3:.0f} k/s)" if o["offered_rate"] >= 1e3 else \
                 f" (latency: open loop @{o['offered_rate']:.0f}/s)"
