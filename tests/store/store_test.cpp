@@ -386,24 +386,29 @@ TEST_CASE("store: round-trips 0 B, 1 B, 1 KiB, 1 MiB and max-size objects with t
     check_store_clean(*f.pool);
 }
 
-TEST_CASE("store: head_into one reused ObjectInfo reports each object's own metadata, content type and version") {
+TEST_CASE("store: head_into and the library's keyed metadata read, each into one reused buffer, report each object's own metadata") {
     Fixture f("headinto");
     // Metadata that gains, loses, keeps and changes keys from object to object: the reused
-    // entries must never leak from one head into the next.
+    // entries must never leak from one head into the next. The keyed read (what the worker
+    // loop reads of its stored result: version, fence token, a value or two, no ObjectInfo
+    // built) must find each value head_into reports, and nullopt (never "") for a key absent.
     const std::vector<std::map<std::string, std::string>> metadata = {
         {{"input-uri", "fabric://p/in/a-long-key-beyond-the-small-string-buffer"}, {"input-version", "7"}},
         {{"input-uri", "fabric://p/in/b"}, {"input-version", "12345678901234567890"}},
         {},
-        {{"a", "1"}, {"input-uri", "x"}, {"z", "26"}},
-        {{"input-version", "3"}},
+        {{"a", "1"}, {"input-uri", "x"}, {"input-urix", "not this one"}, {"z", "26"}},
+        {{"input-uri", ""}, {"input-version", "3"}},
         {{"input-uri", "fabric://p/in/a-long-key-beyond-the-small-string-buffer"}, {"input-version", "7"}},
     };
     ObjectInfo info;
+    detail::StoredMeta meta;
     for (size_t i = 0; i < metadata.size(); ++i) {
         CAPTURE(i);
         PutOptions o;
         o.content_type = i % 2 ? "text/plain" : "";
         o.metadata = metadata[i];
+        o.condition = PutCondition::fence;
+        o.fence_token = 40 + i;
         const auto data = pattern(10 + i, uint8_t(i));
         const FabricUri uri = f.at("b", "obj-" + std::to_string(i));
         auto v = f.store->put(uri, data, o);
@@ -414,55 +419,21 @@ TEST_CASE("store: head_into one reused ObjectInfo reports each object's own meta
         CHECK(info.metadata == metadata[i]);
         CHECK(info.content_type == o.content_type);
         CHECK(info.version == *v);
+        CHECK(info.fence_token == 40 + i);
         CHECK(info.size == data.size());
         CHECK(info.crc32 == crc32(data.data(), data.size()));
         auto h = f.store->head(uri);
         REQUIRE(h);
         REQUIRE(h->has_value());
         CHECK((*h)->metadata == metadata[i]);
-    }
-    auto absent = f.store->head_into(f.at("b", "nope").view(), info);
-    REQUIRE(absent);
-    CHECK(!*absent);
-    auto foreign = f.store->head_into(FabricUri::make("another-pool", "b", "k")->view(), info);
-    CHECK(!foreign);
-    check_store_clean(*f.pool);
-}
 
-TEST_CASE("store: the library's keyed metadata read finds what head_into reports, one reused buffer for all") {
-    Fixture f("headmeta");
-    // What the worker loop reads of its stored result: the version, the fence token and a
-    // value or two, with no ObjectInfo built. Keys gained, lost and changed from object to
-    // object must not leak from one read into the next; a key absent is nullopt, never "".
-    const std::vector<std::map<std::string, std::string>> metadata = {
-        {{"input-uri", "fabric://p/in/a-long-key-beyond-the-small-string-buffer"}, {"input-version", "7"}},
-        {{"input-uri", ""}, {"input-version", "12345678901234567890"}},
-        {},
-        {{"a", "1"}, {"input-uri", "x"}, {"input-urix", "not this one"}, {"z", "26"}},
-        {{"input-version", "3"}},
-    };
-    detail::StoredMeta meta;
-    ObjectInfo info;
-    for (size_t i = 0; i < metadata.size(); ++i) {
-        CAPTURE(i);
-        PutOptions o;
-        o.content_type = i % 2 ? "text/plain" : "";
-        o.metadata = metadata[i];
-        o.condition = PutCondition::fence;
-        o.fence_token = 40 + i;
-        const FabricUri uri = f.at("b", "obj-" + std::to_string(i));
-        auto v = f.store->put(uri, pattern(10 + i, uint8_t(i)), o);
-        REQUIRE_MESSAGE(v, v.error().message);
         detail::StoreKey key;
         REQUIRE(detail::StoreAccess::prepare(*f.store, uri.view(), key));
-        auto found = detail::StoreAccess::head_meta(*f.store, uri.view(), key, meta);
-        REQUIRE_MESSAGE(found, found.error().message);
-        REQUIRE(*found);
-        REQUIRE(f.store->head_into(uri.view(), info));
+        auto keyed = detail::StoreAccess::head_meta(*f.store, uri.view(), key, meta);
+        REQUIRE_MESSAGE(keyed, keyed.error().message);
+        REQUIRE(*keyed);
         CHECK(meta.version == *v);
-        CHECK(meta.version == info.version);
         CHECK(meta.fence_token == 40 + i);
-        CHECK(meta.fence_token == info.fence_token);
         for (const char* name : {"input-uri", "input-version", "a", "z", "input-urix", "input", "missing"}) {
             CAPTURE(name);
             const auto value = meta.value(name);
@@ -472,12 +443,17 @@ TEST_CASE("store: the library's keyed metadata read finds what head_into reports
         }
     }
     const FabricUri nope = f.at("b", "nope");
-    detail::StoreKey key;
-    REQUIRE(detail::StoreAccess::prepare(*f.store, nope.view(), key));
-    auto absent = detail::StoreAccess::head_meta(*f.store, nope.view(), key, meta);
+    auto absent = f.store->head_into(nope.view(), info);
     REQUIRE(absent);
     CHECK(!*absent);
-    CHECK(!detail::StoreAccess::prepare(*f.store, FabricUri::make("another-pool", "b", "k")->view(), key));
+    detail::StoreKey key;
+    REQUIRE(detail::StoreAccess::prepare(*f.store, nope.view(), key));
+    auto keyed_absent = detail::StoreAccess::head_meta(*f.store, nope.view(), key, meta);
+    REQUIRE(keyed_absent);
+    CHECK(!*keyed_absent);
+    const auto foreign = FabricUri::make("another-pool", "b", "k");
+    CHECK(!f.store->head_into(foreign->view(), info));
+    CHECK(!detail::StoreAccess::prepare(*f.store, foreign->view(), key));
     check_store_clean(*f.pool);
 }
 
