@@ -659,6 +659,37 @@ TEST_CASE("async worker: a dropped ticket is redelivered with its attempt counte
     CHECK(f.committed() == 1);
 }
 
+TEST_CASE("async worker: a ticket of a closed loop completed on its successor; a later drop is redelivered by the successor") {
+    Fixture f("async-foreign");
+    f.upload("k0", "data");
+    f.upload("k1", "data");
+    std::vector<WorkTicket> old_tickets;
+    {
+        auto a = WorkerLoop::open(f.tp.pool, f.cfg("a", 1));
+        REQUIRE(a.ok());
+        old_tickets = acquire_n(*a, 1);
+        REQUIRE(old_tickets.size() == 1);
+        // A fatal error ends the loop; its driver opens another and completes what it holds there.
+        REQUIRE(a->close().ok());
+    }
+    auto b = WorkerLoop::open(f.tp.pool, f.cfg("b", 1));
+    REQUIRE(b.ok());
+    // Not b's hand-out: counted as abandoned, and its data joins b's spares.
+    REQUIRE(b->complete(std::move(old_tickets[0]), upper(old_tickets[0])).ok());
+    CHECK(b->stats().abandoned == 1);
+    uint64_t dropped_offset = 0;
+    {
+        auto t = acquire_n(*b, 1);  // handed out in the data a made
+        REQUIRE(t.size() == 1);
+        dropped_offset = t[0].item().offset;
+    }  // dropped: b must hear of it, and hand the message out again
+    auto again = acquire_n(*b, 1);
+    REQUIRE(again.size() == 1);
+    CHECK(again[0].item().offset == dropped_offset);
+    CHECK(again[0].item().attempt >= 2);
+    REQUIRE(b->complete(std::move(again[0]), upper(again[0])).ok());
+}
+
 TEST_CASE("async worker: after a takeover the previous owner's window re-runs one message at a time") {
     Fixture f("async-takeover");
     for (int i = 0; i < 5; ++i) f.upload("k" + std::to_string(i), "data");

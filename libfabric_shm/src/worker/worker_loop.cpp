@@ -885,6 +885,11 @@ std::unique_ptr<WorkTicket::Data> WorkerLoop::Impl::new_data() {
 
 void WorkerLoop::Impl::recycle(std::unique_ptr<WorkTicket::Data> d) {
     d->outstanding = false;
+    // A ticket another loop handed out and this one was given to complete (a loop reopened
+    // after a fatal error, the old tickets completed on the new one): its data joins our
+    // spares, so its drops must reach our box from now on. A pointer compare, no count
+    // touched, in the usual case.
+    if (d->box != box) d->box = box;
     d->view = PinnedView();  // unpins
     if (spare.size() < 256) spare.push_back(std::move(d));
 }
