@@ -280,9 +280,9 @@ def main():
             continue
         if r["scenario"] in ("memcpy", "crc32", "copy_fold") and r.get("size") not in (1024, 65536, 1048576):
             continue
+        one_way = " (one-way = RTT/2)" if r.get("latency") == "one_way=rtt/2" else ""
         if r["scenario"] == "copy_fold":
             one_way = " (copy + the CRC's inner fold, no reduction: what a fused copy + CRC can reach)"
-        one_way = " (one-way = RTT/2)" if r.get("latency") == "one_way=rtt/2" else ""
         if r["scenario"] == "spsc_pipeline":
             slots = r.get("ring_slots")
             one_way = f" (pipeline job over a bare SPSC ring{f' of {slots} slots' if slots else ''}, closed loop"

@@ -761,13 +761,16 @@ int run_pipeline(Context& ctx) {
             r.result_bucket = o.count("result-bucket") ? o["result-bucket"].as<std::string>() : "results-" + r.topic;
             const std::string tag = "pipeline " + human_bytes(size) + " " + c.name;
             // The closed loop `repeat` times, each in a fresh topic with fresh processes: the
-            // run of median throughput is reported, with every run's rate beside it (on a
-            // shared VM, runs a minute apart differ by a third and more).
+            // run of median throughput is reported (the upper of the two middle runs when
+            // `repeat` is even), with every run's rate beside it (on a shared VM, runs a minute
+            // apart differ by a third and more).
             std::vector<Measurement> runs;
             for (int k = 0; k < repeat; ++k) {
                 if (k > 0) {
                     // The last run's results go: every run starts with the table and the heap
-                    // as the first one found them.
+                    // as the first one found them. With --result-bucket every run writes the
+                    // same keys, so the later runs start with them stored (their measured
+                    // phase overwrites them anyway, after the warm-up wrote the ring twice).
                     if (!o.count("result-bucket") && !remove_results(**store, r)) return 1;
                     r.topic = "p" + std::to_string(run_id++);
                     r.result_bucket =
@@ -843,7 +846,7 @@ const bool pipeline_scenario_registered = register_scenario(
              "low-rate", "also an open-loop run at min(this, 10 % of max), objects/s (0: none)",
              cxxopts::value<double>()->default_value("10000"))(
              "repeat", "closed-loop runs per configuration and size, 1 to 50: the run of median throughput is "
-             "reported, every run's rate beside it",
+             "reported (the upper middle one for an even count), every run's rate beside it",
              cxxopts::value<int>()->default_value("1"));
      },
      run_pipeline});
