@@ -56,13 +56,14 @@ bool fold_available() {
            __builtin_cpu_supports("vpclmulqdq");
 }
 
-/// Copies n bytes (a multiple of 256, at least 256) and folds them into four accumulators, as
-/// a CRC by folding does per 256 bytes; returns the XOR of the accumulators (kept live).
+/// acc * k + line in each 128-bit lane (carry-less): one fold step of a CRC by folding.
 FLOOR_FOLD_TARGET inline __m512i fold_line(__m512i acc, __m512i k, __m512i line) {
     return _mm512_ternarylogic_epi64(_mm512_clmulepi64_epi128(acc, k, 0x00), _mm512_clmulepi64_epi128(acc, k, 0x11),
                                      line, 0x96);  // lo ^ hi ^ line
 }
 
+/// Copies n bytes (a multiple of 256, at least 256) and folds them into four accumulators, as
+/// a CRC by folding does per 256 bytes; returns the XOR of the accumulators (kept live).
 FLOOR_FOLD_TARGET uint64_t copy_fold(unsigned char* dst, const unsigned char* src, uint64_t n) {
     const __m512i k = _mm512_set1_epi64(0x154442bd4);  // any constant: the multiply's cost does not depend on it
     __m512i a0 = _mm512_loadu_si512(src), a1 = _mm512_loadu_si512(src + 64);
