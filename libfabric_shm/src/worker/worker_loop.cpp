@@ -228,8 +228,9 @@ struct WorkTicket::Data {
     uint64_t result_seen_version = 0;
     uint64_t id = 0;                 ///< the hand-out (Slot::id)
     uint64_t generation = 0;         ///< the loop's assignment generation at hand-out
-    /// The loop's box, set when the data is made and kept while it is recycled (no reference
-    /// count touched per message): a ticket dropped after its loop is gone still writes to it.
+    /// The box of the loop that last handed this data out, kept while the data is recycled (no
+    /// reference count touched per message): a ticket dropped after its loop is gone still
+    /// writes to it.
     std::shared_ptr<AbandonBox> box;
     bool outstanding = false;        ///< handed out and not completed: a drop is reported
 };
@@ -873,11 +874,7 @@ Result<size_t> WorkerLoop::Impl::hand_out_ready(std::span<WorkTicket> tickets, b
 }
 
 std::unique_ptr<WorkTicket::Data> WorkerLoop::Impl::new_data() {
-    if (spare.empty()) {
-        auto d = std::make_unique<WorkTicket::Data>();
-        d->box = box;
-        return d;
-    }
+    if (spare.empty()) return std::make_unique<WorkTicket::Data>();
     auto d = std::move(spare.back());
     spare.pop_back();
     return d;
@@ -885,11 +882,6 @@ std::unique_ptr<WorkTicket::Data> WorkerLoop::Impl::new_data() {
 
 void WorkerLoop::Impl::recycle(std::unique_ptr<WorkTicket::Data> d) {
     d->outstanding = false;
-    // A ticket another loop handed out and this one was given to complete (a loop reopened
-    // after a fatal error, the old tickets completed on the new one): its data joins our
-    // spares, so its drops must reach our box from now on. A pointer compare, no count
-    // touched, in the usual case.
-    if (d->box != box) d->box = box;
     d->view = PinnedView();  // unpins
     if (spare.size() < 256) spare.push_back(std::move(d));
 }
@@ -1617,6 +1609,10 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
     data.result_seen_version = result_exists ? result_head.version : 0;
     data.id = s.id;
     data.generation = generation;
+    // Fresh data, or data recycled from a ticket another loop handed out (a loop reopened after
+    // a fatal error, its old tickets completed on the new one): a drop must reach our box. A
+    // pointer compare, no count touched, in the usual case.
+    if (data.box != box) data.box = box;
     data.outstanding = true;
     WorkItem& item = data.item;
     item.uri.assign(*uri);  // the slot's text may be overwritten while the ticket lives
@@ -1985,7 +1981,6 @@ Status WorkerLoop::complete(WorkTicket&& ticket, std::span<const uint8_t> result
     Impl& im = *impl_;
     if (!ticket.data_) return make_error(Errc::invalid_argument, "complete() of an empty ticket");
     std::unique_ptr<WorkTicket::Data> d = std::move(ticket.data_);
-    d->outstanding = false;  // completed: no redelivery when it dies
     Slot* s = im.find(*d);
     if (!s) {  // its partition moved (or the loop was reassigned): the new owner redoes it
         ++im.stats.abandoned;
@@ -2006,7 +2001,6 @@ Status WorkerLoop::complete(WorkTicket&& ticket, std::span<const uint8_t> result
 Status WorkerLoop::Impl::complete_error(WorkTicket&& ticket, const Error& error, bool permanent) {
     if (!ticket.data_) return make_error(Errc::invalid_argument, "complete() of an empty ticket");
     std::unique_ptr<WorkTicket::Data> d = std::move(ticket.data_);
-    d->outstanding = false;
     Slot* s = find(*d);
     if (!s) {
         ++stats.abandoned;
