@@ -1050,6 +1050,25 @@ bool StoreCore::copy_payload_n(const Found& f, uint8_t* out, uint64_t n) const n
     return block_seq(words_[f.block].load(std::memory_order_relaxed)) == block_seq(f.word);
 }
 
+namespace {
+/// Calls f(key, value) for the metadata pairs in `t` ({u16 key length, u16 value length, key,
+/// value} each, `len` bytes, `pairs` of them: copied out of a block, untrusted) in order, until
+/// f returns false or a pair runs past `len` (racy or corrupt: the caller validates the block).
+template <typename F>
+void for_each_meta_pair(const char* t, uint64_t len, uint32_t pairs, F&& f) {
+    uint64_t off = 0;
+    for (uint32_t i = 0; i < pairs; ++i) {
+        if (off + 4 > len) return;
+        uint16_t kl, vl;
+        std::memcpy(&kl, t + off, 2);
+        std::memcpy(&vl, t + off + 2, 2);
+        if (off + 4 + kl + vl > len) return;
+        if (!f(std::string_view(t + off + 4, kl), std::string_view(t + off + 4 + kl, vl))) return;
+        off += 4 + kl + vl;
+    }
+}
+}  // namespace
+
 ObjectInfo StoreCore::info_of(const HeaderSnapshot& snap) const {
     ObjectInfo info;
     info_into(snap, info);
@@ -1089,14 +1108,7 @@ void StoreCore::info_into(const HeaderSnapshot& snap, ObjectInfo& info) const {
     // come in: a key inserted lands before `at`, so `at` only meets entries of the old map.
     auto& md = info.metadata;
     auto at = md.begin();
-    uint64_t off = 0;
-    for (uint32_t i = 0; i < snap.h.meta_pairs; ++i) {
-        if (off + 4 > snap.h.meta_len) break;  // racy or corrupt: the caller validates
-        uint16_t kl, vl;
-        std::memcpy(&kl, t + off, 2);
-        std::memcpy(&vl, t + off + 2, 2);
-        if (off + 4 + kl + vl > snap.h.meta_len) break;
-        const std::string_view key(t + off + 4, kl), value(t + off + 4 + kl, vl);
+    for_each_meta_pair(t, snap.h.meta_len, snap.h.meta_pairs, [&](std::string_view key, std::string_view value) {
         while (at != md.end() && std::string_view(at->first) < key) at = md.erase(at);
         if (at != md.end() && std::string_view(at->first) == key) {
             at->second.assign(value);
@@ -1104,8 +1116,8 @@ void StoreCore::info_into(const HeaderSnapshot& snap, ObjectInfo& info) const {
         } else {
             md.emplace_hint(at, std::string(key), std::string(value));  // a duplicate key keeps its first value
         }
-        off += 4 + kl + vl;
-    }
+        return true;
+    });
     md.erase(at, md.end());
 }
 
@@ -1123,17 +1135,12 @@ void StoreCore::meta_into(const HeaderSnapshot& snap, StoredMeta& meta) const no
 }
 
 std::optional<std::string_view> StoredMeta::value(std::string_view key) const noexcept {
-    uint64_t off = 0;
-    for (uint32_t i = 0; i < pairs; ++i) {
-        if (off + 4 > len) break;
-        uint16_t kl, vl;
-        std::memcpy(&kl, bytes + off, 2);
-        std::memcpy(&vl, bytes + off + 2, 2);
-        if (off + 4 + kl + vl > len) break;
-        if (std::string_view(bytes + off + 4, kl) == key) return std::string_view(bytes + off + 4 + kl, vl);
-        off += 4 + kl + vl;
-    }
-    return std::nullopt;
+    std::optional<std::string_view> found;
+    for_each_meta_pair(bytes, len, pairs, [&](std::string_view k, std::string_view v) {
+        if (k == key) found = v;
+        return !found;  // the first value of a key, as info_into keeps it
+    });
+    return found;
 }
 
 std::optional<Found> StoreCore::find_locked(const StoreKey& key) const {
