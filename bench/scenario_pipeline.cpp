@@ -646,12 +646,12 @@ bool remove_results(MemObjectStore& store, const PipelineRun& r) {
     for (uint64_t k = 0; k < r.keys; ++k) {
         auto uri = FabricUri::make(r.pool, r.result_bucket, prefix + std::to_string(k));
         if (!uri) return std::fprintf(stderr, "pipeline: result URI: %s\n", uri.error().message.c_str()), false;
-        if (auto removed = store.remove(*uri); !removed)
+        auto removed = store.remove(*uri);
+        if (!removed)
             return std::fprintf(stderr, "pipeline: remove %s: %s\n", uri->to_string().c_str(),
                                 removed.error().message.c_str()),
                    false;
-        else
-            removed_count += *removed ? 1 : 0;
+        removed_count += *removed ? 1 : 0;
     }
     // Every key of the ring was processed (the warm-up alone writes it twice): a result
     // missing here means the keys above are not the ones the run wrote.
@@ -718,6 +718,12 @@ int run_pipeline(Context& ctx) {
                            {"job", "producer: put + send URI; worker: poll, parse URI, pin, crc32, put 4-byte "
                                    "result, commit"}};
     int run_id = 0;
+    // Every run gets a topic of its own and, unless --result-bucket names one for all, a result
+    // bucket of its own (see PipelineRun::result_bucket).
+    auto fresh_topic = [&](PipelineRun& run) {
+        run.topic = "p" + std::to_string(run_id++);
+        run.result_bucket = o.count("result-bucket") ? o["result-bucket"].as<std::string>() : "results-" + run.topic;
+    };
     for (const uint64_t size : sizes) {
         const uint64_t count = std::clamp<uint64_t>(budget / size, 1000, max_count);
         // Key ring: 32 MiB of objects (64..8192 keys). Every run starts fresh processes, whose
@@ -757,8 +763,7 @@ int run_pipeline(Context& ctx) {
             r.warmup = warmup;
             r.count = count;
             r.park_spin_ns = park_spin_ns;
-            r.topic = "p" + std::to_string(run_id++);
-            r.result_bucket = o.count("result-bucket") ? o["result-bucket"].as<std::string>() : "results-" + r.topic;
+            fresh_topic(r);
             const std::string tag = "pipeline " + human_bytes(size) + " " + c.name;
             // The closed loop `repeat` times, each in a fresh topic with fresh processes: the
             // run of median throughput is reported (the upper of the two middle runs when
@@ -772,9 +777,7 @@ int run_pipeline(Context& ctx) {
                     // same keys, so the later runs start with them stored (their measured
                     // phase overwrites them anyway, after the warm-up wrote the ring twice).
                     if (!o.count("result-bucket") && !remove_results(**store, r)) return 1;
-                    r.topic = "p" + std::to_string(run_id++);
-                    r.result_bucket =
-                        o.count("result-bucket") ? o["result-bucket"].as<std::string>() : "results-" + r.topic;
+                    fresh_topic(r);
                 }
                 std::fprintf(stderr, "pipeline: %s closed-loop, %llu objects (run %d of %d)\n", tag.c_str(),
                              (unsigned long long)count, k + 1, repeat);
@@ -784,12 +787,11 @@ int run_pipeline(Context& ctx) {
                 runs.push_back(std::move(closed));
             }
             auto rate_of = [](const Measurement& m) { return m.seconds > 0 ? double(m.ops) / m.seconds : 0.0; };
-            nlohmann::json rates = nlohmann::json::array();
+            nlohmann::json rates = nlohmann::json::array();  // in run order
             for (const Measurement& m : runs) rates.push_back(rate_of(m));
-            std::vector<size_t> order(runs.size());
-            for (size_t k = 0; k < order.size(); ++k) order[k] = k;
-            std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return rate_of(runs[a]) < rate_of(runs[b]); });
-            Measurement closed = std::move(runs[order[order.size() / 2]]);
+            std::sort(runs.begin(), runs.end(),
+                      [&](const Measurement& a, const Measurement& b) { return rate_of(a) < rate_of(b); });
+            Measurement closed = std::move(runs[runs.size() / 2]);
             closed.extra["closed_loop_runs_ops_s"] = rates;
             const double max_rate = rate_of(closed);
             ctx.report.add(closed);
@@ -797,8 +799,7 @@ int run_pipeline(Context& ctx) {
             r.rate = fixed_rate > 0 ? fixed_rate : max_rate * rate_fraction;
             r.count = std::max<uint64_t>(500, std::min<uint64_t>(count, uint64_t(r.rate * 0.5)));  // ~0.5 s
             r.warmup = std::max<uint64_t>(2 * keys, r.count / 10);
-            r.topic = "p" + std::to_string(run_id++);
-            r.result_bucket = o.count("result-bucket") ? o["result-bucket"].as<std::string>() : "results-" + r.topic;
+            fresh_topic(r);
             char rate_txt[32];
             std::snprintf(rate_txt, sizeof rate_txt, "%.3g", r.rate);
             std::fprintf(stderr, "pipeline: %s open-loop at %s objects/s\n", tag.c_str(), rate_txt);
@@ -811,8 +812,7 @@ int run_pipeline(Context& ctx) {
                 // window-1 rows); open loop from the scheduled put time.
                 r.rate = std::min(low_rate, max_rate * 0.1);
                 r.count = std::max<uint64_t>(300, uint64_t(r.rate * (ctx.quick ? 0.2 : 0.5)));
-                r.topic = "p" + std::to_string(run_id++);
-            r.result_bucket = o.count("result-bucket") ? o["result-bucket"].as<std::string>() : "results-" + r.topic;
+                fresh_topic(r);
                 std::snprintf(rate_txt, sizeof rate_txt, "%.3g", r.rate);
                 std::fprintf(stderr, "pipeline: %s light load at %s objects/s\n", tag.c_str(), rate_txt);
                 Measurement light;
