@@ -26,14 +26,9 @@
 #include "region_kinds.h"
 
 using namespace fabric_shm;
+using test::pattern;
 
 namespace {
-
-std::vector<uint8_t> pattern(size_t n, uint8_t seed) {
-    std::vector<uint8_t> v(n);
-    for (size_t i = 0; i < n; ++i) v[i] = uint8_t(seed + i * 31 + (i >> 8));
-    return v;
-}
 
 FabricUri uri(const std::string& pool, const std::string& bucket, const std::string& key) {
     auto u = FabricUri::make(pool, bucket, key);

@@ -18,6 +18,12 @@
 
 namespace fabric_shm::test {
 
+std::vector<uint8_t> pattern(size_t n, uint8_t seed) {
+    std::vector<uint8_t> v(n);
+    for (size_t i = 0; i < n; ++i) v[i] = uint8_t(seed + i * 31 + (i >> 8));
+    return v;
+}
+
 std::string unique_pool_name(const std::string& tag) {
     static std::atomic<int> counter{0};
     return "t-" + tag + "-" + std::to_string(getpid()) + "-" + std::to_string(counter.fetch_add(1));

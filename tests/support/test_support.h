@@ -28,6 +28,10 @@ private:
     std::string name_;
 };
 
+/// n bytes that differ from any other seed's at almost every offset (a payload whose every
+/// byte a test can check).
+std::vector<uint8_t> pattern(size_t n, uint8_t seed);
+
 /// A fresh pool under a unique name, removed (with any temp files of it) at scope exit:
 ///     test::TempPool tp("store-ttl");          // tp.pool, tp.name()
 /// Creation failure throws (doctest reports the message as the test's failure).
