@@ -6,6 +6,8 @@
 #include <fstream>
 
 #include "e2e_support.h"
+#include "fabric_shm/consumer.h"
+#include "fabric_shm/placement_hint.h"
 #include "fabric_shm/pool.h"
 #include "../support/test_support.h"
 
@@ -77,6 +79,21 @@ TEST_CASE("e2e: a two-stage pipeline forwards results to the next topic") {
         for (char& c : up) c = char(std::toupper(static_cast<unsigned char>(c)));
         CHECK(get_text(f.pool, f.uri("stage2", "stage1/uploads/" + key(i))) == crc_hex(up));
         CHECK(result_metadata(f.pool, f.uri("stage2", "stage1/uploads/" + key(i)), "input-uri") == f.uri("stage1", "uploads/" + key(i)));
+    }
+    // Every notification says where its object lies: the producer's input, the first stage's result.
+    for (const char* topic : {"s1", "s2"}) {
+        auto c = Consumer::open(f.pool, topic, "");
+        REQUIRE(c);
+        REQUIRE(c->assign_all());
+        REQUIRE(c->seek(SeekPolicy::Earliest()));
+        MessageBatch batch;
+        size_t seen = 0;
+        for (auto n = c->poll(batch, 16, Duration::zero()); n && *n > 0; n = c->poll(batch, 16, Duration::zero())) {
+            seen += *n;
+            for (const Message& m : batch)
+                CHECK_MESSAGE(!PlacementHint::parse(m.header(kHeaderPlacement)).empty(), topic, " ", m.value_str());
+        }
+        CHECK(seen == 8);
     }
 }
 

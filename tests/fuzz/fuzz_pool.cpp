@@ -135,6 +135,9 @@ void exercise(const Pool& pool) {
     auto store = MemObjectStore::attach(pool, "default");
     if (!store) return;
     (void)(*store)->stats();
+    // Placement hints read only descriptors (whatever the mutation left in them), write nothing.
+    for (uint64_t b = 0; b < 4096; ++b) (*store)->prefetch(PlacementHint(((b + 1) << 32) | ((b * 977) & 0xffffffff)));
+    (*store)->prefetch(PlacementHint(~uint64_t(0)));
     auto keys = (*store)->list(kPool, "b", "");
     if (!keys) return;
     for (const std::string& key : keys.value()) {

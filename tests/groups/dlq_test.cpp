@@ -11,6 +11,7 @@
 #include "fabric_shm/clock.h"
 #include "fabric_shm/consumer_group.h"
 #include "fabric_shm/dlq.h"
+#include "fabric_shm/placement_hint.h"
 #include "fabric_shm/topic.h"
 
 using namespace fabric_shm;
@@ -59,13 +60,13 @@ TEST_CASE("dlq: backoff defaults double from 100 ms and stay well under the sess
     CHECK(p.backoff(1) + p.backoff(2) < GroupConfig{}.session_timeout);
 }
 
-TEST_CASE("dlq: a message failing every attempt is retried in place, then dead-lettered with headers") {
+TEST_CASE("dlq: a message failing every attempt is retried in place, then dead-lettered with its headers but a placement hint") {
     TestPool tp("dlq-retry");
     TopicManager mgr(tp.pool);
     REQUIRE(mgr.create("jobs", config(2, 16)).ok());
     auto pr = Producer::open(tp.pool, "jobs");
     REQUIRE(pr.ok());
-    const MessageHeader h[] = {{"uri", "fabric://p/b/k"}};
+    const MessageHeader h[] = {{"uri", "fabric://p/b/k"}, {kHeaderPlacement, "0000000100000040"}};
     REQUIRE(pr->send(bytes("bad input"), h).ok());
     GroupConsumerOptions o;
     auto gc = GroupConsumer::open(tp.pool, "jobs", "g", "w", o);
@@ -92,6 +93,7 @@ TEST_CASE("dlq: a message failing every attempt is retried in place, then dead-l
     CHECK(dl[0].first == "bad input");
     auto& hd = dl[0].second;
     CHECK(hd.at("uri") == "fabric://p/b/k");  // the source headers are kept
+    CHECK(hd.count(std::string(kHeaderPlacement)) == 0);  // but the hint: stale by any replay
     CHECK(hd.at(std::string(kDlqHeaderTopic)) == "jobs");
     CHECK(hd.at(std::string(kDlqHeaderGroup)) == "g");
     CHECK(hd.at(std::string(kDlqHeaderPartition)) == std::to_string(b[0].partition));

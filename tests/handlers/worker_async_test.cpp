@@ -28,6 +28,7 @@
 #include "fabric_shm/mem_object_store.h"
 #include "fabric_shm/topic.h"
 #include "fabric_shm/worker_loop.h"
+#include "store/store_core.h"
 
 using namespace fabric_shm;
 using namespace mqtest;
@@ -136,6 +137,71 @@ TEST_CASE("async worker: several messages of one partition in flight; the commit
     CHECK(f.committed() == 5);
     CHECK(loop->stats().processed == 5);
     REQUIRE(loop->close().ok());
+}
+
+TEST_CASE("async worker: a notification's placement hint, right, stale, foreign, forged or malformed, changes nothing handed out or stored") {
+    Fixture f("async-placement");
+    // k0: its own hint. k1: the hint of its previous version. k2: k0's hint. k3: bits past the
+    // heap. k4: text that is not a hint.
+    PlacementHint own, previous;
+    REQUIRE(f.store->put(f.in("k0").view(), bytes("data 0"), {}, own));
+    REQUIRE(f.store->put(f.in("k1").view(), bytes("old 1"), {}, previous));
+    for (int i = 1; i <= 4; ++i) REQUIRE(f.store->put(f.in("k" + std::to_string(i)), bytes("data " + std::to_string(i))));
+    const PlacementHint::Text own_text = own.text(), previous_text = previous.text(),
+                              forged_text = PlacementHint(~uint64_t(0)).text();
+    const std::string_view texts[] = {{own_text.data(), 16}, {previous_text.data(), 16}, {own_text.data(), 16},
+                                      {forged_text.data(), 16}, "not a hint"};
+    for (int i = 0; i < 5; ++i) {
+        const std::string uri = f.in("k" + std::to_string(i)).to_string();
+        const MessageHeader h[] = {{kHeaderPlacement, texts[i]}};
+        REQUIRE(f.producer->send(bytes(uri), h));
+    }
+    auto loop = WorkerLoop::open(f.tp.pool, f.cfg("a", 8));
+    REQUIRE_MESSAGE(loop.ok(), loop.error().message);
+    auto tickets = acquire_n(*loop, 5);
+    REQUIRE(tickets.size() == 5);
+    for (size_t i = 0; i < 5; ++i) {
+        CHECK(std::string_view(reinterpret_cast<const char*>(tickets[i].item().data.data()), tickets[i].item().data.size()) ==
+              "data " + std::to_string(i));
+        REQUIRE(loop->complete(std::move(tickets[i]), upper(tickets[i])).ok());
+    }
+    REQUIRE(loop->service().ok());
+    for (int i = 0; i < 5; ++i) CHECK(f.result_text("k" + std::to_string(i)) == "DATA " + std::to_string(i));
+    CHECK(loop->stats().processed == 5);
+    CHECK(loop->stats().dead_lettered == 0);
+    REQUIRE(loop->close().ok());
+}
+
+TEST_CASE("async worker: the next stage's notification names the result, its version and where it lies") {
+    Fixture f("async-forward");
+    TopicManager mgr(f.tp.pool);
+    REQUIRE(mgr.create("next", config(1, 16)).ok());
+    f.upload("k0", "data 0");
+    WorkerConfig c = f.cfg("a", 4);
+    c.next_topic = "next";
+    auto loop = WorkerLoop::open(f.tp.pool, c);
+    REQUIRE_MESSAGE(loop.ok(), loop.error().message);
+    auto tickets = acquire_n(*loop, 1);
+    REQUIRE(tickets.size() == 1);
+    REQUIRE(loop->complete(std::move(tickets[0]), upper(tickets[0])).ok());
+    REQUIRE(loop->close().ok());
+
+    auto next = Consumer::open(f.tp.pool, "next", "");
+    REQUIRE(next.ok());
+    REQUIRE(next->assign_all().ok());
+    REQUIRE(next->seek(SeekPolicy::Earliest()).ok());
+    MessageBatch batch;
+    REQUIRE(next->poll(batch, 4, Duration::zero()).value() == 1);
+    const Message& m = batch[0];
+    CHECK(m.value_str() == f.result("k0").to_string());
+    auto head = f.store->head(f.result("k0"));
+    REQUIRE(head.ok());
+    REQUIRE(head->has_value());
+    CHECK(m.header(kHeaderVersion) == std::to_string((*head)->version));
+    const PlacementHint placed = PlacementHint::parse(m.header(kHeaderPlacement));
+    CHECK(detail::placement_size(placed) == std::string("DATA 0").size());
+    f.store->prefetch(placed);
+    CHECK(f.result_text("k0") == "DATA 0");
 }
 
 namespace {

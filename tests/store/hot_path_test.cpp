@@ -56,16 +56,20 @@ struct BatchBuffers {
     std::vector<OutgoingMessage> messages;
     std::vector<std::string> result_texts;
     std::vector<uint32_t> crcs;
+    std::vector<PlacementHint> placed;  ///< where each put left its object, sent as a header
+    std::vector<PlacementHint::Text> placed_texts;
+    std::vector<MessageHeader> placed_headers;
     explicit BatchBuffers(const std::vector<uint8_t>& object)
         : objects(kBatch, object), stored(kBatch), sent(kBatch), messages(kBatch), result_texts(kBatch),
-          crcs(kBatch) {
+          crcs(kBatch), placed(kBatch), placed_texts(kBatch), placed_headers(kBatch) {
         items.reserve(kBatch);
         results.reserve(kBatch);
     }
 };
 
-/// The recipe job in one process, `count` objects: the producer's put + send in bursts of
-/// kBatch, the worker's poll (spin), URI parse, pin, CRC check, result put, commit. With
+/// The recipe job in one process, `count` objects: the producer's put + send (with the
+/// object's placement hint) in bursts of kBatch, the worker's poll (spin), URI parse, prefetch
+/// by the hint, pin, CRC check, result put, commit. With
 /// `batched`, the producer calls put_many and send_batch once per burst and the worker stores
 /// a poll's results with one put_many.
 bool run_objects(HotPathReport& rep, MemObjectStore& store, Producer& prod, Consumer& cons, MessageBatch& batch,
@@ -81,9 +85,14 @@ bool run_objects(HotPathReport& rep, MemObjectStore& store, Producer& prod, Cons
                 bb.items.push_back({uris[k].view(), bb.objects[i]});
                 bb.messages[i] = {ByteView(reinterpret_cast<const uint8_t*>(texts[k].data()), texts[k].size()), {}, {}};
             }
-            if (!store.put_many(bb.items, bb.stored)) return note(rep, "producer: put_many failed"), false;
+            if (!store.put_many(bb.items, bb.stored, bb.placed)) return note(rep, "producer: put_many failed"), false;
             for (const BatchStatus& st : bb.stored)
                 if (!st.ok()) return note(rep, "producer: put_many: " + st.message), false;
+            for (uint64_t i = 0; i < kBatch; ++i) {
+                bb.placed_texts[i] = bb.placed[i].text();
+                bb.placed_headers[i] = {kHeaderPlacement, std::string_view(bb.placed_texts[i].data(), 16)};
+                bb.messages[i].headers = std::span(&bb.placed_headers[i], 1);
+            }
             if (!prod.send_batch(bb.messages, bb.sent)) return note(rep, "producer: send_batch failed"), false;
             for (const BatchStatus& st : bb.sent)
                 if (!st.ok()) return note(rep, "producer: send_batch: " + st.message), false;
@@ -91,8 +100,13 @@ bool run_objects(HotPathReport& rep, MemObjectStore& store, Producer& prod, Cons
         for (uint64_t i = 0; !batched && i < kBatch; ++i) {
             const uint64_t k = (next + i) % kKeys;
             std::memcpy(object.data(), &k, sizeof k);
-            if (auto v = store.put(uris[k], object); !v) return note(rep, "producer: put: " + v.error().message), false;
-            if (auto s = prod.send(texts[k]); !s) return note(rep, "producer: send: " + s.error().message), false;
+            PlacementHint placed;
+            if (auto v = store.put(uris[k].view(), object, {}, placed); !v)
+                return note(rep, "producer: put: " + v.error().message), false;
+            const PlacementHint::Text placed_text = placed.text();
+            const MessageHeader header{kHeaderPlacement, std::string_view(placed_text.data(), placed_text.size())};
+            if (auto s = prod.send(texts[k], std::span(&header, 1)); !s)
+                return note(rep, "producer: send: " + s.error().message), false;
         }
         next += kBatch;
         uint64_t got = 0;
@@ -104,6 +118,9 @@ bool run_objects(HotPathReport& rep, MemObjectStore& store, Producer& prod, Cons
             for (const Message& m : batch) {
                 auto uri = FabricUriView::parse(m.value_str());
                 if (!uri) return note(rep, "worker: notification: " + uri.error().message), false;
+                const PlacementHint hint = PlacementHint::parse(m.header(kHeaderPlacement));
+                if (hint.empty()) return note(rep, "worker: notification without its placement hint"), false;
+                store.prefetch(hint);
                 auto pinned = store.pin(*uri);
                 if (!pinned || !pinned->has_value()) return note(rep, "worker: input missing"), false;
                 const PinnedView& view = **pinned;

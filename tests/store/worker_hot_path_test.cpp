@@ -107,16 +107,20 @@ struct LoopBench {
         return cfg;
     }
 
-    /// Puts the next object and notifies it as fabric-shm-producer does (version, put time).
+    /// Puts the next object and notifies it as fabric-shm-producer does (version, put time,
+    /// placement hint).
     Status feed() {
         const uint64_t k = sent % kLoopKeys;
         ++sent;
         std::memcpy(object.data(), &sent, sizeof sent);
-        auto v = store->put(uris[k], object);
+        PlacementHint placed;
+        auto v = store->put(uris[k].view(), object, {}, placed);
         if (!v) return std::move(v).error();
         char version[24], put_ts[24];
+        const PlacementHint::Text placed_text = placed.text();
         const MessageHeader headers[] = {{kHeaderVersion, decimal(version, *v)},
-                                         {kHeaderPutTime, decimal(put_ts, wall_now_ns())}};
+                                         {kHeaderPutTime, decimal(put_ts, wall_now_ns())},
+                                         {kHeaderPlacement, std::string_view(placed_text.data(), placed_text.size())}};
         auto s = producer->send(bytes_of(texts[k]), headers);
         if (!s) return std::move(s).error();
         return {};

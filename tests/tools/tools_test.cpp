@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fabric_shm/clock.h"
+#include "fabric_shm/placement_hint.h"
 #include "fabric_shm/pool.h"
 #include "fault_guard.h"
 #include "layout/pool_layout.h"
@@ -462,6 +463,10 @@ TEST_CASE("fabric-shm: put --notify fans out to every topic and names the topics
     REQUIRE(lines.size() == 2);
     CHECK(lines[1]["value"] == "fabric://" + name + "/uploads/k");
     CHECK(lines[1]["headers"]["fabric-version"] == "2");
+    // Where the object lies, for the workers' prefetch: 16 hex digits naming a block.
+    const std::string placed = lines[1]["headers"].value("fabric-at", "");
+    CHECK(placed.size() == 16);
+    CHECK_FALSE(PlacementHint::parse(placed).empty());
 }
 
 TEST_CASE("fabric-shm: ls --older-than and rm --prefix clean up what is old under a prefix and nothing else") {

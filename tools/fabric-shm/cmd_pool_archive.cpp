@@ -655,7 +655,7 @@ Status import_topics(archive::Reader& rd, Pool& pool, const ImportMap& map, Impo
                 ti.producer = std::make_unique<Producer>(std::move(*pr));
             }
             // The notification names an object of the old pool: the new pool's name, and the
-            // object's new version in its version header.
+            // object's new version in its version header; its placement hint is dropped.
             const std::string value_old(reinterpret_cast<const char*>(mp.value.data()), mp.value.size());
             const std::string value = map.rename(value_old);
             Message decoded;
@@ -663,6 +663,7 @@ Status import_topics(archive::Reader& rd, Pool& pool, const ImportMap& map, Impo
             std::vector<std::string> names, values;
             for (size_t i = 0, n = decoded.header_count(); i < n; ++i) {
                 const MessageHeader mh = decoded.header_at(i);
+                if (mh.name == kHeaderPlacement) continue;  // a block of the old pool's heap
                 names.emplace_back(mh.name);
                 values.emplace_back(mh.value);
                 if (mh.name == kHeaderVersion) {

@@ -248,6 +248,7 @@ struct Stored {
     uint64_t version = 0;
     bool skipped = false;         ///< --skip-existing found the same bytes already stored
     uint64_t expires_wall_ns = 0; ///< --object-ttl: not after this (taken before the put: never late)
+    PlacementHint placed;         ///< where the put left it (the workers' prefetch hint)
 };
 
 /// When an object put now with `options` expires at the earliest (wall ns; 0: no TTL). Taken
@@ -263,21 +264,23 @@ Result<Stored> store_input(MemObjectStore& store, const FabricUri& uri, const wo
     if (in.size == 0) {
         if (skip_existing) {
             FABRIC_TRY_ASSIGN(const std::optional<uint64_t> same, identical_version(store, uri, {}));
-            if (same) return Stored{*same, true};
+            if (same) return Stored{*same, true, 0, {}};
         }
         const uint64_t expires = expiry(options);
-        FABRIC_TRY_ASSIGN(const uint64_t version, store.put(uri, ByteView(), options));
-        return Stored{version, false, expires};
+        PlacementHint placed;
+        FABRIC_TRY_ASSIGN(const uint64_t version, store.put(uri.view(), ByteView(), options, placed));
+        return Stored{version, false, expires, placed};
     }
     FABRIC_TRY_ASSIGN(ObjectLoan loan, store.loan(uri, in.size, options));
     FABRIC_TRY(workers::fill_input(in, loan.bytes()));
     if (skip_existing) {
         FABRIC_TRY_ASSIGN(const std::optional<uint64_t> same, identical_version(store, uri, loan.bytes()));
-        if (same) return Stored{*same, true};  // the loan is dropped: its bytes go back to the heap
+        if (same) return Stored{*same, true, 0, {}};  // the loan is dropped: its bytes go back to the heap
     }
     const uint64_t expires = expiry(options);
+    const PlacementHint placed = loan.placement();  // commit() publishes all of it in place
     FABRIC_TRY_ASSIGN(const uint64_t version, loan.commit());
-    return Stored{version, false, expires};
+    return Stored{version, false, expires, placed};
 }
 
 /// One run: what it opened, what it did so far, and why it stopped.
@@ -331,16 +334,24 @@ Result<Stored> store_input_waiting(Run& run, const FabricUri& uri, const workers
 bool notify(Run& run, const FabricUri& uri, const Stored& stored, const workers::InputItem& in) {
     const std::string uri_s = uri.to_string(), version_s = std::to_string(stored.version),
                       ts_s = std::to_string(wall_now_ns());
-    MessageHeader headers[4] = {{kHeaderVersion, version_s}, {kHeaderPutTime, ts_s}};
+    MessageHeader headers[5] = {{kHeaderVersion, version_s}, {kHeaderPutTime, ts_s}};
     size_t header_count = 2;
     // With --object-ttl: when it expires (a worker that finds it gone then says "expired").
     const std::string expires_s = std::to_string(stored.expires_wall_ns);
     if (stored.expires_wall_ns != 0) headers[header_count++] = {kHeaderExpiresTime, expires_s};
     // Fan-out: every topic told of it (a --delete-input worker keeps such an input).
     if (run.topics.size() > 1) headers[header_count++] = {kHeaderTopics, run.topic_list};
-    const std::span<const MessageHeader> header_span(headers, header_count);
+    const PlacementHint::Text placed_s = stored.placed.text();
     std::vector<std::string> failed_here;
     for (TopicState& ts : run.topics) {
+        // The workers' prefetch hint only where it fits the topic's slot (a long URI goes without).
+        size_t count = header_count;
+        if (!stored.placed.empty()) {
+            headers[count] = {kHeaderPlacement, std::string_view(placed_s.data(), placed_s.size())};
+            const ByteView key = run.settings.key_by_name ? ByteView(in.key) : ByteView();
+            if (ts.producer->fits({uri_s, key, std::span<const MessageHeader>(headers, count + 1)})) ++count;
+        }
+        const std::span<const MessageHeader> header_span(headers, count);
         auto sent = run.settings.key_by_name ? ts.producer->send_keyed(in.key, uri_s, header_span)
                                              : ts.producer->send(uri_s, header_span);
         if (sent) {

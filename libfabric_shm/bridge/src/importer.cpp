@@ -482,6 +482,7 @@ Delivery Importer::Impl::deliver(const FrameView& f, std::string_view msg_id, ui
     headers.clear();
     for (const auto& h : f.headers) {
         if (h.name == kHeaderBridgeId || h.name == kHeaderBridgeStream) continue;
+        if (h.name == kHeaderPlacement) continue;  // a block of the source host's store
         if (h.name == kHeaderVersion && (f.has_object || f.object_missing)) continue;  // the local version replaces it
         headers.push_back({h.name, h.value});
     }

@@ -10,6 +10,7 @@
 
 #include "fabric_shm/batch.h"
 #include "fabric_shm/object_store.h"
+#include "fabric_shm/placement_hint.h"
 #include "fabric_shm/pool.h"
 
 namespace fabric_shm {
@@ -54,6 +55,12 @@ public:
     /// moved there (one copy of n bytes) and the loaned block goes back to the heap; if no
     /// smaller block is free it is published in place.
     Result<uint64_t> commit(uint64_t n);
+    /// Where the loan's bytes are: the object's placement once commit() publishes them in place
+    /// (send it with the notification; see PlacementHint), as it does for a loan(uri, size,
+    /// options) committed whole. A commit that moves the object leaves the hint stale (it then
+    /// only costs its prefetches): commit(n) of a much smaller n, and usually the commit of a
+    /// loan(size), whose block was sized for any key. Empty for an empty loan.
+    PlacementHint placement() const;
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };
@@ -94,6 +101,9 @@ public:
     Result<uint64_t> put(const FabricUri& uri, ByteView data, const PutOptions& options = {}) override;
     /// put() of a URI view (FabricUriView::parse of a notification: no copy of the URI).
     Result<uint64_t> put(const FabricUriView& uri, ByteView data, const PutOptions& options = {});
+    /// put() that also says where the object was placed (set on success): send it with the
+    /// object's notification for the reader's prefetch().
+    Result<uint64_t> put(const FabricUriView& uri, ByteView data, const PutOptions& options, PlacementHint& placed);
     /// Puts each request, in order; statuses[i] says what became of requests[i] (its version
     /// in `value`). Each request is a put of its own (its own version, conditions and
     /// visibility): one that fails (a bad URI or options, too large, a failed condition, a
@@ -103,6 +113,10 @@ public:
     /// Fails as a whole (nothing stored) only when the spans' sizes differ or the pool is
     /// read-only or closed.
     Status put_many(std::span<const PutRequest> requests, std::span<BatchStatus> statuses);
+    /// put_many() that also says where each object went: placed[i] for requests[i] (empty when
+    /// it failed). `placed` has one per request, or is empty.
+    Status put_many(std::span<const PutRequest> requests, std::span<BatchStatus> statuses,
+                    std::span<PlacementHint> placed);
     Result<std::optional<ObjectData>> get(const FabricUri& uri) override;
     Result<std::optional<ObjectInfo>> head(const FabricUri& uri) override;
     /// head() into the caller's `info`, for a loop that asks again and again: `info` keeps its
@@ -128,6 +142,16 @@ public:
     /// nullopt when absent.
     Result<std::optional<PinnedView>> pin(const FabricUri& uri);
     Result<std::optional<PinnedView>> pin(const FabricUriView& uri);
+    /// Starts fetching the cache lines of the object a put placed where `hint` says (its
+    /// block's state word, header, key and first KiB), so that a pin() or get() of its URI
+    /// right after finds them arriving instead of fetching them one after another. Call it for
+    /// one object, just before its pin() or get(): prefetching a whole poll's objects first
+    /// measured no faster than not at all (docs/benchmarks.md). Only a hint (see
+    /// PlacementHint): it writes nothing, checks nothing it is given against the object, and
+    /// ignores a hint outside this store's heap; a stale or empty hint does nothing useful and
+    /// nothing harmful. It checks no lease either: it reads only a superblock descriptor of the
+    /// mapping this handle holds, and the pin() or get() after it checks the leases as always.
+    void prefetch(PlacementHint hint) const noexcept;
 
     /// Usage now. It first frees the blocks this handle holds back for its next batch (retired
     /// objects that had been pinned, docs/store.md "Batched frees"), so they count as free.
@@ -141,6 +165,8 @@ public:
 private:
     friend struct detail::StoreAccess;  // the library's own calls under a key made once
     explicit MemObjectStore(std::unique_ptr<Impl> impl);
+    Result<uint64_t> put_placed(const FabricUriView& uri, ByteView data, const PutOptions& options,
+                                PlacementHint* placed);
     std::unique_ptr<Impl> impl_;
 };
 

@@ -184,6 +184,10 @@ public:
     uint32_t num_partitions() const;
     uint64_t incarnation() const;
     const std::string& topic() const;
+    /// Whether `message` fits one slot of the topic (its key, encoded headers and value within
+    /// the stride less the envelope): false exactly when a send of it fails with
+    /// message_too_large. For an optional header: add it only where it fits.
+    bool fits(const OutgoingMessage& message) const noexcept;
 
     struct Impl;
 

@@ -19,6 +19,7 @@
 
 #include "fabric_shm/clock.h"
 #include "fabric_shm/object_store.h"
+#include "fabric_shm/placement_hint.h"
 #include "fabric_shm/pool.h"
 #include "fabric_shm/result.h"
 #include "fabric_shm/uri.h"
@@ -38,6 +39,8 @@ inline constexpr std::string_view kHeaderExpiresTime = "fabric-expires-ts";
 /// Set on a notification sent to several topics (fan-out): every topic it was sent on, comma
 /// separated. WorkerConfig::delete_input never deletes an input another topic was told of.
 inline constexpr std::string_view kHeaderTopics = "fabric-topics";
+// Where the put placed the object (placement_hint.h's kHeaderPlacement): a prefetch hint the
+// loop passes to MemObjectStore::prefetch, never trusted.
 // Results record their input (URI, version) with jobs.h's result_put_options; dead letters
 // carry dlq.h's headers (DlqRouter).
 

@@ -16,6 +16,7 @@
 #include "fabric_shm/consumer_group.h"
 #include "crash_point.h"
 #include "fabric_shm/names.h"
+#include "fabric_shm/placement_hint.h"
 #include "mq/group_internal.h"
 
 namespace fabric_shm {
@@ -281,7 +282,11 @@ Result<SendResult> DlqRouter::dead_letter(const Message& m, uint64_t attempts, s
     const std::string part = std::to_string(m.partition), off = std::to_string(m.offset),
                       att = std::to_string(attempts);
     std::vector<MessageHeader> headers;
-    for (size_t i = 0; i < m.header_count(); ++i) headers.push_back(m.header_at(i));
+    for (size_t i = 0; i < m.header_count(); ++i) {
+        const MessageHeader h = m.header_at(i);
+        // A placement hint is stale by the time anyone replays the letter: not worth its room.
+        if (h.name != kHeaderPlacement) headers.push_back(h);
+    }
     auto enc = [](std::string_view n, std::string_view v) { return 4 + n.size() + v.size(); };
     auto d = TopicManager(*im.pool).describe(im.dlq_name);
     if (!d) return std::move(d).error();

@@ -17,6 +17,7 @@
 #include "fabric_shm/consumer.h"
 #include "fabric_shm/dlq.h"
 #include "fabric_shm/names.h"
+#include "fabric_shm/placement_hint.h"
 #include "mq/topic_internal.h"
 
 namespace fabric_shm {
@@ -50,6 +51,7 @@ DeadLetter decode(const Message& m) {
         else if (h.name == kDlqHeaderAttempts) d.attempts = parse_u64(h.value);
         else if (h.name.substr(0, 4) == "dlq.") continue;  // a dlq.* header of a later format
         else if (h.name == kHeaderReplays) d.replays = parse_u64(h.value);
+        else if (h.name == kHeaderPlacement) continue;  // stale by now (a letter of an older build)
         else d.headers.emplace_back(std::string(h.name), std::string(h.value));
     }
     return d;

@@ -4,6 +4,8 @@
 #include <string>
 
 #include "fabric_shm/clock.h"
+#include "fabric_shm/mem_object_store.h"
+#include "fabric_shm/placement_hint.h"
 #include "fabric_shm/worker_loop.h"  // kHeaderVersion, kHeaderPutTime: the workers' side of the contract
 
 namespace fabric_shm {
@@ -19,7 +21,10 @@ Result<IngestResult> put_and_notify(ObjectStore& store, std::span<Producer* cons
     IngestResult out;
     // The earliest the object expires, taken before the put (never later than the store's).
     const uint64_t expires = options.ttl > Duration::zero() ? wall_now_ns() + to_ns(options.ttl) : 0;
-    FABRIC_TRY_ASSIGN(out.version, store.put(uri, bytes, options));
+    // Where the object went, for the workers' prefetch (a MemObjectStore's put knows).
+    PlacementHint placed;
+    auto* const mem = dynamic_cast<MemObjectStore*>(&store);
+    FABRIC_TRY_ASSIGN(out.version, mem ? mem->put(uri.view(), bytes, options, placed) : store.put(uri, bytes, options));
     // Notified only once the object is visible: a worker that reads the notification finds
     // this version (or a newer one).
     out.put_wall_ns = wall_now_ns();
@@ -30,7 +35,8 @@ Result<IngestResult> put_and_notify(ObjectStore& store, std::span<Producer* cons
     std::string topics;  // fan-out: every topic told (a --delete-input worker keeps the input)
     for (Producer* producer : producers)
         if (producer) topics += (topics.empty() ? "" : ",") + producer->topic();
-    MessageHeader headers[4] = {{kHeaderVersion, version_text}, {kHeaderPutTime, put_ts}};
+    const PlacementHint::Text placed_text = placed.text();
+    MessageHeader headers[5] = {{kHeaderVersion, version_text}, {kHeaderPutTime, put_ts}};
     size_t header_count = 2;
     if (expires != 0) headers[header_count++] = {kHeaderExpiresTime, expires_text};
     if (producers.size() > 1) headers[header_count++] = {kHeaderTopics, topics};
@@ -40,8 +46,14 @@ Result<IngestResult> put_and_notify(ObjectStore& store, std::span<Producer* cons
             out.notified.push_back(make_error(Errc::invalid_argument, "put_and_notify: producer is null"));
             continue;
         }
+        // The hint only where it fits the topic's slot: a long URI is sent without it.
+        size_t count = header_count;
+        if (!placed.empty()) {
+            headers[count] = {kHeaderPlacement, std::string_view(placed_text.data(), placed_text.size())};
+            if (producer->fits({uri_text, uri.key(), std::span<const MessageHeader>(headers, count + 1)})) ++count;
+        }
         out.notified.push_back(
-            producer->send_keyed(uri.key(), uri_text, std::span<const MessageHeader>(headers, header_count)));
+            producer->send_keyed(uri.key(), uri_text, std::span<const MessageHeader>(headers, count)));
     }
     return out;
 }

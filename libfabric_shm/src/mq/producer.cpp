@@ -273,6 +273,11 @@ inline bool Producer::Impl::fits(uint32_t p, const OutgoingMessage& m, uint64_t*
     return true;
 }
 
+bool Producer::fits(const OutgoingMessage& message) const noexcept {
+    uint64_t headers_len = 0;
+    return impl_->fits(0, message, &headers_len);  // every partition of a topic has its stride
+}
+
 Error Producer::Impl::unfit(uint32_t p, const OutgoingMessage& m) const {
     const MessageHeader* too_long = nullptr;
     const uint64_t hl = encoded_headers_len(m, &too_long);

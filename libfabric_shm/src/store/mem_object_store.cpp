@@ -388,7 +388,7 @@ namespace {
 /// A put whose URI, options and leases were checked: allocate, copy in, publish. On a failed
 /// publish the block goes back to the heap.
 Result<uint64_t> put_checked(StoreShared& s, const detail::StoreKey& key, ByteView data, const PutOptions& options,
-                             uint64_t meta_len, OwnerToken me) {
+                             uint64_t meta_len, OwnerToken me, PlacementHint* placed = nullptr) {
     StoreCore& core = *s.core;
     if (data.size() > core.max_object_bytes()) return too_large(data.size(), core.max_object_bytes());
     const uint64_t need = kPayloadOffset + align8(data.size()) + key.len + options.content_type.size() + meta_len;
@@ -401,7 +401,10 @@ Result<uint64_t> put_checked(StoreShared& s, const detail::StoreKey& key, ByteVi
     write_header(loc.data, data.size(), crc, key, options, meta_len);
     FABRIC_CRASH_POINT("store.put.after_fill");
     auto v = core.publish({&key, *block, &options}, me);
-    if (!v) core.free_loan(*block, me);
+    if (!v)
+        core.free_loan(*block, me);
+    else if (placed)
+        *placed = detail::placement_of(*block, data.size());
     return v;
 }
 
@@ -414,11 +417,12 @@ Error read_only(const StoreShared& s, const char* what) {
 /// put() under a key made already, by `me` (not 0: the pool is writable). Inlined into both
 /// callers: the public put pays no extra call for the split.
 [[gnu::always_inline]] inline Result<uint64_t> put_keyed(StoreShared& s, const detail::StoreKey& key, ByteView data,
-                                                         const PutOptions& options, OwnerToken me) {
+                                                         const PutOptions& options, OwnerToken me,
+                                                         PlacementHint* placed = nullptr) {
     auto meta_len = check_options(options);
     if (!meta_len) return std::move(meta_len).error();
     FABRIC_TRY(s.check_leases());
-    auto v = put_checked(s, key, data, options, *meta_len, me);
+    auto v = put_checked(s, key, data, options, *meta_len, me, placed);
     if (!v) {
         if (is_conflict(v.error())) s.count(CounterId::store_conflicts, 1);
         return v;
@@ -457,20 +461,43 @@ template <typename CopyOut>
 }  // namespace
 
 Result<uint64_t> MemObjectStore::put(const FabricUriView& uri, ByteView data, const PutOptions& options) {
+    return put_placed(uri, data, options, nullptr);
+}
+
+Result<uint64_t> MemObjectStore::put(const FabricUriView& uri, ByteView data, const PutOptions& options,
+                                     PlacementHint& placed) {
+    return put_placed(uri, data, options, &placed);
+}
+
+Result<uint64_t> MemObjectStore::put_placed(const FabricUriView& uri, ByteView data, const PutOptions& options,
+                                            PlacementHint* placed) {
     StoreShared& s = *impl_->s;
     FABRIC_TRY(check_uri_pool(s, uri));
     const OwnerToken me = s.pool->self();
     if (me == 0) return read_only(s, "put");  // before the key, as every write call
     detail::StoreKey key;
     FABRIC_TRY(detail::fill_store_key(uri, key));
-    return put_keyed(s, key, data, options, me);
+    return put_keyed(s, key, data, options, me, placed);
+}
+
+void MemObjectStore::prefetch(PlacementHint hint) const noexcept {
+    if (const auto at = detail::placement_block(hint)) impl_->s->core->prefetch_object(*at, detail::placement_size(hint));
 }
 
 Status MemObjectStore::put_many(std::span<const PutRequest> requests, std::span<BatchStatus> statuses) {
+    return put_many(requests, statuses, {});
+}
+
+Status MemObjectStore::put_many(std::span<const PutRequest> requests, std::span<BatchStatus> statuses,
+                                std::span<PlacementHint> placed) {
     StoreShared& s = *impl_->s;
     if (statuses.size() != requests.size())
         return make_error(Errc::invalid_argument, "put_many: " + std::to_string(statuses.size()) + " statuses for " +
                                                       std::to_string(requests.size()) + " requests (one each)");
+    if (!placed.empty() && placed.size() != requests.size())
+        return make_error(Errc::invalid_argument, "put_many: " + std::to_string(placed.size()) +
+                                                      " placement hints for " + std::to_string(requests.size()) +
+                                                      " requests (one each, or none)");
     FABRIC_TRY(s.pool->check_open());
     const OwnerToken me = s.pool->self();
     if (me == 0) return read_only(s, "put_many");
@@ -491,6 +518,7 @@ Status MemObjectStore::put_many(std::span<const PutRequest> requests, std::span<
     for (size_t i = 0; i < requests.size(); ++i) {
         const PutRequest& rq = requests[i];
         BatchStatus& st = statuses[i];
+        if (!placed.empty()) placed[i] = PlacementHint();  // a request that fails has none
         Status this_ok = std::move(next_ok);
         if (i + 1 < requests.size()) prepare(i + 1);
         if (!this_ok) {
@@ -511,7 +539,7 @@ Status MemObjectStore::put_many(std::span<const PutRequest> requests, std::span<
             detail::batch_failed(st, 0, std::move(leases).error());
             continue;
         }
-        auto v = put_checked(s, keys[i & 1], rq.data, options, *meta_len, me);
+        auto v = put_checked(s, keys[i & 1], rq.data, options, *meta_len, me, placed.empty() ? nullptr : &placed[i]);
         if (!v) {
             conflicts += is_conflict(v.error()) ? 1 : 0;
             detail::batch_failed(st, 0, std::move(v).error());
@@ -605,11 +633,11 @@ Result<bool> detail::StoreAccess::head_meta(MemObjectStore& store, const FabricU
 }
 
 Result<uint64_t> detail::StoreAccess::put(MemObjectStore& store, const StoreKey& key, ByteView data,
-                                          const PutOptions& options) {
+                                          const PutOptions& options, PlacementHint* placed) {
     StoreShared& s = *store.impl_->s;
     const OwnerToken me = s.pool->self();
     if (me == 0) return read_only(s, "put");
-    return put_keyed(s, key, data, options, me);
+    return put_keyed(s, key, data, options, me, placed);
 }
 
 Result<bool> MemObjectStore::remove(const FabricUri& uri, const RemoveOptions& options) {
@@ -729,6 +757,11 @@ Result<ObjectLoan> MemObjectStore::loan(const FabricUri& uri, uint64_t size, con
     loan.impl_->meta_len = *meta_len;
     loan.impl_->trailer_room = trailer;
     return loan;
+}
+
+PlacementHint ObjectLoan::placement() const {
+    if (!impl_) return {};
+    return detail::placement_of(impl_->block, impl_->bytes.size());
 }
 
 Result<uint64_t> ObjectLoan::commit() {

@@ -21,8 +21,10 @@ struct StoreAccess {
     /// stored (no map built).
     static Result<bool> head_meta(MemObjectStore& store, const FabricUriView& uri, const StoreKey& key,
                                   StoredMeta& meta);
-    /// put(uri, data, options) under `key`, which prepare made from `uri`.
-    static Result<uint64_t> put(MemObjectStore& store, const StoreKey& key, ByteView data, const PutOptions& options);
+    /// put(uri, data, options) under `key`, which prepare made from `uri`; with `placed`, where
+    /// the object went (set on success).
+    static Result<uint64_t> put(MemObjectStore& store, const StoreKey& key, ByteView data, const PutOptions& options,
+                                PlacementHint* placed = nullptr);
 };
 
 }  // namespace fabric_shm::detail

@@ -1197,6 +1197,21 @@ void StoreCore::prefetch_for_publish(const StoreKey& key) const noexcept {
     __builtin_prefetch(&hdr_->stripes[stripe_of(key.hash)], 1);
 }
 
+void StoreCore::prefetch_object(uint32_t block, uint64_t size) const noexcept {
+    BlockLoc loc;
+    if (!locate(block, loc) || loc.capacity < kPayloadOffset) return;  // bounds-checked
+    __builtin_prefetch(&words_[block]);
+    const uint64_t payload = std::min(size, loc.capacity - kPayloadOffset);
+    // A size at the hint's cap is not the object's own: its trailer is somewhere else.
+    if (const uint64_t trailer = kPayloadOffset + align8(payload); trailer < loc.capacity && size < UINT32_MAX)
+        __builtin_prefetch(loc.data + trailer);
+    // Every line from the header's to the last of the prefetched payload (a block of a class
+    // that is not a multiple of 64 bytes starts inside a line).
+    const auto first = reinterpret_cast<uintptr_t>(loc.data) & ~uintptr_t(63);
+    const auto end = reinterpret_cast<uintptr_t>(loc.data + kPayloadOffset + std::min(payload, kPrefetchPayloadBytes));
+    for (uintptr_t line = first; line < end; line += 64) __builtin_prefetch(reinterpret_cast<const void*>(line));
+}
+
 Result<StoreCore::StripeHold> StoreCore::lock_stripe(uint64_t hash, OwnerToken me) const {
     StripeHold hold;
     hold.stripe = stripe_of(hash);

@@ -6,6 +6,7 @@
 
 #include "private.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <map>
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "fabric_shm/object_store.h"
+#include "fabric_shm/placement_hint.h"
 #include "fabric_shm/pool.h"
 #include "store/store_layout.h"
 
@@ -44,6 +46,18 @@ Result<StoreKey> make_store_key(const FabricUriView& uri);
 Status fill_store_key(const FabricUriView& uri, StoreKey& key);
 inline Result<StoreKey> make_store_key(const FabricUri& uri) { return make_store_key(uri.view()); }
 uint64_t hash_store_key(const char* p, size_t n) noexcept;
+
+/// A PlacementHint's bits: block + 1 in the high half (0: no hint), the payload's size,
+/// capped, in the low half.
+inline PlacementHint placement_of(uint32_t block, uint64_t size) noexcept {
+    return PlacementHint(((uint64_t(block) + 1) << 32) | std::min<uint64_t>(size, UINT32_MAX));
+}
+inline std::optional<uint32_t> placement_block(PlacementHint hint) noexcept {
+    const uint64_t b = hint.bits() >> 32;
+    if (b == 0) return std::nullopt;
+    return uint32_t(b - 1);
+}
+inline uint64_t placement_size(PlacementHint hint) noexcept { return hint.bits() & UINT32_MAX; }
 
 /// Where a block lives in the heap.
 struct BlockLoc {
@@ -141,6 +155,14 @@ public:
     /// bucket and its stripe lock), so that a batch overlaps one key's misses with the work of
     /// the key before it. A hint: no effect on the outcome.
     void prefetch_for_publish(const StoreKey& key) const noexcept;
+    /// Starts fetching the lines a reader of the object in `block` (a payload of `size` bytes)
+    /// waits on after its lookup: the block's word, its header, the key after the payload and
+    /// the payload's first kPrefetchPayloadBytes. A hint (a PlacementHint's fields, untrusted):
+    /// an index outside the heap does nothing, a size larger than the block is cut to it, and
+    /// nothing is read (but the superblock's descriptor, as locate() does) or written.
+    void prefetch_object(uint32_t block, uint64_t size) const noexcept;
+    /// Payload bytes prefetch_object fetches: past them the CPU's stream prefetcher is running.
+    static constexpr uint64_t kPrefetchPayloadBytes = 1024;
     /// A remove limited to one life of one block (the TTL reclaim's): its index and sequence.
     struct OnlyBlock {
         uint32_t block = 0;

@@ -454,7 +454,7 @@ struct WorkerLoop::Impl {
     void queue_delete(const Message& m, const FabricUriView& input, uint64_t version);
     Status delete_committed(Part& part, uint64_t committed);
     Status check_other_groups();
-    Status forward(const Message& m, std::string_view result_uri, uint64_t result_version,
+    Status forward(const Message& m, std::string_view result_uri, uint64_t result_version, PlacementHint placed,
                    std::optional<uint64_t> put_ts = std::nullopt);
     Status settle(Part& part, Slot& s, const Message& m, Result<Outcome> r, const Failure& failure);
     Status fail_slot(Part& part, Slot& s, const Message& m, const Failure& failure);
@@ -1043,16 +1043,21 @@ Status WorkerLoop::Impl::settle(Part& part, Slot& s, const Message& m, Result<Ou
 // The headers' values are formatted on the stack: nothing is allocated per message. `put_ts`:
 // the message's kHeaderPutTime when the caller parsed it already.
 Status WorkerLoop::Impl::forward(const Message& m, std::string_view result_uri, uint64_t result_version,
-                                 std::optional<uint64_t> put_ts) {
+                                 PlacementHint placed, std::optional<uint64_t> put_ts) {
     if (!next) return {};
     char rv_buf[24], ts_buf[24], origin_buf[24];
     std::string_view origin = m.header(kHeaderOriginTime);
     if (origin.empty()) origin = decimal(origin_buf, put_ts ? *put_ts : parse_u64(m.header(kHeaderPutTime), 0));
+    const PlacementHint::Text placed_text = placed.text();
     const MessageHeader headers[] = {{kHeaderVersion, decimal(rv_buf, result_version)},
                                      {kHeaderPutTime, decimal(ts_buf, wall_now_ns())},
-                                     {kHeaderOriginTime, origin}};
+                                     {kHeaderOriginTime, origin},
+                                     {kHeaderPlacement, std::string_view(placed_text.data(), placed_text.size())}};
     const ByteView ru(result_uri.data(), result_uri.size());
-    auto sent = m.key.empty() ? next->send(ru, headers) : next->send_keyed(m.key, ru, headers);
+    // The result's placement, for the next stage's prefetch, where it fits the next topic's slot.
+    std::span<const MessageHeader> sent_headers(headers);
+    if (placed.empty() || !next->fits({ru, m.key, sent_headers})) sent_headers = sent_headers.first(3);
+    auto sent = m.key.empty() ? next->send(ru, sent_headers) : next->send_keyed(m.key, ru, sent_headers);
     if (!sent) return std::move(sent).error();
     ++stats.forwarded;
     return {};
@@ -1260,7 +1265,7 @@ Result<std::optional<Outcome>> WorkerLoop::Impl::judge_stored_result(const Messa
             return std::optional<Outcome>(Outcome::failed);
         case ResultState::current:
             ++stats.skipped;
-            FABRIC_TRY(forward(m, d.result_text, result_head.version));
+            FABRIC_TRY(forward(m, d.result_text, result_head.version, {}));
             queue_delete(m, d.item.uri.view(), version);
             return std::optional<Outcome>(Outcome::done);
         case ResultState::newer:
@@ -1289,13 +1294,15 @@ Result<Outcome> WorkerLoop::Impl::write_result(const Message& m, WorkTicket::Dat
     // on what was read then. Bounded: each pass means another writer's result landed.
     constexpr int kResultChangedPasses = 16;
     Result<uint64_t> put = uint64_t(0);
+    PlacementHint placed;  // where the result went: the next stage's notification says so
     for (int pass = 0;; ++pass) {
         const PutOptions& po = result_put(input, version, token, m.partition, d.result_seen_version);
-        put = detail::StoreAccess::put(*store, d.result_store_key, out, po);
+        put = detail::StoreAccess::put(*store, d.result_store_key, out, po, &placed);
         if (!put && put.code() == Errc::capacity_exceeded) {
             // A full store is back-pressure: wait for space within this attempt (heartbeating).
             auto waited = wait_for_store_space(
-                m, put, [&] { return detail::StoreAccess::put(*store, d.result_store_key, out, po); }, failure);
+                m, put, [&] { return detail::StoreAccess::put(*store, d.result_store_key, out, po, &placed); },
+                failure);
             if (!waited) return std::move(waited).error();
             if (*waited != Outcome::done) return *waited;
         }
@@ -1360,7 +1367,7 @@ Result<Outcome> WorkerLoop::Impl::write_result(const Message& m, WorkTicket::Dat
         latency.record(now_wall - put_ts);
         recorder.record(now_wall - put_ts);
     }
-    FABRIC_TRY(forward(m, d.result_text, *put, put_ts));
+    FABRIC_TRY(forward(m, d.result_text, *put, placed, put_ts));
     queue_delete(m, d.item.uri.view(), version);
     return Outcome::done;
 }
@@ -1453,6 +1460,9 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
     Part& part = parts[p];
     Slot& s = part.at(i);
     const Message m = s.message(p);
+    // The input's lines start moving now, while the notification is parsed and the result
+    // looked up, instead of one after another inside pin() (PlacementHint).
+    store->prefetch(PlacementHint::parse(m.header(kHeaderPlacement)));
     auto start = [&] {
         s.state = Slot::State::in_flight;
         s.id = ++next_id;
@@ -1515,7 +1525,7 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
             std::string other;
             if (*h && result_state(&result_head, input, notified_version, &other) == ResultState::current) {
                 ++stats.skipped;
-                FABRIC_TRY(forward(m, data.result_text, result_head.version));
+                FABRIC_TRY(forward(m, data.result_text, result_head.version, {}));
                 FABRIC_TRY(router->ack(m));
                 queue_delete(m, *uri, notified_version);
                 finish_slot(part, s);
@@ -1591,7 +1601,7 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
             return false;
         case ResultState::current:
             ++stats.skipped;
-            FABRIC_TRY(forward(m, data.result_text, result_head.version));
+            FABRIC_TRY(forward(m, data.result_text, result_head.version, {}));
             FABRIC_TRY(router->ack(m));
             queue_delete(m, *uri, info.version);
             finish_slot(part, s);
