@@ -94,6 +94,9 @@ struct PipelineRun {
     uint64_t warmup = 0, count = 0;
     uint64_t park_spin_ns = 20'000;
     double rate = 0;  ///< 0: closed loop
+    /// The hand-written producer sends each object's PlacementHint (kHeaderPlacement) and the
+    /// workers prefetch by it; --no-placement measures the job without (same binary).
+    bool placement = true;
 };
 
 void fail(PipelineShared& sh, const char* what, const Error& e) {
@@ -148,6 +151,9 @@ int group_worker_main(const PipelineRun& r, PipelineShared& sh, int w) {
         size_t timed = 0;
         results.clear();
         for (const Message& m : batch) {
+            // The object's lines start moving before its lookup (one object at a time: a whole
+            // poll's prefetched at once measured no faster than none).
+            (*store)->prefetch(PlacementHint::parse(m.header(kHeaderPlacement)));
             auto uri = FabricUriView::parse(m.value_str());  // a view of the notification: no copy
             if (!uri) return fail(sh, "worker: notification", uri.error()), 1;
             auto pinned = (*store)->pin(*uri);
@@ -278,6 +284,9 @@ int producer_main(const PipelineRun& r, PipelineShared& sh) {
     std::vector<PutRequest> items(kBatch);
     std::vector<BatchStatus> statuses(kBatch);
     std::vector<OutgoingMessage> notes(kBatch);
+    std::vector<PlacementHint> placed(kBatch);
+    std::vector<PlacementHint::Text> placed_texts(kBatch);
+    std::vector<MessageHeader> placed_headers(kBatch);
     const int nw = r.cfg.workers;
     if (!wait_for([&] { return sh.ready.load() == uint32_t(nw) && group_settled(*pool, r.topic, nw); }, false,
                   20 * kNsPerSec))
@@ -318,10 +327,15 @@ int producer_main(const PipelineRun& r, PipelineShared& sh) {
                             {}, {}};
             }
             const auto st = std::span(statuses).first(n);
-            if (Status call = (*store)->put_many(std::span(items).first(n), st); !call)
+            if (Status call = (*store)->put_many(std::span(items).first(n), st, std::span(placed).first(n)); !call)
                 return fail(sh, "producer: put_many", call.error()), 1;
             for (const BatchStatus& one : st)
                 if (!one.ok()) return fail(sh, "producer: put_many", one.error()), 1;
+            for (size_t j = 0; j < n; ++j) {
+                placed_texts[j] = placed[j].text();
+                placed_headers[j] = {kHeaderPlacement, std::string_view(placed_texts[j].data(), placed_texts[j].size())};
+                notes[j].headers = std::span(&placed_headers[j], r.placement ? 1 : 0);
+            }
             if (Status call = prod->send_batch(std::span(notes).first(n), st); !call)
                 return fail(sh, "producer: send_batch", call.error()), 1;
             for (const BatchStatus& one : st)
@@ -338,9 +352,13 @@ int producer_main(const PipelineRun& r, PipelineShared& sh) {
         }
         std::memcpy(object.data(), &st, std::min<size_t>(sizeof st, object.size()));
         const uint64_t k = i % r.keys;
-        auto put = (*store)->put(uris[k], object);
+        // The notification says where the object went: the worker prefetches its lines.
+        PlacementHint placed;
+        auto put = (*store)->put(uris[k].view(), object, {}, placed);
         if (!put) return fail(sh, "producer: put", put.error()), 1;
-        auto sent = prod->send(texts[k]);
+        const PlacementHint::Text placed_text = placed.text();
+        const MessageHeader placed_header{kHeaderPlacement, std::string_view(placed_text.data(), placed_text.size())};
+        auto sent = prod->send(texts[k], std::span(&placed_header, r.placement ? 1 : 0));
         if (!sent) return fail(sh, "producer: send", sent.error()), 1;
         ++i;
     }
@@ -396,6 +414,7 @@ bool pipeline_run(Pool& pool, const PipelineRun& r, Measurement& m) {
     m.extra["config"] = r.cfg.name;
     m.extra["workers"] = r.cfg.workers;
     m.extra["worker_api"] = r.cfg.worker_loop ? "WorkerLoop" : "GroupConsumer";
+    m.extra["placement_hint"] = r.placement;
     m.extra["batched"] = r.cfg.batched;
     m.extra["worker_cpu_ns_per_op"] = double(wc) / double(r.count);
     m.extra["handled"] = total_handled(*sh, r.cfg.workers);
@@ -445,6 +464,11 @@ bool cost_breakdown(Context& ctx, Pool& pool, MemObjectStore& store, const std::
     std::string result_text;
     std::vector<uint8_t> object(size);
     for (uint64_t i = 0; i < size; ++i) object[i] = uint8_t(i * 131 + 7);
+    // Where each put placed its object, as the notification's header carries it (the worker
+    // prefetches its lines before the pin).
+    std::vector<PlacementHint> placed(kN);
+    std::vector<PlacementHint::Text> placed_texts(kN);
+    std::vector<MessageHeader> placed_headers(kN);
     TopicManager mgr(pool);
     TopicConfig tc;
     tc.num_partitions = 1;
@@ -497,8 +521,8 @@ bool cost_breakdown(Context& ctx, Pool& pool, MemObjectStore& store, const std::
     };
     WorkTicket ticket[1];
     MessageBatch batch;
-    const char* names[] = {"producer: put (copy in, CRC, publish)", "producer: send URI notification",
-                           "worker: poll 16 + commit", "worker: parse URI (view)", "worker: pin + unpin",
+    const char* names[] = {"producer: put (copy in, CRC, publish)", "producer: send URI notification + placement",
+                           "worker: poll 16 + commit", "worker: parse URI (view)", "worker: prefetch + pin + unpin",
                            "worker: crc32 of the object", "worker: format result URI (view)", "worker: put 4-byte result",
                            "worker: WorkerLoop per message (no handler)",
                            "producer: put_many of 16 (per object)", "producer: send_batch of 16 (per object)",
@@ -532,11 +556,15 @@ bool cost_breakdown(Context& ctx, Pool& pool, MemObjectStore& store, const std::
     for (int round = 0; round < rounds; ++round) {
         FABRIC_BENCH_STEP_DUMP("round start");
         timed(0, [&] {
-            for (uint64_t i = 0; i < kN; ++i) failures += store.put(in[i], object) ? 0 : 1;
+            for (uint64_t i = 0; i < kN; ++i) failures += store.put(in_views[i], object, {}, placed[i]) ? 0 : 1;
         });
         timed(9, [&] { put_many_all(in_items); });
         timed(1, [&] {
-            for (uint64_t i = 0; i < kN; ++i) failures += prod->send(texts[i]) ? 0 : 1;
+            for (uint64_t i = 0; i < kN; ++i) {
+                placed_texts[i] = placed[i].text();
+                placed_headers[i] = {kHeaderPlacement, std::string_view(placed_texts[i].data(), placed_texts[i].size())};
+                failures += prod->send(texts[i], std::span(&placed_headers[i], 1)) ? 0 : 1;
+            }
         });
         timed(10, [&] {
             for (uint64_t i = 0; i < kN; i += kBatch)
@@ -557,6 +585,7 @@ bool cost_breakdown(Context& ctx, Pool& pool, MemObjectStore& store, const std::
         });
         timed(4, [&] {
             for (uint64_t i = 0; i < kN; ++i) {
+                store.prefetch(PlacementHint::parse(placed_headers[i].value));
                 auto p = store.pin(in_views[i]);
                 failures += (p && p->has_value()) ? 0 : 1;
             }
@@ -582,7 +611,8 @@ bool cost_breakdown(Context& ctx, Pool& pool, MemObjectStore& store, const std::
             for (uint64_t i = 0; i < kN; ++i) failures += store.put(out_views[i], crc_bytes) ? 0 : 1;
         });
         timed(11, [&] { put_many_all(out_items); });
-        for (uint64_t i = 0; i < kN; ++i) failures += loop_prod->send(texts[i]) ? 0 : 1;
+        for (uint64_t i = 0; i < kN; ++i)
+            failures += loop_prod->send(texts[i], std::span(&placed_headers[i], 1)) ? 0 : 1;
         FABRIC_BENCH_STEP_DUMP("setup: notifications for the WorkerLoop step");
         bool looped = true;
         timed(8, [&] {
@@ -763,6 +793,7 @@ int run_pipeline(Context& ctx) {
             r.warmup = warmup;
             r.count = count;
             r.park_spin_ns = park_spin_ns;
+            r.placement = !o.count("no-placement");
             fresh_topic(r);
             const std::string tag = "pipeline " + human_bytes(size) + " " + c.name;
             // The closed loop `repeat` times, each in a fresh topic with fresh processes: the
@@ -839,7 +870,7 @@ const bool pipeline_scenario_registered = register_scenario(
              cxxopts::value<uint64_t>())("rate", "open-loop offered rate, objects/s (default: --rate-fraction of max)",
                                          cxxopts::value<double>())(
              "rate-fraction", "open-loop rate as a fraction of the closed-loop max",
-             cxxopts::value<double>()->default_value("0.5"))("no-open-loop", "closed-loop runs only")("no-cost", "skip the one-process per-step cost of the first size")(
+             cxxopts::value<double>()->default_value("0.5"))("no-open-loop", "closed-loop runs only")("no-placement", "the producer sends no placement hint (the workers then prefetch nothing)")("no-cost", "skip the one-process per-step cost of the first size")(
              "result-bucket", "one result bucket for every run (default: one per run)", cxxopts::value<std::string>())(
              "park-spin-ns", "parked mode: the workers' spin before they sleep (library default 20000)",
              cxxopts::value<uint64_t>()->default_value("20000"))(
