@@ -42,43 +42,51 @@ constexpr uint64_t kNapNs = kNsPerMs;             ///< no waiter entry to park o
 
 // ---- Message / MessageBatch -------------------------------------------------------------
 
-size_t Message::header_count() const {
-    size_t n = 0, i = 0;
-    while (i + 4 <= headers_raw.size()) {
+namespace {
+/// Calls visit(name, value) for each well-formed header of `raw` in order, until it returns
+/// true (then true) or the bytes end or stop making a header (then false). One walk: a
+/// lookup by name costs one pass over the headers, not one per header before it.
+template <typename Visit>
+bool walk_headers(std::span<const uint8_t> raw, Visit&& visit) {
+    size_t i = 0;
+    while (i + 4 <= raw.size()) {
         uint16_t nl, vl;
-        std::memcpy(&nl, headers_raw.data() + i, 2);
-        std::memcpy(&vl, headers_raw.data() + i + 2, 2);
-        if (i + 4 + nl + vl > headers_raw.size()) break;
+        std::memcpy(&nl, raw.data() + i, 2);
+        std::memcpy(&vl, raw.data() + i + 2, 2);
+        if (i + 4 + nl + vl > raw.size()) break;
+        const char* b = reinterpret_cast<const char*>(raw.data() + i + 4);
+        if (visit(std::string_view(b, nl), std::string_view(b + nl, vl))) return true;
         i += 4 + nl + vl;
-        ++n;
     }
+    return false;
+}
+}  // namespace
+
+size_t Message::header_count() const {
+    size_t n = 0;
+    walk_headers(headers_raw, [&](std::string_view, std::string_view) { return ++n, false; });
     return n;
 }
 
 MessageHeader Message::header_at(size_t k) const {
-    size_t n = 0, i = 0;
-    while (i + 4 <= headers_raw.size()) {
-        uint16_t nl, vl;
-        std::memcpy(&nl, headers_raw.data() + i, 2);
-        std::memcpy(&vl, headers_raw.data() + i + 2, 2);
-        if (i + 4 + nl + vl > headers_raw.size()) break;
-        if (n == k) {
-            const char* b = reinterpret_cast<const char*>(headers_raw.data() + i + 4);
-            return {std::string_view(b, nl), std::string_view(b + nl, vl)};
-        }
-        i += 4 + nl + vl;
-        ++n;
-    }
-    return {};
+    MessageHeader found;
+    size_t n = 0;
+    walk_headers(headers_raw, [&](std::string_view name, std::string_view value) {
+        if (n++ != k) return false;
+        found = {name, value};
+        return true;
+    });
+    return found;
 }
 
 std::string_view Message::header(std::string_view name) const {
-    const size_t n = header_count();
-    for (size_t i = 0; i < n; ++i) {
-        MessageHeader h = header_at(i);
-        if (h.name == name) return h.value;
-    }
-    return {};
+    std::string_view found;
+    walk_headers(headers_raw, [&](std::string_view n, std::string_view value) {
+        if (n != name) return false;
+        found = value;
+        return true;
+    });
+    return found;
 }
 
 void MessageBatch::clear() {
