@@ -53,9 +53,8 @@ inline PlacementHint placement_of(uint32_t block, uint64_t size) noexcept {
     return PlacementHint(((uint64_t(block) + 1) << 32) | std::min<uint64_t>(size, UINT32_MAX));
 }
 inline std::optional<uint32_t> placement_block(PlacementHint hint) noexcept {
-    const uint64_t b = hint.bits() >> 32;
-    if (b == 0) return std::nullopt;
-    return uint32_t(b - 1);
+    if (hint.empty()) return std::nullopt;
+    return uint32_t((hint.bits() >> 32) - 1);
 }
 inline uint64_t placement_size(PlacementHint hint) noexcept { return hint.bits() & UINT32_MAX; }
 
