@@ -9,7 +9,9 @@
 // CRC's inner loop over the same bytes (four 64-byte accumulators, each line loaded once,
 // stored to dst and folded: two carry-less multiplies and one three-way XOR per line), without
 // the final reduction. No fused copy + CRC can run faster on this CPU; the store's kernel
-// (copy_crc32) is this loop plus the reduction and its tail.
+// (copy_crc32) is this loop plus the reduction and its tail. The loop is written out here,
+// not called: floor programs are built without the library (scripts/bench-peers.sh), so a
+// change to the library's kernel cannot move its own floor.
 // Usage: floor_memcpy [--seconds S per size (default 0.25)] [--size B (one size only)]
 #include "common.h"
 
