@@ -291,6 +291,14 @@ def main():
                 # on one, where the ring fills and drains in whole time slices without a hand-off.
                 one_way += f", {r['client_cpu_ns_per_msg'] * r['throughput'] / 1e9:.1f} CPUs"
             one_way += ")"
+        if r["scenario"] == "store_pipeline":
+            work = (r.get("producer_work_ns", 0), r.get("consumer_work_ns", 0))
+            one_way = " (pipeline job in the store's shape, bare: index word, block, key, result object"
+            if any(work):
+                one_way += f"; plus the library's step costs as private work, producer {work[0]} ns, worker {work[1]} ns"
+            if r.get("client_cpu_ns_per_msg") and r.get("throughput"):
+                one_way += f", {r['client_cpu_ns_per_msg'] * r['throughput'] / 1e9:.1f} CPUs"
+            one_way += ")"
         if r["scenario"] == "spin_light":
             one_way = f" {r.get('variant')} (one-way at a light {r.get('offered_rate', 0):.0f}/s)"
         if r["scenario"] == "claim_stream":
@@ -311,6 +319,12 @@ def main():
           "between two spinning processes over a bare SPSC ring (its slots and CPUs in the row): no store, no "
           "topic, no crash safety (bench/floor/floor_spsc_pipeline.cpp); the physical floor of pipeline 1 KiB "
           "spin-1w. "
+          "Floor store_pipeline: the same job in the store's shape (the key's index word names a block; header, "
+          "payload and key in the block; the notification carries key and block; the 4-byte result stored as an "
+          "object of the worker's own) with no checks, leases, owners or repair (bench/floor/floor_store_pipeline.cpp); "
+          "the row with work adds, on each side, the library's one-process cost of its steps (this run's cost "
+          "rows, less the 1 KiB CRC the floor does itself) as work that shares no cache line: the rate the "
+          "library would reach if its own work shared nothing between the cores. "
           "Floor claim_stream: notify's closed loop over a bare ring with the topic's slots and the steps of its "
           "send and poll (claim CAS, tail CAS, envelope, publish CAS; the consumer's seqlock read); with "
           "producer work 80 ns the producer first spends about what the bench's clock read and the library's "

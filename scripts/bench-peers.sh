@@ -78,6 +78,7 @@ build floor_spin_pingpong  bench/floor/floor_spin_pingpong.cpp
 build floor_futex_pingpong bench/floor/floor_futex_pingpong.cpp
 build floor_memcpy         bench/floor/floor_memcpy.cpp -lisal
 build floor_spsc_pipeline  bench/floor/floor_spsc_pipeline.cpp -lisal
+build floor_store_pipeline bench/floor/floor_store_pipeline.cpp -lisal
 build peer_redis           bench/peers/peer_redis.cpp -lhiredis -lisal
 build peer_zmq             bench/peers/peer_zmq.cpp $(pkg-config --libs libzmq 2>/dev/null || echo -lzmq)
 build peer_bipmq           bench/peers/peer_bipmq.cpp -pthread
@@ -156,6 +157,38 @@ run floor_spin_pingpong --only claim_stream --producer-work 80
 run floor_futex_pingpong
 run floor_memcpy --seconds 0.25
 run floor_spsc_pipeline  # fixed count (2,000,000 objects + warm-up), --seconds is ignored
+# The same job in the store's shape (index word -> block, key after the payload, the result an
+# object too), bare; then again with each side also spending, in work that shares no line, what
+# the library's steps cost in one process (the pipeline report's cost rows, less the 1 KiB CRC
+# the floor computes itself on each side). What the library loses beyond that second row is
+# what its own shared lines cost.
+run floor_store_pipeline
+if [ ${#FABRIC_JSON[@]} -gt 0 ]; then
+    WORK=$(python3 - "${FABRIC_JSON[@]}" <<'PY' || true
+import json, sys
+for path in sys.argv[1:]:
+    try:
+        rep = json.load(open(path))
+    except (OSError, ValueError):
+        continue
+    cost = {m["name"]: m["ns_per_op"] for m in rep.get("results", [])
+            if m.get("kind") == "cost" and m.get("size") == 1024 and m.get("ns_per_op")}
+    step = lambda s: cost.get("cost 1KiB " + s)
+    producer = [step("producer: put (copy in, CRC, publish)"), step("producer: send URI notification + placement")]
+    worker = [step("worker: " + s) for s in ("poll 16 + commit", "parse URI (view)", "prefetch + pin + unpin",
+                                             "crc32 of the object", "format result URI (view)", "put 4-byte result")]
+    crc = step("worker: crc32 of the object")
+    if None in producer or None in worker or crc is None:
+        continue
+    print(max(0, round(sum(producer) - crc)), max(0, round(sum(worker) - crc)))
+    break
+PY
+)
+    if [ -n "$WORK" ]; then
+        read -r PRODUCER_WORK CONSUMER_WORK <<<"$WORK"
+        run floor_store_pipeline --producer-work "$PRODUCER_WORK" --consumer-work "$CONSUMER_WORK"
+    fi
+fi
 
 # Redis: dedicated server, loopback, random free port, persistence off.
 if want peer_redis && [ -n "${BUILT[peer_redis]:-}" ]; then
