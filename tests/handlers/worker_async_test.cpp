@@ -1367,3 +1367,27 @@ TEST_CASE("worker: an input that expired before it was processed is dead-lettere
     CHECK(reasons[0].rfind("expired: ", 0) == 0);
     CHECK(reasons[1].rfind("object not found", 0) == 0);
 }
+
+TEST_CASE("worker: an input the store refuses (another pool's URI) is dead-lettered with the store's reason; the next is processed") {
+    Fixture f("async-foreign-input");
+    // The notification names an object of another pool: the store refuses the key before any
+    // lookup, and the reason says which pool the URI names and which pool the store is in.
+    const std::string foreign = FabricUri::make("some-other-pool", "in", "doc").value().to_string();
+    REQUIRE(f.producer->send_keyed(bytes("doc"), bytes(foreign)).ok());
+    f.upload("next", "abc");
+    auto loop = WorkerLoop::open(f.tp.pool, f.cfg("a", 2));
+    REQUIRE(loop.ok());
+    auto tickets = acquire_n(*loop, 1);
+    REQUIRE(tickets.size() == 1);
+    CHECK(tickets[0].item().uri.to_string() == f.in("next").to_string());
+    REQUIRE(loop->complete(std::move(tickets[0]), upper(tickets[0])).ok());
+    REQUIRE(loop->service().ok());
+    CHECK(f.result_text("next") == "ABC");
+    CHECK(loop->stats().dead_lettered == 1);
+    const auto reasons = dead_letter_reasons(f.tp.pool);
+    REQUIRE(reasons.size() == 1);
+    CHECK(reasons[0].rfind("get " + foreign + ": ", 0) == 0);
+    CHECK(reasons[0].find("names pool 'some-other-pool'") != std::string::npos);
+    CHECK(reasons[0].find("this store is in pool '" + f.tp.pool.name() + "'") != std::string::npos);
+    REQUIRE(loop->close().ok());
+}

@@ -419,6 +419,9 @@ Error read_only(const StoreShared& s, const char* what) {
 [[gnu::always_inline]] inline Result<uint64_t> put_keyed(StoreShared& s, const detail::StoreKey& key, ByteView data,
                                                          const PutOptions& options, OwnerToken me,
                                                          PlacementHint* placed = nullptr) {
+    // The key's bucket is read only at the publish, after the allocation and the copy: its
+    // fetch (usually a miss: the table is larger than a core's cache) overlaps them instead.
+    s.core->prefetch_for_publish(key);
     auto meta_len = check_options(options);
     if (!meta_len) return std::move(meta_len).error();
     FABRIC_TRY(s.check_leases());
@@ -852,19 +855,19 @@ Result<uint64_t> MemObjectStore::commit(ObjectLoan&& loan, const FabricUri& uri,
 
 Result<std::optional<PinnedView>> MemObjectStore::pin(const FabricUri& uri) { return pin(uri.view()); }
 
-Result<std::optional<PinnedView>> MemObjectStore::pin(const FabricUriView& uri) {
-    StoreShared& s = *impl_->s;
+namespace {
+
+/// pin() under a key made already, by `me` (not 0). Inlined into both callers: the public
+/// pin pays no extra call for the split.
+[[gnu::always_inline]] inline Result<std::optional<PinnedView>> pin_keyed(const std::shared_ptr<StoreShared>& shared,
+                                                                          const FabricUriView& uri,
+                                                                          const detail::StoreKey& key, OwnerToken me) {
+    StoreShared& s = *shared;
     StoreCore& core = *s.core;
-    FABRIC_TRY(check_uri_pool(s, uri));
-    const OwnerToken me = s.pool->self();
-    if (me == 0) return read_only(s, "pin");
-    detail::StoreKey skey;
-    FABRIC_TRY(detail::fill_store_key(uri, skey));
-    detail::StoreKey* const key = &skey;
     FABRIC_TRY(s.check_leases());
     s.count(CounterId::store_gets, 1);
     for (int attempt = 0; attempt < 10000; ++attempt) {
-        auto f = core.lookup(*key);
+        auto f = core.lookup(key);
         if (!f) return std::move(f).error();
         if (!f->has_value() || ((*f)->snap.h.expires_mono_ns && (*f)->snap.h.expires_mono_ns <= mono_now_ns())) {
             s.count(CounterId::store_misses, 1);
@@ -875,7 +878,7 @@ Result<std::optional<PinnedView>> MemObjectStore::pin(const FabricUriView& uri) 
         if (!rec->has_value()) continue;  // changed before the pin took: look again
         PinnedView view;
         view.impl_ = std::make_unique<PinnedView::Impl>();
-        view.impl_->s = impl_->s;
+        view.impl_->s = shared;
         view.impl_->record = **rec;
         view.impl_->block = (*f)->block;
         view.impl_->owner = me;
@@ -887,6 +890,30 @@ Result<std::optional<PinnedView>> MemObjectStore::pin(const FabricUriView& uri) 
         return std::optional<PinnedView>(std::move(view));
     }
     return make_error(Errc::busy, "pin " + uri.to_string() + ": overwritten 10000 times while pinning");
+}
+
+}  // namespace
+
+Result<std::optional<PinnedView>> MemObjectStore::pin(const FabricUriView& uri) {
+    StoreShared& s = *impl_->s;
+    FABRIC_TRY(check_uri_pool(s, uri));
+    const OwnerToken me = s.pool->self();
+    if (me == 0) return read_only(s, "pin");
+    detail::StoreKey key;
+    FABRIC_TRY(detail::fill_store_key(uri, key));
+    return pin_keyed(impl_->s, uri, key, me);
+}
+
+Result<std::optional<PinnedView>> detail::StoreAccess::pin(MemObjectStore& store, const FabricUriView& uri,
+                                                           const StoreKey& key) {
+    StoreShared& s = *store.impl_->s;
+    const OwnerToken me = s.pool->self();
+    if (me == 0) return read_only(s, "pin");
+    return pin_keyed(store.impl_->s, uri, key, me);
+}
+
+void detail::StoreAccess::prefetch(const MemObjectStore& store, const StoreKey& key) noexcept {
+    store.impl_->s->core->prefetch_bucket(key);
 }
 
 StoreStats MemObjectStore::stats() const {

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // The store's calls for a key made once and used again: the worker loop looks its result up
 // when it hands a message out and puts it when the message completes, both under one key, and
-// reads only the result's version, fence token and two metadata values.
+// reads only the result's version, fence token and two metadata values; it makes the input's
+// key early too, to start fetching its table line before it pins the input.
 // prepare() checks the URI's pool and makes the key (its bytes and hash) as head_into() and
 // put() would; the keyed calls then skip that and do everything else those calls do (the
 // leases, the options, the conditions, the counters). Private to the library.
@@ -25,6 +26,10 @@ struct StoreAccess {
     /// the object went (set on success).
     static Result<uint64_t> put(MemObjectStore& store, const StoreKey& key, ByteView data, const PutOptions& options,
                                 PlacementHint* placed = nullptr);
+    /// pin(uri) under `key`, which prepare made from `uri`.
+    static Result<std::optional<PinnedView>> pin(MemObjectStore& store, const FabricUriView& uri, const StoreKey& key);
+    /// Starts fetching the table line a lookup of `key` reads first (StoreCore::prefetch_bucket).
+    static void prefetch(const MemObjectStore& store, const StoreKey& key) noexcept;
 };
 
 }  // namespace fabric_shm::detail

@@ -1197,6 +1197,8 @@ void StoreCore::prefetch_for_publish(const StoreKey& key) const noexcept {
     __builtin_prefetch(&hdr_->stripes[stripe_of(key.hash)], 1);
 }
 
+void StoreCore::prefetch_bucket(const StoreKey& key) const noexcept { __builtin_prefetch(&buckets_[key.hash & mask_]); }
+
 void StoreCore::prefetch_object(uint32_t block, uint64_t size) const noexcept {
     BlockLoc loc;
     if (!locate(block, loc) || loc.capacity < kPayloadOffset) return;  // bounds-checked

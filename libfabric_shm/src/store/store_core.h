@@ -154,6 +154,10 @@ public:
     /// bucket and its stripe lock), so that a batch overlaps one key's misses with the work of
     /// the key before it. A hint: no effect on the outcome.
     void prefetch_for_publish(const StoreKey& key) const noexcept;
+    /// Starts fetching the line a lookup of this key reads first (its home bucket), so that a
+    /// caller who knows the key early overlaps that miss with other work. A hint: no effect on
+    /// the outcome.
+    void prefetch_bucket(const StoreKey& key) const noexcept;
     /// Starts fetching the lines a reader of the object in `block` (a payload of `size` bytes)
     /// waits on after its lookup: the block's word, its header, the key after the payload and
     /// the payload's first kPrefetchPayloadBytes. A hint (a PlacementHint's fields, untrusted):

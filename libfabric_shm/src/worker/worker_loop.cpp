@@ -389,6 +389,7 @@ struct WorkerLoop::Impl {
     std::vector<KeyPiece> result_key_pieces;  ///< their text views cfg.result_key
     void init_result_uri();
     detail::StoredMeta result_head;  ///< the stored result as head_meta last found it
+    detail::StoreKey input_key;      ///< hand_out's: the input's key, made before its pin
     /// result_put_options(input, version, epoch) with the ttl and the partition's fence, made
     /// once (open) and updated in place by result_put (its metadata entries stay).
     PutOptions result_options;
@@ -1507,9 +1508,15 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
     // The notification's text is the URI as to_string() would write it: parse() only splits it.
     data.input_text.assign(m.value_str());
     const std::string& input = data.input_text;
-    // The result's key, made once: the lookups below and the result put use it. A key the
-    // store refuses fails those lookups with its reason, as head_into() would.
+    // Both keys made now, and both table lines asked for: the result's lookup below and the
+    // input's pin after it then wait on misses that were already under way together (the
+    // input's line was written by the producer's core). The result's key serves its lookups
+    // and its put; a key the store refuses fails those calls with its reason, as head_into()
+    // and pin() would.
+    const Status input_key_ok = detail::StoreAccess::prepare(*store, *uri, input_key);
+    if (input_key_ok) detail::StoreAccess::prefetch(*store, input_key);
     const Status result_key_ok = detail::StoreAccess::prepare(*store, *result_uri, data.result_store_key);
+    if (result_key_ok) detail::StoreAccess::prefetch(*store, data.result_store_key);
     auto look_up_result = [&]() -> Result<bool> {
         if (!result_key_ok) return result_key_ok.error();
         return detail::StoreAccess::head_meta(*store, *result_uri, data.result_store_key, result_head);
@@ -1550,7 +1557,8 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
                                         " times without an ack (the worker crashed or was presumed dead)"));
         return false;
     }
-    auto pinned = store->pin(*uri);
+    auto pinned = input_key_ok ? detail::StoreAccess::pin(*store, *uri, input_key)
+                               : Result<std::optional<PinnedView>>(input_key_ok.error());
     if (!pinned) {
         if (is_fatal(pinned.code())) return std::move(pinned).error();
         FABRIC_TRY(fail_slot(part, s, m, {"get " + input + ": " + pinned.error().message,
