@@ -293,9 +293,11 @@ def main():
             one_way += ")"
         if r["scenario"] == "store_pipeline":
             work = (r.get("producer_work_ns", 0), r.get("consumer_work_ns", 0))
-            one_way = " (pipeline job in the store's shape, bare: index word, block, key, result object"
+            one_way = " (pipeline job in the store's shape: index word, block, key, result object"
             if any(work):
                 one_way += f"; plus the library's step costs as private work, producer {work[0]} ns, worker {work[1]} ns"
+            else:
+                one_way += "; bare"
             if r.get("client_cpu_ns_per_msg") and r.get("throughput"):
                 one_way += f", {r['client_cpu_ns_per_msg'] * r['throughput'] / 1e9:.1f} CPUs"
             one_way += ")"
@@ -323,7 +325,8 @@ def main():
           "payload and key in the block; the notification carries key and block; the 4-byte result stored as an "
           "object of the worker's own) with no checks, leases, owners or repair (bench/floor/floor_store_pipeline.cpp); "
           "the row with work adds, on each side, the library's one-process cost of its steps (this run's cost "
-          "rows, less the 1 KiB CRC the floor does itself) as work that shares no cache line: the rate the "
+          "rows, less the 1 KiB CRC the floor does itself; the producer's copy stays counted twice) as work that "
+          "shares no cache line: the rate the "
           "library would reach if its own work shared nothing between the cores. "
           "Floor claim_stream: notify's closed loop over a bare ring with the topic's slots and the steps of its "
           "send and poll (claim CAS, tail CAS, envelope, publish CAS; the consumer's seqlock read); with "

@@ -6,7 +6,8 @@
 // outlives its notification; the worker's result is an object too) is here; every check,
 // lease, owner, generation and crash-repair step is not. Per object:
 //  - producer (parent): key k = i mod 8,192 (the bench's key ring at 1 KiB). Takes the next
-//    free block (a FIFO: a block is reused ~8,250 puts after it was retired), writes its
+//    free block (a FIFO: a block is reused 64 puts after it was retired, 8,256 after its own
+//    put), writes its
 //    header line {size, CRC, key length}, the payload (a 16-byte stamp over the bench's
 //    pattern, CRC-32 by ISA-L as the library's checksum, then copied) and the key's line after
 //    the payload (as the store's trailer); swaps the block into the key's index word
@@ -18,9 +19,10 @@
 //    the payload against the header's CRC and checks the stamp, then puts its 4-byte result:
 //    a block of its own heap with a header, the value and the key, swapped into the result
 //    key's index word (its own lines). Frees the ring slot (release).
-//  --block-words: each block also has an 8-byte state word, eight to a line as in the store,
-//    CASed by the producer when it publishes and retires the block and by the consumer when it
-//    pins and unpins it: the store's pin protocol's lines, without its records.
+//  --block-words: each block also has an 8-byte state word, eight to a line as in the store:
+//    the producer CASes it from free to published when it takes the block and back to free when
+//    it retires it (after the last unpin); the consumer adds and removes a pin on it
+//    (fetch_add / fetch_sub). The store's pin protocol's lines, without its records.
 //  --producer-work NS / --consumer-work NS (0 to 1,000,000): each side also spins NS ns (clock
 //    reads) per object, touching no shared line: work of the library's kind (checks, hashing,
 //    bookkeeping) without the lines it shares, to tell the two costs apart.
@@ -28,9 +30,10 @@
 // is retired 8,192 puts after its own, so its reader is done before the retire; the CRC, key
 // and stamp checks would report it otherwise.
 // Closed loop over a fixed count (--count, default 2,000,000) after a drained warm-up of
-// count / 10; throughput = count / (drained warm-up -> the producer sees the last slot freed).
+// max(count / 10, 16,384); throughput = count / (drained warm-up -> the producer sees the last slot freed).
 // A mismatch stops both processes and exits non-zero (--corrupt N flips one payload byte of
-// object N after its CRC: a self-test of that check).
+// object N after its CRC: a self-test of that check). A wait longer than 60 s (a partner that
+// died or stopped) ends the run with an error.
 // Usage: floor_store_pipeline [--count N] [--no-hint] [--block-words] [--producer-work NS]
 //        [--consumer-work NS] [--corrupt N] [--cpu-a N --cpu-b N]   (--seconds / --warmup are accepted and ignored)
 #include "common.h"
@@ -89,7 +92,7 @@ struct Shared {
     ResultBlock results[kKeys + kSpareBlocks];   ///< the consumer's results
 };
 
-struct Stamp {
+struct Stamp {  ///< the pipeline bench's stamp; no schedule here (sched_ns 0)
     uint64_t sched_ns, index;
 };
 
@@ -107,8 +110,12 @@ int key_text(char* out, uint64_t key) {
     return int(std::to_chars(out + 4, out + 24, key).ptr - out);
 }
 
+/// Spins until ready() (Backoff, as every floor program); false if the partner failed or the
+/// wait itself took longer than kTimeoutNs. The clock is read only once a wait has begun.
 template <class Ready>
-bool wait_for(Ready ready, const Shared* s, uint64_t deadline) noexcept {
+bool wait_for(Ready ready, const Shared* s) noexcept {
+    if (ready()) return true;
+    const uint64_t deadline = now_ns() + kTimeoutNs;
     Backoff b;
     for (uint32_t n = 1; !ready(); ++n) {
         if ((n & 1023) == 0 && (s->failed.load(std::memory_order_relaxed) != 0 || now_ns() > deadline)) return false;
@@ -150,7 +157,8 @@ int main(int argc, char** argv) {
     int n = 1;
     for (int i = 1; i < argc; ++i) {
         const std::string_view a = argv[i];
-        if ((a == "--count" || a == "--corrupt" || a == "--producer-work" || a == "--consumer-work") && i + 1 < argc) {
+        if (a == "--count" || a == "--corrupt" || a == "--producer-work" || a == "--consumer-work") {
+            if (i + 1 >= argc) { std::fprintf(stderr, "floor_store_pipeline: %s needs a value\n", argv[i]); return 2; }
             (a == "--count" ? count : a == "--corrupt" ? corrupt : a == "--producer-work" ? producer_work : consumer_work) =
                 parse_u64(argv[i], argv[i + 1]);
             ++i;
@@ -176,6 +184,19 @@ int main(int argc, char** argv) {
     const uint64_t warmup = count / 10 > 2 * kKeys ? count / 10 : 2 * kKeys;
     const uint64_t total = warmup + count;
 
+    // Every key, input and result, has an index word of its own (the hash spreads the 16,384
+    // keys over 65,536 words without a collision: checked, since nothing else would notice).
+    {
+        std::vector<bool> taken(kIndexWords);
+        for (uint64_t k = 0; k < kKeys; ++k)
+            for (const bool result : {false, true}) {
+                if (taken[index_of(k, result)]) {
+                    std::fprintf(stderr, "floor_store_pipeline: index words collide at key %llu\n", (unsigned long long)k);
+                    return 2;
+                }
+                taken[index_of(k, result)] = true;
+            }
+    }
     auto* sh = new (shared_page(sizeof(Shared))) Shared;  // zeroed by shared_page
     for (uint64_t k = 0; k < kRingSlots; ++k) sh->ring[k].seq.store(k, std::memory_order_relaxed);
     auto* ctl = new (shared_page()) Ctl{};
@@ -187,11 +208,10 @@ int main(int argc, char** argv) {
         for (uint32_t b = 0; b < kKeys + kSpareBlocks; ++b) free.push(b);
         char expect_key[24];
         ctl_set_ready(ctl);
-        const uint64_t deadline = now_ns() + kTimeoutNs;
         uint64_t cpu0 = cpu_ns_self();
         for (uint64_t i = 0; i < total; ++i) {
             RingSlot& slot = sh->ring[i % kRingSlots];
-            if (!wait_for([&] { return slot.seq.load(std::memory_order_acquire) == i + 1; }, sh, deadline)) {
+            if (!wait_for([&] { return slot.seq.load(std::memory_order_acquire) == i + 1; }, sh)) {
                 if (sh->failed.load() == 0)
                     std::fprintf(stderr, "floor_store_pipeline: consumer timed out at object %llu\n", (unsigned long long)i);
                 sh->failed.store(1);
@@ -243,7 +263,6 @@ int main(int argc, char** argv) {
 
     pin(o.cpu_a);
     ctl_wait_ready(ctl);
-    const uint64_t deadline = now_ns() + kTimeoutNs;
     std::vector<uint32_t> free_ring(kHeapBlocks);
     FreeFifo free{free_ring.data(), free_ring.size()};
     for (uint32_t b = 0; b < kHeapBlocks; ++b) free.push(b);
@@ -254,7 +273,7 @@ int main(int argc, char** argv) {
     bool ok = true;
     auto freed = [&](uint64_t i) {  // notification i consumed (and so every earlier one)
         RingSlot& s = sh->ring[i % kRingSlots];
-        return wait_for([&] { return s.seq.load(std::memory_order_acquire) == i + kRingSlots; }, sh, deadline);
+        return wait_for([&] { return s.seq.load(std::memory_order_acquire) == i + kRingSlots; }, sh);
     };
     for (uint64_t i = 0; i < total && ok; ++i) {
         if (i == warmup) {
@@ -267,10 +286,12 @@ int main(int argc, char** argv) {
         // The put: a fresh block, filled, then swapped into the key's index word.
         const uint32_t b = free.pop();
         Block& blk = sh->heap[b];
-        if (block_words) {
-            uint64_t w = 0;  // free and unpinned: the retire below waited for the last unpin
-            while (!sh->words[b].compare_exchange_weak(w, kWordPublished, std::memory_order_acq_rel))
-                w = 0;
+        if (block_words) {  // free and unpinned: its retire waited for the last unpin
+            ok = wait_for([&] {
+                uint64_t w = 0;
+                return sh->words[b].compare_exchange_strong(w, kWordPublished, std::memory_order_acq_rel);
+            }, sh);
+            if (!ok) break;
         }
         const Stamp st{0, i};
         std::memcpy(obj, &st, sizeof st);
@@ -282,19 +303,17 @@ int main(int argc, char** argv) {
         blk.key_len = uint32_t(key_text(blk.key, key));
         const uint64_t old = sh->index[index_of(key, false)].exchange(b + 1, std::memory_order_acq_rel);  // partner: consumer's acquire
         if (old != 0) {
-            if (block_words) {  // retire: wait out a pin (none is left: see the file's comment), then free
-                uint64_t w = kWordPublished;
-                while (!sh->words[old - 1].compare_exchange_weak(w, 0, std::memory_order_acq_rel)) {
-                    if (!wait_for([&] { return sh->words[old - 1].load(std::memory_order_acquire) == kWordPublished; },
-                                  sh, deadline)) { ok = false; break; }
-                    w = kWordPublished;
-                }
-            }
+            if (block_words)  // retire: wait out a pin (none is left: see the file's comment), then free
+                ok = wait_for([&] {
+                    uint64_t w = kWordPublished;
+                    return sh->words[old - 1].compare_exchange_strong(w, 0, std::memory_order_acq_rel);
+                }, sh);
+            if (!ok) break;
             free.push(uint32_t(old - 1));
         }
         // The notification: {key, block} in the next ring slot.
         RingSlot& s = sh->ring[i % kRingSlots];
-        if (!(ok = ok && wait_for([&] { return s.seq.load(std::memory_order_acquire) == i; }, sh, deadline))) break;
+        if (!(ok = ok && wait_for([&] { return s.seq.load(std::memory_order_acquire) == i; }, sh))) break;
         s.key = key;
         s.block = b;
         s.seq.store(i + 1, std::memory_order_release);  // partner: consumer's acquire

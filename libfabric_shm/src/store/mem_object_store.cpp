@@ -419,8 +419,9 @@ Error read_only(const StoreShared& s, const char* what) {
 [[gnu::always_inline]] inline Result<uint64_t> put_keyed(StoreShared& s, const detail::StoreKey& key, ByteView data,
                                                          const PutOptions& options, OwnerToken me,
                                                          PlacementHint* placed = nullptr) {
-    // The key's bucket is read only at the publish, after the allocation and the copy: its
-    // fetch (usually a miss: the table is larger than a core's cache) overlaps them instead.
+    // The key's bucket and stripe lines are read only at the publish, after the allocation
+    // and the copy: their fetch (the bucket's usually a miss: the table is larger than a
+    // core's cache) overlaps those instead.
     s.core->prefetch_for_publish(key);
     auto meta_len = check_options(options);
     if (!meta_len) return std::move(meta_len).error();
@@ -454,6 +455,41 @@ template <typename CopyOut>
         return true;
     }
     return make_error(Errc::busy, "head " + uri.to_string() + ": overwritten 10000 times while reading");
+}
+
+/// pin() under a key made already, by `me` (not 0). Inlined into both callers: the public
+/// pin pays no extra call for the split.
+[[gnu::always_inline]] inline Result<std::optional<PinnedView>> pin_keyed(const std::shared_ptr<StoreShared>& shared,
+                                                                          const FabricUriView& uri,
+                                                                          const detail::StoreKey& key, OwnerToken me) {
+    StoreShared& s = *shared;
+    StoreCore& core = *s.core;
+    FABRIC_TRY(s.check_leases());
+    s.count(CounterId::store_gets, 1);
+    for (int attempt = 0; attempt < 10000; ++attempt) {
+        auto f = core.lookup(key);
+        if (!f) return std::move(f).error();
+        if (!f->has_value() || ((*f)->snap.h.expires_mono_ns && (*f)->snap.h.expires_mono_ns <= mono_now_ns())) {
+            s.count(CounterId::store_misses, 1);
+            return std::optional<PinnedView>{};
+        }
+        auto rec = core.pin(**f, me);
+        if (!rec) return std::move(rec).error();
+        if (!rec->has_value()) continue;  // changed before the pin took: look again
+        PinnedView view;
+        view.impl_ = std::make_unique<PinnedView::Impl>();
+        view.impl_->s = shared;
+        view.impl_->record = **rec;
+        view.impl_->block = (*f)->block;
+        view.impl_->owner = me;
+        // Pinned: the block can no longer be freed, so its header and bytes are stable.
+        core.info_into((*f)->snap, view.impl_->info);
+        view.impl_->bytes = std::span<const uint8_t>(
+            reinterpret_cast<const uint8_t*>((*f)->snap.loc.data + kPayloadOffset), (*f)->snap.h.size);
+        s.count(CounterId::store_get_bytes, (*f)->snap.h.size);
+        return std::optional<PinnedView>(std::move(view));
+    }
+    return make_error(Errc::busy, "pin " + uri.to_string() + ": overwritten 10000 times while pinning");
 }
 
 [[gnu::always_inline]] inline Status prepare_key(const StoreShared& s, const FabricUriView& uri, detail::StoreKey& key) {
@@ -854,45 +890,6 @@ Result<uint64_t> MemObjectStore::commit(ObjectLoan&& loan, const FabricUri& uri,
 }
 
 Result<std::optional<PinnedView>> MemObjectStore::pin(const FabricUri& uri) { return pin(uri.view()); }
-
-namespace {
-
-/// pin() under a key made already, by `me` (not 0). Inlined into both callers: the public
-/// pin pays no extra call for the split.
-[[gnu::always_inline]] inline Result<std::optional<PinnedView>> pin_keyed(const std::shared_ptr<StoreShared>& shared,
-                                                                          const FabricUriView& uri,
-                                                                          const detail::StoreKey& key, OwnerToken me) {
-    StoreShared& s = *shared;
-    StoreCore& core = *s.core;
-    FABRIC_TRY(s.check_leases());
-    s.count(CounterId::store_gets, 1);
-    for (int attempt = 0; attempt < 10000; ++attempt) {
-        auto f = core.lookup(key);
-        if (!f) return std::move(f).error();
-        if (!f->has_value() || ((*f)->snap.h.expires_mono_ns && (*f)->snap.h.expires_mono_ns <= mono_now_ns())) {
-            s.count(CounterId::store_misses, 1);
-            return std::optional<PinnedView>{};
-        }
-        auto rec = core.pin(**f, me);
-        if (!rec) return std::move(rec).error();
-        if (!rec->has_value()) continue;  // changed before the pin took: look again
-        PinnedView view;
-        view.impl_ = std::make_unique<PinnedView::Impl>();
-        view.impl_->s = shared;
-        view.impl_->record = **rec;
-        view.impl_->block = (*f)->block;
-        view.impl_->owner = me;
-        // Pinned: the block can no longer be freed, so its header and bytes are stable.
-        core.info_into((*f)->snap, view.impl_->info);
-        view.impl_->bytes = std::span<const uint8_t>(
-            reinterpret_cast<const uint8_t*>((*f)->snap.loc.data + kPayloadOffset), (*f)->snap.h.size);
-        s.count(CounterId::store_get_bytes, (*f)->snap.h.size);
-        return std::optional<PinnedView>(std::move(view));
-    }
-    return make_error(Errc::busy, "pin " + uri.to_string() + ": overwritten 10000 times while pinning");
-}
-
-}  // namespace
 
 Result<std::optional<PinnedView>> MemObjectStore::pin(const FabricUriView& uri) {
     StoreShared& s = *impl_->s;

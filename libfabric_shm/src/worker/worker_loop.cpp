@@ -389,7 +389,6 @@ struct WorkerLoop::Impl {
     std::vector<KeyPiece> result_key_pieces;  ///< their text views cfg.result_key
     void init_result_uri();
     detail::StoredMeta result_head;  ///< the stored result as head_meta last found it
-    detail::StoreKey input_key;      ///< hand_out's: the input's key, made before its pin
     /// result_put_options(input, version, epoch) with the ttl and the partition's fence, made
     /// once (open) and updated in place by result_put (its metadata entries stay).
     PutOptions result_options;
@@ -1508,11 +1507,13 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
     // The notification's text is the URI as to_string() would write it: parse() only splits it.
     data.input_text.assign(m.value_str());
     const std::string& input = data.input_text;
-    // Both keys made now, and both table lines asked for: the result's lookup below and the
-    // input's pin after it then wait on misses that were already under way together (the
-    // input's line was written by the producer's core). The result's key serves its lookups
-    // and its put; a key the store refuses fails those calls with its reason, as head_into()
-    // and pin() would.
+    // Both keys made now, and both table lines asked for: the input's pin and the result's
+    // lookups below (before the pin when the notification carries a version, after it
+    // otherwise) then wait on misses already under way together (the input's line was written
+    // by the producer's core). The result's key serves its lookups and its put; a key the
+    // store refuses fails those calls with its reason, as head_into() and pin() would (the
+    // pool is writable: joining the group refused a read-only handle).
+    detail::StoreKey input_key;
     const Status input_key_ok = detail::StoreAccess::prepare(*store, *uri, input_key);
     if (input_key_ok) detail::StoreAccess::prefetch(*store, input_key);
     const Status result_key_ok = detail::StoreAccess::prepare(*store, *result_uri, data.result_store_key);
