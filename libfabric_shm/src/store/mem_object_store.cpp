@@ -400,7 +400,7 @@ Result<uint64_t> put_checked(StoreShared& s, const detail::StoreKey& key, ByteVi
     const uint32_t crc = detail::copy_crc32(loc.data + kPayloadOffset, data.data(), data.size());
     write_header(loc.data, data.size(), crc, key, options, meta_len);
     FABRIC_CRASH_POINT("store.put.after_fill");
-    auto v = core.publish({&key, *block, &options}, me);
+    auto v = core.publish({&key, *block, &options, &loc}, me);
     if (!v)
         core.free_loan(*block, me);
     else if (placed)

@@ -1403,7 +1403,9 @@ std::optional<Error> StoreCore::condition_refusal(const PutOptions& opt, const S
 bool StoreCore::mark_committing(const PublishArgs& a, OwnerToken me, const std::optional<Found>& f, uint64_t version,
                                 uint64_t& committing, Result<uint64_t>& out) const {
     BlockLoc loc;
-    if (!locate(a.block, loc)) {
+    if (a.loc) {
+        loc = *a.loc;
+    } else if (!locate(a.block, loc)) {
         out = make_error(Errc::corrupt, "store: loaned block " + std::to_string(a.block) + " vanished");
         return false;
     }
@@ -1417,15 +1419,16 @@ bool StoreCore::mark_committing(const PublishArgs& a, OwnerToken me, const std::
                                             " was taken over (were we presumed dead?)");
         return false;
     }
-    auto* H = reinterpret_cast<ObjectHeader*>(loc.data);
-    ObjectHeader head;
-    seqlock_copy_out(&head, H, sizeof head);  // the fields write_header() filled
-    head.version = version;
-    head.fence_token = opt.fence_token;
-    head.created_wall_ns = wall_coarse_ns();
-    head.expires_mono_ns = opt.ttl > Duration::zero() ? mono_now_ns() + to_ns(opt.ttl) : 0;
-    head.replaces = f ? (block_seq(f->word) << 32) | (uint64_t(f->block) + 1) : 0;
-    seqlock_copy_in(H, &head, sizeof head);
+    // The fields only the publish knows, version through replaces (contiguous: asserted in
+    // store_layout.h); write_header() filled the rest and they stay as they are.
+    const uint64_t decided[kHeaderDecidedWords] = {
+        version,
+        opt.fence_token,
+        wall_coarse_ns(),
+        opt.ttl > Duration::zero() ? mono_now_ns() + to_ns(opt.ttl) : 0,
+        f ? (block_seq(f->word) << 32) | (uint64_t(f->block) + 1) : 0,
+    };
+    seqlock_copy_in(loc.data + offsetof(ObjectHeader, version), decided, sizeof decided);
     committing = next_block(w, kBlockCommitting, me);
     // CAS from our exact loan, never a plain store over a word someone else may have
     // moved. Release: header and payload happen-before any reader that acquires this word.

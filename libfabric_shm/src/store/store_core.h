@@ -148,6 +148,9 @@ public:
         const StoreKey* key = nullptr;
         uint32_t block = 0;
         const PutOptions* options = nullptr;
+        /// Where `block` lies, when the caller located its loan already (not located again:
+        /// a loan's superblock stays assigned while its owner lives); null: located here.
+        const BlockLoc* loc = nullptr;
     };
     Result<uint64_t> publish(const PublishArgs& args, OwnerToken me);
     /// Starts fetching, for writing, the lines a publish of this key touches first (its home

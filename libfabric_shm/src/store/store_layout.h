@@ -223,6 +223,14 @@ struct ObjectHeader {
 };
 static_assert(sizeof(ObjectHeader) == 64, "payload starts at offset 64 of a block");
 static_assert(offsetof(ObjectHeader, key_len) == 56, "repair reads the key of a dead writer's block through these lengths");
+/// The header's fields a publish decides (version, fence_token, created_wall_ns,
+/// expires_mono_ns, replaces), written as one run of words after write_header() filled the rest.
+constexpr size_t kHeaderDecidedWords = 5;
+static_assert(offsetof(ObjectHeader, fence_token) == offsetof(ObjectHeader, version) + 8 &&
+                  offsetof(ObjectHeader, created_wall_ns) == offsetof(ObjectHeader, version) + 16 &&
+                  offsetof(ObjectHeader, expires_mono_ns) == offsetof(ObjectHeader, version) + 24 &&
+                  offsetof(ObjectHeader, replaces) == offsetof(ObjectHeader, version) + 8 * (kHeaderDecidedWords - 1),
+              "mark_committing writes the fields a publish decides as one run of words");
 static_assert(std::is_standard_layout_v<ObjectHeader> && std::is_trivially_copyable_v<ObjectHeader>,
               "the header is copied out of the heap with a seqlock copy (bytes, not members)");
 
