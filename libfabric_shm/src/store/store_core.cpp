@@ -267,6 +267,8 @@ Result<StoreCore> StoreCore::bind(const Pool& pool, std::byte* root, uint64_t ro
     c.sb_bytes_ = sb;
     c.sb_count_ = h->sb_count;
     c.words_per_sb_ = h->words_per_sb;
+    c.words_per_sb_shift_ = uint32_t(std::countr_zero(h->words_per_sb));
+    for (uint32_t k = 0; k < c.class_count_; ++k) c.class_blocks_[k] = sb / c.class_sizes_[k];
     c.max_object_ = h->max_object_bytes;
     c.pin_slots_ = h->pin_slots;
     return c;
@@ -276,7 +278,7 @@ Result<StoreCore> StoreCore::bind(const Pool& pool, std::byte* root, uint64_t ro
 
 bool StoreCore::locate(uint32_t block, BlockLoc& loc) const noexcept {
     if (block >= block_count()) return false;
-    const uint64_t sb = block / words_per_sb_, i = block % words_per_sb_;
+    const uint64_t sb = sb_of(block), i = index_in_sb(block);
     // Acquire: pairs with the release CAS that assigned the superblock (assign_sb/alloc_run).
     const uint64_t d = desc_[sb].load(std::memory_order_acquire);
     // DRAINING keeps the layout: a drain attempt enters it from SMALL with the same class and
@@ -344,11 +346,11 @@ Result<uint32_t> StoreCore::alloc(uint64_t bytes, OwnerToken me, uint64_t* word_
     if (bytes > class_sizes_[0]) {
         const uint32_t group = uint32_t(std::bit_width(bytes - 1)) - 8;  // 128 << group < bytes <= 256 << group
         const uint64_t step = uint64_t(32) << group;
-        cls = std::min<uint32_t>(4 * group + uint32_t((bytes + step - 1) / step) - 4, class_count_);
+        cls = std::min<uint32_t>(4 * group + uint32_t((bytes + step - 1) >> (group + 5)) - 4, class_count_);
         while (cls > 0 && class_sizes_[cls - 1] >= bytes) --cls;
     }
     while (cls < class_count_ && class_sizes_[cls] < bytes) ++cls;
-    const uint64_t nb = sb_bytes_ / class_sizes_[cls];
+    const uint64_t nb = class_blocks_[cls];
     // Fast path: the class's current superblock.
     uint32_t sb = hdr_->class_cursor[cls].load(std::memory_order_relaxed);  // relaxed: a hint
     if (sb < sb_count_ && claim_in_sb(sb, cls, me, &block, &w)) {
@@ -407,10 +409,10 @@ bool StoreCore::claim_in_sb(uint32_t sb, uint32_t cls, OwnerToken me, uint32_t* 
     // Acquire: pairs with assign_sb's release CAS to SMALL (block words initialised before).
     const uint64_t d = desc_[sb].load(std::memory_order_acquire);
     if (sb_state(d) != kSbSmall || sb_class(d) != cls) return false;
-    const uint64_t nb = sb_bytes_ / class_sizes_[cls];
-    const uint64_t start = used_[2 * sb + 1].load(std::memory_order_relaxed) % nb;  // relaxed: a hint
-    for (uint64_t k = 0; k < nb; ++k) {
-        const uint64_t i = (start + k) % nb;
+    const uint64_t nb = class_blocks_[cls];
+    const uint64_t hint = used_[2 * sb + 1].load(std::memory_order_relaxed);  // relaxed: a hint
+    uint64_t i = hint < nb ? hint : 0;
+    for (uint64_t k = 0; k < nb; ++k, i = i + 1 == nb ? 0 : i + 1) {
         const uint32_t b = uint32_t(sb * words_per_sb_ + i);
         uint64_t x = words_[b].load(std::memory_order_relaxed);
         if (block_state(x) != kBlockFree) continue;
@@ -446,7 +448,7 @@ bool StoreCore::claim_in_sb(uint32_t sb, uint32_t cls, OwnerToken me, uint32_t* 
 }
 
 bool StoreCore::assign_sb(uint32_t cls, OwnerToken me, uint32_t* sb_out) {
-    const uint64_t nb = sb_bytes_ / class_sizes_[cls];
+    const uint64_t nb = class_blocks_[cls];
     for (uint32_t s = 0; s < sb_count_; ++s) {  // small blocks from the bottom, runs from the top
         uint64_t d = desc_[s].load(std::memory_order_relaxed);
         if (sb_state(d) != kSbUnassigned) continue;
@@ -554,9 +556,9 @@ void StoreCore::free_loan(uint32_t block, OwnerToken me) noexcept {
 }
 
 void StoreCore::after_free(uint32_t block) noexcept {
-    const uint32_t sb = uint32_t(block / words_per_sb_);
+    const uint32_t sb = uint32_t(sb_of(block));
     const uint64_t d = desc_[sb].load(std::memory_order_acquire);
-    if (sb_state(d) == kSbRunHead && block % words_per_sb_ == 0) {
+    if (sb_state(d) == kSbRunHead && index_in_sb(block) == 0) {
         release_run(sb);
         return;
     }
@@ -601,7 +603,7 @@ bool StoreCore::keep_as_spare(uint32_t sb, uint32_t cls) noexcept {
     if (cur != 0 && cur - 1 < sb_count_ && cur - 1 != hdr_->class_cursor[cls].load(std::memory_order_relaxed)) {
         const uint64_t d = desc_[cur - 1].load(std::memory_order_relaxed);
         if (sb_state(d) == kSbSmall && sb_class(d) == cls &&
-            used_[2 * (cur - 1)].load(std::memory_order_relaxed) < sb_bytes_ / class_sizes_[cls])
+            used_[2 * (cur - 1)].load(std::memory_order_relaxed) < class_blocks_[cls])
             return false;
     }
     return spare.compare_exchange_strong(cur, sb + 1, std::memory_order_relaxed);
@@ -645,7 +647,7 @@ bool StoreCore::try_drain(uint32_t sb, OwnerToken me) noexcept {
     const uint64_t draining = next_sb(d, kSbDraining, cls, me);
     if (!desc_[sb].compare_exchange_strong(d, draining, std::memory_order_acq_rel, std::memory_order_relaxed))
         return false;
-    const uint64_t nb = sb_bytes_ / class_sizes_[cls];
+    const uint64_t nb = class_blocks_[cls];
     bool ok = true;
     for (uint64_t i = 0; i < nb && ok; ++i) {
         std::atomic<uint64_t>& wd = words_[sb * words_per_sb_ + i];
@@ -669,7 +671,7 @@ bool StoreCore::try_drain(uint32_t sb, OwnerToken me) noexcept {
 void StoreCore::rollback_drain(uint32_t sb, uint64_t draining) noexcept {
     const uint32_t cls = sb_class(draining);
     if (sb >= sb_count_ || cls >= class_count_ || class_sizes_[cls] == 0) return;
-    const uint64_t nb = sb_bytes_ / class_sizes_[cls];
+    const uint64_t nb = class_blocks_[cls];
     for (uint64_t i = 0; i < nb; ++i) {
         std::atomic<uint64_t>& wd = words_[sb * words_per_sb_ + i];
         uint64_t x = wd.load(std::memory_order_relaxed);
@@ -739,7 +741,7 @@ void StoreCore::enable_batched_frees() {
 void StoreCore::free_retired_later(uint32_t block, uint64_t retired) noexcept {
     // A large object's run is freed at once: holding back a batch of them could hold most of
     // the heap, and its one scan is small next to its bytes.
-    if (!retired_ || sb_state(desc_[block / words_per_sb_].load(std::memory_order_relaxed)) == kSbRunHead) {
+    if (!retired_ || sb_state(desc_[sb_of(block)].load(std::memory_order_relaxed)) == kSbRunHead) {
         maybe_free_retired(block);
         return;
     }
@@ -1730,7 +1732,7 @@ void StoreCore::repair_dead_blocks(RepairPass& pass) {
         const uint64_t d = desc_[s].load(std::memory_order_acquire);
         uint64_t nb = 0;
         if (sb_state(d) == kSbSmall && sb_class(d) < class_count_)
-            nb = sb_bytes_ / class_sizes_[sb_class(d)];
+            nb = class_blocks_[sb_class(d)];
         else if (sb_state(d) == kSbRunHead)
             nb = 1;
         for (uint64_t i = 0; i < nb; ++i) {
@@ -1830,7 +1832,7 @@ void StoreCore::drain_empty_superblocks(OwnerToken me) {
     for (uint32_t s = 0; s < sb_count_; ++s) {
         const uint64_t d = desc_[s].load(std::memory_order_acquire);
         if (sb_state(d) != kSbSmall || sb_class(d) >= class_count_) continue;
-        const uint64_t nb = sb_bytes_ / class_sizes_[sb_class(d)];
+        const uint64_t nb = class_blocks_[sb_class(d)];
         bool empty = true;
         for (uint64_t i = 0; i < nb && empty; ++i)
             empty = block_state(words_[s * words_per_sb_ + i].load(std::memory_order_relaxed)) == kBlockFree;
@@ -1903,7 +1905,7 @@ void StoreCore::check(std::vector<std::string>& violations, std::vector<std::str
             }
         }
         uint64_t nb = 0;
-        if (st == kSbSmall && sb_class(d) < class_count_) nb = sb_bytes_ / class_sizes_[sb_class(d)];
+        if (st == kSbSmall && sb_class(d) < class_count_) nb = class_blocks_[sb_class(d)];
         if (st == kSbRunHead) nb = 1;
         for (uint64_t i = 0; i < nb; ++i) {
             const uint64_t w = words_[s * words_per_sb_ + i].load(std::memory_order_relaxed);

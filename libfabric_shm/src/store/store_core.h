@@ -360,6 +360,12 @@ private:
     static_assert(std::atomic<uint64_t>::is_always_lock_free, "batch entries are exchanged from any thread");
     std::shared_ptr<RetiredBatch> retired_;
     uint64_t class_sizes_[store_layout::kMaxClasses] = {};
+    /// sb_bytes_ / class_sizes_[c] for each class (0 past class_count_), and log2 of
+    /// words_per_sb_ (a power of two: attach checks sb_bytes): the hot paths divide by neither.
+    uint64_t class_blocks_[store_layout::kMaxClasses] = {};
+    uint32_t words_per_sb_shift_ = 0;
+    uint64_t sb_of(uint64_t block) const noexcept { return block >> words_per_sb_shift_; }
+    uint64_t index_in_sb(uint64_t block) const noexcept { return block & (words_per_sb_ - 1); }
 };
 
 /// A store's root and heap regions, held open (neither is reclaimed while held) and bound.
