@@ -934,6 +934,29 @@ TEST_CASE("send_batch with one partition full still sends the messages for the o
     CHECK(st[0].partition != st[1].partition);
 }
 
+TEST_CASE("unkeyed sends take the partitions in turn, and a batch's chunks go on from where the sends left off") {
+    TestPool tp("rr-turn");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("rr", config(3, 64)).ok());
+    auto p = Producer::open(tp.pool, "rr");
+    REQUIRE(p.ok());
+    for (uint32_t i = 0; i < 7; ++i) {
+        auto r = p->send(bytes("u"));
+        REQUIRE(r.ok());
+        CHECK(r->partition == i % 3);
+    }
+    // The next turn is partition 1; 3 unkeyed messages over 3 partitions are one chunk each.
+    std::vector<OutgoingMessage> unkeyed(3, OutgoingMessage{bytes("u"), {}, {}});
+    std::vector<BatchStatus> st(unkeyed.size());
+    REQUIRE(send_batch_sent(*p, unkeyed, st) == 3);
+    CHECK(st[0].partition == 1);
+    CHECK(st[1].partition == 2);
+    CHECK(st[2].partition == 0);
+    auto r = p->send(bytes("u"));
+    REQUIRE(r.ok());
+    CHECK(r->partition == 1);
+}
+
 TEST_CASE("send_batch deals unkeyed messages away from a partition that failed in the batch") {
     TestPool tp("runs-deal");
     TopicManager mgr(tp.pool);

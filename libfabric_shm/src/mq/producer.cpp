@@ -77,6 +77,12 @@ struct Producer::Impl {
     ProducerOptions options;
     OwnerToken me = 0;
     uint32_t rr = 0;
+    /// The next partition in turn of `n` (rr % n, counted without a division per send).
+    uint32_t next_in_turn(uint32_t n) noexcept {
+        const uint32_t p = rr < n ? rr : 0;
+        rr = p + 1 < n ? p + 1 : 0;
+        return p;
+    }
     OnFullCode on_full = kOnFullBlock;  ///< the topic's (immutable; read by every claim)
     /// What a send reads of one partition, in one record per partition (one per partition of
     /// the topic: sends.size() is the partition count): its geometry (a copy of t->parts[p];
@@ -533,7 +539,7 @@ size_t Producer::Impl::send_run(uint32_t p, std::span<const OutgoingMessage> mes
 }
 
 Result<SendResult> Producer::send(ByteView value, std::span<const MessageHeader> headers) {
-    const uint32_t p = impl_->rr++ % uint32_t(impl_->sends.size());
+    const uint32_t p = impl_->next_in_turn(uint32_t(impl_->sends.size()));
     return send_to(p, OutgoingMessage{value, {}, headers});
 }
 
@@ -581,8 +587,8 @@ Status Producer::send_batch(std::span<const OutgoingMessage> messages, std::span
     auto run_partition = [&](const OutgoingMessage& m) {
         if (!m.key.empty()) return uint32_t(key_hash(m.key) % parts);
         if (dealt++ % chunk == 0) {
-            dealing = im.rr++ % parts;
-            for (uint32_t k = 0; k < parts && (failed >> dealing & 1); ++k) dealing = im.rr++ % parts;
+            dealing = im.next_in_turn(parts);
+            for (uint32_t k = 0; k < parts && (failed >> dealing & 1); ++k) dealing = im.next_in_turn(parts);
         }
         return dealing;
     };
