@@ -78,6 +78,30 @@ struct Backoff {
     }
 };
 
+/// Spins until ready() (Backoff); false when `failed` is set (the partner stopped) or this one
+/// wait lasts longer than timeout_ns (a partner that died or stopped without saying so): a
+/// lost partner ends the run, not the machine. The clock is read only once a wait has begun,
+/// and with the flag every 1024 polls.
+template <class Ready>
+bool spin_until(Ready ready, const std::atomic<uint32_t>& failed, uint64_t timeout_ns) noexcept {
+    if (ready()) return true;
+    const uint64_t deadline = now_ns() + timeout_ns;
+    Backoff b;
+    for (uint32_t n = 1; !ready(); ++n) {
+        if ((n & 1023) == 0 && (failed.load(std::memory_order_relaxed) != 0 || now_ns() > deadline)) return false;
+        b.pause();
+    }
+    return true;
+}
+
+/// Option `opt`'s value as a whole decimal number; anything else ends the program (status 2).
+inline uint64_t parse_u64_option(const char* opt, const char* v) {
+    char* end = nullptr;
+    const unsigned long long x = std::strtoull(v, &end, 10);
+    if (end == v || *end != '\0') { std::fprintf(stderr, "%s: not a number: %s\n", opt, v); std::exit(2); }
+    return x;
+}
+
 /// Shared (not _PRIVATE) futex wait: returns when *addr != expected, on a wake, or after timeout.
 inline void futex_wait(std::atomic<uint32_t>* addr, uint32_t expected, uint64_t timeout_ns = 0) noexcept {
     timespec ts{time_t(timeout_ns / 1000000000ull), long(timeout_ns % 1000000000ull)};

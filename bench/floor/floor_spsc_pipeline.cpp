@@ -38,7 +38,7 @@ constexpr size_t kPayload = 1024;
 constexpr size_t kDefaultSlots = 512;
 constexpr size_t kMaxSlots = 65536;
 constexpr size_t kResults = 1024; // power of two
-constexpr uint64_t kTimeoutNs = 60ull * 1000000000ull;  // a lost partner ends the run, not the machine
+constexpr uint64_t kTimeoutNs = 60ull * 1000000000ull;  // per wait: a lost partner ends the run, not the machine
 
 struct alignas(64) Slot {
     std::atomic<uint64_t> seq;  ///< == n: free for object n; == n + 1: object n written (release)
@@ -59,25 +59,10 @@ struct Stamp {
 };
 static_assert(sizeof(Stamp) == 16);
 
-/// Spin until ready() (Backoff: PAUSE, then sched_yield, as every floor program); false if
-/// the partner failed or kTimeoutNs passed. The flag and the clock are checked every 1024 polls.
+/// Spins until ready() (common.h); false if the partner failed or this wait outlasted kTimeoutNs.
 template <class Ready>
-bool wait_for(Ready ready, const Ring* r, uint64_t deadline) noexcept {
-    Backoff b;
-    for (uint32_t n = 1; !ready(); ++n) {
-        if ((n & 1023) == 0 &&
-            (r->failed.load(std::memory_order_relaxed) != 0 || now_ns() > deadline))
-            return false;
-        b.pause();
-    }
-    return true;
-}
-
-uint64_t parse_u64(const char* opt, const char* v) {
-    char* end = nullptr;
-    const unsigned long long x = std::strtoull(v, &end, 10);
-    if (end == v || *end != '\0') { std::fprintf(stderr, "%s: not a number: %s\n", opt, v); std::exit(2); }
-    return x;
+bool wait_for(Ready ready, const Ring* r) noexcept {
+    return spin_until(ready, r->failed, kTimeoutNs);
 }
 
 }  // namespace
@@ -91,7 +76,7 @@ int main(int argc, char** argv) {
     for (int i = 1; i < argc; ++i) {
         const std::string_view a = argv[i];
         if ((a == "--count" || a == "--corrupt" || a == "--slots") && i + 1 < argc) {
-            (a == "--count" ? count : a == "--slots" ? slots : corrupt) = parse_u64(argv[i], argv[i + 1]);
+            (a == "--count" ? count : a == "--slots" ? slots : corrupt) = parse_u64_option(argv[i], argv[i + 1]);
             ++i;
         } else {
             argv[n++] = argv[i];
@@ -123,11 +108,10 @@ int main(int argc, char** argv) {
     const pid_t child = fork_child([&]() -> int {
         pin(o.cpu_b);
         ctl_set_ready(ctl);
-        const uint64_t deadline = now_ns() + kTimeoutNs;
         uint64_t cpu0 = cpu_ns_self();
         for (uint64_t i = 0; i < total; ++i) {
             Slot& s = ring_slots[i & mask];
-            if (!wait_for([&] { return s.seq.load(std::memory_order_acquire) == i + 1; }, ring, deadline)) {  // partner: producer's release
+            if (!wait_for([&] { return s.seq.load(std::memory_order_acquire) == i + 1; }, ring)) {  // partner: producer's release
                 if (ring->failed.load() == 0) std::fprintf(stderr, "floor_spsc_pipeline: consumer timed out at object %llu\n", (unsigned long long)i);
                 ring->failed.store(1);
                 return 3;
@@ -152,7 +136,6 @@ int main(int argc, char** argv) {
 
     pin(o.cpu_a);
     ctl_wait_ready(ctl);
-    const uint64_t deadline = now_ns() + kTimeoutNs;
     alignas(64) unsigned char obj[kPayload];
     for (size_t b = 0; b < kPayload; ++b) obj[b] = static_cast<unsigned char>(b * 131 + 7);
     uint64_t t0 = 0, cpu0 = 0, t_end = 0;
@@ -160,7 +143,7 @@ int main(int argc, char** argv) {
     bool ok = true;
     auto freed = [&](uint64_t i) {  // object i's slot freed by the consumer (and so every earlier one)
         Slot& s = ring_slots[i & mask];
-        return wait_for([&] { return s.seq.load(std::memory_order_acquire) == i + slots; }, ring, deadline);
+        return wait_for([&] { return s.seq.load(std::memory_order_acquire) == i + slots; }, ring);
     };
     for (uint64_t i = 0; i < total && ok; ++i) {
         if (i == warmup) {  // the measurement starts from a drained ring
@@ -169,7 +152,7 @@ int main(int argc, char** argv) {
             cpu0 = cpu_ns_self();
         }
         Slot& s = ring_slots[i & mask];
-        if (!(ok = wait_for([&] { return s.seq.load(std::memory_order_acquire) == i; }, ring, deadline))) break;  // partner: consumer's release
+        if (!(ok = wait_for([&] { return s.seq.load(std::memory_order_acquire) == i; }, ring))) break;  // partner: consumer's release
         const Stamp st{0, i};
         std::memcpy(obj, &st, sizeof st);
         last_crc = crc32_gzip_refl(0, obj, kPayload);

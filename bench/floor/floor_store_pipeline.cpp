@@ -110,34 +110,27 @@ int key_text(char* out, uint64_t key) {
     return int(std::to_chars(out + 4, out + 24, key).ptr - out);
 }
 
-/// Spins until ready() (Backoff, as every floor program); false if the partner failed or the
-/// wait itself took longer than kTimeoutNs. The clock is read only once a wait has begun.
+/// Spins until ready() (common.h); false if the partner failed or this wait outlasted kTimeoutNs.
 template <class Ready>
 bool wait_for(Ready ready, const Shared* s) noexcept {
-    if (ready()) return true;
-    const uint64_t deadline = now_ns() + kTimeoutNs;
-    Backoff b;
-    for (uint32_t n = 1; !ready(); ++n) {
-        if ((n & 1023) == 0 && (s->failed.load(std::memory_order_relaxed) != 0 || now_ns() > deadline)) return false;
-        b.pause();
-    }
-    return true;
+    return spin_until(ready, s->failed, kTimeoutNs);
 }
 
-/// A free-block FIFO private to one side.
+/// A free-block FIFO private to one side (wrapped by comparison: no division per object, as in
+/// the library's allocator).
 struct FreeFifo {
     uint32_t* ring;
     uint64_t cap, head = 0, tail = 0;
-    uint32_t pop() { return ring[head++ % cap]; }
-    void push(uint32_t b) { ring[tail++ % cap] = b; }
+    uint32_t pop() {
+        const uint32_t b = ring[head];
+        head = head + 1 == cap ? 0 : head + 1;
+        return b;
+    }
+    void push(uint32_t b) {
+        ring[tail] = b;
+        tail = tail + 1 == cap ? 0 : tail + 1;
+    }
 };
-
-uint64_t parse_u64(const char* opt, const char* v) {
-    char* end = nullptr;
-    const unsigned long long x = std::strtoull(v, &end, 10);
-    if (end == v || *end != '\0') { std::fprintf(stderr, "%s: not a number: %s\n", opt, v); std::exit(2); }
-    return x;
-}
 
 constexpr uint64_t kWordPublished = 1ull << 32;  // --block-words: state in the high half, pins low
 constexpr uint64_t kMaxWorkNs = 1000000;
@@ -160,7 +153,7 @@ int main(int argc, char** argv) {
         if (a == "--count" || a == "--corrupt" || a == "--producer-work" || a == "--consumer-work") {
             if (i + 1 >= argc) { std::fprintf(stderr, "floor_store_pipeline: %s needs a value\n", argv[i]); return 2; }
             (a == "--count" ? count : a == "--corrupt" ? corrupt : a == "--producer-work" ? producer_work : consumer_work) =
-                parse_u64(argv[i], argv[i + 1]);
+                parse_u64_option(argv[i], argv[i + 1]);
             ++i;
         } else if (a == "--no-hint") {
             hint = false;
