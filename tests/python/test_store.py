@@ -129,6 +129,40 @@ def test_pin_limit_is_a_clear_error_and_frees_with_release(pool):
         fs.set_pin_limit(0)
 
 
+def test_get_bytes_returns_every_size_whole_and_needs_no_pin_of_the_limit(pool):
+    store = pool.store()
+    # Below, at and past the one-pass copy's minimum, with tails that are no whole line.
+    for n in (0, 1, 1023, 1024, 65536 + 7, 1 << 20):
+        data = bytes((i * 131 + n) & 0xFF for i in range(n))
+        store.put(uri(pool, f"n{n}"), data)
+        assert store.get_bytes(uri(pool, f"n{n}")) == data
+    assert store.get_bytes(uri(pool, "absent")) is None
+    # A copy holds no view: it works while every view the limit allows is held.
+    old = fs.pin_limit()
+    fs.set_pin_limit(fs.pins_held() + 1)
+    try:
+        with store.get(uri(pool, "n1")):
+            with pytest.raises(fs.CapacityExceeded):
+                store.get(uri(pool, "n1"))
+            assert store.get_bytes(uri(pool, "n1024")) == bytes((i * 131 + 1024) & 0xFF for i in range(1024))
+    finally:
+        fs.set_pin_limit(old)
+    assert store.stats()["pins_active"] == 0
+
+
+def test_get_bytes_of_a_large_object_with_a_flipped_byte_raises_corrupt(pool):
+    store = pool.store()
+    data = bytes((i * 7 + (i >> 8)) & 0xFF for i in range(200000))
+    store.put(uri(pool, "big"), data)
+    with open(fs.Pool.segment_path(pool.name), "r+b") as seg:  # a stray writer, outside the store
+        at = seg.read().find(data[:4096])
+        assert at >= 0
+        seg.seek(at + 150000)
+        seg.write(bytes([data[150000] ^ 0x40]))
+    with pytest.raises(fs.Corrupt, match="CRC mismatch"):
+        store.get_bytes(uri(pool, "big"))
+
+
 def test_conditions_if_absent_if_version_and_fence(pool):
     store = pool.store()
     v1 = store.put(uri(pool, "k"), b"a", if_absent=True)

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <cstring>
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <map>
@@ -605,6 +606,43 @@ TEST_CASE("store: a flipped payload byte in the pool reads as corrupt, never as 
     CHECK(g.code() == Errc::corrupt);
     CHECK(g.error().message.find("CRC mismatch") != std::string::npos);
     CHECK(counter_total(*f.pool, CounterId::store_corrupt) == 2);
+}
+
+TEST_CASE("store: a pinned object copies into the caller's buffer with its CRC checked, at every size") {
+    Fixture f("copyto");
+    // Below, at and past the one-pass kernel's minimum, with a tail that is no whole line.
+    for (const size_t n : {size_t(0), size_t(1), size_t(1023), size_t(1024), size_t(65536 + 7), size_t(300000)}) {
+        CAPTURE(n);
+        const std::vector<uint8_t> bytes = pattern(n, uint8_t(n));
+        REQUIRE(f.store->put(f.at("b", "k"), bytes));
+        auto pin = f.store->pin(f.at("b", "k"));
+        REQUIRE((pin && pin->has_value()));
+        std::vector<uint8_t> out(n, 0xEE);
+        REQUIRE((*pin)->copy_to(out));
+        CHECK(out == bytes);
+        // A buffer of another size is refused by name, and nothing is written into it.
+        std::vector<uint8_t> longer(n + 1, 0xEE);
+        auto wrong = (*pin)->copy_to(longer);
+        CHECK(wrong.code() == Errc::invalid_argument);
+        CHECK(wrong.error().message.find(std::to_string(n + 1) + " bytes for an object of " + std::to_string(n)) !=
+              std::string::npos);
+        CHECK(std::all_of(longer.begin(), longer.end(), [](uint8_t b) { return b == 0xEE; }));
+    }
+    CHECK(PinnedView().copy_to({}).code() == Errc::invalid_argument);
+}
+
+TEST_CASE("store: a flipped byte in a pinned object fails its copy as corrupt") {
+    Fixture f("copyto-crc");
+    REQUIRE(f.store->put(f.at("b", "k"), pattern(4096, 3)));
+    auto pin = f.store->pin(f.at("b", "k"));
+    REQUIRE((pin && pin->has_value()));
+    auto* p = const_cast<uint8_t*>((*pin)->bytes().data());
+    p[4000] ^= 0x01;  // forge the corruption directly in shared memory
+    std::vector<uint8_t> out(4096);
+    auto copied = (*pin)->copy_to(out);
+    CHECK(copied.code() == Errc::corrupt);
+    CHECK(copied.error().message.find("CRC mismatch") != std::string::npos);
+    CHECK(counter_total(*f.pool, CounterId::store_corrupt) == 1);
 }
 
 TEST_CASE("store: every call asks for its regions' leases and the pool's state as they are now") {

@@ -76,6 +76,12 @@ public:
     std::span<const uint8_t> bytes() const;
     const ObjectInfo& info() const;
     Status verify() const;  ///< Errc::corrupt on CRC mismatch
+    /// Copies the bytes into `out` and checks them against the stored CRC in the same pass
+    /// (where the CPU allows, one read of each line: a copied get into a buffer of the
+    /// caller's, e.g. an uninitialised one, with no allocation and no zero-fill).
+    /// Errc::invalid_argument unless out.size() == bytes().size() (nothing copied);
+    /// Errc::corrupt on a CRC mismatch (`out` then holds the bytes that did not match).
+    Status copy_to(std::span<uint8_t> out) const;
     bool valid() const;
     struct Impl;
     std::unique_ptr<Impl> impl_;

@@ -161,16 +161,30 @@ const ObjectInfo& PinnedView::info() const {
     static const ObjectInfo empty;
     return impl_ ? impl_->info : empty;
 }
+namespace {
+/// verify()'s and copy_to()'s judgement of the CRC `computed` over a pinned object's bytes.
+Status check_pinned_crc(const PinnedView::Impl& v, uint32_t computed) {
+    if (computed == v.info.crc32) return {};
+    v.s->count(CounterId::store_corrupt, 1);
+    return make_error(Errc::corrupt, "pinned object version " + std::to_string(v.info.version) +
+                                         ": CRC mismatch (stored " + std::to_string(v.info.crc32) + ", computed " +
+                                         std::to_string(computed) + ")");
+}
+}  // namespace
+
 Status PinnedView::verify() const {
     if (!impl_) return make_error(Errc::invalid_argument, "verify of an empty PinnedView");
-    const uint32_t c = crc32(impl_->bytes.data(), impl_->bytes.size());
-    if (c != impl_->info.crc32) {
-        impl_->s->count(CounterId::store_corrupt, 1);
-        return make_error(Errc::corrupt, "pinned object version " + std::to_string(impl_->info.version) +
-                                             ": CRC mismatch (stored " + std::to_string(impl_->info.crc32) +
-                                             ", computed " + std::to_string(c) + ")");
-    }
-    return {};
+    return check_pinned_crc(*impl_, crc32(impl_->bytes.data(), impl_->bytes.size()));
+}
+
+Status PinnedView::copy_to(std::span<uint8_t> out) const {
+    if (!impl_) return make_error(Errc::invalid_argument, "copy_to of an empty PinnedView");
+    if (out.size() != impl_->bytes.size())
+        return make_error(Errc::invalid_argument, "copy_to: a buffer of " + std::to_string(out.size()) +
+                                                      " bytes for an object of " +
+                                                      std::to_string(impl_->bytes.size()) + " bytes");
+    // The pin keeps the block from reuse: one copy, no check of the block word after it.
+    return check_pinned_crc(*impl_, detail::copy_crc32(out.data(), impl_->bytes.data(), out.size()));
 }
 bool PinnedView::valid() const { return impl_ != nullptr; }
 
