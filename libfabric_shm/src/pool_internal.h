@@ -37,6 +37,15 @@ void init_lease(layout::LeaseHeader& l, uint64_t id, uint64_t now, uint64_t ttl,
 /// re-created pool that took the name meanwhile).
 void unlink_if_same(const Pool::Impl& impl);
 
+/// How much of the pool a reap pass looks at. `full`: everything (Pool::reap, the reaper).
+/// `on_open`: the same, but the region hooks that walk a whole region (RegionKindOps::scans)
+/// only when a registration ended since a pass ran them all (PoolHeader::registrations_ended
+/// and scanned_through), so that opening a pool costs no walk of every topic slot and stored
+/// object while nothing died.
+enum class ReapScope : uint8_t { full, on_open };
+/// Pool::reap's pass (reaper.cpp).
+ReapReport reap_pass(Pool& pool, MonoTime now, bool dry_run, bool allow_pool_removal, ReapScope scope);
+
 /// What one reap (or one remove_region) is doing, for try_reclaim.
 struct ReclaimContext {
     Pool* pool;

@@ -314,7 +314,8 @@ Result<Pool> Pool::open(std::string_view name_view, const OpenOptions& options) 
         pool.impl_->self = token.value();
         if (options.reap_on_open) {
             const uint64_t now = mono_now_ns();
-            ReapReport report = pool.reap(MonoClock::from_ns(now), false, options.create_if_missing);
+            ReapReport report =
+                detail::reap_pass(pool, MonoClock::from_ns(now), false, options.create_if_missing, detail::ReapScope::on_open);
             if (report.pool_removed) continue;  // wholly expired: re-create it fresh
         }
         const uint64_t now = mono_now_ns();

@@ -19,18 +19,21 @@ using detail::ReclaimContext;
 using detail::try_reclaim;
 using detail::unlink_if_same;
 
-ReapReport Pool::reap(MonoTime now_time, bool dry_run, bool allow_pool_removal) {
+namespace detail {
+
+ReapReport reap_pass(Pool& pool, MonoTime now_time, bool dry_run, bool allow_pool_removal, ReapScope scope) {
     const uint64_t now = to_ns(now_time);
-    if (closed()) {
+    Pool::Impl* const impl = &PoolAccess::impl(pool);
+    if (pool.closed()) {
         ReapReport closed_report;
-        closed_report.notes.push_back(detail::closed_error(*this).message);
+        closed_report.notes.push_back(closed_error(pool).message);
         return closed_report;
     }
     ReapReport report;
-    if (impl_->read_only || !impl_->self) dry_run = true;
-    PoolHeader& h = *impl_->header();
+    if (impl->read_only || !impl->self) dry_run = true;
+    PoolHeader& h = *impl->header();
     if (lifecycle_state(h.lifecycle.load(std::memory_order_acquire)) == kPoolGone) return report;
-    ProcessRegistry reg = registry();
+    ProcessRegistry reg = pool.registry();
     if (dry_run) {
         for (const ProcessInfo& p : reg.list(now_time))
             if (p.liveness == Liveness::certainly_dead &&
@@ -56,15 +59,22 @@ ReapReport Pool::reap(MonoTime now_time, bool dry_run, bool allow_pool_removal) 
         for (auto& k : kills) report.notes.push_back(std::move(k));
     }
 
-    ReclaimContext ctx{this, impl_.get(), now, dry_run, &report};
-    RegionEntry* entries = impl_->entries();
+    // Whether the region hooks that walk a whole region run (RegionKindOps::scans): always in
+    // a full pass; in an open's only when a registration ended (counted by whoever ended it,
+    // the dead above included) since a pass that ran them all read the count. Read after the
+    // dead were retired, before the hooks (seq_cst: pairs with the enders' fetch_add, so the
+    // hooks see every counted registration ended).
+    const uint64_t ended = h.registrations_ended.load(std::memory_order_seq_cst);
+    const bool scan = scope == ReapScope::full || ended != h.scanned_through.load(std::memory_order_seq_cst);
+    ReclaimContext ctx{&pool, impl, now, dry_run, &report};
+    RegionEntry* entries = impl->entries();
     for (uint32_t i = 0; i < kDirectoryEntries; ++i) {
         RegionEntry& e = entries[i];
         uint64_t w = e.word.load(std::memory_order_acquire);
         const uint64_t st = entry_word_state(w);
         if (st == kEntryFree) continue;
         const std::string name = std::string(region_kind_name(e.kind.load(std::memory_order_relaxed))) + " '" +
-                                 detail::load_fixed_string(e.name, kRegionNameBytes / 8) + "'";
+                                 load_fixed_string(e.name, kRegionNameBytes / 8) + "'";
         if (st == kEntryCreating || st == kEntryReclaiming) {
             std::string reason;
             // By pid only (see create_region): a paused creator or reclaimer writes on resuming.
@@ -105,44 +115,59 @@ ReapReport Pool::reap(MonoTime now_time, bool dry_run, bool allow_pool_removal) 
             try_reclaim(ctx, i, w, why);
             continue;
         }
-        if (const RegionKindOps* ops = region_kind_ops(e.kind.load(std::memory_order_relaxed)); ops && ops->reap) {
+        if (const RegionKindOps* ops = region_kind_ops(e.kind.load(std::memory_order_relaxed));
+            ops && ops->reap && (scan || !ops->scans)) {
             RegionInfo info;
             info.ref = RegionRef{i, entry_word_gen(w)};
             info.kind = e.kind.load(std::memory_order_relaxed);
-            info.name = detail::load_fixed_string(e.name, kRegionNameBytes / 8);
+            info.name = load_fixed_string(e.name, kRegionNameBytes / 8);
             info.offset = e.offset.load(std::memory_order_relaxed);
             info.length = e.length.load(std::memory_order_relaxed);
-            if (impl_->in_bounds(info.offset, info.length)) report.kind_items += ops->reap(*this, info, now, dry_run, report.notes);
+            if (impl->in_bounds(info.offset, info.length)) report.kind_items += ops->reap(pool, info, now, dry_run, report.notes);
+        }
+    }
+    if (scan && !dry_run) {
+        // Every scanning hook ran over every region that was live: what registrations counted
+        // up to `ended` left is released. Raised, never lowered (a slower pass read less).
+        uint64_t through = h.scanned_through.load(std::memory_order_seq_cst);
+        while (through < ended &&
+               !h.scanned_through.compare_exchange_weak(through, ended, std::memory_order_seq_cst)) {
         }
     }
 
-    if (allow_pool_removal && wholly_expired(now_time)) {
+    if (allow_pool_removal && pool.wholly_expired(now_time)) {
         if (dry_run) {
-            report.notes.push_back("would remove pool '" + impl_->name + "' (every lease expired)");
+            report.notes.push_back("would remove pool '" + impl->name + "' (every lease expired)");
             report.pool_removed = true;
             return report;
         }
         uint64_t lw = h.lifecycle.load(std::memory_order_acquire);
         if (lifecycle_state(lw) == kPoolLive &&
-            h.lifecycle.compare_exchange_strong(lw, make_lifecycle(kPoolReclaiming, impl_->self),
+            h.lifecycle.compare_exchange_strong(lw, make_lifecycle(kPoolReclaiming, impl->self),
                                                 std::memory_order_acq_rel)) {
             FABRIC_CRASH_POINT("pool.reap.reclaiming");
-            unlink_if_same(*impl_);
-            h.lifecycle.store(make_lifecycle(kPoolGone, impl_->self), std::memory_order_release);
+            unlink_if_same(*impl);
+            h.lifecycle.store(make_lifecycle(kPoolGone, impl->self), std::memory_order_release);
             report.pool_removed = true;
-            report.notes.push_back("removed pool '" + impl_->name + "' (every lease expired)");
+            report.notes.push_back("removed pool '" + impl->name + "' (every lease expired)");
         } else if (lifecycle_state(lw) == kPoolReclaiming &&
                    reg.process_liveness(lifecycle_owner(lw), now_time) == Liveness::certainly_dead &&
-                   h.lifecycle.compare_exchange_strong(lw, make_lifecycle(kPoolReclaiming, impl_->self),
+                   h.lifecycle.compare_exchange_strong(lw, make_lifecycle(kPoolReclaiming, impl->self),
                                                        std::memory_order_acq_rel)) {
             // The previous remover died between marking and unlinking: finish for it.
-            unlink_if_same(*impl_);
-            h.lifecycle.store(make_lifecycle(kPoolGone, impl_->self), std::memory_order_release);
+            unlink_if_same(*impl);
+            h.lifecycle.store(make_lifecycle(kPoolGone, impl->self), std::memory_order_release);
             report.pool_removed = true;
-            report.notes.push_back("finished removing pool '" + impl_->name + "' (previous remover died)");
+            report.notes.push_back("finished removing pool '" + impl->name + "' (previous remover died)");
         }
     }
     return report;
+}
+
+}  // namespace detail
+
+ReapReport Pool::reap(MonoTime now, bool dry_run, bool allow_pool_removal) {
+    return detail::reap_pass(*this, now, dry_run, allow_pool_removal, detail::ReapScope::full);
 }
 
 }  // namespace fabric_shm

@@ -23,6 +23,11 @@ struct RegionKindOps {
     /// Append invariant violations ("violation: ...") and in-progress states ("in progress: ...").
     std::function<void(const Pool&, const RegionInfo&, std::vector<std::string>& violations,
                        std::vector<std::string>& in_progress)> check;
+    /// The reap hook walks its whole region (every slot, block or object: its cost grows with
+    /// the region). An open's reap runs it only when a registration ended since the last pass
+    /// that ran every such hook (PoolHeader::registrations_ended, scanned_through); a full
+    /// reap (Pool::reap, fabric-shm-reaper) always runs it.
+    bool scans = false;
 };
 void register_region_kind_ops(RegionKind kind, RegionKindOps ops);
 /// nullptr when no module registered the kind.

@@ -278,10 +278,15 @@ bool take_and_retire(PoolHeader& header, ProcessSlot& slot, uint64_t w, Retirer 
     // see; release publishes the takeover to a competing finisher.
     if (!slot.word.compare_exchange_strong(w, retiring, std::memory_order_acq_rel, std::memory_order_relaxed))
         return false;
-    if (who == Retirer::owner)
+    if (who == Retirer::owner) {
         FABRIC_CRASH_POINT("registry.unregister.retiring");
-    else
+    } else {
+        // After the CAS: a reap pass that reads the count from here on sees the occupant dead
+        // (seq_cst, the pass's load). A reaper killed before this add left the slot RETIRING
+        // under a dead retirer; whoever finishes it takes this path again and counts it.
+        header.registrations_ended.fetch_add(1, std::memory_order_seq_cst);
         FABRIC_CRASH_POINT("registry.reap.retiring");
+    }
     retire_slot(header, slot, retiring, notes);
     return true;
 }
@@ -313,9 +318,15 @@ bool reap_slot(PoolHeader& header, ProcessSlot& slot, uint64_t now_ns, std::vect
         // Dead by its heartbeat only: the pid still runs (stopped or hung). End the
         // registration (its token is dead from now on) but keep the slot until the pid exits.
         uint64_t expect = w;
-        return slot.word.compare_exchange_strong(
-            expect, make_slot_word(kSlotFenced, slot_word_gen(w), slot_word_pid(w), slot_word_creator_ns(w)),
-            std::memory_order_acq_rel, std::memory_order_relaxed);
+        if (!slot.word.compare_exchange_strong(
+                expect, make_slot_word(kSlotFenced, slot_word_gen(w), slot_word_pid(w), slot_word_creator_ns(w)),
+                std::memory_order_acq_rel, std::memory_order_relaxed))
+            return false;
+        // As in take_and_retire. Killed before this add, the fence goes uncounted until a
+        // reaper retires the slot once the pid exits (counted then); until then only a full
+        // reap looks for what the fenced registration left.
+        header.registrations_ended.fetch_add(1, std::memory_order_seq_cst);
+        return true;
     }
     return take_and_retire(header, slot, w, Retirer::reaper, notes);
 }

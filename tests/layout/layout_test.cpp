@@ -110,6 +110,8 @@ const std::vector<Struct>& shared_structs() {
         FIELD(fabric_shm::layout::PoolHeader, repaired_entries),
         FIELD(fabric_shm::layout::PoolHeader, fence_floor),
         FIELD(fabric_shm::layout::PoolHeader, killed_child_groups),
+        FIELD(fabric_shm::layout::PoolHeader, registrations_ended),
+        FIELD(fabric_shm::layout::PoolHeader, scanned_through),
         FIELD(fabric_shm::layout::PoolHeader, reserved_mutable),
         FIELD(fabric_shm::layout::PoolHeader, lease),
         FIELD(fabric_shm::layout::PoolHeader, retired_counters),

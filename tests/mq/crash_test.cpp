@@ -24,6 +24,7 @@
 #include "mq/topic_internal.h"
 #include "mq/topic_layout.h"
 #include "mq_test_util.h"
+#include "pool_impl.h"
 #include "region_kinds.h"
 
 using namespace fabric_shm;
@@ -168,6 +169,89 @@ TEST_CASE("crash: the reaper turns a dead producer's claim into a skip record") 
     REQUIRE(test::wait_child(kid) == 128 + SIGKILL);
     ReapReport rep = tp.pool.reap(MonoClock::now());
     CHECK(rep.kind_items >= 1);
+    auto d = mgr.describe("t");
+    CHECK(d->partitions[0].skipped_claims == 1);
+    CHECK(d->partitions[0].claims_in_progress == 0);
+}
+
+namespace {
+/// A child that opens pool `name`, claims a slot of topic "t" and is SIGKILLed before it
+/// publishes: a dead producer's claim (its registration not ended yet).
+void leave_a_dead_claim(const std::string& name) {
+    pid_t kid = test::fork_child([&]() -> int {
+        Pool pool = open_child_pool(name);
+        auto prod = Producer::open(pool, "t");
+        setenv("FABRIC_SHM_CRASH_POINT", "mq.send.before_publish", 1);
+        detail::crash_point_rearm();
+        (void)prod->send("never published");
+        return 0;
+    });
+    REQUIRE(test::wait_child(kid) == 128 + SIGKILL);
+}
+}  // namespace
+
+TEST_CASE("crash: opening the pool after a producer died mid-send turns its claim into a skip record") {
+    TestPool tp("openclaim");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 8)).ok());
+    const std::string name = tp.cleanup.name();
+    leave_a_dead_claim(name);
+    REQUIRE(mgr.describe("t")->partitions[0].claims_in_progress == 1);
+    // Any process's open reaps: it ends the dead registration, and since one ended, it walks
+    // the partitions too.
+    auto opened = Pool::open(name);
+    REQUIRE(opened);
+    auto d = mgr.describe("t");
+    CHECK(d->partitions[0].skipped_claims == 1);
+    CHECK(d->partitions[0].claims_in_progress == 0);
+    const layout::PoolHeader& h = detail::pool_header(tp.pool);
+    CHECK(h.registrations_ended.load() >= 1);
+    CHECK(h.scanned_through.load() == h.registrations_ended.load());
+}
+
+TEST_CASE("crash: an open walks no region while no registration ended since a pass walked them all") {
+    TestPool tp("openskip");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 8)).ok());
+    const std::string name = tp.cleanup.name();
+    leave_a_dead_claim(name);
+    // The dead producer's registration ended and counted, as a reaper does first; then the
+    // header forged to say a pass walked every region since (a claim left behind that a walk
+    // would have released: what an open that walks would change).
+    auto& h = detail::pool_header(tp.pool);
+    for (const ProcessInfo& p : tp.pool.registry().list(MonoClock::now()))
+        if (p.liveness == Liveness::certainly_dead) CHECK(tp.pool.registry().reap_registration(p.token, MonoClock::now()));
+    REQUIRE(h.registrations_ended.load() >= 1);
+    h.scanned_through.store(h.registrations_ended.load());
+    auto opened = Pool::open(name);
+    REQUIRE(opened);
+    CHECK(mgr.describe("t")->partitions[0].claims_in_progress == 1);  // not walked: nothing ended since
+    // A full reap (Pool::reap, fabric-shm-reaper) always walks.
+    ReapReport rep = tp.pool.reap(MonoClock::now());
+    CHECK(rep.kind_items >= 1);
+    auto d = mgr.describe("t");
+    CHECK(d->partitions[0].skipped_claims == 1);
+    CHECK(d->partitions[0].claims_in_progress == 0);
+}
+
+TEST_CASE("crash: an opener killed while ending a dead registration leaves it for the next open, which walks") {
+    TestPool tp("openkilled");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 8)).ok());
+    const std::string name = tp.cleanup.name();
+    leave_a_dead_claim(name);
+    // A second process opens the pool and is killed inside its reap, just after taking the dead
+    // producer's slot (RETIRING under it) and counting it, before its pass walked anything.
+    pid_t opener = test::fork_child([&]() -> int {
+        setenv("FABRIC_SHM_CRASH_POINT", "registry.reap.retiring", 1);
+        detail::crash_point_rearm();
+        auto p = Pool::open(name);
+        return p ? 0 : 91;
+    });
+    REQUIRE(test::wait_child(opener) == 128 + SIGKILL);
+    CHECK(mgr.describe("t")->partitions[0].claims_in_progress == 1);
+    auto opened = Pool::open(name);  // finishes the retirement, ends the opener's, walks
+    REQUIRE(opened);
     auto d = mgr.describe("t");
     CHECK(d->partitions[0].skipped_claims == 1);
     CHECK(d->partitions[0].claims_in_progress == 0);

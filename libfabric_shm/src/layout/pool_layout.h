@@ -23,8 +23,8 @@
 namespace fabric_shm::layout {
 
 constexpr uint64_t kPoolMagic = 0x4853434952424146ULL;  ///< "FABRICSH" in little-endian bytes
-constexpr uint16_t kLayoutMajor = 7;  ///< differs: refuse (VersionMismatch); 2: fence eras (PoolHeader::fence_floor, GroupSlot::era); 3: topic waiter bits and table (mq/topic_layout.h); 4: registry word namespace bit, store slot generations and fenced stripe locks; 5: child process groups per registration (ProcessSlot::child_groups, killed by the retirer), GroupSlot result-bucket record; 6: per-offset attempt window per group partition (GroupPartition::attempt_window); 7: counter shards split into a single-writer half and a shared half (kCounterSharedCells)
-constexpr uint16_t kLayoutMinor = 4;  ///< higher minor: compatible additions (1: metrics region kind, layout/metrics_layout.h; 2: bridge region kind; 3: counter worker_handler_restarts; 4: StoreHeader::class_spare)
+constexpr uint16_t kLayoutMajor = 8;  ///< differs: refuse (VersionMismatch); 2: fence eras (PoolHeader::fence_floor, GroupSlot::era); 3: topic waiter bits and table (mq/topic_layout.h); 4: registry word namespace bit, store slot generations and fenced stripe locks; 5: child process groups per registration (ProcessSlot::child_groups, killed by the retirer), GroupSlot result-bucket record; 6: per-offset attempt window per group partition (GroupPartition::attempt_window); 7: counter shards split into a single-writer half and a shared half (kCounterSharedCells); 8: PoolHeader::registrations_ended and scanned_through (an open's reap scans regions only after a registration ended; a build without them would end registrations unseen)
+constexpr uint16_t kLayoutMinor = 0;  ///< higher minor: compatible additions (none yet in 8; 7.1-7.4 added the metrics and bridge region kinds, counter worker_handler_restarts and StoreHeader::class_spare, all part of 8.0)
 constexpr uint64_t kPageSize = 4096;
 constexpr uint64_t kCacheLine = 64;
 
@@ -216,7 +216,18 @@ struct alignas(kPageSize) PoolHeader {
     /// results, across `group rm` and a topic re-create. docs/groups.md, "Fence tokens".
     std::atomic<uint64_t> fence_floor;
     std::atomic<uint64_t> killed_child_groups;  ///< retirers and evicters, fetch_add: child process groups of dead registrations killed
-    uint64_t reserved_mutable[8];
+    /// Registrations that others ended: a reaper's CAS that retired a dead occupant's slot (or
+    /// took over a dead retirer's) or fenced a timed-out one, each followed by one fetch_add
+    /// (seq_cst). From that CAS on the occupant's token judges dead and whatever it left inside
+    /// regions (loans, pins, slot claims) is the reaper's to release. An owner ending its own
+    /// registration at exit does not count: its handles, and so its claims, are gone by then.
+    std::atomic<uint64_t> registrations_ended;
+    /// The registrations_ended value a reap pass read, after retiring the dead, before running
+    /// every region hook that scans a whole region (RegionKindOps::scans) to the end; raised to
+    /// it then (CAS, never lowered). An open's reap skips those scans while the two are equal:
+    /// no registration ended since a complete pass looked, so nothing dead is left to release.
+    std::atomic<uint64_t> scanned_through;
+    uint64_t reserved_mutable[6];
     LeaseHeader lease;                 ///< the pool's own lease
     std::atomic<uint64_t> retired_counters[kCounterCells]; ///< counter shards of reaped processes, folded in
 };
@@ -226,6 +237,8 @@ static_assert(offsetof(PoolHeader, lifecycle) == 344, "removers, reapers and re-
 static_assert(offsetof(PoolHeader, fence_floor) == 344 + 6 * 8,
               "fence_floor is read and CAS-raised by every group registrant and epoch drawer");
 static_assert(offsetof(PoolHeader, killed_child_groups) == 344 + 7 * 8, "the dump tool of any build reads this counter");
+static_assert(offsetof(PoolHeader, registrations_ended) == 344 + 8 * 8 && offsetof(PoolHeader, scanned_through) == 344 + 9 * 8,
+              "every reaper and every opener reads these two words to decide whether an open's reap scans regions");
 
 // Every atomic type placed in the segment must be lock-free in every process: libatomic's
 // fallback lock for wider types is per-process and silently breaks across processes.

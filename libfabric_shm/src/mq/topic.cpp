@@ -1095,7 +1095,8 @@ void check_topic_region(const Pool& pool, const RegionInfo& info, std::vector<st
 }  // namespace
 
 namespace {
-const detail::RegionKindRegistration partition_kind(RegionKind::partition, RegionKindOps{reap_partition, check_partition});
+const detail::RegionKindRegistration partition_kind(RegionKind::partition,
+                                                    RegionKindOps{reap_partition, check_partition, /*scans=*/true});
 const detail::RegionKindRegistration topic_kind(RegionKind::topic, RegionKindOps{reap_topic, check_topic_region});
 }  // namespace
 

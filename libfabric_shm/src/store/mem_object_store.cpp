@@ -992,6 +992,7 @@ RegionKindOps store_region_kind_ops() {
         }
         b->core->check(violations, in_progress);
     };
+    ops.scans = true;  // every block word, table slot and object header (StoreCore::repair)
     return ops;
 }
 const RegionKindRegistration store_region_kind(RegionKind::store, store_region_kind_ops());
