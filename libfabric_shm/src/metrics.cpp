@@ -443,7 +443,7 @@ uint64_t fold_dead_latency_shards(const Pool& pool, const RegionInfo& region, ui
 
 RegionKindOps metrics_region_kind_ops() {
     RegionKindOps ops;
-    ops.reap = fold_dead_latency_shards;
+    ops.reap = always_complete<fold_dead_latency_shards>;
     ops.check = [](const Pool& pool, const RegionInfo& region, std::vector<std::string>& violations,
                    std::vector<std::string>& in_progress) {
         if (!detail::pool_in_bounds(pool, region.offset, region.length)) return;

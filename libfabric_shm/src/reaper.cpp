@@ -65,7 +65,14 @@ ReapReport reap_pass(Pool& pool, MonoTime now_time, bool dry_run, bool allow_poo
     // dead were retired, before the hooks (seq_cst: pairs with the enders' fetch_add, so the
     // hooks see every counted registration ended).
     const uint64_t ended = h.registrations_ended.load(std::memory_order_seq_cst);
-    const bool scan = scope == ReapScope::full || ended != h.scanned_through.load(std::memory_order_seq_cst);
+    bool scan = scope == ReapScope::full || ended != h.scanned_through.load(std::memory_order_seq_cst);
+    // A slot still RETIRING may have been ended by a retirer killed or stopped before it
+    // counted (one nobody takes over: another pid namespace's, or a paused one): its
+    // occupant's token judges dead already, so walk while any is seen.
+    const ProcessSlot* slots = impl->slots();
+    for (uint32_t i = 0; !scan && i < kRegistrySlots; ++i)
+        scan = slot_word_state(slots[i].word.load(std::memory_order_seq_cst)) == kSlotRetiring;
+    bool walked_all = true;  ///< no scanning hook left something it could not finish now
     ReclaimContext ctx{&pool, impl, now, dry_run, &report};
     RegionEntry* entries = impl->entries();
     for (uint32_t i = 0; i < kDirectoryEntries; ++i) {
@@ -123,12 +130,16 @@ ReapReport reap_pass(Pool& pool, MonoTime now_time, bool dry_run, bool allow_poo
             info.name = load_fixed_string(e.name, kRegionNameBytes / 8);
             info.offset = e.offset.load(std::memory_order_relaxed);
             info.length = e.length.load(std::memory_order_relaxed);
-            if (impl->in_bounds(info.offset, info.length)) report.kind_items += ops->reap(pool, info, now, dry_run, report.notes);
+            if (impl->in_bounds(info.offset, info.length)) {
+                const RegionReapResult r = ops->reap(pool, info, now, dry_run, report.notes);
+                report.kind_items += r.items;
+                if (ops->scans && !r.complete) walked_all = false;
+            }
         }
     }
-    if (scan && !dry_run) {
-        // Every scanning hook ran over every region that was live: what registrations counted
-        // up to `ended` left is released. Raised, never lowered (a slower pass read less).
+    if (scan && walked_all && !dry_run) {
+        // Every scanning hook walked every region that was live to the end: what registrations
+        // counted up to `ended` left is released. Raised, never lowered (a slower pass read less).
         uint64_t through = h.scanned_through.load(std::memory_order_seq_cst);
         while (through < ended &&
                !h.scanned_through.compare_exchange_weak(through, ended, std::memory_order_seq_cst)) {

@@ -281,11 +281,12 @@ bool take_and_retire(PoolHeader& header, ProcessSlot& slot, uint64_t w, Retirer 
     if (who == Retirer::owner) {
         FABRIC_CRASH_POINT("registry.unregister.retiring");
     } else {
-        // After the CAS: a reap pass that reads the count from here on sees the occupant dead
-        // (seq_cst, the pass's load). A reaper killed before this add left the slot RETIRING
-        // under a dead retirer; whoever finishes it takes this path again and counts it.
-        header.registrations_ended.fetch_add(1, std::memory_order_seq_cst);
         FABRIC_CRASH_POINT("registry.reap.retiring");
+        // After the CAS: a reap pass that reads the count from here on sees the occupant dead
+        // (seq_cst, the pass's load). A reaper killed or stopped before this add left the slot
+        // RETIRING: every reap pass walks while it sees one (reap_pass), and whoever finishes
+        // it for a dead retirer takes this path again and counts it.
+        header.registrations_ended.fetch_add(1, std::memory_order_seq_cst);
     }
     retire_slot(header, slot, retiring, notes);
     return true;
@@ -451,6 +452,12 @@ Result<OwnerToken> registry_register(Pool::Impl& impl, uint64_t requested_timeou
 
 void registry_unregister(Pool::Impl& impl) noexcept {
     if (!impl.self) return;
+    if (uint32_t(getpid()) != impl.self_pid) {
+        // A forked child dropping the handle it inherited: the registration is its parent's,
+        // which still runs (the slot word names the parent's pid, so the check below would pass).
+        impl.self = 0;
+        return;
+    }
     ProcessSlot& slot = impl.slots()[impl.self_slot];
     const uint64_t w = slot.word.load(std::memory_order_acquire);
     const uint64_t state = slot_word_state(w);

@@ -241,7 +241,7 @@ TEST_CASE("crash: an opener killed while ending a dead registration leaves it fo
     const std::string name = tp.cleanup.name();
     leave_a_dead_claim(name);
     // A second process opens the pool and is killed inside its reap, just after taking the dead
-    // producer's slot (RETIRING under it) and counting it, before its pass walked anything.
+    // producer's slot (RETIRING under it), before counting it or walking anything.
     pid_t opener = test::fork_child([&]() -> int {
         setenv("FABRIC_SHM_CRASH_POINT", "registry.reap.retiring", 1);
         detail::crash_point_rearm();
@@ -250,11 +250,39 @@ TEST_CASE("crash: an opener killed while ending a dead registration leaves it fo
     });
     REQUIRE(test::wait_child(opener) == 128 + SIGKILL);
     CHECK(mgr.describe("t")->partitions[0].claims_in_progress == 1);
-    auto opened = Pool::open(name);  // finishes the retirement, ends the opener's, walks
+    CHECK(detail::pool_header(tp.pool).registrations_ended.load() == 0);  // the end went uncounted
+    auto opened = Pool::open(name);  // sees the RETIRING slot, finishes it and the opener's, walks
     REQUIRE(opened);
     auto d = mgr.describe("t");
     CHECK(d->partitions[0].skipped_claims == 1);
     CHECK(d->partitions[0].claims_in_progress == 0);
+}
+
+TEST_CASE("crash: an open walks while a reaper that ended a dead registration is stopped before counting it") {
+    TestPool tp("openstopped");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 8)).ok());
+    const std::string name = tp.cleanup.name();
+    leave_a_dead_claim(name);
+    // A second process opens the pool and stops inside its reap, having taken the dead
+    // producer's slot (RETIRING under it: a live retirer, so nobody finishes it meanwhile)
+    // before counting it.
+    pid_t opener = test::fork_child([&]() -> int {
+        setenv("FABRIC_SHM_PAUSE_POINT", "registry.reap.retiring", 1);
+        detail::crash_point_rearm();
+        auto p = Pool::open(name);
+        return p ? 0 : 91;
+    });
+    REQUIRE(test::wait_stopped(opener));
+    const auto& h = detail::pool_header(tp.pool);
+    CHECK(h.registrations_ended.load() == h.scanned_through.load());  // nothing counted to walk for
+    auto opened = Pool::open(name);  // walks: a slot is RETIRING
+    REQUIRE(opened);
+    auto d = mgr.describe("t");
+    CHECK(d->partitions[0].skipped_claims == 1);
+    CHECK(d->partitions[0].claims_in_progress == 0);
+    test::resume(opener);
+    CHECK(test::wait_child(opener) == 0);
 }
 
 TEST_CASE("crash: a producer SIGKILLed while sending; consumers keep progressing and later messages arrive") {

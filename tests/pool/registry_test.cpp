@@ -60,6 +60,20 @@ TEST_CASE("registry: a live process is maybe_alive, and it leaves the registry o
     CHECK(why.find("registration ended") != std::string::npos);
 }
 
+TEST_CASE("registry: a forked child that drops the pool handle it inherited leaves its parent registered") {
+    test::TempPool temp("regfork", 2 << 20);
+    const OwnerToken parent = temp.pool.self();
+    pid_t kid = test::fork_child([&] {
+        // The child's copy of the parent's only handle: dropping it destroys the child's copy of
+        // the mapping and registration state, and an owner would end its registration here.
+        temp.pool = Pool();
+        return 0;
+    });
+    REQUIRE(test::wait_child(kid) == 0);
+    CHECK(temp.pool.registry().liveness(parent, MonoClock::now()) == Liveness::maybe_alive);
+    CHECK(temp.pool.registry().list(MonoClock::now()).size() == 1);
+}
+
 TEST_CASE("registry: a process whose pid is gone is certainly dead and its slot is reaped") {
     test::TempPool temp("gone", 2 << 20);
     Pool& pool = temp.pool;

@@ -1095,9 +1095,10 @@ void check_topic_region(const Pool& pool, const RegionInfo& info, std::vector<st
 }  // namespace
 
 namespace {
-const detail::RegionKindRegistration partition_kind(RegionKind::partition,
-                                                    RegionKindOps{reap_partition, check_partition, /*scans=*/true});
-const detail::RegionKindRegistration topic_kind(RegionKind::topic, RegionKindOps{reap_topic, check_topic_region});
+const detail::RegionKindRegistration partition_kind(
+    RegionKind::partition, RegionKindOps{always_complete<reap_partition>, check_partition, /*scans=*/true});
+const detail::RegionKindRegistration topic_kind(RegionKind::topic,
+                                                RegionKindOps{always_complete<reap_topic>, check_topic_region});
 }  // namespace
 
 }  // namespace fabric_shm

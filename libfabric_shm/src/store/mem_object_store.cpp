@@ -977,10 +977,11 @@ namespace {
 RegionKindOps store_region_kind_ops() {
     RegionKindOps ops;
     ops.reap = [](const Pool& pool, const RegionInfo& info, uint64_t now, bool dry_run,
-                  std::vector<std::string>& notes) -> uint64_t {
+                  std::vector<std::string>& notes) -> RegionReapResult {
         auto b = bind_for_hook(pool, info, nullptr);
-        if (!b) return 0;
-        return b->core->repair(now, dry_run, pool.self(), &notes).total();
+        if (!b) return {};  // not bindable (corrupt, expired): nothing to walk, now or later
+        const RepairCounts c = b->core->repair(now, dry_run, pool.self(), &notes);
+        return {c.total(), !c.incomplete};
     };
     ops.check = [](const Pool& pool, const RegionInfo& info, std::vector<std::string>& violations,
                    std::vector<std::string>& in_progress) {

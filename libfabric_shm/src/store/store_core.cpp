@@ -1777,7 +1777,10 @@ void StoreCore::finish_dead_write(RepairPass& pass, uint32_t b, uint64_t w) {
               std::string(k.view()) + "' left by dead owner " + std::to_string(block_owner(w)));
     if (pass.dry) return;
     auto held = lock_stripe(k.hash, pass.me);
-    if (!held) return;
+    if (!held) {
+        pass.counts.incomplete = true;  // the next pass that walks finishes it
+        return;
+    }
     // Every write below is a CAS from the exact word read under the lock, so a repairer
     // whose lock is taken over while it is stopped changes nothing that moved on. Linked means
     // a slot of the key's probe window points at b: asked of the slots themselves, not of a

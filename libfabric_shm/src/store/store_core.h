@@ -98,6 +98,7 @@ struct Found {
 
 struct RepairCounts {
     uint64_t loans = 0, pins = 0, blocks = 0, superblocks = 0, expired = 0;
+    bool incomplete = false;  ///< a dead writer's block left as it was: its key's lock stayed busy
     uint64_t total() const { return loans + pins + blocks + superblocks + expired; }
 };
 
