@@ -120,8 +120,9 @@ def fabric(n):
                 run()
                 best = min(best, time.perf_counter() - t)
             emit(system="fabric_shm", mode=f"produce: {label}", objects=n, us=round(best / n * 1e6, 2))
-        # get: 1 KiB against 1 MiB (a pin and a view: no copy, so no size dependence).
-        for size in (SIZE, 1 << 20):
+        # get: 1 KiB, 64 KiB and 1 MiB (a pin and a view: no copy, so no size dependence; the
+        # copy grows with the size).
+        for size in (SIZE, 1 << 16, 1 << 20):
             uri = f"fabric://{name}/get/{size}"
             store.put(uri, b"y" * size)
             reps = 20000
@@ -134,6 +135,13 @@ def fabric(n):
             for _ in range(200):
                 store.get_bytes(uri)
             emit(system="fabric_shm", mode=f"get_bytes (copy) {size} B", us=round((time.perf_counter() - t) / 200 * 1e6, 2))
+        # What opening the pool costs a new process here (every object of the runs above stored,
+        # the topics' slots written): the open's reap walks regions only after a process died.
+        t = time.perf_counter()
+        for _ in range(10):
+            fs.Pool.open(name).close()
+        emit(system="fabric_shm", mode=f"Pool.open ({store.stats()['objects']} objects stored)",
+             ms=round((time.perf_counter() - t) / 10 * 1e3, 2))
     finally:
         pool.close()
         fs.Pool.remove(name, force=True)
