@@ -31,7 +31,7 @@ struct PyDlq : Guarded {
 uint32_t topic_partitions(const Pool& pool, const std::string& topic) {
     Pool copy = pool;
     TopicManager topics(copy);
-    return unwrap(topics.describe(topic)).config.num_partitions;
+    return unwrap(topics.describe(topic, TopicDetail::positions)).config.num_partitions;
 }
 
 GroupConfig group_config(py::object session_timeout, py::object liveness_probe) {

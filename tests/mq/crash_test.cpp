@@ -197,6 +197,12 @@ TEST_CASE("crash: opening the pool after a producer died mid-send turns its clai
     const std::string name = tp.cleanup.name();
     leave_a_dead_claim(name);
     REQUIRE(mgr.describe("t")->partitions[0].claims_in_progress == 1);
+    // Positions only: the same shape and positions, no walk of the slots (no claim counted).
+    auto shallow = mgr.describe("t", TopicDetail::positions);
+    REQUIRE(shallow);
+    CHECK(shallow->partitions[0].claims_in_progress == 0);
+    CHECK(shallow->partitions[0].next == mgr.describe("t")->partitions[0].next);
+    CHECK(shallow->lease_ids == mgr.describe("t")->lease_ids);
     // Any process's open reaps: it ends the dead registration, and since one ended, it walks
     // the partitions too.
     auto opened = Pool::open(name);

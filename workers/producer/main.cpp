@@ -236,7 +236,7 @@ Result<std::vector<TopicState>> open_topics(const Settings& s, Pool& pool, Renew
         FABRIC_TRY(tm.ensure(t, tc, std::chrono::seconds(10)));
         auto p = Producer::open(pool, t, po);
         if (!p) return std::move(p).error();
-        if (auto d = tm.describe(t))
+        if (auto d = tm.describe(t, TopicDetail::positions))
             for (uint64_t id : d->lease_ids) (void)renewals.register_lease(id);
         states.push_back(TopicState{t, std::move(p.value()), 0, ""});
     }

@@ -288,7 +288,7 @@ Result<SendResult> DlqRouter::dead_letter(const Message& m, uint64_t attempts, s
         if (h.name != kHeaderPlacement) headers.push_back(h);
     }
     auto enc = [](std::string_view n, std::string_view v) { return 4 + n.size() + v.size(); };
-    auto d = TopicManager(*im.pool).describe(im.dlq_name);
+    auto d = TopicManager(*im.pool).describe(im.dlq_name, TopicDetail::positions);  // its slot size
     if (!d) return std::move(d).error();
     const uint64_t cap = max_message_bytes(d->config.partition_stride);
     uint64_t fixed = m.key.size() + m.value.size() + enc(kDlqHeaderTopic, im.topic) + enc(kDlqHeaderGroup, im.group) +

@@ -779,7 +779,7 @@ std::vector<std::string> TopicManager::list() const {
     return names;
 }
 
-Result<TopicDescription> TopicManager::describe(std::string_view name) const {
+Result<TopicDescription> TopicManager::describe(std::string_view name, TopicDetail detail) const {
     auto tr = open_topic(pool_, name);
     if (!tr) return std::move(tr).error();
     TopicHandle& t = **tr;
@@ -811,7 +811,7 @@ Result<TopicDescription> TopicManager::describe(std::string_view name) const {
         }
         pd.skipped_claims = pv.hdr->skipped_claims.load(std::memory_order_relaxed);
         pd.quarantined = pv.hdr->quarantined.load(std::memory_order_relaxed);
-        for (uint64_t i = 0; i < pv.capacity; ++i) {
+        for (uint64_t i = 0; detail == TopicDetail::full && i < pv.capacity; ++i) {
             const uint64_t w = pv.slot(i)->state.load(std::memory_order_relaxed);  // diagnostic snapshot
             if (slot_state(w) == kSlotClaimed) ++pd.claims_in_progress;
         }

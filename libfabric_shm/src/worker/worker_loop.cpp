@@ -481,7 +481,7 @@ struct WorkerLoop::Impl {
 
 Status WorkerLoop::Impl::register_topic_leases(const std::string& topic) {
     TopicManager tm(*pool);
-    auto d = tm.describe(topic);
+    auto d = tm.describe(topic, TopicDetail::positions);  // its leases: no walk of its slots
     if (!d) return std::move(d).error();
     for (uint64_t id : d->lease_ids) FABRIC_TRY(renewals->register_lease(id));
     return {};
