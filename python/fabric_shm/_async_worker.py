@@ -43,13 +43,9 @@ import threading
 import time
 
 from ._core import Error as _FabricError
+from ._handler_kind import is_async_handler
 
 _SERVICE_EVERY_S = 0.05  # the group heartbeat runs every 20 ms inside the library; leases are renewed far less often
-
-
-def is_async_handler(handler):
-    """True for an ``async def`` function (or an object whose ``__call__`` is one)."""
-    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(getattr(handler, "__call__", None))
 
 
 def run(worker, count=0, idle=None):

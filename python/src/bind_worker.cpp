@@ -332,9 +332,11 @@ void bind_worker(py::module_& m) {
                  PyWorker& w = self.cast<PyWorker&>();
                  w.check_open();
                  if (!w.handler) raise(Errc::invalid_argument, "run: no handler (decorate a function with @worker.handler)");
-                 py::module_ driver = py::module_::import("fabric_shm._async_worker");
-                 if (w.config.concurrency > 1 || driver.attr("is_async_handler")(w.handler).cast<bool>())
-                     return driver.attr("run")(self, count, idle);
+                 // The asyncio driver only when it is needed: importing it (asyncio, inspect) costs
+                 // a plain handler's worker tens of milliseconds at its start.
+                 if (w.config.concurrency > 1 ||
+                     py::module_::import("fabric_shm._handler_kind").attr("is_async_handler")(w.handler).cast<bool>())
+                     return py::module_::import("fabric_shm._async_worker").attr("run")(self, count, idle);
                  WorkerConfig config = w.config;
                  config.count = count;
                  config.exit_when_idle_ns = duration_ns_or(idle, "idle", 0);

@@ -225,6 +225,36 @@ def test_a_python_worker_sigkilled_mid_batch_loses_nothing(pool):
     assert survivor.stats["processed"] == 7 and survivor.stats["skipped"] in (0, 5)
 
 
+def test_a_plain_handler_runs_without_importing_asyncio_and_async_ones_are_still_recognised(pool):
+    pool.topics().create("t", fs.TopicConfig(num_partitions=1))
+    put_and_notify(pool.store(), fs.Producer(pool, "t"), f"fabric://{pool.name}/in/k", b"abc")
+    # A fresh interpreter: what a worker's start costs is what it imports.
+    script = textwrap.dedent(f"""
+        import functools, sys
+        import fabric_shm as fs
+        from fabric_shm._handler_kind import is_async_handler
+        with fs.Pool.open("{pool.name}") as pool:
+            worker = fs.Worker(pool, topic="t", group="g")
+            worker.handler(lambda item: bytes(item.data).upper())
+            worker.run(count=1)
+        print("asyncio" in sys.modules, "inspect" in sys.modules)
+        async def coro(item): return b""
+        class Callable:
+            async def __call__(self, item): return b""
+            def method(self, item): return b""
+            async def amethod(self, item): return b""
+        print(is_async_handler(coro), is_async_handler(functools.partial(coro)), is_async_handler(Callable()),
+              is_async_handler(Callable().amethod), is_async_handler(Callable().method), is_async_handler(len),
+              is_async_handler(lambda item: b""))
+        import inspect  # once imported by the caller, it decides (it knows inspect.markcoroutinefunction)
+        print(is_async_handler(coro), is_async_handler(lambda item: b""))
+        """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=python_env(), timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:3] == ["False False", "True True True True False False False", "True False"]
+    assert results(pool.store(), pool) == {"in/k": b"ABC"}
+
+
 def test_ctrl_c_stops_a_running_worker_within_100_ms(pool):
     pool.topics().create("t", fs.TopicConfig(num_partitions=1))
     script = textwrap.dedent(f"""
