@@ -3,6 +3,10 @@
 // (attach bits, fail-closed checks), and reclaiming an entry (remove_region and the reaper).
 #include "fabric_shm/pool.h"
 
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <cerrno>
+
 #include <cstring>
 #include <mutex>
 
@@ -48,6 +52,38 @@ void detach_bit(Pool::Impl& impl, uint32_t index) {
     std::lock_guard<std::mutex> lock(g_attach_mutex);
     if (impl.local_attach[index].fetch_sub(1, std::memory_order_relaxed) == 1)
         slot->attached[index / 64].fetch_and(~(uint64_t(1) << (index % 64)), std::memory_order_seq_cst);
+}
+
+/// From this size a new region's extent is zeroed by giving its pages back and placing them
+/// again, not by writing zeros through the mapping.
+constexpr uint64_t kZeroByPunchMin = 1 << 20;
+
+/// Makes [offset, offset + length) of the segment read as zeros and every page of it placed,
+/// for a region being created there (an extent other regions may have used). Below
+/// kZeroByPunchMin: placed (fallocate: a hole left by a creator that died below would make a
+/// write SIGBUS on a full /dev/shm), then memset. From it: the pages are punched out of the
+/// file and placed again, zeroed by the kernel. A memset faults every page into this process
+/// first: 3.2 s for 1 GiB on the 2-vCPU VM (KVM with paravirtual paging) against 0.2 s punched,
+/// and on any machine it makes the creator touch a heap that users fill page by page later.
+/// The extent is page-aligned (offset: the allocator's cursor; its tail page belongs to no
+/// other region). ENOSPC and the like are errors naming the extent, before anything is written.
+Status zero_extent(const Pool::Impl& impl, uint64_t offset, uint64_t length) {
+    const uint64_t end = std::min<uint64_t>((offset + length + kPageSize - 1) & ~(kPageSize - 1), impl.size);
+    if (impl.fd < 0 || offset % kPageSize != 0 || end <= offset) {
+        std::memset(impl.base + offset, 0, length);
+        return {};
+    }
+    const bool punch = length >= kZeroByPunchMin &&
+                       ::fallocate(impl.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off_t(offset), off_t(end - offset)) == 0;
+    FABRIC_CRASH_POINT("region.create.punched");
+    if (::fallocate(impl.fd, 0, off_t(offset), off_t(end - offset)) != 0) {
+        const int err = errno;
+        return make_error(err == ENOSPC ? Errc::no_space : Errc::io_error,
+                          "pool '" + impl.name + "': placing the pages of a new region (" + format_bytes(end - offset) +
+                              " at offset " + std::to_string(offset) + ") failed: " + std::strerror(err));
+    }
+    if (!punch) std::memset(impl.base + offset, 0, length);
+    return {};
 }
 
 }  // namespace
@@ -196,12 +232,18 @@ Result<Region> Pool::create_region(const RegionSpec& spec) {
     region.offset_ = offset;
     region.length_ = length;
     region.data_ = impl_->base + offset;
-    std::memset(region.data_, 0, length);
+    auto give_back = [&] {
+        uint64_t w = make_entry_word(kEntryCreating, gen, impl_->self);
+        entries[index].word.compare_exchange_strong(w, make_entry_word(kEntryFree, next_gen(gen), 0),
+                                                    std::memory_order_acq_rel);
+    };
+    if (Status z = zero_extent(*impl_, offset, length); !z) {
+        give_back();
+        return std::move(z).error();
+    }
     if (spec.init) {
         if (Status s = spec.init(region.data_, length); !s) {
-            uint64_t w = make_entry_word(kEntryCreating, gen, impl_->self);
-            entries[index].word.compare_exchange_strong(w, make_entry_word(kEntryFree, next_gen(gen), 0),
-                                                        std::memory_order_acq_rel);
+            give_back();
             return std::move(s).error();
         }
     }

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "../support/test_support.h"
@@ -51,6 +52,30 @@ TEST_CASE("regions: created zeroed and initialised, found by name, never overlap
     CHECK(std::memcmp(found->data(), "hello", 5) == 0);
     CHECK(pool.create_region(spec("a", 4096)).code() == Errc::already_exists);
     CHECK(pool.open_region(RegionKind::test, "zzz").code() == Errc::not_found);
+}
+
+TEST_CASE("regions: a region created over a reclaimed one's extent reads zeros, small or large") {
+    // 64 KiB: zeroed through the mapping; 3 MiB + 100 bytes: its pages punched out and placed
+    // again (its tail page too, though only 100 bytes of it are the region's).
+    for (const uint64_t length : {uint64_t(64) << 10, (uint64_t(3) << 20) + 100}) {
+        CAPTURE(length);
+        test::TempPool temp("rezero", 8 << 20);
+        Pool& pool = temp.pool;
+        auto old = pool.create_region(spec("old", length));
+        REQUIRE(old);
+        const uint64_t offset = old->offset();
+        std::memset(old->data(), 0xAB, old->length());
+        REQUIRE(pool.remove_region(old->ref()));
+        *old = Region();
+        REQUIRE(pool.reap(MonoClock::now(), false, false).reclaimed_regions == 1);
+        auto fresh = pool.create_region(spec("fresh", length));
+        REQUIRE(fresh);
+        REQUIRE(fresh->offset() == offset);  // first fit: the same extent
+        const auto* bytes = reinterpret_cast<const unsigned char*>(fresh->data());
+        CHECK(std::all_of(bytes, bytes + fresh->length(), [](unsigned char b) { return b == 0; }));
+        std::memset(fresh->data(), 0xCD, fresh->length());  // placed: writable without a fault of its own
+        CHECK(bytes[fresh->length() - 1] == 0xCD);
+    }
 }
 
 TEST_CASE("regions: a region larger than the free area fails with capacity_exceeded naming the largest extent") {

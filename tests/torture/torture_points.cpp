@@ -23,6 +23,7 @@ const std::vector<FaultPoint>& fault_points() {
         {"pool.create.after_link", O},
         {"pool.reap.reclaiming", O | R},
         {"region.create.reserved", W | O},       // workers: the metrics region; ops: store and topic
+        {"region.create.punched", O},            // the store's heap and the topics' partitions (1 MiB and up)
         {"region.create.before_publish", W | O},
         {"region.reclaim.marked", O | R},        // expired side-pool regions
         {"lease.renew.after_extend", O},         // the side pool's short leases
