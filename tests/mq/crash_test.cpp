@@ -153,27 +153,6 @@ TEST_CASE("crash: a producer killed at the claim crash point does not stall the 
     CHECK(counter_total(tp.pool, CounterId::mq_claims_skipped) >= 1);
 }
 
-TEST_CASE("crash: the reaper turns a dead producer's claim into a skip record") {
-    TestPool tp("reapclaim");
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("t", config(1, 8)).ok());
-    const std::string name = tp.cleanup.name();
-    pid_t kid = test::fork_child([&]() -> int {
-        Pool pool = open_child_pool(name);
-        auto prod = Producer::open(pool, "t");
-        setenv("FABRIC_SHM_CRASH_POINT", "mq.send.before_publish", 1);
-        detail::crash_point_rearm();
-        (void)prod->send("never published");
-        return 0;
-    });
-    REQUIRE(test::wait_child(kid) == 128 + SIGKILL);
-    ReapReport rep = tp.pool.reap(MonoClock::now());
-    CHECK(rep.kind_items >= 1);
-    auto d = mgr.describe("t");
-    CHECK(d->partitions[0].skipped_claims == 1);
-    CHECK(d->partitions[0].claims_in_progress == 0);
-}
-
 namespace {
 /// A child that opens pool `name`, claims a slot of topic "t" and is SIGKILLed before it
 /// publishes: a dead producer's claim (its registration not ended yet).
@@ -188,105 +167,100 @@ void leave_a_dead_claim(const std::string& name) {
     });
     REQUIRE(test::wait_child(kid) == 128 + SIGKILL);
 }
+
+/// A pool with a topic "t" of one partition in which a producer died mid-send.
+struct DeadClaim {
+    TestPool tp;
+    TopicManager mgr;
+    std::string name;
+    explicit DeadClaim(const char* tag) : tp(tag), mgr(tp.pool), name(tp.cleanup.name()) {
+        REQUIRE(mgr.create("t", config(1, 8)).ok());
+        leave_a_dead_claim(name);
+    }
+    PartitionDescription partition() { return mgr.describe("t")->partitions[0]; }
+    /// The dead producer's claim became a skip record.
+    void check_released() {
+        const PartitionDescription p = partition();
+        CHECK(p.skipped_claims == 1);
+        CHECK(p.claims_in_progress == 0);
+    }
+    /// Forks a process that opens the pool with `point` armed through `variable`
+    /// (FABRIC_SHM_CRASH_POINT or FABRIC_SHM_PAUSE_POINT).
+    pid_t open_in_child_with(const char* variable, const char* point) {
+        return test::fork_child([&]() -> int {
+            setenv(variable, point, 1);
+            detail::crash_point_rearm();
+            auto p = Pool::open(name);
+            return p ? 0 : 91;
+        });
+    }
+};
 }  // namespace
 
+TEST_CASE("crash: the reaper turns a dead producer's claim into a skip record") {
+    DeadClaim f("reapclaim");
+    CHECK(f.tp.pool.reap(MonoClock::now()).kind_items >= 1);
+    f.check_released();
+}
+
 TEST_CASE("crash: opening the pool after a producer died mid-send turns its claim into a skip record") {
-    TestPool tp("openclaim");
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("t", config(1, 8)).ok());
-    const std::string name = tp.cleanup.name();
-    leave_a_dead_claim(name);
-    REQUIRE(mgr.describe("t")->partitions[0].claims_in_progress == 1);
+    DeadClaim f("openclaim");
+    REQUIRE(f.partition().claims_in_progress == 1);
     // Positions only: the same shape and positions, no walk of the slots (no claim counted).
-    auto shallow = mgr.describe("t", TopicDetail::positions);
+    auto shallow = f.mgr.describe("t", TopicDetail::positions);
     REQUIRE(shallow);
     CHECK(shallow->partitions[0].claims_in_progress == 0);
-    CHECK(shallow->partitions[0].next == mgr.describe("t")->partitions[0].next);
-    CHECK(shallow->lease_ids == mgr.describe("t")->lease_ids);
+    CHECK(shallow->partitions[0].next == f.partition().next);
+    CHECK(shallow->lease_ids == f.mgr.describe("t")->lease_ids);
     // Any process's open reaps: it ends the dead registration, and since one ended, it walks
     // the partitions too.
-    auto opened = Pool::open(name);
-    REQUIRE(opened);
-    auto d = mgr.describe("t");
-    CHECK(d->partitions[0].skipped_claims == 1);
-    CHECK(d->partitions[0].claims_in_progress == 0);
-    const layout::PoolHeader& h = detail::pool_header(tp.pool);
+    REQUIRE(Pool::open(f.name));
+    f.check_released();
+    const layout::PoolHeader& h = detail::pool_header(f.tp.pool);
     CHECK(h.registrations_ended.load() >= 1);
     CHECK(h.scanned_through.load() == h.registrations_ended.load());
 }
 
 TEST_CASE("crash: an open walks no region while no registration ended since a pass walked them all") {
-    TestPool tp("openskip");
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("t", config(1, 8)).ok());
-    const std::string name = tp.cleanup.name();
-    leave_a_dead_claim(name);
+    DeadClaim f("openskip");
     // The dead producer's registration ended and counted, as a reaper does first; then the
     // header forged to say a pass walked every region since (a claim left behind that a walk
     // would have released: what an open that walks would change).
-    auto& h = detail::pool_header(tp.pool);
-    for (const ProcessInfo& p : tp.pool.registry().list(MonoClock::now()))
-        if (p.liveness == Liveness::certainly_dead) CHECK(tp.pool.registry().reap_registration(p.token, MonoClock::now()));
+    auto& h = detail::pool_header(f.tp.pool);
+    for (const ProcessInfo& p : f.tp.pool.registry().list(MonoClock::now()))
+        if (p.liveness == Liveness::certainly_dead) CHECK(f.tp.pool.registry().reap_registration(p.token, MonoClock::now()));
     REQUIRE(h.registrations_ended.load() >= 1);
     h.scanned_through.store(h.registrations_ended.load());
-    auto opened = Pool::open(name);
-    REQUIRE(opened);
-    CHECK(mgr.describe("t")->partitions[0].claims_in_progress == 1);  // not walked: nothing ended since
+    REQUIRE(Pool::open(f.name));
+    CHECK(f.partition().claims_in_progress == 1);  // not walked: nothing ended since
     // A full reap (Pool::reap, fabric-shm-reaper) always walks.
-    ReapReport rep = tp.pool.reap(MonoClock::now());
-    CHECK(rep.kind_items >= 1);
-    auto d = mgr.describe("t");
-    CHECK(d->partitions[0].skipped_claims == 1);
-    CHECK(d->partitions[0].claims_in_progress == 0);
+    CHECK(f.tp.pool.reap(MonoClock::now()).kind_items >= 1);
+    f.check_released();
 }
 
 TEST_CASE("crash: an opener killed while ending a dead registration leaves it for the next open, which walks") {
-    TestPool tp("openkilled");
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("t", config(1, 8)).ok());
-    const std::string name = tp.cleanup.name();
-    leave_a_dead_claim(name);
+    DeadClaim f("openkilled");
     // A second process opens the pool and is killed inside its reap, just after taking the dead
     // producer's slot (RETIRING under it), before counting it or walking anything.
-    pid_t opener = test::fork_child([&]() -> int {
-        setenv("FABRIC_SHM_CRASH_POINT", "registry.reap.retiring", 1);
-        detail::crash_point_rearm();
-        auto p = Pool::open(name);
-        return p ? 0 : 91;
-    });
-    REQUIRE(test::wait_child(opener) == 128 + SIGKILL);
-    CHECK(mgr.describe("t")->partitions[0].claims_in_progress == 1);
-    CHECK(detail::pool_header(tp.pool).registrations_ended.load() == 0);  // the end went uncounted
-    auto opened = Pool::open(name);  // sees the RETIRING slot, finishes it and the opener's, walks
-    REQUIRE(opened);
-    auto d = mgr.describe("t");
-    CHECK(d->partitions[0].skipped_claims == 1);
-    CHECK(d->partitions[0].claims_in_progress == 0);
+    REQUIRE(test::wait_child(f.open_in_child_with("FABRIC_SHM_CRASH_POINT", "registry.reap.retiring")) ==
+            128 + SIGKILL);
+    CHECK(f.partition().claims_in_progress == 1);
+    CHECK(detail::pool_header(f.tp.pool).registrations_ended.load() == 0);  // the end went uncounted
+    REQUIRE(Pool::open(f.name));  // sees the RETIRING slot, finishes it and the opener's, walks
+    f.check_released();
 }
 
 TEST_CASE("crash: an open walks while a reaper that ended a dead registration is stopped before counting it") {
-    TestPool tp("openstopped");
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("t", config(1, 8)).ok());
-    const std::string name = tp.cleanup.name();
-    leave_a_dead_claim(name);
+    DeadClaim f("openstopped");
     // A second process opens the pool and stops inside its reap, having taken the dead
     // producer's slot (RETIRING under it: a live retirer, so nobody finishes it meanwhile)
     // before counting it.
-    pid_t opener = test::fork_child([&]() -> int {
-        setenv("FABRIC_SHM_PAUSE_POINT", "registry.reap.retiring", 1);
-        detail::crash_point_rearm();
-        auto p = Pool::open(name);
-        return p ? 0 : 91;
-    });
+    const pid_t opener = f.open_in_child_with("FABRIC_SHM_PAUSE_POINT", "registry.reap.retiring");
     REQUIRE(test::wait_stopped(opener));
-    const auto& h = detail::pool_header(tp.pool);
+    const auto& h = detail::pool_header(f.tp.pool);
     CHECK(h.registrations_ended.load() == h.scanned_through.load());  // nothing counted to walk for
-    auto opened = Pool::open(name);  // walks: a slot is RETIRING
-    REQUIRE(opened);
-    auto d = mgr.describe("t");
-    CHECK(d->partitions[0].skipped_claims == 1);
-    CHECK(d->partitions[0].claims_in_progress == 0);
+    REQUIRE(Pool::open(f.name));  // walks: a slot is RETIRING
+    f.check_released();
     test::resume(opener);
     CHECK(test::wait_child(opener) == 0);
 }
