@@ -481,24 +481,49 @@ void bind_topics(py::module_& m) {
           [](py::object store, py::object producers, py::handle uri, py::handle data, bool if_absent,
              py::object if_version, py::object fence, py::object content_type, py::object metadata, py::object ttl) {
               // The Python objects are held here: another thread may empty the list meanwhile.
+              // One producer (no fan-out) is the common call: its lists live on the stack.
+              const bool many = py::isinstance<py::list>(producers) || py::isinstance<py::tuple>(producers);
               std::vector<py::object> owners;
-              std::vector<PyProducer*> ps;
-              if (py::isinstance<py::list>(producers) || py::isinstance<py::tuple>(producers)) {
+              if (many)
                   for (auto p : producers) owners.push_back(py::reinterpret_borrow<py::object>(p));
-              } else {
-                  owners.push_back(producers);
+              const std::span<const py::object> given =
+                  many ? std::span<const py::object>(owners) : std::span<const py::object>(&producers, 1);
+              std::vector<PyProducer*> many_ps;
+              PyProducer* one_ps[1] = {nullptr};
+              for (const py::object& p : given) {
+                  PyProducer& producer = p.cast<PyProducer&>();
+                  if (many) many_ps.push_back(&producer);
+                  else one_ps[0] = &producer;
               }
-              for (const py::object& p : owners) ps.push_back(&p.cast<PyProducer&>());
+              const std::span<PyProducer* const> ps =
+                  many ? std::span<PyProducer* const>(many_ps) : std::span<PyProducer* const>(one_ps, 1);
               PyStore& s = store.cast<PyStore&>();
               const FabricUri u = to_uri(uri);
               BytesArg bytes(data);
               const PutOptions o = put_options(if_absent, if_version, fence, content_type, metadata, ttl);
               MemObjectStore& ms = s.get();
-              std::vector<Producer*> raw;
-              for (PyProducer* p : ps) raw.push_back(&p->get());
-              std::vector<Guarded*> handles{&s};
-              for (PyProducer* p : ps) handles.push_back(p);
-              auto r = without_gil(std::move(handles), [&] {
+              std::vector<Producer*> many_raw;
+              std::vector<Guarded*> many_handles;
+              Producer* one_raw[1] = {nullptr};
+              Guarded* two_handles[2] = {nullptr, nullptr};
+              std::span<Producer* const> raw;
+              std::span<Guarded* const> handles;
+              if (many) {
+                  many_handles.push_back(&s);
+                  for (PyProducer* p : ps) {
+                      many_raw.push_back(&p->get());
+                      many_handles.push_back(p);
+                  }
+                  raw = many_raw;
+                  handles = many_handles;
+              } else {
+                  one_raw[0] = &ps[0]->get();
+                  two_handles[0] = &s;
+                  two_handles[1] = ps[0];
+                  raw = std::span<Producer* const>(one_raw, 1);
+                  handles = std::span<Guarded* const>(two_handles, 2);
+              }
+              auto r = without_gil(handles, [&] {
                   return put_and_notify(ms, raw, u, ByteView(bytes.span().data(), bytes.span().size()), o);
               });
               IngestResult in = unwrap(std::move(r));

@@ -208,19 +208,37 @@ auto locked(Guarded& handle, F&& f) {
 /// mutexes taken in one global (address) order so that two threads never wait on each other;
 /// a handle given twice is locked once.
 template <class F>
-auto without_gil(std::vector<Guarded*> handles, F&& f) {
+auto without_gil(std::span<Guarded* const> given, F&& f) {
+    // Up to kInline handles (a store and its fan-out producers) on the stack: a call per object
+    // allocates nothing for its locks.
+    constexpr size_t kInline = 8;
+    Guarded* inline_handles[kInline];
+    std::vector<Guarded*> more_handles;
+    std::span<Guarded*> handles;
+    if (given.size() <= kInline) {
+        std::copy(given.begin(), given.end(), inline_handles);
+        handles = std::span<Guarded*>(inline_handles, given.size());
+    } else {
+        more_handles.assign(given.begin(), given.end());
+        handles = more_handles;
+    }
     std::sort(handles.begin(), handles.end());
-    handles.erase(std::unique(handles.begin(), handles.end()), handles.end());
+    handles = handles.first(size_t(std::unique(handles.begin(), handles.end()) - handles.begin()));
     py::gil_scoped_release nogil;
-    std::vector<std::unique_ptr<HandleLock>> locks;
-    locks.reserve(handles.size());
-    for (Guarded* h : handles) {
-        locks.push_back(std::make_unique<HandleLock>(*h));
-        if (!locks.back()->held()) throw FabricError(busy_error(*h));
+    std::optional<HandleLock> inline_locks[kInline];  // released in reverse order, after `more_locks`
+    std::vector<std::unique_ptr<HandleLock>> more_locks;
+    for (size_t i = 0; i < handles.size(); ++i) {
+        const HandleLock& lock = i < kInline ? inline_locks[i].emplace(*handles[i])
+                                             : *more_locks.emplace_back(std::make_unique<HandleLock>(*handles[i]));
+        if (!lock.held()) throw FabricError(busy_error(*handles[i]));
     }
     for (Guarded* h : handles)
         if (h->closed.load(std::memory_order_relaxed)) throw FabricError(closed_error(*h));
     return f();
+}
+template <class F>
+auto without_gil(std::initializer_list<Guarded*> handles, F&& f) {
+    return without_gil(std::span<Guarded* const>(handles.begin(), handles.size()), std::forward<F>(f));
 }
 
 /// The close() of every handle (call it with the GIL held). Idempotent. Marks the handle closed,

@@ -140,11 +140,26 @@ TEST_CASE("put_and_notify: one put, then one notification per producer keyed by 
         CHECK(m.key_str() == "img-042.png");
         CHECK(m.header("fabric-version") == "2");
         CHECK(m.header("fabric-put-ts") == std::to_string(ingested->put_wall_ns));
+        CHECK(m.header("fabric-topics") == "thumbs,audit");  // fan-out: every topic told
+        CHECK(m.header("fabric-expires-ts").empty());        // no TTL
     }
-    // Same key, same partition: a second ingest of the key lands next to the first.
-    auto again = put_and_notify(**store, producers, tp.uri("img-042.png"), "v3");
+    // Same key, same partition: a second ingest of the key lands next to the first. With a TTL,
+    // the notification says when the object expires (never later than the store's own expiry).
+    PutOptions ttl;
+    ttl.ttl = std::chrono::seconds(60);
+    const uint64_t before_ttl = wall_now_ns();
+    auto again = put_and_notify(**store, std::span<Producer* const>(producers, 1), tp.uri("img-042.png"), "v3", ttl);
     REQUIRE(again.ok());
     CHECK(again->notified[0]->partition == ingested->notified[0]->partition);
+    MessageBatch batch;
+    REQUIRE(read_all(tp.pool, "thumbs", batch).size() == 2);
+    const Message& m = batch[1];
+    CHECK(m.value_str() == tp.uri("img-042.png").to_string());
+    CHECK(m.header("fabric-version") == "3");
+    CHECK(m.header("fabric-topics").empty());  // one topic: no fan-out header
+    const uint64_t expires = std::stoull(std::string(m.header("fabric-expires-ts")));
+    CHECK(expires >= before_ttl + 60ull * kNsPerSec);
+    CHECK(expires <= again->put_wall_ns + 60ull * kNsPerSec);
 }
 
 TEST_CASE("put_and_notify: a failed put sends nothing; a failed notification stops neither the others nor the object") {

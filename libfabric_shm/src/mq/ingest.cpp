@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "fabric_shm/ingest.h"
 
+#include <charconv>
 #include <string>
 
 #include "fabric_shm/clock.h"
@@ -28,17 +29,26 @@ Result<IngestResult> put_and_notify(ObjectStore& store, std::span<Producer* cons
     // Notified only once the object is visible: a worker that reads the notification finds
     // this version (or a newer one).
     out.put_wall_ns = wall_now_ns();
-    const std::string uri_text = uri.to_string();
-    const std::string version_text = std::to_string(out.version);
-    const std::string put_ts = std::to_string(out.put_wall_ns);
-    const std::string expires_text = std::to_string(expires);
+    // The notification's text and headers, formatted without allocating per call: the URI into
+    // this thread's buffer (its capacity kept), the numbers on the stack.
+    thread_local std::string uri_text;
+    uri.view().to_string(uri_text);
+    char version_buf[24], put_ts_buf[24], expires_buf[24];
+    auto decimal = [](char (&buf)[24], uint64_t v) {
+        return std::string_view(buf, size_t(std::to_chars(buf, buf + sizeof buf, v).ptr - buf));
+    };
     std::string topics;  // fan-out: every topic told (a --delete-input worker keeps the input)
-    for (Producer* producer : producers)
-        if (producer) topics += (topics.empty() ? "" : ",") + producer->topic();
+    if (producers.size() > 1)
+        for (Producer* producer : producers)
+            if (producer) {
+                if (!topics.empty()) topics += ',';
+                topics += producer->topic();
+            }
     const PlacementHint::Text placed_text = placed.text();
-    MessageHeader headers[5] = {{kHeaderVersion, version_text}, {kHeaderPutTime, put_ts}};
+    MessageHeader headers[5] = {{kHeaderVersion, decimal(version_buf, out.version)},
+                                {kHeaderPutTime, decimal(put_ts_buf, out.put_wall_ns)}};
     size_t header_count = 2;
-    if (expires != 0) headers[header_count++] = {kHeaderExpiresTime, expires_text};
+    if (expires != 0) headers[header_count++] = {kHeaderExpiresTime, decimal(expires_buf, expires)};
     if (producers.size() > 1) headers[header_count++] = {kHeaderTopics, topics};
     out.notified.reserve(producers.size());
     for (Producer* producer : producers) {
