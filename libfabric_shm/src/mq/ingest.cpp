@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: MIT
 #include "fabric_shm/ingest.h"
 
-#include <charconv>
 #include <string>
 
+#include "decimal.h"
 #include "fabric_shm/clock.h"
 #include "fabric_shm/mem_object_store.h"
 #include "fabric_shm/placement_hint.h"
@@ -34,9 +34,6 @@ Result<IngestResult> put_and_notify(ObjectStore& store, std::span<Producer* cons
     thread_local std::string uri_text;
     uri.view().to_string(uri_text);
     char version_buf[24], put_ts_buf[24], expires_buf[24];
-    auto decimal = [](char (&buf)[24], uint64_t v) {
-        return std::string_view(buf, size_t(std::to_chars(buf, buf + sizeof buf, v).ptr - buf));
-    };
     std::string topics;  // fan-out: every topic told (a --delete-input worker keeps the input)
     if (producers.size() > 1)
         for (Producer* producer : producers)
@@ -45,10 +42,10 @@ Result<IngestResult> put_and_notify(ObjectStore& store, std::span<Producer* cons
                 topics += producer->topic();
             }
     const PlacementHint::Text placed_text = placed.text();
-    MessageHeader headers[5] = {{kHeaderVersion, decimal(version_buf, out.version)},
-                                {kHeaderPutTime, decimal(put_ts_buf, out.put_wall_ns)}};
+    MessageHeader headers[5] = {{kHeaderVersion, detail::decimal(version_buf, out.version)},
+                                {kHeaderPutTime, detail::decimal(put_ts_buf, out.put_wall_ns)}};
     size_t header_count = 2;
-    if (expires != 0) headers[header_count++] = {kHeaderExpiresTime, decimal(expires_buf, expires)};
+    if (expires != 0) headers[header_count++] = {kHeaderExpiresTime, detail::decimal(expires_buf, expires)};
     if (producers.size() > 1) headers[header_count++] = {kHeaderTopics, topics};
     out.notified.reserve(producers.size());
     for (Producer* producer : producers) {

@@ -37,6 +37,7 @@
 #include "fabric_shm/consumer.h"
 #include "fabric_shm/consumer_group.h"
 #include "crash_point.h"
+#include "decimal.h"
 #include "fabric_shm/dlq.h"
 #include "fabric_shm/jobs.h"
 #include "fabric_shm/lease.h"
@@ -89,11 +90,7 @@ Status ensure_topic(Pool& pool, const std::string& name, uint32_t partitions) {
     return TopicManager(pool).ensure(name, cfg, ns_duration(kTopicReadyWaitNs));
 }
 
-/// `v` in decimal, in `buf` (a header or metadata value without a std::string).
-std::string_view decimal(char (&buf)[24], uint64_t v) {
-    const char* end = std::to_chars(buf, buf + sizeof buf, v).ptr;
-    return {buf, size_t(end - buf)};
-}
+using detail::decimal;
 
 /// One piece of a result key template: literal text, {bucket} or {key}.
 struct KeyPiece {
