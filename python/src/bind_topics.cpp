@@ -481,47 +481,29 @@ void bind_topics(py::module_& m) {
           [](py::object store, py::object producers, py::handle uri, py::handle data, bool if_absent,
              py::object if_version, py::object fence, py::object content_type, py::object metadata, py::object ttl) {
               // The Python objects are held here: another thread may empty the list meanwhile.
-              // One producer (no fan-out) is the common call: its lists live on the stack.
               const bool many = py::isinstance<py::list>(producers) || py::isinstance<py::tuple>(producers);
               std::vector<py::object> owners;
               if (many)
                   for (auto p : producers) owners.push_back(py::reinterpret_borrow<py::object>(p));
               const std::span<const py::object> given =
                   many ? std::span<const py::object>(owners) : std::span<const py::object>(&producers, 1);
-              std::vector<PyProducer*> many_ps;
-              PyProducer* one_ps[1] = {nullptr};
-              for (const py::object& p : given) {
-                  PyProducer& producer = p.cast<PyProducer&>();
-                  if (many) many_ps.push_back(&producer);
-                  else one_ps[0] = &producer;
-              }
-              const std::span<PyProducer* const> ps =
-                  many ? std::span<PyProducer* const>(many_ps) : std::span<PyProducer* const>(one_ps, 1);
+              // One producer (no fan-out) is the common call: its lists stay on the stack.
+              SmallBuffer<PyProducer*, 1> ps_buffer;
+              SmallBuffer<Producer*, 1> raw_buffer;
+              SmallBuffer<Guarded*, 2> handle_buffer;  // the store's, then the producers'
+              const std::span<PyProducer*> ps = ps_buffer.take(given.size());
+              for (size_t i = 0; i < given.size(); ++i) ps[i] = &given[i].cast<PyProducer&>();
               PyStore& s = store.cast<PyStore&>();
               const FabricUri u = to_uri(uri);
               BytesArg bytes(data);
               const PutOptions o = put_options(if_absent, if_version, fence, content_type, metadata, ttl);
               MemObjectStore& ms = s.get();
-              std::vector<Producer*> many_raw;
-              std::vector<Guarded*> many_handles;
-              Producer* one_raw[1] = {nullptr};
-              Guarded* two_handles[2] = {nullptr, nullptr};
-              std::span<Producer* const> raw;
-              std::span<Guarded* const> handles;
-              if (many) {
-                  many_handles.push_back(&s);
-                  for (PyProducer* p : ps) {
-                      many_raw.push_back(&p->get());
-                      many_handles.push_back(p);
-                  }
-                  raw = many_raw;
-                  handles = many_handles;
-              } else {
-                  one_raw[0] = &ps[0]->get();
-                  two_handles[0] = &s;
-                  two_handles[1] = ps[0];
-                  raw = std::span<Producer* const>(one_raw, 1);
-                  handles = std::span<Guarded* const>(two_handles, 2);
+              const std::span<Producer*> raw = raw_buffer.take(ps.size());
+              const std::span<Guarded*> handles = handle_buffer.take(ps.size() + 1);
+              handles[0] = &s;
+              for (size_t i = 0; i < ps.size(); ++i) {
+                  raw[i] = &ps[i]->get();
+                  handles[i + 1] = ps[i];
               }
               auto r = without_gil(handles, [&] {
                   return put_and_notify(ms, raw, u, ByteView(bytes.span().data(), bytes.span().size()), o);

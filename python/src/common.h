@@ -207,29 +207,39 @@ auto locked(Guarded& handle, F&& f) {
 /// without_gil over several handles at once (put_and_notify: a store and its producers), their
 /// mutexes taken in one global (address) order so that two threads never wait on each other;
 /// a handle given twice is locked once.
+/// n elements on the stack when n <= N, else on the heap: a binding's per-call lists that are
+/// one or two long in the common call (a store and one producer) allocate nothing.
+template <class T, size_t N>
+class SmallBuffer {
+public:
+    std::span<T> take(size_t n) {
+        if (n <= N) return std::span<T>(inline_, n);
+        heap_.resize(n);
+        return heap_;
+    }
+
+private:
+    T inline_[N]{};
+    std::vector<T> heap_;
+};
+
 template <class F>
 auto without_gil(std::span<Guarded* const> given, F&& f) {
-    // Up to kInline handles (a store and its fan-out producers) on the stack: a call per object
-    // allocates nothing for its locks.
-    constexpr size_t kInline = 8;
-    Guarded* inline_handles[kInline];
-    std::vector<Guarded*> more_handles;
-    std::span<Guarded*> handles;
-    if (given.size() <= kInline) {
-        std::copy(given.begin(), given.end(), inline_handles);
-        handles = std::span<Guarded*>(inline_handles, given.size());
-    } else {
-        more_handles.assign(given.begin(), given.end());
-        handles = more_handles;
-    }
+    SmallBuffer<Guarded*, 8> buffer;
+    std::span<Guarded*> handles = buffer.take(given.size());
+    std::copy(given.begin(), given.end(), handles.begin());
     std::sort(handles.begin(), handles.end());
     handles = handles.first(size_t(std::unique(handles.begin(), handles.end()) - handles.begin()));
     py::gil_scoped_release nogil;
-    std::optional<HandleLock> inline_locks[kInline];  // released in reverse order, after `more_locks`
+    // HandleLock is neither copied nor moved: up to 8 in place, more one by one on the heap.
+    // Released in reverse order of taking (`more_locks` is destroyed first).
+    constexpr size_t kInlineLocks = 8;
+    std::optional<HandleLock> inline_locks[kInlineLocks];
     std::vector<std::unique_ptr<HandleLock>> more_locks;
     for (size_t i = 0; i < handles.size(); ++i) {
-        const HandleLock& lock = i < kInline ? inline_locks[i].emplace(*handles[i])
-                                             : *more_locks.emplace_back(std::make_unique<HandleLock>(*handles[i]));
+        const HandleLock& lock = i < kInlineLocks
+                                     ? inline_locks[i].emplace(*handles[i])
+                                     : *more_locks.emplace_back(std::make_unique<HandleLock>(*handles[i]));
         if (!lock.held()) throw FabricError(busy_error(*handles[i]));
     }
     for (Guarded* h : handles)
