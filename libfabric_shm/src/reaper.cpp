@@ -72,7 +72,7 @@ ReapReport reap_pass(Pool& pool, MonoTime now_time, bool dry_run, bool allow_poo
     const ProcessSlot* slots = impl->slots();
     for (uint32_t i = 0; !scan && i < kRegistrySlots; ++i)
         scan = slot_word_state(slots[i].word.load(std::memory_order_seq_cst)) == kSlotRetiring;
-    bool walked_all = true;  ///< no scanning hook left something it could not finish now
+    bool walked_all = true;  // no scanning hook left something it could not finish now
     ReclaimContext ctx{&pool, impl, now, dry_run, &report};
     RegionEntry* entries = impl->entries();
     for (uint32_t i = 0; i < kDirectoryEntries; ++i) {
