@@ -139,6 +139,46 @@ TEST_CASE("async worker: several messages of one partition in flight; the commit
     REQUIRE(loop->close().ok());
 }
 
+TEST_CASE("async worker: busy_seconds spans the first hand-out to the last result written, also when the loop idles or closes") {
+    Fixture f("async-busy");
+    for (int i = 0; i < 3; ++i) f.upload("k" + std::to_string(i), "data");
+    auto loop = WorkerLoop::open(f.tp.pool, f.cfg("a", 1));
+    REQUIRE_MESSAGE(loop.ok(), loop.error().message);
+    CHECK(loop->stats().busy_seconds() == 0.0);
+    std::vector<WorkTicket> t(1);
+    const uint64_t before_first = mono_now_ns();
+    REQUIRE(loop->acquire(t, 2s).value() == 1);
+    CHECK(loop->stats().first_handout_mono_ns >= before_first);
+    // More messages wait: the result's instant is the next acquire's clock read, no later.
+    const uint64_t before_result1 = mono_now_ns();
+    REQUIRE(loop->complete(std::move(t[0]), upper(t[0])).ok());
+    REQUIRE(loop->acquire(t, 2s).value() == 1);
+    const uint64_t after_acquire2 = mono_now_ns();
+    CHECK(loop->stats().last_result_mono_ns >= before_result1);
+    CHECK(loop->stats().last_result_mono_ns <= after_acquire2);
+    REQUIRE(loop->complete(std::move(t[0]), upper(t[0])).ok());
+    REQUIRE(loop->acquire(t, 2s).value() == 1);
+    // The last message buffered: its result's instant is read at once (the loop may idle after it).
+    const uint64_t before_result3 = mono_now_ns();
+    REQUIRE(loop->complete(std::move(t[0]), upper(t[0])).ok());
+    const uint64_t after_result3 = mono_now_ns();
+    const WorkerStats& s = loop->stats();
+    CHECK(s.last_result_mono_ns >= before_result3);
+    CHECK(s.last_result_mono_ns <= after_result3);
+    CHECK(s.busy_seconds() == doctest::Approx(double(s.last_result_mono_ns - s.first_handout_mono_ns) / 1e9));
+    CHECK(s.busy_seconds() > 0.0);
+    // A loop closed with messages still buffered behind its last result: close() reads it.
+    for (int i = 3; i < 5; ++i) f.upload("k" + std::to_string(i), "data");
+    REQUIRE(loop->acquire(t, 2s).value() == 1);
+    const uint64_t before_result4 = mono_now_ns();
+    REQUIRE(loop->complete(std::move(t[0]), upper(t[0])).ok());
+    REQUIRE(loop->close().ok());
+    const uint64_t after_close = mono_now_ns();
+    CHECK(loop->stats().processed == 4);
+    CHECK(loop->stats().last_result_mono_ns >= before_result4);
+    CHECK(loop->stats().last_result_mono_ns <= after_close);
+}
+
 TEST_CASE("async worker: a notification's placement hint, right, stale, foreign, forged or malformed, changes nothing handed out or stored") {
     Fixture f("async-placement");
     // k0: its own hint. k1: the hint of its previous version. k2: k0's hint. k3: bits past the

@@ -1207,6 +1207,31 @@ TEST_CASE("store: check reports a slot outside the heap and a damaged header; re
     CHECK(f.store->list(f.cleanup.name(), "b", "")->size() == 2);
     empty->store(was_empty, std::memory_order_relaxed);
 
+    // The worker's early fetch of a result's block follows the slot a key's tag names in its
+    // home bucket, unvalidated: one forged past the heap, or to the largest index a slot
+    // holds, is bounds-checked (no fault), and the lookup after it finds the key absent.
+    const FabricUri absent = f.at("b", "never-put");
+    detail::StoreKey key;
+    REQUIRE(detail::fill_store_key(absent.view(), key));
+    auto& home = buckets[key.hash & (h->bucket_count - 1)];
+    std::atomic<uint64_t>* free_slot = nullptr;
+    for (auto& s : home.slots)
+        if (store_layout::slot_empty(s.load(std::memory_order_relaxed))) {
+            free_slot = &s;
+            break;
+        }
+    REQUIRE(free_slot);
+    const uint64_t was_free = free_slot->load(std::memory_order_relaxed);
+    for (const uint32_t forged : {uint32_t(h->sb_count * h->words_per_sb + 5), uint32_t(0x7ffffffe)}) {
+        CAPTURE(forged);
+        free_slot->store(store_layout::make_slot(store_layout::key_tag(key.hash), 1, forged), std::memory_order_relaxed);
+        detail::StoreAccess::prefetch_linked(*f.store, key);
+        auto got = f.store->get(absent);
+        REQUIRE(got);
+        CHECK(!got->has_value());
+    }
+    free_slot->store(was_free, std::memory_order_relaxed);
+
     // Damage the header magic of "k": get is a typed Corrupt, check names the block.
     auto pin = f.store->pin(f.at("b", "k"));
     REQUIRE((pin && pin->has_value()));

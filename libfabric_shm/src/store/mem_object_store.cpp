@@ -927,6 +927,10 @@ void detail::StoreAccess::prefetch(const MemObjectStore& store, const StoreKey& 
     store.impl_->s->core->prefetch_bucket(key);
 }
 
+void detail::StoreAccess::prefetch_linked(const MemObjectStore& store, const StoreKey& key) noexcept {
+    store.impl_->s->core->prefetch_linked(key);
+}
+
 StoreStats MemObjectStore::stats() const {
     StoreShared& s = *impl_->s;
     // What this handle holds back for its next batch counts as free in what it reports.

@@ -30,6 +30,9 @@ struct StoreAccess {
     static Result<std::optional<PinnedView>> pin(MemObjectStore& store, const FabricUriView& uri, const StoreKey& key);
     /// Starts fetching the table line a lookup of `key` reads first (StoreCore::prefetch_bucket).
     static void prefetch(const MemObjectStore& store, const StoreKey& key) noexcept;
+    /// Starts fetching the block `key`'s table slot links (StoreCore::prefetch_linked): for a
+    /// lookup made after other work, once prefetch() had time to bring the table line.
+    static void prefetch_linked(const MemObjectStore& store, const StoreKey& key) noexcept;
 };
 
 }  // namespace fabric_shm::detail

@@ -1216,6 +1216,24 @@ void StoreCore::prefetch_object(uint32_t block, uint64_t size) const noexcept {
     for (uintptr_t line = first; line < end; line += 64) __builtin_prefetch(reinterpret_cast<const void*>(line));
 }
 
+void StoreCore::prefetch_linked(const StoreKey& key) const noexcept {
+    const Bucket& bk = buckets_[key.hash & mask_];
+    const uint8_t tag = key_tag(key.hash);
+    for (uint32_t j = 0; j < kSlotsPerBucket; ++j) {
+        // Relaxed: a hint; lookup() loads the slot again with acquire and validates the block.
+        const uint64_t v = bk.slots[j].load(std::memory_order_relaxed);
+        if (slot_empty(v) || slot_tag(v) != tag) continue;
+        const uint32_t b = slot_block(v);
+        BlockLoc loc;
+        if (b >= block_count() || !locate(b, loc)) return;  // bounds-checked, as lookup() does
+        __builtin_prefetch(&words_[b]);
+        const auto first = reinterpret_cast<uintptr_t>(loc.data) & ~uintptr_t(63);
+        const auto end = reinterpret_cast<uintptr_t>(loc.data + std::min(loc.capacity, kPrefetchLinkedBytes));
+        for (uintptr_t line = first; line < end; line += 64) __builtin_prefetch(reinterpret_cast<const void*>(line));
+        return;
+    }
+}
+
 Result<StoreCore::StripeHold> StoreCore::lock_stripe(uint64_t hash, OwnerToken me) const {
     StripeHold hold;
     hold.stripe = stripe_of(hash);

@@ -168,6 +168,14 @@ public:
     /// an index outside the heap does nothing, a size larger than the block is cut to it, and
     /// nothing is read (but the superblock's descriptor, as locate() does) or written.
     void prefetch_object(uint32_t block, uint64_t size) const noexcept;
+    /// Starts fetching the block a lookup of this key would find in its home bucket (the first
+    /// slot whose tag matches): its word and its first kPrefetchLinkedBytes, where a small
+    /// object's header, payload, key and metadata lie. For a caller that looks the key up after
+    /// other work and whose bucket line was asked for earlier (prefetch_bucket): the block's
+    /// misses then overlap that work too. A hint: the slot is read relaxed and not validated
+    /// (lookup reads it again), and nothing is written.
+    void prefetch_linked(const StoreKey& key) const noexcept;
+    static constexpr uint64_t kPrefetchLinkedBytes = 256;
     /// Payload bytes prefetch_object fetches: past them the CPU's stream prefetcher is running.
     static constexpr uint64_t kPrefetchPayloadBytes = 1024;
     /// A remove limited to one life of one block (the TTL reclaim's): its index and sequence.
