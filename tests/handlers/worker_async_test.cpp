@@ -139,44 +139,77 @@ TEST_CASE("async worker: several messages of one partition in flight; the commit
     REQUIRE(loop->close().ok());
 }
 
-TEST_CASE("async worker: busy_seconds spans the first hand-out to the last result written, also when the loop idles or closes") {
+TEST_CASE("async worker: busy_seconds spans the first hand-out to the last result written, driven by acquire()/complete() or by run()") {
     Fixture f("async-busy");
     for (int i = 0; i < 3; ++i) f.upload("k" + std::to_string(i), "data");
     auto loop = WorkerLoop::open(f.tp.pool, f.cfg("a", 1));
     REQUIRE_MESSAGE(loop.ok(), loop.error().message);
     CHECK(loop->stats().busy_seconds() == 0.0);
+    // Driven by the caller: each result's instant is read when it is written, even with more
+    // messages buffered (the next acquire() may come much later).
     std::vector<WorkTicket> t(1);
     const uint64_t before_first = mono_now_ns();
     REQUIRE(loop->acquire(t, 2s).value() == 1);
     CHECK(loop->stats().first_handout_mono_ns >= before_first);
-    // More messages wait: the result's instant is the next acquire's clock read, no later.
-    const uint64_t before_result1 = mono_now_ns();
+    const uint64_t before_result = mono_now_ns();
     REQUIRE(loop->complete(std::move(t[0]), upper(t[0])).ok());
-    REQUIRE(loop->acquire(t, 2s).value() == 1);
-    const uint64_t after_acquire2 = mono_now_ns();
-    CHECK(loop->stats().last_result_mono_ns >= before_result1);
-    CHECK(loop->stats().last_result_mono_ns <= after_acquire2);
-    REQUIRE(loop->complete(std::move(t[0]), upper(t[0])).ok());
-    REQUIRE(loop->acquire(t, 2s).value() == 1);
-    // The last message buffered: its result's instant is read at once (the loop may idle after it).
-    const uint64_t before_result3 = mono_now_ns();
-    REQUIRE(loop->complete(std::move(t[0]), upper(t[0])).ok());
-    const uint64_t after_result3 = mono_now_ns();
+    const uint64_t after_result = mono_now_ns();
+    CHECK(loop->stats().last_result_mono_ns >= before_result);
+    CHECK(loop->stats().last_result_mono_ns <= after_result);
     const WorkerStats& s = loop->stats();
-    CHECK(s.last_result_mono_ns >= before_result3);
-    CHECK(s.last_result_mono_ns <= after_result3);
     CHECK(s.busy_seconds() == doctest::Approx(double(s.last_result_mono_ns - s.first_handout_mono_ns) / 1e9));
     CHECK(s.busy_seconds() > 0.0);
-    // A loop closed with messages still buffered behind its last result: close() reads it.
-    for (int i = 3; i < 5; ++i) f.upload("k" + std::to_string(i), "data");
-    REQUIRE(loop->acquire(t, 2s).value() == 1);
-    const uint64_t before_result4 = mono_now_ns();
-    REQUIRE(loop->complete(std::move(t[0]), upper(t[0])).ok());
     REQUIRE(loop->close().ok());
-    const uint64_t after_close = mono_now_ns();
-    CHECK(loop->stats().processed == 4);
-    CHECK(loop->stats().last_result_mono_ns >= before_result4);
-    CHECK(loop->stats().last_result_mono_ns <= after_close);
+
+    // Driven by run(): by the time the processor sees the next message, the previous result's
+    // instant is recorded, and it lies between that processor's return and this call; the
+    // last one is recorded when run() returns.
+    for (int i = 3; i < 8; ++i) f.upload("k" + std::to_string(i), "data");
+    WorkerConfig c = f.cfg("b", 1);
+    c.count = 5;
+    auto runner = WorkerLoop::open(f.tp.pool, c);
+    REQUIRE_MESSAGE(runner.ok(), runner.error().message);
+    uint64_t returned = 0, seen = 0;
+    auto r = runner->run([&](const WorkItem& item) -> Result<std::vector<uint8_t>> {
+        const uint64_t last = runner->stats().last_result_mono_ns;
+        if (returned != 0) {
+            CHECK(last >= returned);
+            CHECK(last <= mono_now_ns());
+        }
+        ++seen;
+        std::vector<uint8_t> out(item.data.begin(), item.data.end());
+        returned = mono_now_ns();
+        return out;
+    });
+    const uint64_t after_run = mono_now_ns();
+    REQUIRE_MESSAGE(r.ok(), r.error().message);
+    CHECK(*r == WorkerExit::count_reached);
+    CHECK(seen == 5);
+    CHECK(runner->stats().processed == 5);
+    CHECK(runner->stats().last_result_mono_ns >= returned);
+    CHECK(runner->stats().last_result_mono_ns <= after_run);
+}
+
+TEST_CASE("worker run: a run stopped with messages still buffered records its last result's instant when it returns") {
+    Fixture f("run-busy-stop");
+    for (int i = 0; i < 6; ++i) f.upload("k" + std::to_string(i), "data");
+    auto loop = WorkerLoop::open(f.tp.pool, f.cfg("a", 1));
+    REQUIRE_MESSAGE(loop.ok(), loop.error().message);
+    uint64_t returned = 0;
+    int calls = 0;
+    auto r = loop->run(
+        [&](const WorkItem& item) -> Result<std::vector<uint8_t>> {
+            ++calls;
+            returned = mono_now_ns();
+            return std::vector<uint8_t>(item.data.begin(), item.data.end());
+        },
+        [&] { return calls == 2; });  // asked between results: the rings still hold the rest
+    const uint64_t after_run = mono_now_ns();
+    REQUIRE_MESSAGE(r.ok(), r.error().message);
+    CHECK(*r == WorkerExit::stopped);
+    CHECK(loop->stats().processed == 2);
+    CHECK(loop->stats().last_result_mono_ns >= returned);
+    CHECK(loop->stats().last_result_mono_ns <= after_run);
 }
 
 TEST_CASE("async worker: a notification's placement hint, right, stale, foreign, forged or malformed, changes nothing handed out or stored") {

@@ -1208,8 +1208,8 @@ TEST_CASE("store: check reports a slot outside the heap and a damaged header; re
     empty->store(was_empty, std::memory_order_relaxed);
 
     // The worker's early fetch of a result's block follows the slot a key's tag names in its
-    // home bucket, unvalidated: one forged past the heap, or to the largest index a slot
-    // holds, is bounds-checked (no fault), and the lookup after it finds the key absent.
+    // home bucket, unvalidated: one forged past the heap, or to the largest index a slot can
+    // encode, is bounds-checked (no fault), and the lookup after it finds the key absent.
     const FabricUri absent = f.at("b", "never-put");
     detail::StoreKey key;
     REQUIRE(detail::fill_store_key(absent.view(), key));
@@ -1222,7 +1222,7 @@ TEST_CASE("store: check reports a slot outside the heap and a damaged header; re
         }
     REQUIRE(free_slot);
     const uint64_t was_free = free_slot->load(std::memory_order_relaxed);
-    for (const uint32_t forged : {uint32_t(h->sb_count * h->words_per_sb + 5), uint32_t(0x7ffffffe)}) {
+    for (const uint32_t forged : {uint32_t(h->sb_count * h->words_per_sb + 5), UINT32_MAX - 1}) {
         CAPTURE(forged);
         free_slot->store(store_layout::make_slot(store_layout::key_tag(key.hash), 1, forged), std::memory_order_relaxed);
         detail::StoreAccess::prefetch_linked(*f.store, key);

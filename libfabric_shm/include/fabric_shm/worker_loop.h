@@ -163,10 +163,10 @@ struct WorkerStats {
     uint64_t epoch = 0;
     /// Monotonic instants (clock.h mono_now_ns) of the first message handed out and of the
     /// last result written; 0 until then. Their difference is the time spent working, without
-    /// start-up or idle time: a throughput that neither counts. While more messages wait in
-    /// the loop's rings, a result's instant is the clock read of the acquire() after it (no
-    /// clock read per result); the result of the last message buffered, and close(), read
-    /// the clock at once.
+    /// start-up or idle time: a throughput that neither counts. Under run(), while more
+    /// messages are buffered, a result's instant is the clock read of run()'s next acquire()
+    /// (no clock read per result); the result of the last message buffered, every result of a
+    /// loop driven through acquire()/complete(), and the end of run() read the clock at once.
     uint64_t first_handout_mono_ns = 0, last_result_mono_ns = 0;
     std::vector<uint32_t> partitions;  ///< current assignment
     LatencySummary latency;      ///< put timestamp -> result written (wall clock)

@@ -173,7 +173,8 @@ public:
     /// object's header, payload, key and metadata lie. For a caller that looks the key up after
     /// other work and whose bucket line was asked for earlier (prefetch_bucket): the block's
     /// misses then overlap that work too. A hint: the slot is read relaxed and not validated
-    /// (lookup reads it again), and nothing is written.
+    /// (lookup reads it again), the block index is bounds-checked and located as lookup does
+    /// (reading its superblock's descriptor), and nothing is written.
     void prefetch_linked(const StoreKey& key) const noexcept;
     static constexpr uint64_t kPrefetchLinkedBytes = 256;
     /// Payload bytes prefetch_object fetches: past them the CPU's stream prefetcher is running.

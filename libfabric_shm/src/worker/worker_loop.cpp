@@ -369,6 +369,7 @@ struct WorkerLoop::Impl {
     /// A result was written since stats.last_result_mono_ns was last set: the next acquire()
     /// sets it from the clock read it makes anyway (note_result_instant).
     bool result_unclocked = false;
+    bool run_driving = false;  ///< run() drives the loop: its acquire() follows each complete()
     uint32_t rotate = 0;
     bool need_rebalance = false;
     uint64_t last_keep_alive_ns = 0, last_rebalance_ns = 0, last_message_ns = 0;
@@ -478,6 +479,7 @@ struct WorkerLoop::Impl {
     void drain_event_fd_locked();
     void leave();
     void note_result_instant();
+    void clock_last_result();
 };
 
 Status WorkerLoop::Impl::register_topic_leases(const std::string& topic) {
@@ -1773,12 +1775,12 @@ Status WorkerLoop::Impl::note_dead_letter() {
 }
 
 // The instant of the result just written, for stats.busy_seconds(). A clock read costs ~25 ns
-// on a VM's clock (about what a 1 KiB CRC does) and the next acquire() reads the clock anyway:
-// while more messages wait in the rings, that read stands for this result's instant (later by
-// what the caller does between complete() and acquire(): nothing, in run()). The last message
-// buffered is read at once: the loop may go idle after it.
+// on a VM's kvm-clock (about what a 1 KiB CRC does). Under run(), the next acquire() follows at
+// once and reads the clock anyway: while more messages are buffered its read stands for this
+// result's instant. The last message buffered is read at once (the loop may idle after it), and
+// so is every result of a loop the caller drives: its next acquire() may come much later.
 void WorkerLoop::Impl::note_result_instant() {
-    if (buffered > 1) {
+    if (run_driving && buffered > 1) {
         result_unclocked = true;
         return;
     }
@@ -1786,13 +1788,17 @@ void WorkerLoop::Impl::note_result_instant() {
     result_unclocked = false;
 }
 
+// A result left for the next acquire() (note_result_instant), when run() stops before it.
+void WorkerLoop::Impl::clock_last_result() {
+    if (!result_unclocked) return;
+    stats.last_result_mono_ns = mono_now_ns();
+    result_unclocked = false;
+}
+
 void WorkerLoop::Impl::leave() {
     if (left) return;
     left = true;
-    if (result_unclocked) {
-        stats.last_result_mono_ns = mono_now_ns();
-        result_unclocked = false;
-    }
+    clock_last_result();
     if (membership) membership->leave();
 }
 
@@ -2124,6 +2130,7 @@ Result<int> WorkerLoop::wait_fd() {
 Status WorkerLoop::close() {
     Impl& im = *impl_;
     if (im.left) return {};
+    im.clock_last_result();  // before the commit below takes its time
     Status st = im.commit_pending(nullptr, Impl::CommitWhen::now);
     ++im.generation;  // tickets still out are stale: their messages go to the next owner
     im.in_flight = 0;
@@ -2169,9 +2176,14 @@ Result<WorkerExit> WorkerLoop::run(Processor processor, const std::function<bool
     std::array<WorkTicket, 1> tickets;
     WorkerExit why = WorkerExit::stopped;
     im.stop_check = should_stop ? &should_stop : nullptr;
+    im.run_driving = true;
     struct ClearStopCheck {
         Impl& im;
-        ~ClearStopCheck() { im.stop_check = nullptr; }
+        ~ClearStopCheck() {
+            im.stop_check = nullptr;
+            im.run_driving = false;
+            im.clock_last_result();
+        }
     } clear_stop_check{im};
     for (;;) {
         if (should_stop && should_stop()) break;
