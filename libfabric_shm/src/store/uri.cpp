@@ -193,8 +193,10 @@ std::string FabricUri::to_string() const { return view().to_string(); }
 std::string FabricUri::object_key() const { return bucket_ + "/" + key_; }
 
 void FabricUri::assign(const FabricUriView& uri) {
-    pool_.assign(uri.pool_);
-    bucket_.assign(uri.bucket_);
+    // One FabricUri holding message after message mostly sees the same pool and bucket: a
+    // compare of a few bytes is cheaper than the general replace of a string's contents.
+    if (pool_ != uri.pool_) pool_.assign(uri.pool_);
+    if (bucket_ != uri.bucket_) bucket_.assign(uri.bucket_);
     key_.assign(uri.key_);
 }
 
