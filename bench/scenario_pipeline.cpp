@@ -222,7 +222,8 @@ int loop_worker_main(const PipelineRun& r, PipelineShared& sh, int w) {
     wc.result_bucket = r.result_bucket;
     uint64_t handled = 0, cpu0 = 0;
     bool measuring = false;
-    Processor proc = [&](const WorkItem& item) -> Result<std::vector<uint8_t>> {
+    // Into run()'s reused buffer, as fabric-shm-worker's built-in processors write.
+    ProcessorInto proc = [&](const WorkItem& item, std::vector<uint8_t>& out) -> Status {
         const uint32_t crc = crc32(item.data.data(), item.data.size());
         const Stamp st = read_stamp(item.data);
         if (st.index >= r.warmup) {
@@ -233,14 +234,14 @@ int loop_worker_main(const PipelineRun& r, PipelineShared& sh, int w) {
             if (r.rate > 0) sh.latency[w].record(now_ns() - st.sched_ns);
         }
         sh.handled[w].store(++handled, std::memory_order_release);
-        std::vector<uint8_t> out(sizeof crc);
+        out.resize(sizeof crc);
         std::memcpy(out.data(), &crc, sizeof crc);
-        return out;
+        return {};
     };
-    auto loop = WorkerLoop::open(*pool, wc, proc);
+    auto loop = WorkerLoop::open(*pool, wc);
     if (!loop) return fail(sh, "worker loop: open", loop.error()), 1;
     sh.ready.fetch_add(1);
-    auto why = loop->run([&] { return sh.stop.load(std::memory_order_acquire) != 0; });
+    auto why = loop->run(proc, [&] { return sh.stop.load(std::memory_order_acquire) != 0; });
     if (!why) return fail(sh, "worker loop: run", why.error()), 1;
     sh.worker_cpu_ns[w].store(measuring ? process_cpu_ns() - cpu0 : 0);
     if (loop->stats().dead_lettered) {

@@ -195,6 +195,42 @@ TEST_CASE("WorkerLoop::run makes no heap allocation per message in its steady st
     w.check("WorkerLoop::run");
 }
 
+TEST_CASE("WorkerLoop::run with a ProcessorInto makes no heap allocation per message, its results included") {
+    LoopBench b("loop-hot-run-into");
+    for (uint64_t i = 0; i < kBacklog; ++i) REQUIRE(b.feed());
+    AllocWindow w;
+    uint64_t i = 0;
+    WorkerConfig cfg = b.config();
+    cfg.count = kLoopWarmup + kLoopMeasured + 1;
+    // Only the producer's feed is the handler's own here: the result goes into run()'s buffer,
+    // and whatever writing it allocates is charged to the loop.
+    ProcessorInto proc = [&](const WorkItem& item, std::vector<uint8_t>& out) -> Status {
+        w.enter(i, test::heap_allocations());
+        if (!out.empty() && w.failure.empty()) w.failure = "the result buffer was not emptied at message " + std::to_string(i);
+        const uint32_t crc = crc_of(item);
+        if (crc != item.info->crc32 && w.failure.empty()) w.failure = "CRC mismatch at message " + std::to_string(i);
+        const uint64_t before_feed = test::heap_allocations();
+        if (Status st = b.feed(); !st && w.failure.empty()) w.failure = "feed: " + st.error().message;
+        w.own(i, before_feed);
+        out.resize(sizeof crc);
+        std::memcpy(out.data(), &crc, sizeof crc);
+        ++i;
+        return {};
+    };
+    auto loop = WorkerLoop::open(b.tp.pool, cfg);
+    REQUIRE_MESSAGE(loop, loop.error().message);
+    auto why = loop->run(proc, [] { return false; });
+    REQUIRE_MESSAGE(why, why.error().message);
+    CHECK(*why == WorkerExit::count_reached);
+    CHECK(loop->stats().processed == cfg.count);
+    CHECK(loop->stats().dead_lettered == 0);
+    w.check("WorkerLoop::run(ProcessorInto)");
+    // The results are the processor's bytes.
+    auto first = b.store->get(FabricUri::make(b.tp.name(), "results", "in/obj-0").value());
+    REQUIRE((first && first->has_value()));
+    CHECK((*first)->data.size() == sizeof(uint32_t));
+}
+
 TEST_CASE("WorkerLoop's acquire/complete makes no heap allocation per message in its steady state") {
     LoopBench b("loop-hot-async");
     for (uint64_t i = 0; i < kBacklog; ++i) REQUIRE(b.feed());

@@ -10,19 +10,19 @@ namespace fabric_shm::workers {
 
 namespace {
 
-std::vector<uint8_t> copy(std::span<const uint8_t> in) { return {in.begin(), in.end()}; }
+// Each writes into `out` (empty, its capacity kept from the previous message: run() reuses it).
+void copy(std::span<const uint8_t> in, std::vector<uint8_t>& out) { out.assign(in.begin(), in.end()); }
 
-std::vector<uint8_t> upper(std::span<const uint8_t> in) {
-    std::vector<uint8_t> out(in.begin(), in.end());
+void upper(std::span<const uint8_t> in, std::vector<uint8_t>& out) {
+    out.assign(in.begin(), in.end());
     for (uint8_t& c : out)
         if (c >= 'a' && c <= 'z') c = uint8_t(c - 'a' + 'A');
-    return out;
 }
 
-std::vector<uint8_t> crc(std::span<const uint8_t> in) {
+void crc(std::span<const uint8_t> in, std::vector<uint8_t>& out) {
     char text[16];
     const int n = std::snprintf(text, sizeof text, "%08x\n", unsigned(fabric_shm::crc32(in.data(), in.size())));
-    return {text, text + n};
+    out.assign(text, text + n);
 }
 
 struct Builtin {

@@ -12,7 +12,8 @@
 
 namespace fabric_shm::workers {
 
-using BuiltinFn = std::vector<uint8_t> (*)(std::span<const uint8_t> input);
+/// Writes the result of `input` into `out` (empty on entry; WorkerLoop::run keeps its capacity).
+using BuiltinFn = void (*)(std::span<const uint8_t> input, std::vector<uint8_t>& out);
 
 /// copy: the bytes unchanged; upper: ASCII a-z to A-Z, other bytes unchanged;
 /// crc32: the CRC-32 (gzip polynomial, ISA-L) as 8 lower-case hex digits and a newline.

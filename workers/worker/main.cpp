@@ -333,10 +333,14 @@ int main(int argc, char** argv) {
     // The processor. The pool it records --exec process groups in is opened below.
     auto children_pool = std::make_shared<const Pool*>(nullptr);
     Processor processor;
+    ProcessorInto builtin;  // in-process: writes into run()'s reused buffer (no allocation per message)
     if (r.count("builtin")) {
         auto fn = workers::find_builtin(r["builtin"].as<std::string>());
         if (!fn) return cli::fail(out, fn.error());
-        processor = [f = *fn](const WorkItem& item) -> Result<std::vector<uint8_t>> { return f(item.data); };
+        builtin = [f = *fn](const WorkItem& item, std::vector<uint8_t>& result) -> Status {
+            f(item.data, result);
+            return {};
+        };
     } else if (handler_mode) {
         // Driven below through the loop's asynchronous form.
     } else {
@@ -378,7 +382,7 @@ int main(int argc, char** argv) {
     if (auto store = cli::open_default_store(out, *pool, creation); !store) return cli::fail(out, store.error());
 
     const uint64_t start = mono_now_ns();
-    auto loop = handler_mode ? WorkerLoop::open(*pool, cfg) : WorkerLoop::open(*pool, cfg, std::move(processor));
+    auto loop = handler_mode || builtin ? WorkerLoop::open(*pool, cfg) : WorkerLoop::open(*pool, cfg, std::move(processor));
     if (!loop) return cli::fail(out, loop.error());
     const std::string prefix = "fabric-shm-worker[" + loop->member_id() + "]: ";
     g_first_idle.set(prefix + "interrupt: stopping after the current step (commit, leave the group); interrupt "
@@ -414,7 +418,8 @@ int main(int argc, char** argv) {
         if (!r.count("quiet")) hs.log = [prefix](std::string_view line) { cli::stderr_line(prefix + std::string(line)); };
         ran = workers::run_handlers(*loop, hs, &g_stop);
     } else {
-        ran = loop->run([] { return g_stop != 0; });
+        const std::function<bool()> stop = [] { return g_stop != 0; };
+        ran = builtin ? loop->run(builtin, stop) : loop->run(stop);
     }
     const uint64_t elapsed = mono_now_ns() - start;
     nlohmann::json summary = stats_json(*loop, elapsed);

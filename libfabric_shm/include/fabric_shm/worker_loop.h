@@ -79,6 +79,10 @@ inline constexpr uint32_t kMaxCommitEvery = 16;
 /// (not_found, invalid_argument, corrupt, object_too_large, ...) go straight to the DLQ; any
 /// other error is retried with backoff up to max_attempts, then dead-lettered.
 using Processor = std::function<Result<std::vector<uint8_t>>(const WorkItem& item)>;
+/// Processor that writes its result into `out` instead of returning a new vector: run() empties
+/// `out` before each call and keeps its capacity from message to message, so a steady stream
+/// allocates nothing for results. An error is handled as a Processor's.
+using ProcessorInto = std::function<Status(const WorkItem& item, std::vector<uint8_t>& out)>;
 
 struct WorkerConfig {
     std::string topic;
@@ -223,6 +227,8 @@ public:
     /// loop was opened without a processor (use the other run()).
     Result<WorkerExit> run(const std::function<bool()>& should_stop);
     Result<WorkerExit> run(Processor processor, const std::function<bool()>& should_stop = {});
+    /// run() with a ProcessorInto: no allocation per message for its results.
+    Result<WorkerExit> run(ProcessorInto processor, const std::function<bool()>& should_stop = {});
 
     // ---- The asynchronous form (docs/api.md section 6). One driver thread calls these. ----
 

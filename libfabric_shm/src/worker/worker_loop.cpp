@@ -2163,6 +2163,19 @@ Result<WorkerExit> WorkerLoop::run(const std::function<bool()>& should_stop) {
 }
 
 Result<WorkerExit> WorkerLoop::run(Processor processor, const std::function<bool()>& should_stop) {
+    if (!processor) return make_error(Errc::invalid_argument, "no processor given");
+    // The result's vector is moved into run()'s buffer (the processor made it: one allocation
+    // per message, as before ProcessorInto).
+    return run(ProcessorInto([&processor](const WorkItem& item, std::vector<uint8_t>& out) -> Status {
+                   auto r = processor(item);
+                   if (!r) return std::move(r).error();
+                   out = std::move(*r);
+                   return {};
+               }),
+               should_stop);
+}
+
+Result<WorkerExit> WorkerLoop::run(ProcessorInto processor, const std::function<bool()>& should_stop) {
     Impl& im = *impl_;
     if (!processor) return make_error(Errc::invalid_argument, "no processor given");
     if (im.left) return closed_error(im);
@@ -2174,6 +2187,7 @@ Result<WorkerExit> WorkerLoop::run(Processor processor, const std::function<bool
         return im.fatal(std::move(e));
     };
     std::array<WorkTicket, 1> tickets;
+    std::vector<uint8_t> result;  // emptied before each call; its capacity stays for the next
     WorkerExit why = WorkerExit::stopped;
     im.stop_check = should_stop ? &should_stop : nullptr;
     im.run_driving = true;
@@ -2196,7 +2210,8 @@ Result<WorkerExit> WorkerLoop::run(Processor processor, const std::function<bool
         if (*n == 0) continue;
         WorkTicket& t = tickets[0];
         t.data_->item.keep_alive = [&im] { return im.keep_alive(); };
-        auto out = processor(t.item());
+        result.clear();
+        Status out = processor(t.item(), result);
         if (!out) {
             if (out.code() == Errc::stale_epoch) {  // keep_alive: evicted, not a failure
                 im.need_rebalance = true;
@@ -2207,7 +2222,8 @@ Result<WorkerExit> WorkerLoop::run(Processor processor, const std::function<bool
             if (Status st = complete(std::move(t), out.error()); !st) return fail(std::move(st).error());
             continue;
         }
-        if (Status st = complete(std::move(t), *out); !st) return fail(std::move(st).error());
+        if (Status st = complete(std::move(t), std::span<const uint8_t>(result)); !st)
+            return fail(std::move(st).error());
     }
     im.cfg.concurrency = saved;
     if (Status st = close(); !st) return im.fatal(std::move(st).error());
