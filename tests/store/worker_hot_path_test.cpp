@@ -165,70 +165,64 @@ uint32_t crc_of(const WorkItem& item) { return crc32(item.data.data(), item.data
 
 }  // namespace
 
-TEST_CASE("WorkerLoop::run makes no heap allocation per message in its steady state") {
-    LoopBench b("loop-hot-run");
-    for (uint64_t i = 0; i < kBacklog; ++i) REQUIRE(b.feed());
-    AllocWindow w;
-    uint64_t i = 0;
-    WorkerConfig cfg = b.config();
-    cfg.count = kLoopWarmup + kLoopMeasured + 1;
-    Processor proc = [&](const WorkItem& item) -> Result<std::vector<uint8_t>> {
-        const uint64_t at_entry = test::heap_allocations();
-        w.enter(i, at_entry);
-        const uint32_t crc = crc_of(item);
-        if (crc != item.info->crc32 && w.failure.empty()) w.failure = "CRC mismatch at message " + std::to_string(i);
-        if (Status st = b.feed(); !st && w.failure.empty()) w.failure = "feed: " + st.error().message;
-        std::vector<uint8_t> out(sizeof crc);
-        std::memcpy(out.data(), &crc, sizeof crc);
-        w.own(i, at_entry);
-        ++i;
-        return out;
-    };
-    auto loop = WorkerLoop::open(b.tp.pool, cfg, proc);
-    REQUIRE_MESSAGE(loop, loop.error().message);
-    auto why = loop->run([] { return false; });  // as fabric-shm-worker: a stop flag, stopped by count here
-    REQUIRE_MESSAGE(why, why.error().message);
-    CHECK(*why == WorkerExit::count_reached);
-    CHECK(loop->stats().processed == cfg.count);
-    CHECK(loop->stats().forwarded == cfg.count);
-    CHECK(loop->stats().dead_lettered == 0);
-    w.check("WorkerLoop::run");
-}
-
-TEST_CASE("WorkerLoop::run with a ProcessorInto makes no heap allocation per message, its results included") {
-    LoopBench b("loop-hot-run-into");
-    for (uint64_t i = 0; i < kBacklog; ++i) REQUIRE(b.feed());
-    AllocWindow w;
-    uint64_t i = 0;
-    WorkerConfig cfg = b.config();
-    cfg.count = kLoopWarmup + kLoopMeasured + 1;
-    // Only the producer's feed is the handler's own here: the result goes into run()'s buffer,
-    // and whatever writing it allocates is charged to the loop.
-    ProcessorInto proc = [&](const WorkItem& item, std::vector<uint8_t>& out) -> Status {
-        w.enter(i, test::heap_allocations());
-        if (!out.empty() && w.failure.empty()) w.failure = "the result buffer was not emptied at message " + std::to_string(i);
-        const uint32_t crc = crc_of(item);
-        if (crc != item.info->crc32 && w.failure.empty()) w.failure = "CRC mismatch at message " + std::to_string(i);
-        const uint64_t before_feed = test::heap_allocations();
-        if (Status st = b.feed(); !st && w.failure.empty()) w.failure = "feed: " + st.error().message;
-        w.own(i, before_feed);
-        out.resize(sizeof crc);
-        std::memcpy(out.data(), &crc, sizeof crc);
-        ++i;
-        return {};
-    };
-    auto loop = WorkerLoop::open(b.tp.pool, cfg);
-    REQUIRE_MESSAGE(loop, loop.error().message);
-    auto why = loop->run(proc, [] { return false; });
-    REQUIRE_MESSAGE(why, why.error().message);
-    CHECK(*why == WorkerExit::count_reached);
-    CHECK(loop->stats().processed == cfg.count);
-    CHECK(loop->stats().dead_lettered == 0);
-    w.check("WorkerLoop::run(ProcessorInto)");
-    // The results are the processor's bytes.
-    auto first = b.store->get(FabricUri::make(b.tp.name(), "results", "in/obj-0").value());
-    REQUIRE((first && first->has_value()));
-    CHECK((*first)->data.size() == sizeof(uint32_t));
+TEST_CASE("WorkerLoop::run makes no heap allocation per message in its steady state; with a ProcessorInto, its results included") {
+    for (const bool into : {false, true}) {
+        CAPTURE(into);
+        LoopBench b(into ? "loop-hot-run-into" : "loop-hot-run");
+        for (uint64_t i = 0; i < kBacklog; ++i) REQUIRE(b.feed());
+        AllocWindow w;
+        uint64_t i = 0;
+        WorkerConfig cfg = b.config();
+        cfg.count = kLoopWarmup + kLoopMeasured + 1;
+        // The handler's own allocations: the producer's feed, and with a Processor its result
+        // vector. A ProcessorInto's result goes into run()'s buffer: whatever writing it
+        // allocates is charged to the loop.
+        auto handle = [&](const WorkItem& item, std::vector<uint8_t>& out) {
+            const uint64_t at_entry = test::heap_allocations();
+            w.enter(i, at_entry);
+            if (!out.empty() && w.failure.empty()) w.failure = "the result buffer was not emptied at message " + std::to_string(i);
+            const uint32_t crc = crc_of(item);
+            if (crc != item.info->crc32 && w.failure.empty()) w.failure = "CRC mismatch at message " + std::to_string(i);
+            const uint64_t before_feed = test::heap_allocations();
+            if (Status st = b.feed(); !st && w.failure.empty()) w.failure = "feed: " + st.error().message;
+            out.resize(sizeof crc);
+            std::memcpy(out.data(), &crc, sizeof crc);
+            w.own(i, into ? before_feed : at_entry);
+            ++i;
+        };
+        auto stop = [] { return false; };  // as fabric-shm-worker: a stop flag, stopped by count here
+        Result<WorkerExit> why = WorkerExit::stopped;
+        std::optional<WorkerLoop> loop;
+        if (into) {
+            auto l = WorkerLoop::open(b.tp.pool, cfg);
+            REQUIRE_MESSAGE(l, l.error().message);
+            loop.emplace(std::move(*l));
+            why = loop->run(ProcessorInto([&](const WorkItem& item, std::vector<uint8_t>& out) -> Status {
+                                handle(item, out);
+                                return {};
+                            }),
+                            stop);
+        } else {
+            auto l = WorkerLoop::open(b.tp.pool, cfg, [&](const WorkItem& item) -> Result<std::vector<uint8_t>> {
+                std::vector<uint8_t> out;
+                handle(item, out);
+                return out;
+            });
+            REQUIRE_MESSAGE(l, l.error().message);
+            loop.emplace(std::move(*l));
+            why = loop->run(stop);
+        }
+        REQUIRE_MESSAGE(why, why.error().message);
+        CHECK(*why == WorkerExit::count_reached);
+        CHECK(loop->stats().processed == cfg.count);
+        CHECK(loop->stats().forwarded == cfg.count);
+        CHECK(loop->stats().dead_lettered == 0);
+        w.check(into ? "WorkerLoop::run(ProcessorInto)" : "WorkerLoop::run(Processor)");
+        // The results are the processor's bytes.
+        auto first = b.store->get(FabricUri::make(b.tp.name(), "results", "in/obj-0").value());
+        REQUIRE((first && first->has_value()));
+        CHECK((*first)->data.size() == sizeof(uint32_t));
+    }
 }
 
 TEST_CASE("WorkerLoop's acquire/complete makes no heap allocation per message in its steady state") {
