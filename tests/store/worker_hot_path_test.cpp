@@ -185,9 +185,10 @@ TEST_CASE("WorkerLoop::run makes no heap allocation per message in its steady st
             if (crc != item.info->crc32 && w.failure.empty()) w.failure = "CRC mismatch at message " + std::to_string(i);
             const uint64_t before_feed = test::heap_allocations();
             if (Status st = b.feed(); !st && w.failure.empty()) w.failure = "feed: " + st.error().message;
+            if (into) w.own(i, before_feed);  // before the result is written: that is the loop's
             out.resize(sizeof crc);
             std::memcpy(out.data(), &crc, sizeof crc);
-            w.own(i, into ? before_feed : at_entry);
+            if (!into) w.own(i, at_entry);    // the result's new vector included
             ++i;
         };
         auto stop = [] { return false; };  // as fabric-shm-worker: a stop flag, stopped by count here
@@ -217,11 +218,15 @@ TEST_CASE("WorkerLoop::run makes no heap allocation per message in its steady st
         CHECK(loop->stats().processed == cfg.count);
         CHECK(loop->stats().forwarded == cfg.count);
         CHECK(loop->stats().dead_lettered == 0);
+        CHECK(loop->stats().bytes_out == sizeof(uint32_t) * cfg.count);
         w.check(into ? "WorkerLoop::run(ProcessorInto)" : "WorkerLoop::run(Processor)");
-        // The results are the processor's bytes.
-        auto first = b.store->get(FabricUri::make(b.tp.name(), "results", "in/obj-0").value());
-        REQUIRE((first && first->has_value()));
-        CHECK((*first)->data.size() == sizeof(uint32_t));
+        // A key last put well before the count ran out: its result is the CRC of that version.
+        auto input = b.store->get(b.uris[100]);
+        auto result = b.store->get(FabricUri::make(b.tp.name(), "results", "in/obj-100").value());
+        REQUIRE((input && input->has_value() && result && result->has_value()));
+        const uint32_t crc = crc32((*input)->data.data(), (*input)->data.size());
+        REQUIRE((*result)->data.size() == sizeof crc);
+        CHECK(std::memcmp((*result)->data.data(), &crc, sizeof crc) == 0);
     }
 }
 

@@ -80,8 +80,9 @@ inline constexpr uint32_t kMaxCommitEvery = 16;
 /// other error is retried with backoff up to max_attempts, then dead-lettered.
 using Processor = std::function<Result<std::vector<uint8_t>>(const WorkItem& item)>;
 /// Processor that writes its result into `out` instead of returning a new vector: run() empties
-/// `out` before each call and keeps its capacity from message to message, so a steady stream
-/// allocates nothing for results. An error is handled as a Processor's.
+/// `out` before each call and keeps its capacity from message to message (up to 4 MiB; a larger
+/// buffer is freed after its message), so a steady stream allocates nothing for results. An
+/// error is handled as a Processor's.
 using ProcessorInto = std::function<Status(const WorkItem& item, std::vector<uint8_t>& out)>;
 
 struct WorkerConfig {
@@ -170,7 +171,8 @@ struct WorkerStats {
     /// start-up or idle time: a throughput that neither counts. Under run(), while more
     /// messages are buffered, a result's instant is the clock read of run()'s next acquire()
     /// (no clock read per result); the result of the last message buffered, every result of a
-    /// loop driven through acquire()/complete(), and the end of run() read the clock at once.
+    /// loop driven through acquire()/complete(), and the end of run() read the clock at once
+    /// (read from run()'s should_stop, it may not count the result just written yet).
     uint64_t first_handout_mono_ns = 0, last_result_mono_ns = 0;
     std::vector<uint32_t> partitions;  ///< current assignment
     LatencySummary latency;      ///< put timestamp -> result written (wall clock)
@@ -224,7 +226,7 @@ public:
     /// --exit-when-idle; then commits, leaves the group. It is acquire -> processor ->
     /// complete with one message at a time. Errors: LeaseExpired (a store or topic lease ran
     /// out), or another fatal error; the group is left in any case. invalid_argument when the
-    /// loop was opened without a processor (use the other run()).
+    /// loop was opened without a processor (pass a Processor or a ProcessorInto to run()).
     Result<WorkerExit> run(const std::function<bool()>& should_stop);
     Result<WorkerExit> run(Processor processor, const std::function<bool()>& should_stop = {});
     /// run() with a ProcessorInto: no allocation per message for its results.

@@ -59,6 +59,9 @@ namespace fabric_shm {
 namespace {
 
 constexpr uint64_t kPollTimeoutNs = 50 * kNsPerMs;  ///< idle members look for takeovers this often
+/// run()'s result buffer keeps its capacity up to this from message to message (a larger one is
+/// freed after its message): a stream of results up to 4 MiB allocates nothing.
+constexpr size_t kKeptResultBytes = size_t(4) << 20;
 
 uint64_t parse_u64(std::string_view text, uint64_t fallback) {
     uint64_t v = 0;
@@ -2224,6 +2227,8 @@ Result<WorkerExit> WorkerLoop::run(ProcessorInto processor, const std::function<
         }
         if (Status st = complete(std::move(t), std::span<const uint8_t>(result)); !st)
             return fail(std::move(st).error());
+        // A result larger than most is not kept for the rest of the run.
+        if (result.capacity() > kKeptResultBytes) std::vector<uint8_t>().swap(result);
     }
     im.cfg.concurrency = saved;
     if (Status st = close(); !st) return im.fatal(std::move(st).error());
