@@ -239,7 +239,10 @@ TEST_CASE("bridge: one nats-server node SIGKILLed: the cluster keeps quorum and 
     Fleet f;
     INFO(f.logs());
     f.start("worker-b", b.cmd(worker("--topic jobs --group w --id wb")));
-    f.start("import-b", b.cmd(import_args(up, durable, "jobs", "--id imp-b --batch 16")));
+    // Messages the server sent to the importer on the connection that dies are redelivered after
+    // the consumer's ack wait (30 s by default, measured as catch-ups of 30.5 s against the 40 s
+    // bound below): 5 s keeps this case about the reconnection.
+    f.start("import-b", b.cmd(import_args(up, durable, "jobs", "--id imp-b --batch 16 --ack-wait 5s")));
     f.start("export-a", a.cmd(export_args("uploads-ev", up, "--id exp-a --batch 16")));
     produce(a, "--topic uploads-ev --synthetic 20 --size 1K");
     REQUIRE(eventually([&] { return b.count("results") >= 20; }, 20000));
@@ -262,7 +265,7 @@ TEST_CASE("bridge: one nats-server node SIGKILLed: the cluster keeps quorum and 
             if (i != victim) order += "," + cl->url(i);
         CHECK(f.stop("import-b") == 0);
         CHECK(f.stop("export-a") == 0);
-        f.start("import-b", b.cmd(import_args(up, durable, "jobs", "--id imp-b --batch 16 --nats " + order)));
+        f.start("import-b", b.cmd(import_args(up, durable, "jobs", "--id imp-b --batch 16 --ack-wait 5s --nats " + order)));
         f.start("export-a", a.cmd(export_args("uploads-ev", up, "--id exp-a --batch 16 --to " + order)));
     }
     produce(a, "--topic uploads-ev --synthetic " + std::to_string(n) + " --size 1K");  // keys 0..n-1 again: new versions
