@@ -204,9 +204,6 @@ auto locked(Guarded& handle, F&& f) {
     return f();
 }
 
-/// without_gil over several handles at once (put_and_notify: a store and its producers), their
-/// mutexes taken in one global (address) order so that two threads never wait on each other;
-/// a handle given twice is locked once.
 /// n elements on the stack when n <= N, else on the heap: a binding's per-call lists that are
 /// one or two long in the common call (a store and one producer) allocate nothing.
 template <class T, size_t N>
@@ -223,6 +220,9 @@ private:
     std::vector<T> heap_;
 };
 
+/// without_gil over several handles at once (put_and_notify: a store and its producers), their
+/// mutexes taken in one global (address) order so that two threads never wait on each other;
+/// a handle given twice is locked once.
 template <class F>
 auto without_gil(std::span<Guarded* const> given, F&& f) {
     SmallBuffer<Guarded*, 8> buffer;
