@@ -1201,6 +1201,16 @@ void StoreCore::prefetch_for_publish(const StoreKey& key) const noexcept {
 
 void StoreCore::prefetch_bucket(const StoreKey& key) const noexcept { __builtin_prefetch(&buckets_[key.hash & mask_]); }
 
+namespace {
+/// Asks for every cache line of [from, from + bytes): from the one holding `from` (a block of a
+/// class that is not a multiple of 64 bytes starts inside a line) to the one holding the last byte.
+void prefetch_lines(const std::byte* from, uint64_t bytes) noexcept {
+    const auto first = reinterpret_cast<uintptr_t>(from) & ~uintptr_t(63);
+    const auto end = reinterpret_cast<uintptr_t>(from + bytes);
+    for (uintptr_t line = first; line < end; line += 64) __builtin_prefetch(reinterpret_cast<const void*>(line));
+}
+}  // namespace
+
 void StoreCore::prefetch_object(uint32_t block, uint64_t size) const noexcept {
     BlockLoc loc;
     if (!locate(block, loc) || loc.capacity < kPayloadOffset) return;  // bounds-checked
@@ -1209,11 +1219,8 @@ void StoreCore::prefetch_object(uint32_t block, uint64_t size) const noexcept {
     // A size at the hint's cap is not the object's own: its trailer is somewhere else.
     if (const uint64_t trailer = kPayloadOffset + align8(payload); trailer < loc.capacity && size < UINT32_MAX)
         __builtin_prefetch(loc.data + trailer);
-    // Every line from the header's to the last of the prefetched payload (a block of a class
-    // that is not a multiple of 64 bytes starts inside a line).
-    const auto first = reinterpret_cast<uintptr_t>(loc.data) & ~uintptr_t(63);
-    const auto end = reinterpret_cast<uintptr_t>(loc.data + kPayloadOffset + std::min(payload, kPrefetchPayloadBytes));
-    for (uintptr_t line = first; line < end; line += 64) __builtin_prefetch(reinterpret_cast<const void*>(line));
+    // Every line from the header's to the last of the prefetched payload.
+    prefetch_lines(loc.data, kPayloadOffset + std::min(payload, kPrefetchPayloadBytes));
 }
 
 void StoreCore::prefetch_linked(const StoreKey& key) const noexcept {
@@ -1227,9 +1234,7 @@ void StoreCore::prefetch_linked(const StoreKey& key) const noexcept {
         BlockLoc loc;
         if (b >= block_count() || !locate(b, loc)) return;  // bounds-checked, as lookup() does
         __builtin_prefetch(&words_[b]);
-        const auto first = reinterpret_cast<uintptr_t>(loc.data) & ~uintptr_t(63);
-        const auto end = reinterpret_cast<uintptr_t>(loc.data + std::min(loc.capacity, kPrefetchLinkedBytes));
-        for (uintptr_t line = first; line < end; line += 64) __builtin_prefetch(reinterpret_cast<const void*>(line));
+        prefetch_lines(loc.data, std::min(loc.capacity, kPrefetchLinkedBytes));
         return;
     }
 }
