@@ -332,12 +332,12 @@ int main(int argc, char** argv) {
 
     // The processor. The pool it records --exec process groups in is opened below.
     auto children_pool = std::make_shared<const Pool*>(nullptr);
-    Processor processor;
-    ProcessorInto builtin;  // in-process: writes into run()'s reused buffer (no allocation per message)
+    // Each writes its result into run()'s buffer (a built-in allocates nothing per message).
+    ProcessorInto processor;
     if (r.count("builtin")) {
         auto fn = workers::find_builtin(r["builtin"].as<std::string>());
         if (!fn) return cli::fail(out, fn.error());
-        builtin = [f = *fn](const WorkItem& item, std::vector<uint8_t>& result) -> Status {
+        processor = [f = *fn](const WorkItem& item, std::vector<uint8_t>& result) -> Status {
             f(item.data, result);
             return {};
         };
@@ -361,13 +361,16 @@ int main(int argc, char** argv) {
             if (*children_pool) unregister_child_group(**children_pool, pgid);
         };
         const std::string pool_s = *pool_name;
-        processor = [base, pool_s](const WorkItem& item) -> Result<std::vector<uint8_t>> {
+        processor = [base, pool_s](const WorkItem& item, std::vector<uint8_t>& result) -> Status {
             workers::ExecSpec spec = base;
             spec.env = exec_environment(item, pool_s);
             prepare_exec_notices(item.uri.to_string());
             auto res = workers::run_exec(spec, item.data, item.keep_alive);
             if (!res) return std::move(res).error();
-            if (res->ok()) return std::move(res->stdout_bytes);
+            if (res->ok()) {
+                result = std::move(res->stdout_bytes);
+                return {};
+            }
             // Too large is a property of the input: retrying cannot help.
             return make_error(res->result_too_large ? Errc::invalid_argument : Errc::io_error,
                               "--exec failed: " + res->describe(spec));
@@ -382,7 +385,7 @@ int main(int argc, char** argv) {
     if (auto store = cli::open_default_store(out, *pool, creation); !store) return cli::fail(out, store.error());
 
     const uint64_t start = mono_now_ns();
-    auto loop = handler_mode || builtin ? WorkerLoop::open(*pool, cfg) : WorkerLoop::open(*pool, cfg, std::move(processor));
+    auto loop = WorkerLoop::open(*pool, cfg);  // run(processor) below, or the handlers' asynchronous form
     if (!loop) return cli::fail(out, loop.error());
     const std::string prefix = "fabric-shm-worker[" + loop->member_id() + "]: ";
     g_first_idle.set(prefix + "interrupt: stopping after the current step (commit, leave the group); interrupt "
@@ -418,8 +421,7 @@ int main(int argc, char** argv) {
         if (!r.count("quiet")) hs.log = [prefix](std::string_view line) { cli::stderr_line(prefix + std::string(line)); };
         ran = workers::run_handlers(*loop, hs, &g_stop);
     } else {
-        const std::function<bool()> stop = [] { return g_stop != 0; };
-        ran = builtin ? loop->run(builtin, stop) : loop->run(stop);
+        ran = loop->run(processor, [] { return g_stop != 0; });
     }
     const uint64_t elapsed = mono_now_ns() - start;
     nlohmann::json summary = stats_json(*loop, elapsed);

@@ -482,7 +482,7 @@ struct WorkerLoop::Impl {
     void drain_event_fd_locked();
     void leave();
     void note_result_instant();
-    void clock_last_result();
+    void clock_last_result(uint64_t now = 0);
 };
 
 Status WorkerLoop::Impl::register_topic_leases(const std::string& topic) {
@@ -1791,10 +1791,11 @@ void WorkerLoop::Impl::note_result_instant() {
     result_unclocked = false;
 }
 
-// A result left for the next acquire() (note_result_instant), when run() stops before it.
-void WorkerLoop::Impl::clock_last_result() {
+// The instant of a result left for the next acquire() (note_result_instant): that acquire's
+// clock read `now`, or a read of its own (0) when run() or the loop ends first.
+void WorkerLoop::Impl::clock_last_result(uint64_t now) {
     if (!result_unclocked) return;
-    stats.last_result_mono_ns = mono_now_ns();
+    stats.last_result_mono_ns = now != 0 ? now : mono_now_ns();
     result_unclocked = false;
 }
 
@@ -1981,10 +1982,7 @@ Result<size_t> WorkerLoop::acquire(std::span<WorkTicket> tickets, std::chrono::n
 Result<size_t> WorkerLoop::Impl::acquire(std::span<WorkTicket> tickets, uint64_t timeout_ns, bool full) {
     if (left) return closed_error(*this);  // also when a processor closed the loop run() drives
     uint64_t now = mono_now_ns();
-    if (result_unclocked) {
-        stats.last_result_mono_ns = now;
-        result_unclocked = false;
-    }
+    clock_last_result(now);
     const uint64_t deadline = timeout_ns > UINT64_MAX - now ? UINT64_MAX : now + timeout_ns;
     uint64_t judged = now;
     size_t n = 0;
@@ -2194,14 +2192,14 @@ Result<WorkerExit> WorkerLoop::run(ProcessorInto processor, const std::function<
     WorkerExit why = WorkerExit::stopped;
     im.stop_check = should_stop ? &should_stop : nullptr;
     im.run_driving = true;
-    struct ClearStopCheck {
+    struct EndRun {  // also when the processor throws
         Impl& im;
-        ~ClearStopCheck() {
+        ~EndRun() {
             im.stop_check = nullptr;
             im.run_driving = false;
             im.clock_last_result();
         }
-    } clear_stop_check{im};
+    } end_run{im};
     for (;;) {
         if (should_stop && should_stop()) break;
         if (im.finished()) {
