@@ -278,16 +278,18 @@ bool take_and_retire(PoolHeader& header, ProcessSlot& slot, uint64_t w, Retirer 
     // see; release publishes the takeover to a competing finisher.
     if (!slot.word.compare_exchange_strong(w, retiring, std::memory_order_acq_rel, std::memory_order_relaxed))
         return false;
-    if (who == Retirer::owner) {
+    if (who == Retirer::owner)
         FABRIC_CRASH_POINT("registry.unregister.retiring");
-    } else {
+    else
         FABRIC_CRASH_POINT("registry.reap.retiring");
-        // After the CAS: a reap pass that reads the count from here on sees the occupant dead
-        // (seq_cst, the pass's load). A reaper killed or stopped before this add left the slot
-        // RETIRING: every reap pass walks while it sees one (reap_pass), and whoever finishes
-        // it for a dead retirer takes this path again and counts it.
+    // After the CAS: a reap pass that reads the count from here on sees the occupant dead
+    // (seq_cst, the pass's load). Counted when a reaper ends the registration, and when anyone
+    // retires a FENCED one: its fence's count may be lost (a reaper killed between the fence and
+    // its add), and a fenced owner's releases at exit failed (its token judged dead). A reaper
+    // killed or stopped before this add left the slot RETIRING: every reap pass walks while it
+    // sees one (reap_pass), and whoever finishes it for a dead retirer comes here and counts it.
+    if (who == Retirer::reaper || slot_word_state(w) == kSlotFenced)
         header.registrations_ended.fetch_add(1, std::memory_order_seq_cst);
-    }
     retire_slot(header, slot, retiring, notes);
     return true;
 }
@@ -323,9 +325,10 @@ bool reap_slot(PoolHeader& header, ProcessSlot& slot, uint64_t now_ns, std::vect
                 expect, make_slot_word(kSlotFenced, slot_word_gen(w), slot_word_pid(w), slot_word_creator_ns(w)),
                 std::memory_order_acq_rel, std::memory_order_relaxed))
             return false;
-        // As in take_and_retire. Killed before this add, the fence goes uncounted until a
-        // reaper retires the slot once the pid exits (counted then); until then only a full
-        // reap looks for what the fenced registration left.
+        FABRIC_CRASH_POINT("registry.reap.fenced");
+        // As in take_and_retire. Killed before this add, the fence goes uncounted until the
+        // slot is retired (by its owner at exit, or by a reaper once the pid is gone: counted
+        // then); until then only a full reap looks for what the fenced registration left.
         header.registrations_ended.fetch_add(1, std::memory_order_seq_cst);
         return true;
     }

@@ -470,6 +470,46 @@ TEST_CASE("registry: a process fenced while paused is told at its next heartbeat
     CHECK(test::wait_child(kid) == 0);
 }
 
+TEST_CASE("registry: a reaper killed between fencing a timed-out process and counting it: the fence is counted when its slot is retired") {
+    test::TempPool temp("hbfencekill", 4 << 20);
+    Pool& pool = temp.pool;
+    const layout::PoolHeader& h = detail::pool_header(pool);
+    // The fenced one: stops itself with a short heartbeat timeout, then (resumed) exits, ending
+    // its own registration.
+    const pid_t fenced = test::fork_child([&] {
+        OpenOptions o;
+        o.heartbeat_timeout = std::chrono::milliseconds(200);
+        auto p = Pool::open(temp.name(), o);
+        if (!p) return 90;
+        raise(SIGSTOP);
+        return 0;
+    });
+    REQUIRE(test::wait_stopped(fenced));
+    timespec ts{0, 300'000'000};
+    nanosleep(&ts, nullptr);  // its heartbeat is stale, its pid alive: a reaper fences it
+    const uint64_t before = h.registrations_ended.load();
+    const pid_t reaper = test::fork_child([&] {
+        setenv("FABRIC_SHM_CRASH_POINT", "registry.reap.fenced", 1);  // the open's own reap fences
+        detail::crash_point_rearm();
+        auto p = Pool::open(temp.name());
+        return p ? 0 : 90;
+    });
+    REQUIRE(test::wait_child(reaper) == 128 + SIGKILL);
+    bool is_fenced = false;
+    for (const ProcessInfo& p : pool.registry().list(MonoClock::now())) is_fenced = is_fenced || p.fenced;
+    REQUIRE(is_fenced);
+    CHECK(h.registrations_ended.load() == before);  // the fence went uncounted
+    // It resumes and exits: retiring its FENCED slot counts the registration that ended.
+    test::resume(fenced);
+    REQUIRE(test::wait_child(fenced) == 0);
+    CHECK(h.registrations_ended.load() == before + 1);
+    // The next open retires the killed reaper's registration (counted too) and, since
+    // registrations ended, walks the regions and says so.
+    REQUIRE(Pool::open(temp.name()));
+    CHECK(h.registrations_ended.load() == before + 2);
+    CHECK(h.scanned_through.load() == h.registrations_ended.load());
+}
+
 TEST_CASE("registry: a reaper paused after judging a process dead by its heartbeat re-checks it before fencing") {
     test::TempPool temp("hbrejudge", 4 << 20);
     Pool& pool = temp.pool;
