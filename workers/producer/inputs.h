@@ -26,8 +26,10 @@ public:
     /// not recursively) or reads paths from stdin; or describes `synthetic` objects.
     static Result<InputSource> make(const std::vector<std::string>& args, bool stdin_list, uint64_t synthetic,
                                     uint64_t synthetic_size);
-    /// Next item, nullopt at the end; an error is about last_path() (the message does not repeat it).
-    Result<std::optional<InputItem>> next();
+    /// Fills `item` with the next input (its strings' capacity reused: a synthetic item costs
+    /// no allocation); false at the end. An error is about last_path() (the message does not
+    /// repeat it).
+    Result<bool> next(InputItem& item);
     /// Known up front (arguments, synthetic); 0 for --stdin-list.
     uint64_t total() const { return total_; }
     /// The path next() looked at last (names the input when next() failed on it).

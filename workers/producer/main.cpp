@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -46,6 +47,7 @@ struct TopicState {
     std::optional<Producer> producer;
     uint64_t sent = 0;
     std::string error;  ///< first failure
+    bool failed_now = false;  ///< the current object's notification was not sent here
 };
 
 /// An input that was not stored (the run went on without it).
@@ -329,47 +331,53 @@ Result<Stored> store_input_waiting(Run& run, const FabricUri& uri, const workers
     }
 }
 
-/// Sends the object's notification on every topic, even after one failed (reported per
-/// topic; the object stays). False when one failed: the run stops.
-bool notify(Run& run, const FabricUri& uri, const Stored& stored, const workers::InputItem& in) {
-    const std::string uri_s = uri.to_string(), version_s = std::to_string(stored.version),
-                      ts_s = std::to_string(wall_now_ns());
-    MessageHeader headers[5] = {{kHeaderVersion, version_s}, {kHeaderPutTime, ts_s}};
+/// A number's decimal digits, written into a buffer of its own (no allocation per object).
+class Decimal {
+public:
+    explicit Decimal(uint64_t v) : end_(std::to_chars(digits_, digits_ + sizeof digits_, v).ptr) {}
+    std::string_view view() const { return {digits_, size_t(end_ - digits_)}; }
+
+private:
+    char digits_[20];
+    char* end_;
+};
+
+/// Sends the object's notification (`uri_text`: its URI) on every topic, even after one failed
+/// (reported per topic; the object stays). False when one failed: the run stops.
+bool notify(Run& run, std::string_view uri_text, const Stored& stored, const workers::InputItem& in) {
+    const Decimal version(stored.version), put_time(wall_now_ns()), expires(stored.expires_wall_ns);
+    MessageHeader headers[5] = {{kHeaderVersion, version.view()}, {kHeaderPutTime, put_time.view()}};
     size_t header_count = 2;
     // With --object-ttl: when it expires (a worker that finds it gone then says "expired").
-    const std::string expires_s = std::to_string(stored.expires_wall_ns);
-    if (stored.expires_wall_ns != 0) headers[header_count++] = {kHeaderExpiresTime, expires_s};
+    if (stored.expires_wall_ns != 0) headers[header_count++] = {kHeaderExpiresTime, expires.view()};
     // Fan-out: every topic told of it (a --delete-input worker keeps such an input).
     if (run.topics.size() > 1) headers[header_count++] = {kHeaderTopics, run.topic_list};
     const PlacementHint::Text placed_s = stored.placed.text();
-    std::vector<std::string> failed_here;
+    const ByteView key = run.settings.key_by_name ? ByteView(in.key) : ByteView();
+    bool all_sent = true;
     for (TopicState& ts : run.topics) {
         // The workers' prefetch hint only where it fits the topic's slot (a long URI goes without).
         size_t count = header_count;
         if (!stored.placed.empty()) {
             headers[count] = {kHeaderPlacement, std::string_view(placed_s.data(), placed_s.size())};
-            const ByteView key = run.settings.key_by_name ? ByteView(in.key) : ByteView();
-            if (ts.producer->fits({uri_s, key, std::span<const MessageHeader>(headers, count + 1)})) ++count;
+            if (ts.producer->fits({uri_text, key, std::span<const MessageHeader>(headers, count + 1)})) ++count;
         }
         const std::span<const MessageHeader> header_span(headers, count);
-        auto sent = run.settings.key_by_name ? ts.producer->send_keyed(in.key, uri_s, header_span)
-                                             : ts.producer->send(uri_s, header_span);
+        auto sent = run.settings.key_by_name ? ts.producer->send_keyed(in.key, uri_text, header_span)
+                                             : ts.producer->send(uri_text, header_span);
+        ts.failed_now = !sent;
         if (sent) {
             ++ts.sent;
-        } else {
-            if (sent.code() == Errc::interrupted) run.interrupted = true;
-            else if (ts.error.empty()) ts.error = cli::message_of(run.out, sent.error());
-            failed_here.push_back(ts.name);
-            if (!run.failure && sent.code() != Errc::interrupted) run.failure = sent.error();
+            continue;
         }
+        all_sent = false;
+        if (sent.code() == Errc::interrupted) run.interrupted = true;
+        else if (ts.error.empty()) ts.error = cli::message_of(run.out, sent.error());
+        if (!run.failure && sent.code() != Errc::interrupted) run.failure = sent.error();
     }
-    if (failed_here.empty()) return true;
-    run.failed_uri = uri_s;
-    for (const TopicState& ts : run.topics) {
-        bool f = false;
-        for (const auto& x : failed_here) f |= x == ts.name;
-        (f ? run.not_notified : run.notified_topics).push_back(ts.name);
-    }
+    if (all_sent) return true;
+    run.failed_uri = std::string(uri_text);
+    for (const TopicState& ts : run.topics) (ts.failed_now ? run.not_notified : run.notified_topics).push_back(ts.name);
     return false;
 }
 
@@ -384,6 +392,11 @@ void ingest_all(Run& run, workers::InputSource& inputs, Progress& progress, bool
         run.failed.push_back(std::move(f));
         return !s.fail_fast;
     };
+    // Reused from input to input (their strings keep their capacity): a synthetic object
+    // costs no allocation here.
+    workers::InputItem in;
+    std::string uri_text;  // the object's URI, as FabricUri::to_string() writes it
+    FabricUri uri;         // the same, for the loan
     while (true) {
         if (g_stop) {
             run.interrupted = true;
@@ -394,33 +407,33 @@ void ingest_all(Run& run, workers::InputSource& inputs, Progress& progress, bool
         for (const RenewalOutcome& oc : tick.outcomes)
             if (oc.kind == RenewalOutcomeKind::dropped) run.failure = make_error(Errc::lease_expired, oc.error.message);
         if (run.failure) return;
-        auto item = inputs.next();
-        if (!item) {
+        auto more = inputs.next(in);
+        if (!more) {
             // The input could not be described (vanished, not a regular file): its own failure.
-            if (!input_failed(FailedInput{inputs.last_path(), item.error()})) return;
+            if (!input_failed(FailedInput{inputs.last_path(), more.error()})) return;
             continue;
         }
-        if (!item->has_value()) return;
-        const workers::InputItem& in = **item;
-        const std::string input_name = in.path.empty() ? in.key : in.path;
-        auto uri = FabricUri::make(run.pool.name(), s.bucket, in.key);
-        if (!uri) {
-            if (!input_failed(FailedInput{input_name, uri.error()})) return;
+        if (!*more) return;
+        auto input_name = [&] { return in.path.empty() ? in.key : in.path; };
+        auto formatted = FabricUriView::format(uri_text, run.pool.name(), s.bucket, in.key);
+        if (!formatted) {
+            if (!input_failed(FailedInput{input_name(), formatted.error()})) return;
             continue;
         }
-        auto stored = store_input_waiting(run, *uri, in);
+        uri.assign(*formatted);
+        auto stored = store_input_waiting(run, uri, in);
         if (!stored) {
             if (input_failure(stored.code())) {
-                if (!input_failed(FailedInput{input_name, stored.error()})) return;
+                if (!input_failed(FailedInput{input_name(), stored.error()})) return;
                 continue;
             }
             run.failure = stored.error();
-            run.failed_uri = uri->to_string();
+            run.failed_uri = uri_text;
             return;
         }
         if (stored->skipped) ++run.skipped_existing;
         else ++run.stored;
-        const bool all_notified = notify(run, *uri, *stored, in);
+        const bool all_notified = notify(run, uri_text, *stored, in);
         run.bytes += in.size;
         progress.update(run.handled(), run.bytes, mono_now_ns() - start);
         if (!all_notified) return;
