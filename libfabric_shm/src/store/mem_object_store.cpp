@@ -748,6 +748,10 @@ Result<uint64_t> publish_loan(StoreShared& s, ObjectLoan::Impl& l, const detail:
     const OwnerToken me = l.owner;
     detail::BlockLoc loc;
     if (!core.locate(l.block, loc)) return make_error(Errc::corrupt, "loaned block vanished");
+    // The object this commit replaces, if any, is read by the publish's lookup (its header and
+    // key): its lines are asked for now and arrive during the CRC pass. A loan made for its
+    // URI asked for the key's table line already, which came during the caller's fill.
+    core.prefetch_linked(key);
     const uint8_t* payload = l.bytes.data();
     const uint64_t need = kPayloadOffset + align8(n) + trailer_bytes(key, options, meta_len);
     uint32_t block = l.block;
@@ -792,6 +796,9 @@ Result<ObjectLoan> MemObjectStore::loan(const FabricUri& uri, uint64_t size, con
     if (!meta_len) return std::move(meta_len).error();
     if (size > s.core->max_object_bytes()) return too_large(size, s.core->max_object_bytes());
     FABRIC_TRY(s.check_leases());
+    // The commit's publish reads the key's bucket and stripe lines: their fetch overlaps the
+    // caller's fill of the loan instead of waiting at the commit.
+    s.core->prefetch_for_publish(*key);
     // The key and options are known now, so the trailer is reserved at its exact size.
     const uint64_t trailer = trailer_bytes(*key, options, *meta_len);
     uint64_t word = 0;
