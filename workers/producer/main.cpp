@@ -311,13 +311,15 @@ struct Run {
 /// it waits. A signal ends the wait at once (the input is then neither stored nor notified).
 Result<Stored> store_input_waiting(Run& run, const FabricUri& uri, const workers::InputItem& in) {
     const Settings& s = run.settings;
-    const uint64_t deadline = mono_now_ns() + s.wait_ns;
+    uint64_t deadline = 0;  // from the first full store on: an input that is stored reads no clock here
     uint64_t pause = kNsPerMs;
     bool announced = false;
     for (;;) {
         auto stored = store_input(*run.store, uri, in, s.skip_existing, s.object_options);
+        if (stored || stored.code() != Errc::capacity_exceeded || g_stop) return stored;
         const uint64_t now = mono_now_ns();
-        if (stored || stored.code() != Errc::capacity_exceeded || g_stop || now >= deadline) return stored;
+        if (deadline == 0) deadline = now + s.wait_ns;
+        if (now >= deadline) return stored;
         if (!announced && !s.quiet)
             cli::stderr_line(run.out.program + ": store full, waiting up to " + format_duration_ns(s.wait_ns) +
                              " for space: " + stored.error().message);
@@ -435,7 +437,7 @@ void ingest_all(Run& run, workers::InputSource& inputs, Progress& progress, bool
         else ++run.stored;
         const bool all_notified = notify(run, uri_text, *stored, in);
         run.bytes += in.size;
-        progress.update(run.handled(), run.bytes, mono_now_ns() - start);
+        if (progress_on) progress.update(run.handled(), run.bytes, mono_now_ns() - start);
         if (!all_notified) return;
         ++run.notified;
     }
