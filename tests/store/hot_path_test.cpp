@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
-// The recipe's per-object hot path (producer: put + send; worker: poll, parse the URI, pin,
-// CRC, put the result under a second URI, commit) in its steady state makes no system call and
-// no heap allocation per object. Counted, not assumed:
+// The recipe's per-object hot path (producer: put + send, or a loan filled in place and
+// committed + send; worker: poll, parse the URI, pin, CRC, put the result under a second URI,
+// commit) in its steady state makes no system call and no heap allocation per object. Counted,
+// not assumed:
 //  - allocations: this test binary replaces the global operator new with a counting one
 //    (alloc_counter.cpp);
 //  - system calls: in a forked child, with syscall_counter.h's seccomp filter (x86-64 only).
@@ -43,6 +44,13 @@ constexpr uint64_t kBatch = 16;       ///< objects per send burst and per poll
 constexpr uint64_t kWarmup = 4 * kKeys;
 constexpr uint64_t kMeasured = 4096;
 
+/// How the producer side stores its objects.
+enum class Mode {
+    one_at_a_time,  ///< put + send per object
+    batched,        ///< put_many + send_batch per burst; the worker's results by put_many
+    loaned,         ///< loan(uri, size), the object written into the loan, commit() + send
+};
+
 void note(HotPathReport& rep, const std::string& what) {
     std::snprintf(rep.error, sizeof rep.error, "%s", what.c_str());
     rep.failures.fetch_add(1);
@@ -71,10 +79,11 @@ struct BatchBuffers {
 /// object's placement hint) in bursts of kBatch, the worker's poll (spin), URI parse, prefetch
 /// by the hint, pin, CRC check, result put, commit. With
 /// `batched`, the producer calls put_many and send_batch once per burst and the worker stores
-/// a poll's results with one put_many.
+/// a poll's results with one put_many. With `loaned`, the producer writes each object into a
+/// loan made for its URI and commits it.
 bool run_objects(HotPathReport& rep, MemObjectStore& store, Producer& prod, Consumer& cons, MessageBatch& batch,
                  const std::vector<FabricUri>& uris, const std::vector<std::string>& texts, std::vector<uint8_t>& object, std::string& result_text,
-                 std::string_view pool_name, uint64_t& next, uint64_t count, BatchBuffers* batched) {
+                 std::string_view pool_name, uint64_t& next, uint64_t count, BatchBuffers* batched, bool loaned) {
     for (uint64_t done = 0; done < count;) {
         if (batched) {
             BatchBuffers& bb = *batched;
@@ -101,8 +110,15 @@ bool run_objects(HotPathReport& rep, MemObjectStore& store, Producer& prod, Cons
             const uint64_t k = (next + i) % kKeys;
             std::memcpy(object.data(), &k, sizeof k);
             PlacementHint placed;
-            if (auto v = store.put(uris[k].view(), object, {}, placed); !v)
+            if (loaned) {
+                auto loan = store.loan(uris[k], object.size());
+                if (!loan) return note(rep, "producer: loan: " + loan.error().message), false;
+                std::memcpy(loan->bytes().data(), object.data(), object.size());
+                placed = loan->placement();
+                if (auto v = loan->commit(); !v) return note(rep, "producer: commit: " + v.error().message), false;
+            } else if (auto v = store.put(uris[k].view(), object, {}, placed); !v) {
                 return note(rep, "producer: put: " + v.error().message), false;
+            }
             const PlacementHint::Text placed_text = placed.text();
             const MessageHeader header{kHeaderPlacement, std::string_view(placed_text.data(), placed_text.size())};
             if (auto s = prod.send(texts[k], std::span(&header, 1)); !s)
@@ -154,7 +170,7 @@ bool run_objects(HotPathReport& rep, MemObjectStore& store, Producer& prod, Cons
     return true;
 }
 
-int hot_path_child(const std::string& pool_name, HotPathReport& rep, bool count_syscalls, bool batched) {
+int hot_path_child(const std::string& pool_name, HotPathReport& rep, bool count_syscalls, Mode mode) {
     auto pool = Pool::open(pool_name);
     if (!pool) return note(rep, "open pool: " + pool.error().message), 1;
     auto store = MemObjectStore::attach(*pool);
@@ -179,11 +195,14 @@ int hot_path_child(const std::string& pool_name, HotPathReport& rep, bool count_
     MessageBatch batch;
     std::string result_text;
     BatchBuffers buffers(object);
-    BatchBuffers* const bb = batched ? &buffers : nullptr;
+    BatchBuffers* const bb = mode == Mode::batched ? &buffers : nullptr;
+    const bool loaned = mode == Mode::loaned;
     uint64_t next = 0;
     rep.stage = 1;
     // Warm-up: every key and result key exists, buffers have their size, pages are touched.
-    if (!run_objects(rep, **store, *prod, *cons, batch, uris, texts, object, result_text, pool_name, next, kWarmup, bb)) return 1;
+    if (!run_objects(rep, **store, *prod, *cons, batch, uris, texts, object, result_text, pool_name, next, kWarmup, bb,
+                     loaned))
+        return 1;
     rep.stage = 2;
     if (count_syscalls) {
         if (!test::count_syscalls_from_now(rep.syscalls))
@@ -191,7 +210,8 @@ int hot_path_child(const std::string& pool_name, HotPathReport& rep, bool count_
         rep.syscalls_counted = 1;
     }
     const uint64_t allocs0 = test::heap_allocations();
-    const bool ok = run_objects(rep, **store, *prod, *cons, batch, uris, texts, object, result_text, pool_name, next, kMeasured, bb);
+    const bool ok =
+        run_objects(rep, **store, *prod, *cons, batch, uris, texts, object, result_text, pool_name, next, kMeasured, bb, loaned);
     const uint64_t allocs1 = test::heap_allocations();
     test::stop_counting_syscalls();  // what follows (leaving) is not the hot path
     rep.allocations = allocs1 - allocs0;
@@ -204,7 +224,7 @@ int hot_path_child(const std::string& pool_name, HotPathReport& rep, bool count_
 
 namespace {
 
-void check_hot_path(bool batched) {
+void check_hot_path(Mode mode) {
     test::TempPool tp("hot-path", 64ull << 20);
     {
         auto store = MemObjectStore::open(tp.pool);
@@ -224,7 +244,7 @@ void check_hot_path(bool batched) {
     REQUIRE(mem != MAP_FAILED);
     auto* rep = new (mem) HotPathReport();
     const std::string name = tp.name();
-    const pid_t pid = test::fork_child([&] { return hot_path_child(name, *rep, count_syscalls, batched); });
+    const pid_t pid = test::fork_child([&] { return hot_path_child(name, *rep, count_syscalls, mode); });
     const int code = test::wait_child(pid, 120000);
     INFO("child stage " << rep->stage.load() << ": " << rep->error);
     REQUIRE(code == 0);
@@ -252,9 +272,13 @@ void check_hot_path(bool batched) {
 }  // namespace
 
 TEST_CASE("the pipeline's steady state makes no system call and no heap allocation per object") {
-    check_hot_path(false);
+    check_hot_path(Mode::one_at_a_time);
 }
 
 TEST_CASE("the batched pipeline (put_many, send_batch, result put_many) makes no system call and no heap allocation") {
-    check_hot_path(true);
+    check_hot_path(Mode::batched);
+}
+
+TEST_CASE("the zero-copy producer (a loan per object, filled in place and committed) makes no system call and no heap allocation") {
+    check_hot_path(Mode::loaned);
 }

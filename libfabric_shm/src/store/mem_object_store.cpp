@@ -19,6 +19,7 @@
 #include "store/store_access.h"
 #include "store/store_core.h"
 #include "pool_impl.h"
+#include "recycled_blocks.h"
 #include "region_kinds.h"
 
 namespace fabric_shm {
@@ -72,6 +73,10 @@ struct ObjectLoan::Impl {
     PutOptions options;
     uint64_t meta_len = 0;
     uint64_t trailer_room = 0;  ///< bytes reserved after the aligned payload
+    // A zero-copy producer makes and commits one loan per object: the loan's state is recycled
+    // per thread instead of costing a heap allocation each time.
+    static void* operator new(size_t n) { return detail::RecycledBlocks<Impl>::take(n); }
+    static void operator delete(void* p, size_t n) noexcept { detail::RecycledBlocks<Impl>::keep(p, n); }
 };
 
 struct PinnedView::Impl {
@@ -82,50 +87,9 @@ struct PinnedView::Impl {
     ObjectInfo info;
     // A worker pins and drops one view per message: the view's state is recycled per thread
     // instead of costing a heap allocation each time.
-    static void* operator new(size_t n);
-    static void operator delete(void* p, size_t n) noexcept;
+    static void* operator new(size_t n) { return detail::RecycledBlocks<Impl>::take(n); }
+    static void operator delete(void* p, size_t n) noexcept { detail::RecycledBlocks<Impl>::keep(p, n); }
 };
-
-namespace {
-/// Freed PinnedView::Impl blocks of this thread, reused by its next pins. Plain data, so the hot
-/// path pays one TLS lookup and no initialisation guard; the blocks are freed at thread exit by
-/// PinImplReaper, armed the first time a block is kept.
-struct PinImplCache {
-    static constexpr int kMax = 8;
-    void* blocks[kMax];
-    int n;
-    bool armed, gone;  ///< reaper registered; reaper ran (the thread is exiting: free directly)
-};
-thread_local PinImplCache t_pin_impls;  // zero-initialised
-struct PinImplReaper {
-    volatile bool used = false;
-    ~PinImplReaper() {
-        PinImplCache& c = t_pin_impls;
-        while (c.n > 0) ::operator delete(c.blocks[--c.n]);
-        c.gone = true;
-    }
-};
-thread_local PinImplReaper t_pin_reaper;
-}  // namespace
-
-void* PinnedView::Impl::operator new(size_t n) {
-    PinImplCache& c = t_pin_impls;
-    if (n == sizeof(Impl) && c.n > 0) return c.blocks[--c.n];
-    return ::operator new(n);
-}
-
-void PinnedView::Impl::operator delete(void* p, size_t n) noexcept {
-    PinImplCache& c = t_pin_impls;
-    if (p && n == sizeof(Impl) && !c.gone && c.n < PinImplCache::kMax) {
-        if (!c.armed) {
-            c.armed = true;
-            t_pin_reaper.used = true;  // first use constructs it: its destructor runs at this thread's exit
-        }
-        c.blocks[c.n++] = p;
-        return;
-    }
-    ::operator delete(p);
-}
 
 // ---- ObjectLoan / PinnedView ----------------------------------------------------------------
 
