@@ -126,6 +126,33 @@ TEST_CASE("producer: an oversize file is reported and counted, the files after i
     CHECK(get_text(*pool, "fabric://" + name + "/ff/c.txt") == "<absent>");
 }
 
+TEST_CASE("producer: Ctrl-C while it waits for the next --stdin-list path exits 130, not as a finished list") {
+    Fixture f("ops-stdin");
+    ScratchDir dir;
+    const std::string first = dir.file("first.txt", "stored before the signal");
+    const std::string fifo = dir.path + "/paths";
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    Proc p(q(producer_bin()) + " --pool " + f.name + " --topic ev --stdin-list --json < " + q(fifo));
+    // Opening for writing waits for the producer's shell to open the other end.
+    const int list = ::open(fifo.c_str(), O_WRONLY | O_CLOEXEC);
+    REQUIRE(list >= 0);
+    const std::string line = first + "\n";
+    REQUIRE(::write(list, line.data(), line.size()) == ssize_t(line.size()));
+    // The first input is stored; the producer then blocks reading the next line of the list.
+    REQUIRE(eventually([&] { return object_version(f.pool, f.uri("uploads", "first.txt")) != 0; }));
+    p.signal(SIGINT);
+    const int rc = p.wait(10000);
+    ::close(list);
+    INFO(p.out() << p.err());
+    CHECK(rc == 130);
+    const json j = last_json(p.out());
+    REQUIRE(j.is_object());
+    CHECK(j["interrupted"] == true);
+    CHECK(j["stored"] == 1);
+    CHECK(j["notified"] == 1);
+    CHECK(j["exit_code"] == 130);
+}
+
 TEST_CASE("producer: Ctrl-C during a back-pressure wait exits 130 at once and says what was stored and notified") {
     Fixture f("ops-int");
     TopicConfig tc;

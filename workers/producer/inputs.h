@@ -27,8 +27,8 @@ public:
     static Result<InputSource> make(const std::vector<std::string>& args, bool stdin_list, uint64_t synthetic,
                                     uint64_t synthetic_size);
     /// Fills `item` with the next input (its strings' capacity reused: a synthetic item costs
-    /// no allocation); false at the end. An error is about last_path() (the message does not
-    /// repeat it).
+    /// no allocation); false at the end, or when a signal interrupted the read of stdin. An
+    /// error is about last_path() (the message does not repeat it), and leaves `item` as it was.
     Result<bool> next(InputItem& item);
     /// Known up front (arguments, synthetic); 0 for --stdin-list.
     uint64_t total() const { return total_; }

@@ -415,7 +415,12 @@ void ingest_all(Run& run, workers::InputSource& inputs, Progress& progress, bool
             if (!input_failed(FailedInput{inputs.last_path(), more.error()})) return;
             continue;
         }
-        if (!*more) return;
+        if (!*more) {
+            // A signal that interrupted a read of --stdin-list ends the list early: not a
+            // finished run.
+            if (g_stop) run.interrupted = true;
+            return;
+        }
         auto input_name = [&] { return in.path.empty() ? in.key : in.path; };
         auto formatted = FabricUriView::format(uri_text, run.pool.name(), s.bucket, in.key);
         if (!formatted) {
