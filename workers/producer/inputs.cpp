@@ -131,7 +131,7 @@ Status fill_input(const InputItem& item, std::span<uint8_t> out) {
         constexpr uint64_t kEvenBytes = 0x00FF00FF00FF00FFull;
         constexpr uint64_t kLetterA = 0x6161616161616161ull;  // 'a' in every byte
         uint64_t x = item.index * 0x9E3779B97F4A7C15ull + 0x1234567ull;
-        auto next_letters = [&x] {
+        auto next_letters = [&x]() -> uint64_t {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;

@@ -336,12 +336,13 @@ Result<Stored> store_input_waiting(Run& run, const FabricUri& uri, const workers
 /// A number's decimal digits, written into a buffer of its own (no allocation per object).
 class Decimal {
 public:
-    explicit Decimal(uint64_t v) : end_(std::to_chars(digits_, digits_ + sizeof digits_, v).ptr) {}
-    std::string_view view() const { return {digits_, size_t(end_ - digits_)}; }
+    explicit Decimal(uint64_t v)
+        : length_(uint8_t(std::to_chars(digits_, digits_ + sizeof digits_, v).ptr - digits_)) {}
+    std::string_view view() const { return {digits_, length_}; }
 
 private:
-    char digits_[20];
-    char* end_;
+    char digits_[20];  // UINT64_MAX has 20
+    uint8_t length_;
 };
 
 /// Sends the object's notification (`uri_text`: its URI) on every topic, even after one failed
