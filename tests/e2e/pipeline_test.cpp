@@ -67,6 +67,25 @@ TEST_CASE("e2e: one put fans out to two topics, one group and result bucket each
     }
 }
 
+TEST_CASE("e2e: --builtin upper turns a-z into A-Z and leaves every other byte as it is") {
+    Fixture f("e2e-upper");
+    std::string in;  // every byte value three times, then a tail that fills no whole word
+    for (int round = 0; round < 3; ++round)
+        for (int b = 0; b < 256; ++b) in += char(b);
+    in += "az{`@";
+    std::string expected = in;
+    for (char& c : expected)
+        if (c >= 'a' && c <= 'z') c = char(c - 'a' + 'A');
+    const std::string path = "/tmp/fabric-e2e-upper-" + std::to_string(getpid()) + ".bin";
+    { std::ofstream(path, std::ios::binary) << in; }
+    f.produce("--topic ev " + path + " --quiet");
+    std::remove(path.c_str());
+    { Proc w(f.worker("--topic ev --group g --count 1 --builtin upper")); REQUIRE(w.wait() == 0); }
+    const std::string got = get_text(f.pool, f.uri("results", "uploads/" + path.substr(path.rfind('/') + 1)));
+    REQUIRE(got.size() == expected.size());
+    for (size_t i = 0; i < got.size(); ++i) CHECK_MESSAGE(got[i] == expected[i], "byte " << i << " (input " << int(uint8_t(in[i])) << ")");
+}
+
 TEST_CASE("e2e: a two-stage pipeline forwards results to the next topic") {
     Fixture f("e2e-ms");
     f.produce("--topic s1 --synthetic 8 --size 300 --quiet");
