@@ -283,6 +283,14 @@ def main():
         one_way = " (one-way = RTT/2)" if r.get("latency") == "one_way=rtt/2" else ""
         if r["scenario"] == "copy_fold":
             one_way = " (copy + the CRC's inner fold, no reduction: what a fused copy + CRC can reach)"
+        if r["scenario"] in ("first_touch", "second_touch"):
+            what = {"read_written": "a read of a page written before, fault-around on",
+                    "write_written": "a write to a page written before",
+                    "populated_read": "a read through a MAP_POPULATE mapping",
+                    "write_fresh": "a write to a page only allocated (a pool just created)",
+                    "read": "the next line of a page already touched"}.get(r.get("variant"), r.get("variant"))
+            one_way = (f" ({what}; per page of a fresh mapping of a tmpfs file, "
+                       f"{r.get('page_faults', 0)} faults for {r.get('count', 0)} pages)")
         if r["scenario"] == "spsc_pipeline":
             slots = r.get("ring_slots")
             one_way = f" (pipeline job over a bare SPSC ring{f' of {slots} slots' if slots else ''}, closed loop"

@@ -79,6 +79,7 @@ build floor_futex_pingpong bench/floor/floor_futex_pingpong.cpp
 build floor_memcpy         bench/floor/floor_memcpy.cpp -lisal
 build floor_spsc_pipeline  bench/floor/floor_spsc_pipeline.cpp -lisal
 build floor_store_pipeline bench/floor/floor_store_pipeline.cpp -lisal
+build floor_first_touch    bench/floor/floor_first_touch.cpp
 build peer_redis           bench/peers/peer_redis.cpp -lhiredis -lisal
 build peer_zmq             bench/peers/peer_zmq.cpp $(pkg-config --libs libzmq 2>/dev/null || echo -lzmq)
 build peer_bipmq           bench/peers/peer_bipmq.cpp -pthread
@@ -157,6 +158,9 @@ run floor_spin_pingpong --only claim_stream --producer-work 80
 run floor_futex_pingpong
 run floor_memcpy --seconds 0.25
 run floor_spsc_pipeline  # fixed count (2,000,000 objects + warm-up), --seconds is ignored
+# What a process pays per page the first time it touches a pool's page (a worker started on
+# a backlog, each run of a command-line producer): a fresh mapping of a 64 MiB tmpfs file.
+run floor_first_touch  # one pass per variant, --seconds is ignored
 # The same job in the store's shape (index word -> block, key after the payload, the result an
 # object too), bare; then again with each side also spending, in work that shares no line, what
 # the library's steps cost in one process (the pipeline report's cost rows, less the 1 KiB CRC
