@@ -9,9 +9,9 @@
 
 #include <algorithm>
 #include <bit>
+#include <cerrno>
 #include <charconv>
 #include <cstring>
-#include <cerrno>
 #include <iostream>
 
 namespace fabric_shm::workers {
@@ -126,8 +126,9 @@ Status fill_input(const InputItem& item, std::span<uint8_t> out) {
     if (item.path.empty()) {
         // Eight letters per xorshift step: byte j of the state, v, becomes 'a' + v * 26 / 256.
         // The eight products are made two words at a time (SWAR: v * 26 < 2^16 stays inside
-        // its 16-bit lane), then every 64th byte is a newline. One letter at a time, the loop
-        // cost a synthetic 1 KiB object about 16,000 instructions, two thirds of the producer's.
+        // its 16-bit lane), then every 64th byte is a newline. Made and stored a letter at a
+        // time, they cost a synthetic 1 KiB object ~16,000 instructions, two thirds of the
+        // producer's.
         constexpr uint64_t kEvenBytes = 0x00FF00FF00FF00FFull;
         constexpr uint64_t kLetterA = 0x6161616161616161ull;  // 'a' in every byte
         uint64_t x = item.index * 0x9E3779B97F4A7C15ull + 0x1234567ull;

@@ -307,8 +307,9 @@ struct Run {
 };
 
 /// store_input, with a full store treated as back-pressure like a full topic: the put is
-/// retried (1 ms .. 100 ms apart, renewing the leases) for up to --wait, and says once that
-/// it waits. A signal ends the wait at once (the input is then neither stored nor notified).
+/// retried (1 ms .. 100 ms apart, renewing the leases) for up to --wait after the first refusal,
+/// and says once that it waits. A signal ends the wait at once (the input is then neither
+/// stored nor notified).
 Result<Stored> store_input_waiting(Run& run, const FabricUri& uri, const workers::InputItem& in) {
     const Settings& s = run.settings;
     uint64_t deadline = 0;  // from the first full store on: an input that is stored reads no clock here
