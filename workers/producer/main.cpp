@@ -59,12 +59,15 @@ struct FailedInput {
 class Progress {
 public:
     Progress(bool enabled, uint64_t total) : enabled_(enabled), total_(total) {}
-    void update(uint64_t count, uint64_t bytes, uint64_t elapsed_ns, bool final = false) {
+    /// At most every 100 ms; `start_ns`: when the run started. The final line (`end_ns`: when
+    /// the run ended, not 0) always. A disabled line reads no clock.
+    void update(uint64_t count, uint64_t bytes, uint64_t start_ns, uint64_t end_ns = 0) {
         if (!enabled_) return;
-        const uint64_t now = mono_now_ns();
+        const bool final = end_ns != 0;
+        const uint64_t now = final ? end_ns : mono_now_ns();
         if (!final && now - last_ < 100 * kNsPerMs) return;
         last_ = now;
-        const double secs = double(elapsed_ns) / 1e9;
+        const double secs = double(now - start_ns) / 1e9;
         std::string bar;
         if (total_ != 0) {
             const size_t width = 30, filled = std::min(width, size_t(double(width) * double(count) / double(total_)));
@@ -444,7 +447,7 @@ void ingest_all(Run& run, workers::InputSource& inputs, Progress& progress, bool
         else ++run.stored;
         const bool all_notified = notify(run, uri_text, *stored, in);
         run.bytes += in.size;
-        if (progress_on) progress.update(run.handled(), run.bytes, mono_now_ns() - start);
+        progress.update(run.handled(), run.bytes, start);
         if (!all_notified) return;
         ++run.notified;
     }
@@ -564,7 +567,7 @@ int main(int argc, char** argv) {
     Progress progress(progress_on, inputs->total());
     const uint64_t start = mono_now_ns();
     ingest_all(run, *inputs, progress, progress_on, start);
-    const uint64_t elapsed = mono_now_ns() - start;
-    progress.update(run.handled(), run.bytes, elapsed, true);
+    const uint64_t end = mono_now_ns(), elapsed = end - start;
+    progress.update(run.handled(), run.bytes, start, end);
     return report(run, elapsed);
 }
