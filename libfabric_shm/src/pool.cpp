@@ -218,18 +218,34 @@ bool counting_thread() noexcept {
 }
 }  // namespace
 
+namespace {
+/// Adds `n` to counter `id` of `slot`: in the single-writer half when `single` (this thread is
+/// the process's counting thread), else in the shared half.
+void add_to(layout::ProcessSlot& slot, bool single, CounterId id, uint64_t n) noexcept {
+    if (single) {
+        // One writer (this thread) while the process lives; readers and the retirer's fold
+        // (after the process is gone, or at its own exit) are relaxed. No locked instruction.
+        std::atomic<uint64_t>& c = slot.counters[uint32_t(id)];
+        c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+    } else {
+        slot.counters[kCounterSharedCells + uint32_t(id)].fetch_add(n, std::memory_order_relaxed);
+    }
+}
+}  // namespace
+
 void count(const Pool& pool, CounterId id, uint64_t n) noexcept {
     static_assert(uint32_t(CounterId::count_) <= kCounterSharedCells, "each counter has a cell in both halves");
     auto* slot = PoolAccess::impl(pool).my_slot();
     if (!slot || uint32_t(id) >= kCounterSharedCells) return;
-    if (counting_thread()) {
-        // One writer (this thread) while the process lives; readers and the retirer's fold
-        // (after the process is gone, or at its own exit) are relaxed. No locked instruction.
-        std::atomic<uint64_t>& c = slot->counters[uint32_t(id)];
-        c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-    } else {
-        slot->counters[kCounterSharedCells + uint32_t(id)].fetch_add(n, std::memory_order_relaxed);
-    }
+    add_to(*slot, counting_thread(), id, n);
+}
+
+void count(const Pool& pool, CounterId a, uint64_t na, CounterId b, uint64_t nb) noexcept {
+    auto* slot = PoolAccess::impl(pool).my_slot();
+    if (!slot || uint32_t(a) >= kCounterSharedCells || uint32_t(b) >= kCounterSharedCells) return;
+    const bool single = counting_thread();
+    add_to(*slot, single, a, na);
+    add_to(*slot, single, b, nb);
 }
 }  // namespace detail
 

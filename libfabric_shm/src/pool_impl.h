@@ -120,6 +120,8 @@ Error closed_error(const Pool& pool);
 inline layout::RegionEntry& region_entry(const Region& region) noexcept { return PoolAccess::entry(region); }
 /// Adds to this process's counter shard (nothing when read-only).
 void count(const Pool& pool, CounterId id, uint64_t n) noexcept;
+/// Two counters at once (a call's count and its bytes): one shard lookup for both.
+void count(const Pool& pool, CounterId a, uint64_t na, CounterId b, uint64_t nb) noexcept;
 
 /// Claims a registry slot for this process; returns its token (0 when the registry is full).
 Result<OwnerToken> registry_register(Pool::Impl& impl, uint64_t heartbeat_timeout_ns, uint64_t now_ns);

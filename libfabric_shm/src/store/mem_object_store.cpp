@@ -49,6 +49,7 @@ struct StoreShared {
         return detail::check_through(heap_gate, heap, now);
     }
     void count(CounterId id, uint64_t n) const noexcept { detail::count(*pool, id, n); }
+    void count(CounterId a, uint64_t na, CounterId b, uint64_t nb) const noexcept { detail::count(*pool, a, na, b, nb); }
     /// The handle's batch of retired blocks is freed with it (the last loan, view or handle),
     /// unless the regions expired: nothing is written into a region that may be re-created.
     ~StoreShared() {
@@ -409,8 +410,7 @@ Error read_only(const StoreShared& s, const char* what) {
         if (is_conflict(v.error())) s.count(CounterId::store_conflicts, 1);
         return v;
     }
-    s.count(CounterId::store_puts, 1);
-    s.count(CounterId::store_put_bytes, data.size());
+    s.count(CounterId::store_puts, 1, CounterId::store_put_bytes, data.size());
     return v;
 }
 
@@ -443,16 +443,22 @@ template <typename CopyOut>
     StoreShared& s = *shared;
     StoreCore& core = *s.core;
     FABRIC_TRY(s.check_leases());
-    s.count(CounterId::store_gets, 1);
+    // The get is counted where the call ends, with its bytes or its miss: one shard lookup.
     for (int attempt = 0; attempt < 10000; ++attempt) {
         auto f = core.lookup(key);
-        if (!f) return std::move(f).error();
+        if (!f) {
+            s.count(CounterId::store_gets, 1);
+            return std::move(f).error();
+        }
         if (!f->has_value() || ((*f)->snap.h.expires_mono_ns && (*f)->snap.h.expires_mono_ns <= mono_now_ns())) {
-            s.count(CounterId::store_misses, 1);
+            s.count(CounterId::store_gets, 1, CounterId::store_misses, 1);
             return std::optional<PinnedView>{};
         }
         auto rec = core.pin(**f, me);
-        if (!rec) return std::move(rec).error();
+        if (!rec) {
+            s.count(CounterId::store_gets, 1);
+            return std::move(rec).error();
+        }
         if (!rec->has_value()) continue;  // changed before the pin took: look again
         PinnedView view;
         view.impl_ = std::make_unique<PinnedView::Impl>();
@@ -464,9 +470,10 @@ template <typename CopyOut>
         core.info_into((*f)->snap, view.impl_->info);
         view.impl_->bytes = std::span<const uint8_t>(
             reinterpret_cast<const uint8_t*>((*f)->snap.loc.data + kPayloadOffset), (*f)->snap.h.size);
-        s.count(CounterId::store_get_bytes, (*f)->snap.h.size);
+        s.count(CounterId::store_gets, 1, CounterId::store_get_bytes, (*f)->snap.h.size);
         return std::optional<PinnedView>(std::move(view));
     }
+    s.count(CounterId::store_gets, 1);
     return make_error(Errc::busy, "pin " + uri.to_string() + ": overwritten 10000 times while pinning");
 }
 
@@ -568,8 +575,7 @@ Status MemObjectStore::put_many(std::span<const PutRequest> requests, std::span<
     }
     if (conflicts) s.count(CounterId::store_conflicts, conflicts);
     if (stored) {
-        s.count(CounterId::store_puts, stored);
-        s.count(CounterId::store_put_bytes, bytes);
+        s.count(CounterId::store_puts, stored, CounterId::store_put_bytes, bytes);
     }
     return {};
 }
@@ -742,8 +748,7 @@ Result<uint64_t> publish_loan(StoreShared& s, ObjectLoan::Impl& l, const detail:
         return v;
     }
     if (block != l.block) core.free_loan(l.block, me);  // moved: the loaned block goes back
-    s.count(CounterId::store_puts, 1);
-    s.count(CounterId::store_put_bytes, n);
+    s.count(CounterId::store_puts, 1, CounterId::store_put_bytes, n);
     return v;
 }
 
@@ -869,8 +874,7 @@ Result<uint64_t> MemObjectStore::commit(ObjectLoan&& loan, const FabricUri& uri,
         return v;
     }
     loan.impl_.reset();  // published: nothing to free
-    s.count(CounterId::store_puts, 1);
-    s.count(CounterId::store_put_bytes, bytes.size());
+    s.count(CounterId::store_puts, 1, CounterId::store_put_bytes, bytes.size());
     return v;
 }
 
