@@ -20,6 +20,7 @@
 #include "mq/topic_internal.h"
 #include "cpu_relax.h"
 #include "spin_yield.h"
+#include "mq/message_headers.h"
 #include "mq/waiting.h"
 #include "seqlock_copy.h"
 #include "pool_impl.h"
@@ -41,26 +42,6 @@ constexpr uint64_t kNapNs = kNsPerMs;             ///< no waiter entry to park o
 }  // namespace
 
 // ---- Message / MessageBatch -------------------------------------------------------------
-
-namespace {
-/// Calls visit(name, value) for each well-formed header of `raw` in order, until it returns
-/// true (then true) or the bytes end or stop making a header (then false). One walk: a
-/// lookup by name costs one pass over the headers, not one per header before it.
-template <typename Visit>
-bool walk_headers(std::span<const uint8_t> raw, Visit&& visit) {
-    size_t i = 0;
-    while (i + 4 <= raw.size()) {
-        uint16_t nl, vl;
-        std::memcpy(&nl, raw.data() + i, 2);
-        std::memcpy(&vl, raw.data() + i + 2, 2);
-        if (i + 4 + nl + vl > raw.size()) break;
-        const char* b = reinterpret_cast<const char*>(raw.data() + i + 4);
-        if (visit(std::string_view(b, nl), std::string_view(b + nl, vl))) return true;
-        i += 4 + nl + vl;
-    }
-    return false;
-}
-}  // namespace
 
 size_t Message::header_count() const {
     size_t n = 0;

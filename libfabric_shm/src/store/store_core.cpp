@@ -1145,6 +1145,17 @@ std::optional<std::string_view> StoredMeta::value(std::string_view key) const no
     return found;
 }
 
+void StoredMeta::values(std::string_view a, std::optional<std::string_view>& value_a, std::string_view b,
+                        std::optional<std::string_view>& value_b) const noexcept {
+    value_a.reset();
+    value_b.reset();
+    for_each_meta_pair(bytes, len, pairs, [&](std::string_view k, std::string_view v) {
+        if (!value_a && k == a) value_a = v;
+        else if (!value_b && k == b) value_b = v;
+        return !value_a || !value_b;
+    });
+}
+
 std::optional<Found> StoreCore::find_locked(const StoreKey& key) const {
     for (;;) {
         auto r = lookup(key);

@@ -83,6 +83,9 @@ struct StoredMeta {
     /// The first value stored under `key` (as info_into keeps it), nullopt when there is none.
     /// Stops at a pair cut short, as info_into does.
     std::optional<std::string_view> value(std::string_view key) const noexcept;
+    /// value(a) and value(b) in one walk of the pairs.
+    void values(std::string_view a, std::optional<std::string_view>& value_a, std::string_view b,
+                std::optional<std::string_view>& value_b) const noexcept;
 };
 
 /// Result of a lookup: the slot, its value and the block's word when it was validated.

@@ -47,6 +47,7 @@
 #include "fabric_shm/registry.h"
 #include "fabric_shm/topic.h"
 #include "fabric_shm/waiter.h"
+#include "mq/message_headers.h"
 #include "mq/result_buckets.h"
 #include "mq/topic_internal.h"
 #include "name_rule.h"
@@ -226,6 +227,8 @@ struct WorkTicket::Data {
     /// The result's version when the message was handed out (0: none), judged absent or older
     /// then: the result put is conditional on it, so an unchanged result is not looked up again.
     uint64_t result_seen_version = 0;
+    /// The notification's kHeaderPutTime (0: none), read at hand-out with its other headers.
+    uint64_t put_ts = 0;
     uint64_t id = 0;                 ///< the hand-out (Slot::id)
     uint64_t generation = 0;         ///< the loop's assignment generation at hand-out
     /// The box of the loop that last handed this data out, kept while the data is recycled (no
@@ -233,7 +236,16 @@ struct WorkTicket::Data {
     /// writes to it.
     std::shared_ptr<AbandonBox> box;
     bool outstanding = false;        ///< handed out and not completed: a drop is reported
+    /// What item.keep_alive holds, so that a hand-out assigns it only when it changes: null
+    /// for nothing yet, kNoOpKeepAlive for acquire()'s no-op, or the loop run() drives.
+    const void* keep_alive_of = nullptr;
 };
+
+namespace {
+/// WorkTicket::Data::keep_alive_of for the no-op keep_alive of acquire()'s items.
+const char kNoOpKeepAliveTag = 0;
+const void* const kNoOpKeepAlive = &kNoOpKeepAliveTag;
+}  // namespace
 
 WorkTicket::WorkTicket() noexcept = default;
 WorkTicket::WorkTicket(WorkTicket&&) noexcept = default;
@@ -1077,7 +1089,8 @@ namespace {
 ResultState result_state(const detail::StoredMeta* existing, std::string_view input, uint64_t version,
                          std::string* other_input) {
     if (!existing) return ResultState::absent;
-    const auto in = existing->value(kResultInputUri), ver = existing->value(kResultInputVersion);
+    std::optional<std::string_view> in, ver;
+    existing->values(kResultInputUri, in, kResultInputVersion, ver);
     if (in && *in != input) {
         other_input->assign(*in);
         return ResultState::collision;
@@ -1367,7 +1380,7 @@ Result<Outcome> WorkerLoop::Impl::write_result(const Message& m, WorkTicket::Dat
     note_result_instant();
     stats.bytes_in += d.item.data.size();
     stats.bytes_out += out.size();
-    const uint64_t put_ts = parse_u64(m.header(kHeaderPutTime), 0);
+    const uint64_t put_ts = d.put_ts;
     if (put_ts != 0) {  // the wall clock only for a notification that says when its object was put
         const uint64_t now_wall = wall_now_ns();
         if (now_wall >= put_ts) {
@@ -1468,9 +1481,13 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
     Part& part = parts[p];
     Slot& s = part.at(i);
     const Message m = s.message(p);
+    // The headers this hand-out and the result's write read, in one walk.
+    static constexpr std::string_view kRead[] = {kHeaderPlacement, kHeaderVersion, kHeaderPutTime};
+    std::string_view header[std::size(kRead)];
+    mq::first_header_values(m.headers_raw, kRead, header);
     // The input's lines start moving now, while the notification is parsed and the result
     // looked up, instead of one after another inside pin() (PlacementHint).
-    store->prefetch(PlacementHint::parse(m.header(kHeaderPlacement)));
+    store->prefetch(PlacementHint::parse(header[0]));
     auto start = [&] {
         s.state = Slot::State::in_flight;
         s.id = ++next_id;
@@ -1534,7 +1551,7 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
     // not pinned at all: a redelivery after --delete-input removed it is a skip, not a
     // dead letter. The result looked up here (result_head) is reused below when the pinned
     // version matches.
-    const uint64_t notified_version = parse_u64(m.header(kHeaderVersion), 0);
+    const uint64_t notified_version = parse_u64(header[1], 0);
     bool notified_looked_up = false, notified_result_exists = false;
     if (notified_version != 0) {
         if (auto h = look_up_result(); h) {
@@ -1638,6 +1655,7 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
     data.view = std::move(view);
     data.result_uri = *result_uri;
     data.result_seen_version = result_exists ? result_head.version : 0;
+    data.put_ts = parse_u64(header[2], 0);
     data.id = s.id;
     data.generation = generation;
     // Fresh data, or data recycled from a ticket another loop handed out (a loop reopened after
@@ -1655,7 +1673,16 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
     item.info = &data.view.info();
     item.attempt = s.attempt;
     item.key = s.key;
-    item.keep_alive = [] { return Status{}; };
+    // run() drives the loop: the processor's keep_alive heartbeats it. acquire(): the driver
+    // calls service() instead. A std::function assigned only when it changes (recycled data
+    // keeps it; a loop's address tells whose it is).
+    if (run_driving && data.keep_alive_of != this) {
+        item.keep_alive = [this] { return keep_alive(); };
+        data.keep_alive_of = this;
+    } else if (!run_driving && data.keep_alive_of != kNoOpKeepAlive) {
+        item.keep_alive = [] { return Status{}; };
+        data.keep_alive_of = kNoOpKeepAlive;
+    }
     FABRIC_PAUSE_POINT("worker.acquire.handed_out");
     ticket = WorkTicket();
     ticket.data_ = std::move(hold.d);
@@ -2209,8 +2236,7 @@ Result<WorkerExit> WorkerLoop::run(ProcessorInto processor, const std::function<
         auto n = im.acquire(tickets, kPollTimeoutNs, true);  // its service(true) keeps the member alive
         if (!n) return fail(std::move(n).error());
         if (*n == 0) continue;
-        WorkTicket& t = tickets[0];
-        t.data_->item.keep_alive = [&im] { return im.keep_alive(); };
+        WorkTicket& t = tickets[0];  // its item's keep_alive heartbeats this loop (hand_out)
         result.clear();
         Status out = processor(t.item(), result);
         if (!out) {
