@@ -8,18 +8,11 @@
 #include "fabric_shm/clock.h"
 #include "layout/pool_layout.h"
 #include "pool_impl.h"
+#include "thread_tag.h"
 
 namespace fabric_shm::detail {
 
 namespace {
-/// Distinguishes threads of one process (which share one OwnerToken): the lock word is
-/// (thread tag << 32) | token. Liveness is asked about the token alone.
-uint64_t thread_tag() noexcept {
-    static std::atomic<uint32_t> next{1};
-    thread_local const uint32_t tag = next.fetch_add(1, std::memory_order_relaxed);
-    return uint64_t(tag) << 32;
-}
-
 void sleep_ns(uint64_t ns) {
     timespec ts{time_t(ns / kNsPerSec), long(ns % kNsPerSec)};
     nanosleep(&ts, nullptr);

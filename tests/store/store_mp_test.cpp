@@ -596,6 +596,60 @@ TEST_CASE("store: an insert decided before its lock was taken over never lands b
     }
 }
 
+// Two threads of one process must never share a stripe lock's word: a thread that finds its
+// own word there takes the lock over at once, and an unlock is a CAS from its own word. With
+// one tag for both, the stopped thread's unlock released the other's hold, its next
+// acquisition fenced nobody, and both if-absent inserts of one key landed (in two slots).
+TEST_CASE("store: threads of one process hold a key's lock apart; an insert stopped under it never lands beside another thread's") {
+    test::PoolCleanup cleanup(test::unique_pool_name("thrins"));
+    auto pool = Pool::create({cleanup.name(), 16 << 20});
+    REQUIRE(pool);
+    StoreConfig cfg;
+    cfg.table_entries = 14;  // two buckets: keys share a home bucket easily
+    auto store = MemObjectStore::open(*pool, cfg);
+    REQUIRE(store);
+    auto home = [](const std::string& key) {
+        const std::string k = "b/" + key;
+        return detail::hash_store_key(k.data(), k.size()) & 1;
+    };
+    const std::string k = "key";
+    std::string other;
+    for (int i = 0; other.empty(); ++i) {
+        const std::string c = "other" + std::to_string(i);
+        if (home(c) == home(k) && stripe_of(c) != stripe_of(k)) other = c;
+    }
+    // An insert by this thread: it takes a stripe lock (and the first tag) before the two below.
+    REQUIRE((*store)->put(at(cleanup.name(), other), bytes_of("o", 100)));  // slot W
+    PutOptions absent;
+    absent.condition = PutCondition::if_absent;
+    Result<uint64_t> a = uint64_t(0), b = uint64_t(0);
+    const test::RoleHook hook;
+    // A holds k's lock, nothing decided yet.
+    std::thread ta = test::start_stopped_at(0, "store.stripe.held", [&] {
+        a = (*store)->put(at(cleanup.name(), k), bytes_of("a", 500), absent);
+    });
+    // B takes the lock over from A (held too long) and stops having announced the first empty
+    // slot X of the probe sequence, before linking there.
+    std::thread tb = test::start_stopped_at(1, "store.put.before_link", [&] {
+        b = (*store)->put(at(cleanup.name(), k), bytes_of("b", 500), absent);
+    });
+    REQUIRE((*store)->remove(at(cleanup.name(), other)));  // frees W (another stripe: no wait)
+    test::release_role(0);
+    ta.join();
+    test::release_role(1);
+    tb.join();
+    // Exactly one insert landed; the other found the key present.
+    CHECK(int(bool(a)) + int(bool(b)) == 1);
+    for (const Result<uint64_t>* r : {&a, &b})
+        if (!*r) CHECK_MESSAGE(r->code() == Errc::conflict, r->error().message);
+    CHECK((*store)->stats().objects == 1);
+    REQUIRE((*store)->remove(at(cleanup.name(), k)));
+    auto again = (*store)->get(at(cleanup.name(), k));
+    REQUIRE(again);
+    CHECK_FALSE(again->has_value());  // no second copy behind the first
+    require_clean(*pool);
+}
+
 TEST_CASE("store: a freer stopped while releasing a large object's superblocks never frees a newer object's") {
     test::TempPool temp("stallrun", 32 << 20);
     Pool& pool = temp.pool;

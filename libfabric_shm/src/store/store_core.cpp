@@ -17,6 +17,7 @@
 #include "crash_point.h"
 #include "fabric_shm/registry.h"
 #include "pool_impl.h"
+#include "thread_tag.h"
 
 namespace fabric_shm::detail {
 
@@ -54,15 +55,6 @@ uint32_t compute_classes(uint64_t sb_bytes, uint64_t* out) {
         out[n++] = size;
     }
     return n;
-}
-
-/// A per-thread tag in the high half of a stripe-lock word: two threads of one process
-/// share an OwnerToken but must not both hold a stripe.
-uint64_t thread_tag() {
-    static std::atomic<uint32_t> next{1};
-    thread_local uint32_t tag = 0;
-    if (tag == 0) tag = next.fetch_add(1, std::memory_order_relaxed) | 1;  // relaxed: uniqueness only
-    return uint64_t(tag) << 32;
 }
 
 uint64_t wall_coarse_ns() {
