@@ -686,8 +686,9 @@ bool StoreCore::any_pin_record(F&& f) const noexcept {
     // Clamped: shared memory is not trusted.
     const uint64_t high = std::min<uint64_t>(hdr_->pin_high_water.load(std::memory_order_relaxed), pin_slots_);
     for (uint64_t i = 0; i < high; ++i) {
-        // Acquire: pairs with pin()'s release CAS of the record.
-        const uint64_t p = pins_[i].load(std::memory_order_acquire);
+        // Acquire: pairs with pin()'s release CAS of the record. seq_cst: the retirer's half of
+        // the unpin/retire handshake (see unpin()).
+        const uint64_t p = pins_[i].load(std::memory_order_seq_cst);
         if (p != 0 && f(pin_block(p))) return true;
     }
     return false;
@@ -707,7 +708,8 @@ void StoreCore::free_retired_word(uint32_t block, uint64_t w) noexcept {
 }
 
 void StoreCore::maybe_free_retired(uint32_t block) noexcept {
-    const uint64_t w = words_[block].load(std::memory_order_acquire);
+    // seq_cst: the unpinner's half of the unpin/retire handshake (see unpin()).
+    const uint64_t w = words_[block].load(std::memory_order_seq_cst);
     if (block_state(w) != kBlockRetired || !block_pinned(w)) return;
     // A RETIRED block gains no new pins (pin() requires a live state), so if no record
     // references it now, none will.
@@ -818,9 +820,10 @@ void StoreCore::retire(uint32_t block, uint64_t expect_seq, int depth) noexcept 
             continue;
         }
         // Acquire: reads the pinners' word CASes, whose records were stored before them;
-        // maybe_free_retired's scan then sees those records.
+        // maybe_free_retired's scan then sees those records. seq_cst: the retirer's half of
+        // the unpin/retire handshake (see unpin()).
         const uint64_t retired = make_block(kBlockRetired, block_seq(w) + 1, 0, true);
-        if (words_[block].compare_exchange_strong(w, retired, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+        if (words_[block].compare_exchange_strong(w, retired, std::memory_order_seq_cst, std::memory_order_relaxed)) {
             free_retired_later(block, retired);
             return;
         }
@@ -950,7 +953,12 @@ void StoreCore::unpin(uint32_t record, uint32_t block, OwnerToken me) noexcept {
     if (record >= pin_slots_) return;
     uint64_t expect = make_pin(me, block);
     // Release: our reads of the block happen-before whoever frees it after seeing the record gone.
-    if (!pins_[record].compare_exchange_strong(expect, 0, std::memory_order_release, std::memory_order_relaxed))
+    // seq_cst, with maybe_free_retired's word load (ours), and the RETIRED CAS and record scan
+    // (the retirer's): a store-buffering handshake. Each side writes, then reads what the other
+    // wrote; with release/acquire alone both could read the old value (we see the block not
+    // RETIRED yet, the retirer still sees our record) and nobody would free the block until
+    // the next repair. In one total order of the four, one side sees the other.
+    if (!pins_[record].compare_exchange_strong(expect, 0, std::memory_order_seq_cst, std::memory_order_relaxed))
         return;  // the reaper presumed us dead and released it
     FABRIC_PAUSE_POINT("store.unpin.after_release");
     maybe_free_retired(block);
@@ -1713,7 +1721,8 @@ void StoreCore::release_dead_pins(RepairPass& pass) {
                   std::to_string(pin_block(p)));
         if (pass.dry) continue;
         FABRIC_PAUSE_POINT("store.repair.pin");
-        if (pins_[i].compare_exchange_strong(p, 0, std::memory_order_release, std::memory_order_relaxed)) {
+        // seq_cst: the unpinner's half of the unpin/retire handshake, done for the dead (unpin()).
+        if (pins_[i].compare_exchange_strong(p, 0, std::memory_order_seq_cst, std::memory_order_relaxed)) {
             detail::count(*pool_, CounterId::store_pins_released, 1);
             if (pin_block(p) < block_count()) maybe_free_retired(pin_block(p));
         }
