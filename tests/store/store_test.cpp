@@ -796,6 +796,20 @@ TEST_CASE("store: stats report the table buckets a lookup reads, and they come b
     CHECK(st.probe_buckets_miss == 1.0);  // removers gave back every overflow count
 }
 
+TEST_CASE("store: inserts refused by a full table give back their overflow counts; emptied, a miss reads one bucket") {
+    StoreConfig cfg;
+    cfg.table_entries = 14;  // 2 buckets of 7: a refused insert passed the whole table
+    Fixture f("probes-full", 8 << 20, cfg);
+    for (int i = 0; i < 14; ++i) REQUIRE(f.store->put(f.at("b", "k" + std::to_string(i)), pattern(10, 1)));
+    for (int i = 0; i < 3; ++i)
+        REQUIRE(f.store->put(f.at("b", "late" + std::to_string(i)), pattern(10, 1)).code() == Errc::capacity_exceeded);
+    for (int i = 0; i < 14; ++i) REQUIRE(f.store->remove(f.at("b", "k" + std::to_string(i))).value());
+    const StoreStats st = f.store->stats();
+    CHECK(st.objects == 0);
+    CHECK(st.probe_buckets_miss == 1.0);  // no bucket still counts a key that went on past it
+    check_store_clean(*f.pool);
+}
+
 TEST_CASE("store: a full table of expired objects takes new puts at once, without a reaper pass") {
     StoreConfig cfg;
     cfg.table_entries = 14;  // 2 buckets of 7

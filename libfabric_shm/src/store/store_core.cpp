@@ -1333,9 +1333,11 @@ void StoreCore::unlock_stripe(const StripeHold& hold) const noexcept {
                                                               std::memory_order_relaxed);
 }
 
-void StoreCore::dec_overflow(uint64_t home, uint64_t bucket) noexcept {
-    for (uint64_t bi = home; bi != bucket; bi = (bi + 1) & mask_) {
-        std::atomic<uint64_t>& o = buckets_[bi].overflow;
+void StoreCore::dec_overflow(uint64_t home, uint64_t buckets) noexcept {
+    // A count, not an end bucket: an insert that found the whole table full passed every
+    // bucket, and its end would be its home again.
+    for (uint64_t k = 0; k < buckets; ++k) {
+        std::atomic<uint64_t>& o = buckets_[(home + k) & mask_].overflow;
         uint64_t v = o.load(std::memory_order_relaxed);
         // Never below zero: a count may only be too high (after a crash), never too low.
         while (v > 0 && !o.compare_exchange_weak(v, v - 1, std::memory_order_release, std::memory_order_relaxed)) {
@@ -1589,7 +1591,7 @@ StoreCore::Locked StoreCore::publish_locked(const PublishArgs& a, OwnerToken me,
             }
             if (!linked) {
                 full = !lost;
-                dec_overflow(home, (home + passed) & mask_);
+                dec_overflow(home, passed);
             }
         }
         if (!linked) {
@@ -1671,7 +1673,7 @@ StoreCore::Locked StoreCore::remove_locked(const StoreKey& key, std::optional<ui
             revert_block(wd, removing, kBlockPublished, 0);
             continue;
         }
-        dec_overflow(key.hash & mask_, f->bucket);
+        dec_overflow(key.hash & mask_, (f->bucket - (key.hash & mask_)) & mask_);  // the buckets before its own
         FABRIC_CRASH_POINT("store.remove.after_unlink");
         retire_unlinked(f->block, block_seq(removing), key);
         out = !expired;

@@ -299,7 +299,8 @@ private:
     template <class F>
     bool any_pin_record(F&& f) const noexcept;
     void finish_commit(uint32_t block, uint64_t word, int depth) noexcept;
-    void dec_overflow(uint64_t home, uint64_t bucket) noexcept;
+    /// Takes back an insert's overflow counts: `buckets` buckets from `home` on (those it passed).
+    void dec_overflow(uint64_t home, uint64_t buckets) noexcept;
     /// Makes the previous holder's announced slot CAS fail (bump) and closes its token.
     uint64_t fence_previous_holder(store_layout::StripeLock& sl) const noexcept;
     /// Announces the slot we are about to CAS (the fencing token). False: the lock was taken
