@@ -966,6 +966,66 @@ TEST_CASE("worker membership: evicted while paused inside its rejoin, it joins o
 
 namespace {
 
+/// The group slot whose lock the pause hook hands to a paused process, that process's token,
+/// and how many joins it does it in.
+mq::GroupSlot* g_locking_slot = nullptr;
+uint32_t g_lock_holder = 0;
+std::atomic<int> g_joins_to_lock{0};
+
+/// At "group.join.joined" (the joiner holds its row, before its first claim): a live process,
+/// paused as far as anyone can tell, takes the group's lock, so the claim's fences are busy.
+void lock_after_the_join(const char* name) {
+    if (std::string(name) != "group.join.joined" || g_joins_to_lock.load() == 0) return;
+    g_joins_to_lock.fetch_sub(1);
+    g_locking_slot->lock.store(g_lock_holder);
+}
+
+}  // namespace
+
+// The rejoin takes its row, then its first claim waits for the group's lock to raise its
+// fences and is refused as busy. The member must not stay behind in the group handle: the
+// next rebalance's join found it "already joined" and ended the worker.
+TEST_CASE("worker membership: a rejoin whose first claim is refused as busy by a paused lock holder joins afresh on the next rebalance") {
+    constexpr uint32_t kParts = 2;
+    JoinedMember f("stall-rejoin-claim", kParts);
+    worker::Membership& member = *f.member;
+    const std::string name = f.tp.name();
+    g_locking_slot = live_group_slot(f.tp.pool, "rj");
+    REQUIRE(g_locking_slot != nullptr);
+    REQUIRE(evict_live_row(*g_locking_slot));
+
+    auto* holder_token = shared_new<std::atomic<uint32_t>>();
+    const pid_t holder = test::fork_child([&] {
+        auto p = Pool::open(name);
+        if (!p) return 10;
+        holder_token->store(p->self());
+        ::pause();  // until SIGKILL
+        return 0;
+    });
+    while (holder_token->load() == 0) sleep_ms(2);
+    g_lock_holder = holder_token->load();
+
+    // Evicted: the claim is stale; the rejoin takes a row, then its claim is busy (2 s).
+    g_joins_to_lock.store(1);
+    detail::set_pause_hook(&lock_after_the_join);
+    auto delayed = member.rebalance(mono_now_ns());
+    detail::set_pause_hook(nullptr);
+    CHECK(g_joins_to_lock.load() == 0);  // the hook ran inside the rejoin
+    REQUIRE_FALSE(delayed.ok());
+    CHECK_MESSAGE(delayed.code() == Errc::busy, delayed.error().message);
+    CHECK_FALSE(member.owns(0));
+
+    g_locking_slot->lock.store(0);  // the holder "resumes" and releases
+    check_rejoins_and_leaves(member, f.tp.pool, "rj", f.first_epoch, kParts);
+
+    ::kill(holder, SIGKILL);
+    test::wait_child(holder);
+    ::munmap(holder_token, sizeof(std::atomic<uint32_t>));
+    g_locking_slot = nullptr;
+}
+
+namespace {
+
 /// A worker paused inside a join (`join` 1: the open's, 2: the rejoin after an eviction) and
 /// evicted there, as when it stays paused past the session timeout, joins again and processes
 /// what follows: it neither exits nor loses anything.

@@ -17,10 +17,13 @@ public:
     Status join() override {
         auto c = group_.join(id_);
         if (!c) {
-            // Evicted inside the join (silent past the session timeout between taking a row and
-            // the first claim: a stall): the handle still holds the member; drop it, so that
-            // the next join starts afresh instead of finding it "already joined".
-            if (c.code() == Errc::stale_epoch) (void)group_.leave(id_);
+            // A join that took its row and then failed its first claim leaves the member in the
+            // handle: evicted there (silent past the session timeout: a stall), or the claim's
+            // fences refused as busy (a live, paused process holds the group's lock). Drop it
+            // (its row and whatever the claim took), so that the next join, from rebalance(),
+            // starts afresh instead of finding it "already joined". A join that failed before
+            // taking a row has nothing to drop (leave() then reports "not a member").
+            (void)group_.leave(id_);
             return std::move(c).error();
         }
         claim_ = std::move(c.value());
