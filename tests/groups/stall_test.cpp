@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -26,6 +27,7 @@
 #include "fabric_shm/consumer_group.h"
 #include "crash_point.h"
 #include "fabric_shm/dlq.h"
+#include "fabric_shm/dlq_replay.h"
 #include "fabric_shm/jobs.h"
 #include "fabric_shm/mem_object_store.h"
 #include "fabric_shm/tiered_object_store.h"
@@ -651,6 +653,49 @@ TEST_CASE("dlq: two dead letters in one batch, evicted after the second record: 
 }
 
 // ---- the group lease --------------------------------------------------------------------------
+
+// A dead-letter topic holds 256 letters per partition. A full one is back-pressure: the
+// worker keeps the decision and waits (its other work goes on), instead of ending; every
+// successor would have met the same recorded decision and ended too.
+TEST_CASE("worker: a full dead-letter topic makes the worker wait, not exit; room made there, the rest is dead-lettered") {
+    constexpr int kPoison = 262;  // 256 fill the DLQ partition, 6 wait
+    TestPool tp("stall-dlq-full", 64ull << 20);
+    const std::string name = tp.cleanup.name();
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("df", config(1, 512)).ok());
+    REQUIRE(mgr.register_group("df", "g").ok());
+    auto store = MemObjectStore::open(tp.pool);
+    REQUIRE(store.ok());
+    auto producer = Producer::open(tp.pool, "df");
+    REQUIRE(producer.ok());
+    for (int i = 0; i < kPoison; ++i) upload(tp.pool, **store, *producer, "k" + std::to_string(i), "poison");
+
+    const pid_t w = worker_child(name, worker_config("df", "w"), [](const WorkItem&) -> Result<std::vector<uint8_t>> {
+        return make_error(Errc::invalid_argument, "poison");  // permanent: dead-lettered at once
+    });
+    // The DLQ fills; the 257th letter waits, recorded and committed up to, but not sent.
+    REQUIRE(eventually([&] { return committed(tp.pool, "df", 0) == 256; }));
+    // Without the wait the worker ended within the send's 1 s block timeout.
+    int status = 0;
+    for (int k = 0; k < 30; ++k) {
+        REQUIRE_MESSAGE(::waitpid(w, &status, WNOHANG) == 0, "the worker ended while the dead-letter topic was full");
+        sleep_ms(100);
+    }
+    CHECK(committed(tp.pool, "df", 0) == 256);
+    CHECK(dead_letters(tp.pool, "df").size() == 256);
+
+    PurgeOptions all;
+    all.all = true;
+    auto purged = purge_dead_letters(tp.pool, "df.dlq", all);
+    REQUIRE_MESSAGE(purged.ok(), purged.error().message);
+    CHECK(purged->removed == 256);
+    // Room again: the waiting letters go out, and the worker ends idle, cleanly.
+    CHECK(test::wait_child(w, 30000) == 0);
+    CHECK(committed(tp.pool, "df", 0) == uint64_t(kPoison));
+    const auto rest = dead_letters(tp.pool, "df");
+    REQUIRE(rest.size() == size_t(kPoison - 256));
+    for (size_t i = 0; i < rest.size(); ++i) CHECK(rest[i].offset == 256 + i);
+}
 
 TEST_CASE("group: heartbeats keep the group's registration alive past its lease TTL") {
     TestPool tp("stall-hb");

@@ -964,7 +964,10 @@ Status WorkerLoop::Impl::refused(Part& part, Slot& s, const Error& e, std::strin
         unstart(part, s, mono_now_ns() + kBusyRetryNs);
         return {};
     }
-    if (e.code == Errc::busy) {
+    // busy: a live, paused process holds a lock we need. back_pressure: the dead-letter topic
+    // is full (its readers are behind); the message waits, as any message waits on a full
+    // topic, and the rest of the window goes on meanwhile.
+    if (e.code == Errc::busy || e.code == Errc::back_pressure) {
         note(std::string(what) + " delayed: " + e.message);
         unstart(part, s, mono_now_ns() + kBusyRetryNs);
         return {};
@@ -989,7 +992,8 @@ Status WorkerLoop::Impl::dead_letter_slot(Part& part, Slot& s, const Message& m,
     }
     auto sent = router->dead_letter(m, attempts, reason);
     if (!sent) {
-        if (sent.code() == Errc::busy) {
+        // Retried later (refused() below): the decision is kept, and maybe recorded already.
+        if (sent.code() == Errc::busy || sent.code() == Errc::back_pressure) {
             s.dlq_owed = true;
             s.dlq_attempts = attempts;
             s.dlq_reason = reason;
