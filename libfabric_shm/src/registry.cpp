@@ -18,6 +18,7 @@
 // Even then its slot is only FENCED (token dead, slot kept) until its pid exits: liveness()
 // answers "may others take over what it owns by CAS", process_liveness() "may it still run
 // and touch memory it was lent".
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -45,6 +46,53 @@ uint32_t next_gen(uint32_t gen) {
 
 ProcessSlot* slots_of(const Pool& pool) {
     return reinterpret_cast<ProcessSlot*>(detail::pool_base(pool) + kRegistryOffset);
+}
+}  // namespace
+
+namespace {
+/// The state letter of /proc/<path>'s stat line ('\0' when unreadable): the field after the
+/// command name, which may itself contain spaces and ')'.
+char stat_state(const char* path) {
+    const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return '\0';
+    char buf[512];
+    const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+    ::close(fd);
+    if (n <= 0) return '\0';
+    buf[n] = '\0';
+    const char* p = std::strrchr(buf, ')');
+    if (!p) return '\0';
+    ++p;
+    while (*p == ' ') ++p;
+    return *p;
+}
+
+/// Whether a process whose leader thread shows Z or X is a zombie indeed: the leader of a
+/// thread group stays Z after it exits (pthread_exit from main) while the other threads run
+/// on, so /proc/<pid>/stat alone would call a live process dead. Dead only when no thread of
+/// /proc/<pid>/task is in another state. A task list we cannot read (raced with the reaping
+/// of the process, or not allowed) counts as alive: "certainly dead" must be certain.
+bool every_thread_exited(uint32_t pid) {
+    char dir_path[64];
+    std::snprintf(dir_path, sizeof dir_path, "/proc/%u/task", pid);
+    DIR* dir = ::opendir(dir_path);
+    if (!dir) return false;
+    bool exited = true;
+    int seen = 0;
+    while (const dirent* e = ::readdir(dir)) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+        char path[96];
+        std::snprintf(path, sizeof path, "/proc/%u/task/%.20s/stat", pid, e->d_name);
+        const char st = stat_state(path);
+        ++seen;
+        // '\0': the thread went while we looked (it exited).
+        if (st != '\0' && st != 'Z' && st != 'X') {
+            exited = false;
+            break;
+        }
+    }
+    ::closedir(dir);
+    return exited && seen > 0;
 }
 }  // namespace
 
@@ -82,6 +130,7 @@ PidProbe probe_pid(uint32_t pid) {
         }
         while (*tok && *tok != ' ') ++tok;
     }
+    if (probe.zombie) probe.zombie = every_thread_exited(pid);
     return probe;
 }
 

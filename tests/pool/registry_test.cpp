@@ -2,7 +2,9 @@
 // Process registry: registration, certainly-dead detection (gone, reused, zombie, heartbeat),
 // reaping of dead slots, crash while registering, lock takeover from a dead holder.
 #include <doctest/doctest.h>
+#include <pthread.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -101,6 +103,57 @@ TEST_CASE("registry: a zombie (exited, not yet waited for) is certainly dead") {
     CHECK(pool.registry().liveness(t, MonoClock::now(), &why) == Liveness::certainly_dead);
     CHECK(why.find("zombie") != std::string::npos);
     CHECK(test::wait_child(kid) == 0);
+}
+
+// The leader thread of a process that called pthread_exit() from main shows Z in
+// /proc/<pid>/stat while its other threads run on: the process is alive, and whatever it
+// holds must not be reclaimed under it.
+TEST_CASE("registry: a process whose main thread exited while another thread runs is maybe_alive, not a zombie") {
+    test::TempPool temp("zombie-leader", 2 << 20);
+    Pool& pool = temp.pool;
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    const pid_t kid = test::fork_child([&] {
+        auto p = Pool::open(temp.name());
+        OwnerToken t = p ? p->self() : 0;
+        pthread_t runner;
+        if (pthread_create(&runner, nullptr, [](void*) -> void* {
+                for (;;) pause();  // until SIGKILL: the process lives on in this thread
+            }, nullptr) != 0)
+            return 3;
+        if (write(fds[1], &t, sizeof t) != sizeof t) return 2;
+        // The leader thread exits (the exit system call ends one thread; no unwinding, which
+        // would run this test's frames); the pool handle stays open in the process.
+        syscall(SYS_exit, 0);
+        return 4;
+    });
+    OwnerToken t = 0;
+    REQUIRE(read(fds[0], &t, sizeof t) == sizeof t);
+    close(fds[0]);
+    close(fds[1]);
+    REQUIRE(t != 0);
+    // Wait until the leader shows Z (the state /proc/<pid>/stat reports for the process).
+    auto leader_state = [&] {
+        std::FILE* f = std::fopen(("/proc/" + std::to_string(kid) + "/stat").c_str(), "r");
+        if (!f) return '?';
+        char buf[512] = {};
+        const size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+        std::fclose(f);
+        const char* p = std::strrchr(buf, ')');
+        return n > 0 && p && p[1] == ' ' ? p[2] : '?';
+    };
+    for (int i = 0; i < 2000 && leader_state() != 'Z'; ++i) usleep(1000);
+    REQUIRE(leader_state() == 'Z');
+    CHECK_FALSE(probe_pid(uint32_t(kid)).zombie);
+    std::string why;
+    CHECK_MESSAGE(pool.registry().liveness(t, MonoClock::now(), &why) == Liveness::maybe_alive, why);
+    CHECK(pool.registry().reap_dead(MonoClock::now()) == 0);
+    // Killed, it is a zombie indeed until waited for, then gone.
+    kill(kid, SIGKILL);
+    for (int i = 0; i < 2000 && !probe_pid(uint32_t(kid)).zombie; ++i) usleep(1000);
+    CHECK(probe_pid(uint32_t(kid)).zombie);
+    CHECK(pool.registry().liveness(t, MonoClock::now()) == Liveness::certainly_dead);
+    CHECK(test::wait_child(kid) == 128 + SIGKILL);
 }
 
 TEST_CASE("registry: a reused pid (start time differs) is certainly dead; a matching one is maybe_alive") {

@@ -36,7 +36,7 @@ struct ProcessInfo {
 /// What the OS says about a (pid, start time, pid namespace) triple. Exposed for tests.
 struct PidProbe {
     bool exists = false;
-    bool zombie = false;
+    bool zombie = false;  ///< every thread exited, the process not yet waited for (Z/X)
     uint64_t start_time = 0;
 };
 PidProbe probe_pid(uint32_t pid);
