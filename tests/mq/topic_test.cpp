@@ -1042,3 +1042,45 @@ TEST_CASE("two producers sending batches into one partition at once: each messag
     CHECK(d->partitions[0].skipped_claims == 0);
     CHECK(d->partitions[0].next == uint64_t(kProducers * kBatches * kPerBatch));
 }
+
+// A damaged slot fails its own partition closed, never the others: a poll that already took
+// messages from another partition returns them (the error comes at the next poll). Returning
+// only the error dropped them: the consumer's position had moved past them, and the next
+// commit passed messages nobody was given.
+TEST_CASE("consumer: a damaged slot in one partition fails that partition alone; messages taken from the others are returned") {
+    TestPool tp("poll-damaged");
+    TopicManager tm(tp.pool);
+    REQUIRE(tm.create("t", config(2, 4)).ok());
+    auto cons = Consumer::open(tp.pool, "t", "g");
+    REQUIRE(cons.ok());
+    REQUIRE(cons->assign_all().ok());
+    auto pr = Producer::open(tp.pool, "t");
+    REQUIRE(pr.ok());
+    REQUIRE(pr->send_to(0, OutgoingMessage{ByteView("p0-msg"), {}, {}}).ok());
+    REQUIRE(pr->send_to(0, OutgoingMessage{ByteView("p0-second"), {}, {}}).ok());
+    REQUIRE(pr->send_to(1, OutgoingMessage{ByteView("p1-msg"), {}, {}}).ok());
+    // Partition 0's slot 1 and partition 1's slot 0 get a state no build writes.
+    for (auto [part, index] : {std::pair{"t.0", 1}, std::pair{"t.1", 0}}) {
+        auto region = tp.pool.open_region(RegionKind::partition, part);
+        REQUIRE(region.ok());
+        const uint32_t stride = config(2, 4).partition_stride;
+        auto* slot = reinterpret_cast<mq::SlotHeader*>(region->data() + mq::kSlotsOffset + index * stride);
+        slot->state.store(mq::make_slot_word(6, 0, 1));
+    }
+    // The first poll reads partition 0 first (then 1): it returns p0-msg, taken before the
+    // damaged slot of its own partition and before the other partition's.
+    MessageBatch b;
+    auto n = cons->poll(b, 100, Duration::zero());
+    REQUIRE_MESSAGE(n.ok(), n.error().message);
+    REQUIRE(*n == 1);
+    CHECK(b[0].partition == 0);
+    CHECK(b[0].value_str() == "p0-msg");
+    // Partition 1 still fails closed, at every poll, and stays where it was.
+    for (int k = 0; k < 2; ++k) {
+        auto again = cons->poll(b, 100, Duration::zero());
+        REQUIRE_FALSE(again.ok());
+        CHECK(again.code() == Errc::corrupt);
+    }
+    CHECK(*cons->position(0) == 1);
+    CHECK(*cons->position(1) == 0);
+}

@@ -376,6 +376,14 @@ Result<size_t> Consumer::Impl::drain(uint32_t p, MessageBatch& b, size_t limit, 
     // one offset per round and a poll would otherwise spin for 2^64 offsets (fuzz_topic found
     // it). Past the bound the round's progress is kept and the next poll goes on.
     const uint64_t max_rounds = uint64_t(limit) + 2 * pv.capacity;
+    // A damaged slot at `pos`: what this call delivered, skipped or reported lost before it is
+    // kept (the position stops at the slot), and the error is returned by the call that
+    // reaches the slot first, with nothing else in hand.
+    auto damaged = [&](Error e) -> Result<size_t> {
+        if (pos == ps[p].pos) return e;
+        ps[p].pos = pos;
+        return n;
+    };
     for (uint64_t rounds = 0; n < limit && rounds < max_rounds; ++rounds) {
         SlotHeader* s = pv.slot(pos);
         // Acquire: pairs with the producer's publish CAS (envelope visible) or a skip CAS.
@@ -399,8 +407,8 @@ Result<size_t> Consumer::Impl::drain(uint32_t p, MessageBatch& b, size_t limit, 
             break;  // in order: nothing after a claim in progress is handed out
         }
         if (st != kSlotPublished)
-            return make_error(Errc::corrupt, "topic '" + t->name + "' partition " + std::to_string(p) + " slot " +
-                                                 std::to_string(pos & pv.mask) + " has state " + std::to_string(st));
+            return damaged(make_error(Errc::corrupt, "topic '" + t->name + "' partition " + std::to_string(p) + " slot " +
+                                                 std::to_string(pos & pv.mask) + " has state " + std::to_string(st)));
         // Seqlock copy: read the envelope and bytes (relaxed), acquire fence, re-read the word;
         // a change means a producer claimed the slot for a later lap while we copied (overwrite
         // mode, or an observer overtaken): discard and treat as a gap. The fence pairs with the
@@ -420,18 +428,18 @@ Result<size_t> Consumer::Impl::drain(uint32_t p, MessageBatch& b, size_t limit, 
         const uint64_t w2 = s->state.load(std::memory_order_relaxed);
         if (w2 != w1) continue;  // re-evaluate: it now shows a later lap (gap) or a new claim
         if (!fits)
-            return make_error(Errc::corrupt, "topic '" + t->name + "' partition " + std::to_string(p) + " offset " +
+            return damaged(make_error(Errc::corrupt, "topic '" + t->name + "' partition " + std::to_string(p) + " offset " +
                                                  std::to_string(pos) + ": envelope claims " + std::to_string(total) +
-                                                 " bytes, the slot payload is " + std::to_string(payload_max));
+                                                 " bytes, the slot payload is " + std::to_string(payload_max)));
         if (off != pos) {
             if (int64_t(off - pos) > 0) {  // ABA across 2^29 laps: a much later message
                 gap(p, pos, b);
                 continue;
             }
-            return make_error(Errc::corrupt, "topic '" + t->name + "' partition " + std::to_string(p) + " slot " +
+            return damaged(make_error(Errc::corrupt, "topic '" + t->name + "' partition " + std::to_string(p) + " slot " +
                                                  std::to_string(pos & pv.mask) + " holds offset " +
                                                  std::to_string(off) + " where " + std::to_string(pos) +
-                                                 " was expected");
+                                                 " was expected"));
         }
         const uint8_t* base = b.arena_.data() + at;
         Message m;
@@ -501,7 +509,13 @@ Result<size_t> Consumer::poll(MessageBatch& batch, size_t max, Duration timeout)
             if (!im.reads(p)) continue;
             const size_t limit = std::min<size_t>(cap_msgs - total, im.t->capacity);
             auto r = im.drain(p, batch, limit, payload_max);
-            if (!r) return std::move(r).error();
+            if (!r) {
+                // A damaged partition fails closed alone: what this poll took from the others
+                // (their positions have moved past it) is returned now, and the error comes
+                // back at the next poll, which finds the partition where it stopped.
+                if (total > 0 || batch.lost_ > 0) break;
+                return std::move(r).error();
+            }
             total += *r;
         }
         im.rotate++;
