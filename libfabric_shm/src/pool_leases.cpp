@@ -69,9 +69,13 @@ Result<MonoTime> Pool::renew_lease(uint64_t lease_id, MonoTime now, Duration ttl
     }
     if (lease->state.load(std::memory_order_acquire) != kLeaseActive)
         return make_error(Errc::lease_expired, what + " was removed (lease revoked)");
-    if (ttl_ns) lease->ttl_ns.store(ttl_ns, std::memory_order_relaxed);
-    const uint64_t ttl = lease->ttl_ns.load(std::memory_order_relaxed);
+    FABRIC_PAUSE_POINT("lease.renew.checked");
+    // Nothing is written before the entry proves to be the same region again after the
+    // extension below: a renewer paused here may resume after the region was reclaimed and
+    // another created in its entry, whose lease it must leave as it is.
+    const uint64_t ttl = ttl_ns ? ttl_ns : lease->ttl_ns.load(std::memory_order_relaxed);
     uint64_t expires = lease->expires_ns.load(std::memory_order_acquire);
+    const uint64_t expires_before = expires;
     for (;;) {
         if (now_ns >= expires) {
             detail::count(*this, CounterId::lease_renewal_failures, 1);
@@ -89,9 +93,19 @@ Result<MonoTime> Pool::renew_lease(uint64_t lease_id, MonoTime now, Duration ttl
     FABRIC_CRASH_POINT("lease.renew.after_extend");
     if (entry) {
         const uint64_t w = entry->word.load(std::memory_order_seq_cst);
+        if (entry_word_gen(w) != (gen & kSlotGenMask)) {
+            // Another region's lease now: take our extension back if nobody moved it since
+            // (its own renewals win), and touch nothing else.
+            uint64_t ours = expires;
+            if (ours != expires_before)
+                lease->expires_ns.compare_exchange_strong(ours, expires_before, std::memory_order_seq_cst);
+            return make_error(Errc::stale_generation,
+                              "lease " + std::to_string(lease_id) + " belongs to a region that was reclaimed");
+        }
         if (entry_word_state(w) != kEntryLive && entry_word_state(w) != kEntryCreating)
             return make_error(Errc::lease_expired, what + " is being reclaimed");
     }
+    if (ttl_ns) lease->ttl_ns.store(ttl_ns, std::memory_order_relaxed);
     lease->renewed_ns.store(now_ns, std::memory_order_relaxed);
     lease->last_renewer.store(impl_->self, std::memory_order_relaxed);
     lease->renew_count.fetch_add(1, std::memory_order_relaxed);

@@ -4,7 +4,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
+#include <optional>
 
 #include "../support/test_support.h"
 #include "crash_point.h"
@@ -175,4 +177,62 @@ TEST_CASE("leases: the reaper and re-initialisers racing on an expired pool neve
         CHECK_FALSE(p->wholly_expired(MonoClock::now()));
         REQUIRE(Pool::remove(name, true));
     }
+}
+
+namespace {
+/// The pool whose region "a" the pause hook replaces, and how many renewals it does it in.
+Pool* g_replacing_pool = nullptr;
+std::atomic<int> g_renewals_to_race{0};
+
+/// At "lease.renew.checked" (the renewer checked the lease's region, wrote nothing): the region
+/// is removed and reclaimed, and region "b" is created in its directory entry, as by other
+/// processes while the renewer is paused there.
+void replace_the_region(const char* name) {
+    if (std::string(name) != "lease.renew.checked" || g_renewals_to_race.load() == 0) return;
+    g_renewals_to_race.fetch_sub(1);
+    Pool& pool = *g_replacing_pool;
+    for (const RegionInfo& r : pool.regions())
+        if (r.name == "a") REQUIRE(pool.remove_region(r.ref));
+    RegionSpec b;
+    b.name = "b";
+    b.length = 4096;
+    b.ttl = 5s;
+    REQUIRE(pool.create_region(b));
+}
+}  // namespace
+
+TEST_CASE("leases: a renewal paused after its checks, resumed after its region was replaced, leaves the new lease as it was") {
+    test::TempPool temp("renew-stale", 2 << 20);
+    Pool& pool = temp.pool;
+    RegionSpec a;
+    a.name = "a";
+    a.length = 4096;
+    a.ttl = 5s;
+    uint64_t stale_id = 0;
+    RegionRef a_ref;
+    {
+        auto region = pool.create_region(a);
+        REQUIRE(region);
+        stale_id = region->lease_id();
+        a_ref = region->ref();
+    }  // detached: removing it reclaims it at once
+    g_replacing_pool = &pool;
+    g_renewals_to_race.store(1);
+    detail::set_pause_hook(&replace_the_region);
+    auto renewed = pool.renew_lease(stale_id, MonoClock::now(), 60s);
+    detail::set_pause_hook(nullptr);
+    g_replacing_pool = nullptr;
+    REQUIRE(g_renewals_to_race.load() == 0);  // the hook ran inside the renewal
+    REQUIRE_FALSE(renewed.ok());
+    CHECK_MESSAGE(renewed.code() == Errc::stale_generation, renewed.error().message);
+    // "b" took a's entry; its lease is its own: 5 s, never renewed (this process created it,
+    // so its last renewer is this process either way).
+    std::optional<RegionInfo> b;
+    for (const RegionInfo& r : pool.regions())
+        if (r.name == "b") b = r;
+    REQUIRE(b.has_value());
+    REQUIRE(b->ref.index == a_ref.index);
+    CHECK(b->lease.ttl_ns == uint64_t(5'000'000'000));
+    CHECK(b->lease.renew_count == 0);
+    CHECK(b->lease.expires_ns <= b->lease.created_ns + 5'000'000'000ull);
 }

@@ -26,7 +26,8 @@ const std::vector<FaultPoint>& fault_points() {
         {"region.create.punched", O},            // the store's heap and the topics' partitions (1 MiB and up)
         {"region.create.before_publish", W | O},
         {"region.reclaim.marked", O | R},        // expired side-pool regions
-        {"lease.renew.after_extend", O},         // the side pool's short leases
+        {"lease.renew.checked", O},              // the side pool's short leases: checked, nothing written
+        {"lease.renew.after_extend", O},
         // registry.cpp
         {"registry.register.claimed", kEveryone},
         {"registry.register.before_publish", kEveryone},
