@@ -47,9 +47,16 @@ LeaseInfo lease_info_of(const LeaseHeader& l) {
     info.ttl_ns = l.ttl_ns.load(std::memory_order_relaxed);
     info.renewed_ns = l.renewed_ns.load(std::memory_order_relaxed);
     info.renew_count = l.renew_count.load(std::memory_order_relaxed);
-    info.revoked = l.state.load(std::memory_order_acquire) != kLeaseActive;
+    info.revoked = !lease_active(l.state.load(std::memory_order_acquire));
     info.last_renewer = l.last_renewer.load(std::memory_order_relaxed);
     return info;
+}
+
+bool revoke_lease(LeaseHeader& l, uint32_t gen) noexcept {
+    uint32_t active = make_lease_state(kLeaseActive, gen);
+    // Release: pairs with the accessors' acquire load (they fail closed from now on).
+    return l.state.compare_exchange_strong(active, make_lease_state(kLeaseRevoked, gen), std::memory_order_release,
+                                           std::memory_order_relaxed);
 }
 
 void init_lease(LeaseHeader& l, uint64_t id, uint64_t now, uint64_t ttl, OwnerToken me) {
@@ -58,7 +65,7 @@ void init_lease(LeaseHeader& l, uint64_t id, uint64_t now, uint64_t ttl, OwnerTo
     l.expires_ns.store(now + ttl, std::memory_order_relaxed);
     l.ttl_ns.store(ttl, std::memory_order_relaxed);
     l.renewed_ns.store(now, std::memory_order_relaxed);
-    l.state.store(kLeaseActive, std::memory_order_relaxed);
+    l.state.store(make_lease_state(kLeaseActive, uint32_t(id >> 32)), std::memory_order_relaxed);
     l.last_renewer.store(me, std::memory_order_relaxed);
     l.renew_count.store(0, std::memory_order_relaxed);
 }

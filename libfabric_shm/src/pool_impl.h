@@ -88,7 +88,7 @@ struct LeaseGate {
         const uint64_t w = entry->word.load(std::memory_order_acquire);
         return layout::entry_word_gen(w) == generation &&
                (layout::entry_word_state(w) == layout::kEntryLive || layout::entry_word_state(w) == layout::kEntryCreating) &&
-               entry->lease.state.load(std::memory_order_acquire) == layout::kLeaseActive &&
+               layout::lease_active(entry->lease.state.load(std::memory_order_acquire)) &&
                now_ns < entry->lease.expires_ns.load(std::memory_order_acquire);
     }
 };

@@ -32,6 +32,10 @@ const char* entry_state_name(uint64_t state);
 LeaseInfo lease_info_of(const layout::LeaseHeader& l);
 /// Initialises a lease header nobody else can see yet (a new pool or a CREATING entry).
 void init_lease(layout::LeaseHeader& l, uint64_t id, uint64_t now, uint64_t ttl, OwnerToken me);
+/// Revokes the lease of the region of generation `gen` (its directory entry's): a CAS from
+/// (ACTIVE, gen), so a lease of another generation (the entry was reclaimed and reused) stays
+/// as it is. False when it was not (or no longer) that generation's active lease.
+bool revoke_lease(layout::LeaseHeader& l, uint32_t gen) noexcept;
 
 /// Unlinks the pool's name only if it still refers to this mapping's inode (never a
 /// re-created pool that took the name meanwhile).

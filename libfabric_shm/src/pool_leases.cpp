@@ -67,7 +67,7 @@ Result<MonoTime> Pool::renew_lease(uint64_t lease_id, MonoTime now, Duration ttl
             return make_error(Errc::stale_generation, "lease " + std::to_string(lease_id) + " belongs to a region that was reclaimed");
         lease = &entry->lease;
     }
-    if (lease->state.load(std::memory_order_acquire) != kLeaseActive)
+    if (!lease_active(lease->state.load(std::memory_order_acquire)))
         return make_error(Errc::lease_expired, what + " was removed (lease revoked)");
     FABRIC_PAUSE_POINT("lease.renew.checked");
     // Nothing is written before the entry proves to be the same region again after the

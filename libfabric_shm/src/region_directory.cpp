@@ -163,13 +163,13 @@ Result<Region> Pool::create_region(const RegionSpec& spec) {
             if (impl_->in_bounds(off, len)) used.push_back({off, off + len});
             if (e.kind.load(std::memory_order_relaxed) == uint32_t(spec.kind) &&
                 detail::load_fixed_string(e.name, kRegionNameBytes / 8) == spec.name &&
-                e.lease.state.load(std::memory_order_relaxed) == kLeaseActive) {
+                lease_active(e.lease.state.load(std::memory_order_relaxed))) {
                 // A child whose parent is gone (a topic's partition whose creator died before
                 // publishing the root) keeps its name only until the reaper reclaims it: it
                 // must not make the re-creation of its parent fail. Revoked: handles fail closed.
                 const uint64_t parent = e.parent.load(std::memory_order_relaxed);
                 if (parent != 0 && parent_gone(entries, RegionRef::unpack(parent), now)) {
-                    e.lease.state.store(kLeaseRevoked, std::memory_order_release);
+                    detail::revoke_lease(e.lease, entry_word_gen(w));
                     continue;
                 }
                 return make_error(Errc::already_exists, std::string(region_kind_name(uint32_t(spec.kind))) + " '" +
@@ -321,7 +321,7 @@ Result<Region> Pool::open_region(RegionKind kind, std::string_view name) const {
         if (entries[i].kind.load(std::memory_order_relaxed) != uint32_t(kind)) continue;
         if (detail::load_fixed_string(entries[i].name, kRegionNameBytes / 8) != name) continue;
         if (entries[i].word.load(std::memory_order_acquire) != w) continue;  // changed while reading the name
-        if (entries[i].lease.state.load(std::memory_order_acquire) != kLeaseActive) continue;  // removed
+        if (!lease_active(entries[i].lease.state.load(std::memory_order_acquire))) continue;  // removed
         if (state == kEntryCreating) {
             creator = entry_word_owner(w);
             continue;
@@ -390,7 +390,7 @@ Status Region::check(MonoTime now) const {
                                                       detail::load_fixed_string(entry_->name, kRegionNameBytes / 8) +
                                                       "' was reclaimed (handle generation " +
                                                       std::to_string(ref_.generation) + ")");
-    if (entry_->lease.state.load(std::memory_order_acquire) != kLeaseActive)
+    if (!lease_active(entry_->lease.state.load(std::memory_order_acquire)))
         return make_error(Errc::lease_expired, std::string(region_kind_name(entry_->kind.load(std::memory_order_relaxed))) +
                                                    " '" + detail::load_fixed_string(entry_->name, kRegionNameBytes / 8) +
                                                    "' was removed (lease revoked)");
@@ -480,25 +480,34 @@ Status Pool::remove_region(RegionRef ref) {
     const uint64_t w = entries[ref.index].word.load(std::memory_order_acquire);
     if (entry_word_gen(w) != ref.generation || entry_word_state(w) == kEntryFree)
         return make_error(Errc::stale_generation, "region was already removed");
-    // Revoke this region and its descendants: accessors fail closed from now on.
-    std::vector<uint32_t> doomed{ref.index};
+    FABRIC_PAUSE_POINT("region.remove.checked");
+    // Revoke this region and its descendants: accessors fail closed from now on. Each by the
+    // generation judged here (the handle's; a child's when it was found under its parent), and
+    // reclaimed only while its entry still holds it: a remover that paused may resume after an
+    // entry was reclaimed and taken by an unrelated region, which it must leave alone.
+    struct Doomed {
+        uint32_t index, gen;
+    };
+    std::vector<Doomed> doomed{{ref.index, ref.generation}};
     for (size_t k = 0; k < doomed.size(); ++k) {
-        const uint32_t i = doomed[k];
-        const uint64_t iw = entries[i].word.load(std::memory_order_acquire);
-        entries[i].lease.state.store(kLeaseRevoked, std::memory_order_release);
-        const uint64_t packed = make_region_ref(i, entry_word_gen(iw));
+        const Doomed d = doomed[k];
+        detail::revoke_lease(entries[d.index].lease, d.gen);
+        const uint64_t packed = make_region_ref(d.index, d.gen);
         for (uint32_t c = 0; c < kDirectoryEntries; ++c) {
-            if (entry_word_state(entries[c].word.load(std::memory_order_acquire)) == kEntryFree) continue;
-            if (entries[c].parent.load(std::memory_order_relaxed) == packed &&
-                std::find(doomed.begin(), doomed.end(), c) == doomed.end())
-                doomed.push_back(c);
+            const uint64_t cw = entries[c].word.load(std::memory_order_acquire);
+            if (entry_word_state(cw) == kEntryFree) continue;
+            if (entries[c].parent.load(std::memory_order_relaxed) != packed) continue;
+            // The parent field read belongs to the occupant of generation cw (re-checked).
+            if (entries[c].word.load(std::memory_order_acquire) != cw) continue;
+            const bool known = std::any_of(doomed.begin(), doomed.end(), [c](const Doomed& x) { return x.index == c; });
+            if (!known) doomed.push_back({c, entry_word_gen(cw)});
         }
     }
     ReapReport report;
     ReclaimContext ctx{this, impl_.get(), mono_now_ns(), false, &report};
     for (auto it = doomed.rbegin(); it != doomed.rend(); ++it) {
-        const uint64_t iw = entries[*it].word.load(std::memory_order_acquire);
-        if (entry_word_state(iw) == kEntryLive) try_reclaim(ctx, *it, iw, "removed");
+        const uint64_t iw = entries[it->index].word.load(std::memory_order_acquire);
+        if (entry_word_state(iw) == kEntryLive && entry_word_gen(iw) == it->gen) try_reclaim(ctx, it->index, iw, "removed");
     }
     return {};
 }

@@ -116,12 +116,13 @@ TEST_CASE("producer: every send asks for its partition's lease and the pool's st
 
     // Revoked (forged: a remover stores it and never moves it back), the next send is refused.
     auto& state = detail::region_entry(*region).lease.state;
+    const uint32_t active = state.load();
     state.store(layout::kLeaseRevoked, std::memory_order_release);
     auto revoked = prod->send_to(0, OutgoingMessage{bytes("r"), {}, {}});
     REQUIRE(!revoked.ok());
     CHECK(revoked.code() == Errc::lease_expired);
     CHECK_MESSAGE(revoked.error().message.find("lease revoked") != std::string::npos, revoked.error().message);
-    state.store(layout::kLeaseActive, std::memory_order_release);
+    state.store(active, std::memory_order_release);
 
     // A removed pool fails every later send of a handle opened before the removal.
     REQUIRE(Pool::remove(tp.pool.name(), true).ok());
@@ -182,12 +183,13 @@ TEST_CASE("consumer: every poll asks for its topic's lease and every seek for it
 
     // Revoked (forged: a remover stores it and never moves it back), the next poll is refused.
     auto& state = detail::region_entry(*root).lease.state;
+    const uint32_t active = state.load();
     state.store(layout::kLeaseRevoked, std::memory_order_release);
     auto revoked = cons->poll(b, 8, Duration::zero());
     REQUIRE(!revoked.ok());
     CHECK(revoked.code() == Errc::lease_expired);
     CHECK_MESSAGE(revoked.error().message.find("lease revoked") != std::string::npos, revoked.error().message);
-    state.store(layout::kLeaseActive, std::memory_order_release);
+    state.store(active, std::memory_order_release);
     REQUIRE(cons->poll(b, 8, Duration::zero()).ok());
 
     // A poll that waits asks again while it waits: a lease that runs out 30 ms into a 10 s wait

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 
 #include "../support/test_support.h"
@@ -240,4 +241,60 @@ TEST_CASE("regions: dry-run reaping reports what it would do and changes nothing
     ReapReport real = pool.reap(expired, false, false);
     CHECK(real.reclaimed_regions == 1);
     CHECK(pool.regions().empty());
+}
+
+namespace {
+/// The pool whose region "r" the pause hook removes and replaces with "d" (in the same
+/// directory entry), and how many removals it does it in.
+Pool* g_remove_pool = nullptr;
+RegionRef g_remove_ref;
+std::atomic<int> g_removals_to_race{0};
+
+/// At "region.remove.checked" (the remover judged the entry, revoked nothing yet): another
+/// remover removes and reclaims the region, and an unrelated region takes its entry, as other
+/// processes would while the first remover is paused there.
+void replace_removed_region(const char* name) {
+    if (std::string(name) != "region.remove.checked" || g_removals_to_race.load() == 0) return;
+    g_removals_to_race.fetch_sub(1);
+    REQUIRE(g_remove_pool->remove_region(g_remove_ref));  // the hook is spent: runs through
+    RegionSpec d;
+    d.name = "d";
+    d.length = 4096;
+    auto made = g_remove_pool->create_region(d);
+    REQUIRE(made);
+    std::memcpy(made->data(), "new data", 8);
+}
+}  // namespace
+
+TEST_CASE("regions: a remover paused after its checks, resumed after the entry was reused, neither revokes nor reclaims the new region") {
+    test::TempPool temp("remove-stale", 4 << 20);
+    Pool& pool = temp.pool;
+    RegionSpec r;
+    r.name = "r";
+    r.length = 4096;
+    RegionRef r_ref;
+    {
+        auto made = pool.create_region(r);
+        REQUIRE(made);
+        r_ref = made->ref();
+    }  // no handle left: a remove reclaims it at once
+    g_remove_pool = &pool;
+    g_remove_ref = r_ref;
+    g_removals_to_race.store(1);
+    detail::set_pause_hook(&replace_removed_region);
+    (void)pool.remove_region(r_ref);  // removed already by the time it resumes: its outcome is either
+    detail::set_pause_hook(nullptr);
+    g_remove_pool = nullptr;
+    REQUIRE(g_removals_to_race.load() == 0);  // the hook ran inside the removal
+    // "d" took r's entry under a new generation; it is live, its lease active, its bytes there.
+    auto d = pool.open_region(RegionKind::test, "d");
+    REQUIRE_MESSAGE(d, d.error().message);
+    CHECK(d->ref().index == r_ref.index);
+    CHECK(d->ref().generation != r_ref.generation);
+    CHECK(d->check());
+    CHECK(std::memcmp(d->data(), "new data", 8) == 0);
+    auto info = pool.region_info(d->ref());
+    REQUIRE(info);
+    CHECK_FALSE(info->lease.revoked);
+    CHECK(info->state == "live");
 }

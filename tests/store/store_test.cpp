@@ -674,12 +674,13 @@ TEST_CASE("store: every call asks for its regions' leases and the pool's state a
     auto root = f.pool->open_region(RegionKind::store, "default");
     REQUIRE(root.ok());
     auto& state = detail::region_entry(*root).lease.state;
+    const uint32_t active = state.load();
     state.store(layout::kLeaseRevoked, std::memory_order_release);
     auto revoked = f.store->put(a, pattern(14, 4));
     REQUIRE(!revoked.ok());
     CHECK(revoked.code() == Errc::lease_expired);
     CHECK_MESSAGE(revoked.error().message.find("lease revoked") != std::string::npos, revoked.error().message);
-    state.store(layout::kLeaseActive, std::memory_order_release);
+    state.store(active, std::memory_order_release);
     REQUIRE(f.store->put(a, pattern(14, 5)).ok());
 
     // A removed pool fails every later call of a store opened before the removal.

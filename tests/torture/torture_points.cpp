@@ -26,6 +26,7 @@ const std::vector<FaultPoint>& fault_points() {
         {"region.create.punched", O},            // the store's heap and the topics' partitions (1 MiB and up)
         {"region.create.before_publish", W | O},
         {"region.reclaim.marked", O | R},        // expired side-pool regions
+        {"region.remove.checked", O},            // the side pool's topics and stores removed
         {"lease.renew.checked", O},              // the side pool's short leases: checked, nothing written
         {"lease.renew.after_extend", O},
         // registry.cpp

@@ -269,12 +269,16 @@ void check_directory(const Pool& pool, Findings& f, uint64_t now) {
             // relaxed: diagnostics of single words; expires only moves forward.
             const uint64_t created = e->lease.created_ns.load(std::memory_order_relaxed);
             const uint64_t expires = e->lease.expires_ns.load(std::memory_order_relaxed);
-            const uint32_t lstate = e->lease.state.load(std::memory_order_relaxed);
+            const uint32_t lword = e->lease.state.load(std::memory_order_relaxed);
+            const uint32_t lstate = L::lease_state_of(lword);
             if (expires < created)
                 f.violations.push_back(label + ": lease expires (" + std::to_string(expires) + " ns) before it was created (" +
                                        std::to_string(created) + " ns)");
             if (lstate != L::kLeaseActive && lstate != L::kLeaseRevoked)
                 f.violations.push_back(label + ": lease state " + std::to_string(lstate) + " is neither active nor revoked");
+            else if (L::lease_state_gen(lword) != gen)
+                f.violations.push_back(label + ": lease state of generation " + std::to_string(L::lease_state_gen(lword)) +
+                                       " in an entry of generation " + std::to_string(gen));
             else if (lstate == L::kLeaseRevoked || now >= expires)
                 f.in_progress.push_back(label + ": lease " + (lstate == L::kLeaseRevoked ? "revoked" : "expired") +
                                         ", memory not yet reclaimed (fabric-shm-reaper reclaims it)");

@@ -23,8 +23,8 @@
 namespace fabric_shm::layout {
 
 constexpr uint64_t kPoolMagic = 0x4853434952424146ULL;  ///< "FABRICSH" in little-endian bytes
-constexpr uint16_t kLayoutMajor = 8;  ///< differs: refuse (VersionMismatch); 2: fence eras (PoolHeader::fence_floor, GroupSlot::era); 3: topic waiter bits and table (mq/topic_layout.h); 4: registry word namespace bit, store slot generations and fenced stripe locks; 5: child process groups per registration (ProcessSlot::child_groups, killed by the retirer), GroupSlot result-bucket record; 6: per-offset attempt window per group partition (GroupPartition::attempt_window); 7: counter shards split into a single-writer half and a shared half (kCounterSharedCells); 8: PoolHeader::registrations_ended and scanned_through (an open's reap scans regions only after a registration ended; a build without them would end registrations unseen)
-constexpr uint16_t kLayoutMinor = 0;  ///< higher minor: compatible additions (none yet in 8; 7.1-7.4 added the metrics and bridge region kinds, counter worker_handler_restarts and StoreHeader::class_spare, all part of 8.0)
+constexpr uint16_t kLayoutMajor = 9;  ///< differs: refuse (VersionMismatch); 2: fence eras (PoolHeader::fence_floor, GroupSlot::era); 3: topic waiter bits and table (mq/topic_layout.h); 4: registry word namespace bit, store slot generations and fenced stripe locks; 5: child process groups per registration (ProcessSlot::child_groups, killed by the retirer), GroupSlot result-bucket record; 6: per-offset attempt window per group partition (GroupPartition::attempt_window); 7: counter shards split into a single-writer half and a shared half (kCounterSharedCells); 8: PoolHeader::registrations_ended and scanned_through (an open's reap scans regions only after a registration ended; a build without them would end registrations unseen); 9: a lease's state word carries its region's generation (make_lease_state: a stale remover cannot revoke a region re-created in the entry)
+constexpr uint16_t kLayoutMinor = 0;  ///< higher minor: compatible additions (none yet in 9; 7.1-7.4 added the metrics and bridge region kinds, counter worker_handler_restarts and StoreHeader::class_spare, all part of 8.0)
 constexpr uint64_t kPageSize = 4096;
 constexpr uint64_t kCacheLine = 64;
 
@@ -54,6 +54,14 @@ constexpr uint32_t kSlotGenMask = (1u << 24) - 1;
 
 // ---- Lease header (pool and every region) -----------------------------------------
 enum LeaseState : uint32_t { kLeaseActive = 1, kLeaseRevoked = 2 };
+/// LeaseHeader::state = generation(24) << 8 | LeaseState(8). The generation is the region's
+/// directory-entry generation (the pool lease's: its own, 1): a remover revokes by CAS from
+/// (ACTIVE, the generation it judged), so a remover that paused while the region was reclaimed
+/// and another created in the entry revokes nothing of the new one.
+constexpr uint32_t make_lease_state(LeaseState s, uint32_t gen) { return ((gen & 0xffffffu) << 8) | uint32_t(s); }
+constexpr uint32_t lease_state_of(uint32_t w) { return w & 0xffu; }
+constexpr uint32_t lease_state_gen(uint32_t w) { return w >> 8; }
+constexpr bool lease_active(uint32_t w) { return lease_state_of(w) == kLeaseActive; }
 
 struct LeaseHeader {
     std::atomic<uint64_t> lease_id;     ///< immutable after publish; (generation << 32) | (entry index + 1), pool: gen << 32
@@ -61,7 +69,7 @@ struct LeaseHeader {
     std::atomic<uint64_t> expires_ns;   ///< monotonic ns; renewers move it forward by CAS only (never back)
     std::atomic<uint64_t> ttl_ns;       ///< extension per renewal; written by creator, `lease renew --ttl`
     std::atomic<uint64_t> renewed_ns;   ///< monotonic ns of the last successful renewal; renewer
-    std::atomic<uint32_t> state;        ///< LeaseState; remover stores kLeaseRevoked (never back)
+    std::atomic<uint32_t> state;        ///< make_lease_state(LeaseState, generation); remover CASes ACTIVE -> REVOKED (never back)
     std::atomic<uint32_t> last_renewer; ///< OwnerToken of the last renewer; renewer
     std::atomic<uint64_t> renew_count;  ///< renewer, fetch_add
     uint64_t reserved[1];
