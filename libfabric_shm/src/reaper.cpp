@@ -131,6 +131,15 @@ ReapReport reap_pass(Pool& pool, MonoTime now_time, bool dry_run, bool allow_poo
             info.offset = e.offset.load(std::memory_order_relaxed);
             info.length = e.length.load(std::memory_order_relaxed);
             if (impl->in_bounds(info.offset, info.length)) {
+                // Attached while the hook runs: a hook paused mid-walk must not have the region
+                // reclaimed and another placed on its extent under its late writes (a reclaim
+                // waits for every live holder, this process included).
+                auto held = pool.open_region(info.ref);
+                if (!held) {  // reclaimed or re-created since the checks above: nothing to walk
+                    if (ops->scans) walked_all = false;
+                    continue;
+                }
+                FABRIC_PAUSE_POINT("pool.reap.hook");
                 const RegionReapResult r = ops->reap(pool, info, now, dry_run, report.notes);
                 report.kind_items += r.items;
                 if (ops->scans && !r.complete) walked_all = false;

@@ -16,6 +16,7 @@
 #include "layout/metrics_layout.h"
 #include "../support/test_support.h"
 #include "region_kinds.h"
+#include "crash_point.h"
 
 using namespace fabric_shm;
 
@@ -246,4 +247,49 @@ TEST_CASE("latency recorder: refuses over-long keys and read-only pools; a damag
     CHECK(bad.error().message.find("321 buckets") != std::string::npos);
     header->buckets = layout::kLatencyBuckets;
     CHECK(read_latency(*view));
+}
+
+namespace {
+/// The pool whose metrics region the pause hook removes, and what the hook saw right after.
+Pool* g_hook_pool = nullptr;
+std::string g_state_in_hook;
+
+/// At "pool.reap.hook" (the reaper is about to run a region kind's hook): the region is
+/// removed, as another process may do while the reaper is paused in the hook.
+void remove_under_the_hook(const char* name) {
+    if (std::string(name) != "pool.reap.hook" || !g_hook_pool || !g_state_in_hook.empty()) return;
+    for (const RegionInfo& r : g_hook_pool->regions())
+        if (r.kind == uint32_t(RegionKind::metrics)) {
+            (void)g_hook_pool->remove_region(r.ref);
+            g_state_in_hook = "free";
+            for (const RegionInfo& after : g_hook_pool->regions())
+                if (after.ref == r.ref) g_state_in_hook = after.state;
+        }
+}
+}  // namespace
+
+// The reaper's hooks write into their region (the metrics hook folds a dead process's shards).
+// The region must not be reclaimed, and its extent handed to another region, while a hook runs
+// in it: the reaper holds it attached meanwhile, as any user does.
+TEST_CASE("reaper: a region removed while its kind's hook runs in it is not reclaimed until the hook is done") {
+    test::TempPool temp("reap-hook", 4 << 20);
+    Pool& pool = temp.pool;
+    {
+        auto rec = LatencyRecorder::open(pool, "events", "workers");
+        REQUIRE(rec);
+        rec->record(1000);
+    }  // this process holds no handle of the metrics region any more
+    g_hook_pool = &pool;
+    g_state_in_hook.clear();
+    detail::set_pause_hook(&remove_under_the_hook);
+    (void)pool.reap(MonoClock::now(), false, false);
+    detail::set_pause_hook(nullptr);
+    g_hook_pool = nullptr;
+    REQUIRE_FALSE(g_state_in_hook.empty());  // the hook point was reached with the region there
+    CHECK_MESSAGE(g_state_in_hook == "live", "state while the hook ran: " << g_state_in_hook);
+    // Done with it: the next pass reclaims it (removed, and nobody holds it).
+    (void)pool.reap(MonoClock::now(), false, false);
+    bool gone = true;
+    for (const RegionInfo& r : pool.regions()) gone = gone && r.kind != uint32_t(RegionKind::metrics);
+    CHECK(gone);
 }

@@ -22,6 +22,7 @@ const std::vector<FaultPoint>& fault_points() {
         {"pool.create.before_link", O},
         {"pool.create.after_link", O},
         {"pool.reap.reclaiming", O | R},
+        {"pool.reap.hook", kEveryone},           // before a region kind's repair hook runs
         {"region.create.reserved", W | O},       // workers: the metrics region; ops: store and topic
         {"region.create.punched", O},            // the store's heap and the topics' partitions (1 MiB and up)
         {"region.create.before_publish", W | O},
