@@ -206,6 +206,35 @@ struct TempDir {
 
 // ---- fence tokens across registrations -------------------------------------------------------
 
+namespace {
+/// A live process registered in the pool and paused as far as anyone can tell (it waits in
+/// pause() until SIGKILL): what a stopped holder of a lock looks like to the others. Killed
+/// and waited for by the destructor.
+struct PausedProcess {
+    pid_t pid = -1;
+    uint32_t token = 0;
+    explicit PausedProcess(const std::string& pool_name) {
+        auto* shared = shared_new<std::atomic<uint32_t>>();
+        pid = test::fork_child([&] {
+            auto p = Pool::open(pool_name);
+            if (!p) return 10;
+            shared->store(p->self());
+            ::pause();  // until SIGKILL
+            return 0;
+        });
+        while (shared->load() == 0) sleep_ms(2);
+        token = shared->load();
+        ::munmap(shared, sizeof(std::atomic<uint32_t>));
+    }
+    ~PausedProcess() {
+        ::kill(pid, SIGKILL);
+        test::wait_child(pid);
+    }
+    PausedProcess(const PausedProcess&) = delete;
+    PausedProcess& operator=(const PausedProcess&) = delete;
+};
+}  // namespace
+
 TEST_CASE("fence tokens: a group removed and registered again fences above every token of the old registration") {
     TestPool tp("stall-rereg");
     TopicManager mgr(tp.pool);
@@ -824,16 +853,7 @@ TEST_CASE("worker: a group lock held by a live, paused process delays its commit
     auto producer = Producer::open(tp.pool, "lk");
     REQUIRE(producer.ok());
 
-    // A live process whose token will hold the lock: paused, as far as anyone can tell.
-    auto* holder_token = shared_new<std::atomic<uint32_t>>();
-    const pid_t holder = test::fork_child([&] {
-        auto p = Pool::open(name);
-        if (!p) return 10;
-        holder_token->store(p->self());
-        ::pause();  // until SIGKILL
-        return 0;
-    });
-    while (holder_token->load() == 0) sleep_ms(2);
+    const PausedProcess holder(name);  // its token will hold the lock
 
     WorkerConfig cfg = worker_config("lk", "w");
     cfg.session_timeout_ns = 10'000'000'000ull;
@@ -853,7 +873,7 @@ TEST_CASE("worker: a group lock held by a live, paused process delays its commit
     for (int i = 0; i < int(mq::kMaxGroups); ++i)
         if (mq::group_state(groups[i].word.load()) == mq::kGroupLive) gi = i;
     REQUIRE(gi >= 0);
-    groups[gi].lock.store(holder_token->load());
+    groups[gi].lock.store(holder.token);
     std::vector<std::pair<std::string, uint64_t>> sent;
     for (int i = 0; i < 3; ++i) {
         const std::string k = "k" + std::to_string(i);
@@ -865,9 +885,6 @@ TEST_CASE("worker: a group lock held by a live, paused process delays its commit
     CHECK(test::wait_child(w, 20000) == 0);
     CHECK(committed(tp.pool, "lk", 0) == 3);
     check_nothing_passed(tp.pool, **store, "lk", sent);
-    ::kill(holder, SIGKILL);
-    test::wait_child(holder);
-    ::munmap(holder_token, sizeof(std::atomic<uint32_t>));
 }
 
 namespace {
@@ -961,16 +978,8 @@ TEST_CASE("worker membership: a rejoin refused as busy by a paused lock holder j
     REQUIRE(evict_live_row(*slot));
 
     // A live process whose token holds the group's lock: paused, as far as anyone can tell.
-    auto* holder_token = shared_new<std::atomic<uint32_t>>();
-    const pid_t holder = test::fork_child([&] {
-        auto p = Pool::open(name);
-        if (!p) return 10;
-        holder_token->store(p->self());
-        ::pause();  // until SIGKILL
-        return 0;
-    });
-    while (holder_token->load() == 0) sleep_ms(2);
-    slot->lock.store(holder_token->load());
+    const PausedProcess holder(name);
+    slot->lock.store(holder.token);
 
     // Evicted: the claim is stale, the rejoin waits out the lock's 2 s timeout and is busy.
     auto delayed = member.rebalance(mono_now_ns());
@@ -980,10 +989,6 @@ TEST_CASE("worker membership: a rejoin refused as busy by a paused lock holder j
 
     slot->lock.store(0);  // the holder "resumes" and releases
     check_rejoins_and_leaves(member, f.tp.pool, "rj", f.first_epoch, kParts);
-
-    ::kill(holder, SIGKILL);
-    test::wait_child(holder);
-    ::munmap(holder_token, sizeof(std::atomic<uint32_t>));
 }
 
 TEST_CASE("worker membership: evicted while paused inside its rejoin, it joins on the next rebalance and owns its partitions") {
@@ -1039,16 +1044,8 @@ TEST_CASE("worker membership: a rejoin whose first claim is refused as busy by a
     REQUIRE(g_locking_slot != nullptr);
     REQUIRE(evict_live_row(*g_locking_slot));
 
-    auto* holder_token = shared_new<std::atomic<uint32_t>>();
-    const pid_t holder = test::fork_child([&] {
-        auto p = Pool::open(name);
-        if (!p) return 10;
-        holder_token->store(p->self());
-        ::pause();  // until SIGKILL
-        return 0;
-    });
-    while (holder_token->load() == 0) sleep_ms(2);
-    g_lock_holder = holder_token->load();
+    const PausedProcess holder(name);
+    g_lock_holder = holder.token;
 
     // Evicted: the claim is stale; the rejoin takes a row, then its claim is busy (2 s).
     g_joins_to_lock.store(1);
@@ -1062,10 +1059,6 @@ TEST_CASE("worker membership: a rejoin whose first claim is refused as busy by a
 
     g_locking_slot->lock.store(0);  // the holder "resumes" and releases
     check_rejoins_and_leaves(member, f.tp.pool, "rj", f.first_epoch, kParts);
-
-    ::kill(holder, SIGKILL);
-    test::wait_child(holder);
-    ::munmap(holder_token, sizeof(std::atomic<uint32_t>));
     g_locking_slot = nullptr;
 }
 

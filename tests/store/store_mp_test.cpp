@@ -546,6 +546,34 @@ TEST_CASE("store: an overwrite stopped just before it links blocks nobody and ne
     CHECK((*store)->stats().heap_used_bytes == 0);  // no block of the race leaked
 }
 
+namespace {
+/// A store whose table has two buckets, key `k` and a key `other` with the same home bucket on
+/// another stripe: an insert of k stopped after it chose its empty slot, `other` removed to free
+/// an earlier slot W, and another insert of k lands in W (the two-slot race).
+struct TwoBucketStore {
+    test::PoolCleanup cleanup;
+    Result<Pool> pool;
+    Result<std::unique_ptr<MemObjectStore>> store = make_error(Errc::not_found, "not opened");
+    const std::string k = "key";
+    std::string other;
+    explicit TwoBucketStore(const char* tag) : cleanup(test::unique_pool_name(tag)), pool(Pool::create({cleanup.name(), 16 << 20})) {
+        REQUIRE(pool);
+        StoreConfig cfg;
+        cfg.table_entries = 14;  // two buckets: keys share a home bucket easily
+        store = MemObjectStore::open(*pool, cfg);
+        REQUIRE(store);
+        auto home = [](const std::string& key) {
+            const std::string bk = "b/" + key;
+            return detail::hash_store_key(bk.data(), bk.size()) & 1;
+        };
+        for (int i = 0; other.empty(); ++i) {
+            const std::string c = "other" + std::to_string(i);
+            if (home(c) == home(k) && stripe_of(c) != stripe_of(k)) other = c;
+        }
+    }
+};
+}  // namespace
+
 TEST_CASE("store: an insert decided before its lock was taken over never lands beside the new holder's insert") {
     // The stopped inserter evaluated "absent" and either announced the first empty slot X of
     // the key's probe sequence (before_link) or was about to (after_mark). Then a slot W before
@@ -554,45 +582,29 @@ TEST_CASE("store: an insert decided before its lock was taken over never lands b
     // succeed on resuming: one key in two slots.
     for (const char* point : {"store.put.before_link", "store.put.after_mark"}) {
         CAPTURE(point);
-        test::PoolCleanup cleanup(test::unique_pool_name("stallins"));
-        auto pool = Pool::create({cleanup.name(), 16 << 20});
-        REQUIRE(pool);
-        StoreConfig cfg;
-        cfg.table_entries = 14;  // two buckets: keys share a home bucket easily
-        auto store = MemObjectStore::open(*pool, cfg);
-        REQUIRE(store);
-        auto home = [](const std::string& key) {
-            const std::string k = "b/" + key;
-            return detail::hash_store_key(k.data(), k.size()) & 1;
-        };
-        const std::string k = "key";
-        std::string other;
-        for (int i = 0; other.empty(); ++i) {
-            const std::string c = "other" + std::to_string(i);
-            if (home(c) == home(k) && stripe_of(c) != stripe_of(k)) other = c;
-        }
-        REQUIRE((*store)->put(at(cleanup.name(), other), bytes_of("o", 100)));  // slot W
+        TwoBucketStore f("stallins");
+        REQUIRE((*f.store)->put(at(f.cleanup.name(), f.other), bytes_of("o", 100)));  // slot W
         PutOptions absent;
         absent.condition = PutCondition::if_absent;
-        const pid_t kid = stopped_child(cleanup.name(), point, [&](Child& me) {
-            auto r = me.store->put(at(cleanup.name(), k), bytes_of("child", 500), absent);
+        const pid_t kid = stopped_child(f.cleanup.name(), point, [&](Child& me) {
+            auto r = me.store->put(at(f.cleanup.name(), f.k), bytes_of("child", 500), absent);
             if (r) return 1;  // both inserts of one key succeeded
             return r.code() == Errc::conflict ? 0 : 100 + int(r.code());
         });
-        REQUIRE((*store)->remove(at(cleanup.name(), other)));  // frees W (another stripe: no wait)
-        auto mine = (*store)->put(at(cleanup.name(), k), bytes_of("parent", 500), absent);
+        REQUIRE((*f.store)->remove(at(f.cleanup.name(), f.other)));  // frees W (another stripe: no wait)
+        auto mine = (*f.store)->put(at(f.cleanup.name(), f.k), bytes_of("parent", 500), absent);
         REQUIRE_MESSAGE(mine, mine.error().message);
         test::resume(kid);
         CHECK(test::wait_child(kid) == 0);  // its insert starts over and finds the key present
-        CHECK((*store)->stats().objects == 1);
-        auto g = (*store)->get(at(cleanup.name(), k));
+        CHECK((*f.store)->stats().objects == 1);
+        auto g = (*f.store)->get(at(f.cleanup.name(), f.k));
         REQUIRE((g && g->has_value()));
         CHECK((*g)->data == bytes_of("parent", 500));
-        REQUIRE((*store)->remove(at(cleanup.name(), k)));
-        auto again = (*store)->get(at(cleanup.name(), k));
+        REQUIRE((*f.store)->remove(at(f.cleanup.name(), f.k)));
+        auto again = (*f.store)->get(at(f.cleanup.name(), f.k));
         REQUIRE(again);
         CHECK_FALSE(again->has_value());  // no second copy behind the first
-        require_clean(*pool);
+        require_clean(*f.pool);
     }
 }
 
@@ -601,39 +613,23 @@ TEST_CASE("store: an insert decided before its lock was taken over never lands b
 // one tag for both, the stopped thread's unlock released the other's hold, its next
 // acquisition fenced nobody, and both if-absent inserts of one key landed (in two slots).
 TEST_CASE("store: threads of one process hold a key's lock apart; an insert stopped under it never lands beside another thread's") {
-    test::PoolCleanup cleanup(test::unique_pool_name("thrins"));
-    auto pool = Pool::create({cleanup.name(), 16 << 20});
-    REQUIRE(pool);
-    StoreConfig cfg;
-    cfg.table_entries = 14;  // two buckets: keys share a home bucket easily
-    auto store = MemObjectStore::open(*pool, cfg);
-    REQUIRE(store);
-    auto home = [](const std::string& key) {
-        const std::string k = "b/" + key;
-        return detail::hash_store_key(k.data(), k.size()) & 1;
-    };
-    const std::string k = "key";
-    std::string other;
-    for (int i = 0; other.empty(); ++i) {
-        const std::string c = "other" + std::to_string(i);
-        if (home(c) == home(k) && stripe_of(c) != stripe_of(k)) other = c;
-    }
+    TwoBucketStore f("thrins");
     // An insert by this thread: it takes a stripe lock (and the first tag) before the two below.
-    REQUIRE((*store)->put(at(cleanup.name(), other), bytes_of("o", 100)));  // slot W
+    REQUIRE((*f.store)->put(at(f.cleanup.name(), f.other), bytes_of("o", 100)));  // slot W
     PutOptions absent;
     absent.condition = PutCondition::if_absent;
     Result<uint64_t> a = uint64_t(0), b = uint64_t(0);
     const test::RoleHook hook;
     // A holds k's lock, nothing decided yet.
     std::thread ta = test::start_stopped_at(0, "store.stripe.held", [&] {
-        a = (*store)->put(at(cleanup.name(), k), bytes_of("a", 500), absent);
+        a = (*f.store)->put(at(f.cleanup.name(), f.k), bytes_of("a", 500), absent);
     });
     // B takes the lock over from A (held too long) and stops having announced the first empty
     // slot X of the probe sequence, before linking there.
     std::thread tb = test::start_stopped_at(1, "store.put.before_link", [&] {
-        b = (*store)->put(at(cleanup.name(), k), bytes_of("b", 500), absent);
+        b = (*f.store)->put(at(f.cleanup.name(), f.k), bytes_of("b", 500), absent);
     });
-    REQUIRE((*store)->remove(at(cleanup.name(), other)));  // frees W (another stripe: no wait)
+    REQUIRE((*f.store)->remove(at(f.cleanup.name(), f.other)));  // frees W (another stripe: no wait)
     test::release_role(0);
     ta.join();
     test::release_role(1);
@@ -642,12 +638,12 @@ TEST_CASE("store: threads of one process hold a key's lock apart; an insert stop
     CHECK(int(bool(a)) + int(bool(b)) == 1);
     for (const Result<uint64_t>* r : {&a, &b})
         if (!*r) CHECK_MESSAGE(r->code() == Errc::conflict, r->error().message);
-    CHECK((*store)->stats().objects == 1);
-    REQUIRE((*store)->remove(at(cleanup.name(), k)));
-    auto again = (*store)->get(at(cleanup.name(), k));
+    CHECK((*f.store)->stats().objects == 1);
+    REQUIRE((*f.store)->remove(at(f.cleanup.name(), f.k)));
+    auto again = (*f.store)->get(at(f.cleanup.name(), f.k));
     REQUIRE(again);
     CHECK_FALSE(again->has_value());  // no second copy behind the first
-    require_clean(*pool);
+    require_clean(*f.pool);
 }
 
 TEST_CASE("store: a freer stopped while releasing a large object's superblocks never frees a newer object's") {
