@@ -75,7 +75,6 @@ Result<MonoTime> Pool::renew_lease(uint64_t lease_id, MonoTime now, Duration ttl
     // another created in its entry, whose lease it must leave as it is.
     const uint64_t ttl = ttl_ns ? ttl_ns : lease->ttl_ns.load(std::memory_order_relaxed);
     uint64_t expires = lease->expires_ns.load(std::memory_order_acquire);
-    const uint64_t expires_before = expires;
     for (;;) {
         if (now_ns >= expires) {
             detail::count(*this, CounterId::lease_renewal_failures, 1);
@@ -83,7 +82,10 @@ Result<MonoTime> Pool::renew_lease(uint64_t lease_id, MonoTime now, Duration ttl
                                                        " ago; an expired lease cannot be renewed (fail closed)");
         }
         const uint64_t target = now_ns + ttl;
-        if (target <= expires && !ttl_ns) break;  // already later than we would set (never shorten)
+        // Already later than we would set: never shortened, not even by a shorter --ttl (the
+        // new TTL applies from the next renewal), nor by a renewer whose `now` went stale in a
+        // pause while the entry was reused: a lease too long is the safe failure.
+        if (target <= expires) break;
         // seq_cst: Dekker pair with try_reclaim (see there).
         if (lease->expires_ns.compare_exchange_weak(expires, target, std::memory_order_seq_cst)) {
             expires = target;
@@ -94,11 +96,9 @@ Result<MonoTime> Pool::renew_lease(uint64_t lease_id, MonoTime now, Duration ttl
     if (entry) {
         const uint64_t w = entry->word.load(std::memory_order_seq_cst);
         if (entry_word_gen(w) != (gen & kSlotGenMask)) {
-            // Another region's lease now: take our extension back if nobody moved it since
-            // (its own renewals win), and touch nothing else.
-            uint64_t ours = expires;
-            if (ours != expires_before)
-                lease->expires_ns.compare_exchange_strong(ours, expires_before, std::memory_order_seq_cst);
+            // Another region's lease now. Our extension (if any) stays: taking it back could
+            // undo what that lease's own renewer just relied on, and a lease only ever ends
+            // later than its holders expect, never earlier. Nothing else is written.
             return make_error(Errc::stale_generation,
                               "lease " + std::to_string(lease_id) + " belongs to a region that was reclaimed");
         }
