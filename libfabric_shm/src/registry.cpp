@@ -50,18 +50,21 @@ ProcessSlot* slots_of(const Pool& pool) {
 }  // namespace
 
 namespace {
-/// The state letter of /proc/<path>'s stat line ('\0' when unreadable): the field after the
-/// command name, which may itself contain spaces and ')'.
+/// The state letter of /proc/<path>'s stat line: the field after the command name, which may
+/// itself contain spaces and ')'. '\0' when the file is gone (ENOENT, ESRCH: the thread exited),
+/// '?' when it could not be read for another reason (EMFILE, EACCES, ...: unknown).
 char stat_state(const char* path) {
     const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return '\0';
+    if (fd < 0) return errno == ENOENT || errno == ESRCH ? '\0' : '?';
     char buf[512];
     const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+    const int read_errno = errno;
     ::close(fd);
-    if (n <= 0) return '\0';
+    if (n == 0 || (n < 0 && read_errno == ESRCH)) return '\0';  // the thread went while we read
+    if (n < 0) return '?';
     buf[n] = '\0';
     const char* p = std::strrchr(buf, ')');
-    if (!p) return '\0';
+    if (!p) return '?';
     ++p;
     while (*p == ' ') ++p;
     return *p;
@@ -85,7 +88,7 @@ bool every_thread_exited(uint32_t pid) {
         std::snprintf(path, sizeof path, "/proc/%u/task/%.20s/stat", pid, e->d_name);
         const char st = stat_state(path);
         ++seen;
-        // '\0': the thread went while we looked (it exited).
+        // '\0': the thread went while we looked (it exited). '?': unknown, so alive.
         if (st != '\0' && st != 'Z' && st != 'X') {
             exited = false;
             break;

@@ -10,6 +10,7 @@
 
 #include <cstring>
 #include <thread>
+#include <vector>
 
 #include "../support/registry_slots.h"
 #include "../support/test_support.h"
@@ -145,6 +146,18 @@ TEST_CASE("registry: a process whose main thread exited while another thread run
     for (int i = 0; i < 2000 && leader_state() != 'Z'; ++i) usleep(1000);
     REQUIRE(leader_state() == 'Z');
     CHECK_FALSE(probe_pid(uint32_t(kid)).zombie);
+    {
+        // With one descriptor left the task list opens but no thread's stat does: unknown is
+        // alive, never "every thread exited".
+        std::vector<int> taken;
+        for (int fd; (fd = dup(0)) >= 0;) taken.push_back(fd);
+        REQUIRE_FALSE(taken.empty());
+        close(taken.back());
+        taken.pop_back();
+        const bool zombie = probe_pid(uint32_t(kid)).zombie;
+        for (int fd : taken) close(fd);
+        CHECK_FALSE(zombie);
+    }
     std::string why;
     CHECK_MESSAGE(pool.registry().liveness(t, MonoClock::now(), &why) == Liveness::maybe_alive, why);
     CHECK(pool.registry().reap_dead(MonoClock::now()) == 0);
