@@ -1086,3 +1086,41 @@ TEST_CASE("consumer: a damaged slot in one partition fails that partition alone;
     CHECK(*cons->position(0) == 1);
     CHECK(*cons->position(1) == 0);
 }
+
+// A poll that meets a damaged partition with nothing else in hand returns the error, and the
+// next poll starts at another partition: the healthy ones keep flowing around the damaged one.
+TEST_CASE("consumer: a damaged partition does not starve the others, whichever the poll meets first") {
+    TestPool tp("poll-starve");
+    TopicManager tm(tp.pool);
+    REQUIRE(tm.create("t", config(2, 4)).ok());
+    auto cons = Consumer::open(tp.pool, "t", "g");
+    REQUIRE(cons.ok());
+    REQUIRE(cons->assign_all().ok());
+    auto pr = Producer::open(tp.pool, "t");
+    REQUIRE(pr.ok());
+    REQUIRE(pr->send_to(1, OutgoingMessage{ByteView("p1-msg"), {}, {}}).ok());
+    auto part1 = tp.pool.open_region(RegionKind::partition, "t.1");
+    REQUIRE(part1.ok());
+    auto* slot = reinterpret_cast<mq::SlotHeader*>(part1->data() + mq::kSlotsOffset);
+    slot->state.store(mq::make_slot_word(6, 0, 1));
+    // Three messages to partition 0, one at a time; each must come out within three polls.
+    MessageBatch b;
+    for (int i = 0; i < 3; ++i) {
+        const std::string v = "p0-" + std::to_string(i);
+        REQUIRE(pr->send_to(0, OutgoingMessage{ByteView(v), {}, {}}).ok());
+        bool delivered = false;
+        int errors = 0;
+        for (int k = 0; k < 3 && !delivered; ++k) {
+            auto n = cons->poll(b, 100, Duration::zero());
+            if (!n) {
+                CHECK(n.code() == Errc::corrupt);
+                ++errors;
+                continue;
+            }
+            for (const Message& m : b) delivered = delivered || (m.partition == 0 && m.value_str() == v);
+        }
+        CHECK_MESSAGE(delivered, v << " was not delivered in three polls (" << errors << " errors)");
+    }
+    CHECK(*cons->position(0) == 3);
+    CHECK(*cons->position(1) == 0);
+}

@@ -513,7 +513,8 @@ Result<size_t> Consumer::poll(MessageBatch& batch, size_t max, Duration timeout)
                 // A damaged partition fails closed alone: what this poll took from the others
                 // (their positions have moved past it) is returned now, and the error comes
                 // back at the next poll, which finds the partition where it stopped.
-                if (total > 0 || batch.lost_ > 0) break;
+                if (total > 0 || batch.lost_ > 0 || batch.skipped_ > 0) break;
+                im.rotate++;  // the next poll starts at another partition: none starves behind it
                 return std::move(r).error();
             }
             total += *r;
