@@ -4,6 +4,8 @@
 // removes a wholly expired pool. One pass per call; every step is a CAS, so reapers race safely.
 #include "fabric_shm/pool.h"
 
+#include <optional>
+
 #include "crash_point.h"
 #include "fabric_shm/counters.h"
 #include "pool_impl.h"
@@ -134,10 +136,12 @@ ReapReport reap_pass(Pool& pool, MonoTime now_time, bool dry_run, bool allow_poo
                 // Attached while the hook runs: a hook paused mid-walk must not have the region
                 // reclaimed and another placed on its extent under its late writes (a reclaim
                 // waits for every live holder, this process included).
-                auto held = pool.open_region(info.ref);
-                if (!held) {  // reclaimed or re-created since the checks above: nothing to walk
-                    if (ops->scans) walked_all = false;
-                    continue;
+                // (A dry run's hooks write nothing, and must not hold off a real reclaim.)
+                std::optional<Region> held;
+                if (!dry_run) {
+                    auto opened = pool.open_region(info.ref);
+                    if (!opened) continue;  // reclaimed since the checks above, or unusable: nothing to walk
+                    held.emplace(std::move(*opened));
                 }
                 FABRIC_PAUSE_POINT("pool.reap.hook");
                 const RegionReapResult r = ops->reap(pool, info, now, dry_run, report.notes);

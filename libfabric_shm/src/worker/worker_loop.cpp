@@ -80,6 +80,8 @@ void sleep_ns(uint64_t ns) {
 /// A lock held by a live but paused process (busy after the lock's timeout) delays our step;
 /// it must not end the worker. We keep heartbeating and try again.
 constexpr uint64_t kBusyRetryNs = 10 * kNsPerMs;
+/// A dead letter refused by a full DLQ partition is sent again after this long.
+constexpr uint64_t kDlqFullRetryNs = kNsPerSec;
 static_assert(kMaxCommitEvery + kMaxWorkWindow <= mq::kAttemptScanOffsets,
               "done messages left uncommitted plus the window stay inside what a successor scans");
 
@@ -969,7 +971,9 @@ Status WorkerLoop::Impl::refused(Part& part, Slot& s, const Error& e, std::strin
     // topic, and the rest of the window goes on meanwhile.
     if (e.code == Errc::busy || e.code == Errc::back_pressure) {
         note(std::string(what) + " delayed: " + e.message);
-        unstart(part, s, mono_now_ns() + kBusyRetryNs);
+        // A full DLQ is retried less often: each try blocks up to the DLQ producer's timeout
+        // (1 s), and a try every 10 ms would keep the loop blocked nearly all the time.
+        unstart(part, s, mono_now_ns() + (e.code == Errc::back_pressure ? kDlqFullRetryNs : kBusyRetryNs));
         return {};
     }
     return e;
