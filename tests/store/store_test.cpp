@@ -430,13 +430,21 @@ TEST_CASE("store: head_into and the library's keyed metadata read, each into one
         REQUIRE(*keyed);
         CHECK(meta.version == *v);
         CHECK(meta.fence_token == 40 + i);
-        for (const char* name : {"input-uri", "input-version", "a", "z", "input-urix", "input", "missing"}) {
-            CAPTURE(name);
-            const auto value = meta.value(name);
-            const auto it = info.metadata.find(name);
-            REQUIRE(value.has_value() == (it != info.metadata.end()));
-            if (value) CHECK(*value == it->second);
-        }
+        // Each name with each other one (the two a result judgement reads among them).
+        const char* names[] = {"input-uri", "input-version", "a", "z", "input-urix", "input", "missing"};
+        for (const char* first : names)
+            for (const char* second : names) {
+                CAPTURE(first);
+                CAPTURE(second);
+                std::optional<std::string_view> values[2];
+                meta.values(first, values[0], second, values[1]);
+                for (int k = 0; k < 2; ++k) {
+                    const auto it = info.metadata.find(k == 0 ? first : second);
+                    if (k == 1 && std::string_view(first) == second) continue;  // a name asked twice: the first gets it
+                    REQUIRE(values[k].has_value() == (it != info.metadata.end()));
+                    if (values[k]) CHECK(*values[k] == it->second);
+                }
+            }
     }
     const FabricUri nope = f.at("b", "nope");
     auto absent = f.store->head_into(nope.view(), info);

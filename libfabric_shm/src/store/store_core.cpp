@@ -1136,15 +1136,6 @@ void StoreCore::meta_into(const HeaderSnapshot& snap, StoredMeta& meta) const no
     seqlock_copy_out(meta.bytes, snap.loc.data + snap.trailer_offset + snap.h.key_len + snap.h.ctype_len, meta.len);
 }
 
-std::optional<std::string_view> StoredMeta::value(std::string_view key) const noexcept {
-    std::optional<std::string_view> found;
-    for_each_meta_pair(bytes, len, pairs, [&](std::string_view k, std::string_view v) {
-        if (k == key) found = v;
-        return !found;  // the first value of a key, as info_into keeps it
-    });
-    return found;
-}
-
 void StoredMeta::values(std::string_view a, std::optional<std::string_view>& value_a, std::string_view b,
                         std::optional<std::string_view>& value_b) const noexcept {
     value_a.reset();

@@ -80,10 +80,8 @@ struct StoredMeta {
     uint32_t pairs = 0;
     uint32_t len = 0;  ///< bytes of `bytes` in use
     char bytes[kMaxMetadataBytes + 4 * store_layout::kMaxMetaPairs];
-    /// The first value stored under `key` (as info_into keeps it), nullopt when there is none.
-    /// Stops at a pair cut short, as info_into does.
-    std::optional<std::string_view> value(std::string_view key) const noexcept;
-    /// value(a) and value(b) in one walk of the pairs.
+    /// The first values stored under `a` and under `b` (as info_into keeps them; nullopt for a
+    /// key with none), in one walk of the pairs. Stops at a pair cut short, as info_into does.
     void values(std::string_view a, std::optional<std::string_view>& value_a, std::string_view b,
                 std::optional<std::string_view>& value_b) const noexcept;
 };
