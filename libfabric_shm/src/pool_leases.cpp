@@ -70,9 +70,10 @@ Result<MonoTime> Pool::renew_lease(uint64_t lease_id, MonoTime now, Duration ttl
     if (!lease_active(lease->state.load(std::memory_order_acquire)))
         return make_error(Errc::lease_expired, what + " was removed (lease revoked)");
     FABRIC_PAUSE_POINT("lease.renew.checked");
-    // Nothing is written before the entry proves to be the same region again after the
-    // extension below: a renewer paused here may resume after the region was reclaimed and
-    // another created in its entry, whose lease it must leave as it is.
+    // Only the extension below is written before the entry proves to hold this lease's region
+    // still: a renewer paused here may resume after the region was reclaimed and another
+    // created in its entry, whose lease it must not shorten or rewrite (an extension only
+    // delays that region's reclaim).
     const uint64_t ttl = ttl_ns ? ttl_ns : lease->ttl_ns.load(std::memory_order_relaxed);
     uint64_t expires = lease->expires_ns.load(std::memory_order_acquire);
     for (;;) {

@@ -58,7 +58,9 @@ enum LeaseState : uint32_t { kLeaseActive = 1, kLeaseRevoked = 2 };
 /// directory-entry generation (the pool lease's: its own, 1): a remover revokes by CAS from
 /// (ACTIVE, the generation it judged), so a remover that paused while the region was reclaimed
 /// and another created in the entry revokes nothing of the new one.
-constexpr uint32_t make_lease_state(LeaseState s, uint32_t gen) { return ((gen & 0xffffffu) << 8) | uint32_t(s); }
+constexpr uint32_t make_lease_state(LeaseState s, uint32_t gen) { return ((gen & kSlotGenMask) << 8) | uint32_t(s); }
+static_assert((uint64_t(kSlotGenMask) << 8 | 0xffu) <= UINT32_MAX,
+              "a directory entry's whole generation and the state fit the lease's 32-bit state word");
 constexpr uint32_t lease_state_of(uint32_t w) { return w & 0xffu; }
 constexpr uint32_t lease_state_gen(uint32_t w) { return w >> 8; }
 constexpr bool lease_active(uint32_t w) { return lease_state_of(w) == kLeaseActive; }
