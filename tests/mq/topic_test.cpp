@@ -1045,73 +1045,77 @@ TEST_CASE("two producers sending batches into one partition at once: each messag
     CHECK(d->partitions[0].next == uint64_t(kProducers * kBatches * kPerBatch));
 }
 
+namespace {
+/// Topic "t" (2 partitions of 4 slots), a group consumer of both and a producer: the damaged
+/// slot tests' starting point.
+struct TwoPartitions {
+    TestPool tp;
+    Result<Consumer> cons = make_error(Errc::not_found, "not opened");
+    Result<Producer> pr = make_error(Errc::not_found, "not opened");
+    explicit TwoPartitions(const char* tag) : tp(tag) {
+        REQUIRE(TopicManager(tp.pool).create("t", config(2, 4)).ok());
+        cons = Consumer::open(tp.pool, "t", "g");
+        REQUIRE(cons.ok());
+        REQUIRE(cons->assign_all().ok());
+        pr = Producer::open(tp.pool, "t");
+        REQUIRE(pr.ok());
+    }
+    /// Slot `index` of partition `partition` gets a state no build writes.
+    void damage(uint32_t partition, uint32_t index) {
+        auto region = tp.pool.open_region(RegionKind::partition, "t." + std::to_string(partition));
+        REQUIRE(region.ok());
+        auto* slot = reinterpret_cast<mq::SlotHeader*>(region->data() + mq::kSlotsOffset +
+                                                       index * config(2, 4).partition_stride);
+        slot->state.store(mq::make_slot_word(6, 0, 1));
+    }
+};
+}  // namespace
+
 // A damaged slot fails its own partition closed, never the others: a poll that already took
 // messages from another partition returns them (the error comes at the next poll). Returning
 // only the error dropped them: the consumer's position had moved past them, and the next
 // commit passed messages nobody was given.
 TEST_CASE("consumer: a damaged slot in one partition fails that partition alone; messages taken from the others are returned") {
-    TestPool tp("poll-damaged");
-    TopicManager tm(tp.pool);
-    REQUIRE(tm.create("t", config(2, 4)).ok());
-    auto cons = Consumer::open(tp.pool, "t", "g");
-    REQUIRE(cons.ok());
-    REQUIRE(cons->assign_all().ok());
-    auto pr = Producer::open(tp.pool, "t");
-    REQUIRE(pr.ok());
-    REQUIRE(pr->send_to(0, OutgoingMessage{ByteView("p0-msg"), {}, {}}).ok());
-    REQUIRE(pr->send_to(0, OutgoingMessage{ByteView("p0-second"), {}, {}}).ok());
-    REQUIRE(pr->send_to(1, OutgoingMessage{ByteView("p1-msg"), {}, {}}).ok());
+    TwoPartitions f("poll-damaged");
+    REQUIRE(f.pr->send_to(0, OutgoingMessage{ByteView("p0-msg"), {}, {}}).ok());
+    REQUIRE(f.pr->send_to(0, OutgoingMessage{ByteView("p0-second"), {}, {}}).ok());
+    REQUIRE(f.pr->send_to(1, OutgoingMessage{ByteView("p1-msg"), {}, {}}).ok());
     // Partition 0's slot 1 and partition 1's slot 0 get a state no build writes.
-    for (auto [part, index] : {std::pair{"t.0", 1}, std::pair{"t.1", 0}}) {
-        auto region = tp.pool.open_region(RegionKind::partition, part);
-        REQUIRE(region.ok());
-        const uint32_t stride = config(2, 4).partition_stride;
-        auto* slot = reinterpret_cast<mq::SlotHeader*>(region->data() + mq::kSlotsOffset + index * stride);
-        slot->state.store(mq::make_slot_word(6, 0, 1));
-    }
+    f.damage(0, 1);
+    f.damage(1, 0);
     // The first poll reads partition 0 first (then 1): it returns p0-msg, taken before the
     // damaged slot of its own partition and before the other partition's.
     MessageBatch b;
-    auto n = cons->poll(b, 100, Duration::zero());
+    auto n = f.cons->poll(b, 100, Duration::zero());
     REQUIRE_MESSAGE(n.ok(), n.error().message);
     REQUIRE(*n == 1);
     CHECK(b[0].partition == 0);
     CHECK(b[0].value_str() == "p0-msg");
     // Partition 1 still fails closed, at every poll, and stays where it was.
     for (int k = 0; k < 2; ++k) {
-        auto again = cons->poll(b, 100, Duration::zero());
+        auto again = f.cons->poll(b, 100, Duration::zero());
         REQUIRE_FALSE(again.ok());
         CHECK(again.code() == Errc::corrupt);
     }
-    CHECK(*cons->position(0) == 1);
-    CHECK(*cons->position(1) == 0);
+    CHECK(*f.cons->position(0) == 1);
+    CHECK(*f.cons->position(1) == 0);
 }
 
 // A poll that meets a damaged partition with nothing else in hand returns the error, and the
 // next poll starts at another partition: the healthy ones keep flowing around the damaged one.
 TEST_CASE("consumer: a damaged partition does not starve the others, whichever the poll meets first") {
-    TestPool tp("poll-starve");
-    TopicManager tm(tp.pool);
-    REQUIRE(tm.create("t", config(2, 4)).ok());
-    auto cons = Consumer::open(tp.pool, "t", "g");
-    REQUIRE(cons.ok());
-    REQUIRE(cons->assign_all().ok());
-    auto pr = Producer::open(tp.pool, "t");
-    REQUIRE(pr.ok());
-    REQUIRE(pr->send_to(1, OutgoingMessage{ByteView("p1-msg"), {}, {}}).ok());
-    auto part1 = tp.pool.open_region(RegionKind::partition, "t.1");
-    REQUIRE(part1.ok());
-    auto* slot = reinterpret_cast<mq::SlotHeader*>(part1->data() + mq::kSlotsOffset);
-    slot->state.store(mq::make_slot_word(6, 0, 1));
+    TwoPartitions f("poll-starve");
+    REQUIRE(f.pr->send_to(1, OutgoingMessage{ByteView("p1-msg"), {}, {}}).ok());
+    f.damage(1, 0);
     // Three messages to partition 0, one at a time; each must come out within three polls.
     MessageBatch b;
     for (int i = 0; i < 3; ++i) {
         const std::string v = "p0-" + std::to_string(i);
-        REQUIRE(pr->send_to(0, OutgoingMessage{ByteView(v), {}, {}}).ok());
+        REQUIRE(f.pr->send_to(0, OutgoingMessage{ByteView(v), {}, {}}).ok());
         bool delivered = false;
         int errors = 0;
         for (int k = 0; k < 3 && !delivered; ++k) {
-            auto n = cons->poll(b, 100, Duration::zero());
+            auto n = f.cons->poll(b, 100, Duration::zero());
             if (!n) {
                 CHECK(n.code() == Errc::corrupt);
                 ++errors;
@@ -1121,6 +1125,6 @@ TEST_CASE("consumer: a damaged partition does not starve the others, whichever t
         }
         CHECK_MESSAGE(delivered, v << " was not delivered in three polls (" << errors << " errors)");
     }
-    CHECK(*cons->position(0) == 3);
-    CHECK(*cons->position(1) == 0);
+    CHECK(*f.cons->position(0) == 3);
+    CHECK(*f.cons->position(1) == 0);
 }
