@@ -44,11 +44,11 @@ LeaseInfo lease_info_of(const LeaseHeader& l) {
     info.lease_id = l.lease_id.load(std::memory_order_relaxed);
     info.created_ns = l.created_ns.load(std::memory_order_relaxed);
     info.expires_ns = l.expires_ns.load(std::memory_order_acquire);
-    info.ttl_ns = l.ttl_ns.load(std::memory_order_relaxed);
-    info.renewed_ns = l.renewed_ns.load(std::memory_order_relaxed);
-    info.renew_count = l.renew_count.load(std::memory_order_relaxed);
+    info.ttl_ns = lease_field_value(l.ttl.load(std::memory_order_relaxed)) * kLeaseFieldUnitNs;
+    info.renewed_ns = info.created_ns + lease_field_value(l.renewed.load(std::memory_order_relaxed)) * kLeaseFieldUnitNs;
+    info.renew_count = lease_field_value(l.renew_count.load(std::memory_order_relaxed));
     info.revoked = !lease_active(l.state.load(std::memory_order_acquire));
-    info.last_renewer = l.last_renewer.load(std::memory_order_relaxed);
+    info.last_renewer = OwnerToken(lease_field_value(l.last_renewer.load(std::memory_order_relaxed)));
     return info;
 }
 
@@ -60,14 +60,17 @@ bool revoke_lease(LeaseHeader& l, uint32_t gen) noexcept {
 }
 
 void init_lease(LeaseHeader& l, uint64_t id, uint64_t now, uint64_t ttl, OwnerToken me) {
+    const uint32_t gen = uint32_t(id >> 32);
     l.lease_id.store(id, std::memory_order_relaxed);
     l.created_ns.store(now, std::memory_order_relaxed);
     l.expires_ns.store(now + ttl, std::memory_order_relaxed);
-    l.ttl_ns.store(ttl, std::memory_order_relaxed);
-    l.renewed_ns.store(now, std::memory_order_relaxed);
-    l.state.store(make_lease_state(kLeaseActive, uint32_t(id >> 32)), std::memory_order_relaxed);
-    l.last_renewer.store(me, std::memory_order_relaxed);
-    l.renew_count.store(0, std::memory_order_relaxed);
+    // Plain stores: the entry is not published yet (the creator's release of the entry word
+    // orders them); a stale renewer's CAS against any of them fails on the generation.
+    l.ttl.store(make_lease_field(gen, lease_ttl_field_value(ttl)), std::memory_order_relaxed);
+    l.renewed.store(make_lease_field(gen, 0), std::memory_order_relaxed);
+    l.state.store(make_lease_state(kLeaseActive, gen), std::memory_order_relaxed);
+    l.last_renewer.store(make_lease_field(gen, me), std::memory_order_relaxed);
+    l.renew_count.store(make_lease_field(gen, 0), std::memory_order_relaxed);
 }
 
 void unlink_if_same(const Pool::Impl& impl) {

@@ -3,6 +3,8 @@
 // RenewalManager (lease.cpp) schedules renewals on top of these.
 #include "fabric_shm/pool.h"
 
+#include <optional>
+
 #include "crash_point.h"
 #include "fabric_shm/counters.h"
 #include "pool_impl.h"
@@ -35,6 +37,25 @@ Result<LeaseInfo> Pool::lease(uint64_t lease_id) const {
     return make_error(Errc::not_found, "lease " + std::to_string(lease_id) + " does not exist in pool '" +
                                            impl_->name + "' (it may have been reclaimed)");
 }
+
+namespace {
+/// Moves a generation-tagged lease field (make_lease_field) to next(its value) while it still
+/// holds generation `gen`; next returns nullopt to keep the value. False, with nothing written,
+/// once the entry holds another generation's lease.
+template <class Next>
+bool update_lease_field(std::atomic<uint64_t>& field, uint32_t gen, Next next) {
+    uint64_t w = field.load(std::memory_order_relaxed);
+    for (;;) {
+        if (lease_field_gen(w) != (gen & kSlotGenMask)) return false;
+        const std::optional<uint64_t> v = next(lease_field_value(w));
+        if (!v) return true;
+        // Relaxed: the guard is the generation inside the compared word (one location's
+        // modification order: a creator's init_lease store of a newer generation makes this
+        // fail); nothing else is published through these fields.
+        if (field.compare_exchange_weak(w, make_lease_field(gen, *v), std::memory_order_relaxed)) return true;
+    }
+}
+}  // namespace
 
 Result<MonoTime> Pool::renew_lease(uint64_t lease_id, MonoTime now, Duration ttl_duration) const {
     const uint64_t now_ns = to_ns(now);
@@ -74,7 +95,10 @@ Result<MonoTime> Pool::renew_lease(uint64_t lease_id, MonoTime now, Duration ttl
     // still: a renewer paused here may resume after the region was reclaimed and another
     // created in its entry, whose lease it must not shorten or rewrite (an extension only
     // delays that region's reclaim).
-    const uint64_t ttl = ttl_ns ? ttl_ns : lease->ttl_ns.load(std::memory_order_relaxed);
+    const uint64_t ttl_field = lease->ttl.load(std::memory_order_relaxed);
+    if (lease_field_gen(ttl_field) != (gen & kSlotGenMask))
+        return make_error(Errc::stale_generation, "lease " + std::to_string(lease_id) + " belongs to a region that was reclaimed");
+    const uint64_t ttl = ttl_ns ? ttl_ns : lease_field_value(ttl_field) * kLeaseFieldUnitNs;
     uint64_t expires = lease->expires_ns.load(std::memory_order_acquire);
     for (;;) {
         if (now_ns >= expires) {
@@ -106,10 +130,22 @@ Result<MonoTime> Pool::renew_lease(uint64_t lease_id, MonoTime now, Duration ttl
         if (entry_word_state(w) != kEntryLive && entry_word_state(w) != kEntryCreating)
             return make_error(Errc::lease_expired, what + " is being reclaimed");
     }
-    if (ttl_ns) lease->ttl_ns.store(ttl_ns, std::memory_order_relaxed);
-    lease->renewed_ns.store(now_ns, std::memory_order_relaxed);
-    lease->last_renewer.store(impl_->self, std::memory_order_relaxed);
-    lease->renew_count.fetch_add(1, std::memory_order_relaxed);
+    FABRIC_PAUSE_POINT("lease.renew.confirmed");
+    // Each field is written only while it still holds this lease's generation: a renewer paused
+    // here may resume after the region was reclaimed and another created in the entry.
+    const uint64_t created_ns = lease->created_ns.load(std::memory_order_relaxed);
+    const uint64_t renewed_ms = now_ns > created_ns ? (now_ns - created_ns) / kLeaseFieldUnitNs : 0;
+    const bool own_lease =
+        (!ttl_ns || update_lease_field(lease->ttl, gen, [&](uint64_t) { return lease_ttl_field_value(ttl_ns); })) &&
+        update_lease_field(lease->renewed, gen,
+                           [&](uint64_t old) { return renewed_ms > old ? std::optional(renewed_ms) : std::nullopt; }) &&
+        update_lease_field(lease->last_renewer, gen, [&](uint64_t) { return uint64_t(impl_->self); }) &&
+        update_lease_field(lease->renew_count, gen, [](uint64_t n) {
+            return n < kLeaseFieldValueMask ? std::optional(n + 1) : std::nullopt;
+        });
+    if (!own_lease)
+        return make_error(Errc::stale_generation,
+                          "lease " + std::to_string(lease_id) + " belongs to a region that was reclaimed");
     detail::count(*this, CounterId::lease_renewals, 1);
     return MonoClock::from_ns(expires);
 }

@@ -180,15 +180,19 @@ TEST_CASE("leases: the reaper and re-initialisers racing on an expired pool neve
 }
 
 namespace {
-/// The pool whose region "a" the pause hook replaces, and how many renewals it does it in.
+/// The pool whose region "a" the pause hook replaces, at which pause point, and how many
+/// renewals it does it in.
 Pool* g_replacing_pool = nullptr;
+std::string g_replace_at;
 std::atomic<int> g_renewals_to_race{0};
 
-/// At "lease.renew.checked" (the renewer checked the lease's region, wrote nothing): the region
-/// is removed and reclaimed, and region "b" is created in its directory entry, as by other
-/// processes while the renewer is paused there.
+/// At g_replace_at ("lease.renew.checked": the renewer checked the lease's region, wrote
+/// nothing; "lease.renew.confirmed": it extended the lease and found the entry still its
+/// region's, its other fields not written yet): the region is removed and reclaimed, and
+/// region "b" is created in its directory entry, as by other processes while the renewer is
+/// paused there.
 void replace_the_region(const char* name) {
-    if (std::string(name) != "lease.renew.checked" || g_renewals_to_race.load() == 0) return;
+    if (g_replace_at != name || g_renewals_to_race.load() == 0) return;
     g_renewals_to_race.fetch_sub(1);
     Pool& pool = *g_replacing_pool;
     for (const RegionInfo& r : pool.regions())
@@ -202,6 +206,8 @@ void replace_the_region(const char* name) {
 }  // namespace
 
 TEST_CASE("leases: a renewal paused after its checks, resumed after its region was replaced, leaves the new lease as it was") {
+    SUBCASE("paused before its extension") { g_replace_at = "lease.renew.checked"; }
+    SUBCASE("paused after its extension and its generation check") { g_replace_at = "lease.renew.confirmed"; }
     test::TempPool temp("renew-stale", 2 << 20);
     Pool& pool = temp.pool;
     RegionSpec a;

@@ -30,6 +30,7 @@ const std::vector<FaultPoint>& fault_points() {
         {"region.remove.checked", O},            // the side pool's topics and stores removed
         {"lease.renew.checked", O},              // the side pool's short leases: checked, nothing written
         {"lease.renew.after_extend", O},
+        {"lease.renew.confirmed", O},            // generation confirmed; the tagged fields not written yet
         // registry.cpp
         {"registry.register.claimed", kEveryone},
         {"registry.register.before_publish", kEveryone},

@@ -23,8 +23,8 @@
 namespace fabric_shm::layout {
 
 constexpr uint64_t kPoolMagic = 0x4853434952424146ULL;  ///< "FABRICSH" in little-endian bytes
-constexpr uint16_t kLayoutMajor = 9;  ///< differs: refuse (VersionMismatch); 2: fence eras (PoolHeader::fence_floor, GroupSlot::era); 3: topic waiter bits and table (mq/topic_layout.h); 4: registry word namespace bit, store slot generations and fenced stripe locks; 5: child process groups per registration (ProcessSlot::child_groups, killed by the retirer), GroupSlot result-bucket record; 6: per-offset attempt window per group partition (GroupPartition::attempt_window); 7: counter shards split into a single-writer half and a shared half (kCounterSharedCells); 8: PoolHeader::registrations_ended and scanned_through (an open's reap scans regions only after a registration ended; a build without them would end registrations unseen); 9: a lease's state word carries its region's generation (make_lease_state: a stale remover cannot revoke a region re-created in the entry)
-constexpr uint16_t kLayoutMinor = 0;  ///< higher minor: compatible additions (none yet in 9; 7.1-7.4 added the metrics and bridge region kinds, counter worker_handler_restarts and StoreHeader::class_spare, all part of 8.0)
+constexpr uint16_t kLayoutMajor = 10;  ///< differs: refuse (VersionMismatch); 2: fence eras (PoolHeader::fence_floor, GroupSlot::era); 3: topic waiter bits and table (mq/topic_layout.h); 4: registry word namespace bit, store slot generations and fenced stripe locks; 5: child process groups per registration (ProcessSlot::child_groups, killed by the retirer), GroupSlot result-bucket record; 6: per-offset attempt window per group partition (GroupPartition::attempt_window); 7: counter shards split into a single-writer half and a shared half (kCounterSharedCells); 8: PoolHeader::registrations_ended and scanned_through (an open's reap scans regions only after a registration ended; a build without them would end registrations unseen); 9: a lease's state word carries its region's generation (make_lease_state: a stale remover cannot revoke a region re-created in the entry); 10: the fields a renewer writes after its checks (ttl, renewed, last_renewer, renew_count) carry the generation too (make_lease_field: a stale renewer writes nothing into a region re-created in the entry)
+constexpr uint16_t kLayoutMinor = 0;  ///< higher minor: compatible additions (none yet in 10; 7.1-7.4 added the metrics and bridge region kinds, counter worker_handler_restarts and StoreHeader::class_spare, all part of 8.0)
 constexpr uint64_t kPageSize = 4096;
 constexpr uint64_t kCacheLine = 64;
 
@@ -65,18 +65,42 @@ constexpr uint32_t lease_state_of(uint32_t w) { return w & 0xffu; }
 constexpr uint32_t lease_state_gen(uint32_t w) { return w >> 8; }
 constexpr bool lease_active(uint32_t w) { return lease_state_of(w) == kLeaseActive; }
 
+/// The fields a renewer writes after its checks carry the generation too:
+/// generation(24) << 40 | value(40). A renewer paused past its checks may resume after its
+/// region was reclaimed and another created in the entry; its CAS from a word of its own
+/// generation then fails, so nothing of it lands in the new region's lease.
+constexpr uint32_t kLeaseFieldValueBits = 40;
+constexpr uint64_t kLeaseFieldValueMask = (1ULL << kLeaseFieldValueBits) - 1;
+constexpr uint64_t make_lease_field(uint32_t gen, uint64_t value) {
+    return uint64_t(gen & kSlotGenMask) << kLeaseFieldValueBits | (value & kLeaseFieldValueMask);
+}
+constexpr uint32_t lease_field_gen(uint64_t w) { return uint32_t(w >> kLeaseFieldValueBits); }
+constexpr uint64_t lease_field_value(uint64_t w) { return w & kLeaseFieldValueMask; }
+static_assert(kLeaseFieldValueBits + 24 == 64 && (uint64_t(kSlotGenMask) << kLeaseFieldValueBits) >> kLeaseFieldValueBits ==
+                                                     kSlotGenMask,
+              "a directory entry's whole generation and a 40-bit value share one 64-bit word");
+/// TTLs and renewal times are kept in milliseconds in those words: 2^40 ms is 34 years. A TTL
+/// rounds up (a lease too long is the safe failure), a renewal time down (a renewal scheduled
+/// from it comes early, never late).
+constexpr uint64_t kLeaseFieldUnitNs = 1'000'000;
+constexpr uint64_t lease_ttl_field_value(uint64_t ttl_ns) {
+    const uint64_t ms = ttl_ns / kLeaseFieldUnitNs + (ttl_ns % kLeaseFieldUnitNs != 0);
+    return ms < kLeaseFieldValueMask ? ms : kLeaseFieldValueMask;
+}
+
 struct LeaseHeader {
     std::atomic<uint64_t> lease_id;     ///< immutable after publish; (generation << 32) | (entry index + 1), pool: gen << 32
     std::atomic<uint64_t> created_ns;   ///< monotonic ns; immutable after publish
     std::atomic<uint64_t> expires_ns;   ///< monotonic ns; renewers move it forward by CAS only (never back)
-    std::atomic<uint64_t> ttl_ns;       ///< extension per renewal; written by creator, `lease renew --ttl`
-    std::atomic<uint64_t> renewed_ns;   ///< monotonic ns of the last successful renewal; renewer
+    std::atomic<uint64_t> ttl;          ///< make_lease_field(gen, TTL ms): extension per renewal; creator, then `lease renew --ttl` (CAS within gen)
+    std::atomic<uint64_t> renewed;      ///< make_lease_field(gen, ms since created_ns) of the latest renewal; renewer (CAS within gen, forward only)
     std::atomic<uint32_t> state;        ///< make_lease_state(LeaseState, generation); remover CASes ACTIVE -> REVOKED (never back)
-    std::atomic<uint32_t> last_renewer; ///< OwnerToken of the last renewer; renewer
-    std::atomic<uint64_t> renew_count;  ///< renewer, fetch_add
-    uint64_t reserved[1];
+    uint32_t reserved0;
+    std::atomic<uint64_t> last_renewer; ///< make_lease_field(gen, OwnerToken) of the latest renewer; renewer (CAS within gen)
+    std::atomic<uint64_t> renew_count;  ///< make_lease_field(gen, renewals); renewer (CAS within gen)
 };
 static_assert(sizeof(LeaseHeader) == 64, "a lease is one cache line, embedded in the pool header and every directory entry");
+static_assert(sizeof(OwnerToken) * 8 <= kLeaseFieldValueBits, "an owner token fits a lease field's value");
 static_assert(offsetof(LeaseHeader, expires_ns) == 16, "every accessor's fail-closed check reads expires_ns: it must not move");
 
 // ---- Process registry ------------------------------------------------------------
