@@ -130,6 +130,35 @@ TEST_CASE("dlq: a permanent error goes to the DLQ at once; a long reason is trun
     CHECK(dl[0].second.at(std::string(kDlqHeaderAttempts)) == "1");
 }
 
+TEST_CASE("dlq: the largest message of a topic with the largest slots is dead-lettered whole") {
+    // The DLQ's 256 slots of 1 MiB + room take 257 MiB; the source's two slots 2 MiB.
+    TestPool tp("dlq-largest", 272ull << 20);
+    TopicManager mgr(tp.pool);
+    TopicConfig largest = config(1, 2);
+    largest.partition_stride = uint32_t(mq::kMaxStride);
+    REQUIRE(mgr.create("in", largest).ok());
+    const std::string value(max_message_bytes(largest.partition_stride), 'v');
+    auto pr = Producer::open(tp.pool, "in");
+    REQUIRE(pr.ok());
+    REQUIRE(pr->send(value).ok());
+    auto gc = GroupConsumer::open(tp.pool, "in", "g", "w");
+    REQUIRE(gc.ok());
+    auto router = DlqRouter::open(tp.pool, "in", "g", quick());
+    REQUIRE(router.ok());
+    MessageBatch b;
+    REQUIRE(gc->poll(b, 8, std::chrono::seconds(1)).ok());
+    REQUIRE(b.size() == 1);
+    auto handled = router->handle(
+        b[0], [&](const Message&) { return Status(make_error(Errc::invalid_argument, "bad input")); },
+        [&] { return gc->heartbeat(); });
+    REQUIRE_MESSAGE(handled.ok(), handled.error().message);
+    CHECK(handled->dead_lettered);
+    auto dl = read_dlq(tp.pool, "in.dlq");
+    REQUIRE(dl.size() == 1);
+    CHECK(dl[0].first == value);
+    CHECK(dl[0].second.at(std::string(kDlqHeaderReason)) == "invalid_argument: bad input");
+}
+
 TEST_CASE("dlq: a poison message that SIGKILLs every worker reaches the DLQ after max attempts") {
     TestPool tp("dlq-poison");
     TopicManager mgr(tp.pool);

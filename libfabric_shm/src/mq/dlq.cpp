@@ -123,10 +123,11 @@ struct DlqRouter::Impl {
         TopicConfig cfg;
         cfg.num_partitions = t->num_partitions;
         cfg.partition_capacity = 256;
-        const uint64_t stride = (t->stride + 512 + 63) / 64 * 64;
-        cfg.partition_stride = uint32_t(std::min<uint64_t>(stride, kMaxStride));
+        // Any source message plus the dlq.* headers fits, even the largest of the largest source
+        // slot (the only topics allowed above kMaxStride).
+        cfg.partition_stride = uint32_t(t->stride + kDeadLetterStrideRoom);
         cfg.on_full = OnFull::block;
-        if (Status st = TopicManager(*pool).ensure(dlq_name, cfg, ns_duration(kDlqCreationWaitNs)); !st) {
+        if (Status st = ensure_topic(*pool, dlq_name, cfg, ns_duration(kDlqCreationWaitNs), kMaxSlotStride); !st) {
             if (st.code() == Errc::not_ready)
                 return make_error(Errc::busy, "dead-letter topic '" + dlq_name + "': " + st.error().message);
             return st;

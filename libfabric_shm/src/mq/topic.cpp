@@ -49,8 +49,9 @@ uint64_t max_message_bytes(uint32_t stride) noexcept {
     return stride > mq::kEnvelopeBytes ? stride - mq::kEnvelopeBytes : 0;
 }
 
-Status validate_topic_config(const TopicConfig& c) {
-    using namespace mq;
+Status validate_topic_config(const TopicConfig& c) { return mq::validate_topic_config(c, mq::kMaxStride); }
+
+Status mq::validate_topic_config(const TopicConfig& c, uint64_t max_stride) {
     if (c.num_partitions == 0 || c.num_partitions > kMaxPartitions)
         return make_error(Errc::invalid_argument, "num_partitions " + std::to_string(c.num_partitions) +
                                                       " is outside 1.." + std::to_string(kMaxPartitions));
@@ -58,11 +59,11 @@ Status validate_topic_config(const TopicConfig& c) {
         return make_error(Errc::invalid_argument,
                           "partition_capacity " + std::to_string(c.partition_capacity) +
                               " must be a power of two in 2.." + std::to_string(kMaxCapacity));
-    if (c.partition_stride < kMinStride || c.partition_stride > kMaxStride || c.partition_stride % 64 != 0)
+    if (c.partition_stride < kMinStride || c.partition_stride > max_stride || c.partition_stride % 64 != 0)
         return make_error(Errc::invalid_argument,
                           "partition_stride " + std::to_string(c.partition_stride) +
                               " must be a multiple of 64 in " + std::to_string(kMinStride) + ".." +
-                              std::to_string(kMaxStride) + " (the envelope takes " +
+                              std::to_string(max_stride) + " (the envelope takes " +
                               std::to_string(kEnvelopeBytes) + " bytes of each slot)");
     if (uint32_t(c.on_full) > 2)
         return make_error(Errc::invalid_argument, "on_full " + std::to_string(uint32_t(c.on_full)) +
@@ -168,7 +169,7 @@ Result<std::unique_ptr<TopicHandle>> open_topic(const Pool& pool, std::string_vi
     cfg.partition_capacity = uint32_t(std::min<uint64_t>(h.capacity, UINT32_MAX));
     cfg.partition_stride = uint32_t(std::min<uint64_t>(h.stride, UINT32_MAX));
     cfg.on_full = OnFull(h.on_full);
-    if (auto st = validate_topic_config(cfg); !st) return corrupt(name, st.error().message);
+    if (auto st = validate_topic_config(cfg, kMaxSlotStride); !st) return corrupt(name, st.error().message);
     t->incarnation = h.incarnation;
     t->num_partitions = cfg.num_partitions;
     t->on_full = OnFullCode(cfg.on_full);
@@ -645,9 +646,12 @@ bool skip_claim(const Pool& pool, const PartitionView& p, SlotHeader* s, uint64_
 using namespace mq;
 
 Status TopicManager::create(std::string_view name, const TopicConfig& config) {
+    return create_topic(pool_, name, config, kMaxStride);
+}
+
+Status mq::create_topic(Pool& pool, std::string_view name, const TopicConfig& config, uint64_t max_stride) {
     FABRIC_TRY(validate_name("topic", name));
-    FABRIC_TRY(validate_topic_config(config));
-    Pool& pool = pool_;
+    FABRIC_TRY(validate_topic_config(config, max_stride));
     const uint64_t part_bytes = partition_region_bytes(config.partition_capacity, config.partition_stride);
     const uint64_t total = kTopicRegionBytes + uint64_t(config.num_partitions) * part_bytes;
     if (total > pool.size())
@@ -738,19 +742,24 @@ Status TopicManager::create(std::string_view name, const TopicConfig& config) {
 }
 
 Status TopicManager::ensure(std::string_view name, const TopicConfig& config, Duration wait) {
+    return ensure_topic(pool_, name, config, wait, kMaxStride);
+}
+
+Status mq::ensure_topic(Pool& pool, std::string_view name, const TopicConfig& config, Duration wait,
+                        uint64_t max_stride) {
     const uint64_t wait_ns = to_ns(wait);
     const uint64_t deadline = mono_now_ns() + wait_ns;
     for (;;) {
-        Status st = create(name, config);
+        Status st = create_topic(pool, name, config, max_stride);
         if (st || st.code() != Errc::already_exists) return st;
         // Exists, or is being created by a process that may still finish: wait for it. A
         // creator that dies meanwhile leaves its entries to the next create (not_found here).
         const uint64_t now = mono_now_ns();
-        auto t = open_topic(pool_, name, deadline > now ? deadline - now : 0);
+        auto t = open_topic(pool, name, deadline > now ? deadline - now : 0);
         if (t) return {};
         if (t.code() != Errc::not_found) return std::move(t).error();
         if (mono_now_ns() >= deadline)
-            return make_error(Errc::not_ready, "topic '" + std::string(name) + "' in pool '" + pool_.name() +
+            return make_error(Errc::not_ready, "topic '" + std::string(name) + "' in pool '" + pool.name() +
                                                    "' could not be created or opened within " +
                                                    format_duration_ns(wait_ns) + ": " + t.error().message);
         nap(kNsPerMs);
@@ -875,7 +884,7 @@ PartitionHeader* partition_at(const Pool& pool, const RegionInfo& info, Partitio
         *why = "bad partition magic";
         return nullptr;
     }
-    if (cap < 2 || cap > kMaxCapacity || !std::has_single_bit(cap) || stride < kMinStride || stride > kMaxStride ||
+    if (cap < 2 || cap > kMaxCapacity || !std::has_single_bit(cap) || stride < kMinStride || stride > kMaxSlotStride ||
         stride % 64 != 0 || ph->slots_offset != kSlotsOffset || partition_region_bytes(cap, stride) > info.length) {
         *why = "partition geometry (capacity " + std::to_string(cap) + ", stride " + std::to_string(stride) +
                ") does not fit its region of " + std::to_string(info.length) + " bytes";

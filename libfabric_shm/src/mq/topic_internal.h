@@ -58,6 +58,12 @@ struct TopicHandle {
 /// takes longer.
 constexpr uint64_t kTopicCreationWaitNs = 5'000'000'000ull;
 
+/// validate_topic_config with a stride limit: kMaxStride for what users create, kMaxSlotStride
+/// for what openers accept and for dead-letter topics (their slots are a source's + room).
+Status validate_topic_config(const TopicConfig& config, uint64_t max_stride);
+/// TopicManager::create and ensure, with a stride limit (as above).
+Status create_topic(Pool& pool, std::string_view name, const TopicConfig& config, uint64_t max_stride);
+Status ensure_topic(Pool& pool, std::string_view name, const TopicConfig& config, Duration wait, uint64_t max_stride);
 /// Opens and validates a live topic: NotFound, Corrupt naming the field that is wrong, or
 /// NotReady when it is still being created after `creation_wait_ns`.
 Result<std::unique_ptr<TopicHandle>> open_topic(const Pool& pool, std::string_view name,
