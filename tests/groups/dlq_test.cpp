@@ -135,7 +135,7 @@ TEST_CASE("dlq: the largest message of a topic with the largest slots is dead-le
     TestPool tp("dlq-largest", 272ull << 20);
     TopicManager mgr(tp.pool);
     TopicConfig largest = config(1, 2);
-    largest.partition_stride = uint32_t(mq::kMaxStride);
+    largest.partition_stride = kMaxPartitionStride;
     REQUIRE(mgr.create("in", largest).ok());
     const std::string value(max_message_bytes(largest.partition_stride), 'v');
     auto pr = Producer::open(tp.pool, "in");
@@ -157,6 +157,25 @@ TEST_CASE("dlq: the largest message of a topic with the largest slots is dead-le
     REQUIRE(dl.size() == 1);
     CHECK(dl[0].first == value);
     CHECK(dl[0].second.at(std::string(kDlqHeaderReason)) == "invalid_argument: bad input");
+}
+
+TEST_CASE("dlq: only a dead-letter topic may have slots above the largest a creator asks for, by the DLQ's room") {
+    TestPool tp("dlq-stride", 8ull << 20);
+    TopicConfig c = config(1, 2);
+    c.partition_stride = kMaxPartitionStride + kDeadLetterStrideRoom;
+    auto plain = TopicManager(tp.pool).create("plain", c);
+    REQUIRE_FALSE(plain.ok());
+    CHECK(plain.code() == Errc::invalid_argument);
+    CHECK_MESSAGE(plain.error().message.find(std::to_string(kMaxPartitionStride)) != std::string::npos,
+                  plain.error().message);
+    REQUIRE(create_dead_letter_topic(tp.pool, "in.dlq", c).ok());
+    auto d = TopicManager(tp.pool).describe("in.dlq");
+    REQUIRE(d.ok());
+    CHECK(d->config.partition_stride == c.partition_stride);
+    c.partition_stride += 64;
+    auto beyond = create_dead_letter_topic(tp.pool, "other.dlq", c);
+    REQUIRE_FALSE(beyond.ok());
+    CHECK(beyond.code() == Errc::invalid_argument);
 }
 
 TEST_CASE("dlq: a poison message that SIGKILLs every worker reaches the DLQ after max attempts") {

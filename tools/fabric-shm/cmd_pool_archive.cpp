@@ -17,6 +17,7 @@
 #include "archive_format.h"
 #include "fabric_shm/clock.h"
 #include "fabric_shm/consumer.h"
+#include "fabric_shm/dlq.h"
 #include "fabric_shm/jobs.h"
 #include "fabric_shm/mem_object_store.h"
 #include "fabric_shm/offset_store.h"
@@ -613,7 +614,10 @@ Status import_topics(archive::Reader& rd, Pool& pool, const ImportMap& map, Impo
             FABRIC_TRY_ASSIGN(cfg.on_full, parse_on_full(on_full));
             FABRIC_TRY_ASSIGN(uint64_t topic_ttl_ns, field<uint64_t>(h, "ttl_ns"));
             cfg.ttl = ns_duration(topic_ttl_ns);
-            if (Status c = topics.create(name, cfg); !c) return Error{c.code(), "topic '" + name + "': " + c.error().message};
+            // Only a dead-letter topic has slots above what a creator may ask for.
+            const Status c = cfg.partition_stride > kMaxPartitionStride ? create_dead_letter_topic(pool, name, cfg)
+                                                                        : topics.create(name, cfg);
+            if (!c) return Error{c.code(), "topic '" + name + "': " + c.error().message};
             auto d = topics.describe(name);
             if (!d) return std::move(d).error();
             TopicImport& t = imported[name];

@@ -119,6 +119,12 @@ private:
     std::unique_ptr<Impl> impl_;
 };
 
+/// Creates `name` as a dead-letter topic: TopicManager::create, except that its stride may be
+/// up to kDeadLetterStrideRoom above kMaxPartitionStride (a DLQ's slot holds its source's
+/// largest message plus the dlq.* headers). DlqRouter creates its DLQ itself; this is for
+/// tools that re-create one (an archive's restore).
+Status create_dead_letter_topic(Pool& pool, std::string_view name, const TopicConfig& config);
+
 /// Dead letters retained in a DLQ topic (sum over partitions of next - oldest); tools.
 Result<uint64_t> dead_letter_count(const Pool& pool, std::string_view dlq_topic);
 

@@ -30,6 +30,12 @@ enum class OnFull : uint32_t {
 std::string_view on_full_name(OnFull mode) noexcept;
 Result<OnFull> parse_on_full(std::string_view text);
 
+constexpr uint32_t kMaxPartitionStride = 1u << 20;  ///< the largest partition_stride a creator may ask for
+/// A dead-letter topic's slot holds its source's largest message plus the dlq.* headers, so
+/// its stride is the source's + this, and may exceed kMaxPartitionStride by as much
+/// (create_dead_letter_topic, dlq.h).
+constexpr uint32_t kDeadLetterStrideRoom = 512;
+
 struct TopicConfig {
     uint32_t num_partitions = 4;        ///< 1..64
     uint32_t partition_capacity = 128;  ///< slots per partition; power of two, 2..2^20

@@ -49,6 +49,10 @@ Status sleep_with_heartbeat(Duration duration, Duration slice, const std::functi
     }
 }
 
+Status create_dead_letter_topic(Pool& pool, std::string_view name, const TopicConfig& config) {
+    return mq::create_topic(pool, name, config, mq::kMaxSlotStride);
+}
+
 Result<uint64_t> dead_letter_count(const Pool& pool, std::string_view dlq_topic) {
     auto t = open_topic(pool, dlq_topic, 0);  // an observer: a topic being created has none yet
     if (!t) return std::move(t).error();

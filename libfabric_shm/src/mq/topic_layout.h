@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "fabric_shm/topic.h"
 #include "layout/pool_layout.h"
 
 namespace fabric_shm::mq {
@@ -40,12 +41,9 @@ constexpr uint32_t kMaxMembers = 32;        ///< member rows per consumer group
 constexpr uint32_t kMaxWaiters = 64;        ///< waiter table entries per topic: one bit each in PartitionHeader::waiters
 constexpr uint64_t kMaxCapacity = 1u << 20;  ///< slots per partition
 constexpr uint64_t kMinStride = 64;
-constexpr uint64_t kMaxStride = 1u << 20;  ///< the largest slot a topic's creator may ask for
-/// A dead-letter topic's slots hold its source's largest message plus the dlq.* headers (two
-/// names of at most 64 bytes, three decimals, the reason cut to what is left: under 400
-/// bytes), so its stride is the source's + this; the largest slot any topic has, and what an
-/// opener accepts, is this much above kMaxStride.
-constexpr uint64_t kDeadLetterStrideRoom = 512;
+constexpr uint64_t kMaxStride = kMaxPartitionStride;  ///< the largest slot a topic's creator may ask for
+/// The largest slot any topic has, and what an opener accepts: a dead-letter topic's stride is
+/// its source's + kDeadLetterStrideRoom (fabric_shm/topic.h).
 constexpr uint64_t kMaxSlotStride = kMaxStride + kDeadLetterStrideRoom;
 constexpr uint64_t kLine = 64;
 
