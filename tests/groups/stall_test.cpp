@@ -17,8 +17,10 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../mq/mq_test_util.h"
@@ -1113,4 +1115,172 @@ TEST_CASE("worker: evicted while paused inside its first join, it joins again an
 
 TEST_CASE("worker: evicted while paused inside its rejoin, it joins again and processes what follows") {
     check_worker_evicted_inside_join(2);
+}
+
+// ---- Registration while a producer waits for space (the registration handshake) -----------
+// A group registered `earliest` reads the partition's head as its start; a blocked producer
+// reads the group table, then raises the head and overwrites below it. Both sides write, then
+// re-read the other's word (seq_cst): either the producer finds the group and waits for it, or
+// the registrant finds the raise and starts past it (settle_group_starts, topic.cpp).
+
+namespace {
+
+/// A 4-slot block-mode topic "t", full, and group "a" has read and committed all four offsets.
+/// The producer opened before that commit (its head floor is 0): its next send waits for
+/// space, reads the group table (only "a", committed 4) and raises the head to 4.
+struct FullRingReadByA {
+    TestPool tp;
+    TopicManager mgr;
+    std::optional<Producer> producer;
+    explicit FullRingReadByA(const char* name) : tp(name), mgr(tp.pool) {
+        REQUIRE(mgr.create("t", config(1, 4, OnFull::block)).ok());
+        auto a = Consumer::open(tp.pool, "t", "a");
+        REQUIRE(a.ok());
+        REQUIRE(a->assign_all().ok());
+        auto p = Producer::open(tp.pool, "t");
+        REQUIRE(p.ok());
+        producer.emplace(std::move(*p));
+        for (int i = 0; i < 4; ++i) REQUIRE(producer->send("m" + std::to_string(i)).ok());
+        MessageBatch b;
+        size_t got = 0;
+        for (int round = 0; got < 4 && round < 100; ++round) {
+            auto n = a->poll(b, 4, std::chrono::milliseconds(100));
+            REQUIRE(n.ok());
+            got += *n;
+        }
+        REQUIRE(got == 4);
+        REQUIRE(a->commit().ok());
+        REQUIRE(partition_header(tp.pool, "t", 0)->head.load() == 0);  // nobody raised it yet
+    }
+    /// Group g's committed offset of partition 0 as the table holds it.
+    uint64_t committed(const std::string& g) {
+        auto d = mgr.describe("t");
+        REQUIRE(d.ok());
+        for (const GroupDescription& gd : d->groups)
+            if (gd.name == g) return gd.partitions[0].committed;
+        FAIL("group " << g << " is not registered");
+        return 0;
+    }
+};
+
+/// What consumer c delivers until it holds `want` offsets (at most ~2 s): offsets and lost.
+struct Received {
+    std::vector<uint64_t> offsets;
+    uint64_t lost = 0;
+};
+void receive(Consumer& c, size_t want, Received& r) {
+    MessageBatch b;
+    for (int round = 0; r.offsets.size() < want && round < 20; ++round) {
+        auto n = c.poll(b, 8, std::chrono::milliseconds(100));
+        CHECK(n.ok());
+        if (!n) return;
+        r.lost += b.lost();
+        for (const Message& m : b) r.offsets.push_back(m.offset);
+    }
+}
+
+}  // namespace
+
+TEST_CASE("registration handshake: a group registered earliest between a blocked producer's read of the group table "
+          "and its head raise keeps every message from its start: the producer waits for it, and its consumer reads "
+          "from the committed offset, not from the raised head") {
+    FullRingReadByA f("regraise");
+    Result<SendResult> fifth = make_error(Errc::ok, "");
+    std::thread producer([&] {
+        PauseGate::arm("mq.send.before_raise_head", std::this_thread::get_id());
+        fifth = f.producer->send("m4");
+    });
+    REQUIRE(PauseGate::wait_arrived("mq.send.before_raise_head"));
+    // The producer found only "a" (committed 4). "b" registers now: it reads the head (0) as
+    // its start, publishes, and re-reads the head (still 0): all before the raise.
+    auto b = Consumer::open(f.tp.pool, "t", "b");
+    REQUIRE(b.ok());
+    CHECK(f.committed("b") == 0);
+    PauseGate::release("mq.send.before_raise_head");
+    // The producer raises the head to 4, re-reads the table and finds "b" at 0: it must wait.
+    auto* ph = partition_header(f.tp.pool, "t", 0);
+    CHECK(eventually([&] { return ph->head.load() == 4; }));
+    // b's consumer starts after the raise: from its committed offset 0, which is still there.
+    REQUIRE(b->assign_all().ok());
+    Received got;
+    receive(*b, 4, got);
+    CHECK(got.offsets == std::vector<uint64_t>{0, 1, 2, 3});
+    CHECK(got.lost == 0);
+    // b's commit frees the ring: the producer sends.
+    CHECK(b->commit().ok());
+    producer.join();
+    PauseGate::reset();
+    REQUIRE(fifth.ok());
+    CHECK(fifth->offset == 4);
+    receive(*b, 5, got);
+    CHECK(got.offsets == std::vector<uint64_t>{0, 1, 2, 3, 4});
+    CHECK(got.lost == 0);
+}
+
+TEST_CASE("registration handshake: a group registered earliest while a blocked producer overwrites starts at what "
+          "is still retained, losing nothing silently") {
+    FullRingReadByA f("regbefore");
+    std::optional<Consumer> b;
+    std::thread registrar([&] {
+        PauseGate::arm("group.register.before_publish", std::this_thread::get_id());
+        auto c = Consumer::open(f.tp.pool, "t", "b");
+        if (c) b.emplace(std::move(*c));
+    });
+    // "b" read the head (0) as its start; it is not in the group table yet.
+    REQUIRE(PauseGate::wait_arrived("group.register.before_publish"));
+    // The producer finds only "a" (committed 4), raises the head to 4 and overwrites offset 0.
+    auto fifth = f.producer->send("m4");
+    CHECK(fifth.ok());
+    PauseGate::release("group.register.before_publish");
+    registrar.join();
+    PauseGate::reset();
+    REQUIRE(b.has_value());
+    // b's registration re-read the head after publishing: it starts at 4, the earliest
+    // message still retained, not at 0 (which it could no longer read).
+    CHECK(f.committed("b") == 4);
+    REQUIRE(b->assign_all().ok());
+    Received got;
+    receive(*b, 1, got);
+    CHECK(got.offsets == std::vector<uint64_t>{4});
+    CHECK(got.lost == 0);
+}
+
+TEST_CASE("registration handshake: when a registrant and a blocked producer each see the other's write, the "
+          "registrant moves its start to the raised head and its wake ends the producer's wait") {
+    FullRingReadByA f("regboth");
+    Result<SendResult> fifth = make_error(Errc::ok, "");
+    std::atomic<pid_t> producer_tid{0};
+    std::thread producer([&] {
+        producer_tid = this_tid();
+        PauseGate::arm("mq.send.before_raise_head", std::this_thread::get_id());
+        fifth = f.producer->send("m4");
+    });
+    REQUIRE(PauseGate::wait_arrived("mq.send.before_raise_head"));
+    // The producer found only "a" (committed 4). "b" publishes itself at start 0 and stops
+    // before it re-reads the head.
+    std::optional<Consumer> b;
+    std::thread registrar([&] {
+        PauseGate::arm("group.register.after_publish", std::this_thread::get_id());
+        auto c = Consumer::open(f.tp.pool, "t", "b");
+        if (c) b.emplace(std::move(*c));
+    });
+    REQUIRE(PauseGate::wait_arrived("group.register.after_publish"));
+    // The producer raises the head to 4, finds "b" at 0 in its re-read, and parks.
+    PauseGate::release("mq.send.before_raise_head");
+    CHECK(wait_in_futex(getpid(), producer_tid.load()));
+    CHECK(partition_header(f.tp.pool, "t", 0)->head.load() == 4);
+    // b re-reads the head (4): it starts there, and wakes the producer.
+    PauseGate::release("group.register.after_publish");
+    registrar.join();
+    producer.join();
+    PauseGate::reset();
+    REQUIRE(fifth.ok());
+    CHECK(fifth->offset == 4);
+    REQUIRE(b.has_value());
+    CHECK(f.committed("b") == 4);
+    REQUIRE(b->assign_all().ok());
+    Received got;
+    receive(*b, 1, got);
+    CHECK(got.offsets == std::vector<uint64_t>{4});
+    CHECK(got.lost == 0);
 }

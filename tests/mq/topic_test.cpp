@@ -737,6 +737,32 @@ TEST_CASE("commit and restart: a new consumer of the group resumes at the commit
     CHECK(d->groups[0].partitions[0].committed + d->groups[0].partitions[1].committed == 4);
 }
 
+TEST_CASE("commit and restart: a consumer resuming at a committed offset the ring no longer holds reports the "
+          "skipped offsets as lost") {
+    TestPool tp("unheld");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 4, OnFull::overwrite)).ok());
+    {
+        auto c = Consumer::open(tp.pool, "t", "g");  // registered at 0, never commits past it
+        REQUIRE(c.ok());
+    }
+    auto prod = Producer::open(tp.pool, "t");
+    for (int i = 0; i < 10; ++i) REQUIRE(prod->send(std::to_string(i)).ok());  // the ring holds 6..9
+    auto c = Consumer::open(tp.pool, "t", "g");
+    REQUIRE(c->assign_all().ok());
+    CHECK(c->position(0).value() == 6);
+    MessageBatch b;
+    REQUIRE(c->poll(b, 100, Duration::zero()).value() == 4);
+    CHECK(b[0].offset == 6);
+    CHECK(b.lost() == 6);
+    REQUIRE(b.gaps().size() == 1);
+    CHECK(b.gaps()[0].from == 0);
+    CHECK(b.gaps()[0].to == 6);
+    // Reported once: the next poll has nothing lost.
+    REQUIRE(c->poll(b, 100, Duration::zero()).value() == 0);
+    CHECK(b.lost() == 0);
+}
+
 TEST_CASE("epochs: a commit under an epoch lower than the stored one fails with stale_epoch") {
     TestPool tp("epoch");
     TopicManager mgr(tp.pool);

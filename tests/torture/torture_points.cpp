@@ -81,6 +81,7 @@ const std::vector<FaultPoint>& fault_points() {
         {"mq.send.after_publish", P | W},
         {"mq.send.before_release", P | W},
         {"mq.send.before_roll_quarantine", P | W},
+        {"mq.send.before_raise_head", P | W},  // a producer that found the ring full, before its head raise
         {"mq.slot.before_quarantine", P | W},
         {"mq.poll.after_quarantine", W},
         {"mq.slot.before_skip", P | W},
@@ -89,6 +90,8 @@ const std::vector<FaultPoint>& fault_points() {
         {"mq.waiter.repairing", P | W | R},
         {"mq.reap.before_skip", R},
         // consumer groups, dead letters, the worker loop
+        {"group.register.before_publish", W},  // the registrant read its starts; the group not yet LIVE
+        {"group.register.after_publish", W},   // LIVE, before the registrant re-reads the heads
         {"group.join.before_publish", W},
         {"group.join.joined", W},
         {"group.evict.before_cas", W},

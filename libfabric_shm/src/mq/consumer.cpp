@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 
 #include "fabric_shm/clock.h"
 #include "fabric_shm/consumer_group.h"  // Claim
@@ -93,6 +94,10 @@ struct Consumer::Impl {
         /// owner made before we judged it (the rest of a send_batch run) inherits that wait
         /// instead of starting its own.
         uint64_t timed_out_pos = UINT64_MAX, timed_out_since = 0, timed_out_next_word = 0;
+        /// The position was resolved from a committed offset the ring no longer holds
+        /// (from_committed): the next poll of the partition reports [unheld_from, pos) lost.
+        bool unheld_pending = false;
+        uint64_t unheld_from = 0;
     };
     std::vector<PState> ps;
     std::vector<uint32_t> assigned;
@@ -115,8 +120,13 @@ struct Consumer::Impl {
         if (options.on_warning) options.on_warning(text);
         else std::fprintf(stderr, "fabric-shm: warning: %s\n", text.c_str());
     }
-    Result<uint64_t> resolve(uint32_t p, const SeekPolicy& policy);
+    /// The position `policy` names; *unheld_from (when given) is set to the committed offset
+    /// it came from when the ring no longer holds that offset (from_committed).
+    Result<uint64_t> resolve(uint32_t p, const SeekPolicy& policy, std::optional<uint64_t>* unheld_from = nullptr);
+    /// Starts partition p at a resolved position (a new PState: what was pending is dropped).
+    void start_at(uint32_t p, uint64_t pos, std::optional<uint64_t> unheld_from);
     uint64_t clamp(uint32_t p, uint64_t offset) const;
+    uint64_t from_committed(uint32_t p, uint64_t offset, std::optional<uint64_t>* unheld_from) const;
     uint64_t by_timestamp(uint32_t p, uint64_t wall_ns) const;
     Result<size_t> drain(uint32_t p, MessageBatch& b, size_t limit, uint64_t payload_max);
     bool resolve_stuck(uint32_t p, SlotHeader* s, uint64_t pos, uint64_t w);
@@ -163,6 +173,29 @@ uint64_t Consumer::Impl::clamp(uint32_t p, uint64_t offset) const {
     return offset;
 }
 
+// A group's own committed offset is not clamped to the head: a group registered before a
+// head raise it did not see (settle_group_starts, topic.cpp) starts below the head, and the
+// producers, which re-read the group table after every raise, keep those offsets for it. What
+// the ring no longer holds (below the tail minus the capacity, or below the first offset ever)
+// is skipped and reported lost at the next poll, never skipped silently.
+uint64_t Consumer::Impl::from_committed(uint32_t p, uint64_t offset, std::optional<uint64_t>* unheld_from) const {
+    const PartitionView& pv = t->parts[p];
+    const uint64_t tail = pv.hdr->tail.load(std::memory_order_acquire);  // pairs with the tail CAS
+    const uint64_t held = tail - pv.base > pv.capacity ? tail - pv.capacity : pv.base;
+    uint64_t pos = offset;
+    if (int64_t(offset - tail) > 0) pos = tail;
+    else if (int64_t(offset - held) < 0) pos = held;
+    if (int64_t(offset - pos) < 0) *unheld_from = offset;
+    return pos;
+}
+
+void Consumer::Impl::start_at(uint32_t p, uint64_t pos, std::optional<uint64_t> unheld_from) {
+    ps[p] = PState{};
+    ps[p].pos = pos;
+    ps[p].unheld_pending = unheld_from.has_value();
+    ps[p].unheld_from = unheld_from.value_or(pos);
+}
+
 uint64_t Consumer::Impl::by_timestamp(uint32_t p, uint64_t wall_ns) const {
     const PartitionView& pv = t->parts[p];
     const uint64_t tail = pv.hdr->tail.load(std::memory_order_acquire);  // pairs with the tail CAS
@@ -180,12 +213,14 @@ uint64_t Consumer::Impl::by_timestamp(uint32_t p, uint64_t wall_ns) const {
     return tail;
 }
 
-Result<uint64_t> Consumer::Impl::resolve(uint32_t p, const SeekPolicy& policy) {
+Result<uint64_t> Consumer::Impl::resolve(uint32_t p, const SeekPolicy& policy, std::optional<uint64_t>* unheld_from) {
     const PartitionView& pv = t->parts[p];
+    std::optional<uint64_t> unheld_ignored;
+    if (!unheld_from) unheld_from = &unheld_ignored;
     // In a group, earliest/latest are the reset policy: committed offsets win (SeekPolicy).
     if (!group.empty() && !policy.rewind &&
         (policy.kind == SeekPolicy::Kind::earliest || policy.kind == SeekPolicy::Kind::latest))
-        return resolve(p, SeekPolicy::Committed(policy.kind));
+        return resolve(p, SeekPolicy::Committed(policy.kind), unheld_from);
     switch (policy.kind) {
         case SeekPolicy::Kind::earliest: return oldest_offset(*t, pv);
         case SeekPolicy::Kind::latest: return pv.hdr->tail.load(std::memory_order_acquire);  // pairs with tail CAS
@@ -207,11 +242,12 @@ Result<uint64_t> Consumer::Impl::resolve(uint32_t p, const SeekPolicy& policy) {
             return resolve(p, fb);
         }
         if (!f->offset) return resolve(p, fb);
-        return clamp(p, *f->offset);
+        return from_committed(p, *f->offset, unheld_from);
     }
     // The in-pool table: every registered group has a committed offset (set at registration).
     const GroupSlot& g = t->groups[gref.index];
-    return clamp(p, g.parts[p].committed.load(std::memory_order_acquire));  // pairs with commit's store
+    // Acquire: pairs with commit's store.
+    return from_committed(p, g.parts[p].committed.load(std::memory_order_acquire), unheld_from);
 }
 
 Status Consumer::assign(std::span<const uint32_t> partitions) {
@@ -234,10 +270,10 @@ Status Consumer::assign(std::span<const uint32_t> partitions) {
     const bool new_epoch = im.options.epoch != im.assigned_epoch;
     for (uint32_t p : next) {
         if (!new_epoch && std::find(im.assigned.begin(), im.assigned.end(), p) != im.assigned.end()) continue;
-        auto pos = im.resolve(p, SeekPolicy::Committed());
+        std::optional<uint64_t> unheld_from;
+        auto pos = im.resolve(p, SeekPolicy::Committed(), &unheld_from);
         if (!pos) return std::move(pos).error();
-        im.ps[p] = Impl::PState{};
-        im.ps[p].pos = *pos;
+        im.start_at(p, *pos, unheld_from);
     }
     // A partition that stays assigned stays paused (a member re-assigning after every claim
     // keeps its own flow control); one that leaves forgets it.
@@ -292,10 +328,10 @@ Status Consumer::seek(uint32_t partition, const SeekPolicy& policy) {
         return make_error(Errc::invalid_argument, "partition " + std::to_string(partition) + " >= " +
                                                       std::to_string(im.t->num_partitions) + " partitions");
     FABRIC_TRY(check_topic(*im.t, int(partition)));
-    auto pos = im.resolve(partition, policy);
+    std::optional<uint64_t> unheld_from;
+    auto pos = im.resolve(partition, policy, &unheld_from);
     if (!pos) return std::move(pos).error();
-    im.ps[partition] = Impl::PState{};
-    im.ps[partition].pos = *pos;
+    im.start_at(partition, *pos, unheld_from);
     return {};
 }
 
@@ -371,6 +407,14 @@ Result<size_t> Consumer::Impl::drain(uint32_t p, MessageBatch& b, size_t limit, 
     const PartitionView& pv = t->parts[p];
     uint64_t pos = ps[p].pos;
     size_t n = 0;
+    if (ps[p].unheld_pending) [[unlikely]] {
+        // The committed offset this position was resolved from is gone from the ring.
+        ps[p].unheld_pending = false;
+        const uint64_t lost = pos - ps[p].unheld_from;
+        b.lost_ += lost;
+        b.gaps_.push_back(Gap{p, ps[p].unheld_from, pos});
+        detail::count(*pool, CounterId::mq_messages_overwritten, lost);
+    }
     // Every round delivers, skips or gaps at least one offset, or re-reads a word that changed.
     // Bounded anyway: on a damaged ring (a tail below slots that claim later laps) gap() advances
     // one offset per round and a poll would otherwise spin for 2^64 offsets (fuzz_topic found

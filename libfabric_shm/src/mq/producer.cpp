@@ -63,12 +63,21 @@ void raise_tail(PartitionHeader* h, uint64_t seen, uint64_t value) {
     }
 }
 
+/// Raises the head to `value` (never lowers it): the announcement that offsets below it may be
+/// overwritten. seq_cst, the load as well as the CAS: whichever of them is our last access of
+/// the head (a raise of ours, or a head already that high) is the store half of the
+/// registration handshake, before the caller's seq_cst re-read of the group table; partner:
+/// register_group's seq_cst store of LIVE and its seq_cst load of the head
+/// (settle_group_starts, topic.cpp).
 void raise_head(PartitionHeader* h, uint64_t value) {
-    uint64_t cur = h->head.load(std::memory_order_acquire);  // pairs with the CAS below (other raisers)
+    uint64_t cur = h->head.load(std::memory_order_seq_cst);
     while (int64_t(value - cur) > 0 &&
-           !h->head.compare_exchange_weak(cur, value, std::memory_order_release, std::memory_order_acquire)) {
+           !h->head.compare_exchange_weak(cur, value, std::memory_order_seq_cst, std::memory_order_seq_cst)) {
     }
 }
+
+/// The lower of two offsets (wrap-safe, as every offset comparison here).
+uint64_t lower_offset(uint64_t a, uint64_t b) { return int64_t(b - a) < 0 ? b : a; }
 
 }  // namespace
 
@@ -205,7 +214,13 @@ Result<Producer> Producer::open(const Pool& pool, std::string_view topic, const 
         Impl::SendPart& sp = impl->sends[p];
         sp.pv = (*t)->parts[p];
         sp.lease = detail::LeaseGate::of((*t)->part_regions[p]);
-        sp.head_cache = sp.pv.hdr->head.load(std::memory_order_acquire);  // pairs with raise_head
+        // What may be overwritten: below the head, and below every group in the table read
+        // after it (a group registered before a raise it did not see starts below the head; the
+        // registration handshake, settle_group_starts in topic.cpp). seq_cst head load before
+        // min_committed's seq_cst loads of the table; partner: register_group's seq_cst LIVE
+        // store before its seq_cst load of the head.
+        const uint64_t head = sp.pv.hdr->head.load(std::memory_order_seq_cst);
+        sp.head_cache = lower_offset(head, min_committed(**t, p, mono_now_ns(), nullptr));
     }
     impl->on_full = (*t)->on_full;
     impl->t = std::move(t.value());
@@ -232,8 +247,16 @@ Status Producer::Impl::wait_for_space(uint32_t p, uint64_t tail, uint64_t deadli
     for (;;) {
         const uint64_t now = mono_now_ns();
         Slowest slow;
-        const uint64_t floor = min_committed(*t, p, now, &slow);
-        if (slow.any_group) raise_head(pv.hdr, floor);
+        const uint64_t seen = min_committed(*t, p, now, &slow);
+        FABRIC_PAUSE_POINT("mq.send.before_raise_head");
+        if (slow.any_group) raise_head(pv.hdr, seen);
+        // Registration handshake (settle_group_starts, topic.cpp): a group registered since
+        // the read above may start below `seen`, having read the head before our raise. Re-read
+        // the table (seq_cst loads, after raise_head's seq_cst access of the head; with no group,
+        // after min_committed's seq_cst load of the head): either we find the group here and
+        // overwrite nothing it still needs, or its registrant sees our raise and starts past it.
+        // Cold: only a producer that found the ring full gets here.
+        const uint64_t floor = lower_offset(seen, min_committed(*t, p, now, nullptr));
         sends[p].head_cache = floor;
         // Signed: a tail read long ago (we were descheduled) can be below the floor.
         if (int64_t(tail - floor) < int64_t(pv.capacity)) return {};

@@ -325,6 +325,45 @@ void raise_fence_floor(const Pool& pool, uint64_t token) {
     }
 }
 
+namespace {
+/// The registrant's half of the registration handshake, after its seq_cst store of LIVE:
+/// moves each partition's start up to the head if a producer (or a dead-letter purge) raised
+/// the head past it meanwhile. Returns true when it moved any.
+///
+/// The start was read (oldest_offset, or the tail for `latest`) before the group was
+/// published, and a blocked producer decides what it may overwrite from the group table it
+/// read before raising the head (producer.cpp, wait_for_space). Handshake (Dekker): the
+/// producer raises the head (seq_cst), then re-reads the group table (seq_cst) and overwrites
+/// nothing past a group it finds there; we store LIVE (seq_cst), then read the head here
+/// (seq_cst). Either the producer sees our group (and waits for it, as for any slow group), or
+/// we see its raise and start past what it overwrites: the registration then takes effect
+/// after the raise, and `earliest` is the earliest message still retained. When both see each
+/// other, our move ends the producer's wait (the caller wakes it). A raise we do not see comes
+/// after our store in the seq_cst order, so every producer that would overwrite past it
+/// re-reads the table after it and finds our group: our start stays below that head and the
+/// offsets in between are kept for us (our consumer reads from the committed offset, not from
+/// the head: consumer.cpp, Impl::from_committed).
+bool settle_group_starts(const TopicHandle& t, GroupSlot& g) {
+    bool moved = false;
+    for (uint32_t p = 0; p < t.num_partitions; ++p) {
+        // seq_cst: the load half of the handshake above; partner: the producer's seq_cst head
+        // raise (raise_head) before its seq_cst re-read of the group table (min_committed).
+        const uint64_t head = t.parts[p].hdr->head.load(std::memory_order_seq_cst);
+        std::atomic<uint64_t>& committed = g.parts[p].committed;
+        uint64_t start = committed.load(std::memory_order_relaxed);  // ours: the group is not handed out yet
+        // Never backwards. seq_cst: a producer parked on this group re-reads committed after its
+        // seq_cst space_waiters increment (the commit handshake, commit_in_pool); wake_space's
+        // seq_cst load of space_waiters is the other half. A CAS, not a store: an operator's
+        // reset (find_group needs no group lock) may commit meanwhile.
+        while (int64_t(head - start) > 0 &&
+               !committed.compare_exchange_weak(start, head, std::memory_order_seq_cst, std::memory_order_relaxed)) {
+        }
+        if (int64_t(head - start) > 0) moved = true;
+    }
+    return moved;
+}
+}  // namespace
+
 Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const GroupOptions& options) {
     FABRIC_TRY(validate_name("group", group));
     if (options.ttl <= Duration::zero()) return make_error(Errc::invalid_argument, "group ttl 0 must be > 0");
@@ -415,9 +454,16 @@ Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const Gr
             g.parts[p].dead_letter_offset.store(0, std::memory_order_relaxed);
             g.parts[p].dead_letter_epoch.store(0, std::memory_order_relaxed);
         }
+        FABRIC_PAUSE_POINT("group.register.before_publish");
         const uint64_t live = make_group_word(kGroupLive, gen, me);
-        // Release: publishes name, lease and offsets to find_group's acquire load.
-        g.word.store(live, std::memory_order_release);
+        // seq_cst: a release (publishes name, lease and offsets to find_group's acquire load),
+        // and the store half of the registration handshake with a blocked producer: see
+        // settle_group_starts, which must come after it.
+        g.word.store(live, std::memory_order_seq_cst);
+        FABRIC_PAUSE_POINT("group.register.after_publish");
+        // A producer parked on our old start waits no longer than this wake (a registration
+        // is rare: the system call under the topic's group lock costs only other registrants).
+        if (settle_group_starts(t, g)) wake_space(t);
         return GroupRef{int(i), live};
     }
     return make_error(Errc::capacity_exceeded, "topic '" + t.name + "' already has " + std::to_string(kMaxGroups) +
