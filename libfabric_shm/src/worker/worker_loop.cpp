@@ -1050,7 +1050,19 @@ Status WorkerLoop::Impl::settle(Part& part, Slot& s, const Message& m, Result<Ou
         case Outcome::store_full: {
             // Back-pressure, not a failure: the hand-out is taken back (the next one is the same
             // attempt again), the message waits in its slot, and no work is taken meanwhile.
-            FABRIC_TRY(router->refund(m));
+            // The refund is fenced: refused (stale_epoch) once a newer owner has the partition,
+            // whose counts are its own (we rebalance); delayed by a paused lock holder (busy),
+            // the count stays, as after a crash between the put and the refund.
+            if (Status refunded = router->refund(m); !refunded) {
+                if (refunded.code() == Errc::stale_epoch) {
+                    note("store full, and the hand-out could not be taken back: " + refunded.error().message);
+                    need_rebalance = true;
+                    unstart(part, s, mono_now_ns() + kBusyRetryNs);
+                    return {};
+                }
+                if (refunded.code() != Errc::busy) return refunded;
+                note("store full; the hand-out stays counted: " + refunded.error().message);
+            }
             ++stats.store_full;
             store_full_until_ns = mono_now_ns() + to_ns(cfg.store_full_pause);
             note("capacity_exceeded: " + failure.reason + "; handed back " + std::string(m.value_str()) +
