@@ -269,3 +269,60 @@ TEST_CASE("dlq: a fenced router records its decision; a reset to earliest clears
     CHECK_FALSE(router->decided(b[0]));  // the operator asked for a replay: process it again
     CHECK(read_dlq(tp.pool, "r.dlq").size() == 1);
 }
+
+// A member gives its hand-outs back only while the partition is its own: a refund that comes
+// after a newer owner fenced the partition (the member paused past its session timeout, or
+// resumed after its partition moved) is refused and leaves the new owner's count alone, and a
+// refund never touches an entry the window reused for a later offset.
+TEST_CASE("dlq: a refund after a newer owner fenced the partition is refused; one for an offset the window moved past changes nothing") {
+    TestPool tp("dlq-refund-fence");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("r", config(1, 16)).ok());
+    Message m0;
+    m0.partition = 0;
+    m0.offset = 0;
+    Message m8 = m0;
+    m8.offset = 8;  // the same window entry as offset 0
+    auto a = GroupConsumer::open(tp.pool, "r", "g", "a");
+    REQUIRE(a.ok());
+    auto ra = DlqRouter::open(tp.pool, "r", "g", quick());
+    REQUIRE(ra.ok());
+    ra->set_epoch(a->epoch());
+    REQUIRE(ra->begin(m0).value() == 1);
+    REQUIRE(ra->begin(m0).value() == 2);
+    const uint64_t offsets0[] = {0};
+    REQUIRE(ra->refund_dropped(0, offsets0).ok());  // still a's: taken back
+    auto attempts = [&] {
+        auto d = describe_consumer_group(tp.pool, "r", "g");
+        REQUIRE(d.ok());
+        return d->partitions[0].attempts;
+    };
+    CHECK(attempts() == 1);
+
+    // a's partition moves to b (a left; b's claim fences it above a's token); b counts a hand-out.
+    REQUIRE(a->leave().ok());
+    auto b = GroupConsumer::open(tp.pool, "r", "g", "b");
+    REQUIRE(b.ok());
+    REQUIRE(b->epoch() > a->epoch());
+    auto rb = DlqRouter::open(tp.pool, "r", "g", quick());
+    REQUIRE(rb.ok());
+    rb->set_epoch(b->epoch());
+    REQUIRE(rb->begin(m0).value() == 2);
+
+    // a's late refunds (the dropped-ticket one and the full-store one) are refused: b's count stays.
+    auto late = ra->refund_dropped(0, offsets0);
+    CHECK(late.code() == Errc::stale_epoch);
+    CHECK(ra->refund(m0).code() == Errc::stale_epoch);
+    CHECK(attempts() == 2);
+
+    // b acks offset 0 and the window reuses its entry for offset 8: a refund of offset 0, even
+    // under b's own token, does not touch offset 8's count.
+    REQUIRE(rb->ack(m0).ok());
+    REQUIRE(rb->begin(m8).value() == 1);
+    REQUIRE(rb->refund_dropped(0, offsets0).ok());
+    REQUIRE(rb->refund(m0).ok());
+    auto d = describe_consumer_group(tp.pool, "r", "g");
+    REQUIRE(d.ok());
+    CHECK(d->partitions[0].attempt_offset == 8);
+    CHECK(d->partitions[0].attempts == 1);
+}

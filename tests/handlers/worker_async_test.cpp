@@ -855,6 +855,122 @@ TEST_CASE("async worker: after a takeover the previous owner's window re-runs on
     CHECK(rest.size() == 2);  // past the window: concurrent again
 }
 
+namespace {
+
+/// Services `loop` until `done()` holds (a claim is due every 50 ms); fails after 5 s.
+template <class Done>
+void service_until(WorkerLoop& loop, Done&& done) {
+    const auto end = std::chrono::steady_clock::now() + 5s;
+    while (!done()) {
+        REQUIRE(std::chrono::steady_clock::now() < end);
+        REQUIRE(loop.service().ok());
+        std::this_thread::sleep_for(5ms);  // the periodic claim's interval, not an ordering
+    }
+}
+
+/// The pool's count for `offset` of `partition` (0 when its entry holds another offset).
+uint64_t pool_attempts(Fixture& f, uint32_t partition, uint64_t offset) {
+    auto d = describe_consumer_group(f.tp.pool, "t", "g");
+    REQUIRE(d.ok());
+    const auto& pd = d->partitions[partition];
+    return pd.attempt_offset == offset ? pd.attempts : 0;
+}
+
+}  // namespace
+
+// The defect: with several messages in flight and few attempts allowed, a reassignment that
+// dropped a ticket whose handler was still running left its hand-out counted, and the next
+// hand-out (by the new owner) dead-lettered a message that had never failed.
+TEST_CASE("async worker: a message whose partition moved while its handler ran is not dead-lettered for the attempt it never failed") {
+    Fixture f("async-moved-refund", 2);
+    f.upload("k0", "data", nullptr, 1u);  // partition 1: the one a gives up when b joins
+    WorkerConfig ca = f.cfg("a", 8);
+    ca.max_attempts = 1;
+    auto a = WorkerLoop::open(f.tp.pool, ca);
+    REQUIRE(a.ok());
+    auto running = acquire_n(*a, 1);  // a's handler "runs" while the partition moves
+    REQUIRE(running.size() == 1);
+    CHECK(running[0].item().partition == 1);
+    CHECK(running[0].item().attempt == 1);
+    CHECK(pool_attempts(f, 1, 0) == 1);
+    WorkerConfig cb = f.cfg("b", 8);
+    cb.max_attempts = 1;
+    auto b = WorkerLoop::open(f.tp.pool, cb);  // joins: the target gives it partition 1
+    REQUIRE(b.ok());
+    service_until(*a, [&] { return a->stats().partitions == std::vector<uint32_t>{0}; });
+    CHECK(pool_attempts(f, 1, 0) == 0);  // taken back before the release
+    service_until(*b, [&] { return b->stats().partitions == std::vector<uint32_t>{1}; });
+    auto redelivered = acquire_n(*b, 1);
+    REQUIRE_MESSAGE(redelivered.size() == 1, "b dead-lettered it: ", b->stats().dead_lettered, " dead letter(s)");
+    CHECK(redelivered[0].item().offset == 0);
+    CHECK(redelivered[0].item().attempt == 1);
+    CHECK(b->stats().dead_lettered == 0);
+    // a's handler ends after the move: its result is discarded (the partition is b's).
+    REQUIRE(a->complete(std::move(running[0]), upper(running[0])).ok());
+    CHECK(a->stats().abandoned == 1);
+    REQUIRE(b->complete(std::move(redelivered[0]), upper(redelivered[0])).ok());
+    REQUIRE(b->service().ok());
+    CHECK(f.result_text("k0") == "DATA");
+    auto dead = dead_letter_count(f.tp.pool, "t.dlq");
+    CHECK((!dead.ok() || *dead == 0));  // no DLQ topic at all, or an empty one
+}
+
+TEST_CASE("async worker: a message whose partition stayed while a new epoch dropped its ticket is not dead-lettered for the attempt it never failed") {
+    Fixture f("async-kept-refund", 2);
+    WorkerConfig ca = f.cfg("a", 8);
+    ca.max_attempts = 1;
+    auto a = WorkerLoop::open(f.tp.pool, ca);
+    REQUIRE(a.ok());
+    std::optional<WorkerLoop> b;
+    {
+        auto opened = WorkerLoop::open(f.tp.pool, f.cfg("b", 8));
+        REQUIRE(opened.ok());
+        b.emplace(std::move(*opened));
+    }
+    service_until(*a, [&] { return a->stats().partitions == std::vector<uint32_t>{0}; });
+    f.upload("k0", "data", nullptr, 0u);
+    auto running = acquire_n(*a, 1);
+    REQUIRE(running.size() == 1);
+    CHECK(running[0].item().partition == 0);
+    CHECK(running[0].item().attempt == 1);
+    // b leaves: a's next claim takes partition 1 under a new epoch, which drops every ticket a
+    // holds, partition 0's included, and hands them out again.
+    REQUIRE(b->close().ok());
+    service_until(*a, [&] { return a->stats().partitions == std::vector<uint32_t>{0, 1}; });
+    auto again = acquire_n(*a, 1);
+    REQUIRE_MESSAGE(again.size() == 1, "a dead-lettered it: ", a->stats().dead_lettered, " dead letter(s)");
+    CHECK(a->stats().partitions == std::vector<uint32_t>{0, 1});
+    CHECK(again[0].item().offset == 0);
+    CHECK(again[0].item().attempt == 1);
+    CHECK(a->stats().dead_lettered == 0);
+    REQUIRE(a->complete(std::move(running[0]), upper(running[0])).ok());  // stale: abandoned
+    CHECK(a->stats().abandoned == 1);
+    REQUIRE(a->complete(std::move(again[0]), upper(again[0])).ok());
+    CHECK(f.result_text("k0") == "DATA");
+}
+
+// What must still count: a member that dies with the handler running (here: its loop
+// destroyed without close(), its partition taken over by a successor) used up an attempt, so
+// a poison message reaches the DLQ.
+TEST_CASE("async worker: a member that dies while its handler runs still uses up the attempt: with one allowed, the successor dead-letters") {
+    Fixture f("async-crash-counts");
+    f.upload("k0", "data");
+    WorkerConfig ca = f.cfg("a", 8);
+    ca.max_attempts = 1;
+    {
+        auto a = WorkerLoop::open(f.tp.pool, ca);
+        REQUIRE(a.ok());
+        auto running = acquire_n(*a, 1);
+        REQUIRE(running.size() == 1);
+    }  // a "crashes": ticket and loop dropped without complete() or close()
+    CHECK(pool_attempts(f, 0, 0) == 1);
+    auto b = WorkerLoop::open(f.tp.pool, ca);
+    REQUIRE(b.ok());
+    auto none = acquire_n(*b, 1);
+    CHECK(none.empty());
+    CHECK(b->stats().dead_lettered == 1);
+}
+
 TEST_CASE("async worker: wait_fd becomes readable when a message arrives and when complete() frees capacity") {
     Fixture f("async-fd");
     auto loop = WorkerLoop::open(f.tp.pool, f.cfg("a", 1));

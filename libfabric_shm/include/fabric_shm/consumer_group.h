@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -114,6 +115,13 @@ public:
     /// poll -> commit -> heartbeat works as written). stale_epoch when this member was evicted
     /// (session timeout): join again (or GroupConsumer::rejoin).
     Result<Claim> claim(std::string_view member_id);
+    /// claim(), calling `giving_up(partition)` for each partition the target gives to another
+    /// member right before releasing it: the member still owns it then (no newer owner can
+    /// have fenced it unless this member was evicted meanwhile), so the caller can settle
+    /// what it handed out of it under its own fence token (WorkerLoop takes back the attempts
+    /// of the messages it drops unfinished). The partition is released after the call
+    /// returns, whatever the callback did.
+    Result<Claim> claim(std::string_view member_id, const std::function<void(uint32_t partition)>& giving_up);
     /// Refreshes the heartbeat and keeps the group's registration (its lease) alive; cheap, call
     /// it during long processing and backoff. stale_epoch when evicted, lease_expired when the
     /// group's lease already ran out, not_found when the group was removed.

@@ -4,6 +4,7 @@
 // original value to "<topic>.dlq" with its source coordinates as headers. docs/groups.md.
 #pragma once
 
+#include <span>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -84,8 +85,17 @@ public:
     Status ack(const Message& message);
     /// The hand-out did not count as an attempt (the worker handed the message back because
     /// the store was full, not because processing failed): takes one hand-out back, so the
-    /// next begin() returns the same attempt number again.
+    /// next begin() returns the same attempt number again. Fenced (set_epoch): checked under
+    /// the group's lock against the partition's fence, stale_epoch (nothing changed) once a
+    /// newer owner has it; a count of another offset is never touched.
     Status refund(const Message& message);
+    /// Takes back one hand-out of each of `offsets` of `partition` that this member handed
+    /// out and is dropping unfinished because the partition is being reassigned (given up, or
+    /// kept under a new epoch): their messages are handed out again by whoever owns the
+    /// partition next, and an attempt whose result is discarded did not fail. Call it while
+    /// the member still owns the partition. One fenced step (see refund): stale_epoch when a
+    /// newer owner fenced it, and the counts stay, as a crashed owner's do.
+    Status refund_dropped(uint32_t partition, std::span<const uint64_t> offsets);
     /// Counters live per in-flight offset (a window of 8 offsets past the first message not
     /// done, within kAttemptScanOffsets of the committed offset, so a
     /// member may process several messages of a partition at once). The end of the window a

@@ -229,14 +229,37 @@ Status DlqRouter::ack(const Message& m) {
 }
 
 Status DlqRouter::refund(const Message& m) {
-    std::atomic<uint64_t>* e = impl_->entry(m);
+    Impl& im = *impl_;
+    std::atomic<uint64_t>* e = im.entry(m);
     if (!e) return make_error(Errc::invalid_argument, "message partition " + std::to_string(m.partition) + " out of range");
-    // Takes back one counted hand-out of this offset; the offset stays (like ack), so a count
-    // of 0 makes the next begin() count 1 again. seq_cst like begin(): the same single writer.
+    // Fenced: a member that paused past its session timeout after its put found the store
+    // full must not take a count back from the partition's new owner.
+    if (im.epoch != 0) {
+        const uint64_t offset = m.offset;
+        return refund_attempts(*im.t, im.gref, im.group, m.partition, std::span(&offset, 1), im.epoch);
+    }
+    // Unfenced: takes back one counted hand-out of this offset; the offset stays (like ack),
+    // so a count of 0 makes the next begin() count 1 again. seq_cst like begin(): the same
+    // single writer.
     uint64_t w = e->load(std::memory_order_seq_cst);
     while (attempt_word_is(w, m.offset) && attempt_word_count(w) > 0 &&
            !e->compare_exchange_weak(w, make_attempt_word(m.offset, attempt_word_count(w) - 1),
                                      std::memory_order_seq_cst)) {
+    }
+    return {};
+}
+
+Status DlqRouter::refund_dropped(uint32_t partition, std::span<const uint64_t> offsets) {
+    Impl& im = *impl_;
+    if (!im.part(partition))
+        return make_error(Errc::invalid_argument, "partition " + std::to_string(partition) + " out of range");
+    if (im.epoch != 0) return refund_attempts(*im.t, im.gref, im.group, partition, offsets, im.epoch);
+    // Unfenced: no fence to check against; the owner's own CASes, as refund().
+    Message m;
+    m.partition = partition;
+    for (uint64_t offset : offsets) {
+        m.offset = offset;
+        FABRIC_TRY(refund(m));
     }
     return {};
 }

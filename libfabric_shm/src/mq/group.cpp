@@ -194,7 +194,7 @@ struct ConsumerGroup::Impl {
         return e;
     }
 
-    Result<Claim> claim(LocalMember& m);
+    Result<Claim> claim(LocalMember& m, const std::function<void(uint32_t)>& giving_up = {});
 };
 
 Result<ConsumerGroup> ConsumerGroup::open(const Pool& pool, std::string_view topic, std::string_view group,
@@ -335,7 +335,13 @@ Result<Claim> ConsumerGroup::claim(std::string_view member_id) {
     return impl_->claim(*m);
 }
 
-Result<Claim> ConsumerGroup::Impl::claim(LocalMember& m) {
+Result<Claim> ConsumerGroup::claim(std::string_view member_id, const std::function<void(uint32_t)>& giving_up) {
+    LocalMember* m = impl_->find(member_id);
+    if (!m) return join(member_id);  // owns nothing yet: nothing to give up
+    return impl_->claim(*m, giving_up);
+}
+
+Result<Claim> ConsumerGroup::Impl::claim(LocalMember& m, const std::function<void(uint32_t)>& giving_up) {
     const uint64_t now = mono_now_ns();
     FABRIC_TRY(check(now));
     FABRIC_TRY(verify_row(m));
@@ -392,6 +398,7 @@ Result<Claim> ConsumerGroup::Impl::claim(LocalMember& m) {
     // 3. Release what the target gives to others (the caller committed before claiming).
     for (uint32_t p = 0; p < num_partitions; ++p) {
         if (!mine(m, words[p]) || target[p] == me_pos) continue;
+        if (giving_up) giving_up(p);  // still ours: the caller settles its hand-outs first
         uint64_t w = words[p];
         g.parts[p].owner.compare_exchange_strong(w, 0, std::memory_order_seq_cst, std::memory_order_seq_cst);
     }

@@ -594,6 +594,50 @@ Status record_dead_letter(TopicHandle& t, const GroupRef& ref, std::string_view 
     return {};
 }
 
+Status refund_attempts(TopicHandle& t, const GroupRef& ref, std::string_view group, uint32_t partition,
+                       std::span<const uint64_t> offsets, uint64_t token) {
+    const Pool& pool = *t.pool;
+    const OwnerToken me = pool.self();
+    if (me == 0) return make_error(Errc::permission_denied, "refunding attempts needs a writable pool");
+    if (partition >= t.num_partitions)
+        return make_error(Errc::invalid_argument, "partition " + std::to_string(partition) + " >= " +
+                                                      std::to_string(t.num_partitions) + " partitions of topic '" +
+                                                      t.name + "'");
+    if (offsets.empty()) return {};
+    GroupSlot& g = t.groups[ref.index];
+    std::lock_guard<std::mutex> local(g_local_lock);
+    // The lock raise_fences takes: the fence check and the refunds are one step with respect
+    // to a new owner's fence, and a new owner reads and counts the window only after fencing.
+    // So a refund that passes the check lands before any newer owner's count exists: it can
+    // only take back a count of ours. One that comes later (we paused, were evicted and the
+    // partition moved) is refused, whatever the window holds by then.
+    auto lk = detail::owner_lock_acquire(g.lock, pool, me, 2 * kNsPerSec, "group attempt-refund lock");
+    if (!lk) return std::move(lk).error();
+    // A stolen lock needs no repair: each refund is one CAS of one window entry.
+    detail::OwnerLockGuard guard(g.lock, me);
+    if (g.word.load(std::memory_order_acquire) != ref.word)  // pairs with deregister's release
+        return make_error(Errc::not_found, "group '" + std::string(group) + "' was deregistered before a refund");
+    GroupPartition& gp = g.parts[partition];
+    const uint64_t fence = gp.commit_epoch.load(std::memory_order_relaxed);  // under the lock
+    if (token < fence)
+        return make_error(Errc::stale_epoch, "attempt refund for group '" + std::string(group) + "' topic '" + t.name +
+                                                 "' partition " + std::to_string(partition) + " under fence token " +
+                                                 std::to_string(token) + " < " + std::to_string(fence) +
+                                                 ": the partition has a newer owner, whose counts stay");
+    for (uint64_t offset : offsets) {
+        std::atomic<uint64_t>& e = gp.attempt_window[offset % kAttemptWindow];
+        // seq_cst: pairs with DlqRouter::begin/ack's seq_cst CASes and loads of the same entry
+        // (the owner's, and a later owner's uncommitted_window_end and begin after its fence).
+        // The offset check keeps a refund off an entry reused for a later offset.
+        uint64_t w = e.load(std::memory_order_seq_cst);
+        while (attempt_word_is(w, offset) && attempt_word_count(w) > 0 &&
+               !e.compare_exchange_weak(w, make_attempt_word(offset, attempt_word_count(w) - 1),
+                                        std::memory_order_seq_cst)) {
+        }
+    }
+    return {};
+}
+
 bool dead_letter_recorded(const TopicHandle& t, const GroupRef& ref, uint32_t partition, uint64_t offset) {
     if (partition >= t.num_partitions) return false;
     // Acquire: pairs with record_dead_letter's release store (and its lock release).

@@ -8,6 +8,7 @@
 
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -109,6 +110,13 @@ Status record_dead_letter(TopicHandle& t, const GroupRef& ref, std::string_view 
                           uint64_t offset, uint64_t token);
 /// True when the partition's dead-letter record names `offset` (an earlier owner decided it).
 bool dead_letter_recorded(const TopicHandle& t, const GroupRef& ref, uint32_t partition, uint64_t offset);
+/// Takes back one counted hand-out of each of `offsets` in the partition's attempt window
+/// (same offset, never below 0), in one step under the group's lock with the check that
+/// `token` is not below the partition's fence. StaleEpoch (nothing changed) when a newer owner
+/// fenced the partition: its counts are its own, and the caller's hand-outs are then counted
+/// as a crashed owner's are.
+Status refund_attempts(TopicHandle& t, const GroupRef& ref, std::string_view group, uint32_t partition,
+                       std::span<const uint64_t> offsets, uint64_t token);
 
 // ---- fence tokens (docs/groups.md, "Fence tokens") ----------------------------------------
 /// Bounds that keep fence-token arithmetic from wrapping (docs/groups.md, "Fence tokens").

@@ -33,7 +33,8 @@ public:
     // stale_epoch means evicted (silent past the session timeout: a stall, SIGSTOP). It is
     // reported, not swallowed: WorkerLoop abandons the message in hand and joins again.
     Status heartbeat(uint64_t) override { return joined_ ? group_.heartbeat(id_) : Status{}; }
-    Result<bool> rebalance(uint64_t) override {
+    Result<bool> rebalance(uint64_t, const std::function<void(uint32_t)>& giving_up) override {
+        kept_membership_ = false;
         // A rejoin that failed (busy: a paused process held the group lock) is retried here,
         // as a join: claim() would join the member too, but joined_ would stay false and
         // owns() would then refuse every result put of a member that holds its partitions.
@@ -41,7 +42,7 @@ public:
             FABRIC_TRY(join());
             return true;
         }
-        auto c = group_.claim(id_);
+        auto c = group_.claim(id_, giving_up);
         if (!c && c.code() == Errc::stale_epoch) {
             // Evicted (we were silent past the session timeout): everything we held was
             // fenced; join again and resume from the committed offsets.
@@ -53,8 +54,10 @@ public:
         if (!c) return std::move(c).error();
         const bool changed = c->changed;
         claim_ = std::move(c.value());
+        kept_membership_ = true;  // claimed as the member we were: our row was never evicted
         return changed;
     }
+    bool kept_membership() const override { return kept_membership_; }
     const std::vector<uint32_t>& partitions() const override { return claim_.partitions; }
     uint64_t epoch() const override { return claim_.epoch; }
     bool owns(uint32_t partition) const override { return joined_ && group_.owns(id_, partition); }
@@ -76,6 +79,7 @@ private:
     std::string id_;
     Claim claim_;
     bool joined_ = false;
+    bool kept_membership_ = false;  ///< the last rebalance() claimed without joining afresh
 };
 
 }  // namespace

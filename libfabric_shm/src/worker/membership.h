@@ -6,6 +6,7 @@
 #include "private.h"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,7 +25,14 @@ public:
     virtual Status heartbeat(uint64_t now_ns) = 0;
     /// Rebalances (takes free partitions, releases those the target gives to others); call
     /// only with nothing uncommitted. True when the partitions or the epoch changed.
-    virtual Result<bool> rebalance(uint64_t now_ns) = 0;
+    /// `giving_up(partition)` is called right before a partition is released, while the
+    /// member still owns it under its current fence token (ConsumerGroup::claim).
+    virtual Result<bool> rebalance(uint64_t now_ns, const std::function<void(uint32_t)>& giving_up) = 0;
+    Result<bool> rebalance(uint64_t now_ns) { return rebalance(now_ns, {}); }
+    /// True when the last rebalance() claimed as the member it already was: a partition owned
+    /// before it and after it was owned throughout (nobody else can have taken and fenced it
+    /// in between). False when it joined afresh (evicted, or a failed join retried).
+    virtual bool kept_membership() const = 0;
     virtual const std::vector<uint32_t>& partitions() const = 0;
     /// The fence token of results, commits and dead letters (era + epoch, docs/groups.md).
     virtual uint64_t epoch() const = 0;

@@ -441,6 +441,7 @@ struct WorkerLoop::Impl {
     Status register_topic_leases(const std::string& topic);
     Status keep_alive();
     Status apply_assignment();
+    void refund_dropped(uint32_t p, std::string_view why);
     Status sync_active();
     enum class CommitWhen { due, now };
     Status commit_pending(bool* busy, CommitWhen when, uint64_t now = 0);
@@ -523,14 +524,46 @@ Status WorkerLoop::Impl::keep_alive() {
     return membership->heartbeat(now);
 }
 
+// A reassignment drops the partition's tickets still in flight: their handlers run on, but
+// their results are discarded and the messages are handed out again (by the partition's next
+// owner, or by us under the new epoch). Such a hand-out did not fail, so its count is taken
+// back, while we still own the partition (before the release, or with the new epoch's fence
+// ours): the pool's step refuses it once a newer owner fenced the partition, so it can only
+// undo a count of ours. A handler that kills the process after this refund is not counted;
+// the message's next hand-out, made concurrently, is (docs/groups.md, "Dead letters").
+// The slots go back to waiting, so a ticket completed later finds nothing (abandoned).
+void WorkerLoop::Impl::refund_dropped(uint32_t p, std::string_view why) {
+    if (p >= parts.size() || !parts[p].owned) return;
+    Part& part = parts[p];
+    std::array<uint64_t, kMaxWorkWindow> offsets;
+    size_t n = 0;
+    for (uint32_t i = 0; i < part.count; ++i) {
+        Slot& s = part.at(i);
+        if (s.state != Slot::State::in_flight) continue;
+        offsets[n++] = s.offset;
+        unstart(part, s, 0);
+    }
+    if (n == 0) return;
+    if (Status st = router->refund_dropped(p, std::span(offsets.data(), n)); !st)
+        note("partition " + std::to_string(p) + " " + std::string(why) + ": the attempts of " + std::to_string(n) +
+             " message(s) in flight stay counted: " + st.error().message);
+}
+
 // Every (re)assignment restarts every owned partition from its committed offset: a partition
 // kept across an eviction may have been handled and committed by another member meanwhile.
-// Rings are dropped; tickets out become stale. A previous owner's uncommitted window (offsets
+// Rings are dropped; tickets out become stale (their attempts taken back where the partition
+// was ours throughout: refund_dropped). A previous owner's uncommitted window (offsets
 // with counted hand-outs past the committed offset) is re-run one message at a time.
 Status WorkerLoop::Impl::apply_assignment() {
     const auto& owned = membership->partitions();
     consumer->set_epoch(membership->epoch());
     router->set_epoch(membership->epoch());
+    // Kept partitions: owned before this claim and after it, by the same membership (no
+    // eviction in between), now fenced at our new token. Partitions given up were refunded
+    // before their release (rebalance); those lost to an eviction keep their counts: a member
+    // silent past its session timeout is presumed dead, and counted as a crash.
+    if (membership->kept_membership())
+        for (uint32_t p : owned) refund_dropped(p, "reassigned under a new epoch");
     FABRIC_TRY(consumer->assign(owned));
     ++generation;
     for (Part& part : parts) {
@@ -658,7 +691,14 @@ Status WorkerLoop::Impl::rebalance() {
     FABRIC_TRY(commit_pending(&busy, CommitWhen::now));
     if (busy) return {};  // retried at the next service
     last_rebalance_ns = mono_now_ns();
-    auto changed = membership->rebalance(last_rebalance_ns);
+    // A partition given up has its tickets in flight dropped: their attempts are taken back
+    // right before the release, while it is still ours (refund_dropped).
+    // Not ours locally from then on either: its ring is not handed out again, and its tickets
+    // complete as abandoned, even when the claim fails after the release.
+    auto changed = membership->rebalance(last_rebalance_ns, [this](uint32_t p) {
+        refund_dropped(p, "given up");
+        if (p < parts.size()) parts[p].owned = false;
+    });
     if (!changed) {
         // busy: a paused process holds the group's lock. stale_epoch: evicted again inside
         // the rejoin (a stall between taking a row and the first claim). Neither ends the
@@ -1050,7 +1090,19 @@ Status WorkerLoop::Impl::settle(Part& part, Slot& s, const Message& m, Result<Ou
         case Outcome::store_full: {
             // Back-pressure, not a failure: the hand-out is taken back (the next one is the same
             // attempt again), the message waits in its slot, and no work is taken meanwhile.
-            FABRIC_TRY(router->refund(m));
+            // The refund is fenced: refused (stale_epoch) once a newer owner has the partition,
+            // whose counts are its own (we rebalance); delayed by a paused lock holder (busy),
+            // the count stays, as after a crash between the put and the refund.
+            if (Status refunded = router->refund(m); !refunded) {
+                if (refunded.code() == Errc::stale_epoch) {
+                    note("store full, and the hand-out could not be taken back: " + refunded.error().message);
+                    need_rebalance = true;
+                    unstart(part, s, mono_now_ns() + kBusyRetryNs);
+                    return {};
+                }
+                if (refunded.code() != Errc::busy) return refunded;
+                note("store full; the hand-out stays counted: " + refunded.error().message);
+            }
             ++stats.store_full;
             store_full_until_ns = mono_now_ns() + to_ns(cfg.store_full_pause);
             note("capacity_exceeded: " + failure.reason + "; handed back " + std::string(m.value_str()) +
@@ -2168,6 +2220,9 @@ Status WorkerLoop::close() {
     if (im.left) return {};
     im.clock_last_result();  // before the commit below takes its time
     Status st = im.commit_pending(nullptr, Impl::CommitWhen::now);
+    // Leaving gives every partition up: the tickets still out are dropped, their attempts
+    // taken back while the partitions are still ours (refund_dropped).
+    for (uint32_t p = 0; p < im.parts.size(); ++p) im.refund_dropped(p, "left");
     ++im.generation;  // tickets still out are stale: their messages go to the next owner
     im.in_flight = 0;
     im.leave();
