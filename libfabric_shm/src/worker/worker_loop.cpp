@@ -2220,9 +2220,10 @@ Status WorkerLoop::close() {
     if (im.left) return {};
     im.clock_last_result();  // before the commit below takes its time
     Status st = im.commit_pending(nullptr, Impl::CommitWhen::now);
-    // Leaving gives every partition up: the tickets still out are dropped, their attempts
-    // taken back while the partitions are still ours (refund_dropped).
-    for (uint32_t p = 0; p < im.parts.size(); ++p) im.refund_dropped(p, "left");
+    // The tickets still out keep their counts: a stop is the process's own decision, often
+    // because a handler hung (Ctrl-C, a supervisor's timeout), and a message that hangs every
+    // handler must still reach the DLQ through the restarts. Only a reassignment, which the
+    // group makes, takes hand-outs back (refund_dropped).
     ++im.generation;  // tickets still out are stale: their messages go to the next owner
     im.in_flight = 0;
     im.leave();
