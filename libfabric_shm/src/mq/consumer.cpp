@@ -242,7 +242,19 @@ Result<uint64_t> Consumer::Impl::resolve(uint32_t p, const SeekPolicy& policy, s
             return resolve(p, fb);
         }
         if (!f->offset) return resolve(p, fb);
-        return from_committed(p, *f->offset, unheld_from);
+        const uint64_t pos = from_committed(p, *f->offset, unheld_from);
+        // A commit writes the pool's table first and the store second: a committer that died
+        // (or failed to write the store) between the two leaves the store behind the table,
+        // and producers reuse the slots the table released. Those offsets were processed, not
+        // lost: only what lies past the table's offset is reported.
+        if (*unheld_from) {
+            const uint64_t in_pool = t->groups[gref.index].parts[p].committed.load(std::memory_order_acquire);
+            if (int64_t(in_pool - **unheld_from) > 0) {
+                if (int64_t(in_pool - pos) >= 0) unheld_from->reset();
+                else *unheld_from = in_pool;
+            }
+        }
+        return pos;
     }
     // The in-pool table: every registered group has a committed offset (set at registration).
     const GroupSlot& g = t->groups[gref.index];
