@@ -208,35 +208,6 @@ struct TempDir {
 
 // ---- fence tokens across registrations -------------------------------------------------------
 
-namespace {
-/// A live process registered in the pool and paused as far as anyone can tell (it waits in
-/// pause() until SIGKILL): what a stopped holder of a lock looks like to the others. Killed
-/// and waited for by the destructor.
-struct PausedProcess {
-    pid_t pid = -1;
-    uint32_t token = 0;
-    explicit PausedProcess(const std::string& pool_name) {
-        auto* shared = shared_new<std::atomic<uint32_t>>();
-        pid = test::fork_child([&] {
-            auto p = Pool::open(pool_name);
-            if (!p) return 10;
-            shared->store(p->self());
-            ::pause();  // until SIGKILL
-            return 0;
-        });
-        while (shared->load() == 0) sleep_ms(2);
-        token = shared->load();
-        ::munmap(shared, sizeof(std::atomic<uint32_t>));
-    }
-    ~PausedProcess() {
-        ::kill(pid, SIGKILL);
-        test::wait_child(pid);
-    }
-    PausedProcess(const PausedProcess&) = delete;
-    PausedProcess& operator=(const PausedProcess&) = delete;
-};
-}  // namespace
-
 TEST_CASE("fence tokens: a group removed and registered again fences above every token of the old registration") {
     TestPool tp("stall-rereg");
     TopicManager mgr(tp.pool);
@@ -891,15 +862,6 @@ TEST_CASE("worker: a group lock held by a live, paused process delays its commit
 
 namespace {
 
-/// The slot of `topic`'s one live group, in the topic's root region (mapped while `pool` is).
-mq::GroupSlot* live_group_slot(Pool& pool, const std::string& topic) {
-    auto root = pool.open_region(RegionKind::topic, topic);
-    REQUIRE(root.ok());
-    auto* groups = reinterpret_cast<mq::GroupSlot*>(reinterpret_cast<char*>(root->data()) + mq::kGroupsOffset);
-    for (int i = 0; i < int(mq::kMaxGroups); ++i)
-        if (mq::group_state(groups[i].word.load()) == mq::kGroupLive) return &groups[i];
-    return nullptr;
-}
 
 /// Another member's eviction of the live row, as when its member is silent past the session
 /// timeout: LIVE -> FREE(gen + 1) by CAS from the exact word. False when no row is live.

@@ -949,6 +949,34 @@ TEST_CASE("async worker: a message whose partition stayed while a new epoch drop
     CHECK(f.result_text("k0") == "DATA");
 }
 
+// A reassignment's refunds take the group's lock (up to 2 s each) inside a claim that does
+// not heartbeat; with the lock held by a paused process, one wait per partition given up
+// would keep the member silent for 2 s times their number, past the session timeout with 5.
+TEST_CASE("async worker: a reassignment whose refunds find the group's lock held by a paused process waits once, and the counts stay") {
+    Fixture f("async-refund-busy", 4);
+    for (uint32_t p = 0; p < 4; ++p) f.upload("k" + std::to_string(p), "data", nullptr, p);
+    auto a = WorkerLoop::open(f.tp.pool, f.cfg("a", 8));
+    REQUIRE(a.ok());
+    auto running = acquire_n(*a, 4);  // one in flight on every partition
+    REQUIRE(running.size() == 4);
+    auto b = WorkerLoop::open(f.tp.pool, f.cfg("b", 8));  // joins: a gives two partitions up
+    REQUIRE(b.ok());
+    const PausedProcess holder(f.tp.pool.name());
+    mq::GroupSlot* slot = live_group_slot(f.tp.pool, "t");
+    REQUIRE(slot != nullptr);
+    slot->lock.store(holder.token);
+    const auto start = std::chrono::steady_clock::now();
+    service_until(*a, [&] { return a->stats().partitions.size() == 2; });
+    const auto waited = std::chrono::steady_clock::now() - start;
+    CHECK_MESSAGE(waited < 3500ms, "the reassignment took ",
+                  std::chrono::duration_cast<std::chrono::milliseconds>(waited).count(), " ms");
+    slot->lock.store(0);  // the holder "resumes" and releases
+    // The refunds were refused or skipped: the partitions given up keep their counts.
+    for (uint32_t p = 0; p < 4; ++p)
+        if (std::find(a->stats().partitions.begin(), a->stats().partitions.end(), p) == a->stats().partitions.end())
+            CHECK(pool_attempts(f, p, 0) == 1);
+}
+
 // What must still count: a member that dies with the handler running (here: its loop
 // destroyed without close(), its partition taken over by a successor) used up an attempt, so
 // a poison message reaches the DLQ.

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <doctest/doctest.h>
+#include <signal.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -178,5 +180,45 @@ private:
         }
     }
 };
+
+/// A live process registered in the pool and paused as far as anyone can tell (it waits in
+/// pause() until SIGKILL): what a stopped holder of a lock looks like to the others. Killed
+/// and waited for by the destructor.
+struct PausedProcess {
+    pid_t pid = -1;
+    uint32_t token = 0;
+    explicit PausedProcess(const std::string& pool_name) {
+        void* mem = ::mmap(nullptr, sizeof(std::atomic<uint32_t>), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                           -1, 0);
+        REQUIRE(mem != MAP_FAILED);
+        auto* shared = new (mem) std::atomic<uint32_t>{0};
+        pid = test::fork_child([&] {
+            auto p = Pool::open(pool_name);
+            if (!p) return 10;
+            shared->store(p->self());
+            ::pause();  // until SIGKILL
+            return 0;
+        });
+        while (shared->load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        token = shared->load();
+        ::munmap(mem, sizeof(std::atomic<uint32_t>));
+    }
+    ~PausedProcess() {
+        ::kill(pid, SIGKILL);
+        test::wait_child(pid);
+    }
+    PausedProcess(const PausedProcess&) = delete;
+    PausedProcess& operator=(const PausedProcess&) = delete;
+};
+
+/// The slot of `topic`'s one live group, in the topic's root region (mapped while `pool` is).
+inline mq::GroupSlot* live_group_slot(const Pool& pool, const std::string& topic) {
+    auto root = pool.open_region(RegionKind::topic, topic);
+    REQUIRE(root.ok());
+    auto* groups = reinterpret_cast<mq::GroupSlot*>(reinterpret_cast<char*>(root->data()) + mq::kGroupsOffset);
+    for (int i = 0; i < int(mq::kMaxGroups); ++i)
+        if (mq::group_state(groups[i].word.load()) == mq::kGroupLive) return &groups[i];
+    return nullptr;
+}
 
 }  // namespace mqtest

@@ -80,6 +80,11 @@ void sleep_ns(uint64_t ns) {
 /// A lock held by a live but paused process (busy after the lock's timeout) delays our step;
 /// it must not end the worker. We keep heartbeating and try again.
 constexpr uint64_t kBusyRetryNs = 10 * kNsPerMs;
+/// A reassignment's refunds wait for the group's lock (up to 2 s each, inside a claim that does
+/// not heartbeat): after one is refused as busy, the rest of the reassignment's are skipped for
+/// this long and their counts stay, as after a crash, so a reassignment never waits more than
+/// once.
+constexpr uint64_t kRefundBusySkipNs = kNsPerSec;
 /// A dead letter refused by a full DLQ partition is sent again after this long.
 constexpr uint64_t kDlqFullRetryNs = kNsPerSec;
 static_assert(kMaxCommitEvery + kMaxWorkWindow <= mq::kAttemptScanOffsets,
@@ -390,6 +395,7 @@ struct WorkerLoop::Impl {
     uint32_t rotate = 0;
     bool need_rebalance = false;
     uint64_t last_keep_alive_ns = 0, last_rebalance_ns = 0, last_message_ns = 0;
+    uint64_t refunds_skipped_until_ns = 0;  ///< refund_dropped leaves counts before this (kRefundBusySkipNs)
     /// The store was full past --store-wait: nothing is handed out before this (mono ns).
     uint64_t store_full_until_ns = 0;
     /// delete_input: another group registered on the topic after open(): nothing is deleted.
@@ -544,9 +550,14 @@ void WorkerLoop::Impl::refund_dropped(uint32_t p, std::string_view why) {
         unstart(part, s, 0);
     }
     if (n == 0) return;
-    if (Status st = router->refund_dropped(p, std::span(offsets.data(), n)); !st)
-        note("partition " + std::to_string(p) + " " + std::string(why) + ": the attempts of " + std::to_string(n) +
-             " message(s) in flight stay counted: " + st.error().message);
+    const uint64_t now = mono_now_ns();
+    Status st = now < refunds_skipped_until_ns
+                    ? Status(make_error(Errc::busy, "an earlier refund of this reassignment found the group's lock held"))
+                    : router->refund_dropped(p, std::span(offsets.data(), n));
+    if (st) return;
+    if (st.code() == Errc::busy) refunds_skipped_until_ns = mono_now_ns() + kRefundBusySkipNs;
+    note("partition " + std::to_string(p) + " " + std::string(why) + ": the attempts of " + std::to_string(n) +
+         " message(s) in flight stay counted: " + st.error().message);
 }
 
 // Every (re)assignment restarts every owned partition from its committed offset: a partition
