@@ -178,6 +178,22 @@ TEST_CASE("dlq: only a dead-letter topic may have slots above the largest a crea
     CHECK(beyond.code() == Errc::invalid_argument);
 }
 
+TEST_CASE("dlq: a DLQ's slots are its source's plus the room, up to the largest a DLQ may have (a DLQ of a DLQ)") {
+    TopicConfig source = config(3, 16);
+    source.partition_stride = 512;
+    const TopicConfig dlq = dead_letter_topic_config(source);
+    CHECK(dlq.num_partitions == 3);
+    CHECK(dlq.partition_capacity == 256);
+    CHECK(dlq.partition_stride == 512 + kDeadLetterStrideRoom);
+    CHECK(dlq.on_full == OnFull::block);
+    CHECK(validate_topic_config(dlq).ok());
+    source.partition_stride = kMaxPartitionStride;
+    CHECK(dead_letter_topic_config(source).partition_stride == kMaxPartitionStride + kDeadLetterStrideRoom);
+    // The DLQ of a DLQ of a 1 MiB-slot topic: no larger, or nobody could create it.
+    const TopicConfig dlq_of_dlq = dead_letter_topic_config(dead_letter_topic_config(source));
+    CHECK(dlq_of_dlq.partition_stride == kMaxPartitionStride + kDeadLetterStrideRoom);
+}
+
 TEST_CASE("dlq: a poison message that SIGKILLs every worker reaches the DLQ after max attempts") {
     TestPool tp("dlq-poison");
     TopicManager mgr(tp.pool);

@@ -510,11 +510,9 @@ Delivery Importer::Impl::deliver(const FrameView& f, std::string_view msg_id, ui
 Status Importer::Impl::dead_letter(natsMsg* msg, uint64_t delivered, uint64_t seq, const char* id, const std::string& reason) {
     if (!dlq_producer) {
         dlq_topic = cfg.dlq_topic.empty() ? cfg.topic + ".dlq" : cfg.dlq_topic;
-        TopicConfig tc;
-        tc.num_partitions = topic_config.num_partitions;
-        tc.partition_capacity = 256;
-        tc.partition_stride = std::min<uint32_t>(topic_config.partition_stride + 512, 1u << 20);
-        FABRIC_TRY(local->ensure_topic(dlq_topic, tc));
+        // The shape the workers' DlqRouter gives it: whichever creates it first, the workers'
+        // largest letters fit.
+        FABRIC_TRY(local->ensure_topic(dlq_topic, dead_letter_topic_config(topic_config)));
         auto p = Producer::open(local->pool(), dlq_topic, send_options());
         if (!p) return std::move(p).error();
         dlq_producer.emplace(std::move(p.value()));

@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "fabric_shm/clock.h"
+#include "fabric_shm/dlq.h"
 #include "fabric_shm/names.h"
 
 namespace fabric_shm::bridge {
@@ -20,6 +21,9 @@ bool pool_lost(Errc code) noexcept {
 
 Status ensure_topic_exists(Pool& pool, const std::string& name, const TopicConfig& config) {
     // Creates it, or waits (bounded) for another process's creation in progress to publish it.
+    // Only a dead-letter topic has slots above what a creator may ask for.
+    if (config.partition_stride > kMaxPartitionStride)
+        return ensure_dead_letter_topic(pool, name, config, std::chrono::seconds(10));
     return TopicManager(pool).ensure(name, config, std::chrono::seconds(10));
 }
 

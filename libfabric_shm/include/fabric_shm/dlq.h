@@ -129,11 +129,17 @@ private:
     std::unique_ptr<Impl> impl_;
 };
 
+/// The DLQ a DlqRouter creates for a topic configured as `source`: the same partitions, 256
+/// slots, each kDeadLetterStrideRoom larger than the source's (so any source message plus the
+/// dlq.* headers fits; at most kMaxPartitionStride + that room, for a DLQ of a DLQ), blocking
+/// when full. Whoever else creates a topic's DLQ (the bridge) uses it too.
+TopicConfig dead_letter_topic_config(const TopicConfig& source);
 /// Creates `name` as a dead-letter topic: TopicManager::create, except that its stride may be
-/// up to kDeadLetterStrideRoom above kMaxPartitionStride (a DLQ's slot holds its source's
-/// largest message plus the dlq.* headers). DlqRouter creates its DLQ itself; this is for
-/// tools that re-create one (an archive's restore).
+/// up to kDeadLetterStrideRoom above kMaxPartitionStride. For tools that re-create one (an
+/// archive's restore).
 Status create_dead_letter_topic(Pool& pool, std::string_view name, const TopicConfig& config);
+/// TopicManager::ensure for a dead-letter topic (the stride limit of create_dead_letter_topic).
+Status ensure_dead_letter_topic(Pool& pool, std::string_view name, const TopicConfig& config, Duration wait);
 
 /// Dead letters retained in a DLQ topic (sum over partitions of next - oldest); tools.
 Result<uint64_t> dead_letter_count(const Pool& pool, std::string_view dlq_topic);

@@ -49,8 +49,22 @@ Status sleep_with_heartbeat(Duration duration, Duration slice, const std::functi
     }
 }
 
+TopicConfig dead_letter_topic_config(const TopicConfig& source) {
+    TopicConfig cfg;
+    cfg.num_partitions = source.num_partitions;
+    cfg.partition_capacity = 256;
+    cfg.partition_stride = uint32_t(std::min<uint64_t>(uint64_t(source.partition_stride) + kDeadLetterStrideRoom,
+                                                       mq::kMaxSlotStride));
+    cfg.on_full = OnFull::block;
+    return cfg;
+}
+
 Status create_dead_letter_topic(Pool& pool, std::string_view name, const TopicConfig& config) {
     return mq::create_topic(pool, name, config, mq::kMaxSlotStride);
+}
+
+Status ensure_dead_letter_topic(Pool& pool, std::string_view name, const TopicConfig& config, Duration wait) {
+    return mq::ensure_topic(pool, name, config, wait, mq::kMaxSlotStride);
 }
 
 Result<uint64_t> dead_letter_count(const Pool& pool, std::string_view dlq_topic) {
@@ -124,14 +138,12 @@ struct DlqRouter::Impl {
     /// holds it past the wait: busy, which a caller retries later (the decision is recorded).
     Status open_dlq() {
         if (producer) return {};
-        TopicConfig cfg;
-        cfg.num_partitions = t->num_partitions;
-        cfg.partition_capacity = 256;
-        // Any source message plus the dlq.* headers fits, even the largest of the largest source
-        // slot (the only topics allowed above kMaxStride).
-        cfg.partition_stride = uint32_t(t->stride + kDeadLetterStrideRoom);
-        cfg.on_full = OnFull::block;
-        if (Status st = ensure_topic(*pool, dlq_name, cfg, ns_duration(kDlqCreationWaitNs), kMaxSlotStride); !st) {
+        TopicConfig source;
+        source.num_partitions = t->num_partitions;
+        source.partition_stride = uint32_t(t->stride);
+        if (Status st = ensure_dead_letter_topic(*pool, dlq_name, dead_letter_topic_config(source),
+                                                 ns_duration(kDlqCreationWaitNs));
+            !st) {
             if (st.code() == Errc::not_ready)
                 return make_error(Errc::busy, "dead-letter topic '" + dlq_name + "': " + st.error().message);
             return st;
