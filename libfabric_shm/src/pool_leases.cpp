@@ -67,6 +67,10 @@ Result<MonoTime> Pool::renew_lease(uint64_t lease_id, MonoTime now, Duration ttl
         return make_error(Errc::stale_generation, "pool '" + impl_->name + "' has been removed");
     const uint32_t index_plus_one = uint32_t(lease_id);
     const uint32_t gen = uint32_t(lease_id >> 32);
+    auto reclaimed = [&] {
+        return make_error(Errc::stale_generation,
+                          "lease " + std::to_string(lease_id) + " belongs to a region that was reclaimed");
+    };
     LeaseHeader* lease = nullptr;
     RegionEntry* entry = nullptr;
     std::string what;
@@ -85,7 +89,7 @@ Result<MonoTime> Pool::renew_lease(uint64_t lease_id, MonoTime now, Duration ttl
         what = std::string(region_kind_name(entry->kind.load(std::memory_order_relaxed))) + " '" +
                detail::load_fixed_string(entry->name, kRegionNameBytes / 8) + "'";
         if (entry_word_gen(w) != (gen & kSlotGenMask) || entry_word_state(w) == kEntryFree)
-            return make_error(Errc::stale_generation, "lease " + std::to_string(lease_id) + " belongs to a region that was reclaimed");
+            return reclaimed();
         lease = &entry->lease;
     }
     if (!lease_active(lease->state.load(std::memory_order_acquire)))
@@ -97,7 +101,7 @@ Result<MonoTime> Pool::renew_lease(uint64_t lease_id, MonoTime now, Duration ttl
     // delays that region's reclaim).
     const uint64_t ttl_field = lease->ttl.load(std::memory_order_relaxed);
     if (lease_field_gen(ttl_field) != (gen & kSlotGenMask))
-        return make_error(Errc::stale_generation, "lease " + std::to_string(lease_id) + " belongs to a region that was reclaimed");
+        return reclaimed();
     const uint64_t ttl = ttl_ns ? ttl_ns : lease_field_value(ttl_field) * kLeaseFieldUnitNs;
     uint64_t expires = lease->expires_ns.load(std::memory_order_acquire);
     for (;;) {
@@ -124,8 +128,7 @@ Result<MonoTime> Pool::renew_lease(uint64_t lease_id, MonoTime now, Duration ttl
             // Another region's lease now. Our extension (if any) stays: taking it back could
             // undo what that lease's own renewer just relied on, and a lease only ever ends
             // later than its holders expect, never earlier. Nothing else is written.
-            return make_error(Errc::stale_generation,
-                              "lease " + std::to_string(lease_id) + " belongs to a region that was reclaimed");
+            return reclaimed();
         }
         if (entry_word_state(w) != kEntryLive && entry_word_state(w) != kEntryCreating)
             return make_error(Errc::lease_expired, what + " is being reclaimed");
@@ -144,8 +147,7 @@ Result<MonoTime> Pool::renew_lease(uint64_t lease_id, MonoTime now, Duration ttl
             return n < kLeaseFieldValueMask ? std::optional(n + 1) : std::nullopt;
         });
     if (!own_lease)
-        return make_error(Errc::stale_generation,
-                          "lease " + std::to_string(lease_id) + " belongs to a region that was reclaimed");
+        return reclaimed();
     detail::count(*this, CounterId::lease_renewals, 1);
     return MonoClock::from_ns(expires);
 }

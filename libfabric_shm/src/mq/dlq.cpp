@@ -250,14 +250,7 @@ Status DlqRouter::refund(const Message& m) {
         const uint64_t offset = m.offset;
         return refund_attempts(*im.t, im.gref, im.group, m.partition, std::span(&offset, 1), im.epoch);
     }
-    // Unfenced: takes back one counted hand-out of this offset; the offset stays (like ack),
-    // so a count of 0 makes the next begin() count 1 again. seq_cst like begin(): the same
-    // single writer.
-    uint64_t w = e->load(std::memory_order_seq_cst);
-    while (attempt_word_is(w, m.offset) && attempt_word_count(w) > 0 &&
-           !e->compare_exchange_weak(w, make_attempt_word(m.offset, attempt_word_count(w) - 1),
-                                     std::memory_order_seq_cst)) {
-    }
+    take_back_attempt(*e, m.offset);  // unfenced: no fence to check against, the owner's own CAS
     return {};
 }
 

@@ -57,22 +57,14 @@ DeadLetter decode(const Message& m) {
     return d;
 }
 
-/// Raises the partition's head to `value` unless it is there already (never lowers it).
-void raise_head_to(PartitionHeader* h, uint64_t value) {
-    uint64_t cur = h->head.load(std::memory_order_acquire);  // pairs with the CAS below and the producers'
-    while (int64_t(value - cur) > 0 &&
-           !h->head.compare_exchange_weak(cur, value, std::memory_order_release, std::memory_order_acquire)) {
-    }
-}
-
 /// Moves partition p's head towards `target` (never past a live group's committed offset);
 /// returns the head after the move.
 uint64_t drop_front(TopicHandle& t, uint32_t p, uint64_t target) {
     Slowest slow;
     const uint64_t floor = min_committed(t, p, mono_now_ns(), &slow);
     if (slow.any_group && int64_t(target - floor) > 0) target = floor;
-    raise_head_to(t.parts[p].hdr, target);
-    return t.parts[p].hdr->head.load(std::memory_order_acquire);  // pairs with raise_head_to's CAS
+    raise_head(t.parts[p].hdr, target);  // a release to producers; a group registering meanwhile settles past it
+    return t.parts[p].hdr->head.load(std::memory_order_acquire);  // pairs with raise_head's CAS
 }
 
 struct PartitionRead {

@@ -63,19 +63,6 @@ void raise_tail(PartitionHeader* h, uint64_t seen, uint64_t value) {
     }
 }
 
-/// Raises the head to `value` (never lowers it): the announcement that offsets below it may be
-/// overwritten. seq_cst, the load as well as the CAS: whichever of them is our last access of
-/// the head (a raise of ours, or a head already that high) is the store half of the
-/// registration handshake, before the caller's seq_cst re-read of the group table; partner:
-/// register_group's seq_cst store of LIVE and its seq_cst load of the head
-/// (settle_group_starts, topic.cpp).
-void raise_head(PartitionHeader* h, uint64_t value) {
-    uint64_t cur = h->head.load(std::memory_order_seq_cst);
-    while (int64_t(value - cur) > 0 &&
-           !h->head.compare_exchange_weak(cur, value, std::memory_order_seq_cst, std::memory_order_seq_cst)) {
-    }
-}
-
 /// The lower of two offsets (wrap-safe, as every offset comparison here).
 uint64_t lower_offset(uint64_t a, uint64_t b) { return int64_t(b - a) < 0 ? b : a; }
 
@@ -256,7 +243,10 @@ Status Producer::Impl::wait_for_space(uint32_t p, uint64_t tail, uint64_t deadli
         // after min_committed's seq_cst load of the head): either we find the group here and
         // overwrite nothing it still needs, or its registrant sees our raise and starts past it.
         // Cold: only a producer that found the ring full gets here.
-        const uint64_t floor = lower_offset(seen, min_committed(*t, p, now, nullptr));
+        Slowest after_raise;
+        const uint64_t floor = lower_offset(seen, min_committed(*t, p, now, &after_raise));
+        if (after_raise.any_group && (!slow.any_group || int64_t(after_raise.committed - slow.committed) < 0))
+            slow = after_raise;  // the group holding us back (the error below names it)
         sends[p].head_cache = floor;
         // Signed: a tail read long ago (we were descheduled) can be below the floor.
         if (int64_t(tail - floor) < int64_t(pv.capacity)) return {};

@@ -325,6 +325,17 @@ void raise_fence_floor(const Pool& pool, uint64_t token) {
     }
 }
 
+void raise_head(PartitionHeader* h, uint64_t value) {
+    // seq_cst, the load as well as the CAS: whichever is the caller's last access of the head
+    // (a raise of its own, or a head already that high) is the store half of the registration
+    // handshake; partner: register_group's seq_cst store of LIVE and settle_group_starts'
+    // seq_cst load of the head.
+    uint64_t cur = h->head.load(std::memory_order_seq_cst);
+    while (int64_t(value - cur) > 0 &&
+           !h->head.compare_exchange_weak(cur, value, std::memory_order_seq_cst, std::memory_order_seq_cst)) {
+    }
+}
+
 namespace {
 /// The registrant's half of the registration handshake, after its seq_cst store of LIVE:
 /// moves each partition's start up to the head if a producer (or a dead-letter purge) raised
@@ -624,17 +635,7 @@ Status refund_attempts(TopicHandle& t, const GroupRef& ref, std::string_view gro
                                                  "' partition " + std::to_string(partition) + " under fence token " +
                                                  std::to_string(token) + " < " + std::to_string(fence) +
                                                  ": the partition has a newer owner, whose counts stay");
-    for (uint64_t offset : offsets) {
-        std::atomic<uint64_t>& e = gp.attempt_window[offset % kAttemptWindow];
-        // seq_cst: pairs with DlqRouter::begin/ack's seq_cst CASes and loads of the same entry
-        // (the owner's, and a later owner's uncommitted_window_end and begin after its fence).
-        // The offset check keeps a refund off an entry reused for a later offset.
-        uint64_t w = e.load(std::memory_order_seq_cst);
-        while (attempt_word_is(w, offset) && attempt_word_count(w) > 0 &&
-               !e.compare_exchange_weak(w, make_attempt_word(offset, attempt_word_count(w) - 1),
-                                        std::memory_order_seq_cst)) {
-        }
-    }
+    for (uint64_t offset : offsets) take_back_attempt(gp.attempt_window[offset % kAttemptWindow], offset);
     return {};
 }
 

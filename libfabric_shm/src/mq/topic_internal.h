@@ -149,6 +149,22 @@ struct Slowest {
 /// partition's head. Loads are seq_cst: they pair with commit's seq_cst store in the
 /// blocked-producer handshake (see producer.cpp).
 uint64_t min_committed(const TopicHandle& t, uint32_t p, uint64_t now_ns, Slowest* slowest);
+/// Takes back one counted hand-out of `offset` from its attempt-window entry (never below 0;
+/// nothing when the entry holds another offset: reused for a later one). The offset stays,
+/// like ack, so a count of 0 makes the next begin() count 1 again. seq_cst: pairs with
+/// DlqRouter::begin/ack's seq_cst CASes and loads of the entry (the owner's, and a later
+/// owner's uncommitted_window_end and begin after its fence).
+inline void take_back_attempt(std::atomic<uint64_t>& entry, uint64_t offset) {
+    uint64_t w = entry.load(std::memory_order_seq_cst);
+    while (attempt_word_is(w, offset) && attempt_word_count(w) > 0 &&
+           !entry.compare_exchange_weak(w, make_attempt_word(offset, attempt_word_count(w) - 1),
+                                        std::memory_order_seq_cst)) {
+    }
+}
+/// Raises partition `h`'s head to `value`, never lowering it: offsets below it may be
+/// overwritten. seq_cst: the store half of the registration handshake (settle_group_starts in
+/// topic.cpp), so a caller that means to overwrite re-reads the group table after it.
+void raise_head(PartitionHeader* h, uint64_t value);
 
 /// Wakes producers blocked on a full partition (when any are parked).
 void wake_space(const TopicHandle& t);
