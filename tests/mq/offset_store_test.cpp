@@ -166,3 +166,43 @@ TEST_CASE("file offsets: a file behind the pool's commit (the committer died bet
     CHECK(b.size() == 4);
     CHECK(b.lost() == 0);  // 4..7 were processed and committed, not lost
 }
+
+TEST_CASE("file offsets: a group registered again after it was removed reports what was overwritten meanwhile as lost") {
+    TempDir dir;
+    TestPool tp("fileoff-rereg");
+    TopicConfig blocking = config(1, 4);
+    blocking.on_full = OnFull::block;
+    TopicManager topics(tp.pool);
+    REQUIRE(topics.create("t", blocking).ok());
+    auto prod = Producer::open(tp.pool, "t");
+    REQUIRE(prod.ok());
+    FileOffsetStore store(dir.path);
+    ConsumerOptions with_file;
+    with_file.offset_store = &store;
+    MessageBatch b;
+    {
+        auto c = Consumer::open(tp.pool, "t", "g", with_file);
+        REQUIRE(c->assign_all().ok());
+        for (int i = 0; i < 4; ++i) REQUIRE(prod->send(std::to_string(i)).ok());
+        REQUIRE(c->poll(b, 64, Duration::zero()).ok());
+        REQUIRE(c->commit().ok());  // the pool's table and the file: 4
+    }
+    // The group goes (as when the reaper removes an expired one); another keeps up while
+    // offsets 4..11 are overwritten.
+    REQUIRE(topics.remove_group("t", "g").ok());
+    auto other = Consumer::open(tp.pool, "t", "h");
+    REQUIRE(other->assign_all().ok());
+    for (int i = 4; i < 16; ++i) {
+        REQUIRE(other->poll(b, 64, Duration::zero()).ok());
+        REQUIRE(other->commit().ok());
+        REQUIRE(prod->send(std::to_string(i)).ok());
+    }
+    // Registered again (the table set to where the new registration starts, 12), resuming from
+    // the file's 4: 4..11 were never read by this group.
+    auto c = Consumer::open(tp.pool, "t", "g", with_file);
+    REQUIRE(c->assign_all().ok());
+    CHECK(c->position(0).value() == 12);
+    REQUIRE(c->poll(b, 64, Duration::zero()).ok());
+    CHECK(b.size() == 4);
+    CHECK(b.lost() == 8);
+}

@@ -246,9 +246,15 @@ Result<uint64_t> Consumer::Impl::resolve(uint32_t p, const SeekPolicy& policy, s
         // A commit writes the pool's table first and the store second: a committer that died
         // (or failed to write the store) between the two leaves the store behind the table,
         // and producers reuse the slots the table released. Those offsets were processed, not
-        // lost: only what lies past the table's offset is reported.
-        if (*unheld_from) {
-            const uint64_t in_pool = t->groups[gref.index].parts[p].committed.load(std::memory_order_acquire);
+        // lost: only what lies past the table's offset is reported. Only a commit of this
+        // registration counts: a table that was only set where a new registration started
+        // (the group had expired meanwhile) says nothing about what was processed.
+        const GroupSlot& g = t->groups[gref.index];
+        const GroupPartition& gp = g.parts[p];
+        // Acquire: pairs with commit_in_pool's release increment (after its committed store).
+        if (*unheld_from && gp.commits.load(std::memory_order_acquire) > 0 &&
+            g.word.load(std::memory_order_acquire) == gref.word) {  // pairs with register's publish
+            const uint64_t in_pool = gp.committed.load(std::memory_order_acquire);
             if (int64_t(in_pool - **unheld_from) > 0) {
                 if (int64_t(in_pool - pos) >= 0) unheld_from->reset();
                 else *unheld_from = in_pool;

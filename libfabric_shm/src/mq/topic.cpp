@@ -540,7 +540,9 @@ Status commit_in_pool(TopicHandle& t, const GroupRef& ref, std::string_view grou
             // seq_cst: pairs with a blocked producer's seq_cst space_waiters increment and its
             // seq_cst loads in min_committed (Dekker: one of us sees the other).
             gp.committed.store(c.offset, std::memory_order_seq_cst);
-            gp.commits.fetch_add(1, std::memory_order_relaxed);
+            // Release: a consumer resuming from an offset store reads commits (acquire), then
+            // committed, and trusts the latter as a commit only when it sees one counted.
+            gp.commits.fetch_add(1, std::memory_order_release);
         }
     }
     // After the lock: a wake is a system call (microseconds when a producer sleeps), and the
@@ -595,7 +597,7 @@ Status record_dead_letter(TopicHandle& t, const GroupRef& ref, std::string_view 
         if (gp.committed.load(std::memory_order_relaxed) < offset) {
             // seq_cst: as in commit_in_pool (a blocked producer's Dekker pairing).
             gp.committed.store(offset, std::memory_order_seq_cst);
-            gp.commits.fetch_add(1, std::memory_order_relaxed);
+            gp.commits.fetch_add(1, std::memory_order_release);  // as in commit_in_pool
             moved = true;
         }
         gp.dead_letter_epoch.store(token, std::memory_order_relaxed);       // before the offset (see the layout)

@@ -191,7 +191,7 @@ struct alignas(kLine) GroupPartition {
     std::atomic<uint64_t> commit_epoch;   ///< committer / fence raiser under the lock, stored BEFORE committed: the fence token
     std::atomic<uint64_t> owner;          ///< (member row gen, row + 1) << 32 | member epoch (relative to the era), CAS only; 0 = unowned
     uint64_t reserved_attempts[2];        ///< layout 5's one-offset counter (attempt_offset, attempts); now attempt_window
-    std::atomic<uint64_t> commits;        ///< committer: number of commits (diagnostics)
+    std::atomic<uint64_t> commits;        ///< committer (release, after committed): commits of this registration; 0 at registration
     std::atomic<uint64_t> dead_letter_offset;  ///< dead-letterer under GroupSlot::lock, fence checked: offset + 1 decided for the DLQ; 0 = none
     std::atomic<uint64_t> dead_letter_epoch;   ///< same, stored before dead_letter_offset: the fence token of the decision
     /// The owner (DlqRouter::begin/ack, seq_cst, single writer: a zombie racing the owner can
