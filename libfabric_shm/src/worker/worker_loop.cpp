@@ -80,11 +80,6 @@ void sleep_ns(uint64_t ns) {
 /// A lock held by a live but paused process (busy after the lock's timeout) delays our step;
 /// it must not end the worker. We keep heartbeating and try again.
 constexpr uint64_t kBusyRetryNs = 10 * kNsPerMs;
-/// A reassignment's refunds wait for the group's lock (up to 2 s each, inside a claim that does
-/// not heartbeat): after one is refused as busy, the rest of the reassignment's are skipped for
-/// this long and their counts stay, as after a crash, so a reassignment never waits more than
-/// once.
-constexpr uint64_t kRefundBusySkipNs = kNsPerSec;
 /// A dead letter refused by a full DLQ partition is sent again after this long.
 constexpr uint64_t kDlqFullRetryNs = kNsPerSec;
 static_assert(kMaxCommitEvery + kMaxWorkWindow <= mq::kAttemptScanOffsets,
@@ -395,7 +390,11 @@ struct WorkerLoop::Impl {
     uint32_t rotate = 0;
     bool need_rebalance = false;
     uint64_t last_keep_alive_ns = 0, last_rebalance_ns = 0, last_message_ns = 0;
-    uint64_t refunds_skipped_until_ns = 0;  ///< refund_dropped leaves counts before this (kRefundBusySkipNs)
+    /// A refund of this reassignment was refused as busy (a paused holder of the group's lock):
+    /// its other refunds are skipped, their counts stay as after a crash. Each refund waits up
+    /// to 2 s for the lock inside a claim that does not heartbeat; one wait per partition could
+    /// keep the member silent past its session timeout. Cleared when a reassignment starts.
+    bool refunds_found_lock_busy = false;
     /// The store was full past --store-wait: nothing is handed out before this (mono ns).
     uint64_t store_full_until_ns = 0;
     /// delete_input: another group registered on the topic after open(): nothing is deleted.
@@ -550,12 +549,11 @@ void WorkerLoop::Impl::refund_dropped(uint32_t p, std::string_view why) {
         unstart(part, s, 0);
     }
     if (n == 0) return;
-    const uint64_t now = mono_now_ns();
-    Status st = now < refunds_skipped_until_ns
+    Status st = refunds_found_lock_busy
                     ? Status(make_error(Errc::busy, "an earlier refund of this reassignment found the group's lock held"))
                     : router->refund_dropped(p, std::span(offsets.data(), n));
     if (st) return;
-    if (st.code() == Errc::busy) refunds_skipped_until_ns = mono_now_ns() + kRefundBusySkipNs;
+    if (st.code() == Errc::busy) refunds_found_lock_busy = true;
     note("partition " + std::to_string(p) + " " + std::string(why) + ": the attempts of " + std::to_string(n) +
          " message(s) in flight stay counted: " + st.error().message);
 }
@@ -702,6 +700,7 @@ Status WorkerLoop::Impl::rebalance() {
     FABRIC_TRY(commit_pending(&busy, CommitWhen::now));
     if (busy) return {};  // retried at the next service
     last_rebalance_ns = mono_now_ns();
+    refunds_found_lock_busy = false;  // a new reassignment: its claim may find the lock free
     // A partition given up has its tickets in flight dropped: their attempts are taken back
     // right before the release, while it is still ours (refund_dropped).
     // Not ours locally from then on either: its ring is not handed out again, and its tickets
