@@ -763,6 +763,41 @@ TEST_CASE("commit and restart: a consumer resuming at a committed offset the rin
     CHECK(b.lost() == 0);
 }
 
+TEST_CASE("commit and restart: a gap met again after a reassignment under a new epoch is not reported twice; what was "
+          "read but not committed before it was overwritten is") {
+    TestPool tp("unheld-twice");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 4, OnFull::overwrite)).ok());
+    auto prod = Producer::open(tp.pool, "t");
+    auto c = Consumer::open(tp.pool, "t", "g");  // registered at 0
+    REQUIRE(c.ok());
+    const uint32_t only = 0;
+    c->set_epoch(1);
+    REQUIRE(c->assign(std::span(&only, 1)).ok());
+    for (int i = 0; i < 12; ++i) REQUIRE(prod->send(std::to_string(i)).ok());  // the ring holds 8..11
+    const uint64_t counted = counter_total(tp.pool, CounterId::mq_messages_overwritten);
+    MessageBatch b;
+    REQUIRE(c->poll(b, 2, Duration::zero()).value() == 2);  // 8, 9; not committed
+    CHECK(b.lost() == 8);
+    // A rebalance that keeps the partition: the position goes back to the committed 0.
+    c->set_epoch(2);
+    REQUIRE(c->assign(std::span(&only, 1)).ok());
+    REQUIRE(c->poll(b, 8, Duration::zero()).value() == 4);  // 8..11 again
+    CHECK(b[0].offset == 8);
+    CHECK(b.lost() == 0);
+    // Two more overwrite 8 and 9, read but never committed; the next reassignment meets
+    // 0..9 gone: only 8 and 9 are new.
+    for (int i = 12; i < 14; ++i) REQUIRE(prod->send(std::to_string(i)).ok());
+    c->set_epoch(3);
+    REQUIRE(c->assign(std::span(&only, 1)).ok());
+    REQUIRE(c->poll(b, 8, Duration::zero()).value() == 4);  // 10..13
+    CHECK(b.lost() == 2);
+    REQUIRE(b.gaps().size() == 1);
+    CHECK(b.gaps()[0].from == 8);
+    CHECK(b.gaps()[0].to == 10);
+    CHECK(counter_total(tp.pool, CounterId::mq_messages_overwritten) == counted + 10);
+}
+
 TEST_CASE("epochs: a commit under an epoch lower than the stored one fails with stale_epoch") {
     TestPool tp("epoch");
     TopicManager mgr(tp.pool);

@@ -100,6 +100,13 @@ struct Consumer::Impl {
         uint64_t unheld_from = 0;
     };
     std::vector<PState> ps;
+    /// Per partition, the last range of offsets reported lost, kept across repositioning (a
+    /// reassignment re-resolves from the committed offset, which may lie below a gap reported
+    /// but not committed past yet): report_lost reports what lies outside it only.
+    struct LostRange {
+        uint64_t from = 0, to = 0;
+    };
+    std::vector<LostRange> last_lost;
     std::vector<uint32_t> assigned;
     /// assign()'s next assignment, built here and swapped with `assigned`: a consumer assigned
     /// again and again (a rebalancing group member) reuses both vectors' capacity.
@@ -132,6 +139,8 @@ struct Consumer::Impl {
     bool resolve_stuck(uint32_t p, SlotHeader* s, uint64_t pos, uint64_t w);
     bool any_ready() const;
     void gap(uint32_t p, uint64_t& pos, MessageBatch& b);
+    void report_lost(uint32_t p, uint64_t from, uint64_t to, MessageBatch& b);
+    void report_lost_once(uint32_t p, uint64_t from, uint64_t to, MessageBatch& b);
 };
 
 Result<Consumer> Consumer::open(const Pool& pool, std::string_view topic, std::string_view group,
@@ -150,6 +159,7 @@ Result<Consumer> Consumer::open(const Pool& pool, std::string_view topic, std::s
         impl->gref = *g;
     }
     impl->ps.resize((*t)->num_partitions);
+    impl->last_lost.resize((*t)->num_partitions);
     impl->t = std::move(t.value());
     return Consumer(std::move(impl));
 }
@@ -375,12 +385,32 @@ void Consumer::Impl::gap(uint32_t p, uint64_t& pos, MessageBatch& b) {
     const uint64_t tail = pv.hdr->tail.load(std::memory_order_acquire);
     uint64_t next = tail - pv.base > pv.capacity ? tail - pv.capacity : pv.base;
     if (int64_t(next - pos) <= 0) next = pos + 1;
-    const uint64_t lost = next - pos;
-    b.lost_ += lost;
-    if (!b.gaps_.empty() && b.gaps_.back().partition == p && b.gaps_.back().to == pos) b.gaps_.back().to = next;
-    else b.gaps_.push_back(Gap{p, pos, next});
-    detail::count(*pool, CounterId::mq_messages_overwritten, lost);
+    report_lost(p, pos, next, b);
     pos = next;
+}
+
+// [from, to) of partition p is gone: counted and reported, except what overlaps the range
+// reported last (the same gap met again after a repositioning is not a second loss).
+void Consumer::Impl::report_lost(uint32_t p, uint64_t from, uint64_t to, MessageBatch& b) {
+    LostRange& last = last_lost[p];
+    const bool overlaps = last.from != last.to && int64_t(from - last.to) <= 0 && int64_t(last.from - to) <= 0;
+    if (!overlaps) {
+        report_lost_once(p, from, to, b);
+        last = {from, to};
+        return;
+    }
+    if (int64_t(last.from - from) > 0) report_lost_once(p, from, last.from, b);
+    if (int64_t(to - last.to) > 0) report_lost_once(p, last.to, to, b);
+    if (int64_t(last.from - from) > 0) last.from = from;
+    if (int64_t(to - last.to) > 0) last.to = to;
+}
+
+void Consumer::Impl::report_lost_once(uint32_t p, uint64_t from, uint64_t to, MessageBatch& b) {
+    const uint64_t lost = to - from;
+    b.lost_ += lost;
+    if (!b.gaps_.empty() && b.gaps_.back().partition == p && b.gaps_.back().to == from) b.gaps_.back().to = to;
+    else b.gaps_.push_back(Gap{p, from, to});
+    detail::count(*pool, CounterId::mq_messages_overwritten, lost);
 }
 
 bool Consumer::Impl::resolve_stuck(uint32_t p, SlotHeader* s, uint64_t pos, uint64_t w) {
@@ -428,10 +458,7 @@ Result<size_t> Consumer::Impl::drain(uint32_t p, MessageBatch& b, size_t limit, 
     if (ps[p].unheld_pending) [[unlikely]] {
         // The committed offset this position was resolved from is gone from the ring.
         ps[p].unheld_pending = false;
-        const uint64_t lost = pos - ps[p].unheld_from;
-        b.lost_ += lost;
-        b.gaps_.push_back(Gap{p, ps[p].unheld_from, pos});
-        detail::count(*pool, CounterId::mq_messages_overwritten, lost);
+        report_lost(p, ps[p].unheld_from, pos, b);
     }
     // Every round delivers, skips or gaps at least one offset, or re-reads a word that changed.
     // Bounded anyway: on a damaged ring (a tail below slots that claim later laps) gap() advances
