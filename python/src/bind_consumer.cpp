@@ -151,12 +151,21 @@ void bind_consumer(py::module_& m) {
                  const std::shared_ptr<MessageBatch> polled = c.slot.take();
                  MessageBatch& batch = *polled;
                  sliced_wait(c, timeout_arg(timeout),
-                             [&](uint64_t slice) { return consumer.poll(batch, max, ns_duration(slice)); });
+                             [&](uint64_t slice) { return poll_slice(consumer, batch, max, slice); });
+                 c.loss.note(batch);
                  return BatchSlot::to_python(polled);
              },
              py::arg("max") = 64, py::arg("timeout") = py::none(),
              "Up to `max` messages in offset order per partition, waiting up to `timeout` (timedelta or "
-             "seconds; None: until a message comes; 0: never waits). Returns a list of Message.")
+             "seconds; None: until a message comes or a loss is reported; 0: never waits). Returns a list "
+             "of Message; what it found overwritten before it was read is in `last_gaps` and `lost`.")
+        .def_property_readonly(
+            "lost", [](PyConsumer& c) { return c.loss.total; },
+            "Messages reported lost (overwritten before this consumer read them) by its polls so far.")
+        .def_property_readonly(
+            "last_gaps", [](PyConsumer& c) { return c.loss.latest_as_tuples(); },
+            "The latest poll's lost ranges: a list of (partition, from, to) (offsets from..to-1), empty "
+            "when it lost nothing.")
         .def("commit",
              [](PyConsumer& c, py::object partition, py::object next_offset) {
                  Consumer& consumer = c.get();

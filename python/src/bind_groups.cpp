@@ -130,11 +130,20 @@ void bind_groups(py::module_& m) {
                  const std::shared_ptr<MessageBatch> polled = c.slot.take();
                  MessageBatch& batch = *polled;
                  const uint64_t t = timeout.is_none() ? UINT64_MAX : duration_ns(timeout, "timeout");
-                 sliced_wait(c, t, [&](uint64_t slice) { return consumer.poll(batch, max, ns_duration(slice)); });
+                 sliced_wait(c, t, [&](uint64_t slice) { return poll_slice(consumer, batch, max, slice); });
+                 c.loss.note(batch);
                  return BatchSlot::to_python(polled);
              },
              py::arg("max") = 64, py::arg("timeout") = py::none(),
-             "Claims (rebalances), then polls owned partitions up to `timeout` (None: until a message comes).")
+             "Claims (rebalances), then polls owned partitions up to `timeout` (None: until a message comes or "
+             "a loss is reported); what it found overwritten before it was read is in `last_gaps` and `lost`.")
+        .def_property_readonly(
+            "lost", [](PyGroupConsumer& c) { return c.loss.total; },
+            "Messages reported lost (overwritten before this member read them) by its polls so far.")
+        .def_property_readonly(
+            "last_gaps", [](PyGroupConsumer& c) { return c.loss.latest_as_tuples(); },
+            "The latest poll's lost ranges: a list of (partition, from, to) (offsets from..to-1), empty "
+            "when it lost nothing.")
         .def("commit",
              [](PyGroupConsumer& c, py::object message) {
                  GroupConsumer& consumer = c.get();

@@ -9,11 +9,37 @@
 
 namespace fabric_shm::py_bind {
 
+/// What a consumer's polls reported lost (messages overwritten before it read them): the total
+/// since it was opened, and the gaps of the latest poll (empty when it lost nothing).
+struct LossReport {
+    uint64_t total = 0;
+    std::vector<Gap> latest;
+    void note(const MessageBatch& batch) {
+        total += batch.lost();
+        latest.assign(batch.gaps().begin(), batch.gaps().end());
+    }
+    py::list latest_as_tuples() const {
+        py::list out;
+        for (const Gap& g : latest) out.append(py::make_tuple(g.partition, g.from, g.to));
+        return out;
+    }
+};
+
+/// One slice of a Python poll (sliced_wait): a poll that only reported a loss ends the wait as
+/// a message would, or the next slice's poll would clear the report before anyone saw it.
+template <class C>
+Result<size_t> poll_slice(C& consumer, MessageBatch& batch, size_t max, uint64_t slice_ns) {
+    auto r = consumer.poll(batch, max, ns_duration(slice_ns));
+    if (r && *r == 0 && batch.lost() > 0) return size_t(1);
+    return r;
+}
+
 struct PyConsumer : Guarded {
     PyConsumer() : Guarded("this consumer") {}
     std::unique_ptr<Consumer> consumer;
     Pool pool;
     BatchSlot slot;
+    LossReport loss;
     /// Waiters watching it (changed with the GIL held): close() refuses while > 0 (they hold its
     /// address).
     int watchers = 0;
@@ -26,6 +52,7 @@ struct PyGroupConsumer : Guarded {
     std::unique_ptr<GroupConsumer> consumer;
     Pool pool;
     BatchSlot slot;
+    LossReport loss;
     int watchers = 0;
     GroupConsumer& get() { return checked(*this, consumer, pool); }
     void release() noexcept override { consumer.reset(); }

@@ -135,6 +135,23 @@ def test_message_views_never_dangle_across_polls(pool):
     assert bytes(kept) == b"first message"
 
 
+def test_a_poll_reports_what_was_overwritten_before_it_was_read(pool):
+    make_topic(pool, num_partitions=1, partition_capacity=4, on_full="overwrite")
+    producer = fs.Producer(pool, "t")
+    member = fs.GroupConsumer(pool, "t", "g", "m")  # registered at offset 0
+    for i in range(12):  # the ring keeps 8..11
+        producer.send(b"%d" % i)
+    assert [m.offset for m in member.poll(max=64, timeout=1)] == [8, 9, 10, 11]
+    assert member.last_gaps == [(0, 0, 8)] and member.lost == 8
+    assert member.poll(timeout=0) == [] and member.last_gaps == [] and member.lost == 8
+    other = fs.Consumer(pool, "t", "g2")  # registered at the oldest offset held, 8
+    other.assign([0])
+    for i in range(12, 20):  # 8..15 overwritten before g2 read them
+        producer.send(b"%d" % i)
+    assert [m.offset for m in other.poll(max=64, timeout=1)] == [16, 17, 18, 19]
+    assert other.last_gaps == [(0, 8, 16)] and other.lost == 8
+
+
 def test_recipe_claim_assign_seek_poll_commit_heartbeat_resumes_after_the_commit(pool):
     make_topic(pool, "object-events", num_partitions=4)
     producer = fs.Producer(pool, "object-events")
