@@ -798,6 +798,35 @@ TEST_CASE("commit and restart: a gap met again after a reassignment under a new 
     CHECK(counter_total(tp.pool, CounterId::mq_messages_overwritten) == counted + 10);
 }
 
+TEST_CASE("seek: an offset overwritten in an overwrite-mode ring is reported lost when the seek moves past it; "
+          "one every group released in a blocking ring is not") {
+    TestPool tp("seek-unheld");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("ow", config(1, 4, OnFull::overwrite)).ok());
+    REQUIRE(mgr.create("bl", config(1, 4, OnFull::block)).ok());
+    for (const char* topic : {"ow", "bl"}) {
+        CAPTURE(topic);
+        auto c = Consumer::open(tp.pool, topic, "g");
+        REQUIRE(c->assign_all().ok());
+        auto prod = Producer::open(tp.pool, topic);
+        MessageBatch b;
+        for (int i = 0; i < 10; ++i) {
+            REQUIRE(prod->send(std::to_string(i)).ok());
+            if (std::string(topic) == "bl") {  // the group keeps up and commits: 0..5 released
+                REQUIRE(c->poll(b, 1, Duration::zero()).ok());
+                REQUIRE(c->commit().ok());
+            }
+        }
+        REQUIRE(c->seek(SeekPolicy::Offset(2)).ok());
+        const uint64_t oldest = c->position(0).value();  // ow: 6 (the ring holds 6..9); bl: the head
+        CHECK(oldest > 2);
+        if (std::string(topic) == "ow") CHECK(oldest == 6);
+        REQUIRE(c->poll(b, 64, Duration::zero()).ok());
+        CHECK(b.size() == 10 - oldest);
+        CHECK(b.lost() == (std::string(topic) == "ow" ? 4u : 0u));
+    }
+}
+
 TEST_CASE("epochs: a commit under an epoch lower than the stored one fails with stale_epoch") {
     TestPool tp("epoch");
     TopicManager mgr(tp.pool);

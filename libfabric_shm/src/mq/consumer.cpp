@@ -234,7 +234,15 @@ Result<uint64_t> Consumer::Impl::resolve(uint32_t p, const SeekPolicy& policy, s
     switch (policy.kind) {
         case SeekPolicy::Kind::earliest: return oldest_offset(*t, pv);
         case SeekPolicy::Kind::latest: return pv.hdr->tail.load(std::memory_order_acquire);  // pairs with tail CAS
-        case SeekPolicy::Kind::offset: return clamp(p, policy.value);
+        case SeekPolicy::Kind::offset: {
+            const uint64_t pos = clamp(p, policy.value);
+            // Overwrite mode: below the oldest offset is what producers overwrote, and moving
+            // past it is reported lost at the next poll (the worker's give-back of a lapped
+            // partition meets this). Block and reject modes keep what no group released; below
+            // their oldest is only what every group committed past: not a loss.
+            if (t->on_full == kOnFullOverwrite && int64_t(policy.value - pos) < 0) *unheld_from = policy.value;
+            return pos;
+        }
         case SeekPolicy::Kind::timestamp: return by_timestamp(p, policy.value);
         case SeekPolicy::Kind::committed: break;
     }

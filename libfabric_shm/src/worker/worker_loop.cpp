@@ -802,7 +802,9 @@ Status WorkerLoop::Impl::poll_into_rings(uint64_t timeout_ns) {
     auto n = consumer->poll(batch, size_t(room), ns_duration(timeout_ns));
     if (!n) return std::move(n).error();
     if (batch.lost() != 0)
-        note("lost " + std::to_string(batch.lost()) + " notification(s) to overwriting (topic too small)");
+        note("lost " + std::to_string(batch.lost()) +
+             " notification(s): overwritten before this worker read them (a topic too small for its backlog, "
+             "or the group was away: expired, or committed where the ring no longer reaches)");
     if (*n != 0) last_message_ns = mono_coarse_ns();
     for (const Message& m : batch) {
         Part& part = parts[m.partition];
