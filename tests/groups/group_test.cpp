@@ -488,3 +488,45 @@ TEST_CASE("group: a live paused member is not mistaken for dead; a reused pid is
     kill(pid, SIGKILL);
     CHECK(test::wait_child(pid) == 128 + SIGKILL);
 }
+
+namespace {
+/// A producer process stopped at its claim of the topic's next offset (pause point
+/// mq.send.after_claim): consumers stand before that claim until its timeout.
+pid_t producer_stopped_after_its_claim(const std::string& pool_name) {
+    const pid_t pid = test::fork_child([pool_name]() -> int {
+        auto pool = Pool::open(pool_name);
+        if (!pool) return 80;
+        auto prod = Producer::open(*pool, "t");
+        if (!prod) return 81;
+        ::setenv("FABRIC_SHM_PAUSE_POINT", "mq.send.after_claim", 1);
+        detail::crash_point_rearm();
+        (void)prod->send("claimed");
+        return 0;
+    });
+    REQUIRE(test::wait_stopped(pid));
+    return pid;
+}
+}  // namespace
+
+TEST_CASE("group consumer: a poll that finds only a loss returns it, as a consumer's does, instead of clearing it") {
+    TestPool tp("loss-only");
+    REQUIRE(TopicManager(tp.pool).create("t", config(1, 4, OnFull::overwrite)).ok());
+    auto prod = Producer::open(tp.pool, "t");
+    auto member = GroupConsumer::open(tp.pool, "t", "g", "m");  // registered at 0
+    REQUIRE(member.ok());
+    for (int i = 0; i < 4; ++i) REQUIRE(prod->send("early").ok());  // 0..3
+    const pid_t stopped = producer_stopped_after_its_claim(tp.cleanup.name());  // claims 4
+    for (int i = 0; i < 3; ++i) REQUIRE(prod->send("late").ok());  // 5..7: 0..3 overwritten
+    // The ring holds 4 (claimed, stuck), 5, 6, 7: the poll can deliver nothing before the claim
+    // times out, but it knows 0..3 are gone.
+    MessageBatch b;
+    uint64_t lost = 0;
+    for (int i = 0; i < 3; ++i) {
+        auto n = member->poll(b, 64, std::chrono::milliseconds(200));
+        REQUIRE(n.ok());
+        lost += b.lost();
+    }
+    ::kill(stopped, SIGKILL);
+    test::wait_child(stopped);
+    CHECK(lost == 4);
+}

@@ -152,6 +152,48 @@ def test_a_poll_reports_what_was_overwritten_before_it_was_read(pool):
     assert other.last_gaps == [(0, 8, 16)] and other.lost == 8
 
 
+def producer_stopped_after_its_claim(pool):
+    """A child process that claims the topic's next offset and stops there (SIGSTOP at the
+    pause point mq.send.after_claim): readers wait before that claim until its timeout."""
+    env = python_env()
+    env["FABRIC_SHM_PAUSE_POINT"] = "mq.send.after_claim"
+    script = f"import fabric_shm as fs\nfs.Producer(fs.Pool.open({pool.name!r}), 't').send(b'claimed')\n"
+    child = subprocess.Popen([sys.executable, "-c", script], env=env)
+    for _ in range(1000):  # bounded: 10 s
+        with open(f"/proc/{child.pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                return child
+        time.sleep(0.01)
+    child.kill()
+    raise AssertionError("the producer never stopped at its claim")
+
+
+@pytest.mark.parametrize("kind", ["consumer", "group consumer"])
+def test_a_poll_that_finds_only_a_loss_returns_it(pool, kind):
+    make_topic(pool, num_partitions=1, partition_capacity=4, on_full="overwrite")
+    producer = fs.Producer(pool, "t")
+    if kind == "consumer":
+        reader = fs.Consumer(pool, "t", "g")
+        reader.assign([0])
+    else:
+        reader = fs.GroupConsumer(pool, "t", "g", "m")
+    for i in range(4):
+        producer.send(b"early")  # 0..3
+    stopped = producer_stopped_after_its_claim(pool)  # claims 4
+    try:
+        for i in range(3):
+            producer.send(b"late")  # 5..7: 0..3 overwritten; 4 stays claimed
+        # Nothing can be delivered before the claim times out, but 0..3 are known lost: the poll
+        # returns with that, well before its timeout.
+        start = time.monotonic()
+        assert reader.poll(timeout=1.5) == []
+        assert time.monotonic() - start < 1.0
+        assert reader.last_gaps == [(0, 0, 4)] and reader.lost == 4
+    finally:
+        stopped.kill()
+        stopped.wait()
+
+
 def test_recipe_claim_assign_seek_poll_commit_heartbeat_resumes_after_the_commit(pool):
     make_topic(pool, "object-events", num_partitions=4)
     producer = fs.Producer(pool, "object-events")

@@ -727,7 +727,9 @@ Result<size_t> GroupConsumer::poll(MessageBatch& batch, size_t max, Duration tim
         }
         auto n = im.consumer.poll(batch, max, ns_duration(wait));
         if (!n) return n;
-        if (*n > 0 || left == 0) return n;
+        // A poll that found only a loss returns it: the next poll would clear the batch, and
+        // the loss is reported once (its range is past the position now).
+        if (*n > 0 || batch.lost() > 0 || left == 0) return n;
     }
 }
 
