@@ -798,6 +798,53 @@ TEST_CASE("commit and restart: a gap met again after a reassignment under a new 
     CHECK(counter_total(tp.pool, CounterId::mq_messages_overwritten) == counted + 10);
 }
 
+TEST_CASE("commit and restart: after two separate gaps, a reassignment reports only what lies between them") {
+    TestPool tp("unheld-two-gaps");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 4, OnFull::overwrite)).ok());
+    auto prod = Producer::open(tp.pool, "t");
+    auto c = Consumer::open(tp.pool, "t", "g");  // registered at 0, never commits
+    const uint32_t only = 0;
+    c->set_epoch(1);
+    REQUIRE(c->assign(std::span(&only, 1)).ok());
+    MessageBatch b;
+    for (int i = 0; i < 8; ++i) REQUIRE(prod->send("x").ok());
+    REQUIRE(c->poll(b, 64, Duration::zero()).value() == 4);  // 4..7
+    CHECK(b.lost() == 4);                                     // 0..3
+    for (int i = 8; i < 16; ++i) REQUIRE(prod->send("x").ok());
+    REQUIRE(c->poll(b, 64, Duration::zero()).value() == 4);  // 12..15
+    CHECK(b.lost() == 4);                                     // 8..11
+    c->set_epoch(2);
+    REQUIRE(c->assign(std::span(&only, 1)).ok());  // back to the committed 0
+    REQUIRE(c->poll(b, 64, Duration::zero()).value() == 4);  // 12..15 again
+    CHECK(b.lost() == 4);  // 4..7: read, never committed, overwritten; not 0..3 or 8..11 again
+    REQUIRE(b.gaps().size() == 1);
+    CHECK(b.gaps()[0].from == 4);
+    CHECK(b.gaps()[0].to == 8);
+}
+
+TEST_CASE("seek: an overwrite-mode seek reports neither what the group committed nor an offset past the end") {
+    TestPool tp("seek-committed");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 4, OnFull::overwrite)).ok());
+    auto prod = Producer::open(tp.pool, "t");
+    auto c = Consumer::open(tp.pool, "t", "g");
+    REQUIRE(c->assign_all().ok());
+    MessageBatch b;
+    for (int i = 0; i < 8; ++i) {
+        REQUIRE(prod->send("x").ok());
+        REQUIRE(c->poll(b, 1, Duration::zero()).value() == 1);
+        REQUIRE(c->commit().ok());  // committed through 7
+    }
+    for (int i = 8; i < 12; ++i) REQUIRE(prod->send("x").ok());  // the ring holds 8..11
+    REQUIRE(c->seek(SeekPolicy::Offset(0)).ok());  // a replay from 0: 0..7 were processed
+    REQUIRE(c->poll(b, 64, Duration::zero()).value() == 4);
+    CHECK(b.lost() == 0);
+    REQUIRE(c->seek(SeekPolicy::Offset(UINT64_MAX)).ok());  // no offset there was ever lost
+    REQUIRE(c->poll(b, 64, Duration::zero()).ok());
+    CHECK(b.lost() == 0);
+}
+
 TEST_CASE("seek: an offset overwritten in an overwrite-mode ring is reported lost when the seek moves past it; "
           "one every group released in a blocking ring is not") {
     TestPool tp("seek-unheld");

@@ -100,13 +100,15 @@ struct Consumer::Impl {
         uint64_t unheld_from = 0;
     };
     std::vector<PState> ps;
-    /// Per partition, the last range of offsets reported lost, kept across repositioning (a
-    /// reassignment re-resolves from the committed offset, which may lie below a gap reported
-    /// but not committed past yet): report_lost reports what lies outside it only.
+    /// Per partition, the ranges of offsets reported lost lately (disjoint, ascending, at most
+    /// kLostRangesKept, the lowest dropped first), kept across repositioning: a reassignment
+    /// re-resolves from the committed offset, which may lie below gaps reported but not
+    /// committed past yet, and report_lost reports only what lies outside them.
     struct LostRange {
         uint64_t from = 0, to = 0;
     };
-    std::vector<LostRange> last_lost;
+    static constexpr size_t kLostRangesKept = 8;
+    std::vector<std::vector<LostRange>> reported_lost;
     std::vector<uint32_t> assigned;
     /// assign()'s next assignment, built here and swapped with `assigned`: a consumer assigned
     /// again and again (a rebalancing group member) reuses both vectors' capacity.
@@ -134,6 +136,7 @@ struct Consumer::Impl {
     void start_at(uint32_t p, uint64_t pos, std::optional<uint64_t> unheld_from);
     uint64_t clamp(uint32_t p, uint64_t offset) const;
     uint64_t from_committed(uint32_t p, uint64_t offset, std::optional<uint64_t>* unheld_from) const;
+    void forgive_committed(uint32_t p, uint64_t pos, std::optional<uint64_t>* unheld_from) const;
     uint64_t by_timestamp(uint32_t p, uint64_t wall_ns) const;
     Result<size_t> drain(uint32_t p, MessageBatch& b, size_t limit, uint64_t payload_max);
     bool resolve_stuck(uint32_t p, SlotHeader* s, uint64_t pos, uint64_t w);
@@ -159,7 +162,7 @@ Result<Consumer> Consumer::open(const Pool& pool, std::string_view topic, std::s
         impl->gref = *g;
     }
     impl->ps.resize((*t)->num_partitions);
-    impl->last_lost.resize((*t)->num_partitions);
+    impl->reported_lost.resize((*t)->num_partitions);
     impl->t = std::move(t.value());
     return Consumer(std::move(impl));
 }
@@ -223,6 +226,23 @@ uint64_t Consumer::Impl::by_timestamp(uint32_t p, uint64_t wall_ns) const {
     return tail;
 }
 
+// Offsets below the pool table's committed offset were processed, not lost: a range about to
+// be reported lost [*unheld_from, pos) loses that part. Only a commit of the group's current
+// registration counts: a table only set where a new registration started (the group had
+// expired meanwhile) says nothing about what was processed.
+void Consumer::Impl::forgive_committed(uint32_t p, uint64_t pos, std::optional<uint64_t>* unheld_from) const {
+    const GroupSlot& g = t->groups[gref.index];
+    const GroupPartition& gp = g.parts[p];
+    // Acquire: pairs with commit_in_pool's release increment (after its committed store).
+    if (gp.commits.load(std::memory_order_acquire) == 0 ||
+        g.word.load(std::memory_order_acquire) != gref.word)  // pairs with register_group's publish
+        return;
+    const uint64_t in_pool = gp.committed.load(std::memory_order_acquire);
+    if (int64_t(in_pool - **unheld_from) <= 0) return;
+    if (int64_t(in_pool - pos) >= 0) unheld_from->reset();
+    else *unheld_from = in_pool;
+}
+
 Result<uint64_t> Consumer::Impl::resolve(uint32_t p, const SeekPolicy& policy, std::optional<uint64_t>* unheld_from) {
     const PartitionView& pv = t->parts[p];
     std::optional<uint64_t> unheld_ignored;
@@ -240,7 +260,13 @@ Result<uint64_t> Consumer::Impl::resolve(uint32_t p, const SeekPolicy& policy, s
             // past it is reported lost at the next poll (the worker's give-back of a lapped
             // partition meets this). Block and reject modes keep what no group released; below
             // their oldest is only what every group committed past: not a loss.
-            if (t->on_full == kOnFullOverwrite && int64_t(policy.value - pos) < 0) *unheld_from = policy.value;
+            // Only an offset at or above the first ever (base) is one that was overwritten; a
+            // huge value clamps to the oldest too. What the group committed was processed.
+            if (t->on_full == kOnFullOverwrite && int64_t(policy.value - pv.base) >= 0 &&
+                int64_t(policy.value - pos) < 0) {
+                *unheld_from = policy.value;
+                if (!group.empty()) forgive_committed(p, pos, unheld_from);
+            }
             return pos;
         }
         case SeekPolicy::Kind::timestamp: return by_timestamp(p, policy.value);
@@ -263,21 +289,8 @@ Result<uint64_t> Consumer::Impl::resolve(uint32_t p, const SeekPolicy& policy, s
         const uint64_t pos = from_committed(p, *f->offset, unheld_from);
         // A commit writes the pool's table first and the store second: a committer that died
         // (or failed to write the store) between the two leaves the store behind the table,
-        // and producers reuse the slots the table released. Those offsets were processed, not
-        // lost: only what lies past the table's offset is reported. Only a commit of this
-        // registration counts: a table that was only set where a new registration started
-        // (the group had expired meanwhile) says nothing about what was processed.
-        const GroupSlot& g = t->groups[gref.index];
-        const GroupPartition& gp = g.parts[p];
-        // Acquire: pairs with commit_in_pool's release increment (after its committed store).
-        if (*unheld_from && gp.commits.load(std::memory_order_acquire) > 0 &&
-            g.word.load(std::memory_order_acquire) == gref.word) {  // pairs with register's publish
-            const uint64_t in_pool = gp.committed.load(std::memory_order_acquire);
-            if (int64_t(in_pool - **unheld_from) > 0) {
-                if (int64_t(in_pool - pos) >= 0) unheld_from->reset();
-                else *unheld_from = in_pool;
-            }
-        }
+        // and producers reuse the slots the table released.
+        if (*unheld_from) forgive_committed(p, pos, unheld_from);
         return pos;
     }
     // The in-pool table: every registered group has a committed offset (set at registration).
@@ -397,20 +410,32 @@ void Consumer::Impl::gap(uint32_t p, uint64_t& pos, MessageBatch& b) {
     pos = next;
 }
 
-// [from, to) of partition p is gone: counted and reported, except what overlaps the range
-// reported last (the same gap met again after a repositioning is not a second loss).
+// [from, to) of partition p is gone: counted and reported, except what was reported lately
+// (the same gap met again after a repositioning is not a second loss).
 void Consumer::Impl::report_lost(uint32_t p, uint64_t from, uint64_t to, MessageBatch& b) {
-    LostRange& last = last_lost[p];
-    const bool overlaps = last.from != last.to && int64_t(from - last.to) <= 0 && int64_t(last.from - to) <= 0;
-    if (!overlaps) {
-        report_lost_once(p, from, to, b);
-        last = {from, to};
-        return;
+    auto below = [](uint64_t a, uint64_t c) { return int64_t(a - c) < 0; };  // wrap-safe a < c
+    std::vector<LostRange>& ranges = reported_lost[p];
+    uint64_t next = from;  // reported (now or before) up to here
+    for (const LostRange& r : ranges) {
+        if (!below(next, r.to)) continue;  // wholly before what is left
+        if (!below(r.from, to)) break;     // wholly after
+        if (below(next, r.from)) report_lost_once(p, next, r.from, b);
+        next = r.to;
     }
-    if (int64_t(last.from - from) > 0) report_lost_once(p, from, last.from, b);
-    if (int64_t(to - last.to) > 0) report_lost_once(p, last.to, to, b);
-    if (int64_t(last.from - from) > 0) last.from = from;
-    if (int64_t(to - last.to) > 0) last.to = to;
+    if (below(next, to)) report_lost_once(p, next, to, b);
+    // Remember [from, to), merged with what it touches.
+    ranges.push_back({from, to});
+    std::sort(ranges.begin(), ranges.end(), [&](const LostRange& x, const LostRange& y) { return below(x.from, y.from); });
+    size_t kept = 0;
+    for (size_t i = 1; i < ranges.size(); ++i) {
+        if (!below(ranges[kept].to, ranges[i].from)) {  // touches or overlaps: merge
+            if (below(ranges[kept].to, ranges[i].to)) ranges[kept].to = ranges[i].to;
+        } else {
+            ranges[++kept] = ranges[i];
+        }
+    }
+    ranges.resize(kept + 1);
+    if (ranges.size() > kLostRangesKept) ranges.erase(ranges.begin(), ranges.end() - kLostRangesKept);
 }
 
 void Consumer::Impl::report_lost_once(uint32_t p, uint64_t from, uint64_t to, MessageBatch& b) {
