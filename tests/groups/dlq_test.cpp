@@ -49,6 +49,31 @@ std::vector<std::pair<std::string, std::map<std::string, std::string>>> read_dlq
     return out;
 }
 
+/// Sends `value` to topic "in" and hands it, as member "w" of group "g", to a router whose
+/// processing fails with `failure` every time (counted in *calls); how the router ended it.
+Handled handle_failing(Pool& pool, const std::string& value, Errc failure, const std::string& reason,
+                       int* calls = nullptr) {
+    auto pr = Producer::open(pool, "in");
+    REQUIRE(pr.ok());
+    REQUIRE(pr->send(value).ok());
+    auto gc = GroupConsumer::open(pool, "in", "g", "w");
+    REQUIRE(gc.ok());
+    auto router = DlqRouter::open(pool, "in", "g", quick());
+    REQUIRE(router.ok());
+    MessageBatch b;
+    REQUIRE(gc->poll(b, 8, std::chrono::seconds(1)).ok());
+    REQUIRE(b.size() == 1);
+    auto handled = router->handle(
+        b[0],
+        [&](const Message&) {
+            if (calls) ++*calls;
+            return Status(make_error(failure, reason));
+        },
+        [&] { return gc->heartbeat(); });
+    REQUIRE_MESSAGE(handled.ok(), handled.error().message);
+    return *handled;
+}
+
 }  // namespace
 
 TEST_CASE("dlq: backoff defaults double from 100 ms and stay well under the session timeout") {
@@ -106,22 +131,9 @@ TEST_CASE("dlq: a permanent error goes to the DLQ at once; a long reason is trun
     TestPool tp("dlq-perm");
     TopicManager mgr(tp.pool);
     REQUIRE(mgr.create("in", config(1, 16)).ok());
-    auto pr = Producer::open(tp.pool, "in");
-    REQUIRE(pr.ok());
-    REQUIRE(pr->send(std::string(200, 'v')).ok());
-    auto gc = GroupConsumer::open(tp.pool, "in", "g", "w");
-    REQUIRE(gc.ok());
-    auto router = DlqRouter::open(tp.pool, "in", "g", quick());
-    REQUIRE(router.ok());
-    MessageBatch b;
-    REQUIRE(gc->poll(b, 8, std::chrono::seconds(1)).ok());
-    REQUIRE(b.size() == 1);
     int calls = 0;
-    auto handled = router->handle(
-        b[0], [&](const Message&) { ++calls; return Status(make_error(Errc::not_found, std::string(5000, 'r'))); },
-        [&] { return gc->heartbeat(); });
-    REQUIRE(handled.ok());
-    CHECK(handled->dead_lettered);
+    const Handled handled = handle_failing(tp.pool, std::string(200, 'v'), Errc::not_found, std::string(5000, 'r'), &calls);
+    CHECK(handled.dead_lettered);
     CHECK(calls == 1);
     auto dl = read_dlq(tp.pool, "in.dlq");
     REQUIRE(dl.size() == 1);
@@ -138,21 +150,7 @@ TEST_CASE("dlq: the largest message of a topic with the largest slots is dead-le
     largest.partition_stride = kMaxPartitionStride;
     REQUIRE(mgr.create("in", largest).ok());
     const std::string value(max_message_bytes(largest.partition_stride), 'v');
-    auto pr = Producer::open(tp.pool, "in");
-    REQUIRE(pr.ok());
-    REQUIRE(pr->send(value).ok());
-    auto gc = GroupConsumer::open(tp.pool, "in", "g", "w");
-    REQUIRE(gc.ok());
-    auto router = DlqRouter::open(tp.pool, "in", "g", quick());
-    REQUIRE(router.ok());
-    MessageBatch b;
-    REQUIRE(gc->poll(b, 8, std::chrono::seconds(1)).ok());
-    REQUIRE(b.size() == 1);
-    auto handled = router->handle(
-        b[0], [&](const Message&) { return Status(make_error(Errc::invalid_argument, "bad input")); },
-        [&] { return gc->heartbeat(); });
-    REQUIRE_MESSAGE(handled.ok(), handled.error().message);
-    CHECK(handled->dead_lettered);
+    CHECK(handle_failing(tp.pool, value, Errc::invalid_argument, "bad input").dead_lettered);
     auto dl = read_dlq(tp.pool, "in.dlq");
     REQUIRE(dl.size() == 1);
     CHECK(dl[0].first == value);

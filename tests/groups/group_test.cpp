@@ -493,16 +493,7 @@ namespace {
 /// A producer process stopped at its claim of the topic's next offset (pause point
 /// mq.send.after_claim): consumers stand before that claim until its timeout.
 pid_t producer_stopped_after_its_claim(const std::string& pool_name) {
-    const pid_t pid = test::fork_child([pool_name]() -> int {
-        auto pool = Pool::open(pool_name);
-        if (!pool) return 80;
-        auto prod = Producer::open(*pool, "t");
-        if (!prod) return 81;
-        ::setenv("FABRIC_SHM_PAUSE_POINT", "mq.send.after_claim", 1);
-        detail::crash_point_rearm();
-        (void)prod->send("claimed");
-        return 0;
-    });
+    const pid_t pid = producer_stopped_after_claim(pool_name, "claimed", [](const Result<SendResult>&) { return 0; });
     REQUIRE(test::wait_stopped(pid));
     return pid;
 }

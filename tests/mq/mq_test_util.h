@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <initializer_list>
 #include <span>
 #include <string>
@@ -219,6 +220,22 @@ inline mq::GroupSlot* live_group_slot(const Pool& pool, const std::string& topic
     for (int i = 0; i < int(mq::kMaxGroups); ++i)
         if (mq::group_state(groups[i].word.load()) == mq::kGroupLive) return &groups[i];
     return nullptr;
+}
+
+/// A producer child that sends `value` to topic "t" and stops itself (SIGSTOP) right after its
+/// claim of the next offset (pause point mq.send.after_claim): readers stand before that claim
+/// until its timeout. After SIGCONT it exits with judge(the send's result).
+inline pid_t producer_stopped_after_claim(const std::string& pool_name, std::string value,
+                                          std::function<int(const Result<SendResult>&)> judge) {
+    return test::fork_child([pool_name, value, judge]() -> int {
+        auto pool = Pool::open(pool_name);
+        if (!pool) return 80;
+        auto prod = Producer::open(*pool, "t");
+        if (!prod) return 81;
+        ::setenv("FABRIC_SHM_PAUSE_POINT", "mq.send.after_claim", 1);
+        detail::crash_point_rearm();
+        return judge(prod->send(value));
+    });
 }
 
 }  // namespace mqtest

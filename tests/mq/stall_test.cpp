@@ -35,14 +35,7 @@ bool one_letter(std::string_view v, size_t size) {
 /// A producer child that claims offset `next` and stops itself there (mq.send.after_claim);
 /// after SIGCONT it writes its envelope and must get Errc::skipped: exit 0 when it did.
 pid_t paused_producer(const std::string& pool_name, size_t size) {
-    return test::fork_child([pool_name, size]() -> int {
-        auto pool = Pool::open(pool_name);
-        if (!pool) return 80;
-        auto prod = Producer::open(*pool, "t");
-        if (!prod) return 81;
-        ::setenv("FABRIC_SHM_PAUSE_POINT", "mq.send.after_claim", 1);
-        detail::crash_point_rearm();
-        auto r = prod->send(std::string(size, 'X'));
+    return producer_stopped_after_claim(pool_name, std::string(size, 'X'), [](const Result<SendResult>& r) {
         if (r.code() != Errc::skipped) return 82;
         return r.error().message.find("NOT delivered") != std::string::npos ? 0 : 83;
     });
