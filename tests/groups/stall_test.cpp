@@ -1143,6 +1143,18 @@ void receive(Consumer& c, size_t want, Received& r) {
 
 }  // namespace
 
+/// Group "b", registered while the producer raised the head past the 4 messages "a" read,
+/// starts at the raised head (4): it reads the fifth message, nothing lost, nothing before.
+void check_starts_at_the_raised_head(FullRingReadByA& f, std::optional<Consumer>& b) {
+    REQUIRE(b.has_value());
+    CHECK(f.committed("b") == 4);
+    REQUIRE(b->assign_all().ok());
+    Received got;
+    receive(*b, 1, got);
+    CHECK(got.offsets == std::vector<uint64_t>{4});
+    CHECK(got.lost == 0);
+}
+
 TEST_CASE("registration handshake: a group registered earliest between a blocked producer's read of the group table "
           "and its head raise keeps every message from its start: the producer waits for it, and its consumer reads "
           "from the committed offset, not from the raised head") {
@@ -1196,15 +1208,9 @@ TEST_CASE("registration handshake: a group registered earliest while a blocked p
     PauseGate::release("group.register.before_publish");
     registrar.join();
     PauseGate::reset();
-    REQUIRE(b.has_value());
     // b's registration re-read the head after publishing: it starts at 4, the earliest
     // message still retained, not at 0 (which it could no longer read).
-    CHECK(f.committed("b") == 4);
-    REQUIRE(b->assign_all().ok());
-    Received got;
-    receive(*b, 1, got);
-    CHECK(got.offsets == std::vector<uint64_t>{4});
-    CHECK(got.lost == 0);
+    check_starts_at_the_raised_head(f, b);
 }
 
 TEST_CASE("registration handshake: when a registrant and a blocked producer each see the other's write, the "
@@ -1238,11 +1244,5 @@ TEST_CASE("registration handshake: when a registrant and a blocked producer each
     PauseGate::reset();
     REQUIRE(fifth.ok());
     CHECK(fifth->offset == 4);
-    REQUIRE(b.has_value());
-    CHECK(f.committed("b") == 4);
-    REQUIRE(b->assign_all().ok());
-    Received got;
-    receive(*b, 1, got);
-    CHECK(got.offsets == std::vector<uint64_t>{4});
-    CHECK(got.lost == 0);
+    check_starts_at_the_raised_head(f, b);
 }
