@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <map>
+#include <set>
 #include <thread>
 
 #include "fabric_shm/clock.h"
@@ -821,6 +822,58 @@ TEST_CASE("commit and restart: after two separate gaps, a reassignment reports o
     REQUIRE(b.gaps().size() == 1);
     CHECK(b.gaps()[0].from == 4);
     CHECK(b.gaps()[0].to == 8);
+}
+
+TEST_CASE("commit and restart: more separate gaps than the consumer remembers are still never reported twice") {
+    TestPool tp("unheld-many-gaps");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 4, OnFull::overwrite)).ok());
+    auto prod = Producer::open(tp.pool, "t");
+    auto c = Consumer::open(tp.pool, "t", "g");  // registered at 0, never commits
+    const uint32_t only = 0;
+    c->set_epoch(1);
+    REQUIRE(c->assign(std::span(&only, 1)).ok());
+    std::set<uint64_t> reported;
+    bool twice = false;
+    auto take = [&](MessageBatch& b) {
+        for (const Gap& g : b.gaps())
+            for (uint64_t o = g.from; o < g.to; ++o) twice |= !reported.insert(o).second;
+    };
+    MessageBatch b;
+    for (int round = 0; round < 10; ++round) {  // 10 gaps of 4: [0,4), [8,12), ... [72,76)
+        for (int i = 0; i < 8; ++i) REQUIRE(prod->send("x").ok());
+        REQUIRE(c->poll(b, 64, Duration::zero()).value() == 4);
+        CHECK(b.lost() == 4);
+        take(b);
+    }
+    c->set_epoch(2);
+    REQUIRE(c->assign(std::span(&only, 1)).ok());  // back to the committed 0; the ring holds 76..79
+    REQUIRE(c->poll(b, 64, Duration::zero()).value() == 4);
+    take(b);
+    CHECK_FALSE(twice);
+    CHECK(b.lost() > 0);  // what was read but never committed, as far as the consumer remembers
+}
+
+TEST_CASE("seek: an overwrite-mode seek reports from where the group's registration started, committed or not") {
+    TestPool tp("seek-start");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 4, OnFull::overwrite)).ok());
+    auto prod = Producer::open(tp.pool, "t");
+    for (int i = 0; i < 20; ++i) REQUIRE(prod->send("x").ok());  // the ring holds 16..19
+    auto reading = Consumer::open(tp.pool, "t", "g");            // both start at 16
+    auto idle = Consumer::open(tp.pool, "t", "h");
+    REQUIRE(reading->assign_all().ok());
+    REQUIRE(idle->assign_all().ok());
+    MessageBatch b;
+    REQUIRE(reading->poll(b, 1, Duration::zero()).value() == 1);  // 16
+    REQUIRE(reading->commit().ok());                               // committed 17
+    for (int i = 20; i < 28; ++i) REQUIRE(prod->send("x").ok());  // the ring holds 24..27
+    REQUIRE(reading->seek(SeekPolicy::Offset(0)).ok());
+    REQUIRE(reading->poll(b, 64, Duration::zero()).value() == 4);
+    CHECK(b.lost() == 7);  // 17..23: not 0..15, which came before the group
+    REQUIRE(idle->seek(SeekPolicy::Offset(0)).ok());
+    REQUIRE(idle->poll(b, 64, Duration::zero()).value() == 4);
+    CHECK(b.lost() == 8);  // 16..23
 }
 
 TEST_CASE("seek: an overwrite-mode seek reports neither what the group committed nor an offset past the end") {

@@ -101,7 +101,7 @@ struct Consumer::Impl {
     };
     std::vector<PState> ps;
     /// Per partition, the ranges of offsets reported lost lately (disjoint, ascending, at most
-    /// kLostRangesKept, the lowest dropped first), kept across repositioning: a reassignment
+    /// kLostRangesKept: over it the two lowest merge), kept across repositioning: a reassignment
     /// re-resolves from the committed offset, which may lie below gaps reported but not
     /// committed past yet, and report_lost reports only what lies outside them.
     struct LostRange {
@@ -136,7 +136,8 @@ struct Consumer::Impl {
     void start_at(uint32_t p, uint64_t pos, std::optional<uint64_t> unheld_from);
     uint64_t clamp(uint32_t p, uint64_t offset) const;
     uint64_t from_committed(uint32_t p, uint64_t offset, std::optional<uint64_t>* unheld_from) const;
-    void forgive_committed(uint32_t p, uint64_t pos, std::optional<uint64_t>* unheld_from) const;
+    enum class Forgive { below_commits, below_table };
+    void forgive_below_table(uint32_t p, uint64_t pos, std::optional<uint64_t>* unheld_from, Forgive what) const;
     uint64_t by_timestamp(uint32_t p, uint64_t wall_ns) const;
     Result<size_t> drain(uint32_t p, MessageBatch& b, size_t limit, uint64_t payload_max);
     bool resolve_stuck(uint32_t p, SlotHeader* s, uint64_t pos, uint64_t w);
@@ -226,15 +227,18 @@ uint64_t Consumer::Impl::by_timestamp(uint32_t p, uint64_t wall_ns) const {
     return tail;
 }
 
-// Offsets below the pool table's committed offset were processed, not lost: a range about to
-// be reported lost [*unheld_from, pos) loses that part. Only a commit of the group's current
-// registration counts: a table only set where a new registration started (the group had
-// expired meanwhile) says nothing about what was processed.
-void Consumer::Impl::forgive_committed(uint32_t p, uint64_t pos, std::optional<uint64_t>* unheld_from) const {
+// Offsets below the pool table's committed offset are not this group's to lose: a range about
+// to be reported lost [*unheld_from, pos) loses that part. The table holds the registration's
+// start until its first commit, then its commits. `Forgive::below_commits` (resuming from an
+// offset store) counts only commits: a start set by a registration made after the group
+// expired says nothing about what the store's offset missed. `Forgive::below_table` (an
+// explicit seek) counts the start too: what precedes the registration was never the group's.
+void Consumer::Impl::forgive_below_table(uint32_t p, uint64_t pos, std::optional<uint64_t>* unheld_from,
+                                         Forgive what) const {
     const GroupSlot& g = t->groups[gref.index];
     const GroupPartition& gp = g.parts[p];
     // Acquire: pairs with commit_in_pool's release increment (after its committed store).
-    if (gp.commits.load(std::memory_order_acquire) == 0 ||
+    if ((what == Forgive::below_commits && gp.commits.load(std::memory_order_acquire) == 0) ||
         g.word.load(std::memory_order_acquire) != gref.word)  // pairs with register_group's publish
         return;
     const uint64_t in_pool = gp.committed.load(std::memory_order_acquire);
@@ -265,7 +269,7 @@ Result<uint64_t> Consumer::Impl::resolve(uint32_t p, const SeekPolicy& policy, s
             if (t->on_full == kOnFullOverwrite && int64_t(policy.value - pv.base) >= 0 &&
                 int64_t(policy.value - pos) < 0) {
                 *unheld_from = policy.value;
-                if (!group.empty()) forgive_committed(p, pos, unheld_from);
+                if (!group.empty()) forgive_below_table(p, pos, unheld_from, Forgive::below_table);
             }
             return pos;
         }
@@ -290,7 +294,7 @@ Result<uint64_t> Consumer::Impl::resolve(uint32_t p, const SeekPolicy& policy, s
         // A commit writes the pool's table first and the store second: a committer that died
         // (or failed to write the store) between the two leaves the store behind the table,
         // and producers reuse the slots the table released.
-        if (*unheld_from) forgive_committed(p, pos, unheld_from);
+        if (*unheld_from) forgive_below_table(p, pos, unheld_from, Forgive::below_commits);
         return pos;
     }
     // The in-pool table: every registered group has a committed offset (set at registration).
@@ -435,7 +439,12 @@ void Consumer::Impl::report_lost(uint32_t p, uint64_t from, uint64_t to, Message
         }
     }
     ranges.resize(kept + 1);
-    if (ranges.size() > kLostRangesKept) ranges.erase(ranges.begin(), ranges.end() - kLostRangesKept);
+    // Over the bound, the two lowest become one: what lay between them (read, or skipped, in
+    // order) is then never reported, where dropping the lowest would report it a second time.
+    while (ranges.size() > kLostRangesKept) {
+        ranges[1].from = ranges[0].from;
+        ranges.erase(ranges.begin());
+    }
 }
 
 void Consumer::Impl::report_lost_once(uint32_t p, uint64_t from, uint64_t to, MessageBatch& b) {
