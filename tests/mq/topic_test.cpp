@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <map>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -764,59 +765,73 @@ TEST_CASE("commit and restart: a consumer resuming at a committed offset the rin
     CHECK(b.lost() == 0);
 }
 
+namespace {
+/// An overwrite-mode ring of 4 slots, its producer, and a member of group "g" (registered at
+/// 0, never committing) holding the one partition under an epoch it can raise, as a
+/// reassignment that keeps the partition does: each reassign() goes back to the committed 0.
+struct UncommittedReader {
+    TestPool tp;
+    std::optional<Producer> prod;
+    std::optional<Consumer> c;
+    uint64_t epoch = 0;
+    explicit UncommittedReader(const char* tag) : tp(tag) {
+        REQUIRE(TopicManager(tp.pool).create("t", config(1, 4, OnFull::overwrite)).ok());
+        auto p = Producer::open(tp.pool, "t");
+        REQUIRE(p.ok());
+        prod.emplace(std::move(*p));
+        auto opened = Consumer::open(tp.pool, "t", "g");
+        REQUIRE(opened.ok());
+        c.emplace(std::move(*opened));
+        reassign();
+    }
+    void reassign() {
+        const uint32_t only = 0;
+        c->set_epoch(++epoch);
+        REQUIRE(c->assign(std::span(&only, 1)).ok());
+    }
+    void send(int n) {
+        for (int i = 0; i < n; ++i) REQUIRE(prod->send("x").ok());
+    }
+};
+}  // namespace
+
 TEST_CASE("commit and restart: a gap met again after a reassignment under a new epoch is not reported twice; what was "
           "read but not committed before it was overwritten is") {
-    TestPool tp("unheld-twice");
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("t", config(1, 4, OnFull::overwrite)).ok());
-    auto prod = Producer::open(tp.pool, "t");
-    auto c = Consumer::open(tp.pool, "t", "g");  // registered at 0
-    REQUIRE(c.ok());
-    const uint32_t only = 0;
-    c->set_epoch(1);
-    REQUIRE(c->assign(std::span(&only, 1)).ok());
-    for (int i = 0; i < 12; ++i) REQUIRE(prod->send(std::to_string(i)).ok());  // the ring holds 8..11
-    const uint64_t counted = counter_total(tp.pool, CounterId::mq_messages_overwritten);
+    UncommittedReader r("unheld-twice");
+    auto& c = r.c;
+    r.send(12);  // the ring holds 8..11
+    const uint64_t counted = counter_total(r.tp.pool, CounterId::mq_messages_overwritten);
     MessageBatch b;
     REQUIRE(c->poll(b, 2, Duration::zero()).value() == 2);  // 8, 9; not committed
     CHECK(b.lost() == 8);
     // A rebalance that keeps the partition: the position goes back to the committed 0.
-    c->set_epoch(2);
-    REQUIRE(c->assign(std::span(&only, 1)).ok());
+    r.reassign();
     REQUIRE(c->poll(b, 8, Duration::zero()).value() == 4);  // 8..11 again
     CHECK(b[0].offset == 8);
     CHECK(b.lost() == 0);
     // Two more overwrite 8 and 9, read but never committed; the next reassignment meets
     // 0..9 gone: only 8 and 9 are new.
-    for (int i = 12; i < 14; ++i) REQUIRE(prod->send(std::to_string(i)).ok());
-    c->set_epoch(3);
-    REQUIRE(c->assign(std::span(&only, 1)).ok());
+    r.send(2);
+    r.reassign();
     REQUIRE(c->poll(b, 8, Duration::zero()).value() == 4);  // 10..13
     CHECK(b.lost() == 2);
     REQUIRE(b.gaps().size() == 1);
     CHECK(b.gaps()[0].from == 8);
     CHECK(b.gaps()[0].to == 10);
-    CHECK(counter_total(tp.pool, CounterId::mq_messages_overwritten) == counted + 10);
+    CHECK(counter_total(r.tp.pool, CounterId::mq_messages_overwritten) == counted + 10);
 }
 
 TEST_CASE("commit and restart: after two separate gaps, a reassignment reports only what lies between them") {
-    TestPool tp("unheld-two-gaps");
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("t", config(1, 4, OnFull::overwrite)).ok());
-    auto prod = Producer::open(tp.pool, "t");
-    auto c = Consumer::open(tp.pool, "t", "g");  // registered at 0, never commits
-    const uint32_t only = 0;
-    c->set_epoch(1);
-    REQUIRE(c->assign(std::span(&only, 1)).ok());
+    UncommittedReader r("unheld-two-gaps");
+    auto& c = r.c;
     MessageBatch b;
-    for (int i = 0; i < 8; ++i) REQUIRE(prod->send("x").ok());
+    r.send(8);
     REQUIRE(c->poll(b, 64, Duration::zero()).value() == 4);  // 4..7
     CHECK(b.lost() == 4);                                     // 0..3
-    for (int i = 8; i < 16; ++i) REQUIRE(prod->send("x").ok());
+    r.send(8);
     REQUIRE(c->poll(b, 64, Duration::zero()).value() == 4);  // 12..15
     CHECK(b.lost() == 4);                                     // 8..11
-    c->set_epoch(2);
-    REQUIRE(c->assign(std::span(&only, 1)).ok());  // back to the committed 0
+    r.reassign();  // back to the committed 0
     REQUIRE(c->poll(b, 64, Duration::zero()).value() == 4);  // 12..15 again
     CHECK(b.lost() == 4);  // 4..7: read, never committed, overwritten; not 0..3 or 8..11 again
     REQUIRE(b.gaps().size() == 1);
@@ -825,14 +840,8 @@ TEST_CASE("commit and restart: after two separate gaps, a reassignment reports o
 }
 
 TEST_CASE("commit and restart: more separate gaps than the consumer remembers are still never reported twice") {
-    TestPool tp("unheld-many-gaps");
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("t", config(1, 4, OnFull::overwrite)).ok());
-    auto prod = Producer::open(tp.pool, "t");
-    auto c = Consumer::open(tp.pool, "t", "g");  // registered at 0, never commits
-    const uint32_t only = 0;
-    c->set_epoch(1);
-    REQUIRE(c->assign(std::span(&only, 1)).ok());
+    UncommittedReader r("unheld-many-gaps");
+    auto& c = r.c;
     std::set<uint64_t> reported;
     bool twice = false;
     auto take = [&](MessageBatch& b) {
@@ -841,13 +850,12 @@ TEST_CASE("commit and restart: more separate gaps than the consumer remembers ar
     };
     MessageBatch b;
     for (int round = 0; round < 10; ++round) {  // 10 gaps of 4: [0,4), [8,12), ... [72,76)
-        for (int i = 0; i < 8; ++i) REQUIRE(prod->send("x").ok());
+        r.send(8);
         REQUIRE(c->poll(b, 64, Duration::zero()).value() == 4);
         CHECK(b.lost() == 4);
         take(b);
     }
-    c->set_epoch(2);
-    REQUIRE(c->assign(std::span(&only, 1)).ok());  // back to the committed 0; the ring holds 76..79
+    r.reassign();  // back to the committed 0; the ring holds 76..79
     REQUIRE(c->poll(b, 64, Duration::zero()).value() == 4);
     take(b);
     CHECK_FALSE(twice);
