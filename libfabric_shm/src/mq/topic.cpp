@@ -553,92 +553,91 @@ Status commit_in_pool(TopicHandle& t, const GroupRef& ref, std::string_view grou
     return {};
 }
 
-Status record_dead_letter(TopicHandle& t, const GroupRef& ref, std::string_view group, uint32_t partition,
-                          uint64_t offset, uint64_t token) {
+namespace {
+/// A fenced step on one partition of a group: `step(partition's row)` runs under the group's
+/// lock, the lock a new owner raises its fence under before it reads or counts anything of
+/// the partition, and only while `token` is at or above that fence. So a step that runs lands
+/// before any newer owner's fence, and one that comes later (its caller paused, was evicted
+/// and the partition moved) changes nothing: stale_epoch, whose message says what the newer
+/// owner does instead (`newer_owner`). `what` names the step in errors ("dead letter",
+/// "attempt refund"), `where` adds to the partition's coordinates (" offset 7"), `lock_name`
+/// names the lock in a busy error.
+template <class Step>
+Status fenced_partition_step(TopicHandle& t, const GroupRef& ref, std::string_view group, uint32_t partition,
+                             uint64_t token, const char* what, const std::string& where,
+                             std::string_view newer_owner, const char* lock_name, Step&& step) {
     const Pool& pool = *t.pool;
     const OwnerToken me = pool.self();
-    if (me == 0) return make_error(Errc::permission_denied, "dead-lettering needs a writable pool");
+    if (me == 0) return make_error(Errc::permission_denied, std::string(what) + " needs a writable pool");
     if (partition >= t.num_partitions)
         return make_error(Errc::invalid_argument, "partition " + std::to_string(partition) + " >= " +
                                                       std::to_string(t.num_partitions) + " partitions of topic '" +
                                                       t.name + "'");
+    GroupSlot& g = t.groups[ref.index];
+    std::lock_guard<std::mutex> local(g_local_lock);
+    auto lk = detail::owner_lock_acquire(g.lock, pool, me, 2 * kNsPerSec, lock_name);
+    if (!lk) return std::move(lk).error();
+    // A stolen lock needs no repair: every step's stores are single words, epoch before offset.
+    detail::OwnerLockGuard guard(g.lock, me);
+    if (g.word.load(std::memory_order_acquire) != ref.word)  // pairs with deregister's release
+        return make_error(Errc::not_found,
+                          "group '" + std::string(group) + "' was deregistered before a " + std::string(what));
+    GroupPartition& gp = g.parts[partition];
+    const uint64_t fence = gp.commit_epoch.load(std::memory_order_relaxed);  // under the lock
+    if (token < fence)
+        return make_error(Errc::stale_epoch, std::string(what) + " for group '" + std::string(group) + "' topic '" +
+                                                 t.name + "' partition " + std::to_string(partition) + where +
+                                                 " under fence token " + std::to_string(token) + " < " +
+                                                 std::to_string(fence) + ": the partition has a newer owner, " +
+                                                 std::string(newer_owner));
+    step(gp);
+    return {};
+}
+}  // namespace
+
+Status record_dead_letter(TopicHandle& t, const GroupRef& ref, std::string_view group, uint32_t partition,
+                          uint64_t offset, uint64_t token) {
+    // Checked here too (fenced_partition_step does), before the renewal below writes the
+    // group's lease: a read-only mapping must not be written.
+    if (t.pool->self() == 0) return make_error(Errc::permission_denied, "dead letter needs a writable pool");
     const uint64_t coarse = mono_coarse_ns();
     FABRIC_TRY(check_topic_at(t, coarse));
     FABRIC_TRY(renew_group(t, ref, group, coarse));
-    GroupSlot& g = t.groups[ref.index];
     bool moved = false;
-    {
-        std::lock_guard<std::mutex> local(g_local_lock);
-        // The lock commit_in_pool and raise_fences use: the fence check and the record are one
-        // step with respect to a new owner's fence, so a record exists only if it was written
-        // before that fence (and the new owner, which reads records after fencing, honours it).
-        auto lk = detail::owner_lock_acquire(g.lock, pool, me, 2 * kNsPerSec, "group dead-letter lock");
-        if (!lk) return std::move(lk).error();
-        // A stolen lock needs no repair: epoch is stored before offset, and a record is one
-        // decision that a later owner may honour or a new decision replace.
-        detail::OwnerLockGuard guard(g.lock, me);
-        if (g.word.load(std::memory_order_acquire) != ref.word)  // pairs with deregister's release
-            return make_error(Errc::not_found, "group '" + std::string(group) + "' was deregistered before dead-lettering");
-        GroupPartition& gp = g.parts[partition];
-        const uint64_t fence = gp.commit_epoch.load(std::memory_order_relaxed);  // under the lock
-        if (token < fence)
-            return make_error(Errc::stale_epoch, "dead letter for group '" + std::string(group) + "' topic '" + t.name +
-                                                     "' partition " + std::to_string(partition) + " offset " +
-                                                     std::to_string(offset) + " under fence token " +
-                                                     std::to_string(token) + " < " + std::to_string(fence) +
-                                                     ": the partition has a newer owner, which handles that message");
-        // One record per partition, so it must always name the first uncommitted offset: a
-        // successor starts at the committed offset and must meet the record before any message
-        // after it (or it would process a message already dead-lettered, or record an earlier one
-        // over it). Everything before `offset` was handled in order by this owner (processed,
-        // skipped or dead-lettered: the DlqRouter contract), so commit up to it in this same
-        // fenced step. Never backwards. Epoch before offset, as in commit_in_pool.
-        gp.commit_epoch.store(token, std::memory_order_relaxed);  // under the lock; token >= fence (checked)
-        if (gp.committed.load(std::memory_order_relaxed) < offset) {
-            // seq_cst: as in commit_in_pool (a blocked producer's Dekker pairing).
-            gp.committed.store(offset, std::memory_order_seq_cst);
-            gp.commits.fetch_add(1, std::memory_order_release);  // as in commit_in_pool
-            moved = true;
-        }
-        gp.dead_letter_epoch.store(token, std::memory_order_relaxed);       // before the offset (see the layout)
-        gp.dead_letter_offset.store(offset + 1, std::memory_order_release);  // pairs with dead_letter_recorded
-    }
+    FABRIC_TRY(fenced_partition_step(
+        t, ref, group, partition, token, "dead letter", " offset " + std::to_string(offset),
+        "which handles that message", "group dead-letter lock", [&](GroupPartition& gp) {
+            // One record per partition, so it must always name the first uncommitted offset: a
+            // successor starts at the committed offset and must meet the record before any
+            // message after it (or it would process a message already dead-lettered, or record
+            // an earlier one over it). Everything before `offset` was handled in order by this
+            // owner (processed, skipped or dead-lettered: the DlqRouter contract), so commit up
+            // to it in this same fenced step. Never backwards. Epoch before offset, as in
+            // commit_in_pool. A record exists only if it was written before a new owner's fence,
+            // and the new owner, which reads records after fencing, honours it.
+            gp.commit_epoch.store(token, std::memory_order_relaxed);  // under the lock; token >= fence (checked)
+            if (gp.committed.load(std::memory_order_relaxed) < offset) {
+                // seq_cst: as in commit_in_pool (a blocked producer's Dekker pairing).
+                gp.committed.store(offset, std::memory_order_seq_cst);
+                gp.commits.fetch_add(1, std::memory_order_release);  // as in commit_in_pool
+                moved = true;
+            }
+            gp.dead_letter_epoch.store(token, std::memory_order_relaxed);       // before the offset (see the layout)
+            gp.dead_letter_offset.store(offset + 1, std::memory_order_release);  // pairs with dead_letter_recorded
+        }));
     if (moved) wake_space(t);  // after the lock, as in commit_in_pool
     return {};
 }
 
 Status refund_attempts(TopicHandle& t, const GroupRef& ref, std::string_view group, uint32_t partition,
                        std::span<const uint64_t> offsets, uint64_t token) {
-    const Pool& pool = *t.pool;
-    const OwnerToken me = pool.self();
-    if (me == 0) return make_error(Errc::permission_denied, "refunding attempts needs a writable pool");
-    if (partition >= t.num_partitions)
-        return make_error(Errc::invalid_argument, "partition " + std::to_string(partition) + " >= " +
-                                                      std::to_string(t.num_partitions) + " partitions of topic '" +
-                                                      t.name + "'");
-    if (offsets.empty()) return {};
-    GroupSlot& g = t.groups[ref.index];
-    std::lock_guard<std::mutex> local(g_local_lock);
-    // The lock raise_fences takes: the fence check and the refunds are one step with respect
-    // to a new owner's fence, and a new owner reads and counts the window only after fencing.
-    // So a refund that passes the check lands before any newer owner's count exists: it can
-    // only take back a count of ours. One that comes later (we paused, were evicted and the
-    // partition moved) is refused, whatever the window holds by then.
-    auto lk = detail::owner_lock_acquire(g.lock, pool, me, 2 * kNsPerSec, "group attempt-refund lock");
-    if (!lk) return std::move(lk).error();
-    // A stolen lock needs no repair: each refund is one CAS of one window entry.
-    detail::OwnerLockGuard guard(g.lock, me);
-    if (g.word.load(std::memory_order_acquire) != ref.word)  // pairs with deregister's release
-        return make_error(Errc::not_found, "group '" + std::string(group) + "' was deregistered before a refund");
-    GroupPartition& gp = g.parts[partition];
-    const uint64_t fence = gp.commit_epoch.load(std::memory_order_relaxed);  // under the lock
-    if (token < fence)
-        return make_error(Errc::stale_epoch, "attempt refund for group '" + std::string(group) + "' topic '" + t.name +
-                                                 "' partition " + std::to_string(partition) + " under fence token " +
-                                                 std::to_string(token) + " < " + std::to_string(fence) +
-                                                 ": the partition has a newer owner, whose counts stay");
-    for (uint64_t offset : offsets) take_back_attempt(gp.attempt_window[offset % kAttemptWindow], offset);
-    return {};
+    // A new owner reads and counts the window only after fencing, so a refund that runs can only
+    // take back a count of ours; the offset check keeps it off an entry reused for a later offset.
+    return fenced_partition_step(t, ref, group, partition, token, "attempt refund", "", "whose counts stay",
+                                 "group attempt-refund lock", [&](GroupPartition& gp) {
+                                     for (uint64_t offset : offsets)
+                                         take_back_attempt(gp.attempt_window[offset % kAttemptWindow], offset);
+                                 });
 }
 
 bool dead_letter_recorded(const TopicHandle& t, const GroupRef& ref, uint32_t partition, uint64_t offset) {
