@@ -256,16 +256,14 @@ Status DlqRouter::refund(const Message& m) {
 
 Status DlqRouter::refund_dropped(uint32_t partition, std::span<const uint64_t> offsets) {
     Impl& im = *impl_;
-    if (!im.part(partition))
-        return make_error(Errc::invalid_argument, "partition " + std::to_string(partition) + " out of range");
+    GroupPartition* gp = im.part(partition);
+    if (!gp)
+        return make_error(Errc::invalid_argument, "partition " + std::to_string(partition) + " >= " +
+                                                      std::to_string(im.t->num_partitions) + " partitions of topic '" +
+                                                      im.topic + "'");
     if (im.epoch != 0) return refund_attempts(*im.t, im.gref, im.group, partition, offsets, im.epoch);
     // Unfenced: no fence to check against; the owner's own CASes, as refund().
-    Message m;
-    m.partition = partition;
-    for (uint64_t offset : offsets) {
-        m.offset = offset;
-        FABRIC_TRY(refund(m));
-    }
+    for (uint64_t offset : offsets) take_back_attempt(gp->attempt_window[offset % kAttemptWindow], offset);
     return {};
 }
 

@@ -194,7 +194,7 @@ struct ConsumerGroup::Impl {
         return e;
     }
 
-    Result<Claim> claim(LocalMember& m, const std::function<void(uint32_t)>& giving_up = {});
+    Result<Claim> claim(LocalMember& m, const std::function<void(uint32_t)>& giving_up);
 };
 
 Result<ConsumerGroup> ConsumerGroup::open(const Pool& pool, std::string_view topic, std::string_view group,
@@ -326,18 +326,15 @@ Result<Claim> ConsumerGroup::join(std::string_view member_id) {
     g.members[m.row].epoch.store(im.token(m.epoch), std::memory_order_relaxed);  // diagnostics only
     FABRIC_PAUSE_POINT("group.join.joined");
     im.members.push_back(std::move(m));
-    return im.claim(im.members.back());
+    return im.claim(im.members.back(), {});
 }
 
-Result<Claim> ConsumerGroup::claim(std::string_view member_id) {
-    LocalMember* m = impl_->find(member_id);
-    if (!m) return join(member_id);  // first claim through this handle: join (the recipe's sequence)
-    return impl_->claim(*m);
-}
+Result<Claim> ConsumerGroup::claim(std::string_view member_id) { return claim(member_id, {}); }
 
 Result<Claim> ConsumerGroup::claim(std::string_view member_id, const std::function<void(uint32_t)>& giving_up) {
     LocalMember* m = impl_->find(member_id);
-    if (!m) return join(member_id);  // owns nothing yet: nothing to give up
+    // First claim through this handle: join (the recipe's sequence); it owns nothing to give up.
+    if (!m) return join(member_id);
     return impl_->claim(*m, giving_up);
 }
 
