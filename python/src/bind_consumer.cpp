@@ -77,10 +77,10 @@ const char* wait_name(WaitResult r) {
 }  // namespace
 
 void bind_consumer(py::module_& m) {
-    py::class_<PyConsumer>(m, "Consumer",
+    with_loss_report(py::class_<PyConsumer>(m, "Consumer",
                            "Reads a topic. group '' is an observer (no commits, never holds producers back). "
                            "Threads calling one consumer take turns; poll releases the GIL and Ctrl-C (or close() "
-                           "on another thread) interrupts it within 20 ms.")
+                           "on another thread) interrupts it within 20 ms."))
         .def(py::init([](const Pool& pool, const std::string& topic, const std::string& group, const std::string& wait,
                          py::object spin, py::object claim_timeout) {
                  check_pool_open(pool);
@@ -159,13 +159,6 @@ void bind_consumer(py::module_& m) {
              "Up to `max` messages in offset order per partition, waiting up to `timeout` (timedelta or "
              "seconds; None: until a message comes or a loss is reported; 0: never waits). Returns a list "
              "of Message; what it found overwritten before it was read is in `last_gaps` and `lost`.")
-        .def_property_readonly(
-            "lost", [](PyConsumer& c) { return c.loss.total; },
-            "Messages reported lost (overwritten before this consumer read them) by its polls so far.")
-        .def_property_readonly(
-            "last_gaps", [](PyConsumer& c) { return c.loss.latest_as_tuples(); },
-            "The latest poll's lost ranges: a list of (partition, from, to) (offsets from..to-1), empty "
-            "when it lost nothing.")
         .def("commit",
              [](PyConsumer& c, py::object partition, py::object next_offset) {
                  Consumer& consumer = c.get();

@@ -106,9 +106,9 @@ void bind_groups(py::module_& m) {
              "Drops the handle (without leaving: call leave() first to hand the partitions over at once). "
              "Later calls raise Closed; a call running on another thread finishes first.");
 
-    py::class_<PyGroupConsumer>(m, "GroupConsumer",
+    with_loss_report(py::class_<PyGroupConsumer>(m, "GroupConsumer",
                                 "A group member plus its consumer: poll() rebalances and polls owned partitions; "
-                                "commits are fenced by the member's epoch.")
+                                "commits are fenced by the member's epoch."))
         .def(py::init([](const Pool& pool, const std::string& topic, const std::string& group, py::object member_id,
                          py::object session_timeout, const std::string& wait) {
                  check_pool_open(pool);
@@ -137,13 +137,6 @@ void bind_groups(py::module_& m) {
              py::arg("max") = 64, py::arg("timeout") = py::none(),
              "Claims (rebalances), then polls owned partitions up to `timeout` (None: until a message comes or "
              "a loss is reported); what it found overwritten before it was read is in `last_gaps` and `lost`.")
-        .def_property_readonly(
-            "lost", [](PyGroupConsumer& c) { return c.loss.total; },
-            "Messages reported lost (overwritten before this member read them) by its polls so far.")
-        .def_property_readonly(
-            "last_gaps", [](PyGroupConsumer& c) { return c.loss.latest_as_tuples(); },
-            "The latest poll's lost ranges: a list of (partition, from, to) (offsets from..to-1), empty "
-            "when it lost nothing.")
         .def("commit",
              [](PyGroupConsumer& c, py::object message) {
                  GroupConsumer& consumer = c.get();

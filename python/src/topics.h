@@ -34,6 +34,19 @@ Result<size_t> poll_slice(C& consumer, MessageBatch& batch, size_t max, uint64_t
     return r;
 }
 
+/// Adds `lost` and `last_gaps` (LossReport) to a consumer class.
+template <class Py>
+py::class_<Py> with_loss_report(py::class_<Py> cls) {
+    cls.def_property_readonly(
+        "lost", [](Py& c) { return c.loss.total; },
+        "Messages reported lost (overwritten before they were read) by this handle's polls so far.");
+    cls.def_property_readonly(
+        "last_gaps", [](Py& c) { return c.loss.latest_as_tuples(); },
+        "The latest poll's lost ranges: a list of (partition, from, to) (offsets from..to-1), empty when it "
+        "lost nothing.");
+    return cls;
+}
+
 struct PyConsumer : Guarded {
     PyConsumer() : Guarded("this consumer") {}
     std::unique_ptr<Consumer> consumer;
