@@ -195,7 +195,7 @@ uint64_t Consumer::Impl::clamp(uint32_t p, uint64_t offset) const {
 uint64_t Consumer::Impl::from_committed(uint32_t p, uint64_t offset, std::optional<uint64_t>* unheld_from) const {
     const PartitionView& pv = t->parts[p];
     const uint64_t tail = pv.hdr->tail.load(std::memory_order_acquire);  // pairs with the tail CAS
-    const uint64_t held = tail - pv.base > pv.capacity ? tail - pv.capacity : pv.base;
+    const uint64_t held = oldest_held(pv, tail);
     uint64_t pos = offset;
     if (int64_t(offset - tail) > 0) pos = tail;
     else if (int64_t(offset - held) < 0) pos = held;
@@ -408,7 +408,7 @@ void Consumer::Impl::gap(uint32_t p, uint64_t& pos, MessageBatch& b) {
     // for certain; the tail may still lag that claim (by a step, or by the rest of a producer's
     // run of claims), hence the max: an undershoot gaps one offset and the next round goes on.
     const uint64_t tail = pv.hdr->tail.load(std::memory_order_acquire);
-    uint64_t next = tail - pv.base > pv.capacity ? tail - pv.capacity : pv.base;
+    uint64_t next = oldest_held(pv, tail);
     if (int64_t(next - pos) <= 0) next = pos + 1;
     report_lost(p, pos, next, b);
     pos = next;

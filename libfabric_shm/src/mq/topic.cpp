@@ -225,7 +225,7 @@ Status check_topic_at(const TopicHandle& t, uint64_t coarse_now, int partition) 
 uint64_t oldest_offset(const TopicHandle& t, const PartitionView& p) {
     // Acquire: pairs with the tail CAS (release) of claimers and helpers.
     const uint64_t tail = p.hdr->tail.load(std::memory_order_acquire);
-    if (t.on_full == kOnFullOverwrite) return tail - p.base > p.capacity ? tail - p.capacity : p.base;
+    if (t.on_full == kOnFullOverwrite) return oldest_held(p, tail);
     // Acquire: pairs with raise_head's CAS.
     const uint64_t head = p.hdr->head.load(std::memory_order_acquire);
     return std::min(head, tail);

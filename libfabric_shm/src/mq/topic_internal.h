@@ -77,6 +77,11 @@ Status check_topic_at(const TopicHandle& t, uint64_t coarse_now, int partition =
 
 /// Earliest offset still readable: block/reject: the head floor; overwrite: max(base, tail - capacity).
 uint64_t oldest_offset(const TopicHandle& t, const PartitionView& p);
+/// The oldest offset a ring whose tail is `tail` still holds: the last capacity offsets, never
+/// below the first offset ever (base). Below it, producers have overwritten.
+inline uint64_t oldest_held(const PartitionView& p, uint64_t tail) {
+    return tail - p.base > p.capacity ? tail - p.capacity : p.base;
+}
 
 // ---- groups -----------------------------------------------------------------------------
 std::string group_name(const GroupSlot& g);
