@@ -1246,3 +1246,96 @@ TEST_CASE("registration handshake: when a registrant and a blocked producer each
     CHECK(fifth->offset == 4);
     check_starts_at_the_raised_head(f, b);
 }
+
+// ---- a freed group slot registered again ------------------------------------------------------
+
+namespace {
+/// Topic "t" (one partition, block mode) holding offsets 0..9, its group "g" registered at 0,
+/// and a member of "g" in a child process stopped inside its commit of offset 10: under the
+/// group's lock, after its registration and fence checks, before its stores
+/// (group.commit.locked). Then "g" is removed, as `fabric-shm group rm` does.
+struct CommitterStoppedInRemovedGroup {
+    TestPool tp;
+    TopicManager mgr{tp.pool};
+    pid_t committer = -1;
+    explicit CommitterStoppedInRemovedGroup(const std::string& name) : tp(name) {
+        REQUIRE(mgr.create("t", config(1, 16)).ok());
+        REQUIRE(Consumer::open(tp.pool, "t", "g").ok());  // registers g, committed 0
+        auto producer = Producer::open(tp.pool, "t");
+        REQUIRE(producer.ok());
+        for (int i = 0; i < 10; ++i) REQUIRE(producer->send("m" + std::to_string(i)).ok());
+        const std::string pool_name = tp.pool.name();
+        committer = test::fork_child([pool_name] {
+            auto p = Pool::open(pool_name);
+            if (!p) return 10;
+            auto c = Consumer::open(*p, "t", "g");
+            if (!c) return 11;
+            ::setenv("FABRIC_SHM_PAUSE_POINT", "group.commit.locked", 1);
+            detail::crash_point_rearm();
+            return c->commit(0, 10).ok() ? 0 : 12;
+        });
+        REQUIRE(test::wait_stopped(committer));
+        REQUIRE(mgr.remove_group("t", "g").ok());
+    }
+};
+}  // namespace
+
+TEST_CASE("group slots: a commit stopped under the lock of a removed group never lands in the group that "
+          "registers next; that group reads every message from its start") {
+    CommitterStoppedInRemovedGroup f("stall-slotreuse");
+    // "h" registers while the old committer still holds the freed slot's lock.
+    auto h = Consumer::open(f.tp.pool, "t", "h");
+    REQUIRE_MESSAGE(h.ok(), h.error().message);
+    test::resume(f.committer);
+    CHECK(test::wait_child(f.committer) == 0);  // its commit went to the old registration
+    auto d = describe_consumer_group(f.tp.pool, "t", "h");
+    REQUIRE(d.ok());
+    CHECK(d->partitions[0].committed == 0);
+    CHECK(d->partitions[0].commit_epoch == 0);
+    REQUIRE(h->assign_all().ok());
+    Received got;
+    receive(*h, 10, got);
+    CHECK(got.offsets == std::vector<uint64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
+    CHECK(got.lost == 0);
+}
+
+TEST_CASE("group slots: a lock left by a killed committer of a removed group is taken over by the next registration") {
+    CommitterStoppedInRemovedGroup f("stall-slotdead");
+    ::kill(f.committer, SIGKILL);
+    test::wait_child(f.committer);
+    const uint64_t before = mono_now_ns();
+    auto h = Consumer::open(f.tp.pool, "t", "h");
+    REQUIRE_MESSAGE(h.ok(), h.error().message);
+    // Taken over (the holder is certainly dead), not waited out: well under the wait for a live one.
+    CHECK(mono_now_ns() - before < mq::kReusedSlotLockWaitNs);
+    auto d = describe_consumer_group(f.tp.pool, "t", "h");
+    REQUIRE(d.ok());
+    CHECK(d->partitions[0].committed == 0);
+}
+
+TEST_CASE("group slots: a join stopped before it took the lock of a removed group adds no member to the group "
+          "that registers next") {
+    TestPool tp("stall-slotjoin");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 16)).ok());
+    REQUIRE(mgr.register_group("t", "g").ok());
+    const std::string pool_name = tp.pool.name();
+    const pid_t joiner = test::fork_child([pool_name] {
+        auto p = Pool::open(pool_name);
+        if (!p) return 10;
+        auto g = ConsumerGroup::open(*p, "t", "g", 1, GroupConfig{});
+        if (!g) return 11;
+        ::setenv("FABRIC_SHM_PAUSE_POINT", "group.join.before_lock", 1);
+        detail::crash_point_rearm();
+        auto joined = g->join("ghost");
+        return joined ? 0 : joined.code() == Errc::not_found ? 1 : 12;
+    });
+    REQUIRE(test::wait_stopped(joiner));
+    REQUIRE(mgr.remove_group("t", "g").ok());
+    REQUIRE(mgr.register_group("t", "h").ok());  // the freed slot: its lock is free
+    test::resume(joiner);
+    CHECK(test::wait_child(joiner) == 1);  // refused: its group was deregistered
+    auto d = describe_consumer_group(tp.pool, "t", "h");
+    REQUIRE(d.ok());
+    CHECK(d->members.empty());
+}

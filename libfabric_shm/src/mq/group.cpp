@@ -264,11 +264,18 @@ Result<Claim> ConsumerGroup::join(std::string_view member_id) {
         }
     } end_evicted{im, evicted};
     {
+        FABRIC_PAUSE_POINT("group.join.before_lock");
         auto lk = detail::owner_lock_acquire(g.lock, *im.pool, me, 2 * kNsPerSec, "group membership lock");
         if (!lk) return std::move(lk).error();
         // A stolen lock needs no repair: a joiner writes a FREE row's fields and publishes
         // them with one CAS; a crash before it leaves the row FREE (fields ignored).
         detail::OwnerLockGuard guard(g.lock, me);
+        // Under the lock, as every writer of the slot: a join that read the group before it was
+        // deregistered must not write a member into a later registration of the same slot
+        // (which takes this lock before it rewrites the rows).
+        if (g.word.load(std::memory_order_acquire) != im.gref.word)  // pairs with deregister's release
+            return make_error(Errc::not_found, "group '" + im.group + "' on topic '" + im.topic +
+                                                   "' was deregistered (lease expired or removed); open it again");
         now = mono_now_ns();
         int free_row = -1;
         for (uint32_t r = 0; r < kMaxMembers; ++r) {

@@ -99,7 +99,8 @@ Status claim_result_bucket(const Pool& pool, const std::string& topic, const std
                            const std::string& member_id, const std::string& bucket, bool shared) {
     auto t = open_topic(pool, topic);
     if (!t) return std::move(t).error();
-    const int idx = find_group(**t, group);
+    uint64_t registration = 0;
+    const int idx = find_group(**t, group, &registration);
     if (idx < 0) return make_error(Errc::not_found, "group '" + group + "' is not registered on topic '" + topic + "'");
     GroupSlot& g = (*t)->groups[idx];
     const OwnerToken me = pool.self();
@@ -107,6 +108,11 @@ Status claim_result_bucket(const Pool& pool, const std::string& topic, const std
         auto lk = detail::owner_lock_acquire(g.lock, pool, me, 2 * kNsPerSec, "group membership lock");
         if (!lk) return std::move(lk).error();
         detail::OwnerLockGuard guard(g.lock, me);
+        // The registration found above, still: a slot freed and registered again meanwhile
+        // holds another group's record.
+        if (g.word.load(std::memory_order_acquire) != registration)  // pairs with deregister's release
+            return make_error(Errc::not_found, "group '" + group + "' on topic '" + topic +
+                                                   "' was deregistered while its result bucket was claimed; open it again");
         const ResultsRecord have = read_results_record(g);
         if (have.bucket != bucket || have.shared != shared) {
             // Another bucket (or sharing) recorded while other members live: they write there.

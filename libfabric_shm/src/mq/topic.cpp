@@ -9,6 +9,7 @@
 #include <bit>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <random>
 
 #include "fabric_shm/clock.h"
@@ -412,6 +413,7 @@ Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const Gr
     // for a registration that then finds no free slot only skips eras).
     auto era = allocate_fence_era(pool);
     if (!era) return std::move(era).error();
+    std::optional<Error> slot_busy;
     for (uint32_t i = 0; i < kMaxGroups; ++i) {
         GroupSlot& g = t.groups[i];
         uint64_t fw = g.word.load(std::memory_order_acquire);  // pairs with deregister's release
@@ -421,10 +423,27 @@ Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const Gr
         }
         if (group_state(fw) != kGroupFree) continue;
         const uint32_t gen = group_gen(fw);
+        const uint64_t creating = make_group_word(kGroupCreating, gen, me);
         // Acquire: nothing of ours is written to the slot before we own it.
-        if (!g.word.compare_exchange_strong(fw, make_group_word(kGroupCreating, gen, me), std::memory_order_acquire,
-                                            std::memory_order_relaxed))
+        if (!g.word.compare_exchange_strong(fw, creating, std::memory_order_acquire, std::memory_order_relaxed))
             continue;
+        // The slot's own lock, taken before any field is rewritten and held until the new
+        // registration is LIVE. Its holder may belong to the slot's previous registration: a
+        // committer, dead-letter writer or joiner that checked the old group word under the
+        // lock and then paused. Its stores must land before ours (it still writes into the
+        // old registration) or never: it keeps the lock while paused, so the slot is left as
+        // it was and the next one tried. A holder that is certainly dead is taken over; what
+        // it left half-written is rewritten below. Later lockers of the old registration
+        // find the group word changed and write nothing.
+        auto slot_lock = detail::owner_lock_acquire(g.lock, pool, me, kReusedSlotLockWaitNs, "group lock of a freed slot");
+        if (!slot_lock) {
+            uint64_t c = creating;
+            // Release: nothing was written; the slot is FREE at the generation it had.
+            g.word.compare_exchange_strong(c, fw, std::memory_order_release, std::memory_order_relaxed);
+            slot_busy = std::move(slot_lock).error();
+            continue;
+        }
+        detail::OwnerLockGuard slot_guard(g.lock, me);
         char name[kGroupNameWords * 8] = {};
         std::memcpy(name, group.data(), std::min(group.size(), sizeof name));
         for (uint32_t k = 0; k < kGroupNameWords; ++k) {
@@ -435,7 +454,6 @@ Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const Gr
         g.lease_ttl_ns.store(to_ns(options.ttl), std::memory_order_relaxed);
         g.lease_expires_ns.store(now + to_ns(options.ttl), std::memory_order_relaxed);
         g.registered_ns.store(now, std::memory_order_relaxed);
-        g.lock.store(0, std::memory_order_relaxed);
         g.epoch.store(0, std::memory_order_relaxed);
         g.flags.store(0, std::memory_order_relaxed);
         g.era.store(*era, std::memory_order_relaxed);  // published by the LIVE release store
@@ -477,6 +495,8 @@ Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const Gr
         if (settle_group_starts(t, g)) wake_space(t);
         return GroupRef{int(i), live};
     }
+    // Every free slot was locked by a live, stopped process of an earlier registration.
+    if (slot_busy) return std::move(*slot_busy);
     return make_error(Errc::capacity_exceeded, "topic '" + t.name + "' already has " + std::to_string(kMaxGroups) +
                                                    " groups registered (the limit); remove one with `fabric-shm group rm`");
 }
@@ -534,6 +554,7 @@ Status commit_in_pool(TopicHandle& t, const GroupRef& ref, std::string_view grou
                                                          std::to_string(c.epoch) + " < stored epoch " +
                                                          std::to_string(stored));
         }
+        FABRIC_PAUSE_POINT("group.commit.locked");
         for (const auto& c : commits) {
             GroupPartition& gp = g.parts[c.partition];
             gp.commit_epoch.store(c.epoch, std::memory_order_relaxed);  // under lock; before committed (see above)
