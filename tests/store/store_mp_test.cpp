@@ -679,6 +679,104 @@ TEST_CASE("store: a freer stopped while releasing a large object's superblocks n
     require_clean(pool);
 }
 
+namespace {
+/// The store's own core over `pool`'s default store (the allocator a put and a remove drive),
+/// and the top superblock's descriptor word, where a one-superblock large object goes.
+struct TopSuperblock {
+    detail::BoundStore bound;
+    std::atomic<uint64_t>* desc = nullptr;
+    uint64_t top = 0;
+    explicit TopSuperblock(const Pool& pool) {
+        auto root = pool.open_region(RegionKind::store, "default");
+        REQUIRE(root);
+        auto b = detail::bind_store_regions(pool, std::move(*root));
+        REQUIRE(b);
+        bound = std::move(*b);
+        top = bound.core->sb_count() - 1;
+        desc = reinterpret_cast<std::atomic<uint64_t>*>(bound.root.data() + bound.core->header().desc_offset);
+    }
+    detail::StoreCore& core() { return *bound.core; }
+};
+}  // namespace
+
+TEST_CASE("store: a freer stopped before it claims a run's release frees nothing after the superblock's "
+          "descriptor came round to the word it read") {
+    test::TempPool temp("stallwrap", 32 << 20);
+    Pool& pool = temp.pool;
+    auto store = MemObjectStore::open(pool);
+    REQUIRE(store);
+    const auto big1 = bytes_of("big1", 40 << 10), big2 = bytes_of("big2", 40 << 10), big3 = bytes_of("big3", 40 << 10);
+    REQUIRE((*store)->put(at(temp.name(), "big1"), big1));  // a run of one superblock at the top
+    TopSuperblock sb(pool);
+    const uint64_t read_by_freer = sb.desc[sb.top].load();
+    REQUIRE(store_layout::sb_state(read_by_freer) == store_layout::kSbRunHead);
+    const pid_t kid = stopped_child(temp.name(), "store.run.release", [&](Child& me) {
+        auto r = me.store->remove(at(temp.name(), "big1"));
+        return r && *r ? 0 : 1;
+    });
+    pool.reap(MonoClock::now(), false, false);  // repair releases the run: its head block is FREE
+    REQUIRE(store_layout::sb_state(sb.desc[sb.top].load()) == store_layout::kSbUnassigned);
+    // Large objects come and go through the top superblock, three descriptor generations each
+    // (CLAIMING, RUN_HEAD, UNASSIGNED): after 2^22 - 1 of them (about a second here) the next
+    // large put makes it RUN_HEAD at the very word the stopped freer read.
+    const OwnerToken me = pool.self();
+    uint64_t failed = 0;
+    for (uint64_t i = 0; i < (1ull << 22) - 1; ++i) {
+        uint64_t w = 0;
+        auto b = sb.core().alloc(40 << 10, me, &w);
+        if (!b) {
+            ++failed;
+            continue;
+        }
+        sb.core().free_loan(*b, me);
+    }
+    REQUIRE(failed == 0);
+    REQUIRE((*store)->put(at(temp.name(), "big2"), big2));
+    REQUIRE(sb.desc[sb.top].load() == read_by_freer);
+    test::resume(kid);
+    CHECK(test::wait_child(kid) == 0);
+    CHECK(store_layout::sb_state(sb.desc[sb.top].load()) == store_layout::kSbRunHead);  // still big2's
+    REQUIRE((*store)->put(at(temp.name(), "big3"), big3));  // finds another superblock
+    auto g2 = (*store)->get(at(temp.name(), "big2"));
+    REQUIRE_MESSAGE(g2, g2.error().message);
+    REQUIRE(g2->has_value());
+    CHECK((*g2)->data == big2);
+    require_clean(pool);
+}
+
+TEST_CASE("store: a run release claimed by a freer that stops is left to it; one claimed by a freer that dies is "
+          "finished by repair") {
+    test::TempPool temp("stallclaim", 32 << 20);
+    Pool& pool = temp.pool;
+    auto store = MemObjectStore::open(pool);
+    REQUIRE(store);
+    const size_t sb_bytes = 64 << 10;  // superblock size of a 32 MiB pool's store
+    REQUIRE((*store)->put(at(temp.name(), "big1"), bytes_of("big1", 2 * sb_bytes + 1000)));  // 3 superblocks
+    TopSuperblock sb(pool);
+    const uint64_t head = sb.top - 2;
+    REQUIRE(store_layout::sb_state(sb.desc[head].load()) == store_layout::kSbRunHead);
+    const pid_t kid = stopped_child(temp.name(), "store.run.release_claimed", [&](Child& me) {
+        auto r = me.store->remove(at(temp.name(), "big1"));
+        return r && *r ? 0 : 1;
+    });
+    // Stopped: its claim stands; repair neither finishes nor undoes it, and check() calls it in progress.
+    pool.reap(MonoClock::now(), false, false);
+    CHECK(store_layout::sb_state(sb.desc[head].load()) == store_layout::kSbRunHead);
+    require_clean(pool);
+    ::kill(kid, SIGKILL);
+    test::wait_child(kid);
+    // Dead: repair finishes the release, tails first, and the space is whole again.
+    pool.reap(MonoClock::now(), false, false);
+    for (uint64_t j = head; j <= sb.top; ++j)
+        CHECK(store_layout::sb_state(sb.desc[j].load()) == store_layout::kSbUnassigned);
+    require_clean(pool);
+    const auto big2 = bytes_of("big2", 2 * sb_bytes + 1000);
+    REQUIRE((*store)->put(at(temp.name(), "big2"), big2));
+    auto g2 = (*store)->get(at(temp.name(), "big2"));
+    REQUIRE((g2 && g2->has_value()));
+    CHECK((*g2)->data == big2);
+}
+
 TEST_CASE("store: a loan whose owner is stopped is not reclaimed, and its commit lands after the owner resumes") {
     test::TempPool temp("stallloan", 16 << 20);
     Pool& pool = temp.pool;

@@ -603,26 +603,58 @@ bool StoreCore::keep_as_spare(uint32_t sb, uint32_t cls) noexcept {
 
 void StoreCore::release_run(uint32_t head) noexcept {
     if (head >= sb_count_) return;
-    const uint64_t d = desc_[head].load(std::memory_order_acquire);
-    if (sb_state(d) != kSbRunHead) return;
-    if (block_state(words_[uint64_t(head) * words_per_sb_].load(std::memory_order_acquire)) != kBlockFree) return;
-    const uint64_t len = sb_aux(d);
+    const OwnerToken me = pool_->self();
+    // A read-only handle (the dump tool) claims nothing: a run whose head block is FREE is
+    // released by any writer's repair pass (repair_dead_blocks).
+    if (me == 0) return;
+    if (sb_state(desc_[head].load(std::memory_order_acquire)) != kSbRunHead) return;
+    std::atomic<uint64_t>& hw = words_[uint64_t(head) * words_per_sb_];
+    uint64_t w = hw.load(std::memory_order_acquire);
+    if (block_state(w) != kBlockFree) return;
     FABRIC_PAUSE_POINT("store.run.release");
-    // Several freers may release one run (the block's freer and repair()). A freer stopped
-    // here may resume after the run was released and its head index reused by a new run, so
-    // each tail is reset only if, after reading the tail, the head still holds this exact run
-    // (d: same generation). A new run's head leaves UNASSIGNED (acq_rel CAS) before its tails
-    // become RUN_TAIL (release CAS), so a tail value we read from a newer run implies we see a
-    // newer head; and a tail we read from this run that changes before our CAS fails the CAS
-    // (descriptors carry a generation). The stale freer's writes never land.
+    // Several freers may release one run (the block's freer and repair()), and one stopped here
+    // may resume after the run was released and its superblocks reused, many times over. So the
+    // release is claimed first, on the head block's word: FREE(s) -> DRAINED(s + 1, us), a CAS
+    // from the exact word read (27-bit sequence). Exactly one freer wins a FREE head, and a
+    // stale one fails here: the word of every later life of the head block has moved on. The
+    // descriptors are only then read and changed, by the winner alone. Comparing them with a
+    // descriptor read before a pause would not do: a superblock that is released and claimed
+    // for a run three times in a row brings its 22-bit descriptor back to the same word after
+    // about 1.4 million reuses (seconds of a large-object loop), and the stale release would
+    // have unassigned a live object's run. Acq_rel: acquire orders the free we saw (its
+    // freer's last reader is done) before the release; nothing is published yet.
+    const uint64_t claimed = make_block(kBlockDrained, block_seq(w) + 1, me, false);
+    if (!hw.compare_exchange_strong(w, claimed, std::memory_order_acq_rel, std::memory_order_relaxed)) return;
+    finish_run_release(head, claimed);
+}
+
+void StoreCore::finish_run_release(uint32_t head, uint64_t claimed) noexcept {
+    std::atomic<uint64_t>& hw = words_[uint64_t(head) * words_per_sb_];
+    // Read under the claim: no other releaser gets past the claim, no allocator takes a
+    // superblock that is not UNASSIGNED, and repair resets only tails no head covers, so the
+    // run stays as read until the CASes below.
+    const uint64_t d = desc_[head].load(std::memory_order_acquire);
+    if (sb_state(d) != kSbRunHead) {
+        // The FREE word claimed is not a run's head (a superblock reassigned while a freer was
+        // stopped, and the word's sequence came round): give the block back as it was.
+        uint64_t c = claimed;
+        hw.compare_exchange_strong(c, make_block(kBlockFree, block_seq(claimed) + 1, 0, false),
+                                   std::memory_order_release, std::memory_order_relaxed);
+        return;
+    }
+    FABRIC_PAUSE_POINT("store.run.release_claimed");
+    // Tails first: a run's head is UNASSIGNED only once no tail names it (an allocator takes a
+    // run only of UNASSIGNED superblocks, and the head's UNASSIGNED releases them all).
+    const uint64_t len = sb_aux(d);
     for (uint64_t j = uint64_t(head) + 1; j < uint64_t(head) + len && j < sb_count_; ++j) {
-        // Acquire: pairs with alloc_run's release CAS of the tail (its head claim before it).
+        // Acquire: pairs with alloc_run's release CAS of the tail.
         uint64_t t = desc_[j].load(std::memory_order_acquire);
         if (sb_state(t) != kSbRunTail || sb_aux(t) != head) continue;
-        if (desc_[head].load(std::memory_order_acquire) != d) return;  // released and maybe reused
         desc_[j].compare_exchange_strong(t, next_sb(t, kSbUnassigned, 0, 0), std::memory_order_release,
                                          std::memory_order_relaxed);
     }
+    // The head word stays DRAINED: an UNASSIGNED superblock's words are overwritten by whoever
+    // assigns it (alloc_run, assign_sb), as after a drain. Release: the tails' resets before.
     uint64_t e = d;
     desc_[head].compare_exchange_strong(e, next_sb(d, kSbUnassigned, 0, 0), std::memory_order_release,
                                         std::memory_order_relaxed);
@@ -1771,6 +1803,21 @@ void StoreCore::repair_dead_blocks(RepairPass& pass) {
                 if (!pass.dry) release_run(s);
                 continue;
             }
+            if (st == kBlockDrained && sb_state(d) == kSbRunHead) {
+                // A release claimed by a freer that died before it unassigned the run. One
+                // that is only stopped finishes it itself (and a second claimant would race it).
+                if (sb_live_owner(OwnerToken(block_owner(w)), pass.now, pass.live)) continue;
+                ++pass.counts.superblocks;
+                pass.note("store: finish the release of run superblock " + std::to_string(s) +
+                          " begun by dead owner " + std::to_string(block_owner(w)));
+                if (pass.dry) continue;
+                // Claimed again, by us, from the exact word: one repairer finishes it.
+                const uint64_t ours = make_block(kBlockDrained, block_seq(w) + 1, pass.me, false);
+                if (pass.me != 0 && words_[b].compare_exchange_strong(w, ours, std::memory_order_acq_rel,
+                                                                      std::memory_order_relaxed))
+                    finish_run_release(s, ours);
+                continue;
+            }
             if (st == kBlockRetired) {
                 if (!pass.dry) maybe_free_retired(b);
                 continue;
@@ -1925,7 +1972,8 @@ void StoreCore::check(std::vector<std::string>& violations, std::vector<std::str
         else if (st == kSbRunHead) {
             // Every superblock a run covers is its tail while its head block is in use. With the
             // head block FREE a release is under way (tails go first), which is in progress.
-            const bool head_free = block_state(words_[s * words_per_sb_].load(std::memory_order_relaxed)) == kBlockFree;
+            const uint64_t hb = block_state(words_[s * words_per_sb_].load(std::memory_order_relaxed));
+            const bool head_free = hb == kBlockFree || hb == kBlockDrained;  // DRAINED: release claimed
             for (uint64_t j = s + 1; j < s + sb_aux(d); ++j) {
                 const uint64_t t = desc_[j].load(std::memory_order_acquire);
                 if (sb_state(t) == kSbRunTail && sb_aux(t) == s) continue;
@@ -1951,6 +1999,9 @@ void StoreCore::check(std::vector<std::string>& violations, std::vector<std::str
                 if (read_header(uint32_t(s * words_per_sb_ + i), w, snap) && snap.h.replaces != 0)
                     replaced.push_back(snap.h.replaces);
             }
+            else if (bs == kBlockDrained && st == kSbRunHead && block_owner(w) != 0)
+                in_progress.push_back("in progress: store run at superblock " + std::to_string(s) +
+                                      " being released by owner " + std::to_string(block_owner(w)));
             else if (bs == kBlockNone || bs == kBlockDrained)
                 violations.push_back("violation: store block " + std::to_string(s * words_per_sb_ + i) +
                                      " of an assigned superblock in state " + std::to_string(bs));

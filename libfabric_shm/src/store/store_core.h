@@ -262,7 +262,11 @@ public:
 
 private:
     void rollback_drain(uint32_t sb, uint64_t desc) noexcept;
+    /// Releases the run headed by superblock `head_sb` if its head block is FREE: claims the
+    /// release on the head block's word (FREE -> DRAINED(owner)), then finish_run_release.
     void release_run(uint32_t head_sb) noexcept;
+    /// The claimed release (head word `claimed`, ours): tails, then the head, UNASSIGNED.
+    void finish_run_release(uint32_t head_sb, uint64_t claimed) noexcept;
     void retire(uint32_t block, uint64_t expect_seq, int depth) noexcept;
     /// Retires `block`, which a slot CAS unlinked: at `expect_seq` when `linked_over` (our own
     /// CAS unlinked it), then at its current sequence while it is still `key`'s PUBLISHED or
