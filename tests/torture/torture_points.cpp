@@ -66,6 +66,7 @@ const std::vector<FaultPoint>& fault_points() {
         {"store.remove.before_unlink", P | O},
         {"store.remove.after_unlink", P | O},
         {"store.run.release", kWriters},
+        {"store.run.release_claimed", kWriters},
         {"store.drain.marking", kWriters},
         {"store.stripe.held", kWriters},
         {"store.stripe.stolen", kWriters},
@@ -92,6 +93,7 @@ const std::vector<FaultPoint>& fault_points() {
         // consumer groups, dead letters, the worker loop
         {"group.register.before_publish", W},  // the registrant read its starts; the group not yet LIVE
         {"group.register.after_publish", W},   // LIVE, before the registrant re-reads the heads
+        {"group.join.before_lock", W},
         {"group.join.before_publish", W},
         {"group.join.joined", W},
         {"group.evict.before_cas", W},
@@ -100,6 +102,7 @@ const std::vector<FaultPoint>& fault_points() {
         {"group.claim.before_fence", W},
         {"group.heartbeat.before_store", W},
         {"group.commit.before_lock", W},
+        {"group.commit.locked", W},  // inside the group's lock: the group's other members wait
         {"group.lease.renew", W | O},
         {"group.lease.expire", O},
         {"dlq.begin.before_count", W},
