@@ -777,6 +777,47 @@ TEST_CASE("store: a run release claimed by a freer that stops is left to it; one
     CHECK((*g2)->data == big2);
 }
 
+TEST_CASE("store: a repairer that read a run's head before its freer released it never releases the next run "
+          "in that superblock") {
+    test::TempPool temp("stallrepairrun", 32 << 20);
+    Pool& pool = temp.pool;
+    auto store = MemObjectStore::open(pool);
+    REQUIRE(store);
+    const auto big1 = bytes_of("big1", 40 << 10), big2 = bytes_of("big2", 40 << 10), big3 = bytes_of("big3", 40 << 10);
+    REQUIRE((*store)->put(at(temp.name(), "big1"), big1));  // a run of one superblock at the top
+    TopSuperblock sb(pool);
+    test::RoleHook hook;
+    // A repair pass (a thread of ours) stops after it read the top superblock's descriptor
+    // (RUN_HEAD), before it reads the head block's word.
+    std::thread repairer = test::start_stopped_at(
+        0, "store.repair.run_head", [&] { sb.core().repair(mono_now_ns(), false, pool.self(), nullptr); });
+    // Another process removes big1, releases its run (leaving the head word claimed by it in
+    // the now UNASSIGNED superblock) and exits: certainly dead from then on.
+    const std::string name = temp.name();
+    const pid_t freer = test::fork_child([name] {
+        Child me(name);
+        auto r = me.store->remove(at(name, "big1"));
+        return r && *r ? 0 : 1;
+    });
+    REQUIRE(test::wait_child(freer) == 0);
+    REQUIRE(store_layout::sb_state(sb.desc[sb.top].load()) == store_layout::kSbUnassigned);
+    // The repairer sees the dead freer's claim, claims it again and stops before it finishes.
+    test::arm_role(0, "store.repair.run_claimed");
+    test::release_role(0);
+    test::wait_role_held(0);
+    // A large put takes the superblock as its run's head and is acknowledged.
+    REQUIRE((*store)->put(at(temp.name(), "big2"), big2));
+    REQUIRE(store_layout::sb_state(sb.desc[sb.top].load()) == store_layout::kSbRunHead);
+    test::release_role(0);
+    repairer.join();
+    CHECK(store_layout::sb_state(sb.desc[sb.top].load()) == store_layout::kSbRunHead);  // still big2's
+    REQUIRE((*store)->put(at(temp.name(), "big3"), big3));
+    auto g2 = (*store)->get(at(temp.name(), "big2"));
+    REQUIRE((g2 && g2->has_value()));
+    CHECK((*g2)->data == big2);
+    require_clean(pool);
+}
+
 TEST_CASE("store: a loan whose owner is stopped is not reclaimed, and its commit lands after the owner resumes") {
     test::TempPool temp("stallloan", 16 << 20);
     Pool& pool = temp.pool;

@@ -71,6 +71,8 @@ const std::vector<FaultPoint>& fault_points() {
         {"store.stripe.held", kWriters},
         {"store.stripe.stolen", kWriters},
         {"store.repair.loan", R},
+        {"store.repair.run_head", R},
+        {"store.repair.run_claimed", R},
         {"store.repair.pin", R},
         // tiered store (ops child)
         {"tiered.append.after_header", O},

@@ -642,6 +642,13 @@ void StoreCore::finish_run_release(uint32_t head, uint64_t claimed) noexcept {
                                    std::memory_order_release, std::memory_order_relaxed);
         return;
     }
+    // Still our claim, read after the descriptor: a repairer that read RUN_HEAD before the
+    // run's own freer released it claims the DRAINED word that freer left in the UNASSIGNED
+    // superblock, and a new run may have taken the superblock since. Its allocator replaced
+    // the head word (acq_rel CAS) before it made the head RUN_HEAD (release CAS), so the
+    // acquire load above that saw the new run makes this load see the word moved: the new run
+    // is not ours to release.
+    if (hw.load(std::memory_order_acquire) != claimed) return;
     FABRIC_PAUSE_POINT("store.run.release_claimed");
     // Tails first: a run's head is UNASSIGNED only once no tail names it (an allocator takes a
     // run only of UNASSIGNED superblocks, and the head's UNASSIGNED releases them all).
@@ -1797,6 +1804,7 @@ void StoreCore::repair_dead_blocks(RepairPass& pass) {
             nb = 1;
         for (uint64_t i = 0; i < nb; ++i) {
             const uint32_t b = uint32_t(s * words_per_sb_ + i);
+            if (sb_state(d) == kSbRunHead) FABRIC_PAUSE_POINT("store.repair.run_head");
             uint64_t w = words_[b].load(std::memory_order_acquire);
             const uint64_t st = block_state(w);
             if (st == kBlockFree && sb_state(d) == kSbRunHead) {
@@ -1814,8 +1822,10 @@ void StoreCore::repair_dead_blocks(RepairPass& pass) {
                 // Claimed again, by us, from the exact word: one repairer finishes it.
                 const uint64_t ours = make_block(kBlockDrained, block_seq(w) + 1, pass.me, false);
                 if (pass.me != 0 && words_[b].compare_exchange_strong(w, ours, std::memory_order_acq_rel,
-                                                                      std::memory_order_relaxed))
+                                                                      std::memory_order_relaxed)) {
+                    FABRIC_PAUSE_POINT("store.repair.run_claimed");
                     finish_run_release(s, ours);
+                }
                 continue;
             }
             if (st == kBlockRetired) {
