@@ -1339,3 +1339,29 @@ TEST_CASE("group slots: a join stopped before it took the lock of a removed grou
     REQUIRE(d.ok());
     CHECK(d->members.empty());
 }
+
+TEST_CASE("group slots: a member stopped before it raised its fences raises none in the group that registers next") {
+    TestPool tp("stall-slotfence");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(2, 16)).ok());
+    REQUIRE(mgr.register_group("t", "g").ok());
+    const std::string pool_name = tp.pool.name();
+    const pid_t member = test::fork_child([pool_name] {
+        auto p = Pool::open(pool_name);
+        if (!p) return 10;
+        auto g = ConsumerGroup::open(*p, "t", "g", 2, GroupConfig{});
+        if (!g) return 11;
+        ::setenv("FABRIC_SHM_PAUSE_POINT", "group.claim.before_fence", 1);
+        detail::crash_point_rearm();
+        auto joined = g->join("m");  // claims both partitions, stops before fencing them
+        return joined ? 0 : joined.code() == Errc::not_found ? 1 : 12;
+    });
+    REQUIRE(test::wait_stopped(member));
+    REQUIRE(mgr.remove_group("t", "g").ok());
+    REQUIRE(mgr.register_group("t", "h").ok());  // the freed slot
+    test::resume(member);
+    CHECK(test::wait_child(member) == 1);  // refused: its group was deregistered
+    auto d = describe_consumer_group(tp.pool, "t", "h");
+    REQUIRE(d.ok());
+    for (const auto& part : d->partitions) CHECK(part.commit_epoch == 0);
+}

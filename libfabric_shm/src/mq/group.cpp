@@ -45,8 +45,8 @@ Status validate_member_id(std::string_view id) {
     return {};
 }
 
-Result<std::pair<uint32_t, uint64_t>> raise_fences(const Pool& pool, GroupSlot& g, std::span<const uint32_t> parts,
-                                                   uint64_t epoch) {
+Result<std::pair<uint32_t, uint64_t>> raise_fences(const Pool& pool, GroupSlot& g, uint64_t registration,
+                                                   std::span<const uint32_t> parts, uint64_t epoch) {
     bool needed = false;
     for (uint32_t p : parts)
         // Relaxed: only decides whether to take the lock; re-read under it.
@@ -58,6 +58,11 @@ Result<std::pair<uint32_t, uint64_t>> raise_fences(const Pool& pool, GroupSlot& 
     // A stolen lock needs no repair: a fence is one store, and commit_in_pool's own crash
     // window (epoch stored, offset not) is harmless (see there).
     detail::OwnerLockGuard guard(g.lock, me);
+    // Under the lock, as every writer of the slot: a fence drawn for a group that was removed
+    // meanwhile must not land in the group registered next in the slot.
+    if (g.word.load(std::memory_order_acquire) != registration)  // pairs with deregister's release
+        return make_error(Errc::not_found, "the group was deregistered (lease expired or removed) before its fences "
+                                           "were raised; open it again");
     uint32_t raised = 0;
     for (uint32_t p : parts) {
         auto& ce = g.parts[p].commit_epoch;
@@ -443,7 +448,7 @@ Result<Claim> ConsumerGroup::Impl::claim(LocalMember& m, const std::function<voi
     for (uint32_t p = 0; p < num_partitions; ++p)
         if (mine(m, g.parts[p].owner.load(std::memory_order_seq_cst))) c.partitions.push_back(p);
     FABRIC_PAUSE_POINT("group.claim.before_fence");
-    auto fenced = raise_fences(*pool, g, c.partitions, token(m.epoch));
+    auto fenced = raise_fences(*pool, g, gref.word, c.partitions, token(m.epoch));
     if (!fenced) return std::move(fenced).error();
     c.epoch = token(m.epoch);
     c.era = era;

@@ -56,8 +56,9 @@ std::string member_id(const GroupMember& m);
 Status validate_member_id(std::string_view id);
 
 /// Raises commit_epoch of each partition to at least `epoch` under GroupSlot::lock (the lock
-/// commit_in_pool checks epochs under). Returns (fences raised, epoch).
-Result<std::pair<uint32_t, uint64_t>> raise_fences(const Pool& pool, GroupSlot& g, std::span<const uint32_t> parts,
-                                                   uint64_t epoch);
+/// commit_in_pool checks epochs under), while the slot still holds `registration` (the group
+/// word). Returns (fences raised, epoch).
+Result<std::pair<uint32_t, uint64_t>> raise_fences(const Pool& pool, GroupSlot& g, uint64_t registration,
+                                                   std::span<const uint32_t> parts, uint64_t epoch);
 
 }  // namespace fabric_shm::mq

@@ -414,6 +414,7 @@ Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const Gr
     auto era = allocate_fence_era(pool);
     if (!era) return std::move(era).error();
     std::optional<Error> slot_busy;
+    uint64_t slot_wait_end = 0;
     for (uint32_t i = 0; i < kMaxGroups; ++i) {
         GroupSlot& g = t.groups[i];
         uint64_t fw = g.word.load(std::memory_order_acquire);  // pairs with deregister's release
@@ -435,7 +436,12 @@ Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const Gr
         // it was and the next one tried. A holder that is certainly dead is taken over; what
         // it left half-written is rewritten below. Later lockers of the old registration
         // find the group word changed and write nothing.
-        auto slot_lock = detail::owner_lock_acquire(g.lock, pool, me, kReusedSlotLockWaitNs, "group lock of a freed slot");
+        // One wait per registration in all (a few milliseconds per slot after it, enough to
+        // take over a dead holder's lock): the topic's group lock is held meanwhile.
+        const uint64_t at = mono_now_ns();
+        if (slot_wait_end == 0) slot_wait_end = at + kReusedSlotLockWaitNs;
+        const uint64_t wait = std::max(slot_wait_end > at ? slot_wait_end - at : 0, kReusedSlotLockMinWaitNs);
+        auto slot_lock = detail::owner_lock_acquire(g.lock, pool, me, wait, "group lock of a freed slot");
         if (!slot_lock) {
             uint64_t c = creating;
             // Release: nothing was written; the slot is FREE at the generation it had.
@@ -443,7 +449,8 @@ Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const Gr
             slot_busy = std::move(slot_lock).error();
             continue;
         }
-        detail::OwnerLockGuard slot_guard(g.lock, me);
+        std::optional<detail::OwnerLockGuard> slot_guard;
+        slot_guard.emplace(g.lock, me);
         char name[kGroupNameWords * 8] = {};
         std::memcpy(name, group.data(), std::min(group.size(), sizeof name));
         for (uint32_t k = 0; k < kGroupNameWords; ++k) {
@@ -489,6 +496,10 @@ Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const Gr
         // and the store half of the registration handshake with a blocked producer: see
         // settle_group_starts, which must come after it.
         g.word.store(live, std::memory_order_seq_cst);
+        // LIVE: a stale locker now finds the word changed. Released before the settling below,
+        // which does not need it (its start moves by CAS), so that the new group's members
+        // and operators need not wait for this registrant.
+        slot_guard.reset();
         FABRIC_PAUSE_POINT("group.register.after_publish");
         // A producer parked on our old start waits no longer than this wake (a registration
         // is rare: the system call under the topic's group lock costs only other registrants).

@@ -58,12 +58,15 @@ struct TopicHandle {
 /// CREATING by a maybe-alive creator): a creation takes milliseconds, only a stopped creator
 /// takes longer.
 constexpr uint64_t kTopicCreationWaitNs = 5'000'000'000ull;
-/// How long a registration waits for the lock of a freed group slot that a process of the
-/// slot's previous registration still holds (one stopped inside its critical section) before
-/// it tries the next free slot. A live holder's section is microseconds long; a dead one is
+/// How long a registration waits in all for the locks of freed group slots that processes of
+/// the slots' previous registrations still hold (stopped inside their critical sections)
+/// before it tries the next free slot. A live holder's section is microseconds long; a dead one is
 /// taken over within milliseconds (owner_lock_acquire). Bounded well below the 2 s other
 /// registrants wait for the topic's group lock, which the registration holds meanwhile.
 constexpr uint64_t kReusedSlotLockWaitNs = 250'000'000ull;
+/// Past that wait, what each further freed slot's lock gets: enough for owner_lock_acquire to
+/// ask the registry once whether a holder is certainly dead (it asks every ~2 ms).
+constexpr uint64_t kReusedSlotLockMinWaitNs = 5'000'000ull;
 
 /// validate_topic_config with a stride limit: kMaxStride for what users create, kMaxSlotStride
 /// for what openers accept and for dead-letter topics (their slots are a source's + room).
