@@ -3,6 +3,8 @@
 // commit, an incarnation change falls back to the seek policy with a warning and a counter.
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -205,4 +207,33 @@ TEST_CASE("file offsets: a group registered again after it was removed reports w
     REQUIRE(c->poll(b, 64, Duration::zero()).ok());
     CHECK(b.size() == 4);
     CHECK(b.lost() == 8);
+}
+
+TEST_CASE("file offsets: a commit that finds the file locked by a stopped process is refused as busy, not held") {
+    TempDir dir;
+    FileOffsetStore store(dir.path);
+    const OffsetCommit first[] = {{0, 10, 1}};
+    REQUIRE(store.commit("t", 77, "g", first).ok());
+    // Another committer holds the file's lock and stops (as a SIGSTOPped process would).
+    const std::string file = store.path("t", "g");
+    const pid_t holder = test::fork_child([file] {
+        const int fd = ::open(file.c_str(), O_RDWR | O_CLOEXEC);
+        if (fd < 0 || ::flock(fd, LOCK_EX) != 0) return 10;
+        ::raise(SIGSTOP);
+        return 0;
+    });
+    REQUIRE(test::wait_stopped(holder));
+    const OffsetCommit second[] = {{0, 20, 1}};
+    const uint64_t before = mono_now_ns();
+    auto r = store.commit("t", 77, "g", second);
+    const uint64_t waited = mono_now_ns() - before;
+    CHECK(r.code() == Errc::busy);
+    CHECK(r.error().message.find(file) != std::string::npos);
+    CHECK(waited >= kOffsetFileLockWaitNs);
+    CHECK(waited < kOffsetFileLockWaitNs + 1'000'000'000ull);
+    CHECK(store.fetch("t", 77, "g", 0)->offset == 10u);  // nothing written
+    test::resume(holder);
+    CHECK(test::wait_child(holder) == 0);  // its lock goes with its descriptor
+    REQUIRE(store.commit("t", 77, "g", second).ok());
+    CHECK(store.fetch("t", 77, "g", 0)->offset == 20u);
 }

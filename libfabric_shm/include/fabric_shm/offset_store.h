@@ -56,9 +56,15 @@ private:
 /// One file per (topic, group) in `directory`: "<topic>.<group>.offsets". Two 4 KiB record
 /// slots, each with a sequence number and CRC-32; a commit overwrites the older slot and a
 /// reader takes the newest valid one, so a torn write leaves the previous commit intact.
-/// Commits from several processes are serialised with flock. FsyncPolicy::never leaves a
+/// Commits from several processes are serialised with flock; a commit that finds the file
+/// locked for kOffsetFileLockWaitNs (its holder stopped) returns Errc::busy and writes nothing.
+/// FsyncPolicy::never leaves a
 /// commit in the page cache (it survives process crashes, not power loss); the other policies
 /// fdatasync every commit (it survives power loss).
+/// How long FileOffsetStore::commit waits for another committer's lock on the file (the
+/// group locks' wait).
+inline constexpr uint64_t kOffsetFileLockWaitNs = 2'000'000'000ull;
+
 class FileOffsetStore final : public OffsetStore {
 public:
     explicit FileOffsetStore(std::string directory, FsyncPolicy fsync = FsyncPolicy::every_write)

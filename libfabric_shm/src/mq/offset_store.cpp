@@ -5,8 +5,10 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
@@ -147,6 +149,28 @@ Result<FetchedOffset> FileOffsetStore::fetch(std::string_view topic, uint64_t in
     return f;
 }
 
+namespace {
+/// The file's lock for one commit. The kernel drops a dead holder's lock with its descriptor,
+/// so only a live holder is waited for; one stopped while it holds the lock (SIGSTOP,
+/// preemption) must not hold every other member's commit, and their heartbeats, for as long
+/// as it stays stopped: past kOffsetFileLockWaitNs the commit is refused as busy, as a group
+/// lock held by a stopped process refuses it (the in-pool commit went first; the next commit
+/// writes the file with newer offsets).
+Status lock_offset_file(int fd, const std::string& path) {
+    const uint64_t deadline = mono_now_ns() + kOffsetFileLockWaitNs;
+    for (uint64_t nap_ns = 20'000;; nap_ns = std::min<uint64_t>(nap_ns * 2, 2'000'000)) {
+        if (::flock(fd, LOCK_EX | LOCK_NB) == 0) return {};
+        if (errno != EWOULDBLOCK && errno != EINTR) return errno_error(errno, "flock " + path);
+        if (mono_now_ns() >= deadline)
+            return make_error(Errc::busy, "offset file " + path + " was locked by another committer for " +
+                                              format_duration_ns(kOffsetFileLockWaitNs) +
+                                              " (a stopped process?); the commit is left to the next one");
+        const timespec ts{0, long(nap_ns)};
+        nanosleep(&ts, nullptr);
+    }
+}
+}  // namespace
+
 // fsync policy: FsyncPolicy::on_checkpoint and every_write call fdatasync after writing the record copy (and fsyncs
 // the directory when the file was created), so an acknowledged commit survives power loss;
 // FsyncPolicy::never leaves it to the page cache (survives process crashes only). Either way
@@ -163,7 +187,7 @@ Status FileOffsetStore::commit(std::string_view topic, uint64_t incarnation, std
         created = true;
     }
     if (g.fd < 0) return errno_error(errno, "open " + p);
-    if (::flock(g.fd, LOCK_EX) != 0) return errno_error(errno, "flock " + p);  // released by close
+    FABRIC_TRY(lock_offset_file(g.fd, p));  // released by close
     FileRecord cur{};
     const bool have = read_newest(g.fd, &cur);
     FileRecord next{};
