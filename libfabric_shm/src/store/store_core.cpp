@@ -607,10 +607,17 @@ void StoreCore::release_run(uint32_t head) noexcept {
     // A read-only handle (the dump tool) claims nothing: a run whose head block is FREE is
     // released by any writer's repair pass (repair_dead_blocks).
     if (me == 0) return;
-    if (sb_state(desc_[head].load(std::memory_order_acquire)) != kSbRunHead) return;
+    const uint64_t d = desc_[head].load(std::memory_order_acquire);
+    if (sb_state(d) != kSbRunHead) return;
     std::atomic<uint64_t>& hw = words_[uint64_t(head) * words_per_sb_];
     uint64_t w = hw.load(std::memory_order_acquire);
     if (block_state(w) != kBlockFree) return;
+    // The FREE word is this run's head only if the run is still there after it was read: a
+    // freer stopped between the two loads may read the word of block 0 of a small-object class
+    // that took the superblock meanwhile (assign_sb writes its words only after its CAS to
+    // ASSIGNING, so this acquire reload then sees the descriptor changed). Claiming that word
+    // would take a free block out of the class.
+    if (desc_[head].load(std::memory_order_acquire) != d) return;
     FABRIC_PAUSE_POINT("store.run.release");
     // Several freers may release one run (the block's freer and repair()), and one stopped here
     // may resume after the run was released and its superblocks reused, many times over. So the
@@ -635,8 +642,11 @@ void StoreCore::finish_run_release(uint32_t head, uint64_t claimed) noexcept {
     // run stays as read until the CASes below.
     const uint64_t d = desc_[head].load(std::memory_order_acquire);
     if (sb_state(d) != kSbRunHead) {
-        // The FREE word claimed is not a run's head (a superblock reassigned while a freer was
-        // stopped, and the word's sequence came round): give the block back as it was.
+        // The FREE word claimed is not a run's head: the superblock was released and taken by
+        // another allocator while this freer was stopped after its checks, and the word came
+        // back to the value read (a 27-bit sequence wrap; a repairer's stale RUN_HEAD read
+        // claims a DRAINED word of an UNASSIGNED or DRAINING superblock the same way). Give the
+        // block back as FREE; an allocator that took the superblock replaced the word already.
         uint64_t c = claimed;
         hw.compare_exchange_strong(c, make_block(kBlockFree, block_seq(claimed) + 1, 0, false),
                                    std::memory_order_release, std::memory_order_relaxed);
