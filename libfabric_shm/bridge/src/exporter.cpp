@@ -654,6 +654,10 @@ Result<BridgeExit> Exporter::run(const std::function<bool()>& should_stop) {
         if (!c) {
             if (c.code() == Errc::stale_epoch) {
                 im.note("commit refused (partitions moved to another exporter): " + c.error().message);
+            } else if (c.code() == Errc::busy) {
+                // The group's lock is held by a stopped process: the next round's commit covers
+                // these offsets too (the stream deduplicates what a successor re-publishes).
+                im.note("commit delayed: " + c.error().message);
             } else if (pool_lost(c.code())) {
                 if (Status st = im.recover_local(c.error()); !st) return std::move(st).error();
                 continue;

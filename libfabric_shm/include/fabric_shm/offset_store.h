@@ -57,7 +57,8 @@ private:
 /// slots, each with a sequence number and CRC-32; a commit overwrites the older slot and a
 /// reader takes the newest valid one, so a torn write leaves the previous commit intact.
 /// Commits from several processes are serialised with flock; a commit that finds the file
-/// locked for kOffsetFileLockWaitNs (its holder stopped) returns Errc::busy and writes nothing.
+/// locked for kOffsetFileLockWaitNs (its holder stopped, or slow in its fdatasync) returns
+/// Errc::busy and writes nothing: commit again later.
 /// FsyncPolicy::never leaves a
 /// commit in the page cache (it survives process crashes, not power loss); the other policies
 /// fdatasync every commit (it survives power loss).

@@ -152,10 +152,11 @@ Result<FetchedOffset> FileOffsetStore::fetch(std::string_view topic, uint64_t in
 namespace {
 /// The file's lock for one commit. The kernel drops a dead holder's lock with its descriptor,
 /// so only a live holder is waited for; one stopped while it holds the lock (SIGSTOP,
-/// preemption) must not hold every other member's commit, and their heartbeats, for as long
-/// as it stays stopped: past kOffsetFileLockWaitNs the commit is refused as busy, as a group
-/// lock held by a stopped process refuses it (the in-pool commit went first; the next commit
-/// writes the file with newer offsets).
+/// preemption) must not hold every other committer, and its heartbeats, for as long as it
+/// stays stopped: past kOffsetFileLockWaitNs the commit is refused as busy, as a group lock
+/// held by a stopped process refuses it. A holder's section includes its fdatasync, so a
+/// slow disk can make a live holder take that long too. The caller's in-pool commit went
+/// first (Consumer::commit); committing again later is safe and writes newer offsets.
 Status lock_offset_file(int fd, const std::string& path) {
     const uint64_t deadline = mono_now_ns() + kOffsetFileLockWaitNs;
     for (uint64_t nap_ns = 20'000;; nap_ns = std::min<uint64_t>(nap_ns * 2, 2'000'000)) {
@@ -164,7 +165,7 @@ Status lock_offset_file(int fd, const std::string& path) {
         if (mono_now_ns() >= deadline)
             return make_error(Errc::busy, "offset file " + path + " was locked by another committer for " +
                                               format_duration_ns(kOffsetFileLockWaitNs) +
-                                              " (a stopped process?); the commit is left to the next one");
+                                              " (a stopped process, or a slow fdatasync); nothing was written, commit again later");
         const timespec ts{0, long(nap_ns)};
         nanosleep(&ts, nullptr);
     }
@@ -222,7 +223,9 @@ Status FileOffsetStore::commit(std::string_view topic, uint64_t incarnation, std
     if (n != ssize_t(sizeof next)) return errno_error(n < 0 ? errno : EIO, "write " + p);
     if (fsync_ != FsyncPolicy::never) {
         if (::fdatasync(g.fd) != 0) return errno_error(errno, "fdatasync " + p);
-        if (created) {
+        // The directory entry, by whoever writes the first record (not only the creator: it
+        // may have died, or given up on the lock, before its own sync).
+        if (created || !have) {
             FdGuard d{::open(directory_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
             if (d.fd >= 0) (void)::fsync(d.fd);
         }
