@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstring>
 #include <functional>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -697,51 +698,68 @@ struct TopSuperblock {
     }
     detail::StoreCore& core() { return *bound.core; }
 };
+
+/// A pool whose store holds big1, a one-superblock object at the top of the heap (a run of
+/// one), and the top superblock's descriptor; big2 is the object a test puts there next.
+struct OneSuperblockRun {
+    test::TempPool temp;
+    Pool& pool;
+    std::unique_ptr<MemObjectStore> store;
+    const std::vector<uint8_t> big1 = bytes_of("big1", 40 << 10), big2 = bytes_of("big2", 40 << 10);
+    std::optional<TopSuperblock> sb;
+    explicit OneSuperblockRun(const std::string& name) : temp(name, 32 << 20), pool(temp.pool) {
+        auto s = MemObjectStore::open(pool);
+        REQUIRE(s);
+        store = std::move(*s);
+        REQUIRE(store->put(at(temp.name(), "big1"), big1));
+        sb.emplace(pool);
+        REQUIRE(store_layout::sb_state(top_descriptor()) == store_layout::kSbRunHead);
+    }
+    uint64_t top_descriptor() const { return sb->desc[sb->top].load(); }
+    /// big2 still holds the top superblock's run: another large put goes elsewhere, big2 reads
+    /// back whole, and check() finds the store consistent.
+    void check_big2_kept_its_run() {
+        CHECK(store_layout::sb_state(top_descriptor()) == store_layout::kSbRunHead);
+        REQUIRE(store->put(at(temp.name(), "big3"), bytes_of("big3", 40 << 10)));
+        auto g2 = store->get(at(temp.name(), "big2"));
+        REQUIRE_MESSAGE(g2, g2.error().message);
+        REQUIRE(g2->has_value());
+        CHECK((*g2)->data == big2);
+        require_clean(pool);
+    }
+};
 }  // namespace
 
 TEST_CASE("store: a freer stopped before it claims a run's release frees nothing after the superblock's "
           "descriptor came round to the word it read") {
-    test::TempPool temp("stallwrap", 32 << 20);
-    Pool& pool = temp.pool;
-    auto store = MemObjectStore::open(pool);
-    REQUIRE(store);
-    const auto big1 = bytes_of("big1", 40 << 10), big2 = bytes_of("big2", 40 << 10), big3 = bytes_of("big3", 40 << 10);
-    REQUIRE((*store)->put(at(temp.name(), "big1"), big1));  // a run of one superblock at the top
-    TopSuperblock sb(pool);
-    const uint64_t read_by_freer = sb.desc[sb.top].load();
-    REQUIRE(store_layout::sb_state(read_by_freer) == store_layout::kSbRunHead);
-    const pid_t kid = stopped_child(temp.name(), "store.run.release", [&](Child& me) {
-        auto r = me.store->remove(at(temp.name(), "big1"));
+    OneSuperblockRun f("stallwrap");
+    const uint64_t read_by_freer = f.top_descriptor();
+    const pid_t kid = stopped_child(f.temp.name(), "store.run.release", [&](Child& me) {
+        auto r = me.store->remove(at(f.temp.name(), "big1"));
         return r && *r ? 0 : 1;
     });
-    pool.reap(MonoClock::now(), false, false);  // repair releases the run: its head block is FREE
-    REQUIRE(store_layout::sb_state(sb.desc[sb.top].load()) == store_layout::kSbUnassigned);
+    f.pool.reap(MonoClock::now(), false, false);  // repair releases the run: its head block is FREE
+    REQUIRE(store_layout::sb_state(f.top_descriptor()) == store_layout::kSbUnassigned);
     // Large objects come and go through the top superblock, three descriptor generations each
     // (CLAIMING, RUN_HEAD, UNASSIGNED): after 2^22 - 1 of them (about a second here) the next
     // large put makes it RUN_HEAD at the very word the stopped freer read.
-    const OwnerToken me = pool.self();
+    const OwnerToken me = f.pool.self();
     uint64_t failed = 0;
     for (uint64_t i = 0; i < (1ull << 22) - 1; ++i) {
         uint64_t w = 0;
-        auto b = sb.core().alloc(40 << 10, me, &w);
+        auto b = f.sb->core().alloc(40 << 10, me, &w);
         if (!b) {
             ++failed;
             continue;
         }
-        sb.core().free_loan(*b, me);
+        f.sb->core().free_loan(*b, me);
     }
     REQUIRE(failed == 0);
-    REQUIRE((*store)->put(at(temp.name(), "big2"), big2));
-    REQUIRE(sb.desc[sb.top].load() == read_by_freer);
+    REQUIRE(f.store->put(at(f.temp.name(), "big2"), f.big2));
+    REQUIRE(f.top_descriptor() == read_by_freer);
     test::resume(kid);
     CHECK(test::wait_child(kid) == 0);
-    CHECK(store_layout::sb_state(sb.desc[sb.top].load()) == store_layout::kSbRunHead);  // still big2's
-    REQUIRE((*store)->put(at(temp.name(), "big3"), big3));  // finds another superblock
-    auto g2 = (*store)->get(at(temp.name(), "big2"));
-    REQUIRE_MESSAGE(g2, g2.error().message);
-    REQUIRE(g2->has_value());
-    CHECK((*g2)->data == big2);
-    require_clean(pool);
+    f.check_big2_kept_its_run();
 }
 
 TEST_CASE("store: a run release claimed by a freer that stops is left to it; one claimed by a freer that dies is "
@@ -779,43 +797,32 @@ TEST_CASE("store: a run release claimed by a freer that stops is left to it; one
 
 TEST_CASE("store: a repairer that read a run's head before its freer released it never releases the next run "
           "in that superblock") {
-    test::TempPool temp("stallrepairrun", 32 << 20);
-    Pool& pool = temp.pool;
-    auto store = MemObjectStore::open(pool);
-    REQUIRE(store);
-    const auto big1 = bytes_of("big1", 40 << 10), big2 = bytes_of("big2", 40 << 10), big3 = bytes_of("big3", 40 << 10);
-    REQUIRE((*store)->put(at(temp.name(), "big1"), big1));  // a run of one superblock at the top
-    TopSuperblock sb(pool);
+    OneSuperblockRun f("stallrepairrun");
     test::RoleHook hook;
     // A repair pass (a thread of ours) stops after it read the top superblock's descriptor
     // (RUN_HEAD), before it reads the head block's word.
     std::thread repairer = test::start_stopped_at(
-        0, "store.repair.run_head", [&] { sb.core().repair(mono_now_ns(), false, pool.self(), nullptr); });
+        0, "store.repair.run_head", [&] { f.sb->core().repair(mono_now_ns(), false, f.pool.self(), nullptr); });
     // Another process removes big1, releases its run (leaving the head word claimed by it in
     // the now UNASSIGNED superblock) and exits: certainly dead from then on.
-    const std::string name = temp.name();
+    const std::string name = f.temp.name();
     const pid_t freer = test::fork_child([name] {
         Child me(name);
         auto r = me.store->remove(at(name, "big1"));
         return r && *r ? 0 : 1;
     });
     REQUIRE(test::wait_child(freer) == 0);
-    REQUIRE(store_layout::sb_state(sb.desc[sb.top].load()) == store_layout::kSbUnassigned);
+    REQUIRE(store_layout::sb_state(f.top_descriptor()) == store_layout::kSbUnassigned);
     // The repairer sees the dead freer's claim, claims it again and stops before it finishes.
     test::arm_role(0, "store.repair.run_claimed");
     test::release_role(0);
     test::wait_role_held(0);
     // A large put takes the superblock as its run's head and is acknowledged.
-    REQUIRE((*store)->put(at(temp.name(), "big2"), big2));
-    REQUIRE(store_layout::sb_state(sb.desc[sb.top].load()) == store_layout::kSbRunHead);
+    REQUIRE(f.store->put(at(f.temp.name(), "big2"), f.big2));
+    REQUIRE(store_layout::sb_state(f.top_descriptor()) == store_layout::kSbRunHead);
     test::release_role(0);
     repairer.join();
-    CHECK(store_layout::sb_state(sb.desc[sb.top].load()) == store_layout::kSbRunHead);  // still big2's
-    REQUIRE((*store)->put(at(temp.name(), "big3"), big3));
-    auto g2 = (*store)->get(at(temp.name(), "big2"));
-    REQUIRE((g2 && g2->has_value()));
-    CHECK((*g2)->data == big2);
-    require_clean(pool);
+    f.check_big2_kept_its_run();
 }
 
 TEST_CASE("store: a loan whose owner is stopped is not reclaimed, and its commit lands after the owner resumes") {
