@@ -635,3 +635,55 @@ TEST_CASE("tiered: every_write syncs each demotion and the objects read back aft
     CHECK(d.info.version == 2);
     CHECK(get_ok(*t, b).data == pattern(10000, 5));
 }
+
+namespace {
+/// Runs `body` on its own tiered store over `pool_name` in a child that then SIGKILLs itself
+/// (no checkpoint, no destructor), and waits for it.
+void run_then_killed(const std::string& pool_name, const TieredConfig& c,
+                     const std::function<bool(TieredObjectStore&, const std::string&)>& body) {
+    const pid_t pid = test::fork_child([&] {
+        auto pool = Pool::open(pool_name);
+        if (!pool) return 10;
+        auto t = TieredObjectStore::open(*pool, c);
+        if (!t || !body(**t, pool_name)) return 11;
+        ::kill(::getpid(), SIGKILL);
+        return 12;
+    });
+    REQUIRE(test::wait_child(pid) == 128 + SIGKILL);
+}
+}  // namespace
+
+TEST_CASE("tiered: a put acknowledged after the last checkpoint by an owner that was killed is kept by the next "
+          "owner's checkpoint(include_hot) across the pool's removal") {
+    test::PoolCleanup cleanup(test::unique_pool_name("tier-untracked"));
+    TempDir dir;
+    const TieredConfig c = config_for(dir, 8);
+    const FabricUri u = uri(cleanup.name(), "k");
+    {
+        Pool pool = make_pool(cleanup.name());
+        run_then_killed(cleanup.name(), c, [&](TieredObjectStore& t, const std::string&) {
+            return t.checkpoint(true).ok() && t.put(u, bytes_of("acked")).ok();  // after its checkpoint
+        });
+        auto t = open_tiered(pool, c);
+        CHECK(t->stats().hot_objects == 1);  // tracked: counted against max_hot, demotable
+        REQUIRE(t->checkpoint(/*include_hot=*/true).ok());
+    }
+    REQUIRE(Pool::remove(cleanup.name(), true).ok());
+    Pool pool = make_pool(cleanup.name());  // the pool is gone: a fresh one
+    auto t = open_tiered(pool, c);
+    CHECK(get_ok(*t, u).data == bytes_of("acked"));
+}
+
+TEST_CASE("tiered: a version removed from the hot tier only is never used again after its owner was killed") {
+    test::TempPool temp("tier-floor", kPoolBytes);
+    TempDir dir;
+    const TieredConfig c = config_for(dir, 8);
+    const FabricUri u = uri(temp.name(), "k");
+    run_then_killed(temp.name(), c, [&](TieredObjectStore& t, const std::string&) {
+        for (const char* v : {"a", "b", "c"}) (void)t.put(u, bytes_of(v));  // versions 1..3, hot only
+        auto removed = t.remove(u);
+        return removed.ok() && *removed;
+    });
+    auto t = open_tiered(temp.pool, c);
+    CHECK(put_ok(*t, u, bytes_of("d")) > 3);
+}

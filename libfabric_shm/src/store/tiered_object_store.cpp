@@ -19,8 +19,10 @@
 //   demote:  append cold record -> [fdatasync if every_write] -> index it -> remove hot copy
 //   promote: put hot copy (same tier version) -> keep the cold copy (demoting it again later
 //            costs no write while the version is unchanged)
-//   overwrite/remove of a key with a cold copy: tombstone record appended first, so a stale
+//   overwrite of a key with a cold copy: tombstone record appended first, so a stale
 //            cold version never resurfaces after the hot copy is lost with the pool.
+//   remove:  tombstone record appended first, cold copy or not: the removed version becomes
+//            the key's floor on replay (versions stay monotonic across a restart).
 //   checkpoint: [include_hot copies] -> [compact to cold.<G+1>.log] -> fdatasync log ->
 //            write cold.index.tmp -> fsync -> rename -> fsync dir -> unlink old log
 // A process killed at any step leaves either the hot copy, the cold copy, or both.
@@ -748,6 +750,29 @@ struct TieredObjectStore::Impl {
             auto h = hot->head(*uri);
             if (h && h->has_value()) touch(*uri, key);
         }
+        return track_unlisted_hot();
+    }
+
+    /// The hot copies this store wrote (tier metadata) that the checkpoint does not list: put
+    /// after it by an owner that died before its next one. Tracked after the listed ones,
+    /// oldest first, so that max_hot counts them, demotion reaches them and
+    /// checkpoint(include_hot) copies them; otherwise an acknowledged put would be lost with
+    /// the pool although a later checkpoint(include_hot) succeeded.
+    Status track_unlisted_hot() {
+        auto all = hot->list_all();
+        if (!all) return std::move(all).error();
+        std::vector<std::pair<uint64_t, FabricUri>> found;  // (hot created time, uri)
+        for (const std::string& key : *all) {
+            if (lru_pos.count(key)) continue;
+            auto uri = uri_of(pool->name(), key);
+            if (!uri) continue;
+            auto h = hot->head(*uri);
+            if (!h || !h->has_value() || !(*h)->metadata.count(std::string(kTierMetaKey))) continue;
+            found.emplace_back((*h)->created_wall_ns, std::move(*uri));
+        }
+        std::stable_sort(found.begin(), found.end(),
+                         [](const auto& a, const auto& b) { return a.first < b.first; });
+        for (const auto& [created, uri] : found) touch(uri, uri.object_key());
         return {};
     }
 
@@ -1053,7 +1078,10 @@ Result<bool> TieredObjectStore::remove(const FabricUri& uri, const RemoveOptions
         return make_error(Errc::conflict, uri.to_string() + " is at version " + std::to_string(version) +
                                               ", remove expected version " + std::to_string(*options.if_version));
     }
-    if (m.cold.count(key)) FABRIC_TRY(m.append_tombstone(key, version));
+    // A tombstone whether or not a cold copy exists: replay turns it into the key's version
+    // floor, so a put after a restart continues above the removed version (the floor in
+    // memory reaches the index only at the next checkpoint).
+    FABRIC_TRY(m.append_tombstone(key, version));
     m.drop_cold(key);
     m.floors[key] = std::max(m.floors[key], version);
     auto r = m.hot->remove(uri);
