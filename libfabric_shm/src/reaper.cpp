@@ -8,6 +8,7 @@
 
 #include "crash_point.h"
 #include "fabric_shm/counters.h"
+#include "owner_lock.h"
 #include "pool_impl.h"
 #include "pool_internal.h"
 #include "region_kinds.h"
@@ -20,6 +21,12 @@ using detail::next_gen;
 using detail::ReclaimContext;
 using detail::try_reclaim;
 using detail::unlink_if_same;
+
+namespace {
+/// How long a removal waits for the directory lock (a creator or remover holds it for
+/// microseconds; one held by a stopped process only postpones the removal to a later pass).
+constexpr uint64_t kRemovalLockWaitNs = 100'000'000ull;
+}  // namespace
 
 namespace detail {
 
@@ -166,9 +173,23 @@ ReapReport reap_pass(Pool& pool, MonoTime now_time, bool dry_run, bool allow_poo
             return report;
         }
         uint64_t lw = h.lifecycle.load(std::memory_order_acquire);
-        if (lifecycle_state(lw) == kPoolLive &&
-            h.lifecycle.compare_exchange_strong(lw, make_lifecycle(kPoolReclaiming, impl->self),
-                                                std::memory_order_acq_rel)) {
+        // The removal is decided under the directory lock, judged again there: a reaper stopped
+        // after the judgement above would otherwise remove a pool in which a region was created
+        // meanwhile (its lease live). create_region checks the lifecycle under the same lock
+        // and reserves its entry (CREATING, which wholly_expired counts as live) before it lets
+        // go, so each sees the other. A lock held by a stopped process makes this pass skip the
+        // removal; a later pass decides again.
+        bool marked = false;
+        if (lifecycle_state(lw) == kPoolLive) {
+            FABRIC_PAUSE_POINT("pool.reap.judged_expired");
+            if (auto locked = owner_lock_acquire(h.meta_lock, pool, impl->self, kRemovalLockWaitNs, "directory lock")) {
+                OwnerLockGuard guard(h.meta_lock, impl->self);
+                marked = pool.wholly_expired(MonoClock::now()) &&
+                         h.lifecycle.compare_exchange_strong(lw, make_lifecycle(kPoolReclaiming, impl->self),
+                                                             std::memory_order_acq_rel);
+            }
+        }
+        if (marked) {
             FABRIC_CRASH_POINT("pool.reap.reclaiming");
             unlink_if_same(*impl);
             h.lifecycle.store(make_lifecycle(kPoolGone, impl->self), std::memory_order_release);

@@ -117,6 +117,11 @@ Result<Region> Pool::create_region(const RegionSpec& spec) {
     uint64_t offset = 0;
     {
         detail::OwnerLockGuard guard(h.meta_lock, impl_->self);
+        // Again under the lock: a removal marks the pool RECLAIMING only under it, after judging
+        // every lease expired (reap_pass), so a region reserved below is either seen by that
+        // judgement (CREATING counts as live) or refused here.
+        if (lifecycle_state(h.lifecycle.load(std::memory_order_acquire)) != kPoolLive)
+            return make_error(Errc::stale_generation, "pool '" + impl_->name + "' has been removed");
         now = mono_now_ns();
         // Under the lock: repair entries of dead creators, check the name, find space.
         struct Extent {

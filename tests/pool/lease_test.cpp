@@ -244,3 +244,40 @@ TEST_CASE("leases: a renewal paused after its checks, resumed after its region w
     // than its holders expect), never pulled in.
     CHECK(b->lease.expires_ns >= b->lease.created_ns + 5'000'000'000ull);
 }
+
+TEST_CASE("leases: a reaper stopped after judging a pool wholly expired does not remove it once a region was "
+          "created in it") {
+    test::PoolCleanup cleanup(test::unique_pool_name("reapjudged"));
+    const std::string name = cleanup.name();
+    auto pool = Pool::create({name, 2 << 20, 300ms});
+    REQUIRE_MESSAGE(pool, pool.error().message);
+    const MonoTime deadline = MonoClock::now() + 10s;
+    while (!pool->wholly_expired() && MonoClock::now() < deadline) usleep(10 * 1000);
+    REQUIRE(pool->wholly_expired());
+    // A reaper judges every lease expired and stops before it marks the pool for removal.
+    const pid_t reaper = test::fork_child([name] {
+        OpenOptions o;
+        o.allow_expired = true;
+        o.reap_on_open = false;
+        auto p = Pool::open(name, o);
+        if (!p) return 10;
+        setenv("FABRIC_SHM_PAUSE_POINT", "pool.reap.judged_expired", 1);
+        detail::crash_point_rearm();
+        return p->reap(MonoClock::now()).pool_removed ? 1 : 0;
+    });
+    REQUIRE(test::wait_stopped(reaper));
+    // Meanwhile a holder of the pool creates a region with a live lease.
+    RegionSpec spec;
+    spec.name = "fresh";
+    spec.length = 4096;
+    spec.ttl = 60s;
+    auto region = pool->create_region(spec);
+    REQUIRE_MESSAGE(region, region.error().message);
+    CHECK_FALSE(pool->wholly_expired());
+    test::resume(reaper);
+    CHECK(test::wait_child(reaper) == 0);  // judged again under the directory lock: not removed
+    CHECK(region->check());
+    OpenOptions o;
+    o.allow_expired = true;
+    CHECK(Pool::open(name, o));
+}

@@ -21,6 +21,7 @@ const std::vector<FaultPoint>& fault_points() {
         {"pool.create.before_magic", O},
         {"pool.create.before_link", O},
         {"pool.create.after_link", O},
+        {"pool.reap.judged_expired", O | R},
         {"pool.reap.reclaiming", O | R},
         {"pool.reap.hook", kEveryone},           // before a region kind's repair hook runs
         {"region.create.reserved", W | O},       // workers: the metrics region; ops: store and topic
