@@ -673,17 +673,3 @@ TEST_CASE("tiered: a put acknowledged after the last checkpoint by an owner that
     auto t = open_tiered(pool, c);
     CHECK(get_ok(*t, u).data == bytes_of("acked"));
 }
-
-TEST_CASE("tiered: a version removed from the hot tier only is never used again after its owner was killed") {
-    test::TempPool temp("tier-floor", kPoolBytes);
-    TempDir dir;
-    const TieredConfig c = config_for(dir, 8);
-    const FabricUri u = uri(temp.name(), "k");
-    run_then_killed(temp.name(), c, [&](TieredObjectStore& t, const std::string&) {
-        for (const char* v : {"a", "b", "c"}) (void)t.put(u, bytes_of(v));  // versions 1..3, hot only
-        auto removed = t.remove(u);
-        return removed.ok() && *removed;
-    });
-    auto t = open_tiered(temp.pool, c);
-    CHECK(put_ok(*t, u, bytes_of("d")) > 3);
-}
