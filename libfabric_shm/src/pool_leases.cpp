@@ -3,6 +3,7 @@
 // RenewalManager (lease.cpp) schedules renewals on top of these.
 #include "fabric_shm/pool.h"
 
+#include <atomic>
 #include <optional>
 
 #include "crash_point.h"
@@ -122,6 +123,14 @@ Result<MonoTime> Pool::renew_lease(uint64_t lease_id, MonoTime now, Duration ttl
         }
     }
     FABRIC_CRASH_POINT("lease.renew.after_extend");
+    // The pool's removal, after the extension: a Dekker pair with reap_pass, which marks the
+    // pool RECLAIMING (seq_cst CAS), then judges every lease again behind a seq_cst fence and
+    // puts the pool back to LIVE if one is live. Either it sees this extension, or this load
+    // sees its mark and the renewal fails: a renewer whose `now` went stale in a pause never
+    // extends a lease that holders then write under while the pool is removed.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (lifecycle_state(impl_->header()->lifecycle.load(std::memory_order_relaxed)) != kPoolLive)
+        return make_error(Errc::stale_generation, "pool '" + impl_->name + "' has been removed");
     if (entry) {
         const uint64_t w = entry->word.load(std::memory_order_seq_cst);
         if (entry_word_gen(w) != (gen & kSlotGenMask)) {

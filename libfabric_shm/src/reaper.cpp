@@ -4,6 +4,8 @@
 // removes a wholly expired pool. One pass per call; every step is a CAS, so reapers race safely.
 #include "fabric_shm/pool.h"
 
+#include <algorithm>
+#include <atomic>
 #include <optional>
 
 #include "crash_point.h"
@@ -182,11 +184,30 @@ ReapReport reap_pass(Pool& pool, MonoTime now_time, bool dry_run, bool allow_poo
         bool marked = false;
         if (lifecycle_state(lw) == kPoolLive) {
             FABRIC_PAUSE_POINT("pool.reap.judged_expired");
+            // Judged at the later of the caller's instant and now (a pass given a later instant
+            // still removes what is expired by then).
+            const MonoTime judge_at = std::max(now_time, MonoClock::now());
             if (auto locked = owner_lock_acquire(h.meta_lock, pool, impl->self, kRemovalLockWaitNs, "directory lock")) {
                 OwnerLockGuard guard(h.meta_lock, impl->self);
-                marked = pool.wholly_expired(MonoClock::now()) &&
+                // seq_cst: the mark half of the Dekker pair with renew_lease (see there).
+                marked = pool.wholly_expired(judge_at) &&
                          h.lifecycle.compare_exchange_strong(lw, make_lifecycle(kPoolReclaiming, impl->self),
-                                                             std::memory_order_acq_rel);
+                                                             std::memory_order_seq_cst);
+                if (marked) {
+                    // A renewal whose `now` went stale in a pause may have extended a lease after
+                    // the judgement (renewals take no lock): judged once more behind the fence;
+                    // if a lease is live the pool goes back to LIVE (that renewer's own load
+                    // then saw LIVE, or it saw our mark and failed).
+                    std::atomic_thread_fence(std::memory_order_seq_cst);
+                    if (!pool.wholly_expired(judge_at)) {
+                        uint64_t ours = make_lifecycle(kPoolReclaiming, impl->self);
+                        h.lifecycle.compare_exchange_strong(ours, make_lifecycle(kPoolLive, 0), std::memory_order_seq_cst);
+                        marked = false;
+                    }
+                }
+            } else {
+                report.notes.push_back("pool '" + impl->name + "' is wholly expired; its removal waits for the "
+                                       "directory lock (" + locked.error().message + ")");
             }
         }
         if (marked) {

@@ -281,3 +281,35 @@ TEST_CASE("leases: a reaper stopped after judging a pool wholly expired does not
     o.allow_expired = true;
     CHECK(Pool::open(name, o));
 }
+
+TEST_CASE("leases: a renewal stopped after its checks, resumed after the pool was judged expired and removed, fails "
+          "instead of extending a lease nobody can use") {
+    test::PoolCleanup cleanup(test::unique_pool_name("renewremoved"));
+    const std::string name = cleanup.name();
+    auto pool = Pool::create({name, 2 << 20, 300ms});
+    REQUIRE_MESSAGE(pool, pool.error().message);
+    RegionSpec spec;
+    spec.name = "short";
+    spec.length = 4096;
+    spec.ttl = 300ms;
+    auto region = pool->create_region(spec);
+    REQUIRE(region);
+    const uint64_t id = region->lease_id();
+    // A renewer takes its `now` while the lease is live and stops after its checks.
+    const pid_t renewer = test::fork_child([name, id] {
+        auto p = Pool::open(name);
+        if (!p) return 10;
+        const MonoTime now = MonoClock::now();
+        setenv("FABRIC_SHM_PAUSE_POINT", "lease.renew.checked", 1);
+        detail::crash_point_rearm();
+        auto r = p->renew_lease(id, now);
+        return r ? 0 : r.code() == Errc::stale_generation ? 1 : 2;
+    });
+    REQUIRE(test::wait_stopped(renewer));
+    const MonoTime deadline = MonoClock::now() + 10s;
+    while (!pool->wholly_expired() && MonoClock::now() < deadline) usleep(10 * 1000);
+    REQUIRE(pool->wholly_expired());
+    CHECK(pool->reap(MonoClock::now()).pool_removed);
+    test::resume(renewer);
+    CHECK(test::wait_child(renewer) == 1);  // its extension lands in a removed pool: refused
+}
