@@ -128,9 +128,12 @@ Result<MonoTime> Pool::renew_lease(uint64_t lease_id, MonoTime now, Duration ttl
     // puts the pool back to LIVE if one is live. Either it sees this extension, or this load
     // sees its mark and the renewal fails: a renewer whose `now` went stale in a pause never
     // extends a lease that holders then write under while the pool is removed.
+    // Busy, not stale_generation: the reaper may yet see the extension and keep the pool; a
+    // renewal made again finds the pool LIVE, or removed (then stale_generation).
     std::atomic_thread_fence(std::memory_order_seq_cst);
     if (lifecycle_state(impl_->header()->lifecycle.load(std::memory_order_relaxed)) != kPoolLive)
-        return make_error(Errc::stale_generation, "pool '" + impl_->name + "' has been removed");
+        return make_error(Errc::busy, what + " was renewed while pool '" + impl_->name +
+                                          "' was being judged for removal; renew again");
     if (entry) {
         const uint64_t w = entry->word.load(std::memory_order_seq_cst);
         if (entry_word_gen(w) != (gen & kSlotGenMask)) {

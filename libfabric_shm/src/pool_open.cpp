@@ -303,8 +303,18 @@ Result<Pool> Pool::open(std::string_view name_view, const OpenOptions& options) 
             const bool owner_dead =
                 lifecycle_state(lc) == kPoolGone ||
                 doomed.registry().process_liveness(lifecycle_owner(lc), MonoClock::now()) == Liveness::certainly_dead;
-            if (owner_dead) unlink_if_same(*doomed.impl_);  // the remover died before unlinking: finish for it
-            else usleep(2000);
+            // The remover died before unlinking: finish for it, after taking its mark over (CAS
+            // from the exact word to GONE). A remover judged dead by its heartbeat alone (another
+            // pid namespace) that is only stopped may put the pool back to LIVE when it resumes
+            // (reap_pass: a lease renewed after its judgement); its revert then fails instead of
+            // reviving a pool whose name is gone.
+            uint64_t marked = lc;
+            if (owner_dead && (lifecycle_state(lc) == kPoolGone ||
+                               doomed.impl_->header()->lifecycle.compare_exchange_strong(
+                                   marked, make_lifecycle(kPoolGone, 0), std::memory_order_seq_cst)))
+                unlink_if_same(*doomed.impl_);
+            else
+                usleep(2000);
             continue;
         }
         Pool pool(std::move(impl));

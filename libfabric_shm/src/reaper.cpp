@@ -4,7 +4,6 @@
 // removes a wholly expired pool. One pass per call; every step is a CAS, so reapers race safely.
 #include "fabric_shm/pool.h"
 
-#include <algorithm>
 #include <atomic>
 #include <optional>
 
@@ -184,9 +183,9 @@ ReapReport reap_pass(Pool& pool, MonoTime now_time, bool dry_run, bool allow_poo
         bool marked = false;
         if (lifecycle_state(lw) == kPoolLive) {
             FABRIC_PAUSE_POINT("pool.reap.judged_expired");
-            // Judged at the later of the caller's instant and now (a pass given a later instant
-            // still removes what is expired by then).
-            const MonoTime judge_at = std::max(now_time, MonoClock::now());
+            // Judged now, whatever instant the caller gave: a pass given a later instant (as
+            // tests do to reclaim regions early) must not remove a pool whose leases are live.
+            const MonoTime judge_at = MonoClock::now();
             if (auto locked = owner_lock_acquire(h.meta_lock, pool, impl->self, kRemovalLockWaitNs, "directory lock")) {
                 OwnerLockGuard guard(h.meta_lock, impl->self);
                 // seq_cst: the mark half of the Dekker pair with renew_lease (see there).
@@ -201,7 +200,10 @@ ReapReport reap_pass(Pool& pool, MonoTime now_time, bool dry_run, bool allow_poo
                     std::atomic_thread_fence(std::memory_order_seq_cst);
                     if (!pool.wholly_expired(judge_at)) {
                         uint64_t ours = make_lifecycle(kPoolReclaiming, impl->self);
-                        h.lifecycle.compare_exchange_strong(ours, make_lifecycle(kPoolLive, 0), std::memory_order_seq_cst);
+                        const bool kept = h.lifecycle.compare_exchange_strong(ours, make_lifecycle(kPoolLive, 0),
+                                                                              std::memory_order_seq_cst);
+                        report.notes.push_back("pool '" + impl->name + "': a lease was renewed while its removal was "
+                                               "decided; " + (kept ? "kept" : "another process took the removal over"));
                         marked = false;
                     }
                 }

@@ -303,7 +303,9 @@ TEST_CASE("leases: a renewal stopped after its checks, resumed after the pool wa
         setenv("FABRIC_SHM_PAUSE_POINT", "lease.renew.checked", 1);
         detail::crash_point_rearm();
         auto r = p->renew_lease(id, now);
-        return r ? 0 : r.code() == Errc::stale_generation ? 1 : 2;
+        if (r || r.code() != Errc::busy) return r ? 0 : 2;  // refused, retryable: not "renewed"
+        auto again = p->renew_lease(id, MonoClock::now());
+        return !again && again.code() == Errc::stale_generation ? 1 : 3;  // renewed again: the pool is gone
     });
     REQUIRE(test::wait_stopped(renewer));
     const MonoTime deadline = MonoClock::now() + 10s;
