@@ -58,9 +58,8 @@ Result<std::pair<uint32_t, uint64_t>> raise_fences(const Pool& pool, GroupSlot& 
     // A stolen lock needs no repair: a fence is one store, and commit_in_pool's own crash
     // window (epoch stored, offset not) is harmless (see there).
     detail::OwnerLockGuard guard(g.lock, me);
-    // Under the lock, as every writer of the slot: a fence drawn for a group that was removed
-    // meanwhile must not land in the group registered next in the slot.
-    if (g.word.load(std::memory_order_acquire) != registration)  // pairs with deregister's release
+    // A fence drawn for a group that was removed meanwhile must not land in the next one.
+    if (!holds_registration(g, registration))
         return make_error(Errc::not_found, "the group was deregistered (lease expired or removed) before its fences "
                                            "were raised; open it again");
     uint32_t raised = 0;
@@ -275,10 +274,8 @@ Result<Claim> ConsumerGroup::join(std::string_view member_id) {
         // A stolen lock needs no repair: a joiner writes a FREE row's fields and publishes
         // them with one CAS; a crash before it leaves the row FREE (fields ignored).
         detail::OwnerLockGuard guard(g.lock, me);
-        // Under the lock, as every writer of the slot: a join that read the group before it was
-        // deregistered must not write a member into a later registration of the same slot
-        // (which takes this lock before it rewrites the rows).
-        if (g.word.load(std::memory_order_acquire) != im.gref.word)  // pairs with deregister's release
+        // A join that read the group before it was deregistered adds no member to the next one.
+        if (!holds_registration(g, im.gref.word))
             return make_error(Errc::not_found, "group '" + im.group + "' on topic '" + im.topic +
                                                    "' was deregistered (lease expired or removed); open it again");
         now = mono_now_ns();

@@ -108,9 +108,8 @@ Status claim_result_bucket(const Pool& pool, const std::string& topic, const std
         auto lk = detail::owner_lock_acquire(g.lock, pool, me, 2 * kNsPerSec, "group membership lock");
         if (!lk) return std::move(lk).error();
         detail::OwnerLockGuard guard(g.lock, me);
-        // The registration found above, still: a slot freed and registered again meanwhile
-        // holds another group's record.
-        if (g.word.load(std::memory_order_acquire) != registration)  // pairs with deregister's release
+        // A slot freed and registered again meanwhile holds another group's record.
+        if (!holds_registration(g, registration))
             return make_error(Errc::not_found, "group '" + group + "' on topic '" + topic +
                                                    "' was deregistered while its result bucket was claimed; open it again");
         const ResultsRecord have = read_results_record(g);

@@ -555,7 +555,7 @@ Status commit_in_pool(TopicHandle& t, const GroupRef& ref, std::string_view grou
         // A stolen lock needs no repair: each committer stores commit_epoch before committed, so a
         // crash between the two leaves (new epoch, old offset): a re-commit, never a lost fence.
         detail::OwnerLockGuard guard(g.lock, me);
-        if (g.word.load(std::memory_order_acquire) != ref.word)  // pairs with deregister's release
+        if (!holds_registration(g, ref.word))
             return make_error(Errc::not_found, "group '" + std::string(group) + "' was deregistered during commit");
         for (const auto& c : commits) {
             const uint64_t stored = g.parts[c.partition].commit_epoch.load(std::memory_order_relaxed);  // under lock
@@ -611,7 +611,7 @@ Status fenced_partition_step(TopicHandle& t, const GroupRef& ref, std::string_vi
     if (!lk) return std::move(lk).error();
     // A stolen lock needs no repair: every step's stores are single words, epoch before offset.
     detail::OwnerLockGuard guard(g.lock, me);
-    if (g.word.load(std::memory_order_acquire) != ref.word)  // pairs with deregister's release
+    if (!holds_registration(g, ref.word))
         return make_error(Errc::not_found,
                           "group '" + std::string(group) + "' was deregistered before a " + std::string(what));
     GroupPartition& gp = g.parts[partition];

@@ -97,6 +97,13 @@ std::string group_name(const GroupSlot& g);
 bool group_name_is(const GroupSlot& g, std::string_view name);
 /// Index of the LIVE group with this name (expired or not), -1 if none; *word gets its state word.
 int find_group(const TopicHandle& t, std::string_view name, uint64_t* word = nullptr);
+/// Whether slot `g` still holds the registration whose LIVE word is `registration`. Every writer
+/// under GroupSlot::lock asks this after taking the lock: a registration that reuses the slot
+/// takes the lock before it rewrites anything (register_group), so a writer that passes writes
+/// into its own group. Acquire: pairs with deregister's release store.
+inline bool holds_registration(const GroupSlot& g, uint64_t registration) {
+    return g.word.load(std::memory_order_acquire) == registration;
+}
 /// Lease run out (0 = being deregistered).
 inline bool group_expired(const GroupSlot& g, uint64_t now_ns) {
     return g.lease_expires_ns.load(std::memory_order_acquire) <= now_ns;  // pairs with renew/deregister CAS
