@@ -126,10 +126,10 @@ Result<MonoTime> Pool::renew_lease(uint64_t lease_id, MonoTime now, Duration ttl
     // The pool's removal, after the extension: a Dekker pair with reap_pass, which marks the
     // pool RECLAIMING (seq_cst CAS), then judges every lease again behind a seq_cst fence and
     // puts the pool back to LIVE if one is live. Either it sees this extension, or this load
-    // sees its mark and the renewal fails: a renewer whose `now` went stale in a pause never
-    // extends a lease that holders then write under while the pool is removed.
-    // Busy, not stale_generation: the reaper may yet see the extension and keep the pool; a
-    // renewal made again finds the pool LIVE, or removed (then stale_generation).
+    // sees its mark: a renewer whose `now` went stale in a pause never reports a lease renewed
+    // that holders would then write under while the pool is removed. Busy, not
+    // stale_generation: the reaper may yet keep the pool; a renewal made again finds it LIVE,
+    // or removed (then stale_generation).
     std::atomic_thread_fence(std::memory_order_seq_cst);
     if (lifecycle_state(impl_->header()->lifecycle.load(std::memory_order_relaxed)) != kPoolLive)
         return make_error(Errc::busy, what + " was renewed while pool '" + impl_->name +

@@ -630,7 +630,7 @@ void StoreCore::release_run(uint32_t head) noexcept {
     // about 1.4 million reuses (seconds of a large-object loop), and the stale release would
     // have unassigned a live object's run. Acq_rel: acquire orders the free we saw (its
     // freer's last reader is done) before the release; nothing is published yet.
-    const uint64_t claimed = make_block(kBlockDrained, block_seq(w) + 1, me, false);
+    const uint64_t claimed = run_release_claim(w, me);
     if (!hw.compare_exchange_strong(w, claimed, std::memory_order_acq_rel, std::memory_order_relaxed)) return;
     finish_run_release(head, claimed);
 }
@@ -1821,7 +1821,7 @@ void StoreCore::repair_dead_blocks(RepairPass& pass) {
                 if (!pass.dry) release_run(s);
                 continue;
             }
-            if (st == kBlockDrained && sb_state(d) == kSbRunHead) {
+            if (is_run_release_claim(w) && sb_state(d) == kSbRunHead) {
                 // A release claimed by a freer that died before it unassigned the run. One
                 // that is only stopped finishes it itself (and a second claimant would race it).
                 if (sb_live_owner(OwnerToken(block_owner(w)), pass.now, pass.live)) continue;
@@ -1830,7 +1830,7 @@ void StoreCore::repair_dead_blocks(RepairPass& pass) {
                           " begun by dead owner " + std::to_string(block_owner(w)));
                 if (pass.dry) continue;
                 // Claimed again, by us, from the exact word: one repairer finishes it.
-                const uint64_t ours = make_block(kBlockDrained, block_seq(w) + 1, pass.me, false);
+                const uint64_t ours = run_release_claim(w, pass.me);
                 if (pass.me != 0 && words_[b].compare_exchange_strong(w, ours, std::memory_order_acq_rel,
                                                                       std::memory_order_relaxed)) {
                     FABRIC_PAUSE_POINT("store.repair.run_claimed");
@@ -1992,8 +1992,8 @@ void StoreCore::check(std::vector<std::string>& violations, std::vector<std::str
         else if (st == kSbRunHead) {
             // Every superblock a run covers is its tail while its head block is in use. With the
             // head block FREE a release is under way (tails go first), which is in progress.
-            const uint64_t hb = block_state(words_[s * words_per_sb_].load(std::memory_order_relaxed));
-            const bool head_free = hb == kBlockFree || hb == kBlockDrained;  // DRAINED: release claimed
+            const uint64_t hw = words_[s * words_per_sb_].load(std::memory_order_relaxed);
+            const bool head_free = block_state(hw) == kBlockFree || is_run_release_claim(hw);
             for (uint64_t j = s + 1; j < s + sb_aux(d); ++j) {
                 const uint64_t t = desc_[j].load(std::memory_order_acquire);
                 if (sb_state(t) == kSbRunTail && sb_aux(t) == s) continue;
@@ -2019,7 +2019,7 @@ void StoreCore::check(std::vector<std::string>& violations, std::vector<std::str
                 if (read_header(uint32_t(s * words_per_sb_ + i), w, snap) && snap.h.replaces != 0)
                     replaced.push_back(snap.h.replaces);
             }
-            else if (bs == kBlockDrained && st == kSbRunHead && block_owner(w) != 0)
+            else if (is_run_release_claim(w) && st == kSbRunHead)
                 in_progress.push_back("in progress: store run at superblock " + std::to_string(s) +
                                       " being released by owner " + std::to_string(block_owner(w)));
             else if (bs == kBlockNone || bs == kBlockDrained)

@@ -64,6 +64,12 @@ constexpr uint64_t make_block(uint64_t state, uint64_t seq, uint64_t owner, bool
 constexpr uint64_t next_block(uint64_t w, uint64_t state, uint64_t owner) {
     return make_block(state, block_seq(w) + 1, owner, block_pinned(w));
 }
+/// A large object's run release claimed by `owner` on its head block's word `w` (FREE, or a
+/// dead claimant's claim): DRAINED with the claimant's token (a drain's DRAINED words carry 0).
+constexpr uint64_t run_release_claim(uint64_t w, uint64_t owner) {
+    return make_block(kBlockDrained, block_seq(w) + 1, owner, false);
+}
+constexpr bool is_run_release_claim(uint64_t w) { return block_state(w) == kBlockDrained && block_owner(w) != 0; }
 constexpr bool block_readable(uint64_t w) {
     const uint64_t s = block_state(w);
     return s == kBlockCommitting || s == kBlockPublished || s == kBlockRemoving || s == kBlockRetired;
