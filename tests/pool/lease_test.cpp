@@ -18,6 +18,15 @@ using namespace fabric_shm;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
+namespace {
+/// Waits (at most 10 s) until every lease of `pool` has run out.
+void wait_wholly_expired(const Pool& pool) {
+    const MonoTime deadline = MonoClock::now() + 10s;
+    while (!pool.wholly_expired() && MonoClock::now() < deadline) usleep(10 * 1000);
+    REQUIRE(pool.wholly_expired());
+}
+}  // namespace
+
 TEST_CASE("renewal policy: deadline is created + 75% of the TTL, moved by a bounded deterministic jitter") {
     RenewalPolicy p;
     const MonoTime created = MonoClock::from_ns(1000 * kNsPerSec), expires = created + 300s;
@@ -147,9 +156,7 @@ TEST_CASE("leases: the reaper and re-initialisers racing on an expired pool neve
             // under ThreadSanitizer (30 ms did not: the pool expired before create returned).
             auto pool = Pool::create({name, 2 << 20, 300ms});
             REQUIRE_MESSAGE(pool, pool.error().message);
-            const MonoTime deadline = MonoClock::now() + 10s;
-            while (!pool->wholly_expired() && MonoClock::now() < deadline) usleep(10 * 1000);
-            REQUIRE(pool->wholly_expired());
+            wait_wholly_expired(*pool);
         }
         std::vector<pid_t> kids;
         for (int i = 0; i < 4; ++i)
@@ -251,9 +258,7 @@ TEST_CASE("leases: a reaper stopped after judging a pool wholly expired does not
     const std::string name = cleanup.name();
     auto pool = Pool::create({name, 2 << 20, 300ms});
     REQUIRE_MESSAGE(pool, pool.error().message);
-    const MonoTime deadline = MonoClock::now() + 10s;
-    while (!pool->wholly_expired() && MonoClock::now() < deadline) usleep(10 * 1000);
-    REQUIRE(pool->wholly_expired());
+    wait_wholly_expired(*pool);
     // A reaper judges every lease expired and stops before it marks the pool for removal.
     const pid_t reaper = test::fork_child([name] {
         OpenOptions o;
@@ -308,9 +313,7 @@ TEST_CASE("leases: a renewal stopped after its checks, resumed after the pool wa
         return !again && again.code() == Errc::stale_generation ? 1 : 3;  // renewed again: the pool is gone
     });
     REQUIRE(test::wait_stopped(renewer));
-    const MonoTime deadline = MonoClock::now() + 10s;
-    while (!pool->wholly_expired() && MonoClock::now() < deadline) usleep(10 * 1000);
-    REQUIRE(pool->wholly_expired());
+    wait_wholly_expired(*pool);
     CHECK(pool->reap(MonoClock::now()).pool_removed);
     test::resume(renewer);
     CHECK(test::wait_child(renewer) == 1);  // its extension lands in a removed pool: refused
