@@ -142,8 +142,12 @@ Result<MonoTime> Pool::renew_lease(uint64_t lease_id, MonoTime now, Duration ttl
             // later than its holders expect, never earlier. Nothing else is written.
             return reclaimed();
         }
-        if (entry_word_state(w) != kEntryLive && entry_word_state(w) != kEntryCreating)
-            return make_error(Errc::lease_expired, what + " is being reclaimed");
+        // RECLAIMING: a reaper is judging the region (try_reclaim, the same Dekker pair on the
+        // entry word). It keeps the region if it sees this extension, so "expired" would make a
+        // RenewalManager drop a lease that lives on; busy, as for the pool: renewing again
+        // finds the entry LIVE, or reclaimed (stale_generation).
+        if (entry_word_state(w) == kEntryReclaiming)
+            return make_error(Errc::busy, what + " was renewed while a reaper was judging it for reclaim; renew again");
     }
     FABRIC_PAUSE_POINT("lease.renew.confirmed");
     // Each field is written only while it still holds this lease's generation: a renewer paused

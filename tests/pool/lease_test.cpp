@@ -318,3 +318,50 @@ TEST_CASE("leases: a renewal stopped after its checks, resumed after the pool wa
     test::resume(renewer);
     CHECK(test::wait_child(renewer) == 1);  // its extension lands in a removed pool: refused
 }
+
+TEST_CASE("leases: a renewal that meets its region being judged by a reaper is busy, not expired, and the region is "
+          "kept") {
+    test::TempPool temp("renewjudged", 2 << 20, 60s);
+    Pool& pool = temp.pool;
+    const std::string name = temp.name();
+    RegionSpec spec;
+    spec.name = "short";
+    spec.length = 4096;
+    spec.ttl = 300ms;
+    const MonoTime before_expiry = MonoClock::now();
+    uint64_t id = 0;
+    {
+        auto region = pool.create_region(spec);
+        REQUIRE(region);
+        id = region->lease_id();
+    }  // detached: nothing but its lease keeps it
+    const MonoTime deadline = MonoClock::now() + 10s;
+    while (!pool.lease(id)->expired(MonoClock::now()) && MonoClock::now() < deadline) usleep(10 * 1000);
+    REQUIRE(pool.lease(id)->expired(MonoClock::now()));
+    // A reaper finds the lease expired, marks the region RECLAIMING and stops before it judges
+    // the lease again.
+    const pid_t reaper = test::fork_child([name] {
+        OpenOptions o;
+        o.reap_on_open = false;
+        auto p = Pool::open(name, o);
+        if (!p) return 10;
+        setenv("FABRIC_SHM_PAUSE_POINT", "region.reclaim.marked", 1);
+        detail::crash_point_rearm();
+        return p->reap(MonoClock::now()).reclaimed_regions == 0 ? 1 : 0;
+    });
+    REQUIRE(test::wait_stopped(reaper));
+    // A renewer whose `now` was taken before the expiry (it paused before it renewed) extends
+    // the lease, then finds the entry being judged: the reaper may yet keep the region, so
+    // this is no reason to drop the lease.
+    auto renewed = pool.renew_lease(id, before_expiry, 60s);
+    REQUIRE_FALSE(renewed.ok());
+    CHECK_MESSAGE(renewed.code() == Errc::busy, renewed.error().message);
+    test::resume(reaper);
+    CHECK(test::wait_child(reaper) == 1);  // it judged again, saw the extension, kept the region
+    auto again = pool.renew_lease(id, MonoClock::now(), 60s);
+    CHECK_MESSAGE(again.ok(), again.error().message);
+    bool live = false;
+    for (const RegionInfo& r : pool.regions())
+        if (r.name == "short") live = r.state == "live";
+    CHECK(live);
+}

@@ -220,7 +220,8 @@ public:
     uint64_t pool_lease_id() const;
     /// Extends a live lease to now + ttl (ttl 0: its own TTL; a non-zero ttl also becomes its
     /// TTL) and returns the new expiry. LeaseExpired if it already ran out (fail closed),
-    /// StaleGeneration if reclaimed.
+    /// StaleGeneration if reclaimed. Busy if a reaper was judging the region (or the pool)
+    /// for removal meanwhile: the extension may keep it; renew again for the verdict.
     Result<MonoTime> renew_lease(uint64_t lease_id, MonoTime now = MonoClock::now(), Duration ttl = Duration::zero()) const;
 
     /// True when the pool lease and every region lease have run out.
