@@ -77,6 +77,15 @@ void unregister_child_group(const Pool& pool, pid_t pgid) noexcept {
     }
 }
 
+ChildGroupRegistration::ChildGroupRegistration(const Pool& pool, pid_t pgid)
+    : pool_(pool), pgid_(pgid), made_in_(detail::fork_generation()) {
+    status_ = register_child_group(pool, pgid);
+}
+
+ChildGroupRegistration::~ChildGroupRegistration() {
+    if (status_ && made_in_ == detail::fork_generation()) unregister_child_group(pool_, pgid_);
+}
+
 std::vector<ChildGroupInfo> child_groups_of(const Pool& pool, OwnerToken token) {
     std::vector<ChildGroupInfo> out;
     if (token == 0) return out;

@@ -359,7 +359,8 @@ LatencyRecorder& LatencyRecorder::operator=(LatencyRecorder&& o) noexcept {
 LatencyRecorder::~LatencyRecorder() { release(); }
 
 void LatencyRecorder::release() noexcept {
-    if (!cells_ || shared_ || !region_.valid()) {
+    // Not in a forked child of the opener: the shard is its parent's, which still records into it.
+    if (!cells_ || shared_ || !region_.valid() || !detail::PoolAccess::made_here(region_)) {
         cells_ = nullptr;
         return;
     }

@@ -11,6 +11,7 @@
 
 #include "fabric_shm/counters.h"
 #include "fabric_shm/pool.h"
+#include "fork_generation.h"
 #include "layout/fingerprint.h"
 #include "layout/pool_layout.h"
 
@@ -60,6 +61,8 @@ struct PoolAccess {
     static layout::RegionEntry& entry(const Region& region) noexcept {
         return impl(region.pool_).entries()[region.ref_.index];
     }
+    /// False in a forked child of the process that opened this handle (fork_generation.h).
+    static bool made_here(const Region& region) noexcept { return region.made_in_ == fork_generation(); }
 };
 
 /// Region::check's passing case, from pointers resolved once. Region::check builds one per call;

@@ -235,6 +235,7 @@ Result<Region> Pool::create_region(const RegionSpec& spec) {
 
     Region region;
     region.pool_ = *this;
+    region.made_in_ = detail::fork_generation();
     region.ref_ = RegionRef{index, gen};
     region.offset_ = offset;
     region.length_ = length;
@@ -306,6 +307,7 @@ Result<Region> Pool::open_region(RegionRef ref) const {
                                              ", not on a " + std::to_string(kPageSize) + "-byte page");
     }
     region.pool_ = *this;
+    region.made_in_ = detail::fork_generation();
     region.ref_ = ref;
     region.offset_ = off;
     region.length_ = len;
@@ -349,7 +351,8 @@ Result<Region> Pool::open_region(RegionKind kind, std::string_view name) const {
 }
 
 Region::Region(Region&& o) noexcept
-    : pool_(std::move(o.pool_)), ref_(o.ref_), offset_(o.offset_), length_(o.length_), data_(o.data_) {}
+    : pool_(std::move(o.pool_)), ref_(o.ref_), offset_(o.offset_), length_(o.length_), data_(o.data_),
+      made_in_(o.made_in_) {}
 Region& Region::operator=(Region&& o) noexcept {
     if (this != &o) {
         release();
@@ -358,12 +361,15 @@ Region& Region::operator=(Region&& o) noexcept {
         offset_ = o.offset_;
         length_ = o.length_;
         data_ = o.data_;
+        made_in_ = o.made_in_;
     }
     return *this;
 }
 Region::~Region() { release(); }
 void Region::release() noexcept {
-    if (pool_.impl_) detach_bit(*pool_.impl_, ref_.index);
+    // Not in a forked child of the opener: the attach bit is its parent's, which still holds
+    // the region.
+    if (pool_.impl_ && detail::PoolAccess::made_here(*this)) detach_bit(*pool_.impl_, ref_.index);
     pool_ = Pool();  // may drop the last handle: unmaps after the detach above
 }
 

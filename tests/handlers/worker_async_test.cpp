@@ -1023,6 +1023,34 @@ TEST_CASE("async worker: wait_fd becomes readable when a message arrives and whe
     CHECK(*n == 1);
 }
 
+TEST_CASE("async worker: a forked child that drops the loop it inherited returns, and leaves its parent's member and "
+          "ticket as they were") {
+    Fixture f("async-fork");
+    auto opened = WorkerLoop::open(f.tp.pool, f.cfg("a", 1));
+    REQUIRE(opened.ok());
+    std::optional<WorkerLoop> loop(std::move(*opened));
+    REQUIRE(loop->wait_fd().ok());  // a waiter thread too, which the child has a handle of but not the thread
+    f.upload("k0", "data");
+    auto tickets = acquire_n(*loop, 1);
+    REQUIRE(tickets.size() == 1);
+    const pid_t child = test::fork_child([&] {
+        tickets.clear();
+        loop.reset();
+        return 0;
+    });
+    CHECK(test::wait_child(child, 10000) == 0);
+    auto d = describe_consumer_group(f.tp.pool, "t", "g");
+    REQUIRE(d.ok());
+    REQUIRE(d->members.size() == 1);
+    CHECK(d->members[0].id == "a");
+    CHECK(d->partitions[0].member_slot >= 0);
+    REQUIRE(loop->complete(std::move(tickets[0]), upper(tickets[0])).ok());
+    REQUIRE(loop->service().ok());
+    CHECK(f.committed() == 1);
+    CHECK(f.result_text("k0") == "DATA");
+    REQUIRE(loop->close().ok());
+}
+
 namespace {
 std::atomic<bool> g_slow_commit{false};
 /// Once armed: the next commit of the loop takes 20 ms (what a commit behind a slow store

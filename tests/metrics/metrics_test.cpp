@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include <doctest/doctest.h>
@@ -192,6 +193,28 @@ TEST_CASE("latency recorder: shards of live, exited and killed processes are sum
     REQUIRE(end);
     CHECK(find_key(*end, "events", "workers")->histogram.count() == 151);
     CHECK(find_key(*end, "events", "workers")->live_shards == 0);
+}
+
+TEST_CASE("latency recorder: a forked child that drops the recorder it inherited leaves its parent's shard recording") {
+    test::TempPool temp("latency-fork", 4 << 20);
+    Pool& pool = temp.pool;
+    auto opened = LatencyRecorder::open(pool, "t", "g");
+    REQUIRE(opened);
+    REQUIRE_FALSE(opened->shared_fallback());
+    std::optional<LatencyRecorder> rec(std::move(*opened));
+    for (int i = 0; i < 10; ++i) rec->record(1000);
+    const pid_t child = test::fork_child([&] {
+        rec.reset();
+        return 0;
+    });
+    REQUIRE(test::wait_child(child) == 0);
+    for (int i = 0; i < 5; ++i) rec->record(2000);
+    auto s = read_latency(pool);
+    REQUIRE(s);
+    const LatencyKeyStats* k = find_key(*s, "t", "g");
+    REQUIRE(k);
+    CHECK(k->live_shards == 1);
+    CHECK(k->histogram.count() == 15);  // nothing recorded after the child's exit went into a freed shard
 }
 
 TEST_CASE("latency recorder: with every shard taken, recorders share the key's aggregate and nothing is lost") {

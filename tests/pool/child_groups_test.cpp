@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <string>
 
 #include "../support/registry_slots.h"
@@ -161,6 +162,30 @@ TEST_CASE("child groups: a parent that exits without forgetting its group takes 
     CHECK(test::wait_child(parent) == 0);
     CHECK(test::wait_child(r.leader, 2000) == 128 + SIGKILL);
     CHECK(test::wait_child(r.member, 2000) == 128 + SIGKILL);
+}
+
+TEST_CASE("child groups: a forked child that drops its parent's registration leaves the record in place") {
+    test::TempPool temp("cg-fork", 2 << 20);
+    Pool& pool = temp.pool;
+    Cleanup guard;
+    const pid_t leader = test::fork_child([] {
+        ::setpgid(0, 0);
+        for (;;) ::pause();
+        return 0;
+    });
+    ::setpgid(leader, leader);
+    guard.groups.push_back(leader);
+    std::optional<ChildGroupRegistration> reg;
+    reg.emplace(pool, leader);
+    REQUIRE(reg->ok());
+    const pid_t child = test::fork_child([&] {
+        reg.reset();
+        return 0;
+    });
+    REQUIRE(test::wait_child(child) == 0);
+    CHECK(child_groups_of(pool, pool.self()).size() == 1);  // a reaper still kills the group if we die
+    reg.reset();
+    CHECK(child_groups_of(pool, pool.self()).empty());
 }
 
 TEST_CASE("child groups: registration checks the leader runs, is idempotent, forgets, and is bounded") {

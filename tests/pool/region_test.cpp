@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <optional>
 
 #include "../support/test_support.h"
 #include "crash_point.h"
@@ -126,6 +127,28 @@ TEST_CASE("regions: a removed region is revoked at once and reclaimed when the l
     ReapReport rep = pool.reap(MonoClock::now(), false, false);
     CHECK(rep.reclaimed_regions == 1);
     CHECK(pool.open_region(ref).code() == Errc::stale_generation);
+}
+
+TEST_CASE("regions: a forked child that drops the handle it inherited leaves its parent attached") {
+    test::TempPool temp("forkattach", 2 << 20);
+    Pool& pool = temp.pool;
+    auto r = pool.create_region(spec("held", 4096));
+    REQUIRE(r);
+    std::optional<Region> held(std::move(*r));
+    auto attached = [&] {
+        for (const RegionInfo& info : pool.regions())
+            if (info.name == "held") return info.attached_processes;
+        return 0u;
+    };
+    REQUIRE(attached() == 1);
+    const pid_t child = test::fork_child([&] {
+        held.reset();
+        return 0;
+    });
+    REQUIRE(test::wait_child(child) == 0);
+    CHECK(attached() == 1);  // the parent still holds it: a removal must not reclaim it under the parent
+    held.reset();
+    CHECK(attached() == 0);
 }
 
 TEST_CASE("regions: a live process in another process holding a handle blocks reclaim; its death unblocks it") {

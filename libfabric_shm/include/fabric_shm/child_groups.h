@@ -37,14 +37,12 @@ void unregister_child_group(const Pool& pool, pid_t pgid) noexcept;
 /// Pool handle, so the record can always be forgotten, whatever became of the caller's.
 class ChildGroupRegistration {
 public:
-    ChildGroupRegistration(const Pool& pool, pid_t pgid) : pool_(pool), pgid_(pgid) {
-        status_ = register_child_group(pool, pgid);
-    }
+    ChildGroupRegistration(const Pool& pool, pid_t pgid);
     ChildGroupRegistration(const ChildGroupRegistration&) = delete;
     ChildGroupRegistration& operator=(const ChildGroupRegistration&) = delete;
-    ~ChildGroupRegistration() {
-        if (status_) unregister_child_group(pool_, pgid_);
-    }
+    /// Forgets the record, unless this is a forked child's copy: the record is then the
+    /// parent's, whose death must still take the group with it.
+    ~ChildGroupRegistration();
     const Status& status() const { return status_; }
     bool ok() const { return status_.ok(); }
 
@@ -52,6 +50,7 @@ private:
     Pool pool_;
     pid_t pgid_;
     Status status_;
+    uint32_t made_in_;  ///< the process's fork count at the registration
 };
 
 /// A recorded child group: its id and the low 32 bits of its leader's start time.

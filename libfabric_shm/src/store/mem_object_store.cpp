@@ -48,13 +48,18 @@ struct StoreShared {
         FABRIC_TRY(detail::check_through(root_gate, root, now));  // names what failed
         return detail::check_through(heap_gate, heap, now);
     }
+    /// The fork count where the store was bound (fork_generation.h): a forked child's copy
+    /// frees nothing of the handle's batch of retired blocks (see the destructor).
+    uint32_t made_in = detail::fork_generation();
     void count(CounterId id, uint64_t n) const noexcept { detail::count(*pool, id, n); }
     void count(CounterId a, uint64_t na, CounterId b, uint64_t nb) const noexcept { detail::count(*pool, a, na, b, nb); }
     /// The handle's batch of retired blocks is freed with it (the last loan, view or handle),
     /// unless the regions expired: nothing is written into a region that may be re-created.
     ~StoreShared() {
         try {
-            if (core && check_leases()) core->flush_retired();
+            // Not in a forked child: the batch is its parent's too, which frees it (twice freed,
+            // a block could be handed to two writers).
+            if (core && made_in == detail::fork_generation() && check_leases()) core->flush_retired();
         } catch (...) {  // an error message that could not be allocated: repair() frees them
         }
     }
@@ -72,6 +77,8 @@ struct ObjectLoan::Impl {
     /// Set by loan(uri, size, options): the key and options the block's trailer was sized for.
     std::optional<detail::StoreKey> key;
     PutOptions options;
+    /// The fork count where the loan was taken: a forked child's copy frees nothing.
+    uint32_t made_in = detail::fork_generation();
     uint64_t meta_len = 0;
     uint64_t trailer_room = 0;  ///< bytes reserved after the aligned payload
     // A zero-copy producer makes and commits one loan per object: the loan's state is recycled
@@ -86,6 +93,8 @@ struct PinnedView::Impl {
     OwnerToken owner = 0;
     std::span<const uint8_t> bytes;
     ObjectInfo info;
+    /// The fork count where the pin was taken: a forked child's copy unpins nothing.
+    uint32_t made_in = detail::fork_generation();
     // A worker pins and drops one view per message: the view's state is recycled per thread
     // instead of costing a heap allocation each time.
     static void* operator new(size_t n) { return detail::RecycledBlocks<Impl>::take(n); }
@@ -104,7 +113,8 @@ ObjectLoan& ObjectLoan::operator=(ObjectLoan&& o) noexcept {
     return *this;
 }
 ObjectLoan::~ObjectLoan() {
-    if (impl_ && impl_->s) impl_->s->core->free_loan(impl_->block, impl_->owner);
+    if (impl_ && impl_->s && impl_->made_in == detail::fork_generation())
+        impl_->s->core->free_loan(impl_->block, impl_->owner);
 }
 std::span<uint8_t> ObjectLoan::bytes() const { return impl_ ? impl_->bytes : std::span<uint8_t>{}; }
 bool ObjectLoan::valid() const { return impl_ != nullptr; }
@@ -119,7 +129,8 @@ PinnedView& PinnedView::operator=(PinnedView&& o) noexcept {
     return *this;
 }
 PinnedView::~PinnedView() {
-    if (impl_ && impl_->s) impl_->s->core->unpin(impl_->record, impl_->block, impl_->owner);
+    if (impl_ && impl_->s && impl_->made_in == detail::fork_generation())
+        impl_->s->core->unpin(impl_->record, impl_->block, impl_->owner);
 }
 std::span<const uint8_t> PinnedView::bytes() const { return impl_ ? impl_->bytes : std::span<const uint8_t>{}; }
 const ObjectInfo& PinnedView::info() const {

@@ -428,6 +428,8 @@ struct WorkerLoop::Impl {
     /// run()'s should_stop while run() runs (null otherwise): a result put waiting for store
     /// space gives up when it turns true.
     const std::function<bool()>* stop_check = nullptr;
+    /// The fork count where the loop was opened (fork_generation.h): see ~WorkerLoop.
+    uint32_t made_in = detail::fork_generation();
 
     ~Impl() {
         {
@@ -2036,6 +2038,9 @@ WorkerLoop::WorkerLoop(WorkerLoop&&) noexcept = default;
 WorkerLoop& WorkerLoop::operator=(WorkerLoop&&) noexcept = default;
 WorkerLoop::~WorkerLoop() {
     if (!impl_) return;
+    // A forked child's copy commits nothing and leaves nothing: the membership, its tickets
+    // and offsets are its parent's, which still runs them.
+    if (impl_->made_in != detail::fork_generation()) return;
     // Best effort, as close() would: what is done is committed (a successor would redo it).
     if (!impl_->left) {
         try {
