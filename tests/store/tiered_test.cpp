@@ -766,6 +766,18 @@ TEST_CASE("tiered: the store-wide version floor stays one record however many un
         CHECK(fs::file_size(dir.cold() + "/cold.index") <= empty_index + 64);
         CHECK(s.cold_log_bytes <= 128);
         CHECK(fs::file_size(log_path(dir, s.log_generation)) == s.cold_log_bytes);
+        // The record a store that predates the floor also reads: a format-1 tombstone (type 2)
+        // of a key without '/', so never an object's.
+        std::string rec(size_t(s.cold_log_bytes), '\0');
+        const int fd = ::open(log_path(dir, s.log_generation).c_str(), O_RDONLY);
+        REQUIRE(fd >= 0);
+        CHECK(::pread(fd, rec.data(), rec.size(), 0) == ssize_t(rec.size()));
+        ::close(fd);
+        REQUIRE(rec.size() == 88);
+        CHECK(rec.substr(0, 4) == "FSCR");
+        CHECK((uint8_t(rec[4]) | uint8_t(rec[5]) << 8) == 1);
+        CHECK((uint8_t(rec[6]) | uint8_t(rec[7]) << 8) == 2);
+        CHECK(rec.substr(64, 18) == "fabric-store-floor");
     }
     REQUIRE(Pool::remove(cleanup.name(), true).ok());
     {
