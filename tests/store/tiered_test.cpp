@@ -673,3 +673,122 @@ TEST_CASE("tiered: a put acknowledged after the last checkpoint by an owner that
     auto t = open_tiered(pool, c);
     CHECK(get_ok(*t, u).data == bytes_of("acked"));
 }
+
+namespace {
+/// A client read version 1 of a key; the owner removed it while it had only a hot copy and was
+/// killed before any checkpoint. Every condition of the next owner must see the new object
+/// under the key as a different version.
+void check_removed_hot_only_floor(FsyncPolicy policy) {
+    test::PoolCleanup cleanup(test::unique_pool_name("tier-floor-kill"));
+    TempDir dir;
+    const TieredConfig c = config_for(dir, 8, policy);
+    const FabricUri k = uri(cleanup.name(), "k"), k3 = uri(cleanup.name(), "k3");
+    Pool pool = make_pool(cleanup.name());
+    run_then_killed(cleanup.name(), c, [&](TieredObjectStore& t, const std::string&) {
+        // Only hot copies (max_hot 8, no checkpoint): no cold record, no tombstone for them.
+        if (t.put(k, bytes_of("old")).value_or(0) != 1) return false;
+        for (uint64_t v = 1; v <= 3; ++v)
+            if (t.put(k3, bytes_of("old3")).value_or(0) != v) return false;
+        return t.remove(k).value_or(false) && t.remove(k3).value_or(false);  // acknowledged, then killed
+    });
+    auto t = open_tiered(pool, c);
+    CHECK(t->tier_of(k) == "absent");
+    const uint64_t v = put_ok(*t, k, bytes_of("new"));  // an unrelated object under the same key
+    CHECK(v > 3);  // above every version the store removed, k3's 3 included
+    // A client still holding version 1 of the removed object must not write over the new one.
+    PutOptions stale;
+    stale.condition = PutCondition::if_version_equals;
+    stale.expected_version = 1;
+    CHECK(t->put(k, bytes_of("stale"), stale).code() == Errc::conflict);
+    stale.condition = PutCondition::fence_if_version_equals;
+    CHECK(t->put(k, bytes_of("stale"), stale).code() == Errc::conflict);
+    RemoveOptions stale_rm;
+    stale_rm.if_version = 1;
+    CHECK(t->remove(k, stale_rm).code() == Errc::conflict);
+    CHECK(get_ok(*t, k).data == bytes_of("new"));
+    CHECK(get_ok(*t, k).info.version == v);
+    PutOptions absent;
+    absent.condition = PutCondition::if_absent;
+    CHECK(put_ok(*t, k3, bytes_of("new3"), absent) > 3);
+    PutOptions fenced;
+    fenced.condition = PutCondition::fence;
+    fenced.fence_token = 1;
+    CHECK(put_ok(*t, uri(cleanup.name(), "fresh"), bytes_of("f"), fenced) > 3);
+}
+}  // namespace
+
+TEST_CASE("tiered: a key removed while only hot, by an owner killed before any checkpoint, is put again above "
+          "its removed version by the next owner") {
+    check_removed_hot_only_floor(FsyncPolicy::on_checkpoint);
+    check_removed_hot_only_floor(FsyncPolicy::every_write);
+}
+
+TEST_CASE("tiered: a key removed while only hot keeps versions above the removed one after a close and the "
+          "pool's loss") {
+    test::PoolCleanup cleanup(test::unique_pool_name("tier-floor-close"));
+    TempDir dir;
+    const TieredConfig c = config_for(dir, 8);
+    const FabricUri k = uri(cleanup.name(), "k");
+    {
+        Pool pool = make_pool(cleanup.name());
+        auto t = open_tiered(pool, c);
+        put_ok(*t, k, bytes_of("a"));
+        CHECK(put_ok(*t, k, bytes_of("b")) == 2);
+        CHECK(t->remove(k).value());
+    }  // closed without a checkpoint
+    REQUIRE(Pool::remove(cleanup.name(), true).ok());
+    Pool pool = make_pool(cleanup.name());
+    auto t = open_tiered(pool, c);
+    CHECK(put_ok(*t, k, bytes_of("c")) == 3);
+}
+
+TEST_CASE("tiered: the store-wide version floor stays one record however many unique keys are put and removed") {
+    test::PoolCleanup cleanup(test::unique_pool_name("tier-floor-bound"));
+    TempDir dir;
+    const TieredConfig c = config_for(dir, 8, FsyncPolicy::on_checkpoint);
+    constexpr int kKeys = 16000;  // > 1 MiB of superseded floor records: the checkpoint compacts them
+    uint64_t last = 0;
+    {
+        Pool pool = make_pool(cleanup.name());
+        auto t = open_tiered(pool, c);
+        REQUIRE(t->checkpoint().ok());
+        const auto empty_index = fs::file_size(dir.cold() + "/cold.index");
+        for (int i = 0; i < kKeys; ++i) {
+            const FabricUri u = uri(cleanup.name(), "u" + std::to_string(i));
+            last = put_ok(*t, u, bytes_of("x"));
+            REQUIRE(t->remove(u).value());
+        }
+        CHECK(last == uint64_t(kKeys));  // each new key starts above the previous removal
+        REQUIRE(t->checkpoint().ok());
+        const TieredStats s = t->stats();
+        CHECK(s.compactions == 1);
+        // One floor entry in the index and at most one floor record in the log, not one per key.
+        CHECK(fs::file_size(dir.cold() + "/cold.index") <= empty_index + 64);
+        CHECK(s.cold_log_bytes <= 128);
+        CHECK(fs::file_size(log_path(dir, s.log_generation)) == s.cold_log_bytes);
+        // The record a store that predates the floor also reads: a format-1 tombstone (type 2)
+        // of a key without '/', so never an object's.
+        std::string rec(size_t(s.cold_log_bytes), '\0');
+        const int fd = ::open(log_path(dir, s.log_generation).c_str(), O_RDONLY);
+        REQUIRE(fd >= 0);
+        CHECK(::pread(fd, rec.data(), rec.size(), 0) == ssize_t(rec.size()));
+        ::close(fd);
+        REQUIRE(rec.size() == 88);
+        CHECK(rec.substr(0, 4) == "FSCR");
+        CHECK((uint8_t(rec[4]) | uint8_t(rec[5]) << 8) == 1);
+        CHECK((uint8_t(rec[6]) | uint8_t(rec[7]) << 8) == 2);
+        CHECK(rec.substr(64, 18) == "fabric-store-floor");
+    }
+    REQUIRE(Pool::remove(cleanup.name(), true).ok());
+    {
+        Pool pool = make_pool(cleanup.name());
+        auto t = open_tiered(pool, c);
+        CHECK(put_ok(*t, uri(cleanup.name(), "u0"), bytes_of("y")) == last + 1);
+    }
+    // Without the index, the compacted log alone still carries the floor.
+    REQUIRE(Pool::remove(cleanup.name(), true).ok());
+    REQUIRE(fs::remove(dir.cold() + "/cold.index"));
+    Pool pool = make_pool(cleanup.name());
+    auto t = open_tiered(pool, c);
+    CHECK(put_ok(*t, uri(cleanup.name(), "u1"), bytes_of("z")) > last);
+}

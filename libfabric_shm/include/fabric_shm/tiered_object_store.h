@@ -55,7 +55,9 @@ struct TieredStats {
 ///
 /// Versions are the tiered store's own, monotonic per key across demotion, promotion,
 /// overwrite and remove+put (kept in reserved metadata "fabric-tier" of the hot copy, which
-/// costs about 40 bytes of the kMaxMetadataBytes budget and is never shown to callers).
+/// costs about 40 bytes of the kMaxMetadataBytes budget and is never shown to callers), also
+/// after a restart: a key with no object starts above the highest version removed from a
+/// key that had only a hot copy (one store-wide floor, on the cold log before remove returns).
 class TieredObjectStore final : public ObjectStore {
 public:
     /// Opens (creating if needed) the cold directory and the hot MemObjectStore in `pool`,

@@ -21,6 +21,8 @@
 //            costs no write while the version is unchanged)
 //   overwrite/remove of a key with a cold copy: tombstone record appended first, so a stale
 //            cold version never resurfaces after the hot copy is lost with the pool.
+//   remove of a key with only a hot copy: the store-wide floor record appended first (when
+//            the version is above the floor), so a later owner never reuses the version.
 //   checkpoint: [include_hot copies] -> [compact to cold.<G+1>.log] -> fdatasync log ->
 //            write cold.index.tmp -> fsync -> rename -> fsync dir -> unlink old log
 // A process killed at any step leaves either the hot copy, the cold copy, or both.
@@ -60,6 +62,12 @@ constexpr uint32_t kMaxObjectKeyBytes = 2 * kMaxNameLength + 1 + kMaxKeyLength +
 constexpr uint32_t kMaxMetaBytes = 4 + kMaxContentTypeLength + 4 * 64 + kMaxMetadataBytes + 256;
 constexpr uint64_t kMaxRecordData = 1ull << 40;
 constexpr uint64_t kCompactMinGarbage = 1ull << 20;
+/// The store-wide version floor travels as a tombstone of this key and as the index's floor
+/// entry of it. Every object key is "bucket/key", so a key without '/' never names an object;
+/// and a store that predates the floor reads it as one more per-key floor (it replays and
+/// re-indexes it unchanged) instead of stopping at an unknown record type, which would cut
+/// the log there and lose every record after it. So the format stays 1 both ways.
+constexpr std::string_view kStoreFloorKey = "fabric-store-floor";
 /// Reserved hot-copy metadata: "<tier version> <created wall ns> <fence token>".
 constexpr std::string_view kTierMetaKey = "fabric-tier";
 constexpr size_t kTierMetaReserve = 80;  ///< key + longest value, taken from kMaxMetadataBytes
@@ -288,6 +296,9 @@ struct TieredObjectStore::Impl {
 
     std::unordered_map<std::string, ColdEntry> cold;    ///< live cold records by "bucket/key"
     std::unordered_map<std::string, uint64_t> floors;   ///< keys whose cold copy was tombstoned: highest version used
+    /// Highest version removed from a key that had no cold copy (so no tombstone). A key with
+    /// no object starts above it; it is on the log (or in the index) before the remove returns.
+    uint64_t store_floor = 0;
     uint64_t live_bytes = 0;
 
     std::list<FabricUri> lru;  ///< front = least recently used
@@ -331,9 +342,9 @@ struct TieredObjectStore::Impl {
         cold.erase(it);
     }
 
-    /// Appends one record; returns its (offset, length). On failure the log is cut back.
-    Result<ColdEntry> append(uint16_t type, const std::string& key, const ObjectInfo& info,
-                             std::span<const uint8_t> data) {
+    /// The record's header, key and meta with the header CRC filled in (the payload follows).
+    static std::string encode_record_head(uint16_t type, const std::string& key, const ObjectInfo& info,
+                                          uint64_t data_len) {
         std::string meta = type == kTypeObject ? encode_meta(info.content_type, info.metadata) : std::string();
         RecordHeader h{};
         h.magic = kRecordMagic;
@@ -342,7 +353,7 @@ struct TieredObjectStore::Impl {
         h.data_crc = type == kTypeObject ? info.crc32 : 0;
         h.key_len = uint32_t(key.size());
         h.meta_len = uint32_t(meta.size());
-        h.data_len = data.size();
+        h.data_len = data_len;
         h.version = info.version;
         h.fence_token = info.fence_token;
         h.created_wall_ns = info.created_wall_ns;
@@ -352,7 +363,22 @@ struct TieredObjectStore::Impl {
         head += meta;
         h.header_crc = crc32(head.data(), head.size());
         std::memcpy(head.data() + offsetof(RecordHeader, header_crc), &h.header_crc, sizeof h.header_crc);
+        return head;
+    }
 
+    /// The store floor's record: a tombstone of kStoreFloorKey, 88 bytes whatever the floor.
+    static std::string encode_store_floor(uint64_t floor) {
+        ObjectInfo info;
+        info.version = floor;
+        std::string rec = encode_record_head(kTypeTombstone, std::string(kStoreFloorKey), info, 0);
+        rec.resize(size_t(align_record(rec.size())), '\0');
+        return rec;
+    }
+
+    /// Appends one record; returns its (offset, length). On failure the log is cut back.
+    Result<ColdEntry> append(uint16_t type, const std::string& key, const ObjectInfo& info,
+                             std::span<const uint8_t> data) {
+        const std::string head = encode_record_head(type, key, info, data.size());
         const uint64_t offset = log_end;
         const uint64_t total = align_record(head.size() + data.size());
         Status s = write_all(log_fd.get(), head.data(), head.size(), offset, log_path);
@@ -378,6 +404,16 @@ struct TieredObjectStore::Impl {
         info.version = version;
         auto r = append(kTypeTombstone, key, info, {});
         if (!r) return std::move(r).error();
+        return {};
+    }
+
+    /// Raises the store floor to `version`, on the log first (synced under every_write like
+    /// any tombstone): a remove that returned is never forgotten by the next owner. One record
+    /// per raise, whatever the key; replay keeps the highest and a checkpoint indexes one value.
+    Status raise_store_floor(uint64_t version) {
+        if (version <= store_floor) return {};
+        FABRIC_TRY(append_tombstone(std::string(kStoreFloorKey), version));
+        store_floor = version;
         return {};
     }
 
@@ -564,8 +600,10 @@ struct TieredObjectStore::Impl {
         return std::optional<ObjectInfo>(std::move(rec->info));
     }
 
+    /// Above the current object's version, the cold copy's and the key's floor; a key with no
+    /// object also above the store floor (it may be a key removed while only hot).
     uint64_t next_version(const std::string& key, const std::optional<ObjectInfo>& cur) const {
-        uint64_t v = cur ? cur->version : 0;
+        uint64_t v = cur ? cur->version : store_floor;
         if (auto c = cold.find(key); c != cold.end()) v = std::max(v, c->second.version);
         if (auto f = floors.find(key); f != floors.end()) v = std::max(v, f->second);
         return v + 1;
@@ -630,6 +668,7 @@ struct TieredObjectStore::Impl {
         uint64_t pos = sizeof h;
         std::unordered_map<std::string, ColdEntry> c;
         std::unordered_map<std::string, uint64_t> f;
+        uint64_t sf = 0;
         std::vector<std::string> hk;
         for (uint64_t i = 0; i < h.entry_count; ++i) {
             IndexEntry e;
@@ -645,7 +684,10 @@ struct TieredObjectStore::Impl {
                     return make_error(Errc::corrupt, p + ": entry outside the covered log");
                 c[key] = ColdEntry{e.offset, e.record_len, e.version, false};
             } else if (e.kind == kEntryFloor) {
-                f[key] = e.version;
+                if (key == kStoreFloorKey)
+                    sf = std::max(sf, e.version);
+                else
+                    f[key] = e.version;
             } else if (e.kind == kEntryHot) {
                 hk.push_back(std::move(key));
             } else {
@@ -656,6 +698,7 @@ struct TieredObjectStore::Impl {
         covered = h.covered_length;
         cold = std::move(c);
         floors = std::move(f);
+        store_floor = sf;
         hot_keys = std::move(hk);
         return {};
     }
@@ -681,6 +724,8 @@ struct TieredObjectStore::Impl {
                 cold[r->key] = ColdEntry{pos, total, r->h.version, false};
                 live_bytes += total;
                 floors.erase(r->key);
+            } else if (r->key == kStoreFloorKey) {
+                store_floor = std::max(store_floor, r->h.version);
             } else {
                 floors[r->key] = r->h.version;
             }
@@ -709,6 +754,7 @@ struct TieredObjectStore::Impl {
             if (idx.code() != Errc::not_found) note += "cold index damaged (" + idx.error().message + "); rebuilt from the log\n";
             cold.clear();
             floors.clear();
+            store_floor = 0;
             hot_keys.clear();
             covered = 0;
             // Compaction unlinks the old log only after the new index is durable, so without
@@ -786,6 +832,13 @@ struct TieredObjectStore::Impl {
         const uint64_t now_wall = wall_now_ns();
         std::unordered_map<std::string, ColdEntry> moved;
         uint64_t pos = 0;
+        if (store_floor > 0) {
+            // First in the new log, so that a rebuild from the log (the index lost) keeps it.
+            const std::string rec = encode_store_floor(store_floor);
+            FABRIC_TRY(write_all(nfd.get(), rec.data(), rec.size(), pos, new_path));
+            pos += rec.size();
+        }
+        const uint64_t floor_bytes = pos;
         std::vector<uint8_t> buf;
         for (const auto& [key, e] : cold) {
             auto rec = e.torn ? Result<Record>(make_error(Errc::corrupt, "truncated")) : read_record(e.offset, log_end, nullptr);
@@ -809,7 +862,7 @@ struct TieredObjectStore::Impl {
         // Switch in memory; the index written next names the new generation. Until it lands
         // on disk the old log stays authoritative, so a failure switches back.
         std::string other_path = new_path;
-        uint64_t other_gen = new_gen, other_live = pos, other_end = pos;
+        uint64_t other_gen = new_gen, other_live = pos - floor_bytes, other_end = pos;
         auto swap_state = [&] {
             std::swap(log_fd, nfd);
             std::swap(log_path, other_path);
@@ -845,6 +898,7 @@ struct TieredObjectStore::Impl {
         for (const auto& [key, e] : cold)
             if (!e.torn) add(key, kEntryCold, e.offset, e.record_len, e.version);
         for (const auto& [key, v] : floors) add(key, kEntryFloor, 0, 0, v);
+        if (store_floor > 0) add(std::string(kStoreFloorKey), kEntryFloor, 0, 0, store_floor);
         for (const FabricUri& uri : lru) add(uri.object_key(), kEntryHot, 0, 0, 0);
         IndexHeader h{};
         h.magic = kIndexMagic;
@@ -1080,9 +1134,16 @@ Result<bool> TieredObjectStore::remove(const FabricUri& uri, const RemoveOptions
         return make_error(Errc::conflict, uri.to_string() + " is at version " + std::to_string(version) +
                                               ", remove expected version " + std::to_string(*options.if_version));
     }
-    if (m.cold.count(key)) FABRIC_TRY(m.append_tombstone(key, version));
-    m.drop_cold(key);
-    m.floors[key] = std::max(m.floors[key], version);
+    if (m.cold.count(key)) {
+        FABRIC_TRY(m.append_tombstone(key, version));
+        m.drop_cold(key);
+        m.floors[key] = std::max(m.floors[key], version);
+    } else {
+        // No cold copy, so no tombstone: the store-wide floor keeps the version from being
+        // reused by a later owner, in one value however many keys are removed (a per-key floor
+        // here would grow the index by one entry per removed key).
+        FABRIC_TRY(m.raise_store_floor(version));
+    }
     auto r = m.hot->remove(uri);
     if (!r) return std::move(r).error();
     m.forget_hot(key);
