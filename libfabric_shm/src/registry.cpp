@@ -281,10 +281,18 @@ Liveness slot_process_liveness(const PoolHeader* header, const ProcessSlot& slot
 
 namespace {
 /// True when the retirer named in a RETIRING word is certainly dead (so its work may be
-/// finished by someone else). Judged by its pid only: a paused retirer is waited for.
-bool retirer_certainly_dead(const PoolHeader& header, uint64_t retiring_word) {
+/// finished by someone else): its pid is gone or a zombie, or it names a process started at
+/// another time than the retirer recorded in the slot. A paused retirer is waited for.
+bool retirer_certainly_dead(const PoolHeader& header, const ProcessSlot& slot, uint64_t retiring_word) {
     if (!pid_in_our_namespace(&header, retiring_word, 0)) return false;
-    return pid_certainly_dead(slot_word_pid(retiring_word), 0, nullptr);
+    const uint32_t pid = slot_word_pid(retiring_word);
+    if (pid_certainly_dead(pid, 0, nullptr)) return true;
+    // Acquire: pairs with the retirer's release store after its CAS. A value naming another
+    // pid is a previous retirer's, stored before this one's CAS took the slot over: unknown.
+    const uint64_t recorded = slot.retirer.load(std::memory_order_acquire);
+    if (recorded == 0 || retirer_pid(recorded) != pid) return false;
+    const PidProbe probe = probe_pid(pid);
+    return probe.exists && probe.start_time != 0 && uint32_t(probe.start_time) != retirer_start(recorded);
 }
 
 /// Moves a RETIRING slot that this process owns (its pid is in the word) to FREE(g+1):
@@ -308,6 +316,7 @@ void retire_slot(PoolHeader& header, ProcessSlot& slot, uint64_t retiring_word, 
     slot.timeout_ns.store(0, std::memory_order_relaxed);
     slot.registered_ns.store(0, std::memory_order_relaxed);
     store_fixed_string(slot.comm, 2, "");
+    slot.retirer.store(0, std::memory_order_relaxed);
     FABRIC_PAUSE_POINT("registry.retire.before_free");
     // Release: the zeroed shard and fields are visible before a new claimant can win the
     // FREE word (pairs with the claim CAS's acquire and with slot_liveness's callers).
@@ -325,11 +334,21 @@ enum class Retirer : uint8_t { owner, reaper };
 bool take_and_retire(PoolHeader& header, ProcessSlot& slot, uint64_t w, Retirer who,
                      std::vector<std::string>* notes = nullptr) {
     const bool creator_ns = header.creator_pidns == self_pidns();
-    const uint64_t retiring = make_slot_word(kSlotRetiring, slot_word_gen(w), uint32_t(getpid()), creator_ns);
+    const uint32_t pid = uint32_t(getpid());
+    const uint64_t retiring = make_slot_word(kSlotRetiring, slot_word_gen(w), pid, creator_ns);
+    // Unknown first: a finisher that sees our RETIRING word must not judge us by the previous
+    // retirer's pid and start time (a dead retirer's pid may be ours now). Ordered before the
+    // CAS by its release. A racer that loses the CAS may store this 0 over the winner's value:
+    // that only makes the winner judged by its pid alone, as before the field existed.
+    slot.retirer.store(0, std::memory_order_relaxed);
     // acq_rel: acquire orders our reads of the shard after the occupant's last writes we can
     // see; release publishes the takeover to a competing finisher.
     if (!slot.word.compare_exchange_strong(w, retiring, std::memory_order_acq_rel, std::memory_order_relaxed))
         return false;
+    // Release: pairs with retirer_certainly_dead's acquire load. Without our start time (a
+    // /proc we may not read) it stays unknown.
+    if (const uint64_t start = self_start_time(); start != 0)
+        slot.retirer.store(retirer_word(pid, start), std::memory_order_release);
     if (who == Retirer::owner)
         FABRIC_CRASH_POINT("registry.unregister.retiring");
     else
@@ -354,7 +373,7 @@ bool reap_slot(PoolHeader& header, ProcessSlot& slot, uint64_t now_ns, std::vect
     if (state == kSlotFree) return false;
     if (state == kSlotRetiring) {
         // A retirer died between winning the slot and freeing it: take over and finish.
-        if (!retirer_certainly_dead(header, w)) return false;
+        if (!retirer_certainly_dead(header, slot, w)) return false;
         return take_and_retire(header, slot, w, Retirer::reaper, notes);
     }
     if (state == kSlotFenced) {

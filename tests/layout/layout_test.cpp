@@ -56,6 +56,7 @@ const std::vector<Struct>& shared_structs() {
         FIELD(fabric_shm::layout::ProcessSlot, timeout_ns),
         FIELD(fabric_shm::layout::ProcessSlot, registered_ns),
         FIELD(fabric_shm::layout::ProcessSlot, comm),
+        FIELD(fabric_shm::layout::ProcessSlot, retirer),
         FIELD(fabric_shm::layout::ProcessSlot, reserved0),
         FIELD(fabric_shm::layout::ProcessSlot, attached),
         FIELD(fabric_shm::layout::ProcessSlot, counters),

@@ -383,6 +383,7 @@ TEST_CASE("registry: a retired slot names nobody: its per-occupant fields are cl
         CHECK(s.timeout_ns.load() == 0);
         CHECK(s.registered_ns.load() == 0);
         CHECK(s.comm[0].load() == 0);
+        CHECK(s.retirer.load() == 0);
         for (const auto& a : s.attached) CHECK(a.load() == 0);
     };
     SUBCASE("reaped after a crash") {
@@ -455,6 +456,38 @@ TEST_CASE("registry: a reaper paused while retiring a dead process's slot is wai
         CHECK(layout::slot_word_state(slot.word.load()) == layout::kSlotFree);
         CHECK(slot.start_time.load() == 0);
     }
+}
+
+TEST_CASE("registry: a RETIRING slot whose retirer's pid names a process started at another time is finished") {
+    test::PoolCleanup cleanup(test::unique_pool_name("retreuse"));
+    auto pool = Pool::create({cleanup.name(), 2 << 20});
+    REQUIRE(pool);
+    pid_t dead_kid;
+    const OwnerToken dead = child_token(cleanup.name(), &dead_kid, false);
+    CHECK(test::wait_child(dead_kid) == 0);
+    const pid_t reaper = test::fork_child([&] {
+        setenv("FABRIC_SHM_PAUSE_POINT", "registry.reap.retiring", 1);
+        detail::crash_point_rearm();
+        OpenOptions o;
+        o.reap_on_open = false;
+        auto p = Pool::open(cleanup.name(), o);
+        if (!p) return 1;
+        return p->registry().reap_dead(MonoClock::now()) == 1 ? 0 : 3;
+    });
+    REQUIRE(test::wait_stopped(reaper));
+    layout::ProcessSlot& slot = test::slot_of(*pool, dead);
+    REQUIRE(layout::slot_word_state(slot.word.load()) == layout::kSlotRetiring);
+    const uint64_t recorded = slot.retirer.load();
+    REQUIRE(layout::retirer_pid(recorded) == uint32_t(reaper));
+    CHECK(pool->registry().reap_dead(MonoClock::now()) == 0);  // it runs (stopped): waited for
+    // The retirer died and its pid was taken by an unrelated process, which started at another
+    // time: forged by moving the recorded start time instead of recycling the pid.
+    slot.retirer.store(layout::retirer_word(uint32_t(reaper), layout::retirer_start(recorded) + 1));
+    CHECK(pool->registry().reap_dead(MonoClock::now()) >= 1);
+    CHECK(layout::slot_word_state(slot.word.load()) == layout::kSlotFree);
+    CHECK(slot.retirer.load() == 0);
+    kill(reaper, SIGKILL);  // never resumed: a live retirer finished for would clear a reused slot
+    CHECK(test::wait_child(reaper) == 128 + SIGKILL);
 }
 
 // ---- a process judged dead by its heartbeat while it was only paused --------------------------

@@ -23,7 +23,7 @@
 namespace fabric_shm::layout {
 
 constexpr uint64_t kPoolMagic = 0x4853434952424146ULL;  ///< "FABRICSH" in little-endian bytes
-constexpr uint16_t kLayoutMajor = 11;  ///< differs: refuse (VersionMismatch); 2: fence eras (PoolHeader::fence_floor, GroupSlot::era); 3: topic waiter bits and table (mq/topic_layout.h); 4: registry word namespace bit, store slot generations and fenced stripe locks; 5: child process groups per registration (ProcessSlot::child_groups, killed by the retirer), GroupSlot result-bucket record; 6: per-offset attempt window per group partition (GroupPartition::attempt_window); 7: counter shards split into a single-writer half and a shared half (kCounterSharedCells); 8: PoolHeader::registrations_ended and scanned_through (an open's reap scans regions only after a registration ended; a build without them would end registrations unseen); 9: a lease's state word carries its region's generation (make_lease_state: a stale remover cannot revoke a region re-created in the entry); 10: the fields a renewer writes after its checks (ttl, renewed, last_renewer, renew_count) carry the generation too (make_lease_field: a stale renewer writes nothing into a region re-created in the entry); 11: a large object's run is released by the freer that claims its head block's word (FREE -> DRAINED(owner)): a build without the claim would release a run another process is releasing, or ignore a dead releaser's claim
+constexpr uint16_t kLayoutMajor = 12;  ///< differs: refuse (VersionMismatch); 2: fence eras (PoolHeader::fence_floor, GroupSlot::era); 3: topic waiter bits and table (mq/topic_layout.h); 4: registry word namespace bit, store slot generations and fenced stripe locks; 5: child process groups per registration (ProcessSlot::child_groups, killed by the retirer), GroupSlot result-bucket record; 6: per-offset attempt window per group partition (GroupPartition::attempt_window); 7: counter shards split into a single-writer half and a shared half (kCounterSharedCells); 8: PoolHeader::registrations_ended and scanned_through (an open's reap scans regions only after a registration ended; a build without them would end registrations unseen); 9: a lease's state word carries its region's generation (make_lease_state: a stale remover cannot revoke a region re-created in the entry); 10: the fields a renewer writes after its checks (ttl, renewed, last_renewer, renew_count) carry the generation too (make_lease_field: a stale renewer writes nothing into a region re-created in the entry); 11: a large object's run is released by the freer that claims its head block's word (FREE -> DRAINED(owner)): a build without the claim would release a run another process is releasing, or ignore a dead releaser's claim; 12: ProcessSlot::retirer, the retirer's start time, so that a RETIRING slot whose retirer's pid was reused is finished (a build without it would judge such a slot by the pid and keep it for good)
 constexpr uint16_t kLayoutMinor = 0;  ///< higher minor: compatible additions (none yet in 11; 7.1-7.4 added the metrics and bridge region kinds, counter worker_handler_restarts and StoreHeader::class_spare, all part of 8.0)
 constexpr uint64_t kPageSize = 4096;
 constexpr uint64_t kCacheLine = 64;
@@ -142,7 +142,12 @@ struct alignas(kCacheLine) ProcessSlot {
     std::atomic<uint64_t> timeout_ns;    ///< claimant: heartbeat older than this = dead; 0 = pid only
     std::atomic<uint64_t> registered_ns; ///< claimant: monotonic ns
     std::atomic<uint64_t> comm[2];       ///< claimant: process name, 16 bytes NUL-padded
-    uint64_t reserved0[8];
+    /// retirer_word() of whoever holds the slot RETIRING, so that a finisher tells a retirer
+    /// whose pid now names another process (dead) from one that runs or is stopped (waited
+    /// for). 0 = unknown (judged by the pid alone). Stored 0 before every CAS into RETIRING,
+    /// the winner's own value after it, 0 again before the CAS to FREE.
+    std::atomic<uint64_t> retirer;
+    uint64_t reserved0[7];
     std::atomic<uint64_t> attached[kAttachWords];  ///< owner: bit e = "I hold a handle to region entry e" (seq_cst)
     std::atomic<uint64_t> counters[kCounterCells]; ///< owner: per-process counter shard, relaxed; [id] the counting thread's (load + store), [kCounterSharedCells + id] other threads' (fetch_add)
     /// Process groups this registration started (an --exec command, a long-lived handler), so
@@ -168,6 +173,15 @@ constexpr uint64_t child_group_word(uint64_t leader_start_time, uint32_t pgid) {
     return (uint64_t(uint32_t(leader_start_time)) << 32) | pgid;
 }
 constexpr uint32_t child_group_pgid(uint64_t w) { return uint32_t(w); }
+
+/// ProcessSlot::retirer: the retirer's pid and its start time truncated to 32 bits (as in
+/// child_group_word, a reuse of the pid tells itself apart unless it starts a multiple of 2^32
+/// ticks later, to the tick).
+constexpr uint64_t retirer_word(uint32_t pid, uint64_t start_time) {
+    return (uint64_t(pid) << 32) | uint32_t(start_time);
+}
+constexpr uint32_t retirer_pid(uint64_t w) { return uint32_t(w >> 32); }
+constexpr uint32_t retirer_start(uint64_t w) { return uint32_t(w); }
 constexpr uint32_t child_group_start(uint64_t w) { return uint32_t(w >> 32); }
 
 // ---- Region directory ------------------------------------------------------------
