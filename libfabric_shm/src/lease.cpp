@@ -152,10 +152,16 @@ TickSummary RenewalManager::tick(MonoTime now) {
             }
             outcome.kind = RenewalOutcomeKind::failed;
             t.failures++;
-            const Duration backoff =
+            Duration backoff =
                 std::min<Duration>(std::chrono::seconds(int64_t(1) << std::min<uint32_t>(t.failures - 1, 30)),
                                    t.policy.max_backoff);
-            t.due = now + backoff;
+            // Never past half of what is left of the lease: a failure that passes (busy while
+            // a reaper judges the region, which a renewal made meanwhile extended) must get
+            // another try before the lease runs out, or a short lease is dropped for a
+            // backoff, not for being gone.
+            if (auto info = pool_.lease(id); info && info->expires_ns > to_ns(now))
+                backoff = std::min<Duration>(backoff, Duration((info->expires_ns - to_ns(now)) / 2));
+            t.due = now + std::max<Duration>(backoff, std::chrono::milliseconds(1));
             summary.failed++;
         }
         summary.outcomes.push_back(std::move(outcome));

@@ -365,3 +365,51 @@ TEST_CASE("leases: a renewal that meets its region being judged by a reaper is b
         if (r.name == "short") live = r.state == "live";
     CHECK(live);
 }
+
+TEST_CASE("renewal manager: a lease whose renewals are busy while a reaper judges its region is tried again before it "
+          "runs out, not dropped") {
+    test::TempPool temp("renewbusy", 2 << 20, 60s);
+    Pool& pool = temp.pool;
+    const std::string name = temp.name();
+    RegionSpec spec;
+    spec.name = "short";
+    spec.length = 4096;
+    spec.ttl = 5s;
+    uint64_t id = 0;
+    {
+        auto region = pool.create_region(spec);
+        REQUIRE(region);
+        id = region->lease_id();
+    }
+    // A reaper judging at an instant 60 s ahead (a clock its pause made stale) marks the region
+    // RECLAIMING and stops there, for as long as the test runs.
+    const pid_t reaper = test::fork_child([name] {
+        OpenOptions o;
+        o.reap_on_open = false;
+        auto p = Pool::open(name, o);
+        if (!p) return 10;
+        setenv("FABRIC_SHM_PAUSE_POINT", "region.reclaim.marked", 1);
+        detail::crash_point_rearm();
+        (void)p->reap(MonoClock::now() + 60s);
+        return 0;
+    });
+    REQUIRE(test::wait_stopped(reaper));
+    RenewalManager mgr(pool);
+    REQUIRE(mgr.register_lease(id).ok());
+    // Ticks at each due instant (a clock that jumps from one to the next): every renewal is
+    // busy and extends the lease; the next try must come before the extended lease ends.
+    int busy = 0, dropped = 0;
+    for (int i = 0; i < 12; ++i) {
+        const MonoTime due = mgr.next_due();
+        for (const RenewalOutcome& o : mgr.tick(due).outcomes) {
+            if (o.kind == RenewalOutcomeKind::failed && o.error.code == Errc::busy) ++busy;
+            if (o.kind == RenewalOutcomeKind::dropped) ++dropped;
+        }
+        const LeaseInfo lease = pool.lease(id).value();
+        CHECK(to_ns(mgr.next_due()) < lease.expires_ns);
+    }
+    CHECK(busy == 12);
+    CHECK(dropped == 0);
+    ::kill(reaper, SIGKILL);
+    CHECK(test::wait_child(reaper) == 128 + SIGKILL);
+}

@@ -18,7 +18,9 @@ struct RenewalPolicy {
     /// It never lengthens a lease: a renewal always extends to now + TTL, so a pool created
     /// with --ttl 5s still expires about 5 s after its last renewal.
     Duration min_renew = std::chrono::seconds(30);
-    Duration max_backoff = std::chrono::seconds(5);  ///< cap of the exponential backoff after a failed renewal (1 s, 2 s, 4 s, ...)
+    /// Cap of the exponential backoff after a failed renewal (1 s, 2 s, 4 s, ...); a retry also
+    /// never waits past half of the time the lease has left.
+    Duration max_backoff = std::chrono::seconds(5);
 
     /// When to renew a lease that runs [created, expires): created + total*renew_at_fraction +
     /// jitter, jitter = ((seed % 2001)/1000 - 1) * jitter_fraction * total, clamped to [created, expires).
