@@ -34,6 +34,10 @@ struct Pool::Impl {
     /// Set once by Pool::close() (any copy); read before each call touches the mapping.
     /// Relaxed both ways: it orders nothing else, and a call racing the close may go either way.
     std::atomic<bool> closed{false};
+    /// detail::fork_generation() of the process that opened the pool: a forked child using
+    /// the handle it inherited shares its parent's registry slot but not its local_attach
+    /// counts, so it clears no attach bit (detach_bit).
+    uint32_t opened_in = detail::fork_generation();
 
     Impl() = default;
     Impl(const Impl&) = delete;

@@ -50,7 +50,11 @@ void detach_bit(Pool::Impl& impl, uint32_t index) {
     auto* slot = impl.my_slot();
     if (!slot) return;
     std::lock_guard<std::mutex> lock(g_attach_mutex);
-    if (impl.local_attach[index].fetch_sub(1, std::memory_order_relaxed) == 1)
+    // In a forked child using its parent's pool handle the bit is shared with the parent,
+    // whose own handles the child's counts do not know: left set (the region is kept while
+    // the parent lives, which is the safe side).
+    if (impl.local_attach[index].fetch_sub(1, std::memory_order_relaxed) == 1 &&
+        impl.opened_in == detail::fork_generation())
         slot->attached[index / 64].fetch_and(~(uint64_t(1) << (index % 64)), std::memory_order_seq_cst);
 }
 

@@ -151,6 +151,42 @@ TEST_CASE("regions: a forked child that drops the handle it inherited leaves its
     CHECK(attached() == 0);
 }
 
+TEST_CASE("regions: a region a forked child opens and drops through its parent's pool handle leaves the parent's "
+          "attach bit set") {
+    test::TempPool temp("forkchildattach", 2 << 20);
+    Pool& pool = temp.pool;
+    RegionRef ref;
+    {
+        auto r = pool.create_region(spec("held", 4096));
+        REQUIRE(r);
+        ref = r->ref();
+    }  // the parent holds nothing of it at the fork
+    auto attached = [&] {
+        for (const RegionInfo& info : pool.regions())
+            if (info.name == "held") return info.attached_processes;
+        return 0u;
+    };
+    REQUIRE(attached() == 0);
+    const pid_t child = test::fork_child([&] {
+        auto mine = pool.open_region(ref);  // the child's own handle, through the inherited pool
+        if (!mine) return 10;
+        ::raise(SIGSTOP);
+        return 0;  // drops it
+    });
+    REQUIRE(test::wait_stopped(child));
+    auto held = pool.open_region(ref);  // the parent opens it after the fork
+    REQUIRE(held);
+    REQUIRE(attached() == 1);
+    test::resume(child);
+    REQUIRE(test::wait_child(child) == 0);
+    CHECK(attached() == 1);
+    REQUIRE(pool.remove_region(ref).ok());  // revoked, but not reclaimed under the parent's handle
+    bool still_there = false;
+    for (const RegionInfo& info : pool.regions())
+        if (info.name == "held") still_there = true;
+    CHECK(still_there);
+}
+
 TEST_CASE("regions: a live process in another process holding a handle blocks reclaim; its death unblocks it") {
     test::TempPool temp("pinned", 2 << 20);
     Pool& pool = temp.pool;

@@ -969,7 +969,8 @@ TEST_CASE("store: a dropped loan is freed, and a commit whose condition fails ke
     CHECK((*g)->data == std::vector<uint8_t>(100, 0x5a));
 }
 
-TEST_CASE("store: a forked child that drops the view and the loan it inherited releases neither of its parent's") {
+TEST_CASE("store: a forked child may not commit the loan it inherited, and dropping it or the view it inherited releases "
+          "neither of its parent's") {
     Fixture f("forkdrop");
     const auto first = pattern(3000, 11);
     REQUIRE(f.store->put(f.at("b", "k"), first));
@@ -980,13 +981,19 @@ TEST_CASE("store: a forked child that drops the view and the loan it inherited r
     REQUIRE(lent);
     std::optional<ObjectLoan> loan = std::move(*lent);
     std::memset(loan->bytes().data(), 0x6b, 3000);
-    // The child drops both (and with them its copies of the store and pool handles) and exits.
+    // The child may not publish the parent's loan (the parent may go on writing its bytes);
+    // it drops both (and with them its copies of the store and pool handles) and exits.
     const pid_t child = test::fork_child([&] {
+        auto stolen = f.store->commit(std::move(*loan), f.at("b", "stolen"));
+        if (stolen || stolen.code() != Errc::invalid_argument) return 1;
         view.reset();
         loan.reset();
         return 0;
     });
     REQUIRE(test::wait_child(child) == 0);
+    auto stolen = f.store->get(f.at("b", "stolen"));
+    REQUIRE(stolen);
+    CHECK_FALSE(stolen->has_value());
     CHECK(f.store->stats().pins_active == 1);
     CHECK(f.store->stats().loans_active == 1);
     // Overwrites retire the viewed block, and puts of the same size take the blocks freed

@@ -48,18 +48,13 @@ struct StoreShared {
         FABRIC_TRY(detail::check_through(root_gate, root, now));  // names what failed
         return detail::check_through(heap_gate, heap, now);
     }
-    /// The fork count where the store was bound (fork_generation.h): a forked child's copy
-    /// frees nothing of the handle's batch of retired blocks (see the destructor).
-    uint32_t made_in = detail::fork_generation();
     void count(CounterId id, uint64_t n) const noexcept { detail::count(*pool, id, n); }
     void count(CounterId a, uint64_t na, CounterId b, uint64_t nb) const noexcept { detail::count(*pool, a, na, b, nb); }
     /// The handle's batch of retired blocks is freed with it (the last loan, view or handle),
     /// unless the regions expired: nothing is written into a region that may be re-created.
     ~StoreShared() {
         try {
-            // Not in a forked child: the batch is its parent's too, which frees it (twice freed,
-            // a block could be handed to two writers).
-            if (core && made_in == detail::fork_generation() && check_leases()) core->flush_retired();
+            if (core && check_leases()) core->flush_retired();
         } catch (...) {  // an error message that could not be allocated: repair() frees them
         }
     }
@@ -819,8 +814,8 @@ Result<uint64_t> ObjectLoan::commit(uint64_t n) {
                                                       std::to_string(impl_->bytes.size()));
     StoreShared& s = *impl_->s;
     FABRIC_TRY(s.check_leases());
-    if (impl_->owner != s.pool->self())
-        return make_error(Errc::invalid_argument, "commit of a loan made by another process");
+    if (impl_->owner != s.pool->self() || impl_->made_in != detail::fork_generation())
+        return make_error(Errc::invalid_argument, "commit of a loan made by another process (a parent before fork())");
     auto v = publish_loan(s, *impl_, *impl_->key, impl_->options, impl_->meta_len, n);
     if (v) impl_.reset();  // published (or moved and freed): nothing to free
     return v;
@@ -859,7 +854,9 @@ Result<uint64_t> MemObjectStore::commit(ObjectLoan&& loan, const FabricUri& uri,
     if (!meta_len) return std::move(meta_len).error();
     FABRIC_TRY(s.check_leases());
     const OwnerToken me = loan.impl_->owner;
-    if (me != s.pool->self()) return make_error(Errc::invalid_argument, "commit of a loan made by another process");
+    // A loan taken before fork() is the parent's, which may go on writing its bytes.
+    if (me != s.pool->self() || loan.impl_->made_in != detail::fork_generation())
+        return make_error(Errc::invalid_argument, "commit of a loan made by another process (a parent before fork())");
     if (loan.impl_->key) {  // a loan(uri, size): its block was sized for its own key
         if (loan.impl_->key->view() != key->view())
             return make_error(Errc::invalid_argument, "commit of the loan for '" + std::string(loan.impl_->key->view()) +
