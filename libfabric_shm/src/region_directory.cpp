@@ -399,8 +399,12 @@ Status Region::check(MonoTime now) const {
         return make_error(Errc::stale_generation, "pool '" + pool_.name() +
                                                       "' was removed (fabric-shm pool rm, or reaped): its regions are gone");
     const uint64_t w = entry_->word.load(std::memory_order_acquire);
+    // RECLAIMING with our generation: a reaper is judging the region (try_reclaim). Not yet an
+    // end: it keeps the region if a renewal landed or a live process holds it, as this one
+    // does. The lease decides below; a live one makes this a retry, not a verdict.
+    const bool being_judged = entry_word_gen(w) == ref_.generation && entry_word_state(w) == kEntryReclaiming;
     if (entry_word_gen(w) != ref_.generation ||
-        (entry_word_state(w) != kEntryLive && entry_word_state(w) != kEntryCreating))
+        (entry_word_state(w) != kEntryLive && entry_word_state(w) != kEntryCreating && !being_judged))
         return make_error(Errc::stale_generation, "region '" +
                                                       detail::load_fixed_string(entry_->name, kRegionNameBytes / 8) +
                                                       "' was reclaimed (handle generation " +
@@ -415,6 +419,10 @@ Status Region::check(MonoTime now) const {
                                                    " '" + detail::load_fixed_string(entry_->name, kRegionNameBytes / 8) +
                                                    "' lease expired " + format_duration_ns(now_ns - expires) +
                                                    " ago (renew it with a RenewalManager or `fabric-shm lease renew`)");
+    if (being_judged)
+        return make_error(Errc::busy, "region '" + detail::load_fixed_string(entry_->name, kRegionNameBytes / 8) +
+                                          "' is being judged by a reaper while its lease is live; it is kept while a "
+                                          "live process holds it: retry");
     return {};
 }
 

@@ -357,3 +357,31 @@ TEST_CASE("regions: a remover paused after its checks, resumed after the entry w
     CHECK_FALSE(info->lease.revoked);
     CHECK(info->state == "live");
 }
+
+TEST_CASE("regions: a holder checking while a reaper judges its live region is told to retry, not that it was "
+          "reclaimed, and the region is kept") {
+    test::TempPool temp("judgedcheck", 2 << 20);
+    Pool& pool = temp.pool;
+    const std::string name = temp.name();
+    auto r = pool.create_region(spec("held", 4096, 60 * kNsPerSec));
+    REQUIRE(r);
+    // A reaper that finds the lease expired (judging at an instant 120 s ahead, in place of
+    // one whose judgement a renewal raced) marks the region and stops before it counts the
+    // processes holding it.
+    const pid_t reaper = test::fork_child([name] {
+        OpenOptions o;
+        o.reap_on_open = false;
+        auto p = Pool::open(name, o);
+        if (!p) return 10;
+        setenv("FABRIC_SHM_PAUSE_POINT", "region.reclaim.marked", 1);
+        detail::crash_point_rearm();
+        return p->reap(MonoClock::now() + std::chrono::seconds(120)).reclaimed_regions == 0 ? 1 : 0;
+    });
+    REQUIRE(test::wait_stopped(reaper));
+    const Status judged = r->check();
+    REQUIRE_FALSE(judged.ok());
+    CHECK_MESSAGE(judged.code() == Errc::busy, judged.error().message);  // a worker ends on stale_generation
+    test::resume(reaper);
+    CHECK(test::wait_child(reaper) == 1);  // it counted this process as a holder: kept
+    CHECK(r->check());
+}
