@@ -335,7 +335,13 @@ bool take_and_retire(PoolHeader& header, ProcessSlot& slot, uint64_t w, Retirer 
                      std::vector<std::string>* notes = nullptr) {
     const bool creator_ns = header.creator_pidns == self_pidns();
     const uint32_t pid = uint32_t(getpid());
-    const uint64_t retiring = make_slot_word(kSlotRetiring, slot_word_gen(w), pid, creator_ns);
+    // A takeover from RETIRING moves the generation on, so that the word changes whoever takes
+    // it: a process whose pid is the dead retirer's (reused) would otherwise CAS the word to
+    // itself unchanged, and a finisher that judged the dead retirer before and paused would
+    // then win its own CAS against our retirement, free the slot, and leave us clearing the
+    // fields of its next occupant.
+    const uint32_t gen = slot_word_state(w) == kSlotRetiring ? next_gen(slot_word_gen(w)) : slot_word_gen(w);
+    const uint64_t retiring = make_slot_word(kSlotRetiring, gen, pid, creator_ns);
     // Unknown first: a finisher that sees our RETIRING word must not judge us by the previous
     // retirer's pid and start time (a dead retirer's pid may be ours now). Ordered before the
     // CAS by its release. A racer that loses the CAS may store this 0 over the winner's value:
@@ -374,6 +380,7 @@ bool reap_slot(PoolHeader& header, ProcessSlot& slot, uint64_t now_ns, std::vect
     if (state == kSlotRetiring) {
         // A retirer died between winning the slot and freeing it: take over and finish.
         if (!retirer_certainly_dead(header, slot, w)) return false;
+        FABRIC_PAUSE_POINT("registry.reap.retirer_judged");
         return take_and_retire(header, slot, w, Retirer::reaper, notes);
     }
     if (state == kSlotFenced) {

@@ -9,7 +9,9 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "../support/registry_slots.h"
@@ -488,6 +490,58 @@ TEST_CASE("registry: a RETIRING slot whose retirer's pid names a process started
     CHECK(slot.retirer.load() == 0);
     kill(reaper, SIGKILL);  // never resumed: a live retirer finished for would clear a reused slot
     CHECK(test::wait_child(reaper) == 128 + SIGKILL);
+}
+
+namespace {
+/// The finisher the pause hook lets go once this process took the slot over, and its exit.
+pid_t g_stale_finisher = 0;
+int g_stale_finisher_exit = -1;
+void let_the_stale_finisher_go(const char* name) {
+    if (std::string_view(name) != "registry.reap.retiring" || g_stale_finisher == 0) return;
+    const pid_t f = std::exchange(g_stale_finisher, 0);
+    test::resume(f);
+    g_stale_finisher_exit = test::wait_child(f);
+}
+}  // namespace
+
+TEST_CASE("registry: a finisher that judged a dead retirer and paused cannot take the slot from the process that "
+          "reused the retirer's pid and took it over") {
+    test::PoolCleanup cleanup(test::unique_pool_name("retabba"));
+    auto pool = Pool::create({cleanup.name(), 2 << 20});
+    REQUIRE(pool);
+    pid_t dead_kid;
+    const OwnerToken dead = child_token(cleanup.name(), &dead_kid, false);
+    CHECK(test::wait_child(dead_kid) == 0);
+    // Its retirer died, and this process now has the retirer's pid: forged as a RETIRING word
+    // naming our pid, with a recorded start time that is not ours.
+    layout::ProcessSlot& slot = test::slot_of(*pool, dead);
+    const uint64_t live = slot.word.load();
+    const uint64_t my_start = test::slot_of(*pool, pool->self()).start_time.load();
+    REQUIRE(my_start != 0);
+    slot.word.store(layout::make_slot_word(layout::kSlotRetiring, layout::slot_word_gen(live), uint32_t(getpid()),
+                                           layout::slot_word_creator_ns(live)));
+    slot.retirer.store(layout::retirer_word(uint32_t(getpid()), my_start + 1));
+    // A finisher judges that retirer dead and stops before its takeover CAS.
+    const pid_t finisher = test::fork_child([name = cleanup.name()] {
+        OpenOptions o;
+        o.reap_on_open = false;
+        auto p = Pool::open(name, o);
+        if (!p) return 10;
+        setenv("FABRIC_SHM_PAUSE_POINT", "registry.reap.retirer_judged", 1);
+        detail::crash_point_rearm();
+        return int(p->registry().reap_dead(MonoClock::now()));  // slots it freed
+    });
+    REQUIRE(test::wait_stopped(finisher));
+    // We take the slot over and, inside our retirement, let the finisher go on.
+    g_stale_finisher = finisher;
+    detail::set_pause_hook(&let_the_stale_finisher_go);
+    const uint32_t freed = pool->registry().reap_dead(MonoClock::now());
+    detail::set_pause_hook(nullptr);
+    CHECK(g_stale_finisher == 0);             // the hook ran inside our retirement
+    CHECK(g_stale_finisher_exit == 0);        // its CAS failed: the word we took over is not the one it judged
+    CHECK(freed == 1);
+    CHECK(layout::slot_word_state(slot.word.load()) == layout::kSlotFree);
+    CHECK(slot.retirer.load() == 0);
 }
 
 // ---- a process judged dead by its heartbeat while it was only paused --------------------------

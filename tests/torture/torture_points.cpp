@@ -38,6 +38,7 @@ const std::vector<FaultPoint>& fault_points() {
         {"registry.register.published", kEveryone},
         {"registry.reap.judged", kEveryone},
         {"registry.reap.retiring", kEveryone},
+        {"registry.reap.retirer_judged", kEveryone},
         {"registry.reap.fenced", kEveryone},
         {"registry.retire.before_free", kEveryone},
         {"registry.unregister.retiring", kEveryone},
