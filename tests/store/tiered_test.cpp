@@ -792,3 +792,46 @@ TEST_CASE("tiered: the store-wide version floor stays one record however many un
     auto t = open_tiered(pool, c);
     CHECK(put_ok(*t, uri(cleanup.name(), "u1"), bytes_of("z")) > last);
 }
+
+TEST_CASE("tiered: a key removed while it had a cold copy is put again above its removed version when the index "
+          "is rebuilt from a compacted log") {
+    test::PoolCleanup cleanup(test::unique_pool_name("tier-compact-floor"));
+    TempDir dir;
+    const TieredConfig c = config_for(dir, 8, FsyncPolicy::on_checkpoint);
+    Pool pool = make_pool(cleanup.name());
+    const FabricUri big = uri(cleanup.name(), "big");
+    {
+        auto t = open_tiered(pool, c);
+        CHECK(put_ok(*t, big, pattern(1536 * 1024, 3)) == 1);
+        CHECK(put_ok(*t, big, pattern(1536 * 1024, 4)) == 2);
+        REQUIRE(t->checkpoint(true).ok());  // a cold copy at version 2
+        REQUIRE(t->remove(big).value());    // tombstone: the key's floor is 2
+        REQUIRE(t->checkpoint().ok());      // 1.5 MiB dead: compacts
+        CHECK(t->stats().compactions == 1);
+    }
+    REQUIRE(fs::remove(dir.cold() + "/cold.index"));  // damaged index: rebuilt from the log
+    auto t = open_tiered(pool, c);
+    CHECK(put_ok(*t, big, bytes_of("y")) > 2);
+}
+
+TEST_CASE("tiered: compaction that drops an expired cold record keeps the key's version from being handed out "
+          "again") {
+    test::PoolCleanup cleanup(test::unique_pool_name("tier-compact-ttl"));
+    TempDir dir;
+    const TieredConfig c = config_for(dir, 8, FsyncPolicy::on_checkpoint);
+    Pool pool = make_pool(cleanup.name());
+    const FabricUri k = uri(cleanup.name(), "k"), g = uri(cleanup.name(), "g");
+    auto t = open_tiered(pool, c);
+    PutOptions o;
+    o.ttl = std::chrono::milliseconds(300);
+    put_ok(*t, k, bytes_of("a"), o);
+    CHECK(put_ok(*t, k, bytes_of("b"), o) == 2);
+    put_ok(*t, g, pattern(1536 * 1024, 5));
+    REQUIRE(t->checkpoint(true).ok());  // cold copies of k (version 2) and g
+    REQUIRE(t->demote_until(0).ok());   // only cold now: the hot tier no longer knows k
+    REQUIRE(t->remove(g).value());      // 1.5 MiB dead
+    ::usleep(400 * 1000);               // k expired
+    REQUIRE(t->checkpoint().ok());      // compacts, dropping k's expired record
+    CHECK(t->stats().compactions == 1);
+    CHECK(put_ok(*t, k, bytes_of("c")) > 2);
+}

@@ -23,6 +23,8 @@
 //            cold version never resurfaces after the hot copy is lost with the pool.
 //   remove of a key with only a hot copy: the store-wide floor record appended first (when
 //            the version is above the floor), so a later owner never reuses the version.
+//   compaction: the per-key floors and the versions of the records it drops (expired,
+//            damaged) are folded into the store floor it writes at the head of the new log.
 //   checkpoint: [include_hot copies] -> [compact to cold.<G+1>.log] -> fdatasync log ->
 //            write cold.index.tmp -> fsync -> rename -> fsync dir -> unlink old log
 // A process killed at any step leaves either the hot copy, the cold copy, or both.
@@ -830,6 +832,30 @@ struct TieredObjectStore::Impl {
         Fd nfd(::open(new_path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
         if (nfd.get() < 0) return sys_error("create " + new_path);
         const uint64_t now_wall = wall_now_ns();
+        // The new log keeps no tombstones and no expired or damaged records, and the index
+        // written next no per-key floors: the versions they held all go into the store floor,
+        // the one record at the head of the new log, so that neither a later put nor a rebuild
+        // from this log (the index lost) hands one of them out again. It also keeps the index
+        // from growing by one floor per removed key across compactions.
+        uint64_t floor = store_floor;
+        for (const auto& [key, v] : floors) floor = std::max(floor, v);
+        std::vector<std::pair<const std::string*, const ColdEntry*>> keep;
+        for (const auto& [key, e] : cold) {
+            auto rec = e.torn ? Result<Record>(make_error(Errc::corrupt, "truncated")) : read_record(e.offset, log_end, nullptr);
+            if (!rec || rec->key != key || rec->h.version != e.version) {
+                note += "compaction dropped the damaged cold record of '" + key + "'\n";
+                floor = std::max(floor, e.version);
+                continue;
+            }
+            if (expired(rec->info, now_wall)) {
+                floor = std::max(floor, e.version);
+                continue;
+            }
+            keep.emplace_back(&key, &e);
+        }
+        // Raised before the switch and kept if it fails: every version folded in is still on
+        // the old log or in the old index then.
+        store_floor = floor;
         std::unordered_map<std::string, ColdEntry> moved;
         uint64_t pos = 0;
         if (store_floor > 0) {
@@ -838,36 +864,46 @@ struct TieredObjectStore::Impl {
             FABRIC_TRY(write_all(nfd.get(), rec.data(), rec.size(), pos, new_path));
             pos += rec.size();
         }
-        const uint64_t floor_bytes = pos;
+        uint64_t live = 0;  // the floor records are not live data
         std::vector<uint8_t> buf;
-        for (const auto& [key, e] : cold) {
-            auto rec = e.torn ? Result<Record>(make_error(Errc::corrupt, "truncated")) : read_record(e.offset, log_end, nullptr);
-            if (!rec || rec->key != key || rec->h.version != e.version) {
-                note += "compaction dropped the damaged cold record of '" + key + "'\n";
-                continue;
+        for (const auto& [key_p, e_p] : keep) {
+            const std::string& key = *key_p;
+            const ColdEntry& e = *e_p;
+            auto rec = read_record(e.offset, log_end, nullptr);
+            if (rec) {
+                buf.resize(e.record_len);
+                FABRIC_TRY(read_all(log_fd.get(), buf.data(), buf.size(), e.offset, log_path));
             }
-            if (expired(rec->info, now_wall)) continue;
-            buf.resize(e.record_len);
-            FABRIC_TRY(read_all(log_fd.get(), buf.data(), buf.size(), e.offset, log_path));
-            if (crc32(buf.data() + sizeof(RecordHeader) + rec->h.key_len + rec->h.meta_len, rec->h.data_len) !=
-                rec->h.data_crc) {
+            if (!rec || crc32(buf.data() + sizeof(RecordHeader) + rec->h.key_len + rec->h.meta_len,
+                              rec->h.data_len) != rec->h.data_crc) {
                 note += "compaction dropped the damaged cold record of '" + key + "'\n";
+                store_floor = std::max(store_floor, e.version);  // recorded after the loop
                 continue;
             }
             FABRIC_TRY(write_all(nfd.get(), buf.data(), buf.size(), pos, new_path));
             moved[key] = ColdEntry{pos, e.record_len, e.version, false};
             pos += e.record_len;
+            live += e.record_len;
+        }
+        if (store_floor > floor) {
+            // A payload found damaged only while copying: its version after the records (replay
+            // keeps the highest floor record).
+            const std::string rec = encode_store_floor(store_floor);
+            FABRIC_TRY(write_all(nfd.get(), rec.data(), rec.size(), pos, new_path));
+            pos += rec.size();
         }
         if (config.fsync != FsyncPolicy::never) FABRIC_TRY(sync_fd(nfd.get(), new_path, true));
         // Switch in memory; the index written next names the new generation. Until it lands
         // on disk the old log stays authoritative, so a failure switches back.
         std::string other_path = new_path;
-        uint64_t other_gen = new_gen, other_live = pos - floor_bytes, other_end = pos;
+        uint64_t other_gen = new_gen, other_live = live, other_end = pos;
+        std::unordered_map<std::string, uint64_t> other_floors;
         auto swap_state = [&] {
             std::swap(log_fd, nfd);
             std::swap(log_path, other_path);
             std::swap(generation, other_gen);
             std::swap(cold, moved);
+            std::swap(floors, other_floors);
             std::swap(live_bytes, other_live);
             std::swap(log_end, other_end);
         };
