@@ -793,6 +793,35 @@ TEST_CASE("tiered: the store-wide version floor stays one record however many un
     CHECK(put_ok(*t, uri(cleanup.name(), "u1"), bytes_of("z")) > last);
 }
 
+TEST_CASE("tiered: removing a key whose cold copy expired keeps its version from being handed out again") {
+    test::PoolCleanup cleanup(test::unique_pool_name("tier-ttl-cold"));
+    TempDir dir;
+    Pool pool = make_pool(cleanup.name());
+    const TieredConfig c = config_for(dir, 8);
+    const FabricUri k = uri(cleanup.name(), "k"), m = uri(cleanup.name(), "m");
+    {
+        auto t = open_tiered(pool, c);
+        PutOptions o;
+        o.ttl = std::chrono::milliseconds(100);
+        for (const FabricUri& u : {k, m}) {
+            put_ok(*t, u, bytes_of("a"), o);
+            CHECK(put_ok(*t, u, bytes_of("b"), o) == 2);
+        }
+        REQUIRE(t->demote_until(0).ok());
+        CHECK(t->tier_of(k) == "cold");
+        ::usleep(250 * 1000);  // let the TTL run out (time must pass; nothing to wait on)
+        for (const FabricUri& u : {k, m}) {
+            auto rm = t->remove(u);
+            REQUIRE(rm.ok());
+            CHECK_FALSE(*rm);  // expired: nothing removed, but its version is not forgotten
+        }
+        CHECK(put_ok(*t, k, bytes_of("c")) > 2);
+        REQUIRE(t->checkpoint().ok());  // an index without m's expired record
+    }
+    auto t = open_tiered(pool, c);
+    CHECK(put_ok(*t, m, bytes_of("d")) > 2);
+}
+
 TEST_CASE("tiered: a key removed while it had a cold copy is put again above its removed version when the index "
           "is rebuilt from a compacted log") {
     test::PoolCleanup cleanup(test::unique_pool_name("tier-compact-floor"));

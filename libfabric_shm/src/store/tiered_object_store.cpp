@@ -23,6 +23,7 @@
 //            cold version never resurfaces after the hot copy is lost with the pool.
 //   remove of a key with only a hot copy: the store-wide floor record appended first (when
 //            the version is above the floor), so a later owner never reuses the version.
+//   remove of a key whose cold copy expired: the store floor raised to its version first.
 //   compaction: the per-key floors and the versions of the records it drops (expired,
 //            damaged) are folded into the store floor it writes at the head of the new log.
 //   checkpoint: [include_hot copies] -> [compact to cold.<G+1>.log] -> fdatasync log ->
@@ -1155,7 +1156,11 @@ Result<bool> TieredObjectStore::remove(const FabricUri& uri, const RemoveOptions
     uint64_t version = 0;
     if (!damaged) {
         if (!cur->has_value()) {
-            m.drop_cold(key);  // an expired cold copy
+            // Nothing to remove, but an expired cold copy is the only record of its version:
+            // dropped without a tombstone, it goes into the store floor first, or the next put
+            // of the key would hand it out again.
+            if (auto c = m.cold.find(key); c != m.cold.end()) FABRIC_TRY(m.raise_store_floor(c->second.version));
+            m.drop_cold(key);
             m.forget_hot(key);
             return false;
         }
