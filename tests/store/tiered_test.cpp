@@ -793,6 +793,58 @@ TEST_CASE("tiered: the store-wide version floor stays one record however many un
     CHECK(put_ok(*t, uri(cleanup.name(), "u1"), bytes_of("z")) > last);
 }
 
+TEST_CASE("tiered: a hot-only key whose TTL ran out is put again above every version it had") {
+    test::PoolCleanup cleanup(test::unique_pool_name("tier-ttl-hot"));
+    TempDir dir;
+    Pool pool = make_pool(cleanup.name());
+    auto t = open_tiered(pool, config_for(dir, 8));
+    const FabricUri k = uri(cleanup.name(), "k");
+    PutOptions o;
+    o.ttl = std::chrono::milliseconds(50);
+    CHECK(put_ok(*t, k, bytes_of("a"), o) == 1);
+    CHECK(put_ok(*t, k, bytes_of("b"), o) == 2);
+    ::usleep(200 * 1000);  // let the TTL run out (time must pass; nothing to wait on)
+    CHECK(t->tier_of(k) == "absent");
+    const uint64_t v = put_ok(*t, k, bytes_of("c"));
+    CHECK(v > 2);  // a client holding version 1 or 2 must not match the new object
+    PutOptions stale;
+    stale.condition = PutCondition::if_version_equals;
+    stale.expected_version = 1;
+    auto r = t->put(k, bytes_of("stale"), stale);
+    CHECK(r.code() == Errc::conflict);
+}
+
+TEST_CASE("tiered: a hot-only key whose TTL ran out keeps its version across a restart, whether a demotion "
+          "found it gone or the last checkpoint listed it") {
+    test::PoolCleanup cleanup(test::unique_pool_name("tier-ttl-hot-restart"));
+    TempDir dir;
+    const TieredConfig c = config_for(dir, 1, FsyncPolicy::on_checkpoint);
+    Pool pool = make_pool(cleanup.name());
+    const FabricUri k = uri(cleanup.name(), "k"), j = uri(cleanup.name(), "j"), other = uri(cleanup.name(), "o");
+    PutOptions o;
+    o.ttl = std::chrono::milliseconds(50);
+    uint64_t jv = 0;
+    {
+        auto t = open_tiered(pool, c);
+        put_ok(*t, k, bytes_of("a"), o);
+        CHECK(put_ok(*t, k, bytes_of("b"), o) == 2);
+        ::usleep(200 * 1000);
+        put_ok(*t, other, bytes_of("o"));  // max_hot 1: the demotion finds k gone
+        CHECK(t->tier_of(k) == "absent");
+    }  // closed without a checkpoint
+    {
+        auto t = open_tiered(pool, c);
+        CHECK(put_ok(*t, k, bytes_of("c")) > 2);
+        REQUIRE(t->demote_until(0).ok());
+        for (int i = 0; i < 4; ++i) jv = put_ok(*t, j, bytes_of("j"), o);
+        REQUIRE(t->checkpoint().ok());  // lists j as hot at version jv
+    }
+    ::usleep(200 * 1000);  // j's TTL runs out while no owner is open
+    auto t = open_tiered(pool, c);
+    CHECK(t->tier_of(j) == "absent");
+    CHECK(put_ok(*t, j, bytes_of("new")) > jv);
+}
+
 TEST_CASE("tiered: removing a key whose cold copy expired keeps its version from being handed out again") {
     test::PoolCleanup cleanup(test::unique_pool_name("tier-ttl-cold"));
     TempDir dir;
