@@ -792,3 +792,127 @@ TEST_CASE("tiered: the store-wide version floor stays one record however many un
     auto t = open_tiered(pool, c);
     CHECK(put_ok(*t, uri(cleanup.name(), "u1"), bytes_of("z")) > last);
 }
+
+TEST_CASE("tiered: a hot-only key whose TTL ran out is put again above every version it had") {
+    test::PoolCleanup cleanup(test::unique_pool_name("tier-ttl-hot"));
+    TempDir dir;
+    Pool pool = make_pool(cleanup.name());
+    auto t = open_tiered(pool, config_for(dir, 8));
+    const FabricUri k = uri(cleanup.name(), "k");
+    PutOptions o;
+    o.ttl = std::chrono::milliseconds(50);
+    CHECK(put_ok(*t, k, bytes_of("a"), o) == 1);
+    CHECK(put_ok(*t, k, bytes_of("b"), o) == 2);
+    ::usleep(200 * 1000);  // let the TTL run out (time must pass; nothing to wait on)
+    CHECK(t->tier_of(k) == "absent");
+    const uint64_t v = put_ok(*t, k, bytes_of("c"));
+    CHECK(v > 2);  // a client holding version 1 or 2 must not match the new object
+    PutOptions stale;
+    stale.condition = PutCondition::if_version_equals;
+    stale.expected_version = 1;
+    auto r = t->put(k, bytes_of("stale"), stale);
+    CHECK(r.code() == Errc::conflict);
+}
+
+TEST_CASE("tiered: a hot-only key whose TTL ran out keeps its version across a restart, whether a demotion "
+          "found it gone or the last checkpoint listed it") {
+    test::PoolCleanup cleanup(test::unique_pool_name("tier-ttl-hot-restart"));
+    TempDir dir;
+    const TieredConfig c = config_for(dir, 1, FsyncPolicy::on_checkpoint);
+    Pool pool = make_pool(cleanup.name());
+    const FabricUri k = uri(cleanup.name(), "k"), j = uri(cleanup.name(), "j"), other = uri(cleanup.name(), "o");
+    PutOptions o;
+    o.ttl = std::chrono::milliseconds(50);
+    uint64_t jv = 0;
+    {
+        auto t = open_tiered(pool, c);
+        put_ok(*t, k, bytes_of("a"), o);
+        CHECK(put_ok(*t, k, bytes_of("b"), o) == 2);
+        ::usleep(200 * 1000);
+        put_ok(*t, other, bytes_of("o"));  // max_hot 1: the demotion finds k gone
+        CHECK(t->tier_of(k) == "absent");
+    }  // closed without a checkpoint
+    {
+        auto t = open_tiered(pool, c);
+        CHECK(put_ok(*t, k, bytes_of("c")) > 2);
+        REQUIRE(t->demote_until(0).ok());
+        for (int i = 0; i < 4; ++i) jv = put_ok(*t, j, bytes_of("j"), o);
+        REQUIRE(t->checkpoint().ok());  // lists j as hot at version jv
+    }
+    ::usleep(200 * 1000);  // j's TTL runs out while no owner is open
+    auto t = open_tiered(pool, c);
+    CHECK(t->tier_of(j) == "absent");
+    CHECK(put_ok(*t, j, bytes_of("new")) > jv);
+}
+
+TEST_CASE("tiered: removing a key whose cold copy expired keeps its version from being handed out again") {
+    test::PoolCleanup cleanup(test::unique_pool_name("tier-ttl-cold"));
+    TempDir dir;
+    Pool pool = make_pool(cleanup.name());
+    const TieredConfig c = config_for(dir, 8);
+    const FabricUri k = uri(cleanup.name(), "k"), m = uri(cleanup.name(), "m");
+    {
+        auto t = open_tiered(pool, c);
+        PutOptions o;
+        o.ttl = std::chrono::milliseconds(100);
+        for (const FabricUri& u : {k, m}) {
+            put_ok(*t, u, bytes_of("a"), o);
+            CHECK(put_ok(*t, u, bytes_of("b"), o) == 2);
+        }
+        REQUIRE(t->demote_until(0).ok());
+        CHECK(t->tier_of(k) == "cold");
+        ::usleep(250 * 1000);  // let the TTL run out (time must pass; nothing to wait on)
+        for (const FabricUri& u : {k, m}) {
+            auto rm = t->remove(u);
+            REQUIRE(rm.ok());
+            CHECK_FALSE(*rm);  // expired: nothing removed, but its version is not forgotten
+        }
+        CHECK(put_ok(*t, k, bytes_of("c")) > 2);
+        REQUIRE(t->checkpoint().ok());  // an index without m's expired record
+    }
+    auto t = open_tiered(pool, c);
+    CHECK(put_ok(*t, m, bytes_of("d")) > 2);
+}
+
+TEST_CASE("tiered: a key removed while it had a cold copy is put again above its removed version when the index "
+          "is rebuilt from a compacted log") {
+    test::PoolCleanup cleanup(test::unique_pool_name("tier-compact-floor"));
+    TempDir dir;
+    const TieredConfig c = config_for(dir, 8, FsyncPolicy::on_checkpoint);
+    Pool pool = make_pool(cleanup.name());
+    const FabricUri big = uri(cleanup.name(), "big");
+    {
+        auto t = open_tiered(pool, c);
+        CHECK(put_ok(*t, big, pattern(1536 * 1024, 3)) == 1);
+        CHECK(put_ok(*t, big, pattern(1536 * 1024, 4)) == 2);
+        REQUIRE(t->checkpoint(true).ok());  // a cold copy at version 2
+        REQUIRE(t->remove(big).value());    // tombstone: the key's floor is 2
+        REQUIRE(t->checkpoint().ok());      // 1.5 MiB dead: compacts
+        CHECK(t->stats().compactions == 1);
+    }
+    REQUIRE(fs::remove(dir.cold() + "/cold.index"));  // damaged index: rebuilt from the log
+    auto t = open_tiered(pool, c);
+    CHECK(put_ok(*t, big, bytes_of("y")) > 2);
+}
+
+TEST_CASE("tiered: compaction that drops an expired cold record keeps the key's version from being handed out "
+          "again") {
+    test::PoolCleanup cleanup(test::unique_pool_name("tier-compact-ttl"));
+    TempDir dir;
+    const TieredConfig c = config_for(dir, 8, FsyncPolicy::on_checkpoint);
+    Pool pool = make_pool(cleanup.name());
+    const FabricUri k = uri(cleanup.name(), "k"), g = uri(cleanup.name(), "g");
+    auto t = open_tiered(pool, c);
+    PutOptions o;
+    o.ttl = std::chrono::milliseconds(300);
+    put_ok(*t, k, bytes_of("a"), o);
+    CHECK(put_ok(*t, k, bytes_of("b"), o) == 2);
+    put_ok(*t, g, pattern(1536 * 1024, 5));
+    REQUIRE(t->checkpoint(true).ok());  // cold copies of k (version 2) and g
+    REQUIRE(t->demote_until(0).ok());   // only cold now: the hot tier no longer knows k
+    REQUIRE(t->remove(g).value());      // 1.5 MiB dead
+    ::usleep(400 * 1000);               // k expired
+    REQUIRE(t->checkpoint().ok());      // compacts, dropping k's expired record
+    CHECK(t->stats().compactions == 1);
+    CHECK(put_ok(*t, k, bytes_of("c")) > 2);
+}

@@ -57,7 +57,10 @@ struct TieredStats {
 /// overwrite and remove+put (kept in reserved metadata "fabric-tier" of the hot copy, which
 /// costs about 40 bytes of the kMaxMetadataBytes budget and is never shown to callers), also
 /// after a restart: a key with no object starts above the highest version removed from a
-/// key that had only a hot copy (one store-wide floor, on the cold log before remove returns).
+/// key that had only a hot copy, or lost to a TTL, or dropped by compaction (one store-wide
+/// floor, on the cold log before such a version could be handed out again). A hot-only
+/// version reached after the last checkpoint and gone (TTL, pool lost) before the next owner
+/// opened is not covered (docs/tiered-store.md).
 class TieredObjectStore final : public ObjectStore {
 public:
     /// Opens (creating if needed) the cold directory and the hot MemObjectStore in `pool`,

@@ -23,6 +23,12 @@
 //            cold version never resurfaces after the hot copy is lost with the pool.
 //   remove of a key with only a hot copy: the store-wide floor record appended first (when
 //            the version is above the floor), so a later owner never reuses the version.
+//   remove of a key whose cold copy expired: the store floor raised to its version first.
+//   a tracked hot copy found gone (its TTL ran out) by a put, remove, demotion or checkpoint:
+//            the store floor raised to the version the store tracked for it, before the key
+//            is forgotten; a checkpoint lists hot keys with those versions for the next open.
+//   compaction: the per-key floors and the versions of the records it drops (expired,
+//            damaged) are folded into the store floor it writes at the head of the new log.
 //   checkpoint: [include_hot copies] -> [compact to cold.<G+1>.log] -> fdatasync log ->
 //            write cold.index.tmp -> fsync -> rename -> fsync dir -> unlink old log
 // A process killed at any step leaves either the hot copy, the cold copy, or both.
@@ -108,7 +114,7 @@ enum IndexFlags : uint32_t { kEntryCold = 1, kEntryFloor = 2, kEntryHot = 3 };
 struct IndexEntry {
     uint64_t offset;      ///< cold: record offset in the log
     uint64_t record_len;  ///< cold: aligned record length
-    uint64_t version;     ///< cold: record version; floor: last removed version
+    uint64_t version;     ///< cold: record version; floor: last removed version; hot: tier version (0 before it was kept)
     uint32_t key_len;     ///< key bytes following the entry (then pad to 8)
     uint32_t kind;        ///< IndexFlags; hot entries come in LRU order, least recent first
 };
@@ -296,13 +302,21 @@ struct TieredObjectStore::Impl {
 
     std::unordered_map<std::string, ColdEntry> cold;    ///< live cold records by "bucket/key"
     std::unordered_map<std::string, uint64_t> floors;   ///< keys whose cold copy was tombstoned: highest version used
-    /// Highest version removed from a key that had no cold copy (so no tombstone). A key with
-    /// no object starts above it; it is on the log (or in the index) before the remove returns.
+    /// Highest version removed from a key that had no cold copy (so no tombstone), or lost
+    /// without a remove (TTL), or folded in by compaction. A key with no object starts above
+    /// it; it is on the log (or in the index) before the version could be handed out again.
     uint64_t store_floor = 0;
     uint64_t live_bytes = 0;
 
     std::list<FabricUri> lru;  ///< front = least recently used
-    std::unordered_map<std::string, std::list<FabricUri>::iterator> lru_pos;
+    /// A tracked hot key's place in the LRU and the highest tier version this store saw it
+    /// at: when its hot copy is found gone (TTL, or removed behind the store's back) that
+    /// version is all that is left of it, and it goes into the store floor.
+    struct Tracked {
+        std::list<FabricUri>::iterator pos;
+        uint64_t version = 0;
+    };
+    std::unordered_map<std::string, Tracked> lru_pos;
 
     TieredStats st;
 
@@ -318,20 +332,34 @@ struct TieredObjectStore::Impl {
     }
 
     // ---- LRU ----------------------------------------------------------------------------
-    void touch(const FabricUri& uri, const std::string& key) {
+    void touch(const FabricUri& uri, const std::string& key, uint64_t version) {
         auto it = lru_pos.find(key);
         if (it != lru_pos.end()) {
-            lru.splice(lru.end(), lru, it->second);
+            lru.splice(lru.end(), lru, it->second.pos);
+            it->second.version = std::max(it->second.version, version);
             return;
         }
         lru.push_back(uri);
-        lru_pos.emplace(key, std::prev(lru.end()));
+        lru_pos.emplace(key, Tracked{std::prev(lru.end()), version});
     }
     void forget_hot(const std::string& key) {
         auto it = lru_pos.find(key);
         if (it == lru_pos.end()) return;
-        lru.erase(it->second);
+        lru.erase(it->second.pos);
         lru_pos.erase(it);
+    }
+    uint64_t tracked_version(const std::string& key) const {
+        auto it = lru_pos.find(key);
+        return it == lru_pos.end() ? 0 : it->second.version;
+    }
+    /// Forgets a tracked key whose hot copy is gone without a remove (its TTL ran out, or it
+    /// was removed from the hot store directly). Nothing else records the version it had, so
+    /// the store floor is raised to it first (on the log): a later put of the key, in this run
+    /// or after a restart, starts above every version a client may still hold.
+    Status forget_gone(const std::string& key) {
+        FABRIC_TRY(raise_store_floor(tracked_version(key)));
+        forget_hot(key);
+        return {};
     }
 
     // ---- cold records -------------------------------------------------------------------
@@ -547,10 +575,7 @@ struct TieredObjectStore::Impl {
         const std::string key = uri.object_key();
         auto got = hot->get(uri);
         if (!got) return std::move(got).error();
-        if (!got->has_value()) {  // expired or removed behind our back
-            forget_hot(key);
-            return {};
-        }
+        if (!got->has_value()) return forget_gone(key);  // expired or removed behind our back
         ObjectData& obj = **got;
         const uint64_t hot_version = obj.info.version;
         to_tier_info(obj.info);
@@ -647,7 +672,7 @@ struct TieredObjectStore::Impl {
     }
 
     /// Loads cold.index. Not found -> NotFound; anything invalid -> Corrupt (the caller rebuilds).
-    Status load_index(std::vector<std::string>& hot_keys) {
+    Status load_index(std::vector<std::pair<std::string, uint64_t>>& hot_keys) {
         const std::string p = path("cold.index");
         Fd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
         if (fd.get() < 0) return sys_error("open " + p);
@@ -669,7 +694,7 @@ struct TieredObjectStore::Impl {
         std::unordered_map<std::string, ColdEntry> c;
         std::unordered_map<std::string, uint64_t> f;
         uint64_t sf = 0;
-        std::vector<std::string> hk;
+        std::vector<std::pair<std::string, uint64_t>> hk;
         for (uint64_t i = 0; i < h.entry_count; ++i) {
             IndexEntry e;
             if (size - pos < sizeof e) return make_error(Errc::corrupt, p + ": entries run past the end");
@@ -689,7 +714,7 @@ struct TieredObjectStore::Impl {
                 else
                     f[key] = e.version;
             } else if (e.kind == kEntryHot) {
-                hk.push_back(std::move(key));
+                hk.emplace_back(std::move(key), e.version);
             } else {
                 return make_error(Errc::corrupt, p + ": entry kind " + std::to_string(e.kind));
             }
@@ -747,7 +772,7 @@ struct TieredObjectStore::Impl {
         if (::mkdir(config.cold_dir.c_str(), 0700) != 0 && errno != EEXIST)
             return sys_error("create cold directory " + config.cold_dir);
         FABRIC_TRY(lock_dir());
-        std::vector<std::string> hot_keys;
+        std::vector<std::pair<std::string, uint64_t>> hot_keys;
         Status idx = load_index(hot_keys);
         std::vector<uint64_t> gens = log_generations();
         if (!idx) {
@@ -787,13 +812,23 @@ struct TieredObjectStore::Impl {
             FABRIC_TRY(replay(covered, file_size, note));
         }
         st.log_generation = generation;
-        // Hot LRU order from the checkpoint; keys whose hot copy is gone (pool expired) drop out.
-        for (const std::string& key : hot_keys) {
+        // Hot LRU order from the checkpoint. Keys whose hot copy is gone (TTL ran out, pool
+        // lost) drop out, and the version the checkpoint saw them at goes into the store floor:
+        // nothing else may record it, and a client may still hold it.
+        uint64_t gone = 0;
+        for (const auto& [key, version] : hot_keys) {
             auto uri = uri_of(pool->name(), key);
             if (!uri) continue;
             auto h = hot->head(*uri);
-            if (h && h->has_value()) touch(*uri, key);
+            if (h && h->has_value()) {
+                ObjectInfo info = **h;
+                to_tier_info(info);
+                touch(*uri, key, std::max(version, info.version));
+            } else {
+                gone = std::max(gone, version);
+            }
         }
+        FABRIC_TRY(raise_store_floor(gone));
         if (Status tracked = track_unlisted_hot(); !tracked)
             note += "hot copies written after the last checkpoint not tracked (" + tracked.error().message +
                     "): a checkpoint(include_hot) does not copy them\n";
@@ -808,7 +843,11 @@ struct TieredObjectStore::Impl {
     Status track_unlisted_hot() {
         auto all = hot->list_all();
         if (!all) return std::move(all).error();
-        std::vector<std::pair<uint64_t, FabricUri>> found;  // (hot created time, uri)
+        struct Found {
+            uint64_t created = 0, version = 0;  // hot created time, tier version
+            FabricUri uri;
+        };
+        std::vector<Found> found;
         for (const std::string& key : *all) {
             if (lru_pos.count(key)) continue;
             auto uri = uri_of(pool->name(), key);
@@ -816,11 +855,13 @@ struct TieredObjectStore::Impl {
             auto h = hot->head(*uri);
             if (!h) return std::move(h).error();
             if (!h->has_value() || !(*h)->metadata.count(std::string(kTierMetaKey))) continue;
-            found.emplace_back((*h)->created_wall_ns, std::move(*uri));
+            ObjectInfo info = **h;
+            to_tier_info(info);
+            found.push_back({(*h)->created_wall_ns, info.version, std::move(*uri)});
         }
         std::stable_sort(found.begin(), found.end(),
-                         [](const auto& a, const auto& b) { return a.first < b.first; });
-        for (const auto& [created, uri] : found) touch(uri, uri.object_key());
+                         [](const auto& a, const auto& b) { return a.created < b.created; });
+        for (const auto& f : found) touch(f.uri, f.uri.object_key(), f.version);
         return {};
     }
 
@@ -830,6 +871,30 @@ struct TieredObjectStore::Impl {
         Fd nfd(::open(new_path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
         if (nfd.get() < 0) return sys_error("create " + new_path);
         const uint64_t now_wall = wall_now_ns();
+        // The new log keeps no tombstones and no expired or damaged records, and the index
+        // written next no per-key floors: the versions they held all go into the store floor,
+        // the one record at the head of the new log, so that neither a later put nor a rebuild
+        // from this log (the index lost) hands one of them out again. It also keeps the index
+        // from growing by one floor per removed key across compactions.
+        uint64_t floor = store_floor;
+        for (const auto& [key, v] : floors) floor = std::max(floor, v);
+        std::vector<std::pair<const std::string*, const ColdEntry*>> keep;
+        for (const auto& [key, e] : cold) {
+            auto rec = e.torn ? Result<Record>(make_error(Errc::corrupt, "truncated")) : read_record(e.offset, log_end, nullptr);
+            if (!rec || rec->key != key || rec->h.version != e.version) {
+                note += "compaction dropped the damaged cold record of '" + key + "'\n";
+                floor = std::max(floor, e.version);
+                continue;
+            }
+            if (expired(rec->info, now_wall)) {
+                floor = std::max(floor, e.version);
+                continue;
+            }
+            keep.emplace_back(&key, &e);
+        }
+        // Raised before the switch and kept if it fails: every version folded in is still on
+        // the old log or in the old index then.
+        store_floor = floor;
         std::unordered_map<std::string, ColdEntry> moved;
         uint64_t pos = 0;
         if (store_floor > 0) {
@@ -838,36 +903,46 @@ struct TieredObjectStore::Impl {
             FABRIC_TRY(write_all(nfd.get(), rec.data(), rec.size(), pos, new_path));
             pos += rec.size();
         }
-        const uint64_t floor_bytes = pos;
+        uint64_t live = 0;  // the floor records are not live data
         std::vector<uint8_t> buf;
-        for (const auto& [key, e] : cold) {
-            auto rec = e.torn ? Result<Record>(make_error(Errc::corrupt, "truncated")) : read_record(e.offset, log_end, nullptr);
-            if (!rec || rec->key != key || rec->h.version != e.version) {
-                note += "compaction dropped the damaged cold record of '" + key + "'\n";
-                continue;
+        for (const auto& [key_p, e_p] : keep) {
+            const std::string& key = *key_p;
+            const ColdEntry& e = *e_p;
+            auto rec = read_record(e.offset, log_end, nullptr);
+            if (rec) {
+                buf.resize(e.record_len);
+                FABRIC_TRY(read_all(log_fd.get(), buf.data(), buf.size(), e.offset, log_path));
             }
-            if (expired(rec->info, now_wall)) continue;
-            buf.resize(e.record_len);
-            FABRIC_TRY(read_all(log_fd.get(), buf.data(), buf.size(), e.offset, log_path));
-            if (crc32(buf.data() + sizeof(RecordHeader) + rec->h.key_len + rec->h.meta_len, rec->h.data_len) !=
-                rec->h.data_crc) {
+            if (!rec || crc32(buf.data() + sizeof(RecordHeader) + rec->h.key_len + rec->h.meta_len,
+                              rec->h.data_len) != rec->h.data_crc) {
                 note += "compaction dropped the damaged cold record of '" + key + "'\n";
+                store_floor = std::max(store_floor, e.version);  // recorded after the loop
                 continue;
             }
             FABRIC_TRY(write_all(nfd.get(), buf.data(), buf.size(), pos, new_path));
             moved[key] = ColdEntry{pos, e.record_len, e.version, false};
             pos += e.record_len;
+            live += e.record_len;
+        }
+        if (store_floor > floor) {
+            // A payload found damaged only while copying: its version after the records (replay
+            // keeps the highest floor record).
+            const std::string rec = encode_store_floor(store_floor);
+            FABRIC_TRY(write_all(nfd.get(), rec.data(), rec.size(), pos, new_path));
+            pos += rec.size();
         }
         if (config.fsync != FsyncPolicy::never) FABRIC_TRY(sync_fd(nfd.get(), new_path, true));
         // Switch in memory; the index written next names the new generation. Until it lands
         // on disk the old log stays authoritative, so a failure switches back.
         std::string other_path = new_path;
-        uint64_t other_gen = new_gen, other_live = pos - floor_bytes, other_end = pos;
+        uint64_t other_gen = new_gen, other_live = live, other_end = pos;
+        std::unordered_map<std::string, uint64_t> other_floors;
         auto swap_state = [&] {
             std::swap(log_fd, nfd);
             std::swap(log_path, other_path);
             std::swap(generation, other_gen);
             std::swap(cold, moved);
+            std::swap(floors, other_floors);
             std::swap(live_bytes, other_live);
             std::swap(log_end, other_end);
         };
@@ -899,7 +974,12 @@ struct TieredObjectStore::Impl {
             if (!e.torn) add(key, kEntryCold, e.offset, e.record_len, e.version);
         for (const auto& [key, v] : floors) add(key, kEntryFloor, 0, 0, v);
         if (store_floor > 0) add(std::string(kStoreFloorKey), kEntryFloor, 0, 0, store_floor);
-        for (const FabricUri& uri : lru) add(uri.object_key(), kEntryHot, 0, 0, 0);
+        // A hot entry's version (0 before it was kept) is the tier version last seen: the next
+        // open raises the store floor to it if the hot copy is gone by then.
+        for (const FabricUri& uri : lru) {
+            const std::string key = uri.object_key();
+            add(key, kEntryHot, 0, 0, tracked_version(key));
+        }
         IndexHeader h{};
         h.magic = kIndexMagic;
         h.format = kFormat;
@@ -1018,6 +1098,9 @@ Result<uint64_t> TieredObjectStore::put(const FabricUri& uri, ByteView data, con
             }
             break;
     }
+    // A tracked key with no hot copy lost it to its TTL (a cold copy, if any, has its version
+    // already): its last version goes into the store floor before a new one is handed out.
+    if (!now) FABRIC_TRY(m.forget_gone(key));
     TierMeta t;
     t.version = m.next_version(key, now);
     t.fence_token = options.fence_token;
@@ -1035,7 +1118,7 @@ Result<uint64_t> TieredObjectStore::put(const FabricUri& uri, ByteView data, con
     } else if (auto f = m.floors.find(key); f != m.floors.end() && f->second < t.version) {
         m.floors.erase(f);
     }
-    m.touch(uri, key);
+    m.touch(uri, key, t.version);
     FABRIC_TRY(m.enforce_max_hot(&uri));
     return t.version;
 }
@@ -1050,7 +1133,7 @@ Result<std::optional<ObjectData>> TieredObjectStore::get(const FabricUri& uri) {
     if (h->has_value()) {
         ObjectData d = std::move(**h);
         Impl::to_tier_info(d.info);
-        m.touch(uri, key);
+        m.touch(uri, key, d.info.version);
         FABRIC_TRY(m.enforce_max_hot(&uri));
         return std::optional<ObjectData>(std::move(d));
     }
@@ -1071,7 +1154,7 @@ Result<std::optional<ObjectData>> TieredObjectStore::get(const FabricUri& uri) {
     auto p = m.put_hot(uri, d.data, o, t);
     if (p) {
         ++m.st.promotions;
-        m.touch(uri, key);
+        m.touch(uri, key, t.version);
         FABRIC_TRY(m.enforce_max_hot(&uri));
     } else if (p.code() != Errc::capacity_exceeded && p.code() != Errc::object_too_large) {
         return std::move(p).error();
@@ -1119,7 +1202,13 @@ Result<bool> TieredObjectStore::remove(const FabricUri& uri, const RemoveOptions
     uint64_t version = 0;
     if (!damaged) {
         if (!cur->has_value()) {
-            m.drop_cold(key);  // an expired cold copy
+            // Nothing to remove, but an expired cold copy (or a hot copy whose TTL ran out) is
+            // the only record of its version: dropped without a tombstone, it goes into the
+            // store floor first, or the next put of the key would hand it out again.
+            uint64_t gone = m.tracked_version(key);
+            if (auto c = m.cold.find(key); c != m.cold.end()) gone = std::max(gone, c->second.version);
+            FABRIC_TRY(m.raise_store_floor(gone));
+            m.drop_cold(key);
             m.forget_hot(key);
             return false;
         }
@@ -1185,7 +1274,7 @@ Status TieredObjectStore::checkpoint(bool include_hot) {
             auto got = m.hot->get(uri);
             if (!got) return std::move(got).error();
             if (!got->has_value()) {
-                m.forget_hot(key);
+                FABRIC_TRY(m.forget_gone(key));
                 continue;
             }
             ObjectData& obj = **got;
