@@ -340,16 +340,8 @@ TEST_CASE("leases: a renewal that meets its region being judged by a reaper is b
     REQUIRE(pool.lease(id)->expired(MonoClock::now()));
     // A reaper finds the lease expired, marks the region RECLAIMING and stops before it judges
     // the lease again.
-    const pid_t reaper = test::fork_child([name] {
-        OpenOptions o;
-        o.reap_on_open = false;
-        auto p = Pool::open(name, o);
-        if (!p) return 10;
-        setenv("FABRIC_SHM_PAUSE_POINT", "region.reclaim.marked", 1);
-        detail::crash_point_rearm();
-        return p->reap(MonoClock::now()).reclaimed_regions == 0 ? 1 : 0;
-    });
-    REQUIRE(test::wait_stopped(reaper));
+    const pid_t reaper = test::reaper_stopped_at(name, "region.reclaim.marked");
+    REQUIRE(reaper != 0);
     // A renewer whose `now` was taken before the expiry (it paused before it renewed) extends
     // the lease, then finds the entry being judged: the reaper may yet keep the region, so
     // this is no reason to drop the lease.
@@ -383,17 +375,8 @@ TEST_CASE("renewal manager: a lease whose renewals are busy while a reaper judge
     }
     // A reaper judging at an instant 60 s ahead (a clock its pause made stale) marks the region
     // RECLAIMING and stops there, for as long as the test runs.
-    const pid_t reaper = test::fork_child([name] {
-        OpenOptions o;
-        o.reap_on_open = false;
-        auto p = Pool::open(name, o);
-        if (!p) return 10;
-        setenv("FABRIC_SHM_PAUSE_POINT", "region.reclaim.marked", 1);
-        detail::crash_point_rearm();
-        (void)p->reap(MonoClock::now() + 60s);
-        return 0;
-    });
-    REQUIRE(test::wait_stopped(reaper));
+    const pid_t reaper = test::reaper_stopped_at(name, "region.reclaim.marked", 60s);
+    REQUIRE(reaper != 0);
     RenewalManager mgr(pool);
     REQUIRE(mgr.register_lease(id).ok());
     // Ticks at each due instant (a clock that jumps from one to the next): every renewal is

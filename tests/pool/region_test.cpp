@@ -368,16 +368,8 @@ TEST_CASE("regions: a holder checking while a reaper judges its live region is t
     // A reaper that finds the lease expired (judging at an instant 120 s ahead, in place of
     // one whose judgement a renewal raced) marks the region and stops before it counts the
     // processes holding it.
-    const pid_t reaper = test::fork_child([name] {
-        OpenOptions o;
-        o.reap_on_open = false;
-        auto p = Pool::open(name, o);
-        if (!p) return 10;
-        setenv("FABRIC_SHM_PAUSE_POINT", "region.reclaim.marked", 1);
-        detail::crash_point_rearm();
-        return p->reap(MonoClock::now() + std::chrono::seconds(120)).reclaimed_regions == 0 ? 1 : 0;
-    });
-    REQUIRE(test::wait_stopped(reaper));
+    const pid_t reaper = test::reaper_stopped_at(name, "region.reclaim.marked", std::chrono::seconds(120));
+    REQUIRE(reaper != 0);
     const Status judged = r->check();
     REQUIRE_FALSE(judged.ok());
     CHECK_MESSAGE(judged.code() == Errc::busy, judged.error().message);  // a worker ends on stale_generation

@@ -420,6 +420,25 @@ TEST_CASE("registry: a retired slot names nobody: its per-occupant fields are cl
     }
 }
 
+namespace {
+/// A reaper: a process that registers and reaps, and stops after taking a dead process's slot
+/// into RETIRING (before folding its counters and clearing it). Resumed, it exits 0 when it
+/// freed exactly that slot.
+pid_t reaper_stopped_retiring(const std::string& name) {
+    const pid_t reaper = test::fork_child([name] {
+        setenv("FABRIC_SHM_PAUSE_POINT", "registry.reap.retiring", 1);
+        detail::crash_point_rearm();
+        OpenOptions o;
+        o.reap_on_open = false;
+        auto p = Pool::open(name, o);
+        if (!p) return 1;
+        return p->registry().reap_dead(MonoClock::now()) == 1 ? 0 : 3;
+    });
+    REQUIRE(test::wait_stopped(reaper));
+    return reaper;
+}
+}  // namespace
+
 TEST_CASE("registry: a reaper paused while retiring a dead process's slot is waited for, and finished for only once it is dead") {
     for (const bool kill_reaper : {false, true}) {
         CAPTURE(kill_reaper);
@@ -429,18 +448,7 @@ TEST_CASE("registry: a reaper paused while retiring a dead process's slot is wai
         pid_t dead_kid;
         const OwnerToken dead = child_token(cleanup.name(), &dead_kid, false);
         CHECK(test::wait_child(dead_kid) == 0);
-        // The reaper: a process that registers and reaps, and stops after taking the dead
-        // slot into RETIRING (before folding its counters and clearing it).
-        const pid_t reaper = test::fork_child([&] {
-            setenv("FABRIC_SHM_PAUSE_POINT", "registry.reap.retiring", 1);
-            detail::crash_point_rearm();
-            OpenOptions o;
-            o.reap_on_open = false;
-            auto p = Pool::open(cleanup.name(), o);
-            if (!p) return 1;
-            return p->registry().reap_dead(MonoClock::now()) == 1 ? 0 : 3;
-        });
-        REQUIRE(test::wait_stopped(reaper));
+        const pid_t reaper = reaper_stopped_retiring(cleanup.name());
         layout::ProcessSlot& slot = test::slot_of(*pool, dead);
         REQUIRE(layout::slot_word_state(slot.word.load()) == layout::kSlotRetiring);
         // The retirer lives (stopped): nobody else finishes its work, which could otherwise
@@ -467,16 +475,7 @@ TEST_CASE("registry: a RETIRING slot whose retirer's pid names a process started
     pid_t dead_kid;
     const OwnerToken dead = child_token(cleanup.name(), &dead_kid, false);
     CHECK(test::wait_child(dead_kid) == 0);
-    const pid_t reaper = test::fork_child([&] {
-        setenv("FABRIC_SHM_PAUSE_POINT", "registry.reap.retiring", 1);
-        detail::crash_point_rearm();
-        OpenOptions o;
-        o.reap_on_open = false;
-        auto p = Pool::open(cleanup.name(), o);
-        if (!p) return 1;
-        return p->registry().reap_dead(MonoClock::now()) == 1 ? 0 : 3;
-    });
-    REQUIRE(test::wait_stopped(reaper));
+    const pid_t reaper = reaper_stopped_retiring(cleanup.name());
     layout::ProcessSlot& slot = test::slot_of(*pool, dead);
     REQUIRE(layout::slot_word_state(slot.word.load()) == layout::kSlotRetiring);
     const uint64_t recorded = slot.retirer.load();

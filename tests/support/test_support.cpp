@@ -16,6 +16,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include "crash_point.h"
+
 namespace fabric_shm::test {
 
 std::vector<uint8_t> pattern(size_t n, uint8_t seed) {
@@ -110,6 +112,19 @@ int run_command(const std::string& command, std::string* output) {
     if (WIFEXITED(status)) return WEXITSTATUS(status);
     if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
     return -1;
+}
+
+pid_t reaper_stopped_at(const std::string& name, const char* point, Duration ahead) {
+    const pid_t pid = fork_child([&] {
+        OpenOptions o;
+        o.reap_on_open = false;
+        auto p = Pool::open(name, o);
+        if (!p) return 10;
+        ::setenv("FABRIC_SHM_PAUSE_POINT", point, 1);
+        detail::crash_point_rearm();
+        return p->reap(MonoClock::now() + ahead).reclaimed_regions == 0 ? 1 : 0;
+    });
+    return wait_stopped(pid) ? pid : 0;
 }
 
 std::string build_path(const std::string& relative) {

@@ -53,6 +53,10 @@ int wait_child(pid_t pid, int timeout_ms = 20000);
 bool wait_stopped(pid_t pid, int timeout_ms = 20000, int* exit_code = nullptr);
 /// Resumes a stopped child (SIGCONT).
 void resume(pid_t pid);
+/// Forks a reaper of pool `name` that reaps as at now + `ahead` with fault point `point`
+/// armed as a pause, and returns its pid once it stopped there (0 when it did not). Resumed,
+/// it exits 0 when its pass reclaimed a region, 1 when none, 10 when the pool did not open.
+pid_t reaper_stopped_at(const std::string& name, const char* point, Duration ahead = Duration::zero());
 /// Exit status of `sh -c command` (128+sig on signal), output captured into *output if given.
 int run_command(const std::string& command, std::string* output = nullptr);
 /// How many of this process's mappings are of the pool's segment (/proc/self/maps).
