@@ -145,8 +145,10 @@ Result<MonoTime> Pool::renew_lease(uint64_t lease_id, MonoTime now, Duration ttl
         // RECLAIMING: a reaper is judging the region (try_reclaim, the same Dekker pair on the
         // entry word). It keeps the region if it sees this extension, so "expired" would make a
         // RenewalManager drop a lease that lives on; busy, as for the pool: renewing again
-        // finds the entry LIVE, or reclaimed (stale_generation).
-        if (entry_word_state(w) == kEntryReclaiming)
+        // finds the entry LIVE, or reclaimed (stale_generation). A reclaimer killed between
+        // its mark and its second judgement is repaired here (the entry back to LIVE): nobody
+        // else would until a reap ran, and every renewal would be busy meanwhile.
+        if (entry_word_state(w) == kEntryReclaiming && !detail::unmark_dead_reclaim(*this, *entry, w))
             return make_error(Errc::busy, what + " was renewed while a reaper was judging it for reclaim; renew again");
     }
     FABRIC_PAUSE_POINT("lease.renew.confirmed");

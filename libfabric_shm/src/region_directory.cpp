@@ -391,7 +391,7 @@ Status Region::check(MonoTime now) const {
     const uint64_t now_ns = to_ns(now);
     if (!pool_.valid()) return make_error(Errc::invalid_argument, "check of an empty Region handle");
     if (pool_.closed()) return detail::closed_error(pool_);
-    const RegionEntry* entry_ = &detail::PoolAccess::entry(*this);
+    RegionEntry* entry_ = &detail::PoolAccess::entry(*this);
     // A removed pool (`pool rm --force` with live processes, or a reaped one): every handle
     // fails closed at its next check. The remover's lifecycle CAS comes before its unlink, so
     // nothing is acknowledged into a segment after its name is gone. Acquire: pairs with it.
@@ -419,7 +419,8 @@ Status Region::check(MonoTime now) const {
                                                    " '" + detail::load_fixed_string(entry_->name, kRegionNameBytes / 8) +
                                                    "' lease expired " + format_duration_ns(now_ns - expires) +
                                                    " ago (renew it with a RenewalManager or `fabric-shm lease renew`)");
-    if (being_judged)
+    // A reclaimer killed before its second judgement is repaired here, not waited for.
+    if (being_judged && !detail::unmark_dead_reclaim(pool_, *entry_, w))
         return make_error(Errc::busy, "region '" + detail::load_fixed_string(entry_->name, kRegionNameBytes / 8) +
                                           "' is being judged by a reaper while its lease is live; it is kept while a "
                                           "live process holds it: retry");
@@ -444,6 +445,14 @@ uint32_t attached_live_processes(const Pool::Impl& impl, uint32_t index, uint64_
         ++n;
     }
     return n;
+}
+
+bool unmark_dead_reclaim(const Pool& pool, RegionEntry& e, uint64_t w) {
+    if (pool.registry().process_liveness(entry_word_owner(w), MonoClock::now()) != Liveness::certainly_dead)
+        return false;
+    // acq_rel, as the reap pass's repair: whoever wins restarts the entry from LIVE.
+    e.word.compare_exchange_strong(w, make_entry_word(kEntryLive, entry_word_gen(w), 0), std::memory_order_acq_rel);
+    return true;
 }
 
 void try_reclaim(ReclaimContext& ctx, uint32_t index, uint64_t w, const std::string& why) {

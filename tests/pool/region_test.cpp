@@ -377,3 +377,34 @@ TEST_CASE("regions: a holder checking while a reaper judges its live region is t
     CHECK(test::wait_child(reaper) == 1);  // it counted this process as a holder: kept
     CHECK(r->check());
 }
+
+TEST_CASE("regions: a held region left being judged by a reaper that was killed is repaired by its holder's check "
+          "and renewal, not busy until someone reaps") {
+    test::TempPool temp("judgedkilled", 2 << 20);
+    Pool& pool = temp.pool;
+    const std::string name = temp.name();
+    auto r = pool.create_region(spec("held", 4096, 300 * 1'000'000ull));
+    REQUIRE(r);
+    // The reaper marks the region (judging at an instant 120 s ahead) and is killed there.
+    const pid_t reaper = test::fork_child([name] {
+        OpenOptions o;
+        o.reap_on_open = false;
+        auto p = Pool::open(name, o);
+        if (!p) return 10;
+        setenv("FABRIC_SHM_CRASH_POINT", "region.reclaim.marked", 1);
+        detail::crash_point_rearm();
+        (void)p->reap(MonoClock::now() + std::chrono::seconds(120));
+        return 0;
+    });
+    REQUIRE(test::wait_child(reaper) == 128 + SIGKILL);
+    SUBCASE("by a check") { CHECK(r->check()); }
+    SUBCASE("by a renewal") {
+        auto renewed = pool.renew_lease(r->lease_id(), MonoClock::now());
+        CHECK_MESSAGE(renewed.ok(), renewed.error().message);
+        CHECK(r->check());
+    }
+    bool live = false;
+    for (const RegionInfo& info : pool.regions())
+        if (info.name == "held") live = info.state == "live";
+    CHECK(live);
+}
