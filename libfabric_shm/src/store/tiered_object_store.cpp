@@ -74,6 +74,8 @@ constexpr uint64_t kCompactMinGarbage = 1ull << 20;
 /// re-indexes it unchanged) instead of stopping at an unknown record type, which would cut
 /// the log there and lose every record after it. So the format stays 1 both ways.
 constexpr std::string_view kStoreFloorKey = "fabric-store-floor";
+/// How far ahead of a version lost to a TTL the store floor is written (see forget_gone).
+constexpr uint64_t kStoreFloorReserve = 4096;
 /// Reserved hot-copy metadata: "<tier version> <created wall ns> <fence token>".
 constexpr std::string_view kTierMetaKey = "fabric-tier";
 constexpr size_t kTierMetaReserve = 80;  ///< key + longest value, taken from kMaxMetadataBytes
@@ -306,6 +308,11 @@ struct TieredObjectStore::Impl {
     /// without a remove (TTL), or folded in by compaction. A key with no object starts above
     /// it; it is on the log (or in the index) before the version could be handed out again.
     uint64_t store_floor = 0;
+    /// The highest store floor on disk (a floor record on the log, or the index's entry): a
+    /// raise above it appends first. Kept apart from store_floor, which may run ahead in
+    /// memory where its source is on disk already (a compaction's fold); may run ahead of
+    /// store_floor by a reservation (forget_gone).
+    uint64_t durable_floor = 0;
     uint64_t live_bytes = 0;
 
     std::list<FabricUri> lru;  ///< front = least recently used
@@ -357,7 +364,10 @@ struct TieredObjectStore::Impl {
     /// the store floor is raised to it first (on the log): a later put of the key, in this run
     /// or after a restart, starts above every version a client may still hold.
     Status forget_gone(const std::string& key) {
-        FABRIC_TRY(raise_store_floor(tracked_version(key)));
+        // Reserved ahead: a key with a TTL put again after each expiry raises the floor by one
+        // version each time, which would otherwise cost a log append (and a sync under
+        // every_write) per put.
+        FABRIC_TRY(raise_store_floor(tracked_version(key), kStoreFloorReserve));
         forget_hot(key);
         return {};
     }
@@ -438,10 +448,15 @@ struct TieredObjectStore::Impl {
     /// Raises the store floor to `version`, on the log first (synced under every_write like
     /// any tombstone): a remove that returned is never forgotten by the next owner. One record
     /// per raise, whatever the key; replay keeps the highest and a checkpoint indexes one value.
-    Status raise_store_floor(uint64_t version) {
-        if (version <= store_floor) return {};
-        FABRIC_TRY(append_tombstone(std::string(kStoreFloorKey), version));
-        store_floor = version;
+    /// With `reserve`, the record says version + reserve, so that the next raises up to it
+    /// append nothing (a restart then starts new keys above the reservation: harmless).
+    Status raise_store_floor(uint64_t version, uint64_t reserve = 0) {
+        if (version > durable_floor) {
+            const uint64_t target = version + std::min(reserve, UINT64_MAX - version);
+            FABRIC_TRY(append_tombstone(std::string(kStoreFloorKey), target));
+            durable_floor = target;
+        }
+        store_floor = std::max(store_floor, version);
         return {};
     }
 
@@ -723,7 +738,7 @@ struct TieredObjectStore::Impl {
         covered = h.covered_length;
         cold = std::move(c);
         floors = std::move(f);
-        store_floor = sf;
+        store_floor = durable_floor = sf;
         hot_keys = std::move(hk);
         return {};
     }
@@ -751,6 +766,7 @@ struct TieredObjectStore::Impl {
                 floors.erase(r->key);
             } else if (r->key == kStoreFloorKey) {
                 store_floor = std::max(store_floor, r->h.version);
+                durable_floor = store_floor;
             } else {
                 floors[r->key] = r->h.version;
             }
@@ -779,7 +795,7 @@ struct TieredObjectStore::Impl {
             if (idx.code() != Errc::not_found) note += "cold index damaged (" + idx.error().message + "); rebuilt from the log\n";
             cold.clear();
             floors.clear();
-            store_floor = 0;
+            store_floor = durable_floor = 0;
             hot_keys.clear();
             covered = 0;
             // Compaction unlinks the old log only after the new index is durable, so without
@@ -876,7 +892,7 @@ struct TieredObjectStore::Impl {
         // the one record at the head of the new log, so that neither a later put nor a rebuild
         // from this log (the index lost) hands one of them out again. It also keeps the index
         // from growing by one floor per removed key across compactions.
-        uint64_t floor = store_floor;
+        uint64_t floor = std::max(store_floor, durable_floor);
         for (const auto& [key, v] : floors) floor = std::max(floor, v);
         std::vector<std::pair<const std::string*, const ColdEntry*>> keep;
         for (const auto& [key, e] : cold) {
@@ -892,14 +908,15 @@ struct TieredObjectStore::Impl {
             }
             keep.emplace_back(&key, &e);
         }
-        // Raised before the switch and kept if it fails: every version folded in is still on
-        // the old log or in the old index then.
-        store_floor = floor;
+        // The fold becomes the store floor only with the switch below: a compaction that fails
+        // leaves the old log and index authoritative, and a floor raised in memory alone would
+        // let a later raise (a remove) skip the append it needs.
+        uint64_t folded = floor;
         std::unordered_map<std::string, ColdEntry> moved;
         uint64_t pos = 0;
-        if (store_floor > 0) {
+        if (folded > 0) {
             // First in the new log, so that a rebuild from the log (the index lost) keeps it.
-            const std::string rec = encode_store_floor(store_floor);
+            const std::string rec = encode_store_floor(folded);
             FABRIC_TRY(write_all(nfd.get(), rec.data(), rec.size(), pos, new_path));
             pos += rec.size();
         }
@@ -916,7 +933,7 @@ struct TieredObjectStore::Impl {
             if (!rec || crc32(buf.data() + sizeof(RecordHeader) + rec->h.key_len + rec->h.meta_len,
                               rec->h.data_len) != rec->h.data_crc) {
                 note += "compaction dropped the damaged cold record of '" + key + "'\n";
-                store_floor = std::max(store_floor, e.version);  // recorded after the loop
+                folded = std::max(folded, e.version);  // recorded after the loop
                 continue;
             }
             FABRIC_TRY(write_all(nfd.get(), buf.data(), buf.size(), pos, new_path));
@@ -924,10 +941,10 @@ struct TieredObjectStore::Impl {
             pos += e.record_len;
             live += e.record_len;
         }
-        if (store_floor > floor) {
+        if (folded > floor) {
             // A payload found damaged only while copying: its version after the records (replay
             // keeps the highest floor record).
-            const std::string rec = encode_store_floor(store_floor);
+            const std::string rec = encode_store_floor(folded);
             FABRIC_TRY(write_all(nfd.get(), rec.data(), rec.size(), pos, new_path));
             pos += rec.size();
         }
@@ -935,9 +952,10 @@ struct TieredObjectStore::Impl {
         // Switch in memory; the index written next names the new generation. Until it lands
         // on disk the old log stays authoritative, so a failure switches back.
         std::string other_path = new_path;
-        uint64_t other_gen = new_gen, other_live = live, other_end = pos;
+        uint64_t other_gen = new_gen, other_live = live, other_end = pos, other_store_floor = std::max(store_floor, folded);
         std::unordered_map<std::string, uint64_t> other_floors;
         auto swap_state = [&] {
+            std::swap(store_floor, other_store_floor);
             std::swap(log_fd, nfd);
             std::swap(log_path, other_path);
             std::swap(generation, other_gen);
@@ -973,7 +991,8 @@ struct TieredObjectStore::Impl {
         for (const auto& [key, e] : cold)
             if (!e.torn) add(key, kEntryCold, e.offset, e.record_len, e.version);
         for (const auto& [key, v] : floors) add(key, kEntryFloor, 0, 0, v);
-        if (store_floor > 0) add(std::string(kStoreFloorKey), kEntryFloor, 0, 0, store_floor);
+        const uint64_t floor = std::max(store_floor, durable_floor);
+        if (floor > 0) add(std::string(kStoreFloorKey), kEntryFloor, 0, 0, floor);
         // A hot entry's version (0 before it was kept) is the tier version last seen: the next
         // open raises the store floor to it if the hot copy is gone by then.
         for (const FabricUri& uri : lru) {
@@ -1000,6 +1019,7 @@ struct TieredObjectStore::Impl {
         fd.reset();
         FABRIC_CRASH_POINT("tiered.checkpoint.before_rename");
         if (::rename(tmp.c_str(), fin.c_str()) != 0) return sys_error("rename " + tmp + " to " + fin);
+        durable_floor = floor;  // renamed: what an open reads (the sync below makes it last a power loss)
         if (config.fsync != FsyncPolicy::never) FABRIC_TRY(sync_dir(config.cold_dir));
         covered = log_end;
         return {};
