@@ -65,7 +65,8 @@ void try_reclaim(ReclaimContext& ctx, uint32_t index, uint64_t w, const std::str
 /// RECLAIMING word `w` of `e`, left by a reclaimer that is certainly dead (by pid: a stopped
 /// one is waited for) -> LIVE, as a reap pass repairs it (the next judgement starts from
 /// LIVE). What a holder or renewer does when it finds its live region marked: without it,
-/// it would be told to retry until some process ran a reap. True when `e` no longer holds `w`.
+/// it would be told to retry until some process ran a reap. True when this call put it back
+/// to LIVE (never on a read-only pool).
 bool unmark_dead_reclaim(const Pool& pool, layout::RegionEntry& e, uint64_t w);
 
 }  // namespace fabric_shm::detail

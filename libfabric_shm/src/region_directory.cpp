@@ -448,11 +448,17 @@ uint32_t attached_live_processes(const Pool::Impl& impl, uint32_t index, uint64_
 }
 
 bool unmark_dead_reclaim(const Pool& pool, RegionEntry& e, uint64_t w) {
+    // A read-only mapping cannot be written (a reap there is a dry run too): busy, as before.
+    const Pool::Impl& impl = PoolAccess::impl(pool);
+    if (impl.read_only || !impl.self) return false;
     if (pool.registry().process_liveness(entry_word_owner(w), MonoClock::now()) != Liveness::certainly_dead)
         return false;
-    // acq_rel, as the reap pass's repair: whoever wins restarts the entry from LIVE.
-    e.word.compare_exchange_strong(w, make_entry_word(kEntryLive, entry_word_gen(w), 0), std::memory_order_acq_rel);
-    return true;
+    // acq_rel, as the reap pass's repair: whoever wins restarts the entry from LIVE. A failed
+    // CAS is no repair: the reclaimer may have finished (FREE, a new generation) before it
+    // died, or another repairer or marker moved the word; the caller answers busy and the
+    // next look sees what it became.
+    return e.word.compare_exchange_strong(w, make_entry_word(kEntryLive, entry_word_gen(w), 0),
+                                          std::memory_order_acq_rel);
 }
 
 void try_reclaim(ReclaimContext& ctx, uint32_t index, uint64_t w, const std::string& why) {

@@ -15,6 +15,7 @@
 #include "fabric_shm/pool.h"
 #include "layout/pool_layout.h"
 #include "pool_impl.h"
+#include "pool_internal.h"
 
 using namespace fabric_shm;
 
@@ -407,4 +408,57 @@ TEST_CASE("regions: a held region left being judged by a reaper that was killed 
     for (const RegionInfo& info : pool.regions())
         if (info.name == "held") live = info.state == "live";
     CHECK(live);
+}
+
+TEST_CASE("regions: a read-only observer's check of a region whose reclaimer died at its mark is busy; it writes "
+          "nothing") {
+    test::TempPool temp("judgedro", 2 << 20);
+    Pool& pool = temp.pool;
+    const std::string name = temp.name();
+    auto r = pool.create_region(spec("held", 4096, 60 * kNsPerSec));
+    REQUIRE(r);
+    OpenOptions ro;
+    ro.read_only = true;
+    auto observer_pool = Pool::open(name, ro);
+    REQUIRE(observer_pool);
+    auto observed = observer_pool->open_region(r->ref());
+    REQUIRE(observed);
+    const pid_t reaper = test::fork_child([name] {
+        OpenOptions o;
+        o.reap_on_open = false;
+        auto p = Pool::open(name, o);
+        if (!p) return 10;
+        setenv("FABRIC_SHM_CRASH_POINT", "region.reclaim.marked", 1);
+        detail::crash_point_rearm();
+        (void)p->reap(MonoClock::now() + std::chrono::seconds(120));
+        return 0;
+    });
+    REQUIRE(test::wait_child(reaper) == 128 + SIGKILL);
+    // In a child: the segment is mapped read-only here, and a write would kill the process.
+    const pid_t observer = test::fork_child([&] {
+        const Status s = observed->check();
+        return !s.ok() && s.code() == Errc::busy ? 0 : 1;
+    });
+    CHECK(test::wait_child(observer) == 0);
+    CHECK(r->check());  // the read-write holder repairs it
+}
+
+TEST_CASE("regions: a repair of a dead reclaimer's mark that finds the entry moved on repairs nothing") {
+    test::TempPool temp("unmarkmoved", 2 << 20);
+    Pool& pool = temp.pool;
+    auto r = pool.create_region(spec("gone", 4096));
+    REQUIRE(r);
+    const RegionRef ref = r->ref();
+    layout::RegionEntry& e = entry_of(pool, ref);
+    const uint64_t live = e.word.load();
+    // A mark by a reclaimer that is certainly dead (the token of a registry slot nobody holds),
+    // as a renewer or holder saw it; the reclaimer had finished before it died: the entry is FREE.
+    const uint64_t seen = layout::make_entry_word(layout::kEntryReclaiming, layout::entry_word_gen(live),
+                                                  layout::make_token(layout::kRegistrySlots - 1, 1));
+    *r = Region();
+    REQUIRE(pool.remove_region(ref));  // reclaimed at once: nobody holds it
+    const uint64_t now_word = e.word.load();
+    REQUIRE(layout::entry_word_state(now_word) == layout::kEntryFree);
+    CHECK_FALSE(detail::unmark_dead_reclaim(pool, e, seen));  // so the caller answers busy, not "renewed"
+    CHECK(e.word.load() == now_word);
 }

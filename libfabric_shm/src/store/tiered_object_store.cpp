@@ -965,20 +965,25 @@ struct TieredObjectStore::Impl {
             std::swap(log_end, other_end);
         };
         swap_state();
-        Status s = write_index();
-        if (!s) {
+        bool renamed = false;
+        Status s = write_index(&renamed);
+        if (!s && !renamed) {
             swap_state();
             ::unlink(new_path.c_str());
             return s;
         }
+        // Renamed: the index on disk names the new log, so the switch stands even if the
+        // directory sync after it failed (switching back would unlink the log the index names,
+        // and the next open would find every cold record gone). That error is still returned.
         ::unlink(other_path.c_str());  // the old log
         if (config.fsync != FsyncPolicy::never) FABRIC_TRY(sync_dir(config.cold_dir));
         ++st.compactions;
         st.log_generation = generation;
-        return {};
+        return s;
     }
 
-    Status write_index() {
+    /// `renamed` (when given): set once cold.index is the new file, even if a later step fails.
+    Status write_index(bool* renamed = nullptr) {
         std::string buf(sizeof(IndexHeader), '\0');
         uint64_t count = 0;
         auto add = [&](const std::string& key, uint32_t kind, uint64_t offset, uint64_t len, uint64_t version) {
@@ -1019,6 +1024,7 @@ struct TieredObjectStore::Impl {
         fd.reset();
         FABRIC_CRASH_POINT("tiered.checkpoint.before_rename");
         if (::rename(tmp.c_str(), fin.c_str()) != 0) return sys_error("rename " + tmp + " to " + fin);
+        if (renamed) *renamed = true;
         durable_floor = floor;  // renamed: what an open reads (the sync below makes it last a power loss)
         if (config.fsync != FsyncPolicy::never) FABRIC_TRY(sync_dir(config.cold_dir));
         covered = log_end;
