@@ -387,17 +387,7 @@ TEST_CASE("regions: a held region left being judged by a reaper that was killed 
     auto r = pool.create_region(spec("held", 4096, 300 * 1'000'000ull));
     REQUIRE(r);
     // The reaper marks the region (judging at an instant 120 s ahead) and is killed there.
-    const pid_t reaper = test::fork_child([name] {
-        OpenOptions o;
-        o.reap_on_open = false;
-        auto p = Pool::open(name, o);
-        if (!p) return 10;
-        setenv("FABRIC_SHM_CRASH_POINT", "region.reclaim.marked", 1);
-        detail::crash_point_rearm();
-        (void)p->reap(MonoClock::now() + std::chrono::seconds(120));
-        return 0;
-    });
-    REQUIRE(test::wait_child(reaper) == 128 + SIGKILL);
+    REQUIRE(test::reaper_killed_at(name, "region.reclaim.marked", std::chrono::seconds(120)) == 128 + SIGKILL);
     SUBCASE("by a check") { CHECK(r->check()); }
     SUBCASE("by a renewal") {
         auto renewed = pool.renew_lease(r->lease_id(), MonoClock::now());
@@ -423,17 +413,7 @@ TEST_CASE("regions: a read-only observer's check of a region whose reclaimer die
     REQUIRE(observer_pool);
     auto observed = observer_pool->open_region(r->ref());
     REQUIRE(observed);
-    const pid_t reaper = test::fork_child([name] {
-        OpenOptions o;
-        o.reap_on_open = false;
-        auto p = Pool::open(name, o);
-        if (!p) return 10;
-        setenv("FABRIC_SHM_CRASH_POINT", "region.reclaim.marked", 1);
-        detail::crash_point_rearm();
-        (void)p->reap(MonoClock::now() + std::chrono::seconds(120));
-        return 0;
-    });
-    REQUIRE(test::wait_child(reaper) == 128 + SIGKILL);
+    REQUIRE(test::reaper_killed_at(name, "region.reclaim.marked", std::chrono::seconds(120)) == 128 + SIGKILL);
     // In a child: the segment is mapped read-only here, and a write would kill the process.
     const pid_t observer = test::fork_child([&] {
         const Status s = observed->check();

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <optional>
 #include <string_view>
 #include <thread>
 #include <utility>
@@ -421,47 +422,56 @@ TEST_CASE("registry: a retired slot names nobody: its per-occupant fields are cl
 }
 
 namespace {
-/// A reaper: a process that registers and reaps, and stops after taking a dead process's slot
-/// into RETIRING (before folding its counters and clearing it). Resumed, it exits 0 when it
-/// freed exactly that slot.
-pid_t reaper_stopped_retiring(const std::string& name) {
-    const pid_t reaper = test::fork_child([name] {
-        setenv("FABRIC_SHM_PAUSE_POINT", "registry.reap.retiring", 1);
-        detail::crash_point_rearm();
-        OpenOptions o;
-        o.reap_on_open = false;
-        auto p = Pool::open(name, o);
-        if (!p) return 1;
-        return p->registry().reap_dead(MonoClock::now()) == 1 ? 0 : 3;
-    });
-    REQUIRE(test::wait_stopped(reaper));
-    return reaper;
-}
+/// A pool in which a dead process's registry slot is held RETIRING by a reaper stopped there:
+/// a process that registered and reaped, and stopped after taking the slot into RETIRING
+/// (before folding its counters and clearing it). Resumed, the reaper exits 0 when it freed
+/// exactly that slot.
+struct StoppedRetirement {
+    explicit StoppedRetirement(const std::string& tag) : cleanup(test::unique_pool_name(tag)) {
+        auto created = Pool::create({cleanup.name(), 2 << 20});
+        REQUIRE(created);
+        pool.emplace(std::move(*created));
+        pid_t dead_kid;
+        dead = child_token(cleanup.name(), &dead_kid, false);
+        CHECK(test::wait_child(dead_kid) == 0);
+        reaper = test::fork_child([name = cleanup.name()] {
+            setenv("FABRIC_SHM_PAUSE_POINT", "registry.reap.retiring", 1);
+            detail::crash_point_rearm();
+            OpenOptions o;
+            o.reap_on_open = false;
+            auto p = Pool::open(name, o);
+            if (!p) return 1;
+            return p->registry().reap_dead(MonoClock::now()) == 1 ? 0 : 3;
+        });
+        REQUIRE(test::wait_stopped(reaper));
+        REQUIRE(layout::slot_word_state(slot().word.load()) == layout::kSlotRetiring);
+    }
+    layout::ProcessSlot& slot() const { return test::slot_of(*pool, dead); }
+
+    test::PoolCleanup cleanup;  ///< declared first: removed after the pool handle is gone
+    std::optional<Pool> pool;
+    OwnerToken dead = 0;
+    pid_t reaper = 0;
+};
 }  // namespace
 
 TEST_CASE("registry: a reaper paused while retiring a dead process's slot is waited for, and finished for only once it is dead") {
     for (const bool kill_reaper : {false, true}) {
         CAPTURE(kill_reaper);
-        test::PoolCleanup cleanup(test::unique_pool_name("retpause"));
-        auto pool = Pool::create({cleanup.name(), 2 << 20});
-        REQUIRE(pool);
-        pid_t dead_kid;
-        const OwnerToken dead = child_token(cleanup.name(), &dead_kid, false);
-        CHECK(test::wait_child(dead_kid) == 0);
-        const pid_t reaper = reaper_stopped_retiring(cleanup.name());
-        layout::ProcessSlot& slot = test::slot_of(*pool, dead);
-        REQUIRE(layout::slot_word_state(slot.word.load()) == layout::kSlotRetiring);
+        StoppedRetirement f("retpause");
+        Pool& pool = *f.pool;
+        layout::ProcessSlot& slot = f.slot();
         // The retirer lives (stopped): nobody else finishes its work, which could otherwise
         // clear the fields of the slot's next owner after it was freed and claimed again.
-        CHECK(pool->registry().reap_dead(MonoClock::now()) == 0);
+        CHECK(pool.registry().reap_dead(MonoClock::now()) == 0);
         CHECK(layout::slot_word_state(slot.word.load()) == layout::kSlotRetiring);
         if (kill_reaper) {
-            kill(reaper, SIGKILL);
-            CHECK(test::wait_child(reaper) == 128 + SIGKILL);
-            CHECK(pool->registry().reap_dead(MonoClock::now()) >= 1);  // the retirer's own slot too
+            kill(f.reaper, SIGKILL);
+            CHECK(test::wait_child(f.reaper) == 128 + SIGKILL);
+            CHECK(pool.registry().reap_dead(MonoClock::now()) >= 1);  // the retirer's own slot too
         } else {
-            test::resume(reaper);
-            CHECK(test::wait_child(reaper) == 0);
+            test::resume(f.reaper);
+            CHECK(test::wait_child(f.reaper) == 0);
         }
         CHECK(layout::slot_word_state(slot.word.load()) == layout::kSlotFree);
         CHECK(slot.start_time.load() == 0);
@@ -469,26 +479,20 @@ TEST_CASE("registry: a reaper paused while retiring a dead process's slot is wai
 }
 
 TEST_CASE("registry: a RETIRING slot whose retirer's pid names a process started at another time is finished") {
-    test::PoolCleanup cleanup(test::unique_pool_name("retreuse"));
-    auto pool = Pool::create({cleanup.name(), 2 << 20});
-    REQUIRE(pool);
-    pid_t dead_kid;
-    const OwnerToken dead = child_token(cleanup.name(), &dead_kid, false);
-    CHECK(test::wait_child(dead_kid) == 0);
-    const pid_t reaper = reaper_stopped_retiring(cleanup.name());
-    layout::ProcessSlot& slot = test::slot_of(*pool, dead);
-    REQUIRE(layout::slot_word_state(slot.word.load()) == layout::kSlotRetiring);
+    StoppedRetirement f("retreuse");
+    Pool& pool = *f.pool;
+    layout::ProcessSlot& slot = f.slot();
     const uint64_t recorded = slot.retirer.load();
-    REQUIRE(layout::retirer_pid(recorded) == uint32_t(reaper));
-    CHECK(pool->registry().reap_dead(MonoClock::now()) == 0);  // it runs (stopped): waited for
+    REQUIRE(layout::retirer_pid(recorded) == uint32_t(f.reaper));
+    CHECK(pool.registry().reap_dead(MonoClock::now()) == 0);  // it runs (stopped): waited for
     // The retirer died and its pid was taken by an unrelated process, which started at another
     // time: forged by moving the recorded start time instead of recycling the pid.
-    slot.retirer.store(layout::retirer_word(uint32_t(reaper), layout::retirer_start(recorded) + 1));
-    CHECK(pool->registry().reap_dead(MonoClock::now()) >= 1);
+    slot.retirer.store(layout::retirer_word(uint32_t(f.reaper), layout::retirer_start(recorded) + 1));
+    CHECK(pool.registry().reap_dead(MonoClock::now()) >= 1);
     CHECK(layout::slot_word_state(slot.word.load()) == layout::kSlotFree);
     CHECK(slot.retirer.load() == 0);
-    kill(reaper, SIGKILL);  // never resumed: a live retirer finished for would clear a reused slot
-    CHECK(test::wait_child(reaper) == 128 + SIGKILL);
+    kill(f.reaper, SIGKILL);  // never resumed: a live retirer finished for would clear a reused slot
+    CHECK(test::wait_child(f.reaper) == 128 + SIGKILL);
 }
 
 namespace {

@@ -114,17 +114,27 @@ int run_command(const std::string& command, std::string* output) {
     return -1;
 }
 
-pid_t reaper_stopped_at(const std::string& name, const char* point, Duration ahead) {
-    const pid_t pid = fork_child([&] {
+namespace {
+pid_t fork_reaper(const std::string& name, const char* variable, const char* point, Duration ahead) {
+    return fork_child([&] {
         OpenOptions o;
         o.reap_on_open = false;
         auto p = Pool::open(name, o);
         if (!p) return 10;
-        ::setenv("FABRIC_SHM_PAUSE_POINT", point, 1);
+        ::setenv(variable, point, 1);
         detail::crash_point_rearm();
         return p->reap(MonoClock::now() + ahead).reclaimed_regions == 0 ? 1 : 0;
     });
+}
+}  // namespace
+
+pid_t reaper_stopped_at(const std::string& name, const char* point, Duration ahead) {
+    const pid_t pid = fork_reaper(name, "FABRIC_SHM_PAUSE_POINT", point, ahead);
     return wait_stopped(pid) ? pid : 0;
+}
+
+int reaper_killed_at(const std::string& name, const char* point, Duration ahead) {
+    return wait_child(fork_reaper(name, "FABRIC_SHM_CRASH_POINT", point, ahead));
 }
 
 std::string build_path(const std::string& relative) {

@@ -57,6 +57,9 @@ void resume(pid_t pid);
 /// armed as a pause, and returns its pid once it stopped there (0 when it did not). Resumed,
 /// it exits 0 when its pass reclaimed a region, 1 when none, 10 when the pool did not open.
 pid_t reaper_stopped_at(const std::string& name, const char* point, Duration ahead = Duration::zero());
+/// The same reaper killed at `point` instead; returns its exit status (128 + SIGKILL when the
+/// point was reached).
+int reaper_killed_at(const std::string& name, const char* point, Duration ahead = Duration::zero());
 /// Exit status of `sh -c command` (128+sig on signal), output captured into *output if given.
 int run_command(const std::string& command, std::string* output = nullptr);
 /// How many of this process's mappings are of the pool's segment (/proc/self/maps).
