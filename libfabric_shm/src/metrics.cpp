@@ -337,11 +337,12 @@ Result<LatencyRecorder> LatencyRecorder::open(Pool& pool, std::string_view topic
         rec.shared_ = true;
     }
     rec.region_ = std::move(region.value());
+    rec.made_in_ = detail::fork_generation();
     return rec;
 }
 
 LatencyRecorder::LatencyRecorder(LatencyRecorder&& o) noexcept
-    : region_(std::move(o.region_)), cells_(o.cells_), shared_(o.shared_) {
+    : region_(std::move(o.region_)), cells_(o.cells_), shared_(o.shared_), made_in_(o.made_in_) {
     o.cells_ = nullptr;
 }
 
@@ -351,6 +352,7 @@ LatencyRecorder& LatencyRecorder::operator=(LatencyRecorder&& o) noexcept {
         region_ = std::move(o.region_);
         cells_ = o.cells_;
         shared_ = o.shared_;
+        made_in_ = o.made_in_;
         o.cells_ = nullptr;
     }
     return *this;
@@ -360,7 +362,7 @@ LatencyRecorder::~LatencyRecorder() { release(); }
 
 void LatencyRecorder::release() noexcept {
     // Not in a forked child of the opener: the shard is its parent's, which still records into it.
-    if (!cells_ || shared_ || !region_.valid() || !detail::PoolAccess::made_here(region_)) {
+    if (!cells_ || shared_ || !region_.valid() || made_in_ != detail::fork_generation()) {
         cells_ = nullptr;
         return;
     }

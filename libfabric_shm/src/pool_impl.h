@@ -65,8 +65,6 @@ struct PoolAccess {
     static layout::RegionEntry& entry(const Region& region) noexcept {
         return impl(region.pool_).entries()[region.ref_.index];
     }
-    /// False in a forked child of the process that opened this handle (fork_generation.h).
-    static bool made_here(const Region& region) noexcept { return region.made_in_ == fork_generation(); }
 };
 
 /// Region::check's passing case, from pointers resolved once. Region::check builds one per call;

@@ -50,9 +50,10 @@ void detach_bit(Pool::Impl& impl, uint32_t index) {
     auto* slot = impl.my_slot();
     if (!slot) return;
     std::lock_guard<std::mutex> lock(g_attach_mutex);
-    // In a forked child using its parent's pool handle the bit is shared with the parent,
-    // whose own handles the child's counts do not know: left set (the region is kept while
-    // the parent lives, which is the safe side).
+    // In a forked child using its parent's pool handle (a handle it inherited, or one it
+    // opened through that pool) the bit is shared with the parent, whose own handles the
+    // child's counts do not know: left set (the region is kept while the parent lives, which
+    // is the safe side).
     if (impl.local_attach[index].fetch_sub(1, std::memory_order_relaxed) == 1 &&
         impl.opened_in == detail::fork_generation())
         slot->attached[index / 64].fetch_and(~(uint64_t(1) << (index % 64)), std::memory_order_seq_cst);
@@ -239,7 +240,6 @@ Result<Region> Pool::create_region(const RegionSpec& spec) {
 
     Region region;
     region.pool_ = *this;
-    region.made_in_ = detail::fork_generation();
     region.ref_ = RegionRef{index, gen};
     region.offset_ = offset;
     region.length_ = length;
@@ -311,7 +311,6 @@ Result<Region> Pool::open_region(RegionRef ref) const {
                                              ", not on a " + std::to_string(kPageSize) + "-byte page");
     }
     region.pool_ = *this;
-    region.made_in_ = detail::fork_generation();
     region.ref_ = ref;
     region.offset_ = off;
     region.length_ = len;
@@ -355,8 +354,7 @@ Result<Region> Pool::open_region(RegionKind kind, std::string_view name) const {
 }
 
 Region::Region(Region&& o) noexcept
-    : pool_(std::move(o.pool_)), ref_(o.ref_), offset_(o.offset_), length_(o.length_), data_(o.data_),
-      made_in_(o.made_in_) {}
+    : pool_(std::move(o.pool_)), ref_(o.ref_), offset_(o.offset_), length_(o.length_), data_(o.data_) {}
 Region& Region::operator=(Region&& o) noexcept {
     if (this != &o) {
         release();
@@ -365,15 +363,12 @@ Region& Region::operator=(Region&& o) noexcept {
         offset_ = o.offset_;
         length_ = o.length_;
         data_ = o.data_;
-        made_in_ = o.made_in_;
     }
     return *this;
 }
 Region::~Region() { release(); }
 void Region::release() noexcept {
-    // Not in a forked child of the opener: the attach bit is its parent's, which still holds
-    // the region.
-    if (pool_.impl_ && detail::PoolAccess::made_here(*this)) detach_bit(*pool_.impl_, ref_.index);
+    if (pool_.impl_) detach_bit(*pool_.impl_, ref_.index);
     pool_ = Pool();  // may drop the last handle: unmaps after the detach above
 }
 

@@ -73,6 +73,7 @@ private:
     Region region_;
     void* cells_ = nullptr;  ///< layout::LatencyCells
     bool shared_ = false;
+    uint32_t made_in_ = 0;  ///< the process's fork count at open(): only there is the shard given back
 };
 
 }  // namespace fabric_shm

@@ -277,7 +277,6 @@ private:
     RegionRef ref_;
     uint64_t offset_ = 0, length_ = 0;
     std::byte* data_ = nullptr;
-    uint32_t made_in_ = 0;  ///< the fork count where it was opened: only there is it released
     void release() noexcept;
     Status check_failed(MonoTime now) const;  ///< check()'s error: which test failed, in words
 };
