@@ -347,6 +347,14 @@ void write_header(std::byte* block, uint64_t size, uint32_t crc, const detail::S
     }
 }
 
+/// A loan is committed only by the process that took it: another registration's token, or a
+/// parent's loan inherited over fork() (the parent may go on writing its bytes), is refused.
+Status check_loan_is_ours(const StoreShared& s, const ObjectLoan::Impl& loan) {
+    if (loan.owner != s.pool->self() || loan.made_in != detail::fork_generation())
+        return make_error(Errc::invalid_argument, "commit of a loan made by another process (a parent before fork())");
+    return {};
+}
+
 /// Where a block just claimed by `me` for a put or a loan lies. It cannot fail but for a corrupt
 /// descriptor; then the block goes back and nothing is written through it.
 Result<detail::BlockLoc> locate_claimed(StoreCore& core, uint32_t block, OwnerToken me, const char* what) {
@@ -814,8 +822,7 @@ Result<uint64_t> ObjectLoan::commit(uint64_t n) {
                                                       std::to_string(impl_->bytes.size()));
     StoreShared& s = *impl_->s;
     FABRIC_TRY(s.check_leases());
-    if (impl_->owner != s.pool->self() || impl_->made_in != detail::fork_generation())
-        return make_error(Errc::invalid_argument, "commit of a loan made by another process (a parent before fork())");
+    FABRIC_TRY(check_loan_is_ours(s, *impl_));
     auto v = publish_loan(s, *impl_, *impl_->key, impl_->options, impl_->meta_len, n);
     if (v) impl_.reset();  // published (or moved and freed): nothing to free
     return v;
@@ -854,9 +861,7 @@ Result<uint64_t> MemObjectStore::commit(ObjectLoan&& loan, const FabricUri& uri,
     if (!meta_len) return std::move(meta_len).error();
     FABRIC_TRY(s.check_leases());
     const OwnerToken me = loan.impl_->owner;
-    // A loan taken before fork() is the parent's, which may go on writing its bytes.
-    if (me != s.pool->self() || loan.impl_->made_in != detail::fork_generation())
-        return make_error(Errc::invalid_argument, "commit of a loan made by another process (a parent before fork())");
+    FABRIC_TRY(check_loan_is_ours(s, *loan.impl_));
     if (loan.impl_->key) {  // a loan(uri, size): its block was sized for its own key
         if (loan.impl_->key->view() != key->view())
             return make_error(Errc::invalid_argument, "commit of the loan for '" + std::string(loan.impl_->key->view()) +
