@@ -19,6 +19,18 @@ using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
 namespace {
+/// Creates region "short" with lease `ttl` and drops the handle (detached: nothing but its
+/// lease keeps it); returns the lease id.
+uint64_t detached_short_region(Pool& pool, Duration ttl) {
+    RegionSpec spec;
+    spec.name = "short";
+    spec.length = 4096;
+    spec.ttl = ttl;
+    auto region = pool.create_region(spec);
+    REQUIRE(region);
+    return region->lease_id();
+}
+
 /// Waits (at most 10 s) until every lease of `pool` has run out.
 void wait_wholly_expired(const Pool& pool) {
     const MonoTime deadline = MonoClock::now() + 10s;
@@ -324,17 +336,8 @@ TEST_CASE("leases: a renewal that meets its region being judged by a reaper is b
     test::TempPool temp("renewjudged", 2 << 20, 60s);
     Pool& pool = temp.pool;
     const std::string name = temp.name();
-    RegionSpec spec;
-    spec.name = "short";
-    spec.length = 4096;
-    spec.ttl = 300ms;
     const MonoTime before_expiry = MonoClock::now();
-    uint64_t id = 0;
-    {
-        auto region = pool.create_region(spec);
-        REQUIRE(region);
-        id = region->lease_id();
-    }  // detached: nothing but its lease keeps it
+    const uint64_t id = detached_short_region(pool, 300ms);
     const MonoTime deadline = MonoClock::now() + 10s;
     while (!pool.lease(id)->expired(MonoClock::now()) && MonoClock::now() < deadline) usleep(10 * 1000);
     REQUIRE(pool.lease(id)->expired(MonoClock::now()));
@@ -363,16 +366,7 @@ TEST_CASE("renewal manager: a lease whose renewals are busy while a reaper judge
     test::TempPool temp("renewbusy", 2 << 20, 60s);
     Pool& pool = temp.pool;
     const std::string name = temp.name();
-    RegionSpec spec;
-    spec.name = "short";
-    spec.length = 4096;
-    spec.ttl = 5s;
-    uint64_t id = 0;
-    {
-        auto region = pool.create_region(spec);
-        REQUIRE(region);
-        id = region->lease_id();
-    }
+    const uint64_t id = detached_short_region(pool, 5s);
     // A reaper judging at an instant 60 s ahead (a clock its pause made stale) marks the region
     // RECLAIMING and stops there, for as long as the test runs.
     const pid_t reaper = test::reaper_stopped_at(name, "region.reclaim.marked", 60s);
