@@ -37,7 +37,9 @@ struct PyLoan {
     PutOptions options;
     py::object exporter;
     bool committed = false;
+    bool dropped = false;  ///< close() (or `with`) ran: a commit in progress on another thread keeps nothing
     void drop() {
+        dropped = true;
         if (exporter) exporter_close(exporter, "this loan was committed or dropped");
         exporter = py::object();
         holder.reset();
@@ -165,17 +167,27 @@ void bind_store(py::module_& m) {
                          "commit: " + std::to_string(exporter_exports(l.exporter)) +
                          " memoryview(s) of this loan are still alive; release them first (del the view or "
                          "array, or memoryview.release()): a write after commit would change a published object");
-                 auto holder = l.holder;
-                 l.drop();
                  MemObjectStore& store = l.store->get();
+                 // The loan leaves the Python object for the call (the GIL is released: no
+                 // thread may make a new view of it meanwhile), and comes back when the commit
+                 // fails: the library keeps a refused loan valid (a failed condition, a closed
+                 // store), so its bytes are not lost and commit() may be tried again.
+                 std::shared_ptr<LoanHolder> holder = std::move(l.holder);
+                 if (l.exporter) exporter_close(l.exporter, "this loan was committed or dropped");
+                 l.exporter = py::object();
                  auto version = without_gil(*l.store, [&] {
                      return store.commit(std::move(holder->loan), l.uri, l.options);
                  });
+                 if (!version) {
+                     if (!l.dropped && holder->loan.valid()) l.holder = std::move(holder);
+                     raise(std::move(version).error());
+                 }
                  l.committed = true;
-                 return unwrap(std::move(version));
+                 return *version;
              },
              "Publishes the bytes under the loan's URI (with the put options given to loan()); returns the "
-             "version. Raises BufferError while a memoryview of .data is alive.")
+             "version. Raises BufferError while a memoryview of .data is alive. A commit refused by its "
+             "condition (Conflict, StaleEpoch) keeps the loan: commit() again, or close() it.")
         .def("close", &PyLoan::drop, "Drops the loan uncommitted (its bytes go back to the store).")
         .def("__enter__", [](PyLoan& l) -> PyLoan& { return l; }, py::return_value_policy::reference)
         .def("__exit__", [](PyLoan& l, py::args) { l.drop(); })

@@ -216,6 +216,34 @@ def test_loan_fills_in_place_then_commits(pool):
     assert store.stats()["loans_active"] == 0
 
 
+def test_a_commit_refused_by_its_condition_keeps_the_loan_uncommitted_for_a_retry(pool):
+    store = pool.store()
+    store.put(uri(pool, "taken"), b"first")
+    loan = store.loan(uri(pool, "taken"), 4, if_absent=True)
+    loan.data[:] = b"mine"
+    with pytest.raises(fs.Conflict):
+        loan.commit()
+    # Nothing was published: the loan says so, and (as in C++) it stays valid with its bytes.
+    assert not loan.committed
+    assert bytes(loan.data) == b"mine"
+    assert store.stats()["loans_active"] == 1
+    store.remove(uri(pool, "taken"))
+    assert loan.commit() == 2 and loan.committed
+    assert store.get_bytes(uri(pool, "taken")) == b"mine"
+    assert store.stats()["loans_active"] == 0
+
+
+def test_a_commit_on_a_closed_store_keeps_the_loan_droppable(pool):
+    store = pool.store()
+    loan = store.loan(uri(pool, "late"), 4)
+    store.close()
+    with pytest.raises(fs.Closed):
+        loan.commit()
+    assert not loan.committed
+    loan.close()
+    assert pool.store().stats()["loans_active"] == 0
+
+
 def test_an_uncommitted_loan_gives_its_bytes_back(pool):
     store = pool.store()
     with store.loan(uri(pool, "never"), 1024) as loan:
