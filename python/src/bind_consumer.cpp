@@ -147,18 +147,29 @@ void bind_consumer(py::module_& m) {
              "'committed'.")
         .def("poll",
              [](PyConsumer& c, size_t max, py::object timeout) {
+                 check_poll_max(max);
                  Consumer& consumer = c.get();
                  const std::shared_ptr<MessageBatch> polled = c.slot.take();
                  MessageBatch& batch = *polled;
-                 sliced_wait(c, timeout_arg(timeout),
-                             [&](uint64_t slice) { return poll_slice(consumer, batch, max, slice); });
+                 // With no partition assigned the library's poll returns at once (nothing can
+                 // arrive), and so does this one: slicing it would spin until the timeout.
+                 bool unassigned = false;
+                 sliced_wait(
+                     c, timeout_arg(timeout),
+                     [&](uint64_t slice) {
+                         auto r = poll_slice(consumer, batch, max, slice);
+                         if (r && *r == 0) unassigned = consumer.assignment().empty();
+                         return r;
+                     },
+                     &unassigned);
                  c.loss.note(batch);
                  return BatchSlot::to_python(polled);
              },
              py::arg("max") = 64, py::arg("timeout") = py::none(),
              "Up to `max` messages in offset order per partition, waiting up to `timeout` (timedelta or "
-             "seconds; None: until a message comes or a loss is reported; 0: never waits). Returns a list "
-             "of Message; what it found overwritten before it was read is in `last_gaps` and `lost`.")
+             "seconds; None: until a message comes or a loss is reported; 0: never waits); at once with no "
+             "partition assigned. Returns a list of Message; what it found overwritten before it was read "
+             "is in `last_gaps` and `lost`. max 0 is InvalidArgument.")
         .def("commit",
              [](PyConsumer& c, py::object partition, py::object next_offset) {
                  Consumer& consumer = c.get();

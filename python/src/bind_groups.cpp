@@ -126,6 +126,7 @@ void bind_groups(py::module_& m) {
              py::arg("session_timeout") = py::none(), py::arg("wait") = "park")
         .def("poll",
              [](PyGroupConsumer& c, size_t max, py::object timeout) {
+                 check_poll_max(max);
                  GroupConsumer& consumer = c.get();
                  const std::shared_ptr<MessageBatch> polled = c.slot.take();
                  MessageBatch& batch = *polled;

@@ -285,8 +285,10 @@ constexpr uint64_t kSignalSliceNs = 20'000'000;
 /// Calls once_for(slice_ns) -> Result<size_t> in slices of at most kSignalSliceNs until it
 /// returns non-zero or `timeout_ns` has passed, checking signals between slices (with the GIL
 /// held); each slice is a without_gil call on `handle`, so a close() ends the wait with Closed.
+/// `over`, when given, is set by once_for when nothing can come however long it waits (the
+/// library's call returned at once): the wait ends then too.
 template <class F>
-size_t sliced_wait(Guarded& handle, uint64_t timeout_ns, F&& once_for);
+size_t sliced_wait(Guarded& handle, uint64_t timeout_ns, F&& once_for, const bool* over = nullptr);
 
 /// Calls a Python callback from a library callback that runs without the GIL. An exception that
 /// is not an Exception (KeyboardInterrupt, SystemExit) stops the whole call: it is kept and
@@ -363,7 +365,7 @@ void bind_worker(py::module_& m);
 uint64_t monotonic_ns() noexcept;
 
 template <class F>
-size_t sliced_wait(Guarded& handle, uint64_t timeout_ns, F&& once_for) {
+size_t sliced_wait(Guarded& handle, uint64_t timeout_ns, F&& once_for, const bool* over) {
     const uint64_t start = monotonic_ns();
     const uint64_t deadline = timeout_ns > UINT64_MAX - start ? UINT64_MAX : start + timeout_ns;
     for (;;) {
@@ -372,7 +374,7 @@ size_t sliced_wait(Guarded& handle, uint64_t timeout_ns, F&& once_for) {
         const uint64_t slice = left < kSignalSliceNs ? left : kSignalSliceNs;
         auto r = without_gil(handle, [&] { return once_for(slice); });
         const size_t n = unwrap(std::move(r));
-        if (n != 0 || left <= slice) return n;
+        if (n != 0 || left <= slice || (over != nullptr && *over)) return n;
         check_signals();
     }
 }

@@ -34,6 +34,12 @@ Result<size_t> poll_slice(C& consumer, MessageBatch& batch, size_t max, uint64_t
     return r;
 }
 
+/// poll(max=0) is refused: the library's poll returns at once for it, so a Python poll would
+/// call it again and again until its timeout (for ever with None), never waiting.
+inline void check_poll_max(size_t max) {
+    if (max == 0) raise(Errc::invalid_argument, "poll: max 0: a poll returns up to max messages, at least 1");
+}
+
 /// Adds `lost` and `last_gaps` (LossReport) to a consumer class.
 template <class Py>
 py::class_<Py> with_loss_report(py::class_<Py> cls) {

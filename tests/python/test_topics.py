@@ -41,6 +41,31 @@ def test_send_and_poll_with_keys_and_headers(pool):
     assert consumer.poll(timeout=0) == []
 
 
+def test_a_poll_with_no_partition_assigned_returns_at_once_without_spinning(pool):
+    make_topic(pool, num_partitions=2)
+    consumer = fs.Consumer(pool, "t", "g")  # assign() forgotten: nothing can arrive
+    cpu, start = time.process_time(), time.monotonic()
+    assert consumer.poll(timeout=3) == []
+    # As the library's poll: at once, not a busy loop of empty slices until the timeout (with
+    # timeout=None, for ever).
+    assert time.monotonic() - start < 1.0 and time.process_time() - cpu < 0.5
+    consumer.assign_all()
+    start = time.monotonic()
+    assert consumer.poll(timeout=0.2) == [] and time.monotonic() - start >= 0.15  # assigned: it waits
+
+
+def test_a_poll_of_max_0_is_invalid_instead_of_spinning(pool):
+    make_topic(pool, num_partitions=1)
+    consumer = fs.Consumer(pool, "t", "g")
+    consumer.assign_all()
+    with fs.GroupConsumer(pool, "t", "g2") as member:
+        for c in (consumer, member):
+            start = time.monotonic()
+            with pytest.raises(fs.InvalidArgument, match="max 0"):
+                c.poll(max=0, timeout=3)
+            assert time.monotonic() - start < 1.0
+
+
 def test_a_paused_partition_is_skipped_and_resumes_where_it_stopped(pool):
     make_topic(pool, num_partitions=2)
     producer = fs.Producer(pool, "t")
