@@ -105,14 +105,18 @@ def _answer(handle, req):
         return _reply(req.id, PERMANENT, str(e).encode("utf-8", "replace"))
     except Exception as e:  # retryable: the worker counts the attempt and backs off
         return _reply(req.id, RETRYABLE, ("%s: %s" % (type(e).__name__, e)).encode("utf-8", "replace"))
-    if out is None:
-        out = b""
-    elif isinstance(out, str):
-        out = out.encode("utf-8")
-    elif not isinstance(out, (bytes, bytearray, memoryview)):
+    if out is not None and not isinstance(out, (str, bytes, bytearray, memoryview)):
         return _reply(req.id, PERMANENT,
                       ("handler returned %s, not bytes or str" % type(out).__name__).encode())
-    return _reply(req.id, OK, bytes(out))
+    try:
+        body = b"" if out is None else out.encode("utf-8") if isinstance(out, str) else bytes(out)
+    except (UnicodeEncodeError, ValueError) as e:
+        # A str with a lone surrogate, a released memoryview: a bad result of this request
+        # alone. Raised from here it would end the helper, and every request in flight (the
+        # ones answered in this batch too) would fail with it.
+        return _reply(req.id, PERMANENT,
+                      ("handler result: %s: %s" % (type(e).__name__, e)).encode("utf-8", "replace"))
+    return _reply(req.id, OK, body)
 
 
 def serve(handle, infd=0, outfd=1):

@@ -311,3 +311,54 @@ def test_job_coordinator_skips_chunks_whose_output_exists_on_a_rerun(pool):
     assert calls == [b"b"] and second["skipped"] == 2
     with pytest.raises(ZeroDivisionError):  # a bug in aggregate surfaces, it is not swallowed
         fs.JobCoordinator().run([b"x"], fs.MemoryOutputStore(), lambda c: c, aggregate=lambda outs: 1 / 0)
+
+
+def test_the_handler_helper_fails_an_unencodable_str_result_alone_and_keeps_serving():
+    # fabric_shm.handler (fabric-shm-worker --handler) answers every request of one read in one
+    # write. A result it cannot encode must fail that request, not end the helper: its exit
+    # would fail every request in flight once (the ones already answered too) and restart it.
+    import os
+    import struct
+
+    from fabric_shm import handler as h
+
+    def frame(kind, body):
+        return struct.pack("<IB", 1 + len(body), ord(kind)) + body
+
+    def request(rid, data):
+        body = h._REQ_FIXED.pack(rid, 1, 0, rid, 1)
+        for field in (b"fabric://p/b/k%d" % rid, b"k", b"t"):
+            body += struct.pack("<H", len(field)) + field
+        return frame("Q", body + struct.pack("<I", len(data)) + data)
+
+    def handle(req):
+        return "\ud800" if req.data == b"bad" else req.data.upper()
+
+    worker_out, helper_in = os.pipe()
+    helper_out, worker_in = os.pipe()
+    try:
+        os.write(helper_in, frame("H", b"FSHM" + struct.pack("<HHI", 1, 0, 64)) + request(1, b"one") +
+                 request(2, b"bad") + request(3, b"three"))
+        os.close(helper_in)
+        helper_in = None
+        h.serve(handle, worker_out, worker_in)
+        os.close(worker_in)
+        worker_in = None
+        out = b""
+        while chunk := os.read(helper_out, 1 << 16):
+            out += chunk
+    finally:
+        for fd in (worker_out, helper_out, helper_in, worker_in):
+            if fd is not None:
+                os.close(fd)
+    replies, pos = [], 0
+    while pos < len(out):
+        (length,) = struct.unpack_from("<I", out, pos)
+        kind, body = out[pos + 4], out[pos + 5:pos + 4 + length]
+        pos += 4 + length
+        if kind == ord("R"):
+            rid, status, n = struct.unpack_from("<QBI", body)
+            replies.append((rid, status, body[13:13 + n]))
+    assert [(rid, status) for rid, status, _ in replies] == [(1, h.OK), (2, h.PERMANENT), (3, h.OK)]
+    assert replies[0][2] == b"ONE" and replies[2][2] == b"THREE"
+    assert b"UnicodeEncodeError" in replies[1][2]
