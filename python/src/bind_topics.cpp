@@ -2,6 +2,7 @@
 // Topics: TopicConfig, TopicManager, Producer, Consumer (SeekPolicy, Message), and Waiter (one
 // readable file descriptor for many consumers, for asyncio's loop.add_reader and selectors).
 #include <algorithm>
+#include <cmath>
 
 #include "common.h"
 #include "fabric_shm/clock.h"
@@ -150,8 +151,16 @@ void bind_messages(py::module_& m) {
         .def_static("Offset", &SeekPolicy::Offset, py::arg("offset"))
         .def_static("Timestamp",
                     [](py::handle when) {
-                        if (py::hasattr(when, "timestamp") && !PyLong_Check(when.ptr()))
-                            return SeekPolicy::Timestamp(uint64_t(std::llround(when.attr("timestamp")().cast<double>() * 1e9)));
+                        if (py::hasattr(when, "timestamp") && !PyLong_Check(when.ptr())) {
+                            const double ns = std::round(when.attr("timestamp")().cast<double>() * 1e9);
+                            // Wall ns are unsigned: a time before 1970 is before every message
+                            // (0, the earliest retained), not a cast that wraps past them all;
+                            // one past 2^64 ns (year 2554) is refused rather than wrapped.
+                            if (!(ns < 18446744073709551616.0))
+                                raise(Errc::invalid_argument, "SeekPolicy.Timestamp " + std::string(py::repr(when)) +
+                                                                  ": past the wall-clock ns a message records (2^64)");
+                            return SeekPolicy::Timestamp(ns <= 0 ? 0 : uint64_t(ns));
+                        }
                         return SeekPolicy::Timestamp(when.cast<uint64_t>());
                     },
                     py::arg("when"), "First retained message sent at or after `when` (a datetime, or wall ns).")

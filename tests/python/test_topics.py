@@ -66,6 +66,23 @@ def test_a_poll_of_max_0_is_invalid_instead_of_spinning(pool):
             assert time.monotonic() - start < 1.0
 
 
+def test_seek_to_a_time_before_1970_reads_everything_retained(pool):
+    import datetime
+
+    make_topic(pool, num_partitions=1)
+    producer = fs.Producer(pool, "t")
+    producer.send(b"a")
+    producer.send(b"b")
+    consumer = fs.Consumer(pool, "t")
+    consumer.assign_all()
+    # Every message was sent after 1960: the seek is the earliest retained one, not a wrapped
+    # far-future time past them all.
+    consumer.seek(fs.SeekPolicy.Timestamp(datetime.datetime(1960, 1, 1, tzinfo=datetime.timezone.utc)))
+    assert [m.value_str() for m in consumer.poll(max=10, timeout=0.2)] == ["a", "b"]
+    with pytest.raises(fs.InvalidArgument, match="Timestamp"):
+        fs.SeekPolicy.Timestamp(datetime.datetime(9999, 1, 1, tzinfo=datetime.timezone.utc))
+
+
 def test_a_paused_partition_is_skipped_and_resumes_where_it_stopped(pool):
     make_topic(pool, num_partitions=2)
     producer = fs.Producer(pool, "t")
