@@ -28,10 +28,12 @@ struct PyDlq : Guarded {
     void release() noexcept override { router.reset(); }
 };
 
-uint32_t topic_partitions(const Pool& pool, const std::string& topic) {
+/// Without the GIL: describe() waits up to 5 s for a topic another process is still creating.
+Result<uint32_t> topic_partitions(const Pool& pool, const std::string& topic) {
     Pool copy = pool;
     TopicManager topics(copy);
-    return unwrap(topics.describe(topic, TopicDetail::positions)).config.num_partitions;
+    FABRIC_TRY_ASSIGN(const TopicDescription d, topics.describe(topic, TopicDetail::positions));
+    return d.config.num_partitions;
 }
 
 GroupConfig group_config(py::object session_timeout, py::object liveness_probe) {
@@ -69,8 +71,15 @@ void bind_groups(py::module_& m) {
                  check_pool_open(pool);
                  auto g = std::make_unique<PyGroup>();
                  const GroupConfig cfg = group_config(session_timeout, liveness_probe);
-                 const uint32_t n = num_partitions.is_none() ? topic_partitions(pool, topic) : num_partitions.cast<uint32_t>();
-                 auto r = without_gil(*g, [&] { return ConsumerGroup::open(pool, topic, group, n, cfg); });
+                 const bool from_topic = num_partitions.is_none();
+                 const uint32_t given = from_topic ? 0 : num_partitions.cast<uint32_t>();
+                 auto r = without_gil(*g, [&]() -> Result<ConsumerGroup> {
+                     uint32_t n = given;
+                     if (from_topic) {
+                         FABRIC_TRY_ASSIGN(n, topic_partitions(pool, topic));
+                     }
+                     return ConsumerGroup::open(pool, topic, group, n, cfg);
+                 });
                  g->group = std::make_unique<ConsumerGroup>(unwrap(std::move(r)));
                  g->pool = pool;
                  return g;

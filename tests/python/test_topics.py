@@ -261,6 +261,52 @@ def test_recipe_claim_assign_seek_poll_commit_heartbeat_resumes_after_the_commit
     assert {m.value_str() for m in got}.isdisjoint({m.value_str() for m in rest})
 
 
+def test_opening_a_group_on_a_topic_still_being_created_lets_other_threads_run(pool):
+    import threading
+
+    # A creator stopped before it publishes the topic: ConsumerGroup (num_partitions from the
+    # topic) waits for it, and must wait without the GIL, as every other blocking call does.
+    env = python_env()
+    env["FABRIC_SHM_PAUSE_POINT"] = "topic.create.before_publish"
+    script = f"import fabric_shm as fs\nfs.Pool.open({pool.name!r}).topics().create('t')\n"
+    creator = subprocess.Popen([sys.executable, "-c", script], env=env)
+    ticks, done = [], threading.Event()
+
+    def ticker():
+        while not done.is_set():
+            ticks.append(time.monotonic())
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=ticker)
+    try:
+        for _ in range(1000):  # bounded: 10 s
+            with open(f"/proc/{creator.pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                    break
+            time.sleep(0.01)
+        else:
+            raise AssertionError("the creator never stopped before publishing")
+        # Resumed from outside this process: a thread of ours would need the GIL to do it.
+        resumer = subprocess.Popen(["sh", "-c", f"sleep 0.5; kill -CONT {creator.pid}"])
+        thread.start()
+        start = time.monotonic()
+        group = fs.ConsumerGroup(pool, "t", "g")
+        waited = time.monotonic() - start
+        done.set()
+        thread.join()
+        assert group.num_partitions == 4 and waited >= 0.3
+        during = [t for t in ticks if start + 0.05 < t < start + waited - 0.05]
+        assert len(during) >= 10, f"{len(during)} ticks of another thread in {waited:.2f} s"
+        assert resumer.wait(timeout=10) == 0 and creator.wait(timeout=10) == 0
+    finally:
+        done.set()
+        if thread.is_alive():
+            thread.join()
+        if creator.poll() is None:
+            creator.kill()
+            creator.wait()
+
+
 def test_group_consumer_polls_and_commits_fenced(pool):
     make_topic(pool, num_partitions=2)
     producer = fs.Producer(pool, "t")
