@@ -138,7 +138,7 @@ void bind_consumer(py::module_& m) {
                  if (partition.is_none()) {
                      unwrap(without_gil(c, [&] { return consumer.seek(p); }));
                  } else {
-                     const auto part = partition.cast<uint32_t>();
+                     const auto part = uint32_t(uint_arg(partition, "partition", UINT32_MAX));
                      unwrap(without_gil(c, [&] { return consumer.seek(part, p); }));
                  }
              },
@@ -178,8 +178,8 @@ void bind_consumer(py::module_& m) {
                  } else {
                      if (next_offset.is_none())
                          raise(Errc::invalid_argument, "commit(partition): next_offset is required with a partition");
-                     const auto p = partition.cast<uint32_t>();
-                     const auto n = next_offset.cast<uint64_t>();
+                     const auto p = uint32_t(uint_arg(partition, "partition", UINT32_MAX));
+                     const auto n = uint_arg(next_offset, "next_offset");
                      unwrap(without_gil(c, [&] { return consumer.commit(p, n); }));
                  }
              },

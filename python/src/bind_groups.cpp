@@ -72,7 +72,7 @@ void bind_groups(py::module_& m) {
                  auto g = std::make_unique<PyGroup>();
                  const GroupConfig cfg = group_config(session_timeout, liveness_probe);
                  const bool from_topic = num_partitions.is_none();
-                 const uint32_t given = from_topic ? 0 : num_partitions.cast<uint32_t>();
+                 const uint32_t given = from_topic ? 0 : uint32_t(uint_arg(num_partitions, "num_partitions", UINT32_MAX));
                  auto r = without_gil(*g, [&]() -> Result<ConsumerGroup> {
                      uint32_t n = given;
                      if (from_topic) {

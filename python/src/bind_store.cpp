@@ -72,11 +72,11 @@ PutOptions put_options(bool if_absent, py::object if_version, py::object fence, 
     if (if_absent) o.condition = PutCondition::if_absent;
     if (!if_version.is_none()) {
         o.condition = PutCondition::if_version_equals;
-        o.expected_version = if_version.cast<uint64_t>();
+        o.expected_version = uint_arg(if_version, "if_version");
     }
     if (!fence.is_none()) {  // with if_version: both, in the step that publishes
         o.condition = if_version.is_none() ? PutCondition::fence : PutCondition::fence_if_version_equals;
-        o.fence_token = fence.cast<uint64_t>();
+        o.fence_token = uint_arg(fence, "fence");
     }
     if (!content_type.is_none()) o.content_type = content_type.cast<std::string>();
     if (!metadata.is_none()) o.metadata = metadata.cast<std::map<std::string, std::string>>();
@@ -202,8 +202,8 @@ void bind_store(py::module_& m) {
                  StoreConfig c;
                  c.name = name;
                  c.table_entries = table_entries;
-                 c.heap_bytes = heap_bytes.is_none() ? 0 : heap_bytes.cast<uint64_t>();
-                 c.max_object_bytes = max_object_bytes.is_none() ? 0 : max_object_bytes.cast<uint64_t>();
+                 c.heap_bytes = heap_bytes.is_none() ? 0 : uint_arg(heap_bytes, "heap_bytes");
+                 c.max_object_bytes = max_object_bytes.is_none() ? 0 : uint_arg(max_object_bytes, "max_object_bytes");
                  c.ttl = duration_or(ttl, "ttl", Duration::zero());
                  auto s = std::make_shared<PyStore>();
                  auto r = without_gil(*s, [&] { return MemObjectStore::open(pool, c); });
@@ -340,7 +340,7 @@ void bind_store(py::module_& m) {
              [](PyStore& s, py::handle uri, py::object if_version) {
                  const FabricUri u = to_uri(uri);
                  RemoveOptions o;
-                 if (!if_version.is_none()) o.if_version = if_version.cast<uint64_t>();
+                 if (!if_version.is_none()) o.if_version = uint_arg(if_version, "if_version");
                  MemObjectStore& store = s.get();
                  return unwrap(without_gil(s, [&] { return store.remove(u, o); }));
              },

@@ -161,7 +161,7 @@ void bind_messages(py::module_& m) {
                                                                   ": past the wall-clock ns a message records (2^64)");
                             return SeekPolicy::Timestamp(ns <= 0 ? 0 : uint64_t(ns));
                         }
-                        return SeekPolicy::Timestamp(when.cast<uint64_t>());
+                        return SeekPolicy::Timestamp(uint_arg(when, "SeekPolicy.Timestamp"));
                     },
                     py::arg("when"), "First retained message sent at or after `when` (a datetime, or wall ns).")
         .def_readonly("kind", &SeekPolicy::kind)

@@ -163,6 +163,31 @@ uint64_t checked_seconds_ns(long double seconds, std::string_view what, py::hand
 }
 }  // namespace
 
+uint64_t uint_arg(py::handle value, std::string_view what, uint64_t max) {
+    auto refuse = [&](const std::string& why) -> uint64_t {
+        raise(Errc::invalid_argument, std::string(what) + " " + std::string(py::repr(value)) + ": " + why);
+    };
+    // A bool is an int to Python, never a count or a version a caller meant.
+    if (value.is_none() || PyBool_Check(value.ptr()) || !PyIndex_Check(value.ptr()))
+        return refuse("expected an int");
+    const py::object index = py::reinterpret_steal<py::object>(PyNumber_Index(value.ptr()));
+    if (!index) throw py::error_already_set();
+    int overflow = 0;
+    const long long small = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
+    if (overflow < 0 || (overflow == 0 && small < 0)) return refuse("must not be negative");
+    uint64_t v = uint64_t(small);
+    if (overflow > 0) {  // above INT64_MAX: an unsigned 64-bit value, or beyond
+        v = PyLong_AsUnsignedLongLong(index.ptr());
+        if (v == uint64_t(-1) && PyErr_Occurred()) {
+            PyErr_Clear();
+            v = UINT64_MAX;
+            if (max == UINT64_MAX) return refuse("must be below 2^64");
+        }
+    }
+    if (v > max) return refuse("must be at most " + std::to_string(max));
+    return v;
+}
+
 uint64_t duration_ns(py::handle value, std::string_view what) {
     if (value.is_none()) raise(Errc::invalid_argument, std::string(what) + " None: a duration is required");
     if (PyBool_Check(value.ptr()))

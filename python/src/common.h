@@ -78,6 +78,10 @@ inline Duration duration(py::handle value, std::string_view what) { return ns_du
 inline Duration duration_or(py::handle value, std::string_view what, Duration fallback) {
     return value.is_none() ? fallback : duration(value, what);
 }
+/// An unsigned integer argument at most `max` (a Python int, or an object with __index__):
+/// anything else is invalid_argument naming `what`, the value and the range, not pybind's
+/// "Unable to cast" (which names neither).
+uint64_t uint_arg(py::handle value, std::string_view what, uint64_t max = UINT64_MAX);
 /// Seconds as a float, for returning durations.
 inline double seconds(uint64_t ns) { return double(ns) / 1e9; }
 

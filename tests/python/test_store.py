@@ -190,6 +190,27 @@ def test_conditions_if_absent_if_version_and_fence(pool):
     assert not store.remove(uri(pool, "k"))
 
 
+def test_an_integer_argument_out_of_range_is_invalid_argument_naming_it_and_stores_nothing(pool):
+    store = pool.store()
+    v1 = store.put(uri(pool, "k"), b"a")
+    cases = [
+        (lambda: store.put(uri(pool, "k"), b"b", if_version=-1), r"if_version -1: must not be negative"),
+        (lambda: store.put(uri(pool, "k"), b"b", fence=2**64), r"fence 18446744073709551616: must be below 2\^64"),
+        (lambda: store.put(uri(pool, "k"), b"b", if_version=True), r"if_version True: expected an int"),
+        (lambda: store.put(uri(pool, "k"), b"b", if_version="1"), r"if_version '1': expected an int"),
+        (lambda: store.remove(uri(pool, "k"), if_version=-2), r"if_version -2"),
+        (lambda: pool.store("other", heap_bytes=-1), r"heap_bytes -1"),
+    ]
+    for call, message in cases:
+        with pytest.raises(fs.InvalidArgument, match=message):
+            call()
+    # Nothing was written or removed by any of them.
+    assert store.head(uri(pool, "k")).version == v1
+    assert store.get_bytes(uri(pool, "k")) == b"a"
+    # The largest value is accepted where it is one: a fence at 2^64 - 1 is a fence.
+    assert store.put(uri(pool, "f"), b"x", fence=2**64 - 1) >= 1
+
+
 def test_list_by_bucket_and_prefix(pool):
     store = pool.store()
     for k in ["a/1", "a/2", "b/1"]:

@@ -236,6 +236,20 @@ def test_a_poll_that_finds_only_a_loss_returns_it(pool, kind):
         stopped.wait()
 
 
+
+def test_a_commit_or_seek_with_a_negative_offset_or_partition_is_invalid_argument_naming_it(pool):
+    make_topic(pool, num_partitions=2)
+    consumer = fs.Consumer(pool, "t", "g")
+    with pytest.raises(fs.InvalidArgument, match=r"next_offset -1: must not be negative"):
+        consumer.commit(0, -1)
+    with pytest.raises(fs.InvalidArgument, match=r"partition 4294967296: must be at most 4294967295"):
+        consumer.commit(2**32, 0)
+    with pytest.raises(fs.InvalidArgument, match=r"partition -1"):
+        consumer.seek(fs.SeekPolicy.Earliest(), -1)
+    with pytest.raises(fs.InvalidArgument, match=r"SeekPolicy.Timestamp -5: must not be negative"):
+        fs.SeekPolicy.Timestamp(-5)
+
+
 def test_recipe_claim_assign_seek_poll_commit_heartbeat_resumes_after_the_commit(pool):
     make_topic(pool, "object-events", num_partitions=4)
     producer = fs.Producer(pool, "object-events")
