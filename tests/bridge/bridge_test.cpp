@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <thread>
 
 #include "bridge_harness.h"
@@ -544,4 +545,80 @@ TEST_CASE("bridge: the whole cluster stopped for 10 s: export lags and waits, th
     CHECK(field(f["export-a"].out(), "reconnects") >= 1);
     CHECK(field(f["import-b"].out(), "reconnects") >= 1);
     CHECK(field(f["worker-b"].out(), "processed") == 120);  // 40 + 80 versions, each processed once
+}
+
+namespace {
+
+/// Creates a stream the way an operator might, before any bridge: the bridge's subjects, with
+/// a per-message size limit below the exporter's chunk size.
+bool create_stream_with_max_msg_size(const std::string& url, const std::string& stream, int32_t max_msg_size) {
+    natsConnection* nc = nullptr;
+    if (natsConnection_ConnectTo(&nc, url.c_str()) != NATS_OK) return false;
+    jsCtx* js = nullptr;
+    bool ok = false;
+    if (natsConnection_JetStream(&js, nc, nullptr) == NATS_OK) {
+        jsStreamConfig cfg;
+        jsStreamConfig_Init(&cfg);
+        const std::string subjects = "fabric." + stream + ".>";
+        const char* subj[] = {subjects.c_str()};
+        cfg.Name = stream.c_str();
+        cfg.Subjects = subj;
+        cfg.SubjectsLen = 1;
+        cfg.Storage = js_FileStorage;
+        cfg.Replicas = 3;
+        cfg.Retention = js_WorkQueuePolicy;
+        cfg.Discard = js_DiscardNew;
+        cfg.MaxMsgSize = max_msg_size;
+        cfg.Duplicates = int64_t(120) * 1'000'000'000;
+        cfg.AllowDirect = true;
+        jsStreamInfo* si = nullptr;
+        jsErrCode jerr = jsErrCode(0);
+        // Right after the cluster started, the meta leader may still be elected: retry a while.
+        for (int i = 0; i < 100 && !ok; ++i) {
+            const natsStatus s = js_AddStream(&si, js, &cfg, nullptr, &jerr);
+            ok = s == NATS_OK;
+            if (!ok) {
+                MESSAGE("create stream: " << natsStatus_GetText(s) << " [JetStream error " << int(jerr) << "]");
+                std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            }
+        }
+        jsStreamInfo_Destroy(si);
+        jsCtx_Destroy(js);
+    }
+    natsConnection_Destroy(nc);
+    return ok;
+}
+
+}  // namespace
+
+TEST_CASE("bridge: a chunked message refused for its size is re-chunked smaller and arrives whole, not dead-lettered") {
+    REQUIRE_CLUSTER();
+    Host a("rechunk", "a"), b("rechunk", "b");
+    const std::string up = unique("UP"), durable = unique("d");
+    Fleet f;
+    INFO(f.logs());
+    // The stream takes messages of at most 50000 bytes; the exporter cuts 64 KiB chunks. A
+    // frame of two full chunks and a 20 KiB tail: the tail fits and is stored on the first try,
+    // the full chunks are refused, and the round is rebuilt in 32 KiB chunks.
+    REQUIRE(create_stream_with_max_msg_size(cluster()->url(0), up, 50000));
+    const std::string dir = "/tmp/" + unique("bridge-rechunk");
+    std::filesystem::create_directories(dir);
+    struct Cleanup {
+        std::string d;
+        ~Cleanup() { std::filesystem::remove_all(d); }
+    } cleanup{dir};
+    const std::string big = e2e::synthetic_content(7, (128 << 10) + (20 << 10));
+    std::ofstream(dir + "/big", std::ios::binary) << big;
+    f.start("export-a", a.cmd(export_args("uploads-ev", up, "--id exp-a --chunk-size 64K")));
+    f.start("import-b", b.cmd(import_args(up, durable, "jobs", "--id imp-b --ack-after send")));
+    produce(a, "--topic uploads-ev " + dir);
+    const bool arrived = eventually([&] { return b.get("uploads", "big") == big || !b.dead_letters("jobs.dlq").empty(); }, 30000);
+    CHECK(arrived);
+    const auto dl = b.dead_letters("jobs.dlq");
+    CHECK_MESSAGE(dl.empty(), (dl.empty() ? std::string() : dl[0].reason));
+    const bool whole = b.get("uploads", "big") == big;
+    CHECK_MESSAGE(whole, "the object on B is absent or differs from the one put on A");
+    CHECK(f.stop("export-a") == 0);
+    CHECK(f.stop("import-b") == 0);
+    CHECK(field(f["export-a"].out(), "messages") == 1);
 }

@@ -345,10 +345,15 @@ Result<bool> Exporter::Impl::build(const Message& m, std::vector<std::unique_ptr
         man.chunk_bytes = uint32_t(chunk_limit);
         man.chunks = uint32_t((total + chunk_limit - 1) / chunk_limit);
         man.frame_crc = crc32(o->payload.data(), total);
+        // Chunks named after their cut: the server keeps the first message of an id, so a
+        // chunk stored by an earlier cut of this message (a larger chunk size before a
+        // refusal, or another exporter's) must not stand in for this cut's chunk.
+        man.flags = kManifestChunksByContent;
+        const std::string set = chunk_set_name(o->id, man);
         for (uint32_t i = 0; i < man.chunks; ++i) {
             auto c = take_outgoing();
-            c->id = o->id + ".c" + std::to_string(i);
-            c->subject = chunk_subject(stream, o->id, i);
+            c->id = set + ".c" + std::to_string(i);
+            c->subject = chunk_subject(stream, set, i);
             const uint64_t from = uint64_t(i) * chunk_limit, to = std::min<uint64_t>(total, from + chunk_limit);
             c->payload.assign(o->payload.begin() + long(from), o->payload.begin() + long(to));
             c->chunk = true;

@@ -539,10 +539,11 @@ Result<std::vector<uint8_t>> Importer::Impl::assemble(natsMsg*, const ChunkManif
                                                       const char* id, std::vector<uint64_t>* seqs, bool* retry_later) {
     std::vector<uint8_t> frame;
     frame.reserve(m.frame_bytes);
+    const std::string set = chunk_set_name(id ? id : "", m);
     for (uint32_t i = 0; i < m.chunks; ++i) {
         natsMsg* chunk = nullptr;
         jsErrCode jerr = jsErrCode(0);
-        const std::string subject = chunk_subject(cfg.stream, id ? id : "", i);
+        const std::string subject = chunk_subject(cfg.stream, set, i);
         natsStatus s = js_GetLastMsg(&chunk, nats->js(), cfg.stream.c_str(), subject.c_str(), nullptr, &jerr);
         if (s != NATS_OK) {
             const bool missing = s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr;
