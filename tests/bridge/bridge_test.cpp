@@ -19,6 +19,7 @@
 
 #include "bridge_harness.h"
 #include "fabric_shm/clock.h"
+#include "fabric_shm/consumer_group.h"
 #include "../support/test_support.h"
 
 using namespace fabric_shm;
@@ -589,6 +590,34 @@ bool create_stream_with_max_msg_size(const std::string& url, const std::string& 
     return ok;
 }
 
+/// The importer's status on host h (nullopt while it has none).
+std::optional<bridge::BridgeStatus> importer_status(const Host& h) {
+    for (const auto& s : h.bridges())
+        if (s.role == bridge::Role::importer && s.owner_alive) return s;
+    return std::nullopt;
+}
+
+/// Every partition of group `group` on `topic` of host h has committed everything (false while
+/// the group does not exist).
+bool group_caught_up(const Host& h, const std::string& topic, const std::string& group, uint64_t messages) {
+    bool ok = false;
+    h.with([&] {
+        OpenOptions ro;
+        ro.read_only = true;
+        auto p = Pool::open(h.pool(), ro);
+        if (!p) return;
+        auto d = describe_consumer_group(*p, topic, group);
+        if (!d) return;
+        uint64_t committed = 0, lag = 0;
+        for (const auto& part : d->partitions) {
+            committed += part.committed;
+            lag += part.lag;
+        }
+        ok = lag == 0 && committed >= messages;
+    });
+    return ok;
+}
+
 }  // namespace
 
 TEST_CASE("bridge: a chunked message refused for its size is re-chunked smaller and arrives whole, not dead-lettered") {
@@ -621,4 +650,36 @@ TEST_CASE("bridge: a chunked message refused for its size is re-chunked smaller 
     CHECK(f.stop("export-a") == 0);
     CHECK(f.stop("import-b") == 0);
     CHECK(field(f["export-a"].out(), "messages") == 1);
+}
+
+TEST_CASE("bridge: with two --ack-group groups, a message is acked on the stream only once both have committed it") {
+    REQUIRE_CLUSTER();
+    Host a("ackgroups", "a"), b("ackgroups", "b");
+    const std::string up = unique("UP"), durable = unique("d");
+    const int n = 5;
+    Fleet f;
+    INFO(f.logs());
+    f.start("export-a", a.cmd(export_args("uploads-ev", up, "--id exp-a")));
+    f.start("import-b", b.cmd(import_args(up, durable, "jobs", "--id imp-b --ack-group g1 --ack-group g2")));
+    f.start("worker-g1", b.cmd(worker("--topic jobs --group g1 --id w1")));
+    REQUIRE(eventually([&] { return b.members("jobs", "g1") == 1; }));
+    produce(a, "--topic uploads-ev --synthetic " + std::to_string(n) + " --size 1K");
+    // g1 processed and committed everything; g2, named as required, has not started yet.
+    REQUIRE(eventually([&] { return group_caught_up(b, "jobs", "g1", n); }, 30000));
+    // The importer checks the groups' commits every 20 ms: 50 checks, none may ack.
+    const bool acked_early = eventually([&] {
+        auto s = importer_status(b);
+        return s && s->counters[uint32_t(bridge::StatusCounter::acked)] > 0;
+    }, 1000);
+    CHECK_FALSE(acked_early);
+    // Once g2 committed too, everything is acked.
+    f.start("worker-g2", b.cmd(worker("--topic jobs --group g2 --id w2 --result-bucket results-g2")));
+    CHECK(eventually([&] {
+        auto s = importer_status(b);
+        return s && s->counters[uint32_t(bridge::StatusCounter::acked)] == uint64_t(n);
+    }, 30000));
+    CHECK(f.stop("worker-g1") == 0);
+    CHECK(f.stop("worker-g2") == 0);
+    CHECK(f.stop("import-b") == 0);
+    CHECK(f.stop("export-a") == 0);
 }

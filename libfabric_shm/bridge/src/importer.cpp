@@ -335,6 +335,20 @@ void Importer::Impl::ack_committed(uint64_t now) {
     next_commit_check_ns = now + kCommitCheckNs;
     auto d = TopicManager(local->pool()).describe(cfg.topic);
     if (!d) return;  // a lost pool is noticed by tick(); nothing is acked meanwhile
+    // A group named with --ack-group that is not registered (its workers have not started, or
+    // its registration ran out) has committed nothing: acking on the others' commits alone
+    // would leave it nothing to process should this pool be lost.
+    for (const std::string& want : cfg.ack_groups) {
+        const bool present = std::any_of(d->groups.begin(), d->groups.end(),
+                                         [&](const GroupDescription& g) { return g.name == want && !g.expired; });
+        if (present) continue;
+        if (!warned_no_group) {
+            warned_no_group = true;
+            note("waiting for group '" + want + "' (--ack-group) to register on topic '" + cfg.topic +
+                 "' and commit before acking the stream");
+        }
+        return;
+    }
     std::vector<uint64_t> floor(d->config.num_partitions, UINT64_MAX);
     bool any = false;
     for (const GroupDescription& g : d->groups) {
