@@ -20,6 +20,8 @@
 #include "bridge_harness.h"
 #include "fabric_shm/clock.h"
 #include "fabric_shm/consumer_group.h"
+#include "fabric_shm/mem_object_store.h"
+#include "fabric_shm/uri.h"
 #include "../support/test_support.h"
 
 using namespace fabric_shm;
@@ -682,4 +684,55 @@ TEST_CASE("bridge: with two --ack-group groups, a message is acked on the stream
     CHECK(f.stop("worker-g2") == 0);
     CHECK(f.stop("import-b") == 0);
     CHECK(f.stop("export-a") == 0);
+}
+
+TEST_CASE("bridge: an object the exporter cannot pin for a while is exported with its bytes once it can, never without them") {
+    REQUIRE_CLUSTER();
+    Host a("pinfull", "a"), b("pinfull", "b");
+    const std::string up = unique("UP"), durable = unique("d");
+    Fleet f;
+    INFO(f.logs());
+    produce(a, "--topic uploads-ev --synthetic 1 --size 1K");
+    // Another reader of A's store holds every pin record (1024): a pin fails with
+    // capacity_exceeded until it lets go. The object is there all along.
+    std::optional<Pool> pool;
+    std::unique_ptr<MemObjectStore> store;
+    std::vector<PinnedView> pins;
+    a.with([&] {
+        auto p = Pool::open(a.pool());
+        REQUIRE(p.ok());
+        pool.emplace(std::move(*p));
+        auto s = MemObjectStore::attach(*pool);
+        REQUIRE(s.ok());
+        store = std::move(*s);
+        auto uri = FabricUri::parse("fabric://" + a.pool() + "/uploads/" + key(0));
+        REQUIRE(uri.ok());
+        for (int i = 0; i < 4096; ++i) {
+            auto pin = store->pin(*uri);
+            if (!pin) {
+                REQUIRE(pin.code() == Errc::capacity_exceeded);
+                break;
+            }
+            REQUIRE(pin->has_value());
+            pins.push_back(std::move(**pin));
+        }
+    });
+    REQUIRE(!pins.empty());
+    f.start("export-a", a.cmd(export_args("uploads-ev", up, "--id exp-a")));
+    f.start("import-b", b.cmd(import_args(up, durable, "jobs", "--id imp-b --ack-after send")));
+    // The exporter met the full pin table...
+    REQUIRE(eventually([&] {
+        for (const auto& s : a.bridges())
+            if (s.role == bridge::Role::exporter && s.last_error.find("pin records") != std::string::npos) return true;
+        return false;
+    }, 30000));
+    // ... and once the reader lets go, B gets the object itself, not a notification without it.
+    pins.clear();
+    const std::string want = e2e::synthetic_content(0, 1024);
+    CHECK(eventually([&] { return b.get("uploads", key(0)) == want; }, 20000));
+    CHECK(f.stop("export-a") == 0);
+    CHECK(f.stop("import-b") == 0);
+    CHECK(field(f["import-b"].out(), "objects") == 1);
+    store.reset();
+    pool.reset();
 }
