@@ -398,6 +398,9 @@ TEST_CASE("bridge: a full local topic slows the import, nothing is dropped; the 
     CHECK(f.stop("import-b") == 0);
     CHECK(f.stop("worker-b") == 0);
     CHECK(field(f["import-b"].out(), "messages") == uint64_t(n));
+    // Each object was stored once and found by no redelivery: waiting is not a duplicate.
+    CHECK(field(f["import-b"].out(), "objects") == uint64_t(n));
+    CHECK(field(f["import-b"].out(), "duplicates") == 0);
     CHECK(field(f["worker-b"].out(), "processed") == uint64_t(n));
     CHECK(b.dead_letters("jobs.dlq").empty());
 }

@@ -171,7 +171,8 @@ struct Importer::Impl {
     Status handle(natsMsg* msg);
     Result<std::vector<uint8_t>> assemble(natsMsg* msg, const ChunkManifest& m, uint64_t delivered, const char* id,
                                           std::vector<uint64_t>* seqs, bool* retry_later);
-    Delivery deliver(const FrameView& f, std::string_view msg_id, uint32_t* partition, uint64_t* offset, std::string* why);
+    Delivery deliver(const FrameView& f, std::string_view msg_id, bool* stored, uint32_t* partition, uint64_t* offset,
+                     std::string* why);
     Result<uint64_t> put_object(const FabricUri& uri, const FrameView& f, std::string_view msg_id, bool* reused);
     Status dead_letter(natsMsg* msg, uint64_t delivered, uint64_t seq, const char* id, const std::string& reason);
     void nak_all();
@@ -457,8 +458,10 @@ Result<uint64_t> Importer::Impl::put_object(const FabricUri& uri, const FrameVie
     return make_error(Errc::busy, "object " + uri.to_string() + " keeps changing under the importer");
 }
 
-Delivery Importer::Impl::deliver(const FrameView& f, std::string_view msg_id, uint32_t* partition,
-                                           uint64_t* offset, std::string* why) {
+// *stored: this message's object was put by an earlier try of this delivery (a try that then
+// waited for room in the topic): finding it now is not a duplicate. Set when a put stores it.
+Delivery Importer::Impl::deliver(const FrameView& f, std::string_view msg_id, bool* stored, uint32_t* partition,
+                                 uint64_t* offset, std::string* why) {
     Pool& pool = local->pool();
     std::string value(reinterpret_cast<const char*>(f.value.data()), f.value.size());
     std::string version_text;
@@ -484,10 +487,7 @@ Delivery Importer::Impl::deliver(const FrameView& f, std::string_view msg_id, ui
             }
             version_text = std::to_string(*v);
             FABRIC_CRASH_POINT("bridge.import.after_put");  // stored, not notified: the redelivery finds the object
-            if (reused) {
-                ++stats.duplicates;
-                local->status().add(StatusCounter::duplicates);
-            }
+            if (!reused) *stored = true;
         }
     } else if (const std::string prefix = "fabric://" + std::string(f.source_pool) + "/"; value.rfind(prefix, 0) == 0) {
         value = "fabric://" + pool.name() + "/" + value.substr(prefix.size());
@@ -514,9 +514,14 @@ Delivery Importer::Impl::deliver(const FrameView& f, std::string_view msg_id, ui
     }
     *partition = sent->partition;
     *offset = sent->offset;
-    if (f.has_object && !reused) {
+    // Counted once the message is delivered, not per try: a put that waited for the topic
+    // finds its own object on the next try.
+    if (f.has_object && *stored) {
         ++stats.objects;
         local->status().add(StatusCounter::objects);
+    } else if (f.has_object) {
+        ++stats.duplicates;
+        local->status().add(StatusCounter::duplicates);
     }
     return Delivery::delivered;
 }
@@ -641,9 +646,10 @@ Status Importer::Impl::handle(natsMsg* msg) {
     uint32_t partition = 0;
     uint64_t offset = 0;
     uint64_t waited_since = 0;
+    bool stored = false;
     for (;;) {
         std::string why;
-        const Delivery d = deliver(*frame, msg_id, &partition, &offset, &why);
+        const Delivery d = deliver(*frame, msg_id, &stored, &partition, &offset, &why);
         if (d == Delivery::delivered) break;
         if (d == Delivery::permanent) return to_dlq(owner.get(), delivered, seq, header_id(), why);
         if (d == Delivery::pool_lost) {
