@@ -739,3 +739,37 @@ TEST_CASE("bridge: an object the exporter cannot pin for a while is exported wit
     store.reset();
     pool.reset();
 }
+
+TEST_CASE("bridge: messages fetched with one that waits for a full topic keep their ack deadline: none is redelivered") {
+    REQUIRE_CLUSTER();
+    Host a("fullbatch", "a"), b("fullbatch", "b");
+    const std::string up = unique("UP"), durable = unique("d");
+    const int n = 12;
+    Fleet f;
+    INFO(f.logs());
+    std::string out;
+    REQUIRE_MESSAGE(e2e::sh(b.cmd(e2e::cli_bin() + " topic create jobs --partitions 1 --capacity 4 2>&1"), &out) == 0, out);
+    // Produced before the import starts, so that one fetch takes them all: 4 fit the topic, the
+    // 5th waits, and the 7 behind it wait in the importer's hands.
+    produce(a, "--topic uploads-ev --synthetic " + std::to_string(n) + " --size 1K");
+    f.start("export-a", a.cmd(export_args("uploads-ev", up, "--id exp-a")));
+    REQUIRE(eventually([&] { return a.members("uploads-ev", "bridge") == 1; }));
+    auto importer = [&] {
+        for (const auto& s : b.bridges())
+            if (s.role == bridge::Role::importer) return s;
+        return bridge::BridgeStatus{};
+    };
+    f.start("import-b", b.cmd(import_args(up, durable, "jobs", "--id imp-b --ack-wait 1s")));
+    REQUIRE(eventually([&] { return importer().counters[uint32_t(bridge::StatusCounter::retries)] >= 1; }, 20000));
+    // Held back three ack waits.
+    std::this_thread::sleep_for(std::chrono::milliseconds(3000));
+    f.start("worker-b", b.cmd(worker("--topic jobs --group w --id wb")));
+    CHECK_MESSAGE(eventually([&] { return all_results(b, n); }, 30000), wrong_results(b, n));
+    CHECK(eventually([&] { return importer().gauges[uint32_t(bridge::StatusGauge::in_flight)] == 0; }, 10000));
+    CHECK(f.stop("import-b") == 0);
+    CHECK(f.stop("worker-b") == 0);
+    CHECK(f.stop("export-a") == 0);
+    CHECK(field(f["import-b"].out(), "redeliveries") == 0);
+    CHECK(field(f["import-b"].out(), "messages") == uint64_t(n));
+    CHECK(field(f["worker-b"].out(), "skipped") == 0);
+}

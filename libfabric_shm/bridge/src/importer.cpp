@@ -15,6 +15,7 @@
 #include <cstring>
 #include <utility>
 #include <optional>
+#include <span>
 
 #include "fabric_shm/clock.h"
 #include "fabric_shm/consumer_group.h"
@@ -141,6 +142,11 @@ struct Importer::Impl {
     std::unique_ptr<NatsLink> nats;
     natsSubscription* sub = nullptr;
     std::vector<InFlight> in_flight;
+    /// The messages of the current fetch behind the one being handled (owned by run()): a
+    /// message that waits for room in the topic holds them too, so their deadlines are
+    /// extended with the in-flight ones'.
+    std::span<natsMsg* const> fetched_rest;
+    uint64_t fetched_extended_ns = 0;
     std::vector<MessageHeader> header_scratch;  ///< a notification's headers (reused: no allocation per message)
     BridgeStats stats;
     RateMeter rate;
@@ -390,6 +396,10 @@ void Importer::Impl::extend_deadlines(uint64_t now, natsMsg* current) {
             (void)natsMsg_InProgress(f.msg, nullptr);  // "still working": the deadline restarts
             f.extended_ns = now;
         }
+    if (!fetched_rest.empty() && now - fetched_extended_ns >= every) {
+        for (natsMsg* m : fetched_rest) (void)natsMsg_InProgress(m, nullptr);
+        fetched_extended_ns = now;
+    }
     (void)current;
 }
 
@@ -797,8 +807,10 @@ Result<BridgeExit> Importer::run(const std::function<bool()>& should_stop) {
         const int64_t timeout_ms = int64_t(im.in_flight.empty() ? kIdleFetchMs : kBusyFetchMs);
         natsStatus s = fetch(im.sub, batch, timeout_ms, &msgs);
         if (s == NATS_OK) {
+            im.fetched_extended_ns = mono_now_ns();
             for (size_t i = 0; i < msgs.size(); ++i) {
                 natsMsg* m = msgs[i];
+                im.fetched_rest = std::span<natsMsg* const>(msgs).subspan(i + 1);
                 if (!im.local->is_open() || !im.producer) {  // pool recovery under way: give it back
                     (void)natsMsg_Nak(m, nullptr);
                     natsMsg_Destroy(m);
@@ -806,6 +818,7 @@ Result<BridgeExit> Importer::run(const std::function<bool()>& should_stop) {
                 }
                 Status st = im.handle(m);  // takes m
                 if (!st) {
+                    im.fetched_rest = {};
                     for (size_t j = i + 1; j < msgs.size(); ++j) {
                         (void)natsMsg_Nak(msgs[j], nullptr);
                         natsMsg_Destroy(msgs[j]);
@@ -813,6 +826,7 @@ Result<BridgeExit> Importer::run(const std::function<bool()>& should_stop) {
                     return std::move(st).error();
                 }
             }
+            im.fetched_rest = {};
             last_message_ns = mono_now_ns();
             continue;
         }
