@@ -14,10 +14,14 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <thread>
 
 #include "bridge_harness.h"
 #include "fabric_shm/clock.h"
+#include "fabric_shm/consumer_group.h"
+#include "fabric_shm/mem_object_store.h"
+#include "fabric_shm/uri.h"
 #include "../support/test_support.h"
 
 using namespace fabric_shm;
@@ -394,6 +398,9 @@ TEST_CASE("bridge: a full local topic slows the import, nothing is dropped; the 
     CHECK(f.stop("import-b") == 0);
     CHECK(f.stop("worker-b") == 0);
     CHECK(field(f["import-b"].out(), "messages") == uint64_t(n));
+    // Each object was stored once and found by no redelivery: waiting is not a duplicate.
+    CHECK(field(f["import-b"].out(), "objects") == uint64_t(n));
+    CHECK(field(f["import-b"].out(), "duplicates") == 0);
     CHECK(field(f["worker-b"].out(), "processed") == uint64_t(n));
     CHECK(b.dead_letters("jobs.dlq").empty());
 }
@@ -544,4 +551,225 @@ TEST_CASE("bridge: the whole cluster stopped for 10 s: export lags and waits, th
     CHECK(field(f["export-a"].out(), "reconnects") >= 1);
     CHECK(field(f["import-b"].out(), "reconnects") >= 1);
     CHECK(field(f["worker-b"].out(), "processed") == 120);  // 40 + 80 versions, each processed once
+}
+
+namespace {
+
+/// Creates a stream the way an operator might, before any bridge: the bridge's subjects, with
+/// a per-message size limit below the exporter's chunk size.
+bool create_stream_with_max_msg_size(const std::string& url, const std::string& stream, int32_t max_msg_size) {
+    natsConnection* nc = nullptr;
+    if (natsConnection_ConnectTo(&nc, url.c_str()) != NATS_OK) return false;
+    jsCtx* js = nullptr;
+    bool ok = false;
+    if (natsConnection_JetStream(&js, nc, nullptr) == NATS_OK) {
+        jsStreamConfig cfg;
+        jsStreamConfig_Init(&cfg);
+        const std::string subjects = "fabric." + stream + ".>";
+        const char* subj[] = {subjects.c_str()};
+        cfg.Name = stream.c_str();
+        cfg.Subjects = subj;
+        cfg.SubjectsLen = 1;
+        cfg.Storage = js_FileStorage;
+        cfg.Replicas = 3;
+        cfg.Retention = js_WorkQueuePolicy;
+        cfg.Discard = js_DiscardNew;
+        cfg.MaxMsgSize = max_msg_size;
+        cfg.Duplicates = int64_t(120) * 1'000'000'000;
+        cfg.AllowDirect = true;
+        jsStreamInfo* si = nullptr;
+        jsErrCode jerr = jsErrCode(0);
+        // Right after the cluster started, the meta leader may still be elected: retry a while.
+        for (int i = 0; i < 100 && !ok; ++i) {
+            const natsStatus s = js_AddStream(&si, js, &cfg, nullptr, &jerr);
+            ok = s == NATS_OK;
+            if (!ok) {
+                MESSAGE("create stream: " << natsStatus_GetText(s) << " [JetStream error " << int(jerr) << "]");
+                std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            }
+        }
+        jsStreamInfo_Destroy(si);
+        jsCtx_Destroy(js);
+    }
+    natsConnection_Destroy(nc);
+    return ok;
+}
+
+/// The importer's status on host h (nullopt while it has none).
+std::optional<bridge::BridgeStatus> importer_status(const Host& h) {
+    for (const auto& s : h.bridges())
+        if (s.role == bridge::Role::importer && s.owner_alive) return s;
+    return std::nullopt;
+}
+
+/// Every partition of group `group` on `topic` of host h has committed everything (false while
+/// the group does not exist).
+bool group_caught_up(const Host& h, const std::string& topic, const std::string& group, uint64_t messages) {
+    bool ok = false;
+    h.with([&] {
+        OpenOptions ro;
+        ro.read_only = true;
+        auto p = Pool::open(h.pool(), ro);
+        if (!p) return;
+        auto d = describe_consumer_group(*p, topic, group);
+        if (!d) return;
+        uint64_t committed = 0, lag = 0;
+        for (const auto& part : d->partitions) {
+            committed += part.committed;
+            lag += part.lag;
+        }
+        ok = lag == 0 && committed >= messages;
+    });
+    return ok;
+}
+
+}  // namespace
+
+TEST_CASE("bridge: a chunked message refused for its size is re-chunked smaller and arrives whole, not dead-lettered") {
+    REQUIRE_CLUSTER();
+    Host a("rechunk", "a"), b("rechunk", "b");
+    const std::string up = unique("UP"), durable = unique("d");
+    Fleet f;
+    INFO(f.logs());
+    // The stream takes messages of at most 50000 bytes; the exporter cuts 64 KiB chunks. A
+    // frame of two full chunks and a 20 KiB tail: the tail fits and is stored on the first try,
+    // the full chunks are refused, and the round is rebuilt in 32 KiB chunks.
+    REQUIRE(create_stream_with_max_msg_size(cluster()->url(0), up, 50000));
+    const std::string dir = "/tmp/" + unique("bridge-rechunk");
+    std::filesystem::create_directories(dir);
+    struct Cleanup {
+        std::string d;
+        ~Cleanup() { std::filesystem::remove_all(d); }
+    } cleanup{dir};
+    const std::string big = e2e::synthetic_content(7, (128 << 10) + (20 << 10));
+    std::ofstream(dir + "/big", std::ios::binary) << big;
+    f.start("export-a", a.cmd(export_args("uploads-ev", up, "--id exp-a --chunk-size 64K")));
+    f.start("import-b", b.cmd(import_args(up, durable, "jobs", "--id imp-b --ack-after send")));
+    produce(a, "--topic uploads-ev " + dir);
+    const bool arrived = eventually([&] { return b.get("uploads", "big") == big || !b.dead_letters("jobs.dlq").empty(); }, 30000);
+    CHECK(arrived);
+    const auto dl = b.dead_letters("jobs.dlq");
+    CHECK_MESSAGE(dl.empty(), (dl.empty() ? std::string() : dl[0].reason));
+    const bool whole = b.get("uploads", "big") == big;
+    CHECK_MESSAGE(whole, "the object on B is absent or differs from the one put on A");
+    CHECK(f.stop("export-a") == 0);
+    CHECK(f.stop("import-b") == 0);
+    CHECK(field(f["export-a"].out(), "messages") == 1);
+}
+
+TEST_CASE("bridge: with two --ack-group groups, a message is acked on the stream only once both have committed it") {
+    REQUIRE_CLUSTER();
+    Host a("ackgroups", "a"), b("ackgroups", "b");
+    const std::string up = unique("UP"), durable = unique("d");
+    const int n = 5;
+    Fleet f;
+    INFO(f.logs());
+    f.start("export-a", a.cmd(export_args("uploads-ev", up, "--id exp-a")));
+    f.start("import-b", b.cmd(import_args(up, durable, "jobs", "--id imp-b --ack-group g1 --ack-group g2")));
+    f.start("worker-g1", b.cmd(worker("--topic jobs --group g1 --id w1")));
+    REQUIRE(eventually([&] { return b.members("jobs", "g1") == 1; }));
+    produce(a, "--topic uploads-ev --synthetic " + std::to_string(n) + " --size 1K");
+    // g1 processed and committed everything; g2, named as required, has not started yet.
+    REQUIRE(eventually([&] { return group_caught_up(b, "jobs", "g1", n); }, 30000));
+    // The importer checks the groups' commits every 20 ms: 50 checks, none may ack.
+    const bool acked_early = eventually([&] {
+        auto s = importer_status(b);
+        return s && s->counters[uint32_t(bridge::StatusCounter::acked)] > 0;
+    }, 1000);
+    CHECK_FALSE(acked_early);
+    // Once g2 committed too, everything is acked.
+    f.start("worker-g2", b.cmd(worker("--topic jobs --group g2 --id w2 --result-bucket results-g2")));
+    CHECK(eventually([&] {
+        auto s = importer_status(b);
+        return s && s->counters[uint32_t(bridge::StatusCounter::acked)] == uint64_t(n);
+    }, 30000));
+    CHECK(f.stop("worker-g1") == 0);
+    CHECK(f.stop("worker-g2") == 0);
+    CHECK(f.stop("import-b") == 0);
+    CHECK(f.stop("export-a") == 0);
+}
+
+TEST_CASE("bridge: an object the exporter cannot pin for a while is exported with its bytes once it can, never without them") {
+    REQUIRE_CLUSTER();
+    Host a("pinfull", "a"), b("pinfull", "b");
+    const std::string up = unique("UP"), durable = unique("d");
+    Fleet f;
+    INFO(f.logs());
+    produce(a, "--topic uploads-ev --synthetic 1 --size 1K");
+    // Another reader of A's store holds every pin record (1024): a pin fails with
+    // capacity_exceeded until it lets go. The object is there all along.
+    std::optional<Pool> pool;
+    std::unique_ptr<MemObjectStore> store;
+    std::vector<PinnedView> pins;
+    a.with([&] {
+        auto p = Pool::open(a.pool());
+        REQUIRE(p.ok());
+        pool.emplace(std::move(*p));
+        auto s = MemObjectStore::attach(*pool);
+        REQUIRE(s.ok());
+        store = std::move(*s);
+        auto uri = FabricUri::parse("fabric://" + a.pool() + "/uploads/" + key(0));
+        REQUIRE(uri.ok());
+        for (int i = 0; i < 4096; ++i) {
+            auto pin = store->pin(*uri);
+            if (!pin) {
+                REQUIRE(pin.code() == Errc::capacity_exceeded);
+                break;
+            }
+            REQUIRE(pin->has_value());
+            pins.push_back(std::move(**pin));
+        }
+    });
+    REQUIRE(!pins.empty());
+    f.start("export-a", a.cmd(export_args("uploads-ev", up, "--id exp-a")));
+    f.start("import-b", b.cmd(import_args(up, durable, "jobs", "--id imp-b --ack-after send")));
+    // The exporter met the full pin table...
+    REQUIRE(eventually([&] {
+        for (const auto& s : a.bridges())
+            if (s.role == bridge::Role::exporter && s.last_error.find("pin records") != std::string::npos) return true;
+        return false;
+    }, 30000));
+    // ... and once the reader lets go, B gets the object itself, not a notification without it.
+    pins.clear();
+    const std::string want = e2e::synthetic_content(0, 1024);
+    CHECK(eventually([&] { return b.get("uploads", key(0)) == want; }, 20000));
+    CHECK(f.stop("export-a") == 0);
+    CHECK(f.stop("import-b") == 0);
+    CHECK(field(f["import-b"].out(), "objects") == 1);
+    store.reset();
+    pool.reset();
+}
+
+TEST_CASE("bridge: messages fetched with one that waits for a full topic keep their ack deadline: none is redelivered") {
+    REQUIRE_CLUSTER();
+    Host a("fullbatch", "a"), b("fullbatch", "b");
+    const std::string up = unique("UP"), durable = unique("d");
+    const int n = 12;
+    Fleet f;
+    INFO(f.logs());
+    std::string out;
+    REQUIRE_MESSAGE(e2e::sh(b.cmd(e2e::cli_bin() + " topic create jobs --partitions 1 --capacity 4 2>&1"), &out) == 0, out);
+    // Produced before the import starts, so that one fetch takes them all: 4 fit the topic, the
+    // 5th waits, and the 7 behind it wait in the importer's hands.
+    produce(a, "--topic uploads-ev --synthetic " + std::to_string(n) + " --size 1K");
+    f.start("export-a", a.cmd(export_args("uploads-ev", up, "--id exp-a")));
+    REQUIRE(eventually([&] { return a.members("uploads-ev", "bridge") == 1; }));
+    auto importer = [&] {
+        for (const auto& s : b.bridges())
+            if (s.role == bridge::Role::importer) return s;
+        return bridge::BridgeStatus{};
+    };
+    f.start("import-b", b.cmd(import_args(up, durable, "jobs", "--id imp-b --ack-wait 1s")));
+    REQUIRE(eventually([&] { return importer().counters[uint32_t(bridge::StatusCounter::retries)] >= 1; }, 20000));
+    // Held back three ack waits.
+    std::this_thread::sleep_for(std::chrono::milliseconds(3000));
+    f.start("worker-b", b.cmd(worker("--topic jobs --group w --id wb")));
+    CHECK_MESSAGE(eventually([&] { return all_results(b, n); }, 30000), wrong_results(b, n));
+    CHECK(eventually([&] { return importer().gauges[uint32_t(bridge::StatusGauge::in_flight)] == 0; }, 10000));
+    CHECK(f.stop("import-b") == 0);
+    CHECK(f.stop("worker-b") == 0);
+    CHECK(f.stop("export-a") == 0);
+    CHECK(field(f["import-b"].out(), "redeliveries") == 0);
+    CHECK(field(f["import-b"].out(), "messages") == uint64_t(n));
+    CHECK(field(f["worker-b"].out(), "skipped") == 0);
 }

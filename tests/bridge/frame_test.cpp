@@ -179,6 +179,24 @@ TEST_CASE("bridge chunk manifest: round trip, not-a-manifest, and inconsistent g
     CHECK(decode_manifest(enc, limits).code() == Errc::message_too_large);
 }
 
+TEST_CASE("bridge chunk manifest: chunks of two cuts of one message never share a name") {
+    ChunkManifest cut{150000, 3, 65536, 0x0badf00d, kManifestChunksByContent};
+    auto d = decode_manifest(encode_manifest(cut));
+    REQUIRE(d.ok());
+    REQUIRE(d->has_value());
+    CHECK((*d)->flags == kManifestChunksByContent);
+    CHECK(chunk_set_name("fs1-x", **d) == "fs1-x-0badf00d-65536");
+    ChunkManifest halves = cut;
+    halves.chunk_bytes = 32768;
+    halves.chunks = 5;
+    CHECK(chunk_set_name("fs1-x", halves) != chunk_set_name("fs1-x", cut));
+    ChunkManifest other_content = cut;
+    other_content.frame_crc = 1;
+    CHECK(chunk_set_name("fs1-x", other_content) != chunk_set_name("fs1-x", cut));
+    ChunkManifest older{150000, 3, 65536, 0x0badf00d};  // an older exporter's: chunks by message id
+    CHECK(chunk_set_name("fs1-x", older) == "fs1-x");
+}
+
 TEST_CASE("bridge identity and message id: stable text forms") {
     const ObjectIdentity id{IdentityKind::source, 0x0123456789abcdefull, 42};
     CHECK(id.to_string() == "s/0123456789abcdef/42");

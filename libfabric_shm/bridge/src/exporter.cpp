@@ -35,6 +35,10 @@ namespace {
 constexpr uint64_t kPollTimeoutNs = 50 * kNsPerMs;
 constexpr uint64_t kWaitSliceNs = 20 * kNsPerMs;
 
+/// A read of a local object that failed for a reason that passes (every pin record in use, the
+/// object overwritten again and again while pinning): try again later.
+bool read_passes(Errc c) { return c == Errc::capacity_exceeded || c == Errc::busy || c == Errc::timeout; }
+
 /// One stream message of a round: a frame, a chunk manifest, or a chunk.
 struct Outgoing {
     std::string id;        ///< Nats-Msg-Id
@@ -310,7 +314,10 @@ Result<bool> Exporter::Impl::build(const Message& m, std::vector<std::unique_ptr
         f.object_key = uri->key();
         auto p = local->store().pin(*uri);
         if (!p) {
-            if (pool_lost(p.code())) return std::move(p).error();
+            // A full pin table, or an object overwritten while pinning, passes: the round waits
+            // for it (publish_round) rather than sending the message without its object, which
+            // the importer's workers would dead-letter as missing once the offset is committed.
+            if (pool_lost(p.code()) || read_passes(p.code())) return std::move(p).error();
             record_error("read " + uri->to_string() + ": " + p.error().message + " (sent without its object)");
             f.object_missing = true;
         } else if (!p->has_value()) {
@@ -345,10 +352,15 @@ Result<bool> Exporter::Impl::build(const Message& m, std::vector<std::unique_ptr
         man.chunk_bytes = uint32_t(chunk_limit);
         man.chunks = uint32_t((total + chunk_limit - 1) / chunk_limit);
         man.frame_crc = crc32(o->payload.data(), total);
+        // Chunks named after their cut: the server keeps the first message of an id, so a
+        // chunk stored by an earlier cut of this message (a larger chunk size before a
+        // refusal, or another exporter's) must not stand in for this cut's chunk.
+        man.flags = kManifestChunksByContent;
+        const std::string set = chunk_set_name(o->id, man);
         for (uint32_t i = 0; i < man.chunks; ++i) {
             auto c = take_outgoing();
-            c->id = o->id + ".c" + std::to_string(i);
-            c->subject = chunk_subject(stream, o->id, i);
+            c->id = set + ".c" + std::to_string(i);
+            c->subject = chunk_subject(stream, set, i);
             const uint64_t from = uint64_t(i) * chunk_limit, to = std::min<uint64_t>(total, from + chunk_limit);
             c->payload.assign(o->payload.begin() + long(from), o->payload.begin() + long(to));
             c->chunk = true;
@@ -415,10 +427,33 @@ Result<Exporter::Impl::Round> Exporter::Impl::publish_round(const std::function<
     std::vector<std::unique_ptr<Outgoing>> msgs;
     uint64_t skipped = 0, frame_bytes = 0, frames = 0;
     if (chunk_limit == 0) chunk_limit = cfg.chunk_bytes;
-    for (const Message& m : batch) {
-        auto built = build(m, msgs);
-        if (!built) return std::move(built).error();
-        if (!*built) ++skipped;
+    for (uint64_t backoff = cfg.retry_initial_ns;;) {
+        Status failed;
+        for (const Message& m : batch) {
+            auto built = build(m, msgs);
+            if (!built) {
+                failed = std::move(built).error();
+                break;
+            }
+            if (!*built) ++skipped;
+        }
+        if (failed) break;
+        if (!read_passes(failed.code())) return std::move(failed).error();
+        // An object could not be read for now: build the whole round again after a backoff
+        // (nothing of it was published), heart-beating the group meanwhile.
+        record_error(failed.error().message + " (the round waits for it)");
+        for (auto& o : msgs)
+            if (spare.size() < 4096) spare.push_back(std::move(o));
+        msgs.clear();
+        skipped = 0;
+        ++stats.retries;
+        local->status().add(StatusCounter::retries);
+        const uint64_t recoveries = local->recoveries();
+        FABRIC_TRY(sleep_keeping_alive(backoff, [this] { return keep_alive(); }, stop));
+        // A pool opened again while we waited: the batch's messages were in the old mapping.
+        if (!gc || local->recoveries() != recoveries) return Round::lost;
+        if (stop && stop()) return Round::interrupted;
+        backoff = std::min(backoff * 2, cfg.retry_max_ns);
     }
     for (const auto& o : msgs) {
         frame_bytes += o->payload.size();

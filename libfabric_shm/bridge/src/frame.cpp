@@ -293,7 +293,7 @@ std::vector<uint8_t> encode_manifest(const ChunkManifest& m) {
     Writer w(out);
     w.u32(kManifestMagic);
     w.u16(kFrameVersion);
-    w.u16(0);
+    w.u16(m.flags);
     w.u64(m.frame_bytes);
     w.u32(m.chunks);
     w.u32(m.chunk_bytes);
@@ -312,7 +312,6 @@ Result<std::optional<ChunkManifest>> decode_manifest(std::span<const uint8_t> by
     Reader r(bytes.subspan(4));
     FABRIC_READ(version, r.uint<uint16_t>("manifest version"));
     FABRIC_READ(flags, r.uint<uint16_t>("manifest flags"));
-    (void)flags;
     if (version != kFrameVersion)
         return make_error(Errc::version_mismatch, "chunk manifest version " + std::to_string(version) +
                                                       ", this build reads " + std::to_string(kFrameVersion));
@@ -325,6 +324,7 @@ Result<std::optional<ChunkManifest>> decode_manifest(std::span<const uint8_t> by
     m.chunks = chunks;
     m.chunk_bytes = chunk_bytes;
     m.frame_crc = frame_crc;
+    m.flags = flags;
     if (m.frame_bytes > limits.max_frame_bytes)
         return make_error(Errc::message_too_large, "chunked frame of " + std::to_string(m.frame_bytes) +
                                                        " bytes exceeds the limit of " + std::to_string(limits.max_frame_bytes));
@@ -381,6 +381,13 @@ std::string message_subject(std::string_view stream, uint32_t partition) {
 std::string message_filter(std::string_view stream) { return "fabric." + std::string(stream) + ".m.>"; }
 std::string chunk_subject(std::string_view stream, std::string_view message_id, uint32_t index) {
     return "fabric." + std::string(stream) + ".c." + std::string(message_id) + "." + std::to_string(index);
+}
+std::string chunk_set_name(std::string_view message_id, const ChunkManifest& m) {
+    std::string name(message_id);
+    if ((m.flags & kManifestChunksByContent) == 0) return name;
+    char tail[32];
+    std::snprintf(tail, sizeof tail, "-%08x-%u", unsigned(m.frame_crc), unsigned(m.chunk_bytes));
+    return name + tail;
 }
 std::string stream_subjects(std::string_view stream) { return "fabric." + std::string(stream) + ".>"; }
 

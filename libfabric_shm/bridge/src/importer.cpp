@@ -15,6 +15,7 @@
 #include <cstring>
 #include <utility>
 #include <optional>
+#include <span>
 
 #include "fabric_shm/clock.h"
 #include "fabric_shm/consumer_group.h"
@@ -141,6 +142,11 @@ struct Importer::Impl {
     std::unique_ptr<NatsLink> nats;
     natsSubscription* sub = nullptr;
     std::vector<InFlight> in_flight;
+    /// The messages of the current fetch behind the one being handled (owned by run()): a
+    /// message that waits for room in the topic holds them too, so their deadlines are
+    /// extended with the in-flight ones'.
+    std::span<natsMsg* const> fetched_rest;
+    uint64_t fetched_extended_ns = 0;
     std::vector<MessageHeader> header_scratch;  ///< a notification's headers (reused: no allocation per message)
     BridgeStats stats;
     RateMeter rate;
@@ -171,7 +177,8 @@ struct Importer::Impl {
     Status handle(natsMsg* msg);
     Result<std::vector<uint8_t>> assemble(natsMsg* msg, const ChunkManifest& m, uint64_t delivered, const char* id,
                                           std::vector<uint64_t>* seqs, bool* retry_later);
-    Delivery deliver(const FrameView& f, std::string_view msg_id, uint32_t* partition, uint64_t* offset, std::string* why);
+    Delivery deliver(const FrameView& f, std::string_view msg_id, bool* stored, uint32_t* partition, uint64_t* offset,
+                     std::string* why);
     Result<uint64_t> put_object(const FabricUri& uri, const FrameView& f, std::string_view msg_id, bool* reused);
     Status dead_letter(natsMsg* msg, uint64_t delivered, uint64_t seq, const char* id, const std::string& reason);
     void nak_all();
@@ -335,6 +342,20 @@ void Importer::Impl::ack_committed(uint64_t now) {
     next_commit_check_ns = now + kCommitCheckNs;
     auto d = TopicManager(local->pool()).describe(cfg.topic);
     if (!d) return;  // a lost pool is noticed by tick(); nothing is acked meanwhile
+    // A group named with --ack-group that is not registered (its workers have not started, or
+    // its registration ran out) has committed nothing: acking on the others' commits alone
+    // would leave it nothing to process should this pool be lost.
+    for (const std::string& want : cfg.ack_groups) {
+        const bool present = std::any_of(d->groups.begin(), d->groups.end(),
+                                         [&](const GroupDescription& g) { return g.name == want && !g.expired; });
+        if (present) continue;
+        if (!warned_no_group) {
+            warned_no_group = true;
+            note("waiting for group '" + want + "' (--ack-group) to register on topic '" + cfg.topic +
+                 "' and commit before acking the stream");
+        }
+        return;
+    }
     std::vector<uint64_t> floor(d->config.num_partitions, UINT64_MAX);
     bool any = false;
     for (const GroupDescription& g : d->groups) {
@@ -375,6 +396,10 @@ void Importer::Impl::extend_deadlines(uint64_t now, natsMsg* current) {
             (void)natsMsg_InProgress(f.msg, nullptr);  // "still working": the deadline restarts
             f.extended_ns = now;
         }
+    if (!fetched_rest.empty() && now - fetched_extended_ns >= every) {
+        for (natsMsg* m : fetched_rest) (void)natsMsg_InProgress(m, nullptr);
+        fetched_extended_ns = now;
+    }
     (void)current;
 }
 
@@ -443,8 +468,10 @@ Result<uint64_t> Importer::Impl::put_object(const FabricUri& uri, const FrameVie
     return make_error(Errc::busy, "object " + uri.to_string() + " keeps changing under the importer");
 }
 
-Delivery Importer::Impl::deliver(const FrameView& f, std::string_view msg_id, uint32_t* partition,
-                                           uint64_t* offset, std::string* why) {
+// *stored: this message's object was put by an earlier try of this delivery (a try that then
+// waited for room in the topic): finding it now is not a duplicate. Set when a put stores it.
+Delivery Importer::Impl::deliver(const FrameView& f, std::string_view msg_id, bool* stored, uint32_t* partition,
+                                 uint64_t* offset, std::string* why) {
     Pool& pool = local->pool();
     std::string value(reinterpret_cast<const char*>(f.value.data()), f.value.size());
     std::string version_text;
@@ -470,10 +497,7 @@ Delivery Importer::Impl::deliver(const FrameView& f, std::string_view msg_id, ui
             }
             version_text = std::to_string(*v);
             FABRIC_CRASH_POINT("bridge.import.after_put");  // stored, not notified: the redelivery finds the object
-            if (reused) {
-                ++stats.duplicates;
-                local->status().add(StatusCounter::duplicates);
-            }
+            if (!reused) *stored = true;
         }
     } else if (const std::string prefix = "fabric://" + std::string(f.source_pool) + "/"; value.rfind(prefix, 0) == 0) {
         value = "fabric://" + pool.name() + "/" + value.substr(prefix.size());
@@ -500,9 +524,14 @@ Delivery Importer::Impl::deliver(const FrameView& f, std::string_view msg_id, ui
     }
     *partition = sent->partition;
     *offset = sent->offset;
-    if (f.has_object && !reused) {
+    // Counted once the message is delivered, not per try: a put that waited for the topic
+    // finds its own object on the next try.
+    if (f.has_object && *stored) {
         ++stats.objects;
         local->status().add(StatusCounter::objects);
+    } else if (f.has_object) {
+        ++stats.duplicates;
+        local->status().add(StatusCounter::duplicates);
     }
     return Delivery::delivered;
 }
@@ -539,10 +568,11 @@ Result<std::vector<uint8_t>> Importer::Impl::assemble(natsMsg*, const ChunkManif
                                                       const char* id, std::vector<uint64_t>* seqs, bool* retry_later) {
     std::vector<uint8_t> frame;
     frame.reserve(m.frame_bytes);
+    const std::string set = chunk_set_name(id ? id : "", m);
     for (uint32_t i = 0; i < m.chunks; ++i) {
         natsMsg* chunk = nullptr;
         jsErrCode jerr = jsErrCode(0);
-        const std::string subject = chunk_subject(cfg.stream, id ? id : "", i);
+        const std::string subject = chunk_subject(cfg.stream, set, i);
         natsStatus s = js_GetLastMsg(&chunk, nats->js(), cfg.stream.c_str(), subject.c_str(), nullptr, &jerr);
         if (s != NATS_OK) {
             const bool missing = s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr;
@@ -626,9 +656,10 @@ Status Importer::Impl::handle(natsMsg* msg) {
     uint32_t partition = 0;
     uint64_t offset = 0;
     uint64_t waited_since = 0;
+    bool stored = false;
     for (;;) {
         std::string why;
-        const Delivery d = deliver(*frame, msg_id, &partition, &offset, &why);
+        const Delivery d = deliver(*frame, msg_id, &stored, &partition, &offset, &why);
         if (d == Delivery::delivered) break;
         if (d == Delivery::permanent) return to_dlq(owner.get(), delivered, seq, header_id(), why);
         if (d == Delivery::pool_lost) {
@@ -776,8 +807,10 @@ Result<BridgeExit> Importer::run(const std::function<bool()>& should_stop) {
         const int64_t timeout_ms = int64_t(im.in_flight.empty() ? kIdleFetchMs : kBusyFetchMs);
         natsStatus s = fetch(im.sub, batch, timeout_ms, &msgs);
         if (s == NATS_OK) {
+            im.fetched_extended_ns = mono_now_ns();
             for (size_t i = 0; i < msgs.size(); ++i) {
                 natsMsg* m = msgs[i];
+                im.fetched_rest = std::span<natsMsg* const>(msgs).subspan(i + 1);
                 if (!im.local->is_open() || !im.producer) {  // pool recovery under way: give it back
                     (void)natsMsg_Nak(m, nullptr);
                     natsMsg_Destroy(m);
@@ -785,6 +818,7 @@ Result<BridgeExit> Importer::run(const std::function<bool()>& should_stop) {
                 }
                 Status st = im.handle(m);  // takes m
                 if (!st) {
+                    im.fetched_rest = {};
                     for (size_t j = i + 1; j < msgs.size(); ++j) {
                         (void)natsMsg_Nak(msgs[j], nullptr);
                         natsMsg_Destroy(msgs[j]);
@@ -792,6 +826,7 @@ Result<BridgeExit> Importer::run(const std::function<bool()>& should_stop) {
                     return std::move(st).error();
                 }
             }
+            im.fetched_rest = {};
             last_message_ns = mono_now_ns();
             continue;
         }

@@ -93,10 +93,20 @@ struct ChunkManifest {
     uint32_t chunks = 0;
     uint32_t chunk_bytes = 0;
     uint32_t frame_crc = 0;  ///< crc32 of the whole frame
+    uint16_t flags = 0;      ///< kManifestChunksByContent, or 0 (an older exporter)
 };
+/// The chunks are named by the message id and their content (frame CRC and chunk size, see
+/// chunk_set_name), not by the message id alone.
+constexpr uint16_t kManifestChunksByContent = 1;
 std::vector<uint8_t> encode_manifest(const ChunkManifest& manifest);
 /// nullopt when `bytes` is not a manifest (then it is a frame); corrupt when it is a damaged one.
 Result<std::optional<ChunkManifest>> decode_manifest(std::span<const uint8_t> bytes, const FrameLimits& limits = {});
+/// The name the chunks of `manifest` go by in their subjects and message ids:
+/// "<message id>-<frame crc, 8 hex>-<chunk bytes>" with kManifestChunksByContent, else the
+/// message id. Two cuts of one message (another chunk size after a refusal, another exporter's
+/// --chunk-size, an object replaced before a re-export) never share a chunk name, so the
+/// server's de-duplication by message id cannot keep a chunk of one cut under another's manifest.
+std::string chunk_set_name(std::string_view message_id, const ChunkManifest& manifest);
 
 /// The stream message id of a topic message: "fs1-<pool incarnation>-<topic incarnation>-<partition>-<offset>"
 /// (hex, hex, decimal, decimal). Stable across redeliveries and exporter restarts.
@@ -106,10 +116,10 @@ std::string message_id(uint64_t pool_incarnation, uint64_t topic_incarnation, ui
 Status validate_stream_name(std::string_view what, std::string_view name);
 /// A topic name made into a stream name ('.' becomes '_').
 std::string stream_name_for_topic(std::string_view topic);
-/// Subjects of a stream: messages "fabric.<stream>.m.<partition>", chunks "fabric.<stream>.c.<id>.<i>".
+/// Subjects of a stream: messages "fabric.<stream>.m.<partition>", chunks "fabric.<stream>.c.<chunk set name>.<i>".
 std::string message_subject(std::string_view stream, uint32_t partition);
 std::string message_filter(std::string_view stream);  ///< "fabric.<stream>.m.>"
-std::string chunk_subject(std::string_view stream, std::string_view message_id, uint32_t index);
+std::string chunk_subject(std::string_view stream, std::string_view chunk_set, uint32_t index);
 std::string stream_subjects(std::string_view stream);  ///< "fabric.<stream>.>"
 
 }  // namespace fabric_shm::bridge
