@@ -88,6 +88,7 @@ struct Exporter::Impl {
         if (log) log(line);
     }
     RepeatFilter error_log{5 * kNsPerSec};  ///< a repeated error (every retry) logged at most every 5 s
+    std::function<bool()> stop;  ///< run()'s should_stop: waits that may last (a pool's recovery) end on it
     void record_error(const std::string& text) {
         stats.last_error = text;
         ++stats.errors;
@@ -175,6 +176,9 @@ Status Exporter::Impl::recover_local(const Error& why) {
         if (st) break;
         if (!pool_lost(st.code()) && st.code() != Errc::already_exists && st.code() != Errc::busy) return st;
         gc.reset();
+        // A pool that cannot be opened again for now (its name held by a removal, /dev/shm
+        // full) must not keep a SIGTERM waiting: nothing is held that a successor would miss.
+        if (stop && stop()) return st;
         timespec ts{time_t(backoff / kNsPerSec), long(backoff % kNsPerSec)};
         nanosleep(&ts, nullptr);
     }
@@ -622,6 +626,7 @@ void Exporter::set_log(std::function<void(std::string_view)> log) {
 
 Result<BridgeExit> Exporter::run(const std::function<bool()>& should_stop) {
     Impl& im = *impl_;
+    im.stop = should_stop;
     uint64_t last_message_ns = mono_now_ns();
     uint64_t backoff = im.cfg.retry_initial_ns;
     for (;;) {
