@@ -116,9 +116,11 @@ natsStatus pull(natsSubscription* sub, int batch, bool no_wait, int64_t timeout_
 /// already queued on the subscription (late deliveries for an earlier request whose client-side
 /// wait ran out) when they are more than half the batch (fixed upstream in 3.9.0, "heap buffer
 /// overflow in _fetch"). So those are taken first, one per request (a batch of 1 cannot
-/// overflow), and the batch request starts from an empty queue.
+/// overflow), and the batch request starts from an empty queue. At most `batch` of them per
+/// call: each one-message request may bring one more, and taking them all would hold far more
+/// than --batch and --max-in-flight allow; the rest wait for the next call.
 natsStatus fetch(natsSubscription* sub, int batch, int64_t timeout_ms, std::vector<natsMsg*>* out) {
-    for (int queued = 0, rounds = 0; rounds < 4096; ++rounds) {
+    for (int queued = 0, rounds = 0; rounds < 4096 && out->size() < size_t(std::max(batch, 1)); ++rounds) {
         if (natsSubscription_GetPending(sub, &queued, nullptr) != NATS_OK || queued <= 0) break;
         (void)pull(sub, 1, true, 100, out);
     }
