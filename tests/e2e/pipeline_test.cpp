@@ -156,6 +156,34 @@ TEST_CASE("e2e: --exec-timeout kills a hung command and dead-letters the object"
     CHECK(dl[0].reason.find("timed out") != std::string::npos);
 }
 
+TEST_CASE("e2e: a background process an --exec command leaves running is killed with the command's process group") {
+    Fixture f("e2e-orphan");
+    const std::string pidfile = "/tmp/fabric-e2e-orphan-" + std::to_string(getpid()) + ".pid";
+    std::remove(pidfile.c_str());
+    f.produce("--topic ev --synthetic 1 --size 10 --quiet");
+    // The straggler holds none of the command's pipes: the command's end is all the worker sees.
+    Proc w(f.worker("--topic ev --group g --count 1 --exec 'sleep 30 </dev/null >/dev/null 2>&1 & echo $! > " + pidfile +
+                    "; cat'"));
+    REQUIRE(w.wait(15000) == 0);
+    pid_t straggler = 0;
+    {
+        std::ifstream in(pidfile);
+        in >> straggler;
+    }
+    std::remove(pidfile.c_str());
+    REQUIRE(straggler > 0);
+    // Gone, or a zombie its new parent has yet to reap.
+    const auto running = [&] {
+        std::ifstream stat("/proc/" + std::to_string(straggler) + "/stat");
+        std::string text((std::istreambuf_iterator<char>(stat)), {});
+        const size_t paren = text.rfind(") ");
+        return paren != std::string::npos && text.size() > paren + 2 && text[paren + 2] != 'Z';
+    };
+    const bool gone = eventually([&] { return !running(); }, 5000);
+    if (!gone) ::kill(straggler, SIGKILL);
+    CHECK_MESSAGE(gone, "the --exec command's background process " << straggler << " outlived it");
+}
+
 TEST_CASE("e2e: an 8 MiB object goes through --exec cat without a pipe deadlock") {
     Fixture f("e2e-big", 128ull << 20);
     const std::string path = "/tmp/fabric-e2e-big-" + std::to_string(getpid()) + ".bin";

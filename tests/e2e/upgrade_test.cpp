@@ -170,6 +170,64 @@ TEST_CASE("an archive message whose declared key and header sizes do not fit its
     }
 }
 
+TEST_CASE("an archive whose pool, store, topic or group record has a field of the wrong shape is refused as corrupt, "
+          "before anything is imported") {
+    Upgrade u;
+    using nlohmann::json;
+    const json pool = {{"type", "pool"}, {"name", "crafted"}, {"size_bytes", 32u << 20}, {"layout", "5.2"}};
+    const json store = {{"type", "store"}, {"name", "default"}, {"table_entries", 0}, {"heap_bytes", 0},
+                        {"max_object_bytes", 0}};
+    const json object = {{"type", "object"}, {"store", "default"}, {"bucket", "uploads"}, {"key", "a"}, {"version", 1},
+                         {"content_type", ""}, {"metadata", json::object()}, {"created_wall_ns", 0},
+                         {"expires_wall_ns", 0}};
+    const json topic = {{"type", "topic"}, {"name", "ev"}, {"num_partitions", 1}, {"partition_capacity", 16},
+                        {"partition_stride", 512}, {"on_full", "block"}, {"ttl_ns", 0}};
+    const json group = {{"type", "group"}, {"topic", "ev"}, {"group", "g"}, {"ttl_ns", uint64_t(60e9)},
+                        {"committed", json::array({{{"partition", 0}, {"offset", 0}}})}};
+    const auto with = [](json h, const char* field, json value) {
+        h[field] = std::move(value);
+        return h;
+    };
+    struct Case {
+        const char* what;
+        std::vector<json> records;  // after the pool record's default
+    };
+    const std::vector<Case> cases = {
+        {"a committed entry that is not an object", {store, object, topic, with(group, "committed", json::array({5}))}},
+        {"committed that is not an array", {store, object, topic, with(group, "committed", "all")}},
+        {"a group ttl that is text", {store, object, topic, with(group, "ttl_ns", "soon")}},
+        {"a group ttl of 0", {store, object, topic, with(group, "ttl_ns", 0)}},
+        {"a group before its topic", {store, object, group, topic}},
+        {"an unknown on_full", {store, object, with(topic, "on_full", "sometimes")}},
+        {"a partition capacity out of range", {store, object, with(topic, "partition_capacity", 3)}},
+        {"table entries past 32 bits", {with(store, "table_entries", (uint64_t(1) << 32) + 7), object, topic}},
+        {"a pool size that is text", {with(pool, "size_bytes", "big"), store, object, topic}},
+        {"a layout that is a number", {with(pool, "layout", 5), store, object, topic}},
+    };
+    int i = 0;
+    for (const Case& c : cases) {
+        const std::string what = c.what;
+        CAPTURE(what);
+        PoolFixture to("upgrade-shape");  // a fresh target each: nothing may be left from the case before
+        const std::string path = u.dir.path + "/shape-" + std::to_string(i++) + ".fsa";
+        {
+            auto w = cli::archive::Writer::open(path);
+            REQUIRE(w.ok());
+            if (c.records.front()["type"] != "pool") REQUIRE(w->write(pool).ok());
+            for (const json& h : c.records) {
+                const std::string payload = h["type"] == "object" ? "hi" : "";
+                REQUIRE(w->write(h, std::span(reinterpret_cast<const uint8_t*>(payload.data()), payload.size())).ok());
+            }
+            REQUIRE(w->finish().ok());
+        }
+        std::string out;
+        CHECK(u.cli("pool import --json --pool " + to.name + " " + q(path), &out) != 0);
+        CHECK_MESSAGE(out.find("\"code\":\"corrupt\"") != std::string::npos, out);
+        CHECK(topic_count(to.pool) == 0);
+        CHECK(count_keys(to.pool, "uploads") == 0);
+    }
+}
+
 TEST_CASE("archive records keep binary bytes: a key or value that is not UTF-8 round-trips, and a flipped payload bit is caught") {
     ScratchDir dir;
     const std::string path = dir.path + "/records.fsa";

@@ -287,6 +287,54 @@ run(handle)
         for n in done:
             self.assertEqual(self.result(n), n.upper().encode())
 
+    def test_a_reply_larger_than_max_result_size_is_dead_lettered_without_the_worker_holding_it(self):
+        # A raw handler (no helper): it answers each request with a 256 MiB result, written in
+        # 1 MiB pieces, so the handler itself stays small.
+        h = self.script("huge.py", """
+import os, struct, sys
+def read_exact(n):
+    b = b""
+    while len(b) < n:
+        c = os.read(0, n - len(b))
+        if not c:
+            sys.exit(0)
+        b += c
+    return b
+def frame():
+    (n,) = struct.unpack("<I", read_exact(4))
+    return read_exact(n)
+def write_all(b):
+    v = memoryview(b)
+    while v:
+        v = v[os.write(1, v):]
+frame()  # the worker's hello
+write_all(struct.pack("<IB4sHH", 9, ord("h"), b"FSHM", 1, 0))
+BIG = 256 << 20
+piece = bytes(1 << 20)
+while True:
+    (rid,) = struct.unpack_from("<Q", frame(), 1)
+    write_all(struct.pack("<IBQBI", 1 + 13 + BIG, ord("R"), rid, 0, BIG))
+    for _ in range(BIG // len(piece)):
+        write_all(piece)
+    open(%r + "/written-%%d" %% rid, "w").close()
+""" % self.dir)
+        p = self.worker("python3 " + h, "--concurrency", "1", "--max-result-size", "1M", idle=None)
+        self.put({"big": b"small input"})
+        self.assertTrue(wait_for(lambda: len(self.dead_letters()) == 1, timeout=60), self.dead_letters())
+        # The worker answers from the reply's first bytes and drops the rest as it comes: the
+        # handler gets to write all of it (then it is idle, and a drain closes it at once).
+        self.assertTrue(wait_for(lambda: any(f.startswith("written-") for f in os.listdir(self.dir)), timeout=60))
+        with open("/proc/%d/status" % p.pid) as f:
+            peak_kib = int([l for l in f if l.startswith("VmHWM:")][0].split()[1])
+        p.send_signal(signal.SIGTERM)
+        stats, err = self.finish(p)
+        self.assertNotIn("did not exit", err)
+        self.assertIn("larger than --max-result-size", json.dumps(self.dead_letters()))
+        self.assertIsNone(self.result("big"))
+        # The worker's peak resident size stays far below the result it refused (it would hold
+        # all of it if it buffered the frame before judging its size).
+        self.assertLess(peak_kib, 128 << 10, "worker peak RSS %d KiB" % peak_kib)
+
     def test_one_mib_objects_pass_the_protocol_without_deadlock(self):
         objs = {"big%d" % i: bytes([97 + i]) * (1 << 20) for i in range(4)}
         p = self.worker("python3 %s/examples/handlers/upper.py" % SOURCE, "--concurrency", "2",

@@ -295,12 +295,20 @@ cxxopts::Options archive_import_options(const std::string& argv0) {
     return o;
 }
 
+// The record's type for an error message. Never throws: `h` may be anything a crafted archive
+// holds (json::value() throws on a non-object, or on a type that is not a string).
+std::string record_type(const json& h) {
+    if (h.is_object())
+        if (const auto t = h.find("type"); t != h.end() && t->is_string()) return t->get<std::string>();
+    return "?";
+}
+
 template <typename T>
 Result<T> field(const json& h, const char* name) {
-    if (!h.contains(name)) return make_error(Errc::corrupt, "archive " + h.value("type", std::string("?")) + " record has no '" + name + "'");
+    if (!h.is_object() || !h.contains(name))
+        return make_error(Errc::corrupt, "archive " + record_type(h) + " record has no '" + name + "'");
     const auto bad = [&](const std::string& why) {
-        return make_error(Errc::corrupt, "archive " + h.value("type", std::string("?")) + " record: '" + name +
-                                             "' is " + h[name].dump() + why);
+        return make_error(Errc::corrupt, "archive " + record_type(h) + " record: '" + name + "' is " + h[name].dump() + why);
     };
     try {
         if constexpr (std::is_integral_v<T>) {
@@ -408,6 +416,69 @@ Result<MessageParts> message_parts(const json& h, std::span<const uint8_t> paylo
     return m;
 }
 
+// A store, topic or group record as the import uses it. Parsed in the first pass too, so
+// that a record of the wrong shape refuses the archive before anything is written.
+Result<StoreConfig> store_record(const json& h) {
+    StoreConfig cfg;
+    FABRIC_TRY_ASSIGN(cfg.name, field<std::string>(h, "name"));
+    FABRIC_TRY_ASSIGN(cfg.table_entries, field<uint32_t>(h, "table_entries"));
+    FABRIC_TRY_ASSIGN(cfg.heap_bytes, field<uint64_t>(h, "heap_bytes"));
+    FABRIC_TRY_ASSIGN(cfg.max_object_bytes, field<uint64_t>(h, "max_object_bytes"));
+    return cfg;
+}
+
+struct TopicRecord {
+    std::string name;
+    TopicConfig cfg;
+};
+
+Result<TopicRecord> topic_record(const json& h) {
+    TopicRecord t;
+    FABRIC_TRY_ASSIGN(t.name, field<std::string>(h, "name"));
+    FABRIC_TRY_ASSIGN(t.cfg.num_partitions, field<uint32_t>(h, "num_partitions"));
+    FABRIC_TRY_ASSIGN(t.cfg.partition_capacity, field<uint32_t>(h, "partition_capacity"));
+    FABRIC_TRY_ASSIGN(t.cfg.partition_stride, field<uint32_t>(h, "partition_stride"));
+    FABRIC_TRY_ASSIGN(std::string on_full, field<std::string>(h, "on_full"));
+    auto parsed = parse_on_full(on_full);
+    if (!parsed) return make_error(Errc::corrupt, "archive topic record '" + t.name + "': " + parsed.error().message);
+    t.cfg.on_full = *parsed;
+    FABRIC_TRY_ASSIGN(uint64_t ttl_ns, field<int64_t>(h, "ttl_ns"));
+    t.cfg.ttl = ns_duration(ttl_ns);
+    // Only a dead-letter topic has slots above what a creator may ask for (its own checks).
+    if (t.cfg.partition_stride <= kMaxPartitionStride)
+        if (Status v = validate_topic_config(t.cfg); !v)
+            return make_error(Errc::corrupt, "archive topic record '" + t.name + "': " + v.error().message);
+    return t;
+}
+
+struct GroupImport {
+    std::string topic, group;
+    uint64_t ttl_ns = 0;
+    std::vector<std::pair<uint32_t, uint64_t>> committed;  ///< (partition, old offset)
+};
+
+Result<GroupImport> group_record(const json& h) {
+    GroupImport g;
+    FABRIC_TRY_ASSIGN(g.topic, field<std::string>(h, "topic"));
+    FABRIC_TRY_ASSIGN(g.group, field<std::string>(h, "group"));
+    FABRIC_TRY_ASSIGN(g.ttl_ns, field<int64_t>(h, "ttl_ns"));
+    if (g.ttl_ns == 0) return make_error(Errc::corrupt, "archive group record '" + g.group + "': 'ttl_ns' is 0 (a group's lease is > 0)");
+    if (!h.contains("committed")) return g;
+    const json& committed = h["committed"];
+    if (!committed.is_array())
+        return make_error(Errc::corrupt, "archive group record '" + g.group + "': 'committed' is " + committed.dump() +
+                                             " (not an array of {partition, offset})");
+    for (const json& c : committed) {
+        if (!c.is_object())
+            return make_error(Errc::corrupt, "archive group record '" + g.group + "': a committed entry is " + c.dump() +
+                                                 " (not a {partition, offset} object)");
+        FABRIC_TRY_ASSIGN(uint32_t p, field<uint32_t>(c, "partition"));
+        FABRIC_TRY_ASSIGN(uint64_t off, field<uint64_t>(c, "offset"));
+        g.committed.push_back({p, off});
+    }
+    return g;
+}
+
 struct ImportCounts {
     uint64_t stores = 0, objects = 0, object_bytes = 0, expired = 0, topics = 0, groups = 0, messages = 0;
 };
@@ -430,6 +501,8 @@ Status check_archive(archive::Reader& rd, Pool& pool, ImportMap& map, json* pool
             if (type != "pool") return make_error(Errc::corrupt, "archive does not start with its pool record");
             *pool_record = rec.header;
             FABRIC_TRY_ASSIGN(map.old_pool, field<std::string>(rec.header, "name"));
+            if (rec.header.contains("size_bytes")) FABRIC_TRY(field<uint64_t>(rec.header, "size_bytes"));
+            if (rec.header.contains("layout")) FABRIC_TRY(field<std::string>(rec.header, "layout"));
             continue;
         }
         if (type == "object") {
@@ -449,10 +522,11 @@ Status check_archive(archive::Reader& rd, Pool& pool, ImportMap& map, json* pool
                                   "object " + o.uri.to_string() + " (store '" + o.store + "') already exists in pool '" +
                                       map.new_pool + "': import into a pool without it (nothing was imported)");
         } else if (type == "topic") {
-            FABRIC_TRY_ASSIGN(std::string name, field<std::string>(rec.header, "name"));
+            FABRIC_TRY_ASSIGN(TopicRecord t, topic_record(rec.header));
+            const std::string& name = t.name;
             if (!topics_seen.insert(name).second)
                 return make_error(Errc::corrupt, "archive holds topic '" + name + "' twice");
-            FABRIC_TRY_ASSIGN(partitions[name], field<uint32_t>(rec.header, "num_partitions"));
+            partitions[name] = t.cfg.num_partitions;
             auto d = topics.describe(name);
             if (d)
                 return make_error(Errc::already_exists, "topic '" + name + "' already exists in pool '" + map.new_pool +
@@ -466,7 +540,13 @@ Status check_archive(archive::Reader& rd, Pool& pool, ImportMap& map, json* pool
                                                      (t == partitions.end() ? " comes before its topic's record"
                                                                             : " names a partition the topic does not have (" +
                                                                                   std::to_string(t->second) + ")"));
-        } else if (type != "store" && type != "group") {
+        } else if (type == "store") {
+            FABRIC_TRY(store_record(rec.header));
+        } else if (type == "group") {
+            FABRIC_TRY_ASSIGN(GroupImport g, group_record(rec.header));
+            if (!topics_seen.count(g.topic))
+                return make_error(Errc::corrupt, "archive: group '" + g.group + "' comes before its topic '" + g.topic + "'");
+        } else {
             return make_error(Errc::corrupt, "archive record " + std::to_string(records) + " has unknown type '" + type +
                                                  "' (written by a newer build?)");
         }
@@ -482,12 +562,7 @@ Status import_stores(archive::Reader& rd, Pool& pool, ImportCounts& n) {
         if (!more) return std::move(more).error();
         if (!*more) break;
         if (rec.header["type"] != "store") continue;
-        StoreConfig cfg;
-        FABRIC_TRY_ASSIGN(cfg.name, field<std::string>(rec.header, "name"));
-        FABRIC_TRY_ASSIGN(uint64_t entries, field<uint64_t>(rec.header, "table_entries"));
-        cfg.table_entries = uint32_t(entries);
-        FABRIC_TRY_ASSIGN(cfg.heap_bytes, field<uint64_t>(rec.header, "heap_bytes"));
-        FABRIC_TRY_ASSIGN(cfg.max_object_bytes, field<uint64_t>(rec.header, "max_object_bytes"));
+        FABRIC_TRY_ASSIGN(StoreConfig cfg, store_record(rec.header));
         std::string note;
         auto store = MemObjectStore::open(pool, cfg, &note);
         if (!store) return Error{store.code(), "store '" + cfg.name + "': " + store.error().message};
@@ -579,11 +654,6 @@ struct TopicImport {
     std::unique_ptr<Producer> producer;
 };
 
-struct GroupImport {
-    std::string topic, group;
-    std::vector<std::pair<uint32_t, uint64_t>> committed;  ///< (partition, old offset)
-};
-
 // The old committed offset's place in the new partition: the first message at or after it.
 uint64_t new_offset(const TopicImport& t, uint32_t p, uint64_t old) {
     const auto& v = t.offsets[p];
@@ -605,15 +675,9 @@ Status import_topics(archive::Reader& rd, Pool& pool, const ImportMap& map, Impo
         const json& h = rec.header;
         const std::string type = h["type"];
         if (type == "topic") {
-            FABRIC_TRY_ASSIGN(std::string name, field<std::string>(h, "name"));
-            TopicConfig cfg;
-            FABRIC_TRY_ASSIGN(cfg.num_partitions, field<uint32_t>(h, "num_partitions"));
-            FABRIC_TRY_ASSIGN(cfg.partition_capacity, field<uint32_t>(h, "partition_capacity"));
-            FABRIC_TRY_ASSIGN(cfg.partition_stride, field<uint32_t>(h, "partition_stride"));
-            FABRIC_TRY_ASSIGN(std::string on_full, field<std::string>(h, "on_full"));
-            FABRIC_TRY_ASSIGN(cfg.on_full, parse_on_full(on_full));
-            FABRIC_TRY_ASSIGN(uint64_t topic_ttl_ns, field<uint64_t>(h, "ttl_ns"));
-            cfg.ttl = ns_duration(topic_ttl_ns);
+            FABRIC_TRY_ASSIGN(TopicRecord tr, topic_record(h));
+            const std::string& name = tr.name;
+            const TopicConfig& cfg = tr.cfg;
             // Only a dead-letter topic has slots above what a creator may ask for.
             const Status c = cfg.partition_stride > kMaxPartitionStride ? create_dead_letter_topic(pool, name, cfg)
                                                                         : topics.create(name, cfg);
@@ -628,23 +692,14 @@ Status import_topics(archive::Reader& rd, Pool& pool, const ImportMap& map, Impo
                 if (pd.partition < cfg.num_partitions) t.next[pd.partition] = pd.next;
             ++n.topics;
         } else if (type == "group") {
-            GroupImport g;
-            FABRIC_TRY_ASSIGN(g.topic, field<std::string>(h, "topic"));
-            FABRIC_TRY_ASSIGN(g.group, field<std::string>(h, "group"));
-            if (!imported.count(g.topic))
+            FABRIC_TRY_ASSIGN(GroupImport g, group_record(h));
+            if (!imported.count(g.topic))  // checked in pass 1
                 return make_error(Errc::corrupt, "archive: group '" + g.group + "' comes before its topic '" + g.topic + "'");
             GroupOptions go;
-            FABRIC_TRY_ASSIGN(uint64_t group_ttl_ns, field<uint64_t>(h, "ttl_ns"));
-            go.ttl = ns_duration(group_ttl_ns);
+            go.ttl = ns_duration(g.ttl_ns);
             go.start = GroupStart::earliest;
             if (Status r = topics.register_group(g.topic, g.group, go); !r)
                 return Error{r.code(), "group '" + g.group + "' on topic '" + g.topic + "': " + r.error().message};
-            if (h.contains("committed") && h["committed"].is_array())
-                for (const json& c : h["committed"]) {
-                    FABRIC_TRY_ASSIGN(uint32_t p, field<uint32_t>(c, "partition"));
-                    FABRIC_TRY_ASSIGN(uint64_t off, field<uint64_t>(c, "offset"));
-                    g.committed.push_back({p, off});
-                }
             groups.push_back(std::move(g));
             ++n.groups;
         } else if (type == "message") {
@@ -718,7 +773,12 @@ int pool_import(int argc, char** argv, Output& out) {
     if (!*more || first.header["type"] != "pool")
         return fail(out, Errc::corrupt, "archive does not start with its pool record");
     PoolCreation creation;
-    creation.size_bytes = first.header.value("size_bytes", kDefaultPoolSize);
+    creation.size_bytes = kDefaultPoolSize;
+    if (first.header.contains("size_bytes")) {
+        auto size = field<uint64_t>(first.header, "size_bytes");
+        if (!size) return fail(out, size.error());
+        creation.size_bytes = *size;
+    }
     if (r.count("size")) {
         auto size = parse_size_option("--size", r["size"].as<std::string>());
         if (!size) return fail(out, size.error());

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The --exec runner. The command runs in its own process group (a timeout kills everything
-// it started; a Ctrl-C meant for the worker does not interrupt it mid-object). Every pipe is
+// it started, as does its end: nothing it started outlives it; a Ctrl-C meant for the worker
+// does not interrupt it mid-object). Every pipe is
 // O_CLOEXEC and the child gets only stdin/stdout/stderr: it inherits no pool descriptor, and
 // exec drops the pool mapping.
 #include "exec_runner.h"
@@ -142,8 +143,10 @@ Result<ExecOutcome> run_exec(const ExecSpec& spec, std::span<const uint8_t> inpu
         }
         go_w.reset();
     }
-    // Published after the group exists; cleared as soon as the child is reaped (until then
-    // its pid, and so the group id, cannot be reused).
+    // Published after the group exists; cleared once the child is reaped (until then its pid,
+    // and so the group id, cannot be reused). Its exit is seen without reaping it (WNOWAIT):
+    // what it left running in its group is killed first, by that group id, which only the
+    // zombie keeps from being reused.
     if (spec.running_pgid) *spec.running_pgid = pid;
     // A pidfd makes the child's exit wake poll(); without one (old kernel) poll every 5 ms.
     Fd pidfd;
@@ -163,7 +166,7 @@ Result<ExecOutcome> run_exec(const ExecSpec& spec, std::span<const uint8_t> inpu
     if (input.empty()) in_w.reset();
     const uint64_t start = mono_now_ns();
     uint64_t last_alive = start, exited_at = 0;
-    bool reaped = false, killed = false;
+    bool exited = false, killed = false;
     int status = 0;
     Error alive_error;
     auto kill_all = [&] {
@@ -174,19 +177,18 @@ Result<ExecOutcome> run_exec(const ExecSpec& spec, std::span<const uint8_t> inpu
         }
     };
 
-    while (out_r.fd >= 0 || err_r.fd >= 0 || !reaped) {
+    while (out_r.fd >= 0 || err_r.fd >= 0 || !exited) {
         const uint64_t now = mono_now_ns();
-        if (!reaped) {
-            const pid_t w = ::waitpid(pid, &status, WNOHANG);
-            if (w == pid) {
-                if (spec.running_pgid) *spec.running_pgid = 0;
-                reaped = true;
+        if (!exited) {
+            siginfo_t si{};
+            if (::waitid(P_PID, id_t(pid), &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid) {
+                exited = true;
                 exited_at = now;
                 in_w.reset();
             }
         }
-        if (reaped && out_r.fd < 0 && err_r.fd < 0) break;
-        if (reaped && now - exited_at > kDrainGraceNs) break;  // a straggler keeps the pipes open
+        if (exited && out_r.fd < 0 && err_r.fd < 0) break;
+        if (exited && now - exited_at > kDrainGraceNs) break;  // a straggler keeps the pipes open
         if (!killed && spec.timeout_ns != 0 && now - start >= spec.timeout_ns) {
             out.timed_out = true;
             kill_all();
@@ -203,12 +205,12 @@ Result<ExecOutcome> run_exec(const ExecSpec& spec, std::span<const uint8_t> inpu
         pollfd fds[4];
         nfds_t n = 0;
         int idx_in = -1, idx_out = -1, idx_err = -1;
-        if (pidfd.fd >= 0 && !reaped) fds[n++] = {pidfd.fd, POLLIN, 0};
+        if (pidfd.fd >= 0 && !exited) fds[n++] = {pidfd.fd, POLLIN, 0};
         if (in_w.fd >= 0) { idx_in = int(n); fds[n++] = {in_w.fd, POLLOUT, 0}; }
         if (out_r.fd >= 0) { idx_out = int(n); fds[n++] = {out_r.fd, POLLIN, 0}; }
         if (err_r.fd >= 0) { idx_err = int(n); fds[n++] = {err_r.fd, POLLIN, 0}; }
         uint64_t wait_ns = pidfd.fd >= 0 ? kKeepAliveEveryNs : 5 * kNsPerMs;
-        if (reaped) wait_ns = std::min(wait_ns, kDrainGraceNs);
+        if (exited) wait_ns = std::min(wait_ns, kDrainGraceNs);
         if (spec.timeout_ns != 0 && !killed) wait_ns = std::min(wait_ns, start + spec.timeout_ns - std::min(now, start + spec.timeout_ns));
         const int wait_ms = int(std::max<uint64_t>(1, wait_ns / kNsPerMs));
         if (n == 0) {
@@ -219,7 +221,8 @@ Result<ExecOutcome> run_exec(const ExecSpec& spec, std::span<const uint8_t> inpu
         if (r < 0 && errno != EINTR) {
             const int err = errno;
             kill_all();
-            if (!reaped) (void)::waitpid(pid, &status, 0);
+            while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+            }
             if (spec.running_pgid) *spec.running_pgid = 0;
             return errno_error(err, "--exec: poll");
         }
@@ -258,11 +261,13 @@ Result<ExecOutcome> run_exec(const ExecSpec& spec, std::span<const uint8_t> inpu
             }
         }
     }
-    if (!reaped) {
-        while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-        }
-        if (spec.running_pgid) *spec.running_pgid = 0;
+    // The command is done (or was killed): whatever it left running in its group, a background
+    // job that holds none of its pipes included, goes too. on_finished is about to forget the
+    // group, and nothing may run unrecorded.
+    ::kill(-pid, SIGKILL);
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
+    if (spec.running_pgid) *spec.running_pgid = 0;
     if (err_buf.size() > spec.stderr_tail_bytes) err_buf.erase(0, err_buf.size() - spec.stderr_tail_bytes);
     out.stderr_tail = std::move(err_buf);
     if (WIFEXITED(status)) out.exit_code = WEXITSTATUS(status);

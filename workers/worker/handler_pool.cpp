@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <unordered_map>
 
 #include "fabric_shm/clock.h"
@@ -56,6 +57,9 @@ struct Handler {
     /// worker together).
     std::vector<uint8_t> rbuf;
     size_t rlen = 0;
+    /// Bytes still to come of a reply that was answered from its fixed fields alone (larger
+    /// than --max-result-size): dropped as they arrive, never buffered.
+    uint64_t skip = 0;
     std::string err_tail;
     std::unordered_map<uint64_t, InFlight> in_flight;
     uint64_t started_ns = 0, restart_at_ns = 0;
@@ -100,11 +104,16 @@ private:
     Status spawn(Handler& h);
     Status fail(Handler& h, const std::string& reason);
     Status on_readable(Handler& h);
+    /// The request a reply names, out of flight; nullopt when there is none (the handler was
+    /// then failed for a protocol error, *st how that went).
+    std::optional<WorkTicket> answered(Handler& h, uint64_t id, Status* st);
     void on_stderr(Handler& h);
     Status flush(Handler& h);
     size_t capacity();
     size_t in_flight() const;
-    bool all_ready() const;  ///< every handler up and past its hello
+    /// Every handler up and past its hello, none still sending the rest of a reply that was
+    /// answered early (that one is read at the pipe's pace, not the service tick's).
+    bool all_ready() const;
     Handler* least_loaded();
     Status dispatch(std::span<WorkTicket> tickets);
     void close_all(uint64_t grace_ns);
@@ -194,6 +203,7 @@ Status Pool::spawn(Handler& h) {
     h.wbuf.clear();
     h.wpos = 0;
     h.rlen = 0;
+    h.skip = 0;
     h.err_tail.clear();
     h.started_ns = mono_now_ns();
     proto::append_hello(h.wbuf, spec_.max_in_flight);
@@ -301,14 +311,33 @@ Status Pool::flush(Handler& h) {
     return {};
 }
 
+std::optional<WorkTicket> Pool::answered(Handler& h, uint64_t id, Status* st) {
+    if (h.state != Handler::State::ready && h.state != Handler::State::closing) {
+        *st = fail(h, "protocol error: a reply before the hello");
+        return std::nullopt;
+    }
+    auto it = h.in_flight.find(id);
+    if (it == h.in_flight.end()) {
+        *st = fail(h, "protocol error: a reply for request " + std::to_string(id) + ", which is not in flight at this handler");
+        return std::nullopt;
+    }
+    WorkTicket ticket = std::move(it->second.ticket);
+    h.in_flight.erase(it);
+    if (!suspects_.empty()) suspects_.erase({ticket.item().partition, ticket.item().offset});
+    return ticket;
+}
+
 Status Pool::on_readable(Handler& h) {
+    // At most this much per call before parsing: a handler that writes as fast as it is read
+    // (a pipe it enlarged) must not make rbuf grow ahead of what the parser drops.
+    constexpr size_t kReadPerCall = 4 * kReadChunk;
     for (;;) {
         if (h.rbuf.size() - h.rlen < kReadChunk) h.rbuf.resize(h.rlen + kReadChunk);
         const size_t room = h.rbuf.size() - h.rlen;
         const ssize_t k = ::read(h.out, h.rbuf.data() + h.rlen, room);
         if (k > 0) {
             h.rlen += size_t(k);
-            if (size_t(k) < room) break;
+            if (size_t(k) < room || h.rlen >= kReadPerCall) break;
             continue;
         }
         if (k < 0 && errno == EINTR) continue;
@@ -316,6 +345,10 @@ Status Pool::on_readable(Handler& h) {
         return fail(h, h.state == Handler::State::closing ? "exited" : "closed its stdout");
     }
     size_t pos = 0;
+    if (h.skip != 0) {  // the rest of a reply already answered
+        pos = size_t(std::min<uint64_t>(h.skip, h.rlen));
+        h.skip -= pos;
+    }
     Status result;
     const std::span<const uint8_t> unparsed(h.rbuf.data(), h.rlen);
     while (pos < unparsed.size()) {
@@ -324,8 +357,45 @@ Status Pool::on_readable(Handler& h) {
         uint16_t version = 0;
         std::string why;
         const auto p = proto::parse_frame(unparsed.subspan(pos), &used, &reply, &version, &why);
-        if (p == proto::Parse::need_more) break;
         if (p == proto::Parse::error) return fail(h, "protocol error: " + why);
+        if (p == proto::Parse::need_more) {
+            // A reply is judged by its fixed fields as soon as they are in. One larger than
+            // --max-result-size is answered now and the rest of it dropped as it comes: the
+            // worker never holds more of a result than that cap (a frame may say 1 GiB).
+            proto::Reply head;
+            uint64_t frame_bytes = 0;
+            if (proto::parse_reply_head(unparsed.subspan(pos), &head, &frame_bytes, &why) != proto::Parse::reply) break;
+            const uint64_t body = frame_bytes - proto::kReplyHeadBytes;
+            if (spec_.max_result_bytes == 0 || body <= spec_.max_result_bytes) {
+                // It will be kept: but one that names no request in flight is refused now.
+                if (h.state != Handler::State::ready && h.state != Handler::State::closing)
+                    return fail(h, "protocol error: a reply before the hello");
+                if (!h.in_flight.count(head.id))
+                    return fail(h, "protocol error: a reply for request " + std::to_string(head.id) +
+                                       ", which is not in flight at this handler");
+                break;
+            }
+            Status st;
+            std::optional<WorkTicket> ticket = answered(h, head.id, &st);
+            if (!ticket) return st;
+            const std::string size = std::to_string(body) + " bytes is larger than --max-result-size " +
+                                     std::to_string(spec_.max_result_bytes);
+            if (head.status == proto::kStatusOk) {
+                h.failures = 0;
+                result = loop_.complete(std::move(*ticket),
+                                        make_error(Errc::invalid_argument, "handler result of " + size), true);
+            } else {
+                result = loop_.complete(std::move(*ticket),
+                                        make_error(head.status == proto::kStatusPermanent ? Errc::invalid_argument
+                                                                                          : Errc::io_error,
+                                                   "handler: an error message of " + size + " (not kept)"),
+                                        head.status == proto::kStatusPermanent);
+            }
+            h.skip = frame_bytes - (unparsed.size() - pos);
+            pos = unparsed.size();
+            if (!result) return result;
+            break;
+        }
         pos += used;
         if (p == proto::Parse::hello) {
             if (h.state != Handler::State::starting) return fail(h, "protocol error: a second hello");
@@ -335,30 +405,24 @@ Status Pool::on_readable(Handler& h) {
             h.state = Handler::State::ready;
             continue;
         }
-        if (h.state != Handler::State::ready && h.state != Handler::State::closing)
-            return fail(h, "protocol error: a reply before the hello");
-        auto it = h.in_flight.find(reply.id);
-        if (it == h.in_flight.end())
-            return fail(h, "protocol error: a reply for request " + std::to_string(reply.id) +
-                               ", which is not in flight at this handler");
-        WorkTicket ticket = std::move(it->second.ticket);
-        h.in_flight.erase(it);
-        if (!suspects_.empty()) suspects_.erase({ticket.item().partition, ticket.item().offset});
+        Status st;
+        std::optional<WorkTicket> ticket = answered(h, reply.id, &st);
+        if (!ticket) return st;
         if (reply.status == proto::kStatusOk) {
             h.failures = 0;
             if (spec_.max_result_bytes != 0 && reply.body.size() > spec_.max_result_bytes) {
-                result = loop_.complete(std::move(ticket),
+                result = loop_.complete(std::move(*ticket),
                                         make_error(Errc::invalid_argument,
                                                    "handler result of " + std::to_string(reply.body.size()) +
                                                        " bytes is larger than --max-result-size " +
                                                        std::to_string(spec_.max_result_bytes)),
                                         true);
             } else {
-                result = loop_.complete(std::move(ticket), reply.body);
+                result = loop_.complete(std::move(*ticket), reply.body);
             }
         } else {
             const std::string msg(reply.body.begin(), reply.body.end());
-            result = loop_.complete(std::move(ticket),
+            result = loop_.complete(std::move(*ticket),
                                     make_error(reply.status == proto::kStatusPermanent ? Errc::invalid_argument
                                                                                        : Errc::io_error,
                                                "handler: " + msg),
@@ -384,7 +448,7 @@ size_t Pool::capacity() {
 
 bool Pool::all_ready() const {
     for (const Handler& h : handlers_)
-        if (h.state != Handler::State::ready) return false;
+        if (h.state != Handler::State::ready || h.skip != 0) return false;
     return true;
 }
 

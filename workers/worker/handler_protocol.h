@@ -44,6 +44,15 @@ enum class Parse : uint8_t { need_more, hello, reply, error };
 
 /// Parses one frame from `in` (a handler's output). *used: bytes consumed (hello, reply). On
 /// error, *why says what was wrong ("unknown frame type 0x41", "frame of 3000000000 bytes").
+/// A reply's fixed fields are checked as soon as they are in, before the rest of its frame.
 Parse parse_frame(std::span<const uint8_t> in, size_t* used, Reply* reply, uint16_t* hello_version, std::string* why);
+
+/// The fixed fields of the reply frame at the start of `in` (id, status; body left empty) and
+/// *frame_bytes, the whole frame's size, once its first 18 bytes are in: the worker judges a
+/// reply too large to keep by them and drops the rest unread. need_more before that (or when
+/// the frame is a hello reply), error as parse_frame says it.
+Parse parse_reply_head(std::span<const uint8_t> in, Reply* head, uint64_t* frame_bytes, std::string* why);
+/// Bytes of a reply frame before its body: length, type, id, status, body length.
+inline constexpr size_t kReplyHeadBytes = 4 + 1 + 8 + 1 + 4;
 
 }  // namespace fabric_shm::workers::handler_protocol
