@@ -2,6 +2,8 @@
 // MemObjectStore: put (bytes-like), get -> a pinned object whose .data is a read-only memoryview
 // of the bytes in the pool (zero-copy, released with its last view), loan -> a writable
 // memoryview to fill, then commit().
+#include <cstring>
+
 #include "common.h"
 #include "fabric_shm/mem_object_store.h"
 #include "store.h"
@@ -11,6 +13,19 @@ namespace fabric_shm::py_bind {
 namespace {
 
 /// store.get(): the pin, its info, and the exporter behind .data (created on first use).
+/// Objects from this size up are checked or copied with the GIL released: a CRC or a copy of
+/// megabytes takes milliseconds that other Python threads should have. Below it, releasing
+/// and taking the GIL back would cost more than the work.
+constexpr size_t kWithoutGilFromBytes = 64 * 1024;
+
+/// f() (a Status) with the GIL released when the object is large.
+template <class F>
+Status while_large(size_t bytes, F&& f) {
+    if (bytes < kWithoutGilFromBytes) return f();
+    py::gil_scoped_release nogil;
+    return f();
+}
+
 struct PyObjectRef {
     std::shared_ptr<PinHolder> pin;
     FabricUri uri;
@@ -18,6 +33,24 @@ struct PyObjectRef {
     const PinHolder& holder() const {
         check_not_closed(pin != nullptr, "this object");
         return *pin;
+    }
+    /// The pin, shared for a call that releases the GIL: a close() from another thread
+    /// meanwhile drops this object's share, not the bytes under the call.
+    std::shared_ptr<PinHolder> pinned_for_call() const {
+        check_not_closed(pin != nullptr, "this object");
+        return pin;
+    }
+    py::bytes copy() const {
+        const std::shared_ptr<PinHolder> held = pinned_for_call();
+        const auto b = held->view.bytes();
+        auto out = py::reinterpret_steal<py::bytes>(PyBytes_FromStringAndSize(nullptr, Py_ssize_t(b.size())));
+        if (!out) throw py::error_already_set();
+        char* dst = PyBytes_AS_STRING(out.ptr());  // not shared with anyone until returned
+        (void)while_large(b.size(), [&] {
+            std::memcpy(dst, b.data(), b.size());
+            return Status{};
+        });
+        return out;
     }
     void close() {
         if (exporter) exporter_close(exporter, "this object was closed");
@@ -119,16 +152,14 @@ void bind_store(py::module_& m) {
         .def_property_readonly("size", [](PyObjectRef& o) { return o.holder().view.info().size; })
         .def_property_readonly("uri", [](PyObjectRef& o) { return o.uri; })
         .def_property_readonly("closed", [](PyObjectRef& o) { return o.pin == nullptr; })
-        .def("verify", [](PyObjectRef& o) { unwrap(o.holder().view.verify()); },
+        .def("verify",
+             [](PyObjectRef& o) {
+                 const std::shared_ptr<PinHolder> pin = o.pinned_for_call();
+                 unwrap(while_large(pin->view.bytes().size(), [&] { return pin->view.verify(); }));
+             },
              "Checks the stored CRC-32 of the bytes; raises Corrupt on a mismatch.")
-        .def("tobytes", [](PyObjectRef& o) {
-            const auto b = o.holder().view.bytes();
-            return py::bytes(reinterpret_cast<const char*>(b.data()), b.size());
-        }, "A copy of the bytes.")
-        .def("__bytes__", [](PyObjectRef& o) {
-            const auto b = o.holder().view.bytes();
-            return py::bytes(reinterpret_cast<const char*>(b.data()), b.size());
-        })
+        .def("tobytes", &PyObjectRef::copy, "A copy of the bytes.")
+        .def("__bytes__", &PyObjectRef::copy)
         .def("__len__", [](PyObjectRef& o) { return o.holder().view.bytes().size(); })
         .def("close", &PyObjectRef::close,
              "Releases this object's pin (at once, or when the last memoryview of .data is released).")

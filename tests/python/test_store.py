@@ -211,6 +211,62 @@ def test_an_integer_argument_out_of_range_is_invalid_argument_naming_it_and_stor
     assert store.put(uri(pool, "f"), b"x", fence=2**64 - 1) >= 1
 
 
+def test_a_large_object_is_verified_and_copied_while_other_threads_run(pool_name):
+    import threading
+    import time
+
+    # A CRC or copy of tens of megabytes takes milliseconds: other Python threads run meanwhile
+    # (the GIL is released for objects of 64 KiB and more), and a close() from one of them
+    # leaves the call's bytes pinned until it returns.
+    with fs.Pool.create(pool_name, size="160M", ttl=120) as big_pool:
+        store = big_pool.store("big", heap_bytes=128 << 20, max_object_bytes=64 << 20)
+        payload = bytes(range(256)) * (48 << 12)  # 48 MiB
+        u = f"fabric://{pool_name}/b/large"
+        store.put(u, payload)
+        obj = store.get(u)
+        ticks, done = [], threading.Event()
+
+        def ticker():
+            while not done.is_set():
+                ticks.append(time.monotonic())
+                time.sleep(0.0005)
+
+        calls = []
+        thread = threading.Thread(target=ticker)
+        thread.start()
+        try:
+            time.sleep(0.01)
+            for _ in range(4):
+                start = time.monotonic()
+                obj.verify()
+                calls.append((start, time.monotonic()))
+                start = time.monotonic()
+                copied = obj.tobytes()
+                calls.append((start, time.monotonic()))
+                assert len(copied) == len(payload)
+        finally:
+            done.set()
+            thread.join()
+        assert copied == payload
+        # A tick needs the GIL: one in the middle of a call means the call had let it go (at
+        # its edges, a tick can fall between the clock read and the call).
+        inside = [t for t in ticks if any(a + 0.3 * (b - a) < t < b - 0.3 * (b - a) for a, b in calls)]
+        spent = sum(b - a for a, b in calls)
+        assert len(inside) >= 3, f"{len(inside)} ticks of another thread in {spent * 1e3:.1f} ms of verify/tobytes"
+        # close() from another thread during a verify: the verify still reads pinned bytes.
+        closer = threading.Timer(0.001, obj.close)
+        closer.start()
+        try:
+            obj.verify()
+        except fs.Closed:
+            pass  # closed before the call began
+        closer.join()
+        with pytest.raises(fs.Closed):
+            obj.verify()
+        del obj, copied
+        store.close()
+
+
 def test_list_by_bucket_and_prefix(pool):
     store = pool.store()
     for k in ["a/1", "a/2", "b/1"]:
