@@ -263,3 +263,53 @@ TEST_CASE("dlq purge: frees the slots of a full dead-letter topic at once") {
     CHECK(dlq->send("one more").ok());
     CHECK(retained(f.tp.pool) == 1);
 }
+
+namespace {
+/// The dead-letter topic's next offset claimed by a producer SIGKILLed before it published (a
+/// worker killed while dead-lettering), turned into a skip record by the reaper.
+void dead_letterer_killed_mid_send(Fixture& f) {
+    const std::string name = f.tp.cleanup.name();
+    const pid_t kid = test::fork_child([&]() -> int {
+        Pool pool = open_child_pool(name);
+        auto prod = Producer::open(pool, "ev.dlq");
+        if (!prod) return 81;
+        ::setenv("FABRIC_SHM_CRASH_POINT", "mq.send.after_claim", 1);
+        detail::crash_point_rearm();
+        (void)prod->send("never published");
+        return 0;  // not reached
+    });
+    REQUIRE(test::wait_child(kid) == 128 + SIGKILL);
+    f.tp.pool.reap(MonoClock::now());
+}
+}  // namespace
+
+TEST_CASE("dlq replay: a dead-letter topic ending in a skip record (a worker killed mid-dead-letter) is listed, replayed "
+          "and purged without hanging") {
+    Fixture f("dlqr-skip", config(1, 16));
+    f.dead_letter(0, 3);  // offsets 0..2
+    dead_letterer_killed_mid_send(f);  // offsets 3 and 4: skip records
+    dead_letterer_killed_mid_send(f);
+    // Each call in a child: one that never returns is killed at the deadline and fails here.
+    const std::string name = f.tp.cleanup.name();
+    const pid_t kid = test::fork_child([&]() -> int {
+        Pool pool = open_child_pool(name);
+        auto all = list_dead_letters(pool, "ev.dlq");
+        if (!all || all->size() != 3) return 1;
+        DeadLetterSelection to3;  // `--partition 0 --to 3`: ends inside the skip records
+        to3.partition = 0;
+        to3.to_offset = 3;
+        all = list_dead_letters(pool, "ev.dlq", to3);
+        if (!all || all->size() != 3) return 4;
+        ReplayOptions keep;
+        keep.keep = true;
+        auto rep = replay_dead_letters(pool, "ev.dlq", keep);
+        if (!rep || rep->replayed != 3 || rep->kept != 3) return 2;
+        PurgeOptions everything;
+        everything.all = true;
+        auto p = purge_dead_letters(pool, "ev.dlq", everything);
+        if (!p || p->removed != 3 || p->remaining != 0) return 3;
+        return 0;
+    });
+    CHECK(test::wait_child(kid, 10000) == 0);
+    CHECK(retained(f.tp.pool) == 0);
+}

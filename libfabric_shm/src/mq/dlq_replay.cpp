@@ -101,10 +101,15 @@ Result<PartitionRead> read_partition(TopicHandle& t, Consumer& consumer, uint32_
             r.end = m.offset + 1;
         }
         if (past) break;
-        const uint64_t pos = consumer.position(p).value();
-        if (batch.empty() && pos == r.end) break;  // a claim in progress (or nothing more)
-        // Skip records (producers that died mid-send) advance the position without a message.
-        if (int64_t(pos - r.end) > 0 && int64_t(tail - pos) >= 0 && pos <= sel.to_offset + 1) r.end = pos;
+        // Skip records (producers that died mid-send) advance the position without a message:
+        // read up to the position, within the tail snapshot and the selection. Every round
+        // moves r.end on or ends the read, so a trailing skip record cannot spin it (to_offset
+        // + 1 overflows for the default UINT64_MAX: saturated).
+        uint64_t skipped_to = consumer.position(p).value();
+        if (int64_t(skipped_to - tail) > 0) skipped_to = tail;
+        if (sel.to_offset != UINT64_MAX && skipped_to > sel.to_offset + 1) skipped_to = sel.to_offset + 1;
+        if (int64_t(skipped_to - r.end) > 0) r.end = skipped_to;
+        else if (batch.empty()) break;  // a claim in progress (or nothing more)
     }
     return r;
 }
