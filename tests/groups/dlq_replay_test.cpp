@@ -313,3 +313,28 @@ TEST_CASE("dlq replay: a dead-letter topic ending in a skip record (a worker kil
     CHECK(test::wait_child(kid, 10000) == 0);
     CHECK(retained(f.tp.pool) == 0);
 }
+
+TEST_CASE("dlq replay: an offset range past the partition's end selects nothing, however large the offsets") {
+    Fixture f("dlqr-far", config(1, 16));
+    f.dead_letter(0, 3);  // offsets 0..2
+    for (const uint64_t from : {uint64_t(3), uint64_t(1) << 63, (uint64_t(1) << 63) + 5, UINT64_MAX}) {
+        CAPTURE(from);
+        DeadLetterSelection far;
+        far.partition = 0;
+        far.from_offset = from;
+        auto none = list_dead_letters(f.tp.pool, "ev.dlq", far);
+        REQUIRE(none.ok());
+        CHECK(none->empty());
+        far.to_offset = from;  // `dlq show 0:<from>`
+        none = list_dead_letters(f.tp.pool, "ev.dlq", far);
+        REQUIRE(none.ok());
+        CHECK(none->empty());
+        ReplayOptions replay;
+        replay.selection = far;
+        auto rep = replay_dead_letters(f.tp.pool, "ev.dlq", replay);
+        REQUIRE(rep.ok());
+        CHECK(rep->replayed == 0);
+    }
+    CHECK(f.new_messages().empty());
+    CHECK(retained(f.tp.pool) == 3);
+}

@@ -83,6 +83,11 @@ Result<PartitionRead> read_partition(TopicHandle& t, Consumer& consumer, uint32_
     const PartitionView& pv = t.parts[p];
     const uint64_t tail = pv.hdr->tail.load(std::memory_order_acquire);  // pairs with the tail CAS
     r.oldest = oldest_offset(t, pv);
+    r.end = tail;
+    // Past the tail nothing is selected. Checked here: the seek below compares wrap-safe, and
+    // takes an offset 2^63 or more above the tail for one below the oldest (it would start
+    // there, and letters outside the selection would be listed, replayed).
+    if (sel.from_offset > tail) return r;
     const uint32_t parts[] = {p};
     FABRIC_TRY(consumer.assign(parts));
     FABRIC_TRY(consumer.seek(p, SeekPolicy::Offset(std::max(sel.from_offset, r.oldest))));
