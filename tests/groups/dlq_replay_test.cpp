@@ -338,3 +338,34 @@ TEST_CASE("dlq replay: an offset range past the partition's end selects nothing,
     CHECK(f.new_messages().empty());
     CHECK(retained(f.tp.pool) == 3);
 }
+
+TEST_CASE("dlq replay: a dead letter that filled its source slot goes back (without the replay mark) instead of "
+          "stopping every replay at it") {
+    Fixture f("dlqr-max", config(1, 16));
+    auto prod = Producer::open(f.tp.pool, "ev");
+    REQUIRE(prod.ok());
+    const MessageHeader h[] = {{"fabric-version", "7"}};
+    // The largest value that fits a slot of `ev` next to this key and header (failed sends claim nothing).
+    size_t size = 256;
+    while (size > 0 && !prod->send_keyed(bytes("kmax"), bytes(std::string(size, 'v')), h).ok()) --size;
+    REQUIRE(size > 0);
+    MessageBatch b;
+    REQUIRE(f.consumer->poll(b, 1, std::chrono::seconds(1)).value() == 1);
+    REQUIRE(b[0].key_str() == "kmax");
+    REQUIRE(f.router->dead_letter(b[0], 3, "too big to work").ok());
+    REQUIRE(f.consumer->commit().ok());
+    f.dead_letter(0, 2);  // two ordinary letters behind it
+    REQUIRE(retained(f.tp.pool) == 3);
+    auto rep = replay_dead_letters(f.tp.pool, "ev.dlq", ReplayOptions{});
+    REQUIRE(rep.ok());
+    CHECK_FALSE(rep->stopped.has_value());
+    if (rep->stopped) MESSAGE(rep->stopped->message);
+    CHECK(rep->replayed == 3);
+    CHECK(rep->removed == 3);
+    CHECK(retained(f.tp.pool) == 0);
+    auto back = f.new_messages();
+    REQUIRE(back.size() == 3);
+    CHECK(back[0].first == "kmax");
+    CHECK(back[0].second == "");  // no room for the mark
+    CHECK(back[1].second == "1");
+}

@@ -214,11 +214,18 @@ Result<ReplayReport> replay_dead_letters(Pool& pool, std::string_view dlq_topic,
                     for (const auto& [k, v] : d.headers) headers.push_back({k, v});
                     headers.push_back({kHeaderReplays, replays});
                     const auto value = std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(d.value.data()), d.value.size());
-                    auto res = d.key.empty()
-                                   ? it->second.send(value, headers)
-                                   : it->second.send_keyed(std::span<const uint8_t>(
-                                                               reinterpret_cast<const uint8_t*>(d.key.data()), d.key.size()),
-                                                           value, headers);
+                    auto send = [&](std::span<const MessageHeader> hs) {
+                        return d.key.empty() ? it->second.send(value, hs)
+                                             : it->second.send_keyed(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(
+                                                                                              d.key.data()),
+                                                                                          d.key.size()),
+                                                                     value, hs);
+                    };
+                    auto res = send(headers);
+                    // A message that filled its slot has no room for the mark: it goes back as it
+                    // was (unmarked) rather than stop every replay of the partition at it for ever.
+                    if (!res && res.code() == Errc::message_too_large)
+                        res = send(std::span<const MessageHeader>(headers).first(headers.size() - 1));
                     if (!res) sent = std::move(res).error();
                 }
             }
