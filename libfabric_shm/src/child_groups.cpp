@@ -10,6 +10,8 @@
 #include "fabric_shm/child_groups.h"
 
 #include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cerrno>
 
@@ -37,6 +39,16 @@ ProcessSlot* own_slot(const Pool& pool) {
     return slot;
 }
 
+/// True when `pid` is a child of this process (any thread's). WNOWAIT|WNOHANG: only looks,
+/// reaps nothing and leaves every status to the caller's own wait.
+bool is_own_child(pid_t pid) {
+    siginfo_t info{};
+    for (;;) {
+        if (::waitid(P_PID, id_t(pid), &info, WEXITED | WSTOPPED | WCONTINUED | WNOHANG | WNOWAIT) == 0) return true;
+        if (errno != EINTR) return false;  // ECHILD: not ours
+    }
+}
+
 }  // namespace
 
 Status register_child_group(const Pool& pool, pid_t pgid) {
@@ -50,6 +62,18 @@ Status register_child_group(const Pool& pool, pid_t pgid) {
         return make_error(Errc::invalid_argument, "process group " + std::to_string(pgid) +
                                                       ": its leader (pid " + std::to_string(pgid) +
                                                       ") is not running");
+    // Whoever ends this registration sends SIGKILL to -pgid, so only a group this process
+    // started may be recorded: group 1 is kill(-1), every process the killer may signal; our
+    // own group's leader is us or an ancestor (a shell), and the kill at our own close would
+    // take us and the whole job with it; any other is someone else's.
+    if (!is_own_child(pgid))
+        return make_error(Errc::invalid_argument, "process group " + std::to_string(pgid) + ": its leader (pid " +
+                                                      std::to_string(pgid) + ") is not a child of this process (pid " +
+                                                      std::to_string(::getpid()) + ")");
+    if (::getpgid(pgid) != pgid)
+        return make_error(Errc::invalid_argument, "process group " + std::to_string(pgid) + ": pid " +
+                                                      std::to_string(pgid) +
+                                                      " leads no process group (setpgid(child, 0) first)");
     const uint64_t entry = child_group_word(leader.start_time, uint32_t(pgid));
     for (auto& e : slot->child_groups)
         if (e.load(std::memory_order_relaxed) == entry) return {};

@@ -185,3 +185,25 @@ TEST_CASE("results: a second live group writing the same result bucket is refuse
     CHECK(s1.wait() == 0);
     CHECK(s2.wait() == 0);
 }
+
+TEST_CASE("results: a member that disagrees with its live peers about --shared-results is refused, so no other group "
+          "gets into a bucket a live member never agreed to share") {
+    Fixture f("res-sharing");
+    Proc a(f.worker("--topic t1 --group g1 --id a --builtin copy"));  // not shared
+    REQUIRE(eventually([&] { return alive_members(f.pool, "t1", "g1") == 1; }));
+    {
+        Proc b(f.worker("--topic t1 --group g1 --id b --builtin copy --shared-results --count 1 --exit-when-idle 100ms"));
+        CHECK_MESSAGE(b.wait() == 1, b.out());
+        CHECK(b.out().find("\"conflict\"") != std::string::npos);
+        CHECK(b.out().find("--shared-results") != std::string::npos);
+    }
+    std::string out;
+    REQUIRE(sh(q(cli_bin()) + " group describe g1 --topic t1 --json --pool " + f.name, &out) == 0);
+    CHECK(out.find("\"shared_results\":false") != std::string::npos);  // a's record stands
+    {
+        Proc g2(f.worker("--topic t2 --group g2 --builtin copy --shared-results --count 1 --exit-when-idle 100ms"));
+        CHECK_MESSAGE(g2.wait() == 1, g2.out());  // a, live, did not agree
+    }
+    a.signal(SIGTERM);
+    CHECK(a.wait() == 0);
+}

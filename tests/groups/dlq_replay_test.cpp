@@ -263,3 +263,109 @@ TEST_CASE("dlq purge: frees the slots of a full dead-letter topic at once") {
     CHECK(dlq->send("one more").ok());
     CHECK(retained(f.tp.pool) == 1);
 }
+
+namespace {
+/// The dead-letter topic's next offset claimed by a producer SIGKILLed before it published (a
+/// worker killed while dead-lettering), turned into a skip record by the reaper.
+void dead_letterer_killed_mid_send(Fixture& f) {
+    const std::string name = f.tp.cleanup.name();
+    const pid_t kid = test::fork_child([&]() -> int {
+        Pool pool = open_child_pool(name);
+        auto prod = Producer::open(pool, "ev.dlq");
+        if (!prod) return 81;
+        ::setenv("FABRIC_SHM_CRASH_POINT", "mq.send.after_claim", 1);
+        detail::crash_point_rearm();
+        (void)prod->send("never published");
+        return 0;  // not reached
+    });
+    REQUIRE(test::wait_child(kid) == 128 + SIGKILL);
+    f.tp.pool.reap(MonoClock::now());
+}
+}  // namespace
+
+TEST_CASE("dlq replay: a dead-letter topic ending in a skip record (a worker killed mid-dead-letter) is listed, replayed "
+          "and purged without hanging") {
+    Fixture f("dlqr-skip", config(1, 16));
+    f.dead_letter(0, 3);  // offsets 0..2
+    dead_letterer_killed_mid_send(f);  // offsets 3 and 4: skip records
+    dead_letterer_killed_mid_send(f);
+    // Each call in a child: one that never returns is killed at the deadline and fails here.
+    const std::string name = f.tp.cleanup.name();
+    const pid_t kid = test::fork_child([&]() -> int {
+        Pool pool = open_child_pool(name);
+        auto all = list_dead_letters(pool, "ev.dlq");
+        if (!all || all->size() != 3) return 1;
+        DeadLetterSelection to3;  // `--partition 0 --to 3`: ends inside the skip records
+        to3.partition = 0;
+        to3.to_offset = 3;
+        all = list_dead_letters(pool, "ev.dlq", to3);
+        if (!all || all->size() != 3) return 4;
+        ReplayOptions keep;
+        keep.keep = true;
+        auto rep = replay_dead_letters(pool, "ev.dlq", keep);
+        if (!rep || rep->replayed != 3 || rep->kept != 3) return 2;
+        PurgeOptions everything;
+        everything.all = true;
+        auto p = purge_dead_letters(pool, "ev.dlq", everything);
+        if (!p || p->removed != 3 || p->remaining != 0) return 3;
+        return 0;
+    });
+    CHECK(test::wait_child(kid, 10000) == 0);
+    CHECK(retained(f.tp.pool) == 0);
+}
+
+TEST_CASE("dlq replay: an offset range past the partition's end selects nothing, however large the offsets") {
+    Fixture f("dlqr-far", config(1, 16));
+    f.dead_letter(0, 3);  // offsets 0..2
+    for (const uint64_t from : {uint64_t(3), uint64_t(1) << 63, (uint64_t(1) << 63) + 5, UINT64_MAX}) {
+        CAPTURE(from);
+        DeadLetterSelection far;
+        far.partition = 0;
+        far.from_offset = from;
+        auto none = list_dead_letters(f.tp.pool, "ev.dlq", far);
+        REQUIRE(none.ok());
+        CHECK(none->empty());
+        far.to_offset = from;  // `dlq show 0:<from>`
+        none = list_dead_letters(f.tp.pool, "ev.dlq", far);
+        REQUIRE(none.ok());
+        CHECK(none->empty());
+        ReplayOptions replay;
+        replay.selection = far;
+        auto rep = replay_dead_letters(f.tp.pool, "ev.dlq", replay);
+        REQUIRE(rep.ok());
+        CHECK(rep->replayed == 0);
+    }
+    CHECK(f.new_messages().empty());
+    CHECK(retained(f.tp.pool) == 3);
+}
+
+TEST_CASE("dlq replay: a dead letter that filled its source slot goes back (without the replay mark) instead of "
+          "stopping every replay at it") {
+    Fixture f("dlqr-max", config(1, 16));
+    auto prod = Producer::open(f.tp.pool, "ev");
+    REQUIRE(prod.ok());
+    const MessageHeader h[] = {{"fabric-version", "7"}};
+    // The largest value that fits a slot of `ev` next to this key and header (failed sends claim nothing).
+    size_t size = 256;
+    while (size > 0 && !prod->send_keyed(bytes("kmax"), bytes(std::string(size, 'v')), h).ok()) --size;
+    REQUIRE(size > 0);
+    MessageBatch b;
+    REQUIRE(f.consumer->poll(b, 1, std::chrono::seconds(1)).value() == 1);
+    REQUIRE(b[0].key_str() == "kmax");
+    REQUIRE(f.router->dead_letter(b[0], 3, "too big to work").ok());
+    REQUIRE(f.consumer->commit().ok());
+    f.dead_letter(0, 2);  // two ordinary letters behind it
+    REQUIRE(retained(f.tp.pool) == 3);
+    auto rep = replay_dead_letters(f.tp.pool, "ev.dlq", ReplayOptions{});
+    REQUIRE(rep.ok());
+    CHECK_FALSE(rep->stopped.has_value());
+    if (rep->stopped) MESSAGE(rep->stopped->message);
+    CHECK(rep->replayed == 3);
+    CHECK(rep->removed == 3);
+    CHECK(retained(f.tp.pool) == 0);
+    auto back = f.new_messages();
+    REQUIRE(back.size() == 3);
+    CHECK(back[0].first == "kmax");
+    CHECK(back[0].second == "");  // no room for the mark
+    CHECK(back[1].second == "1");
+}

@@ -155,3 +155,21 @@ TEST_CASE("jobs: a killed process's replacement skips the chunks it finished (po
     CHECK_FALSE(out.contains(105).value());
     munmap(executed, 4096);
 }
+
+TEST_CASE("jobs: clearing a job's outputs leaves another job's alone, even one whose name extends it") {
+    TestPool tp("jobs-clear");
+    REQUIRE(MemObjectStore::open(tp.pool).ok());
+    auto store = MemObjectStore::open(tp.pool);
+    REQUIRE(store.ok());
+    const std::string name = tp.cleanup.name();
+    ObjectOutputStore nightly(**store, name, "nightly"), dated(**store, name, "nightly/2026-12-06");
+    const std::string out = "OUTPUT";
+    const ByteView bytes(reinterpret_cast<const uint8_t*>(out.data()), out.size());
+    REQUIRE(nightly.put(1, bytes).ok());
+    REQUIRE(dated.put(1, bytes).ok());
+    REQUIRE(dated.put(2, bytes).ok());
+    REQUIRE(nightly.clear().ok());
+    CHECK_FALSE(nightly.contains(1).value());
+    CHECK(dated.contains(1).value());
+    CHECK(dated.contains(2).value());
+}

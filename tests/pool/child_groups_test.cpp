@@ -229,3 +229,35 @@ TEST_CASE("child groups: registration checks the leader runs, is idempotent, for
     }
     guard.groups.clear();
 }
+
+TEST_CASE("child groups: registration refuses a group that is not a child's own (pid 1, our own group, a child that "
+          "leads none), naming it") {
+    test::TempPool temp("cg-notchild", 2 << 20);
+    Pool& pool = temp.pool;
+    // Every attempt is forgotten at once, whatever it returned: a recorded group is SIGKILLed
+    // when this registration ends (at our own close too), and group 1 is kill(-1, ...): every
+    // process we may signal.
+    auto attempt = [&](pid_t pgid) {
+        const Status st = register_child_group(pool, pgid);
+        unregister_child_group(pool, pgid);
+        return st;
+    };
+    Status st = attempt(1);
+    CHECK(st.code() == Errc::invalid_argument);
+    if (!st) CHECK(st.error().message.find("process group 1") != std::string::npos);
+    // Our own group: its leader is us or an ancestor (a shell): its whole job would go with us.
+    st = attempt(::getpgrp());
+    CHECK(st.code() == Errc::invalid_argument);
+    if (!st) CHECK(st.error().message.find("process group " + std::to_string(::getpgrp())) != std::string::npos);
+    // A running child that leads no group (it is in ours): -pid names no group of its own.
+    const pid_t kid = test::fork_child([] {
+        for (;;) ::pause();
+        return 0;
+    });
+    st = attempt(kid);
+    CHECK(st.code() == Errc::invalid_argument);
+    if (!st) CHECK(st.error().message.find("process group " + std::to_string(kid)) != std::string::npos);
+    ::kill(kid, SIGKILL);
+    CHECK(test::wait_child(kid) == 128 + SIGKILL);
+    CHECK(child_groups_of(pool, pool.self()).empty());
+}

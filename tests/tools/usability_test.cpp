@@ -383,6 +383,10 @@ TEST_CASE("dlq: ls, show, replay and purge from the command line") {
     CHECK(d["source_topic"] == "ev");
     CHECK(d["attempts"] == 3);
     CHECK(run("fabric-shm dlq show ev 0:9 --pool " + name).rc == 1);
+    // An offset past 2^64 - 1 is not read as UINT64_MAX (strtoull's saturation): named and refused.
+    r = run("fabric-shm dlq show ev 0:18446744073709551616 --pool " + name);
+    CHECK(r.rc != 0);
+    CHECK(r.out.find("'0:18446744073709551616' is not PARTITION:OFFSET") != std::string::npos);
     CHECK(run("fabric-shm dlq replay ev --pool " + name).rc == 2);  // --all or a range
     CHECK(run("fabric-shm dlq replay ev --from 1 --pool " + name).rc == 2);  // offsets need --partition
 

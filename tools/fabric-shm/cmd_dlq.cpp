@@ -2,6 +2,7 @@
 // `fabric-shm dlq ls|show|replay|purge TOPIC`: the way back from a dead-letter topic. TOPIC
 // is the source topic; its dead letters are in TOPIC.dlq (or --dlq NAME, the worker's --dlq).
 // All the shared-memory work is the library's (dlq_replay.h).
+#include <cerrno>
 #include <csignal>
 #include <iostream>
 #include <string>
@@ -109,8 +110,9 @@ Result<std::pair<uint32_t, uint64_t>> parse_position(const std::string& text) {
     char* end = nullptr;
     const unsigned long long p = std::strtoull(text.c_str(), &end, 10);
     if (end != text.c_str() + colon || p > UINT32_MAX) return bad();
+    errno = 0;  // ERANGE: past 2^64 - 1, saturated to it, which is not the offset asked for
     const unsigned long long o = std::strtoull(text.c_str() + colon + 1, &end, 10);
-    if (*end != '\0' || text[colon + 1] == '-') return bad();
+    if (*end != '\0' || text[colon + 1] == '-' || errno == ERANGE) return bad();
     return std::pair<uint32_t, uint64_t>{uint32_t(p), uint64_t(o)};
 }
 

@@ -28,7 +28,9 @@ constexpr uint32_t kMaxChildGroups = 32;
 /// process's registration in `pool`. Start the user's program only after this returns, so
 /// that no moment exists in which it runs unrecorded (exec_runner holds the child on a pipe).
 /// permission_denied on a read-only handle, invalid_argument when pgid is not a running
-/// process, capacity_exceeded when kMaxChildGroups are recorded. Idempotent.
+/// child of this process that leads its own group (never group 1, nor this process's own
+/// group: the survivor's kill(-pgid) would reach every process, or this one and its job),
+/// capacity_exceeded when kMaxChildGroups are recorded. Idempotent.
 Status register_child_group(const Pool& pool, pid_t pgid);
 /// Forgets `pgid` (after the leader was reaped, or the group killed). Idempotent; never fails.
 void unregister_child_group(const Pool& pool, pid_t pgid) noexcept;

@@ -67,9 +67,14 @@ Result<bool> ObjectOutputStore::contains(ChunkId id) {
 }
 
 Status ObjectOutputStore::clear() {
-    auto keys = store_->list(pool_, bucket_, job_ + "/");
+    const std::string prefix = job_ + "/";
+    auto keys = store_->list(pool_, bucket_, prefix);
     if (!keys) return std::move(keys).error();
     for (const auto& k : *keys) {
+        // Only this job's chunk outputs (PREFIX + 20 digits): the prefix also matches the
+        // outputs of a job whose name extends this one's ("nightly" and "nightly/2026-12-06").
+        const std::string_view rest = std::string_view(k).substr(std::min(prefix.size(), k.size()));
+        if (rest.size() != 20 || rest.find_first_not_of("0123456789") != std::string_view::npos) continue;
         auto u = FabricUri::make(pool_, bucket_, k);
         if (!u) return std::move(u).error();
         auto r = store_->remove(*u);

@@ -83,6 +83,11 @@ Result<PartitionRead> read_partition(TopicHandle& t, Consumer& consumer, uint32_
     const PartitionView& pv = t.parts[p];
     const uint64_t tail = pv.hdr->tail.load(std::memory_order_acquire);  // pairs with the tail CAS
     r.oldest = oldest_offset(t, pv);
+    r.end = tail;
+    // Past the tail nothing is selected. Checked here: the seek below compares wrap-safe, and
+    // takes an offset 2^63 or more above the tail for one below the oldest (it would start
+    // there, and letters outside the selection would be listed, replayed).
+    if (sel.from_offset > tail) return r;
     const uint32_t parts[] = {p};
     FABRIC_TRY(consumer.assign(parts));
     FABRIC_TRY(consumer.seek(p, SeekPolicy::Offset(std::max(sel.from_offset, r.oldest))));
@@ -101,10 +106,15 @@ Result<PartitionRead> read_partition(TopicHandle& t, Consumer& consumer, uint32_
             r.end = m.offset + 1;
         }
         if (past) break;
-        const uint64_t pos = consumer.position(p).value();
-        if (batch.empty() && pos == r.end) break;  // a claim in progress (or nothing more)
-        // Skip records (producers that died mid-send) advance the position without a message.
-        if (int64_t(pos - r.end) > 0 && int64_t(tail - pos) >= 0 && pos <= sel.to_offset + 1) r.end = pos;
+        // Skip records (producers that died mid-send) advance the position without a message:
+        // read up to the position, within the tail snapshot and the selection. Every round
+        // moves r.end on or ends the read, so a trailing skip record cannot spin it (to_offset
+        // + 1 overflows for the default UINT64_MAX: saturated).
+        uint64_t skipped_to = consumer.position(p).value();
+        if (int64_t(skipped_to - tail) > 0) skipped_to = tail;
+        if (sel.to_offset != UINT64_MAX && skipped_to > sel.to_offset + 1) skipped_to = sel.to_offset + 1;
+        if (int64_t(skipped_to - r.end) > 0) r.end = skipped_to;
+        else if (batch.empty()) break;  // a claim in progress (or nothing more)
     }
     return r;
 }
@@ -204,11 +214,18 @@ Result<ReplayReport> replay_dead_letters(Pool& pool, std::string_view dlq_topic,
                     for (const auto& [k, v] : d.headers) headers.push_back({k, v});
                     headers.push_back({kHeaderReplays, replays});
                     const auto value = std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(d.value.data()), d.value.size());
-                    auto res = d.key.empty()
-                                   ? it->second.send(value, headers)
-                                   : it->second.send_keyed(std::span<const uint8_t>(
-                                                               reinterpret_cast<const uint8_t*>(d.key.data()), d.key.size()),
-                                                           value, headers);
+                    auto send = [&](std::span<const MessageHeader> hs) {
+                        return d.key.empty() ? it->second.send(value, hs)
+                                             : it->second.send_keyed(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(
+                                                                                              d.key.data()),
+                                                                                          d.key.size()),
+                                                                     value, hs);
+                    };
+                    auto res = send(headers);
+                    // A message that filled its slot has no room for the mark: it goes back as it
+                    // was (unmarked) rather than stop every replay of the partition at it for ever.
+                    if (!res && res.code() == Errc::message_too_large)
+                        res = send(std::span<const MessageHeader>(headers).first(headers.size() - 1));
                     if (!res) sent = std::move(res).error();
                 }
             }

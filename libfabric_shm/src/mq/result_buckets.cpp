@@ -115,15 +115,22 @@ Status claim_result_bucket(const Pool& pool, const std::string& topic, const std
         const ResultsRecord have = read_results_record(g);
         if (have.bucket != bucket || have.shared != shared) {
             // Another bucket (or sharing) recorded while other members live: they write there.
-            const auto others = have.bucket.empty() || have.bucket == bucket
-                                    ? std::vector<std::string>{}
-                                    : live_members(pool, g, member_id, mono_now_ns());
-            if (!others.empty())
+            // A sharing that differs counts too: rewriting the record to shared would let
+            // another shared group into a bucket that a live member never agreed to share.
+            const auto others = have.bucket.empty() ? std::vector<std::string>{}
+                                                    : live_members(pool, g, member_id, mono_now_ns());
+            if (!others.empty() && have.bucket != bucket)
                 return make_error(Errc::conflict,
                                   "group '" + group + "' on topic '" + topic + "' writes its results to bucket '" +
                                       have.bucket + "' (live member(s) " + quoted_list(others) +
                                       "); every member of a group writes one result bucket: use --result-bucket " +
                                       have.bucket + ", or another group");
+            if (!others.empty())
+                return make_error(Errc::conflict,
+                                  "group '" + group + "' on topic '" + topic + "' writes bucket '" + have.bucket +
+                                      (have.shared ? "' with" : "' without") + " --shared-results (live member(s) " +
+                                      quoted_list(others) + "); every member of a group says the same: " +
+                                      (have.shared ? "add" : "drop") + " --shared-results, or stop those members first");
             write_results_record(g, bucket, shared);
         }
     }
