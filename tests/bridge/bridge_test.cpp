@@ -736,6 +736,7 @@ TEST_CASE("bridge: an object the exporter cannot pin for a while is exported wit
     CHECK(f.stop("export-a") == 0);
     CHECK(f.stop("import-b") == 0);
     CHECK(field(f["import-b"].out(), "objects") == 1);
+    CHECK(field(f["export-a"].out(), "objects") == 1);  // counted once stored, not per try
     store.reset();
     pool.reset();
 }

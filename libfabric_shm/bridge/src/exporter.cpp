@@ -45,6 +45,7 @@ struct Outgoing {
     std::string subject;
     std::vector<uint8_t> payload;
     bool chunk = false;    ///< published (and acknowledged) before the manifests
+    bool carries_object = false;  ///< a frame (or its manifest) with the object's bytes: counted once stored
     // Set by the ack handler (NATS thread) under Exporter::Impl::mutex.
     int state = 0;         ///< 0 pending, 1 stored, 2 duplicate, 3 refused
     std::string error;
@@ -272,6 +273,7 @@ std::unique_ptr<Outgoing> Exporter::Impl::take_outgoing() {
     spare.pop_back();
     o->payload.clear();
     o->chunk = false;
+    o->carries_object = false;
     o->state = 0;
     o->error.clear();
     o->error_code = jsErrCode(0);
@@ -347,7 +349,7 @@ Result<bool> Exporter::Impl::build(const Message& m, std::vector<std::unique_ptr
     o->subject = subject_of(m.partition);
     FABRIC_TRY(encode_frame(f, o->payload));
     pinned.reset();  // the bytes are in the frame: unpin before the network round trip
-    if (f.has_object) ++stats.objects;
+    o->carries_object = f.has_object;  // counted when the round is stored: a round may be built again
     if (o->payload.size() > chunk_limit) {
         // Side channel: the frame in chunks on their own subjects, then a manifest as the message.
         const uint64_t total = o->payload.size();
@@ -459,10 +461,11 @@ Result<Exporter::Impl::Round> Exporter::Impl::publish_round(const std::function<
         if (stop && stop()) return Round::interrupted;
         backoff = std::min(backoff * 2, cfg.retry_max_ns);
     }
+    uint64_t objects = 0;
     for (const auto& o : msgs) {
         frame_bytes += o->payload.size();
-        if (o->chunk) ++stats.chunks;
-        else ++frames;
+        if (!o->chunk) ++frames;
+        if (o->carries_object) ++objects;
     }
     {
         std::lock_guard<std::mutex> lock(mutex);
@@ -533,6 +536,8 @@ Result<Exporter::Impl::Round> Exporter::Impl::publish_round(const std::function<
             stats.duplicates += dups;
             local->status().add(StatusCounter::duplicates, dups);
             stats.messages += frames;
+            stats.objects += objects;
+            stats.chunks += msgs.size() - frames;
             stats.bytes += frame_bytes;
             stats.skipped_loops += skipped;
             local->status().add(StatusCounter::messages, frames);
