@@ -809,7 +809,9 @@ Result<BridgeExit> Importer::run(const std::function<bool()>& should_stop) {
         const int64_t timeout_ms = int64_t(im.in_flight.empty() ? kIdleFetchMs : kBusyFetchMs);
         natsStatus s = fetch(im.sub, batch, timeout_ms, &msgs);
         if (s == NATS_OK) {
-            im.fetched_extended_ns = mono_now_ns();
+            // 0: the first wait for room extends them at once. Messages taken from the
+            // subscription's queue may have been delivered long before this fetch.
+            im.fetched_extended_ns = 0;
             for (size_t i = 0; i < msgs.size(); ++i) {
                 natsMsg* m = msgs[i];
                 im.fetched_rest = std::span<natsMsg* const>(msgs).subspan(i + 1);
