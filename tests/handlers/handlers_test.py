@@ -335,6 +335,49 @@ while True:
         # all of it if it buffered the frame before judging its size).
         self.assertLess(peak_kib, 128 << 10, "worker peak RSS %d KiB" % peak_kib)
 
+    def test_a_worker_stopped_while_a_too_large_reply_is_still_coming_waits_for_the_handler_not_its_kill(self):
+        # The handler writes its 64 MiB result slowly; the worker answers the request from the
+        # reply's first bytes and is told to stop before the rest has come. Its handler must
+        # still reach its end of input and exit (the worker drops what it writes meanwhile),
+        # not sit blocked on a full pipe until the worker's grace runs out and it is killed.
+        h = self.script("slow_huge.py", """
+import os, struct, sys, time
+def read_exact(n):
+    b = b""
+    while len(b) < n:
+        c = os.read(0, n - len(b))
+        if not c:
+            sys.exit(0)
+        b += c
+    return b
+def frame():
+    (n,) = struct.unpack("<I", read_exact(4))
+    return read_exact(n)
+def write_all(b):
+    v = memoryview(b)
+    while v:
+        v = v[os.write(1, v):]
+frame()
+write_all(struct.pack("<IB4sHH", 9, ord("h"), b"FSHM", 1, 0))
+BIG = 64 << 20
+piece = bytes(1 << 20)
+while True:
+    (rid,) = struct.unpack_from("<Q", frame(), 1)
+    write_all(struct.pack("<IBQBI", 1 + 13 + BIG, ord("R"), rid, 0, BIG))
+    for _ in range(BIG // len(piece)):
+        write_all(piece)
+        time.sleep(0.02)
+""")
+        p = self.worker("python3 " + h, "--concurrency", "1", "--max-result-size", "1M", idle=None)
+        self.put({"big": b"small input"})
+        self.assertTrue(wait_for(lambda: len(self.dead_letters()) == 1, timeout=60), self.dead_letters())
+        start = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        stats, err = self.finish(p)
+        self.assertNotIn("did not exit", err)
+        # The rest of the reply takes ~1.3 s to come; the worker's grace before a kill is 10 s.
+        self.assertLess(time.monotonic() - start, 8.0, err)
+
     def test_one_mib_objects_pass_the_protocol_without_deadlock(self):
         objs = {"big%d" % i: bytes([97 + i]) * (1 << 20) for i in range(4)}
         p = self.worker("python3 %s/examples/handlers/upper.py" % SOURCE, "--concurrency", "2",

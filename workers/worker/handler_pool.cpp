@@ -510,6 +510,12 @@ void Pool::close_all(uint64_t grace_ns) {
         pid_t w = 0;
         while ((w = ::waitpid(h.pid, &status, WNOHANG)) == 0 && mono_now_ns() < end) {
             on_stderr(h);
+            // Nothing it still writes is wanted (every request is settled), but a handler
+            // blocked writing the rest of a reply into a full pipe (one answered early, too
+            // large to keep) could not get to its end of file and exit: drop what comes.
+            char sink[16384];
+            while (h.out >= 0 && ::read(h.out, sink, sizeof sink) > 0) {
+            }
             ::usleep(2000);
         }
         if (w != h.pid) log("handler " + std::to_string(h.index) + " did not exit after its stdin closed: killed");
