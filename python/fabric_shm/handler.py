@@ -73,7 +73,16 @@ class Request:
             self.id, self.uri, self.version, self.attempt, len(self.data))
 
 
+# A frame's length counts its type byte and fields; the worker refuses a frame above 1 GiB.
+_MAX_REPLY_BODY = (1 << 30) - (1 + 8 + 1 + 4)
+
+
 def _reply(req_id, status, body):
+    if len(body) > _MAX_REPLY_BODY:
+        # Too large to frame: this request alone fails (an error raised here would end the
+        # helper, and every request in flight with it).
+        body = ("handler result of %d bytes exceeds the protocol's %d" % (len(body), _MAX_REPLY_BODY)).encode()
+        status = PERMANENT
     return struct.pack("<IBQBI", 1 + 8 + 1 + 4 + len(body), _REPLY, req_id, status, len(body)) + body
 
 

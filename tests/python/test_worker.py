@@ -313,6 +313,23 @@ def test_job_coordinator_skips_chunks_whose_output_exists_on_a_rerun(pool):
         fs.JobCoordinator().run([b"x"], fs.MemoryOutputStore(), lambda c: c, aggregate=lambda outs: 1 / 0)
 
 
+def test_the_handler_helper_fails_a_result_too_large_to_frame_alone(monkeypatch):
+    # A frame's length is 32 bits and the worker takes at most 1 GiB: a larger result cannot be
+    # framed. struct.pack would raise and end the helper (failing every request in flight); the
+    # request fails alone, permanently, with the sizes. (The limit is lowered for the test.)
+    import struct
+
+    from fabric_shm import handler as h
+
+    monkeypatch.setattr(h, "_MAX_REPLY_BODY", 8)
+    fits = h._reply(1, h.OK, b"12345678")
+    too_large = h._reply(2, h.OK, b"123456789")
+    assert struct.unpack_from("<IBQBI", fits)[3:] == (h.OK, 8) and fits.endswith(b"12345678")
+    length, kind, rid, status, n = struct.unpack_from("<IBQBI", too_large)
+    assert (rid, status) == (2, h.PERMANENT) and length == 14 + n
+    assert b"9 bytes exceeds" in too_large
+
+
 def test_the_handler_helper_fails_an_unencodable_str_result_alone_and_keeps_serving():
     # fabric_shm.handler (fabric-shm-worker --handler) answers every request of one read in one
     # write. A result it cannot encode must fail that request, not end the helper: its exit
