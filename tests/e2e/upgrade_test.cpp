@@ -203,6 +203,15 @@ TEST_CASE("an archive whose pool, store, topic or group record has a field of th
         {"table entries past 32 bits", {with(store, "table_entries", (uint64_t(1) << 32) + 7), object, topic}},
         {"a pool size that is text", {with(pool, "size_bytes", "big"), store, object, topic}},
         {"a layout that is a number", {with(pool, "layout", 5), store, object, topic}},
+        // Names and options the pool refuses: refused before the objects before them are put.
+        {"a group name the pool refuses", {store, object, topic, with(group, "group", "bad/name")}},
+        {"an empty group name", {store, object, topic, with(group, "group", "")}},
+        {"a store name the pool refuses", {with(store, "name", "no such/store"), object, topic}},
+        {"a topic name the pool refuses", {store, object, with(topic, "name", "bad name")}},
+        {"an object whose metadata is over the limit, after one that fits",
+         {store, object, with(with(object, "key", "b"), "metadata", {{"m", std::string(600, 'x')}}), topic}},
+        {"an object whose content type is over the limit",
+         {store, with(object, "content_type", std::string(65, 't')), topic}},
     };
     int i = 0;
     for (const Case& c : cases) {

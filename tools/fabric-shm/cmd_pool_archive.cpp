@@ -20,6 +20,7 @@
 #include "fabric_shm/dlq.h"
 #include "fabric_shm/jobs.h"
 #include "fabric_shm/mem_object_store.h"
+#include "fabric_shm/names.h"
 #include "fabric_shm/offset_store.h"
 #include "fabric_shm/pool.h"
 #include "fabric_shm/topic.h"
@@ -369,6 +370,20 @@ Result<ObjectRecord> object_record(const json& h, const ImportMap& map) {
             FABRIC_TRY_ASSIGN(std::string value, archive::json_bytes(v, "metadata '" + k + "'"));
             o.options.metadata[k] = value;
         }
+    // What a put would refuse, refused here: pass 1 runs this too, so one object's options
+    // cannot stop the import after the objects before it were written.
+    if (o.options.content_type.size() > kMaxContentTypeLength)
+        return make_error(Errc::corrupt, "archive object " + o.uri_text + ": content type of " +
+                                             std::to_string(o.options.content_type.size()) + " bytes exceeds " +
+                                             std::to_string(kMaxContentTypeLength));
+    uint64_t meta_bytes = 0;
+    for (const auto& [k, v] : o.options.metadata) {
+        if (k.empty()) return make_error(Errc::corrupt, "archive object " + o.uri_text + ": an empty metadata key");
+        meta_bytes += k.size() + v.size();
+    }
+    if (meta_bytes > kMaxMetadataBytes)
+        return make_error(Errc::corrupt, "archive object " + o.uri_text + ": metadata of " + std::to_string(meta_bytes) +
+                                             " bytes exceeds " + std::to_string(kMaxMetadataBytes));
     const auto in = o.options.metadata.find(std::string(kResultInputUri));
     const auto ver = o.options.metadata.find(std::string(kResultInputVersion));
     if (in != o.options.metadata.end() && ver != o.options.metadata.end()) {
@@ -418,12 +433,21 @@ Result<MessageParts> message_parts(const json& h, std::span<const uint8_t> paylo
 
 // A store, topic or group record as the import uses it. Parsed in the first pass too, so
 // that a record of the wrong shape refuses the archive before anything is written.
+
+/// A name in a record that the pool would refuse (validate_name's rule), refused as corrupt.
+Status valid_record_name(const json& h, const char* what, const std::string& name) {
+    if (Status v = validate_name(what, name); !v)
+        return make_error(Errc::corrupt, "archive " + record_type(h) + " record: " + v.error().message);
+    return {};
+}
+
 Result<StoreConfig> store_record(const json& h) {
     StoreConfig cfg;
     FABRIC_TRY_ASSIGN(cfg.name, field<std::string>(h, "name"));
     FABRIC_TRY_ASSIGN(cfg.table_entries, field<uint32_t>(h, "table_entries"));
     FABRIC_TRY_ASSIGN(cfg.heap_bytes, field<uint64_t>(h, "heap_bytes"));
     FABRIC_TRY_ASSIGN(cfg.max_object_bytes, field<uint64_t>(h, "max_object_bytes"));
+    FABRIC_TRY(valid_record_name(h, "store", cfg.name));
     return cfg;
 }
 
@@ -435,6 +459,7 @@ struct TopicRecord {
 Result<TopicRecord> topic_record(const json& h) {
     TopicRecord t;
     FABRIC_TRY_ASSIGN(t.name, field<std::string>(h, "name"));
+    FABRIC_TRY(valid_record_name(h, "topic", t.name));
     FABRIC_TRY_ASSIGN(t.cfg.num_partitions, field<uint32_t>(h, "num_partitions"));
     FABRIC_TRY_ASSIGN(t.cfg.partition_capacity, field<uint32_t>(h, "partition_capacity"));
     FABRIC_TRY_ASSIGN(t.cfg.partition_stride, field<uint32_t>(h, "partition_stride"));
@@ -461,6 +486,8 @@ Result<GroupImport> group_record(const json& h) {
     GroupImport g;
     FABRIC_TRY_ASSIGN(g.topic, field<std::string>(h, "topic"));
     FABRIC_TRY_ASSIGN(g.group, field<std::string>(h, "group"));
+    FABRIC_TRY(valid_record_name(h, "topic", g.topic));
+    FABRIC_TRY(valid_record_name(h, "group", g.group));
     FABRIC_TRY_ASSIGN(g.ttl_ns, field<int64_t>(h, "ttl_ns"));
     if (g.ttl_ns == 0) return make_error(Errc::corrupt, "archive group record '" + g.group + "': 'ttl_ns' is 0 (a group's lease is > 0)");
     if (!h.contains("committed")) return g;
