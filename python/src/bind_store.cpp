@@ -206,13 +206,20 @@ void bind_store(py::module_& m) {
                  std::shared_ptr<LoanHolder> holder = std::move(l.holder);
                  if (l.exporter) exporter_close(l.exporter, "this loan was committed or dropped");
                  l.exporter = py::object();
+                 // Back to the Python object unless it was committed or close() ran meanwhile:
+                 // on a refusal, and on an exception from the call itself (the store closed by
+                 // another thread before the call took its lock).
+                 struct GiveBack {
+                     PyLoan& l;
+                     std::shared_ptr<LoanHolder>& holder;
+                     ~GiveBack() {
+                         if (holder && !l.dropped && holder->loan.valid()) l.holder = std::move(holder);
+                     }
+                 } give_back{l, holder};
                  auto version = without_gil(*l.store, [&] {
                      return store.commit(std::move(holder->loan), l.uri, l.options);
                  });
-                 if (!version) {
-                     if (!l.dropped && holder->loan.valid()) l.holder = std::move(holder);
-                     raise(std::move(version).error());
-                 }
+                 if (!version) raise(std::move(version).error());
                  l.committed = true;
                  return *version;
              },
