@@ -535,15 +535,19 @@ void bind_worker(py::module_& m) {
           "so a crashed run's replacement skips what was done.");
 
     py::class_<RetryPolicy>(m, "RetryPolicy")
-        .def(py::init([](uint32_t max_attempts, py::object initial_backoff, py::object max_backoff) {
+        .def(py::init([](uint32_t max_attempts, py::object initial_backoff, py::object max_backoff,
+                         py::object store_wait) {
                  RetryPolicy p;
                  p.max_attempts = max_attempts;
                  p.initial_backoff = duration_or(initial_backoff, "initial_backoff", p.initial_backoff);
                  p.max_backoff = duration_or(max_backoff, "max_backoff", p.max_backoff);
+                 p.store_wait = duration_or(store_wait, "store_wait", p.store_wait);
                  return p;
              }),
              py::kw_only(), py::arg("max_attempts") = 4, py::arg("initial_backoff") = py::none(),
-             py::arg("max_backoff") = py::none())
+             py::arg("max_backoff") = py::none(), py::arg("store_wait") = py::none(),
+             "store_wait: how long a chunk's output waits for room in a full output store (default 30 s; "
+             "not an attempt, the chunk is not run again).")
         .def_readonly("max_attempts", &RetryPolicy::max_attempts);
 
     py::class_<JobCoordinator>(m, "JobCoordinator",

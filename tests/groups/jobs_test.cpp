@@ -117,6 +117,57 @@ TEST_CASE("jobs: retryable errors are retried with backoff; permanent ones never
     CHECK(out.contains(100).value());
 }
 
+namespace {
+/// An output store that is full for its first `full_puts` puts.
+struct FullForAWhile final : JobOutputStore {
+    MemoryOutputStore inner;
+    int full_puts = 0, puts = 0;
+    Status put(ChunkId id, ByteView output) override {
+        if (puts++ < full_puts) return make_error(Errc::capacity_exceeded, "store full");
+        return inner.put(id, output);
+    }
+    Result<std::optional<std::vector<uint8_t>>> get(ChunkId id) override { return inner.get(id); }
+    Result<bool> contains(ChunkId id) override { return inner.contains(id); }
+    Status clear() override { return inner.clear(); }
+};
+}  // namespace
+
+TEST_CASE("jobs: a full output store makes a chunk's output wait for room; the chunk is not run again and no attempt "
+          "is counted") {
+    std::vector<uint64_t> slept;
+    RetryPolicy p;
+    p.sleep = [&](Duration wait) { slept.push_back(to_ns(wait)); };
+    FullForAWhile out;
+    out.full_puts = 3;
+    int runs = 0;
+    auto exec = [&](std::span<const uint8_t> in) {
+        ++runs;
+        return upper(in);
+    };
+    auto r = JobCoordinator(p).run(make_chunks(2), out, exec, concat);
+    REQUIRE_MESSAGE(r.ok(), r.error().message);
+    CHECK(r->complete);
+    CHECK(str(r->aggregate) == "CHUNK0,CHUNK1,");
+    CHECK(runs == 2);  // each chunk ran once
+    CHECK(r->retries == 0);
+    CHECK(r->failed.empty());
+    CHECK(slept == std::vector<uint64_t>{50'000'000ull, 100'000'000ull, 200'000'000ull});
+
+    // Still full past store_wait: the run ends with the store's error, naming the wait.
+    FullForAWhile never;
+    never.full_puts = 1 << 30;
+    slept.clear();
+    p.store_wait = std::chrono::seconds(1);
+    auto stuck = JobCoordinator(p).run(make_chunks(1), never, exec, concat);
+    REQUIRE_FALSE(stuck.ok());
+    CHECK(stuck.code() == Errc::capacity_exceeded);
+    CHECK(stuck.error().message.find("store_wait") != std::string::npos);
+    uint64_t waited = 0;
+    for (uint64_t w : slept) waited += w;
+    CHECK(waited >= 1'000'000'000ull);
+    CHECK(waited < 3'500'000'000ull);
+}
+
 TEST_CASE("jobs: a killed process's replacement skips the chunks it finished (pool-backed outputs)") {
     TestPool tp("jobs-kill");
     REQUIRE(MemObjectStore::open(tp.pool).ok());

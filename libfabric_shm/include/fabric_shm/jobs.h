@@ -76,6 +76,10 @@ struct RetryPolicy {
     std::vector<Errc> retryable = {Errc::lease_expired, Errc::busy,          Errc::timeout,
                                    Errc::io_error,      Errc::back_pressure, Errc::no_space,
                                    Errc::capacity_exceeded, Errc::conflict};
+    /// How long a chunk's output waits for room when the output store is full (or its key's
+    /// lock is held by a paused process): back-pressure, not a failed attempt; the chunk is not
+    /// run again. Past it the run returns the store's error (the outputs stored so far stay).
+    Duration store_wait = std::chrono::seconds(30);
     /// Waits between attempts; tests substitute a recorder. Default: nanosleep.
     std::function<void(Duration wait)> sleep;
     bool is_retryable(Errc code) const;
@@ -105,7 +109,8 @@ public:
 
     explicit JobCoordinator(RetryPolicy policy = {}) : policy_(std::move(policy)) {}
     /// Chunks in order; aggregate gets (id, output) in chunk order, only when all succeeded.
-    /// Errors: duplicate chunk ids (invalid_argument) or a failing output store.
+    /// Errors: duplicate chunk ids (invalid_argument), a failing output store, or one still
+    /// full after RetryPolicy::store_wait.
     Result<JobResult> run(std::span<const WorkChunk> chunks, JobOutputStore& outputs, const Exec& exec,
                           const Aggregate& aggregate);
 

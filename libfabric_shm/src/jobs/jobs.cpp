@@ -9,6 +9,8 @@
 #include <cstdio>
 #include <set>
 
+#include "fabric_shm/clock.h"
+
 namespace fabric_shm {
 
 // ---- MemoryOutputStore --------------------------------------------------------------------
@@ -105,6 +107,32 @@ void default_sleep(Duration wait) {
 }
 }  // namespace
 
+namespace {
+/// A full store (or a key lock held by a paused process) makes its writer wait, not fail.
+bool store_waits(Errc code) {
+    return code == Errc::capacity_exceeded || code == Errc::no_space || code == Errc::back_pressure ||
+           code == Errc::busy;
+}
+
+Status put_waiting_for_room(const RetryPolicy& policy, JobOutputStore& outputs, ChunkId id, ByteView output,
+                            const std::function<void(Duration)>& sleep) {
+    // The output is kept and put again after a backoff: running the chunk again would redo its
+    // work, and counting an attempt would turn a slow reader of the store into a failed job.
+    Status put = outputs.put(id, output);
+    uint64_t waited = 0;
+    for (uint32_t n = 1; !put && store_waits(put.code()) && waited < uint64_t(to_ns(policy.store_wait)); ++n) {
+        const Duration wait = policy.backoff(n);
+        sleep(wait);
+        waited += to_ns(wait);
+        put = outputs.put(id, output);
+    }
+    if (!put && store_waits(put.code()))
+        return make_error(put.code(), "output of chunk " + std::to_string(id) + " waited " + format_duration_ns(waited) +
+                                          " (RetryPolicy.store_wait) for room in the output store: " + put.error().message);
+    return put;
+}
+}  // namespace
+
 Result<JobResult> JobCoordinator::run(std::span<const WorkChunk> chunks, JobOutputStore& outputs, const Exec& exec,
                                       const Aggregate& aggregate) {
     if (policy_.max_attempts == 0) return make_error(Errc::invalid_argument, "RetryPolicy.max_attempts 0 must be >= 1");
@@ -127,7 +155,7 @@ Result<JobResult> JobCoordinator::run(std::span<const WorkChunk> chunks, JobOutp
             fail.attempts = attempt;
             auto out = exec(c.data);
             if (out) {
-                FABRIC_TRY(outputs.put(c.id, *out));
+                FABRIC_TRY(put_waiting_for_room(policy_, outputs, c.id, *out, sleep));
                 done = true;
                 break;
             }
