@@ -351,6 +351,40 @@ TEST_CASE("dump: the store shows bytes per object, objects and bytes per bucket,
     CHECK(text.find("expiring soonest (2 objects have a TTL): results/soon in ") != std::string::npos);
 }
 
+TEST_CASE("dlq: ls and show print the control bytes a process wrote as \\xNN, never as terminal escapes") {
+    const std::string name = test::unique_pool_name("dlqesc");
+    test::PoolCleanup cleanup(name);
+    auto pool = Pool::create(PoolOptions{name, 16ull << 20});
+    REQUIRE(pool.ok());
+    TopicConfig tc;
+    tc.num_partitions = 1;
+    REQUIRE(TopicManager(*pool).create("ev", tc).ok());
+    {
+        auto c = Consumer::open(*pool, "ev", "g");
+        REQUIRE(c.ok());
+        REQUIRE(c->assign_all().ok());
+        auto router = DlqRouter::open(*pool, "ev", "g");
+        REQUIRE(router.ok());
+        auto prod = Producer::open(*pool, "ev");
+        // A screen clear in the value, a window-title sequence in the reason (as a handler's
+        // stderr could hold).
+        REQUIRE(prod->send("k\x1b[2J", "fabric://x/b/\x1b[2Jcleared").ok());
+        MessageBatch b;
+        REQUIRE(c->poll(b, 8, Duration::zero()).value() == 1);
+        REQUIRE(router->dead_letter(*b.begin(), 3, "exit 3; stderr: \x1b]0;owned\x07").ok());
+        REQUIRE(c->commit().ok());
+    }
+    for (const std::string& cmd : {"fabric-shm dlq ls ev --pool " + name, "fabric-shm dlq show ev 0:0 --pool " + name}) {
+        Run r = run(cmd);
+        INFO(cmd, r.out);
+        CHECK(r.rc == 0);
+        CHECK(r.out.find('\x1b') == std::string::npos);
+        CHECK(r.out.find('\x07') == std::string::npos);
+        CHECK(r.out.find("\\x1b[2Jcleared") != std::string::npos);
+        CHECK(r.out.find("\\x1b]0;owned\\x07") != std::string::npos);
+    }
+}
+
 TEST_CASE("dlq: ls, show, replay and purge from the command line") {
     const std::string name = test::unique_pool_name("dlqcli");
     test::PoolCleanup cleanup(name);

@@ -2,6 +2,7 @@
 // Helpers shared by the tool executables; see tool_support.h.
 #include "tool_support.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -232,6 +233,29 @@ nlohmann::json process_json(const ProcessInfo& p, uint64_t now_ns) {
         {"registered_ns", p.registered_ns},
         {"child_groups", p.child_groups},
     };
+}
+
+std::string terminal_safe(std::string text) {
+    auto control = [](char c) { return uint8_t(c) < 0x20 || uint8_t(c) == 0x7f; };
+    if (std::none_of(text.begin(), text.end(), control)) return text;
+    std::string out;
+    out.reserve(text.size() + 16);
+    for (const char c : text) {
+        if (!control(c)) {
+            out += c;
+            continue;
+        }
+        static constexpr char kHex[] = "0123456789abcdef";
+        out += "\\x";
+        out += kHex[uint8_t(c) >> 4];
+        out += kHex[uint8_t(c) & 15];
+    }
+    return out;
+}
+
+void Table::add(std::vector<std::string> row) {
+    for (std::string& cell : row) cell = terminal_safe(std::move(cell));
+    rows_.push_back(std::move(row));
 }
 
 void Table::render(std::string& out, const std::string& indent) const {

@@ -73,11 +73,17 @@ nlohmann::json lease_json(const LeaseInfo& lease, uint64_t now_ns);
 nlohmann::json region_json(const RegionInfo& region, uint64_t now_ns);
 nlohmann::json process_json(const ProcessInfo& process, uint64_t now_ns);
 
-/// Left-aligned text table with a header row; columns sized to their widest cell.
+/// `text` with each control byte (below 0x20, and 0x7f) written as \xNN. Tables show what
+/// processes wrote into shared memory (names, values, reasons): an escape sequence there must
+/// not reach the operator's terminal as one.
+std::string terminal_safe(std::string text);
+
+/// Left-aligned text table with a header row; columns sized to their widest cell. Every cell
+/// goes through terminal_safe.
 class Table {
 public:
     explicit Table(std::vector<std::string> header) { rows_.push_back(std::move(header)); }
-    void add(std::vector<std::string> row) { rows_.push_back(std::move(row)); }
+    void add(std::vector<std::string> row);
     bool empty() const { return rows_.size() == 1; }
     void render(std::string& out, const std::string& indent = "") const;
 
