@@ -655,6 +655,9 @@ TEST_CASE("bridge: a chunked message refused for its size is re-chunked smaller 
     CHECK(f.stop("export-a") == 0);
     CHECK(f.stop("import-b") == 0);
     CHECK(field(f["export-a"].out(), "messages") == 1);
+    // Counted for the cut that was stored (5 chunks of 32 KiB), not once per cut.
+    CHECK(field(f["export-a"].out(), "objects") == 1);
+    CHECK(field(f["export-a"].out(), "chunks") == 5);
 }
 
 TEST_CASE("bridge: with two --ack-group groups, a message is acked on the stream only once both have committed it") {

@@ -676,6 +676,9 @@ Status Importer::Impl::handle(natsMsg* msg) {
             ++stats.retries;
             local->status().add(StatusCounter::retries);
             record_error(why + " (waiting)");
+            // Its deadline restarts now: it may have sat in the subscription's queue since its
+            // delivery, and the next extension is a third of the ack wait away.
+            (void)natsMsg_InProgress(msg, nullptr);
         }
         if (now - waited_since >= std::max<uint64_t>(cfg.ack_wait_ns / 3, 100 * kNsPerMs)) {
             (void)natsMsg_InProgress(msg, nullptr);
