@@ -509,12 +509,16 @@ void Pool::close_all(uint64_t grace_ns) {
         int status = 0;
         pid_t w = 0;
         while ((w = ::waitpid(h.pid, &status, WNOHANG)) == 0 && mono_now_ns() < end) {
-            on_stderr(h);
-            // Nothing it still writes is wanted (every request is settled), but a handler
-            // blocked writing the rest of a reply into a full pipe (one answered early, too
-            // large to keep) could not get to its end of file and exit: drop what comes.
-            char sink[16384];
-            while (h.out >= 0 && ::read(h.out, sink, sizeof sink) > 0) {
+            // Nothing a handler still writes is wanted (every request is settled), but one
+            // blocked writing the rest of a reply into a full pipe (answered early, too large
+            // to keep) could not get to its end of file and exit: drop what comes, from every
+            // handler (the others must not sit blocked while this one is waited for), a
+            // bounded amount per pass so that one writing without end still meets the grace.
+            for (Handler& o : handlers_) {
+                on_stderr(o);
+                char sink[16384];
+                for (int reads = 0; o.out >= 0 && reads < 64 && ::read(o.out, sink, sizeof sink) > 0; ++reads) {
+                }
             }
             ::usleep(2000);
         }
