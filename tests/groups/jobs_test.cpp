@@ -166,6 +166,16 @@ TEST_CASE("jobs: a full output store makes a chunk's output wait for room; the c
     for (uint64_t w : slept) waited += w;
     CHECK(waited >= 1'000'000'000ull);
     CHECK(waited < 3'500'000'000ull);
+
+    // A zero backoff still waits at least 1 ms a time, and the wait still ends.
+    slept.clear();
+    p.initial_backoff = Duration::zero();
+    p.store_wait = std::chrono::milliseconds(10);
+    auto spun = JobCoordinator(p).run(make_chunks(1), never, exec, concat);
+    REQUIRE_FALSE(spun.ok());
+    CHECK(spun.code() == Errc::capacity_exceeded);
+    CHECK(slept.size() == 10);
+    for (uint64_t w : slept) CHECK(w == 1'000'000ull);
 }
 
 TEST_CASE("jobs: a killed process's replacement skips the chunks it finished (pool-backed outputs)") {

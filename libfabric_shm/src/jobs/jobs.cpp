@@ -118,10 +118,14 @@ Status put_waiting_for_room(const RetryPolicy& policy, JobOutputStore& outputs, 
                             const std::function<void(Duration)>& sleep) {
     // The output is kept and put again after a backoff: running the chunk again would redo its
     // work, and counting an attempt would turn a slow reader of the store into a failed job.
+    // Bounded twice: by the waits asked for (a sleep a test records takes no time) and by the
+    // clock (time spent in the puts counts too). Each wait is at least 1 ms: a zero backoff
+    // must not turn the wait into a spin that never adds up.
     Status put = outputs.put(id, output);
+    const uint64_t limit = uint64_t(to_ns(policy.store_wait)), start = mono_now_ns();
     uint64_t waited = 0;
-    for (uint32_t n = 1; !put && store_waits(put.code()) && waited < uint64_t(to_ns(policy.store_wait)); ++n) {
-        const Duration wait = policy.backoff(n);
+    for (uint32_t n = 1; !put && store_waits(put.code()) && waited < limit && mono_now_ns() - start < limit; ++n) {
+        const Duration wait = std::max<Duration>(policy.backoff(n), std::chrono::milliseconds(1));
         sleep(wait);
         waited += to_ns(wait);
         put = outputs.put(id, output);
