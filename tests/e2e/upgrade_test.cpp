@@ -212,6 +212,18 @@ TEST_CASE("an archive whose pool, store, topic or group record has a field of th
          {store, object, with(with(object, "key", "b"), "metadata", {{"m", std::string(600, 'x')}}), topic}},
         {"an object whose content type is over the limit",
          {store, with(object, "content_type", std::string(65, 't')), topic}},
+        {"an object with 33 metadata entries, after one that fits", {store, object, with(with(object, "key", "b"), "metadata", [] {
+             json m = json::object();
+             for (int k = 0; k < 33; ++k) m["m" + std::to_string(k)] = "v";
+             return m;
+         }()), topic}},
+        // 512 bytes of metadata naming its input in pool "crafted": over the limit once the
+        // input URI names the (longer) pool it is imported into.
+        {"a result whose metadata outgrows the limit when its input URI is renamed",
+         {store, object,
+          with(with(object, "key", "r"), "metadata",
+               {{"input-uri", "fabric://crafted/uploads/a"}, {"input-version", "1"}, {"pad", std::string(460, 'x')}}),
+          topic}},
     };
     int i = 0;
     for (const Case& c : cases) {

@@ -376,16 +376,25 @@ Result<ObjectRecord> object_record(const json& h, const ImportMap& map) {
         return make_error(Errc::corrupt, "archive object " + o.uri_text + ": content type of " +
                                              std::to_string(o.options.content_type.size()) + " bytes exceeds " +
                                              std::to_string(kMaxContentTypeLength));
+    if (o.options.metadata.size() > kMaxMetadataEntries)
+        return make_error(Errc::corrupt, "archive object " + o.uri_text + ": " +
+                                             std::to_string(o.options.metadata.size()) + " metadata entries exceed " +
+                                             std::to_string(kMaxMetadataEntries));
     uint64_t meta_bytes = 0;
     for (const auto& [k, v] : o.options.metadata) {
         if (k.empty()) return make_error(Errc::corrupt, "archive object " + o.uri_text + ": an empty metadata key");
         meta_bytes += k.size() + v.size();
     }
-    if (meta_bytes > kMaxMetadataBytes)
-        return make_error(Errc::corrupt, "archive object " + o.uri_text + ": metadata of " + std::to_string(meta_bytes) +
-                                             " bytes exceeds " + std::to_string(kMaxMetadataBytes));
     const auto in = o.options.metadata.find(std::string(kResultInputUri));
     const auto ver = o.options.metadata.find(std::string(kResultInputVersion));
+    // A result's input URI is rewritten to the new pool's name when it is put: its size then.
+    // (Its input version is rewritten too; the new pool's versions restart, counted here with
+    // the old one's digits.)
+    if (in != o.options.metadata.end()) meta_bytes = meta_bytes - in->second.size() + map.rename(in->second).size();
+    if (meta_bytes > kMaxMetadataBytes)
+        return make_error(Errc::corrupt, "archive object " + o.uri_text + ": metadata of " + std::to_string(meta_bytes) +
+                                             " bytes" + (in != o.options.metadata.end() ? " (its input URI in pool '" + map.new_pool + "')" : "") +
+                                             " exceeds " + std::to_string(kMaxMetadataBytes));
     if (in != o.options.metadata.end() && ver != o.options.metadata.end()) {
         o.input_uri = in->second;
         o.input_version = std::strtoull(ver->second.c_str(), nullptr, 10);

@@ -35,6 +35,7 @@ enum class PutCondition : uint8_t {
 
 constexpr size_t kMaxContentTypeLength = 64;
 constexpr size_t kMaxMetadataBytes = 512;  ///< sum of key and value lengths of user metadata
+constexpr size_t kMaxMetadataEntries = 32;  ///< entries (key-value pairs) of user metadata
 
 struct PutOptions {
     std::string content_type;                   ///< <= kMaxContentTypeLength

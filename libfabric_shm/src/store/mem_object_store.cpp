@@ -296,6 +296,8 @@ Status check_uri_pool(const StoreShared& s, const FabricUriView& uri) {
 }
 Status check_uri_pool(const StoreShared& s, const FabricUri& uri) { return check_uri_pool(s, uri.view()); }
 
+static_assert(kMaxMetaPairs == kMaxMetadataEntries, "the public limit is the layout's: a header counts them in a byte");
+
 /// Validates content type and metadata; returns the encoded metadata length.
 Result<uint64_t> check_options(const PutOptions& o) {
     if (o.content_type.size() > kMaxContentTypeLength)
