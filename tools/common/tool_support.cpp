@@ -235,20 +235,48 @@ nlohmann::json process_json(const ProcessInfo& p, uint64_t now_ns) {
     };
 }
 
+namespace {
+/// Bytes in a UTF-8 sequence starting at `p` (up to `end`) that decodes to a code point at or
+/// above U+00A0 (shown as it is); 0 for a C1 control (U+0080..U+009F) or anything invalid.
+size_t printable_utf8(const unsigned char* p, const unsigned char* end) {
+    const unsigned char lead = p[0];
+    const size_t n = lead >= 0xf0 && lead <= 0xf4 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc2 && lead <= 0xdf ? 2 : 0;
+    if (n == 0 || size_t(end - p) < n) return 0;
+    uint32_t cp = lead & (0x7f >> n);
+    for (size_t i = 1; i < n; ++i) {
+        if ((p[i] & 0xc0) != 0x80) return 0;
+        cp = (cp << 6) | (p[i] & 0x3f);
+    }
+    // Overlong forms, surrogates, past U+10FFFF, and the C1 controls.
+    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) || (cp >= 0xd800 && cp <= 0xdfff) ||
+        cp < 0xa0)
+        return 0;
+    return n;
+}
+}  // namespace
+
 std::string terminal_safe(std::string text) {
-    auto control = [](char c) { return uint8_t(c) < 0x20 || uint8_t(c) == 0x7f; };
-    if (std::none_of(text.begin(), text.end(), control)) return text;
+    auto plain = [](unsigned char c) { return c >= 0x20 && c < 0x7f; };
+    if (std::all_of(text.begin(), text.end(), [&](char c) { return plain(uint8_t(c)); })) return text;
+    static constexpr char kHex[] = "0123456789abcdef";
     std::string out;
     out.reserve(text.size() + 16);
-    for (const char c : text) {
-        if (!control(c)) {
-            out += c;
+    const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+    const auto* end = p + text.size();
+    while (p < end) {
+        if (plain(*p)) {
+            out += char(*p++);
             continue;
         }
-        static constexpr char kHex[] = "0123456789abcdef";
+        if (const size_t n = *p >= 0x80 ? printable_utf8(p, end) : 0; n != 0) {
+            out.append(reinterpret_cast<const char*>(p), n);
+            p += n;
+            continue;
+        }
         out += "\\x";
-        out += kHex[uint8_t(c) >> 4];
-        out += kHex[uint8_t(c) & 15];
+        out += kHex[*p >> 4];
+        out += kHex[*p & 15];
+        ++p;
     }
     return out;
 }

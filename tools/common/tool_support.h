@@ -73,9 +73,10 @@ nlohmann::json lease_json(const LeaseInfo& lease, uint64_t now_ns);
 nlohmann::json region_json(const RegionInfo& region, uint64_t now_ns);
 nlohmann::json process_json(const ProcessInfo& process, uint64_t now_ns);
 
-/// `text` with each control byte (below 0x20, and 0x7f) written as \xNN. Tables show what
-/// processes wrote into shared memory (names, values, reasons): an escape sequence there must
-/// not reach the operator's terminal as one.
+/// `text` with each control byte (below 0x20, 0x7f, and the C1 controls U+0080..U+009F, which
+/// terminals also obey) and each byte of invalid UTF-8 written as \xNN; valid UTF-8 is kept.
+/// Tables show what processes wrote into shared memory (names, values, reasons): an escape
+/// sequence there must not reach the operator's terminal as one.
 std::string terminal_safe(std::string text);
 
 /// Left-aligned text table with a header row; columns sized to their widest cell. Every cell
