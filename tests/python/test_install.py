@@ -51,8 +51,10 @@ def test_install_python_links_the_build_so_a_plain_python3_imports_it(tmp_path):
     assert (site_dir / "fabric_shm.pth").read_text().strip() == str((BUILD_DIR / "python").resolve())
     code = (f"import site; site.addsitedir({str(site_dir)!r})\n"  # what python3 does with its site-packages
             "import fabric_shm; print(fabric_shm.__file__); print(fabric_shm.Pool.list is not None)")
-    check = subprocess.run([sys.executable, "-c", code], env={"PATH": os.environ["PATH"]}, capture_output=True,
-                           text=True, cwd=tmp_path)
+    # -S -s: without the machine's own site directories, where the fabric_shm.pth of another
+    # build (run-demo.sh run from another clone) would be read first and win.
+    check = subprocess.run([sys.executable, "-S", "-s", "-c", code], env={"PATH": os.environ["PATH"]},
+                           capture_output=True, text=True, cwd=tmp_path)
     assert check.returncode == 0, check.stderr
     assert check.stdout.splitlines() == [str((BUILD_DIR / "python" / "fabric_shm" / "__init__.py").resolve()), "True"]
 
