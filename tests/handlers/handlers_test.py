@@ -71,6 +71,40 @@ class HandlerCase(unittest.TestCase):
             f.write(body)
         return path
 
+    def large_reply_handler(self, name, mib, pause_s=0.0):
+        """A raw handler (no helper) that answers each request with a result of `mib` MiB,
+        written in 1 MiB pieces `pause_s` apart (the handler itself stays small), then marks
+        written-<request id> in the test's directory."""
+        return self.script(name, """
+import os, struct, sys, time
+def read_exact(n):
+    b = b""
+    while len(b) < n:
+        c = os.read(0, n - len(b))
+        if not c:
+            sys.exit(0)
+        b += c
+    return b
+def frame():
+    (n,) = struct.unpack("<I", read_exact(4))
+    return read_exact(n)
+def write_all(b):
+    v = memoryview(b)
+    while v:
+        v = v[os.write(1, v):]
+frame()  # the worker's hello
+write_all(struct.pack("<IB4sHH", 9, ord("h"), b"FSHM", 1, 0))
+BIG = %d << 20
+piece = bytes(1 << 20)
+while True:
+    (rid,) = struct.unpack_from("<Q", frame(), 1)
+    write_all(struct.pack("<IBQBI", 1 + 13 + BIG, ord("R"), rid, 0, BIG))
+    for _ in range(BIG // len(piece)):
+        write_all(piece)
+        time.sleep(%r)
+    open(%r + "/written-%%d" %% rid, "w").close()
+""" % (mib, pause_s, self.dir))
+
     def put(self, objects):
         """objects: {name: bytes}; notified keyed by name."""
         src = os.path.join(self.dir, "in-%d" % len(os.listdir(self.dir)))
@@ -288,36 +322,7 @@ run(handle)
             self.assertEqual(self.result(n), n.upper().encode())
 
     def test_a_reply_larger_than_max_result_size_is_dead_lettered_without_the_worker_holding_it(self):
-        # A raw handler (no helper): it answers each request with a 256 MiB result, written in
-        # 1 MiB pieces, so the handler itself stays small.
-        h = self.script("huge.py", """
-import os, struct, sys
-def read_exact(n):
-    b = b""
-    while len(b) < n:
-        c = os.read(0, n - len(b))
-        if not c:
-            sys.exit(0)
-        b += c
-    return b
-def frame():
-    (n,) = struct.unpack("<I", read_exact(4))
-    return read_exact(n)
-def write_all(b):
-    v = memoryview(b)
-    while v:
-        v = v[os.write(1, v):]
-frame()  # the worker's hello
-write_all(struct.pack("<IB4sHH", 9, ord("h"), b"FSHM", 1, 0))
-BIG = 256 << 20
-piece = bytes(1 << 20)
-while True:
-    (rid,) = struct.unpack_from("<Q", frame(), 1)
-    write_all(struct.pack("<IBQBI", 1 + 13 + BIG, ord("R"), rid, 0, BIG))
-    for _ in range(BIG // len(piece)):
-        write_all(piece)
-    open(%r + "/written-%%d" %% rid, "w").close()
-""" % self.dir)
+        h = self.large_reply_handler("huge.py", 256)
         p = self.worker("python3 " + h, "--concurrency", "1", "--max-result-size", "1M", idle=None)
         self.put({"big": b"small input"})
         self.assertTrue(wait_for(lambda: len(self.dead_letters()) == 1, timeout=60), self.dead_letters())
@@ -340,34 +345,7 @@ while True:
         # reply's first bytes and is told to stop before the rest has come. Its handler must
         # still reach its end of input and exit (the worker drops what it writes meanwhile),
         # not sit blocked on a full pipe until the worker's grace runs out and it is killed.
-        h = self.script("slow_huge.py", """
-import os, struct, sys, time
-def read_exact(n):
-    b = b""
-    while len(b) < n:
-        c = os.read(0, n - len(b))
-        if not c:
-            sys.exit(0)
-        b += c
-    return b
-def frame():
-    (n,) = struct.unpack("<I", read_exact(4))
-    return read_exact(n)
-def write_all(b):
-    v = memoryview(b)
-    while v:
-        v = v[os.write(1, v):]
-frame()
-write_all(struct.pack("<IB4sHH", 9, ord("h"), b"FSHM", 1, 0))
-BIG = 64 << 20
-piece = bytes(1 << 20)
-while True:
-    (rid,) = struct.unpack_from("<Q", frame(), 1)
-    write_all(struct.pack("<IBQBI", 1 + 13 + BIG, ord("R"), rid, 0, BIG))
-    for _ in range(BIG // len(piece)):
-        write_all(piece)
-        time.sleep(0.02)
-""")
+        h = self.large_reply_handler("slow_huge.py", 64, pause_s=0.02)
         p = self.worker("python3 " + h, "--concurrency", "1", "--max-result-size", "1M", idle=None)
         self.put({"big": b"small input"})
         self.assertTrue(wait_for(lambda: len(self.dead_letters()) == 1, timeout=60), self.dead_letters())

@@ -91,6 +91,27 @@ const std::vector<std::string> kCommands = {
 
 json parse_json(const std::string& text) { return json::parse(text, nullptr, false); }
 
+/// Topic "ev" (one partition) in `pool` whose messages (key, value) group "g" dead-letters
+/// with `reason`, as a worker would after its last attempt.
+void dead_letter_on_ev(Pool& pool, const std::vector<std::pair<std::string, std::string>>& messages,
+                       const std::string& reason) {
+    TopicConfig tc;
+    tc.num_partitions = 1;
+    REQUIRE(TopicManager(pool).create("ev", tc).ok());
+    auto c = Consumer::open(pool, "ev", "g");
+    REQUIRE(c.ok());
+    REQUIRE(c->assign_all().ok());
+    auto router = DlqRouter::open(pool, "ev", "g");
+    REQUIRE(router.ok());
+    auto prod = Producer::open(pool, "ev");
+    REQUIRE(prod.ok());
+    for (const auto& [key, value] : messages) REQUIRE(prod->send(key, value).ok());
+    MessageBatch b;
+    REQUIRE(c->poll(b, 8, Duration::zero()).value() == messages.size());
+    for (const Message& m : b) REQUIRE(router->dead_letter(m, 3, reason).ok());
+    REQUIRE(c->commit().ok());
+}
+
 }  // namespace
 
 TEST_CASE("cli: every program and command takes -h and --help, exits 0, and shows no empty default") {
@@ -356,26 +377,11 @@ TEST_CASE("dlq: ls and show print the control bytes a process wrote as \\xNN, ne
     test::PoolCleanup cleanup(name);
     auto pool = Pool::create(PoolOptions{name, 16ull << 20});
     REQUIRE(pool.ok());
-    TopicConfig tc;
-    tc.num_partitions = 1;
-    REQUIRE(TopicManager(*pool).create("ev", tc).ok());
-    {
-        auto c = Consumer::open(*pool, "ev", "g");
-        REQUIRE(c.ok());
-        REQUIRE(c->assign_all().ok());
-        auto router = DlqRouter::open(*pool, "ev", "g");
-        REQUIRE(router.ok());
-        auto prod = Producer::open(*pool, "ev");
-        // A screen clear in the value, a window-title sequence in the reason (as a handler's
-        // stderr could hold).
-        REQUIRE(prod->send("k\x1b[2J", "fabric://x/b/\x1b[2Jcleared").ok());
-        MessageBatch b;
-        REQUIRE(c->poll(b, 8, Duration::zero()).value() == 1);
-        // The C1 form of ESC [ (U+009B in UTF-8) clears the screen too; a name in another
-        // script stays readable.
-        REQUIRE(router->dead_letter(*b.begin(), 3, "exit 3; stderr: \x1b]0;owned\x07 \xc2\x9b" "2J caf\xc3\xa9").ok());
-        REQUIRE(c->commit().ok());
-    }
+    // A screen clear in the value, a window-title sequence in the reason (as a handler's stderr
+    // could hold), the C1 form of ESC [ (U+009B in UTF-8), which clears the screen too, and a
+    // word in another script, which stays readable.
+    dead_letter_on_ev(*pool, {{"k\x1b[2J", "fabric://x/b/\x1b[2Jcleared"}},
+                      "exit 3; stderr: \x1b]0;owned\x07 \xc2\x9b" "2J caf\xc3\xa9");
     for (const std::string& cmd : {"fabric-shm dlq ls ev --pool " + name, "fabric-shm dlq show ev 0:0 --pool " + name}) {
         Run r = run(cmd);
         INFO(cmd, r.out);
@@ -393,22 +399,8 @@ TEST_CASE("dlq: ls, show, replay and purge from the command line") {
     test::PoolCleanup cleanup(name);
     auto pool = Pool::create(PoolOptions{name, 16ull << 20});
     REQUIRE(pool.ok());
-    TopicConfig tc;
-    tc.num_partitions = 1;
-    REQUIRE(TopicManager(*pool).create("ev", tc).ok());
-    {
-        auto c = Consumer::open(*pool, "ev", "g");
-        REQUIRE(c.ok());
-        REQUIRE(c->assign_all().ok());
-        auto router = DlqRouter::open(*pool, "ev", "g");
-        REQUIRE(router.ok());
-        auto prod = Producer::open(*pool, "ev");
-        for (int i = 0; i < 3; ++i) REQUIRE(prod->send("k" + std::to_string(i), "fabric://x/b/k" + std::to_string(i)).ok());
-        MessageBatch b;
-        REQUIRE(c->poll(b, 8, Duration::zero()).value() == 3);
-        for (const Message& m : b) REQUIRE(router->dead_letter(m, 3, "exit status 3; stderr: boom").ok());
-        REQUIRE(c->commit().ok());
-    }
+    dead_letter_on_ev(*pool, {{"k0", "fabric://x/b/k0"}, {"k1", "fabric://x/b/k1"}, {"k2", "fabric://x/b/k2"}},
+                      "exit status 3; stderr: boom");
     Run r = run("fabric-shm dlq ls ev --pool " + name);
     INFO(r.out);
     CHECK(r.rc == 0);
