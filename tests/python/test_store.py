@@ -252,7 +252,9 @@ def test_a_large_object_is_verified_and_copied_while_other_threads_run(pool_name
         # its edges, a tick can fall between the clock read and the call).
         inside = [t for t in ticks if any(a + 0.3 * (b - a) < t < b - 0.3 * (b - a) for a, b in calls)]
         spent = sum(b - a for a, b in calls)
-        assert len(inside) >= 3, f"{len(inside)} ticks of another thread in {spent * 1e3:.1f} ms of verify/tobytes"
+        # One is proof (with the GIL held there can be none); more are not asked for, since a
+        # test running beside this one on a 2-vCPU machine may leave the ticker little CPU.
+        assert len(inside) >= 1, f"{len(inside)} ticks of another thread in {spent * 1e3:.1f} ms of verify/tobytes"
         # close() from another thread during a verify: the verify still reads pinned bytes.
         closer = threading.Timer(0.001, obj.close)
         closer.start()
