@@ -268,17 +268,7 @@ namespace {
 /// The dead-letter topic's next offset claimed by a producer SIGKILLed before it published (a
 /// worker killed while dead-lettering), turned into a skip record by the reaper.
 void dead_letterer_killed_mid_send(Fixture& f) {
-    const std::string name = f.tp.cleanup.name();
-    const pid_t kid = test::fork_child([&]() -> int {
-        Pool pool = open_child_pool(name);
-        auto prod = Producer::open(pool, "ev.dlq");
-        if (!prod) return 81;
-        ::setenv("FABRIC_SHM_CRASH_POINT", "mq.send.after_claim", 1);
-        detail::crash_point_rearm();
-        (void)prod->send("never published");
-        return 0;  // not reached
-    });
-    REQUIRE(test::wait_child(kid) == 128 + SIGKILL);
+    send_killed_after_claim(f.tp.cleanup.name(), "ev.dlq");
     f.tp.pool.reap(MonoClock::now());
 }
 }  // namespace

@@ -280,19 +280,7 @@ TEST_CASE("async worker: the next stage's notification names the result, its ver
 namespace {
 /// The topic's next offset claimed by a producer SIGKILLed before it published: the consumer
 /// steps over it (a skip record) once the dead claimer is judged.
-void leave_claim_unpublished(Fixture& f) {
-    const std::string name = f.tp.cleanup.name();
-    const pid_t kid = test::fork_child([&]() -> int {
-        Pool pool = open_child_pool(name);
-        auto prod = Producer::open(pool, "t");
-        if (!prod) return 81;
-        ::setenv("FABRIC_SHM_CRASH_POINT", "mq.send.after_claim", 1);
-        detail::crash_point_rearm();
-        (void)prod->send("never published");
-        return 0;  // not reached
-    });
-    REQUIRE(test::wait_child(kid) == 128 + SIGKILL);
-}
+void leave_claim_unpublished(Fixture& f) { send_killed_after_claim(f.tp.cleanup.name(), "t"); }
 }  // namespace
 
 TEST_CASE("async worker: a skip record inside the window: messages 8 offsets apart are never in flight together") {

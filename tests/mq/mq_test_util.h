@@ -107,6 +107,22 @@ inline Pool open_child_pool(const std::string& name) {
     return std::move(p.value());
 }
 
+/// `topic`'s next offset claimed by a producer (in a forked child) SIGKILLed before it
+/// published: what a process killed mid-send leaves; readers step over it (a skip record) once
+/// the dead claimer is judged.
+inline void send_killed_after_claim(const std::string& pool_name, const std::string& topic) {
+    const pid_t kid = test::fork_child([&]() -> int {
+        Pool pool = open_child_pool(pool_name);
+        auto prod = Producer::open(pool, topic);
+        if (!prod) return 81;
+        ::setenv("FABRIC_SHM_CRASH_POINT", "mq.send.after_claim", 1);
+        detail::crash_point_rearm();
+        (void)prod->send("never published");
+        return 0;  // not reached
+    });
+    REQUIRE(test::wait_child(kid) == 128 + SIGKILL);
+}
+
 /// In-process pause points (detail::set_pause_hook): a thread that reaches an armed point
 /// blocks there until the test releases it. One gate per point name, a few at a time; a gate
 /// may be limited to one thread.
