@@ -252,9 +252,7 @@ TEST_CASE("leases: a renewal paused after its checks, resumed after its region w
     CHECK_MESSAGE(renewed.code() == Errc::stale_generation, renewed.error().message);
     // "b" took a's entry; its lease keeps its own TTL, 5 s, and no renewal is counted (this
     // process created it, so its last renewer is this process either way).
-    std::optional<RegionInfo> b;
-    for (const RegionInfo& r : pool.regions())
-        if (r.name == "b") b = r;
+    const std::optional<RegionInfo> b = test::region_named(pool, "b");
     REQUIRE(b.has_value());
     REQUIRE(b->ref.index == a_ref.index);
     CHECK(b->lease.ttl_ns == uint64_t(5'000'000'000));
@@ -355,10 +353,9 @@ TEST_CASE("leases: a renewal that meets its region being judged by a reaper is b
     CHECK(test::wait_child(reaper) == 1);  // it judged again, saw the extension, kept the region
     auto again = pool.renew_lease(id, MonoClock::now(), 60s);
     CHECK_MESSAGE(again.ok(), again.error().message);
-    bool live = false;
-    for (const RegionInfo& r : pool.regions())
-        if (r.name == "short") live = r.state == "live";
-    CHECK(live);
+    const auto kept = test::region_named(pool, "short");
+    REQUIRE(kept);
+    CHECK(kept->state == "live");
 }
 
 TEST_CASE("renewal manager: a lease whose renewals are busy while a reaper judges its region is tried again before it "

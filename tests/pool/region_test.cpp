@@ -137,9 +137,8 @@ TEST_CASE("regions: a forked child that drops the handle it inherited leaves its
     REQUIRE(r);
     std::optional<Region> held(std::move(*r));
     auto attached = [&] {
-        for (const RegionInfo& info : pool.regions())
-            if (info.name == "held") return info.attached_processes;
-        return 0u;
+        const auto info = test::region_named(pool, "held");
+        return info ? info->attached_processes : 0u;
     };
     REQUIRE(attached() == 1);
     const pid_t child = test::fork_child([&] {
@@ -163,9 +162,8 @@ TEST_CASE("regions: a region a forked child opens and drops through its parent's
         ref = r->ref();
     }  // the parent holds nothing of it at the fork
     auto attached = [&] {
-        for (const RegionInfo& info : pool.regions())
-            if (info.name == "held") return info.attached_processes;
-        return 0u;
+        const auto info = test::region_named(pool, "held");
+        return info ? info->attached_processes : 0u;
     };
     REQUIRE(attached() == 0);
     const pid_t child = test::fork_child([&] {
@@ -182,10 +180,7 @@ TEST_CASE("regions: a region a forked child opens and drops through its parent's
     REQUIRE(test::wait_child(child) == 0);
     CHECK(attached() == 1);
     REQUIRE(pool.remove_region(ref).ok());  // revoked, but not reclaimed under the parent's handle
-    bool still_there = false;
-    for (const RegionInfo& info : pool.regions())
-        if (info.name == "held") still_there = true;
-    CHECK(still_there);
+    CHECK(test::region_named(pool, "held").has_value());
 }
 
 TEST_CASE("regions: a live process in another process holding a handle blocks reclaim; its death unblocks it") {
@@ -394,10 +389,9 @@ TEST_CASE("regions: a held region left being judged by a reaper that was killed 
         CHECK_MESSAGE(renewed.ok(), renewed.error().message);
         CHECK(r->check());
     }
-    bool live = false;
-    for (const RegionInfo& info : pool.regions())
-        if (info.name == "held") live = info.state == "live";
-    CHECK(live);
+    const auto held = test::region_named(pool, "held");
+    REQUIRE(held);
+    CHECK(held->state == "live");
 }
 
 TEST_CASE("regions: a read-only observer's check of a region whose reclaimer died at its mark is busy; it writes "

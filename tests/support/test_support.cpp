@@ -137,6 +137,12 @@ int reaper_killed_at(const std::string& name, const char* point, Duration ahead)
     return wait_child(fork_reaper(name, "FABRIC_SHM_CRASH_POINT", point, ahead));
 }
 
+std::optional<RegionInfo> region_named(const Pool& pool, const std::string& name) {
+    for (const RegionInfo& r : pool.regions())
+        if (r.name == name) return r;
+    return std::nullopt;
+}
+
 std::string build_path(const std::string& relative) {
     const char* root = std::getenv("FABRIC_SHM_TEST_BUILD_DIR");
     return std::string(root ? root : ".") + "/" + relative;

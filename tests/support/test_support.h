@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -60,6 +61,8 @@ pid_t reaper_stopped_at(const std::string& name, const char* point, Duration ahe
 /// The same reaper killed at `point` instead; returns its exit status (128 + SIGKILL when the
 /// point was reached).
 int reaper_killed_at(const std::string& name, const char* point, Duration ahead = Duration::zero());
+/// The pool's region named `name` as it is now (its state, lease, holders); nullopt when none.
+std::optional<RegionInfo> region_named(const Pool& pool, const std::string& name);
 /// Exit status of `sh -c command` (128+sig on signal), output captured into *output if given.
 int run_command(const std::string& command, std::string* output = nullptr);
 /// How many of this process's mappings are of the pool's segment (/proc/self/maps).
