@@ -434,20 +434,20 @@ Result<Exporter::Impl::Round> Exporter::Impl::publish_round(const std::function<
     uint64_t skipped = 0, frame_bytes = 0, frames = 0;
     if (chunk_limit == 0) chunk_limit = cfg.chunk_bytes;
     for (uint64_t backoff = cfg.retry_initial_ns;;) {
-        Status failed;
+        Status round_built;  // ok, or the error of the message whose build failed
         for (const Message& m : batch) {
             auto built = build(m, msgs);
             if (!built) {
-                failed = std::move(built).error();
+                round_built = std::move(built).error();
                 break;
             }
             if (!*built) ++skipped;
         }
-        if (failed) break;
-        if (!read_passes(failed.code())) return std::move(failed).error();
+        if (round_built) break;
+        if (!read_passes(round_built.code())) return std::move(round_built).error();
         // An object could not be read for now: build the whole round again after a backoff
         // (nothing of it was published), heart-beating the group meanwhile.
-        record_error(failed.error().message + " (the round waits for it)");
+        record_error(round_built.error().message + " (the round waits for it)");
         for (auto& o : msgs)
             if (spare.size() < 4096) spare.push_back(std::move(o));
         msgs.clear();
