@@ -177,6 +177,9 @@ def main():
     nproc = m.get("nproc") if m else os.cpu_count()
     kernel = m.get("kernel") if m else platform.release()
     print(f"Machine: {nproc} vCPUs, {model}, {kernel}.")
+    bt = os.path.join(d, "build.txt")
+    if os.path.exists(bt):
+        print(f"Build: {open(bt).read().strip()}.")
     loads = [f"{s} {r['machine'].get('loadavg', '?').split()[0:3]}" for s, r in reps.items() if r]
     if loads:
         print("Load average (1/5/15 min) at the end of each fabric-shm-bench scenario: " +

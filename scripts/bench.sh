@@ -68,10 +68,24 @@ ninja -C "$BUILD" bench/fabric-shm-bench >&2
 BENCH="$BUILD/bench/fabric-shm-bench"
 # The optimisation level, not the buildtype: the project default is buildtype "debug" with
 # optimization=2 (meson.build), which is what the numbers are for.
-OPT=$(meson introspect "$BUILD" --buildoptions 2>/dev/null |
-      python3 -c 'import json,sys; print(next(o["value"] for o in json.load(sys.stdin) if o["name"]=="optimization"))' \
-      2>/dev/null || echo "?")
+# And whether it was compiled with profile feedback (b_pgo): the report says which build its
+# numbers are for (build.txt). docs/benchmarks.md says why the project does not ship one.
+build_option() {  # NAME: the build's value of a meson option, or "?"
+    meson introspect "$BUILD" --buildoptions 2>/dev/null |
+        python3 -c 'import json,sys; print(next(o["value"] for o in json.load(sys.stdin) if o["name"]==sys.argv[1]))' "$1" \
+        2>/dev/null || echo "?"
+}
+OPT=$(build_option optimization)
+PGO=$(build_option b_pgo)
 case "$OPT" in 0|g|plain) log "WARNING: $BUILD is built with -O$OPT: numbers are not representative" ;; esac
+case "$PGO" in
+    use) BUILD_TEXT="-O$OPT, compiled from a profile (b_pgo=use: its numbers hold for the trained paths only)" ;;
+    generate) BUILD_TEXT="-O$OPT, instrumented for a profile (b_pgo=generate: slower than any shipped build)"
+              log "WARNING: $BUILD is instrumented (b_pgo=generate): numbers are not representative" ;;
+    *) BUILD_TEXT="-O$OPT, without profile feedback (the project's build)" ;;
+esac
+echo "$BUILD_TEXT" >"$RESULTS/build.txt"
+log "build $BUILD: $BUILD_TEXT"
 
 # ---------------------------------------------------------------- 2. fabric-shm scenarios
 FAILED=0
