@@ -394,6 +394,56 @@ TEST_CASE("dlq: ls and show print the control bytes a process wrote as \\xNN, ne
     }
 }
 
+TEST_CASE("tail: a message's control bytes print as \\xNN, and --json prints a message whose bytes are not UTF-8") {
+    const std::string name = test::unique_pool_name("tailesc");
+    test::PoolCleanup cleanup(name);
+    auto pool = Pool::create(PoolOptions{name, 16ull << 20});
+    REQUIRE(pool.ok());
+    TopicConfig tc;
+    tc.num_partitions = 1;
+    REQUIRE(TopicManager(*pool).create("ev", tc).ok());
+    auto prod = Producer::open(*pool, "ev");
+    REQUIRE(prod.ok());
+    // A colour change, a byte that is not UTF-8 and a newline in the value; a screen clear and
+    // another stray byte in a header.
+    const MessageHeader header{"h", "\x1b[2J\xfe"};
+    REQUIRE(prod->send(std::string_view("abc\x1b[31mRED\xff\nnext"), std::span(&header, 1)).ok());
+
+    Run text = run("fabric-shm tail ev --pool " + name);
+    INFO(text.out);
+    CHECK(text.rc == 0);
+    CHECK(text.out.find('\x1b') == std::string::npos);
+    CHECK(text.out == "0:0\tabc\\x1b[31mRED\\xff\\x0anext\n");  // one message, one line
+
+    Run js = run("fabric-shm tail ev --json --pool " + name);
+    INFO(js.out);
+    CHECK(js.rc == 0);
+    const json doc = parse_json(js.out);
+    REQUIRE(doc.is_object());
+    CHECK(doc["value"] == "abc\x1b[31mRED\xef\xbf\xbd\nnext");  // U+FFFD for the stray byte
+    CHECK(doc["headers"]["h"] == "\x1b[2J\xef\xbf\xbd");
+}
+
+TEST_CASE("dump: text outside the tables prints control bytes and invalid UTF-8 as \\xNN") {
+    const std::string name = test::unique_pool_name("dumpesc");
+    test::PoolCleanup cleanup(name);
+    auto pool = Pool::create(PoolOptions{name, 8ull << 20});
+    REQUIRE(pool.ok());
+    auto store = MemObjectStore::open(*pool);
+    REQUIRE(store.ok());
+    // A key may hold any byte from 0x80 up: 0x9b alone is the C1 form of ESC [ to a terminal
+    // reading 8-bit controls. The dump names it in its "expiring soonest" line.
+    PutOptions ttl;
+    ttl.ttl = std::chrono::hours(1);
+    REQUIRE((*store)->put(*FabricUri::make(name, "b", "k\x9b" "2J\xff"), std::vector<uint8_t>(4, 'x'), ttl));
+    Run r = run("fabric-shm-dump --pool " + name);
+    INFO(r.out);
+    CHECK(r.rc == 0);
+    CHECK(r.out.find("b/k\\x9b2J\\xff in ") != std::string::npos);
+    CHECK(r.out.find('\x9b') == std::string::npos);
+    CHECK(r.out.find("\n  ") != std::string::npos);  // the report's lines stay lines
+}
+
 TEST_CASE("dlq: ls, show, replay and purge from the command line") {
     const std::string name = test::unique_pool_name("dlqcli");
     test::PoolCleanup cleanup(name);

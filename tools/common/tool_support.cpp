@@ -281,6 +281,18 @@ std::string terminal_safe(std::string text) {
     return out;
 }
 
+std::string terminal_safe_lines(std::string_view text) {
+    std::string out;
+    out.reserve(text.size());
+    for (;;) {
+        const size_t nl = text.find('\n');
+        out += terminal_safe(std::string(text.substr(0, nl)));
+        if (nl == std::string_view::npos) return out;
+        out += '\n';
+        text.remove_prefix(nl + 1);
+    }
+}
+
 void Table::add(std::vector<std::string> row) {
     for (std::string& cell : row) cell = terminal_safe(std::move(cell));
     rows_.push_back(std::move(row));

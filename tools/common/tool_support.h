@@ -78,6 +78,8 @@ nlohmann::json process_json(const ProcessInfo& process, uint64_t now_ns);
 /// Tables show what processes wrote into shared memory (names, values, reasons): an escape
 /// sequence there must not reach the operator's terminal as one.
 std::string terminal_safe(std::string text);
+/// terminal_safe for a report of many lines: each line escaped, the newlines between them kept.
+std::string terminal_safe_lines(std::string_view text);
 
 /// Left-aligned text table with a header row; columns sized to their widest cell. Every cell
 /// goes through terminal_safe.

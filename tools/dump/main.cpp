@@ -577,10 +577,12 @@ int main(int argc, char** argv) {
             }
             if (all && docs.empty()) view = "no pools\n";
             previous_ns = now;
-            std::cout << view << std::flush;
+            std::cout << cli::terminal_safe_lines(view) << std::flush;
         } else {
             if (all && pools->empty()) text = "no pools\n";
-            std::cout << text << std::flush;
+            // Names, keys, URLs and errors that processes wrote into the pool, outside the
+            // tables too (which escape their cells already).
+            std::cout << cli::terminal_safe_lines(text) << std::flush;
         }
         exit_code = any_error ? cli::kExitRuntime : (check && any_violation) ? cli::kExitViolations : cli::kExitOk;
         if (!watch_ns || g_stop) break;

@@ -145,7 +145,7 @@ int cmd_group(int argc, char** argv) {
         std::string text;
         if (ds->empty()) text = "no consumer groups\n";
         for (const auto& d : *ds) render(d, text);
-        std::cout << text;
+        std::cout << terminal_safe_lines(text);
         return kExitOk;
     }
 

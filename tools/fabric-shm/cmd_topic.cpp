@@ -261,7 +261,9 @@ int send_cmd(int argc, char** argv) {
 int tail_cmd(int argc, char** argv) {
     Output out{argv_has_json(argc, argv), "fabric-shm"};
     cxxopts::Options o(argv[0],
-                       "Reads messages from a topic: an observer (holds nothing back) unless --commit with --group");
+                       "Reads messages from a topic: an observer (holds nothing back) unless --commit with --group.\n"
+                       "Prints PARTITION:OFFSET<TAB>VALUE per message, control bytes and invalid UTF-8 of the value\n"
+                       "as \\xNN (a newline too); --json: one document per line, bytes that are not UTF-8 as U+FFFD.");
     add_topic_common(o);
     o.add_options()("group", "read (and with --commit, commit) as this consumer group", cxxopts::value<std::string>())(
         "from", "earliest | latest | committed", cxxopts::value<std::string>()->default_value("earliest"))(
@@ -332,13 +334,18 @@ int tail_cmd(int argc, char** argv) {
                     const MessageHeader h = m.header_at(i);
                     headers[std::string(h.name)] = std::string(h.value);
                 }
+                // One document per line; bytes that are not UTF-8 (a binary value, a header a
+                // process wrote) become U+FFFD, as in every --json output, instead of ending
+                // the command with an exception.
                 std::cout << nlohmann::json{{"partition", m.partition}, {"offset", m.offset},
                                             {"timestamp_ns", m.timestamp_ns}, {"key", bytes_text(m.key)},
                                             {"value", bytes_text(m.value)}, {"headers", headers}}
-                                 .dump()
+                                 .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
                           << "\n";
             } else {
-                std::cout << m.partition << ":" << m.offset << "\t" << m.value_str() << "\n";
+                // One message per line, its control bytes and invalid UTF-8 as \xNN (a newline
+                // in a value too): an escape sequence in a message must not drive the terminal.
+                std::cout << m.partition << ":" << m.offset << "\t" << terminal_safe(std::string(m.value_str())) << "\n";
             }
             ++printed;
         }
