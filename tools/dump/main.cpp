@@ -416,7 +416,8 @@ Status dump_pool(const std::string& name, bool check, PoolDump& d) {
             if (!sec.contains(key) || !sec[key].is_array()) continue;
             for (const auto& item : sec[key])
                 (std::strcmp(key, "violations") == 0 ? f.violations : f.in_progress)
-                    .push_back(s.name + ": " + (item.is_string() ? item.get<std::string>() : item.dump()));
+                    .push_back(s.name + ": " + (item.is_string() ? item.get<std::string>()
+                                                                 : item.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)));
         }
         stext += s.name + ":\n";
         if (s.render) s.render(sec, stext);
