@@ -19,6 +19,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../mq/mq_test_util.h"
 #include "../support/test_support.h"
 #include "fabric_shm/consumer.h"
 #include "fabric_shm/dlq.h"
@@ -442,6 +443,30 @@ TEST_CASE("dump: text outside the tables prints control bytes and invalid UTF-8 
     CHECK(r.out.find("b/k\\x9b2J\\xff in ") != std::string::npos);
     CHECK(r.out.find('\x9b') == std::string::npos);
     CHECK(r.out.find("\n  ") != std::string::npos);  // the report's lines stay lines
+}
+
+TEST_CASE("dlq ls: the count of retained dead letters leaves out the skip record of a worker killed mid-dead-letter") {
+    const std::string name = test::unique_pool_name("dlqcnt");
+    test::PoolCleanup cleanup(name);
+    auto pool = Pool::create(PoolOptions{name, 16ull << 20});
+    REQUIRE(pool.ok());
+    dead_letter_on_ev(*pool, {{"a", "fabric://x/b/a"}, {"b", "fabric://x/b/b"}}, "exit 1");  // ev.dlq 0:0, 0:1
+    mqtest::send_killed_after_claim(name, "ev.dlq");  // 0:2, a skip record once the reaper judges it
+    pool->reap(MonoClock::now());
+    REQUIRE(dead_letter_count(*pool, "ev.dlq").value() == 3);  // the offsets, skip record included
+
+    Run text = run("fabric-shm dlq ls ev.dlq --pool " + name);
+    INFO(text.out);
+    CHECK(text.rc == 0);
+    CHECK(text.out.find("'ev.dlq': 2 dead letter(s) retained\n") == 0);
+    Run js = run("fabric-shm dlq ls ev.dlq --json --pool " + name);
+    INFO(js.out);
+    const json doc = parse_json(js.out);
+    CHECK(doc["retained"] == 2);
+    CHECK(doc["dead_letters"].size() == 2);
+    Run limited = run("fabric-shm dlq ls ev.dlq --limit 1 --pool " + name);
+    INFO(limited.out);
+    CHECK(limited.out.find("'ev.dlq': 2 dead letter(s) retained, 1 shown (--limit)\n") == 0);
 }
 
 TEST_CASE("dlq: ls, show, replay and purge from the command line") {

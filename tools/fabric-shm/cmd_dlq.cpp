@@ -122,16 +122,24 @@ int dlq_ls(Output& out, Pool& pool, const std::string& dlq, const cxxopts::Parse
     sel.limit = size_t(r["limit"].as<uint64_t>());
     auto letters = list_dead_letters(pool, dlq, sel);
     if (!letters) return fail(out, letters.error());
-    auto total = dead_letter_count(pool, dlq);
+    // Counted, not taken from the offsets (dead_letter_count): a dead-letterer killed
+    // mid-send leaves a skip record, which holds an offset and is no dead letter.
+    uint64_t total = letters->size();
+    if (sel.partition || letters->size() == sel.limit) {
+        auto every = list_dead_letters(pool, dlq);
+        if (!every) return fail(out, every.error());
+        total = every->size();
+    }
     const uint64_t now_wall = wall_now_ns();
     if (out.json) {
         nlohmann::json arr = nlohmann::json::array();
         for (const DeadLetter& d : *letters) arr.push_back(letter_json(d, now_wall));
-        print_json({{"dlq", dlq}, {"retained", total ? *total : 0}, {"dead_letters", arr}});
+        print_json({{"dlq", dlq}, {"retained", total}, {"dead_letters", arr}});
         return kExitOk;
     }
-    std::string text = "'" + dlq + "': " + std::to_string(total ? *total : 0) + " dead letter(s) retained";
-    if (letters->size() < (total ? *total : 0)) text += ", " + std::to_string(letters->size()) + " shown (--limit)";
+    std::string text = "'" + dlq + "': " + std::to_string(total) + " dead letter(s) retained";
+    if (letters->size() < total)
+        text += ", " + std::to_string(letters->size()) + " shown (" + (sel.partition ? "--partition" : "--limit") + ")";
     text += "\n";
     if (!letters->empty()) {
         Table t({"POSITION", "AGE", "ATTEMPTS", "GROUP", "SOURCE", "REPLAYS", "VALUE", "REASON"});
