@@ -142,6 +142,39 @@ TEST_CASE("dlq: a permanent error goes to the DLQ at once; a long reason is trun
     CHECK(dl[0].second.at(std::string(kDlqHeaderAttempts)) == "1");
 }
 
+TEST_CASE("dlq: in a DLQ with smaller slots the source headers that fit are kept, and the reason names the others") {
+    TestPool tp("dlq-hdrfit");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("in", config(1, 16, OnFull::block, 1024)).ok());
+    // Made by hand with slots of 512 bytes: the source's 1 KiB slots plus the DLQ's room
+    // (dead_letter_topic_config) would hold every header.
+    REQUIRE(create_dead_letter_topic(tp.pool, "in.dlq", config(1, 16, OnFull::block, 512)).ok());
+    auto pr = Producer::open(tp.pool, "in");
+    REQUIRE(pr.ok());
+    const std::string big(300, 'b');
+    const MessageHeader h[] = {{"fabric-version", "7"}, {"trace", big}, {"tenant", "acme"}};
+    REQUIRE(pr->send(bytes(std::string(100, 'v')), h).ok());
+    auto gc = GroupConsumer::open(tp.pool, "in", "g", "w");
+    REQUIRE(gc.ok());
+    auto router = DlqRouter::open(tp.pool, "in", "g", quick());
+    REQUIRE(router.ok());
+    MessageBatch b;
+    REQUIRE(gc->poll(b, 8, std::chrono::seconds(1)).ok());
+    REQUIRE(b.size() == 1);
+    REQUIRE(router->dead_letter(b[0], 3, "converter failed").ok());
+
+    auto dl = read_dlq(tp.pool, "in.dlq");
+    REQUIRE(dl.size() == 1);
+    const auto& hd = dl[0].second;
+    CHECK(dl[0].first == std::string(100, 'v'));
+    CHECK(hd.at("fabric-version") == "7");  // before and after the one too large: kept
+    CHECK(hd.at("tenant") == "acme");
+    CHECK(hd.count("trace") == 0);
+    CHECK(hd.at(std::string(kDlqHeaderReason)) ==
+          "converter failed [source headers left out, no room in the DLQ's slot: trace]");
+    CHECK(hd.at(std::string(kDlqHeaderAttempts)) == "3");
+}
+
 TEST_CASE("dlq: the largest message of a topic with the largest slots is dead-lettered whole") {
     // The DLQ's 256 slots of 1 MiB + room take 257 MiB; the source's two slots 2 MiB.
     TestPool tp("dlq-largest", 272ull << 20);

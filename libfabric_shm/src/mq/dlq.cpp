@@ -325,19 +325,29 @@ Result<SendResult> DlqRouter::dead_letter(const Message& m, uint64_t attempts, s
     uint64_t fixed = m.key.size() + m.value.size() + enc(kDlqHeaderTopic, im.topic) + enc(kDlqHeaderGroup, im.group) +
                      enc(kDlqHeaderPartition, part) + enc(kDlqHeaderOffset, off) + enc(kDlqHeaderAttempts, att) +
                      enc(kDlqHeaderReason, "");
-    uint64_t orig = 0;
-    for (const auto& h : headers) orig += enc(h.name, h.value);
-    if (fixed + orig > cap) {
-        headers.clear();  // the source headers do not fit next to ours: drop them, keep the value
-        orig = 0;
-    }
     if (fixed > cap)
         return make_error(Errc::message_too_large, "dead letter of " + std::to_string(fixed) +
                                                        " bytes (value, key and dlq headers) exceeds the " +
                                                        std::to_string(cap) + " bytes a slot of DLQ topic '" +
                                                        im.dlq_name + "' holds");
+    // The source headers in their order, each while it fits next to ours (a DLQ made with
+    // smaller slots than dead_letter_topic_config gives); the reason names any left out.
+    uint64_t orig = 0;
+    size_t kept = 0;
+    std::string left_out;
+    for (const MessageHeader& h : headers) {
+        if (fixed + orig + enc(h.name, h.value) <= cap) {
+            orig += enc(h.name, h.value);
+            headers[kept++] = h;
+        } else {
+            left_out += (left_out.empty() ? "" : ", ") + std::string(h.name);
+        }
+    }
+    headers.resize(kept);
     const uint64_t room = std::min<uint64_t>(cap - fixed - orig, im.policy.max_reason_bytes);
-    const std::string_view why = reason.substr(0, std::min<size_t>(reason.size(), room));
+    std::string note = left_out.empty() ? "" : " [source headers left out, no room in the DLQ's slot: " + left_out + "]";
+    if (note.size() > room) note.clear();
+    const std::string why = std::string(reason.substr(0, std::min<size_t>(reason.size(), room - note.size()))) + note;
     headers.push_back({kDlqHeaderTopic, im.topic});
     headers.push_back({kDlqHeaderGroup, im.group});
     headers.push_back({kDlqHeaderPartition, part});
