@@ -578,11 +578,33 @@ void bind_worker(py::module_& m) {
                  }
                  CallbackGate gate;
                  std::optional<py::error_already_set> aggregate_error;
+                 // The coordinator's waits (a retry's backoff, up to 2 s; room in a full output
+                 // store, up to store_wait, 30 s) in slices that look for Python's signals: a
+                 // Ctrl-C ends the wait, and the gate then fails every chunk left at once (an
+                 // interrupted exec is permanent), so run() returns and the KeyboardInterrupt is
+                 // raised (gate.rethrow) within a slice instead of when the wait is over.
+                 RetryPolicy policy = j.policy();
+                 policy.sleep = [&gate](Duration wait) {
+                     constexpr uint64_t kSliceNs = 20'000'000;
+                     const uint64_t end = mono_now_ns() + uint64_t(to_ns(wait));
+                     for (uint64_t now = mono_now_ns(); now < end && !gate.stop; now = mono_now_ns()) {
+                         const uint64_t ns = std::min(end - now, kSliceNs);
+                         timespec ts{time_t(ns / 1'000'000'000ull), long(ns % 1'000'000'000ull)};
+                         ::nanosleep(&ts, nullptr);
+                         py::gil_scoped_acquire gil;
+                         if (PyErr_CheckSignals() != 0) {
+                             py::error_already_set e;
+                             gate.stop_reason = "stopped by " + describe_exception(e);
+                             gate.stop.emplace(std::move(e));
+                         }
+                     }
+                 };
+                 JobCoordinator coordinator(std::move(policy));
                  // JobCoordinator::run only reads its policy: threads may run one coordinator at
                  // once (the outputs lock themselves: LockedOutputs).
                  auto result = [&] {
                      py::gil_scoped_release nogil;
-                     return j.run(
+                     return coordinator.run(
                          work, *outputs.outputs,
                          [&](std::span<const uint8_t> chunk) -> Result<std::vector<uint8_t>> {
                              std::vector<uint8_t> out;

@@ -5,8 +5,11 @@ import itertools
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
+import textwrap
+import time
 
 import pytest
 
@@ -67,3 +70,34 @@ def python_env():
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and "fabric_shm" not in p and os.path.isdir(p))
     return env
+
+
+def child_blocked_then_interrupted(pool_name, body):
+    """Runs `body` (blocking) in a child Python, SIGINTs it once it says 'ready', and returns the
+    seconds from the signal to the KeyboardInterrupt the child observed."""
+    script = textwrap.dedent(f"""
+        import sys, time
+        import fabric_shm as fs
+        pool = fs.Pool.open({pool_name!r})
+        {textwrap.indent(textwrap.dedent(body), '        ').strip()}
+        print("ready", flush=True)
+        try:
+            block()
+            print("returned", flush=True)
+        except KeyboardInterrupt:
+            print("interrupted", time.monotonic(), flush=True)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=python_env())
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(0.2)  # well inside the blocking call
+        sent = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        line = child.stdout.readline().split()
+        assert child.wait(timeout=10) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert line and line[0] == "interrupted", line
+    return float(line[1]) - sent

@@ -12,7 +12,7 @@ import time
 import pytest
 
 import fabric_shm as fs
-from conftest import python_env
+from conftest import child_blocked_then_interrupted, python_env
 
 
 def make_topic(pool, name="t", **config):
@@ -394,37 +394,6 @@ def test_waiter_fd_becomes_readable_when_a_watched_topic_has_data(pool):
     waiter.remove(ca)
     ca.close()
     sel.close()
-
-
-def child_blocked_then_interrupted(pool_name, body):
-    """Runs `body` (blocking) in a child Python, SIGINTs it once it says 'ready', and returns the
-    seconds from the signal to the KeyboardInterrupt the child observed."""
-    script = textwrap.dedent(f"""
-        import sys, time
-        import fabric_shm as fs
-        pool = fs.Pool.open({pool_name!r})
-        {textwrap.indent(textwrap.dedent(body), '        ').strip()}
-        print("ready", flush=True)
-        try:
-            block()
-            print("returned", flush=True)
-        except KeyboardInterrupt:
-            print("interrupted", time.monotonic(), flush=True)
-    """)
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=python_env())
-    try:
-        assert child.stdout.readline().strip() == "ready"
-        time.sleep(0.2)  # well inside the blocking call
-        sent = time.monotonic()
-        child.send_signal(signal.SIGINT)
-        line = child.stdout.readline().split()
-        assert child.wait(timeout=10) == 0
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    assert line and line[0] == "interrupted", line
-    return float(line[1]) - sent
 
 
 def test_ctrl_c_interrupts_a_blocking_poll_within_100_ms(pool):

@@ -12,7 +12,7 @@ import time
 import pytest
 
 import fabric_shm as fs
-from conftest import CLI, PRODUCER, WORKER, python_env
+from conftest import CLI, PRODUCER, WORKER, child_blocked_then_interrupted, python_env
 
 
 def put_and_notify(store, producer, uri, data):
@@ -311,6 +311,26 @@ def test_job_coordinator_skips_chunks_whose_output_exists_on_a_rerun(pool):
     assert calls == [b"b"] and second["skipped"] == 2
     with pytest.raises(ZeroDivisionError):  # a bug in aggregate surfaces, it is not swallowed
         fs.JobCoordinator().run([b"x"], fs.MemoryOutputStore(), lambda c: c, aggregate=lambda outs: 1 / 0)
+
+
+def test_ctrl_c_interrupts_a_job_waiting_for_room_in_a_full_output_store(pool):
+    # The chunk's output waits up to store_wait (30 s) for room; Ctrl-C ends the wait at once.
+    delay = child_blocked_then_interrupted(pool.name, """
+        store = fs.MemObjectStore(pool, "jobs", heap_bytes=256 << 10, max_object_bytes=64 << 10)
+        filled = 0
+        try:
+            while True:
+                store.put(f"fabric://{pool.name}/fill/k{filled}", b"x" * (60 << 10))
+                filled += 1
+        except (fs.NoSpace, fs.CapacityExceeded):
+            pass
+        assert filled > 0
+        outputs = fs.ObjectOutputStore(store, job="j")
+        coordinator = fs.JobCoordinator(fs.RetryPolicy(store_wait=30))
+        def block():
+            coordinator.run([b"chunk"], outputs, lambda chunk: b"y" * (60 << 10))
+    """)
+    assert delay < 0.2
 
 
 def test_the_handler_helper_fails_a_result_too_large_to_frame_alone(monkeypatch):

@@ -113,6 +113,7 @@ public:
     /// full after RetryPolicy::store_wait.
     Result<JobResult> run(std::span<const WorkChunk> chunks, JobOutputStore& outputs, const Exec& exec,
                           const Aggregate& aggregate);
+    const RetryPolicy& policy() const { return policy_; }
 
 private:
     RetryPolicy policy_;
