@@ -111,6 +111,29 @@ TEST_CASE("pool import refuses, before writing anything, a pool that already hol
     CHECK(count_keys(u.to.pool, "uploads") == before);
 }
 
+TEST_CASE("pool import refuses, before writing anything, an object larger than the target store takes") {
+    Upgrade u;
+    {
+        auto from = MemObjectStore::open(u.from.pool);
+        REQUIRE(from.ok());
+        for (const char* key : {"a", "m", "z"}) REQUIRE((*from)->put(*FabricUri::parse(u.from.uri("uploads", key)), std::vector<uint8_t>(16, 'x')));
+        REQUIRE((*from)->put(*FabricUri::parse(u.from.uri("uploads", "big")), std::vector<uint8_t>(200 << 10, 'b')));
+    }
+    std::string out;
+    u.release_from();
+    REQUIRE_MESSAGE(u.cli("pool export --pool " + u.from.name + " " + q(u.archive), &out) == 0, out);
+    StoreConfig small;  // the target's store exists already, taking objects up to 64 KiB
+    small.max_object_bytes = 64 << 10;
+    REQUIRE(MemObjectStore::open(u.to.pool, small).ok());
+    CHECK(u.cli("pool import --json --pool " + u.to.name + " " + q(u.archive), &out) != 0);
+    INFO(out);
+    CHECK(out.find("\"code\":\"object_too_large\"") != std::string::npos);
+    CHECK(out.find("204800 bytes") != std::string::npos);
+    CHECK(out.find("65536") != std::string::npos);
+    CHECK(out.find("nothing was imported") != std::string::npos);
+    CHECK(count_keys(u.to.pool, "uploads") == 0);
+}
+
 TEST_CASE("a truncated or foreign archive is refused with a typed error and nothing is imported") {
     Upgrade u;
     u.produce(u.from, {"a", "b"});

@@ -220,6 +220,7 @@ Result<bool> Reader::next(Record* out, const std::function<bool(const nlohmann::
         !out->header.contains("crc32") || !out->header["crc32"].is_number_unsigned())
         return corrupt("record " + std::to_string(records_ + 1) + " has no valid header (a JSON object with type and crc32)");
     out->payload.clear();
+    out->payload_bytes = pn;
     if (want_payload(out->header)) {
         out->payload.resize(pn);
         FABRIC_TRY(get(out->payload.data(), pn));

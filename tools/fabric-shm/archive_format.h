@@ -38,7 +38,8 @@ Result<std::string> json_bytes(const nlohmann::json& value, std::string_view wha
 
 struct Record {
     nlohmann::json header;
-    std::vector<uint8_t> payload;
+    std::vector<uint8_t> payload;  ///< empty when the reader skipped it
+    uint64_t payload_bytes = 0;    ///< its size, read or skipped
 };
 
 /// Writes an archive to a file ("-": standard output). Not thread-safe.

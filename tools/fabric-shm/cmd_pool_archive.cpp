@@ -525,6 +525,7 @@ Status check_archive(archive::Reader& rd, Pool& pool, ImportMap& map, json* pool
     Record rec;
     std::set<std::string> topics_seen;
     std::map<std::string, std::unique_ptr<MemObjectStore>> stores;  // nullptr: not in the pool yet
+    std::map<std::string, uint64_t> largest;  // the pool's stores: their max_object_bytes
     TopicManager topics(pool);
     uint64_t records = 0;
     std::map<std::string, uint32_t> partitions;  // the archive's topics: name -> partitions
@@ -548,9 +549,17 @@ Status check_archive(archive::Reader& rd, Pool& pool, ImportMap& map, json* pool
             if (known == stores.end()) {
                 auto attached = MemObjectStore::attach(pool, o.store);
                 if (!attached && attached.code() != Errc::not_found) return std::move(attached).error();
+                if (attached) largest[o.store] = (*attached)->stats().max_object_bytes;  // once: stats() walks the store
                 known = stores.emplace(o.store, attached ? std::move(*attached) : nullptr).first;
             }
             if (!known->second) continue;  // a store import creates: nothing in it can clash
+            // A store the pool has keeps its own limit (import_stores attaches to it).
+            if (const uint64_t max = largest[o.store]; rec.payload_bytes > max)
+                return make_error(Errc::object_too_large,
+                                  "archive object " + o.uri.to_string() + " is " + std::to_string(rec.payload_bytes) +
+                                      " bytes, more than store '" + o.store + "' of pool '" + map.new_pool +
+                                      "' takes (max_object_bytes " + std::to_string(max) +
+                                      "): import into a pool whose store takes it (nothing was imported)");
             auto head = known->second->head(o.uri);
             if (!head) return std::move(head).error();
             if (*head)
