@@ -279,6 +279,7 @@ TEST_CASE("dlq replay: a dead-letter topic ending in a skip record (a worker kil
     f.dead_letter(0, 3);  // offsets 0..2
     dead_letterer_killed_mid_send(f);  // offsets 3 and 4: skip records
     dead_letterer_killed_mid_send(f);
+    CHECK(retained(f.tp.pool) == 3);  // the dead letters, not the offsets
     // Each call in a child: one that never returns is killed at the deadline and fails here.
     const std::string name = f.tp.cleanup.name();
     const pid_t kid = test::fork_child([&]() -> int {

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <map>
 #include <string>
 
 #include "../mq/mq_test_util.h"
@@ -173,6 +174,95 @@ TEST_CASE("dlq: in a DLQ with smaller slots the source headers that fit are kept
     CHECK(hd.at(std::string(kDlqHeaderReason)) ==
           "converter failed [source headers left out, no room in the DLQ's slot: trace]");
     CHECK(hd.at(std::string(kDlqHeaderAttempts)) == "3");
+}
+
+namespace {
+/// Dead-letters one message with `headers` from topic "in" (1 KiB slots) into "in.dlq", made
+/// by hand with 512-byte slots, through a router with `policy`; the letter's headers, by name,
+/// first occurrence.
+std::map<std::string, std::string> dead_letter_into_small_dlq(TestPool& tp, std::span<const MessageHeader> headers,
+                                                              const std::string& reason, DlqPolicy policy = quick()) {
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("in", config(1, 16, OnFull::block, 1024)).ok());
+    REQUIRE(create_dead_letter_topic(tp.pool, "in.dlq", config(1, 16, OnFull::block, 512)).ok());
+    auto pr = Producer::open(tp.pool, "in");
+    REQUIRE(pr.ok());
+    REQUIRE(pr->send(bytes("v"), headers).ok());
+    auto gc = GroupConsumer::open(tp.pool, "in", "g", "w");
+    REQUIRE(gc.ok());
+    auto router = DlqRouter::open(tp.pool, "in", "g", policy);
+    REQUIRE(router.ok());
+    MessageBatch b;
+    REQUIRE(gc->poll(b, 8, std::chrono::seconds(1)).ok());
+    REQUIRE(b.size() == 1);
+    REQUIRE(router->dead_letter(b[0], 3, reason).ok());
+    auto dl = read_dlq(tp.pool, "in.dlq");
+    REQUIRE(dl.size() == 1);
+    return dl[0].second;
+}
+}  // namespace
+
+TEST_CASE("dlq: the pipeline's own headers are kept before others, and a name left out is left out in every occurrence") {
+    TestPool tp("dlq-hdrprio");
+    // Room for one of the two 200-byte headers: the fan-out's topic list, although it comes
+    // second (a replay without it could let a --delete-input worker remove an input another
+    // topic still needs). "x" twice: readers take the first, so the small second one must not
+    // stand in for the large first one.
+    const std::string two_hundred(200, 't');
+    const MessageHeader h[] = {{"x", std::string(250, 'x')}, {"trace", two_hundred}, {"fabric-topics", two_hundred},
+                               {"x", "small"}};
+    const auto hd = dead_letter_into_small_dlq(tp, h, "failed");
+    CHECK(hd.at("fabric-topics") == two_hundred);
+    CHECK(hd.count("trace") == 0);
+    CHECK(hd.count("x") == 0);
+    CHECK(hd.at(std::string(kDlqHeaderReason)) == "failed [source headers left out, no room in the DLQ's slot: x, trace]");
+}
+
+TEST_CASE("dlq: a reason that fills its room keeps 64 bytes or more and whole UTF-8 characters before the note") {
+    TestPool tp("dlq-hdrutf8");
+    DlqPolicy p = quick();
+    p.max_reason_bytes = 150;
+    std::string reason;
+    for (int i = 0; i < 100; ++i) reason += "\xc3\xa9";  // 200 bytes of two-byte characters
+    const MessageHeader h[] = {{"x-correlation-identifier", std::string(400, 'c')}};
+    const auto hd = dead_letter_into_small_dlq(tp, h, reason, p);
+    const std::string brief = " [1 source header(s) left out: no room in the DLQ's slot]";
+    const std::string& why = hd.at(std::string(kDlqHeaderReason));
+    INFO(why);
+    REQUIRE(why.size() <= 150);
+    REQUIRE(why.size() > brief.size());
+    CHECK(why.substr(why.size() - brief.size()) == brief);
+    const std::string kept = why.substr(0, why.size() - brief.size());
+    CHECK(kept.size() >= 60);
+    CHECK(kept.size() % 2 == 0);  // whole characters: no half of one before the note
+    CHECK(reason.starts_with(kept));
+}
+
+TEST_CASE("dlq: source headers that would take a message's headers past 65535 bytes are left out, not a send that fails") {
+    // 128 KiB slots hold the header; the 16-bit length of a message's headers cannot hold it
+    // next to the dead letter's own.
+    TestPool tp("dlq-hdr64k", 96ull << 20);
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("in", config(1, 4, OnFull::block, 128 << 10)).ok());
+    auto pr = Producer::open(tp.pool, "in");
+    REQUIRE(pr.ok());
+    const MessageHeader h[] = {{"fabric-version", "3"}, {"blob", std::string(65450, 'b')}};
+    REQUIRE(pr->send(bytes("v"), h).ok());
+    auto gc = GroupConsumer::open(tp.pool, "in", "g", "w");
+    REQUIRE(gc.ok());
+    auto router = DlqRouter::open(tp.pool, "in", "g", quick());
+    REQUIRE(router.ok());
+    MessageBatch b;
+    REQUIRE(gc->poll(b, 8, std::chrono::seconds(1)).ok());
+    REQUIRE(b.size() == 1);
+    auto sent = router->dead_letter(b[0], 3, "too slow");
+    REQUIRE_MESSAGE(sent.ok(), sent.error().message);
+    auto dl = read_dlq(tp.pool, "in.dlq");
+    REQUIRE(dl.size() == 1);
+    CHECK(dl[0].second.at("fabric-version") == "3");
+    CHECK(dl[0].second.count("blob") == 0);
+    CHECK(dl[0].second.at(std::string(kDlqHeaderReason)) ==
+          "too slow [source headers left out, no room in the DLQ's slot: blob]");
 }
 
 TEST_CASE("dlq: the largest message of a topic with the largest slots is dead-lettered whole") {

@@ -122,14 +122,9 @@ int dlq_ls(Output& out, Pool& pool, const std::string& dlq, const cxxopts::Parse
     sel.limit = size_t(r["limit"].as<uint64_t>());
     auto letters = list_dead_letters(pool, dlq, sel);
     if (!letters) return fail(out, letters.error());
-    // Counted, not taken from the offsets (dead_letter_count): a dead-letterer killed
-    // mid-send leaves a skip record, which holds an offset and is no dead letter.
-    uint64_t total = letters->size();
-    if (sel.partition || letters->size() == sel.limit) {
-        auto every = list_dead_letters(pool, dlq);
-        if (!every) return fail(out, every.error());
-        total = every->size();
-    }
+    auto count = dead_letter_count(pool, dlq);
+    if (!count) return fail(out, count.error());
+    const uint64_t total = *count;
     const uint64_t now_wall = wall_now_ns();
     if (out.json) {
         nlohmann::json arr = nlohmann::json::array();

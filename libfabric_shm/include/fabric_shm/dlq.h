@@ -141,9 +141,9 @@ Status create_dead_letter_topic(Pool& pool, std::string_view name, const TopicCo
 /// TopicManager::ensure for a dead-letter topic (the stride limit of create_dead_letter_topic).
 Status ensure_dead_letter_topic(Pool& pool, std::string_view name, const TopicConfig& config, Duration wait);
 
-/// Offsets retained in a DLQ topic (sum over partitions of next - oldest), without reading a
-/// slot: the dead letters plus any skip record (a dead-letterer killed mid-send leaves one).
-/// list_dead_letters(...).size() counts the dead letters alone.
+/// Dead letters retained in a DLQ topic: its published slots from each partition's oldest
+/// offset to its tail, read from the slot words (no message is copied). A skip record (a
+/// dead-letterer killed mid-send leaves one) and a send in progress are not counted; tools.
 Result<uint64_t> dead_letter_count(const Pool& pool, std::string_view dlq_topic);
 
 /// Sleeps `duration` in slices of at most `slice`, calling heartbeat between slices; stops at

@@ -59,6 +59,16 @@ TopicConfig dead_letter_topic_config(const TopicConfig& source) {
     return cfg;
 }
 
+namespace {
+/// At most `n` bytes of `text`, cut before a UTF-8 sequence that would not fit whole.
+std::string utf8_prefix(std::string_view text, uint64_t n) {
+    if (text.size() <= n) return std::string(text);
+    size_t cut = size_t(n);
+    while (cut > 0 && (uint8_t(text[cut]) & 0xc0) == 0x80) --cut;  // text[cut] continues a sequence
+    return std::string(text.substr(0, cut));
+}
+}  // namespace
+
 Status create_dead_letter_topic(Pool& pool, std::string_view name, const TopicConfig& config) {
     return mq::create_topic(pool, name, config, mq::kMaxSlotStride);
 }
@@ -74,7 +84,15 @@ Result<uint64_t> dead_letter_count(const Pool& pool, std::string_view dlq_topic)
     for (const auto& pv : (*t)->parts) {
         const uint64_t next = pv.hdr->tail.load(std::memory_order_acquire);  // pairs with the tail CAS
         const uint64_t oldest = oldest_offset(**t, pv);
-        if (int64_t(next - oldest) > 0) n += next - oldest;
+        if (int64_t(next - oldest) <= 0) continue;
+        // A ring's worth at most: more would be a damaged head (nothing read from the pool is
+        // trusted), and a walk of it would not end.
+        const uint64_t from = next - oldest > pv.capacity ? next - pv.capacity : oldest;
+        for (uint64_t o = from; o != next; ++o) {
+            // Relaxed: a count of the words as they stand; nothing of the slot is read after it.
+            const uint64_t w = pv.slot(o)->state.load(std::memory_order_relaxed);
+            if (slot_state(w) == kSlotPublished && slot_lap(w) == (pv.lap(o) & kLapMask)) ++n;
+        }
     }
     return n;
 }
@@ -322,32 +340,53 @@ Result<SendResult> DlqRouter::dead_letter(const Message& m, uint64_t attempts, s
     auto d = TopicManager(*im.pool).describe(im.dlq_name, TopicDetail::positions);  // its slot size
     if (!d) return std::move(d).error();
     const uint64_t cap = max_message_bytes(d->config.partition_stride);
-    uint64_t fixed = m.key.size() + m.value.size() + enc(kDlqHeaderTopic, im.topic) + enc(kDlqHeaderGroup, im.group) +
-                     enc(kDlqHeaderPartition, part) + enc(kDlqHeaderOffset, off) + enc(kDlqHeaderAttempts, att) +
-                     enc(kDlqHeaderReason, "");
+    // Our headers but the reason's bytes; they count against the slot and against the 65535
+    // bytes a message's headers may take in all (the envelope's 16-bit headers_len).
+    const uint64_t ours = enc(kDlqHeaderTopic, im.topic) + enc(kDlqHeaderGroup, im.group) +
+                          enc(kDlqHeaderPartition, part) + enc(kDlqHeaderOffset, off) +
+                          enc(kDlqHeaderAttempts, att) + enc(kDlqHeaderReason, "");
+    const uint64_t fixed = m.key.size() + m.value.size() + ours;
     if (fixed > cap)
         return make_error(Errc::message_too_large, "dead letter of " + std::to_string(fixed) +
                                                        " bytes (value, key and dlq headers) exceeds the " +
                                                        std::to_string(cap) + " bytes a slot of DLQ topic '" +
                                                        im.dlq_name + "' holds");
-    // The source headers in their order, each while it fits next to ours (a DLQ made with
-    // smaller slots than dead_letter_topic_config gives); the reason names any left out.
+    // The source headers while each fits next to ours (all do in a DLQ that
+    // dead_letter_topic_config made, unless they come near the 65535 bytes): first those the
+    // pipeline reads (fabric-*: the version, the topics a fan-out told, the replay count), then
+    // the rest, each group in its order. A name left out leaves out its later occurrences too:
+    // readers take a name's first. The reason names what was left out.
+    constexpr uint64_t kHeadersLimit = UINT16_MAX;
     uint64_t orig = 0;
-    size_t kept = 0;
-    std::string left_out;
-    for (const MessageHeader& h : headers) {
-        if (fixed + orig + enc(h.name, h.value) <= cap) {
-            orig += enc(h.name, h.value);
-            headers[kept++] = h;
-        } else {
-            left_out += (left_out.empty() ? "" : ", ") + std::string(h.name);
+    std::vector<MessageHeader> kept;
+    std::vector<std::string_view> left_out;
+    for (const bool pipeline : {true, false})
+        for (const MessageHeader& h : headers) {
+            if (h.name.starts_with("fabric-") != pipeline) continue;
+            const bool named = std::find(left_out.begin(), left_out.end(), h.name) != left_out.end();
+            const uint64_t e = enc(h.name, h.value);
+            if (!named && fixed + orig + e <= cap && ours + orig + e <= kHeadersLimit) {
+                orig += e;
+                kept.push_back(h);
+            } else if (!named) {
+                left_out.push_back(h.name);
+            }
         }
+    headers = std::move(kept);
+    const uint64_t room = std::min<uint64_t>({cap - fixed - orig, kHeadersLimit - ours - orig, im.policy.max_reason_bytes});
+    std::string why = utf8_prefix(reason, room);
+    if (!left_out.empty()) {
+        std::string names;
+        for (std::string_view n : left_out) names += (names.empty() ? "" : ", ") + std::string(n);
+        const std::string full = " [source headers left out, no room in the DLQ's slot: " + names + "]";
+        const std::string brief =
+            " [" + std::to_string(left_out.size()) + " source header(s) left out: no room in the DLQ's slot]";
+        const bool whole = why.size() == reason.size();
+        if (whole && why.size() + full.size() <= room) why += full;
+        else if (whole && why.size() + brief.size() <= room) why += brief;
+        // The reason fills the room: its end gives way to the brief note while 64 bytes of it stay.
+        else if (room >= brief.size() + 64) why = utf8_prefix(reason, room - brief.size()) + brief;
     }
-    headers.resize(kept);
-    const uint64_t room = std::min<uint64_t>(cap - fixed - orig, im.policy.max_reason_bytes);
-    std::string note = left_out.empty() ? "" : " [source headers left out, no room in the DLQ's slot: " + left_out + "]";
-    if (note.size() > room) note.clear();
-    const std::string why = std::string(reason.substr(0, std::min<size_t>(reason.size(), room - note.size()))) + note;
     headers.push_back({kDlqHeaderTopic, im.topic});
     headers.push_back({kDlqHeaderGroup, im.group});
     headers.push_back({kDlqHeaderPartition, part});
