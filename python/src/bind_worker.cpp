@@ -583,14 +583,18 @@ void bind_worker(py::module_& m) {
                  // Ctrl-C ends the wait, and the gate then fails every chunk left at once (an
                  // interrupted exec is permanent), so run() returns and the KeyboardInterrupt is
                  // raised (gate.rethrow) within a slice instead of when the wait is over.
+                 // Signal handlers run in the main thread only: another thread sleeps its waits whole.
+                 const bool main_thread =
+                     py::module_::import("threading").attr("main_thread")().is(py::module_::import("threading").attr("current_thread")());
                  RetryPolicy policy = j.policy();
-                 policy.sleep = [&gate](Duration wait) {
-                     constexpr uint64_t kSliceNs = 20'000'000;
+                 policy.sleep = [&gate, main_thread](Duration wait) {
+                     const uint64_t slice_ns = main_thread ? 20'000'000 : UINT64_MAX;
                      const uint64_t end = mono_now_ns() + uint64_t(to_ns(wait));
                      for (uint64_t now = mono_now_ns(); now < end && !gate.stop; now = mono_now_ns()) {
-                         const uint64_t ns = std::min(end - now, kSliceNs);
+                         const uint64_t ns = std::min(end - now, slice_ns);
                          timespec ts{time_t(ns / 1'000'000'000ull), long(ns % 1'000'000'000ull)};
                          ::nanosleep(&ts, nullptr);
+                         if (!main_thread) continue;
                          py::gil_scoped_acquire gil;
                          if (PyErr_CheckSignals() != 0) {
                              py::error_already_set e;
@@ -618,7 +622,7 @@ void bind_worker(py::module_& m) {
                          },
                          [&](const JobCoordinator::Outputs& outs) {
                              std::vector<uint8_t> out;
-                             if (aggregate.is_none()) return out;
+                             if (aggregate.is_none() || gate.stop) return out;  // stopped: raised below instead
                              py::gil_scoped_acquire gil;
                              try {
                                  py::list items;

@@ -333,6 +333,18 @@ def test_ctrl_c_interrupts_a_job_waiting_for_room_in_a_full_output_store(pool):
     assert delay < 0.2
 
 
+def test_ctrl_c_interrupts_a_job_waiting_to_retry_a_chunk(pool):
+    # A retryable failure waits initial_backoff (5 s here) before the next attempt.
+    delay = child_blocked_then_interrupted(pool.name, """
+        coordinator = fs.JobCoordinator(fs.RetryPolicy(max_attempts=5, initial_backoff=5, max_backoff=5))
+        def fail(chunk):
+            raise fs.Busy("the converter is busy")
+        def block():
+            coordinator.run([b"chunk"], fs.MemoryOutputStore(), fail, aggregate=lambda outs: b"never")
+    """)
+    assert delay < 0.2
+
+
 def test_the_handler_helper_fails_a_result_too_large_to_frame_alone(monkeypatch):
     # A frame's length is 32 bits and the worker takes at most 1 GiB: a larger result cannot be
     # framed. struct.pack would raise and end the helper (failing every request in flight); the
