@@ -134,7 +134,11 @@ int dlq_ls(Output& out, Pool& pool, const std::string& dlq, const cxxopts::Parse
     }
     std::string text = "'" + dlq + "': " + std::to_string(total) + " dead letter(s) retained";
     if (letters->size() < total)
-        text += ", " + std::to_string(letters->size()) + " shown (" + (sel.partition ? "--partition" : "--limit") + ")";
+        text += ", " + std::to_string(letters->size()) + " shown (" +
+                (sel.partition                    ? "--partition"
+                 : letters->size() == sel.limit ? "--limit"
+                                                  : "a dead letter still being written stops the listing; run it again") +
+                ")";
     text += "\n";
     if (!letters->empty()) {
         Table t({"POSITION", "AGE", "ATTEMPTS", "GROUP", "SOURCE", "REPLAYS", "VALUE", "REASON"});
