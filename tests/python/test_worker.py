@@ -257,31 +257,13 @@ def test_a_plain_handler_runs_without_importing_asyncio_and_async_ones_are_still
 
 def test_ctrl_c_stops_a_running_worker_within_100_ms(pool):
     pool.topics().create("t", fs.TopicConfig(num_partitions=1))
-    script = textwrap.dedent(f"""
-        import time
-        import fabric_shm as fs
-        pool = fs.Pool.open({pool.name!r})
+    delay = child_blocked_then_interrupted(pool.name, """
         worker = fs.Worker(pool, topic="t", group="g")
         worker.handler(lambda item: b"")
-        print("ready", flush=True)
-        try:
+        def block():
             worker.run()
-        except KeyboardInterrupt:
-            print("interrupted", time.monotonic(), flush=True)
     """)
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=python_env())
-    try:
-        assert child.stdout.readline().strip() == "ready"
-        time.sleep(0.3)
-        sent = time.monotonic()
-        child.send_signal(signal.SIGINT)
-        line = child.stdout.readline().split()
-        assert child.wait(timeout=10) == 0
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    assert line[0] == "interrupted" and float(line[1]) - sent < 0.1
+    assert delay < 0.1
     # It left the group on the way out: no live member remains.
     out = subprocess.run([str(CLI), "group", "describe", "g", "--topic", "t", "--pool", pool.name, "--json"],
                          capture_output=True, text=True, check=True)

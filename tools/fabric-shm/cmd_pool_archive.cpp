@@ -553,8 +553,10 @@ Status check_archive(archive::Reader& rd, Pool& pool, ImportMap& map, json* pool
                 known = stores.emplace(o.store, attached ? std::move(*attached) : nullptr).first;
             }
             if (!known->second) continue;  // a store import creates: nothing in it can clash
-            // A store the pool has keeps its own limit (import_stores attaches to it).
-            if (const uint64_t max = largest[o.store]; rec.payload_bytes > max)
+            // A store the pool has keeps its own limit (import_stores attaches to it). An object
+            // already expired is not put (import_objects skips it).
+            const bool expired = o.expires_wall_ns != 0 && o.expires_wall_ns <= wall_now_ns();
+            if (const uint64_t max = largest[o.store]; rec.payload_bytes > max && !expired)
                 return make_error(Errc::object_too_large,
                                   "archive object " + o.uri.to_string() + " is " + std::to_string(rec.payload_bytes) +
                                       " bytes, more than store '" + o.store + "' of pool '" + map.new_pool +

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <unordered_set>
 
 #include "fabric_shm/clock.h"
 #include "fabric_shm/consumer_group.h"
@@ -60,11 +61,13 @@ TopicConfig dead_letter_topic_config(const TopicConfig& source) {
 }
 
 namespace {
-/// At most `n` bytes of `text`, cut before a UTF-8 sequence that would not fit whole.
+/// At most `n` bytes of `text`, cut before a UTF-8 sequence that would not fit whole. Text
+/// that is not UTF-8 (a run of bytes 0x80..0xbf) is cut at `n`: a sequence is 4 bytes at most.
 std::string utf8_prefix(std::string_view text, uint64_t n) {
     if (text.size() <= n) return std::string(text);
     size_t cut = size_t(n);
-    while (cut > 0 && (uint8_t(text[cut]) & 0xc0) == 0x80) --cut;  // text[cut] continues a sequence
+    while (cut > 0 && size_t(n) - cut < 3 && (uint8_t(text[cut]) & 0xc0) == 0x80) --cut;  // text[cut] continues one
+    if ((uint8_t(text[cut]) & 0xc0) == 0x80) cut = size_t(n);  // no lead byte within reach
     return std::string(text.substr(0, cut));
 }
 }  // namespace
@@ -359,17 +362,19 @@ Result<SendResult> DlqRouter::dead_letter(const Message& m, uint64_t attempts, s
     constexpr uint64_t kHeadersLimit = UINT16_MAX;
     uint64_t orig = 0;
     std::vector<MessageHeader> kept;
-    std::vector<std::string_view> left_out;
+    std::vector<std::string_view> left_out;  // in the order met, for the note
+    std::unordered_set<std::string_view> kept_names, left_out_names;
     for (const bool pipeline : {true, false})
         for (const MessageHeader& h : headers) {
-            if (h.name.starts_with("fabric-") != pipeline) continue;
-            const bool named = std::find(left_out.begin(), left_out.end(), h.name) != left_out.end();
+            if (h.name.starts_with("fabric-") != pipeline || left_out_names.count(h.name)) continue;
             const uint64_t e = enc(h.name, h.value);
-            if (!named && fixed + orig + e <= cap && ours + orig + e <= kHeadersLimit) {
+            if (fixed + orig + e <= cap && ours + orig + e <= kHeadersLimit) {
                 orig += e;
                 kept.push_back(h);
-            } else if (!named) {
+                kept_names.insert(h.name);
+            } else if (!kept_names.count(h.name)) {  // a later occurrence of a kept name: no reader sees it
                 left_out.push_back(h.name);
+                left_out_names.insert(h.name);
             }
         }
     headers = std::move(kept);
