@@ -92,6 +92,22 @@ const std::vector<std::string> kCommands = {
 
 json parse_json(const std::string& text) { return json::parse(text, nullptr, false); }
 
+/// A pool of 8 MiB with its default store, removed at the end (the dump tests' set-up).
+struct StorePool {
+    test::PoolCleanup cleanup;
+    const std::string& name = cleanup.name();
+    Pool pool;
+    std::unique_ptr<MemObjectStore> store;
+    explicit StorePool(const std::string& tag) : cleanup(test::unique_pool_name(tag)) {
+        auto p = Pool::create(PoolOptions{name, 8ull << 20});
+        REQUIRE(p.ok());
+        pool = std::move(*p);
+        auto s = MemObjectStore::open(pool);
+        REQUIRE(s.ok());
+        store = std::move(*s);
+    }
+};
+
 /// Topic "ev" (one partition) in `pool` whose messages (key, value) group "g" dead-letters
 /// with `reason`, as a worker would after its last attempt.
 void dead_letter_on_ev(Pool& pool, const std::vector<std::pair<std::string, std::string>>& messages,
@@ -288,20 +304,15 @@ TEST_CASE("pool --help and lease --help list the options of every action") {
 }
 
 TEST_CASE("dump --check: a state in progress is listed once, under its label") {
-    const std::string name = test::unique_pool_name("inprog");
-    test::PoolCleanup cleanup(name);
-    auto pool = Pool::create(PoolOptions{name, 8ull << 20});
-    REQUIRE(pool.ok());
-    auto store = MemObjectStore::open(*pool);
-    REQUIRE(store.ok());
-    auto loan = (*store)->loan(100);  // held: the block is "loaned" while the dump runs
+    StorePool sp("inprog");
+    auto loan = sp.store->loan(100);  // held: the block is "loaned" while the dump runs
     REQUIRE(loan.ok());
-    Run r = run("fabric-shm-dump --check --pool " + name);
+    Run r = run("fabric-shm-dump --check --pool " + sp.name);
     INFO(r.out);
     CHECK(r.rc == 0);
     CHECK(r.out.find("  in progress: store block") != std::string::npos);
     CHECK(r.out.find("in progress: in progress") == std::string::npos);
-    r = run("fabric-shm-dump --check --json --pool " + name);
+    r = run("fabric-shm-dump --check --json --pool " + sp.name);
     const json doc = parse_json(r.out);
     REQUIRE(doc["check"]["in_progress"].size() >= 1);
     for (const auto& line : doc["check"]["in_progress"]) CHECK(line.get<std::string>().rfind("in progress", 0) != 0);
@@ -338,20 +349,15 @@ TEST_CASE("dump: FRAG of a full heap is 0 %, not 100 %") {
 }
 
 TEST_CASE("dump: the store shows bytes per object, objects and bytes per bucket, and the soonest expiries") {
-    const std::string name = test::unique_pool_name("dumpbkt");
-    test::PoolCleanup cleanup(name);
-    auto pool = Pool::create(PoolOptions{name, 8ull << 20});
-    REQUIRE(pool.ok());
-    auto store = MemObjectStore::open(*pool);
-    REQUIRE(store.ok());
+    StorePool sp("dumpbkt");
     const std::vector<uint8_t> kib(1024, 'x');
-    for (int i = 0; i < 3; ++i) REQUIRE((*store)->put(*FabricUri::make(name, "uploads", "u" + std::to_string(i)), kib));
+    for (int i = 0; i < 3; ++i) REQUIRE(sp.store->put(*FabricUri::make(sp.name, "uploads", "u" + std::to_string(i)), kib));
     PutOptions later, sooner;
     later.ttl = std::chrono::hours(2);
     sooner.ttl = std::chrono::hours(1);
-    REQUIRE((*store)->put(*FabricUri::make(name, "results", "late"), kib, later));
-    REQUIRE((*store)->put(*FabricUri::make(name, "results", "soon"), std::vector<uint8_t>(10, 'y'), sooner));
-    const Run r = run("fabric-shm-dump --json --pool " + name);
+    REQUIRE(sp.store->put(*FabricUri::make(sp.name, "results", "late"), kib, later));
+    REQUIRE(sp.store->put(*FabricUri::make(sp.name, "results", "soon"), std::vector<uint8_t>(10, 'y'), sooner));
+    const Run r = run("fabric-shm-dump --json --pool " + sp.name);
     const json s = parse_json(r.out)["store"]["stores"][0];
     CHECK(s["bytes_per_object"].get<uint64_t>() >= 1024);
     CHECK(s["bytes_per_object"].get<uint64_t>() <= 1280);
@@ -366,7 +372,7 @@ TEST_CASE("dump: the store shows bytes per object, objects and bytes per bucket,
     CHECK(s["soonest_expiries"][0]["key"] == "results/soon");
     CHECK(s["soonest_expiries"][1]["key"] == "results/late");
     CHECK(s["objects_with_ttl"] == 2);
-    const std::string text = run("fabric-shm-dump --pool " + name).out;
+    const std::string text = run("fabric-shm-dump --pool " + sp.name).out;
     CHECK(text.find("store 'default': ") != std::string::npos);
     CHECK(text.find(" bytes per object (heap, 5 objects)") != std::string::npos);
     CHECK(text.find("uploads=3 objects/3.0 KiB") != std::string::npos);
@@ -426,18 +432,13 @@ TEST_CASE("tail: a message's control bytes print as \\xNN, and --json prints a m
 }
 
 TEST_CASE("dump: text outside the tables prints control bytes and invalid UTF-8 as \\xNN") {
-    const std::string name = test::unique_pool_name("dumpesc");
-    test::PoolCleanup cleanup(name);
-    auto pool = Pool::create(PoolOptions{name, 8ull << 20});
-    REQUIRE(pool.ok());
-    auto store = MemObjectStore::open(*pool);
-    REQUIRE(store.ok());
+    StorePool sp("dumpesc");
     // A key may hold any byte from 0x80 up: 0x9b alone is the C1 form of ESC [ to a terminal
     // reading 8-bit controls. The dump names it in its "expiring soonest" line.
     PutOptions ttl;
     ttl.ttl = std::chrono::hours(1);
-    REQUIRE((*store)->put(*FabricUri::make(name, "b", "k\x9b" "2J\xff"), std::vector<uint8_t>(4, 'x'), ttl));
-    Run r = run("fabric-shm-dump --pool " + name);
+    REQUIRE(sp.store->put(*FabricUri::make(sp.name, "b", "k\x9b" "2J\xff"), std::vector<uint8_t>(4, 'x'), ttl));
+    Run r = run("fabric-shm-dump --pool " + sp.name);
     INFO(r.out);
     CHECK(r.rc == 0);
     CHECK(r.out.find("b/k\\x9b2J\\xff in ") != std::string::npos);
