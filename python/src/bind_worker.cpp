@@ -580,9 +580,8 @@ void bind_worker(py::module_& m) {
                  std::optional<py::error_already_set> aggregate_error;
                  // The coordinator's waits (a retry's backoff, up to 2 s; room in a full output
                  // store, up to store_wait, 30 s) in slices that look for Python's signals: a
-                 // Ctrl-C ends the wait, and the gate then fails every chunk left at once (an
-                 // interrupted exec is permanent), so run() returns and the KeyboardInterrupt is
-                 // raised (gate.rethrow) within a slice instead of when the wait is over.
+                 // Ctrl-C ends the wait, should_stop then ends the run, and the KeyboardInterrupt
+                 // is raised (gate.rethrow) within a slice instead of when the wait is over.
                  // Signal handlers run in the main thread only: another thread sleeps its waits whole.
                  const bool main_thread =
                      py::module_::import("threading").attr("main_thread")().is(py::module_::import("threading").attr("current_thread")());
@@ -603,6 +602,7 @@ void bind_worker(py::module_& m) {
                          }
                      }
                  };
+                 policy.should_stop = [&gate] { return gate.stop.has_value(); };
                  JobCoordinator coordinator(std::move(policy));
                  // JobCoordinator::run only reads its policy: threads may run one coordinator at
                  // once (the outputs lock themselves: LockedOutputs).

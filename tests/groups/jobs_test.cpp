@@ -178,6 +178,54 @@ TEST_CASE("jobs: a full output store makes a chunk's output wait for room; the c
     for (uint64_t w : slept) CHECK(w == 1'000'000ull);
 }
 
+TEST_CASE("jobs: should_stop ends a run before its next chunk, retry or wait for room; the stored outputs stay") {
+    bool stop = false;
+    int waits = 0;
+    RetryPolicy p;
+    p.sleep = [&](Duration) { ++waits; };
+    p.should_stop = [&] { return stop; };
+    int runs = 0;
+    auto stop_after_two = [&](std::span<const uint8_t> in) {
+        if (++runs == 2) stop = true;  // asked for while the second chunk runs (a Ctrl-C then)
+        return upper(in);
+    };
+    MemoryOutputStore out;
+    auto r = JobCoordinator(p).run(make_chunks(4), out, stop_after_two, concat);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.code() == Errc::interrupted);
+    CHECK(runs == 2);
+    CHECK(out.contains(100).value());
+    CHECK(out.contains(101).value());
+    CHECK_FALSE(out.contains(102).value());
+
+    // Asked for during a retry's backoff: no further attempt.
+    stop = false;
+    runs = 0;
+    p.sleep = [&](Duration) { stop = true; };
+    auto busy = [&](std::span<const uint8_t>) -> Result<std::vector<uint8_t>> {
+        ++runs;
+        return make_error(Errc::busy, "converter busy");
+    };
+    MemoryOutputStore none;
+    r = JobCoordinator(p).run(make_chunks(1), none, busy, concat);
+    CHECK(r.code() == Errc::interrupted);
+    CHECK(runs == 1);
+
+    // Asked for during a wait for room in a full store: one wait, not store_wait's worth.
+    stop = false;
+    waits = 0;
+    p.sleep = [&](Duration) {
+        ++waits;
+        stop = true;
+    };
+    FullForAWhile full;
+    full.full_puts = 1 << 30;
+    r = JobCoordinator(p).run(make_chunks(1), full, upper, concat);
+    CHECK(r.code() == Errc::interrupted);
+    CHECK(waits == 1);
+    CHECK(full.puts == 2);
+}
+
 TEST_CASE("jobs: a killed process's replacement skips the chunks it finished (pool-backed outputs)") {
     TestPool tp("jobs-kill");
     REQUIRE(MemObjectStore::open(tp.pool).ok());

@@ -82,6 +82,9 @@ struct RetryPolicy {
     Duration store_wait = std::chrono::seconds(30);
     /// Waits between attempts; tests substitute a recorder. Default: nanosleep.
     std::function<void(Duration wait)> sleep;
+    /// Asked before each chunk, each attempt and each wait for room (e.g. a Ctrl-C seen): true
+    /// ends the run with Errc::interrupted; the outputs stored so far stay. Default: never.
+    std::function<bool()> should_stop;
     bool is_retryable(Errc code) const;
     Duration backoff(uint32_t attempt) const;  ///< wait after failed attempt `attempt` (1-based)
 };

@@ -114,6 +114,11 @@ bool store_waits(Errc code) {
            code == Errc::busy;
 }
 
+Error stopped(ChunkId id) {
+    return make_error(Errc::interrupted, "stopped by its caller (RetryPolicy.should_stop) at chunk " + std::to_string(id) +
+                                             "; the outputs stored so far stay");
+}
+
 Status put_waiting_for_room(const RetryPolicy& policy, JobOutputStore& outputs, ChunkId id, ByteView output,
                             const std::function<void(Duration)>& sleep) {
     // The output is kept and put again after a backoff: running the chunk again would redo its
@@ -125,6 +130,7 @@ Status put_waiting_for_room(const RetryPolicy& policy, JobOutputStore& outputs, 
     const uint64_t limit = uint64_t(to_ns(policy.store_wait)), start = mono_now_ns();
     uint64_t waited = 0;
     for (uint32_t n = 1; !put && store_waits(put.code()) && waited < limit && mono_now_ns() - start < limit; ++n) {
+        if (policy.should_stop && policy.should_stop()) return stopped(id);
         const Duration wait = std::max<Duration>(policy.backoff(n), std::chrono::milliseconds(1));
         sleep(wait);
         waited += to_ns(wait);
@@ -147,6 +153,7 @@ Result<JobResult> JobCoordinator::run(std::span<const WorkChunk> chunks, JobOutp
     const auto& sleep = policy_.sleep ? policy_.sleep : std::function<void(Duration)>(default_sleep);
     JobResult res;
     for (const auto& c : chunks) {
+        if (policy_.should_stop && policy_.should_stop()) return stopped(c.id);
         auto have = outputs.contains(c.id);
         if (!have) return std::move(have).error();
         if (*have) {
@@ -167,6 +174,7 @@ Result<JobResult> JobCoordinator::run(std::span<const WorkChunk> chunks, JobOutp
             if (!policy_.is_retryable(fail.error.code) || attempt == policy_.max_attempts) break;
             ++res.retries;
             sleep(policy_.backoff(attempt));
+            if (policy_.should_stop && policy_.should_stop()) return stopped(c.id);
         }
         if (done)
             ++res.executed;
