@@ -12,7 +12,6 @@ namespace fabric_shm::py_bind {
 
 namespace {
 
-/// store.get(): the pin, its info, and the exporter behind .data (created on first use).
 /// Objects from this size up are checked or copied with the GIL released: a CRC or a copy of
 /// megabytes takes milliseconds that other Python threads should have. Below it, releasing
 /// and taking the GIL back would cost more than the work.
@@ -26,6 +25,7 @@ Status while_large(size_t bytes, F&& f) {
     return f();
 }
 
+/// store.get(): the pin, its info, and the exporter behind .data (created on first use).
 struct PyObjectRef {
     std::shared_ptr<PinHolder> pin;
     FabricUri uri;

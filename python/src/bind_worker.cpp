@@ -578,31 +578,12 @@ void bind_worker(py::module_& m) {
                  }
                  CallbackGate gate;
                  std::optional<py::error_already_set> aggregate_error;
-                 // The coordinator's waits (a retry's backoff, up to 2 s; room in a full output
-                 // store, up to store_wait, 30 s) in slices that look for Python's signals: a
-                 // Ctrl-C ends the wait, should_stop then ends the run, and the KeyboardInterrupt
-                 // is raised (gate.rethrow) within a slice instead of when the wait is over.
-                 // Signal handlers run in the main thread only: another thread sleeps its waits whole.
-                 const bool main_thread =
-                     py::module_::import("threading").attr("main_thread")().is(py::module_::import("threading").attr("current_thread")());
+                 // The coordinator's waits (a retry's backoff; room in a full output store, up to
+                 // store_wait, 30 s) ask should_stop every 20 ms: a Ctrl-C (SignalWatch) or a
+                 // KeyboardInterrupt in exec (the gate) ends the run there, and it is raised below.
+                 SignalWatch watch;
                  RetryPolicy policy = j.policy();
-                 policy.sleep = [&gate, main_thread](Duration wait) {
-                     const uint64_t slice_ns = main_thread ? 20'000'000 : UINT64_MAX;
-                     const uint64_t end = mono_now_ns() + uint64_t(to_ns(wait));
-                     for (uint64_t now = mono_now_ns(); now < end && !gate.stop; now = mono_now_ns()) {
-                         const uint64_t ns = std::min(end - now, slice_ns);
-                         timespec ts{time_t(ns / 1'000'000'000ull), long(ns % 1'000'000'000ull)};
-                         ::nanosleep(&ts, nullptr);
-                         if (!main_thread) continue;
-                         py::gil_scoped_acquire gil;
-                         if (PyErr_CheckSignals() != 0) {
-                             py::error_already_set e;
-                             gate.stop_reason = "stopped by " + describe_exception(e);
-                             gate.stop.emplace(std::move(e));
-                         }
-                     }
-                 };
-                 policy.should_stop = [&gate] { return gate.stop.has_value(); };
+                 policy.should_stop = [&] { return gate.stop.has_value() || watch(); };
                  JobCoordinator coordinator(std::move(policy));
                  // JobCoordinator::run only reads its policy: threads may run one coordinator at
                  // once (the outputs lock themselves: LockedOutputs).
@@ -622,7 +603,7 @@ void bind_worker(py::module_& m) {
                          },
                          [&](const JobCoordinator::Outputs& outs) {
                              std::vector<uint8_t> out;
-                             if (aggregate.is_none() || gate.stop) return out;  // stopped: raised below instead
+                             if (aggregate.is_none() || gate.stop || watch.stopped()) return out;  // raised below instead
                              py::gil_scoped_acquire gil;
                              try {
                                  py::list items;
@@ -638,6 +619,7 @@ void bind_worker(py::module_& m) {
                          });
                  }();
                  gate.rethrow();
+                 watch.rethrow_if_stopped();
                  if (aggregate_error) throw std::move(*aggregate_error);
                  const JobResult r = unwrap(std::move(result));
                  py::dict d;

@@ -224,6 +224,18 @@ TEST_CASE("jobs: should_stop ends a run before its next chunk, retry or wait for
     CHECK(r.code() == Errc::interrupted);
     CHECK(waits == 1);
     CHECK(full.puts == 2);
+
+    // The default sleep asks too, every 20 ms: a stop during a 10 s backoff ends it.
+    RetryPolicy slow;
+    slow.initial_backoff = std::chrono::seconds(10);
+    const uint64_t start = mono_now_ns();
+    slow.should_stop = [&] { return mono_now_ns() - start > 50 * kNsPerMs; };
+    runs = 0;
+    MemoryOutputStore none2;
+    r = JobCoordinator(slow).run(make_chunks(1), none2, busy, concat);
+    CHECK(r.code() == Errc::interrupted);
+    CHECK(runs == 1);
+    CHECK(mono_now_ns() - start < 2 * kNsPerSec);
 }
 
 TEST_CASE("jobs: a killed process's replacement skips the chunks it finished (pool-backed outputs)") {

@@ -80,10 +80,12 @@ struct RetryPolicy {
     /// lock is held by a paused process): back-pressure, not a failed attempt; the chunk is not
     /// run again. Past it the run returns the store's error (the outputs stored so far stay).
     Duration store_wait = std::chrono::seconds(30);
-    /// Waits between attempts; tests substitute a recorder. Default: nanosleep.
+    /// Waits between attempts; tests substitute a recorder. Default: nanosleep, in slices of at
+    /// most 20 ms asking should_stop when it is set (a stop ends the wait).
     std::function<void(Duration wait)> sleep;
-    /// Asked before each chunk, each attempt and each wait for room (e.g. a Ctrl-C seen): true
-    /// ends the run with Errc::interrupted; the outputs stored so far stay. Default: never.
+    /// Asked before each chunk, after each retry's backoff and before each wait for room (e.g.
+    /// a Ctrl-C seen): true ends the run with Errc::interrupted; the outputs stored so far stay.
+    /// Default: never.
     std::function<bool()> should_stop;
     bool is_retryable(Errc code) const;
     Duration backoff(uint32_t attempt) const;  ///< wait after failed attempt `attempt` (1-based)

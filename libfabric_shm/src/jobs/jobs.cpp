@@ -10,6 +10,7 @@
 #include <set>
 
 #include "fabric_shm/clock.h"
+#include "fabric_shm/dlq.h"  // sleep_with_heartbeat
 
 namespace fabric_shm {
 
@@ -99,15 +100,24 @@ Duration RetryPolicy::backoff(uint32_t attempt) const {
 }
 
 namespace {
-void default_sleep(Duration wait) {
-    const uint64_t ns = to_ns(wait);
-    timespec ts{time_t(ns / 1'000'000'000ull), long(ns % 1'000'000'000ull)};
-    while (nanosleep(&ts, &ts) != 0) {
-    }
-}
-}  // namespace
+bool stop_asked(const RetryPolicy& policy) { return policy.should_stop && policy.should_stop(); }
 
-namespace {
+/// The wait RetryPolicy::sleep stands for: whole, or with should_stop in slices of at most
+/// 20 ms, so that a stop asked for meanwhile (a Ctrl-C) ends it.
+void default_sleep(const RetryPolicy& policy, Duration wait) {
+    const uint64_t ns = to_ns(wait);
+    if (!policy.should_stop) {
+        timespec ts{time_t(ns / 1'000'000'000ull), long(ns % 1'000'000'000ull)};
+        while (nanosleep(&ts, &ts) != 0) {
+        }
+        return;
+    }
+    (void)sleep_with_heartbeat(wait, std::chrono::milliseconds(20), [&]() -> Status {
+        if (stop_asked(policy)) return make_error(Errc::interrupted, "stop asked for");
+        return {};
+    });
+}
+
 /// A full store (or a key lock held by a paused process) makes its writer wait, not fail.
 bool store_waits(Errc code) {
     return code == Errc::capacity_exceeded || code == Errc::no_space || code == Errc::back_pressure ||
@@ -130,7 +140,7 @@ Status put_waiting_for_room(const RetryPolicy& policy, JobOutputStore& outputs, 
     const uint64_t limit = uint64_t(to_ns(policy.store_wait)), start = mono_now_ns();
     uint64_t waited = 0;
     for (uint32_t n = 1; !put && store_waits(put.code()) && waited < limit && mono_now_ns() - start < limit; ++n) {
-        if (policy.should_stop && policy.should_stop()) return stopped(id);
+        if (stop_asked(policy)) return stopped(id);
         const Duration wait = std::max<Duration>(policy.backoff(n), std::chrono::milliseconds(1));
         sleep(wait);
         waited += to_ns(wait);
@@ -150,10 +160,11 @@ Result<JobResult> JobCoordinator::run(std::span<const WorkChunk> chunks, JobOutp
     for (const auto& c : chunks)
         if (!ids.insert(c.id).second)
             return make_error(Errc::invalid_argument, "chunk id " + std::to_string(c.id) + " appears twice");
-    const auto& sleep = policy_.sleep ? policy_.sleep : std::function<void(Duration)>(default_sleep);
+    const std::function<void(Duration)> sleep =
+        policy_.sleep ? policy_.sleep : [this](Duration wait) { default_sleep(policy_, wait); };
     JobResult res;
     for (const auto& c : chunks) {
-        if (policy_.should_stop && policy_.should_stop()) return stopped(c.id);
+        if (stop_asked(policy_)) return stopped(c.id);
         auto have = outputs.contains(c.id);
         if (!have) return std::move(have).error();
         if (*have) {
@@ -174,7 +185,7 @@ Result<JobResult> JobCoordinator::run(std::span<const WorkChunk> chunks, JobOutp
             if (!policy_.is_retryable(fail.error.code) || attempt == policy_.max_attempts) break;
             ++res.retries;
             sleep(policy_.backoff(attempt));
-            if (policy_.should_stop && policy_.should_stop()) return stopped(c.id);
+            if (stop_asked(policy_)) return stopped(c.id);
         }
         if (done)
             ++res.executed;
