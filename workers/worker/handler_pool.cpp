@@ -104,9 +104,17 @@ private:
     Status spawn(Handler& h);
     Status fail(Handler& h, const std::string& reason);
     Status on_readable(Handler& h);
+    /// A reply naming request `id` that the handler may not send (before its hello, or for a
+    /// request not in flight at it): fails the handler for the protocol error and returns how
+    /// that went. nullopt: the reply may be taken.
+    std::optional<Status> refuse_reply(Handler& h, uint64_t id);
     /// The request a reply names, out of flight; nullopt when there is none (the handler was
     /// then failed for a protocol error, *st how that went).
     std::optional<WorkTicket> answered(Handler& h, uint64_t id, Status* st);
+    /// "N bytes is larger than --max-result-size M", of a reply's body.
+    std::string over_cap(uint64_t bytes) const {
+        return std::to_string(bytes) + " bytes is larger than --max-result-size " + std::to_string(spec_.max_result_bytes);
+    }
     void on_stderr(Handler& h);
     Status flush(Handler& h);
     size_t capacity();
@@ -311,16 +319,20 @@ Status Pool::flush(Handler& h) {
     return {};
 }
 
+std::optional<Status> Pool::refuse_reply(Handler& h, uint64_t id) {
+    if (h.state != Handler::State::ready && h.state != Handler::State::closing)
+        return fail(h, "protocol error: a reply before the hello");
+    if (!h.in_flight.count(id))
+        return fail(h, "protocol error: a reply for request " + std::to_string(id) + ", which is not in flight at this handler");
+    return std::nullopt;
+}
+
 std::optional<WorkTicket> Pool::answered(Handler& h, uint64_t id, Status* st) {
-    if (h.state != Handler::State::ready && h.state != Handler::State::closing) {
-        *st = fail(h, "protocol error: a reply before the hello");
+    if (std::optional<Status> refused = refuse_reply(h, id)) {
+        *st = std::move(*refused);
         return std::nullopt;
     }
     auto it = h.in_flight.find(id);
-    if (it == h.in_flight.end()) {
-        *st = fail(h, "protocol error: a reply for request " + std::to_string(id) + ", which is not in flight at this handler");
-        return std::nullopt;
-    }
     WorkTicket ticket = std::move(it->second.ticket);
     h.in_flight.erase(it);
     if (!suspects_.empty()) suspects_.erase({ticket.item().partition, ticket.item().offset});
@@ -368,18 +380,13 @@ Status Pool::on_readable(Handler& h) {
             const uint64_t body = frame_bytes - proto::kReplyHeadBytes;
             if (spec_.max_result_bytes == 0 || body <= spec_.max_result_bytes) {
                 // It will be kept: but one that names no request in flight is refused now.
-                if (h.state != Handler::State::ready && h.state != Handler::State::closing)
-                    return fail(h, "protocol error: a reply before the hello");
-                if (!h.in_flight.count(head.id))
-                    return fail(h, "protocol error: a reply for request " + std::to_string(head.id) +
-                                       ", which is not in flight at this handler");
+                if (std::optional<Status> refused = refuse_reply(h, head.id)) return std::move(*refused);
                 break;
             }
             Status st;
             std::optional<WorkTicket> ticket = answered(h, head.id, &st);
             if (!ticket) return st;
-            const std::string size = std::to_string(body) + " bytes is larger than --max-result-size " +
-                                     std::to_string(spec_.max_result_bytes);
+            const std::string size = over_cap(body);
             if (head.status == proto::kStatusOk) {
                 h.failures = 0;
                 result = loop_.complete(std::move(*ticket),
@@ -411,12 +418,9 @@ Status Pool::on_readable(Handler& h) {
         if (reply.status == proto::kStatusOk) {
             h.failures = 0;
             if (spec_.max_result_bytes != 0 && reply.body.size() > spec_.max_result_bytes) {
-                result = loop_.complete(std::move(*ticket),
-                                        make_error(Errc::invalid_argument,
-                                                   "handler result of " + std::to_string(reply.body.size()) +
-                                                       " bytes is larger than --max-result-size " +
-                                                       std::to_string(spec_.max_result_bytes)),
-                                        true);
+                result = loop_.complete(
+                    std::move(*ticket), make_error(Errc::invalid_argument, "handler result of " + over_cap(reply.body.size())),
+                    true);
             } else {
                 result = loop_.complete(std::move(*ticket), reply.body);
             }
