@@ -524,8 +524,11 @@ struct ImportCounts {
 Status check_archive(archive::Reader& rd, Pool& pool, ImportMap& map, json* pool_record) {
     Record rec;
     std::set<std::string> topics_seen;
-    std::map<std::string, std::unique_ptr<MemObjectStore>> stores;  // nullptr: not in the pool yet
-    std::map<std::string, uint64_t> largest;  // the pool's stores: their max_object_bytes
+    struct InPool {
+        std::unique_ptr<MemObjectStore> store;  ///< nullptr: not in the pool yet
+        uint64_t max_object_bytes = 0;          ///< read once: stats() walks the store
+    };
+    std::map<std::string, InPool> stores;
     TopicManager topics(pool);
     uint64_t records = 0;
     std::map<std::string, uint32_t> partitions;  // the archive's topics: name -> partitions
@@ -549,20 +552,24 @@ Status check_archive(archive::Reader& rd, Pool& pool, ImportMap& map, json* pool
             if (known == stores.end()) {
                 auto attached = MemObjectStore::attach(pool, o.store);
                 if (!attached && attached.code() != Errc::not_found) return std::move(attached).error();
-                if (attached) largest[o.store] = (*attached)->stats().max_object_bytes;  // once: stats() walks the store
-                known = stores.emplace(o.store, attached ? std::move(*attached) : nullptr).first;
+                InPool in;
+                if (attached) {
+                    in.max_object_bytes = (*attached)->stats().max_object_bytes;
+                    in.store = std::move(*attached);
+                }
+                known = stores.emplace(o.store, std::move(in)).first;
             }
-            if (!known->second) continue;  // a store import creates: nothing in it can clash
+            if (!known->second.store) continue;  // a store import creates: nothing in it can clash
             // A store the pool has keeps its own limit (import_stores attaches to it). An object
             // already expired is not put (import_objects skips it).
             const bool expired = o.expires_wall_ns != 0 && o.expires_wall_ns <= wall_now_ns();
-            if (const uint64_t max = largest[o.store]; rec.payload_bytes > max && !expired)
+            if (const uint64_t max = known->second.max_object_bytes; rec.payload_bytes > max && !expired)
                 return make_error(Errc::object_too_large,
                                   "archive object " + o.uri.to_string() + " is " + std::to_string(rec.payload_bytes) +
                                       " bytes, more than store '" + o.store + "' of pool '" + map.new_pool +
                                       "' takes (max_object_bytes " + std::to_string(max) +
                                       "): import into a pool whose store takes it (nothing was imported)");
-            auto head = known->second->head(o.uri);
+            auto head = known->second.store->head(o.uri);
             if (!head) return std::move(head).error();
             if (*head)
                 return make_error(Errc::already_exists,
