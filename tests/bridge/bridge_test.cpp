@@ -595,6 +595,22 @@ bool create_stream_with_max_msg_size(const std::string& url, const std::string& 
     return ok;
 }
 
+/// How many messages stream `stream` holds now (nullopt when it cannot be asked).
+std::optional<uint64_t> stream_message_count(const std::string& url, const std::string& stream) {
+    natsConnection* nc = nullptr;
+    if (natsConnection_ConnectTo(&nc, url.c_str()) != NATS_OK) return std::nullopt;
+    std::optional<uint64_t> count;
+    jsCtx* js = nullptr;
+    if (natsConnection_JetStream(&js, nc, nullptr) == NATS_OK) {
+        jsStreamInfo* si = nullptr;
+        if (js_GetStreamInfo(&si, js, stream.c_str(), nullptr, nullptr) == NATS_OK) count = si->State.Msgs;
+        jsStreamInfo_Destroy(si);
+        jsCtx_Destroy(js);
+    }
+    natsConnection_Destroy(nc);
+    return count;
+}
+
 /// The importer's status on host h (nullopt while it has none).
 std::optional<bridge::BridgeStatus> importer_status(const Host& h) {
     for (const auto& s : h.bridges())
@@ -625,7 +641,8 @@ bool group_caught_up(const Host& h, const std::string& topic, const std::string&
 
 }  // namespace
 
-TEST_CASE("bridge: a chunked message refused for its size is re-chunked smaller and arrives whole, not dead-lettered") {
+TEST_CASE("bridge: a chunked message refused for its size is re-chunked smaller and arrives whole, not dead-lettered, "
+          "and the work-queue stream is left empty") {
     REQUIRE_CLUSTER();
     Host a("rechunk", "a"), b("rechunk", "b");
     const std::string up = unique("UP"), durable = unique("d");
@@ -658,6 +675,12 @@ TEST_CASE("bridge: a chunked message refused for its size is re-chunked smaller 
     // Counted for the cut that was stored (5 chunks of 32 KiB), not once per cut.
     CHECK(field(f["export-a"].out(), "objects") == 1);
     CHECK(field(f["export-a"].out(), "chunks") == 5);
+    // A work-queue stream keeps a message until it is acked or deleted: the importer acked the
+    // manifest and deleted the second cut's chunks; the first cut's tail, stored before the
+    // refusal and named by no manifest, was the exporter's to delete.
+    std::optional<uint64_t> left;
+    const bool emptied = eventually([&] { return (left = stream_message_count(cluster()->url(0), up)) == uint64_t(0); }, 10000);
+    CHECK_MESSAGE(emptied, "stream " << up << " still holds " << (left ? std::to_string(*left) : "?") << " message(s)");
 }
 
 TEST_CASE("bridge: with two --ack-group groups, a message is acked on the stream only once both have committed it") {

@@ -46,8 +46,11 @@ struct Outgoing {
     std::vector<uint8_t> payload;
     bool chunk = false;    ///< published (and acknowledged) before the manifests
     bool carries_object = false;  ///< a frame (or its manifest) with the object's bytes: counted once stored
+    /// A chunk's manifest (the message it belongs to), in the same round; nullptr otherwise.
+    const Outgoing* manifest = nullptr;
     // Set by the ack handler (NATS thread) under Exporter::Impl::mutex.
     int state = 0;         ///< 0 pending, 1 stored, 2 duplicate, 3 refused
+    uint64_t seq = 0;      ///< the stream sequence it was stored at (state 1)
     std::string error;
     jsErrCode error_code = jsErrCode(0);
 };
@@ -108,6 +111,7 @@ struct Exporter::Impl {
     enum class Round { done, interrupted, lost };
     Result<Round> publish_round(const std::function<bool()>& stop);
     Status send(std::vector<std::unique_ptr<Outgoing>>& msgs, bool chunks, uint64_t* sent);
+    void delete_abandoned_chunks(const std::vector<std::unique_ptr<Outgoing>>& msgs);
     void leave();
     static void on_ack(jsCtx* js, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure);
 };
@@ -121,6 +125,7 @@ void Exporter::Impl::on_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae
             Outgoing& o = *it->second;
             if (pa) {
                 o.state = pa->Duplicate ? 2 : 1;
+                o.seq = pa->Sequence;
             } else {
                 o.state = 3;
                 o.error_code = pae ? pae->ErrCode : jsErrCode(0);
@@ -274,7 +279,9 @@ std::unique_ptr<Outgoing> Exporter::Impl::take_outgoing() {
     o->payload.clear();
     o->chunk = false;
     o->carries_object = false;
+    o->manifest = nullptr;
     o->state = 0;
+    o->seq = 0;
     o->error.clear();
     o->error_code = jsErrCode(0);
     return o;
@@ -370,6 +377,7 @@ Result<bool> Exporter::Impl::build(const Message& m, std::vector<std::unique_ptr
             const uint64_t from = uint64_t(i) * chunk_limit, to = std::min<uint64_t>(total, from + chunk_limit);
             c->payload.assign(o->payload.begin() + long(from), o->payload.begin() + long(to));
             c->chunk = true;
+            c->manifest = o.get();
             out.push_back(std::move(c));
         }
         o->payload = encode_manifest(man);
@@ -552,13 +560,47 @@ Result<Exporter::Impl::Round> Exporter::Impl::publish_round(const std::function<
             local->status().set(StatusGauge::stream_ready, 0);
         }
         if (code == JSStreamMessageExceedsMaximumErr && chunk_limit > 4096) {
-            chunk_limit /= 2;  // the stream takes smaller messages than we thought: rebuild in smaller chunks
+            // The stream takes smaller messages than we thought: rebuild in smaller chunks. The
+            // chunks this cut stored no manifest will ever name: delete them.
+            delete_abandoned_chunks(msgs);
+            chunk_limit /= 2;
             return publish_round(stop);
         }
         record_error(!refused.empty() ? "stream '" + stream + "' refused a message: " + refused +
                                             (code ? " [JetStream error " + std::to_string(int(code)) + "]" : "")
                                       : st ? "stream acknowledgements incomplete" : st.error().message);
     }
+}
+
+// A round cut again in smaller chunks names its chunks anew (the chunk size is in the set's
+// name), so a chunk the abandoned cut stored is referenced by no manifest: in a work-queue
+// stream nothing would ever remove it (the importer deletes the chunks of the manifests it
+// acks), and in a limits stream it would take room until it aged out. Deleted are only the
+// chunks this cut stored itself (not duplicates: the id's first copy may be another cut's
+// of a manifest already stored) and only where the message's manifest was not stored (a
+// manifest of this cut that was stored names them, and the new cut's is then a duplicate).
+// Best effort: a chunk whose ack came late, or a delete refused, stays (counted as an error).
+void Exporter::Impl::delete_abandoned_chunks(const std::vector<std::unique_ptr<Outgoing>>& msgs) {
+    std::vector<uint64_t> seqs;
+    {
+        std::lock_guard<std::mutex> lock(mutex);
+        for (const auto& o : msgs)
+            if (o->chunk && o->state == 1 && o->manifest && o->manifest->state != 1 && o->manifest->state != 2)
+                seqs.push_back(o->seq);
+    }
+    uint64_t deleted = 0;
+    for (uint64_t seq : seqs) {
+        jsErrCode jerr = jsErrCode(0);
+        const natsStatus s = js_DeleteMsg(nats->js(), stream.c_str(), seq, nullptr, &jerr);
+        if (s == NATS_OK) {
+            ++deleted;
+        } else {
+            record_error(
+                nats_error(s, "delete chunk " + std::to_string(seq) + " of an abandoned cut from stream '" + stream + "'", jerr)
+                    .message);
+        }
+    }
+    if (deleted > 0) note("deleted " + std::to_string(deleted) + " chunk(s) stored by the cut the stream refused");
 }
 
 void Exporter::Impl::leave() {
