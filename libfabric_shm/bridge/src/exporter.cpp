@@ -588,17 +588,24 @@ void Exporter::Impl::delete_abandoned_chunks(const std::vector<std::unique_ptr<O
             if (o->chunk && o->state == 1 && o->manifest && o->manifest->state != 1 && o->manifest->state != 2)
                 seqs.push_back(o->seq);
     }
+    // Each delete waits for the server at most a second, and the first refused one ends the
+    // pass: the group is not heart-beaten meanwhile.
+    jsOptions o;
+    jsOptions_Init(&o);
+    o.Wait = 1000;
     uint64_t deleted = 0;
     for (uint64_t seq : seqs) {
         jsErrCode jerr = jsErrCode(0);
-        const natsStatus s = js_DeleteMsg(nats->js(), stream.c_str(), seq, nullptr, &jerr);
-        if (s == NATS_OK) {
-            ++deleted;
-        } else {
-            record_error(
-                nats_error(s, "delete chunk " + std::to_string(seq) + " of an abandoned cut from stream '" + stream + "'", jerr)
-                    .message);
+        const natsStatus s = js_DeleteMsg(nats->js(), stream.c_str(), seq, &o, &jerr);
+        if (s != NATS_OK) {
+            record_error(nats_error(s,
+                                    "delete chunk " + std::to_string(seq) + " of an abandoned cut from stream '" + stream +
+                                        "' (" + std::to_string(seqs.size() - deleted) + " of its chunks left in the stream)",
+                                    jerr)
+                             .message);
+            break;
         }
+        ++deleted;
     }
     if (deleted > 0) note("deleted " + std::to_string(deleted) + " chunk(s) stored by the cut the stream refused");
 }
