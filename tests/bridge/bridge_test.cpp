@@ -683,6 +683,71 @@ TEST_CASE("bridge: a chunked message refused for its size is re-chunked smaller 
     CHECK_MESSAGE(emptied, "stream " << up << " still holds " << (left ? std::to_string(*left) : "?") << " message(s)");
 }
 
+TEST_CASE("bridge: an importer acking a chunked message while its server stops answering keeps running, deletes the "
+          "chunks once the ack is seen to have landed, and stops on SIGTERM within seconds") {
+    bridge::testing::ClusterOptions o;
+    o.nodes = 1;
+    auto server = bridge::testing::NatsCluster::start(o);
+    REQUIRE_MESSAGE(server.ok(), server.error().message);
+    const std::string url = (*server)->url(0);
+    const pid_t server_pid = (*server)->pid(0);
+    struct Thaw {  // the cluster's destructor stops it by SIGTERM: it must be running
+        pid_t pid;
+        ~Thaw() { kill(pid, SIGCONT); }
+    } thaw{server_pid};
+    Host a("unanswered", "a"), b("unanswered", "b");
+    const std::string up = unique("UP");
+    Fleet f;
+    INFO(f.logs());
+    const std::string common = " --replicas 1 --json --reconnect-wait 50ms --reconnect-max 200ms";
+    const std::string import_cmd = bridge_bin() + " import --from " + up + " --durable d --topic jobs --nats " + url + common +
+                                   " --ack-after send";
+    // Objects of 64 KiB in 4 KiB chunks: 17 chunks each, deleted once the manifest is acked.
+    f.start("export-a", a.cmd(bridge_bin() + " export --topic uploads-ev --stream " + up + " --to " + url + common +
+                              " --id exp-a --chunk-size 4K"));
+    const std::string dir = "/tmp/" + unique("bridge-unanswered");
+    std::filesystem::create_directories(dir);
+    struct Cleanup {
+        std::string d;
+        ~Cleanup() { std::filesystem::remove_all(d); }
+    } cleanup{dir};
+    for (const char* name : {"first", "second"}) std::ofstream(dir + "/" + name, std::ios::binary) << e2e::synthetic_content(name[0], 64 << 10);
+    // Each importer stops itself once it has put and notified its first message, before the ack;
+    // then the server freezes (a host that stopped): the connection stays open, nothing answers.
+    auto freeze_while_acking = [&](const std::string& importer, const std::string& object) {
+        f.start(importer, "env FABRIC_SHM_PAUSE_POINT=bridge.import.after_send:1 " + b.cmd(import_cmd + " --id " + importer));
+        produce(a, "--topic uploads-ev " + dir + "/" + object);
+        REQUIRE(test::wait_stopped(f[importer].pid(), 30000));
+        CHECK(b.get("uploads", object) == e2e::synthetic_content(object[0], 64 << 10));
+        REQUIRE(kill(server_pid, SIGSTOP) == 0);
+        test::resume(f[importer].pid());
+    };
+
+    // The ack waits a second for the server, and is then taken as unconfirmed: its chunks are
+    // kept (a redelivery would need them), the loop goes on.
+    freeze_while_acking("imp-1", "first");
+    CHECK(eventually([&] { return f["imp-1"].err().find("error: ack: ") != std::string::npos; }, 10000));
+    // The server answers again, and the ack had landed: the importer sees the manifest gone
+    // from the stream and deletes its chunks; nothing is left.
+    REQUIRE(kill(server_pid, SIGCONT) == 0);
+    std::optional<uint64_t> left;
+    const bool emptied = eventually([&] { return (left = stream_message_count(url, up)) == uint64_t(0); }, 30000);
+    CHECK_MESSAGE(emptied, "stream " << up << " still holds " << (left ? std::to_string(*left) : "?") << " message(s)");
+    CHECK(f.stop("imp-1") == 0);
+
+    // Stopped while the server does not answer: no wait of seconds per chunk keeps SIGTERM waiting.
+    freeze_while_acking("imp-2", "second");
+    const auto t0 = std::chrono::steady_clock::now();
+    const int rc = f.stop("imp-2", 15000);
+    const auto took_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+    CHECK(rc == 0);
+    CHECK_MESSAGE(took_ms < 6000, "the importer took " << took_ms << " ms to stop");
+    REQUIRE(kill(server_pid, SIGCONT) == 0);
+    CHECK(b.dead_letters("jobs.dlq").empty());
+    CHECK(f.stop("export-a") == 0);
+}
+
 TEST_CASE("bridge: with two --ack-group groups, a message is acked on the stream only once both have committed it") {
     REQUIRE_CLUSTER();
     Host a("ackgroups", "a"), b("ackgroups", "b");

@@ -13,6 +13,7 @@
 #include <charconv>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <utility>
 #include <optional>
 #include <span>
@@ -53,7 +54,15 @@ struct InFlight {
     uint32_t partition = 0;
     uint64_t offset = 0;
     uint64_t extended_ns = 0;     ///< last ack-deadline extension (monotonic)
+    uint64_t stream_seq = 0;      ///< its sequence in the stream
     std::vector<uint64_t> chunk_seqs;
+};
+
+/// A chunked message whose ack the server did not confirm in time: it may still have landed.
+struct UnconfirmedAck {
+    uint64_t manifest_seq = 0;
+    std::vector<uint64_t> chunk_seqs;
+    uint64_t since_ns = 0;  ///< monotonic
 };
 
 std::span<const uint8_t> payload_of(natsMsg* m) {
@@ -156,6 +165,17 @@ struct Importer::Impl {
     uint64_t next_commit_check_ns = 0, next_lag_ns = 0, handled = 0;
     RepeatFilter error_log{5 * kNsPerSec};  ///< a repeated error (every retry) logged at most every 5 s
     bool warned_no_group = false;
+    /// Chunks of manifests the stream confirmed acked, still to delete (work-queue streams),
+    /// oldest first; retried from service() while a delete fails, at most every
+    /// delete_backoff_ns.
+    std::deque<uint64_t> chunks_to_delete;
+    /// Acks of chunked messages not confirmed in time: the manifest is looked up until it is
+    /// gone from the stream (the ack landed: its chunks are deleted) or has stayed for two ack
+    /// waits (it was redelivered, and whoever took it deletes them).
+    std::vector<UnconfirmedAck> unconfirmed_acks;
+    uint64_t next_delete_ns = 0, delete_backoff_ns = 0;
+    /// A chunk call failed: logged, and the next pass waits longer.
+    void back_off_chunk_calls(natsStatus s, jsErrCode jerr, const std::string& what);
     std::function<bool()> stop;
 
     void note(const std::string& line) const {
@@ -175,6 +195,7 @@ struct Importer::Impl {
     void service(uint64_t now);
     void ack_committed(uint64_t now);
     void settle(InFlight& f);
+    void delete_chunks(uint64_t now);
     void extend_deadlines(uint64_t now, natsMsg* current);
     Status handle(natsMsg* msg);
     Result<std::vector<uint8_t>> assemble(natsMsg* msg, const ChunkManifest& m, uint64_t delivered, const char* id,
@@ -300,6 +321,7 @@ Status Importer::Impl::keep_alive() {
 // Acks what the local groups committed, extends deadlines, refreshes the status.
 void Importer::Impl::service(uint64_t now) {
     ack_committed(now);
+    delete_chunks(now);
     extend_deadlines(now, nullptr);
     StatusWriter& st = local->status();
     st.heartbeat(wall_now_ns());
@@ -324,19 +346,89 @@ void Importer::Impl::service(uint64_t now) {
 }
 
 void Importer::Impl::settle(InFlight& f) {
-    natsStatus s = natsMsg_Ack(f.msg, nullptr);
+    // A manifest's chunks are deleted only once the server confirmed its ack: an ack lost on
+    // the way (fire and forget) brings the manifest back after the ack wait, and its
+    // redelivery needs them to find that the object is already here. Those acks wait for the
+    // server (one round trip per chunked message, at most a second).
+    natsStatus s;
+    jsErrCode jerr = jsErrCode(0);
+    if (f.chunk_seqs.empty()) {
+        s = natsMsg_Ack(f.msg, nullptr);
+    } else {
+        jsOptions o;
+        jsOptions_Init(&o);
+        o.Wait = 1000;
+        s = natsMsg_AckSync(f.msg, &o, &jerr);
+    }
     if (s != NATS_OK) {
-        // Not sent (connection closed): the stream redelivers it after the ack wait, and the
-        // redelivery finds the object (same identity) and re-sends a notification the workers skip.
-        record_error(nats_error(s, "ack").message);
+        // Not sent, or not confirmed: the stream redelivers it after the ack wait (unless the
+        // ack did land), and the redelivery finds the object (same identity) and re-sends a
+        // notification the workers skip. Its chunks stay for that redelivery.
+        record_error(nats_error(s, "ack", jerr).message);
+        if (!f.chunk_seqs.empty() && nats->stream_work_queue())
+            unconfirmed_acks.push_back({f.stream_seq, std::move(f.chunk_seqs), mono_now_ns()});
     } else {
         ++stats.acked;
         local->status().add(StatusCounter::acked);
+        if (nats->stream_work_queue()) chunks_to_delete.insert(chunks_to_delete.end(), f.chunk_seqs.begin(), f.chunk_seqs.end());
     }
     natsMsg_Destroy(f.msg);
     f.msg = nullptr;
-    if (nats->stream_work_queue())
-        for (uint64_t seq : f.chunk_seqs) (void)js_DeleteMsg(nats->js(), cfg.stream.c_str(), seq, nullptr, nullptr);
+    delete_chunks(mono_now_ns());
+}
+
+// Each call waits for the server at most a second; the first that fails ends the pass and the
+// next pass waits (100 ms doubling to 10 s), so an unresponsive server holds up the importer's
+// loop (its heartbeats, acks and SIGTERM) about a second per pass, not seconds per chunk. What
+// is left when the importer stops stays in the stream (docs/bridge.md, "Export", step 3).
+void Importer::Impl::delete_chunks(uint64_t now) {
+    if ((chunks_to_delete.empty() && unconfirmed_acks.empty()) || now < next_delete_ns || !nats->connected()) return;
+    jsOptions o;
+    jsOptions_Init(&o);
+    o.Wait = 1000;
+    for (size_t i = 0; i < unconfirmed_acks.size();) {
+        UnconfirmedAck& u = unconfirmed_acks[i];
+        natsMsg* m = nullptr;
+        jsErrCode jerr = jsErrCode(0);
+        const natsStatus s = js_GetMsg(&m, nats->js(), cfg.stream.c_str(), u.manifest_seq, &o, &jerr);
+        NatsMsgPtr holder(m);
+        bool settled = false;
+        if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr || jerr == JSSequenceNotFoundErr) {
+            chunks_to_delete.insert(chunks_to_delete.end(), u.chunk_seqs.begin(), u.chunk_seqs.end());  // the ack landed
+            settled = true;
+        } else if (s == NATS_OK) {
+            settled = mono_now_ns() - u.since_ns > 2 * cfg.ack_wait_ns;
+        } else {
+            back_off_chunk_calls(s, jerr, "look up stream message " + std::to_string(u.manifest_seq) +
+                                              " (its ack was not confirmed)");
+            return;
+        }
+        if (settled) {
+            u = std::move(unconfirmed_acks.back());
+            unconfirmed_acks.pop_back();
+        } else {
+            ++i;
+        }
+    }
+    while (!chunks_to_delete.empty()) {
+        const uint64_t seq = chunks_to_delete.front();
+        jsErrCode jerr = jsErrCode(0);
+        const natsStatus s = js_DeleteMsg(nats->js(), cfg.stream.c_str(), seq, &o, &jerr);
+        if (s == NATS_OK || jerr == JSSequenceNotFoundErr || jerr == JSNoMessageFoundErr) {  // gone already: done too
+            chunks_to_delete.pop_front();
+            delete_backoff_ns = 0;
+            continue;
+        }
+        back_off_chunk_calls(s, jerr, "delete chunk " + std::to_string(seq) + " of an acknowledged message (" +
+                                          std::to_string(chunks_to_delete.size()) + " chunk(s) wait to be deleted)");
+        return;
+    }
+}
+
+void Importer::Impl::back_off_chunk_calls(natsStatus s, jsErrCode jerr, const std::string& what) {
+    delete_backoff_ns = std::min<uint64_t>(delete_backoff_ns == 0 ? 100 * kNsPerMs : delete_backoff_ns * 2, 10 * kNsPerSec);
+    next_delete_ns = mono_now_ns() + delete_backoff_ns;
+    record_error(nats_error(s, what, jerr).message);
 }
 
 void Importer::Impl::ack_committed(uint64_t now) {
@@ -707,6 +799,7 @@ Status Importer::Impl::handle(natsMsg* msg) {
     f.partition = partition;
     f.offset = offset;
     f.extended_ns = mono_now_ns();
+    f.stream_seq = seq;
     f.chunk_seqs = std::move(chunk_seqs);
     if (cfg.ack_after == AckAfter::send) {
         settle(f);
