@@ -17,6 +17,11 @@
 //   spin-1w-batch  spin-1w with batches of 16 end to end: the producer stores objects with
 //               put_many and notifies with send_batch; the worker stores a poll's results
 //               with one put_many (open loop: the producer batches what is due, up to 16)
+//   scale-N     the scaling curve (N = 1 to 8): N producers and N workers, N partitions, each
+//               producer on its own partition with its own keys, closed loop only; the
+//               workers spin where the CPUs allow two per pair (2N CPUs), park otherwise.
+//               Each N > 1 reports its rate over N times scale-1's in the same run
+//               (scripts/bench-scaling.sh; the target is 0.7 on a machine with 2N cores)
 // Each configuration runs closed-loop (the producer as fast as the topic lets it: max
 // objects/s, counted from the end of warm-up to the last result) and open-loop at a fixed
 // offered rate (default 50 % of that max): the object carries its scheduled put time and
@@ -57,7 +62,8 @@
 namespace fabric_shm::bench {
 namespace {
 
-constexpr int kMaxWorkers = 2;
+/// The scaling configurations' largest N (their producers are counted apart).
+constexpr int kMaxWorkers = 8;
 constexpr uint32_t kPartitions = 2;
 /// Objects per put_many / send_batch in the batched configuration (and per worker poll).
 constexpr size_t kBatch = 16;
@@ -67,7 +73,10 @@ struct PipelineShared {
     std::atomic<uint32_t> stop{0};
     std::atomic<uint64_t> failures{0};
     std::atomic<uint64_t> t_start{0}, t_end{0};       ///< producer: end of warm-up drained, all results in
-    std::atomic<uint64_t> producer_cpu_ns{0};
+    std::atomic<uint64_t> producer_cpu_ns{0};         ///< the producers' sum
+    /// Scaling: producers past their warm-up sends; producer 0 sets `measure` once every
+    /// producer is and the warm-up drained, and the others start their measured sends.
+    std::atomic<uint32_t> producers_warm{0}, measure{0};
     std::atomic<uint64_t> handled[kMaxWorkers] = {};  ///< per worker, warm-up included
     std::atomic<uint64_t> worker_cpu_ns[kMaxWorkers] = {};
     Histogram latency[kMaxWorkers];                   ///< each written by its worker only
@@ -81,6 +90,7 @@ struct PipelineConfig {
     int workers = 1;
     bool worker_loop = false;
     bool batched = false;  ///< put_many + send_batch, results with put_many
+    int producers = 1;     ///< scale-N: N, each on its own partition (scaling_producer_main)
 };
 
 struct PipelineRun {
@@ -93,6 +103,7 @@ struct PipelineRun {
     uint64_t keys = 1024;
     uint64_t warmup = 0, count = 0;
     uint64_t park_spin_ns = 20'000;
+    uint32_t partitions = kPartitions;
     double rate = 0;  ///< 0: closed loop
     /// The hand-written producer sends each object's PlacementHint (kHeaderPlacement) and the
     /// workers prefetch by it; --no-placement measures the job without (same binary).
@@ -371,13 +382,77 @@ int producer_main(const PipelineRun& r, PipelineShared& sh) {
     return 0;
 }
 
+/// Scaling: producer p of r.cfg.producers, closed loop, on partition p with keys of its own
+/// (a ring of r.keys / producers). Each sends its share of the warm-up, then of the measured
+/// count; producer 0 keeps the clock (from every producer's drained warm-up to the last
+/// result). The job per object is spin-1w's (put, the placement hint, send).
+int scaling_producer_main(const PipelineRun& r, PipelineShared& sh, int p) {
+    auto pool = Pool::open(r.pool);
+    if (!pool) return fail(sh, "producer: open pool", pool.error()), 1;
+    auto store = MemObjectStore::attach(*pool);
+    if (!store) return fail(sh, "producer: attach store", store.error()), 1;
+    auto prod = Producer::open(*pool, r.topic);
+    if (!prod) return fail(sh, "producer: open", prod.error()), 1;
+    const uint64_t np = uint64_t(r.cfg.producers), keys = std::max<uint64_t>(r.keys / np, 1);
+    std::vector<FabricUri> uris;
+    std::vector<std::string> texts;
+    for (uint64_t k = 0; k < keys; ++k) {
+        uris.push_back(FabricUri::make(r.pool, "in", "s" + std::to_string(p) + "-obj-" + std::to_string(k)).value());
+        texts.push_back(uris.back().to_string());
+    }
+    std::vector<uint8_t> object(r.size);
+    for (uint64_t i = 0; i < r.size; ++i) object[i] = uint8_t(i * 131 + 7);
+    const int nw = r.cfg.workers;
+    if (!wait_for([&] { return sh.ready.load() == uint32_t(nw) && group_settled(*pool, r.topic, nw); }, false,
+                  20 * kNsPerSec))
+        return std::fprintf(stderr, "pipeline: workers did not join in 20 s\n"), 1;
+    const uint64_t warmup = r.warmup / np, count = r.count / np;
+    uint64_t cpu0 = 0;
+    for (uint64_t i = 0; i < warmup + count; ++i) {
+        if (i == warmup) {
+            sh.producers_warm.fetch_add(1);
+            if (p == 0) {
+                if (!wait_for([&] { return sh.producers_warm.load() == np && total_handled(sh, nw) >= np * warmup; },
+                              false, 60 * kNsPerSec))
+                    return std::fprintf(stderr, "pipeline: warm-up did not drain\n"), 1;
+                sh.t_start.store(now_ns());
+                sh.measure.store(1, std::memory_order_release);
+            } else if (!wait_for([&] { return sh.measure.load(std::memory_order_acquire) != 0; }, false,
+                                 60 * kNsPerSec)) {
+                return std::fprintf(stderr, "pipeline: the measured phase did not start\n"), 1;
+            }
+            cpu0 = process_cpu_ns();
+        }
+        // The index counts across producers, so that read_stamp's warm-up test holds for all.
+        const Stamp st{now_ns(), i < warmup ? i : r.warmup + (i - warmup)};
+        std::memcpy(object.data(), &st, std::min<size_t>(sizeof st, object.size()));
+        const uint64_t k = i % keys;
+        PlacementHint placed;
+        auto put = (*store)->put(uris[k].view(), object, {}, placed);
+        if (!put) return fail(sh, "producer: put", put.error()), 1;
+        const PlacementHint::Text placed_text = placed.text();
+        const MessageHeader placed_header{kHeaderPlacement, std::string_view(placed_text.data(), placed_text.size())};
+        OutgoingMessage note{std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(texts[k].data()), texts[k].size()),
+                             {}, std::span(&placed_header, r.placement ? 1 : 0)};
+        auto sent = prod->send_to(uint32_t(p), note);
+        if (!sent) return fail(sh, "producer: send", sent.error()), 1;
+    }
+    sh.producer_cpu_ns.fetch_add(process_cpu_ns() - cpu0);
+    if (p != 0) return 0;
+    const bool drained = wait_for([&] { return total_handled(sh, nw) >= np * (warmup + count); }, false, 60 * kNsPerSec);
+    sh.t_end.store(now_ns());
+    sh.stop.store(1, std::memory_order_release);
+    if (!drained) return std::fprintf(stderr, "pipeline: results missing after 60 s\n"), 1;
+    return 0;
+}
+
 bool pipeline_run(Pool& pool, const PipelineRun& r, Measurement& m) {
     TopicManager mgr(pool);
     TopicConfig tc;
-    tc.num_partitions = kPartitions;
+    tc.num_partitions = r.partitions;
     // In flight at most partitions x capacity notifications: well below the key ring, so an
     // object is not overwritten before its worker read it.
-    tc.partition_capacity = uint32_t(std::clamp<uint64_t>(std::bit_floor(r.keys / (4 * kPartitions)), 2, 1024));
+    tc.partition_capacity = uint32_t(std::clamp<uint64_t>(std::bit_floor(r.keys / (4 * r.partitions)), 2, 1024));
     tc.partition_stride = 256;
     tc.on_full = OnFull::block;
     if (Status st = mgr.create(r.topic, tc); !st) {
@@ -394,14 +469,18 @@ bool pipeline_run(Pool& pool, const PipelineRun& r, Measurement& m) {
         kids.push_back(spawn_child([&, w] {
             return r.cfg.worker_loop ? loop_worker_main(r, *sh, w) : group_worker_main(r, *sh, w);
         }));
-    kids.push_back(spawn_child([&] { return producer_main(r, *sh); }));
-    bool ok = wait_children({kids.back()}, 180 * kNsPerSec);
-    sh->stop.store(1);  // also when the producer failed: let the workers leave
-    kids.pop_back();
+    std::vector<pid_t> producers;
+    if (r.cfg.producers > 1 || r.cfg.name.starts_with("scale-"))
+        for (int p = 0; p < r.cfg.producers; ++p)
+            producers.push_back(spawn_child([&, p] { return scaling_producer_main(r, *sh, p); }));
+    else
+        producers.push_back(spawn_child([&] { return producer_main(r, *sh); }));
+    bool ok = wait_children(producers, 180 * kNsPerSec);
+    sh->stop.store(1);  // also when a producer failed: let the workers leave
     ok = wait_children(kids, 10 * kNsPerSec) && ok && sh->failures.load() == 0;
     (void)mgr.remove(r.topic);
     if (!ok) return false;
-    m.ops = r.count;
+    m.ops = (r.count / uint64_t(r.cfg.producers)) * uint64_t(r.cfg.producers);  // each producer sends its share
     m.seconds = double(sh->t_end.load() - sh->t_start.load()) / 1e9;
     m.bytes_per_op = r.size;
     uint64_t wc = 0;
@@ -414,6 +493,8 @@ bool pipeline_run(Pool& pool, const PipelineRun& r, Measurement& m) {
     m.extra["size"] = r.size;
     m.extra["config"] = r.cfg.name;
     m.extra["workers"] = r.cfg.workers;
+    m.extra["producers"] = r.cfg.producers;
+    m.extra["partitions"] = r.partitions;
     m.extra["worker_api"] = r.cfg.worker_loop ? "WorkerLoop" : "GroupConsumer";
     m.extra["placement_hint"] = r.placement;
     m.extra["batched"] = r.cfg.batched;
@@ -724,11 +805,17 @@ int run_pipeline(Context& ctx) {
                                     PipelineConfig{"parked-2w", false, 2, false, false},
                                     PipelineConfig{"loop-2w", false, 2, true, false}})
         if (std::find(wanted.begin(), wanted.end(), c.name) != wanted.end()) configs.push_back(c);
+    // scale-N: N producer + worker pairs; the workers spin only where every process has a CPU
+    // of its own (more spinning processes than CPUs starve each other).
+    const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    for (int n = 1; n <= kMaxWorkers; ++n)
+        if (const std::string name = "scale-" + std::to_string(n); std::find(wanted.begin(), wanted.end(), name) != wanted.end())
+            configs.push_back({name, 2L * n <= cpus, n, false, false, n});
     if (configs.size() != wanted.size() && want != "none") {
         std::fprintf(stderr,
                      "pipeline: usage error: --configs '%s': each must be one of spin-1w, spin-1w-batch, parked-2w, "
-                     "loop-2w\n",
-                     want.c_str());
+                     "loop-2w, scale-1 ... scale-%d\n",
+                     want.c_str(), kMaxWorkers);
         return 2;
     }
     const bool open_loop = !o.count("no-open-loop");
@@ -785,10 +872,13 @@ int run_pipeline(Context& ctx) {
             std::fprintf(stderr, "pipeline: per-step cost, %s, one process\n", human_bytes(size).c_str());
             if (!cost_breakdown(ctx, *pool, **store, pool_name, size, ctx.quick ? 3 : 15)) return 1;
         }
+        double scale_one_rate = 0;  // scale-1's closed loop in this run: the curve's unit
         for (const PipelineConfig& c : configs) {
+            const bool scaling = c.name.starts_with("scale-");
             PipelineRun r;
             r.pool = pool_name;
             r.cfg = c;
+            if (scaling) r.partitions = uint32_t(c.producers);
             r.size = size;
             r.keys = keys;
             r.warmup = warmup;
@@ -826,8 +916,14 @@ int run_pipeline(Context& ctx) {
             Measurement closed = std::move(runs[runs.size() / 2]);
             closed.extra["closed_loop_runs_ops_s"] = rates;
             const double max_rate = rate_of(closed);
+            if (scaling) {
+                closed.extra["workers_wait"] = c.spin ? "spin" : "parked (fewer than two CPUs per pair)";
+                if (c.producers == 1) scale_one_rate = max_rate;
+                if (scale_one_rate > 0)
+                    closed.extra["scaling_efficiency"] = max_rate / (double(c.producers) * scale_one_rate);
+            }
             ctx.report.add(closed);
-            if (!open_loop) continue;
+            if (!open_loop || scaling) continue;  // the curve is closed-loop throughput
             r.rate = fixed_rate > 0 ? fixed_rate : max_rate * rate_fraction;
             r.count = std::max<uint64_t>(500, std::min<uint64_t>(count, uint64_t(r.rate * 0.5)));  // ~0.5 s
             r.warmup = std::max<uint64_t>(2 * keys, r.count / 10);
@@ -865,7 +961,8 @@ const bool pipeline_scenario_registered = register_scenario(
      [](cxxopts::Options& o) {
          o.add_options()("sizes", "object sizes (default 1K,64K,1M)", cxxopts::value<std::string>())(
              "configs",
-             "spin-1w,spin-1w-batch,parked-2w,loop-2w (default all four; none: only the per-step cost)",
+             "spin-1w,spin-1w-batch,parked-2w,loop-2w (default all four; none: only the per-step cost); "
+             "scale-1 ... scale-8: the scaling curve (each N against scale-1, when that is listed too)",
              cxxopts::value<std::string>()->default_value("spin-1w,spin-1w-batch,parked-2w,loop-2w"))(
              "count", "most objects per closed-loop run (default 200000, fewer for large objects; --quick 5000)",
              cxxopts::value<uint64_t>())("rate", "open-loop offered rate, objects/s (default: --rate-fraction of max)",
