@@ -498,7 +498,7 @@ bool pipeline_run(Pool& pool, const PipelineRun& r, Measurement& m) {
     m.extra["worker_api"] = r.cfg.worker_loop ? "WorkerLoop" : "GroupConsumer";
     m.extra["placement_hint"] = r.placement;
     m.extra["batched"] = r.cfg.batched;
-    m.extra["worker_cpu_ns_per_op"] = double(wc) / double(r.count);
+    m.extra["worker_cpu_ns_per_op"] = double(wc) / double(m.ops);
     m.extra["handled"] = total_handled(*sh, r.cfg.workers);
     if (r.rate > 0) {
         m.cpu_ns = wc;
@@ -510,7 +510,7 @@ bool pipeline_run(Pool& pool, const PipelineRun& r, Measurement& m) {
     } else {
         m.cpu_ns = pc + wc;
         m.extra["kind"] = "closed-loop";
-        m.extra["producer_cpu_ns_per_op"] = double(pc) / double(r.count);
+        m.extra["producer_cpu_ns_per_op"] = double(pc) / double(m.ops);
         m.extra["cpu_counted"] = "producer + workers";
     }
     return true;
@@ -807,7 +807,8 @@ int run_pipeline(Context& ctx) {
         if (std::find(wanted.begin(), wanted.end(), c.name) != wanted.end()) configs.push_back(c);
     // scale-N: N producer + worker pairs; the workers spin only where every process has a CPU
     // of its own (more spinning processes than CPUs starve each other).
-    const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);  // the CPUs this bench may run on, where it can tell
+    if (cpu_set_t allowed; sched_getaffinity(0, sizeof allowed, &allowed) == 0) cpus = CPU_COUNT(&allowed);
     for (int n = 1; n <= kMaxWorkers; ++n)
         if (const std::string name = "scale-" + std::to_string(n); std::find(wanted.begin(), wanted.end(), name) != wanted.end())
             configs.push_back({name, 2L * n <= cpus, n, false, false, n});

@@ -46,8 +46,6 @@ struct Outgoing {
     std::vector<uint8_t> payload;
     bool chunk = false;    ///< published (and acknowledged) before the manifests
     bool carries_object = false;  ///< a frame (or its manifest) with the object's bytes: counted once stored
-    /// A chunk's manifest (the message it belongs to), in the same round; nullptr otherwise.
-    const Outgoing* manifest = nullptr;
     // Set by the ack handler (NATS thread) under Exporter::Impl::mutex.
     int state = 0;         ///< 0 pending, 1 stored, 2 duplicate, 3 refused
     uint64_t seq = 0;      ///< the stream sequence it was stored at (state 1)
@@ -279,7 +277,6 @@ std::unique_ptr<Outgoing> Exporter::Impl::take_outgoing() {
     o->payload.clear();
     o->chunk = false;
     o->carries_object = false;
-    o->manifest = nullptr;
     o->state = 0;
     o->seq = 0;
     o->error.clear();
@@ -377,7 +374,6 @@ Result<bool> Exporter::Impl::build(const Message& m, std::vector<std::unique_ptr
             const uint64_t from = uint64_t(i) * chunk_limit, to = std::min<uint64_t>(total, from + chunk_limit);
             c->payload.assign(o->payload.begin() + long(from), o->payload.begin() + long(to));
             c->chunk = true;
-            c->manifest = o.get();
             out.push_back(std::move(c));
         }
         o->payload = encode_manifest(man);
@@ -493,6 +489,11 @@ Result<Exporter::Impl::Round> Exporter::Impl::publish_round(const std::function<
     } forget{this, msgs};
 
     uint64_t backoff = cfg.retry_initial_ns;
+    // Whether the chunks this round stored may be deleted if it is cut again: not once a manifest
+    // or frame was handed to the client (a manifest whose ack never came may be stored, and
+    // name them), nor once the stream was found deleted (a sequence of the old stream could
+    // name another message in a new one).
+    bool may_delete_stored_chunks = true;
     for (uint32_t attempt = 0;; ++attempt) {
         if (stop && stop()) return Round::interrupted;
         if (attempt > 0) {
@@ -523,7 +524,10 @@ Result<Exporter::Impl::Round> Exporter::Impl::publish_round(const std::function<
             for (auto& o : msgs)
                 if (o->chunk && o->state != 1 && o->state != 2) chunks_ok = false;
         }
-        if (chunks_ok) st = send(msgs, false, &sent);  // manifests only after every chunk is stored
+        if (chunks_ok) {
+            may_delete_stored_chunks = false;
+            st = send(msgs, false, &sent);  // manifests only after every chunk is stored
+        }
         bool all = st.ok() && chunks_ok;
         std::string refused;
         jsErrCode code = jsErrCode(0);
@@ -556,13 +560,14 @@ Result<Exporter::Impl::Round> Exporter::Impl::publish_round(const std::function<
             return Round::done;
         }
         if (code == JSStreamNotFoundErr) {  // deleted under us: create it again
+            may_delete_stored_chunks = false;
             stream_ready = false;
             local->status().set(StatusGauge::stream_ready, 0);
         }
         if (code == JSStreamMessageExceedsMaximumErr && chunk_limit > 4096) {
             // The stream takes smaller messages than we thought: rebuild in smaller chunks. The
             // chunks this cut stored no manifest will ever name: delete them.
-            delete_abandoned_chunks(msgs);
+            if (may_delete_stored_chunks) delete_abandoned_chunks(msgs);
             chunk_limit /= 2;
             return publish_round(stop);
         }
@@ -575,39 +580,38 @@ Result<Exporter::Impl::Round> Exporter::Impl::publish_round(const std::function<
 // A round cut again in smaller chunks names its chunks anew (the chunk size is in the set's
 // name), so a chunk the abandoned cut stored is referenced by no manifest: in a work-queue
 // stream nothing would ever remove it (the importer deletes the chunks of the manifests it
-// acks), and in a limits stream it would take room until it aged out. Deleted are only the
-// chunks this cut stored itself (not duplicates: the id's first copy may be another cut's
-// of a manifest already stored) and only where the message's manifest was not stored (a
-// manifest of this cut that was stored names them, and the new cut's is then a duplicate).
-// Best effort: a chunk whose ack came late, or a delete refused, stays (counted as an error).
+// acks), and in a limits stream it would take room until it aged out. Called only while the
+// round may (publish_round's may_delete_stored_chunks). Deleted are the chunks this cut stored itself, not duplicates
+// (the id's first copy may be another cut's, of a manifest already stored). Best effort, at
+// most a second in all (the group is not heart-beaten meanwhile): a chunk whose ack came late,
+// or one the server could not be asked about in time, stays (logged).
 void Exporter::Impl::delete_abandoned_chunks(const std::vector<std::unique_ptr<Outgoing>>& msgs) {
     std::vector<uint64_t> seqs;
     {
         std::lock_guard<std::mutex> lock(mutex);
         for (const auto& o : msgs)
-            if (o->chunk && o->state == 1 && o->manifest && o->manifest->state != 1 && o->manifest->state != 2)
-                seqs.push_back(o->seq);
+            if (o->chunk && o->state == 1) seqs.push_back(o->seq);
     }
-    // Each delete waits for the server at most a second, and the first refused one ends the
-    // pass: the group is not heart-beaten meanwhile.
+    const uint64_t end = mono_now_ns() + kNsPerSec;
     jsOptions o;
     jsOptions_Init(&o);
-    o.Wait = 1000;
-    uint64_t deleted = 0;
+    uint64_t deleted = 0, asked = 0;
     for (uint64_t seq : seqs) {
+        const uint64_t now = mono_now_ns();
+        if (now >= end) break;
+        o.Wait = int64_t(std::max<uint64_t>(1, (end - now) / kNsPerMs));
         jsErrCode jerr = jsErrCode(0);
         const natsStatus s = js_DeleteMsg(nats->js(), stream.c_str(), seq, &o, &jerr);
-        if (s != NATS_OK) {
-            record_error(nats_error(s,
-                                    "delete chunk " + std::to_string(seq) + " of an abandoned cut from stream '" + stream +
-                                        "' (" + std::to_string(seqs.size() - deleted) + " of its chunks left in the stream)",
-                                    jerr)
-                             .message);
-            break;
-        }
-        ++deleted;
+        if (s != NATS_OK && jerr == 0) break;  // the server did not answer: the rest would wait too
+        ++asked;
+        if (s == NATS_OK) ++deleted;
+        else if (jerr != JSNoMessageFoundErr && jerr != JSSequenceNotFoundErr && jerr != JSStreamMsgDeleteFailed)
+            record_error(nats_error(s, "delete chunk " + std::to_string(seq) + " of an abandoned cut", jerr).message);
     }
     if (deleted > 0) note("deleted " + std::to_string(deleted) + " chunk(s) stored by the cut the stream refused");
+    if (asked < seqs.size())
+        record_error(std::to_string(seqs.size() - asked) + " chunk(s) of a cut the stream refused were left in stream '" +
+                     stream + "' (the server did not answer within a second)");
 }
 
 void Exporter::Impl::leave() {

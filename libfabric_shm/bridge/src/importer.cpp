@@ -13,7 +13,6 @@
 #include <charconv>
 #include <cstdlib>
 #include <cstring>
-#include <deque>
 #include <utility>
 #include <optional>
 #include <span>
@@ -40,6 +39,9 @@ constexpr uint64_t kCommitCheckNs = 20 * kNsPerMs;  ///< describe() reads every 
 constexpr uint64_t kIdleFetchMs = 100;  ///< long poll when nothing waits for an ack
 constexpr uint64_t kBusyFetchMs = 10;   ///< while acks wait for local commits
 constexpr uint64_t kChunkRetryDeliveries = 5;
+/// An acked manifest is first looked up this long after its ack (sent without waiting): by
+/// then the server has usually removed it, and its chunks go in the same pass.
+constexpr uint64_t kFirstChunkCheckNs = 20 * kNsPerMs;
 /// A full topic answers back_pressure after 50 ms instead of the library's 5 s: the importer's
 /// own wait loop then keeps acking, extending deadlines and heartbeating while it waits.
 ProducerOptions send_options() {
@@ -58,11 +60,16 @@ struct InFlight {
     std::vector<uint64_t> chunk_seqs;
 };
 
-/// A chunked message whose ack the server did not confirm in time: it may still have landed.
-struct UnconfirmedAck {
+/// A chunked message this importer acked: its chunks are deleted once the manifest is seen gone
+/// from the stream (the ack landed), never before (a lost ack brings the manifest back, and
+/// its redelivery needs them).
+struct AckedChunks {
     uint64_t manifest_seq = 0;
     std::vector<uint64_t> chunk_seqs;
-    uint64_t since_ns = 0;  ///< monotonic
+    size_t deleted = 0;          ///< chunk_seqs[0, deleted) are done
+    bool manifest_gone = false;
+    int64_t stream_created = 0;  ///< the stream's creation time: its sequences mean nothing in a re-created one
+    uint64_t acked_ns = 0, next_check_ns = 0;  ///< monotonic
 };
 
 std::span<const uint8_t> payload_of(natsMsg* m) {
@@ -165,16 +172,11 @@ struct Importer::Impl {
     uint64_t next_commit_check_ns = 0, next_lag_ns = 0, handled = 0;
     RepeatFilter error_log{5 * kNsPerSec};  ///< a repeated error (every retry) logged at most every 5 s
     bool warned_no_group = false;
-    /// Chunks of manifests the stream confirmed acked, still to delete (work-queue streams),
-    /// oldest first; retried from service() while a delete fails, at most every
-    /// delete_backoff_ns.
-    std::deque<uint64_t> chunks_to_delete;
-    /// Acks of chunked messages not confirmed in time: the manifest is looked up until it is
-    /// gone from the stream (the ack landed: its chunks are deleted) or has stayed for two ack
-    /// waits (it was redelivered, and whoever took it deletes them).
-    std::vector<UnconfirmedAck> unconfirmed_acks;
-    uint64_t next_delete_ns = 0, delete_backoff_ns = 0;
-    /// A chunk call failed: logged, and the next pass waits longer.
+    /// The chunked messages acked in a work-queue stream whose chunks are still to delete, oldest
+    /// first (delete_chunks, from service()).
+    std::vector<AckedChunks> acked_chunks;
+    uint64_t next_delete_pass_ns = 0, delete_backoff_ns = 0;
+    /// A chunk call could not reach the server: logged, and the next pass waits longer.
     void back_off_chunk_calls(natsStatus s, jsErrCode jerr, const std::string& what);
     std::function<bool()> stop;
 
@@ -346,89 +348,107 @@ void Importer::Impl::service(uint64_t now) {
 }
 
 void Importer::Impl::settle(InFlight& f) {
-    // A manifest's chunks are deleted only once the server confirmed its ack: an ack lost on
-    // the way (fire and forget) brings the manifest back after the ack wait, and its
-    // redelivery needs them to find that the object is already here. Those acks wait for the
-    // server (one round trip per chunked message, at most a second).
-    natsStatus s;
-    jsErrCode jerr = jsErrCode(0);
-    if (f.chunk_seqs.empty()) {
-        s = natsMsg_Ack(f.msg, nullptr);
-    } else {
-        jsOptions o;
-        jsOptions_Init(&o);
-        o.Wait = 1000;
-        s = natsMsg_AckSync(f.msg, &o, &jerr);
-    }
+    natsStatus s = natsMsg_Ack(f.msg, nullptr);
     if (s != NATS_OK) {
-        // Not sent, or not confirmed: the stream redelivers it after the ack wait (unless the
-        // ack did land), and the redelivery finds the object (same identity) and re-sends a
-        // notification the workers skip. Its chunks stay for that redelivery.
-        record_error(nats_error(s, "ack", jerr).message);
-        if (!f.chunk_seqs.empty() && nats->stream_work_queue())
-            unconfirmed_acks.push_back({f.stream_seq, std::move(f.chunk_seqs), mono_now_ns()});
+        // Not sent (connection closed): the stream redelivers it after the ack wait, and the
+        // redelivery finds the object (same identity) and re-sends a notification the workers
+        // skip. Its chunks stay for that redelivery (whose ack queues them).
+        record_error(nats_error(s, "ack").message);
     } else {
         ++stats.acked;
         local->status().add(StatusCounter::acked);
-        if (nats->stream_work_queue()) chunks_to_delete.insert(chunks_to_delete.end(), f.chunk_seqs.begin(), f.chunk_seqs.end());
+        if (nats->stream_work_queue() && !f.chunk_seqs.empty()) {
+            const uint64_t now = mono_now_ns();
+            acked_chunks.push_back({f.stream_seq, std::move(f.chunk_seqs), 0, false, nats->stream_created(), now,
+                                    now + kFirstChunkCheckNs});
+        }
     }
     natsMsg_Destroy(f.msg);
     f.msg = nullptr;
-    delete_chunks(mono_now_ns());
 }
 
-// Each call waits for the server at most a second; the first that fails ends the pass and the
-// next pass waits (100 ms doubling to 10 s), so an unresponsive server holds up the importer's
-// loop (its heartbeats, acks and SIGTERM) about a second per pass, not seconds per chunk. What
-// is left when the importer stops stays in the stream (docs/bridge.md, "Export", step 3).
+// The chunks of acked manifests, deleted from the loop's service(). An ack is sent without
+// waiting for the server (one round trip per message would slow the import), so whether it
+// landed is learnt by looking the manifest up: gone from a work-queue stream means acked (or
+// removed by the stream's limits or an operator: either way nobody will read its chunks);
+// still there after two ack waits means it was redelivered, and whoever took it deletes them.
+// A pass runs at most every 100 ms and works at most 50 ms; each call waits at most a second,
+// and one that cannot reach the server ends the pass and delays the next (100 ms doubling to
+// 10 s), so a server that stops answering holds the importer's loop (heartbeats, acks,
+// SIGTERM) about a second at a time. A call the server answers with an error other than
+// "gone" is logged and not retried (it would fail again and hold up the rest).
 void Importer::Impl::delete_chunks(uint64_t now) {
-    if ((chunks_to_delete.empty() && unconfirmed_acks.empty()) || now < next_delete_ns || !nats->connected()) return;
+    if (acked_chunks.empty() || now < next_delete_pass_ns || !nats->connected()) return;
+    next_delete_pass_ns = now + 100 * kNsPerMs;
+    const uint64_t pass_end = now + 50 * kNsPerMs;
     jsOptions o;
     jsOptions_Init(&o);
     o.Wait = 1000;
-    for (size_t i = 0; i < unconfirmed_acks.size();) {
-        UnconfirmedAck& u = unconfirmed_acks[i];
-        natsMsg* m = nullptr;
+    auto gone = [](natsStatus s, jsErrCode jerr) {
+        return s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr || jerr == JSSequenceNotFoundErr ||
+               jerr == JSStreamMsgDeleteFailed;
+    };
+    // Sequences name messages of one incarnation of the stream: one re-created under the same
+    // name numbers its messages from 1 again, and an old sequence would name a new message.
+    int64_t created = 0;
+    {
+        jsStreamInfo* si = nullptr;
         jsErrCode jerr = jsErrCode(0);
-        const natsStatus s = js_GetMsg(&m, nats->js(), cfg.stream.c_str(), u.manifest_seq, &o, &jerr);
-        NatsMsgPtr holder(m);
-        bool settled = false;
-        if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr || jerr == JSSequenceNotFoundErr) {
-            chunks_to_delete.insert(chunks_to_delete.end(), u.chunk_seqs.begin(), u.chunk_seqs.end());  // the ack landed
-            settled = true;
-        } else if (s == NATS_OK) {
-            settled = mono_now_ns() - u.since_ns > 2 * cfg.ack_wait_ns;
-        } else {
-            back_off_chunk_calls(s, jerr, "look up stream message " + std::to_string(u.manifest_seq) +
-                                              " (its ack was not confirmed)");
+        const natsStatus s = js_GetStreamInfo(&si, nats->js(), cfg.stream.c_str(), &o, &jerr);
+        if (s == NATS_OK) created = si->Created;
+        jsStreamInfo_Destroy(si);
+        if (s != NATS_OK && jerr == JSStreamNotFoundErr) {
+            acked_chunks.clear();  // deleted with the stream
             return;
         }
-        if (settled) {
-            u = std::move(unconfirmed_acks.back());
-            unconfirmed_acks.pop_back();
-        } else {
-            ++i;
-        }
+        if (s != NATS_OK) return back_off_chunk_calls(s, jerr, "stream '" + cfg.stream + "' (to delete acked messages' chunks)");
     }
-    while (!chunks_to_delete.empty()) {
-        const uint64_t seq = chunks_to_delete.front();
-        jsErrCode jerr = jsErrCode(0);
-        const natsStatus s = js_DeleteMsg(nats->js(), cfg.stream.c_str(), seq, &o, &jerr);
-        if (s == NATS_OK || jerr == JSSequenceNotFoundErr || jerr == JSNoMessageFoundErr) {  // gone already: done too
-            chunks_to_delete.pop_front();
-            delete_backoff_ns = 0;
+    for (AckedChunks& a : acked_chunks) {
+        if (a.stream_created != created) {
+            a.deleted = a.chunk_seqs.size();  // the stream was re-created: its chunks went with it
             continue;
         }
-        back_off_chunk_calls(s, jerr, "delete chunk " + std::to_string(seq) + " of an acknowledged message (" +
-                                          std::to_string(chunks_to_delete.size()) + " chunk(s) wait to be deleted)");
-        return;
+        if (!a.manifest_gone) {
+            if (now < a.next_check_ns) continue;
+            if (mono_now_ns() > pass_end) break;
+            natsMsg* m = nullptr;
+            jsErrCode jerr = jsErrCode(0);
+            const natsStatus s = js_GetMsg(&m, nats->js(), cfg.stream.c_str(), a.manifest_seq, &o, &jerr);
+            NatsMsgPtr holder(m);
+            if (gone(s, jerr)) {
+                a.manifest_gone = true;
+            } else if (s == NATS_OK || jerr != 0) {
+                if (s != NATS_OK)
+                    record_error(nats_error(s, "look up stream message " + std::to_string(a.manifest_seq), jerr).message);
+                if (now - a.acked_ns > 2 * cfg.ack_wait_ns) a.deleted = a.chunk_seqs.size();  // redelivered: not ours
+                a.next_check_ns = now + kNsPerSec;
+                continue;
+            } else {
+                return back_off_chunk_calls(s, jerr, "look up stream message " + std::to_string(a.manifest_seq) +
+                                                         " (acked; its chunks wait for it to be gone)");
+            }
+        }
+        while (a.deleted < a.chunk_seqs.size()) {
+            if (mono_now_ns() > pass_end) break;
+            const uint64_t seq = a.chunk_seqs[a.deleted];
+            jsErrCode jerr = jsErrCode(0);
+            const natsStatus s = js_DeleteMsg(nats->js(), cfg.stream.c_str(), seq, &o, &jerr);
+            if (s != NATS_OK && jerr == 0)
+                return back_off_chunk_calls(s, jerr, "delete chunk " + std::to_string(seq) + " of an acked message");
+            if (s != NATS_OK && !gone(s, jerr))
+                record_error(nats_error(s, "delete chunk " + std::to_string(seq) + " of an acked message", jerr).message);
+            ++a.deleted;
+        }
     }
+    delete_backoff_ns = 0;
+    std::erase_if(acked_chunks, [](const AckedChunks& a) { return a.deleted == a.chunk_seqs.size(); });
 }
 
 void Importer::Impl::back_off_chunk_calls(natsStatus s, jsErrCode jerr, const std::string& what) {
     delete_backoff_ns = std::min<uint64_t>(delete_backoff_ns == 0 ? 100 * kNsPerMs : delete_backoff_ns * 2, 10 * kNsPerSec);
-    next_delete_ns = mono_now_ns() + delete_backoff_ns;
+    next_delete_pass_ns = mono_now_ns() + delete_backoff_ns;
     record_error(nats_error(s, what, jerr).message);
+    std::erase_if(acked_chunks, [](const AckedChunks& a) { return a.deleted == a.chunk_seqs.size(); });
 }
 
 void Importer::Impl::ack_committed(uint64_t now) {

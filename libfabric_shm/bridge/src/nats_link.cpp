@@ -281,6 +281,7 @@ Status NatsLink::ensure_stream(const std::string& stream, const StreamSettings& 
         replicas_ = uint64_t(std::max<int64_t>(1, c.Replicas));
         memory_ = c.Storage == js_MemoryStorage;
         work_queue_ = c.Retention == js_WorkQueuePolicy;
+        created_ = si->Created;
         bool covers = false;
         const std::string subjects = stream_subjects(stream);
         for (int i = 0; i < c.SubjectsLen; ++i)

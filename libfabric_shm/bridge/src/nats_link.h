@@ -44,6 +44,9 @@ public:
     uint64_t stream_replicas() const { return replicas_; }
     bool stream_memory() const { return memory_; }
     bool stream_work_queue() const { return work_queue_; }
+    /// When the stream was created (UTC ns): another value means another stream of the same
+    /// name, whose sequences name other messages.
+    int64_t stream_created() const { return created_; }
 
     /// Connection events, written by NATS callback threads (relaxed: counters and a state
     /// word; the loop copies them into the status region).
@@ -84,6 +87,7 @@ private:
     uint64_t replicas_ = 0;
     bool memory_ = false;
     bool work_queue_ = false;
+    int64_t created_ = 0;
 };
 
 /// RAII holders for NATS objects.
