@@ -529,7 +529,8 @@ struct StoreCheck {
     /// The first store record's config: import_stores creates the store with it (a later record
     /// of the name attaches). None: import_objects creates it with the config derived from the pool.
     std::optional<StoreConfig> record;
-    uint64_t largest = 0;     ///< for a store the import creates: its largest object that is put
+    bool puts = false;        ///< for a store the import creates: an object of it is put (one not expired)
+    uint64_t largest = 0;     ///< its largest object that is put
     std::string largest_uri;  ///< that object (the first of that size)
 };
 
@@ -552,7 +553,9 @@ Status check_created_stores(const Pool& pool, const std::map<std::string, StoreC
     uint64_t needed = 0;
     std::string which;
     for (const auto& [name, s] : stores) {
-        if (s.in_pool) continue;
+        // A store without a record is created by its first put (import_objects): with every
+        // object of it expired, it is not created at all.
+        if (s.in_pool || (!s.record && !s.puts)) continue;
         StoreConfig cfg = s.record.value_or(StoreConfig{});
         cfg.name = name;
         FABRIC_TRY_ASSIGN(const StorePlan plan, store_plan(pool, cfg, new_pool));
@@ -630,6 +633,7 @@ Status check_archive(archive::Reader& rd, Pool& pool, ImportMap& map, json* pool
             if (!store->in_pool) {
                 // A store the import creates: nothing in it can clash, and its limit is known
                 // only once its record, wherever it is, has been read (check_created_stores).
+                if (!expired) store->puts = true;
                 if (!expired && rec.payload_bytes > store->largest) {
                     store->largest = rec.payload_bytes;
                     store->largest_uri = o.uri.to_string();
