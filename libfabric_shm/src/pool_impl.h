@@ -59,6 +59,12 @@ struct Pool::Impl {
 
 namespace detail {
 
+/// The bytes create_region reserves for a region of `length` bytes: whole pages (regions are
+/// page-aligned, and no page holds two). MemObjectStore::plan reports a store's with it.
+constexpr uint64_t region_reserved_bytes(uint64_t length) noexcept {
+    return (length + layout::kPageSize - 1) & ~(layout::kPageSize - 1);
+}
+
 /// The library's access to what the public Pool and Region keep opaque.
 struct PoolAccess {
     static Pool::Impl& impl(const Pool& pool) noexcept { return *pool.impl_; }

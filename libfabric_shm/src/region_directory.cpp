@@ -103,7 +103,7 @@ Result<Region> Pool::create_region(const RegionSpec& spec) {
     if (spec.name.empty() || spec.name.size() >= kRegionNameBytes || spec.name.find('\0') != std::string::npos)
         return make_error(Errc::invalid_argument, "region name '" + spec.name + "' must be 1-" +
                                                       std::to_string(kRegionNameBytes - 1) + " bytes");
-    const uint64_t length = (spec.length + kPageSize - 1) & ~(kPageSize - 1);
+    const uint64_t length = detail::region_reserved_bytes(spec.length);
     if (spec.length == 0 || length > impl_->header()->data_size)
         return make_error(Errc::capacity_exceeded, "region '" + spec.name + "' of " + std::to_string(spec.length) +
                                                        " bytes does not fit the pool's region area of " +

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <map>
 #include <string>
 
 #include "../../tools/fabric-shm/archive_format.h"
@@ -47,6 +48,32 @@ struct Upgrade {
 };
 
 size_t topic_count(Pool& pool) { return TopicManager(pool).list().size(); }
+
+/// The pool's store regions (tables and heaps): none when no store was created.
+size_t store_regions(const Pool& pool) {
+    size_t n = 0;
+    for (const RegionInfo& r : pool.regions())
+        n += r.kind == uint32_t(RegionKind::store) || r.kind == uint32_t(RegionKind::store_heap);
+    return n;
+}
+
+/// Writes an archive of `records` (after a pool record); an object's payload is `payloads[key]`,
+/// or "hi".
+void write_archive(const std::string& path, const std::vector<nlohmann::json>& records,
+                   const std::map<std::string, std::string>& payloads = {}) {
+    auto w = cli::archive::Writer::open(path);
+    REQUIRE(w.ok());
+    REQUIRE(w->write({{"type", "pool"}, {"name", "crafted"}, {"size_bytes", 32u << 20}}).ok());
+    for (const nlohmann::json& h : records) {
+        std::string payload;
+        if (h["type"] == "object") {
+            const auto p = payloads.find(h["key"].get<std::string>());
+            payload = p == payloads.end() ? "hi" : p->second;
+        }
+        REQUIRE(w->write(h, std::span(reinterpret_cast<const uint8_t*>(payload.data()), payload.size())).ok());
+    }
+    REQUIRE(w->finish().ok());
+}
 
 }  // namespace
 
@@ -132,6 +159,105 @@ TEST_CASE("pool import refuses, before writing anything, an object larger than t
     CHECK(out.find("65536") != std::string::npos);
     CHECK(out.find("nothing was imported") != std::string::npos);
     CHECK(count_keys(u.to.pool, "uploads") == 0);
+}
+
+TEST_CASE("pool import refuses, before writing anything, an object larger than a store it would create takes, "
+          "wherever the store's record is") {
+    ScratchDir dir;
+    using nlohmann::json;
+    // All fields 0: the store derives its geometry from the pool it is created in (as it does
+    // with no record at all). In a 4 MiB pool: a 2 MiB heap, objects up to 512 KiB.
+    const json store = {{"type", "store"}, {"name", "default"}, {"table_entries", 0}, {"heap_bytes", 0},
+                        {"max_object_bytes", 0}};
+    const auto object = [](const char* key) {
+        return json{{"type", "object"}, {"store", "default"}, {"bucket", "uploads"}, {"key", key}, {"version", 1},
+                    {"content_type", ""}, {"metadata", json::object()}, {"created_wall_ns", 0}, {"expires_wall_ns", 0}};
+    };
+    const json topic = {{"type", "topic"}, {"name", "ev"}, {"num_partitions", 1}, {"partition_capacity", 16},
+                        {"partition_stride", 512}, {"on_full", "block"}, {"ttl_ns", 0}};
+    const std::map<std::string, std::string> payloads = {{"big", std::string(600 << 10, 'b')}};
+    struct Case {
+        const char* what;
+        std::vector<json> records;
+    };
+    const std::vector<Case> cases = {
+        {"the exporter's order: the store's record, then its objects", {store, object("a"), object("big"), topic}},
+        {"the store's record after its objects", {object("a"), object("big"), store, topic}},
+        {"no store record", {object("a"), object("big"), topic}},
+    };
+    int i = 0;
+    for (const Case& c : cases) {
+        const std::string what = c.what;
+        CAPTURE(what);
+        PoolFixture to("upgrade-derived", 4 << 20);  // a fresh, small target each
+        REQUIRE(MemObjectStore::plan(to.pool)->max_object_bytes == 512u << 10);
+        const std::string path = dir.path + "/derived-" + std::to_string(i++) + ".fsa";
+        write_archive(path, c.records, payloads);
+        std::string out;
+        CHECK(sh(q(cli_bin()) + " pool import --json --pool " + to.name + " " + q(path) + " 2>&1", &out) != 0);
+        INFO(out);
+        CHECK(out.find("\"code\":\"object_too_large\"") != std::string::npos);
+        CHECK(out.find(to.uri("uploads", "big")) != std::string::npos);
+        CHECK(out.find("614400 bytes") != std::string::npos);
+        CHECK(out.find("store 'default'") != std::string::npos);
+        CHECK(out.find("524288") != std::string::npos);  // the derived limit (the CLI names it --max-object-size)
+        CHECK(out.find("nothing was imported") != std::string::npos);
+        // Nothing written: no store (so not the small object either), no topic.
+        CHECK(store_regions(to.pool) == 0);
+        CHECK(MemObjectStore::attach(to.pool).code() == Errc::not_found);
+        CHECK(count_keys(to.pool, "uploads") == 0);
+        CHECK(topic_count(to.pool) == 0);
+    }
+}
+
+TEST_CASE("pool import refuses, before writing anything, a store record the pool would refuse and stores that together "
+          "outgrow the pool") {
+    ScratchDir dir;
+    using nlohmann::json;
+    const auto store = [](const char* name, uint64_t heap, uint64_t max) {
+        return json{{"type", "store"}, {"name", name}, {"table_entries", 0}, {"heap_bytes", heap}, {"max_object_bytes", max}};
+    };
+    const json object = {{"type", "object"}, {"store", "first"}, {"bucket", "uploads"}, {"key", "a"}, {"version", 1},
+                         {"content_type", ""}, {"metadata", json::object()}, {"created_wall_ns", 0}, {"expires_wall_ns", 0}};
+    const json topic = {{"type", "topic"}, {"name", "ev"}, {"num_partitions", 1}, {"partition_capacity", 16},
+                        {"partition_stride", 512}, {"on_full", "block"}, {"ttl_ns", 0}};
+    {
+        INFO("a second store whose largest object does not fit its heap: the first is not created either");
+        PoolFixture to("upgrade-geometry");
+        const std::string path = dir.path + "/geometry.fsa";
+        write_archive(path, {store("first", 0, 0), object, store("second", 256 << 10, 1 << 20), topic});
+        std::string out;
+        CHECK(sh(q(cli_bin()) + " pool import --json --pool " + to.name + " " + q(path) + " 2>&1", &out) != 0);
+        INFO(out);
+        CHECK(out.find("\"code\":\"invalid_argument\"") != std::string::npos);
+        CHECK(out.find("store 'second'") != std::string::npos);
+        // The library's own reason, with both sizes.
+        CHECK(out.find("max object size 1048576 does not fit the store heap of 262144 bytes") != std::string::npos);
+        CHECK(out.find("nothing was imported") != std::string::npos);
+        CHECK(store_regions(to.pool) == 0);
+        CHECK(topic_count(to.pool) == 0);
+    }
+    {
+        INFO("two stores of 4 MiB heaps in an 8 MiB pool: each fits alone, not both");
+        PoolFixture to("upgrade-space", 8 << 20);
+        StoreConfig one;
+        one.name = "first";
+        one.heap_bytes = 4 << 20;
+        StoreConfig two = one;
+        two.name = "second";
+        const uint64_t need = MemObjectStore::plan(to.pool, one)->region_bytes + MemObjectStore::plan(to.pool, two)->region_bytes;
+        REQUIRE(MemObjectStore::plan(to.pool, one)->region_bytes < to.pool.settings().data_size);
+        const std::string path = dir.path + "/space.fsa";
+        write_archive(path, {store("first", 4 << 20, 0), object, store("second", 4 << 20, 0), topic});
+        std::string out;
+        CHECK(sh(q(cli_bin()) + " pool import --json --pool " + to.name + " " + q(path) + " 2>&1", &out) != 0);
+        INFO(out);
+        CHECK(out.find("\"code\":\"capacity_exceeded\"") != std::string::npos);
+        CHECK(out.find("need " + std::to_string(need) + " bytes") != std::string::npos);
+        CHECK(out.find("nothing was imported") != std::string::npos);
+        CHECK(store_regions(to.pool) == 0);
+        CHECK(topic_count(to.pool) == 0);
+    }
 }
 
 TEST_CASE("a truncated or foreign archive is refused with a typed error and nothing is imported") {

@@ -880,6 +880,84 @@ TEST_CASE("store: opening an existing store with other parameters attaches and s
     CHECK(MemObjectStore::attach(*f.pool, "nosuch").code() == Errc::not_found);
 }
 
+TEST_CASE("store: plan reports what open then creates, for derived and explicit fields, and refuses what open refuses") {
+    test::PoolCleanup cleanup(test::unique_pool_name("plan"));
+    auto pool = Pool::create({cleanup.name(), 16 << 20});
+    REQUIRE_MESSAGE(pool, pool.error().message);
+    // The pool bytes a store's two regions take, as the pool reports them.
+    const auto regions_of = [&](const std::string& name) {
+        uint64_t bytes = 0;
+        for (const RegionInfo& r : pool->regions())
+            if ((r.kind == uint32_t(RegionKind::store) || r.kind == uint32_t(RegionKind::store_heap)) && r.name == name)
+                bytes += r.length;
+        return bytes;
+    };
+    StoreConfig derived;  // every field 0: derived from the 16 MiB pool (docs/store.md "Default capacities")
+    derived.name = "derived";
+    StoreConfig explicit_fields;
+    explicit_fields.name = "explicit";
+    explicit_fields.table_entries = 5000;
+    explicit_fields.heap_bytes = 1 << 20;
+    explicit_fields.max_object_bytes = 100000;
+    StoreConfig partly;  // a heap of its own, the largest object derived from it
+    partly.name = "partly";
+    partly.heap_bytes = 512 << 10;
+    for (const StoreConfig& cfg : {derived, explicit_fields, partly}) {
+        CAPTURE(cfg.name);
+        auto plan = MemObjectStore::plan(*pool, cfg);
+        REQUIRE_MESSAGE(plan, plan.error().message);
+        CHECK(regions_of(cfg.name) == 0);  // a plan creates nothing
+        auto store = MemObjectStore::open(*pool, cfg);
+        REQUIRE_MESSAGE(store, store.error().message);
+        const StoreStats st = (*store)->stats();
+        CHECK(plan->max_object_bytes == (*store)->config().max_object_bytes);
+        CHECK(plan->max_object_bytes == st.max_object_bytes);
+        CHECK(plan->heap_bytes == (*store)->config().heap_bytes);
+        CHECK(plan->heap_bytes == st.heap_capacity_bytes);
+        CHECK(plan->table_entries == (*store)->config().table_entries);
+        CHECK(plan->table_entries == st.table_entries);
+        CHECK(plan->region_bytes == regions_of(cfg.name));
+        // The limit is the one puts meet.
+        const FabricUri at = uri(cleanup.name(), "b", "k");
+        CHECK((*store)->put(at, pattern(plan->max_object_bytes, 1)));
+        CHECK((*store)->put(at, pattern(plan->max_object_bytes + 1, 1)).code() == Errc::object_too_large);
+    }
+    // The derivation docs/store.md gives: heap P / 2 = 8 MiB, largest object heap / 4 = 2 MiB.
+    CHECK(MemObjectStore::plan(*pool, derived)->heap_bytes == 8u << 20);
+    CHECK(MemObjectStore::plan(*pool, derived)->max_object_bytes == 2u << 20);
+    CHECK(MemObjectStore::plan(*pool, explicit_fields)->max_object_bytes == 100000);
+    CHECK(MemObjectStore::plan(*pool, explicit_fields)->table_entries >= 5000);
+    CHECK(MemObjectStore::plan(*pool, partly)->max_object_bytes == 128u << 10);
+
+    struct Bad {
+        const char* what;
+        StoreConfig cfg;
+        const char* says;
+    };
+    const auto config = [](const char* name, uint32_t table, uint64_t heap, uint64_t max) {
+        StoreConfig c;
+        c.name = name;
+        c.table_entries = table;
+        c.heap_bytes = heap;
+        c.max_object_bytes = max;
+        return c;
+    };
+    for (const Bad& b : {Bad{"a heap under 4 superblocks", config("small", 0, 100 << 10, 0), "smaller than 4 superblocks"},
+                         Bad{"a largest object over the heap", config("over", 0, 256 << 10, 1 << 20), "does not fit the store heap"},
+                         Bad{"a table over the limit", config("table", (1u << 28) + 1, 0, 0), "exceeds the limit"},
+                         Bad{"a name the pool refuses", config("bad/name", 0, 0, 0), "store"}}) {
+        CAPTURE(b.what);
+        auto plan = MemObjectStore::plan(*pool, b.cfg);
+        auto opened = MemObjectStore::open(*pool, b.cfg);
+        REQUIRE_FALSE(plan);
+        REQUIRE_FALSE(opened);
+        CHECK(plan.code() == opened.code());
+        CHECK(plan.error().message == opened.error().message);
+        CHECK_MESSAGE(plan.error().message.find(b.says) != std::string::npos, plan.error().message);
+        CHECK(regions_of(b.cfg.name) == 0);
+    }
+}
+
 // ---- zero copy ---------------------------------------------------------------------------------
 
 TEST_CASE("store: loan, fill in place, commit and pin a 1 MiB object without a copy") {

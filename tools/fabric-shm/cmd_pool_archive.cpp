@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <set>
 #include <limits>
 #include <type_traits>
@@ -287,7 +288,9 @@ cxxopts::Options archive_import_options(const std::string& argv0) {
     cxxopts::Options o(argv0,
                        "Re-creates what `fabric-shm pool export` wrote to FILE in a pool of this build (created "
                        "when missing, with the archive's size unless --size). Refused, before anything is "
-                       "written, when a topic or an object of the archive already exists there.");
+                       "written, when a topic or an object of the archive already exists there, when an object "
+                       "is larger than its store there takes (the store the import creates: as its record or "
+                       "the pool's size sets it), or when the stores it creates do not fit the pool.");
     o.positional_help("FILE");
     o.add_options()("pool", pool_option_help(), cxxopts::value<std::string>())(
         "size", "size of the pool when import creates it (default: the exported pool's size)",
@@ -519,16 +522,92 @@ struct ImportCounts {
     uint64_t stores = 0, objects = 0, object_bytes = 0, expired = 0, topics = 0, groups = 0, messages = 0;
 };
 
-// Pass 1 (headers only): the archive is whole and well-formed, and nothing it holds exists in
-// the pool yet. Nothing is written before this passes.
+// A store the archive names (in a store record or as an object's store), as pass 1 sees it.
+struct StoreCheck {
+    std::unique_ptr<MemObjectStore> in_pool;  ///< the pool's store of that name; nullptr: the import creates it
+    uint64_t max_object_bytes = 0;            ///< in_pool's limit, read once: stats() walks the store
+    /// The first store record's config: import_stores creates the store with it (a later record
+    /// of the name attaches). None: import_objects creates it with the config derived from the pool.
+    std::optional<StoreConfig> record;
+    bool puts = false;        ///< for a store the import creates: an object of it is put (one not expired)
+    uint64_t largest = 0;     ///< its largest object that is put
+    std::string largest_uri;  ///< that object (the first of that size)
+};
+
+// The store MemObjectStore::open(pool, cfg) would create, or its refusal of the config in this
+// pool (with the library's reason). Asked for a store the pool has too: open derives the
+// geometry before it looks for the store, so import_stores would fail on such a record.
+Result<StorePlan> store_plan(const Pool& pool, const StoreConfig& cfg, const std::string& new_pool) {
+    auto plan = MemObjectStore::plan(pool, cfg);
+    if (!plan)
+        return make_error(plan.code(), "archive store '" + cfg.name + "' cannot be made in pool '" + new_pool + "': " +
+                                           plan.error().message + " (nothing was imported)");
+    return plan;
+}
+
+// The stores the import creates, judged once the whole archive is read (a store's record may come
+// after its objects): each must take its largest object, and together their regions must fit the
+// pool's free bytes. Only the total is known here: the pool places regions first-fit, so a
+// fragmented pool may still fail to place one, which import_stores then reports.
+Status check_created_stores(const Pool& pool, const std::map<std::string, StoreCheck>& stores, const std::string& new_pool) {
+    uint64_t needed = 0;
+    std::string which;
+    for (const auto& [name, s] : stores) {
+        // A store without a record is created by its first put (import_objects): with every
+        // object of it expired, it is not created at all.
+        if (s.in_pool || (!s.record && !s.puts)) continue;
+        StoreConfig cfg = s.record.value_or(StoreConfig{});
+        cfg.name = name;
+        FABRIC_TRY_ASSIGN(const StorePlan plan, store_plan(pool, cfg, new_pool));
+        if (s.largest > plan.max_object_bytes) {
+            const bool derived = cfg.max_object_bytes == 0;
+            return make_error(Errc::object_too_large,
+                              "archive object " + s.largest_uri + " is " + std::to_string(s.largest) +
+                                  " bytes, more than store '" + name + "', which the import creates in pool '" + new_pool +
+                                  "', would take (max_object_bytes " + std::to_string(plan.max_object_bytes) +
+                                  (derived ? ", derived from the pool's size of " + std::to_string(pool.size()) +
+                                                 " bytes): import into a larger pool, or create the store there first "
+                                                 "with a larger max object size (an existing store is used as it is)"
+                                           : ", as the archive's store record sets it): import into a pool whose store '" +
+                                                 name + "' takes it (an existing store is used as it is)") +
+                                  " (nothing was imported)");
+        }
+        needed += plan.region_bytes;
+        which += (which.empty() ? "" : ", ") + ("'" + name + "' " + std::to_string(plan.region_bytes));
+    }
+    if (needed == 0) return {};
+    uint64_t used = 0;
+    for (const RegionInfo& r : pool.regions()) used += r.length;
+    const uint64_t area = pool.settings().data_size;
+    const uint64_t free_bytes = area > used ? area - used : 0;
+    if (needed > free_bytes)
+        return make_error(Errc::capacity_exceeded,
+                          "the stores the import creates need " + std::to_string(needed) + " bytes of pool '" + new_pool +
+                              "' (store " + which + "), more than its " + std::to_string(free_bytes) +
+                              " free bytes (of a region area of " + std::to_string(area) +
+                              "): import into a larger pool (--size, when the import creates it) (nothing was imported)");
+    return {};
+}
+
+// Pass 1 (headers only): the archive is whole and well-formed, nothing it holds exists in the
+// pool yet, and every store it names takes its objects. Nothing is written before this passes.
 Status check_archive(archive::Reader& rd, Pool& pool, ImportMap& map, json* pool_record) {
     Record rec;
     std::set<std::string> topics_seen;
-    struct InPool {
-        std::unique_ptr<MemObjectStore> store;  ///< nullptr: not in the pool yet
-        uint64_t max_object_bytes = 0;          ///< read once: stats() walks the store
+    std::map<std::string, StoreCheck> stores;
+    // The entry of a store name, looked up in the pool the first time it is named.
+    const auto store_check = [&](const std::string& name) -> Result<StoreCheck*> {
+        auto known = stores.find(name);
+        if (known != stores.end()) return &known->second;
+        auto attached = MemObjectStore::attach(pool, name);
+        if (!attached && attached.code() != Errc::not_found) return std::move(attached).error();
+        StoreCheck c;
+        if (attached) {
+            c.max_object_bytes = (*attached)->stats().max_object_bytes;
+            c.in_pool = std::move(*attached);
+        }
+        return &stores.emplace(name, std::move(c)).first->second;
     };
-    std::map<std::string, InPool> stores;
     TopicManager topics(pool);
     uint64_t records = 0;
     std::map<std::string, uint32_t> partitions;  // the archive's topics: name -> partitions
@@ -548,28 +627,27 @@ Status check_archive(archive::Reader& rd, Pool& pool, ImportMap& map, json* pool
         if (type == "object") {
             FABRIC_TRY_ASSIGN(ObjectRecord o, object_record(rec.header, map));
             map.exported[o.uri_text] = o.version;
-            auto known = stores.find(o.store);
-            if (known == stores.end()) {
-                auto attached = MemObjectStore::attach(pool, o.store);
-                if (!attached && attached.code() != Errc::not_found) return std::move(attached).error();
-                InPool in;
-                if (attached) {
-                    in.max_object_bytes = (*attached)->stats().max_object_bytes;
-                    in.store = std::move(*attached);
-                }
-                known = stores.emplace(o.store, std::move(in)).first;
-            }
-            if (!known->second.store) continue;  // a store import creates: nothing in it can clash
-            // A store the pool has keeps its own limit (import_stores attaches to it). An object
-            // already expired is not put (import_objects skips it).
+            FABRIC_TRY_ASSIGN(StoreCheck * store, store_check(o.store));
+            // An object already expired is not put (import_objects skips it): its size is no limit's concern.
             const bool expired = o.expires_wall_ns != 0 && o.expires_wall_ns <= wall_now_ns();
-            if (const uint64_t max = known->second.max_object_bytes; rec.payload_bytes > max && !expired)
+            if (!store->in_pool) {
+                // A store the import creates: nothing in it can clash, and its limit is known
+                // only once its record, wherever it is, has been read (check_created_stores).
+                if (!expired) store->puts = true;
+                if (!expired && rec.payload_bytes > store->largest) {
+                    store->largest = rec.payload_bytes;
+                    store->largest_uri = o.uri.to_string();
+                }
+                continue;
+            }
+            // A store the pool has keeps its own limit (import_stores attaches to it).
+            if (const uint64_t max = store->max_object_bytes; rec.payload_bytes > max && !expired)
                 return make_error(Errc::object_too_large,
                                   "archive object " + o.uri.to_string() + " is " + std::to_string(rec.payload_bytes) +
                                       " bytes, more than store '" + o.store + "' of pool '" + map.new_pool +
                                       "' takes (max_object_bytes " + std::to_string(max) +
                                       "): import into a pool whose store takes it (nothing was imported)");
-            auto head = known->second.store->head(o.uri);
+            auto head = store->in_pool->head(o.uri);
             if (!head) return std::move(head).error();
             if (*head)
                 return make_error(Errc::already_exists,
@@ -595,7 +673,10 @@ Status check_archive(archive::Reader& rd, Pool& pool, ImportMap& map, json* pool
                                                                             : " names a partition the topic does not have (" +
                                                                                   std::to_string(t->second) + ")"));
         } else if (type == "store") {
-            FABRIC_TRY(store_record(rec.header));
+            FABRIC_TRY_ASSIGN(StoreConfig cfg, store_record(rec.header));
+            FABRIC_TRY(store_plan(pool, cfg, map.new_pool));
+            FABRIC_TRY_ASSIGN(StoreCheck * store, store_check(cfg.name));
+            if (!store->record) store->record = cfg;
         } else if (type == "group") {
             FABRIC_TRY_ASSIGN(GroupImport g, group_record(rec.header));
             if (!topics_seen.count(g.topic))
@@ -606,6 +687,7 @@ Status check_archive(archive::Reader& rd, Pool& pool, ImportMap& map, json* pool
         }
     }
     if (records == 0) return make_error(Errc::corrupt, "archive holds no pool record");
+    FABRIC_TRY(check_created_stores(pool, stores, map.new_pool));
     return rd.rewind();
 }
 

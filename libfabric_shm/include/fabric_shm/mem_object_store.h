@@ -37,6 +37,15 @@ struct StoreStats {
     double probe_buckets_hit = 0, probe_buckets_miss = 0;
 };
 
+/// What a store created with a StoreConfig in a given pool gets (MemObjectStore::plan): the
+/// fields StoreConfig leaves at 0 derived, the others as given.
+struct StorePlan {
+    uint64_t table_entries = 0;     ///< table slots: the request rounded up to whole buckets
+    uint64_t heap_bytes = 0;        ///< heap capacity: whole superblocks
+    uint64_t max_object_bytes = 0;  ///< the largest object a put takes
+    uint64_t region_bytes = 0;      ///< pool bytes its two regions (table, heap) take, in whole pages
+};
+
 /// Zero-copy write: bytes reserved in the pool, filled in place, published by commit().
 /// Dropping an uncommitted loan frees it; a dead owner's loan is freed by the reaper.
 class ObjectLoan {
@@ -100,6 +109,14 @@ public:
     /// existing store with different explicit parameters attaches to it; *note says so.
     static Result<std::unique_ptr<MemObjectStore>> open(Pool& pool, const StoreConfig& config = {},
                                                         std::string* note = nullptr);
+    /// The store open(pool, config) would create, if the pool had no store of that name:
+    /// derived by the same code as open(), from the pool's size (not from its free space), and
+    /// refused with the error open() returns for that config (a name the pool refuses, a heap
+    /// under 4 superblocks, a largest object that does not fit the heap, ...). Nothing is
+    /// created or reserved, so whether the regions find room in the pool is open()'s to say
+    /// (their bytes are in region_bytes). For a caller that must know a store's limits before it
+    /// writes anything (pool import checks the whole archive first).
+    static Result<StorePlan> plan(const Pool& pool, const StoreConfig& config = {});
     /// Attach only (read paths: get/head/ls never create). NotFound if absent.
     static Result<std::unique_ptr<MemObjectStore>> attach(const Pool& pool, std::string_view name = "default");
     ~MemObjectStore() override;

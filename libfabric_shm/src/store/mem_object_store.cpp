@@ -187,15 +187,33 @@ void nap_ms(int ms) {
     nanosleep(&ts, nullptr);
 }
 
+/// The geometry a store created with `config` in `pool` gets, or why it cannot be created with
+/// it: open() creates with this and plan() reports it, so a plan is what open() then gives.
+Result<detail::StoreGeometry> creation_geometry(const Pool& pool, const StoreConfig& config) {
+    FABRIC_TRY(validate_name("store", config.name));
+    return detail::derive_store_geometry(pool.size(), config.table_entries, config.heap_bytes,
+                                         config.max_object_bytes);
+}
+
 }  // namespace
 
 MemObjectStore::MemObjectStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 MemObjectStore::~MemObjectStore() = default;
 
+Result<StorePlan> MemObjectStore::plan(const Pool& pool, const StoreConfig& config) {
+    auto geo = creation_geometry(pool, config);
+    if (!geo) return std::move(geo).error();
+    StorePlan p;
+    p.table_entries = geo->table_slots();
+    p.heap_bytes = geo->heap_bytes();
+    p.max_object_bytes = geo->max_object_bytes;
+    // open() asks for these two lengths; the pool reserves each in whole pages.
+    p.region_bytes = detail::region_reserved_bytes(geo->root_bytes()) + detail::region_reserved_bytes(geo->heap_bytes());
+    return p;
+}
+
 Result<std::unique_ptr<MemObjectStore>> MemObjectStore::open(Pool& pool, const StoreConfig& config, std::string* note) {
-    FABRIC_TRY(validate_name("store", config.name));
-    auto geo = detail::derive_store_geometry(pool.size(), config.table_entries, config.heap_bytes,
-                                             config.max_object_bytes);
+    auto geo = creation_geometry(pool, config);
     if (!geo) return std::move(geo).error();
     const detail::StoreGeometry g = *geo;
     for (int attempt = 0; attempt < 2000; ++attempt) {
@@ -206,9 +224,9 @@ Result<std::unique_ptr<MemObjectStore>> MemObjectStore::open(Pool& pool, const S
             s.value()->config.name = config.name;
             const StoreConfig& have = s.value()->config;
             std::string diff;
-            if (config.table_entries && have.table_entries != g.bucket_count * kSlotsPerBucket)
+            if (config.table_entries && have.table_entries != g.table_slots())
                 diff += " table_entries=" + std::to_string(have.table_entries);
-            if (config.heap_bytes && have.heap_bytes != g.sb_bytes * g.sb_count)
+            if (config.heap_bytes && have.heap_bytes != g.heap_bytes())
                 diff += " heap_bytes=" + std::to_string(have.heap_bytes);
             if (config.max_object_bytes && have.max_object_bytes != config.max_object_bytes)
                 diff += " max_object_bytes=" + std::to_string(have.max_object_bytes);
@@ -238,7 +256,7 @@ Result<std::unique_ptr<MemObjectStore>> MemObjectStore::open(Pool& pool, const S
                 continue;
             }
             Error e = std::move(root).error();
-            e.message += " (store table of " + std::to_string(g.bucket_count * kSlotsPerBucket) +
+            e.message += " (store table of " + std::to_string(g.table_slots()) +
                          " entries; lower --table-entries or raise the pool --size)";
             return e;
         }
@@ -246,7 +264,7 @@ Result<std::unique_ptr<MemObjectStore>> MemObjectStore::open(Pool& pool, const S
         RegionSpec heap_spec;
         heap_spec.kind = RegionKind::store_heap;
         heap_spec.name = config.name;
-        heap_spec.length = g.sb_bytes * g.sb_count;
+        heap_spec.length = g.heap_bytes();
         heap_spec.ttl = config.ttl;
         heap_spec.parent = root->ref();
         auto heap = pool.create_region(heap_spec);

@@ -127,7 +127,7 @@ Status init_store_root(std::byte* data, uint64_t length, const StoreGeometry& g)
     h->sb_bytes = g.sb_bytes;
     h->sb_count = g.sb_count;
     h->words_per_sb = w;
-    h->heap_bytes = g.sb_bytes * g.sb_count;
+    h->heap_bytes = g.heap_bytes();
     h->max_object_bytes = g.max_object_bytes;
     h->pin_slots = g.pin_slots;
     uint64_t classes[kMaxClasses];

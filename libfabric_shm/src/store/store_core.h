@@ -27,8 +27,12 @@ namespace fabric_shm::detail {
 struct StoreGeometry {
     uint64_t bucket_count = 0, sb_bytes = 0, sb_count = 0, max_object_bytes = 0, pin_slots = 0;
     uint64_t root_bytes() const;
+    uint64_t heap_bytes() const { return sb_bytes * sb_count; }
+    uint64_t table_slots() const { return bucket_count * store_layout::kSlotsPerBucket; }
 };
 /// Derives the geometry from a config (0 = default, from the pool size); errors name the option.
+/// MemObjectStore::open creates a store with it and MemObjectStore::plan reports it: one
+/// derivation, so a plan is what open then gives.
 Result<StoreGeometry> derive_store_geometry(uint64_t pool_size, uint32_t table_entries, uint64_t heap_bytes,
                                             uint64_t max_object_bytes);
 /// Writes a fresh header into a zeroed root region (the create_region init callback).
