@@ -33,6 +33,13 @@ def wait_for(pred, timeout=20.0):
     return True
 
 
+def kill_if_alive(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def alive(pid):
     try:
         os.kill(pid, 0)
@@ -320,6 +327,58 @@ run(handle)
         self.assertGreaterEqual(len(done), 1)
         for n in done:
             self.assertEqual(self.result(n), n.upper().encode())
+
+    def test_a_worker_ended_by_an_error_closes_its_handlers_then_kills_their_groups(self):
+        # `pool rm --force` under a running worker: its loop fails (stale_generation) and it
+        # exits 1, as before. Its two handlers each started a helper into their process group;
+        # one is stuck in a request, the other idle at its read. The idle one must get its end
+        # of input and exit by itself, the stuck one be killed after the grace, and neither
+        # they nor their helpers outlive the worker. (Without the close, the pool's registry
+        # killed both groups when the worker exited: no end of input, nothing in the log.)
+        h = self.script("stuck.py", """
+import os, subprocess, sys, time
+from fabric_shm.handler import run
+d, me = sys.argv[1], os.getpid()
+helper = subprocess.Popen(["sleep", "3600"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+with open(d + "/helper-%d" % me, "w") as f:
+    f.write(str(helper.pid))
+def handle(r):
+    open(d + "/stuck-%d" % me, "w").close()
+    while True:
+        time.sleep(3600)
+open(d + "/up-%d" % me, "w").close()
+run(handle)
+open(d + "/eof-%d" % me, "w").close()  # its stdin closed: it ends by itself
+""")
+
+        def marked(prefix):
+            return [int(f[len(prefix):]) for f in os.listdir(self.dir) if f.startswith(prefix)]
+        p = self.worker("exec python3 %s %s" % (h, self.dir), "--concurrency", "2", idle=None)
+        self.assertTrue(wait_for(lambda: len(marked("up-")) == 2), "the handlers did not start")
+        handlers = marked("up-")
+        helpers = []
+        for pid in handlers:
+            with open(os.path.join(self.dir, "helper-%d" % pid)) as f:
+                helpers.append(int(f.read()))
+        for pid in handlers + helpers:
+            self.addCleanup(kill_if_alive, pid)
+        self.put({"x": b"x"})
+        self.assertTrue(wait_for(lambda: len(marked("stuck-")) == 1), "no handler got the request")
+        [stuck] = marked("stuck-")
+        [idle] = [pid for pid in handlers if pid != stuck]
+        subprocess.run([CLI, "pool", "rm", "--pool", self.pool, "--force"], check=True, stdout=subprocess.DEVNULL,
+                       env=ENV)
+        out, err = p.communicate(timeout=60)
+        err = err.decode()
+        self.assertEqual(p.returncode, 1, err)
+        self.assertEqual(json.loads(out)["error"]["code"], "stale_generation", out)
+        self.assertTrue(os.path.exists(os.path.join(self.dir, "eof-%d" % idle)),
+                        "the idle handler never got its end of input: %s" % err)
+        self.assertFalse(os.path.exists(os.path.join(self.dir, "eof-%d" % stuck)), err)
+        self.assertIn("did not exit after its stdin closed: killed", err)
+        # Killed before the worker exited; a moment for the kernel to finish the helpers' kill.
+        self.assertTrue(wait_for(lambda: not any(alive(pid) for pid in handlers + helpers), timeout=5),
+                        "outlived the worker: %s" % [pid for pid in handlers + helpers if alive(pid)])
 
     def test_a_reply_larger_than_max_result_size_is_dead_lettered_without_the_worker_holding_it(self):
         h = self.large_reply_handler("huge.py", 256)

@@ -30,6 +30,11 @@ constexpr uint64_t kRestartFirstNs = 50 * kNsPerMs;
 constexpr uint64_t kRestartMaxNs = 5 * kNsPerSec;
 constexpr size_t kReadChunk = 256 * 1024;
 constexpr size_t kStderrTail = 512;
+/// After an error ends run(): how long the handlers may take to exit once their stdin closed
+/// (at most --handler's drain grace). Short: the worker is stopping on a failure it cannot
+/// recover from (its pool removed, its membership fenced), so it must not hang on a handler
+/// stuck in a request, but one idle at its read gets its end of input and exits cleanly.
+constexpr uint64_t kErrorGraceNs = kNsPerSec;
 
 void set_nonblock(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
 
@@ -71,6 +76,24 @@ public:
     Pool(WorkerLoop& loop, const HandlerSpec& spec) : loop_(loop), spec_(spec), handlers_(spec.slots) {
         for (uint32_t i = 0; i < spec.slots; ++i) handlers_[i].index = i;
         env_strings_ = build_env();
+    }
+    Pool(const Pool&) = delete;
+    Pool& operator=(const Pool&) = delete;
+    /// Every way out of run() passes here, an error's too (the loop's fatal error, a spawn or
+    /// poll that failed): handlers still running get their stdin closed and a short grace,
+    /// then their groups are killed and reaped, and forgotten (the signal handler's table, the
+    /// pool's record). Otherwise they would run on until the worker's exit, where the pool's
+    /// registry kills their groups without the end of input a drain gives. After a drain
+    /// (close_all already ran) nothing is left to do. The tickets still in flight are dropped
+    /// after this, with handlers_: uncommitted, they are redelivered.
+    ~Pool() {
+        size_t running = 0;
+        for (const Handler& h : handlers_) running += h.pid != 0;
+        if (running == 0) return;
+        const uint64_t grace = std::min(spec_.drain_timeout_ns, kErrorGraceNs);
+        log("stopping on an error: closing the stdin of " + std::to_string(running) +
+            " handler(s); killed if still running after " + format_duration_ns(grace));
+        close_all(grace);
     }
 
     Result<WorkerExit> run(const volatile sig_atomic_t* stop);
