@@ -33,6 +33,22 @@ def wait_for(pred, timeout=20.0):
     return True
 
 
+def stopped(pid):
+    """Whether `pid` is stopped (SIGSTOP, as a pause point leaves it)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(") ")[1][0] == "T"
+    except OSError:
+        return False
+
+
+def kill_if_alive(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def alive(pid):
     try:
         os.kill(pid, 0)
@@ -115,12 +131,12 @@ while True:
         subprocess.run([PRODUCER, "--pool", self.pool, "--topic", "t", "--bucket", "in", "--no-create", src],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
 
-    def worker(self, handler, *args, idle="1s"):
+    def worker(self, handler, *args, idle="1s", env=None):
         cmd = [WORKER, "--pool", self.pool, "--no-create", "--topic", "t", "--group", "g", "--handler", handler,
                "--json", "--backoff", "10ms"] + list(args)
         if idle:
             cmd += ["--exit-when-idle", idle]
-        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env or ENV)
         self.procs.append(p)
         return p
 
@@ -261,6 +277,95 @@ run(handle)
         self.assertEqual(self.result("bad"), b"BAD")  # retried after the restart
         self.assertEqual(self.result("good"), b"GOOD")
 
+    def test_a_reply_written_just_before_its_handler_died_is_taken_not_charged_as_a_failure(self):
+        # The first handler process answers request "a" and SIGKILLs itself right after writing
+        # the reply, while the worker stands paused (a pause point) handing out "b". Resumed, the
+        # worker writes "b" to the dead handler's stdin (EPIPE) before it has read "a"'s reply:
+        # that reply is in the pipe, complete, and must count. Only "b", which no handler ever
+        # read, is charged an attempt; "a" is processed once.
+        h = self.script("answer_then_die.py", """
+import os, signal, struct, sys, time
+d = sys.argv[1]
+def read_exact(n):
+    b = b""
+    while len(b) < n:
+        c = os.read(0, n - len(b))
+        if not c:
+            sys.exit(0)
+        b += c
+    return b
+def frame():
+    (n,) = struct.unpack("<I", read_exact(4))
+    return read_exact(n)
+def write_all(b):
+    v = memoryview(b)
+    while v:
+        v = v[os.write(1, v):]
+def request():
+    body = frame()
+    rid, attempt = struct.unpack_from("<QI", body, 1)
+    pos, fields = 1 + 8 + 4 + 4 + 8 + 8, []
+    for width in ("<H", "<H", "<H", "<I"):  # URI, key, topic, object
+        (n,) = struct.unpack_from(width, body, pos)
+        pos += struct.calcsize(width)
+        fields.append(body[pos:pos + n])
+        pos += n
+    return rid, attempt, fields[0].decode().rsplit("/", 1)[1], fields[3]
+def answer(rid, name, attempt, data):
+    with open(d + "/processed-" + name, "a") as f:
+        f.write("%d\\n" % attempt)
+    write_all(struct.pack("<IBQBI", 1 + 13 + len(data), ord("R"), rid, 0, len(data)) + data)
+frame()  # the worker's hello
+write_all(struct.pack("<IB4sHH", 9, ord("h"), b"FSHM", 1, 0))
+try:
+    os.close(os.open(d + "/first-handler", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    first = True
+except FileExistsError:
+    first = False
+if first:
+    rid, attempt, name, data = request()
+    with open(d + "/got.tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.rename(d + "/got.tmp", d + "/got-" + name)
+    end = time.monotonic() + 60
+    while not os.path.exists(d + "/answer") and time.monotonic() < end:
+        time.sleep(0.005)
+    answer(rid, name, attempt, data.upper())
+    os.kill(os.getpid(), signal.SIGKILL)
+while True:
+    rid, attempt, name, data = request()
+    answer(rid, name, attempt, data.upper())
+""")
+        env = dict(ENV, FABRIC_SHM_PAUSE_POINT="worker.acquire.handed_out:2")  # "b"'s hand-out
+        p = self.worker("exec python3 %s %s" % (h, self.dir), "--concurrency", "1", "--max-inflight", "2",
+                        env=env)
+        self.put({"a": b"a"})
+        got = os.path.join(self.dir, "got-a")
+        self.assertTrue(wait_for(lambda: os.path.exists(got)), "the first handler never got request a")
+        with open(got) as f:
+            first_handler = int(f.read())
+        self.addCleanup(kill_if_alive, first_handler)
+        self.put({"b": b"b"})
+        self.assertTrue(wait_for(lambda: stopped(p.pid)), "the worker did not pause handing out b")
+        open(os.path.join(self.dir, "answer"), "w").close()
+        self.assertTrue(wait_for(lambda: not alive(first_handler)), "the first handler did not die")
+        os.kill(p.pid, signal.SIGCONT)
+        stats, err = self.finish(p)
+        self.assertIn("killed by signal 9", err)
+        self.assertEqual(self.result("a"), b"A")
+        self.assertEqual(self.result("b"), b"B")
+        self.assertEqual(stats["processed"], 2, err)
+        self.assertEqual(stats["dead_lettered"], 0, err)
+
+        def attempts(name):
+            with open(os.path.join(self.dir, "processed-" + name)) as f:
+                return f.read().split()
+        # "a" was processed once, at its first attempt: its reply was taken, not thrown away
+        # with the handler (which ran "a" again as attempt 2 and counted a failed attempt).
+        self.assertEqual(attempts("a"), ["1"], err)
+        self.assertEqual(attempts("b"), ["2"], err)
+        self.assertEqual(stats["failed_attempts"], 1, err)
+
     def test_sigkill_of_the_worker_with_handlers_in_flight_leaves_no_orphan_and_every_result_once(self):
         h = self.script("slow.py", """
 import os, time
@@ -320,6 +425,58 @@ run(handle)
         self.assertGreaterEqual(len(done), 1)
         for n in done:
             self.assertEqual(self.result(n), n.upper().encode())
+
+    def test_a_worker_ended_by_an_error_closes_its_handlers_then_kills_their_groups(self):
+        # `pool rm --force` under a running worker: its loop fails (stale_generation) and it
+        # exits 1, as before. Its two handlers each started a helper into their process group;
+        # one is stuck in a request, the other idle at its read. The idle one must get its end
+        # of input and exit by itself, the stuck one be killed after the grace, and neither
+        # they nor their helpers outlive the worker. (Without the close, the pool's registry
+        # killed both groups when the worker exited: no end of input, nothing in the log.)
+        h = self.script("stuck.py", """
+import os, subprocess, sys, time
+from fabric_shm.handler import run
+d, me = sys.argv[1], os.getpid()
+helper = subprocess.Popen(["sleep", "3600"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+with open(d + "/helper-%d" % me, "w") as f:
+    f.write(str(helper.pid))
+def handle(r):
+    open(d + "/stuck-%d" % me, "w").close()
+    while True:
+        time.sleep(3600)
+open(d + "/up-%d" % me, "w").close()
+run(handle)
+open(d + "/eof-%d" % me, "w").close()  # its stdin closed: it ends by itself
+""")
+
+        def marked(prefix):
+            return [int(f[len(prefix):]) for f in os.listdir(self.dir) if f.startswith(prefix)]
+        p = self.worker("exec python3 %s %s" % (h, self.dir), "--concurrency", "2", idle=None)
+        self.assertTrue(wait_for(lambda: len(marked("up-")) == 2), "the handlers did not start")
+        handlers = marked("up-")
+        helpers = []
+        for pid in handlers:
+            with open(os.path.join(self.dir, "helper-%d" % pid)) as f:
+                helpers.append(int(f.read()))
+        for pid in handlers + helpers:
+            self.addCleanup(kill_if_alive, pid)
+        self.put({"x": b"x"})
+        self.assertTrue(wait_for(lambda: len(marked("stuck-")) == 1), "no handler got the request")
+        [stuck] = marked("stuck-")
+        [idle] = [pid for pid in handlers if pid != stuck]
+        subprocess.run([CLI, "pool", "rm", "--pool", self.pool, "--force"], check=True, stdout=subprocess.DEVNULL,
+                       env=ENV)
+        out, err = p.communicate(timeout=60)
+        err = err.decode()
+        self.assertEqual(p.returncode, 1, err)
+        self.assertEqual(json.loads(out)["error"]["code"], "stale_generation", out)
+        self.assertTrue(os.path.exists(os.path.join(self.dir, "eof-%d" % idle)),
+                        "the idle handler never got its end of input: %s" % err)
+        self.assertFalse(os.path.exists(os.path.join(self.dir, "eof-%d" % stuck)), err)
+        self.assertIn("did not exit after its stdin closed: killed", err)
+        # Killed before the worker exited; a moment for the kernel to finish the helpers' kill.
+        self.assertTrue(wait_for(lambda: not any(alive(pid) for pid in handlers + helpers), timeout=5),
+                        "outlived the worker: %s" % [pid for pid in handlers + helpers if alive(pid)])
 
     def test_a_reply_larger_than_max_result_size_is_dead_lettered_without_the_worker_holding_it(self):
         h = self.large_reply_handler("huge.py", 256)

@@ -29,7 +29,15 @@ constexpr uint64_t kServiceEveryNs = 50 * kNsPerMs;
 constexpr uint64_t kRestartFirstNs = 50 * kNsPerMs;
 constexpr uint64_t kRestartMaxNs = 5 * kNsPerSec;
 constexpr size_t kReadChunk = 256 * 1024;
+/// At most this much unparsed output is read before parsing: a handler that writes as fast as
+/// it is read (a pipe it enlarged) must not make rbuf grow ahead of what the parser drops.
+constexpr size_t kReadPerCall = 4 * kReadChunk;
 constexpr size_t kStderrTail = 512;
+/// After an error ends run(): how long the handlers may take to exit once their stdin closed
+/// (at most --handler's drain grace). Short: the worker is stopping on a failure it cannot
+/// recover from (its pool removed, its membership fenced), so it must not hang on a handler
+/// stuck in a request, but one idle at its read gets its end of input and exits cleanly.
+constexpr uint64_t kErrorGraceNs = kNsPerSec;
 
 void set_nonblock(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
 
@@ -72,6 +80,24 @@ public:
         for (uint32_t i = 0; i < spec.slots; ++i) handlers_[i].index = i;
         env_strings_ = build_env();
     }
+    Pool(const Pool&) = delete;
+    Pool& operator=(const Pool&) = delete;
+    /// Every way out of run() passes here, an error's too (the loop's fatal error, a spawn or
+    /// poll that failed): handlers still running get their stdin closed and a short grace,
+    /// then their groups are killed and reaped, and forgotten (the signal handler's table, the
+    /// pool's record). Otherwise they would run on until the worker's exit, where the pool's
+    /// registry kills their groups without the end of input a drain gives. After a drain
+    /// (close_all already ran) nothing is left to do. The tickets still in flight are dropped
+    /// after this, with handlers_: uncommitted, they are redelivered.
+    ~Pool() {
+        size_t running = 0;
+        for (const Handler& h : handlers_) running += h.pid != 0;
+        if (running == 0) return;
+        const uint64_t grace = std::min(spec_.drain_timeout_ns, kErrorGraceNs);
+        log("stopping on an error: closing the stdin of " + std::to_string(running) +
+            " handler(s); killed if still running after " + format_duration_ns(grace));
+        close_all(grace);
+    }
 
     Result<WorkerExit> run(const volatile sig_atomic_t* stop);
 
@@ -102,15 +128,35 @@ private:
     }
     std::vector<std::string> build_env() const;
     Status spawn(Handler& h);
-    Status fail(Handler& h, const std::string& reason);
+    /// How fail() treats the handler's output that was not parsed yet.
+    enum class Unread : uint8_t {
+        take_replies,  ///< well framed so far: every complete reply in it is taken first
+        discard,       ///< a protocol error: the framing is lost, nothing after it is trusted
+    };
+    Status fail(Handler& h, const std::string& reason, Unread unread = Unread::take_replies);
     Status on_readable(Handler& h);
-    /// A reply naming request `id` that the handler may not send (before its hello, or for a
-    /// request not in flight at it): fails the handler for the protocol error and returns how
-    /// that went. nullopt: the reply may be taken.
-    std::optional<Status> refuse_reply(Handler& h, uint64_t id);
-    /// The request a reply names, out of flight; nullopt when there is none (the handler was
-    /// then failed for a protocol error, *st how that went).
-    std::optional<WorkTicket> answered(Handler& h, uint64_t id, Status* st);
+    /// Why read_output stopped: a short read or `max_bytes` unparsed (more may come), nothing
+    /// to read now (EAGAIN), or end of file (or a read error).
+    enum class ReadEnd : uint8_t { paused, drained, closed };
+    /// Appends what the handler's stdout has to rbuf, until a short read, EAGAIN, end of file
+    /// or `max_bytes` unparsed.
+    ReadEnd read_output(Handler& h, size_t max_bytes);
+    /// Parses rbuf[0, rlen): takes the hello and every reply whose request is settled by what
+    /// is in (a complete reply, or the fixed fields of one too large to keep), leaving a
+    /// partial frame at the front. Fails nobody: what the handler wrote against the protocol
+    /// is said in *protocol_error (parsing stops there) and the caller decides. The error is
+    /// WorkerLoop::complete's, which stops the parse after the reply it refused.
+    Status take_replies(Handler& h, std::string* protocol_error);
+    /// fail()'s first step for a handler whose process group is dead (its pipes hold all it
+    /// will ever write): the complete replies in rbuf and its stdout are taken, a bounded
+    /// amount. Returns how many requests they settled; *st, WorkerLoop::complete's error.
+    size_t take_replies_left(Handler& h, Status* st);
+    /// Why a reply naming request `id` may not be taken (before the hello, or a request not in
+    /// flight at this handler): the protocol error; nullopt when it may.
+    std::optional<std::string> refusal(const Handler& h, uint64_t id) const;
+    /// The request a reply names, out of flight; nullopt when there is none (*protocol_error
+    /// then says why).
+    std::optional<WorkTicket> answered(Handler& h, uint64_t id, std::string* protocol_error);
     /// "N bytes is larger than --max-result-size M", of a reply's body.
     std::string over_cap(uint64_t bytes) const {
         return std::to_string(bytes) + " bytes is larger than --max-result-size " + std::to_string(spec_.max_result_bytes);
@@ -125,7 +171,13 @@ private:
     Handler* least_loaded();
     Status dispatch(std::span<WorkTicket> tickets);
     void close_all(uint64_t grace_ns);
-    void reap(Handler& h, int* status);
+    /// Kills the handler's process group (whatever the command started goes too) and, unless
+    /// `collected`, its leader, and waits for it; then forgets the group (the signal handler's
+    /// table, the pool's record). The pipes stay open: what they hold can still be read.
+    void end_process(Handler& h, bool collected, int* status);
+    void close_pipes(Handler& h);
+    /// end_process, close_pipes: the handler is gone.
+    void reap(Handler& h, bool collected, int* status);
 };
 
 std::vector<std::string> Pool::build_env() const {
@@ -218,50 +270,55 @@ Status Pool::spawn(Handler& h) {
     return {};
 }
 
-void Pool::reap(Handler& h, int* status) {
+void Pool::end_process(Handler& h, bool collected, int* status) {
     ::kill(-h.pid, SIGKILL);  // the whole group: whatever the command started goes too
-    ::kill(h.pid, SIGKILL);
-    while (::waitpid(h.pid, status, 0) < 0 && errno == EINTR) {
+    if (!collected) {
+        ::kill(h.pid, SIGKILL);
+        while (::waitpid(h.pid, status, 0) < 0 && errno == EINTR) {
+        }
     }
     if (spec_.running_pgids) spec_.running_pgids[h.index] = 0;
     if (spec_.on_finished) spec_.on_finished(h.pid);
+}
+
+void Pool::close_pipes(Handler& h) {
     for (int* fd : {&h.in, &h.out, &h.err})
         if (*fd >= 0) {
             ::close(*fd);
             *fd = -1;
         }
+}
+
+void Pool::reap(Handler& h, bool collected, int* status) {
+    end_process(h, collected, status);
+    close_pipes(h);
     h.pid = 0;
 }
 
-// The handler is done for: kill its group, fail what it had in flight (one attempt each),
-// schedule a restart with backoff.
-Status Pool::fail(Handler& h, const std::string& reason) {
+// The handler is done for: kill its group, take the replies it had written, fail what it
+// still had in flight (one attempt each), schedule a restart with backoff.
+Status Pool::fail(Handler& h, const std::string& reason, Unread unread) {
     int status = 0;
     // It may have exited by itself (a crash): give its status a moment to be collectable.
     pid_t w = 0;
     for (int i = 0; i < 20 && (w = ::waitpid(h.pid, &status, WNOHANG)) == 0; ++i) ::usleep(1000);
     std::string why = reason;
-    if (w == h.pid) {
-        why += ": " + describe_status(status);
-        ::kill(-h.pid, SIGKILL);  // stragglers of its group
-        if (spec_.running_pgids) spec_.running_pgids[h.index] = 0;
-        if (spec_.on_finished) spec_.on_finished(h.pid);
-        for (int* fd : {&h.err}) {
-            // Whatever it said last: the reason is most useful with it.
-            char buf[4096];
-            ssize_t k;
-            while (*fd >= 0 && (k = ::read(*fd, buf, sizeof buf)) > 0) h.err_tail.append(buf, size_t(k));
-        }
-        for (int* fd : {&h.in, &h.out, &h.err})
-            if (*fd >= 0) {
-                ::close(*fd);
-                *fd = -1;
-            }
-        h.pid = 0;
-    } else {
-        on_stderr(h);
-        reap(h, &status);
-    }
+    if (w == h.pid) why += ": " + describe_status(status);
+    // Its group is killed first (stragglers of one that exited, all of one that did not):
+    // nothing writes to its pipes any more, so what they hold is all it ever answered.
+    end_process(h, w == h.pid, &status);
+    // A reply it wrote before it died (or before the write that found its stdin closed, or the
+    // timeout) is an answer like any other: failing its request would run the object again
+    // and count a failed attempt (a handler that exits after N requests would turn every
+    // N-th success into one). Only the requests it did not answer fail below.
+    size_t taken = 0;
+    Status took;
+    if (unread == Unread::take_replies) taken = take_replies_left(h, &took);
+    h.rlen = 0;  // a partial frame, or what followed a protocol error, goes with the handler
+    h.skip = 0;
+    on_stderr(h);  // whatever it said last: the reason is most useful with it
+    close_pipes(h);
+    h.pid = 0;
     if (h.err_tail.size() > kStderrTail) h.err_tail.erase(0, h.err_tail.size() - kStderrTail);
     std::string tail = h.err_tail;
     while (!tail.empty() && (tail.back() == '\n' || tail.back() == '\r')) tail.pop_back();
@@ -273,9 +330,13 @@ Status Pool::fail(Handler& h, const std::string& reason) {
     const uint64_t delay = std::min<uint64_t>(kRestartMaxNs, kRestartFirstNs << std::min<uint32_t>(h.failures - 1, 16));
     h.restart_at_ns = mono_now_ns() + delay;
     h.state = Handler::State::down;
-    log("handler " + std::to_string(h.index) + ": " + why + "; " + std::to_string(lost) +
-        " request(s) in flight fail once; restarting in " + format_duration_ns(delay) + " (restart " +
-        std::to_string(h.restarts) + ")");
+    log("handler " + std::to_string(h.index) + ": " + why + "; " +
+        (taken != 0 ? std::to_string(taken) + " reply(s) left in its output taken; " : std::string()) +
+        std::to_string(lost) + " request(s) in flight fail once; restarting in " + format_duration_ns(delay) +
+        " (restart " + std::to_string(h.restarts) + ")");
+    // A refused result is the loop's fatal error: what is still in flight is left uncommitted
+    // (redelivered), as when a fail below meets one.
+    if (!took) return took;
     std::unordered_map<uint64_t, InFlight> failed;
     failed.swap(h.in_flight);
     if (lost > 1 || !suspects_.empty())
@@ -283,6 +344,28 @@ Status Pool::fail(Handler& h, const std::string& reason) {
     for (auto& [id, f] : failed)
         FABRIC_TRY(loop_.complete(std::move(f.ticket), make_error(Errc::io_error, "handler " + why), false));
     return {};
+}
+
+size_t Pool::take_replies_left(Handler& h, Status* st) {
+    // Its group is dead, so its pipe holds at most a pipe's capacity (1 MiB unless the system
+    // allows more); the bound stops a writer outside the group (one that left it) from keeping
+    // the worker here.
+    constexpr size_t kMaxLeftBytes = 16 * kReadPerCall;
+    const size_t before = h.in_flight.size();
+    size_t read = 0;
+    for (;;) {
+        ReadEnd end = ReadEnd::closed;
+        if (h.out >= 0) {
+            const size_t had = h.rlen;
+            end = read_output(h, kReadPerCall);
+            read += h.rlen - had;
+        }
+        std::string protocol_error;
+        *st = take_replies(h, &protocol_error);
+        // What follows a protocol error cannot be framed: its requests fail.
+        if (!*st || !protocol_error.empty() || end != ReadEnd::paused || read >= kMaxLeftBytes) break;
+    }
+    return before - h.in_flight.size();
 }
 
 void Pool::on_stderr(Handler& h) {
@@ -319,17 +402,16 @@ Status Pool::flush(Handler& h) {
     return {};
 }
 
-std::optional<Status> Pool::refuse_reply(Handler& h, uint64_t id) {
-    if (h.state != Handler::State::ready && h.state != Handler::State::closing)
-        return fail(h, "protocol error: a reply before the hello");
+std::optional<std::string> Pool::refusal(const Handler& h, uint64_t id) const {
+    if (h.state != Handler::State::ready && h.state != Handler::State::closing) return "a reply before the hello";
     if (!h.in_flight.count(id))
-        return fail(h, "protocol error: a reply for request " + std::to_string(id) + ", which is not in flight at this handler");
+        return "a reply for request " + std::to_string(id) + ", which is not in flight at this handler";
     return std::nullopt;
 }
 
-std::optional<WorkTicket> Pool::answered(Handler& h, uint64_t id, Status* st) {
-    if (std::optional<Status> refused = refuse_reply(h, id)) {
-        *st = std::move(*refused);
+std::optional<WorkTicket> Pool::answered(Handler& h, uint64_t id, std::string* protocol_error) {
+    if (std::optional<std::string> refused = refusal(h, id)) {
+        *protocol_error = std::move(*refused);
         return std::nullopt;
     }
     auto it = h.in_flight.find(id);
@@ -339,23 +421,33 @@ std::optional<WorkTicket> Pool::answered(Handler& h, uint64_t id, Status* st) {
     return ticket;
 }
 
-Status Pool::on_readable(Handler& h) {
-    // At most this much per call before parsing: a handler that writes as fast as it is read
-    // (a pipe it enlarged) must not make rbuf grow ahead of what the parser drops.
-    constexpr size_t kReadPerCall = 4 * kReadChunk;
+Pool::ReadEnd Pool::read_output(Handler& h, size_t max_bytes) {
     for (;;) {
         if (h.rbuf.size() - h.rlen < kReadChunk) h.rbuf.resize(h.rlen + kReadChunk);
         const size_t room = h.rbuf.size() - h.rlen;
         const ssize_t k = ::read(h.out, h.rbuf.data() + h.rlen, room);
         if (k > 0) {
             h.rlen += size_t(k);
-            if (size_t(k) < room || h.rlen >= kReadPerCall) break;
+            if (size_t(k) < room || h.rlen >= max_bytes) return ReadEnd::paused;
             continue;
         }
         if (k < 0 && errno == EINTR) continue;
-        if (k < 0 && errno == EAGAIN) break;
-        return fail(h, h.state == Handler::State::closing ? "exited" : "closed its stdout");
+        if (k < 0 && errno == EAGAIN) return ReadEnd::drained;
+        return ReadEnd::closed;
     }
+}
+
+Status Pool::on_readable(Handler& h) {
+    // fail() takes the complete replies read before the end of file (or still in the pipe).
+    if (read_output(h, kReadPerCall) == ReadEnd::closed)
+        return fail(h, h.state == Handler::State::closing ? "exited" : "closed its stdout");
+    std::string protocol_error;
+    FABRIC_TRY(take_replies(h, &protocol_error));
+    if (!protocol_error.empty()) return fail(h, "protocol error: " + protocol_error, Unread::discard);
+    return {};
+}
+
+Status Pool::take_replies(Handler& h, std::string* protocol_error) {
     size_t pos = 0;
     if (h.skip != 0) {  // the rest of a reply already answered
         pos = size_t(std::min<uint64_t>(h.skip, h.rlen));
@@ -369,7 +461,10 @@ Status Pool::on_readable(Handler& h) {
         uint16_t version = 0;
         std::string why;
         const auto p = proto::parse_frame(unparsed.subspan(pos), &used, &reply, &version, &why);
-        if (p == proto::Parse::error) return fail(h, "protocol error: " + why);
+        if (p == proto::Parse::error) {
+            *protocol_error = std::move(why);
+            break;
+        }
         if (p == proto::Parse::need_more) {
             // A reply is judged by its fixed fields as soon as they are in. One larger than
             // --max-result-size is answered now and the rest of it dropped as it comes: the
@@ -380,12 +475,11 @@ Status Pool::on_readable(Handler& h) {
             const uint64_t body = frame_bytes - proto::kReplyHeadBytes;
             if (spec_.max_result_bytes == 0 || body <= spec_.max_result_bytes) {
                 // It will be kept: but one that names no request in flight is refused now.
-                if (std::optional<Status> refused = refuse_reply(h, head.id)) return std::move(*refused);
+                if (std::optional<std::string> refused = refusal(h, head.id)) *protocol_error = std::move(*refused);
                 break;
             }
-            Status st;
-            std::optional<WorkTicket> ticket = answered(h, head.id, &st);
-            if (!ticket) return st;
+            std::optional<WorkTicket> ticket = answered(h, head.id, protocol_error);
+            if (!ticket) break;
             const std::string size = over_cap(body);
             if (head.status == proto::kStatusOk) {
                 h.failures = 0;
@@ -400,21 +494,24 @@ Status Pool::on_readable(Handler& h) {
             }
             h.skip = frame_bytes - (unparsed.size() - pos);
             pos = unparsed.size();
-            if (!result) return result;
             break;
         }
         pos += used;
         if (p == proto::Parse::hello) {
-            if (h.state != Handler::State::starting) return fail(h, "protocol error: a second hello");
-            if (version != proto::kVersion)
-                return fail(h, "protocol error: the handler speaks version " + std::to_string(version) +
-                                   ", this worker version " + std::to_string(proto::kVersion));
+            if (h.state != Handler::State::starting) {
+                *protocol_error = "a second hello";
+                break;
+            }
+            if (version != proto::kVersion) {
+                *protocol_error = "the handler speaks version " + std::to_string(version) + ", this worker version " +
+                                  std::to_string(proto::kVersion);
+                break;
+            }
             h.state = Handler::State::ready;
             continue;
         }
-        Status st;
-        std::optional<WorkTicket> ticket = answered(h, reply.id, &st);
-        if (!ticket) return st;
+        std::optional<WorkTicket> ticket = answered(h, reply.id, protocol_error);
+        if (!ticket) break;
         if (reply.status == proto::kStatusOk) {
             h.failures = 0;
             if (spec_.max_result_bytes != 0 && reply.body.size() > spec_.max_result_bytes) {
@@ -432,14 +529,15 @@ Status Pool::on_readable(Handler& h) {
                                                "handler: " + msg),
                                     reply.status == proto::kStatusPermanent);
         }
-        if (!result) return result;
+        if (!result) break;
     }
-    // What is left (a partial frame) moves to the front; rbuf keeps its size.
+    // What is left (a partial frame) moves to the front; rbuf keeps its size. Also on an
+    // early stop: a reply taken is never parsed again.
     if (pos > 0) {
         std::memmove(h.rbuf.data(), h.rbuf.data() + pos, h.rlen - pos);
         h.rlen -= pos;
     }
-    return {};
+    return result;
 }
 
 size_t Pool::capacity() {
@@ -527,7 +625,7 @@ void Pool::close_all(uint64_t grace_ns) {
             ::usleep(2000);
         }
         if (w != h.pid) log("handler " + std::to_string(h.index) + " did not exit after its stdin closed: killed");
-        reap(h, &status);  // kills the group's stragglers; reaps if not yet
+        reap(h, w == h.pid, &status);  // kills the group's stragglers; reaps if not yet
     }
 }
 

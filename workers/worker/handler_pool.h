@@ -4,8 +4,10 @@
 // their stdin/stdout with the framed protocol of docs/handlers.md. One thread multiplexes the
 // loop's wait_fd and every handler pipe with poll(2). A handler that exits, crashes, writes
 // garbage or keeps a request past the timeout is killed with its process group and restarted
-// (with backoff when it keeps dying); each request it had in flight fails once (retryable), so
-// the loop retries it or dead-letters it after max_attempts with the reason.
+// (with backoff when it keeps dying); the complete replies it wrote before are taken, and each
+// request it had in flight without one fails once (retryable), so the loop retries it or
+// dead-letters it after max_attempts with the reason. Every way out of run_handlers (an error
+// too) closes the handlers' stdin, then kills and reaps what is left of them.
 #pragma once
 
 #include <csignal>
