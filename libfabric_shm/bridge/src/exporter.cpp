@@ -492,7 +492,8 @@ Result<Exporter::Impl::Round> Exporter::Impl::publish_round(const std::function<
     // Whether the chunks this round stored may be deleted if it is cut again: not once a manifest
     // or frame was handed to the client (a manifest whose ack never came may be stored, and
     // name them), nor once the stream was found deleted (a sequence of the old stream could
-    // name another message in a new one).
+    // name another message in a new one; delete_abandoned_chunks also compares the stream's
+    // creation time, as a publish into a deleted stream may get no answer at all).
     bool may_delete_stored_chunks = true;
     for (uint32_t attempt = 0;; ++attempt) {
         if (stop && stop()) return Round::interrupted;
@@ -592,9 +593,29 @@ void Exporter::Impl::delete_abandoned_chunks(const std::vector<std::unique_ptr<O
         for (const auto& o : msgs)
             if (o->chunk && o->state == 1) seqs.push_back(o->seq);
     }
+    if (seqs.empty()) return;
     const uint64_t end = mono_now_ns() + kNsPerSec;
     jsOptions o;
     jsOptions_Init(&o);
+    o.Wait = 500;
+    // The sequences are the stream's as this exporter last made sure of it: in a stream
+    // deleted and created again since (a publish into a deleted stream is answered by nobody,
+    // so the round may not have noticed), they would name other messages.
+    {
+        jsStreamInfo* si = nullptr;
+        jsErrCode jerr = jsErrCode(0);
+        const natsStatus s = js_GetStreamInfo(&si, nats->js(), stream.c_str(), &o, &jerr);
+        const bool same = s == NATS_OK && si->Created == nats->stream_created();
+        jsStreamInfo_Destroy(si);
+        if (!same) {
+            record_error(std::to_string(seqs.size()) + " chunk(s) of a cut the stream refused were left in stream '" +
+                         stream + "' (" +
+                         (s == NATS_OK ? std::string("it was created again since they were stored")
+                                       : nats_error(s, "stream info", jerr).message) +
+                         ")");
+            return;
+        }
+    }
     uint64_t deleted = 0, asked = 0;
     for (uint64_t seq : seqs) {
         const uint64_t now = mono_now_ns();

@@ -39,9 +39,9 @@ constexpr uint64_t kCommitCheckNs = 20 * kNsPerMs;  ///< describe() reads every 
 constexpr uint64_t kIdleFetchMs = 100;  ///< long poll when nothing waits for an ack
 constexpr uint64_t kBusyFetchMs = 10;   ///< while acks wait for local commits
 constexpr uint64_t kChunkRetryDeliveries = 5;
-/// An acked manifest is first looked up this long after its ack (sent without waiting): by
-/// then the server has usually removed it, and its chunks go in the same pass.
-constexpr uint64_t kFirstChunkCheckNs = 20 * kNsPerMs;
+/// Acked chunked messages whose chunks wait for the ack floor: beyond this many (a floor held
+/// by a message that stays unacked for long, at a high rate), the oldest are given up.
+constexpr size_t kMaxAckedChunks = 65536;
 /// A full topic answers back_pressure after 50 ms instead of the library's 5 s: the importer's
 /// own wait loop then keeps acking, extending deadlines and heartbeating while it waits.
 ProducerOptions send_options() {
@@ -60,16 +60,16 @@ struct InFlight {
     std::vector<uint64_t> chunk_seqs;
 };
 
-/// A chunked message this importer acked: its chunks are deleted once the manifest is seen gone
-/// from the stream (the ack landed), never before (a lost ack brings the manifest back, and
-/// its redelivery needs them).
+/// A chunked message this importer acked: its chunks are deleted once the durable's ack floor
+/// has passed its manifest (every message up to the floor is acked, so it is never delivered
+/// again), never before (a lost ack brings the manifest back, and its redelivery needs them).
 struct AckedChunks {
     uint64_t manifest_seq = 0;
     std::vector<uint64_t> chunk_seqs;
-    size_t deleted = 0;          ///< chunk_seqs[0, deleted) are done
-    bool manifest_gone = false;
-    int64_t stream_created = 0;  ///< the stream's creation time: its sequences mean nothing in a re-created one
-    uint64_t acked_ns = 0, next_check_ns = 0;  ///< monotonic
+    size_t deleted = 0;            ///< chunk_seqs[0, deleted) are done
+    bool acked = false;            ///< the ack floor passed the manifest
+    uint32_t refusals = 0;         ///< of chunk_seqs[deleted], by a JetStream error
+    int64_t consumer_created = 0;  ///< the durable's creation time: another one's floor counts other messages
 };
 
 std::span<const uint8_t> payload_of(natsMsg* m) {
@@ -173,9 +173,12 @@ struct Importer::Impl {
     RepeatFilter error_log{5 * kNsPerSec};  ///< a repeated error (every retry) logged at most every 5 s
     bool warned_no_group = false;
     /// The chunked messages acked in a work-queue stream whose chunks are still to delete, oldest
-    /// first (delete_chunks, from service()).
+    /// first: judged by the durable's ack floor, read with the lag every second, and deleted from
+    /// service() (delete_chunks). At most kMaxAckedChunks; older ones are given up (logged).
     std::vector<AckedChunks> acked_chunks;
-    uint64_t next_delete_pass_ns = 0, delete_backoff_ns = 0;
+    uint64_t next_delete_pass_ns = 0, delete_backoff_ns = 0, chunk_sets_given_up = 0;
+    int64_t consumer_created = 0;  ///< the durable's, read when subscribed (0: not known)
+    void judge_acked_chunks(const jsConsumerInfo& ci);
     /// A chunk call could not reach the server: logged, and the next pass waits longer.
     void back_off_chunk_calls(natsStatus s, jsErrCode jerr, const std::string& what);
     std::function<bool()> stop;
@@ -293,6 +296,16 @@ Status Importer::Impl::subscribe() {
         }
         return e;
     }
+    // The durable's creation time tags the chunks acked through it (judge_acked_chunks).
+    consumer_created = 0;
+    {
+        jsConsumerInfo* ci = nullptr;
+        jsOptions jo;
+        jsOptions_Init(&jo);
+        jo.Wait = 1000;
+        if (natsSubscription_GetConsumerInfo(&ci, sub, &jo, nullptr) == NATS_OK && ci) consumer_created = ci->Created;
+        jsConsumerInfo_Destroy(ci);
+    }
     local->status().set(StatusGauge::stream_ready, 1);
     note("consuming stream '" + cfg.stream + "' (" + (nats->stream_memory() ? "memory" : "file") + ", " +
          std::to_string(nats->stream_replicas()) + " replicas) as durable '" + cfg.durable + "' on " +
@@ -340,6 +353,8 @@ void Importer::Impl::service(uint64_t now) {
             if (natsSubscription_GetConsumerInfo(&ci, sub, &jo, nullptr) == NATS_OK && ci) {
                 stats.lag = ci->NumPending;
                 st.set(StatusGauge::lag, ci->NumPending);
+                if (consumer_created == 0) consumer_created = ci->Created;
+                judge_acked_chunks(*ci);
                 jsConsumerInfo_Destroy(ci);
             }
         }
@@ -358,89 +373,76 @@ void Importer::Impl::settle(InFlight& f) {
         ++stats.acked;
         local->status().add(StatusCounter::acked);
         if (nats->stream_work_queue() && !f.chunk_seqs.empty()) {
-            const uint64_t now = mono_now_ns();
-            acked_chunks.push_back({f.stream_seq, std::move(f.chunk_seqs), 0, false, nats->stream_created(), now,
-                                    now + kFirstChunkCheckNs});
+            if (acked_chunks.size() == kMaxAckedChunks) {
+                acked_chunks.erase(acked_chunks.begin());
+                if (++chunk_sets_given_up % 1024 == 1)
+                    record_error("chunks of " + std::to_string(chunk_sets_given_up) +
+                                 " acked message(s) left in stream '" + cfg.stream + "': more than " +
+                                 std::to_string(kMaxAckedChunks) + " waited for the durable's ack floor");
+            }
+            acked_chunks.push_back({f.stream_seq, std::move(f.chunk_seqs), 0, false, 0, consumer_created});
         }
     }
     natsMsg_Destroy(f.msg);
     f.msg = nullptr;
 }
 
-// The chunks of acked manifests, deleted from the loop's service(). An ack is sent without
-// waiting for the server (one round trip per message would slow the import), so whether it
-// landed is learnt by looking the manifest up: gone from a work-queue stream means acked (or
-// removed by the stream's limits or an operator: either way nobody will read its chunks);
-// still there after two ack waits means it was redelivered, and whoever took it deletes them.
-// A pass runs at most every 100 ms and works at most 50 ms; each call waits at most a second,
-// and one that cannot reach the server ends the pass and delays the next (100 ms doubling to
-// 10 s), so a server that stops answering holds the importer's loop (heartbeats, acks,
-// SIGTERM) about a second at a time. A call the server answers with an error other than
-// "gone" is logged and not retried (it would fail again and hold up the rest).
+// The chunks of acked manifests. An ack is sent without waiting for the server (one round trip
+// per message would slow the import), and a lost one brings the manifest back, whose
+// redelivery needs the chunks: so they are deleted only once the durable's ack floor (read
+// with the lag, every second) has passed the manifest, which is then acked, by whichever
+// delivery, and never delivered again. The floor comes with the durable's creation time in the
+// same answer: a durable created again (its stream deleted and created again, or the durable
+// itself) counts other messages, and the entries of the old one are given up, never applied
+// to the new stream's sequences.
+void Importer::Impl::judge_acked_chunks(const jsConsumerInfo& ci) {
+    for (AckedChunks& a : acked_chunks) {
+        if (a.consumer_created != ci.Created) a.deleted = a.chunk_seqs.size();  // another durable's: gone with the old one
+        else if (a.manifest_seq <= ci.AckFloor.Stream) a.acked = true;
+    }
+    std::erase_if(acked_chunks, [](const AckedChunks& a) { return a.deleted == a.chunk_seqs.size(); });
+}
+
+// Deletes the chunks of the acked entries, from service(): a pass at most every 100 ms after the
+// last one ended, with 50 ms of work; every call waits at most a second, and one the server
+// does not answer ends the pass and delays the next (100 ms doubling to 10 s), so a server that
+// stops answering holds the importer's loop (heartbeats, acks, SIGTERM) about a second at a
+// time. A chunk already gone counts as deleted; one the server refuses five times is left
+// (logged), so that it cannot hold up the others.
 void Importer::Impl::delete_chunks(uint64_t now) {
-    if (acked_chunks.empty() || now < next_delete_pass_ns || !nats->connected()) return;
-    next_delete_pass_ns = now + 100 * kNsPerMs;
+    if (now < next_delete_pass_ns || !nats->connected()) return;
+    auto due = std::find_if(acked_chunks.begin(), acked_chunks.end(), [](const AckedChunks& a) { return a.acked; });
+    if (due == acked_chunks.end()) return;
     const uint64_t pass_end = now + 50 * kNsPerMs;
     jsOptions o;
     jsOptions_Init(&o);
     o.Wait = 1000;
-    auto gone = [](natsStatus s, jsErrCode jerr) {
-        return s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr || jerr == JSSequenceNotFoundErr ||
-               jerr == JSStreamMsgDeleteFailed;
-    };
-    // Sequences name messages of one incarnation of the stream: one re-created under the same
-    // name numbers its messages from 1 again, and an old sequence would name a new message.
-    int64_t created = 0;
-    {
-        jsStreamInfo* si = nullptr;
-        jsErrCode jerr = jsErrCode(0);
-        const natsStatus s = js_GetStreamInfo(&si, nats->js(), cfg.stream.c_str(), &o, &jerr);
-        if (s == NATS_OK) created = si->Created;
-        jsStreamInfo_Destroy(si);
-        if (s != NATS_OK && jerr == JSStreamNotFoundErr) {
-            acked_chunks.clear();  // deleted with the stream
-            return;
-        }
-        if (s != NATS_OK) return back_off_chunk_calls(s, jerr, "stream '" + cfg.stream + "' (to delete acked messages' chunks)");
-    }
-    for (AckedChunks& a : acked_chunks) {
-        if (a.stream_created != created) {
-            a.deleted = a.chunk_seqs.size();  // the stream was re-created: its chunks went with it
-            continue;
-        }
-        if (!a.manifest_gone) {
-            if (now < a.next_check_ns) continue;
-            if (mono_now_ns() > pass_end) break;
-            natsMsg* m = nullptr;
-            jsErrCode jerr = jsErrCode(0);
-            const natsStatus s = js_GetMsg(&m, nats->js(), cfg.stream.c_str(), a.manifest_seq, &o, &jerr);
-            NatsMsgPtr holder(m);
-            if (gone(s, jerr)) {
-                a.manifest_gone = true;
-            } else if (s == NATS_OK || jerr != 0) {
-                if (s != NATS_OK)
-                    record_error(nats_error(s, "look up stream message " + std::to_string(a.manifest_seq), jerr).message);
-                if (now - a.acked_ns > 2 * cfg.ack_wait_ns) a.deleted = a.chunk_seqs.size();  // redelivered: not ours
-                a.next_check_ns = now + kNsPerSec;
-                continue;
-            } else {
-                return back_off_chunk_calls(s, jerr, "look up stream message " + std::to_string(a.manifest_seq) +
-                                                         " (acked; its chunks wait for it to be gone)");
-            }
-        }
-        while (a.deleted < a.chunk_seqs.size()) {
-            if (mono_now_ns() > pass_end) break;
+    for (; due != acked_chunks.end() && mono_now_ns() < pass_end; ++due) {
+        AckedChunks& a = *due;
+        if (!a.acked) continue;
+        while (a.deleted < a.chunk_seqs.size() && mono_now_ns() < pass_end) {
             const uint64_t seq = a.chunk_seqs[a.deleted];
             jsErrCode jerr = jsErrCode(0);
             const natsStatus s = js_DeleteMsg(nats->js(), cfg.stream.c_str(), seq, &o, &jerr);
-            if (s != NATS_OK && jerr == 0)
-                return back_off_chunk_calls(s, jerr, "delete chunk " + std::to_string(seq) + " of an acked message");
-            if (s != NATS_OK && !gone(s, jerr))
-                record_error(nats_error(s, "delete chunk " + std::to_string(seq) + " of an acked message", jerr).message);
-            ++a.deleted;
+            if (s == NATS_OK || s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr || jerr == JSSequenceNotFoundErr ||
+                jerr == JSStreamMsgDeleteFailed) {
+                ++a.deleted;
+                a.refusals = 0;
+                continue;
+            }
+            const std::string what = "delete chunk " + std::to_string(seq) + " of an acked message";
+            if (jerr != 0 && ++a.refusals >= 5) {
+                record_error(nats_error(s, what + " (refused 5 times: left in the stream)", jerr).message);
+                ++a.deleted;
+                a.refusals = 0;
+                continue;
+            }
+            back_off_chunk_calls(s, jerr, what);
+            return;
         }
     }
     delete_backoff_ns = 0;
+    next_delete_pass_ns = mono_now_ns() + 100 * kNsPerMs;
     std::erase_if(acked_chunks, [](const AckedChunks& a) { return a.deleted == a.chunk_seqs.size(); });
 }
 
