@@ -33,6 +33,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -275,13 +276,33 @@ bool group_settled(const Pool& pool, const std::string& topic, int workers) {
     return true;
 }
 
-int producer_main(const PipelineRun& r, PipelineShared& sh) {
+/// A producer process's handles, opened once the workers have joined (every partition owned).
+struct ProducerSide {
+    Pool pool;
+    std::unique_ptr<MemObjectStore> store;
+    Producer prod;
+};
+std::optional<ProducerSide> open_producer_side(const PipelineRun& r, PipelineShared& sh) {
     auto pool = Pool::open(r.pool);
-    if (!pool) return fail(sh, "producer: open pool", pool.error()), 1;
+    if (!pool) return fail(sh, "producer: open pool", pool.error()), std::nullopt;
     auto store = MemObjectStore::attach(*pool);
-    if (!store) return fail(sh, "producer: attach store", store.error()), 1;
+    if (!store) return fail(sh, "producer: attach store", store.error()), std::nullopt;
     auto prod = Producer::open(*pool, r.topic);
-    if (!prod) return fail(sh, "producer: open", prod.error()), 1;
+    if (!prod) return fail(sh, "producer: open", prod.error()), std::nullopt;
+    const int nw = r.cfg.workers;
+    if (!wait_for([&] { return sh.ready.load() == uint32_t(nw) && group_settled(*pool, r.topic, nw); }, false,
+                  20 * kNsPerSec)) {
+        std::fprintf(stderr, "pipeline: workers did not join in 20 s\n");
+        return std::nullopt;
+    }
+    return ProducerSide{std::move(*pool), std::move(*store), std::move(*prod)};
+}
+
+int producer_main(const PipelineRun& r, PipelineShared& sh) {
+    auto side = open_producer_side(r, sh);
+    if (!side) return 1;
+    MemObjectStore& store = *side->store;
+    Producer& prod = side->prod;
     // The producer's URIs (a real producer builds its own; not part of the measured cost).
     std::vector<FabricUri> uris;
     std::vector<std::string> texts;
@@ -300,9 +321,6 @@ int producer_main(const PipelineRun& r, PipelineShared& sh) {
     std::vector<PlacementHint::Text> placed_texts(kBatch);
     std::vector<MessageHeader> placed_headers(kBatch);
     const int nw = r.cfg.workers;
-    if (!wait_for([&] { return sh.ready.load() == uint32_t(nw) && group_settled(*pool, r.topic, nw); }, false,
-                  20 * kNsPerSec))
-        return std::fprintf(stderr, "pipeline: workers did not join in 20 s\n"), 1;
     const uint64_t total = r.warmup + r.count;
     const double interval = r.rate > 0 ? 1e9 / r.rate : 0;
     uint64_t base = 0, cpu0 = 0;
@@ -339,7 +357,7 @@ int producer_main(const PipelineRun& r, PipelineShared& sh) {
                             {}, {}};
             }
             const auto st = std::span(statuses).first(n);
-            if (Status call = (*store)->put_many(std::span(items).first(n), st, std::span(placed).first(n)); !call)
+            if (Status call = store.put_many(std::span(items).first(n), st, std::span(placed).first(n)); !call)
                 return fail(sh, "producer: put_many", call.error()), 1;
             for (const BatchStatus& one : st)
                 if (!one.ok()) return fail(sh, "producer: put_many", one.error()), 1;
@@ -348,7 +366,7 @@ int producer_main(const PipelineRun& r, PipelineShared& sh) {
                 placed_headers[j] = {kHeaderPlacement, std::string_view(placed_texts[j].data(), placed_texts[j].size())};
                 notes[j].headers = std::span(&placed_headers[j], r.placement ? 1 : 0);
             }
-            if (Status call = prod->send_batch(std::span(notes).first(n), st); !call)
+            if (Status call = prod.send_batch(std::span(notes).first(n), st); !call)
                 return fail(sh, "producer: send_batch", call.error()), 1;
             for (const BatchStatus& one : st)
                 if (!one.ok()) return fail(sh, "producer: send_batch", one.error()), 1;
@@ -366,11 +384,11 @@ int producer_main(const PipelineRun& r, PipelineShared& sh) {
         const uint64_t k = i % r.keys;
         // The notification says where the object went: the worker prefetches its lines.
         PlacementHint placed;
-        auto put = (*store)->put(uris[k].view(), object, {}, placed);
+        auto put = store.put(uris[k].view(), object, {}, placed);
         if (!put) return fail(sh, "producer: put", put.error()), 1;
         const PlacementHint::Text placed_text = placed.text();
         const MessageHeader placed_header{kHeaderPlacement, std::string_view(placed_text.data(), placed_text.size())};
-        auto sent = prod->send(texts[k], std::span(&placed_header, r.placement ? 1 : 0));
+        auto sent = prod.send(texts[k], std::span(&placed_header, r.placement ? 1 : 0));
         if (!sent) return fail(sh, "producer: send", sent.error()), 1;
         ++i;
     }
@@ -387,12 +405,10 @@ int producer_main(const PipelineRun& r, PipelineShared& sh) {
 /// count; producer 0 keeps the clock (from every producer's drained warm-up to the last
 /// result). The job per object is spin-1w's (put, the placement hint, send).
 int scaling_producer_main(const PipelineRun& r, PipelineShared& sh, int p) {
-    auto pool = Pool::open(r.pool);
-    if (!pool) return fail(sh, "producer: open pool", pool.error()), 1;
-    auto store = MemObjectStore::attach(*pool);
-    if (!store) return fail(sh, "producer: attach store", store.error()), 1;
-    auto prod = Producer::open(*pool, r.topic);
-    if (!prod) return fail(sh, "producer: open", prod.error()), 1;
+    auto side = open_producer_side(r, sh);
+    if (!side) return 1;
+    MemObjectStore& store = *side->store;
+    Producer& prod = side->prod;
     const uint64_t np = uint64_t(r.cfg.producers), keys = std::max<uint64_t>(r.keys / np, 1);
     std::vector<FabricUri> uris;
     std::vector<std::string> texts;
@@ -403,9 +419,6 @@ int scaling_producer_main(const PipelineRun& r, PipelineShared& sh, int p) {
     std::vector<uint8_t> object(r.size);
     for (uint64_t i = 0; i < r.size; ++i) object[i] = uint8_t(i * 131 + 7);
     const int nw = r.cfg.workers;
-    if (!wait_for([&] { return sh.ready.load() == uint32_t(nw) && group_settled(*pool, r.topic, nw); }, false,
-                  20 * kNsPerSec))
-        return std::fprintf(stderr, "pipeline: workers did not join in 20 s\n"), 1;
     const uint64_t warmup = r.warmup / np, count = r.count / np;
     uint64_t cpu0 = 0;
     for (uint64_t i = 0; i < warmup + count; ++i) {
@@ -428,13 +441,13 @@ int scaling_producer_main(const PipelineRun& r, PipelineShared& sh, int p) {
         std::memcpy(object.data(), &st, std::min<size_t>(sizeof st, object.size()));
         const uint64_t k = i % keys;
         PlacementHint placed;
-        auto put = (*store)->put(uris[k].view(), object, {}, placed);
+        auto put = store.put(uris[k].view(), object, {}, placed);
         if (!put) return fail(sh, "producer: put", put.error()), 1;
         const PlacementHint::Text placed_text = placed.text();
         const MessageHeader placed_header{kHeaderPlacement, std::string_view(placed_text.data(), placed_text.size())};
         OutgoingMessage note{std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(texts[k].data()), texts[k].size()),
                              {}, std::span(&placed_header, r.placement ? 1 : 0)};
-        auto sent = prod->send_to(uint32_t(p), note);
+        auto sent = prod.send_to(uint32_t(p), note);
         if (!sent) return fail(sh, "producer: send", sent.error()), 1;
     }
     sh.producer_cpu_ns.fetch_add(process_cpu_ns() - cpu0);
