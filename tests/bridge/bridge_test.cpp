@@ -670,10 +670,10 @@ TEST_CASE("bridge: a chunked message refused for its size is re-chunked smaller 
     const bool whole = b.get("uploads", "big") == big;
     CHECK_MESSAGE(whole, "the object on B is absent or differs from the one put on A");
     // A work-queue stream keeps a message until it is acked or deleted: the importer acked the
-    // manifest and deleted the second cut's chunks once the manifest was gone; the first cut's
+    // manifest and deleted the second cut's chunks once the ack floor had passed it; the first cut's
     // tail, stored before the refusal and named by no manifest, was the exporter's to delete.
     std::optional<uint64_t> left;
-    const bool emptied = eventually([&] { return (left = stream_message_count(cluster()->url(0), up)) == uint64_t(0); }, 10000);
+    const bool emptied = eventually([&] { return (left = stream_message_count(cluster()->url(0), up)) == uint64_t(0); }, 20000);
     CHECK_MESSAGE(emptied, "stream " << up << " still holds " << (left ? std::to_string(*left) : "?") << " message(s)");
     CHECK(f.stop("export-a") == 0);
     CHECK(f.stop("import-b") == 0);
@@ -727,14 +727,15 @@ TEST_CASE("bridge: an importer that acked a chunked message while its server sto
     // manifest. Meanwhile the loop goes on: its status heartbeat keeps moving (it stood still
     // while deletes waited 5 s each for a server that did not answer).
     freeze_while_acking("imp-1", "first");
-    const auto beat = [&] {
-        const auto st = importer_status(b);
-        return st ? st->heartbeat_wall_ns : 0;
-    };
-    const uint64_t beat0 = beat();
-    CHECK(eventually([&] { return beat() >= beat0 + 2'000'000'000ull; }, 6000));
-    // The server answers again, the ack lands, the floor passes the manifest: its chunks are
-    // deleted and nothing is left.
+    const uint64_t resumed = wall_now_ns();
+    CHECK(eventually(
+        [&] {
+            const auto st = importer_status(b);
+            return st && st->heartbeat_wall_ns >= resumed + 2'000'000'000ull;
+        },
+        6000));
+    // The server answers again, the ack lands, the floor passes the manifest and stays past it
+    // (5 s): its chunks are deleted and nothing is left.
     REQUIRE(kill(server_pid, SIGCONT) == 0);
     std::optional<uint64_t> left;
     const bool emptied = eventually([&] { return (left = stream_message_count(url, up)) == uint64_t(0); }, 30000);
@@ -751,6 +752,43 @@ TEST_CASE("bridge: an importer that acked a chunked message while its server sto
     CHECK_MESSAGE(took_ms < 6000, "the importer took " << took_ms << " ms to stop");
     REQUIRE(kill(server_pid, SIGCONT) == 0);
     CHECK(b.dead_letters("jobs.dlq").empty());
+    CHECK(f.stop("export-a") == 0);
+}
+
+namespace {
+
+/// Deletes durable `durable` of stream `stream`, as an operator might.
+bool delete_durable(const std::string& url, const std::string& stream, const std::string& durable) {
+    natsConnection* nc = nullptr;
+    if (natsConnection_ConnectTo(&nc, url.c_str()) != NATS_OK) return false;
+    jsCtx* js = nullptr;
+    bool ok = false;
+    if (natsConnection_JetStream(&js, nc, nullptr) == NATS_OK) {
+        ok = js_DeleteConsumer(js, stream.c_str(), durable.c_str(), nullptr, nullptr) == NATS_OK;
+        jsCtx_Destroy(js);
+    }
+    natsConnection_Destroy(nc);
+    return ok;
+}
+
+}  // namespace
+
+TEST_CASE("bridge: an importer whose durable is deleted under it creates it again and goes on importing") {
+    REQUIRE_CLUSTER();
+    Host a("durable-gone", "a"), b("durable-gone", "b");
+    const std::string up = unique("UP"), durable = unique("d");
+    Fleet f;
+    INFO(f.logs());
+    f.start("export-a", a.cmd(export_args("uploads-ev", up, "--id exp-a")));
+    f.start("import-b", b.cmd(import_args(up, durable, "jobs", "--id imp-b --ack-after send")));
+    produce(a, "--topic uploads-ev --synthetic 1 --size 1K");
+    REQUIRE(eventually([&] { return b.count("uploads") == 1; }, 20000));
+    REQUIRE(delete_durable(cluster()->url(0), up, durable));
+    // A pull from a deleted durable is answered by nobody: the importer learns it from the
+    // durable's information, read every second, and subscribes again.
+    produce(a, "--topic uploads-ev --synthetic 3 --size 1K");
+    CHECK(eventually([&] { return b.count("uploads") == 3; }, 20000));
+    CHECK(f.stop("import-b") == 0);
     CHECK(f.stop("export-a") == 0);
 }
 

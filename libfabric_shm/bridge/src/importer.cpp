@@ -13,6 +13,7 @@
 #include <charconv>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <utility>
 #include <optional>
 #include <span>
@@ -39,9 +40,15 @@ constexpr uint64_t kCommitCheckNs = 20 * kNsPerMs;  ///< describe() reads every 
 constexpr uint64_t kIdleFetchMs = 100;  ///< long poll when nothing waits for an ack
 constexpr uint64_t kBusyFetchMs = 10;   ///< while acks wait for local commits
 constexpr uint64_t kChunkRetryDeliveries = 5;
-/// Acked chunked messages whose chunks wait for the ack floor: beyond this many (a floor held
-/// by a message that stays unacked for long, at a high rate), the oldest are given up.
-constexpr size_t kMaxAckedChunks = 65536;
+/// Chunks of acked messages waiting for the ack floor: beyond this many (a floor held by a
+/// message that stays unacked for long, at a high rate), the oldest messages' are given up.
+constexpr size_t kMaxAckedChunkSeqs = size_t(1) << 20;
+/// How long the ack floor must stay past a manifest before its chunks go: a consumer leader
+/// reports its floor before the replicas have the ack, and one that fails meanwhile leaves a
+/// successor that may deliver the message again. Longer than a leader election.
+constexpr uint64_t kFloorSettleNs = 5 * kNsPerSec;
+/// Deletes act on a judgement at most this old.
+constexpr uint64_t kJudgementFreshNs = 1500 * kNsPerMs;
 /// A full topic answers back_pressure after 50 ms instead of the library's 5 s: the importer's
 /// own wait loop then keeps acking, extending deadlines and heartbeating while it waits.
 ProducerOptions send_options() {
@@ -61,15 +68,17 @@ struct InFlight {
 };
 
 /// A chunked message this importer acked: its chunks are deleted once the durable's ack floor
-/// has passed its manifest (every message up to the floor is acked, so it is never delivered
-/// again), never before (a lost ack brings the manifest back, and its redelivery needs them).
+/// has stayed past its manifest for kFloorSettleNs (every message up to the floor is acked, so
+/// it is never delivered again), never before (a lost ack brings the manifest back, and its
+/// redelivery needs them).
 struct AckedChunks {
     uint64_t manifest_seq = 0;
     std::vector<uint64_t> chunk_seqs;
     size_t deleted = 0;            ///< chunk_seqs[0, deleted) are done
-    bool acked = false;            ///< the ack floor passed the manifest
     uint32_t refusals = 0;         ///< of chunk_seqs[deleted], by a JetStream error
-    int64_t consumer_created = 0;  ///< the durable's creation time: another one's floor counts other messages
+    int64_t stream_created = 0;    ///< the stream's creation time: a stream created again numbers other messages
+    uint64_t floor_past_ns = 0;    ///< monotonic: since when every read floor was past the manifest (0: not)
+    bool acked = false;            ///< the floor stayed past it for kFloorSettleNs
 };
 
 std::span<const uint8_t> payload_of(natsMsg* m) {
@@ -173,12 +182,22 @@ struct Importer::Impl {
     RepeatFilter error_log{5 * kNsPerSec};  ///< a repeated error (every retry) logged at most every 5 s
     bool warned_no_group = false;
     /// The chunked messages acked in a work-queue stream whose chunks are still to delete, oldest
-    /// first: judged by the durable's ack floor, read with the lag every second, and deleted from
-    /// service() (delete_chunks). At most kMaxAckedChunks; older ones are given up (logged).
-    std::vector<AckedChunks> acked_chunks;
-    uint64_t next_delete_pass_ns = 0, delete_backoff_ns = 0, chunk_sets_given_up = 0;
-    int64_t consumer_created = 0;  ///< the durable's, read when subscribed (0: not known)
-    void judge_acked_chunks(const jsConsumerInfo& ci);
+    /// first: judged with the lag, every second (judge_acked_chunks), deleted from service()
+    /// (delete_chunks). At most kMaxAckedChunkSeqs chunks in all; the oldest beyond are given
+    /// up (logged).
+    std::deque<AckedChunks> acked_chunks;
+    size_t acked_chunk_seqs = 0;  ///< chunks left in acked_chunks
+    uint64_t next_delete_pass_ns = 0, delete_backoff_ns = 0, chunks_given_up = 0;
+    /// The last judgement: when (monotonic; 0: none yet) and of which stream incarnation.
+    /// Deletes act on it only while it is fresh.
+    uint64_t judged_ns = 0;
+    int64_t judged_stream_created = 0;
+    /// The durable or its stream is gone (read with the lag): the loop subscribes again, which
+    /// creates it. A pull from a deleted durable is answered by nobody, so fetches only time out.
+    bool consumer_lost = false;
+    void judge_acked_chunks(const jsConsumerInfo& ci, uint64_t now);
+    void give_up_chunks(size_t entries, const std::string& why);
+    void drop_done_chunks();
     /// A chunk call could not reach the server: logged, and the next pass waits longer.
     void back_off_chunk_calls(natsStatus s, jsErrCode jerr, const std::string& what);
     std::function<bool()> stop;
@@ -296,16 +315,6 @@ Status Importer::Impl::subscribe() {
         }
         return e;
     }
-    // The durable's creation time tags the chunks acked through it (judge_acked_chunks).
-    consumer_created = 0;
-    {
-        jsConsumerInfo* ci = nullptr;
-        jsOptions jo;
-        jsOptions_Init(&jo);
-        jo.Wait = 1000;
-        if (natsSubscription_GetConsumerInfo(&ci, sub, &jo, nullptr) == NATS_OK && ci) consumer_created = ci->Created;
-        jsConsumerInfo_Destroy(ci);
-    }
     local->status().set(StatusGauge::stream_ready, 1);
     note("consuming stream '" + cfg.stream + "' (" + (nats->stream_memory() ? "memory" : "file") + ", " +
          std::to_string(nats->stream_replicas()) + " replicas) as durable '" + cfg.durable + "' on " +
@@ -350,13 +359,15 @@ void Importer::Impl::service(uint64_t now) {
             jsOptions jo;
             jsOptions_Init(&jo);
             jo.Wait = 500;
-            if (natsSubscription_GetConsumerInfo(&ci, sub, &jo, nullptr) == NATS_OK && ci) {
+            jsErrCode jerr = jsErrCode(0);
+            if (natsSubscription_GetConsumerInfo(&ci, sub, &jo, &jerr) == NATS_OK && ci) {
                 stats.lag = ci->NumPending;
                 st.set(StatusGauge::lag, ci->NumPending);
-                if (consumer_created == 0) consumer_created = ci->Created;
-                judge_acked_chunks(*ci);
-                jsConsumerInfo_Destroy(ci);
+                if (!acked_chunks.empty()) judge_acked_chunks(*ci, now);
+            } else if (jerr == JSConsumerNotFoundErr || jerr == JSStreamNotFoundErr) {
+                consumer_lost = true;
             }
+            jsConsumerInfo_Destroy(ci);
         }
         rate.update(now, stats.messages, stats.bytes, st);
     }
@@ -373,14 +384,16 @@ void Importer::Impl::settle(InFlight& f) {
         ++stats.acked;
         local->status().add(StatusCounter::acked);
         if (nats->stream_work_queue() && !f.chunk_seqs.empty()) {
-            if (acked_chunks.size() == kMaxAckedChunks) {
-                acked_chunks.erase(acked_chunks.begin());
-                if (++chunk_sets_given_up % 1024 == 1)
-                    record_error("chunks of " + std::to_string(chunk_sets_given_up) +
-                                 " acked message(s) left in stream '" + cfg.stream + "': more than " +
-                                 std::to_string(kMaxAckedChunks) + " waited for the durable's ack floor");
+            size_t oldest = 0;
+            while (oldest < acked_chunks.size() && acked_chunk_seqs + f.chunk_seqs.size() > kMaxAckedChunkSeqs)
+                acked_chunk_seqs -= acked_chunks[oldest++].chunk_seqs.size();
+            if (oldest > 0) {
+                acked_chunks.erase(acked_chunks.begin(), acked_chunks.begin() + long(oldest));
+                give_up_chunks(oldest, "more than " + std::to_string(kMaxAckedChunkSeqs) +
+                                           " chunks waited for the durable's ack floor");
             }
-            acked_chunks.push_back({f.stream_seq, std::move(f.chunk_seqs), 0, false, 0, consumer_created});
+            acked_chunk_seqs += f.chunk_seqs.size();
+            acked_chunks.push_back({f.stream_seq, std::move(f.chunk_seqs), 0, 0, nats->stream_created(), 0, false});
         }
     }
     natsMsg_Destroy(f.msg);
@@ -390,36 +403,83 @@ void Importer::Impl::settle(InFlight& f) {
 // The chunks of acked manifests. An ack is sent without waiting for the server (one round trip
 // per message would slow the import), and a lost one brings the manifest back, whose
 // redelivery needs the chunks: so they are deleted only once the durable's ack floor (read
-// with the lag, every second) has passed the manifest, which is then acked, by whichever
-// delivery, and never delivered again. The floor comes with the durable's creation time in the
-// same answer: a durable created again (its stream deleted and created again, or the durable
-// itself) counts other messages, and the entries of the old one are given up, never applied
-// to the new stream's sequences.
-void Importer::Impl::judge_acked_chunks(const jsConsumerInfo& ci) {
-    for (AckedChunks& a : acked_chunks) {
-        if (a.consumer_created != ci.Created) a.deleted = a.chunk_seqs.size();  // another durable's: gone with the old one
-        else if (a.manifest_seq <= ci.AckFloor.Stream) a.acked = true;
+// with the lag, every second) has passed the manifest and stayed past it for kFloorSettleNs.
+// The stream's creation time is read after the floor: entries acked in a stream created again
+// since (deleted and created under the same name) are given up, never applied to the new
+// stream's sequences. (The durable's own creation time is no identity: a server reports
+// another one after a restart.)
+void Importer::Impl::judge_acked_chunks(const jsConsumerInfo& ci, uint64_t now) {
+    jsStreamInfo* si = nullptr;
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = 500;
+    jsErrCode jerr = jsErrCode(0);
+    const natsStatus s = js_GetStreamInfo(&si, nats->js(), cfg.stream.c_str(), &jo, &jerr);
+    const int64_t created = s == NATS_OK ? si->Created : 0;
+    jsStreamInfo_Destroy(si);
+    if (s != NATS_OK) {
+        if (jerr == JSStreamNotFoundErr) {
+            consumer_lost = true;
+            give_up_chunks(acked_chunks.size(), "stream '" + cfg.stream + "' was deleted");
+            acked_chunks.clear();
+            acked_chunk_seqs = 0;
+        }
+        return;  // judged again in a second
     }
-    std::erase_if(acked_chunks, [](const AckedChunks& a) { return a.deleted == a.chunk_seqs.size(); });
+    size_t other_stream = 0;
+    for (AckedChunks& a : acked_chunks) {
+        if (a.stream_created != created) {
+            a.deleted = a.chunk_seqs.size();
+            ++other_stream;
+        } else if (a.manifest_seq > ci.AckFloor.Stream) {
+            a.floor_past_ns = 0;  // (a floor that went back: a new leader without the ack)
+        } else if (a.floor_past_ns == 0) {
+            a.floor_past_ns = now;
+        } else if (now - a.floor_past_ns >= kFloorSettleNs) {
+            a.acked = true;
+        }
+    }
+    if (other_stream > 0) give_up_chunks(other_stream, "stream '" + cfg.stream + "' was created again since their acks");
+    drop_done_chunks();
+    judged_ns = now;
+    judged_stream_created = created;
+}
+
+void Importer::Impl::give_up_chunks(size_t entries, const std::string& why) {
+    if (entries == 0) return;
+    const bool first = chunks_given_up == 0;
+    chunks_given_up += entries;
+    if (first || chunks_given_up % 1024 < entries)
+        record_error("the chunks of " + std::to_string(entries) + " acked message(s) are left in stream '" + cfg.stream +
+                     "': " + why + " (" + std::to_string(chunks_given_up) + " so far)");
+}
+
+void Importer::Impl::drop_done_chunks() {
+    std::erase_if(acked_chunks, [this](const AckedChunks& a) {
+        if (a.deleted < a.chunk_seqs.size()) return false;
+        acked_chunk_seqs -= a.chunk_seqs.size();
+        return true;
+    });
 }
 
 // Deletes the chunks of the acked entries, from service(): a pass at most every 100 ms after the
-// last one ended, with 50 ms of work; every call waits at most a second, and one the server
-// does not answer ends the pass and delays the next (100 ms doubling to 10 s), so a server that
-// stops answering holds the importer's loop (heartbeats, acks, SIGTERM) about a second at a
-// time. A chunk already gone counts as deleted; one the server refuses five times is left
-// (logged), so that it cannot hold up the others.
+// last one ended, with 50 ms of work, and only on a fresh judgement of the same stream; every
+// call waits at most a second, and one the server does not answer ends the pass and delays the
+// next (100 ms doubling to 10 s), so a server that stops answering holds the importer's loop
+// (heartbeats, acks, SIGTERM) about a second at a time. A chunk already gone counts as
+// deleted; one the server refuses five times is left (logged), so that it cannot hold up the
+// others.
 void Importer::Impl::delete_chunks(uint64_t now) {
-    if (now < next_delete_pass_ns || !nats->connected()) return;
-    auto due = std::find_if(acked_chunks.begin(), acked_chunks.end(), [](const AckedChunks& a) { return a.acked; });
-    if (due == acked_chunks.end()) return;
+    if (now < next_delete_pass_ns || !nats->connected() || judged_ns == 0 || now - judged_ns > kJudgementFreshNs) return;
+    auto due = [this](const AckedChunks& a) { return a.acked && a.stream_created == judged_stream_created; };
+    if (std::none_of(acked_chunks.begin(), acked_chunks.end(), due)) return;
     const uint64_t pass_end = now + 50 * kNsPerMs;
     jsOptions o;
     jsOptions_Init(&o);
     o.Wait = 1000;
-    for (; due != acked_chunks.end() && mono_now_ns() < pass_end; ++due) {
-        AckedChunks& a = *due;
-        if (!a.acked) continue;
+    for (AckedChunks& a : acked_chunks) {
+        if (mono_now_ns() >= pass_end) break;
+        if (!due(a)) continue;
         while (a.deleted < a.chunk_seqs.size() && mono_now_ns() < pass_end) {
             const uint64_t seq = a.chunk_seqs[a.deleted];
             jsErrCode jerr = jsErrCode(0);
@@ -443,14 +503,14 @@ void Importer::Impl::delete_chunks(uint64_t now) {
     }
     delete_backoff_ns = 0;
     next_delete_pass_ns = mono_now_ns() + 100 * kNsPerMs;
-    std::erase_if(acked_chunks, [](const AckedChunks& a) { return a.deleted == a.chunk_seqs.size(); });
+    drop_done_chunks();
 }
 
 void Importer::Impl::back_off_chunk_calls(natsStatus s, jsErrCode jerr, const std::string& what) {
     delete_backoff_ns = std::min<uint64_t>(delete_backoff_ns == 0 ? 100 * kNsPerMs : delete_backoff_ns * 2, 10 * kNsPerSec);
     next_delete_pass_ns = mono_now_ns() + delete_backoff_ns;
     record_error(nats_error(s, what, jerr).message);
-    std::erase_if(acked_chunks, [](const AckedChunks& a) { return a.deleted == a.chunk_seqs.size(); });
+    drop_done_chunks();
 }
 
 void Importer::Impl::ack_committed(uint64_t now) {
@@ -900,6 +960,11 @@ Result<BridgeExit> Importer::run(const std::function<bool()>& should_stop) {
             break;
         }
         if (Status st = im.keep_alive(); !st) return std::move(st).error();
+        if (im.consumer_lost) {  // deleted under us: subscribe again, which creates it
+            im.consumer_lost = false;
+            im.note("durable '" + im.cfg.durable + "' or stream '" + im.cfg.stream + "' is gone: subscribing again");
+            im.unsubscribe();
+        }
         if (!im.sub) {
             Status st = im.subscribe();
             if (!st) {
