@@ -690,11 +690,11 @@ TEST_CASE("bridge: an importer that acked a chunked message while its server sto
     auto server = bridge::testing::NatsCluster::start(o);
     REQUIRE_MESSAGE(server.ok(), server.error().message);
     const std::string url = (*server)->url(0);
-    const pid_t server_pid = (*server)->pid(0);
+    bridge::testing::NatsCluster& node = **server;
     struct Thaw {  // the cluster's destructor stops it by SIGTERM: it must be running
-        pid_t pid;
-        ~Thaw() { kill(pid, SIGCONT); }
-    } thaw{server_pid};
+        bridge::testing::NatsCluster& node;
+        ~Thaw() { kill(node.pid(0), SIGCONT); }
+    } thaw{node};
     Host a("unanswered", "a"), b("unanswered", "b");
     const std::string up = unique("UP");
     Fleet f;
@@ -711,7 +711,8 @@ TEST_CASE("bridge: an importer that acked a chunked message while its server sto
         std::string d;
         ~Cleanup() { std::filesystem::remove_all(d); }
     } cleanup{dir};
-    for (const char* name : {"first", "second"}) std::ofstream(dir + "/" + name, std::ios::binary) << e2e::synthetic_content(name[0], 64 << 10);
+    for (const char* name : {"first", "restarted", "second"})
+        std::ofstream(dir + "/" + name, std::ios::binary) << e2e::synthetic_content(name[0], 64 << 10);
     // Each importer stops itself once it has put and notified its first message, before the ack;
     // then the server freezes (a host that stopped): the connection stays open, nothing answers.
     auto freeze_while_acking = [&](const std::string& importer, const std::string& object) {
@@ -719,7 +720,7 @@ TEST_CASE("bridge: an importer that acked a chunked message while its server sto
         produce(a, "--topic uploads-ev " + dir + "/" + object);
         REQUIRE(test::wait_stopped(f[importer].pid(), 30000));
         CHECK(b.get("uploads", object) == e2e::synthetic_content(object[0], 64 << 10));
-        REQUIRE(kill(server_pid, SIGSTOP) == 0);
+        REQUIRE(kill(node.pid(0), SIGSTOP) == 0);
         test::resume(f[importer].pid());
     };
 
@@ -736,10 +737,21 @@ TEST_CASE("bridge: an importer that acked a chunked message while its server sto
         6000));
     // The server answers again, the ack lands, the floor passes the manifest and stays past it
     // (5 s): its chunks are deleted and nothing is left.
-    REQUIRE(kill(server_pid, SIGCONT) == 0);
+    REQUIRE(kill(node.pid(0), SIGCONT) == 0);
     std::optional<uint64_t> left;
     const bool emptied = eventually([&] { return (left = stream_message_count(url, up)) == uint64_t(0); }, 30000);
     CHECK_MESSAGE(emptied, "stream " << up << " still holds " << (left ? std::to_string(*left) : "?") << " message(s)");
+
+    // The server restarts (its file store kept): the importer reconnects, and the chunks of a
+    // message acked after that go too (the durable reports another creation time after a
+    // restart, the stream the same one).
+    node.stop_node(0);
+    REQUIRE(node.start_node(0).ok());
+    produce(a, "--topic uploads-ev " + dir + "/restarted");
+    CHECK(eventually([&] { return b.get("uploads", "restarted") == e2e::synthetic_content('r', 64 << 10); }, 30000));
+    const bool emptied_again = eventually([&] { return (left = stream_message_count(url, up)) == uint64_t(0); }, 30000);
+    CHECK_MESSAGE(emptied_again, "after the restart, stream " << up << " still holds " << (left ? std::to_string(*left) : "?")
+                                                              << " message(s)");
     CHECK(f.stop("imp-1") == 0);
 
     // Stopped while the server does not answer: no wait of seconds per chunk keeps SIGTERM waiting.
@@ -750,7 +762,7 @@ TEST_CASE("bridge: an importer that acked a chunked message while its server sto
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
     CHECK(rc == 0);
     CHECK_MESSAGE(took_ms < 6000, "the importer took " << took_ms << " ms to stop");
-    REQUIRE(kill(server_pid, SIGCONT) == 0);
+    REQUIRE(kill(node.pid(0), SIGCONT) == 0);
     CHECK(b.dead_letters("jobs.dlq").empty());
     CHECK(f.stop("export-a") == 0);
 }
