@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <limits>
 #include <map>
 #include <string>
 
@@ -233,6 +234,21 @@ TEST_CASE("pool import refuses, before writing anything, a store record the pool
         CHECK(out.find("store 'second'") != std::string::npos);
         // The library's own reason, with both sizes.
         CHECK(out.find("max object size 1048576 does not fit the store heap of 262144 bytes") != std::string::npos);
+        CHECK(out.find("nothing was imported") != std::string::npos);
+        CHECK(store_regions(to.pool) == 0);
+        CHECK(topic_count(to.pool) == 0);
+    }
+    {
+        INFO("a store record whose largest object is 2^64 - 1 bytes: refused in pass 1, not created unattachable");
+        PoolFixture to("upgrade-huge-max");
+        const std::string path = dir.path + "/huge-max.fsa";
+        write_archive(path, {store("first", 0, std::numeric_limits<uint64_t>::max()), object, topic});
+        std::string out;
+        CHECK(sh(q(cli_bin()) + " pool import --json --pool " + to.name + " " + q(path) + " 2>&1", &out) != 0);
+        INFO(out);
+        CHECK(out.find("\"code\":\"invalid_argument\"") != std::string::npos);
+        CHECK(out.find("store 'first'") != std::string::npos);
+        CHECK(out.find("max object size 18446744073709551615 does not fit the store heap") != std::string::npos);
         CHECK(out.find("nothing was imported") != std::string::npos);
         CHECK(store_regions(to.pool) == 0);
         CHECK(topic_count(to.pool) == 0);
