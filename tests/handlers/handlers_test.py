@@ -42,7 +42,23 @@ def stopped(pid):
         return False
 
 
-def kill_if_alive(pid):
+def start_time(pid):
+    """The start time of process `pid` (/proc/<pid>/stat field 22, clock ticks since boot), or
+    None when there is none: with the pid, it names one process, never a later one given the
+    same pid."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return int(f.read().rsplit(") ", 1)[1].split()[19])  # field 3 is the first after ") "
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def kill_if_alive(pid, started):
+    """SIGKILLs `pid` if it is still the process that started at `started` (start_time when its
+    pid was learnt): a cleanup that runs after the process was reaped must not kill another
+    process that got its pid on a busy host."""
+    if started is None or start_time(pid) != started:
+        return
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -344,7 +360,7 @@ while True:
         self.assertTrue(wait_for(lambda: os.path.exists(got)), "the first handler never got request a")
         with open(got) as f:
             first_handler = int(f.read())
-        self.addCleanup(kill_if_alive, first_handler)
+        self.addCleanup(kill_if_alive, first_handler, start_time(first_handler))
         self.put({"b": b"b"})
         self.assertTrue(wait_for(lambda: stopped(p.pid)), "the worker did not pause handing out b")
         open(os.path.join(self.dir, "answer"), "w").close()
@@ -459,7 +475,7 @@ open(d + "/eof-%d" % me, "w").close()  # its stdin closed: it ends by itself
             with open(os.path.join(self.dir, "helper-%d" % pid)) as f:
                 helpers.append(int(f.read()))
         for pid in handlers + helpers:
-            self.addCleanup(kill_if_alive, pid)
+            self.addCleanup(kill_if_alive, pid, start_time(pid))
         self.put({"x": b"x"})
         self.assertTrue(wait_for(lambda: len(marked("stuck-")) == 1), "no handler got the request")
         [stuck] = marked("stuck-")
