@@ -293,12 +293,14 @@ run(handle)
         self.assertEqual(self.result("bad"), b"BAD")  # retried after the restart
         self.assertEqual(self.result("good"), b"GOOD")
 
-    def test_a_reply_written_just_before_its_handler_died_is_taken_not_charged_as_a_failure(self):
-        # The first handler process answers request "a" and SIGKILLs itself right after writing
-        # the reply, while the worker stands paused (a pause point) handing out "b". Resumed, the
-        # worker writes "b" to the dead handler's stdin (EPIPE) before it has read "a"'s reply:
-        # that reply is in the pipe, complete, and must count. Only "b", which no handler ever
-        # read, is charged an attempt; "a" is processed once.
+    def answer_then_die(self, after_reply=b""):
+        """The first handler process answers request "a", writes `after_reply` and SIGKILLs
+        itself, while the worker stands paused (a pause point) handing out "b". Resumed, the
+        worker writes "b" to the dead handler's stdin (EPIPE) before it has read "a"'s reply:
+        that reply is in the pipe, complete, and must count. Only "b", which no handler ever
+        read, is charged an attempt; "a" is processed once. Returns the worker's stats and log."""
+        with open(os.path.join(self.dir, "after-reply"), "wb") as f:
+            f.write(after_reply)
         h = self.script("answer_then_die.py", """
 import os, signal, struct, sys, time
 d = sys.argv[1]
@@ -347,6 +349,8 @@ if first:
     while not os.path.exists(d + "/answer") and time.monotonic() < end:
         time.sleep(0.005)
     answer(rid, name, attempt, data.upper())
+    with open(d + "/after-reply", "rb") as f:
+        write_all(f.read())
     os.kill(os.getpid(), signal.SIGKILL)
 while True:
     rid, attempt, name, data = request()
@@ -381,6 +385,17 @@ while True:
         self.assertEqual(attempts("a"), ["1"], err)
         self.assertEqual(attempts("b"), ["2"], err)
         self.assertEqual(stats["failed_attempts"], 1, err)
+        return stats, err
+
+    def test_a_reply_written_just_before_its_handler_died_is_taken_not_charged_as_a_failure(self):
+        self.answer_then_die()
+
+    def test_a_protocol_error_in_what_a_dead_handler_left_is_the_reason_its_requests_fail(self):
+        # Garbage after "a"'s reply: "a" is still taken, and "b" fails with the protocol error
+        # named, not only with the write that found the handler's stdin closed.
+        stats, err = self.answer_then_die(b"this is not a frame\n")
+        self.assertIn("closed its stdin", err)
+        self.assertIn("then a protocol error in the output it left: ", err)
 
     def test_sigkill_of_the_worker_with_handlers_in_flight_leaves_no_orphan_and_every_result_once(self):
         h = self.script("slow.py", """
