@@ -166,6 +166,7 @@ PoolSettings Pool::settings() const {
     s.data_size = h.data_size;
     s.layout_major = h.version_major;
     s.layout_minor = h.version_minor;
+    s.directory_entries = h.directory_entries;  // checked equal to the layout's at attach
     return s;
 }
 OwnerToken Pool::self() const { return impl_->self; }

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <limits>
 #include <map>
 #include <string>
 
@@ -238,6 +239,21 @@ TEST_CASE("pool import refuses, before writing anything, a store record the pool
         CHECK(topic_count(to.pool) == 0);
     }
     {
+        INFO("a store record whose largest object is 2^64 - 1 bytes: refused in pass 1, not created unattachable");
+        PoolFixture to("upgrade-huge-max");
+        const std::string path = dir.path + "/huge-max.fsa";
+        write_archive(path, {store("first", 0, std::numeric_limits<uint64_t>::max()), object, topic});
+        std::string out;
+        CHECK(sh(q(cli_bin()) + " pool import --json --pool " + to.name + " " + q(path) + " 2>&1", &out) != 0);
+        INFO(out);
+        CHECK(out.find("\"code\":\"invalid_argument\"") != std::string::npos);
+        CHECK(out.find("store 'first'") != std::string::npos);
+        CHECK(out.find("max object size 18446744073709551615 does not fit the store heap") != std::string::npos);
+        CHECK(out.find("nothing was imported") != std::string::npos);
+        CHECK(store_regions(to.pool) == 0);
+        CHECK(topic_count(to.pool) == 0);
+    }
+    {
         INFO("two stores of 4 MiB heaps in an 8 MiB pool: each fits alone, not both");
         PoolFixture to("upgrade-space", 8 << 20);
         StoreConfig one;
@@ -257,6 +273,65 @@ TEST_CASE("pool import refuses, before writing anything, a store record the pool
         CHECK(out.find("nothing was imported") != std::string::npos);
         CHECK(store_regions(to.pool) == 0);
         CHECK(topic_count(to.pool) == 0);
+    }
+}
+
+TEST_CASE("pool import refuses, before writing anything, stores and topics whose regions outnumber the free entries of "
+          "the pool's region directory") {
+    ScratchDir dir;
+    using nlohmann::json;
+    PoolFixture to("upgrade-directory");
+    const PoolSettings settings = to.pool.settings();
+    REQUIRE(settings.directory_entries == 1024);
+    // The directory filled up to 5 free entries, with regions of one page (bytes are plenty).
+    constexpr size_t kFree = 5;
+    const size_t fill = settings.directory_entries - to.pool.regions().size() - kFree;
+    for (size_t i = 0; i < fill; ++i) {
+        RegionSpec spec;
+        spec.kind = RegionKind::test;
+        spec.name = "filler-" + std::to_string(i);
+        spec.length = 4096;
+        auto r = to.pool.create_region(spec);
+        REQUIRE_MESSAGE(r, r.error().message);
+    }
+    REQUIRE(to.pool.regions().size() == settings.directory_entries - kFree);
+    const size_t regions_before = to.pool.regions().size();
+    const auto store = [](const char* name) {
+        return json{{"type", "store"}, {"name", name}, {"table_entries", 0}, {"heap_bytes", 256 << 10}, {"max_object_bytes", 0}};
+    };
+    const auto topic = [](const char* name, uint32_t partitions) {
+        return json{{"type", "topic"}, {"name", name}, {"num_partitions", partitions}, {"partition_capacity", 16},
+                    {"partition_stride", 512}, {"on_full", "block"}, {"ttl_ns", 0}};
+    };
+    struct Case {
+        const char* what;
+        std::vector<json> records;
+        std::string says;
+    };
+    // Each case would write its first regions before meeting the full directory: two stores
+    // (4 regions) and a topic's root, then its first partition finds no entry.
+    const std::vector<Case> cases = {
+        {"two stores and a topic of 2 partitions", {store("first"), store("second"), topic("ev", 2)},
+         "the import creates 7 regions in pool '" + to.name + "' (4 for 2 stores, 3 for 1 topics"},
+        {"one store and two topics", {store("first"), topic("ev", 1), topic("dlq", 1)},
+         "the import creates 6 regions in pool '" + to.name + "' (2 for 1 stores, 4 for 2 topics"},
+    };
+    int i = 0;
+    for (const Case& c : cases) {
+        const std::string what = c.what;
+        CAPTURE(what);
+        const std::string path = dir.path + "/directory-" + std::to_string(i++) + ".fsa";
+        write_archive(path, c.records);
+        std::string out;
+        CHECK(sh(q(cli_bin()) + " pool import --json --pool " + to.name + " " + q(path) + " 2>&1", &out) != 0);
+        INFO(out);
+        CHECK(out.find("\"code\":\"capacity_exceeded\"") != std::string::npos);
+        CHECK(out.find(c.says) != std::string::npos);
+        CHECK(out.find("more than the 5 free entries of its region directory (1019 of 1024 taken)") != std::string::npos);
+        CHECK(out.find("nothing was imported") != std::string::npos);
+        CHECK(store_regions(to.pool) == 0);
+        CHECK(topic_count(to.pool) == 0);
+        CHECK(to.pool.regions().size() == regions_before);
     }
 }
 

@@ -42,7 +42,23 @@ def stopped(pid):
         return False
 
 
-def kill_if_alive(pid):
+def start_time(pid):
+    """The start time of process `pid` (/proc/<pid>/stat field 22, clock ticks since boot), or
+    None when there is none: with the pid, it names one process, never a later one given the
+    same pid."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return int(f.read().rsplit(") ", 1)[1].split()[19])  # field 3 is the first after ") "
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def kill_if_alive(pid, started):
+    """SIGKILLs `pid` if it is still the process that started at `started` (start_time when its
+    pid was learnt): a cleanup that runs after the process was reaped must not kill another
+    process that got its pid on a busy host."""
+    if started is None or start_time(pid) != started:
+        return
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -277,12 +293,14 @@ run(handle)
         self.assertEqual(self.result("bad"), b"BAD")  # retried after the restart
         self.assertEqual(self.result("good"), b"GOOD")
 
-    def test_a_reply_written_just_before_its_handler_died_is_taken_not_charged_as_a_failure(self):
-        # The first handler process answers request "a" and SIGKILLs itself right after writing
-        # the reply, while the worker stands paused (a pause point) handing out "b". Resumed, the
-        # worker writes "b" to the dead handler's stdin (EPIPE) before it has read "a"'s reply:
-        # that reply is in the pipe, complete, and must count. Only "b", which no handler ever
-        # read, is charged an attempt; "a" is processed once.
+    def answer_then_die(self, after_reply=b""):
+        """The first handler process answers request "a", writes `after_reply` and SIGKILLs
+        itself, while the worker stands paused (a pause point) handing out "b". Resumed, the
+        worker writes "b" to the dead handler's stdin (EPIPE) before it has read "a"'s reply:
+        that reply is in the pipe, complete, and must count. Only "b", which no handler ever
+        read, is charged an attempt; "a" is processed once. Returns the worker's stats and log."""
+        with open(os.path.join(self.dir, "after-reply"), "wb") as f:
+            f.write(after_reply)
         h = self.script("answer_then_die.py", """
 import os, signal, struct, sys, time
 d = sys.argv[1]
@@ -331,6 +349,8 @@ if first:
     while not os.path.exists(d + "/answer") and time.monotonic() < end:
         time.sleep(0.005)
     answer(rid, name, attempt, data.upper())
+    with open(d + "/after-reply", "rb") as f:
+        write_all(f.read())
     os.kill(os.getpid(), signal.SIGKILL)
 while True:
     rid, attempt, name, data = request()
@@ -344,7 +364,7 @@ while True:
         self.assertTrue(wait_for(lambda: os.path.exists(got)), "the first handler never got request a")
         with open(got) as f:
             first_handler = int(f.read())
-        self.addCleanup(kill_if_alive, first_handler)
+        self.addCleanup(kill_if_alive, first_handler, start_time(first_handler))
         self.put({"b": b"b"})
         self.assertTrue(wait_for(lambda: stopped(p.pid)), "the worker did not pause handing out b")
         open(os.path.join(self.dir, "answer"), "w").close()
@@ -365,6 +385,17 @@ while True:
         self.assertEqual(attempts("a"), ["1"], err)
         self.assertEqual(attempts("b"), ["2"], err)
         self.assertEqual(stats["failed_attempts"], 1, err)
+        return stats, err
+
+    def test_a_reply_written_just_before_its_handler_died_is_taken_not_charged_as_a_failure(self):
+        self.answer_then_die()
+
+    def test_a_protocol_error_in_what_a_dead_handler_left_is_the_reason_its_requests_fail(self):
+        # Garbage after "a"'s reply: "a" is still taken, and "b" fails with the protocol error
+        # named, not only with the write that found the handler's stdin closed.
+        stats, err = self.answer_then_die(b"this is not a frame\n")
+        self.assertIn("closed its stdin", err)
+        self.assertIn("then a protocol error in the output it left: ", err)
 
     def test_sigkill_of_the_worker_with_handlers_in_flight_leaves_no_orphan_and_every_result_once(self):
         h = self.script("slow.py", """
@@ -459,7 +490,7 @@ open(d + "/eof-%d" % me, "w").close()  # its stdin closed: it ends by itself
             with open(os.path.join(self.dir, "helper-%d" % pid)) as f:
                 helpers.append(int(f.read()))
         for pid in handlers + helpers:
-            self.addCleanup(kill_if_alive, pid)
+            self.addCleanup(kill_if_alive, pid, start_time(pid))
         self.put({"x": b"x"})
         self.assertTrue(wait_for(lambda: len(marked("stuck-")) == 1), "no handler got the request")
         [stuck] = marked("stuck-")

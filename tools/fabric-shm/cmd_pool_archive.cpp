@@ -545,12 +545,28 @@ Result<StorePlan> store_plan(const Pool& pool, const StoreConfig& cfg, const std
     return plan;
 }
 
+// a + b, or 2^64 - 1 where that wraps: sums of sizes an archive (or a damaged pool) states
+// must not wrap into something small enough to pass a check.
+uint64_t add_saturated(uint64_t a, uint64_t b) {
+    constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
+    return a > kMax - b ? kMax : a + b;
+}
+
+// The regions the import creates besides its stores': every topic of the archive is new (pass 1
+// refuses one the pool has), and takes a root region and one per partition.
+struct TopicRegions {
+    uint64_t topics = 0, regions = 0;
+};
+
 // The stores the import creates, judged once the whole archive is read (a store's record may come
 // after its objects): each must take its largest object, and together their regions must fit the
 // pool's free bytes. Only the total is known here: the pool places regions first-fit, so a
-// fragmented pool may still fail to place one, which import_stores then reports.
-Status check_created_stores(const Pool& pool, const std::map<std::string, StoreCheck>& stores, const std::string& new_pool) {
-    uint64_t needed = 0;
+// fragmented pool may still fail to place one, which import_stores then reports. The stores' and
+// the topics' regions must also fit the free entries of the pool's region directory, which has a
+// fixed number of them: otherwise the import would stop at the first region it cannot enter.
+Status check_created_stores(const Pool& pool, const std::map<std::string, StoreCheck>& stores,
+                            const TopicRegions& topics, const std::string& new_pool) {
+    uint64_t needed = 0, created = 0;
     std::string which;
     for (const auto& [name, s] : stores) {
         // A store without a record is created by its first put (import_objects): with every
@@ -572,13 +588,31 @@ Status check_created_stores(const Pool& pool, const std::map<std::string, StoreC
                                                  name + "' takes it (an existing store is used as it is)") +
                                   " (nothing was imported)");
         }
-        needed += plan.region_bytes;
+        needed = add_saturated(needed, plan.region_bytes);
+        ++created;
         which += (which.empty() ? "" : ", ") + ("'" + name + "' " + std::to_string(plan.region_bytes));
     }
+    if (needed == 0 && topics.regions == 0) return {};
+    const std::vector<RegionInfo> regions = pool.regions();
+    const PoolSettings settings = pool.settings();
+    // Every entry listed is taken, whatever its state: one being reclaimed is not free yet.
+    const uint64_t free_entries =
+        settings.directory_entries > regions.size() ? settings.directory_entries - regions.size() : 0;
+    const uint64_t store_regions = created * 2;  // a store's table and its heap
+    const uint64_t new_regions = add_saturated(store_regions, topics.regions);
+    if (new_regions > free_entries)
+        return make_error(Errc::capacity_exceeded,
+                          "the import creates " + std::to_string(new_regions) + " regions in pool '" + new_pool + "' (" +
+                              std::to_string(store_regions) + " for " + std::to_string(created) + " stores, " +
+                              std::to_string(topics.regions) + " for " + std::to_string(topics.topics) +
+                              " topics with their partitions), more than the " + std::to_string(free_entries) +
+                              " free entries of its region directory (" + std::to_string(regions.size()) + " of " +
+                              std::to_string(settings.directory_entries) +
+                              " taken): import into a pool with fewer regions (nothing was imported)");
     if (needed == 0) return {};
     uint64_t used = 0;
-    for (const RegionInfo& r : pool.regions()) used += r.length;
-    const uint64_t area = pool.settings().data_size;
+    for (const RegionInfo& r : regions) used = add_saturated(used, r.length);
+    const uint64_t area = settings.data_size;
     const uint64_t free_bytes = area > used ? area - used : 0;
     if (needed > free_bytes)
         return make_error(Errc::capacity_exceeded,
@@ -590,7 +624,8 @@ Status check_created_stores(const Pool& pool, const std::map<std::string, StoreC
 }
 
 // Pass 1 (headers only): the archive is whole and well-formed, nothing it holds exists in the
-// pool yet, and every store it names takes its objects. Nothing is written before this passes.
+// pool yet, every store it names takes its objects, and the stores and topics it creates fit the
+// pool's free bytes and directory entries. Nothing is written before this passes.
 Status check_archive(archive::Reader& rd, Pool& pool, ImportMap& map, json* pool_record) {
     Record rec;
     std::set<std::string> topics_seen;
@@ -611,6 +646,7 @@ Status check_archive(archive::Reader& rd, Pool& pool, ImportMap& map, json* pool
     TopicManager topics(pool);
     uint64_t records = 0;
     std::map<std::string, uint32_t> partitions;  // the archive's topics: name -> partitions
+    TopicRegions topic_regions;
     for (;;) {
         auto more = rd.next(&rec, [](const json& h) { return h["type"] == "message"; });
         if (!more) return std::move(more).error();
@@ -659,6 +695,8 @@ Status check_archive(archive::Reader& rd, Pool& pool, ImportMap& map, json* pool
             if (!topics_seen.insert(name).second)
                 return make_error(Errc::corrupt, "archive holds topic '" + name + "' twice");
             partitions[name] = t.cfg.num_partitions;
+            ++topic_regions.topics;
+            topic_regions.regions = add_saturated(topic_regions.regions, 1 + uint64_t(t.cfg.num_partitions));
             auto d = topics.describe(name);
             if (d)
                 return make_error(Errc::already_exists, "topic '" + name + "' already exists in pool '" + map.new_pool +
@@ -687,7 +725,7 @@ Status check_archive(archive::Reader& rd, Pool& pool, ImportMap& map, json* pool
         }
     }
     if (records == 0) return make_error(Errc::corrupt, "archive holds no pool record");
-    FABRIC_TRY(check_created_stores(pool, stores, map.new_pool));
+    FABRIC_TRY(check_created_stores(pool, stores, topic_regions, map.new_pool));
     return rd.rewind();
 }
 

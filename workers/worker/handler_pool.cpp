@@ -149,8 +149,9 @@ private:
     Status take_replies(Handler& h, std::string* protocol_error);
     /// fail()'s first step for a handler whose process group is dead (its pipes hold all it
     /// will ever write): the complete replies in rbuf and its stdout are taken, a bounded
-    /// amount. Returns how many requests they settled; *st, WorkerLoop::complete's error.
-    size_t take_replies_left(Handler& h, Status* st);
+    /// amount. Returns how many requests they settled; *st, WorkerLoop::complete's error;
+    /// *protocol_error, what the handler wrote against the protocol (the take stopped there).
+    size_t take_replies_left(Handler& h, Status* st, std::string* protocol_error);
     /// Why a reply naming request `id` may not be taken (before the hello, or a request not in
     /// flight at this handler): the protocol error; nullopt when it may.
     std::optional<std::string> refusal(const Handler& h, uint64_t id) const;
@@ -313,7 +314,11 @@ Status Pool::fail(Handler& h, const std::string& reason, Unread unread) {
     // N-th success into one). Only the requests it did not answer fail below.
     size_t taken = 0;
     Status took;
-    if (unread == Unread::take_replies) taken = take_replies_left(h, &took);
+    std::string left_error;
+    if (unread == Unread::take_replies) taken = take_replies_left(h, &took, &left_error);
+    // The requests after a bad frame in what it left fail because of it, not of `reason` alone:
+    // the log and their failure say so.
+    if (!left_error.empty()) why += "; then a protocol error in the output it left: " + left_error;
     h.rlen = 0;  // a partial frame, or what followed a protocol error, goes with the handler
     h.skip = 0;
     on_stderr(h);  // whatever it said last: the reason is most useful with it
@@ -346,7 +351,7 @@ Status Pool::fail(Handler& h, const std::string& reason, Unread unread) {
     return {};
 }
 
-size_t Pool::take_replies_left(Handler& h, Status* st) {
+size_t Pool::take_replies_left(Handler& h, Status* st, std::string* protocol_error) {
     // Its group is dead, so its pipe holds at most a pipe's capacity (1 MiB unless the system
     // allows more); the bound stops a writer outside the group (one that left it) from keeping
     // the worker here.
@@ -360,10 +365,9 @@ size_t Pool::take_replies_left(Handler& h, Status* st) {
             end = read_output(h, kReadPerCall);
             read += h.rlen - had;
         }
-        std::string protocol_error;
-        *st = take_replies(h, &protocol_error);
+        *st = take_replies(h, protocol_error);
         // What follows a protocol error cannot be framed: its requests fail.
-        if (!*st || !protocol_error.empty() || end != ReadEnd::paused || read >= kMaxLeftBytes) break;
+        if (!*st || !protocol_error->empty() || end != ReadEnd::paused || read >= kMaxLeftBytes) break;
     }
     return before - h.in_flight.size();
 }

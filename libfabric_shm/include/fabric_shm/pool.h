@@ -53,6 +53,9 @@ struct PoolSettings {
     uint32_t creator_pid = 0;
     uint64_t data_offset = 0, data_size = 0;  ///< the region area
     uint16_t layout_major = 0, layout_minor = 0;
+    /// The region directory's entries: at most this many regions exist at once, of every kind
+    /// and state (regions() lists the taken ones). A store takes 2, a topic 1 + its partitions.
+    uint32_t directory_entries = 0;
 };
 
 struct PoolOptions {

@@ -88,15 +88,22 @@ uint64_t StoreGeometry::root_bytes() const {
 
 Result<StoreGeometry> derive_store_geometry(uint64_t pool_size, uint32_t table_entries, uint64_t heap_bytes,
                                             uint64_t max_object_bytes) {
+    // Every input may be hostile (an archive's store record, a CLI option): no sum or product
+    // below may wrap, or a config open() cannot bind would pass here and be created.
     StoreGeometry g;
     const uint64_t heap = heap_bytes ? heap_bytes : pool_size / 2;
-    g.sb_bytes = std::clamp<uint64_t>(pow2_ceil(std::max<uint64_t>(heap / 1024, 1)), kMinSbBytes, kMaxSbBytes);
+    // pow2_ceil's argument capped at the largest superblock (the clamp's bound anyway): it never
+    // has to double past 2^63.
+    g.sb_bytes = std::clamp<uint64_t>(pow2_ceil(std::clamp<uint64_t>(heap / 1024, 1, kMaxSbBytes)), kMinSbBytes,
+                                      kMaxSbBytes);
     g.sb_count = heap / g.sb_bytes;
     if (g.sb_count < 4)
         return make_error(Errc::invalid_argument, "store heap of " + std::to_string(heap) +
                                                       " bytes is smaller than 4 superblocks of " +
                                                       std::to_string(g.sb_bytes) + " (raise with --heap-size)");
-    if (g.sb_count * (g.sb_bytes / kMinBlock) >= (1ULL << 31))
+    // sb_count * words >= 2^31, as a division (words is a power of two at most 2^31): with a heap
+    // near 2^64 the product would come close to wrapping.
+    if (g.sb_count >= (1ULL << 31) / (g.sb_bytes / kMinBlock))
         return make_error(Errc::invalid_argument,
                           "store heap of " + std::to_string(heap) + " bytes exceeds the 2^31-block limit");
     const uint64_t entries =
@@ -107,7 +114,10 @@ Result<StoreGeometry> derive_store_geometry(uint64_t pool_size, uint32_t table_e
     g.bucket_count = std::max<uint64_t>(2, pow2_ceil((entries + kSlotsPerBucket - 1) / kSlotsPerBucket));
     const uint64_t heap_total = g.sb_count * g.sb_bytes;
     g.max_object_bytes = max_object_bytes ? max_object_bytes : std::min<uint64_t>(heap_total / 4, 16ULL << 20);
-    if (g.max_object_bytes + kPayloadOffset + kMaxTrailer > heap_total)
+    // An object takes its header and trailer besides its bytes. Compared without the sum: a
+    // max_object_bytes near 2^64 would wrap it, pass, and give a store whose header bind()
+    // refuses (created, then never attachable).
+    if (g.max_object_bytes > heap_total || heap_total - g.max_object_bytes < kPayloadOffset + kMaxTrailer)
         return make_error(Errc::invalid_argument, "max object size " + std::to_string(g.max_object_bytes) +
                                                       " does not fit the store heap of " + std::to_string(heap_total) +
                                                       " bytes (raise --heap-size or lower --max-object-size)");
