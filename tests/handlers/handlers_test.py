@@ -77,6 +77,27 @@ def alive(pid):
         return False
 
 
+# The protocol's framing for a raw handler (one written without the helper library): whole
+# reads from stdin (end of input: exit), length-prefixed frames, whole writes to stdout.
+RAW_FRAMING = """
+def read_exact(n):
+    b = b""
+    while len(b) < n:
+        c = os.read(0, n - len(b))
+        if not c:
+            sys.exit(0)
+        b += c
+    return b
+def frame():
+    (n,) = struct.unpack("<I", read_exact(4))
+    return read_exact(n)
+def write_all(b):
+    v = memoryview(b)
+    while v:
+        v = v[os.write(1, v):]
+"""
+
+
 class HandlerCase(unittest.TestCase):
     def setUp(self):
         _counter[0] += 1
@@ -109,22 +130,7 @@ class HandlerCase(unittest.TestCase):
         written-<request id> in the test's directory."""
         return self.script(name, """
 import os, struct, sys, time
-def read_exact(n):
-    b = b""
-    while len(b) < n:
-        c = os.read(0, n - len(b))
-        if not c:
-            sys.exit(0)
-        b += c
-    return b
-def frame():
-    (n,) = struct.unpack("<I", read_exact(4))
-    return read_exact(n)
-def write_all(b):
-    v = memoryview(b)
-    while v:
-        v = v[os.write(1, v):]
-frame()  # the worker's hello
+""" + RAW_FRAMING + """frame()  # the worker's hello
 write_all(struct.pack("<IB4sHH", 9, ord("h"), b"FSHM", 1, 0))
 BIG = %d << 20
 piece = bytes(1 << 20)
@@ -304,22 +310,7 @@ run(handle)
         h = self.script("answer_then_die.py", """
 import os, signal, struct, sys, time
 d = sys.argv[1]
-def read_exact(n):
-    b = b""
-    while len(b) < n:
-        c = os.read(0, n - len(b))
-        if not c:
-            sys.exit(0)
-        b += c
-    return b
-def frame():
-    (n,) = struct.unpack("<I", read_exact(4))
-    return read_exact(n)
-def write_all(b):
-    v = memoryview(b)
-    while v:
-        v = v[os.write(1, v):]
-def request():
+""" + RAW_FRAMING + """def request():
     body = frame()
     rid, attempt = struct.unpack_from("<QI", body, 1)
     pos, fields = 1 + 8 + 4 + 4 + 8 + 8, []
