@@ -186,8 +186,8 @@ struct Importer::Impl {
     /// (delete_chunks). At most kMaxAckedChunkSeqs chunks in all; the oldest beyond are given
     /// up (logged).
     std::deque<AckedChunks> acked_chunks;
-    size_t acked_chunk_seqs = 0;  ///< chunks left in acked_chunks
-    uint64_t next_delete_pass_ns = 0, delete_backoff_ns = 0, chunks_given_up = 0;
+    size_t acked_chunk_seqs = 0;  ///< chunk sequences its entries hold (deleted ones too, until the entry goes)
+    uint64_t next_delete_pass_ns = 0, delete_backoff_ns = 0, messages_given_up = 0;
     /// The last judgement: when (monotonic; 0: none yet) and of which stream incarnation.
     /// Deletes act on it only while it is fresh.
     uint64_t judged_ns = 0;
@@ -323,6 +323,7 @@ Status Importer::Impl::subscribe() {
 }
 
 void Importer::Impl::unsubscribe() {
+    judged_ns = 0;  // the next stream may be another one: deletes wait for a judgement of it
     if (!sub) return;
     // A kept message points at its subscription (the client acks through it): settle them
     // before it goes. They are handed back; a redelivery finds their objects.
@@ -363,7 +364,7 @@ void Importer::Impl::service(uint64_t now) {
             if (natsSubscription_GetConsumerInfo(&ci, sub, &jo, &jerr) == NATS_OK && ci) {
                 stats.lag = ci->NumPending;
                 st.set(StatusGauge::lag, ci->NumPending);
-                if (!acked_chunks.empty()) judge_acked_chunks(*ci, now);
+                if (!acked_chunks.empty()) judge_acked_chunks(*ci, mono_now_ns());  // the floor's time, not the pass's
             } else if (jerr == JSConsumerNotFoundErr || jerr == JSStreamNotFoundErr) {
                 consumer_lost = true;
             }
@@ -418,28 +419,32 @@ void Importer::Impl::judge_acked_chunks(const jsConsumerInfo& ci, uint64_t now) 
     const int64_t created = s == NATS_OK ? si->Created : 0;
     jsStreamInfo_Destroy(si);
     if (s != NATS_OK) {
-        if (jerr == JSStreamNotFoundErr) {
-            consumer_lost = true;
-            give_up_chunks(acked_chunks.size(), "stream '" + cfg.stream + "' was deleted");
-            acked_chunks.clear();
-            acked_chunk_seqs = 0;
-        }
+        if (jerr == JSStreamNotFoundErr) consumer_lost = true;  // its entries go once another stream is judged
         return;  // judged again in a second
     }
+    // The floor must stay past a manifest over reads a second apart: after a gap (reads that
+    // failed, an election) it counts from this read again.
+    const bool continuous = judged_ns != 0 && now - judged_ns <= kJudgementFreshNs;
     size_t other_stream = 0;
     for (AckedChunks& a : acked_chunks) {
         if (a.stream_created != created) {
-            a.deleted = a.chunk_seqs.size();
+            a.deleted = a.chunk_seqs.size();  // deleted with its stream
             ++other_stream;
         } else if (a.manifest_seq > ci.AckFloor.Stream) {
             a.floor_past_ns = 0;  // (a floor that went back: a new leader without the ack)
-        } else if (a.floor_past_ns == 0) {
+        } else if (a.floor_past_ns == 0 || !continuous) {
             a.floor_past_ns = now;
         } else if (now - a.floor_past_ns >= kFloorSettleNs) {
             a.acked = true;
         }
     }
-    if (other_stream > 0) give_up_chunks(other_stream, "stream '" + cfg.stream + "' was created again since their acks");
+    if (other_stream > 0)
+        note("stream '" + cfg.stream + "' was deleted (and maybe created again) since " + std::to_string(other_stream) +
+             " chunked message(s) were acked: their chunks went with it");
+    // Subscribed to an older stream than this one (another importer made it again, and the
+    // durable with it, so the durable's information still answers): subscribe again, so that
+    // what is acked from now on is tagged with this stream.
+    if (created != nats->stream_created()) consumer_lost = true;
     drop_done_chunks();
     judged_ns = now;
     judged_stream_created = created;
@@ -447,11 +452,11 @@ void Importer::Impl::judge_acked_chunks(const jsConsumerInfo& ci, uint64_t now) 
 
 void Importer::Impl::give_up_chunks(size_t entries, const std::string& why) {
     if (entries == 0) return;
-    const bool first = chunks_given_up == 0;
-    chunks_given_up += entries;
-    if (first || chunks_given_up % 1024 < entries)
+    const bool first = messages_given_up == 0;
+    messages_given_up += entries;
+    if (first || messages_given_up % 1024 < entries)
         record_error("the chunks of " + std::to_string(entries) + " acked message(s) are left in stream '" + cfg.stream +
-                     "': " + why + " (" + std::to_string(chunks_given_up) + " so far)");
+                     "': " + why + " (" + std::to_string(messages_given_up) + " so far)");
 }
 
 void Importer::Impl::drop_done_chunks() {
@@ -470,7 +475,9 @@ void Importer::Impl::drop_done_chunks() {
 // deleted; one the server refuses five times is left (logged), so that it cannot hold up the
 // others.
 void Importer::Impl::delete_chunks(uint64_t now) {
-    if (now < next_delete_pass_ns || !nats->connected() || judged_ns == 0 || now - judged_ns > kJudgementFreshNs) return;
+    if (now < next_delete_pass_ns || !nats->connected() || judged_ns == 0 || now - judged_ns > kJudgementFreshNs ||
+        judged_stream_created != nats->stream_created())
+        return;
     auto due = [this](const AckedChunks& a) { return a.acked && a.stream_created == judged_stream_created; };
     if (std::none_of(acked_chunks.begin(), acked_chunks.end(), due)) return;
     const uint64_t pass_end = now + 50 * kNsPerMs;
