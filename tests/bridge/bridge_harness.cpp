@@ -210,6 +210,12 @@ e2e::Proc& Fleet::operator[](const std::string& name) {
     return *procs_.front().second;
 }
 
+TempDir::TempDir(const std::string& tag) : path("/tmp/" + unique(tag)) { std::filesystem::create_directories(path); }
+TempDir::~TempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path, ignored);
+}
+
 int Fleet::stop(const std::string& name, int timeout_ms) {
     e2e::Proc& p = (*this)[name];
     p.signal(SIGTERM);

@@ -59,6 +59,16 @@ private:
     std::string dir_, pool_;
 };
 
+/// A directory of the test's own under /tmp ("<tag>-<pid>-<n>"), removed with everything in it
+/// at scope exit.
+struct TempDir {
+    explicit TempDir(const std::string& tag);
+    ~TempDir();
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+    std::string path;
+};
+
 /// Processes started by a test, by name; SIGKILLed at scope exit if still running. logs() is
 /// for INFO(): every process's stderr tail.
 class Fleet {

@@ -315,12 +315,8 @@ TEST_CASE("bridge: a corrupt and an oversize message on the stream are dead-lett
     INFO(f.logs());
     // Inputs: two small files, a 300 KiB one (sent in 64 KiB chunks), a 600 KiB one (over the
     // importer's 512 KiB limit).
-    const std::string dir = "/tmp/" + unique("bridge-inputs");
-    std::filesystem::create_directories(dir);
-    struct Cleanup {
-        std::string d;
-        ~Cleanup() { std::filesystem::remove_all(d); }
-    } cleanup{dir};
+    const TempDir temp("bridge-inputs");
+    const std::string& dir = temp.path;
     auto write = [&](const std::string& name, size_t size) {
         std::ofstream(dir + "/" + name, std::ios::binary) << e2e::synthetic_content(size, size);
         return e2e::synthetic_content(size, size);
@@ -438,12 +434,8 @@ TEST_CASE("bridge: a pool that expires on one host loses nothing the stream hold
 }
 
 TEST_CASE("bridge: credentials and TLS reach the server; without them nothing moves and the status says so") {
-    const std::string dir = "/tmp/" + unique("bridge-tls");
-    std::filesystem::create_directories(dir);
-    struct Cleanup {
-        std::string d;
-        ~Cleanup() { std::filesystem::remove_all(d); }
-    } cleanup{dir};
+    const TempDir temp("bridge-tls");
+    const std::string& dir = temp.path;
     std::string extra = "authorization { user: bridge, password: s3cret }\n";
     std::string scheme = "nats", tls_args;
     std::string out;
@@ -652,12 +644,8 @@ TEST_CASE("bridge: a chunked message refused for its size is re-chunked smaller 
     // frame of two full chunks and a 20 KiB tail: the tail fits and is stored on the first try,
     // the full chunks are refused, and the round is rebuilt in 32 KiB chunks.
     REQUIRE(create_stream_with_max_msg_size(cluster()->url(0), up, 50000));
-    const std::string dir = "/tmp/" + unique("bridge-rechunk");
-    std::filesystem::create_directories(dir);
-    struct Cleanup {
-        std::string d;
-        ~Cleanup() { std::filesystem::remove_all(d); }
-    } cleanup{dir};
+    const TempDir temp("bridge-rechunk");
+    const std::string& dir = temp.path;
     const std::string big = e2e::synthetic_content(7, (128 << 10) + (20 << 10));
     std::ofstream(dir + "/big", std::ios::binary) << big;
     f.start("export-a", a.cmd(export_args("uploads-ev", up, "--id exp-a --chunk-size 64K")));
@@ -707,12 +695,8 @@ TEST_CASE("bridge: an importer that acked a chunked message while its server sto
     // Objects of 64 KiB in 4 KiB chunks: 17 chunks each, deleted once the manifest is acked.
     f.start("export-a", a.cmd(bridge_bin() + " export --topic uploads-ev --stream " + up + " --to " + url + common +
                               " --id exp-a --chunk-size 4K"));
-    const std::string dir = "/tmp/" + unique("bridge-unanswered");
-    std::filesystem::create_directories(dir);
-    struct Cleanup {
-        std::string d;
-        ~Cleanup() { std::filesystem::remove_all(d); }
-    } cleanup{dir};
+    const TempDir temp("bridge-unanswered");
+    const std::string& dir = temp.path;
     for (const char* name : {"first", "restarted", "second"})
         std::ofstream(dir + "/" + name, std::ios::binary) << e2e::synthetic_content(name[0], 64 << 10);
     // Each importer stops itself once it has put and notified its first message, before the ack;
