@@ -697,7 +697,7 @@ TEST_CASE("bridge: an importer that acked a chunked message while its server sto
                               " --id exp-a --chunk-size 4K"));
     const TempDir temp("bridge-unanswered");
     const std::string& dir = temp.path;
-    for (const char* name : {"first", "restarted", "second"})
+    for (const char* name : {"first", "restarted", "second", "third", "later"})
         std::ofstream(dir + "/" + name, std::ios::binary) << e2e::synthetic_content(name[0], 64 << 10);
     // Each importer stops itself once it has put and notified its first message, before the ack;
     // then the server freezes (a host that stopped): the connection stays open, nothing answers.
@@ -738,8 +738,16 @@ TEST_CASE("bridge: an importer that acked a chunked message while its server sto
     CHECK_MESSAGE(emptied, "stream " << up << " still holds " << (left ? std::to_string(*left) : "?") << " message(s)");
     CHECK(f.stop("imp-1") == 0);
 
-    // Stopped while the server does not answer: no wait of seconds per chunk keeps SIGTERM waiting.
-    freeze_while_acking("imp-2", "second");
+    // Stopped while the server does not answer, with two more chunked messages fetched behind
+    // the one it acks: neither a wait of seconds per chunk to delete nor one per message to
+    // read the chunks of keeps SIGTERM waiting; the two go back to the stream.
+    for (const char* name : {"second", "third", "later"}) produce(a, "--topic uploads-ev " + dir + "/" + name);
+    REQUIRE(eventually([&] { return stream_message_count(url, up) == uint64_t(3 * 18); }, 20000));
+    f.start("imp-2", "env FABRIC_SHM_PAUSE_POINT=bridge.import.after_send:1 " + b.cmd(import_cmd + " --id imp-2"));
+    REQUIRE(test::wait_stopped(f["imp-2"].pid(), 30000));
+    CHECK(b.get("uploads", "second") == e2e::synthetic_content('s', 64 << 10));
+    REQUIRE(kill(node.pid(0), SIGSTOP) == 0);
+    test::resume(f["imp-2"].pid());
     const auto t0 = std::chrono::steady_clock::now();
     const int rc = f.stop("imp-2", 15000);
     const auto took_ms =

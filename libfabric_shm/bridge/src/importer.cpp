@@ -1005,7 +1005,10 @@ Result<BridgeExit> Importer::run(const std::function<bool()>& should_stop) {
             for (size_t i = 0; i < msgs.size(); ++i) {
                 natsMsg* m = msgs[i];
                 im.fetched_rest = std::span<natsMsg* const>(msgs).subspan(i + 1);
-                if (!im.local->is_open() || !im.producer) {  // pool recovery under way: give it back
+                // Pool recovery under way, or asked to stop: give it back. A stop is seen between
+                // messages, not after the whole batch: each may wait seconds for its chunks from a
+                // server that does not answer.
+                if (!im.local->is_open() || !im.producer || (should_stop && should_stop())) {
                     (void)natsMsg_Nak(m, nullptr);
                     natsMsg_Destroy(m);
                     continue;
