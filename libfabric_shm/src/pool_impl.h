@@ -60,9 +60,12 @@ struct Pool::Impl {
 namespace detail {
 
 /// The bytes create_region reserves for a region of `length` bytes: whole pages (regions are
-/// page-aligned, and no page holds two). MemObjectStore::plan reports a store's with it.
+/// page-aligned, and no page holds two). MemObjectStore::plan reports a store's with it. A
+/// length within a page of 2^64 gives the largest whole number of pages, never a rounding that
+/// wraps to 0 (which would pass any "does it fit" check).
 constexpr uint64_t region_reserved_bytes(uint64_t length) noexcept {
-    return (length + layout::kPageSize - 1) & ~(layout::kPageSize - 1);
+    constexpr uint64_t kPageMask = layout::kPageSize - 1;
+    return length > UINT64_MAX - kPageMask ? UINT64_MAX & ~kPageMask : (length + kPageMask) & ~kPageMask;
 }
 
 /// The library's access to what the public Pool and Region keep opaque.

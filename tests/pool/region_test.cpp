@@ -93,6 +93,18 @@ TEST_CASE("regions: a region larger than the free area fails with capacity_excee
     CHECK(r3.error().message.find("largest free extent") != std::string::npos);
 }
 
+TEST_CASE("regions: a length within a page of 2^64 is refused as too large, not rounded up to nothing") {
+    test::TempPool temp("huge-length", 2 << 20);
+    const size_t before = temp.pool.regions().size();
+    for (const uint64_t length : {UINT64_MAX, UINT64_MAX - 100, UINT64_MAX - 4095}) {
+        CAPTURE(length);
+        auto r = temp.pool.create_region(spec("huge", length));
+        CHECK(r.code() == Errc::capacity_exceeded);
+        if (!r) CHECK(r.error().message.find(std::to_string(length)) != std::string::npos);
+    }
+    CHECK(temp.pool.regions().size() == before);
+}
+
 TEST_CASE("regions: an expired lease fails closed, a reclaimed region makes old handles stale") {
     test::TempPool temp("failclosed", 2 << 20);
     Pool& pool = temp.pool;

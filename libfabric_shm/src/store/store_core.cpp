@@ -112,7 +112,7 @@ Result<StoreGeometry> derive_store_geometry(uint64_t pool_size, uint32_t table_e
         return make_error(Errc::invalid_argument,
                           "store table of " + std::to_string(entries) + " entries exceeds the limit 268435456");
     g.bucket_count = std::max<uint64_t>(2, pow2_ceil((entries + kSlotsPerBucket - 1) / kSlotsPerBucket));
-    const uint64_t heap_total = g.sb_count * g.sb_bytes;
+    const uint64_t heap_total = g.heap_bytes();
     g.max_object_bytes = max_object_bytes ? max_object_bytes : std::min<uint64_t>(heap_total / 4, 16ULL << 20);
     // An object takes its header and trailer besides its bytes. Compared without the sum: a
     // max_object_bytes near 2^64 would wrap it, pass, and give a store whose header bind()
