@@ -582,8 +582,9 @@ Result<Exporter::Impl::Round> Exporter::Impl::publish_round(const std::function<
 // name), so a chunk the abandoned cut stored is referenced by no manifest: in a work-queue
 // stream nothing would ever remove it (the importer deletes the chunks of the manifests it
 // acks), and in a limits stream it would take room until it aged out. Called only while the
-// round may (publish_round's may_delete_stored_chunks). Deleted are the chunks this cut stored itself, not duplicates
-// (the id's first copy may be another cut's, of a manifest already stored). Best effort, at
+// round may (publish_round's may_delete_stored_chunks). Deleted are the chunks this cut stored
+// itself, not duplicates (the id's first copy may be another cut's, of a manifest already
+// stored). Best effort, at
 // most a second in all (the group is not heart-beaten meanwhile): a chunk whose ack came late,
 // or one the server could not be asked about in time, stays (logged).
 void Exporter::Impl::delete_abandoned_chunks(const std::vector<std::unique_ptr<Outgoing>>& msgs) {
@@ -595,19 +596,14 @@ void Exporter::Impl::delete_abandoned_chunks(const std::vector<std::unique_ptr<O
     }
     if (seqs.empty()) return;
     const uint64_t end = mono_now_ns() + kNsPerSec;
-    jsOptions o;
-    jsOptions_Init(&o);
-    o.Wait = 500;
     // The sequences are the stream's as this exporter last made sure of it: in a stream
     // deleted and created again since (a publish into a deleted stream is answered by nobody,
     // so the round may not have noticed), they would name other messages.
     {
-        jsStreamInfo* si = nullptr;
+        int64_t created = 0;
         jsErrCode jerr = jsErrCode(0);
-        const natsStatus s = js_GetStreamInfo(&si, nats->js(), stream.c_str(), &o, &jerr);
-        const bool same = s == NATS_OK && si->Created == nats->stream_created();
-        jsStreamInfo_Destroy(si);
-        if (!same) {
+        const natsStatus s = nats->read_stream_created(stream, 500, &created, &jerr);
+        if (s != NATS_OK || created != nats->stream_created()) {
             record_error(std::to_string(seqs.size()) + " chunk(s) of a cut the stream refused were left in stream '" +
                          stream + "' (" +
                          (s == NATS_OK ? std::string("it was created again since they were stored")
@@ -616,6 +612,8 @@ void Exporter::Impl::delete_abandoned_chunks(const std::vector<std::unique_ptr<O
             return;
         }
     }
+    jsOptions o;
+    jsOptions_Init(&o);
     uint64_t deleted = 0, asked = 0;
     for (uint64_t seq : seqs) {
         const uint64_t now = mono_now_ns();
@@ -623,11 +621,11 @@ void Exporter::Impl::delete_abandoned_chunks(const std::vector<std::unique_ptr<O
         o.Wait = int64_t(std::max<uint64_t>(1, (end - now) / kNsPerMs));
         jsErrCode jerr = jsErrCode(0);
         const natsStatus s = js_DeleteMsg(nats->js(), stream.c_str(), seq, &o, &jerr);
-        if (s != NATS_OK && jerr == 0) break;  // the server did not answer: the rest would wait too
+        const bool gone = s != NATS_OK && message_already_gone(s, jerr);
+        if (s != NATS_OK && !gone && jerr == 0) break;  // the server did not answer: the rest would wait too
         ++asked;
         if (s == NATS_OK) ++deleted;
-        else if (jerr != JSNoMessageFoundErr && jerr != JSSequenceNotFoundErr && jerr != JSStreamMsgDeleteFailed)
-            record_error(nats_error(s, "delete chunk " + std::to_string(seq) + " of an abandoned cut", jerr).message);
+        else if (!gone) record_error(nats_error(s, "delete chunk " + std::to_string(seq) + " of an abandoned cut", jerr).message);
     }
     if (deleted > 0) note("deleted " + std::to_string(deleted) + " chunk(s) stored by the cut the stream refused");
     if (asked < seqs.size())

@@ -192,8 +192,9 @@ struct Importer::Impl {
     /// Deletes act on it only while it is fresh.
     uint64_t judged_ns = 0;
     int64_t judged_stream_created = 0;
-    /// The durable or its stream is gone (read with the lag): the loop subscribes again, which
-    /// creates it. A pull from a deleted durable is answered by nobody, so fetches only time out.
+    /// The durable or its stream is gone, or the stream is newer than the subscription (read
+    /// with the lag): the loop subscribes again, which creates them. A pull from a deleted
+    /// durable fails with an error ("Consumer Deleted") that names no lost consumer.
     bool consumer_lost = false;
     void judge_acked_chunks(const jsConsumerInfo& ci, uint64_t now);
     void give_up_chunks(size_t entries, const std::string& why);
@@ -410,15 +411,9 @@ void Importer::Impl::settle(InFlight& f) {
 // stream's sequences. (The durable's own creation time is no identity: a server reports
 // another one after a restart.)
 void Importer::Impl::judge_acked_chunks(const jsConsumerInfo& ci, uint64_t now) {
-    jsStreamInfo* si = nullptr;
-    jsOptions jo;
-    jsOptions_Init(&jo);
-    jo.Wait = 500;
+    int64_t created = 0;
     jsErrCode jerr = jsErrCode(0);
-    const natsStatus s = js_GetStreamInfo(&si, nats->js(), cfg.stream.c_str(), &jo, &jerr);
-    const int64_t created = s == NATS_OK ? si->Created : 0;
-    jsStreamInfo_Destroy(si);
-    if (s != NATS_OK) {
+    if (nats->read_stream_created(cfg.stream, 500, &created, &jerr) != NATS_OK) {
         if (jerr == JSStreamNotFoundErr) consumer_lost = true;  // its entries go once another stream is judged
         return;  // judged again in a second
     }
@@ -491,8 +486,7 @@ void Importer::Impl::delete_chunks(uint64_t now) {
             const uint64_t seq = a.chunk_seqs[a.deleted];
             jsErrCode jerr = jsErrCode(0);
             const natsStatus s = js_DeleteMsg(nats->js(), cfg.stream.c_str(), seq, &o, &jerr);
-            if (s == NATS_OK || s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr || jerr == JSSequenceNotFoundErr ||
-                jerr == JSStreamMsgDeleteFailed) {
+            if (s == NATS_OK || message_already_gone(s, jerr)) {
                 ++a.deleted;
                 a.refusals = 0;
                 continue;

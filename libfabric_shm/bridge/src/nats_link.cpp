@@ -54,6 +54,11 @@ Error nats_error(natsStatus s, std::string_view what, jsErrCode js_code) {
     return make_error(code, std::move(text));
 }
 
+bool message_already_gone(natsStatus s, jsErrCode js_code) noexcept {
+    return s == NATS_NOT_FOUND || js_code == JSNoMessageFoundErr || js_code == JSSequenceNotFoundErr ||
+           js_code == JSStreamMsgDeleteFailed;
+}
+
 Result<std::vector<std::string>> parse_server_list(std::string_view text) {
     std::vector<std::string> out;
     size_t start = 0;
@@ -232,6 +237,18 @@ void NatsLink::dispatch_ack(jsCtx* js, natsMsg* msg, jsPubAck* pa, jsPubAckErr* 
         return;
     }
     natsMsg_Destroy(msg);
+}
+
+natsStatus NatsLink::read_stream_created(const std::string& stream, int64_t wait_ms, int64_t* created,
+                                         jsErrCode* js_code) const {
+    jsOptions o;
+    jsOptions_Init(&o);
+    o.Wait = wait_ms;
+    jsStreamInfo* si = nullptr;
+    const natsStatus s = js_GetStreamInfo(&si, js_, stream.c_str(), &o, js_code);
+    if (s == NATS_OK) *created = si->Created;
+    jsStreamInfo_Destroy(si);
+    return s;
 }
 
 Status NatsLink::ensure_stream(const std::string& stream, const StreamSettings& want, std::string* note) {

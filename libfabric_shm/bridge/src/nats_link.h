@@ -24,6 +24,10 @@ namespace fabric_shm::bridge {
 /// Errc::timeout / io_error (retryable), authentication and TLS failures permission_denied.
 Error nats_error(natsStatus s, std::string_view what, jsErrCode js_code = jsErrCode(0));
 
+/// A delete or a get by sequence answered "no such message": done, for a caller deleting it.
+/// (The server answers a delete of a message already removed with JSStreamMsgDeleteFailed.)
+bool message_already_gone(natsStatus s, jsErrCode js_code) noexcept;
+
 class NatsLink {
 public:
     /// Creates the connection; when no server answers it keeps trying in the background
@@ -47,6 +51,9 @@ public:
     /// When the stream was created (UTC ns): another value means another stream of the same
     /// name, whose sequences name other messages.
     int64_t stream_created() const { return created_; }
+    /// The stream's creation time as the server tells it now (the wait bounded), to compare with
+    /// stream_created() before acting on sequences. NATS_OK and *created, or the failure.
+    natsStatus read_stream_created(const std::string& stream, int64_t wait_ms, int64_t* created, jsErrCode* js_code) const;
 
     /// Connection events, written by NATS callback threads (relaxed: counters and a state
     /// word; the loop copies them into the status region).
