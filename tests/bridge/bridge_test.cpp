@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <optional>
 #include <thread>
 
@@ -66,13 +67,23 @@ std::string wrong_results(const Host& h, int n, int size = 1024) {
     return s;
 }
 
+/// Runs fn with a JetStream context on a connection of its own to `url` (what an operator's
+/// tool would do); false when none could be made, and fn is not called.
+bool with_jetstream(const std::string& url, const std::function<void(jsCtx*)>& fn) {
+    natsConnection* nc = nullptr;
+    if (natsConnection_ConnectTo(&nc, url.c_str()) != NATS_OK) return false;
+    jsCtx* js = nullptr;
+    const bool ok = natsConnection_JetStream(&js, nc, nullptr) == NATS_OK;
+    if (ok) fn(js);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    return ok;
+}
+
 /// Stream leader, consumer leader (server names "n1".."n3"); "" when unknown.
 std::pair<std::string, std::string> leaders(const std::string& url, const std::string& stream, const std::string& durable) {
     std::pair<std::string, std::string> out;
-    natsConnection* nc = nullptr;
-    if (natsConnection_ConnectTo(&nc, url.c_str()) != NATS_OK) return out;
-    jsCtx* js = nullptr;
-    if (natsConnection_JetStream(&js, nc, nullptr) == NATS_OK) {
+    with_jetstream(url, [&](jsCtx* js) {
         jsStreamInfo* si = nullptr;
         if (js_GetStreamInfo(&si, js, stream.c_str(), nullptr, nullptr) == NATS_OK && si->Cluster && si->Cluster->Leader)
             out.first = si->Cluster->Leader;
@@ -82,22 +93,37 @@ std::pair<std::string, std::string> leaders(const std::string& url, const std::s
             ci->Cluster->Leader)
             out.second = ci->Cluster->Leader;
         jsConsumerInfo_Destroy(ci);
-        jsCtx_Destroy(js);
-    }
-    natsConnection_Destroy(nc);
+    });
     return out;
 }
 
 /// Publishes raw bytes on a subject of a stream (what a buggy or hostile publisher could do).
 bool publish_raw(const std::string& url, const std::string& subject, const std::string& payload) {
-    natsConnection* nc = nullptr;
-    if (natsConnection_ConnectTo(&nc, url.c_str()) != NATS_OK) return false;
-    jsCtx* js = nullptr;
-    bool ok = natsConnection_JetStream(&js, nc, nullptr) == NATS_OK &&
-              js_Publish(nullptr, js, subject.c_str(), payload.data(), int(payload.size()), nullptr, nullptr) == NATS_OK;
-    jsCtx_Destroy(js);
-    natsConnection_Destroy(nc);
+    bool ok = false;
+    with_jetstream(url, [&](jsCtx* js) {
+        ok = js_Publish(nullptr, js, subject.c_str(), payload.data(), int(payload.size()), nullptr, nullptr) == NATS_OK;
+    });
     return ok;
+}
+
+/// Deletes durable `durable` of stream `stream`, as an operator might.
+bool delete_durable(const std::string& url, const std::string& stream, const std::string& durable) {
+    bool ok = false;
+    with_jetstream(url, [&](jsCtx* js) {
+        ok = js_DeleteConsumer(js, stream.c_str(), durable.c_str(), nullptr, nullptr) == NATS_OK;
+    });
+    return ok;
+}
+
+/// How many messages stream `stream` holds now (nullopt when it cannot be asked).
+std::optional<uint64_t> stream_message_count(const std::string& url, const std::string& stream) {
+    std::optional<uint64_t> count;
+    with_jetstream(url, [&](jsCtx* js) {
+        jsStreamInfo* si = nullptr;
+        if (js_GetStreamInfo(&si, js, stream.c_str(), nullptr, nullptr) == NATS_OK) count = si->State.Msgs;
+        jsStreamInfo_Destroy(si);
+    });
+    return count;
 }
 
 /// True once the child has exited (a zombie not yet reaped), without reaping or killing it.
@@ -550,11 +576,8 @@ namespace {
 /// Creates a stream the way an operator might, before any bridge: the bridge's subjects, with
 /// a per-message size limit below the exporter's chunk size.
 bool create_stream_with_max_msg_size(const std::string& url, const std::string& stream, int32_t max_msg_size) {
-    natsConnection* nc = nullptr;
-    if (natsConnection_ConnectTo(&nc, url.c_str()) != NATS_OK) return false;
-    jsCtx* js = nullptr;
     bool ok = false;
-    if (natsConnection_JetStream(&js, nc, nullptr) == NATS_OK) {
+    with_jetstream(url, [&](jsCtx* js) {
         jsStreamConfig cfg;
         jsStreamConfig_Init(&cfg);
         const std::string subjects = "fabric." + stream + ".>";
@@ -581,26 +604,8 @@ bool create_stream_with_max_msg_size(const std::string& url, const std::string& 
             }
         }
         jsStreamInfo_Destroy(si);
-        jsCtx_Destroy(js);
-    }
-    natsConnection_Destroy(nc);
+    });
     return ok;
-}
-
-/// How many messages stream `stream` holds now (nullopt when it cannot be asked).
-std::optional<uint64_t> stream_message_count(const std::string& url, const std::string& stream) {
-    natsConnection* nc = nullptr;
-    if (natsConnection_ConnectTo(&nc, url.c_str()) != NATS_OK) return std::nullopt;
-    std::optional<uint64_t> count;
-    jsCtx* js = nullptr;
-    if (natsConnection_JetStream(&js, nc, nullptr) == NATS_OK) {
-        jsStreamInfo* si = nullptr;
-        if (js_GetStreamInfo(&si, js, stream.c_str(), nullptr, nullptr) == NATS_OK) count = si->State.Msgs;
-        jsStreamInfo_Destroy(si);
-        jsCtx_Destroy(js);
-    }
-    natsConnection_Destroy(nc);
-    return count;
 }
 
 /// The importer's status on host h (nullopt while it has none).
@@ -758,24 +763,6 @@ TEST_CASE("bridge: an importer that acked a chunked message while its server sto
     CHECK(b.dead_letters("jobs.dlq").empty());
     CHECK(f.stop("export-a") == 0);
 }
-
-namespace {
-
-/// Deletes durable `durable` of stream `stream`, as an operator might.
-bool delete_durable(const std::string& url, const std::string& stream, const std::string& durable) {
-    natsConnection* nc = nullptr;
-    if (natsConnection_ConnectTo(&nc, url.c_str()) != NATS_OK) return false;
-    jsCtx* js = nullptr;
-    bool ok = false;
-    if (natsConnection_JetStream(&js, nc, nullptr) == NATS_OK) {
-        ok = js_DeleteConsumer(js, stream.c_str(), durable.c_str(), nullptr, nullptr) == NATS_OK;
-        jsCtx_Destroy(js);
-    }
-    natsConnection_Destroy(nc);
-    return ok;
-}
-
-}  // namespace
 
 TEST_CASE("bridge: an importer whose durable is deleted under it creates it again and goes on importing") {
     REQUIRE_CLUSTER();
