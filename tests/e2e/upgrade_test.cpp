@@ -21,14 +21,15 @@ using namespace fabric_shm::e2e;
 
 namespace {
 
+/// `fabric-shm ARGS`: its exit status, *out what it printed (stdout and stderr).
+int run_cli(const std::string& args, std::string* out) { return sh(q(cli_bin()) + " " + args + " 2>&1", out); }
+
 struct Upgrade {
     ScratchDir dir;
     PoolFixture from{"upgrade-from"}, to{"upgrade-to"};
     std::string archive = dir.path + "/pool.fsa";
 
-    int cli(const std::string& args, std::string* out) const {
-        return sh(q(cli_bin()) + " " + args + " 2>&1", out);
-    }
+    int cli(const std::string& args, std::string* out) const { return run_cli(args, out); }
     void produce(const PoolFixture& p, const std::vector<std::string>& names) const {
         std::string files;
         for (const std::string& n : names) files += " " + q(dir.file(n, "content of " + n));
@@ -74,6 +75,26 @@ void write_archive(const std::string& path, const std::vector<nlohmann::json>& r
         REQUIRE(w->write(h, std::span(reinterpret_cast<const uint8_t*>(payload.data()), payload.size())).ok());
     }
     REQUIRE(w->finish().ok());
+}
+
+/// Archive records as `pool export` writes them: a store (0: derived from the pool), an object
+/// (its payload given to write_archive), a topic.
+nlohmann::json store_record(const std::string& name, uint64_t heap_bytes = 0, uint64_t max_object_bytes = 0) {
+    return {{"type", "store"}, {"name", name}, {"table_entries", 0}, {"heap_bytes", heap_bytes},
+            {"max_object_bytes", max_object_bytes}};
+}
+nlohmann::json object_record(const std::string& store, const std::string& key) {
+    return {{"type", "object"}, {"store", store}, {"bucket", "uploads"}, {"key", key}, {"version", 1},
+            {"content_type", ""}, {"metadata", nlohmann::json::object()}, {"created_wall_ns", 0}, {"expires_wall_ns", 0}};
+}
+nlohmann::json topic_record(const std::string& name = "ev", uint32_t partitions = 1) {
+    return {{"type", "topic"}, {"name", name}, {"num_partitions", partitions}, {"partition_capacity", 16},
+            {"partition_stride", 512}, {"on_full", "block"}, {"ttl_ns", 0}};
+}
+
+/// `fabric-shm pool import --json` of the archive at `path` into pool `pool`.
+int import_archive(const std::string& pool, const std::string& path, std::string* out) {
+    return run_cli("pool import --json --pool " + pool + " " + q(path), out);
 }
 
 }  // namespace
@@ -153,7 +174,7 @@ TEST_CASE("pool import refuses, before writing anything, an object larger than t
     StoreConfig small;  // the target's store exists already, taking objects up to 64 KiB
     small.max_object_bytes = 64 << 10;
     REQUIRE(MemObjectStore::open(u.to.pool, small).ok());
-    CHECK(u.cli("pool import --json --pool " + u.to.name + " " + q(u.archive), &out) != 0);
+    CHECK(import_archive(u.to.name, u.archive, &out) != 0);
     INFO(out);
     CHECK(out.find("\"code\":\"object_too_large\"") != std::string::npos);
     CHECK(out.find("204800 bytes") != std::string::npos);
@@ -168,14 +189,9 @@ TEST_CASE("pool import refuses, before writing anything, an object larger than a
     using nlohmann::json;
     // All fields 0: the store derives its geometry from the pool it is created in (as it does
     // with no record at all). In a 4 MiB pool: a 2 MiB heap, objects up to 512 KiB.
-    const json store = {{"type", "store"}, {"name", "default"}, {"table_entries", 0}, {"heap_bytes", 0},
-                        {"max_object_bytes", 0}};
-    const auto object = [](const char* key) {
-        return json{{"type", "object"}, {"store", "default"}, {"bucket", "uploads"}, {"key", key}, {"version", 1},
-                    {"content_type", ""}, {"metadata", json::object()}, {"created_wall_ns", 0}, {"expires_wall_ns", 0}};
-    };
-    const json topic = {{"type", "topic"}, {"name", "ev"}, {"num_partitions", 1}, {"partition_capacity", 16},
-                        {"partition_stride", 512}, {"on_full", "block"}, {"ttl_ns", 0}};
+    const json store = store_record("default");
+    const auto object = [](const char* key) { return object_record("default", key); };
+    const json topic = topic_record();
     const std::map<std::string, std::string> payloads = {{"big", std::string(600 << 10, 'b')}};
     struct Case {
         const char* what;
@@ -195,7 +211,7 @@ TEST_CASE("pool import refuses, before writing anything, an object larger than a
         const std::string path = dir.path + "/derived-" + std::to_string(i++) + ".fsa";
         write_archive(path, c.records, payloads);
         std::string out;
-        CHECK(sh(q(cli_bin()) + " pool import --json --pool " + to.name + " " + q(path) + " 2>&1", &out) != 0);
+        CHECK(import_archive(to.name, path, &out) != 0);
         INFO(out);
         CHECK(out.find("\"code\":\"object_too_large\"") != std::string::npos);
         CHECK(out.find(to.uri("uploads", "big")) != std::string::npos);
@@ -215,20 +231,16 @@ TEST_CASE("pool import refuses, before writing anything, a store record the pool
           "outgrow the pool") {
     ScratchDir dir;
     using nlohmann::json;
-    const auto store = [](const char* name, uint64_t heap, uint64_t max) {
-        return json{{"type", "store"}, {"name", name}, {"table_entries", 0}, {"heap_bytes", heap}, {"max_object_bytes", max}};
-    };
-    const json object = {{"type", "object"}, {"store", "first"}, {"bucket", "uploads"}, {"key", "a"}, {"version", 1},
-                         {"content_type", ""}, {"metadata", json::object()}, {"created_wall_ns", 0}, {"expires_wall_ns", 0}};
-    const json topic = {{"type", "topic"}, {"name", "ev"}, {"num_partitions", 1}, {"partition_capacity", 16},
-                        {"partition_stride", 512}, {"on_full", "block"}, {"ttl_ns", 0}};
+    const auto store = [](const char* name, uint64_t heap, uint64_t max) { return store_record(name, heap, max); };
+    const json object = object_record("first", "a");
+    const json topic = topic_record();
     {
         INFO("a second store whose largest object does not fit its heap: the first is not created either");
         PoolFixture to("upgrade-geometry");
         const std::string path = dir.path + "/geometry.fsa";
         write_archive(path, {store("first", 0, 0), object, store("second", 256 << 10, 1 << 20), topic});
         std::string out;
-        CHECK(sh(q(cli_bin()) + " pool import --json --pool " + to.name + " " + q(path) + " 2>&1", &out) != 0);
+        CHECK(import_archive(to.name, path, &out) != 0);
         INFO(out);
         CHECK(out.find("\"code\":\"invalid_argument\"") != std::string::npos);
         CHECK(out.find("store 'second'") != std::string::npos);
@@ -244,7 +256,7 @@ TEST_CASE("pool import refuses, before writing anything, a store record the pool
         const std::string path = dir.path + "/huge-max.fsa";
         write_archive(path, {store("first", 0, std::numeric_limits<uint64_t>::max()), object, topic});
         std::string out;
-        CHECK(sh(q(cli_bin()) + " pool import --json --pool " + to.name + " " + q(path) + " 2>&1", &out) != 0);
+        CHECK(import_archive(to.name, path, &out) != 0);
         INFO(out);
         CHECK(out.find("\"code\":\"invalid_argument\"") != std::string::npos);
         CHECK(out.find("store 'first'") != std::string::npos);
@@ -266,7 +278,7 @@ TEST_CASE("pool import refuses, before writing anything, a store record the pool
         const std::string path = dir.path + "/space.fsa";
         write_archive(path, {store("first", 4 << 20, 0), object, store("second", 4 << 20, 0), topic});
         std::string out;
-        CHECK(sh(q(cli_bin()) + " pool import --json --pool " + to.name + " " + q(path) + " 2>&1", &out) != 0);
+        CHECK(import_archive(to.name, path, &out) != 0);
         INFO(out);
         CHECK(out.find("\"code\":\"capacity_exceeded\"") != std::string::npos);
         CHECK(out.find("need " + std::to_string(need) + " bytes") != std::string::npos);
@@ -296,13 +308,8 @@ TEST_CASE("pool import refuses, before writing anything, stores and topics whose
     }
     REQUIRE(to.pool.regions().size() == settings.directory_entries - kFree);
     const size_t regions_before = to.pool.regions().size();
-    const auto store = [](const char* name) {
-        return json{{"type", "store"}, {"name", name}, {"table_entries", 0}, {"heap_bytes", 256 << 10}, {"max_object_bytes", 0}};
-    };
-    const auto topic = [](const char* name, uint32_t partitions) {
-        return json{{"type", "topic"}, {"name", name}, {"num_partitions", partitions}, {"partition_capacity", 16},
-                    {"partition_stride", 512}, {"on_full", "block"}, {"ttl_ns", 0}};
-    };
+    const auto store = [](const char* name) { return store_record(name, 256 << 10); };
+    const auto topic = [](const char* name, uint32_t partitions) { return topic_record(name, partitions); };
     struct Case {
         const char* what;
         std::vector<json> records;
@@ -323,7 +330,7 @@ TEST_CASE("pool import refuses, before writing anything, stores and topics whose
         const std::string path = dir.path + "/directory-" + std::to_string(i++) + ".fsa";
         write_archive(path, c.records);
         std::string out;
-        CHECK(sh(q(cli_bin()) + " pool import --json --pool " + to.name + " " + q(path) + " 2>&1", &out) != 0);
+        CHECK(import_archive(to.name, path, &out) != 0);
         INFO(out);
         CHECK(out.find("\"code\":\"capacity_exceeded\"") != std::string::npos);
         CHECK(out.find(c.says) != std::string::npos);
@@ -349,7 +356,7 @@ TEST_CASE("a truncated or foreign archive is refused with a typed error and noth
     const std::string cut = u.dir.path + "/cut.fsa", foreign = u.dir.path + "/foreign.fsa";
     for (size_t keep : {whole.size() - 1, whole.size() / 2, size_t(12)}) {
         std::ofstream(cut, std::ios::binary | std::ios::trunc) << whole.substr(0, keep);
-        CHECK(u.cli("pool import --json --pool " + u.to.name + " " + q(cut), &out) != 0);
+        CHECK(import_archive(u.to.name, cut, &out) != 0);
         CHECK_MESSAGE(out.find("\"code\":\"corrupt\"") != std::string::npos, out);
         CHECK(topic_count(u.to.pool) == 0);
         CHECK(count_keys(u.to.pool, "uploads") == 0);
@@ -387,7 +394,7 @@ TEST_CASE("an archive message whose declared key and header sizes do not fit its
             REQUIRE(w->finish().ok());
         }
         std::string out;
-        CHECK(u.cli("pool import --json --pool " + u.to.name + " " + q(path), &out) != 0);
+        CHECK(import_archive(u.to.name, path, &out) != 0);
         CHECK_MESSAGE(out.find("\"code\":\"corrupt\"") != std::string::npos, out);
         CHECK_MESSAGE(out.find(c.says) != std::string::npos, out);
         CHECK(topic_count(u.to.pool) == 0);
@@ -399,13 +406,9 @@ TEST_CASE("an archive whose pool, store, topic or group record has a field of th
     Upgrade u;
     using nlohmann::json;
     const json pool = {{"type", "pool"}, {"name", "crafted"}, {"size_bytes", 32u << 20}, {"layout", "5.2"}};
-    const json store = {{"type", "store"}, {"name", "default"}, {"table_entries", 0}, {"heap_bytes", 0},
-                        {"max_object_bytes", 0}};
-    const json object = {{"type", "object"}, {"store", "default"}, {"bucket", "uploads"}, {"key", "a"}, {"version", 1},
-                         {"content_type", ""}, {"metadata", json::object()}, {"created_wall_ns", 0},
-                         {"expires_wall_ns", 0}};
-    const json topic = {{"type", "topic"}, {"name", "ev"}, {"num_partitions", 1}, {"partition_capacity", 16},
-                        {"partition_stride", 512}, {"on_full", "block"}, {"ttl_ns", 0}};
+    const json store = store_record("default");
+    const json object = object_record("default", "a");
+    const json topic = topic_record();
     const json group = {{"type", "group"}, {"topic", "ev"}, {"group", "g"}, {"ttl_ns", uint64_t(60e9)},
                         {"committed", json::array({{{"partition", 0}, {"offset", 0}}})}};
     const auto with = [](json h, const char* field, json value) {
@@ -466,7 +469,7 @@ TEST_CASE("an archive whose pool, store, topic or group record has a field of th
             REQUIRE(w->finish().ok());
         }
         std::string out;
-        CHECK(u.cli("pool import --json --pool " + to.name + " " + q(path), &out) != 0);
+        CHECK(import_archive(to.name, path, &out) != 0);
         CHECK_MESSAGE(out.find("\"code\":\"corrupt\"") != std::string::npos, out);
         CHECK(topic_count(to.pool) == 0);
         CHECK(count_keys(to.pool, "uploads") == 0);
