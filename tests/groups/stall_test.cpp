@@ -1365,3 +1365,127 @@ TEST_CASE("group slots: a member stopped before it raised its fences raises none
     REQUIRE(d.ok());
     for (const auto& part : d->partitions) CHECK(part.commit_epoch == 0);
 }
+
+// ---- a claim's owner-word CAS after a pause (review: mq) ----------------------------------------
+
+namespace {
+
+ConsumerGroup* g_interloper = nullptr;  ///< the handle the pause hook joins and leaves through
+std::atomic<int> g_interlopes{0};
+
+/// At "group.claim.before_take" (the claimer drew its epoch and read the owner words, before its
+/// CASes): another member joins, takes the free partition under a newer epoch and fences it,
+/// then leaves cleanly, so the owner word is 0 again, as the paused claimer read it.
+void join_take_and_leave(const char* name) {
+    if (std::string(name) != "group.claim.before_take" || g_interlopes.load() == 0) return;
+    g_interlopes.fetch_sub(1);  // before the join: its own claim passes this point too
+    auto b = g_interloper->join("b");
+    REQUIRE_MESSAGE(b.ok(), b.error().message);
+    CHECK(b->partitions == std::vector<uint32_t>{1});
+    REQUIRE(g_interloper->leave("b").ok());
+}
+
+}  // namespace
+
+TEST_CASE("claim: a member paused before its owner-word CAS, resumed after another member took, fenced and released the partition, still gets a partition it can commit") {
+    TestPool tp("stall-claim-aba");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(2, 16)).ok());
+    auto ga = ConsumerGroup::open(tp.pool, "t", "g", 2, session(10'000'000'000ull));
+    auto gm = ConsumerGroup::open(tp.pool, "t", "g", 2, session(10'000'000'000ull));
+    auto gb = ConsumerGroup::open(tp.pool, "t", "g", 2, session(10'000'000'000ull));
+    REQUIRE((ga.ok() && gm.ok() && gb.ok()));
+    auto a = ga->join("a");
+    REQUIRE(a.ok());
+    CHECK(a->partitions == std::vector<uint32_t>{0, 1});
+    auto m = gm->join("m");  // its target is partition 1, still held by a
+    REQUIRE(m.ok());
+    CHECK(m->partitions.empty());
+    a = ga->claim("a");  // a gives partition 1 up
+    REQUIRE(a.ok());
+    CHECK(a->partitions == std::vector<uint32_t>{0});
+
+    g_interloper = &*gb;
+    g_interlopes.store(1);
+    detail::set_pause_hook(&join_take_and_leave);
+    m = gm->claim("m");  // reads owner word 0, draws E_m, "pauses"; b takes 1 (E_b > E_m), leaves
+    detail::set_pause_hook(nullptr);
+    g_interloper = nullptr;
+    CHECK(g_interlopes.load() == 0);
+    REQUIRE_MESSAGE(m.ok(), m.error().message);
+
+    auto producer = Producer::open(tp.pool, "t");
+    REQUIRE(producer.ok());
+    REQUIRE(producer->send_to(1, OutgoingMessage{bytes("v"), {}, {}}).ok());
+    ConsumerOptions co;
+    auto consumer = Consumer::open(tp.pool, "t", "g", co);
+    REQUIRE(consumer.ok());
+    // Nobody else can take partition 1 while m lives and holds its owner word: m's claims must
+    // end up with a token that passes the partition's fence (a few claims allowed).
+    bool can_commit = false;
+    Status last;
+    for (int i = 0; i < 3 && !can_commit; ++i) {
+        m = gm->claim("m");
+        REQUIRE_MESSAGE(m.ok(), m.error().message);
+        REQUIRE(m->partitions == std::vector<uint32_t>{1});
+        REQUIRE(consumer->assign(*m).ok());
+        last = consumer->commit(1, 1);
+        can_commit = last.ok() && gm->owns("m", 1);
+    }
+    auto d = describe_consumer_group(tp.pool, "t", "g");
+    REQUIRE(d.ok());
+    INFO("m's token " << m->epoch << ", partition 1 fence " << d->partitions[1].commit_epoch
+                      << ", owns " << gm->owns("m", 1) << ", commit: " << (last ? std::string("ok") : last.error().message));
+    CHECK(can_commit);
+}
+
+// A worker paused in the middle of its dead letter's send (the DLQ slot claimed, not yet
+// published) past a DLQ reader's claim timeout: the reader quarantines the claim and the
+// send returns `skipped` ("NOT delivered, send it again"). The decision is recorded and
+// owed: the worker must send it again, not end.
+TEST_CASE("dlq: a worker paused inside its dead letter's send, its claim quarantined by a DLQ reader, sends it again") {
+    TestPool tp("stall-dlq-skip", 32ull << 20);
+    const std::string name = tp.cleanup.name();
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("ds", config(1, 64)).ok());
+    REQUIRE(mgr.register_group("ds", "g").ok());
+    auto store = MemObjectStore::open(tp.pool);
+    REQUIRE(store.ok());
+    auto producer = Producer::open(tp.pool, "ds");
+    REQUIRE(producer.ok());
+    std::vector<std::pair<std::string, uint64_t>> sent;
+    sent.emplace_back("k0", upload(tp.pool, **store, *producer, "k0", "data k0"));
+    sent.emplace_back("k1", upload(tp.pool, **store, *producer, "k1", "data k1"));
+    auto reject_k0 = [](const WorkItem& item) -> Result<std::vector<uint8_t>> {
+        if (item.uri.key() == "k0") return make_error(Errc::invalid_argument, "a rejects k0");
+        return std::vector<uint8_t>(item.data.begin(), item.data.end());
+    };
+    WorkerConfig cfg = worker_config("ds", "a");
+    cfg.session_timeout_ns = 10'000'000'000ull;  // nobody else: never evicted
+    const pid_t a = worker_child(name, cfg, reject_k0, "mq.send.after_claim");  // its DLQ send
+    REQUIRE(test::wait_stopped(a));
+    {
+        ConsumerOptions co;
+        co.claim_timeout = std::chrono::milliseconds(50);
+        auto reader = Consumer::open(tp.pool, "ds.dlq", "", co);
+        REQUIRE_MESSAGE(reader.ok(), reader.error().message);
+        REQUIRE(reader->assign_all().ok());
+        REQUIRE(reader->seek(SeekPolicy::Earliest()).ok());
+        MessageBatch b;
+        uint64_t skipped = 0;
+        const uint64_t end = mono_now_ns() + 2'000'000'000ull;
+        while (skipped == 0 && mono_now_ns() < end) {
+            auto n = reader->poll(b, 16, std::chrono::milliseconds(100));
+            REQUIRE(n.ok());
+            skipped += b.skipped();
+        }
+        REQUIRE(skipped == 1);  // the paused worker's claim, quarantined
+    }
+    test::resume(a);
+    CHECK(test::wait_child(a, 20000) == 0);
+    const auto dead = dead_letters(tp.pool, "ds");
+    REQUIRE(dead.size() == 1);
+    CHECK(dead[0].value == in_uri(name, "k0").to_string());
+    CHECK(committed(tp.pool, "ds", 0) == 2);
+    check_nothing_passed(tp.pool, **store, "ds", sent);
+}

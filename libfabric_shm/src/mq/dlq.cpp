@@ -400,6 +400,13 @@ Result<SendResult> DlqRouter::dead_letter(const Message& m, uint64_t attempts, s
     headers.push_back({kDlqHeaderReason, why});
     OutgoingMessage out{m.value, m.key, headers};
     auto r = im.producer->send_to(m.partition % im.producer->num_partitions(), out);
+    // skipped: we paused inside the send past a DLQ reader's claim timeout and the claim was
+    // turned into a skip record; nothing was delivered. The decision is recorded and owed:
+    // send it again (at the tail), as long as the partition is still ours.
+    for (int again = 0; !r && r.code() == Errc::skipped && again < 8; ++again) {
+        FABRIC_TRY(im.check_fence(m, "dead letter"));
+        r = im.producer->send_to(m.partition % im.producer->num_partitions(), out);
+    }
     if (!r) return r;
     ++im.dead;
     FABRIC_TRY(ack(m));

@@ -444,6 +444,18 @@ Result<Claim> ConsumerGroup::Impl::claim(LocalMember& m, const std::function<voi
     // 5. Owned now; fence every owned partition at our epoch (zombies' commits then fail).
     for (uint32_t p = 0; p < num_partitions; ++p)
         if (mine(m, g.parts[p].owner.load(std::memory_order_seq_cst))) c.partitions.push_back(p);
+    // An owner word CASed from the value read before a pause (0 again after another member
+    // took the partition, fenced it under a newer epoch and released it) may carry a fence
+    // above our token: no commit of ours would ever pass it, and nobody else takes the
+    // partition while we live. A fresh epoch is above every fence of this registration.
+    for (uint32_t p : c.partitions)
+        if (g.parts[p].commit_epoch.load(std::memory_order_acquire) > token(m.epoch)) {
+            auto e = draw_epoch(m);
+            if (!e) return std::move(e).error();
+            m.epoch = *e;
+            g.members[m.row].epoch.store(token(m.epoch), std::memory_order_relaxed);  // diagnostics only
+            break;
+        }
     FABRIC_PAUSE_POINT("group.claim.before_fence");
     auto fenced = raise_fences(*pool, g, gref.word, c.partitions, token(m.epoch));
     if (!fenced) return std::move(fenced).error();
