@@ -1366,7 +1366,7 @@ TEST_CASE("group slots: a member stopped before it raised its fences raises none
     for (const auto& part : d->partitions) CHECK(part.commit_epoch == 0);
 }
 
-// ---- a claim's owner-word CAS after a pause (review: mq) ----------------------------------------
+// ---- a claim's owner-word CAS after a pause -----------------------------------------------
 
 namespace {
 
