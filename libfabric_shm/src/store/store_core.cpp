@@ -2147,6 +2147,7 @@ std::vector<StoreCore::Entry> StoreCore::entries(uint64_t now_mono) const {
                 const uint64_t v = buckets_[bi].slots[j].load(std::memory_order_acquire);
                 if (slot_empty(v) || slot_block(v) >= block_count()) break;
                 const uint32_t b = slot_block(v);
+                FABRIC_PAUSE_POINT("store.entries.after_slot");
                 const uint64_t w = words_[b].load(std::memory_order_acquire);
                 const uint64_t s = block_state(w);
                 if (s != kBlockCommitting && s != kBlockPublished && s != kBlockRemoving) {
@@ -2162,6 +2163,11 @@ std::vector<StoreCore::Entry> StoreCore::entries(uint64_t now_mono) const {
                 }
                 std::atomic_thread_fence(std::memory_order_acquire);
                 if (block_seq(words_[b].load(std::memory_order_relaxed)) != block_seq(w)) continue;
+                // The slot must still link that life of the block (as lookup() re-checks): between
+                // our slot load and word load the key may have been overwritten and the old block
+                // freed and taken by another key (listing that key here and missing this one), or
+                // taken by a writer that has not linked it (maybe never).
+                if (buckets_[bi].slots[j].load(std::memory_order_acquire) != v) continue;
                 if (ok && !(snap.h.expires_mono_ns && snap.h.expires_mono_ns <= now_mono))
                     out.push_back(Entry{std::move(k), snap.h.size, snap.loc.capacity, snap.h.expires_mono_ns});
                 break;
