@@ -64,6 +64,7 @@ const std::vector<FaultPoint>& fault_points() {
         {"store.remove.after_mark", P | O},
         {"store.finish_commit.before_header", P | O | R},  // a remover or repair finishing a COMMITTING block
         {"store.lookup.after_slot", kEveryone},  // every store reader and writer, and repair
+        {"store.entries.after_slot", O},  // listings (list, list_all: a tiered open tracking unlisted hot copies)
         {"store.reclaim.before_remove", kEveryone},  // repair of expired objects (every reaper, a full heap)
         {"store.remove.before_unlink", P | O},
         {"store.remove.after_unlink", P | O},

@@ -54,7 +54,12 @@ Space measure_space(const Pool& pool, const std::string& store_name) {
         return sp;
     }
     const detail::StoreCore& core = *bound->core;
-    for (const std::string& bk : core.keys(mono_now_ns())) {
+    auto keys = core.keys(mono_now_ns());
+    if (!keys) {
+        sp.error = keys.error().message;
+        return sp;
+    }
+    for (const std::string& bk : *keys) {
         const size_t slash = bk.find('/');
         auto uri = FabricUri::make(pool.name(), bk.substr(0, slash), bk.substr(slash + 1));
         if (!uri) continue;

@@ -72,8 +72,10 @@ Result<StoreWalk> walk_store(const Pool& pool, const RegionInfo& r) {
     if (!root) return std::move(root).error();
     auto bound = detail::bind_store_regions(pool, std::move(*root));
     if (!bound) return std::move(bound).error();
+    auto entries = bound->core->entries(mono_now_ns());
+    if (!entries) return std::move(entries).error();
     StoreWalk w;
-    for (detail::StoreCore::Entry& e : bound->core->entries(mono_now_ns())) {
+    for (detail::StoreCore::Entry& e : *entries) {
         const size_t slash = e.key.find('/');
         BucketUse& b = w.buckets[slash == std::string::npos ? std::string() : e.key.substr(0, slash)];
         ++b.objects;

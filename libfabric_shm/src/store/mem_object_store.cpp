@@ -720,8 +720,10 @@ Result<std::vector<std::string>> MemObjectStore::list(std::string_view pool, std
     FABRIC_TRY(validate_name("bucket", bucket));
     FABRIC_TRY(s.check_leases());
     const std::string want = std::string(bucket) + "/" + std::string(prefix);
+    auto keys = s.core->keys(mono_now_ns());
+    if (!keys) return std::move(keys).error();
     std::vector<std::string> out;
-    for (std::string& k : s.core->keys(mono_now_ns()))
+    for (std::string& k : *keys)
         if (k.compare(0, want.size(), want) == 0) out.push_back(k.substr(bucket.size() + 1));
     std::sort(out.begin(), out.end());
     out.erase(std::unique(out.begin(), out.end()), out.end());
@@ -731,7 +733,9 @@ Result<std::vector<std::string>> MemObjectStore::list(std::string_view pool, std
 Result<std::vector<std::string>> MemObjectStore::list_all() {
     StoreShared& s = *impl_->s;
     FABRIC_TRY(s.check_leases());
-    std::vector<std::string> out = s.core->keys(mono_now_ns());
+    auto keys = s.core->keys(mono_now_ns());
+    if (!keys) return std::move(keys).error();
+    std::vector<std::string> out = std::move(*keys);
     std::sort(out.begin(), out.end());
     out.erase(std::unique(out.begin(), out.end()), out.end());
     return out;

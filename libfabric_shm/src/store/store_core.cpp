@@ -37,6 +37,9 @@ constexpr uint64_t kStripeHoldLimitNs = 50 * kNsPerMs;
 constexpr uint64_t kStripeWaitLimitNs = 10 * kNsPerSec;
 /// An operation fenced this many times in a row gives up with Errc::busy.
 constexpr uint32_t kMaxRelocks = 1000;
+/// A read of one slot (a lookup, a listing's) that found the slot changed under it this many
+/// times in a row gives up with Errc::busy: only a key overwritten without pause gets there.
+constexpr int kLookupAttempts = 10000;
 
 constexpr uint64_t align64(uint64_t v) { return (v + 63) & ~uint64_t(63); }
 uint64_t pow2_ceil(uint64_t v) {
@@ -1028,7 +1031,7 @@ void StoreCore::unpin(uint32_t record, uint32_t block, OwnerToken me) noexcept {
 Result<std::optional<Found>> StoreCore::lookup(const StoreKey& key) const {
     const uint64_t home = key.hash & mask_;
     const uint8_t tag = key_tag(key.hash);
-    for (int attempt = 0; attempt < 10000; ++attempt) {
+    for (int attempt = 0; attempt < kLookupAttempts; ++attempt) {
         bool restart = false;
         for (uint64_t p = 0; p <= mask_ && !restart; ++p) {
             const uint64_t bi = (home + p) & mask_;
@@ -1098,7 +1101,8 @@ Result<std::optional<Found>> StoreCore::lookup(const StoreKey& key) const {
         }
         if (!restart) return std::optional<Found>{};
     }
-    return make_error(Errc::busy, "store lookup restarted 10000 times under concurrent overwrites");
+    return make_error(Errc::busy, "store lookup restarted " + std::to_string(kLookupAttempts) +
+                                      " times under concurrent overwrites");
 }
 
 bool StoreCore::copy_payload(const Found& f, uint8_t* out) const noexcept {
@@ -2133,20 +2137,29 @@ StoreCore::Usage StoreCore::usage() const {
     return u;
 }
 
-std::vector<std::string> StoreCore::keys(uint64_t now_mono) const {
+Result<std::vector<std::string>> StoreCore::keys(uint64_t now_mono) const {
+    auto all = entries(now_mono);
+    if (!all) return std::move(all).error();
     std::vector<std::string> out;
-    for (Entry& e : entries(now_mono)) out.push_back(std::move(e.key));
+    out.reserve(all->size());
+    for (Entry& e : *all) out.push_back(std::move(e.key));
     return out;
 }
 
-std::vector<StoreCore::Entry> StoreCore::entries(uint64_t now_mono) const {
+Result<std::vector<StoreCore::Entry>> StoreCore::entries(uint64_t now_mono) const {
     std::vector<Entry> out;
     for (uint64_t bi = 0; bi <= mask_; ++bi) {
         for (uint32_t j = 0; j < kSlotsPerBucket; ++j) {
-            for (int attempt = 0; attempt < 100; ++attempt) {
+            for (int attempt = 0;; ++attempt) {
+                if (attempt == kLookupAttempts)
+                    return make_error(Errc::busy, "store listing: slot " + std::to_string(j) + " of bucket " +
+                                                      std::to_string(bi) + " changed under " +
+                                                      std::to_string(kLookupAttempts) +
+                                                      " reads (a key overwritten without pause); list again");
                 const uint64_t v = buckets_[bi].slots[j].load(std::memory_order_acquire);
                 if (slot_empty(v) || slot_block(v) >= block_count()) break;
                 const uint32_t b = slot_block(v);
+                FABRIC_PAUSE_POINT("store.entries.after_slot");
                 const uint64_t w = words_[b].load(std::memory_order_acquire);
                 const uint64_t s = block_state(w);
                 if (s != kBlockCommitting && s != kBlockPublished && s != kBlockRemoving) {
@@ -2162,6 +2175,11 @@ std::vector<StoreCore::Entry> StoreCore::entries(uint64_t now_mono) const {
                 }
                 std::atomic_thread_fence(std::memory_order_acquire);
                 if (block_seq(words_[b].load(std::memory_order_relaxed)) != block_seq(w)) continue;
+                // The slot must still link that life of the block (as lookup() re-checks): between
+                // our slot load and word load the key may have been overwritten and the old block
+                // freed and taken by another key (listing that key here and missing this one), or
+                // taken by a writer that has not linked it (maybe never).
+                if (buckets_[bi].slots[j].load(std::memory_order_acquire) != v) continue;
                 if (ok && !(snap.h.expires_mono_ns && snap.h.expires_mono_ns <= now_mono))
                     out.push_back(Entry{std::move(k), snap.h.size, snap.loc.capacity, snap.h.expires_mono_ns});
                 break;

@@ -224,8 +224,8 @@ public:
         double probe_buckets_hit = 0, probe_buckets_miss = 0;
     };
     Usage usage() const;
-    /// Keys (bucket/key) in the table, unsorted, expired ones skipped.
-    std::vector<std::string> keys(uint64_t now_mono) const;
+    /// Keys (bucket/key) in the table, unsorted, expired ones skipped. busy as entries().
+    Result<std::vector<std::string>> keys(uint64_t now_mono) const;
     /// One live object as the table and its header say (a racy snapshot, for tools).
     struct Entry {
         std::string key;               ///< "bucket/key"
@@ -233,8 +233,10 @@ public:
         uint64_t block_bytes = 0;      ///< heap bytes its block takes (header, trailer, rounding)
         uint64_t expires_mono_ns = 0;  ///< 0: no TTL
     };
-    /// Every live object (expired ones skipped), in table order.
-    std::vector<Entry> entries(uint64_t now_mono) const;
+    /// Every live object (expired ones skipped), in table order. busy when one slot changed
+    /// under every one of lookup()'s 10000 reads (a key overwritten without pause): never a
+    /// listing that silently lacks a key present throughout.
+    Result<std::vector<Entry>> entries(uint64_t now_mono) const;
 
     uint64_t class_size(uint32_t c) const { return class_sizes_[c]; }
 
