@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "crash_point.h"
 #include "fabric_shm/clock.h"
 #include "fabric_shm/registry.h"
 #include "layout/metrics_layout.h"
@@ -248,6 +249,7 @@ Result<uint32_t> find_or_create_key(Pool& pool, std::byte* data, const std::stri
         if (!keys[free_index].word.compare_exchange_strong(expected, (uint64_t(kKeyCreating) << 56) | pool.self(),
                                                            std::memory_order_acq_rel, std::memory_order_relaxed))
             continue;
+        FABRIC_PAUSE_POINT("metrics.key.claimed");
         store_key_name(keys[free_index], name);
         // Release: the name is visible to whoever acquires LIVE.
         keys[free_index].word.store(uint64_t(kKeyLive) << 56, std::memory_order_release);
