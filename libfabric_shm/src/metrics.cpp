@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "crash_point.h"
 #include "fabric_shm/clock.h"
 #include "fabric_shm/registry.h"
 #include "layout/metrics_layout.h"
@@ -248,9 +249,15 @@ Result<uint32_t> find_or_create_key(Pool& pool, std::byte* data, const std::stri
         if (!keys[free_index].word.compare_exchange_strong(expected, (uint64_t(kKeyCreating) << 56) | pool.self(),
                                                            std::memory_order_acq_rel, std::memory_order_relaxed))
             continue;
+        FABRIC_PAUSE_POINT("metrics.key.claimed");
         store_key_name(keys[free_index], name);
-        // Release: the name is visible to whoever acquires LIVE.
-        keys[free_index].word.store(uint64_t(kKeyLive) << 56, std::memory_order_release);
+        // Release: the name is visible to whoever acquires LIVE. A CAS from our own CREATING
+        // word: a claim reset meanwhile (its creator judged dead) is not published over the
+        // key another recorder made there since.
+        uint64_t mine = (uint64_t(kKeyCreating) << 56) | pool.self();
+        if (!keys[free_index].word.compare_exchange_strong(mine, uint64_t(kKeyLive) << 56, std::memory_order_release,
+                                                           std::memory_order_relaxed))
+            continue;
         return free_index;
     }
     return make_error(Errc::timeout, "latency key in pool '" + pool.name() + "' stayed half-created");
@@ -416,7 +423,8 @@ uint64_t fold_dead_latency_shards(const Pool& pool, const RegionInfo& region, ui
     for (uint32_t i = 0; i < kMetricsKeys; ++i) {
         uint64_t w = keys[i].word.load(std::memory_order_acquire);
         if ((w >> 56) != kKeyCreating) continue;
-        if (reg.liveness(OwnerToken(w), MonoClock::from_ns(now_ns)) != Liveness::certainly_dead) continue;
+        // By pid (process_liveness): a creator that is only paused writes the name when it resumes.
+        if (reg.process_liveness(OwnerToken(w), MonoClock::from_ns(now_ns)) != Liveness::certainly_dead) continue;
         notes.push_back(std::string(dry_run ? "would reset" : "reset") + " latency key " + std::to_string(i) +
                         " left half-created by dead token " + std::to_string(OwnerToken(w)));
         if (!dry_run) {
@@ -431,7 +439,8 @@ uint64_t fold_dead_latency_shards(const Pool& pool, const RegionInfo& region, ui
         if (state != kShardOwned && state != kShardFolding) continue;
         const uint32_t k = shard_word_key(w);
         if (k >= kMetricsKeys) continue;  // corrupt word: leave it for --check
-        if (reg.liveness(shard_word_token(w), MonoClock::from_ns(now_ns)) != Liveness::certainly_dead) continue;
+        // By pid: a shard's owner (and a folder) writes its cells with plain stores when it resumes.
+        if (reg.process_liveness(shard_word_token(w), MonoClock::from_ns(now_ns)) != Liveness::certainly_dead) continue;
         ++folded;
         notes.push_back(std::string(dry_run ? "would fold" : "folded") + " latency shard " + std::to_string(s) +
                         " of dead token " + std::to_string(shard_word_token(w)) + " into key " + std::to_string(k));

@@ -104,10 +104,13 @@ Result<Region> Pool::create_region(const RegionSpec& spec) {
         return make_error(Errc::invalid_argument, "region name '" + spec.name + "' must be 1-" +
                                                       std::to_string(kRegionNameBytes - 1) + " bytes");
     const uint64_t length = detail::region_reserved_bytes(spec.length);
-    if (spec.length == 0 || length > impl_->header()->data_size)
+    // The region area from the mapping and the layout, never from the header: its fields were
+    // validated at open, but any writer may rewrite them since (threat-model.md).
+    const uint64_t area_begin = kDataOffset, area_end = impl_->size;
+    if (spec.length == 0 || length > area_end - area_begin)
         return make_error(Errc::capacity_exceeded, "region '" + spec.name + "' of " + std::to_string(spec.length) +
                                                        " bytes does not fit the pool's region area of " +
-                                                       format_bytes(impl_->header()->data_size) + " (raise with --size)");
+                                                       format_bytes(area_end - area_begin) + " (raise with --size)");
     uint64_t now = mono_now_ns();
     if (lifecycle_state(impl_->header()->lifecycle.load(std::memory_order_acquire)) != kPoolLive)
         return make_error(Errc::stale_generation, "pool '" + impl_->name + "' has been removed");
@@ -198,8 +201,8 @@ Result<Region> Pool::create_region(const RegionSpec& spec) {
                 return make_error(Errc::stale_generation, "parent region of '" + spec.name + "' no longer exists");
         }
         std::sort(used.begin(), used.end(), [](const Extent& a, const Extent& b) { return a.begin < b.begin; });
-        uint64_t cursor = h.data_offset;
-        const uint64_t end = h.data_offset + h.data_size;
+        uint64_t cursor = area_begin;
+        const uint64_t end = area_end;
         bool found = false;
         uint64_t largest = 0;
         for (const Extent& x : used) {
@@ -296,7 +299,7 @@ Result<Region> Pool::open_region(RegionRef ref) const {
     }
     const uint64_t off = e.offset.load(std::memory_order_relaxed);
     const uint64_t len = e.length.load(std::memory_order_relaxed);
-    if (!impl_->in_bounds(off, len) || off < impl_->header()->data_offset || len == 0) {
+    if (!impl_->in_bounds(off, len) || off < kDataOffset || len == 0) {
         if (attached) detach_bit(*impl_, ref.index);
         return make_error(Errc::corrupt, "region '" + name + "' extent [" + std::to_string(off) + ", +" +
                                              std::to_string(len) + ") is outside the " + std::to_string(size()) +

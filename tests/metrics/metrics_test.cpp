@@ -316,3 +316,47 @@ TEST_CASE("reaper: a region removed while its kind's hook runs in it is not recl
     for (const RegionInfo& r : pool.regions()) gone = gone && r.kind != uint32_t(RegionKind::metrics);
     CHECK(gone);
 }
+
+namespace {
+Pool* g_judge = nullptr;
+bool g_key_hook_done = false;
+/// At "metrics.key.claimed" (a recorder claimed a FREE key, CREATING, before its name and LIVE):
+/// the claimant stays past its declared heartbeat timeout while another process reaps and then
+/// records under another key.
+void reap_and_record_elsewhere(const char* name) {
+    if (std::string(name) != "metrics.key.claimed" || !g_judge || g_key_hook_done) return;
+    g_key_hook_done = true;
+    ::usleep(200 * 1000);  // past the claimant's 50 ms heartbeat timeout: it is only paused
+    (void)g_judge->reap(MonoClock::now(), false, false);
+    auto other = LatencyRecorder::open(*g_judge, "t2", "g2");
+    REQUIRE(other);
+    for (int i = 0; i < 5; ++i) other->record(1000);
+}
+}  // namespace
+
+TEST_CASE("latency keys: a creator paused past its heartbeat timeout does not overwrite the key another recorder made") {
+    test::TempPool temp("key-late", 4 << 20);
+    {  // the metrics region exists, held by nobody's recorder
+        auto first = LatencyRecorder::open(temp.pool, "t0", "g0");
+        REQUIRE(first);
+    }
+    OpenOptions oo;
+    oo.heartbeat_timeout = std::chrono::milliseconds(50);
+    oo.reap_on_open = false;
+    auto paused = Pool::open(temp.name(), oo);
+    REQUIRE(paused);
+    g_judge = &temp.pool;
+    g_key_hook_done = false;
+    detail::set_pause_hook(&reap_and_record_elsewhere);
+    auto late = LatencyRecorder::open(*paused, "t1", "g1");
+    detail::set_pause_hook(nullptr);
+    g_judge = nullptr;
+    REQUIRE(g_key_hook_done);
+    auto stats = read_latency(temp.pool);
+    REQUIRE(stats);
+    std::string seen;
+    for (const auto& k : *stats) seen += " " + k.topic + "/" + k.group + "=" + std::to_string(k.histogram.count());
+    const LatencyKeyStats* t2 = find_key(*stats, "t2", "g2");
+    CHECK_MESSAGE(t2 != nullptr, "keys:" << seen);
+    if (t2) CHECK_MESSAGE(t2->histogram.count() == 5, "keys:" << seen);
+}

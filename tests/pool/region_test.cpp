@@ -3,10 +3,12 @@
 // repair of half-created entries, orphans, and directory lock takeover.
 #include <doctest/doctest.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <optional>
 
@@ -447,4 +449,41 @@ TEST_CASE("regions: a repair of a dead reclaimer's mark that finds the entry mov
     REQUIRE(layout::entry_word_state(now_word) == layout::kEntryFree);
     CHECK_FALSE(detail::unmark_dead_reclaim(pool, e, seen));  // so the caller answers busy, not "renewed"
     CHECK(e.word.load() == now_word);
+}
+
+TEST_CASE("regions: a header whose data area was rewritten after the open never places a region outside the mapping") {
+    // A writer may corrupt the pool header after another process validated it at open
+    // (threat-model.md: readers then get an error, never a write outside the mapping).
+    // create_region re-reads data_offset / data_size from the live header for every placement.
+    test::TempPool temp("hdr-area", 1 << 20);
+    const std::string name = temp.name();
+    const pid_t child = test::fork_child([&] {
+        auto pool = Pool::open(name);
+        if (!pool) return 20;
+        // Whatever lies after the mapping: our own sentinel where the address is free.
+        std::byte* const after = detail::pool_base(*pool) + pool->size();
+        void* guard = ::mmap(after, 1 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+        if (guard != MAP_FAILED) std::memset(guard, 0xAA, 1 << 20);
+        auto& h = detail::pool_header(*pool);
+        const uint64_t area = h.data_size;
+        // First region: most of the real area, so that the next placement starts near the end.
+        auto a = pool->create_region(spec("a", area - 64 * 1024));
+        if (!a) return 21;
+        h.data_size = uint64_t(1) << 40;  // another writer's corruption, after our validation
+        auto b = pool->create_region(spec("b", 512 * 1024));  // < 1 MiB: zeroed with memset
+        if (guard != MAP_FAILED) {
+            const auto* g = static_cast<const unsigned char*>(guard);
+            if (!std::all_of(g, g + (1 << 20), [](unsigned char c) { return c == 0xAA; })) return 4;  // wrote past the mapping
+        }
+        // Else another mapping lies there: typically the parent's mapping of this same pool
+        // (inherited), whose header, registry and directory a write past ours zeroes.
+        if (detail::pool_header(temp.pool).magic.load() != layout::kPoolMagic) return 5;
+        if (b && (b->offset() + b->length() > pool->size())) return 3;  // a region past the mapping
+        return 0;
+    });
+    const int rc = test::wait_child(child, 20000);
+    CHECK_MESSAGE(rc == 0, "child exited " << rc
+                                           << " (4, 5: memory after the mapping was overwritten (5: the pool's header, "
+                                              "through the mapping next to it); 3: a region was placed past "
+                                              "the mapping; 139: SIGSEGV)");
 }
