@@ -112,8 +112,12 @@ PidProbe probe_pid(uint32_t pid) {
     }
     char buf[1024];
     const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+    const int read_errno = errno;
     ::close(fd);
-    if (n <= 0) return probe;  // raced with exit
+    // 0 or ESRCH: it exited after the open. Any other failure (EINTR, ENOMEM, ...) says nothing
+    // about the process: maybe alive, start time unknown, never "certainly dead".
+    if (n < 0 && read_errno != ESRCH) probe.exists = true;
+    if (n <= 0) return probe;
     buf[n] = '\0';
     probe.exists = true;
     // comm may contain spaces and ')': fields resume after the LAST ')'.

@@ -32,6 +32,7 @@ const std::vector<FaultPoint>& fault_points() {
         {"lease.renew.checked", O},              // the side pool's short leases: checked, nothing written
         {"lease.renew.after_extend", O},
         {"lease.renew.confirmed", O},            // generation confirmed; the tagged fields not written yet
+        {"metrics.key.claimed", W},            // a worker creating its latency key
         // registry.cpp
         {"registry.register.claimed", kEveryone},
         {"registry.register.before_publish", kEveryone},
