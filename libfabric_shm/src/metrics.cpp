@@ -427,11 +427,13 @@ uint64_t fold_dead_latency_shards(const Pool& pool, const RegionInfo& region, ui
         if (reg.process_liveness(OwnerToken(w), MonoClock::from_ns(now_ns)) != Liveness::certainly_dead) continue;
         notes.push_back(std::string(dry_run ? "would reset" : "reset") + " latency key " + std::to_string(i) +
                         " left half-created by dead token " + std::to_string(OwnerToken(w)));
-        if (!dry_run) {
-            for (auto& n : keys[i].name) n.store(0, std::memory_order_relaxed);
+        FABRIC_PAUSE_POINT("metrics.key.reset.judged");
+        // The reset is this one CAS and nothing before it: a reaper paused here while another
+        // reset the key and a recorder named it and made it LIVE would otherwise write over that
+        // name when it resumes. The name needs no clearing: a creator writes every word of it.
+        if (!dry_run)
             keys[i].word.compare_exchange_strong(w, uint64_t(kKeyFree) << 56, std::memory_order_release,
                                                  std::memory_order_relaxed);
-        }
     }
     for (uint32_t s = 0; s < kMetricsShards; ++s) {
         uint64_t w = shards[s].word.load(std::memory_order_acquire);

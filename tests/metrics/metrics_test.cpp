@@ -18,6 +18,7 @@
 #include "../support/test_support.h"
 #include "region_kinds.h"
 #include "crash_point.h"
+#include "pool_impl.h"
 
 using namespace fabric_shm;
 
@@ -352,6 +353,68 @@ TEST_CASE("latency keys: a creator paused past its heartbeat timeout does not ov
     detail::set_pause_hook(nullptr);
     g_judge = nullptr;
     REQUIRE(g_key_hook_done);
+    auto stats = read_latency(temp.pool);
+    REQUIRE(stats);
+    std::string seen;
+    for (const auto& k : *stats) seen += " " + k.topic + "/" + k.group + "=" + std::to_string(k.histogram.count());
+    const LatencyKeyStats* t2 = find_key(*stats, "t2", "g2");
+    CHECK_MESSAGE(t2 != nullptr, "keys:" << seen);
+    if (t2) CHECK_MESSAGE(t2->histogram.count() == 5, "keys:" << seen);
+}
+
+namespace {
+Pool* g_second_reaper = nullptr;
+bool g_reset_hook_done = false;
+/// At "metrics.key.reset.judged" (a reaper judged a half-created key's creator dead, before it
+/// resets the key): the reaper stays paused while a second reaper resets the key and a
+/// recorder of another name claims it, names it and records.
+void reset_and_record_meanwhile(const char* name) {
+    if (std::string(name) != "metrics.key.reset.judged" || !g_second_reaper || g_reset_hook_done) return;
+    g_reset_hook_done = true;
+    (void)g_second_reaper->reap(MonoClock::now(), false, false);
+    auto other = LatencyRecorder::open(*g_second_reaper, "t2", "g2");
+    REQUIRE(other);
+    for (int i = 0; i < 5; ++i) other->record(1000);
+}
+}  // namespace
+
+TEST_CASE("latency keys: a reaper paused before resetting a dead creator's key leaves the key another recorder made meanwhile intact") {
+    test::TempPool temp("key-reset-late", 4 << 20);
+    {  // the metrics region exists, with key 0 live
+        auto first = LatencyRecorder::open(temp.pool, "t0", "g0");
+        REQUIRE(first);
+    }
+    OwnerToken dead = 0;
+    {  // a registration that has ended: its token is certainly dead
+        OpenOptions oo;
+        oo.reap_on_open = false;
+        auto gone = Pool::open(temp.name(), oo);
+        REQUIRE(gone);
+        dead = gone->self();
+    }
+    REQUIRE(dead != 0);
+    REQUIRE(dead != temp.pool.self());
+    // Forge the crash state: the first free key claimed (CREATING) by the dead token.
+    layout::MetricsKey* keys = nullptr;
+    for (const RegionInfo& r : temp.pool.regions())
+        if (r.kind == uint32_t(RegionKind::metrics))
+            keys = reinterpret_cast<layout::MetricsKey*>(detail::pool_base(temp.pool) + r.offset + layout::kMetricsKeysOffset);
+    REQUIRE(keys != nullptr);
+    uint32_t forged = layout::kMetricsKeys;
+    for (uint32_t i = 0; i < layout::kMetricsKeys && forged == layout::kMetricsKeys; ++i) {
+        uint64_t expected = uint64_t(layout::kKeyFree) << 56;
+        if (keys[i].word.compare_exchange_strong(expected, (uint64_t(layout::kKeyCreating) << 56) | dead)) forged = i;
+    }
+    REQUIRE(forged < layout::kMetricsKeys);
+
+    g_second_reaper = &temp.pool;
+    g_reset_hook_done = false;
+    detail::set_pause_hook(&reset_and_record_meanwhile);
+    (void)temp.pool.reap(MonoClock::now(), false, false);  // pauses after judging the creator dead
+    detail::set_pause_hook(nullptr);
+    g_second_reaper = nullptr;
+    REQUIRE(g_reset_hook_done);
+
     auto stats = read_latency(temp.pool);
     REQUIRE(stats);
     std::string seen;

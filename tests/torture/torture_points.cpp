@@ -33,6 +33,7 @@ const std::vector<FaultPoint>& fault_points() {
         {"lease.renew.after_extend", O},
         {"lease.renew.confirmed", O},            // generation confirmed; the tagged fields not written yet
         {"metrics.key.claimed", W},            // a worker creating its latency key
+        {"metrics.key.reset.judged", kEveryone},  // repair of a key whose creator died (every reap)
         // registry.cpp
         {"registry.register.claimed", kEveryone},
         {"registry.register.before_publish", kEveryone},
