@@ -538,6 +538,69 @@ TEST_CASE("worker: paused before its result put, taken over, its result removed:
     CHECK(dead_letters(tp.pool, "tk").empty());
 }
 
+namespace {
+
+/// Reads `topic` from its start with a 20 ms claim timeout until it steps over a claim (a skip
+/// record), as any reader does once a claimer stays stopped past the claim timeout; the skip
+/// records it passed.
+uint64_t skip_stopped_claim(const Pool& pool, const std::string& topic) {
+    ConsumerOptions co;
+    co.claim_timeout = std::chrono::milliseconds(20);
+    auto c = Consumer::open(pool, topic, "", co);
+    REQUIRE_MESSAGE(c.ok(), c.error().message);
+    REQUIRE(c->assign_all().ok());
+    REQUIRE(c->seek(SeekPolicy::Earliest()).ok());
+    MessageBatch batch;
+    uint64_t skipped = 0;
+    for (int round = 0; skipped == 0 && round < 100; ++round) {
+        auto n = c->poll(batch, 4, std::chrono::milliseconds(50));
+        REQUIRE_MESSAGE(n.ok(), n.error().message);
+        skipped += batch.skipped();
+    }
+    return skipped;
+}
+
+}  // namespace
+
+// A worker stopped between its forward's claim in the next topic and the publish, past the
+// next topic's claim timeout: a reader there steps over the claim, and the late publish fails
+// with `skipped` (the notification was not delivered). The result is written, so nothing is
+// lost, but that error ended the worker. It now forwards again (its next hand-out finds the
+// result) and goes on.
+TEST_CASE("worker: stopped inside its forward past the next topic's claim timeout, it forwards again and goes on") {
+    TestPool tp("stall-forward-skip", 32ull << 20);
+    const std::string name = tp.cleanup.name();
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("fw", config(1, 64)).ok());
+    REQUIRE(mgr.register_group("fw", "g").ok());
+    REQUIRE(mgr.create("fw-next", config(1, 16)).ok());
+    auto store = MemObjectStore::open(tp.pool);
+    REQUIRE(store.ok());
+    auto producer = Producer::open(tp.pool, "fw");
+    REQUIRE(producer.ok());
+    std::vector<std::pair<std::string, uint64_t>> sent;
+    sent.emplace_back("k0", upload(tp.pool, **store, *producer, "k0", "data k0"));
+    WorkerConfig cfg = worker_config("fw", "w");
+    cfg.next_topic = "fw-next";
+    const pid_t w = worker_child(name, cfg, copy, "mq.send.after_claim:1");
+    REQUIRE(test::wait_stopped(w));  // k0's result written; its forward claimed, not published
+    CHECK(skip_stopped_claim(tp.pool, "fw-next") == 1);
+    test::resume(w);
+    CHECK(test::wait_child(w) == 0);  // not ended by the skipped publish
+    CHECK(committed(tp.pool, "fw", 0) == 1);
+    check_nothing_passed(tp.pool, **store, "fw", sent);
+    // The next topic holds the skip record, then the notification sent again.
+    auto next = Consumer::open(tp.pool, "fw-next", "");
+    REQUIRE(next.ok());
+    REQUIRE(next->assign_all().ok());
+    REQUIRE(next->seek(SeekPolicy::Earliest()).ok());
+    MessageBatch batch;
+    REQUIRE(next->poll(batch, 4, Duration::zero()).value() == 1);
+    CHECK(batch[0].offset == 1);
+    CHECK(batch[0].value_str() == result_uri(name, "k0").to_string());
+    CHECK(dead_letters(tp.pool, "fw").empty());
+}
+
 // ---- fenced dead letters ----------------------------------------------------------------------
 
 // A decides to dead-letter k0 (its processor rejects it) and pauses before the dead letter is
