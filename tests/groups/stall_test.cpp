@@ -5,7 +5,8 @@
 // put never lets a commit pass the message, dead letters fenced like commits (deterministic
 // pause points between the decision and the write), heartbeats that keep the group's lease, a
 // group lock held by a live, paused process (commits and an evicted member's rejoin delayed),
-// and a member evicted again while paused inside its rejoin.
+// a member evicted again while paused inside its rejoin, and a worker stopped inside a send (its
+// forward, a dead letter) past the topic's claim timeout, whose publish a reader skipped.
 #include <doctest/doctest.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -760,6 +761,39 @@ TEST_CASE("worker: a full dead-letter topic makes the worker wait, not exit; roo
     const auto rest = dead_letters(tp.pool, "df");
     REQUIRE(rest.size() == size_t(kPoison - 256));
     for (size_t i = 0; i < rest.size(); ++i) CHECK(rest[i].offset == 256 + i);
+}
+
+// The same stall inside a dead letter's send: the DLQ's reader steps over the stopped
+// worker's claim, and the late publish fails with `skipped`. The decision was recorded (a
+// successor would send the letter), but the error ended the worker; it now sends the letter
+// again, as after a busy or full DLQ.
+TEST_CASE("dlq: a worker stopped inside a dead letter's send past the DLQ's claim timeout sends it again and goes on") {
+    TestPool tp("stall-dlq-skip", 32ull << 20);
+    const std::string name = tp.cleanup.name();
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("ds", config(1, 64)).ok());
+    REQUIRE(mgr.register_group("ds", "g").ok());
+    auto store = MemObjectStore::open(tp.pool);
+    REQUIRE(store.ok());
+    auto producer = Producer::open(tp.pool, "ds");
+    REQUIRE(producer.ok());
+    upload(tp.pool, **store, *producer, "k0", "data k0");
+    upload(tp.pool, **store, *producer, "k1", "data k1");
+    auto reject_k0 = [](const WorkItem& item) -> Result<std::vector<uint8_t>> {
+        if (item.uri.key() == "k0") return make_error(Errc::invalid_argument, "poison");  // permanent
+        return std::vector<uint8_t>(item.data.begin(), item.data.end());
+    };
+    const pid_t w = worker_child(name, worker_config("ds", "w"), reject_k0, "mq.send.after_claim:1");
+    REQUIRE(test::wait_stopped(w));  // k0's dead letter recorded and claimed in the DLQ, not published
+    CHECK(skip_stopped_claim(tp.pool, "ds.dlq") == 1);
+    test::resume(w);
+    CHECK(test::wait_child(w) == 0);  // not ended by the skipped publish
+    CHECK(committed(tp.pool, "ds", 0) == 2);
+    const auto dead = dead_letters(tp.pool, "ds");
+    REQUIRE(dead.size() == 1);  // sent again once; the skip record is no dead letter
+    CHECK(dead[0].offset == 0);
+    CHECK(dead[0].reason.find("poison") != std::string::npos);
+    CHECK(get_text_of(**store, result_uri(name, "k1")) == "data k1");
 }
 
 TEST_CASE("group: heartbeats keep the group's registration alive past its lease TTL") {

@@ -1037,8 +1037,10 @@ Status WorkerLoop::Impl::refused(Part& part, Slot& s, const Error& e, std::strin
     }
     // busy: a live, paused process holds a lock we need. back_pressure: the dead-letter topic
     // is full (its readers are behind); the message waits, as any message waits on a full
-    // topic, and the rest of the window goes on meanwhile.
-    if (e.code == Errc::busy || e.code == Errc::back_pressure) {
+    // topic, and the rest of the window goes on meanwhile. skipped: we were stopped between
+    // the dead letter's claim and its publish past the DLQ's claim timeout, and a reader
+    // stepped over the claim: nothing was sent, so it is sent again.
+    if (e.code == Errc::busy || e.code == Errc::back_pressure || e.code == Errc::skipped) {
         note(std::string(what) + " delayed: " + e.message);
         // A full DLQ is retried less often: each try blocks up to the DLQ producer's timeout
         // (1 s), and a try every 10 ms would keep the loop blocked nearly all the time.
@@ -1066,7 +1068,7 @@ Status WorkerLoop::Impl::dead_letter_slot(Part& part, Slot& s, const Message& m,
     auto sent = router->dead_letter(m, attempts, reason);
     if (!sent) {
         // Retried later (refused() below): the decision is kept, and maybe recorded already.
-        if (sent.code() == Errc::busy || sent.code() == Errc::back_pressure) {
+        if (sent.code() == Errc::busy || sent.code() == Errc::back_pressure || sent.code() == Errc::skipped) {
             s.dlq_owed = true;
             s.dlq_attempts = attempts;
             s.dlq_reason = reason;
