@@ -1031,6 +1031,57 @@ TEST_CASE("async worker: a reassignment whose refunds find the group's lock held
             CHECK(pool_attempts(f, p, 0) == 1);
 }
 
+// A member evicted while its handler ran (stalled past its session timeout) that cannot rejoin
+// yet: a paused process holds the group's lock, so its rejoin waits and fails busy, and the new
+// owner's fence, raised under the same lock, is not up yet. Before, the member kept handing out
+// the partition it had lost, every ~2 s while the holder stayed paused: each hand-out passed
+// begin()'s fence check and counted an attempt, each result put was refused (lost), and the new
+// owner then found the message past its last attempt and dead-lettered a message that had never
+// failed.
+TEST_CASE("async worker: an evicted member whose rejoin waits for a paused lock holder hands out nothing of the partition it lost") {
+    Fixture f("async-evicted-waiting");
+    f.upload("k0", "data");
+    WorkerConfig ca = f.cfg("a", 1), cb = f.cfg("b", 1);
+    for (WorkerConfig* c : {&ca, &cb}) {
+        c->max_attempts = 2;  // one hand-out counted by the zombie would make b dead-letter it
+        c->session_timeout_ns = 200'000'000;
+    }
+    auto a = WorkerLoop::open(f.tp.pool, ca);
+    REQUIRE(a.ok());
+    auto b = WorkerLoop::open(f.tp.pool, cb);
+    REQUIRE(b.ok());
+    REQUIRE(a->stats().partitions == std::vector<uint32_t>{0});
+    auto running = acquire_n(*a, 1);  // a's handler runs; a then stalls past its session timeout
+    REQUIRE(running.size() == 1);
+    CHECK(running[0].item().attempt == 1);
+    std::this_thread::sleep_for(350ms);
+    const PausedProcess holder(f.tp.pool.name());
+    mq::GroupSlot* slot = live_group_slot(f.tp.pool, "t");
+    REQUIRE(slot != nullptr);
+    slot->lock.store(holder.token);  // a process paused inside the group's lock
+    (void)b->service();  // b evicts a and takes partition 0's owner word; its fence waits for the lock: busy
+    // a resumes: its handler's result is refused (the partition is b's), and a goes on, its
+    // rejoin refused as busy.
+    REQUIRE(a->complete(std::move(running[0]), upper(running[0])).ok());
+    std::this_thread::sleep_for(20ms);  // past the 10 ms after which a lost message may go out again
+    std::vector<WorkTicket> none(1);
+    auto n = a->acquire(std::span(none), 50ms);  // its rejoin waits for the lock (2 s): busy
+    REQUIRE_MESSAGE(n.ok(), n.error().message);
+    CHECK(*n == 0);
+    CHECK(a->stats().partitions.empty());
+    CHECK(pool_attempts(f, 0, 0) == 1);  // a's one hand-out, presumed dead with it
+    CHECK(f.result_text("k0") == "<absent>");
+
+    slot->lock.store(0);  // the holder resumes and releases
+    service_until(*b, [&] { return b->stats().partitions == std::vector<uint32_t>{0}; });
+    auto t = acquire_n(*b, 1);
+    REQUIRE_MESSAGE(t.size() == 1, "b dead-lettered it: ", b->stats().dead_lettered, " dead letter(s)");
+    CHECK(t[0].item().attempt == 2);
+    REQUIRE(b->complete(std::move(t[0]), upper(t[0])).ok());
+    CHECK(f.result_text("k0") == "DATA");
+    CHECK(b->stats().dead_lettered == 0);
+}
+
 // What must still count: a member that dies with the handler running (here: its loop
 // destroyed without close(), its partition taken over by a successor) used up an attempt, so
 // a poison message reaches the DLQ.

@@ -469,6 +469,7 @@ struct WorkerLoop::Impl {
     uint64_t next_commit_due() const;
     Status service(bool full, uint64_t now);
     Status rebalance();
+    void drop_lost_partitions();
     Status poll_into_rings(uint64_t timeout_ns);
     Result<size_t> hand_out_ready(std::span<WorkTicket> tickets, bool* more, uint64_t now);
     Result<bool> hand_out(uint32_t p, uint32_t i, WorkTicket& ticket);
@@ -744,6 +745,31 @@ Status WorkerLoop::Impl::rebalance() {
     return {};
 }
 
+// A reassignment we know of (evicted: a heartbeat, claim or commit refused; a partition's
+// result put refused) whose rebalance was delayed: a paused process holds the group's lock, so
+// the rejoin (or the claim) waits and fails busy, while the new owner, waiting for the same
+// lock, has not raised its fence yet. Until the rebalance is made, the partitions no longer
+// ours (owner word moved, fence above our token, or no membership at all) stop here: each
+// hand-out of theirs would pass begin()'s fence check and count an attempt in the pool, its
+// result put would be refused and the message handed out again, so the new owner would find
+// the message at or past its last attempt and dead-letter it without a failure. Their tickets
+// complete as abandoned; their counts stay (an eviction counts as a crash, as at
+// apply_assignment). Partitions still ours go on. The rebalance that succeeds reassigns all.
+void WorkerLoop::Impl::drop_lost_partitions() {
+    for (uint32_t p = 0; p < parts.size(); ++p) {
+        Part& part = parts[p];
+        if (!part.owned || membership->owns(p)) continue;
+        for (uint32_t i = 0; i < part.count; ++i)
+            if (part.at(i).state == Slot::State::in_flight) unstart(part, part.at(i), 0);
+        part.owned = false;
+        active_dirty = true;
+        std::erase(stats.partitions, p);
+        note("partition " + std::to_string(p) +
+             " is no longer this member's (evicted, or taken by another member); nothing of it is handed out "
+             "while the rebalance waits");
+    }
+}
+
 // Dropped tickets: their messages are handed out again (the hand-out counts an attempt).
 void WorkerLoop::Impl::take_abandoned() {
     // A load first: the exchange is a locked instruction, and this runs twice per message while
@@ -788,6 +814,7 @@ Status WorkerLoop::Impl::service(bool full, uint64_t now) {
         FABRIC_TRY(check_other_groups());
     FABRIC_TRY(commit_pending(nullptr, CommitWhen::due, now));
     if (need_rebalance || (full && elapsed(now, last_rebalance_ns) >= kPollTimeoutNs)) FABRIC_TRY(rebalance());
+    if (need_rebalance) drop_lost_partitions();  // a reassignment we know of was delayed
     return sync_active();
 }
 
