@@ -5,7 +5,8 @@
 // put never lets a commit pass the message, dead letters fenced like commits (deterministic
 // pause points between the decision and the write), heartbeats that keep the group's lease, a
 // group lock held by a live, paused process (commits and an evicted member's rejoin delayed),
-// and a member evicted again while paused inside its rejoin.
+// a member evicted again while paused inside its rejoin, and a worker stopped inside a send (its
+// forward, a dead letter) past the topic's claim timeout, whose publish a reader skipped.
 #include <doctest/doctest.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -538,6 +539,69 @@ TEST_CASE("worker: paused before its result put, taken over, its result removed:
     CHECK(dead_letters(tp.pool, "tk").empty());
 }
 
+namespace {
+
+/// Reads `topic` from its start with a 20 ms claim timeout until it steps over a claim (a skip
+/// record), as any reader does once a claimer stays stopped past the claim timeout; the skip
+/// records it passed.
+uint64_t skip_stopped_claim(const Pool& pool, const std::string& topic) {
+    ConsumerOptions co;
+    co.claim_timeout = std::chrono::milliseconds(20);
+    auto c = Consumer::open(pool, topic, "", co);
+    REQUIRE_MESSAGE(c.ok(), c.error().message);
+    REQUIRE(c->assign_all().ok());
+    REQUIRE(c->seek(SeekPolicy::Earliest()).ok());
+    MessageBatch batch;
+    uint64_t skipped = 0;
+    for (int round = 0; skipped == 0 && round < 100; ++round) {
+        auto n = c->poll(batch, 4, std::chrono::milliseconds(50));
+        REQUIRE_MESSAGE(n.ok(), n.error().message);
+        skipped += batch.skipped();
+    }
+    return skipped;
+}
+
+}  // namespace
+
+// A worker stopped between its forward's claim in the next topic and the publish, past the
+// next topic's claim timeout: a reader there steps over the claim, and the late publish fails
+// with `skipped` (the notification was not delivered). The result is written, so nothing is
+// lost, but that error ended the worker. It now forwards again (its next hand-out finds the
+// result) and goes on.
+TEST_CASE("worker: stopped inside its forward past the next topic's claim timeout, it forwards again and goes on") {
+    TestPool tp("stall-forward-skip", 32ull << 20);
+    const std::string name = tp.cleanup.name();
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("fw", config(1, 64)).ok());
+    REQUIRE(mgr.register_group("fw", "g").ok());
+    REQUIRE(mgr.create("fw-next", config(1, 16)).ok());
+    auto store = MemObjectStore::open(tp.pool);
+    REQUIRE(store.ok());
+    auto producer = Producer::open(tp.pool, "fw");
+    REQUIRE(producer.ok());
+    std::vector<std::pair<std::string, uint64_t>> sent;
+    sent.emplace_back("k0", upload(tp.pool, **store, *producer, "k0", "data k0"));
+    WorkerConfig cfg = worker_config("fw", "w");
+    cfg.next_topic = "fw-next";
+    const pid_t w = worker_child(name, cfg, copy, "mq.send.after_claim:1");
+    REQUIRE(test::wait_stopped(w));  // k0's result written; its forward claimed, not published
+    CHECK(skip_stopped_claim(tp.pool, "fw-next") == 1);
+    test::resume(w);
+    CHECK(test::wait_child(w) == 0);  // not ended by the skipped publish
+    CHECK(committed(tp.pool, "fw", 0) == 1);
+    check_nothing_passed(tp.pool, **store, "fw", sent);
+    // The next topic holds the skip record, then the notification sent again.
+    auto next = Consumer::open(tp.pool, "fw-next", "");
+    REQUIRE(next.ok());
+    REQUIRE(next->assign_all().ok());
+    REQUIRE(next->seek(SeekPolicy::Earliest()).ok());
+    MessageBatch batch;
+    REQUIRE(next->poll(batch, 4, Duration::zero()).value() == 1);
+    CHECK(batch[0].offset == 1);
+    CHECK(batch[0].value_str() == result_uri(name, "k0").to_string());
+    CHECK(dead_letters(tp.pool, "fw").empty());
+}
+
 // ---- fenced dead letters ----------------------------------------------------------------------
 
 // A decides to dead-letter k0 (its processor rejects it) and pauses before the dead letter is
@@ -697,6 +761,39 @@ TEST_CASE("worker: a full dead-letter topic makes the worker wait, not exit; roo
     const auto rest = dead_letters(tp.pool, "df");
     REQUIRE(rest.size() == size_t(kPoison - 256));
     for (size_t i = 0; i < rest.size(); ++i) CHECK(rest[i].offset == 256 + i);
+}
+
+// The same stall inside a dead letter's send: the DLQ's reader steps over the stopped
+// worker's claim, and the late publish fails with `skipped`. The decision was recorded (a
+// successor would send the letter), but the error ended the worker; it now sends the letter
+// again, as after a busy or full DLQ.
+TEST_CASE("dlq: a worker stopped inside a dead letter's send past the DLQ's claim timeout sends it again and goes on") {
+    TestPool tp("stall-dlq-skip", 32ull << 20);
+    const std::string name = tp.cleanup.name();
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("ds", config(1, 64)).ok());
+    REQUIRE(mgr.register_group("ds", "g").ok());
+    auto store = MemObjectStore::open(tp.pool);
+    REQUIRE(store.ok());
+    auto producer = Producer::open(tp.pool, "ds");
+    REQUIRE(producer.ok());
+    upload(tp.pool, **store, *producer, "k0", "data k0");
+    upload(tp.pool, **store, *producer, "k1", "data k1");
+    auto reject_k0 = [](const WorkItem& item) -> Result<std::vector<uint8_t>> {
+        if (item.uri.key() == "k0") return make_error(Errc::invalid_argument, "poison");  // permanent
+        return std::vector<uint8_t>(item.data.begin(), item.data.end());
+    };
+    const pid_t w = worker_child(name, worker_config("ds", "w"), reject_k0, "mq.send.after_claim:1");
+    REQUIRE(test::wait_stopped(w));  // k0's dead letter recorded and claimed in the DLQ, not published
+    CHECK(skip_stopped_claim(tp.pool, "ds.dlq") == 1);
+    test::resume(w);
+    CHECK(test::wait_child(w) == 0);  // not ended by the skipped publish
+    CHECK(committed(tp.pool, "ds", 0) == 2);
+    const auto dead = dead_letters(tp.pool, "ds");
+    REQUIRE(dead.size() == 1);  // sent again once; the skip record is no dead letter
+    CHECK(dead[0].offset == 0);
+    CHECK(dead[0].reason.find("poison") != std::string::npos);
+    CHECK(get_text_of(**store, result_uri(name, "k1")) == "data k1");
 }
 
 TEST_CASE("group: heartbeats keep the group's registration alive past its lease TTL") {
@@ -1437,55 +1534,4 @@ TEST_CASE("claim: a member paused before its owner-word CAS, resumed after anoth
     INFO("m's token " << m->epoch << ", partition 1 fence " << d->partitions[1].commit_epoch
                       << ", owns " << gm->owns("m", 1) << ", commit: " << (last ? std::string("ok") : last.error().message));
     CHECK(can_commit);
-}
-
-// A worker paused in the middle of its dead letter's send (the DLQ slot claimed, not yet
-// published) past a DLQ reader's claim timeout: the reader quarantines the claim and the
-// send returns `skipped` ("NOT delivered, send it again"). The decision is recorded and
-// owed: the worker must send it again, not end.
-TEST_CASE("dlq: a worker paused inside its dead letter's send, its claim quarantined by a DLQ reader, sends it again") {
-    TestPool tp("stall-dlq-skip", 32ull << 20);
-    const std::string name = tp.cleanup.name();
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("ds", config(1, 64)).ok());
-    REQUIRE(mgr.register_group("ds", "g").ok());
-    auto store = MemObjectStore::open(tp.pool);
-    REQUIRE(store.ok());
-    auto producer = Producer::open(tp.pool, "ds");
-    REQUIRE(producer.ok());
-    std::vector<std::pair<std::string, uint64_t>> sent;
-    sent.emplace_back("k0", upload(tp.pool, **store, *producer, "k0", "data k0"));
-    sent.emplace_back("k1", upload(tp.pool, **store, *producer, "k1", "data k1"));
-    auto reject_k0 = [](const WorkItem& item) -> Result<std::vector<uint8_t>> {
-        if (item.uri.key() == "k0") return make_error(Errc::invalid_argument, "a rejects k0");
-        return std::vector<uint8_t>(item.data.begin(), item.data.end());
-    };
-    WorkerConfig cfg = worker_config("ds", "a");
-    cfg.session_timeout_ns = 10'000'000'000ull;  // nobody else: never evicted
-    const pid_t a = worker_child(name, cfg, reject_k0, "mq.send.after_claim");  // its DLQ send
-    REQUIRE(test::wait_stopped(a));
-    {
-        ConsumerOptions co;
-        co.claim_timeout = std::chrono::milliseconds(50);
-        auto reader = Consumer::open(tp.pool, "ds.dlq", "", co);
-        REQUIRE_MESSAGE(reader.ok(), reader.error().message);
-        REQUIRE(reader->assign_all().ok());
-        REQUIRE(reader->seek(SeekPolicy::Earliest()).ok());
-        MessageBatch b;
-        uint64_t skipped = 0;
-        const uint64_t end = mono_now_ns() + 2'000'000'000ull;
-        while (skipped == 0 && mono_now_ns() < end) {
-            auto n = reader->poll(b, 16, std::chrono::milliseconds(100));
-            REQUIRE(n.ok());
-            skipped += b.skipped();
-        }
-        REQUIRE(skipped == 1);  // the paused worker's claim, quarantined
-    }
-    test::resume(a);
-    CHECK(test::wait_child(a, 20000) == 0);
-    const auto dead = dead_letters(tp.pool, "ds");
-    REQUIRE(dead.size() == 1);
-    CHECK(dead[0].value == in_uri(name, "k0").to_string());
-    CHECK(committed(tp.pool, "ds", 0) == 2);
-    check_nothing_passed(tp.pool, **store, "ds", sent);
 }

@@ -40,10 +40,11 @@ struct Fixture {
     TestPool tp;
     std::unique_ptr<MemObjectStore> store;
     std::optional<Producer> producer;
-    explicit Fixture(const char* tag, uint32_t partitions = 1, const StoreConfig& store_config = {})
+    explicit Fixture(const char* tag, uint32_t partitions = 1, const StoreConfig& store_config = {},
+                     uint32_t stride = 256)
         : tp(tag, 32ull << 20) {
         TopicManager mgr(tp.pool);
-        REQUIRE(mgr.create("t", config(partitions, 64)).ok());
+        REQUIRE(mgr.create("t", config(partitions, 64, OnFull::block, stride)).ok());
         auto s = MemObjectStore::open(tp.pool, store_config);
         REQUIRE(s.ok());
         store = std::move(s.value());
@@ -275,6 +276,79 @@ TEST_CASE("async worker: the next stage's notification names the result, its ver
     CHECK(detail::placement_size(placed) == std::string("DATA 0").size());
     f.store->prefetch(placed);
     CHECK(f.result_text("k0") == "DATA 0");
+}
+
+namespace {
+/// The pool's count for `offset` of `partition` (0 when its entry holds another offset).
+uint64_t pool_attempts(Fixture& f, uint32_t partition, uint64_t offset) {
+    auto d = describe_consumer_group(f.tp.pool, "t", "g");
+    REQUIRE(d.ok());
+    const auto& pd = d->partitions[partition];
+    return pd.attempt_offset == offset ? pd.attempts : 0;
+}
+}  // namespace
+
+// A next stage that is behind (its topic full: its worker slow or stopped) is back-pressure
+// for this stage, as a full store or a full DLQ is. Before, the forward waited the producer's
+// 5 s without heartbeating (past a shorter session timeout), got back_pressure and ended the
+// worker; every successor met the same forward (the result being there, it skips and
+// forwards) and ended too.
+TEST_CASE("async worker: a full next topic delays the forward, within the session and uncounted; room made, it goes on") {
+    Fixture f("async-forward-full");
+    TopicManager mgr(f.tp.pool);
+    REQUIRE(mgr.create("next", config(1, 2)).ok());
+    REQUIRE(mgr.register_group("next", "stage2").ok());  // the next stage: behind, it commits nothing
+    for (int i = 0; i < 4; ++i) f.upload("k" + std::to_string(i), "data " + std::to_string(i));
+    WorkerConfig c = f.cfg("a", 1);
+    c.next_topic = "next";
+    c.max_attempts = 1;  // a forward that counted an attempt would dead-letter at its next hand-out
+    c.session_timeout_ns = 2'000'000'000;  // the forward waits a quarter of it at most
+    auto loop = WorkerLoop::open(f.tp.pool, c);
+    REQUIRE_MESSAGE(loop.ok(), loop.error().message);
+    for (int i = 0; i < 4; ++i) {
+        auto t = acquire_n(*loop, 1);
+        REQUIRE(t.size() == 1);
+        CHECK(t[0].item().offset == uint64_t(i));
+        const auto start = std::chrono::steady_clock::now();
+        Status st = loop->complete(std::move(t[0]), upper(t[0]));
+        const auto took = std::chrono::steady_clock::now() - start;
+        REQUIRE_MESSAGE(st.ok(), st.error().message);
+        // k2 meets the full topic and waits its 500 ms; k3 comes within the second after it and
+        // does not wait again.
+        CHECK_MESSAGE(took < (i == 2 ? 1000ms : 250ms), "complete of k", i, " took ",
+                      std::chrono::duration_cast<std::chrono::milliseconds>(took).count(), " ms");
+    }
+    CHECK(f.result_text("k2") == "DATA 2");
+    CHECK(f.result_text("k3") == "DATA 3");
+    CHECK(loop->stats().forwarded == 2);
+    CHECK(pool_attempts(f, 0, 2) == 0);  // acked: the result is written
+    CHECK(pool_attempts(f, 0, 3) == 0);
+    REQUIRE(loop->service().ok());
+    CHECK(f.committed() == 2);  // the commit waits for the forwards
+
+    // The next stage reads and commits: room for the waiting forwards.
+    auto stage2 = Consumer::open(f.tp.pool, "next", "stage2");
+    REQUIRE(stage2.ok());
+    REQUIRE(stage2->assign_all().ok());
+    MessageBatch batch;
+    REQUIRE(stage2->poll(batch, 2, Duration::zero()).value() == 2);
+    CHECK(batch[0].value_str() == f.result("k0").to_string());
+    CHECK(batch[1].value_str() == f.result("k1").to_string());
+    REQUIRE(stage2->commit().ok());
+    const auto end = std::chrono::steady_clock::now() + 3s;
+    while (loop->stats().forwarded < 4 || f.committed() < 4) {
+        REQUIRE(std::chrono::steady_clock::now() < end);
+        std::vector<WorkTicket> none(1);
+        auto n = loop->acquire(std::span(none), 50ms);  // the waiting messages: skipped and forwarded
+        REQUIRE_MESSAGE(n.ok(), n.error().message);
+        CHECK(*n == 0);
+    }
+    CHECK(loop->stats().dead_lettered == 0);
+    CHECK(loop->stats().processed == 4);
+    REQUIRE(stage2->poll(batch, 4, Duration::zero()).value() == 2);  // in offset order, once each
+    CHECK(batch[0].value_str() == f.result("k2").to_string());
+    CHECK(batch[1].value_str() == f.result("k3").to_string());
+    REQUIRE(loop->close().ok());
 }
 
 namespace {
@@ -856,14 +930,6 @@ void service_until(WorkerLoop& loop, Done&& done) {
     }
 }
 
-/// The pool's count for `offset` of `partition` (0 when its entry holds another offset).
-uint64_t pool_attempts(Fixture& f, uint32_t partition, uint64_t offset) {
-    auto d = describe_consumer_group(f.tp.pool, "t", "g");
-    REQUIRE(d.ok());
-    const auto& pd = d->partitions[partition];
-    return pd.attempt_offset == offset ? pd.attempts : 0;
-}
-
 }  // namespace
 
 // The defect: with several messages in flight and few attempts allowed, a reassignment that
@@ -963,6 +1029,57 @@ TEST_CASE("async worker: a reassignment whose refunds find the group's lock held
     for (uint32_t p = 0; p < 4; ++p)
         if (std::find(a->stats().partitions.begin(), a->stats().partitions.end(), p) == a->stats().partitions.end())
             CHECK(pool_attempts(f, p, 0) == 1);
+}
+
+// A member evicted while its handler ran (stalled past its session timeout) that cannot rejoin
+// yet: a paused process holds the group's lock, so its rejoin waits and fails busy, and the new
+// owner's fence, raised under the same lock, is not up yet. Before, the member kept handing out
+// the partition it had lost, every ~2 s while the holder stayed paused: each hand-out passed
+// begin()'s fence check and counted an attempt, each result put was refused (lost), and the new
+// owner then found the message past its last attempt and dead-lettered a message that had never
+// failed.
+TEST_CASE("async worker: an evicted member whose rejoin waits for a paused lock holder hands out nothing of the partition it lost") {
+    Fixture f("async-evicted-waiting");
+    f.upload("k0", "data");
+    WorkerConfig ca = f.cfg("a", 1), cb = f.cfg("b", 1);
+    for (WorkerConfig* c : {&ca, &cb}) {
+        c->max_attempts = 2;  // one hand-out counted by the zombie would make b dead-letter it
+        c->session_timeout_ns = 200'000'000;
+    }
+    auto a = WorkerLoop::open(f.tp.pool, ca);
+    REQUIRE(a.ok());
+    auto b = WorkerLoop::open(f.tp.pool, cb);
+    REQUIRE(b.ok());
+    REQUIRE(a->stats().partitions == std::vector<uint32_t>{0});
+    auto running = acquire_n(*a, 1);  // a's handler runs; a then stalls past its session timeout
+    REQUIRE(running.size() == 1);
+    CHECK(running[0].item().attempt == 1);
+    std::this_thread::sleep_for(350ms);
+    const PausedProcess holder(f.tp.pool.name());
+    mq::GroupSlot* slot = live_group_slot(f.tp.pool, "t");
+    REQUIRE(slot != nullptr);
+    slot->lock.store(holder.token);  // a process paused inside the group's lock
+    (void)b->service();  // b evicts a and takes partition 0's owner word; its fence waits for the lock: busy
+    // a resumes: its handler's result is refused (the partition is b's), and a goes on, its
+    // rejoin refused as busy.
+    REQUIRE(a->complete(std::move(running[0]), upper(running[0])).ok());
+    std::this_thread::sleep_for(20ms);  // past the 10 ms after which a lost message may go out again
+    std::vector<WorkTicket> none(1);
+    auto n = a->acquire(std::span(none), 50ms);  // its rejoin waits for the lock (2 s): busy
+    REQUIRE_MESSAGE(n.ok(), n.error().message);
+    CHECK(*n == 0);
+    CHECK(a->stats().partitions.empty());
+    CHECK(pool_attempts(f, 0, 0) == 1);  // a's one hand-out, presumed dead with it
+    CHECK(f.result_text("k0") == "<absent>");
+
+    slot->lock.store(0);  // the holder resumes and releases
+    service_until(*b, [&] { return b->stats().partitions == std::vector<uint32_t>{0}; });
+    auto t = acquire_n(*b, 1);
+    REQUIRE_MESSAGE(t.size() == 1, "b dead-lettered it: ", b->stats().dead_lettered, " dead letter(s)");
+    CHECK(t[0].item().attempt == 2);
+    REQUIRE(b->complete(std::move(t[0]), upper(t[0])).ok());
+    CHECK(f.result_text("k0") == "DATA");
+    CHECK(b->stats().dead_lettered == 0);
 }
 
 // What must still count: a member that dies with the handler running (here: its loop
@@ -1622,5 +1739,47 @@ TEST_CASE("worker: an input the store refuses (another pool's URI) is dead-lette
     CHECK(reasons[0].rfind("get " + foreign + ": ", 0) == 0);
     CHECK(reasons[0].find("names pool 'some-other-pool'") != std::string::npos);
     CHECK(reasons[0].find("this store is in pool '" + f.tp.pool.name() + "'") != std::string::npos);
+    REQUIRE(loop->close().ok());
+}
+
+// A notification whose key fits the source topic's slot may not fit the next topic's once the
+// result URI and the forward's headers replace the input's. Before, the forward's
+// message_too_large ended the worker after the result was written; its successor skipped the
+// message (the result being there), forwarded again and ended the same way: no worker got past
+// it. It can never fit, so it is dead-lettered, the reason naming both sizes.
+TEST_CASE("worker: a notification too large for the next topic's slot is dead-lettered naming both sizes; the worker goes on") {
+    Fixture f("async-forward-large", 1, {}, 4096);
+    const std::string long_key(600, 'k');
+    const uint64_t version = f.upload("doc", "data", &long_key);
+    // The same notification again (a producer's retry): its result is there by then, so the
+    // hand-out skips it and forwards again, which cannot fit either.
+    const std::string us = f.in("doc").to_string(), vs = std::to_string(version);
+    const MessageHeader h[] = {{kHeaderVersion, vs}};
+    REQUIRE(f.producer->send_keyed(bytes(long_key), bytes(us), h).ok());
+    f.upload("short", "abc");
+    WorkerConfig c = f.cfg("a", 1);
+    c.next_topic = "next";  // created by the worker: the default 512-byte slots
+    auto loop = WorkerLoop::open(f.tp.pool, c);
+    REQUIRE_MESSAGE(loop.ok(), loop.error().message);
+    for (const char* key : {"doc", "short"}) {
+        auto t = acquire_n(*loop, 1);
+        REQUIRE(t.size() == 1);
+        CHECK(t[0].item().uri.key() == key);
+        Status st = loop->complete(std::move(t[0]), upper(t[0]));
+        REQUIRE_MESSAGE(st.ok(), st.error().message);
+    }
+    REQUIRE(loop->service().ok());
+    CHECK(f.result_text("doc") == "DATA");
+    CHECK(f.result_text("short") == "ABC");
+    CHECK(loop->stats().forwarded == 1);
+    CHECK(loop->stats().dead_lettered == 2);
+    CHECK(f.committed() == 3);
+    const auto reasons = dead_letter_reasons(f.tp.pool);
+    REQUIRE(reasons.size() == 2);
+    for (const std::string& r : reasons) {
+        CHECK_MESSAGE(r.rfind("forward to the next stage: message of ", 0) == 0, r);
+        CHECK_MESSAGE(r.find(" bytes (key 600 + headers ") != std::string::npos, r);
+        CHECK_MESSAGE(r.find("exceeds the 480-byte slot payload of topic 'next'") != std::string::npos, r);
+    }
     REQUIRE(loop->close().ok());
 }

@@ -80,8 +80,12 @@ void sleep_ns(uint64_t ns) {
 /// A lock held by a live but paused process (busy after the lock's timeout) delays our step;
 /// it must not end the worker. We keep heartbeating and try again.
 constexpr uint64_t kBusyRetryNs = 10 * kNsPerMs;
-/// A dead letter refused by a full DLQ partition is sent again after this long.
-constexpr uint64_t kDlqFullRetryNs = kNsPerSec;
+/// A send refused by a full topic (a dead letter by the DLQ, a forward by the next stage's
+/// topic) is tried again after this long.
+constexpr uint64_t kFullTopicRetryNs = kNsPerSec;
+/// The longest a forward waits for room in a full next topic: the member does not heartbeat
+/// while it waits, so the wait is also at most a quarter of the session timeout.
+constexpr uint64_t kForwardWaitNs = kNsPerSec;
 static_assert(kMaxCommitEvery + kMaxWorkWindow <= mq::kAttemptScanOffsets,
               "done messages left uncommitted plus the window stay inside what a successor scans");
 
@@ -192,6 +196,11 @@ enum class Outcome : uint8_t {
     deferred,  ///< a group lock is held by a live (paused) process: try again shortly
     failed,    ///< one attempt failed (the Failure says why)
     store_full,  ///< the result put found no space within --store-wait: hand it back, uncounted
+    /// The result is written but the next topic did not take its notification for now (full:
+    /// the next stage is behind; our claim there skipped while we were stopped; a stop asked
+    /// during the wait): not an attempt that failed. The message waits and is forwarded again
+    /// by its next hand-out, which finds the result current.
+    forward_waits,
 };
 
 /// Keep-alive (heartbeat, leases) at most this often from acquire()/service().
@@ -397,6 +406,11 @@ struct WorkerLoop::Impl {
     bool refunds_found_lock_busy = false;
     /// The store was full past --store-wait: nothing is handed out before this (mono ns).
     uint64_t store_full_until_ns = 0;
+    /// The next topic was full for a whole forward wait: no forward tries before this (mono
+    /// ns; 0: none). A pass that meets many results to forward (skips after a restart, a window
+    /// of completions) then waits once, not once per message, so the member stays silent
+    /// (unheartbeating) for one wait at most.
+    uint64_t next_full_until_ns = 0;
     /// delete_input: another group registered on the topic after open(): nothing is deleted.
     bool deletes_suspended = false;
     uint64_t last_group_check_ns = 0;
@@ -455,6 +469,7 @@ struct WorkerLoop::Impl {
     uint64_t next_commit_due() const;
     Status service(bool full, uint64_t now);
     Status rebalance();
+    void drop_lost_partitions();
     Status poll_into_rings(uint64_t timeout_ns);
     Result<size_t> hand_out_ready(std::span<WorkTicket> tickets, bool* more, uint64_t now);
     Result<bool> hand_out(uint32_t p, uint32_t i, WorkTicket& ticket);
@@ -466,6 +481,7 @@ struct WorkerLoop::Impl {
     struct Failure {
         std::string reason;
         bool permanent = false;
+        uint64_t retry_at_ns = 0;  ///< Outcome::forward_waits: handed out again from then (monotonic)
     };
     Result<std::optional<Outcome>> judge_stored_result(const Message& m, WorkTicket::Data& d, Failure* failure);
     Result<Outcome> write_result(const Message& m, WorkTicket::Data& d, std::span<const uint8_t> out, Failure* failure);
@@ -480,8 +496,8 @@ struct WorkerLoop::Impl {
     void queue_delete(const Message& m, const FabricUriView& input, uint64_t version);
     Status delete_committed(Part& part, uint64_t committed);
     Status check_other_groups();
-    Status forward(const Message& m, std::string_view result_uri, uint64_t result_version, PlacementHint placed,
-                   std::optional<uint64_t> put_ts = std::nullopt);
+    Result<Outcome> forward(const Message& m, std::string_view result_uri, uint64_t result_version,
+                            PlacementHint placed, Failure* failure, std::optional<uint64_t> put_ts = std::nullopt);
     Status settle(Part& part, Slot& s, const Message& m, Result<Outcome> r, const Failure& failure);
     Status fail_slot(Part& part, Slot& s, const Message& m, const Failure& failure);
     Status dead_letter_slot(Part& part, Slot& s, const Message& m, uint64_t attempts, const std::string& reason);
@@ -729,6 +745,31 @@ Status WorkerLoop::Impl::rebalance() {
     return {};
 }
 
+// A reassignment we know of (evicted: a heartbeat, claim or commit refused; a partition's
+// result put refused) whose rebalance was delayed: a paused process holds the group's lock, so
+// the rejoin (or the claim) waits and fails busy, while the new owner, waiting for the same
+// lock, has not raised its fence yet. Until the rebalance is made, the partitions no longer
+// ours (owner word moved, fence above our token, or no membership at all) stop here: each
+// hand-out of theirs would pass begin()'s fence check and count an attempt in the pool, its
+// result put would be refused and the message handed out again, so the new owner would find
+// the message at or past its last attempt and dead-letter it without a failure. Their tickets
+// complete as abandoned; their counts stay (an eviction counts as a crash, as at
+// apply_assignment). Partitions still ours go on. The rebalance that succeeds reassigns all.
+void WorkerLoop::Impl::drop_lost_partitions() {
+    for (uint32_t p = 0; p < parts.size(); ++p) {
+        Part& part = parts[p];
+        if (!part.owned || membership->owns(p)) continue;
+        for (uint32_t i = 0; i < part.count; ++i)
+            if (part.at(i).state == Slot::State::in_flight) unstart(part, part.at(i), 0);
+        part.owned = false;
+        active_dirty = true;
+        std::erase(stats.partitions, p);
+        note("partition " + std::to_string(p) +
+             " is no longer this member's (evicted, or taken by another member); nothing of it is handed out "
+             "while the rebalance waits");
+    }
+}
+
 // Dropped tickets: their messages are handed out again (the hand-out counts an attempt).
 void WorkerLoop::Impl::take_abandoned() {
     // A load first: the exchange is a locked instruction, and this runs twice per message while
@@ -773,6 +814,7 @@ Status WorkerLoop::Impl::service(bool full, uint64_t now) {
         FABRIC_TRY(check_other_groups());
     FABRIC_TRY(commit_pending(nullptr, CommitWhen::due, now));
     if (need_rebalance || (full && elapsed(now, last_rebalance_ns) >= kPollTimeoutNs)) FABRIC_TRY(rebalance());
+    if (need_rebalance) drop_lost_partitions();  // a reassignment we know of was delayed
     return sync_active();
 }
 
@@ -1022,12 +1064,14 @@ Status WorkerLoop::Impl::refused(Part& part, Slot& s, const Error& e, std::strin
     }
     // busy: a live, paused process holds a lock we need. back_pressure: the dead-letter topic
     // is full (its readers are behind); the message waits, as any message waits on a full
-    // topic, and the rest of the window goes on meanwhile.
-    if (e.code == Errc::busy || e.code == Errc::back_pressure) {
+    // topic, and the rest of the window goes on meanwhile. skipped: we were stopped between
+    // the dead letter's claim and its publish past the DLQ's claim timeout, and a reader
+    // stepped over the claim: nothing was sent, so it is sent again.
+    if (e.code == Errc::busy || e.code == Errc::back_pressure || e.code == Errc::skipped) {
         note(std::string(what) + " delayed: " + e.message);
         // A full DLQ is retried less often: each try blocks up to the DLQ producer's timeout
         // (1 s), and a try every 10 ms would keep the loop blocked nearly all the time.
-        unstart(part, s, mono_now_ns() + (e.code == Errc::back_pressure ? kDlqFullRetryNs : kBusyRetryNs));
+        unstart(part, s, mono_now_ns() + (e.code == Errc::back_pressure ? kFullTopicRetryNs : kBusyRetryNs));
         return {};
     }
     return e;
@@ -1051,7 +1095,7 @@ Status WorkerLoop::Impl::dead_letter_slot(Part& part, Slot& s, const Message& m,
     auto sent = router->dead_letter(m, attempts, reason);
     if (!sent) {
         // Retried later (refused() below): the decision is kept, and maybe recorded already.
-        if (sent.code() == Errc::busy || sent.code() == Errc::back_pressure) {
+        if (sent.code() == Errc::busy || sent.code() == Errc::back_pressure || sent.code() == Errc::skipped) {
             s.dlq_owed = true;
             s.dlq_attempts = attempts;
             s.dlq_reason = reason;
@@ -1101,6 +1145,15 @@ Status WorkerLoop::Impl::settle(Part& part, Slot& s, const Message& m, Result<Ou
             unstart(part, s, mono_now_ns() + kBusyRetryNs);
             return {};
         case Outcome::failed: return fail_slot(part, s, m, failure);
+        case Outcome::forward_waits:
+            // The result is written: this hand-out succeeded, and its count is cleared as for
+            // done. Otherwise every forward refused by a next stage that is behind would count
+            // an attempt and, after the last, dead-letter a message whose result exists. The
+            // message waits in its slot (the commit does not pass it); its next hand-out finds
+            // the result current and forwards again.
+            FABRIC_TRY(router->ack(m));
+            unstart(part, s, failure.retry_at_ns);
+            return {};
         case Outcome::store_full: {
             // Back-pressure, not a failure: the hand-out is taken back (the next one is the same
             // attempt again), the message waits in its slot, and no work is taken meanwhile.
@@ -1134,9 +1187,24 @@ Status WorkerLoop::Impl::settle(Part& part, Slot& s, const Message& m, Result<Ou
 // forward; the next stage skips duplicates by version). At-least-once.
 // The headers' values are formatted on the stack: nothing is allocated per message. `put_ts`:
 // the message's kHeaderPutTime when the caller parsed it already.
-Status WorkerLoop::Impl::forward(const Message& m, std::string_view result_uri, uint64_t result_version,
-                                 PlacementHint placed, std::optional<uint64_t> put_ts) {
-    if (!next) return {};
+// done when sent (or there is no next topic). The result is written when this runs, so what
+// the next topic refuses is never a failed attempt: a refusal for now (back_pressure: the next
+// stage is behind; skipped: we were stopped between our claim there and its publish past the
+// readers' claim timeout; interrupted: run()'s stop asked during the wait) is forward_waits,
+// retried from failure->retry_at_ns; a notification that can never fit the next topic's slot
+// (message_too_large) is a permanent failure, dead-lettered with both sizes in its reason,
+// instead of ending this worker and every successor that would meet it.
+Result<Outcome> WorkerLoop::Impl::forward(const Message& m, std::string_view result_uri, uint64_t result_version,
+                                          PlacementHint placed, Failure* failure, std::optional<uint64_t> put_ts) {
+    if (!next) return Outcome::done;
+    if (next_full_until_ns != 0) {
+        const uint64_t now = mono_now_ns();
+        if (now < next_full_until_ns) {
+            *failure = {"next topic '" + cfg.next_topic + "' was full at the last forward", false, next_full_until_ns};
+            return Outcome::forward_waits;
+        }
+        next_full_until_ns = 0;
+    }
     char rv_buf[24], ts_buf[24], origin_buf[24];
     std::string_view origin = m.header(kHeaderOriginTime);
     if (origin.empty()) origin = decimal(origin_buf, put_ts ? *put_ts : parse_u64(m.header(kHeaderPutTime), 0));
@@ -1150,9 +1218,29 @@ Status WorkerLoop::Impl::forward(const Message& m, std::string_view result_uri, 
     std::span<const MessageHeader> sent_headers(headers);
     if (placed.empty() || !next->fits({ru, m.key, sent_headers})) sent_headers = sent_headers.first(3);
     auto sent = m.key.empty() ? next->send(ru, sent_headers) : next->send_keyed(m.key, ru, sent_headers);
-    if (!sent) return std::move(sent).error();
-    ++stats.forwarded;
-    return {};
+    if (sent) {
+        ++stats.forwarded;
+        return Outcome::done;
+    }
+    const Errc code = sent.code();
+    if (code == Errc::message_too_large) {
+        // The sizes first: a dead letter's reason is cut at 200 bytes.
+        *failure = {"forward to the next stage: " + sent.error().message + "; the result " + std::string(result_uri) +
+                        " is written",
+                    true};
+        return Outcome::failed;
+    }
+    if (code != Errc::back_pressure && code != Errc::skipped && code != Errc::interrupted)
+        return std::move(sent).error();
+    uint64_t retry_at = mono_now_ns() + kBusyRetryNs;
+    if (code == Errc::back_pressure) {
+        retry_at = mono_now_ns() + kFullTopicRetryNs;
+        next_full_until_ns = retry_at;
+    }
+    note("forward of " + std::string(m.value_str()) + " (partition " + std::to_string(m.partition) + " offset " +
+         std::to_string(m.offset) + ") delayed, its result is written: " + sent.error().message);
+    *failure = {"forward to next topic '" + cfg.next_topic + "': " + sent.error().message, false, retry_at};
+    return Outcome::forward_waits;
 }
 
 /// What the stored result says about an input version.
@@ -1356,11 +1444,13 @@ Result<std::optional<Outcome>> WorkerLoop::Impl::judge_stored_result(const Messa
                             "'); use a template with {bucket} and {key} (the default), or another --result-bucket",
                         true};
             return std::optional<Outcome>(Outcome::failed);
-        case ResultState::current:
+        case ResultState::current: {
             ++stats.skipped;
-            FABRIC_TRY(forward(m, d.result_text, result_head.version, {}));
-            queue_delete(m, d.item.uri.view(), version);
-            return std::optional<Outcome>(Outcome::done);
+            auto sent = forward(m, d.result_text, result_head.version, {}, failure);
+            if (!sent) return std::move(sent).error();
+            if (*sent == Outcome::done) queue_delete(m, d.item.uri.view(), version);
+            return std::optional<Outcome>(*sent);
+        }
         case ResultState::newer:
             ++stats.superseded;
             return std::optional<Outcome>(Outcome::done);
@@ -1462,9 +1552,10 @@ Result<Outcome> WorkerLoop::Impl::write_result(const Message& m, WorkTicket::Dat
             recorder.record(now_wall - put_ts);
         }
     }
-    FABRIC_TRY(forward(m, d.result_text, *put, placed, put_ts));
-    queue_delete(m, d.item.uri.view(), version);
-    return Outcome::done;
+    auto sent = forward(m, d.result_text, *put, placed, failure, put_ts);
+    if (!sent) return std::move(sent).error();
+    if (*sent == Outcome::done) queue_delete(m, d.item.uri.view(), version);
+    return *sent;
 }
 
 // result_put_options(input, version, token) with the result TTL and the partition's fence,
@@ -1632,10 +1723,14 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
             std::string other;
             if (*h && result_state(&result_head, input, notified_version, &other) == ResultState::current) {
                 ++stats.skipped;
-                FABRIC_TRY(forward(m, data.result_text, result_head.version, {}));
-                FABRIC_TRY(router->ack(m));
-                queue_delete(m, *uri, notified_version);
-                finish_slot(part, s);
+                Failure failure;
+                auto sent = forward(m, data.result_text, result_head.version, {}, &failure);
+                if (!sent) return std::move(sent).error();
+                if (*sent == Outcome::done) queue_delete(m, *uri, notified_version);
+                // Not counted (no begin): a notification too large for the next topic is
+                // dead-lettered as run once, which it was (its result is written).
+                if (*sent == Outcome::failed) s.attempt = 1;
+                FABRIC_TRY(settle(part, s, m, *sent, failure));
                 return false;
             }
             notified_looked_up = true;
@@ -1711,13 +1806,15 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
                                       "--result-bucket",
                                   true}));
             return false;
-        case ResultState::current:
+        case ResultState::current: {
             ++stats.skipped;
-            FABRIC_TRY(forward(m, data.result_text, result_head.version, {}));
-            FABRIC_TRY(router->ack(m));
-            queue_delete(m, *uri, info.version);
-            finish_slot(part, s);
+            Failure failure;
+            auto sent = forward(m, data.result_text, result_head.version, {}, &failure);
+            if (!sent) return std::move(sent).error();
+            if (*sent == Outcome::done) queue_delete(m, *uri, info.version);
+            FABRIC_TRY(settle(part, s, m, *sent, failure));
             return false;
+        }
         case ResultState::newer:
             ++stats.superseded;
             FABRIC_TRY(router->ack(m));
@@ -1970,7 +2067,14 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config) {
     }
     if (!config.next_topic.empty()) {
         FABRIC_TRY(ensure_topic(pool, config.next_topic, config.partitions_if_created));
-        auto p = Producer::open(pool, config.next_topic);
+        // A full next topic (its stage behind) is waited for inside complete(), where the
+        // member does not heartbeat: well under the session timeout, then the message waits
+        // (forward_waits) while the loop heartbeats. run()'s stop ends the wait at once.
+        ProducerOptions po;
+        po.block_timeout = ns_duration(std::max<uint64_t>(1, std::min(kForwardWaitNs, config.session_timeout_ns / 4)));
+        Impl* im = impl.get();
+        po.should_stop = [im] { return im->stop_check && (*im->stop_check)(); };
+        auto p = Producer::open(pool, config.next_topic, po);
         if (!p) return std::move(p).error();
         impl->next.emplace(std::move(p.value()));
         FABRIC_TRY(impl->register_topic_leases(config.next_topic));
