@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdlib.h>
 
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <optional>
@@ -349,6 +350,66 @@ TEST_CASE("async worker: a full next topic delays the forward, within the sessio
     CHECK(batch[0].value_str() == f.result("k2").to_string());
     CHECK(batch[1].value_str() == f.result("k3").to_string());
     REQUIRE(loop->close().ok());
+}
+
+// The forward's wait is bounded per call (min(1 s, session/4)) and the one-second hold only
+// follows a wait that ended in back_pressure. A next stage that frees room a little faster
+// than the bound (it commits steadily, behind this stage) makes every forward wait and
+// succeed, so a run of completions (or a pass of skip-path forwards in acquire) waits many
+// times in a row: the member must heartbeat between them, or it is silent for the sum of the
+// waits and evicted.
+TEST_CASE("async worker: forwards that each wait for a slow next stage still heartbeat the member within its session timeout") {
+    Fixture f("fwd-drip", 2);
+    TopicManager mgr(f.tp.pool);
+    REQUIRE(mgr.create("next", config(1, 2)).ok());
+    REQUIRE(mgr.register_group("next", "stage2").ok());
+    for (int i = 0; i < 16; ++i) f.upload("k" + std::to_string(i), "data", nullptr, uint32_t(i % 2));
+    WorkerConfig c = f.cfg("a", 16);
+    c.next_topic = "next";
+    c.session_timeout_ns = 1'000'000'000;  // the forward waits 250 ms at most
+    auto a = WorkerLoop::open(f.tp.pool, c);
+    REQUIRE_MESSAGE(a.ok(), a.error().message);
+    {
+        auto np = Producer::open(f.tp.pool, "next");
+        REQUIRE(np.ok());
+        for (int i = 0; i < 2; ++i) REQUIRE(np->send(bytes("x"), {}).ok());  // the next topic is full
+    }
+    auto tickets = acquire_n(*a, 16);
+    REQUIRE(tickets.size() == 16);
+    std::atomic<bool> stop{false};
+    std::atomic<uint64_t> max_age{0};
+    std::thread drip([&] {  // the next stage: one message every 150 ms
+        auto s2 = Consumer::open(f.tp.pool, "next", "stage2");
+        REQUIRE(s2.ok());
+        REQUIRE(s2->assign_all().ok());
+        MessageBatch b;
+        while (!stop.load()) {
+            std::this_thread::sleep_for(150ms);
+            (void)s2->poll(b, 1, Duration::zero());
+            (void)s2->commit();
+        }
+    });
+    std::thread mon([&] {
+        while (!stop.load()) {
+            auto d = describe_consumer_group(f.tp.pool, "t", "g");
+            if (d.ok())
+                for (const auto& m : d->members)
+                    if (m.id == "a" && m.heartbeat_age_ns > max_age.load()) max_age.store(m.heartbeat_age_ns);
+            std::this_thread::sleep_for(10ms);
+        }
+    });
+    const auto start = std::chrono::steady_clock::now();
+    for (auto& t : tickets) {
+        Status st = a->complete(std::move(t), upper(t));
+        if (!st.ok()) FAIL_CHECK(st.error().message);
+    }
+    const auto took = std::chrono::steady_clock::now() - start;
+    stop.store(true);
+    drip.join();
+    mon.join();
+    MESSAGE("16 completes took ", std::chrono::duration_cast<std::chrono::milliseconds>(took).count(),
+            " ms; forwarded ", a->stats().forwarded, "; member a's longest silence ", max_age.load() / 1'000'000, " ms");
+    CHECK_MESSAGE(max_age.load() < c.session_timeout_ns, "member a was silent past its session timeout (evictable)");
 }
 
 namespace {

@@ -1205,6 +1205,18 @@ Result<Outcome> WorkerLoop::Impl::forward(const Message& m, std::string_view res
         }
         next_full_until_ns = 0;
     }
+    // Each forward may wait up to the send's block timeout, and forwards come in runs (a round
+    // of completions, a pass of skip-path forwards in acquire) against a next stage that frees
+    // room just fast enough for each to succeed: heartbeat between them, as the wait for store
+    // space does, so that the member is never silent for the sum of the waits. The coarse
+    // clock (a few ns, ms resolution) keeps this off the forward's per-message cost.
+    if (elapsed(mono_coarse_ns(), last_keep_alive_ns) >= kKeepAliveEveryNs) {
+        if (Status st = keep_alive(); !st) {
+            if (st.code() != Errc::stale_epoch) return std::move(st).error();
+            need_rebalance = true;  // evicted: the new owner finds the result current and forwards
+            return Outcome::lost;
+        }
+    }
     char rv_buf[24], ts_buf[24], origin_buf[24];
     std::string_view origin = m.header(kHeaderOriginTime);
     if (origin.empty()) origin = decimal(origin_buf, put_ts ? *put_ts : parse_u64(m.header(kHeaderPutTime), 0));
