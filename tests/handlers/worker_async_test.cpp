@@ -412,6 +412,43 @@ TEST_CASE("async worker: forwards that each wait for a slow next stage still hea
     CHECK_MESSAGE(max_age.load() < c.session_timeout_ns, "member a was silent past its session timeout (evictable)");
 }
 
+// One slow or stopped member of the next stage holds its own partitions full, not the stage:
+// after a forward found one partition full (and waited for it once), forwards to the
+// partitions with room go on at once; only those bound for the full one wait.
+TEST_CASE("async worker: a full partition of the next topic holds only the forwards bound for it") {
+    Fixture f("fwd-part");
+    TopicManager mgr(f.tp.pool);
+    REQUIRE(mgr.create("next", config(2, 8)).ok());
+    REQUIRE(mgr.register_group("next", "stage2").ok());
+    {
+        auto np = Producer::open(f.tp.pool, "next");
+        REQUIRE(np.ok());
+        for (int i = 0; i < 8; ++i) REQUIRE(np->send_to(0, OutgoingMessage{bytes("x"), {}, {}}).ok());  // partition 0 full
+    }
+    const std::string unkeyed;
+    for (int i = 0; i < 6; ++i) f.upload("k" + std::to_string(i), "data", &unkeyed);
+    WorkerConfig c = f.cfg("a", 16);
+    c.next_topic = "next";
+    c.session_timeout_ns = 1'000'000'000;  // a forward waits 250 ms at most
+    auto a = WorkerLoop::open(f.tp.pool, c);
+    REQUIRE_MESSAGE(a.ok(), a.error().message);
+    auto tickets = acquire_n(*a, 6);
+    REQUIRE(tickets.size() == 6);
+    const auto start = std::chrono::steady_clock::now();
+    for (auto& t : tickets) {
+        Status st = a->complete(std::move(t), upper(t));
+        REQUIRE_MESSAGE(st.ok(), st.error().message);
+    }
+    const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
+    // The first forward tried partition 0 and waited; the other five went to partition 1.
+    CHECK(a->stats().forwarded == 5);
+    CHECK(took < 900ms);  // one wait (250 ms), not one per forward
+    auto d = mgr.describe("next");
+    REQUIRE(d.ok());
+    CHECK(d->partitions[1].next == 5);
+    CHECK(f.committed() == 0);  // the message that waits holds the commit back
+}
+
 namespace {
 /// The topic's next offset claimed by a producer SIGKILLed before it published: the consumer
 /// steps over it (a skip record) once the dead claimer is judged.

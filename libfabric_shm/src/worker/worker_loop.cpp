@@ -406,11 +406,14 @@ struct WorkerLoop::Impl {
     bool refunds_found_lock_busy = false;
     /// The store was full past --store-wait: nothing is handed out before this (mono ns).
     uint64_t store_full_until_ns = 0;
-    /// The next topic was full for a whole forward wait: no forward tries before this (mono
-    /// ns; 0: none). A pass that meets many results to forward (skips after a restart, a window
-    /// of completions) then waits once, not once per message, so the member stays silent
-    /// (unheartbeating) for one wait at most.
-    uint64_t next_full_until_ns = 0;
+    /// Per partition of the next topic: it was full for a whole forward wait, so no forward to
+    /// it tries before this (mono ns; 0: none). A pass that meets many results to forward
+    /// (skips after a restart, a window of completions) then waits once per full partition,
+    /// not once per message, and forwards to the partitions with room go on meanwhile (one
+    /// slow or stopped member of the next stage holds only its own partitions).
+    std::vector<uint64_t> next_full_until_ns;
+    /// The partition the next unkeyed forward tries first (round robin, past held ones).
+    uint32_t next_unkeyed_turn = 0;
     /// delete_input: another group registered on the topic after open(): nothing is deleted.
     bool deletes_suspended = false;
     uint64_t last_group_check_ns = 0;
@@ -1197,13 +1200,44 @@ Status WorkerLoop::Impl::settle(Part& part, Slot& s, const Message& m, Result<Ou
 Result<Outcome> WorkerLoop::Impl::forward(const Message& m, std::string_view result_uri, uint64_t result_version,
                                           PlacementHint placed, Failure* failure, std::optional<uint64_t> put_ts) {
     if (!next) return Outcome::done;
-    if (next_full_until_ns != 0) {
-        const uint64_t now = mono_now_ns();
-        if (now < next_full_until_ns) {
-            *failure = {"next topic '" + cfg.next_topic + "' was full at the last forward", false, next_full_until_ns};
+    // The partition: a keyed forward's is the key's (send_keyed's rule); an unkeyed one takes
+    // the next in turn that is not held full.
+    const uint32_t parts = uint32_t(next_full_until_ns.size());
+    uint32_t target = 0;
+    if (!m.key.empty()) {
+        target = uint32_t(key_hash(m.key) % parts);
+        if (uint64_t& until = next_full_until_ns[target]; until != 0) {
+            if (mono_now_ns() < until) {
+                *failure = {"partition " + std::to_string(target) + " of next topic '" + cfg.next_topic +
+                                "' was full at the last forward to it",
+                            false, until};
+                return Outcome::forward_waits;
+            }
+            until = 0;
+        }
+    } else {
+        uint64_t now = 0, soonest = UINT64_MAX;
+        bool found = false;
+        for (uint32_t k = 0; k < parts && !found; ++k) {
+            const uint32_t p = (next_unkeyed_turn + k) % parts;
+            uint64_t& until = next_full_until_ns[p];
+            if (until != 0) {
+                if (now == 0) now = mono_now_ns();
+                if (now < until) {
+                    soonest = std::min(soonest, until);
+                    continue;
+                }
+                until = 0;
+            }
+            target = p;
+            found = true;
+        }
+        if (!found) {
+            *failure = {"every partition of next topic '" + cfg.next_topic + "' was full at the last forward to it",
+                        false, soonest};
             return Outcome::forward_waits;
         }
-        next_full_until_ns = 0;
+        next_unkeyed_turn = (target + 1) % parts;
     }
     // Each forward may wait up to the send's block timeout, and forwards come in runs (a round
     // of completions, a pass of skip-path forwards in acquire) against a next stage that frees
@@ -1229,7 +1263,7 @@ Result<Outcome> WorkerLoop::Impl::forward(const Message& m, std::string_view res
     // The result's placement, for the next stage's prefetch, where it fits the next topic's slot.
     std::span<const MessageHeader> sent_headers(headers);
     if (placed.empty() || !next->fits({ru, m.key, sent_headers})) sent_headers = sent_headers.first(3);
-    auto sent = m.key.empty() ? next->send(ru, sent_headers) : next->send_keyed(m.key, ru, sent_headers);
+    auto sent = next->send_to(target, OutgoingMessage{ru, m.key, sent_headers});
     if (sent) {
         ++stats.forwarded;
         return Outcome::done;
@@ -1247,7 +1281,7 @@ Result<Outcome> WorkerLoop::Impl::forward(const Message& m, std::string_view res
     uint64_t retry_at = mono_now_ns() + kBusyRetryNs;
     if (code == Errc::back_pressure) {
         retry_at = mono_now_ns() + kFullTopicRetryNs;
-        next_full_until_ns = retry_at;
+        next_full_until_ns[target] = retry_at;
     }
     note("forward of " + std::string(m.value_str()) + " (partition " + std::to_string(m.partition) + " offset " +
          std::to_string(m.offset) + ") delayed, its result is written: " + sent.error().message);
@@ -2089,6 +2123,7 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config) {
         auto p = Producer::open(pool, config.next_topic, po);
         if (!p) return std::move(p).error();
         impl->next.emplace(std::move(p.value()));
+        impl->next_full_until_ns.assign(impl->next->num_partitions(), 0);
         FABRIC_TRY(impl->register_topic_leases(config.next_topic));
     }
 
