@@ -1881,3 +1881,69 @@ TEST_CASE("worker: a notification too large for the next topic's slot is dead-le
     }
     REQUIRE(loop->close().ok());
 }
+
+// Review (fwd): a member evicted while its handler ran, whose partition's new owner has not
+// taken it yet (the evicter's target gives it to a third member), still writes its result (its
+// owner word is there, no fence above it). The forward's keep_alive then learns of the
+// eviction and gives the message up as lost: not forwarded, its hand-out left counted. With
+// one attempt allowed the new owner finds it past its last attempt and dead-letters a message
+// whose result exists; the next stage is never notified. Before the forward heartbeated, the
+// forward went out and the ack cleared the count (the new owner skipped it and forwarded).
+TEST_CASE("review fwd: an evicted member that wrote its result still forwards it; the new owner does not dead-letter it") {
+    Fixture f("fwd-evicted-put", 2);
+    TopicManager mgr(f.tp.pool);
+    REQUIRE(mgr.create("next", config(1, 8)).ok());
+    REQUIRE(mgr.register_group("next", "stage2").ok());
+    WorkerConfig ca = f.cfg("a", 1), cb = f.cfg("b", 1);
+    for (WorkerConfig* c : {&ca, &cb}) {
+        c->max_attempts = 1;
+        c->session_timeout_ns = 200'000'000;
+        c->next_topic = "next";
+    }
+    auto a = WorkerLoop::open(f.tp.pool, ca);
+    REQUIRE(a.ok());
+    auto b = WorkerLoop::open(f.tp.pool, cb);
+    REQUIRE(b.ok());
+    const auto end = std::chrono::steady_clock::now() + 5s;
+    while (a->stats().partitions.size() != 1 || b->stats().partitions.size() != 1) {
+        REQUIRE(std::chrono::steady_clock::now() < end);
+        REQUIRE(a->service().ok());
+        REQUIRE(b->service().ok());
+        std::this_thread::sleep_for(5ms);
+    }
+    // A third member, kept alive by heartbeats alone: the evicter's target gives it the
+    // evicted member's partition, which it does not claim until told.
+    auto cg = ConsumerGroup::open(f.tp.pool, "t", "g", 2);
+    REQUIRE(cg.ok());
+    auto cj = cg->join("c");
+    REQUIRE(cj.ok());
+    REQUIRE(cj->partitions.empty());
+    WorkerLoop& own = a->stats().partitions[0] == 0 ? *a : *b;
+    WorkerLoop& other = &own == &*a ? *b : *a;
+    {  // a notification without fabric-version (a producer of its own): a hand-out is counted before the skip
+        REQUIRE(f.store->put(f.in("k0"), bytes("data")).ok());
+        const std::string us = f.in("k0").to_string();
+        REQUIRE(f.producer->send_to(0, OutgoingMessage{bytes(us), {}, {}}).ok());
+    }
+    auto running = acquire_n(own, 1);
+    REQUIRE(running.size() == 1);
+    for (int i = 0; i < 10; ++i) {  // own's handler runs past its session timeout
+        std::this_thread::sleep_for(35ms);
+        REQUIRE(cg->heartbeat("c").ok());
+        REQUIRE(other.service().ok());
+    }
+    REQUIRE(other.service().ok());  // evicts own (again: done already); partition 0 is c's target, not yet claimed
+    REQUIRE(own.complete(std::move(running[0]), upper(running[0])).ok());
+    CHECK(f.result_text("k0") == "DATA");
+    auto d = mgr.describe("next");
+    REQUIRE(d.ok());
+    MESSAGE("forwarded by the evicted member: ", d->partitions[0].next, "; its hand-out still counted: ",
+            pool_attempts(f, 0, 0));
+    REQUIRE(cg->leave("c").ok());  // c goes: the survivor takes partition 0
+    service_until(other, [&] { return other.stats().partitions.size() == 2; });
+    (void)acquire_n(other, 1);
+    CHECK(other.stats().dead_lettered == 0);
+    d = mgr.describe("next");
+    REQUIRE(d.ok());
+    CHECK(d->partitions[0].next >= 1);  // the next stage was notified
+}

@@ -1247,8 +1247,11 @@ Result<Outcome> WorkerLoop::Impl::forward(const Message& m, std::string_view res
     if (elapsed(mono_coarse_ns(), last_keep_alive_ns) >= kKeepAliveEveryNs) {
         if (Status st = keep_alive(); !st) {
             if (st.code() != Errc::stale_epoch) return std::move(st).error();
-            need_rebalance = true;  // evicted: the new owner finds the result current and forwards
-            return Outcome::lost;
+            // Evicted, but the result is written: the forward still goes out (at-least-once; the
+            // next stage skips duplicates by version), as it did before this member knew. Given
+            // up as lost, its hand-out would stay counted and a new owner at the last attempt
+            // would dead-letter a message whose result exists, never notifying the next stage.
+            need_rebalance = true;
         }
     }
     char rv_buf[24], ts_buf[24], origin_buf[24];
