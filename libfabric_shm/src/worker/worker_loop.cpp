@@ -1202,10 +1202,10 @@ Result<Outcome> WorkerLoop::Impl::forward(const Message& m, std::string_view res
     if (!next) return Outcome::done;
     // The partition: a keyed forward's is the key's (send_keyed's rule); an unkeyed one takes
     // the next in turn that is not held full.
-    const uint32_t parts = uint32_t(next_full_until_ns.size());
+    const uint32_t next_parts = uint32_t(next_full_until_ns.size());
     uint32_t target = 0;
     if (!m.key.empty()) {
-        target = uint32_t(key_hash(m.key) % parts);
+        target = uint32_t(key_hash(m.key) % next_parts);
         if (uint64_t& until = next_full_until_ns[target]; until != 0) {
             if (mono_now_ns() < until) {
                 *failure = {"partition " + std::to_string(target) + " of next topic '" + cfg.next_topic +
@@ -1218,8 +1218,8 @@ Result<Outcome> WorkerLoop::Impl::forward(const Message& m, std::string_view res
     } else {
         uint64_t now = 0, soonest = UINT64_MAX;
         bool found = false;
-        for (uint32_t k = 0; k < parts && !found; ++k) {
-            const uint32_t p = (next_unkeyed_turn + k) % parts;
+        for (uint32_t k = 0; k < next_parts && !found; ++k) {
+            const uint32_t p = (next_unkeyed_turn + k) % next_parts;
             uint64_t& until = next_full_until_ns[p];
             if (until != 0) {
                 if (now == 0) now = mono_now_ns();
@@ -1237,7 +1237,7 @@ Result<Outcome> WorkerLoop::Impl::forward(const Message& m, std::string_view res
                         false, soonest};
             return Outcome::forward_waits;
         }
-        next_unkeyed_turn = (target + 1) % parts;
+        next_unkeyed_turn = (target + 1) % next_parts;
     }
     // Each forward may wait up to the send's block timeout, and forwards come in runs (a round
     // of completions, a pass of skip-path forwards in acquire) against a next stage that frees
@@ -1248,9 +1248,9 @@ Result<Outcome> WorkerLoop::Impl::forward(const Message& m, std::string_view res
         if (Status st = keep_alive(); !st) {
             if (st.code() != Errc::stale_epoch) return std::move(st).error();
             // Evicted, but the result is written: the forward still goes out (at-least-once; the
-            // next stage skips duplicates by version), as it did before this member knew. Given
-            // up as lost, its hand-out would stay counted and a new owner at the last attempt
-            // would dead-letter a message whose result exists, never notifying the next stage.
+            // next stage skips duplicates by version). Given up as lost, its hand-out would stay
+            // counted, and a new owner at the last attempt would dead-letter a message whose
+            // result exists, never notifying the next stage.
             need_rebalance = true;
         }
     }
