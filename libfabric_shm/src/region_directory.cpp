@@ -73,6 +73,11 @@ constexpr uint64_t kZeroByPunchMin = 1 << 20;
 /// The extent is page-aligned (offset: the allocator's cursor; its tail page belongs to no
 /// other region). ENOSPC and the like are errors naming the extent, before anything is written.
 Status zero_extent(const Pool::Impl& impl, uint64_t offset, uint64_t length) {
+    // Never a write outside the mapping, whatever the caller computed: refused, nothing written.
+    if (!impl.in_bounds(offset, length))
+        return make_error(Errc::corrupt, "pool '" + impl.name + "': a new region's extent (" + std::to_string(length) +
+                                             " bytes at offset " + std::to_string(offset) + ") is outside the " +
+                                             std::to_string(impl.size) + "-byte mapping");
     const uint64_t end = std::min<uint64_t>((offset + length + kPageSize - 1) & ~(kPageSize - 1), impl.size);
     if (impl.fd < 0 || offset % kPageSize != 0 || end <= offset) {
         std::memset(impl.base + offset, 0, length);
