@@ -366,6 +366,26 @@ TEST_CASE("leases: a remover that died between its mark and its second judgement
     CHECK(reopened->data()[0] == std::byte{42});
 }
 
+TEST_CASE("leases: a default TTL rewritten near 2^64 in the header gives a region the longest lease, not one expired "
+          "at birth") {
+    test::TempPool temp("hugettl", 2 << 20, 60s);
+    Pool& pool = temp.pool;
+    // Read again at every create_region; any writer may rewrite it (threat-model.md).
+    detail::pool_header(pool).default_ttl_ns = UINT64_MAX - 5;
+    RegionSpec spec;
+    spec.name = "defaulted";
+    spec.length = 4096;  // no TTL: the pool's default
+    auto region = pool.create_region(spec);
+    REQUIRE_MESSAGE(region, region.error().message);
+    CHECK_MESSAGE(region->check(), "a lease expired at birth");
+    const LeaseInfo l = pool.lease(region->lease_id()).value();
+    CHECK(l.expires_ns == l.created_ns + layout::kLeaseTtlMaxNs);
+    // A renewal asking for as much is cut the same way, never wrapped into no extension.
+    auto renewed = pool.renew_lease(region->lease_id(), MonoClock::now() + 1s, ns_duration(UINT64_MAX - 5));
+    REQUIRE_MESSAGE(renewed, renewed.error().message);
+    CHECK(to_ns(*renewed) > l.expires_ns);
+}
+
 TEST_CASE("leases: a remover that died after its mark is finished once every lease has run out") {
     test::PoolCleanup cleanup(test::unique_pool_name("deadmarkexp"));
     const std::string name = cleanup.name();
