@@ -142,13 +142,15 @@ Result<Region> Pool::create_region(const RegionSpec& spec) {
         };
         std::vector<Extent> used;
         used.reserve(64);
-        // A parent entry that is free, re-used, or still CREATING by a dead creator.
+        // A parent entry that is free, re-used, or still CREATING by a dead creator. Dead by
+        // pid, as the repair below judges a CREATING entry: a creator fenced while only paused
+        // publishes its parent when it resumes, and must find its children's leases intact.
         auto parent_gone = [&](RegionEntry* all, RegionRef ref, uint64_t at) {
             if (ref.index >= kDirectoryEntries) return true;
             const uint64_t pw = all[ref.index].word.load(std::memory_order_acquire);
             if (entry_word_gen(pw) != ref.generation || entry_word_state(pw) == kEntryFree) return true;
             return entry_word_state(pw) == kEntryCreating &&
-                   registry().liveness(entry_word_owner(pw), MonoClock::from_ns(at)) == Liveness::certainly_dead;
+                   registry().process_liveness(entry_word_owner(pw), MonoClock::from_ns(at)) == Liveness::certainly_dead;
         };
         for (uint32_t i = 0; i < kDirectoryEntries; ++i) {
             RegionEntry& e = entries[i];
@@ -349,10 +351,12 @@ Result<Region> Pool::open_region(RegionKind kind, std::string_view name) const {
     const std::string what = std::string(region_kind_name(uint32_t(kind))) + " '" + std::string(name) + "'";
     // Being created by a process that may still finish: "not ready", so that openers wait for
     // it instead of reporting it missing (and creators do not race it into already_exists
-    // followed by not_found). A dead creator's entry is repaired by the next create.
+    // followed by not_found). A dead creator's entry is repaired by the next create. Judged by
+    // pid, as that repair is (create_region): a creator fenced while only paused still holds
+    // the name there (already_exists) and publishes when it resumes, so it is not ready here.
     if (creator != 0) {
         std::string why;
-        if (registry().liveness(creator, MonoClock::now(), &why) != Liveness::certainly_dead) {
+        if (registry().process_liveness(creator, MonoClock::now(), &why) != Liveness::certainly_dead) {
             const uint64_t sw = impl_->slots()[token_slot(creator)].word.load(std::memory_order_acquire);
             return make_error(Errc::not_ready, what + " is being created in pool '" + impl_->name + "' by pid " +
                                                    std::to_string(slot_word_pid(sw)));
