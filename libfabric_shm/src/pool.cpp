@@ -60,6 +60,7 @@ bool revoke_lease(LeaseHeader& l, uint32_t gen) noexcept {
 }
 
 void init_lease(LeaseHeader& l, uint64_t id, uint64_t now, uint64_t ttl, OwnerToken me) {
+    ttl = std::min(ttl, kLeaseTtlMaxNs);  // never wraps `now + ttl` (kLeaseTtlMaxNs)
     const uint32_t gen = uint32_t(id >> 32);
     l.lease_id.store(id, std::memory_order_relaxed);
     l.created_ns.store(now, std::memory_order_relaxed);

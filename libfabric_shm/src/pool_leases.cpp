@@ -3,6 +3,7 @@
 // RenewalManager (lease.cpp) schedules renewals on top of these.
 #include "fabric_shm/pool.h"
 
+#include <algorithm>
 #include <atomic>
 #include <optional>
 
@@ -103,7 +104,7 @@ Result<MonoTime> Pool::renew_lease(uint64_t lease_id, MonoTime now, Duration ttl
     const uint64_t ttl_field = lease->ttl.load(std::memory_order_relaxed);
     if (lease_field_gen(ttl_field) != (gen & kSlotGenMask))
         return reclaimed();
-    const uint64_t ttl = ttl_ns ? ttl_ns : lease_field_value(ttl_field) * kLeaseFieldUnitNs;
+    const uint64_t ttl = std::min(ttl_ns ? ttl_ns : lease_field_value(ttl_field) * kLeaseFieldUnitNs, kLeaseTtlMaxNs);
     uint64_t expires = lease->expires_ns.load(std::memory_order_acquire);
     for (;;) {
         if (now_ns >= expires) {

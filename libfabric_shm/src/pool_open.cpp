@@ -303,18 +303,28 @@ Result<Pool> Pool::open(std::string_view name_view, const OpenOptions& options) 
             const bool owner_dead =
                 lifecycle_state(lc) == kPoolGone ||
                 doomed.registry().process_liveness(lifecycle_owner(lc), MonoClock::now()) == Liveness::certainly_dead;
-            // The remover died before unlinking: finish for it, after taking its mark over (CAS
-            // from the exact word to GONE). A remover judged dead by its heartbeat alone (another
-            // pid namespace) that is only stopped may put the pool back to LIVE when it resumes
-            // (reap_pass: a lease renewed after its judgement); its revert then fails instead of
-            // reviving a pool whose name is gone.
+            // The remover died before unlinking. Its mark says nothing about the leases now (a
+            // renewal that saw LIVE may have landed between its judgement and its mark, and it
+            // died before judging again: reap_pass), so they are judged again, behind a fence
+            // after the load that saw the mark (the Dekker pair with renew_lease, whose renewer
+            // extends, then loads the word): a live lease puts the pool back to LIVE and we
+            // attach to it. Otherwise we finish for the remover: its mark taken over (CAS from
+            // the exact word to GONE), then the unlink. A remover judged dead by its heartbeat
+            // alone (another pid namespace) that is only stopped finds the word changed when it
+            // resumes: its revert, or its own CAS to GONE before its unlink, then fails.
             uint64_t marked = lc;
-            if (owner_dead && (lifecycle_state(lc) == kPoolGone ||
-                               doomed.impl_->header()->lifecycle.compare_exchange_strong(
-                                   marked, make_lifecycle(kPoolGone, 0), std::memory_order_seq_cst)))
+            auto& word = doomed.impl_->header()->lifecycle;
+            if (owner_dead && lifecycle_state(lc) == kPoolGone) {
                 unlink_if_same(*doomed.impl_);
-            else
+            } else if (owner_dead) {
+                std::atomic_thread_fence(std::memory_order_seq_cst);
+                if (!doomed.wholly_expired(MonoClock::now()))
+                    word.compare_exchange_strong(marked, make_lifecycle(kPoolLive, 0), std::memory_order_seq_cst);
+                else if (word.compare_exchange_strong(marked, make_lifecycle(kPoolGone, 0), std::memory_order_seq_cst))
+                    unlink_if_same(*doomed.impl_);
+            } else {
                 usleep(2000);
+            }
             continue;
         }
         Pool pool(std::move(impl));
@@ -376,8 +386,15 @@ Status Pool::remove(std::string_view name_view, bool force) {
     if (lifecycle_state(w) == kPoolGone) return {};
     if (!lc.compare_exchange_strong(w, make_lifecycle(kPoolReclaiming, pool->self()), std::memory_order_acq_rel))
         return make_error(Errc::busy, "pool '" + name + "' is being removed by another process");
+    // GONE by CAS from our mark, before the unlink: a process that judged us dead while we were
+    // paused (by heartbeat, across pid namespaces) finishes a removal only while every lease has
+    // run out, and otherwise puts the pool back to LIVE (Pool::open, reap_pass); its name must
+    // then stay.
+    uint64_t ours = make_lifecycle(kPoolReclaiming, pool->self());
+    if (!lc.compare_exchange_strong(ours, make_lifecycle(kPoolGone, pool->self()), std::memory_order_acq_rel))
+        return make_error(Errc::busy, "pool '" + name + "': another process took the removal over while this one "
+                                                        "was stopped (kept if a lease was live); run it again");
     unlink_if_same(*pool->impl_);
-    lc.store(make_lifecycle(kPoolGone, pool->self()), std::memory_order_release);
     return {};
 }
 

@@ -42,7 +42,12 @@ ReapReport reap_pass(Pool& pool, MonoTime now_time, bool dry_run, bool allow_poo
     ReapReport report;
     if (impl->read_only || !impl->self) dry_run = true;
     PoolHeader& h = *impl->header();
-    if (lifecycle_state(h.lifecycle.load(std::memory_order_acquire)) == kPoolGone) return report;
+    if (lifecycle_state(h.lifecycle.load(std::memory_order_acquire)) == kPoolGone) {
+        // A remover stores GONE before it unlinks (below): one killed between the two left the
+        // name on a removed pool, which nothing else would take away.
+        if (!dry_run && allow_pool_removal) unlink_if_same(*impl);
+        return report;
+    }
     ProcessRegistry reg = pool.registry();
     if (dry_run) {
         for (const ProcessInfo& p : reg.list(now_time))
@@ -167,6 +172,48 @@ ReapReport reap_pass(Pool& pool, MonoTime now_time, bool dry_run, bool allow_poo
         }
     }
 
+    // Ends a removal whose remover died between its mark and its unlink (or its revert). Its
+    // mark says nothing about the leases now: a renewal whose `now` went stale may have landed
+    // between that remover's judgement and its mark, reported "renewed" (it saw LIVE), and its
+    // holders acknowledged data under it; the remover, killed before it judged again, never
+    // put the pool back. So the finisher takes the mark over (seq_cst: the same Dekker pair
+    // with renew_lease as a fresh mark), judges every lease again behind a fence, and puts the
+    // pool back to LIVE if one is live: a `pool rm` that died mid-way is undone too (it never
+    // reported success; run it again). Outside the expiry check below: a pool left marked with
+    // a live lease is not wholly expired, and would otherwise stay marked for good.
+    auto finish_dead_removal = [&](uint64_t lw) {
+        if (lifecycle_state(lw) != kPoolReclaiming ||
+            reg.process_liveness(lifecycle_owner(lw), now_time) != Liveness::certainly_dead)
+            return;
+        if (dry_run) {
+            report.notes.push_back("would finish removing pool '" + impl->name +
+                                   "' (previous remover died), or keep it if a lease is live");
+            return;
+        }
+        const uint64_t mine = make_lifecycle(kPoolReclaiming, impl->self);
+        if (!h.lifecycle.compare_exchange_strong(lw, mine, std::memory_order_seq_cst)) return;
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        uint64_t ours = mine;
+        if (!pool.wholly_expired(MonoClock::now())) {
+            const bool kept =
+                h.lifecycle.compare_exchange_strong(ours, make_lifecycle(kPoolLive, 0), std::memory_order_seq_cst);
+            report.notes.push_back("pool '" + impl->name + "': its previous remover died while a lease was live; " +
+                                   (kept ? "kept" : "another process took the removal over"));
+            return;
+        }
+        if (!h.lifecycle.compare_exchange_strong(ours, make_lifecycle(kPoolGone, impl->self), std::memory_order_acq_rel))
+            return;
+        unlink_if_same(*impl);
+        report.pool_removed = true;
+        report.notes.push_back("finished removing pool '" + impl->name + "' (previous remover died)");
+    };
+    if (allow_pool_removal) {
+        const uint64_t lw = h.lifecycle.load(std::memory_order_acquire);
+        if (lifecycle_state(lw) == kPoolReclaiming) {
+            finish_dead_removal(lw);
+            return report;
+        }
+    }
     if (allow_pool_removal && pool.wholly_expired(now_time)) {
         if (dry_run) {
             report.notes.push_back("would remove pool '" + impl->name + "' (every lease expired)");
@@ -214,19 +261,20 @@ ReapReport reap_pass(Pool& pool, MonoTime now_time, bool dry_run, bool allow_poo
         }
         if (marked) {
             FABRIC_CRASH_POINT("pool.reap.reclaiming");
-            unlink_if_same(*impl);
-            h.lifecycle.store(make_lifecycle(kPoolGone, impl->self), std::memory_order_release);
-            report.pool_removed = true;
-            report.notes.push_back("removed pool '" + impl->name + "' (every lease expired)");
-        } else if (lifecycle_state(lw) == kPoolReclaiming &&
-                   reg.process_liveness(lifecycle_owner(lw), now_time) == Liveness::certainly_dead &&
-                   h.lifecycle.compare_exchange_strong(lw, make_lifecycle(kPoolReclaiming, impl->self),
-                                                       std::memory_order_acq_rel)) {
-            // The previous remover died between marking and unlinking: finish for it.
-            unlink_if_same(*impl);
-            h.lifecycle.store(make_lifecycle(kPoolGone, impl->self), std::memory_order_release);
-            report.pool_removed = true;
-            report.notes.push_back("finished removing pool '" + impl->name + "' (previous remover died)");
+            // GONE by CAS from our own mark, before the unlink: a finisher that judged us dead
+            // (by heartbeat, across pid namespaces) while we were only paused may have put the
+            // pool back to LIVE, and its name must then stay.
+            uint64_t ours = make_lifecycle(kPoolReclaiming, impl->self);
+            if (h.lifecycle.compare_exchange_strong(ours, make_lifecycle(kPoolGone, impl->self),
+                                                    std::memory_order_acq_rel)) {
+                unlink_if_same(*impl);
+                report.pool_removed = true;
+                report.notes.push_back("removed pool '" + impl->name + "' (every lease expired)");
+            } else {
+                report.notes.push_back("pool '" + impl->name + "': another process took its removal over");
+            }
+        } else {
+            finish_dead_removal(lw);
         }
     }
     return report;

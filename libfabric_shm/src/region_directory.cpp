@@ -73,6 +73,11 @@ constexpr uint64_t kZeroByPunchMin = 1 << 20;
 /// The extent is page-aligned (offset: the allocator's cursor; its tail page belongs to no
 /// other region). ENOSPC and the like are errors naming the extent, before anything is written.
 Status zero_extent(const Pool::Impl& impl, uint64_t offset, uint64_t length) {
+    // Never a write outside the mapping, whatever the caller computed: refused, nothing written.
+    if (!impl.in_bounds(offset, length))
+        return make_error(Errc::corrupt, "pool '" + impl.name + "': a new region's extent (" + std::to_string(length) +
+                                             " bytes at offset " + std::to_string(offset) + ") is outside the " +
+                                             std::to_string(impl.size) + "-byte mapping");
     const uint64_t end = std::min<uint64_t>((offset + length + kPageSize - 1) & ~(kPageSize - 1), impl.size);
     if (impl.fd < 0 || offset % kPageSize != 0 || end <= offset) {
         std::memset(impl.base + offset, 0, length);
@@ -137,13 +142,15 @@ Result<Region> Pool::create_region(const RegionSpec& spec) {
         };
         std::vector<Extent> used;
         used.reserve(64);
-        // A parent entry that is free, re-used, or still CREATING by a dead creator.
+        // A parent entry that is free, re-used, or still CREATING by a dead creator. Dead by
+        // pid, as the repair below judges a CREATING entry: a creator fenced while only paused
+        // publishes its parent when it resumes, and must find its children's leases intact.
         auto parent_gone = [&](RegionEntry* all, RegionRef ref, uint64_t at) {
             if (ref.index >= kDirectoryEntries) return true;
             const uint64_t pw = all[ref.index].word.load(std::memory_order_acquire);
             if (entry_word_gen(pw) != ref.generation || entry_word_state(pw) == kEntryFree) return true;
             return entry_word_state(pw) == kEntryCreating &&
-                   registry().liveness(entry_word_owner(pw), MonoClock::from_ns(at)) == Liveness::certainly_dead;
+                   registry().process_liveness(entry_word_owner(pw), MonoClock::from_ns(at)) == Liveness::certainly_dead;
         };
         for (uint32_t i = 0; i < kDirectoryEntries; ++i) {
             RegionEntry& e = entries[i];
@@ -344,10 +351,12 @@ Result<Region> Pool::open_region(RegionKind kind, std::string_view name) const {
     const std::string what = std::string(region_kind_name(uint32_t(kind))) + " '" + std::string(name) + "'";
     // Being created by a process that may still finish: "not ready", so that openers wait for
     // it instead of reporting it missing (and creators do not race it into already_exists
-    // followed by not_found). A dead creator's entry is repaired by the next create.
+    // followed by not_found). A dead creator's entry is repaired by the next create. Judged by
+    // pid, as that repair is (create_region): a creator fenced while only paused still holds
+    // the name there (already_exists) and publishes when it resumes, so it is not ready here.
     if (creator != 0) {
         std::string why;
-        if (registry().liveness(creator, MonoClock::now(), &why) != Liveness::certainly_dead) {
+        if (registry().process_liveness(creator, MonoClock::now(), &why) != Liveness::certainly_dead) {
             const uint64_t sw = impl_->slots()[token_slot(creator)].word.load(std::memory_order_acquire);
             return make_error(Errc::not_ready, what + " is being created in pool '" + impl_->name + "' by pid " +
                                                    std::to_string(slot_word_pid(sw)));

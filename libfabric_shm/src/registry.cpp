@@ -189,9 +189,13 @@ namespace {
 /// Whether this process may probe the pid named in `word` (it lives in our pid namespace).
 /// `pidns_field`: the occupant's own record, 0 when not (yet) written. `header` may be null
 /// (then only that field can tell).
+/// An unknown namespace (a process that could not stat /proc/self/ns/pid records 0; so may a
+/// creator, or this judge) is never "ours": a pid probed across namespaces names an unrelated
+/// process or none, and would judge a live process dead.
 bool pid_in_our_namespace(const PoolHeader* header, uint64_t word, uint64_t pidns_field) {
     if (pidns_field != 0) return pidns_field == self_pidns();
-    return header != nullptr && slot_word_creator_ns(word) && header->creator_pidns == self_pidns();
+    return header != nullptr && slot_word_creator_ns(word) && header->creator_pidns != 0 &&
+           header->creator_pidns == self_pidns();
 }
 
 /// The pid probe shared by every state: gone, zombie, or (when a start time is recorded)
@@ -247,8 +251,9 @@ Liveness slot_liveness(const PoolHeader* header, const ProcessSlot& slot, uint64
         if (pid_certainly_dead(pid, recorded_start, &why)) return dead("claimant " + why);
         return alive();
     }
-    const bool same_ns = pidns == 0 || pidns == self_pidns();
-    if (same_ns && pid_certainly_dead(pid, recorded_start, &why)) return dead(why);
+    // The pid is probed only where it names the process (as for CLAIMING above): a LIVE slot
+    // whose pidns is 0 registered without knowing its namespace, and is judged by heartbeat.
+    if (pid_in_our_namespace(header, word, pidns) && pid_certainly_dead(pid, recorded_start, &why)) return dead(why);
     const uint64_t timeout = slot.timeout_ns.load(std::memory_order_relaxed);
     const uint64_t heartbeat = slot.heartbeat_ns.load(std::memory_order_relaxed);
     if (timeout != 0 && now_ns > heartbeat && now_ns - heartbeat > timeout)

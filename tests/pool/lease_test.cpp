@@ -13,6 +13,7 @@
 #include "fabric_shm/lease.h"
 #include "fabric_shm/pool.h"
 #include "layout/pool_layout.h"
+#include "pool_impl.h"
 
 using namespace fabric_shm;
 using namespace std::chrono_literals;
@@ -295,6 +296,119 @@ TEST_CASE("leases: a reaper stopped after judging a pool wholly expired does not
     OpenOptions o;
     o.allow_expired = true;
     CHECK(Pool::open(name, o));
+}
+
+namespace {
+/// The token of a registration that has ended (a child that opened the pool and exited).
+OwnerToken dead_token(const std::string& name) {
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    const pid_t child = test::fork_child([&] {
+        auto p = Pool::open(name);
+        const OwnerToken t = p ? p->self() : 0;
+        return ::write(fds[1], &t, sizeof t) == sizeof t ? 0 : 2;
+    });
+    OwnerToken token = 0;
+    REQUIRE(::read(fds[0], &token, sizeof token) == sizeof token);
+    ::close(fds[0]);
+    ::close(fds[1]);
+    REQUIRE(test::wait_child(child) == 0);
+    REQUIRE(token != 0);
+    return token;
+}
+}  // namespace
+
+TEST_CASE("leases: a remover that died between its mark and its second judgement, while a lease was live, is not "
+          "finished: the pool is put back to LIVE") {
+    // The state a reaper leaves when a renewal (its `now` stale) lands between its judgement and
+    // its mark CAS and the reaper is killed before it judges again (pool.reap.reclaiming): the
+    // renewer saw LIVE and reported "renewed", so holders acknowledged data under that lease.
+    // Forged: the lifecycle word RECLAIMING with an ended registration's token, a lease live.
+    test::PoolCleanup cleanup(test::unique_pool_name("deadmark"));
+    const std::string name = cleanup.name();
+    auto pool = Pool::create({name, 2 << 20, 60s});
+    REQUIRE_MESSAGE(pool, pool.error().message);
+    RegionSpec spec;
+    spec.name = "acked";
+    spec.length = 4096;
+    spec.ttl = 60s;
+    auto region = pool->create_region(spec);
+    REQUIRE_MESSAGE(region, region.error().message);
+    region->data()[0] = std::byte{42};
+    const uint64_t incarnation = pool->incarnation();
+    const OwnerToken dead = dead_token(name);
+    REQUIRE(pool->registry().process_liveness(dead, MonoClock::now()) == Liveness::certainly_dead);
+    detail::pool_header(*pool).lifecycle.store(layout::make_lifecycle(layout::kPoolReclaiming, dead));
+    REQUIRE(pool->lifecycle() == "reclaiming");
+
+    SUBCASE("a reaper, given an instant past every lease") {
+        const ReapReport r = pool->reap(MonoClock::now() + 120s);
+        CHECK_FALSE(r.pool_removed);
+    }
+    SUBCASE("a reaper, given the real instant") {
+        const ReapReport r = pool->reap(MonoClock::now());
+        CHECK_FALSE(r.pool_removed);
+    }
+    SUBCASE("a create_if_missing opener") {
+        OpenOptions o;
+        o.create_if_missing = true;
+        auto opened = Pool::open(name, o);
+        REQUIRE_MESSAGE(opened, opened.error().message);
+        CHECK(opened->incarnation() == incarnation);  // attached to it, not a fresh pool
+    }
+    CHECK(pool->lifecycle() == "live");
+    CHECK(region->check());
+    auto again = Pool::open(name);
+    REQUIRE_MESSAGE(again, again.error().message);
+    CHECK(again->incarnation() == incarnation);
+    auto reopened = again->open_region(RegionKind::test, "acked");
+    REQUIRE_MESSAGE(reopened, reopened.error().message);
+    CHECK(reopened->data()[0] == std::byte{42});
+}
+
+TEST_CASE("leases: a default TTL rewritten near 2^64 in the header gives a region the longest lease, not one expired "
+          "at birth") {
+    test::TempPool temp("hugettl", 2 << 20, 60s);
+    Pool& pool = temp.pool;
+    // Read again at every create_region; any writer may rewrite it (threat-model.md).
+    detail::pool_header(pool).default_ttl_ns = UINT64_MAX - 5;
+    RegionSpec spec;
+    spec.name = "defaulted";
+    spec.length = 4096;  // no TTL: the pool's default
+    auto region = pool.create_region(spec);
+    REQUIRE_MESSAGE(region, region.error().message);
+    CHECK_MESSAGE(region->check(), "a lease expired at birth");
+    const LeaseInfo l = pool.lease(region->lease_id()).value();
+    CHECK(l.expires_ns == l.created_ns + layout::kLeaseTtlMaxNs);
+    // A renewal asking for as much is cut the same way, never wrapped into no extension.
+    auto renewed = pool.renew_lease(region->lease_id(), MonoClock::now() + 1s, ns_duration(UINT64_MAX - 5));
+    REQUIRE_MESSAGE(renewed, renewed.error().message);
+    CHECK(to_ns(*renewed) > l.expires_ns);
+}
+
+TEST_CASE("leases: a remover that died after its mark is finished once every lease has run out") {
+    test::PoolCleanup cleanup(test::unique_pool_name("deadmarkexp"));
+    const std::string name = cleanup.name();
+    auto pool = Pool::create({name, 2 << 20, 300ms});
+    REQUIRE_MESSAGE(pool, pool.error().message);
+    const uint64_t incarnation = pool->incarnation();
+    const OwnerToken dead = dead_token(name);
+    wait_wholly_expired(*pool);
+    detail::pool_header(*pool).lifecycle.store(layout::make_lifecycle(layout::kPoolReclaiming, dead));
+    SUBCASE("by a reaper") {
+        const ReapReport r = pool->reap(MonoClock::now());
+        CHECK(r.pool_removed);
+        CHECK(pool->lifecycle() == "gone");
+        CHECK_FALSE(fs::exists(Pool::segment_path(name)));
+    }
+    SUBCASE("by a create_if_missing opener, which then creates it afresh") {
+        OpenOptions o;
+        o.create_if_missing = true;
+        auto opened = Pool::open(name, o);
+        REQUIRE_MESSAGE(opened, opened.error().message);
+        CHECK(opened->incarnation() != incarnation);
+        CHECK(pool->lifecycle() == "gone");
+    }
 }
 
 TEST_CASE("leases: a renewal stopped after its checks, resumed after the pool was judged expired and removed, fails "

@@ -102,3 +102,50 @@ TEST_CASE("namespaces: sharing a pool across pid namespaces without a heartbeat 
         CHECK(plain);
     }
 }
+
+TEST_CASE("namespaces: a registration that could not read its pid namespace is judged by its heartbeat, never by "
+          "probing its pid") {
+    // A registrant that could not stat /proc/self/ns/pid (no /proc in its container) records
+    // pidns 0 and, its namespace differing from the creator's, no creator-namespace bit. Its
+    // pid then says nothing here: forged by a registration whose pid has gone (as an unrelated
+    // or absent pid in this namespace would).
+    test::TempPool temp("pidnsunknown", 2 << 20, 60s);
+    Pool& pool = temp.pool;
+    const std::string name = temp.name();
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    const pid_t child = test::fork_child([&] {
+        OpenOptions o;
+        o.heartbeat_timeout = std::chrono::seconds(5);
+        auto p = Pool::open(name, o);
+        OwnerToken t = p ? p->self() : 0;
+        if (::write(fds[1], &t, sizeof t) != sizeof t) return 2;
+        for (;;) ::pause();
+        return 0;
+    });
+    OwnerToken token = 0;
+    REQUIRE(::read(fds[0], &token, sizeof token) == sizeof token);
+    ::close(fds[0]);
+    ::close(fds[1]);
+    REQUIRE(token != 0);
+    layout::ProcessSlot& slot = test::slot_of(pool, token);
+    uint64_t w = slot.word.load();
+    REQUIRE(slot.word.compare_exchange_strong(
+        w, layout::make_slot_word(layout::slot_word_state(w), layout::slot_word_gen(w), layout::slot_word_pid(w), false)));
+    slot.pidns.store(0);
+    slot.heartbeat_ns.store(mono_now_ns() + 3600 * kNsPerSec);  // never stale in the test
+    ::kill(child, SIGKILL);
+    REQUIRE(test::wait_child(child) == 128 + SIGKILL);
+
+    std::string why;
+    CHECK_MESSAGE(pool.registry().liveness(token, MonoClock::now(), &why) == Liveness::maybe_alive, why);
+    CHECK_MESSAGE(pool.registry().process_liveness(token, MonoClock::now(), &why) == Liveness::maybe_alive, why);
+    CHECK(pool.reap(MonoClock::now()).dead_processes == 0);
+    CHECK(pool.registry().liveness(token, MonoClock::now()) == Liveness::maybe_alive);  // not retired
+
+    // Its declared heartbeat timeout is the rule that judges it.
+    slot.heartbeat_ns.store(mono_now_ns() - 3600 * kNsPerSec);
+    CHECK(pool.registry().liveness(token, MonoClock::now(), &why) == Liveness::certainly_dead);
+    CHECK_MESSAGE(why.find("heartbeat") != std::string::npos, why);
+    CHECK(pool.reap(MonoClock::now()).dead_processes == 1);
+}

@@ -487,3 +487,70 @@ TEST_CASE("regions: a header whose data area was rewritten after the open never 
                                               "through the mapping next to it); 3: a region was placed past "
                                               "the mapping; 139: SIGSEGV)");
 }
+
+TEST_CASE("regions: a creator fenced while paused holds its name: open says not ready, create already exists, and its "
+          "child's lease is not revoked") {
+    test::TempPool temp("fencedcreator", 4 << 20, 60s);
+    Pool& pool = temp.pool;
+    const std::string name = temp.name();
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    // A topic-like creator: the root reserved (CREATING, not published), a child under it
+    // published, then paused before it publishes the root.
+    const pid_t creator = test::fork_child([&] {
+        OpenOptions o;
+        o.heartbeat_timeout = std::chrono::seconds(5);
+        auto p = Pool::open(name, o);
+        if (!p) return 10;
+        RegionSpec root = spec("obj", 4096);
+        root.publish = false;
+        auto r = p->create_region(root);
+        if (!r) return 11;
+        RegionSpec child = spec("obj.part", 4096);
+        child.parent = r->ref();
+        auto c = p->create_region(child);
+        if (!c) return 12;
+        const OwnerToken t = p->self();
+        if (::write(fds[1], &t, sizeof t) != sizeof t) return 13;
+        ::raise(SIGSTOP);
+        return r->publish() ? 0 : 14;
+    });
+    struct KillOnFailure {  // a failed REQUIRE must not leave the stopped child behind
+        pid_t pid;
+        bool reaped = false;
+        ~KillOnFailure() {
+            if (!reaped) {
+                ::kill(pid, SIGKILL);
+                test::wait_child(pid);
+            }
+        }
+    } guard{creator};
+    OwnerToken token = 0;
+    REQUIRE(::read(fds[0], &token, sizeof token) == sizeof token);
+    ::close(fds[0]);
+    ::close(fds[1]);
+    REQUIRE(test::wait_stopped(creator));
+    // Its heartbeat timed out: a reap fences it (token dead), its pid still runs.
+    auto* slots = reinterpret_cast<layout::ProcessSlot*>(detail::pool_base(pool) + layout::kRegistryOffset);
+    slots[layout::token_slot(token)].heartbeat_ns.store(mono_now_ns() - 3600 * kNsPerSec);
+    pool.reap(MonoClock::now());
+    REQUIRE(pool.registry().liveness(token, MonoClock::now()) == Liveness::certainly_dead);
+    REQUIRE(pool.registry().process_liveness(token, MonoClock::now()) == Liveness::maybe_alive);
+
+    auto opened = pool.open_region(RegionKind::test, "obj");
+    REQUIRE_FALSE(opened);
+    CHECK_MESSAGE(opened.code() == Errc::not_ready, opened.error().message);
+    auto again = pool.create_region(spec("obj", 4096));
+    REQUIRE_FALSE(again);
+    CHECK_MESSAGE(again.code() == Errc::already_exists, again.error().message);
+    auto child_again = pool.create_region(spec("obj.part", 4096));
+    REQUIRE_FALSE(child_again);
+    CHECK_MESSAGE(child_again.code() == Errc::already_exists, child_again.error().message);
+
+    test::resume(creator);
+    CHECK(test::wait_child(creator) == 0);  // published its root
+    guard.reaped = true;
+    const auto part = test::region_named(pool, "obj.part");
+    REQUIRE(part);
+    CHECK_FALSE(part->lease.revoked);
+}

@@ -87,6 +87,10 @@ constexpr uint64_t lease_ttl_field_value(uint64_t ttl_ns) {
     const uint64_t ms = ttl_ns / kLeaseFieldUnitNs + (ttl_ns % kLeaseFieldUnitNs != 0);
     return ms < kLeaseFieldValueMask ? ms : kLeaseFieldValueMask;
 }
+/// The longest TTL a lease takes: what its TTL field can record. A longer one (a caller's, or
+/// the header's default_ttl_ns, which any writer may rewrite) is cut to it, so that `now + TTL`
+/// cannot wrap into a lease that has expired at birth.
+constexpr uint64_t kLeaseTtlMaxNs = kLeaseFieldValueMask * kLeaseFieldUnitNs;
 
 struct LeaseHeader {
     std::atomic<uint64_t> lease_id;     ///< immutable after publish; (generation << 32) | (entry index + 1), pool: gen << 32
