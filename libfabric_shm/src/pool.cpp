@@ -5,15 +5,19 @@
 #include "fabric_shm/pool.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 
+#include "crash_point.h"
 #include "fabric_shm/counters.h"
 #include "fabric_shm/names.h"
 #include "pool_impl.h"
@@ -74,11 +78,38 @@ void init_lease(LeaseHeader& l, uint64_t id, uint64_t now, uint64_t ttl, OwnerTo
     l.renew_count.store(make_lease_field(gen, 0), std::memory_order_relaxed);
 }
 
-void unlink_if_same(const Pool::Impl& impl) {
-    struct stat by_name {}, by_fd {};
-    if (::stat(impl.path.c_str(), &by_name) == 0 && fstat(impl.fd, &by_fd) == 0 && by_name.st_ino == by_fd.st_ino &&
-        by_name.st_dev == by_fd.st_dev)
-        ::unlink(impl.path.c_str());
+bool unlink_if_same(const Pool::Impl& impl) {
+    // The check that the name still is this file and the unlink are two calls, and several
+    // processes may finish one removal (a remover, a reaper or an opener cleaning up after one
+    // that died). One that paused between its check and its unlink, while another unlinked the
+    // name and a new pool was created under it, would unlink the new pool: its holders would
+    // go on writing into a pool nobody can open again. So every unlink of a pool's name happens
+    // under an exclusive flock of the pool's own file, through a file description of its own
+    // (flock is per description: a handle's, shared by fork, would not exclude). Held by
+    // another (maybe paused): it is unlinking this name, leave it to it. A holder killed drops
+    // the lock with its descriptors. While the name is this file no new pool can take it
+    // (creation link()s, which fails on an existing name), so the check stays true under the
+    // lock.
+    char self_path[48];
+    std::snprintf(self_path, sizeof self_path, "/proc/self/fd/%d", impl.fd);
+    const int own_fd = ::open(self_path, O_RDONLY | O_CLOEXEC);
+    const int lock_fd = own_fd >= 0 ? own_fd : impl.fd;  // no /proc: the handle's own description
+    bool gone = false;
+    if (::flock(lock_fd, LOCK_EX | LOCK_NB) == 0) {
+        struct stat by_name {}, by_fd {};
+        if (::stat(impl.path.c_str(), &by_name) == 0 && fstat(impl.fd, &by_fd) == 0 &&
+            by_name.st_ino == by_fd.st_ino && by_name.st_dev == by_fd.st_dev) {
+            FABRIC_PAUSE_POINT("pool.unlink.checked");
+            gone = ::unlink(impl.path.c_str()) == 0 || errno == ENOENT;
+        } else {
+            gone = true;  // unlinked already (maybe re-created: not ours to touch)
+        }
+    }
+    if (own_fd >= 0)
+        ::close(own_fd);  // drops the lock
+    else
+        ::flock(impl.fd, LOCK_UN);
+    return gone;
 }
 
 }  // namespace detail

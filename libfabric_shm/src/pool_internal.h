@@ -38,8 +38,9 @@ void init_lease(layout::LeaseHeader& l, uint64_t id, uint64_t now, uint64_t ttl,
 bool revoke_lease(layout::LeaseHeader& l, uint32_t gen) noexcept;
 
 /// Unlinks the pool's name only if it still refers to this mapping's inode (never a
-/// re-created pool that took the name meanwhile).
-void unlink_if_same(const Pool::Impl& impl);
+/// re-created pool that took the name meanwhile). False: the name still is this file, another
+/// process (maybe paused) being about to unlink it.
+bool unlink_if_same(const Pool::Impl& impl);
 
 /// How much of the pool a reap pass looks at. `full`: everything (Pool::reap, the reaper).
 /// `on_open`: the same, but the region hooks that walk a whole region (RegionKindOps::scans)

@@ -315,7 +315,7 @@ Result<Pool> Pool::open(std::string_view name_view, const OpenOptions& options) 
             uint64_t marked = lc;
             auto& word = doomed.impl_->header()->lifecycle;
             if (owner_dead && lifecycle_state(lc) == kPoolGone) {
-                unlink_if_same(*doomed.impl_);
+                if (!unlink_if_same(*doomed.impl_)) usleep(2000);  // its remover is unlinking it
             } else if (owner_dead) {
                 std::atomic_thread_fence(std::memory_order_seq_cst);
                 if (!doomed.wholly_expired(MonoClock::now()))

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <filesystem>
 #include <optional>
+#include <thread>
 
 #include "../support/test_support.h"
 #include "crash_point.h"
@@ -409,6 +410,72 @@ TEST_CASE("leases: a remover that died after its mark is finished once every lea
         CHECK(opened->incarnation() != incarnation);
         CHECK(pool->lifecycle() == "gone");
     }
+}
+
+namespace {
+std::atomic<int> g_unlink_holds{0};       ///< how many callers of the point are still to hold
+std::atomic<bool> g_unlink_held{false};   ///< one is held there now
+std::atomic<bool> g_unlink_release{false};
+/// At "pool.unlink.checked" (a remover checked that the name is its pool's file, before its
+/// unlink): the first caller stays there until released.
+void hold_first_unlink(const char* name) {
+    if (std::string(name) != "pool.unlink.checked" || g_unlink_holds.fetch_sub(1) <= 0) return;
+    g_unlink_held.store(true);
+    while (!g_unlink_release.load()) ::usleep(1000);
+}
+}  // namespace
+
+TEST_CASE("leases: a remover stopped between its check of the name and its unlink never unlinks a pool created "
+          "under the name meanwhile") {
+    // A remover killed between its CAS to GONE and its unlink leaves the name on a removed pool
+    // (forged: GONE with an ended registration's token). A reaper cleans the name up and is
+    // held just before its unlink; meanwhile a create_if_missing opener finds the removed pool.
+    test::PoolCleanup cleanup(test::unique_pool_name("unlinkrace"));
+    const std::string name = cleanup.name();
+    auto old = Pool::create({name, 2 << 20, 60s});
+    REQUIRE_MESSAGE(old, old.error().message);
+    const uint64_t old_incarnation = old->incarnation();
+    detail::pool_header(*old).lifecycle.store(layout::make_lifecycle(layout::kPoolGone, dead_token(name)));
+
+    g_unlink_holds.store(1);
+    g_unlink_held.store(false);
+    g_unlink_release.store(false);
+    detail::set_pause_hook(&hold_first_unlink);
+    std::thread reaper([&] { (void)old->reap(MonoClock::now(), false, true); });
+    while (!g_unlink_held.load()) ::usleep(1000);
+    std::optional<Pool> created;
+    std::string open_error;
+    std::thread opener([&] {
+        OpenOptions o;
+        o.create_if_missing = true;
+        auto p = Pool::open(name, o);
+        if (p)
+            created.emplace(std::move(*p));
+        else
+            open_error = p.error().message;
+    });
+    // Long enough for an opener that does not wait for the held remover to unlink the old name
+    // and create anew; shorter than an opener's wait for a remover (50 tries 2 ms apart).
+    ::usleep(50 * 1000);
+    g_unlink_release.store(true);
+    reaper.join();
+    opener.join();
+    detail::set_pause_hook(nullptr);
+    if (!created) {  // the remover held past the opener's wait (a slow machine): busy, not a pool
+        INFO(open_error);
+        CHECK(open_error.find("kept changing") != std::string::npos);
+        OpenOptions o;
+        o.create_if_missing = true;
+        auto p = Pool::open(name, o);
+        REQUIRE_MESSAGE(p, p.error().message);
+        created.emplace(std::move(*p));
+    }
+    CHECK(created->incarnation() != old_incarnation);
+    CHECK(created->lifecycle() == "live");
+    // The name is the pool the opener made and holds: a second opener attaches to it.
+    auto again = Pool::open(name);
+    REQUIRE_MESSAGE(again, again.error().message);
+    CHECK(again->incarnation() == created->incarnation());
 }
 
 TEST_CASE("leases: a renewal stopped after its checks, resumed after the pool was judged expired and removed, fails "

@@ -23,6 +23,7 @@ const std::vector<FaultPoint>& fault_points() {
         {"pool.create.after_link", O},
         {"pool.reap.judged_expired", O | R},
         {"pool.reap.reclaiming", O | R},
+        {"pool.unlink.checked", O | R},        // a remover's unlink of a pool's name, the name checked
         {"pool.reap.hook", kEveryone},           // before a region kind's repair hook runs
         {"region.create.reserved", W | O},       // workers: the metrics region; ops: store and topic
         {"region.create.punched", O},            // the store's heap and the topics' partitions (1 MiB and up)
