@@ -7,7 +7,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -78,39 +77,50 @@ void init_lease(LeaseHeader& l, uint64_t id, uint64_t now, uint64_t ttl, OwnerTo
     l.renew_count.store(make_lease_field(gen, 0), std::memory_order_relaxed);
 }
 
-bool unlink_if_same(const Pool::Impl& impl) {
-    // The check that the name still is this file and the unlink are two calls, and several
-    // processes may finish one removal (a remover, a reaper or an opener cleaning up after one
-    // that died). One that paused between its check and its unlink, while another unlinked the
-    // name and a new pool was created under it, would unlink the new pool: its holders would
-    // go on writing into a pool nobody can open again. So every unlink of a pool's name happens
-    // under an exclusive flock of the pool's own file, through a file description of its own
-    // (flock is per description: a handle's, shared by fork, would not exclude). Held by
-    // another (maybe paused): it is unlinking this name, leave it to it. A holder killed drops
-    // the lock with its descriptors. While the name is this file no new pool can take it
-    // (creation link()s, which fails on an existing name), so the check stays true under the
-    // lock.
-    char self_path[48];
-    std::snprintf(self_path, sizeof self_path, "/proc/self/fd/%d", impl.fd);
-    const int own_fd = ::open(self_path, O_RDONLY | O_CLOEXEC);
-    const int lock_fd = own_fd >= 0 ? own_fd : impl.fd;  // no /proc: the handle's own description
+bool unlink_name_if_file(const std::string& path, int fd) {
+    // Checking that the name still is this file and unlinking it are two calls, and several
+    // processes may finish one removal (the remover, a reaper or an opener cleaning up after one
+    // that died, `pool rm --force`). One paused between its check and its unlink, while another
+    // unlinked the name and a new pool was created under it, would unlink the new pool: its
+    // holders would go on writing into a pool nobody can open again. So every unlink of a pool's
+    // name happens under an exclusive lock of the file: an open-file-description record lock
+    // (F_OFD_SETLK on byte 0), through a description of our own (a handle's is shared by its
+    // copies, threads and forked children; and OFD locks never collide with a user's flock of
+    // the file, as scripts/run-demo.sh takes). Held by another (maybe paused) process: it is
+    // unlinking this name, leave it to it. A holder killed drops its lock with its descriptors.
+    // While the name is this file no new pool can take it (creation link()s, which fails on an
+    // existing name), so the check stays true under the lock.
+    const int own_fd = ::open(path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+    if (own_fd < 0) return errno == ENOENT;  // any other failure: left to another remover
+    struct stat ours {}, opened {};
     bool gone = false;
-    if (::flock(lock_fd, LOCK_EX | LOCK_NB) == 0) {
-        struct stat by_name {}, by_fd {};
-        if (::stat(impl.path.c_str(), &by_name) == 0 && fstat(impl.fd, &by_fd) == 0 &&
-            by_name.st_ino == by_fd.st_ino && by_name.st_dev == by_fd.st_dev) {
-            FABRIC_PAUSE_POINT("pool.unlink.checked");
-            gone = ::unlink(impl.path.c_str()) == 0 || errno == ENOENT;
+    if (fstat(fd, &ours) == 0 && fstat(own_fd, &opened) == 0) {
+        if (ours.st_ino != opened.st_ino || ours.st_dev != opened.st_dev) {
+            gone = true;  // the name is another file already: not ours to touch
         } else {
-            gone = true;  // unlinked already (maybe re-created: not ours to touch)
+            struct flock lock {};
+            lock.l_type = F_WRLCK;
+            lock.l_whence = SEEK_SET;
+            lock.l_start = 0;
+            lock.l_len = 1;
+            if (::fcntl(own_fd, F_OFD_SETLK, &lock) == 0) {
+                struct stat by_name {};
+                if (::stat(path.c_str(), &by_name) != 0) {
+                    gone = errno == ENOENT;
+                } else if (by_name.st_ino != ours.st_ino || by_name.st_dev != ours.st_dev) {
+                    gone = true;  // unlinked under the lock by another, maybe re-created since
+                } else {
+                    FABRIC_PAUSE_POINT("pool.unlink.checked");
+                    gone = ::unlink(path.c_str()) == 0 || errno == ENOENT;
+                }
+            }
         }
     }
-    if (own_fd >= 0)
-        ::close(own_fd);  // drops the lock
-    else
-        ::flock(impl.fd, LOCK_UN);
+    ::close(own_fd);  // drops the lock
     return gone;
 }
+
+bool unlink_if_same(const Pool::Impl& impl) { return unlink_name_if_file(impl.path, impl.fd); }
 
 }  // namespace detail
 

@@ -37,9 +37,12 @@ void init_lease(layout::LeaseHeader& l, uint64_t id, uint64_t now, uint64_t ttl,
 /// as it is. False when it was not (or no longer) that generation's active lease.
 bool revoke_lease(layout::LeaseHeader& l, uint32_t gen) noexcept;
 
-/// Unlinks the pool's name only if it still refers to this mapping's inode (never a
-/// re-created pool that took the name meanwhile). False: the name still is this file, another
-/// process (maybe paused) being about to unlink it.
+/// Unlinks `path` only if it still names the file open as `fd` (never a pool re-created under
+/// the name meanwhile), under an exclusive lock of that file. True: the name no longer names
+/// that file. False: it still does (another process, maybe paused, holds the lock and is about
+/// to unlink it; or the file could not be opened to lock it).
+bool unlink_name_if_file(const std::string& path, int fd);
+/// unlink_name_if_file for the pool's name and mapping.
 bool unlink_if_same(const Pool::Impl& impl);
 
 /// How much of the pool a reap pass looks at. `full`: everything (Pool::reap, the reaper).

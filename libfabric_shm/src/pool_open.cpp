@@ -180,12 +180,37 @@ Status bind_segment_to_node(int fd, uint64_t size, int node, const std::string& 
     return {};
 }
 
+/// unlink_name_if_file, retried while another process holds the file's lock (it is unlinking
+/// the name, or paused just before): 50 tries 2 ms apart, as an opener waits for a remover.
+bool unlink_name_eventually(const std::string& path, int fd) {
+    for (int attempt = 0; attempt < 50; ++attempt) {
+        if (detail::unlink_name_if_file(path, fd)) return true;
+        usleep(2000);
+    }
+    return false;
+}
+
+/// A removal whose name stayed: never reported as done.
+Error name_held_error(const std::string& name) {
+    return make_error(Errc::busy, "pool '" + name + "' is removed, but its name is still there: another process " +
+                                      "holds it to unlink it (or it cannot be opened to lock it); run it again");
+}
+
+/// The temporary names a creator builds a pool under (".tmp-<pid>-<random>") must not be a
+/// pool's: the reaper removes such files once their creator is gone, and listings skip them.
+constexpr std::string_view kTempNameMarker = ".tmp-";
+
 }  // namespace
 
 Result<Pool> Pool::create(const PoolOptions& options) { return create_and_register(options, Duration::zero()); }
 
 Result<Pool> Pool::create_and_register(const PoolOptions& options, Duration heartbeat_timeout) {
     if (Status s = validate_name("pool", options.name); !s) return std::move(s).error();
+    if (options.name.find(kTempNameMarker) != std::string::npos)
+        return make_error(Errc::invalid_name, "pool name '" + options.name + "' contains '" +
+                                                  std::string(kTempNameMarker) +
+                                                  "', which marks the temporary file of a pool being created "
+                                                  "(the reaper removes those)");
     if (options.size_bytes < kMinPoolSize || options.size_bytes > kMaxPoolSize)
         return make_error(Errc::invalid_argument, "pool size " + std::to_string(options.size_bytes) +
                                                       " bytes is outside [" + format_bytes(kMinPoolSize) + ", " +
@@ -196,7 +221,7 @@ Result<Pool> Pool::create_and_register(const PoolOptions& options, Duration hear
     const uint64_t size = (options.size_bytes + kPageSize - 1) & ~(kPageSize - 1);
     const std::string final_path = segment_path(options.name);
     char suffix[64];
-    std::snprintf(suffix, sizeof suffix, ".tmp-%d-%016llx", getpid(), (unsigned long long)random_u64());
+    std::snprintf(suffix, sizeof suffix, "%s%d-%016llx", kTempNameMarker.data(), getpid(), (unsigned long long)random_u64());
     const std::string tmp_path = final_path + suffix;
 
     const int fd = ::open(tmp_path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -366,7 +391,13 @@ Status Pool::remove(std::string_view name_view, bool force) {
     auto pool = open(name, oo);
     if (!pool) {
         if (force && pool.code() != Errc::not_found && pool.code() != Errc::invalid_name) {
-            if (::unlink(path.c_str()) != 0) return errno_error(errno, "unlink " + path);
+            // A pool that cannot be opened: its name goes, under the file's lock as every
+            // remover's does (never a pool created under the name meanwhile).
+            const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+            if (fd < 0) return errno == ENOENT ? Status{} : Status(errno_error(errno, "open " + path));
+            const bool gone = unlink_name_eventually(path, fd);
+            ::close(fd);
+            if (!gone) return name_held_error(name);
             return {};
         }
         return std::move(pool).error();
@@ -383,7 +414,10 @@ Status Pool::remove(std::string_view name_view, bool force) {
     }
     auto& lc = pool->impl_->header()->lifecycle;
     uint64_t w = lc.load(std::memory_order_acquire);
-    if (lifecycle_state(w) == kPoolGone) return {};
+    if (lifecycle_state(w) == kPoolGone) {  // removed; its remover may have died before the unlink
+        if (!unlink_name_eventually(path, pool->impl_->fd)) return name_held_error(name);
+        return {};
+    }
     if (!lc.compare_exchange_strong(w, make_lifecycle(kPoolReclaiming, pool->self()), std::memory_order_acq_rel))
         return make_error(Errc::busy, "pool '" + name + "' is being removed by another process");
     // GONE by CAS from our mark, before the unlink: a process that judged us dead while we were
@@ -394,7 +428,7 @@ Status Pool::remove(std::string_view name_view, bool force) {
     if (!lc.compare_exchange_strong(ours, make_lifecycle(kPoolGone, pool->self()), std::memory_order_acq_rel))
         return make_error(Errc::busy, "pool '" + name + "': another process took the removal over while this one "
                                                         "was stopped (kept if a lease was live); run it again");
-    unlink_if_same(*pool->impl_);
+    if (!unlink_name_eventually(path, pool->impl_->fd)) return name_held_error(name);
     return {};
 }
 

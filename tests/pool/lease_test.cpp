@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
 // Leases: renewal schedule (injected time), fail-closed expiry, pool expiry and re-creation.
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -476,6 +478,30 @@ TEST_CASE("leases: a remover stopped between its check of the name and its unlin
     auto again = Pool::open(name);
     REQUIRE_MESSAGE(again, again.error().message);
     CHECK(again->incarnation() == created->incarnation());
+}
+
+TEST_CASE("pool rm: a pool whose file a user holds flock()ed (as run-demo.sh does) is removed, its name gone") {
+    test::PoolCleanup cleanup(test::unique_pool_name("rmflock"));
+    const std::string name = cleanup.name();
+    {
+        auto pool = Pool::create({name, 2 << 20, 60s});
+        REQUIRE_MESSAGE(pool, pool.error().message);
+    }
+    const int held = ::open(Pool::segment_path(name).c_str(), O_RDONLY | O_CLOEXEC);
+    REQUIRE(held >= 0);
+    REQUIRE(::flock(held, LOCK_EX | LOCK_NB) == 0);
+    const Status removed = Pool::remove(name, true);
+    CHECK_MESSAGE(removed.ok(), (removed ? std::string() : removed.error().message));
+    CHECK_FALSE(fs::exists(Pool::segment_path(name)));  // reported removed: the name is gone
+    ::close(held);
+}
+
+TEST_CASE("pool names: a name with '.tmp-' (the mark of a pool being created) is refused, naming the rule") {
+    test::PoolCleanup cleanup("bk.tmp-2024-12");
+    auto pool = Pool::create({"bk.tmp-2024-12", 2 << 20, 60s});
+    REQUIRE_FALSE(pool);
+    CHECK(pool.code() == Errc::invalid_name);
+    CHECK(pool.error().message.find("'.tmp-'") != std::string::npos);
 }
 
 TEST_CASE("leases: a renewal stopped after its checks, resumed after the pool was judged expired and removed, fails "
