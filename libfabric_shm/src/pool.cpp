@@ -77,7 +77,7 @@ void init_lease(LeaseHeader& l, uint64_t id, uint64_t now, uint64_t ttl, OwnerTo
     l.renew_count.store(make_lease_field(gen, 0), std::memory_order_relaxed);
 }
 
-bool unlink_name_if_file(const std::string& path, int fd) {
+int unlink_name_if_file(const std::string& path, int fd) {
     // Checking that the name still is this file and unlinking it are two calls, and several
     // processes may finish one removal (the remover, a reaper or an opener cleaning up after one
     // that died, `pool rm --force`). One paused between its check and its unlink, while another
@@ -91,12 +91,14 @@ bool unlink_name_if_file(const std::string& path, int fd) {
     // While the name is this file no new pool can take it (creation link()s, which fails on an
     // existing name), so the check stays true under the lock.
     const int own_fd = ::open(path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-    if (own_fd < 0) return errno == ENOENT;  // any other failure: left to another remover
+    if (own_fd < 0) return errno == ENOENT ? 0 : errno;
     struct stat ours {}, opened {};
-    bool gone = false;
-    if (fstat(fd, &ours) == 0 && fstat(own_fd, &opened) == 0) {
+    int result = EAGAIN;
+    if (fstat(fd, &ours) != 0 || fstat(own_fd, &opened) != 0) {
+        result = errno;
+    } else {
         if (ours.st_ino != opened.st_ino || ours.st_dev != opened.st_dev) {
-            gone = true;  // the name is another file already: not ours to touch
+            result = 0;  // the name is another file already: not ours to touch
         } else {
             struct flock lock {};
             lock.l_type = F_WRLCK;
@@ -106,21 +108,23 @@ bool unlink_name_if_file(const std::string& path, int fd) {
             if (::fcntl(own_fd, F_OFD_SETLK, &lock) == 0) {
                 struct stat by_name {};
                 if (::stat(path.c_str(), &by_name) != 0) {
-                    gone = errno == ENOENT;
+                    result = errno == ENOENT ? 0 : errno;
                 } else if (by_name.st_ino != ours.st_ino || by_name.st_dev != ours.st_dev) {
-                    gone = true;  // unlinked under the lock by another, maybe re-created since
+                    result = 0;  // unlinked under the lock by another, maybe re-created since
                 } else {
                     FABRIC_PAUSE_POINT("pool.unlink.checked");
-                    gone = ::unlink(path.c_str()) == 0 || errno == ENOENT;
+                    result = ::unlink(path.c_str()) == 0 || errno == ENOENT ? 0 : errno;
                 }
+            } else if (errno != EAGAIN && errno != EACCES) {
+                result = errno;  // EAGAIN, EACCES: another description holds the lock
             }
         }
     }
     ::close(own_fd);  // drops the lock
-    return gone;
+    return result;
 }
 
-bool unlink_if_same(const Pool::Impl& impl) { return unlink_name_if_file(impl.path, impl.fd); }
+bool unlink_if_same(const Pool::Impl& impl) { return unlink_name_if_file(impl.path, impl.fd) == 0; }
 
 }  // namespace detail
 

@@ -38,10 +38,11 @@ void init_lease(layout::LeaseHeader& l, uint64_t id, uint64_t now, uint64_t ttl,
 bool revoke_lease(layout::LeaseHeader& l, uint32_t gen) noexcept;
 
 /// Unlinks `path` only if it still names the file open as `fd` (never a pool re-created under
-/// the name meanwhile), under an exclusive lock of that file. True: the name no longer names
-/// that file. False: it still does (another process, maybe paused, holds the lock and is about
-/// to unlink it; or the file could not be opened to lock it).
-bool unlink_name_if_file(const std::string& path, int fd);
+/// the name meanwhile), under an exclusive lock of that file. 0: the name no longer names that
+/// file. EAGAIN: it still does, another process (maybe paused) holding the lock to unlink it.
+/// Another errno: the open, lock or unlink failed so (EACCES: no write access to the file,
+/// EPERM: a sticky directory of another owner, ...).
+int unlink_name_if_file(const std::string& path, int fd);
 /// unlink_name_if_file for the pool's name and mapping.
 bool unlink_if_same(const Pool::Impl& impl);
 

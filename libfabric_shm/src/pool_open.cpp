@@ -182,18 +182,22 @@ Status bind_segment_to_node(int fd, uint64_t size, int node, const std::string& 
 
 /// unlink_name_if_file, retried while another process holds the file's lock (it is unlinking
 /// the name, or paused just before): 50 tries 2 ms apart, as an opener waits for a remover.
-bool unlink_name_eventually(const std::string& path, int fd) {
-    for (int attempt = 0; attempt < 50; ++attempt) {
-        if (detail::unlink_name_if_file(path, fd)) return true;
-        usleep(2000);
+/// 0, or the last errno (EAGAIN: the lock stayed held).
+int unlink_name_eventually(const std::string& path, int fd) {
+    int err = EAGAIN;
+    for (int attempt = 0; attempt < 50 && err == EAGAIN; ++attempt) {
+        err = detail::unlink_name_if_file(path, fd);
+        if (err == EAGAIN) usleep(2000);
     }
-    return false;
+    return err;
 }
 
-/// A removal whose name stayed: never reported as done.
-Error name_held_error(const std::string& name) {
-    return make_error(Errc::busy, "pool '" + name + "' is removed, but its name is still there: another process " +
-                                      "holds it to unlink it (or it cannot be opened to lock it); run it again");
+/// A removal whose name stayed (unlink_name_eventually's `err`): never reported as done.
+Error name_stayed_error(const std::string& name, const std::string& path, int err, const std::string& what) {
+    if (err == EAGAIN)
+        return make_error(Errc::busy, "pool '" + name + "' " + what + ", but its name is still there: another " +
+                                          "process holds it to unlink it; run it again");
+    return errno_error(err, "pool '" + name + "' " + what + ", but its name " + path + " could not be unlinked");
 }
 
 /// The temporary names a creator builds a pool under (".tmp-<pid>-<random>") must not be a
@@ -388,20 +392,30 @@ Status Pool::remove(std::string_view name_view, bool force) {
     OpenOptions oo;
     oo.reap_on_open = false;
     oo.allow_expired = true;
+    // A forced removal of a file that cannot be attached unlinks its name without marking it
+    // (there is no pool to mark). The file is opened before open() judges it, so that the name
+    // goes only while it still names that file: a name never comes back to a file it left (a
+    // pool is created by linking a new file), so a name that still names it was judged as it.
+    const int forced_fd = force ? ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC) : -1;
     auto pool = open(name, oo);
     if (!pool) {
-        if (force && pool.code() != Errc::not_found && pool.code() != Errc::invalid_name) {
-            // A pool that cannot be opened: its name goes, under the file's lock as every
-            // remover's does (never a pool created under the name meanwhile).
-            const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-            if (fd < 0) return errno == ENOENT ? Status{} : Status(errno_error(errno, "open " + path));
-            const bool gone = unlink_name_eventually(path, fd);
-            ::close(fd);
-            if (!gone) return name_held_error(name);
+        // Only a file that is not a usable pool: any other failure (the registry full, another
+        // pid namespace, a bad environment variable, mmap) is this process's, on a pool that
+        // may be live, whose holders would go on after its name went. Those are reported.
+        const Errc c = pool.code();
+        const bool unusable = c == Errc::corrupt || c == Errc::version_mismatch || c == Errc::too_small ||
+                              c == Errc::not_ready;
+        if (force && unusable && forced_fd >= 0) {
+            const int err = unlink_name_eventually(path, forced_fd);
+            ::close(forced_fd);
+            if (err != 0)
+                return name_stayed_error(name, path, err, "cannot be attached (" + pool.error().message + ")");
             return {};
         }
+        if (forced_fd >= 0) ::close(forced_fd);
         return std::move(pool).error();
     }
+    if (forced_fd >= 0) ::close(forced_fd);
     const uint64_t now = mono_now_ns();
     std::vector<uint32_t> others;
     for (const ProcessInfo& p : pool->registry().list(MonoClock::from_ns(now)))
@@ -415,7 +429,8 @@ Status Pool::remove(std::string_view name_view, bool force) {
     auto& lc = pool->impl_->header()->lifecycle;
     uint64_t w = lc.load(std::memory_order_acquire);
     if (lifecycle_state(w) == kPoolGone) {  // removed; its remover may have died before the unlink
-        if (!unlink_name_eventually(path, pool->impl_->fd)) return name_held_error(name);
+        if (const int err = unlink_name_eventually(path, pool->impl_->fd); err != 0)
+            return name_stayed_error(name, path, err, "is removed");
         return {};
     }
     if (!lc.compare_exchange_strong(w, make_lifecycle(kPoolReclaiming, pool->self()), std::memory_order_acq_rel))
@@ -428,7 +443,8 @@ Status Pool::remove(std::string_view name_view, bool force) {
     if (!lc.compare_exchange_strong(ours, make_lifecycle(kPoolGone, pool->self()), std::memory_order_acq_rel))
         return make_error(Errc::busy, "pool '" + name + "': another process took the removal over while this one "
                                                         "was stopped (kept if a lease was live); run it again");
-    if (!unlink_name_eventually(path, pool->impl_->fd)) return name_held_error(name);
+    if (const int err = unlink_name_eventually(path, pool->impl_->fd); err != 0)
+        return name_stayed_error(name, path, err, "is removed");
     return {};
 }
 

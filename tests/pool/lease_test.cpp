@@ -496,6 +496,21 @@ TEST_CASE("pool rm: a pool whose file a user holds flock()ed (as run-demo.sh doe
     ::close(held);
 }
 
+TEST_CASE("pool rm --force: a live pool this process cannot register in is refused with that error, never "
+          "unlinked unmarked") {
+    test::PoolCleanup cleanup(test::unique_pool_name("rmforcelive"));
+    const std::string name = cleanup.name();
+    auto pool = Pool::create({name, 2 << 20, 60s});
+    REQUIRE_MESSAGE(pool, pool.error().message);
+    ::setenv("FABRIC_SHM_HEARTBEAT_TIMEOUT", "bogus", 1);  // the remover's open fails, not the file
+    const Status removed = Pool::remove(name, true);
+    ::unsetenv("FABRIC_SHM_HEARTBEAT_TIMEOUT");
+    REQUIRE_FALSE(removed.ok());
+    CHECK(removed.error().message.find("FABRIC_SHM_HEARTBEAT_TIMEOUT") != std::string::npos);
+    CHECK(fs::exists(Pool::segment_path(name)));
+    CHECK(pool->lifecycle() == "live");
+}
+
 TEST_CASE("pool names: a name with '.tmp-' (the mark of a pool being created) is refused, naming the rule") {
     test::PoolCleanup cleanup("bk.tmp-2024-12");
     auto pool = Pool::create({"bk.tmp-2024-12", 2 << 20, 60s});
