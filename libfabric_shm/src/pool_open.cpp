@@ -203,6 +203,15 @@ Error name_stayed_error(const std::string& name, const std::string& path, int er
 /// The temporary names a creator builds a pool under (".tmp-<pid>-<random>") must not be a
 /// pool's: the reaper removes such files once their creator is gone, and listings skip them.
 constexpr std::string_view kTempNameMarker = ".tmp-";
+/// Creation and removal refuse them: a pool of that name would be removed by the reaper, and a
+/// removal of one would unlink a creator's file before its link (or mark the pool it became).
+Status refuse_temp_name(std::string_view name) {
+    if (name.find(kTempNameMarker) == std::string_view::npos) return {};
+    return make_error(Errc::invalid_name, "pool name '" + std::string(name) + "' contains '" +
+                                              std::string(kTempNameMarker) +
+                                              "', which marks the temporary file of a pool being created "
+                                              "(the reaper removes those)");
+}
 
 }  // namespace
 
@@ -210,11 +219,7 @@ Result<Pool> Pool::create(const PoolOptions& options) { return create_and_regist
 
 Result<Pool> Pool::create_and_register(const PoolOptions& options, Duration heartbeat_timeout) {
     if (Status s = validate_name("pool", options.name); !s) return std::move(s).error();
-    if (options.name.find(kTempNameMarker) != std::string::npos)
-        return make_error(Errc::invalid_name, "pool name '" + options.name + "' contains '" +
-                                                  std::string(kTempNameMarker) +
-                                                  "', which marks the temporary file of a pool being created "
-                                                  "(the reaper removes those)");
+    if (Status s = refuse_temp_name(options.name); !s) return std::move(s).error();
     if (options.size_bytes < kMinPoolSize || options.size_bytes > kMaxPoolSize)
         return make_error(Errc::invalid_argument, "pool size " + std::to_string(options.size_bytes) +
                                                       " bytes is outside [" + format_bytes(kMinPoolSize) + ", " +
@@ -388,6 +393,7 @@ Result<Pool> Pool::open(std::string_view name_view, const OpenOptions& options) 
 Status Pool::remove(std::string_view name_view, bool force) {
     const std::string name(name_view);
     if (Status s = validate_name("pool", name); !s) return std::move(s).error();
+    if (Status s = refuse_temp_name(name); !s) return std::move(s).error();
     const std::string path = segment_path(name);
     OpenOptions oo;
     oo.reap_on_open = false;

@@ -511,12 +511,15 @@ TEST_CASE("pool rm --force: a live pool this process cannot register in is refus
     CHECK(pool->lifecycle() == "live");
 }
 
-TEST_CASE("pool names: a name with '.tmp-' (the mark of a pool being created) is refused, naming the rule") {
+TEST_CASE("pool names: a name with '.tmp-' (the mark of a pool being created) is refused at creation and removal, naming the rule") {
     test::PoolCleanup cleanup("bk.tmp-2024-12");
     auto pool = Pool::create({"bk.tmp-2024-12", 2 << 20, 60s});
     REQUIRE_FALSE(pool);
     CHECK(pool.code() == Errc::invalid_name);
     CHECK(pool.error().message.find("'.tmp-'") != std::string::npos);
+    const Status removed = Pool::remove("bk.tmp-2024-12", true);  // nor removed: a creator's file
+    REQUIRE_FALSE(removed.ok());
+    CHECK(removed.code() == Errc::invalid_name);
 }
 
 TEST_CASE("leases: a renewal stopped after its checks, resumed after the pool was judged expired and removed, fails "
