@@ -402,7 +402,8 @@ Status Pool::remove(std::string_view name_view, bool force) {
     // (there is no pool to mark). The file is opened before open() judges it, so that the name
     // goes only while it still names that file: a name never comes back to a file it left (a
     // pool is created by linking a new file), so a name that still names it was judged as it.
-    const int forced_fd = force ? ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC) : -1;
+    // O_NONBLOCK: a FIFO planted under the name would block an open without it.
+    const int forced_fd = force ? ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC) : -1;
     auto pool = open(name, oo);
     if (!pool) {
         // Only a file that is not a usable pool: any other failure (the registry full, another
@@ -412,6 +413,16 @@ Status Pool::remove(std::string_view name_view, bool force) {
         const bool unusable = c == Errc::corrupt || c == Errc::version_mismatch || c == Errc::too_small ||
                               c == Errc::not_ready;
         if (force && unusable && forced_fd >= 0) {
+            // The name must still be the file opened before the judgement, else the judgement
+            // was of another file (the first removed, a new one created under the name since):
+            // unlinking nothing and saying "removed" would leave that one in place.
+            struct stat held {}, by_name {};
+            if (fstat(forced_fd, &held) == 0 && ::stat(path.c_str(), &by_name) == 0 &&
+                (held.st_ino != by_name.st_ino || held.st_dev != by_name.st_dev)) {
+                ::close(forced_fd);
+                return make_error(Errc::busy, "pool '" + name + "' changed while it was judged (" +
+                                                  pool.error().message + "); run it again");
+            }
             const int err = unlink_name_eventually(path, forced_fd);
             ::close(forced_fd);
             if (err != 0)
