@@ -197,6 +197,12 @@ struct ConsumerGroup::Impl {
         FABRIC_TRY(verify_row(m));  // drawn after our eviction => every zombie epoch is lower
         return e;
     }
+    /// Makes `e` (from draw_epoch) the member's epoch, and notes its token in the member's row
+    /// (diagnostics only: owner words and fences carry the epochs that decide).
+    void adopt_epoch(LocalMember& m, uint64_t e) {
+        m.epoch = e;
+        slot().members[m.row].epoch.store(token(e), std::memory_order_relaxed);
+    }
 
     Result<Claim> claim(LocalMember& m, const std::function<void(uint32_t)>& giving_up);
 };
@@ -331,8 +337,7 @@ Result<Claim> ConsumerGroup::join(std::string_view member_id) {
     }
     auto e = im.draw_epoch(m);
     if (!e) return std::move(e).error();
-    m.epoch = *e;
-    g.members[m.row].epoch.store(im.token(m.epoch), std::memory_order_relaxed);  // diagnostics only
+    im.adopt_epoch(m, *e);
     FABRIC_PAUSE_POINT("group.join.joined");
     im.members.push_back(std::move(m));
     return im.claim(im.members.back(), {});
@@ -434,10 +439,7 @@ Result<Claim> ConsumerGroup::Impl::claim(LocalMember& m, const std::function<voi
             else
                 ++c.pending;  // someone else moved it first; look again next claim
         }
-        if (any) {
-            m.epoch = *e;
-            g.members[m.row].epoch.store(token(m.epoch), std::memory_order_relaxed);  // diagnostics only
-        }
+        if (any) adopt_epoch(m, *e);
         FABRIC_CRASH_POINT("group.claim.after_take");
     }
 
@@ -452,8 +454,7 @@ Result<Claim> ConsumerGroup::Impl::claim(LocalMember& m, const std::function<voi
         if (g.parts[p].commit_epoch.load(std::memory_order_acquire) > token(m.epoch)) {
             auto e = draw_epoch(m);
             if (!e) return std::move(e).error();
-            m.epoch = *e;
-            g.members[m.row].epoch.store(token(m.epoch), std::memory_order_relaxed);  // diagnostics only
+            adopt_epoch(m, *e);
             break;
         }
     FABRIC_PAUSE_POINT("group.claim.before_fence");
