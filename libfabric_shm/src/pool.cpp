@@ -77,6 +77,28 @@ void init_lease(LeaseHeader& l, uint64_t id, uint64_t now, uint64_t ttl, OwnerTo
     l.renew_count.store(make_lease_field(gen, 0), std::memory_order_relaxed);
 }
 
+namespace {
+/// unlink_name_if_file's steps on `own_fd`, a description of the file `path` named when opened.
+int unlink_with_lock(const std::string& path, int fd, int own_fd) {
+    struct stat ours {}, opened {};
+    if (fstat(fd, &ours) != 0 || fstat(own_fd, &opened) != 0) return errno;
+    if (ours.st_ino != opened.st_ino || ours.st_dev != opened.st_dev) return 0;  // another file: not ours
+    struct flock lock {};
+    lock.l_type = F_WRLCK;
+    lock.l_whence = SEEK_SET;
+    lock.l_start = 0;
+    lock.l_len = 1;
+    if (::fcntl(own_fd, F_OFD_SETLK, &lock) != 0)
+        return errno == EACCES ? EAGAIN : errno;  // EAGAIN, EACCES: another description holds it
+    struct stat by_name {};
+    if (::stat(path.c_str(), &by_name) != 0) return errno == ENOENT ? 0 : errno;
+    if (by_name.st_ino != ours.st_ino || by_name.st_dev != ours.st_dev)
+        return 0;  // unlinked under the lock by another, maybe re-created since
+    FABRIC_PAUSE_POINT("pool.unlink.checked");
+    return ::unlink(path.c_str()) == 0 || errno == ENOENT ? 0 : errno;
+}
+}  // namespace
+
 int unlink_name_if_file(const std::string& path, int fd) {
     // Checking that the name still is this file and unlinking it are two calls, and several
     // processes may finish one removal (the remover, a reaper or an opener cleaning up after one
@@ -92,34 +114,7 @@ int unlink_name_if_file(const std::string& path, int fd) {
     // existing name), so the check stays true under the lock.
     const int own_fd = ::open(path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
     if (own_fd < 0) return errno == ENOENT ? 0 : errno;
-    struct stat ours {}, opened {};
-    int result = EAGAIN;
-    if (fstat(fd, &ours) != 0 || fstat(own_fd, &opened) != 0) {
-        result = errno;
-    } else {
-        if (ours.st_ino != opened.st_ino || ours.st_dev != opened.st_dev) {
-            result = 0;  // the name is another file already: not ours to touch
-        } else {
-            struct flock lock {};
-            lock.l_type = F_WRLCK;
-            lock.l_whence = SEEK_SET;
-            lock.l_start = 0;
-            lock.l_len = 1;
-            if (::fcntl(own_fd, F_OFD_SETLK, &lock) == 0) {
-                struct stat by_name {};
-                if (::stat(path.c_str(), &by_name) != 0) {
-                    result = errno == ENOENT ? 0 : errno;
-                } else if (by_name.st_ino != ours.st_ino || by_name.st_dev != ours.st_dev) {
-                    result = 0;  // unlinked under the lock by another, maybe re-created since
-                } else {
-                    FABRIC_PAUSE_POINT("pool.unlink.checked");
-                    result = ::unlink(path.c_str()) == 0 || errno == ENOENT ? 0 : errno;
-                }
-            } else if (errno != EAGAIN && errno != EACCES) {
-                result = errno;  // EAGAIN, EACCES: another description holds the lock
-            }
-        }
-    }
+    const int result = unlink_with_lock(path, fd, own_fd);
     ::close(own_fd);  // drops the lock
     return result;
 }
