@@ -501,6 +501,14 @@ struct WorkerLoop::Impl {
     Status check_other_groups();
     Result<Outcome> forward(const Message& m, std::string_view result_uri, uint64_t result_version,
                             PlacementHint placed, Failure* failure, std::optional<uint64_t> put_ts = std::nullopt);
+    /// forward(), and once it is sent, the input (at `input_version`) queued for --delete-input.
+    Result<Outcome> forward_then_delete(const Message& m, std::string_view result_uri, uint64_t result_version,
+                                        PlacementHint placed, Failure* failure, const FabricUriView& input,
+                                        uint64_t input_version, std::optional<uint64_t> put_ts = std::nullopt) {
+        auto sent = forward(m, result_uri, result_version, placed, failure, put_ts);
+        if (sent && *sent == Outcome::done) queue_delete(m, input, input_version);
+        return sent;
+    }
     Status settle(Part& part, Slot& s, const Message& m, Result<Outcome> r, const Failure& failure);
     Status fail_slot(Part& part, Slot& s, const Message& m, const Failure& failure);
     Status dead_letter_slot(Part& part, Slot& s, const Message& m, uint64_t attempts, const std::string& reason);
@@ -1190,7 +1198,7 @@ Status WorkerLoop::Impl::settle(Part& part, Slot& s, const Message& m, Result<Ou
 // forward; the next stage skips duplicates by version). At-least-once.
 // The headers' values are formatted on the stack: nothing is allocated per message. `put_ts`:
 // the message's kHeaderPutTime when the caller parsed it already.
-// done when sent (or there is no next topic). The result is written when this runs, so what
+// Outcome: done when sent (or there is no next topic). The result is written when this runs, so what
 // the next topic refuses is never a failed attempt: a refusal for now (back_pressure: the next
 // stage is behind; skipped: we were stopped between our claim there and its publish past the
 // readers' claim timeout; interrupted: run()'s stop asked during the wait) is forward_waits,
@@ -1495,9 +1503,9 @@ Result<std::optional<Outcome>> WorkerLoop::Impl::judge_stored_result(const Messa
             return std::optional<Outcome>(Outcome::failed);
         case ResultState::current: {
             ++stats.skipped;
-            auto sent = forward(m, d.result_text, result_head.version, {}, failure);
+            auto sent =
+                forward_then_delete(m, d.result_text, result_head.version, {}, failure, d.item.uri.view(), version);
             if (!sent) return std::move(sent).error();
-            if (*sent == Outcome::done) queue_delete(m, d.item.uri.view(), version);
             return std::optional<Outcome>(*sent);
         }
         case ResultState::newer:
@@ -1601,10 +1609,7 @@ Result<Outcome> WorkerLoop::Impl::write_result(const Message& m, WorkTicket::Dat
             recorder.record(now_wall - put_ts);
         }
     }
-    auto sent = forward(m, d.result_text, *put, placed, failure, put_ts);
-    if (!sent) return std::move(sent).error();
-    if (*sent == Outcome::done) queue_delete(m, d.item.uri.view(), version);
-    return *sent;
+    return forward_then_delete(m, d.result_text, *put, placed, failure, d.item.uri.view(), version, put_ts);
 }
 
 // result_put_options(input, version, token) with the result TTL and the partition's fence,
@@ -1773,9 +1778,9 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
             if (*h && result_state(&result_head, input, notified_version, &other) == ResultState::current) {
                 ++stats.skipped;
                 Failure failure;
-                auto sent = forward(m, data.result_text, result_head.version, {}, &failure);
+                auto sent = forward_then_delete(m, data.result_text, result_head.version, {}, &failure, *uri,
+                                                notified_version);
                 if (!sent) return std::move(sent).error();
-                if (*sent == Outcome::done) queue_delete(m, *uri, notified_version);
                 // Not counted (no begin): a notification too large for the next topic is
                 // dead-lettered as run once, which it was (its result is written).
                 if (*sent == Outcome::failed) s.attempt = 1;
@@ -1858,10 +1863,10 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
         case ResultState::current: {
             ++stats.skipped;
             Failure failure;
-            auto sent = forward(m, data.result_text, result_head.version, {}, &failure);
-            if (!sent) return std::move(sent).error();
-            if (*sent == Outcome::done) queue_delete(m, *uri, info.version);
-            FABRIC_TRY(settle(part, s, m, *sent, failure));
+            FABRIC_TRY(settle(part, s, m,
+                              forward_then_delete(m, data.result_text, result_head.version, {}, &failure, *uri,
+                                                  info.version),
+                              failure));
             return false;
         }
         case ResultState::newer:
