@@ -23,17 +23,20 @@ using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
 namespace {
-/// Creates region "short" with lease `ttl` and drops the handle (detached: nothing but its
-/// lease keeps it); returns the lease id.
-uint64_t detached_short_region(Pool& pool, Duration ttl) {
+/// A one-page test region `name` with lease `ttl` (zero: the pool's default TTL).
+Region page_region(Pool& pool, const std::string& name, Duration ttl) {
     RegionSpec spec;
-    spec.name = "short";
+    spec.name = name;
     spec.length = 4096;
     spec.ttl = ttl;
     auto region = pool.create_region(spec);
-    REQUIRE(region);
-    return region->lease_id();
+    REQUIRE_MESSAGE(region, region.error().message);
+    return std::move(*region);
 }
+
+/// Creates region "short" with lease `ttl` and drops the handle (detached: nothing but its
+/// lease keeps it); returns the lease id.
+uint64_t detached_short_region(Pool& pool, Duration ttl) { return page_region(pool, "short", ttl).lease_id(); }
 
 /// Waits (at most 10 s) until every lease of `pool` has run out.
 void wait_wholly_expired(const Pool& pool) {
@@ -286,16 +289,11 @@ TEST_CASE("leases: a reaper stopped after judging a pool wholly expired does not
     });
     REQUIRE(test::wait_stopped(reaper));
     // Meanwhile a holder of the pool creates a region with a live lease.
-    RegionSpec spec;
-    spec.name = "fresh";
-    spec.length = 4096;
-    spec.ttl = 60s;
-    auto region = pool->create_region(spec);
-    REQUIRE_MESSAGE(region, region.error().message);
+    Region region = page_region(*pool, "fresh", 60s);
     CHECK_FALSE(pool->wholly_expired());
     test::resume(reaper);
     CHECK(test::wait_child(reaper) == 0);  // judged again under the directory lock: not removed
-    CHECK(region->check());
+    CHECK(region.check());
     OpenOptions o;
     o.allow_expired = true;
     CHECK(Pool::open(name, o));
@@ -331,13 +329,8 @@ TEST_CASE("leases: a remover that died between its mark and its second judgement
     const std::string name = cleanup.name();
     auto pool = Pool::create({name, 2 << 20, 60s});
     REQUIRE_MESSAGE(pool, pool.error().message);
-    RegionSpec spec;
-    spec.name = "acked";
-    spec.length = 4096;
-    spec.ttl = 60s;
-    auto region = pool->create_region(spec);
-    REQUIRE_MESSAGE(region, region.error().message);
-    region->data()[0] = std::byte{42};
+    Region region = page_region(*pool, "acked", 60s);
+    region.data()[0] = std::byte{42};
     const uint64_t incarnation = pool->incarnation();
     const OwnerToken dead = dead_token(name);
     REQUIRE(pool->registry().process_liveness(dead, MonoClock::now()) == Liveness::certainly_dead);
@@ -360,7 +353,7 @@ TEST_CASE("leases: a remover that died between its mark and its second judgement
         CHECK(opened->incarnation() == incarnation);  // attached to it, not a fresh pool
     }
     CHECK(pool->lifecycle() == "live");
-    CHECK(region->check());
+    CHECK(region.check());
     auto again = Pool::open(name);
     REQUIRE_MESSAGE(again, again.error().message);
     CHECK(again->incarnation() == incarnation);
@@ -375,16 +368,12 @@ TEST_CASE("leases: a default TTL rewritten near 2^64 in the header gives a regio
     Pool& pool = temp.pool;
     // Read again at every create_region; any writer may rewrite it (threat-model.md).
     detail::pool_header(pool).default_ttl_ns = UINT64_MAX - 5;
-    RegionSpec spec;
-    spec.name = "defaulted";
-    spec.length = 4096;  // no TTL: the pool's default
-    auto region = pool.create_region(spec);
-    REQUIRE_MESSAGE(region, region.error().message);
-    CHECK_MESSAGE(region->check(), "a lease expired at birth");
-    const LeaseInfo l = pool.lease(region->lease_id()).value();
+    Region region = page_region(pool, "defaulted", Duration::zero());  // the pool's default TTL
+    CHECK_MESSAGE(region.check(), "a lease expired at birth");
+    const LeaseInfo l = pool.lease(region.lease_id()).value();
     CHECK(l.expires_ns == l.created_ns + layout::kLeaseTtlMaxNs);
     // A renewal asking for as much is cut the same way, never wrapped into no extension.
-    auto renewed = pool.renew_lease(region->lease_id(), MonoClock::now() + 1s, ns_duration(UINT64_MAX - 5));
+    auto renewed = pool.renew_lease(region.lease_id(), MonoClock::now() + 1s, ns_duration(UINT64_MAX - 5));
     REQUIRE_MESSAGE(renewed, renewed.error().message);
     CHECK(to_ns(*renewed) > l.expires_ns);
 }
@@ -528,13 +517,8 @@ TEST_CASE("leases: a renewal stopped after its checks, resumed after the pool wa
     const std::string name = cleanup.name();
     auto pool = Pool::create({name, 2 << 20, 300ms});
     REQUIRE_MESSAGE(pool, pool.error().message);
-    RegionSpec spec;
-    spec.name = "short";
-    spec.length = 4096;
-    spec.ttl = 300ms;
-    auto region = pool->create_region(spec);
-    REQUIRE(region);
-    const uint64_t id = region->lease_id();
+    Region region = page_region(*pool, "short", 300ms);
+    const uint64_t id = region.lease_id();
     // A renewer takes its `now` while the lease is live and stops after its checks.
     const pid_t renewer = test::fork_child([name, id] {
         auto p = Pool::open(name);
