@@ -31,6 +31,13 @@ const LatencyKeyStats* find_key(const std::vector<LatencyKeyStats>& stats, const
     return nullptr;
 }
 
+/// What a pause hook's other recorder does meanwhile: 5 samples under "t2"/"g2".
+void record_five_as_t2(Pool& pool) {
+    auto other = LatencyRecorder::open(pool, "t2", "g2");
+    REQUIRE(other);
+    for (int i = 0; i < 5; ++i) other->record(1000);
+}
+
 /// The recorder of "t2"/"g2" that a pause hook made recorded 5 samples, under its own name
 /// (the keys seen are named on failure).
 void check_t2_recorded_five(const Pool& pool) {
@@ -341,9 +348,7 @@ void reap_and_record_elsewhere(const char* name) {
     g_key_hook_done = true;
     ::usleep(200 * 1000);  // past the claimant's 50 ms heartbeat timeout: it is only paused
     (void)g_judge->reap(MonoClock::now(), false, false);
-    auto other = LatencyRecorder::open(*g_judge, "t2", "g2");
-    REQUIRE(other);
-    for (int i = 0; i < 5; ++i) other->record(1000);
+    record_five_as_t2(*g_judge);
 }
 }  // namespace
 
@@ -378,9 +383,7 @@ void reset_and_record_meanwhile(const char* name) {
     if (std::string(name) != "metrics.key.reset.judged" || !g_second_reaper || g_reset_hook_done) return;
     g_reset_hook_done = true;
     (void)g_second_reaper->reap(MonoClock::now(), false, false);
-    auto other = LatencyRecorder::open(*g_second_reaper, "t2", "g2");
-    REQUIRE(other);
-    for (int i = 0; i < 5; ++i) other->record(1000);
+    record_five_as_t2(*g_second_reaper);
 }
 }  // namespace
 
