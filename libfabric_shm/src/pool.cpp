@@ -6,9 +6,11 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <pthread.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -120,6 +122,35 @@ int unlink_name_if_file(const std::string& path, int fd) {
 }
 
 bool unlink_if_same(const Pool::Impl& impl) { return unlink_name_if_file(impl.path, impl.fd) == 0; }
+
+namespace {
+/// CAP_FOWNER in the effective set (capget: no libcap for one bit). A failed capget says no.
+bool has_cap_fowner() {
+    __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3]{};
+    if (::syscall(SYS_capget, &header, data) != 0) return false;
+    return (data[CAP_FOWNER / 32].effective >> (CAP_FOWNER % 32)) & 1u;
+}
+}  // namespace
+
+Status may_unlink_name(const std::string& name, const std::string& path, int fd) {
+    const size_t slash = path.rfind('/');
+    const std::string dir = slash == 0 ? "/" : path.substr(0, slash == std::string::npos ? 0 : slash);
+    const std::string what = "pool '" + name + "' cannot be removed by this process (uid " +
+                             std::to_string(geteuid()) + "); nothing was changed: ";
+    if (::faccessat(AT_FDCWD, dir.empty() ? "." : dir.c_str(), W_OK | X_OK, AT_EACCESS) != 0)
+        return errno_error(errno, what + "no write access to its directory " + dir);
+    struct stat in_dir {}, file {};
+    if (::stat(dir.empty() ? "." : dir.c_str(), &in_dir) != 0) return errno_error(errno, "stat " + dir);
+    if (fstat(fd, &file) != 0) return errno_error(errno, "stat " + path);
+    if (!(in_dir.st_mode & S_ISVTX)) return {};
+    const uid_t me = geteuid();
+    if (me == file.st_uid || me == in_dir.st_uid || has_cap_fowner()) return {};
+    return make_error(Errc::permission_denied,
+                      what + "its file " + path + " belongs to uid " + std::to_string(file.st_uid) + " and " + dir +
+                          " is sticky (only the file's owner, the directory's owner (uid " +
+                          std::to_string(in_dir.st_uid) + ") or a process with CAP_FOWNER may unlink it)");
+}
 
 }  // namespace detail
 

@@ -45,6 +45,12 @@ bool revoke_lease(layout::LeaseHeader& l, uint32_t gen) noexcept;
 int unlink_name_if_file(const std::string& path, int fd);
 /// unlink_name_if_file for the pool's name and mapping.
 bool unlink_if_same(const Pool::Impl& impl);
+/// Whether this process may unlink the name `path` of pool `name`, whose file is open as `fd`:
+/// write and search access to the directory, and in a sticky directory (/dev/shm is one) the
+/// file's or the directory's owner, or CAP_FOWNER. Asked before a removal marks the pool: a mark
+/// it cannot follow with the unlink would end the pool for its holders while its name stays.
+/// permission_denied naming both owners, or the errno of a failed stat.
+Status may_unlink_name(const std::string& name, const std::string& path, int fd);
 
 /// How much of the pool a reap pass looks at. `full`: everything (Pool::reap, the reaper).
 /// `on_open`: the same, but the region hooks that walk a whole region (RegionKindOps::scans)

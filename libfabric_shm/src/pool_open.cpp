@@ -203,8 +203,9 @@ Error name_stayed_error(const std::string& name, const std::string& path, int er
 /// The temporary names a creator builds a pool under (".tmp-<pid>-<random>") must not be a
 /// pool's: the reaper removes such files once their creator is gone, and listings skip them.
 constexpr std::string_view kTempNameMarker = ".tmp-";
-/// Creation and removal refuse them: a pool of that name would be removed by the reaper, and a
-/// removal of one would unlink a creator's file before its link (or mark the pool it became).
+/// Creation, opening and removal refuse them: a pool of that name would be removed by the
+/// reaper, and a removal of one would unlink a creator's file before its link (or mark the pool
+/// it became).
 Status refuse_temp_name(std::string_view name) {
     if (name.find(kTempNameMarker) == std::string_view::npos) return {};
     return make_error(Errc::invalid_name, "pool name '" + std::string(name) + "' contains '" +
@@ -313,6 +314,9 @@ Result<Pool> Pool::create_and_register(const PoolOptions& options, Duration hear
 Result<Pool> Pool::open(std::string_view name_view, const OpenOptions& options) {
     const std::string name(name_view);
     if (Status s = validate_name("pool", name); !s) return std::move(s).error();
+    // Such a file is a creator's, not yet a pool: attaching to it would register in a pool that
+    // may never be linked under its name, or be deleted by the reaper once its creator died.
+    if (Status s = refuse_temp_name(name); !s) return std::move(s).error();
     const std::string path = segment_path(name);
     for (int attempt = 0; attempt < 50; ++attempt) {
         auto mapped = map_segment(name, path, options.read_only);
@@ -450,6 +454,9 @@ Status Pool::remove(std::string_view name_view, bool force) {
             return name_stayed_error(name, path, err, "is removed");
         return {};
     }
+    // Asked before the mark: a mark not followed by the unlink (EPERM in a sticky directory of
+    // another owner) would end the pool for every holder while its name stays.
+    if (Status may = detail::may_unlink_name(name, path, pool->impl_->fd); !may) return std::move(may).error();
     if (!lc.compare_exchange_strong(w, make_lifecycle(kPoolReclaiming, pool->self()), std::memory_order_acq_rel))
         return make_error(Errc::busy, "pool '" + name + "' is being removed by another process");
     // GONE by CAS from our mark, before the unlink: a process that judged us dead while we were

@@ -5,6 +5,8 @@
 #include "fabric_shm/pool.h"
 
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <optional>
 
 #include "crash_point.h"
@@ -172,6 +174,15 @@ ReapReport reap_pass(Pool& pool, MonoTime now_time, bool dry_run, bool allow_poo
         }
     }
 
+    // Unlinks the name of the pool this pass marked GONE; what the report adds when the name
+    // stayed (a later pass, or an opener of the name, unlinks a GONE pool's name).
+    auto name_left_note = [&]() -> std::string {
+        const int err = detail::unlink_name_if_file(impl->path, impl->fd);
+        if (err == 0) return "";
+        return "; its name " + impl->path + " could not be unlinked yet (" +
+               (err == EAGAIN ? std::string("another process holds it to unlink it") : std::string(std::strerror(err))) +
+               ")";
+    };
     // Ends a removal whose remover died between its mark and its unlink (or its revert). Its
     // mark says nothing about the leases now: a renewal whose `now` went stale may have landed
     // between that remover's judgement and its mark, reported "renewed" (it saw LIVE), and its
@@ -203,9 +214,9 @@ ReapReport reap_pass(Pool& pool, MonoTime now_time, bool dry_run, bool allow_poo
         }
         if (!h.lifecycle.compare_exchange_strong(ours, make_lifecycle(kPoolGone, impl->self), std::memory_order_acq_rel))
             return;
-        unlink_if_same(*impl);
         report.pool_removed = true;
-        report.notes.push_back("finished removing pool '" + impl->name + "' (previous remover died)");
+        report.notes.push_back("finished removing pool '" + impl->name + "' (previous remover died)" +
+                               name_left_note());
     };
     if (allow_pool_removal) {
         const uint64_t lw = h.lifecycle.load(std::memory_order_acquire);
@@ -228,7 +239,15 @@ ReapReport reap_pass(Pool& pool, MonoTime now_time, bool dry_run, bool allow_poo
         // go, so each sees the other. A lock held by a stopped process makes this pass skip the
         // removal; a later pass decides again.
         bool marked = false;
-        if (lifecycle_state(lw) == kPoolLive) {
+        const Status may_unlink = lifecycle_state(lw) == kPoolLive
+                                      ? detail::may_unlink_name(impl->name, impl->path, impl->fd)
+                                      : Status{};
+        if (lifecycle_state(lw) == kPoolLive && !may_unlink) {
+            // Not marked: a pool this process cannot unlink stays LIVE (and expired) for one
+            // that can, rather than GONE under a name nobody here can take away.
+            report.notes.push_back("pool '" + impl->name + "' is wholly expired; left to a process that may remove it (" +
+                                   may_unlink.error().message + ")");
+        } else if (lifecycle_state(lw) == kPoolLive) {
             FABRIC_PAUSE_POINT("pool.reap.judged_expired");
             // Judged now, whatever instant the caller gave: a pass given a later instant (as
             // tests do to reclaim regions early) must not remove a pool whose leases are live.
@@ -267,9 +286,8 @@ ReapReport reap_pass(Pool& pool, MonoTime now_time, bool dry_run, bool allow_poo
             uint64_t ours = make_lifecycle(kPoolReclaiming, impl->self);
             if (h.lifecycle.compare_exchange_strong(ours, make_lifecycle(kPoolGone, impl->self),
                                                     std::memory_order_acq_rel)) {
-                unlink_if_same(*impl);
                 report.pool_removed = true;
-                report.notes.push_back("removed pool '" + impl->name + "' (every lease expired)");
+                report.notes.push_back("removed pool '" + impl->name + "' (every lease expired)" + name_left_note());
             } else {
                 report.notes.push_back("pool '" + impl->name + "': another process took its removal over");
             }

@@ -500,7 +500,8 @@ TEST_CASE("pool rm --force: a live pool this process cannot register in is refus
     CHECK(pool->lifecycle() == "live");
 }
 
-TEST_CASE("pool names: a name with '.tmp-' (the mark of a pool being created) is refused at creation and removal, naming the rule") {
+TEST_CASE("pool names: a name with '.tmp-' (the mark of a pool being created) is refused at creation, opening and "
+          "removal, naming the rule") {
     test::PoolCleanup cleanup("bk.tmp-2024-12");
     auto pool = Pool::create({"bk.tmp-2024-12", 2 << 20, 60s});
     REQUIRE_FALSE(pool);
@@ -509,6 +510,18 @@ TEST_CASE("pool names: a name with '.tmp-' (the mark of a pool being created) is
     const Status removed = Pool::remove("bk.tmp-2024-12", true);  // nor removed: a creator's file
     REQUIRE_FALSE(removed.ok());
     CHECK(removed.code() == Errc::invalid_name);
+
+    // A creator's temporary file, here a complete pool's file under such a name (as it is
+    // between its creator's initialisation and its link): never attached to by that name.
+    test::TempPool temp("tmpname", 2 << 20, 60s);
+    const std::string temp_name = temp.name() + ".tmp-9-1";
+    const std::string temp_path = Pool::segment_path(temp_name);
+    REQUIRE(::link(Pool::segment_path(temp.name()).c_str(), temp_path.c_str()) == 0);
+    auto attached = Pool::open(temp_name);
+    ::unlink(temp_path.c_str());
+    REQUIRE_FALSE(attached);
+    CHECK(attached.code() == Errc::invalid_name);
+    CHECK(attached.error().message.find("'.tmp-'") != std::string::npos);
 }
 
 TEST_CASE("leases: a renewal stopped after its checks, resumed after the pool was judged expired and removed, fails "

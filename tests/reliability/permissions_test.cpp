@@ -28,6 +28,7 @@
 #include "fabric_shm/pool.h"
 
 using namespace fabric_shm;
+using namespace std::chrono_literals;
 
 namespace {
 
@@ -56,6 +57,10 @@ const char* child_reason(int rc) {
         case 24: return "pool remove --force was not refused";
         case 25: return "open failed for a pool the child may attach";
         case 26: return "could not create a region in an attachable pool";
+        case 27: return "a removal it may not finish was not refused with permission_denied";
+        case 28: return "the refusal does not name the pool, its owner and the sticky directory";
+        case 29: return "could not attach to the expired pool to reap it";
+        case 30: return "the reap reported the pool removed, or did not say why it was left";
         default: return "crashed or unexpected exit";
     }
 }
@@ -138,7 +143,7 @@ TEST_CASE("permissions: a 0600 pool refuses another uid with permission_denied a
         return 0;
     });
     const int rc = test::wait_child(child);
-    CHECK_MESSAGE(rc == 0, "child: " << child_reason(rc) << " (exit " << rc << ")");
+    CHECK_MESSAGE(rc == 0, "child: " << std::string(child_reason(rc)) << " (exit " << rc << ")");
 
     struct stat after {};
     REQUIRE_MESSAGE(::stat(path.c_str(), &after) == 0, "the segment was removed by the refused process");
@@ -187,12 +192,108 @@ TEST_CASE("permissions: a 0666 pool and a 0660 pool of the child's group are att
             return 0;
         });
         const int rc = test::wait_child(child);
-        CHECK_MESSAGE(rc == 0, "child: " << child_reason(rc) << " (exit " << rc << ")");
+        CHECK_MESSAGE(rc == 0, "child: " << std::string(child_reason(rc)) << " (exit " << rc << ")");
         if (c.attachable) {
             auto r = pool.open_region(RegionKind::test, "from-nobody");
             CHECK_MESSAGE(r, "the region the dropped child created is not visible");
         }
     }
+}
+
+/// Whether the pools' directory is sticky (/dev/shm is): only then may another uid attach to a
+/// 0666 pool but not unlink its name.
+bool shm_dir_is_sticky() {
+    const std::string path = Pool::segment_path("x");
+    struct stat st {};
+    return ::stat(path.substr(0, path.rfind('/')).c_str(), &st) == 0 && (st.st_mode & S_ISVTX);
+}
+
+TEST_CASE("permissions: a uid that may not unlink a shared pool's name is refused before the pool is marked, and "
+          "its holders go on") {
+    if (getuid() != 0 || !shm_dir_is_sticky()) {
+        MESSAGE("skipped: needs root (to drop to uid 65534) and a sticky pool directory");
+        return;
+    }
+    const std::string name = test::unique_pool_name("permrm");
+    test::PoolCleanup cleanup(name);
+    Pool pool = make_pool(name, 0666);
+    const pid_t child = test::fork_child([&] {
+        if (!drop_to_nobody()) return 20;
+        // --force: the holder (this test) is live, and the refusal must not depend on that.
+        const Status removed = Pool::remove(name, /*force=*/true);
+        if (removed.ok() || removed.code() != Errc::permission_denied) {
+            std::fprintf(stderr, "remove: %s\n", removed.ok() ? "succeeded" : removed.error().message.c_str());
+            return 27;
+        }
+        const std::string& msg = removed.error().message;
+        if (msg.find(name) == std::string::npos || msg.find("sticky") == std::string::npos ||
+            msg.find("uid 0") == std::string::npos) {
+            std::fprintf(stderr, "message: %s\n", msg.c_str());
+            return 28;
+        }
+        return 0;
+    });
+    const int rc = test::wait_child(child);
+    CHECK_MESSAGE(rc == 0, "child: " << std::string(child_reason(rc)) << " (exit " << rc << ")");
+    // Not marked: the holder goes on, and the name still opens the same pool.
+    CHECK(pool.lifecycle() == "live");
+    RegionSpec spec;
+    spec.name = "after-refusal";
+    spec.length = 4096;
+    auto region = pool.create_region(spec);
+    CHECK_MESSAGE(region, region.error().message);
+    auto again = Pool::open(name);
+    REQUIRE_MESSAGE(again, again.error().message);
+    CHECK(again->settings().incarnation == pool.settings().incarnation);
+}
+
+TEST_CASE("permissions: a reaper that may not unlink an expired shared pool's name leaves it live for one that may") {
+    if (getuid() != 0 || !shm_dir_is_sticky()) {
+        MESSAGE("skipped: needs root (to drop to uid 65534) and a sticky pool directory");
+        return;
+    }
+    const std::string name = test::unique_pool_name("permreap");
+    test::PoolCleanup cleanup(name);
+    {
+        PoolOptions o;
+        o.name = name;
+        o.size_bytes = kMinPoolSize;
+        o.mode = 0666;
+        o.ttl = 100ms;
+        auto created = Pool::create(o);
+        REQUIRE_MESSAGE(created, created.error().message);
+    }
+    usleep(200 * 1000);  // the pool's lease runs out (nothing renews it once its handle closed)
+    OpenOptions expired;
+    expired.allow_expired = true;
+    expired.reap_on_open = false;
+    const pid_t child = test::fork_child([&] {
+        if (!drop_to_nobody()) return 20;
+        auto p = Pool::open(name, expired);
+        if (!p) {
+            std::fprintf(stderr, "open: %s\n", p.error().message.c_str());
+            return 29;
+        }
+        const ReapReport report = p->reap(MonoClock::now());
+        bool said = false;
+        for (const std::string& note : report.notes)
+            said = said || (note.find("left to a process that may remove it") != std::string::npos &&
+                            note.find("sticky") != std::string::npos);
+        if (report.pool_removed || !said) {
+            for (const std::string& note : report.notes) std::fprintf(stderr, "note: %s\n", note.c_str());
+            return 30;
+        }
+        return 0;
+    });
+    const int rc = test::wait_child(child);
+    CHECK_MESSAGE(rc == 0, "child: " << std::string(child_reason(rc)) << " (exit " << rc << ")");
+    auto p = Pool::open(name, expired);
+    REQUIRE_MESSAGE(p, p.error().message);
+    CHECK(p->lifecycle() == "live");
+    const ReapReport report = p->reap(MonoClock::now());  // its owner's reaper removes it
+    CHECK(report.pool_removed);
+    struct stat st {};
+    CHECK(::stat(Pool::segment_path(name).c_str(), &st) != 0);
 }
 
 TEST_CASE("names: '/', '..', NUL, control characters and over-long names are refused before any syscall") {
