@@ -9,6 +9,7 @@
 #include <linux/capability.h>
 #include <pthread.h>
 #include <sys/mman.h>
+#include <sys/fsuid.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -131,25 +132,63 @@ bool has_cap_fowner() {
     if (::syscall(SYS_capget, &header, data) != 0) return false;
     return (data[CAP_FOWNER / 32].effective >> (CAP_FOWNER % 32)) & 1u;
 }
+
+/// Whether this process is in the initial user namespace (its uid map is the identity over
+/// every id). Unknown (no /proc) is judged as another namespace: the answer that refuses more.
+bool in_initial_user_namespace() {
+    std::FILE* f = std::fopen("/proc/self/uid_map", "re");
+    if (!f) return false;
+    unsigned long inside = 1, outside = 1, count = 0;
+    const int fields = std::fscanf(f, "%lu %lu %lu", &inside, &outside, &count);
+    int c = std::fgetc(f);
+    while (c == ' ' || c == '\n') c = std::fgetc(f);
+    std::fclose(f);
+    return fields == 3 && c == EOF && inside == 0 && outside == 0 && count == 4294967295ul;
+}
+
+/// The id an unmapped owner stats as in a user namespace (/proc/sys/kernel/overflow[ug]id).
+unsigned long overflow_id(const char* path) {
+    unsigned long id = 65534;
+    if (std::FILE* f = std::fopen(path, "re")) {
+        if (std::fscanf(f, "%lu", &id) != 1) id = 65534;
+        std::fclose(f);
+    }
+    return id;
+}
 }  // namespace
 
 Status may_unlink_name(const std::string& name, const std::string& path, int fd) {
     const size_t slash = path.rfind('/');
     const std::string dir = slash == 0 ? "/" : path.substr(0, slash == std::string::npos ? 0 : slash);
-    const std::string what = "pool '" + name + "' cannot be removed by this process (uid " +
-                             std::to_string(geteuid()) + "); nothing was changed: ";
+    const uid_t me = uid_t(setfsuid(uid_t(-1)));  // an invalid id changes nothing and returns the current one
+    const std::string what = "pool '" + name + "' cannot be removed by this process (uid " + std::to_string(me) +
+                             "); nothing was changed: ";
     if (::faccessat(AT_FDCWD, dir.empty() ? "." : dir.c_str(), W_OK | X_OK, AT_EACCESS) != 0)
         return errno_error(errno, what + "no write access to its directory " + dir);
     struct stat in_dir {}, file {};
     if (::stat(dir.empty() ? "." : dir.c_str(), &in_dir) != 0) return errno_error(errno, "stat " + dir);
     if (fstat(fd, &file) != 0) return errno_error(errno, "stat " + path);
     if (!(in_dir.st_mode & S_ISVTX)) return {};
-    const uid_t me = geteuid();
-    if (me == file.st_uid || me == in_dir.st_uid || has_cap_fowner()) return {};
+    // The kernel compares the ids it holds, not the ones stat shows: in a user namespace an
+    // owner it does not map stats as the overflow id, which may be our own (a rootless
+    // container running as nobody with the host's /dev/shm), and CAP_FOWNER there covers only
+    // files whose uid and gid it maps. Such an owner proves nothing; a wrong "no" only keeps
+    // the pool live.
+    const bool initial = in_initial_user_namespace();
+    const uid_t unmapped_uid = uid_t(overflow_id("/proc/sys/kernel/overflowuid"));
+    const gid_t unmapped_gid = gid_t(overflow_id("/proc/sys/kernel/overflowgid"));
+    auto owned_by_me = [&](uid_t owner) { return owner == me && (initial || owner != unmapped_uid); };
+    const bool file_mapped = initial || (file.st_uid != unmapped_uid && file.st_gid != unmapped_gid);
+    if (owned_by_me(file.st_uid) || owned_by_me(in_dir.st_uid) || (file_mapped && has_cap_fowner())) return {};
+    auto owner_text = [&](uid_t owner) {
+        return initial || owner != unmapped_uid
+                   ? "uid " + std::to_string(owner)
+                   : "an owner this user namespace does not map (shown as uid " + std::to_string(owner) + ")";
+    };
     return make_error(Errc::permission_denied,
-                      what + "its file " + path + " belongs to uid " + std::to_string(file.st_uid) + " and " + dir +
-                          " is sticky (only the file's owner, the directory's owner (uid " +
-                          std::to_string(in_dir.st_uid) + ") or a process with CAP_FOWNER may unlink it)");
+                      what + "its file " + path + " belongs to " + owner_text(file.st_uid) + " and " + dir +
+                          " is sticky (only the file's owner, the directory's owner (" + owner_text(in_dir.st_uid) +
+                          ") or a process with CAP_FOWNER over the file may unlink it)");
 }
 
 }  // namespace detail

@@ -377,6 +377,14 @@ Result<Pool> Pool::open(std::string_view name_view, const OpenOptions& options) 
             if (report.pool_removed) continue;  // wholly expired: re-create it fresh
         }
         const uint64_t now = mono_now_ns();
+        if (options.create_if_missing && pool.lifecycle() == "live" && pool.wholly_expired(MonoClock::from_ns(now))) {
+            // Left live by this process's reap because it may not unlink the name (another
+            // user's pool in a sticky directory): waiting for it would wait for nothing.
+            if (Status may = detail::may_unlink_name(name, path, pool.impl_->fd); !may)
+                return make_error(Errc::permission_denied,
+                                  "pool '" + name + "' expired and cannot be created again by this process: " +
+                                      may.error().message);
+        }
         if (options.create_if_missing && (pool.lifecycle() != "live" || pool.wholly_expired(MonoClock::from_ns(now)))) {
             // Someone else is removing this expired pool (or just did): retry until the
             // name is free or a fresh pool took it. Never hand out a gone pool.

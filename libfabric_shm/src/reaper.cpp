@@ -174,14 +174,20 @@ ReapReport reap_pass(Pool& pool, MonoTime now_time, bool dry_run, bool allow_poo
         }
     }
 
-    // Unlinks the name of the pool this pass marked GONE; what the report adds when the name
-    // stayed (a later pass, or an opener of the name, unlinks a GONE pool's name).
-    auto name_left_note = [&]() -> std::string {
+    // Unlinks the name of the pool this pass marked GONE: removed only once the name is gone.
+    // A name that stayed is noted (a later pass, or an opener of the name, unlinks a GONE
+    // pool's name).
+    auto unlink_marked = [&](const std::string& what) {
         const int err = detail::unlink_name_if_file(impl->path, impl->fd);
-        if (err == 0) return "";
-        return "; its name " + impl->path + " could not be unlinked yet (" +
-               (err == EAGAIN ? std::string("another process holds it to unlink it") : std::string(std::strerror(err))) +
-               ")";
+        report.pool_removed = err == 0;
+        if (err == 0) {
+            report.notes.push_back(what);
+            return;
+        }
+        report.notes.push_back(
+            what + ", but its name " + impl->path + " could not be unlinked yet (" +
+            (err == EAGAIN ? std::string("another process holds it to unlink it") : std::string(std::strerror(err))) +
+            ")");
     };
     // Ends a removal whose remover died between its mark and its unlink (or its revert). Its
     // mark says nothing about the leases now: a renewal whose `now` went stale may have landed
@@ -214,9 +220,7 @@ ReapReport reap_pass(Pool& pool, MonoTime now_time, bool dry_run, bool allow_poo
         }
         if (!h.lifecycle.compare_exchange_strong(ours, make_lifecycle(kPoolGone, impl->self), std::memory_order_acq_rel))
             return;
-        report.pool_removed = true;
-        report.notes.push_back("finished removing pool '" + impl->name + "' (previous remover died)" +
-                               name_left_note());
+        unlink_marked("finished removing pool '" + impl->name + "' (previous remover died)");
     };
     if (allow_pool_removal) {
         const uint64_t lw = h.lifecycle.load(std::memory_order_acquire);
@@ -227,6 +231,11 @@ ReapReport reap_pass(Pool& pool, MonoTime now_time, bool dry_run, bool allow_poo
     }
     if (allow_pool_removal && pool.wholly_expired(now_time)) {
         if (dry_run) {
+            if (Status may = detail::may_unlink_name(impl->name, impl->path, impl->fd); !may) {
+                report.notes.push_back("pool '" + impl->name + "' is wholly expired; would be left to a process "
+                                       "that may remove it (" + may.error().message + ")");
+                return report;
+            }
             report.notes.push_back("would remove pool '" + impl->name + "' (every lease expired)");
             report.pool_removed = true;
             return report;
@@ -286,8 +295,7 @@ ReapReport reap_pass(Pool& pool, MonoTime now_time, bool dry_run, bool allow_poo
             uint64_t ours = make_lifecycle(kPoolReclaiming, impl->self);
             if (h.lifecycle.compare_exchange_strong(ours, make_lifecycle(kPoolGone, impl->self),
                                                     std::memory_order_acq_rel)) {
-                report.pool_removed = true;
-                report.notes.push_back("removed pool '" + impl->name + "' (every lease expired)" + name_left_note());
+                unlink_marked("removed pool '" + impl->name + "' (every lease expired)");
             } else {
                 report.notes.push_back("pool '" + impl->name + "': another process took its removal over");
             }

@@ -12,6 +12,9 @@
 #include <doctest/doctest.h>
 #include <dirent.h>
 #include <grp.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -61,6 +64,8 @@ const char* child_reason(int rc) {
         case 28: return "the refusal does not name the pool, its owner and the sticky directory";
         case 29: return "could not attach to the expired pool to reap it";
         case 30: return "the reap reported the pool removed, or did not say why it was left";
+        case 31: return "could not enter a user namespace mapping only uid/gid 65534";
+        case 32: return "open-or-create of an expired pool it may not remove did not say permission_denied at once";
         default: return "crashed or unexpected exit";
     }
 }
@@ -274,6 +279,14 @@ TEST_CASE("permissions: a reaper that may not unlink an expired shared pool's na
             std::fprintf(stderr, "open: %s\n", p.error().message.c_str());
             return 29;
         }
+        // A dry run says what the pass will do (it used to say "would remove").
+        const ReapReport dry = p->reap(MonoClock::now(), /*dry_run=*/true);
+        bool dry_said = false;
+        for (const std::string& note : dry.notes) dry_said = dry_said || note.find("would be left") != std::string::npos;
+        if (dry.pool_removed || !dry_said) {
+            for (const std::string& note : dry.notes) std::fprintf(stderr, "dry-run note: %s\n", note.c_str());
+            return 30;
+        }
         const ReapReport report = p->reap(MonoClock::now());
         bool said = false;
         for (const std::string& note : report.notes)
@@ -282,6 +295,16 @@ TEST_CASE("permissions: a reaper that may not unlink an expired shared pool's na
         if (report.pool_removed || !said) {
             for (const std::string& note : report.notes) std::fprintf(stderr, "note: %s\n", note.c_str());
             return 30;
+        }
+        // Open-or-create of the name says why at once (it used to retry 50 times and then
+        // report the pool as "kept changing").
+        OpenOptions create;
+        create.create_if_missing = true;
+        auto reopened = Pool::open(name, create);
+        if (reopened || reopened.code() != Errc::permission_denied ||
+            reopened.error().message.find("expired") == std::string::npos) {
+            std::fprintf(stderr, "open-or-create: %s\n", reopened ? "succeeded" : reopened.error().message.c_str());
+            return 32;
         }
         return 0;
     });
@@ -294,6 +317,57 @@ TEST_CASE("permissions: a reaper that may not unlink an expired shared pool's na
     CHECK(report.pool_removed);
     struct stat st {};
     CHECK(::stat(Pool::segment_path(name).c_str(), &st) != 0);
+}
+
+/// Enters a new user namespace that maps only 65534 (this process's uid and gid) to itself, as
+/// a rootless container running as `nobody` with the host's /dev/shm does: every file of an
+/// unmapped owner (root's pools, /dev/shm itself) then stats as uid 65534, the overflow uid.
+bool enter_userns_mapping_only_nobody() {
+    // Dropping uids made this process non-dumpable, its /proc/self files root's: writable again.
+    if (prctl(PR_SET_DUMPABLE, 1) != 0 || unshare(CLONE_NEWUSER) != 0) return false;
+    auto write_file = [](const char* path, const std::string& text) {
+        const int fd = ::open(path, O_WRONLY | O_CLOEXEC);
+        if (fd < 0) return false;
+        const bool ok = ::write(fd, text.data(), text.size()) == ssize_t(text.size());
+        ::close(fd);
+        return ok;
+    };
+    return write_file("/proc/self/setgroups", "deny") && write_file("/proc/self/uid_map", "65534 65534 1\n") &&
+           write_file("/proc/self/gid_map", "65534 65534 1\n") && geteuid() == kNobody;
+}
+
+TEST_CASE("permissions: in a user namespace where the pool's owner is unmapped (it stats as the overflow uid), a "
+          "uid that may not unlink the name is still refused before the pool is marked") {
+    if (getuid() != 0 || !shm_dir_is_sticky()) {
+        MESSAGE("skipped: needs root (to drop to uid 65534) and a sticky pool directory");
+        return;
+    }
+    const std::string name = test::unique_pool_name("permns");
+    test::PoolCleanup cleanup(name);
+    Pool pool = make_pool(name, 0666);  // owned by uid 0: unmapped in the child's namespace
+    const pid_t child = test::fork_child([&] {
+        if (!drop_to_nobody()) return 20;
+        if (!enter_userns_mapping_only_nobody()) return 31;
+        const Status removed = Pool::remove(name, /*force=*/true);
+        if (removed.ok() || removed.code() != Errc::permission_denied ||
+            removed.error().message.find("nothing was changed") == std::string::npos) {
+            std::fprintf(stderr, "remove: %s\n", removed.ok() ? "succeeded" : removed.error().message.c_str());
+            return 27;
+        }
+        return 0;
+    });
+    const int rc = test::wait_child(child);
+    if (rc == 31) {
+        MESSAGE("skipped: this kernel refuses an unprivileged user namespace");
+        return;
+    }
+    CHECK_MESSAGE(rc == 0, "child: " << std::string(child_reason(rc)) << " (exit " << rc << ")");
+    CHECK(pool.lifecycle() == "live");  // "gone" while the name stays, had the check trusted the overflow uid
+    RegionSpec spec;
+    spec.name = "after-refusal";
+    spec.length = 4096;
+    auto region = pool.create_region(spec);
+    CHECK_MESSAGE(region, region.error().message);
 }
 
 TEST_CASE("names: '/', '..', NUL, control characters and over-long names are refused before any syscall") {

@@ -137,7 +137,7 @@ struct ReapReport {
     uint32_t busy_regions = 0;        ///< expired but still attached by a live process
     uint64_t reclaimed_bytes = 0;
     uint64_t kind_items = 0;          ///< loans/pins/claims released by region-kind hooks
-    bool pool_removed = false;
+    bool pool_removed = false;        ///< marked gone and its name unlinked (a name that stayed: in notes)
     std::vector<std::string> notes;   ///< one line per action, for --dry-run and logs
 };
 
