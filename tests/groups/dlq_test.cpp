@@ -203,6 +203,35 @@ TEST_CASE("dlq: the pipeline's own headers are kept before others, and a name le
     CHECK(hd.at(std::string(kDlqHeaderReason)) == "failed [source headers left out, no room in the DLQ's slot: x, trace]");
 }
 
+TEST_CASE("dlq: a dead letter's send into a full DLQ waits at most the policy's send_wait, then says back_pressure") {
+    TestPool tp("dlq-send-wait");
+    REQUIRE(TopicManager(tp.pool).create("in", config(1, 4)).ok());
+    REQUIRE(create_dead_letter_topic(tp.pool, "in.dlq", config(1, 16)).ok());
+    {
+        auto filler = Producer::open(tp.pool, "in.dlq");
+        REQUIRE(filler.ok());
+        for (int i = 0; i < 16; ++i) REQUIRE(filler->send(bytes("old letter")).ok());  // full: nobody reads it
+    }
+    auto pr = Producer::open(tp.pool, "in");
+    REQUIRE(pr.ok());
+    REQUIRE(pr->send(bytes("poison")).ok());
+    auto gc = GroupConsumer::open(tp.pool, "in", "g", "w");
+    REQUIRE(gc.ok());
+    DlqPolicy policy = quick();
+    policy.send_wait = std::chrono::milliseconds(50);  // a member with a 200 ms session (WorkerLoop's quarter)
+    auto router = DlqRouter::open(tp.pool, "in", "g", policy);
+    REQUIRE(router.ok());
+    MessageBatch b;
+    REQUIRE(gc->poll(b, 8, std::chrono::seconds(1)).ok());
+    REQUIRE(b.size() == 1);
+    const uint64_t start = mono_now_ns();
+    auto sent = router->dead_letter(b[0], 3, "poison");
+    const uint64_t took_ms = (mono_now_ns() - start) / 1'000'000;
+    REQUIRE_FALSE(sent.ok());
+    CHECK(sent.code() == Errc::back_pressure);
+    CHECK_MESSAGE(took_ms < 500, "the send waited ", took_ms, " ms (the DLQ producer's old fixed wait was 1 s)");
+}
+
 TEST_CASE("dlq: a reason that fills its room keeps about 64 bytes or more and whole UTF-8 characters before the note") {
     TestPool tp("dlq-hdrutf8");
     DlqPolicy p = quick();

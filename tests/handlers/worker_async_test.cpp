@@ -352,6 +352,67 @@ TEST_CASE("async worker: a full next topic delays the forward, within the sessio
     REQUIRE(loop->close().ok());
 }
 
+TEST_CASE("async worker: an unversioned notification whose input expired while its forward waited is forwarded, "
+          "not dead-lettered") {
+    Fixture f("fwd-expired");
+    TopicManager mgr(f.tp.pool);
+    REQUIRE(mgr.create("next", config(1, 2)).ok());
+    REQUIRE(mgr.register_group("next", "stage2").ok());
+    {
+        auto np = Producer::open(f.tp.pool, "next");
+        REQUIRE(np.ok());
+        for (int i = 0; i < 2; ++i) REQUIRE(np->send(bytes("x")).ok());  // the next topic is full
+    }
+    // A notification with no fabric-version (as `fabric-shm notify` or a user's own producer
+    // sends it): "process what the URI holds".
+    PutOptions short_lived;
+    short_lived.ttl = 300ms;
+    REQUIRE(f.store->put(f.in("k"), bytes("data"), short_lived).ok());
+    REQUIRE(f.producer->send(bytes(f.in("k").to_string())).ok());
+    WorkerConfig c = f.cfg("a", 1);
+    c.next_topic = "next";
+    c.session_timeout_ns = 1'000'000'000;  // a forward waits 250 ms at most
+    auto loop = WorkerLoop::open(f.tp.pool, c);
+    REQUIRE_MESSAGE(loop.ok(), loop.error().message);
+    auto t = acquire_n(*loop, 1);
+    REQUIRE(t.size() == 1);
+    Status st = loop->complete(std::move(t[0]), upper(t[0]));
+    REQUIRE_MESSAGE(st.ok(), st.error().message);
+    CHECK(f.result_text("k") == "DATA");
+    CHECK(loop->stats().forwarded == 0);  // waits for room
+    // The input expires while the forward waits (the loop keeps trying it meanwhile).
+    const auto expiry_end = std::chrono::steady_clock::now() + 3s;
+    for (;;) {
+        auto h = f.store->head(f.in("k"));
+        REQUIRE(h.ok());
+        if (!h->has_value()) break;
+        REQUIRE(std::chrono::steady_clock::now() < expiry_end);
+        std::vector<WorkTicket> none(1);
+        REQUIRE(loop->acquire(std::span(none), 50ms).ok());
+    }
+    // Room in the next topic: the result is forwarded, the input's expiry notwithstanding.
+    auto stage2 = Consumer::open(f.tp.pool, "next", "stage2");
+    REQUIRE(stage2.ok());
+    REQUIRE(stage2->assign_all().ok());
+    MessageBatch batch;
+    REQUIRE(stage2->poll(batch, 2, Duration::zero()).value() == 2);
+    REQUIRE(stage2->commit().ok());
+    const auto end = std::chrono::steady_clock::now() + 3s;
+    while (loop->stats().forwarded < 1 && loop->stats().dead_lettered == 0) {
+        REQUIRE(std::chrono::steady_clock::now() < end);
+        std::vector<WorkTicket> none(1);
+        auto n = loop->acquire(std::span(none), 50ms);
+        REQUIRE_MESSAGE(n.ok(), n.error().message);
+    }
+    CHECK(loop->stats().dead_lettered == 0);
+    CHECK(loop->stats().forwarded == 1);
+    REQUIRE(stage2->poll(batch, 2, Duration::zero()).value() == 1);
+    CHECK(batch[0].value_str() == f.result("k").to_string());
+    REQUIRE(loop->service().ok());
+    CHECK(f.committed() == 1);
+    REQUIRE(loop->close().ok());
+}
+
 // The forward's wait is bounded per call (min(1 s, session/4)) and the one-second hold only
 // follows a wait that ended in back_pressure. A next stage that frees room a little faster
 // than the bound (it commits steadily, behind this stage) makes every forward wait and
@@ -448,6 +509,54 @@ TEST_CASE("async worker: a full partition of the next topic holds only the forwa
     REQUIRE(d.ok());
     CHECK(d->partitions[1].next == 5);
     CHECK(f.committed() == 0);  // the message that waits holds the commit back
+}
+
+TEST_CASE("async worker: once its hold ends, a still-full partition of the next topic is tried without waiting and "
+          "an unkeyed forward goes to one with room") {
+    Fixture f("fwd-probe");
+    TopicManager mgr(f.tp.pool);
+    REQUIRE(mgr.create("next", config(2, 8)).ok());
+    REQUIRE(mgr.register_group("next", "stage2").ok());
+    {
+        auto np = Producer::open(f.tp.pool, "next");
+        REQUIRE(np.ok());
+        for (int i = 0; i < 8; ++i) REQUIRE(np->send_to(0, OutgoingMessage{bytes("x"), {}, {}}).ok());  // partition 0 full
+    }
+    const std::string unkeyed;
+    WorkerConfig c = f.cfg("a", 1);
+    c.next_topic = "next";
+    c.session_timeout_ns = 2'000'000'000;  // a forward waits 500 ms at most
+    auto a = WorkerLoop::open(f.tp.pool, c);
+    REQUIRE_MESSAGE(a.ok(), a.error().message);
+    auto complete_one = [&](const std::string& key) {
+        f.upload(key, "data", &unkeyed);
+        auto t = acquire_n(*a, 1);
+        REQUIRE(t.size() == 1);
+        const auto start = std::chrono::steady_clock::now();
+        Status st = a->complete(std::move(t[0]), upper(t[0]));
+        REQUIRE_MESSAGE(st.ok(), st.error().message);
+        return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
+    };
+    // The first forward goes to partition 0 (its turn), waits for space and holds it for a second.
+    CHECK(complete_one("k0") >= 400ms);
+    CHECK(a->stats().forwarded == 0);
+    // Its retry goes to partition 1 once the hold has ended; the turn is partition 0's again.
+    const auto end = std::chrono::steady_clock::now() + 5s;
+    while (a->stats().forwarded < 1) {
+        REQUIRE(std::chrono::steady_clock::now() < end);
+        std::vector<WorkTicket> none(1);
+        REQUIRE(a->acquire(std::span(none), 50ms).ok());
+    }
+    // Partition 0 is still full: the next forward tries it without waiting, and goes to 1.
+    const auto took = complete_one("k1");
+    CHECK_MESSAGE(took < 250ms, "the forward waited ", took.count(), " ms on the partition still full");
+    CHECK(a->stats().forwarded == 2);
+    auto d = mgr.describe("next");
+    REQUIRE(d.ok());
+    CHECK(d->partitions[0].next == 8);
+    CHECK(d->partitions[1].next == 2);
+    CHECK(a->stats().dead_lettered == 0);
+    REQUIRE(a->close().ok());
 }
 
 namespace {

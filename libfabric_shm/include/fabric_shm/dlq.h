@@ -39,6 +39,11 @@ struct DlqPolicy {
                                    Errc::object_too_large, Errc::message_too_large, Errc::invalid_uri};
     /// Backoff waits heartbeat this often (members must keep their session alive).
     Duration heartbeat_interval = std::chrono::milliseconds(100);
+    /// Longest wait of one dead letter's send: for room in a full DLQ topic, and for another
+    /// process's creation of it. The sender does not heartbeat meanwhile, so a group member keeps
+    /// it well under its session timeout (WorkerLoop: a quarter of it, at most 1 s). Past it the
+    /// send fails (back_pressure, busy) and the caller retries later.
+    Duration send_wait = std::chrono::seconds(1);
     bool is_permanent(Errc code) const;
     Duration backoff(uint64_t attempt) const;  ///< wait after failed attempt `attempt` (1-based)
 };

@@ -100,10 +100,6 @@ Result<uint64_t> dead_letter_count(const Pool& pool, std::string_view dlq_topic)
     return n;
 }
 
-/// How long a dead-letterer waits for a DLQ topic another process is creating before it
-/// reports busy (short: the member does not heartbeat while it waits).
-constexpr uint64_t kDlqCreationWaitNs = 1'000'000'000ull;
-
 struct DlqRouter::Impl {
     Pool pool_handle;  ///< keeps the mapping alive: the caller's Pool may be moved or dropped
     Pool* pool = nullptr;  ///< &pool_handle
@@ -163,14 +159,14 @@ struct DlqRouter::Impl {
         source.num_partitions = t->num_partitions;
         source.partition_stride = uint32_t(t->stride);
         if (Status st = ensure_dead_letter_topic(*pool, dlq_name, dead_letter_topic_config(source),
-                                                 ns_duration(kDlqCreationWaitNs));
+                                                 policy.send_wait);
             !st) {
             if (st.code() == Errc::not_ready)
                 return make_error(Errc::busy, "dead-letter topic '" + dlq_name + "': " + st.error().message);
             return st;
         }
         ProducerOptions po;
-        po.block_timeout = std::chrono::seconds(1);
+        po.block_timeout = policy.send_wait;
         auto pr = Producer::open(*pool, dlq_name, po);
         if (!pr) return std::move(pr).error();
         producer.emplace(std::move(*pr));

@@ -303,6 +303,11 @@ struct Slot {
     uint64_t retry_at_ns = 0;  ///< retry: not handed out before this (monotonic)
     uint64_t id = 0;           ///< in_flight: the hand-out
     uint32_t attempt = 0;      ///< in_flight: its attempt number
+    /// retry after a forward that waits: the input version whose result is written. The next
+    /// hand-out judges the result by it, as by a notification's fabric-version, before it pins
+    /// the input: an unversioned notification's input may have expired or been removed while
+    /// the forward waited, and its result is there to forward.
+    uint64_t processed_version = 0;
     /// A dead letter whose send was delayed (busy): decided and recorded, sent at its next turn.
     bool dlq_owed = false;
     uint64_t dlq_attempts = 0;
@@ -445,6 +450,8 @@ struct WorkerLoop::Impl {
     /// run()'s should_stop while run() runs (null otherwise): a result put waiting for store
     /// space gives up when it turns true.
     const std::function<bool()>* stop_check = nullptr;
+    /// send_unkeyed's probe of a partition whose hold ended: the next topic's send waits not.
+    bool probing_next = false;
     /// The fork count where the loop was opened (fork_generation.h): see ~WorkerLoop.
     uint32_t made_in = detail::fork_generation();
 
@@ -485,6 +492,7 @@ struct WorkerLoop::Impl {
         std::string reason;
         bool permanent = false;
         uint64_t retry_at_ns = 0;  ///< Outcome::forward_waits: handed out again from then (monotonic)
+        uint64_t processed_version = 0;  ///< Outcome::forward_waits: the input version whose result is written
     };
     Result<std::optional<Outcome>> judge_stored_result(const Message& m, WorkTicket::Data& d, Failure* failure);
     Result<Outcome> write_result(const Message& m, WorkTicket::Data& d, std::span<const uint8_t> out, Failure* failure);
@@ -501,12 +509,15 @@ struct WorkerLoop::Impl {
     Status check_other_groups();
     Result<Outcome> forward(const Message& m, std::string_view result_uri, uint64_t result_version,
                             PlacementHint placed, Failure* failure, std::optional<uint64_t> put_ts = std::nullopt);
+    std::optional<Result<SendResult>> send_unkeyed(const OutgoingMessage& outgoing, uint32_t* target,
+                                                   uint64_t* soonest_ns);
     /// forward(), and once it is sent, the input (at `input_version`) queued for --delete-input.
     Result<Outcome> forward_then_delete(const Message& m, std::string_view result_uri, uint64_t result_version,
                                         PlacementHint placed, Failure* failure, const FabricUriView& input,
                                         uint64_t input_version, std::optional<uint64_t> put_ts = std::nullopt) {
         auto sent = forward(m, result_uri, result_version, placed, failure, put_ts);
         if (sent && *sent == Outcome::done) queue_delete(m, input, input_version);
+        if (sent && *sent == Outcome::forward_waits) failure->processed_version = input_version;
         return sent;
     }
     Status settle(Part& part, Slot& s, const Message& m, Result<Outcome> r, const Failure& failure);
@@ -608,6 +619,7 @@ Status WorkerLoop::Impl::apply_assignment() {
         for (Slot& s : part.ring) {
             s.state = Slot::State::waiting;
             s.dlq_owed = false;
+            s.processed_version = 0;
         }
         part.owned = part.paused = false;
         part.head = part.count = part.in_flight = 0;
@@ -877,6 +889,7 @@ Status WorkerLoop::Impl::poll_into_rings(uint64_t timeout_ns) {
         s.headers.assign(m.headers_raw.begin(), m.headers_raw.end());
         s.state = Slot::State::waiting;
         s.dlq_owed = false;
+        s.processed_version = 0;
         s.retry_at_ns = 0;
         part.next_read = m.offset + 1;
         ++buffered;
@@ -1164,6 +1177,7 @@ Status WorkerLoop::Impl::settle(Part& part, Slot& s, const Message& m, Result<Ou
             // the result current and forwards again.
             FABRIC_TRY(router->ack(m));
             unstart(part, s, failure.retry_at_ns);
+            s.processed_version = failure.processed_version;
             return {};
         case Outcome::store_full: {
             // Back-pressure, not a failure: the hand-out is taken back (the next one is the same
@@ -1209,7 +1223,7 @@ Result<Outcome> WorkerLoop::Impl::forward(const Message& m, std::string_view res
                                           PlacementHint placed, Failure* failure, std::optional<uint64_t> put_ts) {
     if (!next) return Outcome::done;
     // The partition: a keyed forward's is the key's (send_keyed's rule); an unkeyed one takes
-    // the next in turn that is not held full.
+    // the next in turn that is not held full (send_unkeyed, below).
     const uint32_t next_parts = uint32_t(next_full_until_ns.size());
     uint32_t target = 0;
     if (!m.key.empty()) {
@@ -1223,29 +1237,6 @@ Result<Outcome> WorkerLoop::Impl::forward(const Message& m, std::string_view res
             }
             until = 0;
         }
-    } else {
-        uint64_t now = 0, soonest = UINT64_MAX;
-        bool found = false;
-        for (uint32_t k = 0; k < next_parts && !found; ++k) {
-            const uint32_t p = (next_unkeyed_turn + k) % next_parts;
-            uint64_t& until = next_full_until_ns[p];
-            if (until != 0) {
-                if (now == 0) now = mono_now_ns();
-                if (now < until) {
-                    soonest = std::min(soonest, until);
-                    continue;
-                }
-                until = 0;
-            }
-            target = p;
-            found = true;
-        }
-        if (!found) {
-            *failure = {"every partition of next topic '" + cfg.next_topic + "' was full at the last forward to it",
-                        false, soonest};
-            return Outcome::forward_waits;
-        }
-        next_unkeyed_turn = (target + 1) % next_parts;
     }
     // Each forward may wait up to the send's block timeout, and forwards come in runs (a round
     // of completions, a pass of skip-path forwards in acquire) against a next stage that frees
@@ -1274,7 +1265,16 @@ Result<Outcome> WorkerLoop::Impl::forward(const Message& m, std::string_view res
     // The result's placement, for the next stage's prefetch, where it fits the next topic's slot.
     std::span<const MessageHeader> sent_headers(headers);
     if (placed.empty() || !next->fits({ru, m.key, sent_headers})) sent_headers = sent_headers.first(3);
-    auto sent = next->send_to(target, OutgoingMessage{ru, m.key, sent_headers});
+    const OutgoingMessage outgoing{ru, m.key, sent_headers};
+    uint64_t soonest = 0;
+    std::optional<Result<SendResult>> tried =
+        m.key.empty() ? send_unkeyed(outgoing, &target, &soonest) : next->send_to(target, outgoing);
+    if (!tried) {
+        *failure = {"every partition of next topic '" + cfg.next_topic + "' was full at the last forward to it",
+                    false, soonest};
+        return Outcome::forward_waits;
+    }
+    Result<SendResult>& sent = *tried;
     if (sent) {
         ++stats.forwarded;
         return Outcome::done;
@@ -1298,6 +1298,45 @@ Result<Outcome> WorkerLoop::Impl::forward(const Message& m, std::string_view res
          std::to_string(m.offset) + ") delayed, its result is written: " + sent.error().message);
     *failure = {"forward to next topic '" + cfg.next_topic + "': " + sent.error().message, false, retry_at};
     return Outcome::forward_waits;
+}
+
+// An unkeyed forward's send: to the next partition in turn that is not held full. A partition
+// whose hold has ended is tried without waiting (a probe: `probing_next` makes the send's
+// should_stop end its wait at once, nothing sent), and one still full is held again and the
+// next tried: a forward waits for space (up to the block timeout) only on a partition not
+// known to have been full, never on one still full while another has room. nullopt: every
+// partition held or found full again (*soonest_ns: when the first hold ends).
+std::optional<Result<SendResult>> WorkerLoop::Impl::send_unkeyed(const OutgoingMessage& outgoing, uint32_t* target,
+                                                                 uint64_t* soonest_ns) {
+    const uint32_t n = uint32_t(next_full_until_ns.size());
+    uint64_t now = 0, soonest = UINT64_MAX;
+    for (uint32_t k = 0; k < n; ++k) {
+        const uint32_t p = (next_unkeyed_turn + k) % n;
+        uint64_t& until = next_full_until_ns[p];
+        *target = p;
+        if (until == 0) {
+            next_unkeyed_turn = (p + 1) % n;
+            return next->send_to(p, outgoing);
+        }
+        if (now == 0) now = mono_now_ns();
+        if (now < until) {
+            soonest = std::min(soonest, until);
+            continue;
+        }
+        probing_next = true;
+        Result<SendResult> sent = next->send_to(p, outgoing);
+        probing_next = false;
+        if (!sent && sent.code() == Errc::interrupted && !(stop_check && (*stop_check)())) {
+            until = now + kFullTopicRetryNs;
+            soonest = std::min(soonest, until);
+            continue;
+        }
+        until = 0;
+        next_unkeyed_turn = (p + 1) % n;
+        return sent;
+    }
+    *soonest_ns = soonest;
+    return std::nullopt;
 }
 
 /// What the stored result says about an input version.
@@ -1770,7 +1809,9 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
     // not pinned at all: a redelivery after --delete-input removed it is a skip, not a
     // dead letter. The result looked up here (result_head) is reused below when the pinned
     // version matches.
-    const uint64_t notified_version = parse_u64(header[1], 0);
+    // An unversioned notification whose forward waited is judged by the version processed.
+    uint64_t notified_version = parse_u64(header[1], 0);
+    if (notified_version == 0) notified_version = s.processed_version;
     bool notified_looked_up = false, notified_result_exists = false;
     if (notified_version != 0) {
         if (auto h = look_up_result(); h) {
@@ -2127,7 +2168,8 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config) {
         ProducerOptions po;
         po.block_timeout = ns_duration(std::max<uint64_t>(1, std::min(kForwardWaitNs, config.session_timeout_ns / 4)));
         Impl* im = impl.get();
-        po.should_stop = [im] { return im->stop_check && (*im->stop_check)(); };
+        // A probe (send_unkeyed) ends the wait at once: "still full", nothing sent.
+        po.should_stop = [im] { return im->probing_next || (im->stop_check && (*im->stop_check)()); };
         auto p = Producer::open(pool, config.next_topic, po);
         if (!p) return std::move(p).error();
         impl->next.emplace(std::move(p.value()));
@@ -2162,6 +2204,7 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config) {
     dp.initial_backoff = ns_duration(config.backoff_initial_ns);
     dp.max_backoff = ns_duration(config.backoff_max_ns);
     dp.dlq_topic = config.dlq_topic;
+    dp.send_wait = ns_duration(std::max<uint64_t>(1, std::min(kForwardWaitNs, config.session_timeout_ns / 4)));
     auto router = DlqRouter::open(pool, config.topic, config.group, dp);
     if (!router) return std::move(router).error();
     impl->router.emplace(std::move(router.value()));
