@@ -365,15 +365,15 @@ TEST_CASE("async worker: an unversioned notification whose input expired while i
     }
     // A notification with no fabric-version (as `fabric-shm notify` or a user's own producer
     // sends it): "process what the URI holds".
-    PutOptions short_lived;
-    short_lived.ttl = 300ms;
-    REQUIRE(f.store->put(f.in("k"), bytes("data"), short_lived).ok());
-    REQUIRE(f.producer->send(bytes(f.in("k").to_string())).ok());
     WorkerConfig c = f.cfg("a", 1);
     c.next_topic = "next";
     c.session_timeout_ns = 1'000'000'000;  // a forward waits 250 ms at most
     auto loop = WorkerLoop::open(f.tp.pool, c);
     REQUIRE_MESSAGE(loop.ok(), loop.error().message);
+    PutOptions short_lived;
+    short_lived.ttl = 500ms;  // outlives its hand-out (the loop is open), not the forward's waits
+    REQUIRE(f.store->put(f.in("k"), bytes("data"), short_lived).ok());
+    REQUIRE(f.producer->send(bytes(f.in("k").to_string())).ok());
     auto t = acquire_n(*loop, 1);
     REQUIRE(t.size() == 1);
     Status st = loop->complete(std::move(t[0]), upper(t[0]));
@@ -557,6 +557,64 @@ TEST_CASE("async worker: once its hold ends, a still-full partition of the next 
     CHECK(d->partitions[1].next == 2);
     CHECK(a->stats().dead_lettered == 0);
     REQUIRE(a->close().ok());
+}
+
+// One pass of hand-outs dead-letters the front of every owned partition into a full DLQ, each
+// send waiting its send_wait: the member heartbeats between them, as between forwards.
+TEST_CASE("async worker: dead letters into a full DLQ, one per owned partition, keep the member's heartbeat within "
+          "its session") {
+    constexpr uint32_t kParts = 8;
+    TestPool tp("dlq-pass", 32ull << 20);
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(kParts, 64)).ok());
+    auto store = MemObjectStore::open(tp.pool, {});
+    REQUIRE(store.ok());
+    // A DLQ whose every partition is full (nobody reads it).
+    REQUIRE(create_dead_letter_topic(tp.pool, "t.dlq", config(kParts, 4, OnFull::block, 1024)).ok());
+    {
+        auto filler = Producer::open(tp.pool, "t.dlq");
+        REQUIRE(filler.ok());
+        for (uint32_t p = 0; p < kParts; ++p)
+            for (int i = 0; i < 4; ++i) REQUIRE(filler->send_to(p, OutgoingMessage{bytes("old"), {}, {}}).ok());
+    }
+    // One poison notification (not a URI: dead-lettered at its hand-out) at the front of each partition.
+    {
+        auto pr = Producer::open(tp.pool, "t");
+        REQUIRE(pr.ok());
+        for (uint32_t p = 0; p < kParts; ++p) REQUIRE(pr->send_to(p, OutgoingMessage{bytes("not a uri"), {}, {}}).ok());
+    }
+    WorkerConfig c;
+    c.topic = "t";
+    c.group = "g";
+    c.member_id = "a";
+    c.concurrency = 1;
+    c.session_timeout_ns = 400'000'000;  // send_wait: 100 ms
+    auto loop = WorkerLoop::open(tp.pool, c);
+    REQUIRE_MESSAGE(loop.ok(), loop.error().message);
+
+    std::atomic<bool> stop{false};
+    std::atomic<uint64_t> max_age{0};
+    std::thread watcher([&] {
+        while (!stop.load()) {
+            auto d = describe_consumer_group(tp.pool, "t", "g");
+            if (d.ok())
+                for (const auto& m : d->members)
+                    if (m.id == "a" && m.heartbeat_age_ns > max_age.load()) max_age.store(m.heartbeat_age_ns);
+            std::this_thread::sleep_for(2ms);
+        }
+    });
+    const uint64_t start = mono_now_ns();
+    std::vector<WorkTicket> none(1);
+    auto n = loop->acquire(std::span(none), 0ms);
+    const uint64_t took_ms = (mono_now_ns() - start) / 1'000'000;
+    stop.store(true);
+    watcher.join();
+    REQUIRE_MESSAGE(n.ok(), n.error().message);
+    MESSAGE("one acquire pass took ", took_ms, " ms; the member's heartbeat age reached ", max_age.load() / 1'000'000,
+            " ms (session 400 ms)");
+    // Another member's claim evicts a member whose heartbeat is older than the session (group.cpp alive()).
+    CHECK_MESSAGE(max_age.load() < c.session_timeout_ns, "silent past the session: another member may evict it");
+    REQUIRE(loop->close().ok());
 }
 
 namespace {

@@ -1093,8 +1093,9 @@ Status WorkerLoop::Impl::refused(Part& part, Slot& s, const Error& e, std::strin
     // stepped over the claim: nothing was sent, so it is sent again.
     if (e.code == Errc::busy || e.code == Errc::back_pressure || e.code == Errc::skipped) {
         note(std::string(what) + " delayed: " + e.message);
-        // A full DLQ is retried less often: each try blocks up to the DLQ producer's timeout
-        // (1 s), and a try every 10 ms would keep the loop blocked nearly all the time.
+        // A full DLQ is retried less often: each try blocks up to the DLQ send's wait
+        // (DlqPolicy::send_wait: a quarter of the session, at most 1 s), and a try every 10 ms
+        // would keep the loop blocked nearly all the time.
         unstart(part, s, mono_now_ns() + (e.code == Errc::back_pressure ? kFullTopicRetryNs : kBusyRetryNs));
         return {};
     }
@@ -1115,6 +1116,15 @@ Status WorkerLoop::Impl::dead_letter_slot(Part& part, Slot& s, const Message& m,
         s.dlq_reason = reason;
         unstart(part, s, 0);
         return {};
+    }
+    // Each send may wait up to its send_wait, and a pass of hand-outs may dead-letter the front
+    // of every partition into a full DLQ: heartbeat between them, as between forwards, so the
+    // member is never silent for their sum.
+    if (elapsed(mono_coarse_ns(), last_keep_alive_ns) >= kKeepAliveEveryNs) {
+        if (Status st = keep_alive(); !st) {
+            if (st.code() != Errc::stale_epoch) return st;
+            return refused(part, s, st.error(), "dead letter");  // evicted: the new owner decides
+        }
     }
     auto sent = router->dead_letter(m, attempts, reason);
     if (!sent) {
