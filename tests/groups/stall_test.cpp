@@ -1344,6 +1344,100 @@ TEST_CASE("registration handshake: when a registrant and a blocked producer each
     check_starts_at_the_raised_head(f, b);
 }
 
+// ---- waits for a group lock held by a stopped process --------------------------------------------
+
+namespace {
+/// A process, forked, that commits partition 0 of `topic` for group "g" at the partition's
+/// current fence and is stopped holding the group's lock (group.commit.locked). Killed by the
+/// caller; a killed holder's lock is taken over.
+pid_t stop_holding_group_lock(const Pool& pool, const std::string& topic) {
+    auto d = describe_consumer_group(pool, topic, "g");
+    REQUIRE_MESSAGE(d.ok(), d.error().message);
+    const uint64_t fence = d->partitions.at(0).commit_epoch;
+    const uint64_t offset = d->partitions.at(0).committed;
+    const std::string pool_name = pool.name();
+    const pid_t holder = test::fork_child([=] {
+        auto p = Pool::open(pool_name);
+        if (!p) return 10;
+        ConsumerOptions co;
+        co.epoch = fence;
+        auto c = Consumer::open(*p, topic, "g", co);
+        if (!c) return 11;
+        ::setenv("FABRIC_SHM_PAUSE_POINT", "group.commit.locked", 1);
+        detail::crash_point_rearm();
+        return c->commit(0, offset).ok() ? 0 : 12;
+    });
+    REQUIRE(test::wait_stopped(holder));
+    return holder;
+}
+}  // namespace
+
+TEST_CASE("group lock: a commit waits for a lock a stopped process holds at most its lock_wait, then says busy") {
+    TestPool tp("stall-lockwait");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("lw", config(1, 16)).ok());
+    REQUIRE(mgr.register_group("lw", "g").ok());
+    const pid_t holder = stop_holding_group_lock(tp.pool, "lw");
+    ConsumerOptions co;
+    co.lock_wait = std::chrono::milliseconds(50);
+    auto c = Consumer::open(tp.pool, "lw", "g", co);
+    REQUIRE(c.ok());
+    const uint64_t start = mono_now_ns();
+    const Status st = c->commit(0, 0);
+    const uint64_t took_ms = (mono_now_ns() - start) / kNsPerMs;
+    ::kill(holder, SIGKILL);
+    test::wait_child(holder);
+    REQUIRE_FALSE(st.ok());
+    CHECK(st.code() == Errc::busy);
+    CHECK_MESSAGE(took_ms < 1000, "the commit waited ", took_ms, " ms (the fixed wait was 2 s)");
+}
+
+TEST_CASE("worker: commits that wait for a group lock a stopped process holds keep the member's heartbeat within "
+          "its session") {
+    TestPool tp("stall-lockhb", 32ull << 20);
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("lh", config(1, 256)).ok());
+    auto store = MemObjectStore::open(tp.pool);
+    REQUIRE(store.ok());
+    auto producer = Producer::open(tp.pool, "lh");
+    REQUIRE(producer.ok());
+    WorkerConfig cfg = worker_config("lh", "a");
+    cfg.session_timeout_ns = 400'000'000;  // a lock wait of 100 ms
+    auto loop = WorkerLoop::open(tp.pool, cfg);
+    REQUIRE(loop.ok());
+    const pid_t holder = stop_holding_group_lock(tp.pool, "lh");
+
+    std::atomic<bool> stop{false};
+    std::atomic<uint64_t> max_age{0};
+    std::thread watcher([&] {
+        while (!stop.load()) {
+            auto d = describe_consumer_group(tp.pool, "lh", "g");
+            if (d.ok())
+                for (const auto& m : d->members)
+                    if (m.id == "a" && m.heartbeat_age_ns > max_age.load()) max_age.store(m.heartbeat_age_ns);
+            std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        }
+    });
+    // Work flows; every commit finds the lock held.
+    const uint64_t end = mono_now_ns() + 1'200 * kNsPerMs;
+    int sent = 0;
+    while (mono_now_ns() < end) {
+        if (sent < 200) upload(tp.pool, **store, *producer, "k" + std::to_string(sent++), "data");
+        std::vector<WorkTicket> tickets(8);
+        auto n = loop->acquire(std::span(tickets), std::chrono::milliseconds(10));
+        REQUIRE(n.ok());
+        for (size_t i = 0; i < *n; ++i) REQUIRE(loop->complete(std::move(tickets[i]), tickets[i].item().data).ok());
+    }
+    stop.store(true);
+    watcher.join();
+    ::kill(holder, SIGKILL);
+    test::wait_child(holder);
+    CHECK(loop->stats().processed > 0);
+    CHECK_MESSAGE(max_age.load() < cfg.session_timeout_ns,
+                  "heartbeat age reached ", max_age.load() / kNsPerMs, " ms: silent past the session");
+    REQUIRE(loop->close().ok());
+}
+
 // ---- a freed group slot registered again ------------------------------------------------------
 
 namespace {

@@ -111,6 +111,11 @@ struct ConsumerOptions {
     /// A slot claimed longer than this by a producer that may be alive becomes a skip record.
     Duration claim_timeout = std::chrono::seconds(2);
     uint64_t epoch = 0;                  ///< commit epoch; 0 outside a consumer group
+    /// Longest wait of a commit for the group's lock, held by another process (a member
+    /// committing, maybe paused); past it the commit fails with Errc::busy, nothing committed.
+    /// A group member keeps it well under its session timeout, since it does not heartbeat
+    /// while it waits (GroupConsumer and WorkerLoop: a quarter of it, at most 2 s).
+    Duration lock_wait = std::chrono::seconds(2);
     /// Receives warnings (offset reset after an incarnation change); default: stderr.
     std::function<void(std::string_view)> on_warning;
 };

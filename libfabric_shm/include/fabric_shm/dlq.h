@@ -44,6 +44,10 @@ struct DlqPolicy {
     /// it well under its session timeout (WorkerLoop: a quarter of it, at most 1 s). Past it the
     /// send fails (back_pressure, busy) and the caller retries later.
     Duration send_wait = std::chrono::seconds(1);
+    /// Longest wait for the group's lock (held by another process, maybe paused) to record a
+    /// dead-letter decision or take a hand-out back; past it: busy, nothing changed. A member
+    /// keeps it under its session timeout (WorkerLoop: a quarter of it, at most 2 s).
+    Duration lock_wait = std::chrono::seconds(2);
     bool is_permanent(Errc code) const;
     Duration backoff(uint64_t attempt) const;  ///< wait after failed attempt `attempt` (1-based)
 };

@@ -265,7 +265,8 @@ Status DlqRouter::refund(const Message& m) {
     // full must not take a count back from the partition's new owner.
     if (im.epoch != 0) {
         const uint64_t offset = m.offset;
-        return refund_attempts(*im.t, im.gref, im.group, m.partition, std::span(&offset, 1), im.epoch);
+        return refund_attempts(*im.t, im.gref, im.group, m.partition, std::span(&offset, 1), im.epoch,
+                               to_ns(im.policy.lock_wait));
     }
     take_back_attempt(*e, m.offset);  // unfenced: no fence to check against, the owner's own CAS
     return {};
@@ -278,7 +279,8 @@ Status DlqRouter::refund_dropped(uint32_t partition, std::span<const uint64_t> o
         return make_error(Errc::invalid_argument, "partition " + std::to_string(partition) + " >= " +
                                                       std::to_string(im.t->num_partitions) + " partitions of topic '" +
                                                       im.topic + "'");
-    if (im.epoch != 0) return refund_attempts(*im.t, im.gref, im.group, partition, offsets, im.epoch);
+    if (im.epoch != 0)
+        return refund_attempts(*im.t, im.gref, im.group, partition, offsets, im.epoch, to_ns(im.policy.lock_wait));
     // Unfenced: no fence to check against; the owner's own CASes, as refund().
     for (uint64_t offset : offsets) take_back_attempt(gp->attempt_window[offset % kAttemptWindow], offset);
     return {};
@@ -321,7 +323,8 @@ Result<SendResult> DlqRouter::dead_letter(const Message& m, uint64_t attempts, s
     // dead letter is owed: if we stop before sending it, the next owner finds the record and
     // sends it (decided()), so the message is never processed after this point.
     if (im.epoch != 0)
-        FABRIC_TRY(record_dead_letter(*im.t, im.gref, im.group, m.partition, m.offset, im.epoch));
+        FABRIC_TRY(record_dead_letter(*im.t, im.gref, im.group, m.partition, m.offset, im.epoch,
+                                      to_ns(im.policy.lock_wait)));
     FABRIC_PAUSE_POINT("dlq.dead_letter.recorded");
     // Fenced out since the record (we paused)? The new owner read the record after fencing and
     // sends it; sending too would only duplicate it.

@@ -46,14 +46,15 @@ Status validate_member_id(std::string_view id) {
 }
 
 Result<std::pair<uint32_t, uint64_t>> raise_fences(const Pool& pool, GroupSlot& g, uint64_t registration,
-                                                   std::span<const uint32_t> parts, uint64_t epoch) {
+                                                   std::span<const uint32_t> parts, uint64_t epoch,
+                                                   uint64_t lock_wait_ns) {
     bool needed = false;
     for (uint32_t p : parts)
         // Relaxed: only decides whether to take the lock; re-read under it.
         if (g.parts[p].commit_epoch.load(std::memory_order_relaxed) < epoch) needed = true;
     if (!needed) return std::pair<uint32_t, uint64_t>{0, 0};
     const OwnerToken me = pool.self();
-    auto lk = detail::owner_lock_acquire(g.lock, pool, me, 2 * kNsPerSec, "group fence lock");
+    auto lk = detail::owner_lock_acquire(g.lock, pool, me, lock_wait_ns, "group fence lock");
     if (!lk) return std::move(lk).error();
     // A stolen lock needs no repair: a fence is one store, and commit_in_pool's own crash
     // window (epoch stored, offset not) is harmless (see there).
@@ -275,7 +276,11 @@ Result<Claim> ConsumerGroup::join(std::string_view member_id) {
     } end_evicted{im, evicted};
     {
         FABRIC_PAUSE_POINT("group.join.before_lock");
-        auto lk = detail::owner_lock_acquire(g.lock, *im.pool, me, 2 * kNsPerSec, "group membership lock");
+        // A member's wait (a rejoin after an eviction, or a process's next member) is bounded by
+        // its session: it does not heartbeat while it waits.
+        auto lk = detail::owner_lock_acquire(g.lock, *im.pool, me,
+                                             group_lock_wait_for_session(to_ns(im.config.session_timeout)),
+                                             "group membership lock");
         if (!lk) return std::move(lk).error();
         // A stolen lock needs no repair: a joiner writes a FREE row's fields and publishes
         // them with one CAS; a crash before it leaves the row FREE (fields ignored).
@@ -458,7 +463,8 @@ Result<Claim> ConsumerGroup::Impl::claim(LocalMember& m, const std::function<voi
             break;
         }
     FABRIC_PAUSE_POINT("group.claim.before_fence");
-    auto fenced = raise_fences(*pool, g, gref.word, c.partitions, token(m.epoch));
+    auto fenced = raise_fences(*pool, g, gref.word, c.partitions, token(m.epoch),
+                               group_lock_wait_for_session(to_ns(config.session_timeout)));
     if (!fenced) return std::move(fenced).error();
     c.epoch = token(m.epoch);
     c.era = era;
@@ -710,6 +716,8 @@ Result<GroupConsumer> GroupConsumer::open(const Pool& pool, std::string_view top
     if (!g) return std::move(g).error();
     ConsumerOptions co = options.consumer;
     co.epoch = 0;
+    // Its commits wait for the group's lock without heartbeating: within its session.
+    co.lock_wait = std::min(co.lock_wait, ns_duration(group_lock_wait_for_session(to_ns(options.group.session_timeout))));
     co.group = options.group.registration;
     auto c = Consumer::open(pool, topic, group, co);
     if (!c) return std::move(c).error();

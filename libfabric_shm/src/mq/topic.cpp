@@ -534,7 +534,7 @@ Status renew_group(TopicHandle& t, const GroupRef& ref, std::string_view group, 
 }
 
 Status commit_in_pool(TopicHandle& t, const GroupRef& ref, std::string_view group,
-                      std::span<const OffsetCommit> commits) {
+                      std::span<const OffsetCommit> commits, uint64_t lock_wait_ns) {
     const Pool& pool = *t.pool;
     const OwnerToken me = pool.self();
     if (me == 0) return make_error(Errc::permission_denied, "commit needs a writable pool");
@@ -550,7 +550,7 @@ Status commit_in_pool(TopicHandle& t, const GroupRef& ref, std::string_view grou
     FABRIC_PAUSE_POINT("group.commit.before_lock");
     {
         std::lock_guard<std::mutex> local(g_local_lock);
-        auto lk = detail::owner_lock_acquire(g.lock, pool, me, 2 * kNsPerSec, "group commit lock");
+        auto lk = detail::owner_lock_acquire(g.lock, pool, me, lock_wait_ns, "group commit lock");
         if (!lk) return std::move(lk).error();
         // A stolen lock needs no repair: each committer stores commit_epoch before committed, so a
         // crash between the two leaves (new epoch, old offset): a re-commit, never a lost fence.
@@ -597,7 +597,8 @@ namespace {
 template <class Step>
 Status fenced_partition_step(TopicHandle& t, const GroupRef& ref, std::string_view group, uint32_t partition,
                              uint64_t token, const char* what, const std::string& where,
-                             std::string_view newer_owner, const char* lock_name, Step&& step) {
+                             std::string_view newer_owner, const char* lock_name, uint64_t lock_wait_ns,
+                             Step&& step) {
     const Pool& pool = *t.pool;
     const OwnerToken me = pool.self();
     if (me == 0) return make_error(Errc::permission_denied, std::string(what) + " needs a writable pool");
@@ -607,7 +608,7 @@ Status fenced_partition_step(TopicHandle& t, const GroupRef& ref, std::string_vi
                                                       t.name + "'");
     GroupSlot& g = t.groups[ref.index];
     std::lock_guard<std::mutex> local(g_local_lock);
-    auto lk = detail::owner_lock_acquire(g.lock, pool, me, 2 * kNsPerSec, lock_name);
+    auto lk = detail::owner_lock_acquire(g.lock, pool, me, lock_wait_ns, lock_name);
     if (!lk) return std::move(lk).error();
     // A stolen lock needs no repair: every step's stores are single words, epoch before offset.
     detail::OwnerLockGuard guard(g.lock, me);
@@ -628,7 +629,7 @@ Status fenced_partition_step(TopicHandle& t, const GroupRef& ref, std::string_vi
 }  // namespace
 
 Status record_dead_letter(TopicHandle& t, const GroupRef& ref, std::string_view group, uint32_t partition,
-                          uint64_t offset, uint64_t token) {
+                          uint64_t offset, uint64_t token, uint64_t lock_wait_ns) {
     // Checked here too (fenced_partition_step does), before the renewal below writes the
     // group's lease: a read-only mapping must not be written.
     if (t.pool->self() == 0) return make_error(Errc::permission_denied, "dead letter needs a writable pool");
@@ -638,7 +639,7 @@ Status record_dead_letter(TopicHandle& t, const GroupRef& ref, std::string_view 
     bool moved = false;
     FABRIC_TRY(fenced_partition_step(
         t, ref, group, partition, token, "dead letter", " offset " + std::to_string(offset),
-        "which handles that message", "group dead-letter lock", [&](GroupPartition& gp) {
+        "which handles that message", "group dead-letter lock", lock_wait_ns, [&](GroupPartition& gp) {
             // One record per partition, so it must always name the first uncommitted offset: a
             // successor starts at the committed offset and must meet the record before any
             // message after it (or it would process a message already dead-lettered, or record
@@ -662,11 +663,11 @@ Status record_dead_letter(TopicHandle& t, const GroupRef& ref, std::string_view 
 }
 
 Status refund_attempts(TopicHandle& t, const GroupRef& ref, std::string_view group, uint32_t partition,
-                       std::span<const uint64_t> offsets, uint64_t token) {
+                       std::span<const uint64_t> offsets, uint64_t token, uint64_t lock_wait_ns) {
     // A new owner reads and counts the window only after fencing, so a refund that runs can only
     // take back a count of ours; the offset check keeps it off an entry reused for a later offset.
     return fenced_partition_step(t, ref, group, partition, token, "attempt refund", "", "whose counts stay",
-                                 "group attempt-refund lock", [&](GroupPartition& gp) {
+                                 "group attempt-refund lock", lock_wait_ns, [&](GroupPartition& gp) {
                                      for (uint64_t offset : offsets)
                                          take_back_attempt(gp.attempt_window[offset % kAttemptWindow], offset);
                                  });

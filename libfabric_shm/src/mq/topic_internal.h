@@ -6,6 +6,7 @@
 
 #include "private.h"
 
+#include <algorithm>
 #include <memory>
 #include <optional>
 #include <span>
@@ -120,15 +121,24 @@ bool deregister_group(TopicHandle& t, int index, bool force, uint64_t now_ns);
 /// Moves the lease to now + ttl when less than 3/4 of it remains; LeaseExpired / NotFound
 /// (naming the group) when it already ran out or the slot changed hands.
 Status renew_group(TopicHandle& t, const GroupRef& ref, std::string_view group, uint64_t now_ns);
+/// The longest wait for a group's lock (commits, fences, dead-letter records, refunds, joins)
+/// held by another process, maybe paused; past it the step fails with busy and changes nothing.
+/// A group member passes less (a quarter of its session timeout): it does not heartbeat while
+/// it waits.
+constexpr uint64_t kGroupLockWaitNs = 2 * kNsPerSec;
+/// A member's wait: a quarter of its session timeout, at most kGroupLockWaitNs, at least 1 ms.
+constexpr uint64_t group_lock_wait_for_session(uint64_t session_timeout_ns) {
+    return std::max<uint64_t>(kNsPerMs, std::min(kGroupLockWaitNs, session_timeout_ns / 4));
+}
 /// Commits under the group's owner lock, all or nothing; StaleEpoch names both epochs.
 Status commit_in_pool(TopicHandle& t, const GroupRef& ref, std::string_view group,
-                      std::span<const OffsetCommit> commits);
+                      std::span<const OffsetCommit> commits, uint64_t lock_wait_ns = kGroupLockWaitNs);
 
 /// Records, under the group's lock and only if `token` is not below the partition's fence,
 /// that `offset` is decided for the dead-letter topic. StaleEpoch when a newer owner fenced
 /// the partition (the caller must not send the dead letter).
 Status record_dead_letter(TopicHandle& t, const GroupRef& ref, std::string_view group, uint32_t partition,
-                          uint64_t offset, uint64_t token);
+                          uint64_t offset, uint64_t token, uint64_t lock_wait_ns = kGroupLockWaitNs);
 /// True when the partition's dead-letter record names `offset` (an earlier owner decided it).
 bool dead_letter_recorded(const TopicHandle& t, const GroupRef& ref, uint32_t partition, uint64_t offset);
 /// Takes back one counted hand-out of each of `offsets` in the partition's attempt window
@@ -137,7 +147,7 @@ bool dead_letter_recorded(const TopicHandle& t, const GroupRef& ref, uint32_t pa
 /// fenced the partition: its counts are its own, and the caller's hand-outs are then counted
 /// as a crashed owner's are.
 Status refund_attempts(TopicHandle& t, const GroupRef& ref, std::string_view group, uint32_t partition,
-                       std::span<const uint64_t> offsets, uint64_t token);
+                       std::span<const uint64_t> offsets, uint64_t token, uint64_t lock_wait_ns = kGroupLockWaitNs);
 
 // ---- fence tokens (docs/groups.md, "Fence tokens") ----------------------------------------
 /// Bounds that keep fence-token arithmetic from wrapping (docs/groups.md, "Fence tokens").

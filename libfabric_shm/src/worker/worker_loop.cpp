@@ -2202,6 +2202,8 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config) {
     }
     ConsumerOptions co;
     co.group.ttl = ns_duration(std::max<uint64_t>(60 * kNsPerSec, 2 * config.session_timeout_ns));
+    // The member does not heartbeat while a commit waits for the group's lock (a paused holder).
+    co.lock_wait = ns_duration(mq::group_lock_wait_for_session(config.session_timeout_ns));
     auto c = Consumer::open(pool, config.topic, config.group, co);
     if (!c) return std::move(c).error();
     impl->consumer.emplace(std::move(c.value()));
@@ -2215,6 +2217,7 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config) {
     dp.max_backoff = ns_duration(config.backoff_max_ns);
     dp.dlq_topic = config.dlq_topic;
     dp.send_wait = ns_duration(std::max<uint64_t>(1, std::min(kForwardWaitNs, config.session_timeout_ns / 4)));
+    dp.lock_wait = co.lock_wait;
     auto router = DlqRouter::open(pool, config.topic, config.group, dp);
     if (!router) return std::move(router).error();
     impl->router.emplace(std::move(router.value()));
