@@ -26,6 +26,7 @@ Result<LockAcquired> owner_lock_acquire(std::atomic<uint64_t>& word, const Pool&
     const uint64_t start = mono_now_ns();
     uint64_t backoff = 50 * kNsPerUs;
     uint64_t next_probe = start + 2 * kNsPerMs;
+    bool probed = false;
     for (int spin = 0;; ++spin) {
         uint64_t held = word.load(std::memory_order_relaxed);
         if (held == 0) {
@@ -42,7 +43,11 @@ Result<LockAcquired> owner_lock_acquire(std::atomic<uint64_t>& word, const Pool&
             continue;
         }
         const uint64_t now = mono_now_ns();
-        if (now >= next_probe) {
+        const bool timed_out = timeout_ns != 0 && now - start >= timeout_ns;
+        // At least once before giving up, whatever the timeout: a wait shorter than the probe
+        // period must still take over a dead holder's lock rather than say busy for ever.
+        if (now >= next_probe || (timed_out && !probed)) {
+            probed = true;
             next_probe = now + 2 * kNsPerMs;
             // By pid only, never by heartbeat: the critical sections these locks guard end in
             // plain stores (commit offsets, fences, join rows, directory entries), which a
@@ -57,7 +62,7 @@ Result<LockAcquired> owner_lock_acquire(std::atomic<uint64_t>& word, const Pool&
                 continue;
             }
         }
-        if (timeout_ns != 0 && now - start >= timeout_ns)
+        if (timed_out)
             return make_error(Errc::busy, std::string(what) + " is held by live process token " +
                                               std::to_string(holder) + " for more than " + format_duration_ns(timeout_ns));
         if (spin < 128) {

@@ -1438,6 +1438,132 @@ TEST_CASE("worker: commits that wait for a group lock a stopped process holds ke
     REQUIRE(loop->close().ok());
 }
 
+// ---- opens, other groups and short waits around a held group lock ----------------------------------
+
+namespace {
+pid_t g_hook_holder = 0;
+const Pool* g_hook_pool = nullptr;
+std::string g_hook_topic;
+void stop_holder_before_fence(const char* name) {
+    if (std::string_view(name) != "group.claim.before_fence" || g_hook_holder != 0) return;
+    // Our join published its row and left the membership lock; another process now takes the
+    // group's lock and pauses inside it, before our claim raises its fences.
+    g_hook_holder = stop_holding_group_lock(*g_hook_pool, g_hook_topic);
+}
+}  // namespace
+
+TEST_CASE("worker: an open whose join finds the group lock held by a process paused for less than the "
+          "session waits and opens") {
+    TestPool tp("stall-openbusy", 32ull << 20);
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("ob", config(1, 64)).ok());
+    REQUIRE(mgr.register_group("ob", "g").ok());
+    auto store = MemObjectStore::open(tp.pool);
+    REQUIRE(store.ok());
+    const pid_t holder = stop_holding_group_lock(tp.pool, "ob");
+    // The holder pauses 300 ms: less than the worker's session (400 ms), within the torture's
+    // holds (a quarter of the session to twice it).
+    std::thread resume([holder] {
+        sleep_ms(300);
+        ::kill(holder, SIGCONT);
+    });
+    WorkerConfig cfg = worker_config("ob", "w");
+    cfg.session_timeout_ns = 400'000'000;
+    const uint64_t start = mono_now_ns();
+    auto loop = WorkerLoop::open(tp.pool, cfg);
+    const uint64_t took_ms = (mono_now_ns() - start) / kNsPerMs;
+    resume.join();
+    const int rc = test::wait_child(holder);
+    CHECK(rc == 0);
+    CHECK_MESSAGE(loop.ok(), "WorkerLoop::open failed after ", took_ms,
+                  " ms: ", (loop.ok() ? std::string() : loop.error().message));
+    if (loop.ok()) REQUIRE(loop->close().ok());
+}
+
+TEST_CASE("group consumer: an open whose first claim's fence is refused as busy leaves no live member behind") {
+    TestPool tp("stall-gcghost", 32ull << 20);
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("gh", config(1, 64)).ok());
+    REQUIRE(mgr.register_group("gh", "g").ok());
+    g_hook_pool = &tp.pool;
+    g_hook_topic = "gh";
+    g_hook_holder = 0;
+    detail::set_pause_hook(stop_holder_before_fence);
+    GroupConsumerOptions o;
+    o.group.session_timeout = std::chrono::milliseconds(2000);  // a lock wait of 500 ms
+    auto gc = GroupConsumer::open(tp.pool, "gh", "g", "c", o);
+    detail::set_pause_hook(nullptr);
+    REQUIRE(g_hook_holder != 0);
+    ::kill(g_hook_holder, SIGCONT);
+    CHECK(test::wait_child(g_hook_holder) == 0);
+    REQUIRE_FALSE(gc.ok());
+    CHECK(gc.code() == Errc::busy);
+    // The caller got no handle, so it cannot leave; it opens again (the holder is gone now).
+    auto again = GroupConsumer::open(tp.pool, "gh", "g", "c", o);
+    CHECK_MESSAGE(again.ok(), "the retried open failed: ", (again.ok() ? std::string() : again.error().message));
+    auto d = describe_consumer_group(tp.pool, "gh", "g");
+    REQUIRE(d.ok());
+    CHECK(d->members.size() == (again.ok() ? 1u : 0u));
+}
+
+TEST_CASE("group lock: a commit whose own group lock is free does not wait for another thread's wait on another group's "
+          "lock") {
+    TestPool tp("stall-locallock", 32ull << 20);
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t1", config(1, 16)).ok());
+    REQUIRE(mgr.create("t2", config(1, 16)).ok());
+    REQUIRE(mgr.register_group("t1", "g").ok());
+    REQUIRE(mgr.register_group("t2", "g").ok());
+    const pid_t holder = stop_holding_group_lock(tp.pool, "t1");  // holds t1's group "g" lock, stopped
+    ConsumerOptions slow;
+    slow.lock_wait = std::chrono::milliseconds(1000);  // e.g. a member with a 4 s session
+    auto c1 = Consumer::open(tp.pool, "t1", "g", slow);
+    REQUIRE(c1.ok());
+    ConsumerOptions fast;
+    fast.lock_wait = std::chrono::milliseconds(50);  // a member with a 200 ms session
+    auto c2 = Consumer::open(tp.pool, "t2", "g", fast);
+    REQUIRE(c2.ok());
+    std::atomic<bool> started{false};
+    Status st1;
+    std::thread t([&] {
+        started = true;
+        st1 = c1->commit(0, 0);  // waits its 1 s for the stopped holder
+    });
+    while (!started) std::this_thread::yield();
+    sleep_ms(20);
+    const uint64_t start = mono_now_ns();
+    const Status st2 = c2->commit(0, 0);  // its own group's lock is free
+    const uint64_t took_ms = (mono_now_ns() - start) / kNsPerMs;
+    t.join();
+    ::kill(holder, SIGKILL);
+    test::wait_child(holder);
+    CHECK(st1.code() == Errc::busy);
+    CHECK(st2.ok());
+    CHECK_MESSAGE(took_ms < 50, "a commit to a free lock waited ", took_ms, " ms (its lock_wait is 50 ms)");
+}
+
+TEST_CASE("group lock: a lock_wait shorter than the probe period still takes over the lock of a killed holder") {
+    TestPool tp("stall-shortwait", 32ull << 20);
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("sw", config(1, 16)).ok());
+    REQUIRE(mgr.register_group("sw", "g").ok());
+    const pid_t holder = stop_holding_group_lock(tp.pool, "sw");
+    ::kill(holder, SIGKILL);
+    test::wait_child(holder);  // gone: certainly dead by pid
+    ConsumerOptions co;
+    co.lock_wait = std::chrono::milliseconds(1);  // group_lock_wait_for_session's floor
+    auto c = Consumer::open(tp.pool, "sw", "g", co);
+    REQUIRE(c.ok());
+    int busy = 0;
+    for (int i = 0; i < 20; ++i) {
+        const Status st = c->commit(0, 0);
+        if (st) break;
+        CHECK(st.code() == Errc::busy);
+        ++busy;
+    }
+    CHECK_MESSAGE(busy == 0, busy, " commits in a row found the dead holder's lock busy");
+}
+
 // ---- a freed group slot registered again ------------------------------------------------------
 
 namespace {

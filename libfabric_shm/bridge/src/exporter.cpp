@@ -145,7 +145,16 @@ Status Exporter::Impl::open_local() {
     go.group.registration.ttl = ns_duration(std::max<uint64_t>(60 * kNsPerSec, 2 * cfg.session_timeout_ns));
     go.consumer.group.ttl = go.group.registration.ttl;
     go.consumer.wait = WaitMode::park;
+    // A join refused as busy (a paused process holds the group's lock past this member's wait,
+    // a quarter of its session) holds nothing (GroupConsumer::open left): tried again for up
+    // to 10 s, so that another member's short pause does not end the exporter at its start.
+    const uint64_t busy_deadline = mono_now_ns() + 10 * kNsPerSec;
     auto g = GroupConsumer::open(local->pool(), cfg.topic, cfg.group, member, go);
+    while (!g && g.code() == Errc::busy && mono_now_ns() < busy_deadline && !(stop && stop())) {
+        timespec ts{0, long(10 * kNsPerMs)};
+        nanosleep(&ts, nullptr);
+        g = GroupConsumer::open(local->pool(), cfg.topic, cfg.group, member, go);
+    }
     if (!g) return std::move(g).error();
     gc.emplace(std::move(g.value()));
     left = false;

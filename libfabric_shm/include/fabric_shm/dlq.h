@@ -46,7 +46,8 @@ struct DlqPolicy {
     Duration send_wait = std::chrono::seconds(1);
     /// Longest wait for the group's lock (held by another process, maybe paused) to record a
     /// dead-letter decision or take a hand-out back; past it: busy, nothing changed. A member
-    /// keeps it under its session timeout (WorkerLoop: a quarter of it, at most 2 s).
+    /// keeps it under its session timeout (WorkerLoop: a quarter of it, at most 2 s). 0: no
+    /// wait (one try, and a dead holder's lock is taken over).
     Duration lock_wait = std::chrono::seconds(2);
     bool is_permanent(Errc code) const;
     Duration backoff(uint64_t attempt) const;  ///< wait after failed attempt `attempt` (1-based)

@@ -710,7 +710,7 @@ Status Consumer::commit() {
     for (uint32_t p : im.assigned) im.commit_buf.push_back(OffsetCommit{p, im.ps[p].pos, im.options.epoch});
     if (im.commit_buf.empty()) return {};
     // The in-pool table first: it is the fence (epochs) and what producers' back-pressure reads.
-    FABRIC_TRY(commit_in_pool(*im.t, im.gref, im.group, im.commit_buf, to_ns(im.options.lock_wait)));
+    FABRIC_TRY(commit_in_pool(*im.t, im.gref, im.group, im.commit_buf, lock_wait_ns(im.options.lock_wait)));
     if (im.options.offset_store)
         FABRIC_TRY(im.options.offset_store->commit(im.t->name, im.t->incarnation, im.group, im.commit_buf));
     return {};
@@ -729,7 +729,7 @@ Status Consumer::commit(uint32_t partition, uint64_t next_offset) {
                                                       "'s next offset " + std::to_string(tail));
     const OffsetCommit c{partition, next_offset, im.options.epoch};
     FABRIC_TRY(commit_in_pool(*im.t, im.gref, im.group, std::span<const OffsetCommit>(&c, 1),
-                              to_ns(im.options.lock_wait)));
+                              lock_wait_ns(im.options.lock_wait)));
     if (im.options.offset_store)
         FABRIC_TRY(im.options.offset_store->commit(im.t->name, im.t->incarnation, im.group,
                                                    std::span<const OffsetCommit>(&c, 1)));

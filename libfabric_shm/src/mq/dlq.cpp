@@ -266,7 +266,7 @@ Status DlqRouter::refund(const Message& m) {
     if (im.epoch != 0) {
         const uint64_t offset = m.offset;
         return refund_attempts(*im.t, im.gref, im.group, m.partition, std::span(&offset, 1), im.epoch,
-                               to_ns(im.policy.lock_wait));
+                               lock_wait_ns(im.policy.lock_wait));
     }
     take_back_attempt(*e, m.offset);  // unfenced: no fence to check against, the owner's own CAS
     return {};
@@ -280,7 +280,7 @@ Status DlqRouter::refund_dropped(uint32_t partition, std::span<const uint64_t> o
                                                       std::to_string(im.t->num_partitions) + " partitions of topic '" +
                                                       im.topic + "'");
     if (im.epoch != 0)
-        return refund_attempts(*im.t, im.gref, im.group, partition, offsets, im.epoch, to_ns(im.policy.lock_wait));
+        return refund_attempts(*im.t, im.gref, im.group, partition, offsets, im.epoch, lock_wait_ns(im.policy.lock_wait));
     // Unfenced: no fence to check against; the owner's own CASes, as refund().
     for (uint64_t offset : offsets) take_back_attempt(gp->attempt_window[offset % kAttemptWindow], offset);
     return {};
@@ -324,7 +324,7 @@ Result<SendResult> DlqRouter::dead_letter(const Message& m, uint64_t attempts, s
     // sends it (decided()), so the message is never processed after this point.
     if (im.epoch != 0)
         FABRIC_TRY(record_dead_letter(*im.t, im.gref, im.group, m.partition, m.offset, im.epoch,
-                                      to_ns(im.policy.lock_wait)));
+                                      lock_wait_ns(im.policy.lock_wait)));
     FABRIC_PAUSE_POINT("dlq.dead_letter.recorded");
     // Fenced out since the record (we paused)? The new owner read the record after fencing and
     // sends it; sending too would only duplicate it.

@@ -722,7 +722,14 @@ Result<GroupConsumer> GroupConsumer::open(const Pool& pool, std::string_view top
     auto c = Consumer::open(pool, topic, group, co);
     if (!c) return std::move(c).error();
     auto im = std::unique_ptr<Impl>(new Impl{std::move(*g), std::move(*c), std::string(member_id), {}, false, 0});
-    FABRIC_TRY(im->apply(im->group.join(member_id)));
+    if (Status applied = im->apply(im->group.join(member_id)); !applied) {
+        // A join that took its row and then failed its first claim (busy: its fence waited
+        // for a lock a paused process holds) must not leave the row live with the partitions
+        // it took until its session runs out (a retried open would find the id taken). A join
+        // that failed before taking a row has nothing to leave ("not a member").
+        (void)im->group.leave(member_id);
+        return std::move(applied).error();
+    }
     im->joined = true;
     return GroupConsumer(std::move(im));
 }

@@ -96,7 +96,8 @@ void write_results_record(GroupSlot& g, const std::string& bucket, bool shared) 
 }  // namespace
 
 Status claim_result_bucket(const Pool& pool, const std::string& topic, const std::string& group,
-                           const std::string& member_id, const std::string& bucket, bool shared) {
+                           const std::string& member_id, const std::string& bucket, bool shared,
+                           uint64_t lock_wait_ns) {
     auto t = open_topic(pool, topic);
     if (!t) return std::move(t).error();
     uint64_t registration = 0;
@@ -105,7 +106,7 @@ Status claim_result_bucket(const Pool& pool, const std::string& topic, const std
     GroupSlot& g = (*t)->groups[idx];
     const OwnerToken me = pool.self();
     {
-        auto lk = detail::owner_lock_acquire(g.lock, pool, me, 2 * kNsPerSec, "group membership lock");
+        auto lk = detail::owner_lock_acquire(g.lock, pool, me, lock_wait_ns, "group membership lock");
         if (!lk) return std::move(lk).error();
         detail::OwnerLockGuard guard(g.lock, me);
         // A slot freed and registered again meanwhile holds another group's record.

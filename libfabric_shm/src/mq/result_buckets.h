@@ -27,7 +27,9 @@ ResultsRecord read_results_record(const GroupSlot& g);
 /// live members writes it too, unless both recorded `shared`, or when another live member of
 /// this group writes a different bucket. The record is written before the scan (seq_cst
 /// fence between), so of two groups starting at once at least one sees the other.
+/// `lock_wait_ns`: the longest wait for the group's lock (busy past it).
 Status claim_result_bucket(const Pool& pool, const std::string& topic, const std::string& group,
-                           const std::string& member_id, const std::string& bucket, bool shared);
+                           const std::string& member_id, const std::string& bucket, bool shared,
+                           uint64_t lock_wait_ns);
 
 }  // namespace fabric_shm::mq

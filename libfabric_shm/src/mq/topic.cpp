@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <bit>
 #include <cstring>
-#include <mutex>
 #include <optional>
 #include <random>
 
@@ -83,10 +82,6 @@ uint64_t key_hash(ByteView key) noexcept {
 
 namespace mq {
 namespace {
-
-/// The owner-word locks identify a holder by its process token, so two threads of one process
-/// would see "already held by this registration": serialise them in-process first.
-std::mutex g_local_lock;
 
 std::string partition_region_name(std::string_view topic, uint32_t i) {
     return std::string(topic) + "." + std::to_string(i);
@@ -384,7 +379,6 @@ Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const Gr
     if (me == 0)
         return make_error(Errc::permission_denied, "registering group '" + std::string(group) +
                                                        "' needs a writable pool (this handle is read-only)");
-    std::lock_guard<std::mutex> local(g_local_lock);
     auto lk = detail::owner_lock_acquire(t.hdr->groups_lock, pool, me, 2 * kNsPerSec, "topic group lock");
     if (!lk) return std::move(lk).error();
     detail::OwnerLockGuard guard(t.hdr->groups_lock, me);
@@ -549,7 +543,8 @@ Status commit_in_pool(TopicHandle& t, const GroupRef& ref, std::string_view grou
                                                           t.name + "'");
     FABRIC_PAUSE_POINT("group.commit.before_lock");
     {
-        std::lock_guard<std::mutex> local(g_local_lock);
+        // Threads of this process exclude each other through the lock word's thread tag: no
+        // process-wide mutex, whose wait would be unbounded and shared by every group.
         auto lk = detail::owner_lock_acquire(g.lock, pool, me, lock_wait_ns, "group commit lock");
         if (!lk) return std::move(lk).error();
         // A stolen lock needs no repair: each committer stores commit_epoch before committed, so a
@@ -607,7 +602,6 @@ Status fenced_partition_step(TopicHandle& t, const GroupRef& ref, std::string_vi
                                                       std::to_string(t.num_partitions) + " partitions of topic '" +
                                                       t.name + "'");
     GroupSlot& g = t.groups[ref.index];
-    std::lock_guard<std::mutex> local(g_local_lock);
     auto lk = detail::owner_lock_acquire(g.lock, pool, me, lock_wait_ns, lock_name);
     if (!lk) return std::move(lk).error();
     // A stolen lock needs no repair: every step's stores are single words, epoch before offset.

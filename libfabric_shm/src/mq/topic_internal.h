@@ -130,6 +130,9 @@ constexpr uint64_t kGroupLockWaitNs = 2 * kNsPerSec;
 constexpr uint64_t group_lock_wait_for_session(uint64_t session_timeout_ns) {
     return std::max<uint64_t>(kNsPerMs, std::min(kGroupLockWaitNs, session_timeout_ns / 4));
 }
+/// An option's lock wait in ns for owner_lock_acquire, whose 0 means "without bound": a wait of
+/// 0 or below tries once (and asks once whether the holder died).
+constexpr uint64_t lock_wait_ns(Duration wait) { return std::max<uint64_t>(1, to_ns(wait)); }
 /// Commits under the group's owner lock, all or nothing; StaleEpoch names both epochs.
 Status commit_in_pool(TopicHandle& t, const GroupRef& ref, std::string_view group,
                       std::span<const OffsetCommit> commits, uint64_t lock_wait_ns = kGroupLockWaitNs);

@@ -2228,18 +2228,36 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config) {
     impl->membership = std::move(membership.value());
     // A member paused inside its first join past the session timeout is evicted before the
     // join ends (stale_epoch); it joins again, as a rejoin does. Bounded: every pass that
-    // ends so means another pause past the timeout.
+    // ends so means another pause past the timeout. A join whose wait for the group's lock
+    // ran out (busy: a paused process holds it; the wait is a quarter of the session) is
+    // tried again too, for up to kOpenLockWaitNs in all: a failed join holds nothing (it left),
+    // so nothing heartbeats meanwhile, and a short pause of another member must not end us.
     constexpr int kJoinPasses = 16;
+    constexpr uint64_t kOpenLockWaitNs = 10 * kNsPerSec;
+    const uint64_t lock_deadline = mono_now_ns() + kOpenLockWaitNs;
     Status joined = impl->membership->join();
-    for (int pass = 1; !joined && joined.code() == Errc::stale_epoch && pass < kJoinPasses; ++pass)
+    for (int evicted_passes = 1; !joined;) {
+        if (joined.code() == Errc::busy && mono_now_ns() < lock_deadline) sleep_ns(kBusyRetryNs);
+        else if (joined.code() != Errc::stale_epoch || evicted_passes++ >= kJoinPasses) break;
         joined = impl->membership->join();
+    }
     FABRIC_TRY(std::move(joined));
     // After joining (our row is LIVE): record the bucket, refuse one another group writes.
-    if (Status st = mq::claim_result_bucket(pool, config.topic, config.group, impl->cfg.member_id, config.result_bucket,
-                                            config.shared_results);
-        !st) {
+    // The same retries while the lock is held, heartbeating between them (we are a member).
+    Status bucket = Status(make_error(Errc::busy, "not tried"));
+    for (;;) {
+        bucket = mq::claim_result_bucket(pool, config.topic, config.group, impl->cfg.member_id, config.result_bucket,
+                                         config.shared_results, mq::group_lock_wait_for_session(config.session_timeout_ns));
+        if (bucket || bucket.code() != Errc::busy || mono_now_ns() >= lock_deadline) break;
+        if (Status alive = impl->keep_alive(); !alive) {
+            bucket = std::move(alive);
+            break;
+        }
+        sleep_ns(kBusyRetryNs);
+    }
+    if (!bucket) {
         impl->leave();
-        return std::move(st).error();
+        return std::move(bucket).error();
     }
     if (Status st = impl->apply_assignment(); !st) {
         impl->leave();
