@@ -1480,6 +1480,45 @@ TEST_CASE("worker: an open whose join finds the group lock held by a process pau
     if (loop.ok()) REQUIRE(loop->close().ok());
 }
 
+TEST_CASE("worker: an open that waits for a group lock a paused peer holds keeps heartbeating: a declared heartbeat "
+          "timeout does not fence it") {
+    TestPool tp("stall-openhb", 32ull << 20);
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("oh", config(1, 64)).ok());
+    REQUIRE(mgr.register_group("oh", "g").ok());
+    auto store = MemObjectStore::open(tp.pool);
+    REQUIRE(store.ok());
+    // The worker's own registration declares a heartbeat timeout (as in a container).
+    OpenOptions declared;
+    declared.heartbeat_timeout = std::chrono::milliseconds(600);
+    auto worker_pool = Pool::open(tp.pool.name(), declared);
+    REQUIRE(worker_pool.ok());
+    const pid_t holder = stop_holding_group_lock(tp.pool, "oh");
+    // Another process reaps all along (fabric-shm-reaper, an open with reap_on_open).
+    const std::string pool_name = tp.pool.name();
+    const pid_t reaper = test::fork_child([pool_name] {
+        auto p = Pool::open(pool_name);
+        if (!p) return 20;
+        for (int i = 0; i < 40; ++i) {
+            (void)p->reap();
+            sleep_ms(50);
+        }
+        return 0;
+    });
+    std::thread resume([holder] {
+        sleep_ms(1200);  // twice the heartbeat timeout
+        ::kill(holder, SIGCONT);
+    });
+    WorkerConfig cfg = worker_config("oh", "w");
+    cfg.session_timeout_ns = 2'000'000'000;  // each try waits 500 ms for the lock
+    auto loop = WorkerLoop::open(*worker_pool, cfg);
+    resume.join();
+    CHECK(test::wait_child(holder) == 0);
+    CHECK(test::wait_child(reaper) == 0);
+    CHECK_MESSAGE(loop.ok(), (loop.ok() ? std::string() : loop.error().message));
+    if (loop.ok()) REQUIRE(loop->close().ok());
+}
+
 TEST_CASE("group consumer: an open whose first claim's fence is refused as busy leaves no live member behind") {
     TestPool tp("stall-gcghost", 32ull << 20);
     TopicManager mgr(tp.pool);
@@ -1504,6 +1543,34 @@ TEST_CASE("group consumer: an open whose first claim's fence is refused as busy 
     auto d = describe_consumer_group(tp.pool, "gh", "g");
     REQUIRE(d.ok());
     CHECK(d->members.size() == (again.ok() ? 1u : 0u));
+}
+
+TEST_CASE("group consumer: a rejoin whose first claim's fence is refused as busy leaves no live member behind") {
+    TestPool tp("stall-gcrejoin", 32ull << 20);
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("gr", config(1, 64)).ok());
+    REQUIRE(mgr.register_group("gr", "g").ok());
+    GroupConsumerOptions o;
+    o.group.session_timeout = std::chrono::milliseconds(2000);  // a lock wait of 500 ms
+    auto gc = GroupConsumer::open(tp.pool, "gr", "g", "c", o);
+    REQUIRE(gc.ok());
+    REQUIRE(gc->leave().ok());
+    g_hook_pool = &tp.pool;
+    g_hook_topic = "gr";
+    g_hook_holder = 0;
+    detail::set_pause_hook(stop_holder_before_fence);
+    const Status rejoined = gc->rejoin();
+    detail::set_pause_hook(nullptr);
+    REQUIRE(g_hook_holder != 0);
+    ::kill(g_hook_holder, SIGCONT);
+    CHECK(test::wait_child(g_hook_holder) == 0);
+    REQUIRE_FALSE(rejoined.ok());
+    CHECK(rejoined.code() == Errc::busy);
+    auto d = describe_consumer_group(tp.pool, "gr", "g");
+    REQUIRE(d.ok());
+    CHECK(d->members.empty());  // the failed rejoin left its row
+    const Status again = gc->rejoin();  // and the handle can join again
+    CHECK_MESSAGE(again.ok(), (again.ok() ? std::string() : again.error().message));
 }
 
 TEST_CASE("group lock: a commit whose own group lock is free does not wait for another thread's wait on another group's "

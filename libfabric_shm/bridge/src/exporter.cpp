@@ -151,6 +151,7 @@ Status Exporter::Impl::open_local() {
     const uint64_t busy_deadline = mono_now_ns() + 10 * kNsPerSec;
     auto g = GroupConsumer::open(local->pool(), cfg.topic, cfg.group, member, go);
     while (!g && g.code() == Errc::busy && mono_now_ns() < busy_deadline && !(stop && stop())) {
+        FABRIC_TRY(local->tick(mono_now_ns()));  // the process's heartbeat and leases meanwhile
         timespec ts{0, long(10 * kNsPerMs)};
         nanosleep(&ts, nullptr);
         g = GroupConsumer::open(local->pool(), cfg.topic, cfg.group, member, go);

@@ -782,7 +782,10 @@ Status GroupConsumer::rejoin() {
     Impl& im = *impl_;
     if (im.joined) (void)im.group.leave(im.id);  // an evicted member's leave only drops local state
     im.claim = Claim{};
-    FABRIC_TRY(im.apply(im.group.join(im.id)));
+    if (Status applied = im.apply(im.group.join(im.id)); !applied) {
+        (void)im.group.leave(im.id);  // as open: a join whose first claim failed holds nothing
+        return applied;
+    }
     im.joined = true;
     return {};
 }

@@ -2231,14 +2231,17 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config) {
     // ends so means another pause past the timeout. A join whose wait for the group's lock
     // ran out (busy: a paused process holds it; the wait is a quarter of the session) is
     // tried again too, for up to kOpenLockWaitNs in all: a failed join holds nothing (it left),
-    // so nothing heartbeats meanwhile, and a short pause of another member must not end us.
+    // and a short pause of another member must not end us. The process heartbeats between
+    // tries (keep_alive; no member yet): a declared heartbeat timeout must not fence it.
     constexpr int kJoinPasses = 16;
     constexpr uint64_t kOpenLockWaitNs = 10 * kNsPerSec;
     const uint64_t lock_deadline = mono_now_ns() + kOpenLockWaitNs;
     Status joined = impl->membership->join();
     for (int evicted_passes = 1; !joined;) {
-        if (joined.code() == Errc::busy && mono_now_ns() < lock_deadline) sleep_ns(kBusyRetryNs);
-        else if (joined.code() != Errc::stale_epoch || evicted_passes++ >= kJoinPasses) break;
+        if (joined.code() == Errc::busy && mono_now_ns() < lock_deadline) {
+            FABRIC_TRY(impl->keep_alive());
+            sleep_ns(kBusyRetryNs);
+        } else if (joined.code() != Errc::stale_epoch || evicted_passes++ >= kJoinPasses) break;
         joined = impl->membership->join();
     }
     FABRIC_TRY(std::move(joined));
