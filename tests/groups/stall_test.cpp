@@ -150,6 +150,17 @@ WorkerConfig worker_config(const std::string& topic, const std::string& id) {
 
 Result<std::vector<uint8_t>> copy(const WorkItem& item) { return std::vector<uint8_t>(item.data.begin(), item.data.end()); }
 
+/// Topic `topic` (one partition of 64 slots) with group "g" registered, and the pool's store
+/// (which a WorkerLoop opens).
+Result<std::unique_ptr<MemObjectStore>> topic_with_group_and_store(TestPool& tp, const std::string& topic) {
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create(topic, config(1, 64)).ok());
+    REQUIRE(mgr.register_group(topic, "g").ok());
+    auto store = MemObjectStore::open(tp.pool);
+    REQUIRE(store.ok());
+    return store;
+}
+
 uint64_t committed(const Pool& pool, const std::string& topic, uint32_t partition) {
     auto d = describe_consumer_group(pool, topic, "g");
     REQUIRE_MESSAGE(d.ok(), d.error().message);
@@ -336,11 +347,7 @@ TEST_CASE("fence tokens: a pool re-created under a TieredObjectStore fences abov
 TEST_CASE("worker: a refused result put never lets a later commit pass the message") {
     TestPool tp("stall-refused", 32ull << 20);
     const std::string name = tp.cleanup.name();
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("rp", config(1, 64)).ok());
-    REQUIRE(mgr.register_group("rp", "g").ok());
-    auto store = MemObjectStore::open(tp.pool);
-    REQUIRE(store.ok());
+    const auto store = topic_with_group_and_store(tp, "rp");
     auto producer = Producer::open(tp.pool, "rp");
     REQUIRE(producer.ok());
     std::vector<std::pair<std::string, uint64_t>> sent;
@@ -377,11 +384,7 @@ std::atomic<uint64_t>& fence_floor_of(const Pool& pool) {
 TEST_CASE("fence tokens: a stored token near 2^64 is not noted; no group's tokens wrap") {
     TestPool tp("stall-wrap", 32ull << 20);
     const std::string name = tp.cleanup.name();
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("wr", config(1, 64)).ok());
-    REQUIRE(mgr.register_group("wr", "g").ok());
-    auto store = MemObjectStore::open(tp.pool);
-    REQUIRE(store.ok());
+    const auto store = topic_with_group_and_store(tp, "wr");
     auto producer = Producer::open(tp.pool, "wr");
     REQUIRE(producer.ok());
     std::vector<std::pair<std::string, uint64_t>> sent;
@@ -455,11 +458,7 @@ TEST_CASE("fence tokens: a stored token near 2^64 is not noted; no group's token
 TEST_CASE("worker: paused before its result put and taken over, it is refused and loses nothing") {
     TestPool tp("stall-put", 32ull << 20);
     const std::string name = tp.cleanup.name();
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("tk", config(1, 64)).ok());
-    REQUIRE(mgr.register_group("tk", "g").ok());
-    auto store = MemObjectStore::open(tp.pool);
-    REQUIRE(store.ok());
+    const auto store = topic_with_group_and_store(tp, "tk");
     auto producer = Producer::open(tp.pool, "tk");
     REQUIRE(producer.ok());
     std::vector<std::pair<std::string, uint64_t>> sent;
@@ -502,11 +501,7 @@ TEST_CASE("worker: paused before its result put and taken over, it is refused an
 TEST_CASE("worker: paused before its result put, taken over, its result removed: the late put does not re-create it") {
     TestPool tp("stall-late-put", 32ull << 20);
     const std::string name = tp.cleanup.name();
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("tk", config(1, 64)).ok());
-    REQUIRE(mgr.register_group("tk", "g").ok());
-    auto store = MemObjectStore::open(tp.pool);
-    REQUIRE(store.ok());
+    const auto store = topic_with_group_and_store(tp, "tk");
     auto producer = Producer::open(tp.pool, "tk");
     REQUIRE(producer.ok());
     const uint64_t v0 = upload(tp.pool, **store, *producer, "k0", "data k0");
@@ -609,11 +604,7 @@ TEST_CASE("worker: stopped inside its forward past the next topic's claim timeou
 TEST_CASE("dlq: a member paused between the dead-letter decision and the write is fenced out") {
     TestPool tp("stall-dlq", 32ull << 20);
     const std::string name = tp.cleanup.name();
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("dq", config(1, 64)).ok());
-    REQUIRE(mgr.register_group("dq", "g").ok());
-    auto store = MemObjectStore::open(tp.pool);
-    REQUIRE(store.ok());
+    const auto store = topic_with_group_and_store(tp, "dq");
     auto producer = Producer::open(tp.pool, "dq");
     REQUIRE(producer.ok());
     std::vector<std::pair<std::string, uint64_t>> sent;
@@ -642,11 +633,7 @@ TEST_CASE("dlq: a member paused between the dead-letter decision and the write i
 TEST_CASE("dlq: a member paused after recording a dead letter: its successor sends it, nobody processes it") {
     TestPool tp("stall-dlq2", 32ull << 20);
     const std::string name = tp.cleanup.name();
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("dr", config(1, 64)).ok());
-    REQUIRE(mgr.register_group("dr", "g").ok());
-    auto store = MemObjectStore::open(tp.pool);
-    REQUIRE(store.ok());
+    const auto store = topic_with_group_and_store(tp, "dr");
     auto producer = Producer::open(tp.pool, "dr");
     REQUIRE(producer.ok());
     std::vector<std::pair<std::string, uint64_t>> sent;
@@ -681,11 +668,7 @@ TEST_CASE("dlq: a member paused after recording a dead letter: its successor sen
 TEST_CASE("dlq: two dead letters in one batch, evicted after the second record: the successor starts at it") {
     TestPool tp("stall-dlq3", 32ull << 20);
     const std::string name = tp.cleanup.name();
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("d3", config(1, 64)).ok());
-    REQUIRE(mgr.register_group("d3", "g").ok());
-    auto store = MemObjectStore::open(tp.pool);
-    REQUIRE(store.ok());
+    const auto store = topic_with_group_and_store(tp, "d3");
     auto producer = Producer::open(tp.pool, "d3");
     REQUIRE(producer.ok());
     std::vector<std::pair<std::string, uint64_t>> sent;
@@ -770,11 +753,7 @@ TEST_CASE("worker: a full dead-letter topic makes the worker wait, not exit; roo
 TEST_CASE("dlq: a worker stopped inside a dead letter's send past the DLQ's claim timeout sends it again and goes on") {
     TestPool tp("stall-dlq-skip", 32ull << 20);
     const std::string name = tp.cleanup.name();
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("ds", config(1, 64)).ok());
-    REQUIRE(mgr.register_group("ds", "g").ok());
-    auto store = MemObjectStore::open(tp.pool);
-    REQUIRE(store.ok());
+    const auto store = topic_with_group_and_store(tp, "ds");
     auto producer = Producer::open(tp.pool, "ds");
     REQUIRE(producer.ok());
     upload(tp.pool, **store, *producer, "k0", "data k0");
@@ -915,11 +894,7 @@ TEST_CASE("worker: a processor running longer than the group's TTL loses no ackn
 TEST_CASE("worker: a group lock held by a live, paused process delays its commits; it does not end the worker") {
     TestPool tp("stall-lock", 32ull << 20);
     const std::string name = tp.cleanup.name();
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("lk", config(1, 64)).ok());
-    REQUIRE(mgr.register_group("lk", "g").ok());
-    auto store = MemObjectStore::open(tp.pool);
-    REQUIRE(store.ok());
+    const auto store = topic_with_group_and_store(tp, "lk");
     auto producer = Producer::open(tp.pool, "lk");
     REQUIRE(producer.ok());
 
@@ -1131,11 +1106,7 @@ namespace {
 void check_worker_evicted_inside_join(int join) {
     TestPool tp("stall-join-worker", 32ull << 20);
     const std::string name = tp.cleanup.name();
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("rw", config(1, 64)).ok());
-    REQUIRE(mgr.register_group("rw", "g").ok());
-    auto store = MemObjectStore::open(tp.pool);
-    REQUIRE(store.ok());
+    const auto store = topic_with_group_and_store(tp, "rw");
     auto producer = Producer::open(tp.pool, "rw");
     REQUIRE(producer.ok());
     mq::GroupSlot* slot = live_group_slot(tp.pool, "rw");
@@ -1407,17 +1378,7 @@ TEST_CASE("worker: commits that wait for a group lock a stopped process holds ke
     REQUIRE(loop.ok());
     const pid_t holder = stop_holding_group_lock(tp.pool, "lh");
 
-    std::atomic<bool> stop{false};
-    std::atomic<uint64_t> max_age{0};
-    std::thread watcher([&] {
-        while (!stop.load()) {
-            auto d = describe_consumer_group(tp.pool, "lh", "g");
-            if (d.ok())
-                for (const auto& m : d->members)
-                    if (m.id == "a" && m.heartbeat_age_ns > max_age.load()) max_age.store(m.heartbeat_age_ns);
-            std::this_thread::sleep_for(std::chrono::milliseconds(2));
-        }
-    });
+    HeartbeatWatch watch(tp.pool, "lh", "g", "a");
     // Work flows; every commit finds the lock held.
     const uint64_t end = mono_now_ns() + 1'200 * kNsPerMs;
     int sent = 0;
@@ -1428,13 +1389,12 @@ TEST_CASE("worker: commits that wait for a group lock a stopped process holds ke
         REQUIRE(n.ok());
         for (size_t i = 0; i < *n; ++i) REQUIRE(loop->complete(std::move(tickets[i]), tickets[i].item().data).ok());
     }
-    stop.store(true);
-    watcher.join();
+    watch.stop();
     ::kill(holder, SIGKILL);
     test::wait_child(holder);
     CHECK(loop->stats().processed > 0);
-    CHECK_MESSAGE(max_age.load() < cfg.session_timeout_ns,
-                  "heartbeat age reached ", max_age.load() / kNsPerMs, " ms: silent past the session");
+    CHECK_MESSAGE(watch.max_age_ns() < cfg.session_timeout_ns,
+                  "heartbeat age reached ", watch.max_age_ns() / kNsPerMs, " ms: silent past the session");
     REQUIRE(loop->close().ok());
 }
 
@@ -1455,11 +1415,7 @@ void stop_holder_before_fence(const char* name) {
 TEST_CASE("worker: an open whose join finds the group lock held by a process paused for less than the "
           "session waits and opens") {
     TestPool tp("stall-openbusy", 32ull << 20);
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("ob", config(1, 64)).ok());
-    REQUIRE(mgr.register_group("ob", "g").ok());
-    auto store = MemObjectStore::open(tp.pool);
-    REQUIRE(store.ok());
+    const auto store = topic_with_group_and_store(tp, "ob");
     const pid_t holder = stop_holding_group_lock(tp.pool, "ob");
     // The holder pauses 300 ms: less than the worker's session (400 ms), within the torture's
     // holds (a quarter of the session to twice it).
@@ -1483,11 +1439,7 @@ TEST_CASE("worker: an open whose join finds the group lock held by a process pau
 TEST_CASE("worker: an open that waits for a group lock a paused peer holds keeps heartbeating: a declared heartbeat "
           "timeout does not fence it") {
     TestPool tp("stall-openhb", 32ull << 20);
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("oh", config(1, 64)).ok());
-    REQUIRE(mgr.register_group("oh", "g").ok());
-    auto store = MemObjectStore::open(tp.pool);
-    REQUIRE(store.ok());
+    const auto store = topic_with_group_and_store(tp, "oh");
     // The worker's own registration declares a heartbeat timeout (as in a container).
     OpenOptions declared;
     declared.heartbeat_timeout = std::chrono::milliseconds(600);

@@ -438,7 +438,7 @@ TEST_CASE("async worker: forwards that each wait for a slow next stage still hea
     auto tickets = acquire_n(*a, 16);
     REQUIRE(tickets.size() == 16);
     std::atomic<bool> stop{false};
-    std::atomic<uint64_t> max_age{0};
+    HeartbeatWatch watch(f.tp.pool, "t", "g", "a");
     std::thread drip([&] {  // the next stage: one message every 150 ms
         auto s2 = Consumer::open(f.tp.pool, "next", "stage2");
         if (!s2.ok() || !s2->assign_all().ok()) return;  // nothing drains: the completes fail below
@@ -449,15 +449,6 @@ TEST_CASE("async worker: forwards that each wait for a slow next stage still hea
             (void)s2->commit();
         }
     });
-    std::thread mon([&] {
-        while (!stop.load()) {
-            auto d = describe_consumer_group(f.tp.pool, "t", "g");
-            if (d.ok())
-                for (const auto& m : d->members)
-                    if (m.id == "a" && m.heartbeat_age_ns > max_age.load()) max_age.store(m.heartbeat_age_ns);
-            std::this_thread::sleep_for(10ms);
-        }
-    });
     const auto start = std::chrono::steady_clock::now();
     for (auto& t : tickets) {
         Status st = a->complete(std::move(t), upper(t));
@@ -466,27 +457,33 @@ TEST_CASE("async worker: forwards that each wait for a slow next stage still hea
     const auto took = std::chrono::steady_clock::now() - start;
     stop.store(true);
     drip.join();
-    mon.join();
+    watch.stop();
     MESSAGE("16 completes took ", std::chrono::duration_cast<std::chrono::milliseconds>(took).count(),
-            " ms; forwarded ", a->stats().forwarded, "; member a's longest silence ", max_age.load() / 1'000'000, " ms");
+            " ms; forwarded ", a->stats().forwarded, "; member a's longest silence ", watch.max_age_ns() / 1'000'000, " ms");
     CHECK(took > std::chrono::seconds(1));  // the forwards did wait, one after another
     CHECK(a->stats().forwarded == 16);
-    CHECK_MESSAGE(max_age.load() < c.session_timeout_ns, "member a was silent past its session timeout (evictable)");
+    CHECK_MESSAGE(watch.max_age_ns() < c.session_timeout_ns, "member a was silent past its session timeout (evictable)");
 }
+
+namespace {
+/// A next topic "next" of 2 partitions of 8 slots, read by group "stage2" (a stage behind: it
+/// commits nothing), whose partition 0 is full.
+void next_topic_with_partition0_full(Fixture& f) {
+    TopicManager mgr(f.tp.pool);
+    REQUIRE(mgr.create("next", config(2, 8)).ok());
+    REQUIRE(mgr.register_group("next", "stage2").ok());
+    auto np = Producer::open(f.tp.pool, "next");
+    REQUIRE(np.ok());
+    for (int i = 0; i < 8; ++i) REQUIRE(np->send_to(0, OutgoingMessage{bytes("x"), {}, {}}).ok());
+}
+}  // namespace
 
 // One slow or stopped member of the next stage holds its own partitions full, not the stage:
 // after a forward found one partition full (and waited for it once), forwards to the
 // partitions with room go on at once; only those bound for the full one wait.
 TEST_CASE("async worker: a full partition of the next topic holds only the forwards bound for it") {
     Fixture f("fwd-part");
-    TopicManager mgr(f.tp.pool);
-    REQUIRE(mgr.create("next", config(2, 8)).ok());
-    REQUIRE(mgr.register_group("next", "stage2").ok());
-    {
-        auto np = Producer::open(f.tp.pool, "next");
-        REQUIRE(np.ok());
-        for (int i = 0; i < 8; ++i) REQUIRE(np->send_to(0, OutgoingMessage{bytes("x"), {}, {}}).ok());  // partition 0 full
-    }
+    next_topic_with_partition0_full(f);
     const std::string unkeyed;
     for (int i = 0; i < 6; ++i) f.upload("k" + std::to_string(i), "data", &unkeyed);
     WorkerConfig c = f.cfg("a", 16);
@@ -505,7 +502,7 @@ TEST_CASE("async worker: a full partition of the next topic holds only the forwa
     // The first forward tried partition 0 and waited; the other five went to partition 1.
     CHECK(a->stats().forwarded == 5);
     CHECK(took < 900ms);  // one wait (250 ms), not one per forward
-    auto d = mgr.describe("next");
+    auto d = TopicManager(f.tp.pool).describe("next");
     REQUIRE(d.ok());
     CHECK(d->partitions[1].next == 5);
     CHECK(f.committed() == 0);  // the message that waits holds the commit back
@@ -514,14 +511,7 @@ TEST_CASE("async worker: a full partition of the next topic holds only the forwa
 TEST_CASE("async worker: once its hold ends, a still-full partition of the next topic is tried without waiting and "
           "an unkeyed forward goes to one with room") {
     Fixture f("fwd-probe");
-    TopicManager mgr(f.tp.pool);
-    REQUIRE(mgr.create("next", config(2, 8)).ok());
-    REQUIRE(mgr.register_group("next", "stage2").ok());
-    {
-        auto np = Producer::open(f.tp.pool, "next");
-        REQUIRE(np.ok());
-        for (int i = 0; i < 8; ++i) REQUIRE(np->send_to(0, OutgoingMessage{bytes("x"), {}, {}}).ok());  // partition 0 full
-    }
+    next_topic_with_partition0_full(f);
     const std::string unkeyed;
     WorkerConfig c = f.cfg("a", 1);
     c.next_topic = "next";
@@ -551,7 +541,7 @@ TEST_CASE("async worker: once its hold ends, a still-full partition of the next 
     const auto took = complete_one("k1");
     CHECK_MESSAGE(took < 250ms, "the forward waited ", took.count(), " ms on the partition still full");
     CHECK(a->stats().forwarded == 2);
-    auto d = mgr.describe("next");
+    auto d = TopicManager(f.tp.pool).describe("next");
     REQUIRE(d.ok());
     CHECK(d->partitions[0].next == 8);
     CHECK(d->partitions[1].next == 2);
@@ -592,28 +582,17 @@ TEST_CASE("async worker: dead letters into a full DLQ, one per owned partition, 
     auto loop = WorkerLoop::open(tp.pool, c);
     REQUIRE_MESSAGE(loop.ok(), loop.error().message);
 
-    std::atomic<bool> stop{false};
-    std::atomic<uint64_t> max_age{0};
-    std::thread watcher([&] {
-        while (!stop.load()) {
-            auto d = describe_consumer_group(tp.pool, "t", "g");
-            if (d.ok())
-                for (const auto& m : d->members)
-                    if (m.id == "a" && m.heartbeat_age_ns > max_age.load()) max_age.store(m.heartbeat_age_ns);
-            std::this_thread::sleep_for(2ms);
-        }
-    });
+    HeartbeatWatch watch(tp.pool, "t", "g", "a");
     const uint64_t start = mono_now_ns();
     std::vector<WorkTicket> none(1);
     auto n = loop->acquire(std::span(none), 0ms);
     const uint64_t took_ms = (mono_now_ns() - start) / 1'000'000;
-    stop.store(true);
-    watcher.join();
+    watch.stop();
     REQUIRE_MESSAGE(n.ok(), n.error().message);
-    MESSAGE("one acquire pass took ", took_ms, " ms; the member's heartbeat age reached ", max_age.load() / 1'000'000,
+    MESSAGE("one acquire pass took ", took_ms, " ms; the member's heartbeat age reached ", watch.max_age_ns() / 1'000'000,
             " ms (session 400 ms)");
     // Another member's claim evicts a member whose heartbeat is older than the session (group.cpp alive()).
-    CHECK_MESSAGE(max_age.load() < c.session_timeout_ns, "silent past the session: another member may evict it");
+    CHECK_MESSAGE(watch.max_age_ns() < c.session_timeout_ns, "silent past the session: another member may evict it");
     REQUIRE(loop->close().ok());
 }
 

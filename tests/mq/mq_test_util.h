@@ -22,6 +22,7 @@
 
 #include "../support/test_support.h"
 #include "fabric_shm/consumer.h"
+#include "fabric_shm/consumer_group.h"
 #include "crash_point.h"
 #include "fabric_shm/pool.h"
 #include "fabric_shm/topic.h"
@@ -253,5 +254,33 @@ inline pid_t producer_stopped_after_claim(const std::string& pool_name, std::str
         return judge(prod->send(value));
     });
 }
+
+/// Samples, from a thread of its own, the heartbeat age of `member` in `group` on `topic`
+/// every 2 ms until stop() (or its destructor): the largest age seen says whether the member
+/// stayed silent past its session timeout (another member's claim would evict it).
+class HeartbeatWatch {
+public:
+    HeartbeatWatch(const Pool& pool, std::string topic, std::string group, std::string member)
+        : thread_([this, &pool, topic = std::move(topic), group = std::move(group), member = std::move(member)] {
+              while (!stop_.load()) {
+                  if (auto d = describe_consumer_group(pool, topic, group); d.ok())
+                      for (const auto& m : d->members)
+                          if (m.id == member && m.heartbeat_age_ns > max_age_ns_.load())
+                              max_age_ns_.store(m.heartbeat_age_ns);
+                  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+              }
+          }) {}
+    ~HeartbeatWatch() { stop(); }
+    void stop() {
+        stop_.store(true);
+        if (thread_.joinable()) thread_.join();
+    }
+    uint64_t max_age_ns() const { return max_age_ns_.load(); }
+
+private:
+    std::atomic<bool> stop_{false};
+    std::atomic<uint64_t> max_age_ns_{0};
+    std::thread thread_;
+};
 
 }  // namespace mqtest
