@@ -227,7 +227,9 @@ Status Exporter::Impl::keep_alive() {
     Status st = local->tick(now);
     if (st && gc) {
         st = gc->heartbeat();
-        if (!st && st.code() == Errc::stale_epoch) st = gc->rejoin();  // evicted while we waited: join again
+        // Evicted while we waited, or a rejoin refused before it took a row (not a member of
+        // this handle now): join again. A group removed meanwhile says not_found again.
+        if (!st && (st.code() == Errc::stale_epoch || st.code() == Errc::not_found)) st = gc->rejoin();
         // busy: a paused process holds the group lock; the next keep-alive or poll joins again.
         if (!st && st.code() == Errc::busy) st = {};
     }
@@ -745,7 +747,8 @@ Result<BridgeExit> Exporter::run(const std::function<bool()>& should_stop) {
         if (im.cfg.count != 0) max = size_t(std::min<uint64_t>(max, im.cfg.count - im.handled));
         auto n = im.gc->poll(im.batch, max, ns_duration(kPollTimeoutNs));
         if (!n) {
-            if (n.code() == Errc::stale_epoch) {
+            // Evicted, or a rejoin refused before it took a row (the handle holds no member).
+            if (n.code() == Errc::stale_epoch || n.code() == Errc::not_found) {
                 // busy (a paused process holds the group lock): the next poll's claim joins again.
                 if (Status st = im.gc->rejoin(); !st && !pool_lost(st.code()) && st.code() != Errc::busy)
                     return std::move(st).error();

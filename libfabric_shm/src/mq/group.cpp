@@ -782,12 +782,13 @@ Status GroupConsumer::rejoin() {
     Impl& im = *impl_;
     if (im.joined) (void)im.group.leave(im.id);  // an evicted member's leave only drops local state
     im.claim = Claim{};
-    if (Status applied = im.apply(im.group.join(im.id)); !applied) {
-        (void)im.group.leave(im.id);  // as open: a join whose first claim failed holds nothing
-        return applied;
-    }
-    im.joined = true;
-    return {};
+    const Status applied = im.apply(im.group.join(im.id));
+    // A join that took its row and then failed its first claim (busy: its fence waited for a
+    // lock a paused process holds) keeps its member in this handle, unlike open (which has no
+    // handle to return): it heartbeats, the next poll's claim raises the fence, and leave()
+    // ends it; so it counts as joined. A join that failed before taking a row holds nothing.
+    im.joined = applied.ok() || im.group.heartbeat(im.id).ok();
+    return applied;
 }
 Status GroupConsumer::heartbeat() { return impl_->group.heartbeat(impl_->id); }
 Status GroupConsumer::leave() {
