@@ -1532,6 +1532,63 @@ TEST_CASE("group consumer: a rejoin whose first claim's fence is refused as busy
     CHECK(d->members.empty());  // leave() ended the member the failed rejoin kept
 }
 
+TEST_CASE("group consumer: evicted inside its own rejoin, it rejoins afresh next time, owns the partition, and leave "
+          "ends it") {
+    TestPool tp("stall-gcevict", 32ull << 20);
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("ge", config(1, 64)).ok());
+    REQUIRE(mgr.register_group("ge", "g").ok());
+    auto gc = GroupConsumer::open(tp.pool, "ge", "g", "c");
+    REQUIRE(gc.ok());
+    g_evicting_slot = live_group_slot(tp.pool, "ge");
+    REQUIRE(g_evicting_slot != nullptr);
+    REQUIRE(evict_live_row(*g_evicting_slot));  // evicted while working
+    g_joins_to_evict.store(1);                   // and once more inside the rejoin
+    detail::set_pause_hook(&evict_the_joiner);
+    const Status interrupted = gc->rejoin();
+    detail::set_pause_hook(nullptr);
+    g_evicting_slot = nullptr;
+    CHECK(g_joins_to_evict.load() == 0);
+    REQUIRE_FALSE(interrupted.ok());
+    CHECK(interrupted.code() == Errc::stale_epoch);
+    const Status again = gc->rejoin();  // not "already joined through this handle"
+    CHECK_MESSAGE(again.ok(), (again.ok() ? std::string() : again.error().message));
+    MessageBatch batch;
+    REQUIRE(gc->poll(batch, 1, Duration::zero()).ok());
+    CHECK(gc->partitions() == std::vector<uint32_t>{0});
+    REQUIRE(gc->leave().ok());
+    auto d = describe_consumer_group(tp.pool, "ge", "g");
+    REQUIRE(d.ok());
+    CHECK(d->members.empty());
+}
+
+TEST_CASE("group consumer: a rejoin refused as busy before it took a row: the next poll joins, and leave ends that "
+          "member") {
+    TestPool tp("stall-gcbusyrow", 32ull << 20);
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("gb", config(1, 64)).ok());
+    REQUIRE(mgr.register_group("gb", "g").ok());
+    GroupConsumerOptions o;
+    o.group.session_timeout = std::chrono::milliseconds(400);  // a lock wait of 100 ms
+    auto gc = GroupConsumer::open(tp.pool, "gb", "g", "c", o);
+    REQUIRE(gc.ok());
+    mq::GroupSlot* slot = live_group_slot(tp.pool, "gb");
+    REQUIRE(slot != nullptr);
+    const PausedProcess holder(tp.name());
+    slot->lock.store(holder.token);  // a live process, paused as far as anyone can tell
+    const Status refused = gc->rejoin();
+    CHECK(refused.code() == Errc::busy);
+    slot->lock.store(0);  // it "resumes" and releases
+    MessageBatch batch;
+    auto polled = gc->poll(batch, 1, Duration::zero());  // its claim joins quietly
+    REQUIRE_MESSAGE(polled.ok(), (polled.ok() ? std::string() : polled.error().message));
+    CHECK(gc->partitions() == std::vector<uint32_t>{0});
+    REQUIRE(gc->leave().ok());
+    auto d = describe_consumer_group(tp.pool, "gb", "g");
+    REQUIRE(d.ok());
+    CHECK_MESSAGE(d->members.empty(), "the member the poll joined outlived leave()");
+}
+
 TEST_CASE("group lock: a commit whose own group lock is free does not wait for another thread's wait on another group's "
           "lock") {
     TestPool tp("stall-locallock", 32ull << 20);

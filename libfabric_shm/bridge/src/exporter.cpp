@@ -747,8 +747,8 @@ Result<BridgeExit> Exporter::run(const std::function<bool()>& should_stop) {
         if (im.cfg.count != 0) max = size_t(std::min<uint64_t>(max, im.cfg.count - im.handled));
         auto n = im.gc->poll(im.batch, max, ns_duration(kPollTimeoutNs));
         if (!n) {
-            // Evicted, or a rejoin refused before it took a row (the handle holds no member).
-            if (n.code() == Errc::stale_epoch || n.code() == Errc::not_found) {
+            // Evicted: join again (a group removed meanwhile says not_found there, and ends us).
+            if (n.code() == Errc::stale_epoch) {
                 // busy (a paused process holds the group lock): the next poll's claim joins again.
                 if (Status st = im.gc->rejoin(); !st && !pool_lost(st.code()) && st.code() != Errc::busy)
                     return std::move(st).error();
@@ -756,6 +756,13 @@ Result<BridgeExit> Exporter::run(const std::function<bool()>& should_stop) {
             }
             if (pool_lost(n.code())) {
                 if (Status st = im.recover_local(n.error()); !st) return std::move(st).error();
+                continue;
+            }
+            if (n.code() == Errc::busy) {
+                // The poll's claim (a join, or the fence of a partition it takes) waited its
+                // bound for the group's lock, held by a paused process: poll again (the loop
+                // keeps us alive between), as a commit refused so waits for the next round.
+                im.note("poll delayed: " + n.error().message);
                 continue;
             }
             im.leave();

@@ -696,7 +696,6 @@ struct GroupConsumer::Impl {
     Consumer consumer;
     std::string id;
     Claim claim;
-    bool joined = false;
     uint64_t last_claim_ns = 0;
 
     Status apply(Result<Claim> c) {
@@ -721,7 +720,7 @@ Result<GroupConsumer> GroupConsumer::open(const Pool& pool, std::string_view top
     co.group = options.group.registration;
     auto c = Consumer::open(pool, topic, group, co);
     if (!c) return std::move(c).error();
-    auto im = std::unique_ptr<Impl>(new Impl{std::move(*g), std::move(*c), std::string(member_id), {}, false, 0});
+    auto im = std::unique_ptr<Impl>(new Impl{std::move(*g), std::move(*c), std::string(member_id), {}, 0});
     if (Status applied = im->apply(im->group.join(member_id)); !applied) {
         // A join that took its row and then failed its first claim (busy: its fence waited
         // for a lock a paused process holds) must not leave the row live with the partitions
@@ -730,7 +729,6 @@ Result<GroupConsumer> GroupConsumer::open(const Pool& pool, std::string_view top
         (void)im->group.leave(member_id);
         return std::move(applied).error();
     }
-    im->joined = true;
     return GroupConsumer(std::move(im));
 }
 
@@ -780,22 +778,27 @@ Status GroupConsumer::commit(const Message& message) {
 Status GroupConsumer::commit() { return impl_->consumer.commit(); }
 Status GroupConsumer::rejoin() {
     Impl& im = *impl_;
-    if (im.joined) (void)im.group.leave(im.id);  // an evicted member's leave only drops local state
+    // Whatever the handle holds of the member is dropped first (joined, evicted, kept by a
+    // failed rejoin, or joined quietly by a poll's claim); holding none is "not a member".
+    (void)im.group.leave(im.id);
     im.claim = Claim{};
     const Status applied = im.apply(im.group.join(im.id));
     // A join that took its row and then failed its first claim (busy: its fence waited for a
-    // lock a paused process holds) keeps its member in this handle, unlike open (which has no
-    // handle to return): it heartbeats, the next poll's claim raises the fence, and leave()
-    // ends it; so it counts as joined. A join that failed before taking a row holds nothing.
-    im.joined = applied.ok() || im.group.heartbeat(im.id).ok();
+    // lock a paused process holds) keeps its member, unlike open (which has no handle to
+    // return): it heartbeats, the next poll's claim raises the fence, and leave() ends it. Any
+    // other failure (evicted during the join, the group removed) drops what the handle holds,
+    // so that the next rejoin starts afresh.
+    if (!applied && !im.group.heartbeat(im.id).ok()) (void)im.group.leave(im.id);
     return applied;
 }
 Status GroupConsumer::heartbeat() { return impl_->group.heartbeat(impl_->id); }
 Status GroupConsumer::leave() {
     Impl& im = *impl_;
-    if (!im.joined) return {};
-    im.joined = false;
-    return im.group.leave(im.id);
+    // Whatever the handle holds (a poll's claim may have joined quietly after a failed rejoin);
+    // holding no member is no error.
+    Status st = im.group.leave(im.id);
+    if (!st && st.code() == Errc::not_found) return {};
+    return st;
 }
 uint64_t GroupConsumer::epoch() const { return impl_->claim.epoch; }
 const std::vector<uint32_t>& GroupConsumer::partitions() const { return impl_->claim.partitions; }
