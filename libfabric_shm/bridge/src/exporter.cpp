@@ -90,6 +90,7 @@ struct Exporter::Impl {
         if (log) log(line);
     }
     RepeatFilter error_log{5 * kNsPerSec};  ///< a repeated error (every retry) logged at most every 5 s
+    RepeatFilter delay_log{5 * kNsPerSec};  ///< a poll delayed by a held group lock, likewise
     std::function<bool()> stop;  ///< run()'s should_stop: waits that may last (a pool's recovery) end on it
     void record_error(const std::string& text) {
         stats.last_error = text;
@@ -230,8 +231,10 @@ Status Exporter::Impl::keep_alive() {
         // Evicted while we waited, or a rejoin refused before it took a row (not a member of
         // this handle now): join again. A group removed meanwhile says not_found again.
         if (!st && (st.code() == Errc::stale_epoch || st.code() == Errc::not_found)) st = gc->rejoin();
-        // busy: a paused process holds the group lock; the next keep-alive or poll joins again.
-        if (!st && st.code() == Errc::busy) st = {};
+        // busy: a paused process holds the group lock; stale_epoch: evicted again inside the
+        // rejoin (we paused there). Either way the handle holds nothing stale now: the next
+        // keep-alive or poll joins again.
+        if (!st && (st.code() == Errc::busy || st.code() == Errc::stale_epoch)) st = {};
     }
     if (!st) {
         if (pool_lost(st.code())) return recover_local(st.error());
@@ -749,8 +752,10 @@ Result<BridgeExit> Exporter::run(const std::function<bool()>& should_stop) {
         if (!n) {
             // Evicted: join again (a group removed meanwhile says not_found there, and ends us).
             if (n.code() == Errc::stale_epoch) {
-                // busy (a paused process holds the group lock): the next poll's claim joins again.
-                if (Status st = im.gc->rejoin(); !st && !pool_lost(st.code()) && st.code() != Errc::busy)
+                // busy (a paused process holds the group lock), or evicted again inside the
+                // rejoin: the next poll's claim joins again.
+                if (Status st = im.gc->rejoin();
+                    !st && !pool_lost(st.code()) && st.code() != Errc::busy && st.code() != Errc::stale_epoch)
                     return std::move(st).error();
                 continue;
             }
@@ -762,7 +767,8 @@ Result<BridgeExit> Exporter::run(const std::function<bool()>& should_stop) {
                 // The poll's claim (a join, or the fence of a partition it takes) waited its
                 // bound for the group's lock, held by a paused process: poll again (the loop
                 // keeps us alive between), as a commit refused so waits for the next round.
-                im.note("poll delayed: " + n.error().message);
+                if (im.delay_log.should_log(n.error().message, mono_now_ns()))
+                    im.note("poll delayed: " + n.error().message);
                 continue;
             }
             im.leave();
