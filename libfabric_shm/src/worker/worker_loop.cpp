@@ -471,6 +471,7 @@ struct WorkerLoop::Impl {
     }
     Status register_topic_leases(const std::string& topic);
     Status keep_alive();
+    Status keep_alive_if_due(uint64_t now);
     Status apply_assignment();
     void refund_dropped(uint32_t p, std::string_view why);
     Status sync_active();
@@ -567,6 +568,17 @@ Status WorkerLoop::Impl::keep_alive() {
     // Also renews the group's registration: a member that heartbeats through a long message
     // keeps its group counted by on_full=block producers.
     return membership->heartbeat(now);
+}
+
+// keep_alive() once kKeepAliveEveryNs has passed since the last (`now`: a recent reading of
+// either monotonic clock; the coarse one suffices). Evicted (stale_epoch: silent past the
+// session timeout, our partitions moved) sets need_rebalance, and the error is returned for the
+// caller to say what else it means: most go on, and the rebalance joins again.
+Status WorkerLoop::Impl::keep_alive_if_due(uint64_t now) {
+    if (elapsed(now, last_keep_alive_ns) < kKeepAliveEveryNs) return {};
+    Status st = keep_alive();
+    if (!st && st.code() == Errc::stale_epoch) need_rebalance = true;
+    return st;
 }
 
 // A reassignment drops the partition's tickets still in flight: their handlers run on, but
@@ -825,14 +837,9 @@ void WorkerLoop::Impl::take_abandoned() {
 // instants it is compared with may be later than it (elapsed() is 0 then).
 Status WorkerLoop::Impl::service(bool full, uint64_t now) {
     take_abandoned();
-    if (elapsed(now, last_keep_alive_ns) >= kKeepAliveEveryNs) {
-        // stale_epoch: evicted while descheduled past the session timeout (our partitions
-        // moved, our epoch is fenced); not fatal: the rebalance below joins again.
-        if (Status st = keep_alive(); !st) {
-            if (st.code() != Errc::stale_epoch) return st;
-            need_rebalance = true;
-        }
-    }
+    // stale_epoch: evicted while descheduled past the session timeout; the rebalance below
+    // joins again.
+    if (Status st = keep_alive_if_due(now); !st && st.code() != Errc::stale_epoch) return st;
     if (cfg.delete_input && !deletes_suspended && elapsed(now, last_group_check_ns) >= kGroupCheckEveryNs)
         FABRIC_TRY(check_other_groups());
     FABRIC_TRY(commit_pending(nullptr, CommitWhen::due, now));
@@ -1120,11 +1127,9 @@ Status WorkerLoop::Impl::dead_letter_slot(Part& part, Slot& s, const Message& m,
     // Each send may wait up to its send_wait, and a pass of hand-outs may dead-letter the front
     // of every partition into a full DLQ: heartbeat between them, as between forwards, so the
     // member is never silent for their sum.
-    if (elapsed(mono_coarse_ns(), last_keep_alive_ns) >= kKeepAliveEveryNs) {
-        if (Status st = keep_alive(); !st) {
-            if (st.code() != Errc::stale_epoch) return st;
-            return refused(part, s, st.error(), "dead letter");  // evicted: the new owner decides
-        }
+    if (Status st = keep_alive_if_due(mono_coarse_ns()); !st) {
+        if (st.code() != Errc::stale_epoch) return st;
+        return refused(part, s, st.error(), "dead letter");  // evicted: the new owner decides
     }
     auto sent = router->dead_letter(m, attempts, reason);
     if (!sent) {
@@ -1253,16 +1258,12 @@ Result<Outcome> WorkerLoop::Impl::forward(const Message& m, std::string_view res
     // room just fast enough for each to succeed: heartbeat between them, as the wait for store
     // space does, so that the member is never silent for the sum of the waits. The coarse
     // clock (a few ns, ms resolution) keeps this off the forward's per-message cost.
-    if (elapsed(mono_coarse_ns(), last_keep_alive_ns) >= kKeepAliveEveryNs) {
-        if (Status st = keep_alive(); !st) {
-            if (st.code() != Errc::stale_epoch) return std::move(st).error();
-            // Evicted, but the result is written: the forward still goes out (at-least-once; the
-            // next stage skips duplicates by version). Given up as lost, its hand-out would stay
-            // counted, and a new owner at the last attempt would dead-letter a message whose
-            // result exists, never notifying the next stage.
-            need_rebalance = true;
-        }
-    }
+    // Evicted (stale_epoch), but the result is written: the forward still goes out
+    // (at-least-once; the next stage skips duplicates by version). Given up as lost, its
+    // hand-out would stay counted, and a new owner at the last attempt would dead-letter a
+    // message whose result exists, never notifying the next stage.
+    if (Status st = keep_alive_if_due(mono_coarse_ns()); !st && st.code() != Errc::stale_epoch)
+        return std::move(st).error();
     char rv_buf[24], ts_buf[24], origin_buf[24];
     std::string_view origin = m.header(kHeaderOriginTime);
     if (origin.empty()) origin = decimal(origin_buf, put_ts ? *put_ts : parse_u64(m.header(kHeaderPutTime), 0));
@@ -1507,12 +1508,9 @@ Result<Outcome> WorkerLoop::Impl::wait_for_store_space(const Message& m, Result<
         FABRIC_PAUSE_POINT("worker.store_wait.sleeping");
         sleep_ns(std::min(pause, deadline - now));
         pause = std::min<uint64_t>(pause * 2, 100 * kNsPerMs);
-        if (mono_now_ns() - last_keep_alive_ns >= kKeepAliveEveryNs) {
-            if (Status st = keep_alive(); !st) {
-                if (st.code() != Errc::stale_epoch) return std::move(st).error();
-                need_rebalance = true;
-                return Outcome::lost;
-            }
+        if (Status st = keep_alive_if_due(mono_now_ns()); !st) {
+            if (st.code() != Errc::stale_epoch) return std::move(st).error();
+            return Outcome::lost;
         }
         if (!membership->owns(m.partition)) return Outcome::lost;
         // Commits what completed meanwhile: with delete_input that removes those inputs, which
@@ -2170,13 +2168,18 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config) {
     } else {
         impl->recorder_warning = "latency not recorded in the pool: " + rec.error().message;
     }
+    // The longest a send (a forward, a dead letter) or a wait for the group's lock may keep the
+    // member from heartbeating: a quarter of the session, at most 1 s and 2 s.
+    const Duration send_wait =
+        ns_duration(std::max<uint64_t>(1, std::min(kForwardWaitNs, config.session_timeout_ns / 4)));
+    const uint64_t lock_wait_ns = mq::group_lock_wait_for_session(config.session_timeout_ns);
     if (!config.next_topic.empty()) {
         FABRIC_TRY(ensure_topic(pool, config.next_topic, config.partitions_if_created));
         // A full next topic (its stage behind) is waited for inside complete(), where the
         // member does not heartbeat: well under the session timeout, then the message waits
         // (forward_waits) while the loop heartbeats. run()'s stop ends the wait at once.
         ProducerOptions po;
-        po.block_timeout = ns_duration(std::max<uint64_t>(1, std::min(kForwardWaitNs, config.session_timeout_ns / 4)));
+        po.block_timeout = send_wait;
         Impl* im = impl.get();
         // A probe (send_unkeyed) ends the wait at once: "still full", nothing sent.
         po.should_stop = [im] { return im->probing_next || (im->stop_check && (*im->stop_check)()); };
@@ -2202,8 +2205,7 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config) {
     }
     ConsumerOptions co;
     co.group.ttl = ns_duration(std::max<uint64_t>(60 * kNsPerSec, 2 * config.session_timeout_ns));
-    // The member does not heartbeat while a commit waits for the group's lock (a paused holder).
-    co.lock_wait = ns_duration(mq::group_lock_wait_for_session(config.session_timeout_ns));
+    co.lock_wait = ns_duration(lock_wait_ns);
     auto c = Consumer::open(pool, config.topic, config.group, co);
     if (!c) return std::move(c).error();
     impl->consumer.emplace(std::move(c.value()));
@@ -2216,7 +2218,7 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config) {
     dp.initial_backoff = ns_duration(config.backoff_initial_ns);
     dp.max_backoff = ns_duration(config.backoff_max_ns);
     dp.dlq_topic = config.dlq_topic;
-    dp.send_wait = ns_duration(std::max<uint64_t>(1, std::min(kForwardWaitNs, config.session_timeout_ns / 4)));
+    dp.send_wait = send_wait;
     dp.lock_wait = co.lock_wait;
     auto router = DlqRouter::open(pool, config.topic, config.group, dp);
     if (!router) return std::move(router).error();
@@ -2236,28 +2238,26 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config) {
     constexpr int kJoinPasses = 16;
     constexpr uint64_t kOpenLockWaitNs = 10 * kNsPerSec;
     const uint64_t lock_deadline = mono_now_ns() + kOpenLockWaitNs;
-    Status joined = impl->membership->join();
-    for (int evicted_passes = 1; !joined;) {
-        if (joined.code() == Errc::busy && mono_now_ns() < lock_deadline) {
+    auto while_lock_held = [&](const std::function<Status()>& step) -> Status {
+        Status st = step();
+        while (!st && st.code() == Errc::busy && mono_now_ns() < lock_deadline) {
             FABRIC_TRY(impl->keep_alive());
             sleep_ns(kBusyRetryNs);
-        } else if (joined.code() != Errc::stale_epoch || evicted_passes++ >= kJoinPasses) break;
-        joined = impl->membership->join();
-    }
+            st = step();
+        }
+        return st;
+    };
+    auto join = [&] { return impl->membership->join(); };
+    Status joined = while_lock_held(join);
+    for (int pass = 1; !joined && joined.code() == Errc::stale_epoch && pass < kJoinPasses; ++pass)
+        joined = while_lock_held(join);
     FABRIC_TRY(std::move(joined));
     // After joining (our row is LIVE): record the bucket, refuse one another group writes.
-    // The same retries while the lock is held, heartbeating between them (we are a member).
-    Status bucket = Status(make_error(Errc::busy, "not tried"));
-    for (;;) {
-        bucket = mq::claim_result_bucket(pool, config.topic, config.group, impl->cfg.member_id, config.result_bucket,
-                                         config.shared_results, mq::group_lock_wait_for_session(config.session_timeout_ns));
-        if (bucket || bucket.code() != Errc::busy || mono_now_ns() >= lock_deadline) break;
-        if (Status alive = impl->keep_alive(); !alive) {
-            bucket = std::move(alive);
-            break;
-        }
-        sleep_ns(kBusyRetryNs);
-    }
+    // The same retries while the lock is held (we are a member now: keep_alive heartbeats it).
+    Status bucket = while_lock_held([&] {
+        return mq::claim_result_bucket(pool, config.topic, config.group, impl->cfg.member_id, config.result_bucket,
+                                       config.shared_results, lock_wait_ns);
+    });
     if (!bucket) {
         impl->leave();
         return std::move(bucket).error();
