@@ -109,6 +109,9 @@ struct ConsumerGroup::Impl {
     std::array<Probe, kMaxMembers> probes{};
 
     GroupSlot& slot() const { return t->groups[gref.index]; }
+    /// A member's wait for the group's lock: bounded by its session, since it does not
+    /// heartbeat while it waits.
+    uint64_t lock_wait_ns() const { return group_lock_wait_for_session(to_ns(config.session_timeout)); }
     // era < kMaxFenceEra (checked at open) and epoch <= kMaxOwnerEpoch (draw_epoch): below 2^62.
     uint64_t token(uint64_t epoch) const { return era + epoch; }
     static_assert(kMaxOwnerEpoch < (uint64_t(1) << 32), "era + epoch must stay below 2^62 (kMaxFenceEra)");
@@ -276,11 +279,7 @@ Result<Claim> ConsumerGroup::join(std::string_view member_id) {
     } end_evicted{im, evicted};
     {
         FABRIC_PAUSE_POINT("group.join.before_lock");
-        // A member's wait (a rejoin after an eviction, or a process's next member) is bounded by
-        // its session: it does not heartbeat while it waits.
-        auto lk = detail::owner_lock_acquire(g.lock, *im.pool, me,
-                                             group_lock_wait_for_session(to_ns(im.config.session_timeout)),
-                                             "group membership lock");
+        auto lk = detail::owner_lock_acquire(g.lock, *im.pool, me, im.lock_wait_ns(), "group membership lock");
         if (!lk) return std::move(lk).error();
         // A stolen lock needs no repair: a joiner writes a FREE row's fields and publishes
         // them with one CAS; a crash before it leaves the row FREE (fields ignored).
@@ -463,8 +462,7 @@ Result<Claim> ConsumerGroup::Impl::claim(LocalMember& m, const std::function<voi
             break;
         }
     FABRIC_PAUSE_POINT("group.claim.before_fence");
-    auto fenced = raise_fences(*pool, g, gref.word, c.partitions, token(m.epoch),
-                               group_lock_wait_for_session(to_ns(config.session_timeout)));
+    auto fenced = raise_fences(*pool, g, gref.word, c.partitions, token(m.epoch), lock_wait_ns());
     if (!fenced) return std::move(fenced).error();
     c.epoch = token(m.epoch);
     c.era = era;
