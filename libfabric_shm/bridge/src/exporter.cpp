@@ -99,6 +99,7 @@ struct Exporter::Impl {
         if (error_log.should_log(text, mono_now_ns())) note("error: " + text);
     }
     Status open_local();
+    Status join_local_group();
     Status recover_local(const Error& why);
     Status keep_alive();
     void update_status(uint64_t now);
@@ -138,6 +139,18 @@ void Exporter::Impl::on_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae
 
 Status Exporter::Impl::open_local() {
     FABRIC_TRY(local->open());
+    FABRIC_TRY(join_local_group());
+    left = false;
+    local->status().stream_config(nats && stream_ready ? nats->stream_replicas() : 0, nats && nats->stream_memory());
+    local->status().set(StatusGauge::stream_ready, stream_ready ? 1 : 0);
+    return {};
+}
+
+// The topic (created when missing) and this exporter's member of the group, on the open pool.
+// A join refused as busy (a paused process holds the group's lock past this member's wait, a
+// quarter of its session) holds nothing (GroupConsumer::open left): tried again for up to
+// 10 s, heartbeating, so that another member's short pause does not end the exporter.
+Status Exporter::Impl::join_local_group() {
     TopicConfig tc;
     tc.num_partitions = cfg.local.partitions_if_created;
     FABRIC_TRY(local->ensure_topic(cfg.topic, tc));
@@ -146,9 +159,6 @@ Status Exporter::Impl::open_local() {
     go.group.registration.ttl = ns_duration(std::max<uint64_t>(60 * kNsPerSec, 2 * cfg.session_timeout_ns));
     go.consumer.group.ttl = go.group.registration.ttl;
     go.consumer.wait = WaitMode::park;
-    // A join refused as busy (a paused process holds the group's lock past this member's wait,
-    // a quarter of its session) holds nothing (GroupConsumer::open left): tried again for up
-    // to 10 s, so that another member's short pause does not end the exporter at its start.
     const uint64_t busy_deadline = mono_now_ns() + 10 * kNsPerSec;
     auto g = GroupConsumer::open(local->pool(), cfg.topic, cfg.group, member, go);
     while (!g && g.code() == Errc::busy && mono_now_ns() < busy_deadline && !(stop && stop())) {
@@ -159,9 +169,6 @@ Status Exporter::Impl::open_local() {
     }
     if (!g) return std::move(g).error();
     gc.emplace(std::move(g.value()));
-    left = false;
-    local->status().stream_config(nats && stream_ready ? nats->stream_replicas() : 0, nats && nats->stream_memory());
-    local->status().set(StatusGauge::stream_ready, stream_ready ? 1 : 0);
     return {};
 }
 
@@ -175,19 +182,7 @@ Status Exporter::Impl::recover_local(const Error& why) {
     for (uint64_t backoff = 100 * kNsPerMs;; backoff = std::min<uint64_t>(backoff * 2, 5 * kNsPerSec)) {
         local->close();
         Status st = local->reopen();
-        if (st) st = [&]() -> Status {
-            TopicConfig tc;
-            tc.num_partitions = cfg.local.partitions_if_created;
-            FABRIC_TRY(local->ensure_topic(cfg.topic, tc));
-            GroupConsumerOptions go;
-            go.group.session_timeout = ns_duration(cfg.session_timeout_ns);
-            go.group.registration.ttl = ns_duration(std::max<uint64_t>(60 * kNsPerSec, 2 * cfg.session_timeout_ns));
-            go.consumer.group.ttl = go.group.registration.ttl;
-            auto g = GroupConsumer::open(local->pool(), cfg.topic, cfg.group, member, go);
-            if (!g) return std::move(g).error();
-            gc.emplace(std::move(g.value()));
-            return {};
-        }();
+        if (st) st = join_local_group();
         if (st) break;
         if (!pool_lost(st.code()) && st.code() != Errc::already_exists && st.code() != Errc::busy) return st;
         gc.reset();
