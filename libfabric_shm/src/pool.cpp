@@ -159,14 +159,14 @@ unsigned long overflow_id(const char* path) {
 
 Status may_unlink_name(const std::string& name, const std::string& path, int fd) {
     const size_t slash = path.rfind('/');
-    const std::string dir = slash == 0 ? "/" : path.substr(0, slash == std::string::npos ? 0 : slash);
+    const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
     const uid_t me = uid_t(setfsuid(uid_t(-1)));  // an invalid id changes nothing and returns the current one
     const std::string what = "pool '" + name + "' cannot be removed by this process (uid " + std::to_string(me) +
                              "); nothing was changed: ";
-    if (::faccessat(AT_FDCWD, dir.empty() ? "." : dir.c_str(), W_OK | X_OK, AT_EACCESS) != 0)
+    if (::faccessat(AT_FDCWD, dir.c_str(), W_OK | X_OK, AT_EACCESS) != 0)
         return errno_error(errno, what + "no write access to its directory " + dir);
     struct stat in_dir {}, file {};
-    if (::stat(dir.empty() ? "." : dir.c_str(), &in_dir) != 0) return errno_error(errno, "stat " + dir);
+    if (::stat(dir.c_str(), &in_dir) != 0) return errno_error(errno, "stat " + dir);
     if (fstat(fd, &file) != 0) return errno_error(errno, "stat " + path);
     if (!(in_dir.st_mode & S_ISVTX)) return {};
     // The kernel compares the ids it holds, not the ones stat shows: in a user namespace an
