@@ -1497,22 +1497,43 @@ TEST_CASE("group consumer: an open whose first claim's fence is refused as busy 
     CHECK(d->members.size() == (again.ok() ? 1u : 0u));
 }
 
+namespace {
+/// Member "c" of group "g" on a new topic `topic` of one partition, with `session`.
+GroupConsumer consumer_on_new_topic(TestPool& tp, const std::string& topic, Duration session) {
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create(topic, config(1, 64)).ok());
+    REQUIRE(mgr.register_group(topic, "g").ok());
+    GroupConsumerOptions o;
+    o.group.session_timeout = session;
+    auto gc = GroupConsumer::open(tp.pool, topic, "g", "c", o);
+    REQUIRE_MESSAGE(gc.ok(), (gc.ok() ? std::string() : gc.error().message));
+    return std::move(gc.value());
+}
+
+/// The handle's member polls (its claim joins or raises its fence), owns the partition, and
+/// leave() ends it: no member row is left.
+void check_owns_then_leaves(GroupConsumer& gc, const Pool& pool, const std::string& topic) {
+    MessageBatch batch;
+    auto polled = gc.poll(batch, 1, Duration::zero());
+    REQUIRE_MESSAGE(polled.ok(), (polled.ok() ? std::string() : polled.error().message));
+    CHECK(gc.partitions() == std::vector<uint32_t>{0});
+    REQUIRE(gc.leave().ok());
+    auto d = describe_consumer_group(pool, topic, "g");
+    REQUIRE(d.ok());
+    CHECK_MESSAGE(d->members.empty(), "the member outlived leave()");
+}
+}  // namespace
+
 TEST_CASE("group consumer: a rejoin whose first claim's fence is refused as busy keeps its member: it heartbeats, "
           "its next poll owns the partition, and leave ends it") {
     TestPool tp("stall-gcrejoin", 32ull << 20);
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("gr", config(1, 64)).ok());
-    REQUIRE(mgr.register_group("gr", "g").ok());
-    GroupConsumerOptions o;
-    o.group.session_timeout = std::chrono::milliseconds(2000);  // a lock wait of 500 ms
-    auto gc = GroupConsumer::open(tp.pool, "gr", "g", "c", o);
-    REQUIRE(gc.ok());
-    REQUIRE(gc->leave().ok());
+    GroupConsumer gc = consumer_on_new_topic(tp, "gr", std::chrono::milliseconds(2000));  // lock wait 500 ms
+    REQUIRE(gc.leave().ok());
     g_hook_pool = &tp.pool;
     g_hook_topic = "gr";
     g_hook_holder = 0;
     detail::set_pause_hook(stop_holder_before_fence);
-    const Status rejoined = gc->rejoin();
+    const Status rejoined = gc.rejoin();
     detail::set_pause_hook(nullptr);
     REQUIRE(g_hook_holder != 0);
     ::kill(g_hook_holder, SIGCONT);
@@ -1520,73 +1541,44 @@ TEST_CASE("group consumer: a rejoin whose first claim's fence is refused as busy
     REQUIRE_FALSE(rejoined.ok());
     CHECK(rejoined.code() == Errc::busy);
     // Still this handle's member (as an exporter that rejoins after an eviction relies on).
-    const Status beat = gc->heartbeat();
+    const Status beat = gc.heartbeat();
     CHECK_MESSAGE(beat.ok(), (beat.ok() ? std::string() : beat.error().message));
-    MessageBatch batch;
-    auto polled = gc->poll(batch, 1, Duration::zero());  // its claim raises the fence now
-    CHECK_MESSAGE(polled.ok(), (polled.ok() ? std::string() : polled.error().message));
-    CHECK(gc->partitions() == std::vector<uint32_t>{0});
-    REQUIRE(gc->leave().ok());
-    auto d = describe_consumer_group(tp.pool, "gr", "g");
-    REQUIRE(d.ok());
-    CHECK(d->members.empty());  // leave() ended the member the failed rejoin kept
+    // Its claim raises the fence now; leave() ends the member the failed rejoin kept.
+    check_owns_then_leaves(gc, tp.pool, "gr");
 }
 
 TEST_CASE("group consumer: evicted inside its own rejoin, it rejoins afresh next time, owns the partition, and leave "
           "ends it") {
     TestPool tp("stall-gcevict", 32ull << 20);
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("ge", config(1, 64)).ok());
-    REQUIRE(mgr.register_group("ge", "g").ok());
-    auto gc = GroupConsumer::open(tp.pool, "ge", "g", "c");
-    REQUIRE(gc.ok());
+    GroupConsumer gc = consumer_on_new_topic(tp, "ge", std::chrono::seconds(10));
     g_evicting_slot = live_group_slot(tp.pool, "ge");
     REQUIRE(g_evicting_slot != nullptr);
     REQUIRE(evict_live_row(*g_evicting_slot));  // evicted while working
     g_joins_to_evict.store(1);                   // and once more inside the rejoin
     detail::set_pause_hook(&evict_the_joiner);
-    const Status interrupted = gc->rejoin();
+    const Status interrupted = gc.rejoin();
     detail::set_pause_hook(nullptr);
     g_evicting_slot = nullptr;
     CHECK(g_joins_to_evict.load() == 0);
     REQUIRE_FALSE(interrupted.ok());
     CHECK(interrupted.code() == Errc::stale_epoch);
-    const Status again = gc->rejoin();  // not "already joined through this handle"
+    const Status again = gc.rejoin();  // not "already joined through this handle"
     CHECK_MESSAGE(again.ok(), (again.ok() ? std::string() : again.error().message));
-    MessageBatch batch;
-    REQUIRE(gc->poll(batch, 1, Duration::zero()).ok());
-    CHECK(gc->partitions() == std::vector<uint32_t>{0});
-    REQUIRE(gc->leave().ok());
-    auto d = describe_consumer_group(tp.pool, "ge", "g");
-    REQUIRE(d.ok());
-    CHECK(d->members.empty());
+    check_owns_then_leaves(gc, tp.pool, "ge");
 }
 
 TEST_CASE("group consumer: a rejoin refused as busy before it took a row: the next poll joins, and leave ends that "
           "member") {
     TestPool tp("stall-gcbusyrow", 32ull << 20);
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("gb", config(1, 64)).ok());
-    REQUIRE(mgr.register_group("gb", "g").ok());
-    GroupConsumerOptions o;
-    o.group.session_timeout = std::chrono::milliseconds(400);  // a lock wait of 100 ms
-    auto gc = GroupConsumer::open(tp.pool, "gb", "g", "c", o);
-    REQUIRE(gc.ok());
+    GroupConsumer gc = consumer_on_new_topic(tp, "gb", std::chrono::milliseconds(400));  // lock wait 100 ms
     mq::GroupSlot* slot = live_group_slot(tp.pool, "gb");
     REQUIRE(slot != nullptr);
     const PausedProcess holder(tp.name());
     slot->lock.store(holder.token);  // a live process, paused as far as anyone can tell
-    const Status refused = gc->rejoin();
+    const Status refused = gc.rejoin();
     CHECK(refused.code() == Errc::busy);
     slot->lock.store(0);  // it "resumes" and releases
-    MessageBatch batch;
-    auto polled = gc->poll(batch, 1, Duration::zero());  // its claim joins quietly
-    REQUIRE_MESSAGE(polled.ok(), (polled.ok() ? std::string() : polled.error().message));
-    CHECK(gc->partitions() == std::vector<uint32_t>{0});
-    REQUIRE(gc->leave().ok());
-    auto d = describe_consumer_group(tp.pool, "gb", "g");
-    REQUIRE(d.ok());
-    CHECK_MESSAGE(d->members.empty(), "the member the poll joined outlived leave()");
+    check_owns_then_leaves(gc, tp.pool, "gb");  // the poll's claim joins quietly; leave() ends that member
 }
 
 TEST_CASE("group lock: a commit whose own group lock is free does not wait for another thread's wait on another group's "
