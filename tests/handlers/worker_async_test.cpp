@@ -53,6 +53,13 @@ struct Fixture {
         REQUIRE(p.ok());
         producer.emplace(std::move(p.value()));
     }
+    /// The next stage's topic "next" (`partitions` of `capacity` slots), read by group
+    /// "stage2": a stage behind, which commits nothing until a test makes it.
+    void make_next_topic(uint32_t partitions, uint32_t capacity) {
+        TopicManager mgr(tp.pool);
+        REQUIRE(mgr.create("next", config(partitions, capacity)).ok());
+        REQUIRE(mgr.register_group("next", "stage2").ok());
+    }
     FabricUri in(const std::string& key) const { return FabricUri::make(tp.pool.name(), "in", key).value(); }
     FabricUri result(const std::string& key) const {
         return FabricUri::make(tp.pool.name(), "results", "in/" + key).value();
@@ -296,9 +303,7 @@ uint64_t pool_attempts(Fixture& f, uint32_t partition, uint64_t offset) {
 // forwards) and ended too.
 TEST_CASE("async worker: a full next topic delays the forward, within the session and uncounted; room made, it goes on") {
     Fixture f("async-forward-full");
-    TopicManager mgr(f.tp.pool);
-    REQUIRE(mgr.create("next", config(1, 2)).ok());
-    REQUIRE(mgr.register_group("next", "stage2").ok());  // the next stage: behind, it commits nothing
+    f.make_next_topic(1, 2);  // the next stage: behind, it commits nothing
     for (int i = 0; i < 4; ++i) f.upload("k" + std::to_string(i), "data " + std::to_string(i));
     WorkerConfig c = f.cfg("a", 1);
     c.next_topic = "next";
@@ -355,9 +360,7 @@ TEST_CASE("async worker: a full next topic delays the forward, within the sessio
 TEST_CASE("async worker: an unversioned notification whose input expired while its forward waited is forwarded, "
           "not dead-lettered") {
     Fixture f("fwd-expired");
-    TopicManager mgr(f.tp.pool);
-    REQUIRE(mgr.create("next", config(1, 2)).ok());
-    REQUIRE(mgr.register_group("next", "stage2").ok());
+    f.make_next_topic(1, 2);
     {
         auto np = Producer::open(f.tp.pool, "next");
         REQUIRE(np.ok());
@@ -421,9 +424,7 @@ TEST_CASE("async worker: an unversioned notification whose input expired while i
 // waits and evicted.
 TEST_CASE("async worker: forwards that each wait for a slow next stage still heartbeat the member within its session timeout") {
     Fixture f("fwd-drip", 2);
-    TopicManager mgr(f.tp.pool);
-    REQUIRE(mgr.create("next", config(1, 2)).ok());
-    REQUIRE(mgr.register_group("next", "stage2").ok());
+    f.make_next_topic(1, 2);
     for (int i = 0; i < 16; ++i) f.upload("k" + std::to_string(i), "data", nullptr, uint32_t(i % 2));
     WorkerConfig c = f.cfg("a", 16);
     c.next_topic = "next";
@@ -469,9 +470,7 @@ namespace {
 /// A next topic "next" of 2 partitions of 8 slots, read by group "stage2" (a stage behind: it
 /// commits nothing), whose partition 0 is full.
 void next_topic_with_partition0_full(Fixture& f) {
-    TopicManager mgr(f.tp.pool);
-    REQUIRE(mgr.create("next", config(2, 8)).ok());
-    REQUIRE(mgr.register_group("next", "stage2").ok());
+    f.make_next_topic(2, 8);
     auto np = Producer::open(f.tp.pool, "next");
     REQUIRE(np.ok());
     for (int i = 0; i < 8; ++i) REQUIRE(np->send_to(0, OutgoingMessage{bytes("x"), {}, {}}).ok());
@@ -2029,7 +2028,7 @@ TEST_CASE("worker: a notification too large for the next topic's slot is dead-le
     REQUIRE(loop->close().ok());
 }
 
-// Review (fwd): a member evicted while its handler ran, whose partition's new owner has not
+// A member evicted while its handler ran, whose partition's new owner has not
 // taken it yet (the evicter's target gives it to a third member), still writes its result (its
 // owner word is there, no fence above it). The forward's keep_alive then learns of the
 // eviction and gives the message up as lost: not forwarded, its hand-out left counted. With
@@ -2038,9 +2037,7 @@ TEST_CASE("worker: a notification too large for the next topic's slot is dead-le
 // forward went out and the ack cleared the count (the new owner skipped it and forwarded).
 TEST_CASE("async worker: an evicted member that wrote its result still forwards it; the new owner does not dead-letter it") {
     Fixture f("fwd-evicted-put", 2);
-    TopicManager mgr(f.tp.pool);
-    REQUIRE(mgr.create("next", config(1, 8)).ok());
-    REQUIRE(mgr.register_group("next", "stage2").ok());
+    f.make_next_topic(1, 8);
     WorkerConfig ca = f.cfg("a", 1), cb = f.cfg("b", 1);
     for (WorkerConfig* c : {&ca, &cb}) {
         c->max_attempts = 1;
@@ -2082,7 +2079,7 @@ TEST_CASE("async worker: an evicted member that wrote its result still forwards 
     REQUIRE(other.service().ok());  // evicts own (again: done already); partition 0 is c's target, not yet claimed
     REQUIRE(own.complete(std::move(running[0]), upper(running[0])).ok());
     CHECK(f.result_text("k0") == "DATA");
-    auto d = mgr.describe("next");
+    auto d = TopicManager(f.tp.pool).describe("next");
     REQUIRE(d.ok());
     MESSAGE("forwarded by the evicted member: ", d->partitions[0].next, "; its hand-out still counted: ",
             pool_attempts(f, 0, 0));
@@ -2090,7 +2087,7 @@ TEST_CASE("async worker: an evicted member that wrote its result still forwards 
     service_until(other, [&] { return other.stats().partitions.size() == 2; });
     (void)acquire_n(other, 1);
     CHECK(other.stats().dead_lettered == 0);
-    d = mgr.describe("next");
+    d = TopicManager(f.tp.pool).describe("next");
     REQUIRE(d.ok());
     CHECK(d->partitions[0].next >= 1);  // the next stage was notified
 }

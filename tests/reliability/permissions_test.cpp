@@ -213,12 +213,27 @@ bool shm_dir_is_sticky() {
     return ::stat(path.substr(0, path.rfind('/')).c_str(), &st) == 0 && (st.st_mode & S_ISVTX);
 }
 
+/// Whether this run can test another uid's removal of a pool (root, to drop to uid 65534, and
+/// a sticky pool directory); says why not.
+bool can_test_foreign_unlink() {
+    if (getuid() == 0 && shm_dir_is_sticky()) return true;
+    MESSAGE("skipped: needs root (to drop to uid 65534) and a sticky pool directory");
+    return false;
+}
+
+/// A refused removal marked nothing: the pool stays live and its holder creates a region.
+void check_pool_goes_on(Pool& pool) {
+    CHECK(pool.lifecycle() == "live");
+    RegionSpec spec;
+    spec.name = "after-refusal";
+    spec.length = 4096;
+    auto region = pool.create_region(spec);
+    CHECK_MESSAGE(region, region.error().message);
+}
+
 TEST_CASE("permissions: a uid that may not unlink a shared pool's name is refused before the pool is marked, and "
           "its holders go on") {
-    if (getuid() != 0 || !shm_dir_is_sticky()) {
-        MESSAGE("skipped: needs root (to drop to uid 65534) and a sticky pool directory");
-        return;
-    }
+    if (!can_test_foreign_unlink()) return;
     const std::string name = test::unique_pool_name("permrm");
     test::PoolCleanup cleanup(name);
     Pool pool = make_pool(name, 0666);
@@ -241,22 +256,14 @@ TEST_CASE("permissions: a uid that may not unlink a shared pool's name is refuse
     const int rc = test::wait_child(child);
     CHECK_MESSAGE(rc == 0, "child: " << std::string(child_reason(rc)) << " (exit " << rc << ")");
     // Not marked: the holder goes on, and the name still opens the same pool.
-    CHECK(pool.lifecycle() == "live");
-    RegionSpec spec;
-    spec.name = "after-refusal";
-    spec.length = 4096;
-    auto region = pool.create_region(spec);
-    CHECK_MESSAGE(region, region.error().message);
+    check_pool_goes_on(pool);
     auto again = Pool::open(name);
     REQUIRE_MESSAGE(again, again.error().message);
     CHECK(again->settings().incarnation == pool.settings().incarnation);
 }
 
 TEST_CASE("permissions: a reaper that may not unlink an expired shared pool's name leaves it live for one that may") {
-    if (getuid() != 0 || !shm_dir_is_sticky()) {
-        MESSAGE("skipped: needs root (to drop to uid 65534) and a sticky pool directory");
-        return;
-    }
+    if (!can_test_foreign_unlink()) return;
     const std::string name = test::unique_pool_name("permreap");
     test::PoolCleanup cleanup(name);
     {
@@ -338,10 +345,7 @@ bool enter_userns_mapping_only_nobody() {
 
 TEST_CASE("permissions: in a user namespace where the pool's owner is unmapped (it stats as the overflow uid), a "
           "uid that may not unlink the name is still refused before the pool is marked") {
-    if (getuid() != 0 || !shm_dir_is_sticky()) {
-        MESSAGE("skipped: needs root (to drop to uid 65534) and a sticky pool directory");
-        return;
-    }
+    if (!can_test_foreign_unlink()) return;
     const std::string name = test::unique_pool_name("permns");
     test::PoolCleanup cleanup(name);
     Pool pool = make_pool(name, 0666);  // owned by uid 0: unmapped in the child's namespace
@@ -362,12 +366,7 @@ TEST_CASE("permissions: in a user namespace where the pool's owner is unmapped (
         return;
     }
     CHECK_MESSAGE(rc == 0, "child: " << std::string(child_reason(rc)) << " (exit " << rc << ")");
-    CHECK(pool.lifecycle() == "live");  // "gone" while the name stays, had the check trusted the overflow uid
-    RegionSpec spec;
-    spec.name = "after-refusal";
-    spec.length = 4096;
-    auto region = pool.create_region(spec);
-    CHECK_MESSAGE(region, region.error().message);
+    check_pool_goes_on(pool);  // "gone" while the name stays, had the check trusted the overflow uid
 }
 
 TEST_CASE("names: '/', '..', NUL, control characters and over-long names are refused before any syscall") {
