@@ -471,7 +471,16 @@ struct WorkerLoop::Impl {
     }
     Status register_topic_leases(const std::string& topic);
     Status keep_alive();
-    Status keep_alive_if_due(uint64_t now);
+    /// keep_alive() once kKeepAliveEveryNs has passed since the last (`now`: a recent reading
+    /// of either monotonic clock; the coarse one suffices). Evicted (stale_epoch: silent past
+    /// the session timeout, our partitions moved) sets need_rebalance, and the error is
+    /// returned for the caller to say what else it means: most go on, and the rebalance joins
+    /// again. Inline: the check runs per acquire pass and per forward.
+    Status keep_alive_if_due(uint64_t now) {
+        if (elapsed(now, last_keep_alive_ns) < kKeepAliveEveryNs) [[likely]] return {};
+        return keep_alive_noting_eviction();
+    }
+    Status keep_alive_noting_eviction();
     Status apply_assignment();
     void refund_dropped(uint32_t p, std::string_view why);
     Status sync_active();
@@ -570,12 +579,8 @@ Status WorkerLoop::Impl::keep_alive() {
     return membership->heartbeat(now);
 }
 
-// keep_alive() once kKeepAliveEveryNs has passed since the last (`now`: a recent reading of
-// either monotonic clock; the coarse one suffices). Evicted (stale_epoch: silent past the
-// session timeout, our partitions moved) sets need_rebalance, and the error is returned for the
-// caller to say what else it means: most go on, and the rebalance joins again.
-Status WorkerLoop::Impl::keep_alive_if_due(uint64_t now) {
-    if (elapsed(now, last_keep_alive_ns) < kKeepAliveEveryNs) return {};
+// keep_alive_if_due's call, once due.
+Status WorkerLoop::Impl::keep_alive_noting_eviction() {
     Status st = keep_alive();
     if (!st && st.code() == Errc::stale_epoch) need_rebalance = true;
     return st;
