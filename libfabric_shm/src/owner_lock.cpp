@@ -49,6 +49,12 @@ Result<LockAcquired> owner_lock_acquire(std::atomic<uint64_t>& word, const Pool&
         if (now >= next_probe || (timed_out && !probed)) {
             probed = true;
             next_probe = now + 2 * kNsPerMs;
+            // The waiter runs: its process heartbeats, or a registration that declared a
+            // heartbeat timeout shorter than the wait would be fenced by any reaper meanwhile.
+            // One that was fenced already (paused past its timeout) holds a dead token: a lock
+            // taken with it could be taken over at any moment, so the wait ends.
+            if (Status alive = pool.heartbeat(MonoClock::from_ns(now)); !alive && alive.code() == Errc::stale_generation)
+                return std::move(alive).error();
             // By pid only, never by heartbeat: the critical sections these locks guard end in
             // plain stores (commit offsets, fences, join rows, directory entries), which a
             // holder that was only paused would make after resuming, over the thief's work.

@@ -23,8 +23,10 @@ struct LockAcquired {
 /// thread. Spins briefly, then
 /// sleeps with backoff (50 us .. 2 ms); every ~2 ms it asks the registry whether the holder
 /// is certainly dead and, if so, takes the lock over by CAS (holder -> me), so a slow holder
-/// wrongly presumed dead finds its release failing rather than silently succeeding.
-/// Timeout -> Errc::busy naming the holder.
+/// wrongly presumed dead finds its release failing rather than silently succeeding. Each
+/// probe also heartbeats this process's registration (a waiter runs: a declared heartbeat
+/// timeout shorter than the wait must not fence it); a registration found fenced already ends
+/// the wait with Errc::stale_generation. Timeout -> Errc::busy naming the holder.
 Result<LockAcquired> owner_lock_acquire(std::atomic<uint64_t>& word, const Pool& pool, OwnerToken me,
                                         uint64_t timeout_ns, const char* what);
 /// Releases if still held by `me`; false if it was taken over (the caller was presumed dead).

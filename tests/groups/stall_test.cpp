@@ -1436,6 +1436,22 @@ TEST_CASE("worker: an open whose join finds the group lock held by a process pau
     if (loop.ok()) REQUIRE(loop->close().ok());
 }
 
+namespace {
+/// A process that reaps the pool every 50 ms for 2 s (fabric-shm-reaper, or an open with
+/// reap_on_open): it fences a registration whose declared heartbeat timeout ran out.
+pid_t reap_all_along(const std::string& pool_name) {
+    return test::fork_child([pool_name] {
+        auto p = Pool::open(pool_name);
+        if (!p) return 20;
+        for (int i = 0; i < 40; ++i) {
+            (void)p->reap();
+            sleep_ms(50);
+        }
+        return 0;
+    });
+}
+}  // namespace
+
 TEST_CASE("worker: an open that waits for a group lock a paused peer holds keeps heartbeating: a declared heartbeat "
           "timeout does not fence it") {
     TestPool tp("stall-openhb", 32ull << 20);
@@ -1446,17 +1462,7 @@ TEST_CASE("worker: an open that waits for a group lock a paused peer holds keeps
     auto worker_pool = Pool::open(tp.pool.name(), declared);
     REQUIRE(worker_pool.ok());
     const pid_t holder = stop_holding_group_lock(tp.pool, "oh");
-    // Another process reaps all along (fabric-shm-reaper, an open with reap_on_open).
-    const std::string pool_name = tp.pool.name();
-    const pid_t reaper = test::fork_child([pool_name] {
-        auto p = Pool::open(pool_name);
-        if (!p) return 20;
-        for (int i = 0; i < 40; ++i) {
-            (void)p->reap();
-            sleep_ms(50);
-        }
-        return 0;
-    });
+    const pid_t reaper = reap_all_along(tp.pool.name());
     std::thread resume([holder] {
         sleep_ms(1200);  // twice the heartbeat timeout
         ::kill(holder, SIGCONT);
@@ -1469,6 +1475,38 @@ TEST_CASE("worker: an open that waits for a group lock a paused peer holds keeps
     CHECK(test::wait_child(reaper) == 0);
     CHECK_MESSAGE(loop.ok(), (loop.ok() ? std::string() : loop.error().message));
     if (loop.ok()) REQUIRE(loop->close().ok());
+}
+
+TEST_CASE("group lock: a commit that waits for a lock a paused peer holds keeps its process's heartbeat: a declared "
+          "heartbeat timeout shorter than the wait does not fence it") {
+    TestPool tp("stall-lockhb", 32ull << 20);
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("lh", config(1, 64)).ok());
+    REQUIRE(mgr.register_group("lh", "g").ok());
+    // The committer's registration declares a heartbeat timeout (as in a container) well
+    // under its lock wait (2 s: no session bounds a plain consumer's).
+    OpenOptions declared;
+    declared.heartbeat_timeout = std::chrono::milliseconds(300);
+    auto committer_pool = Pool::open(tp.pool.name(), declared);
+    REQUIRE(committer_pool.ok());
+    auto c = Consumer::open(*committer_pool, "lh", "g");
+    REQUIRE(c.ok());
+    const pid_t holder = stop_holding_group_lock(tp.pool, "lh");
+    const pid_t reaper = reap_all_along(tp.pool.name());
+    std::thread resume([holder] {
+        sleep_ms(1000);  // three heartbeat timeouts
+        ::kill(holder, SIGCONT);
+    });
+    REQUIRE(committer_pool->heartbeat().ok());  // alive when its wait starts
+    const Status committed_st = c->commit(0, 0);
+    const Status alive = committer_pool->heartbeat();  // before this thread waits for the children
+    resume.join();
+    CHECK(test::wait_child(holder) == 0);
+    ::kill(reaper, SIGKILL);
+    test::wait_child(reaper);
+    CHECK_MESSAGE(committed_st.ok(), (committed_st.ok() ? std::string() : committed_st.error().message));
+    CHECK_MESSAGE(alive.ok(), "the committer was fenced while it waited: ",
+                  (alive.ok() ? std::string() : alive.error().message));
 }
 
 TEST_CASE("group consumer: an open whose first claim's fence is refused as busy leaves no live member behind") {

@@ -123,8 +123,8 @@ bool deregister_group(TopicHandle& t, int index, bool force, uint64_t now_ns);
 Status renew_group(TopicHandle& t, const GroupRef& ref, std::string_view group, uint64_t now_ns);
 /// The longest wait for a group's lock (commits, fences, dead-letter records, refunds, joins)
 /// held by another process, maybe paused; past it the step fails with busy and changes nothing.
-/// A group member passes less (a quarter of its session timeout): it does not heartbeat while
-/// it waits.
+/// A group member passes less (a quarter of its session timeout): the wait keeps the process's
+/// registration alive, but not the member's row in the group.
 constexpr uint64_t kGroupLockWaitNs = 2 * kNsPerSec;
 /// A member's wait: a quarter of its session timeout, at most kGroupLockWaitNs, at least 1 ms.
 constexpr uint64_t group_lock_wait_for_session(uint64_t session_timeout_ns) {
