@@ -521,3 +521,78 @@ TEST_CASE("group consumer: a poll that finds only a loss returns it, as a consum
     test::wait_child(stopped);
     CHECK(lost == 4);
 }
+
+namespace {
+/// The pool's offsets, whose next `fail_fetches` fetches fail (an offset store on a disk or
+/// a server that did not answer once).
+class FlakyOffsets final : public OffsetStore {
+public:
+    explicit FlakyOffsets(const Pool& pool) : pool_offsets_(pool) {}
+    Result<FetchedOffset> fetch(std::string_view topic, uint64_t incarnation, std::string_view group,
+                                uint32_t partition) override {
+        if (fail_fetches > 0) {
+            --fail_fetches;
+            return make_error(Errc::io_error, "offset store did not answer");
+        }
+        return pool_offsets_.fetch(topic, incarnation, group, partition);
+    }
+    Status commit(std::string_view topic, uint64_t incarnation, std::string_view group,
+                  std::span<const OffsetCommit> commits) override {
+        return pool_offsets_.commit(topic, incarnation, group, commits);
+    }
+    int fail_fetches = 0;
+
+private:
+    MemOffsetStore pool_offsets_;
+};
+}  // namespace
+
+TEST_CASE("group consumer: a partition gained while the offset store failed is read after the next poll") {
+    TestPool tp("grp-assignretry");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(2, 16)).ok());
+    FlakyOffsets offsets(tp.pool);
+    GroupConsumerOptions o;
+    o.group = fast();
+    o.consumer.offset_store = &offsets;
+    auto b = GroupConsumer::open(tp.pool, "t", "g", "b", o);
+    REQUIRE_MESSAGE(b.ok(), b.error().message);
+    auto a = GroupConsumer::open(tp.pool, "t", "g", "a", o);
+    REQUIRE_MESSAGE(a.ok(), a.error().message);
+    MessageBatch batch;
+    // b hands one partition over at its next claim; a takes it at its own.
+    const uint64_t split_start = mono_now_ns();
+    while ((a->partitions().size() != 1 || b->partitions().size() != 1) && mono_now_ns() - split_start < 2 * kNsPerSec) {
+        REQUIRE(b->poll(batch, 16, std::chrono::milliseconds(5)).ok());
+        REQUIRE(a->poll(batch, 16, std::chrono::milliseconds(5)).ok());
+    }
+    REQUIRE(a->partitions().size() == 1);
+    REQUIRE(b->leave().ok());
+    // a's next claim gains b's partition under a new epoch; the fetch of its start fails.
+    offsets.fail_fetches = 1;
+    Status gained = {};
+    const uint64_t gain_start = mono_now_ns();
+    while (gained.ok() && mono_now_ns() - gain_start < 2 * kNsPerSec) {
+        auto n = a->poll(batch, 16, std::chrono::milliseconds(5));
+        if (!n) gained = std::move(n).error();
+    }
+    REQUIRE_FALSE(gained.ok());
+    CHECK(gained.error().message.find("did not answer") != std::string::npos);
+    CHECK(a->partitions().size() == 2);
+    // One message on each partition: the member reads both.
+    auto producer = Producer::open(tp.pool, "t");
+    REQUIRE(producer.ok());
+    for (uint32_t p = 0; p < 2; ++p) {
+        OutgoingMessage m;
+        m.value = bytes("m");
+        REQUIRE(producer->send_to(p, m).ok());
+    }
+    std::set<uint32_t> read_from;
+    const uint64_t read_start = mono_now_ns();
+    while (read_from.size() < 2 && mono_now_ns() - read_start < 2 * kNsPerSec) {
+        auto n = a->poll(batch, 16, std::chrono::milliseconds(5));
+        REQUIRE_MESSAGE(n.ok(), n.error().message);
+        for (size_t i = 0; i < *n; ++i) read_from.insert(batch[i].partition);
+    }
+    CHECK(read_from == std::set<uint32_t>{0, 1});
+}

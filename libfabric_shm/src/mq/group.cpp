@@ -695,13 +695,26 @@ struct GroupConsumer::Impl {
     std::string id;
     Claim claim;
     uint64_t last_claim_ns = 0;
+    /// The consumer reads by `claim`. False after an assign that failed (the offset store's
+    /// fetch of a start): the group's next claim says "unchanged", so the next apply assigns
+    /// again rather than leave the partitions it gained unread while partitions() lists them.
+    bool assigned = true;
 
     Status apply(Result<Claim> c) {
         if (!c) return std::move(c).error();
         last_claim_ns = mono_now_ns();
         claim = std::move(*c);
-        if (!claim.changed) return {};
-        return consumer.assign(claim);  // partitions and the fence epoch together
+        if (!claim.changed && assigned) return {};
+        Status st = consumer.assign(claim);  // partitions and the fence epoch together
+        assigned = st.ok();
+        if (!assigned) {
+            // The failed assign kept the old partitions under the new epoch, a partition the
+            // claim moved to another member among them: read and commit none until the next
+            // poll's claim (at once) assigns again.
+            (void)consumer.assign(std::span<const uint32_t>{});
+            last_claim_ns = 0;
+        }
+        return st;
     }
 };
 
@@ -718,7 +731,7 @@ Result<GroupConsumer> GroupConsumer::open(const Pool& pool, std::string_view top
     co.group = options.group.registration;
     auto c = Consumer::open(pool, topic, group, co);
     if (!c) return std::move(c).error();
-    auto im = std::unique_ptr<Impl>(new Impl{std::move(*g), std::move(*c), std::string(member_id), {}, 0});
+    auto im = std::unique_ptr<Impl>(new Impl{std::move(*g), std::move(*c), std::string(member_id), {}, 0, true});
     if (Status applied = im->apply(im->group.join(member_id)); !applied) {
         // A join that took its row and then failed its first claim (busy: its fence waited
         // for a lock a paused process holds) must not leave the row live with the partitions
