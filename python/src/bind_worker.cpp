@@ -341,12 +341,19 @@ void bind_worker(py::module_& m) {
                  config.count = count;
                  config.exit_when_idle_ns = duration_ns_or(idle, "idle", 0);
                  SignalWatch watch;
+                 // A join refused as busy (a paused process holds the group's lock) is tried
+                 // for up to 10 s: Ctrl-C (KeyboardInterrupt) or stop() ('stopped') ends it,
+                 // nothing joined.
+                 auto stop_asked = [&] { return w.stop_requested.load() || w.closed.load(std::memory_order_relaxed); };
+                 config.open_should_stop = [&] { return stop_asked() || watch(); };
                  auto result = without_gil(w, [&]() -> Result<WorkerExit> {
                      w.stop_requested = false;  // a stop() ended the previous run, not this one
                      if (!w.loop) {
-                         FABRIC_TRY_ASSIGN(auto loop, WorkerLoop::open(w.pool, config,
-                                                                       [&w](const WorkItem& item) { return w.process(item); }));
-                         w.loop = std::make_unique<WorkerLoop>(std::move(loop));
+                         auto loop = WorkerLoop::open(w.pool, config,
+                                                      [&w](const WorkItem& item) { return w.process(item); });
+                         if (!loop && loop.code() == Errc::interrupted && stop_asked()) return WorkerExit::stopped;
+                         if (!loop) return std::move(loop).error();
+                         w.loop = std::make_unique<WorkerLoop>(std::move(loop.value()));
                          StoreConfig sc;
                          sc.name = w.config.store;
                          if (auto s = MemObjectStore::attach(w.pool, w.config.store)) w.store = std::move(s.value());
@@ -396,6 +403,8 @@ void bind_worker(py::module_& m) {
                  c.count = count;
                  c.exit_when_idle_ns = duration_ns_or(idle, "idle", 0);
                  w.stop_requested = false;  // a stop() ended the previous run, not this one
+                 // A join refused as busy is tried for up to 10 s; stop() or close() ends it.
+                 c.open_should_stop = [&w] { return w.stop_requested.load() || w.closed.load(std::memory_order_relaxed); };
                  Status st = without_gil(*l, [&]() -> Status {
                      FABRIC_TRY_ASSIGN(auto loop, WorkerLoop::open(l->pool, c));
                      l->loop = std::make_unique<WorkerLoop>(std::move(loop));

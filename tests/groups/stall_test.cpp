@@ -1477,6 +1477,66 @@ TEST_CASE("worker: an open that waits for a group lock a paused peer holds keeps
     if (loop.ok()) REQUIRE(loop->close().ok());
 }
 
+TEST_CASE("worker: an open that waits for a group lock a paused peer holds ends when asked to stop, joining nothing") {
+    TestPool tp("stall-openstop", 32ull << 20);
+    const auto store = topic_with_group_and_store(tp, "os");
+    const pid_t holder = stop_holding_group_lock(tp.pool, "os");
+    std::atomic<bool> stop{false};
+    std::thread ask([&stop] {
+        sleep_ms(100);
+        stop.store(true);
+    });
+    WorkerConfig cfg = worker_config("os", "w");
+    cfg.session_timeout_ns = 400'000'000;  // each try waits 100 ms for the lock; the tries 10 s in all
+    cfg.open_should_stop = [&stop] { return stop.load(); };
+    const uint64_t start = mono_now_ns();
+    auto loop = WorkerLoop::open(tp.pool, cfg);
+    const uint64_t took_ms = (mono_now_ns() - start) / kNsPerMs;
+    ask.join();
+    auto d = describe_consumer_group(tp.pool, "os", "g");
+    ::kill(holder, SIGCONT);
+    CHECK(test::wait_child(holder) == 0);
+    REQUIRE_FALSE(loop.ok());
+    CHECK(loop.code() == Errc::interrupted);
+    CHECK(loop.error().message.find("is held by live process") != std::string::npos);
+    CHECK_MESSAGE(took_ms < 1000, "open took ", took_ms, " ms after a stop asked at 100 ms");
+    REQUIRE(d.ok());
+    CHECK(d->members.empty());
+}
+
+TEST_CASE("fabric-shm-worker: SIGTERM while its join waits for a group lock a paused peer holds exits at once (130)") {
+    TestPool tp("stall-openterm", 32ull << 20);
+    const auto store = topic_with_group_and_store(tp, "ot");
+    const pid_t holder = stop_holding_group_lock(tp.pool, "ot");
+    const pid_t worker = test::spawn_program({test::build_path("workers/fabric-shm-worker"), "--pool", tp.pool.name(),
+                                              "--topic", "ot", "--group", "g", "--builtin", "copy",
+                                              "--session-timeout", "1s"},
+                                             "/dev/null");
+    REQUIRE(worker > 0);
+    // Registered: its signal handlers are installed (before it opens the pool).
+    auto registered = [&] {
+        for (const ProcessInfo& p : tp.pool.registry().list())
+            if (pid_t(p.pid) == worker) return true;
+        return false;
+    };
+    const uint64_t wait_start = mono_now_ns();
+    while (!registered() && mono_now_ns() - wait_start < 10 * kNsPerSec) sleep_ms(5);
+    REQUIRE(registered());
+    const uint64_t start = mono_now_ns();
+    ::kill(worker, SIGTERM);
+    const int rc = test::wait_child(worker);
+    const uint64_t took_ms = (mono_now_ns() - start) / kNsPerMs;
+    ::kill(holder, SIGCONT);
+    CHECK(test::wait_child(holder) == 0);
+    CHECK(rc == 130);
+    // One try's wait for the lock (a quarter of the session) and the worker's start, not the
+    // 10 s of tries.
+    CHECK_MESSAGE(took_ms < 3000, "the worker exited ", took_ms, " ms after SIGTERM");
+    auto d = describe_consumer_group(tp.pool, "ot", "g");
+    REQUIRE(d.ok());
+    CHECK(d->members.empty());
+}
+
 TEST_CASE("group lock: a commit that waits for a lock a paused peer holds keeps its process's heartbeat: a declared "
           "heartbeat timeout shorter than the wait does not fence it") {
     TestPool tp("stall-lockhb", 32ull << 20);

@@ -270,6 +270,67 @@ def test_ctrl_c_stops_a_running_worker_within_100_ms(pool):
     assert not any(m["alive"] for m in json.loads(out.stdout)["members"])
 
 
+def group_lock_held_by_a_stopped_process(pool):
+    """A child process that commits for group 'g' of topic 't' and stops holding the group's
+    lock (SIGSTOP at the pause point group.commit.locked): a join waits for it, then says busy."""
+    env = python_env()
+    env["FABRIC_SHM_PAUSE_POINT"] = "group.commit.locked"
+    script = (f"import fabric_shm as fs\nc = fs.Consumer(fs.Pool.open({pool.name!r}), 't', 'g')\n"
+              "c.assign([0])\nc.commit(0, 0)\n")
+    child = subprocess.Popen([sys.executable, "-c", script], env=env)
+    for _ in range(1000):  # bounded: 10 s
+        with open(f"/proc/{child.pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                return child
+        time.sleep(0.01)
+    child.kill()
+    raise AssertionError("the committer never stopped holding the group's lock")
+
+
+def resume_and_reap(child):
+    child.send_signal(signal.SIGCONT)
+    assert child.wait(timeout=10) == 0
+
+
+def test_ctrl_c_stops_a_worker_whose_join_waits_for_a_group_lock_a_paused_process_holds(pool):
+    # Its join is tried again for up to 10 s while the lock is held; Ctrl-C ends the tries.
+    pool.topics().create("t", fs.TopicConfig(num_partitions=1))
+    holder = group_lock_held_by_a_stopped_process(pool)
+    try:
+        delay = child_blocked_then_interrupted(pool.name, """
+            worker = fs.Worker(pool, topic="t", group="g", session_timeout=1)
+            worker.handler(lambda item: b"")
+            def block():
+                worker.run()
+        """)
+    finally:
+        resume_and_reap(holder)
+    assert delay < 1.0  # one try's wait for the lock (a quarter of the session), not the 10 s of tries
+
+
+def test_stop_from_another_thread_ends_a_join_that_waits_for_a_group_lock(pool):
+    import threading
+
+    pool.topics().create("t", fs.TopicConfig(num_partitions=1))
+    holder = group_lock_held_by_a_stopped_process(pool)
+    try:
+        worker = fs.Worker(pool, topic="t", group="g", session_timeout=1)
+        worker.handler(lambda item: b"")
+        stopper = threading.Timer(0.2, worker.stop)
+        stopper.start()
+        start = time.monotonic()
+        exit_reason = worker.run()
+        took = time.monotonic() - start
+        stopper.join()
+    finally:
+        resume_and_reap(holder)
+    assert exit_reason == "stopped"
+    assert took < 1.5
+    out = subprocess.run([str(CLI), "group", "describe", "g", "--topic", "t", "--pool", pool.name, "--json"],
+                         capture_output=True, text=True, check=True)
+    assert not any(m["alive"] for m in json.loads(out.stdout)["members"])
+
+
 def test_job_coordinator_skips_chunks_whose_output_exists_on_a_rerun(pool):
     store = pool.store()
     outputs = fs.ObjectOutputStore(store, job="j")

@@ -385,7 +385,15 @@ int main(int argc, char** argv) {
     if (auto store = cli::open_default_store(out, *pool, creation); !store) return cli::fail(out, store.error());
 
     const uint64_t start = mono_now_ns();
+    // A join that a paused process's hold on the group lock keeps refusing is tried for up to
+    // 10 s: an interrupt ends it (nothing joined, nothing to commit).
+    cfg.open_should_stop = [] { return g_stop != 0; };
     auto loop = WorkerLoop::open(*pool, cfg);  // run(processor) below, or the handlers' asynchronous form
+    if (!loop && loop.code() == Errc::interrupted && g_stop != 0) {
+        if (!r.count("quiet")) cli::stderr_line("fabric-shm-worker: interrupted before joining the group: " +
+                                                loop.error().message);
+        return cli::kExitInterrupted;
+    }
     if (!loop) return cli::fail(out, loop.error());
     const std::string prefix = "fabric-shm-worker[" + loop->member_id() + "]: ";
     g_first_idle.set(prefix + "interrupt: stopping after the current step (commit, leave the group); interrupt "

@@ -2246,6 +2246,10 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config) {
     auto while_lock_held = [&](const std::function<Status()>& step) -> Status {
         Status st = step();
         while (!st && st.code() == Errc::busy && mono_now_ns() < lock_deadline) {
+            if (config.open_should_stop && config.open_should_stop())
+                return make_error(Errc::interrupted, "WorkerLoop::open of group '" + config.group + "' on topic '" +
+                                                         config.topic + "': stopped while it waited (" +
+                                                         st.error().message + ")");
             FABRIC_TRY(impl->keep_alive());
             sleep_ns(kBusyRetryNs);
             st = step();
@@ -2271,6 +2275,7 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config) {
         impl->leave();
         return std::move(st).error();
     }
+    impl->cfg.open_should_stop = nullptr;  // open's alone: what it captured may not outlive the call
     return WorkerLoop(std::move(impl));
 }
 
