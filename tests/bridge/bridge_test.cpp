@@ -22,6 +22,7 @@
 #include "fabric_shm/clock.h"
 #include "fabric_shm/consumer_group.h"
 #include "fabric_shm/mem_object_store.h"
+#include "fabric_shm/topic.h"
 #include "fabric_shm/uri.h"
 #include "../support/test_support.h"
 
@@ -136,6 +137,34 @@ bool exited(pid_t pid) {
 
 #define REQUIRE_CLUSTER() REQUIRE_MESSAGE(cluster() != nullptr, "nats-server cluster: " << cluster_error())
 
+/// Member "intruder" of `group` on host h's `topic` claims until it owns every partition (a
+/// member silent for `session` is evicted by that claim and its partitions taken), then leaves.
+void evict_silent_members(const Host& h, const std::string& topic, const std::string& group, Duration session) {
+    h.with([&] {
+        auto pool = Pool::open(h.pool());
+        REQUIRE_MESSAGE(pool.ok(), pool.error().message);
+        auto described = TopicManager(*pool).describe(topic);
+        REQUIRE_MESSAGE(described.ok(), described.error().message);
+        const uint32_t partitions = uint32_t(described->partitions.size());
+        GroupConfig config;
+        config.session_timeout = session;
+        auto g = ConsumerGroup::open(*pool, topic, group, partitions, config);
+        REQUIRE_MESSAGE(g.ok(), g.error().message);
+        auto joined = g->join("intruder");
+        REQUIRE_MESSAGE(joined.ok(), joined.error().message);
+        size_t owned = joined->partitions.size();
+        const uint64_t start = mono_now_ns();
+        while (owned < partitions && mono_now_ns() - start < 10 * kNsPerSec) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+            auto c = g->claim("intruder");
+            REQUIRE_MESSAGE(c.ok(), c.error().message);
+            owned = c->partitions.size();
+        }
+        REQUIRE(owned == partitions);
+        REQUIRE(g->leave("intruder").ok());
+    });
+}
+
 }  // namespace
 
 TEST_CASE("bridge: producer on A, workers on B and C behind one durable, results back on A: N results, each once") {
@@ -220,6 +249,41 @@ TEST_CASE("bridge: an exporter SIGKILLed after the stream acked a round is resta
     CHECK(field(f["import-b"].out(), "messages") == uint64_t(n));
     CHECK(field(f["worker-b"].out(), "processed") == uint64_t(n));
     CHECK(field(f["worker-b"].out(), "skipped") == 0);
+}
+
+TEST_CASE("bridge: an exporter evicted while paused, and again while paused inside its own rejoin, joins again and "
+          "exports everything") {
+    REQUIRE_CLUSTER();
+    Host a("exprejoin", "a"), b("exprejoin", "b");
+    const std::string up = unique("UP"), durable = unique("d");
+    const int half = 40;
+    const auto session = std::chrono::milliseconds(500);
+    Fleet f;
+    INFO(f.logs());
+    f.start("import-b", b.cmd(import_args(up, durable, "jobs", "--id imp-b")));
+    f.start("worker-b", b.cmd(worker("--topic jobs --group w --id wb")));
+    produce(a, "--topic uploads-ev --synthetic " + std::to_string(half) + " --size 1K");
+    // Its second join (the rejoin after the first eviction) stops it once the row is published.
+    e2e::Proc& exporter = f.start("export-a", "env FABRIC_SHM_PAUSE_POINT=group.join.joined:2 " +
+                                                  a.cmd(export_args("uploads-ev", up, "--id exp-a --session-timeout 500ms")));
+    REQUIRE_MESSAGE(eventually([&] { return all_results(b, half); }, 40000), wrong_results(b, half));
+    // Paused past its session: another member's claims evict it.
+    REQUIRE(kill(exporter.pid(), SIGSTOP) == 0);
+    REQUIRE(test::wait_stopped(exporter.pid()));
+    evict_silent_members(a, "uploads-ev", "bridge", session);
+    test::resume(exporter.pid());
+    // It finds itself evicted and rejoins; the rejoin stops it with its new row published.
+    REQUIRE_MESSAGE(test::wait_stopped(exporter.pid()), "the exporter never reached its rejoin");
+    evict_silent_members(a, "uploads-ev", "bridge", session);
+    test::resume(exporter.pid());
+    // The rejoin's claim finds the row evicted again: the exporter joins at its next keep-alive
+    // or poll, and exports what comes next.
+    produce(a, "--topic uploads-ev --synthetic " + std::to_string(2 * half) + " --size 1K");
+    CHECK_MESSAGE(eventually([&] { return all_results(b, 2 * half); }, 40000), wrong_results(b, 2 * half));
+    CHECK_MESSAGE(!exited(exporter.pid()), "the exporter exited: ", exporter.out());
+    CHECK(f.stop("export-a") == 0);
+    CHECK(f.stop("worker-b") == 0);
+    CHECK(f.stop("import-b") == 0);
 }
 
 TEST_CASE("bridge: an importer SIGKILLed between put and ack: the redelivery finds the object, the workers skip") {
