@@ -307,7 +307,13 @@ Status Pool::heartbeat(MonoTime now) const {
     // Stored even after close(): the registration lives until the last object or pinned view
     // goes, and a view's pin is only as safe as the heartbeat that keeps its owner alive
     // (a heartbeat timeout is how other pid namespaces judge us).
-    slot->heartbeat_ns.store(now_ns, std::memory_order_relaxed);
+    // Forward only: threads heartbeat at once (lock waits, the renewal tick, members), and a
+    // thread descheduled between its clock read and its store must not put back an instant a
+    // reaper would judge stale. Relaxed: the word is a clock reading, read by reapers alone.
+    uint64_t seen = slot->heartbeat_ns.load(std::memory_order_relaxed);
+    while (int64_t(now_ns - seen) > 0 &&
+           !slot->heartbeat_ns.compare_exchange_weak(seen, now_ns, std::memory_order_relaxed)) {
+    }
     FABRIC_TRY(check_open());
     // Acquire: pairs with the reaper's acq_rel CAS to FENCED (or the retirement's release).
     const uint64_t w = slot->word.load(std::memory_order_acquire);

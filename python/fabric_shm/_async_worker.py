@@ -191,6 +191,8 @@ class _Driver:
     async def run(self, count, idle):
         self.aio = asyncio.get_running_loop()
         self.loop = loop = self.worker._open_async(count, idle)
+        if loop is None:  # stop(), close() or Ctrl-C while its join waited for the group's lock
+            return "stopped"
         workers, threads = [], []
         fd = None
         watching = False

@@ -403,17 +403,41 @@ void bind_worker(py::module_& m) {
                  c.count = count;
                  c.exit_when_idle_ns = duration_ns_or(idle, "idle", 0);
                  w.stop_requested = false;  // a stop() ended the previous run, not this one
-                 // A join refused as busy is tried for up to 10 s; stop() or close() ends it.
-                 c.open_should_stop = [&w] { return w.stop_requested.load() || w.closed.load(std::memory_order_relaxed); };
+                 // A join refused as busy (a paused process holds the group's lock) is tried for
+                 // up to 10 s with this thread, the event loop's, blocked: stop() or close() ends
+                 // it (None: the run returns 'stopped'), and so does Ctrl-C. asyncio.run's SIGINT
+                 // handler raises nothing at the first signal: it cancels the running task, which
+                 // then ends cancelled when this returns (asyncio.run raises KeyboardInterrupt).
+                 // Without that handler the signal raises here (the KeyboardInterrupt itself).
+                 auto stop_asked = [&w] { return w.stop_requested.load() || w.closed.load(std::memory_order_relaxed); };
+                 py::object task = py::module_::import("asyncio").attr("current_task")();
+                 const bool can_tell_cancelling = !task.is_none() && py::hasattr(task, "cancelling");
+                 SignalWatch watch;
+                 bool cancelled = false;
+                 c.open_should_stop = [&] {
+                     if (stop_asked() || watch()) return true;
+                     if (!can_tell_cancelling) return false;
+                     py::gil_scoped_acquire gil;
+                     cancelled = task.attr("cancelling")().cast<int>() > 0;
+                     return cancelled;
+                 };
+                 bool interrupted = false;
                  Status st = without_gil(*l, [&]() -> Status {
-                     FABRIC_TRY_ASSIGN(auto loop, WorkerLoop::open(l->pool, c));
-                     l->loop = std::make_unique<WorkerLoop>(std::move(loop));
+                     auto loop = WorkerLoop::open(l->pool, c);
+                     if (!loop && loop.code() == Errc::interrupted && (stop_asked() || cancelled)) {
+                         interrupted = true;
+                         return {};
+                     }
+                     if (!loop) return std::move(loop).error();
+                     l->loop = std::make_unique<WorkerLoop>(std::move(loop.value()));
                      if (auto s = MemObjectStore::attach(l->pool, c.store)) l->store = std::move(s.value());
                      return {};
                  });
+                 watch.rethrow_if_stopped();
                  unwrap(std::move(st));
+                 if (interrupted) return py::object(py::none());
                  l->tickets.resize(c.concurrency);
-                 return l;
+                 return py::cast(std::move(l));
              },
              py::arg("count"), py::arg("idle"))
         .def_property_readonly("_stop_requested", [](PyWorker& w) {

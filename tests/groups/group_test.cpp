@@ -547,7 +547,8 @@ private:
 };
 }  // namespace
 
-TEST_CASE("group consumer: a partition gained while the offset store failed is read after the next poll") {
+TEST_CASE("group consumer: a partition gained while the offset store failed is read after the next poll; one the "
+          "user paused stays paused") {
     TestPool tp("grp-assignretry");
     TopicManager mgr(tp.pool);
     REQUIRE(mgr.create("t", config(2, 16)).ok());
@@ -567,19 +568,21 @@ TEST_CASE("group consumer: a partition gained while the offset store failed is r
         REQUIRE(a->poll(batch, 16, std::chrono::milliseconds(5)).ok());
     }
     REQUIRE(a->partitions().size() == 1);
+    const uint32_t kept = a->partitions()[0], gained = 1 - kept;
+    REQUIRE(a->consumer().pause(kept).ok());  // the user's flow control
     REQUIRE(b->leave().ok());
     // a's next claim gains b's partition under a new epoch; the fetch of its start fails.
     offsets.fail_fetches = 1;
-    Status gained = {};
+    Status gain = {};
     const uint64_t gain_start = mono_now_ns();
-    while (gained.ok() && mono_now_ns() - gain_start < 2 * kNsPerSec) {
+    while (gain.ok() && mono_now_ns() - gain_start < 2 * kNsPerSec) {
         auto n = a->poll(batch, 16, std::chrono::milliseconds(5));
-        if (!n) gained = std::move(n).error();
+        if (!n) gain = std::move(n).error();
     }
-    REQUIRE_FALSE(gained.ok());
-    CHECK(gained.error().message.find("did not answer") != std::string::npos);
+    REQUIRE_FALSE(gain.ok());
+    CHECK(gain.error().message.find("did not answer") != std::string::npos);
     CHECK(a->partitions().size() == 2);
-    // One message on each partition: the member reads both.
+    // One message on each partition: the member reads the gained one; the paused one waits.
     auto producer = Producer::open(tp.pool, "t");
     REQUIRE(producer.ok());
     for (uint32_t p = 0; p < 2; ++p) {
@@ -587,12 +590,19 @@ TEST_CASE("group consumer: a partition gained while the offset store failed is r
         m.value = bytes("m");
         REQUIRE(producer->send_to(p, m).ok());
     }
+    auto read_for = [&](std::set<uint32_t>& read_from, size_t want) {
+        const uint64_t start = mono_now_ns();
+        while (read_from.size() < want && mono_now_ns() - start < 2 * kNsPerSec) {
+            auto n = a->poll(batch, 16, std::chrono::milliseconds(5));
+            REQUIRE_MESSAGE(n.ok(), n.error().message);
+            for (size_t i = 0; i < *n; ++i) read_from.insert(batch[i].partition);
+        }
+    };
     std::set<uint32_t> read_from;
-    const uint64_t read_start = mono_now_ns();
-    while (read_from.size() < 2 && mono_now_ns() - read_start < 2 * kNsPerSec) {
-        auto n = a->poll(batch, 16, std::chrono::milliseconds(5));
-        REQUIRE_MESSAGE(n.ok(), n.error().message);
-        for (size_t i = 0; i < *n; ++i) read_from.insert(batch[i].partition);
-    }
+    read_for(read_from, 1);
+    CHECK(read_from == std::set<uint32_t>{gained});
+    CHECK(a->consumer().paused(kept));
+    REQUIRE(a->consumer().resume(kept).ok());
+    read_for(read_from, 2);
     CHECK(read_from == std::set<uint32_t>{0, 1});
 }

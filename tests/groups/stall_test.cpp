@@ -1543,18 +1543,18 @@ TEST_CASE("group lock: a commit that waits for a lock a paused peer holds keeps 
     TopicManager mgr(tp.pool);
     REQUIRE(mgr.create("lh", config(1, 64)).ok());
     REQUIRE(mgr.register_group("lh", "g").ok());
+    const pid_t holder = stop_holding_group_lock(tp.pool, "lh");
     // The committer's registration declares a heartbeat timeout (as in a container) well
     // under its lock wait (2 s: no session bounds a plain consumer's).
     OpenOptions declared;
-    declared.heartbeat_timeout = std::chrono::milliseconds(300);
+    declared.heartbeat_timeout = std::chrono::milliseconds(500);
     auto committer_pool = Pool::open(tp.pool.name(), declared);
     REQUIRE(committer_pool.ok());
     auto c = Consumer::open(*committer_pool, "lh", "g");
     REQUIRE(c.ok());
-    const pid_t holder = stop_holding_group_lock(tp.pool, "lh");
     const pid_t reaper = reap_all_along(tp.pool.name());
     std::thread resume([holder] {
-        sleep_ms(1000);  // three heartbeat timeouts
+        sleep_ms(1500);  // three heartbeat timeouts, within the reaper's 2 s
         ::kill(holder, SIGCONT);
     });
     REQUIRE(committer_pool->heartbeat().ok());  // alive when its wait starts

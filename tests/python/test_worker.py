@@ -292,13 +292,15 @@ def resume_and_reap(child):
     assert child.wait(timeout=10) == 0
 
 
-def test_ctrl_c_stops_a_worker_whose_join_waits_for_a_group_lock_a_paused_process_holds(pool):
+# concurrency 1 runs the loop in C++; 2 runs it under asyncio (asyncio.run's own SIGINT handler).
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_ctrl_c_stops_a_worker_whose_join_waits_for_a_group_lock_a_paused_process_holds(pool, concurrency):
     # Its join is tried again for up to 10 s while the lock is held; Ctrl-C ends the tries.
     pool.topics().create("t", fs.TopicConfig(num_partitions=1))
     holder = group_lock_held_by_a_stopped_process(pool)
     try:
-        delay = child_blocked_then_interrupted(pool.name, """
-            worker = fs.Worker(pool, topic="t", group="g", session_timeout=1)
+        delay = child_blocked_then_interrupted(pool.name, f"""
+            worker = fs.Worker(pool, topic="t", group="g", session_timeout=1, concurrency={concurrency})
             worker.handler(lambda item: b"")
             def block():
                 worker.run()
@@ -308,13 +310,14 @@ def test_ctrl_c_stops_a_worker_whose_join_waits_for_a_group_lock_a_paused_proces
     assert delay < 1.0  # one try's wait for the lock (a quarter of the session), not the 10 s of tries
 
 
-def test_stop_from_another_thread_ends_a_join_that_waits_for_a_group_lock(pool):
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_stop_from_another_thread_ends_a_join_that_waits_for_a_group_lock(pool, concurrency):
     import threading
 
     pool.topics().create("t", fs.TopicConfig(num_partitions=1))
     holder = group_lock_held_by_a_stopped_process(pool)
     try:
-        worker = fs.Worker(pool, topic="t", group="g", session_timeout=1)
+        worker = fs.Worker(pool, topic="t", group="g", session_timeout=1, concurrency=concurrency)
         worker.handler(lambda item: b"")
         stopper = threading.Timer(0.2, worker.stop)
         stopper.start()

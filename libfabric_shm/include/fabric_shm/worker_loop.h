@@ -147,7 +147,7 @@ struct WorkerConfig {
     /// Asked by open() between its tries of a join (or of the result bucket's claim) that a
     /// paused process's hold on the group's lock refused as busy, which it repeats for up to
     /// 10 s: true gives up with Errc::interrupted, nothing joined (a signal handler's flag,
-    /// as run()'s should_stop). Empty: the tries run their course.
+    /// as run()'s should_stop; it must not throw). Empty: the tries run their course.
     std::function<bool()> open_should_stop;
 };
 

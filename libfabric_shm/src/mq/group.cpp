@@ -699,6 +699,9 @@ struct GroupConsumer::Impl {
     /// fetch of a start): the group's next claim says "unchanged", so the next apply assigns
     /// again rather than leave the partitions it gained unread while partitions() lists them.
     bool assigned = true;
+    /// The partitions the user had paused when an assign failed: paused again by the assign
+    /// that succeeds, where it keeps them (a partition stays paused while it stays assigned).
+    uint64_t paused_across_failure = 0;
 
     Status apply(Result<Claim> c) {
         if (!c) return std::move(c).error();
@@ -706,14 +709,22 @@ struct GroupConsumer::Impl {
         claim = std::move(*c);
         if (!claim.changed && assigned) return {};
         Status st = consumer.assign(claim);  // partitions and the fence epoch together
-        assigned = st.ok();
-        if (!assigned) {
+        if (!st) {
             // The failed assign kept the old partitions under the new epoch, a partition the
             // claim moved to another member among them: read and commit none until the next
-            // poll's claim (at once) assigns again.
+            // poll's claim (at once) assigns again. Emptying the assignment forgets the pauses.
+            for (uint32_t p : consumer.assignment())
+                if (consumer.paused(p)) paused_across_failure |= uint64_t(1) << p;
             (void)consumer.assign(std::span<const uint32_t>{});
+            assigned = false;
             last_claim_ns = 0;
+            return st;
         }
+        if (!assigned)
+            for (uint32_t p : claim.partitions)
+                if (paused_across_failure >> p & 1) (void)consumer.pause(p);
+        paused_across_failure = 0;
+        assigned = true;
         return st;
     }
 };
@@ -731,7 +742,7 @@ Result<GroupConsumer> GroupConsumer::open(const Pool& pool, std::string_view top
     co.group = options.group.registration;
     auto c = Consumer::open(pool, topic, group, co);
     if (!c) return std::move(c).error();
-    auto im = std::unique_ptr<Impl>(new Impl{std::move(*g), std::move(*c), std::string(member_id), {}, 0, true});
+    auto im = std::unique_ptr<Impl>(new Impl{std::move(*g), std::move(*c), std::string(member_id), {}, 0, true, 0});
     if (Status applied = im->apply(im->group.join(member_id)); !applied) {
         // A join that took its row and then failed its first claim (busy: its fence waited
         // for a lock a paused process holds) must not leave the row live with the partitions
