@@ -301,7 +301,10 @@ Status Pool::check_mapping() const {
 ProcessRegistry Pool::registry() const { return ProcessRegistry(*this); }
 
 Status Pool::heartbeat(MonoTime now) const {
-    const uint64_t now_ns = to_ns(now);
+    // Never past the real clock: the word only moves forward (below), so a caller's instant in
+    // the future (a tick(now + 1 h) that makes every lease due) would stick, keeping a dead
+    // process alive for a reaper until the clock caught up.
+    const uint64_t now_ns = std::min(to_ns(now), mono_now_ns());
     auto* slot = impl_ ? impl_->my_slot() : nullptr;
     if (!slot) return check_open();
     // Stored even after close(): the registration lives until the last object or pinned view

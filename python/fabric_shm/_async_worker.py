@@ -190,9 +190,23 @@ class _Driver:
 
     async def run(self, count, idle):
         self.aio = asyncio.get_running_loop()
-        self.loop = loop = self.worker._open_async(count, idle)
-        if loop is None:  # stop(), close() or Ctrl-C while its join waited for the group's lock
+        # The open may try a join for up to 10 s while a paused process holds the group's lock:
+        # in a thread, so this event loop runs on and a cancellation of this task ends the tries.
+        opening = self.aio.run_in_executor(None, self.worker._open_async, count, idle, self.aio)
+        try:
+            loop = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            self.worker._abort_open()
+            try:
+                opened = await opening
+            except Exception:
+                opened = None
+            if opened is not None:  # joined just before the cancellation: leave at once
+                opened.close()
+            raise
+        if loop is None:  # stop() or close() while its join waited for the group's lock
             return "stopped"
+        self.loop = loop
         workers, threads = [], []
         fd = None
         watching = False

@@ -76,6 +76,8 @@ struct PyWorker : Guarded {
     std::unique_ptr<WorkerLoop> loop;       ///< under the lock: during run() only
     std::unique_ptr<MemObjectStore> store;  ///< pins of large inputs handed to the handler
     std::atomic<bool> stop_requested{false};
+    /// The asyncio form's open (in an executor thread) was cancelled: its busy-join retries end.
+    std::atomic<bool> open_aborted{false};
     CallbackGate gate;
     WorkerStats last_stats;  ///< of the last run(), under the lock
 
@@ -332,6 +334,10 @@ void bind_worker(py::module_& m) {
                  PyWorker& w = self.cast<PyWorker&>();
                  w.check_open();
                  if (!w.handler) raise(Errc::invalid_argument, "run: no handler (decorate a function with @worker.handler)");
+                 // A stop() ended the previous run, not this one. Cleared here, before anything
+                 // lets another thread run (the imports below), so a stop() sent as this run
+                 // starts is kept.
+                 w.stop_requested = false;
                  // The asyncio driver only when it is needed: importing it (asyncio, inspect) costs
                  // a plain handler's worker tens of milliseconds at its start.
                  if (w.config.concurrency > 1 ||
@@ -347,7 +353,6 @@ void bind_worker(py::module_& m) {
                  auto stop_asked = [&] { return w.stop_requested.load() || w.closed.load(std::memory_order_relaxed); };
                  config.open_should_stop = [&] { return stop_asked() || watch(); };
                  auto result = without_gil(w, [&]() -> Result<WorkerExit> {
-                     w.stop_requested = false;  // a stop() ended the previous run, not this one
                      if (!w.loop) {
                          auto loop = WorkerLoop::open(w.pool, config,
                                                       [&w](const WorkItem& item) { return w.process(item); });
@@ -382,6 +387,7 @@ void bind_worker(py::module_& m) {
                  PyWorker& w = self.cast<PyWorker&>();
                  w.check_open();
                  if (!w.handler) raise(Errc::invalid_argument, "run_async: no handler (decorate a function with @worker.handler)");
+                 w.stop_requested = false;  // a stop() ended the previous run, not this one
                  return py::module_::import("fabric_shm._async_worker").attr("run_async")(self, count, idle);
              },
              py::arg("count") = 0, py::arg("idle") = py::none(),
@@ -392,7 +398,7 @@ void bind_worker(py::module_& m) {
              "longest completed prefix), the group heartbeat and leases are serviced meanwhile. Cancelling it "
              "(Ctrl-C under asyncio.run) cancels the handlers in flight; their items go to the next owner.")
         .def("_open_async",
-             [](py::object self, uint64_t count, py::object idle) {
+             [](py::object self, uint64_t count, py::object idle, py::object event_loop) {
                  PyWorker& w = self.cast<PyWorker&>();
                  w.check_open();
                  check_pool_open(w.pool);
@@ -402,29 +408,31 @@ void bind_worker(py::module_& m) {
                  WorkerConfig c = w.config;
                  c.count = count;
                  c.exit_when_idle_ns = duration_ns_or(idle, "idle", 0);
-                 w.stop_requested = false;  // a stop() ended the previous run, not this one
-                 // A join refused as busy (a paused process holds the group's lock) is tried for
-                 // up to 10 s with this thread, the event loop's, blocked: stop() or close() ends
-                 // it (None: the run returns 'stopped'), and so does Ctrl-C. asyncio.run's SIGINT
-                 // handler raises nothing at the first signal: it cancels the running task, which
-                 // then ends cancelled when this returns (asyncio.run raises KeyboardInterrupt).
-                 // Without that handler the signal raises here (the KeyboardInterrupt itself).
-                 auto stop_asked = [&w] { return w.stop_requested.load() || w.closed.load(std::memory_order_relaxed); };
-                 py::object task = py::module_::import("asyncio").attr("current_task")();
-                 const bool can_tell_cancelling = !task.is_none() && py::hasattr(task, "cancelling");
-                 SignalWatch watch;
-                 bool cancelled = false;
-                 c.open_should_stop = [&] {
-                     if (stop_asked() || watch()) return true;
-                     if (!can_tell_cancelling) return false;
+                 // Called in an executor thread (the driver awaits it), so the event loop runs on
+                 // while a join refused as busy (a paused process holds the group's lock) is
+                 // tried for up to 10 s; stop() or close() ends the tries (None: the run says
+                 // 'stopped'), and so does a cancellation of the driver (_abort_open: Ctrl-C
+                 // under asyncio.run, a TaskGroup, wait_for, a signal handler) or the event loop
+                 // no longer running (KeyboardInterrupt out of run_until_complete).
+                 w.open_aborted = false;
+                 auto stop_asked = [&w] {
+                     return w.stop_requested.load() || w.closed.load(std::memory_order_relaxed) || w.open_aborted.load();
+                 };
+                 c.open_should_stop = [&]() noexcept {
+                     if (stop_asked()) return true;
                      py::gil_scoped_acquire gil;
-                     cancelled = task.attr("cancelling")().cast<int>() > 0;
-                     return cancelled;
+                     try {
+                         return !event_loop.attr("is_running")().cast<bool>();
+                     } catch (py::error_already_set&) {
+                         return true;  // no answer: the open ends, as it would at a stop
+                     } catch (py::cast_error&) {
+                         return true;
+                     }
                  };
                  bool interrupted = false;
                  Status st = without_gil(*l, [&]() -> Status {
                      auto loop = WorkerLoop::open(l->pool, c);
-                     if (!loop && loop.code() == Errc::interrupted && (stop_asked() || cancelled)) {
+                     if (!loop && loop.code() == Errc::interrupted) {
                          interrupted = true;
                          return {};
                      }
@@ -433,13 +441,13 @@ void bind_worker(py::module_& m) {
                      if (auto s = MemObjectStore::attach(l->pool, c.store)) l->store = std::move(s.value());
                      return {};
                  });
-                 watch.rethrow_if_stopped();
                  unwrap(std::move(st));
                  if (interrupted) return py::object(py::none());
                  l->tickets.resize(c.concurrency);
                  return py::cast(std::move(l));
              },
-             py::arg("count"), py::arg("idle"))
+             py::arg("count"), py::arg("idle"), py::arg("event_loop"))
+        .def("_abort_open", [](PyWorker& w) { w.open_aborted = true; })
         .def_property_readonly("_stop_requested", [](PyWorker& w) {
             return w.stop_requested.load() || w.closed.load(std::memory_order_relaxed);
         })

@@ -210,6 +210,26 @@ TEST_CASE("registry: a stale heartbeat past its declared timeout is certainly de
     CHECK(pool->registry().liveness(pid_only->self(), MonoClock::from_ns(now + 3600 * kNsPerSec)) == Liveness::maybe_alive);
 }
 
+TEST_CASE("registry: a heartbeat stamped in the future or out of order does not keep a silent process alive") {
+    test::PoolCleanup cleanup(test::unique_pool_name("hbfwd"));
+    REQUIRE(Pool::create({cleanup.name(), 2 << 20}));
+    OpenOptions with_timeout;
+    with_timeout.heartbeat_timeout = std::chrono::seconds(2);
+    auto pool = Pool::open(cleanup.name(), with_timeout);
+    REQUIRE(pool);
+    // A renewal tick given an hour ahead (to make every lease due), then a real heartbeat: the
+    // word holds the real time, so the process silent 3 s later is judged by that.
+    RenewalManager renewals(*pool);
+    (void)renewals.tick(MonoClock::from_ns(mono_now_ns() + 3600 * kNsPerSec));
+    REQUIRE(pool->heartbeat());
+    const uint64_t now = mono_now_ns();
+    CHECK(pool->registry().liveness(pool->self(), MonoClock::from_ns(now + 3 * kNsPerSec)) == Liveness::certainly_dead);
+    // A thread that read the clock before another's heartbeat and stores after it does not
+    // move the word back.
+    REQUIRE(pool->heartbeat(MonoClock::from_ns(now - 10 * kNsPerSec)));
+    CHECK(pool->registry().liveness(pool->self(), MonoClock::from_ns(now + kNsPerSec)) == Liveness::maybe_alive);
+}
+
 TEST_CASE("registry: a process killed while registering leaves a slot the reaper frees") {
     for (const char* point : {"registry.register.claimed", "registry.register.before_publish"}) {
         CAPTURE(point);

@@ -300,6 +300,7 @@ def test_ctrl_c_stops_a_worker_whose_join_waits_for_a_group_lock_a_paused_proces
     holder = group_lock_held_by_a_stopped_process(pool)
     try:
         delay = child_blocked_then_interrupted(pool.name, f"""
+            import fabric_shm._async_worker  # imported before 'ready': the signal meets the run, not the import
             worker = fs.Worker(pool, topic="t", group="g", session_timeout=1, concurrency={concurrency})
             worker.handler(lambda item: b"")
             def block():
@@ -329,6 +330,38 @@ def test_stop_from_another_thread_ends_a_join_that_waits_for_a_group_lock(pool, 
         resume_and_reap(holder)
     assert exit_reason == "stopped"
     assert took < 1.5
+    out = subprocess.run([str(CLI), "group", "describe", "g", "--topic", "t", "--pool", pool.name, "--json"],
+                         capture_output=True, text=True, check=True)
+    assert not any(m["alive"] for m in json.loads(out.stdout)["members"])
+
+
+def test_a_cancelled_run_async_ends_a_join_that_waits_for_a_group_lock_and_the_event_loop_runs_meanwhile(pool):
+    # What a TaskGroup, wait_for or a signal handler that cancels the task does: the open runs
+    # in a thread, so the loop serves other tasks while the join waits, and the cancel ends it.
+    import asyncio
+
+    pool.topics().create("t", fs.TopicConfig(num_partitions=1))
+    holder = group_lock_held_by_a_stopped_process(pool)
+    try:
+        worker = fs.Worker(pool, topic="t", group="g", session_timeout=1, concurrency=2)
+        worker.handler(lambda item: b"")
+
+        async def main():
+            task = asyncio.create_task(worker.run_async())
+            start = time.monotonic()
+            await asyncio.sleep(0.3)
+            slept = time.monotonic() - start
+            task.cancel()
+            cancelled_at = time.monotonic()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            return slept, time.monotonic() - cancelled_at
+
+        slept, took = asyncio.run(main())
+    finally:
+        resume_and_reap(holder)
+    assert slept < 0.5  # the event loop was not blocked by the open
+    assert took < 1.0  # one try's wait for the lock (a quarter of the session), not the 10 s of tries
     out = subprocess.run([str(CLI), "group", "describe", "g", "--topic", "t", "--pool", pool.name, "--json"],
                          capture_output=True, text=True, check=True)
     assert not any(m["alive"] for m in json.loads(out.stdout)["members"])

@@ -712,9 +712,15 @@ struct GroupConsumer::Impl {
         if (!st) {
             // The failed assign kept the old partitions under the new epoch, a partition the
             // claim moved to another member among them: read and commit none until the next
-            // poll's claim (at once) assigns again. Emptying the assignment forgets the pauses.
+            // poll's claim (at once) assigns again. Emptying the assignment forgets the pauses:
+            // those of partitions the claim keeps are remembered (one that leaves forgets its
+            // pause, as an assign does). Meanwhile consumer().pause and resume refuse them as
+            // not assigned (docs/groups.md).
+            uint64_t kept = 0;
+            for (uint32_t p : claim.partitions) kept |= uint64_t(1) << p;
+            paused_across_failure &= kept;
             for (uint32_t p : consumer.assignment())
-                if (consumer.paused(p)) paused_across_failure |= uint64_t(1) << p;
+                if (consumer.paused(p)) paused_across_failure |= (uint64_t(1) << p) & kept;
             (void)consumer.assign(std::span<const uint32_t>{});
             assigned = false;
             last_claim_ns = 0;
