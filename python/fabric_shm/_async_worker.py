@@ -48,26 +48,28 @@ from ._handler_kind import is_async_handler
 _SERVICE_EVERY_S = 0.05  # the group heartbeat runs every 20 ms inside the library; leases are renewed far less often
 
 
-def run(worker, count=0, idle=None):
-    """Worker.run() for the asynchronous form: run_async() in a new event loop."""
+def run(worker, count=0, idle=None, stops_at=0):
+    """Worker.run() for the asynchronous form: run_async() in a new event loop. `stops_at`: the
+    worker's count of stop() calls when the run was entered (a later stop() ends it)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(run_async(worker, count, idle))
+        return asyncio.run(run_async(worker, count, idle, stops_at))
     raise RuntimeError("Worker.run() was called inside a running asyncio event loop: use `await worker.run_async()`")
 
 
-async def run_async(worker, count=0, idle=None):
+async def run_async(worker, count=0, idle=None, stops_at=0):
     """Worker.run_async(): see _Driver."""
-    return await _Driver(worker).run(count, idle)
+    return await _Driver(worker, stops_at).run(count, idle)
 
 
 class _Driver:
     """`concurrency` long-lived worker tasks (async handlers) or threads (plain functions) take
     tickets the driver acquired; a handler that never suspends costs a call, not a Task."""
 
-    def __init__(self, worker):
+    def __init__(self, worker, stops_at):
         self.worker = worker
+        self.stops_at = stops_at
         self.handler = worker._handler
         self.is_async = is_async_handler(self.handler)
         self.concurrency = worker._concurrency
@@ -192,11 +194,15 @@ class _Driver:
         self.aio = asyncio.get_running_loop()
         # The open may try a join for up to 10 s while a paused process holds the group's lock:
         # in a thread, so this event loop runs on and a cancellation of this task ends the tries.
-        opening = self.aio.run_in_executor(None, self.worker._open_async, count, idle, self.aio)
+        # This run's own abort event: a cancel of another run of the worker does not end it.
+        abort = threading.Event()
+        opening = self.aio.run_in_executor(None, self.worker._open_async, count, idle, self.aio, abort, self.stops_at)
         try:
             loop = await asyncio.shield(opening)
         except asyncio.CancelledError:
-            self.worker._abort_open()
+            abort.set()
+            # A second cancel here cancels `opening` itself: a loop opened meanwhile is then left
+            # to its destructor (it commits and leaves, on the executor's thread).
             try:
                 opened = await opening
             except Exception:
@@ -229,7 +235,7 @@ class _Driver:
                         raise self.fatal
                     if self.interrupt is not None:
                         raise self.interrupt
-                    stopping = self.worker._stop_requested or loop.finished
+                    stopping = self.worker._stop_asked_since(self.stops_at) or loop.finished
                     if stopping:
                         if self.outstanding == 0:
                             break
@@ -292,7 +298,7 @@ class _Driver:
             for _ in threads:  # each thread ends after its current handler call (threads cannot be cancelled)
                 self.jobs.put(None)
             loop.close()  # commits what completed, leaves the group
-        if self.worker._stop_requested:
+        if self.worker._stop_asked_since(self.stops_at):
             return "stopped"
         stats = self.worker.stats  # left there by loop.close()
         handled = stats["processed"] + stats["skipped"] + stats["dead_lettered"]

@@ -75,9 +75,13 @@ struct PyWorker : Guarded {
     py::object handler;
     std::unique_ptr<WorkerLoop> loop;       ///< under the lock: during run() only
     std::unique_ptr<MemObjectStore> store;  ///< pins of large inputs handed to the handler
-    std::atomic<bool> stop_requested{false};
-    /// The asyncio form's open (in an executor thread) was cancelled: its busy-join retries end.
-    std::atomic<bool> open_aborted{false};
+    /// stop() and close() calls so far. A run notes the count when it is entered and stops once
+    /// it differs: a stop() sent as a run starts is kept, one meant for an earlier run (or for
+    /// the run in progress on another thread) ends only that one, and nothing is ever cleared.
+    std::atomic<uint64_t> stops{0};
+    bool stop_asked_since(uint64_t at) const {
+        return stops.load() != at || closed.load(std::memory_order_relaxed);
+    }
     CallbackGate gate;
     WorkerStats last_stats;  ///< of the last run(), under the lock
 
@@ -88,7 +92,7 @@ struct PyWorker : Guarded {
     }
     /// close() and the end of a `with` block: the run in progress stops after its item.
     void close() {
-        stop_requested = true;
+        stops.fetch_add(1);
         close_handle(*this);
     }
 };
@@ -334,15 +338,14 @@ void bind_worker(py::module_& m) {
                  PyWorker& w = self.cast<PyWorker&>();
                  w.check_open();
                  if (!w.handler) raise(Errc::invalid_argument, "run: no handler (decorate a function with @worker.handler)");
-                 // A stop() ended the previous run, not this one. Cleared here, before anything
-                 // lets another thread run (the imports below), so a stop() sent as this run
-                 // starts is kept.
-                 w.stop_requested = false;
+                 // Noted before anything lets another thread run (the imports below): a stop()
+                 // sent from now on ends this run.
+                 const uint64_t stops_at = w.stops.load();
                  // The asyncio driver only when it is needed: importing it (asyncio, inspect) costs
                  // a plain handler's worker tens of milliseconds at its start.
                  if (w.config.concurrency > 1 ||
                      py::module_::import("fabric_shm._handler_kind").attr("is_async_handler")(w.handler).cast<bool>())
-                     return py::module_::import("fabric_shm._async_worker").attr("run")(self, count, idle);
+                     return py::module_::import("fabric_shm._async_worker").attr("run")(self, count, idle, stops_at);
                  WorkerConfig config = w.config;
                  config.count = count;
                  config.exit_when_idle_ns = duration_ns_or(idle, "idle", 0);
@@ -350,7 +353,7 @@ void bind_worker(py::module_& m) {
                  // A join refused as busy (a paused process holds the group's lock) is tried
                  // for up to 10 s: Ctrl-C (KeyboardInterrupt) or stop() ('stopped') ends it,
                  // nothing joined.
-                 auto stop_asked = [&] { return w.stop_requested.load() || w.closed.load(std::memory_order_relaxed); };
+                 auto stop_asked = [&] { return w.stop_asked_since(stops_at); };
                  config.open_should_stop = [&] { return stop_asked() || watch(); };
                  auto result = without_gil(w, [&]() -> Result<WorkerExit> {
                      if (!w.loop) {
@@ -363,10 +366,7 @@ void bind_worker(py::module_& m) {
                          sc.name = w.config.store;
                          if (auto s = MemObjectStore::attach(w.pool, w.config.store)) w.store = std::move(s.value());
                      }
-                     auto r = w.loop->run([&] {
-                         return w.stop_requested.load() || w.closed.load(std::memory_order_relaxed) || w.gate.stop ||
-                                watch();
-                     });
+                     auto r = w.loop->run([&] { return stop_asked() || w.gate.stop || watch(); });
                      w.last_stats = w.loop->stats();
                      // run() left the group: the next run() joins again with a fresh loop.
                      w.loop.reset();
@@ -387,8 +387,8 @@ void bind_worker(py::module_& m) {
                  PyWorker& w = self.cast<PyWorker&>();
                  w.check_open();
                  if (!w.handler) raise(Errc::invalid_argument, "run_async: no handler (decorate a function with @worker.handler)");
-                 w.stop_requested = false;  // a stop() ended the previous run, not this one
-                 return py::module_::import("fabric_shm._async_worker").attr("run_async")(self, count, idle);
+                 const uint64_t stops_at = w.stops.load();  // a stop() sent from now on ends this run
+                 return py::module_::import("fabric_shm._async_worker").attr("run_async")(self, count, idle, stops_at);
              },
              py::arg("count") = 0, py::arg("idle") = py::none(),
              "Coroutine: run() inside a running asyncio event loop. Up to `concurrency` items in flight: an "
@@ -398,7 +398,8 @@ void bind_worker(py::module_& m) {
              "longest completed prefix), the group heartbeat and leases are serviced meanwhile. Cancelling it "
              "(Ctrl-C under asyncio.run) cancels the handlers in flight; their items go to the next owner.")
         .def("_open_async",
-             [](py::object self, uint64_t count, py::object idle, py::object event_loop) {
+             [](py::object self, uint64_t count, py::object idle, py::object event_loop, py::object abort,
+                uint64_t stops_at) {
                  PyWorker& w = self.cast<PyWorker&>();
                  w.check_open();
                  check_pool_open(w.pool);
@@ -410,19 +411,16 @@ void bind_worker(py::module_& m) {
                  c.exit_when_idle_ns = duration_ns_or(idle, "idle", 0);
                  // Called in an executor thread (the driver awaits it), so the event loop runs on
                  // while a join refused as busy (a paused process holds the group's lock) is
-                 // tried for up to 10 s; stop() or close() ends the tries (None: the run says
-                 // 'stopped'), and so does a cancellation of the driver (_abort_open: Ctrl-C
-                 // under asyncio.run, a TaskGroup, wait_for, a signal handler) or the event loop
-                 // no longer running (KeyboardInterrupt out of run_until_complete).
-                 w.open_aborted = false;
-                 auto stop_asked = [&w] {
-                     return w.stop_requested.load() || w.closed.load(std::memory_order_relaxed) || w.open_aborted.load();
-                 };
+                 // tried for up to 10 s; a stop() or close() since the run began ends the tries
+                 // (None: the run says 'stopped'), and so does the run's own abort event (set when
+                 // the driver is cancelled: Ctrl-C under asyncio.run, a TaskGroup, wait_for, a
+                 // signal handler) or the event loop no longer running (KeyboardInterrupt out of
+                 // run_until_complete).
                  c.open_should_stop = [&]() noexcept {
-                     if (stop_asked()) return true;
+                     if (w.stop_asked_since(stops_at)) return true;
                      py::gil_scoped_acquire gil;
                      try {
-                         return !event_loop.attr("is_running")().cast<bool>();
+                         return abort.attr("is_set")().cast<bool>() || !event_loop.attr("is_running")().cast<bool>();
                      } catch (py::error_already_set&) {
                          return true;  // no answer: the open ends, as it would at a stop
                      } catch (py::cast_error&) {
@@ -446,14 +444,11 @@ void bind_worker(py::module_& m) {
                  l->tickets.resize(c.concurrency);
                  return py::cast(std::move(l));
              },
-             py::arg("count"), py::arg("idle"), py::arg("event_loop"))
-        .def("_abort_open", [](PyWorker& w) { w.open_aborted = true; })
-        .def_property_readonly("_stop_requested", [](PyWorker& w) {
-            return w.stop_requested.load() || w.closed.load(std::memory_order_relaxed);
-        })
+             py::arg("count"), py::arg("idle"), py::arg("event_loop"), py::arg("abort"), py::arg("stops_at"))
+        .def("_stop_asked_since", [](PyWorker& w, uint64_t stops_at) { return w.stop_asked_since(stops_at); })
         .def_property_readonly("_handler", [](PyWorker& w) { return w.handler; })
         .def_property_readonly("_concurrency", [](PyWorker& w) { return w.config.concurrency; })
-        .def("stop", [](PyWorker& w) { w.stop_requested = true; },
+        .def("stop", [](PyWorker& w) { w.stops.fetch_add(1); },
              "Asks run() to return after the current item (from the handler or another thread); a concurrent "
              "or async run finishes the items in flight first.")
         .def_property_readonly("stats", [](PyWorker& w) {

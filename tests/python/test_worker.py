@@ -367,6 +367,86 @@ def test_a_cancelled_run_async_ends_a_join_that_waits_for_a_group_lock_and_the_e
     assert not any(m["alive"] for m in json.loads(out.stdout)["members"])
 
 
+@pytest.mark.parametrize("when", ["in the turn the run starts", "while the open waits for an executor thread"])
+def test_a_cancel_of_run_async_as_it_starts_is_not_lost(pool, when):
+    import asyncio
+    import concurrent.futures
+
+    pool.topics().create("t", fs.TopicConfig(num_partitions=1))
+    holder = group_lock_held_by_a_stopped_process(pool)
+    try:
+        worker = fs.Worker(pool, topic="t", group="g", session_timeout=1, concurrency=2)
+        worker.handler(lambda item: b"")
+
+        async def main():
+            aio = asyncio.get_running_loop()
+            busy = None
+            if when != "in the turn the run starts":  # the program's own job holds the executor's one thread
+                aio.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=1))
+                busy = aio.run_in_executor(None, time.sleep, 0.3)
+            task = asyncio.create_task(worker.run_async())
+            await asyncio.sleep(0 if busy is None else 0.1)
+            task.cancel()
+            cancelled_at = time.monotonic()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            if busy is not None:
+                await busy
+            return time.monotonic() - cancelled_at
+
+        took = asyncio.run(main())
+    finally:
+        resume_and_reap(holder)
+    assert took < 1.5, f"the cancel took {took:.2f} s"
+
+
+def test_a_cancelled_run_async_does_not_stop_another_run_of_the_same_worker(pool):
+    import asyncio
+    import threading
+
+    pool.topics().create("t", fs.TopicConfig(num_partitions=2))
+    holder = group_lock_held_by_a_stopped_process(pool)
+    resumer = threading.Timer(1.0, resume_and_reap, [holder])  # the lock is free after 1 s: b joins
+    try:
+        worker = fs.Worker(pool, topic="t", group="g", session_timeout=1, concurrency=2)
+        worker.handler(lambda item: b"")
+
+        async def main():
+            a = asyncio.create_task(worker.run_async())
+            b = asyncio.create_task(worker.run_async(idle=0.5))
+            await asyncio.sleep(0.3)
+            a.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await a
+            return await b
+
+        resumer.start()
+        result = asyncio.run(main())
+    finally:
+        resumer.join()
+    assert result == "idle"
+
+
+def test_a_run_entered_on_another_thread_does_not_erase_a_stop_meant_for_the_run_in_progress(pool):
+    import threading
+
+    pool.topics().create("t", fs.TopicConfig(num_partitions=1))
+    worker = fs.Worker(pool, topic="t", group="g", session_timeout=1)
+    worker.handler(lambda item: b"")
+    first_done = threading.Event()
+    first = threading.Thread(target=lambda: (worker.run(), first_done.set()))
+    first.start()
+    time.sleep(0.3)  # the first run is in its loop
+    worker.stop()
+    second = threading.Thread(target=worker.run, kwargs={"idle": 0.2}, daemon=True)
+    second.start()  # waits for the first run's lock
+    stopped = first_done.wait(2.0)
+    worker.stop()  # whatever happened, end both
+    first.join(10)
+    second.join(10)
+    assert stopped, "the stop() sent to the run in progress was erased by the next run's entry"
+
+
 def test_job_coordinator_skips_chunks_whose_output_exists_on_a_rerun(pool):
     store = pool.store()
     outputs = fs.ObjectOutputStore(store, job="j")

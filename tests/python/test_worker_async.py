@@ -421,7 +421,7 @@ def test_a_handler_thread_that_fails_to_start_leaves_nothing_behind(pool, monkey
             super().start()
             started.append(self)
 
-    monkeypatch.setattr(driver, "threading", types.SimpleNamespace(Thread=SecondStartFails))
+    monkeypatch.setattr(driver, "threading", types.SimpleNamespace(Thread=SecondStartFails, Event=threading.Event))
     with pytest.raises(RuntimeError, match="can't start new thread"):
         worker.run()
     started[0].join(timeout=5)
@@ -477,7 +477,7 @@ def test_a_rebalance_while_every_slot_is_busy_does_not_spin_the_event_loop(pool,
     async def handle(item):
         started.append(item.uri.key)
         if len(started) == 2:  # both slots busy: the second member joins (its first rebalance is ours within 50 ms)
-            measured["second"] = second._open_async(0, None, asyncio.get_running_loop())
+            measured["second"] = second._open_async(0, None, asyncio.get_running_loop(), threading.Event(), 0)
             before, cpu = wakeups[0], time.thread_time()
             await asyncio.sleep(0.3)
             measured["wakeups"], measured["cpu"] = wakeups[0] - before, time.thread_time() - cpu
