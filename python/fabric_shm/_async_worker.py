@@ -48,7 +48,7 @@ from ._handler_kind import is_async_handler
 _SERVICE_EVERY_S = 0.05  # the group heartbeat runs every 20 ms inside the library; leases are renewed far less often
 
 
-def run(worker, count=0, idle=None, stops_at=0):
+def run(worker, count, idle, stops_at):
     """Worker.run() for the asynchronous form: run_async() in a new event loop. `stops_at`: the
     worker's count of stop() calls when the run was entered (a later stop() ends it)."""
     try:
@@ -58,7 +58,7 @@ def run(worker, count=0, idle=None, stops_at=0):
     raise RuntimeError("Worker.run() was called inside a running asyncio event loop: use `await worker.run_async()`")
 
 
-async def run_async(worker, count=0, idle=None, stops_at=0):
+async def run_async(worker, count, idle, stops_at):
     """Worker.run_async(): see _Driver."""
     return await _Driver(worker, stops_at).run(count, idle)
 

@@ -76,8 +76,9 @@ struct PyWorker : Guarded {
     std::unique_ptr<WorkerLoop> loop;       ///< under the lock: during run() only
     std::unique_ptr<MemObjectStore> store;  ///< pins of large inputs handed to the handler
     /// stop() and close() calls so far. A run notes the count when it is entered and stops once
-    /// it differs: a stop() sent as a run starts is kept, one meant for an earlier run (or for
-    /// the run in progress on another thread) ends only that one, and nothing is ever cleared.
+    /// it differs: a stop() sent as a run starts is kept, one sent before a run is entered ends
+    /// only the runs already entered, and nothing is ever cleared. (A run entered on a second
+    /// thread while another holds the worker counts as entered: a stop() then ends both.)
     std::atomic<uint64_t> stops{0};
     bool stop_asked_since(uint64_t at) const {
         return stops.load() != at || closed.load(std::memory_order_relaxed);
@@ -356,6 +357,8 @@ void bind_worker(py::module_& m) {
                  auto stop_asked = [&] { return w.stop_asked_since(stops_at); };
                  config.open_should_stop = [&] { return stop_asked() || watch(); };
                  auto result = without_gil(w, [&]() -> Result<WorkerExit> {
+                     // Stopped while it waited for another thread's run: it does not join at all.
+                     if (stop_asked()) return WorkerExit::stopped;
                      if (!w.loop) {
                          auto loop = WorkerLoop::open(w.pool, config,
                                                       [&w](const WorkItem& item) { return w.process(item); });
@@ -429,6 +432,10 @@ void bind_worker(py::module_& m) {
                  };
                  bool interrupted = false;
                  Status st = without_gil(*l, [&]() -> Status {
+                     if (w.stop_asked_since(stops_at)) {  // stopped before its thread started: no join
+                         interrupted = true;
+                         return {};
+                     }
                      auto loop = WorkerLoop::open(l->pool, c);
                      if (!loop && loop.code() == Errc::interrupted) {
                          interrupted = true;

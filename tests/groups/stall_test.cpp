@@ -1504,6 +1504,31 @@ TEST_CASE("worker: an open that waits for a group lock a paused peer holds ends 
     CHECK(d->members.empty());
 }
 
+TEST_CASE("worker: an open whose join waited longer than exit_when_idle for a paused peer's lock still reads what "
+          "is waiting before it calls itself idle") {
+    TestPool tp("stall-openidle", 32ull << 20);
+    const auto store = topic_with_group_and_store(tp, "oi");
+    auto producer = Producer::open(tp.pool, "oi");
+    REQUIRE(producer.ok());
+    for (int i = 0; i < 3; ++i) upload(tp.pool, **store, *producer, "k" + std::to_string(i), "data");
+    const pid_t holder = stop_holding_group_lock(tp.pool, "oi");
+    std::thread resume([holder] {
+        sleep_ms(1000);  // twice the idle time
+        ::kill(holder, SIGCONT);
+    });
+    WorkerConfig cfg = worker_config("oi", "w");
+    cfg.session_timeout_ns = 1'000'000'000;  // each try waits 250 ms for the lock
+    cfg.exit_when_idle_ns = 500'000'000;
+    auto loop = WorkerLoop::open(tp.pool, cfg, copy);
+    resume.join();
+    CHECK(test::wait_child(holder) == 0);
+    REQUIRE_MESSAGE(loop.ok(), (loop.ok() ? std::string() : loop.error().message));
+    auto exit = loop->run([] { return false; });
+    REQUIRE_MESSAGE(exit.ok(), (exit.ok() ? std::string() : exit.error().message));
+    CHECK(*exit == WorkerExit::idle);
+    CHECK(loop->stats().processed == 3);
+}
+
 TEST_CASE("fabric-shm-worker: SIGTERM while its join waits for a group lock a paused peer holds exits at once (130)") {
     TestPool tp("stall-openterm", 32ull << 20);
     const auto store = topic_with_group_and_store(tp, "ot");

@@ -407,6 +407,7 @@ def test_a_cancelled_run_async_does_not_stop_another_run_of_the_same_worker(pool
     pool.topics().create("t", fs.TopicConfig(num_partitions=2))
     holder = group_lock_held_by_a_stopped_process(pool)
     resumer = threading.Timer(1.0, resume_and_reap, [holder])  # the lock is free after 1 s: b joins
+    resumer.start()
     try:
         worker = fs.Worker(pool, topic="t", group="g", session_timeout=1, concurrency=2)
         worker.handler(lambda item: b"")
@@ -420,7 +421,6 @@ def test_a_cancelled_run_async_does_not_stop_another_run_of_the_same_worker(pool
                 await a
             return await b
 
-        resumer.start()
         result = asyncio.run(main())
     finally:
         resumer.join()

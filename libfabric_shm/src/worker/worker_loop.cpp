@@ -2276,6 +2276,9 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config) {
         return std::move(st).error();
     }
     impl->cfg.open_should_stop = nullptr;  // open's alone: what it captured may not outlive the call
+    // The idle clock starts with the member: joins refused as busy may have taken longer than
+    // exit_when_idle, and a run must not call itself idle before it has read anything.
+    impl->last_message_ns = mono_coarse_ns();
     return WorkerLoop(std::move(impl));
 }
 
