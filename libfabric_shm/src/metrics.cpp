@@ -412,7 +412,7 @@ namespace {
 /// that would be, with dry_run).
 uint64_t fold_dead_latency_shards(const Pool& pool, const RegionInfo& region, uint64_t now_ns, bool dry_run,
                                   std::vector<std::string>& notes) {
-    if (!detail::pool_in_bounds(pool, region.offset, region.length)) return 0;
+    if (!detail::region_extent_ok(pool, region.offset, region.length)) return 0;
     std::byte* data = detail::pool_base(pool) + region.offset;
     if (!check_region(data, region.length)) return 0;  // not ours to repair: --check reports it
     if (pool.read_only()) dry_run = true;
@@ -460,7 +460,11 @@ RegionKindOps metrics_region_kind_ops() {
     ops.reap = always_complete<fold_dead_latency_shards>;
     ops.check = [](const Pool& pool, const RegionInfo& region, std::vector<std::string>& violations,
                    std::vector<std::string>& in_progress) {
-        if (!detail::pool_in_bounds(pool, region.offset, region.length)) return;
+        if (!detail::region_extent_ok(pool, region.offset, region.length)) {
+            violations.push_back("metrics region [" + std::to_string(region.offset) + ", +" +
+                                 std::to_string(region.length) + ") out of bounds or not on a page");
+            return;
+        }
         const std::byte* data = detail::pool_base(pool) + region.offset;
         if (Status st = check_region(data, region.length); !st) {
             violations.push_back(st.error().message);

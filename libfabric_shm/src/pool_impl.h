@@ -121,6 +121,15 @@ inline layout::PoolHeader& pool_header(const Pool& pool) noexcept { return *Pool
 inline bool pool_in_bounds(const Pool& pool, uint64_t offset, uint64_t length) noexcept {
     return PoolAccess::impl(pool).in_bounds(offset, length);
 }
+/// Whether a region's extent, as a directory entry gives it (shared memory: untrusted; through
+/// Pool::regions or the reaper's walk), is one Pool::open_region would accept: in the data
+/// area, not empty, inside the mapping, and on a page. The structures a region holds are
+/// aligned to its start (a topic header to a page): a hook that reads a region through its
+/// RegionInfo asks this first, or a corrupt offset becomes a misaligned atomic access.
+inline bool region_extent_ok(const Pool& pool, uint64_t offset, uint64_t length) noexcept {
+    return offset >= layout::kDataOffset && offset % layout::kPageSize == 0 && length != 0 &&
+           pool_in_bounds(pool, offset, length);
+}
 /// The object of type T at `offset`, or nullptr when it is not inside the mapping or misaligned.
 template <class T>
 T* pool_at(const Pool& pool, uint64_t offset) noexcept {

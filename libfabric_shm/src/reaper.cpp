@@ -147,7 +147,7 @@ ReapReport reap_pass(Pool& pool, MonoTime now_time, bool dry_run, bool allow_poo
             info.name = load_fixed_string(e.name, kRegionNameBytes / 8);
             info.offset = e.offset.load(std::memory_order_relaxed);
             info.length = e.length.load(std::memory_order_relaxed);
-            if (impl->in_bounds(info.offset, info.length)) {
+            if (detail::region_extent_ok(pool, info.offset, info.length)) {
                 // Attached while the hook runs: a hook paused mid-walk must not have the region
                 // reclaimed and another placed on its extent under its late writes (a reclaim
                 // waits for every live holder, this process included).

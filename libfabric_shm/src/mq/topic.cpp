@@ -993,8 +993,9 @@ Status TopicManager::remove_group(std::string_view topic, std::string_view group
 namespace {
 
 PartitionHeader* partition_at(const Pool& pool, const RegionInfo& info, PartitionView* v, std::string* why) {
-    if (!detail::pool_in_bounds(pool, info.offset, info.length) || info.length < kSlotsOffset) {
-        *why = "region extent out of bounds";
+    if (!detail::region_extent_ok(pool, info.offset, info.length) || info.length < kSlotsOffset) {
+        *why = "region extent [" + std::to_string(info.offset) + ", +" + std::to_string(info.length) +
+               ") out of bounds, too short or not on a page";
         return nullptr;
     }
     auto* ph = reinterpret_cast<PartitionHeader*>(detail::pool_base(pool) + info.offset);
@@ -1147,7 +1148,7 @@ uint64_t reap_waiters(const Pool& pool, const RegionInfo& info, TopicHeader* hdr
 
 uint64_t reap_topic(const Pool& pool, const RegionInfo& info, uint64_t now_ns, bool dry_run,
                     std::vector<std::string>& notes) {
-    if (!detail::pool_in_bounds(pool, info.offset, info.length) || info.length < kTopicRegionBytes) return 0;
+    if (!detail::region_extent_ok(pool, info.offset, info.length) || info.length < kTopicRegionBytes) return 0;
     auto* hdr = reinterpret_cast<TopicHeader*>(detail::pool_base(pool) + info.offset);
     if (hdr->magic != kTopicMagic || hdr->layout_fingerprint != kTopicLayoutFingerprint) return 0;
     auto* groups = reinterpret_cast<GroupSlot*>(detail::pool_base(pool) + info.offset + kGroupsOffset);
@@ -1183,8 +1184,9 @@ uint64_t reap_topic(const Pool& pool, const RegionInfo& info, uint64_t now_ns, b
 void check_topic_region(const Pool& pool, const RegionInfo& info, std::vector<std::string>& violations,
                         std::vector<std::string>& in_progress) {
     const std::string who = "topic '" + info.name + "'";
-    if (!detail::pool_in_bounds(pool, info.offset, info.length) || info.length < kTopicRegionBytes) {
-        violations.push_back(who + ": root region too short or out of bounds");
+    if (!detail::region_extent_ok(pool, info.offset, info.length) || info.length < kTopicRegionBytes) {
+        violations.push_back(who + ": root region [" + std::to_string(info.offset) + ", +" +
+                             std::to_string(info.length) + ") too short, out of bounds or not on a page");
         return;
     }
     auto* hdr = reinterpret_cast<TopicHeader*>(detail::pool_base(pool) + info.offset);
