@@ -357,12 +357,19 @@ void bind_worker(py::module_& m) {
                  auto stop_asked = [&] { return w.stop_asked_since(stops_at); };
                  config.open_should_stop = [&] { return stop_asked() || watch(); };
                  auto result = without_gil(w, [&]() -> Result<WorkerExit> {
-                     // Stopped while it waited for another thread's run: it does not join at all.
-                     if (stop_asked()) return WorkerExit::stopped;
+                     // Stopped while it waited for another thread's run: it does not join at all
+                     // (its stats are an empty run's, not the previous run's).
+                     if (stop_asked()) {
+                         w.last_stats = WorkerStats{};
+                         return WorkerExit::stopped;
+                     }
                      if (!w.loop) {
                          auto loop = WorkerLoop::open(w.pool, config,
                                                       [&w](const WorkItem& item) { return w.process(item); });
-                         if (!loop && loop.code() == Errc::interrupted && stop_asked()) return WorkerExit::stopped;
+                         if (!loop && loop.code() == Errc::interrupted && stop_asked()) {
+                             w.last_stats = WorkerStats{};
+                             return WorkerExit::stopped;
+                         }
                          if (!loop) return std::move(loop).error();
                          w.loop = std::make_unique<WorkerLoop>(std::move(loop.value()));
                          StoreConfig sc;
@@ -447,7 +454,13 @@ void bind_worker(py::module_& m) {
                      return {};
                  });
                  unwrap(std::move(st));
-                 if (interrupted) return py::object(py::none());
+                 if (interrupted) {  // no join: the run's stats are an empty run's
+                     try {
+                         locked(w, [&] { w.last_stats = WorkerStats{}; });
+                     } catch (const FabricError&) {  // another thread's run holds the worker: its stats stand
+                     }
+                     return py::object(py::none());
+                 }
                  l->tickets.resize(c.concurrency);
                  return py::cast(std::move(l));
              },

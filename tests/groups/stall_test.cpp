@@ -1529,6 +1529,23 @@ TEST_CASE("worker: an open whose join waited longer than exit_when_idle for a pa
     CHECK(loop->stats().processed == 3);
 }
 
+TEST_CASE("worker: a run started a while after its open still reads what is waiting before it calls itself idle") {
+    TestPool tp("stall-lateidle", 32ull << 20);
+    const auto store = topic_with_group_and_store(tp, "li");
+    auto producer = Producer::open(tp.pool, "li");
+    REQUIRE(producer.ok());
+    for (int i = 0; i < 3; ++i) upload(tp.pool, **store, *producer, "k" + std::to_string(i), "data");
+    WorkerConfig cfg = worker_config("li", "w");
+    cfg.exit_when_idle_ns = 200'000'000;
+    auto loop = WorkerLoop::open(tp.pool, cfg, copy);
+    REQUIRE_MESSAGE(loop.ok(), (loop.ok() ? std::string() : loop.error().message));
+    sleep_ms(300);  // the caller's own set-up, longer than the idle time
+    auto exit = loop->run([] { return false; });
+    REQUIRE_MESSAGE(exit.ok(), (exit.ok() ? std::string() : exit.error().message));
+    CHECK(*exit == WorkerExit::idle);
+    CHECK(loop->stats().processed == 3);
+}
+
 TEST_CASE("fabric-shm-worker: SIGTERM while its join waits for a group lock a paused peer holds exits at once (130)") {
     TestPool tp("stall-openterm", 32ull << 20);
     const auto store = topic_with_group_and_store(tp, "ot");

@@ -271,12 +271,12 @@ def test_ctrl_c_stops_a_running_worker_within_100_ms(pool):
 
 
 def group_lock_held_by_a_stopped_process(pool):
-    """A child process that commits for group 'g' of topic 't' and stops holding the group's
-    lock (SIGSTOP at the pause point group.commit.locked): a join waits for it, then says busy."""
+    """A child process that joins group 'g' of topic 't' as member 'holder' and stops holding
+    the group's lock (SIGSTOP at the pause point group.join.before_publish): a join waits for
+    it, then says busy. Resumed, it joins and exits."""
     env = python_env()
-    env["FABRIC_SHM_PAUSE_POINT"] = "group.commit.locked"
-    script = (f"import fabric_shm as fs\nc = fs.Consumer(fs.Pool.open({pool.name!r}), 't', 'g')\n"
-              "c.assign([0])\nc.commit(0, 0)\n")
+    env["FABRIC_SHM_PAUSE_POINT"] = "group.join.before_publish"
+    script = f"import fabric_shm as fs\nfs.GroupConsumer(fs.Pool.open({pool.name!r}), 't', 'g', 'holder')\n"
     child = subprocess.Popen([sys.executable, "-c", script], env=env)
     for _ in range(1000):  # bounded: 10 s
         with open(f"/proc/{child.pid}/stat") as f:
@@ -445,6 +445,28 @@ def test_a_run_entered_on_another_thread_does_not_erase_a_stop_meant_for_the_run
     first.join(10)
     second.join(10)
     assert stopped, "the stop() sent to the run in progress was erased by the next run's entry"
+
+
+def test_a_run_stopped_before_it_joined_reports_an_empty_run(pool):
+    pool.topics().create("t", fs.TopicConfig(num_partitions=1))
+    store, producer = pool.store(), fs.Producer(pool, "t")
+    uri = f"fabric://{pool.name}/in/k"
+    version = store.put(uri, b"x")
+    producer.send(uri, headers={"fabric-version": str(version)})
+    worker = fs.Worker(pool, topic="t", group="g")
+    worker.handler(lambda item: b"")
+    assert worker.run(count=1) == "count_reached" and worker.stats["processed"] == 1
+    holder = group_lock_held_by_a_stopped_process(pool)
+    try:
+        import threading
+
+        stopper = threading.Timer(0.2, worker.stop)  # while its join waits for the lock
+        stopper.start()
+        assert worker.run() == "stopped"
+        stopper.join()
+    finally:
+        resume_and_reap(holder)
+    assert worker.stats["processed"] == 0  # this run's, not the one before
 
 
 def test_job_coordinator_skips_chunks_whose_output_exists_on_a_rerun(pool):

@@ -404,6 +404,10 @@ struct WorkerLoop::Impl {
     uint32_t rotate = 0;
     bool need_rebalance = false;
     uint64_t last_keep_alive_ns = 0, last_rebalance_ns = 0, last_message_ns = 0;
+    /// The idle clock (exit_when_idle) runs from the first poll pass, not from open: joins
+    /// refused as busy, or a caller's own set-up between open and run, must not count as idle
+    /// before anything was read.
+    bool idle_clock_started = false;
     /// A refund of this reassignment was refused as busy (a paused holder of the group's lock):
     /// its other refunds are skipped, their counts stay as after a crash. Each refund waits up
     /// to 2 s for the lock inside a claim that does not heartbeat; one wait per partition could
@@ -861,7 +865,7 @@ uint64_t WorkerLoop::Impl::capacity() const {
 
 bool WorkerLoop::Impl::finished() const {
     if (cfg.count != 0 && handled >= cfg.count) return true;
-    return cfg.exit_when_idle_ns != 0 && in_flight == 0 && buffered == 0 &&
+    return cfg.exit_when_idle_ns != 0 && in_flight == 0 && buffered == 0 && idle_clock_started &&
            elapsed(mono_coarse_ns(), last_message_ns) >= cfg.exit_when_idle_ns;
 }
 
@@ -869,6 +873,10 @@ bool WorkerLoop::Impl::finished() const {
 // consumer seeks back to the first of them) and the partition leaves the assignment until
 // its ring has room again.
 Status WorkerLoop::Impl::poll_into_rings(uint64_t timeout_ns) {
+    if (!idle_clock_started) [[unlikely]] {
+        idle_clock_started = true;
+        last_message_ns = mono_coarse_ns();
+    }
     FABRIC_TRY(sync_active());
     uint64_t room = 0;
     for (uint32_t p : active) room += cfg.window - parts[p].count;
@@ -2276,9 +2284,6 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config) {
         return std::move(st).error();
     }
     impl->cfg.open_should_stop = nullptr;  // open's alone: what it captured may not outlive the call
-    // The idle clock starts with the member: joins refused as busy may have taken longer than
-    // exit_when_idle, and a run must not call itself idle before it has read anything.
-    impl->last_message_ns = mono_coarse_ns();
     return WorkerLoop(std::move(impl));
 }
 
