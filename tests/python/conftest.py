@@ -72,6 +72,22 @@ def python_env():
     return env
 
 
+def child_stopped_at(point, script, what):
+    """A child Python running `script` with the pause point `point` armed: returned once it has
+    stopped itself there (SIGSTOP; state 'T'), within 10 s. `what` names it in the failure."""
+    env = python_env()
+    env["FABRIC_SHM_PAUSE_POINT"] = point
+    child = subprocess.Popen([sys.executable, "-c", script], env=env)
+    for _ in range(1000):  # bounded: 10 s
+        with open(f"/proc/{child.pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                return child
+        time.sleep(0.01)
+    child.kill()
+    child.wait()
+    raise AssertionError(f"{what} never stopped at {point}")
+
+
 def child_blocked_then_interrupted(pool_name, body):
     """Runs `body` (blocking) in a child Python, SIGINTs it once it says 'ready', and returns the
     seconds from the signal to the KeyboardInterrupt the child observed."""

@@ -12,7 +12,7 @@ import time
 import pytest
 
 import fabric_shm as fs
-from conftest import child_blocked_then_interrupted, python_env
+from conftest import child_blocked_then_interrupted, child_stopped_at, python_env
 
 
 def make_topic(pool, name="t", **config):
@@ -197,17 +197,8 @@ def test_a_poll_reports_what_was_overwritten_before_it_was_read(pool):
 def producer_stopped_after_its_claim(pool):
     """A child process that claims the topic's next offset and stops there (SIGSTOP at the
     pause point mq.send.after_claim): readers wait before that claim until its timeout."""
-    env = python_env()
-    env["FABRIC_SHM_PAUSE_POINT"] = "mq.send.after_claim"
     script = f"import fabric_shm as fs\nfs.Producer(fs.Pool.open({pool.name!r}), 't').send(b'claimed')\n"
-    child = subprocess.Popen([sys.executable, "-c", script], env=env)
-    for _ in range(1000):  # bounded: 10 s
-        with open(f"/proc/{child.pid}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] == "T":
-                return child
-        time.sleep(0.01)
-    child.kill()
-    raise AssertionError("the producer never stopped at its claim")
+    return child_stopped_at("mq.send.after_claim", script, "the producer")
 
 
 @pytest.mark.parametrize("kind", ["consumer", "group consumer"])

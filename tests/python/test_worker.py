@@ -12,7 +12,7 @@ import time
 import pytest
 
 import fabric_shm as fs
-from conftest import CLI, PRODUCER, WORKER, child_blocked_then_interrupted, python_env
+from conftest import CLI, PRODUCER, WORKER, child_blocked_then_interrupted, child_stopped_at, python_env
 
 
 def put_and_notify(store, producer, uri, data):
@@ -274,17 +274,16 @@ def group_lock_held_by_a_stopped_process(pool):
     """A child process that joins group 'g' of topic 't' as member 'holder' and stops holding
     the group's lock (SIGSTOP at the pause point group.join.before_publish): a join waits for
     it, then says busy. Resumed, it joins and exits."""
-    env = python_env()
-    env["FABRIC_SHM_PAUSE_POINT"] = "group.join.before_publish"
     script = f"import fabric_shm as fs\nfs.GroupConsumer(fs.Pool.open({pool.name!r}), 't', 'g', 'holder')\n"
-    child = subprocess.Popen([sys.executable, "-c", script], env=env)
-    for _ in range(1000):  # bounded: 10 s
-        with open(f"/proc/{child.pid}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] == "T":
-                return child
-        time.sleep(0.01)
-    child.kill()
-    raise AssertionError("the committer never stopped holding the group's lock")
+    return child_stopped_at("group.join.before_publish", script, "the joiner holding the group's lock")
+
+
+def async_worker_of_group_g(pool):
+    """A Worker of group 'g' on topic 't' in the asyncio form (concurrency 2), whose session of
+    1 s makes each try of a join wait 250 ms for the group's lock."""
+    worker = fs.Worker(pool, topic="t", group="g", session_timeout=1, concurrency=2)
+    worker.handler(lambda item: b"")
+    return worker
 
 
 def resume_and_reap(child):
@@ -343,8 +342,7 @@ def test_a_cancelled_run_async_ends_a_join_that_waits_for_a_group_lock_and_the_e
     pool.topics().create("t", fs.TopicConfig(num_partitions=1))
     holder = group_lock_held_by_a_stopped_process(pool)
     try:
-        worker = fs.Worker(pool, topic="t", group="g", session_timeout=1, concurrency=2)
-        worker.handler(lambda item: b"")
+        worker = async_worker_of_group_g(pool)
 
         async def main():
             task = asyncio.create_task(worker.run_async())
@@ -375,8 +373,7 @@ def test_a_cancel_of_run_async_as_it_starts_is_not_lost(pool, when):
     pool.topics().create("t", fs.TopicConfig(num_partitions=1))
     holder = group_lock_held_by_a_stopped_process(pool)
     try:
-        worker = fs.Worker(pool, topic="t", group="g", session_timeout=1, concurrency=2)
-        worker.handler(lambda item: b"")
+        worker = async_worker_of_group_g(pool)
 
         async def main():
             aio = asyncio.get_running_loop()
@@ -409,8 +406,7 @@ def test_a_cancelled_run_async_does_not_stop_another_run_of_the_same_worker(pool
     resumer = threading.Timer(1.0, resume_and_reap, [holder])  # the lock is free after 1 s: b joins
     resumer.start()
     try:
-        worker = fs.Worker(pool, topic="t", group="g", session_timeout=1, concurrency=2)
-        worker.handler(lambda item: b"")
+        worker = async_worker_of_group_g(pool)
 
         async def main():
             a = asyncio.create_task(worker.run_async())
