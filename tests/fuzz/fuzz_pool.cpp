@@ -132,6 +132,9 @@ void exercise(const Pool& pool) {
         }
         if (auto h = pool.open_region(r.ref)) (void)h->check(now);
     }
+    // The reaper's walk as `fabric-shm reap --dry-run` runs it (read-only: it judges, writes nothing).
+    Pool walker = pool;  // a handle of its own: reap() is not a const call
+    (void)walker.reap(now, /*dry_run=*/true, /*allow_pool_removal=*/false);
     auto store = MemObjectStore::attach(pool, "default");
     if (!store) return;
     (void)(*store)->stats();

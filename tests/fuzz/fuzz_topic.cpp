@@ -7,7 +7,8 @@
 // modulo the region length: slot state words, envelope offsets, key/header/value lengths,
 // encoded headers) or, when the first byte is odd, anywhere in the topic's regions. Then an
 // observer Consumer seeks to the earliest offset and polls everything, decoding every header
-// of every message, and the topic's region-kind check runs as fabric-shm-dump --check would.
+// of every message, and the topic's region-kind check runs as fabric-shm-dump --check would,
+// then the reaper's walk, dry and real.
 // Properties: no crash, no sanitizer report, every returned span lies inside the batch.
 #include <fcntl.h>
 #include <unistd.h>
@@ -137,6 +138,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         }
     }
     (void)TopicManager(*pool).describe("t");
+    // The reaper's walk over the damaged regions: a dry run reads what a repair would, then a
+    // real pass repairs (waiter slots, group rows, partition slots of the template's
+    // producers, which are dead now); neither may read or write outside its region.
+    (void)pool->reap(MonoClock::now(), /*dry_run=*/true, /*allow_pool_removal=*/false);
+    (void)pool->reap(MonoClock::now(), /*dry_run=*/false, /*allow_pool_removal=*/false);
     ConsumerOptions co;
     co.on_warning = [](std::string_view) {};
     auto consumer = Consumer::open(*pool, "t", "", co);
