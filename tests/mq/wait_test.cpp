@@ -375,6 +375,31 @@ TEST_CASE("dead waiter: a consumer killed while parked leaves its bit; the reape
     CHECK(detail::futex_wake_calls() - calls == 0);
 }
 
+TEST_CASE("dead waiter: a damaged partition ref in the topic does not make the reaper clear a bit of another "
+          "topic's partition") {
+    TestPool tp("deadwaitref");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 64, OnFull::overwrite)).ok());
+    REQUIRE(mgr.create("u", config(1, 64, OnFull::overwrite)).ok());
+    const pid_t kid = parked_child(tp.cleanup.name());
+    REQUIRE(test::wait_stopped(kid));
+    const uint64_t bits = partition_header(tp.pool, "t", 0)->waiters.load();
+    REQUIRE(std::popcount(bits) == 1);
+    // Topic u's partition has a waiter of its own at the same entry number; t's ref to its
+    // partition 0 is damaged to name u's.
+    auto* u0 = partition_header(tp.pool, "u", 0);
+    u0->waiters.store(bits);
+    auto t_root = tp.pool.open_region(RegionKind::topic, "t");
+    auto u_part = tp.pool.open_region(RegionKind::partition, "u.0");
+    REQUIRE(t_root.ok());
+    REQUIRE(u_part.ok());
+    reinterpret_cast<mq::TopicHeader*>(t_root->data())->partition_refs[0] = u_part->ref().packed();
+    kill(kid, SIGKILL);
+    CHECK(test::wait_child(kid) == 128 + SIGKILL);
+    (void)tp.pool.reap(MonoClock::now());
+    CHECK(u0->waiters.load() == bits);  // u's waiter is not t's to clear
+}
+
 TEST_CASE("dead waiter: without a reaper, producers repair it themselves after one wake that found nobody") {
     TestPool tp("deadwait2");
     TopicManager mgr(tp.pool);

@@ -1137,7 +1137,9 @@ uint64_t reap_waiters(const Pool& pool, const RegionInfo& info, TopicHeader* hdr
         auto r = pool.open_region(RegionRef::unpack(hdr->partition_refs[i]));
         if (!r || r->length() < kSlotsOffset) continue;
         auto* ph = reinterpret_cast<PartitionHeader*>(r->data());
-        if (ph->magic != kPartitionMagic) continue;
+        // This topic's partition i, as open_topic checks it (magic, index, incarnation): a
+        // damaged ref naming another region must not have bits of its words cleared.
+        if (ph->magic != kPartitionMagic || ph->index != i || ph->incarnation != hdr->incarnation) continue;
         parts.push_back(ph);
         handles.push_back(std::move(r.value()));
     }
