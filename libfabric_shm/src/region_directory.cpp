@@ -306,19 +306,18 @@ Result<Region> Pool::open_region(RegionRef ref) const {
     }
     const uint64_t off = e.offset.load(std::memory_order_relaxed);
     const uint64_t len = e.length.load(std::memory_order_relaxed);
-    if (!impl_->in_bounds(off, len) || off < kDataOffset || len == 0) {
-        if (attached) detach_bit(*impl_, ref.index);
-        return make_error(Errc::corrupt, "region '" + name + "' extent [" + std::to_string(off) + ", +" +
-                                             std::to_string(len) + ") is outside the " + std::to_string(size()) +
-                                             "-byte pool");
-    }
     // Every extent starts on a page (create_region places them so): the structures a region
     // holds are aligned to it (StoreHeader to a page), so a misaligned one is corrupt, not
-    // something to read through.
-    if (off % kPageSize != 0) {
+    // something to read through. The same rule guards the reaper's and --check's hooks.
+    if (!detail::region_extent_ok(*this, off, len)) {
         if (attached) detach_bit(*impl_, ref.index);
-        return make_error(Errc::corrupt, "region '" + name + "' starts at offset " + std::to_string(off) +
-                                             ", not on a " + std::to_string(kPageSize) + "-byte page");
+        return make_error(Errc::corrupt, "region '" + name + "' extent [" + std::to_string(off) + ", +" +
+                                             std::to_string(len) + ") " +
+                                             (off % kPageSize != 0 ? "starts off a " + std::to_string(kPageSize) +
+                                                                         "-byte page"
+                                                                   : "is empty or outside the data area [" +
+                                                                         std::to_string(kDataOffset) + ", " +
+                                                                         std::to_string(size()) + ")"));
     }
     region.pool_ = *this;
     region.ref_ = ref;

@@ -109,8 +109,8 @@ struct ConsumerGroup::Impl {
     std::array<Probe, kMaxMembers> probes{};
 
     GroupSlot& slot() const { return t->groups[gref.index]; }
-    /// A member's wait for the group's lock: bounded by its session, since it does not
-    /// heartbeat while it waits.
+    /// A member's wait for the group's lock: bounded by its session, since the wait keeps the
+    /// process's registration alive but not the member's row.
     uint64_t lock_wait_ns() const { return group_lock_wait_for_session(to_ns(config.session_timeout)); }
     // era < kMaxFenceEra (checked at open) and epoch <= kMaxOwnerEpoch (draw_epoch): below 2^62.
     uint64_t token(uint64_t epoch) const { return era + epoch; }
