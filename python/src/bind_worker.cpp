@@ -357,15 +357,11 @@ void bind_worker(py::module_& m) {
                  auto stop_asked = [&] { return w.stop_asked_since(stops_at); };
                  config.open_should_stop = [&] { return stop_asked() || watch(); };
                  auto result = without_gil(w, [&]() -> Result<WorkerExit> {
-                     // Stopped while it waited for another thread's run: it does not join at all
-                     // (its stats are an empty run's, not the previous run's).
-                     if (stop_asked()) {
-                         w.last_stats = WorkerStats{};
-                         return WorkerExit::stopped;
-                     }
                      if (!w.loop) {
                          auto loop = WorkerLoop::open(w.pool, config,
                                                       [&w](const WorkItem& item) { return w.process(item); });
+                         // Stopped before or while it joined (maybe while it waited for another
+                         // thread's run): its stats are an empty run's, not the previous run's.
                          if (!loop && loop.code() == Errc::interrupted && stop_asked()) {
                              w.last_stats = WorkerStats{};
                              return WorkerExit::stopped;
@@ -439,12 +435,8 @@ void bind_worker(py::module_& m) {
                  };
                  bool interrupted = false;
                  Status st = without_gil(*l, [&]() -> Status {
-                     if (w.stop_asked_since(stops_at)) {  // stopped before its thread started: no join
-                         interrupted = true;
-                         return {};
-                     }
                      auto loop = WorkerLoop::open(l->pool, c);
-                     if (!loop && loop.code() == Errc::interrupted) {
+                     if (!loop && loop.code() == Errc::interrupted) {  // asked before or between its tries
                          interrupted = true;
                          return {};
                      }

@@ -144,10 +144,10 @@ struct WorkerConfig {
     uint32_t commit_every = kMaxCommitEvery;
     Duration commit_delay = std::chrono::milliseconds(1);
     OrderMode order = OrderMode::key;
-    /// Asked by open() between its tries of a join (or of the result bucket's claim) that a
-    /// paused process's hold on the group's lock refused as busy, which it repeats for up to
-    /// 10 s: true gives up with Errc::interrupted, nothing joined (a signal handler's flag,
-    /// as run()'s should_stop; it must not throw). Empty: the tries run their course.
+    /// Asked by open() before each try of its join (and of the result bucket's claim), which it
+    /// repeats for up to 10 s while a paused process's hold on the group's lock refuses them as
+    /// busy: true gives up with Errc::interrupted, nothing joined (a signal handler's flag, as
+    /// run()'s should_stop; it must not throw). Empty: the tries run their course.
     std::function<bool()> open_should_stop;
 };
 

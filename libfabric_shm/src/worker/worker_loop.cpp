@@ -2224,7 +2224,6 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config) {
     impl->consumer.emplace(std::move(c.value()));
     impl->parts.resize(impl->consumer->num_partitions());
     impl->last_rebalance_ns = impl->last_keep_alive_ns = mono_now_ns();
-    impl->last_message_ns = mono_coarse_ns();
 
     DlqPolicy dp;
     dp.max_attempts = config.max_attempts;
@@ -2251,18 +2250,21 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config) {
     constexpr int kJoinPasses = 16;
     constexpr uint64_t kOpenLockWaitNs = 10 * kNsPerSec;
     const uint64_t lock_deadline = mono_now_ns() + kOpenLockWaitNs;
+    // open_should_stop is asked before each try, the first included: a stop asked before the
+    // join joins nothing.
     auto while_lock_held = [&](const std::function<Status()>& step) -> Status {
-        Status st = step();
-        while (!st && st.code() == Errc::busy && mono_now_ns() < lock_deadline) {
+        std::string waited;  // the last busy answer, for the interrupted error
+        for (;;) {
             if (config.open_should_stop && config.open_should_stop())
                 return make_error(Errc::interrupted, "WorkerLoop::open of group '" + config.group + "' on topic '" +
-                                                         config.topic + "': stopped while it waited (" +
-                                                         st.error().message + ")");
+                                                         config.topic + "': stopped" +
+                                                         (waited.empty() ? "" : " while it waited (" + waited + ")"));
+            Status st = step();
+            if (st || st.code() != Errc::busy || mono_now_ns() >= lock_deadline) return st;
+            waited = st.error().message;
             FABRIC_TRY(impl->keep_alive());
             sleep_ns(kBusyRetryNs);
-            st = step();
         }
-        return st;
     };
     auto join = [&] { return impl->membership->join(); };
     Status joined = while_lock_held(join);
