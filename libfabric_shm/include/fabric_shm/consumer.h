@@ -113,8 +113,9 @@ struct ConsumerOptions {
     uint64_t epoch = 0;                  ///< commit epoch; 0 outside a consumer group
     /// Longest wait of a commit for the group's lock, held by another process (a member
     /// committing, maybe paused); past it the commit fails with Errc::busy, nothing committed.
-    /// A group member keeps it well under its session timeout, since it does not heartbeat
-    /// while it waits (GroupConsumer and WorkerLoop: a quarter of it, at most 2 s). 0: no wait
+    /// A group member keeps it well under its session timeout, since its member row is not
+    /// heartbeated while it waits (the process's registration is) (GroupConsumer and
+    /// WorkerLoop: a quarter of it, at most 2 s). 0: no wait
     /// (one try, and a dead holder's lock is taken over).
     Duration lock_wait = std::chrono::seconds(2);
     /// Receives warnings (offset reset after an incarnation change); default: stderr.
