@@ -8,11 +8,16 @@
 // encoded headers) or, when the first byte is odd, anywhere in the topic's regions. Then an
 // observer Consumer seeks to the earliest offset and polls everything, decoding every header
 // of every message, and the topic's region-kind check runs as fabric-shm-dump --check would,
-// then the reaper's walk, dry and real.
-// Properties: no crash, no sanitizer report, every returned span lies inside the batch.
+// then the reaper's walk, dry and real. Two canary regions of a fixed pattern lie on either side
+// of the topic's regions.
+// Properties: no crash, no sanitizer report, every returned span lies inside the batch, and no
+// byte of the data area outside the topic's regions changed: whatever a damaged ring, header or
+// partition ref says, a repair or a reader writes only inside the topic it damaged (a sanitizer
+// sees only the mapping's edges, not a write into a neighbouring region).
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -37,6 +42,11 @@ struct Span {
     uint64_t begin, length;
 };
 std::vector<Span> g_partitions, g_topic;
+/// The data area's bytes outside the topic's regions (the canaries and the free space): no input
+/// may change them.
+std::vector<Span> g_outside;
+constexpr uint64_t kCanaryBytes = 8192;
+constexpr Duration kLongTtl = std::chrono::hours(24 * 365);
 
 [[noreturn]] void die(const std::string& what) {
     std::fprintf(stderr, "fuzz_topic: setup failed: %s\n", what.c_str());
@@ -62,8 +72,26 @@ void build_template() {
     setenv("FABRIC_SHM_DIR", g_dir.c_str(), 1);
     g_path = Pool::segment_path(kPool);
     std::atexit(remove_dir);
-    auto pool = Pool::create({kPool, 1 << 20});
+    // Leases far longer than any fuzzing run: a reap that reclaims an expired region writes to
+    // it, which the check below would take for a stray write.
+    PoolOptions config{kPool, 1 << 20};
+    config.ttl = kLongTtl;
+    auto pool = Pool::create(config);
     if (!pool) die(pool.error().message);
+    auto canary = [&](const char* name) {
+        RegionSpec spec;
+        spec.name = name;
+        spec.length = kCanaryBytes;
+        spec.ttl = kLongTtl;
+        spec.init = [](std::byte* data, uint64_t length) {
+            for (uint64_t i = 0; i < length; ++i) data[i] = std::byte(0xA5 ^ (i * 131));
+            return Status{};
+        };
+        auto r = pool->create_region(spec);
+        if (!r) die(r.error().message);
+        return std::move(*r);
+    };
+    const Region before = canary("canary-before");
     TopicConfig tc;
     tc.num_partitions = 1;
     tc.partition_capacity = 8;
@@ -84,6 +112,7 @@ void build_template() {
         auto r = producer->send_to(0, m);
         if (!r) die(r.error().message);
     }
+    const Region after = canary("canary-after");
     for (const RegionInfo& r : pool->regions()) {
         if (r.kind == uint32_t(RegionKind::partition)) g_partitions.push_back({r.offset, r.length});
         if (r.kind == uint32_t(RegionKind::topic) || r.kind == uint32_t(RegionKind::partition) ||
@@ -91,6 +120,21 @@ void build_template() {
             g_topic.push_back({r.offset, r.length});
     }
     if (g_partitions.empty()) die("no partition region");
+    std::vector<Span> topic_sorted = g_topic;
+    std::sort(topic_sorted.begin(), topic_sorted.end(), [](const Span& a, const Span& b) { return a.begin < b.begin; });
+    uint64_t at = layout::kDataOffset;
+    for (const Span& t : topic_sorted) {
+        if (t.begin > at) g_outside.push_back({at, t.begin - at});
+        at = std::max(at, t.begin + t.length);
+    }
+    if (pool->size() > at) g_outside.push_back({at, pool->size() - at});
+    // The canaries are where the check looks first: they must lie outside the topic's regions.
+    for (const Region* c : {&before, &after}) {
+        const RegionInfo info = pool->region_info(c->ref()).value();
+        bool covered = false;
+        for (const Span& o : g_outside) covered |= info.offset >= o.begin && info.offset + info.length <= o.begin + o.length;
+        if (!covered) die("a canary region overlaps the topic's regions");
+    }
     g_template.assign(reinterpret_cast<const uint8_t*>(detail::pool_base(*pool)),
                       reinterpret_cast<const uint8_t*>(detail::pool_base(*pool)) + pool->size());
 }
@@ -99,6 +143,21 @@ uint32_t le(const uint8_t* p, int n) {
     uint32_t v = 0;
     for (int i = 0; i < n; ++i) v |= uint32_t(p[i]) << (8 * i);
     return v;
+}
+
+/// Aborts, naming the first changed byte, when a byte of the data area outside the topic's
+/// regions differs from the template.
+void check_outside_unchanged(const Pool& pool, const char* after_what) {
+    const auto* base = reinterpret_cast<const uint8_t*>(detail::pool_base(pool));
+    for (const Span& o : g_outside) {
+        if (std::memcmp(base + o.begin, g_template.data() + o.begin, o.length) == 0) continue;
+        uint64_t i = o.begin;
+        while (base[i] == g_template[i]) ++i;
+        std::fprintf(stderr,
+                     "fuzz_topic: after %s, byte %llu (outside the topic's regions) is 0x%02x, was 0x%02x\n",
+                     after_what, static_cast<unsigned long long>(i), base[i], g_template[i]);
+        std::abort();
+    }
 }
 
 bool inside(std::span<const uint8_t> part, const uint8_t* lo, const uint8_t* hi) {
@@ -143,6 +202,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     // producers, which are dead now); neither may read or write outside its region.
     (void)pool->reap(MonoClock::now(), /*dry_run=*/true, /*allow_pool_removal=*/false);
     (void)pool->reap(MonoClock::now(), /*dry_run=*/false, /*allow_pool_removal=*/false);
+    check_outside_unchanged(*pool, "the reaper's walk");
     ConsumerOptions co;
     co.on_warning = [](std::string_view) {};
     auto consumer = Consumer::open(*pool, "t", "", co);
@@ -173,5 +233,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             (void)inside;
         }
     }
+    check_outside_unchanged(*pool, "a consumer's polls");
     return 0;
 }
