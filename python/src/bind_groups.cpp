@@ -159,6 +159,27 @@ void bind_groups(py::module_& m) {
              },
              py::arg("message") = py::none(),
              "Commits past `message` (or every owned partition's position); StaleEpoch once fenced.")
+        .def("pause",
+             [](PyGroupConsumer& c, uint32_t partition) {
+                 GroupConsumer& consumer = c.get();
+                 unwrap(without_gil(c, [&] { return consumer.pause(partition); }));
+             },
+             py::arg("partition"),
+             "Stops reading one of the member's partitions without leaving it: poll() skips it, its position "
+             "stays. It stays paused while the member keeps it, across rebalances and a failed assignment's "
+             "retry; InvalidArgument for a partition not in `partitions`.")
+        .def("resume",
+             [](PyGroupConsumer& c, uint32_t partition) {
+                 GroupConsumer& consumer = c.get();
+                 unwrap(without_gil(c, [&] { return consumer.resume(partition); }));
+             },
+             py::arg("partition"), "Reads a paused partition again, from where it stopped.")
+        .def("paused",
+             [](PyGroupConsumer& c, uint32_t partition) {
+                 GroupConsumer& consumer = c.get();
+                 return without_gil(c, [&] { return consumer.paused(partition); });
+             },
+             py::arg("partition"))
         .def("rejoin", [](PyGroupConsumer& c) {
             GroupConsumer& consumer = c.get();
             unwrap(without_gil(c, [&] { return consumer.rejoin(); }));

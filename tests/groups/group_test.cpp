@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstdio>
 #include <random>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -547,62 +548,103 @@ private:
 };
 }  // namespace
 
-TEST_CASE("group consumer: a partition gained while the offset store failed is read after the next poll; one the "
-          "user paused stays paused") {
-    TestPool tp("grp-assignretry");
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("t", config(2, 16)).ok());
-    FlakyOffsets offsets(tp.pool);
-    GroupConsumerOptions o;
-    o.group = fast();
-    o.consumer.offset_store = &offsets;
-    auto b = GroupConsumer::open(tp.pool, "t", "g", "b", o);
-    REQUIRE_MESSAGE(b.ok(), b.error().message);
-    auto a = GroupConsumer::open(tp.pool, "t", "g", "a", o);
-    REQUIRE_MESSAGE(a.ok(), a.error().message);
+/// Member a owns partition `kept` (paused by the user) and has just gained `gained` from b,
+/// which left; the offset store failed the fetch of its start, so a's last poll returned that
+/// error and a reads nothing until its next poll assigns again. One message waits on each
+/// partition.
+struct GainWhileOffsetsFail {
+    TestPool tp{"grp-assignretry"};
+    FlakyOffsets offsets{tp.pool};
+    std::optional<GroupConsumer> a, b;
+    uint32_t kept = 0, gained = 0;
     MessageBatch batch;
-    // b hands one partition over at its next claim; a takes it at its own.
-    const uint64_t split_start = mono_now_ns();
-    while ((a->partitions().size() != 1 || b->partitions().size() != 1) && mono_now_ns() - split_start < 2 * kNsPerSec) {
-        REQUIRE(b->poll(batch, 16, std::chrono::milliseconds(5)).ok());
-        REQUIRE(a->poll(batch, 16, std::chrono::milliseconds(5)).ok());
+
+    GainWhileOffsetsFail() {
+        REQUIRE(TopicManager(tp.pool).create("t", config(2, 16)).ok());
+        GroupConsumerOptions o;
+        o.group = fast();
+        o.consumer.offset_store = &offsets;
+        auto opened_b = GroupConsumer::open(tp.pool, "t", "g", "b", o);
+        REQUIRE_MESSAGE(opened_b.ok(), opened_b.error().message);
+        b.emplace(std::move(*opened_b));
+        auto opened_a = GroupConsumer::open(tp.pool, "t", "g", "a", o);
+        REQUIRE_MESSAGE(opened_a.ok(), opened_a.error().message);
+        a.emplace(std::move(*opened_a));
+        // b hands one partition over at its next claim; a takes it at its own.
+        const uint64_t split_start = mono_now_ns();
+        while ((a->partitions().size() != 1 || b->partitions().size() != 1) &&
+               mono_now_ns() - split_start < 2 * kNsPerSec) {
+            REQUIRE(b->poll(batch, 16, std::chrono::milliseconds(5)).ok());
+            REQUIRE(a->poll(batch, 16, std::chrono::milliseconds(5)).ok());
+        }
+        REQUIRE(a->partitions().size() == 1);
+        kept = a->partitions()[0];
+        gained = 1 - kept;
+        REQUIRE(a->pause(kept).ok());  // the user's flow control
+        REQUIRE(b->leave().ok());
+        // a's next claim gains b's partition under a new epoch; the fetch of its start fails.
+        offsets.fail_fetches = 1;
+        Status gain = {};
+        const uint64_t gain_start = mono_now_ns();
+        while (gain.ok() && mono_now_ns() - gain_start < 2 * kNsPerSec) {
+            auto n = a->poll(batch, 16, std::chrono::milliseconds(5));
+            if (!n) gain = std::move(n).error();
+        }
+        REQUIRE_FALSE(gain.ok());
+        CHECK(gain.error().message.find("did not answer") != std::string::npos);
+        CHECK(a->partitions().size() == 2);
+        auto producer = Producer::open(tp.pool, "t");
+        REQUIRE(producer.ok());
+        for (uint32_t p = 0; p < 2; ++p) {
+            OutgoingMessage m;
+            m.value = bytes("m");
+            REQUIRE(producer->send_to(p, m).ok());
+        }
     }
-    REQUIRE(a->partitions().size() == 1);
-    const uint32_t kept = a->partitions()[0], gained = 1 - kept;
-    REQUIRE(a->consumer().pause(kept).ok());  // the user's flow control
-    REQUIRE(b->leave().ok());
-    // a's next claim gains b's partition under a new epoch; the fetch of its start fails.
-    offsets.fail_fetches = 1;
-    Status gain = {};
-    const uint64_t gain_start = mono_now_ns();
-    while (gain.ok() && mono_now_ns() - gain_start < 2 * kNsPerSec) {
-        auto n = a->poll(batch, 16, std::chrono::milliseconds(5));
-        if (!n) gain = std::move(n).error();
-    }
-    REQUIRE_FALSE(gain.ok());
-    CHECK(gain.error().message.find("did not answer") != std::string::npos);
-    CHECK(a->partitions().size() == 2);
-    // One message on each partition: the member reads the gained one; the paused one waits.
-    auto producer = Producer::open(tp.pool, "t");
-    REQUIRE(producer.ok());
-    for (uint32_t p = 0; p < 2; ++p) {
-        OutgoingMessage m;
-        m.value = bytes("m");
-        REQUIRE(producer->send_to(p, m).ok());
-    }
-    auto read_for = [&](std::set<uint32_t>& read_from, size_t want) {
+
+    /// Polls a until it has read from `want` partitions (or 2 s passed), adding each one read.
+    void read_until(std::set<uint32_t>& read_from, size_t want) {
         const uint64_t start = mono_now_ns();
         while (read_from.size() < want && mono_now_ns() - start < 2 * kNsPerSec) {
             auto n = a->poll(batch, 16, std::chrono::milliseconds(5));
             REQUIRE_MESSAGE(n.ok(), n.error().message);
             for (size_t i = 0; i < *n; ++i) read_from.insert(batch[i].partition);
         }
-    };
+    }
+};
+
+TEST_CASE_FIXTURE(GainWhileOffsetsFail, "group consumer: a partition gained while the offset store failed is read "
+                                        "after the next poll; one the user paused stays paused") {
     std::set<uint32_t> read_from;
-    read_for(read_from, 1);
+    read_until(read_from, 1);
     CHECK(read_from == std::set<uint32_t>{gained});
+    CHECK(a->paused(kept));
     CHECK(a->consumer().paused(kept));
-    REQUIRE(a->consumer().resume(kept).ok());
-    read_for(read_from, 2);
+    REQUIRE(a->resume(kept).ok());
+    read_until(read_from, 2);
+    CHECK(read_from == std::set<uint32_t>{0, 1});
+}
+
+TEST_CASE_FIXTURE(GainWhileOffsetsFail, "group consumer: a pause or resume asked while a failed assignment waits "
+                                        "for the next poll holds once that poll assigns") {
+    // Nothing is assigned now: the consumer refuses both partitions, the member takes both.
+    CHECK(a->paused(kept));
+    CHECK_FALSE(a->paused(gained));
+    CHECK(a->consumer().pause(gained).code() == Errc::invalid_argument);
+    REQUIRE(a->pause(gained).ok());
+    REQUIRE(a->resume(kept).ok());
+    CHECK(a->paused(gained));
+    CHECK_FALSE(a->paused(kept));
+    const Status foreign = a->pause(7);
+    CHECK(foreign.code() == Errc::invalid_argument);
+    CHECK(foreign.error().message.find("partition 7 is not among member 'a'") != std::string::npos);
+    // The next poll assigns both: the resumed partition is read, the paused one waits.
+    std::set<uint32_t> read_from;
+    read_until(read_from, 1);
+    CHECK(read_from == std::set<uint32_t>{kept});
+    CHECK(a->paused(gained));
+    CHECK(a->consumer().paused(gained));
+    REQUIRE(a->resume(gained).ok());
+    read_until(read_from, 2);
     CHECK(read_from == std::set<uint32_t>{0, 1});
 }

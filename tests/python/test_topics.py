@@ -102,6 +102,24 @@ def test_a_paused_partition_is_skipped_and_resumes_where_it_stopped(pool):
         consumer.pause(1)
 
 
+def test_a_group_member_pauses_one_of_its_partitions_and_resumes_it_where_it_stopped(pool):
+    make_topic(pool, num_partitions=2)
+    producer = fs.Producer(pool, "t")
+    for i in range(3):
+        producer.send_to(0, f"a{i}".encode())
+        producer.send_to(1, f"b{i}".encode())
+    with fs.GroupConsumer(pool, "t", "g", "m") as member:
+        assert sorted(member.partitions) == [0, 1]  # the only member owns both from its join
+        member.pause(1)
+        assert member.paused(1) and not member.paused(0)
+        assert [m.value_str() for m in member.poll(max=10, timeout=0.05)] == ["a0", "a1", "a2"]
+        assert member.poll(max=10, timeout=0.03) == []
+        member.resume(1)
+        assert [m.value_str() for m in member.poll(max=10, timeout=0.05)] == ["b0", "b1", "b2"]
+        with pytest.raises(fs.InvalidArgument, match="partition 7"):
+            member.pause(7)
+
+
 def test_send_batch_returns_one_result_each_and_reports_what_was_sent(pool):
     make_topic(pool, num_partitions=1, partition_capacity=4, on_full=fs.OnFull.REJECT)
     producer = fs.Producer(pool, "t")

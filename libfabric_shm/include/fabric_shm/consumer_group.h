@@ -172,6 +172,17 @@ public:
     Status heartbeat();
     Status leave();
 
+    /// Stops reading one of the member's partitions without leaving it, as Consumer::pause
+    /// does, and resume() reads on from where it stopped. Unlike consumer().pause, these also
+    /// work while a failed assignment waits for the next poll (an offset store whose fetch did
+    /// not answer): the member then reads none of partitions(), and what was paused or resumed
+    /// meanwhile holds once that poll assigns them. A partition stays paused while the member
+    /// keeps it; one that moves to another member forgets its pause. invalid_argument for a
+    /// partition not in partitions().
+    Status pause(uint32_t partition);
+    Status resume(uint32_t partition);
+    bool paused(uint32_t partition) const;
+
     uint64_t epoch() const;
     const std::vector<uint32_t>& partitions() const;
     const std::string& member_id() const;

@@ -714,8 +714,8 @@ struct GroupConsumer::Impl {
             // claim moved to another member among them: read and commit none until the next
             // poll's claim (at once) assigns again. Emptying the assignment forgets the pauses:
             // those of partitions the claim keeps are remembered (one that leaves forgets its
-            // pause, as an assign does). Meanwhile consumer().pause and resume refuse them as
-            // not assigned (docs/groups.md).
+            // pause, as an assign does). Meanwhile GroupConsumer::pause and resume edit what
+            // is remembered; consumer().pause and resume refuse them as not assigned.
             uint64_t kept = 0;
             for (uint32_t p : claim.partitions) kept |= uint64_t(1) << p;
             paused_across_failure &= kept;
@@ -732,6 +732,20 @@ struct GroupConsumer::Impl {
         paused_across_failure = 0;
         assigned = true;
         return st;
+    }
+
+    /// GroupConsumer::pause (pause true) and resume: the consumer's own while it reads by the
+    /// claim; while an assignment waits for its retry, the pause remembered for that retry.
+    Status set_paused(uint32_t partition, bool pause) {
+        if (assigned) return pause ? consumer.pause(partition) : consumer.resume(partition);
+        if (std::find(claim.partitions.begin(), claim.partitions.end(), partition) == claim.partitions.end())
+            return make_error(Errc::invalid_argument, "partition " + std::to_string(partition) +
+                                                          " is not among member '" + id + "''s partitions of topic '" +
+                                                          group.topic() + "'; not " + (pause ? "paused" : "resumed"));
+        static_assert(kMaxPartitions <= 64, "paused_across_failure holds one bit per partition");
+        const uint64_t bit = uint64_t(1) << partition;  // below kMaxPartitions: a claim's partition
+        paused_across_failure = pause ? paused_across_failure | bit : paused_across_failure & ~bit;
+        return {};
     }
 };
 
@@ -827,6 +841,13 @@ Status GroupConsumer::leave() {
     Status st = im.group.leave(im.id);
     if (!st && st.code() == Errc::not_found) return {};
     return st;
+}
+Status GroupConsumer::pause(uint32_t partition) { return impl_->set_paused(partition, true); }
+Status GroupConsumer::resume(uint32_t partition) { return impl_->set_paused(partition, false); }
+bool GroupConsumer::paused(uint32_t partition) const {
+    const Impl& im = *impl_;
+    if (im.assigned) return im.consumer.paused(partition);
+    return partition < kMaxPartitions && (im.paused_across_failure >> partition & 1);
 }
 uint64_t GroupConsumer::epoch() const { return impl_->claim.epoch; }
 const std::vector<uint32_t>& GroupConsumer::partitions() const { return impl_->claim.partitions; }
