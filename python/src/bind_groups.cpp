@@ -166,8 +166,8 @@ void bind_groups(py::module_& m) {
              },
              py::arg("partition"),
              "Stops reading one of the member's partitions without leaving it: poll() skips it, its position "
-             "stays. It stays paused while the member keeps it, across rebalances and a failed assignment's "
-             "retry; InvalidArgument for a partition not in `partitions`.")
+             "stays. It stays paused while the member keeps it, across rebalances; InvalidArgument for a "
+             "partition not in `partitions`.")
         .def("resume",
              [](PyGroupConsumer& c, uint32_t partition) {
                  GroupConsumer& consumer = c.get();

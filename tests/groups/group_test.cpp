@@ -637,7 +637,16 @@ TEST_CASE_FIXTURE(GainWhileOffsetsFail, "group consumer: a pause or resume asked
     CHECK_FALSE(a->paused(kept));
     const Status foreign = a->pause(7);
     CHECK(foreign.code() == Errc::invalid_argument);
-    CHECK(foreign.error().message.find("partition 7 is not among member 'a'") != std::string::npos);
+    CHECK(foreign.error().message.find("member 'a' owns partitions [") != std::string::npos);
+    CHECK(foreign.error().message.find("not 7; not paused") != std::string::npos);
+    CHECK_FALSE(a->paused(7));
+    // A second failed assignment keeps what was set meanwhile.
+    offsets.fail_fetches = 1;
+    auto failed_again = a->poll(batch, 16, std::chrono::milliseconds(5));
+    REQUIRE_FALSE(failed_again.ok());
+    CHECK(failed_again.error().message.find("did not answer") != std::string::npos);
+    CHECK(a->paused(gained));
+    CHECK_FALSE(a->paused(kept));
     // The next poll assigns both: the resumed partition is read, the paused one waits.
     std::set<uint32_t> read_from;
     read_until(read_from, 1);

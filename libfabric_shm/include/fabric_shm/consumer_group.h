@@ -176,9 +176,11 @@ public:
     /// does, and resume() reads on from where it stopped. Unlike consumer().pause, these also
     /// work while a failed assignment waits for the next poll (an offset store whose fetch did
     /// not answer): the member then reads none of partitions(), and what was paused or resumed
-    /// meanwhile holds once that poll assigns them. A partition stays paused while the member
-    /// keeps it; one that moves to another member forgets its pause. invalid_argument for a
-    /// partition not in partitions().
+    /// meanwhile holds once that poll assigns them (consumer().paused says false then, and
+    /// consumer().pause refuses them as not assigned). A partition stays paused while the
+    /// member keeps it; one that moves to another member forgets its pause. invalid_argument,
+    /// naming the member's partitions, for a partition not in partitions(); paused() says
+    /// false for one.
     Status pause(uint32_t partition);
     Status resume(uint32_t partition);
     bool paused(uint32_t partition) const;

@@ -699,7 +699,8 @@ struct GroupConsumer::Impl {
     /// fetch of a start): the group's next claim says "unchanged", so the next apply assigns
     /// again rather than leave the partitions it gained unread while partitions() lists them.
     bool assigned = true;
-    /// The partitions the user had paused when an assign failed: paused again by the assign
+    /// While `assigned` is false, the member's pauses: those the consumer had when the assign
+    /// failed, as GroupConsumer::pause and resume edited them since. Paused again by the assign
     /// that succeeds, where it keeps them (a partition stays paused while it stays assigned).
     uint64_t paused_across_failure = 0;
 
@@ -734,14 +735,21 @@ struct GroupConsumer::Impl {
         return st;
     }
 
+    bool claims(uint32_t partition) const {
+        return std::find(claim.partitions.begin(), claim.partitions.end(), partition) != claim.partitions.end();
+    }
+
     /// GroupConsumer::pause (pause true) and resume: the consumer's own while it reads by the
     /// claim; while an assignment waits for its retry, the pause remembered for that retry.
     Status set_paused(uint32_t partition, bool pause) {
+        if (!claims(partition)) {
+            std::string owned;
+            for (uint32_t p : claim.partitions) owned += (owned.empty() ? "" : ", ") + std::to_string(p);
+            return make_error(Errc::invalid_argument, "member '" + id + "' owns partitions [" + owned + "] of topic '" +
+                                                          group.topic() + "', not " + std::to_string(partition) +
+                                                          "; not " + (pause ? "paused" : "resumed"));
+        }
         if (assigned) return pause ? consumer.pause(partition) : consumer.resume(partition);
-        if (std::find(claim.partitions.begin(), claim.partitions.end(), partition) == claim.partitions.end())
-            return make_error(Errc::invalid_argument, "partition " + std::to_string(partition) +
-                                                          " is not among member '" + id + "''s partitions of topic '" +
-                                                          group.topic() + "'; not " + (pause ? "paused" : "resumed"));
         static_assert(kMaxPartitions <= 64, "paused_across_failure holds one bit per partition");
         const uint64_t bit = uint64_t(1) << partition;  // below kMaxPartitions: a claim's partition
         paused_across_failure = pause ? paused_across_failure | bit : paused_across_failure & ~bit;
@@ -846,6 +854,7 @@ Status GroupConsumer::pause(uint32_t partition) { return impl_->set_paused(parti
 Status GroupConsumer::resume(uint32_t partition) { return impl_->set_paused(partition, false); }
 bool GroupConsumer::paused(uint32_t partition) const {
     const Impl& im = *impl_;
+    if (!im.claims(partition)) return false;
     if (im.assigned) return im.consumer.paused(partition);
     return partition < kMaxPartitions && (im.paused_across_failure >> partition & 1);
 }
