@@ -461,6 +461,73 @@ TEST_CASE("store: head_into and the library's keyed metadata read, each into one
     check_store_clean(*f.pool);
 }
 
+TEST_CASE("store access: a put that starts from an earlier lookup lands only while the object found is still the "
+          "key's; otherwise the object now there decides, as after a lookup of its own") {
+    Fixture f("st-expected");
+    const FabricUri uri = f.at("b", "result");
+    detail::StoreKey key;
+    REQUIRE(detail::StoreAccess::prepare(*f.store, uri.view(), key));
+    auto v1 = f.store->put(uri, pattern(100, 1));
+    REQUIRE_MESSAGE(v1, v1.error().message);
+    detail::StoredMeta meta;
+    detail::Found found;
+    auto seen = detail::StoreAccess::head_meta(*f.store, uri.view(), key, meta, &found);
+    REQUIRE_MESSAGE(seen, seen.error().message);
+    REQUIRE(*seen);
+    REQUIRE(meta.version == *v1);
+    auto if_version = [](uint64_t v) {
+        PutOptions o;
+        o.condition = PutCondition::if_version_equals;
+        o.expected_version = v;
+        return o;
+    };
+    // Unchanged since the lookup: lands from it, replacing the object it found.
+    const auto second = pattern(200, 2);
+    auto v2 = detail::StoreAccess::put(*f.store, key, second, if_version(*v1), nullptr, &found);
+    REQUIRE_MESSAGE(v2, v2.error().message);
+    CHECK(*v2 == *v1 + 1);
+    // The same lookup, now old: its condition held then, not now.
+    auto stale = detail::StoreAccess::put(*f.store, key, pattern(300, 3), if_version(*v1), nullptr, &found);
+    REQUIRE_FALSE(stale);
+    CHECK(stale.code() == Errc::conflict);
+    // Without a condition the old lookup does not decide the version either.
+    auto v3 = detail::StoreAccess::put(*f.store, key, pattern(400, 4), PutOptions{}, nullptr, &found);
+    REQUIRE_MESSAGE(v3, v3.error().message);
+    CHECK(*v3 == *v2 + 1);
+    // A condition the old lookup refuses and the object now there meets: lands.
+    auto v4 = detail::StoreAccess::put(*f.store, key, pattern(500, 5), if_version(*v3), nullptr, &found);
+    REQUIRE_MESSAGE(v4, v4.error().message);
+    CHECK(*v4 == *v3 + 1);
+    // A lookup through another mapping of the pool (another handle's): not this store's slot,
+    // so not used, and the put is what a plain one is.
+    auto other_pool = Pool::open(f.cleanup.name());
+    REQUIRE_MESSAGE(other_pool, other_pool.error().message);
+    auto other = MemObjectStore::attach(*other_pool);
+    REQUIRE_MESSAGE(other, other.error().message);
+    detail::StoreKey other_key;
+    REQUIRE(detail::StoreAccess::prepare(**other, uri.view(), other_key));
+    detail::Found elsewhere;
+    auto other_seen = detail::StoreAccess::head_meta(**other, uri.view(), other_key, meta, &elsewhere);
+    REQUIRE(other_seen);
+    REQUIRE(*other_seen);
+    CHECK(elsewhere.slot != found.slot);
+    const auto last = pattern(600, 6);
+    auto v5 = detail::StoreAccess::put(*f.store, key, last, if_version(*v4), nullptr, &elsewhere);
+    REQUIRE_MESSAGE(v5, v5.error().message);
+    CHECK(*v5 == *v4 + 1);
+    auto got = f.store->get(uri);
+    REQUIRE(got);
+    REQUIRE(got->has_value());
+    CHECK((*got)->data == last);
+    CHECK((*got)->info.version == *v5);
+    other->reset();
+    // Every replaced object was retired: one object, nothing loaned or half-published.
+    const StoreStats stats = f.store->stats();
+    CHECK(stats.objects == 1);
+    CHECK(stats.loans_active == 0);
+    check_store_clean(*f.pool);
+}
+
 TEST_CASE("uri: FabricUri::assign and FabricUriView::to_string(out) reuse the target's strings") {
     auto a = FabricUri::parse("fabric://pool-with-a-long-name/bucket-long-name/some/key/beyond/sso");
     auto b = FabricUriView::parse("fabric://p/b/k");

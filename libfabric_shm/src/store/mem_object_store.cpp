@@ -401,7 +401,8 @@ namespace {
 /// A put whose URI, options and leases were checked: allocate, copy in, publish. On a failed
 /// publish the block goes back to the heap.
 Result<uint64_t> put_checked(StoreShared& s, const detail::StoreKey& key, ByteView data, const PutOptions& options,
-                             uint64_t meta_len, OwnerToken me, PlacementHint* placed = nullptr) {
+                             uint64_t meta_len, OwnerToken me, PlacementHint* placed = nullptr,
+                             const detail::Found* expected = nullptr) {
     StoreCore& core = *s.core;
     if (data.size() > core.max_object_bytes()) return too_large(data.size(), core.max_object_bytes());
     const uint64_t need = kPayloadOffset + align8(data.size()) + key.len + options.content_type.size() + meta_len;
@@ -413,7 +414,7 @@ Result<uint64_t> put_checked(StoreShared& s, const detail::StoreKey& key, ByteVi
     const uint32_t crc = detail::copy_crc32(loc.data + kPayloadOffset, data.data(), data.size());
     write_header(loc.data, data.size(), crc, key, options, meta_len);
     FABRIC_CRASH_POINT("store.put.after_fill");
-    auto v = core.publish({&key, *block, &options, &loc}, me);
+    auto v = core.publish({&key, *block, &options, &loc, expected}, me);
     if (!v)
         core.free_loan(*block, me);
     else if (placed)
@@ -431,7 +432,8 @@ Error read_only(const StoreShared& s, const char* what) {
 /// callers: the public put pays no extra call for the split.
 [[gnu::always_inline]] inline Result<uint64_t> put_keyed(StoreShared& s, const detail::StoreKey& key, ByteView data,
                                                          const PutOptions& options, OwnerToken me,
-                                                         PlacementHint* placed = nullptr) {
+                                                         PlacementHint* placed = nullptr,
+                                                         const detail::Found* expected = nullptr) {
     // The key's bucket and stripe lines are read only at the publish, after the allocation
     // and the copy: their fetch (the bucket's usually a miss: the table is larger than a
     // core's cache) overlaps those instead.
@@ -439,7 +441,7 @@ Error read_only(const StoreShared& s, const char* what) {
     auto meta_len = check_options(options);
     if (!meta_len) return std::move(meta_len).error();
     FABRIC_TRY(s.check_leases());
-    auto v = put_checked(s, key, data, options, *meta_len, me, placed);
+    auto v = put_checked(s, key, data, options, *meta_len, me, placed, expected);
     if (!v) {
         if (is_conflict(v.error())) s.count(CounterId::store_conflicts, 1);
         return v;
@@ -453,7 +455,8 @@ Error read_only(const StoreShared& s, const char* what) {
 /// proves unchanged after it.
 template <typename CopyOut>
 [[gnu::always_inline]] inline Result<bool> head_keyed(StoreShared& s, const FabricUriView& uri,
-                                                      const detail::StoreKey& key, CopyOut&& copy_out) {
+                                                      const detail::StoreKey& key, CopyOut&& copy_out,
+                                                      detail::Found* found = nullptr) {
     StoreCore& core = *s.core;
     FABRIC_TRY(s.check_leases());
     for (int attempt = 0; attempt < 10000; ++attempt) {
@@ -464,6 +467,7 @@ template <typename CopyOut>
         copy_out((*f)->snap);
         if (!core.unchanged(**f))
             continue;
+        if (found) *found = **f;
         return true;
     }
     return make_error(Errc::busy, "head " + uri.to_string() + ": overwritten 10000 times while reading");
@@ -684,17 +688,17 @@ Status detail::StoreAccess::prepare(const MemObjectStore& store, const FabricUri
 }
 
 Result<bool> detail::StoreAccess::head_meta(MemObjectStore& store, const FabricUriView& uri, const StoreKey& key,
-                                            StoredMeta& meta) {
+                                            StoredMeta& meta, Found* found) {
     StoreShared& s = *store.impl_->s;
-    return head_keyed(s, uri, key, [&](const HeaderSnapshot& snap) { s.core->meta_into(snap, meta); });
+    return head_keyed(s, uri, key, [&](const HeaderSnapshot& snap) { s.core->meta_into(snap, meta); }, found);
 }
 
 Result<uint64_t> detail::StoreAccess::put(MemObjectStore& store, const StoreKey& key, ByteView data,
-                                          const PutOptions& options, PlacementHint* placed) {
+                                          const PutOptions& options, PlacementHint* placed, const Found* expected) {
     StoreShared& s = *store.impl_->s;
     const OwnerToken me = s.pool->self();
     if (me == 0) return read_only(s, "put");
-    return put_keyed(s, key, data, options, me, placed);
+    return put_keyed(s, key, data, options, me, placed, expected);
 }
 
 Result<bool> MemObjectStore::remove(const FabricUri& uri, const RemoveOptions& options) {

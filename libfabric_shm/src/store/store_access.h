@@ -19,13 +19,15 @@ struct StoreAccess {
     static Status prepare(const MemObjectStore& store, const FabricUriView& uri, StoreKey& key);
     /// head_into(uri, ...) under `key`, which prepare made from `uri`, filling `meta` where
     /// head_into fills an ObjectInfo: the version, the fence token and the metadata pairs as
-    /// stored (no map built).
+    /// stored (no map built); with `found`, where the object was found (set when present), for
+    /// a later put of the key that judged its condition by `meta`.
     static Result<bool> head_meta(MemObjectStore& store, const FabricUriView& uri, const StoreKey& key,
-                                  StoredMeta& meta);
+                                  StoredMeta& meta, Found* found = nullptr);
     /// put(uri, data, options) under `key`, which prepare made from `uri`; with `placed`, where
-    /// the object went (set on success).
+    /// the object went (set on success). With `expected`, what head_meta found of the key: an
+    /// overwrite tries first from it, without a lookup of its own (StoreCore::PublishArgs).
     static Result<uint64_t> put(MemObjectStore& store, const StoreKey& key, ByteView data, const PutOptions& options,
-                                PlacementHint* placed = nullptr);
+                                PlacementHint* placed = nullptr, const Found* expected = nullptr);
     /// pin(uri) under `key`, which prepare made from `uri`.
     static Result<std::optional<PinnedView>> pin(MemObjectStore& store, const FabricUriView& uri, const StoreKey& key);
     /// Starts fetching the table line a lookup of `key` reads first (StoreCore::prefetch_bucket).

@@ -1551,16 +1551,22 @@ void StoreCore::finish_publish(const PublishArgs& a, const std::optional<Found>&
 std::optional<Result<uint64_t>> StoreCore::publish_overwrite(const PublishArgs& a, OwnerToken me) {
     const StoreKey& key = *a.key;
     const StripeLock& stripe = hdr_->stripes[stripe_of(key.hash)];
-    for (int attempt = 0; attempt < kOverwriteAttempts; ++attempt) {
+    // The caller's earlier lookup, as an extra first attempt (attempt -1).
+    const bool expected_usable = a.expected && slot_at(a.expected->slot_index) == a.expected->slot;
+    for (int attempt = expected_usable ? -1 : 0; attempt < kOverwriteAttempts; ++attempt) {
         // A locked writer of this stripe goes first: overwriters that kept winning the slot
         // would make its CAS fail pass after pass while it holds the lock (announcing, so
         // never taken over), and every insert and remove of the stripe's keys would wait. A
         // hint, relaxed: the slot CAS below decides what lands.
         if (stripe.holder.load(std::memory_order_relaxed) != 0) return std::nullopt;
-        auto found = lookup(key);
+        Result<std::optional<Found>> found =
+            attempt < 0 ? Result<std::optional<Found>>(std::optional<Found>(*a.expected)) : lookup(key);
         if (!found || !*found) return std::nullopt;  // absent (an insert), or busy/corrupt: under the lock
         const std::optional<Found>& f = *found;
-        if (auto refusal = condition_refusal(*a.options, key, f)) return Result<uint64_t>(std::move(*refusal));
+        if (auto refusal = condition_refusal(*a.options, key, f)) {
+            if (attempt < 0) continue;  // judged by an old read: only a fresh one may refuse
+            return Result<uint64_t>(std::move(*refusal));
+        }
         // The slot CAS below checks that the object read is still the key's current one, so
         // its version + 1 lands in order without the lock.
         Result<uint64_t> out = f->snap.h.version + 1;

@@ -157,6 +157,13 @@ public:
         /// Where `block` lies, when the caller located its loan already (not located again:
         /// a loan's superblock stays assigned while its owner lives); null: located here.
         const BlockLoc* loc = nullptr;
+        /// The key's object as a lookup the caller made earlier found it (what it judged the
+        /// options' condition by): the first overwrite attempt starts from it instead of looking
+        /// the key up. Its slot CAS decides exactly as after a fresh lookup (a slot's value
+        /// never repeats within 2^24 writes, so a CAS from an old read fails); a condition it
+        /// refuses, or a failed CAS, looks the key up afresh. Ignored unless its slot is this
+        /// core's slot at its index (a lookup through another mapping).
+        const Found* expected = nullptr;
     };
     Result<uint64_t> publish(const PublishArgs& args, OwnerToken me);
     /// Starts fetching, for writing, the lines a publish of this key touches first (its home

@@ -238,6 +238,9 @@ struct WorkTicket::Data {
     /// The result's version when the message was handed out (0: none), judged absent or older
     /// then: the result put is conditional on it, so an unchanged result is not looked up again.
     uint64_t result_seen_version = 0;
+    /// Where that lookup found the result (meaningful while result_seen_version != 0): the put
+    /// starts from it instead of a lookup of its own; its slot CAS fails if the result changed.
+    detail::Found result_found;
     /// The notification's kHeaderPutTime (0: none), read at hand-out with its other headers.
     uint64_t put_ts = 0;
     uint64_t id = 0;                 ///< the hand-out (Slot::id)
@@ -1547,7 +1550,8 @@ Result<Outcome> WorkerLoop::Impl::wait_for_store_space(const Message& m, Result<
 Result<std::optional<Outcome>> WorkerLoop::Impl::judge_stored_result(const Message& m, WorkTicket::Data& d,
                                                                      Failure* failure) {
     const uint64_t version = d.item.version;
-    auto existing = detail::StoreAccess::head_meta(*store, d.result_uri, d.result_store_key, result_head);
+    auto existing =
+        detail::StoreAccess::head_meta(*store, d.result_uri, d.result_store_key, result_head, &d.result_found);
     if (!existing) {
         if (is_fatal(existing.code())) return std::move(existing).error();
         *failure = {"result lookup: " + existing.error().message, false};
@@ -1597,11 +1601,13 @@ Result<Outcome> WorkerLoop::Impl::write_result(const Message& m, WorkTicket::Dat
     PlacementHint placed;  // where the result went: the next stage's notification says so
     for (int pass = 0;; ++pass) {
         const PutOptions& po = result_put(input, version, token, m.partition, d.result_seen_version);
-        put = detail::StoreAccess::put(*store, d.result_store_key, out, po, &placed);
+        const detail::Found* judged_from = d.result_seen_version != 0 ? &d.result_found : nullptr;
+        put = detail::StoreAccess::put(*store, d.result_store_key, out, po, &placed, judged_from);
         if (!put && put.code() == Errc::capacity_exceeded) {
             // A full store is back-pressure: wait for space within this attempt (heartbeating).
             auto waited = wait_for_store_space(
-                m, put, [&] { return detail::StoreAccess::put(*store, d.result_store_key, out, po, &placed); },
+                m, put,
+                [&] { return detail::StoreAccess::put(*store, d.result_store_key, out, po, &placed, judged_from); },
                 failure);
             if (!waited) return std::move(waited).error();
             if (*waited != Outcome::done) return *waited;
@@ -1824,7 +1830,8 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
     if (result_key_ok) detail::StoreAccess::prefetch(*store, data.result_store_key);
     auto look_up_result = [&]() -> Result<bool> {
         if (!result_key_ok) return result_key_ok.error();
-        return detail::StoreAccess::head_meta(*store, *result_uri, data.result_store_key, result_head);
+        return detail::StoreAccess::head_meta(*store, *result_uri, data.result_store_key, result_head,
+                                              &data.result_found);
     };
     // Done already, by the notification's own version (fabric-version)? Then the input is
     // not pinned at all: a redelivery after --delete-input removed it is a skip, not a
