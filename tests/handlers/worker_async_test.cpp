@@ -1135,6 +1135,46 @@ TEST_CASE("async worker: a ticket of a closed loop completed on its successor; a
     REQUIRE(b->complete(std::move(again[0]), upper(again[0])).ok());
 }
 
+TEST_CASE("async worker: a ticket of a closed loop completed on its successor never settles a message the "
+          "successor handed out under the same hand-out number") {
+    Fixture f("async-foreign-id");
+    for (int i = 0; i < 3; ++i) f.upload("k" + std::to_string(i), "data " + std::to_string(i));
+    std::vector<WorkTicket> old_tickets;
+    {
+        auto a = WorkerLoop::open(f.tp.pool, f.cfg("a", 1));
+        REQUIRE(a.ok());
+        auto first = acquire_n(*a, 1);  // k0: processed and committed
+        REQUIRE(first.size() == 1);
+        REQUIRE(a->complete(std::move(first[0]), upper(first[0])).ok());
+        old_tickets = acquire_n(*a, 1);  // k1: a's second hand-out, still out when a closes
+        REQUIRE(old_tickets.size() == 1);
+        REQUIRE(old_tickets[0].item().uri.key() == "k1");
+        REQUIRE(a->close().ok());
+    }
+    REQUIRE(f.committed() == 1);
+    // b starts at k1 (alone: a's window re-runs one message at a time); its second hand-out
+    // is k2, numbered as a's second was.
+    auto b = WorkerLoop::open(f.tp.pool, f.cfg("b", 2));
+    REQUIRE(b.ok());
+    auto redo = acquire_n(*b, 1);
+    REQUIRE(redo.size() == 1);
+    REQUIRE(redo[0].item().uri.key() == "k1");
+    REQUIRE(b->complete(std::move(redo[0]), upper(redo[0])).ok());
+    auto mine = acquire_n(*b, 1);
+    REQUIRE(mine.size() == 1);
+    REQUIRE(mine[0].item().uri.key() == "k2");
+    // a's ticket is not b's hand-out, whatever its number: abandoned, settling nothing of b's.
+    REQUIRE(b->complete(std::move(old_tickets[0]), bytes_vec("FROM A")).ok());
+    CHECK(b->stats().abandoned == 1);
+    REQUIRE(b->complete(std::move(mine[0]), upper(mine[0])).ok());
+    REQUIRE(b->service().ok());
+    CHECK(b->stats().processed == 2);
+    CHECK(f.result_text("k1") == "DATA 1");
+    CHECK(f.result_text("k2") == "DATA 2");
+    CHECK(f.committed() == 3);
+    REQUIRE(b->close().ok());
+}
+
 TEST_CASE("async worker: after a takeover the previous owner's window re-runs one message at a time") {
     Fixture f("async-takeover");
     for (int i = 0; i < 5; ++i) f.upload("k" + std::to_string(i), "data");

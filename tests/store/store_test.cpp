@@ -521,9 +521,52 @@ TEST_CASE("store access: a put that starts from an earlier lookup lands only whi
     CHECK((*got)->data == last);
     CHECK((*got)->info.version == *v5);
     other->reset();
-    // Every replaced object was retired: one object, nothing loaned or half-published.
+    // Not this store's slot, an index past the table, another key's lookup: each is not used,
+    // and the put is what a plain one is (and the other key keeps its object).
+    const FabricUri neighbour = f.at("b", "neighbour");
+    detail::StoreKey neighbour_key;
+    REQUIRE(detail::StoreAccess::prepare(*f.store, neighbour.view(), neighbour_key));
+    REQUIRE(f.store->put(neighbour, pattern(50, 9)));
+    detail::Found of_neighbour;
+    REQUIRE(*detail::StoreAccess::head_meta(*f.store, neighbour.view(), neighbour_key, meta, &of_neighbour));
+    REQUIRE(*detail::StoreAccess::head_meta(*f.store, uri.view(), key, meta, &found));
+    detail::Found not_a_slot = found, past_the_table = found;
+    const uint64_t elsewhere_before = found.slot_value;
+    std::atomic<uint64_t> elsewhere_word{elsewhere_before};
+    not_a_slot.slot = &elsewhere_word;
+    past_the_table.slot_index = uint64_t(1) << 40;
+    uint64_t version = *v5;
+    for (const detail::Found* unusable : {&not_a_slot, &past_the_table, &of_neighbour}) {
+        auto v = detail::StoreAccess::put(*f.store, key, last, if_version(version), nullptr, unusable);
+        REQUIRE_MESSAGE(v, v.error().message);
+        CHECK(*v == ++version);
+        REQUIRE(*detail::StoreAccess::head_meta(*f.store, uri.view(), key, meta, &found));
+    }
+    CHECK(elsewhere_word.load() == elsewhere_before);  // never written: it is not the table's
+    auto neighbour_now = f.store->get(neighbour);
+    REQUIRE(neighbour_now);
+    REQUIRE(neighbour_now->has_value());
+    CHECK((*neighbour_now)->data == pattern(50, 9));
+    // The put takes the object it replaces from the lookup it is given, not from one of its own:
+    // a lookup that says version 1000 (the slot and block unchanged) makes version 1001.
+    detail::Found says_1000 = found;
+    says_1000.snap.h.version = 1000;
+    auto from_lookup = detail::StoreAccess::put(*f.store, key, last, if_version(1000), nullptr, &says_1000);
+    REQUIRE_MESSAGE(from_lookup, from_lookup.error().message);
+    CHECK(*from_lookup == 1001);
+    // A lookup whose block has left the life it found (as after a slot that came back to the
+    // same value 2^24 writes later, its block reused): not used, whatever its slot says.
+    REQUIRE(*detail::StoreAccess::head_meta(*f.store, uri.view(), key, meta, &found));
+    detail::Found other_life = found;
+    other_life.snap.h.version = 5000;
+    other_life.word = store_layout::make_block(store_layout::block_state(found.word),
+                                               store_layout::block_seq(found.word) - 4, 0, false);
+    auto not_from_it = detail::StoreAccess::put(*f.store, key, last, PutOptions{}, nullptr, &other_life);
+    REQUIRE_MESSAGE(not_from_it, not_from_it.error().message);
+    CHECK(*not_from_it == *from_lookup + 1);
+    // Every replaced object was retired: two objects, nothing loaned or half-published.
     const StoreStats stats = f.store->stats();
-    CHECK(stats.objects == 1);
+    CHECK(stats.objects == 2);
     CHECK(stats.loans_active == 0);
     check_store_clean(*f.pool);
 }

@@ -1548,11 +1548,30 @@ void StoreCore::finish_publish(const PublishArgs& a, const std::optional<Found>&
     }
 }
 
+bool StoreCore::expected_still_found(const Found& f, const StoreKey& key) const noexcept {
+    // This core's slot, naming `key`'s tag and the block found (not a lookup through another
+    // mapping, nor of another key)...
+    if (slot_at(f.slot_index) != f.slot || slot_empty(f.slot_value) || slot_tag(f.slot_value) != key_tag(key.hash) ||
+        slot_block(f.slot_value) != f.block || f.block >= block_count())
+        return false;
+    // ...whose block is in the life it was found in: the object found has not been unlinked
+    // (and the block reused) since. The slot CAS alone would take a slot that came back to the
+    // same value after 2^24 writes as unchanged, and a handler can run long enough for that
+    // under a hot key; this bounds the window to the one a fresh lookup has. Its finish after
+    // the lookup (COMMITTING -> PUBLISHED) is the one step it may have taken. Acquire: pairs
+    // with the release CASes of the block word (finish_commit, retire).
+    const uint64_t w = words_[f.block].load(std::memory_order_acquire);
+    if (block_seq(w) == block_seq(f.word))
+        return block_state(w) == kBlockPublished || block_state(w) == kBlockCommitting;
+    return block_state(f.word) == kBlockCommitting && block_state(w) == kBlockPublished &&
+           block_seq(w) == ((block_seq(f.word) + 1) & ((uint64_t(1) << 27) - 1));
+}
+
 std::optional<Result<uint64_t>> StoreCore::publish_overwrite(const PublishArgs& a, OwnerToken me) {
     const StoreKey& key = *a.key;
     const StripeLock& stripe = hdr_->stripes[stripe_of(key.hash)];
     // The caller's earlier lookup, as an extra first attempt (attempt -1).
-    const bool expected_usable = a.expected && slot_at(a.expected->slot_index) == a.expected->slot;
+    const bool expected_usable = a.expected && expected_still_found(*a.expected, key);
     for (int attempt = expected_usable ? -1 : 0; attempt < kOverwriteAttempts; ++attempt) {
         // A locked writer of this stripe goes first: overwriters that kept winning the slot
         // would make its CAS fail pass after pass while it holds the lock (announcing, so

@@ -159,10 +159,11 @@ public:
         const BlockLoc* loc = nullptr;
         /// The key's object as a lookup the caller made earlier found it (what it judged the
         /// options' condition by): the first overwrite attempt starts from it instead of looking
-        /// the key up. Its slot CAS decides exactly as after a fresh lookup (a slot's value
-        /// never repeats within 2^24 writes, so a CAS from an old read fails); a condition it
-        /// refuses, or a failed CAS, looks the key up afresh. Ignored unless its slot is this
-        /// core's slot at its index (a lookup through another mapping).
+        /// the key up, and its slot CAS decides exactly as after a fresh lookup. Used only
+        /// while it still names this core's slot for this key and its block is still in the
+        /// life found (expected_still_found), so an old lookup is never trusted on the slot's
+        /// 24-bit generation alone; a condition it refuses, or a failed CAS, looks the key up
+        /// afresh.
         const Found* expected = nullptr;
     };
     Result<uint64_t> publish(const PublishArgs& args, OwnerToken me);
@@ -340,6 +341,10 @@ private:
     /// a locked writer holds the key's stripe, or the slot changed kOverwriteAttempts times in
     /// a row: the caller takes the lock.
     std::optional<Result<uint64_t>> publish_overwrite(const PublishArgs& args, OwnerToken me);
+    /// Whether a lookup made earlier (PublishArgs::expected) may start an overwrite of `key`:
+    /// it names this core's slot, holding `key`'s tag and its block, and that block has not
+    /// left the life the lookup found it in (no unlink since, so no reuse).
+    bool expected_still_found(const Found& f, const StoreKey& key) const noexcept;
     static constexpr int kOverwriteAttempts = 4;
     Locked publish_locked(const PublishArgs& args, OwnerToken me, StripeHold& hold, Result<uint64_t>& out);
     Locked remove_locked(const StoreKey& key, std::optional<uint64_t> if_version, OwnerToken me,

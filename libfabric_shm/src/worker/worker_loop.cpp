@@ -1601,7 +1601,9 @@ Result<Outcome> WorkerLoop::Impl::write_result(const Message& m, WorkTicket::Dat
     PlacementHint placed;  // where the result went: the next stage's notification says so
     for (int pass = 0;; ++pass) {
         const PutOptions& po = result_put(input, version, token, m.partition, d.result_seen_version);
-        const detail::Found* judged_from = d.result_seen_version != 0 ? &d.result_found : nullptr;
+        const detail::Found* judged_from =
+            d.result_seen_version != 0 && d.result_found.snap.h.version == d.result_seen_version ? &d.result_found
+                                                                                                  : nullptr;
         put = detail::StoreAccess::put(*store, d.result_store_key, out, po, &placed, judged_from);
         if (!put && put.code() == Errc::capacity_exceeded) {
             // A full store is back-pressure: wait for space within this attempt (heartbeating).
@@ -1984,7 +1986,10 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
 }
 
 Slot* WorkerLoop::Impl::find(const WorkTicket::Data& d) {
-    if (d.generation != generation || d.item.partition >= parts.size()) return nullptr;
+    // Only this loop's hand-outs: another loop's ticket (a closed loop's, completed on its
+    // successor) carries that loop's box, and its generation and hand-out number may equal
+    // those of a message this loop handed out since (both count from the start).
+    if (d.box != box || d.generation != generation || d.item.partition >= parts.size()) return nullptr;
     Part& part = parts[d.item.partition];
     if (!part.owned) return nullptr;
     for (uint32_t i = 0; i < part.count; ++i) {
