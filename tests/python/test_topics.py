@@ -83,12 +83,17 @@ def test_seek_to_a_time_before_1970_reads_everything_retained(pool):
         fs.SeekPolicy.Timestamp(datetime.datetime(9999, 1, 1, tzinfo=datetime.timezone.utc))
 
 
-def test_a_paused_partition_is_skipped_and_resumes_where_it_stopped(pool):
+def a_and_b_on_two_partitions(pool):
+    """Topic "t" of two partitions: a0..a2 on partition 0, b0..b2 on partition 1."""
     make_topic(pool, num_partitions=2)
     producer = fs.Producer(pool, "t")
     for i in range(3):
         producer.send_to(0, f"a{i}".encode())
         producer.send_to(1, f"b{i}".encode())
+
+
+def test_a_paused_partition_is_skipped_and_resumes_where_it_stopped(pool):
+    a_and_b_on_two_partitions(pool)
     consumer = fs.Consumer(pool, "t", "g")
     consumer.assign_all()
     consumer.pause(1)
@@ -103,11 +108,7 @@ def test_a_paused_partition_is_skipped_and_resumes_where_it_stopped(pool):
 
 
 def test_a_group_member_pauses_one_of_its_partitions_and_resumes_it_where_it_stopped(pool):
-    make_topic(pool, num_partitions=2)
-    producer = fs.Producer(pool, "t")
-    for i in range(3):
-        producer.send_to(0, f"a{i}".encode())
-        producer.send_to(1, f"b{i}".encode())
+    a_and_b_on_two_partitions(pool)
     with fs.GroupConsumer(pool, "t", "g", "m") as member:
         assert sorted(member.partitions) == [0, 1]  # the only member owns both from its join
         member.pause(1)
