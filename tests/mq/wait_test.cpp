@@ -393,7 +393,15 @@ TEST_CASE("dead waiter: a damaged partition ref in the topic does not make the r
     auto u_part = tp.pool.open_region(RegionKind::partition, "u.0");
     REQUIRE(t_root.ok());
     REQUIRE(u_part.ok());
-    reinterpret_cast<mq::TopicHeader*>(t_root->data())->partition_refs[0] = u_part->ref().packed();
+    auto* t_header = reinterpret_cast<mq::TopicHeader*>(t_root->data());
+    t_header->partition_refs[0] = u_part->ref().packed();
+    SUBCASE("the ref alone") {}
+    SUBCASE("and the topic's incarnation, so that u's partition header matches t's in every field") {
+        t_header->incarnation = u0->incarnation;
+        auto opened = Consumer::open(tp.pool, "t", "");
+        CHECK_FALSE(opened.ok());  // not REQUIRE: the stopped child is killed below either way
+        if (!opened.ok()) CHECK(opened.error().message.find("not a partition of this topic") != std::string::npos);
+    }
     kill(kid, SIGKILL);
     CHECK(test::wait_child(kid) == 128 + SIGKILL);
     (void)tp.pool.reap(MonoClock::now());

@@ -128,6 +128,20 @@ Result<Region> open_root(const Pool& pool, std::string_view name, uint64_t wait_
 
 }  // namespace
 
+namespace {
+/// Empty when `r`, opened through a topic header's partition ref, is a partition of the topic
+/// whose root region is `topic` (a partition region created as that root's child); else what
+/// the ref names instead. The header's own fields (magic, index, incarnation) can all be copied
+/// from another topic's partition; the directory entry's parent cannot be set through the
+/// topic's memory.
+std::string not_a_partition_of(const Pool& pool, const Region& r, RegionRef topic) {
+    auto info = pool.region_info(r.ref());
+    if (!info) return "a region the directory no longer lists";
+    if (info->kind == uint32_t(RegionKind::partition) && info->parent == topic) return {};
+    return "region '" + info->name + "' (kind " + std::to_string(info->kind) + ")";
+}
+}  // namespace
+
 Result<std::unique_ptr<TopicHandle>> open_topic(const Pool& pool, std::string_view name, uint64_t creation_wait_ns) {
     FABRIC_TRY(validate_name("topic", name));
     auto root = open_root(pool, name, creation_wait_ns);
@@ -180,6 +194,9 @@ Result<std::unique_ptr<TopicHandle>> open_topic(const Pool& pool, std::string_vi
             e.message = "topic '" + std::string(name) + "' partition " + std::to_string(i) + ": " + e.message;
             return e;
         }
+        if (std::string other = not_a_partition_of(pool, *r, t->root.ref()); !other.empty())
+            return corrupt(name, "partition " + std::to_string(i) + " ref names " + other +
+                                     ", which is not a partition of this topic");
         if (r->length() < need)
             return corrupt(name, "partition " + std::to_string(i) + " region of " + std::to_string(r->length()) +
                                      " bytes is shorter than " + std::to_string(need));
@@ -1135,10 +1152,11 @@ uint64_t reap_waiters(const Pool& pool, const RegionInfo& info, TopicHeader* hdr
     std::vector<PartitionHeader*> parts;
     for (uint32_t i = 0; i < np; ++i) {
         auto r = pool.open_region(RegionRef::unpack(hdr->partition_refs[i]));
-        if (!r || r->length() < kSlotsOffset) continue;
+        if (!r || r->length() < kSlotsOffset || !not_a_partition_of(pool, *r, info.ref).empty()) continue;
         auto* ph = reinterpret_cast<PartitionHeader*>(r->data());
-        // This topic's partition i, as open_topic checks it (magic, index, incarnation): a
-        // damaged ref naming another region must not have bits of its words cleared.
+        // This topic's partition i, as open_topic checks it (its child, magic, index,
+        // incarnation): a damaged ref naming another region must not have bits of its words
+        // cleared.
         if (ph->magic != kPartitionMagic || ph->index != i || ph->incarnation != hdr->incarnation) continue;
         parts.push_back(ph);
         handles.push_back(std::move(r.value()));
