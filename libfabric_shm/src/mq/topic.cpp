@@ -135,9 +135,14 @@ namespace {
 /// from another topic's partition; the directory entry's parent cannot be set through the
 /// topic's memory.
 std::string not_a_partition_of(const Pool& pool, const Region& r, RegionRef topic) {
-    auto info = pool.region_info(r.ref());
-    if (!info) return "a region the directory no longer lists";
-    if (info->kind == uint32_t(RegionKind::partition) && info->parent == topic) return {};
+    // Read in place: kind and parent are immutable while the entry is not FREE, and our handle
+    // (attached) keeps it this generation; open_region's acquire of its word made them visible.
+    const layout::RegionEntry& e = detail::region_entry(r);
+    if (e.kind.load(std::memory_order_relaxed) == uint32_t(RegionKind::partition) &&
+        RegionRef::unpack(e.parent.load(std::memory_order_relaxed)) == topic)
+        return {};
+    auto info = pool.region_info(r.ref());  // the refusal only: name what the ref names
+    if (!info) return "a region that could not be described (" + info.error().message + ")";
     return "region '" + info->name + "' (kind " + std::to_string(info->kind) + ")";
 }
 }  // namespace
