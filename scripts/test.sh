@@ -44,7 +44,7 @@ run_tests() {
 # beside the optimised build (a test TU takes 9.5 s of CPU under ASan+UBSan at -O0): it is in
 # scripts/test-extended.sh. b_lundef=false: clang refuses -Wl,--no-undefined with sanitizers
 # (harmless with gcc). -O0 with the project's -g1 line tables: ASan still reports file:line.
-sanitized_tests=(corruption fuzz_uri fuzz_cli_parsers fuzz_pool fuzz_topic)
+sanitized_tests=(corruption fuzz_uri fuzz_cli_parsers fuzz_pool fuzz_topic fuzz_store)
 sanitized_options=(-Db_sanitize=address,undefined -Db_lundef=false -Doptimization=0 -Dbench=false -Dpython=disabled)
 
 echo "=== build: build $(at)"

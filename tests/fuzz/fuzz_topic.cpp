@@ -44,6 +44,7 @@
 #include "fabric_shm/pool.h"
 #include "fabric_shm/topic.h"
 #include "mq/topic_layout.h"
+#include "canary_pool.h"
 #include "pool_impl.h"
 #include "region_kinds.h"
 
@@ -52,17 +53,8 @@ using namespace fabric_shm;
 namespace {
 
 constexpr const char* kPool = "ft";
-std::string g_dir, g_path;
-std::vector<uint8_t> g_template;
-struct Span {
-    uint64_t begin, length;
-};
-std::vector<Span> g_partitions, g_topic;
-/// The data area's bytes outside the topic's regions (the canaries and the free space): no input
-/// may change them.
-std::vector<Span> g_outside;
-constexpr uint64_t kCanaryBytes = 8192;
-constexpr Duration kLongTtl = std::chrono::hours(24 * 365);
+fuzz::CanaryPool g_pool("fuzz_topic", kPool);
+std::vector<fuzz::Span> g_partitions, g_topic;
 /// The observers' claim timeout, short enough to pass within an input: a claim whose owner may
 /// be alive is quarantined after it (the default, 2 s, would never pass).
 constexpr Duration kClaimTimeout = std::chrono::milliseconds(1);
@@ -71,58 +63,18 @@ constexpr Duration kClaimTimeout = std::chrono::milliseconds(1);
 constexpr long kStuckSleepNs = 1'200'000;
 constexpr int kMaxStuckSleeps = 2;
 
-[[noreturn]] void die(const std::string& what) {
-    std::fprintf(stderr, "fuzz_topic: setup failed: %s\n", what.c_str());
-    std::abort();
-}
-
-void remove_dir() {
-    ::unlink(g_path.c_str());
-    ::rmdir(g_dir.c_str());
-}
-
-void write_file(const std::vector<uint8_t>& bytes) {
-    const int fd = ::open(g_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) die("write " + g_path);
-    if (::write(fd, bytes.data(), bytes.size()) != ssize_t(bytes.size())) die("short write");
-    ::close(fd);
-}
-
 void build_template() {
-    char tmpl[] = "/dev/shm/fabric-fuzz-topic-XXXXXX";
-    if (!mkdtemp(tmpl)) die("mkdtemp");
-    g_dir = tmpl;
-    setenv("FABRIC_SHM_DIR", g_dir.c_str(), 1);
-    g_path = Pool::segment_path(kPool);
-    std::atexit(remove_dir);
-    // Leases far longer than any fuzzing run: a reap that reclaims an expired region writes to
-    // it, which the check below would take for a stray write.
-    PoolOptions config{kPool, 1 << 20};
-    config.ttl = kLongTtl;
-    auto pool = Pool::create(config);
-    if (!pool) die(pool.error().message);
-    auto canary = [&](const char* name) {
-        RegionSpec spec;
-        spec.name = name;
-        spec.length = kCanaryBytes;
-        spec.ttl = kLongTtl;
-        spec.init = [](std::byte* data, uint64_t length) {
-            for (uint64_t i = 0; i < length; ++i) data[i] = std::byte(0xA5 ^ (i * 131));
-            return Status{};
-        };
-        auto r = pool->create_region(spec);
-        if (!r) die(r.error().message);
-        return std::move(*r);
-    };
-    const Region before = canary("canary-before");
+    Pool pool_handle = g_pool.create();
+    Pool* pool = &pool_handle;
+    const Region before = g_pool.canary(*pool, "canary-before");
     TopicConfig tc;
     tc.num_partitions = 1;
     tc.partition_capacity = 8;
     tc.partition_stride = 256;
     tc.on_full = OnFull::overwrite;
-    if (Status s = TopicManager(*pool).create("t", tc); !s) die(s.error().message);
+    if (Status s = TopicManager(*pool).create("t", tc); !s) g_pool.die(s.error().message);
     auto producer = Producer::open(*pool, "t");
-    if (!producer) die(producer.error().message);
+    if (!producer) g_pool.die(producer.error().message);
     for (int i = 0; i < 11; ++i) {  // wraps the 8-slot ring once
         const std::string key = "key-" + std::to_string(i);
         const std::string value = "fabric://" + std::string(kPool) + "/b/object-" + std::to_string(i);
@@ -133,54 +85,17 @@ void build_template() {
         m.value = {reinterpret_cast<const uint8_t*>(value.data()), value.size()};
         m.headers = headers;
         auto r = producer->send_to(0, m);
-        if (!r) die(r.error().message);
+        if (!r) g_pool.die(r.error().message);
     }
-    const Region after = canary("canary-after");
+    const Region after = g_pool.canary(*pool, "canary-after");
     for (const RegionInfo& r : pool->regions()) {
         if (r.kind == uint32_t(RegionKind::partition)) g_partitions.push_back({r.offset, r.length});
         if (r.kind == uint32_t(RegionKind::topic) || r.kind == uint32_t(RegionKind::partition) ||
             r.kind == uint32_t(RegionKind::group))
             g_topic.push_back({r.offset, r.length});
     }
-    if (g_partitions.empty()) die("no partition region");
-    std::vector<Span> topic_sorted = g_topic;
-    std::sort(topic_sorted.begin(), topic_sorted.end(), [](const Span& a, const Span& b) { return a.begin < b.begin; });
-    uint64_t at = layout::kDataOffset;
-    for (const Span& t : topic_sorted) {
-        if (t.begin > at) g_outside.push_back({at, t.begin - at});
-        at = std::max(at, t.begin + t.length);
-    }
-    if (pool->size() > at) g_outside.push_back({at, pool->size() - at});
-    // The canaries are where the check looks first: they must lie outside the topic's regions.
-    for (const Region* c : {&before, &after}) {
-        const RegionInfo info = pool->region_info(c->ref()).value();
-        bool covered = false;
-        for (const Span& o : g_outside) covered |= info.offset >= o.begin && info.offset + info.length <= o.begin + o.length;
-        if (!covered) die("a canary region overlaps the topic's regions");
-    }
-    g_template.assign(reinterpret_cast<const uint8_t*>(detail::pool_base(*pool)),
-                      reinterpret_cast<const uint8_t*>(detail::pool_base(*pool)) + pool->size());
-}
-
-uint32_t le(const uint8_t* p, int n) {
-    uint32_t v = 0;
-    for (int i = 0; i < n; ++i) v |= uint32_t(p[i]) << (8 * i);
-    return v;
-}
-
-/// Aborts, naming the first changed byte, when a byte of the data area outside the topic's
-/// regions differs from the template.
-void check_outside_unchanged(const Pool& pool, const char* after_what) {
-    const auto* base = reinterpret_cast<const uint8_t*>(detail::pool_base(pool));
-    for (const Span& o : g_outside) {
-        if (std::memcmp(base + o.begin, g_template.data() + o.begin, o.length) == 0) continue;
-        uint64_t i = o.begin;
-        while (base[i] == g_template[i]) ++i;
-        std::fprintf(stderr,
-                     "fuzz_topic: after %s, byte %llu (outside the topic's regions) is 0x%02x, was 0x%02x\n",
-                     after_what, static_cast<unsigned long long>(i), base[i], g_template[i]);
-        std::abort();
-    }
+    if (g_partitions.empty()) g_pool.die("no partition region");
+    g_pool.capture(*pool, g_topic, {&before, &after});
 }
 
 /// True when the slot of the consumer's position in partition 0 shows a claim of that
@@ -190,7 +105,7 @@ void check_outside_unchanged(const Pool& pool, const char* after_what) {
 bool stopped_at_claim(const Pool& pool, const Consumer& consumer) {
     auto pos = consumer.position(0);
     if (!pos) return false;
-    const Span& part = g_partitions[0];
+    const fuzz::Span& part = g_partitions[0];
     const auto* base = reinterpret_cast<const uint8_t*>(detail::pool_base(pool)) + part.begin;
     uint64_t capacity = 0, stride = 0;
     std::memcpy(&capacity, base + offsetof(mq::PartitionHeader, capacity), 8);
@@ -257,18 +172,9 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (size == 0) return 0;
-    const std::vector<Span>& areas = (data[0] & 1) ? g_topic : g_partitions;
-    ++data;
-    --size;
-    std::vector<uint8_t> seg = g_template;
-    for (; size >= 12; data += 12, size -= 12) {
-        const uint32_t raw = le(data, 3);
-        const Span& area = areas[raw % areas.size()];
-        const uint64_t off = area.begin + (raw / areas.size()) % area.length;
-        const size_t n = std::min<uint64_t>(1 + data[3] % 8, area.begin + area.length - off);
-        std::memcpy(seg.data() + off, data + 4, n);
-    }
-    write_file(seg);
+    std::vector<uint8_t> seg = g_pool.bytes();
+    fuzz::apply_patches(seg, (data[0] & 1) ? g_topic : g_partitions, data + 1, size - 1);
+    g_pool.write_file(seg);
 
     OpenOptions oo;
     oo.reap_on_open = false;
@@ -285,14 +191,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     // real pass repairs (waiter slots, group rows, partition slots claimed by dead owners);
     // neither may read or write outside its region.
     (void)pool->reap(MonoClock::now(), /*dry_run=*/true, /*allow_pool_removal=*/false);
-    check_outside_unchanged(*pool, "the reaper's dry walk");
+    g_pool.check_outside_unchanged(*pool, "the reaper's dry walk");
     // An observer before the real reap meets the damaged ring as it is, dead owners' claims
     // included, and repairs what it stops at itself (skip and quarantine records).
     poll_all(*pool);
-    check_outside_unchanged(*pool, "a consumer's polls before the reaper");
+    g_pool.check_outside_unchanged(*pool, "a consumer's polls before the reaper");
     (void)pool->reap(MonoClock::now(), /*dry_run=*/false, /*allow_pool_removal=*/false);
-    check_outside_unchanged(*pool, "the reaper's walk");
+    g_pool.check_outside_unchanged(*pool, "the reaper's walk");
     poll_all(*pool);
-    check_outside_unchanged(*pool, "a consumer's polls after the reaper");
+    g_pool.check_outside_unchanged(*pool, "a consumer's polls after the reaper");
     return 0;
 }
