@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -21,6 +22,7 @@
 #include "fabric_shm/pool.h"
 #include "layout/pool_layout.h"
 #include "pool_impl.h"
+#include "region_kinds.h"
 
 namespace fabric_shm::fuzz {
 
@@ -32,6 +34,25 @@ struct Span {
 /// which the check would take for a stray write.
 constexpr Duration kLongTtl = std::chrono::hours(24 * 365);
 constexpr uint64_t kCanaryBytes = 8192;
+
+/// `n` bytes of `p`, little-endian.
+inline uint32_t le(const uint8_t* p, int n) {
+    uint32_t v = 0;
+    for (int i = 0; i < n; ++i) v |= uint32_t(p[i]) << (8 * i);
+    return v;
+}
+
+/// Applies 12-byte patches {u24 offset, u8 length 1-8, 8 value bytes} to `seg`: record r picks
+/// area raw % areas.size(), and the offset within it is (raw / areas.size()) % its length.
+inline void apply_patches(std::vector<uint8_t>& seg, const std::vector<Span>& areas, const uint8_t* data, size_t size) {
+    for (; size >= 12; data += 12, size -= 12) {
+        const uint32_t raw = le(data, 3);
+        const Span& area = areas[raw % areas.size()];
+        const uint64_t off = area.begin + (raw / areas.size()) % area.length;
+        const size_t n = std::min<uint64_t>(1 + data[3] % 8, area.begin + area.length - off);
+        std::memcpy(seg.data() + off, data + 4, n);
+    }
+}
 
 /// The segment file of one pool in a private directory (removed at exit), and the template's
 /// bytes once captured.
@@ -112,6 +133,28 @@ public:
         ::close(fd);
     }
 
+    /// The template with an input's patches (its first byte odd: `odd_areas`, else
+    /// `even_areas`; the rest: apply_patches records), opened read-write without the reaper,
+    /// and every region's kind check run over it as fabric-shm-dump --check runs them. nullopt
+    /// when the damaged segment does not open.
+    std::optional<Pool> open_damaged(const uint8_t* data, size_t size, const std::vector<Span>& odd_areas,
+                                     const std::vector<Span>& even_areas) const {
+        std::vector<uint8_t> seg = template_;
+        apply_patches(seg, (data[0] & 1) ? odd_areas : even_areas, data + 1, size - 1);
+        write_file(seg);
+        OpenOptions oo;
+        oo.reap_on_open = false;
+        auto pool = Pool::open(pool_name_, oo);
+        if (!pool) return std::nullopt;
+        for (const RegionInfo& r : pool->regions()) {
+            if (const RegionKindOps* ops = region_kind_ops(r.kind); ops && ops->check) {
+                std::vector<std::string> violations, in_progress;
+                ops->check(*pool, r, violations, in_progress);
+            }
+        }
+        return std::move(*pool);
+    }
+
     /// Aborts, naming the first changed byte, when a byte of the data area outside the tested
     /// regions differs from the template.
     void check_outside_unchanged(const Pool& pool, const char* after_what) const {
@@ -141,24 +184,5 @@ private:
     std::vector<Span> outside_;
     std::vector<uint8_t> template_;
 };
-
-/// `n` bytes of `p`, little-endian.
-inline uint32_t le(const uint8_t* p, int n) {
-    uint32_t v = 0;
-    for (int i = 0; i < n; ++i) v |= uint32_t(p[i]) << (8 * i);
-    return v;
-}
-
-/// Applies 12-byte patches {u24 offset, u8 length 1-8, 8 value bytes} to `seg`: record r picks
-/// area raw % areas.size(), and the offset within it is (raw / areas.size()) % its length.
-inline void apply_patches(std::vector<uint8_t>& seg, const std::vector<Span>& areas, const uint8_t* data, size_t size) {
-    for (; size >= 12; data += 12, size -= 12) {
-        const uint32_t raw = le(data, 3);
-        const Span& area = areas[raw % areas.size()];
-        const uint64_t off = area.begin + (raw / areas.size()) % area.length;
-        const size_t n = std::min<uint64_t>(1 + data[3] % 8, area.begin + area.length - off);
-        std::memcpy(seg.data() + off, data + 4, n);
-    }
-}
 
 }  // namespace fabric_shm::fuzz

@@ -102,20 +102,8 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (size == 0) return 0;
-    std::vector<uint8_t> seg = g_pool.bytes();
-    fuzz::apply_patches(seg, (data[0] & 1) ? g_heap : g_store, data + 1, size - 1);
-    g_pool.write_file(seg);
-
-    OpenOptions oo;
-    oo.reap_on_open = false;
-    auto pool = Pool::open(kPool, oo);
+    auto pool = g_pool.open_damaged(data, size, g_heap, g_store);
     if (!pool) return 0;
-    for (const RegionInfo& r : pool->regions()) {
-        if (const RegionKindOps* ops = region_kind_ops(r.kind); ops && ops->check) {
-            std::vector<std::string> violations, in_progress;
-            ops->check(*pool, r, violations, in_progress);
-        }
-    }
     (void)pool->reap(MonoClock::now(), /*dry_run=*/true, /*allow_pool_removal=*/false);
     g_pool.check_outside_unchanged(*pool, "the reaper's dry walk");
     (void)pool->reap(MonoClock::now(), /*dry_run=*/false, /*allow_pool_removal=*/false);
