@@ -1564,7 +1564,7 @@ bool StoreCore::expected_still_found(const Found& f, const StoreKey& key) const 
     if (block_seq(w) == block_seq(f.word))
         return block_state(w) == kBlockPublished || block_state(w) == kBlockCommitting;
     return block_state(f.word) == kBlockCommitting && block_state(w) == kBlockPublished &&
-           block_seq(w) == ((block_seq(f.word) + 1) & ((uint64_t(1) << 27) - 1));
+           block_seq(w) == block_seq(next_block(f.word, kBlockPublished, 0));
 }
 
 std::optional<Result<uint64_t>> StoreCore::publish_overwrite(const PublishArgs& a, OwnerToken me) {
