@@ -126,9 +126,6 @@ Result<Region> open_root(const Pool& pool, std::string_view name, uint64_t wait_
     }
 }
 
-}  // namespace
-
-namespace {
 /// Empty when `r`, opened through a topic header's partition ref, is a partition of the topic
 /// whose root region is `topic` (a partition region created as that root's child); else what
 /// the ref names instead. The header's own fields (magic, index, incarnation) can all be copied
