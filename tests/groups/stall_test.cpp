@@ -1504,13 +1504,22 @@ TEST_CASE("worker: an open that waits for a group lock a paused peer holds ends 
     CHECK(d->members.empty());
 }
 
+namespace {
+/// Topic `topic` with group "g" and the pool's store, and k0..k2 uploaded and notified: a
+/// backlog of three that a worker must read before it may call itself idle.
+Result<std::unique_ptr<MemObjectStore>> three_objects_waiting(TestPool& tp, const std::string& topic) {
+    auto store = topic_with_group_and_store(tp, topic);
+    auto producer = Producer::open(tp.pool, topic);
+    REQUIRE(producer.ok());
+    for (int i = 0; i < 3; ++i) upload(tp.pool, **store, *producer, "k" + std::to_string(i), "data");
+    return store;
+}
+}  // namespace
+
 TEST_CASE("worker: an open whose join waited longer than exit_when_idle for a paused peer's lock still reads what "
           "is waiting before it calls itself idle") {
     TestPool tp("stall-openidle", 32ull << 20);
-    const auto store = topic_with_group_and_store(tp, "oi");
-    auto producer = Producer::open(tp.pool, "oi");
-    REQUIRE(producer.ok());
-    for (int i = 0; i < 3; ++i) upload(tp.pool, **store, *producer, "k" + std::to_string(i), "data");
+    const auto store = three_objects_waiting(tp, "oi");
     const pid_t holder = stop_holding_group_lock(tp.pool, "oi");
     std::thread resume([holder] {
         sleep_ms(1000);  // twice the idle time
@@ -1531,10 +1540,7 @@ TEST_CASE("worker: an open whose join waited longer than exit_when_idle for a pa
 
 TEST_CASE("worker: a run started a while after its open still reads what is waiting before it calls itself idle") {
     TestPool tp("stall-lateidle", 32ull << 20);
-    const auto store = topic_with_group_and_store(tp, "li");
-    auto producer = Producer::open(tp.pool, "li");
-    REQUIRE(producer.ok());
-    for (int i = 0; i < 3; ++i) upload(tp.pool, **store, *producer, "k" + std::to_string(i), "data");
+    const auto store = three_objects_waiting(tp, "li");
     WorkerConfig cfg = worker_config("li", "w");
     cfg.exit_when_idle_ns = 200'000'000;
     auto loop = WorkerLoop::open(tp.pool, cfg, copy);
