@@ -1514,6 +1514,14 @@ Result<std::unique_ptr<MemObjectStore>> three_objects_waiting(TestPool& tp, cons
     for (int i = 0; i < 3; ++i) upload(tp.pool, **store, *producer, "k" + std::to_string(i), "data");
     return store;
 }
+
+/// Runs `loop` until it says idle, which it may say only once it processed the three.
+void runs_to_idle_after_the_three(WorkerLoop& loop) {
+    auto exit = loop.run([] { return false; });
+    REQUIRE_MESSAGE(exit.ok(), (exit.ok() ? std::string() : exit.error().message));
+    CHECK(*exit == WorkerExit::idle);
+    CHECK(loop.stats().processed == 3);
+}
 }  // namespace
 
 TEST_CASE("worker: an open whose join waited longer than exit_when_idle for a paused peer's lock still reads what "
@@ -1532,10 +1540,7 @@ TEST_CASE("worker: an open whose join waited longer than exit_when_idle for a pa
     resume.join();
     CHECK(test::wait_child(holder) == 0);
     REQUIRE_MESSAGE(loop.ok(), (loop.ok() ? std::string() : loop.error().message));
-    auto exit = loop->run([] { return false; });
-    REQUIRE_MESSAGE(exit.ok(), (exit.ok() ? std::string() : exit.error().message));
-    CHECK(*exit == WorkerExit::idle);
-    CHECK(loop->stats().processed == 3);
+    runs_to_idle_after_the_three(*loop);
 }
 
 TEST_CASE("worker: a run started a while after its open still reads what is waiting before it calls itself idle") {
@@ -1546,10 +1551,7 @@ TEST_CASE("worker: a run started a while after its open still reads what is wait
     auto loop = WorkerLoop::open(tp.pool, cfg, copy);
     REQUIRE_MESSAGE(loop.ok(), (loop.ok() ? std::string() : loop.error().message));
     sleep_ms(300);  // the caller's own set-up, longer than the idle time
-    auto exit = loop->run([] { return false; });
-    REQUIRE_MESSAGE(exit.ok(), (exit.ok() ? std::string() : exit.error().message));
-    CHECK(*exit == WorkerExit::idle);
-    CHECK(loop->stats().processed == 3);
+    runs_to_idle_after_the_three(*loop);
 }
 
 TEST_CASE("fabric-shm-worker: SIGTERM while its join waits for a group lock a paused peer holds exits at once (130)") {
