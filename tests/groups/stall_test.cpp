@@ -999,6 +999,197 @@ void evict_the_joiner(const char* name) {
 
 }  // namespace
 
+namespace {
+
+/// The slot a pause hook writes into, and how many more times the hook acts.
+mq::GroupSlot* g_hooked_slot = nullptr;
+std::atomic<int> g_hook_acts{0};
+
+/// At "group.register.found_expired": a member's renewal lands, as when it read its clock before
+/// the registrant's and paused before its CAS.
+void renew_when_judged_expired(const char* name) {
+    if (std::string_view(name) != "group.register.found_expired" || g_hook_acts.load() == 0) return;
+    g_hook_acts.fetch_sub(1);
+    g_hooked_slot->lease_expires_ns.store(mono_now_ns() + 10 * kNsPerSec);
+}
+
+}  // namespace
+
+TEST_CASE("group registration: a renewal that lands after a registrant judged the group expired leaves one "
+          "registration under the name, and the registrant returns it") {
+    TestPool tp("regrenewed");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 16)).ok());
+    auto h = mq::open_topic(tp.pool, "t");
+    REQUIRE(h.ok());
+    GroupOptions go;
+    go.ttl = std::chrono::seconds(10);
+    auto first = mq::register_group(**h, "g", go);
+    REQUIRE(first.ok());
+    g_hooked_slot = &(*h)->groups[first->index];
+    g_hooked_slot->lease_expires_ns.store(mono_now_ns() - 1);  // ran out just now
+    g_hook_acts.store(1);
+    detail::set_pause_hook(&renew_when_judged_expired);
+    auto again = mq::register_group(**h, "g", go);
+    detail::set_pause_hook(nullptr);
+    CHECK(g_hook_acts.load() == 0);  // the registrant judged it expired, then the renewal landed
+    REQUIRE_MESSAGE(again.ok(), again.error().message);
+    CHECK(again->index == first->index);
+    CHECK(again->word == first->word);
+    auto d = mgr.describe("t");
+    REQUIRE(d.ok());
+    CHECK(d->groups.size() == 1);
+    CHECK_FALSE(mq::group_expired(*g_hooked_slot, mono_now_ns()));
+}
+
+TEST_CASE("group lease: a renewal whose clock was read before the lease ran out but whose CAS lands after it "
+          "leaves the group expired and says so") {
+    TestPool tp("latrenewal");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 16)).ok());
+    auto h = mq::open_topic(tp.pool, "t");
+    REQUIRE(h.ok());
+    GroupOptions go;
+    go.ttl = std::chrono::milliseconds(400);
+    auto ref = mq::register_group(**h, "g", go);
+    REQUIRE(ref.ok());
+    mq::GroupSlot& slot = (*h)->groups[ref->index];
+    // In time: under three quarters left, renewed to a full TTL from now.
+    uint64_t now = mono_now_ns();
+    slot.lease_expires_ns.store(now + 50'000'000ull);
+    REQUIRE(mq::renew_group(**h, *ref, "g", now).ok());
+    CHECK(slot.lease_expires_ns.load() == now + 400'000'000ull);
+    // Late: the lease ran out 2 ms ago, the renewer's clock read is from 1 ms before that.
+    const uint64_t ran_out = mono_now_ns() - 2'000'000ull;
+    slot.lease_expires_ns.store(ran_out);
+    Status late = mq::renew_group(**h, *ref, "g", ran_out - 1'000'000ull);
+    CHECK(late.code() == Errc::lease_expired);
+    CHECK(mq::group_expired(slot, mono_now_ns()));
+}
+
+namespace {
+
+mq::TopicHandle* g_hooked_topic = nullptr;
+Result<mq::GroupRef> g_next_registration = make_error(Errc::ok, "");
+
+/// At "group.lease.renew": the renewer's group is removed and another registers in its slot,
+/// with a much shorter TTL.
+void reregister_before_renewal(const char* name) {
+    if (std::string_view(name) != "group.lease.renew" || g_hook_acts.load() == 0) return;
+    g_hook_acts.fetch_sub(1);
+    REQUIRE(mq::deregister_group(*g_hooked_topic, 0, true, mono_now_ns()));
+    GroupOptions go;
+    go.ttl = std::chrono::milliseconds(300);
+    g_next_registration = mq::register_group(*g_hooked_topic, "next", go);
+}
+
+}  // namespace
+
+TEST_CASE("group lease: a renewal paused while its group was removed and another registered in the slot leaves "
+          "the new registration's lease as it was") {
+    TestPool tp("renewreused");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 16)).ok());
+    auto h = mq::open_topic(tp.pool, "t");
+    REQUIRE(h.ok());
+    GroupOptions go;
+    go.ttl = std::chrono::seconds(10);
+    auto ref = mq::register_group(**h, "g", go);
+    REQUIRE(ref.ok());
+    REQUIRE(ref->index == 0);
+    mq::GroupSlot& slot = (*h)->groups[0];
+    slot.lease_expires_ns.store(mono_now_ns() + kNsPerSec);  // under three quarters left: due
+    g_hooked_topic = h->get();
+    g_hook_acts.store(1);
+    detail::set_pause_hook(&reregister_before_renewal);
+    Status renewed = mq::renew_group(**h, *ref, "g", mono_now_ns());
+    detail::set_pause_hook(nullptr);
+    CHECK(g_hook_acts.load() == 0);
+    REQUIRE_MESSAGE(g_next_registration.ok(), g_next_registration.error().message);
+    REQUIRE(g_next_registration->index == 0);  // the same slot
+    CHECK(renewed.code() == Errc::not_found);
+    CHECK(slot.lease_expires_ns.load() <= mono_now_ns() + 300'000'000ull);
+}
+
+TEST_CASE("group registration: a slot registered again gives its member rows newer generations: a row word of the "
+          "earlier registration, held by a member paused before its CAS, matches none of the new one's") {
+    TestPool tp("rowgens");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 16)).ok());
+    uint64_t earlier = 0;
+    {
+        auto a = ConsumerGroup::open(tp.pool, "t", "g", 1, session(10'000'000'000ull));
+        REQUIRE(a.ok());
+        REQUIRE(a->join("a").ok());
+        earlier = live_group_slot(tp.pool, "t")->members[0].word.load();
+        REQUIRE(mq::member_state(earlier) == mq::kMemberLive);
+    }
+    REQUIRE(mgr.remove_group("t", "g").ok());
+    // The same process joins the same row of the group registered again in the same slot.
+    auto a = ConsumerGroup::open(tp.pool, "t", "g", 1, session(10'000'000'000ull));
+    REQUIRE(a.ok());
+    REQUIRE(a->join("a").ok());
+    mq::GroupSlot* slot = live_group_slot(tp.pool, "t");
+    const uint64_t now_live = slot->members[0].word.load();
+    REQUIRE(mq::member_state(now_live) == mq::kMemberLive);
+    CHECK(mq::member_gen(now_live) > mq::member_gen(earlier));
+    // The paused evictor's CAS from the earlier word: refused.
+    uint64_t expect = earlier;
+    CHECK_FALSE(slot->members[0].word.compare_exchange_strong(
+        expect, mq::make_member_word(mq::kMemberFree, mq::member_gen(earlier) + 1, 0)));
+    CHECK(a->heartbeat("a").ok());
+}
+
+namespace {
+
+std::optional<ConsumerGroup> g_newcomer;
+
+/// At "group.heartbeat.before_store" (the member read its clock and checked its row): it stays
+/// paused past the session timeout, is evicted, and a new member takes its row.
+void evicted_and_replaced_while_heartbeating(const char* name) {
+    if (std::string_view(name) != "group.heartbeat.before_store" || g_hook_acts.load() == 0) return;
+    g_hook_acts.fetch_sub(1);
+    sleep_ms(400);
+    REQUIRE(evict_live_row(*g_hooked_slot));
+    auto d = ConsumerGroup::open(*g_hooked_topic->pool, "t", "g", 1, session(300'000'000ull));
+    REQUIRE(d.ok());
+    REQUIRE(d->join("d").ok());
+    g_newcomer.emplace(std::move(*d));
+}
+
+}  // namespace
+
+TEST_CASE("group membership: a heartbeat stored late, after its member was evicted and the row taken by a new "
+          "member, does not make the new member look silent to the next claim") {
+    TestPool tp("lateheartbeat");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 16)).ok());
+    auto h = mq::open_topic(tp.pool, "t");
+    REQUIRE(h.ok());
+    auto a = ConsumerGroup::open(tp.pool, "t", "g", 1, session(300'000'000ull));
+    REQUIRE(a.ok());
+    REQUIRE(a->join("a").ok());
+    g_hooked_slot = live_group_slot(tp.pool, "t");
+    REQUIRE(g_hooked_slot != nullptr);
+    REQUIRE(mq::member_state(g_hooked_slot->members[0].word.load()) == mq::kMemberLive);
+    g_hooked_topic = h->get();
+    g_hook_acts.store(1);
+    detail::set_pause_hook(&evicted_and_replaced_while_heartbeating);
+    (void)a->heartbeat("a");
+    detail::set_pause_hook(nullptr);
+    CHECK(g_hook_acts.load() == 0);
+    REQUIRE(g_newcomer.has_value());
+    const uint64_t newcomer_row = g_hooked_slot->members[0].word.load();
+    REQUIRE(mq::member_state(newcomer_row) == mq::kMemberLive);  // "d" took a's row
+    // Another member's claim judges the rows: "d" joined moments ago.
+    auto b = ConsumerGroup::open(tp.pool, "t", "g", 1, session(300'000'000ull));
+    REQUIRE(b.ok());
+    REQUIRE(b->join("b").ok());
+    CHECK(g_hooked_slot->members[0].word.load() == newcomer_row);
+    CHECK(g_newcomer->heartbeat("d").ok());
+    g_newcomer.reset();
+}
+
 // An evicted worker member rejoins from rebalance(); a live, paused lock holder makes that
 // join busy, and WorkerLoop takes busy as "rebalance delayed" and calls rebalance() again.
 // That retry must join: ConsumerGroup::claim() joins an unknown member by itself, and a

@@ -101,6 +101,7 @@ const std::vector<FaultPoint>& fault_points() {
         // consumer groups, dead letters, the worker loop
         {"group.register.before_publish", W},  // the registrant read its starts; the group not yet LIVE
         {"group.register.after_publish", W},   // LIVE, before the registrant re-reads the heads
+        {"group.register.found_expired", W},   // judged the name's registration expired, not yet removed
         {"group.join.before_lock", W},
         {"group.join.before_publish", W},
         {"group.join.joined", W},

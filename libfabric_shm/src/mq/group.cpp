@@ -361,7 +361,7 @@ Result<Claim> ConsumerGroup::Impl::claim(LocalMember& m, const std::function<voi
     FABRIC_TRY(check(now));
     FABRIC_TRY(verify_row(m));
     GroupSlot& g = slot();
-    g.members[m.row].heartbeat_ns.store(now, std::memory_order_release);  // pairs with alive()'s acquire
+    raise_heartbeat(g.members[m.row].heartbeat_ns, now);
     FABRIC_TRY(pool->heartbeat(MonoClock::from_ns(now)));  // fenced (judged dead by its heartbeat): fail closed
 
     // 1. Live members (evicting the dead: CAS from the exact word, so a wrongly presumed
@@ -479,7 +479,7 @@ Status ConsumerGroup::heartbeat(std::string_view member_id) {
     const uint64_t now = mono_now_ns();
     FABRIC_TRY(im.verify_row(*m));
     FABRIC_PAUSE_POINT("group.heartbeat.before_store");
-    im.slot().members[m->row].heartbeat_ns.store(now, std::memory_order_release);  // pairs with alive()
+    raise_heartbeat(im.slot().members[m->row].heartbeat_ns, now);
     FABRIC_TRY(im.pool->heartbeat(MonoClock::from_ns(now)));
     // A member alive enough to heartbeat keeps its group registered: without this a member
     // heartbeating through a long message let the group lease run out, producers stopped

@@ -21,9 +21,11 @@ namespace fabric_shm::mq {
 
 // ---- GroupMember::word = state(8) << 56 | generation(24) << 32 | owner token(32) ----------
 //   FREE(g)       unused; a joiner holding GroupSlot::lock writes id/heartbeat, then CASes
-//   LIVE(g+1, o)  member of process o; heartbeat_ns refreshed by claim/heartbeat
+//   LIVE(g+1, o)  member of process o; heartbeat_ns refreshed by claim/heartbeat (only forward)
 // LIVE -> FREE(g+1) by CAS from the exact word: leave (the member) or eviction (anyone, when
-// the heartbeat is older than the session timeout or the process is certainly dead).
+// the heartbeat is older than the session timeout or the process is certainly dead). A new
+// registration of the slot sets every row FREE(g+1), never back to 0: the generations of a row
+// only grow, so a CAS from a word of an earlier registration fails.
 enum MemberState : uint64_t { kMemberFree = 0, kMemberLive = 2 };
 constexpr uint64_t make_member_word(uint64_t state, uint32_t gen, OwnerToken owner) {
     return (state << 56) | (uint64_t(gen & 0xffffff) << 32) | owner;
@@ -31,6 +33,16 @@ constexpr uint64_t make_member_word(uint64_t state, uint32_t gen, OwnerToken own
 constexpr uint64_t member_state(uint64_t w) { return w >> 56; }
 constexpr uint32_t member_gen(uint64_t w) { return uint32_t(w >> 32) & 0xffffff; }
 constexpr OwnerToken member_owner(uint64_t w) { return OwnerToken(w); }
+/// Stores a member's heartbeat only forward. A member that read its clock, checked its row and
+/// paused may resume after it was evicted and its row taken by a newer member; its late store
+/// of the older instant would make the newcomer look silent, and the next claim evict it.
+/// Release: pairs with alive()'s acquire.
+inline void raise_heartbeat(std::atomic<uint64_t>& heartbeat_ns, uint64_t now) noexcept {
+    uint64_t seen = heartbeat_ns.load(std::memory_order_relaxed);
+    while (seen < now &&
+           !heartbeat_ns.compare_exchange_weak(seen, now, std::memory_order_release, std::memory_order_relaxed)) {
+    }
+}
 constexpr uint32_t kMemberIdWords = 4;  ///< GroupMember::id: 32 bytes NUL-padded
 static_assert(kMemberIdWords * 8 == kMaxMemberIdLength, "the longest member id fills GroupMember::id exactly");
 

@@ -18,6 +18,7 @@
 #include "fabric_shm/names.h"
 #include "futex.h"
 #include "layout/pool_layout.h"
+#include "mq/group_internal.h"
 #include "mq/topic_internal.h"
 #include "mq/waiting.h"
 #include "owner_lock.h"
@@ -401,7 +402,7 @@ Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const Gr
     auto lk = detail::owner_lock_acquire(t.hdr->groups_lock, pool, me, 2 * kNsPerSec, "topic group lock");
     if (!lk) return std::move(lk).error();
     detail::OwnerLockGuard guard(t.hdr->groups_lock, me);
-    const uint64_t now = mono_now_ns();
+    uint64_t now = mono_now_ns();
     // We hold the lock, so a CREATING slot belongs to a holder that died (stolen) or to us never.
     for (uint32_t i = 0; i < kMaxGroups; ++i) {
         uint64_t w = t.groups[i].word.load(std::memory_order_acquire);  // pairs with LIVE/FREE release stores
@@ -409,18 +410,38 @@ Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const Gr
             t.groups[i].word.compare_exchange_strong(w, make_group_word(kGroupFree, group_gen(w) + 1, 0),
                                                      std::memory_order_release, std::memory_order_relaxed);
     }
-    uint64_t w = 0;
-    int idx = find_group(t, group, &w);
-    if (idx >= 0) {
+    // One LIVE slot per name. A registration found expired is taken over only once our
+    // deregistration removed it: a member's renewal may land after we judged it expired (the
+    // renewer read its clock before ours and paused, or read the coarse clock a tick behind),
+    // and then the registration lives on and is the one to return. Each round either returns,
+    // or removed the slot, or saw the lease or the word move; a few rounds settle it.
+    for (uint32_t round = 0;; ++round) {
+        if (round == kRegisterRounds)
+            return make_error(Errc::busy, "group '" + std::string(group) + "' on topic '" + t.name +
+                                              "': its expired registration could not be removed in " +
+                                              std::to_string(kRegisterRounds) +
+                                              " tries (renewed and expired again meanwhile); try again");
+        uint64_t w = 0;
+        const int idx = find_group(t, group, &w);
+        if (idx < 0) break;
         GroupSlot& g = t.groups[idx];
         if (!group_expired(g, now)) {
             uint64_t e = g.lease_expires_ns.load(std::memory_order_acquire);  // pairs with renew/deregister
             const uint64_t ne = now + g.lease_ttl_ns.load(std::memory_order_relaxed);
-            if (e != 0 && e < ne)
-                g.lease_expires_ns.compare_exchange_strong(e, ne, std::memory_order_acq_rel, std::memory_order_relaxed);
-            return GroupRef{idx, w};
+            if (e == 0 || e >= ne ||
+                !g.lease_expires_ns.compare_exchange_strong(e, ne, std::memory_order_acq_rel, std::memory_order_relaxed))
+                return GroupRef{idx, w};
+            // Extended from `now`, read before the CAS: as in renew_group, an extension that
+            // landed after `e` passed does not bring back a registration others judged gone.
+            if (mono_now_ns() < e) return GroupRef{idx, w};
+            uint64_t ours = ne;
+            g.lease_expires_ns.compare_exchange_strong(ours, 0, std::memory_order_acq_rel, std::memory_order_relaxed);
+            now = mono_now_ns();
+            continue;  // expired now: removed and registered afresh below
         }
-        deregister_group(t, idx, false, now);
+        FABRIC_PAUSE_POINT("group.register.found_expired");
+        if (deregister_group(t, idx, false, now)) break;
+        now = mono_now_ns();
     }
     // Drawn before a slot is taken, so a refusal leaves nothing half-registered (a floor raised
     // for a registration that then finds no free slot only skips eras).
@@ -472,7 +493,9 @@ Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const Gr
             g.name[k].store(v, std::memory_order_relaxed);  // published by the LIVE release store
         }
         g.lease_ttl_ns.store(to_ns(options.ttl), std::memory_order_relaxed);
-        g.lease_expires_ns.store(now + to_ns(options.ttl), std::memory_order_relaxed);
+        // Release: a renewer of the slot's previous registration that reloads this lease after
+        // its CAS failed sees our CREATING word too, and gives up (renew_group).
+        g.lease_expires_ns.store(now + to_ns(options.ttl), std::memory_order_release);
         g.registered_ns.store(now, std::memory_order_relaxed);
         g.epoch.store(0, std::memory_order_relaxed);
         g.flags.store(0, std::memory_order_relaxed);
@@ -482,7 +505,10 @@ Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const Gr
         g.results_flags.store(0, std::memory_order_relaxed);
         for (auto& b : g.results_bucket) b.store(0, std::memory_order_relaxed);
         for (auto& m : g.members) {
-            m.word.store(0, std::memory_order_relaxed);
+            // FREE at a higher generation, not 0: a member of the earlier registration paused
+            // before its CAS of a row word (an eviction, a leave) must not match a word of ours.
+            const uint64_t was = m.word.load(std::memory_order_relaxed);
+            m.word.store(make_member_word(kMemberFree, member_gen(was) + 1, 0), std::memory_order_relaxed);
             m.heartbeat_ns.store(0, std::memory_order_relaxed);
             m.epoch.store(0, std::memory_order_relaxed);
             for (auto& x : m.id) x.store(0, std::memory_order_relaxed);
@@ -540,9 +566,27 @@ Status renew_group(TopicHandle& t, const GroupRef& ref, std::string_view group, 
                                                        " ago (ttl " + format_duration_ns(ttl) + ")");
         if (e - now_ns > ttl - ttl / 4) return {};  // more than 3/4 left: nothing to do
         FABRIC_PAUSE_POINT("group.lease.renew");
-        if (g.lease_expires_ns.compare_exchange_weak(e, now_ns + ttl, std::memory_order_acq_rel,
-                                                     std::memory_order_acquire))
-            return {};
+        const uint64_t renewed = now_ns + ttl;
+        if (g.lease_expires_ns.compare_exchange_weak(e, renewed, std::memory_order_acq_rel,
+                                                     std::memory_order_acquire)) {
+            // `now_ns` was read before the CAS: by a caller that paused since, or from the
+            // coarse clock a tick behind. If `e` had passed when the CAS landed, whoever looked
+            // meanwhile judged the group gone (a blocked producer stopped counting it and may
+            // have overwritten what it had not read; a registrant took its name over), so the
+            // renewal must not bring it back: the lease is taken back to 0 (expired), from our
+            // own value only (a later renewal or a deregistration decides otherwise).
+            if (mono_now_ns() < e) return {};
+            uint64_t ours = renewed;
+            g.lease_expires_ns.compare_exchange_strong(ours, 0, std::memory_order_acq_rel, std::memory_order_relaxed);
+            return make_error(Errc::lease_expired, "group '" + std::string(group) + "' on topic '" + t.name +
+                                                       "': lease ran out before its renewal landed (ttl " +
+                                                       format_duration_ns(ttl) + ")");
+        }
+        // Reloaded: a lease we did not write. The slot may hold another registration by now
+        // (removed and registered again while we paused); its lease is not ours to move.
+        if (g.word.load(std::memory_order_acquire) != ref.word)
+            return make_error(Errc::not_found, "group '" + std::string(group) + "' on topic '" + t.name +
+                                                   "' was deregistered (lease expired or removed); open a new consumer");
     }
 }
 

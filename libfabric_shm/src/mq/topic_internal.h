@@ -69,6 +69,12 @@ constexpr uint64_t kReusedSlotLockWaitNs = 250'000'000ull;
 /// ask the registry once whether a holder is certainly dead (it asks every ~2 ms).
 constexpr uint64_t kReusedSlotLockMinWaitNs = 5'000'000ull;
 
+/// How many times a registration that found its name's registration expired, and whose removal
+/// a renewal beat, judges the name again before it says busy. Each round either returns the
+/// renewed registration or removes it; another round needs the lease to run out again within
+/// microseconds, so more than a couple means a lease renewed with a TTL of about nothing.
+constexpr uint32_t kRegisterRounds = 8;
+
 /// validate_topic_config with a stride limit: kMaxStride for what users create, kMaxSlotStride
 /// for what openers accept and for dead-letter topics (their slots are a source's + room).
 Status validate_topic_config(const TopicConfig& config, uint64_t max_stride);
@@ -119,7 +125,9 @@ Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const Gr
 /// Deregisters if the lease ran out (force: regardless). True if this call removed it.
 bool deregister_group(TopicHandle& t, int index, bool force, uint64_t now_ns);
 /// Moves the lease to now + ttl when less than 3/4 of it remains; LeaseExpired / NotFound
-/// (naming the group) when it already ran out or the slot changed hands.
+/// (naming the group) when it already ran out or the slot changed hands. A renewal whose CAS
+/// lands after the lease ran out (`now_ns` read before a pause, or a coarse clock behind) takes
+/// its own write back and says LeaseExpired: nobody revives a group others judged gone.
 Status renew_group(TopicHandle& t, const GroupRef& ref, std::string_view group, uint64_t now_ns);
 /// The longest wait for a group's lock (commits, fences, dead-letter records, refunds, joins)
 /// held by another process, maybe paused; past it the step fails with busy and changes nothing.
