@@ -319,7 +319,7 @@ Error Producer::Impl::unfit(uint32_t p, const OutgoingMessage& m) const {
 inline bool Producer::Impl::claim(uint32_t p, Claimed& out, Error* error) {
     const PartitionView& pv = sends[p].pv;
     PartitionHeader* ph = pv.hdr;
-    uint64_t wait_start = 0, stuck_since = 0, stuck_probe = 0;
+    uint64_t wait_start = 0, stuck_since = 0, stuck_probe = 0, stuck_off = 0, stuck_word = 0;
     for (;;) {
         // Acquire: pairs with the release tail CAS of the previous claimer (or a helper).
         const uint64_t off = ph->tail.load(std::memory_order_acquire);
@@ -375,7 +375,13 @@ inline bool Producer::Impl::claim(uint32_t p, Claimed& out, Error* error) {
             // (6) the previous lap is still being written (the ring lapped a slow producer):
             // wait; a certainly-dead owner's claim becomes a skip, a timed-out one a quarantine.
             const uint64_t now = mono_now_ns();
-            if (!stuck_since) stuck_since = now;
+            // The timeout counts from when this very claim was first met: a claim met after
+            // another was skipped (a later lap, or another producer's) gets its own.
+            if (!stuck_since || off != stuck_off || w != stuck_word) {
+                stuck_since = now;
+                stuck_off = off;
+                stuck_word = w;
+            }
             if (now - stuck_probe >= kNsPerMs) {
                 stuck_probe = now;
                 if (owner_certainly_dead(*t->pool, slot_owner(w), now)) {
