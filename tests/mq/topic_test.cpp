@@ -659,6 +659,28 @@ TEST_CASE("seek: earliest, latest, offset, timestamp, committed with fallback") 
     CHECK(obs->position(0).value() == 10);
 }
 
+
+TEST_CASE("seek: a timestamp seek over a partition whose tail was damaged far past its head walks one ring at "
+          "most") {
+    TestPool tp("seekdamagedtail");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 16)).ok());
+    auto prod = Producer::open(tp.pool, "t");
+    for (int i = 0; i < 5; ++i) REQUIRE(prod->send("a" + std::to_string(i)).ok());
+    constexpr uint64_t kDamagedTail = uint64_t(1) << 41;
+    partition_header(tp.pool, "t", 0)->tail.store(kDamagedTail);
+    // In a child: a seek that walked from the head (offset 0) to that tail would run for hours.
+    const pid_t kid = test::fork_child([&] {
+        auto c = Consumer::open(tp.pool, "t", "");
+        if (!c || !c->assign_all()) return 10;
+        // A time after every message: the walk finds none and ends at the tail.
+        if (!c->seek(SeekPolicy::Timestamp(wall_now_ns() + 3600 * kNsPerSec))) return 11;
+        auto pos = c->position(0);
+        return pos && *pos == kDamagedTail ? 0 : 12;
+    });
+    CHECK(test::wait_child(kid, 10000) == 0);
+}
+
 TEST_CASE("pause: a paused partition is not read and keeps its position; resume reads on from there; assign keeps it paused while it stays") {
     TestPool tp("pause");
     TopicManager mgr(tp.pool);

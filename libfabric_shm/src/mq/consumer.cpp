@@ -213,7 +213,10 @@ void Consumer::Impl::start_at(uint32_t p, uint64_t pos, std::optional<uint64_t> 
 uint64_t Consumer::Impl::by_timestamp(uint32_t p, uint64_t wall_ns) const {
     const PartitionView& pv = t->parts[p];
     const uint64_t tail = pv.hdr->tail.load(std::memory_order_acquire);  // pairs with the tail CAS
-    for (uint64_t o = oldest_offset(*t, pv); int64_t(tail - o) > 0; ++o) {
+    // At most one ring: a head damaged far below the tail must not make a seek walk for ever.
+    uint64_t from = oldest_offset(*t, pv);
+    if (int64_t(tail - from) > int64_t(pv.capacity)) from = oldest_held(pv, tail);
+    for (uint64_t o = from; int64_t(tail - o) > 0; ++o) {
         const SlotHeader* s = pv.slot(o);
         const uint64_t w1 = s->state.load(std::memory_order_acquire);  // pairs with the publish CAS
         if (slot_state(w1) != kSlotPublished || slot_lap(w1) != (pv.lap(o) & kLapMask)) continue;
