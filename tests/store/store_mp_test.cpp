@@ -1233,6 +1233,62 @@ TEST_CASE("store: the reclaim of an expired object stopped before its remove nev
     require_clean(pool);
 }
 
+TEST_CASE("store: a damaged entry of another key on a key's probe path hides neither the key from readers nor its "
+          "presence from writers") {
+    // x shares k's home bucket and lookup tag and sits before it; x's header is damaged after
+    // k is stored. A lookup of k used to stop at x with `corrupt`: gets failed, and writers,
+    // taking k for absent, linked a second copy (an if-absent put of a present key succeeded).
+    test::PoolCleanup cleanup(test::unique_pool_name("damagedhides"));
+    auto pool = Pool::create({cleanup.name(), 16 << 20});
+    REQUIRE(pool);
+    StoreConfig cfg;
+    cfg.table_entries = 14;  // two buckets
+    auto store = MemObjectStore::open(*pool, cfg);
+    REQUIRE(store);
+    auto hash_of = [](const std::string& key) {
+        const std::string s = "b/" + key;
+        return detail::hash_store_key(s.data(), s.size());
+    };
+    const uint64_t hk = hash_of("k");
+    std::string x;
+    for (int i = 0; x.empty(); ++i)
+        if (const std::string c = "x" + std::to_string(i);
+            (hash_of(c) & 1) == (hk & 1) && store_layout::key_tag(hash_of(c)) == store_layout::key_tag(hk))
+            x = c;
+    const FabricUri k = at(cleanup.name(), "k"), ux = at(cleanup.name(), x);
+    REQUIRE((*store)->put(ux, bytes_of("x", 100)));
+    REQUIRE((*store)->put(k, bytes_of("k", 100)));
+    uint32_t* x_magic = nullptr;
+    {
+        auto view = (*store)->pin(ux);
+        REQUIRE((view && view->has_value()));
+        auto* payload = const_cast<uint8_t*>((*view)->bytes().data());
+        x_magic = reinterpret_cast<uint32_t*>(payload - store_layout::kPayloadOffset);  // ObjectHeader::magic
+    }
+    *x_magic = 0;  // damage x's header
+    auto got = (*store)->get(k);
+    REQUIRE_MESSAGE(got, got.error().message);
+    REQUIRE(got->has_value());
+    CHECK((*got)->data == bytes_of("k", 100));
+    PutOptions if_absent;
+    if_absent.condition = PutCondition::if_absent;
+    const uint64_t objects = (*store)->stats().objects;
+    CHECK_FALSE((*store)->put(k, bytes_of("again", 100), if_absent));
+    CHECK((*store)->stats().objects == objects);
+    auto v2 = (*store)->put(k, bytes_of("k2", 100));  // an overwrite replaces k's object
+    REQUIRE(v2);
+    CHECK((*store)->stats().objects == objects);
+    auto removed = (*store)->remove(k);
+    REQUIRE(removed);
+    CHECK(*removed);
+    // Now k is linked nowhere: the damaged entry of its tag may be k's own, so a get says
+    // corrupt rather than absent; x itself is reported too.
+    CHECK((*store)->get(k).code() == Errc::corrupt);
+    CHECK((*store)->get(ux).code() == Errc::corrupt);
+    *x_magic = store_layout::kObjectMagic;
+    require_clean(*pool);
+}
+
 TEST_CASE("store: repair of a dead writer's linked block is not misled by a damaged entry of another key on its probe path") {
     // Key x shares k's home bucket and lookup tag and sits before it; x's header is damaged, so
     // a lookup of k stops there with `corrupt` and writers take k for absent. A child inserts

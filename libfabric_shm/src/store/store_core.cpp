@@ -1033,6 +1033,18 @@ Result<std::optional<Found>> StoreCore::lookup(const StoreKey& key) const {
     const uint8_t tag = key_tag(key.hash);
     for (int attempt = 0; attempt < kLookupAttempts; ++attempt) {
         bool restart = false;
+        // A linked block of our tag whose header is damaged (check() reports it): not taken for
+        // our key's entry, nor for the end of the search. Our key may be linked further on (a
+        // damaged entry of another key would otherwise hide it: readers got `corrupt`, and
+        // writers, taking that for absent, linked a second copy of a present key). Only when
+        // the key is found nowhere is the lookup `corrupt`: the damaged entry may be the key's.
+        uint32_t damaged = UINT32_MAX;
+        auto absent = [&]() -> Result<std::optional<Found>> {
+            if (damaged != UINT32_MAX)
+                return make_error(Errc::corrupt, "store: block " + std::to_string(damaged) +
+                                                     " referenced by the table has an invalid object header");
+            return std::optional<Found>{};
+        };
         for (uint64_t p = 0; p <= mask_ && !restart; ++p) {
             const uint64_t bi = (home + p) & mask_;
             Bucket& bk = buckets_[bi];
@@ -1064,10 +1076,7 @@ Result<std::optional<Found>> StoreCore::lookup(const StoreKey& key) const {
                     restart = true;
                     break;
                 }
-                if (!header_ok)
-                    return make_error(Errc::corrupt, "store: block " + std::to_string(b) +
-                                                         " referenced by the table has an invalid object header");
-                if (!match) {
+                if (!header_ok || !match) {
                     // The slot may have moved on: an overwrite linked our key's new block and the
                     // old one was freed and reused for another key between our slot load and our
                     // word load. Skipping the slot would then report a present key as absent
@@ -1076,6 +1085,7 @@ Result<std::optional<Found>> StoreCore::lookup(const StoreKey& key) const {
                         restart = true;
                         break;
                     }
+                    if (!header_ok && damaged == UINT32_MAX) damaged = b;
                     continue;
                 }
                 // The slot must still hold v: the block's life validated above is then the one
@@ -1097,9 +1107,9 @@ Result<std::optional<Found>> StoreCore::lookup(const StoreKey& key) const {
             }
             if (restart) break;
             // Acquire: pairs with insert()'s release increment before it claims further on.
-            if (bk.overflow.load(std::memory_order_acquire) == 0) return std::optional<Found>{};
+            if (bk.overflow.load(std::memory_order_acquire) == 0) return absent();
         }
-        if (!restart) return std::optional<Found>{};
+        if (!restart) return absent();
     }
     return make_error(Errc::busy, "store lookup restarted " + std::to_string(kLookupAttempts) +
                                       " times under concurrent overwrites");
@@ -1214,7 +1224,9 @@ std::optional<Found> StoreCore::find_locked(const StoreKey& key) const {
     for (;;) {
         auto r = lookup(key);
         if (r.ok()) return *r;
-        if (r.code() != Errc::busy) return std::nullopt;  // corrupt entry: treated as absent by writers
+        // corrupt: the key is linked nowhere readable and a damaged entry of its tag is on its
+        // path (maybe its own): writers take it for absent and link the key anew.
+        if (r.code() != Errc::busy) return std::nullopt;
     }
 }
 
