@@ -1005,12 +1005,17 @@ namespace {
 mq::GroupSlot* g_hooked_slot = nullptr;
 std::atomic<int> g_hook_acts{0};
 
-/// At "group.register.found_expired": a member's renewal lands, as when it read its clock before
-/// the registrant's and paused before its CAS.
+mq::TopicHandle* g_hooked_topic = nullptr;
+mq::GroupRef g_hooked_ref;
+uint64_t g_renewer_clock = 0;
+Status g_renewal = make_error(Errc::ok, "");
+
+/// At "group.register.found_expired": a member's renewal lands, its clock read from before the
+/// expiry (it read, then paused before its CAS).
 void renew_when_judged_expired(const char* name) {
     if (std::string_view(name) != "group.register.found_expired" || g_hook_acts.load() == 0) return;
     g_hook_acts.fetch_sub(1);
-    g_hooked_slot->lease_expires_ns.store(mono_now_ns() + 10 * kNsPerSec);
+    g_renewal = mq::renew_group(*g_hooked_topic, g_hooked_ref, "g", g_renewer_clock);
 }
 
 }  // namespace
@@ -1027,12 +1032,19 @@ TEST_CASE("group registration: a renewal that lands after a registrant judged th
     auto first = mq::register_group(**h, "g", go);
     REQUIRE(first.ok());
     g_hooked_slot = &(*h)->groups[first->index];
-    g_hooked_slot->lease_expires_ns.store(mono_now_ns() - 1);  // ran out just now
+    g_hooked_topic = h->get();
+    g_hooked_ref = *first;
+    const uint64_t ran_out = mono_now_ns() - 1;
+    g_hooked_slot->lease_expires_ns.store(ran_out);  // just now
+    g_renewer_clock = ran_out - 1'000'000ull;          // the member's clock read, 1 ms before
     g_hook_acts.store(1);
     detail::set_pause_hook(&renew_when_judged_expired);
     auto again = mq::register_group(**h, "g", go);
     detail::set_pause_hook(nullptr);
     CHECK(g_hook_acts.load() == 0);  // the registrant judged it expired, then the renewal landed
+    // Nobody acted on the expiry before the renewal (the registrant had only judged it), so
+    // the renewal stands, and the registration it kept is the one returned.
+    CHECK(g_renewal.ok());
     REQUIRE_MESSAGE(again.ok(), again.error().message);
     CHECK(again->index == first->index);
     CHECK(again->word == first->word);
@@ -1042,34 +1054,50 @@ TEST_CASE("group registration: a renewal that lands after a registrant judged th
     CHECK_FALSE(mq::group_expired(*g_hooked_slot, mono_now_ns()));
 }
 
-TEST_CASE("group lease: a renewal whose clock was read before the lease ran out but whose CAS lands after it "
-          "leaves the group expired and says so") {
+TEST_CASE("group lease: once a blocked producer passed over an expired group and sent past it, a renewal whose "
+          "clock was read before the expiry fails instead of reviving the group") {
     TestPool tp("latrenewal");
     TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("t", config(1, 16)).ok());
+    REQUIRE(mgr.create("t", config(1, 4)).ok());  // block mode
     auto h = mq::open_topic(tp.pool, "t");
     REQUIRE(h.ok());
     GroupOptions go;
-    go.ttl = std::chrono::milliseconds(400);
-    auto ref = mq::register_group(**h, "g", go);
-    REQUIRE(ref.ok());
-    mq::GroupSlot& slot = (*h)->groups[ref->index];
-    // In time: under three quarters left, renewed to a full TTL from now.
-    uint64_t now = mono_now_ns();
-    slot.lease_expires_ns.store(now + 50'000'000ull);
-    REQUIRE(mq::renew_group(**h, *ref, "g", now).ok());
-    CHECK(slot.lease_expires_ns.load() == now + 400'000'000ull);
-    // Late: the lease ran out 2 ms ago, the renewer's clock read is from 1 ms before that.
+    go.ttl = std::chrono::seconds(10);
+    auto slow = mq::register_group(**h, "slow", go);
+    REQUIRE(slow.ok());
+    auto fast = Consumer::open(tp.pool, "t", "fast");
+    REQUIRE(fast.ok());
+    REQUIRE(fast->assign_all().ok());
+    auto prod = Producer::open(tp.pool, "t");
+    REQUIRE(prod.ok());
+    for (int i = 0; i < 4; ++i) REQUIRE(prod->send("m" + std::to_string(i)).ok());
+    MessageBatch b;
+    REQUIRE(fast->poll(b, 4, Duration::zero()).ok());
+    REQUIRE(b.size() == 4);
+    REQUIRE(fast->commit(0, 4).ok());
+    mq::GroupSlot& slot = (*h)->groups[slow->index];
+    // "slow" read nothing; its lease ran out 2 ms ago. The ring is full for it, so the next
+    // send passes it over (as expired) and overwrites offset 0.
     const uint64_t ran_out = mono_now_ns() - 2'000'000ull;
     slot.lease_expires_ns.store(ran_out);
-    Status late = mq::renew_group(**h, *ref, "g", ran_out - 1'000'000ull);
+    auto fifth = prod->send("m4");
+    REQUIRE_MESSAGE(fifth.ok(), fifth.error().message);
+    // Its member's renewal, clock read 1 ms before the expiry, lands now: refused.
+    Status late = mq::renew_group(**h, *slow, "slow", ran_out - 1'000'000ull);
     CHECK(late.code() == Errc::lease_expired);
     CHECK(mq::group_expired(slot, mono_now_ns()));
+    // In time, a renewal still renews (a registration of its own, under three quarters left).
+    auto other = mq::register_group(**h, "other", go);
+    REQUIRE(other.ok());
+    mq::GroupSlot& other_slot = (*h)->groups[other->index];
+    const uint64_t now = mono_now_ns();
+    other_slot.lease_expires_ns.store(now + 5 * kNsPerSec);
+    REQUIRE(mq::renew_group(**h, *other, "other", now).ok());
+    CHECK(other_slot.lease_expires_ns.load() == now + 10 * kNsPerSec);
 }
 
 namespace {
 
-mq::TopicHandle* g_hooked_topic = nullptr;
 Result<mq::GroupRef> g_next_registration = make_error(Errc::ok, "");
 
 /// At "group.lease.renew": the renewer's group is removed and another registers in its slot,
@@ -1149,9 +1177,9 @@ std::optional<ConsumerGroup> g_newcomer;
 void evicted_and_replaced_while_heartbeating(const char* name) {
     if (std::string_view(name) != "group.heartbeat.before_store" || g_hook_acts.load() == 0) return;
     g_hook_acts.fetch_sub(1);
-    sleep_ms(400);
+    sleep_ms(1200);  // past the session timeout
     REQUIRE(evict_live_row(*g_hooked_slot));
-    auto d = ConsumerGroup::open(*g_hooked_topic->pool, "t", "g", 1, session(300'000'000ull));
+    auto d = ConsumerGroup::open(*g_hooked_topic->pool, "t", "g", 1, session(kNsPerSec));
     REQUIRE(d.ok());
     REQUIRE(d->join("d").ok());
     g_newcomer.emplace(std::move(*d));
@@ -1166,7 +1194,7 @@ TEST_CASE("group membership: a heartbeat stored late, after its member was evict
     REQUIRE(mgr.create("t", config(1, 16)).ok());
     auto h = mq::open_topic(tp.pool, "t");
     REQUIRE(h.ok());
-    auto a = ConsumerGroup::open(tp.pool, "t", "g", 1, session(300'000'000ull));
+    auto a = ConsumerGroup::open(tp.pool, "t", "g", 1, session(kNsPerSec));
     REQUIRE(a.ok());
     REQUIRE(a->join("a").ok());
     g_hooked_slot = live_group_slot(tp.pool, "t");
@@ -1182,7 +1210,7 @@ TEST_CASE("group membership: a heartbeat stored late, after its member was evict
     const uint64_t newcomer_row = g_hooked_slot->members[0].word.load();
     REQUIRE(mq::member_state(newcomer_row) == mq::kMemberLive);  // "d" took a's row
     // Another member's claim judges the rows: "d" joined moments ago.
-    auto b = ConsumerGroup::open(tp.pool, "t", "g", 1, session(300'000'000ull));
+    auto b = ConsumerGroup::open(tp.pool, "t", "g", 1, session(kNsPerSec));
     REQUIRE(b.ok());
     REQUIRE(b->join("b").ok());
     CHECK(g_hooked_slot->members[0].word.load() == newcomer_row);

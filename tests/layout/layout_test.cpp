@@ -277,6 +277,7 @@ const std::vector<Struct>& shared_structs() {
         FIELD(fabric_shm::mq::TopicHeader, reserved_wake),
         FIELD(fabric_shm::mq::TopicHeader, space_seq),
         FIELD(fabric_shm::mq::TopicHeader, space_waiters),
+        FIELD(fabric_shm::mq::TopicHeader, space_parked_ns),
         FIELD(fabric_shm::mq::TopicHeader, pad_space),
         FIELD(fabric_shm::mq::TopicHeader, groups_lock),
         FIELD(fabric_shm::mq::TopicHeader, reserved1),

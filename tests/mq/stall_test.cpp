@@ -200,31 +200,43 @@ TEST_CASE("stall: in overwrite mode a producer lapping a paused claimer quaranti
     CHECK(b[b.size() - 1].value_str() == std::string(kSize, 'c'));
 }
 
-TEST_CASE("stall: each unfinished claim a send meets gets its own claim_timeout: one met right after another was "
-          "quarantined is not quarantined at once") {
+TEST_CASE("stall: a send waits claim_timeout for each stopped producer's claims it meets, once for a run of one "
+          "producer's claims") {
     TestPool tp("ownclaimtimeout");
     TopicManager mgr(tp.pool);
     REQUIRE(mgr.create("t", config(1, 4, OnFull::overwrite, 256)).ok());
+    constexpr uint64_t kTimeoutNs = 400'000'000ull;
     ProducerOptions po;
-    po.claim_timeout = std::chrono::milliseconds(150);
+    po.claim_timeout = std::chrono::nanoseconds(kTimeoutNs);
     auto prod = Producer::open(tp.pool, "t", po);
     REQUIRE(prod.ok());
     for (int i = 0; i < 4; ++i) REQUIRE(prod->send("lap 0").ok());
-    // Offsets 0 and 1 claimed again and never published, as by a live producer that stopped
-    // (this process: never certainly dead). Offset 4 meets slot 0's claim, 5 meets slot 1's.
+    // Offsets 0 and 1 claimed again and never published, as by live producers that stopped
+    // (never certainly dead). Offset 4 meets slot 0's claim, offset 5 slot 1's.
+    PausedProcess other(tp.cleanup.name());
     SlotHeader* slot0 = slot_of(tp.pool, "t", 0, 0);
     SlotHeader* slot1 = slot_of(tp.pool, "t", 0, 1);
-    slot0->state.store(make_slot_word(kSlotClaimed, 0, tp.pool.self()));
-    slot1->state.store(make_slot_word(kSlotClaimed, 0, tp.pool.self()));
-    const uint64_t start = mono_now_ns();
-    auto r = prod->send("after both");
-    const uint64_t waited = mono_now_ns() - start;
-    REQUIRE(r.ok());
-    CHECK(r->offset == 6);  // 4 and 5 became skip records
-    CHECK(slot_state(slot0->state.load()) == kSlotQuarantined);
-    CHECK(slot_state(slot1->state.load()) == kSlotQuarantined);
-    // Slot 1's claim was first met once slot 0's was quarantined: it waited its own timeout.
-    CHECK(waited >= 2 * 150'000'000ull);
+    uint64_t waited = 0;
+    auto send_past_both = [&](OwnerToken second_owner) {
+        slot0->state.store(make_slot_word(kSlotClaimed, 0, tp.pool.self()));
+        slot1->state.store(make_slot_word(kSlotClaimed, 0, second_owner));
+        const uint64_t start = mono_now_ns();
+        auto r = prod->send("after both");
+        waited = mono_now_ns() - start;
+        REQUIRE(r.ok());
+        CHECK(r->offset == 6);  // 4 and 5 became skip records
+        CHECK(slot_state(slot0->state.load()) == kSlotQuarantined);
+        CHECK(slot_state(slot1->state.load()) == kSlotQuarantined);
+    };
+    SUBCASE("two producers' claims: the second is met once the first was quarantined, and waited for as long") {
+        send_past_both(other.token);
+        CHECK(waited >= 2 * kTimeoutNs);
+    }
+    SUBCASE("one producer's run of claims: stuck as long as the first, quarantined without a second wait") {
+        send_past_both(tp.pool.self());
+        CHECK(waited >= kTimeoutNs);
+        CHECK(waited < 2 * kTimeoutNs);
+    }
 }
 
 TEST_CASE("stall: a consumer paused before its quarantine CAS acts on a stale judgement; the claimer published, "

@@ -441,6 +441,13 @@ struct SpaceWatch {
     explicit SpaceWatch(const Pool& pool) : root(pool.open_region(RegionKind::topic, "t").value()) {
         hdr = reinterpret_cast<mq::TopicHeader*>(root.data());
     }
+    /// What a blocked producer does right before it parks (Producer::Impl::wait_for_space):
+    /// stamps the park's instant, then counts itself. unpark() is its return.
+    void park() {
+        hdr->space_parked_ns.store(mono_coarse_ns(), std::memory_order_relaxed);
+        hdr->space_waiters.fetch_add(1, std::memory_order_seq_cst);
+    }
+    void unpark() { hdr->space_waiters.fetch_sub(1, std::memory_order_seq_cst); }
     /// Consumes and commits n messages; true when that commit woke the parked producers: a
     /// wake bumps space_seq in the committer's own call, before commit() returns.
     bool commit_woke(Consumer& c, uint32_t n) {
@@ -470,12 +477,12 @@ TEST_CASE("on_full=block: a commit wakes blocked producers once it leaves a quar
     for (int i = 0; i < 64; ++i) REQUIRE(prod->send("x").ok());
 
     // A producer parked on the full ring, as a send registers itself right before it parks.
-    hdr->space_waiters.fetch_add(1, std::memory_order_seq_cst);
+    watch.park();
     CHECK_FALSE(commit_n(1));   // 1 of 64 free: no system call, no context switch per message
     CHECK_FALSE(commit_n(14));  // 15 free
     CHECK(commit_n(1));         // 16 free: a quarter of the ring
     CHECK(commit_n(1));         // and every commit past it while one is parked
-    hdr->space_waiters.fetch_sub(1, std::memory_order_seq_cst);
+    watch.unpark();
     CHECK_FALSE(commit_n(1));   // nobody parked: no wake at all
 
     // A real send parked on the full ring, and a commit that frees one slot: not woken, it
@@ -509,12 +516,49 @@ TEST_CASE("on_full=block: with two groups only the slowest group's commits wake 
     SpaceWatch watch(tp.pool);
     auto* hdr = watch.hdr;
     auto commit_n = [&](Consumer& c, uint32_t n) { return watch.commit_woke(c, n); };
-    hdr->space_waiters.fetch_add(1, std::memory_order_seq_cst);  // a producer parked on the full ring
+    watch.park();  // a producer parked on the full ring
     CHECK_FALSE(commit_n(*fast, 32));  // the slow group still holds all 64
     CHECK_FALSE(commit_n(*fast, 32));
     CHECK_FALSE(commit_n(*slow, 15));
     CHECK(commit_n(*slow, 1));  // the slowest group leaves a quarter free
-    hdr->space_waiters.fetch_sub(1, std::memory_order_seq_cst);
+    watch.unpark();
+    (void)hdr;
+}
+
+TEST_CASE("on_full=block: a producer killed while parked leaves its count behind, and commits stop waking for it "
+          "once no producer has parked for a while") {
+    TestPool tp("wakeleak");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 64, OnFull::block)).ok());
+    REQUIRE(mgr.register_group("t", "g").ok());
+    auto prod = Producer::open(tp.pool, "t");
+    REQUIRE(prod.ok());
+    for (int i = 0; i < 64; ++i) REQUIRE(prod->send("x").ok());
+    auto cons = Consumer::open(tp.pool, "t", "g");
+    REQUIRE(cons->assign_all().ok());
+    SpaceWatch watch(tp.pool);
+    // What a producer killed in its park leaves (it counted itself and never takes it back).
+    watch.park();
+    // Its last park is now older than any live parked producer's can be (they park again
+    // every 50 ms): the count is a leftover, and a commit that leaves room wakes nobody.
+    watch.hdr->space_parked_ns.store(mono_coarse_ns() - kNsPerSec);
+    CHECK_FALSE(watch.commit_woke(*cons, 16));
+    CHECK_FALSE(watch.commit_woke(*cons, 1));
+    // A live producer that parks (the ring full again) stamps its park, and is woken as before.
+    for (int i = 0; i < 17; ++i) REQUIRE(prod->send("y").ok());
+    ProducerOptions po;
+    po.block_timeout = std::chrono::seconds(10);
+    auto blocked = Producer::open(tp.pool, "t", po);
+    REQUIRE(blocked.ok());
+    Result<SendResult> sent = make_error(Errc::busy, "not sent");
+    std::thread sender([&] { sent = blocked->send("z"); });
+    const uint64_t give_up = mono_now_ns() + 10 * kNsPerSec;  // barrier: the send counts itself
+    while (watch.hdr->space_waiters.load() < 2 && mono_now_ns() < give_up) std::this_thread::yield();
+    CHECK(watch.hdr->space_waiters.load() == 2);
+    CHECK(watch.commit_woke(*cons, 16));
+    sender.join();
+    REQUIRE_MESSAGE(sent.ok(), sent.error().message);
+    CHECK(watch.hdr->space_waiters.load() == 1);  // the leftover alone
 }
 
 TEST_CASE("on_full=block with no group keeps the first capacity messages, then back_pressure says so") {

@@ -61,7 +61,7 @@ DeadLetter decode(const Message& m) {
 /// returns the head after the move.
 uint64_t drop_front(TopicHandle& t, uint32_t p, uint64_t target) {
     Slowest slow;
-    const uint64_t floor = min_committed(t, p, mono_now_ns(), &slow);
+    const uint64_t floor = min_committed(t, p, mono_now_ns(), &slow, /*acting=*/true);
     if (slow.any_group && int64_t(target - floor) > 0) target = floor;
     raise_head(t.parts[p].hdr, target);  // a release to producers; a group registering meanwhile settles past it
     return t.parts[p].hdr->head.load(std::memory_order_acquire);  // pairs with raise_head's CAS

@@ -30,8 +30,6 @@ namespace {
 
 using detail::cpu_relax;
 
-/// Parked waiters re-check at least this often.
-constexpr uint64_t kMaxParkNs = 50 * kNsPerMs;
 /// A producer whose wake found no sleeper asks at most this often whether the waiter died.
 constexpr uint64_t kWaiterProbeIntervalNs = 10 * kNsPerMs;
 
@@ -207,7 +205,7 @@ Result<Producer> Producer::open(const Pool& pool, std::string_view topic, const 
         // min_committed's seq_cst loads of the table; partner: register_group's seq_cst LIVE
         // store before its seq_cst load of the head.
         const uint64_t head = sp.pv.hdr->head.load(std::memory_order_seq_cst);
-        sp.head_cache = lower_offset(head, min_committed(**t, p, mono_now_ns(), nullptr));
+        sp.head_cache = lower_offset(head, min_committed(**t, p, mono_now_ns(), nullptr, /*acting=*/true));
     }
     impl->on_full = (*t)->on_full;
     impl->t = std::move(t.value());
@@ -234,7 +232,7 @@ Status Producer::Impl::wait_for_space(uint32_t p, uint64_t tail, uint64_t deadli
     for (;;) {
         const uint64_t now = mono_now_ns();
         Slowest slow;
-        const uint64_t seen = min_committed(*t, p, now, &slow);
+        const uint64_t seen = min_committed(*t, p, now, &slow, /*acting=*/true);
         FABRIC_PAUSE_POINT("mq.send.before_raise_head");
         if (slow.any_group) raise_head(pv.hdr, seen);
         // Registration handshake (settle_group_starts, topic.cpp): a group registered since
@@ -244,7 +242,7 @@ Status Producer::Impl::wait_for_space(uint32_t p, uint64_t tail, uint64_t deadli
         // overwrite nothing it still needs, or its registrant sees our raise and starts past it.
         // Cold: only a producer that found the ring full gets here.
         Slowest after_raise;
-        const uint64_t floor = lower_offset(seen, min_committed(*t, p, now, &after_raise));
+        const uint64_t floor = lower_offset(seen, min_committed(*t, p, now, &after_raise, /*acting=*/true));
         if (after_raise.any_group && (!slow.any_group || int64_t(after_raise.committed - slow.committed) < 0))
             slow = after_raise;  // the group holding us back (the error below names it)
         sends[p].head_cache = floor;
@@ -271,9 +269,11 @@ Status Producer::Impl::wait_for_space(uint32_t p, uint64_t tail, uint64_t deadli
             return make_error(Errc::interrupted, "topic '" + t->name + "' partition " + std::to_string(p) +
                                                      " is full; the wait for space was interrupted after " +
                                                      format_duration_ns(now - started_ns) + " (nothing was sent)");
+        // Relaxed: published by the seq_cst increment below to a committer that sees it.
+        hdr->space_parked_ns.store(mono_coarse_ns(), std::memory_order_relaxed);
         hdr->space_waiters.fetch_add(1, std::memory_order_seq_cst);  // Dekker with commit_in_pool
         const uint32_t seq = hdr->space_seq.load(std::memory_order_seq_cst);  // pairs with wake_space's bump
-        const uint64_t again = min_committed(*t, p, now, nullptr);
+        const uint64_t again = min_committed(*t, p, now, nullptr, /*acting=*/false);  // only whether to park
         if (int64_t(tail - again) >= int64_t(pv.capacity))
             detail::futex_wait(hdr->space_seq, seq, std::min(kMaxParkNs, deadline_ns - now));
         hdr->space_waiters.fetch_sub(1, std::memory_order_release);  // no partner: only a hint for wakers
@@ -320,6 +320,9 @@ inline bool Producer::Impl::claim(uint32_t p, Claimed& out, Error* error) {
     const PartitionView& pv = sends[p].pv;
     PartitionHeader* ph = pv.hdr;
     uint64_t wait_start = 0, stuck_since = 0, stuck_probe = 0, stuck_off = 0, stuck_word = 0;
+    // The claim this send last quarantined (its offset and since when it was stuck), and the
+    // word of the claim then at the next offset if it was its owner's too (else 0).
+    uint64_t timed_out_off = 0, timed_out_since = 0, timed_out_next = 0;
     for (;;) {
         // Acquire: pairs with the release tail CAS of the previous claimer (or a helper).
         const uint64_t off = ph->tail.load(std::memory_order_acquire);
@@ -376,9 +379,12 @@ inline bool Producer::Impl::claim(uint32_t p, Claimed& out, Error* error) {
             // wait; a certainly-dead owner's claim becomes a skip, a timed-out one a quarantine.
             const uint64_t now = mono_now_ns();
             // The timeout counts from when this very claim was first met: a claim met after
-            // another was skipped (a later lap, or another producer's) gets its own.
+            // another was quarantined (another producer's, taken since) gets its own. A stopped
+            // producer's run of claims is one wait, as for a consumer (resolve_stuck): the
+            // claim at the offset after one we quarantined, made there by the same owner before
+            // it could learn of the quarantine, has been stuck as long.
             if (!stuck_since || off != stuck_off || w != stuck_word) {
-                stuck_since = now;
+                stuck_since = stuck_since && off == timed_out_off + 1 && w == timed_out_next ? timed_out_since : now;
                 stuck_off = off;
                 stuck_word = w;
             }
@@ -389,7 +395,15 @@ inline bool Producer::Impl::claim(uint32_t p, Claimed& out, Error* error) {
                     continue;
                 }
             }
-            if (now - stuck_since >= to_ns(options.claim_timeout)) skip_claim(*t->pool, pv, s, w, true);
+            if (now - stuck_since >= to_ns(options.claim_timeout) && skip_claim(*t->pool, pv, s, w, true)) {
+                // Acquire: pairs with the claimer's CAS, like every read of a slot word.
+                const uint64_t next = pv.slot(off + 1)->state.load(std::memory_order_acquire);
+                const bool same_send = slot_state(next) == kSlotClaimed && slot_owner(next) == slot_owner(w) &&
+                                       slot_lap(next) == ((pv.lap(off + 1) - 1) & kLapMask);
+                timed_out_off = off;
+                timed_out_since = stuck_since;
+                timed_out_next = same_send ? next : 0;
+            }
             sched_yield();
             continue;
         } else {

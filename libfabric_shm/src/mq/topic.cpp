@@ -428,16 +428,13 @@ Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const Gr
         if (!group_expired(g, now)) {
             uint64_t e = g.lease_expires_ns.load(std::memory_order_acquire);  // pairs with renew/deregister
             const uint64_t ne = now + g.lease_ttl_ns.load(std::memory_order_relaxed);
-            if (e == 0 || e >= ne ||
-                !g.lease_expires_ns.compare_exchange_strong(e, ne, std::memory_order_acq_rel, std::memory_order_relaxed))
+            if (e != 0 && (e >= ne || g.lease_expires_ns.compare_exchange_strong(e, ne, std::memory_order_acq_rel,
+                                                                                std::memory_order_relaxed)))
                 return GroupRef{idx, w};
-            // Extended from `now`, read before the CAS: as in renew_group, an extension that
-            // landed after `e` passed does not bring back a registration others judged gone.
-            if (mono_now_ns() < e) return GroupRef{idx, w};
-            uint64_t ours = ne;
-            g.lease_expires_ns.compare_exchange_strong(ours, 0, std::memory_order_acq_rel, std::memory_order_relaxed);
+            // The lease moved since we judged it: set to 0 by someone who acted on its expiry
+            // (a producer, the reaper), or renewed. Judged again; never handed out at 0.
             now = mono_now_ns();
-            continue;  // expired now: removed and registered afresh below
+            continue;
         }
         FABRIC_PAUSE_POINT("group.register.found_expired");
         if (deregister_group(t, idx, false, now)) break;
@@ -567,21 +564,13 @@ Status renew_group(TopicHandle& t, const GroupRef& ref, std::string_view group, 
         if (e - now_ns > ttl - ttl / 4) return {};  // more than 3/4 left: nothing to do
         FABRIC_PAUSE_POINT("group.lease.renew");
         const uint64_t renewed = now_ns + ttl;
+        // `now_ns` may be older than the CAS (a pause, the coarse clock), so the CAS may land
+        // after `e` passed. That is harmless unless someone acted on the expiry meanwhile, and
+        // whoever does sets the lease to 0 first (deregister_group, min_committed acting): then
+        // this CAS fails and the reload says expired.
         if (g.lease_expires_ns.compare_exchange_weak(e, renewed, std::memory_order_acq_rel,
-                                                     std::memory_order_acquire)) {
-            // `now_ns` was read before the CAS: by a caller that paused since, or from the
-            // coarse clock a tick behind. If `e` had passed when the CAS landed, whoever looked
-            // meanwhile judged the group gone (a blocked producer stopped counting it and may
-            // have overwritten what it had not read; a registrant took its name over), so the
-            // renewal must not bring it back: the lease is taken back to 0 (expired), from our
-            // own value only (a later renewal or a deregistration decides otherwise).
-            if (mono_now_ns() < e) return {};
-            uint64_t ours = renewed;
-            g.lease_expires_ns.compare_exchange_strong(ours, 0, std::memory_order_acq_rel, std::memory_order_relaxed);
-            return make_error(Errc::lease_expired, "group '" + std::string(group) + "' on topic '" + t.name +
-                                                       "': lease ran out before its renewal landed (ttl " +
-                                                       format_duration_ns(ttl) + ")");
-        }
+                                                     std::memory_order_acquire))
+            return {};
         // Reloaded: a lease we did not write. The slot may hold another registration by now
         // (removed and registered again while we paused); its lease is not ours to move.
         if (g.word.load(std::memory_order_acquire) != ref.word)
@@ -736,15 +725,31 @@ bool dead_letter_recorded(const TopicHandle& t, const GroupRef& ref, uint32_t pa
     return t.groups[ref.index].parts[partition].dead_letter_offset.load(std::memory_order_acquire) == offset + 1;
 }
 
-uint64_t min_committed(const TopicHandle& t, uint32_t p, uint64_t now_ns, Slowest* slowest) {
+namespace {
+/// Whether group `g` (LIVE) holds the partition's floor at `now_ns`: its lease runs. Acting, a
+/// lease found run out is first set to 0 (deregister_group's first step) so that no renewal
+/// can revive a group the caller then passes over: a renewer whose clock read came before the
+/// expiry and whose CAS lands after it finds 0 and says expired. A renewal that lands first
+/// keeps the group counted.
+bool lease_runs(GroupSlot& g, uint64_t now_ns, bool acting) {
+    uint64_t e = g.lease_expires_ns.load(std::memory_order_acquire);  // pairs with renew/deregister CASes
+    if (e > now_ns) return true;
+    if (!acting || e == 0) return false;
+    if (g.lease_expires_ns.compare_exchange_strong(e, 0, std::memory_order_acq_rel, std::memory_order_acquire))
+        return false;
+    return e > now_ns;  // reloaded: renewed just before our CAS (or already 0)
+}
+}  // namespace
+
+uint64_t min_committed(const TopicHandle& t, uint32_t p, uint64_t now_ns, Slowest* slowest, bool acting) {
     const PartitionView& pv = t.parts[p];
     uint64_t best = 0;
     bool any = false;
     int best_idx = -1;
     for (uint32_t i = 0; i < kMaxGroups; ++i) {
-        const GroupSlot& g = t.groups[i];
+        GroupSlot& g = t.groups[i];
         // seq_cst: see commit_in_pool.
-        if (group_state(g.word.load(std::memory_order_seq_cst)) != kGroupLive || group_expired(g, now_ns)) continue;
+        if (group_state(g.word.load(std::memory_order_seq_cst)) != kGroupLive || !lease_runs(g, now_ns, acting)) continue;
         const uint64_t c = g.parts[p].committed.load(std::memory_order_seq_cst);
         if (!any || int64_t(c - best) < 0) {
             best = c;
@@ -778,6 +783,11 @@ bool wake_space_if_room(const TopicHandle& t, uint32_t p, uint64_t committed, ui
     // seq_cst: pairs with the blocked producer's seq_cst increment (Dekker with committed).
     // Checked first: the tail below is a line every send writes.
     if (t.hdr->space_waiters.load(std::memory_order_seq_cst) == 0) return false;
+    // Relaxed: the increment we saw published its park's stamp (wait_for_space). A count no
+    // producer parked under for kParkedStaleNs is a killed producer's: its scan, its tail read
+    // and its system call would wake nobody, on every commit that leaves room, for good.
+    const uint64_t parked = t.hdr->space_parked_ns.load(std::memory_order_relaxed);
+    if (now_ns > parked && now_ns - parked > kParkedStaleNs) return false;
     const PartitionView& pv = t.parts[p];
     // Relaxed: a stale (lower) tail only makes the lag look smaller, so it can add a wake,
     // never lose one.
@@ -788,7 +798,7 @@ bool wake_space_if_room(const TopicHandle& t, uint32_t p, uint64_t committed, ui
     // Producers go on by the slowest group's offset: a faster group's commit frees nothing for
     // them, and waking them would only make them re-check and park again. seq_cst loads after
     // our seq_cst store: of two groups committing at once, at least one sees both offsets.
-    if (lag_from(min_committed(t, p, now_ns, nullptr)) > limit) return false;
+    if (lag_from(min_committed(t, p, now_ns, nullptr, /*acting=*/false)) > limit) return false;
     wake_parked_producers(*t.hdr);
     return true;
 }
@@ -997,7 +1007,7 @@ Result<TopicDescription> TopicManager::describe(std::string_view name, TopicDeta
         if (t.on_full == kOnFullOverwrite) {
             pd.fill = pd.next - pd.oldest;
         } else {
-            const uint64_t low = min_committed(t, p, now, nullptr);
+            const uint64_t low = min_committed(t, p, now, nullptr, /*acting=*/false);
             pd.fill = int64_t(pd.next - low) > 0 ? pd.next - low : 0;
         }
         pd.skipped_claims = pv.hdr->skipped_claims.load(std::memory_order_relaxed);

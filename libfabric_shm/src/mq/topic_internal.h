@@ -189,8 +189,10 @@ struct Slowest {
 };
 /// Minimum committed offset over live (unexpired) groups for partition p; with no group, the
 /// partition's head. Loads are seq_cst: they pair with commit's seq_cst store in the
-/// blocked-producer handshake (see producer.cpp).
-uint64_t min_committed(const TopicHandle& t, uint32_t p, uint64_t now_ns, Slowest* slowest);
+/// blocked-producer handshake (see producer.cpp). `acting`: the caller may release what an
+/// expired group has not read (raise the head, send past it); each expired lease it passes
+/// over is set to 0 first, so that no late renewal revives the group (lease_runs in topic.cpp).
+uint64_t min_committed(const TopicHandle& t, uint32_t p, uint64_t now_ns, Slowest* slowest, bool acting);
 /// Takes back one counted hand-out of `offset` from its attempt-window entry (never below 0;
 /// nothing when the entry holds another offset: reused for a later one). The offset stays,
 /// like ack, so a count of 0 makes the next begin() count 1 again. seq_cst: pairs with
@@ -218,6 +220,13 @@ void wake_space(const TopicHandle& t);
 /// park again. A producer whose partition stays fuller than that re-checks after its bounded
 /// park (producer.cpp, kMaxParkNs).
 constexpr uint64_t space_wake_room(uint64_t capacity) { return capacity / 4 > 0 ? capacity / 4 : 1; }
+/// A parked producer re-checks at least this often, and parks again (stamping
+/// TopicHeader::space_parked_ns) while its partition stays full.
+constexpr uint64_t kMaxParkNs = 50 * kNsPerMs;
+/// A space_waiters count whose last park is older than this counts no live parked producer: a
+/// producer killed while parked left it (it never decrements). A live producer that is merely
+/// paused as long re-checks by itself within kMaxParkNs of resuming.
+constexpr uint64_t kParkedStaleNs = 4 * kMaxParkNs;
 
 /// A commit's wake: wake_space when, after a group committed `committed` on partition p, the
 /// partition has at least space_wake_room free for producers (tail - min_committed at most

@@ -33,7 +33,8 @@ constexpr uint64_t kPartitionMagic = 0x5452415042414600ULL;  ///< "\0FABPART"
 /// the envelope fields became (relaxed) atomics; TopicHeader carries kTopicLayoutFingerprint.
 /// 4: GroupSlot's result-bucket record (results_seq, results_flags, results_bucket).
 /// 5: GroupPartition's attempt window (two lines; one counter per in-flight offset).
-constexpr uint32_t kTopicLayoutVersion = 5;
+/// 6: TopicHeader::space_parked_ns (the last blocked producer's park).
+constexpr uint32_t kTopicLayoutVersion = 6;
 
 constexpr uint32_t kMaxPartitions = 64;
 constexpr uint32_t kMaxGroups = 16;
@@ -270,13 +271,19 @@ struct alignas(4096) TopicHeader {
     uint64_t reserved_wake[16];  ///< layout 1's topic-wide data futex line (now per partition and per waiter)
     alignas(128) std::atomic<uint32_t> space_seq;     ///< bumped (+wake) when space_waiters != 0: by a commit leaving a quarter free, deregistration, DLQ drops
     std::atomic<uint32_t> space_waiters;              ///< blocked producers: ++ before parking, -- after
-    uint32_t pad_space[30];
+    /// Blocked producers: the coarse monotonic instant of the last park, stored before its
+    /// ++space_waiters. A commit's wake skips a count no producer parked under for a while: a
+    /// producer killed while parked never decrements it (wake_space_if_room).
+    std::atomic<uint64_t> space_parked_ns;
+    uint32_t pad_space[28];
     alignas(128) std::atomic<uint64_t> groups_lock;   ///< owner-word lock: group register/deregister
     uint64_t reserved1[15];
 };
 static_assert(offsetof(TopicHeader, partition_refs) == 128, "every opener finds the partitions through these refs");
 static_assert(offsetof(TopicHeader, space_seq) == 128 + 8 * kMaxPartitions + 128,
               "space_seq on its own 128-byte line (committers and blocked producers only)");
+static_assert(offsetof(TopicHeader, space_parked_ns) == offsetof(TopicHeader, space_seq) + 8,
+              "space_parked_ns on space_seq's line: written only where space_waiters is");
 static_assert(sizeof(TopicHeader) == 4096, "the group table starts on the second page (kGroupsOffset)");
 
 // ---- Waiter table ---------------------------------------------------------------------
