@@ -1098,6 +1098,55 @@ TEST_CASE("group lease: once a blocked producer passed over an expired group and
 
 namespace {
 
+/// At "group.lease.expire_acting" (a producer read an expired lease, before its CAS to 0): a
+/// renewal lands whose clock read was so old that the lease it writes has run out too.
+uint64_t g_old_renewer_clock = 0;
+void renew_with_an_older_clock(const char* name) {
+    if (std::string_view(name) != "group.lease.expire_acting" || g_hook_acts.load() == 0) return;
+    g_hook_acts.fetch_sub(1);
+    g_renewal = mq::renew_group(*g_hooked_topic, g_hooked_ref, "slow", g_old_renewer_clock);
+}
+
+}  // namespace
+
+TEST_CASE("group lease: a producer passing over an expired group sets its lease to 0 even when a renewal that "
+          "leaves it expired lands between its read and its CAS; a second late renewal then fails") {
+    TestPool tp("twolaterenewals");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 4)).ok());  // block mode
+    auto h = mq::open_topic(tp.pool, "t");
+    REQUIRE(h.ok());
+    GroupOptions go;
+    go.ttl = std::chrono::milliseconds(40);
+    auto slow = mq::register_group(**h, "slow", go);
+    REQUIRE(slow.ok());
+    mq::GroupSlot& slot = (*h)->groups[slow->index];
+    // Ran out 20 ms ago. Renewer 1 read its clock 28 ms before that (under three quarters of
+    // the 40 ms TTL left): its renewal, landing at the producer's pause, ends 8 ms ago.
+    const uint64_t ran_out = mono_now_ns() - 20'000'000ull;
+    slot.lease_expires_ns.store(ran_out);
+    g_hooked_topic = h->get();
+    g_hooked_ref = *slow;
+    g_old_renewer_clock = ran_out - 28'000'000ull;
+    g_hook_acts.store(1);
+    detail::set_pause_hook(&renew_with_an_older_clock);
+    // What a producer about to raise the head past the group asks (wait_for_space, drop_front).
+    mq::Slowest slowest;
+    (void)mq::min_committed(**h, 0, mono_now_ns(), &slowest, /*acting=*/true);
+    detail::set_pause_hook(nullptr);
+    CHECK(g_hook_acts.load() == 0);
+    CHECK(g_renewal.ok());     // renewer 1's CAS landed (to a lease already past)
+    CHECK_FALSE(slowest.any_group);  // passed over
+    CHECK(slot.lease_expires_ns.load() == 0);
+    // Renewer 2, clock read 1 ms before renewer 1's lease ended: refused, the group stays gone.
+    const uint64_t renewed_to = g_old_renewer_clock + 40'000'000ull;
+    Status late = mq::renew_group(**h, *slow, "slow", renewed_to - 1'000'000ull);
+    CHECK(late.code() == Errc::lease_expired);
+    CHECK(mq::group_expired(slot, mono_now_ns()));
+}
+
+namespace {
+
 Result<mq::GroupRef> g_next_registration = make_error(Errc::ok, "");
 
 /// At "group.lease.renew": the renewer's group is removed and another registers in its slot,

@@ -7,6 +7,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <optional>
 #include <thread>
 
 #include "fabric_shm/clock.h"
@@ -200,9 +201,9 @@ TEST_CASE("stall: in overwrite mode a producer lapping a paused claimer quaranti
     CHECK(b[b.size() - 1].value_str() == std::string(kSize, 'c'));
 }
 
-TEST_CASE("stall: a send waits claim_timeout for each stopped producer's claims it meets, once for a run of one "
-          "producer's claims") {
-    TestPool tp("ownclaimtimeout");
+TEST_CASE("stall: claims a send finds unfinished, all made before it first waited, cost it one claim_timeout, "
+          "whoever made them") {
+    TestPool tp("oneclaimwait");
     TopicManager mgr(tp.pool);
     REQUIRE(mgr.create("t", config(1, 4, OnFull::overwrite, 256)).ok());
     constexpr uint64_t kTimeoutNs = 400'000'000ull;
@@ -216,27 +217,62 @@ TEST_CASE("stall: a send waits claim_timeout for each stopped producer's claims 
     PausedProcess other(tp.cleanup.name());
     SlotHeader* slot0 = slot_of(tp.pool, "t", 0, 0);
     SlotHeader* slot1 = slot_of(tp.pool, "t", 0, 1);
-    uint64_t waited = 0;
-    auto send_past_both = [&](OwnerToken second_owner) {
-        slot0->state.store(make_slot_word(kSlotClaimed, 0, tp.pool.self()));
-        slot1->state.store(make_slot_word(kSlotClaimed, 0, second_owner));
-        const uint64_t start = mono_now_ns();
-        auto r = prod->send("after both");
-        waited = mono_now_ns() - start;
-        REQUIRE(r.ok());
-        CHECK(r->offset == 6);  // 4 and 5 became skip records
-        CHECK(slot_state(slot0->state.load()) == kSlotQuarantined);
-        CHECK(slot_state(slot1->state.load()) == kSlotQuarantined);
-    };
-    SUBCASE("two producers' claims: the second is met once the first was quarantined, and waited for as long") {
-        send_past_both(other.token);
-        CHECK(waited >= 2 * kTimeoutNs);
-    }
-    SUBCASE("one producer's run of claims: stuck as long as the first, quarantined without a second wait") {
-        send_past_both(tp.pool.self());
-        CHECK(waited >= kTimeoutNs);
-        CHECK(waited < 2 * kTimeoutNs);
-    }
+    OwnerToken second = 0;
+    SUBCASE("one stopped producer's run of claims") { second = tp.pool.self(); }
+    SUBCASE("two stopped producers' claims") { second = other.token; }
+    slot0->state.store(make_slot_word(kSlotClaimed, 0, tp.pool.self()));
+    slot1->state.store(make_slot_word(kSlotClaimed, 0, second));
+    const uint64_t start = mono_now_ns();
+    auto r = prod->send("after both");
+    const uint64_t waited = mono_now_ns() - start;
+    REQUIRE(r.ok());
+    CHECK(r->offset == 6);  // 4 and 5 became skip records
+    CHECK(slot_state(slot0->state.load()) == kSlotQuarantined);
+    CHECK(slot_state(slot1->state.load()) == kSlotQuarantined);
+    CHECK(waited >= kTimeoutNs);
+    CHECK(waited < 2 * kTimeoutNs);  // slot 1's claim was as old as slot 0's when the send met it
+}
+
+TEST_CASE("stall: a claim made after a send began waiting on another is not quarantined at once: it gets its own "
+          "claim_timeout") {
+    TestPool tp("freshclaim");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 2, OnFull::overwrite, 256)).ok());
+    constexpr uint64_t kTimeoutNs = 300'000'000ull;
+    ProducerOptions po;
+    po.claim_timeout = std::chrono::nanoseconds(kTimeoutNs);
+    auto prod = Producer::open(tp.pool, "t", po);
+    REQUIRE(prod.ok());
+    for (int i = 0; i < 2; ++i) REQUIRE(prod->send("lap 0").ok());
+    std::optional<PausedProcess> a(std::in_place, tp.cleanup.name()), b(std::in_place, tp.cleanup.name());
+    SlotHeader* slot0 = slot_of(tp.pool, "t", 0, 0);
+    SlotHeader* slot1 = slot_of(tp.pool, "t", 0, 1);
+    slot0->state.store(make_slot_word(kSlotClaimed, 0, a->token));  // offset 0: a stopped there
+    Result<SendResult> sent = make_error(Errc::busy, "not sent");
+    std::thread sender([&] {
+        PauseGate::arm("mq.send.before_roll_quarantine", std::this_thread::get_id());
+        sent = prod->send("p");
+    });
+    // The send met a's claim at offset 2, waited claim_timeout, quarantined it and is about to
+    // roll the quarantine over offset 2.
+    CHECK(PauseGate::wait_arrived("mq.send.before_roll_quarantine"));
+    // Meanwhile another producer claims offset 3 (slot 1, lap 1) and stops: a claim made after
+    // the send began to wait, which it meets again at offset 5.
+    slot1->state.store(make_slot_word(kSlotClaimed, 1, b->token));
+    const uint64_t released = mono_now_ns();
+    PauseGate::release("mq.send.before_roll_quarantine");
+    const uint64_t give_up = released + 10 * kNsPerSec;
+    bool quarantined = false;
+    while (!(quarantined = slot_state(slot1->state.load()) == kSlotQuarantined) && mono_now_ns() < give_up)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    const uint64_t waited = mono_now_ns() - released;
+    CHECK(quarantined);
+    CHECK(waited >= kTimeoutNs);
+    a.reset();  // both stopped producers die: their quarantined slots are reused
+    b.reset();
+    sender.join();
+    PauseGate::reset();
+    CHECK_MESSAGE(sent.ok(), sent.error().message);
 }
 
 TEST_CASE("stall: a consumer paused before its quarantine CAS acts on a stale judgement; the claimer published, "

@@ -444,9 +444,11 @@ struct SpaceWatch {
     /// What a blocked producer does right before it parks (Producer::Impl::wait_for_space):
     /// stamps the park's instant, then counts itself. unpark() is its return.
     void park() {
-        hdr->space_parked_ns.store(mono_coarse_ns(), std::memory_order_relaxed);
+        stamp();
         hdr->space_waiters.fetch_add(1, std::memory_order_seq_cst);
     }
+    /// A parked producer's next park (every 50 ms while its partition stays full).
+    void stamp() { hdr->space_parked_ns.store(mono_coarse_ns(), std::memory_order_relaxed); }
     void unpark() { hdr->space_waiters.fetch_sub(1, std::memory_order_seq_cst); }
     /// Consumes and commits n messages; true when that commit woke the parked producers: a
     /// wake bumps space_seq in the committer's own call, before commit() returns.
@@ -480,7 +482,9 @@ TEST_CASE("on_full=block: a commit wakes blocked producers once it leaves a quar
     watch.park();
     CHECK_FALSE(commit_n(1));   // 1 of 64 free: no system call, no context switch per message
     CHECK_FALSE(commit_n(14));  // 15 free
+    watch.stamp();
     CHECK(commit_n(1));         // 16 free: a quarter of the ring
+    watch.stamp();
     CHECK(commit_n(1));         // and every commit past it while one is parked
     watch.unpark();
     CHECK_FALSE(commit_n(1));   // nobody parked: no wake at all
@@ -520,6 +524,7 @@ TEST_CASE("on_full=block: with two groups only the slowest group's commits wake 
     CHECK_FALSE(commit_n(*fast, 32));  // the slow group still holds all 64
     CHECK_FALSE(commit_n(*fast, 32));
     CHECK_FALSE(commit_n(*slow, 15));
+    watch.stamp();
     CHECK(commit_n(*slow, 1));  // the slowest group leaves a quarter free
     watch.unpark();
     (void)hdr;
@@ -553,8 +558,9 @@ TEST_CASE("on_full=block: a producer killed while parked leaves its count behind
     Result<SendResult> sent = make_error(Errc::busy, "not sent");
     std::thread sender([&] { sent = blocked->send("z"); });
     const uint64_t give_up = mono_now_ns() + 10 * kNsPerSec;  // barrier: the send counts itself
-    while (watch.hdr->space_waiters.load() < 2 && mono_now_ns() < give_up) std::this_thread::yield();
-    CHECK(watch.hdr->space_waiters.load() == 2);
+    bool counted = false;
+    while (!(counted = watch.hdr->space_waiters.load() == 2) && mono_now_ns() < give_up) std::this_thread::yield();
+    CHECK(counted);
     CHECK(watch.commit_woke(*cons, 16));
     sender.join();
     REQUIRE_MESSAGE(sent.ok(), sent.error().message);

@@ -269,8 +269,13 @@ Status Producer::Impl::wait_for_space(uint32_t p, uint64_t tail, uint64_t deadli
             return make_error(Errc::interrupted, "topic '" + t->name + "' partition " + std::to_string(p) +
                                                      " is full; the wait for space was interrupted after " +
                                                      format_duration_ns(now - started_ns) + " (nothing was sent)");
+        // Only forward (a producer paused before its store must not age a fresher stamp).
         // Relaxed: published by the seq_cst increment below to a committer that sees it.
-        hdr->space_parked_ns.store(mono_coarse_ns(), std::memory_order_relaxed);
+        const uint64_t parked_at = mono_coarse_ns();
+        uint64_t stamped = hdr->space_parked_ns.load(std::memory_order_relaxed);
+        while (stamped < parked_at && !hdr->space_parked_ns.compare_exchange_weak(stamped, parked_at,
+                                                                                  std::memory_order_relaxed)) {
+        }
         hdr->space_waiters.fetch_add(1, std::memory_order_seq_cst);  // Dekker with commit_in_pool
         const uint32_t seq = hdr->space_seq.load(std::memory_order_seq_cst);  // pairs with wake_space's bump
         const uint64_t again = min_committed(*t, p, now, nullptr, /*acting=*/false);  // only whether to park
@@ -320,9 +325,8 @@ inline bool Producer::Impl::claim(uint32_t p, Claimed& out, Error* error) {
     const PartitionView& pv = sends[p].pv;
     PartitionHeader* ph = pv.hdr;
     uint64_t wait_start = 0, stuck_since = 0, stuck_probe = 0, stuck_off = 0, stuck_word = 0;
-    // The claim this send last quarantined (its offset and since when it was stuck), and the
-    // word of the claim then at the next offset if it was its owner's too (else 0).
-    uint64_t timed_out_off = 0, timed_out_since = 0, timed_out_next = 0;
+    // Where this send first met an unfinished claim of the previous lap, and when.
+    uint64_t first_stuck_off = 0, first_stuck_at = 0;
     for (;;) {
         // Acquire: pairs with the release tail CAS of the previous claimer (or a helper).
         const uint64_t off = ph->tail.load(std::memory_order_acquire);
@@ -378,13 +382,19 @@ inline bool Producer::Impl::claim(uint32_t p, Claimed& out, Error* error) {
             // (6) the previous lap is still being written (the ring lapped a slow producer):
             // wait; a certainly-dead owner's claim becomes a skip, a timed-out one a quarantine.
             const uint64_t now = mono_now_ns();
-            // The timeout counts from when this very claim was first met: a claim met after
-            // another was quarantined (another producer's, taken since) gets its own. A stopped
-            // producer's run of claims is one wait, as for a consumer (resolve_stuck): the
-            // claim at the offset after one we quarantined, made there by the same owner before
-            // it could learn of the quarantine, has been stuck as long.
+            // How long this claim has been unfinished, at least. A previous-lap claim at `off`
+            // was made before the tail passed off - capacity; when this send first met one, at
+            // first_stuck_off, the tail stood there, so every such claim below
+            // first_stuck_off + capacity was already made then and has been stuck since at
+            // least then: one wait for all of them (a stopped batch sender's run, producers
+            // frozen together). A claim past that was made after we began to wait (the ring
+            // moved on meanwhile): its owner gets its own claim_timeout.
             if (!stuck_since || off != stuck_off || w != stuck_word) {
-                stuck_since = stuck_since && off == timed_out_off + 1 && w == timed_out_next ? timed_out_since : now;
+                if (!first_stuck_at || int64_t(off - first_stuck_off) >= int64_t(pv.capacity)) {
+                    first_stuck_off = off;
+                    first_stuck_at = now;
+                }
+                stuck_since = first_stuck_at;
                 stuck_off = off;
                 stuck_word = w;
             }
@@ -395,15 +405,7 @@ inline bool Producer::Impl::claim(uint32_t p, Claimed& out, Error* error) {
                     continue;
                 }
             }
-            if (now - stuck_since >= to_ns(options.claim_timeout) && skip_claim(*t->pool, pv, s, w, true)) {
-                // Acquire: pairs with the claimer's CAS, like every read of a slot word.
-                const uint64_t next = pv.slot(off + 1)->state.load(std::memory_order_acquire);
-                const bool same_send = slot_state(next) == kSlotClaimed && slot_owner(next) == slot_owner(w) &&
-                                       slot_lap(next) == ((pv.lap(off + 1) - 1) & kLapMask);
-                timed_out_off = off;
-                timed_out_since = stuck_since;
-                timed_out_next = same_send ? next : 0;
-            }
+            if (now - stuck_since >= to_ns(options.claim_timeout)) skip_claim(*t->pool, pv, s, w, true);
             sched_yield();
             continue;
         } else {

@@ -490,6 +490,10 @@ Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const Gr
             g.name[k].store(v, std::memory_order_relaxed);  // published by the LIVE release store
         }
         g.lease_ttl_ns.store(to_ns(options.ttl), std::memory_order_relaxed);
+        // The lease counts from now, not from when we took the group lock: the era and the
+        // freed slot's lock may have taken a while (a short TTL would be born expired, and a
+        // producer acting on it would end the group before its consumer's first poll).
+        now = mono_now_ns();
         // Release: a renewer of the slot's previous registration that reloads this lease after
         // its CAS failed sees our CREATING word too, and gives up (renew_group).
         g.lease_expires_ns.store(now + to_ns(options.ttl), std::memory_order_release);
@@ -557,6 +561,10 @@ Status renew_group(TopicHandle& t, const GroupRef& ref, std::string_view group, 
     uint64_t e = g.lease_expires_ns.load(std::memory_order_acquire);  // pairs with the CASes below
     const uint64_t ttl = g.lease_ttl_ns.load(std::memory_order_relaxed);
     for (;;) {
+        if (e == 0)
+            return make_error(Errc::lease_expired, "group '" + std::string(group) + "' on topic '" + t.name +
+                                                       "': its lease ran out and a producer or the reaper acted on "
+                                                       "it (ttl " + format_duration_ns(ttl) + ")");
         if (e <= now_ns)
             return make_error(Errc::lease_expired, "group '" + std::string(group) + "' on topic '" + t.name +
                                                        "': lease ran out " + format_duration_ns(now_ns - e) +
@@ -733,11 +741,16 @@ namespace {
 /// keeps the group counted.
 bool lease_runs(GroupSlot& g, uint64_t now_ns, bool acting) {
     uint64_t e = g.lease_expires_ns.load(std::memory_order_acquire);  // pairs with renew/deregister CASes
-    if (e > now_ns) return true;
-    if (!acting || e == 0) return false;
-    if (g.lease_expires_ns.compare_exchange_strong(e, 0, std::memory_order_acq_rel, std::memory_order_acquire))
-        return false;
-    return e > now_ns;  // reloaded: renewed just before our CAS (or already 0)
+    while (e != 0 && e <= now_ns) {
+        if (!acting) return false;
+        FABRIC_PAUSE_POINT("group.lease.expire_acting");
+        // A failed CAS reloads e: a renewal into the future keeps the group; one that landed
+        // and still left it expired (a renewer with an even older clock read) is CASed again,
+        // or a second late renewal could revive the group we pass over.
+        if (g.lease_expires_ns.compare_exchange_weak(e, 0, std::memory_order_acq_rel, std::memory_order_acquire))
+            return false;
+    }
+    return e > now_ns;
 }
 }  // namespace
 

@@ -126,8 +126,8 @@ Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const Gr
 bool deregister_group(TopicHandle& t, int index, bool force, uint64_t now_ns);
 /// Moves the lease to now + ttl when less than 3/4 of it remains; LeaseExpired / NotFound
 /// (naming the group) when it already ran out or the slot changed hands. A renewal whose CAS
-/// lands after the lease ran out (`now_ns` read before a pause, or a coarse clock behind) takes
-/// its own write back and says LeaseExpired: nobody revives a group others judged gone.
+/// lands after the lease ran out (`now_ns` read before a pause, or a coarse clock behind) wins
+/// only if nobody acted on the expiry meanwhile: whoever does sets the lease to 0 first.
 Status renew_group(TopicHandle& t, const GroupRef& ref, std::string_view group, uint64_t now_ns);
 /// The longest wait for a group's lock (commits, fences, dead-letter records, refunds, joins)
 /// held by another process, maybe paused; past it the step fails with busy and changes nothing.
