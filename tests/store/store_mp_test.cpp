@@ -15,6 +15,7 @@
 #include <random>
 #include <thread>
 
+#include "../support/registry_slots.h"
 #include "../support/test_support.h"
 #include "pause_roles.h"
 #include "fabric_shm/counters.h"
@@ -851,6 +852,136 @@ TEST_CASE("store: a loan whose owner is stopped is not reclaimed, and its commit
     auto g = (*store)->get(key);
     REQUIRE((g && g->has_value()));
     CHECK((*g)->data == v);
+    require_clean(pool);
+}
+
+namespace {
+
+/// A child registered as if from another pid namespace, with a 1 s heartbeat timeout: nobody
+/// can ask its pid, so once its heartbeat is stale it is taken for dead, while it may only be
+/// stopped. It stops at `point` inside `op`; resume() lets it go on.
+struct ForeignStoppedChild {
+    pid_t pid = -1;
+    OwnerToken token = 0;
+    ForeignStoppedChild(const std::string& name, const char* point, const std::function<int(MemObjectStore&)>& op) {
+        int fds[2];
+        REQUIRE(pipe(fds) == 0);
+        pid = test::fork_child([&] {
+            OpenOptions o;
+            o.heartbeat_timeout = std::chrono::seconds(1);
+            auto p = Pool::open(name, o);
+            if (!p) return 90;
+            const OwnerToken t = p->self();
+            if (write(fds[1], &t, sizeof t) != sizeof t) return 92;
+            auto st = MemObjectStore::open(*p);
+            if (!st) return 91;
+            setenv("FABRIC_SHM_PAUSE_POINT", point, 1);
+            detail::crash_point_rearm();
+            const int rc = op(**st);
+            _exit(rc);
+        });
+        REQUIRE(read(fds[0], &token, sizeof token) == sizeof token);
+        close(fds[0]);
+        close(fds[1]);
+        int rc = -1;
+        REQUIRE_MESSAGE(test::wait_stopped(pid, 20000, &rc), "child did not stop at ", point, " (exit ", rc, ")");
+    }
+    /// Its slot names another pid namespace; repair 3 s later (by the clock handed to the
+    /// reaper: past its heartbeat timeout, within the regions' leases) takes it for dead.
+    void judged_dead_by_heartbeat(Pool& pool) const {
+        test::slot_of(pool, token).pidns.store(self_pidns() + 12345);
+        const ReapReport r = pool.reap(MonoClock::from_ns(mono_now_ns() + 3 * kNsPerSec), false, false);
+        CHECK(r.kind_items >= 1);  // its store state repaired
+    }
+    int resume_and_wait() {
+        test::resume(pid);
+        return test::wait_child(pid);
+    }
+};
+
+}  // namespace
+
+TEST_CASE("store: an assigner taken for dead while stopped (another pid namespace) frees none of the objects "
+          "others stored in the superblock meanwhile when it resumes") {
+    test::TempPool temp("xnsassign", 16 << 20);
+    Pool& pool = temp.pool;
+    auto store = MemObjectStore::open(pool);
+    REQUIRE(store);
+    // The child's put needs a superblock for its size class: it stops with it ASSIGNING.
+    ForeignStoppedChild child(temp.name(), "store.alloc.assigning", [&](MemObjectStore& s) {
+        return s.put(at(temp.name(), "child"), bytes_of("child", 1000)) ? 0 : 3;
+    });
+    child.judged_dead_by_heartbeat(pool);  // its transition reset: the superblock is free again
+    std::vector<std::vector<uint8_t>> ours;
+    for (int i = 0; i < 20; ++i) {
+        ours.push_back(bytes_of("o" + std::to_string(i), 1000));  // the same class: that superblock
+        REQUIRE((*store)->put(at(temp.name(), "o" + std::to_string(i)), ours.back()));
+    }
+    (void)child.resume_and_wait();  // its put may land elsewhere or fail; ours must stay
+    for (int i = 0; i < 20; ++i) {
+        auto g = (*store)->get(at(temp.name(), "o" + std::to_string(i)));
+        REQUIRE(g);
+        REQUIRE_MESSAGE(g->has_value(), "o", i, " lost");
+        CHECK((*g)->data == ours[size_t(i)]);
+    }
+    pool.reap(MonoClock::now(), false, false);  // the child's leftovers, its pid gone
+    require_clean(pool);
+}
+
+TEST_CASE("store: a run claimant taken for dead while stopped (another pid namespace) takes over no word of the "
+          "large object stored in its superblocks meanwhile when it resumes") {
+    test::TempPool temp("xnsrun", 16 << 20);
+    Pool& pool = temp.pool;
+    auto store = MemObjectStore::open(pool);
+    REQUIRE(store);
+    // Larger than a quarter superblock: a run of whole superblocks, claimed from the top.
+    ForeignStoppedChild child(temp.name(), "store.alloc.run_claimed", [&](MemObjectStore& s) {
+        return s.put(at(temp.name(), "child"), bytes_of("child", 100 << 10)) ? 0 : 3;
+    });
+    child.judged_dead_by_heartbeat(pool);  // its claim reset: the superblocks are free again
+    const auto ours = bytes_of("ours", 100 << 10);
+    REQUIRE((*store)->put(at(temp.name(), "ours"), ours));  // the same superblocks
+    (void)child.resume_and_wait();
+    auto g = (*store)->get(at(temp.name(), "ours"));
+    REQUIRE(g);
+    REQUIRE_MESSAGE(g->has_value(), "ours lost");
+    CHECK((*g)->data == ours);
+    pool.reap(MonoClock::now(), false, false);
+    require_clean(pool);
+}
+
+TEST_CASE("store: an overwrite taken for dead while stopped before its link (another pid namespace) does not link "
+          "its freed block over the key when it resumes") {
+    test::TempPool temp("xnsoverwrite", 16 << 20);
+    Pool& pool = temp.pool;
+    auto store = MemObjectStore::open(pool);
+    REQUIRE(store);
+    const FabricUri k = at(temp.name(), "k");
+    const auto kept = bytes_of("k", 1000);
+    REQUIRE((*store)->put(k, kept));
+    ForeignStoppedChild child(temp.name(), "store.put.before_link", [&](MemObjectStore& s) {
+        return s.put(k, bytes_of("late", 1000)) ? 0 : 3;
+    });
+    child.judged_dead_by_heartbeat(pool);  // its COMMITTING block freed
+    std::vector<std::vector<uint8_t>> others;
+    for (int i = 0; i < 8; ++i) {  // one of them takes the freed block
+        others.push_back(bytes_of("j" + std::to_string(i), 1000));
+        REQUIRE((*store)->put(at(temp.name(), "j" + std::to_string(i)), others.back()));
+    }
+    const int child_rc = child.resume_and_wait();
+    auto g = (*store)->get(k);
+    REQUIRE(g);
+    REQUIRE_MESSAGE(g->has_value(), "k lost");
+    // Its first link was refused; a put that then starts again with a block of its own may
+    // land (nothing of it was acknowledged before): k holds one whole version or the other.
+    const auto late = bytes_of("late", 1000);
+    CHECK_MESSAGE(((*g)->data == kept || ((*g)->data == late && child_rc == 0)), "child exit ", child_rc);
+    for (int i = 0; i < 8; ++i) {
+        auto o = (*store)->get(at(temp.name(), "j" + std::to_string(i)));
+        REQUIRE((o && o->has_value()));
+        CHECK((*o)->data == others[size_t(i)]);
+    }
+    pool.reap(MonoClock::now(), false, false);  // the child's leftovers, its pid gone
     require_clean(pool);
 }
 

@@ -461,15 +461,29 @@ bool StoreCore::assign_sb(uint32_t cls, OwnerToken me, uint32_t* sb_out) {
         if (!desc_[s].compare_exchange_strong(d, assigning, std::memory_order_acq_rel, std::memory_order_relaxed))
             continue;
         FABRIC_CRASH_POINT("store.alloc.assigning");
-        for (uint64_t i = 0; i < nb; ++i) {
+        bool still_ours = true;
+        for (uint64_t i = 0; i < nb && still_ours; ++i) {
             std::atomic<uint64_t>& wd = words_[s * words_per_sb_ + i];
             uint64_t x = wd.load(std::memory_order_relaxed);
-            // Release: a stale claimer that CASes this fresh FREE word acquires it and then
-            // sees the descriptor no longer matches (see claim_in_sb).
-            while (!wd.compare_exchange_weak(x, make_block(kBlockFree, block_seq(x) + 1, 0, false),
-                                             std::memory_order_acq_rel, std::memory_order_relaxed)) {
+            for (;;) {
+                // The superblock must still be ours before each word: an assigner taken for
+                // dead while only stopped (judged by its heartbeat, in another pid namespace)
+                // is reset by repair, and the superblock may then be assigned and filled by
+                // others; their words are not ours to free. Acquire: pairs with the release
+                // CAS of whoever reassigned it (its words then moved, and our CAS from `x`
+                // fails until we see the descriptor changed).
+                if (desc_[s].load(std::memory_order_acquire) != assigning) {
+                    still_ours = false;
+                    break;
+                }
+                // Release: a stale claimer that CASes this fresh FREE word acquires it and then
+                // sees the descriptor no longer matches (see claim_in_sb).
+                if (wd.compare_exchange_weak(x, make_block(kBlockFree, block_seq(x) + 1, 0, false),
+                                             std::memory_order_acq_rel, std::memory_order_relaxed))
+                    break;
             }
         }
+        if (!still_ours) continue;  // a reaper presumed us dead and reset it
         used_[2 * s].store(0, std::memory_order_relaxed);
         used_[2 * s + 1].store(0, std::memory_order_relaxed);
         uint64_t expect = assigning;
@@ -517,9 +531,14 @@ bool StoreCore::alloc_run(uint64_t n, OwnerToken me, uint32_t* block, uint64_t* 
         const uint32_t head = uint32_t(k * words_per_sb_);
         uint64_t x = words_[head].load(std::memory_order_relaxed);
         uint64_t nw;
-        do {
+        for (;;) {
+            // Still our claim of the head superblock (as in assign_sb: a claimant taken for
+            // dead while stopped must not take over a word of whoever got the superblock).
+            const uint64_t hd = desc_[k].load(std::memory_order_acquire);
+            if (sb_state(hd) != kSbClaiming || sb_aux(hd) != me) return false;
             nw = make_block(kBlockLoaned, block_seq(x) + 1, me, false);
-        } while (!words_[head].compare_exchange_weak(x, nw, std::memory_order_acq_rel, std::memory_order_relaxed));
+            if (words_[head].compare_exchange_weak(x, nw, std::memory_order_acq_rel, std::memory_order_relaxed)) break;
+        }
         bool lost = false;
         for (uint64_t j = k + 1; j < k + n; ++j) {
             uint64_t c = desc_[j].load(std::memory_order_relaxed);
@@ -707,19 +726,20 @@ bool StoreCore::try_drain(uint32_t sb, OwnerToken me) noexcept {
         std::atomic<uint64_t>& wd = words_[sb * words_per_sb_ + i];
         uint64_t x = wd.load(std::memory_order_relaxed);
         // FREE -> DRAINED by CAS: a claimer racing on the same word either wins (we see
-        // LOANED and roll back) or fails.
-        ok = block_state(x) == kBlockFree &&
+        // LOANED and roll back) or fails. Only while the drain is still ours: a drainer taken
+        // for dead while stopped (across pid namespaces) is rolled back by repair, and marks
+        // in a superblock that is SMALL again would stay for good.
+        ok = desc_[sb].load(std::memory_order_acquire) == draining && block_state(x) == kBlockFree &&
              wd.compare_exchange_strong(x, make_block(kBlockDrained, block_seq(x) + 1, 0, false),
                                         std::memory_order_acq_rel, std::memory_order_relaxed);
         if (i == 0) FABRIC_CRASH_POINT("store.drain.marking");
     }
-    if (!ok) {
-        rollback_drain(sb, draining);
-        return false;
-    }
     uint64_t e = draining;
-    return desc_[sb].compare_exchange_strong(e, next_sb(draining, kSbUnassigned, 0, 0), std::memory_order_release,
-                                             std::memory_order_relaxed);
+    if (ok && desc_[sb].compare_exchange_strong(e, next_sb(draining, kSbUnassigned, 0, 0), std::memory_order_release,
+                                                std::memory_order_relaxed))
+        return true;
+    rollback_drain(sb, draining);  // our marks back to FREE (the descriptor CAS fails if it moved)
+    return false;
 }
 
 void StoreCore::rollback_drain(uint32_t sb, uint64_t draining) noexcept {
@@ -904,6 +924,23 @@ bool StoreCore::linked_in_window(uint32_t block, uint64_t hash) const noexcept {
         }
     }
     return false;
+}
+
+void StoreCore::bump_links_of(uint32_t block, uint64_t hash) noexcept {
+    const uint64_t home = hash & mask_;
+    const uint64_t limit = std::min<uint64_t>(mask_ + 1, kMaxProbeBuckets);
+    for (uint64_t p = 0; p < limit; ++p) {
+        Bucket& bk = buckets_[(home + p) & mask_];
+        for (uint32_t j = 0; j < kSlotsPerBucket; ++j) {
+            uint64_t v = bk.slots[j].load(std::memory_order_acquire);  // pairs with the linking CAS
+            // One attempt: a slot that changed meanwhile fails a CAS prepared against the old
+            // value just as the bump would. acq_rel: continues the release sequence of the
+            // value we replace (readers still synchronise with its writer).
+            if (!slot_empty(v) && slot_block(v) == block)
+                bk.slots[j].compare_exchange_strong(v, bump_slot(v), std::memory_order_acq_rel,
+                                                    std::memory_order_relaxed);
+        }
+    }
 }
 
 bool StoreCore::read_key(uint32_t block, uint64_t w, HeaderSnapshot& snap, StoreKey& key) const noexcept {
@@ -1931,6 +1968,14 @@ void StoreCore::finish_dead_write(RepairPass& pass, uint32_t b, uint64_t w) {
     // whose lock is taken over while it is stopped changes nothing that moved on. Linked means
     // a slot of the key's probe window points at b: asked of the slots themselves, not of a
     // lookup, which a damaged entry of another key on the probe path turns into "absent".
+    // A COMMITTING block of an overwrite, its writer taken for dead: that writer may be only
+    // stopped (judged by its heartbeat in another pid namespace) before its lock-free slot
+    // CAS, prepared against the slot that links the object it replaces. Were we to free the
+    // block while that slot stays as it was, the resumed writer would link the block, reused
+    // by then for another key, over its key's object. The slot is bumped first, so that CAS
+    // fails; a CAS that landed before the bump is seen as linked below and published.
+    if (st == kBlockCommitting && snap.h.replaces != 0 && uint32_t(snap.h.replaces) - 1 < block_count())
+        bump_links_of(uint32_t(snap.h.replaces) - 1, k.hash);
     const bool linked = linked_in_window(b, k.hash);
     uint64_t cur = words_[b].load(std::memory_order_acquire);
     if (block_seq(cur) == block_seq(w)) {

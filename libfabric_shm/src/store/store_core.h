@@ -298,6 +298,9 @@ private:
     void retire_replaced(uint32_t block, uint64_t w, int depth, bool linked_over) noexcept;
     /// True when a slot in the probe window of `hash` points at `block`.
     bool linked_in_window(uint32_t block, uint64_t hash) const noexcept;
+    /// Bumps the generation of every slot in `hash`'s probe window that links `block` (a
+    /// fencing step that changes nothing else): a slot CAS prepared against those values fails.
+    void bump_links_of(uint32_t block, uint64_t hash) noexcept;
     void maybe_free_retired(uint32_t block) noexcept;
     /// RETIRED|PINNED word `w`, read before the caller's scan found no record of it -> FREE.
     void free_retired_word(uint32_t block, uint64_t w) noexcept;
