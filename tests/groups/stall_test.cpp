@@ -1154,7 +1154,7 @@ Result<mq::GroupRef> g_next_registration = make_error(Errc::ok, "");
 void reregister_before_renewal(const char* name) {
     if (std::string_view(name) != "group.lease.renew" || g_hook_acts.load() == 0) return;
     g_hook_acts.fetch_sub(1);
-    REQUIRE(mq::deregister_group(*g_hooked_topic, 0, true, mono_now_ns()));
+    REQUIRE(mq::deregister_group(*g_hooked_topic, 0, g_hooked_topic->groups[0].word.load(), true, mono_now_ns()));
     GroupOptions go;
     go.ttl = std::chrono::milliseconds(300);
     g_next_registration = mq::register_group(*g_hooked_topic, "next", go);
@@ -1215,6 +1215,46 @@ TEST_CASE("group registration: a slot registered again gives its member rows new
     CHECK_FALSE(slot->members[0].word.compare_exchange_strong(
         expect, mq::make_member_word(mq::kMemberFree, mq::member_gen(earlier) + 1, 0)));
     CHECK(a->heartbeat("a").ok());
+}
+
+namespace {
+
+/// At "group.remove.found" (`group rm g` found g's registration, before removing it): g is
+/// removed by someone else and "h" registers in its slot.
+void replace_before_removal(const char* name) {
+    if (std::string_view(name) != "group.remove.found" || g_hook_acts.load() == 0) return;
+    g_hook_acts.fetch_sub(1);
+    REQUIRE(mq::deregister_group(*g_hooked_topic, 0, g_hooked_topic->groups[0].word.load(), true, mono_now_ns()));
+    GroupOptions go;
+    go.ttl = std::chrono::seconds(10);
+    g_next_registration = mq::register_group(*g_hooked_topic, "h", go);
+}
+
+}  // namespace
+
+TEST_CASE("group rm: paused after finding the group while it was removed and another registered in its slot, it "
+          "removes nothing and leaves the other's lease as it was") {
+    TestPool tp("rmreused");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 16)).ok());
+    auto h = mq::open_topic(tp.pool, "t");
+    REQUIRE(h.ok());
+    REQUIRE(mgr.register_group("t", "g").ok());
+    g_hooked_topic = h->get();
+    g_hook_acts.store(1);
+    detail::set_pause_hook(&replace_before_removal);
+    Status removed = mgr.remove_group("t", "g");
+    detail::set_pause_hook(nullptr);
+    CHECK(g_hook_acts.load() == 0);
+    REQUIRE_MESSAGE(g_next_registration.ok(), g_next_registration.error().message);
+    REQUIRE(g_next_registration->index == 0);
+    CHECK(removed.code() == Errc::not_found);
+    auto d = mgr.describe("t");
+    REQUIRE(d.ok());
+    REQUIRE(d->groups.size() == 1);
+    CHECK(d->groups[0].name == "h");
+    CHECK_FALSE(d->groups[0].expired);
+    CHECK(mq::holds_registration((*h)->groups[0], g_next_registration->word));
 }
 
 namespace {

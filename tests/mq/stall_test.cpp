@@ -275,6 +275,33 @@ TEST_CASE("stall: a claim made after a send began waiting on another is not quar
     CHECK_MESSAGE(sent.ok(), sent.error().message);
 }
 
+TEST_CASE("stall: a send whose every slot holds a stopped producer's quarantined claim gives up after "
+          "block_timeout instead of rolling them forward for as long as the producer stays stopped") {
+    TestPool tp("allquarantined");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(1, 2, OnFull::overwrite, 256)).ok());
+    auto prod = Producer::open(tp.pool, "t");
+    REQUIRE(prod.ok());
+    for (int i = 0; i < 2; ++i) REQUIRE(prod->send("lap 0").ok());
+    PausedProcess stopped(tp.cleanup.name());
+    // Both slots: claims of offsets 0 and 1 that timed out, their producer alive and stopped.
+    for (uint64_t i = 0; i < 2; ++i)
+        slot_of(tp.pool, "t", 0, i)->state.store(make_slot_word(kSlotQuarantined, 0, stopped.token));
+    // In a child: a send that never gives up would spin until the test's end.
+    const pid_t kid = test::fork_child([&] {
+        auto p = Pool::open(tp.cleanup.name());
+        if (!p) return 10;
+        ProducerOptions po;
+        po.block_timeout = std::chrono::milliseconds(300);
+        auto child = Producer::open(*p, "t", po);
+        if (!child) return 11;
+        auto r = child->send("x");
+        if (r) return 12;
+        return r.code() == Errc::busy && r.error().message.find("stopped producer") != std::string::npos ? 0 : 13;
+    });
+    CHECK(test::wait_child(kid, 10000) == 0);
+}
+
 TEST_CASE("stall: a consumer paused before its quarantine CAS acts on a stale judgement; the claimer published, "
           "so the CAS fails and the message is delivered") {
     TestPool tp("stalerepair");

@@ -327,6 +327,8 @@ inline bool Producer::Impl::claim(uint32_t p, Claimed& out, Error* error) {
     uint64_t wait_start = 0, stuck_since = 0, stuck_probe = 0, stuck_off = 0, stuck_word = 0;
     // Where this send first met an unfinished claim of the previous lap, and when.
     uint64_t first_stuck_off = 0, first_stuck_at = 0;
+    // Where and when this send first rolled a live owner's quarantine forward.
+    uint64_t first_roll_off = 0, first_roll_at = 0;
     for (;;) {
         // Acquire: pairs with the release tail CAS of the previous claimer (or a helper).
         const uint64_t off = ph->tail.load(std::memory_order_acquire);
@@ -366,7 +368,25 @@ inline bool Producer::Impl::claim(uint32_t p, Claimed& out, Error* error) {
         } else if (d == -1 && st == kSlotQuarantined) {
             // (5) a timed-out claim whose owner may still write these bytes: reuse them only once
             // the owner is certainly dead; otherwise offset `off` becomes another skip record.
-            if (!owner_certainly_dead(*t->pool, slot_owner(w), mono_now_ns())) {
+            const uint64_t now = mono_now_ns();
+            if (!owner_certainly_dead(*t->pool, slot_owner(w), now)) {
+                // A whole ring of them (stopped producers' claims cover every slot): nothing is
+                // claimable until one resumes or dies. Rolled on, yielding, for block_timeout at
+                // most, then refused: a send never spins for as long as a producer stays stopped.
+                if (!first_roll_at) {
+                    first_roll_off = off;
+                    first_roll_at = now;
+                } else if (int64_t(off - first_roll_off) >= int64_t(pv.capacity)) {
+                    if (now - first_roll_at >= to_ns(options.block_timeout)) {
+                        *error = make_error(Errc::busy, "topic '" + t->name + "' partition " + std::to_string(p) +
+                                                            ": every slot is held by a stopped producer's claim "
+                                                            "(quarantined, its process alive) after " +
+                                                            format_duration_ns(now - first_roll_at) +
+                                                            " (block_timeout); nothing was sent");
+                        return false;
+                    }
+                    sched_yield();
+                }
                 FABRIC_PAUSE_POINT("mq.send.before_roll_quarantine");
                 // acq_rel: the skip record is published to readers' acquire of the word.
                 if (s->state.compare_exchange_strong(w, make_slot_word(kSlotQuarantined, lap, slot_owner(w)),

@@ -272,15 +272,20 @@ int find_group(const TopicHandle& t, std::string_view name, uint64_t* word) {
     return -1;
 }
 
-bool deregister_group(TopicHandle& t, int index, bool force, uint64_t now_ns) {
+bool deregister_group(TopicHandle& t, int index, uint64_t registration, bool force, uint64_t now_ns) {
     GroupSlot& g = t.groups[index];
     // Acquire: pairs with the registrant's release store of LIVE.
     uint64_t w = g.word.load(std::memory_order_acquire);
-    if (group_state(w) != kGroupLive) return false;
+    if (group_state(w) != kGroupLive || w != registration) return false;
     // Step 1: expires -> 0 by CAS, so a renewer racing with us either wins (group stays) or
     // finds 0 (group gone). A crash after this step leaves LIVE with expires 0 = expired.
+    // Each lease read is checked to be the registration's: a caller paused after finding it
+    // (`group rm` takes no lock) may resume after it was removed and another registered in the
+    // slot, whose lease it must not end (the new registration stores its lease with a release
+    // after its CREATING CAS, so seeing that lease means seeing the word changed).
     uint64_t e = g.lease_expires_ns.load(std::memory_order_acquire);  // pairs with renew CAS
     while (e != 0) {
+        if (g.word.load(std::memory_order_acquire) != registration) return false;
         if (!force && e > now_ns) return false;
         if (g.lease_expires_ns.compare_exchange_weak(e, 0, std::memory_order_acq_rel, std::memory_order_acquire))
             break;
@@ -437,7 +442,7 @@ Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const Gr
             continue;
         }
         FABRIC_PAUSE_POINT("group.register.found_expired");
-        if (deregister_group(t, idx, false, now)) break;
+        if (deregister_group(t, idx, w, false, now)) break;
         now = mono_now_ns();
     }
     // Drawn before a slot is taken, so a refusal leaves nothing half-registered (a floor raised
@@ -450,7 +455,7 @@ Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const Gr
         GroupSlot& g = t.groups[i];
         uint64_t fw = g.word.load(std::memory_order_acquire);  // pairs with deregister's release
         if (group_state(fw) == kGroupLive && group_expired(g, now)) {
-            deregister_group(t, int(i), false, now);
+            deregister_group(t, int(i), fw, false, now);
             fw = g.word.load(std::memory_order_acquire);
         }
         if (group_state(fw) != kGroupFree) continue;
@@ -1067,8 +1072,10 @@ Status TopicManager::remove_group(std::string_view topic, std::string_view group
     FABRIC_TRY(validate_name("group", group));
     auto t = open_topic(pool_, topic);
     if (!t) return std::move(t).error();
-    const int idx = find_group(**t, group);
-    if (idx < 0 || !deregister_group(**t, idx, true, mono_now_ns()))
+    uint64_t registration = 0;
+    const int idx = find_group(**t, group, &registration);
+    FABRIC_PAUSE_POINT("group.remove.found");
+    if (idx < 0 || !deregister_group(**t, idx, registration, true, mono_now_ns()))
         return make_error(Errc::not_found, "group '" + std::string(group) + "' is not registered on topic '" +
                                                std::string(topic) + "'");
     return {};

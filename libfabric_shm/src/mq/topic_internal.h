@@ -122,8 +122,9 @@ struct GroupRef {
 };
 /// Registers (or returns the live registration of) `group` under the topic's group lock.
 Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const GroupOptions& options);
-/// Deregisters if the lease ran out (force: regardless). True if this call removed it.
-bool deregister_group(TopicHandle& t, int index, bool force, uint64_t now_ns);
+/// Deregisters the registration whose LIVE word is `registration` in slot `index` if its lease
+/// ran out (force: regardless); nothing when the slot holds another. True if this call removed it.
+bool deregister_group(TopicHandle& t, int index, uint64_t registration, bool force, uint64_t now_ns);
 /// Moves the lease to now + ttl when less than 3/4 of it remains; LeaseExpired / NotFound
 /// (naming the group) when it already ran out or the slot changed hands. A renewal whose CAS
 /// lands after the lease ran out (`now_ns` read before a pause, or a coarse clock behind) wins
