@@ -124,6 +124,8 @@ struct Producer::Impl {
     /// Claims the slot right after `prev` if that needs no waiting and no repair (the previous
     /// lap's occupant is done, or a first-lap slot is empty); false otherwise.
     bool claim_next(uint32_t p, const Claimed& prev, Claimed& next);
+    /// claim()'s refusal when stopped producers' quarantines cover the whole ring.
+    [[gnu::cold, gnu::noinline]] Error every_slot_held(uint32_t p, uint64_t waited_ns) const;
     [[gnu::always_inline]] void write_envelope(const Claimed& c, const OutgoingMessage& m, uint64_t headers_len,
                                                uint64_t ts);
     /// CLAIMED(me) -> PUBLISHED. False when a repairer turned the claim into a skip record
@@ -321,20 +323,28 @@ Error Producer::Impl::unfit(uint32_t p, const OutgoingMessage& m) const {
                                                   : ")"));
 }
 
+Error Producer::Impl::every_slot_held(uint32_t p, uint64_t waited_ns) const {
+    return make_error(Errc::busy, "topic '" + t->name + "' partition " + std::to_string(p) +
+                                      ": every slot is held by a stopped producer's claim (quarantined, its process "
+                                      "alive) after " + format_duration_ns(waited_ns) +
+                                      " (block_timeout); nothing was sent");
+}
+
 inline bool Producer::Impl::claim(uint32_t p, Claimed& out, Error* error) {
     const PartitionView& pv = sends[p].pv;
     PartitionHeader* ph = pv.hdr;
-    uint64_t wait_start = 0, stuck_since = 0, stuck_probe = 0, stuck_off = 0, stuck_word = 0;
-    // Where this send first met an unfinished claim of the previous lap, and when.
-    uint64_t first_stuck_off = 0, first_stuck_at = 0;
-    // Where and when this send first rolled a live owner's quarantine forward.
-    uint64_t first_roll_off = 0, first_roll_at = 0;
+    // What the slow cases below remember across rounds; one zeroed block, off the fast path.
+    struct {
+        uint64_t wait_start, stuck_since, stuck_probe, stuck_off, stuck_word;
+        uint64_t first_stuck_off, first_stuck_at;  ///< where this send first met an unfinished claim of the previous lap, and when
+        uint64_t first_roll_off, first_roll_at;    ///< where and when it first rolled a live owner's quarantine forward
+    } wt{};
     for (;;) {
         // Acquire: pairs with the release tail CAS of the previous claimer (or a helper).
         const uint64_t off = ph->tail.load(std::memory_order_acquire);
         if (on_full != kOnFullOverwrite && int64_t(off - sends[p].head_cache) >= int64_t(pv.capacity)) {
-            if (!wait_start) wait_start = mono_now_ns();
-            if (Status st = wait_for_space(p, off, wait_start + to_ns(options.block_timeout), wait_start); !st) [[unlikely]] {
+            if (!wt.wait_start) wt.wait_start = mono_now_ns();
+            if (Status st = wait_for_space(p, off, wt.wait_start + to_ns(options.block_timeout), wt.wait_start); !st) [[unlikely]] {
                 *error = std::move(st).error();
                 return false;
             }
@@ -373,16 +383,12 @@ inline bool Producer::Impl::claim(uint32_t p, Claimed& out, Error* error) {
                 // A whole ring of them (stopped producers' claims cover every slot): nothing is
                 // claimable until one resumes or dies. Rolled on, yielding, for block_timeout at
                 // most, then refused: a send never spins for as long as a producer stays stopped.
-                if (!first_roll_at) {
-                    first_roll_off = off;
-                    first_roll_at = now;
-                } else if (int64_t(off - first_roll_off) >= int64_t(pv.capacity)) {
-                    if (now - first_roll_at >= to_ns(options.block_timeout)) {
-                        *error = make_error(Errc::busy, "topic '" + t->name + "' partition " + std::to_string(p) +
-                                                            ": every slot is held by a stopped producer's claim "
-                                                            "(quarantined, its process alive) after " +
-                                                            format_duration_ns(now - first_roll_at) +
-                                                            " (block_timeout); nothing was sent");
+                if (!wt.first_roll_at) {
+                    wt.first_roll_off = off;
+                    wt.first_roll_at = now;
+                } else if (int64_t(off - wt.first_roll_off) >= int64_t(pv.capacity)) {
+                    if (now - wt.first_roll_at >= to_ns(options.block_timeout)) {
+                        *error = every_slot_held(p, now - wt.first_roll_at);
                         return false;
                     }
                     sched_yield();
@@ -409,23 +415,23 @@ inline bool Producer::Impl::claim(uint32_t p, Claimed& out, Error* error) {
             // least then: one wait for all of them (a stopped batch sender's run, producers
             // frozen together). A claim past that was made after we began to wait (the ring
             // moved on meanwhile): its owner gets its own claim_timeout.
-            if (!stuck_since || off != stuck_off || w != stuck_word) {
-                if (!first_stuck_at || int64_t(off - first_stuck_off) >= int64_t(pv.capacity)) {
-                    first_stuck_off = off;
-                    first_stuck_at = now;
+            if (!wt.stuck_since || off != wt.stuck_off || w != wt.stuck_word) {
+                if (!wt.first_stuck_at || int64_t(off - wt.first_stuck_off) >= int64_t(pv.capacity)) {
+                    wt.first_stuck_off = off;
+                    wt.first_stuck_at = now;
                 }
-                stuck_since = first_stuck_at;
-                stuck_off = off;
-                stuck_word = w;
+                wt.stuck_since = wt.first_stuck_at;
+                wt.stuck_off = off;
+                wt.stuck_word = w;
             }
-            if (now - stuck_probe >= kNsPerMs) {
-                stuck_probe = now;
+            if (now - wt.stuck_probe >= kNsPerMs) {
+                wt.stuck_probe = now;
                 if (owner_certainly_dead(*t->pool, slot_owner(w), now)) {
                     skip_claim(*t->pool, pv, s, w, false);
                     continue;
                 }
             }
-            if (now - stuck_since >= to_ns(options.claim_timeout)) skip_claim(*t->pool, pv, s, w, true);
+            if (now - wt.stuck_since >= to_ns(options.claim_timeout)) skip_claim(*t->pool, pv, s, w, true);
             sched_yield();
             continue;
         } else {

@@ -1065,6 +1065,13 @@ void StoreCore::unpin(uint32_t record, uint32_t block, OwnerToken me) noexcept {
 
 // ---- table ---------------------------------------------------------------------------------
 
+namespace {
+[[gnu::cold, gnu::noinline]] Error damaged_entry_error(uint32_t block) {
+    return make_error(Errc::corrupt,
+                      "store: block " + std::to_string(block) + " referenced by the table has an invalid object header");
+}
+}  // namespace
+
 Result<std::optional<Found>> StoreCore::lookup(const StoreKey& key) const {
     const uint64_t home = key.hash & mask_;
     const uint8_t tag = key_tag(key.hash);
@@ -1076,12 +1083,6 @@ Result<std::optional<Found>> StoreCore::lookup(const StoreKey& key) const {
         // writers, taking that for absent, linked a second copy of a present key). Only when
         // the key is found nowhere is the lookup `corrupt`: the damaged entry may be the key's.
         uint32_t damaged = UINT32_MAX;
-        auto absent = [&]() -> Result<std::optional<Found>> {
-            if (damaged != UINT32_MAX)
-                return make_error(Errc::corrupt, "store: block " + std::to_string(damaged) +
-                                                     " referenced by the table has an invalid object header");
-            return std::optional<Found>{};
-        };
         for (uint64_t p = 0; p <= mask_ && !restart; ++p) {
             const uint64_t bi = (home + p) & mask_;
             Bucket& bk = buckets_[bi];
@@ -1144,9 +1145,15 @@ Result<std::optional<Found>> StoreCore::lookup(const StoreKey& key) const {
             }
             if (restart) break;
             // Acquire: pairs with insert()'s release increment before it claims further on.
-            if (bk.overflow.load(std::memory_order_acquire) == 0) return absent();
+            if (bk.overflow.load(std::memory_order_acquire) == 0) {
+                if (damaged != UINT32_MAX) [[unlikely]] return damaged_entry_error(damaged);
+                return std::optional<Found>{};
+            }
         }
-        if (!restart) return absent();
+        if (!restart) {
+            if (damaged != UINT32_MAX) [[unlikely]] return damaged_entry_error(damaged);
+            return std::optional<Found>{};
+        }
     }
     return make_error(Errc::busy, "store lookup restarted " + std::to_string(kLookupAttempts) +
                                       " times under concurrent overwrites");
