@@ -124,7 +124,7 @@ struct Producer::Impl {
     /// Claims the slot right after `prev` if that needs no waiting and no repair (the previous
     /// lap's occupant is done, or a first-lap slot is empty); false otherwise.
     bool claim_next(uint32_t p, const Claimed& prev, Claimed& next);
-    /// claim()'s refusal when stopped producers' quarantines cover the whole ring.
+    /// claim()'s refusal (back_pressure) when stopped producers' quarantines cover the ring.
     [[gnu::cold, gnu::noinline]] Error every_slot_held(uint32_t p, uint64_t waited_ns) const;
     [[gnu::always_inline]] void write_envelope(const Claimed& c, const OutgoingMessage& m, uint64_t headers_len,
                                                uint64_t ts);
@@ -324,7 +324,9 @@ Error Producer::Impl::unfit(uint32_t p, const OutgoingMessage& m) const {
 }
 
 Error Producer::Impl::every_slot_held(uint32_t p, uint64_t waited_ns) const {
-    return make_error(Errc::busy, "topic '" + t->name + "' partition " + std::to_string(p) +
+    // back_pressure, as for a full ring: every caller waits and sends again (a worker's
+    // forward, the bridge's import), none takes it for a failed message.
+    return make_error(Errc::back_pressure, "topic '" + t->name + "' partition " + std::to_string(p) +
                                       ": every slot is held by a stopped producer's claim (quarantined, its process "
                                       "alive) after " + format_duration_ns(waited_ns) +
                                       " (block_timeout); nothing was sent");
@@ -375,6 +377,7 @@ inline bool Producer::Impl::claim(uint32_t p, Claimed& out, Error* error) {
             continue;  // (3) the slot is ahead of the tail we read: reload
         } else if (d == -1 && (st == kSlotPublished || st == kSlotSkipped)) {
             // (4) the previous lap's occupant is finished: claimable.
+            wt.first_roll_at = 0;  // not every slot is held: a later roll starts counting afresh
         } else if (d == -1 && st == kSlotQuarantined) {
             // (5) a timed-out claim whose owner may still write these bytes: reuse them only once
             // the owner is certainly dead; otherwise offset `off` becomes another skip record.

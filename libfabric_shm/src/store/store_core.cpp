@@ -464,7 +464,9 @@ bool StoreCore::assign_sb(uint32_t cls, OwnerToken me, uint32_t* sb_out) {
         bool still_ours = true;
         for (uint64_t i = 0; i < nb && still_ours; ++i) {
             std::atomic<uint64_t>& wd = words_[s * words_per_sb_ + i];
-            uint64_t x = wd.load(std::memory_order_relaxed);
+            // Acquire (here and on a failed CAS): a word written by whoever reassigned the
+            // superblock is read before the descriptor below, which then shows the change.
+            uint64_t x = wd.load(std::memory_order_acquire);
             for (;;) {
                 // The superblock must still be ours before each word: an assigner taken for
                 // dead while only stopped (judged by its heartbeat, in another pid namespace)
@@ -479,7 +481,7 @@ bool StoreCore::assign_sb(uint32_t cls, OwnerToken me, uint32_t* sb_out) {
                 // Release: a stale claimer that CASes this fresh FREE word acquires it and then
                 // sees the descriptor no longer matches (see claim_in_sb).
                 if (wd.compare_exchange_weak(x, make_block(kBlockFree, block_seq(x) + 1, 0, false),
-                                             std::memory_order_acq_rel, std::memory_order_relaxed))
+                                             std::memory_order_acq_rel, std::memory_order_acquire))
                     break;
             }
         }
@@ -518,26 +520,37 @@ bool StoreCore::alloc_run(uint64_t n, OwnerToken me, uint32_t* block, uint64_t* 
             }
             ++claimed;
         }
-        if (!ok) {
-            for (uint64_t j = k; j < k + claimed; ++j) {
+        // Our claims still standing back to UNASSIGNED: after a failure here, or once a reaper
+        // reset one of them (it presumed us dead while we were stopped), the rest would stay
+        // CLAIMING(us) for as long as we live, since repair resets only a dead owner's.
+        auto unclaim = [&](uint64_t end) {
+            for (uint64_t j = k; j < end; ++j) {
                 uint64_t c = desc_[j].load(std::memory_order_relaxed);
                 if (sb_state(c) == kSbClaiming && sb_aux(c) == me)
                     desc_[j].compare_exchange_strong(c, next_sb(c, kSbUnassigned, 0, 0), std::memory_order_release,
                                                      std::memory_order_relaxed);
             }
+        };
+        if (!ok) {
+            unclaim(k + claimed);
             continue;
         }
         FABRIC_CRASH_POINT("store.alloc.run_claimed");
         const uint32_t head = uint32_t(k * words_per_sb_);
-        uint64_t x = words_[head].load(std::memory_order_relaxed);
+        // Acquire (here and on a failed CAS): as in assign_sb, a word written by whoever took
+        // the superblock over is read before the descriptor check, which then shows it.
+        uint64_t x = words_[head].load(std::memory_order_acquire);
         uint64_t nw;
         for (;;) {
             // Still our claim of the head superblock (as in assign_sb: a claimant taken for
             // dead while stopped must not take over a word of whoever got the superblock).
             const uint64_t hd = desc_[k].load(std::memory_order_acquire);
-            if (sb_state(hd) != kSbClaiming || sb_aux(hd) != me) return false;
+            if (sb_state(hd) != kSbClaiming || sb_aux(hd) != me) {
+                unclaim(k + n);
+                return false;
+            }
             nw = make_block(kBlockLoaned, block_seq(x) + 1, me, false);
-            if (words_[head].compare_exchange_weak(x, nw, std::memory_order_acq_rel, std::memory_order_relaxed)) break;
+            if (words_[head].compare_exchange_weak(x, nw, std::memory_order_acq_rel, std::memory_order_acquire)) break;
         }
         bool lost = false;
         for (uint64_t j = k + 1; j < k + n; ++j) {
@@ -551,8 +564,13 @@ bool StoreCore::alloc_run(uint64_t n, OwnerToken me, uint32_t* block, uint64_t* 
         // Release: publishes the run (and the LOANED head word) to locate()'s acquire load.
         if (lost || sb_state(hd) != kSbClaiming || sb_aux(hd) != me ||
             !desc_[k].compare_exchange_strong(hd, next_sb(hd, kSbRunHead, 0, n), std::memory_order_release,
-                                              std::memory_order_relaxed))
-            return false;  // a reaper presumed us dead; what is left is reset by the next repair
+                                              std::memory_order_relaxed)) {
+            // A reaper presumed us dead. Our claims still standing go back; tails already made
+            // RUN_TAIL of a head that is not a run are reset by repair, and the head word
+            // LOANED(us) in an UNASSIGNED superblock is rewritten by whoever assigns it.
+            unclaim(k + n);
+            return false;
+        }
         // Release fence before the owner writes the run's bytes: a stale reader of a block that
         // lived in these superblocks (drained, or an older run) re-checks that block's word
         // after its copy, and the drain's or free's word change happened-before our claim.
@@ -722,23 +740,39 @@ bool StoreCore::try_drain(uint32_t sb, OwnerToken me) noexcept {
         return false;
     const uint64_t nb = class_blocks_[cls];
     bool ok = true;
+    uint64_t last_i = UINT64_MAX, last_mark = 0;  // our latest mark, as written
     for (uint64_t i = 0; i < nb && ok; ++i) {
         std::atomic<uint64_t>& wd = words_[sb * words_per_sb_ + i];
-        uint64_t x = wd.load(std::memory_order_relaxed);
+        // Acquire: as in assign_sb, the word before the descriptor check.
+        uint64_t x = wd.load(std::memory_order_acquire);
         // FREE -> DRAINED by CAS: a claimer racing on the same word either wins (we see
         // LOANED and roll back) or fails. Only while the drain is still ours: a drainer taken
         // for dead while stopped (across pid namespaces) is rolled back by repair, and marks
         // in a superblock that is SMALL again would stay for good.
+        const uint64_t mark = make_block(kBlockDrained, block_seq(x) + 1, 0, false);
         ok = desc_[sb].load(std::memory_order_acquire) == draining && block_state(x) == kBlockFree &&
-             wd.compare_exchange_strong(x, make_block(kBlockDrained, block_seq(x) + 1, 0, false),
-                                        std::memory_order_acq_rel, std::memory_order_relaxed);
+             wd.compare_exchange_strong(x, mark, std::memory_order_acq_rel, std::memory_order_relaxed);
+        if (ok) {
+            last_i = i;
+            last_mark = mark;
+        }
         if (i == 0) FABRIC_CRASH_POINT("store.drain.marking");
     }
     uint64_t e = draining;
     if (ok && desc_[sb].compare_exchange_strong(e, next_sb(draining, kSbUnassigned, 0, 0), std::memory_order_release,
                                                 std::memory_order_relaxed))
         return true;
-    rollback_drain(sb, draining);  // our marks back to FREE (the descriptor CAS fails if it moved)
+    if (desc_[sb].load(std::memory_order_acquire) == draining) {
+        rollback_drain(sb, draining);  // still our drain: every mark back to FREE, then SMALL
+    } else if (last_i != UINT64_MAX) {
+        // A reaper rolled our drain back while we were stopped (it took us for dead). At most
+        // our latest mark came after its rollback (each mark re-checks the descriptor first):
+        // that one word back, from exactly what we wrote; anything else is no longer ours.
+        uint64_t m = last_mark;
+        words_[sb * words_per_sb_ + last_i].compare_exchange_strong(
+            m, make_block(kBlockFree, block_seq(last_mark) + 1, 0, false), std::memory_order_acq_rel,
+            std::memory_order_relaxed);
+    }
     return false;
 }
 
@@ -748,10 +782,15 @@ void StoreCore::rollback_drain(uint32_t sb, uint64_t draining) noexcept {
     const uint64_t nb = class_blocks_[cls];
     for (uint64_t i = 0; i < nb; ++i) {
         std::atomic<uint64_t>& wd = words_[sb * words_per_sb_ + i];
-        uint64_t x = wd.load(std::memory_order_relaxed);
-        if (block_state(x) == kBlockDrained)
-            wd.compare_exchange_strong(x, make_block(kBlockFree, block_seq(x) + 1, 0, false), std::memory_order_acq_rel,
-                                       std::memory_order_relaxed);
+        // Acquire: the word before the descriptor re-check, as in assign_sb.
+        uint64_t x = wd.load(std::memory_order_acquire);
+        // Only drain marks (owner 0; a run's release claim is DRAINED with its claimer), and
+        // only while the drain rolled back is still the superblock's: a roller stopped here may
+        // resume after the superblock was drained, reused and made a run.
+        if (block_state(x) != kBlockDrained || block_owner(x) != 0) continue;
+        if (desc_[sb].load(std::memory_order_acquire) != draining) return;
+        wd.compare_exchange_strong(x, make_block(kBlockFree, block_seq(x) + 1, 0, false), std::memory_order_acq_rel,
+                                   std::memory_order_relaxed);
     }
     uint64_t e = draining;
     // Release: the FREE words above are visible to claimers that acquire the descriptor.
