@@ -1005,6 +1005,26 @@ namespace {
 mq::GroupSlot* g_hooked_slot = nullptr;
 std::atomic<int> g_hook_acts{0};
 
+/// Topic "t" (block mode, one partition of `capacity` slots) and a handle of it, for the tests
+/// that call the group table's functions directly.
+struct TopicWithHandle {
+    TestPool tp;
+    TopicManager mgr;
+    Result<std::unique_ptr<mq::TopicHandle>> h = make_error(Errc::ok, "");
+    TopicWithHandle(const char* tag, uint32_t capacity) : tp(tag), mgr(tp.pool) {
+        REQUIRE(mgr.create("t", config(1, capacity)).ok());
+        h = mq::open_topic(tp.pool, "t");
+        REQUIRE(h.ok());
+    }
+};
+
+/// True when a pause hook reached `point` and may still act (g_hook_acts, counted down).
+bool hook_acts_at(const char* name, std::string_view point) {
+    if (std::string_view(name) != point || g_hook_acts.load() == 0) return false;
+    g_hook_acts.fetch_sub(1);
+    return true;
+}
+
 mq::TopicHandle* g_hooked_topic = nullptr;
 mq::GroupRef g_hooked_ref;
 uint64_t g_renewer_clock = 0;
@@ -1013,8 +1033,7 @@ Status g_renewal = make_error(Errc::ok, "");
 /// At "group.register.found_expired": a member's renewal lands, its clock read from before the
 /// expiry (it read, then paused before its CAS).
 void renew_when_judged_expired(const char* name) {
-    if (std::string_view(name) != "group.register.found_expired" || g_hook_acts.load() == 0) return;
-    g_hook_acts.fetch_sub(1);
+    if (!hook_acts_at(name, "group.register.found_expired")) return;
     g_renewal = mq::renew_group(*g_hooked_topic, g_hooked_ref, "g", g_renewer_clock);
 }
 
@@ -1022,11 +1041,9 @@ void renew_when_judged_expired(const char* name) {
 
 TEST_CASE("group registration: a renewal that lands after a registrant judged the group expired leaves one "
           "registration under the name, and the registrant returns it") {
-    TestPool tp("regrenewed");
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("t", config(1, 16)).ok());
-    auto h = mq::open_topic(tp.pool, "t");
-    REQUIRE(h.ok());
+    TopicWithHandle f("regrenewed", 16);
+    TopicManager& mgr = f.mgr;
+    auto& h = f.h;
     GroupOptions go;
     go.ttl = std::chrono::seconds(10);
     auto first = mq::register_group(**h, "g", go);
@@ -1102,8 +1119,7 @@ namespace {
 /// renewal lands whose clock read was so old that the lease it writes has run out too.
 uint64_t g_old_renewer_clock = 0;
 void renew_with_an_older_clock(const char* name) {
-    if (std::string_view(name) != "group.lease.expire_acting" || g_hook_acts.load() == 0) return;
-    g_hook_acts.fetch_sub(1);
+    if (!hook_acts_at(name, "group.lease.expire_acting")) return;
     g_renewal = mq::renew_group(*g_hooked_topic, g_hooked_ref, "slow", g_old_renewer_clock);
 }
 
@@ -1149,26 +1165,27 @@ namespace {
 
 Result<mq::GroupRef> g_next_registration = make_error(Errc::ok, "");
 
+/// The group in slot 0 removed (by force, as `group rm` does) and `name` registered in the slot.
+void register_in_slot_0_instead(const char* name, Duration ttl) {
+    REQUIRE(mq::deregister_group(*g_hooked_topic, 0, g_hooked_topic->groups[0].word.load(), true, mono_now_ns()));
+    GroupOptions go;
+    go.ttl = ttl;
+    g_next_registration = mq::register_group(*g_hooked_topic, name, go);
+}
+
 /// At "group.lease.renew": the renewer's group is removed and another registers in its slot,
 /// with a much shorter TTL.
 void reregister_before_renewal(const char* name) {
-    if (std::string_view(name) != "group.lease.renew" || g_hook_acts.load() == 0) return;
-    g_hook_acts.fetch_sub(1);
-    REQUIRE(mq::deregister_group(*g_hooked_topic, 0, g_hooked_topic->groups[0].word.load(), true, mono_now_ns()));
-    GroupOptions go;
-    go.ttl = std::chrono::milliseconds(300);
-    g_next_registration = mq::register_group(*g_hooked_topic, "next", go);
+    if (!hook_acts_at(name, "group.lease.renew")) return;
+    register_in_slot_0_instead("next", std::chrono::milliseconds(300));
 }
 
 }  // namespace
 
 TEST_CASE("group lease: a renewal paused while its group was removed and another registered in the slot leaves "
           "the new registration's lease as it was") {
-    TestPool tp("renewreused");
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("t", config(1, 16)).ok());
-    auto h = mq::open_topic(tp.pool, "t");
-    REQUIRE(h.ok());
+    TopicWithHandle f("renewreused", 16);
+    auto& h = f.h;
     GroupOptions go;
     go.ttl = std::chrono::seconds(10);
     auto ref = mq::register_group(**h, "g", go);
@@ -1222,23 +1239,17 @@ namespace {
 /// At "group.remove.found" (`group rm g` found g's registration, before removing it): g is
 /// removed by someone else and "h" registers in its slot.
 void replace_before_removal(const char* name) {
-    if (std::string_view(name) != "group.remove.found" || g_hook_acts.load() == 0) return;
-    g_hook_acts.fetch_sub(1);
-    REQUIRE(mq::deregister_group(*g_hooked_topic, 0, g_hooked_topic->groups[0].word.load(), true, mono_now_ns()));
-    GroupOptions go;
-    go.ttl = std::chrono::seconds(10);
-    g_next_registration = mq::register_group(*g_hooked_topic, "h", go);
+    if (!hook_acts_at(name, "group.remove.found")) return;
+    register_in_slot_0_instead("h", std::chrono::seconds(10));
 }
 
 }  // namespace
 
 TEST_CASE("group rm: paused after finding the group while it was removed and another registered in its slot, it "
           "removes nothing and leaves the other's lease as it was") {
-    TestPool tp("rmreused");
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("t", config(1, 16)).ok());
-    auto h = mq::open_topic(tp.pool, "t");
-    REQUIRE(h.ok());
+    TopicWithHandle f("rmreused", 16);
+    TopicManager& mgr = f.mgr;
+    auto& h = f.h;
     REQUIRE(mgr.register_group("t", "g").ok());
     g_hooked_topic = h->get();
     g_hook_acts.store(1);
@@ -1264,8 +1275,7 @@ std::optional<ConsumerGroup> g_newcomer;
 /// At "group.heartbeat.before_store" (the member read its clock and checked its row): it stays
 /// paused past the session timeout, is evicted, and a new member takes its row.
 void evicted_and_replaced_while_heartbeating(const char* name) {
-    if (std::string_view(name) != "group.heartbeat.before_store" || g_hook_acts.load() == 0) return;
-    g_hook_acts.fetch_sub(1);
+    if (!hook_acts_at(name, "group.heartbeat.before_store")) return;
     sleep_ms(1200);  // past the session timeout
     REQUIRE(evict_live_row(*g_hooked_slot));
     auto d = ConsumerGroup::open(*g_hooked_topic->pool, "t", "g", 1, session(kNsPerSec));
@@ -1278,11 +1288,9 @@ void evicted_and_replaced_while_heartbeating(const char* name) {
 
 TEST_CASE("group membership: a heartbeat stored late, after its member was evicted and the row taken by a new "
           "member, does not make the new member look silent to the next claim") {
-    TestPool tp("lateheartbeat");
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("t", config(1, 16)).ok());
-    auto h = mq::open_topic(tp.pool, "t");
-    REQUIRE(h.ok());
+    TopicWithHandle f("lateheartbeat", 16);
+    TestPool& tp = f.tp;
+    auto& h = f.h;
     auto a = ConsumerGroup::open(tp.pool, "t", "g", 1, session(kNsPerSec));
     REQUIRE(a.ok());
     REQUIRE(a->join("a").ok());

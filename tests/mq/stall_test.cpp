@@ -201,17 +201,35 @@ TEST_CASE("stall: in overwrite mode a producer lapping a paused claimer quaranti
     CHECK(b[b.size() - 1].value_str() == std::string(kSize, 'c'));
 }
 
+namespace {
+
+/// Topic "t" in overwrite mode, one partition of `capacity` slots, each written once (lap 0),
+/// and a producer whose claim_timeout is `timeout_ns`.
+struct LappedRing {
+    TestPool tp;
+    Producer prod;
+    LappedRing(const char* tag, uint32_t capacity, uint64_t timeout_ns) : tp(tag), prod(open(tp, capacity, timeout_ns)) {
+        for (uint32_t i = 0; i < capacity; ++i) REQUIRE(prod.send("lap 0").ok());
+    }
+    static Producer open(TestPool& tp, uint32_t capacity, uint64_t timeout_ns) {
+        TopicManager mgr(tp.pool);
+        REQUIRE(mgr.create("t", config(1, capacity, OnFull::overwrite, 256)).ok());
+        ProducerOptions po;
+        po.claim_timeout = std::chrono::nanoseconds(timeout_ns);
+        auto p = Producer::open(tp.pool, "t", po);
+        REQUIRE(p.ok());
+        return std::move(*p);
+    }
+};
+
+}  // namespace
+
 TEST_CASE("stall: claims a send finds unfinished, all made before it first waited, cost it one claim_timeout, "
           "whoever made them") {
-    TestPool tp("oneclaimwait");
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("t", config(1, 4, OnFull::overwrite, 256)).ok());
     constexpr uint64_t kTimeoutNs = 400'000'000ull;
-    ProducerOptions po;
-    po.claim_timeout = std::chrono::nanoseconds(kTimeoutNs);
-    auto prod = Producer::open(tp.pool, "t", po);
-    REQUIRE(prod.ok());
-    for (int i = 0; i < 4; ++i) REQUIRE(prod->send("lap 0").ok());
+    LappedRing ring("oneclaimwait", 4, kTimeoutNs);
+    TestPool& tp = ring.tp;
+    Producer& prod = ring.prod;
     // Offsets 0 and 1 claimed again and never published, as by live producers that stopped
     // (never certainly dead). Offset 4 meets slot 0's claim, offset 5 slot 1's.
     PausedProcess other(tp.cleanup.name());
@@ -223,7 +241,7 @@ TEST_CASE("stall: claims a send finds unfinished, all made before it first waite
     slot0->state.store(make_slot_word(kSlotClaimed, 0, tp.pool.self()));
     slot1->state.store(make_slot_word(kSlotClaimed, 0, second));
     const uint64_t start = mono_now_ns();
-    auto r = prod->send("after both");
+    auto r = prod.send("after both");
     const uint64_t waited = mono_now_ns() - start;
     REQUIRE(r.ok());
     CHECK(r->offset == 6);  // 4 and 5 became skip records
@@ -235,15 +253,10 @@ TEST_CASE("stall: claims a send finds unfinished, all made before it first waite
 
 TEST_CASE("stall: a claim made after a send began waiting on another is not quarantined at once: it gets its own "
           "claim_timeout") {
-    TestPool tp("freshclaim");
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("t", config(1, 2, OnFull::overwrite, 256)).ok());
     constexpr uint64_t kTimeoutNs = 300'000'000ull;
-    ProducerOptions po;
-    po.claim_timeout = std::chrono::nanoseconds(kTimeoutNs);
-    auto prod = Producer::open(tp.pool, "t", po);
-    REQUIRE(prod.ok());
-    for (int i = 0; i < 2; ++i) REQUIRE(prod->send("lap 0").ok());
+    LappedRing ring("freshclaim", 2, kTimeoutNs);
+    TestPool& tp = ring.tp;
+    Producer& prod = ring.prod;
     std::optional<PausedProcess> a(std::in_place, tp.cleanup.name()), b(std::in_place, tp.cleanup.name());
     SlotHeader* slot0 = slot_of(tp.pool, "t", 0, 0);
     SlotHeader* slot1 = slot_of(tp.pool, "t", 0, 1);
@@ -251,7 +264,7 @@ TEST_CASE("stall: a claim made after a send began waiting on another is not quar
     Result<SendResult> sent = make_error(Errc::busy, "not sent");
     std::thread sender([&] {
         PauseGate::arm("mq.send.before_roll_quarantine", std::this_thread::get_id());
-        sent = prod->send("p");
+        sent = prod.send("p");
     });
     // The send met a's claim at offset 2, waited claim_timeout, quarantined it and is about to
     // roll the quarantine over offset 2.

@@ -1364,60 +1364,84 @@ TEST_CASE("store: the reclaim of an expired object stopped before its remove nev
     require_clean(pool);
 }
 
+namespace {
+
+/// A store of two buckets, and a key x that shares k's home bucket and lookup tag: stored
+/// first, x lies before k on k's probe path.
+struct SharedProbePath {
+    test::PoolCleanup cleanup;
+    std::optional<Pool> pool;
+    std::unique_ptr<MemObjectStore> store;
+    FabricUri k, x;
+    explicit SharedProbePath(const char* tag) : cleanup(test::unique_pool_name(tag)) {
+        auto p = Pool::create({cleanup.name(), 16 << 20});
+        REQUIRE(p);
+        pool.emplace(std::move(*p));
+        StoreConfig cfg;
+        cfg.table_entries = 14;  // two buckets
+        auto s = MemObjectStore::open(*pool, cfg);
+        REQUIRE(s);
+        store = std::move(*s);
+        auto hash_of = [](const std::string& key) {
+            const std::string full = "b/" + key;
+            return detail::hash_store_key(full.data(), full.size());
+        };
+        const uint64_t hk = hash_of("k");
+        std::string name;
+        for (int i = 0; name.empty(); ++i)
+            if (const std::string c = "x" + std::to_string(i);
+                (hash_of(c) & 1) == (hk & 1) && store_layout::key_tag(hash_of(c)) == store_layout::key_tag(hk))
+                name = c;
+        k = at(cleanup.name(), "k");
+        x = at(cleanup.name(), name);
+    }
+    /// The header magic (ObjectHeader::magic) of the object stored under `uri`, to damage.
+    uint32_t* magic_of(const FabricUri& uri) {
+        auto view = store->pin(uri);
+        REQUIRE((view && view->has_value()));
+        auto* payload = const_cast<uint8_t*>((*view)->bytes().data());
+        auto* magic = reinterpret_cast<uint32_t*>(payload - store_layout::kPayloadOffset);
+        REQUIRE(*magic == store_layout::kObjectMagic);
+        return magic;
+    }
+};
+
+}  // namespace
+
 TEST_CASE("store: a damaged entry of another key on a key's probe path hides neither the key from readers nor its "
           "presence from writers") {
     // x shares k's home bucket and lookup tag and sits before it; x's header is damaged after
     // k is stored. A lookup of k used to stop at x with `corrupt`: gets failed, and writers,
     // taking k for absent, linked a second copy (an if-absent put of a present key succeeded).
-    test::PoolCleanup cleanup(test::unique_pool_name("damagedhides"));
-    auto pool = Pool::create({cleanup.name(), 16 << 20});
-    REQUIRE(pool);
-    StoreConfig cfg;
-    cfg.table_entries = 14;  // two buckets
-    auto store = MemObjectStore::open(*pool, cfg);
-    REQUIRE(store);
-    auto hash_of = [](const std::string& key) {
-        const std::string s = "b/" + key;
-        return detail::hash_store_key(s.data(), s.size());
-    };
-    const uint64_t hk = hash_of("k");
-    std::string x;
-    for (int i = 0; x.empty(); ++i)
-        if (const std::string c = "x" + std::to_string(i);
-            (hash_of(c) & 1) == (hk & 1) && store_layout::key_tag(hash_of(c)) == store_layout::key_tag(hk))
-            x = c;
-    const FabricUri k = at(cleanup.name(), "k"), ux = at(cleanup.name(), x);
-    REQUIRE((*store)->put(ux, bytes_of("x", 100)));
-    REQUIRE((*store)->put(k, bytes_of("k", 100)));
-    uint32_t* x_magic = nullptr;
-    {
-        auto view = (*store)->pin(ux);
-        REQUIRE((view && view->has_value()));
-        auto* payload = const_cast<uint8_t*>((*view)->bytes().data());
-        x_magic = reinterpret_cast<uint32_t*>(payload - store_layout::kPayloadOffset);  // ObjectHeader::magic
-    }
+    SharedProbePath f("damagedhides");
+    auto& store = f.store;
+    const FabricUri& k = f.k;
+    const FabricUri& ux = f.x;
+    REQUIRE(store->put(ux, bytes_of("x", 100)));
+    REQUIRE(store->put(k, bytes_of("k", 100)));
+    uint32_t* x_magic = f.magic_of(ux);
     *x_magic = 0;  // damage x's header
-    auto got = (*store)->get(k);
+    auto got = store->get(k);
     REQUIRE_MESSAGE(got, got.error().message);
     REQUIRE(got->has_value());
     CHECK((*got)->data == bytes_of("k", 100));
     PutOptions if_absent;
     if_absent.condition = PutCondition::if_absent;
-    const uint64_t objects = (*store)->stats().objects;
-    CHECK_FALSE((*store)->put(k, bytes_of("again", 100), if_absent));
-    CHECK((*store)->stats().objects == objects);
-    auto v2 = (*store)->put(k, bytes_of("k2", 100));  // an overwrite replaces k's object
+    const uint64_t objects = store->stats().objects;
+    CHECK_FALSE(store->put(k, bytes_of("again", 100), if_absent));
+    CHECK(store->stats().objects == objects);
+    auto v2 = store->put(k, bytes_of("k2", 100));  // an overwrite replaces k's object
     REQUIRE(v2);
-    CHECK((*store)->stats().objects == objects);
-    auto removed = (*store)->remove(k);
+    CHECK(store->stats().objects == objects);
+    auto removed = store->remove(k);
     REQUIRE(removed);
     CHECK(*removed);
     // Now k is linked nowhere: the damaged entry of its tag may be k's own, so a get says
     // corrupt rather than absent; x itself is reported too.
-    CHECK((*store)->get(k).code() == Errc::corrupt);
-    CHECK((*store)->get(ux).code() == Errc::corrupt);
+    CHECK(store->get(k).code() == Errc::corrupt);
+    CHECK(store->get(ux).code() == Errc::corrupt);
     *x_magic = store_layout::kObjectMagic;
-    require_clean(*pool);
+    require_clean(*f.pool);
 }
 
 TEST_CASE("store: repair of a dead writer's linked block is not misled by a damaged entry of another key on its probe path") {
@@ -1425,44 +1449,23 @@ TEST_CASE("store: repair of a dead writer's linked block is not misled by a dama
     // a lookup of k stops there with `corrupt` and writers take k for absent. A child inserts
     // k and is killed after linking its block. Repair must see that a slot links the block
     // (and publish it), not free it while the slot still points at it.
-    test::PoolCleanup cleanup(test::unique_pool_name("damagedpath"));
-    auto pool = Pool::create({cleanup.name(), 16 << 20});
-    REQUIRE(pool);
-    StoreConfig cfg;
-    cfg.table_entries = 14;  // two buckets
-    auto store = MemObjectStore::open(*pool, cfg);
-    REQUIRE(store);
-    auto hash_of = [](const std::string& key) {
-        const std::string s = "b/" + key;
-        return detail::hash_store_key(s.data(), s.size());
-    };
-    const uint64_t hk = hash_of("k");
-    std::string x;
-    for (int i = 0; x.empty(); ++i)
-        if (const std::string c = "x" + std::to_string(i);
-            (hash_of(c) & 1) == (hk & 1) && store_layout::key_tag(hash_of(c)) == store_layout::key_tag(hk))
-            x = c;
-    const FabricUri k = at(cleanup.name(), "k"), ux = at(cleanup.name(), x);
-    REQUIRE((*store)->put(ux, bytes_of("x", 100)));
-    uint32_t* x_magic = nullptr;
-    {
-        auto view = (*store)->pin(ux);
-        REQUIRE((view && view->has_value()));
-        auto* payload = const_cast<uint8_t*>((*view)->bytes().data());
-        x_magic = reinterpret_cast<uint32_t*>(payload - store_layout::kPayloadOffset);  // ObjectHeader::magic
-    }
-    REQUIRE(*x_magic == store_layout::kObjectMagic);
+    SharedProbePath f("damagedpath");
+    auto& store = f.store;
+    const FabricUri& k = f.k;
+    const FabricUri& ux = f.x;
+    REQUIRE(store->put(ux, bytes_of("x", 100)));
+    uint32_t* x_magic = f.magic_of(ux);
     *x_magic = 0;  // damage x's header
-    auto damaged = (*store)->get(k);
+    auto damaged = store->get(k);
     REQUIRE_FALSE(damaged);
     CHECK(damaged.code() == Errc::corrupt);
-    overwrite_killed_at(cleanup.name(), k, "store.put.after_link");
-    const ReapReport repaired = pool->reap(MonoClock::now(), false, false);
+    overwrite_killed_at(f.cleanup.name(), k, "store.put.after_link");
+    const ReapReport repaired = f.pool->reap(MonoClock::now(), false, false);
     CHECK(repaired.kind_items >= 1);
     *x_magic = store_layout::kObjectMagic;  // mend x: k's object must be there, published
-    auto g = (*store)->get(k);
+    auto g = store->get(k);
     REQUIRE(g);
     REQUIRE(g->has_value());
     CHECK((*g)->data == bytes_of("killed", kWholeBlock));
-    require_clean(*pool);
+    require_clean(*f.pool);
 }
