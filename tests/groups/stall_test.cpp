@@ -1268,6 +1268,27 @@ TEST_CASE("group rm: paused after finding the group while it was removed and ano
     CHECK(mq::holds_registration((*h)->groups[0], g_next_registration->word));
 }
 
+TEST_CASE("group membership: a heartbeat damaged into the future does not keep its member alive for ever; another "
+          "member's claim evicts it, and it joins again") {
+    TopicWithHandle f("futureheartbeat", 16);
+    auto a = ConsumerGroup::open(f.tp.pool, "t", "g", 1, session(kNsPerSec));
+    REQUIRE(a.ok());
+    REQUIRE(a->join("a").ok());
+    mq::GroupSlot* slot = live_group_slot(f.tp.pool, "t");
+    REQUIRE(slot != nullptr);
+    const uint64_t a_word = slot->members[0].word.load();
+    REQUIRE(mq::member_state(a_word) == mq::kMemberLive);
+    slot->members[0].heartbeat_ns.store(mono_now_ns() + 3600 * kNsPerSec);  // damaged: an hour ahead
+    auto b = ConsumerGroup::open(f.tp.pool, "t", "g", 1, session(kNsPerSec));
+    REQUIRE(b.ok());
+    REQUIRE(b->join("b").ok());  // its claim judges the rows
+    CHECK(slot->members[0].word.load() != a_word);  // a's row freed
+    CHECK_FALSE(a->heartbeat("a").ok());            // a learns it was evicted
+    auto again = ConsumerGroup::open(f.tp.pool, "t", "g", 1, session(kNsPerSec));
+    REQUIRE(again.ok());
+    CHECK(again->join("a").ok());
+}
+
 namespace {
 
 std::optional<ConsumerGroup> g_newcomer;

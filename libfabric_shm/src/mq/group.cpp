@@ -149,6 +149,12 @@ struct ConsumerGroup::Impl {
         const GroupMember& gm = slot().members[row];
         const uint64_t hb = gm.heartbeat_ns.load(std::memory_order_acquire);  // pairs with heartbeat's release
         if (now > hb && now - hb > to_ns(config.session_timeout)) return false;
+        // Ahead of our `now` by more than a session: our clock read may be stale (we paused
+        // since), so the clock is read again. A heartbeat ahead of that too was written by no
+        // clock (damage), and heartbeats only move forward (raise_heartbeat), so its member
+        // could never bring it back: judged silent, as if it stopped (it joins again).
+        if (hb > now && hb - now > to_ns(config.session_timeout) && hb - mono_now_ns() > to_ns(config.session_timeout))
+            return false;
         Probe& pr = probes[row];
         if (pr.word != word || now - pr.at_ns >= to_ns(config.liveness_probe)) {
             pr.word = word;
