@@ -18,6 +18,7 @@
 #include "crash_point.h"
 #include "fabric_shm/clock.h"
 #include "fabric_shm/registry.h"
+#include "fetch_max.h"
 #include "layout/metrics_layout.h"
 #include "pool_impl.h"
 #include "region_kinds.h"
@@ -158,12 +159,6 @@ void read_cells(const LatencyCells& c, LatencyHistogramData& into) {
     into.merge(d);
 }
 
-void fetch_max(std::atomic<uint64_t>& cell, uint64_t v) {
-    uint64_t cur = cell.load(std::memory_order_relaxed);
-    while (cur < v && !cell.compare_exchange_weak(cur, v, std::memory_order_relaxed)) {
-    }
-}
-
 /// Moves every cell of a shard into the key's aggregate (exchange(0): each count is moved
 /// once even when two folders race or a folder is redone), then frees the shard.
 void fold_shard(MetricsKey& key, LatencyShard& shard, uint64_t folding_word) {
@@ -174,7 +169,7 @@ void fold_shard(MetricsKey& key, LatencyShard& shard, uint64_t folding_word) {
     const uint64_t sum = shard.cells.sum_ns.exchange(0, std::memory_order_relaxed);
     if (sum) key.aggregate.sum_ns.fetch_add(sum, std::memory_order_relaxed);
     const uint64_t mx = shard.cells.max_ns.exchange(0, std::memory_order_relaxed);
-    if (mx) fetch_max(key.aggregate.max_ns, mx);
+    if (mx) detail::fetch_max(key.aggregate.max_ns, mx);
     // Release: the zeroed cells are visible before a claimant can win the FREE word (pairs
     // with the claimant's acq_rel CAS).
     uint64_t expected = folding_word;
@@ -392,7 +387,7 @@ void LatencyRecorder::record(uint64_t ns) noexcept {
     if (shared_) {
         bucket.fetch_add(1, std::memory_order_relaxed);
         c->sum_ns.fetch_add(ns, std::memory_order_relaxed);
-        fetch_max(c->max_ns, ns);
+        detail::fetch_max(c->max_ns, ns);
         return;
     }
     // Single writer: relaxed load + store (a plain mov each on x86 and arm64). Readers and a

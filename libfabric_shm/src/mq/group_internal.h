@@ -14,6 +14,7 @@
 
 #include "fabric_shm/consumer_group.h"
 #include "fabric_shm/result.h"
+#include "fetch_max.h"
 #include "mq/topic_internal.h"
 #include "mq/topic_layout.h"
 
@@ -38,10 +39,7 @@ constexpr OwnerToken member_owner(uint64_t w) { return OwnerToken(w); }
 /// of the older instant would make the newcomer look silent, and the next claim evict it.
 /// Release: pairs with alive()'s acquire.
 inline void raise_heartbeat(std::atomic<uint64_t>& heartbeat_ns, uint64_t now) noexcept {
-    uint64_t seen = heartbeat_ns.load(std::memory_order_relaxed);
-    while (seen < now &&
-           !heartbeat_ns.compare_exchange_weak(seen, now, std::memory_order_release, std::memory_order_relaxed)) {
-    }
+    detail::fetch_max(heartbeat_ns, now, std::memory_order_release);
 }
 constexpr uint32_t kMemberIdWords = 4;  ///< GroupMember::id: 32 bytes NUL-padded
 static_assert(kMemberIdWords * 8 == kMaxMemberIdLength, "the longest member id fills GroupMember::id exactly");
