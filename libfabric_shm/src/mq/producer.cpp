@@ -14,6 +14,7 @@
 #include "fabric_shm/counters.h"
 #include "crash_point.h"
 #include "fabric_shm/topic.h"
+#include "fetch_max.h"
 #include "futex.h"
 #include "mq/topic_internal.h"
 #include "cpu_relax.h"
@@ -273,11 +274,7 @@ Status Producer::Impl::wait_for_space(uint32_t p, uint64_t tail, uint64_t deadli
                                                      format_duration_ns(now - started_ns) + " (nothing was sent)");
         // Only forward (a producer paused before its store must not age a fresher stamp).
         // Relaxed: published by the seq_cst increment below to a committer that sees it.
-        const uint64_t parked_at = mono_coarse_ns();
-        uint64_t stamped = hdr->space_parked_ns.load(std::memory_order_relaxed);
-        while (stamped < parked_at && !hdr->space_parked_ns.compare_exchange_weak(stamped, parked_at,
-                                                                                  std::memory_order_relaxed)) {
-        }
+        detail::fetch_max(hdr->space_parked_ns, mono_coarse_ns());
         hdr->space_waiters.fetch_add(1, std::memory_order_seq_cst);  // Dekker with commit_in_pool
         const uint32_t seq = hdr->space_seq.load(std::memory_order_seq_cst);  // pairs with wake_space's bump
         const uint64_t again = min_committed(*t, p, now, nullptr, /*acting=*/false);  // only whether to park
@@ -328,8 +325,9 @@ Error Producer::Impl::every_slot_held(uint32_t p, uint64_t waited_ns) const {
     // forward, the bridge's import), none takes it for a failed message.
     return make_error(Errc::back_pressure, "topic '" + t->name + "' partition " + std::to_string(p) +
                                       ": every slot is held by a stopped producer's claim (quarantined, its process "
-                                      "alive) after " + format_duration_ns(waited_ns) +
-                                      " (block_timeout); nothing was sent");
+                                      "alive) after " + format_duration_ns(waited_ns) + " (block_timeout " +
+                                      format_duration_ns(uint64_t(to_ns(options.block_timeout))) +
+                                      "); nothing was sent");
 }
 
 inline bool Producer::Impl::claim(uint32_t p, Claimed& out, Error* error) {
