@@ -557,12 +557,19 @@ Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const Gr
                                                    " groups registered (the limit); remove one with `fabric-shm group rm`");
 }
 
+namespace {
+Error deregistered_error(const TopicHandle& t, std::string_view group) {
+    return make_error(Errc::not_found, "group '" + std::string(group) + "' on topic '" + t.name +
+                                           "' was deregistered (lease expired or removed); open a new consumer");
+}
+}  // namespace
+
 Status renew_group(TopicHandle& t, const GroupRef& ref, std::string_view group, uint64_t now_ns) {
     GroupSlot& g = t.groups[ref.index];
-    // Acquire: pairs with deregister's release store.
-    if (g.word.load(std::memory_order_acquire) != ref.word)
-        return make_error(Errc::not_found, "group '" + std::string(group) + "' on topic '" + t.name +
-                                               "' was deregistered (lease expired or removed); open a new consumer");
+    // Acquire: pairs with deregister's release store (and, after a failed CAS below, with a new
+    // registration's release store of its lease).
+    auto still_ours = [&] { return g.word.load(std::memory_order_acquire) == ref.word; };
+    if (!still_ours()) return deregistered_error(t, group);
     uint64_t e = g.lease_expires_ns.load(std::memory_order_acquire);  // pairs with the CASes below
     const uint64_t ttl = g.lease_ttl_ns.load(std::memory_order_relaxed);
     for (;;) {
@@ -576,19 +583,16 @@ Status renew_group(TopicHandle& t, const GroupRef& ref, std::string_view group, 
                                                        " ago (ttl " + format_duration_ns(ttl) + ")");
         if (e - now_ns > ttl - ttl / 4) return {};  // more than 3/4 left: nothing to do
         FABRIC_PAUSE_POINT("group.lease.renew");
-        const uint64_t renewed = now_ns + ttl;
         // `now_ns` may be older than the CAS (a pause, the coarse clock), so the CAS may land
         // after `e` passed. That is harmless unless someone acted on the expiry meanwhile, and
         // whoever does sets the lease to 0 first (deregister_group, min_committed acting): then
         // this CAS fails and the reload says expired.
-        if (g.lease_expires_ns.compare_exchange_weak(e, renewed, std::memory_order_acq_rel,
+        if (g.lease_expires_ns.compare_exchange_weak(e, now_ns + ttl, std::memory_order_acq_rel,
                                                      std::memory_order_acquire))
             return {};
         // Reloaded: a lease we did not write. The slot may hold another registration by now
         // (removed and registered again while we paused); its lease is not ours to move.
-        if (g.word.load(std::memory_order_acquire) != ref.word)
-            return make_error(Errc::not_found, "group '" + std::string(group) + "' on topic '" + t.name +
-                                                   "' was deregistered (lease expired or removed); open a new consumer");
+        if (!still_ours()) return deregistered_error(t, group);
     }
 }
 
