@@ -951,35 +951,33 @@ void StoreCore::retire(uint32_t block, uint64_t expect_seq, int depth) noexcept 
     }
 }
 
-bool StoreCore::linked_in_window(uint32_t block, uint64_t hash) const noexcept {
-    const uint64_t home = hash & mask_;
-    const uint64_t limit = std::min<uint64_t>(mask_ + 1, kMaxProbeBuckets);
-    for (uint64_t p = 0; p < limit; ++p) {
-        const Bucket& bk = buckets_[(home + p) & mask_];
-        for (uint32_t j = 0; j < kSlotsPerBucket; ++j) {
-            // Acquire: pairs with the linking CAS (its block word is then at least COMMITTING).
-            const uint64_t v = bk.slots[j].load(std::memory_order_acquire);
-            if (!slot_empty(v) && slot_block(v) == block) return true;
-        }
-    }
-    return false;
-}
-
-void StoreCore::bump_links_of(uint32_t block, uint64_t hash) noexcept {
+template <class F>
+bool StoreCore::any_link_in_window(uint32_t block, uint64_t hash, F&& f) const noexcept {
     const uint64_t home = hash & mask_;
     const uint64_t limit = std::min<uint64_t>(mask_ + 1, kMaxProbeBuckets);
     for (uint64_t p = 0; p < limit; ++p) {
         Bucket& bk = buckets_[(home + p) & mask_];
         for (uint32_t j = 0; j < kSlotsPerBucket; ++j) {
-            uint64_t v = bk.slots[j].load(std::memory_order_acquire);  // pairs with the linking CAS
-            // One attempt: a slot that changed meanwhile fails a CAS prepared against the old
-            // value just as the bump would. acq_rel: continues the release sequence of the
-            // value we replace (readers still synchronise with its writer).
-            if (!slot_empty(v) && slot_block(v) == block)
-                bk.slots[j].compare_exchange_strong(v, bump_slot(v), std::memory_order_acq_rel,
-                                                    std::memory_order_relaxed);
+            // Acquire: pairs with the linking CAS (its block word is then at least COMMITTING).
+            const uint64_t v = bk.slots[j].load(std::memory_order_acquire);
+            if (!slot_empty(v) && slot_block(v) == block && f(bk.slots[j], v)) return true;
         }
     }
+    return false;
+}
+
+bool StoreCore::linked_in_window(uint32_t block, uint64_t hash) const noexcept {
+    return any_link_in_window(block, hash, [](std::atomic<uint64_t>&, uint64_t) { return true; });
+}
+
+void StoreCore::bump_links_of(uint32_t block, uint64_t hash) noexcept {
+    any_link_in_window(block, hash, [](std::atomic<uint64_t>& slot, uint64_t v) {
+        // One attempt: a slot that changed meanwhile fails a CAS prepared against the old
+        // value just as the bump would. acq_rel: continues the release sequence of the value
+        // we replace (readers still synchronise with its writer).
+        slot.compare_exchange_strong(v, bump_slot(v), std::memory_order_acq_rel, std::memory_order_relaxed);
+        return false;  // every link
+    });
 }
 
 bool StoreCore::read_key(uint32_t block, uint64_t w, HeaderSnapshot& snap, StoreKey& key) const noexcept {

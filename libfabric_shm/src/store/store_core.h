@@ -296,6 +296,10 @@ private:
     /// `block` left w's sequence meanwhile (freed and reused: its header names another key's
     /// object).
     void retire_replaced(uint32_t block, uint64_t w, int depth, bool linked_over) noexcept;
+    /// Calls f(slot, value) for each slot in the probe window of `hash` that points at `block`,
+    /// until f returns true (then true).
+    template <class F>
+    bool any_link_in_window(uint32_t block, uint64_t hash, F&& f) const noexcept;
     /// True when a slot in the probe window of `hash` points at `block`.
     bool linked_in_window(uint32_t block, uint64_t hash) const noexcept;
     /// Bumps the generation of every slot in `hash`'s probe window that links `block` (a
