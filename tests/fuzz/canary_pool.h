@@ -169,6 +169,13 @@ public:
         }
     }
 
+    /// The reaper's walk over the damaged segment (`dry`: reading what a repair would; else
+    /// repairing), then check_outside_unchanged: a repair writes only inside its region.
+    void reap_and_check(Pool& pool, bool dry) const {
+        (void)pool.reap(MonoClock::now(), dry, /*allow_pool_removal=*/false);
+        check_outside_unchanged(pool, dry ? "the reaper's dry walk" : "the reaper's walk");
+    }
+
 private:
     // Function-local statics: the atexit hook takes no capture.
     static std::string& dir_() {

@@ -104,10 +104,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (size == 0) return 0;
     auto pool = g_pool.open_damaged(data, size, g_heap, g_store);
     if (!pool) return 0;
-    (void)pool->reap(MonoClock::now(), /*dry_run=*/true, /*allow_pool_removal=*/false);
-    g_pool.check_outside_unchanged(*pool, "the reaper's dry walk");
-    (void)pool->reap(MonoClock::now(), /*dry_run=*/false, /*allow_pool_removal=*/false);
-    g_pool.check_outside_unchanged(*pool, "the reaper's walk");
+    g_pool.reap_and_check(*pool, /*dry=*/true);
+    g_pool.reap_and_check(*pool, /*dry=*/false);
     {
         auto store = MemObjectStore::attach(*pool);
         if (store) {

@@ -178,14 +178,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     // The reaper's walk over the damaged regions: a dry run reads what a repair would, then a
     // real pass repairs (waiter slots, group rows, partition slots claimed by dead owners);
     // neither may read or write outside its region.
-    (void)pool->reap(MonoClock::now(), /*dry_run=*/true, /*allow_pool_removal=*/false);
-    g_pool.check_outside_unchanged(*pool, "the reaper's dry walk");
+    g_pool.reap_and_check(*pool, /*dry=*/true);
     // An observer before the real reap meets the damaged ring as it is, dead owners' claims
     // included, and repairs what it stops at itself (skip and quarantine records).
     poll_all(*pool);
     g_pool.check_outside_unchanged(*pool, "a consumer's polls before the reaper");
-    (void)pool->reap(MonoClock::now(), /*dry_run=*/false, /*allow_pool_removal=*/false);
-    g_pool.check_outside_unchanged(*pool, "the reaper's walk");
+    g_pool.reap_and_check(*pool, /*dry=*/false);
     poll_all(*pool);
     g_pool.check_outside_unchanged(*pool, "a consumer's polls after the reaper");
     return 0;
