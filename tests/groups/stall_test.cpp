@@ -1073,11 +1073,9 @@ TEST_CASE("group registration: a renewal that lands after a registrant judged th
 
 TEST_CASE("group lease: once a blocked producer passed over an expired group and sent past it, a renewal whose "
           "clock was read before the expiry fails instead of reviving the group") {
-    TestPool tp("latrenewal");
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("t", config(1, 4)).ok());  // block mode
-    auto h = mq::open_topic(tp.pool, "t");
-    REQUIRE(h.ok());
+    TopicWithHandle f("latrenewal", 4);  // block mode
+    TestPool& tp = f.tp;
+    auto& h = f.h;
     GroupOptions go;
     go.ttl = std::chrono::seconds(10);
     auto slow = mq::register_group(**h, "slow", go);
@@ -1127,11 +1125,8 @@ void renew_with_an_older_clock(const char* name) {
 
 TEST_CASE("group lease: a producer passing over an expired group sets its lease to 0 even when a renewal that "
           "leaves it expired lands between its read and its CAS; a second late renewal then fails") {
-    TestPool tp("twolaterenewals");
-    TopicManager mgr(tp.pool);
-    REQUIRE(mgr.create("t", config(1, 4)).ok());  // block mode
-    auto h = mq::open_topic(tp.pool, "t");
-    REQUIRE(h.ok());
+    TopicWithHandle f("twolaterenewals", 4);  // block mode
+    auto& h = f.h;
     GroupOptions go;
     go.ttl = std::chrono::milliseconds(40);
     auto slow = mq::register_group(**h, "slow", go);
