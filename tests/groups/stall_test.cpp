@@ -1200,6 +1200,86 @@ TEST_CASE("group lease: a renewal paused while its group was removed and another
     CHECK(slot.lease_expires_ns.load() <= mono_now_ns() + 300'000'000ull);
 }
 
+namespace {
+
+/// Whether a reap's notes say that a group was deregistered.
+bool reap_says_deregistered(const ReapReport& rep) {
+    for (const std::string& note : rep.notes)
+        if (note.find("-> deregistered") != std::string::npos) return true;
+    return false;
+}
+
+/// At "group.reap.found_expired" (a reap found g's lease run out, before ending it): g's
+/// member renews, its clock read from before the expiry (it read, then paused before its CAS).
+void renew_when_reaped(const char* name) {
+    if (!hook_acts_at(name, "group.reap.found_expired")) return;
+    g_renewal = mq::renew_group(*g_hooked_topic, g_hooked_ref, "g", g_renewer_clock);
+}
+
+/// At "group.reap.found_expired": g is removed by someone else and "next" registers in its slot.
+void replace_when_reaped(const char* name) {
+    if (!hook_acts_at(name, "group.reap.found_expired")) return;
+    register_in_slot_0_instead("next", std::chrono::seconds(10));
+}
+
+}  // namespace
+
+TEST_CASE("group reap: a renewal that lands after the reaper found the lease run out keeps the group, and the "
+          "reap reports no deregistration") {
+    TopicWithHandle f("reaprenewed", 16);
+    auto& h = f.h;
+    GroupOptions go;
+    go.ttl = std::chrono::seconds(10);
+    auto ref = mq::register_group(**h, "g", go);
+    REQUIRE(ref.ok());
+    mq::GroupSlot& slot = (*h)->groups[ref->index];
+    const uint64_t ran_out = mono_now_ns() - 1'000'000ull;
+    slot.lease_expires_ns.store(ran_out);
+    g_hooked_topic = h->get();
+    g_hooked_ref = *ref;
+    g_renewer_clock = ran_out - 1'000'000ull;
+    g_hook_acts.store(1);
+    detail::set_pause_hook(&renew_when_reaped);
+    ReapReport rep = f.tp.pool.reap(MonoClock::now());
+    detail::set_pause_hook(nullptr);
+    CHECK(g_hook_acts.load() == 0);
+    REQUIRE(g_renewal.ok());
+    CHECK_FALSE(reap_says_deregistered(rep));
+    CHECK(rep.kind_items == 0);
+    CHECK(slot.word.load() == ref->word);  // still the same registration
+    CHECK(slot.lease_expires_ns.load() == g_renewer_clock + 10 * kNsPerSec);
+    REQUIRE(f.mgr.describe("t")->groups.size() == 1);
+}
+
+TEST_CASE("group reap: a reaper paused after finding a lease run out while the group was removed and another "
+          "registered in its slot leaves the other as it was and reports nothing") {
+    TopicWithHandle f("reapreused", 16);
+    auto& h = f.h;
+    GroupOptions go;
+    go.ttl = std::chrono::seconds(10);
+    auto ref = mq::register_group(**h, "g", go);
+    REQUIRE(ref.ok());
+    REQUIRE(ref->index == 0);
+    mq::GroupSlot& slot = (*h)->groups[0];
+    slot.lease_expires_ns.store(mono_now_ns() - 1'000'000ull);
+    g_hooked_topic = h->get();
+    g_hook_acts.store(1);
+    detail::set_pause_hook(&replace_when_reaped);
+    // The reaper's clock read ahead of the new registration's publication, as a reaper whose
+    // pause began after its read: the new lease is ahead of it all the same.
+    ReapReport rep = f.tp.pool.reap(MonoClock::now());
+    detail::set_pause_hook(nullptr);
+    CHECK(g_hook_acts.load() == 0);
+    REQUIRE_MESSAGE(g_next_registration.ok(), g_next_registration.error().message);
+    REQUIRE(g_next_registration->index == 0);
+    CHECK_FALSE(reap_says_deregistered(rep));
+    CHECK(slot.word.load() == g_next_registration->word);
+    CHECK(slot.lease_expires_ns.load() > mono_now_ns() + 9 * kNsPerSec);
+    auto d = f.mgr.describe("t");
+    REQUIRE(d->groups.size() == 1);
+    CHECK(d->groups[0].name == "next");
+}
+
 TEST_CASE("group registration: a slot registered again gives its member rows newer generations: a row word of the "
           "earlier registration, held by a member paused before its CAS, matches none of the new one's") {
     TestPool tp("rowgens");

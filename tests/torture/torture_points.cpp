@@ -113,9 +113,10 @@ const std::vector<FaultPoint>& fault_points() {
         {"group.commit.before_lock", W},
         {"group.commit.locked", W},  // inside the group's lock: the group's other members wait
         {"group.lease.renew", W | O},
-        {"group.lease.expire", O},
-        {"group.lease.expire_acting", P},
-        {"group.remove.found", O},  // `group rm` found the registration, before its removal  // a producer about to pass an expired group over, before its CAS to 0
+        {"group.lease.expire", W | O | R},  // a registration ended: by a registrant replacing it, `group rm`, a reap
+        {"group.lease.expire_acting", P},  // a producer about to pass an expired group over, before its CAS to 0
+        {"group.remove.found", O},         // `group rm` found the registration, before its removal
+        {"group.reap.found_expired", R},  // a reap found a registration expired, before ending it
         {"dlq.begin.before_count", W},
         {"dlq.dead_letter.decided", W},
         {"dlq.dead_letter.recorded", W},

@@ -272,17 +272,28 @@ int find_group(const TopicHandle& t, std::string_view name, uint64_t* word) {
     return -1;
 }
 
-bool deregister_group(TopicHandle& t, int index, uint64_t registration, bool force, uint64_t now_ns) {
-    GroupSlot& g = t.groups[index];
+namespace {
+/// Wakes the producers parked on the topic's space_seq; the caller saw space_waiters != 0.
+void wake_parked_producers(TopicHeader& hdr) {
+    hdr.space_seq.fetch_add(1, std::memory_order_release);  // pairs with the waiter's acquire load
+    detail::futex_wake(hdr.space_seq, INT32_MAX);
+}
+
+/// Ends the registration whose LIVE word is `registration` in slot `g` of the topic `hdr`, if
+/// its lease ran out (force: regardless); nothing when the slot holds another or a renewal
+/// keeps it. True if this call removed it. The one way a registration ends: `group rm`, a
+/// registrant replacing an expired one, and the reaper all come here.
+bool end_registration(TopicHeader& hdr, GroupSlot& g, uint64_t registration, bool force, uint64_t now_ns) {
     // Acquire: pairs with the registrant's release store of LIVE.
     uint64_t w = g.word.load(std::memory_order_acquire);
     if (group_state(w) != kGroupLive || w != registration) return false;
     // Step 1: expires -> 0 by CAS, so a renewer racing with us either wins (group stays) or
     // finds 0 (group gone). A crash after this step leaves LIVE with expires 0 = expired.
     // Each lease read is checked to be the registration's: a caller paused after finding it
-    // (`group rm` takes no lock) may resume after it was removed and another registered in the
-    // slot, whose lease it must not end (the new registration stores its lease with a release
-    // after its CREATING CAS, so seeing that lease means seeing the word changed).
+    // (`group rm` and the reaper take no lock) may resume after it was removed and another
+    // registered in the slot, whose lease it must not end (the new registration stores its
+    // lease with a release after its CREATING CAS, so seeing that lease means seeing the word
+    // changed).
     uint64_t e = g.lease_expires_ns.load(std::memory_order_acquire);  // pairs with renew CAS
     while (e != 0) {
         if (g.word.load(std::memory_order_acquire) != registration) return false;
@@ -297,8 +308,14 @@ bool deregister_group(TopicHandle& t, int index, uint64_t registration, bool for
     // drawn by this registration is either refused or below the next registration's era).
     const bool removed = g.word.compare_exchange_strong(w, make_group_word(kGroupFree, group_gen(w) + 1, 0),
                                                         std::memory_order_seq_cst, std::memory_order_relaxed);
-    if (removed) wake_space(t);
+    // seq_cst: pairs with the blocked producer's seq_cst increment (Dekker with the group gone).
+    if (removed && hdr.space_waiters.load(std::memory_order_seq_cst) != 0) wake_parked_producers(hdr);
     return removed;
+}
+}  // namespace
+
+bool deregister_group(TopicHandle& t, int index, uint64_t registration, bool force, uint64_t now_ns) {
+    return end_registration(*t.hdr, t.groups[index], registration, force, now_ns);
 }
 
 // ---- fence tokens -------------------------------------------------------------------------
@@ -788,14 +805,6 @@ uint64_t min_committed(const TopicHandle& t, uint32_t p, uint64_t now_ns, Slowes
     return best;
 }
 
-namespace {
-/// Wakes the producers parked on the topic's space_seq; the caller saw space_waiters != 0.
-void wake_parked_producers(TopicHeader& hdr) {
-    hdr.space_seq.fetch_add(1, std::memory_order_release);  // pairs with the waiter's acquire load
-    detail::futex_wake(hdr.space_seq, INT32_MAX);
-}
-}  // namespace
-
 void wake_space(const TopicHandle& t) {
     // seq_cst: pairs with the blocked producer's seq_cst increment (Dekker with committed).
     if (t.hdr->space_waiters.load(std::memory_order_seq_cst) != 0) wake_parked_producers(*t.hdr);
@@ -1266,17 +1275,14 @@ uint64_t reap_topic(const Pool& pool, const RegionInfo& info, uint64_t now_ns, b
             continue;
         }
         if (group_state(w) != kGroupLive || !group_expired(g, now_ns)) continue;
-        notes.push_back("topic '" + info.name + "': group '" + group_name(g) + "' lease expired -> deregistered");
+        // The name before the removal frees the slot for the next registration's name.
+        std::string note = "topic '" + info.name + "': group '" + group_name(g) + "' lease expired -> deregistered";
+        FABRIC_PAUSE_POINT("group.reap.found_expired");
+        // Counted only when it happened: a renewal that lands before the lease's CAS keeps the
+        // group, and a registration that took the slot meanwhile is not this one.
+        if (!dry_run && !end_registration(*hdr, g, w, false, now_ns)) continue;
+        notes.push_back(std::move(note));
         ++n;
-        if (dry_run) continue;
-        uint64_t e = g.lease_expires_ns.load(std::memory_order_acquire);  // pairs with renew CAS
-        if (e != 0 && (e > now_ns || !g.lease_expires_ns.compare_exchange_strong(e, 0, std::memory_order_acq_rel,
-                                                                                 std::memory_order_relaxed)))
-            continue;  // renewed meanwhile
-        if (g.word.compare_exchange_strong(w, make_group_word(kGroupFree, group_gen(w) + 1, 0),
-                                           std::memory_order_release, std::memory_order_relaxed) &&
-            hdr->space_waiters.load(std::memory_order_seq_cst) != 0)  // pairs with blocked producers
-            wake_parked_producers(*hdr);
     }
     return n;
 }
