@@ -106,8 +106,16 @@ PidProbe probe_pid(uint32_t pid) {
     std::snprintf(path, sizeof path, "/proc/%u/stat", pid);
     const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        // EACCES etc.: the process exists but we may not look (hidepid): maybe alive.
-        if (errno != ENOENT && errno != ESRCH) probe.exists = true;
+        // EACCES etc.: the process exists but we may not look (hidepid=1): maybe alive.
+        if (errno != ENOENT && errno != ESRCH) {
+            probe.exists = true;
+            return probe;
+        }
+        // ENOENT is also what a /proc mounted hidepid=2 ("invisible": systemd's
+        // ProtectProc=invisible) says of another uid's live process. The kernel's own answer
+        // decides: signal 0 checks without sending; EPERM means it exists. A pid above
+        // INT32_MAX (damaged) would name a process group to kill(): no such process.
+        if (pid <= uint32_t(INT32_MAX) && (::kill(pid_t(pid), 0) == 0 || errno == EPERM)) probe.exists = true;
         return probe;
     }
     char buf[1024];

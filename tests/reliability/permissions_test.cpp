@@ -14,6 +14,7 @@
 #include <grp.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -66,6 +67,9 @@ const char* child_reason(int rc) {
         case 30: return "the reap reported the pool removed, or did not say why it was left";
         case 31: return "could not enter a user namespace mapping only uid/gid 65534";
         case 32: return "open-or-create of an expired pool it may not remove did not say permission_denied at once";
+        case 33: return "could not mount a /proc that hides other uids' processes (hidepid=2) in a mount namespace";
+        case 34: return "the mounted /proc still shows the parent's process to uid 65534";
+        case 35: return "could not attach to the shared pool, or its reap failed";
         default: return "crashed or unexpected exit";
     }
 }
@@ -203,6 +207,52 @@ TEST_CASE("permissions: a 0666 pool and a 0660 pool of the child's group are att
             CHECK_MESSAGE(r, "the region the dropped child created is not visible");
         }
     }
+}
+
+/// In a forked child: a mount namespace of its own whose /proc hides other uids' processes
+/// (hidepid=2, what systemd's ProtectProc=invisible sets for a service); 0 or an exit code.
+int mount_hiding_proc() {
+    if (::unshare(CLONE_NEWNS) != 0 || ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        ::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2") != 0)
+        return 33;
+    return 0;
+}
+
+TEST_CASE("permissions: where /proc hides other uids' processes (hidepid=2), a reaper of another uid judges a "
+          "live process maybe alive and leaves its registration and regions") {
+    if (getuid() != 0) {
+        MESSAGE("skipped: mounting /proc and dropping to uid 65534 need root");
+        return;
+    }
+    const std::string name = test::unique_pool_name("hidepid");
+    test::PoolCleanup cleanup(name);
+    Pool pool = make_pool(name, 0666);
+    RegionSpec spec;
+    spec.name = "roots";
+    spec.length = 4096;
+    auto region = pool.create_region(spec);
+    REQUIRE_MESSAGE(region, region.error().message);
+    const pid_t parent = ::getpid();
+    const pid_t child = test::fork_child([&] {
+        if (const int rc = mount_hiding_proc(); rc != 0) return rc;
+        if (!drop_to_nobody()) return 20;
+        const std::string stat_path = "/proc/" + std::to_string(parent) + "/stat";
+        const int fd = ::open(stat_path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd >= 0 || errno != ENOENT) return 34;  // the case under test: the parent looks gone
+        auto p = Pool::open(name);  // an open reaps dead registrations
+        if (!p) return 35;
+        (void)p->reap(MonoClock::now());
+        return 0;
+    });
+    const int rc = test::wait_child(child);
+    if (rc == 33) {
+        MESSAGE("skipped: this kernel or container does not let root mount a hiding /proc");
+        return;
+    }
+    REQUIRE_MESSAGE(rc == 0, "child: " << std::string(child_reason(rc)) << " (exit " << rc << ")");
+    CHECK_MESSAGE(pool.heartbeat().ok(), "the parent's registration was retired by a reaper that could not see it");
+    CHECK(region->check().ok());
+    CHECK(pool.open_region(RegionKind::test, "roots").ok());
 }
 
 /// Whether the pools' directory is sticky (/dev/shm is): only then may another uid attach to a
