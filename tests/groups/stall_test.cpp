@@ -1366,6 +1366,44 @@ TEST_CASE("group membership: a heartbeat damaged into the future does not keep i
 
 namespace {
 
+ConsumerGroup* g_heartbeating_member = nullptr;
+
+/// At "group.claim.before_scan" (the claimer read its clock): it stays paused for two
+/// sessions, while the other member heartbeats.
+void heartbeat_while_claimer_paused(const char* name) {
+    if (!hook_acts_at(name, "group.claim.before_scan")) return;
+    sleep_ms(700);  // the claimer's pause: over two 300 ms sessions
+    REQUIRE(g_heartbeating_member->heartbeat("a").ok());
+}
+
+}  // namespace
+
+TEST_CASE("group membership: a claimer paused after reading its clock does not evict a member that heartbeated "
+          "during its pause") {
+    TopicWithHandle f("pausedclaimer", 16);
+    auto a = ConsumerGroup::open(f.tp.pool, "t", "g", 1, session(300'000'000ull));
+    REQUIRE(a.ok());
+    REQUIRE(a->join("a").ok());
+    auto b = ConsumerGroup::open(f.tp.pool, "t", "g", 1, session(300'000'000ull));
+    REQUIRE(b.ok());
+    REQUIRE(b->join("b").ok());
+    mq::GroupSlot* slot = live_group_slot(f.tp.pool, "t");
+    REQUIRE(slot != nullptr);
+    const uint64_t a_word = slot->members[0].word.load();
+    REQUIRE(mq::member_state(a_word) == mq::kMemberLive);
+    g_heartbeating_member = &a.value();
+    g_hook_acts.store(1);
+    detail::set_pause_hook(&heartbeat_while_claimer_paused);
+    auto claimed = b->claim("b");
+    detail::set_pause_hook(nullptr);
+    CHECK(g_hook_acts.load() == 0);
+    CHECK_MESSAGE(claimed.ok(), claimed.error().message);
+    CHECK(slot->members[0].word.load() == a_word);  // a keeps its row
+    CHECK(a->heartbeat("a").ok());
+}
+
+namespace {
+
 std::optional<ConsumerGroup> g_newcomer;
 
 /// At "group.heartbeat.before_store" (the member read its clock and checked its row): it stays

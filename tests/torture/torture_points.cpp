@@ -106,6 +106,7 @@ const std::vector<FaultPoint>& fault_points() {
         {"group.join.before_publish", W},
         {"group.join.joined", W},
         {"group.evict.before_cas", W},
+        {"group.claim.before_scan", W},  // a claimer's clock read, before it judges the other members
         {"group.claim.before_take", W},
         {"group.claim.after_take", W},
         {"group.claim.before_fence", W},

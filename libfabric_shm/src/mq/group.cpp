@@ -148,13 +148,14 @@ struct ConsumerGroup::Impl {
             if (m.row == row && m.word == word) return true;  // ourselves (the word alone is not unique per row)
         const GroupMember& gm = slot().members[row];
         const uint64_t hb = gm.heartbeat_ns.load(std::memory_order_acquire);  // pairs with heartbeat's release
-        if (now > hb && now - hb > to_ns(config.session_timeout)) return false;
+        const uint64_t session = to_ns(config.session_timeout);
         // Ahead of our `now` by more than a session: our clock read may be stale (we paused
-        // since), so the clock is read again. A heartbeat ahead of that too was written by no
-        // clock (damage), and heartbeats only move forward (raise_heartbeat), so its member
-        // could never bring it back: judged silent, as if it stopped (it joins again).
-        if (hb > now && hb - now > to_ns(config.session_timeout) && hb - mono_now_ns() > to_ns(config.session_timeout))
-            return false;
+        // since), so the member is judged against a fresh read. A heartbeat ahead of that too
+        // was written by no clock (damage), and heartbeats only move forward
+        // (raise_heartbeat), so its member could never bring it back: judged silent, as if it
+        // stopped (it joins again).
+        const uint64_t at = hb > now && hb - now > session ? mono_now_ns() : now;
+        if (at > hb ? at - hb > session : hb - at > session) return false;
         Probe& pr = probes[row];
         if (pr.word != word || now - pr.at_ns >= to_ns(config.liveness_probe)) {
             pr.word = word;
@@ -369,6 +370,7 @@ Result<Claim> ConsumerGroup::Impl::claim(LocalMember& m, const std::function<voi
     GroupSlot& g = slot();
     raise_heartbeat(g.members[m.row].heartbeat_ns, now);
     FABRIC_TRY(pool->heartbeat(MonoClock::from_ns(now)));  // fenced (judged dead by its heartbeat): fail closed
+    FABRIC_PAUSE_POINT("group.claim.before_scan");
 
     // 1. Live members (evicting the dead: CAS from the exact word, so a wrongly presumed
     //    member's own row check fails instead of two members sharing a row).
