@@ -1795,6 +1795,95 @@ TEST_CASE("async worker: a full store past --store-wait hands the message back u
     CHECK(f.result_text("k0").rfind("data 0", 0) == 0);
 }
 
+namespace {
+
+/// Pins `holder` until the store's pin records run out; returns the views.
+std::vector<PinnedView> pin_every_record(MemObjectStore& store, const FabricUri& holder) {
+    std::vector<PinnedView> views;
+    for (int i = 0; i < 1 << 20; ++i) {
+        auto v = store.pin(holder);
+        if (!v) {
+            REQUIRE_MESSAGE(v.code() == Errc::capacity_exceeded, v.error().message);
+            REQUIRE(!views.empty());
+            return views;
+        }
+        REQUIRE(v->has_value());
+        views.push_back(std::move(**v));
+    }
+    FAIL("the pin records never ran out");
+    return views;
+}
+
+}  // namespace
+
+TEST_CASE("async worker: a store whose pin records live readers hold hands the message back uncounted, never "
+          "dead-lettered; work resumes when they are released") {
+    Fixture f("pins-held");
+    REQUIRE(f.store->put(f.in("holder"), bytes("held")).ok());
+    std::vector<PinnedView> held = pin_every_record(*f.store, f.in("holder"));
+    f.upload("k0", "data 0");
+    WorkerConfig c = f.cfg("a", 1);
+    c.max_attempts = 1;  // a counted failed attempt would dead-letter at once
+    c.store_full_pause = 200ms;
+    auto loop = WorkerLoop::open(f.tp.pool, c);
+    REQUIRE_MESSAGE(loop.ok(), loop.error().message);
+    std::vector<std::string> log;
+    loop->set_log([&](std::string_view line) { log.emplace_back(line); });
+    std::vector<WorkTicket> none(1);
+    auto n = loop->acquire(none, 50ms);
+    REQUIRE_MESSAGE(n.ok(), n.error().message);
+    CHECK(*n == 0);
+    CHECK(loop->stats().store_full == 1);
+    CHECK(loop->stats().failed_attempts == 0);
+    CHECK(loop->stats().dead_lettered == 0);
+    bool reported = false;
+    for (const std::string& line : log)
+        if (line.find("pin records") != std::string::npos && line.find("not dead-lettered") != std::string::npos)
+            reported = true;
+    CHECK_MESSAGE(reported, "no report of the held pin records in the log");
+    held.clear();
+    std::vector<WorkTicket> again(1);
+    auto got = loop->acquire(again, 10s);  // after the pause
+    REQUIRE(got.ok());
+    REQUIRE(*got == 1);
+    CHECK(again[0].item().attempt == 1);
+    REQUIRE(loop->complete(std::move(again[0]), upper(again[0])).ok());
+    REQUIRE(loop->service().ok());
+    CHECK(f.committed() == 1);
+    CHECK(f.result_text("k0") == "DATA 0");
+    CHECK(loop->stats().dead_lettered == 0);
+}
+
+TEST_CASE("async worker: pin records left by a killed reader are released by the next pin, which goes on") {
+    Fixture f("pins-dead");
+    REQUIRE(f.store->put(f.in("holder"), bytes("held")).ok());
+    const std::string pool_name = f.tp.pool.name();
+    const pid_t child = test::fork_child([&] {
+        auto p = Pool::open(pool_name);
+        if (!p) return 10;
+        auto st = MemObjectStore::open(*p);
+        if (!st) return 11;
+        // Leaked on purpose: the child dies holding every record (no destructor runs).
+        auto* views = new std::vector<PinnedView>(pin_every_record(**st, f.in("holder")));
+        (void)views;
+        ::kill(::getpid(), SIGKILL);
+        return 12;
+    });
+    CHECK(test::wait_child(child) == 128 + SIGKILL);
+    f.upload("k0", "data 0");
+    WorkerConfig c = f.cfg("a", 1);
+    c.max_attempts = 1;
+    auto loop = WorkerLoop::open(f.tp.pool, c);
+    REQUIRE_MESSAGE(loop.ok(), loop.error().message);
+    auto got = acquire_n(*loop, 1);
+    REQUIRE(got.size() == 1);
+    REQUIRE(loop->complete(std::move(got[0]), upper(got[0])).ok());
+    REQUIRE(loop->service().ok());
+    CHECK(f.result_text("k0") == "DATA 0");
+    CHECK(loop->stats().store_full == 0);
+    CHECK(loop->stats().dead_lettered == 0);
+}
+
 TEST_CASE("worker run: a stop asked for while a result put waits for store space ends the wait at once and hands the message back uncounted") {
     FullStore f("run-store-stop");
     f.upload("k0", "data 0");

@@ -482,6 +482,7 @@ template <typename CopyOut>
     StoreCore& core = *s.core;
     FABRIC_TRY(s.check_leases());
     // The get is counted where the call ends, with its bytes or its miss: one shard lookup.
+    bool repaired = false;
     for (int attempt = 0; attempt < 10000; ++attempt) {
         auto f = core.lookup(key);
         if (!f) {
@@ -494,6 +495,14 @@ template <typename CopyOut>
         }
         auto rec = core.pin(**f, me);
         if (!rec) {
+            // Every record held: some may be dead processes' (a killed reader's pins stay
+            // until a repair). Like a put that finds the heap full, release them and try
+            // once more.
+            if (rec.code() == Errc::capacity_exceeded && !repaired && me != 0) {
+                repaired = true;
+                (void)core.repair(mono_now_ns(), false, me, nullptr);
+                continue;
+            }
             s.count(CounterId::store_gets, 1);
             return std::move(rec).error();
         }

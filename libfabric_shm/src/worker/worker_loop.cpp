@@ -1881,6 +1881,13 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
                                : Result<std::optional<PinnedView>>(input_key_ok.error());
     if (!pinned) {
         if (is_fatal(pinned.code())) return std::move(pinned).error();
+        if (pinned.code() == Errc::capacity_exceeded) {
+            // Every pin record of the store is held (by live readers: the pin already
+            // released dead processes' records and tried again): back-pressure, as a result
+            // put on a full store is. Handed back uncounted; no work is taken for a pause.
+            FABRIC_TRY(settle(part, s, m, Outcome::store_full, Failure{"get " + input + ": " + pinned.error().message}));
+            return false;
+        }
         FABRIC_TRY(fail_slot(part, s, m, {"get " + input + ": " + pinned.error().message,
                                           router->policy().is_permanent(pinned.code())}));
         return false;
