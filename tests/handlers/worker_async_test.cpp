@@ -1884,6 +1884,53 @@ TEST_CASE("async worker: pin records left by a killed reader are released by the
     CHECK(loop->stats().dead_lettered == 0);
 }
 
+TEST_CASE("async worker: a dead letter whose DLQ topic the pool has no room to create stays owed, the worker goes "
+          "on, and it is sent once room is made") {
+    Fixture f("dlq-noroom");
+    WorkerConfig c = f.cfg("a", 1);
+    auto loop = WorkerLoop::open(f.tp.pool, c);
+    REQUIRE_MESSAGE(loop.ok(), loop.error().message);
+    std::vector<std::string> log;
+    loop->set_log([&](std::string_view line) { log.emplace_back(line); });
+    // The pool filled with regions: no extent left for the DLQ topic.
+    std::vector<RegionRef> fillers;
+    for (uint64_t chunk : {1ull << 20, 64ull << 10, 4ull << 10}) {
+        for (int i = 0; i < 100000; ++i) {
+            RegionSpec spec;
+            spec.name = "filler-" + std::to_string(fillers.size());
+            spec.length = chunk;
+            auto r = f.tp.pool.create_region(spec);
+            if (!r) {
+                REQUIRE_MESSAGE(r.code() == Errc::capacity_exceeded, r.error().message);
+                break;
+            }
+            fillers.push_back(r->ref());
+        }
+    }
+    REQUIRE(!fillers.empty());
+    // A notification naming no object: a permanent failure, dead-lettered at once.
+    REQUIRE(f.producer->send(bytes(f.in("missing").to_string())).ok());
+    std::vector<WorkTicket> none(1);
+    auto n = loop->acquire(none, 50ms);
+    REQUIRE_MESSAGE(n.ok(), n.error().message);
+    CHECK(*n == 0);
+    CHECK(loop->stats().dead_lettered == 0);
+    CHECK(f.committed() == 0);
+    bool reported = false;
+    for (const std::string& line : log)
+        if (line.rfind("dead letter delayed (the pool has no room for DLQ topic 't.dlq'", 0) == 0) reported = true;
+    CHECK_MESSAGE(reported, "no report of the delayed dead letter in the log");
+    for (const RegionRef& ref : fillers) REQUIRE(f.tp.pool.remove_region(ref).ok());
+    // Retried (once a second) until it lands.
+    for (int i = 0; i < 300 && loop->stats().dead_lettered == 0; ++i) {
+        auto m = loop->acquire(none, 10ms);
+        REQUIRE_MESSAGE(m.ok(), m.error().message);
+    }
+    CHECK(loop->stats().dead_lettered == 1);
+    REQUIRE(loop->service().ok());
+    CHECK(f.committed() == 1);
+}
+
 TEST_CASE("worker run: a stop asked for while a result put waits for store space ends the wait at once and hands the message back uncounted") {
     FullStore f("run-store-stop");
     f.upload("k0", "data 0");

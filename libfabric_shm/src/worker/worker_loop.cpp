@@ -1150,10 +1150,21 @@ Status WorkerLoop::Impl::dead_letter_slot(Part& part, Slot& s, const Message& m,
     auto sent = router->dead_letter(m, attempts, reason);
     if (!sent) {
         // Retried later (refused() below): the decision is kept, and maybe recorded already.
-        if (sent.code() == Errc::busy || sent.code() == Errc::back_pressure || sent.code() == Errc::skipped) {
+        // capacity_exceeded: the pool has no extent or directory entry left for the DLQ topic,
+        // which the first dead letter creates. Ending the worker would end every successor
+        // too (each meets the recorded decision first); the letter waits, as on a full DLQ,
+        // until an operator makes room.
+        const Errc c = sent.code();
+        if (c == Errc::busy || c == Errc::back_pressure || c == Errc::skipped || c == Errc::capacity_exceeded) {
             s.dlq_owed = true;
             s.dlq_attempts = attempts;
             s.dlq_reason = reason;
+        }
+        if (c == Errc::capacity_exceeded) {
+            note("dead letter delayed (the pool has no room for DLQ topic '" + router->dlq_topic() +
+                 "'; retried every second): " + sent.error().message);
+            unstart(part, s, mono_now_ns() + kFullTopicRetryNs);
+            return {};
         }
         return refused(part, s, sent.error(), "dead letter");
     }
