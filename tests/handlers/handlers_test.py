@@ -200,6 +200,21 @@ while True:
     def test_shell_line_helper_handler(self):
         self.check_upper("sh %s/examples/handlers/upper.sh" % SOURCE)
 
+    def test_the_most_handlers_a_worker_records_all_start_and_one_more_is_refused_naming_the_limit(self):
+        objs = {"o%03d" % i: b"object %d" % i for i in range(64)}
+        p = self.worker(C_HANDLER, "--concurrency", "32", "--max-inflight", "2")
+        self.put(objs)
+        stats, err = self.finish(p)
+        self.assertEqual(stats["processed"], 64, err)
+        for name, data in objs.items():
+            self.assertEqual(self.result(name), data.upper(), name)
+        r = subprocess.run([WORKER, "--pool", self.pool, "--no-create", "--topic", "t", "--group", "g", "--handler",
+                            C_HANDLER, "--concurrency", "33"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           env=ENV, timeout=30)
+        self.assertEqual(r.returncode, 2, r.stderr.decode())
+        self.assertIn("--concurrency 33 is not within 1..32", r.stderr.decode())
+        self.assertIn("records at most 32", r.stderr.decode())
+
     # ---- failures ------------------------------------------------------------------------
 
     def test_handler_crash_mid_object_is_retried_then_dead_lettered_nothing_lost_or_duplicated(self):

@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <csignal>
 #include <cstdio>
@@ -38,7 +39,9 @@ namespace {
 volatile sig_atomic_t g_stop = 0;       ///< signals received (1: finish and leave; 2: stop now)
 volatile sig_atomic_t g_exec_pgid = 0;  ///< the running --exec command's process group, 0 when none
 volatile sig_atomic_t g_quiet = 0;
-constexpr uint32_t kMaxHandlers = 64;
+// Each handler's process group is recorded in the pool (child_groups.h), so that a survivor
+// kills it if this worker is SIGKILLed; a registration records at most kMaxChildGroups.
+constexpr uint32_t kMaxHandlers = kMaxChildGroups;
 volatile sig_atomic_t g_handler_pgids[kMaxHandlers] = {};  ///< --handler: running handlers' process groups
 
 /// What the handler writes, prepared outside it (a handler may only write(2) bytes it finds
@@ -214,7 +217,8 @@ int main(int argc, char** argv) {
         "processor: long-lived handlers, /bin/sh -c CMD started once per slot, requests framed on stdin, "
         "replies on stdout (docs/handlers.md)",
         cxxopts::value<std::string>())(
-        "concurrency", "--handler: handler processes (default: the number of CPUs)", cxxopts::value<uint32_t>())(
+        "concurrency", "--handler: handler processes, at most 32 (default: the number of CPUs, at most 32)",
+        cxxopts::value<uint32_t>())(
         "max-inflight", "--handler: requests in flight per handler (K)",
         cxxopts::value<uint32_t>()->default_value("64"))(
         "order",
@@ -267,12 +271,17 @@ int main(int argc, char** argv) {
     const std::string order = r["order"].as<std::string>();
     if (order != "key" && order != "none")
         return cli::usage(out, "--order '" + order + "': expected key or none");
-    const uint32_t handler_slots =
-        r.count("concurrency") ? r["concurrency"].as<uint32_t>() : std::max<uint32_t>(1, uint32_t(::sysconf(_SC_NPROCESSORS_ONLN)));
+    const long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+    const uint32_t handler_slots = r.count("concurrency")
+                                       ? r["concurrency"].as<uint32_t>()
+                                       : uint32_t(std::clamp<long>(cpus, 1, long(kMaxHandlers)));
     const uint32_t max_inflight = r["max-inflight"].as<uint32_t>();
     if (handler_slots == 0 || handler_slots > kMaxHandlers)
         return cli::usage(out, "--concurrency " + std::to_string(handler_slots) + " is not within 1.." +
-                                   std::to_string(kMaxHandlers));
+                                   std::to_string(kMaxHandlers) +
+                                   " (each handler's process group is recorded in the pool, so that a survivor "
+                                   "can kill it if this worker dies; a process records at most " +
+                                   std::to_string(kMaxChildGroups) + ")");
     if (max_inflight == 0 || max_inflight > 4096)
         return cli::usage(out, "--max-inflight " + std::to_string(max_inflight) + " is not within 1..4096");
     if (!handler_mode && (r.count("concurrency") || r.count("max-inflight") || r.count("order") || r.count("window")))
