@@ -20,6 +20,7 @@
 
 #include "../mq/mq_test_util.h"
 #include "crash_point.h"
+#include "mq/group_internal.h"
 #include "fabric_shm/clock.h"
 #include "fabric_shm/consumer.h"
 #include "fabric_shm/consumer_group.h"
@@ -1364,6 +1365,61 @@ TEST_CASE("async worker: an evicted member whose rejoin waits for a paused lock 
     REQUIRE(b->complete(std::move(t[0]), upper(t[0])).ok());
     CHECK(f.result_text("k0") == "DATA");
     CHECK(b->stats().dead_lettered == 0);
+}
+
+// A member whose result-bucket claim waits for a paused holder of the group's lock, and which
+// is evicted meanwhile (this process paused past its session): the bucket is the group's, so
+// the claim goes on, and the member joins again before open() returns.
+TEST_CASE("async worker: a member evicted while open() waited for a paused holder of the group's lock joins again "
+          "and opens") {
+    Fixture f("async-open-evicted");
+    f.upload("k0", "data");
+    WorkerConfig cb = f.cfg("b", 1), ca = f.cfg("a", 1);
+    cb.session_timeout_ns = ca.session_timeout_ns = 200'000'000;
+    auto b = WorkerLoop::open(f.tp.pool, cb);  // owns the one partition: a's join takes nothing
+    REQUIRE(b.ok());
+    const PausedProcess holder(f.tp.pool.name());
+    mq::GroupSlot* slot = live_group_slot(f.tp.pool, "t");
+    REQUIRE(slot != nullptr);
+    // a's row: the same process's words look alike (its token), so rows are told by id.
+    auto a_row = [&]() -> mq::GroupMember* {
+        for (auto& m : slot->members)
+            if (mq::member_state(m.word.load()) == mq::kMemberLive && mq::member_id(m) == "a") return &m;
+        return nullptr;
+    };
+    int asked = 0, locked_at = 0;
+    uint64_t a_word = 0;
+    ca.open_should_stop = [&] {
+        // Asked before each try. Once a has joined, a process takes the group's lock and
+        // pauses inside it (a's bucket claim is refused busy); then a is evicted, silent past
+        // its session as b's claim judges it (this process paused); then the holder resumes.
+        ++asked;
+        if (locked_at == 0 && a_row()) {
+            slot->lock.store(holder.token);
+            locked_at = asked;
+        } else if (locked_at != 0 && asked == locked_at + 1) {
+            mq::GroupMember* m = a_row();
+            REQUIRE(m != nullptr);
+            a_word = m->word.load();
+            m->word.store(mq::make_member_word(mq::kMemberFree, mq::member_gen(a_word) + 1, 0));
+        } else if (locked_at != 0 && asked == locked_at + 2) {
+            slot->lock.store(0);
+        }
+        return false;
+    };
+    auto a = WorkerLoop::open(f.tp.pool, ca);
+    REQUIRE_MESSAGE(a.ok(), a.error().message);
+    REQUIRE(locked_at != 0);
+    CHECK(asked > locked_at + 2);
+    CHECK(a_word != 0);
+    // a is a member again (a row of a newer generation), and b goes on.
+    mq::GroupMember* again = a_row();
+    REQUIRE(again != nullptr);
+    CHECK(again->word.load() != a_word);
+    auto t = acquire_n(*b, 1);
+    REQUIRE(t.size() == 1);
+    REQUIRE(b->complete(std::move(t[0]), upper(t[0])).ok());
+    CHECK(f.result_text("k0") == "DATA");
 }
 
 // What must still count: a member that dies with the handler running (here: its loop

@@ -2282,7 +2282,9 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config) {
     const uint64_t lock_deadline = mono_now_ns() + kOpenLockWaitNs;
     // open_should_stop is asked before each try, the first included: a stop asked before the
     // join joins nothing.
-    auto while_lock_held = [&](const std::function<Status()>& step) -> Status {
+    // `evicted`: where a step outlives an eviction (the member was silent past its session while
+    // it waited: this process paused), the eviction is noted there instead of ending the step.
+    auto while_lock_held = [&](const std::function<Status()>& step, bool* evicted = nullptr) -> Status {
         std::string waited;  // the last busy answer, for the interrupted error
         for (;;) {
             if (config.open_should_stop && config.open_should_stop())
@@ -2292,21 +2294,42 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config) {
             Status st = step();
             if (st || st.code() != Errc::busy || mono_now_ns() >= lock_deadline) return st;
             waited = st.error().message;
-            FABRIC_TRY(impl->keep_alive());
+            if (Status alive = impl->keep_alive(); !alive) {
+                if (!evicted || alive.code() != Errc::stale_epoch) return alive;
+                *evicted = true;
+            }
             sleep_ns(kBusyRetryNs);
         }
     };
-    auto join = [&] { return impl->membership->join(); };
-    Status joined = while_lock_held(join);
-    for (int pass = 1; !joined && joined.code() == Errc::stale_epoch && pass < kJoinPasses; ++pass)
-        joined = while_lock_held(join);
-    FABRIC_TRY(std::move(joined));
+    auto join = [&] {
+        Status joined = while_lock_held([&] { return impl->membership->join(); });
+        for (int pass = 1; !joined && joined.code() == Errc::stale_epoch && pass < kJoinPasses; ++pass)
+            joined = while_lock_held([&] { return impl->membership->join(); });
+        return joined;
+    };
+    FABRIC_TRY(join());
     // After joining (our row is LIVE): record the bucket, refuse one another group writes.
     // The same retries while the lock is held (we are a member now: keep_alive heartbeats it).
-    Status bucket = while_lock_held([&] {
-        return mq::claim_result_bucket(pool, config.topic, config.group, impl->cfg.member_id, config.result_bucket,
-                                       config.shared_results, lock_wait_ns);
-    });
+    // The bucket is the group's, not the member's: an eviction meanwhile does not touch it,
+    // and the member joins again once it is recorded, as the first rebalance would.
+    bool evicted = false;
+    Status bucket = while_lock_held(
+        [&] {
+            return mq::claim_result_bucket(pool, config.topic, config.group, impl->cfg.member_id, config.result_bucket,
+                                           config.shared_results, lock_wait_ns);
+        },
+        &evicted);
+    if (bucket && evicted) {
+        // rebalance() finds the eviction (its claim: stale_epoch), drops the member's local
+        // state and joins again.
+        auto rejoin = [&]() -> Status {
+            auto r = impl->membership->rebalance(mono_now_ns(), {});
+            return r ? Status{} : Status(std::move(r).error());
+        };
+        bucket = while_lock_held(rejoin);
+        for (int pass = 1; !bucket && bucket.code() == Errc::stale_epoch && pass < kJoinPasses; ++pass)
+            bucket = while_lock_held(rejoin);
+    }
     if (!bucket) {
         impl->leave();
         return std::move(bucket).error();
