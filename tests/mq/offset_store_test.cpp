@@ -7,11 +7,13 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <array>
 #include <cstring>
 #include <filesystem>
 
 #include "fabric_shm/consumer.h"
 #include "fabric_shm/counters.h"
+#include "fabric_shm/object_store.h"
 #include "fabric_shm/offset_store.h"
 #include "mq_test_util.h"
 
@@ -82,6 +84,55 @@ TEST_CASE("file offsets: a torn write of the newest record leaves the previous c
     REQUIRE(::pwrite(fd, junk, sizeof junk, 4096 + 8) == ssize_t(sizeof junk));
     ::close(fd);
     CHECK(!store.fetch("t", 5, "g", 0)->offset.has_value());
+}
+
+namespace {
+
+/// Writes one record copy as a faulty program might: a valid CRC over `entries`, `count` of them
+/// (the file's layout: docs/topics.md section 8).
+void write_forged_record(const std::string& path, uint64_t incarnation,
+                         const std::vector<std::array<uint64_t, 3>>& entries, uint32_t count) {
+    std::vector<uint8_t> rec(4096, 0);
+    auto put = [&](size_t at, uint64_t v, size_t n) { std::memcpy(rec.data() + at, &v, n); };
+    put(0, 0x5346464f42414600ULL, 8);  // magic
+    put(8, 1, 4);                      // version
+    put(12, count, 4);
+    put(16, 1, 8);  // seq
+    put(24, incarnation, 8);
+    for (size_t i = 0; i < entries.size(); ++i) {
+        put(184 + 24 * i, entries[i][0], 4);  // partition
+        put(184 + 24 * i + 4, 1, 4);          // valid
+        put(184 + 24 * i + 8, entries[i][1], 8);
+        put(184 + 24 * i + 16, entries[i][2], 8);
+    }
+    const uint32_t crc = crc32(rec.data(), 1720);
+    put(1720, crc, 4);
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    REQUIRE(fd >= 0);
+    REQUIRE(::pwrite(fd, rec.data(), rec.size(), 4096) == ssize_t(rec.size()));  // copy 1 (seq 1)
+    ::close(fd);
+}
+
+}  // namespace
+
+TEST_CASE("file offsets: a record with a valid CRC whose entries repeat a partition, or name one out of range, is "
+          "not used, and a commit writes a well-formed one") {
+    TempDir dir;
+    FileOffsetStore store(dir.path, FsyncPolicy::never);
+    const std::string p = store.path("t", "g");
+    // 64 entries, all of partition 0: a commit of partition 5 would find no room for its own.
+    write_forged_record(p, 9, std::vector<std::array<uint64_t, 3>>(64, {0, 1000, 1}), 64);
+    CHECK(!store.fetch("t", 9, "g", 0)->offset.has_value());
+    const OffsetCommit c[] = {{5, 50, 1}};
+    REQUIRE(store.commit("t", 9, "g", c).ok());
+    CHECK(store.fetch("t", 9, "g", 5)->offset == 50u);
+    CHECK(!store.fetch("t", 9, "g", 0)->offset.has_value());
+    // A partition out of range.
+    write_forged_record(p, 9, {{200, 7, 1}}, 1);
+    CHECK(!store.fetch("t", 9, "g", 200 % 64)->offset.has_value());
+    // The same layout, well-formed, is read: the forging above is what the file holds.
+    write_forged_record(p, 9, {{3, 33, 1}, {4, 44, 1}}, 2);
+    CHECK(store.fetch("t", 9, "g", 4)->offset == 44u);
 }
 
 TEST_CASE("file offsets: a consumer resumes from the file; after the topic is re-created it falls back and counts") {

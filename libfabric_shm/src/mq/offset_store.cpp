@@ -94,8 +94,21 @@ uint32_t record_crc(const FileRecord& r) {
     return crc32_gzip_refl(0, reinterpret_cast<const unsigned char*>(&r), offsetof(FileRecord, crc));
 }
 
+/// A copy is used only when whole and well-formed: its CRC matches (not torn), and its entries
+/// name distinct partitions below kMaxPartitions (a file is input like any other: a record
+/// written by hand or by a faulty program may carry a valid CRC). Distinct partitions bound
+/// what a commit adds: a partition not found among `count` entries leaves room for its own.
 bool record_valid(const FileRecord& r) {
-    return r.magic == kFileMagic && r.version == kFileVersion && r.count <= kMaxPartitions && record_crc(r) == r.crc;
+    if (r.magic != kFileMagic || r.version != kFileVersion || r.count > kMaxPartitions || record_crc(r) != r.crc)
+        return false;
+    static_assert(kMaxPartitions <= 64, "one bit per partition in `seen`");
+    uint64_t seen = 0;
+    for (uint32_t i = 0; i < r.count; ++i) {
+        const FileEntry& e = r.entries[i];
+        if (e.partition >= kMaxPartitions || e.valid > 1 || (seen >> e.partition & 1)) return false;
+        seen |= uint64_t(1) << e.partition;
+    }
+    return true;
 }
 
 struct FdGuard {
@@ -214,7 +227,12 @@ Status FileOffsetStore::commit(std::string_view topic, uint64_t incarnation, std
             return make_error(Errc::stale_epoch, "commit to " + p + " partition " + std::to_string(c.partition) +
                                                      " under epoch " + std::to_string(c.epoch) + " < stored epoch " +
                                                      std::to_string(e->epoch));
-        if (!e) e = &next.entries[next.count++];
+        if (!e) {
+            if (next.count >= kMaxPartitions)  // distinct partitions below the bound (record_valid)
+                return make_error(Errc::corrupt, "offset file " + p + ": no entry left for partition " +
+                                                     std::to_string(c.partition));
+            e = &next.entries[next.count++];
+        }
         *e = FileEntry{c.partition, 1, c.offset, c.epoch};
     }
     next.crc = record_crc(next);
