@@ -15,6 +15,7 @@
 #include "fabric_shm/counters.h"
 #include "fabric_shm/object_store.h"
 #include "fabric_shm/offset_store.h"
+#include "mq/topic_internal.h"
 #include "mq_test_util.h"
 
 using namespace fabric_shm;
@@ -218,6 +219,35 @@ TEST_CASE("file offsets: a file behind the pool's commit (the committer died bet
     REQUIRE(c->poll(b, 64, Duration::zero()).ok());
     CHECK(b.size() == 4);
     CHECK(b.lost() == 0);  // 4..7 were processed and committed, not lost
+}
+
+TEST_CASE("file offsets: a dead-letter record that committed the pool's table past the file's entry is where a "
+          "successor starts") {
+    TempDir dir;
+    TestPool tp("fileoff-dlq");
+    REQUIRE(TopicManager(tp.pool).create("t", config(1, 16)).ok());
+    auto prod = Producer::open(tp.pool, "t");
+    REQUIRE(prod.ok());
+    for (int i = 0; i < 4; ++i) REQUIRE(prod->send(std::to_string(i)).ok());
+    FileOffsetStore store(dir.path);
+    ConsumerOptions with_file;
+    with_file.offset_store = &store;
+    auto a = Consumer::open(tp.pool, "t", "g", with_file);
+    REQUIRE(a.ok());
+    REQUIRE(a->assign_all().ok());
+    // a decided offset 2 for the dead-letter topic (0 and 1 done), and stopped before any commit
+    // of its own: the record committed the pool's table to 2; the file has no entry.
+    auto h = mq::open_topic(tp.pool, "t");
+    REQUIRE(h.ok());
+    uint64_t word = 0;
+    const int idx = mq::find_group(**h, "g", &word);
+    REQUIRE(idx >= 0);
+    REQUIRE(mq::record_dead_letter(**h, mq::GroupRef{idx, word}, "g", 0, 2, 1).ok());
+    CHECK(!store.fetch("t", (*h)->incarnation, "g", 0)->offset.has_value());
+    auto b = Consumer::open(tp.pool, "t", "g", with_file);
+    REQUIRE(b.ok());
+    REQUIRE(b->assign_all().ok());
+    CHECK(b->position(0).value() == 2);  // at the record: it sends the owed dead letter, never redoes 0 and 1
 }
 
 TEST_CASE("file offsets: a group registered again after it was removed reports what was overwritten meanwhile as lost") {

@@ -292,8 +292,21 @@ Result<uint64_t> Consumer::Impl::resolve(uint32_t p, const SeekPolicy& policy, s
                  "ignoring them and seeking by the fallback policy");
             return resolve(p, fb);
         }
-        if (!f->offset) return resolve(p, fb);
-        const uint64_t pos = from_committed(p, *f->offset, unheld_from);
+        std::optional<uint64_t> committed = f->offset;
+        // This registration's table, where it has committed: the pool's commit is written
+        // before the file's, and a dead-letter record commits in the pool only (it must stay
+        // the first uncommitted offset a successor meets: docs/groups.md). So the table is at
+        // least as far as the file; a file without an entry does not send a successor back.
+        const GroupSlot& g = t->groups[gref.index];
+        const GroupPartition& gp = g.parts[p];
+        // Acquire: pairs with commit_in_pool's (and record_dead_letter's) release increment.
+        if (gp.commits.load(std::memory_order_acquire) != 0 &&
+            g.word.load(std::memory_order_acquire) == gref.word) {  // pairs with register_group's publish
+            const uint64_t in_pool = gp.committed.load(std::memory_order_acquire);
+            if (!committed || int64_t(in_pool - *committed) > 0) committed = in_pool;
+        }
+        if (!committed) return resolve(p, fb);
+        const uint64_t pos = from_committed(p, *committed, unheld_from);
         // A commit writes the pool's table first and the store second: a committer that died
         // (or failed to write the store) between the two leaves the store behind the table,
         // and producers reuse the slots the table released.
