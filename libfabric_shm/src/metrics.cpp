@@ -372,7 +372,10 @@ void LatencyRecorder::release() noexcept {
     // presumed us dead and is folding it already (then it is no longer ours).
     auto* shard = reinterpret_cast<LatencyShard*>(static_cast<std::byte*>(cells_) - offsetof(LatencyShard, cells));
     uint64_t w = shard->word.load(std::memory_order_acquire);
-    if (shard_word_state(w) == kShardOwned && shard_word_token(w) == region_.pool().self()) {
+    // The key is read back from shared memory: a damaged one would index past the keys (and
+    // fold into whatever lies there). Left as it is, for --check (as the reaper's fold does).
+    if (shard_word_state(w) == kShardOwned && shard_word_token(w) == region_.pool().self() &&
+        shard_word_key(w) < kMetricsKeys) {
         const uint64_t folding = make_shard_word(kShardFolding, shard_word_key(w), region_.pool().self());
         if (shard->word.compare_exchange_strong(w, folding, std::memory_order_acq_rel, std::memory_order_relaxed))
             fold_shard(keys_of(region_.data())[shard_word_key(w)], *shard, folding);

@@ -264,6 +264,29 @@ TEST_CASE("latency recorder: with every shard taken, recorders share the key's a
     CHECK((*s)[0].live_shards == 0);
 }
 
+TEST_CASE("latency recorder: a shard word whose key was damaged is left alone when its recorder closes; nothing is "
+          "written outside the keys") {
+    test::TempPool temp("latency-badkey", 4 << 20);
+    Pool& pool = temp.pool;
+    auto rec = LatencyRecorder::open(pool, "t", "g");
+    REQUIRE(rec);
+    REQUIRE_FALSE(rec->shared_fallback());
+    rec->record(1000);
+    auto region = pool.open_region(RegionKind::metrics, "latency");
+    REQUIRE(region);
+    auto* shards = reinterpret_cast<layout::LatencyShard*>(region->data() + layout::kMetricsShardsOffset);
+    layout::LatencyShard* ours = nullptr;
+    for (uint32_t i = 0; i < layout::kMetricsShards; ++i)
+        if (layout::shard_word_state(shards[i].word.load()) == layout::kShardOwned) ours = &shards[i];
+    REQUIRE(ours != nullptr);
+    const uint64_t damaged = layout::make_shard_word(layout::kShardOwned, 0xffffff, pool.self());
+    ours->word.store(damaged);
+    std::vector<std::byte> before(region->data(), region->data() + layout::kMetricsShardsOffset);
+    rec = make_error(Errc::ok, "");  // the recorder closes
+    CHECK(ours->word.load() == damaged);
+    CHECK(std::memcmp(before.data(), region->data(), before.size()) == 0);  // header and keys untouched
+}
+
 TEST_CASE("latency recorder: refuses over-long keys and read-only pools; a damaged region header reads as corrupt") {
     test::TempPool temp("latency-bad", 4 << 20);
     Pool& pool = temp.pool;
