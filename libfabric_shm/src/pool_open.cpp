@@ -447,8 +447,13 @@ Status Pool::remove(std::string_view name_view, bool force) {
     if (forced_fd >= 0) ::close(forced_fd);
     const uint64_t now = mono_now_ns();
     std::vector<uint32_t> others;
+    // Judged by process (pid and start time where it can be probed), not by heartbeat: a
+    // process stopped past its declared heartbeat timeout is still attached, and would find
+    // its pool gone when it resumes.
     for (const ProcessInfo& p : pool->registry().list(MonoClock::from_ns(now)))
-        if (p.token != pool->self() && p.liveness == Liveness::maybe_alive) others.push_back(p.pid);
+        if (p.token != pool->self() &&
+            pool->registry().process_liveness(p.token, MonoClock::from_ns(now)) == Liveness::maybe_alive)
+            others.push_back(p.pid);
     if (!others.empty() && !force) {
         std::string pids;
         for (uint32_t p : others) pids += " " + std::to_string(p);

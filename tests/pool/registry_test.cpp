@@ -366,6 +366,35 @@ TEST_CASE("registry: a claimant paused before publishing is not judged dead by a
     CHECK(layout::slot_word_pid(w) == uint32_t(kid));
 }
 
+TEST_CASE("pool rm: a process stopped past its declared heartbeat timeout still counts as attached; removal "
+          "without --force is refused naming it") {
+    test::TempPool temp("rmstopped", 2 << 20);
+    Pool& pool = temp.pool;
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    const std::string name = temp.name();
+    const pid_t kid = test::fork_child([&] {
+        auto p = Pool::open(name);
+        const OwnerToken t = p ? p->self() : 0;
+        if (write(fds[1], &t, sizeof t) != sizeof t) return 2;
+        ::raise(SIGSTOP);
+        return 0;
+    });
+    const OwnerToken token = read_token(fds);
+    REQUIRE(token != 0);
+    REQUIRE(test::wait_stopped(kid));
+    // It declared a 1 ms heartbeat timeout and has been stopped longer.
+    layout::ProcessSlot& slot = test::slot_of(pool, token);
+    slot.timeout_ns.store(kNsPerMs);
+    slot.heartbeat_ns.store(1);
+    Status removed = Pool::remove(name, false);
+    CHECK(removed.code() == Errc::busy);
+    CHECK(removed.error().message.find(std::to_string(kid)) != std::string::npos);
+    CHECK(pool.lifecycle() == "live");
+    ::kill(kid, SIGKILL);
+    CHECK(test::wait_child(kid) == 128 + SIGKILL);
+}
+
 TEST_CASE("registry: a claimant whose slot was taken while it was stopped publishes nowhere near the new owner") {
     test::TempPool temp("claimcas", 2 << 20);
     Pool& pool = temp.pool;
