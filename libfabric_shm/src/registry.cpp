@@ -267,6 +267,16 @@ Liveness slot_liveness(const PoolHeader* header, const ProcessSlot& slot, uint64
     if (timeout != 0 && now_ns > heartbeat && now_ns - heartbeat > timeout)
         return dead("heartbeat " + format_duration_ns(now_ns - heartbeat) + " old (timeout " +
                     format_duration_ns(timeout) + ")");
+    // Ahead of `now` by more than a timeout: the caller's clock read may be stale (it paused
+    // since), so the clock is read again. Ahead of that too, it was written by no clock
+    // (damage), and heartbeats only move forward (Pool::heartbeat), so its process could never
+    // bring it back: without this, it would never be found silent.
+    if (timeout != 0 && heartbeat > now_ns && heartbeat - now_ns > timeout) {
+        const uint64_t fresh = mono_now_ns();
+        if (heartbeat > fresh && heartbeat - fresh > timeout)
+            return dead("heartbeat " + format_duration_ns(heartbeat - fresh) + " in the future (damaged; timeout " +
+                        format_duration_ns(timeout) + ")");
+    }
     return alive();
 }
 

@@ -395,6 +395,35 @@ TEST_CASE("pool rm: a process stopped past its declared heartbeat timeout still 
     CHECK(test::wait_child(kid) == 128 + SIGKILL);
 }
 
+TEST_CASE("registry: a heartbeat damaged into the future does not keep its registration alive for ever; the reap "
+          "fences it") {
+    test::TempPool temp("futurehb", 2 << 20);
+    Pool& pool = temp.pool;
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    const std::string name = temp.name();
+    const pid_t kid = test::fork_child([&] {
+        auto p = Pool::open(name);
+        const OwnerToken t = p ? p->self() : 0;
+        if (write(fds[1], &t, sizeof t) != sizeof t) return 2;
+        ::raise(SIGSTOP);
+        return 0;
+    });
+    const OwnerToken token = read_token(fds);
+    REQUIRE(token != 0);
+    REQUIRE(test::wait_stopped(kid));
+    layout::ProcessSlot& slot = test::slot_of(pool, token);
+    slot.timeout_ns.store(kNsPerSec);
+    slot.heartbeat_ns.store(mono_now_ns() + 3600 * kNsPerSec);  // damaged: an hour ahead
+    std::string why;
+    CHECK(pool.registry().liveness(token, MonoClock::now(), &why) == Liveness::certainly_dead);
+    CHECK(why.find("in the future") != std::string::npos);
+    CHECK(pool.registry().reap_dead(MonoClock::now()) == 1);
+    CHECK(layout::slot_word_state(slot.word.load()) == layout::kSlotFenced);  // its pid runs: fenced, not freed
+    ::kill(kid, SIGKILL);
+    CHECK(test::wait_child(kid) == 128 + SIGKILL);
+}
+
 TEST_CASE("registry: a claimant whose slot was taken while it was stopped publishes nowhere near the new owner") {
     test::TempPool temp("claimcas", 2 << 20);
     Pool& pool = temp.pool;
