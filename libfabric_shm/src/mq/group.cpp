@@ -325,6 +325,10 @@ Result<Claim> ConsumerGroup::join(std::string_view member_id) {
                                                            std::to_string(kMaxMembers) + " live members (the limit)");
         GroupMember& gm = g.members[free_row];
         uint64_t fw = gm.word.load(std::memory_order_acquire);  // FREE: only joiners (under the lock) change it
+        // Release fence: a claimer that reads one of the id words below while it still holds
+        // the row's previous LIVE word re-checks that word after an acquire fence (claim, step
+        // 1); fence to fence, it then sees the row changed (the eviction we saw FREE from).
+        std::atomic_thread_fence(std::memory_order_release);
         char idbuf[kMemberIdWords * 8] = {};
         std::memcpy(idbuf, member_id.data(), member_id.size());
         for (uint32_t k = 0; k < kMemberIdWords; ++k) {
@@ -393,7 +397,10 @@ Result<Claim> ConsumerGroup::Impl::claim(LocalMember& m, const std::function<voi
             continue;
         }
         std::string id = mq::member_id(gm);
-        if (gm.word.load(std::memory_order_acquire) != w) continue;  // row reused while reading the id
+        // Acquire fence: orders the id's relaxed loads before the word's re-load (a seqlock
+        // read; partner: the joiner's release fence before it writes the id).
+        std::atomic_thread_fence(std::memory_order_acquire);
+        if (gm.word.load(std::memory_order_relaxed) != w) continue;  // row reused while reading the id
         live.push_back(Live{std::move(id), r, member_gen(w) & 0xffffff});
     }
     std::sort(live.begin(), live.end(), [](const Live& a, const Live& b) { return a.id < b.id; });
