@@ -1301,13 +1301,18 @@ void StoredMeta::values(std::string_view a, std::optional<std::string_view>& val
     });
 }
 
-std::optional<Found> StoreCore::find_locked(const StoreKey& key) const {
-    for (;;) {
+Result<std::optional<Found>> StoreCore::find_locked(const StoreKey& key) const {
+    // Under the key's lock its own writers wait, but overwriters of other keys of its tag on
+    // its probe path do not (their stripes differ): a lookup they keep restarting says busy,
+    // and so does this after a few, instead of spinning with the lock held (and on without it,
+    // once it is taken over).
+    for (uint32_t round = 0;; ++round) {
         auto r = lookup(key);
         if (r.ok()) return *r;
         // corrupt: the key is linked nowhere readable and a damaged entry of its tag is on its
         // path (maybe its own): writers take it for absent and link the key anew.
-        if (r.code() != Errc::busy) return std::nullopt;
+        if (r.code() != Errc::busy) return std::optional<Found>{};
+        if (round + 1 == kFindLockedRounds) return std::move(r).error();
     }
 }
 
@@ -1707,7 +1712,12 @@ StoreCore::Locked StoreCore::publish_locked(const PublishArgs& a, OwnerToken me,
     const uint8_t tag = key_tag(key.hash);
     std::atomic<uint64_t>& wd = words_[a.block];
     for (;;) {
-        std::optional<Found> f = find_locked(key);
+        auto found = find_locked(key);
+        if (!found) {
+            out = std::move(found).error();
+            return Locked::done;
+        }
+        const std::optional<Found>& f = *found;
         if (auto refusal = condition_refusal(*a.options, key, f)) {
             out = std::move(*refusal);
             return Locked::done;
@@ -1803,7 +1813,12 @@ Result<bool> StoreCore::remove(const StoreKey& key, std::optional<uint64_t> if_v
 StoreCore::Locked StoreCore::remove_locked(const StoreKey& key, std::optional<uint64_t> if_version, OwnerToken me,
                                            std::optional<OnlyBlock> only_block, StripeHold& hold, Result<bool>& out) {
     for (;;) {
-        std::optional<Found> f = find_locked(key);
+        auto found = find_locked(key);
+        if (!found) {
+            out = std::move(found).error();
+            return Locked::done;
+        }
+        const std::optional<Found>& f = *found;
         // only_block is the TTL reclaim's: that life of that block (it may have been freed and
         // reused by a newer put of the key since the reclaim saw it expired).
         if (!f || (only_block && (f->block != only_block->block || block_seq(f->word) != only_block->seq))) {

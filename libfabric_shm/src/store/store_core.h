@@ -356,7 +356,9 @@ private:
     Locked publish_locked(const PublishArgs& args, OwnerToken me, StripeHold& hold, Result<uint64_t>& out);
     Locked remove_locked(const StoreKey& key, std::optional<uint64_t> if_version, OwnerToken me,
                          std::optional<OnlyBlock> only_block, StripeHold& hold, Result<bool>& out);
-    std::optional<Found> find_locked(const StoreKey& key) const;
+    /// lookup() under the key's lock: busy after kFindLockedRounds lookups that each said busy.
+    Result<std::optional<Found>> find_locked(const StoreKey& key) const;
+    static constexpr uint32_t kFindLockedRounds = 4;
     bool sb_live_owner(OwnerToken t, uint64_t now, std::map<OwnerToken, bool>& cache) const;
 
     /// One repair() pass: its inputs, the owners' liveness asked so far, what it found.
