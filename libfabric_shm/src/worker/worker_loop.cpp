@@ -850,8 +850,12 @@ void WorkerLoop::Impl::take_abandoned() {
 Status WorkerLoop::Impl::service(bool full, uint64_t now) {
     take_abandoned();
     // stale_epoch: evicted while descheduled past the session timeout; the rebalance below
-    // joins again.
-    if (Status st = keep_alive_if_due(now); !st && st.code() != Errc::stale_epoch) return st;
+    // joins again. busy: a region check found a reaper between its marks on a region whose
+    // lease lives (it keeps the region while we hold it); the next keep-alive asks again.
+    if (Status st = keep_alive_if_due(now); !st && st.code() != Errc::stale_epoch) {
+        if (st.code() != Errc::busy) return st;
+        note("keep-alive delayed: " + st.error().message);
+    }
     if (cfg.delete_input && !deletes_suspended && elapsed(now, last_group_check_ns) >= kGroupCheckEveryNs)
         FABRIC_TRY(check_other_groups());
     FABRIC_TRY(commit_pending(nullptr, CommitWhen::due, now));
@@ -890,7 +894,14 @@ Status WorkerLoop::Impl::poll_into_rings(uint64_t timeout_ns) {
         return {};
     }
     auto n = consumer->poll(batch, size_t(room), ns_duration(timeout_ns));
-    if (!n) return std::move(n).error();
+    if (!n) {
+        // busy, as in service(): a reaper between its marks on a region we hold; polled again
+        // at the next pass.
+        if (n.code() != Errc::busy) return std::move(n).error();
+        note("poll delayed: " + n.error().message);
+        if (timeout_ns) sleep_ns(std::min<uint64_t>(timeout_ns, kBusyRetryNs));
+        return {};
+    }
     if (batch.lost() != 0)
         note("lost " + std::to_string(batch.lost()) +
              " notification(s): overwritten before this worker read them (a topic too small for its backlog, "
