@@ -303,6 +303,45 @@ int churn_worker(const std::string& pool_name, const std::string& id, ChurnLedge
 
 }  // namespace
 
+TEST_CASE("group: a member's commit to a partition it released is refused although its newer token is above the "
+          "new owner's fence") {
+    TestPool tp("grp-released");
+    TopicManager mgr(tp.pool);
+    REQUIRE(mgr.create("t", config(2, 16)).ok());
+    {
+        auto pr = Producer::open(tp.pool, "t");
+        REQUIRE(pr.ok());
+        for (int i = 0; i < 4; ++i) REQUIRE(pr->send("m" + std::to_string(i)).ok());
+    }
+    auto c = Consumer::open(tp.pool, "t", "g");
+    REQUIRE(c.ok());
+    // Under token 5 it owns partition 0; then (its claim released 1, another member took it
+    // and fenced it below 9) it holds partition 0 under token 9.
+    Claim first;
+    first.partitions = {0, 1};
+    first.epoch = 5;
+    REQUIRE(c->assign(first).ok());
+    Claim later;
+    later.partitions = {0};
+    later.epoch = 9;
+    REQUIRE(c->assign(later).ok());
+    CHECK(c->commit(0, 1).ok());
+    Status released = c->commit(1, 1);
+    CHECK(released.code() == Errc::stale_epoch);
+    CHECK(released.error().message.find("not assigned") != std::string::npos);
+    CHECK(describe_consumer_group(tp.pool, "t", "g")->partitions[1].committed == 0);
+    // A claim the consumer refuses leaves what stays assigned under its own token.
+    Claim bad;
+    bad.partitions = {1, 7};
+    bad.epoch = 11;
+    CHECK(c->assign(bad).code() == Errc::invalid_argument);
+    CHECK(c->commit(1, 2).code() == Errc::stale_epoch);
+    REQUIRE(c->commit(0, 2).ok());
+    auto d = TopicManager(tp.pool).describe("t");
+    REQUIRE(d.ok());
+    CHECK(d->groups[0].partitions[0].epoch == 9);  // partition 0 still under its own token
+}
+
 TEST_CASE("multi-process: member churn with SIGKILLs; every message processed at least once, one result each") {
     TestPool tp("grp-churn", 24 << 20);
     TopicManager mgr(tp.pool);

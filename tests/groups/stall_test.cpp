@@ -1784,6 +1784,8 @@ pid_t stop_holding_group_lock(const Pool& pool, const std::string& topic) {
         co.epoch = fence;
         auto c = Consumer::open(*p, topic, "g", co);
         if (!c) return 11;
+        const uint32_t first[] = {0};
+        if (!c->assign(first).ok()) return 13;
         ::setenv("FABRIC_SHM_PAUSE_POINT", "group.commit.locked", 1);
         detail::crash_point_rearm();
         return c->commit(0, offset).ok() ? 0 : 12;

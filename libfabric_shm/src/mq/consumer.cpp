@@ -358,8 +358,14 @@ Status Consumer::assign(const Claim& claim) {
     if (impl_->group.empty())
         return make_error(Errc::invalid_argument, "assign(claim) on an observer of topic '" + impl_->t->name +
                                                       "' (open the Consumer with the claim's group)");
+    const uint64_t previous = impl_->options.epoch;
     impl_->options.epoch = claim.epoch;
-    return assign(claim.partitions);
+    Status st = assign(claim.partitions);
+    // Refused: what stays assigned stays under its own token. The previous claim's partitions
+    // may be another member's now, and the new token can be above their fences (tokens are
+    // per member: see commit(partition, offset)).
+    if (!st) impl_->options.epoch = previous;
+    return st;
 }
 
 Status Consumer::assign_all() {
@@ -738,6 +744,13 @@ Status Consumer::commit(uint32_t partition, uint64_t next_offset) {
         return make_error(Errc::invalid_argument, "an observer (no group) has nothing to commit");
     if (partition >= im.t->num_partitions)
         return make_error(Errc::invalid_argument, "partition " + std::to_string(partition) + " out of range");
+    // A group member's commit is fenced by its token, but tokens are per member: one that
+    // released a partition and then drew a newer token for another partition is above the
+    // fence its successor raised on the first. Its assignment is what keeps it out.
+    if (im.options.epoch != 0 && std::find(im.assigned.begin(), im.assigned.end(), partition) == im.assigned.end())
+        return make_error(Errc::stale_epoch, "commit to partition " + std::to_string(partition) + " of topic '" +
+                                                 im.t->name + "': not assigned to this consumer under token " +
+                                                 std::to_string(im.options.epoch) + " (released or moved)");
     const uint64_t tail = im.t->parts[partition].hdr->tail.load(std::memory_order_acquire);  // pairs with tail CAS
     if (int64_t(next_offset - tail) > 0)
         return make_error(Errc::invalid_argument, "commit offset " + std::to_string(next_offset) +
