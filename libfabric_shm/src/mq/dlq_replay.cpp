@@ -63,7 +63,11 @@ uint64_t drop_front(TopicHandle& t, uint32_t p, uint64_t target) {
     Slowest slow;
     const uint64_t floor = min_committed(t, p, mono_now_ns(), &slow, /*acting=*/true);
     if (slow.any_group && int64_t(target - floor) > 0) target = floor;
-    raise_head(t.parts[p].hdr, target);  // a release to producers; a group registering meanwhile settles past it
+    // A release to producers. The table is read before the raise (a producer's handshake reads
+    // it after): a group that registers between the two may read its start below the raised
+    // head and so see the dropped letters once more (duplicates, never a loss: producers re-read
+    // the table before they overwrite, and find it).
+    raise_head(t.parts[p].hdr, target);
     return t.parts[p].hdr->head.load(std::memory_order_acquire);  // pairs with raise_head's CAS
 }
 
