@@ -163,6 +163,9 @@ public:
     /// Stores each assigned partition's position (the next offset to read) with the epoch.
     /// StaleEpoch if the store holds a higher epoch; invalid_argument for observers.
     Status commit();
+    /// One partition's next offset. With an epoch (a group member's token), a partition not
+    /// assigned to this consumer is refused with StaleEpoch: tokens are per member, so a
+    /// released partition's fence may be below this consumer's newer token.
     Status commit(uint32_t partition, uint64_t next_offset);
 
     Result<uint64_t> position(uint32_t partition) const;
