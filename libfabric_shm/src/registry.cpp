@@ -20,8 +20,10 @@
 // and touch memory it was lent".
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -113,9 +115,23 @@ PidProbe probe_pid(uint32_t pid) {
         }
         // ENOENT is also what a /proc mounted hidepid=2 ("invisible": systemd's
         // ProtectProc=invisible) says of another uid's live process. The kernel's own answer
-        // decides: signal 0 checks without sending; EPERM means it exists. A pid above
-        // INT32_MAX (damaged) would name a process group to kill(): no such process.
-        if (pid <= uint32_t(INT32_MAX) && (::kill(pid_t(pid), 0) == 0 || errno == EPERM)) probe.exists = true;
+        // decides, through a pidfd (not procfs, so hidepid does not hide it): none means no
+        // such process; one that polls readable is a process that exited (a zombie). Kernels
+        // without pidfd_open (before 5.3): signal 0, EPERM meaning it exists. A pid above
+        // INT32_MAX (damaged) would name a process group to kill(): no such process. Start
+        // time stays unknown, so a pid reused by another uid's process reads as maybe alive.
+        if (pid > uint32_t(INT32_MAX)) return probe;
+        const int pidfd = int(::syscall(SYS_pidfd_open, pid_t(pid), 0));
+        if (pidfd >= 0) {
+            pollfd pfd{pidfd, POLLIN, 0};
+            const int ready = ::poll(&pfd, 1, 0);
+            ::close(pidfd);
+            probe.exists = true;
+            probe.zombie = ready > 0 && (pfd.revents & POLLIN);
+            return probe;
+        }
+        if (errno == ESRCH) return probe;
+        if (::kill(pid_t(pid), 0) == 0 || errno == EPERM) probe.exists = true;
         return probe;
     }
     char buf[1024];

@@ -30,6 +30,7 @@
 #include "fabric_shm/mem_object_store.h"
 #include "fabric_shm/names.h"
 #include "fabric_shm/pool.h"
+#include "fabric_shm/registry.h"
 
 using namespace fabric_shm;
 using namespace std::chrono_literals;
@@ -219,7 +220,7 @@ int mount_hiding_proc() {
 }
 
 TEST_CASE("permissions: where /proc hides other uids' processes (hidepid=2), a reaper of another uid judges a "
-          "live process maybe alive and leaves its registration and regions") {
+          "live process maybe alive and leaves its registration and regions, and retires a dead one's") {
     if (getuid() != 0) {
         MESSAGE("skipped: mounting /proc and dropping to uid 65534 need root");
         return;
@@ -232,6 +233,21 @@ TEST_CASE("permissions: where /proc hides other uids' processes (hidepid=2), a r
     spec.length = 4096;
     auto region = pool.create_region(spec);
     REQUIRE_MESSAGE(region, region.error().message);
+    // And a process of root that died registered, not yet reaped by its parent: a zombie,
+    // which the hidden /proc does not show either.
+    const pid_t zombie = test::fork_child([&] {
+        auto* leaked = new Pool(Pool::open(name).value());  // exits registered
+        (void)leaked;
+        return 0;
+    });
+    for (int i = 0; i < 2000 && !probe_pid(uint32_t(zombie)).zombie; ++i) ::usleep(1000);
+    REQUIRE(probe_pid(uint32_t(zombie)).zombie);
+    auto registered = [&](pid_t pid) {
+        for (const ProcessInfo& p : pool.registry().list(MonoClock::now()))
+            if (p.pid == uint32_t(pid) && !p.fenced) return true;
+        return false;
+    };
+    REQUIRE(registered(zombie));
     const pid_t parent = ::getpid();
     const pid_t child = test::fork_child([&] {
         if (const int rc = mount_hiding_proc(); rc != 0) return rc;
@@ -253,6 +269,8 @@ TEST_CASE("permissions: where /proc hides other uids' processes (hidepid=2), a r
     CHECK_MESSAGE(pool.heartbeat().ok(), "the parent's registration was retired by a reaper that could not see it");
     CHECK(region->check().ok());
     CHECK(pool.open_region(RegionKind::test, "roots").ok());
+    CHECK_MESSAGE(!registered(zombie), "the dead process's registration was kept");
+    CHECK(test::wait_child(zombie) == 0);
 }
 
 /// Whether the pools' directory is sticky (/dev/shm is): only then may another uid attach to a

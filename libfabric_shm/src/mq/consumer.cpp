@@ -303,7 +303,11 @@ Result<uint64_t> Consumer::Impl::resolve(uint32_t p, const SeekPolicy& policy, s
         if (gp.commits.load(std::memory_order_acquire) != 0 &&
             g.word.load(std::memory_order_acquire) == gref.word) {  // pairs with register_group's publish
             const uint64_t in_pool = gp.committed.load(std::memory_order_acquire);
-            if (!committed || int64_t(in_pool - *committed) > 0) committed = in_pool;
+            // Still ours after the read (a registration that took the slot meanwhile stores its
+            // own start there): acquire fence, then the word again, as a seqlock read.
+            std::atomic_thread_fence(std::memory_order_acquire);
+            if (g.word.load(std::memory_order_relaxed) == gref.word && (!committed || int64_t(in_pool - *committed) > 0))
+                committed = in_pool;
         }
         if (!committed) return resolve(p, fb);
         const uint64_t pos = from_committed(p, *committed, unheld_from);

@@ -117,8 +117,14 @@ struct ConsumerGroup::Impl {
     static_assert(kMaxOwnerEpoch < (uint64_t(1) << 32), "era + epoch must stay below 2^62 (kMaxFenceEra)");
 
     Status check(uint64_t now) {
-        FABRIC_TRY(check_topic(*t));
-        return renew_group(*t, gref, group, now);
+        Status topic = check_topic(*t);
+        // busy: a reaper between its marks on the topic's region while its lease lives (it
+        // keeps the region while we hold it). The group's lease is renewed all the same: a
+        // caller that waits out the busy answer must not let the group's lease run out
+        // meanwhile, or producers pass the group over.
+        if (!topic && topic.code() != Errc::busy) return topic;
+        FABRIC_TRY(renew_group(*t, gref, group, now));
+        return topic;
     }
 
     LocalMember* find(std::string_view id) {
@@ -726,9 +732,9 @@ struct GroupConsumer::Impl {
         if (!claim.changed && assigned) return {};
         Status st = consumer.assign(claim);  // partitions and the fence epoch together
         if (!st) {
-            // The failed assign kept the old partitions under the new epoch, a partition the
-            // claim moved to another member among them: read and commit none until the next
-            // poll's claim (at once) assigns again. Emptying the assignment forgets the pauses:
+            // The failed assign kept the old partitions (under the previous epoch), a partition
+            // the claim moved to another member among them: read and commit none until the
+            // next poll's claim (at once) assigns again. Emptying the assignment forgets the pauses:
             // those of partitions the claim keeps are remembered (one that leaves forgets its
             // pause, as an assign does). Meanwhile GroupConsumer::pause and resume edit what
             // is remembered; consumer().pause and resume refuse them as not assigned.
@@ -837,6 +843,12 @@ Status GroupConsumer::commit(const Message& message) {
                                                  std::to_string(message.partition) + " of topic '" +
                                                  im.group.topic() + "' (epoch " + std::to_string(im.claim.epoch) +
                                                  "); not committing offset " + std::to_string(message.offset));
+    // Owned, but its assignment failed (apply): not lost, only not ready; the next poll assigns.
+    if (!im.assigned)
+        return make_error(Errc::busy, "member '" + im.id + "' owns partition " + std::to_string(message.partition) +
+                                          " of topic '" + im.group.topic() +
+                                          "' but its assignment failed; poll (which assigns it again), then commit "
+                                          "offset " + std::to_string(message.offset));
     return im.consumer.commit(message.partition, message.offset + 1);
 }
 

@@ -536,6 +536,10 @@ Result<GroupRef> register_group(TopicHandle& t, std::string_view group, const Gr
             m.epoch.store(0, std::memory_order_relaxed);
             for (auto& x : m.id) x.store(0, std::memory_order_relaxed);
         }
+        // Release fence: a reader that checked the slot's word was an earlier registration's
+        // and then reads one of the offsets below re-reads the word after an acquire fence
+        // (Consumer's resolve with an offset store); fence to fence, it sees CREATING or later.
+        std::atomic_thread_fence(std::memory_order_release);
         for (uint32_t p = 0; p < kMaxPartitions; ++p) {
             uint64_t start = 0;
             if (p < t.num_partitions) {

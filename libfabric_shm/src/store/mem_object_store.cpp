@@ -39,6 +39,10 @@ struct StoreShared {
     detail::LeaseGate root_gate, heap_gate;
     std::optional<StoreCore> core;
     StoreConfig config;
+    /// When this handle's pins last swept the pin records for dead owners (monotonic ns): a
+    /// full table of live readers' pins is swept at most every kPinSweepEveryNs, not per pin.
+    std::atomic<uint64_t> last_pin_sweep_ns{0};
+    static constexpr uint64_t kPinSweepEveryNs = 100'000'000;
 
     Status check_leases() const {
         // Fail closed: an expired or re-created region is never written or read.
@@ -496,12 +500,16 @@ template <typename CopyOut>
         auto rec = core.pin(**f, me);
         if (!rec) {
             // Every record held: some may be dead processes' (a killed reader's pins stay
-            // until a repair). Like a put that finds the heap full, release them and try
-            // once more.
+            // until a repair). Release them and try once more; a table full of live readers'
+            // pins is swept at most every kPinSweepEveryNs by this handle.
             if (rec.code() == Errc::capacity_exceeded && !repaired && me != 0) {
                 repaired = true;
-                (void)core.repair(mono_now_ns(), false, me, nullptr);
-                continue;
+                const uint64_t now = mono_now_ns();
+                uint64_t last = s.last_pin_sweep_ns.load(std::memory_order_relaxed);
+                if (now - last >= StoreShared::kPinSweepEveryNs &&
+                    s.last_pin_sweep_ns.compare_exchange_strong(last, now, std::memory_order_relaxed) &&
+                    core.release_dead_pin_records(now, me) != 0)
+                    continue;
             }
             s.count(CounterId::store_gets, 1);
             return std::move(rec).error();

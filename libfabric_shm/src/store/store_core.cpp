@@ -1900,6 +1900,16 @@ RepairCounts StoreCore::repair(uint64_t now, bool dry, OwnerToken me, std::vecto
     return pass.counts;
 }
 
+uint64_t StoreCore::release_dead_pin_records(uint64_t now, OwnerToken me) {
+    if (me == 0) return 0;
+    RepairPass pass;
+    pass.now = now;
+    pass.me = me;
+    release_dead_pins(pass);
+    flush_retired();  // as repair(): what the releases retired with PINNED set went into our batch
+    return pass.counts.pins;
+}
+
 /// Step 1: pin records of dead pinners.
 void StoreCore::release_dead_pins(RepairPass& pass) {
     for (uint64_t i = 0; i < pin_slots_; ++i) {

@@ -220,6 +220,10 @@ public:
     /// Releases what certainly-dead owners left (loans, pins, half-done commits/removes,
     /// superblock transitions), drains empty superblocks, reclaims expired objects.
     RepairCounts repair(uint64_t now_ns, bool dry_run, OwnerToken me, std::vector<std::string>* notes);
+    /// repair()'s first step alone: releases certainly-dead owners' pin records (one pass over
+    /// the records, a liveness question per owner). What a pin that found every record held
+    /// runs before it gives up; returns how many it released.
+    uint64_t release_dead_pin_records(uint64_t now_ns, OwnerToken me);
     void check(std::vector<std::string>& violations, std::vector<std::string>& in_progress) const;
 
     struct Usage {

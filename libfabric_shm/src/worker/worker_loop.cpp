@@ -193,7 +193,9 @@ std::string default_member_id() {
 enum class Outcome : uint8_t {
     done,      ///< result written / skipped / dead-lettered: the offset may be committed past
     lost,      ///< a newer owner has the partition (evicted or fenced): leave it, rebalance
-    deferred,  ///< a group lock is held by a live (paused) process: try again shortly
+    /// The store was contended (a key's lock held by a live, paused process; a key rewritten
+    /// faster than it could be read): hand it back, uncounted, and try again shortly.
+    deferred,
     failed,    ///< one attempt failed (the Failure says why)
     store_full,  ///< the result put found no space within --store-wait: hand it back, uncounted
     /// The result is written but the next topic did not take its notification for now (full:
@@ -538,6 +540,7 @@ struct WorkerLoop::Impl {
         return sent;
     }
     Status settle(Part& part, Slot& s, const Message& m, Result<Outcome> r, const Failure& failure);
+    Status take_back(const Message& m, std::string_view why, bool& rebalance);
     Status fail_slot(Part& part, Slot& s, const Message& m, const Failure& failure);
     Status dead_letter_slot(Part& part, Slot& s, const Message& m, uint64_t attempts, const std::string& reason);
     Status refused(Part& part, Slot& s, const Error& e, std::string_view what);
@@ -1206,6 +1209,24 @@ Status WorkerLoop::Impl::fail_slot(Part& part, Slot& s, const Message& m, const 
     return {};
 }
 
+// A hand-out taken back (not an attempt): its count is refunded. The refund is fenced:
+// refused (stale_epoch) once a newer owner has the partition, whose counts are its own (sets
+// `rebalance`); delayed by a paused lock holder (busy), the count stays, as after a crash
+// between the put and the refund.
+Status WorkerLoop::Impl::take_back(const Message& m, std::string_view why, bool& rebalance) {
+    Status refunded = router->refund(m);
+    if (refunded) return {};
+    if (refunded.code() == Errc::stale_epoch) {
+        note(std::string(why) + ", and the hand-out could not be taken back: " + refunded.error().message);
+        need_rebalance = true;
+        rebalance = true;
+        return {};
+    }
+    if (refunded.code() != Errc::busy) return refunded;
+    note(std::string(why) + "; the hand-out stays counted: " + refunded.error().message);
+    return {};
+}
+
 // How a step ended, applied to its slot.
 Status WorkerLoop::Impl::settle(Part& part, Slot& s, const Message& m, Result<Outcome> r, const Failure& failure) {
     if (!r) return std::move(r).error();
@@ -1218,9 +1239,21 @@ Status WorkerLoop::Impl::settle(Part& part, Slot& s, const Message& m, Result<Ou
             need_rebalance = true;
             unstart(part, s, mono_now_ns() + kBusyRetryNs);
             return {};
-        case Outcome::deferred:
+        case Outcome::deferred: {
+            // Contention is not a failed attempt: taken back as for a full store (below), and
+            // handed out again after kBusyRetryNs; the rest of the window goes on meanwhile.
+            bool rebalance = false;
+            FABRIC_TRY(take_back(m, "store contended", rebalance));
+            if (rebalance) {
+                unstart(part, s, mono_now_ns() + kBusyRetryNs);
+                return {};
+            }
+            note("store contended: " + failure.reason + "; handed back " + std::string(m.value_str()) + " (partition " +
+                 std::to_string(m.partition) + " offset " + std::to_string(m.offset) +
+                 ", attempt not counted), tried again shortly");
             unstart(part, s, mono_now_ns() + kBusyRetryNs);
             return {};
+        }
         case Outcome::failed: return fail_slot(part, s, m, failure);
         case Outcome::forward_waits:
             // The result is written: this hand-out succeeded, and its count is cleared as for
@@ -1238,15 +1271,11 @@ Status WorkerLoop::Impl::settle(Part& part, Slot& s, const Message& m, Result<Ou
             // The refund is fenced: refused (stale_epoch) once a newer owner has the partition,
             // whose counts are its own (we rebalance); delayed by a paused lock holder (busy),
             // the count stays, as after a crash between the put and the refund.
-            if (Status refunded = router->refund(m); !refunded) {
-                if (refunded.code() == Errc::stale_epoch) {
-                    note("store full, and the hand-out could not be taken back: " + refunded.error().message);
-                    need_rebalance = true;
-                    unstart(part, s, mono_now_ns() + kBusyRetryNs);
-                    return {};
-                }
-                if (refunded.code() != Errc::busy) return refunded;
-                note("store full; the hand-out stays counted: " + refunded.error().message);
+            bool rebalance = false;
+            FABRIC_TRY(take_back(m, "store full", rebalance));
+            if (rebalance) {
+                unstart(part, s, mono_now_ns() + kBusyRetryNs);
+                return {};
             }
             ++stats.store_full;
             store_full_until_ns = mono_now_ns() + to_ns(cfg.store_full_pause);
@@ -1680,6 +1709,10 @@ Result<Outcome> WorkerLoop::Impl::write_result(const Message& m, WorkTicket::Dat
                     true};
         return Outcome::failed;
     }
+    if (!put && put.code() == Errc::busy) {
+        *failure = {"result put " + d.result_text + ": " + put.error().message, false};
+        return Outcome::deferred;
+    }
     if (!put) {
         if (is_fatal(put.code())) return std::move(put).error();
         *failure = {"result put " + d.result_text + ": " + put.error().message,
@@ -1908,6 +1941,10 @@ Result<bool> WorkerLoop::Impl::hand_out(uint32_t p, uint32_t i, WorkTicket& tick
             // released dead processes' records and tried again): back-pressure, as a result
             // put on a full store is. Handed back uncounted; no work is taken for a pause.
             FABRIC_TRY(settle(part, s, m, Outcome::store_full, Failure{"get " + input + ": " + pinned.error().message}));
+            return false;
+        }
+        if (pinned.code() == Errc::busy) {  // the input rewritten faster than it could be pinned
+            FABRIC_TRY(settle(part, s, m, Outcome::deferred, Failure{"get " + input + ": " + pinned.error().message}));
             return false;
         }
         FABRIC_TRY(fail_slot(part, s, m, {"get " + input + ": " + pinned.error().message,
@@ -2290,7 +2327,7 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config) {
     // tries (keep_alive; no member yet): a declared heartbeat timeout must not fence it.
     constexpr int kJoinPasses = 16;
     constexpr uint64_t kOpenLockWaitNs = 10 * kNsPerSec;
-    const uint64_t lock_deadline = mono_now_ns() + kOpenLockWaitNs;
+    uint64_t lock_deadline = mono_now_ns() + kOpenLockWaitNs;
     // open_should_stop is asked before each try, the first included: a stop asked before the
     // join joins nothing.
     // `evicted`: where a step outlives an eviction (the member was silent past its session while
@@ -2337,9 +2374,15 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config) {
             auto r = impl->membership->rebalance(mono_now_ns(), {});
             return r ? Status{} : Status(std::move(r).error());
         };
+        // A wait of its own: the eviction needed a silence past the session timeout, so the
+        // first wait's deadline may be gone.
+        lock_deadline = mono_now_ns() + kOpenLockWaitNs;
         bucket = while_lock_held(rejoin);
         for (int pass = 1; !bucket && bucket.code() == Errc::stale_epoch && pass < kJoinPasses; ++pass)
-            bucket = while_lock_held(rejoin);
+            // A wait of its own: the eviction needed a silence past the session timeout, so the
+        // first wait's deadline may be gone.
+        lock_deadline = mono_now_ns() + kOpenLockWaitNs;
+        bucket = while_lock_held(rejoin);
     }
     if (!bucket) {
         impl->leave();
