@@ -1016,6 +1016,15 @@ struct TopicWithHandle {
         h = mq::open_topic(tp.pool, "t");
         REQUIRE(h.ok());
     }
+    /// Registers group "g" with `ttl`: the topic's first registration, in slot 0.
+    mq::GroupRef register_g(Duration ttl) {
+        GroupOptions go;
+        go.ttl = ttl;
+        auto ref = mq::register_group(**h, "g", go);
+        REQUIRE(ref.ok());
+        REQUIRE(ref->index == 0);
+        return *ref;
+    }
 };
 
 /// True when a pause hook reached `point` and may still act (g_hook_acts, counted down).
@@ -1181,17 +1190,13 @@ TEST_CASE("group lease: a renewal paused while its group was removed and another
           "the new registration's lease as it was") {
     TopicWithHandle f("renewreused", 16);
     auto& h = f.h;
-    GroupOptions go;
-    go.ttl = std::chrono::seconds(10);
-    auto ref = mq::register_group(**h, "g", go);
-    REQUIRE(ref.ok());
-    REQUIRE(ref->index == 0);
+    const mq::GroupRef ref = f.register_g(std::chrono::seconds(10));
     mq::GroupSlot& slot = (*h)->groups[0];
     slot.lease_expires_ns.store(mono_now_ns() + kNsPerSec);  // under three quarters left: due
     g_hooked_topic = h->get();
     g_hook_acts.store(1);
     detail::set_pause_hook(&reregister_before_renewal);
-    Status renewed = mq::renew_group(**h, *ref, "g", mono_now_ns());
+    Status renewed = mq::renew_group(**h, ref, "g", mono_now_ns());
     detail::set_pause_hook(nullptr);
     CHECK(g_hook_acts.load() == 0);
     REQUIRE_MESSAGE(g_next_registration.ok(), g_next_registration.error().message);
@@ -1228,15 +1233,12 @@ TEST_CASE("group reap: a renewal that lands after the reaper found the lease run
           "reap reports no deregistration") {
     TopicWithHandle f("reaprenewed", 16);
     auto& h = f.h;
-    GroupOptions go;
-    go.ttl = std::chrono::seconds(10);
-    auto ref = mq::register_group(**h, "g", go);
-    REQUIRE(ref.ok());
-    mq::GroupSlot& slot = (*h)->groups[ref->index];
+    const mq::GroupRef ref = f.register_g(std::chrono::seconds(10));
+    mq::GroupSlot& slot = (*h)->groups[0];
     const uint64_t ran_out = mono_now_ns() - 1'000'000ull;
     slot.lease_expires_ns.store(ran_out);
     g_hooked_topic = h->get();
-    g_hooked_ref = *ref;
+    g_hooked_ref = ref;
     g_renewer_clock = ran_out - 1'000'000ull;
     g_hook_acts.store(1);
     detail::set_pause_hook(&renew_when_reaped);
@@ -1246,7 +1248,7 @@ TEST_CASE("group reap: a renewal that lands after the reaper found the lease run
     REQUIRE(g_renewal.ok());
     CHECK_FALSE(reap_says_deregistered(rep));
     CHECK(rep.kind_items == 0);
-    CHECK(slot.word.load() == ref->word);  // still the same registration
+    CHECK(slot.word.load() == ref.word);  // still the same registration
     CHECK(slot.lease_expires_ns.load() == g_renewer_clock + 10 * kNsPerSec);
     REQUIRE(f.mgr.describe("t")->groups.size() == 1);
 }
@@ -1255,11 +1257,7 @@ TEST_CASE("group reap: a reaper paused after finding a lease run out while the g
           "registered in its slot leaves the other as it was and reports nothing") {
     TopicWithHandle f("reapreused", 16);
     auto& h = f.h;
-    GroupOptions go;
-    go.ttl = std::chrono::seconds(10);
-    auto ref = mq::register_group(**h, "g", go);
-    REQUIRE(ref.ok());
-    REQUIRE(ref->index == 0);
+    (void)f.register_g(std::chrono::seconds(10));
     mq::GroupSlot& slot = (*h)->groups[0];
     slot.lease_expires_ns.store(mono_now_ns() - 1'000'000ull);
     g_hooked_topic = h->get();

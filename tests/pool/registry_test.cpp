@@ -366,52 +366,55 @@ TEST_CASE("registry: a claimant paused before publishing is not judged dead by a
     CHECK(layout::slot_word_pid(w) == uint32_t(kid));
 }
 
+namespace {
+/// A process registered in pool `name` and stopped (SIGSTOP) right after; SIGKILLed and
+/// waited for at the end of the scope.
+struct StoppedRegistrant {
+    pid_t pid = -1;
+    OwnerToken token = 0;
+    explicit StoppedRegistrant(const std::string& name) {
+        int fds[2];
+        REQUIRE(::pipe(fds) == 0);
+        pid = test::fork_child([&] {
+            auto p = Pool::open(name);
+            const OwnerToken t = p ? p->self() : 0;
+            if (write(fds[1], &t, sizeof t) != sizeof t) return 2;
+            ::raise(SIGSTOP);
+            return 0;
+        });
+        token = read_token(fds);
+        REQUIRE(token != 0);
+        REQUIRE(test::wait_stopped(pid));
+    }
+    ~StoppedRegistrant() {
+        ::kill(pid, SIGKILL);
+        CHECK(test::wait_child(pid) == 128 + SIGKILL);
+    }
+};
+}  // namespace
+
 TEST_CASE("pool rm: a process stopped past its declared heartbeat timeout still counts as attached; removal "
           "without --force is refused naming it") {
     test::TempPool temp("rmstopped", 2 << 20);
     Pool& pool = temp.pool;
-    int fds[2];
-    REQUIRE(::pipe(fds) == 0);
-    const std::string name = temp.name();
-    const pid_t kid = test::fork_child([&] {
-        auto p = Pool::open(name);
-        const OwnerToken t = p ? p->self() : 0;
-        if (write(fds[1], &t, sizeof t) != sizeof t) return 2;
-        ::raise(SIGSTOP);
-        return 0;
-    });
-    const OwnerToken token = read_token(fds);
-    REQUIRE(token != 0);
-    REQUIRE(test::wait_stopped(kid));
+    const StoppedRegistrant kid(temp.name());
+    const OwnerToken token = kid.token;
     // It declared a 1 ms heartbeat timeout and has been stopped longer.
     layout::ProcessSlot& slot = test::slot_of(pool, token);
     slot.timeout_ns.store(kNsPerMs);
     slot.heartbeat_ns.store(1);
-    Status removed = Pool::remove(name, false);
+    Status removed = Pool::remove(temp.name(), false);
     CHECK(removed.code() == Errc::busy);
-    CHECK(removed.error().message.find(std::to_string(kid)) != std::string::npos);
+    CHECK(removed.error().message.find(std::to_string(kid.pid)) != std::string::npos);
     CHECK(pool.lifecycle() == "live");
-    ::kill(kid, SIGKILL);
-    CHECK(test::wait_child(kid) == 128 + SIGKILL);
 }
 
 TEST_CASE("registry: a heartbeat damaged into the future does not keep its registration alive for ever; the reap "
           "fences it") {
     test::TempPool temp("futurehb", 2 << 20);
     Pool& pool = temp.pool;
-    int fds[2];
-    REQUIRE(::pipe(fds) == 0);
-    const std::string name = temp.name();
-    const pid_t kid = test::fork_child([&] {
-        auto p = Pool::open(name);
-        const OwnerToken t = p ? p->self() : 0;
-        if (write(fds[1], &t, sizeof t) != sizeof t) return 2;
-        ::raise(SIGSTOP);
-        return 0;
-    });
-    const OwnerToken token = read_token(fds);
-    REQUIRE(token != 0);
-    REQUIRE(test::wait_stopped(kid));
+    const StoppedRegistrant kid(temp.name());
+    const OwnerToken token = kid.token;
     layout::ProcessSlot& slot = test::slot_of(pool, token);
     slot.timeout_ns.store(kNsPerSec);
     slot.heartbeat_ns.store(mono_now_ns() + 3600 * kNsPerSec);  // damaged: an hour ahead
@@ -420,8 +423,6 @@ TEST_CASE("registry: a heartbeat damaged into the future does not keep its regis
     CHECK(why.find("in the future") != std::string::npos);
     CHECK(pool.registry().reap_dead(MonoClock::now()) == 1);
     CHECK(layout::slot_word_state(slot.word.load()) == layout::kSlotFenced);  // its pid runs: fenced, not freed
-    ::kill(kid, SIGKILL);
-    CHECK(test::wait_child(kid) == 128 + SIGKILL);
 }
 
 TEST_CASE("registry: a claimant whose slot was taken while it was stopped publishes nowhere near the new owner") {
