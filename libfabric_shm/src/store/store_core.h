@@ -257,6 +257,9 @@ private:
     bool copy_payload_n(const Found& f, uint8_t* out, uint64_t n) const noexcept;
     bool read_header(uint32_t block, uint64_t word, HeaderSnapshot& snap) const noexcept;
     bool key_matches(const HeaderSnapshot& snap, std::string_view key) const noexcept;
+    /// Whether the key in a header read by read_header() hashes to `tag` (a slot's). The copy
+    /// may be torn: callers validate the block's life after it, as for any header read.
+    bool header_key_has_tag(const HeaderSnapshot& snap, uint8_t tag) const noexcept;
     bool claim_in_sb(uint32_t sb, uint32_t cls, OwnerToken me, uint32_t* block, uint64_t* word);
     bool assign_sb(uint32_t cls, OwnerToken me, uint32_t* sb_out);
     bool alloc_run(uint64_t n, OwnerToken me, uint32_t* block, uint64_t* word);
