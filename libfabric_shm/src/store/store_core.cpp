@@ -2148,6 +2148,9 @@ void StoreCore::check(std::vector<std::string>& violations, std::vector<std::str
             const bool header_ok = read_header(b, w, snap);
             const bool tag_ok = header_ok && header_key_has_tag(snap, slot_tag(v));
             if (block_seq(words_[b].load(std::memory_order_acquire)) != block_seq(w)) continue;  // reused meanwhile
+            // Still linked by this slot (as lookup re-checks): on a live pool an overwrite may
+            // have unlinked the block and it been reused since the slot load.
+            if (buckets_[bi].slots[j].load(std::memory_order_acquire) != v) continue;
             if (!header_ok)
                 violations.push_back("violation: store block " + std::to_string(b) + " is published with a bad header");
             else if (!tag_ok)

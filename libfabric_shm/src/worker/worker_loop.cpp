@@ -193,8 +193,9 @@ std::string default_member_id() {
 enum class Outcome : uint8_t {
     done,      ///< result written / skipped / dead-lettered: the offset may be committed past
     lost,      ///< a newer owner has the partition (evicted or fenced): leave it, rebalance
-    /// The store was contended (a key's lock held by a live, paused process; a key rewritten
-    /// faster than it could be read): hand it back, uncounted, and try again shortly.
+    /// The store was contended (a key rewritten faster than it could be read or locked, or its
+    /// lock taken over from this writer again and again): hand it back, its count refunded,
+    /// and try again shortly.
     deferred,
     failed,    ///< one attempt failed (the Failure says why)
     store_full,  ///< the result put found no space within --store-wait: hand it back, uncounted
@@ -1249,8 +1250,7 @@ Status WorkerLoop::Impl::settle(Part& part, Slot& s, const Message& m, Result<Ou
                 return {};
             }
             note("store contended: " + failure.reason + "; handed back " + std::string(m.value_str()) + " (partition " +
-                 std::to_string(m.partition) + " offset " + std::to_string(m.offset) +
-                 ", attempt not counted), tried again shortly");
+                 std::to_string(m.partition) + " offset " + std::to_string(m.offset) + "), tried again shortly");
             unstart(part, s, mono_now_ns() + kBusyRetryNs);
             return {};
         }
@@ -2374,15 +2374,13 @@ Result<WorkerLoop> WorkerLoop::open(Pool& pool, const WorkerConfig& config) {
             auto r = impl->membership->rebalance(mono_now_ns(), {});
             return r ? Status{} : Status(std::move(r).error());
         };
-        // A wait of its own: the eviction needed a silence past the session timeout, so the
-        // first wait's deadline may be gone.
-        lock_deadline = mono_now_ns() + kOpenLockWaitNs;
-        bucket = while_lock_held(rejoin);
-        for (int pass = 1; !bucket && bucket.code() == Errc::stale_epoch && pass < kJoinPasses; ++pass)
-            // A wait of its own: the eviction needed a silence past the session timeout, so the
-        // first wait's deadline may be gone.
-        lock_deadline = mono_now_ns() + kOpenLockWaitNs;
-        bucket = while_lock_held(rejoin);
+        // Each try a wait of its own: the eviction needed a silence past the session timeout,
+        // so the first wait's deadline may be gone.
+        for (int pass = 0; pass == 0 || (!bucket && bucket.code() == Errc::stale_epoch && pass < kJoinPasses);
+             ++pass) {
+            lock_deadline = mono_now_ns() + kOpenLockWaitNs;
+            bucket = while_lock_held(rejoin);
+        }
     }
     if (!bucket) {
         impl->leave();
