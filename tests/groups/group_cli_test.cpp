@@ -67,6 +67,16 @@ TEST_CASE("group cli: describe shows members and owners; reset refuses live memb
     REQUIRE_MESSAGE(reset.rc == 0, reset.out);
     CHECK(nlohmann::json::parse(reset.out)["group"]["partitions"][0]["committed"] == 6);
     CHECK(tool("tools/fabric-shm", "group reset g --topic t --to sideways --pool " + name).rc == 2);
+    // A sign, a value past 2^64 or a negative partition is refused, not read as "the earliest
+    // offset" or "every partition": the group stays where it was.
+    for (const char* bad : {"--to -5", "--to 18446744073709551616", "--to latest --partition -5"}) {
+        CAPTURE(bad);
+        Run refused = tool("tools/fabric-shm", std::string("group reset g --topic t ") + bad + " --pool " + name);
+        CHECK(refused.rc == 2);
+    }
+    auto after = describe_consumer_group(tp.pool, "t", "g");
+    REQUIRE(after.ok());
+    CHECK(after->partitions[0].committed == 6);
 
     Run dump = tool("tools/dump/fabric-shm-dump", "--pool " + name + " --json");
     REQUIRE_MESSAGE(dump.rc == 0, dump.out);

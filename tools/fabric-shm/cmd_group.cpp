@@ -4,6 +4,8 @@
 // library (consumer_group.h, topic.h): no shared-memory logic here.
 #include "cmd_group.h"
 
+#include <cerrno>
+#include <cstdlib>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -121,6 +123,8 @@ int cmd_group(int argc, char** argv) {
     const auto pos = r.unmatched();
     const std::string topic = opt_string(r, "topic");
     const int partition = r.count("partition") ? r["partition"].as<int>() : -1;  // -1: every partition
+    if (r.count("partition") && partition < 0)
+        return usage(out, "--partition " + std::to_string(partition) + " must be a partition number (0 or more)");
     auto pool_name = resolve_pool(opt_string(r, "pool"));
     if (!pool_name) return fail(out, pool_name.error());
 
@@ -172,10 +176,14 @@ int cmd_group(int argc, char** argv) {
         } else if (to == "latest") {
             kind = ResetTo::latest;
         } else {
+            // Digits only: strtoull takes a sign ("-5" is 2^64 - 5) and saturates past 2^64,
+            // and either would reset to the earliest offset instead of refusing.
             char* end = nullptr;
-            offset = std::strtoull(to.c_str(), &end, 10);
-            if (to.empty() || *end != '\0')
-                return usage(out, "--to '" + to + "' must be earliest, latest or a decimal offset");
+            errno = 0;
+            const bool digits = !to.empty() && to.find_first_not_of("0123456789") == std::string::npos;
+            offset = digits ? std::strtoull(to.c_str(), &end, 10) : 0;
+            if (!digits || errno == ERANGE)
+                return usage(out, "--to '" + to + "' must be earliest, latest or a decimal offset below 2^64");
         }
         st = reset_group_offsets(*pool, topic, group, kind, offset, partition, r.count("force") > 0);
         done = "reset group '" + group + "' on topic '" + topic + "' to " + to;
