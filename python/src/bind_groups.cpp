@@ -283,7 +283,13 @@ void bind_groups(py::module_& m) {
                      return r.handle(
                          m, [&](const Message&) { return gate.call([&] { process(msg); }); },
                          [&]() -> Status {
-                             if (heartbeat.is_none()) return gate.call([] {});
+                             // Called between retries' backoff slices: without a heartbeat of
+                             // the user's, Ctrl-C and a close() from another thread are seen here.
+                             if (heartbeat.is_none())
+                                 return gate.call([&] {
+                                     check_signals();
+                                     if (d.closed.load(std::memory_order_relaxed)) throw FabricError(closed_error(d));
+                                 });
                              return gate.call([&] { heartbeat(); });
                          });
                  });

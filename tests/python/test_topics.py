@@ -442,6 +442,22 @@ def test_ctrl_c_interrupts_a_waiter_wait(pool):
     assert delay < 0.1
 
 
+def test_ctrl_c_interrupts_a_dlq_handle_waiting_out_a_long_backoff_without_a_heartbeat(pool):
+    make_topic(pool, num_partitions=1)
+    fs.Producer(pool, "t").send(b"poison")
+    delay = child_blocked_then_interrupted(pool.name, """
+        consumer = fs.Consumer(pool, "t", "g")
+        consumer.assign_all()
+        message = consumer.poll(timeout=5)[0]
+        router = fs.DlqRouter(pool, "t", "g", max_attempts=3, initial_backoff=600, max_backoff=600)
+        def fail(m):
+            raise RuntimeError("always")
+        def block():
+            router.handle(message, fail)
+    """)
+    assert delay < 0.3
+
+
 def test_blocking_calls_release_the_gil(pool):
     import threading
     make_topic(pool, num_partitions=1)
