@@ -197,6 +197,18 @@ TEST_CASE("bridge chunk manifest: chunks of two cuts of one message never share 
     CHECK(chunk_set_name("fs1-x", older) == "fs1-x");
 }
 
+TEST_CASE("bridge chunk manifest: a message id the exporter writes is accepted; one that would break a chunk "
+          "subject or the client's request is refused as corrupt, shown printable") {
+    CHECK(validate_manifest_id(message_id(0xfeedfacecafebeefull, 1, 63, 18446744073709551615ull)).ok());
+    for (std::string bad : {std::string(""), std::string("a.b"), std::string("a\"b"), std::string("a\\b"),
+                            std::string("a b"), std::string(129, 'x'), std::string("a\x01b", 3)}) {
+        CAPTURE(bad);
+        Status st = validate_manifest_id(bad);
+        CHECK(st.code() == Errc::corrupt);
+        for (char c : st.error().message) CHECK((c >= 0x20 && c < 0x7f));
+    }
+}
+
 TEST_CASE("bridge identity and message id: stable text forms") {
     const ObjectIdentity id{IdentityKind::source, 0x0123456789abcdefull, 42};
     CHECK(id.to_string() == "s/0123456789abcdef/42");

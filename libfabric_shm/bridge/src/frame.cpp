@@ -389,6 +389,29 @@ std::string chunk_set_name(std::string_view message_id, const ChunkManifest& m) 
     std::snprintf(tail, sizeof tail, "-%08x-%u", unsigned(m.frame_crc), unsigned(m.chunk_bytes));
     return name + tail;
 }
+Status validate_manifest_id(std::string_view id) {
+    bool ok = !id.empty() && id.size() <= 128;
+    for (size_t i = 0; ok && i < id.size(); ++i) {
+        const char c = id[i];
+        ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+    }
+    if (ok) return {};
+    std::string shown;  // the id as read, printable: it goes into logs and the dead letter's reason
+    for (size_t i = 0; i < std::min<size_t>(id.size(), 64); ++i) {
+        const unsigned char c = static_cast<unsigned char>(id[i]);
+        if (c >= 0x20 && c < 0x7f && c != '\\') {
+            shown += char(c);
+        } else {
+            char esc[8];
+            std::snprintf(esc, sizeof esc, "\\x%02x", unsigned(c));
+            shown += esc;
+        }
+    }
+    if (id.size() > 64) shown += "...";
+    return make_error(Errc::corrupt, "manifest message id '" + shown + "' (" + std::to_string(id.size()) +
+                                         " bytes) is not 1-128 characters of [A-Za-z0-9_-]");
+}
+
 std::string stream_subjects(std::string_view stream) { return "fabric." + std::string(stream) + ".>"; }
 
 }  // namespace fabric_shm::bridge

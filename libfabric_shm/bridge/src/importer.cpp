@@ -743,9 +743,13 @@ Status Importer::Impl::dead_letter(natsMsg* msg, uint64_t delivered, uint64_t se
 
 Result<std::vector<uint8_t>> Importer::Impl::assemble(natsMsg*, const ChunkManifest& m, uint64_t delivered,
                                                       const char* id, std::vector<uint64_t>* seqs, bool* retry_later) {
+    if (Status valid = validate_manifest_id(id ? id : ""); !valid) {
+        *retry_later = false;  // no redelivery will change it
+        return std::move(valid).error();
+    }
     std::vector<uint8_t> frame;
     frame.reserve(m.frame_bytes);
-    const std::string set = chunk_set_name(id ? id : "", m);
+    const std::string set = chunk_set_name(id, m);
     for (uint32_t i = 0; i < m.chunks; ++i) {
         natsMsg* chunk = nullptr;
         jsErrCode jerr = jsErrCode(0);

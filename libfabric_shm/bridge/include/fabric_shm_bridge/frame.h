@@ -107,6 +107,11 @@ Result<std::optional<ChunkManifest>> decode_manifest(std::span<const uint8_t> by
 /// --chunk-size, an object replaced before a re-export) never share a chunk name, so the
 /// server's de-duplication by message id cannot keep a chunk of one cut under another's manifest.
 std::string chunk_set_name(std::string_view message_id, const ChunkManifest& manifest);
+/// A manifest's message id, read from the network, as the chunks' subjects take it: 1-128
+/// characters of [A-Za-z0-9_-] (what message_id() writes). Anything else (a '.', which
+/// subjects split on; a '"' or '\', which the client pastes into a JSON request unescaped)
+/// is refused as corrupt: the message is dead-lettered, never asked for again and again.
+Status validate_manifest_id(std::string_view message_id);
 
 /// The stream message id of a topic message: "fs1-<pool incarnation>-<topic incarnation>-<partition>-<offset>"
 /// (hex, hex, decimal, decimal). Stable across redeliveries and exporter restarts.
