@@ -485,6 +485,7 @@ int rm_prefix(const Output& out, const cxxopts::ParseResult& r) {
     if (*age != 0) text += " older than " + format_duration_ns(*age);
     if (!kept.empty()) text += "; kept " + std::to_string(kept.size()) + " uploaded again meanwhile";
     text += "\n";
+    if (::isatty(STDOUT_FILENO)) text = terminal_safe_lines(text);  // keys, as `ls` prints them
     std::fwrite(text.data(), 1, text.size(), stdout);
     return kExitOk;
 }
@@ -571,6 +572,9 @@ int cmd_ls(int argc, char** argv) {
     } else {
         std::string text;
         for (const auto& k : keys) text += k + "\n";
+        // Keys as stored for a pipe (scripts read them back); escaped for a terminal, where a
+        // key's C1 control (keys refuse only C0 controls) would act as an escape sequence.
+        if (::isatty(STDOUT_FILENO)) text = terminal_safe_lines(text);
         std::fwrite(text.data(), 1, text.size(), stdout);
     }
     return kExitOk;

@@ -208,7 +208,9 @@ int main(int argc, char** argv) {
             cli::print_json({{"pools", reports}, {"temp_files", temps}});
         } else {
             if (pools->empty() && temps.empty()) text = "no pools\n";
-            std::cout << text << std::flush;
+            // Pool and file names come from /dev/shm (any local user names them) and notes
+            // from the pool: escaped, as every table is.
+            std::cout << cli::terminal_safe_lines(text) << std::flush;
         }
         exit_code = any_error ? cli::kExitRuntime : cli::kExitOk;
         if (!watch_ns || g_stop) break;
