@@ -541,7 +541,7 @@ struct WorkerLoop::Impl {
         return sent;
     }
     Status settle(Part& part, Slot& s, const Message& m, Result<Outcome> r, const Failure& failure);
-    Status take_back(const Message& m, std::string_view why, bool& rebalance);
+    Result<bool> take_back(Part& part, Slot& s, const Message& m, std::string_view why);
     Status fail_slot(Part& part, Slot& s, const Message& m, const Failure& failure);
     Status dead_letter_slot(Part& part, Slot& s, const Message& m, uint64_t attempts, const std::string& reason);
     Status refused(Part& part, Slot& s, const Error& e, std::string_view what);
@@ -1211,21 +1211,21 @@ Status WorkerLoop::Impl::fail_slot(Part& part, Slot& s, const Message& m, const 
 }
 
 // A hand-out taken back (not an attempt): its count is refunded. The refund is fenced:
-// refused (stale_epoch) once a newer owner has the partition, whose counts are its own (sets
-// `rebalance`); delayed by a paused lock holder (busy), the count stays, as after a crash
-// between the put and the refund.
-Status WorkerLoop::Impl::take_back(const Message& m, std::string_view why, bool& rebalance) {
+// refused (stale_epoch) once a newer owner has the partition, whose counts are its own: the
+// slot then waits for the rebalance, and false says so; delayed by a paused lock holder
+// (busy), the count stays, as after a crash between the put and the refund.
+Result<bool> WorkerLoop::Impl::take_back(Part& part, Slot& s, const Message& m, std::string_view why) {
     Status refunded = router->refund(m);
-    if (refunded) return {};
+    if (refunded) return true;
     if (refunded.code() == Errc::stale_epoch) {
         note(std::string(why) + ", and the hand-out could not be taken back: " + refunded.error().message);
         need_rebalance = true;
-        rebalance = true;
-        return {};
+        unstart(part, s, mono_now_ns() + kBusyRetryNs);
+        return false;
     }
-    if (refunded.code() != Errc::busy) return refunded;
+    if (refunded.code() != Errc::busy) return std::move(refunded).error();
     note(std::string(why) + "; the hand-out stays counted: " + refunded.error().message);
-    return {};
+    return true;
 }
 
 // How a step ended, applied to its slot.
@@ -1243,12 +1243,9 @@ Status WorkerLoop::Impl::settle(Part& part, Slot& s, const Message& m, Result<Ou
         case Outcome::deferred: {
             // Contention is not a failed attempt: taken back as for a full store (below), and
             // handed out again after kBusyRetryNs; the rest of the window goes on meanwhile.
-            bool rebalance = false;
-            FABRIC_TRY(take_back(m, "store contended", rebalance));
-            if (rebalance) {
-                unstart(part, s, mono_now_ns() + kBusyRetryNs);
-                return {};
-            }
+            auto kept = take_back(part, s, m, "store contended");
+            if (!kept) return std::move(kept).error();
+            if (!*kept) return {};
             note("store contended: " + failure.reason + "; handed back " + std::string(m.value_str()) + " (partition " +
                  std::to_string(m.partition) + " offset " + std::to_string(m.offset) + "), tried again shortly");
             unstart(part, s, mono_now_ns() + kBusyRetryNs);
@@ -1268,15 +1265,9 @@ Status WorkerLoop::Impl::settle(Part& part, Slot& s, const Message& m, Result<Ou
         case Outcome::store_full: {
             // Back-pressure, not a failure: the hand-out is taken back (the next one is the same
             // attempt again), the message waits in its slot, and no work is taken meanwhile.
-            // The refund is fenced: refused (stale_epoch) once a newer owner has the partition,
-            // whose counts are its own (we rebalance); delayed by a paused lock holder (busy),
-            // the count stays, as after a crash between the put and the refund.
-            bool rebalance = false;
-            FABRIC_TRY(take_back(m, "store full", rebalance));
-            if (rebalance) {
-                unstart(part, s, mono_now_ns() + kBusyRetryNs);
-                return {};
-            }
+            auto kept = take_back(part, s, m, "store full");
+            if (!kept) return std::move(kept).error();
+            if (!*kept) return {};
             ++stats.store_full;
             store_full_until_ns = mono_now_ns() + to_ns(cfg.store_full_pause);
             note("capacity_exceeded: " + failure.reason + "; handed back " + std::string(m.value_str()) +
