@@ -1111,8 +1111,9 @@ void StoreCore::unpin(uint32_t record, uint32_t block, OwnerToken me) noexcept {
 
 namespace {
 [[gnu::cold, gnu::noinline]] Error damaged_entry_error(uint32_t block) {
-    return make_error(Errc::corrupt,
-                      "store: block " + std::to_string(block) + " referenced by the table has an invalid object header");
+    return make_error(Errc::corrupt, "store: block " + std::to_string(block) +
+                                         " referenced by the table has an invalid object header, or one naming a "
+                                         "key of another tag (written over after it was linked)");
 }
 }  // namespace
 
