@@ -178,10 +178,9 @@ int cmd_group(int argc, char** argv) {
         } else {
             // Digits only: strtoull takes a sign ("-5" is 2^64 - 5) and saturates past 2^64,
             // and either would reset to the earliest offset instead of refusing.
-            char* end = nullptr;
             errno = 0;
             const bool digits = !to.empty() && to.find_first_not_of("0123456789") == std::string::npos;
-            offset = digits ? std::strtoull(to.c_str(), &end, 10) : 0;
+            offset = digits ? std::strtoull(to.c_str(), nullptr, 10) : 0;
             if (!digits || errno == ERANGE)
                 return usage(out, "--to '" + to + "' must be earliest, latest or a decimal offset below 2^64");
         }
