@@ -386,6 +386,13 @@ struct StoppedRegistrant {
         REQUIRE(token != 0);
         REQUIRE(test::wait_stopped(pid));
     }
+    /// Its slot, with the heartbeat timeout it declared and its last heartbeat set as given.
+    layout::ProcessSlot& forge_heartbeat(Pool& pool, uint64_t timeout_ns, uint64_t heartbeat_ns) const {
+        layout::ProcessSlot& slot = test::slot_of(pool, token);
+        slot.timeout_ns.store(timeout_ns);
+        slot.heartbeat_ns.store(heartbeat_ns);
+        return slot;
+    }
     ~StoppedRegistrant() {
         ::kill(pid, SIGKILL);
         CHECK(test::wait_child(pid) == 128 + SIGKILL);
@@ -398,11 +405,7 @@ TEST_CASE("pool rm: a process stopped past its declared heartbeat timeout still 
     test::TempPool temp("rmstopped", 2 << 20);
     Pool& pool = temp.pool;
     const StoppedRegistrant kid(temp.name());
-    const OwnerToken token = kid.token;
-    // It declared a 1 ms heartbeat timeout and has been stopped longer.
-    layout::ProcessSlot& slot = test::slot_of(pool, token);
-    slot.timeout_ns.store(kNsPerMs);
-    slot.heartbeat_ns.store(1);
+    (void)kid.forge_heartbeat(pool, kNsPerMs, 1);  // a 1 ms timeout declared, stopped longer
     Status removed = Pool::remove(temp.name(), false);
     CHECK(removed.code() == Errc::busy);
     CHECK(removed.error().message.find(std::to_string(kid.pid)) != std::string::npos);
@@ -414,12 +417,10 @@ TEST_CASE("registry: a heartbeat damaged into the future does not keep its regis
     test::TempPool temp("futurehb", 2 << 20);
     Pool& pool = temp.pool;
     const StoppedRegistrant kid(temp.name());
-    const OwnerToken token = kid.token;
-    layout::ProcessSlot& slot = test::slot_of(pool, token);
-    slot.timeout_ns.store(kNsPerSec);
-    slot.heartbeat_ns.store(mono_now_ns() + 3600 * kNsPerSec);  // damaged: an hour ahead
+    // Damaged: an hour ahead.
+    layout::ProcessSlot& slot = kid.forge_heartbeat(pool, kNsPerSec, mono_now_ns() + 3600 * kNsPerSec);
     std::string why;
-    CHECK(pool.registry().liveness(token, MonoClock::now(), &why) == Liveness::certainly_dead);
+    CHECK(pool.registry().liveness(kid.token, MonoClock::now(), &why) == Liveness::certainly_dead);
     CHECK(why.find("in the future") != std::string::npos);
     CHECK(pool.registry().reap_dead(MonoClock::now()) == 1);
     CHECK(layout::slot_word_state(slot.word.load()) == layout::kSlotFenced);  // its pid runs: fenced, not freed
